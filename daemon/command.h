@@ -1,0 +1,108 @@
+/*
+ * The command table and requests. One entry per protocol command: name,
+ * required role, flags and handler. Envelope parsing, role checks, the
+ * one-reply-per-request rule and the reply itself live in command.c, so a
+ * handler only validates its parameters (request_unpack) and answers.
+ *
+ * A handler answers with request_ok()/request_error() and returns CMD_DONE,
+ * or keeps the request and returns CMD_WAIT (the connection's later requests
+ * wait until it is answered) or CMD_STREAM (the connection becomes a stream
+ * of request_stream() lines until it closes). A kept request must set
+ * r->cancel: it is called if the connection closes first, after which the
+ * request is freed by the core and must not be touched again.
+ */
+#ifndef MPSUPD_COMMAND_H
+#define MPSUPD_COMMAND_H
+
+#include <stdbool.h>
+
+#include <jansson.h>
+
+#include "conf.h"
+#include "mpsup.h"
+
+struct conn;
+struct request;
+
+enum cmd_flags {
+	CMD_MUTATES = 1 << 0,
+	CMD_MAY_BLOCK = 1 << 1,
+	CMD_STREAMS = 1 << 2,
+};
+
+enum cmd_ret { CMD_DONE = 0, CMD_WAIT, CMD_STREAM };
+
+struct cmd_entry {
+	const char *name;
+	enum role role;
+	unsigned flags;
+	enum cmd_ret (*exec)(struct request *r);
+};
+
+/*
+ * A module: its commands (an array ended by an entry with a NULL name) and
+ * optional lifecycle hooks, called in table order (stop: reverse order).
+ * Modules are listed in command.c.
+ */
+struct cmd_module {
+	const char *capability;  /* listed by hello */
+	const struct cmd_entry *cmds;
+	/* Adds its figures to a daemon.info result. */
+	void (*info)(json_t *info);
+	/* After the socket listens: start work (autostart pools...). */
+	int (*start)(const struct conf *conf);
+	/* Orderly shutdown: call done() once everything is stopped. */
+	void (*stop)(void (*done)(void));
+	/* Apply a new, valid config (the running one is still daemon_g.conf);
+	 * record what changed in changes ({added:[], changed:[], removed:[]}). */
+	int (*reload)(const struct conf *newconf, json_t *changes);
+};
+
+/* Modules' lifecycle, in order. */
+int modules_start(const struct conf *conf);
+void modules_stop(void (*done)(void));
+void modules_reload(const struct conf *newconf, json_t *changes);
+
+struct request {
+	struct conn *conn;
+	json_t *id;       /* the request's id, or NULL */
+	json_t *params;   /* the request object without id and cmd */
+	const struct cmd_entry *cmd;
+	void (*cancel)(struct request *r);
+	void *data;       /* the handler's own, while kept */
+	bool replied;
+	bool kept;        /* CMD_WAIT or CMD_STREAM */
+};
+
+/* Build the lookup table; call once. */
+void command_init(void);
+/* Look up a command by name. */
+const struct cmd_entry *command_find(const char *name);
+/* Capabilities of the registered modules (a new JSON array). */
+json_t *command_capabilities(void);
+/* Let every module add its figures to a daemon.info result. */
+void command_info(json_t *info);
+
+/* Parse and run one request line received on c. */
+void command_dispatch(struct conn *c, char *line, size_t len);
+
+/* Answer with a result (stolen; NULL answers null). */
+void request_ok(struct request *r, json_t *result);
+/* Answer with an error. */
+void request_error(struct request *r, enum mpsup_err code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/*
+ * Validate and read parameters with json_unpack_ex and JSON_STRICT (unknown
+ * keys are refused). On failure answers bad_request and returns -1.
+ */
+int request_unpack(struct request *r, const char *fmt, ...);
+/* Read an optional timeout parameter: absent/null = -1 (forever). Answers
+ * bad_request and returns -1 for a negative or non-number value. */
+int request_timeout(struct request *r, json_t *v, double *ret);
+/* Send one line of a streaming request; false when the connection is gone
+ * or was dropped for not reading. */
+bool request_stream(struct request *r, json_t *msg);
+/* Free a request that was never kept (core use). */
+void request_free(struct request *r);
+
+#endif

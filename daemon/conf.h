@@ -1,0 +1,143 @@
+/*
+ * Configuration: the [mpsupd], [access] and [pool:NAME] sections of
+ * mpsupd.conf(5), parsed with libinih into plain structures. A config is
+ * parsed whole and validated before anything uses it (reload swaps it in
+ * only when valid).
+ */
+#ifndef MPSUPD_CONF_H
+#define MPSUPD_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#define CONF_ERR_MAX 512
+
+enum pool_mode { POOL_MODE_SERVICE = 0, POOL_MODE_TASK };
+enum restart_policy { RESTART_ALWAYS = 0, RESTART_ON_FAILURE, RESTART_NEVER };
+enum output_kind { OUTPUT_NULL = 0, OUTPUT_INHERIT, OUTPUT_FILE, OUTPUT_JOURNAL, OUTPUT_CAPTURE };
+enum state_sync { STATE_SYNC_ALWAYS = 0, STATE_SYNC_EVERYSEC, STATE_SYNC_NO };
+
+struct output_conf {
+	enum output_kind kind;
+	char *path;       /* OUTPUT_FILE */
+	uint64_t max_bytes; /* rotate above this size; 0 = never */
+	unsigned backups;   /* rotated files kept */
+};
+
+/* One [pool:NAME] section or pool.add request. */
+struct pool_conf {
+	char *name;
+	char *command;    /* as written; split by argv_split() at spawn */
+	unsigned processes;
+	enum pool_mode mode;
+	enum restart_policy restart;
+	uint8_t exit_codes[32]; /* bitmap of "expected" exit statuses */
+	double start_secs;
+	unsigned start_retries;
+	double backoff_max;
+	int stop_signal;
+	double stop_timeout;
+	char *user;
+	char *group;
+	char *directory;
+	mode_t umask;
+	char **environment; /* NULL-terminated "K=V" list */
+	struct output_conf out;
+	struct output_conf err;
+	bool autostart;
+	int priority;
+	double task_timeout;   /* 0 = none */
+	unsigned task_retries;
+	unsigned max_pending;
+	char *file;       /* where it was defined (NULL for pool.add) */
+	int line;
+	struct pool_conf *next;
+};
+
+/* One role's allow list from [access]: users, @groups and "*". */
+struct access_list {
+	bool any;
+	uid_t *uids;
+	size_t n_uids;
+	gid_t *gids;
+	size_t n_gids;
+	bool set;  /* the key appeared in the config */
+};
+
+enum role { ROLE_NONE = 0, ROLE_READ, ROLE_STATE, ROLE_ADMIN };
+
+struct conf {
+	char *file;
+	char *socket;
+	mode_t socket_mode;
+	char *socket_group;
+	int log_level;
+	char *state_file;
+	enum state_sync state_sync;
+	uint64_t state_log_max_bytes;
+
+	size_t max_request_bytes;
+	unsigned max_clients;
+	unsigned max_clients_per_uid;
+	unsigned max_json_depth;
+	size_t max_output_bytes;   /* a connection's unsent output before it is dropped */
+	double shutdown_timeout;
+
+	unsigned max_objects;
+	unsigned max_queue_items;  /* all queues together */
+	unsigned max_waiters;      /* per object */
+	unsigned max_oneshots;     /* finished one-shot records kept */
+	unsigned max_processes;    /* all processes together */
+	unsigned max_subscribers;
+	unsigned log_ring_lines;   /* per process */
+	unsigned task_results_max; /* finished submitted tasks kept */
+	double task_results_age;
+
+	struct access_list access[ROLE_ADMIN + 1]; /* indexed by enum role */
+
+	struct pool_conf *pools; /* in file order */
+	unsigned n_pools;
+};
+
+/* Defaults for every key. */
+void conf_defaults(struct conf *c);
+/*
+ * Load and validate a config file (and its includes). On failure returns a
+ * negative errno and writes "FILE:LINE: key: problem" to err.
+ */
+int conf_load(const char *path, struct conf **ret, char *err, size_t errlen);
+/* Parse a config from a string (tests, fuzzing); name is used in messages. */
+int conf_load_string(const char *text, const char *name, struct conf **ret, char *err,
+		     size_t errlen);
+struct conf *conf_free(struct conf *c);
+
+/* A pool with defaults and the given name. */
+struct pool_conf *pool_conf_new(const char *name);
+struct pool_conf *pool_conf_free(struct pool_conf *p);
+struct pool_conf *pool_conf_dup(const struct pool_conf *p);
+/* Set one key of a pool from its text form; -EINVAL with a message in err. */
+int pool_conf_set(struct pool_conf *p, const char *key, const char *value, char *err,
+		  size_t errlen);
+/* Check a complete pool (command present...); -EINVAL with err. */
+int pool_conf_check(const struct pool_conf *p, char *err, size_t errlen);
+/* Build a pool from a pool.add request {pool, key: value...}; values may be
+ * strings, numbers or booleans. */
+int pool_conf_from_json(json_t *obj, struct pool_conf **ret, char *err, size_t errlen);
+/* True when two pool definitions differ in anything but `processes`. */
+bool pool_conf_differs(const struct pool_conf *a, const struct pool_conf *b);
+struct pool_conf *conf_find_pool(const struct conf *c, const char *name);
+/* The pool definition as JSON (for pool.list). */
+json_t *pool_conf_to_json(const struct pool_conf *p);
+
+/* Parsers shared with the protocol. */
+int conf_parse_duration(const char *s, double *ret);
+int conf_parse_signal(const char *s, int *ret);
+const char *conf_signal_name(int sig);
+/* Names: [A-Za-z0-9_.-]{1,64} (with_colon also allows ':'). */
+bool name_valid(const char *s, bool with_colon);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * Client connections on the control socket: a read buffer split into lines,
+ * an output buffer written once per batch, peer credentials and a role, and
+ * close hooks for modules that hold per-connection state (locks, waiters,
+ * subscriptions).
+ */
+#ifndef MPSUPD_CONN_H
+#define MPSUPD_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "conf.h"
+
+struct request;
+struct evbuffer;
+struct event;
+struct mpsup_framer;
+
+typedef void conn_hook_fn(struct conn *c, void *arg);
+
+struct conn_hook {
+	conn_hook_fn *fn;
+	void *arg;
+	struct conn_hook *next;
+};
+
+struct conn {
+	uint64_t id;
+	int fd;
+	struct event *ev_read;
+	struct event *ev_write;
+	struct mpsup_framer *in;
+	struct evbuffer *out;
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	enum role role;
+	struct request *kept;   /* a waiting or streaming request */
+	bool streaming;
+	bool closing;           /* close once the output is written */
+	bool dead;              /* closed; freed later */
+	bool in_dispatch;
+	struct conn_hook *hooks;
+	TAILQ_ENTRY(conn) entry;
+};
+
+/* Start listening on the configured socket (or one handed over by systemd). */
+int server_start(void);
+/* Stop listening, close every connection and remove the socket file. */
+void server_stop(void);
+/* Number of connected clients. */
+unsigned server_clients(void);
+/* The socket path in use. */
+const char *server_socket_path(void);
+
+/* Queue one JSON line for c. Returns false when c is (now) gone. */
+bool conn_send(struct conn *c, json_t *msg);
+/* Write queued output now (arming the write event only when it would block). */
+void conn_flush(struct conn *c);
+/* Close after pending output has been written. */
+void conn_close_after_write(struct conn *c);
+/* Close at once (freed after the current callback). */
+void conn_close(struct conn *c);
+/* The kept request of c is done: continue with its buffered requests. */
+void conn_resume(struct conn *c);
+void conn_add_close_hook(struct conn *c, conn_hook_fn *fn, void *arg);
+void conn_remove_close_hook(struct conn *c, conn_hook_fn *fn, void *arg);
+
+#endif

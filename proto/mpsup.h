@@ -1,0 +1,180 @@
+/*
+ * libmpsup: framing, envelope, error codes and a client for the mpsup
+ * protocol (JSON lines over a Unix socket). See mpsup-protocol(7).
+ *
+ * The library never logs, aborts or exits: every failure is a return value.
+ * Functions return 0 (or a count) on success and a negative errno on failure;
+ * ret_* output parameters are written only on success.
+ */
+#ifndef MPSUP_H
+#define MPSUP_H
+
+#include <stddef.h>
+#include <stdbool.h>
+#include <jansson.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MPSUP_PROTOCOL_VERSION 1
+#define MPSUP_DEFAULT_SOCKET "/run/mpsupd/mpsupd.sock"
+#define MPSUP_DEFAULT_MAX_LINE (1024 * 1024)
+#define MPSUP_DEFAULT_MAX_DEPTH 64
+
+/* Stable error codes of the protocol (DESIGN §3). */
+enum mpsup_err {
+	MPSUP_OK = 0,
+	MPSUP_E_BAD_REQUEST,
+	MPSUP_E_UNKNOWN_COMMAND,
+	MPSUP_E_NOT_FOUND,
+	MPSUP_E_EXISTS,
+	MPSUP_E_WRONG_TYPE,
+	MPSUP_E_OUT_OF_RANGE,
+	MPSUP_E_TIMEOUT,
+	MPSUP_E_EMPTY,
+	MPSUP_E_FULL,
+	MPSUP_E_PERMISSION_DENIED,
+	MPSUP_E_TOO_LARGE,
+	MPSUP_E_LIMIT,
+	MPSUP_E_CONFLICT,
+	MPSUP_E_BROKEN,
+	MPSUP_E_SPAWN_FAILED,
+	MPSUP_E_SHUTTING_DOWN,
+	MPSUP_E_INTERNAL,
+	MPSUP_E__MAX
+};
+
+/* The wire name of an error code ("bad_request"); NULL when out of range. */
+const char *mpsup_err_name(enum mpsup_err code);
+/* The code for a wire name; -EINVAL when the name is unknown. */
+int mpsup_err_from_name(const char *name);
+
+/* An error answered by the daemon. */
+struct mpsup_error {
+	enum mpsup_err code; /* MPSUP_E_INTERNAL when code_name is unknown */
+	char code_name[32];
+	char message[512];
+};
+
+/*
+ * Framing: an incremental splitter of newline-terminated lines with a
+ * maximum line size. Data can be fed by copy (mpsup_framer_feed) or read
+ * straight into the buffer (mpsup_framer_space + mpsup_framer_commit).
+ */
+struct mpsup_framer;
+
+struct mpsup_framer *mpsup_framer_new(size_t max_line);
+struct mpsup_framer *mpsup_framer_free(struct mpsup_framer *f);
+/* Append bytes; -ENOMEM when out of memory. */
+int mpsup_framer_feed(struct mpsup_framer *f, const void *data, size_t len);
+/*
+ * Room to read into: at least min bytes at *ret_ptr (min 0 = a default).
+ * Returns the room available or -ENOMEM.
+ */
+ssize_t mpsup_framer_space(struct mpsup_framer *f, size_t min, char **ret_ptr);
+/* Declare n bytes written at the pointer given by mpsup_framer_space. */
+void mpsup_framer_commit(struct mpsup_framer *f, size_t n);
+/*
+ * Pop one complete line (without its '\n', NUL-terminated in place; valid
+ * until the next call on f). Returns 1 with a line, 0 when no complete line
+ * is buffered, -EMSGSIZE when a line is longer than max_line (the framer is
+ * then unusable: close the connection).
+ */
+int mpsup_framer_pop(struct mpsup_framer *f, char **ret_line, size_t *ret_len);
+/* Bytes currently buffered (complete and partial lines). */
+size_t mpsup_framer_pending(const struct mpsup_framer *f);
+
+/*
+ * JSON nesting depth of a text, without parsing it (strings and escapes are
+ * skipped). Used to refuse deep input before handing it to a parser.
+ */
+size_t mpsup_json_depth(const char *text, size_t len);
+
+/*
+ * Envelope.
+ */
+
+/* Build {"id": id, "cmd": cmd, ...params}. id and params may be NULL; both
+ * are borrowed. Returns a new reference or NULL. */
+json_t *mpsup_request_new(const char *cmd, json_t *params, json_t *id);
+/*
+ * Parse one request line: JSON, an object, nesting <= max_depth, a string
+ * "cmd". On success *ret_req is a new reference and *ret_cmd points into it.
+ * On failure fills ret_err (bad_request / too_large), sets *ret_id to the
+ * request id when one could be read (new reference, else NULL) and returns
+ * -EBADMSG.
+ */
+int mpsup_request_parse(const char *line, size_t len, size_t max_depth,
+			json_t **ret_req, const char **ret_cmd, json_t **ret_id,
+			struct mpsup_error *ret_err);
+/* {"id": id, "ok": true, "result": result}; result is stolen, id borrowed. */
+json_t *mpsup_response_ok(json_t *id, json_t *result);
+/* {"id": id, "ok": false, "error": {code, message}}; id borrowed. */
+json_t *mpsup_response_error(json_t *id, enum mpsup_err code, const char *message);
+/*
+ * Read a response. Returns 0 for success (*ret_result: borrowed reference,
+ * may be NULL), 1 for an error response (ret_err filled), -EBADMSG when the
+ * object is not a response. ret_id (borrowed) may be NULL.
+ */
+int mpsup_response_parse(json_t *resp, json_t **ret_id, json_t **ret_result,
+			 struct mpsup_error *ret_err);
+/* Fill an error record from code and printf-style text. */
+void mpsup_error_set(struct mpsup_error *err, enum mpsup_err code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/*
+ * Client.
+ */
+struct mpsup_client;
+
+/* The socket path to use: path if not NULL, else $MPSUP_SOCKET, else the default. */
+const char *mpsup_socket_path(const char *path);
+/* Connect; -errno on failure (-ENAMETOOLONG for a path that does not fit). */
+int mpsup_connect(const char *path, struct mpsup_client **ret);
+struct mpsup_client *mpsup_close(struct mpsup_client *c);
+int mpsup_client_fd(const struct mpsup_client *c);
+/* Timeout of each send/receive in seconds; < 0 = wait forever (default). */
+void mpsup_set_timeout(struct mpsup_client *c, double seconds);
+/* Maximum response line accepted (default 64 MiB). */
+void mpsup_set_max_line(struct mpsup_client *c, size_t max_line);
+
+/* Send one request object (pipelining: send many, then receive). */
+int mpsup_send(struct mpsup_client *c, json_t *request);
+/* Send bytes as they are (a raw line must end with '\n'). */
+int mpsup_send_raw(struct mpsup_client *c, const void *data, size_t len);
+/* Receive one line (a new reference to the parsed object). -ETIMEDOUT,
+ * -ECONNRESET (closed), -EBADMSG (not a JSON object), -EMSGSIZE. */
+int mpsup_recv(struct mpsup_client *c, json_t **ret_msg);
+/* Receive one raw line (malloc'ed, NUL-terminated, no '\n'). */
+int mpsup_recv_line(struct mpsup_client *c, char **ret_line, size_t *ret_len);
+/*
+ * Synchronous call: send {cmd, ...params} (params borrowed, may be NULL) and
+ * wait for its answer. Returns 0 with *ret_result (new reference, may be
+ * NULL if not wanted), 1 when the daemon answered an error (ret_err filled),
+ * or a negative errno for transport failures.
+ */
+int mpsup_call(struct mpsup_client *c, const char *cmd, json_t *params,
+	       json_t **ret_result, struct mpsup_error *ret_err);
+
+/*
+ * Convenience calls for shared state. Each returns like mpsup_call.
+ */
+int mpsup_value_add(struct mpsup_client *c, const char *name, json_int_t by,
+		    json_int_t *ret_value, struct mpsup_error *ret_err);
+int mpsup_dict_set(struct mpsup_client *c, const char *name, const char *key,
+		   json_t *value, struct mpsup_error *ret_err);
+int mpsup_dict_get(struct mpsup_client *c, const char *name, const char *key,
+		   json_t **ret_value, struct mpsup_error *ret_err);
+int mpsup_queue_put(struct mpsup_client *c, const char *name, json_t *item,
+		    double timeout, struct mpsup_error *ret_err);
+int mpsup_queue_get(struct mpsup_client *c, const char *name, double timeout,
+		    json_t **ret_item, struct mpsup_error *ret_err);
+int mpsup_lock_acquire(struct mpsup_client *c, const char *name, double timeout,
+		       bool *ret_acquired, struct mpsup_error *ret_err);
+int mpsup_lock_release(struct mpsup_client *c, const char *name, struct mpsup_error *ret_err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

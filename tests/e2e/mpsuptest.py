@@ -1,0 +1,243 @@
+"""Harness for end-to-end tests: start a real mpsupd on a private socket in a
+temporary directory, talk to it over the raw protocol or through mpctl.
+
+Every wait has a deadline (wait_for); no test sleeps blindly.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+MPSUPD = os.environ.get("MPSUPD", os.path.abspath("daemon/mpsupd"))
+MPCTL = os.environ.get("MPCTL", os.path.abspath("ctl/mpctl"))
+SRCDIR = os.environ.get("MPSUP_SRCDIR", os.getcwd())
+# Slow machines and sanitizer builds get longer deadlines.
+SCALE = float(os.environ.get("MPSUP_TEST_TIMEOUT_SCALE", "1"))
+DEFAULT_DEADLINE = 20.0 * SCALE
+
+
+def wait_for(cond, timeout=DEFAULT_DEADLINE, interval=0.01, what="condition"):
+    """Poll cond() until it returns a true value; fail after timeout."""
+    end = time.monotonic() + timeout * SCALE
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(interval)
+
+
+class Client:
+    """A raw protocol client: JSON lines over the Unix socket."""
+
+    def __init__(self, path, timeout=DEFAULT_DEADLINE):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+        self.next_id = 1
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def send(self, cmd, **params):
+        msg = {"id": self.next_id, "cmd": cmd}
+        self.next_id += 1
+        msg.update(params)
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        return msg["id"]
+
+    def recv_line(self):
+        """One raw line (bytes, without newline); b'' at EOF."""
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                rest, self.buf = self.buf, b""
+                return rest
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
+    def recv(self):
+        line = self.recv_line()
+        if not line:
+            raise EOFError("connection closed")
+        return json.loads(line)
+
+    def call(self, cmd, **params):
+        """Send a request, return the whole response object."""
+        rid = self.send(cmd, **params)
+        resp = self.recv()
+        assert resp.get("id") == rid, "response id %r != %r" % (resp.get("id"), rid)
+        return resp
+
+    def ok(self, cmd, **params):
+        """Call and return the result; fail on an error answer."""
+        resp = self.call(cmd, **params)
+        if not resp.get("ok"):
+            raise AssertionError("%s failed: %r" % (cmd, resp))
+        return resp.get("result")
+
+    def err(self, cmd, **params):
+        """Call and return the error code; fail on success."""
+        resp = self.call(cmd, **params)
+        if resp.get("ok"):
+            raise AssertionError("%s unexpectedly succeeded: %r" % (cmd, resp))
+        return resp["error"]["code"]
+
+
+class Daemon:
+    """A private mpsupd: its own temp dir, socket and config."""
+
+    def __init__(self, config_extra="", main_extra="", env=None, args=()):
+        self.dir = tempfile.mkdtemp(prefix="mpsup-e2e-")
+        self.socket = os.path.join(self.dir, "mpsupd.sock")
+        self.conf = os.path.join(self.dir, "mpsupd.conf")
+        self.logfile = os.path.join(self.dir, "mpsupd.log")
+        self.write_config(config_extra, main_extra)
+        self.env = dict(os.environ)
+        self.env.pop("MPSUP_SOCKET", None)
+        if env:
+            self.env.update(env)
+        self.args = list(args)
+        self.proc = None
+
+    def write_config(self, config_extra="", main_extra=""):
+        with open(self.conf, "w") as f:
+            f.write("[mpsupd]\nsocket = %s\nlog_level = debug\n%s\n%s\n"
+                    % (self.socket, main_extra, config_extra))
+
+    def start(self, wait=True):
+        self.log = open(self.logfile, "ab")
+        self.proc = subprocess.Popen([MPSUPD, "-c", self.conf] + self.args,
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=self.env, cwd=self.dir)
+        if wait:
+            wait_for(self.answers, what="mpsupd to answer on %s" % self.socket)
+        return self
+
+    def answers(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("mpsupd exited with %s; log:\n%s"
+                                 % (self.proc.returncode, self.read_log()))
+        try:
+            with Client(self.socket, timeout=2) as c:
+                return c.ok("ping") is not None or True
+        except OSError:
+            return False
+
+    def client(self):
+        return Client(self.socket)
+
+    def ok(self, cmd, **params):
+        with self.client() as c:
+            return c.ok(cmd, **params)
+
+    def err(self, cmd, **params):
+        with self.client() as c:
+            return c.err(cmd, **params)
+
+    def mpctl(self, *args, input=None, timeout=DEFAULT_DEADLINE, check=None):
+        """Run mpctl against this daemon; returns CompletedProcess (text)."""
+        env = dict(self.env)
+        env["MPSUP_SOCKET"] = self.socket
+        p = subprocess.run([MPCTL] + [str(a) for a in args], input=input,
+                           capture_output=True, text=True, env=env,
+                           timeout=timeout * SCALE)
+        if check is not None and p.returncode != check:
+            raise AssertionError("mpctl %s: exit %d (wanted %d)\nstdout: %s\nstderr: %s"
+                                 % (" ".join(map(str, args)), p.returncode, check,
+                                    p.stdout, p.stderr))
+        return p
+
+    def pid(self):
+        return self.proc.pid
+
+    def read_log(self):
+        try:
+            with open(self.logfile, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def rss_kb(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def fd_count(self):
+        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+
+    def stop(self, sig=signal.SIGTERM, timeout=DEFAULT_DEADLINE):
+        """Stop the daemon; returns its exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout * SCALE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("mpsupd did not exit after %s; log:\n%s"
+                                     % (sig, self.read_log()))
+        self.log.close()
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def cleanup(self):
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class DaemonTestCase(unittest.TestCase):
+    """A test case with a fresh daemon per test (self.d)."""
+    config = ""
+    main_config = ""
+
+    def setUp(self):
+        self.d = Daemon(self.config, self.main_config)
+        self.d.start()
+
+    def tearDown(self):
+        failed = False
+        outcome = getattr(self, "_outcome", None)
+        if outcome is not None:
+            res = getattr(outcome, "result", None)
+            if res is not None:
+                failed = bool(res.failures or res.errors)
+        if self.d.proc is not None and self.d.proc.poll() is not None \
+                and self.d.proc.returncode not in (0, None):
+            failed = True
+        if failed:
+            sys.stderr.write("---- mpsupd log ----\n%s\n" % self.d.read_log())
+        rc = self.d.stop()
+        log = self.d.read_log()
+        shutil.rmtree(self.d.dir, ignore_errors=True)
+        # A sanitizer report or crash makes the daemon exit non-zero.
+        self.assertIn(rc, (0, None), "mpsupd exited with %r; log:\n%s" % (rc, log))
+
+
+def main():
+    unittest.main(verbosity=2)

@@ -84,6 +84,8 @@ void mpsup_framer_commit(struct mpsup_framer *f, size_t n);
 int mpsup_framer_pop(struct mpsup_framer *f, char **ret_line, size_t *ret_len);
 /* Bytes currently buffered (complete and partial lines). */
 size_t mpsup_framer_pending(const struct mpsup_framer *f);
+/* Change the maximum line size (0 = default); applies from the next pop. */
+void mpsup_framer_set_max_line(struct mpsup_framer *f, size_t max_line);
 
 /*
  * JSON nesting depth of a text, without parsing it (strings and escapes are

@@ -137,6 +137,10 @@ json_t *pool_conf_to_json(const struct pool_conf *p);
 int conf_parse_duration(const char *s, double *ret);
 int conf_parse_signal(const char *s, int *ret);
 const char *conf_signal_name(int sig);
+/* Split shell-like words ('single', "double" quotes, backslash escapes; no
+ * expansion). *ret is a NULL-terminated vector for conf_strv_free(). */
+int conf_split_words(const char *s, char ***ret, char *err, size_t errlen);
+void conf_strv_free(char **v);
 /* Names: [A-Za-z0-9_.-]{1,64} (with_colon also allows ':'). */
 bool name_valid(const char *s, bool with_colon);
 

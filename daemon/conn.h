@@ -44,7 +44,9 @@ struct conn {
 	bool streaming;
 	bool closing;           /* close once the output is written */
 	bool dead;              /* closed; freed later */
+	bool eof;               /* the peer shut down its writing side */
 	bool in_dispatch;
+	struct event *ev_resume;
 	struct conn_hook *hooks;
 	TAILQ_ENTRY(conn) entry;
 };

@@ -1,0 +1,109 @@
+/* Meta and daemon commands: hello, ping, daemon.info/reload/shutdown. */
+#include "config.h"
+
+#include <errno.h>
+#include <unistd.h>
+
+#include "command.h"
+#include "conn.h"
+#include "daemon.h"
+#include "events.h"
+
+/* hello -> who we are and what we can do. */
+static enum cmd_ret cmd_hello(struct request *r)
+{
+	json_t *client = NULL;
+
+	if (request_unpack(r, "{s?o}", "client", &client) < 0)
+		return CMD_DONE;
+	request_ok(r, json_pack("{s:s, s:s, s:i, s:i, s:f, s:o}", "server", "mpsupd", "version",
+				PACKAGE_VERSION, "protocol", MPSUP_PROTOCOL_VERSION, "pid",
+				(int)getpid(), "uptime", daemon_uptime(), "capabilities",
+				command_capabilities()));
+	return CMD_DONE;
+}
+
+static enum cmd_ret cmd_ping(struct request *r)
+{
+	if (request_unpack(r, "{}") < 0)
+		return CMD_DONE;
+	request_ok(r, json_string("pong"));
+	return CMD_DONE;
+}
+
+/* daemon.info -> figures of the daemon and of every module. */
+static enum cmd_ret cmd_info(struct request *r)
+{
+	const struct conf *cf = daemon_g.conf;
+	json_t *info;
+
+	if (request_unpack(r, "{}") < 0)
+		return CMD_DONE;
+	info = json_pack("{s:s, s:i, s:f, s:f, s:s, s:s?, s:i, s:b, s:{s:I, s:i, s:i, s:i, s:I,"
+			 " s:i, s:i, s:i, s:i, s:i, s:i}}",
+			 "version", PACKAGE_VERSION, "pid", (int)getpid(), "uptime",
+			 daemon_uptime(), "started_at", (double)daemon_g.started_wall, "socket",
+			 server_socket_path(), "config", cf->file, "clients",
+			 (int)server_clients(), "shutting_down", daemon_g.shutting_down, "limits",
+			 "max_request_bytes", (json_int_t)cf->max_request_bytes, "max_clients",
+			 (int)cf->max_clients, "max_clients_per_uid", (int)cf->max_clients_per_uid,
+			 "max_json_depth", (int)cf->max_json_depth, "max_output_bytes",
+			 (json_int_t)cf->max_output_bytes, "max_objects", (int)cf->max_objects,
+			 "max_queue_items", (int)cf->max_queue_items, "max_waiters",
+			 (int)cf->max_waiters, "max_processes", (int)cf->max_processes,
+			 "max_oneshots", (int)cf->max_oneshots, "max_subscribers",
+			 (int)cf->max_subscribers);
+	if (info)
+		command_info(info);
+	request_ok(r, info);
+	return CMD_DONE;
+}
+
+static void shutdown_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	daemon_shutdown("daemon.shutdown request");
+}
+
+/* daemon.shutdown: answer first, then stop everything. */
+static enum cmd_ret cmd_shutdown(struct request *r)
+{
+	if (request_unpack(r, "{}") < 0)
+		return CMD_DONE;
+	request_ok(r, json_pack("{s:b}", "shutting_down", 1));
+	conn_flush(r->conn);
+	event_base_once(daemon_g.base, -1, EV_TIMEOUT, shutdown_cb, NULL, NULL);
+	return CMD_DONE;
+}
+
+/* daemon.reload: the whole new config or nothing. */
+static enum cmd_ret cmd_reload(struct request *r)
+{
+	char err[CONF_ERR_MAX];
+	json_t *changes = NULL;
+
+	if (request_unpack(r, "{}") < 0)
+		return CMD_DONE;
+	if (daemon_reload(&changes, err, sizeof(err)) < 0) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "%s", err);
+		return CMD_DONE;
+	}
+	request_ok(r, changes);
+	return CMD_DONE;
+}
+
+static const struct cmd_entry meta_cmds[] = {
+	{ "hello", ROLE_READ, 0, cmd_hello },
+	{ "ping", ROLE_READ, 0, cmd_ping },
+	{ "daemon.info", ROLE_READ, 0, cmd_info },
+	{ "daemon.reload", ROLE_ADMIN, CMD_MUTATES, cmd_reload },
+	{ "daemon.shutdown", ROLE_ADMIN, 0, cmd_shutdown },
+	{ NULL, 0, 0, NULL },
+};
+
+const struct cmd_module meta_module = {
+	.capability = "meta",
+	.cmds = meta_cmds,
+};

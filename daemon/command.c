@@ -1,0 +1,313 @@
+/*
+ * The command table and the request path: parse the envelope, find the
+ * command, check the peer's role, run the handler and make sure every
+ * request gets exactly one answer.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "command.h"
+#include "conn.h"
+#include "daemon.h"
+#include "log.h"
+
+extern const struct cmd_module meta_module;
+extern const struct cmd_module events_module;
+
+/* Every module, in start order. Adding a module is one line here. */
+static const struct cmd_module *const modules[] = {
+	&meta_module,
+	&events_module,
+};
+#define N_MODULES (sizeof(modules) / sizeof(modules[0]))
+
+static const struct cmd_entry **table; /* sorted by name */
+static size_t table_len;
+
+static int entry_cmp(const void *a, const void *b)
+{
+	const struct cmd_entry *const *x = a, *const *y = b;
+	return strcmp((*x)->name, (*y)->name);
+}
+
+void command_init(void)
+{
+	size_t n = 0, i = 0;
+
+	for (size_t m = 0; m < N_MODULES; m++)
+		for (const struct cmd_entry *e = modules[m]->cmds; e && e->name; e++)
+			n++;
+	table = calloc(n, sizeof(*table));
+	if (!table) {
+		log_error("command", "out of memory");
+		exit(1);
+	}
+	for (size_t m = 0; m < N_MODULES; m++)
+		for (const struct cmd_entry *e = modules[m]->cmds; e && e->name; e++)
+			table[i++] = e;
+	table_len = n;
+	qsort(table, table_len, sizeof(*table), entry_cmp);
+	for (i = 1; i < table_len; i++)
+		if (strcmp(table[i - 1]->name, table[i]->name) == 0)
+			log_error("command", "command %s is defined twice", table[i]->name);
+}
+
+const struct cmd_entry *command_find(const char *name)
+{
+	size_t lo = 0, hi = table_len;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int c = strcmp(name, table[mid]->name);
+		if (c == 0)
+			return table[mid];
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}
+
+json_t *command_capabilities(void)
+{
+	json_t *a = json_array();
+
+	for (size_t m = 0; m < N_MODULES; m++)
+		if (modules[m]->capability)
+			json_array_append_new(a, json_string(modules[m]->capability));
+	return a;
+}
+
+void command_info(json_t *info)
+{
+	for (size_t m = 0; m < N_MODULES; m++)
+		if (modules[m]->info)
+			modules[m]->info(info);
+}
+
+int modules_start(const struct conf *conf)
+{
+	for (size_t m = 0; m < N_MODULES; m++)
+		if (modules[m]->start) {
+			int r = modules[m]->start(conf);
+			if (r < 0)
+				return r;
+		}
+	return 0;
+}
+
+static void (*stop_done)(void);
+static size_t stop_index;
+
+/* Stop modules one after another, last first. */
+static void stop_next(void)
+{
+	while (stop_index > 0) {
+		const struct cmd_module *m = modules[--stop_index];
+		if (m->stop) {
+			m->stop(stop_next);
+			return;
+		}
+	}
+	if (stop_done) {
+		void (*done)(void) = stop_done;
+		stop_done = NULL;
+		done();
+	}
+}
+
+void modules_stop(void (*done)(void))
+{
+	stop_done = done;
+	stop_index = N_MODULES;
+	stop_next();
+}
+
+void modules_reload(const struct conf *newconf, json_t *changes)
+{
+	for (size_t m = 0; m < N_MODULES; m++)
+		if (modules[m]->reload)
+			modules[m]->reload(newconf, changes);
+}
+
+void request_free(struct request *r)
+{
+	if (!r)
+		return;
+	json_decref(r->id);
+	json_decref(r->params);
+	free(r);
+}
+
+/* Write the answer of r and, for a kept request, let its connection go on. */
+static void request_finish(struct request *r, json_t *resp)
+{
+	struct conn *c = r->conn;
+
+	if (r->replied) {
+		log_error("command", "%s answered twice", r->cmd ? r->cmd->name : "request");
+		json_decref(resp);
+		return;
+	}
+	r->replied = true;
+	if (!resp) {
+		log_error("command", "out of memory building an answer; dropping client");
+		conn_close(c);
+	} else {
+		conn_send(c, resp);
+		json_decref(resp);
+	}
+	if (r->kept) {
+		if (c->kept == r)
+			c->kept = NULL;
+		c->streaming = false;
+		request_free(r);
+		conn_flush(c);
+		conn_resume(c);
+	}
+}
+
+void request_ok(struct request *r, json_t *result)
+{
+	request_finish(r, mpsup_response_ok(r->id, result ? result : json_null()));
+}
+
+void request_error(struct request *r, enum mpsup_err code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	request_finish(r, mpsup_response_error(r->id, code, msg));
+}
+
+int request_unpack(struct request *r, const char *fmt, ...)
+{
+	json_error_t jerr;
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = json_vunpack_ex(r->params, &jerr, JSON_STRICT, fmt, ap);
+	va_end(ap);
+	if (rc < 0) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "%s: %s", r->cmd->name, jerr.text);
+		return -1;
+	}
+	return 0;
+}
+
+int request_timeout(struct request *r, json_t *v, double *ret)
+{
+	double t;
+
+	if (!v || json_is_null(v)) {
+		*ret = -1;
+		return 0;
+	}
+	if (!json_is_number(v) || (t = json_number_value(v)) < 0 || t > 1e9) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "%s: timeout must be a number of seconds >= 0", r->cmd->name);
+		return -1;
+	}
+	*ret = t;
+	return 0;
+}
+
+bool request_stream(struct request *r, json_t *msg)
+{
+	struct conn *c = r->conn;
+
+	if (c->dead || !conn_send(c, msg))
+		return false;
+	conn_flush(c);
+	return !c->dead;
+}
+
+static const char *const role_names[] = { "none", "read", "state", "admin" };
+
+/* Answer a line that could not become a request. */
+static void reply_early(struct conn *c, json_t *id, enum mpsup_err code, const char *msg)
+{
+	json_t *resp = mpsup_response_error(id, code, msg);
+
+	if (resp) {
+		conn_send(c, resp);
+		json_decref(resp);
+	}
+}
+
+void command_dispatch(struct conn *c, char *line, size_t len)
+{
+	struct mpsup_error err;
+	const struct cmd_entry *cmd;
+	struct request *r;
+	const char *name;
+	json_t *req, *id = NULL;
+	enum cmd_ret ret;
+
+	if (mpsup_request_parse(line, len, daemon_g.conf->max_json_depth, &req, &name, &id,
+				&err) < 0) {
+		reply_early(c, id, err.code, err.message);
+		json_decref(id);
+		return;
+	}
+	id = json_incref(json_object_get(req, "id"));
+	cmd = command_find(name);
+	if (!cmd) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "unknown command '%.100s'", name);
+		reply_early(c, id, MPSUP_E_UNKNOWN_COMMAND, msg);
+		goto out;
+	}
+	if (c->role < cmd->role) {
+		char msg[160];
+		log_warn("access", "denied %s to uid %d pid %d (role %s, needs %s)", cmd->name,
+			 (int)c->uid, (int)c->pid, role_names[c->role], role_names[cmd->role]);
+		snprintf(msg, sizeof(msg), "%s needs the %s role", cmd->name, role_names[cmd->role]);
+		reply_early(c, id, MPSUP_E_PERMISSION_DENIED, msg);
+		goto out;
+	}
+	if (daemon_g.shutting_down && (cmd->flags & CMD_MUTATES)) {
+		reply_early(c, id, MPSUP_E_SHUTTING_DOWN, "mpsupd is shutting down");
+		goto out;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		reply_early(c, id, MPSUP_E_INTERNAL, "out of memory");
+		goto out;
+	}
+	r->conn = c;
+	r->cmd = cmd;
+	r->id = id;
+	id = NULL;
+	json_object_del(req, "id");
+	json_object_del(req, "cmd");
+	r->params = req;
+	req = NULL;
+	ret = cmd->exec(r);
+	if (ret == CMD_DONE || r->replied) {
+		if (!r->replied) {
+			log_error("command", "%s returned without an answer", cmd->name);
+			request_error(r, MPSUP_E_INTERNAL, "%s did not answer", cmd->name);
+		}
+		request_free(r);
+	} else {
+		if (!r->cancel)
+			log_error("command", "%s kept a request without a cancel hook", cmd->name);
+		r->kept = true;
+		c->kept = r;
+		c->streaming = ret == CMD_STREAM;
+	}
+out:
+	json_decref(req);
+	json_decref(id);
+}

@@ -1,0 +1,610 @@
+/*
+ * The control socket and its connections. Each connection reads straight
+ * into its framer, runs every complete line it holds, and writes all the
+ * answers of one read with one write; the write event is armed only when
+ * the socket would block. A connection whose request waits (CMD_WAIT) runs
+ * nothing more until that request is answered; one that streams discards
+ * input and is dropped when it stops reading.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <systemd/sd-daemon.h>
+
+#include "command.h"
+#include "conn.h"
+#include "daemon.h"
+#include "log.h"
+#include "mpsup.h"
+
+#define READ_CHUNK (64 * 1024)
+#define MAX_PEER_GROUPS 256
+
+static TAILQ_HEAD(conn_list, conn) conns = TAILQ_HEAD_INITIALIZER(conns);
+static unsigned n_conns;
+static uint64_t next_conn_id = 1;
+static int listen_fd = -1;
+static bool listen_activated; /* handed over by systemd: not ours to unlink */
+static struct event *ev_accept;
+static char *socket_path;
+
+static void conn_process(struct conn *c);
+static void conn_update_events(struct conn *c);
+
+const char *server_socket_path(void)
+{
+	return socket_path ? socket_path : "";
+}
+
+unsigned server_clients(void)
+{
+	return n_conns;
+}
+
+/* Is uid/gids in an [access] list? */
+static bool access_match(const struct access_list *a, uid_t uid, const gid_t *gids, int n_gids)
+{
+	if (a->any)
+		return true;
+	for (size_t i = 0; i < a->n_uids; i++)
+		if (a->uids[i] == uid)
+			return true;
+	for (size_t i = 0; i < a->n_gids; i++)
+		for (int j = 0; j < n_gids; j++)
+			if (a->gids[i] == gids[j])
+				return true;
+	return false;
+}
+
+/* The role of a peer: root and the daemon's own user are admin; [access]
+ * grants the rest; users that pool workers run as get state by default. */
+static enum role peer_role(int fd, uid_t uid, gid_t gid)
+{
+	const struct conf *cf = daemon_g.conf;
+	gid_t gids[MAX_PEER_GROUPS + 1];
+	socklen_t len = sizeof(gid_t) * MAX_PEER_GROUPS;
+	int n = 0;
+
+	if (uid == 0 || uid == geteuid())
+		return ROLE_ADMIN;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, gids, &len) == 0)
+		n = (int)(len / sizeof(gid_t));
+	gids[n++] = gid;
+	for (enum role r = ROLE_ADMIN; r >= ROLE_READ; r--)
+		if (access_match(&cf->access[r], uid, gids, n))
+			return r;
+	if (!cf->access[ROLE_STATE].set) {
+		for (const struct pool_conf *p = cf->pools; p; p = p->next) {
+			if (p->user) {
+				char *end;
+				unsigned long v = strtoul(p->user, &end, 10);
+				struct passwd *pw;
+				if ((!*end && v == uid) || ((pw = getpwnam(p->user)) && pw->pw_uid == uid))
+					return ROLE_STATE;
+			}
+		}
+	}
+	return ROLE_NONE;
+}
+
+/* Free a closed connection (deferred so no callback runs on freed memory). */
+static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	mpsup_framer_free(c->in);
+	if (c->out)
+		evbuffer_free(c->out);
+	free(c);
+}
+
+void conn_close(struct conn *c)
+{
+	struct conn_hook *h;
+
+	if (c->dead)
+		return;
+	c->dead = true;
+	if (c->kept) {
+		struct request *r = c->kept;
+		c->kept = NULL;
+		if (r->cancel)
+			r->cancel(r);
+		request_free(r);
+	}
+	while ((h = c->hooks)) {
+		c->hooks = h->next;
+		h->fn(c, h->arg);
+		free(h);
+	}
+	event_free(c->ev_read);
+	event_free(c->ev_write);
+	event_free(c->ev_resume);
+	close(c->fd);
+	TAILQ_REMOVE(&conns, c, entry);
+	n_conns--;
+	log_debug("conn", "client %llu closed", (unsigned long long)c->id);
+	event_base_once(daemon_g.base, -1, EV_TIMEOUT, conn_free_cb, c, NULL);
+}
+
+void conn_close_after_write(struct conn *c)
+{
+	c->closing = true;
+	conn_flush(c);
+}
+
+void conn_add_close_hook(struct conn *c, conn_hook_fn *fn, void *arg)
+{
+	struct conn_hook *h;
+
+	for (h = c->hooks; h; h = h->next)
+		if (h->fn == fn && h->arg == arg)
+			return;
+	h = malloc(sizeof(*h));
+	if (!h) {
+		log_error("conn", "out of memory adding a close hook; dropping client %llu",
+			  (unsigned long long)c->id);
+		conn_close(c);
+		return;
+	}
+	h->fn = fn;
+	h->arg = arg;
+	h->next = c->hooks;
+	c->hooks = h;
+}
+
+void conn_remove_close_hook(struct conn *c, conn_hook_fn *fn, void *arg)
+{
+	for (struct conn_hook **p = &c->hooks; *p; p = &(*p)->next)
+		if ((*p)->fn == fn && (*p)->arg == arg) {
+			struct conn_hook *h = *p;
+			*p = h->next;
+			free(h);
+			return;
+		}
+}
+
+static int evbuffer_dump_cb(const char *buf, size_t size, void *data)
+{
+	return evbuffer_add(data, buf, size);
+}
+
+bool conn_send(struct conn *c, json_t *msg)
+{
+	if (c->dead)
+		return false;
+	if (json_dump_callback(msg, evbuffer_dump_cb, c->out, JSON_COMPACT | JSON_ENCODE_ANY) < 0 ||
+	    evbuffer_add(c->out, "\n", 1) < 0) {
+		log_error("conn", "cannot queue output for client %llu; dropping it",
+			  (unsigned long long)c->id);
+		conn_close(c);
+		return false;
+	}
+	if (c->streaming && evbuffer_get_length(c->out) > daemon_g.conf->max_output_bytes) {
+		log_warn("conn", "client %llu (pid %d) does not read its stream; dropping it",
+			 (unsigned long long)c->id, (int)c->pid);
+		conn_close(c);
+		return false;
+	}
+	return true;
+}
+
+void conn_flush(struct conn *c)
+{
+	while (!c->dead && evbuffer_get_length(c->out) > 0) {
+		int n = evbuffer_write(c->out, c->fd);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			if (errno == EINTR)
+				continue;
+			log_debug("conn", "client %llu: write: %s", (unsigned long long)c->id,
+				  strerror(errno));
+			conn_close(c);
+			return;
+		}
+	}
+	if (c->dead)
+		return;
+	if (c->closing && evbuffer_get_length(c->out) == 0) {
+		conn_close(c);
+		return;
+	}
+	conn_update_events(c);
+}
+
+/* Whether to read more: not while the output backs up or a request waits
+ * with a full input buffer (backpressure instead of memory growth). */
+static bool conn_wants_read(struct conn *c)
+{
+	size_t limit = daemon_g.conf->max_request_bytes + READ_CHUNK;
+
+	if (c->eof || c->closing)
+		return false;
+	if (evbuffer_get_length(c->out) > daemon_g.conf->max_output_bytes / 2 && !c->streaming)
+		return false;
+	if (c->kept && !c->streaming && mpsup_framer_pending(c->in) > limit)
+		return false;
+	return true;
+}
+
+static void conn_update_events(struct conn *c)
+{
+	bool want_write = evbuffer_get_length(c->out) > 0;
+
+	if (want_write)
+		event_add(c->ev_write, NULL);
+	else
+		event_del(c->ev_write);
+	if (conn_wants_read(c))
+		event_add(c->ev_read, NULL);
+	else
+		event_del(c->ev_read);
+}
+
+/* Read what the socket has; returns false when the connection is gone. */
+static bool conn_read(struct conn *c)
+{
+	char *p;
+	ssize_t room, n;
+
+	room = mpsup_framer_space(c->in, READ_CHUNK, &p);
+	if (room < 0) {
+		conn_close(c);
+		return false;
+	}
+	n = read(c->fd, p, (size_t)room);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return true;
+		conn_close(c);
+		return false;
+	}
+	if (n == 0) {
+		c->eof = true;
+		return true;
+	}
+	if (c->streaming) /* a stream takes no more requests */
+		return true;
+	mpsup_framer_commit(c->in, (size_t)n);
+	return true;
+}
+
+/* Answer an oversized line and close. */
+static void conn_too_large(struct conn *c)
+{
+	char msg[128];
+	json_t *resp;
+
+	snprintf(msg, sizeof(msg), "request line longer than %zu bytes",
+		 daemon_g.conf->max_request_bytes);
+	resp = mpsup_response_error(NULL, MPSUP_E_TOO_LARGE, msg);
+	if (resp) {
+		conn_send(c, resp);
+		json_decref(resp);
+	}
+	log_warn("conn", "client %llu (uid %d pid %d): %s; closing", (unsigned long long)c->id,
+		 (int)c->uid, (int)c->pid, msg);
+	conn_close_after_write(c);
+}
+
+/* Run every complete request line buffered on c, in order. */
+static void conn_process(struct conn *c)
+{
+	bool drained = false;
+	char *line;
+	size_t len;
+	int r;
+
+	c->in_dispatch = true;
+	while (!c->dead && !c->kept && !c->closing) {
+		if (evbuffer_get_length(c->out) > daemon_g.conf->max_output_bytes / 2)
+			break; /* resumed from the write callback */
+		r = mpsup_framer_pop(c->in, &line, &len);
+		if (r == 0) {
+			drained = true;
+			break;
+		}
+		if (r < 0) {
+			conn_too_large(c);
+			break;
+		}
+		if (len == 0)
+			continue;
+		command_dispatch(c, line, len);
+	}
+	c->in_dispatch = false;
+	if (c->dead)
+		return;
+	if (c->eof) {
+		/* A peer that hung up does not wait for anything: a kept request
+		 * is cancelled rather than completed into a closed socket (a
+		 * queue item would be lost). Otherwise answer what it sent. */
+		if (c->kept) {
+			conn_flush(c);
+			if (!c->dead)
+				conn_close(c);
+			return;
+		}
+		if (drained)
+			c->closing = true;
+	}
+	conn_flush(c);
+}
+
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	if (!conn_read(c))
+		return;
+	conn_process(c);
+}
+
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	bool was_backed_up = evbuffer_get_length(c->out) > daemon_g.conf->max_output_bytes / 2;
+
+	(void)fd;
+	(void)what;
+	conn_flush(c);
+	if (!c->dead && was_backed_up && !c->kept)
+		conn_process(c);
+}
+
+static void conn_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_process(arg);
+}
+
+void conn_resume(struct conn *c)
+{
+	if (!c->dead)
+		event_active(c->ev_resume, EV_TIMEOUT, 0);
+}
+
+/* Refuse a client over a connection limit with one error line. */
+static void refuse(int fd, const char *why)
+{
+	json_t *resp = mpsup_response_error(NULL, MPSUP_E_LIMIT, why);
+	char *s = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
+
+	if (s) {
+		size_t l = strlen(s);
+		s[l] = '\n';
+		(void)!send(fd, s, l + 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	}
+	free(s);
+	json_decref(resp);
+	close(fd);
+}
+
+static unsigned conns_of_uid(uid_t uid)
+{
+	unsigned n = 0;
+	struct conn *c;
+
+	TAILQ_FOREACH(c, &conns, entry)
+		if (c->uid == uid)
+			n++;
+	return n;
+}
+
+static void accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	const struct conf *cf = daemon_g.conf;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	struct conn *c;
+	int fd;
+
+	(void)what;
+	(void)arg;
+	for (int i = 0; i < 64; i++) {
+		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				log_warn("conn", "accept: %s", strerror(errno));
+			return;
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+			close(fd);
+			continue;
+		}
+		if (n_conns >= cf->max_clients) {
+			log_warn("conn", "refusing uid %d pid %d: max_clients (%u) reached",
+				 (int)cred.uid, (int)cred.pid, cf->max_clients);
+			refuse(fd, "too many clients (max_clients)");
+			continue;
+		}
+		if (cf->max_clients_per_uid && conns_of_uid(cred.uid) >= cf->max_clients_per_uid) {
+			log_warn("conn", "refusing uid %d pid %d: max_clients_per_uid (%u) reached",
+				 (int)cred.uid, (int)cred.pid, cf->max_clients_per_uid);
+			refuse(fd, "too many clients for this user (max_clients_per_uid)");
+			continue;
+		}
+		c = calloc(1, sizeof(*c));
+		if (!c || !(c->in = mpsup_framer_new(cf->max_request_bytes)) ||
+		    !(c->out = evbuffer_new())) {
+			if (c) {
+				mpsup_framer_free(c->in);
+				free(c);
+			}
+			close(fd);
+			log_error("conn", "out of memory accepting a client");
+			return;
+		}
+		c->id = next_conn_id++;
+		c->fd = fd;
+		c->uid = cred.uid;
+		c->gid = cred.gid;
+		c->pid = cred.pid;
+		c->role = peer_role(fd, cred.uid, cred.gid);
+		c->ev_read = event_new(daemon_g.base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+		c->ev_write = event_new(daemon_g.base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+		c->ev_resume = event_new(daemon_g.base, -1, 0, conn_resume_cb, c);
+		TAILQ_INSERT_TAIL(&conns, c, entry);
+		n_conns++;
+		if (!c->ev_read || !c->ev_write || !c->ev_resume) {
+			conn_close(c);
+			continue;
+		}
+		event_add(c->ev_read, NULL);
+		log_debug("conn", "client %llu: uid %d pid %d role %d", (unsigned long long)c->id,
+			  (int)c->uid, (int)c->pid, (int)c->role);
+	}
+}
+
+/* Is a daemon answering at this socket path? */
+static bool socket_answers(const struct sockaddr_un *sa)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+	close(fd);
+	return ok;
+}
+
+/* Create, bind and secure the listening socket at path. */
+static int socket_create(const char *path)
+{
+	const struct conf *cf = daemon_g.conf;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	mode_t old;
+	int fd, r;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		log_error("server", "socket path too long: %s", path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	if (lstat(path, &st) == 0) {
+		if (S_ISLNK(st.st_mode)) {
+			log_error("server", "%s is a symbolic link; refusing to use it", path);
+			return -ELOOP;
+		}
+		if (!S_ISSOCK(st.st_mode)) {
+			log_error("server", "%s exists and is not a socket; refusing to replace it", path);
+			return -EEXIST;
+		}
+		if (socket_answers(&sa)) {
+			log_error("server", "another mpsupd is already running on %s", path);
+			return -EADDRINUSE;
+		}
+		log_info("server", "removing stale socket %s", path);
+		if (unlink(path) < 0 && errno != ENOENT) {
+			r = -errno;
+			log_error("server", "cannot remove stale socket %s: %s", path, strerror(errno));
+			return r;
+		}
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	old = umask(0177);
+	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (r < 0) {
+		r = -errno;
+		log_error("server", "cannot bind %s: %s", path, strerror(errno));
+		close(fd);
+		return r;
+	}
+	/* Check what we bound before changing its mode: never follow a link. */
+	if (lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+		log_error("server", "%s changed under us; refusing it", path);
+		close(fd);
+		return -EEXIST;
+	}
+	if (cf->socket_group) {
+		struct group *g = getgrnam(cf->socket_group);
+		char *end;
+		gid_t gid = g ? g->gr_gid : (gid_t)strtoul(cf->socket_group, &end, 10);
+		if (lchown(path, (uid_t)-1, gid) < 0)
+			log_warn("server", "cannot give %s to group %s: %s", path, cf->socket_group,
+				 strerror(errno));
+	}
+	if (chmod(path, cf->socket_mode) < 0)
+		log_warn("server", "cannot chmod %s: %s", path, strerror(errno));
+	if (listen(fd, 512) < 0) {
+		r = -errno;
+		close(fd);
+		unlink(path);
+		return r;
+	}
+	return fd;
+}
+
+int server_start(void)
+{
+	const char *path = daemon_g.socket_override ? daemon_g.socket_override
+		: daemon_g.conf->socket ? daemon_g.conf->socket : MPSUP_DEFAULT_SOCKET;
+	int n = sd_listen_fds(0);
+
+	if (n > 0 && sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, NULL, 0) > 0) {
+		listen_fd = SD_LISTEN_FDS_START;
+		listen_activated = true;
+		fcntl(listen_fd, F_SETFD, FD_CLOEXEC);
+		fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
+		struct sockaddr_un sa;
+		socklen_t len = sizeof(sa);
+		if (getsockname(listen_fd, (struct sockaddr *)&sa, &len) == 0 &&
+		    len > offsetof(struct sockaddr_un, sun_path) && sa.sun_path[0])
+			path = sa.sun_path;
+		log_info("server", "using the socket passed by systemd (%s)", path);
+	} else {
+		listen_fd = socket_create(path);
+		if (listen_fd < 0)
+			return listen_fd;
+	}
+	socket_path = strdup(path);
+	ev_accept = event_new(daemon_g.base, listen_fd, EV_READ | EV_PERSIST, accept_cb, NULL);
+	if (!socket_path || !ev_accept || event_add(ev_accept, NULL) < 0)
+		return -ENOMEM;
+	log_info("server", "listening on %s", path);
+	return 0;
+}
+
+void server_stop(void)
+{
+	struct conn *c;
+
+	while ((c = TAILQ_FIRST(&conns))) {
+		conn_flush(c);
+		if (!c->dead)
+			conn_close(c);
+	}
+	if (ev_accept)
+		ev_accept = (event_free(ev_accept), NULL);
+	if (listen_fd >= 0) {
+		close(listen_fd);
+		if (!listen_activated && socket_path)
+			unlink(socket_path);
+		listen_fd = -1;
+	}
+	free(socket_path);
+	socket_path = NULL;
+}

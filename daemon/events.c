@@ -1,0 +1,147 @@
+/*
+ * events.subscribe and the publisher every module calls. Subscribers are
+ * streaming requests; a closed or slow subscriber cancels itself.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include "command.h"
+#include "conn.h"
+#include "daemon.h"
+#include "events.h"
+#include "log.h"
+
+struct subscriber {
+	struct request *req;
+	unsigned topics;
+	TAILQ_ENTRY(subscriber) entry;
+};
+
+static TAILQ_HEAD(, subscriber) subs = TAILQ_HEAD_INITIALIZER(subs);
+static unsigned n_subs;
+static unsigned topic_counts[5];
+
+static const struct {
+	const char *name;
+	enum event_topic topic;
+} topics[] = {
+	{ "process", TOPIC_PROCESS }, { "pool", TOPIC_POOL }, { "object", TOPIC_OBJECT },
+	{ "daemon", TOPIC_DAEMON },   { "task", TOPIC_TASK },
+};
+#define N_TOPICS (sizeof(topics) / sizeof(topics[0]))
+
+static void count_topics(unsigned mask, int delta)
+{
+	for (size_t i = 0; i < N_TOPICS; i++)
+		if (mask & topics[i].topic)
+			topic_counts[i] = (unsigned)((int)topic_counts[i] + delta);
+}
+
+int events_wanted(enum event_topic topic)
+{
+	for (size_t i = 0; i < N_TOPICS; i++)
+		if (topics[i].topic == topic)
+			return topic_counts[i] > 0;
+	return 0;
+}
+
+unsigned events_subscribers(void)
+{
+	return n_subs;
+}
+
+void events_publish(enum event_topic topic, json_t *ev)
+{
+	struct subscriber *s, *next;
+
+	if (!ev)
+		return;
+	if (!json_object_get(ev, "ts"))
+		json_object_set_new(ev, "ts", json_real(now_wall()));
+	for (s = TAILQ_FIRST(&subs); s; s = next) {
+		next = TAILQ_NEXT(s, entry);
+		if (s->topics & topic)
+			request_stream(s->req, ev); /* may cancel s */
+	}
+	json_decref(ev);
+}
+
+static void subscriber_cancel(struct request *r)
+{
+	struct subscriber *s = r->data;
+
+	TAILQ_REMOVE(&subs, s, entry);
+	count_topics(s->topics, -1);
+	n_subs--;
+	free(s);
+}
+
+/* events.subscribe {topics?} -> an ok line, then one line per event. */
+static enum cmd_ret cmd_subscribe(struct request *r)
+{
+	json_t *list = NULL, *t, *resp;
+	unsigned mask = 0;
+	struct subscriber *s;
+	size_t i;
+
+	if (request_unpack(r, "{s?o}", "topics", &list) < 0)
+		return CMD_DONE;
+	if (list && !json_is_array(list)) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "topics must be a list");
+		return CMD_DONE;
+	}
+	if (!list || json_array_size(list) == 0)
+		mask = TOPIC_PROCESS | TOPIC_POOL | TOPIC_OBJECT | TOPIC_DAEMON | TOPIC_TASK;
+	json_array_foreach(list, i, t) {
+		size_t k;
+		for (k = 0; k < N_TOPICS; k++)
+			if (json_is_string(t) && strcmp(json_string_value(t), topics[k].name) == 0)
+				break;
+		if (k == N_TOPICS) {
+			request_error(r, MPSUP_E_BAD_REQUEST,
+				      "unknown topic (process, pool, object, daemon, task)");
+			return CMD_DONE;
+		}
+		mask |= topics[k].topic;
+	}
+	if (n_subs >= daemon_g.conf->max_subscribers) {
+		request_error(r, MPSUP_E_LIMIT, "too many subscribers (max_subscribers = %u)",
+			      daemon_g.conf->max_subscribers);
+		return CMD_DONE;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
+	s->req = r;
+	s->topics = mask;
+	r->data = s;
+	r->cancel = subscriber_cancel;
+	TAILQ_INSERT_TAIL(&subs, s, entry);
+	n_subs++;
+	count_topics(mask, 1);
+	resp = mpsup_response_ok(r->id, json_pack("{s:b}", "subscribed", 1));
+	request_stream(r, resp);
+	json_decref(resp);
+	return CMD_STREAM;
+}
+
+static void events_info(json_t *info)
+{
+	json_object_set_new(info, "subscribers", json_integer(n_subs));
+}
+
+static const struct cmd_entry events_cmds[] = {
+	{ "events.subscribe", ROLE_READ, CMD_STREAMS, cmd_subscribe },
+	{ NULL, 0, 0, NULL },
+};
+
+const struct cmd_module events_module = {
+	.capability = "events",
+	.cmds = events_cmds,
+	.info = events_info,
+};

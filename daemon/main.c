@@ -1,0 +1,238 @@
+/*
+ * mpsupd: the mpsup supervisor daemon. Runs in the foreground with one
+ * libevent loop; SIGTERM/SIGINT shut it down in order, SIGHUP reloads.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "command.h"
+#include "conn.h"
+#include "daemon.h"
+#include "events.h"
+#include "log.h"
+
+#define DEFAULT_CONFIG SYSCONFDIR "/mpsupd/mpsupd.conf"
+
+struct daemon daemon_g;
+
+double now_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double now_wall(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double daemon_uptime(void)
+{
+	return now_mono() -
+	       ((double)daemon_g.started.tv_sec + (double)daemon_g.started.tv_nsec / 1e9);
+}
+
+struct timeval tv_from_secs(double s)
+{
+	struct timeval tv;
+
+	if (s < 0)
+		s = 0;
+	tv.tv_sec = (time_t)s;
+	tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
+	if (tv.tv_usec >= 1000000)
+		tv.tv_usec = 999999;
+	return tv;
+}
+
+static void shutdown_done(void)
+{
+	log_info("daemon", "stopped");
+	server_stop();
+	event_base_loopexit(daemon_g.base, NULL);
+}
+
+void daemon_shutdown(const char *why)
+{
+	if (daemon_g.shutting_down)
+		return;
+	daemon_g.shutting_down = true;
+	log_info("daemon", "shutting down (%s)", why);
+	if (events_wanted(TOPIC_DAEMON))
+		events_publish(TOPIC_DAEMON, json_pack("{s:s, s:s}", "event", "daemon.shutdown",
+						       "reason", why));
+	modules_stop(shutdown_done);
+}
+
+int daemon_reload(json_t **result, char *err, size_t errlen)
+{
+	struct conf *newconf, *old = daemon_g.conf;
+	json_t *changes;
+	int r;
+
+	r = conf_load(daemon_g.conf_path, &newconf, err, errlen);
+	if (r < 0) {
+		log_error("daemon", "reload refused, running config kept: %s", err);
+		return r;
+	}
+	if ((newconf->socket || old->socket) && !daemon_g.socket_override &&
+	    (!newconf->socket || !old->socket || strcmp(newconf->socket, old->socket) != 0))
+		log_warn("daemon", "socket changes take effect at the next start");
+	changes = json_pack("{s:[], s:[], s:[]}", "added", "changed", "removed");
+	modules_reload(newconf, changes);
+	daemon_g.conf = newconf;
+	conf_free(old);
+	log_set_level((enum log_level)newconf->log_level);
+	log_info("daemon", "configuration reloaded from %s", daemon_g.conf_path);
+	if (events_wanted(TOPIC_DAEMON))
+		events_publish(TOPIC_DAEMON, json_pack("{s:s, s:O}", "event", "daemon.reload",
+						       "changes", changes));
+	if (result)
+		*result = changes;
+	else
+		json_decref(changes);
+	return 0;
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	char err[CONF_ERR_MAX];
+
+	(void)what;
+	(void)arg;
+	if (sig == SIGHUP) {
+		log_info("daemon", "SIGHUP: reloading");
+		daemon_reload(NULL, err, sizeof(err));
+	} else if (daemon_g.shutting_down) {
+		log_info("daemon", "%s again: still stopping", strsignal((int)sig));
+	} else {
+		daemon_shutdown(strsignal((int)sig));
+	}
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: mpsupd [-c FILE] [-s SOCKET] [--check-config [FILE]] [--version] [-h]\n"
+		"\n"
+		"  -c, --config FILE      configuration file (default %s)\n"
+		"  -s, --socket PATH      control socket (overrides the config)\n"
+		"      --check-config     validate the configuration and exit\n"
+		"  -V, --version          print the version and exit\n"
+		"  -h, --help             this help\n",
+		DEFAULT_CONFIG);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "check-config", optional_argument, NULL, 'C' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	struct event *sig_events[3];
+	char err[CONF_ERR_MAX];
+	bool check_only = false;
+	int opt, r;
+
+	daemon_g.conf_path = DEFAULT_CONFIG;
+	while ((opt = getopt_long(argc, argv, "c:s:Vh", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			daemon_g.conf_path = optarg;
+			break;
+		case 's':
+			daemon_g.socket_override = optarg;
+			break;
+		case 'C':
+			check_only = true;
+			if (optarg)
+				daemon_g.conf_path = optarg;
+			else if (optind < argc && argv[optind][0] != '-')
+				daemon_g.conf_path = argv[optind++];
+			break;
+		case 'V':
+			printf("mpsupd %s\n", PACKAGE_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "mpsupd: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+
+	log_init(LOG_LVL_INFO);
+	if (conf_load(daemon_g.conf_path, &daemon_g.conf, err, sizeof(err)) < 0) {
+		fprintf(stderr, "mpsupd: %s\n", err);
+		return 1;
+	}
+	if (check_only) {
+		printf("%s: configuration ok (%u pools)\n", daemon_g.conf_path, daemon_g.conf->n_pools);
+		conf_free(daemon_g.conf);
+		return 0;
+	}
+	log_set_level((enum log_level)daemon_g.conf->log_level);
+	signal(SIGPIPE, SIG_IGN);
+	clock_gettime(CLOCK_MONOTONIC, &daemon_g.started);
+	daemon_g.started_wall = time(NULL);
+
+	daemon_g.base = event_base_new();
+	if (!daemon_g.base) {
+		log_error("daemon", "cannot create the event loop");
+		return 1;
+	}
+	for (int i = 0; i < 3; i++) {
+		sig_events[i] = evsignal_new(daemon_g.base, sigs[i], signal_cb, NULL);
+		if (!sig_events[i] || event_add(sig_events[i], NULL) < 0) {
+			log_error("daemon", "cannot watch signal %d", sigs[i]);
+			return 1;
+		}
+	}
+	command_init();
+	r = server_start();
+	if (r < 0) {
+		log_error("daemon", "cannot listen: %s", strerror(-r));
+		return 1;
+	}
+	log_info("daemon", "mpsupd %s started (pid %d, config %s)", PACKAGE_VERSION,
+		 (int)getpid(), daemon_g.conf_path);
+	if (modules_start(daemon_g.conf) < 0) {
+		log_error("daemon", "start-up failed");
+		server_stop();
+		return 1;
+	}
+	event_base_dispatch(daemon_g.base);
+
+	for (int i = 0; i < 3; i++)
+		event_free(sig_events[i]);
+	event_base_free(daemon_g.base);
+	conf_free(daemon_g.conf);
+	return daemon_g.exit_code;
+}

@@ -668,8 +668,8 @@ bool pool_conf_differs(const struct pool_conf *a, const struct pool_conf *b)
 		 a->max_pending == b->max_pending);
 }
 
-/* Quote one word so that conf_split_words gives it back. */
-static int append_quoted(char **buf, size_t *len, size_t *cap, const char *w)
+/* Append one word, quoted (so that conf_split_words gives it back) or not. */
+static int append_word(char **buf, size_t *len, size_t *cap, const char *w, bool quote)
 {
 	size_t need = *len + 2 * strlen(w) + 4;
 	char *b = *buf;
@@ -683,13 +683,15 @@ static int append_quoted(char **buf, size_t *len, size_t *cap, const char *w)
 	}
 	if (*len)
 		b[(*len)++] = ' ';
-	b[(*len)++] = '"';
+	if (quote)
+		b[(*len)++] = '"';
 	for (; *w; w++) {
-		if (strchr("\"\\$`", *w))
+		if (quote && strchr("\"\\$`", *w))
 			b[(*len)++] = '\\';
 		b[(*len)++] = *w;
 	}
-	b[(*len)++] = '"';
+	if (quote)
+		b[(*len)++] = '"';
 	b[*len] = '\0';
 	return 0;
 }
@@ -723,9 +725,9 @@ static int json_value_text(const char *key, json_t *v, char **ret, char *err, si
 			if (json_is_integer(e) && strcmp(key, "exit_codes") == 0) {
 				char num[24];
 				snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(e));
-				r = append_quoted(&s, &len, &cap, num);
+				r = append_word(&s, &len, &cap, num, false);
 			} else if (json_is_string(e))
-				r = append_quoted(&s, &len, &cap, json_string_value(e));
+				r = append_word(&s, &len, &cap, json_string_value(e), true);
 			else {
 				free(s);
 				return seterr(err, errlen, "%s: list items must be strings", key);
@@ -754,7 +756,7 @@ static int json_value_text(const char *key, json_t *v, char **ret, char *err, si
 				free(s);
 				return -ENOMEM;
 			}
-			r = append_quoted(&s, &len, &cap, kv);
+			r = append_word(&s, &len, &cap, kv, true);
 			free(kv);
 			if (r < 0) {
 				free(s);

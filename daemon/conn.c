@@ -30,6 +30,8 @@
 #include "mpsup.h"
 
 #define READ_CHUNK (64 * 1024)
+#define LINGER_SECS 2.0        /* how long a closing peer may keep sending */
+#define LINGER_BYTES (64 << 20) /* and how much */
 #define MAX_PEER_GROUPS 256
 
 static TAILQ_HEAD(conn_list, conn) conns = TAILQ_HEAD_INITIALIZER(conns);
@@ -42,6 +44,7 @@ static char *socket_path;
 
 static void conn_process(struct conn *c);
 static void conn_update_events(struct conn *c);
+static void conn_linger(struct conn *c);
 
 const char *server_socket_path(void)
 {
@@ -203,6 +206,45 @@ bool conn_send(struct conn *c, json_t *msg)
 	return true;
 }
 
+/*
+ * Close without losing the last answer: closing a socket that still has
+ * unread input makes the kernel send RST, which can destroy the answer
+ * before the peer reads it. So shut down our side and discard what the peer
+ * still sends, until it closes, LINGER_BYTES or LINGER_SECS.
+ */
+static void conn_linger(struct conn *c)
+{
+	struct timeval tv = tv_from_secs(LINGER_SECS);
+
+	if (c->lingering)
+		return;
+	if (c->eof || shutdown(c->fd, SHUT_WR) < 0) {
+		conn_close(c);
+		return;
+	}
+	c->lingering = true;
+	event_del(c->ev_write);
+	event_add(c->ev_read, NULL);
+	event_add(c->ev_resume, &tv);
+}
+
+/* Discard input of a lingering connection; returns false once closed. */
+static bool conn_linger_read(struct conn *c)
+{
+	char buf[16384];
+	ssize_t n;
+
+	for (size_t total = 0; total < LINGER_BYTES; total += (size_t)n) {
+		n = read(c->fd, buf, sizeof(buf));
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return true;
+		if (n <= 0)
+			break;
+	}
+	conn_close(c);
+	return false;
+}
+
 void conn_flush(struct conn *c)
 {
 	while (!c->dead && evbuffer_get_length(c->out) > 0) {
@@ -221,7 +263,7 @@ void conn_flush(struct conn *c)
 	if (c->dead)
 		return;
 	if (c->closing && evbuffer_get_length(c->out) == 0) {
-		conn_close(c);
+		conn_linger(c);
 		return;
 	}
 	conn_update_events(c);
@@ -352,6 +394,10 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (c->lingering) {
+		conn_linger_read(c);
+		return;
+	}
 	if (!conn_read(c))
 		return;
 	conn_process(c);
@@ -371,9 +417,14 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
 
 static void conn_resume_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct conn *c = arg;
+
 	(void)fd;
 	(void)what;
-	conn_process(arg);
+	if (c->lingering) /* the linger timer */
+		conn_close(c);
+	else
+		conn_process(c);
 }
 
 void conn_resume(struct conn *c)

@@ -45,6 +45,7 @@ struct conn {
 	bool closing;           /* close once the output is written */
 	bool dead;              /* closed; freed later */
 	bool eof;               /* the peer shut down its writing side */
+	bool lingering;         /* answered and shut down; discarding input */
 	bool in_dispatch;
 	struct event *ev_resume;
 	struct conn_hook *hooks;

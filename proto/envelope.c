@@ -55,7 +55,7 @@ int mpsup_request_parse(const char *line, size_t len, size_t max_depth,
 	}
 
 	/* Decode any value, so a scalar gets the clearer "not an object". */
-	req = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
+	req = json_loadb(line, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
 	if (!req) {
 		mpsup_error_set(ret_err, MPSUP_E_BAD_REQUEST, "invalid JSON at column %d: %s",
 				jerr.column, jerr.text);

@@ -1,0 +1,265 @@
+/*
+ * mpctl: shared-state commands (DESIGN §3 Shared state, §4).
+ *
+ *   mpctl TYPE OP NAME [ARGS]  ->  {"cmd": "TYPE.OP", "name": NAME, ...}
+ *
+ * Positional ARGS are mapped to the op's parameters by the table below; an
+ * op that is not in the table takes no arguments (len, keys, clear, set,
+ * release, ...), so a new argument-less op needs no change here. Values are
+ * JSON when they parse as JSON, else strings; dict keys are always strings.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mpctl.h"
+
+enum arg_kind {
+	ARG_JSON,	/* JSON if it parses, else a string */
+	ARG_STR,	/* a string as typed */
+};
+
+struct state_param {
+	const char *key;
+	enum arg_kind kind;
+};
+
+/* The positional arguments of one TYPE.OP. */
+struct state_op {
+	const char *type;
+	const char *op;
+	unsigned nrequired;	/* the rest of params is optional, in order */
+	struct state_param params[3];
+	const char *usage;
+};
+
+#define P(k) { k, ARG_JSON }
+#define S(k) { k, ARG_STR }
+
+static const struct state_op state_ops[] = {
+	{ "dict", "get", 1, { S("key"), P("default") }, "KEY [DEFAULT]" },
+	{ "dict", "set", 2, { S("key"), P("value") }, "KEY VALUE" },
+	{ "dict", "del", 1, { S("key") }, "KEY" },
+	{ "dict", "has", 1, { S("key") }, "KEY" },
+	{ "dict", "pop", 1, { S("key"), P("default") }, "KEY [DEFAULT]" },
+	{ "dict", "setdefault", 2, { S("key"), P("value") }, "KEY VALUE" },
+	{ "dict", "incr", 1, { S("key"), P("by") }, "KEY [BY]" },
+	{ "dict", "cas", 3, { S("key"), P("expect"), P("value") }, "KEY EXPECT VALUE" },
+	{ "dict", "update", 1, { P("items") }, "JSON-OBJECT" },
+	{ "list", "append", 1, { P("value") }, "VALUE" },
+	{ "list", "extend", 1, { P("values") }, "JSON-ARRAY" },
+	{ "list", "insert", 2, { P("index"), P("value") }, "INDEX VALUE" },
+	{ "list", "get", 1, { P("index") }, "INDEX" },
+	{ "list", "set", 2, { P("index"), P("value") }, "INDEX VALUE" },
+	{ "list", "pop", 0, { P("index") }, "[INDEX]" },
+	{ "list", "remove", 1, { P("value") }, "VALUE" },
+	{ "list", "index", 1, { P("value") }, "VALUE" },
+	{ "list", "count", 1, { P("value") }, "VALUE" },
+	{ "list", "slice", 0, { P("start"), P("stop") }, "[START [STOP]]" },
+	{ "value", "set", 1, { P("value") }, "VALUE" },
+	{ "value", "add", 1, { P("by") }, "BY" },
+	{ "value", "cas", 2, { P("expect"), P("value") }, "EXPECT VALUE" },
+	{ "array", "get", 1, { P("index") }, "INDEX" },
+	{ "array", "set", 2, { P("index"), P("value") }, "INDEX VALUE" },
+	{ "array", "add", 2, { P("index"), P("by") }, "INDEX BY" },
+	{ "array", "slice", 0, { P("start"), P("stop") }, "[START [STOP]]" },
+	{ "queue", "put", 1, { P("item"), P("timeout") }, "ITEM [TIMEOUT]" },
+	{ "queue", "get", 0, { P("timeout") }, "[TIMEOUT]" },
+	{ "queue", "join", 0, { P("timeout") }, "[TIMEOUT]" },
+	{ "event", "wait", 0, { P("timeout") }, "[TIMEOUT]" },
+	{ "lock", "acquire", 0, { P("timeout") }, "[TIMEOUT]" },
+	{ "rlock", "acquire", 0, { P("timeout") }, "[TIMEOUT]" },
+	{ "semaphore", "acquire", 0, { P("timeout") }, "[TIMEOUT]" },
+	{ "barrier", "wait", 0, { P("timeout") }, "[TIMEOUT]" },
+};
+
+#undef P
+#undef S
+
+#define NPARAMS(o) (sizeof((o)->params) / sizeof((o)->params[0]))
+
+/* The table entry of type.op, or NULL (an op without arguments). */
+static const struct state_op *state_op_find(const char *type, const char *op)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(state_ops) / sizeof(state_ops[0]); i++)
+		if (strcmp(state_ops[i].type, type) == 0 && strcmp(state_ops[i].op, op) == 0)
+			return &state_ops[i];
+	return NULL;
+}
+
+/* The number of parameters an op can take. */
+static unsigned state_op_max(const struct state_op *o)
+{
+	unsigned n = 0;
+
+	while (n < NPARAMS(o) && o->params[n].key)
+		n++;
+	return n;
+}
+
+/* TYPE -h: the usage and the ops that take arguments. */
+static void state_help(const struct ctl_cmd *cmd)
+{
+	size_t i;
+
+	ctl_cmd_usage(stdout, cmd);
+	printf("%s\n", cmd->summary);
+	for (i = 0; i < sizeof(state_ops) / sizeof(state_ops[0]); i++)
+		if (strcmp(state_ops[i].type, cmd->name) == 0)
+			printf("  %s %s NAME %s\n", cmd->name, state_ops[i].op, state_ops[i].usage);
+	puts("Other ops take no arguments (see mpctl(1)).");
+}
+
+/*
+ * A blocking op whose timeout expired answers a result, not an error;
+ * mpctl still exits 4 for it so that scripts can tell.
+ */
+static bool state_timed_out(const char *op, const json_t *result)
+{
+	if (strcmp(op, "wait") == 0)
+		return json_is_false(json_object_get(result, "set"));
+	if (strcmp(op, "acquire") == 0)
+		return json_is_false(json_object_get(result, "acquired"));
+	return false;
+}
+
+/* TYPE OP NAME [ARGS] */
+static int cmd_state(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	const struct state_op *o;
+	json_t *params, *result;
+	char wire[64], op[48];
+	unsigned nargs, k;
+	size_t i;
+	int rc;
+
+	if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+		state_help(cmd);
+		return CTL_EXIT_OK;
+	}
+	if (argc < 3)
+		ctl_usage_error(cmd, "%s needs an operation and an object name", cmd->name);
+	if (strlen(argv[1]) >= sizeof(op))
+		ctl_usage_error(cmd, "unknown operation '%s'", argv[1]);
+	/* task-done, is-set: the shell-friendly spelling of task_done, is_set */
+	for (i = 0; argv[1][i]; i++)
+		op[i] = argv[1][i] == '-' ? '_' : argv[1][i];
+	op[i] = '\0';
+	o = state_op_find(cmd->name, op);
+	nargs = (unsigned)(argc - 3);
+	if (!o && nargs > 0)
+		ctl_usage_error(cmd, "%s %s takes no arguments", cmd->name, op);
+	if (o && (nargs < o->nrequired || nargs > state_op_max(o)))
+		ctl_usage_error(cmd, "%s %s wants NAME %s", cmd->name, op, o->usage);
+
+	params = json_object();
+	json_object_set_new(params, "name", ctl_str(argv[2]));
+	for (k = 0; k < nargs; k++) {
+		const char *text = argv[3 + k];
+
+		json_object_set_new(params, o->params[k].key,
+				    o->params[k].kind == ARG_STR ? ctl_str(text) : ctl_arg(text));
+	}
+	snprintf(wire, sizeof(wire), "%s.%s", cmd->name, op);
+	rc = ctl_call(ctl, wire, params, &result);
+	json_decref(params);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	ctl_print_result(ctl, result);
+	if (state_timed_out(op, result))
+		rc = CTL_EXIT_TIMEOUT;
+	json_decref(result);
+	return rc;
+}
+
+static const struct ctl_column object_cols[] = {
+	{ "name", "NAME", NULL, NULL },
+	{ "type", "TYPE", NULL, NULL },
+	{ "size", "SIZE", NULL, NULL },
+};
+
+/* objects: the table of shared objects. */
+static int cmd_objects(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	json_t *result;
+	int rc;
+
+	if (ctl_plain_args(cmd, argc, argv) != argc)
+		ctl_usage_error(cmd, "objects takes no arguments");
+	rc = ctl_call(ctl, "obj.list", NULL, &result);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	if (!ctl->json && json_is_array(result) && json_is_object(json_array_get(result, 0)))
+		ctl_print_table(result, object_cols, sizeof(object_cols) / sizeof(object_cols[0]));
+	else if (ctl->json || !json_is_array(result) || json_array_size(result) > 0)
+		ctl_print_result(ctl, result);
+	json_decref(result);
+	return CTL_EXIT_OK;
+}
+
+/* obj get|delete NAME, obj create NAME TYPE [OPTIONS-JSON], obj list */
+static int cmd_obj(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	int i = ctl_plain_args(cmd, argc, argv), n = argc - i;
+	const char *op;
+	json_t *params;
+	int rc;
+
+	if (n < 1)
+		ctl_usage_error(cmd, "obj needs an operation");
+	op = argv[i];
+	if (strcmp(op, "list") == 0) {
+		if (n != 1)
+			ctl_usage_error(cmd, "obj list takes no arguments");
+		return cmd_objects(ctl, cmd, 1, argv + i);
+	}
+	params = json_object();
+	if (strcmp(op, "get") == 0 || strcmp(op, "delete") == 0) {
+		if (n != 2)
+			ctl_usage_error(cmd, "obj %s takes one object name", op);
+		json_object_set_new(params, "name", ctl_str(argv[i + 1]));
+	} else if (strcmp(op, "create") == 0) {
+		json_t *options;
+
+		if (n != 3 && n != 4)
+			ctl_usage_error(cmd, "obj create takes NAME TYPE [OPTIONS-JSON]");
+		if (n == 4) {
+			options = json_loads(argv[i + 3], 0, NULL);
+			if (!json_is_object(options))
+				ctl_usage_error(cmd, "options must be a JSON object, not '%s'",
+						argv[i + 3]);
+			json_object_update(params, options);
+			json_decref(options);
+		}
+		json_object_set_new(params, "name", ctl_str(argv[i + 1]));
+		json_object_set_new(params, "type", ctl_str(argv[i + 2]));
+	} else {
+		ctl_usage_error(cmd, "unknown obj operation '%s'", op);
+	}
+	rc = ctl_call_print(ctl, strcmp(op, "get") == 0 ? "obj.get" :
+				 strcmp(op, "delete") == 0 ? "obj.delete" : "obj.create",
+			    params);
+	json_decref(params);
+	return rc;
+}
+
+#define STATE_USAGE "OP NAME [ARGS...]"
+
+const struct ctl_cmd ctl_state_cmds[] = {
+	{ "dict", cmd_state, STATE_USAGE, "A shared dict (get set del has keys values items len update pop setdefault clear incr cas)." },
+	{ "list", cmd_state, STATE_USAGE, "A shared list (append extend insert get set pop remove index count len slice clear)." },
+	{ "value", cmd_state, STATE_USAGE, "A shared value (get set add cas)." },
+	{ "array", cmd_state, STATE_USAGE, "A fixed-length typed array (get set add slice len)." },
+	{ "queue", cmd_state, STATE_USAGE, "A FIFO queue (put get size empty full task-done join)." },
+	{ "event", cmd_state, STATE_USAGE, "An event (set clear is-set wait)." },
+	{ "lock", cmd_state, STATE_USAGE, "A lock, held by this mpctl until it exits (acquire release)." },
+	{ "rlock", cmd_state, STATE_USAGE, "A re-entrant lock (acquire release)." },
+	{ "semaphore", cmd_state, STATE_USAGE, "A bounded semaphore (acquire release)." },
+	{ "barrier", cmd_state, STATE_USAGE, "A barrier (wait reset)." },
+	{ "objects", cmd_objects, "", "Show the shared objects as a table." },
+	{ "obj", cmd_obj, "get|delete NAME | create NAME TYPE [OPTIONS-JSON] | list",
+	  "Read, delete or create a shared object of any type." },
+	{ NULL, NULL, NULL, NULL },
+};

@@ -1,0 +1,703 @@
+/*
+ * mpctl: main, global options, the subcommand dispatcher, the meta commands
+ * (hello, ping, call, help) and the helpers shared by every subcommand:
+ * connecting, calling, argument parsing and output.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mpctl.h"
+
+static const char *const ctl_tables_names[] = {
+	"Meta", "Processes, pools and the daemon", "Shared state",
+};
+
+static const struct ctl_cmd *const ctl_tables[] = {
+	ctl_meta_cmds, ctl_proc_cmds, ctl_state_cmds,
+};
+
+#define NTABLES (sizeof(ctl_tables) / sizeof(ctl_tables[0]))
+
+/*
+ * Connection and calls.
+ */
+
+struct mpsup_client *ctl_connect(struct ctl *ctl)
+{
+	int r;
+
+	if (ctl->client)
+		return ctl->client;
+	r = mpsup_connect(ctl->socket, &ctl->client);
+	if (r < 0) {
+		ctl->client = NULL;
+		fprintf(stderr, "mpctl: cannot reach mpsupd at %s: %s\n", ctl->socket,
+			strerror(-r));
+		exit(CTL_EXIT_UNREACHABLE);
+	}
+	if (ctl->timeout >= 0)
+		mpsup_set_timeout(ctl->client, ctl->timeout);
+	return ctl->client;
+}
+
+_Noreturn void ctl_transport_fail(struct ctl *ctl, int err)
+{
+	fflush(stdout);
+	if (err == -ETIMEDOUT) {
+		fprintf(stderr, "mpctl: timeout: no answer from mpsupd at %s within %gs\n",
+			ctl->socket, ctl->timeout);
+		exit(CTL_EXIT_TIMEOUT);
+	}
+	fprintf(stderr, "mpctl: cannot reach mpsupd at %s: %s\n", ctl->socket,
+		strerror(err < 0 ? -err : EIO));
+	exit(CTL_EXIT_UNREACHABLE);
+}
+
+/* Print a daemon error on stderr; the exit status it maps to. */
+static int ctl_report_error(const struct mpsup_error *err)
+{
+	const char *code = err->code_name[0] ? err->code_name : mpsup_err_name(err->code);
+
+	fprintf(stderr, "mpctl: %s: %s\n", code ? code : "internal", err->message);
+	if (err->code == MPSUP_E_TIMEOUT || (code && strcmp(code, "timeout") == 0))
+		return CTL_EXIT_TIMEOUT;
+	return CTL_EXIT_ERROR;
+}
+
+int ctl_call(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result)
+{
+	struct mpsup_error err;
+	json_t *result = NULL;
+	int r;
+
+	memset(&err, 0, sizeof(err));
+	r = mpsup_call(ctl_connect(ctl), cmd, params, &result, &err);
+	if (r < 0)
+		ctl_transport_fail(ctl, r);
+	if (r > 0)
+		return ctl_report_error(&err);
+	*ret_result = result ? result : json_null();
+	return CTL_EXIT_OK;
+}
+
+int ctl_call_print(struct ctl *ctl, const char *cmd, json_t *params)
+{
+	json_t *result;
+	int rc = ctl_call(ctl, cmd, params, &result);
+
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	ctl_print_result(ctl, result);
+	json_decref(result);
+	return CTL_EXIT_OK;
+}
+
+char *ctl_stream_next_line(struct ctl *ctl)
+{
+	char *line = NULL;
+	size_t len = 0;
+	int r = mpsup_recv_line(ctl_connect(ctl), &line, &len);
+
+	if (r == -ECONNRESET || r == -EPIPE || (r >= 0 && !line))
+		return NULL;
+	if (r < 0)
+		ctl_transport_fail(ctl, r);
+	return line;
+}
+
+json_t *ctl_stream_next(struct ctl *ctl)
+{
+	char *line = ctl_stream_next_line(ctl);
+	json_t *msg;
+
+	if (!line)
+		return NULL;
+	msg = json_loads(line, JSON_DECODE_ANY, NULL);
+	free(line);
+	if (!msg)
+		ctl_transport_fail(ctl, -EBADMSG);
+	return msg;
+}
+
+/* SIGINT/SIGTERM during a stream: the user is done watching. */
+static void ctl_stream_stop(int sig)
+{
+	(void)sig;
+	_exit(CTL_EXIT_OK);
+}
+
+void ctl_stream_prepare(struct ctl *ctl)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = ctl_stream_stop;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	(void)ctl;
+}
+
+void ctl_stream_unbounded(struct ctl *ctl)
+{
+	mpsup_set_timeout(ctl_connect(ctl), -1);
+}
+
+bool ctl_stdout_gone(void)
+{
+	return fflush(stdout) == EOF || ferror(stdout);
+}
+
+/*
+ * Arguments.
+ */
+
+/* Exit 2 for an argument that is not valid UTF-8 (the protocol is UTF-8). */
+static _Noreturn void ctl_bad_utf8(const char *text)
+{
+	fprintf(stderr, "mpctl: argument is not valid UTF-8: %s\n", text);
+	exit(CTL_EXIT_USAGE);
+}
+
+json_t *ctl_arg(const char *text)
+{
+	json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+
+	if (v)
+		return v;
+	v = json_string(text);
+	if (!v)
+		ctl_bad_utf8(text);
+	return v;
+}
+
+json_t *ctl_str(const char *text)
+{
+	json_t *v = json_string(text);
+
+	if (!v)
+		ctl_bad_utf8(text);
+	return v;
+}
+
+double ctl_parse_seconds(const struct ctl_cmd *cmd, const char *text)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(text, &end);
+	if (errno || end == text || *end || !isfinite(v) || v < 0)
+		ctl_usage_error(cmd, "bad number of seconds: '%s'", text);
+	return v;
+}
+
+long long ctl_parse_count(const struct ctl_cmd *cmd, const char *what, const char *text)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(text, &end, 10);
+	if (errno || end == text || *end || v < 0)
+		ctl_usage_error(cmd, "bad %s: '%s'", what, text);
+	return v;
+}
+
+void ctl_cmd_usage(FILE *f, const struct ctl_cmd *cmd)
+{
+	fprintf(f, "usage: mpctl [-s SOCKET] [--json] %s%s%s\n", cmd->name,
+		cmd->usage[0] ? " " : "", cmd->usage);
+}
+
+/* The global usage summary (without the command list). */
+static void ctl_short_usage(FILE *f)
+{
+	fputs("usage: mpctl [-s SOCKET] [--json] [-t SECONDS] COMMAND [ARGS...]\n"
+	      "       mpctl -h | --help | --version\n", f);
+}
+
+_Noreturn void ctl_usage_error(const struct ctl_cmd *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fputs("mpctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	if (cmd) {
+		ctl_cmd_usage(stderr, cmd);
+	} else {
+		ctl_short_usage(stderr);
+		fputs("Run 'mpctl --help' for the list of commands.\n", stderr);
+	}
+	exit(CTL_EXIT_USAGE);
+}
+
+int ctl_plain_args(const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+		ctl_cmd_usage(stdout, cmd);
+		printf("%s\n", cmd->summary);
+		exit(CTL_EXIT_OK);
+	}
+	if (argc > 1 && strcmp(argv[1], "--") == 0)
+		return 2;
+	return 1;
+}
+
+/*
+ * Output.
+ */
+
+/*
+ * Compact JSON. jansson writes reals with 17 significant digits, which
+ * turns 0.1 into 0.10000000000000001; try 15 first and keep it when it
+ * reads back as the same value, so numbers stay exact and short.
+ */
+char *ctl_json_text(const json_t *v)
+{
+	size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
+	char *s = json_dumps(v, flags | JSON_REAL_PRECISION(15));
+	json_t *back;
+
+	if (!s)
+		goto full;
+	back = json_loads(s, JSON_DECODE_ANY, NULL);
+	if (back && json_equal(back, v)) {
+		json_decref(back);
+		return s;
+	}
+	json_decref(back);
+	free(s);
+full:
+	s = json_dumps(v, flags);
+	if (!s) {
+		fputs("mpctl: out of memory\n", stderr);
+		exit(CTL_EXIT_ERROR);
+	}
+	return s;
+}
+
+void ctl_print_value(FILE *f, const json_t *v, bool dash)
+{
+	char *s;
+
+	if (!v || json_is_null(v)) {
+		fputs(dash ? "-" : "null", f);
+		return;
+	}
+	if (json_is_string(v)) {
+		fwrite(json_string_value(v), 1, json_string_length(v), f);
+		return;
+	}
+	s = ctl_json_text(v);
+	fputs(s, f);
+	free(s);
+}
+
+void ctl_print_result(const struct ctl *ctl, const json_t *v)
+{
+	if (ctl->json) {
+		char *s = ctl_json_text(v ? v : json_null());
+
+		puts(s);
+		free(s);
+		return;
+	}
+	if (!v || json_is_null(v))
+		return;
+	ctl_print_value(stdout, v, false);
+	putchar('\n');
+}
+
+void ctl_format_duration(double seconds, char *buf, size_t size)
+{
+	long long s;
+
+	if (!isfinite(seconds) || seconds < 0) {
+		snprintf(buf, size, "-");
+		return;
+	}
+	s = (long long)seconds;
+	if (s < 60)
+		snprintf(buf, size, "%llds", s);
+	else if (s < 3600)
+		snprintf(buf, size, "%lldm%02llds", s / 60, s % 60);
+	else if (s < 86400)
+		snprintf(buf, size, "%lldh%02lldm", s / 3600, s % 3600 / 60);
+	else
+		snprintf(buf, size, "%lldd%02lldh", s / 86400, s % 86400 / 3600);
+}
+
+char *ctl_cell_text(const json_t *v)
+{
+	char *s;
+
+	if (!v || json_is_null(v))
+		return strdup("-");
+	if (json_is_string(v))
+		return strdup(json_string_value(v));
+	s = ctl_json_text(v);
+	return s;
+}
+
+bool ctl_use_colour(void)
+{
+	return isatty(STDOUT_FILENO) && getenv("NO_COLOR") == NULL;
+}
+
+/* Display width of a UTF-8 string: its code points (no wide-char tables). */
+static size_t ctl_width(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++)
+		if (((unsigned char)*s & 0xc0) != 0x80)
+			n++;
+	return n;
+}
+
+void ctl_print_table(const json_t *rows, const struct ctl_column *cols, size_t ncols)
+{
+	size_t nrows = json_array_size(rows);
+	size_t *width = calloc(ncols, sizeof(*width));
+	bool *shown = calloc(ncols, sizeof(*shown));
+	char **cells = calloc(nrows * ncols + 1, sizeof(*cells));
+	bool colour = ctl_use_colour();
+	size_t i, j, last = 0;
+
+	if (!width || !shown || !cells) {
+		fputs("mpctl: out of memory\n", stderr);
+		exit(CTL_EXIT_ERROR);
+	}
+	for (j = 0; j < ncols; j++) {
+		for (i = 0; i < nrows && !shown[j]; i++)
+			shown[j] = json_object_get(json_array_get(rows, i), cols[j].key) != NULL;
+		if (!shown[j])
+			continue;
+		last = j;
+		width[j] = ctl_width(cols[j].header);
+		for (i = 0; i < nrows; i++) {
+			const json_t *row = json_array_get(rows, i);
+			const json_t *v = json_object_get(row, cols[j].key);
+			char *c = cols[j].format ? cols[j].format(row, v) : ctl_cell_text(v);
+
+			if (!c) {
+				fputs("mpctl: out of memory\n", stderr);
+				exit(CTL_EXIT_ERROR);
+			}
+			cells[i * ncols + j] = c;
+			if (ctl_width(c) > width[j])
+				width[j] = ctl_width(c);
+		}
+	}
+	for (j = 0; j < ncols; j++) {
+		if (!shown[j])
+			continue;
+		printf("%s%*s", cols[j].header,
+		       j == last ? 0 : (int)(width[j] - ctl_width(cols[j].header) + 2), "");
+	}
+	putchar('\n');
+	for (i = 0; i < nrows; i++) {
+		const json_t *row = json_array_get(rows, i);
+
+		for (j = 0; j < ncols; j++) {
+			const char *c = cells[i * ncols + j];
+			const char *esc = NULL;
+
+			if (!shown[j])
+				continue;
+			if (colour && cols[j].colour)
+				esc = cols[j].colour(row, json_object_get(row, cols[j].key));
+			printf("%s%s%s%*s", esc ? esc : "", c, esc ? "\033[0m" : "",
+			       j == last ? 0 : (int)(width[j] - ctl_width(c) + 2), "");
+		}
+		putchar('\n');
+	}
+	for (i = 0; i < nrows * ncols; i++)
+		free(cells[i]);
+	free(cells);
+	free(shown);
+	free(width);
+}
+
+void ctl_print_fields(const json_t *obj)
+{
+	const char *key;
+	json_t *v;
+	int w = 0;
+
+	json_object_foreach((json_t *)obj, key, v) {
+		int n = (int)ctl_width(key) + 1;
+
+		if (n > w)
+			w = n;
+	}
+	json_object_foreach((json_t *)obj, key, v) {
+		printf("%s:%*s ", key, w - (int)ctl_width(key) - 1, "");
+		if (strcmp(key, "uptime") == 0 && json_is_number(v)) {
+			char buf[32];
+
+			ctl_format_duration(json_number_value(v), buf, sizeof(buf));
+			fputs(buf, stdout);
+		} else if (json_is_array(v) && json_array_size(v) > 0) {
+			size_t i;
+			json_t *item;
+			bool plain = true;
+
+			json_array_foreach(v, i, item)
+				plain = plain && json_is_string(item);
+			if (plain) {
+				json_array_foreach(v, i, item)
+					printf("%s%s", i ? " " : "", json_string_value(item));
+			} else {
+				ctl_print_value(stdout, v, true);
+			}
+		} else {
+			ctl_print_value(stdout, v, true);
+		}
+		putchar('\n');
+	}
+}
+
+/*
+ * Meta commands.
+ */
+
+/* hello: who is answering, human-readably. */
+static int cmd_hello(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	json_t *result;
+	int rc;
+
+	if (ctl_plain_args(cmd, argc, argv) != argc)
+		ctl_usage_error(cmd, "hello takes no arguments");
+	rc = ctl_call(ctl, "hello", NULL, &result);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json || !json_is_object(result))
+		ctl_print_result(ctl, result);
+	else
+		ctl_print_fields(result);
+	json_decref(result);
+	return CTL_EXIT_OK;
+}
+
+/* ping: is the daemon there. */
+static int cmd_ping(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	json_t *result;
+	int rc;
+
+	if (ctl_plain_args(cmd, argc, argv) != argc)
+		ctl_usage_error(cmd, "ping takes no arguments");
+	rc = ctl_call(ctl, "ping", NULL, &result);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json)
+		ctl_print_result(ctl, result);
+	else if (json_is_null(result) || json_is_true(result))
+		puts("pong");
+	else
+		ctl_print_result(ctl, result);
+	json_decref(result);
+	return CTL_EXIT_OK;
+}
+
+/* call: send one raw request line, print the raw response line. */
+static int cmd_call(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	int i = ctl_plain_args(cmd, argc, argv);
+	struct mpsup_client *c;
+	char *buf, *resp = NULL;
+	size_t n, len = 0;
+	json_t *msg, *err;
+	int r, rc = CTL_EXIT_ERROR;
+
+	if (argc - i != 1)
+		ctl_usage_error(cmd, "call takes one request (a JSON object)");
+	n = strlen(argv[i]);
+	if (memchr(argv[i], '\n', n))
+		ctl_usage_error(cmd, "the request must be one line");
+	buf = malloc(n + 2);
+	if (!buf) {
+		fputs("mpctl: out of memory\n", stderr);
+		return CTL_EXIT_ERROR;
+	}
+	memcpy(buf, argv[i], n);
+	buf[n] = '\n';
+	buf[n + 1] = '\0';
+	c = ctl_connect(ctl);
+	r = mpsup_send_raw(c, buf, n + 1);
+	free(buf);
+	if (r < 0)
+		ctl_transport_fail(ctl, r);
+	r = mpsup_recv_line(c, &resp, &len);
+	if (r >= 0 && !resp)
+		r = -ECONNRESET;
+	if (r < 0)
+		ctl_transport_fail(ctl, r);
+	fwrite(resp, 1, len, stdout);
+	putchar('\n');
+	msg = json_loadb(resp, len, 0, NULL);
+	free(resp);
+	if (json_is_true(json_object_get(msg, "ok"))) {
+		rc = CTL_EXIT_OK;
+	} else {
+		err = json_object_get(json_object_get(msg, "error"), "code");
+		if (json_is_string(err) && strcmp(json_string_value(err), "timeout") == 0)
+			rc = CTL_EXIT_TIMEOUT;
+	}
+	json_decref(msg);
+	return rc;
+}
+
+static void ctl_help(FILE *f);
+
+/* Find a subcommand by name in every table. */
+static const struct ctl_cmd *ctl_find(const char *name)
+{
+	size_t t;
+	const struct ctl_cmd *c;
+
+	for (t = 0; t < NTABLES; t++)
+		for (c = ctl_tables[t]; c->name; c++)
+			if (strcmp(c->name, name) == 0)
+				return c;
+	return NULL;
+}
+
+/* help [COMMAND]: the list of commands, or one command's usage. */
+static int cmd_help(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	int i = ctl_plain_args(cmd, argc, argv);
+	const struct ctl_cmd *c;
+
+	(void)ctl;
+	if (argc - i > 1)
+		ctl_usage_error(cmd, "help takes at most one command");
+	if (argc - i == 0) {
+		ctl_help(stdout);
+		return CTL_EXIT_OK;
+	}
+	c = ctl_find(argv[i]);
+	if (!c)
+		ctl_usage_error(cmd, "unknown command '%s'", argv[i]);
+	ctl_cmd_usage(stdout, c);
+	printf("%s\n", c->summary);
+	return CTL_EXIT_OK;
+}
+
+const struct ctl_cmd ctl_meta_cmds[] = {
+	{ "hello", cmd_hello, "", "Show the daemon's name, version, protocol, pid and uptime." },
+	{ "ping", cmd_ping, "", "Check that the daemon answers." },
+	{ "call", cmd_call, "JSON",
+	  "Send one raw request line and print the raw response line." },
+	{ "help", cmd_help, "[COMMAND]", "Show the list of commands or one command's usage." },
+	{ NULL, NULL, NULL, NULL },
+};
+
+/* The full help text: options and every command's usage. */
+static void ctl_help(FILE *f)
+{
+	size_t t;
+	const struct ctl_cmd *c;
+
+	ctl_short_usage(f);
+	fputs("\nOptions:\n"
+	      "  -s, --socket PATH    the daemon's socket (else $MPSUP_SOCKET, else "
+	      MPSUP_DEFAULT_SOCKET ")\n"
+	      "  -j, --json           print the exact result JSON\n"
+	      "  -t, --timeout SECS   give up (exit 4) when the daemon does not answer in time\n"
+	      "  -h, --help           show this help\n"
+	      "      --version        show the version\n", f);
+	for (t = 0; t < NTABLES; t++) {
+		fprintf(f, "\n%s:\n", ctl_tables_names[t]);
+		for (c = ctl_tables[t]; c->name; c++)
+			fprintf(f, "  %s%s%s\n", c->name, c->usage[0] ? " " : "", c->usage);
+	}
+	fputs("\nArguments that parse as JSON are JSON (1, true, {\"a\":1}); anything else is a\n"
+	      "string. Exit status: 0 success, 1 the daemon answered an error, 2 usage error,\n"
+	      "3 cannot reach the daemon, 4 timeout. See mpctl(1).\n", f);
+}
+
+/* Flush stdout at exit; a write error is an error (a closed pipe is not). */
+static int ctl_close_stdout(int rc)
+{
+	if (fflush(stdout) == EOF || ferror(stdout)) {
+		if (errno == EPIPE)
+			return rc;
+		fprintf(stderr, "mpctl: write error: %s\n", strerror(errno));
+		return rc ? rc : CTL_EXIT_ERROR;
+	}
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ctl ctl = { .timeout = -1 };
+	const char *socket_opt = NULL;
+	const struct ctl_cmd *cmd;
+	int c, rc;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:s:jt:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			socket_opt = optarg;
+			break;
+		case 'j':
+			ctl.json = true;
+			break;
+		case 't':
+			ctl.timeout = ctl_parse_seconds(NULL, optarg);
+			break;
+		case 'h':
+			ctl_help(stdout);
+			return ctl_close_stdout(CTL_EXIT_OK);
+		case 'V':
+			puts("mpctl " PACKAGE_VERSION);
+			return ctl_close_stdout(CTL_EXIT_OK);
+		case ':':
+			ctl_usage_error(NULL, "option '%s' needs an argument", argv[optind - 1]);
+		default:
+			if (optopt)
+				ctl_usage_error(NULL, "unknown option '-%c'", optopt);
+			ctl_usage_error(NULL, "unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		ctl_usage_error(NULL, "no command given");
+	cmd = ctl_find(argv[optind]);
+	if (!cmd)
+		ctl_usage_error(NULL, "unknown command '%s'", argv[optind]);
+	ctl.socket = mpsup_socket_path(socket_opt);
+	if (!ctl.socket)
+		ctl.socket = MPSUP_DEFAULT_SOCKET;
+	/* A daemon that goes away mid-write is exit 3, not a silent death. */
+	signal(SIGPIPE, SIG_IGN);
+	rc = cmd->run(&ctl, cmd, argc - optind, argv + optind);
+	ctl.client = mpsup_close(ctl.client);
+	return ctl_close_stdout(rc);
+}

@@ -1,0 +1,233 @@
+"""End-to-end tests of mpctl's meta commands, options, output and exit
+statuses (DESIGN.md §4) against a real mpsupd. Process, pool and shared-state
+commands are tested with the modules that serve them."""
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+
+import mpsuptest
+from mpsuptest import MPCTL, SCALE, DaemonTestCase, wait_for
+
+
+def run_mpctl(*args, env=None, timeout=20):
+    """Run mpctl without a daemon (MPSUP_SOCKET removed unless given)."""
+    e = dict(os.environ)
+    e.pop("MPSUP_SOCKET", None)
+    if env:
+        e.update(env)
+    return subprocess.run([MPCTL] + list(args), capture_output=True, text=True,
+                          env=e, timeout=timeout * SCALE)
+
+
+class FakeServer:
+    """A Unix socket that accepts connections and then either closes them at
+    once or holds them without answering."""
+
+    def __init__(self, mode):
+        self.dir = tempfile.mkdtemp(prefix="mpsup-ctl-")
+        self.path = os.path.join(self.dir, "fake.sock")
+        self.mode = mode
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(8)
+        self.held = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.mode == "close":
+                try:
+                    c.recv(65536)
+                except OSError:
+                    pass
+                c.close()
+            else:
+                self.held.append(c)
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+        os.unlink(self.path)
+        os.rmdir(self.dir)
+
+
+class TestMeta(DaemonTestCase):
+    def test_hello_human(self):
+        p = self.d.mpctl("hello", check=0)
+        fields = dict(line.split(":", 1) for line in p.stdout.splitlines())
+        fields = {k: v.strip() for k, v in fields.items()}
+        self.assertEqual(fields["server"], "mpsupd")
+        self.assertEqual(fields["protocol"], "1")
+        self.assertEqual(int(fields["pid"]), self.d.pid())
+        self.assertIn("version", fields)
+        self.assertRegex(fields["uptime"], r"^\d+[smhd]")
+        self.assertEqual(p.stderr, "")
+
+    def test_hello_json(self):
+        p = self.d.mpctl("--json", "hello", check=0)
+        self.assertEqual(len(p.stdout.splitlines()), 1, p.stdout)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["server"], "mpsupd")
+        self.assertEqual(r["protocol"], 1)
+        self.assertEqual(r["pid"], self.d.pid())
+        self.assertIsInstance(r["uptime"], (int, float))
+        self.assertEqual(r, self.d.ok("hello") | {"uptime": r["uptime"]})
+
+    def test_ping(self):
+        self.assertEqual(self.d.mpctl("ping", check=0).stdout, "pong\n")
+
+    def test_call_ping(self):
+        p = self.d.mpctl("call", '{"cmd":"ping","id":7}', check=0)
+        self.assertEqual(len(p.stdout.splitlines()), 1)
+        r = json.loads(p.stdout)
+        self.assertIs(r["ok"], True)
+        self.assertEqual(r["id"], 7)
+
+    def test_call_unknown_command(self):
+        p = self.d.mpctl("call", '{"cmd":"nope"}', check=1)
+        r = json.loads(p.stdout)
+        self.assertIs(r["ok"], False)
+        self.assertEqual(r["error"]["code"], "unknown_command")
+        self.assertIn("unknown_command", p.stdout)
+
+    def test_call_raw_line_not_json(self):
+        p = self.d.mpctl("call", "this is not json", check=1)
+        self.assertEqual(json.loads(p.stdout)["error"]["code"], "bad_request")
+        self.assertTrue(self.d.answers())
+
+    def test_call_needs_one_request(self):
+        for args in (["call"], ["call", "{}", "{}"], ["call", '{"cmd":\n"ping"}']):
+            p = self.d.mpctl(*args, check=2)
+            self.assertIn("usage:", p.stderr)
+
+    def test_info(self):
+        r = json.loads(self.d.mpctl("--json", "info", check=0).stdout)
+        self.assertEqual(r["pid"], self.d.pid())
+        p = self.d.mpctl("info", check=0)
+        self.assertIn("pid:", p.stdout)
+
+    def test_socket_option_overrides_environment(self):
+        # d.mpctl sets MPSUP_SOCKET to the daemon; -s must win over it.
+        bad = os.path.join(self.d.dir, "absent.sock")
+        p = self.d.mpctl("-s", bad, "hello", check=3)
+        self.assertIn(bad, p.stderr)
+        p = run_mpctl("-s", self.d.socket, "--json", "hello")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)["pid"], self.d.pid())
+
+    def test_environment_socket(self):
+        p = run_mpctl("ping", env={"MPSUP_SOCKET": self.d.socket})
+        self.assertEqual((p.returncode, p.stdout), (0, "pong\n"), p.stderr)
+
+    def test_shutdown(self):
+        self.d.mpctl("shutdown", check=0)
+        wait_for(lambda: self.d.proc.poll() is not None, what="mpsupd to exit")
+        self.assertEqual(self.d.proc.returncode, 0)
+        p = self.d.mpctl("hello", check=3)
+        self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
+
+
+class TestNoDaemon(mpsuptest.unittest.TestCase):
+    def test_unreachable(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "nothing.sock")
+            for args in (["-s", path, "hello"], ["-s", path, "call", '{"cmd":"ping"}']):
+                p = run_mpctl(*args)
+                self.assertEqual(p.returncode, 3, p.stderr)
+                self.assertEqual(p.stdout, "")
+                lines = p.stderr.splitlines()
+                self.assertEqual(len(lines), 1, p.stderr)
+                self.assertTrue(lines[0].startswith("mpctl: cannot reach mpsupd at %s: " % path),
+                                lines[0])
+            p = run_mpctl("hello", env={"MPSUP_SOCKET": path})
+            self.assertEqual(p.returncode, 3)
+            self.assertIn(path, p.stderr)
+
+    def test_socket_path_too_long(self):
+        p = run_mpctl("-s", "/tmp/" + "x" * 200, "hello")
+        self.assertEqual(p.returncode, 3)
+        self.assertEqual(len(p.stderr.splitlines()), 1)
+
+    def test_connection_dropped(self):
+        srv = FakeServer("close")
+        try:
+            for args in (["hello"], ["call", '{"cmd":"ping"}']):
+                p = run_mpctl("-s", srv.path, *args)
+                self.assertEqual(p.returncode, 3, p.stderr)
+                self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
+                self.assertIn("cannot reach mpsupd at %s" % srv.path, p.stderr)
+        finally:
+            srv.close()
+
+    def test_timeout_option(self):
+        srv = FakeServer("hold")
+        try:
+            p = run_mpctl("-s", srv.path, "-t", "0.3", "hello")
+            self.assertEqual(p.returncode, 4, p.stderr)
+            self.assertIn("timeout", p.stderr)
+        finally:
+            srv.close()
+
+    def test_usage_errors(self):
+        cases = [
+            [],                      # no command
+            ["frobnicate"],          # unknown command
+            ["--bogus", "hello"],    # unknown option
+            ["-t"],                  # option without its argument
+            ["-t", "soon", "hello"], # not a number
+            ["-t", "-1", "hello"],
+            ["hello", "extra"],
+            ["status", "a", "b"],
+            ["join"],
+            ["join", "x", "--timeout", "later"],
+            ["logs", "-n", "many", "x"],
+            ["run"],
+            ["run", "--env", "NOEQUALS", "--", "true"],
+            ["scale", "web"],
+            ["scale", "web", "-3"],
+            ["dict", "get"],
+            ["dict", "get", "d"],
+            ["dict", "set", "d", "k"],
+            ["dict", "keys", "d", "extra"],
+            ["value", "cas", "v", "1"],
+            ["obj", "create", "x"],
+            ["obj", "create", "x", "queue", "[1]"],
+            ["obj", "frob", "x"],
+        ]
+        for args in cases:
+            # No daemon anywhere: a usage error is found before connecting.
+            p = run_mpctl("-s", "/nonexistent/mpsupd.sock", *args)
+            self.assertEqual(p.returncode, 2, "mpctl %s: %s" % (args, p.stderr))
+            self.assertTrue(p.stderr.startswith("mpctl: "), p.stderr)
+            self.assertIn("usage: mpctl", p.stderr)
+            self.assertEqual(p.stdout, "")
+
+    def test_version(self):
+        p = run_mpctl("--version")
+        self.assertEqual(p.returncode, 0)
+        self.assertRegex(p.stdout, r"^mpctl \d+\.\d+\.\d+\S*\n$")
+
+    def test_help(self):
+        p = run_mpctl("--help")
+        self.assertEqual(p.returncode, 0)
+        for word in ("status", "run", "logs", "dict", "queue", "call", "--json"):
+            self.assertIn(word, p.stdout)
+        p = run_mpctl("help", "join")
+        self.assertEqual(p.returncode, 0)
+        self.assertIn("join TARGET", p.stdout)
+        p = run_mpctl("dict", "-h")
+        self.assertEqual(p.returncode, 0)
+        self.assertIn("dict incr NAME KEY [BY]", p.stdout)
+
+
+if __name__ == "__main__":
+    mpsuptest.main()

@@ -1,0 +1,624 @@
+/*
+ * The shared-state namespace and the state module: named objects in one
+ * hash table, the generic obj.* commands, and the dispatch of every TYPE.OP
+ * command to its type's op (name lookup, auto-creation, type and parameter
+ * checks happen here, once).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+#include "daemon.h"
+#include "events.h"
+#include "log.h"
+#include "obj.h"
+#include "conn.h" /* after obj.h: conn.h needs struct conn declared */
+
+/* Every type; adding a type is one line here. */
+static const struct obj_type *const obj_types[] = {
+	&dict_type, &list_type,  &value_type, &array_type,     &queue_type,
+	&event_type, &lock_type, &rlock_type, &semaphore_type, &barrier_type,
+};
+#define N_TYPES (sizeof(obj_types) / sizeof(obj_types[0]))
+
+/* --- the namespace --------------------------------------------------------- */
+
+static struct obj **buckets;
+static size_t n_buckets;
+static unsigned n_objects;
+
+/* FNV-1a. */
+static uint32_t name_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+struct obj *obj_find(const char *name)
+{
+	uint32_t h;
+
+	if (!n_buckets)
+		return NULL;
+	h = name_hash(name);
+	for (struct obj *o = buckets[h & (n_buckets - 1)]; o; o = o->next)
+		if (o->hash == h && strcmp(o->name, name) == 0)
+			return o;
+	return NULL;
+}
+
+/* Double the bucket array (or make the first one). */
+static int table_grow(void)
+{
+	size_t n = n_buckets ? n_buckets * 2 : 64;
+	struct obj **b = calloc(n, sizeof(*b));
+
+	if (!b)
+		return -ENOMEM;
+	for (size_t i = 0; i < n_buckets; i++) {
+		struct obj *o, *next;
+		for (o = buckets[i]; o; o = next) {
+			next = o->next;
+			o->next = b[o->hash & (n - 1)];
+			b[o->hash & (n - 1)] = o;
+		}
+	}
+	free(buckets);
+	buckets = b;
+	n_buckets = n;
+	return 0;
+}
+
+unsigned obj_count(void)
+{
+	return n_objects;
+}
+
+const struct obj_type *obj_type_find(const char *name)
+{
+	for (size_t i = 0; i < N_TYPES; i++)
+		if (strcmp(obj_types[i]->name, name) == 0)
+			return obj_types[i];
+	return NULL;
+}
+
+struct obj *obj_create(const char *name, const struct obj_type *type, json_t *opts,
+		       enum mpsup_err *ret_code, char *err, size_t errlen)
+{
+	struct obj *o;
+	enum mpsup_err code;
+
+	if (n_objects >= daemon_g.conf->max_objects) {
+		*ret_code = MPSUP_E_LIMIT;
+		snprintf(err, errlen, "too many objects (max_objects = %u)",
+			 daemon_g.conf->max_objects);
+		return NULL;
+	}
+	if ((n_objects >= n_buckets && table_grow() < 0) || !(o = calloc(1, sizeof(*o)))) {
+		*ret_code = MPSUP_E_INTERNAL;
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	snprintf(o->name, sizeof(o->name), "%s", name);
+	o->type = type;
+	for (int i = 0; i < OBJ_WAITQS; i++)
+		waitq_init(&o->wq[i]);
+	code = type->create(o, opts, err, errlen);
+	if (code != MPSUP_OK) {
+		free(o);
+		*ret_code = code;
+		return NULL;
+	}
+	o->hash = name_hash(o->name);
+	o->next = buckets[o->hash & (n_buckets - 1)];
+	buckets[o->hash & (n_buckets - 1)] = o;
+	n_objects++;
+	return o;
+}
+
+void obj_delete(struct obj *o)
+{
+	char msg[OBJ_NAME_MAX + 32];
+
+	for (struct obj **p = &buckets[o->hash & (n_buckets - 1)]; *p; p = &(*p)->next)
+		if (*p == o) {
+			*p = o->next;
+			break;
+		}
+	n_objects--;
+	/* The type's state goes first (locks drop their owners' close hooks),
+	 * so answering the waiters cannot lead back into it. */
+	o->type->free(o);
+	o->data = NULL;
+	snprintf(msg, sizeof(msg), "%s was deleted", o->name);
+	waitq_fail_all(o, MPSUP_E_NOT_FOUND, msg);
+	free(o);
+}
+
+void obj_delete_all(void)
+{
+	for (size_t i = 0; i < n_buckets; i++)
+		while (buckets[i])
+			obj_delete(buckets[i]);
+	free(buckets);
+	buckets = NULL;
+	n_buckets = 0;
+}
+
+/* --- answering --------------------------------------------------------------- */
+
+void obj_changed(const struct obj *o, const char *op)
+{
+	if (!events_wanted(TOPIC_OBJECT))
+		return;
+	events_publish(TOPIC_OBJECT, json_pack("{s:s, s:s, s:s, s:s}", "event", "object.changed",
+					       "name", o->name, "type", o->type->name, "op", op));
+}
+
+void obj_ok(struct obj_call *c, json_t *result)
+{
+	/* Publish before answering: the answer may resume the connection. */
+	if (c->op && (c->op->flags & CMD_MUTATES))
+		obj_changed(c->o, c->op->name);
+	request_ok(c->r, result);
+}
+
+void obj_error(struct obj_call *c, enum mpsup_err code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	request_error(c->r, code, "%s", msg);
+}
+
+/* --- parameters ---------------------------------------------------------------- */
+
+static const char *json_kind(json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: return "an object";
+	case JSON_ARRAY: return "an array";
+	case JSON_STRING: return "a string";
+	case JSON_INTEGER: return "an integer";
+	case JSON_REAL: return "a real";
+	case JSON_TRUE:
+	case JSON_FALSE: return "a boolean";
+	default: return "null";
+	}
+}
+
+static bool param_type_ok(char t, json_t *v)
+{
+	switch (t) {
+	case 's': return json_is_string(v);
+	case 'i': return json_is_integer(v);
+	case 'n':
+	case 't': return json_is_number(v);
+	case 'a': return json_is_array(v);
+	case 'O': return json_is_object(v);
+	default: return true;
+	}
+}
+
+static const char *param_type_name(char t)
+{
+	switch (t) {
+	case 's': return "a string";
+	case 'i': return "an integer";
+	case 'n': return "a number";
+	case 't': return "a number of seconds";
+	case 'a': return "an array";
+	case 'O': return "an object";
+	default: return "a JSON value";
+	}
+}
+
+/*
+ * Read c->r's parameters into c->arg following spec (see struct obj_op).
+ * `name` is always there and already checked. Answers bad_request and
+ * returns -1 on a missing, mistyped or unknown parameter.
+ */
+static int params_read(struct obj_call *c, const char *spec)
+{
+	json_t *params = c->r->params;
+	size_t found = 1; /* name */
+	int i = 0;
+
+	for (const char *p = spec; p && *p; i++) {
+		char t = p[0];
+		const char *key = p + 2, *end = key;
+		bool optional;
+		json_t *v;
+
+		while (*end && *end != ' ' && *end != '?')
+			end++;
+		optional = *end == '?';
+		p = end + optional;
+		while (*p == ' ')
+			p++;
+		v = json_object_getn(params, key, (size_t)(end - key));
+		if (v)
+			found++;
+		if (v && json_is_null(v) && t != 'o' && optional)
+			v = NULL; /* null = absent for typed optional params */
+		if (!v && !optional) {
+			obj_error(c, MPSUP_E_BAD_REQUEST, "%s: missing parameter '%.*s'",
+				  c->r->cmd->name, (int)(end - key), key);
+			return -1;
+		}
+		if (v && !param_type_ok(t, v)) {
+			obj_error(c, MPSUP_E_BAD_REQUEST, "%s: '%.*s' must be %s, not %s",
+				  c->r->cmd->name, (int)(end - key), key, param_type_name(t),
+				  json_kind(v));
+			return -1;
+		}
+		c->arg[i] = v;
+	}
+	if (found != json_object_size(params)) {
+		const char *key;
+		json_t *v;
+
+		json_object_foreach(params, key, v) {
+			size_t klen = strlen(key);
+			bool known = strcmp(key, "name") == 0;
+			for (const char *p = spec; p && *p && !known;) {
+				const char *k = p + 2, *end = k;
+				while (*end && *end != ' ' && *end != '?')
+					end++;
+				known = (size_t)(end - k) == klen && memcmp(k, key, klen) == 0;
+				p = end;
+				while (*p == ' ' || *p == '?')
+					p++;
+			}
+			if (!known) {
+				obj_error(c, MPSUP_E_BAD_REQUEST, "%s: unknown parameter '%.64s'",
+					  c->r->cmd->name, key);
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+/* The `name` parameter, checked; NULL after answering bad_request. */
+static const char *param_name(struct request *r)
+{
+	json_t *v = json_object_get(r->params, "name");
+	const char *name = json_string_value(v);
+
+	if (!v) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "%s: missing parameter 'name'", r->cmd->name);
+		return NULL;
+	}
+	if (!name || !name_valid(name, false)) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "%s: invalid object name (expected [A-Za-z0-9_.-]{1,64})",
+			      r->cmd->name);
+		return NULL;
+	}
+	return name;
+}
+
+/* --- TYPE.OP ----------------------------------------------------------------------- */
+
+enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struct obj_op *op)
+{
+	struct obj_call c = { .r = r, .op = op };
+	const char *name = param_name(r);
+
+	if (!name)
+		return CMD_DONE;
+	if (params_read(&c, op->spec) < 0)
+		return CMD_DONE;
+	c.o = obj_find(name);
+	if (!c.o) {
+		enum mpsup_err code;
+		char err[256];
+
+		c.o = obj_create(name, type, NULL, &code, err, sizeof(err));
+		if (!c.o) {
+			request_error(r, code, "%s: %s", name, err);
+			return CMD_DONE;
+		}
+		obj_changed(c.o, "create");
+	} else if (c.o->type != type) {
+		request_error(r, MPSUP_E_WRONG_TYPE, "%s is a %s, not a %s", name, c.o->type->name,
+			      type->name);
+		return CMD_DONE;
+	}
+	return op->fn(&c);
+}
+
+/* --- obj.* ---------------------------------------------------------------------------- */
+
+/* obj.create {name, type, ...options} -> {created} */
+static enum cmd_ret cmd_obj_create(struct request *r)
+{
+	const char *name = param_name(r), *tname;
+	const struct obj_type *type;
+	enum mpsup_err code;
+	char err[256];
+	struct obj *o;
+
+	if (!name)
+		return CMD_DONE;
+	tname = json_string_value(json_object_get(r->params, "type"));
+	if (!tname) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "obj.create: 'type' must be a string");
+		return CMD_DONE;
+	}
+	if (!(type = obj_type_find(tname))) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "obj.create: unknown type '%.64s'", tname);
+		return CMD_DONE;
+	}
+	if ((o = obj_find(name))) {
+		if (o->type != type)
+			request_error(r, MPSUP_E_EXISTS, "%s exists as a %s", name, o->type->name);
+		else if (!type->options_equal(o, r->params))
+			request_error(r, MPSUP_E_EXISTS, "%s exists with other options", name);
+		else
+			request_ok(r, json_pack("{s:b}", "created", 0));
+		return CMD_DONE;
+	}
+	if (!(o = obj_create(name, type, r->params, &code, err, sizeof(err)))) {
+		request_error(r, code, "obj.create: %s", err);
+		return CMD_DONE;
+	}
+	obj_changed(o, "create");
+	request_ok(r, json_pack("{s:b}", "created", 1));
+	return CMD_DONE;
+}
+
+static int obj_name_cmp(const void *a, const void *b)
+{
+	const struct obj *const *x = a, *const *y = b;
+	return strcmp((*x)->name, (*y)->name);
+}
+
+/* obj.list {type?} -> [{name, type, size}] sorted by name */
+static enum cmd_ret cmd_obj_list(struct request *r)
+{
+	const char *tname = NULL;
+	const struct obj_type *type = NULL;
+	struct obj **all;
+	size_t n = 0;
+	json_t *list;
+
+	if (request_unpack(r, "{s?s}", "type", &tname) < 0)
+		return CMD_DONE;
+	if (tname && !(type = obj_type_find(tname))) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "obj.list: unknown type '%.64s'", tname);
+		return CMD_DONE;
+	}
+	all = malloc((n_objects + 1) * sizeof(*all));
+	list = json_array();
+	if (!all || !list) {
+		free(all);
+		json_decref(list);
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
+	for (size_t i = 0; i < n_buckets; i++)
+		for (struct obj *o = buckets[i]; o; o = o->next)
+			if (!type || o->type == type)
+				all[n++] = o;
+	qsort(all, n, sizeof(*all), obj_name_cmp);
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(list, json_pack("{s:s, s:s, s:I}", "name", all[i]->name,
+						      "type", all[i]->type->name, "size",
+						      (json_int_t)all[i]->type->size(all[i])));
+	free(all);
+	request_ok(r, list);
+	return CMD_DONE;
+}
+
+/* The existing object named by r's `name`; NULL after answering. */
+static struct obj *existing(struct request *r)
+{
+	const char *name;
+	struct obj *o;
+
+	if (request_unpack(r, "{s:s}", "name", &name) < 0)
+		return NULL;
+	if (!name_valid(name, false)) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "%s: invalid object name", r->cmd->name);
+		return NULL;
+	}
+	if (!(o = obj_find(name)))
+		request_error(r, MPSUP_E_NOT_FOUND, "no object named %s", name);
+	return o;
+}
+
+/* obj.get {name} -> the whole value */
+static enum cmd_ret cmd_obj_get(struct request *r)
+{
+	struct obj *o = existing(r);
+
+	if (o)
+		request_ok(r, o->type->get(o));
+	return CMD_DONE;
+}
+
+/* obj.delete {name}: waiters get not_found; holders lose their hold. */
+static enum cmd_ret cmd_obj_delete(struct request *r)
+{
+	struct obj *o = existing(r);
+
+	if (!o)
+		return CMD_DONE;
+	obj_changed(o, "delete");
+	obj_delete(o);
+	request_ok(r, NULL);
+	return CMD_DONE;
+}
+
+/* --- the command table ----------------------------------------------------------------- */
+
+#define N_OBJ_CMDS 4
+#define MAX_CMDS 128
+
+static enum cmd_ret cmd_type_op(struct request *r);
+
+/* obj.* first, then every TYPE.OP (filled by state_cmds_build). */
+static struct cmd_entry state_cmds[MAX_CMDS + 1] = {
+	{ "obj.create", ROLE_STATE, CMD_MUTATES, cmd_obj_create },
+	{ "obj.delete", ROLE_STATE, CMD_MUTATES, cmd_obj_delete },
+	{ "obj.get", ROLE_READ, 0, cmd_obj_get },
+	{ "obj.list", ROLE_READ, 0, cmd_obj_list },
+};
+/* For state_cmds[i]: its type and op. */
+static struct {
+	const struct obj_type *type;
+	const struct obj_op *op;
+} cmd_ops[MAX_CMDS];
+
+static enum cmd_ret cmd_type_op(struct request *r)
+{
+	size_t i = (size_t)(r->cmd - state_cmds);
+
+	return obj_run(r, cmd_ops[i].type, cmd_ops[i].op);
+}
+
+/*
+ * Turn every type's ops into commands. Runs before main() because the
+ * module's table must be complete when command_init() reads it.
+ */
+__attribute__((constructor)) static void state_cmds_build(void)
+{
+	static char names[MAX_CMDS][OBJ_NAME_MAX];
+	size_t n = N_OBJ_CMDS;
+
+	for (size_t t = 0; t < N_TYPES; t++)
+		for (const struct obj_op *op = obj_types[t]->ops; op->name; op++) {
+			if (n >= MAX_CMDS) {
+				fprintf(stderr, "mpsupd: too many state commands (MAX_CMDS)\n");
+				abort();
+			}
+			snprintf(names[n], sizeof(names[n]), "%s.%s", obj_types[t]->name, op->name);
+			state_cmds[n] = (struct cmd_entry){ names[n], op->role, op->flags,
+							    cmd_type_op };
+			cmd_ops[n].type = obj_types[t];
+			cmd_ops[n].op = op;
+			n++;
+		}
+}
+
+extern unsigned long queue_items_total;
+
+static void state_info(json_t *info)
+{
+	json_object_set_new(info, "objects",
+			    json_pack("{s:i, s:I}", "count", (int)n_objects, "queue_items",
+				      (json_int_t)queue_items_total));
+}
+
+const struct cmd_module state_module = {
+	.capability = "state",
+	.cmds = state_cmds,
+	.info = state_info,
+};
+
+/* --- helpers for the types ------------------------------------------------------------ */
+
+bool obj_json_equal(json_t *a, json_t *b)
+{
+	if (json_is_number(a) && json_is_number(b)) {
+		if (json_is_integer(a) && json_is_integer(b))
+			return json_integer_value(a) == json_integer_value(b);
+		return json_number_value(a) == json_number_value(b);
+	}
+	return json_equal(a, b);
+}
+
+bool obj_num_add(json_t *a, json_t *b, json_t **ret)
+{
+	if (json_is_integer(a) && json_is_integer(b)) {
+		json_int_t s;
+		if (__builtin_add_overflow(json_integer_value(a), json_integer_value(b), &s))
+			return false;
+		*ret = json_integer(s);
+	} else {
+		*ret = json_real(json_number_value(a) + json_number_value(b));
+	}
+	return true;
+}
+
+bool obj_index(json_int_t idx, size_t len, size_t *ret)
+{
+	if (idx < 0)
+		idx += (json_int_t)len;
+	if (idx < 0 || (size_t)idx >= len)
+		return false;
+	*ret = (size_t)idx;
+	return true;
+}
+
+/* One slice bound, Python style: negative from the end, clamped. */
+static size_t slice_bound(json_t *v, size_t len, size_t def)
+{
+	json_int_t i;
+
+	if (!v)
+		return def;
+	i = json_integer_value(v);
+	if (i < 0) {
+		i += (json_int_t)len;
+		if (i < 0)
+			i = 0;
+	}
+	return (size_t)i > len ? len : (size_t)i;
+}
+
+void obj_slice(json_t *start, json_t *stop, size_t len, size_t *ret_start, size_t *ret_stop)
+{
+	*ret_start = slice_bound(start, len, 0);
+	*ret_stop = slice_bound(stop, len, len);
+	if (*ret_stop < *ret_start)
+		*ret_stop = *ret_start;
+}
+
+int obj_opt_int(json_t *opts, const char *key, json_int_t def, json_int_t min,
+		json_int_t max, json_int_t *ret, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(opts, key);
+
+	if (!v || json_is_null(v)) {
+		*ret = def;
+		return 0;
+	}
+	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+		snprintf(err, errlen, "'%s' must be an integer in [%lld, %lld]", key,
+			 (long long)min, (long long)max);
+		return -1;
+	}
+	*ret = json_integer_value(v);
+	return 0;
+}
+
+int obj_opts_only(json_t *opts, const char *const *keys, char *err, size_t errlen)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(opts, key, v) {
+		bool known = strcmp(key, "name") == 0 || strcmp(key, "type") == 0;
+		for (const char *const *k = keys; *k && !known; k++)
+			known = strcmp(*k, key) == 0;
+		if (!known) {
+			snprintf(err, errlen, "unknown option '%.64s'", key);
+			return -1;
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,172 @@
+/*
+ * Shared-state objects: one flat namespace of named, typed objects (dict,
+ * list, value, array, queue, event, lock, rlock, semaphore, barrier) served
+ * by the state module.
+ *
+ * A type is one file exporting one `const struct obj_type`: how to create
+ * it from options, free it, dump it, measure it and its ops table. obj.c
+ * turns every op into a `TYPE.OP` protocol command; before an op runs, the
+ * generic layer has found (or created) the object named by the `name`
+ * parameter, checked its type and read the op's parameters against the op's
+ * spec, so a handler only does its work and answers.
+ *
+ * Adding a type: one t_TYPE.c file with its descriptor, one line in
+ * obj_types[] (obj.c), one line in state.am, and tests.
+ */
+#ifndef MPSUPD_OBJ_H
+#define MPSUPD_OBJ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "command.h"
+#include "waitq.h"
+
+#define OBJ_NAME_MAX 64
+#define OBJ_MAX_PARAMS 4
+
+struct obj;
+struct conn;
+
+/*
+ * One call of an op: the request, its object and its parameters in the
+ * order of the op's spec (NULL when an optional one is absent).
+ */
+struct obj_call {
+	struct request *r;
+	struct obj *o;
+	const struct obj_op *op;
+	json_t *arg[OBJ_MAX_PARAMS];
+};
+
+/*
+ * An op. spec lists the parameters besides `name`, separated by spaces, as
+ * TYPE:KEY with a trailing '?' when optional. TYPE is one of
+ *   o any JSON value     s string     i integer     n number
+ *   a array              O object     t timeout (number >= 0 or null)
+ * e.g. "s:key o:default?". Unknown keys and wrong types are bad_request.
+ */
+struct obj_op {
+	const char *name;   /* "get": the command is "TYPE.get" */
+	enum role role;     /* ROLE_READ for read-only ops, else ROLE_STATE */
+	unsigned flags;     /* CMD_MUTATES, CMD_MAY_BLOCK */
+	enum cmd_ret (*fn)(struct obj_call *c);
+	const char *spec;
+};
+
+struct obj_type {
+	const char *name;
+	/* Build o->data from options (a JSON object, possibly empty: the
+	 * defaults). On failure returns an error code with a message in err. */
+	enum mpsup_err (*create)(struct obj *o, json_t *opts, char *err, size_t errlen);
+	/* Free o->data (waiters are already gone). */
+	void (*free)(struct obj *o);
+	/* The whole value, for obj.get (new reference). */
+	json_t *(*get)(const struct obj *o);
+	/* Options from which create() rebuilds the object with its contents
+	 * (new reference), or NULL when the type is not persistent. */
+	json_t *(*dump)(const struct obj *o);
+	/* Size for obj.list: elements, items, or held/set state. */
+	size_t (*size)(const struct obj *o);
+	/* True when opts (as given to obj.create) describe the same shape
+	 * (typecode, size, maxsize, value, parties). Initial contents (init,
+	 * items) are not compared: creating an existing object is a no-op. */
+	bool (*options_equal)(const struct obj *o, json_t *opts);
+	const struct obj_op *ops; /* ended by a NULL name */
+};
+
+struct obj {
+	const struct obj_type *type;
+	void *data;                 /* the type's state */
+	struct waitq wq[OBJ_WAITQS]; /* the type's wait queues */
+	unsigned n_waiters;         /* over all of wq[] */
+	uint32_t hash;
+	struct obj *next;           /* hash chain */
+	char name[OBJ_NAME_MAX + 1];
+};
+
+extern const struct cmd_module state_module;
+
+extern const struct obj_type dict_type, list_type, value_type, array_type, queue_type,
+	event_type, lock_type, rlock_type, semaphore_type, barrier_type;
+
+/* The object called name, or NULL. */
+struct obj *obj_find(const char *name);
+/* Create an object (name must be valid and free); NULL with a code and a
+ * message in err on failure (limit, bad options). */
+struct obj *obj_create(const char *name, const struct obj_type *type, json_t *opts,
+		       enum mpsup_err *ret_code, char *err, size_t errlen);
+/* Delete an object: its waiters are answered not_found. */
+void obj_delete(struct obj *o);
+/* Delete every object (shutdown, tests). */
+void obj_delete_all(void);
+/* Number of objects. */
+unsigned obj_count(void);
+/* The descriptor of a type name, or NULL. */
+const struct obj_type *obj_type_find(const char *name);
+
+/* Answer a call with a result (stolen) / an error. */
+void obj_ok(struct obj_call *c, json_t *result);
+void obj_error(struct obj_call *c, enum mpsup_err code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Publish object.changed for o (cheap when nobody listens). */
+void obj_changed(const struct obj *o, const char *op);
+
+/* Run TYPE.OP on an object of that type; used by the command table and
+ * by unit tests. */
+enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struct obj_op *op);
+
+/*
+ * Helpers shared by the types.
+ */
+
+/* JSON equality where numbers compare by value (1 == 1.0). */
+bool obj_json_equal(json_t *a, json_t *b);
+/* a + b for JSON numbers: integers stay integers (false when the int64
+ * range is left), anything else is a real. */
+bool obj_num_add(json_t *a, json_t *b, json_t **ret);
+/* Resolve a Python index (negative from the end) against len; false when
+ * outside [0, len). */
+bool obj_index(json_int_t idx, size_t len, size_t *ret);
+/* Resolve Python slice bounds (NULL = absent) against len. */
+void obj_slice(json_t *start, json_t *stop, size_t len, size_t *ret_start, size_t *ret_stop);
+/* An integer option: absent = def; bad_request when not an integer within
+ * [min, max]. */
+int obj_opt_int(json_t *opts, const char *key, json_int_t def, json_int_t min,
+		json_int_t max, json_int_t *ret, char *err, size_t errlen);
+/* Refuse options other than those listed (NULL-terminated). */
+int obj_opts_only(json_t *opts, const char *const *keys, char *err, size_t errlen);
+
+/*
+ * Owned counters (t_lock.c): the engine of lock, rlock and semaphore. Units
+ * are held by connections; a connection that closes releases what it holds
+ * and the next owner is told `abandoned: true`.
+ */
+struct holder {
+	struct conn *conn;
+	unsigned count;      /* units held (rlock: recursion depth) */
+};
+
+struct owned {
+	unsigned value;      /* units in all (1 for locks) */
+	unsigned held;       /* units held now */
+	bool recursive;      /* rlock: the owner may acquire again */
+	bool abandoned;      /* a holder vanished: tell the next owner */
+	struct holder *holders;
+	size_t n_holders, cap_holders;
+};
+
+/* Make o->data an owned counter of value units. */
+enum mpsup_err owned_create(struct obj *o, unsigned value, bool recursive, char *err,
+			    size_t errlen);
+void owned_free(struct obj *o);
+/* {locked, owners, waiters} or, for a semaphore, {value, available, ...}. */
+json_t *owned_state(const struct obj *o);
+size_t owned_size(const struct obj *o);
+enum cmd_ret owned_acquire(struct obj_call *c);
+enum cmd_ret owned_release(struct obj_call *c);
+
+#endif

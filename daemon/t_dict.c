@@ -1,0 +1,283 @@
+/* The dict type: a JSON object of any values (Manager().dict()). */
+#include "config.h"
+
+#include <stdio.h>
+
+#include "obj.h"
+
+#define D(c) ((json_t *)(c)->o->data)
+
+/* The key parameter: a string that may hold any character. */
+#define KEY(c) json_string_value((c)->arg[0]), json_string_length((c)->arg[0])
+
+static const char *const dict_options[] = { "items", NULL };
+
+static enum mpsup_err dict_create(struct obj *o, json_t *opts, char *err, size_t errlen)
+{
+	json_t *items = json_object_get(opts, "items");
+
+	if (obj_opts_only(opts, dict_options, err, errlen) < 0)
+		return MPSUP_E_BAD_REQUEST;
+	if (items && !json_is_object(items)) {
+		snprintf(err, errlen, "'items' must be an object");
+		return MPSUP_E_BAD_REQUEST;
+	}
+	o->data = items ? json_copy(items) : json_object();
+	if (!o->data) {
+		snprintf(err, errlen, "out of memory");
+		return MPSUP_E_INTERNAL;
+	}
+	return MPSUP_OK;
+}
+
+static void dict_free(struct obj *o)
+{
+	json_decref(o->data);
+}
+
+/* Borrowed state: serialize it before the event loop runs again. */
+static json_t *dict_get_all(const struct obj *o)
+{
+	return json_incref(o->data);
+}
+
+static json_t *dict_dump(const struct obj *o)
+{
+	return json_pack("{s:O}", "items", (json_t *)o->data);
+}
+
+static size_t dict_size(const struct obj *o)
+{
+	return json_object_size(o->data);
+}
+
+static bool dict_options_equal(const struct obj *o, json_t *opts)
+{
+	char err[128];
+
+	(void)o;
+	return obj_opts_only(opts, dict_options, err, sizeof(err)) == 0;
+}
+
+/* get {key, default?} */
+static enum cmd_ret dict_get(struct obj_call *c)
+{
+	json_t *v = json_object_getn(D(c), KEY(c));
+
+	if (!v && !(v = c->arg[1])) {
+		obj_error(c, MPSUP_E_NOT_FOUND, "%s: no key '%.100s'", c->o->name,
+			  json_string_value(c->arg[0]));
+		return CMD_DONE;
+	}
+	obj_ok(c, json_incref(v));
+	return CMD_DONE;
+}
+
+/* set {key, value} */
+static enum cmd_ret dict_set(struct obj_call *c)
+{
+	if (json_object_setn_new_nocheck(D(c), KEY(c), json_incref(c->arg[1])) < 0) {
+		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
+	obj_ok(c, NULL);
+	return CMD_DONE;
+}
+
+/* del {key}: not_found when missing */
+static enum cmd_ret dict_del(struct obj_call *c)
+{
+	if (json_object_deln(D(c), KEY(c)) < 0) {
+		obj_error(c, MPSUP_E_NOT_FOUND, "%s: no key '%.100s'", c->o->name,
+			  json_string_value(c->arg[0]));
+		return CMD_DONE;
+	}
+	obj_ok(c, NULL);
+	return CMD_DONE;
+}
+
+static enum cmd_ret dict_has(struct obj_call *c)
+{
+	obj_ok(c, json_boolean(json_object_getn(D(c), KEY(c)) != NULL));
+	return CMD_DONE;
+}
+
+static enum cmd_ret dict_keys(struct obj_call *c)
+{
+	json_t *keys = json_array();
+	const char *k;
+	size_t klen;
+	json_t *v;
+
+	json_object_keylen_foreach(D(c), k, klen, v)
+		json_array_append_new(keys, json_stringn_nocheck(k, klen));
+	obj_ok(c, keys);
+	return CMD_DONE;
+}
+
+static enum cmd_ret dict_values(struct obj_call *c)
+{
+	json_t *vals = json_array();
+	const char *k;
+	json_t *v;
+
+	json_object_foreach(D(c), k, v)
+		json_array_append(vals, v);
+	obj_ok(c, vals);
+	return CMD_DONE;
+}
+
+/* items -> [[key, value], ...] */
+static enum cmd_ret dict_items(struct obj_call *c)
+{
+	json_t *items = json_array();
+	const char *k;
+	size_t klen;
+	json_t *v;
+
+	json_object_keylen_foreach(D(c), k, klen, v)
+		json_array_append_new(items, json_pack("[s%O]", k, klen, v));
+	obj_ok(c, items);
+	return CMD_DONE;
+}
+
+static enum cmd_ret dict_len(struct obj_call *c)
+{
+	obj_ok(c, json_integer((json_int_t)json_object_size(D(c))));
+	return CMD_DONE;
+}
+
+/* update {items: {}} */
+static enum cmd_ret dict_update(struct obj_call *c)
+{
+	if (json_object_update(D(c), c->arg[0]) < 0) {
+		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
+	obj_ok(c, NULL);
+	return CMD_DONE;
+}
+
+/* pop {key, default?} -> the value removed (or default) */
+static enum cmd_ret dict_pop(struct obj_call *c)
+{
+	json_t *v = json_object_getn(D(c), KEY(c));
+
+	if (!v) {
+		if (!c->arg[1]) {
+			obj_error(c, MPSUP_E_NOT_FOUND, "%s: no key '%.100s'", c->o->name,
+				  json_string_value(c->arg[0]));
+			return CMD_DONE;
+		}
+		obj_ok(c, json_incref(c->arg[1]));
+		return CMD_DONE;
+	}
+	json_incref(v);
+	json_object_deln(D(c), KEY(c));
+	obj_ok(c, v);
+	return CMD_DONE;
+}
+
+/* setdefault {key, value?} -> the value now stored */
+static enum cmd_ret dict_setdefault(struct obj_call *c)
+{
+	json_t *v = json_object_getn(D(c), KEY(c));
+
+	if (!v) {
+		v = c->arg[1] ? c->arg[1] : json_null();
+		if (json_object_setn_new_nocheck(D(c), KEY(c), json_incref(v)) < 0) {
+			obj_error(c, MPSUP_E_INTERNAL, "out of memory");
+			return CMD_DONE;
+		}
+	}
+	obj_ok(c, json_incref(v));
+	return CMD_DONE;
+}
+
+static enum cmd_ret dict_clear(struct obj_call *c)
+{
+	json_object_clear(D(c));
+	obj_ok(c, NULL);
+	return CMD_DONE;
+}
+
+/* incr {key, by?:1} -> the new value; a missing key counts as 0 */
+static enum cmd_ret dict_incr(struct obj_call *c)
+{
+	json_t *by = c->arg[1], *cur = json_object_getn(D(c), KEY(c)), *sum;
+
+	if (cur && !json_is_number(cur)) {
+		obj_error(c, MPSUP_E_CONFLICT, "%s: '%.100s' does not hold a number", c->o->name,
+			  json_string_value(c->arg[0]));
+		return CMD_DONE;
+	}
+	if ((!cur || json_is_integer(cur)) && (!by || json_is_integer(by))) {
+		json_int_t b = by ? json_integer_value(by) : 1, s;
+
+		if (__builtin_add_overflow(cur ? json_integer_value(cur) : 0, b, &s)) {
+			obj_error(c, MPSUP_E_OUT_OF_RANGE,
+				  "%s: '%.100s' would leave the 64-bit integer range", c->o->name,
+				  json_string_value(c->arg[0]));
+			return CMD_DONE;
+		}
+		/* In place when nobody else holds the number: no allocation. */
+		if (cur && cur->refcount == 1) {
+			json_integer_set(cur, s);
+			obj_ok(c, json_incref(cur));
+			return CMD_DONE;
+		}
+		sum = json_integer(s);
+	} else {
+		sum = json_real((cur ? json_number_value(cur) : 0) + (by ? json_number_value(by) : 1));
+	}
+	if (!sum || json_object_setn_new_nocheck(D(c), KEY(c), json_incref(sum)) < 0) {
+		json_decref(sum);
+		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
+	obj_ok(c, sum);
+	return CMD_DONE;
+}
+
+/* cas {key, expect, value} -> {swapped}; a missing key matches expect null */
+static enum cmd_ret dict_cas(struct obj_call *c)
+{
+	json_t *cur = json_object_getn(D(c), KEY(c));
+	bool swap = cur ? obj_json_equal(cur, c->arg[1]) : json_is_null(c->arg[1]);
+
+	if (swap && json_object_setn_new_nocheck(D(c), KEY(c), json_incref(c->arg[2])) < 0) {
+		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
+	obj_ok(c, json_pack("{s:b}", "swapped", swap));
+	return CMD_DONE;
+}
+
+static const struct obj_op dict_ops[] = {
+	{ "get", ROLE_READ, 0, dict_get, "s:key o:default?" },
+	{ "set", ROLE_STATE, CMD_MUTATES, dict_set, "s:key o:value" },
+	{ "del", ROLE_STATE, CMD_MUTATES, dict_del, "s:key" },
+	{ "has", ROLE_READ, 0, dict_has, "s:key" },
+	{ "keys", ROLE_READ, 0, dict_keys, "" },
+	{ "values", ROLE_READ, 0, dict_values, "" },
+	{ "items", ROLE_READ, 0, dict_items, "" },
+	{ "len", ROLE_READ, 0, dict_len, "" },
+	{ "update", ROLE_STATE, CMD_MUTATES, dict_update, "O:items" },
+	{ "pop", ROLE_STATE, CMD_MUTATES, dict_pop, "s:key o:default?" },
+	{ "setdefault", ROLE_STATE, CMD_MUTATES, dict_setdefault, "s:key o:value?" },
+	{ "clear", ROLE_STATE, CMD_MUTATES, dict_clear, "" },
+	{ "incr", ROLE_STATE, CMD_MUTATES, dict_incr, "s:key n:by?" },
+	{ "cas", ROLE_STATE, CMD_MUTATES, dict_cas, "s:key o:expect o:value" },
+	{ NULL, 0, 0, NULL, NULL },
+};
+
+const struct obj_type dict_type = {
+	.name = "dict",
+	.create = dict_create,
+	.free = dict_free,
+	.get = dict_get_all,
+	.dump = dict_dump,
+	.size = dict_size,
+	.options_equal = dict_options_equal,
+	.ops = dict_ops,
+};

@@ -147,23 +147,24 @@ void request_free(struct request *r)
 	free(r);
 }
 
-/* Write the answer of r and, for a kept request, let its connection go on. */
-static void request_finish(struct request *r, json_t *resp)
+/* Write the answer of r (v: result or error object, stolen) and, for a
+ * kept request, let its connection go on. */
+static void request_finish(struct request *r, bool ok, json_t *v)
 {
 	struct conn *c = r->conn;
 
 	if (r->replied) {
 		log_error("command", "%s answered twice", r->cmd ? r->cmd->name : "request");
-		json_decref(resp);
+		json_decref(v);
 		return;
 	}
 	r->replied = true;
-	if (!resp) {
+	if (!v) {
 		log_error("command", "out of memory building an answer; dropping client");
 		conn_close(c);
 	} else {
-		conn_send(c, resp);
-		json_decref(resp);
+		conn_send_reply(c, r->id, ok, v);
+		json_decref(v);
 	}
 	if (r->kept) {
 		if (c->kept == r)
@@ -177,7 +178,7 @@ static void request_finish(struct request *r, json_t *resp)
 
 void request_ok(struct request *r, json_t *result)
 {
-	request_finish(r, mpsup_response_ok(r->id, result ? result : json_null()));
+	request_finish(r, true, result ? result : json_null());
 }
 
 void request_error(struct request *r, enum mpsup_err code, const char *fmt, ...)
@@ -188,7 +189,7 @@ void request_error(struct request *r, enum mpsup_err code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	request_finish(r, mpsup_response_error(r->id, code, msg));
+	request_finish(r, false, json_pack("{s:s, s:s}", "code", mpsup_err_name(code), "message", msg));
 }
 
 int request_unpack(struct request *r, const char *fmt, ...)

@@ -181,17 +181,56 @@ void conn_remove_close_hook(struct conn *c, conn_hook_fn *fn, void *arg)
 		}
 }
 
-static int evbuffer_dump_cb(const char *buf, size_t size, void *data)
+/*
+ * Serialize into one scratch buffer and hand it to the output buffer with
+ * one evbuffer_add: json_dump_callback would add every token separately.
+ */
+static char scratch[64 * 1024];
+
+/* Append the compact JSON of v at buf[off]; returns the new length, or 0
+ * when it does not fit (the caller falls back to the heap). */
+static size_t dump_at(json_t *v, char *buf, size_t cap, size_t off)
 {
-	return evbuffer_add(data, buf, size);
+	size_t n = json_dumpb(v, buf + off, cap - off, JSON_COMPACT | JSON_ENCODE_ANY);
+
+	if (n == 0 || n > cap - off)
+		return 0;
+	return off + n;
 }
 
-bool conn_send(struct conn *c, json_t *msg)
+/* Append a literal at buf[off]; returns the new length or 0 when full. */
+static size_t add_lit(char *buf, size_t cap, size_t off, const char *lit, size_t len)
 {
-	if (c->dead)
-		return false;
-	if (json_dump_callback(msg, evbuffer_dump_cb, c->out, JSON_COMPACT | JSON_ENCODE_ANY) < 0 ||
-	    evbuffer_add(c->out, "\n", 1) < 0) {
+	if (len > cap - off)
+		return 0;
+	memcpy(buf + off, lit, len);
+	return off + len;
+}
+
+/* Build a reply line {"id":ID,"ok":B,"result"|"error":V}\n into buf;
+ * returns its length or 0 when it does not fit. */
+static size_t build_reply(char *buf, size_t cap, json_t *id, bool ok, json_t *v)
+{
+	static const char mid_ok[] = ",\"ok\":true,\"result\":";
+	static const char mid_err[] = ",\"ok\":false,\"error\":";
+	size_t off;
+
+	if (!(off = add_lit(buf, cap, 0, "{\"id\":", 6)))
+		return 0;
+	if (!(off = id ? dump_at(id, buf, cap, off) : add_lit(buf, cap, off, "null", 4)))
+		return 0;
+	if (!(off = ok ? add_lit(buf, cap, off, mid_ok, sizeof(mid_ok) - 1)
+		       : add_lit(buf, cap, off, mid_err, sizeof(mid_err) - 1)))
+		return 0;
+	if (!(off = dump_at(v, buf, cap, off)))
+		return 0;
+	return add_lit(buf, cap, off, "}\n", 2);
+}
+
+/* Queue a complete line; drops a stream that is not read. */
+static bool conn_queue(struct conn *c, const char *data, size_t len)
+{
+	if (evbuffer_add(c->out, data, len) < 0) {
 		log_error("conn", "cannot queue output for client %llu; dropping it",
 			  (unsigned long long)c->id);
 		conn_close(c);
@@ -204,6 +243,60 @@ bool conn_send(struct conn *c, json_t *msg)
 		return false;
 	}
 	return true;
+}
+
+bool conn_send_reply(struct conn *c, json_t *id, bool ok, json_t *v)
+{
+	size_t n, need;
+	char *heap;
+	bool r;
+
+	if (c->dead)
+		return false;
+	n = build_reply(scratch, sizeof(scratch), id, ok, v);
+	if (n)
+		return conn_queue(c, scratch, n);
+	/* large: size it exactly */
+	need = json_dumpb(id ? id : json_null(), NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY) +
+	       json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY) + 64;
+	heap = malloc(need);
+	n = heap ? build_reply(heap, need, id, ok, v) : 0;
+	r = n ? conn_queue(c, heap, n) : false;
+	free(heap);
+	if (!n && !c->dead) {
+		log_error("conn", "cannot serialize an answer for client %llu; dropping it",
+			  (unsigned long long)c->id);
+		conn_close(c);
+	}
+	return r;
+}
+
+bool conn_send(struct conn *c, json_t *msg)
+{
+	size_t n, need;
+	char *heap;
+	bool r;
+
+	if (c->dead)
+		return false;
+	n = json_dumpb(msg, scratch, sizeof(scratch) - 1, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (n > 0 && n < sizeof(scratch) - 1) {
+		scratch[n] = '\n';
+		return conn_queue(c, scratch, n + 1);
+	}
+	need = n + 1;
+	heap = n ? malloc(need) : NULL;
+	if (!heap || json_dumpb(msg, heap, need, JSON_COMPACT | JSON_ENCODE_ANY) != n) {
+		free(heap);
+		log_error("conn", "cannot serialize output for client %llu; dropping it",
+			  (unsigned long long)c->id);
+		conn_close(c);
+		return false;
+	}
+	heap[n] = '\n';
+	r = conn_queue(c, heap, need);
+	free(heap);
+	return r;
 }
 
 /*
@@ -658,4 +751,40 @@ void server_stop(void)
 	}
 	free(socket_path);
 	socket_path = NULL;
+}
+
+/*
+ * A client on an already connected socket with the given credentials, set
+ * up as accept_cb() does. For tests and fuzzing, where one end of a
+ * socketpair stands in for an accepted client. Takes fd; NULL on failure.
+ */
+struct conn *conn_new_for_fd(int fd, uid_t uid, gid_t gid, pid_t pid)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (!c || !(c->in = mpsup_framer_new(daemon_g.conf->max_request_bytes)) ||
+	    !(c->out = evbuffer_new())) {
+		if (c)
+			mpsup_framer_free(c->in);
+		free(c);
+		close(fd);
+		return NULL;
+	}
+	c->id = next_conn_id++;
+	c->fd = fd;
+	c->uid = uid;
+	c->gid = gid;
+	c->pid = pid;
+	c->role = peer_role(fd, uid, gid);
+	c->ev_read = event_new(daemon_g.base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+	c->ev_write = event_new(daemon_g.base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+	c->ev_resume = event_new(daemon_g.base, -1, 0, conn_resume_cb, c);
+	TAILQ_INSERT_TAIL(&conns, c, entry);
+	n_conns++;
+	if (!c->ev_read || !c->ev_write || !c->ev_resume) {
+		conn_close(c);
+		return NULL;
+	}
+	event_add(c->ev_read, NULL);
+	return c;
 }

@@ -63,6 +63,9 @@ const char *server_socket_path(void);
 
 /* Queue one JSON line for c. Returns false when c is (now) gone. */
 bool conn_send(struct conn *c, json_t *msg);
+/* Queue a reply line {"id", "ok", "result"|"error"} without building the
+ * reply object (id may be NULL). */
+bool conn_send_reply(struct conn *c, json_t *id, bool ok, json_t *v);
 /* Write queued output now (arming the write event only when it would block). */
 void conn_flush(struct conn *c);
 /* Close after pending output has been written. */
@@ -73,5 +76,8 @@ void conn_close(struct conn *c);
 void conn_resume(struct conn *c);
 void conn_add_close_hook(struct conn *c, conn_hook_fn *fn, void *arg);
 void conn_remove_close_hook(struct conn *c, conn_hook_fn *fn, void *arg);
+/* A client on a connected socket with these credentials (tests, fuzzing:
+ * a socketpair end stands in for an accepted client). Takes fd. */
+struct conn *conn_new_for_fd(int fd, uid_t uid, gid_t gid, pid_t pid);
 
 #endif

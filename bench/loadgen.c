@@ -5,6 +5,10 @@
  * for "ok":true without a JSON parser, so the generator stays cheap.
  *
  *   loadgen -s SOCKET -c 50 -P 16 -n 1000000 -t value.add
+ *
+ * With -r it speaks RESP to a redis-server instead, with the equivalent
+ * commands (SET, GET, INCR, RPUSH, RPOP), so both servers face the same
+ * client.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -31,9 +35,76 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static int resp_mode;
+
+/* A RESP command from words. */
+static int resp(char *buf, size_t len, int argc, const char *const *argv)
+{
+	int n = snprintf(buf, len, "*%d\r\n", argc);
+
+	for (int k = 0; k < argc && n > 0 && (size_t)n < len; k++)
+		n += snprintf(buf + n, len - (size_t)n, "$%zu\r\n%s\r\n", strlen(argv[k]), argv[k]);
+	return n;
+}
+
+/* The redis request equivalent to an mpsupd operation. */
+static int build_resp(char *buf, size_t len, const char *op, long i)
+{
+	char key[32];
+
+	if (strcmp(op, "dict.set") == 0 || strcmp(op, "dict.fill") == 0) {
+		snprintf(key, sizeof(key), "k%ld", strcmp(op, "dict.set") == 0 ? i % 10000 : i);
+		return resp(buf, len, 3, (const char *const[]){ "SET", key, "xxx" });
+	}
+	if (strcmp(op, "dict.get") == 0) {
+		snprintf(key, sizeof(key), "k%ld", i % 10000);
+		return resp(buf, len, 2, (const char *const[]){ "GET", key });
+	}
+	if (strcmp(op, "value.add") == 0)
+		return resp(buf, len, 2, (const char *const[]){ "INCR", "bv" });
+	if (strcmp(op, "list.append") == 0)
+		return resp(buf, len, 3, (const char *const[]){ "RPUSH", "bl", "xxx" });
+	if (strcmp(op, "list.pop") == 0)
+		return resp(buf, len, 2, (const char *const[]){ "RPOP", "bl" });
+	if (strcmp(op, "ping") == 0)
+		return resp(buf, len, 1, (const char *const[]){ "PING" });
+	return -1;
+}
+
+/*
+ * The length of the first complete reply at p (0 when incomplete) and
+ * whether it is an error. JSON lines end at '\n'; RESP replies used here
+ * are +simple, -error, :integer and $bulk (or $-1).
+ */
+static size_t next_reply(const char *p, size_t n, int *is_err)
+{
+	const char *nl = memchr(p, '\n', n);
+	size_t head;
+
+	if (!nl)
+		return 0;
+	head = (size_t)(nl - p) + 1;
+	if (!resp_mode) {
+		*is_err = !memmem(p, head, "\"ok\":true", 9);
+		return head;
+	}
+	*is_err = p[0] == '-';
+	if (p[0] == '$') {
+		long blen = atol(p + 1);
+		if (blen < 0)
+			return head;
+		if (n < head + (size_t)blen + 2)
+			return 0;
+		return head + (size_t)blen + 2;
+	}
+	return head;
+}
+
 /* The request line of one operation; %ld is a per-request counter. */
 static int build_request(char *buf, size_t len, const char *op, long i)
 {
+	if (resp_mode)
+		return build_resp(buf, len, op, i);
 	if (strcmp(op, "dict.set") == 0)
 		return snprintf(buf, len, "{\"cmd\":\"dict.set\",\"name\":\"bd\",\"key\":\"k%ld\",\"value\":\"xxx\"}\n", i % 10000);
 	if (strcmp(op, "dict.fill") == 0) /* unique keys: memory per key */
@@ -100,8 +171,9 @@ int main(int argc, char **argv)
 	double t0, t1;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "s:c:P:n:t:")) != -1) {
+	while ((opt = getopt(argc, argv, "s:c:P:n:t:r")) != -1) {
 		switch (opt) {
+		case 'r': resp_mode = 1; break;
 		case 's': path = optarg; break;
 		case 'c': conns = atol(optarg); break;
 		case 'P': depth = atol(optarg); break;
@@ -149,7 +221,7 @@ int main(int argc, char **argv)
 			struct client *c = &cl[i];
 			long got = 0;
 			ssize_t n;
-			char *p, *start;
+			char *start;
 
 			if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
@@ -160,11 +232,14 @@ int main(int argc, char **argv)
 			}
 			c->rlen += (size_t)n;
 			start = c->rbuf;
-			while ((p = memchr(start, '\n', c->rlen - (size_t)(start - c->rbuf)))) {
-				if (!memmem(start, (size_t)(p - start), "\"ok\":true", 9))
-					errors++;
+			for (;;) {
+				int is_err;
+				size_t used = next_reply(start, c->rlen - (size_t)(start - c->rbuf), &is_err);
+				if (!used)
+					break;
+				errors += is_err;
 				got++;
-				start = p + 1;
+				start += used;
 			}
 			c->rlen -= (size_t)(start - c->rbuf);
 			memmove(c->rbuf, start, c->rlen);

@@ -386,7 +386,7 @@ static int obj_name_cmp(const void *a, const void *b)
 	return strcmp((*x)->name, (*y)->name);
 }
 
-/* obj.list {type?} -> [{name, type, size}] sorted by name */
+/* obj.list {type?} -> [{name, type, size, waiters}] sorted by name */
 static enum cmd_ret cmd_obj_list(struct request *r)
 {
 	const char *tname = NULL;
@@ -415,9 +415,10 @@ static enum cmd_ret cmd_obj_list(struct request *r)
 				all[n++] = o;
 	qsort(all, n, sizeof(*all), obj_name_cmp);
 	for (size_t i = 0; i < n; i++)
-		json_array_append_new(list, json_pack("{s:s, s:s, s:I}", "name", all[i]->name,
+		json_array_append_new(list, json_pack("{s:s, s:s, s:I, s:i}", "name", all[i]->name,
 						      "type", all[i]->type->name, "size",
-						      (json_int_t)all[i]->type->size(all[i])));
+						      (json_int_t)all[i]->type->size(all[i]),
+						      "waiters", (int)all[i]->n_waiters));
 	free(all);
 	request_ok(r, list);
 	return CMD_DONE;
@@ -513,8 +514,6 @@ __attribute__((constructor)) static void state_cmds_build(void)
 			n++;
 		}
 }
-
-extern unsigned long queue_items_total;
 
 static void state_info(json_t *info)
 {

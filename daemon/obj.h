@@ -93,6 +93,9 @@ extern const struct cmd_module state_module;
 extern const struct obj_type dict_type, list_type, value_type, array_type, queue_type,
 	event_type, lock_type, rlock_type, semaphore_type, barrier_type;
 
+/* Items in all queues together (t_queue.c; max_queue_items). */
+extern unsigned long queue_items_total;
+
 /* The object called name, or NULL. */
 struct obj *obj_find(const char *name);
 /* Create an object (name must be valid and free); NULL with a code and a

@@ -1,0 +1,799 @@
+/*
+ * Unit tests of the shared-state types (daemon/obj.c, waitq.c, t_*.c).
+ *
+ * The ops run in-process through obj_run() with the core's request, event
+ * and connection functions replaced by small fakes below: answers are
+ * recorded per request id, connections are plain structs whose closing runs
+ * the cancel hook and the close hooks like conn.c does, and timeouts run on
+ * a real libevent base.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "command.h"
+#include "daemon.h"
+#include "events.h"
+#include "obj.h"
+#include "conn.h"
+
+/* --- fakes of the core ------------------------------------------------------- */
+
+struct daemon daemon_g;
+static struct conf test_conf;
+
+struct timeval tv_from_secs(double s)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)s;
+	tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
+	return tv;
+}
+
+static json_t *answers;     /* "id" -> {ok, result | code} */
+static int n_published;
+static bool listening;
+
+int events_wanted(enum event_topic topic)
+{
+	(void)topic;
+	return listening;
+}
+
+void events_publish(enum event_topic topic, json_t *ev)
+{
+	(void)topic;
+	n_published++;
+	json_decref(ev);
+}
+
+static void answer(struct request *r, json_t *a)
+{
+	char key[32];
+
+	ck_assert_msg(!r->replied, "answered twice");
+	r->replied = true;
+	snprintf(key, sizeof(key), "%lld", (long long)json_integer_value(r->id));
+	json_object_set_new(answers, key, a);
+	if (r->kept) {
+		if (r->conn->kept == r)
+			r->conn->kept = NULL;
+		json_decref(r->id);
+		json_decref(r->params);
+		free(r);
+	}
+}
+
+void request_ok(struct request *r, json_t *result)
+{
+	/* Serialize at once, as conn_send does. */
+	char *s = json_dumps(result ? result : json_null(), JSON_ENCODE_ANY);
+	answer(r, json_pack("{s:b, s:o}", "ok", 1, "result", json_loads(s, JSON_DECODE_ANY, NULL)));
+	free(s);
+	json_decref(result);
+}
+
+void request_error(struct request *r, enum mpsup_err code, const char *fmt, ...)
+{
+	(void)fmt;
+	answer(r, json_pack("{s:b, s:s}", "ok", 0, "code", mpsup_err_name(code)));
+}
+
+int request_unpack(struct request *r, const char *fmt, ...)
+{
+	json_error_t jerr;
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = json_vunpack_ex(r->params, &jerr, JSON_STRICT, fmt, ap);
+	va_end(ap);
+	if (rc < 0)
+		request_error(r, MPSUP_E_BAD_REQUEST, "%s", jerr.text);
+	return rc;
+}
+
+int request_timeout(struct request *r, json_t *v, double *ret)
+{
+	if (!v || json_is_null(v)) {
+		*ret = -1;
+		return 0;
+	}
+	if (!json_is_number(v) || json_number_value(v) < 0) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "bad timeout");
+		return -1;
+	}
+	*ret = json_number_value(v);
+	return 0;
+}
+
+#define MAX_HOOKS 64
+static struct {
+	struct conn *c;
+	conn_hook_fn *fn;
+	void *arg;
+} hooks[MAX_HOOKS];
+
+void conn_add_close_hook(struct conn *c, conn_hook_fn *fn, void *arg)
+{
+	for (int i = 0; i < MAX_HOOKS; i++)
+		if (hooks[i].c == c && hooks[i].fn == fn && hooks[i].arg == arg)
+			return;
+	for (int i = 0; i < MAX_HOOKS; i++)
+		if (!hooks[i].c) {
+			hooks[i].c = c;
+			hooks[i].fn = fn;
+			hooks[i].arg = arg;
+			return;
+		}
+	ck_abort_msg("too many hooks");
+}
+
+void conn_remove_close_hook(struct conn *c, conn_hook_fn *fn, void *arg)
+{
+	for (int i = 0; i < MAX_HOOKS; i++)
+		if (hooks[i].c == c && hooks[i].fn == fn && hooks[i].arg == arg)
+			hooks[i].c = NULL;
+}
+
+static int n_hooks(void)
+{
+	int n = 0;
+
+	for (int i = 0; i < MAX_HOOKS; i++)
+		n += hooks[i].c != NULL;
+	return n;
+}
+
+/* Close a connection the way conn_close() does: cancel, then hooks. */
+static void conn_fake_close(struct conn *c)
+{
+	c->dead = true;
+	if (c->kept) {
+		struct request *r = c->kept;
+
+		c->kept = NULL;
+		if (r->cancel)
+			r->cancel(r);
+		json_decref(r->id);
+		json_decref(r->params);
+		free(r);
+	}
+	for (int i = 0; i < MAX_HOOKS; i++)
+		if (hooks[i].c == c) {
+			hooks[i].c = NULL;
+			hooks[i].fn(c, hooks[i].arg);
+		}
+}
+
+/* --- helpers ----------------------------------------------------------------- */
+
+static struct conn conns[4];
+static long long next_id;
+
+static const struct cmd_entry *find_cmd(const char *name)
+{
+	for (const struct cmd_entry *e = state_module.cmds; e->name; e++)
+		if (strcmp(e->name, name) == 0)
+			return e;
+	return NULL;
+}
+
+/* Send cmd with params (JSON text) on connection ci; returns the id. */
+static long long send_on(int ci, const char *cmd, const char *params)
+{
+	struct request *r = calloc(1, sizeof(*r));
+	json_error_t jerr;
+	enum cmd_ret ret;
+
+	ck_assert_ptr_nonnull(r);
+	r->conn = &conns[ci];
+	r->cmd = find_cmd(cmd);
+	ck_assert_msg(r->cmd != NULL, "no command %s", cmd);
+	r->id = json_integer(++next_id);
+	r->params = json_loads(params, 0, &jerr);
+	ck_assert_msg(r->params != NULL, "bad JSON %s: %s", params, jerr.text);
+	ck_assert_ptr_null(conns[ci].kept);
+	ret = r->cmd->exec(r);
+	if (ret == CMD_DONE || r->replied) {
+		ck_assert(r->replied);
+		json_decref(r->id);
+		json_decref(r->params);
+		free(r);
+	} else {
+		ck_assert_ptr_nonnull(r->cancel);
+		r->kept = true;
+		conns[ci].kept = r;
+	}
+	return next_id;
+}
+
+/* The answer of request id, or NULL while it waits. */
+static json_t *answer_of(long long id)
+{
+	char key[32];
+
+	snprintf(key, sizeof(key), "%lld", id);
+	return json_object_get(answers, key);
+}
+
+/* Run the event loop until id is answered (or 5 s). */
+static json_t *await(long long id)
+{
+	for (int i = 0; i < 500 && !answer_of(id); i++) {
+		struct timeval tv = { 0, 10000 };
+		event_base_loopexit(daemon_g.base, &tv);
+		event_base_dispatch(daemon_g.base);
+	}
+	ck_assert_msg(answer_of(id) != NULL, "request %lld never answered", id);
+	return answer_of(id);
+}
+
+/* An answer as text: the result as compact JSON, or "!code". */
+static const char *res(json_t *a)
+{
+	static char buf[4096];
+	char *s;
+
+	ck_assert_ptr_nonnull(a);
+	if (json_is_false(json_object_get(a, "ok"))) {
+		snprintf(buf, sizeof(buf), "!%s", json_string_value(json_object_get(a, "code")));
+		return buf;
+	}
+	s = json_dumps(json_object_get(a, "result"), JSON_ENCODE_ANY | JSON_COMPACT);
+	snprintf(buf, sizeof(buf), "%s", s);
+	free(s);
+	return buf;
+}
+
+/* Call and return the result as compact JSON text (static buffer). */
+static const char *ok_on(int ci, const char *cmd, const char *params)
+{
+	static char buf[4096];
+	json_t *a = answer_of(send_on(ci, cmd, params));
+	char *s;
+
+	ck_assert_msg(a != NULL, "%s %s did not answer", cmd, params);
+	ck_assert_msg(json_is_true(json_object_get(a, "ok")), "%s %s failed: %s", cmd, params,
+		      json_string_value(json_object_get(a, "code")));
+	s = json_dumps(json_object_get(a, "result"), JSON_ENCODE_ANY | JSON_COMPACT);
+	snprintf(buf, sizeof(buf), "%s", s);
+	free(s);
+	return buf;
+}
+
+/* Call and return the error code. */
+static const char *err_on(int ci, const char *cmd, const char *params)
+{
+	json_t *a = answer_of(send_on(ci, cmd, params));
+
+	ck_assert_msg(a != NULL, "%s %s did not answer", cmd, params);
+	ck_assert_msg(json_is_false(json_object_get(a, "ok")), "%s %s succeeded", cmd, params);
+	return json_string_value(json_object_get(a, "code"));
+}
+
+#define OK(cmd, params) ok_on(0, cmd, params)
+#define ERR(cmd, params) err_on(0, cmd, params)
+#define ck_ok(cmd, params, want) ck_assert_str_eq(OK(cmd, params), want)
+#define ck_err(cmd, params, want) ck_assert_str_eq(ERR(cmd, params), want)
+
+static void setup(void)
+{
+	conf_defaults(&test_conf);
+	test_conf.max_objects = 100;
+	test_conf.max_queue_items = 10;
+	test_conf.max_waiters = 3;
+	daemon_g.conf = &test_conf;
+	daemon_g.base = event_base_new();
+	answers = json_object();
+	memset(conns, 0, sizeof(conns));
+	memset(hooks, 0, sizeof(hooks));
+	for (int i = 0; i < 4; i++)
+		conns[i].id = (uint64_t)i + 1;
+	n_published = 0;
+	listening = false;
+}
+
+static void teardown(void)
+{
+	for (int i = 0; i < 4; i++)
+		conn_fake_close(&conns[i]);
+	obj_delete_all();
+	ck_assert_int_eq(obj_count(), 0);
+	ck_assert_int_eq(n_hooks(), 0);
+	json_decref(answers);
+	event_base_free(daemon_g.base);
+}
+
+/* --- helpers of obj.c ---------------------------------------------------------- */
+
+START_TEST(test_index_slice)
+{
+	size_t i, a, b;
+	json_t *m1 = json_integer(-1), *m9 = json_integer(-9), *p2 = json_integer(2),
+	       *p9 = json_integer(9);
+
+	ck_assert(obj_index(0, 3, &i) && i == 0);
+	ck_assert(obj_index(-1, 3, &i) && i == 2);
+	ck_assert(obj_index(-3, 3, &i) && i == 0);
+	ck_assert(!obj_index(-4, 3, &i));
+	ck_assert(!obj_index(3, 3, &i));
+	ck_assert(!obj_index(0, 0, &i));
+	obj_slice(NULL, NULL, 5, &a, &b);
+	ck_assert(a == 0 && b == 5);
+	obj_slice(m1, NULL, 5, &a, &b);
+	ck_assert(a == 4 && b == 5);
+	obj_slice(m9, p2, 5, &a, &b);
+	ck_assert(a == 0 && b == 2);
+	obj_slice(p9, m1, 5, &a, &b);
+	ck_assert(a == 5 && b == 5);
+	obj_slice(p2, m9, 5, &a, &b);
+	ck_assert(a == 2 && b == 2);
+	json_decref(m1);
+	json_decref(m9);
+	json_decref(p2);
+	json_decref(p9);
+}
+END_TEST
+
+START_TEST(test_num_helpers)
+{
+	json_t *a = json_integer(INT64_MAX), *one = json_integer(1), *h = json_real(0.5), *r = NULL;
+
+	ck_assert(!obj_num_add(a, one, &r));
+	ck_assert(obj_num_add(one, one, &r) && json_integer_value(r) == 2);
+	json_decref(r);
+	ck_assert(obj_num_add(one, h, &r) && json_real_value(r) == 1.5);
+	json_decref(r);
+	r = json_real(1.0);
+	ck_assert(obj_json_equal(one, r));
+	ck_assert(!obj_json_equal(one, h));
+	json_decref(r);
+	r = json_string("1");
+	ck_assert(!obj_json_equal(one, r));
+	json_decref(r);
+	json_decref(a);
+	json_decref(one);
+	json_decref(h);
+}
+END_TEST
+
+START_TEST(test_namespace)
+{
+	char name[32];
+
+	test_conf.max_objects = 1000;
+	for (int i = 0; i < 500; i++) {
+		snprintf(name, sizeof(name), "{\"name\":\"o%d\"}", i);
+		OK("value.get", name);
+	}
+	ck_assert_int_eq(obj_count(), 500);
+	for (int i = 0; i < 500; i++) {
+		snprintf(name, sizeof(name), "o%d", i);
+		ck_assert_ptr_nonnull(obj_find(name));
+		ck_assert_str_eq(obj_find(name)->name, name);
+	}
+	ck_assert_ptr_null(obj_find("o500"));
+	obj_delete(obj_find("o7"));
+	ck_assert_ptr_null(obj_find("o7"));
+	ck_assert_int_eq(obj_count(), 499);
+	ck_assert_ptr_eq(obj_type_find("queue"), &queue_type);
+	ck_assert_ptr_null(obj_type_find("nope"));
+}
+END_TEST
+
+START_TEST(test_params)
+{
+	ck_err("dict.get", "{\"name\":\"d\"}", "bad_request");
+	ck_err("dict.get", "{\"name\":\"d\",\"key\":1}", "bad_request");
+	ck_err("dict.get", "{\"name\":\"d\",\"key\":\"a\",\"x\":1}", "bad_request");
+	ck_err("dict.get", "{\"key\":\"a\"}", "bad_request");
+	ck_err("dict.get", "{\"name\":\"a b\",\"key\":\"a\"}", "bad_request");
+	ck_err("list.pop", "{\"name\":\"l\",\"index\":\"1\"}", "bad_request");
+	/* Bad requests create nothing. */
+	ck_assert_int_eq(obj_count(), 0);
+	/* null for a typed optional parameter is "absent". */
+	OK("list.append", "{\"name\":\"l\",\"value\":1}");
+	ck_ok("list.pop", "{\"name\":\"l\",\"index\":null}", "1");
+	ck_err("list.get", "{\"name\":\"d\",\"index\":null}", "bad_request");
+}
+END_TEST
+
+START_TEST(test_create_options)
+{
+	enum mpsup_err code;
+	char err[256];
+	json_t *opts = json_pack("{s:s, s:i}", "typecode", "i", "init", 5);
+	struct obj *o = obj_create("v", &value_type, opts, &code, err, sizeof(err));
+
+	ck_assert_ptr_nonnull(o);
+	ck_assert(value_type.options_equal(o, opts));
+	json_object_set_new(opts, "init", json_integer(6)); /* contents are not compared */
+	ck_assert(value_type.options_equal(o, opts));
+	json_object_set_new(opts, "typecode", json_string("d"));
+	ck_assert(!value_type.options_equal(o, opts));
+	json_object_set_new(opts, "typecode", json_string("x"));
+	ck_assert_ptr_null(obj_create("w", &value_type, opts, &code, err, sizeof(err)));
+	ck_assert_int_eq(code, MPSUP_E_BAD_REQUEST);
+	json_decref(opts);
+
+	opts = json_pack("{s:i}", "size", 1 << 30);
+	ck_assert_ptr_null(obj_create("a", &array_type, opts, &code, err, sizeof(err)));
+	ck_assert_int_eq(code, MPSUP_E_LIMIT);
+	json_decref(opts);
+
+	test_conf.max_objects = 1;
+	ck_assert_ptr_null(obj_create("x", &dict_type, NULL, &code, err, sizeof(err)));
+	ck_assert_int_eq(code, MPSUP_E_LIMIT);
+	ck_err("dict.len", "{\"name\":\"y\"}", "limit");
+}
+END_TEST
+
+/* dump() gives options from which create() rebuilds an equal object. */
+START_TEST(test_dump_roundtrip)
+{
+	const struct obj_type *types[] = { &dict_type, &list_type, &value_type, &array_type,
+					   &queue_type };
+	enum mpsup_err code;
+	char err[256];
+
+	OK("dict.update", "{\"name\":\"dict\",\"items\":{\"a\":1,\"b\":[true]}}");
+	OK("list.extend", "{\"name\":\"list\",\"values\":[1,\"x\",null]}");
+	OK("obj.create", "{\"name\":\"value\",\"type\":\"value\",\"typecode\":\"i\",\"init\":-4}");
+	OK("obj.create", "{\"name\":\"array\",\"type\":\"array\",\"typecode\":\"d\",\"init\":[1.5,2]}");
+	OK("obj.create", "{\"name\":\"queue\",\"type\":\"queue\",\"maxsize\":5}");
+	OK("queue.put", "{\"name\":\"queue\",\"item\":{\"k\":1}}");
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		struct obj *o = obj_find(types[i]->name), *copy;
+		json_t *dump = types[i]->dump(o), *a, *b;
+		char name[32];
+
+		ck_assert_ptr_nonnull(dump);
+		snprintf(name, sizeof(name), "%s-copy", types[i]->name);
+		copy = obj_create(name, types[i], dump, &code, err, sizeof(err));
+		ck_assert_msg(copy != NULL, "%s: %s", types[i]->name, err);
+		ck_assert(types[i]->options_equal(copy, dump));
+		a = types[i]->get(o);
+		b = types[i]->get(copy);
+		ck_assert_msg(json_equal(a, b), "%s differs after a round trip", types[i]->name);
+		json_decref(a);
+		json_decref(b);
+		json_decref(dump);
+	}
+	ck_assert_ptr_null(event_type.dump);
+}
+END_TEST
+
+/* --- types ------------------------------------------------------------------------ */
+
+START_TEST(test_dict)
+{
+	ck_ok("dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":1}", "null");
+	ck_ok("dict.get", "{\"name\":\"d\",\"key\":\"a\"}", "1");
+	ck_err("dict.get", "{\"name\":\"d\",\"key\":\"b\"}", "not_found");
+	ck_ok("dict.get", "{\"name\":\"d\",\"key\":\"b\",\"default\":null}", "null");
+	ck_ok("dict.incr", "{\"name\":\"d\",\"key\":\"a\"}", "2");
+	ck_ok("dict.incr", "{\"name\":\"d\",\"key\":\"n\",\"by\":-3}", "-3");
+	ck_ok("dict.incr", "{\"name\":\"d\",\"key\":\"n\",\"by\":0.5}", "-2.5");
+	ck_ok("dict.incr", "{\"name\":\"d\",\"key\":\"f\",\"by\":1.5}", "1.5");
+	OK("dict.set", "{\"name\":\"d\",\"key\":\"big\",\"value\":9223372036854775807}");
+	ck_err("dict.incr", "{\"name\":\"d\",\"key\":\"big\"}", "out_of_range");
+	OK("dict.set", "{\"name\":\"d\",\"key\":\"s\",\"value\":\"x\"}");
+	ck_err("dict.incr", "{\"name\":\"d\",\"key\":\"s\"}", "conflict");
+	ck_ok("dict.cas", "{\"name\":\"d\",\"key\":\"s\",\"expect\":\"x\",\"value\":1}",
+	      "{\"swapped\":true}");
+	ck_ok("dict.cas", "{\"name\":\"d\",\"key\":\"s\",\"expect\":\"x\",\"value\":2}",
+	      "{\"swapped\":false}");
+	ck_ok("dict.cas", "{\"name\":\"d\",\"key\":\"new\",\"expect\":null,\"value\":2}",
+	      "{\"swapped\":true}");
+	ck_ok("dict.keys", "{\"name\":\"d\"}", "[\"a\",\"n\",\"f\",\"big\",\"s\",\"new\"]");
+	ck_ok("dict.pop", "{\"name\":\"d\",\"key\":\"big\"}", "9223372036854775807");
+	ck_ok("dict.pop", "{\"name\":\"d\",\"key\":\"big\",\"default\":0}", "0");
+	ck_err("dict.del", "{\"name\":\"d\",\"key\":\"big\"}", "not_found");
+	ck_ok("dict.setdefault", "{\"name\":\"d\",\"key\":\"a\",\"value\":7}", "2");
+	ck_ok("dict.has", "{\"name\":\"d\",\"key\":\"a\"}", "true");
+	ck_ok("dict.items", "{\"name\":\"dd\"}", "[]");
+	OK("dict.update", "{\"name\":\"dd\",\"items\":{\"x\":[1]}}");
+	ck_ok("dict.items", "{\"name\":\"dd\"}", "[[\"x\",[1]]]");
+	ck_ok("dict.values", "{\"name\":\"dd\"}", "[[1]]");
+	ck_ok("dict.len", "{\"name\":\"d\"}", "5");
+	OK("dict.clear", "{\"name\":\"d\"}");
+	ck_ok("obj.get", "{\"name\":\"d\"}", "{}");
+	ck_err("list.len", "{\"name\":\"d\"}", "wrong_type");
+}
+END_TEST
+
+START_TEST(test_list)
+{
+	OK("list.extend", "{\"name\":\"l\",\"values\":[1,2,3]}");
+	OK("list.insert", "{\"name\":\"l\",\"index\":-1,\"value\":9}");
+	ck_ok("obj.get", "{\"name\":\"l\"}", "[1,2,9,3]");
+	ck_ok("list.get", "{\"name\":\"l\",\"index\":-4}", "1");
+	ck_err("list.get", "{\"name\":\"l\",\"index\":4}", "out_of_range");
+	ck_ok("list.pop", "{\"name\":\"l\"}", "3");
+	ck_ok("list.pop", "{\"name\":\"l\",\"index\":0}", "1");
+	ck_ok("list.index", "{\"name\":\"l\",\"value\":9}", "1");
+	ck_ok("list.count", "{\"name\":\"l\",\"value\":9.0}", "1");
+	OK("list.remove", "{\"name\":\"l\",\"value\":2}");
+	ck_err("list.remove", "{\"name\":\"l\",\"value\":2}", "not_found");
+	ck_ok("list.slice", "{\"name\":\"l\",\"start\":-5}", "[9]");
+	OK("list.clear", "{\"name\":\"l\"}");
+	ck_err("list.pop", "{\"name\":\"l\"}", "out_of_range");
+}
+END_TEST
+
+START_TEST(test_value)
+{
+	OK("obj.create", "{\"name\":\"v\",\"type\":\"value\",\"typecode\":\"i\",\"init\":1}");
+	ck_ok("value.add", "{\"name\":\"v\",\"by\":9223372036854775806}", "9223372036854775807");
+	ck_err("value.add", "{\"name\":\"v\"}", "out_of_range");
+	ck_ok("value.get", "{\"name\":\"v\"}", "9223372036854775807");
+	ck_err("value.add", "{\"name\":\"v\",\"by\":0.5}", "bad_request");
+	ck_err("value.set", "{\"name\":\"v\",\"value\":[]}", "bad_request");
+	ck_ok("value.cas", "{\"name\":\"v\",\"expect\":9223372036854775807,\"value\":0}",
+	      "{\"swapped\":true}");
+	ck_ok("value.add", "{\"name\":\"v\",\"by\":-9223372036854775807}", "-9223372036854775807");
+	ck_ok("value.add", "{\"name\":\"v\",\"by\":-1}", "-9223372036854775808");
+	ck_err("value.add", "{\"name\":\"v\",\"by\":-1}", "out_of_range");
+
+	ck_ok("value.add", "{\"name\":\"any\"}", "1");
+	OK("value.set", "{\"name\":\"any\",\"value\":{\"a\":1}}");
+	ck_err("value.add", "{\"name\":\"any\"}", "conflict");
+	OK("obj.create", "{\"name\":\"d\",\"type\":\"value\",\"typecode\":\"d\"}");
+	ck_ok("value.add", "{\"name\":\"d\",\"by\":0.25}", "0.25");
+	ck_ok("value.add", "{\"name\":\"d\"}", "1.25");
+}
+END_TEST
+
+START_TEST(test_array)
+{
+	OK("obj.create", "{\"name\":\"a\",\"type\":\"array\",\"size\":3}");
+	ck_ok("array.add", "{\"name\":\"a\",\"index\":-1,\"by\":5}", "5");
+	ck_ok("array.slice", "{\"name\":\"a\"}", "[0,0,5]");
+	ck_err("array.get", "{\"name\":\"a\",\"index\":3}", "out_of_range");
+	ck_err("array.set", "{\"name\":\"a\",\"index\":0,\"value\":0.5}", "bad_request");
+	ck_ok("array.len", "{\"name\":\"a\"}", "3");
+	ck_ok("obj.create", "{\"name\":\"a\",\"type\":\"array\",\"size\":3}", "{\"created\":false}");
+	ck_ok("obj.create", "{\"name\":\"a\",\"type\":\"array\",\"init\":[1,2,3]}",
+	      "{\"created\":false}");
+	ck_err("obj.create", "{\"name\":\"a\",\"type\":\"array\",\"size\":4}", "exists");
+	ck_err("obj.create", "{\"name\":\"a\",\"type\":\"array\",\"typecode\":\"d\"}", "exists");
+}
+END_TEST
+
+START_TEST(test_queue_blocking)
+{
+	long long g1, g2, g3;
+
+	g1 = send_on(1, "queue.get", "{\"name\":\"q\"}");
+	g2 = send_on(2, "queue.get", "{\"name\":\"q\",\"timeout\":30}");
+	ck_assert_ptr_null(answer_of(g1));
+	ck_assert_int_eq(obj_find("q")->n_waiters, 2);
+	OK("queue.put", "{\"name\":\"q\",\"item\":\"first\"}");
+	OK("queue.put", "{\"name\":\"q\",\"item\":\"second\"}");
+	ck_assert_str_eq(json_string_value(json_object_get(answer_of(g1), "result")), "first");
+	ck_assert_str_eq(json_string_value(json_object_get(answer_of(g2), "result")), "second");
+	ck_ok("queue.size", "{\"name\":\"q\"}", "0");
+	/* timeout */
+	g3 = send_on(1, "queue.get", "{\"name\":\"q\",\"timeout\":0.05}");
+	ck_assert_str_eq(res(await(g3)), "!empty");
+	ck_assert_int_eq(obj_find("q")->n_waiters, 0);
+	/* a closed connection leaves the queue */
+	send_on(1, "queue.get", "{\"name\":\"q\"}");
+	conn_fake_close(&conns[1]);
+	ck_assert_int_eq(obj_find("q")->n_waiters, 0);
+	OK("queue.put", "{\"name\":\"q\",\"item\":1}");
+	ck_ok("queue.size", "{\"name\":\"q\"}", "1");
+	/* join: 2 handed over + 1 queued unfinished */
+	ck_err("queue.join", "{\"name\":\"q\",\"timeout\":0}", "timeout");
+	g3 = send_on(2, "queue.join", "{\"name\":\"q\"}");
+	OK("queue.task_done", "{\"name\":\"q\"}");
+	OK("queue.task_done", "{\"name\":\"q\"}");
+	ck_assert_ptr_null(answer_of(g3));
+	OK("queue.task_done", "{\"name\":\"q\"}");
+	ck_assert(json_is_true(json_object_get(answer_of(g3), "ok")));
+	ck_err("queue.task_done", "{\"name\":\"q\"}", "conflict");
+}
+END_TEST
+
+START_TEST(test_queue_full_and_limits)
+{
+	long long p;
+
+	OK("obj.create", "{\"name\":\"q\",\"type\":\"queue\",\"maxsize\":1}");
+	OK("queue.put", "{\"name\":\"q\",\"item\":1}");
+	ck_err("queue.put", "{\"name\":\"q\",\"item\":2,\"timeout\":0}", "full");
+	p = send_on(1, "queue.put", "{\"name\":\"q\",\"item\":2}");
+	ck_assert_ptr_null(answer_of(p));
+	ck_ok("queue.get", "{\"name\":\"q\"}", "1");
+	ck_assert(json_is_true(json_object_get(answer_of(p), "ok")));
+	ck_ok("queue.get", "{\"name\":\"q\"}", "2");
+	p = send_on(1, "queue.put", "{\"name\":\"q\",\"item\":3}");
+	ck_assert_ptr_nonnull(answer_of(p)); /* not full any more */
+	p = send_on(2, "queue.put", "{\"name\":\"q\",\"item\":4,\"timeout\":0.02}");
+	ck_assert_str_eq(res(await(p)), "!full");
+
+	/* max_queue_items = 10 over all queues; 1 is in q */
+	for (int i = 0; i < 9; i++)
+		OK("queue.put", "{\"name\":\"big\",\"item\":0}");
+	ck_err("queue.put", "{\"name\":\"big\",\"item\":0}", "limit");
+	ck_assert_uint_eq(queue_items_total, 10);
+	OK("obj.delete", "{\"name\":\"big\"}");
+	ck_assert_uint_eq(queue_items_total, 1);
+
+	/* max_waiters = 3 per object */
+	send_on(1, "queue.get", "{\"name\":\"e\"}");
+	send_on(2, "queue.get", "{\"name\":\"e\"}");
+	send_on(3, "queue.get", "{\"name\":\"e\"}");
+	ck_err("queue.get", "{\"name\":\"e\"}", "limit");
+}
+END_TEST
+
+START_TEST(test_delete_wakes)
+{
+	long long g = send_on(1, "queue.get", "{\"name\":\"q\"}");
+	long long l;
+
+	OK("lock.acquire", "{\"name\":\"L\"}");
+	l = send_on(2, "lock.acquire", "{\"name\":\"L\",\"timeout\":10}");
+	OK("obj.delete", "{\"name\":\"q\"}");
+	OK("obj.delete", "{\"name\":\"L\"}");
+	ck_assert_str_eq(res(answer_of(g)), "!not_found");
+	ck_assert_str_eq(res(answer_of(l)), "!not_found");
+	ck_assert_int_eq(n_hooks(), 0);
+	ck_err("obj.delete", "{\"name\":\"q\"}", "not_found");
+	ck_err("obj.get", "{\"name\":\"q\"}", "not_found");
+}
+END_TEST
+
+START_TEST(test_event)
+{
+	long long w1 = send_on(1, "event.wait", "{\"name\":\"e\"}");
+	long long w2 = send_on(2, "event.wait", "{\"name\":\"e\",\"timeout\":0.02}");
+
+	ck_assert_str_eq(res(await(w2)),
+			 "{\"set\":false}");
+	ck_assert_ptr_null(answer_of(w1));
+	OK("event.set", "{\"name\":\"e\"}");
+	ck_assert(json_is_true(json_object_get(json_object_get(answer_of(w1), "result"), "set")));
+	ck_ok("event.wait", "{\"name\":\"e\",\"timeout\":0}", "{\"set\":true}");
+	OK("event.clear", "{\"name\":\"e\"}");
+	ck_ok("event.is_set", "{\"name\":\"e\"}", "false");
+	ck_ok("event.wait", "{\"name\":\"e\",\"timeout\":0}", "{\"set\":false}");
+}
+END_TEST
+
+START_TEST(test_lock_ownership)
+{
+	long long a, b;
+
+	ck_ok("lock.acquire", "{\"name\":\"L\"}", "{\"acquired\":true}");
+	ck_assert_str_eq(err_on(1, "lock.release", "{\"name\":\"L\"}"), "conflict");
+	ck_assert_str_eq(ok_on(1, "lock.acquire", "{\"name\":\"L\",\"timeout\":0}"),
+			 "{\"acquired\":false}");
+	a = send_on(1, "lock.acquire", "{\"name\":\"L\"}");
+	b = send_on(2, "lock.acquire", "{\"name\":\"L\"}");
+	/* the holder goes away: the first waiter gets it, abandoned */
+	conn_fake_close(&conns[0]);
+	ck_assert_str_eq(res(answer_of(a)),
+			 "{\"acquired\":true,\"abandoned\":true}");
+	ck_assert_ptr_null(answer_of(b));
+	ck_assert_str_eq(ok_on(1, "lock.release", "{\"name\":\"L\"}"), "null");
+	ck_assert_str_eq(res(answer_of(b)),
+			 "{\"acquired\":true}");
+	ck_assert_int_eq(n_hooks(), 1);
+	ck_assert_str_eq(ok_on(2, "lock.release", "{\"name\":\"L\"}"), "null");
+	ck_assert_int_eq(n_hooks(), 0);
+	ck_assert_str_eq(ok_on(1, "lock.locked", "{\"name\":\"L\"}"), "false");
+}
+END_TEST
+
+START_TEST(test_rlock_semaphore)
+{
+	ck_ok("rlock.acquire", "{\"name\":\"R\"}", "{\"acquired\":true}");
+	ck_ok("rlock.acquire", "{\"name\":\"R\"}", "{\"acquired\":true}");
+	ck_assert_str_eq(ok_on(1, "rlock.acquire", "{\"name\":\"R\",\"timeout\":0}"),
+			 "{\"acquired\":false}");
+	OK("rlock.release", "{\"name\":\"R\"}");
+	ck_assert_str_eq(ok_on(1, "rlock.acquire", "{\"name\":\"R\",\"timeout\":0}"),
+			 "{\"acquired\":false}");
+	OK("rlock.release", "{\"name\":\"R\"}");
+	ck_err("rlock.release", "{\"name\":\"R\"}", "conflict");
+	ck_assert_str_eq(ok_on(1, "rlock.acquire", "{\"name\":\"R\",\"timeout\":0}"),
+			 "{\"acquired\":true}");
+
+	OK("obj.create", "{\"name\":\"s\",\"type\":\"semaphore\",\"value\":2}");
+	OK("semaphore.acquire", "{\"name\":\"s\"}");
+	ck_assert_str_eq(ok_on(1, "semaphore.acquire", "{\"name\":\"s\"}"), "{\"acquired\":true}");
+	ck_ok("semaphore.get_value", "{\"name\":\"s\"}", "0");
+	ck_assert_str_eq(err_on(2, "semaphore.release", "{\"name\":\"s\"}"), "conflict");
+	conn_fake_close(&conns[1]);
+	ck_ok("semaphore.get_value", "{\"name\":\"s\"}", "1");
+	ck_assert_str_eq(ok_on(2, "semaphore.acquire", "{\"name\":\"s\"}"),
+			 "{\"acquired\":true,\"abandoned\":true}");
+	OK("semaphore.release", "{\"name\":\"s\"}");
+	ck_err("semaphore.release", "{\"name\":\"s\"}", "conflict");
+}
+END_TEST
+
+START_TEST(test_barrier)
+{
+	long long w1, w2;
+
+	OK("obj.create", "{\"name\":\"b\",\"type\":\"barrier\",\"parties\":3}");
+	w1 = send_on(1, "barrier.wait", "{\"name\":\"b\"}");
+	w2 = send_on(2, "barrier.wait", "{\"name\":\"b\"}");
+	ck_ok("barrier.wait", "{\"name\":\"b\"}", "{\"index\":2}");
+	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(answer_of(w1), "result"),
+							    "index")), 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(answer_of(w2), "result"),
+							    "index")), 1);
+	w1 = send_on(1, "barrier.wait", "{\"name\":\"b\"}");
+	w2 = send_on(2, "barrier.wait", "{\"name\":\"b\",\"timeout\":0.02}");
+	ck_assert_str_eq(res(await(w2)), "!broken");
+	ck_assert_str_eq(res(answer_of(w1)), "!broken");
+	ck_err("barrier.wait", "{\"name\":\"b\"}", "broken");
+	OK("barrier.reset", "{\"name\":\"b\"}");
+	ck_ok("obj.get", "{\"name\":\"b\"}", "{\"parties\":3,\"n_waiting\":0,\"broken\":false}");
+}
+END_TEST
+
+START_TEST(test_events_published)
+{
+	OK("dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":1}");
+	ck_assert_int_eq(n_published, 0); /* nobody listens */
+	listening = true;
+	OK("dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":1}");
+	OK("dict.get", "{\"name\":\"d\",\"key\":\"a\"}");
+	ERR("dict.get", "{\"name\":\"d\",\"key\":\"zz\"}");
+	ck_assert_int_eq(n_published, 1);
+	OK("obj.delete", "{\"name\":\"d\"}");
+	ck_assert_int_eq(n_published, 2);
+}
+END_TEST
+
+static Suite *state_suite(void)
+{
+	Suite *s = suite_create("state");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_index_slice);
+	tcase_add_test(tc, test_num_helpers);
+	tcase_add_test(tc, test_namespace);
+	tcase_add_test(tc, test_params);
+	tcase_add_test(tc, test_create_options);
+	tcase_add_test(tc, test_dump_roundtrip);
+	tcase_add_test(tc, test_dict);
+	tcase_add_test(tc, test_list);
+	tcase_add_test(tc, test_value);
+	tcase_add_test(tc, test_array);
+	tcase_add_test(tc, test_queue_blocking);
+	tcase_add_test(tc, test_queue_full_and_limits);
+	tcase_add_test(tc, test_delete_wakes);
+	tcase_add_test(tc, test_event);
+	tcase_add_test(tc, test_lock_ownership);
+	tcase_add_test(tc, test_rlock_semaphore);
+	tcase_add_test(tc, test_barrier);
+	tcase_add_test(tc, test_events_published);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(state_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -768,5 +768,27 @@ c.ok("queue.put", name="totals", item=sum(range(n * 100, n * 100 + 100)))
         self.assertEqual(self.d.ok("value.get", name="n"), clients * per)
 
 
+def counter_binary():
+    build = os.environ.get("MPSUP_BUILDDIR") or os.path.join(
+        os.path.dirname(os.path.abspath(os.environ.get("MPSUPD", "daemon/mpsupd"))), "..")
+    path = os.path.join(build, "examples", "counter")
+    return path if os.access(path, os.X_OK) else None
+
+
+class Example(DaemonTestCase):
+    @unittest.skipUnless(counter_binary(), "examples/counter not built")
+    def test_counter_workers(self):
+        env = dict(os.environ, MPSUP_SOCKET=self.d.socket)
+        procs = [subprocess.Popen([counter_binary(), "-n", "200", "hits"], env=env,
+                                  stdout=subprocess.PIPE) for _ in range(4)]
+        for p in procs:
+            p.communicate(timeout=60 * SCALE)
+            self.assertEqual(p.returncode, 0)
+        self.assertEqual(self.d.ok("value.get", name="hits"), 800)
+        self.assertEqual(sorted(self.d.ok("obj.get", name="hits.workers").values()),
+                         [200] * 4)
+        self.assertFalse(self.d.ok("lock.locked", name="hits.lock"))
+
+
 if __name__ == "__main__":
     main()

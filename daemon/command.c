@@ -19,12 +19,14 @@
 extern const struct cmd_module meta_module;
 extern const struct cmd_module events_module;
 extern const struct cmd_module state_module;
+extern const struct cmd_module proc_module;
 
 /* Every module, in start order. Adding a module is one line here. */
 static const struct cmd_module *const modules[] = {
 	&meta_module,
 	&events_module,
 	&state_module,
+	&proc_module,
 };
 #define N_MODULES (sizeof(modules) / sizeof(modules[0]))
 

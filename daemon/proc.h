@@ -1,0 +1,151 @@
+/*
+ * Supervised processes and worker pools. A struct proc is one process slot
+ * (a pool member POOL:INDEX or a one-shot started by proc.run) driven by the
+ * state machine of proc_fsm.h; a struct pool holds its definition (a copy
+ * of a pool_conf) and its members by index. proc.c owns their life; the
+ * protocol commands are in proc_cmd.c.
+ */
+#ifndef MPSUPD_PROC_H
+#define MPSUPD_PROC_H
+
+#include <stdbool.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "conf.h"
+#include "proc_fsm.h"
+#include "proc_output.h"
+
+struct event;
+struct pool;
+
+/* What proc.run asked for. */
+struct oneshot {
+	char **argv;
+	char **env;       /* "K=V" from the request */
+	char *cwd;
+	bool daemon;      /* terminated at shutdown instead of waited for */
+	char *stdin_data; /* written to the child's stdin, then closed */
+	size_t stdin_len;
+	bool set_ids;     /* run as uid/gid (the requesting peer) */
+	uid_t uid;
+	gid_t gid;
+	double finished;  /* monotonic time it reached a final state; 0 = not yet */
+	TAILQ_ENTRY(proc) entry;
+};
+
+struct proc {
+	char *name;
+	struct pool *pool;          /* NULL for a one-shot */
+	unsigned index;
+	struct oneshot *os;         /* NULL for a pool member */
+	enum proc_state state;
+	pid_t pid;                  /* 0 once reaped */
+	pid_t last_pid;             /* of the run that ended last */
+	int pidfd;                  /* -1 without pidfd support */
+	pid_t pgid;                 /* the process group of the current run */
+	int stop_signal;            /* of the current run (a reload may change the pool) */
+	double stop_timeout;
+	bool has_exitcode;
+	int exitcode;
+	char *exit_status_text;
+	double started_wall;        /* 0 = never started */
+	double started_mono;
+	unsigned restarts;          /* spawns after the first */
+	unsigned spawns;
+	unsigned failures;          /* failed starts since the last stable run */
+	bool restart_pending;       /* start again once stopped */
+	bool removing;              /* freed once in a final state (scale down, remove) */
+	bool group_wait;            /* main process reaped, waiting for its group */
+	bool freed;                 /* on the free list */
+	struct event *timer;        /* start_secs, backoff or stop timeout */
+	struct outpipe *out, *err;
+	struct logring ring;
+	struct proc *hnext;         /* pid hash chain */
+	TAILQ_ENTRY(proc) gentry;   /* group-wait list or free list */
+};
+
+struct pool {
+	char *name;
+	struct pool_conf *conf;     /* own copy */
+	struct proc **members;      /* by index; NULL = free slot */
+	unsigned n_slots;
+	struct outfile *out, *err;  /* file outputs, NULL when none */
+	bool err_to_out;            /* stderr goes to stdout's file */
+	/* the user and groups to run as, resolved once */
+	bool set_ids;
+	uid_t uid;
+	gid_t gid;
+	gid_t *groups;
+	int n_groups;
+	char *home, *user_name, *shell;
+	char *ids_error;            /* resolution failed: every spawn fails with this */
+	bool removing;              /* stopping its members, then freed */
+	bool from_config;           /* defined in a config file (reload manages it) */
+	TAILQ_ENTRY(pool) entry;
+};
+
+TAILQ_HEAD(pool_list, pool);
+TAILQ_HEAD(proc_list, proc);
+
+extern struct pool_list pools;        /* in creation order */
+extern struct proc_list oneshots;     /* in creation order */
+
+/* Module set-up: subreaper, SIGCHLD and SIGUSR1 watchers. */
+int proc_init(void);
+/* Free everything (after stop). */
+void proc_cleanup(void);
+
+/* Processes that count against max_processes. */
+unsigned proc_count(void);
+
+struct pool *pool_find(const char *name);
+/* Create a pool from a definition (copied) and its members; start them
+ * when start is set. -EEXIST, -ENOSPC (max_processes), -ENOMEM. */
+int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct pool **ret);
+/* Stop every member, then free the pool (asynchronously). */
+void pool_remove(struct pool *pl);
+/* Grow (new indexes, started) or shrink (stop the highest). -ENOSPC. */
+int pool_scale(struct pool *pl, unsigned processes);
+/* A new definition: members restart with it (processes may change too). */
+int pool_replace(struct pool *pl, const struct pool_conf *pc);
+/* Reopen every pool's output files. */
+void pools_reopen_logs(void);
+
+struct proc *proc_find(const char *name);
+/* A new one-shot (takes os), spawned at once. On failure returns NULL
+ * with the reason in err (the record is not kept). */
+struct proc *oneshot_run(const char *name, struct oneshot *os, char *err, size_t errlen);
+/* Free a one-shot record (not alive). */
+void oneshot_forget(struct proc *p);
+/* A generated run-N name that is free. */
+void oneshot_gen_name(char *buf, size_t len);
+struct oneshot *oneshot_free(struct oneshot *os);
+
+/* Requests on one process. */
+void proc_start(struct proc *p);
+void proc_stop(struct proc *p);
+void proc_restart(struct proc *p);
+/* Send sig to the main process (pidfd when possible). -ESRCH when not running. */
+int proc_signal(struct proc *p, int sig);
+
+/* The process record of DESIGN.md (new JSON object). */
+json_t *proc_record(const struct proc *p);
+bool proc_is_alive(const struct proc *p);
+
+/* Shutdown: stop everything in reverse priority, then call done. */
+void proc_shutdown(void (*done)(void));
+/* Start autostart pools of conf in priority order. */
+int proc_start_config(const struct conf *conf);
+/* Apply a new config. */
+void proc_reload(const struct conf *newconf, json_t *changes);
+
+/* Hooks into proc_cmd.c: p changed state / is going away / printed a line. */
+void proc_cmd_notify(struct proc *p);
+void proc_cmd_forget(struct proc *p);
+void proc_cmd_pool_gone(struct pool *pl);
+void proc_logs_notify(struct proc *p, const struct logline *l);
+
+#endif

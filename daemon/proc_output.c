@@ -1,0 +1,476 @@
+/*
+ * Worker output. Pipes are non-blocking and drained by the event loop a
+ * bounded amount per wake-up; lines go to the process's ring (bounded in
+ * lines and bytes), the pool's file, and live followers. A flooding worker
+ * costs CPU, never unbounded memory. Disk errors are counted and logged on
+ * change, never fatal.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "proc.h"
+#include "proc_output.h"
+
+#define READ_CHUNK (64 * 1024)
+#define READS_PER_WAKEUP 4
+
+/*
+ * Ring.
+ */
+
+const struct logline *logring_at(const struct logring *r, unsigned i)
+{
+	if (i >= r->n)
+		return NULL;
+	return r->v[(r->head + i) % r->cap];
+}
+
+static void logring_drop_oldest(struct logring *r)
+{
+	struct logline *l = r->v[r->head];
+
+	r->bytes -= l->len;
+	free(l);
+	r->v[r->head] = NULL;
+	r->head = (r->head + 1) % r->cap;
+	r->n--;
+}
+
+void logring_clear(struct logring *r)
+{
+	while (r->n)
+		logring_drop_oldest(r);
+	free(r->v);
+	memset(r, 0, sizeof(*r));
+}
+
+/* Add l (taken) keeping at most max lines and LOGRING_BYTES_MAX bytes. */
+static void logring_push(struct logring *r, struct logline *l, unsigned max)
+{
+	if (max == 0) {
+		free(l);
+		return;
+	}
+	while (r->n && (r->n >= max || r->bytes + l->len > LOGRING_BYTES_MAX))
+		logring_drop_oldest(r);
+	if (r->n == r->cap) {
+		/* grow: unroll into a new array (the ring is full, head may be anywhere) */
+		unsigned cap = r->cap ? r->cap * 2 : 8;
+		struct logline **v;
+		if (cap > max)
+			cap = max;
+		v = calloc(cap, sizeof(*v));
+		if (!v) {
+			free(l);
+			return;
+		}
+		for (unsigned i = 0; i < r->n; i++)
+			v[i] = r->v[(r->head + i) % r->cap];
+		free(r->v);
+		r->v = v;
+		r->cap = cap;
+		r->head = 0;
+	}
+	r->v[(r->head + r->n) % r->cap] = l;
+	r->n++;
+	r->bytes += l->len;
+}
+
+void utf8_sanitize(char *s, size_t n)
+{
+	unsigned char *u = (unsigned char *)s;
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned char c = u[i];
+		size_t len;
+		unsigned cp;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			len = 2, cp = c & 0x1f;
+		else if (c >= 0xe0 && c <= 0xef)
+			len = 3, cp = c & 0x0f;
+		else if (c >= 0xf0 && c <= 0xf4)
+			len = 4, cp = c & 0x07;
+		else {
+			u[i++] = '?';
+			continue;
+		}
+		if (i + len > n)
+			goto bad;
+		for (size_t k = 1; k < len; k++) {
+			if ((u[i + k] & 0xc0) != 0x80)
+				goto bad;
+			cp = (cp << 6) | (u[i + k] & 0x3f);
+		}
+		if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+		    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+			goto bad;
+		i += len;
+		continue;
+bad:
+		u[i++] = '?';
+	}
+}
+
+void proc_output_line(struct proc *p, int stream, const char *s, size_t n)
+{
+	struct outfile *f = NULL;
+	struct logline *l;
+
+	if (n > 0 && s[n - 1] == '\r')
+		n--;
+	if (p->pool)
+		f = stream == STREAM_STDOUT || p->pool->err_to_out ? p->pool->out : p->pool->err;
+	if (f)
+		outfile_write(f, s, n);
+	l = malloc(sizeof(*l) + n + 1);
+	if (!l)
+		return;
+	l->ts = now_wall();
+	l->len = (uint32_t)n;
+	l->stream = (uint8_t)stream;
+	memcpy(l->text, s, n);
+	l->text[n] = '\0';
+	utf8_sanitize(l->text, n);
+	proc_logs_notify(p, l);
+	logring_push(&p->ring, l, daemon_g.conf ? daemon_g.conf->log_ring_lines : 200);
+}
+
+/*
+ * Files.
+ */
+
+static void outfile_error(struct outfile *f, const char *what, int e)
+{
+	f->errors++;
+	if (!f->failing)
+		log_error("proc", "output file %s: %s: %s (output is dropped until it works again)",
+			  f->path, what, strerror(e));
+	f->failing = true;
+}
+
+static void outfile_ok(struct outfile *f)
+{
+	if (f->failing)
+		log_info("proc", "output file %s: writing again", f->path);
+	f->failing = false;
+}
+
+static void outfile_do_open(struct outfile *f)
+{
+	struct stat st;
+
+	f->fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+	if (f->fd < 0) {
+		outfile_error(f, "open", errno);
+		return;
+	}
+	f->size = fstat(f->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+struct outfile *outfile_open(const struct output_conf *oc)
+{
+	struct outfile *f = calloc(1, sizeof(*f));
+
+	if (!f || !(f->path = strdup(oc->path))) {
+		free(f);
+		return NULL;
+	}
+	f->max_bytes = oc->max_bytes;
+	f->backups = oc->backups;
+	outfile_do_open(f);
+	return f;
+}
+
+struct outfile *outfile_free(struct outfile *f)
+{
+	if (!f)
+		return NULL;
+	if (f->fd >= 0)
+		close(f->fd);
+	free(f->path);
+	free(f);
+	return NULL;
+}
+
+void outfile_reopen(struct outfile *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	outfile_do_open(f);
+}
+
+/* path.N-1 -> path.N ... path -> path.1, then a fresh path. */
+static void outfile_rotate(struct outfile *f)
+{
+	char *from = NULL, *to = NULL;
+
+	if (f->fd >= 0)
+		close(f->fd);
+	f->fd = -1;
+	if (f->backups == 0) {
+		if (truncate(f->path, 0) < 0 && errno != ENOENT)
+			outfile_error(f, "truncate", errno);
+	} else {
+		for (unsigned i = f->backups; i >= 1; i--) {
+			if (i > 1) {
+				if (asprintf(&from, "%s.%u", f->path, i - 1) < 0)
+					from = NULL;
+			} else
+				from = strdup(f->path);
+			if (asprintf(&to, "%s.%u", f->path, i) < 0)
+				to = NULL;
+			if (from && to && rename(from, to) < 0 && errno != ENOENT)
+				outfile_error(f, "rotate", errno);
+			free(from);
+			free(to);
+			from = to = NULL;
+		}
+	}
+	outfile_do_open(f);
+}
+
+void outfile_write(struct outfile *f, const char *s, size_t n)
+{
+	struct iovec iov[2] = { { (void *)s, n }, { (void *)"\n", 1 } };
+	ssize_t w;
+
+	if (f->max_bytes && f->size > 0 && f->size + n + 1 > f->max_bytes)
+		outfile_rotate(f);
+	if (f->fd < 0) {
+		/* try again now and then: the disk may be back */
+		if (f->errors % 64 == 0)
+			outfile_do_open(f);
+		if (f->fd < 0) {
+			f->errors++;
+			return;
+		}
+	}
+	w = writev(f->fd, iov, 2);
+	if (w < 0) {
+		outfile_error(f, "write", errno);
+		return;
+	}
+	f->size += (uint64_t)w;
+	if ((size_t)w != n + 1) {
+		outfile_error(f, "write", ENOSPC);
+		return;
+	}
+	outfile_ok(f);
+}
+
+/*
+ * Pipes.
+ */
+
+/* Split data into lines for o's process; keeps an unfinished tail. Lines
+ * longer than LOGLINE_MAX are cut into several. */
+static void outpipe_feed(struct outpipe *o, const char *data, size_t n)
+{
+	while (n > 0) {
+		const char *nl = memchr(data, '\n', n);
+		size_t take = nl ? (size_t)(nl - data) : n, part;
+
+		if (o->plen == 0 && nl && take <= LOGLINE_MAX) {
+			proc_output_line(o->p, o->stream, data, take);
+			data += take + 1;
+			n -= take + 1;
+			continue;
+		}
+		if (o->plen == 0 && take > LOGLINE_MAX) {
+			proc_output_line(o->p, o->stream, data, LOGLINE_MAX);
+			data += LOGLINE_MAX;
+			n -= LOGLINE_MAX;
+			continue;
+		}
+		if (!o->partial && !(o->partial = malloc(LOGLINE_MAX)))
+			return;
+		part = take < LOGLINE_MAX - o->plen ? take : LOGLINE_MAX - o->plen;
+		memcpy(o->partial + o->plen, data, part);
+		o->plen += part;
+		data += part;
+		n -= part;
+		if (o->plen == LOGLINE_MAX || (nl && part == take)) {
+			proc_output_line(o->p, o->stream, o->partial, o->plen);
+			o->plen = 0;
+			if (n > 0 && *data == '\n') {
+				data++;
+				n--;
+			}
+		}
+	}
+}
+
+/* Read up to max bytes; returns false at EOF or on error. */
+static bool outpipe_read(struct outpipe *o, size_t max)
+{
+	static char buf[READ_CHUNK];
+	size_t done = 0;
+
+	while (done < max) {
+		ssize_t n = read(o->fd, buf, sizeof(buf));
+		if (n > 0) {
+			outpipe_feed(o, buf, (size_t)n);
+			done += (size_t)n;
+			if ((size_t)n < sizeof(buf))
+				return true;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return true;
+		return false;
+	}
+	return true;
+}
+
+static void outpipe_flush_partial(struct outpipe *o)
+{
+	if (o->plen) {
+		proc_output_line(o->p, o->stream, o->partial, o->plen);
+		o->plen = 0;
+	}
+	free(o->partial);
+	o->partial = NULL;
+}
+
+static void outpipe_close(struct outpipe *o)
+{
+	outpipe_flush_partial(o);
+	if (o->ev) {
+		event_free(o->ev);
+		o->ev = NULL;
+	}
+	if (o->fd >= 0)
+		close(o->fd);
+	o->fd = -1;
+}
+
+static void outpipe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct outpipe *o = arg;
+
+	(void)fd;
+	(void)what;
+	if (!outpipe_read(o, READ_CHUNK * READS_PER_WAKEUP))
+		outpipe_close(o); /* EOF: every writer is gone; o stays until the run ends */
+}
+
+struct outpipe *outpipe_new(struct proc *p, int fd, int stream)
+{
+	struct outpipe *o = calloc(1, sizeof(*o));
+
+	if (!o) {
+		close(fd);
+		return NULL;
+	}
+	o->fd = fd;
+	o->stream = stream;
+	o->p = p;
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	o->ev = event_new(daemon_g.base, fd, EV_READ | EV_PERSIST, outpipe_cb, o);
+	if (!o->ev || event_add(o->ev, NULL) < 0) {
+		log_error("proc", "%s: cannot watch output pipe", p->name);
+		outpipe_close(o);
+	}
+	return o;
+}
+
+struct outpipe *outpipe_free(struct outpipe *o)
+{
+	if (!o)
+		return NULL;
+	if (o->fd >= 0)
+		(void)outpipe_read(o, LOGRING_BYTES_MAX);
+	outpipe_close(o);
+	free(o);
+	return NULL;
+}
+
+/*
+ * stdin writers: a one-shot's stdin data, written as the pipe takes it.
+ */
+
+struct feeder {
+	int fd;
+	struct event *ev;
+	struct evbuffer *buf;
+	LIST_ENTRY(feeder) entry;
+};
+
+static LIST_HEAD(, feeder) feeders = LIST_HEAD_INITIALIZER(feeders);
+
+static void feeder_free(struct feeder *f)
+{
+	LIST_REMOVE(f, entry);
+	if (f->ev)
+		event_free(f->ev);
+	if (f->buf)
+		evbuffer_free(f->buf);
+	close(f->fd);
+	free(f);
+}
+
+static void feeder_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct feeder *f = arg;
+	int n;
+
+	(void)what;
+	while (evbuffer_get_length(f->buf) > 0) {
+		n = evbuffer_write(f->buf, fd);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0)
+			break; /* EPIPE: the child does not read; drop the rest */
+	}
+	feeder_free(f);
+}
+
+int stdin_feed(int fd, const char *data, size_t len)
+{
+	struct feeder *f = calloc(1, sizeof(*f));
+
+	if (!f) {
+		close(fd);
+		return -ENOMEM;
+	}
+	f->fd = fd;
+	LIST_INSERT_HEAD(&feeders, f, entry);
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	f->buf = evbuffer_new();
+	f->ev = event_new(daemon_g.base, fd, EV_WRITE | EV_PERSIST, feeder_cb, f);
+	if (!f->buf || !f->ev || evbuffer_add(f->buf, data, len) < 0 || event_add(f->ev, NULL) < 0) {
+		feeder_free(f);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void stdin_feed_cleanup(void)
+{
+	while (!LIST_EMPTY(&feeders))
+		feeder_free(LIST_FIRST(&feeders));
+}

@@ -1,0 +1,506 @@
+/*
+ * Spawning. Everything the child needs (argv, environment, exec candidates
+ * along PATH, descriptors, ids) is prepared in the parent; the child only
+ * makes system calls (it runs in vfork's shared memory) and either execs or
+ * writes {step, errno} to a CLOEXEC pipe and exits 127. All signals are
+ * blocked around vfork so no daemon handler runs in the child; the child
+ * resets every disposition, then clears its mask just before exec.
+ *
+ * Environment policy: a worker gets its pool's `environment` (or proc.run's
+ * env), PATH (PROC_DEFAULT_PATH unless set), HOME/USER/LOGNAME/SHELL when
+ * the pool names a `user`, and MPSUP_SOCKET, MPSUP_POOL, MPSUP_NAME,
+ * MPSUP_INDEX. Nothing of the daemon's own environment is passed on (no
+ * NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "argv.h"
+#include "command.h"
+#include "conn.h"
+#include "log.h"
+#include "proc.h"
+#include "proc_spawn.h"
+
+enum spawn_step {
+	STEP_SETSID = 1,
+	STEP_DUP,
+	STEP_CHDIR,
+	STEP_SETGROUPS,
+	STEP_SETGID,
+	STEP_SETUID,
+	STEP_EXEC,
+};
+
+struct spawn_failure {
+	int step;
+	int err;
+};
+
+/* All the child needs, built by the parent. */
+struct spawn_plan {
+	char **argv;
+	char **envp;
+	char **paths;    /* exec candidates, in PATH order */
+	const char *dir;
+	mode_t umask;
+	bool set_groups, set_ids;
+	uid_t uid;
+	gid_t gid;
+	const gid_t *groups;
+	size_t n_groups;
+	int fd[3];
+	int status_fd;
+	bool restore_nofile;
+	struct rlimit nofile;
+};
+
+static int devnull = -1;
+static struct rlimit nofile_orig;
+static bool nofile_raised;
+
+void proc_spawn_init(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		nofile_orig = rl;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			nofile_raised = true;
+	}
+}
+
+void proc_spawn_cleanup(void)
+{
+	if (devnull >= 0)
+		close(devnull);
+	devnull = -1;
+}
+
+static int devnull_fd(void)
+{
+	if (devnull < 0)
+		devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	return devnull;
+}
+
+/* Close every descriptor above 2 except keep. */
+static void close_from_3(int keep)
+{
+	int max;
+
+	if (keep > 3 && close_range(3, (unsigned)keep - 1, 0) < 0)
+		goto slow;
+	if (close_range((unsigned)keep + 1, ~0U, 0) < 0)
+		goto slow;
+	return;
+slow:
+	max = (int)sysconf(_SC_OPEN_MAX);
+	if (max < 0 || max > 1 << 20)
+		max = 1 << 20;
+	for (int fd = 3; fd < max; fd++)
+		if (fd != keep)
+			close(fd);
+}
+
+static __attribute__((noreturn)) void child_fail(const struct spawn_plan *sp, int step)
+{
+	struct spawn_failure f = { step, errno };
+
+	(void)!write(sp->status_fd, &f, sizeof(f));
+	_exit(127);
+}
+
+/* The child between vfork and exec: system calls only. */
+static __attribute__((noreturn)) void child_exec(const struct spawn_plan *sp)
+{
+	struct sigaction sa;
+	sigset_t none;
+	int eacces = 0, last = ENOENT;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (int s = 1; s < NSIG; s++)
+		if (s != SIGKILL && s != SIGSTOP)
+			(void)sigaction(s, &sa, NULL);
+	if (setsid() < 0)
+		child_fail(sp, STEP_SETSID);
+	for (int i = 0; i < 3; i++) {
+		if (sp->fd[i] == i) {
+			if (fcntl(i, F_SETFD, 0) < 0)
+				child_fail(sp, STEP_DUP);
+		} else if (dup2(sp->fd[i], i) < 0)
+			child_fail(sp, STEP_DUP);
+	}
+	close_from_3(sp->status_fd);
+	umask(sp->umask);
+	if (sp->dir && chdir(sp->dir) < 0)
+		child_fail(sp, STEP_CHDIR);
+	if (sp->restore_nofile)
+		(void)setrlimit(RLIMIT_NOFILE, &sp->nofile);
+	if (sp->set_groups && setgroups(sp->n_groups, sp->groups) < 0)
+		child_fail(sp, STEP_SETGROUPS);
+	if (sp->set_ids) {
+		if (setgid(sp->gid) < 0)
+			child_fail(sp, STEP_SETGID);
+		if (setuid(sp->uid) < 0)
+			child_fail(sp, STEP_SETUID);
+	}
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (char **path = sp->paths; *path; path++) {
+		execve(*path, sp->argv, sp->envp);
+		if (errno == EACCES)
+			eacces = 1;
+		else if (errno != ENOENT && errno != ENOTDIR) {
+			last = errno;
+			break;
+		}
+	}
+	errno = eacces && last == ENOENT ? EACCES : last;
+	child_fail(sp, STEP_EXEC);
+}
+
+/* vfork with every signal blocked (no daemon handler may run in the
+ * child); returns the pid or -1 with the error in *ret_errno. */
+static pid_t spawn_child(const struct spawn_plan *sp, int *ret_errno)
+{
+	sigset_t all, old;
+	pid_t pid;
+
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
+#if defined(__SANITIZE_ADDRESS__)
+	pid = fork(); /* the sanitizers' runtime and vfork do not mix */
+#else
+	pid = vfork();
+#endif
+	if (pid == 0)
+		child_exec(sp);
+	*ret_errno = errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return pid;
+}
+
+/* exec candidates for argv0: itself when it has a '/', else along PATH. */
+static char **exec_paths(const char *argv0, const char *path)
+{
+	size_t n = 2, i = 0;
+	char **v;
+
+	if (strchr(argv0, '/')) {
+		if (!(v = calloc(2, sizeof(*v))) || !(v[0] = strdup(argv0))) {
+			free(v);
+			return NULL;
+		}
+		return v;
+	}
+	for (const char *p = path; *p; p++)
+		n += *p == ':';
+	if (!(v = calloc(n, sizeof(*v))))
+		return NULL;
+	for (const char *p = path;;) {
+		const char *end = strchrnul(p, ':');
+		size_t dl = (size_t)(end - p);
+		/* an empty element is the current directory, as in execvp */
+		if (asprintf(&v[i], "%.*s%s%s", (int)dl, p, dl ? "/" : "", argv0) < 0) {
+			v[i] = NULL;
+			conf_strv_free(v);
+			return NULL;
+		}
+		i++;
+		if (!*end)
+			break;
+		p = end + 1;
+	}
+	return v;
+}
+
+struct strv {
+	char **v;
+	size_t n, cap;
+};
+
+static int strv_push(struct strv *s, char *str)
+{
+	if (!str)
+		return -ENOMEM;
+	if (s->n + 2 > s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 16;
+		char **nv = realloc(s->v, cap * sizeof(*nv));
+		if (!nv) {
+			free(str);
+			return -ENOMEM;
+		}
+		s->v = nv;
+		s->cap = cap;
+	}
+	s->v[s->n++] = str;
+	s->v[s->n] = NULL;
+	return 0;
+}
+
+static bool env_has(char **env, const char *key)
+{
+	size_t kl = strlen(key);
+
+	for (char **e = env; e && *e; e++)
+		if (strncmp(*e, key, kl) == 0 && (*e)[kl] == '=')
+			return true;
+	return false;
+}
+
+static char *kv(const char *k, const char *v)
+{
+	char *s;
+
+	if (asprintf(&s, "%s=%s", k, v ? v : "") < 0)
+		return NULL;
+	return s;
+}
+
+char **proc_spawn_env(const struct proc *p)
+{
+	struct strv s = { 0 };
+	char **base = p->pool ? p->pool->conf->environment : p->os->env;
+	const struct pool *pl = p->pool;
+	char idx[16];
+	int r = 0;
+
+	for (char **e = base; e && *e && r == 0; e++)
+		if (strncmp(*e, "MPSUP_", 6) != 0)
+			r = strv_push(&s, strdup(*e));
+	if (r == 0 && !env_has(base, "PATH"))
+		r = strv_push(&s, kv("PATH", PROC_DEFAULT_PATH));
+	if (r == 0 && pl && pl->user_name) {
+		if (pl->home && !env_has(base, "HOME"))
+			r = strv_push(&s, kv("HOME", pl->home));
+		if (r == 0 && !env_has(base, "USER"))
+			r = strv_push(&s, kv("USER", pl->user_name));
+		if (r == 0 && !env_has(base, "LOGNAME"))
+			r = strv_push(&s, kv("LOGNAME", pl->user_name));
+		if (r == 0 && pl->shell && !env_has(base, "SHELL"))
+			r = strv_push(&s, kv("SHELL", pl->shell));
+	}
+	snprintf(idx, sizeof(idx), "%u", p->index);
+	if (r == 0)
+		r = strv_push(&s, kv("MPSUP_SOCKET", server_socket_path()));
+	if (r == 0)
+		r = strv_push(&s, kv("MPSUP_POOL", pl ? pl->name : ""));
+	if (r == 0)
+		r = strv_push(&s, kv("MPSUP_NAME", p->name));
+	if (r == 0)
+		r = strv_push(&s, kv("MPSUP_INDEX", pl ? idx : ""));
+	if (r < 0) {
+		conf_strv_free(s.v);
+		return NULL;
+	}
+	return s.v;
+}
+
+static const char *step_name(int step)
+{
+	switch (step) {
+	case STEP_SETSID:
+		return "setsid";
+	case STEP_DUP:
+		return "dup2";
+	case STEP_CHDIR:
+		return "chdir";
+	case STEP_SETGROUPS:
+		return "setgroups";
+	case STEP_SETGID:
+		return "setgid";
+	case STEP_SETUID:
+		return "setuid";
+	case STEP_EXEC:
+		return "exec";
+	default:
+		return "spawn";
+	}
+}
+
+/* The descriptor a child gets for one output stream; *ret_read is our end
+ * of a capture pipe (-1 when none). */
+static int output_fd(const struct output_conf *oc, int which, int *ret_read)
+{
+	int pfd[2];
+
+	*ret_read = -1;
+	if (!oc || oc->kind == OUTPUT_FILE || oc->kind == OUTPUT_CAPTURE ||
+	    oc->kind == OUTPUT_JOURNAL) {
+		if (pipe2(pfd, O_CLOEXEC) < 0)
+			return -1;
+		*ret_read = pfd[0];
+		return pfd[1];
+	}
+	if (oc->kind == OUTPUT_INHERIT)
+		return which;
+	return devnull_fd();
+}
+
+static void close_child_end(int fd, int read_end)
+{
+	if (read_end >= 0 && fd >= 0)
+		close(fd);
+}
+
+int proc_spawn(struct proc *p, char *err, size_t errlen)
+{
+	struct spawn_plan sp;
+	struct spawn_failure f;
+	struct pool *pl = p->pool;
+	char **argv = NULL, **own_argv = NULL;
+	int status[2] = { -1, -1 }, rd[3] = { -1, -1, -1 }, in_w = -1;
+	const char *path;
+	ssize_t n;
+	pid_t pid;
+	int r = -1, e;
+
+	memset(&sp, 0, sizeof(sp));
+	sp.fd[0] = sp.fd[1] = sp.fd[2] = -1;
+	if (pl) {
+		if (pl->ids_error) {
+			snprintf(err, errlen, "%s", pl->ids_error);
+			return -1;
+		}
+		if (argv_build(pl->conf->command, pl->name, p->name, p->index, &own_argv, err,
+			       errlen) < 0)
+			return -1;
+		argv = own_argv;
+		sp.dir = pl->conf->directory;
+		sp.umask = pl->conf->umask;
+		sp.set_ids = pl->set_ids;
+		sp.set_groups = pl->set_ids && geteuid() == 0;
+		sp.uid = pl->uid;
+		sp.gid = pl->gid;
+		sp.groups = pl->groups;
+		sp.n_groups = (size_t)pl->n_groups;
+	} else {
+		argv = p->os->argv;
+		sp.dir = p->os->cwd;
+		sp.umask = 022;
+		sp.set_ids = p->os->set_ids;
+		sp.set_groups = p->os->set_ids && geteuid() == 0;
+		sp.uid = p->os->uid;
+		sp.gid = p->os->gid;
+		sp.groups = &p->os->gid;
+		sp.n_groups = 1;
+	}
+	sp.argv = argv;
+	if (!(sp.envp = proc_spawn_env(p)))
+		goto nomem;
+	path = NULL;
+	for (char **e2 = sp.envp; *e2; e2++)
+		if (strncmp(*e2, "PATH=", 5) == 0)
+			path = *e2 + 5;
+	if (!(sp.paths = exec_paths(argv[0], path ? path : PROC_DEFAULT_PATH)))
+		goto nomem;
+	sp.restore_nofile = nofile_raised;
+	sp.nofile = nofile_orig;
+
+	/* descriptors: stdin, stdout, stderr, status pipe */
+	if (!pl && p->os->stdin_data) {
+		int ip[2];
+		if (pipe2(ip, O_CLOEXEC) < 0)
+			goto syserr;
+		sp.fd[0] = ip[0];
+		in_w = ip[1];
+		rd[0] = ip[0]; /* the child's end, closed below */
+	} else if ((sp.fd[0] = devnull_fd()) < 0)
+		goto syserr;
+	if ((sp.fd[1] = output_fd(pl ? &pl->conf->out : NULL, 1, &rd[1])) < 0)
+		goto syserr;
+	if ((sp.fd[2] = output_fd(pl ? &pl->conf->err : NULL, 2, &rd[2])) < 0)
+		goto syserr;
+	if (pipe2(status, O_CLOEXEC) < 0)
+		goto syserr;
+	sp.status_fd = status[1];
+
+	pid = spawn_child(&sp, &e);
+	close(status[1]);
+	status[1] = -1;
+	if (pid < 0) {
+		snprintf(err, errlen, "fork: %s", strerror(e));
+		goto out;
+	}
+	do
+		n = read(status[0], &f, sizeof(f));
+	while (n < 0 && errno == EINTR);
+	if (n == (ssize_t)sizeof(f)) {
+		int st;
+		const char *arg = f.step == STEP_EXEC    ? argv[0]
+				  : f.step == STEP_CHDIR ? sp.dir
+							 : NULL;
+		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+			;
+		if (arg)
+			snprintf(err, errlen, "%s %s: %s", step_name(f.step), arg, strerror(f.err));
+		else
+			snprintf(err, errlen, "%s: %s", step_name(f.step), strerror(f.err));
+		goto out;
+	}
+	p->pid = pid;
+	p->pgid = pid;
+	p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (p->pidfd < 0)
+		p->pidfd = -1;
+	/* our ends */
+	if (rd[1] >= 0) {
+		close(sp.fd[1]);
+		sp.fd[1] = -1;
+		p->out = outpipe_free(p->out);
+		p->out = outpipe_new(p, rd[1], STREAM_STDOUT);
+		rd[1] = -1;
+	}
+	if (rd[2] >= 0) {
+		close(sp.fd[2]);
+		sp.fd[2] = -1;
+		p->err = outpipe_free(p->err);
+		p->err = outpipe_new(p, rd[2], STREAM_STDERR);
+		rd[2] = -1;
+	}
+	if (in_w >= 0) {
+		stdin_feed(in_w, p->os->stdin_data, p->os->stdin_len);
+		in_w = -1;
+	}
+	r = 0;
+	goto out;
+nomem:
+	snprintf(err, errlen, "out of memory");
+	goto out;
+syserr:
+	snprintf(err, errlen, "spawn: %s", strerror(errno));
+out:
+	if (status[0] >= 0)
+		close(status[0]);
+	if (status[1] >= 0)
+		close(status[1]);
+	if (rd[0] >= 0)
+		close(rd[0]);
+	if (in_w >= 0)
+		close(in_w);
+	for (int i = 1; i < 3; i++) {
+		close_child_end(sp.fd[i], rd[i]);
+		if (rd[i] >= 0)
+			close(rd[i]);
+	}
+	conf_strv_free(own_argv);
+	conf_strv_free(sp.envp);
+	conf_strv_free(sp.paths);
+	return r;
+}

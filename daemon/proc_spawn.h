@@ -1,0 +1,26 @@
+/*
+ * Spawning one run of a process: argv and environment, pipes, then vfork
+ * and in the child setsid, signal reset, descriptor clean-up, umask, chdir,
+ * groups/gid/uid and exec. Failures before exec come back over a CLOEXEC
+ * pipe as "STEP ARG: error" and count as a failed start.
+ */
+#ifndef MPSUPD_PROC_SPAWN_H
+#define MPSUPD_PROC_SPAWN_H
+
+#include <stddef.h>
+
+struct proc;
+
+/* The PATH given to workers whose environment sets none. */
+#define PROC_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* Raise our descriptor limit (remembering the old one for children). */
+void proc_spawn_init(void);
+void proc_spawn_cleanup(void);
+/* Start a run of p: sets p->pid, p->pidfd, p->pgid and the output pipes.
+ * Returns 0, or -1 with the reason in err (the child, if any, is reaped). */
+int proc_spawn(struct proc *p, char *err, size_t errlen);
+/* Build the environment of p (NULL-terminated, conf_strv_free). */
+char **proc_spawn_env(const struct proc *p);
+
+#endif

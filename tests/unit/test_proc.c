@@ -1,0 +1,216 @@
+/* Unit tests of process supervision: the state machine table, restart
+ * policy, backoff, exit codes (daemon/proc_fsm.c) and command lines
+ * (daemon/argv.c). */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "argv.h"
+#include "conf.h"
+#include "proc_fsm.h"
+
+static const struct proc_fsm_input NONE = { false, false, false };
+
+static int next(enum proc_state s, enum proc_event ev, bool restart, bool retry, bool stable)
+{
+	struct proc_fsm_input in = { restart, retry, stable };
+	return proc_fsm_next(s, ev, &in);
+}
+
+START_TEST(test_fsm_start_paths)
+{
+	/* start from every resting state */
+	ck_assert_int_eq(proc_fsm_next(PS_STOPPED, PE_START, &NONE), PS_STARTING);
+	ck_assert_int_eq(proc_fsm_next(PS_EXITED, PE_START, &NONE), PS_STARTING);
+	ck_assert_int_eq(proc_fsm_next(PS_FATAL, PE_START, &NONE), PS_STARTING);
+	ck_assert_int_eq(proc_fsm_next(PS_BACKOFF, PE_START, &NONE), PS_STARTING);
+	/* already up: ignored */
+	ck_assert_int_eq(proc_fsm_next(PS_STARTING, PE_START, &NONE), -1);
+	ck_assert_int_eq(proc_fsm_next(PS_RUNNING, PE_START, &NONE), -1);
+	ck_assert_int_eq(proc_fsm_next(PS_STOPPING, PE_START, &NONE), -1);
+	ck_assert_int_eq(proc_fsm_next(PS_STARTING, PE_START_SECS, &NONE), PS_RUNNING);
+	ck_assert_int_eq(proc_fsm_next(PS_BACKOFF, PE_BACKOFF_ELAPSED, &NONE), PS_STARTING);
+}
+END_TEST
+
+START_TEST(test_fsm_failed_starts)
+{
+	/* spawn failure: retry while the budget lasts, fatal after; never -> fatal */
+	ck_assert_int_eq(next(PS_STARTING, PE_SPAWN_FAILED, true, true, false), PS_BACKOFF);
+	ck_assert_int_eq(next(PS_STARTING, PE_SPAWN_FAILED, true, false, false), PS_FATAL);
+	ck_assert_int_eq(next(PS_STARTING, PE_SPAWN_FAILED, false, true, false), PS_FATAL);
+	/* died before start_secs */
+	ck_assert_int_eq(next(PS_STARTING, PE_DIED, true, true, false), PS_BACKOFF);
+	ck_assert_int_eq(next(PS_STARTING, PE_DIED, true, false, false), PS_FATAL);
+	ck_assert_int_eq(next(PS_STARTING, PE_DIED, false, true, false), PS_EXITED);
+}
+END_TEST
+
+START_TEST(test_fsm_deaths_after_start)
+{
+	ck_assert_int_eq(next(PS_RUNNING, PE_DIED, false, true, true), PS_EXITED);
+	ck_assert_int_eq(next(PS_RUNNING, PE_DIED, true, true, true), PS_STARTING);
+	ck_assert_int_eq(next(PS_RUNNING, PE_DIED, true, false, true), PS_STARTING);
+	ck_assert_int_eq(next(PS_RUNNING, PE_DIED, true, true, false), PS_BACKOFF);
+	ck_assert_int_eq(next(PS_RUNNING, PE_DIED, true, false, false), PS_FATAL);
+}
+END_TEST
+
+START_TEST(test_fsm_stopping)
+{
+	ck_assert_int_eq(proc_fsm_next(PS_RUNNING, PE_STOP, &NONE), PS_STOPPING);
+	ck_assert_int_eq(proc_fsm_next(PS_STARTING, PE_STOP, &NONE), PS_STOPPING);
+	ck_assert_int_eq(proc_fsm_next(PS_BACKOFF, PE_STOP, &NONE), PS_STOPPED);
+	ck_assert_int_eq(proc_fsm_next(PS_STOPPED, PE_STOP, &NONE), -1);
+	ck_assert_int_eq(proc_fsm_next(PS_EXITED, PE_STOP, &NONE), -1);
+	ck_assert_int_eq(proc_fsm_next(PS_STOPPING, PE_STOP_TIMEOUT, &NONE), PS_STOPPING);
+	/* a stopping process is never restarted, whatever the policy says */
+	ck_assert_int_eq(next(PS_STOPPING, PE_DIED, true, true, true), PS_STOPPED);
+	ck_assert_int_eq(next(PS_STOPPING, PE_DIED, true, true, false), PS_STOPPED);
+}
+END_TEST
+
+START_TEST(test_fsm_table_total)
+{
+	/* every cell is a state or "ignored"; nothing leaves a final state but start */
+	for (int s = 0; s < PS__MAX; s++)
+		for (int e = 0; e < PE__MAX; e++)
+			for (int bits = 0; bits < 8; bits++) {
+				int to = next((enum proc_state)s, (enum proc_event)e, bits & 1, bits & 2,
+					      bits & 4);
+				ck_assert(to >= -1 && to < PS__MAX);
+				if (proc_state_final((enum proc_state)s) && e != PE_START)
+					ck_assert_int_eq(to, -1);
+			}
+	ck_assert_int_eq(proc_fsm_next(PS__MAX, PE_START, &NONE), -1);
+	ck_assert_int_eq(proc_fsm_next(PS_STOPPED, PE__MAX, &NONE), -1);
+	ck_assert_str_eq(proc_state_name(PS_BACKOFF), "backoff");
+	ck_assert_str_eq(proc_event_name(PE_STOP_TIMEOUT), "stop_timeout");
+	ck_assert(proc_state_alive(PS_STOPPING));
+	ck_assert(!proc_state_alive(PS_BACKOFF));
+	ck_assert(proc_state_final(PS_FATAL));
+	ck_assert(!proc_state_final(PS_BACKOFF));
+}
+END_TEST
+
+START_TEST(test_exitcode_and_policy)
+{
+	uint8_t codes[32] = { 0 };
+
+	ck_assert_int_eq(proc_exitcode(0), 0);
+	ck_assert_int_eq(proc_exitcode(3 << 8), 3);
+	ck_assert_int_eq(proc_exitcode(SIGTERM), -15);
+	ck_assert_int_eq(proc_exitcode(SIGKILL | 0x80), -9);
+
+	codes[0] = 1 | (1 << 2); /* 0 and 2 expected */
+	ck_assert(proc_policy_restarts(RESTART_ALWAYS, codes, 0));
+	ck_assert(!proc_policy_restarts(RESTART_NEVER, codes, 1));
+	ck_assert(!proc_policy_restarts(RESTART_ON_FAILURE, codes, 0));
+	ck_assert(!proc_policy_restarts(RESTART_ON_FAILURE, codes, 2));
+	ck_assert(proc_policy_restarts(RESTART_ON_FAILURE, codes, 1));
+	ck_assert(proc_policy_restarts(RESTART_ON_FAILURE, codes, -9));
+}
+END_TEST
+
+START_TEST(test_backoff)
+{
+	/* no jitter factor at the top: 0.5, 1, 2, 4 ... capped */
+	ck_assert_double_eq_tol(proc_backoff_delay(1, 30, 0.999999), 0.5, 1e-4);
+	ck_assert_double_eq_tol(proc_backoff_delay(2, 30, 0.999999), 1.0, 1e-4);
+	ck_assert_double_eq_tol(proc_backoff_delay(4, 30, 0.999999), 4.0, 1e-4);
+	ck_assert_double_eq_tol(proc_backoff_delay(20, 30, 0.999999), 30.0, 1e-3);
+	ck_assert_double_eq_tol(proc_backoff_delay(1000000, 30, 0.999999), 30.0, 1e-3);
+	/* jitter keeps it within [d/2, d] */
+	ck_assert_double_eq_tol(proc_backoff_delay(3, 30, 0), 1.0, 1e-9);
+	for (int i = 0; i < 100; i++) {
+		double d = proc_backoff_delay(5, 30, i / 100.0);
+		ck_assert(d >= 4.0 && d <= 8.0);
+	}
+	ck_assert_double_eq(proc_backoff_delay(0, 30, 0.5), 0);
+	ck_assert_double_eq(proc_backoff_delay(3, 0, 0.5), 0);
+	ck_assert(proc_backoff_delay(3, 0.25, 1) <= 0.25);
+}
+END_TEST
+
+static char **build(const char *cmd, const char *pool, const char *name, unsigned idx)
+{
+	char err[256];
+	char **v = NULL;
+	int r = argv_build(cmd, pool, name, idx, &v, err, sizeof(err));
+
+	ck_assert_msg(r == 0, "argv_build(%s): %s", cmd, err);
+	return v;
+}
+
+START_TEST(test_argv_split_and_expand)
+{
+	char **v = build("/usr/bin/python3 -m app.worker --id %(index)d", "web", "web:3", 3);
+
+	ck_assert_str_eq(v[0], "/usr/bin/python3");
+	ck_assert_str_eq(v[3], "--id");
+	ck_assert_str_eq(v[4], "3");
+	ck_assert_ptr_null(v[5]);
+	conf_strv_free(v);
+
+	v = build("sh -c 'echo %(name)s in \"%(pool)s\"; exit 0' 100%% x%(index)dy", "p", "p:0", 0);
+	ck_assert_str_eq(v[0], "sh");
+	ck_assert_str_eq(v[2], "echo p:0 in \"p\"; exit 0");
+	ck_assert_str_eq(v[3], "100%");
+	ck_assert_str_eq(v[4], "x0y");
+	ck_assert_ptr_null(v[5]);
+	conf_strv_free(v);
+
+	/* quoting keeps spaces; placeholders never split words */
+	v = build("printf \"%%s\\n\" \"two words\" a\\ b %(name)s", "a b", "n m", 12);
+	ck_assert_str_eq(v[1], "%s\\n");
+	ck_assert_str_eq(v[2], "two words");
+	ck_assert_str_eq(v[3], "a b");
+	ck_assert_str_eq(v[4], "n m");
+	conf_strv_free(v);
+}
+END_TEST
+
+START_TEST(test_argv_errors)
+{
+	char err[256];
+	char **v = NULL;
+
+	ck_assert_int_eq(argv_build("", "p", "p:0", 0, &v, err, sizeof(err)), -EINVAL);
+	ck_assert_int_eq(argv_build("   ", "p", "p:0", 0, &v, err, sizeof(err)), -EINVAL);
+	ck_assert_int_lt(argv_build("echo 'open", "p", "p:0", 0, &v, err, sizeof(err)), 0);
+	ck_assert_int_eq(argv_build("echo %(bogus)s", "p", "p:0", 0, &v, err, sizeof(err)),
+			 -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "placeholder"));
+	ck_assert_int_eq(argv_build("echo 50%", "p", "p:0", 0, &v, err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_null(v);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("proc");
+	TCase *tc = tcase_create("proc");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_test(tc, test_fsm_start_paths);
+	tcase_add_test(tc, test_fsm_failed_starts);
+	tcase_add_test(tc, test_fsm_deaths_after_start);
+	tcase_add_test(tc, test_fsm_stopping);
+	tcase_add_test(tc, test_fsm_table_total);
+	tcase_add_test(tc, test_exitcode_and_policy);
+	tcase_add_test(tc, test_backoff);
+	tcase_add_test(tc, test_argv_split_and_expand);
+	tcase_add_test(tc, test_argv_errors);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -548,7 +549,10 @@ bool obj_num_add(json_t *a, json_t *b, json_t **ret)
 			return false;
 		*ret = json_integer(s);
 	} else {
-		*ret = json_real(json_number_value(a) + json_number_value(b));
+		double d = json_number_value(a) + json_number_value(b);
+		if (!isfinite(d))
+			return false;
+		*ret = json_real(d);
 	}
 	return true;
 }

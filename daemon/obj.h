@@ -129,7 +129,7 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 /* JSON equality where numbers compare by value (1 == 1.0). */
 bool obj_json_equal(json_t *a, json_t *b);
 /* a + b for JSON numbers: integers stay integers (false when the int64
- * range is left), anything else is a real. */
+ * range is left), anything else is a real (false when not finite). */
 bool obj_num_add(json_t *a, json_t *b, json_t **ret);
 /* Resolve a Python index (negative from the end) against len; false when
  * outside [0, len). */

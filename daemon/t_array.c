@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,7 +216,14 @@ static enum cmd_ret array_add(struct obj_call *c)
 	if (!array_index(c, &i) || (by && !array_fits(c, by, "by")))
 		return CMD_DONE;
 	if (A(c)->is_double) {
-		A(c)->u.d[i] += by ? json_number_value(by) : 1;
+		double d = A(c)->u.d[i] + (by ? json_number_value(by) : 1);
+
+		if (!isfinite(d)) {
+			obj_error(c, MPSUP_E_OUT_OF_RANGE, "%s: the result overflows a double",
+				  c->o->name);
+			return CMD_DONE;
+		}
+		A(c)->u.d[i] = d;
 	} else {
 		json_int_t s;
 		if (__builtin_add_overflow(A(c)->u.i[i], by ? json_integer_value(by) : 1, &s)) {

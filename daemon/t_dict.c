@@ -1,6 +1,7 @@
 /* The dict type: a JSON object of any values (Manager().dict()). */
 #include "config.h"
 
+#include <math.h>
 #include <stdio.h>
 
 #include "obj.h"
@@ -228,7 +229,14 @@ static enum cmd_ret dict_incr(struct obj_call *c)
 		}
 		sum = json_integer(s);
 	} else {
-		sum = json_real((cur ? json_number_value(cur) : 0) + (by ? json_number_value(by) : 1));
+		double d = (cur ? json_number_value(cur) : 0) + (by ? json_number_value(by) : 1);
+
+		if (!isfinite(d)) {
+			obj_error(c, MPSUP_E_OUT_OF_RANGE, "%s: '%.100s' would overflow a double",
+				  c->o->name, json_string_value(c->arg[0]));
+			return CMD_DONE;
+		}
+		sum = json_real(d);
 	}
 	if (!sum || json_object_setn_new_nocheck(D(c), KEY(c), json_incref(sum)) < 0) {
 		json_decref(sum);

@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,8 +172,7 @@ static enum cmd_ret value_set(struct obj_call *c)
 
 static enum cmd_ret value_overflow(struct obj_call *c)
 {
-	obj_error(c, MPSUP_E_OUT_OF_RANGE, "%s: the result leaves the 64-bit integer range",
-		  c->o->name);
+	obj_error(c, MPSUP_E_OUT_OF_RANGE, "%s: the result is out of range", c->o->name);
 	return CMD_DONE;
 }
 
@@ -192,10 +192,15 @@ static enum cmd_ret value_add(struct obj_call *c)
 		x->u.i = bi;
 		obj_ok(c, json_integer(x->u.i));
 		return CMD_DONE;
-	case VALUE_DOUBLE:
-		x->u.d += by ? json_number_value(by) : 1;
+	case VALUE_DOUBLE: {
+		double d = x->u.d + (by ? json_number_value(by) : 1);
+
+		if (!isfinite(d))
+			return value_overflow(c);
+		x->u.d = d;
 		obj_ok(c, json_real(x->u.d));
 		return CMD_DONE;
+	}
 	case VALUE_ANY:
 		break;
 	}
@@ -217,6 +222,8 @@ static enum cmd_ret value_add(struct obj_call *c)
 	} else {
 		double d = json_number_value(x->u.any) + (by ? json_number_value(by) : 1);
 
+		if (!isfinite(d))
+			return value_overflow(c);
 		if (json_is_real(x->u.any) && x->u.any->refcount == 1) {
 			json_real_set(x->u.any, d);
 		} else {

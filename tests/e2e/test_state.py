@@ -240,6 +240,15 @@ class Values(DaemonTestCase):
             self.assertEqual(c.err("value.set", name="f", value=None), "bad_request")
             self.assertEqual(c.ok("value.cas", name="f", expect=3, value=1.5),
                              {"swapped": True})
+            c.ok("value.set", name="f", value=1.5e308)
+            self.assertEqual(c.err("value.add", name="f", by=1.5e308), "out_of_range")
+            self.assertEqual(c.ok("value.get", name="f"), 1.5e308)
+            c.ok("value.set", name="any", value=1.5e308)
+            self.assertEqual(c.err("value.add", name="any", by=1.5e308), "out_of_range")
+            c.ok("dict.set", name="d", key="k", value=1.5e308)
+            self.assertEqual(c.err("dict.incr", name="d", key="k", by=1.5e308), "out_of_range")
+            c.ok("obj.create", name="a", type="array", typecode="d", init=[1.5e308])
+            self.assertEqual(c.err("array.add", name="a", index=0, by=1.5e308), "out_of_range")
 
     def test_value_options(self):
         with self.d.client() as c:

@@ -556,7 +556,7 @@ static int cmd_scale(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char 
 }
 
 static const struct ctl_column pool_cols[] = {
-	{ "name", "NAME", NULL, NULL },
+	{ "pool", "NAME", NULL, NULL },
 	{ "mode", "MODE", NULL, NULL },
 	{ "processes", "PROCESSES", NULL, NULL },
 	{ "running", "RUNNING", NULL, NULL },
@@ -593,7 +593,7 @@ static int cmd_pools(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char 
 		json_object_foreach(result, name, pool) {
 			json_t *row = json_is_object(pool) ? json_deep_copy(pool) : json_object();
 
-			json_object_set_new(row, "name", json_string(name));
+			json_object_set_new(row, "pool", json_string(name));
 			json_array_append_new(rows, row);
 		}
 	}

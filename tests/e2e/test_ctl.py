@@ -229,5 +229,25 @@ class TestNoDaemon(mpsuptest.unittest.TestCase):
         self.assertIn("dict incr NAME KEY [BY]", p.stdout)
 
 
+class TestAgainstSupervisor(DaemonTestCase):
+    """mpctl's tables against a real daemon with pools."""
+    config = "[pool:web]\ncommand = sleep 1000\nprocesses = 2\nstart_secs = 0\n"
+
+    def test_pools_and_status_tables(self):
+        wait_for(lambda: all(p["state"] == "running" for p in self.d.ok("status")),
+                 what="workers running")
+        out = self.d.mpctl("pools", check=0).stdout
+        self.assertRegex(out, r"(?m)^NAME\s+MODE")
+        self.assertRegex(out, r"(?m)^web\s+service\s+2\s+2")
+        out = self.d.mpctl("status", check=0).stdout
+        self.assertRegex(out, r"(?m)^web:0\s+running\s+\d+")
+        self.assertRegex(out, r"(?m)^web:1\s+running\s+\d+")
+        self.assertEqual(self.d.mpctl("is-alive", "web:1").returncode, 0)
+
+    def test_value_add_through_mpctl(self):
+        self.assertEqual(self.d.mpctl("value", "add", "hits", "5", check=0).stdout.strip(), "5")
+        self.assertEqual(self.d.mpctl("value", "get", "hits", check=0).stdout.strip(), "5")
+
+
 if __name__ == "__main__":
     mpsuptest.main()

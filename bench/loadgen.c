@@ -10,6 +10,9 @@
  * commands (SET, GET, INCR, RPUSH, RPOP), so both servers face the same
  * client.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>

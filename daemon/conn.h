@@ -16,6 +16,7 @@
 
 #include "conf.h"
 
+struct conn;
 struct request;
 struct evbuffer;
 struct event;

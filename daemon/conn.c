@@ -706,15 +706,27 @@ int server_start(void)
 {
 	const char *path = daemon_g.socket_override ? daemon_g.socket_override
 		: daemon_g.conf->socket ? daemon_g.conf->socket : MPSUP_DEFAULT_SOCKET;
-	int n = sd_listen_fds(0);
+	struct sockaddr_un sa;
+	socklen_t len = sizeof(sa);
+	/* 1: unset LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES so no child sees them */
+	int n = sd_listen_fds(1);
 
-	if (n > 0 && sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, NULL, 0) > 0) {
-		listen_fd = SD_LISTEN_FDS_START;
+	/* Socket activation: the first listening Unix stream socket is ours;
+	 * anything else systemd passed is closed (never inherited). */
+	for (int fd = SD_LISTEN_FDS_START; n > 0 && fd < SD_LISTEN_FDS_START + n; fd++) {
+		if (listen_fd < 0 && sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) > 0) {
+			listen_fd = fd;
+			continue;
+		}
+		log_warn("server", "ignoring passed descriptor %d (not a listening Unix stream socket)",
+			 fd);
+		close(fd);
+	}
+	if (listen_fd >= 0) {
 		listen_activated = true;
 		fcntl(listen_fd, F_SETFD, FD_CLOEXEC);
 		fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
-		struct sockaddr_un sa;
-		socklen_t len = sizeof(sa);
+		memset(&sa, 0, sizeof(sa));
 		if (getsockname(listen_fd, (struct sockaddr *)&sa, &len) == 0 &&
 		    len > offsetof(struct sockaddr_un, sun_path) && sa.sun_path[0])
 			path = sa.sun_path;

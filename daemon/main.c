@@ -1,6 +1,8 @@
 /*
  * mpsupd: the mpsup supervisor daemon. Runs in the foreground with one
  * libevent loop; SIGTERM/SIGINT shut it down in order, SIGHUP reloads.
+ * Under systemd it speaks sd_notify (notify.c), takes a socket handed over
+ * by socket activation (conn.c) and logs to the journal (log.c).
  */
 #include "config.h"
 
@@ -21,6 +23,7 @@
 #include "daemon.h"
 #include "events.h"
 #include "log.h"
+#include "notify.h"
 
 #define DEFAULT_CONFIG SYSCONFDIR "/mpsupd/mpsupd.conf"
 
@@ -74,6 +77,7 @@ void daemon_shutdown(const char *why)
 		return;
 	daemon_g.shutting_down = true;
 	log_info("daemon", "shutting down (%s)", why);
+	notify_stopping();
 	if (events_wanted(TOPIC_DAEMON))
 		events_publish(TOPIC_DAEMON, json_pack("{s:s, s:s}", "event", "daemon.shutdown",
 						       "reason", why));
@@ -86,9 +90,11 @@ int daemon_reload(json_t **result, char *err, size_t errlen)
 	json_t *changes;
 	int r;
 
+	notify_reloading();
 	r = conf_load(daemon_g.conf_path, &newconf, err, errlen);
 	if (r < 0) {
 		log_error("daemon", "reload refused, running config kept: %s", err);
+		notify_ready();
 		return r;
 	}
 	if ((newconf->socket || old->socket) && !daemon_g.socket_override &&
@@ -107,6 +113,7 @@ int daemon_reload(json_t **result, char *err, size_t errlen)
 		*result = changes;
 	else
 		json_decref(changes);
+	notify_ready();
 	return 0;
 }
 
@@ -199,6 +206,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	log_set_level((enum log_level)daemon_g.conf->log_level);
+	/* Take the service manager's variables out of the environment before
+	 * anything can be spawned; LISTEN_* go in server_start(). */
+	notify_init();
 	signal(SIGPIPE, SIG_IGN);
 	clock_gettime(CLOCK_MONOTONIC, &daemon_g.started);
 	daemon_g.started_wall = time(NULL);
@@ -217,18 +227,32 @@ int main(int argc, char **argv)
 	}
 	command_init();
 	r = server_start();
+	/* sd_listen_fds(1) unset these already; make sure whatever happened. */
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDNAMES");
 	if (r < 0) {
 		log_error("daemon", "cannot listen: %s", strerror(-r));
+		notify_status("cannot listen: %s", strerror(-r));
 		return 1;
 	}
 	log_info("daemon", "mpsupd %s started (pid %d, config %s)", PACKAGE_VERSION,
 		 (int)getpid(), daemon_g.conf_path);
 	if (modules_start(daemon_g.conf) < 0) {
 		log_error("daemon", "start-up failed");
+		notify_status("start-up failed");
 		server_stop();
 		return 1;
 	}
+	if (notify_start(daemon_g.base) < 0) {
+		log_error("daemon", "cannot set up service notifications");
+		server_stop();
+		return 1;
+	}
+	notify_ready();
 	event_base_dispatch(daemon_g.base);
+
+	notify_cleanup();
 
 	for (int i = 0; i < 3; i++)
 		event_free(sig_events[i]);

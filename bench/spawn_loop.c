@@ -19,7 +19,8 @@ extern char **environ;
 int main(int argc, char **argv)
 {
 	int n = argc > 1 ? atoi(argv[1]) : 1000;
-	char *const args[] = { "sleep", "1000", NULL };
+	static char a0[] = "sleep", a1[] = "1000";
+	char *const args[] = { a0, a1, NULL };
 	posix_spawnattr_t attr;
 	struct timespec t0, t1;
 	pid_t *pids = calloc((size_t)n, sizeof(*pids));

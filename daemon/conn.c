@@ -182,46 +182,62 @@ void conn_remove_close_hook(struct conn *c, conn_hook_fn *fn, void *arg)
 }
 
 /*
- * Serialize into one scratch buffer and hand it to the output buffer with
- * one evbuffer_add: json_dump_callback would add every token separately.
+ * Serialize into one reusable buffer and hand it to the output buffer with
+ * one evbuffer_add (json_dump_callback would add every token separately).
+ * The buffer grows to the largest line seen, so a big answer (status of
+ * thousands of processes) is serialized once, not sized first.
  */
-static char scratch[64 * 1024];
+static char *scratch;
+static size_t scratch_cap;
 
-/* Append the compact JSON of v at buf[off]; returns the new length, or 0
- * when it does not fit (the caller falls back to the heap). */
-static size_t dump_at(json_t *v, char *buf, size_t cap, size_t off)
+/* Make scratch hold at least n bytes. */
+static bool scratch_reserve(size_t n)
 {
-	size_t n = json_dumpb(v, buf + off, cap - off, JSON_COMPACT | JSON_ENCODE_ANY);
+	char *p;
+	size_t cap = scratch_cap ? scratch_cap : 64 * 1024;
 
-	if (n == 0 || n > cap - off)
-		return 0;
-	return off + n;
+	if (n <= scratch_cap)
+		return true;
+	while (cap < n)
+		cap *= 2;
+	if (!(p = realloc(scratch, cap)))
+		return false;
+	scratch = p;
+	scratch_cap = cap;
+	return true;
 }
 
-/* Append a literal at buf[off]; returns the new length or 0 when full. */
+/* Append the compact JSON of v at buf[off] when it fits; returns the
+ * offset after it either way (0 on a serialization error). */
+static size_t dump_at(json_t *v, char *buf, size_t cap, size_t off)
+{
+	size_t room = off < cap ? cap - off : 0;
+	size_t n = json_dumpb(v, room ? buf + off : NULL, room, JSON_COMPACT | JSON_ENCODE_ANY);
+
+	return n ? off + n : 0;
+}
+
+/* Append a literal when it fits; returns the offset after it either way. */
 static size_t add_lit(char *buf, size_t cap, size_t off, const char *lit, size_t len)
 {
-	if (len > cap - off)
-		return 0;
-	memcpy(buf + off, lit, len);
+	if (off + len <= cap)
+		memcpy(buf + off, lit, len);
 	return off + len;
 }
 
-/* Build a reply line {"id":ID,"ok":B,"result"|"error":V}\n into buf;
- * returns its length or 0 when it does not fit. */
+/* Build a reply line {"id":ID,"ok":B,"result"|"error":V}\n into buf.
+ * Returns its length, which is more than cap when it did not fit, or 0
+ * when a value cannot be serialized. */
 static size_t build_reply(char *buf, size_t cap, json_t *id, bool ok, json_t *v)
 {
 	static const char mid_ok[] = ",\"ok\":true,\"result\":";
 	static const char mid_err[] = ",\"ok\":false,\"error\":";
-	size_t off;
+	size_t off = add_lit(buf, cap, 0, "{\"id\":", 6);
 
-	if (!(off = add_lit(buf, cap, 0, "{\"id\":", 6)))
-		return 0;
 	if (!(off = id ? dump_at(id, buf, cap, off) : add_lit(buf, cap, off, "null", 4)))
 		return 0;
-	if (!(off = ok ? add_lit(buf, cap, off, mid_ok, sizeof(mid_ok) - 1)
-		       : add_lit(buf, cap, off, mid_err, sizeof(mid_err) - 1)))
-		return 0;
+	off = ok ? add_lit(buf, cap, off, mid_ok, sizeof(mid_ok) - 1)
+		 : add_lit(buf, cap, off, mid_err, sizeof(mid_err) - 1);
 	if (!(off = dump_at(v, buf, cap, off)))
 		return 0;
 	return add_lit(buf, cap, off, "}\n", 2);
@@ -247,56 +263,50 @@ static bool conn_queue(struct conn *c, const char *data, size_t len)
 
 bool conn_send_reply(struct conn *c, json_t *id, bool ok, json_t *v)
 {
-	size_t n, need;
-	char *heap;
-	bool r;
+	size_t n;
 
 	if (c->dead)
 		return false;
-	n = build_reply(scratch, sizeof(scratch), id, ok, v);
-	if (n)
-		return conn_queue(c, scratch, n);
-	/* large: size it exactly */
-	need = json_dumpb(id ? id : json_null(), NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY) +
-	       json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY) + 64;
-	heap = malloc(need);
-	n = heap ? build_reply(heap, need, id, ok, v) : 0;
-	r = n ? conn_queue(c, heap, n) : false;
-	free(heap);
-	if (!n && !c->dead) {
-		log_error("conn", "cannot serialize an answer for client %llu; dropping it",
-			  (unsigned long long)c->id);
-		conn_close(c);
+	if (!scratch_reserve(64 * 1024))
+		goto fail;
+	n = build_reply(scratch, scratch_cap, id, ok, v);
+	if (n > scratch_cap) {
+		if (!scratch_reserve(n))
+			goto fail;
+		n = build_reply(scratch, scratch_cap, id, ok, v);
 	}
-	return r;
+	if (n && n <= scratch_cap)
+		return conn_queue(c, scratch, n);
+fail:
+	log_error("conn", "cannot serialize an answer for client %llu; dropping it",
+		  (unsigned long long)c->id);
+	conn_close(c);
+	return false;
 }
 
 bool conn_send(struct conn *c, json_t *msg)
 {
-	size_t n, need;
-	char *heap;
-	bool r;
+	size_t n;
 
 	if (c->dead)
 		return false;
-	n = json_dumpb(msg, scratch, sizeof(scratch) - 1, JSON_COMPACT | JSON_ENCODE_ANY);
-	if (n > 0 && n < sizeof(scratch) - 1) {
+	if (!scratch_reserve(64 * 1024))
+		goto fail;
+	n = dump_at(msg, scratch, scratch_cap - 1, 0);
+	if (n > scratch_cap - 1) {
+		if (!scratch_reserve(n + 1))
+			goto fail;
+		n = dump_at(msg, scratch, scratch_cap - 1, 0);
+	}
+	if (n && n <= scratch_cap - 1) {
 		scratch[n] = '\n';
 		return conn_queue(c, scratch, n + 1);
 	}
-	need = n + 1;
-	heap = n ? malloc(need) : NULL;
-	if (!heap || json_dumpb(msg, heap, need, JSON_COMPACT | JSON_ENCODE_ANY) != n) {
-		free(heap);
-		log_error("conn", "cannot serialize output for client %llu; dropping it",
-			  (unsigned long long)c->id);
-		conn_close(c);
-		return false;
-	}
-	heap[n] = '\n';
-	r = conn_queue(c, heap, need);
-	free(heap);
-	return r;
+fail:
+	log_error("conn", "cannot serialize output for client %llu; dropping it",
+		  (unsigned long long)c->id);
+	conn_close(c);
+	return false;
 }
 
 /*

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mpsup.h"
@@ -112,6 +113,55 @@ json_t *mpsup_response_ok(json_t *id, json_t *result)
 	return resp;
 }
 
+/* Length of the valid UTF-8 sequence at s (no overlongs, surrogates or
+ * code points past U+10FFFF), or 0 when it is not one. */
+static size_t utf8_seq_len(const unsigned char *s)
+{
+	unsigned c = s[0], min, cp;
+	size_t n;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2, min = 0x80, cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3, min = 0x800, cp = c & 0x0f;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4, min = 0x10000, cp = c & 0x07;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80) /* also stops at the NUL */
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+/* A copy of s with every byte that is not valid UTF-8 replaced by '?':
+ * messages quote client input and may cut a character in two. */
+static char *utf8_sanitize(const char *s)
+{
+	size_t len = strlen(s), i = 0;
+	char *out = malloc(len + 1);
+
+	if (!out)
+		return NULL;
+	while (i < len) {
+		size_t n = utf8_seq_len((const unsigned char *)s + i);
+		if (n == 0) {
+			out[i++] = '?';
+			continue;
+		}
+		memcpy(out + i, s + i, n);
+		i += n;
+	}
+	out[len] = '\0';
+	return out;
+}
+
 json_t *mpsup_response_error(json_t *id, enum mpsup_err code, const char *message)
 {
 	const char *name = mpsup_err_name(code);
@@ -120,6 +170,13 @@ json_t *mpsup_response_error(json_t *id, enum mpsup_err code, const char *messag
 	if (!name || code == MPSUP_OK)
 		name = mpsup_err_name(MPSUP_E_INTERNAL);
 	err = json_pack("{s:s, s:s}", "code", name, "message", message ? message : "");
+	if (!err && message) {
+		/* Not UTF-8 (jansson refuses it): answer anyway, never drop it. */
+		char *clean = utf8_sanitize(message);
+		if (clean)
+			err = json_pack("{s:s, s:s}", "code", name, "message", clean);
+		free(clean);
+	}
 	if (!err)
 		return NULL;
 	resp = json_object();

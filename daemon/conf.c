@@ -577,6 +577,20 @@ int pool_conf_set(struct pool_conf *p, const char *key, const char *value, char 
 				return -EINVAL;
 			}
 		}
+		/* A later KEY= overrides an earlier one (as in sh or systemd):
+		 * keep one entry per key, or the child would see the first. */
+		size_t n = 0;
+		for (size_t i = 0; env[i]; i++) {
+			size_t kl = (size_t)(strchr(env[i], '=') - env[i]) + 1;
+			bool later = false;
+			for (size_t j = i + 1; env[j] && !later; j++)
+				later = strncmp(env[i], env[j], kl) == 0;
+			if (later)
+				free(env[i]);
+			else
+				env[n++] = env[i];
+		}
+		env[n] = NULL;
 		strv_free(p->environment);
 		p->environment = env;
 	} else if (strcmp(key, "stdout") == 0) {
@@ -793,7 +807,8 @@ int pool_conf_from_json(json_t *obj, struct pool_conf **ret, char *err, size_t e
 		char *text = NULL, sub[CONF_ERR_MAX];
 		int r;
 
-		if (strcmp(key, "pool") == 0)
+		/* null = the default, so pool.list output is valid pool.add input */
+		if (strcmp(key, "pool") == 0 || json_is_null(v))
 			continue;
 		if ((r = json_value_text(key, v, &text, err, errlen)) < 0) {
 			pool_conf_free(p);
@@ -849,19 +864,26 @@ json_t *pool_conf_to_json(const struct pool_conf *p)
 			json_object_set_new(env, k, json_string(eq + 1));
 		free(k);
 	}
-	return json_pack("{s:s, s:s?, s:I, s:s, s:s, s:o, s:f, s:I, s:f, s:s?, s:f, s:s?, s:s?,"
-			 " s:s?, s:s, s:o, s:o, s:o, s:b, s:i, s:f, s:I}",
+	/* every key pool_conf_set() knows, so pool.list output is pool.add input */
+	return json_pack("{s:s, s:s?, s:I, s:s, s:s, s:o, s:f, s:I, s:f, s:o, s:f, s:s?, s:s?,"
+			 " s:s?, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:i, s:f, s:I, s:I}",
 			 "pool", p->name, "command", p->command, "processes", (json_int_t)p->processes,
 			 "mode", p->mode == POOL_MODE_TASK ? "task" : "service",
 			 "restart", restarts[p->restart], "exit_codes", codes,
 			 "start_secs", p->start_secs, "start_retries", (json_int_t)p->start_retries,
-			 "backoff_max", p->backoff_max, "stop_signal", sig,
+			 "backoff_max", p->backoff_max, "stop_signal",
+			 sig ? json_string(sig) : json_integer(p->stop_signal), /* SIGRTMIN+n */
 			 "stop_timeout", p->stop_timeout, "user", p->user, "group", p->group,
 			 "directory", p->directory, "umask", umask_text,
 			 "environment", env, "stdout", output_to_json(&p->out),
-			 "stderr", output_to_json(&p->err), "autostart", p->autostart,
+			 "stderr", output_to_json(&p->err),
+			 "stdout_max_bytes", (json_int_t)p->out.max_bytes,
+			 "stdout_backups", (json_int_t)p->out.backups,
+			 "stderr_max_bytes", (json_int_t)p->err.max_bytes,
+			 "stderr_backups", (json_int_t)p->err.backups, "autostart", p->autostart,
 			 "priority", p->priority, "task_timeout", p->task_timeout,
-			 "task_retries", (json_int_t)p->task_retries);
+			 "task_retries", (json_int_t)p->task_retries,
+			 "max_pending", (json_int_t)p->max_pending);
 }
 
 struct pool_conf *conf_find_pool(const struct conf *c, const char *name)
@@ -1083,6 +1105,16 @@ static int main_key(struct parse_state *st, const char *key, const char *value)
 	return 0;
 }
 
+/* Valid UTF-8 (what jansson accepts): every config text may end up in a
+ * JSON answer (pool.list, error messages). */
+static bool utf8_valid(const char *s)
+{
+	json_t *j = json_string(s);
+
+	json_decref(j);
+	return j != NULL;
+}
+
 /* libinih callback: returns 1 to go on, 0 on error (ini_parse gives the line). */
 static int conf_ini_handler(void *user, const char *section, const char *key, const char *value)
 {
@@ -1091,6 +1123,10 @@ static int conf_ini_handler(void *user, const char *section, const char *key, co
 	bool new_section = strcmp(section, st->section) != 0;
 	int r;
 
+	if (!utf8_valid(section) || !utf8_valid(key) || !utf8_valid(value)) {
+		snprintf(st->err, sizeof(st->err), "not valid UTF-8");
+		return 0;
+	}
 	snprintf(st->section, sizeof(st->section), "%s", section);
 	if (strcmp(section, "mpsupd") == 0) {
 		r = main_key(st, key, value);

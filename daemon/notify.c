@@ -141,11 +141,15 @@ static long long figure(json_t *v, long long def)
 void notify_summary(json_t *info, unsigned conf_pools, char *buf, size_t len)
 {
 	json_t *procs = json_object_get(info, "processes");
-	long long pools = figure(json_object_get(info, "pools"), conf_pools);
-	long long running = 0, fatal = 0;
+	json_t *pools_v = json_object_get(info, "pools");
+	long long pools, running = 0, fatal = 0;
 
+	if (!pools_v && json_is_object(procs))
+		pools_v = json_object_get(procs, "pools");
+	pools = figure(pools_v, conf_pools);
 	if (json_is_object(procs)) {
-		running = figure(json_object_get(procs, "running"), 0);
+		json_t *run = json_object_get(procs, "running");
+		running = figure(run ? run : json_object_get(procs, "alive"), 0);
 		fatal = figure(json_object_get(procs, "fatal"), 0);
 	} else if (json_is_integer(procs)) {
 		running = json_integer_value(procs);

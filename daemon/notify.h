@@ -46,9 +46,10 @@ void notify_status_changed(void);
 
 /*
  * The one-line summary "N pools, M processes running, K fatal" built from
- * a daemon.info result: "pools" (an integer, or a list/object counted) and
- * "processes" (an object with integer "running" and "fatal" members). A
- * missing figure counts as 0; pools falls back to conf_pools.
+ * a daemon.info result: N from "pools" or "processes.pools" (an integer, or
+ * a list/object counted), M from "processes.running" (else
+ * "processes.alive"), K from "processes.fatal". A missing figure counts as
+ * 0; N falls back to conf_pools.
  */
 void notify_summary(json_t *info, unsigned conf_pools, char *buf, size_t len);
 

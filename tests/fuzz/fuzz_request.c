@@ -1,0 +1,214 @@
+/*
+ * Fuzz target: the daemon's request path, end to end in memory. The input
+ * is written into one end of a socketpair whose other end is a real
+ * struct conn on the daemon's event loop, so bytes go through the framer,
+ * the envelope parser, the role check and the command handlers against
+ * live shared state, and the answers through the output path.
+ *
+ * Input: the first byte picks the peer's role (byte % 3: none, read,
+ * state; never admin, which could spawn processes or stop the loop); the
+ * rest is the byte stream the client sends before half-closing.
+ *
+ * Checked: no crash or sanitizer report; every line the daemon writes is a
+ * JSON object, either an answer ({id, ok: true, result} or {id, ok: false,
+ * error: {code, message}} with a known code) or a stream event; without a
+ * role (nothing can wait or stream) every complete non-empty line gets
+ * exactly one answer; the connection closes by itself after the client's
+ * EOF (nothing hangs). Shared state is cleared after each input.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "command.h"
+#include "conn.h"
+#include "daemon.h"
+#include "fuzz.h"
+#include "log.h"
+#include "obj.h"
+
+#define PEER_UID 65534 /* an unprivileged uid: peer_role() grants nothing */
+#define DEADLINE_SECS 20.0
+
+/* The daemon's output as seen by the client: a partial line. */
+struct peer {
+	int fd;
+	char *buf;
+	size_t len, cap;
+	size_t lines;
+};
+
+static void setup(void)
+{
+	struct conf *cf = malloc(sizeof(*cf));
+
+	FUZZ_CHECK(cf, "out of memory");
+	conf_defaults(cf);
+	/* Small bounds keep each input fast while still reachable. */
+	cf->max_objects = 256;
+	cf->max_queue_items = 4096;
+	cf->max_waiters = 16;
+	cf->max_output_bytes = 1 << 20;
+	cf->max_request_bytes = 16 * 1024; /* reachable: -max_len=20000 */
+	log_init(getenv("FUZZ_LOG") ? LOG_LVL_DEBUG : LOG_LVL_ERROR);
+	signal(SIGPIPE, SIG_IGN);
+	clock_gettime(CLOCK_MONOTONIC, &daemon_g.started);
+	daemon_g.started_wall = time(NULL);
+	daemon_g.conf = cf;
+	daemon_g.conf_path = "/nonexistent/mpsupd-fuzz.conf";
+	daemon_g.base = event_base_new();
+	FUZZ_CHECK(daemon_g.base, "event_base_new failed");
+	command_init();
+	FUZZ_CHECK(modules_start(cf) == 0, "modules_start failed");
+}
+
+/* Check one complete output line: an answer or a stream event. */
+static void check_line(const char *line, size_t len)
+{
+	json_error_t jerr;
+	json_t *v = json_loadb(line, len, JSON_DECODE_ANY, &jerr), *ok, *err;
+
+	FUZZ_CHECK(v && json_is_object(v), "daemon wrote a line that is not a JSON object: %.200s",
+		   line);
+	if (!json_object_get(v, "event")) {
+		ok = json_object_get(v, "ok");
+		err = json_object_get(v, "error");
+		FUZZ_CHECK(json_is_boolean(ok) && json_object_get(v, "id"), "not an answer: %.200s",
+			   line);
+		if (json_is_true(ok))
+			FUZZ_CHECK(json_object_get(v, "result") && !err, "bad success: %.200s", line);
+		else
+			FUZZ_CHECK(json_is_string(json_object_get(err, "code")) &&
+					   mpsup_err_from_name(json_string_value(
+						   json_object_get(err, "code"))) > 0 &&
+					   json_is_string(json_object_get(err, "message")),
+				   "bad error answer: %.200s", line);
+	}
+	json_decref(v);
+}
+
+/* Answers due without a role: one per complete non-empty line (after a
+ * CR), and one for the first line over the maximum, after which the
+ * connection closes. */
+static size_t answers_due(const uint8_t *data, size_t size, size_t max)
+{
+	size_t n = 0, start = 0;
+
+	for (size_t i = 0; i < size; i++)
+		if (data[i] == '\n') {
+			size_t len = i - start;
+			if (len > max)
+				return n + 1;
+			if (len > 0 && data[i - 1] == '\r')
+				len--;
+			n += len > 0;
+			start = i + 1;
+		}
+	return n + (size - start > max);
+}
+
+/* Read what the daemon wrote and check every complete line. */
+static void peer_drain(struct peer *p)
+{
+	for (;;) {
+		char *nl;
+		ssize_t n;
+
+		if (p->cap - p->len < 65536) {
+			char *nb = realloc(p->buf, p->cap + 65536);
+			FUZZ_CHECK(nb, "out of memory");
+			p->buf = nb;
+			p->cap += 65536;
+		}
+		n = read(p->fd, p->buf + p->len, p->cap - p->len);
+		if (n <= 0) {
+			FUZZ_CHECK(n == 0 || errno == EAGAIN || errno == EINTR || errno == ECONNRESET,
+				   "read: %s", strerror(errno));
+			return;
+		}
+		p->len += (size_t)n;
+		size_t start = 0;
+		while ((nl = memchr(p->buf + start, '\n', p->len - start))) {
+			*nl = '\0';
+			check_line(p->buf + start, (size_t)(nl - (p->buf + start)));
+			p->lines++;
+			start = (size_t)(nl - p->buf) + 1;
+		}
+		memmove(p->buf, p->buf + start, p->len - start);
+		p->len -= start;
+	}
+}
+
+static void on_close(struct conn *c, void *arg)
+{
+	(void)c;
+	*(bool *)arg = true;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const enum role roles[] = { ROLE_NONE, ROLE_READ, ROLE_STATE };
+	static bool ready;
+	struct peer p = { .fd = -1 };
+	bool closed = false;
+	enum role c_role;
+	struct conn *c;
+	double deadline;
+	size_t off = 1;
+	int sv[2];
+
+	if (!ready) {
+		setup();
+		ready = true;
+	}
+	if (size < 1)
+		return 0;
+	FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0,
+		   "socketpair: %s", strerror(errno));
+	c = conn_new_for_fd(sv[0], PEER_UID, PEER_UID, getpid());
+	FUZZ_CHECK(c, "conn_new_for_fd failed");
+	c->role = c_role = roles[data[0] % 3];
+	conn_add_close_hook(c, on_close, &closed);
+	p.fd = sv[1];
+
+	deadline = now_mono() + DEADLINE_SECS;
+	while (off < size && !closed) {
+		ssize_t n = write(sv[1], data + off, size - off);
+		if (n > 0)
+			off += (size_t)n;
+		else
+			FUZZ_CHECK(errno == EAGAIN || errno == EINTR, "write: %s", strerror(errno));
+		peer_drain(&p);
+		event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+		FUZZ_CHECK(now_mono() < deadline, "the daemon stopped reading (%zu of %zu bytes sent)",
+			   off, size);
+	}
+	shutdown(sv[1], SHUT_WR);
+	while (!closed) {
+		peer_drain(&p);
+		event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+		FUZZ_CHECK(now_mono() < deadline, "the connection did not close after the peer's EOF");
+	}
+	peer_drain(&p);
+	if (c_role == ROLE_NONE) {
+		size_t due = answers_due(data + 1, size - 1, daemon_g.conf->max_request_bytes);
+		FUZZ_CHECK(p.lines == due, "%zu answers where %zu are due", p.lines, due);
+	}
+	/* Let deferred frees run, then forget this input's state. */
+	event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+	obj_delete_all();
+	event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+	FUZZ_CHECK(server_clients() == 0, "%u connections left after close", server_clients());
+	close(sv[1]);
+	free(p.buf);
+	return 0;
+}

@@ -278,6 +278,28 @@ class StateForGroup(AccessTestCase):
         self.assertEqual(self.nobody.code("daemon.shutdown"), "permission_denied")
 
 
+class PoolUserGetsState(AccessTestCase):
+    """The users pool workers run as get the state role by default, so
+    workers can use shared state (never started here: autostart = no)."""
+    config = ("[pool:w]\ncommand = /bin/sleep 1000\nuser = %s\nautostart = no\n"
+              % NOBODY)
+
+    def test_worker_user_has_state(self):
+        self.need_state()
+        self.assertEqual(self.nobody.call("value.add", name="w", by=1)["result"], 1)
+        self.assertEqual(self.nobody.code("daemon.shutdown"), "permission_denied")
+
+
+class PoolUserWithExplicitState(AccessTestCase):
+    """An explicit state list replaces that default."""
+    config = ("[access]\nstate = root\n[pool:w]\ncommand = /bin/sleep 1000\n"
+              "user = %s\nautostart = no\n" % NOBODY)
+
+    def test_worker_user_has_nothing(self):
+        self.assertEqual(self.nobody.code("hello"), "permission_denied")
+        self.assertEqual(self.nobody.code("value.add", name="w", by=1), "permission_denied")
+
+
 class AdminForNobody(AccessTestCase):
     config = "[access]\nadmin = nobody\n"
 

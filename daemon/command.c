@@ -19,6 +19,7 @@
 extern const struct cmd_module meta_module;
 extern const struct cmd_module events_module;
 extern const struct cmd_module state_module;
+extern const struct cmd_module persist_module;
 extern const struct cmd_module proc_module;
 
 /* Every module, in start order. Adding a module is one line here. */
@@ -26,6 +27,7 @@ static const struct cmd_module *const modules[] = {
 	&meta_module,
 	&events_module,
 	&state_module,
+	&persist_module, /* loads the state before anything serves it; stops after proc */
 	&proc_module,
 };
 #define N_MODULES (sizeof(modules) / sizeof(modules[0]))

@@ -28,6 +28,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "mpsup.h"
+#include "persist.h"
 
 #define READ_CHUNK (64 * 1024)
 #define LINGER_SECS 2.0        /* how long a closing peer may keep sending */
@@ -45,6 +46,8 @@ static char *socket_path;
 static void conn_process(struct conn *c);
 static void conn_update_events(struct conn *c);
 static void conn_linger(struct conn *c);
+static bool conn_wants_read(struct conn *c);
+static void conn_barrier_passed(void *arg);
 
 const char *server_socket_path(void)
 {
@@ -122,6 +125,8 @@ void conn_close(struct conn *c)
 	if (c->dead)
 		return;
 	c->dead = true;
+	if (c->held)
+		persist_barrier_cancel(conn_barrier_passed, c);
 	if (c->kept) {
 		struct request *r = c->kept;
 		c->kept = NULL;
@@ -348,8 +353,31 @@ static bool conn_linger_read(struct conn *c)
 	return false;
 }
 
+/* The commit barrier let c's output go: write it now. */
+static void conn_barrier_passed(void *arg)
+{
+	struct conn *c = arg;
+
+	c->held = false;
+	conn_flush(c);
+}
+
 void conn_flush(struct conn *c)
 {
+	/* Commit barrier: while mutations of this event-loop pass are not yet
+	 * written to the state log (and synced with state_sync = always), the
+	 * answers - which may acknowledge them or show their effects - wait;
+	 * conn_barrier_passed() writes them after the commit (persist.h). */
+	if (c->held)
+		return;
+	if (!c->dead && evbuffer_get_length(c->out) > 0 &&
+	    persist_barrier(conn_barrier_passed, c)) {
+		c->held = true;
+		event_del(c->ev_write);
+		if (!conn_wants_read(c))
+			event_del(c->ev_read);
+		return;
+	}
 	while (!c->dead && evbuffer_get_length(c->out) > 0) {
 		int n = evbuffer_write(c->out, c->fd);
 		if (n < 0) {
@@ -480,6 +508,7 @@ static void conn_process(struct conn *c)
 		 * is cancelled rather than completed into a closed socket (a
 		 * queue item would be lost). Otherwise answer what it sent. */
 		if (c->kept) {
+			persist_commit(); /* the answers must not wait: write now */
 			conn_flush(c);
 			if (!c->dead)
 				conn_close(c);

@@ -17,6 +17,7 @@ struct daemon {
 	struct timespec started;  /* CLOCK_MONOTONIC */
 	time_t started_wall;
 	bool shutting_down;
+	bool truncate_corrupt_state; /* --truncate-corrupt-state (persist.c) */
 	int exit_code;
 };
 

@@ -141,6 +141,8 @@ static void usage(FILE *f)
 		"  -c, --config FILE      configuration file (default %s)\n"
 		"  -s, --socket PATH      control socket (overrides the config)\n"
 		"      --check-config     validate the configuration and exit\n"
+		"      --truncate-corrupt-state  start even if the state log is corrupt,\n"
+		"                         dropping it from the damage on\n"
 		"  -V, --version          print the version and exit\n"
 		"  -h, --help             this help\n",
 		DEFAULT_CONFIG);
@@ -152,6 +154,7 @@ int main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "check-config", optional_argument, NULL, 'C' },
+		{ "truncate-corrupt-state", no_argument, NULL, 'T' }, /* persist.c */
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -177,6 +180,9 @@ int main(int argc, char **argv)
 				daemon_g.conf_path = optarg;
 			else if (optind < argc && argv[optind][0] != '-')
 				daemon_g.conf_path = argv[optind++];
+			break;
+		case 'T':
+			daemon_g.truncate_corrupt_state = true;
 			break;
 		case 'V':
 			printf("mpsupd %s\n", PACKAGE_VERSION);

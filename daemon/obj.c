@@ -18,6 +18,7 @@
 #include "events.h"
 #include "log.h"
 #include "obj.h"
+#include "persist.h"
 #include "conn.h" /* after obj.h: conn.h needs struct conn declared */
 
 /* Every type; adding a type is one line here. */
@@ -32,6 +33,8 @@ static const struct obj_type *const obj_types[] = {
 static struct obj **buckets;
 static size_t n_buckets;
 static unsigned n_objects;
+
+bool obj_restoring;
 
 /* FNV-1a. */
 static uint32_t name_hash(const char *s)
@@ -97,7 +100,7 @@ struct obj *obj_create(const char *name, const struct obj_type *type, json_t *op
 	struct obj *o;
 	enum mpsup_err code;
 
-	if (n_objects >= daemon_g.conf->max_objects) {
+	if (n_objects >= daemon_g.conf->max_objects && !obj_restoring) {
 		*ret_code = MPSUP_E_LIMIT;
 		snprintf(err, errlen, "too many objects (max_objects = %u)",
 			 daemon_g.conf->max_objects);
@@ -144,6 +147,13 @@ void obj_delete(struct obj *o)
 	free(o);
 }
 
+void obj_foreach(void (*fn)(struct obj *o, void *arg), void *arg)
+{
+	for (size_t i = 0; i < n_buckets; i++)
+		for (struct obj *o = buckets[i]; o; o = o->next)
+			fn(o, arg);
+}
+
 void obj_delete_all(void)
 {
 	for (size_t i = 0; i < n_buckets; i++)
@@ -166,9 +176,17 @@ void obj_changed(const struct obj *o, const char *op)
 
 void obj_ok(struct obj_call *c, json_t *result)
 {
-	/* Publish before answering: the answer may resume the connection. */
-	if (c->op && (c->op->flags & CMD_MUTATES))
+	if (c->replay) {
+		json_decref(result);
+		return;
+	}
+	/* Log and publish before answering: the answer may resume the
+	 * connection, and must not leave before its record (persist.h). */
+	if (c->op && (c->op->flags & CMD_MUTATES)) {
+		if (c->o->type->dump && !(c->op->flags & OBJ_OP_LOGS_ITSELF))
+			persist_log(c->r->cmd->name, c->r->params);
 		obj_changed(c->o, c->op->name);
+	}
 	request_ok(c->r, result);
 }
 
@@ -180,6 +198,11 @@ void obj_error(struct obj_call *c, enum mpsup_err code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	if (c->replay) {
+		c->failed = true;
+		snprintf(c->err, c->errlen, "%s: %s", mpsup_err_name(code), msg);
+		return;
+	}
 	request_error(c->r, code, "%s", msg);
 }
 
@@ -327,15 +350,25 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 		enum mpsup_err code;
 		char err[256];
 
+		/* Creating a persisted object is a mutation, even for a read. */
+		if (type->dump && !persist_writable(r))
+			return CMD_DONE;
 		c.o = obj_create(name, type, NULL, &code, err, sizeof(err));
 		if (!c.o) {
 			request_error(r, code, "%s: %s", name, err);
 			return CMD_DONE;
 		}
+		if (type->dump) {
+			json_t *p = json_pack("{s:s, s:s}", "name", name, "type", type->name);
+			persist_log("obj.create", p);
+			json_decref(p);
+		}
 		obj_changed(c.o, "create");
 	} else if (c.o->type != type) {
 		request_error(r, MPSUP_E_WRONG_TYPE, "%s is a %s, not a %s", name, c.o->type->name,
 			      type->name);
+		return CMD_DONE;
+	} else if ((op->flags & CMD_MUTATES) && type->dump && !persist_writable(r)) {
 		return CMD_DONE;
 	}
 	return op->fn(&c);
@@ -372,10 +405,14 @@ static enum cmd_ret cmd_obj_create(struct request *r)
 			request_ok(r, json_pack("{s:b}", "created", 0));
 		return CMD_DONE;
 	}
+	if (type->dump && !persist_writable(r))
+		return CMD_DONE;
 	if (!(o = obj_create(name, type, r->params, &code, err, sizeof(err)))) {
 		request_error(r, code, "obj.create: %s", err);
 		return CMD_DONE;
 	}
+	if (type->dump)
+		persist_log("obj.create", r->params);
 	obj_changed(o, "create");
 	request_ok(r, json_pack("{s:b}", "created", 1));
 	return CMD_DONE;
@@ -459,6 +496,11 @@ static enum cmd_ret cmd_obj_delete(struct request *r)
 
 	if (!o)
 		return CMD_DONE;
+	if (o->type->dump) {
+		if (!persist_writable(r))
+			return CMD_DONE;
+		persist_log("obj.delete", r->params);
+	}
 	obj_changed(o, "delete");
 	obj_delete(o);
 	request_ok(r, NULL);
@@ -490,6 +532,75 @@ static enum cmd_ret cmd_type_op(struct request *r)
 	size_t i = (size_t)(r->cmd - state_cmds);
 
 	return obj_run(r, cmd_ops[i].type, cmd_ops[i].op);
+}
+
+static size_t type_op_index(const struct cmd_entry *e)
+{
+	return (size_t)(e - state_cmds);
+}
+
+static const struct cmd_entry *type_op_find(const char *name)
+{
+	static size_t last = N_OBJ_CMDS; /* replay repeats itself: look there first */
+
+	if (state_cmds[last].name && strcmp(state_cmds[last].name, name) == 0)
+		return &state_cmds[last];
+	for (size_t i = N_OBJ_CMDS; state_cmds[i].name; i++)
+		if (strcmp(state_cmds[i].name, name) == 0)
+			return &state_cmds[last = i];
+	return NULL;
+}
+
+int obj_replay(const char *cmd, json_t *params, char *err, size_t errlen)
+{
+	const char *name = json_string_value(json_object_get(params, "name"));
+	const struct obj_type *type;
+	const struct cmd_entry *e;
+	struct request rq = { .params = params };
+	struct obj_call c = { .r = &rq, .replay = true, .err = err, .errlen = errlen };
+	enum mpsup_err code;
+	struct obj *o;
+
+	if (!name || !name_valid(name, false)) {
+		snprintf(err, errlen, "no valid object name");
+		return -1;
+	}
+	o = obj_find(name);
+	if (strcmp(cmd, "obj.create") == 0) {
+		const char *tname = json_string_value(json_object_get(params, "type"));
+		if (!tname || !(type = obj_type_find(tname)) || !type->dump) {
+			snprintf(err, errlen, "%s: no persisted type", name);
+			return -1;
+		}
+		if (o) {
+			snprintf(err, errlen, "%s exists already", name);
+			return -1;
+		}
+		return obj_create(name, type, params, &code, err, errlen) ? 0 : -1;
+	}
+	if (!o) {
+		snprintf(err, errlen, "no object named %s", name);
+		return -1;
+	}
+	if (strcmp(cmd, "obj.delete") == 0) {
+		obj_delete(o);
+		return 0;
+	}
+	if (!(e = type_op_find(cmd))) {
+		snprintf(err, errlen, "unknown command");
+		return -1;
+	}
+	c.op = cmd_ops[type_op_index(e)].op;
+	if (o->type != cmd_ops[type_op_index(e)].type) {
+		snprintf(err, errlen, "%s is a %s", name, o->type->name);
+		return -1;
+	}
+	rq.cmd = e;
+	c.o = o;
+	if (params_read(&c, c.op->spec) < 0)
+		return -1;
+	c.op->fn(&c);
+	return c.failed ? -1 : 0;
 }
 
 /*

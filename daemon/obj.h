@@ -34,12 +34,20 @@ struct conn;
 /*
  * One call of an op: the request, its object and its parameters in the
  * order of the op's spec (NULL when an optional one is absent).
+ *
+ * While the log is replayed at start-up (obj_replay) `replay` is set: the
+ * request is a stand-in that must not be answered, obj_ok() drops the
+ * result, obj_error() keeps the message in err and waitq_park() refuses.
  */
 struct obj_call {
 	struct request *r;
 	struct obj *o;
 	const struct obj_op *op;
 	json_t *arg[OBJ_MAX_PARAMS];
+	bool replay;
+	bool failed;        /* replay: obj_error() was called */
+	char *err;          /* replay: its message */
+	size_t errlen;
 };
 
 /*
@@ -49,10 +57,14 @@ struct obj_call {
  *   a array              O object     t timeout (number >= 0 or null)
  * e.g. "s:key o:default?". Unknown keys and wrong types are bad_request.
  */
+/* An op flag: the op writes its own persistence records (persist_log)
+ * instead of the generic one obj_ok() writes for a mutating op. */
+#define OBJ_OP_LOGS_ITSELF (1u << 8)
+
 struct obj_op {
 	const char *name;   /* "get": the command is "TYPE.get" */
 	enum role role;     /* ROLE_READ for read-only ops, else ROLE_STATE */
-	unsigned flags;     /* CMD_MUTATES, CMD_MAY_BLOCK */
+	unsigned flags;     /* CMD_MUTATES, CMD_MAY_BLOCK, OBJ_OP_LOGS_ITSELF */
 	enum cmd_ret (*fn)(struct obj_call *c);
 	const char *spec;
 };
@@ -67,7 +79,10 @@ struct obj_type {
 	/* The whole value, for obj.get (new reference). */
 	json_t *(*get)(const struct obj *o);
 	/* Options from which create() rebuilds the object with its contents
-	 * (new reference), or NULL when the type is not persistent. */
+	 * (new reference); NULL (the member) when the type is not persisted.
+	 * A persisted type's mutating ops must be deterministic given the
+	 * object and the parameters: the log records them, not their effects
+	 * (daemon/persist.c). */
 	json_t *(*dump)(const struct obj *o);
 	/* Size for obj.list: elements, items, or held/set state. */
 	size_t (*size)(const struct obj *o);
@@ -96,6 +111,10 @@ extern const struct obj_type dict_type, list_type, value_type, array_type, queue
 /* Items in all queues together (t_queue.c; max_queue_items). */
 extern unsigned long queue_items_total;
 
+/* Set while persisted state is loaded: limits (max_objects,
+ * max_queue_items) do not apply to what was accepted before. */
+extern bool obj_restoring;
+
 /* The object called name, or NULL. */
 struct obj *obj_find(const char *name);
 /* Create an object (name must be valid and free); NULL with a code and a
@@ -110,6 +129,13 @@ void obj_delete_all(void);
 unsigned obj_count(void);
 /* The descriptor of a type name, or NULL. */
 const struct obj_type *obj_type_find(const char *name);
+/* Call fn for every object (in no particular order; fn must not create or
+ * delete objects). */
+void obj_foreach(void (*fn)(struct obj *o, void *arg), void *arg);
+/* Apply one logged mutation (persist.c): cmd is "obj.create", "obj.delete"
+ * or TYPE.OP, params its parameters with `name`. Returns 0, or -1 with the
+ * reason in err when it cannot be applied as it was the first time. */
+int obj_replay(const char *cmd, json_t *params, char *err, size_t errlen);
 
 /* Answer a call with a result (stolen) / an error. */
 void obj_ok(struct obj_call *c, json_t *result);

@@ -7,6 +7,13 @@
  * done. Invariant: getters wait only on an empty queue, putters only on a
  * full one, so a put first serves the longest waiting getter and a get
  * refills from the longest waiting putter.
+ *
+ * Persistence: put and get log what happened to the queue, not what was
+ * asked (OBJ_OP_LOGS_ITSELF): "queue.put" with the parameters of the put
+ * whose item entered, "queue.get" with those of the get that took one. A
+ * put handed to a waiting getter is both; a putter admitted by a get is the
+ * get, then the put. Replayed in that order on an idle queue they give the
+ * same items and the same unfinished count, without waiting.
  */
 #include "config.h"
 
@@ -16,6 +23,7 @@
 
 #include "daemon.h"
 #include "obj.h"
+#include "persist.h"
 
 enum { WQ_GET = 0, WQ_PUT, WQ_JOIN };
 
@@ -29,7 +37,8 @@ struct queue {
 /* Items in all queues together (max_queue_items). */
 unsigned long queue_items_total;
 
-static const char *const queue_options[] = { "maxsize", "items", NULL };
+/* unfinished: tasks not yet done (persistence; default: one per item). */
+static const char *const queue_options[] = { "maxsize", "items", "unfinished", NULL };
 
 #define Q(c) ((struct queue *)(c)->o->data)
 
@@ -73,17 +82,22 @@ static json_t *queue_shift(struct queue *q)
 	return item;
 }
 
-static int queue_parse(json_t *opts, json_int_t *ret_maxsize, char *err, size_t errlen)
+static int queue_parse(json_t *opts, json_int_t *ret_maxsize, json_int_t *ret_unfinished,
+		       char *err, size_t errlen)
 {
 	json_t *items = json_object_get(opts, "items");
 
 	if (obj_opts_only(opts, queue_options, err, errlen) < 0 ||
-	    obj_opt_int(opts, "maxsize", 0, 0, INT32_MAX, ret_maxsize, err, errlen) < 0)
+	    obj_opt_int(opts, "maxsize", 0, 0, INT32_MAX, ret_maxsize, err, errlen) < 0 ||
+	    obj_opt_int(opts, "unfinished", -1, 0, INT64_MAX, ret_unfinished, err, errlen) < 0)
 		return -1;
 	if (items && !json_is_array(items)) {
 		snprintf(err, errlen, "'items' must be an array");
 		return -1;
 	}
+	/* Not bounded by the items: task_done may run before the get. */
+	if (*ret_unfinished < 0)
+		*ret_unfinished = (json_int_t)json_array_size(items);
 	return 0;
 }
 
@@ -91,12 +105,13 @@ static enum mpsup_err queue_create(struct obj *o, json_t *opts, char *err, size_
 {
 	json_t *items = json_object_get(opts, "items"), *v;
 	struct queue *q;
-	json_int_t maxsize;
+	json_int_t maxsize, unfinished;
 	size_t i;
 
-	if (queue_parse(opts, &maxsize, err, errlen) < 0)
+	if (queue_parse(opts, &maxsize, &unfinished, err, errlen) < 0)
 		return MPSUP_E_BAD_REQUEST;
-	if (queue_items_total + json_array_size(items) > daemon_g.conf->max_queue_items) {
+	if (queue_items_total + json_array_size(items) > daemon_g.conf->max_queue_items &&
+	    !obj_restoring) {
 		snprintf(err, errlen, "too many queued items (max_queue_items = %u)",
 			 daemon_g.conf->max_queue_items);
 		return MPSUP_E_LIMIT;
@@ -113,8 +128,8 @@ static enum mpsup_err queue_create(struct obj *o, json_t *opts, char *err, size_
 			snprintf(err, errlen, "out of memory");
 			return MPSUP_E_INTERNAL;
 		}
-		q->unfinished++;
 	}
+	q->unfinished = (unsigned long)unfinished;
 	return MPSUP_OK;
 }
 
@@ -147,7 +162,8 @@ static json_t *queue_dump(const struct obj *o)
 {
 	const struct queue *q = o->data;
 
-	return json_pack("{s:I, s:o}", "maxsize", q->maxsize, "items", queue_items(q));
+	return json_pack("{s:I, s:o, s:I}", "maxsize", q->maxsize, "items", queue_items(q),
+			 "unfinished", (json_int_t)q->unfinished);
 }
 
 static size_t queue_size(const struct obj *o)
@@ -157,10 +173,10 @@ static size_t queue_size(const struct obj *o)
 
 static bool queue_options_equal(const struct obj *o, json_t *opts)
 {
-	json_int_t maxsize;
+	json_int_t maxsize, unfinished;
 	char err[128];
 
-	return queue_parse(opts, &maxsize, err, sizeof(err)) == 0 &&
+	return queue_parse(opts, &maxsize, &unfinished, err, sizeof(err)) == 0 &&
 	       maxsize == ((const struct queue *)o->data)->maxsize;
 }
 
@@ -200,6 +216,8 @@ static enum cmd_ret queue_put(struct obj_call *c)
 		struct request *getter = waitq_take(w, NULL);
 
 		q->unfinished++;
+		persist_log("queue.put", c->r->params);
+		persist_log("queue.get", getter->params);
 		obj_ok(c, NULL);
 		request_ok(getter, json_incref(c->arg[0]));
 		return CMD_DONE;
@@ -212,7 +230,7 @@ static enum cmd_ret queue_put(struct obj_call *c)
 		return waitq_park(&c->o->wq[WQ_PUT], c, timeout, putter_timeout,
 				  json_incref(c->arg[0]));
 	}
-	if (queue_items_total >= daemon_g.conf->max_queue_items) {
+	if (queue_items_total >= daemon_g.conf->max_queue_items && !obj_restoring) {
 		obj_error(c, MPSUP_E_LIMIT, "too many queued items (max_queue_items = %u)",
 			  daemon_g.conf->max_queue_items);
 		return CMD_DONE;
@@ -222,6 +240,7 @@ static enum cmd_ret queue_put(struct obj_call *c)
 		return CMD_DONE;
 	}
 	q->unfinished++;
+	persist_log("queue.put", c->r->params);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -244,6 +263,7 @@ static enum cmd_ret queue_get(struct obj_call *c)
 		return waitq_park(&c->o->wq[WQ_GET], c, timeout, getter_timeout, NULL);
 	}
 	item = queue_shift(q);
+	persist_log("queue.get", c->r->params);
 	if ((w = waitq_first(&c->o->wq[WQ_PUT]))) {
 		/* A slot is free: the longest waiting putter's item goes in. */
 		json_t *pitem;
@@ -253,6 +273,7 @@ static enum cmd_ret queue_get(struct obj_call *c)
 			request_error(putter, MPSUP_E_INTERNAL, "out of memory");
 		} else {
 			q->unfinished++;
+			persist_log("queue.put", putter->params);
 			obj_changed(c->o, "put");
 			request_ok(putter, NULL);
 		}
@@ -316,8 +337,10 @@ static enum cmd_ret queue_join(struct obj_call *c)
 }
 
 static const struct obj_op queue_ops[] = {
-	{ "put", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, queue_put, "o:item t:timeout?" },
-	{ "get", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, queue_get, "t:timeout?" },
+	{ "put", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | OBJ_OP_LOGS_ITSELF, queue_put,
+	  "o:item t:timeout?" },
+	{ "get", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | OBJ_OP_LOGS_ITSELF, queue_get,
+	  "t:timeout?" },
 	{ "size", ROLE_READ, 0, queue_qsize, "" },
 	{ "empty", ROLE_READ, 0, queue_empty, "" },
 	{ "full", ROLE_READ, 0, queue_full, "" },

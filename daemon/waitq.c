@@ -58,6 +58,11 @@ enum cmd_ret waitq_park(struct waitq *q, struct obj_call *c, double timeout,
 	struct obj *o = c->o;
 	struct waiter *w;
 
+	if (c->replay) { /* a logged op never waited: the log does not fit the state */
+		json_decref(item);
+		obj_error(c, MPSUP_E_CONFLICT, "%s: the op would wait", o->name);
+		return CMD_DONE;
+	}
 	if (o->n_waiters >= daemon_g.conf->max_waiters) {
 		json_decref(item);
 		obj_error(c, MPSUP_E_LIMIT, "%s has %u waiters already (max_waiters)", o->name,

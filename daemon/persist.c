@@ -1,0 +1,1268 @@
+/*
+ * Durable shared state: the append-only log, its commit barrier, snapshots
+ * and recovery at start-up (docs/state.md "Persistence").
+ *
+ * Files (state_file = PATH): PATH is the last snapshot, PATH.log the log of
+ * every mutation since, PATH.tmp a snapshot being written. Both files are a
+ * sequence of frames:
+ *
+ *   u32 len | u32 crc32c(payload) | u32 crc32c(first 8 bytes) | payload
+ *
+ * (little-endian). The header has its own checksum so that a damaged length
+ * is recognised as damage, not followed blindly.
+ *
+ * Log payload: the JSON array [SEQ, CMD, PARAMS] - a state command as it
+ * was applied (e.g. [17,"dict.set",{"name":"d","key":"k","value":1}]).
+ * Why commands and not resulting values: every op of a persisted type is a
+ * deterministic function of the object and its parameters, so the command
+ * is exact, small (a list.append of one item costs the item, not the list)
+ * and cheap to build (the request's parameters are dumped as they are).
+ * What is not deterministic is logged as what happened, not as what was
+ * asked: an object created on first use is an explicit "obj.create" record,
+ * and a queue logs its own effects ("queue.put" when an item enters,
+ * "queue.get" when one leaves - a put handed straight to a waiting getter is
+ * both, a putter admitted when a get frees a slot is a get then a put), so
+ * replay never waits, times out or depends on which client was connected.
+ * Failed ops are not logged. SEQ counts records from 1 without gaps; a
+ * snapshot remembers the last SEQ it includes, so log records at or below
+ * it (left by a crash between the snapshot's rename and the log's
+ * truncation) are skipped, and a gap is corruption.
+ *
+ * Snapshot payloads: {"mpsup_snapshot":1,"seq":S,"objects":N,"time":T}, then
+ * one ["name","type",OPTIONS] per object (OPTIONS from the type's dump, from
+ * which obj_create() rebuilds it), then {"end":N}.
+ *
+ * Commit: records are framed into one buffer as ops run; a commit event,
+ * activated by the first record of a pass, runs after the callbacks of that
+ * pass and writes the buffer with one write() (plus fdatasync() with
+ * state_sync = always: group commit). Until then conn_flush() holds every
+ * connection's output (persist_barrier), so no answer - and no read of a
+ * value not yet written - leaves before the records. everysec: a thread
+ * fdatasyncs the log once a second when it changed. no: the kernel decides.
+ *
+ * Errors: a failed write or fsync keeps the records of that pass in memory
+ * and their answers held (they were never acknowledged), refuses further
+ * mutations of persisted objects with `internal`, and retries (on the next
+ * mutation and every second) by writing a whole snapshot: that rewrites the
+ * state including the held records and starts an empty log, so a torn
+ * write left in the log by the failure is never followed by good records.
+ * Once it succeeds the held answers go out and mutations are accepted.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "conf.h"
+#include "daemon.h"
+#include "log.h"
+#include "obj.h"
+#include "persist.h"
+
+#define RETRY_SECS 1.0          /* retry timer after a failure */
+#define RETRY_MIN_SECS 0.1      /* no quicker retries on the mutation path */
+#define COMPACT_BACKOFF_SECS 10 /* after a failed compaction */
+#define SNAP_CHUNK (1u << 20)   /* snapshot write size */
+
+static const char *const sync_names[] = { "always", "everysec", "no" };
+
+/* A growing byte buffer. */
+struct buf {
+	char *p;
+	size_t len, cap;
+};
+
+/* Someone waiting for the commit barrier. */
+struct barrier_wait {
+	void (*fn)(void *arg);
+	void *arg;
+	uint64_t need; /* the last record it may depend on */
+};
+
+static struct {
+	bool on;               /* persistence active */
+	bool loading;          /* replaying: persist_log() does nothing */
+	char *path, *log_path, *tmp_path;
+	int log_fd, dir_fd;
+	enum state_sync sync;
+	uint64_t log_max;
+	const char *fail_flag; /* MPSUP_TEST_FAIL_WRITES */
+
+	struct buf pending;    /* framed records not yet written */
+	uint64_t seq;          /* last record appended */
+	uint64_t attempted;    /* last record a commit tried to write */
+	uint64_t committed;    /* last record written (and synced per mode) */
+	uint64_t log_bytes, log_records;
+	struct event *ev_commit, *ev_retry;
+	bool commit_scheduled;
+
+	uint64_t snapshot_bytes;
+	double last_snapshot;  /* wall clock, 0 = never */
+	unsigned long snapshots;
+	double compact_after;  /* monotonic: no compaction before */
+
+	bool failed;           /* refusing mutations */
+	char error[300];       /* why, while failed */
+	char last_error[300];
+	unsigned long errors;
+	double last_retry;     /* monotonic */
+
+	struct barrier_wait *waits;
+	size_t n_waits, cap_waits;
+
+	/* everysec thread; mu guards dirty, stop, sync_err and last_fsync */
+	pthread_t thread;
+	bool thread_on, stop, dirty;
+	int sync_err;          /* errno of a failed background fsync */
+	double last_fsync;     /* wall clock, 0 = never */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+} P = { .log_fd = -1, .dir_fd = -1, .mu = PTHREAD_MUTEX_INITIALIZER };
+
+/* --- small helpers ------------------------------------------------------------ */
+
+static double wall_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Make room for n more bytes; -ENOMEM. */
+static int buf_reserve(struct buf *b, size_t n)
+{
+	size_t cap;
+	char *p;
+
+	if (b->cap - b->len >= n)
+		return 0;
+	cap = b->cap ? b->cap : 4096;
+	while (cap - b->len < n)
+		cap *= 2;
+	if (!(p = realloc(b->p, cap)))
+		return -ENOMEM;
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+static void buf_free(struct buf *b)
+{
+	free(b->p);
+	*b = (struct buf){ 0 };
+}
+
+/* Fault injection for tests: while the file named by MPSUP_TEST_FAIL_WRITES
+ * exists, writes and syncs of the state files fail with ENOSPC. */
+static bool fault(void)
+{
+	return P.fail_flag && access(P.fail_flag, F_OK) == 0;
+}
+
+/* write() all of p; 0 or -errno. */
+static int write_all(int fd, const void *p, size_t n)
+{
+	const char *s = p;
+
+	if (fault())
+		return -ENOSPC;
+	while (n > 0) {
+		ssize_t w = write(fd, s, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		s += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* fdatasync; 0 or -errno. */
+static int sync_fd(int fd)
+{
+	if (fault())
+		return -ENOSPC;
+	return fdatasync(fd) < 0 ? -errno : 0;
+}
+
+/* Read a whole file; -ENOENT when it does not exist. */
+static int read_file(const char *path, struct buf *ret)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
+	struct stat st;
+
+	*ret = (struct buf){ 0 };
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || buf_reserve(ret, (size_t)st.st_size + 1) < 0) {
+		r = errno ? -errno : -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		ssize_t n;
+		if (ret->cap - ret->len < 4096 && buf_reserve(ret, 65536) < 0) {
+			r = -ENOMEM;
+			goto out;
+		}
+		n = read(fd, ret->p + ret->len, ret->cap - ret->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		ret->len += (size_t)n;
+	}
+out:
+	close(fd);
+	if (r < 0)
+		buf_free(ret);
+	return r;
+}
+
+/* --- CRC32C and frames ---------------------------------------------------------- */
+
+static uint32_t crc_table[8][256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+/* Tables for slicing-by-8 over the reflected Castagnoli polynomial. */
+static void crc_init(void)
+{
+	for (uint32_t i = 0; i < 256; i++) {
+		uint32_t c = i;
+		for (int k = 0; k < 8; k++)
+			c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+		crc_table[0][i] = c;
+	}
+	for (uint32_t i = 0; i < 256; i++)
+		for (int t = 1; t < 8; t++)
+			crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^
+					  crc_table[0][crc_table[t - 1][i] & 0xff];
+}
+
+uint32_t persist_crc32c(uint32_t crc, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+
+	pthread_once(&crc_once, crc_init);
+	crc = ~crc;
+	while (len >= 8) {
+		uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+				     (uint32_t)p[3] << 24);
+		uint32_t hi = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 |
+			      (uint32_t)p[7] << 24;
+		crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
+		      crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^
+		      crc_table[3][hi & 0xff] ^ crc_table[2][(hi >> 8) & 0xff] ^
+		      crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
+		p += 8;
+		len -= 8;
+	}
+	while (len--)
+		crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
+	return ~crc;
+}
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)v;
+	p[1] = (unsigned char)(v >> 8);
+	p[2] = (unsigned char)(v >> 16);
+	p[3] = (unsigned char)(v >> 24);
+}
+
+static uint32_t get_le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+void persist_frame(unsigned char *hdr, const void *payload, uint32_t len)
+{
+	put_le32(hdr, len);
+	put_le32(hdr + 4, persist_crc32c(0, payload, len));
+	put_le32(hdr + 8, persist_crc32c(0, hdr, 8));
+}
+
+/* Is there a good frame at off? Its payload length in ret_len. */
+static bool frame_ok(const unsigned char *p, size_t size, size_t off, uint32_t *ret_len)
+{
+	uint32_t len;
+
+	if (size - off < PERSIST_HDR)
+		return false;
+	p += off;
+	if (persist_crc32c(0, p, 8) != get_le32(p + 8))
+		return false;
+	len = get_le32(p);
+	if (len > PERSIST_RECORD_MAX || size - off - PERSIST_HDR < len ||
+	    persist_crc32c(0, p + PERSIST_HDR, len) != get_le32(p + 4))
+		return false;
+	*ret_len = len;
+	return true;
+}
+
+void persist_scan(const char *buf, size_t len, persist_record_fn *fn, void *arg,
+		  struct persist_scan *ret)
+{
+	const unsigned char *p = (const unsigned char *)buf;
+	size_t off = 0;
+	uint32_t n;
+
+	*ret = (struct persist_scan){ .end = PERSIST_SCAN_OK };
+	while (off < len) {
+		if (!frame_ok(p, len, off, &n)) {
+			/* Damage. A torn write only ever loses the end of the
+			 * file: if a good frame starts anywhere after this
+			 * point, something else happened. */
+			ret->bad_off = off;
+			ret->end = PERSIST_SCAN_TORN;
+			snprintf(ret->why, sizeof(ret->why), "bad or incomplete record (%zu bytes left)",
+				 len - off);
+			for (size_t o = off + 1; o + PERSIST_HDR <= len; o++) {
+				uint32_t m;
+				if (frame_ok(p, len, o, &m)) {
+					ret->end = PERSIST_SCAN_CORRUPT;
+					snprintf(ret->why, sizeof(ret->why),
+						 "bad record, with a good record at offset %zu after it", o);
+					break;
+				}
+			}
+			return;
+		}
+		if (fn && fn(buf + off + PERSIST_HDR, n, off, arg, ret->why, sizeof(ret->why)) < 0) {
+			ret->bad_off = off;
+			ret->end = PERSIST_SCAN_CORRUPT;
+			return;
+		}
+		off += PERSIST_HDR + n;
+		ret->records++;
+		ret->good_end = off;
+	}
+}
+
+/* Append a frame holding the payload built at b->p[start + PERSIST_HDR..]. */
+static void frame_close(struct buf *b, size_t start)
+{
+	persist_frame((unsigned char *)b->p + start, b->p + start + PERSIST_HDR,
+		      (uint32_t)(b->len - start - PERSIST_HDR));
+}
+
+/* Dump v compactly at the end of b; -ENOMEM. */
+static int buf_dump(struct buf *b, json_t *v)
+{
+	size_t n = json_dumpb(v, b->p + b->len, b->cap - b->len, JSON_COMPACT | JSON_ENCODE_ANY);
+
+	if (n > b->cap - b->len) {
+		if (buf_reserve(b, n) < 0)
+			return -ENOMEM;
+		n = json_dumpb(v, b->p + b->len, b->cap - b->len, JSON_COMPACT | JSON_ENCODE_ANY);
+	}
+	if (n == 0)
+		return -EINVAL;
+	b->len += n;
+	return 0;
+}
+
+/* Append one framed JSON record to b; -errno. */
+static int buf_record(struct buf *b, json_t *v)
+{
+	size_t start = b->len;
+	int r;
+
+	if (buf_reserve(b, PERSIST_HDR + 256) < 0)
+		return -ENOMEM;
+	b->len += PERSIST_HDR;
+	if ((r = buf_dump(b, v)) < 0 || b->len - start - PERSIST_HDR > PERSIST_RECORD_MAX) {
+		b->len = start;
+		return r < 0 ? r : -E2BIG;
+	}
+	frame_close(b, start);
+	return 0;
+}
+
+/* --- the barrier ------------------------------------------------------------------- */
+
+bool persist_barrier(void (*fn)(void *arg), void *arg)
+{
+	struct barrier_wait *w;
+
+	/* Hold only behind records nobody has tried to write yet: after a
+	 * failed write, answers that do not wait for its records go out. */
+	if (!P.on || P.seq == P.attempted)
+		return false;
+	if (P.n_waits == P.cap_waits) {
+		size_t cap = P.cap_waits ? P.cap_waits * 2 : 64;
+		if (!(w = realloc(P.waits, cap * sizeof(*w)))) {
+			/* Cannot remember it: commit now instead. */
+			persist_commit();
+			return false;
+		}
+		P.waits = w;
+		P.cap_waits = cap;
+	}
+	P.waits[P.n_waits++] = (struct barrier_wait){ fn, arg, P.seq };
+	return true;
+}
+
+void persist_barrier_cancel(void (*fn)(void *arg), void *arg)
+{
+	for (size_t i = 0; i < P.n_waits; i++)
+		if (P.waits[i].fn == fn && P.waits[i].arg == arg)
+			P.waits[i].fn = NULL;
+}
+
+/* Let go everyone whose records are committed. */
+static void barrier_release(void)
+{
+	size_t i, j;
+
+	/* By index: a callback may add (never while nothing is pending) or
+	 * cancel entries. */
+	for (i = 0; i < P.n_waits; i++) {
+		struct barrier_wait w = P.waits[i];
+		if (w.fn && w.need <= P.committed) {
+			P.waits[i].fn = NULL;
+			w.fn(w.arg);
+		}
+	}
+	for (i = j = 0; i < P.n_waits; i++)
+		if (P.waits[i].fn)
+			P.waits[j++] = P.waits[i];
+	P.n_waits = j;
+}
+
+/* --- failure and recovery ----------------------------------------------------------- */
+
+static int snapshot_write(void);
+
+/* Stop accepting mutations: what failed, with -errno. */
+static void fail(const char *what, int err)
+{
+	struct timeval tv = tv_from_secs(RETRY_SECS);
+
+	P.errors++;
+	snprintf(P.last_error, sizeof(P.last_error), "%s %s failed: %s", what, P.log_path,
+		 strerror(-err));
+	if (P.failed)
+		return;
+	P.failed = true;
+	snprintf(P.error, sizeof(P.error), "%s", P.last_error);
+	log_error("persist", "%s; refusing mutations of persisted objects until it can be written",
+		  P.last_error);
+	if (P.ev_retry)
+		event_add(P.ev_retry, &tv);
+}
+
+/* A background fsync failed: that is a failure too. */
+static void check_thread(void)
+{
+	int err;
+
+	if (!__atomic_load_n(&P.sync_err, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&P.mu);
+	err = P.sync_err;
+	P.sync_err = 0;
+	pthread_mutex_unlock(&P.mu);
+	if (err)
+		fail("fsync of", -err);
+}
+
+/* Try to get out of the failed state by writing a whole snapshot. */
+static void try_recover(void)
+{
+	int r;
+
+	P.last_retry = mono_now();
+	if ((r = snapshot_write()) < 0) {
+		snprintf(P.last_error, sizeof(P.last_error), "snapshot %s failed: %s", P.path,
+			 strerror(-r));
+		log_debug("persist", "still failing: %s", P.last_error);
+		return;
+	}
+	P.failed = false;
+	P.error[0] = 0;
+	if (P.ev_retry)
+		event_del(P.ev_retry);
+	log_info("persist", "state written again to %s; accepting mutations", P.path);
+	barrier_release();
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct timeval tv = tv_from_secs(RETRY_SECS);
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (!P.failed)
+		return;
+	try_recover();
+	if (P.failed)
+		event_add(P.ev_retry, &tv);
+}
+
+bool persist_writable(struct request *r)
+{
+	if (!P.on)
+		return true;
+	check_thread();
+	if (!P.failed)
+		return true;
+	if (mono_now() - P.last_retry >= RETRY_MIN_SECS)
+		try_recover();
+	if (!P.failed)
+		return true;
+	request_error(r, MPSUP_E_INTERNAL,
+		      "shared state cannot be persisted (%s); mutations are refused until it can",
+		      P.error);
+	return false;
+}
+
+/* --- appending and committing ---------------------------------------------------------- */
+
+void persist_log(const char *cmd, json_t *params)
+{
+	struct buf *b = &P.pending;
+	size_t start = b->len;
+	int n;
+
+	if (!P.on || P.loading)
+		return;
+	if (buf_reserve(b, PERSIST_HDR + 64 + strlen(cmd)) < 0)
+		goto oom;
+	b->len += PERSIST_HDR;
+	n = snprintf(b->p + b->len, b->cap - b->len, "[%" PRIu64 ",\"%s\",", P.seq + 1, cmd);
+	b->len += (size_t)n;
+	if (buf_dump(b, params) < 0 || buf_reserve(b, 1) < 0) {
+		b->len = start;
+		goto oom;
+	}
+	b->p[b->len++] = ']';
+	frame_close(b, start);
+	P.seq++;
+	if (!P.commit_scheduled) {
+		P.commit_scheduled = true;
+		event_active(P.ev_commit, EV_TIMEOUT, 0);
+	}
+	return;
+oom:
+	/* The mutation is done but cannot be logged: do as for a failed
+	 * write (its answer waits, the recovery snapshot will carry it). */
+	P.seq++;
+	fail("recording a mutation for", -ENOMEM);
+	if (!P.commit_scheduled) {
+		P.commit_scheduled = true;
+		event_active(P.ev_commit, EV_TIMEOUT, 0);
+	}
+}
+
+/* Compact when the log outgrew both its limit and the last snapshot. */
+static void maybe_compact(void)
+{
+	if (!P.log_max || P.log_bytes <= P.log_max || P.log_bytes <= P.snapshot_bytes ||
+	    mono_now() < P.compact_after)
+		return;
+	if (persist_snapshot() < 0)
+		P.compact_after = mono_now() + COMPACT_BACKOFF_SECS;
+}
+
+void persist_commit(void)
+{
+	uint64_t upto = P.seq;
+	int r;
+
+	P.commit_scheduled = false;
+	if (!P.on || P.seq == P.attempted)
+		return;
+	P.attempted = upto;
+	if (P.failed) {
+		/* Only an unloggable record gets here: it waits for recovery. */
+		if (mono_now() - P.last_retry >= RETRY_MIN_SECS)
+			try_recover();
+		return;
+	}
+	r = write_all(P.log_fd, P.pending.p, P.pending.len);
+	if (r < 0) {
+		fail("write to", r);
+		return;
+	}
+	P.log_bytes += P.pending.len;
+	P.log_records += upto - P.committed;
+	P.pending.len = 0;
+	if (P.sync == STATE_SYNC_ALWAYS) {
+		if ((r = sync_fd(P.log_fd)) < 0) {
+			fail("fsync of", r);
+			return;
+		}
+		pthread_mutex_lock(&P.mu);
+		P.last_fsync = wall_now();
+		pthread_mutex_unlock(&P.mu);
+	} else if (P.thread_on) {
+		pthread_mutex_lock(&P.mu);
+		P.dirty = true;
+		pthread_mutex_unlock(&P.mu);
+	}
+	P.committed = upto;
+	barrier_release();
+	maybe_compact();
+}
+
+static void commit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	persist_commit();
+}
+
+/* --- the everysec thread --------------------------------------------------------------- */
+
+static void *sync_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&P.mu);
+	while (!P.stop) {
+		struct timespec ts;
+		int fd, r;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += 1;
+		while (!P.stop && pthread_cond_timedwait(&P.cv, &P.mu, &ts) != ETIMEDOUT)
+			;
+		if (P.stop || !P.dirty)
+			continue;
+		P.dirty = false;
+		fd = P.log_fd;
+		pthread_mutex_unlock(&P.mu);
+		r = sync_fd(fd);
+		pthread_mutex_lock(&P.mu);
+		if (r < 0)
+			__atomic_store_n(&P.sync_err, -r, __ATOMIC_RELEASE);
+		else
+			P.last_fsync = wall_now();
+	}
+	pthread_mutex_unlock(&P.mu);
+	return NULL;
+}
+
+static int thread_start(void)
+{
+	pthread_condattr_t ca;
+	sigset_t all, old;
+	int r;
+
+	if (P.thread_on)
+		return 0;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&P.cv, &ca);
+	pthread_condattr_destroy(&ca);
+	P.stop = false;
+	/* Signals belong to the event loop's thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = pthread_create(&P.thread, NULL, sync_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r) {
+		pthread_cond_destroy(&P.cv);
+		return -r;
+	}
+	P.thread_on = true;
+	return 0;
+}
+
+static void thread_stop(void)
+{
+	if (!P.thread_on)
+		return;
+	pthread_mutex_lock(&P.mu);
+	P.stop = true;
+	pthread_cond_signal(&P.cv);
+	pthread_mutex_unlock(&P.mu);
+	pthread_join(P.thread, NULL);
+	pthread_cond_destroy(&P.cv);
+	P.thread_on = false;
+	check_thread();
+}
+
+/* --- snapshots ---------------------------------------------------------------------------- */
+
+struct snap_ctx {
+	struct buf b;
+	int fd;
+	int err;
+	size_t count;
+};
+
+/* Count the persisted objects. */
+static void snap_count(struct obj *o, void *arg)
+{
+	if (o->type->dump)
+		++*(size_t *)arg;
+}
+
+/* One object into the snapshot (persisted types only). */
+static void snap_obj(struct obj *o, void *arg)
+{
+	struct snap_ctx *s = arg;
+	json_t *rec, *opts;
+	int r;
+
+	if (s->err || !o->type->dump)
+		return;
+	opts = o->type->dump(o);
+	rec = opts ? json_pack("[s, s, o]", o->name, o->type->name, opts) : NULL;
+	if (!rec) {
+		s->err = -ENOMEM;
+		return;
+	}
+	r = buf_record(&s->b, rec);
+	json_decref(rec);
+	if (r < 0) {
+		s->err = r;
+		return;
+	}
+	s->count++;
+	if (s->b.len >= SNAP_CHUNK) {
+		s->err = write_all(s->fd, s->b.p, s->b.len);
+		s->b.len = 0;
+	}
+}
+
+/* Write the whole state to PATH atomically and empty the log. */
+static int snapshot_write(void)
+{
+	struct snap_ctx s = { .fd = -1 };
+	uint64_t seq = P.seq, bytes;
+	size_t count = 0;
+	json_t *v;
+	int r;
+
+	s.fd = open(P.tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (s.fd < 0)
+		return -errno;
+	obj_foreach(snap_count, &count);
+	v = json_pack("{s:i, s:I, s:I, s:f}", "mpsup_snapshot", 1, "seq", (json_int_t)seq,
+		      "objects", (json_int_t)count, "time", wall_now());
+	s.err = v ? buf_record(&s.b, v) : -ENOMEM;
+	json_decref(v);
+	if (!s.err)
+		obj_foreach(snap_obj, &s);
+	if (!s.err) {
+		v = json_pack("{s:I}", "end", (json_int_t)s.count);
+		s.err = v ? buf_record(&s.b, v) : -ENOMEM;
+		json_decref(v);
+	}
+	if (!s.err && s.b.len)
+		s.err = write_all(s.fd, s.b.p, s.b.len);
+	buf_free(&s.b);
+	if (!s.err)
+		s.err = sync_fd(s.fd);
+	bytes = (uint64_t)lseek(s.fd, 0, SEEK_END);
+	if (close(s.fd) < 0 && !s.err)
+		s.err = -errno;
+	if (!s.err && rename(P.tmp_path, P.path) < 0)
+		s.err = -errno;
+	if (s.err) {
+		unlink(P.tmp_path);
+		return s.err;
+	}
+	/* The new snapshot is in place; until the directory is synced the old
+	 * one may come back after a crash, so keep the log until then. Its
+	 * records are all <= seq: a reader of the new snapshot skips them. */
+	if ((r = sync_fd(P.dir_fd)) < 0)
+		return r;
+	if (ftruncate(P.log_fd, 0) < 0)
+		return -errno;
+	P.log_bytes = 0;
+	P.log_records = 0;
+	P.pending.len = 0;
+	P.attempted = P.committed = seq;
+	P.snapshot_bytes = bytes;
+	P.last_snapshot = wall_now();
+	P.snapshots++;
+	return 0;
+}
+
+int persist_snapshot(void)
+{
+	double t0 = mono_now();
+	int r;
+
+	if (!P.on)
+		return -EINVAL;
+	if (P.failed)
+		return -EIO;
+	r = snapshot_write();
+	if (r < 0) {
+		log_warn("persist", "snapshot %s failed: %s (the log is kept)", P.path, strerror(-r));
+		return r;
+	}
+	log_info("persist", "snapshot of %u objects written to %s (%" PRIu64 " bytes, %.3f s)",
+		 obj_count(), P.path, P.snapshot_bytes, mono_now() - t0);
+	barrier_release();
+	return 0;
+}
+
+/* --- loading ------------------------------------------------------------------------------ */
+
+struct load_ctx {
+	bool header, ended;
+	bool any_start;      /* snapshot header lost: take the log from anywhere */
+	uint64_t snap_seq;   /* last record the snapshot includes */
+	uint64_t last_seq;   /* last log record applied (or snap_seq) */
+	size_t objects, expected, applied, skipped;
+};
+
+/* Parse a payload as JSON; NULL with why. */
+static json_t *payload_json(const char *p, size_t len, char *why, size_t whylen)
+{
+	json_error_t jerr;
+	json_t *v = json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+
+	if (!v)
+		snprintf(why, whylen, "not JSON: %s", jerr.text);
+	return v;
+}
+
+static int snap_record(const char *p, size_t len, size_t off, void *arg, char *why,
+		       size_t whylen)
+{
+	struct load_ctx *L = arg;
+	json_t *v = payload_json(p, len, why, whylen);
+	const struct obj_type *type;
+	const char *name, *tname;
+	json_t *opts;
+	enum mpsup_err code;
+	char err[256];
+	int rc = -1;
+
+	(void)off;
+	if (!v)
+		return -1;
+	if (L->ended) {
+		snprintf(why, whylen, "data after the end record");
+	} else if (!L->header) {
+		json_int_t seq, n;
+		int version;
+		if (json_unpack(v, "{s:i, s:I, s:I}", "mpsup_snapshot", &version, "seq", &seq,
+				"objects", &n) < 0 || version != 1 || seq < 0 || n < 0) {
+			snprintf(why, whylen, "not an mpsup snapshot header");
+		} else {
+			L->header = true;
+			L->snap_seq = L->last_seq = (uint64_t)seq;
+			L->expected = (size_t)n;
+			rc = 0;
+		}
+	} else if (json_is_object(v)) {
+		json_int_t n;
+		if (json_unpack(v, "{s:I}", "end", &n) < 0 || (size_t)n != L->objects ||
+		    L->objects != L->expected) {
+			snprintf(why, whylen, "end record does not match %zu objects", L->objects);
+		} else {
+			L->ended = true;
+			rc = 0;
+		}
+	} else if (json_unpack(v, "[s, s, o]", &name, &tname, &opts) < 0 ||
+		   !json_is_object(opts) || !name_valid(name, false)) {
+		snprintf(why, whylen, "bad object record");
+	} else if (!(type = obj_type_find(tname)) || !type->dump) {
+		snprintf(why, whylen, "object %.64s has an unknown type '%.32s'", name, tname);
+	} else if (obj_find(name)) {
+		snprintf(why, whylen, "object %.64s appears twice", name);
+	} else if (!obj_create(name, type, opts, &code, err, sizeof(err))) {
+		snprintf(why, whylen, "object %.64s: %s", name, err);
+	} else {
+		L->objects++;
+		rc = 0;
+	}
+	json_decref(v);
+	return rc;
+}
+
+static int log_record(const char *p, size_t len, size_t off, void *arg, char *why,
+		      size_t whylen)
+{
+	struct load_ctx *L = arg;
+	json_t *v = payload_json(p, len, why, whylen), *params;
+	const char *cmd;
+	json_int_t seq;
+	char err[256];
+	int rc = -1;
+
+	(void)off;
+	if (!v)
+		return -1;
+	if (json_unpack(v, "[I, s, o]", &seq, &cmd, &params) < 0 || seq < 1 ||
+	    !json_is_object(params)) {
+		snprintf(why, whylen, "not a log record");
+	} else if ((uint64_t)seq <= L->snap_seq) {
+		L->skipped++; /* older than the snapshot */
+		rc = 0;
+	} else if ((uint64_t)seq != L->last_seq + 1 && !(L->any_start && !L->applied)) {
+		snprintf(why, whylen, "record %lld follows record %" PRIu64 " (missing records%s)",
+			 (long long)seq, L->last_seq, L->last_seq ? "" : ": is the snapshot gone?");
+	} else if (obj_replay(cmd, params, err, sizeof(err)) < 0) {
+		snprintf(why, whylen, "record %lld (%.40s) cannot be replayed: %s", (long long)seq, cmd,
+			 err);
+	} else {
+		L->last_seq = (uint64_t)seq;
+		L->applied++;
+		rc = 0;
+	}
+	json_decref(v);
+	return rc;
+}
+
+/* Close files and forget everything (also after a failed open). */
+static void files_close(void)
+{
+	thread_stop();
+	if (P.log_fd >= 0)
+		close(P.log_fd);
+	if (P.dir_fd >= 0)
+		close(P.dir_fd);
+	P.log_fd = P.dir_fd = -1;
+	if (P.ev_commit)
+		event_free(P.ev_commit);
+	if (P.ev_retry)
+		event_free(P.ev_retry);
+	P.ev_commit = P.ev_retry = NULL;
+	free(P.path);
+	free(P.log_path);
+	free(P.tmp_path);
+	P.path = P.log_path = P.tmp_path = NULL;
+	buf_free(&P.pending);
+	free(P.waits);
+	P.waits = NULL;
+	P.n_waits = P.cap_waits = 0;
+	P.on = P.loading = P.failed = P.commit_scheduled = false;
+}
+
+/* Load PATH into the namespace; 0, or -errno with err. */
+static int load_snapshot(struct load_ctx *L, bool truncate_corrupt, bool *ret_rewrite,
+			 char *err, size_t errlen)
+{
+	struct persist_scan sc;
+	struct buf f;
+	int r = read_file(P.path, &f);
+
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0) {
+		snprintf(err, errlen, "cannot read %s: %s", P.path, strerror(-r));
+		return r;
+	}
+	persist_scan(f.p, f.len, snap_record, L, &sc);
+	if (sc.end == PERSIST_SCAN_OK && (!L->header || !L->ended)) {
+		sc.end = PERSIST_SCAN_CORRUPT;
+		sc.bad_off = f.len;
+		snprintf(sc.why, sizeof(sc.why), "%s", L->header ? "no end record" : "empty file");
+	}
+	P.snapshot_bytes = f.len;
+	buf_free(&f);
+	if (sc.end == PERSIST_SCAN_OK) {
+		log_info("persist", "snapshot %s: %zu objects up to record %" PRIu64, P.path,
+			 L->objects, L->snap_seq);
+		return 0;
+	}
+	/* Written to a temporary file and renamed when complete: any damage is
+	 * corruption, a torn tail included. */
+	if (!truncate_corrupt) {
+		snprintf(err, errlen,
+			 "snapshot %s is corrupt at offset %zu: %s; refusing to start "
+			 "(--truncate-corrupt-state keeps what precedes the damage)",
+			 P.path, sc.bad_off, sc.why);
+		return -EBADMSG;
+	}
+	log_error("persist",
+		  "snapshot %s is corrupt at offset %zu: %s; --truncate-corrupt-state: keeping the "
+		  "%zu objects before it",
+		  P.path, sc.bad_off, sc.why, L->objects);
+	if (!L->header)
+		L->any_start = true; /* no seq known: take the log as it is */
+	*ret_rewrite = true;
+	return 0;
+}
+
+/* Replay PATH.log; 0, or -errno with err. */
+static int load_log(struct load_ctx *L, bool truncate_corrupt, bool *ret_rewrite, char *err,
+		    size_t errlen)
+{
+	struct persist_scan sc;
+	struct buf f;
+	size_t size;
+	int r = read_file(P.log_path, &f);
+
+	if (r < 0) {
+		snprintf(err, errlen, "cannot read %s: %s", P.log_path, strerror(-r));
+		return r;
+	}
+	persist_scan(f.p, f.len, log_record, L, &sc);
+	size = f.len;
+	buf_free(&f);
+	P.log_bytes = sc.good_end;
+	P.log_records = sc.records;
+	if (sc.end == PERSIST_SCAN_OK)
+		return 0;
+	if (sc.end == PERSIST_SCAN_TORN) {
+		log_warn("persist", "%s: dropping a torn last record at offset %zu (%zu bytes; a "
+			 "write interrupted by a crash, never acknowledged)",
+			 P.log_path, sc.bad_off, size - sc.bad_off);
+	} else if (!truncate_corrupt) {
+		snprintf(err, errlen,
+			 "state log %s is corrupt at offset %zu: %s; refusing to start "
+			 "(--truncate-corrupt-state drops the log from that offset on, %zu bytes)",
+			 P.log_path, sc.bad_off, sc.why, size - sc.bad_off);
+		return -EBADMSG;
+	} else {
+		log_error("persist",
+			  "state log %s is corrupt at offset %zu: %s; --truncate-corrupt-state: "
+			  "dropping %zu bytes from there",
+			  P.log_path, sc.bad_off, sc.why, size - sc.bad_off);
+		*ret_rewrite = true;
+	}
+	if (ftruncate(P.log_fd, (off_t)sc.bad_off) < 0 || fdatasync(P.log_fd) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot truncate %s: %s", P.log_path, strerror(errno));
+		return r;
+	}
+	return 0;
+}
+
+/* pathname + suffix, malloc'ed. */
+static char *path_with(const char *path, const char *suffix)
+{
+	size_t n = strlen(path) + strlen(suffix) + 1;
+	char *s = malloc(n);
+
+	if (s)
+		snprintf(s, n, "%s%s", path, suffix);
+	return s;
+}
+
+int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool truncate_corrupt,
+		 char *err, size_t errlen)
+{
+	struct load_ctx L = { 0 };
+	bool rewrite = false;
+	char *dir, *slash;
+	struct stat st;
+	double t0 = mono_now();
+	int r;
+
+	if (P.on || P.path)
+		return -EBUSY;
+	P.fail_flag = getenv("MPSUP_TEST_FAIL_WRITES");
+	if (P.fail_flag && !*P.fail_flag)
+		P.fail_flag = NULL;
+	P.sync = (enum state_sync)sync;
+	P.log_max = log_max_bytes;
+	P.path = strdup(path);
+	P.log_path = path_with(path, ".log");
+	P.tmp_path = path_with(path, ".tmp");
+	dir = strdup(path);
+	P.ev_commit = event_new(daemon_g.base, -1, 0, commit_cb, NULL);
+	P.ev_retry = event_new(daemon_g.base, -1, 0, retry_cb, NULL);
+	if (!P.path || !P.log_path || !P.tmp_path || !dir || !P.ev_commit || !P.ev_retry) {
+		free(dir);
+		snprintf(err, errlen, "out of memory");
+		r = -ENOMEM;
+		goto fail;
+	}
+	slash = strrchr(dir, '/');
+	if (slash == dir)
+		slash[1] = 0;
+	else if (slash)
+		*slash = 0;
+	P.dir_fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (P.dir_fd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "state_file: cannot open the directory %s: %s", dir,
+			 strerror(errno));
+		free(dir);
+		goto fail;
+	}
+	free(dir);
+	r = stat(P.log_path, &st);
+	P.log_fd = open(P.log_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (P.log_fd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot open %s: %s", P.log_path, strerror(errno));
+		goto fail;
+	}
+	if (r < 0) /* created: make its name durable */
+		fsync(P.dir_fd);
+	if (flock(P.log_fd, LOCK_EX | LOCK_NB) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "%s is in use by another process (another mpsupd?)",
+			 P.log_path);
+		goto fail;
+	}
+	unlink(P.tmp_path);
+
+	P.loading = true;
+	obj_restoring = true;
+	r = load_snapshot(&L, truncate_corrupt, &rewrite, err, errlen);
+	if (r == 0)
+		r = load_log(&L, truncate_corrupt, &rewrite, err, errlen);
+	obj_restoring = false;
+	P.loading = false;
+	if (r < 0)
+		goto fail;
+	P.seq = P.attempted = P.committed = L.last_seq;
+	if (P.sync == STATE_SYNC_EVERYSEC && (r = thread_start()) < 0) {
+		snprintf(err, errlen, "cannot start the fsync thread: %s", strerror(-r));
+		goto fail;
+	}
+	P.on = true;
+	log_info("persist",
+		 "%s: %u objects restored (%zu from the snapshot, %zu log records replayed, %zu "
+		 "skipped) in %.3f s; state_sync = %s",
+		 P.path, obj_count(), L.objects, L.applied, L.skipped, mono_now() - t0,
+		 sync_names[P.sync]);
+	if (rewrite && persist_snapshot() < 0)
+		log_warn("persist", "could not rewrite the state after truncation; the log is kept");
+	return 0;
+fail:
+	files_close();
+	return r;
+}
+
+void persist_close(bool snapshot)
+{
+	if (!P.on)
+		return;
+	persist_commit();
+	check_thread();
+	if (P.failed)
+		try_recover();
+	if (snapshot && !P.failed)
+		persist_snapshot();
+	else if (!P.failed && P.sync != STATE_SYNC_NO && sync_fd(P.log_fd) < 0)
+		log_warn("persist", "fsync of %s failed: %s", P.log_path, strerror(errno));
+	if (P.failed)
+		log_error("persist", "stopping with unwritten state: %s", P.error);
+	files_close();
+}
+
+json_t *persist_info(void)
+{
+	double last_fsync;
+
+	if (!P.on)
+		return json_pack("{s:b}", "enabled", 0);
+	pthread_mutex_lock(&P.mu);
+	last_fsync = P.last_fsync;
+	pthread_mutex_unlock(&P.mu);
+	check_thread();
+	return json_pack("{s:b, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:o, s:I, s:o, s:I, s:s?, "
+			 "s:s?, s:I}",
+			 "enabled", 1, "file", P.path, "sync", sync_names[P.sync],
+			 "accepting_writes", !P.failed, "seq", (json_int_t)P.seq,
+			 "pending_records", (json_int_t)(P.seq - P.committed),
+			 "log_bytes", (json_int_t)P.log_bytes,
+			 "log_records", (json_int_t)P.log_records,
+			 "last_fsync", last_fsync ? json_real(last_fsync) : json_null(),
+			 "snapshot_bytes", (json_int_t)P.snapshot_bytes,
+			 "last_snapshot", P.last_snapshot ? json_real(P.last_snapshot) : json_null(),
+			 "snapshots", (json_int_t)P.snapshots,
+			 "error", P.failed ? P.error : NULL,
+			 "last_error", P.last_error[0] ? P.last_error : NULL,
+			 "errors", (json_int_t)P.errors);
+}
+
+/* --- the module ------------------------------------------------------------------------------ */
+
+static int persist_start(const struct conf *conf)
+{
+	char err[512];
+	int r;
+
+	if (!conf->state_file)
+		return 0;
+	r = persist_open(conf->state_file, conf->state_sync, conf->state_log_max_bytes,
+			 daemon_g.truncate_corrupt_state, err, sizeof(err));
+	if (r < 0)
+		log_error("persist", "%s", err);
+	return r;
+}
+
+/* Clean shutdown: everything goes into a snapshot. Runs after the modules
+ * started later (process supervision) have stopped. */
+static void persist_stop(void (*done)(void))
+{
+	persist_close(true);
+	done();
+}
+
+static int persist_reload(const struct conf *nc, json_t *changes)
+{
+	const char *old = P.on ? P.path : NULL;
+
+	(void)changes;
+	if ((old || nc->state_file) && (!old || !nc->state_file || strcmp(old, nc->state_file)))
+		log_warn("persist", "state_file changes take effect at the next start");
+	if (!P.on)
+		return 0;
+	P.log_max = nc->state_log_max_bytes;
+	if (nc->state_sync == P.sync)
+		return 0;
+	persist_commit();
+	if (nc->state_sync == STATE_SYNC_EVERYSEC) {
+		if (thread_start() < 0) {
+			log_error("persist", "cannot start the fsync thread; state_sync stays %s",
+				  sync_names[P.sync]);
+			return 0;
+		}
+	} else {
+		thread_stop();
+	}
+	if (P.sync != STATE_SYNC_NO && sync_fd(P.log_fd) == 0) {
+		pthread_mutex_lock(&P.mu);
+		P.last_fsync = wall_now();
+		pthread_mutex_unlock(&P.mu);
+	}
+	log_info("persist", "state_sync: %s -> %s", sync_names[P.sync], sync_names[nc->state_sync]);
+	P.sync = nc->state_sync;
+	return 0;
+}
+
+static void persist_info_hook(json_t *info)
+{
+	json_object_set_new(info, "persistence", persist_info());
+}
+
+const struct cmd_module persist_module = {
+	.capability = "persistence",
+	.info = persist_info_hook,
+	.start = persist_start,
+	.stop = persist_stop,
+	.reload = persist_reload,
+};

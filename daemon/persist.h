@@ -1,0 +1,107 @@
+/*
+ * Durable shared state (docs/state.md "Persistence"): an append-only log of
+ * framed records, one per mutation of a persisted object (dict, list,
+ * value, array, queue), and snapshots that compact it. On by `state_file`.
+ *
+ * The state module calls three things:
+ *   - persist_writable(r) before it mutates a persisted object: false (with
+ *     `internal` answered) while the log cannot be written;
+ *   - persist_log(cmd, params) once a mutation is done, before its answer;
+ *   - nothing else: the records of one event-loop pass are written (and
+ *     with state_sync = always fsynced) together by a commit that runs at
+ *     the end of the pass.
+ * The connections hold their output behind that commit: conn_flush() asks
+ * persist_barrier(), so no answer leaves the daemon before the records it
+ * may depend on are written.
+ */
+#ifndef MPSUPD_PERSIST_H
+#define MPSUPD_PERSIST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "command.h"
+
+extern const struct cmd_module persist_module;
+
+/* May a persisted object be mutated now? When the last write failed this
+ * retries it; if that fails too, r is answered `internal` and false is
+ * returned. Always true when persistence is off. */
+bool persist_writable(struct request *r);
+
+/* Append the record of a mutation as applied: a state command (e.g.
+ * "dict.set", "obj.create") and its parameters, `name` included. Replaying
+ * the command with these parameters on the state before it gives the state
+ * after it. No-op when persistence is off or while loading. */
+void persist_log(const char *cmd, json_t *params);
+
+/*
+ * The commit barrier. While records of the current pass are not yet
+ * written, returns true and remembers (fn, arg): fn(arg) runs once they are
+ * on disk (as far as state_sync promises). Returns false when nothing is
+ * pending: the caller may write at once.
+ */
+bool persist_barrier(void (*fn)(void *arg), void *arg);
+/* Forget a (fn, arg) given to persist_barrier (the connection closed). */
+void persist_barrier_cancel(void (*fn)(void *arg), void *arg);
+
+/* Write and sync what is pending now (normally run by the loop). */
+void persist_commit(void);
+
+/* --- building blocks, exposed for unit tests ------------------------------ */
+
+/* Frame header: payload length, CRC32C of the payload, CRC32C of those 8
+ * bytes (all little-endian). */
+#define PERSIST_HDR 12
+/* A record larger than this is not written, and not believed when read. */
+#define PERSIST_RECORD_MAX (1u << 30)
+
+/* CRC32C (Castagnoli), continuing from crc (0 to start). */
+uint32_t persist_crc32c(uint32_t crc, const void *data, size_t len);
+/* Fill the PERSIST_HDR bytes of a frame for a payload. */
+void persist_frame(unsigned char *hdr, const void *payload, uint32_t len);
+
+enum persist_scan_end {
+	PERSIST_SCAN_OK = 0,     /* every byte belongs to a good record */
+	PERSIST_SCAN_TORN,       /* a bad tail with no good record after it */
+	PERSIST_SCAN_CORRUPT,    /* a bad record with good data after it, or fn refused one */
+};
+
+struct persist_scan {
+	enum persist_scan_end end;
+	size_t records;          /* good records passed to fn */
+	size_t good_end;         /* offset just after the last good record */
+	size_t bad_off;          /* where the damage starts (end != OK) */
+	char why[160];
+};
+
+/*
+ * Walk the records of buf. fn(payload, len, offset, arg, why, whylen)
+ * returns 0 to go on, or -1 with a reason in why: the record is then
+ * treated as corrupt. Stops at the first bad record: when a good record
+ * starts anywhere after it the file is corrupt, otherwise its tail is torn.
+ */
+typedef int persist_record_fn(const char *payload, size_t len, size_t off, void *arg,
+			      char *why, size_t whylen);
+void persist_scan(const char *buf, size_t len, persist_record_fn *fn, void *arg,
+		  struct persist_scan *ret);
+
+/*
+ * Open (or create) the state files of path, load the snapshot and replay
+ * the log into the (empty) namespace, and start logging with sync mode.
+ * truncate_corrupt: drop a corrupt log from the damage on instead of
+ * failing. Returns 0 or a negative errno, with the reason in err.
+ */
+int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool truncate_corrupt,
+		 char *err, size_t errlen);
+/* Write a snapshot now and empty the log; 0 or a negative errno. */
+int persist_snapshot(void);
+/* Commit, snapshot (when clean) and close; persistence is off afterwards. */
+void persist_close(bool snapshot);
+/* Figures for daemon.info (a new object). */
+json_t *persist_info(void);
+
+#endif

@@ -1,0 +1,785 @@
+/*
+ * Unit tests of durable shared state (daemon/persist.c): the record format
+ * and CRC32C, the loader's verdicts (good, empty, torn tail, corruption),
+ * and snapshot + replay equivalence.
+ *
+ * Requests run through the real request path: a socketpair end stands in
+ * for an accepted client (conn_new_for_fd), so the commit barrier and the
+ * commit event are the daemon's own.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "command.h"
+#include "conf.h"
+#include "daemon.h"
+#include "log.h"
+#include "obj.h"
+#include "persist.h"
+#include "conn.h"
+
+/* --- what daemon/main.c provides ------------------------------------------- */
+
+struct daemon daemon_g;
+
+double now_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double now_wall(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double daemon_uptime(void)
+{
+	return 0;
+}
+
+struct timeval tv_from_secs(double s)
+{
+	struct timeval tv;
+
+	if (s < 0)
+		s = 0;
+	tv.tv_sec = (time_t)s;
+	tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
+	return tv;
+}
+
+void daemon_shutdown(const char *why)
+{
+	(void)why;
+	daemon_g.shutting_down = true;
+}
+
+int daemon_reload(json_t **result, char *err, size_t errlen)
+{
+	(void)result;
+	snprintf(err, errlen, "no reload in unit tests");
+	return -ENOTSUP;
+}
+
+/* --- fixture: a state directory and clients ---------------------------------- */
+
+static char dir[64], path[128], log_path[160];
+
+struct client {
+	int fd;
+	char buf[1 << 16];
+	size_t len;
+};
+
+static struct client cl[2];
+
+static void client_open(struct client *c)
+{
+	int sv[2];
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	fcntl(sv[1], F_SETFL, O_NONBLOCK);
+	ck_assert_ptr_nonnull(conn_new_for_fd(sv[1], getuid(), getgid(), getpid()));
+	c->fd = sv[0];
+	c->len = 0;
+}
+
+static void setup(void)
+{
+	static struct conf cf;
+	static bool once;
+
+	if (!once) {
+		once = true;
+		conf_defaults(&cf);
+		log_init(getenv("PERSIST_LOG") ? LOG_LVL_DEBUG : LOG_LVL_ERROR);
+		signal(SIGPIPE, SIG_IGN);
+		daemon_g.conf = &cf;
+		daemon_g.base = event_base_new();
+		command_init();
+	}
+	snprintf(dir, sizeof(dir), "/tmp/test_persist.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/state", dir);
+	snprintf(log_path, sizeof(log_path), "%s/state.log", dir);
+	client_open(&cl[0]);
+	client_open(&cl[1]);
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	persist_close(false);
+	obj_delete_all();
+	close(cl[0].fd);
+	close(cl[1].fd);
+	for (int i = 0; i < 20; i++) /* let the daemon side see the EOFs */
+		event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+	unsetenv("MPSUP_TEST_FAIL_WRITES");
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Send one request line (JSON text of the params, cmd added). */
+static void send_req(int ci, const char *cmd, const char *params)
+{
+	char line[4096];
+	int n = snprintf(line, sizeof(line), "{\"cmd\":\"%s\"%s%s\n", cmd,
+			 strcmp(params, "{}") ? "," : "", strcmp(params, "{}") ? params + 1 : "}");
+
+	ck_assert(n > 0 && (size_t)n < sizeof(line));
+	ck_assert_int_eq(write(cl[ci].fd, line, (size_t)n), n);
+}
+
+/* The next answer on client ci (runs the loop; NULL after timeout s). */
+static json_t *recv_ans(int ci, double timeout)
+{
+	struct client *c = &cl[ci];
+	double end = now_mono() + timeout;
+
+	for (;;) {
+		char *nl = memchr(c->buf, '\n', c->len);
+		if (nl) {
+			json_t *v = json_loadb(c->buf, (size_t)(nl - c->buf), 0, NULL);
+			size_t used = (size_t)(nl - c->buf) + 1;
+			memmove(c->buf, nl + 1, c->len - used);
+			c->len -= used;
+			ck_assert_ptr_nonnull(v);
+			return v;
+		}
+		if (now_mono() > end)
+			return NULL;
+		event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+		ssize_t n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, MSG_DONTWAIT);
+		if (n > 0)
+			c->len += (size_t)n;
+		else
+			usleep(1000);
+	}
+}
+
+/* Call and return the answer (ok or not); the caller decrefs. */
+static json_t *call(int ci, const char *cmd, const char *params)
+{
+	json_t *a;
+
+	send_req(ci, cmd, params);
+	a = recv_ans(ci, 10);
+	ck_assert_msg(a != NULL, "%s: no answer", cmd);
+	return a;
+}
+
+/* Call and insist on success. */
+static void ok(int ci, const char *cmd, const char *params)
+{
+	json_t *a = call(ci, cmd, params);
+
+	ck_assert_msg(json_is_true(json_object_get(a, "ok")), "%s %s failed: %s", cmd, params,
+		      json_dumps(a, JSON_COMPACT));
+	json_decref(a);
+}
+
+/* The error code of a call that must fail (static buffer). */
+static const char *err_code(int ci, const char *cmd, const char *params)
+{
+	static char code[64];
+	json_t *a = call(ci, cmd, params);
+
+	ck_assert_msg(json_is_false(json_object_get(a, "ok")), "%s unexpectedly succeeded", cmd);
+	snprintf(code, sizeof(code), "%s",
+		 json_string_value(json_object_get(json_object_get(a, "error"), "code")));
+	json_decref(a);
+	return code;
+}
+
+/* Every persisted object as [[name, type, dump]...] sorted by name; dicts
+ * keep their key order (it is part of the state). */
+static void dump_one(struct obj *o, void *arg)
+{
+	if (o->type->dump)
+		json_array_append_new(arg, json_pack("[s, s, o]", o->name, o->type->name,
+						     o->type->dump(o)));
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(json_string_value(json_array_get(*(json_t *const *)a, 0)),
+		      json_string_value(json_array_get(*(json_t *const *)b, 0)));
+}
+
+static char *state_text(void)
+{
+	json_t *all = json_array(), *sorted = json_array();
+	json_t **v;
+	size_t n;
+	char *s;
+
+	obj_foreach(dump_one, all);
+	n = json_array_size(all);
+	v = calloc(n + 1, sizeof(*v));
+	for (size_t i = 0; i < n; i++)
+		v[i] = json_array_get(all, i);
+	qsort(v, n, sizeof(*v), by_name);
+	for (size_t i = 0; i < n; i++)
+		json_array_append(sorted, v[i]);
+	s = json_dumps(sorted, JSON_COMPACT);
+	free(v);
+	json_decref(all);
+	json_decref(sorted);
+	return s;
+}
+
+static void open_ok(int sync, bool truncate)
+{
+	char err[512];
+	int r = persist_open(path, sync, 64 << 20, truncate, err, sizeof(err));
+
+	ck_assert_msg(r == 0, "persist_open: %s", err);
+}
+
+/* Forget the in-memory state and load it again from the files. */
+static void reload(void)
+{
+	persist_close(false);
+	obj_delete_all();
+	ck_assert_uint_eq(obj_count(), 0);
+	open_ok(STATE_SYNC_ALWAYS, false);
+}
+
+static off_t file_size(const char *p)
+{
+	struct stat st;
+
+	return stat(p, &st) == 0 ? st.st_size : -1;
+}
+
+/* --- record format ------------------------------------------------------------ */
+
+START_TEST(test_crc32c)
+{
+	const char *s = "123456789";
+
+	/* The standard check value of CRC-32C (Castagnoli). */
+	ck_assert_uint_eq(persist_crc32c(0, s, 9), 0xE3069283u);
+	/* Incremental over any split equals one pass. */
+	for (size_t k = 0; k <= 9; k++)
+		ck_assert_uint_eq(persist_crc32c(persist_crc32c(0, s, k), s + k, 9 - k),
+				  0xE3069283u);
+	ck_assert_uint_eq(persist_crc32c(0, "", 0), 0);
+}
+END_TEST
+
+START_TEST(test_frame_layout)
+{
+	unsigned char hdr[PERSIST_HDR];
+	const char *p = "[1,\"dict.set\",{}]";
+	uint32_t len = (uint32_t)strlen(p), v;
+
+	persist_frame(hdr, p, len);
+	v = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
+	    (uint32_t)hdr[3] << 24;
+	ck_assert_uint_eq(v, len);
+	v = (uint32_t)hdr[4] | (uint32_t)hdr[5] << 8 | (uint32_t)hdr[6] << 16 |
+	    (uint32_t)hdr[7] << 24;
+	ck_assert_uint_eq(v, persist_crc32c(0, p, len));
+	v = (uint32_t)hdr[8] | (uint32_t)hdr[9] << 8 | (uint32_t)hdr[10] << 16 |
+	    (uint32_t)hdr[11] << 24;
+	ck_assert_uint_eq(v, persist_crc32c(0, hdr, 8));
+}
+END_TEST
+
+/* Three framed records; offsets of each in off[]. */
+static size_t three(char *buf, size_t off[3])
+{
+	const char *pl[3] = { "[1,\"a\",{}]", "[2,\"bb\",{\"x\":1}]", "[3,\"ccc\",{}]" };
+	size_t len = 0;
+
+	for (int i = 0; i < 3; i++) {
+		uint32_t n = (uint32_t)strlen(pl[i]);
+		off[i] = len;
+		persist_frame((unsigned char *)buf + len, pl[i], n);
+		memcpy(buf + len + PERSIST_HDR, pl[i], n);
+		len += PERSIST_HDR + n;
+	}
+	return len;
+}
+
+static int count_fn(const char *p, size_t len, size_t off, void *arg, char *why, size_t wl)
+{
+	(void)p;
+	(void)len;
+	(void)off;
+	(void)why;
+	(void)wl;
+	++*(int *)arg;
+	return 0;
+}
+
+START_TEST(test_scan_good_and_empty)
+{
+	char buf[256];
+	size_t off[3], len = three(buf, off);
+	struct persist_scan sc;
+	int n = 0;
+
+	persist_scan(buf, len, count_fn, &n, &sc);
+	ck_assert_int_eq(sc.end, PERSIST_SCAN_OK);
+	ck_assert_int_eq(n, 3);
+	ck_assert_uint_eq(sc.records, 3);
+	ck_assert_uint_eq(sc.good_end, len);
+	n = 0;
+	persist_scan(buf, 0, count_fn, &n, &sc);
+	ck_assert_int_eq(sc.end, PERSIST_SCAN_OK);
+	ck_assert_int_eq(n, 0);
+	ck_assert_uint_eq(sc.good_end, 0);
+}
+END_TEST
+
+START_TEST(test_scan_torn_tail)
+{
+	char buf[256];
+	size_t off[3], len = three(buf, off);
+	struct persist_scan sc;
+
+	/* Cut anywhere inside the last record: torn, at its start. */
+	for (size_t cut = off[2] + 1; cut < len; cut++) {
+		int n = 0;
+		persist_scan(buf, cut, count_fn, &n, &sc);
+		ck_assert_int_eq(sc.end, PERSIST_SCAN_TORN);
+		ck_assert_uint_eq(sc.bad_off, off[2]);
+		ck_assert_uint_eq(sc.good_end, off[2]);
+		ck_assert_int_eq(n, 2);
+	}
+	/* Zeros after the last record (space allocated, data lost). */
+	memset(buf + len, 0, 40);
+	persist_scan(buf, len + 40, NULL, NULL, &sc);
+	ck_assert_int_eq(sc.end, PERSIST_SCAN_TORN);
+	ck_assert_uint_eq(sc.bad_off, len);
+}
+END_TEST
+
+START_TEST(test_scan_flipped_byte)
+{
+	char buf[256];
+	size_t off[3], len = three(buf, off);
+	struct persist_scan sc;
+
+	/* Any flipped byte in the first two records is corruption, named at
+	 * the damaged record, since good records follow. */
+	for (size_t i = 0; i < off[2]; i++) {
+		size_t rec = i < off[1] ? 0 : 1;
+		buf[i] ^= 0x20;
+		persist_scan(buf, len, NULL, NULL, &sc);
+		ck_assert_msg(sc.end == PERSIST_SCAN_CORRUPT, "byte %zu: end %d", i, sc.end);
+		ck_assert_uint_eq(sc.bad_off, off[rec]);
+		ck_assert_uint_eq(sc.good_end, off[rec]);
+		buf[i] ^= 0x20;
+	}
+	/* In the last record it cannot be told from a torn write. */
+	buf[len - 2] ^= 1;
+	persist_scan(buf, len, NULL, NULL, &sc);
+	ck_assert_int_eq(sc.end, PERSIST_SCAN_TORN);
+	ck_assert_uint_eq(sc.bad_off, off[2]);
+}
+END_TEST
+
+static int refuse_second(const char *p, size_t len, size_t off, void *arg, char *why,
+			 size_t wl)
+{
+	(void)p;
+	(void)len;
+	(void)arg;
+	if (off == 0)
+		return 0;
+	snprintf(why, wl, "no thanks");
+	return -1;
+}
+
+START_TEST(test_scan_refused_record)
+{
+	char buf[256];
+	size_t off[3], len = three(buf, off);
+	struct persist_scan sc;
+
+	persist_scan(buf, len, refuse_second, NULL, &sc);
+	ck_assert_int_eq(sc.end, PERSIST_SCAN_CORRUPT);
+	ck_assert_uint_eq(sc.bad_off, off[1]);
+	ck_assert_str_eq(sc.why, "no thanks");
+}
+END_TEST
+
+/* --- the loader on real files -------------------------------------------------- */
+
+START_TEST(test_load_empty)
+{
+	int fd = open(log_path, O_CREAT | O_WRONLY, 0600);
+
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	open_ok(STATE_SYNC_ALWAYS, false);
+	ck_assert_uint_eq(obj_count(), 0);
+	ok(0, "dict.set", "{\"name\":\"d\",\"key\":\"k\",\"value\":1}");
+	ck_assert_int_gt(file_size(log_path), 0);
+	reload();
+	ok(0, "dict.get", "{\"name\":\"d\",\"key\":\"k\"}");
+}
+END_TEST
+
+START_TEST(test_load_torn_tail)
+{
+	off_t full, before;
+
+	open_ok(STATE_SYNC_ALWAYS, false);
+	ok(0, "list.append", "{\"name\":\"l\",\"value\":1}");
+	ok(0, "list.append", "{\"name\":\"l\",\"value\":2}");
+	before = file_size(log_path);
+	ok(0, "list.append", "{\"name\":\"l\",\"value\":3}");
+	full = file_size(log_path);
+	persist_close(false);
+	obj_delete_all();
+	/* A crash in the middle of the last write. */
+	ck_assert_int_eq(truncate(log_path, before + (full - before) / 2), 0);
+	open_ok(STATE_SYNC_ALWAYS, false);
+	ck_assert_int_eq(file_size(log_path), before); /* truncated at the tear */
+	{
+		json_t *a = call(0, "list.slice", "{\"name\":\"l\"}");
+		char *s = json_dumps(json_object_get(a, "result"), JSON_COMPACT);
+		ck_assert_str_eq(s, "[1,2]");
+		free(s);
+		json_decref(a);
+	}
+	/* And the log goes on from there. */
+	ok(0, "list.append", "{\"name\":\"l\",\"value\":4}");
+	reload();
+	{
+		json_t *a = call(0, "list.slice", "{\"name\":\"l\"}");
+		char *s = json_dumps(json_object_get(a, "result"), JSON_COMPACT);
+		ck_assert_str_eq(s, "[1,2,4]");
+		free(s);
+		json_decref(a);
+	}
+}
+END_TEST
+
+START_TEST(test_load_corrupt)
+{
+	char err[512];
+	off_t second;
+	int fd, r;
+
+	open_ok(STATE_SYNC_ALWAYS, false);
+	ok(0, "value.add", "{\"name\":\"v\",\"by\":1}"); /* create + add */
+	second = file_size(log_path);
+	ok(0, "value.add", "{\"name\":\"v\",\"by\":10}");
+	ok(0, "value.add", "{\"name\":\"v\",\"by\":100}");
+	persist_close(false);
+	obj_delete_all();
+	/* Flip a byte inside the payload of the record at `second`. */
+	fd = open(log_path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	{
+		char c;
+		ck_assert_int_eq(pread(fd, &c, 1, second + PERSIST_HDR + 3), 1);
+		c ^= 0x04;
+		ck_assert_int_eq(pwrite(fd, &c, 1, second + PERSIST_HDR + 3), 1);
+	}
+	close(fd);
+	r = persist_open(path, STATE_SYNC_ALWAYS, 64 << 20, false, err, sizeof(err));
+	ck_assert_int_eq(r, -EBADMSG);
+	{
+		char want[64];
+		snprintf(want, sizeof(want), "corrupt at offset %lld", (long long)second);
+		ck_assert_msg(strstr(err, want) != NULL, "message: %s", err);
+	}
+	obj_delete_all();
+	/* The operator's choice: keep what precedes the damage. */
+	open_ok(STATE_SYNC_ALWAYS, true);
+	{
+		json_t *a = call(0, "value.get", "{\"name\":\"v\"}");
+		ck_assert_int_eq(json_integer_value(json_object_get(a, "result")), 1);
+		json_decref(a);
+	}
+	/* ...and it was rewritten clean: a normal start works. */
+	reload();
+	ok(0, "value.get", "{\"name\":\"v\"}");
+}
+END_TEST
+
+START_TEST(test_load_gap_and_lock)
+{
+	char err[512];
+	int r;
+
+	open_ok(STATE_SYNC_NO, false);
+	/* A second opener of the same files is refused. */
+	{
+		int fd = open(log_path, O_RDWR);
+		ck_assert_int_ne(flock(fd, LOCK_EX | LOCK_NB), 0);
+		close(fd);
+	}
+	ok(0, "dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":1}");
+	ck_assert_int_eq(persist_snapshot(), 0);
+	ok(0, "dict.set", "{\"name\":\"d\",\"key\":\"b\",\"value\":2}");
+	persist_close(false);
+	obj_delete_all();
+	/* Without its snapshot the log starts in the middle: refused. */
+	ck_assert_int_eq(unlink(path), 0);
+	r = persist_open(path, STATE_SYNC_NO, 64 << 20, false, err, sizeof(err));
+	ck_assert_int_eq(r, -EBADMSG);
+	ck_assert_msg(strstr(err, "offset 0") && strstr(err, "snapshot"), "message: %s", err);
+	obj_delete_all();
+}
+END_TEST
+
+/* --- snapshot + replay equivalence ------------------------------------------------ */
+
+/* Mutations of every persisted type, including the queue's hand-offs
+ * between waiting getters and putters (two clients). */
+static void workload(void)
+{
+	json_t *a;
+
+	ok(0, "obj.create", "{\"name\":\"cfg\",\"type\":\"dict\",\"items\":{\"x\":1,\"y\":[1,2]}}");
+	ok(0, "dict.set", "{\"name\":\"cfg\",\"key\":\"z\",\"value\":{\"deep\":[true,null]}}");
+	ok(0, "dict.set", "{\"name\":\"cfg\",\"key\":\"\\u00e9\\u2603 \\\"q\\\"\",\"value\":\"v\"}");
+	ok(0, "dict.update", "{\"name\":\"cfg\",\"items\":{\"x\":10,\"w\":0.1}}");
+	ok(0, "dict.incr", "{\"name\":\"cfg\",\"key\":\"n\",\"by\":5}");
+	ok(0, "dict.incr", "{\"name\":\"cfg\",\"key\":\"w\",\"by\":0.2}");
+	ok(0, "dict.pop", "{\"name\":\"cfg\",\"key\":\"y\"}");
+	ok(0, "dict.setdefault", "{\"name\":\"cfg\",\"key\":\"s\",\"value\":7}");
+	ok(0, "dict.cas", "{\"name\":\"cfg\",\"key\":\"s\",\"expect\":7,\"value\":8}");
+	ok(0, "dict.del", "{\"name\":\"cfg\",\"key\":\"z\"}");
+	ok(0, "dict.get", "{\"name\":\"created-by-a-read\",\"key\":\"k\",\"default\":0}");
+	ok(0, "list.extend", "{\"name\":\"l\",\"values\":[1,2,3,4,5]}");
+	ok(0, "list.insert", "{\"name\":\"l\",\"index\":-2,\"value\":\"i\"}");
+	ok(0, "list.set", "{\"name\":\"l\",\"index\":0,\"value\":\"first\"}");
+	ok(0, "list.pop", "{\"name\":\"l\"}");
+	ok(0, "list.pop", "{\"name\":\"l\",\"index\":1}");
+	ok(0, "list.remove", "{\"name\":\"l\",\"value\":3}");
+	ok(0, "obj.create", "{\"name\":\"vi\",\"type\":\"value\",\"typecode\":\"i\",\"init\":40}");
+	ok(0, "value.add", "{\"name\":\"vi\",\"by\":2}");
+	ok(0, "obj.create", "{\"name\":\"vd\",\"type\":\"value\",\"typecode\":\"d\"}");
+	ok(0, "value.add", "{\"name\":\"vd\",\"by\":0.1}");
+	ok(0, "value.add", "{\"name\":\"vd\",\"by\":0.2}");
+	ok(0, "value.set", "{\"name\":\"va\",\"value\":{\"any\":\"thing\"}}");
+	ok(0, "value.cas", "{\"name\":\"va\",\"expect\":{\"any\":\"thing\"},\"value\":[1]}");
+	ok(0, "obj.create", "{\"name\":\"ar\",\"type\":\"array\",\"typecode\":\"d\",\"size\":4}");
+	ok(0, "array.set", "{\"name\":\"ar\",\"index\":1,\"value\":2.5}");
+	ok(0, "array.add", "{\"name\":\"ar\",\"index\":-1,\"by\":1e300}");
+	ok(0, "obj.create", "{\"name\":\"gone\",\"type\":\"list\"}");
+	ok(0, "obj.delete", "{\"name\":\"gone\"}");
+	/* not persisted: */
+	ok(0, "event.set", "{\"name\":\"ev\"}");
+	ok(0, "lock.acquire", "{\"name\":\"lk\"}");
+
+	/* queue: a getter waits (client 1), a put hands its item over */
+	ok(0, "obj.create", "{\"name\":\"q\",\"type\":\"queue\",\"maxsize\":2}");
+	send_req(1, "queue.get", "{\"name\":\"q\",\"timeout\":10}");
+	ck_assert_ptr_null(recv_ans(1, 0.05));
+	ok(0, "queue.put", "{\"name\":\"q\",\"item\":\"handed\"}");
+	a = recv_ans(1, 5);
+	ck_assert_str_eq(json_string_value(json_object_get(a, "result")), "handed");
+	json_decref(a);
+	/* fill it; a putter waits (client 1); a get admits it */
+	ok(0, "queue.put", "{\"name\":\"q\",\"item\":1}");
+	ok(0, "queue.put", "{\"name\":\"q\",\"item\":2}");
+	send_req(1, "queue.put", "{\"name\":\"q\",\"item\":3}");
+	ck_assert_ptr_null(recv_ans(1, 0.05));
+	ok(0, "queue.get", "{\"name\":\"q\"}");
+	a = recv_ans(1, 5);
+	ck_assert(json_is_true(json_object_get(a, "ok")));
+	json_decref(a);
+	ok(0, "queue.task_done", "{\"name\":\"q\"}");
+	ok(0, "queue.task_done", "{\"name\":\"q\"}");
+	/* refused ops leave no record */
+	ck_assert_str_eq(err_code(0, "queue.put", "{\"name\":\"q\",\"item\":9,\"timeout\":0}"),
+			 "full");
+	ck_assert_str_eq(err_code(0, "list.get", "{\"name\":\"cfg\",\"index\":0}"), "wrong_type");
+}
+
+START_TEST(test_replay_equivalence)
+{
+	char *before, *after;
+
+	open_ok(STATE_SYNC_ALWAYS, false);
+	workload();
+	before = state_text();
+
+	/* log only */
+	reload();
+	after = state_text();
+	ck_assert_str_eq(after, before);
+	free(after);
+	ck_assert_ptr_null(obj_find("ev")); /* events, locks: not persisted */
+	ck_assert_ptr_null(obj_find("lk"));
+	/* the unfinished count came back: 4 puts - 2 task_done */
+	ok(0, "queue.task_done", "{\"name\":\"q\"}");
+	ok(0, "queue.task_done", "{\"name\":\"q\"}");
+	ck_assert_str_eq(err_code(0, "queue.task_done", "{\"name\":\"q\"}"), "conflict");
+	free(before);
+	before = state_text();
+
+	/* snapshot, then more log */
+	ck_assert_int_eq(persist_snapshot(), 0);
+	ck_assert_int_eq(file_size(log_path), 0);
+	ok(0, "list.append", "{\"name\":\"l\",\"value\":\"after the snapshot\"}");
+	ok(0, "queue.get", "{\"name\":\"q\"}");
+	free(before);
+	before = state_text();
+	reload();
+	after = state_text();
+	ck_assert_str_eq(after, before);
+	free(after);
+
+	/* snapshot only (clean close) */
+	persist_close(true);
+	ck_assert_int_eq(file_size(log_path), 0);
+	obj_delete_all();
+	open_ok(STATE_SYNC_ALWAYS, false);
+	after = state_text();
+	ck_assert_str_eq(after, before);
+	free(after);
+	free(before);
+}
+END_TEST
+
+START_TEST(test_snapshot_skips_older_records)
+{
+	char *before, *after;
+	char *logcopy;
+	size_t n;
+	FILE *f;
+
+	open_ok(STATE_SYNC_ALWAYS, false);
+	ok(0, "list.append", "{\"name\":\"l\",\"value\":1}");
+	ok(0, "list.append", "{\"name\":\"l\",\"value\":2}");
+	/* Keep the log as it was before the snapshot truncated it... */
+	f = fopen(log_path, "rb");
+	logcopy = malloc(1 << 16);
+	n = fread(logcopy, 1, 1 << 16, f);
+	fclose(f);
+	ck_assert_int_eq(persist_snapshot(), 0);
+	ok(0, "list.append", "{\"name\":\"l\",\"value\":3}");
+	before = state_text();
+	persist_close(false);
+	obj_delete_all();
+	/* ...and put it back in front: a crash between rename and truncate. */
+	{
+		char *rest = malloc(1 << 16);
+		size_t m;
+		f = fopen(log_path, "rb");
+		m = fread(rest, 1, 1 << 16, f);
+		fclose(f);
+		f = fopen(log_path, "wb");
+		fwrite(logcopy, 1, n, f);
+		fwrite(rest, 1, m, f);
+		fclose(f);
+		free(rest);
+	}
+	free(logcopy);
+	open_ok(STATE_SYNC_ALWAYS, false);
+	after = state_text();
+	ck_assert_str_eq(after, before);
+	free(after);
+	free(before);
+}
+END_TEST
+
+/* --- write failures ---------------------------------------------------------------- */
+
+START_TEST(test_write_failure_holds_and_recovers)
+{
+	char flag[160];
+	json_t *a;
+	int fd;
+
+	snprintf(flag, sizeof(flag), "%s/fail", dir);
+	setenv("MPSUP_TEST_FAIL_WRITES", flag, 1);
+	open_ok(STATE_SYNC_ALWAYS, false);
+	ok(0, "dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":1}");
+	fd = open(flag, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+	/* The write fails: the answer is held, never an acknowledgement. */
+	send_req(0, "dict.set", "{\"name\":\"d\",\"key\":\"b\",\"value\":2}");
+	ck_assert_ptr_null(recv_ans(0, 0.2));
+	/* Others: reads work, mutations of persisted objects are refused,
+	 * other objects work. */
+	a = call(1, "dict.get", "{\"name\":\"d\",\"key\":\"a\"}");
+	ck_assert_int_eq(json_integer_value(json_object_get(a, "result")), 1);
+	json_decref(a);
+	ck_assert_str_eq(err_code(1, "dict.set", "{\"name\":\"d\",\"key\":\"c\",\"value\":3}"),
+			 "internal");
+	ck_assert_str_eq(err_code(1, "list.append", "{\"name\":\"new\",\"value\":3}"), "internal");
+	ok(1, "event.set", "{\"name\":\"e\"}");
+	ck_assert_ptr_null(obj_find("new"));
+	/* The disk comes back: the held answer goes out. */
+	unlink(flag);
+	a = recv_ans(0, 5);
+	ck_assert_ptr_nonnull(a);
+	ck_assert(json_is_true(json_object_get(a, "ok")));
+	json_decref(a);
+	ok(1, "dict.set", "{\"name\":\"d\",\"key\":\"c\",\"value\":3}");
+	reload();
+	a = call(0, "dict.len", "{\"name\":\"d\"}");
+	ck_assert_int_eq(json_integer_value(json_object_get(a, "result")), 3);
+	json_decref(a);
+}
+END_TEST
+
+static Suite *persist_suite(void)
+{
+	Suite *s = suite_create("persist");
+	TCase *t = tcase_create("format");
+
+	tcase_add_test(t, test_crc32c);
+	tcase_add_test(t, test_frame_layout);
+	tcase_add_test(t, test_scan_good_and_empty);
+	tcase_add_test(t, test_scan_torn_tail);
+	tcase_add_test(t, test_scan_flipped_byte);
+	tcase_add_test(t, test_scan_refused_record);
+	suite_add_tcase(s, t);
+	t = tcase_create("files");
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_set_timeout(t, 30);
+	tcase_add_test(t, test_load_empty);
+	tcase_add_test(t, test_load_torn_tail);
+	tcase_add_test(t, test_load_corrupt);
+	tcase_add_test(t, test_load_gap_and_lock);
+	tcase_add_test(t, test_replay_equivalence);
+	tcase_add_test(t, test_snapshot_skips_older_records);
+	tcase_add_test(t, test_write_failure_holds_and_recovers);
+	suite_add_tcase(s, t);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(persist_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,490 @@
+"""End-to-end tests of durable shared state (issue 8, docs/state.md
+"Persistence"): acknowledged writes survive SIGKILL at random moments, a
+clean shutdown leaves a snapshot, a corrupt log stops start-up at its
+offset unless --truncate-corrupt-state, and a failing disk refuses
+mutations without acknowledging them, keeps the daemon working and
+recovers.
+
+MPSUP_STRESS_LARGE=1 runs 1000 kill cycles instead of 20.
+"""
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+import unittest
+
+from mpsuptest import Client, Daemon, DaemonTestCase, wait_for, SCALE, main
+
+CYCLES = 1000 if os.environ.get("MPSUP_STRESS_LARGE") else 20
+WRITERS = 3
+
+
+def frames(data):
+    """(offset, payload length) of every complete frame of a state file."""
+    out, off = [], 0
+    while off + 12 <= len(data):
+        n = int.from_bytes(data[off:off + 4], "little")
+        if off + 12 + n > len(data):
+            break
+        out.append((off, n))
+        off += 12 + n
+    return out
+
+
+class PersistCase(unittest.TestCase):
+    """A daemon with state_file in its directory; restartable."""
+    sync = "always"
+    env = None
+    args = ()
+
+    def setUp(self):
+        self.d = Daemon(env=self.env, args=self.args)
+        self.state = os.path.join(self.d.dir, "state")
+        self.log = self.state + ".log"
+        self.configure()
+        self.d.start()
+
+    def configure(self, extra=""):
+        self.d.write_config(main_extra="state_file = %s\nstate_sync = %s\n%s"
+                            % (self.state, self.sync, extra))
+
+    def tearDown(self):
+        res = getattr(getattr(self, "_outcome", None), "result", None)
+        failed = bool(res and (res.failures or res.errors))
+        rc = self.d.stop()
+        if failed or rc not in (0, None):
+            print("---- mpsupd log ----\n" + self.d.read_log()[-8000:])
+        self.d.cleanup()
+        self.assertIn(rc, (0, None), "mpsupd exited with %r" % rc)
+
+    def kill(self):
+        """SIGKILL the daemon and wait for it to be gone."""
+        self.d.proc.send_signal(signal.SIGKILL)
+        self.d.proc.wait(timeout=20 * SCALE)
+        self.d.stop()
+
+    def restart(self, args=None):
+        if args is not None:
+            self.d.args = list(args)
+        self.d.start()
+
+    def info(self):
+        return self.d.ok("daemon.info")["persistence"]
+
+    def start_fails(self):
+        """Start and expect an exit with an error; returns the log."""
+        self.d.start(wait=False)
+        rc = self.d.proc.wait(timeout=20 * SCALE)
+        self.d.stop()
+        self.assertNotEqual(rc, 0)
+        return self.d.read_log()
+
+
+class Writer(threading.Thread):
+    """One client doing sequential mutations on its own objects and recording
+    what was acknowledged (and the one request in flight when it broke)."""
+
+    def __init__(self, sock, t, model, counter):
+        super().__init__(daemon=True)
+        self.sock, self.t, self.model, self.counter = sock, t, model, counter
+        self.acked = []       # (op, value) acknowledged this cycle
+        self.inflight = None  # (op, value) sent, no answer
+        self.failure = None
+
+    def run(self):
+        try:
+            c = Client(self.sock, timeout=30 * SCALE)
+        except OSError:
+            return
+        t = self.t
+        q = collections.deque(self.model["queue"])
+        try:
+            while True:
+                n = next(self.counter)
+                kind = ("dict", "list", "value", "put", "get")[n % 5]
+                if kind == "dict":
+                    req = ("dict.set", dict(name="kd", key="t%d-%d" % (t, n), value=n))
+                elif kind == "list":
+                    req = ("list.append", dict(name="kl%d" % t, value=n))
+                elif kind == "value":
+                    req = ("value.add", dict(name="kv%d" % t, by=1))
+                elif kind == "put":
+                    req = ("queue.put", dict(name="kq%d" % t, item=n))
+                else:
+                    req = ("queue.get", dict(name="kq%d" % t, timeout=0))
+                self.inflight = (kind, n)
+                try:
+                    resp = c.call(req[0], **req[1])
+                except (OSError, EOFError, ValueError):
+                    return  # killed: inflight stays
+                self.inflight = None
+                if kind == "get":
+                    # Live check of the model: FIFO, nothing lost or added.
+                    if resp.get("ok"):
+                        if not q or resp["result"] != q[0]:
+                            self.failure = "queue.get gave %r, model head %r" % (
+                                resp["result"], q[0] if q else None)
+                            return
+                        q.popleft()
+                    elif resp["error"]["code"] != "empty" or q:
+                        self.failure = "queue.get: %r with model %r" % (resp, list(q))
+                        return
+                    else:
+                        continue  # empty: nothing changed
+                elif not resp.get("ok"):
+                    self.failure = "%s failed: %r" % (req[0], resp)
+                    return
+                elif kind == "put":
+                    q.append(n)
+                self.acked.append((kind, resp.get("result") if kind == "get" else n))
+        finally:
+            c.close()
+
+
+class KillCycles(PersistCase):
+    sync = "always"
+
+    def read_state(self, c, t):
+        """What the daemon holds of writer t."""
+        def get(name, default):
+            r = c.call("obj.get", name=name)
+            if r.get("ok"):
+                return r["result"]
+            self.assertEqual(r["error"]["code"], "not_found")
+            return default
+        d = get("kd", {})
+        prefix = "t%d-" % t
+        return {
+            "dict": {k: v for k, v in d.items() if k.startswith(prefix)},
+            "list": get("kl%d" % t, []),
+            "value": get("kv%d" % t, 0),
+            "queue": get("kq%d" % t, []),
+        }
+
+    def check(self, t, model, w, actual):
+        """actual must be model + what w had acknowledged, and possibly its
+        request in flight - nothing else."""
+        exp = {"dict": dict(model["dict"]), "list": list(model["list"]),
+               "value": model["value"], "queue": list(model["queue"])}
+        for kind, v in w.acked:
+            if kind == "dict":
+                exp["dict"]["t%d-%d" % (t, v)] = v
+            elif kind == "list":
+                exp["list"].append(v)
+            elif kind == "value":
+                exp["value"] += 1
+            elif kind == "put":
+                exp["queue"].append(v)
+            elif kind == "get":
+                exp["queue"].pop(0)
+        options = [exp]
+        if w.inflight:
+            kind, v = w.inflight
+            alt = {"dict": dict(exp["dict"]), "list": list(exp["list"]),
+                   "value": exp["value"], "queue": list(exp["queue"])}
+            if kind == "dict":
+                alt["dict"]["t%d-%d" % (t, v)] = v
+            elif kind == "list":
+                alt["list"].append(v)
+            elif kind == "value":
+                alt["value"] += 1
+            elif kind == "put":
+                alt["queue"].append(v)
+            elif kind == "get" and alt["queue"]:
+                alt["queue"].pop(0)
+            options.append(alt)
+        self.assertIn(actual, options,
+                      "writer %d: after restart %r\nexpected %r\n(in flight %r)"
+                      % (t, actual, exp, w.inflight))
+
+    def test_sigkill_loses_no_acknowledged_write(self):
+        rng = random.Random(int(os.environ.get("MPSUP_SEED", time.time())))
+        counters = [iter(range(i * 10**9, (i + 1) * 10**9)) for i in range(WRITERS)]
+        models = [{"dict": {}, "list": [], "value": 0, "queue": []} for _ in range(WRITERS)]
+        total = 0
+        for cycle in range(CYCLES):
+            writers = [Writer(self.d.socket, t, models[t], counters[t]) for t in range(WRITERS)]
+            for w in writers:
+                w.start()
+            # Kill at a random moment once some writes went through.
+            wait_for(lambda: sum(len(w.acked) for w in writers) >= 3
+                     or any(not w.is_alive() for w in writers),
+                     what="the first acknowledged writes")
+            time.sleep(rng.uniform(0, 0.15))
+            self.kill()
+            for w in writers:
+                w.join(30 * SCALE)
+                self.assertFalse(w.is_alive())
+                self.assertIsNone(w.failure, w.failure)
+            total += sum(len(w.acked) for w in writers)
+            self.restart()
+            with self.d.client() as c:
+                for t, w in enumerate(writers):
+                    actual = self.read_state(c, t)
+                    self.check(t, models[t], w, actual)
+                    models[t] = actual
+            self.assertNotIn("corrupt", self.d.read_log())
+        self.assertGreater(total, CYCLES * 3)
+
+
+class Files(PersistCase):
+    def test_clean_shutdown_writes_a_snapshot(self):
+        with self.d.client() as c:
+            c.ok("dict.set", name="d", key="a", value=[1, 2])
+            c.ok("obj.create", name="q", type="queue", maxsize=5)
+            c.ok("queue.put", name="q", item="x")
+            c.ok("queue.put", name="q", item="y")
+            c.ok("queue.task_done", name="q")
+            c.ok("event.set", name="e")
+            info = c.ok("daemon.info")["persistence"]
+        self.assertTrue(info["enabled"])
+        self.assertEqual(info["sync"], "always")
+        self.assertTrue(info["accepting_writes"])
+        self.assertGreater(info["log_bytes"], 0)
+        self.assertIsNotNone(info["last_fsync"])
+        self.assertEqual(info["errors"], 0)
+        out = self.d.mpctl("info", check=0).stdout
+        self.assertIn("persistence:", out)
+        self.assertEqual(self.d.stop(), 0)
+        self.assertGreater(os.path.getsize(self.state), 0)
+        self.assertEqual(os.path.getsize(self.log), 0)
+        self.assertFalse(os.path.exists(self.state + ".tmp"))
+        self.assertEqual(os.stat(self.state).st_mode & 0o777, 0o600)
+        self.restart()
+        with self.d.client() as c:
+            self.assertEqual(c.ok("dict.get", name="d", key="a"), [1, 2])
+            self.assertEqual(c.ok("obj.get", name="q"), ["x", "y"])
+            # one task of two is done: one more task_done, then conflict
+            c.ok("queue.task_done", name="q")
+            self.assertEqual(c.err("queue.task_done", name="q"), "conflict")
+            # events are not persisted
+            self.assertEqual(c.err("obj.get", name="e"), "not_found")
+            info = c.ok("daemon.info")["persistence"]
+        self.assertGreater(info["snapshot_bytes"], 0)
+
+    def test_corrupt_log_stops_start_up_at_its_offset(self):
+        with self.d.client() as c:
+            for i in range(10):
+                c.ok("list.append", name="l", value=i)
+        self.kill()
+        with open(self.log, "rb") as f:
+            data = bytearray(f.read())
+        fr = frames(data)
+        self.assertEqual(len(fr), 11)  # create + 10 appends
+        off, n = fr[5]
+        data[off + 12 + n // 2] ^= 0x01
+        with open(self.log, "wb") as f:
+            f.write(data)
+        log = self.start_fails()
+        self.assertIn("corrupt at offset %d" % off, log)
+        self.assertIn("--truncate-corrupt-state", log)
+        # The operator decides: keep what precedes the damage.
+        self.restart(args=["--truncate-corrupt-state"])
+        self.assertEqual(self.d.ok("obj.get", name="l"), [0, 1, 2, 3])
+        self.d.ok("list.append", name="l", value="new")
+        self.d.stop()
+        self.restart(args=[])
+        self.assertEqual(self.d.ok("obj.get", name="l"), [0, 1, 2, 3, "new"])
+
+    def test_torn_last_record_is_dropped(self):
+        with self.d.client() as c:
+            for i in range(5):
+                c.ok("dict.set", name="d", key="k%d" % i, value=i)
+        self.kill()
+        with open(self.log, "rb") as f:
+            data = f.read()
+        off, n = frames(data)[-1]
+        with open(self.log, "wb") as f:
+            f.write(data[:off + 12 + n // 2])
+        self.restart()
+        self.assertEqual(sorted(self.d.ok("dict.keys", name="d")), ["k0", "k1", "k2", "k3"])
+        self.assertIn("torn last record at offset %d" % off, self.d.read_log())
+        self.assertEqual(os.path.getsize(self.log), off)
+
+    def test_corrupt_snapshot_stops_start_up(self):
+        self.d.ok("dict.set", name="d", key="a", value=1)
+        self.d.ok("dict.set", name="e", key="b", value=2)
+        self.d.stop()
+        with open(self.state, "rb") as f:
+            data = bytearray(f.read())
+        off, n = frames(data)[1]  # the first object
+        data[off + 12 + 2] ^= 0x40
+        with open(self.state, "wb") as f:
+            f.write(data)
+        log = self.start_fails()
+        self.assertIn("snapshot %s is corrupt at offset %d" % (self.state, off), log)
+
+    def test_one_daemon_per_state_file(self):
+        other = Daemon()
+        try:
+            other.write_config(main_extra="state_file = %s\n" % self.state)
+            other.start(wait=False)
+            self.assertNotEqual(other.proc.wait(timeout=20 * SCALE), 0)
+            self.assertIn("in use", other.read_log())
+        finally:
+            other.cleanup()
+
+
+class OtherModes(PersistCase):
+    sync = "everysec"
+
+    def test_everysec_then_no_then_always(self):
+        self.d.ok("value.add", name="v", by=5)
+        self.assertEqual(self.info()["sync"], "everysec")
+        wait_for(lambda: self.info()["last_fsync"] is not None, what="the background fsync")
+        # no: acknowledged writes are in the kernel's hands, which survive
+        # the daemon's death.
+        for mode in ("no", "always"):
+            self.sync = mode
+            self.configure()
+            self.d.ok("daemon.reload")
+            self.assertEqual(self.info()["sync"], mode)
+            self.d.ok("value.add", name="v", by=1)
+        self.kill()
+        self.restart()
+        self.assertEqual(self.d.ok("value.get", name="v"), 7)
+
+    def test_compaction_when_the_log_grows(self):
+        self.configure("state_log_max_bytes = 4K\n")
+        self.d.ok("daemon.reload")
+        with self.d.client() as c:
+            for i in range(400):
+                c.ok("value.add", name="v", by=1)
+            info = c.ok("daemon.info")["persistence"]
+        self.assertGreaterEqual(info["snapshots"], 1)
+        self.assertLess(info["log_bytes"], 4096 + 200)
+        self.kill()
+        self.restart()
+        self.assertEqual(self.d.ok("value.get", name="v"), 400)
+
+
+class FailingDisk(PersistCase):
+    """Writes fail with ENOSPC while a flag file exists
+    (MPSUP_TEST_FAIL_WRITES, a fault-injection hook of mpsupd)."""
+
+    def setUp(self):
+        self.flag = "/tmp/mpsup-failflag-%d-%d" % (os.getpid(), random.randrange(10**9))
+        self.env = {"MPSUP_TEST_FAIL_WRITES": self.flag}
+        super().setUp()
+
+    def tearDown(self):
+        if os.path.exists(self.flag):
+            os.unlink(self.flag)
+        super().tearDown()
+
+    def test_mutations_refused_then_recovered(self):
+        self.d.ok("dict.set", name="d", key="before", value=1)
+        open(self.flag, "w").close()
+        held = self.d.client()
+        held.send("dict.set", name="d", key="held", value=2)
+        with self.d.client() as c:
+            # The request that met the failure is not acknowledged...
+            held.sock.settimeout(0.3)
+            with self.assertRaises(OSError):
+                held.recv()
+            held.sock.settimeout(20 * SCALE)
+            # ...others are refused with a clear error...
+            resp = c.call("dict.set", name="d", key="refused", value=3)
+            self.assertFalse(resp["ok"])
+            self.assertEqual(resp["error"]["code"], "internal")
+            self.assertIn("No space left on device", resp["error"]["message"])
+            self.assertEqual(c.err("list.append", name="newlist", value=1), "internal")
+            self.assertEqual(c.err("obj.delete", name="d"), "internal")
+            # ...and the daemon keeps working: reads, ping, other objects.
+            self.assertEqual(c.ok("dict.get", name="d", key="before"), 1)
+            c.ok("ping")
+            c.ok("event.set", name="e")
+            self.assertTrue(c.ok("lock.acquire", name="lk")["acquired"])
+            c.ok("lock.release", name="lk")
+            c.ok("status")
+            info = c.ok("daemon.info")["persistence"]
+            self.assertFalse(info["accepting_writes"])
+            self.assertIn("No space left", info["error"])
+            self.assertGreaterEqual(info["errors"], 1)
+            # The disk comes back: the held answer goes out, writes resume.
+            os.unlink(self.flag)
+            self.assertTrue(held.recv()["ok"])
+            wait_for(lambda: self.info()["accepting_writes"], what="recovery")
+            c.ok("dict.set", name="d", key="after", value=4)
+            self.assertIsNone(c.ok("daemon.info")["persistence"]["error"])
+        held.close()
+        self.kill()
+        self.restart()
+        self.assertEqual(sorted(self.d.ok("dict.keys", name="d")), ["after", "before", "held"])
+
+
+class FullTmpfs(PersistCase):
+    """A real full file system: a small tmpfs (needs root and mount rights)."""
+
+    def setUp(self):
+        self.mnt = None
+        if os.geteuid() != 0:
+            self.skipTest("needs root to mount a tmpfs")
+        import tempfile
+        mnt = tempfile.mkdtemp(prefix="mpsup-tmpfs-")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt],
+                           capture_output=True)
+        if r.returncode != 0:
+            os.rmdir(mnt)
+            self.skipTest("cannot mount a tmpfs here: %s" % r.stderr.decode().strip())
+        self.mnt = mnt
+        # Space taken by something else, given back later.
+        self.filler = os.path.join(mnt, "filler")
+        with open(self.filler, "wb") as f:
+            f.write(b"\0" * (640 * 1024))
+        super().setUp()
+
+    def configure(self, extra=""):
+        if self.mnt:
+            self.state = os.path.join(self.mnt, "state")
+            self.log = self.state + ".log"
+        super().configure(extra)
+
+    def tearDown(self):
+        if self.mnt:
+            try:
+                super().tearDown()
+            finally:
+                subprocess.run(["umount", self.mnt])
+                os.rmdir(self.mnt)
+
+    def test_full_disk(self):
+        big = "x" * 8000
+        acked = []
+        c = self.d.client()
+        c.sock.settimeout(1.0 * SCALE)
+        held_key = None
+        for i in range(200):
+            key = "k%d" % i
+            try:
+                resp = c.call("dict.set", name="d", key=key, value=big)
+            except OSError:
+                held_key = key  # held: not on disk, never acknowledged
+                break
+            if not resp["ok"]:
+                self.assertEqual(resp["error"]["code"], "internal")
+                break
+            acked.append(key)
+        self.assertIsNotNone(held_key, "the disk never filled up")
+        with self.d.client() as c2:
+            self.assertEqual(c2.err("dict.set", name="d", key="no", value=1), "internal")
+            c2.ok("ping")
+            self.assertEqual(len(c2.ok("dict.keys", name="d")), len(acked) + 1)
+        os.unlink(self.filler)
+        c.sock.settimeout(20 * SCALE)
+        self.assertTrue(c.recv()["ok"])
+        c.close()
+        wait_for(lambda: self.info()["accepting_writes"], what="recovery")
+        self.d.ok("dict.set", name="d", key="after", value=1)
+        self.kill()
+        self.restart()
+        keys = set(self.d.ok("dict.keys", name="d"))
+        self.assertEqual(keys, set(acked) | {held_key, "after"})
+
+
+if __name__ == "__main__":
+    main()

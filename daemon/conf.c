@@ -445,6 +445,10 @@ static int parse_output(struct output_conf *o, const char *value, char *err, siz
 	} else
 		return seterr(err, errlen,
 			      "expected capture, null, inherit, journal or file:/path, not '%s'", value);
+	if (kind != OUTPUT_FILE) { /* a path set by an earlier key no longer applies */
+		free(o->path);
+		o->path = NULL;
+	}
 	o->kind = kind;
 	return 0;
 }

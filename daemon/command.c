@@ -21,6 +21,7 @@ extern const struct cmd_module events_module;
 extern const struct cmd_module state_module;
 extern const struct cmd_module persist_module;
 extern const struct cmd_module proc_module;
+extern const struct cmd_module task_module;
 
 /* Every module, in start order. Adding a module is one line here. */
 static const struct cmd_module *const modules[] = {
@@ -29,6 +30,7 @@ static const struct cmd_module *const modules[] = {
 	&state_module,
 	&persist_module, /* loads the state before anything serves it; stops after proc */
 	&proc_module,
+	&task_module, /* after proc: its stop fails the tasks before workers stop */
 };
 #define N_MODULES (sizeof(modules) / sizeof(modules[0]))
 
@@ -194,6 +196,11 @@ void request_error(struct request *r, enum mpsup_err code, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	request_finish(r, false, json_pack("{s:s, s:s}", "code", mpsup_err_name(code), "message", msg));
+}
+
+void request_fail(struct request *r, json_t *error)
+{
+	request_finish(r, false, error);
 }
 
 int request_unpack(struct request *r, const char *fmt, ...)

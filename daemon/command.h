@@ -91,6 +91,9 @@ void request_ok(struct request *r, json_t *result);
 /* Answer with an error. */
 void request_error(struct request *r, enum mpsup_err code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* Answer with an error object {code, message, ...} built by the caller
+ * (stolen), for errors that carry more members (pool.map's index). */
+void request_fail(struct request *r, json_t *error);
 /*
  * Validate and read parameters with json_unpack_ex and JSON_STRICT (unknown
  * keys are refused). On failure answers bad_request and returns -1.

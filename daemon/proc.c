@@ -36,6 +36,7 @@
 #include "log.h"
 #include "proc.h"
 #include "proc_spawn.h"
+#include "task.h"
 
 /* A run shorter than this never resets backoff, whatever start_secs says
  * (no hot restart loop with start_secs = 0). */
@@ -128,6 +129,7 @@ json_t *proc_record(const struct proc *p)
 	json_object_set_new(rec, "restarts", json_integer(p->restarts));
 	json_object_set_new(rec, "exit_status_text",
 			    p->exit_status_text ? json_string(p->exit_status_text) : json_null());
+	task_proc_record(p, rec);
 	return rec;
 }
 
@@ -212,6 +214,7 @@ struct oneshot *oneshot_free(struct oneshot *os)
 static void proc_destroy(struct proc *p)
 {
 	proc_cmd_forget(p);
+	task_proc_gone(p);
 	if (p->pid)
 		pid_remove(p);
 	if (p->group_wait)
@@ -453,6 +456,7 @@ static void proc_feed(struct proc *p, enum proc_event ev)
 		ev = next;
 	}
 	proc_cmd_notify(p); /* settled: waiters see no intermediate state */
+	task_proc_notify(p);
 	proc_after(p);
 }
 
@@ -529,6 +533,7 @@ static void proc_died(struct proc *p, int st)
 	p->exitcode = proc_exitcode(st);
 	describe_status(p, st);
 	log_info("proc", "%s (pid %d) %s", p->name, (int)p->last_pid, p->exit_status_text);
+	task_worker_exited(p); /* before a restart replaces its pipes */
 	if (p->state == PS_STOPPING && group_alive(p->pgid)) {
 		/* the rest of its group got the stop signal too: wait for it */
 		p->group_wait = true;
@@ -935,6 +940,7 @@ static void pool_free(struct pool *pl)
 	publish_pool("pool.removed", pl);
 	TAILQ_REMOVE(&pools, pl, entry);
 	proc_cmd_pool_gone(pl);
+	task_pool_gone(pl);
 	outfile_free(pl->out);
 	outfile_free(pl->err);
 	pool_clear_ids(pl);

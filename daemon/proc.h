@@ -20,6 +20,8 @@
 
 struct event;
 struct pool;
+struct task_pool;
+struct worker;
 
 /* What proc.run asked for. */
 struct oneshot {
@@ -63,6 +65,7 @@ struct proc {
 	struct event *timer;        /* start_secs, backoff or stop timeout */
 	struct outpipe *out, *err;
 	struct logring ring;
+	struct worker *worker;      /* task pools: its task channel (task.c) */
 	struct proc *hnext;         /* pid hash chain */
 	TAILQ_ENTRY(proc) gentry;   /* group-wait list or free list */
 };
@@ -84,6 +87,7 @@ struct pool {
 	char *ids_error;            /* resolution failed: every spawn fails with this */
 	bool removing;              /* stopping its members, then freed */
 	bool from_config;           /* defined in a config file (reload manages it) */
+	struct task_pool *tasks;    /* task pools: backlog and idle workers (task.c) */
 	TAILQ_ENTRY(pool) entry;
 };
 

@@ -21,6 +21,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "proc.h"
+#include "task.h"
 
 #define LOGS_LINES_MAX 100000
 
@@ -721,6 +722,7 @@ static json_t *pool_json(const struct pool *pl)
 	for (unsigned i = 0; i < pl->n_slots; i++)
 		running += pl->members[i] && proc_is_alive(pl->members[i]);
 	json_object_set_new(j, "running", json_integer(running));
+	task_pool_record(pl, j);
 	return j;
 }
 

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "proc.h"
 #include "proc_spawn.h"
+#include "task.h"
 
 enum spawn_step {
 	STEP_SETSID = 1,
@@ -364,6 +365,8 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	struct spawn_plan sp;
 	struct spawn_failure f;
 	struct pool *pl = p->pool;
+	/* a task worker's stdin and stdout are its task channel (task.c) */
+	bool task = pl && pl->conf->mode == POOL_MODE_TASK;
 	char **argv = NULL, **own_argv = NULL;
 	int status[2] = { -1, -1 }, rd[3] = { -1, -1, -1 }, in_w = -1;
 	const char *path;
@@ -414,7 +417,7 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	sp.nofile = nofile_orig;
 
 	/* descriptors: stdin, stdout, stderr, status pipe */
-	if (!pl && p->os->stdin_data) {
+	if (task || (!pl && p->os->stdin_data)) {
 		int ip[2];
 		if (pipe2(ip, O_CLOEXEC) < 0)
 			goto syserr;
@@ -423,7 +426,13 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 		rd[0] = ip[0]; /* the child's end, closed below */
 	} else if ((sp.fd[0] = devnull_fd()) < 0)
 		goto syserr;
-	if ((sp.fd[1] = output_fd(pl ? &pl->conf->out : NULL, 1, &rd[1])) < 0)
+	if (task) {
+		int op[2];
+		if (pipe2(op, O_CLOEXEC) < 0)
+			goto syserr;
+		sp.fd[1] = op[1];
+		rd[1] = op[0];
+	} else if ((sp.fd[1] = output_fd(pl ? &pl->conf->out : NULL, 1, &rd[1])) < 0)
 		goto syserr;
 	if ((sp.fd[2] = output_fd(pl ? &pl->conf->err : NULL, 2, &rd[2])) < 0)
 		goto syserr;
@@ -460,7 +469,13 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	if (p->pidfd < 0)
 		p->pidfd = -1;
 	/* our ends */
-	if (rd[1] >= 0) {
+	if (task) {
+		close(sp.fd[1]);
+		sp.fd[1] = -1;
+		p->out = outpipe_free(p->out);
+		task_worker_attach(p, in_w, rd[1]);
+		in_w = rd[1] = -1;
+	} else if (rd[1] >= 0) {
 		close(sp.fd[1]);
 		sp.fd[1] = -1;
 		p->out = outpipe_free(p->out);

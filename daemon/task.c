@@ -444,8 +444,10 @@ static void task_end(struct task *t, json_t *result, enum mpsup_err code, const 
 			return;
 		}
 		t->result = result;
-		if (++m->done == m->n)
+		if (++m->done == m->n) {
 			map_answer(m);
+			map_maybe_free(m);
+		}
 		return;
 	}
 	if (result)

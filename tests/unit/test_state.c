@@ -25,17 +25,7 @@
 
 /* --- fakes of the core ------------------------------------------------------- */
 
-struct daemon daemon_g;
 static struct conf test_conf;
-
-struct timeval tv_from_secs(double s)
-{
-	struct timeval tv;
-
-	tv.tv_sec = (time_t)s;
-	tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
-	return tv;
-}
 
 static json_t *answers;     /* "id" -> {ok, result | code} */
 static int n_published;

@@ -625,33 +625,11 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 			refuse(fd, "too many clients for this user (max_clients_per_uid)");
 			continue;
 		}
-		c = calloc(1, sizeof(*c));
-		if (!c || !(c->in = mpsup_framer_new(cf->max_request_bytes)) ||
-		    !(c->out = evbuffer_new())) {
-			if (c) {
-				mpsup_framer_free(c->in);
-				free(c);
-			}
-			close(fd);
+		c = conn_new_for_fd(fd, cred.uid, cred.gid, cred.pid);
+		if (!c) {
 			log_error("conn", "out of memory accepting a client");
-			return;
-		}
-		c->id = next_conn_id++;
-		c->fd = fd;
-		c->uid = cred.uid;
-		c->gid = cred.gid;
-		c->pid = cred.pid;
-		c->role = peer_role(fd, cred.uid, cred.gid);
-		c->ev_read = event_new(daemon_g.base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
-		c->ev_write = event_new(daemon_g.base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
-		c->ev_resume = event_new(daemon_g.base, -1, 0, conn_resume_cb, c);
-		TAILQ_INSERT_TAIL(&conns, c, entry);
-		n_conns++;
-		if (!c->ev_read || !c->ev_write || !c->ev_resume) {
-			conn_close(c);
 			continue;
 		}
-		event_add(c->ev_read, NULL);
 		log_debug("conn", "client %llu: uid %d pid %d role %d", (unsigned long long)c->id,
 			  (int)c->uid, (int)c->pid, (int)c->role);
 	}
@@ -805,9 +783,9 @@ void server_stop(void)
 }
 
 /*
- * A client on an already connected socket with the given credentials, set
- * up as accept_cb() does. For tests and fuzzing, where one end of a
- * socketpair stands in for an accepted client. Takes fd; NULL on failure.
+ * A client on an already connected socket with the given credentials:
+ * accept_cb() makes every client with it, so tests and fuzzing (one end of
+ * a socketpair) go through the same set-up. Takes fd; NULL on failure.
  */
 struct conn *conn_new_for_fd(int fd, uid_t uid, gid_t gid, pid_t pid)
 {

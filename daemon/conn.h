@@ -78,8 +78,8 @@ void conn_close(struct conn *c);
 void conn_resume(struct conn *c);
 void conn_add_close_hook(struct conn *c, conn_hook_fn *fn, void *arg);
 void conn_remove_close_hook(struct conn *c, conn_hook_fn *fn, void *arg);
-/* A client on a connected socket with these credentials (tests, fuzzing:
- * a socketpair end stands in for an accepted client). Takes fd. */
+/* A client on a connected socket with these credentials: an accepted one,
+ * or a socketpair end in tests and fuzzing. Takes fd; NULL on failure. */
 struct conn *conn_new_for_fd(int fd, uid_t uid, gid_t gid, pid_t pid);
 
 #endif

@@ -40,7 +40,11 @@ class Client:
     def __init__(self, path, timeout=DEFAULT_DEADLINE):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
-        self.sock.connect(path)
+        try:
+            self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
         self.buf = b""
         self.next_id = 1
 

@@ -307,7 +307,10 @@ void command_dispatch(struct conn *c, char *line, size_t len)
 	json_object_del(req, "cmd");
 	r->params = req;
 	req = NULL;
+	r->line = line; /* persist.c logs a mutation as it was received */
+	r->line_len = len;
 	ret = cmd->exec(r);
+	r->line = NULL;
 	if (ret == CMD_DONE || r->replied) {
 		if (!r->replied) {
 			log_error("command", "%s returned without an answer", cmd->name);

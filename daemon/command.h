@@ -70,6 +70,8 @@ struct request {
 	const struct cmd_entry *cmd;
 	void (*cancel)(struct request *r);
 	void *data;       /* the handler's own, while kept */
+	const char *line; /* the line as received, while exec runs (else NULL) */
+	size_t line_len;
 	bool replied;
 	bool kept;        /* CMD_WAIT or CMD_STREAM */
 };

@@ -184,7 +184,7 @@ void obj_ok(struct obj_call *c, json_t *result)
 	 * connection, and must not leave before its record (persist.h). */
 	if (c->op && (c->op->flags & CMD_MUTATES)) {
 		if (c->o->type->dump && !(c->op->flags & OBJ_OP_LOGS_ITSELF))
-			persist_log(c->r->cmd->name, c->r->params);
+			persist_log_request(c->r);
 		obj_changed(c->o, c->op->name);
 	}
 	request_ok(c->r, result);
@@ -412,7 +412,7 @@ static enum cmd_ret cmd_obj_create(struct request *r)
 		return CMD_DONE;
 	}
 	if (type->dump)
-		persist_log("obj.create", r->params);
+		persist_log_request(r);
 	obj_changed(o, "create");
 	request_ok(r, json_pack("{s:b}", "created", 1));
 	return CMD_DONE;
@@ -499,7 +499,7 @@ static enum cmd_ret cmd_obj_delete(struct request *r)
 	if (o->type->dump) {
 		if (!persist_writable(r))
 			return CMD_DONE;
-		persist_log("obj.delete", r->params);
+		persist_log_request(r);
 	}
 	obj_changed(o, "delete");
 	obj_delete(o);

@@ -13,10 +13,14 @@
  *
  * Log payload: the JSON array [SEQ, CMD, PARAMS] - a state command as it
  * was applied (e.g. [17,"dict.set",{"name":"d","key":"k","value":1}]).
+ * PARAMS is usually the request line exactly as received (its "id" and
+ * "cmd" members are ignored by replay): parsing the same text gives the
+ * same values, and copying it costs far less than serializing the parsed
+ * request again.
  * Why commands and not resulting values: every op of a persisted type is a
  * deterministic function of the object and its parameters, so the command
  * is exact, small (a list.append of one item costs the item, not the list)
- * and cheap to build (the request's parameters are dumped as they are).
+ * and cheap to build.
  * What is not deterministic is logged as what happened, not as what was
  * asked: an object created on first use is an explicit "obj.create" record,
  * and a queue logs its own effects ("queue.put" when an item enters,
@@ -265,7 +269,38 @@ static void crc_init(void)
 					  crc_table[0][crc_table[t - 1][i] & 0xff];
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/* The same with the SSE4.2 crc32 instruction (the Castagnoli polynomial). */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const unsigned char *p,
+							     size_t len)
+{
+	uint64_t c = ~crc;
+
+	for (; len >= 8; p += 8, len -= 8) {
+		uint64_t w;
+		memcpy(&w, p, 8);
+		c = __builtin_ia32_crc32di(c, w);
+	}
+	for (; len; p++, len--)
+		c = __builtin_ia32_crc32qi((uint32_t)c, *p);
+	return ~(uint32_t)c;
+}
+#endif
+
 uint32_t persist_crc32c(uint32_t crc, const void *data, size_t len)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	static int hw = -1;
+
+	if (hw < 0)
+		hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+	if (hw)
+		return crc32c_hw(crc, data, len);
+#endif
+	return persist_crc32c_sw(crc, data, len);
+}
+
+uint32_t persist_crc32c_sw(uint32_t crc, const void *data, size_t len)
 {
 	const unsigned char *p = data;
 
@@ -546,20 +581,34 @@ bool persist_writable(struct request *r)
 
 /* --- appending and committing ---------------------------------------------------------- */
 
-void persist_log(const char *cmd, json_t *params)
+/* Append a record [SEQ,"cmd",PARAMS] with PARAMS as text (line) or dumped
+ * from params. */
+static void log_append(const char *cmd, json_t *params, const char *line, size_t line_len)
 {
 	struct buf *b = &P.pending;
-	size_t start = b->len;
-	int n;
+	size_t start = b->len, cmd_len = strlen(cmd);
+	char num[24], *d = num + sizeof(num);
+	uint64_t seq = P.seq + 1;
 
-	if (!P.on || P.loading)
-		return;
-	if (buf_reserve(b, PERSIST_HDR + 64 + strlen(cmd)) < 0)
+	if (buf_reserve(b, PERSIST_HDR + sizeof(num) + cmd_len + line_len + 8) < 0)
 		goto oom;
+	do /* no printf on this path */
+		*--d = (char)('0' + seq % 10);
+	while ((seq /= 10));
 	b->len += PERSIST_HDR;
-	n = snprintf(b->p + b->len, b->cap - b->len, "[%" PRIu64 ",\"%s\",", P.seq + 1, cmd);
-	b->len += (size_t)n;
-	if (buf_dump(b, params) < 0 || buf_reserve(b, 1) < 0) {
+	b->p[b->len++] = '[';
+	memcpy(b->p + b->len, d, (size_t)(num + sizeof(num) - d));
+	b->len += (size_t)(num + sizeof(num) - d);
+	b->p[b->len++] = ',';
+	b->p[b->len++] = '"';
+	memcpy(b->p + b->len, cmd, cmd_len);
+	b->len += cmd_len;
+	b->p[b->len++] = '"';
+	b->p[b->len++] = ',';
+	if (line) {
+		memcpy(b->p + b->len, line, line_len);
+		b->len += line_len;
+	} else if (buf_dump(b, params) < 0 || buf_reserve(b, 1) < 0) {
 		b->len = start;
 		goto oom;
 	}
@@ -580,6 +629,18 @@ oom:
 		P.commit_scheduled = true;
 		event_active(P.ev_commit, EV_TIMEOUT, 0);
 	}
+}
+
+void persist_log(const char *cmd, json_t *params)
+{
+	if (P.on && !P.loading)
+		log_append(cmd, params, NULL, 0);
+}
+
+void persist_log_request(struct request *r)
+{
+	if (P.on && !P.loading)
+		log_append(r->cmd->name, r->params, r->line, r->line ? r->line_len : 0);
 }
 
 /* Compact when the log outgrew both its limit and the last snapshot. */
@@ -922,7 +983,13 @@ static int log_record(const char *p, size_t len, size_t off, void *arg, char *wh
 	if (json_unpack(v, "[I, s, o]", &seq, &cmd, &params) < 0 || seq < 1 ||
 	    !json_is_object(params)) {
 		snprintf(why, whylen, "not a log record");
-	} else if ((uint64_t)seq <= L->snap_seq) {
+		json_decref(v);
+		return -1;
+	}
+	/* a request line: its envelope is not a parameter */
+	json_object_del(params, "id");
+	json_object_del(params, "cmd");
+	if ((uint64_t)seq <= L->snap_seq) {
 		L->skipped++; /* older than the snapshot */
 		rc = 0;
 	} else if ((uint64_t)seq != L->last_seq + 1 && !(L->any_start && !L->applied)) {
@@ -1077,8 +1144,10 @@ int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool trunca
 	double t0 = mono_now();
 	int r;
 
-	if (P.on || P.path)
+	if (P.on || P.path) {
+		snprintf(err, errlen, "persistence is open already");
 		return -EBUSY;
+	}
 	P.fail_flag = getenv("MPSUP_TEST_FAIL_WRITES");
 	if (P.fail_flag && !*P.fail_flag)
 		P.fail_flag = NULL;

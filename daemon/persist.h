@@ -37,6 +37,9 @@ bool persist_writable(struct request *r);
  * the command with these parameters on the state before it gives the state
  * after it. No-op when persistence is off or while loading. */
 void persist_log(const char *cmd, json_t *params);
+/* The same for a request whose handler made the mutation: logs its line as
+ * received while the handler runs (cheaper), else its parameters. */
+void persist_log_request(struct request *r);
 
 /*
  * The commit barrier. While records of the current pass are not yet
@@ -61,6 +64,8 @@ void persist_commit(void);
 
 /* CRC32C (Castagnoli), continuing from crc (0 to start). */
 uint32_t persist_crc32c(uint32_t crc, const void *data, size_t len);
+/* The portable implementation (persist_crc32c uses SSE4.2 where it can). */
+uint32_t persist_crc32c_sw(uint32_t crc, const void *data, size_t len);
 /* Fill the PERSIST_HDR bytes of a frame for a payload. */
 void persist_frame(unsigned char *hdr, const void *payload, uint32_t len);
 

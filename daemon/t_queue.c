@@ -216,8 +216,8 @@ static enum cmd_ret queue_put(struct obj_call *c)
 		struct request *getter = waitq_take(w, NULL);
 
 		q->unfinished++;
-		persist_log("queue.put", c->r->params);
-		persist_log("queue.get", getter->params);
+		persist_log_request(c->r);
+		persist_log_request(getter);
 		obj_ok(c, NULL);
 		request_ok(getter, json_incref(c->arg[0]));
 		return CMD_DONE;
@@ -240,7 +240,7 @@ static enum cmd_ret queue_put(struct obj_call *c)
 		return CMD_DONE;
 	}
 	q->unfinished++;
-	persist_log("queue.put", c->r->params);
+	persist_log_request(c->r);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -263,7 +263,7 @@ static enum cmd_ret queue_get(struct obj_call *c)
 		return waitq_park(&c->o->wq[WQ_GET], c, timeout, getter_timeout, NULL);
 	}
 	item = queue_shift(q);
-	persist_log("queue.get", c->r->params);
+	persist_log_request(c->r);
 	if ((w = waitq_first(&c->o->wq[WQ_PUT]))) {
 		/* A slot is free: the longest waiting putter's item goes in. */
 		json_t *pitem;
@@ -273,7 +273,7 @@ static enum cmd_ret queue_get(struct obj_call *c)
 			request_error(putter, MPSUP_E_INTERNAL, "out of memory");
 		} else {
 			q->unfinished++;
-			persist_log("queue.put", putter->params);
+			persist_log_request(putter);
 			obj_changed(c->o, "put");
 			request_ok(putter, NULL);
 		}

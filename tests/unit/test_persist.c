@@ -32,41 +32,7 @@
 #include "persist.h"
 #include "conn.h"
 
-/* --- what daemon/main.c provides ------------------------------------------- */
-
-struct daemon daemon_g;
-
-double now_mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-double now_wall(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-double daemon_uptime(void)
-{
-	return 0;
-}
-
-struct timeval tv_from_secs(double s)
-{
-	struct timeval tv;
-
-	if (s < 0)
-		s = 0;
-	tv.tv_sec = (time_t)s;
-	tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
-	return tv;
-}
+/* --- what daemon/main.c provides (daemon.c has the rest) ------------------- */
 
 void daemon_shutdown(const char *why)
 {
@@ -287,6 +253,37 @@ START_TEST(test_crc32c)
 		ck_assert_uint_eq(persist_crc32c(persist_crc32c(0, s, k), s + k, 9 - k),
 				  0xE3069283u);
 	ck_assert_uint_eq(persist_crc32c(0, "", 0), 0);
+	ck_assert_uint_eq(persist_crc32c_sw(0, s, 9), 0xE3069283u);
+}
+END_TEST
+
+/* Bit by bit, straight from the definition. */
+static uint32_t crc_ref(const unsigned char *p, size_t n)
+{
+	uint32_t c = 0xffffffffu;
+
+	while (n--) {
+		c ^= *p++;
+		for (int k = 0; k < 8; k++)
+			c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+	}
+	return ~c;
+}
+
+START_TEST(test_crc32c_against_reference)
+{
+	unsigned char buf[300];
+
+	srand(42);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (unsigned char)rand();
+	/* every length and alignment, both implementations */
+	for (size_t off = 0; off < 9; off++)
+		for (size_t n = 0; n + off <= sizeof(buf); n += 7) {
+			uint32_t want = crc_ref(buf + off, n);
+			ck_assert_uint_eq(persist_crc32c(0, buf + off, n), want);
+			ck_assert_uint_eq(persist_crc32c_sw(0, buf + off, n), want);
+		}
 }
 END_TEST
 
@@ -753,6 +750,7 @@ static Suite *persist_suite(void)
 	TCase *t = tcase_create("format");
 
 	tcase_add_test(t, test_crc32c);
+	tcase_add_test(t, test_crc32c_against_reference);
 	tcase_add_test(t, test_frame_layout);
 	tcase_add_test(t, test_scan_good_and_empty);
 	tcase_add_test(t, test_scan_torn_tail);

@@ -115,6 +115,7 @@ struct worker {
 	bool killed;                  /* this run was killed by us */
 	bool dying;                   /* its death is being handled */
 	bool eof;                     /* its stdout closed */
+	bool timed;                   /* its timer runs for task_timeout */
 	unsigned long long tasks_done;
 	TAILQ_ENTRY(worker) ientry;
 };
@@ -533,10 +534,15 @@ static struct task *worker_take(struct worker *w)
 	w->tp->n_busy--;
 	if (t->map)
 		t->map->running--;
-	evtimer_del(w->timer);
-	w->wlen = w->woff = 0;
-	if (w->ev_write)
-		event_del(w->ev_write);
+	if (w->timed) {
+		evtimer_del(w->timer);
+		w->timed = false;
+	}
+	if (w->wlen) {
+		w->wlen = w->woff = 0;
+		if (w->ev_write)
+			event_del(w->ev_write);
+	}
 	return t;
 }
 
@@ -556,6 +562,7 @@ static void worker_close(struct worker *w)
 	w->in_fd = w->out_fd = -1;
 	w->rlen = w->wlen = w->woff = 0;
 	evtimer_del(w->timer);
+	w->timed = false;
 }
 
 /* SIGKILL to w's process group. */
@@ -654,6 +661,7 @@ static void worker_send(struct worker *w, struct task *t)
 	if (tmo > 0) {
 		struct timeval tv = tv_from_secs(tmo);
 		evtimer_add(w->timer, &tv);
+		w->timed = true;
 	}
 	len = task_line_format(&linebuf, &linebuf_cap, t->id, t->item);
 	if (len < 0) {
@@ -799,6 +807,7 @@ static bool worker_read(struct worker *w, bool all)
 			/* it is probably exiting: let its exit status tell why */
 			struct timeval tv = tv_from_secs(EOF_GRACE_SECS);
 			evtimer_add(w->timer, &tv);
+			w->timed = true;
 		}
 		return false;
 	}

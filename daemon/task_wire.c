@@ -15,13 +15,20 @@
 ssize_t task_line_format(char **buf, size_t *cap, uint64_t id, const json_t *item)
 {
 	const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-	char head[48];
-	size_t hl, n;
-	int k = snprintf(head, sizeof(head), "{\"id\":%" PRIu64 ",\"item\":", id);
+	static const char pre[] = "{\"id\":", post[] = ",\"item\":";
+	char head[48], digits[24];
+	size_t hl = 0, nd = 0, n;
 
-	if (k < 0)
-		return -1;
-	hl = (size_t)k;
+	/* the head by hand: this runs once per task */
+	do
+		digits[nd++] = (char)('0' + id % 10);
+	while ((id /= 10) > 0);
+	memcpy(head, pre, sizeof(pre) - 1);
+	hl = sizeof(pre) - 1;
+	while (nd > 0)
+		head[hl++] = digits[--nd];
+	memcpy(head + hl, post, sizeof(post) - 1);
+	hl += sizeof(post) - 1;
 	for (int pass = 0; pass < 2; pass++) {
 		if (*cap < hl + 256) {
 			char *nb = realloc(*buf, hl + 256);

@@ -91,6 +91,8 @@ static const struct ctl_column status_cols[] = {
 	{ "uptime", "UPTIME", fmt_uptime, NULL },
 	{ "exitcode", "EXIT", NULL, NULL },
 	{ "restarts", "RESTARTS", NULL, NULL },
+	{ "busy", "BUSY", NULL, NULL },        /* task pools only */
+	{ "tasks_done", "TASKS", NULL, NULL }, /* task pools only */
 };
 
 /* True for a non-empty array of objects that look like process records. */

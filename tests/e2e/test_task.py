@@ -353,6 +353,10 @@ class Ctl(TaskTestCase):
         self.add_pool("double", DOUBLE, processes=2)
         p = self.d.mpctl("map", "double", 1, 2, 3, check=0)
         self.assertEqual(p.stdout, "2\n4\n6\n")
+        out = self.d.mpctl("status", "double", check=0).stdout.splitlines()
+        self.assertEqual(out[0].split()[-2:], ["BUSY", "TASKS"])
+        self.assertEqual(sum(int(l.split()[-1]) for l in out[1:]), 3)  # TASKS
+        self.assertIn("PENDING", self.d.mpctl("pools", check=0).stdout)
         p = self.d.mpctl("--json", "map", "double", 5, check=0)
         self.assertEqual(json.loads(p.stdout), {"results": [10]})
         tid = self.d.mpctl("submit", "double", 21, check=0).stdout.strip()

@@ -281,6 +281,26 @@ class Lifecycle(TaskTestCase):
         self.assertEqual(resp["result"]["results"], list(range(12)))
         self.assertEqual(len(self.status("t")), 1)
 
+    def test_reload_in_flight_loses_nothing(self):
+        conf = ("[pool:r]\nmode = task\ncommand = %s\nprocesses = 2\nstart_secs = 0\n"
+                "stop_timeout = 5\n" % WORKER)
+        self.d.write_config(conf)
+        self.d.ok("daemon.reload")
+        self.wait_running("r", 2)
+        mark = self.path("mark")
+        with self.d.client() as c:
+            c.send("pool.map", pool="r", items=[{"sleep": 0.3, "value": i, "mark": mark}
+                                                for i in range(6)])
+            wait_for(lambda: self.pool_entry("r")["busy"] == 2, what="2 busy")
+            # a changed definition restarts every worker: their tasks run again
+            self.d.write_config(conf + "task_timeout = 30\n")
+            self.assertEqual(self.d.ok("daemon.reload")["changed"], ["r"])
+            resp = c.recv()
+        self.assertTrue(resp["ok"], resp)
+        self.assertEqual(resp["result"]["results"], list(range(6)))
+        with open(mark) as f:
+            self.assertEqual(sorted(int(x) for x in f.read().split()), list(range(6)))
+
     def test_stop_fails_backlog(self):
         self.add_pool()
         with self.d.client() as c:

@@ -514,8 +514,9 @@ class Reload(ProcTestCase):
         r = self.d.ok("daemon.reload")
         self.assertEqual((r["added"], r["changed"], r["removed"]), (["c"], ["b"], ["d"]))
         self.wait_pool_running("c", 2)
+        # the name is free at once; its worker is stopped in the background
         wait_for(lambda: self.d.err("status", target="d") == "not_found", what="d removed")
-        self.assertFalse(pid_alive(before["d:0"]["pid"]))
+        wait_for(lambda: not pid_alive(before["d:0"]["pid"]), what="d:0 stopped")
         b = self.wait_state("b:0", "running")
         self.assertNotEqual(b["pid"], before["b:0"]["pid"])
         self.assertEqual(self.record("a:0")["pid"], before["a:0"]["pid"])

@@ -77,6 +77,7 @@ struct pool {
 	unsigned n_slots;
 	struct outfile *out, *err;  /* file outputs, NULL when none */
 	bool err_to_out;            /* stderr goes to stdout's file */
+	bool journal_failing[2];    /* stdout/stderr = journal, captured instead */
 	/* the user and groups to run as, resolved once */
 	bool set_ids;
 	uid_t uid;

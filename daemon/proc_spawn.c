@@ -26,7 +26,10 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <unistd.h>
+
+#include <systemd/sd-journal.h>
 
 #include "argv.h"
 #include "command.h"
@@ -335,29 +338,60 @@ static const char *step_name(int step)
 	}
 }
 
-/* The descriptor a child gets for one output stream; *ret_read is our end
- * of a capture pipe (-1 when none). */
-static int output_fd(const struct output_conf *oc, int which, int *ret_read)
+/*
+ * stdout/stderr = journal: the child writes straight into journald, with
+ * its process name as identifier, and mpsupd is not in the data path. Both
+ * streams are logged at info unless a line starts with a "<N>" level prefix,
+ * as systemd does for a service. When no journal is reachable the stream is
+ * captured instead: one warning when that starts, one notice when the
+ * journal is back.
+ */
+static int journal_fd(struct proc *p, int which)
 {
-	int pfd[2];
+	struct pool *pl = p->pool;
+	bool *failing = which == 1 ? &pl->journal_failing[0] : &pl->journal_failing[1];
+	int fd = sd_journal_stream_fd(p->name, LOG_INFO, 1);
 
-	*ret_read = -1;
-	if (!oc || oc->kind == OUTPUT_FILE || oc->kind == OUTPUT_CAPTURE ||
-	    oc->kind == OUTPUT_JOURNAL) {
-		if (pipe2(pfd, O_CLOEXEC) < 0)
-			return -1;
-		*ret_read = pfd[0];
-		return pfd[1];
+	if (fd < 0) {
+		if (!*failing)
+			log_warn("proc", "pool %s: no journal for %s (%s): capturing it instead",
+				    pl->name, which == 1 ? "stdout" : "stderr", strerror(-fd));
+		*failing = true;
+		return -1;
 	}
-	if (oc->kind == OUTPUT_INHERIT)
-		return which;
-	return devnull_fd();
+	if (*failing)
+		log_info("proc", "pool %s: the journal takes %s again", pl->name,
+			   which == 1 ? "stdout" : "stderr");
+	*failing = false;
+	return fd;
 }
 
-static void close_child_end(int fd, int read_end)
+/* The descriptor a child gets for one output stream (which: 1 or 2);
+ * *ret_read is our end of a capture pipe (-1 when none); *owned says the
+ * returned descriptor is ours to close once the child has it. */
+static int output_fd(struct proc *p, int which, int *ret_read, bool *owned)
 {
-	if (read_end >= 0 && fd >= 0)
-		close(fd);
+	const struct output_conf *oc = NULL;
+	int pfd[2], fd;
+
+	if (p->pool)
+		oc = which == 1 ? &p->pool->conf->out : &p->pool->conf->err;
+	*ret_read = -1;
+	*owned = false;
+	if (oc && oc->kind == OUTPUT_INHERIT)
+		return which;
+	if (oc && oc->kind == OUTPUT_NULL)
+		return devnull_fd();
+	if (oc && oc->kind == OUTPUT_JOURNAL && (fd = journal_fd(p, which)) >= 0) {
+		*owned = true;
+		return fd;
+	}
+	/* capture, file: (written by us, line by line) or journal's fallback */
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return -1;
+	*ret_read = pfd[0];
+	*owned = true;
+	return pfd[1];
 }
 
 int proc_spawn(struct proc *p, char *err, size_t errlen)
@@ -369,6 +403,7 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	bool task = pl && pl->conf->mode == POOL_MODE_TASK;
 	char **argv = NULL, **own_argv = NULL;
 	int status[2] = { -1, -1 }, rd[3] = { -1, -1, -1 }, in_w = -1;
+	bool owned[3] = { false, false, false }; /* sp.fd[i] is ours to close */
 	const char *path;
 	ssize_t n;
 	pid_t pid;
@@ -432,9 +467,10 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 			goto syserr;
 		sp.fd[1] = op[1];
 		rd[1] = op[0];
-	} else if ((sp.fd[1] = output_fd(pl ? &pl->conf->out : NULL, 1, &rd[1])) < 0)
+		owned[1] = true;
+	} else if ((sp.fd[1] = output_fd(p, 1, &rd[1], &owned[1])) < 0)
 		goto syserr;
-	if ((sp.fd[2] = output_fd(pl ? &pl->conf->err : NULL, 2, &rd[2])) < 0)
+	if ((sp.fd[2] = output_fd(p, 2, &rd[2], &owned[2])) < 0)
 		goto syserr;
 	if (pipe2(status, O_CLOEXEC) < 0)
 		goto syserr;
@@ -468,24 +504,17 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (p->pidfd < 0)
 		p->pidfd = -1;
-	/* our ends */
+	/* our ends (the child's ends are closed below) */
+	p->out = outpipe_free(p->out);
+	p->err = outpipe_free(p->err);
 	if (task) {
-		close(sp.fd[1]);
-		sp.fd[1] = -1;
-		p->out = outpipe_free(p->out);
 		task_worker_attach(p, in_w, rd[1]);
 		in_w = rd[1] = -1;
 	} else if (rd[1] >= 0) {
-		close(sp.fd[1]);
-		sp.fd[1] = -1;
-		p->out = outpipe_free(p->out);
 		p->out = outpipe_new(p, rd[1], STREAM_STDOUT);
 		rd[1] = -1;
 	}
 	if (rd[2] >= 0) {
-		close(sp.fd[2]);
-		sp.fd[2] = -1;
-		p->err = outpipe_free(p->err);
 		p->err = outpipe_new(p, rd[2], STREAM_STDERR);
 		rd[2] = -1;
 	}
@@ -510,7 +539,8 @@ out:
 	if (in_w >= 0)
 		close(in_w);
 	for (int i = 1; i < 3; i++) {
-		close_child_end(sp.fd[i], rd[i]);
+		if (owned[i] && sp.fd[i] >= 0)
+			close(sp.fd[i]);
 		if (rd[i] >= 0)
 			close(rd[i]);
 	}

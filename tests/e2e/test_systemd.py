@@ -394,6 +394,112 @@ class Journal(SystemdTestCase):
         self.assertRegex(d.read_log(), r"mpsupd: info server: listening on ")
 
 
+# A stand-in for journald's stream socket (/run/systemd/journal/stdout) in a
+# private mount namespace: a pool with stdout = journal and stderr = journal
+# connects its workers straight to it. Prints, as JSON, each stream's header
+# (identifier, unit, priority, level prefix, syslog, kmsg, console) and
+# lines, and what proc.logs held for the worker meanwhile.
+JOURNAL_STREAM_STANDIN = r"""
+import json, os, selectors, socket, subprocess, sys, time
+sys.path.insert(0, "%(e2e)s")
+from mpsuptest import Client
+try:
+    os.makedirs("/run/systemd", exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run/systemd"], check=True,
+                   capture_output=True)
+except Exception as e:
+    sys.stderr.write(str(e)); sys.exit(77)
+os.makedirs("/run/systemd/journal")
+lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+lst.bind("/run/systemd/journal/stdout")
+lst.listen(16)
+lst.setblocking(False)
+d = "%(dir)s"
+conf, log, sock = d + "/js.conf", d + "/js.log", d + "/js.sock"
+with open(conf, "w") as f:
+    f.write("[mpsupd]\nsocket = %%s\nlog_level = debug\n"
+            "[pool:jw]\ncommand = /bin/sh -c 'echo out-$MPSUP_INDEX; echo err >&2; exec sleep 1000'\n"
+            "stdout = journal\nstderr = journal\n" %% sock)
+p = subprocess.Popen(["%(mpsupd)s", "-c", conf], stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+sel = selectors.DefaultSelector()
+sel.register(lst, selectors.EVENT_READ)
+streams = {}
+end = time.monotonic() + 30 * %(scale)s
+def done():
+    got = [s for s in streams.values() if len(s["data"].split(b"\n")) > 8]
+    return len(got) >= 2
+while time.monotonic() < end and not done():
+    for key, _ in sel.select(0.2):
+        if key.fileobj is lst:
+            c, _ = lst.accept()
+            streams[c.fileno()] = {"sock": c, "data": b""}
+            sel.register(c, selectors.EVENT_READ)
+        else:
+            chunk = key.fileobj.recv(4096)
+            if not chunk:
+                sel.unregister(key.fileobj)
+            streams[key.fileobj.fileno()]["data"] += chunk
+logs = None
+try:
+    with Client(sock, timeout=5) as c:
+        r = c.call("proc.logs", target="jw:0")
+        logs = r.get("result")
+finally:
+    p.terminate()
+    p.wait()
+out = []
+for s in streams.values():
+    lines = s["data"].decode(errors="replace").split("\n")
+    out.append({"header": lines[:7], "lines": [l for l in lines[7:] if l]})
+sys.stderr.write(open(log).read())
+print(json.dumps({"streams": out, "logs": logs}))
+"""
+
+
+class WorkerJournal(SystemdTestCase):
+    CONFIG = ("[pool:jw]\ncommand = /bin/sh -c 'echo out-$MPSUP_INDEX; "
+              "echo err >&2; exec sleep 1000'\nstdout = journal\nstderr = journal\n")
+
+    def test_workers_write_straight_to_the_journal(self):
+        if os.geteuid() != 0 or not shutil.which("unshare"):
+            self.skipTest("needs root and unshare(1) to stand in for journald")
+        script = JOURNAL_STREAM_STANDIN % {"mpsupd": MPSUPD, "dir": self.tmp, "scale": SCALE,
+                                           "e2e": os.path.dirname(os.path.abspath(__file__))}
+        p = subprocess.run(["unshare", "-m", sys.executable, "-c", script],
+                           capture_output=True, text=True, timeout=90 * SCALE)
+        if p.returncode == 77:
+            self.skipTest("cannot mount a tmpfs on /run/systemd here: " + p.stderr.strip())
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        r = json.loads(p.stdout)
+        streams = sorted(r["streams"], key=lambda s: s["lines"])
+        self.assertEqual(len(streams), 2, r)
+        for s in streams:
+            # identifier = the process name, info unless a line says <N>,
+            # level prefixes on, no syslog/kmsg/console forwarding
+            self.assertEqual(s["header"], ["jw:0", "", "6", "1", "0", "0", "0"], s)
+        self.assertEqual([s["lines"] for s in streams], [["err"], ["out-0"]])
+        # mpsupd is not in the data path: it captured nothing
+        self.assertEqual(r["logs"], [])
+        self.assertNotIn("no journal", p.stderr)
+
+    def test_without_a_journal_output_is_captured_with_one_warning(self):
+        if os.path.exists("/run/systemd/journal/stdout"):
+            self.skipTest("a journald is running here: output goes to it")
+        d = self.daemon(self.CONFIG)
+
+        def lines():
+            return sorted(l["line"] for l in d.ok("proc.logs", target="jw:0"))
+        wait_for(lambda: lines() == ["err", "out-0"], what="captured output")
+        pid = d.ok("status", target="jw:0")[0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: lines() == ["err", "err", "out-0", "out-0"],
+                 what="the restarted worker's output")
+        log = d.read_log()
+        self.assertEqual(log.count("pool jw: no journal for stdout"), 1, log)
+        self.assertEqual(log.count("pool jw: no journal for stderr"), 1, log)
+        self.assertIn("capturing it instead", log)
+
+
 class ChildEnvironment(SystemdTestCase):
     def test_children_inherit_no_service_variables(self):
         activate = find_socket_activate()

@@ -142,6 +142,21 @@ class SystemdTestCase(unittest.TestCase):
             lst.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def in_namespace(self, template):
+        """Run a stand-in script (NAMESPACE_PRELUDE first) in a private mount
+        namespace; skips without root, unshare(1) or mount rights."""
+        if os.geteuid() != 0 or not shutil.which("unshare"):
+            self.skipTest("needs root and unshare(1) to stand in for journald")
+        script = template % {"mpsupd": MPSUPD, "dir": self.tmp, "scale": SCALE,
+                             "e2e": os.path.dirname(os.path.abspath(__file__)),
+                             "prelude": NAMESPACE_PRELUDE}
+        p = subprocess.run(["unshare", "-m", sys.executable, "-c", script],
+                           capture_output=True, text=True, timeout=90 * SCALE)
+        if p.returncode == 77:
+            self.skipTest("cannot mount a tmpfs on /run/systemd here: " + p.stderr.strip())
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        return p
+
     def listener(self, abstract=False):
         lst = NotifyListener(os.path.join(self.tmp, "notify.sock"), abstract=abstract)
         self.listeners.append(lst)
@@ -311,8 +326,9 @@ class SocketActivation(SystemdTestCase):
 # Runs in a private mount namespace: binds a datagram socket where journald's
 # would be, starts mpsupd with stderr a file named by JOURNAL_STREAM, prints
 # the entries received as JSON; the daemon's stderr is copied to ours.
-JOURNAL_STANDIN = r"""
-import json, os, socket, subprocess, sys, time
+# Run in a private mount namespace (unshare -m): a tmpfs on /run/systemd, so a
+# stand-in for journald can bind its sockets there; exit 77 when not allowed.
+NAMESPACE_PRELUDE = r"""
 try:
     os.makedirs("/run/systemd", exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run/systemd"], check=True,
@@ -320,7 +336,11 @@ try:
 except Exception as e:
     sys.stderr.write(str(e)); sys.exit(77)
 os.makedirs("/run/systemd/journal")
-j = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+"""
+
+JOURNAL_STANDIN = r"""
+import json, os, socket, subprocess, sys, time
+%(prelude)sj = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 j.bind("/run/systemd/journal/socket")
 d = "%(dir)s"
 conf, log, sock = d + "/j.conf", d + "/j.log", d + "/j.sock"
@@ -369,14 +389,7 @@ class Journal(SystemdTestCase):
     def test_structured_entries_reach_the_journal(self):
         # A private mount namespace with our own datagram socket standing in
         # for journald at /run/systemd/journal/socket (needs root).
-        if os.geteuid() != 0 or not shutil.which("unshare"):
-            self.skipTest("needs root and unshare(1) to stand in for journald")
-        script = JOURNAL_STANDIN % {"mpsupd": MPSUPD, "dir": self.tmp}
-        p = subprocess.run(["unshare", "-m", sys.executable, "-c", script],
-                           capture_output=True, text=True, timeout=60 * SCALE)
-        if p.returncode == 77:
-            self.skipTest("cannot mount a tmpfs on /run/systemd here: " + p.stderr.strip())
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        p = self.in_namespace(JOURNAL_STANDIN)
         entries = json.loads(p.stdout)
         started = [e for e in entries if "started (pid" in e.get("MESSAGE", "")]
         self.assertTrue(started, entries)
@@ -403,14 +416,7 @@ JOURNAL_STREAM_STANDIN = r"""
 import json, os, selectors, socket, subprocess, sys, time
 sys.path.insert(0, "%(e2e)s")
 from mpsuptest import Client
-try:
-    os.makedirs("/run/systemd", exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run/systemd"], check=True,
-                   capture_output=True)
-except Exception as e:
-    sys.stderr.write(str(e)); sys.exit(77)
-os.makedirs("/run/systemd/journal")
-lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+%(prelude)slst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 lst.bind("/run/systemd/journal/stdout")
 lst.listen(16)
 lst.setblocking(False)
@@ -461,15 +467,7 @@ class WorkerJournal(SystemdTestCase):
               "echo err >&2; exec sleep 1000'\nstdout = journal\nstderr = journal\n")
 
     def test_workers_write_straight_to_the_journal(self):
-        if os.geteuid() != 0 or not shutil.which("unshare"):
-            self.skipTest("needs root and unshare(1) to stand in for journald")
-        script = JOURNAL_STREAM_STANDIN % {"mpsupd": MPSUPD, "dir": self.tmp, "scale": SCALE,
-                                           "e2e": os.path.dirname(os.path.abspath(__file__))}
-        p = subprocess.run(["unshare", "-m", sys.executable, "-c", script],
-                           capture_output=True, text=True, timeout=90 * SCALE)
-        if p.returncode == 77:
-            self.skipTest("cannot mount a tmpfs on /run/systemd here: " + p.stderr.strip())
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        p = self.in_namespace(JOURNAL_STREAM_STANDIN)
         r = json.loads(p.stdout)
         streams = sorted(r["streams"], key=lambda s: s["lines"])
         self.assertEqual(len(streams), 2, r)

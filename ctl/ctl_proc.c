@@ -872,20 +872,9 @@ static int cmd_shutdown(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, ch
 /* info: the daemon's figures as "key: value" lines. */
 static int cmd_info(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
-	json_t *result;
-	int rc;
-
 	if (ctl_plain_args(cmd, argc, argv) != argc)
 		ctl_usage_error(cmd, "info takes no arguments");
-	rc = ctl_call(ctl, "daemon.info", NULL, &result);
-	if (rc != CTL_EXIT_OK)
-		return rc;
-	if (ctl->json || !json_is_object(result))
-		ctl_print_result(ctl, result);
-	else
-		ctl_print_fields(result);
-	json_decref(result);
-	return CTL_EXIT_OK;
+	return ctl_call_print_fields(ctl, "daemon.info");
 }
 
 /* reopen-logs */

@@ -101,6 +101,21 @@ int ctl_call_print(struct ctl *ctl, const char *cmd, json_t *params)
 	return CTL_EXIT_OK;
 }
 
+int ctl_call_print_fields(struct ctl *ctl, const char *cmd)
+{
+	json_t *result;
+	int rc = ctl_call(ctl, cmd, NULL, &result);
+
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json || !json_is_object(result))
+		ctl_print_result(ctl, result);
+	else
+		ctl_print_fields(result);
+	json_decref(result);
+	return CTL_EXIT_OK;
+}
+
 char *ctl_stream_next_line(struct ctl *ctl)
 {
 	char *line = NULL;
@@ -480,20 +495,9 @@ void ctl_print_fields(const json_t *obj)
 /* hello: who is answering, human-readably. */
 static int cmd_hello(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
-	json_t *result;
-	int rc;
-
 	if (ctl_plain_args(cmd, argc, argv) != argc)
 		ctl_usage_error(cmd, "hello takes no arguments");
-	rc = ctl_call(ctl, "hello", NULL, &result);
-	if (rc != CTL_EXIT_OK)
-		return rc;
-	if (ctl->json || !json_is_object(result))
-		ctl_print_result(ctl, result);
-	else
-		ctl_print_fields(result);
-	json_decref(result);
-	return CTL_EXIT_OK;
+	return ctl_call_print_fields(ctl, "hello");
 }
 
 /* ping: is the daemon there. */

@@ -65,6 +65,9 @@ _Noreturn void ctl_transport_fail(struct ctl *ctl, int err);
 int ctl_call(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result);
 /* Like ctl_call, then print the result (ctl_print_result). */
 int ctl_call_print(struct ctl *ctl, const char *cmd, json_t *params);
+/* Call cmd without parameters and print an object result as "key: value"
+ * lines (as JSON with --json or for any other result). */
+int ctl_call_print_fields(struct ctl *ctl, const char *cmd);
 /* Receive one raw line of a stream (malloc'ed), NULL at its end. */
 char *ctl_stream_next_line(struct ctl *ctl);
 /*

@@ -29,9 +29,10 @@ json_t *mpsup_request_new(const char *cmd, json_t *params, json_t *id)
 }
 
 /*
- * Depth is checked with a scan before parsing, so a hostile line such as
- * 10000 '[' never reaches the parser. Too deep is too_large; anything else
- * wrong is bad_request.
+ * The fast reader stops at max_depth by itself; for anything it refuses,
+ * depth is checked with a scan before jansson parses, so a hostile line
+ * such as 10000 '[' never reaches jansson. Too deep is too_large; anything
+ * else wrong is bad_request.
  */
 int mpsup_request_parse(const char *line, size_t len, size_t max_depth,
 			json_t **ret_req, const char **ret_cmd, json_t **ret_id,
@@ -49,15 +50,18 @@ int mpsup_request_parse(const char *line, size_t len, size_t max_depth,
 		mpsup_error_set(ret_err, MPSUP_E_BAD_REQUEST, "empty request");
 		return -EBADMSG;
 	}
-	if (mpsup_json_depth(line, len) > max_depth) {
+	/* The fast reader takes what is valid and not too deep; the rest
+	 * goes the slow way, which tells why it is refused. */
+	req = mpsup_json_loadb(line, len, max_depth);
+	if (!req && mpsup_json_depth(line, len) > max_depth) {
 		mpsup_error_set(ret_err, MPSUP_E_TOO_LARGE,
 				"JSON nested deeper than %zu levels", max_depth);
 		return -EBADMSG;
 	}
 
 	/* Decode any value, so a scalar gets the clearer "not an object". */
-	req = json_loadb(line, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
-	if (!req) {
+	if (!req && !(req = json_loadb(line, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
+				       &jerr))) {
 		mpsup_error_set(ret_err, MPSUP_E_BAD_REQUEST, "invalid JSON at column %d: %s",
 				jerr.column, jerr.text);
 		return -EBADMSG;

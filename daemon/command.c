@@ -248,6 +248,9 @@ bool request_stream(struct request *r, json_t *msg)
 
 static const char *const role_names[] = { "none", "read", "state", "admin" };
 
+/* Longer than any command name; the unknown-command message quotes 100. */
+#define CMD_NAME_MAX 128
+
 /* Answer a line that could not become a request. */
 static void reply_early(struct conn *c, json_t *id, enum mpsup_err code, const char *msg)
 {
@@ -264,17 +267,16 @@ void command_dispatch(struct conn *c, char *line, size_t len)
 	struct mpsup_error err;
 	const struct cmd_entry *cmd;
 	struct request *r;
-	const char *name;
+	char name[CMD_NAME_MAX]; /* a longer name is cut: no command is found */
 	json_t *req, *id = NULL;
 	enum cmd_ret ret;
 
-	if (mpsup_request_parse(line, len, daemon_g.conf->max_json_depth, &req, &name, &id,
-				&err) < 0) {
+	if (mpsup_request_read(line, len, daemon_g.conf->max_json_depth, &req, &id, name,
+			       sizeof(name), &err) < 0) {
 		reply_early(c, id, err.code, err.message);
 		json_decref(id);
 		return;
 	}
-	id = json_incref(json_object_get(req, "id"));
 	cmd = command_find(name);
 	if (!cmd) {
 		char msg[160];
@@ -303,8 +305,6 @@ void command_dispatch(struct conn *c, char *line, size_t len)
 	r->cmd = cmd;
 	r->id = id;
 	id = NULL;
-	json_object_del(req, "id");
-	json_object_del(req, "cmd");
 	r->params = req;
 	req = NULL;
 	r->line = line; /* persist.c logs a mutation as it was received */

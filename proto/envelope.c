@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_read.h"
 #include "mpsup.h"
 
 json_t *mpsup_request_new(const char *cmd, json_t *params, json_t *id)
@@ -93,6 +94,34 @@ int mpsup_request_parse(const char *line, size_t len, size_t max_depth,
 		*ret_req = req;
 	else
 		json_decref(req);
+	return 0;
+}
+
+int mpsup_request_read(const char *line, size_t len, size_t max_depth, json_t **ret_params,
+		       json_t **ret_id, char *cmd, size_t cmd_size, struct mpsup_error *ret_err)
+{
+	const char *name;
+	json_t *req;
+	int r;
+
+	if (max_depth == 0)
+		max_depth = MPSUP_DEFAULT_MAX_DEPTH;
+	*ret_id = NULL;
+	if (!cmd || cmd_size == 0) {
+		mpsup_error_set(ret_err, MPSUP_E_INTERNAL, "no room for the command name");
+		return -EINVAL;
+	}
+	if (json_read_request(line, len, max_depth, ret_params, ret_id, cmd, cmd_size) == 0)
+		return 0;
+	/* The slow way: the same checks, and a message when it fails. */
+	r = mpsup_request_parse(line, len, max_depth, &req, &name, ret_id, ret_err);
+	if (r < 0)
+		return r;
+	snprintf(cmd, cmd_size, "%s", name);
+	*ret_id = json_incref(json_object_get(req, "id"));
+	json_object_del(req, "id");
+	json_object_del(req, "cmd");
+	*ret_params = req;
 	return 0;
 }
 

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_read.h"
 #include "mpsup.h"
 
 /* jansson counts values (a scalar inside N containers is at N + 1) and
@@ -40,6 +41,14 @@
 struct reader {
 	const unsigned char *p, *end;
 	size_t depth, max_depth;
+};
+
+/* A request's envelope, taken out of the top-level object as it is read. */
+struct envelope {
+	json_t *id;      /* NULL: absent */
+	char *cmd;       /* the command name, cut to cmd_size - 1 bytes */
+	size_t cmd_size;
+	bool has_cmd;
 };
 
 static json_t *read_value(struct reader *r);
@@ -306,7 +315,36 @@ static json_t *read_word(struct reader *r, const char *word, size_t len, json_t 
 	return v;
 }
 
-static json_t *read_object(struct reader *r)
+/* Take the member key (klen bytes) of the top-level object into env when
+ * it is "id" or "cmd": 1 taken, 0 not an envelope member, -1 refused (a
+ * duplicate, a cmd that is not a string: jansson explains). */
+static int envelope_take(struct reader *r, struct envelope *env, const char *key, size_t klen)
+{
+	char tmp[STR_STACK], *heap;
+	const char *s;
+	size_t len;
+
+	if (klen == 2 && memcmp(key, "id", 2) == 0) {
+		if (env->id || !(env->id = read_value(r)))
+			return -1;
+		return 1;
+	}
+	if (klen != 3 || memcmp(key, "cmd", 3) != 0)
+		return 0;
+	if (env->has_cmd || r->p >= r->end || *r->p != '"' || !read_string(r, &s, &len, tmp, &heap))
+		return -1;
+	if (len >= env->cmd_size)
+		len = env->cmd_size - 1;
+	memcpy(env->cmd, s, len);
+	env->cmd[len] = '\0';
+	env->has_cmd = true;
+	free(heap);
+	return 1;
+}
+
+/* An object; env: the top-level object of a request, whose "id" and "cmd"
+ * go there instead of into the object. */
+static json_t *read_object(struct reader *r, struct envelope *env)
 {
 	json_t *o = json_object();
 	char tmp[STR_STACK];
@@ -334,6 +372,14 @@ static json_t *read_object(struct reader *r)
 		}
 		r->p++;
 		skip_space(r);
+		if (env) {
+			int taken = envelope_take(r, env, key, klen);
+			free(taken ? heap : NULL);
+			if (taken < 0)
+				goto fail;
+			if (taken)
+				goto next;
+		}
 		/* The key lives in tmp (or heap) while the value is read: a
 		 * nested object uses its own frame's tmp. */
 		v = read_value(r);
@@ -345,6 +391,7 @@ static json_t *read_object(struct reader *r)
 			goto fail;
 		}
 		free(heap);
+next:
 		skip_space(r);
 		if (r->p < r->end && *r->p == ',') {
 			r->p++;
@@ -402,7 +449,7 @@ static json_t *read_container(struct reader *r, bool object)
 
 	if (++r->depth > r->max_depth)
 		return NULL;
-	v = object ? read_object(r) : read_array(r);
+	v = object ? read_object(r, NULL) : read_array(r);
 	r->depth--;
 	return v;
 }
@@ -457,4 +504,33 @@ json_t *mpsup_json_loadb(const char *text, size_t len, size_t max_depth)
 		return NULL;
 	}
 	return v;
+}
+
+int json_read_request(const char *line, size_t len, size_t max_depth, json_t **ret_params,
+		      json_t **ret_id, char *cmd, size_t cmd_size)
+{
+	struct reader r = {
+		.p = (const unsigned char *)line,
+		.end = (const unsigned char *)line + len,
+		.depth = 1,
+		.max_depth = max_depth && max_depth < READ_MAX_DEPTH ? max_depth : READ_MAX_DEPTH,
+	};
+	struct envelope env = { .cmd = cmd, .cmd_size = cmd_size };
+	json_t *params;
+
+	if (!line || cmd_size == 0)
+		return -1;
+	skip_space(&r);
+	if (r.p >= r.end || *r.p != '{')
+		return -1;
+	params = read_object(&r, &env);
+	skip_space(&r);
+	if (!params || r.p != r.end || !env.has_cmd) {
+		json_decref(params);
+		json_decref(env.id);
+		return -1;
+	}
+	*ret_params = params;
+	*ret_id = env.id;
+	return 0;
 }

@@ -120,6 +120,17 @@ json_t *mpsup_request_new(const char *cmd, json_t *params, json_t *id);
 int mpsup_request_parse(const char *line, size_t len, size_t max_depth,
 			json_t **ret_req, const char **ret_cmd, json_t **ret_id,
 			struct mpsup_error *ret_err);
+/*
+ * For servers: read a request line with the checks and errors of
+ * mpsup_request_parse(), and hand it over in parts: *ret_params is the
+ * request object without "id" and "cmd" (new reference), *ret_id the id
+ * (new reference or NULL; on failure too, when it could be read) and cmd
+ * the command name, NUL-terminated and cut to cmd_size - 1 bytes (make it
+ * longer than any command). Cheaper than parsing and taking the members
+ * out. 0 or a negative errno.
+ */
+int mpsup_request_read(const char *line, size_t len, size_t max_depth, json_t **ret_params,
+		       json_t **ret_id, char *cmd, size_t cmd_size, struct mpsup_error *ret_err);
 /* {"id": id, "ok": true, "result": result}; result is stolen, id borrowed. */
 json_t *mpsup_response_ok(json_t *id, json_t *result);
 /* {"id": id, "ok": false, "error": {code, message}}; id borrowed. */

@@ -17,7 +17,9 @@
  * EOF (nothing hangs). Shared state is cleared after each input.
  * Before that, every line (and the whole input) is read by the fast JSON
  * reader of the request path and by jansson: whatever the fast reader
- * accepts, jansson must accept with the same value (mpsup_json_loadb).
+ * accepts, jansson must accept with the same value (mpsup_json_loadb),
+ * and mpsup_request_read must give the parts or the error that
+ * mpsup_request_parse gives.
  */
 #include "config.h"
 
@@ -171,6 +173,35 @@ static void check_reader(const char *text, size_t len)
 	json_decref(b);
 }
 
+/* Both ways to read a request agree on the parts, or on the error. */
+static void check_request_read(const char *text, size_t len)
+{
+	size_t depth = daemon_g.conf->max_json_depth;
+	json_t *params = NULL, *id = NULL, *req = NULL, *id2 = NULL;
+	struct mpsup_error e1, e2;
+	const char *name;
+	char cmd[128];
+	int r1 = mpsup_request_read(text, len, depth, &params, &id, cmd, sizeof(cmd), &e1);
+	int r2 = mpsup_request_parse(text, len, depth, &req, &name, &id2, &e2);
+
+	FUZZ_CHECK(r1 == r2, "request_read %d, request_parse %d: %.*s", r1, r2, (int)len, text);
+	if (r1 == 0) {
+		FUZZ_CHECK(strncmp(cmd, name, sizeof(cmd) - 1) == 0, "cmd %s vs %s", cmd, name);
+		id2 = json_incref(json_object_get(req, "id"));
+		json_object_del(req, "id");
+		json_object_del(req, "cmd");
+		FUZZ_CHECK(json_equal(params, req), "params differ: %.*s", (int)len, text);
+	} else {
+		FUZZ_CHECK(e1.code == e2.code && strcmp(e1.message, e2.message) == 0,
+			   "errors differ: %s / %s", e1.message, e2.message);
+	}
+	FUZZ_CHECK((!id && !id2) || json_equal(id, id2), "ids differ: %.*s", (int)len, text);
+	json_decref(params);
+	json_decref(req);
+	json_decref(id);
+	json_decref(id2);
+}
+
 static void check_reader_lines(const uint8_t *data, size_t size)
 {
 	size_t start = 0;
@@ -179,6 +210,7 @@ static void check_reader_lines(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < size; i++)
 		if (data[i] == '\n') {
 			check_reader((const char *)data + start, i - start);
+			check_request_read((const char *)data + start, i - start);
 			start = i + 1;
 		}
 	if (start)

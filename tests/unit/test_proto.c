@@ -526,6 +526,88 @@ START_TEST(test_request_invalid)
 }
 END_TEST
 
+/* mpsup_request_read: the parts, by the fast reader and by the slow way. */
+static void read_parts(const char *line, const char *want_cmd, const char *want_id,
+		       const char *want_params)
+{
+	json_t *params = NULL, *id = NULL;
+	struct mpsup_error err;
+	char cmd[16], *d;
+
+	ck_assert_int_eq(mpsup_request_read(line, strlen(line), 0, &params, &id, cmd, sizeof(cmd),
+					    &err), 0);
+	ck_assert_str_eq(cmd, want_cmd);
+	if (want_id) {
+		d = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY);
+		ck_assert_str_eq(d, want_id);
+		free(d);
+	} else {
+		ck_assert_ptr_null(id);
+	}
+	d = json_dumps(params, JSON_COMPACT);
+	ck_assert_str_eq(d, want_params);
+	free(d);
+	json_decref(params);
+	json_decref(id);
+}
+
+START_TEST(test_request_read)
+{
+	json_t *params = NULL, *id = NULL;
+	struct mpsup_error err;
+	char cmd[16];
+	const char *bad;
+
+	read_parts("{\"id\":7,\"cmd\":\"dict.set\",\"name\":\"d\",\"key\":\"k\"}", "dict.set", "7",
+		   "{\"name\":\"d\",\"key\":\"k\"}");
+	read_parts("{\"name\":\"d\",\"cmd\":\"ping\"}", "ping", NULL, "{\"name\":\"d\"}");
+	read_parts("{\"cmd\":\"ping\",\"id\":{\"a\":[1,\"x\"]}}", "ping", "{\"a\":[1,\"x\"]}", "{}");
+	/* Escaped member names and command; "id"/"cmd" deeper are parameters. */
+	read_parts("{\"\\u0063md\":\"p\\u0069ng\",\"i\\u0064\":1,\"x\":{\"id\":2,\"cmd\":3}}", "ping",
+		   "1", "{\"x\":{\"id\":2,\"cmd\":3}}");
+	/* A command longer than the room is cut (and then found nowhere). */
+	read_parts("{\"cmd\":\"abcdefghijklmnopqrstuvwxyz\"}", "abcdefghijklmno", NULL, "{}");
+	/* The slow way (a long real) gives the same parts. */
+	read_parts("{\"id\":1,\"cmd\":\"ping\",\"r\":0.1000000000000000000000000000000000000000000000000000000000000001}",
+		   "ping", "1", "{\"r\":0.10000000000000001}");
+
+	/* Failures carry the messages of mpsup_request_parse and the id. */
+	bad = "{\"id\":3,\"cmd\":\"a\",\"cmd\":\"b\"}";
+	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
+					    &err), -EBADMSG);
+	ck_assert_int_eq(err.code, MPSUP_E_BAD_REQUEST);
+	ck_assert_msg(strstr(err.message, "duplicate object key"), "%s", err.message);
+	bad = "{\"id\":1,\"id\":2,\"cmd\":\"a\"}";
+	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
+					    &err), -EBADMSG);
+	ck_assert_msg(strstr(err.message, "duplicate object key"), "%s", err.message);
+	bad = "{\"id\":3,\"cmd\":5}";
+	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
+					    &err), -EBADMSG);
+	ck_assert_str_eq(err.message, "member \"cmd\" must be a string");
+	ck_assert_int_eq(json_integer_value(id), 3);
+	json_decref(id);
+	bad = "{\"id\":4}";
+	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
+					    &err), -EBADMSG);
+	ck_assert_str_eq(err.message, "missing string member \"cmd\"");
+	ck_assert_int_eq(json_integer_value(id), 4);
+	json_decref(id);
+	bad = "[\"cmd\"]";
+	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
+					    &err), -EBADMSG);
+	ck_assert_str_eq(err.message, "request must be a JSON object");
+	ck_assert_ptr_null(id);
+	bad = "{\"cmd\":\"x\",\"a\":[[[[1]]]]}";
+	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 4, &params, &id, cmd, sizeof(cmd),
+					    &err), -EBADMSG);
+	ck_assert_int_eq(err.code, MPSUP_E_TOO_LARGE);
+	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 5, &params, &id, cmd, sizeof(cmd),
+					    &err), 0);
+	json_decref(params);
+}
+END_TEST
+
 /* Build {"cmd":"x","a":[[...]]} with the given total depth. */
 static char *deep_request(size_t depth)
 {
@@ -1091,6 +1173,7 @@ static Suite *proto_suite(void)
 	tcase_add_test(tc, test_request_valid);
 	tcase_add_test(tc, test_request_invalid);
 	tcase_add_test(tc, test_request_depth);
+	tcase_add_test(tc, test_request_read);
 	tcase_add_test(tc, test_request_new);
 	tcase_add_test(tc, test_response_build);
 	tcase_add_test(tc, test_error_table);

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,20 @@ static const struct cmd_module *const modules[] = {
 
 static const struct cmd_entry **table; /* sorted by name */
 static size_t table_len;
+/* An open-addressing index into table, for command_find (a power of two,
+ * at least twice table_len: probes stay short). */
+static const struct cmd_entry **index_slots;
+static size_t index_mask;
+
+/* FNV-1a. */
+static uint32_t name_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
 
 static int entry_cmp(const void *a, const void *b)
 {
@@ -63,22 +78,29 @@ void command_init(void)
 	for (i = 1; i < table_len; i++)
 		if (strcmp(table[i - 1]->name, table[i]->name) == 0)
 			log_error("command", "command %s is defined twice", table[i]->name);
+	for (n = 16; n < 2 * table_len; n *= 2)
+		;
+	index_slots = calloc(n, sizeof(*index_slots));
+	if (!index_slots) {
+		log_error("command", "out of memory");
+		exit(1);
+	}
+	index_mask = n - 1;
+	for (i = 0; i < table_len; i++) {
+		size_t h = name_hash(table[i]->name) & index_mask;
+		while (index_slots[h])
+			h = (h + 1) & index_mask;
+		index_slots[h] = table[i];
+	}
 }
 
 const struct cmd_entry *command_find(const char *name)
 {
-	size_t lo = 0, hi = table_len;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		int c = strcmp(name, table[mid]->name);
-		if (c == 0)
-			return table[mid];
-		if (c < 0)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
+	if (!index_slots)
+		return NULL;
+	for (size_t h = name_hash(name) & index_mask; index_slots[h]; h = (h + 1) & index_mask)
+		if (strcmp(index_slots[h]->name, name) == 0)
+			return index_slots[h];
 	return NULL;
 }
 

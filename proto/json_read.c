@@ -53,6 +53,19 @@ struct envelope {
 
 static json_t *read_value(struct reader *r);
 
+/* Bytes that stand for themselves in a string: printable ASCII but the
+ * quote and the backslash (a table: one load per byte in the hot loop). */
+#define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+static const unsigned char str_plain[256] = {
+	R16(0), R16(0),                      /* 0x00-0x1f: control characters */
+	1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20-0x2f: '"' */
+	R16(1), R16(1),                      /* 0x30-0x4f */
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x50-0x5f: '\\' */
+	R16(1), R16(1),                      /* 0x60-0x7f */
+	R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), /* UTF-8: checked */
+};
+#undef R16
+
 static void skip_space(struct reader *r)
 {
 	while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
@@ -194,7 +207,7 @@ static bool read_string(struct reader *r, const char **ret_s, size_t *ret_len, c
 
 	*ret_heap = NULL;
 	for (;;) {
-		while (q < end && *q >= 0x20 && *q < 0x80 && *q != '"' && *q != '\\')
+		while (q < end && str_plain[*q])
 			q++;
 		if (q >= end || *q < 0x20)
 			return false;

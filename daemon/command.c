@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,20 @@ static const struct cmd_module *const modules[] = {
 
 static const struct cmd_entry **table; /* sorted by name */
 static size_t table_len;
+/* An open-addressing index into table, for command_find (a power of two,
+ * at least twice table_len: probes stay short). */
+static const struct cmd_entry **index_slots;
+static size_t index_mask;
+
+/* FNV-1a. */
+static uint32_t name_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
 
 static int entry_cmp(const void *a, const void *b)
 {
@@ -63,22 +78,29 @@ void command_init(void)
 	for (i = 1; i < table_len; i++)
 		if (strcmp(table[i - 1]->name, table[i]->name) == 0)
 			log_error("command", "command %s is defined twice", table[i]->name);
+	for (n = 16; n < 2 * table_len; n *= 2)
+		;
+	index_slots = calloc(n, sizeof(*index_slots));
+	if (!index_slots) {
+		log_error("command", "out of memory");
+		exit(1);
+	}
+	index_mask = n - 1;
+	for (i = 0; i < table_len; i++) {
+		size_t h = name_hash(table[i]->name) & index_mask;
+		while (index_slots[h])
+			h = (h + 1) & index_mask;
+		index_slots[h] = table[i];
+	}
 }
 
 const struct cmd_entry *command_find(const char *name)
 {
-	size_t lo = 0, hi = table_len;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		int c = strcmp(name, table[mid]->name);
-		if (c == 0)
-			return table[mid];
-		if (c < 0)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
+	if (!index_slots)
+		return NULL;
+	for (size_t h = name_hash(name) & index_mask; index_slots[h]; h = (h + 1) & index_mask)
+		if (strcmp(index_slots[h]->name, name) == 0)
+			return index_slots[h];
 	return NULL;
 }
 
@@ -248,6 +270,9 @@ bool request_stream(struct request *r, json_t *msg)
 
 static const char *const role_names[] = { "none", "read", "state", "admin" };
 
+/* Longer than any command name; the unknown-command message quotes 100. */
+#define CMD_NAME_MAX 128
+
 /* Answer a line that could not become a request. */
 static void reply_early(struct conn *c, json_t *id, enum mpsup_err code, const char *msg)
 {
@@ -264,17 +289,16 @@ void command_dispatch(struct conn *c, char *line, size_t len)
 	struct mpsup_error err;
 	const struct cmd_entry *cmd;
 	struct request *r;
-	const char *name;
+	char name[CMD_NAME_MAX]; /* a longer name is cut: no command is found */
 	json_t *req, *id = NULL;
 	enum cmd_ret ret;
 
-	if (mpsup_request_parse(line, len, daemon_g.conf->max_json_depth, &req, &name, &id,
-				&err) < 0) {
+	if (mpsup_request_read(line, len, daemon_g.conf->max_json_depth, &req, &id, name,
+			       sizeof(name), &err) < 0) {
 		reply_early(c, id, err.code, err.message);
 		json_decref(id);
 		return;
 	}
-	id = json_incref(json_object_get(req, "id"));
 	cmd = command_find(name);
 	if (!cmd) {
 		char msg[160];
@@ -303,8 +327,6 @@ void command_dispatch(struct conn *c, char *line, size_t len)
 	r->cmd = cmd;
 	r->id = id;
 	id = NULL;
-	json_object_del(req, "id");
-	json_object_del(req, "cmd");
 	r->params = req;
 	req = NULL;
 	r->line = line; /* persist.c logs a mutation as it was received */

@@ -230,6 +230,46 @@ static size_t add_lit(char *buf, size_t cap, size_t off, const char *lit, size_t
 	return off + len;
 }
 
+/* A string jansson would write as it is: printable ASCII, nothing to escape. */
+static bool plain_string(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e || s[i] == '"' ||
+		    s[i] == '\\')
+			return false;
+	return true;
+}
+
+/*
+ * Append v as dump_at() does, writing the common small answers (null,
+ * booleans, integers, plain short strings) directly: jansson's dumper
+ * costs some 400 instructions even for null.
+ */
+static size_t put_json(json_t *v, char *buf, size_t cap, size_t off)
+{
+	char tmp[24];
+	int n;
+
+	switch (json_typeof(v)) {
+	case JSON_NULL: return add_lit(buf, cap, off, "null", 4);
+	case JSON_TRUE: return add_lit(buf, cap, off, "true", 4);
+	case JSON_FALSE: return add_lit(buf, cap, off, "false", 5);
+	case JSON_INTEGER:
+		n = snprintf(tmp, sizeof(tmp), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		return add_lit(buf, cap, off, tmp, (size_t)n);
+	case JSON_STRING: {
+		size_t len = json_string_length(v);
+		if (len <= 256 && plain_string(json_string_value(v), len)) {
+			off = add_lit(buf, cap, off, "\"", 1);
+			off = add_lit(buf, cap, off, json_string_value(v), len);
+			return add_lit(buf, cap, off, "\"", 1);
+		}
+		return dump_at(v, buf, cap, off);
+	}
+	default: return dump_at(v, buf, cap, off);
+	}
+}
+
 /* Build a reply line {"id":ID,"ok":B,"result"|"error":V}\n into buf.
  * Returns its length, which is more than cap when it did not fit, or 0
  * when a value cannot be serialized. */
@@ -239,11 +279,11 @@ static size_t build_reply(char *buf, size_t cap, json_t *id, bool ok, json_t *v)
 	static const char mid_err[] = ",\"ok\":false,\"error\":";
 	size_t off = add_lit(buf, cap, 0, "{\"id\":", 6);
 
-	if (!(off = id ? dump_at(id, buf, cap, off) : add_lit(buf, cap, off, "null", 4)))
+	if (!(off = id ? put_json(id, buf, cap, off) : add_lit(buf, cap, off, "null", 4)))
 		return 0;
 	off = ok ? add_lit(buf, cap, off, mid_ok, sizeof(mid_ok) - 1)
 		 : add_lit(buf, cap, off, mid_err, sizeof(mid_err) - 1);
-	if (!(off = dump_at(v, buf, cap, off)))
+	if (!(off = put_json(v, buf, cap, off)))
 		return 0;
 	return add_lit(buf, cap, off, "}\n", 2);
 }

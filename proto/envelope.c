@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_read.h"
 #include "mpsup.h"
 
 json_t *mpsup_request_new(const char *cmd, json_t *params, json_t *id)
@@ -29,9 +30,10 @@ json_t *mpsup_request_new(const char *cmd, json_t *params, json_t *id)
 }
 
 /*
- * Depth is checked with a scan before parsing, so a hostile line such as
- * 10000 '[' never reaches the parser. Too deep is too_large; anything else
- * wrong is bad_request.
+ * The fast reader stops at max_depth by itself; for anything it refuses,
+ * depth is checked with a scan before jansson parses, so a hostile line
+ * such as 10000 '[' never reaches jansson. Too deep is too_large; anything
+ * else wrong is bad_request.
  */
 int mpsup_request_parse(const char *line, size_t len, size_t max_depth,
 			json_t **ret_req, const char **ret_cmd, json_t **ret_id,
@@ -49,15 +51,18 @@ int mpsup_request_parse(const char *line, size_t len, size_t max_depth,
 		mpsup_error_set(ret_err, MPSUP_E_BAD_REQUEST, "empty request");
 		return -EBADMSG;
 	}
-	if (mpsup_json_depth(line, len) > max_depth) {
+	/* The fast reader takes what is valid and not too deep; the rest
+	 * goes the slow way, which tells why it is refused. */
+	req = mpsup_json_loadb(line, len, max_depth);
+	if (!req && mpsup_json_depth(line, len) > max_depth) {
 		mpsup_error_set(ret_err, MPSUP_E_TOO_LARGE,
 				"JSON nested deeper than %zu levels", max_depth);
 		return -EBADMSG;
 	}
 
 	/* Decode any value, so a scalar gets the clearer "not an object". */
-	req = json_loadb(line, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
-	if (!req) {
+	if (!req && !(req = json_loadb(line, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
+				       &jerr))) {
 		mpsup_error_set(ret_err, MPSUP_E_BAD_REQUEST, "invalid JSON at column %d: %s",
 				jerr.column, jerr.text);
 		return -EBADMSG;
@@ -89,6 +94,34 @@ int mpsup_request_parse(const char *line, size_t len, size_t max_depth,
 		*ret_req = req;
 	else
 		json_decref(req);
+	return 0;
+}
+
+int mpsup_request_read(const char *line, size_t len, size_t max_depth, json_t **ret_params,
+		       json_t **ret_id, char *cmd, size_t cmd_size, struct mpsup_error *ret_err)
+{
+	const char *name;
+	json_t *req;
+	int r;
+
+	if (max_depth == 0)
+		max_depth = MPSUP_DEFAULT_MAX_DEPTH;
+	*ret_id = NULL;
+	if (!cmd || cmd_size == 0) {
+		mpsup_error_set(ret_err, MPSUP_E_INTERNAL, "no room for the command name");
+		return -EINVAL;
+	}
+	if (json_read_request(line, len, max_depth, ret_params, ret_id, cmd, cmd_size) == 0)
+		return 0;
+	/* The slow way: the same checks, and a message when it fails. */
+	r = mpsup_request_parse(line, len, max_depth, &req, &name, ret_id, ret_err);
+	if (r < 0)
+		return r;
+	snprintf(cmd, cmd_size, "%s", name);
+	*ret_id = json_incref(json_object_get(req, "id"));
+	json_object_del(req, "id");
+	json_object_del(req, "cmd");
+	*ret_params = req;
 	return 0;
 }
 

@@ -15,6 +15,11 @@
  * role (nothing can wait or stream) every complete non-empty line gets
  * exactly one answer; the connection closes by itself after the client's
  * EOF (nothing hangs). Shared state is cleared after each input.
+ * Before that, every line (and the whole input) is read by the fast JSON
+ * reader of the request path and by jansson: whatever the fast reader
+ * accepts, jansson must accept with the same value (mpsup_json_loadb),
+ * and mpsup_request_read must give the parts or the error that
+ * mpsup_request_parse gives.
  */
 #include "config.h"
 
@@ -148,6 +153,70 @@ static void peer_drain(struct peer *p)
 	}
 }
 
+/* The fast reader accepts only what jansson accepts, with the same value. */
+static void check_reader(const char *text, size_t len)
+{
+	json_t *a = mpsup_json_loadb(text, len, daemon_g.conf->max_json_depth), *b;
+	char *da, *db;
+
+	if (!a)
+		return; /* refusing is always allowed: jansson decides then */
+	b = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+	FUZZ_CHECK(b, "the fast reader accepted what jansson refuses: %.*s", (int)len, text);
+	da = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY);
+	db = json_dumps(b, JSON_COMPACT | JSON_ENCODE_ANY);
+	FUZZ_CHECK(json_equal(a, b) && da && db && strcmp(da, db) == 0,
+		   "the fast reader and jansson differ: %.*s", (int)len, text);
+	free(da);
+	free(db);
+	json_decref(a);
+	json_decref(b);
+}
+
+/* Both ways to read a request agree on the parts, or on the error. */
+static void check_request_read(const char *text, size_t len)
+{
+	size_t depth = daemon_g.conf->max_json_depth;
+	json_t *params = NULL, *id = NULL, *req = NULL, *id2 = NULL;
+	struct mpsup_error e1, e2;
+	const char *name;
+	char cmd[128];
+	int r1 = mpsup_request_read(text, len, depth, &params, &id, cmd, sizeof(cmd), &e1);
+	int r2 = mpsup_request_parse(text, len, depth, &req, &name, &id2, &e2);
+
+	FUZZ_CHECK(r1 == r2, "request_read %d, request_parse %d: %.*s", r1, r2, (int)len, text);
+	if (r1 == 0) {
+		FUZZ_CHECK(strncmp(cmd, name, sizeof(cmd) - 1) == 0, "cmd %s vs %s", cmd, name);
+		id2 = json_incref(json_object_get(req, "id"));
+		json_object_del(req, "id");
+		json_object_del(req, "cmd");
+		FUZZ_CHECK(json_equal(params, req), "params differ: %.*s", (int)len, text);
+	} else {
+		FUZZ_CHECK(e1.code == e2.code && strcmp(e1.message, e2.message) == 0,
+			   "errors differ: %s / %s", e1.message, e2.message);
+	}
+	FUZZ_CHECK((!id && !id2) || json_equal(id, id2), "ids differ: %.*s", (int)len, text);
+	json_decref(params);
+	json_decref(req);
+	json_decref(id);
+	json_decref(id2);
+}
+
+static void check_reader_lines(const uint8_t *data, size_t size)
+{
+	size_t start = 0;
+
+	check_reader((const char *)data, size);
+	for (size_t i = 0; i < size; i++)
+		if (data[i] == '\n') {
+			check_reader((const char *)data + start, i - start);
+			check_request_read((const char *)data + start, i - start);
+			start = i + 1;
+		}
+	if (start)
+		check_reader((const char *)data + start, size - start);
+}
+
 static void on_close(struct conn *c, void *arg)
 {
 	(void)c;
@@ -172,6 +241,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (size < 1)
 		return 0;
+	check_reader_lines(data + 1, size - 1);
 	FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0,
 		   "socketpair: %s", strerror(errno));
 	c = conn_new_for_fd(sv[0], PEER_UID, PEER_UID, getpid());

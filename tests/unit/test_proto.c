@@ -254,6 +254,196 @@ START_TEST(test_json_depth)
 }
 END_TEST
 
+/* ---- the fast JSON reader ---------------------------------------------- */
+
+/* jansson's verdict on text, as the request path asks it. */
+static json_t *jansson_load(const char *s, size_t len)
+{
+	return json_loadb(s, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+}
+
+/* The fast reader must accept text (of length len) and agree with jansson
+ * on the value, its types and the order of object members. */
+static void read_same(const char *s, size_t len)
+{
+	json_t *a = mpsup_json_loadb(s, len, 0), *b = jansson_load(s, len);
+	char *da, *db;
+
+	ck_assert_msg(a != NULL, "fast reader refused: %s", s);
+	ck_assert_msg(b != NULL, "jansson refused: %s", s);
+	ck_assert_msg(json_equal(a, b), "values differ: %s", s);
+	da = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY);
+	db = json_dumps(b, JSON_COMPACT | JSON_ENCODE_ANY);
+	ck_assert_str_eq(da, db);
+	free(da);
+	free(db);
+	json_decref(a);
+	json_decref(b);
+}
+
+#define READ_SAME(lit) read_same(lit, sizeof(lit) - 1)
+
+/* The fast reader refuses; jansson_refuses: and so does jansson. */
+static void read_refused(const char *s, size_t len, bool jansson_refuses)
+{
+	json_t *a = mpsup_json_loadb(s, len, 0), *b = jansson_load(s, len);
+
+	ck_assert_msg(a == NULL, "fast reader accepted: %s", s);
+	if (jansson_refuses)
+		ck_assert_msg(b == NULL, "jansson accepted: %s", s);
+	json_decref(b);
+}
+
+#define REFUSED(lit) read_refused(lit, sizeof(lit) - 1, true)
+
+START_TEST(test_json_read_valid)
+{
+	json_t *v;
+
+	READ_SAME("{\"id\":7,\"cmd\":\"dict.set\",\"name\":\"d\",\"key\":\"k\",\"value\":[1,2.5,null]}");
+	READ_SAME(" \t\r\n{ \"a\" : [ true , false , null ] , \"b\" : { } , \"c\" : [ ] } \n");
+	READ_SAME("\"\"");
+	READ_SAME("{\"\":1}");
+	READ_SAME("[0,-0,1,-1,10,123456789]");
+	READ_SAME("[9223372036854775807,-9223372036854775808]"); /* int64 bounds */
+	READ_SAME("[1.5,-0.0,1e5,1E+5,1e-5,2.5E-3,0.1,1e308,1e-400,4.9e-324]");
+	READ_SAME("[\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"]");                    /* every short escape */
+	READ_SAME("[\"\\u00e9\\u20AC\\ud83d\\ude00\\u0001\\uFFFF\"]");   /* \u, a surrogate pair */
+	READ_SAME("[\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf\x7f\"]"); /* raw UTF-8 */
+	READ_SAME("{\"\\u0061\":1,\"b\\n\":2}");                         /* escaped keys */
+	READ_SAME("{\"a\":{\"a\":{\"a\":1}},\"b\":[{\"a\":1},{\"a\":1}]}"); /* same key, other objects */
+	READ_SAME("{\"z\":1,\"a\":2,\"m\":3}");                          /* member order kept */
+
+	/* Long strings (heap) with and without escapes. */
+	{
+		char s[1200];
+		size_t n = 0;
+		s[n++] = '"';
+		for (int i = 0; i < 290; i++) {
+			memcpy(s + n, i % 2 ? "\\n" : "ab", 2);
+			n += 2;
+		}
+		s[n++] = '"';
+		read_same(s, n);
+		memset(s + 1, 'x', n - 2);
+		read_same(s, n);
+	}
+
+	/* Types: integers stay integers, reals reals. */
+	v = mpsup_json_loadb("[1,1.0,-5,1e2]", 14, 0);
+	ck_assert_ptr_nonnull(v);
+	ck_assert(json_is_integer(json_array_get(v, 0)));
+	ck_assert(json_is_real(json_array_get(v, 1)));
+	ck_assert_int_eq(json_integer_value(json_array_get(v, 2)), -5);
+	ck_assert(json_is_real(json_array_get(v, 3)));
+	json_decref(v);
+
+	/* len bounds the text; nothing is read past it. */
+	v = mpsup_json_loadb("[1]]]", 3, 0);
+	ck_assert_ptr_nonnull(v);
+	json_decref(v);
+}
+END_TEST
+
+START_TEST(test_json_read_refused)
+{
+	/* Structure. */
+	REFUSED("");
+	REFUSED("   ");
+	REFUSED("{");
+	REFUSED("{\"a\"}");
+	REFUSED("{\"a\":}");
+	REFUSED("{\"a\":1,}");
+	REFUSED("[1,]");
+	REFUSED("[1 2]");
+	REFUSED("{1:2}");
+	REFUSED("{\"a\":1} x");
+	REFUSED("{\"a\":1}{}");
+	REFUSED("tru");
+	REFUSED("truex");
+	REFUSED("nul");
+	REFUSED("True");
+	/* Duplicate keys, at the top and nested, also when spelled differently. */
+	REFUSED("{\"a\":1,\"a\":2}");
+	REFUSED("{\"a\":1,\"b\":2,\"a\":1}");
+	REFUSED("{\"x\":{\"k\":1,\"k\":1}}");
+	REFUSED("[{\"k\":[],\"k\":[]}]");
+	REFUSED("{\"a\":1,\"\\u0061\":2}");
+	/* Strings. */
+	REFUSED("\"abc");
+	REFUSED("\"a\tb\"");      /* control character */
+	REFUSED("\"a\nb\"");
+	REFUSED("\"\\x\"");       /* unknown escape */
+	REFUSED("\"\\u12\"");     /* short \u */
+	REFUSED("\"\\u12g4\"");
+	REFUSED("\"\\u0000\"");   /* NUL, in a value... */
+	REFUSED("{\"a\\u0000\":1}"); /* ...and in a key */
+	REFUSED("\"\\ud800\"");   /* lone high surrogate */
+	REFUSED("\"\\ud800x\"");
+	REFUSED("\"\\ud800\\u0041\"");
+	REFUSED("\"\\udc00\"");   /* lone low surrogate */
+	REFUSED("\"\\");
+	/* Invalid UTF-8: stray continuation, overlong forms, surrogates, past
+	 * U+10FFFF, bytes never used, a sequence cut short. */
+	REFUSED("\"\x80\"");
+	REFUSED("\"\xc0\x80\"");
+	REFUSED("\"\xc1\xbf\"");
+	REFUSED("\"\xe0\x80\x80\"");
+	REFUSED("\"\xf0\x80\x80\x80\"");
+	REFUSED("\"\xed\xa0\x80\"");
+	REFUSED("\"\xf4\x90\x80\x80\"");
+	REFUSED("\"\xf5\x80\x80\x80\"");
+	REFUSED("\"\xff\"");
+	REFUSED("\"\xe2\x82\"");
+	REFUSED("\"\xc3");
+	REFUSED("[\xc3\xa9]");
+	read_refused("\"a\0b\"", 5, true); /* a NUL byte */
+	/* Numbers. */
+	REFUSED("01");
+	REFUSED("-01");
+	REFUSED("+1");
+	REFUSED("-");
+	REFUSED("1.");
+	REFUSED(".5");
+	REFUSED("1e");
+	REFUSED("1e+");
+	REFUSED("0x10");
+	REFUSED("9223372036854775808");   /* int64 + 1: too big, not a real */
+	REFUSED("-9223372036854775809");
+	REFUSED("99999999999999999999");
+	REFUSED("1e400");                 /* real overflow */
+	REFUSED("-1e400");
+	REFUSED("NaN");
+	REFUSED("Infinity");
+	/* Unusual but valid: left to jansson. */
+	read_refused("0.1000000000000000000000000000000000000000000000000000000000000001", 66,
+		     false);
+}
+END_TEST
+
+START_TEST(test_json_read_depth)
+{
+	char s[2100];
+
+	/* Arrays and objects nest at most max_depth deep; scalars do not count. */
+	ck_assert_ptr_null(mpsup_json_loadb("[[1]]", 5, 1));
+	json_decref(mpsup_json_loadb("[[1]]", 5, 2));
+	ck_assert_ptr_nonnull(mpsup_json_loadb("1", 1, 1));
+	ck_assert_ptr_null(mpsup_json_loadb("{\"a\":{}}", 8, 1));
+	/* 0 and anything above 1000 mean 1000 (jansson stops at 2048 values). */
+	memset(s, '[', 1000);
+	memset(s + 1000, ']', 1000);
+	json_t *v = mpsup_json_loadb(s, 2000, 0);
+	ck_assert_ptr_nonnull(v);
+	json_decref(v);
+	memset(s, '[', 1001);
+	memset(s + 1001, ']', 1001);
+	ck_assert_ptr_null(mpsup_json_loadb(s, 2002, 0));
+	ck_assert_ptr_null(mpsup_json_loadb(s, 2002, 5000));
+	ck_assert_ptr_null(mpsup_json_loadb(NULL, 0, 0));
+}
+END_TEST
+
 /* ---- envelope ------------------------------------------------------------ */
 
 /* Parse a request line given as a C string. */
@@ -314,6 +504,13 @@ START_TEST(test_request_invalid)
 	ck_assert_ptr_null(parse_fail("\"cmd\"", MPSUP_E_BAD_REQUEST,
 				      "request must be a JSON object"));
 	ck_assert_ptr_null(parse_fail("{}", MPSUP_E_BAD_REQUEST, "missing string member \"cmd\""));
+	/* Refused by the fast reader, then explained by jansson. */
+	ck_assert_ptr_null(parse_fail("{\"cmd\":\"ping\",\"cmd\":\"ping\"}", MPSUP_E_BAD_REQUEST,
+				      "invalid JSON at column 19: duplicate object key"));
+	ck_assert_ptr_null(parse_fail("{\"cmd\":\"p\\u0000\"}", MPSUP_E_BAD_REQUEST,
+				      "invalid JSON at column"));
+	ck_assert_ptr_null(parse_fail("{\"cmd\":\"ping\",\"n\":9223372036854775808}",
+				      MPSUP_E_BAD_REQUEST, "invalid JSON at column"));
 
 	id = parse_fail("{\"id\":\"abc\"}", MPSUP_E_BAD_REQUEST, "missing string member \"cmd\"");
 	ck_assert_str_eq(json_string_value(id), "abc");
@@ -326,6 +523,88 @@ START_TEST(test_request_invalid)
 	id = parse_fail("{\"id\":{\"k\":[1]},\"cmd\":null}", MPSUP_E_BAD_REQUEST, "member");
 	ck_assert(json_is_object(id));
 	json_decref(id);
+}
+END_TEST
+
+/* mpsup_request_read: the parts, by the fast reader and by the slow way. */
+static void read_parts(const char *line, const char *want_cmd, const char *want_id,
+		       const char *want_params)
+{
+	json_t *params = NULL, *id = NULL;
+	struct mpsup_error err;
+	char cmd[16], *d;
+
+	ck_assert_int_eq(mpsup_request_read(line, strlen(line), 0, &params, &id, cmd, sizeof(cmd),
+					    &err), 0);
+	ck_assert_str_eq(cmd, want_cmd);
+	if (want_id) {
+		d = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY);
+		ck_assert_str_eq(d, want_id);
+		free(d);
+	} else {
+		ck_assert_ptr_null(id);
+	}
+	d = json_dumps(params, JSON_COMPACT);
+	ck_assert_str_eq(d, want_params);
+	free(d);
+	json_decref(params);
+	json_decref(id);
+}
+
+START_TEST(test_request_read)
+{
+	json_t *params = NULL, *id = NULL;
+	struct mpsup_error err;
+	char cmd[16];
+	const char *bad;
+
+	read_parts("{\"id\":7,\"cmd\":\"dict.set\",\"name\":\"d\",\"key\":\"k\"}", "dict.set", "7",
+		   "{\"name\":\"d\",\"key\":\"k\"}");
+	read_parts("{\"name\":\"d\",\"cmd\":\"ping\"}", "ping", NULL, "{\"name\":\"d\"}");
+	read_parts("{\"cmd\":\"ping\",\"id\":{\"a\":[1,\"x\"]}}", "ping", "{\"a\":[1,\"x\"]}", "{}");
+	/* Escaped member names and command; "id"/"cmd" deeper are parameters. */
+	read_parts("{\"\\u0063md\":\"p\\u0069ng\",\"i\\u0064\":1,\"x\":{\"id\":2,\"cmd\":3}}", "ping",
+		   "1", "{\"x\":{\"id\":2,\"cmd\":3}}");
+	/* A command longer than the room is cut (and then found nowhere). */
+	read_parts("{\"cmd\":\"abcdefghijklmnopqrstuvwxyz\"}", "abcdefghijklmno", NULL, "{}");
+	/* The slow way (a long real) gives the same parts. */
+	read_parts("{\"id\":1,\"cmd\":\"ping\",\"r\":0.1000000000000000000000000000000000000000000000000000000000000001}",
+		   "ping", "1", "{\"r\":0.10000000000000001}");
+
+	/* Failures carry the messages of mpsup_request_parse and the id. */
+	bad = "{\"id\":3,\"cmd\":\"a\",\"cmd\":\"b\"}";
+	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
+					    &err), -EBADMSG);
+	ck_assert_int_eq(err.code, MPSUP_E_BAD_REQUEST);
+	ck_assert_msg(strstr(err.message, "duplicate object key"), "%s", err.message);
+	bad = "{\"id\":1,\"id\":2,\"cmd\":\"a\"}";
+	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
+					    &err), -EBADMSG);
+	ck_assert_msg(strstr(err.message, "duplicate object key"), "%s", err.message);
+	bad = "{\"id\":3,\"cmd\":5}";
+	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
+					    &err), -EBADMSG);
+	ck_assert_str_eq(err.message, "member \"cmd\" must be a string");
+	ck_assert_int_eq(json_integer_value(id), 3);
+	json_decref(id);
+	bad = "{\"id\":4}";
+	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
+					    &err), -EBADMSG);
+	ck_assert_str_eq(err.message, "missing string member \"cmd\"");
+	ck_assert_int_eq(json_integer_value(id), 4);
+	json_decref(id);
+	bad = "[\"cmd\"]";
+	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
+					    &err), -EBADMSG);
+	ck_assert_str_eq(err.message, "request must be a JSON object");
+	ck_assert_ptr_null(id);
+	bad = "{\"cmd\":\"x\",\"a\":[[[[1]]]]}";
+	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 4, &params, &id, cmd, sizeof(cmd),
+					    &err), -EBADMSG);
+	ck_assert_int_eq(err.code, MPSUP_E_TOO_LARGE);
+	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 5, &params, &id, cmd, sizeof(cmd),
+					    &err), 0);
+	json_decref(params);
 }
 END_TEST
 
@@ -885,12 +1164,16 @@ static Suite *proto_suite(void)
 	tcase_add_test(tc, test_frame_crlf);
 	tcase_add_test(tc, test_frame_null_safe);
 	tcase_add_test(tc, test_json_depth);
+	tcase_add_test(tc, test_json_read_valid);
+	tcase_add_test(tc, test_json_read_refused);
+	tcase_add_test(tc, test_json_read_depth);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("envelope");
 	tcase_add_test(tc, test_request_valid);
 	tcase_add_test(tc, test_request_invalid);
 	tcase_add_test(tc, test_request_depth);
+	tcase_add_test(tc, test_request_read);
 	tcase_add_test(tc, test_request_new);
 	tcase_add_test(tc, test_response_build);
 	tcase_add_test(tc, test_error_table);

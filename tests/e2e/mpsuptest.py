@@ -224,9 +224,11 @@ class Daemon:
             return
         log = self.read_log()
         errors = [int(n) for n in VALGRIND_SUMMARY.findall(log)]
+        tool = next((w for w in DAEMON_WRAPPER if "valgrind" in w), DAEMON_WRAPPER[0])
+        sys.stderr.write("%s: errors per mpsupd run: %s\n" % (os.path.basename(tool), errors))
         if any(errors):
             raise AssertionError("%s reported errors in mpsupd; log:\n%s"
-                                 % (DAEMON_WRAPPER[0], log[-30000:]))
+                                 % (tool, log[-30000:]))
 
     def cleanup(self):
         try:

@@ -5,6 +5,8 @@ Every wait has a deadline (wait_for); no test sleeps blindly.
 """
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -20,6 +22,11 @@ SRCDIR = os.environ.get("MPSUP_SRCDIR", os.getcwd())
 # Slow machines and sanitizer builds get longer deadlines.
 SCALE = float(os.environ.get("MPSUP_TEST_TIMEOUT_SCALE", "1"))
 DEFAULT_DEADLINE = 20.0 * SCALE
+# A command line run in front of mpsupd, e.g. valgrind through libtool
+# (make check-valgrind). It must exec the daemon (same pid) and report its
+# findings on the daemon's stderr; valgrind's are checked at stop().
+DAEMON_WRAPPER = shlex.split(os.environ.get("MPSUP_TEST_DAEMON_WRAPPER", ""))
+VALGRIND_SUMMARY = re.compile(r"^==\d+== ERROR SUMMARY: (\d+) errors", re.M)
 
 
 def wait_for(cond, timeout=DEFAULT_DEADLINE, interval=0.01, what="condition"):
@@ -129,7 +136,7 @@ class Daemon:
 
     def start(self, wait=True):
         self.log = open(self.logfile, "ab")
-        self.proc = subprocess.Popen([MPSUPD, "-c", self.conf] + self.args,
+        self.proc = subprocess.Popen(DAEMON_WRAPPER + [MPSUPD, "-c", self.conf] + self.args,
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      env=self.env, cwd=self.dir)
         if wait:
@@ -206,7 +213,22 @@ class Daemon:
         self.log.close()
         rc = self.proc.returncode
         self.proc = None
+        self.check_wrapper_report()
         return rc
+
+    def check_wrapper_report(self):
+        """Under valgrind: fail on any error or leak it reported, whatever
+        the exit status the test expected (a daemon SIGKILLed reports
+        nothing, which is not a failure)."""
+        if not DAEMON_WRAPPER:
+            return
+        log = self.read_log()
+        errors = [int(n) for n in VALGRIND_SUMMARY.findall(log)]
+        tool = next((w for w in DAEMON_WRAPPER if "valgrind" in w), DAEMON_WRAPPER[0])
+        sys.stderr.write("%s: errors per mpsupd run: %s\n" % (os.path.basename(tool), errors))
+        if any(errors):
+            raise AssertionError("%s reported errors in mpsupd; log:\n%s"
+                                 % (tool, log[-30000:]))
 
     def cleanup(self):
         try:

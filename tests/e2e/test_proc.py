@@ -7,7 +7,7 @@ import signal
 import time
 import unittest
 
-from mpsuptest import Client, Daemon, DaemonTestCase, wait_for, SCALE
+from mpsuptest import Client, Daemon, DaemonTestCase, wait_for, DAEMON_WRAPPER, SCALE
 
 SLEEP_POOL = "[pool:w]\ncommand = sleep 1000\nprocesses = 2\nstart_secs = 0.2\n"
 
@@ -475,7 +475,8 @@ class Output(ProcTestCase):
         self.wait_state("flood:0", "exited", what="flood to end (60 MB read)")
         rss = self.d.rss_kb()
         print("flood: RSS %d -> %d KiB" % (rss0, rss))
-        self.assertLess(rss - rss0, 30 * 1024, "RSS grew from %d to %d KiB" % (rss0, rss))
+        if not DAEMON_WRAPPER:  # under valgrind, most of the RSS is valgrind's
+            self.assertLess(rss - rss0, 30 * 1024, "RSS grew from %d to %d KiB" % (rss0, rss))
         tail = self.logs("flood", lines=5)
         self.assertEqual(len(tail), 5)
         self.assertEqual(tail[-1]["line"][:100], line[:len(tail[-1]["line"][:100])])

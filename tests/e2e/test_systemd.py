@@ -277,6 +277,14 @@ class Watchdog(SystemdTestCase):
         self.assertNotIn("watchdog enabled", d.read_log())
 
 
+def connect_or_none(path):
+    """A Client connected to path, or None while nothing listens there."""
+    try:
+        return Client(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+
+
 class SocketActivation(SystemdTestCase):
     def setUp(self):
         super().setUp()
@@ -295,8 +303,10 @@ class SocketActivation(SystemdTestCase):
         d.socket = path   # clients use the socket systemd-socket-activate made
         # It listens, and execs mpsupd on the first connection.
         d.start(wait=False)
-        wait_for(lambda: os.path.exists(path), what="the activation socket")
-        d.start_client = Client(path)
+        # The socket's file exists from bind(), before listen(): connect
+        # until it is accepted.
+        d.start_client = wait_for(lambda: connect_or_none(path),
+                                  what="the activation socket to listen")
         return d
 
     def test_passed_socket_is_used(self):
@@ -518,8 +528,8 @@ class ChildEnvironment(SystemdTestCase):
         if path:
             d.socket = path
             d.start(wait=False)
-            wait_for(lambda: os.path.exists(path), what="the activation socket")
-            with Client(path) as c:
+            with wait_for(lambda: connect_or_none(path),
+                          what="the activation socket to listen") as c:
                 d.daemon_pid = c.ok("hello")["pid"]
         else:
             d.start()

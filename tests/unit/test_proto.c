@@ -424,16 +424,21 @@ END_TEST
 START_TEST(test_json_read_depth)
 {
 	char s[2100];
+	json_t *v;
 
 	/* Arrays and objects nest at most max_depth deep; scalars do not count. */
 	ck_assert_ptr_null(mpsup_json_loadb("[[1]]", 5, 1));
-	json_decref(mpsup_json_loadb("[[1]]", 5, 2));
-	ck_assert_ptr_nonnull(mpsup_json_loadb("1", 1, 1));
+	v = mpsup_json_loadb("[[1]]", 5, 2);
+	ck_assert_ptr_nonnull(v);
+	json_decref(v);
+	v = mpsup_json_loadb("1", 1, 1);
+	ck_assert_ptr_nonnull(v);
+	json_decref(v);
 	ck_assert_ptr_null(mpsup_json_loadb("{\"a\":{}}", 8, 1));
 	/* 0 and anything above 1000 mean 1000 (jansson stops at 2048 values). */
 	memset(s, '[', 1000);
 	memset(s + 1000, ']', 1000);
-	json_t *v = mpsup_json_loadb(s, 2000, 0);
+	v = mpsup_json_loadb(s, 2000, 0);
 	ck_assert_ptr_nonnull(v);
 	json_decref(v);
 	memset(s, '[', 1001);

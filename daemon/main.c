@@ -124,6 +124,7 @@ int main(int argc, char **argv)
 	};
 	const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
 	struct event *sig_events[3];
+	sigset_t late;
 	char err[CONF_ERR_MAX];
 	bool check_only = false;
 	int opt, r;
@@ -221,6 +222,13 @@ int main(int argc, char **argv)
 	notify_ready();
 	event_base_dispatch(daemon_g.base);
 
+	/* The shutdown is done: a second SIGTERM (an impatient operator or
+	 * service manager) must not kill the process by signal while it frees
+	 * what is left, once event_free() has put the default handlers back. */
+	sigemptyset(&late);
+	for (int i = 0; i < 3; i++)
+		sigaddset(&late, sigs[i]);
+	sigprocmask(SIG_BLOCK, &late, NULL);
 	notify_cleanup();
 
 	for (int i = 0; i < 3; i++)

@@ -200,6 +200,24 @@ class Socket(DaemonTestCase):
         self.assertEqual(self.d.proc.wait(timeout=20), 0)
         self.assertFalse(os.path.exists(self.d.socket))
 
+    def test_repeated_sigterm_still_exits_cleanly(self):
+        # An impatient service manager or operator: SIGTERM again and again
+        # until the daemon is gone, through the whole teardown (made longer
+        # by state to free).
+        with self.d.client() as c:
+            for i in range(200):
+                c.send("dict.update", name="d%d" % i,
+                       items={"k%d" % j: [j] for j in range(500)})
+            for i in range(200):
+                self.assertTrue(c.recv()["ok"])
+        deadline = time.monotonic() + 20 * mpsuptest.SCALE
+        while self.d.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                self.d.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                break
+        self.assertEqual(self.d.proc.wait(timeout=20), 0)
+
     def test_sighup_with_bad_config_keeps_running(self):
         with open(self.d.conf, "a") as f:
             f.write("bogus_key = 1\n")

@@ -48,6 +48,23 @@ struct proc_list oneshots = TAILQ_HEAD_INITIALIZER(oneshots);
 static struct proc_list group_waits = TAILQ_HEAD_INITIALIZER(group_waits);
 static struct proc_list free_list = TAILQ_HEAD_INITIALIZER(free_list);
 
+/*
+ * A stray group: what is left of a process group whose main process died on
+ * its own (a crash, a kill, an exit with children in the background). Like
+ * systemd's control-group kill mode, the rest of the group gets the stop
+ * signal at once and SIGKILL after stop_timeout, so a worker's children
+ * never outlive it; a restart does not wait for that (it runs in a new
+ * group). The daemon is a subreaper, so the leftovers are its to reap.
+ */
+struct stray {
+	pid_t pgid;
+	struct event *timer;   /* SIGKILL at stop_timeout */
+	TAILQ_ENTRY(stray) entry;
+	char name[160];        /* the process name, for the log */
+};
+static TAILQ_HEAD(, stray) strays = TAILQ_HEAD_INITIALIZER(strays);
+static unsigned n_strays;
+
 static struct proc *pid_hash[PID_BUCKETS];
 static struct event *ev_sigchld, *ev_sigusr1, *ev_gc, *ev_shutdown, *ev_shutdown_deadline;
 static unsigned n_members, n_oneshots, n_oneshots_finished;
@@ -308,6 +325,87 @@ static void signal_group(struct proc *p, int sig)
 			 conf_signal_name(sig) ? conf_signal_name(sig) : "?", strerror(errno));
 }
 
+static struct stray *stray_free(struct stray *g)
+{
+	TAILQ_REMOVE(&strays, g, entry);
+	n_strays--;
+	event_free(g->timer);
+	free(g);
+	return NULL;
+}
+
+static void stray_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct stray *g = arg;
+
+	(void)fd;
+	(void)what;
+	if (group_alive(g->pgid)) {
+		log_warn("proc", "%s: the rest of group %d still runs: SIGKILL", g->name,
+			 (int)g->pgid);
+		kill(-g->pgid, SIGKILL);
+	}
+	stray_free(g);
+}
+
+/* p's main process died while not being stopped: end the rest of its group
+ * (stop signal now, SIGKILL after stop_timeout). */
+static void stray_start(struct proc *p)
+{
+	struct timeval tv = tv_from_secs(p->stop_timeout);
+	struct stray *g;
+
+	if (!group_alive(p->pgid))
+		return;
+	log_info("proc", "%s: main process gone, stopping the rest of group %d", p->name,
+		 (int)p->pgid);
+	kill(-p->pgid, p->stop_signal);
+	if (p->stop_signal != SIGKILL && p->stop_signal != SIGCONT)
+		kill(-p->pgid, SIGCONT);
+	if (p->stop_signal == SIGKILL)
+		return;
+	if (!(g = calloc(1, sizeof(*g))) ||
+	    !(g->timer = evtimer_new(daemon_g.base, stray_timer_cb, g))) {
+		free(g);
+		kill(-p->pgid, SIGKILL); /* no memory to wait: do not leave it */
+		return;
+	}
+	g->pgid = p->pgid;
+	snprintf(g->name, sizeof(g->name), "%s", p->name);
+	TAILQ_INSERT_TAIL(&strays, g, entry);
+	n_strays++;
+	evtimer_add(g->timer, &tv);
+}
+
+/* Forget stray groups that are gone (after reaping). */
+static void check_strays(void)
+{
+	struct stray *g, *next;
+
+	for (g = TAILQ_FIRST(&strays); g; g = next) {
+		next = TAILQ_NEXT(g, entry);
+		if (!group_alive(g->pgid))
+			stray_free(g);
+	}
+}
+
+/* Shutdown: nothing may outlive the daemon. */
+static void strays_kill_all(void)
+{
+	struct stray *g;
+
+	while ((g = TAILQ_FIRST(&strays))) {
+		if (group_alive(g->pgid))
+			kill(-g->pgid, SIGKILL);
+		stray_free(g);
+	}
+}
+
+unsigned proc_stray_groups(void)
+{
+	return n_strays;
+}
+
 /*
  * The state machine's inputs and entry actions.
  */
@@ -540,6 +638,8 @@ static void proc_died(struct proc *p, int st)
 		TAILQ_INSERT_TAIL(&group_waits, p, gentry);
 		return;
 	}
+	if (p->state != PS_STOPPING)
+		stray_start(p);
 	proc_feed(p, PE_DIED);
 }
 
@@ -580,6 +680,7 @@ static void sigchld_cb(evutil_socket_t fd, short what, void *arg)
 			log_debug("proc", "reaped orphan %d", (int)pid);
 	}
 	check_group_waits();
+	check_strays();
 }
 
 static void sigusr1_cb(evutil_socket_t fd, short what, void *arg)
@@ -1244,6 +1345,7 @@ void proc_cleanup(void)
 	if (!initialized)
 		return;
 	gc_cb(-1, 0, NULL);
+	strays_kill_all();
 	while ((p = TAILQ_FIRST(&oneshots)))
 		proc_destroy(p);
 	while ((pl = TAILQ_FIRST(&pools))) {

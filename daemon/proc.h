@@ -105,6 +105,9 @@ void proc_cleanup(void);
 
 /* Processes that count against max_processes. */
 unsigned proc_count(void);
+/* Process groups left by a main process that died on its own, still being
+ * stopped (daemon.info). */
+unsigned proc_stray_groups(void);
 
 struct pool *pool_find(const char *name);
 /* Create a pool from a definition (copied) and its members; start them

@@ -850,6 +850,7 @@ static void proc_module_info(json_t *info)
 	json_object_set_new(pi, "pools", json_integer(np));
 	json_object_set_new(pi, "processes", json_integer(proc_count()));
 	json_object_set_new(pi, "alive", json_integer(alive));
+	json_object_set_new(pi, "stray_groups", json_integer(proc_stray_groups()));
 	json_object_set_new(info, "processes", pi);
 }
 

@@ -369,6 +369,35 @@ class StopEscalation(ProcTestCase):
         self.d.ok("proc.stop", target="family")
         self.assertFalse(pid_alive(kid))
 
+    def test_children_of_a_dead_worker_do_not_outlive_it(self):
+        # The main process dies on its own (SIGKILL here): the rest of its
+        # group gets the stop signal at once, while the worker restarts.
+        self.add_pool("leaky", ["sh", "-c", "sleep 1000 & echo child $!; wait"], start_secs=0)
+        wait_for(lambda: any(l.startswith("child") for l in self.log_lines("leaky")),
+                 what="child")
+        kid = int([l for l in self.log_lines("leaky") if l.startswith("child")][0].split()[1])
+        main = self.record("leaky:0")["pid"]
+        os.kill(main, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(kid), what="the dead worker's child gone")
+        wait_for(lambda: self.record("leaky:0")["pid"] not in (None, main)
+                 and self.record("leaky:0")["state"] == "running", what="restart")
+        wait_for(lambda: self.d.ok("daemon.info")["processes"]["stray_groups"] == 0,
+                 what="no stray group left")
+
+    def test_stray_child_ignoring_the_stop_signal_is_killed(self):
+        script = "sh -c \"trap '' TERM; echo child \\$\\$; while :; do sleep 0.1; done\" & wait"
+        self.add_pool("stray", ["sh", "-c", script], start_secs=0, stop_timeout=2,
+                      restart="never")
+        wait_for(lambda: any(l.startswith("child") for l in self.log_lines("stray")),
+                 what="child")
+        kid = int([l for l in self.log_lines("stray") if l.startswith("child")][0].split()[1])
+        os.kill(self.record("stray:0")["pid"], signal.SIGKILL)
+        self.wait_state("stray:0", "exited")
+        self.assertEqual(self.d.ok("daemon.info")["processes"]["stray_groups"], 1)
+        wait_for(lambda: not pid_alive(kid), what="SIGKILL after stop_timeout")
+        wait_for(lambda: self.d.ok("daemon.info")["processes"]["stray_groups"] == 0,
+                 what="no stray group left")
+
 
 class Failures(ProcTestCase):
     def test_always_failing_command_goes_fatal(self):

@@ -268,7 +268,7 @@ bool request_stream(struct request *r, json_t *msg)
 	return !c->dead;
 }
 
-static const char *const role_names[] = { "none", "read", "state", "admin" };
+const char *const role_names[] = { "none", "read", "state", "admin" };
 
 /* Longer than any command name; the unknown-command message quotes 100. */
 #define CMD_NAME_MAX 128
@@ -307,9 +307,12 @@ void command_dispatch(struct conn *c, char *line, size_t len)
 		goto out;
 	}
 	if (c->role < cmd->role) {
+		static struct log_ratelimit denials;
 		char msg[160];
-		log_warn("access", "denied %s to uid %d pid %d (role %s, needs %s)", cmd->name,
-			 (int)c->uid, (int)c->pid, role_names[c->role], role_names[cmd->role]);
+		if (log_allowed(&denials))
+			log_warn("access", "denied %s to uid %d pid %d (role %s, needs %s)",
+				 cmd->name, (int)c->uid, (int)c->pid, role_names[c->role],
+				 role_names[cmd->role]);
 		snprintf(msg, sizeof(msg), "%s needs the %s role", cmd->name, role_names[cmd->role]);
 		reply_early(c, id, MPSUP_E_PERMISSION_DENIED, msg);
 		goto out;

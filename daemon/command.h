@@ -76,6 +76,9 @@ struct request {
 	bool kept;        /* CMD_WAIT or CMD_STREAM */
 };
 
+/* "none", "read", "state", "admin", by enum role. */
+extern const char *const role_names[];
+
 /* Build the lookup table; call once. */
 void command_init(void);
 /* Look up a command by name. */

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "mpsup.h"
 #include "persist.h"
+#include "proc.h"
 
 #define READ_CHUNK (64 * 1024)
 #define LINGER_SECS 2.0        /* how long a closing peer may keep sending */
@@ -40,7 +41,7 @@ static unsigned n_conns;
 static uint64_t next_conn_id = 1;
 static int listen_fd = -1;
 static bool listen_activated; /* handed over by systemd: not ours to unlink */
-static struct event *ev_accept;
+static struct event *ev_accept, *ev_accept_resume;
 static char *socket_path;
 
 static void conn_process(struct conn *c);
@@ -48,6 +49,7 @@ static void conn_update_events(struct conn *c);
 static void conn_linger(struct conn *c);
 static bool conn_wants_read(struct conn *c);
 static void conn_barrier_passed(void *arg);
+static struct conn *conn_new(int fd, uid_t uid, gid_t gid, pid_t pid, gid_t *gids, int n_gids);
 
 const char *server_socket_path(void)
 {
@@ -74,35 +76,68 @@ static bool access_match(const struct access_list *a, uid_t uid, const gid_t *gi
 	return false;
 }
 
+/* Is uid a user that some pool's workers run as? (Resolved when the pool
+ * was made: no name lookup here.) */
+static bool pool_user(uid_t uid)
+{
+	const struct pool *pl;
+
+	TAILQ_FOREACH(pl, &pools, entry)
+		if (pl->set_ids && !pl->ids_error && pl->uid == uid)
+			return true;
+	return false;
+}
+
 /* The role of a peer: root and the daemon's own user are admin; [access]
- * grants the rest; users that pool workers run as get state by default. */
-static enum role peer_role(int fd, uid_t uid, gid_t gid)
+ * grants the rest (the highest role whose list matches); users that pool
+ * workers run as get at least state unless [access] sets `state`. */
+static enum role peer_role(uid_t uid, const gid_t *gids, int n_gids)
 {
 	const struct conf *cf = daemon_g.conf;
-	gid_t gids[MAX_PEER_GROUPS + 1];
-	socklen_t len = sizeof(gid_t) * MAX_PEER_GROUPS;
-	int n = 0;
 
 	if (uid == 0 || uid == geteuid())
 		return ROLE_ADMIN;
+	for (enum role r = ROLE_ADMIN; r > ROLE_STATE; r--)
+		if (access_match(&cf->access[r], uid, gids, n_gids))
+			return r;
+	if (access_match(&cf->access[ROLE_STATE], uid, gids, n_gids) ||
+	    (!cf->access[ROLE_STATE].set && pool_user(uid)))
+		return ROLE_STATE;
+	if (access_match(&cf->access[ROLE_READ], uid, gids, n_gids))
+		return ROLE_READ;
+	return ROLE_NONE;
+}
+
+/* The peer's groups: its supplementary groups (SO_PEERGROUPS) and its
+ * primary group, in a new array; NULL when out of memory. */
+static gid_t *peer_groups(int fd, gid_t gid, int *ret_n)
+{
+	gid_t *gids = malloc(sizeof(gid_t) * (MAX_PEER_GROUPS + 1));
+	socklen_t len = sizeof(gid_t) * MAX_PEER_GROUPS;
+	int n = 0;
+
+	if (!gids)
+		return NULL;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, gids, &len) == 0)
 		n = (int)(len / sizeof(gid_t));
 	gids[n++] = gid;
-	for (enum role r = ROLE_ADMIN; r >= ROLE_READ; r--)
-		if (access_match(&cf->access[r], uid, gids, n))
-			return r;
-	if (!cf->access[ROLE_STATE].set) {
-		for (const struct pool_conf *p = cf->pools; p; p = p->next) {
-			if (p->user) {
-				char *end;
-				unsigned long v = strtoul(p->user, &end, 10);
-				struct passwd *pw;
-				if ((!*end && v == uid) || ((pw = getpwnam(p->user)) && pw->pw_uid == uid))
-					return ROLE_STATE;
-			}
-		}
+	*ret_n = n;
+	return gids;
+}
+
+void server_refresh_roles(void)
+{
+	struct conn *c;
+
+	TAILQ_FOREACH(c, &conns, entry) {
+		enum role r = peer_role(c->uid, c->gids, c->n_gids);
+
+		if (r != c->role)
+			log_info("access", "client %llu (uid %d): role %s -> %s",
+				 (unsigned long long)c->id, (int)c->uid, role_names[c->role],
+				 role_names[r]);
+		c->role = r;
 	}
-	return ROLE_NONE;
 }
 
 /* Free a closed connection (deferred so no callback runs on freed memory). */
@@ -115,6 +150,7 @@ static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 	mpsup_framer_free(c->in);
 	if (c->out)
 		evbuffer_free(c->out);
+	free(c->gids);
 	free(c);
 }
 
@@ -605,10 +641,10 @@ void conn_resume(struct conn *c)
 		event_active(c->ev_resume, EV_TIMEOUT, 0);
 }
 
-/* Refuse a client over a connection limit with one error line. */
-static void refuse(int fd, const char *why)
+/* Refuse a client with one error line. */
+static void refuse(int fd, enum mpsup_err code, const char *why)
 {
-	json_t *resp = mpsup_response_error(NULL, MPSUP_E_LIMIT, why);
+	json_t *resp = mpsup_response_error(NULL, code, why);
 	char *s = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
 
 	if (s) {
@@ -632,40 +668,95 @@ static unsigned conns_of_uid(uid_t uid)
 	return n;
 }
 
-static void accept_cb(evutil_socket_t lfd, short what, void *arg)
+/* Connections kept for admin peers: a flood from other users never locks
+ * the operator out. */
+#define ADMIN_RESERVED 8
+
+/* May a new peer of this uid and role connect? true if so, else false with
+ * the limit that refuses it in buf. */
+static bool admission(uid_t uid, enum role role, char *buf, size_t len)
 {
 	const struct conf *cf = daemon_g.conf;
+	unsigned reserved = cf->max_clients > 2 * ADMIN_RESERVED ? ADMIN_RESERVED : 0;
+
+	if (n_conns >= cf->max_clients) {
+		snprintf(buf, len, "max_clients (%u) reached", cf->max_clients);
+		return false;
+	}
+	if (role == ROLE_ADMIN)
+		return true;
+	if (n_conns >= cf->max_clients - reserved) {
+		snprintf(buf, len, "max_clients (%u) reached (the last %u are kept for admins)",
+			 cf->max_clients, reserved);
+		return false;
+	}
+	if (cf->max_clients_per_uid && conns_of_uid(uid) >= cf->max_clients_per_uid) {
+		snprintf(buf, len, "max_clients_per_uid (%u) reached", cf->max_clients_per_uid);
+		return false;
+	}
+	return true;
+}
+
+/* Out of descriptors: stop accepting for a moment (the listening socket
+ * stays readable, so the loop would spin on it). */
+static void accept_pause(void)
+{
+	struct timeval tv = { 0, 100 * 1000 };
+
+	event_del(ev_accept);
+	evtimer_add(ev_accept_resume, &tv);
+}
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (ev_accept)
+		event_add(ev_accept, NULL);
+}
+
+static void accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+	static struct log_ratelimit refusals, fd_errors;
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 	struct conn *c;
-	int fd;
+	char why[160];
+	enum role role;
+	gid_t *gids;
+	int fd, n_gids;
 
 	(void)what;
 	(void)arg;
 	for (int i = 0; i < 64; i++) {
 		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				log_warn("conn", "accept: %s", strerror(errno));
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				if (log_allowed(&fd_errors))
+					log_warn("conn", "accept: %s (pausing 100 ms)", strerror(errno));
+				accept_pause();
+			}
 			return;
 		}
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+		    !(gids = peer_groups(fd, cred.gid, &n_gids))) {
 			close(fd);
 			continue;
 		}
-		if (n_conns >= cf->max_clients) {
-			log_warn("conn", "refusing uid %d pid %d: max_clients (%u) reached",
-				 (int)cred.uid, (int)cred.pid, cf->max_clients);
-			refuse(fd, "too many clients (max_clients)");
+		role = peer_role(cred.uid, gids, n_gids);
+		if (!admission(cred.uid, role, why, sizeof(why))) {
+			char msg[200];
+			if (log_allowed(&refusals))
+				log_warn("conn", "refusing uid %d pid %d: %s", (int)cred.uid,
+					 (int)cred.pid, why);
+			snprintf(msg, sizeof(msg), "too many clients: %s", why);
+			refuse(fd, MPSUP_E_LIMIT, msg);
+			free(gids);
 			continue;
 		}
-		if (cf->max_clients_per_uid && conns_of_uid(cred.uid) >= cf->max_clients_per_uid) {
-			log_warn("conn", "refusing uid %d pid %d: max_clients_per_uid (%u) reached",
-				 (int)cred.uid, (int)cred.pid, cf->max_clients_per_uid);
-			refuse(fd, "too many clients for this user (max_clients_per_uid)");
-			continue;
-		}
-		c = conn_new_for_fd(fd, cred.uid, cred.gid, cred.pid);
+		c = conn_new(fd, cred.uid, cred.gid, cred.pid, gids, n_gids);
 		if (!c) {
 			log_error("conn", "out of memory accepting a client");
 			continue;
@@ -795,7 +886,8 @@ int server_start(void)
 	}
 	socket_path = strdup(path);
 	ev_accept = event_new(daemon_g.base, listen_fd, EV_READ | EV_PERSIST, accept_cb, NULL);
-	if (!socket_path || !ev_accept || event_add(ev_accept, NULL) < 0)
+	ev_accept_resume = evtimer_new(daemon_g.base, accept_resume_cb, NULL);
+	if (!socket_path || !ev_accept || !ev_accept_resume || event_add(ev_accept, NULL) < 0)
 		return -ENOMEM;
 	log_info("server", "listening on %s", path);
 	return 0;
@@ -812,6 +904,8 @@ void server_stop(void)
 	}
 	if (ev_accept)
 		ev_accept = (event_free(ev_accept), NULL);
+	if (ev_accept_resume)
+		ev_accept_resume = (event_free(ev_accept_resume), NULL);
 	if (listen_fd >= 0) {
 		close(listen_fd);
 		if (!listen_activated && socket_path)
@@ -829,6 +923,19 @@ void server_stop(void)
  */
 struct conn *conn_new_for_fd(int fd, uid_t uid, gid_t gid, pid_t pid)
 {
+	int n_gids;
+	gid_t *gids = peer_groups(fd, gid, &n_gids);
+
+	if (!gids) {
+		close(fd);
+		return NULL;
+	}
+	return conn_new(fd, uid, gid, pid, gids, n_gids);
+}
+
+/* A client on fd with these credentials; takes fd and gids. */
+static struct conn *conn_new(int fd, uid_t uid, gid_t gid, pid_t pid, gid_t *gids, int n_gids)
+{
 	struct conn *c = calloc(1, sizeof(*c));
 
 	if (!c || !(c->in = mpsup_framer_new(daemon_g.conf->max_request_bytes)) ||
@@ -836,15 +943,18 @@ struct conn *conn_new_for_fd(int fd, uid_t uid, gid_t gid, pid_t pid)
 		if (c)
 			mpsup_framer_free(c->in);
 		free(c);
+		free(gids);
 		close(fd);
 		return NULL;
 	}
+	c->gids = gids;
+	c->n_gids = n_gids;
 	c->id = next_conn_id++;
 	c->fd = fd;
 	c->uid = uid;
 	c->gid = gid;
 	c->pid = pid;
-	c->role = peer_role(fd, uid, gid);
+	c->role = peer_role(uid, c->gids, c->n_gids);
 	c->ev_read = event_new(daemon_g.base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
 	c->ev_write = event_new(daemon_g.base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
 	c->ev_resume = event_new(daemon_g.base, -1, 0, conn_resume_cb, c);

@@ -39,6 +39,8 @@ struct conn {
 	struct evbuffer *out;
 	uid_t uid;
 	gid_t gid;
+	gid_t *gids;            /* every group of the peer, gid included */
+	int n_gids;
 	pid_t pid;
 	enum role role;
 	struct request *kept;   /* a waiting or streaming request */
@@ -56,6 +58,9 @@ struct conn {
 
 /* Start listening on the configured socket (or one handed over by systemd). */
 int server_start(void);
+/* Work out every connection's role again (after a reload or a change of
+ * pools: [access] and the pool users may have changed). */
+void server_refresh_roles(void);
 /* Stop listening, close every connection and remove the socket file. */
 void server_stop(void);
 /* Number of connected clients. */

@@ -18,6 +18,7 @@
 #define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
 
+#include "daemon.h"
 #include "log.h"
 
 #define JOURNAL_SOCKET "/run/systemd/journal/socket"
@@ -152,4 +153,24 @@ void log_msg_fields(enum log_level level, const char *subsys, const struct log_f
 	va_start(ap, fmt);
 	log_vmsg(level, subsys, f, file, line, fmt, ap);
 	va_end(ap);
+}
+
+bool log_allowed(struct log_ratelimit *rl)
+{
+	double now = now_mono();
+
+	if (now - rl->start >= 1.0) {
+		if (rl->suppressed)
+			log_warn("log", "%u similar messages were left out (more than %d a second)",
+				 rl->suppressed, LOG_BURST);
+		rl->start = now;
+		rl->n = 0;
+		rl->suppressed = 0;
+	}
+	if (rl->n < LOG_BURST) {
+		rl->n++;
+		return true;
+	}
+	rl->suppressed++;
+	return false;
 }

@@ -35,6 +35,20 @@ void log_msg_fields(enum log_level level, const char *subsys, const struct log_f
 		    const char *file, int line, const char *fmt, ...)
 	__attribute__((format(printf, 6, 7)));
 
+/*
+ * A rate limit for messages a peer can trigger at will (refused
+ * connections, denied requests): at most LOG_BURST a second, then one line
+ * saying how many were left out. Zero-initialized.
+ */
+#define LOG_BURST 20
+struct log_ratelimit {
+	double start;         /* monotonic start of the current second */
+	unsigned n;           /* messages in it */
+	unsigned suppressed;  /* left out since the last one logged */
+};
+/* May a message go out now? */
+bool log_allowed(struct log_ratelimit *rl);
+
 #define log_error(sub, ...) log_msg(LOG_LVL_ERROR, sub, __FILE__, __LINE__, __VA_ARGS__)
 #define log_warn(sub, ...) log_msg(LOG_LVL_WARNING, sub, __FILE__, __LINE__, __VA_ARGS__)
 #define log_info(sub, ...) log_msg(LOG_LVL_INFO, sub, __FILE__, __LINE__, __VA_ARGS__)

@@ -67,6 +67,7 @@ int daemon_reload(json_t **result, char *err, size_t errlen)
 	modules_reload(newconf, changes);
 	daemon_g.conf = newconf;
 	conf_free(old);
+	server_refresh_roles(); /* [access] may have changed */
 	log_set_level((enum log_level)newconf->log_level);
 	log_info("daemon", "configuration reloaded from %s", daemon_g.conf_path);
 	if (events_wanted(TOPIC_DAEMON))

@@ -31,6 +31,7 @@
 
 #include <event2/event.h>
 
+#include "conn.h"
 #include "daemon.h"
 #include "events.h"
 #include "log.h"
@@ -1027,6 +1028,7 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
 		log_error("proc", "pool %s: %s", pl->name, pl->ids_error);
 	pool_open_outputs(pl);
 	TAILQ_INSERT_TAIL(&pools, pl, entry);
+	server_refresh_roles(); /* its user may connect with the state role now */
 	r = pool_resize(pl, pc->processes, start && !shut.active);
 	publish_pool("pool.added", pl);
 	log_info("proc", "pool %s: added (%u processes)", pl->name, pc->processes);
@@ -1040,6 +1042,7 @@ static void pool_free(struct pool *pl)
 	log_info("proc", "pool %s: removed", pl->name);
 	publish_pool("pool.removed", pl);
 	TAILQ_REMOVE(&pools, pl, entry);
+	server_refresh_roles();
 	proc_cmd_pool_gone(pl);
 	task_pool_gone(pl);
 	outfile_free(pl->out);
@@ -1095,6 +1098,7 @@ int pool_replace(struct pool *pl, const struct pool_conf *pc)
 	pl->conf = c;
 	c->processes = keep;
 	pool_resolve_ids(pl);
+	server_refresh_roles();
 	if (pl->ids_error)
 		log_error("proc", "pool %s: %s", pl->name, pl->ids_error);
 	pool_open_outputs(pl);

@@ -290,6 +290,85 @@ class PoolUserGetsState(AccessTestCase):
         self.assertEqual(self.nobody.code("daemon.shutdown"), "permission_denied")
 
 
+class PoolUserWithReadForAll(AccessTestCase):
+    """`read = *` does not take the pool user's default state role away."""
+    config = ("[access]\nread = *\n[pool:w]\ncommand = /bin/sleep 1000\nuser = %s\n"
+              "autostart = no\n" % NOBODY)
+
+    def test_worker_user_still_has_state(self):
+        self.need_state()
+        self.assertEqual(self.nobody.call("value.add", name="w", by=1)["result"], 1)
+        self.assertEqual(self.nobody.code("daemon.shutdown"), "permission_denied")
+
+
+class PoolUserAddedAtRunTime(AccessTestCase):
+    """A pool added with pool.add gives its user state, on connections that
+    are already open too; removing it takes that away."""
+
+    def test_state_follows_the_pools(self):
+        self.need_state()
+        c = self.nobody.connect()
+        self.assertEqual(self.nobody.send(c, "value.add", name="n", by=1)["error"]["code"],
+                         "permission_denied")
+        self.d.ok("pool.add", pool="w", command=["/bin/sleep", "1000"], user=NOBODY,
+                  autostart=False)
+        self.assertEqual(self.nobody.send(c, "value.add", name="n", by=1)["result"], 1)
+        self.d.ok("pool.remove", pool="w")
+        self.assertEqual(self.nobody.send(c, "value.add", name="n", by=1)["error"]["code"],
+                         "permission_denied")
+        self.nobody.close(c)
+
+
+class AccessReload(AccessTestCase):
+    """A reload that changes [access] applies to open connections at once."""
+    config = "[access]\nread = *\n"
+
+    def test_open_connection_gets_the_new_role(self):
+        self.need_state()
+        c = self.nobody.connect()
+        self.assertEqual(self.nobody.send(c, "value.add", name="n", by=1)["error"]["code"],
+                         "permission_denied")
+        self.d.write_config("[access]\nstate = nobody\n", "socket_mode = 0666\n")
+        self.d.ok("daemon.reload")
+        self.assertEqual(self.nobody.send(c, "value.add", name="n", by=1)["result"], 1)
+        self.d.write_config("", "socket_mode = 0666\n")
+        self.d.ok("daemon.reload")
+        self.assertEqual(self.nobody.send(c, "ping")["error"]["code"], "permission_denied")
+        self.assertIn("role state -> none", self.d.read_log())
+        self.nobody.close(c)
+
+
+class AdminReserve(AccessTestCase):
+    """The last 8 of max_clients are kept for admins: other users' floods
+    never lock root out."""
+    config = "[access]\nread = *\n"
+    main_config = "max_clients = 20\nmax_clients_per_uid = 0\n"
+
+    def test_root_connects_when_others_fill_max_clients(self):
+        # Connect until refused (a connection of the harness may still be
+        # counted for a moment: 11 or 12 get in).
+        held = []
+        for _ in range(20):
+            c = self.nobody.connect()
+            r = self.nobody.send(c, "ping")
+            if "oserror" in r:  # refused and closed before the ping went out
+                r = self.nobody.read(c)
+            if not r.get("ok"):
+                break
+            held.append(c)
+        self.assertEqual(r.get("error", {}).get("code"), "limit", r)
+        self.assertIn("kept for admins", r["error"]["message"])
+        self.assertIn(len(held), (11, 12))
+        self.nobody.close(c)
+        roots = [self.d.client() for _ in range(8)]
+        for rc in roots:
+            self.assertEqual(rc.ok("ping"), "pong")
+        for rc in roots:
+            rc.close()
+        for h in held:
+            self.nobody.close(h)
+
+
 class PoolUserWithExplicitState(AccessTestCase):
     """An explicit state list replaces that default."""
     config = ("[access]\nstate = root\n[pool:w]\ncommand = /bin/sleep 1000\n"
@@ -322,8 +401,8 @@ class PerUidLimit(AccessTestCase):
         self.assertIn("max_clients_per_uid", r["error"]["message"])
         self.assertEqual(self.nobody.read(c), {"eof": True})
         self.nobody.close(c)
-        # Another uid is not affected: it gets its own two connections (the
-        # limit applies to root too). Retried: the harness's own earlier
+        # Another uid is not affected: it gets its own connections (admins
+        # are not limited per uid). Retried: the harness's own earlier
         # connection may not be closed on the daemon's side yet.
         def root_gets_two():
             with self.d.client() as r1, self.d.client() as r2:

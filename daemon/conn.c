@@ -767,16 +767,24 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 }
 
 /* Is a daemon answering at this socket path? */
-static bool socket_answers(const struct sockaddr_un *sa)
+/* Is a daemon answering at this socket path? 1 yes, 0 no (the socket is
+ * stale: nothing listens on it), or a negative errno when that cannot be
+ * told (then it must not be removed). The connect does not block: a full
+ * backlog (EAGAIN) means a live, busy daemon. */
+static int socket_answers(const struct sockaddr_un *sa)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool ok;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int r;
 
 	if (fd < 0)
-		return false;
-	ok = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+		return -errno;
+	r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 ? 1 : -errno;
 	close(fd);
-	return ok;
+	if (r == -EAGAIN || r == -EINPROGRESS)
+		return 1;
+	if (r == -ECONNREFUSED)
+		return 0;
+	return r;
 }
 
 /* Create, bind and secure the listening socket at path. */
@@ -802,9 +810,15 @@ static int socket_create(const char *path)
 			log_error("server", "%s exists and is not a socket; refusing to replace it", path);
 			return -EEXIST;
 		}
-		if (socket_answers(&sa)) {
+		r = socket_answers(&sa);
+		if (r > 0) {
 			log_error("server", "another mpsupd is already running on %s", path);
 			return -EADDRINUSE;
+		}
+		if (r < 0) {
+			log_error("server", "cannot tell whether %s is in use (%s); not removing it",
+				  path, strerror(-r));
+			return r;
 		}
 		log_info("server", "removing stale socket %s", path);
 		if (unlink(path) < 0 && errno != ENOENT) {

@@ -350,6 +350,14 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 		enum mpsup_err code;
 		char err[256];
 
+		/* Auto-creation makes an object: the state role's right, even
+		 * when the op only reads. A read-only peer sees a missing
+		 * object as missing (no conn: replay and unit paths). */
+		if (r->conn && r->conn->role < ROLE_STATE) {
+			request_error(r, MPSUP_E_NOT_FOUND,
+				      "no object %s; creating one needs the state role", name);
+			return CMD_DONE;
+		}
 		/* Creating a persisted object is a mutation, even for a read. */
 		if (type->dump && !persist_writable(r))
 			return CMD_DONE;

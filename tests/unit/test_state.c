@@ -285,8 +285,10 @@ static void setup(void)
 	answers = json_object();
 	memset(conns, 0, sizeof(conns));
 	memset(hooks, 0, sizeof(hooks));
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 4; i++) {
 		conns[i].id = (uint64_t)i + 1;
+		conns[i].role = ROLE_STATE;
+	}
 	n_published = 0;
 	listening = false;
 }
@@ -423,6 +425,29 @@ START_TEST(test_create_options)
 	ck_assert_ptr_null(obj_create("x", &dict_type, NULL, &code, err, sizeof(err)));
 	ck_assert_int_eq(code, MPSUP_E_LIMIT);
 	ck_err("dict.len", "{\"name\":\"y\"}", "limit");
+}
+END_TEST
+
+/* A peer with only the read role finds missing objects missing: TYPE.OP
+ * creates nothing for it. */
+START_TEST(test_read_role_creates_nothing)
+{
+	conns[1].role = ROLE_READ;
+	ck_assert_str_eq(err_on(1, "dict.get", "{\"name\":\"d\",\"key\":\"k\"}"), "not_found");
+	ck_assert_str_eq(err_on(1, "value.get", "{\"name\":\"v\"}"), "not_found");
+	ck_assert_str_eq(err_on(1, "event.is_set", "{\"name\":\"e\"}"), "not_found");
+	ck_assert_str_eq(err_on(1, "lock.locked", "{\"name\":\"l\"}"), "not_found");
+	ck_assert_int_eq(obj_count(), 0);
+	ck_ok("obj.list", "{}", "[]");
+	/* Bad parameters are still bad_request; existing objects read as usual. */
+	ck_assert_str_eq(err_on(1, "dict.get", "{\"name\":\"d\"}"), "bad_request");
+	OK("value.set", "{\"name\":\"v\",\"value\":5}");
+	ck_assert_str_eq(ok_on(1, "value.get", "{\"name\":\"v\"}"), "5");
+	ck_assert_str_eq(err_on(1, "dict.get", "{\"name\":\"v\",\"key\":\"k\"}"),
+			 "wrong_type");
+	/* The state role creates, as before. */
+	ck_ok("event.is_set", "{\"name\":\"e\"}", "false");
+	ck_assert_int_eq(obj_count(), 2);
 }
 END_TEST
 
@@ -761,6 +786,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_params);
 	tcase_add_test(tc, test_create_options);
 	tcase_add_test(tc, test_dump_roundtrip);
+	tcase_add_test(tc, test_read_role_creates_nothing);
 	tcase_add_test(tc, test_dict);
 	tcase_add_test(tc, test_list);
 	tcase_add_test(tc, test_value);

@@ -704,6 +704,22 @@ class Limits(DaemonTestCase):
             self.assertEqual(c.err("queue.get", name="q"), "limit")
             self.assertEqual(c.ok("event.wait", name="e", timeout=0), {"set": False})
 
+    def test_barrier_parties_within_max_waiters(self):
+        with self.d.client() as c:
+            r = c.call("obj.create", name="b", type="barrier", parties=2**31 - 1)
+            self.assertEqual(r["error"]["code"], "limit", r)
+            self.assertIn("max_waiters", r["error"]["message"])
+            self.assertEqual(c.err("obj.create", name="b", type="barrier", parties=4), "limit")
+            # max_waiters = 2: two wait, the third passes.
+            c.ok("obj.create", name="b", type="barrier", parties=3)
+            with self.d.client() as a, self.d.client() as b:
+                a.send("barrier.wait", name="b")
+                b.send("barrier.wait", name="b")
+                wait_waiters(c, "b", 2)
+                self.assertEqual(c.ok("barrier.wait", name="b"), {"index": 2})
+                self.assertEqual({a.recv()["result"]["index"], b.recv()["result"]["index"]},
+                                 {0, 1})
+
 
 def run_child(sock, body, *args):
     return subprocess.Popen([sys.executable, "-c", CHILD_LIB + body, sock] + [str(a) for a in args])

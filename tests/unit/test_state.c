@@ -760,6 +760,26 @@ START_TEST(test_barrier)
 }
 END_TEST
 
+/* parties - 1 requests wait for the last one: no more than max_waiters. */
+START_TEST(test_barrier_parties_limit)
+{
+	long long w[3];
+
+	/* max_waiters = 3 */
+	ck_err("obj.create", "{\"name\":\"b\",\"type\":\"barrier\",\"parties\":5}", "limit");
+	ck_err("obj.create", "{\"name\":\"b\",\"type\":\"barrier\",\"parties\":2147483647}",
+	       "limit");
+	ck_assert_ptr_null(obj_find("b"));
+	OK("obj.create", "{\"name\":\"b\",\"type\":\"barrier\",\"parties\":4}");
+	for (int i = 0; i < 3; i++)
+		w[i] = send_on(i + 1, "barrier.wait", "{\"name\":\"b\"}");
+	ck_ok("barrier.wait", "{\"name\":\"b\"}", "{\"index\":3}");
+	for (int i = 0; i < 3; i++)
+		ck_assert_str_eq(res(answer_of(w[i])), i == 0 ? "{\"index\":0}" :
+						      i == 1 ? "{\"index\":1}" : "{\"index\":2}");
+}
+END_TEST
+
 START_TEST(test_events_published)
 {
 	OK("dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":1}");
@@ -798,6 +818,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_lock_ownership);
 	tcase_add_test(tc, test_rlock_semaphore);
 	tcase_add_test(tc, test_barrier);
+	tcase_add_test(tc, test_barrier_parties_limit);
 	tcase_add_test(tc, test_events_published);
 	suite_add_tcase(s, tc);
 	return s;

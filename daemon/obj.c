@@ -744,3 +744,20 @@ int obj_opts_only(json_t *opts, const char *const *keys, char *err, size_t errle
 	}
 	return 0;
 }
+
+bool obj_items_fit(size_t have, size_t adding)
+{
+	size_t max = daemon_g.conf->max_object_items;
+
+	return obj_restoring || (adding <= max && have <= max - adding);
+}
+
+bool obj_items_room(struct obj_call *c, size_t have, size_t adding)
+{
+	if (obj_items_fit(have, adding))
+		return true;
+	obj_error(c, MPSUP_E_LIMIT, "%s: %zu %s would be more than max_object_items (%u)",
+		  c->o->name, have + adding, c->o->type == &dict_type ? "keys" : "items",
+		  daemon_g.conf->max_object_items);
+	return false;
+}

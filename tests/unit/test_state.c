@@ -297,6 +297,7 @@ static void teardown(void)
 {
 	for (int i = 0; i < 4; i++)
 		conn_fake_close(&conns[i]);
+	obj_restoring = false;
 	obj_delete_all();
 	ck_assert_int_eq(obj_count(), 0);
 	ck_assert_int_eq(n_hooks(), 0);
@@ -448,6 +449,92 @@ START_TEST(test_read_role_creates_nothing)
 	/* The state role creates, as before. */
 	ck_ok("event.is_set", "{\"name\":\"e\"}", "false");
 	ck_assert_int_eq(obj_count(), 2);
+}
+END_TEST
+
+/* An array costs 8 bytes per element: `size` is capped at
+ * max_request_bytes / 8, except when persisted state is replayed. */
+START_TEST(test_array_size_limit)
+{
+	char err[256];
+	json_t *p;
+
+	test_conf.max_request_bytes = 1024;
+	OK("obj.create", "{\"name\":\"a\",\"type\":\"array\",\"size\":128}");
+	ck_ok("array.len", "{\"name\":\"a\"}", "128");
+	ck_err("obj.create", "{\"name\":\"b\",\"type\":\"array\",\"size\":129}", "limit");
+	ck_err("obj.create",
+	       "{\"name\":\"b\",\"type\":\"array\",\"typecode\":\"d\",\"size\":1024}",
+	       "limit");
+	ck_assert_ptr_null(obj_find("b"));
+
+	/* Logged when the limit was higher: the replay still applies. */
+	p = json_pack("{s:s, s:s, s:i}", "name", "big", "type", "array", "size", 100000);
+	ck_assert_int_eq(obj_replay("obj.create", p, err, sizeof(err)), -1);
+	obj_restoring = true;
+	ck_assert_msg(obj_replay("obj.create", p, err, sizeof(err)) == 0, "replay: %s", err);
+	obj_restoring = false;
+	json_decref(p);
+	ck_ok("array.len", "{\"name\":\"big\"}", "100000");
+}
+END_TEST
+
+/* max_object_items caps every op that adds dict keys or list items. */
+START_TEST(test_max_object_items)
+{
+	char err[256];
+	json_t *p;
+
+	test_conf.max_object_items = 3;
+	OK("dict.update", "{\"name\":\"d\",\"items\":{\"a\":1,\"b\":2}}");
+	ck_err("dict.update", "{\"name\":\"d\",\"items\":{\"a\":0,\"c\":3,\"x\":4}}", "limit");
+	ck_ok("dict.len", "{\"name\":\"d\"}", "2"); /* all or nothing */
+	OK("dict.update", "{\"name\":\"d\",\"items\":{\"a\":0,\"c\":3}}");
+	/* Full: existing keys change, new ones are refused. */
+	OK("dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":9}");
+	ck_ok("dict.incr", "{\"name\":\"d\",\"key\":\"a\"}", "10");
+	ck_ok("dict.setdefault", "{\"name\":\"d\",\"key\":\"b\",\"value\":0}", "2");
+	ck_ok("dict.cas", "{\"name\":\"d\",\"key\":\"c\",\"expect\":3,\"value\":4}",
+	      "{\"swapped\":true}");
+	ck_ok("dict.cas", "{\"name\":\"d\",\"key\":\"x\",\"expect\":1,\"value\":4}",
+	      "{\"swapped\":false}");
+	ck_err("dict.set", "{\"name\":\"d\",\"key\":\"x\",\"value\":1}", "limit");
+	ck_err("dict.incr", "{\"name\":\"d\",\"key\":\"x\"}", "limit");
+	ck_err("dict.setdefault", "{\"name\":\"d\",\"key\":\"x\"}", "limit");
+	ck_err("dict.cas", "{\"name\":\"d\",\"key\":\"x\",\"expect\":null,\"value\":1}",
+	       "limit");
+	ck_ok("dict.len", "{\"name\":\"d\"}", "3");
+	OK("dict.del", "{\"name\":\"d\",\"key\":\"a\"}");
+	OK("dict.set", "{\"name\":\"d\",\"key\":\"x\",\"value\":1}");
+
+	OK("list.extend", "{\"name\":\"l\",\"values\":[1,2]}");
+	ck_err("list.extend", "{\"name\":\"l\",\"values\":[3,4]}", "limit");
+	OK("list.insert", "{\"name\":\"l\",\"index\":0,\"value\":0}");
+	ck_err("list.append", "{\"name\":\"l\",\"value\":3}", "limit");
+	ck_err("list.insert", "{\"name\":\"l\",\"index\":0,\"value\":3}", "limit");
+	ck_err("list.extend", "{\"name\":\"l\",\"values\":[3]}", "limit");
+	OK("list.extend", "{\"name\":\"l\",\"values\":[]}");
+	OK("list.set", "{\"name\":\"l\",\"index\":0,\"value\":7}");
+	ck_ok("obj.get", "{\"name\":\"l\"}", "[7,1,2]");
+
+	ck_err("obj.create", "{\"name\":\"l2\",\"type\":\"list\",\"items\":[1,2,3,4]}", "limit");
+	ck_err("obj.create", "{\"name\":\"d2\",\"type\":\"dict\",\"items\":"
+	       "{\"a\":1,\"b\":2,\"c\":3,\"d\":4}}", "limit");
+	OK("obj.create", "{\"name\":\"l2\",\"type\":\"list\",\"items\":[1,2,3]}");
+
+	/* Loading persisted state: what was accepted before is applied. */
+	obj_restoring = true;
+	p = json_pack("{s:s, s:i}", "name", "l", "value", 8);
+	ck_assert_msg(obj_replay("list.append", p, err, sizeof(err)) == 0, "replay: %s", err);
+	json_decref(p);
+	p = json_pack("{s:s, s:s, s:{s:i, s:i, s:i, s:i}}", "name", "d3", "type", "dict",
+		      "items", "a", 1, "b", 2, "c", 3, "d", 4);
+	ck_assert_msg(obj_replay("obj.create", p, err, sizeof(err)) == 0, "replay: %s", err);
+	json_decref(p);
+	obj_restoring = false;
+	ck_ok("list.len", "{\"name\":\"l\"}", "4");
+	ck_ok("dict.len", "{\"name\":\"d3\"}", "4");
+	ck_err("list.append", "{\"name\":\"l\",\"value\":3}", "limit");
 }
 END_TEST
 
@@ -807,6 +894,8 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_create_options);
 	tcase_add_test(tc, test_dump_roundtrip);
 	tcase_add_test(tc, test_read_role_creates_nothing);
+	tcase_add_test(tc, test_array_size_limit);
+	tcase_add_test(tc, test_max_object_items);
 	tcase_add_test(tc, test_dict);
 	tcase_add_test(tc, test_list);
 	tcase_add_test(tc, test_value);

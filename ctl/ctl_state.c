@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mpctl.h"
 
@@ -31,46 +32,48 @@ struct state_op {
 	unsigned nrequired;	/* the rest of params is optional, in order */
 	struct state_param params[3];
 	const char *usage;
+	/* The error code the op answers when its timeout expired (exit 4). */
+	const char *timeout_code;
 };
 
 #define P(k) { k, ARG_JSON }
 #define S(k) { k, ARG_STR }
 
 static const struct state_op state_ops[] = {
-	{ "dict", "get", 1, { S("key"), P("default") }, "KEY [DEFAULT]" },
-	{ "dict", "set", 2, { S("key"), P("value") }, "KEY VALUE" },
-	{ "dict", "del", 1, { S("key") }, "KEY" },
-	{ "dict", "has", 1, { S("key") }, "KEY" },
-	{ "dict", "pop", 1, { S("key"), P("default") }, "KEY [DEFAULT]" },
-	{ "dict", "setdefault", 2, { S("key"), P("value") }, "KEY VALUE" },
-	{ "dict", "incr", 1, { S("key"), P("by") }, "KEY [BY]" },
-	{ "dict", "cas", 3, { S("key"), P("expect"), P("value") }, "KEY EXPECT VALUE" },
-	{ "dict", "update", 1, { P("items") }, "JSON-OBJECT" },
-	{ "list", "append", 1, { P("value") }, "VALUE" },
-	{ "list", "extend", 1, { P("values") }, "JSON-ARRAY" },
-	{ "list", "insert", 2, { P("index"), P("value") }, "INDEX VALUE" },
-	{ "list", "get", 1, { P("index") }, "INDEX" },
-	{ "list", "set", 2, { P("index"), P("value") }, "INDEX VALUE" },
-	{ "list", "pop", 0, { P("index") }, "[INDEX]" },
-	{ "list", "remove", 1, { P("value") }, "VALUE" },
-	{ "list", "index", 1, { P("value") }, "VALUE" },
-	{ "list", "count", 1, { P("value") }, "VALUE" },
-	{ "list", "slice", 0, { P("start"), P("stop") }, "[START [STOP]]" },
-	{ "value", "set", 1, { P("value") }, "VALUE" },
-	{ "value", "add", 1, { P("by") }, "BY" },
-	{ "value", "cas", 2, { P("expect"), P("value") }, "EXPECT VALUE" },
-	{ "array", "get", 1, { P("index") }, "INDEX" },
-	{ "array", "set", 2, { P("index"), P("value") }, "INDEX VALUE" },
-	{ "array", "add", 2, { P("index"), P("by") }, "INDEX BY" },
-	{ "array", "slice", 0, { P("start"), P("stop") }, "[START [STOP]]" },
-	{ "queue", "put", 1, { P("item"), P("timeout") }, "ITEM [TIMEOUT]" },
-	{ "queue", "get", 0, { P("timeout") }, "[TIMEOUT]" },
-	{ "queue", "join", 0, { P("timeout") }, "[TIMEOUT]" },
-	{ "event", "wait", 0, { P("timeout") }, "[TIMEOUT]" },
-	{ "lock", "acquire", 0, { P("timeout") }, "[TIMEOUT]" },
-	{ "rlock", "acquire", 0, { P("timeout") }, "[TIMEOUT]" },
-	{ "semaphore", "acquire", 0, { P("timeout") }, "[TIMEOUT]" },
-	{ "barrier", "wait", 0, { P("timeout") }, "[TIMEOUT]" },
+	{ "dict", "get", 1, { S("key"), P("default") }, "KEY [DEFAULT]", NULL },
+	{ "dict", "set", 2, { S("key"), P("value") }, "KEY VALUE", NULL },
+	{ "dict", "del", 1, { S("key") }, "KEY", NULL },
+	{ "dict", "has", 1, { S("key") }, "KEY", NULL },
+	{ "dict", "pop", 1, { S("key"), P("default") }, "KEY [DEFAULT]", NULL },
+	{ "dict", "setdefault", 2, { S("key"), P("value") }, "KEY VALUE", NULL },
+	{ "dict", "incr", 1, { S("key"), P("by") }, "KEY [BY]", NULL },
+	{ "dict", "cas", 3, { S("key"), P("expect"), P("value") }, "KEY EXPECT VALUE", NULL },
+	{ "dict", "update", 1, { P("items") }, "JSON-OBJECT", NULL },
+	{ "list", "append", 1, { P("value") }, "VALUE", NULL },
+	{ "list", "extend", 1, { P("values") }, "JSON-ARRAY", NULL },
+	{ "list", "insert", 2, { P("index"), P("value") }, "INDEX VALUE", NULL },
+	{ "list", "get", 1, { P("index") }, "INDEX", NULL },
+	{ "list", "set", 2, { P("index"), P("value") }, "INDEX VALUE", NULL },
+	{ "list", "pop", 0, { P("index") }, "[INDEX]", NULL },
+	{ "list", "remove", 1, { P("value") }, "VALUE", NULL },
+	{ "list", "index", 1, { P("value") }, "VALUE", NULL },
+	{ "list", "count", 1, { P("value") }, "VALUE", NULL },
+	{ "list", "slice", 0, { P("start"), P("stop") }, "[START [STOP]]", NULL },
+	{ "value", "set", 1, { P("value") }, "VALUE", NULL },
+	{ "value", "add", 0, { P("by") }, "[BY]", NULL },
+	{ "value", "cas", 2, { P("expect"), P("value") }, "EXPECT VALUE", NULL },
+	{ "array", "get", 1, { P("index") }, "INDEX", NULL },
+	{ "array", "set", 2, { P("index"), P("value") }, "INDEX VALUE", NULL },
+	{ "array", "add", 1, { P("index"), P("by") }, "INDEX [BY]", NULL },
+	{ "array", "slice", 0, { P("start"), P("stop") }, "[START [STOP]]", NULL },
+	{ "queue", "put", 1, { P("item"), P("timeout") }, "ITEM [TIMEOUT]", "full" },
+	{ "queue", "get", 0, { P("timeout") }, "[TIMEOUT]", "empty" },
+	{ "queue", "join", 0, { P("timeout") }, "[TIMEOUT]", NULL },
+	{ "event", "wait", 0, { P("timeout") }, "[TIMEOUT]", NULL },
+	{ "lock", "acquire", 0, { P("timeout") }, "[TIMEOUT]", NULL },
+	{ "rlock", "acquire", 0, { P("timeout") }, "[TIMEOUT]", NULL },
+	{ "semaphore", "acquire", 0, { P("timeout") }, "[TIMEOUT]", NULL },
+	{ "barrier", "wait", 0, { P("timeout") }, "[TIMEOUT]", "broken" },
 };
 
 #undef P
@@ -125,13 +128,38 @@ static bool state_timed_out(const char *op, const json_t *result)
 	return false;
 }
 
+static double monotonic_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * A blocking op whose timeout expired answering its timeout error (queue
+ * get: empty, put: full, barrier wait: broken) exits 4 as well. Only with
+ * a timeout argument; `broken` also needs the timeout to have passed (a
+ * barrier broken before answers at once; with timeout 0 it counts).
+ */
+static bool state_error_timed_out(const struct state_op *o, json_t *params, const char *code,
+				  double waited)
+{
+	json_t *t = json_object_get(params, "timeout");
+
+	if (!o || !o->timeout_code || !json_is_number(t) || strcmp(code, o->timeout_code) != 0)
+		return false;
+	return strcmp(code, "broken") != 0 || waited + 0.001 >= json_number_value(t);
+}
+
 /* TYPE OP NAME [ARGS] */
 static int cmd_state(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
 	const struct state_op *o;
 	json_t *params, *result;
-	char wire[64], op[48];
+	char wire[64], op[48], code[32];
 	unsigned nargs, k;
+	double start;
 	size_t i;
 	int rc;
 
@@ -163,7 +191,11 @@ static int cmd_state(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char 
 				    o->params[k].kind == ARG_STR ? ctl_str(text) : ctl_arg(text));
 	}
 	snprintf(wire, sizeof(wire), "%s.%s", cmd->name, op);
-	rc = ctl_call(ctl, wire, params, &result);
+	start = monotonic_now();
+	rc = ctl_call_code(ctl, wire, params, &result, code, sizeof(code));
+	if (rc == CTL_EXIT_ERROR &&
+	    state_error_timed_out(o, params, code, monotonic_now() - start))
+		rc = CTL_EXIT_TIMEOUT;
 	json_decref(params);
 	if (rc != CTL_EXIT_OK)
 		return rc;

@@ -73,20 +73,33 @@ static int ctl_report_error(const struct mpsup_error *err)
 	return CTL_EXIT_ERROR;
 }
 
-int ctl_call(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result)
+int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result,
+		  char *code, size_t codelen)
 {
 	struct mpsup_error err;
 	json_t *result = NULL;
 	int r;
 
 	memset(&err, 0, sizeof(err));
+	if (codelen)
+		code[0] = '\0';
 	r = mpsup_call(ctl_connect(ctl), cmd, params, &result, &err);
 	if (r < 0)
 		ctl_transport_fail(ctl, r);
-	if (r > 0)
+	if (r > 0) {
+		const char *name = err.code_name[0] ? err.code_name : mpsup_err_name(err.code);
+
+		if (codelen)
+			snprintf(code, codelen, "%s", name ? name : "internal");
 		return ctl_report_error(&err);
+	}
 	*ret_result = result ? result : json_null();
 	return CTL_EXIT_OK;
+}
+
+int ctl_call(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result)
+{
+	return ctl_call_code(ctl, cmd, params, ret_result, NULL, 0);
 }
 
 int ctl_call_print(struct ctl *ctl, const char *cmd, json_t *params)

@@ -40,7 +40,7 @@ static enum cmd_ret cmd_info(struct request *r)
 	if (request_unpack(r, "{}") < 0)
 		return CMD_DONE;
 	info = json_pack("{s:s, s:i, s:f, s:f, s:s, s:s?, s:i, s:b, s:{s:I, s:i, s:i, s:i, s:I,"
-			 " s:i, s:i, s:i, s:i, s:i, s:i}}",
+			 " s:i, s:I, s:i, s:i, s:i, s:i, s:i}}",
 			 "version", PACKAGE_VERSION, "pid", (int)getpid(), "uptime",
 			 daemon_uptime(), "started_at", (double)daemon_g.started_wall, "socket",
 			 server_socket_path(), "config", cf->file, "clients",
@@ -49,6 +49,7 @@ static enum cmd_ret cmd_info(struct request *r)
 			 (int)cf->max_clients, "max_clients_per_uid", (int)cf->max_clients_per_uid,
 			 "max_json_depth", (int)cf->max_json_depth, "max_output_bytes",
 			 (json_int_t)cf->max_output_bytes, "max_objects", (int)cf->max_objects,
+			 "max_object_items", (json_int_t)cf->max_object_items,
 			 "max_queue_items", (int)cf->max_queue_items, "max_waiters",
 			 (int)cf->max_waiters, "max_processes", (int)cf->max_processes,
 			 "max_oneshots", (int)cf->max_oneshots, "max_subscribers",

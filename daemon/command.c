@@ -180,6 +180,7 @@ void request_free(struct request *r)
 static void request_finish(struct request *r, bool ok, json_t *v)
 {
 	struct conn *c = r->conn;
+	bool kept = r->kept;
 
 	if (r->replied) {
 		log_error("command", "%s answered twice", r->cmd ? r->cmd->name : "request");
@@ -187,6 +188,10 @@ static void request_finish(struct request *r, bool ok, json_t *v)
 		return;
 	}
 	r->replied = true;
+	/* A kept request is ours to free from here on: conn_close() (below, or
+	 * from a failing send) must not cancel or free it under us. */
+	if (kept && c->kept == r)
+		c->kept = NULL;
 	if (!v) {
 		log_error("command", "out of memory building an answer; dropping client");
 		conn_close(c);
@@ -194,9 +199,7 @@ static void request_finish(struct request *r, bool ok, json_t *v)
 		conn_send_reply(c, r->id, ok, v);
 		json_decref(v);
 	}
-	if (r->kept) {
-		if (c->kept == r)
-			c->kept = NULL;
+	if (kept) {
 		c->streaming = false;
 		request_free(r);
 		conn_flush(c);

@@ -912,6 +912,7 @@ void conf_defaults(struct conf *c)
 	c->max_output_bytes = 16 * 1024 * 1024;
 	c->shutdown_timeout = 30;
 	c->max_objects = 1000000;
+	c->max_object_items = 10000000;
 	c->max_queue_items = 1000000;
 	c->max_waiters = 1024;
 	c->max_oneshots = 1000;
@@ -1045,6 +1046,7 @@ static int main_key(struct parse_state *st, const char *key, const char *value)
 	UINT_KEY("max_clients_per_uid", max_clients_per_uid, 0, 1000000)
 	UINT_KEY("max_json_depth", max_json_depth, 2, 1000)
 	UINT_KEY("max_objects", max_objects, 1, 100000000)
+	UINT_KEY("max_object_items", max_object_items, 1, 1000000000)
 	UINT_KEY("max_queue_items", max_queue_items, 1, 1000000000)
 	UINT_KEY("max_waiters", max_waiters, 1, 1000000)
 	UINT_KEY("max_oneshots", max_oneshots, 1, 10000000)

@@ -88,6 +88,7 @@ struct conf {
 	double shutdown_timeout;
 
 	unsigned max_objects;
+	unsigned max_object_items; /* dict keys / list items per object */
 	unsigned max_queue_items;  /* all queues together */
 	unsigned max_waiters;      /* per object */
 	unsigned max_oneshots;     /* finished one-shot records kept */

@@ -350,6 +350,14 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 		enum mpsup_err code;
 		char err[256];
 
+		/* Auto-creation makes an object: the state role's right, even
+		 * when the op only reads. A read-only peer sees a missing
+		 * object as missing (no conn: replay and unit paths). */
+		if (r->conn && r->conn->role < ROLE_STATE) {
+			request_error(r, MPSUP_E_NOT_FOUND,
+				      "no object %s; creating one needs the state role", name);
+			return CMD_DONE;
+		}
 		/* Creating a persisted object is a mutation, even for a read. */
 		if (type->dump && !persist_writable(r))
 			return CMD_DONE;
@@ -735,4 +743,21 @@ int obj_opts_only(json_t *opts, const char *const *keys, char *err, size_t errle
 		}
 	}
 	return 0;
+}
+
+bool obj_items_fit(size_t have, size_t adding)
+{
+	size_t max = daemon_g.conf->max_object_items;
+
+	return obj_restoring || (adding <= max && have <= max - adding);
+}
+
+bool obj_items_room(struct obj_call *c, size_t have, size_t adding)
+{
+	if (obj_items_fit(have, adding))
+		return true;
+	obj_error(c, MPSUP_E_LIMIT, "%s: %zu %s would be more than max_object_items (%u)",
+		  c->o->name, have + adding, c->o->type == &dict_type ? "keys" : "items",
+		  daemon_g.conf->max_object_items);
+	return false;
 }

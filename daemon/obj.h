@@ -112,7 +112,8 @@ extern const struct obj_type dict_type, list_type, value_type, array_type, queue
 extern unsigned long queue_items_total;
 
 /* Set while persisted state is loaded: limits (max_objects,
- * max_queue_items) do not apply to what was accepted before. */
+ * max_queue_items, max_object_items, the array size) do not apply to what
+ * was accepted before. */
 extern bool obj_restoring;
 
 /* The object called name, or NULL. */
@@ -168,6 +169,12 @@ int obj_opt_int(json_t *opts, const char *key, json_int_t def, json_int_t min,
 		json_int_t max, json_int_t *ret, char *err, size_t errlen);
 /* Refuse options other than those listed (NULL-terminated). */
 int obj_opts_only(json_t *opts, const char *const *keys, char *err, size_t errlen);
+/* Whether an object of have elements (dict keys, list items) may take
+ * adding more under max_object_items; always while persisted state is
+ * loaded (obj_restoring). */
+bool obj_items_fit(size_t have, size_t adding);
+/* The same for a call: false after answering `limit`. */
+bool obj_items_room(struct obj_call *c, size_t have, size_t adding);
 
 /*
  * Owned counters (t_lock.c): the engine of lock, rlock and semaphore. Units

@@ -27,14 +27,20 @@ static const char *const array_options[] = { "typecode", "size", "init", NULL };
 
 #define A(c) ((struct array *)(c)->o->data)
 
+/* Bytes per element, of either typecode. */
+#define ELEM_BYTES 8
+
 /* Parse shape options: kind and length (-1 when neither size nor init is
- * given). -1 with err on invalid options, -2 when too large. */
+ * given). -1 with err on invalid options, -2 when `size` asks for more
+ * than max_request_bytes of memory (not while persisted state is loaded:
+ * the limit may have been lowered since the array was made). */
 static int array_shape(json_t *opts, bool *ret_double, long long *ret_len, char *err,
 		       size_t errlen)
 {
 	json_t *tc = json_object_get(opts, "typecode"), *init = json_object_get(opts, "init");
 	json_int_t size;
-	json_int_t max = daemon_g.conf ? (json_int_t)daemon_g.conf->max_request_bytes : 1 << 20;
+	size_t max_bytes = daemon_g.conf ? daemon_g.conf->max_request_bytes : 1 << 20;
+	json_int_t max = (json_int_t)(max_bytes / ELEM_BYTES);
 
 	if (obj_opts_only(opts, array_options, err, errlen) < 0)
 		return -1;
@@ -48,9 +54,11 @@ static int array_shape(json_t *opts, bool *ret_double, long long *ret_len, char 
 	}
 	if (obj_opt_int(opts, "size", -1, 0, INT64_MAX, &size, err, errlen) < 0)
 		return -1;
-	if (size > max) {
-		snprintf(err, errlen, "'size' above %lld elements (max_request_bytes)",
-			 (long long)max);
+	if (size > max && !obj_restoring) {
+		snprintf(err, errlen,
+			 "'size' %lld needs more than max_request_bytes (%zu) of memory: at most "
+			 "%lld elements of %d bytes",
+			 (long long)size, max_bytes, (long long)max, ELEM_BYTES);
 		return -2;
 	}
 	if (init && !json_is_null(init)) {
@@ -89,7 +97,7 @@ static enum mpsup_err array_create(struct obj *o, json_t *opts, char *err, size_
 		return rc == -2 ? MPSUP_E_LIMIT : MPSUP_E_BAD_REQUEST;
 	if (len < 0)
 		len = 0;
-	if (!(a = calloc(1, sizeof(*a))) || !(a->u.i = calloc((size_t)len + 1, 8))) {
+	if (!(a = calloc(1, sizeof(*a))) || !(a->u.i = calloc((size_t)len + 1, ELEM_BYTES))) {
 		free(a);
 		snprintf(err, errlen, "out of memory");
 		return MPSUP_E_INTERNAL;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "daemon.h"
 #include "obj.h"
 
 struct barrier {
@@ -29,6 +30,13 @@ static enum mpsup_err barrier_create(struct obj *o, json_t *opts, char *err, siz
 	if (obj_opts_only(opts, barrier_options, err, errlen) < 0 ||
 	    obj_opt_int(opts, "parties", 1, 1, INT32_MAX, &parties, err, errlen) < 0)
 		return MPSUP_E_BAD_REQUEST;
+	/* parties - 1 wait for the last one; more than max_waiters never meet. */
+	if ((json_int_t)daemon_g.conf->max_waiters < parties - 1) {
+		snprintf(err, errlen,
+			 "'parties' %lld needs %lld waiters, more than max_waiters (%u) allows",
+			 (long long)parties, (long long)parties - 1, daemon_g.conf->max_waiters);
+		return MPSUP_E_LIMIT;
+	}
 	if (!(b = calloc(1, sizeof(*b)))) {
 		snprintf(err, errlen, "out of memory");
 		return MPSUP_E_INTERNAL;

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "daemon.h"
 #include "obj.h"
 
 #define D(c) ((json_t *)(c)->o->data)
@@ -22,6 +23,11 @@ static enum mpsup_err dict_create(struct obj *o, json_t *opts, char *err, size_t
 	if (items && !json_is_object(items)) {
 		snprintf(err, errlen, "'items' must be an object");
 		return MPSUP_E_BAD_REQUEST;
+	}
+	if (items && !obj_items_fit(0, json_object_size(items))) {
+		snprintf(err, errlen, "'items' holds %zu keys, more than max_object_items (%u)",
+			 json_object_size(items), daemon_g.conf->max_object_items);
+		return MPSUP_E_LIMIT;
 	}
 	o->data = items ? json_copy(items) : json_object();
 	if (!o->data) {
@@ -74,9 +80,17 @@ static enum cmd_ret dict_get(struct obj_call *c)
 	return CMD_DONE;
 }
 
+/* Room for key when it is new (max_object_items); false after answering. */
+static bool dict_room(struct obj_call *c)
+{
+	return json_object_getn(D(c), KEY(c)) || obj_items_room(c, json_object_size(D(c)), 1);
+}
+
 /* set {key, value} */
 static enum cmd_ret dict_set(struct obj_call *c)
 {
+	if (!dict_room(c))
+		return CMD_DONE;
 	if (json_object_setn_new_nocheck(D(c), KEY(c), json_incref(c->arg[1])) < 0) {
 		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
@@ -148,9 +162,17 @@ static enum cmd_ret dict_len(struct obj_call *c)
 	return CMD_DONE;
 }
 
-/* update {items: {}} */
+/* update {items: {}}: all or nothing under max_object_items */
 static enum cmd_ret dict_update(struct obj_call *c)
 {
+	size_t fresh = 0, klen;
+	const char *k;
+	json_t *v;
+
+	json_object_keylen_foreach(c->arg[0], k, klen, v)
+		fresh += !json_object_getn(D(c), k, klen);
+	if (!obj_items_room(c, json_object_size(D(c)), fresh))
+		return CMD_DONE;
 	if (json_object_update(D(c), c->arg[0]) < 0) {
 		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
@@ -185,6 +207,8 @@ static enum cmd_ret dict_setdefault(struct obj_call *c)
 	json_t *v = json_object_getn(D(c), KEY(c));
 
 	if (!v) {
+		if (!obj_items_room(c, json_object_size(D(c)), 1))
+			return CMD_DONE;
 		v = c->arg[1] ? c->arg[1] : json_null();
 		if (json_object_setn_new_nocheck(D(c), KEY(c), json_incref(v)) < 0) {
 			obj_error(c, MPSUP_E_INTERNAL, "out of memory");
@@ -212,6 +236,8 @@ static enum cmd_ret dict_incr(struct obj_call *c)
 			  json_string_value(c->arg[0]));
 		return CMD_DONE;
 	}
+	if (!cur && !obj_items_room(c, json_object_size(D(c)), 1))
+		return CMD_DONE;
 	if ((!cur || json_is_integer(cur)) && (!by || json_is_integer(by))) {
 		json_int_t b = by ? json_integer_value(by) : 1, s;
 
@@ -253,6 +279,8 @@ static enum cmd_ret dict_cas(struct obj_call *c)
 	json_t *cur = json_object_getn(D(c), KEY(c));
 	bool swap = cur ? obj_json_equal(cur, c->arg[1]) : json_is_null(c->arg[1]);
 
+	if (swap && !cur && !obj_items_room(c, json_object_size(D(c)), 1))
+		return CMD_DONE;
 	if (swap && json_object_setn_new_nocheck(D(c), KEY(c), json_incref(c->arg[2])) < 0) {
 		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;

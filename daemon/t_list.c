@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 
+#include "daemon.h"
 #include "obj.h"
 
 #define L(c) ((json_t *)(c)->o->data)
@@ -18,6 +19,11 @@ static enum mpsup_err list_create(struct obj *o, json_t *opts, char *err, size_t
 	if (items && !json_is_array(items)) {
 		snprintf(err, errlen, "'items' must be an array");
 		return MPSUP_E_BAD_REQUEST;
+	}
+	if (items && !obj_items_fit(0, json_array_size(items))) {
+		snprintf(err, errlen, "'items' holds %zu items, more than max_object_items (%u)",
+			 json_array_size(items), daemon_g.conf->max_object_items);
+		return MPSUP_E_LIMIT;
 	}
 	o->data = items ? json_copy(items) : json_array();
 	if (!o->data) {
@@ -75,6 +81,8 @@ static enum cmd_ret list_oom(struct obj_call *c)
 /* append {value} */
 static enum cmd_ret list_append(struct obj_call *c)
 {
+	if (!obj_items_room(c, json_array_size(L(c)), 1))
+		return CMD_DONE;
 	if (json_array_append(L(c), c->arg[0]) < 0)
 		return list_oom(c);
 	obj_ok(c, NULL);
@@ -84,6 +92,8 @@ static enum cmd_ret list_append(struct obj_call *c)
 /* extend {values: []} */
 static enum cmd_ret list_extend(struct obj_call *c)
 {
+	if (!obj_items_room(c, json_array_size(L(c)), json_array_size(c->arg[0])))
+		return CMD_DONE;
 	if (json_array_extend(L(c), c->arg[0]) < 0)
 		return list_oom(c);
 	obj_ok(c, NULL);
@@ -99,6 +109,8 @@ static enum cmd_ret list_insert(struct obj_call *c)
 		i = 0;
 	if (i > len)
 		i = len;
+	if (!obj_items_room(c, (size_t)len, 1))
+		return CMD_DONE;
 	if (json_array_insert(L(c), (size_t)i, c->arg[1]) < 0)
 		return list_oom(c);
 	obj_ok(c, NULL);

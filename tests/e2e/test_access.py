@@ -251,6 +251,20 @@ class ReadForEveryone(AccessTestCase):
         self.assertEqual(self.d.ok("value.get", name="n"), 5)
         self.assert_denial_logged("value.add")
 
+    def test_read_cannot_create_objects(self):
+        self.need_state()
+        for cmd, params in (("dict.get", {"key": "k"}), ("value.get", {}),
+                            ("event.is_set", {}), ("obj.get", {})):
+            r = self.nobody.call(cmd, name="missing", **params)
+            self.assertEqual(r.get("error", {}).get("code"), "not_found", (cmd, r))
+            if cmd != "obj.get":
+                self.assertIn("state role", r["error"]["message"])
+        self.assertEqual(self.d.ok("obj.list"), [])
+        # What exists can be read.
+        self.d.ok("value.set", name="n", value=5)
+        self.assertEqual(self.nobody.call("value.get", name="n")["result"], 5)
+        self.assertEqual(self.objects(), {"n"})
+
 
 class StateForNobody(AccessTestCase):
     config = "[access]\nstate = nobody\n"

@@ -249,5 +249,93 @@ class TestAgainstSupervisor(DaemonTestCase):
         self.assertEqual(self.d.mpctl("value", "get", "hits", check=0).stdout.strip(), "5")
 
 
+class TestStateCommands(DaemonTestCase):
+    """mpctl TYPE OP NAME [ARGS]: argument and result rules, exit statuses."""
+
+    def test_timeouts_exit_4(self):
+        p = self.d.mpctl("queue", "get", "q", "0.1", check=4)
+        self.assertIn("empty", p.stderr)
+        self.d.mpctl("queue", "get", "q", "0", check=4)
+        self.d.ok("obj.create", name="small", type="queue", maxsize=1)
+        self.d.mpctl("queue", "put", "small", "1", check=0)
+        p = self.d.mpctl("queue", "put", "small", "2", "0.1", check=4)
+        self.assertIn("full", p.stderr)
+        self.d.ok("obj.create", name="b", type="barrier", parties=2)
+        p = self.d.mpctl("barrier", "wait", "b", "0.1", check=4)
+        self.assertIn("broken", p.stderr)
+        # Broken before: an error, not a timeout of this wait.
+        p = self.d.mpctl("barrier", "wait", "b", "10", check=1)
+        self.assertIn("broken", p.stderr)
+        self.d.mpctl("barrier", "wait", "b", check=1)
+        # Results that say "timed out" (unchanged): exit 4 too.
+        self.assertEqual(self.d.mpctl("event", "wait", "e", "0", check=4).stdout,
+                         '{"set":false}\n')
+        # Without a timeout these ops would block; with one that does not
+        # expire they succeed.
+        self.d.ok("queue.put", name="q", item="job")
+        self.assertEqual(self.d.mpctl("queue", "get", "q", "5", check=0).stdout, "job\n")
+        self.d.mpctl("queue", "get", "small", "5", check=0)
+        # Other errors of these ops stay 1.
+        self.d.ok("dict.set", name="notq", key="k", value=1)
+        self.d.mpctl("queue", "get", "notq", "0", check=1)
+
+    def test_add_defaults_to_one(self):
+        self.assertEqual(self.d.mpctl("value", "add", "v", check=0).stdout, "1\n")
+        self.assertEqual(self.d.mpctl("value", "add", "v", check=0).stdout, "2\n")
+        self.assertEqual(self.d.mpctl("value", "add", "v", "0.5", check=0).stdout, "2.5\n")
+        self.d.ok("obj.create", name="a", type="array", size=3)
+        self.assertEqual(self.d.mpctl("array", "add", "a", "1", check=0).stdout, "1\n")
+        self.assertEqual(self.d.mpctl("array", "add", "a", "1", "5", check=0).stdout, "6\n")
+        self.assertEqual(self.d.ok("obj.get", name="a"), [0, 6, 0])
+        self.d.mpctl("array", "add", "a", check=2)
+        self.d.mpctl("value", "add", "v", "1", "2", check=2)
+
+    def test_arguments_json_else_string(self):
+        cases = [("1", 1), ("-2.5", -2.5), ("true", True), ("null", None),
+                 ('{"a":1}', {"a": 1}), ("[1,\"x\"]", [1, "x"]), ('"quoted"', "quoted"),
+                 ("hello", "hello"), ("007", "007"), ("two words", "two words"),
+                 ("{broken", "{broken"), ("", "")]
+        for i, (text, value) in enumerate(cases):
+            self.d.mpctl("dict", "set", "d", "k%d" % i, text, check=0)
+            self.assertEqual(self.d.ok("dict.get", name="d", key="k%d" % i), value, text)
+        # Dict keys are strings even when they look like JSON.
+        self.d.mpctl("dict", "set", "d", "1", "x", check=0)
+        self.assertEqual(self.d.ok("dict.get", name="d", key="1"), "x")
+
+    def test_results_print_rule(self):
+        self.d.ok("dict.update", name="d", items={"s": "hello world", "n": 7, "o": {"a": [1]},
+                                                   "q": 'say "hi"', "z": None})
+        out = lambda *a: self.d.mpctl(*a, check=0).stdout
+        self.assertEqual(out("dict", "get", "d", "s"), "hello world\n")  # a string: bare
+        self.assertEqual(out("dict", "get", "d", "q"), 'say "hi"\n')
+        self.assertEqual(out("dict", "get", "d", "n"), "7\n")
+        self.assertEqual(json.loads(out("dict", "get", "d", "o")), {"a": [1]})
+        self.assertEqual(out("dict", "get", "d", "z"), "")  # null: nothing
+        self.assertEqual(out("--json", "dict", "get", "d", "s"), '"hello world"\n')
+        self.assertEqual(out("--json", "dict", "get", "d", "z"), "null\n")
+
+    def test_objects_table(self):
+        self.assertEqual(self.d.mpctl("objects", check=0).stdout, "")
+        self.d.ok("dict.update", name="config", items={"a": 1, "b": 2})
+        self.d.ok("queue.put", name="jobs", item=1)
+        self.d.ok("obj.create", name="a-long-array-name", type="array", size=12)
+        lines = self.d.mpctl("objects", check=0).stdout.splitlines()
+        self.assertEqual([l.split() for l in lines],
+                         [["NAME", "TYPE", "SIZE"], ["a-long-array-name", "array", "12"],
+                          ["config", "dict", "2"], ["jobs", "queue", "1"]])
+        # Aligned: every column starts at the same offset on every line.
+        for col in ("TYPE", "SIZE"):
+            at = lines[0].index(col)
+            for l in lines[1:]:
+                self.assertNotEqual(l[at], " ", lines)
+                self.assertEqual(l[at - 1], " ", lines)
+        self.assertEqual(self.d.mpctl("obj", "list", check=0).stdout, "\n".join(lines) + "\n")
+        rows = json.loads(self.d.mpctl("--json", "objects", check=0).stdout)
+        self.assertEqual([(r["name"], r["type"], r["size"]) for r in rows],
+                         [("a-long-array-name", "array", 12), ("config", "dict", 2),
+                          ("jobs", "queue", 1)])
+        self.d.mpctl("objects", "extra", check=2)
+
+
 if __name__ == "__main__":
     mpsuptest.main()

@@ -266,6 +266,27 @@ class Files(PersistCase):
             info = c.ok("daemon.info")["persistence"]
         self.assertGreater(info["snapshot_bytes"], 0)
 
+    def test_limits_lowered_since_do_not_stop_the_replay(self):
+        with self.d.client() as c:
+            c.ok("obj.create", name="a", type="array", size=1000)  # 8000 bytes
+            c.ok("array.set", name="a", index=999, value=7)
+            c.ok("list.extend", name="l", values=[1, 2, 3])
+            c.ok("dict.update", name="d", items={"a": 1, "b": 2, "c": 3})
+        self.kill()  # the records stay in the log: they are replayed
+        self.configure("max_request_bytes = 1024\nmax_object_items = 2\n")
+        self.restart()
+        with self.d.client() as c:
+            self.assertEqual(c.ok("array.get", name="a", index=999), 7)
+            self.assertEqual(c.ok("list.len", name="l"), 3)
+            self.assertEqual(c.ok("dict.len", name="d"), 3)
+            # The lowered limits apply to what comes now.
+            self.assertEqual(c.err("obj.create", name="b", type="array", size=1000), "limit")
+            self.assertEqual(c.err("list.append", name="l", value=4), "limit")
+        self.assertEqual(self.d.stop(), 0)  # a snapshot of the same state
+        self.restart()
+        self.assertEqual(self.d.ok("dict.len", name="d"), 3)
+        self.assertEqual(self.d.ok("array.len", name="a"), 1000)
+
     def test_corrupt_log_stops_start_up_at_its_offset(self):
         with self.d.client() as c:
             for i in range(10):

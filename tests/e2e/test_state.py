@@ -704,6 +704,61 @@ class Limits(DaemonTestCase):
             self.assertEqual(c.err("queue.get", name="q"), "limit")
             self.assertEqual(c.ok("event.wait", name="e", timeout=0), {"set": False})
 
+    def test_barrier_parties_within_max_waiters(self):
+        with self.d.client() as c:
+            r = c.call("obj.create", name="b", type="barrier", parties=2**31 - 1)
+            self.assertEqual(r["error"]["code"], "limit", r)
+            self.assertIn("max_waiters", r["error"]["message"])
+            self.assertEqual(c.err("obj.create", name="b", type="barrier", parties=4), "limit")
+            # max_waiters = 2: two wait, the third passes.
+            c.ok("obj.create", name="b", type="barrier", parties=3)
+            with self.d.client() as a, self.d.client() as b:
+                a.send("barrier.wait", name="b")
+                b.send("barrier.wait", name="b")
+                wait_waiters(c, "b", 2)
+                self.assertEqual(c.ok("barrier.wait", name="b"), {"index": 2})
+                self.assertEqual({a.recv()["result"]["index"], b.recv()["result"]["index"]},
+                                 {0, 1})
+
+
+class MemoryLimits(DaemonTestCase):
+    main_config = "max_request_bytes = 4096\nmax_object_items = 5\n"
+
+    def test_array_size_is_bytes(self):
+        with self.d.client() as c:
+            c.ok("obj.create", name="a", type="array", size=512)  # 512 * 8 = 4096
+            r = c.call("obj.create", name="b", type="array", typecode="d", size=513)
+            self.assertEqual(r["error"]["code"], "limit", r)
+            self.assertIn("max_request_bytes", r["error"]["message"])
+            self.assertEqual(c.err("obj.create", name="b", type="array", size=4096), "limit")
+            self.assertEqual([o["name"] for o in c.ok("obj.list")], ["a"])
+
+    def test_max_object_items(self):
+        with self.d.client() as c:
+            self.assertEqual(c.ok("daemon.info")["limits"]["max_object_items"], 5)
+            c.ok("list.extend", name="l", values=[1, 2, 3, 4])
+            c.ok("list.append", name="l", value=5)
+            r = c.call("list.append", name="l", value=6)
+            self.assertEqual(r["error"]["code"], "limit", r)
+            self.assertIn("max_object_items", r["error"]["message"])
+            self.assertEqual(c.err("list.insert", name="l", index=0, value=0), "limit")
+            self.assertEqual(c.err("list.extend", name="l", values=[6]), "limit")
+            c.ok("list.pop", name="l")
+            c.ok("list.append", name="l", value=6)
+            self.assertEqual(c.ok("obj.get", name="l"), [1, 2, 3, 4, 6])
+
+            c.ok("dict.update", name="d", items={"a": 1, "b": 2, "c": 3, "d": 4})
+            self.assertEqual(c.err("dict.update", name="d", items={"e": 5, "f": 6}), "limit")
+            c.ok("dict.setdefault", name="d", key="e", value=5)
+            for cmd, params in (("dict.set", {"value": 1}), ("dict.incr", {}),
+                                ("dict.setdefault", {}),
+                                ("dict.cas", {"expect": None, "value": 1})):
+                self.assertEqual(c.err(cmd, name="d", key="new", **params), "limit", cmd)
+            c.ok("dict.set", name="d", key="a", value=10)  # an existing key
+            self.assertEqual(c.ok("dict.len", name="d"), 5)
+            self.assertEqual(c.err("obj.create", name="l2", type="list",
+                                   items=list(range(6))), "limit")
+
 
 def run_child(sock, body, *args):
     return subprocess.Popen([sys.executable, "-c", CHILD_LIB + body, sock] + [str(a) for a in args])

@@ -40,6 +40,7 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(c->max_request_bytes, 1024 * 1024);
 	ck_assert_uint_eq(c->max_clients, 1024);
 	ck_assert_uint_eq(c->max_json_depth, 64);
+	ck_assert_uint_eq(c->max_object_items, 10000000);
 	ck_assert_ptr_null(c->pools);
 	conf_free(c);
 }
@@ -49,7 +50,7 @@ START_TEST(test_main_section)
 {
 	struct conf *c = load_ok("[mpsupd]\nsocket = /tmp/x.sock\nsocket_mode = 0660\n"
 				 "log_level = debug\nmax_request_bytes = 2M\nshutdown_timeout = 1.5\n"
-				 "state_sync = always ; inline comment\n");
+				 "state_sync = always ; inline comment\nmax_object_items = 5\n");
 
 	ck_assert_str_eq(c->socket, "/tmp/x.sock");
 	ck_assert_int_eq(c->socket_mode, 0660);
@@ -57,6 +58,7 @@ START_TEST(test_main_section)
 	ck_assert_uint_eq(c->max_request_bytes, 2 * 1024 * 1024);
 	ck_assert_double_eq(c->shutdown_timeout, 1.5);
 	ck_assert_int_eq(c->state_sync, STATE_SYNC_ALWAYS);
+	ck_assert_uint_eq(c->max_object_items, 5);
 	conf_free(c);
 }
 END_TEST
@@ -101,6 +103,9 @@ START_TEST(test_errors_name_line_and_key)
 {
 	ck_assert_str_eq(load_bad("[mpsupd]\nmax_clients = 0\n"),
 			 "test.conf:2: [mpsupd] max_clients: expected a number 1..1000000, not '0'");
+	ck_assert_str_eq(load_bad("[mpsupd]\nmax_object_items = 0\n"),
+			 "test.conf:2: [mpsupd] max_object_items: expected a number 1..1000000000, "
+			 "not '0'");
 	ck_assert_ptr_nonnull(strstr(load_bad("[mpsupd]\n\nnope = 1\n"), "test.conf:3: [mpsupd] nope: unknown key"));
 	ck_assert_ptr_nonnull(strstr(load_bad("[pool:a]\ncommand = x\nrestart = sometimes\n"),
 				     "test.conf:3: [pool:a] restart"));

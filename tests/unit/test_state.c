@@ -285,8 +285,10 @@ static void setup(void)
 	answers = json_object();
 	memset(conns, 0, sizeof(conns));
 	memset(hooks, 0, sizeof(hooks));
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 4; i++) {
 		conns[i].id = (uint64_t)i + 1;
+		conns[i].role = ROLE_STATE;
+	}
 	n_published = 0;
 	listening = false;
 }
@@ -295,6 +297,7 @@ static void teardown(void)
 {
 	for (int i = 0; i < 4; i++)
 		conn_fake_close(&conns[i]);
+	obj_restoring = false;
 	obj_delete_all();
 	ck_assert_int_eq(obj_count(), 0);
 	ck_assert_int_eq(n_hooks(), 0);
@@ -423,6 +426,115 @@ START_TEST(test_create_options)
 	ck_assert_ptr_null(obj_create("x", &dict_type, NULL, &code, err, sizeof(err)));
 	ck_assert_int_eq(code, MPSUP_E_LIMIT);
 	ck_err("dict.len", "{\"name\":\"y\"}", "limit");
+}
+END_TEST
+
+/* A peer with only the read role finds missing objects missing: TYPE.OP
+ * creates nothing for it. */
+START_TEST(test_read_role_creates_nothing)
+{
+	conns[1].role = ROLE_READ;
+	ck_assert_str_eq(err_on(1, "dict.get", "{\"name\":\"d\",\"key\":\"k\"}"), "not_found");
+	ck_assert_str_eq(err_on(1, "value.get", "{\"name\":\"v\"}"), "not_found");
+	ck_assert_str_eq(err_on(1, "event.is_set", "{\"name\":\"e\"}"), "not_found");
+	ck_assert_str_eq(err_on(1, "lock.locked", "{\"name\":\"l\"}"), "not_found");
+	ck_assert_int_eq(obj_count(), 0);
+	ck_ok("obj.list", "{}", "[]");
+	/* Bad parameters are still bad_request; existing objects read as usual. */
+	ck_assert_str_eq(err_on(1, "dict.get", "{\"name\":\"d\"}"), "bad_request");
+	OK("value.set", "{\"name\":\"v\",\"value\":5}");
+	ck_assert_str_eq(ok_on(1, "value.get", "{\"name\":\"v\"}"), "5");
+	ck_assert_str_eq(err_on(1, "dict.get", "{\"name\":\"v\",\"key\":\"k\"}"),
+			 "wrong_type");
+	/* The state role creates, as before. */
+	ck_ok("event.is_set", "{\"name\":\"e\"}", "false");
+	ck_assert_int_eq(obj_count(), 2);
+}
+END_TEST
+
+/* An array costs 8 bytes per element: `size` is capped at
+ * max_request_bytes / 8, except when persisted state is replayed. */
+START_TEST(test_array_size_limit)
+{
+	char err[256];
+	json_t *p;
+
+	test_conf.max_request_bytes = 1024;
+	OK("obj.create", "{\"name\":\"a\",\"type\":\"array\",\"size\":128}");
+	ck_ok("array.len", "{\"name\":\"a\"}", "128");
+	ck_err("obj.create", "{\"name\":\"b\",\"type\":\"array\",\"size\":129}", "limit");
+	ck_err("obj.create",
+	       "{\"name\":\"b\",\"type\":\"array\",\"typecode\":\"d\",\"size\":1024}",
+	       "limit");
+	ck_assert_ptr_null(obj_find("b"));
+
+	/* Logged when the limit was higher: the replay still applies. */
+	p = json_pack("{s:s, s:s, s:i}", "name", "big", "type", "array", "size", 100000);
+	ck_assert_int_eq(obj_replay("obj.create", p, err, sizeof(err)), -1);
+	obj_restoring = true;
+	ck_assert_msg(obj_replay("obj.create", p, err, sizeof(err)) == 0, "replay: %s", err);
+	obj_restoring = false;
+	json_decref(p);
+	ck_ok("array.len", "{\"name\":\"big\"}", "100000");
+}
+END_TEST
+
+/* max_object_items caps every op that adds dict keys or list items. */
+START_TEST(test_max_object_items)
+{
+	char err[256];
+	json_t *p;
+
+	test_conf.max_object_items = 3;
+	OK("dict.update", "{\"name\":\"d\",\"items\":{\"a\":1,\"b\":2}}");
+	ck_err("dict.update", "{\"name\":\"d\",\"items\":{\"a\":0,\"c\":3,\"x\":4}}", "limit");
+	ck_ok("dict.len", "{\"name\":\"d\"}", "2"); /* all or nothing */
+	OK("dict.update", "{\"name\":\"d\",\"items\":{\"a\":0,\"c\":3}}");
+	/* Full: existing keys change, new ones are refused. */
+	OK("dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":9}");
+	ck_ok("dict.incr", "{\"name\":\"d\",\"key\":\"a\"}", "10");
+	ck_ok("dict.setdefault", "{\"name\":\"d\",\"key\":\"b\",\"value\":0}", "2");
+	ck_ok("dict.cas", "{\"name\":\"d\",\"key\":\"c\",\"expect\":3,\"value\":4}",
+	      "{\"swapped\":true}");
+	ck_ok("dict.cas", "{\"name\":\"d\",\"key\":\"x\",\"expect\":1,\"value\":4}",
+	      "{\"swapped\":false}");
+	ck_err("dict.set", "{\"name\":\"d\",\"key\":\"x\",\"value\":1}", "limit");
+	ck_err("dict.incr", "{\"name\":\"d\",\"key\":\"x\"}", "limit");
+	ck_err("dict.setdefault", "{\"name\":\"d\",\"key\":\"x\"}", "limit");
+	ck_err("dict.cas", "{\"name\":\"d\",\"key\":\"x\",\"expect\":null,\"value\":1}",
+	       "limit");
+	ck_ok("dict.len", "{\"name\":\"d\"}", "3");
+	OK("dict.del", "{\"name\":\"d\",\"key\":\"a\"}");
+	OK("dict.set", "{\"name\":\"d\",\"key\":\"x\",\"value\":1}");
+
+	OK("list.extend", "{\"name\":\"l\",\"values\":[1,2]}");
+	ck_err("list.extend", "{\"name\":\"l\",\"values\":[3,4]}", "limit");
+	OK("list.insert", "{\"name\":\"l\",\"index\":0,\"value\":0}");
+	ck_err("list.append", "{\"name\":\"l\",\"value\":3}", "limit");
+	ck_err("list.insert", "{\"name\":\"l\",\"index\":0,\"value\":3}", "limit");
+	ck_err("list.extend", "{\"name\":\"l\",\"values\":[3]}", "limit");
+	OK("list.extend", "{\"name\":\"l\",\"values\":[]}");
+	OK("list.set", "{\"name\":\"l\",\"index\":0,\"value\":7}");
+	ck_ok("obj.get", "{\"name\":\"l\"}", "[7,1,2]");
+
+	ck_err("obj.create", "{\"name\":\"l2\",\"type\":\"list\",\"items\":[1,2,3,4]}", "limit");
+	ck_err("obj.create", "{\"name\":\"d2\",\"type\":\"dict\",\"items\":"
+	       "{\"a\":1,\"b\":2,\"c\":3,\"d\":4}}", "limit");
+	OK("obj.create", "{\"name\":\"l2\",\"type\":\"list\",\"items\":[1,2,3]}");
+
+	/* Loading persisted state: what was accepted before is applied. */
+	obj_restoring = true;
+	p = json_pack("{s:s, s:i}", "name", "l", "value", 8);
+	ck_assert_msg(obj_replay("list.append", p, err, sizeof(err)) == 0, "replay: %s", err);
+	json_decref(p);
+	p = json_pack("{s:s, s:s, s:{s:i, s:i, s:i, s:i}}", "name", "d3", "type", "dict",
+		      "items", "a", 1, "b", 2, "c", 3, "d", 4);
+	ck_assert_msg(obj_replay("obj.create", p, err, sizeof(err)) == 0, "replay: %s", err);
+	json_decref(p);
+	obj_restoring = false;
+	ck_ok("list.len", "{\"name\":\"l\"}", "4");
+	ck_ok("dict.len", "{\"name\":\"d3\"}", "4");
+	ck_err("list.append", "{\"name\":\"l\",\"value\":3}", "limit");
 }
 END_TEST
 
@@ -735,6 +847,26 @@ START_TEST(test_barrier)
 }
 END_TEST
 
+/* parties - 1 requests wait for the last one: no more than max_waiters. */
+START_TEST(test_barrier_parties_limit)
+{
+	long long w[3];
+
+	/* max_waiters = 3 */
+	ck_err("obj.create", "{\"name\":\"b\",\"type\":\"barrier\",\"parties\":5}", "limit");
+	ck_err("obj.create", "{\"name\":\"b\",\"type\":\"barrier\",\"parties\":2147483647}",
+	       "limit");
+	ck_assert_ptr_null(obj_find("b"));
+	OK("obj.create", "{\"name\":\"b\",\"type\":\"barrier\",\"parties\":4}");
+	for (int i = 0; i < 3; i++)
+		w[i] = send_on(i + 1, "barrier.wait", "{\"name\":\"b\"}");
+	ck_ok("barrier.wait", "{\"name\":\"b\"}", "{\"index\":3}");
+	for (int i = 0; i < 3; i++)
+		ck_assert_str_eq(res(answer_of(w[i])), i == 0 ? "{\"index\":0}" :
+						      i == 1 ? "{\"index\":1}" : "{\"index\":2}");
+}
+END_TEST
+
 START_TEST(test_events_published)
 {
 	OK("dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":1}");
@@ -761,6 +893,9 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_params);
 	tcase_add_test(tc, test_create_options);
 	tcase_add_test(tc, test_dump_roundtrip);
+	tcase_add_test(tc, test_read_role_creates_nothing);
+	tcase_add_test(tc, test_array_size_limit);
+	tcase_add_test(tc, test_max_object_items);
 	tcase_add_test(tc, test_dict);
 	tcase_add_test(tc, test_list);
 	tcase_add_test(tc, test_value);
@@ -772,6 +907,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_lock_ownership);
 	tcase_add_test(tc, test_rlock_semaphore);
 	tcase_add_test(tc, test_barrier);
+	tcase_add_test(tc, test_barrier_parties_limit);
 	tcase_add_test(tc, test_events_published);
 	suite_add_tcase(s, tc);
 	return s;

@@ -22,9 +22,11 @@
  *     memory, not on disk) until a recovery snapshot writes them: the
  *     answers of their pass wait for that, and so does every later answer
  *     of a connection that read an object they change (any object, for
- *     obj.list) - and everything that connection is sent after it, in
- *     order. Other answers (reads of other objects, refusals, ping,
- *     status, daemon.info, events) go out.
+ *     obj.list; obj.create/obj.delete of such a name too) - and everything
+ *     that connection is sent after it, in order. Other answers go out:
+ *     reads of other objects, TYPE.OP mutations refused by
+ *     persist_writable() (refused before persist_read), ping, status,
+ *     daemon.info, events.
  * So a reader never sees a mutation that could be lost by a crash.
  */
 #ifndef MPSUPD_PERSIST_H

@@ -144,6 +144,7 @@ static struct {
 	 * objects the unwritten records change, or all (unwritten_all). */
 	json_t *unwritten;
 	bool unwritten_all;
+	bool hold_all;         /* a taint could not be kept: hold every answer */
 	struct taint *taints;
 	size_t n_taints, cap_taints;
 
@@ -548,7 +549,7 @@ static void dirty_clear(void)
 {
 	if (P.unwritten)
 		json_object_clear(P.unwritten);
-	P.unwritten_all = false;
+	P.unwritten_all = P.hold_all = false;
 }
 
 void persist_read(struct request *r)
@@ -569,10 +570,9 @@ void persist_read(struct request *r)
 	if (P.n_taints == P.cap_taints) {
 		size_t cap = P.cap_taints ? P.cap_taints * 2 : 16;
 		if (!(t = realloc(P.taints, cap * sizeof(*t)))) {
-			/* Cannot hold its answer: it must not see the state. */
-			log_error("persist", "out of memory holding a read; dropping client %llu",
-				  (unsigned long long)r->conn->id);
-			conn_close(r->conn);
+			/* Cannot remember this connection: hold every one. */
+			log_error("persist", "out of memory holding a read; holding every answer");
+			P.hold_all = true;
 			return;
 		}
 		P.taints = t;
@@ -592,7 +592,7 @@ bool persist_barrier(void (*fn)(void *arg), void *arg)
 		return false;
 	/* Records of this pass that no commit has tried to write yet: every
 	 * answer waits for them (group commit). */
-	if (P.seq != P.attempted)
+	if (P.seq != P.attempted || P.hold_all)
 		need = P.seq;
 	/* arg is the connection (conn_flush): an answer of it read an object
 	 * that an unwritten record of a failed commit changed. */
@@ -1201,7 +1201,7 @@ static void files_close(void)
 	taints_clear();
 	json_decref(P.unwritten);
 	P.unwritten = NULL;
-	P.unwritten_all = false;
+	P.unwritten_all = P.hold_all = false;
 	P.on = P.loading = P.failed = P.commit_scheduled = false;
 }
 

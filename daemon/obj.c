@@ -343,6 +343,12 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 
 	if (!name)
 		return CMD_DONE;
+	/* While the log cannot be written a mutation is refused before
+	 * anything of the state shows in its answer; any other answer about
+	 * this name waits if an unwritten record changed it (persist.h). */
+	if ((op->flags & CMD_MUTATES) && type->dump && !persist_writable(r))
+		return CMD_DONE;
+	persist_read(r);
 	if (params_read(&c, op->spec) < 0)
 		return CMD_DONE;
 	c.o = obj_find(name);
@@ -395,6 +401,7 @@ static enum cmd_ret cmd_obj_create(struct request *r)
 
 	if (!name)
 		return CMD_DONE;
+	persist_read(r);
 	tname = json_string_value(json_object_get(r->params, "type"));
 	if (!tname) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "obj.create: 'type' must be a string");
@@ -447,6 +454,7 @@ static enum cmd_ret cmd_obj_list(struct request *r)
 		request_error(r, MPSUP_E_BAD_REQUEST, "obj.list: unknown type '%.64s'", tname);
 		return CMD_DONE;
 	}
+	persist_read(r); /* no name: the whole namespace */
 	all = malloc((n_objects + 1) * sizeof(*all));
 	list = json_array();
 	if (!all || !list) {
@@ -482,6 +490,7 @@ static struct obj *existing(struct request *r)
 		request_error(r, MPSUP_E_BAD_REQUEST, "%s: invalid object name", r->cmd->name);
 		return NULL;
 	}
+	persist_read(r); /* even not_found may show an unwritten delete */
 	if (!(o = obj_find(name)))
 		request_error(r, MPSUP_E_NOT_FOUND, "no object named %s", name);
 	return o;

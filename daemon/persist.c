@@ -41,16 +41,22 @@
  * pass and writes the buffer with one write() (plus fdatasync() with
  * state_sync = always: group commit). Until then conn_flush() holds every
  * connection's output (persist_barrier), so no answer - and no read of a
- * value not yet written - leaves before the records. everysec: a thread
+ * value not yet written - leaves before the records (after a failed write,
+ * see Errors). everysec: a thread
  * fdatasyncs the log once a second when it changed. no: the kernel decides.
  *
  * Errors: a failed write or fsync keeps the records of that pass in memory
- * and their answers held (they were never acknowledged), refuses further
- * mutations of persisted objects with `internal`, and retries (on the next
- * mutation and every second) by writing a whole snapshot: that rewrites the
- * state including the held records and starts an empty log, so a torn
- * write left in the log by the failure is never followed by good records.
- * Once it succeeds the held answers go out and mutations are accepted.
+ * (committed < attempted) and their answers held (they were never
+ * acknowledged), refuses further mutations of persisted objects with
+ * `internal`, and retries (on the next mutation and every second) by
+ * writing a whole snapshot: that rewrites the state including the held
+ * records and starts an empty log, so a torn write left in the log by the
+ * failure is never followed by good records. Until then the names those
+ * records change are in P.unwritten (read from P.pending), and a request
+ * about one of them (persist_read; obj.list: any) taints its connection:
+ * its next persist_barrier() waits for the recovery too, so no later read
+ * shows a mutation a crash would lose. Once the snapshot is written the
+ * held answers go out and mutations are accepted.
  */
 #include "config.h"
 
@@ -74,6 +80,7 @@
 #include "log.h"
 #include "obj.h"
 #include "persist.h"
+#include "conn.h" /* after obj.h: conn.h needs struct conn declared */
 
 #define RETRY_SECS 1.0          /* retry timer after a failure */
 #define RETRY_MIN_SECS 0.1      /* no quicker retries on the mutation path */
@@ -93,6 +100,13 @@ struct barrier_wait {
 	void (*fn)(void *arg);
 	void *arg;
 	uint64_t need; /* the last record it may depend on */
+};
+
+/* A connection that read what an unwritten record changed (persist_read):
+ * its output waits for that record, at its next persist_barrier(). */
+struct taint {
+	struct conn *conn;
+	uint64_t need;
 };
 
 static struct {
@@ -125,6 +139,14 @@ static struct {
 
 	struct barrier_wait *waits;
 	size_t n_waits, cap_waits;
+
+	/* After a failed commit (committed < attempted): the names of the
+	 * objects the unwritten records change, or all (unwritten_all). */
+	json_t *unwritten;
+	bool unwritten_all;
+	bool hold_all;         /* a taint could not be kept: hold every answer */
+	struct taint *taints;
+	size_t n_taints, cap_taints;
 
 	/* everysec thread; mu guards dirty, stop, sync_err and last_fsync */
 	pthread_t thread;
@@ -442,25 +464,162 @@ static int buf_record(struct buf *b, json_t *v)
 
 /* --- the barrier ------------------------------------------------------------------- */
 
+/* The taint of connection c: its index, or -1. */
+static ssize_t taint_find(const struct conn *c)
+{
+	for (size_t i = 0; i < P.n_taints; i++)
+		if (P.taints[i].conn == c)
+			return (ssize_t)i;
+	return -1;
+}
+
+static void taint_closed(struct conn *c, void *arg);
+
+/* Forget taint i (and its close hook). */
+static void taint_drop(size_t i)
+{
+	struct conn *c = P.taints[i].conn;
+
+	P.taints[i] = P.taints[--P.n_taints];
+	conn_remove_close_hook(c, taint_closed, NULL);
+}
+
+/* A tainted connection closed before its next answer. */
+static void taint_closed(struct conn *c, void *arg)
+{
+	ssize_t t = taint_find(c);
+
+	(void)arg;
+	if (t >= 0)
+		taint_drop((size_t)t);
+}
+
+/* Forget every taint (persistence closes). */
+static void taints_clear(void)
+{
+	while (P.n_taints)
+		taint_drop(P.n_taints - 1);
+	free(P.taints);
+	P.taints = NULL;
+	P.cap_taints = 0;
+}
+
+/* Does a read of name (NULL: of the whole namespace) depend on a record
+ * that a failed commit left unwritten? */
+static bool read_is_dirty(const char *name)
+{
+	if (P.committed >= P.attempted)
+		return false; /* no failed commit left anything unwritten */
+	if (P.unwritten_all || !P.unwritten || !name)
+		return true;
+	return json_object_get(P.unwritten, name) != NULL;
+}
+
+/* One unwritten record: the object it changed is dirty. */
+static int dirty_record(const char *p, size_t len, size_t off, void *arg, char *why,
+			size_t whylen)
+{
+	json_t *v = json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+	const char *name = json_string_value(json_object_get(json_array_get(v, 2), "name"));
+
+	(void)off;
+	(void)arg;
+	if (!name || json_object_set_new(P.unwritten, name, json_true()) < 0) {
+		snprintf(why, whylen, "no name");
+		P.unwritten_all = true;
+	}
+	json_decref(v);
+	return P.unwritten_all ? -1 : 0;
+}
+
+/* A commit failed: remember what the records it could not write (all of
+ * P.pending) touch, for persist_read(). */
+static void dirty_mark(void)
+{
+	struct persist_scan sc;
+
+	if (!P.unwritten && !(P.unwritten = json_object()))
+		P.unwritten_all = true;
+	if (!P.unwritten_all)
+		persist_scan(P.pending.p, P.pending.len, dirty_record, NULL, &sc);
+}
+
+/* Everything is written: nothing is dirty. */
+static void dirty_clear(void)
+{
+	if (P.unwritten)
+		json_object_clear(P.unwritten);
+	P.unwritten_all = P.hold_all = false;
+}
+
+void persist_read(struct request *r)
+{
+	const char *name;
+	struct taint *t;
+	ssize_t i;
+
+	if (!P.on || P.committed >= P.attempted || !r->conn)
+		return;
+	name = json_string_value(json_object_get(r->params, "name"));
+	if (!read_is_dirty(name))
+		return;
+	if ((i = taint_find(r->conn)) >= 0) {
+		P.taints[i].need = P.attempted;
+		return;
+	}
+	if (P.n_taints == P.cap_taints) {
+		size_t cap = P.cap_taints ? P.cap_taints * 2 : 16;
+		if (!(t = realloc(P.taints, cap * sizeof(*t)))) {
+			/* Cannot remember this connection: hold every one. */
+			log_error("persist", "out of memory holding a read; holding every answer");
+			P.hold_all = true;
+			return;
+		}
+		P.taints = t;
+		P.cap_taints = cap;
+	}
+	P.taints[P.n_taints++] = (struct taint){ r->conn, P.attempted };
+	conn_add_close_hook(r->conn, taint_closed, NULL);
+}
+
 bool persist_barrier(void (*fn)(void *arg), void *arg)
 {
 	struct barrier_wait *w;
+	uint64_t need = 0;
+	ssize_t t;
 
-	/* Hold only behind records nobody has tried to write yet: after a
-	 * failed write, answers that do not wait for its records go out. */
-	if (!P.on || P.seq == P.attempted)
+	if (!P.on)
+		return false;
+	/* Records of this pass that no commit has tried to write yet: every
+	 * answer waits for them (group commit). */
+	if (P.seq != P.attempted || P.hold_all)
+		need = P.seq;
+	/* arg is the connection (conn_flush): an answer of it read an object
+	 * that an unwritten record of a failed commit changed. */
+	if ((t = taint_find(arg)) >= 0) {
+		if (P.taints[t].need > need)
+			need = P.taints[t].need;
+		taint_drop((size_t)t);
+	}
+	if (need <= P.committed)
 		return false;
 	if (P.n_waits == P.cap_waits) {
 		size_t cap = P.cap_waits ? P.cap_waits * 2 : 64;
 		if (!(w = realloc(P.waits, cap * sizeof(*w)))) {
-			/* Cannot remember it: commit now instead. */
+			/* Cannot remember it: commit now instead. After a
+			 * failure that does not let it go: it stays held
+			 * (without a wake-up) rather than show unwritten
+			 * state. */
 			persist_commit();
-			return false;
+			if (need <= P.committed)
+				return false;
+			log_error("persist", "out of memory holding an answer; it is never sent");
+			return true;
 		}
 		P.waits = w;
 		P.cap_waits = cap;
 	}
-	P.waits[P.n_waits++] = (struct barrier_wait){ fn, arg, P.seq };
+	P.waits[P.n_waits++] = (struct barrier_wait){ fn, arg, need };
 	return true;
 }
 
@@ -489,6 +648,9 @@ static void barrier_release(void)
 		if (P.waits[i].fn)
 			P.waits[j++] = P.waits[i];
 	P.n_waits = j;
+	for (i = P.n_taints; i-- > 0;)
+		if (P.taints[i].need <= P.committed)
+			taint_drop(i);
 }
 
 /* --- failure and recovery ----------------------------------------------------------- */
@@ -624,6 +786,7 @@ oom:
 	/* The mutation is done but cannot be logged: do as for a failed
 	 * write (its answer waits, the recovery snapshot will carry it). */
 	P.seq++;
+	P.unwritten_all = true; /* its object is not known */
 	fail("recording a mutation for", -ENOMEM);
 	if (!P.commit_scheduled) {
 		P.commit_scheduled = true;
@@ -670,14 +833,18 @@ void persist_commit(void)
 	}
 	r = write_all(P.log_fd, P.pending.p, P.pending.len);
 	if (r < 0) {
+		dirty_mark();
 		fail("write to", r);
 		return;
 	}
 	P.log_bytes += P.pending.len;
 	P.log_records += upto - P.committed;
-	P.pending.len = 0;
 	if (P.sync == STATE_SYNC_ALWAYS) {
 		if ((r = sync_fd(P.log_fd)) < 0) {
+			/* Written, not synced: not committed either. The
+			 * records stay in pending for dirty_mark() only (the
+			 * recovery snapshot carries them). */
+			dirty_mark();
 			fail("fsync of", r);
 			return;
 		}
@@ -689,6 +856,7 @@ void persist_commit(void)
 		P.dirty = true;
 		pthread_mutex_unlock(&P.mu);
 	}
+	P.pending.len = 0;
 	P.committed = upto;
 	barrier_release();
 	maybe_compact();
@@ -865,6 +1033,7 @@ static int snapshot_write(void)
 	P.log_records = 0;
 	P.pending.len = 0;
 	P.attempted = P.committed = seq;
+	dirty_clear();
 	P.snapshot_bytes = bytes;
 	P.last_snapshot = wall_now();
 	P.snapshots++;
@@ -1029,6 +1198,10 @@ static void files_close(void)
 	free(P.waits);
 	P.waits = NULL;
 	P.n_waits = P.cap_waits = 0;
+	taints_clear();
+	json_decref(P.unwritten);
+	P.unwritten = NULL;
+	P.unwritten_all = P.hold_all = false;
 	P.on = P.loading = P.failed = P.commit_scheduled = false;
 }
 

@@ -3,16 +3,31 @@
  * framed records, one per mutation of a persisted object (dict, list,
  * value, array, queue), and snapshots that compact it. On by `state_file`.
  *
- * The state module calls three things:
+ * The state module calls:
  *   - persist_writable(r) before it mutates a persisted object: false (with
  *     `internal` answered) while the log cannot be written;
  *   - persist_log(cmd, params) once a mutation is done, before its answer;
+ *   - persist_read(r) before it answers a request about a named object (or
+ *     the namespace), so that the answer cannot show a mutation that a
+ *     failed commit left unwritten;
  *   - nothing else: the records of one event-loop pass are written (and
  *     with state_sync = always fsynced) together by a commit that runs at
  *     the end of the pass.
  * The connections hold their output behind that commit: conn_flush() asks
  * persist_barrier(), so no answer leaves the daemon before the records it
- * may depend on are written.
+ * may depend on are written (as far as state_sync promises):
+ *   - while records of the current pass are not yet written, every answer
+ *     of every connection waits for them (group commit);
+ *   - when a write or fsync failed, its records stay unwritten (applied in
+ *     memory, not on disk) until a recovery snapshot writes them: the
+ *     answers of their pass wait for that, and so does every later answer
+ *     of a connection that read an object they change (any object, for
+ *     obj.list; obj.create/obj.delete of such a name too) - and everything
+ *     that connection is sent after it, in order. Other answers go out:
+ *     reads of other objects, TYPE.OP mutations refused by
+ *     persist_writable() (refused before persist_read), ping, status,
+ *     daemon.info, events.
+ * So a reader never sees a mutation that could be lost by a crash.
  */
 #ifndef MPSUPD_PERSIST_H
 #define MPSUPD_PERSIST_H
@@ -41,11 +56,21 @@ void persist_log(const char *cmd, json_t *params);
  * received while the handler runs (cheaper), else its parameters. */
 void persist_log_request(struct request *r);
 
+/* Before answering r about the object named by its `name` parameter (no
+ * `name`: the whole namespace): if a failed commit left a record changing
+ * it unwritten, the next persist_barrier() of r's connection holds until
+ * that record is written. Nothing to do (and no cost) otherwise. */
+void persist_read(struct request *r);
+
 /*
- * The commit barrier. While records of the current pass are not yet
- * written, returns true and remembers (fn, arg): fn(arg) runs once they are
- * on disk (as far as state_sync promises). Returns false when nothing is
- * pending: the caller may write at once.
+ * The commit barrier; arg is the connection whose output asks (the same
+ * pointer as request->conn). While records of the current pass are not
+ * yet written, or the connection read what an unwritten record of a failed
+ * commit changed (persist_read), returns true and remembers (fn, arg):
+ * fn(arg) runs once those records are on disk (as far as state_sync
+ * promises; after a failure, once the recovery snapshot is). Returns false
+ * when the output depends on nothing unwritten: the caller may write at
+ * once.
  */
 bool persist_barrier(void (*fn)(void *arg), void *arg);
 /* Forget a (fn, arg) given to persist_barrier (the connection closed). */

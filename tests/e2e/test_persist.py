@@ -399,9 +399,11 @@ class FailingDisk(PersistCase):
 
     def test_mutations_refused_then_recovered(self):
         self.d.ok("dict.set", name="d", key="before", value=1)
+        self.d.ok("value.set", name="other", value="ok")
         open(self.flag, "w").close()
         held = self.d.client()
         held.send("dict.set", name="d", key="held", value=2)
+        reader = self.d.client()
         with self.d.client() as c:
             # The request that met the failure is not acknowledged...
             held.sock.settimeout(0.3)
@@ -414,9 +416,17 @@ class FailingDisk(PersistCase):
             self.assertEqual(resp["error"]["code"], "internal")
             self.assertIn("No space left on device", resp["error"]["message"])
             self.assertEqual(c.err("list.append", name="newlist", value=1), "internal")
-            self.assertEqual(c.err("obj.delete", name="d"), "internal")
-            # ...and the daemon keeps working: reads, ping, other objects.
-            self.assertEqual(c.ok("dict.get", name="d", key="before"), 1)
+            self.assertEqual(c.err("obj.delete", name="other"), "internal")
+            # ...and the daemon keeps working: reads of objects the failed
+            # mutation did not change, ping, other objects.
+            self.assertEqual(c.ok("value.get", name="other"), "ok")
+            # A read of d would show the unacknowledged "held": it waits
+            # for the recovery (another client, a later pass).
+            reader.send("dict.get", name="d", key="held")
+            reader.sock.settimeout(0.5)
+            with self.assertRaises(OSError):
+                reader.recv()
+            reader.sock.settimeout(20 * SCALE)
             c.ok("ping")
             c.ok("event.set", name="e")
             self.assertTrue(c.ok("lock.acquire", name="lk")["acquired"])
@@ -429,13 +439,47 @@ class FailingDisk(PersistCase):
             # The disk comes back: the held answer goes out, writes resume.
             os.unlink(self.flag)
             self.assertTrue(held.recv()["ok"])
+            self.assertEqual(reader.recv()["result"], 2)
             wait_for(lambda: self.info()["accepting_writes"], what="recovery")
+            self.assertEqual(c.ok("dict.get", name="d", key="before"), 1)
             c.ok("dict.set", name="d", key="after", value=4)
             self.assertIsNone(c.ok("daemon.info")["persistence"]["error"])
         held.close()
+        reader.close()
         self.kill()
         self.restart()
         self.assertEqual(sorted(self.d.ok("dict.keys", name="d")), ["after", "before", "held"])
+
+    def test_reader_never_sees_what_a_crash_loses(self):
+        """A mutation whose write failed is not shown to anyone: SIGKILL
+        during the failure, and the value after the restart is the one
+        every reader saw."""
+        self.d.ok("value.set", name="v", value="old")
+        open(self.flag, "w").close()
+        w = self.d.client()
+        w.send("value.set", name="v", value="NEW")
+        w.sock.settimeout(0.3)
+        with self.assertRaises(OSError):
+            w.recv()
+        seen = []
+        with self.d.client() as r:
+            r.sock.settimeout(0.5)
+            r.send("value.get", name="v")
+            try:
+                seen.append(r.recv()["result"])
+            except OSError:
+                pass  # held: shows nothing
+            self.d.ok("ping")
+            self.assertFalse(self.info()["accepting_writes"])
+        w.close()
+        self.kill()
+        os.unlink(self.flag)
+        self.restart()
+        after = self.d.ok("value.get", name="v")
+        self.assertEqual(after, "old")
+        for v in seen:
+            self.assertEqual(v, after, "a reader saw %r, lost by the crash" % v)
+        self.assertEqual(seen, [])
 
 
 class FullTmpfs(PersistCase):
@@ -494,11 +538,20 @@ class FullTmpfs(PersistCase):
         with self.d.client() as c2:
             self.assertEqual(c2.err("dict.set", name="d", key="no", value=1), "internal")
             c2.ok("ping")
-            self.assertEqual(len(c2.ok("dict.keys", name="d")), len(acked) + 1)
+        # A read of d would show the held key, which is not on disk: it
+        # waits until the disk has room again.
+        reader = self.d.client()
+        reader.send("dict.keys", name="d")
+        reader.sock.settimeout(0.5 * SCALE)
+        with self.assertRaises(OSError):
+            reader.recv()
         os.unlink(self.filler)
         c.sock.settimeout(20 * SCALE)
+        reader.sock.settimeout(20 * SCALE)
         self.assertTrue(c.recv()["ok"])
+        self.assertEqual(set(reader.recv()["result"]), set(acked) | {held_key})
         c.close()
+        reader.close()
         wait_for(lambda: self.info()["accepting_writes"], what="recovery")
         self.d.ok("dict.set", name="d", key="after", value=1)
         self.kill()

@@ -715,20 +715,23 @@ START_TEST(test_write_failure_holds_and_recovers)
 	setenv("MPSUP_TEST_FAIL_WRITES", flag, 1);
 	open_ok(STATE_SYNC_ALWAYS, false);
 	ok(0, "dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":1}");
+	ok(0, "value.add", "{\"name\":\"o\",\"by\":5}");
 	fd = open(flag, O_CREAT | O_WRONLY, 0600);
 	close(fd);
 	/* The write fails: the answer is held, never an acknowledgement. */
 	send_req(0, "dict.set", "{\"name\":\"d\",\"key\":\"b\",\"value\":2}");
 	ck_assert_ptr_null(recv_ans(0, 0.2));
-	/* Others: reads work, mutations of persisted objects are refused,
+	/* Others: reads of objects the failed record did not change work,
+	 * mutations of persisted objects are refused at once (even of d),
 	 * other objects work. */
-	a = call(1, "dict.get", "{\"name\":\"d\",\"key\":\"a\"}");
-	ck_assert_int_eq(json_integer_value(json_object_get(a, "result")), 1);
+	a = call(1, "value.get", "{\"name\":\"o\"}");
+	ck_assert_int_eq(json_integer_value(json_object_get(a, "result")), 5);
 	json_decref(a);
 	ck_assert_str_eq(err_code(1, "dict.set", "{\"name\":\"d\",\"key\":\"c\",\"value\":3}"),
 			 "internal");
 	ck_assert_str_eq(err_code(1, "list.append", "{\"name\":\"new\",\"value\":3}"), "internal");
 	ok(1, "event.set", "{\"name\":\"e\"}");
+	ok(1, "ping", "{}");
 	ck_assert_ptr_null(obj_find("new"));
 	/* The disk comes back: the held answer goes out. */
 	unlink(flag);
@@ -740,6 +743,103 @@ START_TEST(test_write_failure_holds_and_recovers)
 	reload();
 	a = call(0, "dict.len", "{\"name\":\"d\"}");
 	ck_assert_int_eq(json_integer_value(json_object_get(a, "result")), 3);
+	json_decref(a);
+}
+END_TEST
+
+/* A read of an object that an unwritten (failed) record changed waits for
+ * the recovery, whichever client asks and however many passes later: it
+ * must not show a mutation a crash would lose. */
+START_TEST(test_read_of_unwritten_mutation_waits)
+{
+	char flag[160];
+	json_t *a;
+	int fd;
+
+	snprintf(flag, sizeof(flag), "%s/fail", dir);
+	setenv("MPSUP_TEST_FAIL_WRITES", flag, 1);
+	open_ok(STATE_SYNC_ALWAYS, false);
+	ok(0, "value.set", "{\"name\":\"v\",\"value\":\"old\"}");
+	ok(0, "dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":1}");
+	ok(0, "dict.set", "{\"name\":\"keep\",\"key\":\"a\",\"value\":1}");
+	fd = open(flag, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+	/* One pass, two unwritten records: v changed, d deleted. */
+	send_req(0, "value.set", "{\"name\":\"v\",\"value\":\"NEW\"}");
+	send_req(0, "obj.delete", "{\"name\":\"d\"}");
+	ck_assert_ptr_null(recv_ans(0, 0.2));
+	/* Later passes: an untouched object reads at once... */
+	a = call(1, "dict.get", "{\"name\":\"keep\",\"key\":\"a\"}");
+	ck_assert_int_eq(json_integer_value(json_object_get(a, "result")), 1);
+	json_decref(a);
+	/* ...v does not show "NEW" (it waits), and what follows on that
+	 * connection waits behind it, in order. */
+	send_req(1, "value.get", "{\"name\":\"v\"}");
+	send_req(1, "ping", "{}");
+	ck_assert_ptr_null(recv_ans(1, 0.3));
+	for (int i = 0; i < 5; i++)
+		event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+	ck_assert_ptr_null(recv_ans(1, 0.3));
+	/* The disk comes back: everything held goes out, now durable. */
+	unlink(flag);
+	for (int i = 0; i < 2; i++) {
+		a = recv_ans(0, 5);
+		ck_assert_ptr_nonnull(a);
+		ck_assert(json_is_true(json_object_get(a, "ok")));
+		json_decref(a);
+	}
+	a = recv_ans(1, 5);
+	ck_assert_ptr_nonnull(a);
+	ck_assert_str_eq(json_string_value(json_object_get(a, "result")), "NEW");
+	json_decref(a);
+	a = recv_ans(1, 5);
+	ck_assert_ptr_nonnull(a);
+	ck_assert(json_is_true(json_object_get(a, "ok")));
+	json_decref(a);
+	/* Nothing is held any more: reads of d and the namespace are quick. */
+	ck_assert_str_eq(err_code(1, "obj.get", "{\"name\":\"d\"}"), "not_found");
+	ok(1, "obj.list", "{}");
+	reload();
+	a = call(0, "value.get", "{\"name\":\"v\"}");
+	ck_assert_str_eq(json_string_value(json_object_get(a, "result")), "NEW");
+	json_decref(a);
+	ck_assert_ptr_null(obj_find("d"));
+}
+END_TEST
+
+/* The same for a read of a deleted name and of the namespace: a not_found
+ * and obj.list wait too. */
+START_TEST(test_namespace_read_after_failed_delete_waits)
+{
+	char flag[160];
+	json_t *a;
+	int fd;
+
+	snprintf(flag, sizeof(flag), "%s/fail", dir);
+	setenv("MPSUP_TEST_FAIL_WRITES", flag, 1);
+	open_ok(STATE_SYNC_ALWAYS, false);
+	ok(0, "dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":1}");
+	fd = open(flag, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+	send_req(0, "obj.delete", "{\"name\":\"d\"}");
+	ck_assert_ptr_null(recv_ans(0, 0.2));
+	send_req(1, "obj.get", "{\"name\":\"d\"}");
+	ck_assert_ptr_null(recv_ans(1, 0.3));
+	send_req(0, "obj.list", "{}");
+	ck_assert_ptr_null(recv_ans(0, 0.3));
+	unlink(flag);
+	a = recv_ans(0, 5);
+	ck_assert_ptr_nonnull(a);
+	ck_assert(json_is_true(json_object_get(a, "ok")));
+	json_decref(a);
+	a = recv_ans(1, 5);
+	ck_assert_ptr_nonnull(a);
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(a, "error"), "code")),
+			 "not_found");
+	json_decref(a);
+	a = recv_ans(0, 5);
+	ck_assert_ptr_nonnull(a);
+	ck_assert_int_eq(json_array_size(json_object_get(a, "result")), 0);
 	json_decref(a);
 }
 END_TEST
@@ -767,6 +867,8 @@ static Suite *persist_suite(void)
 	tcase_add_test(t, test_replay_equivalence);
 	tcase_add_test(t, test_snapshot_skips_older_records);
 	tcase_add_test(t, test_write_failure_holds_and_recovers);
+	tcase_add_test(t, test_read_of_unwritten_mutation_waits);
+	tcase_add_test(t, test_namespace_read_after_failed_delete_waits);
 	suite_add_tcase(s, t);
 	return s;
 }

@@ -524,7 +524,10 @@ static bool conn_read(struct conn *c)
 		return false;
 	}
 	if (n == 0) {
+		/* Nothing more will come: stop watching (end-of-file stays
+		 * readable, and a connection whose answers are held would spin). */
 		c->eof = true;
+		event_del(c->ev_read);
 		return true;
 	}
 	if (c->streaming) /* a stream takes no more requests */

@@ -450,6 +450,31 @@ class FailingDisk(PersistCase):
         self.restart()
         self.assertEqual(sorted(self.d.ok("dict.keys", name="d")), ["after", "before", "held"])
 
+    def test_held_client_hanging_up_does_not_spin(self):
+        """A client whose answer is held by the failure hangs up: the daemon
+        does not busy-loop on its end-of-file while the disk stays bad."""
+        self.d.ok("value.set", name="v", value="old")
+        open(self.flag, "w").close()
+        w = self.d.client()
+        w.send("value.set", name="v", value="NEW")
+        w.sock.settimeout(0.3)
+        with self.assertRaises(OSError):
+            w.recv()
+        w.close()
+        wait_for(lambda: self.d.ok("daemon.info")["clients"] <= 2, what="hang-up seen")
+
+        def cpu():
+            with open("/proc/%d/stat" % self.d.pid()) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        c0, t0 = cpu(), time.monotonic()
+        time.sleep(1.0)  # measuring CPU use over a second of wall time
+        used = cpu() - c0
+        self.assertLess(used, 0.5 * (time.monotonic() - t0),
+                        "mpsupd used %.2fs of CPU in %.2fs" % (used, time.monotonic() - t0))
+        os.unlink(self.flag)
+        wait_for(lambda: self.info()["accepting_writes"], what="recovery")
+
     def test_reader_never_sees_what_a_crash_loses(self):
         """A mutation whose write failed is not shown to anyone: SIGKILL
         during the failure, and the value after the restart is the one

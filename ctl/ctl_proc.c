@@ -807,11 +807,12 @@ static int cmd_events(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
  * The daemon.
  */
 
-/* reload: print what was added, changed and removed. */
+/* reload: print what was added, changed and removed; what failed goes to
+ * stderr and makes the exit status 1. */
 static int cmd_reload(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
 	static const char *const parts[] = { "added", "changed", "removed" };
-	json_t *result;
+	json_t *result, *failures, *f;
 	bool any = false;
 	size_t i, k;
 	int rc;
@@ -821,10 +822,11 @@ static int cmd_reload(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
 	rc = ctl_call(ctl, "daemon.reload", NULL, &result);
 	if (rc != CTL_EXIT_OK)
 		return rc;
+	failures = json_object_get(result, "failed");
 	if (ctl->json || !json_is_object(result)) {
 		ctl_print_result(ctl, result);
 		json_decref(result);
-		return CTL_EXIT_OK;
+		return json_array_size(failures) ? CTL_EXIT_ERROR : CTL_EXIT_OK;
 	}
 	for (i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
 		json_t *names = json_object_get(result, parts[i]), *n;
@@ -839,10 +841,17 @@ static int cmd_reload(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
 		}
 		putchar('\n');
 	}
+	json_array_foreach(failures, k, f) {
+		any = true;
+		fprintf(stderr, "mpctl: reload: pool %s: %s\n",
+			json_string_value(json_object_get(f, "pool")) ?: "?",
+			json_string_value(json_object_get(f, "error")) ?: "failed");
+		rc = CTL_EXIT_ERROR;
+	}
 	if (!any)
 		puts("no changes");
 	json_decref(result);
-	return CTL_EXIT_OK;
+	return rc;
 }
 
 /* shutdown: a connection closed by the stopping daemon is success. */

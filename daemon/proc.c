@@ -1192,11 +1192,37 @@ int proc_start_config(const struct conf *conf)
 	return 0;
 }
 
+/* Record (and log) a pool the reload could not apply. */
+static void reload_failed(json_t *failed, const char *pool, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void reload_failed(json_t *failed, const char *pool, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_error_f("proc", &(struct log_fields){ .pool = pool }, "reload: pool %s: %s", pool,
+		    msg);
+	json_array_append_new(failed, json_pack("{s:s, s:s}", "pool", pool, "error", msg));
+}
+
+/* Why a pool could not be created or resized, for reload_failed(). */
+static const char *pool_error(int r)
+{
+	return r == -ENOSPC ? "max_processes reached" : strerror(-r);
+}
+
+/* Apply newconf to the pools; changes gets only what was really done, and
+ * failed: [{pool, error}] what could not be. */
 void proc_reload(const struct conf *newconf, json_t *changes)
 {
 	json_t *added = json_object_get(changes, "added");
 	json_t *changed = json_object_get(changes, "changed");
 	json_t *removed = json_object_get(changes, "removed");
+	json_t *failed = json_object_get(changes, "failed");
 	const struct pool_conf **v;
 	struct pool *pl, *next;
 	size_t n;
@@ -1210,27 +1236,41 @@ void proc_reload(const struct conf *newconf, json_t *changes)
 		const struct pool_conf *pc = v[i];
 		if (!(pl = pool_find(pc->name))) {
 			if (proc_find(pc->name)) {
-				log_error("proc", "pool %s: the name is taken by a one-shot process",
-					  pc->name);
+				reload_failed(failed, pc->name,
+					      "not added: the name is taken by a one-shot process");
 				continue;
 			}
-			r = pool_create(pc, pc->autostart, true, NULL);
-			if (r == -ENOSPC)
-				log_error("proc", "pool %s: max_processes reached", pc->name);
-			json_array_append_new(added, json_string(pc->name));
+			pl = NULL;
+			r = pool_create(pc, pc->autostart, true, &pl);
+			if (pl)
+				json_array_append_new(added, json_string(pc->name));
+			if (r < 0 && pl)
+				reload_failed(failed, pc->name, "added, but not with %u processes: %s",
+					      pc->processes, pool_error(r));
+			else if (r < 0)
+				reload_failed(failed, pc->name, "not added (%u processes): %s",
+					      pc->processes, pool_error(r));
 			continue;
 		}
 		pl->from_config = true;
 		if (pool_conf_differs(pl->conf, pc)) {
+			/* the new definition is in place even when the resize fails */
 			r = pool_replace(pl, pc);
 			json_array_append_new(changed, json_string(pc->name));
+			if (r < 0)
+				reload_failed(failed, pc->name,
+					      "definition changed, but not scaled to %u processes "
+					      "(still %u): %s",
+					      pc->processes, pl->conf->processes, pool_error(r));
 		} else if (pl->conf->processes != pc->processes) {
+			unsigned before = pl->conf->processes;
 			r = pool_scale(pl, pc->processes);
-			json_array_append_new(changed, json_string(pc->name));
-		} else
-			r = 0;
-		if (r == -ENOSPC)
-			log_error("proc", "pool %s: max_processes reached", pc->name);
+			if (r == 0)
+				json_array_append_new(changed, json_string(pc->name));
+			else
+				reload_failed(failed, pc->name, "not scaled from %u to %u processes: %s",
+					      before, pc->processes, pool_error(r));
+		}
 	}
 	for (pl = TAILQ_FIRST(&pools); pl; pl = next) {
 		next = TAILQ_NEXT(pl, entry);

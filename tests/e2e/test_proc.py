@@ -562,6 +562,44 @@ class Reload(ProcTestCase):
         self.assertEqual(recs["a:0"]["pid"], before["a:0"]["pid"])
 
 
+class ReloadFailures(ProcTestCase):
+    """daemon.reload answers only what it did; what it could not do is in
+    failed (and logged)."""
+    main_config = "max_processes = 3\n"
+    config = "[pool:a]\ncommand = sleep 1000\nstart_secs = 0\n"
+
+    def test_failed_add_scale_and_name_taken(self):
+        self.wait_pool_running("a", 1)
+        self.d.ok("proc.run", argv=["sleep", "1000"], name="taken", daemon=True)
+        self.d.write_config("[pool:a]\ncommand = sleep 1000\nstart_secs = 0\nprocesses = 5\n"
+                            "[pool:big]\ncommand = sleep 1000\nprocesses = 4\n"
+                            "[pool:taken]\ncommand = sleep 1000\n"
+                            "[pool:ok]\ncommand = sleep 1000\nstart_secs = 0\n",
+                            "max_processes = 3\n")
+        r = self.d.ok("daemon.reload")
+        self.assertEqual((r["added"], r["changed"], r["removed"]), (["ok"], [], []))
+        failed = {f["pool"]: f["error"] for f in r["failed"]}
+        self.assertEqual(sorted(failed), ["a", "big", "taken"])
+        self.assertIn("max_processes", failed["big"])
+        self.assertIn("max_processes", failed["a"])
+        self.assertIn("one-shot", failed["taken"])
+        self.assertEqual(sorted(p["pool"] for p in self.d.ok("pool.list")), ["a", "ok"])
+        self.assertEqual(len(self.status("a")), 1)
+        log = self.d.read_log()
+        self.assertIn("reload: pool big: not added", log)
+        self.assertIn("reload: pool a: not scaled from 1 to 5", log)
+
+    def test_changed_definition_that_cannot_grow(self):
+        self.wait_pool_running("a", 1)
+        self.d.write_config("[pool:a]\ncommand = sleep 999\nstart_secs = 0\nprocesses = 9\n",
+                            "max_processes = 3\n")
+        r = self.d.ok("daemon.reload")
+        self.assertEqual(r["changed"], ["a"])
+        self.assertEqual([f["pool"] for f in r["failed"]], ["a"])
+        self.assertIn("definition changed", r["failed"][0]["error"])
+        self.wait_pool_running("a", 1)
+
+
 class Shutdown(unittest.TestCase):
     def test_oneshots_and_pools_stopped_at_shutdown(self):
         d = Daemon("[pool:w]\ncommand = sleep 1000\nstart_secs = 0\n",

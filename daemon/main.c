@@ -87,7 +87,10 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 
 	(void)what;
 	(void)arg;
-	if (sig == SIGHUP) {
+	if (sig == SIGHUP && daemon_g.shutting_down) {
+		/* a reload now could add pools after the process module stopped */
+		log_warn("daemon", "SIGHUP ignored: shutting down");
+	} else if (sig == SIGHUP) {
 		log_info("daemon", "SIGHUP: reloading");
 		daemon_reload(NULL, err, sizeof(err));
 	} else if (daemon_g.shutting_down) {

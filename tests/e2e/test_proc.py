@@ -618,6 +618,25 @@ class Shutdown(unittest.TestCase):
         finally:
             d.cleanup()
 
+    def test_sighup_while_shutting_down_is_ignored(self):
+        d = Daemon("", "shutdown_timeout = 30\n")
+        d.start()
+        try:
+            with d.client() as c:
+                pid = c.ok("proc.run", argv=["sleep", "1000"], name="slow")["pid"]
+            d.proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: "waiting up to" in d.read_log(), what="shutdown to begin")
+            d.write_config("[pool:late]\ncommand = sleep 1000\n", "shutdown_timeout = 30\n")
+            d.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: "SIGHUP ignored" in d.read_log(), what="SIGHUP to be logged")
+            os.kill(pid, signal.SIGKILL)
+            self.assertEqual(d.stop(), 0)
+            log = d.read_log()
+            self.assertNotIn("pool late", log)
+            self.assertNotIn("configuration reloaded", log)
+        finally:
+            d.cleanup()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

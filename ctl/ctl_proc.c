@@ -219,6 +219,8 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 		{ "env", required_argument, NULL, 'e' },
 		{ "cwd", required_argument, NULL, 'C' },
 		{ "stdin", required_argument, NULL, 'i' },
+		{ "user", required_argument, NULL, 'u' },
+		{ "group", required_argument, NULL, 'g' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -226,7 +228,7 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 	int c, i, rc;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "+:hn:de:C:i:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:hn:de:C:i:u:g:", opts, NULL)) != -1) {
 		const char *eq;
 
 		switch (c) {
@@ -254,6 +256,12 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 			break;
 		case 'i':
 			json_object_set_new(params, "stdin", ctl_str(optarg));
+			break;
+		case 'u':
+			json_object_set_new(params, "user", ctl_str(optarg));
+			break;
+		case 'g':
+			json_object_set_new(params, "group", ctl_str(optarg));
 			break;
 		default:
 			opt_error(cmd, c, argv);
@@ -905,7 +913,8 @@ const struct ctl_cmd ctl_proc_cmds[] = {
 	{ "kill", cmd_control, "TARGET", "Send SIGKILL." },
 	{ "signal", cmd_signal, "SIG TARGET", "Send a signal (HUP, SIGHUP or a number)." },
 	{ "run", cmd_run,
-	  "[--name N] [--daemon] [--env K=V]... [--cwd D] [--stdin TEXT] -- CMD [ARG...]",
+	  "[--name N] [--daemon] [--env K=V]... [--cwd D] [--stdin TEXT] [--user U [--group G]]"
+	  " -- CMD [ARG...]",
 	  "Run a one-shot process; print its name and pid." },
 	{ "join", cmd_join, "TARGET [--timeout S]",
 	  "Wait for a process to end; print its exit code (exit 4 if still alive)." },

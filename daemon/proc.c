@@ -224,6 +224,7 @@ struct oneshot *oneshot_free(struct oneshot *os)
 	conf_strv_free(os->env);
 	free(os->cwd);
 	free(os->stdin_data);
+	run_ids_clear(&os->ids);
 	free(os);
 	return NULL;
 }
@@ -835,61 +836,88 @@ static bool parse_id(const char *s, unsigned long *ret)
 	return !*end && !errno;
 }
 
-/* Resolve the pool's user and group once (not at every spawn). */
-static void pool_resolve_ids(struct pool *pl)
+void run_ids_clear(struct run_ids *ids)
 {
-	const struct pool_conf *c = pl->conf;
+	free(ids->groups);
+	free(ids->home);
+	free(ids->user_name);
+	free(ids->shell);
+	memset(ids, 0, sizeof(*ids));
+}
+
+int run_ids_resolve(const char *user, const char *group, struct run_ids *ret, char **ret_error)
+{
+	struct run_ids ids = { .uid = geteuid(), .gid = getegid() };
 	struct passwd *pw = NULL;
 	unsigned long id;
 	int ng = 64;
 
+	*ret_error = NULL;
+	if (user) {
+		bool numeric = parse_id(user, &id);
+		pw = numeric ? getpwuid((uid_t)id) : getpwnam(user);
+		if (!pw && !numeric) {
+			if (asprintf(ret_error, "user %s: no such user", user) < 0)
+				*ret_error = NULL;
+			return -ENOENT;
+		}
+		ids.uid = numeric ? (uid_t)id : pw->pw_uid;
+		ids.gid = pw ? pw->pw_gid : (gid_t)ids.uid;
+		if (pw) {
+			ids.user_name = strdup(pw->pw_name);
+			ids.home = strdup(pw->pw_dir);
+			ids.shell = strdup(pw->pw_shell);
+		}
+	}
+	if (group) {
+		struct group *gr;
+		if (parse_id(group, &id))
+			ids.gid = (gid_t)id;
+		else if ((gr = getgrnam(group)))
+			ids.gid = gr->gr_gid;
+		else {
+			run_ids_clear(&ids);
+			if (asprintf(ret_error, "group %s: no such group", group) < 0)
+				*ret_error = NULL;
+			return -ENOENT;
+		}
+	}
+	ids.groups = calloc((size_t)ng, sizeof(gid_t));
+	if (ids.groups && pw && geteuid() == 0 &&
+	    getgrouplist(pw->pw_name, ids.gid, ids.groups, &ng) < 0) {
+		gid_t *g = realloc(ids.groups, (size_t)ng * sizeof(gid_t));
+		if (g) {
+			ids.groups = g;
+			if (getgrouplist(pw->pw_name, ids.gid, ids.groups, &ng) < 0)
+				ng = 0;
+		}
+	} else if (ids.groups && !(pw && geteuid() == 0)) {
+		ids.groups[0] = ids.gid;
+		ng = 1;
+	}
+	ids.n_groups = ids.groups ? ng : 0;
+	*ret = ids;
+	return 0;
+}
+
+/* Resolve the pool's user and group once (not at every spawn). */
+static void pool_resolve_ids(struct pool *pl)
+{
+	const struct pool_conf *c = pl->conf;
+	struct run_ids ids;
+
 	pool_clear_ids(pl);
 	if (!c->user && !c->group)
 		return;
-	pl->uid = geteuid();
-	pl->gid = getegid();
-	if (c->user) {
-		bool numeric = parse_id(c->user, &id);
-		pw = numeric ? getpwuid((uid_t)id) : getpwnam(c->user);
-		if (!pw && !numeric) {
-			if (asprintf(&pl->ids_error, "user %s: no such user", c->user) < 0)
-				pl->ids_error = NULL;
-			return;
-		}
-		pl->uid = numeric ? (uid_t)id : pw->pw_uid;
-		pl->gid = pw ? pw->pw_gid : (gid_t)pl->uid;
-		if (pw) {
-			pl->user_name = strdup(pw->pw_name);
-			pl->home = strdup(pw->pw_dir);
-			pl->shell = strdup(pw->pw_shell);
-		}
-	}
-	if (c->group) {
-		struct group *gr;
-		if (parse_id(c->group, &id))
-			pl->gid = (gid_t)id;
-		else if ((gr = getgrnam(c->group)))
-			pl->gid = gr->gr_gid;
-		else {
-			if (asprintf(&pl->ids_error, "group %s: no such group", c->group) < 0)
-				pl->ids_error = NULL;
-			return;
-		}
-	}
-	pl->groups = calloc((size_t)ng, sizeof(gid_t));
-	if (pl->groups && pw && geteuid() == 0 &&
-	    getgrouplist(pw->pw_name, pl->gid, pl->groups, &ng) < 0) {
-		gid_t *g = realloc(pl->groups, (size_t)ng * sizeof(gid_t));
-		if (g) {
-			pl->groups = g;
-			if (getgrouplist(pw->pw_name, pl->gid, pl->groups, &ng) < 0)
-				ng = 0;
-		}
-	} else if (pl->groups && !(pw && geteuid() == 0)) {
-		pl->groups[0] = pl->gid;
-		ng = 1;
-	}
-	pl->n_groups = pl->groups ? ng : 0;
+	if (run_ids_resolve(c->user, c->group, &ids, &pl->ids_error) < 0)
+		return;
+	pl->uid = ids.uid;
+	pl->gid = ids.gid;
+	pl->groups = ids.groups;
+	pl->n_groups = ids.n_groups;
+	pl->user_name = ids.user_name;
+	pl->home = ids.home;
+	pl->shell = ids.shell;
 	/* an unprivileged daemon running the pool as itself changes nothing */
 	pl->set_ids = !(geteuid() != 0 && pl->uid == geteuid() && pl->gid == getegid());
 }

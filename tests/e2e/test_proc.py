@@ -201,6 +201,38 @@ class OneShots(ProcTestCase):
             self.assertEqual({g["stream"] for g in got}, {"stdout"})
 
 
+@unittest.skipUnless(os.geteuid() == 0, "needs root to run as another user")
+class RunAsUser(ProcTestCase):
+    def test_user_nobody(self):
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        self.d.ok("proc.run", argv=["sh", "-c", 'id -u; id -g; echo "$USER $HOME"'],
+                  name="nb", user="nobody")
+        self.assertEqual(self.d.ok("proc.join", target="nb")["exitcode"], 0)
+        self.assertEqual(self.log_lines("nb"),
+                         [str(nobody.pw_uid), str(nobody.pw_gid),
+                          "nobody %s" % nobody.pw_dir])
+        # a numeric uid, and a running process's credentials
+        pid = self.d.ok("proc.run", argv=["sleep", "1000"], name="num",
+                        user=str(nobody.pw_uid), group="0", daemon=True)["pid"]
+        with open("/proc/%d/status" % pid) as f:
+            st = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+        self.assertEqual(st["Uid"].split()[0], str(nobody.pw_uid))
+        self.assertEqual(st["Gid"].split()[0], "0")
+
+    def test_unknown_user_never_runs(self):
+        marker = os.path.join(self.d.dir, "ran")
+        with self.d.client() as c:
+            r = c.call("proc.run", argv=["touch", marker], name="x", user="no-such-user-mp")
+            self.assertFalse(r["ok"])
+            self.assertEqual(r["error"]["code"], "spawn_failed")
+            self.assertIn("no-such-user-mp: no such user", r["error"]["message"])
+            self.assertEqual(c.err("status", target="x"), "not_found")
+            self.assertEqual(c.err("proc.run", argv=["true"], group="0"), "bad_request")
+            self.assertEqual(c.err("proc.run", argv=["true"], user=[1]), "bad_request")
+        self.assertFalse(os.path.exists(marker))
+
+
 class Retention(ProcTestCase):
     main_config = "max_oneshots = 2\n"
 

@@ -62,8 +62,13 @@ struct stray {
 	struct event *timer;   /* SIGKILL at stop_timeout */
 	TAILQ_ENTRY(stray) entry;
 	char name[160];        /* the process name, for the log */
+	char pool[96];         /* its pool's name, "" for a one-shot */
 };
 static TAILQ_HEAD(, stray) strays = TAILQ_HEAD_INITIALIZER(strays);
+
+/* The journal fields of a message about p (its run with pid). */
+#define PROC_FIELDS(p, pid) \
+	(&(struct log_fields){ (p)->pool ? (p)->pool->name : NULL, (p)->name, (pid) })
 static unsigned n_strays;
 
 static struct proc *pid_hash[PID_BUCKETS];
@@ -323,7 +328,8 @@ static void signal_group(struct proc *p, int sig)
 	if (p->pgid <= 0)
 		return;
 	if (kill(-p->pgid, sig) < 0 && errno != ESRCH)
-		log_warn("proc", "%s: kill(-%d, %s): %s", p->name, (int)p->pgid,
+		log_warn_f("proc", PROC_FIELDS(p, p->pid), "%s: kill(-%d, %s): %s", p->name,
+			   (int)p->pgid,
 			 conf_signal_name(sig) ? conf_signal_name(sig) : "?", strerror(errno));
 }
 
@@ -339,12 +345,13 @@ static struct stray *stray_free(struct stray *g)
 static void stray_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct stray *g = arg;
+	struct log_fields f = { g->pool[0] ? g->pool : NULL, g->name, g->pgid };
 
 	(void)fd;
 	(void)what;
 	if (group_alive(g->pgid)) {
-		log_warn("proc", "%s: the rest of group %d still runs: SIGKILL", g->name,
-			 (int)g->pgid);
+		log_warn_f("proc", &f, "%s: the rest of group %d still runs: SIGKILL", g->name,
+			   (int)g->pgid);
 		kill(-g->pgid, SIGKILL);
 	}
 	stray_free(g);
@@ -359,8 +366,8 @@ static void stray_start(struct proc *p)
 
 	if (!group_alive(p->pgid))
 		return;
-	log_info("proc", "%s: main process gone, stopping the rest of group %d", p->name,
-		 (int)p->pgid);
+	log_info_f("proc", PROC_FIELDS(p, p->pgid),
+		   "%s: main process gone, stopping the rest of group %d", p->name, (int)p->pgid);
 	kill(-p->pgid, p->stop_signal);
 	if (p->stop_signal != SIGKILL && p->stop_signal != SIGCONT)
 		kill(-p->pgid, SIGCONT);
@@ -374,6 +381,7 @@ static void stray_start(struct proc *p)
 	}
 	g->pgid = p->pgid;
 	snprintf(g->name, sizeof(g->name), "%s", p->name);
+	snprintf(g->pool, sizeof(g->pool), "%s", p->pool ? p->pool->name : "");
 	TAILQ_INSERT_TAIL(&strays, g, entry);
 	n_strays++;
 	evtimer_add(g->timer, &tv);
@@ -455,7 +463,7 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 		set_text(p, "%s", err);
 		snprintf(line, sizeof(line), "mpsupd: %s", err);
 		proc_output_line(p, STREAM_STDERR, line, strlen(line));
-		log_warn("proc", "%s: %s", p->name, err);
+		log_warn_f("proc", PROC_FIELDS(p, 0), "%s: %s", p->name, err);
 		return PE_SPAWN_FAILED;
 	}
 	if (p->spawns++ > 0)
@@ -468,7 +476,7 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 	p->stop_signal = p->pool ? p->pool->conf->stop_signal : SIGTERM;
 	p->stop_timeout = p->pool ? p->pool->conf->stop_timeout : 10;
 	pid_insert(p);
-	log_debug("proc", "%s: spawned pid %d", p->name, (int)p->pid);
+	log_debug_f("proc", PROC_FIELDS(p, p->pid), "%s: spawned pid %d", p->name, (int)p->pid);
 	if (start_secs <= 0)
 		return PE_START_SECS;
 	timer_arm(p, start_secs);
@@ -495,15 +503,16 @@ static enum proc_event proc_enter(struct proc *p, enum proc_state from, enum pro
 	case PS_FATAL:
 		p->failures++;
 		evtimer_del(p->timer);
-		log_warn("proc", "%s: gave up after %u failed start%s (%s)", p->name, p->failures,
-			 p->failures == 1 ? "" : "s",
-			 p->exit_status_text ? p->exit_status_text : "no status");
+		log_warn_f("proc", PROC_FIELDS(p, p->last_pid),
+			   "%s: gave up after %u failed start%s (%s)", p->name, p->failures,
+			   p->failures == 1 ? "" : "s",
+			   p->exit_status_text ? p->exit_status_text : "no status");
 		return PE_NONE;
 	case PS_STOPPING:
 		if (ev == PE_STOP_TIMEOUT) {
-			log_warn("proc", "%s: still running %.3gs after %s: SIGKILL to group %d",
-				 p->name, p->stop_timeout, conf_signal_name(p->stop_signal),
-				 (int)p->pgid);
+			log_warn_f("proc", PROC_FIELDS(p, p->pid),
+				   "%s: still running %.3gs after %s: SIGKILL to group %d", p->name,
+				   p->stop_timeout, conf_signal_name(p->stop_signal), (int)p->pgid);
 			signal_group(p, SIGKILL);
 			timer_arm(p, p->stop_timeout);
 			return PE_NONE;
@@ -632,7 +641,8 @@ static void proc_died(struct proc *p, int st)
 	p->has_exitcode = true;
 	p->exitcode = proc_exitcode(st);
 	describe_status(p, st);
-	log_info("proc", "%s (pid %d) %s", p->name, (int)p->last_pid, p->exit_status_text);
+	log_info_f("proc", PROC_FIELDS(p, p->last_pid), "%s (pid %d) %s", p->name,
+		   (int)p->last_pid, p->exit_status_text);
 	task_worker_exited(p); /* before a restart replaces its pipes */
 	if (p->state == PS_STOPPING && group_alive(p->pgid)) {
 		/* the rest of its group got the stop signal too: wait for it */

@@ -4,10 +4,12 @@ output capture and files, logs, events."""
 import json
 import os
 import signal
+import subprocess
 import time
 import unittest
 
-from mpsuptest import Client, Daemon, DaemonTestCase, wait_for, DAEMON_WRAPPER, SCALE
+from mpsuptest import (Client, Daemon, DaemonTestCase, wait_for, DAEMON_WRAPPER, MPSUPD,
+                       SCALE)
 
 SLEEP_POOL = "[pool:w]\ncommand = sleep 1000\nprocesses = 2\nstart_secs = 0.2\n"
 
@@ -631,6 +633,77 @@ class ReloadFailures(ProcTestCase):
         self.assertIn("definition changed", r["failed"][0]["error"])
         self.wait_pool_running("a", 1)
 
+
+class Priority(ProcTestCase):
+    """Start-up in priority order (low first), shutdown in reverse, one
+    level at a time (file order here is 3, 1, 2)."""
+    config = "".join("[pool:p%d]\ncommand = sleep 1000\nstart_secs = 0\npriority = %d\n"
+                     "stop_timeout = 5\n" % (n, n) for n in (3, 1, 2))
+
+    def test_start_in_priority_order_stop_in_reverse(self):
+        self.wait_pool_running("*", 3)
+        log = self.d.read_log()
+        spawned = [log.index("p%d:0: spawned pid" % n) for n in (1, 2, 3)]
+        self.assertEqual(spawned, sorted(spawned), log)
+        self.assertEqual(self.d.stop(), 0)
+        log = self.d.read_log()
+        # a level is asked to stop only once the level above is gone
+        for hi, lo in ((3, 2), (2, 1)):
+            self.assertLess(log.index("p%d:0 (pid" % hi),
+                            log.index("p%d:0: running -> stopping" % lo), log)
+
+
+class ShutdownOrder(ProcTestCase):
+    main_config = "shutdown_timeout = 20\n"
+
+    def test_daemon_oneshot_stopped_at_once_other_waited_for(self):
+        done = os.path.join(self.d.dir, "done")
+        with self.d.client() as c:
+            c.ok("proc.run", argv=["sleep", "1000"], name="bg", daemon=True)
+            c.ok("proc.run", argv=["sh", "-c", "sleep 1.5; echo ok > %s" % done], name="fg")
+        t0 = time.monotonic()
+        self.d.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "bg (pid" in self.d.read_log(), what="bg stopped")
+        self.assertFalse(os.path.exists(done), "bg was stopped while fg still ran")
+        self.assertEqual(self.d.stop(), 0)
+        elapsed = time.monotonic() - t0
+        log = self.d.read_log()
+        self.assertRegex(log, r"bg \(pid \d+\) killed by signal 15")
+        self.assertRegex(log, r"fg \(pid \d+\) exited with status 0")
+        self.assertEqual(read(done), "ok\n")
+        self.assertGreaterEqual(elapsed, 1.0)
+        self.assertLess(elapsed, 15 * SCALE)
+
+
+class WorkerSetup(ProcTestCase):
+    def test_umask_and_directory(self):
+        wd = os.path.join(self.d.dir, "work")
+        os.mkdir(wd)
+        self.add_pool("u", "sh -c 'umask; pwd; exec sleep 1000'", umask="027", directory=wd,
+                      start_secs=0)
+        wait_for(lambda: len(self.log_lines("u:0")) == 2, what="umask and pwd")
+        self.assertEqual(self.log_lines("u:0"), ["0027", wd])
+
+class Inherit(unittest.TestCase):
+    def test_inherit_is_the_daemons_own_stdout_and_stderr(self):
+        # the daemon's stdout and stderr kept apart (the harness merges them)
+        d = Daemon("[pool:inh]\ncommand = sh -c 'echo inherited-out; echo inherited-err >&2; "
+                   "exec sleep 1000'\nstdout = inherit\nstderr = inherit\nstart_secs = 0\n")
+        out, err = os.path.join(d.dir, "out"), os.path.join(d.dir, "err")
+        try:
+            with open(out, "wb") as fo, open(err, "wb") as fe:
+                d.log = open(d.logfile, "ab")
+                d.proc = subprocess.Popen(DAEMON_WRAPPER + [MPSUPD, "-c", d.conf], stdout=fo,
+                                          stderr=fe, env=d.env, cwd=d.dir)
+            wait_for(d.answers, what="mpsupd")
+            wait_for(lambda: "inherited-out" in read(out) and "inherited-err" in read(err),
+                     what="the worker's lines")
+            self.assertNotIn("inherited-err", read(out))
+            self.assertNotIn("inherited-out", read(err))
+            self.assertEqual(d.ok("proc.logs", target="inh:0", lines=10), [])
+            self.assertEqual(d.stop(), 0)
+        finally:
+            d.cleanup()
 
 class Shutdown(unittest.TestCase):
     def test_oneshots_and_pools_stopped_at_shutdown(self):

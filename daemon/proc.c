@@ -87,6 +87,15 @@ static void proc_feed(struct proc *p, enum proc_event ev);
 static void proc_after(struct proc *p);
 static void pool_free(struct pool *pl);
 
+/* The config being applied by proc_reload (daemon_g.conf is still the old one). */
+static const struct conf *reloading;
+
+/* The max_processes in force: the new config's while a reload applies it. */
+static unsigned max_processes(void)
+{
+	return (reloading ? reloading : daemon_g.conf)->max_processes;
+}
+
 /*
  * Pid table.
  */
@@ -1007,7 +1016,7 @@ static int pool_resize(struct pool *pl, unsigned n, bool start)
 {
 	unsigned active = pool_active(pl);
 
-	if (n > active && proc_count() + (n - active) > daemon_g.conf->max_processes)
+	if (n > active && proc_count() + (n - active) > max_processes())
 		return -ENOSPC;
 	for (unsigned idx = 0; active < n; idx++) {
 		struct proc *p = idx < pl->n_slots ? pl->members[idx] : NULL;
@@ -1050,7 +1059,7 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
 
 	if (pool_find(pc->name) || proc_find(pc->name))
 		return -EEXIST;
-	if (proc_count() + pc->processes > daemon_g.conf->max_processes)
+	if (proc_count() + pc->processes > max_processes())
 		return -ENOSPC;
 	if (!(pl = calloc(1, sizeof(*pl))))
 		return -ENOMEM;
@@ -1250,7 +1259,12 @@ static void reload_failed(json_t *failed, const char *pool, const char *fmt, ...
 /* Why a pool could not be created or resized, for reload_failed(). */
 static const char *pool_error(int r)
 {
-	return r == -ENOSPC ? "max_processes reached" : strerror(-r);
+	static char buf[64];
+
+	if (r != -ENOSPC)
+		return strerror(-r);
+	snprintf(buf, sizeof(buf), "max_processes (%u) reached", max_processes());
+	return buf;
 }
 
 /* Apply newconf to the pools; changes gets only what was really done, and
@@ -1270,6 +1284,7 @@ void proc_reload(const struct conf *newconf, json_t *changes)
 		log_error("proc", "reload: out of memory");
 		return;
 	}
+	reloading = newconf;
 	for (size_t i = 0; i < n; i++) {
 		const struct pool_conf *pc = v[i];
 		if (!(pl = pool_find(pc->name))) {
@@ -1317,6 +1332,7 @@ void proc_reload(const struct conf *newconf, json_t *changes)
 		json_array_append_new(removed, json_string(pl->name));
 		pool_remove(pl); /* may free pl */
 	}
+	reloading = NULL;
 	free(v);
 }
 

@@ -623,6 +623,15 @@ class ReloadFailures(ProcTestCase):
         self.assertIn("reload: pool big: not added", log)
         self.assertIn("reload: pool a: not scaled from 1 to 5", log)
 
+    def test_the_new_max_processes_applies(self):
+        self.wait_pool_running("a", 1)
+        self.d.write_config("[pool:a]\ncommand = sleep 1000\nstart_secs = 0\n"
+                            "[pool:big]\ncommand = sleep 1000\nprocesses = 4\nstart_secs = 0\n",
+                            "max_processes = 10\n")
+        r = self.d.ok("daemon.reload")
+        self.assertEqual((r["added"], r["failed"]), (["big"], []))
+        self.wait_pool_running("big", 4)
+
     def test_changed_definition_that_cannot_grow(self):
         self.wait_pool_running("a", 1)
         self.d.write_config("[pool:a]\ncommand = sleep 999\nstart_secs = 0\nprocesses = 9\n",

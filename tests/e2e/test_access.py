@@ -424,6 +424,48 @@ class OneShotRunsAsThePeer(AccessTestCase):
         self.assertEqual((int(uid), int(gid)), (self.peer.uid, grp.getgrnam("users").gr_gid))
 
 
+class UnprivilegedDaemonNamesAUser(unittest.TestCase):
+    """A daemon that is not root cannot become another user: proc.run with
+    user=root is spawn_failed at setgid/setuid and the command never runs."""
+
+    @classmethod
+    def setUpClass(cls):
+        why = why_not_runnable()
+        if why:
+            raise unittest.SkipTest(why)
+
+    def test_failed_setuid_never_runs_the_command(self):
+        d = Daemon("")
+        nobody = pwd.getpwnam(NOBODY)
+        os.chmod(d.dir, 0o755)
+        os.chown(d.dir, nobody.pw_uid, nobody.pw_gid)
+        marker = os.path.join(d.dir, "ran")
+        try:
+            d.log = open(d.logfile, "ab")
+            d.proc = subprocess.Popen(drop_privileges_prefix() + [mpsuptest.MPSUPD, "-c", d.conf],
+                                      stdout=d.log, stderr=subprocess.STDOUT, env=d.env,
+                                      cwd=d.dir)
+            wait_for(d.answers, what="mpsupd running as nobody")
+            n = Nobody(d.socket)
+            try:
+                r = n.call("proc.run", argv=["touch", marker], name="x", user="root")
+                self.assertFalse(r.get("ok"), r)
+                self.assertEqual(r["error"]["code"], "spawn_failed")
+                self.assertRegex(r["error"]["message"], r"set(groups|gid|uid)")
+                self.assertEqual(n.code("status", target="x"), "not_found")
+                self.assertFalse(os.path.exists(marker))
+                # the daemon's own user is fine
+                r = n.call("proc.run", argv=["touch", marker], name="y", user=NOBODY)
+                self.assertTrue(r.get("ok"), r)
+            finally:
+                n.finish()
+            wait_for(lambda: os.path.exists(marker), what="y to run")
+            self.assertEqual(os.stat(marker).st_uid, nobody.pw_uid)
+            self.assertEqual(d.stop(), 0)
+        finally:
+            d.cleanup()
+
+
 class PerUidLimit(AccessTestCase):
     config = "[access]\nread = *\n"
     main_config = "max_clients_per_uid = 2\n"

@@ -219,6 +219,8 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 		{ "env", required_argument, NULL, 'e' },
 		{ "cwd", required_argument, NULL, 'C' },
 		{ "stdin", required_argument, NULL, 'i' },
+		{ "user", required_argument, NULL, 'u' },
+		{ "group", required_argument, NULL, 'g' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -226,7 +228,7 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 	int c, i, rc;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "+:hn:de:C:i:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:hn:de:C:i:u:g:", opts, NULL)) != -1) {
 		const char *eq;
 
 		switch (c) {
@@ -254,6 +256,12 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 			break;
 		case 'i':
 			json_object_set_new(params, "stdin", ctl_str(optarg));
+			break;
+		case 'u':
+			json_object_set_new(params, "user", ctl_str(optarg));
+			break;
+		case 'g':
+			json_object_set_new(params, "group", ctl_str(optarg));
 			break;
 		default:
 			opt_error(cmd, c, argv);
@@ -807,11 +815,12 @@ static int cmd_events(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
  * The daemon.
  */
 
-/* reload: print what was added, changed and removed. */
+/* reload: print what was added, changed and removed; what failed goes to
+ * stderr and makes the exit status 1. */
 static int cmd_reload(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
 	static const char *const parts[] = { "added", "changed", "removed" };
-	json_t *result;
+	json_t *result, *failures, *f;
 	bool any = false;
 	size_t i, k;
 	int rc;
@@ -821,10 +830,11 @@ static int cmd_reload(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
 	rc = ctl_call(ctl, "daemon.reload", NULL, &result);
 	if (rc != CTL_EXIT_OK)
 		return rc;
+	failures = json_object_get(result, "failed");
 	if (ctl->json || !json_is_object(result)) {
 		ctl_print_result(ctl, result);
 		json_decref(result);
-		return CTL_EXIT_OK;
+		return json_array_size(failures) ? CTL_EXIT_ERROR : CTL_EXIT_OK;
 	}
 	for (i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
 		json_t *names = json_object_get(result, parts[i]), *n;
@@ -839,10 +849,17 @@ static int cmd_reload(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
 		}
 		putchar('\n');
 	}
+	json_array_foreach(failures, k, f) {
+		any = true;
+		fprintf(stderr, "mpctl: reload: pool %s: %s\n",
+			json_string_value(json_object_get(f, "pool")) ?: "?",
+			json_string_value(json_object_get(f, "error")) ?: "failed");
+		rc = CTL_EXIT_ERROR;
+	}
 	if (!any)
 		puts("no changes");
 	json_decref(result);
-	return CTL_EXIT_OK;
+	return rc;
 }
 
 /* shutdown: a connection closed by the stopping daemon is success. */
@@ -896,7 +913,8 @@ const struct ctl_cmd ctl_proc_cmds[] = {
 	{ "kill", cmd_control, "TARGET", "Send SIGKILL." },
 	{ "signal", cmd_signal, "SIG TARGET", "Send a signal (HUP, SIGHUP or a number)." },
 	{ "run", cmd_run,
-	  "[--name N] [--daemon] [--env K=V]... [--cwd D] [--stdin TEXT] -- CMD [ARG...]",
+	  "[--name N] [--daemon] [--env K=V]... [--cwd D] [--stdin TEXT] [--user U [--group G]]"
+	  " -- CMD [ARG...]",
 	  "Run a one-shot process; print its name and pid." },
 	{ "join", cmd_join, "TARGET [--timeout S]",
 	  "Wait for a process to end; print its exit code (exit 4 if still alive)." },

@@ -54,7 +54,8 @@ struct cmd_module {
 	/* Orderly shutdown: call done() once everything is stopped. */
 	void (*stop)(void (*done)(void));
 	/* Apply a new, valid config (the running one is still daemon_g.conf);
-	 * record what changed in changes ({added:[], changed:[], removed:[]}). */
+	 * record what changed in changes ({added:[], changed:[], removed:[],
+	 * failed:[{pool, error}]}). */
 	int (*reload)(const struct conf *newconf, json_t *changes);
 };
 

@@ -63,7 +63,7 @@ int daemon_reload(json_t **result, char *err, size_t errlen)
 	if ((newconf->socket || old->socket) && !daemon_g.socket_override &&
 	    (!newconf->socket || !old->socket || strcmp(newconf->socket, old->socket) != 0))
 		log_warn("daemon", "socket changes take effect at the next start");
-	changes = json_pack("{s:[], s:[], s:[]}", "added", "changed", "removed");
+	changes = json_pack("{s:[], s:[], s:[], s:[]}", "added", "changed", "removed", "failed");
 	modules_reload(newconf, changes);
 	daemon_g.conf = newconf;
 	conf_free(old);
@@ -87,7 +87,10 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 
 	(void)what;
 	(void)arg;
-	if (sig == SIGHUP) {
+	if (sig == SIGHUP && daemon_g.shutting_down) {
+		/* a reload now could add pools after the process module stopped */
+		log_warn("daemon", "SIGHUP ignored: shutting down");
+	} else if (sig == SIGHUP) {
 		log_info("daemon", "SIGHUP: reloading");
 		daemon_reload(NULL, err, sizeof(err));
 	} else if (daemon_g.shutting_down) {

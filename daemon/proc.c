@@ -62,8 +62,13 @@ struct stray {
 	struct event *timer;   /* SIGKILL at stop_timeout */
 	TAILQ_ENTRY(stray) entry;
 	char name[160];        /* the process name, for the log */
+	char pool[96];         /* its pool's name, "" for a one-shot */
 };
 static TAILQ_HEAD(, stray) strays = TAILQ_HEAD_INITIALIZER(strays);
+
+/* The journal fields of a message about p (its run with pid). */
+#define PROC_FIELDS(p, pid) \
+	(&(struct log_fields){ (p)->pool ? (p)->pool->name : NULL, (p)->name, (pid) })
 static unsigned n_strays;
 
 static struct proc *pid_hash[PID_BUCKETS];
@@ -81,6 +86,15 @@ static struct {
 static void proc_feed(struct proc *p, enum proc_event ev);
 static void proc_after(struct proc *p);
 static void pool_free(struct pool *pl);
+
+/* The config being applied by proc_reload (daemon_g.conf is still the old one). */
+static const struct conf *reloading;
+
+/* The max_processes in force: the new config's while a reload applies it. */
+static unsigned max_processes(void)
+{
+	return (reloading ? reloading : daemon_g.conf)->max_processes;
+}
 
 /*
  * Pid table.
@@ -224,6 +238,7 @@ struct oneshot *oneshot_free(struct oneshot *os)
 	conf_strv_free(os->env);
 	free(os->cwd);
 	free(os->stdin_data);
+	run_ids_clear(&os->ids);
 	free(os);
 	return NULL;
 }
@@ -322,7 +337,8 @@ static void signal_group(struct proc *p, int sig)
 	if (p->pgid <= 0)
 		return;
 	if (kill(-p->pgid, sig) < 0 && errno != ESRCH)
-		log_warn("proc", "%s: kill(-%d, %s): %s", p->name, (int)p->pgid,
+		log_warn_f("proc", PROC_FIELDS(p, p->pid), "%s: kill(-%d, %s): %s", p->name,
+			   (int)p->pgid,
 			 conf_signal_name(sig) ? conf_signal_name(sig) : "?", strerror(errno));
 }
 
@@ -338,12 +354,13 @@ static struct stray *stray_free(struct stray *g)
 static void stray_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct stray *g = arg;
+	struct log_fields f = { g->pool[0] ? g->pool : NULL, g->name, g->pgid };
 
 	(void)fd;
 	(void)what;
 	if (group_alive(g->pgid)) {
-		log_warn("proc", "%s: the rest of group %d still runs: SIGKILL", g->name,
-			 (int)g->pgid);
+		log_warn_f("proc", &f, "%s: the rest of group %d still runs: SIGKILL", g->name,
+			   (int)g->pgid);
 		kill(-g->pgid, SIGKILL);
 	}
 	stray_free(g);
@@ -358,8 +375,8 @@ static void stray_start(struct proc *p)
 
 	if (!group_alive(p->pgid))
 		return;
-	log_info("proc", "%s: main process gone, stopping the rest of group %d", p->name,
-		 (int)p->pgid);
+	log_info_f("proc", PROC_FIELDS(p, p->pgid),
+		   "%s: main process gone, stopping the rest of group %d", p->name, (int)p->pgid);
 	kill(-p->pgid, p->stop_signal);
 	if (p->stop_signal != SIGKILL && p->stop_signal != SIGCONT)
 		kill(-p->pgid, SIGCONT);
@@ -373,6 +390,7 @@ static void stray_start(struct proc *p)
 	}
 	g->pgid = p->pgid;
 	snprintf(g->name, sizeof(g->name), "%s", p->name);
+	snprintf(g->pool, sizeof(g->pool), "%s", p->pool ? p->pool->name : "");
 	TAILQ_INSERT_TAIL(&strays, g, entry);
 	n_strays++;
 	evtimer_add(g->timer, &tv);
@@ -454,7 +472,7 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 		set_text(p, "%s", err);
 		snprintf(line, sizeof(line), "mpsupd: %s", err);
 		proc_output_line(p, STREAM_STDERR, line, strlen(line));
-		log_warn("proc", "%s: %s", p->name, err);
+		log_warn_f("proc", PROC_FIELDS(p, 0), "%s: %s", p->name, err);
 		return PE_SPAWN_FAILED;
 	}
 	if (p->spawns++ > 0)
@@ -467,7 +485,7 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 	p->stop_signal = p->pool ? p->pool->conf->stop_signal : SIGTERM;
 	p->stop_timeout = p->pool ? p->pool->conf->stop_timeout : 10;
 	pid_insert(p);
-	log_debug("proc", "%s: spawned pid %d", p->name, (int)p->pid);
+	log_debug_f("proc", PROC_FIELDS(p, p->pid), "%s: spawned pid %d", p->name, (int)p->pid);
 	if (start_secs <= 0)
 		return PE_START_SECS;
 	timer_arm(p, start_secs);
@@ -494,15 +512,16 @@ static enum proc_event proc_enter(struct proc *p, enum proc_state from, enum pro
 	case PS_FATAL:
 		p->failures++;
 		evtimer_del(p->timer);
-		log_warn("proc", "%s: gave up after %u failed start%s (%s)", p->name, p->failures,
-			 p->failures == 1 ? "" : "s",
-			 p->exit_status_text ? p->exit_status_text : "no status");
+		log_warn_f("proc", PROC_FIELDS(p, p->last_pid),
+			   "%s: gave up after %u failed start%s (%s)", p->name, p->failures,
+			   p->failures == 1 ? "" : "s",
+			   p->exit_status_text ? p->exit_status_text : "no status");
 		return PE_NONE;
 	case PS_STOPPING:
 		if (ev == PE_STOP_TIMEOUT) {
-			log_warn("proc", "%s: still running %.3gs after %s: SIGKILL to group %d",
-				 p->name, p->stop_timeout, conf_signal_name(p->stop_signal),
-				 (int)p->pgid);
+			log_warn_f("proc", PROC_FIELDS(p, p->pid),
+				   "%s: still running %.3gs after %s: SIGKILL to group %d", p->name,
+				   p->stop_timeout, conf_signal_name(p->stop_signal), (int)p->pgid);
 			signal_group(p, SIGKILL);
 			timer_arm(p, p->stop_timeout);
 			return PE_NONE;
@@ -631,7 +650,8 @@ static void proc_died(struct proc *p, int st)
 	p->has_exitcode = true;
 	p->exitcode = proc_exitcode(st);
 	describe_status(p, st);
-	log_info("proc", "%s (pid %d) %s", p->name, (int)p->last_pid, p->exit_status_text);
+	log_info_f("proc", PROC_FIELDS(p, p->last_pid), "%s (pid %d) %s", p->name,
+		   (int)p->last_pid, p->exit_status_text);
 	task_worker_exited(p); /* before a restart replaces its pipes */
 	if (p->state == PS_STOPPING && group_alive(p->pgid)) {
 		/* the rest of its group got the stop signal too: wait for it */
@@ -835,61 +855,88 @@ static bool parse_id(const char *s, unsigned long *ret)
 	return !*end && !errno;
 }
 
-/* Resolve the pool's user and group once (not at every spawn). */
-static void pool_resolve_ids(struct pool *pl)
+void run_ids_clear(struct run_ids *ids)
 {
-	const struct pool_conf *c = pl->conf;
+	free(ids->groups);
+	free(ids->home);
+	free(ids->user_name);
+	free(ids->shell);
+	memset(ids, 0, sizeof(*ids));
+}
+
+int run_ids_resolve(const char *user, const char *group, struct run_ids *ret, char **ret_error)
+{
+	struct run_ids ids = { .uid = geteuid(), .gid = getegid() };
 	struct passwd *pw = NULL;
 	unsigned long id;
 	int ng = 64;
 
+	*ret_error = NULL;
+	if (user) {
+		bool numeric = parse_id(user, &id);
+		pw = numeric ? getpwuid((uid_t)id) : getpwnam(user);
+		if (!pw && !numeric) {
+			if (asprintf(ret_error, "user %s: no such user", user) < 0)
+				*ret_error = NULL;
+			return -ENOENT;
+		}
+		ids.uid = numeric ? (uid_t)id : pw->pw_uid;
+		ids.gid = pw ? pw->pw_gid : (gid_t)ids.uid;
+		if (pw) {
+			ids.user_name = strdup(pw->pw_name);
+			ids.home = strdup(pw->pw_dir);
+			ids.shell = strdup(pw->pw_shell);
+		}
+	}
+	if (group) {
+		struct group *gr;
+		if (parse_id(group, &id))
+			ids.gid = (gid_t)id;
+		else if ((gr = getgrnam(group)))
+			ids.gid = gr->gr_gid;
+		else {
+			run_ids_clear(&ids);
+			if (asprintf(ret_error, "group %s: no such group", group) < 0)
+				*ret_error = NULL;
+			return -ENOENT;
+		}
+	}
+	ids.groups = calloc((size_t)ng, sizeof(gid_t));
+	if (ids.groups && pw && geteuid() == 0 &&
+	    getgrouplist(pw->pw_name, ids.gid, ids.groups, &ng) < 0) {
+		gid_t *g = realloc(ids.groups, (size_t)ng * sizeof(gid_t));
+		if (g) {
+			ids.groups = g;
+			if (getgrouplist(pw->pw_name, ids.gid, ids.groups, &ng) < 0)
+				ng = 0;
+		}
+	} else if (ids.groups && !(pw && geteuid() == 0)) {
+		ids.groups[0] = ids.gid;
+		ng = 1;
+	}
+	ids.n_groups = ids.groups ? ng : 0;
+	*ret = ids;
+	return 0;
+}
+
+/* Resolve the pool's user and group once (not at every spawn). */
+static void pool_resolve_ids(struct pool *pl)
+{
+	const struct pool_conf *c = pl->conf;
+	struct run_ids ids;
+
 	pool_clear_ids(pl);
 	if (!c->user && !c->group)
 		return;
-	pl->uid = geteuid();
-	pl->gid = getegid();
-	if (c->user) {
-		bool numeric = parse_id(c->user, &id);
-		pw = numeric ? getpwuid((uid_t)id) : getpwnam(c->user);
-		if (!pw && !numeric) {
-			if (asprintf(&pl->ids_error, "user %s: no such user", c->user) < 0)
-				pl->ids_error = NULL;
-			return;
-		}
-		pl->uid = numeric ? (uid_t)id : pw->pw_uid;
-		pl->gid = pw ? pw->pw_gid : (gid_t)pl->uid;
-		if (pw) {
-			pl->user_name = strdup(pw->pw_name);
-			pl->home = strdup(pw->pw_dir);
-			pl->shell = strdup(pw->pw_shell);
-		}
-	}
-	if (c->group) {
-		struct group *gr;
-		if (parse_id(c->group, &id))
-			pl->gid = (gid_t)id;
-		else if ((gr = getgrnam(c->group)))
-			pl->gid = gr->gr_gid;
-		else {
-			if (asprintf(&pl->ids_error, "group %s: no such group", c->group) < 0)
-				pl->ids_error = NULL;
-			return;
-		}
-	}
-	pl->groups = calloc((size_t)ng, sizeof(gid_t));
-	if (pl->groups && pw && geteuid() == 0 &&
-	    getgrouplist(pw->pw_name, pl->gid, pl->groups, &ng) < 0) {
-		gid_t *g = realloc(pl->groups, (size_t)ng * sizeof(gid_t));
-		if (g) {
-			pl->groups = g;
-			if (getgrouplist(pw->pw_name, pl->gid, pl->groups, &ng) < 0)
-				ng = 0;
-		}
-	} else if (pl->groups && !(pw && geteuid() == 0)) {
-		pl->groups[0] = pl->gid;
-		ng = 1;
-	}
-	pl->n_groups = pl->groups ? ng : 0;
+	if (run_ids_resolve(c->user, c->group, &ids, &pl->ids_error) < 0)
+		return;
+	pl->uid = ids.uid;
+	pl->gid = ids.gid;
+	pl->groups = ids.groups;
+	pl->n_groups = ids.n_groups;
+	pl->user_name = ids.user_name;
+	pl->home = ids.home;
+	pl->shell = ids.shell;
 	/* an unprivileged daemon running the pool as itself changes nothing */
 	pl->set_ids = !(geteuid() != 0 && pl->uid == geteuid() && pl->gid == getegid());
 }
@@ -969,7 +1016,7 @@ static int pool_resize(struct pool *pl, unsigned n, bool start)
 {
 	unsigned active = pool_active(pl);
 
-	if (n > active && proc_count() + (n - active) > daemon_g.conf->max_processes)
+	if (n > active && proc_count() + (n - active) > max_processes())
 		return -ENOSPC;
 	for (unsigned idx = 0; active < n; idx++) {
 		struct proc *p = idx < pl->n_slots ? pl->members[idx] : NULL;
@@ -1012,7 +1059,7 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
 
 	if (pool_find(pc->name) || proc_find(pc->name))
 		return -EEXIST;
-	if (proc_count() + pc->processes > daemon_g.conf->max_processes)
+	if (proc_count() + pc->processes > max_processes())
 		return -ENOSPC;
 	if (!(pl = calloc(1, sizeof(*pl))))
 		return -ENOMEM;
@@ -1192,11 +1239,42 @@ int proc_start_config(const struct conf *conf)
 	return 0;
 }
 
+/* Record (and log) a pool the reload could not apply. */
+static void reload_failed(json_t *failed, const char *pool, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void reload_failed(json_t *failed, const char *pool, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_error_f("proc", &(struct log_fields){ .pool = pool }, "reload: pool %s: %s", pool,
+		    msg);
+	json_array_append_new(failed, json_pack("{s:s, s:s}", "pool", pool, "error", msg));
+}
+
+/* Why a pool could not be created or resized, for reload_failed(). */
+static const char *pool_error(int r)
+{
+	static char buf[64];
+
+	if (r != -ENOSPC)
+		return strerror(-r);
+	snprintf(buf, sizeof(buf), "max_processes (%u) reached", max_processes());
+	return buf;
+}
+
+/* Apply newconf to the pools; changes gets only what was really done, and
+ * failed: [{pool, error}] what could not be. */
 void proc_reload(const struct conf *newconf, json_t *changes)
 {
 	json_t *added = json_object_get(changes, "added");
 	json_t *changed = json_object_get(changes, "changed");
 	json_t *removed = json_object_get(changes, "removed");
+	json_t *failed = json_object_get(changes, "failed");
 	const struct pool_conf **v;
 	struct pool *pl, *next;
 	size_t n;
@@ -1206,31 +1284,46 @@ void proc_reload(const struct conf *newconf, json_t *changes)
 		log_error("proc", "reload: out of memory");
 		return;
 	}
+	reloading = newconf;
 	for (size_t i = 0; i < n; i++) {
 		const struct pool_conf *pc = v[i];
 		if (!(pl = pool_find(pc->name))) {
 			if (proc_find(pc->name)) {
-				log_error("proc", "pool %s: the name is taken by a one-shot process",
-					  pc->name);
+				reload_failed(failed, pc->name,
+					      "not added: the name is taken by a one-shot process");
 				continue;
 			}
-			r = pool_create(pc, pc->autostart, true, NULL);
-			if (r == -ENOSPC)
-				log_error("proc", "pool %s: max_processes reached", pc->name);
-			json_array_append_new(added, json_string(pc->name));
+			pl = NULL;
+			r = pool_create(pc, pc->autostart, true, &pl);
+			if (pl)
+				json_array_append_new(added, json_string(pc->name));
+			if (r < 0 && pl)
+				reload_failed(failed, pc->name, "added, but not with %u processes: %s",
+					      pc->processes, pool_error(r));
+			else if (r < 0)
+				reload_failed(failed, pc->name, "not added (%u processes): %s",
+					      pc->processes, pool_error(r));
 			continue;
 		}
 		pl->from_config = true;
 		if (pool_conf_differs(pl->conf, pc)) {
+			/* the new definition is in place even when the resize fails */
 			r = pool_replace(pl, pc);
 			json_array_append_new(changed, json_string(pc->name));
+			if (r < 0)
+				reload_failed(failed, pc->name,
+					      "definition changed, but not scaled to %u processes "
+					      "(still %u): %s",
+					      pc->processes, pl->conf->processes, pool_error(r));
 		} else if (pl->conf->processes != pc->processes) {
+			unsigned before = pl->conf->processes;
 			r = pool_scale(pl, pc->processes);
-			json_array_append_new(changed, json_string(pc->name));
-		} else
-			r = 0;
-		if (r == -ENOSPC)
-			log_error("proc", "pool %s: max_processes reached", pc->name);
+			if (r == 0)
+				json_array_append_new(changed, json_string(pc->name));
+			else
+				reload_failed(failed, pc->name, "not scaled from %u to %u processes: %s",
+					      before, pc->processes, pool_error(r));
+		}
 	}
 	for (pl = TAILQ_FIRST(&pools); pl; pl = next) {
 		next = TAILQ_NEXT(pl, entry);
@@ -1239,6 +1332,7 @@ void proc_reload(const struct conf *newconf, json_t *changes)
 		json_array_append_new(removed, json_string(pl->name));
 		pool_remove(pl); /* may free pl */
 	}
+	reloading = NULL;
 	free(v);
 }
 

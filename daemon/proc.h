@@ -24,6 +24,21 @@ struct task_pool;
 struct worker;
 
 /* What proc.run asked for. */
+/* A user and group to run as, resolved from names or numbers. */
+struct run_ids {
+	uid_t uid;
+	gid_t gid;
+	gid_t *groups;    /* every group, gid included */
+	int n_groups;
+	char *home, *user_name, *shell; /* from the passwd entry; NULL without one */
+};
+
+/* Resolve user and group (names or numbers; either may be NULL: the
+ * daemon's own) like a pool's: passwd entry, supplementary groups (when
+ * root), the passwd strings. On failure *ret_error says why (malloc'd). */
+int run_ids_resolve(const char *user, const char *group, struct run_ids *ret, char **ret_error);
+void run_ids_clear(struct run_ids *ids);
+
 struct oneshot {
 	char **argv;
 	char **env;       /* "K=V" from the request */
@@ -31,9 +46,8 @@ struct oneshot {
 	bool daemon;      /* terminated at shutdown instead of waited for */
 	char *stdin_data; /* written to the child's stdin, then closed */
 	size_t stdin_len;
-	bool set_ids;     /* run as uid/gid (the requesting peer) */
-	uid_t uid;
-	gid_t gid;
+	bool set_ids;     /* run as ids (the requesting peer, or the user an admin named) */
+	struct run_ids ids;
 	double finished;  /* monotonic time it reached a final state; 0 = not yet */
 	TAILQ_ENTRY(proc) entry;
 };

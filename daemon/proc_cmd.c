@@ -8,6 +8,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -487,19 +489,91 @@ static char **env_from_json(json_t *env, const char **ret_bad)
 	return v;
 }
 
+/* proc.run's user or group: a name or a number (a string or an integer). */
+static int id_param(struct request *r, const char *key, json_t *v, char *buf, size_t len,
+		    const char **ret)
+{
+	*ret = NULL;
+	if (!v)
+		return 0;
+	if (json_is_integer(v) && json_integer_value(v) >= 0 &&
+	    json_integer_value(v) < (json_int_t)UINT32_MAX) {
+		snprintf(buf, len, "%lld", (long long)json_integer_value(v));
+		*ret = buf;
+		return 0;
+	}
+	if (json_is_string(v) && json_string_length(v) > 0 && json_string_length(v) < 256 &&
+	    strlen(json_string_value(v)) == json_string_length(v)) {
+		*ret = json_string_value(v);
+		return 0;
+	}
+	request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: %s must be a name or a number", key);
+	return -1;
+}
+
+/* Who a one-shot runs as (DESIGN §8): the user (and group) an admin named,
+ * else the requesting peer with all its groups when the daemon is root. */
+static int run_as(struct request *r, struct oneshot *os, const char *user, const char *group)
+{
+	char *why = NULL;
+
+	if (user) {
+		if (r->conn->role != ROLE_ADMIN) {
+			request_error(r, MPSUP_E_PERMISSION_DENIED,
+				      "proc.run: only an admin may name a user");
+			return -1;
+		}
+		if (run_ids_resolve(user, group, &os->ids, &why) < 0) {
+			request_error(r, MPSUP_E_SPAWN_FAILED, "proc.run: %s",
+				      why ? why : "cannot resolve the user");
+			free(why);
+			return -1;
+		}
+		/* an unprivileged daemon running it as itself changes nothing */
+		os->set_ids = !(geteuid() != 0 && os->ids.uid == geteuid() &&
+				os->ids.gid == getegid());
+		return 0;
+	}
+	if (geteuid() != 0 || r->conn->uid == 0)
+		return 0;
+	os->set_ids = true;
+	os->ids.uid = r->conn->uid;
+	os->ids.gid = r->conn->gid;
+	if (r->conn->n_gids > 0 && r->conn->gids) {
+		if (!(os->ids.groups = calloc((size_t)r->conn->n_gids, sizeof(gid_t))))
+			return -ENOMEM;
+		memcpy(os->ids.groups, r->conn->gids, (size_t)r->conn->n_gids * sizeof(gid_t));
+		os->ids.n_groups = r->conn->n_gids;
+	} else {
+		if (!(os->ids.groups = calloc(1, sizeof(gid_t))))
+			return -ENOMEM;
+		os->ids.groups[0] = r->conn->gid;
+		os->ids.n_groups = 1;
+	}
+	return 0;
+}
+
 static enum cmd_ret cmd_run(struct request *r)
 {
-	json_t *argv, *env = NULL, *a;
-	const char *name = NULL, *cwd = NULL, *in = NULL, *bad = NULL;
+	json_t *argv, *env = NULL, *a, *juser = NULL, *jgroup = NULL;
+	const char *name = NULL, *cwd = NULL, *in = NULL, *bad = NULL, *user, *group;
 	size_t in_len = 0, i;
-	int daemon = 0;
-	char gen[32], err[512];
+	int daemon = 0, e;
+	char gen[32], err[512], ubuf[24], gbuf[24];
 	struct oneshot *os;
 	struct proc *p;
 
-	if (request_unpack(r, "{s:o, s?s, s?o, s?s, s?b, s?s%}", "argv", &argv, "name", &name,
-			   "env", &env, "cwd", &cwd, "daemon", &daemon, "stdin", &in, &in_len) < 0)
+	if (request_unpack(r, "{s:o, s?s, s?o, s?s, s?b, s?s%, s?o, s?o}", "argv", &argv, "name",
+			   &name, "env", &env, "cwd", &cwd, "daemon", &daemon, "stdin", &in,
+			   &in_len, "user", &juser, "group", &jgroup) < 0)
 		return CMD_DONE;
+	if (id_param(r, "user", juser, ubuf, sizeof(ubuf), &user) < 0 ||
+	    id_param(r, "group", jgroup, gbuf, sizeof(gbuf), &group) < 0)
+		return CMD_DONE;
+	if (group && !user) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: group needs user");
+		return CMD_DONE;
+	}
 	if (!json_is_array(argv) || json_array_size(argv) == 0) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: argv must be a non-empty list");
 		return CMD_DONE;
@@ -561,11 +635,11 @@ static enum cmd_ret cmd_run(struct request *r)
 		os->stdin_len = in_len;
 	}
 	os->daemon = daemon;
-	/* DESIGN §8: run as the requesting peer unless it is root */
-	if (geteuid() == 0 && r->conn->uid != 0) {
-		os->set_ids = true;
-		os->uid = r->conn->uid;
-		os->gid = r->conn->gid;
+	if ((e = run_as(r, os, user, group)) < 0) {
+		oneshot_free(os);
+		if (e == -ENOMEM)
+			request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
 	}
 	if (!(p = oneshot_run(name, os, err, sizeof(err)))) {
 		request_error(r, MPSUP_E_SPAWN_FAILED, "%s", err);

@@ -282,6 +282,7 @@ char **proc_spawn_env(const struct proc *p)
 	struct strv s = { 0 };
 	char **base = p->pool ? p->pool->conf->environment : p->os->env;
 	const struct pool *pl = p->pool;
+	const char *user_name, *home, *shell;
 	char idx[16];
 	int r = 0;
 
@@ -290,15 +291,19 @@ char **proc_spawn_env(const struct proc *p)
 			r = strv_push(&s, strdup(*e));
 	if (r == 0 && !env_has(base, "PATH"))
 		r = strv_push(&s, kv("PATH", PROC_DEFAULT_PATH));
-	if (r == 0 && pl && pl->user_name) {
-		if (pl->home && !env_has(base, "HOME"))
-			r = strv_push(&s, kv("HOME", pl->home));
+	/* a pool's user, or the user an admin named at proc.run */
+	user_name = pl ? pl->user_name : p->os->ids.user_name;
+	home = pl ? pl->home : p->os->ids.home;
+	shell = pl ? pl->shell : p->os->ids.shell;
+	if (r == 0 && user_name) {
+		if (home && !env_has(base, "HOME"))
+			r = strv_push(&s, kv("HOME", home));
 		if (r == 0 && !env_has(base, "USER"))
-			r = strv_push(&s, kv("USER", pl->user_name));
+			r = strv_push(&s, kv("USER", user_name));
 		if (r == 0 && !env_has(base, "LOGNAME"))
-			r = strv_push(&s, kv("LOGNAME", pl->user_name));
-		if (r == 0 && pl->shell && !env_has(base, "SHELL"))
-			r = strv_push(&s, kv("SHELL", pl->shell));
+			r = strv_push(&s, kv("LOGNAME", user_name));
+		if (r == 0 && shell && !env_has(base, "SHELL"))
+			r = strv_push(&s, kv("SHELL", shell));
 	}
 	snprintf(idx, sizeof(idx), "%u", p->index);
 	if (r == 0)
@@ -434,10 +439,10 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 		sp.umask = 022;
 		sp.set_ids = p->os->set_ids;
 		sp.set_groups = p->os->set_ids && geteuid() == 0;
-		sp.uid = p->os->uid;
-		sp.gid = p->os->gid;
-		sp.groups = &p->os->gid;
-		sp.n_groups = 1;
+		sp.uid = p->os->ids.uid;
+		sp.gid = p->os->ids.gid;
+		sp.groups = p->os->ids.groups;
+		sp.n_groups = (size_t)p->os->ids.n_groups;
 	}
 	sp.argv = argv;
 	if (!(sp.envp = proc_spawn_env(p)))

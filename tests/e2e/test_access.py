@@ -90,10 +90,10 @@ def why_not_runnable():
 class Nobody:
     """A protocol client running as nobody:nogroup in a child process."""
 
-    def __init__(self, socket_path):
+    def __init__(self, socket_path, prefix=None):
         self.p = subprocess.Popen(
-            drop_privileges_prefix() + [sys.executable, "-c", NOBODY_CLIENT, socket_path,
-                                        str(DEFAULT_DEADLINE)],
+            (prefix or drop_privileges_prefix()) + [sys.executable, "-c", NOBODY_CLIENT,
+                                                    socket_path, str(DEFAULT_DEADLINE)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
         hello = self._recv()
         self.pid, self.uid, self.gid = hello["pid"], hello["uid"], hello["gid"]
@@ -399,6 +399,85 @@ class AdminForNobody(AccessTestCase):
     def test_admin_granted_by_config(self):
         self.assertEqual(self.nobody.code("daemon.reload"), "ok")
         wait_for(lambda: "configuration reloaded" in self.d.read_log(), what="the reload")
+
+
+class OneShotRunsAsThePeer(AccessTestCase):
+    """DESIGN §8: a one-shot runs as the requesting peer: its uid, gid and
+    every supplementary group; only an admin may name another user."""
+    config = "[access]\nadmin = nobody\n"
+
+    def setUp(self):
+        super().setUp()
+        if not shutil.which("setpriv"):
+            self.skipTest("needs setpriv to give the client a supplementary group")
+        self.extra = grp.getgrnam("daemon").gr_gid  # a group nobody is not in
+        self.peer = Nobody(self.d.socket, ["setpriv", "--reuid=" + NOBODY, "--regid=" + NOGROUP,
+                                           "--groups=%d" % self.extra, "--"])
+
+    def tearDown(self):
+        self.peer.finish()
+        super().tearDown()
+
+    def run_id(self, client, name, **params):
+        r = client.call("proc.run", argv=["sh", "-c", "id -u; id -g; id -G"], name=name,
+                        **params)
+        self.assertTrue(r.get("ok"), r)
+        self.assertEqual(self.d.ok("proc.join", target=name)["exitcode"], 0)
+        return [l["line"] for l in self.d.ok("proc.logs", target=name, lines=10)]
+
+    def test_uid_gid_and_groups_of_the_peer(self):
+        self.assertEqual(self.peer.groups, [self.extra])
+        uid, gid, groups = self.run_id(self.peer, "peer")
+        self.assertEqual((int(uid), int(gid)), (self.peer.uid, self.peer.gid))
+        self.assertEqual(set(map(int, groups.split())), {self.peer.gid, self.extra})
+
+    def test_admin_names_a_user(self):
+        root = self.run_id(self.peer, "asroot", user="root")
+        self.assertEqual(root[:2], ["0", "0"])
+        uid, gid, _ = self.run_id(self.peer, "asnum", user=self.peer.uid, group="users")
+        self.assertEqual((int(uid), int(gid)), (self.peer.uid, grp.getgrnam("users").gr_gid))
+
+
+class UnprivilegedDaemonNamesAUser(unittest.TestCase):
+    """A daemon that is not root cannot become another user: proc.run with
+    user=root is spawn_failed at setgid/setuid and the command never runs."""
+
+    @classmethod
+    def setUpClass(cls):
+        why = why_not_runnable()
+        if why:
+            raise unittest.SkipTest(why)
+
+    def test_failed_setuid_never_runs_the_command(self):
+        d = Daemon("")
+        nobody = pwd.getpwnam(NOBODY)
+        os.chmod(d.dir, 0o755)
+        os.chown(d.dir, nobody.pw_uid, nobody.pw_gid)
+        marker = os.path.join(d.dir, "ran")
+        try:
+            d.log = open(d.logfile, "ab")
+            d.proc = subprocess.Popen(drop_privileges_prefix() + [mpsuptest.MPSUPD, "-c", d.conf],
+                                      stdout=d.log, stderr=subprocess.STDOUT, env=d.env,
+                                      cwd=d.dir)
+            wait_for(d.answers, what="mpsupd running as nobody")
+            n = Nobody(d.socket)
+            try:
+                r = n.call("proc.run", argv=["touch", marker], name="x", user="root")
+                self.assertFalse(r.get("ok"), r)
+                self.assertEqual(r["error"]["code"], "spawn_failed")
+                self.assertRegex(r["error"]["message"], r"set(groups|gid|uid)")
+                self.assertEqual(n.code("status", target="x"), "not_found")
+                self.assertFalse(os.path.exists(marker))
+                # the daemon's own user is fine
+                r = n.call("proc.run", argv=["touch", marker], name="y", user=NOBODY)
+                self.assertTrue(r.get("ok"), r)
+            finally:
+                n.finish()
+            wait_for(lambda: os.path.exists(marker), what="y to run")
+            self.assertEqual(os.stat(marker).st_uid, nobody.pw_uid)
+            self.assertEqual(d.stop(), 0)
+        finally:
+            d.cleanup()
 
 
 class PerUidLimit(AccessTestCase):

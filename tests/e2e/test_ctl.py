@@ -337,5 +337,112 @@ class TestStateCommands(DaemonTestCase):
         self.d.mpctl("objects", "extra", check=2)
 
 
+class TestProcessCommands(DaemonTestCase):
+    """mpctl's process commands driving a real daemon: exit statuses and
+    output."""
+    config = "[pool:web]\ncommand = sleep 1000\nprocesses = 2\nstart_secs = 0\n"
+
+    def rec(self, name):
+        return {r["name"]: r for r in self.d.ok("status", target=name)}[name]
+
+    def running(self, name):
+        return wait_for(lambda: (lambda r: r if r["state"] == "running" else None)(self.rec(name)),
+                        what="%s running" % name)
+
+    def test_stop_start_restart(self):
+        pid = self.running("web:0")["pid"]
+        self.d.mpctl("stop", "web:0", check=0)
+        self.assertEqual(self.rec("web:0")["state"], "stopped")
+        self.assertEqual(self.d.mpctl("is-alive", "web:0", check=1).stdout.strip(), "false")
+        self.d.mpctl("start", "web:0", check=0)
+        pid2 = self.running("web:0")["pid"]
+        self.assertNotEqual(pid2, pid)
+        self.d.mpctl("restart", "web", check=0)
+        self.assertNotEqual(self.running("web:0")["pid"], pid2)
+        self.running("web:1")
+        self.assertEqual(self.d.mpctl("stop", "nosuch").returncode, 1)
+
+    def test_terminate_kill_signal(self):
+        with self.d.client() as c:
+            for n in ("t", "k", "s"):
+                c.ok("proc.run", argv=["sleep", "1000"], name=n, daemon=True)
+        self.d.mpctl("terminate", "t", check=0)
+        self.d.mpctl("kill", "k", check=0)
+        self.d.mpctl("signal", "USR1", "s", check=0)
+        self.assertEqual(self.d.mpctl("join", "t", check=0).stdout.strip(), "-15")
+        self.assertEqual(self.d.mpctl("join", "k", check=0).stdout.strip(), "-9")
+        self.assertEqual(self.d.mpctl("join", "s", check=0).stdout.strip(), "-10")
+        self.assertEqual(self.d.mpctl("exitcode", "k", check=0).stdout.strip(), "-9")
+        self.assertNotEqual(self.d.mpctl("signal", "NOSUCHSIG", "web:0").returncode, 0)
+
+    def test_run_join_exitcode_is_alive_forget(self):
+        out = self.d.mpctl("run", "--name", "job", "--env", "GREETING=hi", "--",
+                           "sh", "-c", 'echo "$GREETING"; exit 3', check=0).stdout.split()
+        self.assertEqual(out[0], "job")
+        self.assertRegex(out[1], r"^\d+$")
+        self.assertEqual(self.d.mpctl("join", "job", check=0).stdout.strip(), "3")
+        self.assertEqual(self.d.mpctl("exitcode", "job", check=0).stdout.strip(), "3")
+        self.assertEqual(self.d.mpctl("is-alive", "job", check=1).stdout.strip(), "false")
+        self.assertEqual(self.d.mpctl("logs", "job", check=0).stdout, "hi\n")
+        self.d.mpctl("forget", "job", check=0)
+        self.assertEqual(self.d.err("status", target="job"), "not_found")
+        self.assertEqual(self.d.mpctl("exitcode", "job").returncode, 1)
+        # a generated name
+        name = self.d.mpctl("run", "true", check=0).stdout.split()[0]
+        self.assertRegex(name, r"^run-\d+$")
+
+    def test_join_timeout_exits_4(self):
+        self.d.mpctl("run", "--name", "long", "--daemon", "sleep", "1000", check=0)
+        p = self.d.mpctl("join", "long", "--timeout", "0.2", check=4)
+        self.assertIn("still alive", p.stderr)
+        self.assertEqual(self.d.mpctl("is-alive", "long", check=0).stdout.strip(), "true")
+        self.assertEqual(self.d.mpctl("exitcode", "long", check=0).stdout.strip(), "null")
+        # a live one-shot cannot be forgotten
+        self.assertEqual(self.d.mpctl("forget", "long").returncode, 1)
+        self.d.mpctl("kill", "long", check=0)
+
+    def test_run_as_user(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root")
+        import pwd
+        self.d.mpctl("run", "--name", "nb", "--user", "nobody", "--", "id", "-u", check=0)
+        self.d.mpctl("join", "nb", check=0)
+        self.assertEqual(self.d.mpctl("logs", "nb", check=0).stdout.strip(),
+                         str(pwd.getpwnam("nobody").pw_uid))
+        p = self.d.mpctl("run", "--user", "no-such-user-mp", "--", "true", check=1)
+        self.assertIn("no such user", p.stderr)
+
+    def test_logs_n(self):
+        self.d.mpctl("run", "--name", "many", "--", "sh", "-c", "seq 1 10", check=0)
+        self.d.mpctl("join", "many", check=0)
+        self.assertEqual(self.d.mpctl("logs", "-n", "3", "many", check=0).stdout, "8\n9\n10\n")
+        self.assertEqual(len(self.d.mpctl("logs", "many", check=0).stdout.split()), 10)
+
+    def test_scale(self):
+        self.running("web:1")
+        self.d.mpctl("scale", "web", "3", check=0)
+        self.running("web:2")
+        self.d.mpctl("scale", "web", "1", check=0)
+        wait_for(lambda: len(self.d.ok("status", target="web")) == 1, what="web shrunk")
+        self.assertEqual(self.d.mpctl("scale", "nosuch", "1").returncode, 1)
+        self.assertEqual(self.d.mpctl("scale", "web", "x").returncode, 2)
+
+    def test_reload(self):
+        self.running("web:1")
+        self.assertEqual(self.d.mpctl("reload", check=0).stdout.strip(), "no changes")
+        self.d.write_config("[pool:web]\ncommand = sleep 1000\nprocesses = 2\nstart_secs = 0\n"
+                            "[pool:api]\ncommand = sleep 1000\nstart_secs = 0\n")
+        self.assertEqual(self.d.mpctl("reload", check=0).stdout.strip(), "added: api")
+        self.running("api:0")
+        self.d.write_config("[pool:web]\ncommand = sleep 1000\nprocesses = 2\nstart_secs = 0\n"
+                            "[pool:api]\ncommand = sleep 1000\nstart_secs = 0\n"
+                            "[pool:big]\ncommand = sleep 1000\nprocesses = 9\n",
+                            "max_processes = 4\n")
+        p = self.d.mpctl("reload", check=1)
+        self.assertIn("mpctl: reload: pool big: not added", p.stderr)
+        self.d.write_config("[pool:web]\nbogus = 1\n")
+        self.assertEqual(self.d.mpctl("reload").returncode, 1)
+
+
 if __name__ == "__main__":
     mpsuptest.main()

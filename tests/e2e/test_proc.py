@@ -4,10 +4,12 @@ output capture and files, logs, events."""
 import json
 import os
 import signal
+import subprocess
 import time
 import unittest
 
-from mpsuptest import Client, Daemon, DaemonTestCase, wait_for, DAEMON_WRAPPER, SCALE
+from mpsuptest import (Client, Daemon, DaemonTestCase, wait_for, DAEMON_WRAPPER, MPSUPD,
+                       SCALE)
 
 SLEEP_POOL = "[pool:w]\ncommand = sleep 1000\nprocesses = 2\nstart_secs = 0.2\n"
 
@@ -199,6 +201,38 @@ class OneShots(ProcTestCase):
             self.assertEqual([g["line"] for g in got], ["live one", "live two"])
             self.assertEqual({g["name"] for g in got}, {"talk"})
             self.assertEqual({g["stream"] for g in got}, {"stdout"})
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root to run as another user")
+class RunAsUser(ProcTestCase):
+    def test_user_nobody(self):
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        self.d.ok("proc.run", argv=["sh", "-c", 'id -u; id -g; echo "$USER $HOME"'],
+                  name="nb", user="nobody")
+        self.assertEqual(self.d.ok("proc.join", target="nb")["exitcode"], 0)
+        self.assertEqual(self.log_lines("nb"),
+                         [str(nobody.pw_uid), str(nobody.pw_gid),
+                          "nobody %s" % nobody.pw_dir])
+        # a numeric uid, and a running process's credentials
+        pid = self.d.ok("proc.run", argv=["sleep", "1000"], name="num",
+                        user=str(nobody.pw_uid), group="0", daemon=True)["pid"]
+        with open("/proc/%d/status" % pid) as f:
+            st = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+        self.assertEqual(st["Uid"].split()[0], str(nobody.pw_uid))
+        self.assertEqual(st["Gid"].split()[0], "0")
+
+    def test_unknown_user_never_runs(self):
+        marker = os.path.join(self.d.dir, "ran")
+        with self.d.client() as c:
+            r = c.call("proc.run", argv=["touch", marker], name="x", user="no-such-user-mp")
+            self.assertFalse(r["ok"])
+            self.assertEqual(r["error"]["code"], "spawn_failed")
+            self.assertIn("no-such-user-mp: no such user", r["error"]["message"])
+            self.assertEqual(c.err("status", target="x"), "not_found")
+            self.assertEqual(c.err("proc.run", argv=["true"], group="0"), "bad_request")
+            self.assertEqual(c.err("proc.run", argv=["true"], user=[1]), "bad_request")
+        self.assertFalse(os.path.exists(marker))
 
 
 class Retention(ProcTestCase):
@@ -562,6 +596,124 @@ class Reload(ProcTestCase):
         self.assertEqual(recs["a:0"]["pid"], before["a:0"]["pid"])
 
 
+class ReloadFailures(ProcTestCase):
+    """daemon.reload answers only what it did; what it could not do is in
+    failed (and logged)."""
+    main_config = "max_processes = 3\n"
+    config = "[pool:a]\ncommand = sleep 1000\nstart_secs = 0\n"
+
+    def test_failed_add_scale_and_name_taken(self):
+        self.wait_pool_running("a", 1)
+        self.d.ok("proc.run", argv=["sleep", "1000"], name="taken", daemon=True)
+        self.d.write_config("[pool:a]\ncommand = sleep 1000\nstart_secs = 0\nprocesses = 5\n"
+                            "[pool:big]\ncommand = sleep 1000\nprocesses = 4\n"
+                            "[pool:taken]\ncommand = sleep 1000\n"
+                            "[pool:ok]\ncommand = sleep 1000\nstart_secs = 0\n",
+                            "max_processes = 3\n")
+        r = self.d.ok("daemon.reload")
+        self.assertEqual((r["added"], r["changed"], r["removed"]), (["ok"], [], []))
+        failed = {f["pool"]: f["error"] for f in r["failed"]}
+        self.assertEqual(sorted(failed), ["a", "big", "taken"])
+        self.assertIn("max_processes", failed["big"])
+        self.assertIn("max_processes", failed["a"])
+        self.assertIn("one-shot", failed["taken"])
+        self.assertEqual(sorted(p["pool"] for p in self.d.ok("pool.list")), ["a", "ok"])
+        self.assertEqual(len(self.status("a")), 1)
+        log = self.d.read_log()
+        self.assertIn("reload: pool big: not added", log)
+        self.assertIn("reload: pool a: not scaled from 1 to 5", log)
+
+    def test_the_new_max_processes_applies(self):
+        self.wait_pool_running("a", 1)
+        self.d.write_config("[pool:a]\ncommand = sleep 1000\nstart_secs = 0\n"
+                            "[pool:big]\ncommand = sleep 1000\nprocesses = 4\nstart_secs = 0\n",
+                            "max_processes = 10\n")
+        r = self.d.ok("daemon.reload")
+        self.assertEqual((r["added"], r["failed"]), (["big"], []))
+        self.wait_pool_running("big", 4)
+
+    def test_changed_definition_that_cannot_grow(self):
+        self.wait_pool_running("a", 1)
+        self.d.write_config("[pool:a]\ncommand = sleep 999\nstart_secs = 0\nprocesses = 9\n",
+                            "max_processes = 3\n")
+        r = self.d.ok("daemon.reload")
+        self.assertEqual(r["changed"], ["a"])
+        self.assertEqual([f["pool"] for f in r["failed"]], ["a"])
+        self.assertIn("definition changed", r["failed"][0]["error"])
+        self.wait_pool_running("a", 1)
+
+
+class Priority(ProcTestCase):
+    """Start-up in priority order (low first), shutdown in reverse, one
+    level at a time (file order here is 3, 1, 2)."""
+    config = "".join("[pool:p%d]\ncommand = sleep 1000\nstart_secs = 0\npriority = %d\n"
+                     "stop_timeout = 5\n" % (n, n) for n in (3, 1, 2))
+
+    def test_start_in_priority_order_stop_in_reverse(self):
+        self.wait_pool_running("*", 3)
+        log = self.d.read_log()
+        spawned = [log.index("p%d:0: spawned pid" % n) for n in (1, 2, 3)]
+        self.assertEqual(spawned, sorted(spawned), log)
+        self.assertEqual(self.d.stop(), 0)
+        log = self.d.read_log()
+        # a level is asked to stop only once the level above is gone
+        for hi, lo in ((3, 2), (2, 1)):
+            self.assertLess(log.index("p%d:0 (pid" % hi),
+                            log.index("p%d:0: running -> stopping" % lo), log)
+
+
+class ShutdownOrder(ProcTestCase):
+    main_config = "shutdown_timeout = 20\n"
+
+    def test_daemon_oneshot_stopped_at_once_other_waited_for(self):
+        done = os.path.join(self.d.dir, "done")
+        with self.d.client() as c:
+            c.ok("proc.run", argv=["sleep", "1000"], name="bg", daemon=True)
+            c.ok("proc.run", argv=["sh", "-c", "sleep 1.5; echo ok > %s" % done], name="fg")
+        t0 = time.monotonic()
+        self.d.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "bg (pid" in self.d.read_log(), what="bg stopped")
+        self.assertFalse(os.path.exists(done), "bg was stopped while fg still ran")
+        self.assertEqual(self.d.stop(), 0)
+        elapsed = time.monotonic() - t0
+        log = self.d.read_log()
+        self.assertRegex(log, r"bg \(pid \d+\) killed by signal 15")
+        self.assertRegex(log, r"fg \(pid \d+\) exited with status 0")
+        self.assertEqual(read(done), "ok\n")
+        self.assertGreaterEqual(elapsed, 1.0)
+        self.assertLess(elapsed, 15 * SCALE)
+
+
+class WorkerSetup(ProcTestCase):
+    def test_umask_and_directory(self):
+        wd = os.path.join(self.d.dir, "work")
+        os.mkdir(wd)
+        self.add_pool("u", "sh -c 'umask; pwd; exec sleep 1000'", umask="027", directory=wd,
+                      start_secs=0)
+        wait_for(lambda: len(self.log_lines("u:0")) == 2, what="umask and pwd")
+        self.assertEqual(self.log_lines("u:0"), ["0027", wd])
+
+class Inherit(unittest.TestCase):
+    def test_inherit_is_the_daemons_own_stdout_and_stderr(self):
+        # the daemon's stdout and stderr kept apart (the harness merges them)
+        d = Daemon("[pool:inh]\ncommand = sh -c 'echo inherited-out; echo inherited-err >&2; "
+                   "exec sleep 1000'\nstdout = inherit\nstderr = inherit\nstart_secs = 0\n")
+        out, err = os.path.join(d.dir, "out"), os.path.join(d.dir, "err")
+        try:
+            with open(out, "wb") as fo, open(err, "wb") as fe:
+                d.log = open(d.logfile, "ab")
+                d.proc = subprocess.Popen(DAEMON_WRAPPER + [MPSUPD, "-c", d.conf], stdout=fo,
+                                          stderr=fe, env=d.env, cwd=d.dir)
+            wait_for(d.answers, what="mpsupd")
+            wait_for(lambda: "inherited-out" in read(out) and "inherited-err" in read(err),
+                     what="the worker's lines")
+            self.assertNotIn("inherited-err", read(out))
+            self.assertNotIn("inherited-out", read(err))
+            self.assertEqual(d.ok("proc.logs", target="inh:0", lines=10), [])
+            self.assertEqual(d.stop(), 0)
+        finally:
+            d.cleanup()
+
 class Shutdown(unittest.TestCase):
     def test_oneshots_and_pools_stopped_at_shutdown(self):
         d = Daemon("[pool:w]\ncommand = sleep 1000\nstart_secs = 0\n",
@@ -577,6 +729,25 @@ class Shutdown(unittest.TestCase):
             self.assertGreaterEqual(time.monotonic() - t0, 0.4)
             for pid in (dpid, npid, wpid):
                 self.assertFalse(pid_alive(pid))
+        finally:
+            d.cleanup()
+
+    def test_sighup_while_shutting_down_is_ignored(self):
+        d = Daemon("", "shutdown_timeout = 30\n")
+        d.start()
+        try:
+            with d.client() as c:
+                pid = c.ok("proc.run", argv=["sleep", "1000"], name="slow")["pid"]
+            d.proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: "waiting up to" in d.read_log(), what="shutdown to begin")
+            d.write_config("[pool:late]\ncommand = sleep 1000\n", "shutdown_timeout = 30\n")
+            d.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: "SIGHUP ignored" in d.read_log(), what="SIGHUP to be logged")
+            os.kill(pid, signal.SIGKILL)
+            self.assertEqual(d.stop(), 0)
+            log = d.read_log()
+            self.assertNotIn("pool late", log)
+            self.assertNotIn("configuration reloaded", log)
         finally:
             d.cleanup()
 

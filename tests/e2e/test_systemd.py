@@ -355,7 +355,8 @@ j.bind("/run/systemd/journal/socket")
 d = "%(dir)s"
 conf, log, sock = d + "/j.conf", d + "/j.log", d + "/j.sock"
 with open(conf, "w") as f:
-    f.write("[mpsupd]\nsocket = %%s\nlog_level = debug\n" %% sock)
+    f.write("[mpsupd]\nsocket = %%s\nlog_level = debug\n"
+            "[pool:jp]\ncommand = sleep 1000\nstart_secs = 0\n" %% sock)
 open(log, "w").close()
 st = os.stat(log)
 env = dict(os.environ, JOURNAL_STREAM="%%d:%%d" %% (st.st_dev, st.st_ino))
@@ -363,8 +364,9 @@ p = subprocess.Popen(["%(mpsupd)s", "-c", conf], stderr=open(log, "ab"), env=env
 entries = []
 j.settimeout(0.2)
 end = time.monotonic() + 20
-while time.monotonic() < end and not any("started (pid" in e.get("MESSAGE", "")
-                                         for e in entries):
+def seen(text):
+    return any(text in e.get("MESSAGE", "") for e in entries)
+while time.monotonic() < end and not (seen("started (pid") and seen("jp:0: spawned pid")):
     try:
         data = j.recv(65536)
     except socket.timeout:
@@ -411,6 +413,16 @@ class Journal(SystemdTestCase):
         self.assertRegex(e["CODE_LINE"], r"^\d+$")
         self.assertTrue(e["MESSAGE"].startswith("daemon: "), e)
         self.assertEqual(p.stderr.strip(), "", "nothing goes to stderr meanwhile")
+        self.assertNotIn("MPSUP_PROCESS", e)
+        # a message about a process carries its pool, name and pid
+        spawned = [e for e in entries if "jp:0: spawned pid" in e.get("MESSAGE", "")]
+        self.assertTrue(spawned, entries)
+        e = spawned[0]
+        self.assertEqual(e["MPSUP_SUBSYS"], "proc")
+        self.assertEqual(e["MPSUP_POOL"], "jp")
+        self.assertEqual(e["MPSUP_PROCESS"], "jp:0")
+        self.assertRegex(e["MPSUP_PID"], r"^[1-9]\d*$")
+        self.assertIn("spawned pid %s" % e["MPSUP_PID"], e["MESSAGE"])
 
     def test_other_journal_stream_means_stderr(self):
         d = self.daemon(env={"JOURNAL_STREAM": "1:1"})

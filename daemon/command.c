@@ -346,8 +346,14 @@ void command_dispatch(struct conn *c, char *line, size_t len)
 		}
 		request_free(r);
 	} else {
+		/* The table says which commands wait or stream: a handler that
+		 * does what its entry does not declare is a bug worth a line. */
 		if (!r->cancel)
 			log_error("command", "%s kept a request without a cancel hook", cmd->name);
+		if (ret == CMD_WAIT && !(cmd->flags & CMD_MAY_BLOCK))
+			log_error("command", "%s waits but is not flagged CMD_MAY_BLOCK", cmd->name);
+		if (ret == CMD_STREAM && !(cmd->flags & CMD_STREAMS))
+			log_error("command", "%s streams but is not flagged CMD_STREAMS", cmd->name);
 		r->kept = true;
 		c->kept = r;
 		c->streaming = ret == CMD_STREAM;

@@ -214,7 +214,19 @@ class Daemon:
         rc = self.proc.returncode
         self.proc = None
         self.check_wrapper_report()
+        self.check_command_table()
         return rc
+
+    # What command.c logs when a handler breaks the command table's rules.
+    TABLE_BUGS = re.compile(r"returned without an answer|kept a request without a cancel"
+                            r"|is not flagged CMD_")
+
+    def check_command_table(self):
+        """Every e2e run checks the one-reply rule and the wait/stream flags."""
+        m = self.TABLE_BUGS.search(self.read_log())
+        if m:
+            raise AssertionError("mpsupd broke a command-table rule (%s); log:\n%s"
+                                 % (m.group(0), self.read_log()[-30000:]))
 
     def check_wrapper_report(self):
         """Under valgrind: fail on any error or leak it reported, whatever

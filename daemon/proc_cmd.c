@@ -796,6 +796,10 @@ static json_t *pool_json(const struct pool *pl)
 	for (unsigned i = 0; i < pl->n_slots; i++)
 		running += pl->members[i] && proc_is_alive(pl->members[i]);
 	json_object_set_new(j, "running", json_integer(running));
+	/* lines the pool's output files could not take (disk full, ...) */
+	json_object_set_new(j, "output_errors",
+			    json_integer((json_int_t)((pl->out ? pl->out->errors : 0) +
+						      (pl->err ? pl->err->errors : 0))));
 	task_pool_record(pl, j);
 	return j;
 }

@@ -257,13 +257,14 @@ void outfile_write(struct outfile *f, const char *s, size_t n)
 	if (f->max_bytes && f->size > 0 && f->size + n + 1 > f->max_bytes)
 		outfile_rotate(f);
 	if (f->fd < 0) {
-		/* try again now and then: the disk may be back */
+		/* try again now and then: the disk may be back (a failed open
+		 * counts itself; a line dropped without trying counts here) */
 		if (f->errors % 64 == 0)
 			outfile_do_open(f);
-		if (f->fd < 0) {
+		else
 			f->errors++;
+		if (f->fd < 0)
 			return;
-		}
 	}
 	w = writev(f->fd, iov, 2);
 	if (w < 0) {

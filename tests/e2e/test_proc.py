@@ -520,6 +520,22 @@ class Output(ProcTestCase):
         self.assertFalse(os.path.exists(path + ".3"))
         self.assertIn("line-59", read(path))
 
+    def test_disk_error_counted_supervision_goes_on(self):
+        # /dev/full takes the open and refuses every write (ENOSPC).
+        self.add_pool("full", ["sh", "-c", "for i in 1 2 3 4 5; do echo line-$i; done; "
+                               "echo ready >&2; sleep 1000"], stdout="file:/dev/full",
+                      start_secs=0)
+        wait_for(lambda: "ready" in self.log_lines("full", "stderr"), what="worker output")
+        wait_for(lambda: [p for p in self.d.ok("pool.list")
+                          if p["pool"] == "full"][0]["output_errors"] >= 5,
+                 what="5 lines counted as lost")
+        self.assertIn("output file /dev/full: write", self.d.read_log())
+        # supervision goes on: a killed worker is restarted
+        pid = self.record("full:0")["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: self.record("full:0")["pid"] not in (None, pid), what="restart")
+        self.assertIn("line-1", self.log_lines("full"))
+
     def test_null_output(self):
         self.add_pool("quiet", ["sh", "-c", "echo hidden; sleep 1000"], stdout="null",
                       start_secs=0)

@@ -153,6 +153,7 @@ static struct {
 	bool thread_on, stop, dirty;
 	int sync_err;          /* errno of a failed background fsync */
 	double last_fsync;     /* wall clock, 0 = never */
+	uint64_t log_fsyncs;   /* fdatasyncs of the log that succeeded */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 } P = { .log_fd = -1, .dir_fd = -1, .mu = PTHREAD_MUTEX_INITIALIZER };
@@ -850,6 +851,7 @@ void persist_commit(void)
 		}
 		pthread_mutex_lock(&P.mu);
 		P.last_fsync = wall_now();
+		P.log_fsyncs++;
 		pthread_mutex_unlock(&P.mu);
 	} else if (P.thread_on) {
 		pthread_mutex_lock(&P.mu);
@@ -893,8 +895,10 @@ static void *sync_main(void *arg)
 		pthread_mutex_lock(&P.mu);
 		if (r < 0)
 			__atomic_store_n(&P.sync_err, -r, __ATOMIC_RELEASE);
-		else
+		else {
 			P.last_fsync = wall_now();
+			P.log_fsyncs++;
+		}
 	}
 	pthread_mutex_unlock(&P.mu);
 	return NULL;
@@ -1417,15 +1421,17 @@ void persist_close(bool snapshot)
 json_t *persist_info(void)
 {
 	double last_fsync;
+	uint64_t fsyncs;
 
 	if (!P.on)
 		return json_pack("{s:b}", "enabled", 0);
 	pthread_mutex_lock(&P.mu);
 	last_fsync = P.last_fsync;
+	fsyncs = P.log_fsyncs;
 	pthread_mutex_unlock(&P.mu);
 	check_thread();
 	return json_pack("{s:b, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:o, s:I, s:o, s:I, s:s?, "
-			 "s:s?, s:I}",
+			 "s:s?, s:I, s:I}",
 			 "enabled", 1, "file", P.path, "sync", sync_names[P.sync],
 			 "accepting_writes", !P.failed, "seq", (json_int_t)P.seq,
 			 "pending_records", (json_int_t)(P.seq - P.committed),
@@ -1437,7 +1443,7 @@ json_t *persist_info(void)
 			 "snapshots", (json_int_t)P.snapshots,
 			 "error", P.failed ? P.error : NULL,
 			 "last_error", P.last_error[0] ? P.last_error : NULL,
-			 "errors", (json_int_t)P.errors);
+			 "errors", (json_int_t)P.errors, "log_fsyncs", (json_int_t)fsyncs);
 }
 
 /* --- the module ------------------------------------------------------------------------------ */
@@ -1489,6 +1495,7 @@ static int persist_reload(const struct conf *nc, json_t *changes)
 	if (P.sync != STATE_SYNC_NO && sync_fd(P.log_fd) == 0) {
 		pthread_mutex_lock(&P.mu);
 		P.last_fsync = wall_now();
+		P.log_fsyncs++;
 		pthread_mutex_unlock(&P.mu);
 	}
 	log_info("persist", "state_sync: %s -> %s", sync_names[P.sync], sync_names[nc->state_sync]);

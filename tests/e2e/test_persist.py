@@ -369,6 +369,22 @@ class OtherModes(PersistCase):
         self.restart()
         self.assertEqual(self.d.ok("value.get", name="v"), 7)
 
+    def test_fsyncs_follow_the_mode(self):
+        """always: an fdatasync before every acknowledgement (each of these
+        sequential writes is its own event-loop pass); no: none."""
+        for mode, at_least, at_most in (("always", 20, None), ("no", 0, 0)):
+            self.sync = mode
+            self.configure()
+            self.d.ok("daemon.reload")
+            before = self.info()["log_fsyncs"]
+            with self.d.client() as c:
+                for i in range(20):
+                    c.ok("value.add", name="f", by=1)
+            done = self.info()["log_fsyncs"] - before
+            self.assertGreaterEqual(done, at_least, mode)
+            if at_most is not None:
+                self.assertLessEqual(done, at_most, mode)
+
     def test_compaction_when_the_log_grows(self):
         self.configure("state_log_max_bytes = 4K\n")
         self.d.ok("daemon.reload")

@@ -169,6 +169,22 @@ class Limits(DaemonTestCase):
                 return False
         wait_for(one_client, what="clients to go")
 
+    def test_max_subscribers(self):
+        self.d.stop()
+        self.d.write_config(main_extra="max_subscribers = 2\n")
+        self.d.start()
+        subs = [self.d.client() for _ in range(2)]
+        for s in subs:
+            s.send("events.subscribe")
+            self.assertTrue(s.recv()["ok"])
+        self.assertEqual(self.d.err("events.subscribe"), "limit")
+        subs[0].close()
+        wait_for(lambda: self.d.ok("daemon.info")["subscribers"] == 1, what="one left")
+        with self.d.client() as s:
+            s.send("events.subscribe")
+            self.assertTrue(s.recv()["ok"])
+        subs[1].close()
+
     def test_configured_request_size(self):
         with self.d.client() as c:
             c.send_raw(b'{"cmd":"ping","p":"' + b"z" * 5000 + b'"}\n')

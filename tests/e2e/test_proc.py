@@ -536,6 +536,15 @@ class Output(ProcTestCase):
         wait_for(lambda: self.record("full:0")["pid"] not in (None, pid), what="restart")
         self.assertIn("line-1", self.log_lines("full"))
 
+    def test_log_ring_keeps_the_last_lines(self):
+        self.d.stop()
+        self.d.write_config(main_extra="log_ring_lines = 5")
+        self.d.start()
+        self.add_pool("chatty", ["sh", "-c", "for i in $(seq 1 20); do echo l$i; done; "
+                                 "sleep 1000"], start_secs=0)
+        wait_for(lambda: "l20" in self.log_lines("chatty"), what="the last line")
+        self.assertEqual(self.log_lines("chatty"), ["l16", "l17", "l18", "l19", "l20"])
+
     def test_null_output(self):
         self.add_pool("quiet", ["sh", "-c", "echo hidden; sleep 1000"], stdout="null",
                       start_secs=0)

@@ -254,6 +254,20 @@ class Lifecycle(TaskTestCase):
         self.assertEqual(self.d.err("task.status", task=ids[1]), "not_found")
         self.assertEqual(self.d.ok("task.wait", task=ids[3]), {"result": 6})
 
+    def test_results_expire_by_age(self):
+        self.d.stop()
+        self.d.write_config(main_extra="task_results_age = 0.3")
+        self.d.start()
+        self.add_pool()
+        tid = self.d.ok("pool.submit", pool="t", item=1)["task"]
+        wait_for(lambda: self.status("t:0")[0]["tasks_done"] == 1, what="task done")
+        self.assertEqual(self.d.ok("task.status", task=tid)["state"], "done")
+        def evicted():
+            with self.d.client() as c:
+                r = c.call("task.status", task=tid)
+            return not r["ok"] and r["error"]["code"] == "not_found"
+        wait_for(evicted, what="the result evicted by age")
+
     def test_max_pending(self):
         self.add_pool(max_pending=3)
         self.assertEqual(self.d.err("pool.map", pool="t", items=[1, 2, 3, 4]), "limit")

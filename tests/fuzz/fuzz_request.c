@@ -19,7 +19,8 @@
  * reader of the request path and by jansson: whatever the fast reader
  * accepts, jansson must accept with the same value (mpsup_json_loadb),
  * and mpsup_request_read must give the parts or the error that
- * mpsup_request_parse gives.
+ * mpsup_request_parse gives. A pool.add line is also read by the pool
+ * definition parser (pool_conf_from_json) without running it.
  */
 #include "config.h"
 
@@ -191,6 +192,15 @@ static void check_request_read(const char *text, size_t len)
 		json_object_del(req, "id");
 		json_object_del(req, "cmd");
 		FUZZ_CHECK(json_equal(params, req), "params differ: %.*s", (int)len, text);
+		/* pool.add needs admin, which the connection never has (it would
+		 * spawn): its parser of client JSON is fuzzed here on its own. */
+		if (strcmp(cmd, "pool.add") == 0) {
+			struct pool_conf *pc = NULL;
+			char err[512];
+
+			if (pool_conf_from_json(params, &pc, err, sizeof(err)) == 0)
+				pool_conf_free(pc);
+		}
 	} else {
 		FUZZ_CHECK(e1.code == e2.code && strcmp(e1.message, e2.message) == 0,
 			   "errors differ: %s / %s", e1.message, e2.message);

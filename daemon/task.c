@@ -67,6 +67,7 @@ struct task_waiter;
 /* What only a submitted task has (allocated with it). */
 struct subm {
 	char *pool;                   /* its pool's name */
+	uid_t owner;                  /* the submitting peer: only it (or an admin) sees it */
 	char ran_on[96];              /* the worker that ran it last */
 	double finished;              /* monotonic; 0 = not yet */
 	struct task_waiter *waiters;  /* task.wait requests */
@@ -1143,6 +1144,7 @@ static enum cmd_ret cmd_pool_submit(struct request *r)
 		return CMD_DONE;
 	}
 	t->sub = (struct subm *)(t + 1);
+	t->sub->owner = r->conn ? r->conn->uid : 0;
 	t->id = next_task_id++;
 	t->item = json_incref(item);
 	t->tp = tp;
@@ -1170,7 +1172,12 @@ static struct task *task_param(struct request *r, json_t *v)
 			      r->cmd->name);
 		return NULL;
 	}
-	if (!(t = subm_find((uint64_t)json_integer_value(v))))
+	t = subm_find((uint64_t)json_integer_value(v));
+	/* Task ids are sequential: another user's results are not yours to
+	 * read or take (an admin may). */
+	if (t && r->conn && r->conn->role < ROLE_ADMIN && r->conn->uid != t->sub->owner)
+		t = NULL;
+	if (!t)
 		request_error(r, MPSUP_E_NOT_FOUND,
 			      "no task %" JSON_INTEGER_FORMAT " (unknown, fetched or evicted)",
 			      json_integer_value(v));

@@ -282,6 +282,27 @@ class StateForNobody(AccessTestCase):
         self.assertIsNone(self.d.proc.poll())
 
 
+class TaskResultsAreTheSubmitters(AccessTestCase):
+    """Task ids are sequential: a state peer cannot read or take another
+    user's submitted results (an admin can)."""
+    config = ("[access]\nstate = nobody\n[pool:t]\nmode = task\nstart_secs = 0\n"
+              "command = %s %s\n" % (sys.executable,
+                                     os.path.join(mpsuptest.SRCDIR, "examples",
+                                                  "double_worker.py")))
+
+    def test_other_users_task_not_found(self):
+        if "tasks" not in self.capabilities():
+            self.skipTest("no task pools")
+        wait_for(lambda: self.d.ok("status", target="t")[0]["state"] == "running",
+                 what="the worker")
+        mine = self.d.ok("pool.submit", pool="t", item=2)["task"]
+        self.assertEqual(self.nobody.code("task.status", task=mine), "not_found")
+        self.assertEqual(self.nobody.code("task.wait", task=mine), "not_found")
+        theirs = self.nobody.call("pool.submit", pool="t", item=5)["result"]["task"]
+        self.assertEqual(self.nobody.call("task.wait", task=theirs)["result"], {"result": 10})
+        self.assertEqual(self.d.ok("task.wait", task=mine), {"result": 4})
+
+
 class StateForGroup(AccessTestCase):
     """@group entries match the peer's primary group."""
     config = "[access]\nstate = @%s\n" % NOGROUP

@@ -313,6 +313,26 @@ class StateForGroup(AccessTestCase):
         self.assertEqual(self.nobody.code("daemon.shutdown"), "permission_denied")
 
 
+class StateForSupplementaryGroup(AccessTestCase):
+    """@group entries match a supplementary group of the peer too."""
+    config = "[access]\nstate = @daemon\n"
+
+    def test_supplementary_group_grants_state(self):
+        self.need_state()
+        if not shutil.which("setpriv"):
+            self.skipTest("needs setpriv to give the client a supplementary group")
+        extra = grp.getgrnam("daemon").gr_gid
+        member = Nobody(self.d.socket, ["setpriv", "--reuid=" + NOBODY, "--regid=" + NOGROUP,
+                                        "--groups=%d" % extra, "--"])
+        try:
+            self.assertEqual(member.groups, [extra])
+            self.assertEqual(member.call("value.add", name="g", by=1)["result"], 1)
+        finally:
+            member.finish()
+        # without the group: nothing
+        self.assertEqual(self.nobody.code("value.add", name="g", by=1), "permission_denied")
+
+
 class PoolUserGetsState(AccessTestCase):
     """The users pool workers run as get the state role by default, so
     workers can use shared state (never started here: autostart = no)."""

@@ -172,6 +172,23 @@ class OneShots(ProcTestCase):
         for leak in ("NOTIFY_SOCKET", "LISTEN_FDS", "WATCHDOG_USEC", "PYTHONPATH", "HOME"):
             self.assertNotIn(leak, env)
 
+    def test_clean_signal_state(self):
+        # mpsupd ignores SIGPIPE and blocks signals for libevent: a child has
+        # an empty mask and default dispositions (ignored ones survive exec).
+        for how in ("oneshot", "pool"):
+            if how == "oneshot":
+                self.d.ok("proc.run", argv=["cat", "/proc/self/status"], name="sig")
+                self.d.ok("proc.join", target="sig")
+                name = "sig"
+            else:
+                self.add_pool("sigpool", ["sh", "-c", "exec cat /proc/self/status; "],
+                              restart="never", start_secs=0)
+                self.wait_state("sigpool:0", "exited")
+                name = "sigpool"
+            lines = dict(l.split(":", 1) for l in self.log_lines(name) if ":" in l)
+            self.assertEqual(int(lines["SigBlk"].strip(), 16), 0, how)
+            self.assertEqual(int(lines["SigIgn"].strip(), 16), 0, how)
+
     def test_logs_lines(self):
         with self.d.client() as c:
             c.ok("proc.run", argv=["sh", "-c", "for i in 1 2 3 4 5; do echo out$i; done; "

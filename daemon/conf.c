@@ -907,7 +907,7 @@ void conf_defaults(struct conf *c)
 	c->state_log_max_bytes = 64 * 1024 * 1024;
 	c->max_request_bytes = 1024 * 1024;
 	c->max_clients = 1024;
-	c->max_clients_per_uid = 128; /* non-admin peers; 0 = only max_clients applies */
+	c->max_clients_per_uid = 0; /* non-admin peers; 0 = only max_clients applies */
 	c->max_json_depth = 64;
 	c->max_output_bytes = 16 * 1024 * 1024;
 	c->shutdown_timeout = 30;

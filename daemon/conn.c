@@ -448,6 +448,8 @@ void conn_flush(struct conn *c)
 		return;
 	if (!c->dead && evbuffer_get_length(c->out) > 0 &&
 	    persist_barrier(conn_barrier_passed, c)) {
+		if (c->dead) /* closed by the barrier (out of memory) */
+			return;
 		c->held = true;
 		event_del(c->ev_write);
 		if (!conn_wants_read(c))
@@ -472,6 +474,13 @@ void conn_flush(struct conn *c)
 	if (c->closing && evbuffer_get_length(c->out) == 0) {
 		conn_linger(c);
 		return;
+	}
+	/* Requests left unread while the output backed up: run them once it
+	 * has drained below the mark (from the loop: not under a caller). */
+	if (c->output_paused && !c->in_dispatch &&
+	    evbuffer_get_length(c->out) <= daemon_g.conf->max_output_bytes / 2) {
+		c->output_paused = false;
+		conn_resume(c);
 	}
 	conn_update_events(c);
 }
@@ -564,8 +573,10 @@ static void conn_process(struct conn *c)
 
 	c->in_dispatch = true;
 	while (!c->dead && !c->kept && !c->closing) {
-		if (evbuffer_get_length(c->out) > daemon_g.conf->max_output_bytes / 2)
-			break; /* resumed from the write callback */
+		if (evbuffer_get_length(c->out) > daemon_g.conf->max_output_bytes / 2) {
+			c->output_paused = true; /* conn_flush() resumes it */
+			break;
+		}
 		r = mpsup_framer_pop(c->in, &line, &len);
 		if (r == 0) {
 			drained = true;
@@ -616,14 +627,9 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 
 static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct conn *c = arg;
-	bool was_backed_up = evbuffer_get_length(c->out) > daemon_g.conf->max_output_bytes / 2;
-
 	(void)fd;
 	(void)what;
-	conn_flush(c);
-	if (!c->dead && was_backed_up && !c->kept)
-		conn_process(c);
+	conn_flush(arg);
 }
 
 static void conn_resume_cb(evutil_socket_t fd, short what, void *arg)

@@ -50,6 +50,7 @@ struct conn {
 	bool eof;               /* the peer shut down its writing side */
 	bool lingering;         /* answered and shut down; discarding input */
 	bool in_dispatch;
+	bool output_paused;     /* requests wait until the output drains */
 	bool held;              /* output waits for the commit barrier (persist.h) */
 	struct event *ev_resume;
 	struct conn_hook *hooks;

@@ -579,8 +579,12 @@ void persist_read(struct request *r)
 		P.taints = t;
 		P.cap_taints = cap;
 	}
-	P.taints[P.n_taints++] = (struct taint){ r->conn, P.attempted };
+	/* The hook first: without memory for it the connection is closed,
+	 * and a taint must never point at a closed connection. */
 	conn_add_close_hook(r->conn, taint_closed, NULL);
+	if (r->conn->dead)
+		return;
+	P.taints[P.n_taints++] = (struct taint){ r->conn, P.attempted };
 }
 
 bool persist_barrier(void (*fn)(void *arg), void *arg)
@@ -614,7 +618,10 @@ bool persist_barrier(void (*fn)(void *arg), void *arg)
 			persist_commit();
 			if (need <= P.committed)
 				return false;
-			log_error("persist", "out of memory holding an answer; it is never sent");
+			/* Not shown, never acknowledged, and no wake-up: the
+			 * connection goes (conn_flush sees it closed). */
+			log_error("persist", "out of memory holding an answer; closing its client");
+			conn_close(arg);
 			return true;
 		}
 		P.waits = w;
@@ -827,7 +834,10 @@ void persist_commit(void)
 		return;
 	P.attempted = upto;
 	if (P.failed) {
-		/* Only an unloggable record gets here: it waits for recovery. */
+		/* Records logged before the failure was seen in this pass (an
+		 * everysec fsync error found mid-pass), or an unloggable one:
+		 * they wait for the recovery, and reads of them with them. */
+		dirty_mark();
 		if (mono_now() - P.last_retry >= RETRY_MIN_SECS)
 			try_recover();
 		return;

@@ -342,6 +342,16 @@ static void signal_group(struct proc *p, int sig)
 			 conf_signal_name(sig) ? conf_signal_name(sig) : "?", strerror(errno));
 }
 
+/* Is pgid the group of a process we run now? */
+static bool pgid_in_use(pid_t pgid)
+{
+	for (unsigned b = 0; b < PID_BUCKETS; b++)
+		for (struct proc *p = pid_hash[b]; p; p = p->hnext)
+			if (p->pgid == pgid)
+				return true;
+	return false;
+}
+
 static struct stray *stray_free(struct stray *g)
 {
 	TAILQ_REMOVE(&strays, g, entry);
@@ -358,7 +368,9 @@ static void stray_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (group_alive(g->pgid)) {
+	/* The group id could have been taken again (its last member reaped by
+	 * someone else, the id reused): never kill a group of ours. */
+	if (group_alive(g->pgid) && !pgid_in_use(g->pgid)) {
 		log_warn_f("proc", &f, "%s: the rest of group %d still runs: SIGKILL", g->name,
 			   (int)g->pgid);
 		kill(-g->pgid, SIGKILL);
@@ -901,20 +913,29 @@ int run_ids_resolve(const char *user, const char *group, struct run_ids *ret, ch
 			return -ENOENT;
 		}
 	}
+	/* Supplementary groups: the user's (as root), else just the gid. A
+	 * list that cannot be had is an error, never a partial list. */
 	ids.groups = calloc((size_t)ng, sizeof(gid_t));
-	if (ids.groups && pw && geteuid() == 0 &&
-	    getgrouplist(pw->pw_name, ids.gid, ids.groups, &ng) < 0) {
+	if (ids.groups && pw && ids.user_name && geteuid() == 0 &&
+	    getgrouplist(ids.user_name, ids.gid, ids.groups, &ng) < 0) {
 		gid_t *g = realloc(ids.groups, (size_t)ng * sizeof(gid_t));
-		if (g) {
-			ids.groups = g;
-			if (getgrouplist(pw->pw_name, ids.gid, ids.groups, &ng) < 0)
-				ng = 0;
+		if (!g || getgrouplist(ids.user_name, ids.gid, (ids.groups = g), &ng) < 0) {
+			if (!g)
+				free(ids.groups);
+			ids.groups = NULL;
 		}
 	} else if (ids.groups && !(pw && geteuid() == 0)) {
 		ids.groups[0] = ids.gid;
 		ng = 1;
 	}
-	ids.n_groups = ids.groups ? ng : 0;
+	if (!ids.groups || (pw && (!ids.user_name || !ids.home || !ids.shell))) {
+		run_ids_clear(&ids);
+		if (asprintf(ret_error, "%s: cannot read its groups (out of memory)",
+			     user ? user : group) < 0)
+			*ret_error = NULL;
+		return -ENOMEM;
+	}
+	ids.n_groups = ng;
 	*ret = ids;
 	return 0;
 }

@@ -106,6 +106,21 @@ class Envelope(DaemonTestCase):
                 s.close()
         wait_for(lambda: self.d.ok("daemon.info")["clients"] == 1, what="clients to go")
 
+    def test_pipelined_big_answers_all_come(self):
+        # Output backs up past max_output_bytes/2 many times over while
+        # the rest of the requests wait in the input buffer.
+        with self.d.client() as c:
+            if not c.call("dict.set", name="big", key="k", value="x" * 200000)["ok"]:
+                self.skipTest("no shared state")
+            n = 200
+            c.send_raw(b"".join(b'{"id":%d,"cmd":"dict.get","name":"big","key":"k"}\n' % i
+                                for i in range(n)))
+            for i in range(n):
+                r = c.recv()
+                self.assertEqual(r["id"], i)
+                self.assertEqual(len(r["result"]), 200000)
+        self.still_answers()
+
     def test_half_close_still_answered(self):
         s = socket.socket(socket.AF_UNIX)
         s.connect(self.d.socket)

@@ -143,6 +143,14 @@ static int n_hooks(void)
 }
 
 /* Close a connection the way conn_close() does: cancel, then hooks. */
+static void conn_fake_close(struct conn *c);
+
+/* persist.c closes a client it cannot hold (out of memory). */
+void conn_close(struct conn *c)
+{
+	conn_fake_close(c);
+}
+
 static void conn_fake_close(struct conn *c)
 {
 	c->dead = true;

@@ -276,6 +276,24 @@ static bool plain_string(const char *s, size_t len)
 	return true;
 }
 
+/* Write n in decimal into buf (at least 21 bytes); returns the length. */
+static size_t fmt_int(char *buf, json_int_t n)
+{
+	/* In unsigned arithmetic, so the most negative value has a magnitude. */
+	unsigned long long u = n < 0 ? 0ULL - (unsigned long long)n : (unsigned long long)n;
+	char tmp[20];
+	size_t len = 0, i = 0;
+
+	do
+		tmp[i++] = (char)('0' + u % 10);
+	while ((u /= 10));
+	if (n < 0)
+		buf[len++] = '-';
+	while (i)
+		buf[len++] = tmp[--i];
+	return len;
+}
+
 /*
  * Append v as dump_at() does, writing the common small answers (null,
  * booleans, integers, plain short strings) directly: jansson's dumper
@@ -284,15 +302,13 @@ static bool plain_string(const char *s, size_t len)
 static size_t put_json(json_t *v, char *buf, size_t cap, size_t off)
 {
 	char tmp[24];
-	int n;
 
 	switch (json_typeof(v)) {
 	case JSON_NULL: return add_lit(buf, cap, off, "null", 4);
 	case JSON_TRUE: return add_lit(buf, cap, off, "true", 4);
 	case JSON_FALSE: return add_lit(buf, cap, off, "false", 5);
 	case JSON_INTEGER:
-		n = snprintf(tmp, sizeof(tmp), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-		return add_lit(buf, cap, off, tmp, (size_t)n);
+		return add_lit(buf, cap, off, tmp, fmt_int(tmp, json_integer_value(v)));
 	case JSON_STRING: {
 		size_t len = json_string_length(v);
 		if (len <= 256 && plain_string(json_string_value(v), len)) {
@@ -438,6 +454,21 @@ static void conn_barrier_passed(void *arg)
 	conn_flush(c);
 }
 
+/* Write what c->out holds: one write() when it is one piece (the common
+ * case: a batch of answers), evbuffer's writev otherwise. */
+static int conn_write_out(struct conn *c)
+{
+	struct evbuffer_iovec v;
+	ssize_t n;
+
+	if (evbuffer_peek(c->out, -1, NULL, &v, 1) != 1)
+		return evbuffer_write(c->out, c->fd);
+	n = write(c->fd, v.iov_base, v.iov_len);
+	if (n > 0)
+		evbuffer_drain(c->out, (size_t)n);
+	return (int)n;
+}
+
 void conn_flush(struct conn *c)
 {
 	/* Commit barrier: while mutations of this event-loop pass are not yet
@@ -457,7 +488,7 @@ void conn_flush(struct conn *c)
 		return;
 	}
 	while (!c->dead && evbuffer_get_length(c->out) > 0) {
-		int n = evbuffer_write(c->out, c->fd);
+		int n = conn_write_out(c);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				break;

@@ -35,6 +35,15 @@ class Envelope(DaemonTestCase):
             ids = [c.recv()["id"] for _ in range(3)]
             self.assertEqual(ids, ["a", 2, [3]])
 
+    def test_integer_ids_and_results_exact(self):
+        with self.d.client() as c:
+            for n in (0, 7, -1, 10, -10, 123456789, 2**63 - 1, -2**63):
+                c.send_raw(b'{"id":%d,"cmd":"ping"}\n' % n)
+                self.assertTrue(c.recv_line().startswith(b'{"id":%d,"ok":true' % n), n)
+                if c.call("value.set", name="n", value=n)["ok"]:
+                    c.send_raw(b'{"cmd":"value.get","name":"n"}\n')
+                    self.assertTrue(c.recv_line().endswith(b'"result":%d}' % n), n)
+
     def test_unknown_command_keeps_id(self):
         with self.d.client() as c:
             r = c.call("no.such.thing")

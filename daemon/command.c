@@ -14,6 +14,7 @@
 
 #include "command.h"
 #include "conn.h"
+#include "jsonw.h"
 #include "daemon.h"
 #include "log.h"
 
@@ -175,9 +176,11 @@ void request_free(struct request *r)
 	free(r);
 }
 
-/* Write the answer of r (v: result or error object, stolen) and, for a
- * kept request, let its connection go on. */
-static void request_finish(struct request *r, bool ok, json_t *v)
+/* Write the answer of r (v: result or error object, stolen; or, when v is
+ * NULL and raw is not, the result as JSON text) and, for a kept request,
+ * let its connection go on. */
+static void request_finish(struct request *r, bool ok, json_t *v, const char *raw,
+			   size_t raw_len)
 {
 	struct conn *c = r->conn;
 	bool kept = r->kept;
@@ -192,11 +195,11 @@ static void request_finish(struct request *r, bool ok, json_t *v)
 	 * from a failing send) must not cancel or free it under us. */
 	if (kept && c->kept == r)
 		c->kept = NULL;
-	if (!v) {
+	if (!v && !raw) {
 		log_error("command", "out of memory building an answer; dropping client");
 		conn_close(c);
 	} else {
-		conn_send_reply(c, r->id, ok, v);
+		conn_send_reply(c, r->id, ok, v, raw, raw_len);
 		json_decref(v);
 	}
 	if (kept) {
@@ -207,9 +210,15 @@ static void request_finish(struct request *r, bool ok, json_t *v)
 	}
 }
 
+void request_ok_text(struct request *r, struct jsonw *w)
+{
+	request_finish(r, true, NULL, jsonw_ok(w) ? w->buf : NULL, w->len);
+	jsonw_free(w);
+}
+
 void request_ok(struct request *r, json_t *result)
 {
-	request_finish(r, true, result ? result : json_null());
+	request_finish(r, true, result ? result : json_null(), NULL, 0);
 }
 
 void request_error(struct request *r, enum mpsup_err code, const char *fmt, ...)
@@ -220,12 +229,13 @@ void request_error(struct request *r, enum mpsup_err code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	request_finish(r, false, json_pack("{s:s, s:s}", "code", mpsup_err_name(code), "message", msg));
+	request_finish(r, false,
+		       json_pack("{s:s, s:s}", "code", mpsup_err_name(code), "message", msg), NULL, 0);
 }
 
 void request_fail(struct request *r, json_t *error)
 {
-	request_finish(r, false, error);
+	request_finish(r, false, error, NULL, 0);
 }
 
 int request_unpack(struct request *r, const char *fmt, ...)

@@ -94,6 +94,10 @@ void command_dispatch(struct conn *c, char *line, size_t len);
 
 /* Answer with a result (stolen; NULL answers null). */
 void request_ok(struct request *r, json_t *result);
+/* Answer with a result written as JSON text (w is freed; when the writer
+ * ran out of memory the client is dropped). */
+struct jsonw;
+void request_ok_text(struct request *r, struct jsonw *w);
 /* Answer with an error. */
 void request_error(struct request *r, enum mpsup_err code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

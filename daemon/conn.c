@@ -26,6 +26,7 @@
 #include "command.h"
 #include "conn.h"
 #include "daemon.h"
+#include "jsonw.h"
 #include "log.h"
 #include "mpsup.h"
 #include "persist.h"
@@ -266,34 +267,6 @@ static size_t add_lit(char *buf, size_t cap, size_t off, const char *lit, size_t
 	return off + len;
 }
 
-/* A string jansson would write as it is: printable ASCII, nothing to escape. */
-static bool plain_string(const char *s, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e || s[i] == '"' ||
-		    s[i] == '\\')
-			return false;
-	return true;
-}
-
-/* Write n in decimal into buf (at least 21 bytes); returns the length. */
-static size_t fmt_int(char *buf, json_int_t n)
-{
-	/* In unsigned arithmetic, so the most negative value has a magnitude. */
-	unsigned long long u = n < 0 ? 0ULL - (unsigned long long)n : (unsigned long long)n;
-	char tmp[20];
-	size_t len = 0, i = 0;
-
-	do
-		tmp[i++] = (char)('0' + u % 10);
-	while ((u /= 10));
-	if (n < 0)
-		buf[len++] = '-';
-	while (i)
-		buf[len++] = tmp[--i];
-	return len;
-}
-
 /*
  * Append v as dump_at() does, writing the common small answers (null,
  * booleans, integers, plain short strings) directly: jansson's dumper
@@ -308,10 +281,10 @@ static size_t put_json(json_t *v, char *buf, size_t cap, size_t off)
 	case JSON_TRUE: return add_lit(buf, cap, off, "true", 4);
 	case JSON_FALSE: return add_lit(buf, cap, off, "false", 5);
 	case JSON_INTEGER:
-		return add_lit(buf, cap, off, tmp, fmt_int(tmp, json_integer_value(v)));
+		return add_lit(buf, cap, off, tmp, jsonw_fmt_int(tmp, json_integer_value(v)));
 	case JSON_STRING: {
 		size_t len = json_string_length(v);
-		if (len <= 256 && plain_string(json_string_value(v), len)) {
+		if (len <= 256 && jsonw_plain(json_string_value(v), len)) {
 			off = add_lit(buf, cap, off, "\"", 1);
 			off = add_lit(buf, cap, off, json_string_value(v), len);
 			return add_lit(buf, cap, off, "\"", 1);
@@ -322,10 +295,12 @@ static size_t put_json(json_t *v, char *buf, size_t cap, size_t off)
 	}
 }
 
-/* Build a reply line {"id":ID,"ok":B,"result"|"error":V}\n into buf.
- * Returns its length, which is more than cap when it did not fit, or 0
- * when a value cannot be serialized. */
-static size_t build_reply(char *buf, size_t cap, json_t *id, bool ok, json_t *v)
+/* Build a reply line {"id":ID,"ok":B,"result"|"error":V}\n into buf, V
+ * being v or, when v is NULL, the JSON text raw. Returns its length, which
+ * is more than cap when it did not fit, or 0 when a value cannot be
+ * serialized. */
+static size_t build_reply(char *buf, size_t cap, json_t *id, bool ok, json_t *v,
+			  const char *raw, size_t raw_len)
 {
 	static const char mid_ok[] = ",\"ok\":true,\"result\":";
 	static const char mid_err[] = ",\"ok\":false,\"error\":";
@@ -335,8 +310,12 @@ static size_t build_reply(char *buf, size_t cap, json_t *id, bool ok, json_t *v)
 		return 0;
 	off = ok ? add_lit(buf, cap, off, mid_ok, sizeof(mid_ok) - 1)
 		 : add_lit(buf, cap, off, mid_err, sizeof(mid_err) - 1);
-	if (!(off = put_json(v, buf, cap, off)))
-		return 0;
+	if (v) {
+		if (!(off = put_json(v, buf, cap, off)))
+			return 0;
+	} else {
+		off = add_lit(buf, cap, off, raw, raw_len);
+	}
 	return add_lit(buf, cap, off, "}\n", 2);
 }
 
@@ -358,7 +337,8 @@ static bool conn_queue(struct conn *c, const char *data, size_t len)
 	return true;
 }
 
-bool conn_send_reply(struct conn *c, json_t *id, bool ok, json_t *v)
+bool conn_send_reply(struct conn *c, json_t *id, bool ok, json_t *v, const char *raw,
+		     size_t raw_len)
 {
 	size_t n;
 
@@ -366,11 +346,11 @@ bool conn_send_reply(struct conn *c, json_t *id, bool ok, json_t *v)
 		return false;
 	if (!scratch_reserve(64 * 1024))
 		goto fail;
-	n = build_reply(scratch, scratch_cap, id, ok, v);
+	n = build_reply(scratch, scratch_cap, id, ok, v, raw, raw_len);
 	if (n > scratch_cap) {
 		if (!scratch_reserve(n))
 			goto fail;
-		n = build_reply(scratch, scratch_cap, id, ok, v);
+		n = build_reply(scratch, scratch_cap, id, ok, v, raw, raw_len);
 	}
 	if (n && n <= scratch_cap)
 		return conn_queue(c, scratch, n);

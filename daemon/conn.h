@@ -72,8 +72,10 @@ const char *server_socket_path(void);
 /* Queue one JSON line for c. Returns false when c is (now) gone. */
 bool conn_send(struct conn *c, json_t *msg);
 /* Queue a reply line {"id", "ok", "result"|"error"} without building the
- * reply object (id may be NULL). */
-bool conn_send_reply(struct conn *c, json_t *id, bool ok, json_t *v);
+ * reply object (id may be NULL); the value is v or, when v is NULL, the
+ * JSON text raw (raw_len bytes). */
+bool conn_send_reply(struct conn *c, json_t *id, bool ok, json_t *v, const char *raw,
+		     size_t raw_len);
 /* Write queued output now (arming the write event only when it would block). */
 void conn_flush(struct conn *c);
 /* Close after pending output has been written. */

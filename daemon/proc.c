@@ -33,6 +33,7 @@
 
 #include "conn.h"
 #include "daemon.h"
+#include "jsonw.h"
 #include "events.h"
 #include "log.h"
 #include "proc.h"
@@ -140,29 +141,55 @@ bool proc_is_alive(const struct proc *p)
 	return proc_state_alive(p->state);
 }
 
-json_t *proc_record(const struct proc *p)
+void proc_record_write(const struct proc *p, struct jsonw *w)
 {
 	bool alive = proc_is_alive(p);
-	json_t *rec = json_object();
 
-	json_object_set_new(rec, "name", json_string(p->name));
-	json_object_set_new(rec, "pool", p->pool ? json_string(p->pool->name) : json_null());
-	json_object_set_new(rec, "index", p->pool ? json_integer(p->index) : json_null());
-	json_object_set_new(rec, "pid", p->pid ? json_integer(p->pid) : json_null());
-	json_object_set_new(rec, "state", json_string(proc_state_name(p->state)));
-	json_object_set_new(rec, "is_alive", json_boolean(alive));
-	json_object_set_new(rec, "exitcode",
-			    !alive && p->has_exitcode ? json_integer(p->exitcode) : json_null());
-	json_object_set_new(rec, "started_at",
-			    p->started_wall > 0 ? json_real(p->started_wall) : json_null());
-	json_object_set_new(rec, "uptime",
-			    alive && p->started_mono > 0 ? json_real(now_mono() - p->started_mono)
-							 : json_null());
-	json_object_set_new(rec, "restarts", json_integer(p->restarts));
-	json_object_set_new(rec, "exit_status_text",
-			    p->exit_status_text ? json_string(p->exit_status_text) : json_null());
-	task_proc_record(p, rec);
-	return rec;
+	jsonw_open(w, '{');
+	jsonw_key(w, "name");
+	jsonw_str(w, p->name);
+	jsonw_key(w, "pool");
+	jsonw_str(w, p->pool ? p->pool->name : NULL);
+	jsonw_key(w, "index");
+	if (p->pool)
+		jsonw_int(w, p->index);
+	else
+		jsonw_null(w);
+	jsonw_key(w, "pid");
+	if (p->pid)
+		jsonw_int(w, p->pid);
+	else
+		jsonw_null(w);
+	jsonw_key(w, "state");
+	jsonw_str(w, proc_state_name(p->state));
+	jsonw_key(w, "is_alive");
+	jsonw_bool(w, alive);
+	jsonw_key(w, "exitcode");
+	if (proc_exitcode_known(p))
+		jsonw_int(w, p->exitcode);
+	else
+		jsonw_null(w);
+	jsonw_key(w, "started_at");
+	if (p->started_wall > 0)
+		jsonw_secs(w, p->started_wall);
+	else
+		jsonw_null(w);
+	jsonw_key(w, "uptime");
+	if (alive && p->started_mono > 0)
+		jsonw_secs(w, now_mono() - p->started_mono);
+	else
+		jsonw_null(w);
+	jsonw_key(w, "restarts");
+	jsonw_int(w, p->restarts);
+	jsonw_key(w, "exit_status_text");
+	jsonw_str(w, p->exit_status_text);
+	task_proc_record_write(p, w);
+	jsonw_close(w, '}');
+}
+
+bool proc_exitcode_known(const struct proc *p)
+{
+	return !proc_is_alive(p) && p->has_exitcode;
 }
 
 static void set_text(struct proc *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

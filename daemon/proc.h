@@ -153,9 +153,13 @@ void proc_restart(struct proc *p);
 /* Send sig to the main process (pidfd when possible). -ESRCH when not running. */
 int proc_signal(struct proc *p, int sig);
 
-/* The process record of DESIGN.md (new JSON object). */
-json_t *proc_record(const struct proc *p);
+/* The process record of DESIGN.md, as JSON text (status of thousands of
+ * processes is written without jansson values: jsonw.h). */
+struct jsonw;
+void proc_record_write(const struct proc *p, struct jsonw *w);
 bool proc_is_alive(const struct proc *p);
+/* exitcode is not null: not alive, and it has run (or failed to spawn). */
+bool proc_exitcode_known(const struct proc *p);
 
 /* Shutdown: stop everything in reverse priority, then call done. */
 void proc_shutdown(void (*done)(void));

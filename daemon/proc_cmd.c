@@ -21,6 +21,7 @@
 #include "command.h"
 #include "conn.h"
 #include "daemon.h"
+#include "jsonw.h"
 #include "log.h"
 #include "proc.h"
 #include "task.h"
@@ -90,14 +91,18 @@ static bool target_matches(const char *target, const struct proc *p)
 	       (p->pool && strcmp(target, p->pool->name) == 0);
 }
 
-static json_t *records(struct proc **v, size_t n)
+/* Answer r with the records of v[0..n) (NULL entries: gone) as a list. */
+static void answer_records(struct request *r, struct proc **v, size_t n)
 {
-	json_t *a = json_array();
+	struct jsonw w;
 
+	jsonw_init(&w);
+	jsonw_open(&w, '[');
 	for (size_t i = 0; i < n; i++)
 		if (v[i])
-			json_array_append_new(a, proc_record(v[i]));
-	return a;
+			proc_record_write(v[i], &w);
+	jsonw_close(&w, ']');
+	request_ok_text(r, &w);
 }
 
 /*
@@ -145,31 +150,24 @@ static void waiter_free(struct waiter *w)
 
 static json_t *join_result(const struct proc *p, bool timed_out)
 {
-	json_t *rec;
-	json_t *res;
-
 	if (!p)
 		return json_pack("{s:n, s:b}", "exitcode", "is_alive", 0);
-	rec = proc_record(p);
-	res = json_pack("{s:O, s:b}", "exitcode", json_object_get(rec, "exitcode"), "is_alive",
-			timed_out || json_is_true(json_object_get(rec, "is_alive")));
-	json_decref(rec);
-	return res;
+	return json_pack("{s:o, s:b}", "exitcode",
+			 proc_exitcode_known(p) ? json_integer(p->exitcode) : json_null(), "is_alive",
+			 timed_out || proc_is_alive(p));
 }
 
 /* Answer w and free it. */
 static void waiter_finish(struct waiter *w, bool timed_out)
 {
 	struct request *r = w->r;
-	json_t *res;
 
-	if (w->kind == WAIT_JOIN)
-		res = join_result(w->procs[0], timed_out);
-	else
-		res = records(w->procs, w->n);
-	waiter_free(w);
 	r->cancel = NULL;
-	request_ok(r, res);
+	if (w->kind == WAIT_JOIN)
+		request_ok(r, join_result(w->procs[0], timed_out));
+	else
+		answer_records(r, w->procs, w->n);
+	waiter_free(w);
 }
 
 static bool waiter_check(struct waiter *w)
@@ -346,7 +344,7 @@ static enum cmd_ret cmd_status(struct request *r)
 		return CMD_DONE;
 	if (target_resolve(r, name ? name : "*", &t) < 0)
 		return CMD_DONE;
-	request_ok(r, records(t.v, t.n));
+	answer_records(r, t.v, t.n);
 	free(t.v);
 	return CMD_DONE;
 }
@@ -409,8 +407,6 @@ static enum cmd_ret cmd_restart(struct request *r)
 /* Send sig to the main process of every running process of t. */
 static enum cmd_ret signal_target(struct request *r, struct target *t, int sig)
 {
-	json_t *res;
-
 	if (t->n == 1 && !t->v[0]->pid) {
 		request_error(r, MPSUP_E_CONFLICT, "%s is not running", t->v[0]->name);
 		free(t->v);
@@ -421,9 +417,8 @@ static enum cmd_ret signal_target(struct request *r, struct target *t, int sig)
 		if (e < 0 && e != -ESRCH)
 			log_warn("proc", "%s: signal %d: %s", t->v[i]->name, sig, strerror(-e));
 	}
-	res = records(t->v, t->n);
+	answer_records(r, t->v, t->n);
 	free(t->v);
-	request_ok(r, res);
 	return CMD_DONE;
 }
 

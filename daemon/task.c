@@ -43,6 +43,7 @@
 
 #include "command.h"
 #include "conn.h"
+#include "jsonw.h"
 #include "daemon.h"
 #include "events.h"
 #include "log.h"
@@ -1019,14 +1020,16 @@ void task_pool_gone(struct pool *pl)
 	pl->tasks = NULL;
 }
 
-void task_proc_record(const struct proc *p, json_t *rec)
+void task_proc_record_write(const struct proc *p, struct jsonw *out)
 {
 	const struct worker *w = p->worker;
 
 	if (!p->pool || p->pool->conf->mode != POOL_MODE_TASK)
 		return;
-	json_object_set_new(rec, "busy", json_boolean(w && w->task));
-	json_object_set_new(rec, "tasks_done", json_integer(w ? (json_int_t)w->tasks_done : 0));
+	jsonw_key(out, "busy");
+	jsonw_bool(out, w && w->task);
+	jsonw_key(out, "tasks_done");
+	jsonw_int(out, w ? (long long)w->tasks_done : 0);
 }
 
 void task_pool_record(const struct pool *pl, json_t *j)

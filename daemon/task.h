@@ -33,7 +33,8 @@ void task_proc_gone(struct proc *p);
 /* pl is being freed: its backlog fails. */
 void task_pool_gone(struct pool *pl);
 /* Add busy/tasks_done to a task-pool member's record. */
-void task_proc_record(const struct proc *p, json_t *rec);
+struct jsonw;
+void task_proc_record_write(const struct proc *p, struct jsonw *w);
 /* Add busy/pending to a task pool's pool.list entry. */
 void task_pool_record(const struct pool *pl, json_t *j);
 

@@ -12,6 +12,7 @@
 
 #include "argv.h"
 #include "conf.h"
+#include "jsonw.h"
 #include "proc_fsm.h"
 
 static const struct proc_fsm_input NONE = { false, false, false };
@@ -191,6 +192,75 @@ START_TEST(test_argv_errors)
 }
 END_TEST
 
+/* ---- jsonw: the text writer of process records ---------------------------- */
+
+/* w's text, parsed, equals the JSON text want (and is valid JSON). */
+static void check_jsonw(struct jsonw *w, const char *want)
+{
+	json_t *got, *exp;
+	json_error_t e;
+
+	ck_assert(jsonw_ok(w));
+	got = json_loadb(w->buf, w->len, JSON_DECODE_ANY, &e);
+	ck_assert_msg(got, "not JSON: %.*s (%s)", (int)w->len, w->buf, e.text);
+	exp = json_loads(want, JSON_DECODE_ANY, NULL);
+	ck_assert_ptr_nonnull(exp);
+	ck_assert_msg(json_equal(got, exp), "%.*s != %s", (int)w->len, w->buf, want);
+	json_decref(got);
+	json_decref(exp);
+	jsonw_free(w);
+}
+
+START_TEST(test_jsonw)
+{
+	struct jsonw w;
+	char buf[32];
+
+	jsonw_init(&w);
+	jsonw_open(&w, '[');
+	jsonw_open(&w, '{');
+	jsonw_key(&w, "s");
+	jsonw_str(&w, "plain");
+	jsonw_key(&w, "e");
+	jsonw_str(&w, "q\"uote\nnew \xc3\xa9");
+	jsonw_key(&w, "n");
+	jsonw_str(&w, NULL);
+	jsonw_key(&w, "b");
+	jsonw_bool(&w, false);
+	jsonw_close(&w, '}');
+	jsonw_open(&w, '{');
+	jsonw_close(&w, '}');
+	jsonw_int(&w, -9223372036854775807LL - 1);
+	jsonw_int(&w, 9223372036854775807LL);
+	jsonw_int(&w, 0);
+	jsonw_null(&w);
+	jsonw_close(&w, ']');
+	check_jsonw(&w, "[{\"s\":\"plain\",\"e\":\"q\\\"uote\\nnew \u00e9\",\"n\":null,"
+			"\"b\":false},{},-9223372036854775808,9223372036854775807,0,null]");
+
+	/* seconds: microseconds, always a real, trailing zeros dropped */
+	jsonw_init(&w);
+	jsonw_open(&w, '[');
+	jsonw_secs(&w, 0);
+	jsonw_secs(&w, 1.5);
+	jsonw_secs(&w, 1795323629.123456);
+	jsonw_secs(&w, -2.25);
+	jsonw_secs(&w, 0.0000004);
+	jsonw_secs(&w, 1e300);
+	jsonw_close(&w, ']');
+	ck_assert(jsonw_ok(&w));
+	ck_assert_msg(w.len > 0 && memcmp(w.buf, "[0.0,1.5,1795323629.123456,-2.25,0.0,", 37) == 0,
+		      "%.*s", (int)w.len, w.buf);
+	check_jsonw(&w, "[0.0,1.5,1795323629.123456,-2.25,0.0,1e300]");
+
+	ck_assert_int_eq(jsonw_fmt_int(buf, -42), 3);
+	ck_assert(memcmp(buf, "-42", 3) == 0);
+	ck_assert(jsonw_plain("abc:0_-.", 8));
+	ck_assert(!jsonw_plain("a\"b", 3));
+	ck_assert(!jsonw_plain("\x7f", 1));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("proc");
@@ -207,6 +277,7 @@ int main(void)
 	tcase_add_test(tc, test_backoff);
 	tcase_add_test(tc, test_argv_split_and_expand);
 	tcase_add_test(tc, test_argv_errors);
+	tcase_add_test(tc, test_jsonw);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -129,6 +129,28 @@ static __attribute__((noreturn)) void child_fail(const struct spawn_plan *sp, in
 	_exit(127);
 }
 
+/* Set signal s to its default action. glibc refuses the signals it keeps
+ * for itself (32 and 33): an ignored one, inherited from whoever started
+ * mpsupd, would reach the child; the kernel call resets it (on the
+ * architectures where struct sigaction has the generic layout). */
+static void child_default_signal(int s, const struct sigaction *dfl)
+{
+	if (sigaction(s, dfl, NULL) == 0 || errno != EINVAL)
+		return;
+#if defined(__x86_64__) || defined(__aarch64__) || defined(__i386__) || defined(__arm__) || \
+	defined(__riscv) || defined(__powerpc64__) || defined(__s390x__)
+	{
+		struct {
+			void (*handler)(int);
+			unsigned long flags;
+			void (*restorer)(void);
+			unsigned long mask[2];
+		} k = { SIG_DFL, 0, NULL, { 0, 0 } };
+		(void)syscall(SYS_rt_sigaction, s, &k, NULL, (size_t)8);
+	}
+#endif
+}
+
 /* The child between vfork and exec: system calls only. */
 static __attribute__((noreturn)) void child_exec(const struct spawn_plan *sp)
 {
@@ -140,7 +162,7 @@ static __attribute__((noreturn)) void child_exec(const struct spawn_plan *sp)
 	sa.sa_handler = SIG_DFL;
 	for (int s = 1; s < NSIG; s++)
 		if (s != SIGKILL && s != SIGSTOP)
-			(void)sigaction(s, &sa, NULL);
+			child_default_signal(s, &sa);
 	if (setsid() < 0)
 		child_fail(sp, STEP_SETSID);
 	for (int i = 0; i < 3; i++) {

@@ -466,9 +466,9 @@ class FailingDisk(PersistCase):
         self.restart()
         self.assertEqual(sorted(self.d.ok("dict.keys", name="d")), ["after", "before", "held"])
 
-    def test_held_client_hanging_up_does_not_spin(self):
-        """A client whose answer is held by the failure hangs up: the daemon
-        does not busy-loop on its end-of-file while the disk stays bad."""
+    def failed_write(self):
+        """v = "old" on disk; then the disk fails and a client's value.set of
+        "NEW" is held unanswered. Returns that client."""
         self.d.ok("value.set", name="v", value="old")
         open(self.flag, "w").close()
         w = self.d.client()
@@ -476,6 +476,12 @@ class FailingDisk(PersistCase):
         w.sock.settimeout(0.3)
         with self.assertRaises(OSError):
             w.recv()
+        return w
+
+    def test_held_client_hanging_up_does_not_spin(self):
+        """A client whose answer is held by the failure hangs up: the daemon
+        does not busy-loop on its end-of-file while the disk stays bad."""
+        w = self.failed_write()
         w.close()
         wait_for(lambda: self.d.ok("daemon.info")["clients"] <= 2, what="hang-up seen")
 
@@ -495,13 +501,7 @@ class FailingDisk(PersistCase):
         """A mutation whose write failed is not shown to anyone: SIGKILL
         during the failure, and the value after the restart is the one
         every reader saw."""
-        self.d.ok("value.set", name="v", value="old")
-        open(self.flag, "w").close()
-        w = self.d.client()
-        w.send("value.set", name="v", value="NEW")
-        w.sock.settimeout(0.3)
-        with self.assertRaises(OSError):
-            w.recv()
+        w = self.failed_write()
         seen = []
         with self.d.client() as r:
             r.sock.settimeout(0.5)

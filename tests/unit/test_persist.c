@@ -705,19 +705,32 @@ END_TEST
 
 /* --- write failures ---------------------------------------------------------------- */
 
+/* The fault-injection flag file (MPSUP_TEST_FAIL_WRITES): writes fail while
+ * it exists. */
+static void fail_flag(char *flag, size_t len)
+{
+	snprintf(flag, len, "%s/fail", dir);
+	setenv("MPSUP_TEST_FAIL_WRITES", flag, 1);
+}
+
+static void disk_fails(const char *flag)
+{
+	int fd = open(flag, O_CREAT | O_WRONLY, 0600);
+
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+}
+
 START_TEST(test_write_failure_holds_and_recovers)
 {
 	char flag[160];
 	json_t *a;
-	int fd;
 
-	snprintf(flag, sizeof(flag), "%s/fail", dir);
-	setenv("MPSUP_TEST_FAIL_WRITES", flag, 1);
+	fail_flag(flag, sizeof(flag));
 	open_ok(STATE_SYNC_ALWAYS, false);
 	ok(0, "dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":1}");
 	ok(0, "value.add", "{\"name\":\"o\",\"by\":5}");
-	fd = open(flag, O_CREAT | O_WRONLY, 0600);
-	close(fd);
+	disk_fails(flag);
 	/* The write fails: the answer is held, never an acknowledgement. */
 	send_req(0, "dict.set", "{\"name\":\"d\",\"key\":\"b\",\"value\":2}");
 	ck_assert_ptr_null(recv_ans(0, 0.2));
@@ -754,16 +767,13 @@ START_TEST(test_read_of_unwritten_mutation_waits)
 {
 	char flag[160];
 	json_t *a;
-	int fd;
 
-	snprintf(flag, sizeof(flag), "%s/fail", dir);
-	setenv("MPSUP_TEST_FAIL_WRITES", flag, 1);
+	fail_flag(flag, sizeof(flag));
 	open_ok(STATE_SYNC_ALWAYS, false);
 	ok(0, "value.set", "{\"name\":\"v\",\"value\":\"old\"}");
 	ok(0, "dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":1}");
 	ok(0, "dict.set", "{\"name\":\"keep\",\"key\":\"a\",\"value\":1}");
-	fd = open(flag, O_CREAT | O_WRONLY, 0600);
-	close(fd);
+	disk_fails(flag);
 	/* One pass, two unwritten records: v changed, d deleted. */
 	send_req(0, "value.set", "{\"name\":\"v\",\"value\":\"NEW\"}");
 	send_req(0, "obj.delete", "{\"name\":\"d\"}");
@@ -813,14 +823,11 @@ START_TEST(test_namespace_read_after_failed_delete_waits)
 {
 	char flag[160];
 	json_t *a;
-	int fd;
 
-	snprintf(flag, sizeof(flag), "%s/fail", dir);
-	setenv("MPSUP_TEST_FAIL_WRITES", flag, 1);
+	fail_flag(flag, sizeof(flag));
 	open_ok(STATE_SYNC_ALWAYS, false);
 	ok(0, "dict.set", "{\"name\":\"d\",\"key\":\"a\",\"value\":1}");
-	fd = open(flag, O_CREAT | O_WRONLY, 0600);
-	close(fd);
+	disk_fails(flag);
 	send_req(0, "obj.delete", "{\"name\":\"d\"}");
 	ck_assert_ptr_null(recv_ans(0, 0.2));
 	send_req(1, "obj.get", "{\"name\":\"d\"}");

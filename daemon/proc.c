@@ -484,7 +484,12 @@ static struct proc_fsm_input fsm_input(const struct proc *p, enum proc_event ev)
 						  p->has_exitcode ? p->exitcode : 0);
 	in.retry = p->failures < c->start_retries;
 	stable_after = c->start_secs > STABLE_MIN_SECS ? c->start_secs : STABLE_MIN_SECS;
-	in.stable = p->started_mono > 0 && now_mono() - p->started_mono >= stable_after;
+	/* Reaching running by the start_secs timer is a stable run when that
+	 * is at least the minimum: the timer may fire a little before
+	 * started_mono + start_secs (libevent counts from its cached time). */
+	in.stable = p->started_mono > 0 &&
+		    (now_mono() - p->started_mono >= stable_after ||
+		     (p->state == PS_RUNNING && c->start_secs >= STABLE_MIN_SECS));
 	return in;
 }
 
@@ -492,6 +497,8 @@ static void timer_arm(struct proc *p, double secs)
 {
 	struct timeval tv = tv_from_secs(secs);
 
+	/* From now, not from the loop's cached time (a spawn took a while). */
+	event_base_update_cache_time(daemon_g.base);
 	evtimer_add(p->timer, &tv);
 }
 

@@ -1226,14 +1226,51 @@ static int parse_file(struct parse_state *st, const char *path)
 	return -EINVAL;
 }
 
+/* The line of the header [pool:NAME] in file, or 0 (errors about a whole
+ * section point at its header: the parser does not tell lines). */
+static int pool_header_line(const char *file, const char *name)
+{
+	char buf[512];
+	int n = 0, found = 0;
+	FILE *f;
+
+	if (!file || !(f = fopen(file, "re")))
+		return 0;
+	while (!found && fgets(buf, sizeof(buf), f)) {
+		char *s = buf, *e;
+
+		n++;
+		while (*s == ' ' || *s == '\t')
+			s++;
+		if (*s++ != '[' || strncmp(s, "pool:", 5) != 0)
+			continue;
+		s += 5;
+		if (!(e = strchr(s, ']')))
+			continue;
+		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if ((size_t)(e - s) == strlen(name) && strncmp(s, name, (size_t)(e - s)) == 0)
+			found = n;
+	}
+	fclose(f);
+	return found;
+}
+
 /* Whole-config checks after every file is read. */
 static int conf_finish(struct parse_state *st, const char *name)
 {
 	for (struct pool_conf *p = st->conf->pools; p; p = p->next) {
 		char sub[CONF_ERR_MAX];
+		int line;
+
 		if (pool_conf_check(p, sub, sizeof(sub)) < 0) {
-			snprintf(st->err, sizeof(st->err), "%s: [pool:%s] %s", p->file ? p->file : name,
-				 p->name, sub);
+			line = pool_header_line(p->file, p->name);
+			if (line > 0)
+				snprintf(st->err, sizeof(st->err), "%s:%d: [pool:%s] %s", p->file,
+					 line, p->name, sub);
+			else
+				snprintf(st->err, sizeof(st->err), "%s: [pool:%s] %s",
+					 p->file ? p->file : name, p->name, sub);
 			return -EINVAL;
 		}
 	}

@@ -337,6 +337,13 @@ class Config(mpsuptest.unittest.TestCase):
         self.assertIn("%s:7:" % path, p.stderr)
         self.assertIn("processes", p.stderr)
 
+    def test_section_error_names_the_header_line(self):
+        p, path = self.check("[pool:web]\nprocesses = 2\n")
+        self.assertNotEqual(p.returncode, 0)
+        # the header [pool:web] is line 5 (see above); the key is named
+        self.assertIn("%s:5: [pool:web]" % path, p.stderr)
+        self.assertIn("command is missing", p.stderr)
+
     def test_demo_config_is_valid(self):
         demo = os.path.join(mpsuptest.SRCDIR, "conf", "demo.conf")
         p = subprocess.run([MPSUPD, "--check-config", demo], capture_output=True, text=True)

@@ -244,6 +244,35 @@ class TestAgainstSupervisor(DaemonTestCase):
         self.assertRegex(out, r"(?m)^web:1\s+running\s+\d+")
         self.assertEqual(self.d.mpctl("is-alive", "web:1").returncode, 0)
 
+    def on_a_tty(self, env, *args):
+        """mpctl's output when its stdout is a terminal."""
+        import pty
+        master, slave = pty.openpty()
+        p = subprocess.Popen([MPCTL] + list(args), stdout=slave, env=env)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
+        self.assertEqual(p.wait(timeout=10 * SCALE), 0)
+        return out
+
+    def test_colour_only_on_a_tty(self):
+        wait_for(lambda: all(p["state"] == "running" for p in self.d.ok("status")),
+                 what="workers running")
+        self.assertNotIn("\033[", self.d.mpctl("status", check=0).stdout)
+        env = dict(os.environ, MPSUP_SOCKET=self.d.socket)
+        env.pop("NO_COLOR", None)
+        self.assertIn(b"\033[32mrunning", self.on_a_tty(env, "status"))
+        env["NO_COLOR"] = "1"
+        self.assertNotIn(b"\033[", self.on_a_tty(env, "status"))
+
     def test_value_add_through_mpctl(self):
         self.assertEqual(self.d.mpctl("value", "add", "hits", "5", check=0).stdout.strip(), "5")
         self.assertEqual(self.d.mpctl("value", "get", "hits", check=0).stdout.strip(), "5")

@@ -434,6 +434,13 @@ static void conn_barrier_passed(void *arg)
 	conn_flush(c);
 }
 
+/* More unsent output than a connection may pile up before it stops taking
+ * requests (half of max_output_bytes). */
+static bool output_backed_up(const struct conn *c)
+{
+	return evbuffer_get_length(c->out) > daemon_g.conf->max_output_bytes / 2;
+}
+
 /* Write what c->out holds: one write() when it is one piece (the common
  * case: a batch of answers), evbuffer's writev otherwise. */
 static int conn_write_out(struct conn *c)
@@ -488,8 +495,7 @@ void conn_flush(struct conn *c)
 	}
 	/* Requests left unread while the output backed up: run them once it
 	 * has drained below the mark (from the loop: not under a caller). */
-	if (c->output_paused && !c->in_dispatch &&
-	    evbuffer_get_length(c->out) <= daemon_g.conf->max_output_bytes / 2) {
+	if (c->output_paused && !c->in_dispatch && !output_backed_up(c)) {
 		c->output_paused = false;
 		conn_resume(c);
 	}
@@ -504,7 +510,7 @@ static bool conn_wants_read(struct conn *c)
 
 	if (c->eof || c->closing)
 		return false;
-	if (evbuffer_get_length(c->out) > daemon_g.conf->max_output_bytes / 2 && !c->streaming)
+	if (output_backed_up(c) && !c->streaming)
 		return false;
 	if (c->kept && !c->streaming && mpsup_framer_pending(c->in) > limit)
 		return false;
@@ -584,7 +590,7 @@ static void conn_process(struct conn *c)
 
 	c->in_dispatch = true;
 	while (!c->dead && !c->kept && !c->closing) {
-		if (evbuffer_get_length(c->out) > daemon_g.conf->max_output_bytes / 2) {
+		if (output_backed_up(c)) {
 			c->output_paused = true; /* conn_flush() resumes it */
 			break;
 		}

@@ -559,7 +559,7 @@ void persist_read(struct request *r)
 	struct taint *t;
 	ssize_t i;
 
-	if (!P.on || P.committed >= P.attempted || !r->conn)
+	if (!P.on || !r->conn)
 		return;
 	name = json_string_value(json_object_get(r->params, "name"));
 	if (!read_is_dirty(name))
@@ -1213,9 +1213,9 @@ static void files_close(void)
 	P.waits = NULL;
 	P.n_waits = P.cap_waits = 0;
 	taints_clear();
+	dirty_clear();
 	json_decref(P.unwritten);
 	P.unwritten = NULL;
-	P.unwritten_all = P.hold_all = false;
 	P.on = P.loading = P.failed = P.commit_scheduled = false;
 }
 

@@ -66,11 +66,11 @@ struct stray {
 	char pool[96];         /* its pool's name, "" for a one-shot */
 };
 static TAILQ_HEAD(, stray) strays = TAILQ_HEAD_INITIALIZER(strays);
+static unsigned n_strays;
 
 /* The journal fields of a message about p (its run with pid). */
 #define PROC_FIELDS(p, pid) \
 	(&(struct log_fields){ (p)->pool ? (p)->pool->name : NULL, (p)->name, (pid) })
-static unsigned n_strays;
 
 static struct proc *pid_hash[PID_BUCKETS];
 static struct event *ev_sigchld, *ev_sigusr1, *ev_gc, *ev_shutdown, *ev_shutdown_deadline;
@@ -369,6 +369,15 @@ static void signal_group(struct proc *p, int sig)
 			 conf_signal_name(sig) ? conf_signal_name(sig) : "?", strerror(errno));
 }
 
+/* p's stop signal to its whole group, and SIGCONT so a stopped process
+ * sees it. */
+static void signal_group_stop(struct proc *p)
+{
+	signal_group(p, p->stop_signal);
+	if (p->stop_signal != SIGKILL && p->stop_signal != SIGCONT)
+		signal_group(p, SIGCONT);
+}
+
 /* Is pgid the group of a process we run now? */
 static bool pgid_in_use(pid_t pgid)
 {
@@ -416,9 +425,7 @@ static void stray_start(struct proc *p)
 		return;
 	log_info_f("proc", PROC_FIELDS(p, p->pgid),
 		   "%s: main process gone, stopping the rest of group %d", p->name, (int)p->pgid);
-	kill(-p->pgid, p->stop_signal);
-	if (p->stop_signal != SIGKILL && p->stop_signal != SIGCONT)
-		kill(-p->pgid, SIGCONT);
+	signal_group_stop(p);
 	if (p->stop_signal == SIGKILL)
 		return;
 	if (!(g = calloc(1, sizeof(*g))) ||
@@ -572,9 +579,7 @@ static enum proc_event proc_enter(struct proc *p, enum proc_state from, enum pro
 			timer_arm(p, p->stop_timeout);
 			return PE_NONE;
 		}
-		signal_group(p, p->stop_signal);
-		if (p->stop_signal != SIGKILL && p->stop_signal != SIGCONT)
-			signal_group(p, SIGCONT); /* a stopped process must see the signal */
+		signal_group_stop(p);
 		timer_arm(p, p->stop_timeout);
 		return PE_NONE;
 	case PS_STOPPED:

@@ -277,5 +277,77 @@ class DaemonTestCase(unittest.TestCase):
         self.assertIn(rc, (0, None), "mpsupd exited with %r; log:\n%s" % (rc, log))
 
 
+class TapResult(unittest.TextTestResult):
+    """unittest's verbose report on stderr, and one TAP line per test on
+    stdout, so automake's TAP driver counts every test: a skipped test
+    shows as SKIP in make check's summary, not hidden inside a PASS."""
+
+    def __init__(self, stream, descriptions, verbosity):
+        super().__init__(stream, descriptions, verbosity)
+        self.tap_n = 0
+        self.tap_state = None
+
+    def _tap(self, state):
+        # the first bad outcome of a test (a failed subtest included) wins
+        if self.tap_state is None or self.tap_state[0] == "ok":
+            self.tap_state = state
+
+    def startTest(self, test):
+        super().startTest(test)
+        self.tap_state = None
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self._tap(("ok", ""))
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._tap(("not ok", ""))
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._tap(("not ok", ""))
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self._tap(("not ok", ""))
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        self._tap(("ok", " # SKIP " + reason.replace("\n", " ")))
+
+    def addExpectedFailure(self, test, err):
+        super().addExpectedFailure(test, err)
+        self._tap(("ok", " # expected failure"))
+
+    def addUnexpectedSuccess(self, test):
+        super().addUnexpectedSuccess(test)
+        self._tap(("not ok", " # unexpected success"))
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        state, note = self.tap_state or ("not ok", " # no outcome")
+        self.tap_n += 1
+        sys.stdout.write("%s %d - %s%s\n" % (state, self.tap_n, test.id(), note))
+        sys.stdout.flush()
+
+
+def skip_all(reason):
+    """The whole file cannot run here: say so in TAP (make check shows SKIP)."""
+    sys.stdout.write("1..0 # SKIP %s\n" % reason)
+    sys.exit(0)
+
+
 def main():
-    unittest.main(verbosity=2)
+    """Run the calling file's tests: TAP on stdout, unittest's report on
+    stderr (the test's .log file gets both)."""
+    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules["__main__"])
+    names = sys.argv[1:]
+    if names:
+        suite = unittest.defaultTestLoader.loadTestsFromNames(names, sys.modules["__main__"])
+    sys.stdout.write("1..%d\n" % suite.countTestCases())
+    sys.stdout.flush()
+    runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2, resultclass=TapResult)
+    result = runner.run(suite)
+    sys.exit(0 if result.wasSuccessful() else 1)

@@ -8,6 +8,7 @@ import subprocess
 import time
 import unittest
 
+import mpsuptest
 from mpsuptest import (Client, Daemon, DaemonTestCase, wait_for, DAEMON_WRAPPER, MPSUPD,
                        SCALE)
 
@@ -795,4 +796,4 @@ class Shutdown(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    mpsuptest.main()

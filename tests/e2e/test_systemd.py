@@ -15,6 +15,7 @@ import tempfile
 import time
 import unittest
 
+import mpsuptest
 from mpsuptest import Client, Daemon, MPCTL, MPSUPD, SCALE, SRCDIR, wait_for
 
 SERVICE_VARS = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
@@ -618,4 +619,4 @@ class ManPages(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    mpsuptest.main()

@@ -10,6 +10,7 @@ import sys
 import time
 import unittest
 
+import mpsuptest
 from mpsuptest import Client, DaemonTestCase, SRCDIR, wait_for
 
 PY = sys.executable
@@ -411,4 +412,4 @@ class Ctl(TaskTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    mpsuptest.main()

@@ -500,14 +500,14 @@ static json_t *read_value(struct reader *r)
 json_t *mpsup_json_loadb(const char *text, size_t len, size_t max_depth)
 {
 	struct reader r = {
-		.p = (const unsigned char *)text,
-		.end = (const unsigned char *)text + len,
 		.max_depth = max_depth && max_depth < READ_MAX_DEPTH ? max_depth : READ_MAX_DEPTH,
 	};
 	json_t *v;
 
 	if (!text)
 		return NULL;
+	r.p = (const unsigned char *)text;
+	r.end = r.p + len;
 	skip_space(&r);
 	if (!(v = read_value(&r)))
 		return NULL;
@@ -523,8 +523,6 @@ int json_read_request(const char *line, size_t len, size_t max_depth, json_t **r
 		      json_t **ret_id, char *cmd, size_t cmd_size)
 {
 	struct reader r = {
-		.p = (const unsigned char *)line,
-		.end = (const unsigned char *)line + len,
 		.depth = 1,
 		.max_depth = max_depth && max_depth < READ_MAX_DEPTH ? max_depth : READ_MAX_DEPTH,
 	};
@@ -533,6 +531,8 @@ int json_read_request(const char *line, size_t len, size_t max_depth, json_t **r
 
 	if (!line || cmd_size == 0)
 		return -1;
+	r.p = (const unsigned char *)line;
+	r.end = r.p + len;
 	skip_space(&r);
 	if (r.p >= r.end || *r.p != '{')
 		return -1;

@@ -69,12 +69,22 @@ static bool dir_has_acl(int fd)
 }
 
 /* Could o (for owner root: anyone but root) add, remove or rename entries
- * of the directory open on fd? */
-static bool dir_exposed(int fd, const struct stat *st, const struct safe_owner *o)
+ * of the directory open on fd? In a sticky directory (/tmp) others can add
+ * entries but not move those of another: that matters for the directory
+ * holding the file (last; a file can be moved in), not for one on the way
+ * (a directory cannot be moved in without write access to it, which the
+ * check of that directory sees). */
+static bool dir_exposed(int fd, const struct stat *st, const struct safe_owner *o, bool last)
 {
+	bool own = o->uid == 0 ? st->st_uid != 0 : st->st_uid == o->uid;
+
+	if (own)
+		return true;
+	if ((st->st_mode & S_ISVTX) && !last)
+		return false;
 	if (o->uid == 0)
-		return st->st_uid != 0 || (st->st_mode & (S_IWGRP | S_IWOTH));
-	if (st->st_uid == o->uid || (st->st_mode & S_IWOTH))
+		return st->st_mode & (S_IWGRP | S_IWOTH);
+	if (st->st_mode & S_IWOTH)
 		return true;
 	if (!(st->st_mode & S_IWGRP))
 		return false;
@@ -121,9 +131,9 @@ int safe_dir_open(const char *path, const struct safe_owner *o, struct safe_dir 
 			r = -errno;
 			goto fail;
 		}
-		d.exposed |= dir_exposed(d.fd, &st, o);
 		while (*p == '/')
 			p++;
+		d.exposed |= dir_exposed(d.fd, &st, o, !*p);
 		if (!*p)
 			break;
 		len = strcspn(p, "/");

@@ -91,8 +91,17 @@ class OutputFilesTestCase(unittest.TestCase):
         return path
 
     def plant_symlink(self, where, target):
-        os.symlink(target, where)
-        os.lchown(where, self.uid, self.gid)
+        """A symlink of nobody's at where, replacing what is there in one
+        step (the daemon may be rotating)."""
+        tmp = where + ".planting"
+        os.symlink(target, tmp)
+        os.lchown(tmp, self.uid, self.gid)
+        os.rename(tmp, where)
+
+    def plant_hard_link(self, where, target):
+        tmp = where + ".planting"
+        os.link(target, tmp)
+        os.rename(tmp, where)
 
     # the daemon
 
@@ -243,16 +252,18 @@ class PlantedWhileRunning(OutputFilesTestCase):
         self.start(w=(out, {"stdout_max_bytes": 300, "stdout_backups": 2}))
         # every backup name aimed at the victims, then the directory itself
         self.plant_symlink(out + ".1", self.victims["secret"])
-        os.link(self.victims["out.log.1"], out + ".2")
+        self.plant_hard_link(out + ".2", self.victims["out.log.1"])
         os.rename(self.logs, self.logs + ".real")
         self.plant_symlink(self.logs, self.victim_dir)
         for _ in range(4):
             self.wait_output("w", n=10)
+        self.d.ok("proc.stop", target="w")  # no rotation under the checks
         self.assert_victims_intact("rotation")
         # rotation went on in the directory that was opened
         real = os.path.join(self.logs + ".real", "out.log")
         self.assertTrue(os.path.exists(real + ".1"))
         self.assertLessEqual(os.path.getsize(real), 300)
+        self.d.ok("proc.start", target="w")
         self.d.ok("daemon.reopen_logs")
         self.wait_output("w")
         self.assert_victims_intact("daemon.reopen_logs")
@@ -273,12 +284,14 @@ class CreatedFiles(OutputFilesTestCase):
         out = os.path.join(self.logs, "out.log")
         self.start(w=(out, {"stdout_max_bytes": 300, "stdout_backups": 2}))
         wait_for(lambda: os.path.exists(out + ".2"), what="two rotations")
+        self.d.ok("proc.stop", target="w")  # no rotation under the checks
         for p in (out, out + ".1", out + ".2"):
             self.assert_owned(p)
             self.assertLessEqual(os.path.getsize(p), 300, p)
         self.assertFalse(os.path.exists(out + ".3"))
         self.assertEqual(self.output_errors("w"), 0)
         # the pool's own file, which it may change, is reopened fine
+        self.d.ok("proc.start", target="w")
         os.rename(out, out + ".old")
         self.d.ok("daemon.reopen_logs")
         wait_for(lambda: os.path.exists(out), what="the reopened file")

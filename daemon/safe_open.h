@@ -9,9 +9,9 @@
 #ifndef MPSUPD_SAFE_OPEN_H
 #define MPSUPD_SAFE_OPEN_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <errno.h>
 #include <sys/types.h>
 
 /* The user the files are written for. */

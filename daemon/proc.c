@@ -1001,19 +1001,30 @@ static void pool_resolve_ids(struct pool *pl)
 	pl->set_ids = !(geteuid() != 0 && pl->uid == geteuid() && pl->gid == getegid());
 }
 
+/* The output files of the pool, written for the user its members run as
+ * (resolved before). A pool whose user is unknown runs nothing: no files. */
 static void pool_open_outputs(struct pool *pl)
 {
+	struct safe_owner owner = {
+		.uid = pl->set_ids ? pl->uid : geteuid(),
+		.gid = pl->set_ids ? pl->gid : getegid(),
+		.groups = pl->set_ids ? pl->groups : NULL,
+		.n_groups = pl->set_ids && pl->n_groups > 0 ? (size_t)pl->n_groups : 0,
+	};
+
 	pl->out = outfile_free(pl->out);
 	pl->err = outfile_free(pl->err);
 	pl->err_to_out = false;
+	if (pl->ids_error)
+		return;
 	if (pl->conf->out.kind == OUTPUT_FILE)
-		pl->out = outfile_open(&pl->conf->out);
+		pl->out = outfile_open(&pl->conf->out, &owner);
 	if (pl->conf->err.kind == OUTPUT_FILE) {
 		/* stdout and stderr into one file: share it */
 		if (pl->out && strcmp(pl->conf->err.path, pl->conf->out.path) == 0)
 			pl->err_to_out = true;
 		else
-			pl->err = outfile_open(&pl->conf->err);
+			pl->err = outfile_open(&pl->conf->err, &owner);
 	}
 }
 

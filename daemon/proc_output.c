@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +169,21 @@ static void outfile_error(struct outfile *f, const char *what, int e)
 	f->failing = true;
 }
 
+/* A file safe_open would not write (r < 0): a refusal or an error. */
+static void outfile_open_error(struct outfile *f, int r)
+{
+	bool refused = r == -ELOOP || r == -EMLINK || r == -EFTYPE_SAFE || r == -EOWNER_SAFE;
+
+	f->errors++;
+	if (!f->failing && refused)
+		log_warn("proc", "output file %s: refused: %s (output is dropped until it is fixed)",
+			 f->path, safe_open_strerror(r));
+	else if (!f->failing)
+		log_error("proc", "output file %s: open: %s (output is dropped until it works again)",
+			  f->path, safe_open_strerror(r));
+	f->failing = true;
+}
+
 static void outfile_ok(struct outfile *f)
 {
 	if (f->failing)
@@ -175,29 +191,61 @@ static void outfile_ok(struct outfile *f)
 	f->failing = false;
 }
 
-static void outfile_do_open(struct outfile *f)
+static void outfile_close_dir(struct outfile *f)
 {
-	struct stat st;
-
-	f->fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
-	if (f->fd < 0) {
-		outfile_error(f, "open", errno);
-		return;
-	}
-	f->size = fstat(f->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+	if (f->dir.fd >= 0)
+		close(f->dir.fd);
+	f->dir.fd = -1;
 }
 
-struct outfile *outfile_open(const struct output_conf *oc)
+/* Open the file (resolving its directory again when walk is set or it is
+ * not open). Output files are opened by the daemon as root, like systemd's
+ * StandardOutput=file: (opened before privileges are dropped), so a log
+ * under a root-owned /var/log/app works; safe_open keeps the pool's user
+ * from steering that root open at a file the user could not write. */
+static void outfile_do_open(struct outfile *f, bool walk)
+{
+	struct stat st;
+	int r;
+
+	if (walk || f->dir.fd < 0) {
+		outfile_close_dir(f);
+		if ((r = safe_dir_open(f->dirpath, &f->owner, &f->dir)) < 0) {
+			f->dir.fd = -1;
+			outfile_open_error(f, r);
+			return;
+		}
+	}
+	r = safe_open_append(&f->dir, f->name, &f->owner, SAFE_CREATE | SAFE_CHARDEV_OK,
+			     OUTFILE_MODE, &f->fd);
+	if (r < 0) {
+		f->fd = -1;
+		outfile_open_error(f, r);
+		return;
+	}
+	f->rotates = fstat(f->fd, &st) == 0 && S_ISREG(st.st_mode);
+	f->size = f->rotates ? (uint64_t)st.st_size : 0;
+}
+
+struct outfile *outfile_open(const struct output_conf *oc, const struct safe_owner *owner)
 {
 	struct outfile *f = calloc(1, sizeof(*f));
 
-	if (!f || !(f->path = strdup(oc->path))) {
-		free(f);
+	if (!f)
 		return NULL;
-	}
+	f->fd = f->dir.fd = -1;
+	f->owner = *owner;
+	f->owner.groups = NULL;
+	if (owner->n_groups &&
+	    (f->owner.groups = malloc(owner->n_groups * sizeof(gid_t))))
+		memcpy((gid_t *)f->owner.groups, owner->groups, owner->n_groups * sizeof(gid_t));
+	if (!(f->path = strdup(oc->path)) || (owner->n_groups && !f->owner.groups))
+		return outfile_free(f);
+	if (safe_path_split(oc->path, &f->dirpath, &f->name) < 0)
+		return outfile_free(f);
 	f->max_bytes = oc->max_bytes;
 	f->backups = oc->backups;
-	outfile_do_open(f);
+	outfile_do_open(f, true);
 	return f;
 }
 
@@ -207,6 +255,10 @@ struct outfile *outfile_free(struct outfile *f)
 		return NULL;
 	if (f->fd >= 0)
 		close(f->fd);
+	outfile_close_dir(f);
+	free((gid_t *)f->owner.groups);
+	free(f->dirpath);
+	free(f->name);
 	free(f->path);
 	free(f);
 	return NULL;
@@ -216,37 +268,37 @@ void outfile_reopen(struct outfile *f)
 {
 	if (f->fd >= 0)
 		close(f->fd);
-	outfile_do_open(f);
+	f->fd = -1;
+	f->failing = false; /* an operator asked: say how this attempt went */
+	outfile_do_open(f, true);
 }
 
-/* path.N-1 -> path.N ... path -> path.1, then a fresh path. */
+/* name.N-1 -> name.N ... name -> name.1 in the directory opened (renameat
+ * moves entries and never follows them), then a fresh name. Without
+ * backups the descriptor checked at open is truncated, never the name. */
 static void outfile_rotate(struct outfile *f)
 {
-	char *from = NULL, *to = NULL;
+	char from[NAME_MAX + 16], to[NAME_MAX + 16];
 
-	if (f->fd >= 0)
-		close(f->fd);
-	f->fd = -1;
 	if (f->backups == 0) {
-		if (truncate(f->path, 0) < 0 && errno != ENOENT)
+		if (ftruncate(f->fd, 0) < 0)
 			outfile_error(f, "truncate", errno);
-	} else {
-		for (unsigned i = f->backups; i >= 1; i--) {
-			if (i > 1) {
-				if (asprintf(&from, "%s.%u", f->path, i - 1) < 0)
-					from = NULL;
-			} else
-				from = strdup(f->path);
-			if (asprintf(&to, "%s.%u", f->path, i) < 0)
-				to = NULL;
-			if (from && to && rename(from, to) < 0 && errno != ENOENT)
-				outfile_error(f, "rotate", errno);
-			free(from);
-			free(to);
-			from = to = NULL;
-		}
+		else
+			f->size = 0;
+		return;
 	}
-	outfile_do_open(f);
+	close(f->fd);
+	f->fd = -1;
+	for (unsigned i = f->backups; i >= 1; i--) {
+		if (i > 1)
+			snprintf(from, sizeof(from), "%s.%u", f->name, i - 1);
+		else
+			snprintf(from, sizeof(from), "%s", f->name);
+		snprintf(to, sizeof(to), "%s.%u", f->name, i);
+		if (renameat(f->dir.fd, from, f->dir.fd, to) < 0 && errno != ENOENT)
+			outfile_error(f, "rotate", errno);
+	}
+	outfile_do_open(f, false);
 }
 
 void outfile_write(struct outfile *f, const char *s, size_t n)
@@ -254,13 +306,14 @@ void outfile_write(struct outfile *f, const char *s, size_t n)
 	struct iovec iov[2] = { { (void *)s, n }, { (void *)"\n", 1 } };
 	ssize_t w;
 
-	if (f->max_bytes && f->size > 0 && f->size + n + 1 > f->max_bytes)
+	if (f->fd >= 0 && f->rotates && f->max_bytes && f->size > 0 &&
+	    f->size + n + 1 > f->max_bytes)
 		outfile_rotate(f);
 	if (f->fd < 0) {
 		/* try again now and then: the disk may be back (a failed open
 		 * counts itself; a line dropped without trying counts here) */
 		if (f->errors % 64 == 0)
-			outfile_do_open(f);
+			outfile_do_open(f, false);
 		else
 			f->errors++;
 		if (f->fd < 0)

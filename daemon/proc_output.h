@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "safe_open.h"
 
 struct proc;
 struct event;
@@ -40,20 +41,29 @@ struct logring {
 const struct logline *logring_at(const struct logring *r, unsigned i);
 void logring_clear(struct logring *r);
 
-/* An output file shared by the processes of a pool. */
+/* An output file shared by the processes of a pool, opened as root with
+ * safe_open (no symlinks, one link, the pool user's own file where that
+ * user can change the directory) and created for the pool's user. */
 struct outfile {
 	char *path;
+	char *dirpath, *name;     /* path split */
+	struct safe_dir dir;      /* fd -1 when not open */
+	struct safe_owner owner;  /* the pool's user (groups: own copy) */
 	uint64_t max_bytes;
 	unsigned backups;
 	int fd;            /* -1 when it could not be opened */
+	bool rotates;      /* a regular file (a device never rotates) */
 	uint64_t size;
-	uint64_t errors;   /* write/open/rotate errors */
+	uint64_t errors;   /* write/open/rotate errors and refused files */
 	bool failing;      /* the last operation failed (log only transitions) */
 };
 
-struct outfile *outfile_open(const struct output_conf *oc);
+/* Mode of the files created (owned by the pool's user and group). */
+#define OUTFILE_MODE 0640
+
+struct outfile *outfile_open(const struct output_conf *oc, const struct safe_owner *owner);
 struct outfile *outfile_free(struct outfile *f);
-/* Close and open again (logrotate moved the file). */
+/* Close and open again, resolving the path anew (logrotate moved the file). */
 void outfile_reopen(struct outfile *f);
 /* Append one line (a newline is added); rotates past max_bytes. */
 void outfile_write(struct outfile *f, const char *s, size_t n);

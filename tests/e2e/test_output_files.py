@@ -328,6 +328,5 @@ class CreatedFiles(OutputFilesTestCase):
 if __name__ == "__main__":
     why = why_not_runnable()
     if why:
-        print("SKIP: %s" % why)
-        sys.exit(77)
+        mpsuptest.skip_all(why)
     mpsuptest.main()

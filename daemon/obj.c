@@ -533,6 +533,15 @@ static enum cmd_ret cmd_obj_create(struct request *r)
 		request_error(r, code, "obj.create: %s", err);
 		return CMD_DONE;
 	}
+	/* Options such as an array's size cost more than their text: undo
+	 * what the estimate let through (nothing was logged or published). */
+	if (r->conn && daemon_g.conf->max_memory && mem_used > daemon_g.conf->max_memory) {
+		size_t took = o->mem;
+
+		obj_delete(o);
+		mem_room(r, took); /* answers limit: the count is back, took does not fit */
+		return CMD_DONE;
+	}
 	if (type->dump)
 		persist_log_request(r);
 	obj_changed(o, "create");

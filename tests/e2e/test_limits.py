@@ -152,6 +152,12 @@ class MaxMemory(DaemonTestCase):
         self.assertFalse(self.d.ok("dict.has", name="d", key="k%d" % n))
         self.assertEqual(self.d.err("list.append", name="l", value="w" * 4000), "limit")
         self.assertEqual([o["name"] for o in self.d.ok("obj.list")], ["d"])
+        # An array's size costs more than its text: refused all the same.
+        with self.d.client() as c:
+            r = c.call("obj.create", name="a", type="array", typecode="d", size=4096)
+        self.assertEqual(r["error"]["code"], "limit", r)
+        self.assertNotIn("a", [o["name"] for o in self.d.ok("obj.list")])
+        self.assertEqual(memory(self.d)["state_bytes"], used)
         # Reads, deletes and the rest work.
         self.assertEqual(len(self.d.ok("dict.get", name="d", key="k0")), 4000)
         self.assertEqual(len(self.d.ok("obj.get", name="d")), n)

@@ -592,55 +592,75 @@ class StreamShares(AccessTestCase):
     """events.subscribe and proc.logs follow share one count, max_subscribers,
     with the same shares by role (16: 4 kept for admins, 4 more for state
     peers)."""
-    config = "[access]\nread = *\n"
+    config = "[access]\nread = *\nstate = %s\n" % OTHER
     main_config = "max_subscribers = 16\n"
 
-    def test_read_streams_leave_admins_theirs(self):
+    def stream(self, peer, i):
+        """Open a stream as peer (a subscription or, for odd i, a follow)."""
+        c = peer.connect()
+        if i % 2:
+            return c, peer.send(c, "proc.logs", target="x", follow=True)
+        return c, peer.send(c, "events.subscribe")
+
+    def test_read_streams_leave_state_and_admins_theirs(self):
+        prefix = as_user(OTHER, OTHER_GROUP)
+        if prefix is None:
+            self.skipTest("needs setpriv and a %s user" % OTHER)
+        other = Nobody(self.d.socket, prefix)
         self.d.ok("proc.run", argv=["true"], name="x")
         self.d.ok("proc.join", target="x")
-        held = []
-        for i in range(8):
-            c = self.nobody.connect()
-            if i % 2:
-                r = self.nobody.send(c, "proc.logs", target="x", follow=True)
-            else:
-                r = self.nobody.send(c, "events.subscribe")
-            self.assertTrue(r.get("ok"), (i, r))
-            held.append(c)
-        for cmd, params in (("events.subscribe", {}),
-                            ("proc.logs", {"target": "x", "follow": True})):
-            r = self.nobody.call(cmd, **params)
-            self.assertEqual(r.get("error", {}).get("code"), "limit", r)
+        held, theirs, roots = [], [], []
+        try:
+            for i in range(8):
+                c, r = self.stream(self.nobody, i)
+                self.assertTrue(r.get("ok"), (i, r))
+                held.append(c)
+            for cmd, params in (("events.subscribe", {}),
+                                ("proc.logs", {"target": "x", "follow": True})):
+                r = self.nobody.call(cmd, **params)
+                self.assertEqual(r.get("error", {}).get("code"), "limit", r)
+                self.assertEqual(r["error"]["message"],
+                                 "too many streams: max_subscribers (16) reached for role read: "
+                                 "it may use 8, the last 8 are kept for the state and admin "
+                                 "roles")
+            self.assertEqual(self.d.ok("daemon.info")["memory"]["streams"], 8)
+            # A state peer gets the 4 kept for it, not more.
+            for i in range(4):
+                c, r = self.stream(other, i)
+                self.assertTrue(r.get("ok"), (i, r))
+                theirs.append(c)
+            r = other.call("events.subscribe")
             self.assertEqual(r["error"]["message"],
-                             "too many streams: max_subscribers (16) reached for role read: it "
-                             "may use 8, the last 8 are kept for the state and admin roles")
-        self.assertEqual(self.d.ok("daemon.info")["memory"]["streams"], 8)
-        roots = []
-        for i in range(8):
+                             "too many streams: max_subscribers (16) reached for role state: "
+                             "it may use 12, the last 4 are kept for admins")
+            # Admins get the rest.
+            for i in range(4):
+                rc = self.d.client()
+                if i % 2:
+                    self.assertTrue(rc.call("proc.logs", target="x", follow=True)["ok"])
+                else:
+                    self.assertTrue(rc.call("events.subscribe")["ok"])
+                roots.append(rc)
+            with self.d.client() as rc:
+                self.assertEqual(rc.call("events.subscribe")["error"]["message"],
+                                 "too many streams: max_subscribers (16) reached")
+            # A closed stream gives its slot back (read peers still wait for
+            # fewer than 8 streams in all).
+            roots.pop().close()
+            wait_for(lambda: self.d.ok("daemon.info")["memory"]["streams"] == 15,
+                     what="the stream slot given back")
+            self.assertEqual(self.nobody.code("events.subscribe"), "limit")
             rc = self.d.client()
-            if i % 2:
-                self.assertTrue(rc.call("proc.logs", target="x", follow=True)["ok"])
-            else:
-                self.assertTrue(rc.call("events.subscribe")["ok"])
+            self.assertTrue(rc.call("events.subscribe")["ok"])
             roots.append(rc)
-        rc = self.d.client()
-        r = rc.call("events.subscribe")
-        self.assertEqual(r["error"]["message"],
-                         "too many streams: max_subscribers (16) reached")
-        rc.close()
-        # A closed stream gives its slot back (read peers still wait for
-        # fewer than 8 streams in all).
-        roots.pop().close()
-        wait_for(lambda: self.d.ok("daemon.info")["memory"]["streams"] == 15,
-                 what="the stream slot given back")
-        self.assertEqual(self.nobody.code("events.subscribe"), "limit")
-        rc = self.d.client()
-        self.assertTrue(rc.call("events.subscribe")["ok"])
-        roots.append(rc)
-        for rc in roots:
-            rc.close()
-        for h in held:
-            self.nobody.close(h)
+        finally:
+            for rc in roots:
+                rc.close()
+            for c in theirs:
+                other.close(c)
+            other.finish()
+            for h in held:
+                self.nobody.close(h)
 
 
 class PoolUserWithExplicitState(AccessTestCase):

@@ -796,7 +796,7 @@ static bool admission(uid_t uid, pid_t pid, enum role role, const char **ret_exe
 		snprintf(buf, len, "max_clients_per_uid (%u) reached", cf->max_clients_per_uid);
 	else
 		return true;
-	pool = policy->worker_pool ? policy->worker_pool(pid, &allowance) : NULL;
+	pool = policy->worker_pool ? policy->worker_pool(pid, uid, &allowance) : NULL;
 	if (pool && exempt_of_pool(pool) < allowance) {
 		*ret_exempt = pool;
 		return true;

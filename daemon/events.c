@@ -80,7 +80,7 @@ void events_publish(enum event_topic topic, json_t *ev)
 
 bool events_visible_to_owner(const struct conn *c, const void *owner)
 {
-	return c->role >= ROLE_ADMIN || c->uid == *(const uid_t *)owner;
+	return c && (c->role >= ROLE_ADMIN || c->uid == *(const uid_t *)owner);
 }
 
 static void subscriber_cancel(struct request *r)

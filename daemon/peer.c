@@ -57,16 +57,17 @@ static enum role peer_role(uid_t uid, const gid_t *gids, int n_gids)
 	return ROLE_NONE;
 }
 
-/* The pool whose running member has this pid. Walks the members: asked
- * only when the shares would refuse a peer. */
-static const char *worker_pool(pid_t pid, unsigned *ret_allowance)
+/* The pool whose running member has this pid. Walks the members of the
+ * pools that run as uid: asked only when the shares would refuse a peer,
+ * and a flood from a user no pool runs as costs no walk. */
+static const char *worker_pool(pid_t pid, uid_t uid, unsigned *ret_allowance)
 {
 	const struct pool *pl;
 
 	if (pid <= 0)
 		return NULL;
 	TAILQ_FOREACH(pl, &pools, entry) {
-		if (pl->removing)
+		if (pl->removing || (pl->set_ids ? pl->uid : geteuid()) != uid)
 			continue;
 		for (unsigned i = 0; i < pl->n_slots; i++)
 			if (pl->members[i] && pl->members[i]->pid == pid &&

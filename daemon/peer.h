@@ -14,10 +14,11 @@
 struct peer_policy {
 	/* The role of a peer with these credentials. */
 	enum role (*role)(uid_t uid, const gid_t *gids, int n_gids);
-	/* When pid is a live worker of a pool: the pool's name (valid until
-	 * the loop runs again) and how many connections its workers may hold
-	 * beyond the role shares of max_clients; NULL otherwise. */
-	const char *(*worker_pool)(pid_t pid, unsigned *ret_allowance);
+	/* When pid (of user uid) is a live worker of a pool: the pool's name
+	 * (valid until the loop runs again) and how many connections its
+	 * workers may hold beyond the role shares of max_clients; NULL
+	 * otherwise. */
+	const char *(*worker_pool)(pid_t pid, uid_t uid, unsigned *ret_allowance);
 };
 
 /* Connections a pool's workers may hold beyond the shares, per worker. */

@@ -4,7 +4,9 @@ max_output_total bounds all of them), shared-state data (max_memory), and
 the rule that every request line gets an answer, a blank one too."""
 import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import unittest
 
@@ -224,6 +226,30 @@ class MaxMemoryAndPersistedState(unittest.TestCase):
             self.assertEqual(d.stop(), 0)
         finally:
             d.cleanup()
+
+
+class LimitKeys(unittest.TestCase):
+    """max_memory and max_output_total are checked like the other sizes."""
+
+    def check(self, line):
+        d = Daemon("", line)
+        try:
+            return subprocess.run([mpsuptest.MPSUPD, "--check-config", d.conf],
+                                  capture_output=True, text=True)
+        finally:
+            shutil.rmtree(d.dir, ignore_errors=True)
+
+    def test_values(self):
+        for line in ("max_memory = 0", "max_memory = 1G", "max_output_total = 64K"):
+            p = self.check(line + "\n")
+            self.assertEqual(p.returncode, 0, (line, p.stderr))
+        for line, why in (("max_memory = -1", "max_memory: expected a size"),
+                          ("max_memory = lots", "max_memory: expected a size"),
+                          ("max_output_total = 1K", "max_output_total: expected a size of at "
+                           "least 64K")):
+            p = self.check(line + "\n")
+            self.assertNotEqual(p.returncode, 0, line)
+            self.assertIn(why, p.stderr)
 
 
 if __name__ == "__main__":

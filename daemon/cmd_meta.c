@@ -8,6 +8,7 @@
 #include "conn.h"
 #include "daemon.h"
 #include "events.h"
+#include "obj.h"
 
 /* hello -> who we are and what we can do. */
 static enum cmd_ret cmd_hello(struct request *r)
@@ -54,6 +55,18 @@ static enum cmd_ret cmd_info(struct request *r)
 			 (int)cf->max_waiters, "max_processes", (int)cf->max_processes,
 			 "max_oneshots", (int)cf->max_oneshots, "max_subscribers",
 			 (int)cf->max_subscribers);
+	/* Memory bounds: shared-state data (max_memory) and unsent output
+	 * (max_output_total); clients paused until their output drains;
+	 * streams (max_subscribers). */
+	if (info)
+		json_object_set_new(info, "memory",
+				    json_pack("{s:I, s:I, s:I, s:I, s:i, s:i}", "state_bytes",
+					      (json_int_t)obj_mem_used(), "max_memory",
+					      (json_int_t)cf->max_memory, "output_bytes",
+					      (json_int_t)server_output_bytes(), "max_output_total",
+					      (json_int_t)cf->max_output_total, "paused_clients",
+					      (int)server_paused_clients(), "streams",
+					      (int)server_streams()));
 	if (info)
 		command_info(info);
 	request_ok(r, info);

@@ -203,6 +203,8 @@ static void request_finish(struct request *r, bool ok, json_t *v, const char *ra
 		json_decref(v);
 	}
 	if (kept) {
+		if (c->streaming)
+			conn_stream_release(c);
 		c->streaming = false;
 		request_free(r);
 		conn_flush(c);
@@ -306,6 +308,12 @@ void command_dispatch(struct conn *c, char *line, size_t len)
 	json_t *req, *id = NULL;
 	enum cmd_ret ret;
 
+	/* Every line gets an answer, a blank one too: a client that counts
+	 * answers must not wait forever for one. */
+	if (strspn(line, " \t\r") == len) {
+		reply_early(c, NULL, MPSUP_E_BAD_REQUEST, "empty request");
+		return;
+	}
 	if (mpsup_request_read(line, len, daemon_g.conf->max_json_depth, &req, &id, name,
 			       sizeof(name), &err) < 0) {
 		reply_early(c, id, err.code, err.message);

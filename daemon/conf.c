@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <ini.h>
 
@@ -898,6 +899,15 @@ struct pool_conf *conf_find_pool(const struct conf *c, const char *name)
 	return NULL;
 }
 
+/* A quarter of the machine's memory (max_memory's default; 0 = unknown,
+ * no limit). */
+static uint64_t default_max_memory(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+
+	return pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size / 4 : 0;
+}
+
 void conf_defaults(struct conf *c)
 {
 	memset(c, 0, sizeof(*c));
@@ -910,6 +920,8 @@ void conf_defaults(struct conf *c)
 	c->max_clients_per_uid = 0; /* non-admin peers; 0 = only max_clients applies */
 	c->max_json_depth = 64;
 	c->max_output_bytes = 16 * 1024 * 1024;
+	c->max_output_total = 256 * 1024 * 1024;
+	c->max_memory = default_max_memory();
 	c->shutdown_timeout = 30;
 	c->max_objects = 1000000;
 	c->max_object_items = 10000000;
@@ -1098,6 +1110,14 @@ static int main_key(struct parse_state *st, const char *key, const char *value)
 		if (parse_size(value, &sz) < 0 || sz < 4096)
 			return seterr(err, errlen, "expected a size of at least 4K, not '%s'", value);
 		c->max_output_bytes = (size_t)sz;
+	} else if (strcmp(key, "max_output_total") == 0) {
+		if (parse_size(value, &sz) < 0 || sz < 64 * 1024)
+			return seterr(err, errlen, "expected a size of at least 64K, not '%s'", value);
+		c->max_output_total = (size_t)sz;
+	} else if (strcmp(key, "max_memory") == 0) {
+		if (parse_size(value, &c->max_memory) < 0)
+			return seterr(err, errlen, "expected a size (like 1G, 0 = no limit), not '%s'",
+				      value);
 	} else if (strcmp(key, "shutdown_timeout") == 0) {
 		if (conf_parse_duration(value, &c->shutdown_timeout) < 0)
 			return seterr(err, errlen, "expected a duration in seconds, not '%s'", value);

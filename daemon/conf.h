@@ -85,8 +85,10 @@ struct conf {
 	unsigned max_clients_per_uid;
 	unsigned max_json_depth;
 	size_t max_output_bytes;   /* a connection's unsent output before it is dropped */
+	size_t max_output_total;   /* all connections' unsent output */
 	double shutdown_timeout;
 
+	uint64_t max_memory;       /* shared-state data bytes; 0 = no limit */
 	unsigned max_objects;
 	unsigned max_object_items; /* dict keys / list items per object */
 	unsigned max_queue_items;  /* all queues together */

@@ -29,16 +29,22 @@
 #include "jsonw.h"
 #include "log.h"
 #include "mpsup.h"
+#include "peer.h"
 #include "persist.h"
-#include "proc.h"
 
 #define READ_CHUNK (64 * 1024)
 #define LINGER_SECS 2.0        /* how long a closing peer may keep sending */
 #define LINGER_BYTES (64 << 20) /* and how much */
 #define MAX_PEER_GROUPS 256
+#define OUTPUT_PAUSE_BYTES (256 * 1024) /* see output_backed_up() */
 
 static TAILQ_HEAD(conn_list, conn) conns = TAILQ_HEAD_INITIALIZER(conns);
 static unsigned n_conns;
+static unsigned n_exempt;     /* workers' connections beyond the role shares */
+static unsigned n_streams;    /* streaming connections (max_subscribers) */
+static size_t out_total;      /* unsent output of every connection */
+static struct event *ev_budget; /* enforces max_output_total from the loop */
+static const struct peer_policy *policy = &peer_policy_default;
 static uint64_t next_conn_id = 1;
 static int listen_fd = -1;
 static bool listen_activated; /* handed over by systemd: not ours to unlink */
@@ -60,53 +66,6 @@ const char *server_socket_path(void)
 unsigned server_clients(void)
 {
 	return n_conns;
-}
-
-/* Is uid/gids in an [access] list? */
-static bool access_match(const struct access_list *a, uid_t uid, const gid_t *gids, int n_gids)
-{
-	if (a->any)
-		return true;
-	for (size_t i = 0; i < a->n_uids; i++)
-		if (a->uids[i] == uid)
-			return true;
-	for (size_t i = 0; i < a->n_gids; i++)
-		for (int j = 0; j < n_gids; j++)
-			if (a->gids[i] == gids[j])
-				return true;
-	return false;
-}
-
-/* Is uid a user that some pool's workers run as? (Resolved when the pool
- * was made: no name lookup here.) */
-static bool pool_user(uid_t uid)
-{
-	const struct pool *pl;
-
-	TAILQ_FOREACH(pl, &pools, entry)
-		if (pl->set_ids && !pl->ids_error && pl->uid == uid)
-			return true;
-	return false;
-}
-
-/* The role of a peer: root and the daemon's own user are admin; [access]
- * grants the rest (the highest role whose list matches); users that pool
- * workers run as get at least state unless [access] sets `state`. */
-static enum role peer_role(uid_t uid, const gid_t *gids, int n_gids)
-{
-	const struct conf *cf = daemon_g.conf;
-
-	if (uid == 0 || uid == geteuid())
-		return ROLE_ADMIN;
-	for (enum role r = ROLE_ADMIN; r > ROLE_STATE; r--)
-		if (access_match(&cf->access[r], uid, gids, n_gids))
-			return r;
-	if (access_match(&cf->access[ROLE_STATE], uid, gids, n_gids) ||
-	    (!cf->access[ROLE_STATE].set && pool_user(uid)))
-		return ROLE_STATE;
-	if (access_match(&cf->access[ROLE_READ], uid, gids, n_gids))
-		return ROLE_READ;
-	return ROLE_NONE;
 }
 
 /* The peer's groups: its supplementary groups (SO_PEERGROUPS) and its
@@ -131,7 +90,7 @@ void server_refresh_roles(void)
 	struct conn *c;
 
 	TAILQ_FOREACH(c, &conns, entry) {
-		enum role r = peer_role(c->uid, c->gids, c->n_gids);
+		enum role r = policy->role(c->uid, c->gids, c->n_gids);
 
 		if (r != c->role)
 			log_info("access", "client %llu (uid %d): role %s -> %s",
@@ -152,6 +111,7 @@ static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 	if (c->out)
 		evbuffer_free(c->out);
 	free(c->gids);
+	free(c->exempt_pool);
 	free(c);
 }
 
@@ -182,6 +142,11 @@ void conn_close(struct conn *c)
 	close(c->fd);
 	TAILQ_REMOVE(&conns, c, entry);
 	n_conns--;
+	n_exempt -= c->exempt_pool != NULL;
+	conn_stream_release(c);
+	/* Its output will never be written: give the memory back now. */
+	out_total -= evbuffer_get_length(c->out);
+	evbuffer_drain(c->out, evbuffer_get_length(c->out));
 	log_debug("conn", "client %llu closed", (unsigned long long)c->id);
 	event_base_once(daemon_g.base, -1, EV_TIMEOUT, conn_free_cb, c, NULL);
 }
@@ -328,6 +293,11 @@ static bool conn_queue(struct conn *c, const char *data, size_t len)
 		conn_close(c);
 		return false;
 	}
+	out_total += len;
+	/* Over the budget: the loop drops the worst reader (not here: a
+	 * caller may be walking a list that closing would change). */
+	if (out_total > daemon_g.conf->max_output_total && ev_budget)
+		event_active(ev_budget, EV_TIMEOUT, 0);
 	if (c->streaming && evbuffer_get_length(c->out) > daemon_g.conf->max_output_bytes) {
 		log_warn("conn", "client %llu (pid %d) does not read its stream; dropping it",
 			 (unsigned long long)c->id, (int)c->pid);
@@ -435,10 +405,64 @@ static void conn_barrier_passed(void *arg)
 }
 
 /* More unsent output than a connection may pile up before it stops taking
- * requests (half of max_output_bytes). */
+ * requests: OUTPUT_PAUSE_BYTES (or half of max_output_bytes when that is
+ * less). Small, so a client that pipelines large answers without reading
+ * them holds about one answer's worth, not many. */
 static bool output_backed_up(const struct conn *c)
 {
-	return evbuffer_get_length(c->out) > daemon_g.conf->max_output_bytes / 2;
+	size_t mark = daemon_g.conf->max_output_bytes / 2;
+
+	return evbuffer_get_length(c->out) > (mark < OUTPUT_PAUSE_BYTES ? mark : OUTPUT_PAUSE_BYTES);
+}
+
+unsigned server_paused_clients(void)
+{
+	unsigned n = 0;
+	struct conn *c;
+
+	TAILQ_FOREACH(c, &conns, entry)
+		n += c->output_paused;
+	return n;
+}
+
+size_t server_output_bytes(void)
+{
+	return out_total;
+}
+
+/*
+ * max_output_total is passed: close the connection with the most unsent
+ * output among those whose socket is full (they do not read), until the
+ * total is back under. Connections being written are left alone: their
+ * output is on its way.
+ */
+static void budget_cb(evutil_socket_t fd, short what, void *arg)
+{
+	static struct log_ratelimit nobody_to_drop;
+	size_t max = daemon_g.conf->max_output_total;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	while (out_total > max) {
+		struct conn *c, *worst = NULL;
+
+		TAILQ_FOREACH(c, &conns, entry)
+			if (c->write_blocked && (!worst || evbuffer_get_length(c->out) >
+							      evbuffer_get_length(worst->out)))
+				worst = c;
+		if (!worst) {
+			if (log_allowed(&nobody_to_drop))
+				log_warn("conn", "unsent output (%zu bytes) passes max_output_total "
+					 "(%zu) but every client reads", out_total, max);
+			return;
+		}
+		log_warn("conn", "unsent output (%zu bytes) passes max_output_total (%zu): dropping "
+			 "client %llu (uid %d pid %d), which holds %zu bytes and does not read",
+			 out_total, max, (unsigned long long)worst->id, (int)worst->uid,
+			 (int)worst->pid, evbuffer_get_length(worst->out));
+		conn_close(worst);
+	}
 }
 
 /* Write what c->out holds: one write() when it is one piece (the common
@@ -448,11 +472,15 @@ static int conn_write_out(struct conn *c)
 	struct evbuffer_iovec v;
 	ssize_t n;
 
-	if (evbuffer_peek(c->out, -1, NULL, &v, 1) != 1)
-		return evbuffer_write(c->out, c->fd);
-	n = write(c->fd, v.iov_base, v.iov_len);
+	if (evbuffer_peek(c->out, -1, NULL, &v, 1) != 1) {
+		n = evbuffer_write(c->out, c->fd);
+	} else {
+		n = write(c->fd, v.iov_base, v.iov_len);
+		if (n > 0)
+			evbuffer_drain(c->out, (size_t)n);
+	}
 	if (n > 0)
-		evbuffer_drain(c->out, (size_t)n);
+		out_total -= (size_t)n;
 	return (int)n;
 }
 
@@ -474,11 +502,14 @@ void conn_flush(struct conn *c)
 			event_del(c->ev_read);
 		return;
 	}
+	c->write_blocked = false;
 	while (!c->dead && evbuffer_get_length(c->out) > 0) {
 		int n = conn_write_out(c);
 		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				c->write_blocked = true; /* the peer does not read */
 				break;
+			}
 			if (errno == EINTR)
 				continue;
 			log_debug("conn", "client %llu: write: %s", (unsigned long long)c->id,
@@ -603,8 +634,6 @@ static void conn_process(struct conn *c)
 			conn_too_large(c);
 			break;
 		}
-		if (len == 0)
-			continue;
 		command_dispatch(c, line, len);
 	}
 	c->in_dispatch = false;
@@ -694,33 +723,118 @@ static unsigned conns_of_uid(uid_t uid)
 	return n;
 }
 
-/* Connections kept for admin peers: a flood from other users never locks
- * the operator out. */
-#define ADMIN_RESERVED 8
+/* The part of total kept for admins, and for state peers (and admins). */
+static unsigned admin_reserve(unsigned total)
+{
+	unsigned floor = total / 4 < 8 ? total / 4 : 8;
 
-/* May a new peer of this uid and role connect? true if so, else false with
- * the limit that refuses it in buf. */
-static bool admission(uid_t uid, enum role role, char *buf, size_t len)
+	return total / 32 > floor ? total / 32 : floor;
+}
+
+static unsigned state_reserve(unsigned total)
+{
+	unsigned floor = total / 4 < 16 ? total / 4 : 16;
+
+	return total / 8 > floor ? total / 8 : floor;
+}
+
+unsigned role_share(unsigned total, enum role role)
+{
+	if (role >= ROLE_ADMIN)
+		return total;
+	if (role == ROLE_STATE)
+		return total - admin_reserve(total);
+	return total - admin_reserve(total) - state_reserve(total);
+}
+
+/* Why a peer of role was refused one of total slots of what (in buf). */
+static void share_refusal(char *buf, size_t len, const char *what, unsigned total,
+			  enum role role)
+{
+	unsigned share = role_share(total, role);
+
+	if (role >= ROLE_ADMIN)
+		snprintf(buf, len, "%s (%u) reached", what, total);
+	else
+		snprintf(buf, len, "%s (%u) reached for role %s: it may use %u, the last %u are kept "
+			 "for %s", what, total, role_names[role], share, total - share,
+			 role == ROLE_STATE ? "admins" : "the state and admin roles");
+}
+
+/* Connections of a pool's workers admitted beyond the shares. */
+static unsigned exempt_of_pool(const char *pool)
+{
+	unsigned n = 0;
+	struct conn *c;
+
+	TAILQ_FOREACH(c, &conns, entry)
+		if (c->exempt_pool && strcmp(c->exempt_pool, pool) == 0)
+			n++;
+	return n;
+}
+
+/*
+ * May a new peer connect? Each role may fill max_clients up to its share
+ * (read < state < admin), so floods of a lower role never refuse a higher
+ * one; max_clients_per_uid limits non-admins further. A worker of one of
+ * our pools is let in beyond both while its pool's workers hold fewer than
+ * their allowance (*ret_exempt: the pool's name). true if admitted, else
+ * false with the reason in buf.
+ */
+static bool admission(uid_t uid, pid_t pid, enum role role, const char **ret_exempt, char *buf,
+		      size_t len)
 {
 	const struct conf *cf = daemon_g.conf;
-	unsigned reserved = cf->max_clients > 2 * ADMIN_RESERVED ? ADMIN_RESERVED : 0;
+	unsigned counted = n_conns - n_exempt, allowance;
+	const char *pool;
 
-	if (n_conns >= cf->max_clients) {
-		snprintf(buf, len, "max_clients (%u) reached", cf->max_clients);
-		return false;
-	}
-	if (role == ROLE_ADMIN)
-		return true;
-	if (n_conns >= cf->max_clients - reserved) {
-		snprintf(buf, len, "max_clients (%u) reached (the last %u are kept for admins)",
-			 cf->max_clients, reserved);
-		return false;
-	}
-	if (cf->max_clients_per_uid && conns_of_uid(uid) >= cf->max_clients_per_uid) {
+	*ret_exempt = NULL;
+	if (counted >= role_share(cf->max_clients, role))
+		share_refusal(buf, len, "max_clients", cf->max_clients, role);
+	else if (role < ROLE_ADMIN && cf->max_clients_per_uid &&
+		 conns_of_uid(uid) >= cf->max_clients_per_uid)
 		snprintf(buf, len, "max_clients_per_uid (%u) reached", cf->max_clients_per_uid);
+	else
+		return true;
+	pool = policy->worker_pool ? policy->worker_pool(pid, uid, &allowance) : NULL;
+	if (pool && exempt_of_pool(pool) < allowance) {
+		*ret_exempt = pool;
+		return true;
+	}
+	return false;
+}
+
+bool conn_stream_admit(struct conn *c, char *buf, size_t len)
+{
+	unsigned max = daemon_g.conf->max_subscribers;
+
+	if (c->stream_slot)
+		return true;
+	if (n_streams >= role_share(max, c->role)) {
+		share_refusal(buf, len, "max_subscribers", max, c->role);
 		return false;
 	}
+	c->stream_slot = true;
+	n_streams++;
 	return true;
+}
+
+void conn_stream_release(struct conn *c)
+{
+	if (c->stream_slot) {
+		c->stream_slot = false;
+		n_streams--;
+	}
+}
+
+unsigned server_streams(void)
+{
+	return n_streams;
+}
+
+void server_set_peer_policy(const struct peer_policy *p)
+{
+	policy = p ? p : &peer_policy_default;
 }
 
 /* Out of descriptors: stop accepting for a moment (the listening socket
@@ -748,7 +862,8 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 	struct conn *c;
-	char why[160];
+	const char *exempt;
+	char why[200];
 	enum role role;
 	gid_t *gids;
 	int fd, n_gids;
@@ -771,9 +886,9 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 			close(fd);
 			continue;
 		}
-		role = peer_role(cred.uid, gids, n_gids);
-		if (!admission(cred.uid, role, why, sizeof(why))) {
-			char msg[200];
+		role = policy->role(cred.uid, gids, n_gids);
+		if (!admission(cred.uid, cred.pid, role, &exempt, why, sizeof(why))) {
+			char msg[240];
 			if (log_allowed(&refusals))
 				log_warn("conn", "refusing uid %d pid %d: %s", (int)cred.uid,
 					 (int)cred.pid, why);
@@ -786,6 +901,16 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 		if (!c) {
 			log_error("conn", "out of memory accepting a client");
 			continue;
+		}
+		if (exempt) {
+			if (!(c->exempt_pool = strdup(exempt))) {
+				conn_close(c);
+				continue;
+			}
+			n_exempt++;
+			log_info("conn", "client %llu: worker pid %d of pool %s let in beyond the "
+				 "shares of max_clients (%s)", (unsigned long long)c->id,
+				 (int)c->pid, exempt, why);
 		}
 		log_debug("conn", "client %llu: uid %d pid %d role %d", (unsigned long long)c->id,
 			  (int)c->uid, (int)c->pid, (int)c->role);
@@ -927,7 +1052,9 @@ int server_start(void)
 	socket_path = strdup(path);
 	ev_accept = event_new(daemon_g.base, listen_fd, EV_READ | EV_PERSIST, accept_cb, NULL);
 	ev_accept_resume = evtimer_new(daemon_g.base, accept_resume_cb, NULL);
-	if (!socket_path || !ev_accept || !ev_accept_resume || event_add(ev_accept, NULL) < 0)
+	ev_budget = event_new(daemon_g.base, -1, 0, budget_cb, NULL);
+	if (!socket_path || !ev_accept || !ev_accept_resume || !ev_budget ||
+	    event_add(ev_accept, NULL) < 0)
 		return -ENOMEM;
 	log_info("server", "listening on %s", path);
 	return 0;
@@ -946,6 +1073,8 @@ void server_stop(void)
 		ev_accept = (event_free(ev_accept), NULL);
 	if (ev_accept_resume)
 		ev_accept_resume = (event_free(ev_accept_resume), NULL);
+	if (ev_budget)
+		ev_budget = (event_free(ev_budget), NULL);
 	if (listen_fd >= 0) {
 		close(listen_fd);
 		if (!listen_activated && socket_path)
@@ -994,7 +1123,7 @@ static struct conn *conn_new(int fd, uid_t uid, gid_t gid, pid_t pid, gid_t *gid
 	c->uid = uid;
 	c->gid = gid;
 	c->pid = pid;
-	c->role = peer_role(uid, c->gids, c->n_gids);
+	c->role = policy->role(uid, c->gids, c->n_gids);
 	c->ev_read = event_new(daemon_g.base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
 	c->ev_write = event_new(daemon_g.base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
 	c->ev_resume = event_new(daemon_g.base, -1, 0, conn_resume_cb, c);

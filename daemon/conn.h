@@ -52,6 +52,9 @@ struct conn {
 	bool in_dispatch;
 	bool output_paused;     /* requests wait until the output drains */
 	bool held;              /* output waits for the commit barrier (persist.h) */
+	bool write_blocked;     /* the last write found the socket full */
+	bool stream_slot;       /* holds one of max_subscribers (a stream) */
+	char *exempt_pool;      /* a worker of this pool let in beyond the shares */
 	struct event *ev_resume;
 	struct conn_hook *hooks;
 	TAILQ_ENTRY(conn) entry;
@@ -68,6 +71,23 @@ void server_stop(void);
 unsigned server_clients(void);
 /* The socket path in use. */
 const char *server_socket_path(void);
+/* Streaming connections; connections that stopped taking requests until
+ * their output drains; unsent output of all connections in bytes. */
+unsigned server_streams(void);
+unsigned server_paused_clients(void);
+size_t server_output_bytes(void);
+/* Ask p about peers (NULL: the daemon's own policy, peer.h). */
+struct peer_policy;
+void server_set_peer_policy(const struct peer_policy *p);
+/* How much of total (max_clients, max_subscribers) peers of role may use:
+ * all of it for admins, less what is kept for admins for state peers, less
+ * what is kept for state peers too for the rest. */
+unsigned role_share(unsigned total, enum role role);
+/* Take one of max_subscribers for c, which is about to stream (within its
+ * role's share; once per connection). false with the reason in buf. */
+bool conn_stream_admit(struct conn *c, char *buf, size_t len);
+/* Give c's stream slot back (its stream ended). */
+void conn_stream_release(struct conn *c);
 
 /* Queue one JSON line for c. Returns false when c is (now) gone. */
 bool conn_send(struct conn *c, json_t *msg);

@@ -53,7 +53,8 @@ unsigned events_subscribers(void)
 	return n_subs;
 }
 
-void events_publish(enum event_topic topic, json_t *ev)
+void events_publish_visible(enum event_topic topic, event_visible_fn *visible, const void *arg,
+			    json_t *ev)
 {
 	struct subscriber *s, *next;
 
@@ -63,10 +64,23 @@ void events_publish(enum event_topic topic, json_t *ev)
 		json_object_set_new(ev, "ts", json_real(now_wall()));
 	for (s = TAILQ_FIRST(&subs); s; s = next) {
 		next = TAILQ_NEXT(s, entry);
-		if (s->topics & topic)
-			request_stream(s->req, ev); /* may cancel s */
+		if (!(s->topics & topic))
+			continue;
+		if (visible && !visible(s->req->conn, arg))
+			continue;
+		request_stream(s->req, ev); /* may cancel s */
 	}
 	json_decref(ev);
+}
+
+void events_publish(enum event_topic topic, json_t *ev)
+{
+	events_publish_visible(topic, NULL, NULL, ev);
+}
+
+bool events_visible_to_owner(const struct conn *c, const void *owner)
+{
+	return c && (c->role >= ROLE_ADMIN || c->uid == *(const uid_t *)owner);
 }
 
 static void subscriber_cancel(struct request *r)
@@ -84,6 +98,7 @@ static enum cmd_ret cmd_subscribe(struct request *r)
 {
 	json_t *list = NULL, *t, *resp;
 	unsigned mask = 0;
+	char why[200];
 	struct subscriber *s;
 	size_t i;
 
@@ -107,13 +122,14 @@ static enum cmd_ret cmd_subscribe(struct request *r)
 		}
 		mask |= topics[k].topic;
 	}
-	if (n_subs >= daemon_g.conf->max_subscribers) {
-		request_error(r, MPSUP_E_LIMIT, "too many subscribers (max_subscribers = %u)",
-			      daemon_g.conf->max_subscribers);
+	if (r->conn && !conn_stream_admit(r->conn, why, sizeof(why))) {
+		request_error(r, MPSUP_E_LIMIT, "too many streams: %s", why);
 		return CMD_DONE;
 	}
 	s = calloc(1, sizeof(*s));
 	if (!s) {
+		if (r->conn)
+			conn_stream_release(r->conn);
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}

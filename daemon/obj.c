@@ -33,6 +33,13 @@ static const struct obj_type *const obj_types[] = {
 static struct obj **buckets;
 static size_t n_buckets;
 static unsigned n_objects;
+static uint64_t mem_used;
+
+/* What an object costs besides its contents (struct, name, hash slot). */
+#define OBJ_MEM_OVERHEAD (sizeof(struct obj) + 2 * sizeof(void *))
+#define MEM_VALUE OBJ_MEM_VALUE
+#define MEM_NODE 32   /* a string, array or object, an object's key */
+#define MEM_SLOT 8    /* an array's or queue's element pointer */
 
 bool obj_restoring;
 
@@ -125,6 +132,7 @@ struct obj *obj_create(const char *name, const struct obj_type *type, json_t *op
 	o->next = buckets[o->hash & (n_buckets - 1)];
 	buckets[o->hash & (n_buckets - 1)] = o;
 	n_objects++;
+	obj_mem_adjust(o, OBJ_MEM_OVERHEAD + strlen(o->name) + (type->mem ? type->mem(o) : 0), 0);
 	return o;
 }
 
@@ -142,6 +150,7 @@ void obj_delete(struct obj *o)
 	 * so answering the waiters cannot lead back into it. */
 	o->type->free(o);
 	o->data = NULL;
+	mem_used -= o->mem; /* what free() did not give back already */
 	snprintf(msg, sizeof(msg), "%s was deleted", o->name);
 	waitq_fail_all(o, MPSUP_E_NOT_FOUND, msg);
 	free(o);
@@ -162,6 +171,97 @@ void obj_delete_all(void)
 	free(buckets);
 	buckets = NULL;
 	n_buckets = 0;
+}
+
+/* --- data bytes (max_memory) ---------------------------------------------------- */
+
+size_t obj_mem_of(json_t *v)
+{
+	size_t n = MEM_NODE, i, klen;
+	const char *k;
+	json_t *e;
+
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		json_object_keylen_foreach(v, k, klen, e)
+			n += obj_mem_entry(klen, e);
+		(void)k;
+		return n;
+	case JSON_ARRAY:
+		json_array_foreach(v, i, e)
+			n += obj_mem_elem(e);
+		return n;
+	case JSON_STRING:
+		return n + json_string_length(v);
+	default:
+		return MEM_VALUE;
+	}
+}
+
+size_t obj_mem_entry(size_t key_len, json_t *v)
+{
+	return MEM_NODE + key_len + obj_mem_of(v);
+}
+
+size_t obj_mem_elem(json_t *v)
+{
+	return MEM_SLOT + obj_mem_of(v);
+}
+
+uint64_t obj_mem_used(void)
+{
+	return mem_used;
+}
+
+void obj_mem_adjust(struct obj *o, size_t add, size_t sub)
+{
+	static bool warned;
+	uint64_t max = daemon_g.conf ? daemon_g.conf->max_memory : 0;
+
+	o->mem += add;
+	o->mem -= sub;
+	mem_used += add;
+	mem_used -= sub;
+	/* Persisted state is loaded whatever its size; say so once. */
+	if (obj_restoring && max && mem_used > max && !warned) {
+		warned = true;
+		log_warn("state", "the persisted state holds more than max_memory (%llu bytes): "
+			 "starting anyway; mutations that add data get `limit` until some is "
+			 "deleted", (unsigned long long)max);
+	}
+}
+
+void obj_mem_recount(struct obj *o)
+{
+	size_t now = OBJ_MEM_OVERHEAD + strlen(o->name) + (o->type->mem ? o->type->mem(o) : 0);
+
+	obj_mem_adjust(o, now, o->mem);
+}
+
+/* Room for adding bytes of data under max_memory? false after answering
+ * `limit` (nothing changed yet). Persisted state loads whatever it holds. */
+static bool mem_room(struct request *r, size_t adding)
+{
+	uint64_t max = daemon_g.conf->max_memory;
+
+	if (!max || obj_restoring || !r->conn || mem_used + adding <= max)
+		return true;
+	request_error(r, MPSUP_E_LIMIT,
+		      "%s: max_memory (%llu bytes) reached: shared-state data uses %llu bytes and "
+		      "this adds up to %zu; delete something first", r->cmd->name,
+		      (unsigned long long)max, (unsigned long long)mem_used, adding);
+	return false;
+}
+
+/* What the data parameters of a call may add (its values and keys). */
+static size_t call_mem(const struct obj_call *c)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < OBJ_MAX_PARAMS; i++)
+		if (c->arg[i])
+			n += obj_mem_elem(c->arg[i]);
+	return n;
 }
 
 /* --- answering --------------------------------------------------------------- */
@@ -367,6 +467,9 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 		/* Creating a persisted object is a mutation, even for a read. */
 		if (type->dump && !persist_writable(r))
 			return CMD_DONE;
+		if (!mem_room(r, OBJ_MEM_OVERHEAD + strlen(name) +
+				     ((op->flags & OBJ_OP_GROWS) ? call_mem(&c) : 0)))
+			return CMD_DONE;
 		c.o = obj_create(name, type, NULL, &code, err, sizeof(err));
 		if (!c.o) {
 			request_error(r, code, "%s: %s", name, err);
@@ -383,6 +486,8 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 			      type->name);
 		return CMD_DONE;
 	} else if ((op->flags & CMD_MUTATES) && type->dump && !persist_writable(r)) {
+		return CMD_DONE;
+	} else if ((op->flags & OBJ_OP_GROWS) && !mem_room(r, call_mem(&c))) {
 		return CMD_DONE;
 	}
 	return op->fn(&c);
@@ -422,8 +527,19 @@ static enum cmd_ret cmd_obj_create(struct request *r)
 	}
 	if (type->dump && !persist_writable(r))
 		return CMD_DONE;
+	if (!mem_room(r, OBJ_MEM_OVERHEAD + strlen(name) + obj_mem_of(r->params)))
+		return CMD_DONE;
 	if (!(o = obj_create(name, type, r->params, &code, err, sizeof(err)))) {
 		request_error(r, code, "obj.create: %s", err);
+		return CMD_DONE;
+	}
+	/* Options such as an array's size cost more than their text: undo
+	 * what the estimate let through (nothing was logged or published). */
+	if (r->conn && daemon_g.conf->max_memory && mem_used > daemon_g.conf->max_memory) {
+		size_t took = o->mem;
+
+		obj_delete(o);
+		mem_room(r, took); /* answers limit: the count is back, took does not fit */
 		return CMD_DONE;
 	}
 	if (type->dump)

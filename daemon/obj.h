@@ -60,6 +60,8 @@ struct obj_call {
 /* An op flag: the op writes its own persistence records (persist_log)
  * instead of the generic one obj_ok() writes for a mutating op. */
 #define OBJ_OP_LOGS_ITSELF (1u << 8)
+/* An op flag: the op may store more data (max_memory applies to it). */
+#define OBJ_OP_GROWS (1u << 9)
 
 struct obj_op {
 	const char *name;   /* "get": the command is "TYPE.get" */
@@ -90,6 +92,10 @@ struct obj_type {
 	 * (typecode, size, maxsize, value, parties). Initial contents (init,
 	 * items) are not compared: creating an existing object is a no-op. */
 	bool (*options_equal)(const struct obj *o, json_t *opts);
+	/* The data bytes of the contents (obj_mem_of() of what it stores), for
+	 * max_memory: counted when created and after a clear; the ops keep
+	 * the count up to date with obj_mem_adjust(). NULL: nothing stored. */
+	size_t (*mem)(const struct obj *o);
 	const struct obj_op *ops; /* ended by a NULL name */
 };
 
@@ -98,6 +104,7 @@ struct obj {
 	void *data;                 /* the type's state */
 	struct waitq wq[OBJ_WAITQS]; /* the type's wait queues */
 	unsigned n_waiters;         /* over all of wq[] */
+	size_t mem;                 /* its data bytes (max_memory), overhead included */
 	uint32_t hash;
 	struct obj *next;           /* hash chain */
 	char name[OBJ_NAME_MAX + 1];
@@ -115,6 +122,25 @@ extern unsigned long queue_items_total;
  * max_queue_items, max_object_items, the array size) do not apply to what
  * was accepted before. */
 extern bool obj_restoring;
+
+/*
+ * Shared-state data bytes (max_memory): not RSS but an estimate of the
+ * stored JSON, kept incrementally: each value counts its text plus a fixed
+ * overhead per value, key and element (numbers a fixed 16, so changing one
+ * in place changes nothing), each object a fixed overhead plus its name.
+ * What is added is taken away the same way, so deleting gives it back.
+ */
+size_t obj_mem_of(json_t *v);
+#define OBJ_MEM_VALUE 16 /* a number, true, false or null */
+/* An entry of a dict (key and value) / an element of a list or queue. */
+size_t obj_mem_entry(size_t key_len, json_t *v);
+size_t obj_mem_elem(json_t *v);
+/* o's data grew by add and shrank by sub bytes. */
+void obj_mem_adjust(struct obj *o, size_t add, size_t sub);
+/* Count o's contents again from its type's mem() (after a clear). */
+void obj_mem_recount(struct obj *o);
+/* The data bytes of every object. */
+uint64_t obj_mem_used(void);
 
 /* The object called name, or NULL. */
 struct obj *obj_find(const char *name);

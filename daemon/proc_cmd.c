@@ -281,7 +281,6 @@ struct follower {
 };
 
 static TAILQ_HEAD(, follower) followers = TAILQ_HEAD_INITIALIZER(followers);
-static unsigned n_followers;
 
 static json_t *line_record(const struct proc *p, const struct logline *l)
 {
@@ -311,7 +310,6 @@ static void follower_cancel(struct request *r)
 	struct follower *f = r->data;
 
 	TAILQ_REMOVE(&followers, f, entry);
-	n_followers--;
 	free(f->target);
 	free(f);
 }
@@ -742,6 +740,7 @@ static enum cmd_ret cmd_logs(struct request *r)
 	int follow = 0;
 	struct target t;
 	struct follower *f;
+	char why[200];
 	json_t *resp;
 
 	if (request_unpack(r, "{s:s, s?I, s?b}", "target", &name, "lines", &lines, "follow",
@@ -759,13 +758,15 @@ static enum cmd_ret cmd_logs(struct request *r)
 		free(t.v);
 		return CMD_DONE;
 	}
-	if (n_followers >= daemon_g.conf->max_subscribers) {
+	/* One count of streams with events.subscribe (max_subscribers). */
+	if (r->conn && !conn_stream_admit(r->conn, why, sizeof(why))) {
 		free(t.v);
-		request_error(r, MPSUP_E_LIMIT, "too many followers (max_subscribers = %u)",
-			      daemon_g.conf->max_subscribers);
+		request_error(r, MPSUP_E_LIMIT, "too many streams: %s", why);
 		return CMD_DONE;
 	}
 	if (!(f = calloc(1, sizeof(*f))) || !(f->target = strdup(name))) {
+		if (r->conn)
+			conn_stream_release(r->conn);
 		free(f);
 		free(t.v);
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
@@ -775,7 +776,6 @@ static enum cmd_ret cmd_logs(struct request *r)
 	r->data = f;
 	r->cancel = follower_cancel;
 	TAILQ_INSERT_TAIL(&followers, f, entry);
-	n_followers++;
 	resp = mpsup_response_ok(r->id, recent_lines(&t, (size_t)lines));
 	free(t.v);
 	request_stream(r, resp);

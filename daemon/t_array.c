@@ -159,6 +159,12 @@ static size_t array_size(const struct obj *o)
 	return ((const struct array *)o->data)->len;
 }
 
+/* Data bytes: the fixed elements (counted once: set and add change none). */
+static size_t array_mem(const struct obj *o)
+{
+	return ((const struct array *)o->data)->len * sizeof(double);
+}
+
 static bool array_options_equal(const struct obj *o, json_t *opts)
 {
 	const struct array *a = o->data;
@@ -277,6 +283,7 @@ const struct obj_type array_type = {
 	.get = array_get_all,
 	.dump = array_dump,
 	.size = array_size,
+	.mem = array_mem,
 	.options_equal = array_options_equal,
 	.ops = array_ops,
 };

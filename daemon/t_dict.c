@@ -58,6 +58,20 @@ static size_t dict_size(const struct obj *o)
 	return json_object_size(o->data);
 }
 
+static size_t dict_mem(const struct obj *o)
+{
+	return obj_mem_of(o->data);
+}
+
+/* The key of c now holds v (NULL: nothing) instead of old (NULL: was not
+ * there): count the difference. */
+static void dict_mem_swap(struct obj_call *c, json_t *old, json_t *v)
+{
+	size_t klen = json_string_length(c->arg[0]);
+
+	obj_mem_adjust(c->o, v ? obj_mem_entry(klen, v) : 0, old ? obj_mem_entry(klen, old) : 0);
+}
+
 static bool dict_options_equal(const struct obj *o, json_t *opts)
 {
 	char err[128];
@@ -89,12 +103,18 @@ static bool dict_room(struct obj_call *c)
 /* set {key, value} */
 static enum cmd_ret dict_set(struct obj_call *c)
 {
+	json_t *old;
+
 	if (!dict_room(c))
 		return CMD_DONE;
+	old = json_incref(json_object_getn(D(c), KEY(c)));
 	if (json_object_setn_new_nocheck(D(c), KEY(c), json_incref(c->arg[1])) < 0) {
+		json_decref(old);
 		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
+	dict_mem_swap(c, old, c->arg[1]);
+	json_decref(old);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -102,11 +122,15 @@ static enum cmd_ret dict_set(struct obj_call *c)
 /* del {key}: not_found when missing */
 static enum cmd_ret dict_del(struct obj_call *c)
 {
-	if (json_object_deln(D(c), KEY(c)) < 0) {
+	json_t *old = json_object_getn(D(c), KEY(c));
+
+	if (!old) {
 		obj_error(c, MPSUP_E_NOT_FOUND, "%s: no key '%.100s'", c->o->name,
 			  json_string_value(c->arg[0]));
 		return CMD_DONE;
 	}
+	dict_mem_swap(c, old, NULL);
+	json_object_deln(D(c), KEY(c));
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -165,18 +189,24 @@ static enum cmd_ret dict_len(struct obj_call *c)
 /* update {items: {}}: all or nothing under max_object_items */
 static enum cmd_ret dict_update(struct obj_call *c)
 {
-	size_t fresh = 0, klen;
+	size_t fresh = 0, klen, add = 0, sub = 0;
 	const char *k;
-	json_t *v;
+	json_t *v, *old;
 
-	json_object_keylen_foreach(c->arg[0], k, klen, v)
-		fresh += !json_object_getn(D(c), k, klen);
+	json_object_keylen_foreach(c->arg[0], k, klen, v) {
+		old = json_object_getn(D(c), k, klen);
+		fresh += !old;
+		add += obj_mem_entry(klen, v);
+		sub += old ? obj_mem_entry(klen, old) : 0;
+	}
 	if (!obj_items_room(c, json_object_size(D(c)), fresh))
 		return CMD_DONE;
 	if (json_object_update(D(c), c->arg[0]) < 0) {
+		obj_mem_recount(c->o); /* some keys may have been set */
 		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
+	obj_mem_adjust(c->o, add, sub);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -196,6 +226,7 @@ static enum cmd_ret dict_pop(struct obj_call *c)
 		return CMD_DONE;
 	}
 	json_incref(v);
+	dict_mem_swap(c, v, NULL);
 	json_object_deln(D(c), KEY(c));
 	obj_ok(c, v);
 	return CMD_DONE;
@@ -214,6 +245,7 @@ static enum cmd_ret dict_setdefault(struct obj_call *c)
 			obj_error(c, MPSUP_E_INTERNAL, "out of memory");
 			return CMD_DONE;
 		}
+		dict_mem_swap(c, NULL, v);
 	}
 	obj_ok(c, json_incref(v));
 	return CMD_DONE;
@@ -222,6 +254,7 @@ static enum cmd_ret dict_setdefault(struct obj_call *c)
 static enum cmd_ret dict_clear(struct obj_call *c)
 {
 	json_object_clear(D(c));
+	obj_mem_recount(c->o);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -269,6 +302,8 @@ static enum cmd_ret dict_incr(struct obj_call *c)
 		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
+	if (!cur) /* a number replacing a number counts the same */
+		dict_mem_swap(c, NULL, sum);
 	obj_ok(c, sum);
 	return CMD_DONE;
 }
@@ -281,9 +316,15 @@ static enum cmd_ret dict_cas(struct obj_call *c)
 
 	if (swap && !cur && !obj_items_room(c, json_object_size(D(c)), 1))
 		return CMD_DONE;
-	if (swap && json_object_setn_new_nocheck(D(c), KEY(c), json_incref(c->arg[2])) < 0) {
-		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
-		return CMD_DONE;
+	if (swap) {
+		json_incref(cur);
+		if (json_object_setn_new_nocheck(D(c), KEY(c), json_incref(c->arg[2])) < 0) {
+			json_decref(cur);
+			obj_error(c, MPSUP_E_INTERNAL, "out of memory");
+			return CMD_DONE;
+		}
+		dict_mem_swap(c, cur, c->arg[2]);
+		json_decref(cur);
 	}
 	obj_ok(c, json_pack("{s:b}", "swapped", swap));
 	return CMD_DONE;
@@ -291,19 +332,19 @@ static enum cmd_ret dict_cas(struct obj_call *c)
 
 static const struct obj_op dict_ops[] = {
 	{ "get", ROLE_READ, 0, dict_get, "s:key o:default?" },
-	{ "set", ROLE_STATE, CMD_MUTATES, dict_set, "s:key o:value" },
+	{ "set", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, dict_set, "s:key o:value" },
 	{ "del", ROLE_STATE, CMD_MUTATES, dict_del, "s:key" },
 	{ "has", ROLE_READ, 0, dict_has, "s:key" },
 	{ "keys", ROLE_READ, 0, dict_keys, "" },
 	{ "values", ROLE_READ, 0, dict_values, "" },
 	{ "items", ROLE_READ, 0, dict_items, "" },
 	{ "len", ROLE_READ, 0, dict_len, "" },
-	{ "update", ROLE_STATE, CMD_MUTATES, dict_update, "O:items" },
+	{ "update", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, dict_update, "O:items" },
 	{ "pop", ROLE_STATE, CMD_MUTATES, dict_pop, "s:key o:default?" },
-	{ "setdefault", ROLE_STATE, CMD_MUTATES, dict_setdefault, "s:key o:value?" },
+	{ "setdefault", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, dict_setdefault, "s:key o:value?" },
 	{ "clear", ROLE_STATE, CMD_MUTATES, dict_clear, "" },
-	{ "incr", ROLE_STATE, CMD_MUTATES, dict_incr, "s:key n:by?" },
-	{ "cas", ROLE_STATE, CMD_MUTATES, dict_cas, "s:key o:expect o:value" },
+	{ "incr", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, dict_incr, "s:key n:by?" },
+	{ "cas", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, dict_cas, "s:key o:expect o:value" },
 	{ NULL, 0, 0, NULL, NULL },
 };
 
@@ -314,6 +355,7 @@ const struct obj_type dict_type = {
 	.get = dict_get_all,
 	.dump = dict_dump,
 	.size = dict_size,
+	.mem = dict_mem,
 	.options_equal = dict_options_equal,
 	.ops = dict_ops,
 };

@@ -54,6 +54,11 @@ static size_t list_size(const struct obj *o)
 	return json_array_size(o->data);
 }
 
+static size_t list_mem(const struct obj *o)
+{
+	return obj_mem_of(o->data);
+}
+
 static bool list_options_equal(const struct obj *o, json_t *opts)
 {
 	char err[128];
@@ -85,6 +90,7 @@ static enum cmd_ret list_append(struct obj_call *c)
 		return CMD_DONE;
 	if (json_array_append(L(c), c->arg[0]) < 0)
 		return list_oom(c);
+	obj_mem_adjust(c->o, obj_mem_elem(c->arg[0]), 0);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -92,10 +98,16 @@ static enum cmd_ret list_append(struct obj_call *c)
 /* extend {values: []} */
 static enum cmd_ret list_extend(struct obj_call *c)
 {
+	size_t i, add = 0;
+	json_t *v;
+
 	if (!obj_items_room(c, json_array_size(L(c)), json_array_size(c->arg[0])))
 		return CMD_DONE;
 	if (json_array_extend(L(c), c->arg[0]) < 0)
 		return list_oom(c);
+	json_array_foreach(c->arg[0], i, v)
+		add += obj_mem_elem(v);
+	obj_mem_adjust(c->o, add, 0);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -113,6 +125,7 @@ static enum cmd_ret list_insert(struct obj_call *c)
 		return CMD_DONE;
 	if (json_array_insert(L(c), (size_t)i, c->arg[1]) < 0)
 		return list_oom(c);
+	obj_mem_adjust(c->o, obj_mem_elem(c->arg[1]), 0);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -132,10 +145,14 @@ static enum cmd_ret list_set(struct obj_call *c)
 {
 	size_t i;
 
+	size_t old;
+
 	if (!list_index(c, c->arg[0], &i))
 		return CMD_DONE;
+	old = obj_mem_elem(json_array_get(L(c), i));
 	if (json_array_set(L(c), i, c->arg[1]) < 0)
 		return list_oom(c);
+	obj_mem_adjust(c->o, obj_mem_elem(c->arg[1]), old);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -156,6 +173,7 @@ static enum cmd_ret list_pop(struct obj_call *c)
 		return CMD_DONE;
 	v = json_incref(json_array_get(L(c), i));
 	json_array_remove(L(c), i);
+	obj_mem_adjust(c->o, 0, obj_mem_elem(v));
 	obj_ok(c, v);
 	return CMD_DONE;
 }
@@ -181,6 +199,7 @@ static enum cmd_ret list_remove(struct obj_call *c)
 		obj_error(c, MPSUP_E_NOT_FOUND, "%s: value not in list", c->o->name);
 		return CMD_DONE;
 	}
+	obj_mem_adjust(c->o, 0, obj_mem_elem(json_array_get(L(c), (size_t)i)));
 	json_array_remove(L(c), (size_t)i);
 	obj_ok(c, NULL);
 	return CMD_DONE;
@@ -233,16 +252,17 @@ static enum cmd_ret list_slice(struct obj_call *c)
 static enum cmd_ret list_clear(struct obj_call *c)
 {
 	json_array_clear(L(c));
+	obj_mem_recount(c->o);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
 
 static const struct obj_op list_ops[] = {
-	{ "append", ROLE_STATE, CMD_MUTATES, list_append, "o:value" },
-	{ "extend", ROLE_STATE, CMD_MUTATES, list_extend, "a:values" },
-	{ "insert", ROLE_STATE, CMD_MUTATES, list_insert, "i:index o:value" },
+	{ "append", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, list_append, "o:value" },
+	{ "extend", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, list_extend, "a:values" },
+	{ "insert", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, list_insert, "i:index o:value" },
 	{ "get", ROLE_READ, 0, list_get, "i:index" },
-	{ "set", ROLE_STATE, CMD_MUTATES, list_set, "i:index o:value" },
+	{ "set", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, list_set, "i:index o:value" },
 	{ "pop", ROLE_STATE, CMD_MUTATES, list_pop, "i:index?" },
 	{ "remove", ROLE_STATE, CMD_MUTATES, list_remove, "o:value" },
 	{ "index", ROLE_READ, 0, list_index_of, "o:value" },
@@ -260,6 +280,7 @@ const struct obj_type list_type = {
 	.get = list_get_all,
 	.dump = list_dump,
 	.size = list_size,
+	.mem = list_mem,
 	.options_equal = list_options_equal,
 	.ops = list_ops,
 };

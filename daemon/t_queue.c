@@ -28,6 +28,7 @@
 enum { WQ_GET = 0, WQ_PUT, WQ_JOIN };
 
 struct queue {
+	struct obj *o;            /* its object (data bytes) */
 	json_t **ring;
 	size_t cap, head, len;
 	json_int_t maxsize;       /* 0 = unbounded */
@@ -68,6 +69,7 @@ static int queue_push(struct queue *q, json_t *item)
 	q->ring[(q->head + q->len) % q->cap] = item;
 	q->len++;
 	queue_items_total++;
+	obj_mem_adjust(q->o, obj_mem_elem(item), 0);
 	return 0;
 }
 
@@ -79,6 +81,7 @@ static json_t *queue_shift(struct queue *q)
 	q->head = (q->head + 1) % q->cap;
 	q->len--;
 	queue_items_total--;
+	obj_mem_adjust(q->o, 0, obj_mem_elem(item));
 	return item;
 }
 
@@ -121,6 +124,7 @@ static enum mpsup_err queue_create(struct obj *o, json_t *opts, char *err, size_
 		return MPSUP_E_INTERNAL;
 	}
 	q->maxsize = maxsize;
+	q->o = o;
 	o->data = q;
 	json_array_foreach(items, i, v) {
 		if (queue_push(q, json_incref(v)) < 0) {
@@ -337,7 +341,8 @@ static enum cmd_ret queue_join(struct obj_call *c)
 }
 
 static const struct obj_op queue_ops[] = {
-	{ "put", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | OBJ_OP_LOGS_ITSELF, queue_put,
+	{ "put", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | OBJ_OP_LOGS_ITSELF | OBJ_OP_GROWS,
+	  queue_put,
 	  "o:item t:timeout?" },
 	{ "get", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | OBJ_OP_LOGS_ITSELF, queue_get,
 	  "t:timeout?" },

@@ -107,6 +107,23 @@ static enum mpsup_err value_create(struct obj *o, json_t *opts, char *err, size_
 	return MPSUP_OK;
 }
 
+/* Data bytes: a number counts the same whatever it holds. */
+static size_t value_mem(const struct obj *o)
+{
+	const struct value *x = o->data;
+
+	return x->kind == VALUE_ANY ? obj_mem_of(x->u.any) : OBJ_MEM_VALUE;
+}
+
+/* Store v in c's value and count the difference. */
+static void value_replace(struct obj_call *c, json_t *v)
+{
+	size_t old = value_mem(c->o);
+
+	value_store(V(c), v);
+	obj_mem_adjust(c->o, value_mem(c->o), old);
+}
+
 static void value_free(struct obj *o)
 {
 	struct value *x = o->data;
@@ -165,7 +182,7 @@ static enum cmd_ret value_set(struct obj_call *c)
 {
 	if (!value_check(c, c->arg[0], "value"))
 		return CMD_DONE;
-	value_store(V(c), c->arg[0]);
+	value_replace(c, c->arg[0]);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -263,16 +280,16 @@ static enum cmd_ret value_cas(struct obj_call *c)
 		break;
 	}
 	if (swap)
-		value_store(V(c), c->arg[1]);
+		value_replace(c, c->arg[1]);
 	obj_ok(c, json_pack("{s:b}", "swapped", swap));
 	return CMD_DONE;
 }
 
 static const struct obj_op value_ops[] = {
 	{ "get", ROLE_READ, 0, value_get, "" },
-	{ "set", ROLE_STATE, CMD_MUTATES, value_set, "o:value" },
+	{ "set", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, value_set, "o:value" },
 	{ "add", ROLE_STATE, CMD_MUTATES, value_add, "n:by?" },
-	{ "cas", ROLE_STATE, CMD_MUTATES, value_cas, "o:expect o:value" },
+	{ "cas", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, value_cas, "o:expect o:value" },
 	{ NULL, 0, 0, NULL, NULL },
 };
 
@@ -283,6 +300,7 @@ const struct obj_type value_type = {
 	.get = value_get_all,
 	.dump = value_dump,
 	.size = value_size,
+	.mem = value_mem,
 	.options_equal = value_options_equal,
 	.ops = value_ops,
 };

@@ -98,6 +98,7 @@ struct map {
 	struct task *tasks;
 	size_t n, done;
 	unsigned running;             /* tasks held by workers */
+	uid_t owner;                  /* the requesting peer (events go to it) */
 	json_t *items;
 	struct event *timer;
 	double timeout;
@@ -418,7 +419,10 @@ static void publish_task(const char *event, const struct task *t, const char *wo
 {
 	if (!events_wanted(TOPIC_TASK))
 		return;
-	events_publish(TOPIC_TASK,
+	/* A task is its submitter's (task_param()): so are its events, and
+	 * their messages (a worker's error text). */
+	events_publish_visible(TOPIC_TASK, events_visible_to_owner,
+			       t->sub ? &t->sub->owner : &t->map->owner,
 		       json_pack("{s:s, s:I, s:s?, s:s?, s:o, s:s, s:f}", "event", event, "task",
 				 (json_int_t)t->id, "pool", t->tp ? t->tp->pl->name : NULL,
 				 "worker", worker, "index",
@@ -1126,6 +1130,7 @@ static enum cmd_ret cmd_pool_map(struct request *r)
 	}
 	tp->n_pending += (unsigned)n;
 	m->r = r;
+	m->owner = r->conn ? r->conn->uid : 0;
 	r->data = m;
 	r->cancel = map_cancel;
 	tp_dispatch(tp);

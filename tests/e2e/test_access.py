@@ -303,6 +303,39 @@ class TaskResultsAreTheSubmitters(AccessTestCase):
         self.assertEqual(self.d.ok("task.wait", task=mine), {"result": 4})
 
 
+class TaskEventsAreTheSubmitters(AccessTestCase):
+    """Events about a task go to its submitter and admins only: another
+    user's subscriber never sees them (nor their error text)."""
+    config = ("[access]\nstate = nobody\n[pool:t]\nmode = task\nstart_secs = 0\n"
+              "command = %s %s\n" % (sys.executable,
+                                     os.path.join(mpsuptest.SRCDIR, "tests", "e2e",
+                                                  "task_worker.py")))
+
+    def test_other_users_task_events_not_delivered(self):
+        if "tasks" not in self.capabilities():
+            self.skipTest("no task pools")
+        wait_for(lambda: self.d.ok("status", target="t")[0]["state"] == "running",
+                 what="the worker")
+        sub = self.nobody.connect()
+        self.assertTrue(self.nobody.send(sub, "events.subscribe", topics=["task"])["ok"])
+        with self.d.client() as root_sub:
+            self.assertTrue(root_sub.call("events.subscribe", topics=["task"])["ok"])
+            mine = self.d.ok("pool.submit", pool="t", item={"error": "root's secret"})["task"]
+            self.assertEqual(self.d.err("task.wait", task=mine), "internal")
+            theirs = self.nobody.call("pool.submit", pool="t",
+                                      item={"error": "nobody's own"})["result"]["task"]
+            self.assertEqual(self.nobody.code("task.wait", task=theirs), "internal")
+            # Events come in order: nobody's first is about its own task.
+            ev = self.nobody.read(sub)
+            self.assertEqual((ev["event"], ev["task"], ev["message"]),
+                             ("task.failed", theirs, "nobody's own"), ev)
+            # An admin sees both.
+            seen = [root_sub.recv() for _ in range(2)]
+            self.assertEqual([(e["task"], e["message"]) for e in seen],
+                             [(mine, "root's secret"), (theirs, "nobody's own")])
+        self.nobody.close(sub)
+
+
 class StateForGroup(AccessTestCase):
     """@group entries match the peer's primary group."""
     config = "[access]\nstate = @%s\n" % NOGROUP
@@ -393,35 +426,241 @@ class AccessReload(AccessTestCase):
         self.nobody.close(c)
 
 
-class AdminReserve(AccessTestCase):
-    """The last 8 of max_clients are kept for admins: other users' floods
-    never lock root out."""
-    config = "[access]\nread = *\n"
-    main_config = "max_clients = 20\nmax_clients_per_uid = 0\n"
+def as_user(user, group):
+    """The setpriv prefix that runs a program as user:group, or None."""
+    if not shutil.which("setpriv"):
+        return None
+    try:
+        pwd.getpwnam(user)
+        grp.getgrnam(group)
+    except KeyError:
+        return None
+    return ["setpriv", "--reuid=" + user, "--regid=" + group, "--clear-groups", "--"]
 
-    def test_root_connects_when_others_fill_max_clients(self):
-        # Connect until refused (a connection of the harness may still be
-        # counted for a moment: 11 or 12 get in).
+
+# A second unprivileged user, for a state peer beside the read peer nobody.
+OTHER, OTHER_GROUP = "daemon", "daemon"
+
+
+class RoleShares(AccessTestCase):
+    """max_clients is shared by role: read peers may fill it up to what is
+    kept for state peers and admins, state peers up to what is kept for
+    admins (max_clients = 20: 5 kept for admins, 5 more for state peers)."""
+    config = "[access]\nread = *\nstate = %s\n" % OTHER
+    main_config = "max_clients = 20\n"
+
+    def setUp(self):
+        super().setUp()
+        prefix = as_user(OTHER, OTHER_GROUP)
+        if prefix is None:
+            self.skipTest("needs setpriv and a %s user" % OTHER)
+        self.other = Nobody(self.d.socket, prefix)
+
+    def tearDown(self):
+        self.other.finish()
+        super().tearDown()
+
+    def flood(self, peer, limit=30):
+        """Connect as peer until refused: (held connections, the refusal)."""
         held = []
-        for _ in range(20):
-            c = self.nobody.connect()
-            r = self.nobody.send(c, "ping")
+        for _ in range(limit):
+            c = peer.connect()
+            r = peer.send(c, "ping")
             if "oserror" in r:  # refused and closed before the ping went out
-                r = self.nobody.read(c)
+                r = peer.read(c)
             if not r.get("ok"):
-                break
+                peer.close(c)
+                return held, r
             held.append(c)
+        self.fail("never refused")
+
+    def test_read_flood_leaves_state_and_admin_their_share(self):
+        held, r = self.flood(self.nobody)
         self.assertEqual(r.get("error", {}).get("code"), "limit", r)
-        self.assertIn("kept for admins", r["error"]["message"])
-        self.assertIn(len(held), (11, 12))
+        self.assertEqual(r["error"]["message"],
+                         "too many clients: max_clients (20) reached for role read: it may use "
+                         "10, the last 10 are kept for the state and admin roles")
+        # A connection of the harness may still be counted for a moment.
+        self.assertIn(len(held), (9, 10))
+        # A state peer still gets in, as many times as is kept for it.
+        state = [self.other.connect() for _ in range(5)]
+        for c in state:
+            self.assertEqual(self.other.send(c, "value.add", name="n", by=1).get("ok"), True)
+        # And so do admins, beyond that.
+        roots = [self.d.client() for _ in range(5)]
+        for rc in roots:
+            self.assertEqual(rc.ok("ping"), "pong")
+        for rc in roots:
+            rc.close()
+        for c in state:
+            self.other.close(c)
+        for h in held:
+            self.nobody.close(h)
+        self.assertIn("refusing uid %d pid %d: max_clients (20) reached for role read"
+                      % (self.nobody.uid, self.nobody.pid), self.d.read_log())
+
+    def test_state_flood_leaves_admins_their_share(self):
+        held, r = self.flood(self.other)
+        self.assertEqual(r["error"]["message"],
+                         "too many clients: max_clients (20) reached for role state: it may use "
+                         "15, the last 5 are kept for admins")
+        self.assertIn(len(held), (14, 15))
+        # Read peers get nothing more while state peers hold their share.
+        c = self.nobody.connect()
+        r = self.nobody.read(c)
+        self.assertEqual(r.get("error", {}).get("code"), "limit", r)
         self.nobody.close(c)
-        roots = [self.d.client() for _ in range(8)]
+        roots = [self.d.client() for _ in range(5)]
         for rc in roots:
             self.assertEqual(rc.ok("ping"), "pong")
         for rc in roots:
             rc.close()
         for h in held:
-            self.nobody.close(h)
+            self.other.close(h)
+
+
+# A pool worker that opens two connections, pings on each and says how it
+# went on stdout (proc.logs), then holds them. (No percent sign and no
+# backslash: the command line has %(index)d placeholders and escapes.)
+WORKER_PINGS = r"""
+import json, socket, sys, time
+held, oks = [], []
+for _ in range(2):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(sys.argv[1])
+    s.sendall(b'{"id": 1, "cmd": "ping"}' + bytes([10]))
+    f = s.makefile("rb")
+    oks.append(json.loads(f.readline() or b"{}").get("ok", False))
+    held.append((s, f))
+print("worker pings: " + " ".join(map(str, oks)), flush=True)
+time.sleep(1000)
+"""
+
+
+# A python the pool's user may run (ours may live under root's home).
+SYSTEM_PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+
+
+class WorkersBeyondTheShares(AccessTestCase):
+    """A pool worker (its pid is one of ours) gets in even when its role's
+    share of max_clients is used up, up to PEER_WORKER_CONNS per worker."""
+    config = "[access]\nread = *\n"
+    main_config = "max_clients = 20\n"
+
+    def test_worker_connects_when_state_peers_fill_their_share(self):
+        prefix = as_user(OTHER, OTHER_GROUP)
+        if prefix is None:
+            self.skipTest("needs setpriv and a %s user" % OTHER)
+        # The pool's user gets state, so its other processes flood as state.
+        self.d.ok("pool.add", pool="w", processes=1, user=OTHER, autostart=False,
+                  start_secs=0,
+                  command=[SYSTEM_PYTHON, "-c", WORKER_PINGS, self.d.socket])
+        other = Nobody(self.d.socket, prefix)
+        try:
+            held = []
+            while True:
+                c = other.connect()
+                r = other.send(c, "ping")
+                if "oserror" in r:
+                    r = other.read(c)
+                if not r.get("ok"):
+                    other.close(c)
+                    break
+                held.append(c)
+            self.assertEqual(r.get("error", {}).get("code"), "limit", r)
+            self.d.ok("proc.start", target="w")
+
+            def pings():
+                lines = [l["line"] for l in self.d.ok("proc.logs", target="w", lines=10)]
+                return [l for l in lines if l.startswith("worker pings:")]
+            wait_for(pings, what="the worker's pings")
+            self.assertEqual(pings(), ["worker pings: True True"], self.d.read_log())
+            self.assertIn("of pool w let in beyond the shares of max_clients",
+                          self.d.read_log())
+            # Admins are not crowded out by the worker's connections.
+            with self.d.client() as rc:
+                self.assertEqual(rc.ok("ping"), "pong")
+            self.d.ok("proc.stop", target="w")
+            for h in held:
+                other.close(h)
+        finally:
+            other.finish()
+
+
+class StreamShares(AccessTestCase):
+    """events.subscribe and proc.logs follow share one count, max_subscribers,
+    with the same shares by role (16: 4 kept for admins, 4 more for state
+    peers)."""
+    config = "[access]\nread = *\nstate = %s\n" % OTHER
+    main_config = "max_subscribers = 16\n"
+
+    def stream(self, peer, i):
+        """Open a stream as peer (a subscription or, for odd i, a follow)."""
+        c = peer.connect()
+        if i % 2:
+            return c, peer.send(c, "proc.logs", target="x", follow=True)
+        return c, peer.send(c, "events.subscribe")
+
+    def test_read_streams_leave_state_and_admins_theirs(self):
+        prefix = as_user(OTHER, OTHER_GROUP)
+        if prefix is None:
+            self.skipTest("needs setpriv and a %s user" % OTHER)
+        other = Nobody(self.d.socket, prefix)
+        self.d.ok("proc.run", argv=["true"], name="x")
+        self.d.ok("proc.join", target="x")
+        held, theirs, roots = [], [], []
+        try:
+            for i in range(8):
+                c, r = self.stream(self.nobody, i)
+                self.assertTrue(r.get("ok"), (i, r))
+                held.append(c)
+            for cmd, params in (("events.subscribe", {}),
+                                ("proc.logs", {"target": "x", "follow": True})):
+                r = self.nobody.call(cmd, **params)
+                self.assertEqual(r.get("error", {}).get("code"), "limit", r)
+                self.assertEqual(r["error"]["message"],
+                                 "too many streams: max_subscribers (16) reached for role read: "
+                                 "it may use 8, the last 8 are kept for the state and admin "
+                                 "roles")
+            self.assertEqual(self.d.ok("daemon.info")["memory"]["streams"], 8)
+            # A state peer gets the 4 kept for it, not more.
+            for i in range(4):
+                c, r = self.stream(other, i)
+                self.assertTrue(r.get("ok"), (i, r))
+                theirs.append(c)
+            r = other.call("events.subscribe")
+            self.assertEqual(r["error"]["message"],
+                             "too many streams: max_subscribers (16) reached for role state: "
+                             "it may use 12, the last 4 are kept for admins")
+            # Admins get the rest.
+            for i in range(4):
+                rc = self.d.client()
+                if i % 2:
+                    self.assertTrue(rc.call("proc.logs", target="x", follow=True)["ok"])
+                else:
+                    self.assertTrue(rc.call("events.subscribe")["ok"])
+                roots.append(rc)
+            with self.d.client() as rc:
+                self.assertEqual(rc.call("events.subscribe")["error"]["message"],
+                                 "too many streams: max_subscribers (16) reached")
+            # A closed stream gives its slot back (read peers still wait for
+            # fewer than 8 streams in all).
+            roots.pop().close()
+            wait_for(lambda: self.d.ok("daemon.info")["memory"]["streams"] == 15,
+                     what="the stream slot given back")
+            self.assertEqual(self.nobody.code("events.subscribe"), "limit")
+            rc = self.d.client()
+            self.assertTrue(rc.call("events.subscribe")["ok"])
+            roots.append(rc)
+        finally:
+            for rc in roots:
+                rc.close()
+            for c in theirs:
+                other.close(c)
+            other.finish()
+            for h in held:
+                self.nobody.close(h)
 
 
 class PoolUserWithExplicitState(AccessTestCase):

@@ -102,9 +102,9 @@ static void check_line(const char *line, size_t len)
 	json_decref(v);
 }
 
-/* Answers due without a role: one per complete non-empty line (after a
- * CR), and one for the first line over the maximum, after which the
- * connection closes. */
+/* Answers due without a role: one per complete line (a blank one too:
+ * "empty request"), and one for the first line over the maximum, after
+ * which the connection closes. */
 static size_t answers_due(const uint8_t *data, size_t size, size_t max)
 {
 	size_t n = 0, start = 0;
@@ -114,9 +114,7 @@ static size_t answers_due(const uint8_t *data, size_t size, size_t max)
 			size_t len = i - start;
 			if (len > max)
 				return n + 1;
-			if (len > 0 && data[i - 1] == '\r')
-				len--;
-			n += len > 0;
+			n++;
 			start = i + 1;
 		}
 	return n + (size - start > max);

@@ -21,6 +21,7 @@
 #include "conn.h"
 #include "daemon.h"
 #include "log.h"
+#include "peer.h"
 
 /* What daemon/main.c gives the daemon library. */
 void daemon_shutdown(const char *why)
@@ -130,6 +131,64 @@ START_TEST(test_request_without_answer_drops_client)
 }
 END_TEST
 
+/* The shares of max_clients and max_subscribers by role (conn.h). */
+START_TEST(test_role_shares)
+{
+	static const struct {
+		unsigned total, read, state;
+	} want[] = {
+		{ 1024, 864, 992 }, { 64, 40, 56 }, { 20, 10, 15 }, { 16, 8, 12 },
+		{ 4, 2, 3 },        { 1, 1, 1 },    { 100000, 84375, 96875 },
+	};
+
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		ck_assert_uint_eq(role_share(want[i].total, ROLE_NONE), want[i].read);
+		ck_assert_uint_eq(role_share(want[i].total, ROLE_READ), want[i].read);
+		ck_assert_uint_eq(role_share(want[i].total, ROLE_STATE), want[i].state);
+		ck_assert_uint_eq(role_share(want[i].total, ROLE_ADMIN), want[i].total);
+	}
+}
+END_TEST
+
+static enum role always_state(uid_t uid, const gid_t *gids, int n_gids)
+{
+	(void)uid;
+	(void)gids;
+	(void)n_gids;
+	return ROLE_STATE;
+}
+
+/* Roles come from the peer policy; a stream slot is taken once per
+ * connection, within the role's share, and given back. */
+START_TEST(test_policy_and_stream_slots)
+{
+	static const struct peer_policy state_policy = { .role = always_state };
+	char why[200];
+
+	ck_assert_int_eq(client->role, ROLE_NONE); /* no [access]: nobody gets nothing */
+	server_set_peer_policy(&state_policy);
+	server_refresh_roles();
+	ck_assert_int_eq(client->role, ROLE_STATE);
+	server_set_peer_policy(NULL);
+
+	test_conf.max_subscribers = 16; /* state may use 12 */
+	ck_assert(conn_stream_admit(client, why, sizeof(why)));
+	ck_assert(conn_stream_admit(client, why, sizeof(why)));
+	ck_assert_uint_eq(server_streams(), 1);
+	test_conf.max_subscribers = 1; /* its share is 1: full */
+	conn_stream_release(client);
+	ck_assert_uint_eq(server_streams(), 0);
+	ck_assert(conn_stream_admit(client, why, sizeof(why)));
+	conn_stream_release(client);
+	client->role = ROLE_READ;
+	test_conf.max_subscribers = 4; /* read may use 2 */
+	ck_assert(conn_stream_admit(client, why, sizeof(why)));
+	ck_assert_uint_eq(server_streams(), 1);
+	conn_close(client); /* gives it back */
+	ck_assert_uint_eq(server_streams(), 0);
+}
+END_TEST
+
 static Suite *command_suite(void)
 {
 	Suite *s = suite_create("command");
@@ -139,6 +198,8 @@ static Suite *command_suite(void)
 	tcase_add_test(tc, test_kept_request_answered);
 	tcase_add_test(tc, test_kept_request_without_answer_drops_client);
 	tcase_add_test(tc, test_request_without_answer_drops_client);
+	tcase_add_test(tc, test_role_shares);
+	tcase_add_test(tc, test_policy_and_stream_slots);
 	suite_add_tcase(s, tc);
 	return s;
 }

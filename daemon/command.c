@@ -18,23 +18,11 @@
 #include "daemon.h"
 #include "log.h"
 
-extern const struct cmd_module meta_module;
-extern const struct cmd_module events_module;
-extern const struct cmd_module state_module;
-extern const struct cmd_module persist_module;
-extern const struct cmd_module proc_module;
-extern const struct cmd_module task_module;
-
-/* Every module, in start order. Adding a module is one line here. */
-static const struct cmd_module *const modules[] = {
-	&meta_module,
-	&events_module,
-	&state_module,
-	&persist_module, /* loads the state before anything serves it; stops after proc */
-	&proc_module,
-	&task_module, /* after proc: its stop fails the tasks before workers stop */
-};
-#define N_MODULES (sizeof(modules) / sizeof(modules[0]))
+/* The modules, in start order: given by whoever assembles the daemon
+ * (daemon/modules.c); the core does not name them. */
+static const struct cmd_module *const *modules;
+static size_t n_modules;
+#define N_MODULES n_modules
 
 static const struct cmd_entry **table; /* sorted by name */
 static size_t table_len;
@@ -59,9 +47,12 @@ static int entry_cmp(const void *a, const void *b)
 	return strcmp((*x)->name, (*y)->name);
 }
 
-void command_init(void)
+void command_init(const struct cmd_module *const *mods, size_t n_mods)
 {
 	size_t n = 0, i = 0;
+
+	modules = mods;
+	n_modules = n_mods;
 
 	for (size_t m = 0; m < N_MODULES; m++)
 		for (const struct cmd_entry *e = modules[m]->cmds; e && e->name; e++)

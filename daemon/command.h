@@ -80,8 +80,9 @@ struct request {
 /* "none", "read", "state", "admin", by enum role. */
 extern const char *const role_names[];
 
-/* Build the lookup table; call once. */
-void command_init(void);
+/* Take the modules (in start order) and build the lookup table of their
+ * commands; call once. */
+void command_init(const struct cmd_module *const *mods, size_t n_mods);
 /* Look up a command by name. */
 const struct cmd_entry *command_find(const char *name);
 /* Capabilities of the registered modules (a new JSON array). */

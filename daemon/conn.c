@@ -29,8 +29,7 @@
 #include "jsonw.h"
 #include "log.h"
 #include "mpsup.h"
-#include "peer.h"
-#include "persist.h"
+#include "access.h"
 
 #define READ_CHUNK (64 * 1024)
 #define LINGER_SECS 2.0        /* how long a closing peer may keep sending */
@@ -44,7 +43,34 @@ static unsigned n_exempt;     /* workers' connections beyond the role shares */
 static unsigned n_streams;    /* streaming connections (max_subscribers) */
 static size_t out_total;      /* unsent output of every connection */
 static struct event *ev_budget; /* enforces max_output_total from the loop */
-static const struct peer_policy *policy = &peer_policy_default;
+/* The core's own view of a peer ([access] only) until the daemon's
+ * assembly installs the supervision-aware one (server_set_peer_policy). */
+static enum role core_role(uid_t uid, const gid_t *gids, int n_gids)
+{
+	return access_role(daemon_g.conf, uid, gids, n_gids, false);
+}
+static const struct peer_policy core_policy = { .role = core_role };
+static const struct peer_policy *policy = &core_policy;
+
+/* No durable store: answers never wait (server_set_commit_barrier). */
+static bool no_barrier_wait(void (*fn)(void *arg), void *arg)
+{
+	(void)fn;
+	(void)arg;
+	return false;
+}
+static void no_barrier_cancel(void (*fn)(void *arg), void *arg)
+{
+	(void)fn;
+	(void)arg;
+}
+static void no_barrier_commit(void)
+{
+}
+static const struct commit_barrier no_barrier = {
+	.barrier = no_barrier_wait, .cancel = no_barrier_cancel, .commit = no_barrier_commit,
+};
+static const struct commit_barrier *barrier = &no_barrier;
 static uint64_t next_conn_id = 1;
 static int listen_fd = -1;
 static bool listen_activated; /* handed over by systemd: not ours to unlink */
@@ -123,7 +149,7 @@ void conn_close(struct conn *c)
 		return;
 	c->dead = true;
 	if (c->held)
-		persist_barrier_cancel(conn_barrier_passed, c);
+		barrier->cancel(conn_barrier_passed, c);
 	if (c->kept) {
 		struct request *r = c->kept;
 		c->kept = NULL;
@@ -493,7 +519,7 @@ void conn_flush(struct conn *c)
 	if (c->held)
 		return;
 	if (!c->dead && evbuffer_get_length(c->out) > 0 &&
-	    persist_barrier(conn_barrier_passed, c)) {
+	    barrier->barrier(conn_barrier_passed, c)) {
 		if (c->dead) /* closed by the barrier (out of memory) */
 			return;
 		c->held = true;
@@ -644,7 +670,7 @@ static void conn_process(struct conn *c)
 		 * is cancelled rather than completed into a closed socket (a
 		 * queue item would be lost). Otherwise answer what it sent. */
 		if (c->kept) {
-			persist_commit(); /* the answers must not wait: write now */
+			barrier->commit(); /* the answers must not wait: write now */
 			conn_flush(c);
 			if (!c->dead)
 				conn_close(c);
@@ -834,7 +860,12 @@ unsigned server_streams(void)
 
 void server_set_peer_policy(const struct peer_policy *p)
 {
-	policy = p ? p : &peer_policy_default;
+	policy = p ? p : &core_policy;
+}
+
+void server_set_commit_barrier(const struct commit_barrier *b)
+{
+	barrier = b ? b : &no_barrier;
 }
 
 /* Out of descriptors: stop accepting for a moment (the listening socket

@@ -76,9 +76,22 @@ const char *server_socket_path(void);
 unsigned server_streams(void);
 unsigned server_paused_clients(void);
 size_t server_output_bytes(void);
-/* Ask p about peers (NULL: the daemon's own policy, peer.h). */
+/* Ask p about peers (NULL: the core's own, [access] only; the daemon's
+ * assembly installs supervision's, peer.h). */
 struct peer_policy;
 void server_set_peer_policy(const struct peer_policy *p);
+
+/* The commit barrier answers wait behind (a durable store, persist.h):
+ * barrier(fn, arg) returns true when the output of connection arg depends
+ * on records not yet written and runs fn(arg) once they are; cancel
+ * forgets a pending (fn, arg); commit writes what is pending now. Without
+ * one (no durable store) answers never wait. */
+struct commit_barrier {
+	bool (*barrier)(void (*fn)(void *arg), void *arg);
+	void (*cancel)(void (*fn)(void *arg), void *arg);
+	void (*commit)(void);
+};
+void server_set_commit_barrier(const struct commit_barrier *b);
 /* How much of total (max_clients, max_subscribers) peers of role may use:
  * all of it for admins, less what is kept for admins for state peers, less
  * what is kept for state peers too for the rest. */

@@ -19,6 +19,7 @@
 #include <event2/event.h>
 
 #include "command.h"
+#include "modules.h"
 #include "conn.h"
 #include "daemon.h"
 #include "events.h"
@@ -199,7 +200,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	command_init();
+	mpsupd_assemble();
 	r = server_start();
 	/* sd_listen_fds(1) unset these already; make sure whatever happened. */
 	unsetenv("LISTEN_FDS");

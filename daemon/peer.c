@@ -6,24 +6,10 @@
 
 #include <unistd.h>
 
+#include "access.h"
 #include "daemon.h"
 #include "peer.h"
 #include "proc.h"
-
-/* Is uid/gids in an [access] list? */
-static bool access_match(const struct access_list *a, uid_t uid, const gid_t *gids, int n_gids)
-{
-	if (a->any)
-		return true;
-	for (size_t i = 0; i < a->n_uids; i++)
-		if (a->uids[i] == uid)
-			return true;
-	for (size_t i = 0; i < a->n_gids; i++)
-		for (int j = 0; j < n_gids; j++)
-			if (a->gids[i] == gids[j])
-				return true;
-	return false;
-}
 
 /* Is uid a user that some pool's workers run as? (Resolved when the pool
  * was made: no name lookup here.) */
@@ -37,24 +23,11 @@ static bool pool_user(uid_t uid)
 	return false;
 }
 
-/* The role of a peer: root and the daemon's own user are admin; [access]
- * grants the rest (the highest role whose list matches); users that pool
- * workers run as get at least state unless [access] sets `state`. */
+/* The role of a peer: [access], and users that pool workers run as get at
+ * least state unless [access] sets `state`. */
 static enum role peer_role(uid_t uid, const gid_t *gids, int n_gids)
 {
-	const struct conf *cf = daemon_g.conf;
-
-	if (uid == 0 || uid == geteuid())
-		return ROLE_ADMIN;
-	for (enum role r = ROLE_ADMIN; r > ROLE_STATE; r--)
-		if (access_match(&cf->access[r], uid, gids, n_gids))
-			return r;
-	if (access_match(&cf->access[ROLE_STATE], uid, gids, n_gids) ||
-	    (!cf->access[ROLE_STATE].set && pool_user(uid)))
-		return ROLE_STATE;
-	if (access_match(&cf->access[ROLE_READ], uid, gids, n_gids))
-		return ROLE_READ;
-	return ROLE_NONE;
+	return access_role(daemon_g.conf, uid, gids, n_gids, pool_user(uid));
 }
 
 /* The pool whose running member has this pid. Walks the members of the

@@ -36,6 +36,7 @@
 #include <event2/event.h>
 
 #include "command.h"
+#include "modules.h"
 #include "conn.h"
 #include "daemon.h"
 #include "fuzz.h"
@@ -73,7 +74,7 @@ static void setup(void)
 	daemon_g.conf_path = "/nonexistent/mpsupd-fuzz.conf";
 	daemon_g.base = event_base_new();
 	FUZZ_CHECK(daemon_g.base, "event_base_new failed");
-	command_init();
+	mpsupd_assemble();
 	FUZZ_CHECK(modules_start(cf) == 0, "modules_start failed");
 }
 

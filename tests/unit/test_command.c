@@ -169,7 +169,7 @@ START_TEST(test_policy_and_stream_slots)
 	server_set_peer_policy(&state_policy);
 	server_refresh_roles();
 	ck_assert_int_eq(client->role, ROLE_STATE);
-	server_set_peer_policy(NULL);
+	server_set_peer_policy(&peer_policy_default);
 
 	test_conf.max_subscribers = 16; /* state may use 12 */
 	ck_assert(conn_stream_admit(client, why, sizeof(why)));

@@ -25,6 +25,7 @@
 #include <event2/event.h>
 
 #include "command.h"
+#include "modules.h"
 #include "conf.h"
 #include "daemon.h"
 #include "log.h"
@@ -82,7 +83,7 @@ static void setup(void)
 		signal(SIGPIPE, SIG_IGN);
 		daemon_g.conf = &cf;
 		daemon_g.base = event_base_new();
-		command_init();
+		mpsupd_assemble();
 	}
 	snprintf(dir, sizeof(dir), "/tmp/test_persist.XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(dir));

@@ -9,6 +9,8 @@
 #include "conn.h"
 #include "peer.h"
 #include "persist.h"
+#include "proc.h"
+#include "task.h"
 #include "modules.h"
 
 extern const struct cmd_module meta_module;
@@ -17,6 +19,7 @@ extern const struct cmd_module state_module;
 extern const struct cmd_module persist_module;
 extern const struct cmd_module proc_module;
 extern const struct cmd_module task_module;
+extern const struct proc_observer proc_cmd_observer;
 
 /* Adding a module is one line here. */
 const struct cmd_module *const mpsupd_modules[] = {
@@ -41,4 +44,8 @@ void mpsupd_assemble(void)
 	command_init(mpsupd_modules, mpsupd_n_modules);
 	server_set_peer_policy(&peer_policy_default);
 	server_set_commit_barrier(&persist_commit_barrier);
+	/* what supervision tells the process commands, then task pools
+	 * (join waiters see a state before the task rotation reacts to it) */
+	proc_observe(&proc_cmd_observer);
+	proc_observe(&task_proc_observer);
 }

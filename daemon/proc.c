@@ -38,7 +38,6 @@
 #include "log.h"
 #include "proc.h"
 #include "proc_spawn.h"
-#include "task.h"
 
 /* A run shorter than this never resets backoff, whatever start_secs says
  * (no hot restart loop with start_secs = 0). */
@@ -183,7 +182,7 @@ void proc_record_write(const struct proc *p, struct jsonw *w)
 	jsonw_int(w, p->restarts);
 	jsonw_key(w, "exit_status_text");
 	jsonw_str(w, p->exit_status_text);
-	task_proc_record_write(p, w);
+	proc_notify_record_write(p, w);
 	jsonw_close(w, '}');
 }
 
@@ -270,11 +269,70 @@ struct oneshot *oneshot_free(struct oneshot *os)
 	return NULL;
 }
 
+/*
+ * Observers (proc.h): the parts built on supervision, called in the order
+ * they registered.
+ */
+static const struct proc_observer *observers[PROC_MAX_OBSERVERS];
+static unsigned n_observers;
+
+int proc_observe(const struct proc_observer *o)
+{
+	if (n_observers == PROC_MAX_OBSERVERS)
+		return -ENOSPC;
+	observers[n_observers++] = o;
+	return 0;
+}
+
+#define FOR_OBSERVERS(member, ...)                                  \
+	for (unsigned i_ = 0; i_ < n_observers; i_++)               \
+		if (observers[i_]->member)                          \
+			observers[i_]->member(__VA_ARGS__)
+
+void proc_notify_settled(struct proc *p)
+{
+	FOR_OBSERVERS(settled, p);
+}
+
+void proc_notify_exited(struct proc *p)
+{
+	FOR_OBSERVERS(exited, p);
+}
+
+void proc_notify_gone(struct proc *p)
+{
+	FOR_OBSERVERS(gone, p);
+}
+
+void proc_notify_pool_gone(struct pool *pl)
+{
+	FOR_OBSERVERS(pool_gone, pl);
+}
+
+void proc_notify_output_line(struct proc *p, const struct logline *l)
+{
+	FOR_OBSERVERS(output_line, p, l);
+}
+
+void proc_notify_record_write(const struct proc *p, struct jsonw *w)
+{
+	FOR_OBSERVERS(record_write, p, w);
+}
+
+bool proc_notify_channel(struct proc *p, int in_fd, int out_fd)
+{
+	for (unsigned i = 0; i < n_observers; i++)
+		if (observers[i]->channel) {
+			observers[i]->channel(p, in_fd, out_fd);
+			return true;
+		}
+	return false;
+}
+
 /* Release everything of p (not running). */
 static void proc_destroy(struct proc *p)
 {
-	proc_cmd_forget(p);
-	task_proc_gone(p);
+	proc_notify_gone(p);
 	if (p->pid)
 		pid_remove(p);
 	if (p->group_wait)
@@ -624,8 +682,7 @@ static void proc_feed(struct proc *p, enum proc_event ev)
 		}
 		ev = next;
 	}
-	proc_cmd_notify(p); /* settled: waiters see no intermediate state */
-	task_proc_notify(p);
+	proc_notify_settled(p); /* waiters see no intermediate state */
 	proc_after(p);
 }
 
@@ -703,7 +760,7 @@ static void proc_died(struct proc *p, int st)
 	describe_status(p, st);
 	log_info_f("proc", PROC_FIELDS(p, p->last_pid), "%s (pid %d) %s", p->name,
 		   (int)p->last_pid, p->exit_status_text);
-	task_worker_exited(p); /* before a restart replaces its pipes */
+	proc_notify_exited(p); /* before a restart replaces its pipes */
 	if (p->state == PS_STOPPING && group_alive(p->pgid)) {
 		/* the rest of its group got the stop signal too: wait for it */
 		p->group_wait = true;
@@ -1161,8 +1218,7 @@ static void pool_free(struct pool *pl)
 	publish_pool("pool.removed", pl);
 	TAILQ_REMOVE(&pools, pl, entry);
 	server_refresh_roles();
-	proc_cmd_pool_gone(pl);
-	task_pool_gone(pl);
+	proc_notify_pool_gone(pl);
 	outfile_free(pl->out);
 	outfile_free(pl->err);
 	pool_clear_ids(pl);

@@ -168,10 +168,42 @@ int proc_start_config(const struct conf *conf);
 /* Apply a new config. */
 void proc_reload(const struct conf *newconf, json_t *changes);
 
-/* Hooks into proc_cmd.c: p changed state / is going away / printed a line. */
-void proc_cmd_notify(struct proc *p);
-void proc_cmd_forget(struct proc *p);
-void proc_cmd_pool_gone(struct pool *pl);
-void proc_logs_notify(struct proc *p, const struct logline *l);
+/*
+ * What supervision tells the parts built on it (the process commands, task
+ * pools). It never calls them by name: each registers an observer once,
+ * before anything is spawned (the daemon's assembly, modules.c), and the
+ * observers are called in registration order. Any member may be NULL.
+ */
+struct proc_observer {
+	/* p settled in a new state (no intermediate state is seen). */
+	void (*settled)(struct proc *p);
+	/* p's main process ended (before a restart replaces its pipes). */
+	void (*exited)(struct proc *p);
+	/* p's record is about to be freed. */
+	void (*gone)(struct proc *p);
+	/* pl is being removed (its members are gone already). */
+	void (*pool_gone)(struct pool *pl);
+	/* p printed a line (stdout or stderr). */
+	void (*output_line)(struct proc *p, const struct logline *l);
+	/* A worker of a task pool was spawned: its stdin (in_fd) and stdout
+	 * (out_fd) are the task channel. The first observer that has this
+	 * member takes both descriptors. */
+	void (*channel)(struct proc *p, int in_fd, int out_fd);
+	/* More members of p's process record (status and the like). */
+	void (*record_write)(const struct proc *p, struct jsonw *w);
+};
+
+#define PROC_MAX_OBSERVERS 4
+/* Register o (static storage); -ENOSPC beyond PROC_MAX_OBSERVERS. */
+int proc_observe(const struct proc_observer *o);
+
+/* Tell every observer (proc.c, proc_spawn.c, proc_output.c). */
+void proc_notify_settled(struct proc *p);
+void proc_notify_exited(struct proc *p);
+void proc_notify_gone(struct proc *p);
+void proc_notify_pool_gone(struct pool *pl);
+void proc_notify_output_line(struct proc *p, const struct logline *l);
+bool proc_notify_channel(struct proc *p, int in_fd, int out_fd);
+void proc_notify_record_write(const struct proc *p, struct jsonw *w);
 
 #endif

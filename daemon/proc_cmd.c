@@ -224,7 +224,7 @@ static enum cmd_ret wait_or_answer(struct request *r, enum wait_kind kind, struc
 	return CMD_WAIT;
 }
 
-void proc_cmd_notify(struct proc *p)
+static void proc_cmd_notify(struct proc *p)
 {
 	struct waiter *w, *next;
 
@@ -236,7 +236,7 @@ void proc_cmd_notify(struct proc *p)
 	}
 }
 
-void proc_cmd_forget(struct proc *p)
+static void proc_cmd_forget(struct proc *p)
 {
 	struct waiter *w;
 
@@ -247,7 +247,7 @@ void proc_cmd_forget(struct proc *p)
 	proc_cmd_notify(NULL);
 }
 
-void proc_cmd_pool_gone(struct pool *pl)
+static void proc_cmd_pool_gone(struct pool *pl)
 {
 	struct pool_waiter *w, *next;
 
@@ -289,7 +289,7 @@ static json_t *line_record(const struct proc *p, const struct logline *l)
 			 (size_t)l->len, "ts", l->ts);
 }
 
-void proc_logs_notify(struct proc *p, const struct logline *l)
+static void proc_logs_notify(struct proc *p, const struct logline *l)
 {
 	struct follower *f, *next;
 	json_t *rec = NULL;
@@ -972,4 +972,13 @@ const struct cmd_module proc_module = {
 	.start = proc_module_start,
 	.stop = proc_module_stop,
 	.reload = proc_module_reload,
+};
+
+/* What the process commands hear from supervision (registered by the
+ * daemon's assembly): join waiters and log followers. */
+const struct proc_observer proc_cmd_observer = {
+	.settled = proc_cmd_notify,
+	.gone = proc_cmd_forget,
+	.pool_gone = proc_cmd_pool_gone,
+	.output_line = proc_logs_notify,
 };

@@ -152,7 +152,7 @@ void proc_output_line(struct proc *p, int stream, const char *s, size_t n)
 	memcpy(l->text, s, n);
 	l->text[n] = '\0';
 	utf8_sanitize(l->text, n);
-	proc_logs_notify(p, l);
+	proc_notify_output_line(p, l);
 	logring_push(&p->ring, l, daemon_g.conf ? daemon_g.conf->log_ring_lines : 200);
 }
 

@@ -37,7 +37,6 @@
 #include "log.h"
 #include "proc.h"
 #include "proc_spawn.h"
-#include "task.h"
 
 enum spawn_step {
 	STEP_SETSID = 1,
@@ -535,7 +534,12 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	p->out = outpipe_free(p->out);
 	p->err = outpipe_free(p->err);
 	if (task) {
-		task_worker_attach(p, in_w, rd[1]);
+		/* the task channel goes to whoever serves task pools (task.c);
+		 * nobody (a daemon without task pools): the worker sees EOF */
+		if (!proc_notify_channel(p, in_w, rd[1])) {
+			close(in_w);
+			close(rd[1]);
+		}
 		in_w = rd[1] = -1;
 	} else if (rd[1] >= 0) {
 		p->out = outpipe_new(p, rd[1], STREAM_STDOUT);

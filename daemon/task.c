@@ -842,7 +842,9 @@ static struct task_pool *tp_get(struct pool *pl)
 	return tp;
 }
 
-void task_worker_attach(struct proc *p, int in_fd, int out_fd)
+static void task_worker_exited(struct proc *p);
+
+static void task_worker_attach(struct proc *p, int in_fd, int out_fd)
 {
 	struct task_pool *tp = tp_get(p->pool);
 	struct worker *w = p->worker;
@@ -879,7 +881,7 @@ void task_worker_attach(struct proc *p, int in_fd, int out_fd)
 	}
 }
 
-void task_worker_exited(struct proc *p)
+static void task_worker_exited(struct proc *p)
 {
 	struct worker *w = p->worker;
 	struct task *t;
@@ -915,7 +917,7 @@ void task_worker_exited(struct proc *p)
 	}
 }
 
-void task_proc_notify(struct proc *p)
+static void task_proc_notify(struct proc *p)
 {
 	struct task_pool *tp = p->pool ? p->pool->tasks : NULL;
 	struct worker *w = p->worker;
@@ -931,7 +933,7 @@ void task_proc_notify(struct proc *p)
 	tp_check(tp);
 }
 
-void task_proc_gone(struct proc *p)
+static void task_proc_gone(struct proc *p)
 {
 	struct worker *w = p->worker;
 	struct task *t;
@@ -1011,7 +1013,7 @@ static void tp_check(struct task_pool *tp)
 		tp_dispatch(tp);
 }
 
-void task_pool_gone(struct pool *pl)
+static void task_pool_gone(struct pool *pl)
 {
 	struct task_pool *tp = pl->tasks;
 	char why[200];
@@ -1024,7 +1026,7 @@ void task_pool_gone(struct pool *pl)
 	pl->tasks = NULL;
 }
 
-void task_proc_record_write(const struct proc *p, struct jsonw *out)
+static void task_proc_record_write(const struct proc *p, struct jsonw *out)
 {
 	const struct worker *w = p->worker;
 
@@ -1335,4 +1337,13 @@ const struct cmd_module task_module = {
 	.info = task_module_info,
 	.start = task_module_start,
 	.stop = task_module_stop,
+};
+
+const struct proc_observer task_proc_observer = {
+	.settled = task_proc_notify,
+	.exited = task_worker_exited,
+	.gone = task_proc_gone,
+	.pool_gone = task_pool_gone,
+	.channel = task_worker_attach,
+	.record_write = task_proc_record_write,
 };

@@ -155,6 +155,21 @@ void log_msg_fields(enum log_level level, const char *subsys, const struct log_f
 	va_end(ap);
 }
 
+void log_fatal(const char *subsys, int err, const char *file, int line, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (err)
+		log_msg(LOG_LVL_ERROR, subsys, file, line, "%s: %s", msg, strerror(err));
+	else
+		log_msg(LOG_LVL_ERROR, subsys, file, line, "%s", msg);
+	exit(EXIT_FAILURE);
+}
+
 bool log_allowed(struct log_ratelimit *rl)
 {
 	double now = now_mono();

@@ -8,6 +8,7 @@
 #ifndef MPSUPD_LOG_H
 #define MPSUPD_LOG_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -34,6 +35,13 @@ void log_msg(enum log_level level, const char *subsys, const char *file, int lin
 void log_msg_fields(enum log_level level, const char *subsys, const struct log_fields *f,
 		    const char *file, int line, const char *fmt, ...)
 	__attribute__((format(printf, 6, 7)));
+
+/* Start-up failures only (never for a client's input): log and exit(1).
+ * fatal() adds strerror(errno), fatalx() does not. */
+_Noreturn void log_fatal(const char *subsys, int err, const char *file, int line,
+			 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+#define fatal(sub, ...) log_fatal(sub, errno, __FILE__, __LINE__, __VA_ARGS__)
+#define fatalx(sub, ...) log_fatal(sub, 0, __FILE__, __LINE__, __VA_ARGS__)
 
 /*
  * A rate limit for messages a peer can trigger at will (refused

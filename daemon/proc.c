@@ -37,6 +37,7 @@
 #include "events.h"
 #include "log.h"
 #include "proc.h"
+#include "proc_registry.h"
 #include "proc_spawn.h"
 #include "task.h"
 
@@ -60,6 +61,10 @@ static struct proc_list free_list = TAILQ_HEAD_INITIALIZER(free_list);
  */
 struct stray {
 	pid_t pgid;
+	pid_t leader;          /* its main process (gone), for the registry */
+	uint64_t start;        /* the leader's start time */
+	int stop_signal;
+	double stop_timeout;
 	struct event *timer;   /* SIGKILL at stop_timeout */
 	TAILQ_ENTRY(stray) entry;
 	char name[160];        /* the process name, for the log */
@@ -392,6 +397,7 @@ static struct stray *stray_free(struct stray *g)
 {
 	TAILQ_REMOVE(&strays, g, entry);
 	n_strays--;
+	procreg_changed();
 	event_free(g->timer);
 	free(g);
 	return NULL;
@@ -435,6 +441,11 @@ static void stray_start(struct proc *p)
 		return;
 	}
 	g->pgid = p->pgid;
+	g->leader = p->last_pid;
+	g->start = p->start_ticks;
+	g->stop_signal = p->stop_signal;
+	g->stop_timeout = p->stop_timeout;
+	procreg_changed();
 	snprintf(g->name, sizeof(g->name), "%s", p->name);
 	snprintf(g->pool, sizeof(g->pool), "%s", p->pool ? p->pool->name : "");
 	TAILQ_INSERT_TAIL(&strays, g, entry);
@@ -469,6 +480,31 @@ static void strays_kill_all(void)
 unsigned proc_stray_groups(void)
 {
 	return n_strays;
+}
+
+void proc_registry_each(void (*fn)(const struct procreg_rec *r, void *arg), void *arg)
+{
+	struct procreg_rec r;
+	struct stray *g;
+	struct proc *p;
+
+	for (unsigned b = 0; b < PID_BUCKETS; b++)
+		for (p = pid_hash[b]; p; p = p->hnext) {
+			r = (struct procreg_rec){ p->pid, p->pgid, p->start_ticks, p->stop_signal,
+						  p->stop_timeout, p->name };
+			fn(&r, arg);
+		}
+	/* stopping, main process reaped, the rest of its group not yet gone */
+	TAILQ_FOREACH(p, &group_waits, gentry) {
+		r = (struct procreg_rec){ p->last_pid, p->pgid, p->start_ticks, p->stop_signal,
+					  p->stop_timeout, p->name };
+		fn(&r, arg);
+	}
+	TAILQ_FOREACH(g, &strays, entry) {
+		r = (struct procreg_rec){ g->leader, g->pgid, g->start, g->stop_signal,
+					  g->stop_timeout, g->name };
+		fn(&r, arg);
+	}
 }
 
 /*
@@ -538,6 +574,13 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 	p->stop_signal = p->pool ? p->pool->conf->stop_signal : SIGTERM;
 	p->stop_timeout = p->pool ? p->pool->conf->stop_timeout : 10;
 	pid_insert(p);
+	p->start_ticks = 0;
+	if (procreg_active()) {
+		struct procreg_stat st;
+		if (procreg_stat(p->pid, &st) == 0)
+			p->start_ticks = st.start;
+		procreg_changed();
+	}
 	log_debug_f("proc", PROC_FIELDS(p, p->pid), "%s: spawned pid %d", p->name, (int)p->pid);
 	if (start_secs <= 0)
 		return PE_START_SECS;
@@ -693,6 +736,7 @@ static void describe_status(struct proc *p, int st)
 static void proc_died(struct proc *p, int st)
 {
 	pid_remove(p);
+	procreg_changed();
 	p->last_pid = p->pid;
 	p->pid = 0;
 	if (p->pidfd >= 0)
@@ -725,6 +769,7 @@ static void check_group_waits(void)
 			continue;
 		TAILQ_REMOVE(&group_waits, p, gentry);
 		p->group_wait = false;
+		procreg_changed();
 		proc_feed(p, PE_DIED);
 		next = TAILQ_FIRST(&group_waits); /* the list may have changed */
 	}
@@ -1285,6 +1330,9 @@ int proc_start_config(const struct conf *conf)
 
 	if ((r = proc_init()) < 0)
 		return r;
+	/* what a crashed daemon left goes before anything starts */
+	if ((r = procreg_start(conf, server_socket_path())) < 0)
+		return r;
 	if (!(v = sorted_pools(conf, &n)))
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
@@ -1514,6 +1562,7 @@ void proc_cleanup(void)
 	}
 	stdin_feed_cleanup();
 	proc_spawn_cleanup();
+	procreg_close(); /* nothing runs: nothing is left to record */
 	event_free(ev_sigchld);
 	event_free(ev_sigusr1);
 	event_free(ev_gc);

@@ -1,0 +1,90 @@
+/*
+ * The process registry: a small file in the runtime directory that lists
+ * the process groups mpsupd runs (pool workers and one-shots: each leads
+ * its own group), so that a daemon started after a crash of the previous
+ * one (kill -9 outside systemd) stops what was left before it starts its
+ * pools (proc_leftover.h). The file is named after the control socket, so
+ * daemons on other sockets never touch each other's processes, and a lock
+ * beside it keeps a second daemon on the same socket out.
+ *
+ * Format (text, one record a line, rewritten whole by tmp + rename):
+ *   mpsupd-processes 1
+ *   boot BOOT_ID
+ *   key KEY                        (hash of the socket path)
+ *   daemon PID START               (the writer)
+ *   p PID PGID START SIGNAL STOP_TIMEOUT_MS NAME
+ *   end COUNT
+ * START is field 22 of /proc/PID/stat (clock ticks since boot).
+ */
+#ifndef MPSUPD_PROC_REGISTRY_H
+#define MPSUPD_PROC_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "conf.h"
+
+/* Bounds of what the reader accepts (and the writer writes). */
+#define PROCREG_MAX_RECORDS 262144
+#define PROCREG_MAX_BYTES (48u << 20)
+#define PROCREG_NAME_MAX 96
+/* The longest stop_timeout a record may carry (ms; conf's own bound). */
+#define PROCREG_MAX_TIMEOUT_MS 1000000000000ull
+
+/* One process group mpsupd ran. */
+struct procreg_rec {
+	pid_t pid;           /* the group's leader (our child); may be reaped already */
+	pid_t pgid;          /* == pid: each child leads its own group */
+	uint64_t start;      /* the leader's start time, clock ticks since boot */
+	int stop_signal;
+	double stop_timeout; /* seconds */
+	const char *name;    /* POOL:INDEX or a one-shot's name */
+};
+
+/* A parsed registry file. */
+struct procreg_file {
+	pid_t writer_pid;
+	uint64_t writer_start;
+	struct procreg_rec *recs;
+	size_t n;
+};
+
+/* What /proc/PID/stat says about a process. */
+struct procreg_stat {
+	char state;
+	pid_t ppid, pgrp, session;
+	uint64_t start;
+};
+
+/* Read /proc/PID/stat: 0, or -errno (-ESRCH when there is no such process). */
+int procreg_stat(pid_t pid, struct procreg_stat *ret);
+
+/*
+ * Parse a registry file held in buf (len bytes, NUL-terminated; names in
+ * the result point into buf, which is modified). Records of another boot or
+ * another socket are refused with -ESTALE; anything malformed with -EINVAL.
+ * The reason is in err.
+ */
+int procreg_parse(char *buf, size_t len, const char *boot_id, const char *key,
+		  struct procreg_file *ret, char *err, size_t errlen);
+
+/*
+ * Open the registry of the daemon listening on socket_path: the runtime
+ * directory (conf's runtime_dir, else the socket's directory), the lock,
+ * then stop whatever a previous daemon on this socket left running. Must
+ * run before any pool starts. Returns 0 (also when the registry is not
+ * usable in the socket's directory: a warning says so), -EADDRINUSE when
+ * another live daemon holds the lock, or -errno when a configured
+ * runtime_dir is unusable.
+ */
+int procreg_start(const struct conf *conf, const char *socket_path);
+/* Is the registry in use (start times worth reading at spawn)? */
+bool procreg_active(void);
+/* The set of running groups changed: rewrite the file once this loop pass. */
+void procreg_changed(void);
+/* An orderly end: everything is stopped; remove the file, drop the lock. */
+void procreg_close(void);
+
+#endif

@@ -62,7 +62,7 @@ static struct proc_list free_list = TAILQ_HEAD_INITIALIZER(free_list);
 struct stray {
 	pid_t pgid;
 	pid_t leader;          /* its main process (gone), for the registry */
-	uint64_t start;        /* the leader's start time */
+	uint64_t start_lo, start_hi;
 	int stop_signal;
 	double stop_timeout;
 	struct event *timer;   /* SIGKILL at stop_timeout */
@@ -397,7 +397,7 @@ static struct stray *stray_free(struct stray *g)
 {
 	TAILQ_REMOVE(&strays, g, entry);
 	n_strays--;
-	procreg_changed();
+	procreg_remove(g->leader, g->start_lo);
 	event_free(g->timer);
 	free(g);
 	return NULL;
@@ -421,36 +421,38 @@ static void stray_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* p's main process died while not being stopped: end the rest of its group
- * (stop signal now, SIGKILL after stop_timeout). */
-static void stray_start(struct proc *p)
+ * (stop signal now, SIGKILL after stop_timeout). True when a stray now
+ * holds the group. */
+static bool stray_start(struct proc *p)
 {
 	struct timeval tv = tv_from_secs(p->stop_timeout);
 	struct stray *g;
 
 	if (!group_alive(p->pgid))
-		return;
+		return false;
 	log_info_f("proc", PROC_FIELDS(p, p->pgid),
 		   "%s: main process gone, stopping the rest of group %d", p->name, (int)p->pgid);
 	signal_group_stop(p);
 	if (p->stop_signal == SIGKILL)
-		return;
+		return false;
 	if (!(g = calloc(1, sizeof(*g))) ||
 	    !(g->timer = evtimer_new(daemon_g.base, stray_timer_cb, g))) {
 		free(g);
 		kill(-p->pgid, SIGKILL); /* no memory to wait: do not leave it */
-		return;
+		return false;
 	}
 	g->pgid = p->pgid;
 	g->leader = p->last_pid;
-	g->start = p->start_ticks;
+	g->start_lo = p->start_lo;
+	g->start_hi = p->start_hi;
 	g->stop_signal = p->stop_signal;
 	g->stop_timeout = p->stop_timeout;
-	procreg_changed();
 	snprintf(g->name, sizeof(g->name), "%s", p->name);
 	snprintf(g->pool, sizeof(g->pool), "%s", p->pool ? p->pool->name : "");
 	TAILQ_INSERT_TAIL(&strays, g, entry);
 	n_strays++;
 	evtimer_add(g->timer, &tv);
+	return true;
 }
 
 /* Forget stray groups that are gone (after reaping). */
@@ -482,6 +484,13 @@ unsigned proc_stray_groups(void)
 	return n_strays;
 }
 
+/* p's run as a registry record (its leader: pid, or last_pid once reaped). */
+static struct procreg_rec proc_rec(const struct proc *p, pid_t leader)
+{
+	return (struct procreg_rec){ leader, p->pgid, p->start_lo, p->start_hi,
+				     p->stop_signal, p->stop_timeout, p->name };
+}
+
 void proc_registry_each(void (*fn)(const struct procreg_rec *r, void *arg), void *arg)
 {
 	struct procreg_rec r;
@@ -490,19 +499,17 @@ void proc_registry_each(void (*fn)(const struct procreg_rec *r, void *arg), void
 
 	for (unsigned b = 0; b < PID_BUCKETS; b++)
 		for (p = pid_hash[b]; p; p = p->hnext) {
-			r = (struct procreg_rec){ p->pid, p->pgid, p->start_ticks, p->stop_signal,
-						  p->stop_timeout, p->name };
+			r = proc_rec(p, p->pid);
 			fn(&r, arg);
 		}
 	/* stopping, main process reaped, the rest of its group not yet gone */
 	TAILQ_FOREACH(p, &group_waits, gentry) {
-		r = (struct procreg_rec){ p->last_pid, p->pgid, p->start_ticks, p->stop_signal,
-					  p->stop_timeout, p->name };
+		r = proc_rec(p, p->last_pid);
 		fn(&r, arg);
 	}
 	TAILQ_FOREACH(g, &strays, entry) {
-		r = (struct procreg_rec){ g->leader, g->pgid, g->start, g->stop_signal,
-					  g->stop_timeout, g->name };
+		r = (struct procreg_rec){ g->leader, g->pgid, g->start_lo, g->start_hi,
+					  g->stop_signal, g->stop_timeout, g->name };
 		fn(&r, arg);
 	}
 }
@@ -551,6 +558,7 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 {
 	char err[512];
 	double start_secs = p->pool ? p->pool->conf->start_secs : 0;
+	struct procreg_rec rec;
 
 	if (from == PS_RUNNING)
 		p->failures = 0; /* a stable run ended: backoff starts over */
@@ -574,13 +582,8 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 	p->stop_signal = p->pool ? p->pool->conf->stop_signal : SIGTERM;
 	p->stop_timeout = p->pool ? p->pool->conf->stop_timeout : 10;
 	pid_insert(p);
-	p->start_ticks = 0;
-	if (procreg_active()) {
-		struct procreg_stat st;
-		if (procreg_stat(p->pid, &st) == 0)
-			p->start_ticks = st.start;
-		procreg_changed();
-	}
+	rec = proc_rec(p, p->pid);
+	procreg_add(&rec);
 	log_debug_f("proc", PROC_FIELDS(p, p->pid), "%s: spawned pid %d", p->name, (int)p->pid);
 	if (start_secs <= 0)
 		return PE_START_SECS;
@@ -736,7 +739,6 @@ static void describe_status(struct proc *p, int st)
 static void proc_died(struct proc *p, int st)
 {
 	pid_remove(p);
-	procreg_changed();
 	p->last_pid = p->pid;
 	p->pid = 0;
 	if (p->pidfd >= 0)
@@ -754,8 +756,9 @@ static void proc_died(struct proc *p, int st)
 		TAILQ_INSERT_TAIL(&group_waits, p, gentry);
 		return;
 	}
-	if (p->state != PS_STOPPING)
-		stray_start(p);
+	/* the group is gone, unless a stray now holds it */
+	if (p->state == PS_STOPPING || !stray_start(p))
+		procreg_remove(p->last_pid, p->start_lo);
 	proc_feed(p, PE_DIED);
 }
 
@@ -769,7 +772,7 @@ static void check_group_waits(void)
 			continue;
 		TAILQ_REMOVE(&group_waits, p, gentry);
 		p->group_wait = false;
-		procreg_changed();
+		procreg_remove(p->last_pid, p->start_lo);
 		proc_feed(p, PE_DIED);
 		next = TAILQ_FIRST(&group_waits); /* the list may have changed */
 	}

@@ -63,7 +63,8 @@ struct proc {
 	pid_t last_pid;             /* of the run that ended last */
 	int pidfd;                  /* -1 without pidfd support */
 	pid_t pgid;                 /* the process group of the current run */
-	uint64_t start_ticks;       /* its start time (/proc, for the registry); 0 unknown */
+	uint64_t start_lo, start_hi; /* its start time lies in this range (clock ticks since
+				      * boot, for the process registry); 0 = unknown */
 	int stop_signal;            /* of the current run (a reload may change the pool) */
 	double stop_timeout;
 	bool has_exitcode;

@@ -77,27 +77,28 @@ static bool dead_state(char s)
 static bool is_member(const struct group *g, const struct procreg_stat *st)
 {
 	return !dead_state(st->state) && st->pgrp == g->rec->pgid &&
-	       st->session == g->rec->pgid && st->start >= g->rec->start;
+	       st->session == g->rec->pgid && st->start >= g->rec->start_lo;
 }
 
-/* Is the recorded leader still the process with its pid? */
+/* Is the recorded leader still the process with its pid? When another
+ * process (even a zombie) has the pid, the number was free at some point:
+ * the recorded group ended, and a group with that id now is another's. */
 static void group_check_leader(struct group *g)
 {
 	struct procreg_stat st;
 	const struct procreg_rec *r = g->rec;
-	int e = procreg_stat(r->pid, &st);
 
-	if (e < 0)
+	if (procreg_stat(r->pid, &st) < 0)
 		return;
-	if (st.start == r->start)
+	if (st.start >= r->start_lo && st.start <= r->start_hi) {
 		g->leader_known = true;
-	else if (!dead_state(st.state)) {
-		g->skip = true;
-		log_info("proc", "leftover %s: pid %d now belongs to another process "
-				 "(started at tick %llu, not %llu): left alone",
-			 r->name, (int)r->pid, (unsigned long long)st.start,
-			 (unsigned long long)r->start);
+		return;
 	}
+	g->skip = true;
+	log_info("proc", "leftover %s: pid %d now belongs to another process "
+			 "(started at tick %llu, not %llu..%llu): left alone",
+		 r->name, (int)r->pid, (unsigned long long)st.start,
+		 (unsigned long long)r->start_lo, (unsigned long long)r->start_hi);
 }
 
 static int cmp_pgid(const void *a, const void *b)

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -32,21 +33,33 @@
 #define MAGIC "mpsupd-processes 1"
 #define BOOT_ID_LEN 36
 
+/* Lines appended beyond twice the live groups before a compaction. */
+#define COMPACT_SLACK 256
+
+struct text {
+	char *p;
+	size_t len, cap;
+};
+
 static struct {
 	int dirfd, lockfd, procfd;
+	int fd;                /* the file, for appends; -1: compact next */
 	char *dir;             /* for messages */
 	char key[17];          /* FNV-1a 64 of the socket path, hex */
 	char file[48], tmp[48], lock[48];
 	char boot[BOOT_ID_LEN + 1];
-	struct event *ev;
-	bool pending;
-	bool failing;          /* the last write failed (logged once) */
-	char *buf;             /* the text being written, reused */
-	size_t cap, len;
-	size_t n;
-	bool truncated;        /* more groups than PROCREG_MAX_RECORDS (logged once) */
 	uint64_t self_start;   /* our own start time */
-} reg = { .dirfd = -1, .lockfd = -1, .procfd = -1 };
+	struct event *ev;
+	bool pending;          /* ev is active */
+	struct text pend;      /* lines for the next append */
+	size_t pend_lines;
+	bool lost;             /* a line could not be queued: compact */
+	struct text whole;     /* a compaction's text */
+	size_t lines;          /* p/x lines in the file */
+	size_t live;           /* groups recorded as running */
+	bool failing;          /* the last write failed (logged once) */
+	bool truncated;        /* more groups than PROCREG_MAX_RECORDS (logged once) */
+} reg = { .dirfd = -1, .lockfd = -1, .procfd = -1, .fd = -1 };
 
 /*
  * /proc.
@@ -84,6 +97,32 @@ int procreg_stat(pid_t pid, struct procreg_stat *ret)
 	ret->pgrp = pgrp;
 	ret->session = sid;
 	ret->start = start;
+	return 0;
+}
+
+uint64_t procreg_ticks(void)
+{
+	static long hz;
+	struct timespec ts;
+
+	if (!hz && (hz = sysconf(_SC_CLK_TCK)) <= 0)
+		hz = 100;
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	/* as the kernel's nsec_to_clock_t(): rounded down */
+	return ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) /
+	       (1000000000u / (uint64_t)hz);
+}
+
+int procreg_fix_range(pid_t pid, uint64_t *lo, uint64_t *hi)
+{
+	struct procreg_stat st;
+	int r;
+
+	if (*hi - *lo <= PROCREG_MAX_RANGE)
+		return 0;
+	if ((r = procreg_stat(pid, &st)) < 0)
+		return r;
+	*lo = *hi = st.start;
 	return 0;
 }
 
@@ -142,20 +181,22 @@ static int split(char *line, char **w, int max)
 /* One "p ..." line (words after the tag). */
 static int parse_rec(char **w, struct procreg_rec *r)
 {
-	uint64_t pid, pgid, start, sig, ms;
+	uint64_t pid, pgid, lo, hi, sig, ms;
 
 	if (parse_u64(w[0], 1, PID_MAX_LIMIT_, &pid) < 0 ||
 	    parse_u64(w[1], 1, PID_MAX_LIMIT_, &pgid) < 0 || pgid != pid ||
-	    parse_u64(w[2], 1, UINT64_MAX / 2, &start) < 0 || parse_u64(w[3], 1, 64, &sig) < 0 ||
-	    !conf_signal_name((int)sig) || parse_u64(w[4], 0, PROCREG_MAX_TIMEOUT_MS, &ms) < 0 ||
-	    !rec_name_valid(w[5]))
+	    parse_u64(w[2], 1, UINT64_MAX / 2, &lo) < 0 ||
+	    parse_u64(w[3], lo, lo + PROCREG_MAX_RANGE, &hi) < 0 ||
+	    parse_u64(w[4], 1, 64, &sig) < 0 || !conf_signal_name((int)sig) ||
+	    parse_u64(w[5], 0, PROCREG_MAX_TIMEOUT_MS, &ms) < 0 || !rec_name_valid(w[6]))
 		return -EINVAL;
 	r->pid = (pid_t)pid;
 	r->pgid = (pid_t)pgid;
-	r->start = start;
+	r->start_lo = lo;
+	r->start_hi = hi;
 	r->stop_signal = (int)sig;
 	r->stop_timeout = (double)ms / 1000;
-	r->name = w[5];
+	r->name = w[6];
 	return 0;
 }
 
@@ -165,108 +206,156 @@ static int bad(char *err, size_t errlen, unsigned line, const char *what)
 	return -EINVAL;
 }
 
+/* The replay: pid -> the latest "p" of that pid (open addressing). */
+struct slot {
+	pid_t pid;
+	uint32_t idx; /* into recs, + 1; 0 = empty */
+};
+
+static struct slot *slot_find(struct slot *t, size_t mask, pid_t pid)
+{
+	size_t h = ((uint32_t)pid * 2654435761u) & mask;
+
+	while (t[h].idx && t[h].pid != pid)
+		h = (h + 1) & mask;
+	return &t[h];
+}
+
+/* The header: magic, boot id, key, writer. */
+static int parse_header(char **lines, const char *boot_id, const char *key,
+			struct procreg_file *f, char *err, size_t errlen)
+{
+	char *w[4];
+	uint64_t v, v2;
+
+	if (strcmp(lines[0], MAGIC) != 0)
+		return bad(err, errlen, 1, "not a process registry (header)");
+	if (split(lines[1], w, 4) != 2 || strcmp(w[0], "boot") != 0 ||
+	    strlen(w[1]) != BOOT_ID_LEN)
+		return bad(err, errlen, 2, "malformed boot id");
+	if (strcmp(w[1], boot_id) != 0) {
+		snprintf(err, errlen, "written before the last boot");
+		return -ESTALE;
+	}
+	if (split(lines[2], w, 4) != 2 || strcmp(w[0], "key") != 0)
+		return bad(err, errlen, 3, "malformed key");
+	if (strcmp(w[1], key) != 0) {
+		snprintf(err, errlen, "written for another socket");
+		return -ESTALE;
+	}
+	if (split(lines[3], w, 4) != 3 || strcmp(w[0], "daemon") != 0 ||
+	    parse_u64(w[1], 1, PID_MAX_LIMIT_, &v) < 0 ||
+	    parse_u64(w[2], 1, UINT64_MAX / 2, &v2) < 0)
+		return bad(err, errlen, 4, "malformed daemon line");
+	f->writer_pid = (pid_t)v;
+	f->writer_start = v2;
+	return 0;
+}
+
+/* Replay the p/x lines into f->recs (the groups that did not end). */
+static int replay(char **lines, size_t n_lines, struct procreg_file *f, char *err, size_t errlen)
+{
+	size_t cap = 16, live = 0, n = 0;
+	struct slot *t;
+	char *w[10];
+	uint64_t pid, lo;
+	int r = 0;
+
+	while (cap < 2 * n_lines)
+		cap *= 2;
+	t = calloc(cap, sizeof(*t));
+	f->recs = calloc(n_lines ? n_lines : 1, sizeof(*f->recs));
+	if (!t || !f->recs) {
+		free(t);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (size_t i = 4; i < n_lines && r == 0; i++) {
+		unsigned ln = (unsigned)i + 1;
+		int nw = split(lines[i], w, 10);
+		struct slot *sl;
+
+		if (nw == 8 && strcmp(w[0], "p") == 0) {
+			if (parse_rec(w + 1, &f->recs[n]) < 0) {
+				r = bad(err, errlen, ln, "malformed record");
+				break;
+			}
+			sl = slot_find(t, cap - 1, f->recs[n].pid);
+			if (sl->idx && f->recs[sl->idx - 1].pid) /* the pid was taken again */
+				f->recs[sl->idx - 1].pid = 0;
+			else
+				live++;
+			sl->pid = f->recs[n].pid;
+			sl->idx = (uint32_t)++n;
+			if (live > PROCREG_MAX_RECORDS)
+				r = bad(err, errlen, ln, "too many records");
+		} else if (nw == 3 && strcmp(w[0], "x") == 0) {
+			if (parse_u64(w[1], 1, PID_MAX_LIMIT_, &pid) < 0 ||
+			    parse_u64(w[2], 1, UINT64_MAX / 2, &lo) < 0) {
+				r = bad(err, errlen, ln, "malformed end of a group");
+				break;
+			}
+			/* an end the replay cannot match is one of a pid taken again */
+			sl = slot_find(t, cap - 1, (pid_t)pid);
+			if (sl->idx && f->recs[sl->idx - 1].pid && f->recs[sl->idx - 1].start_lo == lo) {
+				f->recs[sl->idx - 1].pid = 0;
+				live--;
+			}
+		} else
+			r = bad(err, errlen, ln, "unknown line");
+	}
+	free(t);
+	if (r < 0)
+		return r;
+	/* keep the live ones, in order */
+	f->n = 0;
+	for (size_t i = 0; i < n; i++)
+		if (f->recs[i].pid)
+			f->recs[f->n++] = f->recs[i];
+	return 0;
+}
+
 int procreg_parse(char *buf, size_t len, const char *boot_id, const char *key,
 		  struct procreg_file *ret, char *err, size_t errlen)
 {
 	struct procreg_file f = { 0 };
-	uint64_t v, v2;
-	unsigned line = 0;
-	bool ended = false;
-	char *p = buf, *end = buf + len, *w[8];
-	int n, r = -EINVAL;
+	size_t n_lines = 0, i = 0;
+	char **lines, *p;
+	int r;
 
 	if (memchr(buf, '\0', len))
 		return bad(err, errlen, 0, "binary data");
-	if (len == 0 || buf[len - 1] != '\n')
-		return bad(err, errlen, 0, "truncated (no final newline)");
-	while (p < end) {
-		char *nl = memchr(p, '\n', (size_t)(end - p));
+	/* a last line cut short (a write that failed half way) is left out */
+	while (len > 0 && buf[len - 1] != '\n') {
+		f.torn = true;
+		buf[--len] = '\0';
+	}
+	for (p = buf; p < buf + len; p++)
+		n_lines += *p == '\n';
+	if (n_lines < 4)
+		return bad(err, errlen, (unsigned)n_lines, "truncated header");
+	if (n_lines > PROCREG_MAX_LINES)
+		return bad(err, errlen, PROCREG_MAX_LINES, "too many lines");
+	if (!(lines = calloc(n_lines, sizeof(*lines)))) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (p = buf; i < n_lines; i++) {
+		char *nl = strchr(p, '\n');
 		*nl = '\0';
-		line++;
-		if (ended) {
-			r = bad(err, errlen, line, "data after the end line");
-			goto fail;
-		}
-		if (line == 1) {
-			if (strcmp(p, MAGIC) != 0) {
-				r = bad(err, errlen, line, "not a process registry (header)");
-				goto fail;
-			}
-		} else if ((n = split(p, w, 8)) < 1) {
-			r = bad(err, errlen, line, "malformed");
-			goto fail;
-		} else if (line == 2) {
-			if (n != 2 || strcmp(w[0], "boot") != 0 || strlen(w[1]) != BOOT_ID_LEN) {
-				r = bad(err, errlen, line, "malformed boot id");
-				goto fail;
-			}
-			if (strcmp(w[1], boot_id) != 0) {
-				snprintf(err, errlen, "written before the last boot");
-				r = -ESTALE;
-				goto fail;
-			}
-		} else if (line == 3) {
-			if (n != 2 || strcmp(w[0], "key") != 0) {
-				r = bad(err, errlen, line, "malformed key");
-				goto fail;
-			}
-			if (strcmp(w[1], key) != 0) {
-				snprintf(err, errlen, "written for another socket");
-				r = -ESTALE;
-				goto fail;
-			}
-		} else if (line == 4) {
-			if (n != 3 || strcmp(w[0], "daemon") != 0 ||
-			    parse_u64(w[1], 1, PID_MAX_LIMIT_, &v) < 0 ||
-			    parse_u64(w[2], 1, UINT64_MAX / 2, &v2) < 0) {
-				r = bad(err, errlen, line, "malformed daemon line");
-				goto fail;
-			}
-			f.writer_pid = (pid_t)v;
-			f.writer_start = v2;
-		} else if (n == 2 && strcmp(w[0], "end") == 0) {
-			if (parse_u64(w[1], 0, PROCREG_MAX_RECORDS, &v) < 0 || v != f.n) {
-				r = bad(err, errlen, line, "record count differs from the end line");
-				goto fail;
-			}
-			ended = true;
-		} else if (n == 7 && strcmp(w[0], "p") == 0) {
-			if (f.n == PROCREG_MAX_RECORDS) {
-				r = bad(err, errlen, line, "too many records");
-				goto fail;
-			}
-			if (!f.recs) {
-				/* at most one record a line: size the array once */
-				size_t lines = 0;
-				for (char *q = nl + 1; q < end; q++)
-					lines += *q == '\n';
-				lines = lines + 1 < PROCREG_MAX_RECORDS ? lines + 1 : PROCREG_MAX_RECORDS;
-				if (!(f.recs = calloc(lines, sizeof(*f.recs)))) {
-					snprintf(err, errlen, "out of memory");
-					r = -ENOMEM;
-					goto fail;
-				}
-			}
-			if (parse_rec(w + 1, &f.recs[f.n]) < 0) {
-				r = bad(err, errlen, line, "malformed record");
-				goto fail;
-			}
-			f.n++;
-		} else {
-			r = bad(err, errlen, line, "unknown line");
-			goto fail;
-		}
+		lines[i] = p;
 		p = nl + 1;
 	}
-	if (!ended || line < 5) {
-		r = bad(err, errlen, line, "truncated (no end line)");
-		goto fail;
+	r = parse_header(lines, boot_id, key, &f, err, errlen);
+	if (r == 0)
+		r = replay(lines, n_lines, &f, err, errlen);
+	free(lines);
+	if (r < 0) {
+		free(f.recs);
+		return r;
 	}
 	*ret = f;
 	return 0;
-fail:
-	free(f.recs);
-	return r;
 }
 
 /*
@@ -392,6 +481,8 @@ static int read_file(struct procreg_file *ret, char **ret_buf)
 	close(fd);
 	buf[got] = '\0';
 	r = procreg_parse(buf, got, reg.boot, reg.key, ret, err, sizeof(err));
+	if (r == 0 && ret->torn)
+		log_info("proc", "%s/%s: its last line was cut short: left out", reg.dir, reg.file);
 	if (r == -ESTALE)
 		log_info("proc", "%s/%s: %s: ignored", reg.dir, reg.file, err);
 	else if (r < 0)
@@ -417,69 +508,93 @@ static bool writer_alive(const struct procreg_file *f)
  * Writing.
  */
 
-static int buf_add(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Append printf text to b (growing it); -ENOMEM leaves b as it was. */
+static int text_add(struct text *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static int buf_add(const char *fmt, ...)
+static int text_add(struct text *b, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
 
 	for (;;) {
+		size_t room = b->cap - b->len;
 		va_start(ap, fmt);
-		n = vsnprintf(reg.buf + reg.len, reg.cap - reg.len, fmt, ap);
+		n = b->cap ? vsnprintf(b->p + b->len, room, fmt, ap) : (int)room;
 		va_end(ap);
 		if (n < 0)
 			return -EINVAL;
-		if ((size_t)n < reg.cap - reg.len) {
-			reg.len += (size_t)n;
+		if (b->cap && (size_t)n < room) {
+			b->len += (size_t)n;
 			return 0;
 		}
-		size_t cap = reg.cap * 2 > reg.len + (size_t)n + 1 ? reg.cap * 2
-								  : reg.len + (size_t)n + 1;
-		char *nb = realloc(reg.buf, cap);
-		if (!nb)
+		size_t cap = b->cap ? b->cap * 2 : 4096;
+		while (cap < b->len + (size_t)n + 1)
+			cap *= 2;
+		char *np = realloc(b->p, cap);
+		if (!np)
 			return -ENOMEM;
-		reg.buf = nb;
-		reg.cap = cap;
+		b->p = np;
+		b->cap = cap;
 	}
 }
 
-static void add_rec(const struct procreg_rec *r, void *arg)
+static int add_line(struct text *b, const struct procreg_rec *r)
+{
+	return text_add(b, "p %d %d %llu %llu %d %llu %s\n", (int)r->pid, (int)r->pgid,
+			(unsigned long long)r->start_lo, (unsigned long long)r->start_hi,
+			r->stop_signal, (unsigned long long)(r->stop_timeout * 1000 + 0.5),
+			rec_name_valid(r->name) ? r->name : "-");
+}
+
+static bool recordable(const struct procreg_rec *r)
+{
+	return r->start_lo > 0 && r->start_hi >= r->start_lo &&
+	       r->start_hi - r->start_lo <= PROCREG_MAX_RANGE && r->pgid == r->pid && r->pid > 0;
+}
+
+static void add_each(const struct procreg_rec *r, void *arg)
 {
 	int *err = arg;
 
-	if (*err || r->start == 0 || r->pgid != r->pid)
+	if (*err || !recordable(r))
 		return;
-	if (reg.n == PROCREG_MAX_RECORDS) {
+	if (reg.live == PROCREG_MAX_RECORDS) {
 		reg.truncated = true;
 		return;
 	}
-	*err = buf_add("p %d %d %llu %d %llu %s\n", (int)r->pid, (int)r->pgid,
-		       (unsigned long long)r->start, r->stop_signal,
-		       (unsigned long long)(r->stop_timeout * 1000 + 0.5),
-		       rec_name_valid(r->name) ? r->name : "-");
-	reg.n++;
+	*err = add_line(&reg.whole, r);
+	reg.live++;
 }
 
-/* Write the whole file: tmp, then rename over the old one. */
-static int write_file(void)
+static int write_all(int fd, const char *p, size_t len)
 {
-	size_t off = 0;
-	int fd, r = 0;
-
-	if (!reg.buf) {
-		reg.cap = 4096;
-		if (!(reg.buf = malloc(reg.cap)))
-			return -ENOMEM;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		p += n;
+		len -= (size_t)n;
 	}
-	reg.len = 0;
-	reg.n = 0;
-	r = buf_add("%s\nboot %s\nkey %s\ndaemon %d %llu\n", MAGIC, reg.boot, reg.key,
-		    (int)getpid(), (unsigned long long)reg.self_start);
+	return 0;
+}
+
+/* Write the whole file (what runs now): tmp, then rename over the old
+ * one; appends go on in the new one. */
+static int compact(void)
+{
+	int fd, r;
+
+	if (reg.fd >= 0)
+		close(reg.fd);
+	reg.fd = -1;
+	reg.whole.len = 0;
+	reg.live = 0;
+	r = text_add(&reg.whole, "%s\nboot %s\nkey %s\ndaemon %d %llu\n", MAGIC, reg.boot,
+		     reg.key, (int)getpid(), (unsigned long long)reg.self_start);
 	if (r == 0)
-		proc_registry_each(add_rec, &r);
-	if (r == 0)
-		r = buf_add("end %zu\n", reg.n);
+		proc_registry_each(add_each, &r);
 	if (r < 0)
 		return r;
 	if (unlinkat(reg.dirfd, reg.tmp, 0) < 0 && errno != ENOENT)
@@ -487,33 +602,45 @@ static int write_file(void)
 	fd = openat(reg.dirfd, reg.tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	while (off < reg.len) {
-		ssize_t n = write(fd, reg.buf + off, reg.len - off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : -EIO;
-			break;
-		}
-		off += (size_t)n;
-	}
-	close(fd);
+	r = write_all(fd, reg.whole.p, reg.whole.len);
 	if (r == 0 && renameat(reg.dirfd, reg.tmp, reg.dirfd, reg.file) < 0)
 		r = -errno;
-	if (r < 0)
+	if (r < 0) {
+		close(fd);
 		unlinkat(reg.dirfd, reg.tmp, 0);
-	return r;
+		return r;
+	}
+	reg.fd = fd;
+	reg.lines = reg.live;
+	/* a big registry's text is not kept between compactions */
+	if (reg.whole.cap > 65536) {
+		free(reg.whole.p);
+		reg.whole = (struct text){ 0 };
+	}
+	return 0;
 }
 
+/* Once per loop pass: append what changed, or compact when the file holds
+ * more ended groups than live ones (or an append failed). */
 static void write_cb(evutil_socket_t fd, short what, void *arg)
 {
-	int r;
+	int r = -EAGAIN;
 
 	(void)fd;
 	(void)what;
 	(void)arg;
 	reg.pending = false;
-	r = write_file();
+	if (reg.fd >= 0 && !reg.lost && reg.live <= PROCREG_MAX_RECORDS &&
+	    reg.lines + reg.pend_lines <= 2 * reg.live + COMPACT_SLACK) {
+		r = write_all(reg.fd, reg.pend.p, reg.pend.len);
+		if (r == 0)
+			reg.lines += reg.pend_lines;
+	}
+	if (r < 0)
+		r = compact();
+	reg.pend.len = 0;
+	reg.pend_lines = 0;
+	reg.lost = false;
 	if (r < 0 && !reg.failing)
 		log_warn("proc", "cannot write the process registry %s/%s: %s", reg.dir, reg.file,
 			 strerror(-r));
@@ -527,17 +654,35 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-bool procreg_active(void)
+static void schedule(void)
 {
-	return reg.ev != NULL;
-}
-
-void procreg_changed(void)
-{
-	if (reg.ev && !reg.pending) {
+	if (!reg.pending) {
 		reg.pending = true;
 		event_active(reg.ev, EV_TIMEOUT, 0);
 	}
+}
+
+void procreg_add(const struct procreg_rec *r)
+{
+	if (!reg.ev || !recordable(r))
+		return;
+	if (add_line(&reg.pend, r) < 0)
+		reg.lost = true; /* the compaction will have it */
+	reg.pend_lines++;
+	reg.live++;
+	schedule();
+}
+
+void procreg_remove(pid_t pid, uint64_t start_lo)
+{
+	if (!reg.ev || start_lo == 0)
+		return;
+	if (text_add(&reg.pend, "x %d %llu\n", (int)pid, (unsigned long long)start_lo) < 0)
+		reg.lost = true;
+	reg.pend_lines++;
+	if (reg.live > 0)
+		reg.live--;
+	schedule();
 }
 
 /*
@@ -620,10 +765,15 @@ int procreg_start(const struct conf *conf, const char *socket_path)
 		self.start = 1;
 	reg.self_start = self.start;
 	if ((r = take_lock()) < 0) {
-		if (r != -EADDRINUSE)
-			log_error("proc", "cannot lock %s/%s: %s", reg.dir, reg.lock,
-				  strerror(r == -EPERM ? EEXIST : -r));
-		goto fail;
+		if (r == -EADDRINUSE)
+			goto fail;
+		log_msg(configured ? LOG_LVL_ERROR : LOG_LVL_WARNING, "proc", __FILE__, __LINE__,
+			"cannot lock %s/%s: %s: processes are not recorded, and what a crashed "
+			"daemon left is not stopped",
+			reg.dir, reg.lock, r == -EPERM ? "not a file of ours" : strerror(-r));
+		if (configured)
+			goto fail;
+		goto off;
 	}
 	if (!(reg.ev = event_new(daemon_g.base, -1, 0, write_cb, NULL))) {
 		r = -ENOMEM;
@@ -661,7 +811,12 @@ void procreg_close(void)
 	reg.lockfd = reg.dirfd = reg.procfd = -1;
 	free(reg.dir);
 	reg.dir = NULL;
-	free(reg.buf);
-	reg.buf = NULL;
-	reg.cap = reg.len = 0;
+	if (reg.fd >= 0)
+		close(reg.fd);
+	reg.fd = -1;
+	free(reg.pend.p);
+	free(reg.whole.p);
+	reg.pend = reg.whole = (struct text){ 0 };
+	reg.pend_lines = reg.lines = reg.live = 0;
+	reg.lost = reg.failing = reg.truncated = false;
 }

@@ -116,8 +116,7 @@ def forge(d, records):
              "key " + registry_name(d.socket).split(".")[1],
              "daemon %d 1" % gone.pid]
     for pid, start, sig, name in records:
-        lines.append("p %d %d %d %d 5000 %s" % (pid, pid, start, sig, name))
-    lines.append("end %d" % len(records))
+        lines.append("p %d %d %d %d %d 5000 %s" % (pid, pid, start, start, sig, name))
     path = os.path.join(d.dir, registry_name(d.socket))
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -188,6 +187,12 @@ class LeftoverTestCase(unittest.TestCase):
     def test_restart_stops_what_the_killed_daemon_left(self):
         d = self.daemon(POOLS)
         workers = self.running(d, N_WORKERS)
+        # a worker that ended (and its successor) before the crash
+        with d.client() as c:
+            first = c.ok("status", target="b:0")[0]["pid"]
+        os.kill(first, signal.SIGKILL)
+        workers = wait_for(lambda: (lambda w: w if first not in w else None)(
+            self.running(d, N_WORKERS)), what="b:0 to be restarted")
         # every member of the workers' groups: workers and the sleeps of sh
         old = self.members(workers, N_MEMBERS)
         self.crash(d)
@@ -254,9 +259,10 @@ class LeftoverTestCase(unittest.TestCase):
         victim = unrelated_sleep()
         self.procs.append(victim)
         cases = {
-            # a right record, but the file has no end line: all of it is ignored
-            "truncated": lambda d: self.truncate_end(forge(
-                d, [(victim.pid, stat(victim.pid)[4], signal.SIGKILL, "a:0")])),
+            # a right record, but a line the reader does not know: all of it
+            # is ignored
+            "unknown line": lambda d: self.append(forge(
+                d, [(victim.pid, stat(victim.pid)[4], signal.SIGKILL, "a:0")]), "q 1 2\n"),
             "garbage": lambda d: self.write(d, b"\x00\xff" * 100 + b"\np 1 1 1 9 0 x\n"),
             "bad field": lambda d: self.edit(forge(
                 d, [(victim.pid, stat(victim.pid)[4], signal.SIGKILL, "a:0")]),
@@ -285,11 +291,9 @@ class LeftoverTestCase(unittest.TestCase):
         with open(os.path.join(d.dir, registry_name(d.socket)), "wb") as f:
             f.truncate(size)
 
-    def truncate_end(self, path):
-        with open(path) as f:
-            text = f.read()
-        with open(path, "w") as f:
-            f.write(text[:text.rindex("end ")])
+    def append(self, path, text):
+        with open(path, "a") as f:
+            f.write(text)
 
     def edit(self, path, old, new):
         with open(path) as f:

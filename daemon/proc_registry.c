@@ -724,8 +724,8 @@ static void stop_leftovers(void)
 		return;
 	if (f.n > 0 && writer_alive(&f))
 		log_warn("proc", "the daemon that wrote %s/%s (pid %d) still runs: "
-				 "its %zu process groups are left alone",
-			 reg.dir, reg.file, (int)f.writer_pid, f.n);
+				 "its %zu process group%s left alone",
+			 reg.dir, reg.file, (int)f.writer_pid, f.n, f.n == 1 ? "" : "s");
 	else if (f.n > 0)
 		leftovers_stop(f.recs, f.n, f.writer_pid);
 	free(f.recs);

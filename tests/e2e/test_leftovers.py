@@ -3,6 +3,7 @@ left running when it was killed (kill -9, outside systemd) is stopped, from
 its process registry, before the new daemon starts its pools; a stale or
 corrupt registry and a live daemon on the same socket are left alone."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -107,14 +108,16 @@ def boot_id():
         return f.read().strip()
 
 
-def forge(d, records):
+def forge(d, records, writer=None):
     """Write a registry for d's socket: records are (pid, start, signal,
-    name); its writer is a process that has ended."""
-    gone = subprocess.Popen(["true"])
-    gone.wait()
+    name); its writer is a process that has ended, unless given."""
+    if writer is None:
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        writer = gone.pid
     lines = ["mpsupd-processes 1", "boot " + boot_id(),
              "key " + registry_name(d.socket).split(".")[1],
-             "daemon %d 1" % gone.pid]
+             "daemon %d %d" % (writer, stat(writer)[4] if alive(writer) else 1)]
     for pid, start, sig, name in records:
         lines.append("p %d %d %d %d %d 5000 %s" % (pid, pid, start, start, sig, name))
     path = os.path.join(d.dir, registry_name(d.socket))
@@ -255,6 +258,20 @@ class LeftoverTestCase(unittest.TestCase):
         self.assertIsNone(stranger.poll(), "a process with another start time was killed")
         self.assertRegex(log, r"leftover a:0: pid %d now belongs to another process" % stranger.pid)
 
+    def test_a_registry_whose_writer_still_runs_is_left_alone(self):
+        # (its lock lost: say the lock file was removed under it)
+        d = Daemon(POOLS)
+        self.daemons.append(d)
+        writer = unrelated_sleep()
+        victim = unrelated_sleep()
+        self.procs += [writer, victim]
+        forge(d, [(victim.pid, stat(victim.pid)[4], signal.SIGKILL, "a:0")], writer=writer.pid)
+        d.start()
+        self.running(d, N_WORKERS)
+        self.assertRegex(d.read_log(), r"the daemon that wrote .* \(pid %d\) still runs: its 1 "
+                         r"process group left alone" % writer.pid)
+        self.assertIsNone(victim.poll())
+
     def test_corrupt_or_oversized_registry_is_ignored(self):
         victim = unrelated_sleep()
         self.procs.append(victim)
@@ -352,6 +369,38 @@ class LeftoverTestCase(unittest.TestCase):
         self.assertTrue(all(alive(p) for p in members))
         self.assertEqual(sorted(supervised(d.socket)), members)
         self.assertEqual(sorted(self.running(d, N_WORKERS)), sorted(workers))
+
+    def test_runtime_dir(self):
+        d = Daemon(POOLS)
+        self.daemons.append(d)
+        run = os.path.join(d.dir, "run")
+        os.mkdir(run, 0o700)
+        d.write_config(POOLS, "runtime_dir = %s\n" % run)
+        d.start()
+        workers = self.running(d, N_WORKERS)
+        old = self.members(workers, N_MEMBERS)
+        self.assertTrue(os.path.exists(os.path.join(run, registry_name(d.socket))))
+        self.assertFalse(os.path.exists(os.path.join(d.dir, registry_name(d.socket))))
+        self.crash(d)
+        before = len(d.read_log())
+        d.start()
+        self.running(d, N_WORKERS)
+        self.assertEqual([p for p in old if alive(p)], [], d.read_log()[before:])
+        self.assertEqual(d.stop(), 0)
+        # a directory others may write to could hold a forged registry
+        os.chmod(run, 0o777)
+        before = len(d.read_log())
+        d.start(wait=False)
+        self.assertEqual(d.proc.wait(timeout=DEFAULT_DEADLINE * SCALE), 1)
+        self.assertRegex(d.read_log()[before:],
+                         r"runtime directory %s: writable by others" % re.escape(run))
+        d.stop()
+        self.assertEqual(supervised(d.socket), [])
+        # a relative one is a config error
+        d.write_config(POOLS, "runtime_dir = run\n")
+        p = subprocess.run([MPSUPD, "--check-config", d.conf], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("runtime_dir must be an absolute path", p.stderr)
 
 
 if __name__ == "__main__":

@@ -242,6 +242,32 @@ class LeftoverTestCase(unittest.TestCase):
                          % workers[0])
         self.assertRegex(log, r"stopped: 2 processes in 1 group .*\(2 by SIGKILL\)")
 
+    def test_a_group_whose_leader_is_gone_is_found_in_proc(self):
+        # the worker exits at once, leaving a child that ignores SIGTERM: a
+        # stray group the daemon is still stopping when it is killed
+        conf = ("[pool:x]\ncommand = /bin/sh -c 'trap \"\" TERM; sleep 1000 & exit 0'\n"
+                "processes = 1\nrestart = never\nstart_secs = 0\nstop_timeout = 5\n")
+        d = self.daemon(conf)
+        wait_for(lambda: d.ok("daemon.info")["processes"]["stray_groups"] == 1,
+                 what="a stray group")
+        self.assertEqual(d.ok("status", target="x:0")[0]["exitcode"], 0)
+        left = supervised(d.socket)   # the sleep, in the group of the gone sh
+        self.assertEqual(len(left), 1)
+        orphan = left[0]
+        pgid = stat(orphan)[2]
+        self.crash(d)
+        self.assertTrue(alive(orphan))
+        # the recorded stop settings apply, not the new config's
+        d.write_config(conf.replace("stop_timeout = 5", "stop_timeout = 1"))
+        before = len(d.read_log())
+        d.start()
+        log = d.read_log()[before:]
+        self.assertFalse(alive(orphan), log)
+        self.assertRegex(log, r"leftover x:0 of the previous mpsupd \(pid \d+\): SIGTERM to "
+                         r"group %d, 1 process: %d\n" % (pgid, orphan))
+        self.assertRegex(log, r"leftover x:0 \(group %d\): still running after 5s: SIGKILL"
+                         % pgid)
+
     def test_a_reused_pid_is_left_alone(self):
         d = Daemon(POOLS)
         self.daemons.append(d)

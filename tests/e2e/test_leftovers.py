@@ -139,12 +139,16 @@ class LeftoverTestCase(unittest.TestCase):
         self.procs = []
 
     def tearDown(self):
+        bad = []
         for d in self.daemons:
             try:
-                d.stop(signal.SIGTERM)
-            except AssertionError:
-                sys.stderr.write("---- mpsupd log ----\n%s\n" % d.read_log())
-                raise
+                rc = d.stop(signal.SIGTERM)
+            except AssertionError as e:
+                bad.append(str(e))
+                continue
+            # a sanitizer report or a crash makes the daemon exit non-zero
+            if rc not in (0, None):
+                bad.append("mpsupd exited with %r; log:\n%s" % (rc, d.read_log()))
         for p in self.procs:
             if p.poll() is None:
                 p.kill()
@@ -157,6 +161,7 @@ class LeftoverTestCase(unittest.TestCase):
                 except OSError:
                     pass
             shutil.rmtree(d.dir, ignore_errors=True)
+        self.assertEqual(bad, [])
 
     def daemon(self, config):
         d = Daemon(config)

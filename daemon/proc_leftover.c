@@ -145,9 +145,13 @@ static void add_member(struct group *g, pid_t pid)
 		return;
 	}
 	if ((fd = sys_pidfd_open(pid)) < 0) {
-		if (errno != ESRCH)
+		static bool warned;
+		/* without pidfds (Linux < 5.3) a group whose leader was found
+		 * still gets its signals, but is not waited for */
+		if (errno != ESRCH && !warned)
 			log_warn("proc", "leftover %s: pidfd_open(%d): %s", g->rec->name, (int)pid,
 				 strerror(errno));
+		warned = warned || errno != ESRCH;
 		return;
 	}
 	/* checked again through the pid the pidfd holds */
@@ -221,47 +225,50 @@ static void pid_list(const struct group *g, char *buf, size_t len, size_t *ret_n
 	*ret_n = n;
 }
 
-/* sig to g: to the group while it is surely the recorded one, and to each
- * member found by the last scan through its pidfd. */
+/* sig to g: to the whole group while it is surely the recorded one (its
+ * leader was found), else to each member the last scan found, through its
+ * pidfd. Never both: a second SIGTERM means "hurry" to some programs. */
 static void group_signal(struct group *g, int sig)
 {
-	bool any = false;
-
+	if (g->leader_known) {
+		if (kill(-g->rec->pgid, sig) == 0 || errno == ESRCH)
+			return;
+		log_warn("proc", "leftover %s: kill(-%d): %s", g->rec->name, (int)g->rec->pgid,
+			 strerror(errno));
+	}
 	for (size_t i = 0; i < g->n; i++) {
 		struct member *m = &g->m[i];
 		if (m->gone || !m->in_round)
 			continue;
-		if (sys_pidfd_signal(m->pidfd, sig) == 0)
-			any = true;
-		else if (errno != ESRCH)
+		if (sys_pidfd_signal(m->pidfd, sig) < 0 && errno != ESRCH)
 			log_warn("proc", "leftover %s: signal to pid %d: %s", g->rec->name, (int)m->pid,
 				 strerror(errno));
 	}
-	/* a live member holds the number: the group is the recorded one */
-	if ((any || g->leader_known) && kill(-g->rec->pgid, sig) < 0 && errno != ESRCH)
-		log_warn("proc", "leftover %s: kill(-%d): %s", g->rec->name, (int)g->rec->pgid,
-			 strerror(errno));
 }
 
 /* The stop signal (and SIGCONT, so a stopped process sees it). */
-static void group_stop(struct leftovers *lo, struct group *g, pid_t writer)
+static void group_stop(struct group *g, pid_t writer)
 {
 	const struct procreg_rec *r = g->rec;
 	const char *sn = conf_signal_name(r->stop_signal);
+	char sigbuf[16];
 	struct log_fields f = { NULL, r->name, r->pid };
 	char pids[LOG_PIDS * 9];
 	size_t n;
 	double t = r->stop_timeout < LEFTOVER_STOP_MAX ? r->stop_timeout : LEFTOVER_STOP_MAX;
 
-	(void)lo;
 	pid_list(g, pids, sizeof(pids), &n);
 	if (n == 0) {
 		log_debug("proc", "leftover %s (group %d): nothing left", r->name, (int)r->pgid);
 		return;
 	}
+	if (sn)
+		snprintf(sigbuf, sizeof(sigbuf), "SIG%s", sn);
+	else
+		snprintf(sigbuf, sizeof(sigbuf), "signal %d", r->stop_signal);
 	log_info_f("proc", &f,
-		   "leftover %s of the previous mpsupd (pid %d): SIG%s to group %d, %zu process%s: %s",
-		   r->name, (int)writer, sn ? sn : "?", (int)r->pgid, n, n == 1 ? "" : "es", pids);
+		   "leftover %s of the previous mpsupd (pid %d): %s to group %d, %zu process%s: %s",
+		   r->name, (int)writer, sigbuf, (int)r->pgid, n, n == 1 ? "" : "es", pids);
 	group_signal(g, r->stop_signal);
 	if (r->stop_signal != SIGKILL && r->stop_signal != SIGCONT)
 		group_signal(g, SIGCONT);
@@ -430,7 +437,7 @@ void leftovers_stop(const struct procreg_rec *recs, size_t n, pid_t writer)
 	for (size_t i = 0; i < lo.n; i++) {
 		found += group_alive(&lo.g[i]);
 		groups += group_alive(&lo.g[i]) > 0;
-		group_stop(&lo, &lo.g[i], writer);
+		group_stop(&lo.g[i], writer);
 	}
 	if (found == 0) {
 		log_info("proc", "the previous mpsupd (pid %d) recorded %zu process group%s: "

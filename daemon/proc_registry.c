@@ -1,18 +1,21 @@
 /*
  * The process registry file (see proc_registry.h): locking, reading with
- * every field checked, and a coalesced rewrite (a deferred event, so a
- * burst of spawns and reaps in one loop pass costs one write).
+ * every field checked, and writing that does not slow spawning: the lines
+ * of a loop pass are appended by one write() from a deferred event, and
+ * the file is compacted (rewritten from what runs) only once it holds more
+ * ended groups than live ones, so the cost per spawn stays constant.
  *
  * The file lives in a directory only we can write (checked), is opened
- * relative to a descriptor of it, never through a link, and is replaced by
- * rename. No fsync: a crash of the daemon keeps the page cache, and a crash
- * of the machine ends the workers too (and the boot id then differs).
+ * relative to a descriptor of it, never through a link, created O_EXCL and
+ * replaced by rename. No fsync: a crash of the daemon keeps the page cache,
+ * and a crash of the machine ends the workers too (the boot id differs).
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,7 +190,7 @@ static int parse_rec(char **w, struct procreg_rec *r)
 	    parse_u64(w[1], 1, PID_MAX_LIMIT_, &pgid) < 0 || pgid != pid ||
 	    parse_u64(w[2], 1, UINT64_MAX / 2, &lo) < 0 ||
 	    parse_u64(w[3], lo, lo + PROCREG_MAX_RANGE, &hi) < 0 ||
-	    parse_u64(w[4], 1, 64, &sig) < 0 || !conf_signal_name((int)sig) ||
+	    parse_u64(w[4], 1, NSIG - 1, &sig) < 0 ||
 	    parse_u64(w[5], 0, PROCREG_MAX_TIMEOUT_MS, &ms) < 0 || !rec_name_valid(w[6]))
 		return -EINVAL;
 	r->pid = (pid_t)pid;
@@ -538,18 +541,25 @@ static int text_add(struct text *b, const char *fmt, ...)
 	}
 }
 
+/* A "p" line the reader accepts (the timeout clamped, an odd name "-"). */
 static int add_line(struct text *b, const struct procreg_rec *r)
 {
+	double ms = r->stop_timeout * 1000 + 0.5;
+
 	return text_add(b, "p %d %d %llu %llu %d %llu %s\n", (int)r->pid, (int)r->pgid,
 			(unsigned long long)r->start_lo, (unsigned long long)r->start_hi,
-			r->stop_signal, (unsigned long long)(r->stop_timeout * 1000 + 0.5),
+			r->stop_signal,
+			ms < (double)PROCREG_MAX_TIMEOUT_MS ? (unsigned long long)ms
+							    : PROCREG_MAX_TIMEOUT_MS,
 			rec_name_valid(r->name) ? r->name : "-");
 }
 
+/* Can r be written (and read back)? Not without its start time. */
 static bool recordable(const struct procreg_rec *r)
 {
-	return r->start_lo > 0 && r->start_hi >= r->start_lo &&
-	       r->start_hi - r->start_lo <= PROCREG_MAX_RANGE && r->pgid == r->pid && r->pid > 0;
+	return r->pid > 0 && r->pid <= PID_MAX_LIMIT_ && r->pgid == r->pid && r->start_lo > 0 &&
+	       r->start_hi >= r->start_lo && r->start_hi - r->start_lo <= PROCREG_MAX_RANGE &&
+	       r->stop_signal > 0 && r->stop_signal < NSIG && r->stop_timeout >= 0;
 }
 
 static void add_each(const struct procreg_rec *r, void *arg)

@@ -328,6 +328,12 @@ START_TEST(test_registry_replay)
 	free(f.recs);
 	free(buf);
 
+	/* any signal a pool may name, by number too */
+	ck_assert_int_eq(reg_parse(HEAD "p 100 100 7 7 40 10000 a:0\n", &f, &buf), 0);
+	ck_assert_int_eq(f.recs[0].stop_signal, 40);
+	free(f.recs);
+	free(buf);
+
 	/* a last line cut short is left out, the rest is used */
 	ck_assert_int_eq(reg_parse(HEAD "p 100 100 7 7 15 10000 a:0\np 200 2", &f, &buf), 0);
 	ck_assert(f.torn);

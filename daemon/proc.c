@@ -1334,8 +1334,7 @@ int proc_start_config(const struct conf *conf)
 	if ((r = proc_init()) < 0)
 		return r;
 	/* what a crashed daemon left goes before anything starts */
-	if ((r = procreg_start(conf, server_socket_path())) < 0)
-		return r;
+	procreg_start();
 	if (!(v = sorted_pools(conf, &n)))
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {

@@ -742,7 +742,7 @@ static void stop_leftovers(void)
 	free(buf);
 }
 
-int procreg_start(const struct conf *conf, const char *socket_path)
+int procreg_open(const struct conf *conf, const char *socket_path)
 {
 	bool configured = conf->runtime_dir != NULL;
 	struct procreg_stat self;
@@ -785,13 +785,6 @@ int procreg_start(const struct conf *conf, const char *socket_path)
 			goto fail;
 		goto off;
 	}
-	if (!(reg.ev = event_new(daemon_g.base, -1, 0, write_cb, NULL))) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	stop_leftovers();
-	/* what is left is handled: a crash from here on must not see it again */
-	write_cb(-1, 0, NULL);
 	log_debug("proc", "process registry: %s/%s", reg.dir, reg.file);
 	return 0;
 fail:
@@ -800,6 +793,19 @@ fail:
 off:
 	procreg_close();
 	return 0;
+}
+
+void procreg_start(void)
+{
+	if (reg.lockfd < 0 || reg.ev)
+		return;
+	if (!(reg.ev = event_new(daemon_g.base, -1, 0, write_cb, NULL))) {
+		log_error("proc", "out of memory: processes are not recorded");
+		return;
+	}
+	stop_leftovers();
+	/* what was left is handled: a crash from here on must not see it again */
+	write_cb(-1, 0, NULL);
 }
 
 void procreg_close(void)

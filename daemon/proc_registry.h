@@ -88,14 +88,16 @@ int procreg_parse(char *buf, size_t len, const char *boot_id, const char *key,
 
 /*
  * Open the registry of the daemon listening on socket_path: the runtime
- * directory (conf's runtime_dir, else the socket's directory), the lock,
- * then stop whatever a previous daemon on this socket left running. Must
- * run before any pool starts. Returns 0 (also when the registry is not
- * usable in the socket's directory: a warning says so), -EADDRINUSE when
- * another live daemon holds the lock, or -errno when a configured
- * runtime_dir is unusable.
+ * directory (conf's runtime_dir, else the socket's directory) and the
+ * lock, before any module touches state or processes. Returns 0 (also when
+ * the registry is not usable in the socket's directory: a warning says
+ * so), -EADDRINUSE when another live daemon holds the lock, or -errno when
+ * a configured runtime_dir is unusable.
  */
-int procreg_start(const struct conf *conf, const char *socket_path);
+int procreg_open(const struct conf *conf, const char *socket_path);
+/* Stop whatever the previous daemon on this socket left running (it may
+ * block, bounded), then record from now on. Before any pool starts. */
+void procreg_start(void);
 /* A group started / ended (its leader's pid and start range): recorded
  * at the end of this loop pass. */
 void procreg_add(const struct procreg_rec *r);

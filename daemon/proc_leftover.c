@@ -44,6 +44,7 @@ struct member {
 struct group {
 	const struct procreg_rec *rec;
 	bool leader_known;  /* the recorded leader is still there (maybe a zombie) */
+	bool leader_alive;  /* ... and not a zombie */
 	bool skip;          /* its pid now belongs to someone else */
 	bool killed;        /* got SIGKILL */
 	double deadline;
@@ -92,6 +93,7 @@ static void group_check_leader(struct group *g)
 		return;
 	if (st.start >= r->start_lo && st.start <= r->start_hi) {
 		g->leader_known = true;
+		g->leader_alive = !dead_state(st.state);
 		return;
 	}
 	g->skip = true;
@@ -147,7 +149,7 @@ static void add_member(struct group *g, pid_t pid)
 	if ((fd = sys_pidfd_open(pid)) < 0) {
 		static bool warned;
 		/* without pidfds (Linux < 5.3) a group whose leader was found
-		 * still gets its signals, but is not waited for */
+		 * still gets its stop signal, but is not waited for */
 		if (errno != ESRCH && !warned)
 			log_warn("proc", "leftover %s: pidfd_open(%d): %s", g->rec->name, (int)pid,
 				 strerror(errno));
@@ -257,11 +259,15 @@ static void group_stop(struct group *g, pid_t writer)
 	size_t n;
 	double t = r->stop_timeout < LEFTOVER_STOP_MAX ? r->stop_timeout : LEFTOVER_STOP_MAX;
 
+	if (g->skip)
+		return;
 	pid_list(g, pids, sizeof(pids), &n);
-	if (n == 0) {
+	if (n == 0 && !g->leader_alive) {
 		log_debug("proc", "leftover %s (group %d): nothing left", r->name, (int)r->pgid);
 		return;
 	}
+	if (n == 0)
+		snprintf(pids, sizeof(pids), "(not held: no pidfd)");
 	if (sn)
 		snprintf(sigbuf, sizeof(sigbuf), "SIG%s", sn);
 	else

@@ -1071,6 +1071,10 @@ static int main_key(struct parse_state *st, const char *key, const char *value)
 		if (value[0] != '/')
 			return seterr(err, errlen, "socket must be an absolute path");
 		return set_string(&c->socket, value);
+	} else if (strcmp(key, "runtime_dir") == 0) {
+		if (value[0] != '/')
+			return seterr(err, errlen, "runtime_dir must be an absolute path");
+		return set_string(&c->runtime_dir, value);
 	} else if (strcmp(key, "socket_mode") == 0) {
 		if (parse_mode(value, &c->socket_mode) < 0 || c->socket_mode > 0777)
 			return seterr(err, errlen, "expected an octal mode, not '%s'", value);
@@ -1364,6 +1368,7 @@ struct conf *conf_free(struct conf *c)
 	free(c->file);
 	free(c->socket);
 	free(c->socket_group);
+	free(c->runtime_dir);
 	free(c->state_file);
 	for (int i = 0; i <= ROLE_ADMIN; i++) {
 		free(c->access[i].uids);

@@ -75,6 +75,7 @@ struct conf {
 	char *socket;
 	mode_t socket_mode;
 	char *socket_group;
+	char *runtime_dir;  /* the process registry's directory; NULL = the socket's */
 	int log_level;
 	char *state_file;
 	enum state_sync state_sync;

@@ -25,6 +25,7 @@
 #include "events.h"
 #include "log.h"
 #include "notify.h"
+#include "proc_registry.h"
 
 #define DEFAULT_CONFIG SYSCONFDIR "/mpsupd/mpsupd.conf"
 
@@ -213,7 +214,10 @@ int main(int argc, char **argv)
 	}
 	log_info("daemon", "mpsupd %s started (pid %d, config %s)", PACKAGE_VERSION,
 		 (int)getpid(), daemon_g.conf_path);
-	if (modules_start(daemon_g.conf) < 0) {
+	/* one daemon per socket (its lock), before the state or any process
+	 * is touched */
+	if (procreg_open(daemon_g.conf, server_socket_path()) < 0 ||
+	    modules_start(daemon_g.conf) < 0) {
 		log_error("daemon", "start-up failed");
 		notify_status("start-up failed");
 		server_stop();

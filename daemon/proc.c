@@ -37,6 +37,7 @@
 #include "events.h"
 #include "log.h"
 #include "proc.h"
+#include "proc_registry.h"
 #include "proc_spawn.h"
 
 /* A run shorter than this never resets backoff, whatever start_secs says
@@ -59,6 +60,10 @@ static struct proc_list free_list = TAILQ_HEAD_INITIALIZER(free_list);
  */
 struct stray {
 	pid_t pgid;
+	pid_t leader;          /* its main process (gone), for the registry */
+	uint64_t start_lo, start_hi;
+	int stop_signal;
+	double stop_timeout;
 	struct event *timer;   /* SIGKILL at stop_timeout */
 	TAILQ_ENTRY(stray) entry;
 	char name[160];        /* the process name, for the log */
@@ -450,6 +455,7 @@ static struct stray *stray_free(struct stray *g)
 {
 	TAILQ_REMOVE(&strays, g, entry);
 	n_strays--;
+	procreg_remove(g->leader, g->start_lo);
 	event_free(g->timer);
 	free(g);
 	return NULL;
@@ -473,31 +479,38 @@ static void stray_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* p's main process died while not being stopped: end the rest of its group
- * (stop signal now, SIGKILL after stop_timeout). */
-static void stray_start(struct proc *p)
+ * (stop signal now, SIGKILL after stop_timeout). True when a stray now
+ * holds the group. */
+static bool stray_start(struct proc *p)
 {
 	struct timeval tv = tv_from_secs(p->stop_timeout);
 	struct stray *g;
 
 	if (!group_alive(p->pgid))
-		return;
+		return false;
 	log_info_f("proc", PROC_FIELDS(p, p->pgid),
 		   "%s: main process gone, stopping the rest of group %d", p->name, (int)p->pgid);
 	signal_group_stop(p);
 	if (p->stop_signal == SIGKILL)
-		return;
+		return false;
 	if (!(g = calloc(1, sizeof(*g))) ||
 	    !(g->timer = evtimer_new(daemon_g.base, stray_timer_cb, g))) {
 		free(g);
 		kill(-p->pgid, SIGKILL); /* no memory to wait: do not leave it */
-		return;
+		return false;
 	}
 	g->pgid = p->pgid;
+	g->leader = p->last_pid;
+	g->start_lo = p->start_lo;
+	g->start_hi = p->start_hi;
+	g->stop_signal = p->stop_signal;
+	g->stop_timeout = p->stop_timeout;
 	snprintf(g->name, sizeof(g->name), "%s", p->name);
 	snprintf(g->pool, sizeof(g->pool), "%s", p->pool ? p->pool->name : "");
 	TAILQ_INSERT_TAIL(&strays, g, entry);
 	n_strays++;
 	evtimer_add(g->timer, &tv);
+	return true;
 }
 
 /* Forget stray groups that are gone (after reaping). */
@@ -527,6 +540,36 @@ static void strays_kill_all(void)
 unsigned proc_stray_groups(void)
 {
 	return n_strays;
+}
+
+/* p's run as a registry record (its leader: pid, or last_pid once reaped). */
+static struct procreg_rec proc_rec(const struct proc *p, pid_t leader)
+{
+	return (struct procreg_rec){ leader, p->pgid, p->start_lo, p->start_hi,
+				     p->stop_signal, p->stop_timeout, p->name };
+}
+
+void proc_registry_each(void (*fn)(const struct procreg_rec *r, void *arg), void *arg)
+{
+	struct procreg_rec r;
+	struct stray *g;
+	struct proc *p;
+
+	for (unsigned b = 0; b < PID_BUCKETS; b++)
+		for (p = pid_hash[b]; p; p = p->hnext) {
+			r = proc_rec(p, p->pid);
+			fn(&r, arg);
+		}
+	/* stopping, main process reaped, the rest of its group not yet gone */
+	TAILQ_FOREACH(p, &group_waits, gentry) {
+		r = proc_rec(p, p->last_pid);
+		fn(&r, arg);
+	}
+	TAILQ_FOREACH(g, &strays, entry) {
+		r = (struct procreg_rec){ g->leader, g->pgid, g->start_lo, g->start_hi,
+					  g->stop_signal, g->stop_timeout, g->name };
+		fn(&r, arg);
+	}
 }
 
 /*
@@ -573,6 +616,7 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 {
 	char err[512];
 	double start_secs = p->pool ? p->pool->conf->start_secs : 0;
+	struct procreg_rec rec;
 
 	if (from == PS_RUNNING)
 		p->failures = 0; /* a stable run ended: backoff starts over */
@@ -596,6 +640,8 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 	p->stop_signal = p->pool ? p->pool->conf->stop_signal : SIGTERM;
 	p->stop_timeout = p->pool ? p->pool->conf->stop_timeout : 10;
 	pid_insert(p);
+	rec = proc_rec(p, p->pid);
+	procreg_add(&rec);
 	log_debug_f("proc", PROC_FIELDS(p, p->pid), "%s: spawned pid %d", p->name, (int)p->pid);
 	if (start_secs <= 0)
 		return PE_START_SECS;
@@ -767,8 +813,9 @@ static void proc_died(struct proc *p, int st)
 		TAILQ_INSERT_TAIL(&group_waits, p, gentry);
 		return;
 	}
-	if (p->state != PS_STOPPING)
-		stray_start(p);
+	/* the group is gone, unless a stray now holds it */
+	if (p->state == PS_STOPPING || !stray_start(p))
+		procreg_remove(p->last_pid, p->start_lo);
 	proc_feed(p, PE_DIED);
 }
 
@@ -782,6 +829,7 @@ static void check_group_waits(void)
 			continue;
 		TAILQ_REMOVE(&group_waits, p, gentry);
 		p->group_wait = false;
+		procreg_remove(p->last_pid, p->start_lo);
 		proc_feed(p, PE_DIED);
 		next = TAILQ_FIRST(&group_waits); /* the list may have changed */
 	}
@@ -1352,6 +1400,8 @@ int proc_start_config(const struct conf *conf)
 
 	if ((r = proc_init()) < 0)
 		return r;
+	/* what a crashed daemon left goes before anything starts */
+	procreg_start();
 	if (!(v = sorted_pools(conf, &n)))
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
@@ -1581,6 +1631,7 @@ void proc_cleanup(void)
 	}
 	stdin_feed_cleanup();
 	proc_spawn_cleanup();
+	procreg_close(); /* nothing runs: nothing is left to record */
 	event_free(ev_sigchld);
 	event_free(ev_sigusr1);
 	event_free(ev_gc);

@@ -9,6 +9,7 @@
 #define MPSUPD_PROC_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/queue.h>
 #include <sys/types.h>
 
@@ -62,6 +63,8 @@ struct proc {
 	pid_t last_pid;             /* of the run that ended last */
 	int pidfd;                  /* -1 without pidfd support */
 	pid_t pgid;                 /* the process group of the current run */
+	uint64_t start_lo, start_hi; /* its start time lies in this range (clock ticks since
+				      * boot, for the process registry); 0 = unknown */
 	int stop_signal;            /* of the current run (a reload may change the pool) */
 	double stop_timeout;
 	bool has_exitcode;
@@ -122,6 +125,10 @@ unsigned proc_count(void);
 /* Process groups left by a main process that died on its own, still being
  * stopped (daemon.info). */
 unsigned proc_stray_groups(void);
+/* Every process group we run (live children, groups being stopped, stray
+ * groups), for the process registry. */
+struct procreg_rec;
+void proc_registry_each(void (*fn)(const struct procreg_rec *r, void *arg), void *arg);
 
 struct pool *pool_find(const char *name);
 /* Create a pool from a definition (copied) and its members; start them

@@ -36,6 +36,7 @@
 #include "conn.h"
 #include "log.h"
 #include "proc.h"
+#include "proc_registry.h"
 #include "proc_spawn.h"
 
 enum spawn_step {
@@ -502,7 +503,10 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 		goto syserr;
 	sp.status_fd = status[1];
 
+	/* the child's start time, as /proc will show it, lies in lo..hi */
+	p->start_lo = procreg_ticks();
 	pid = spawn_child(&sp, &e);
+	p->start_hi = procreg_ticks();
 	close(status[1]);
 	status[1] = -1;
 	if (pid < 0) {
@@ -527,6 +531,8 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	}
 	p->pid = pid;
 	p->pgid = pid;
+	if (procreg_fix_range(pid, &p->start_lo, &p->start_hi) < 0)
+		p->start_lo = p->start_hi = 0; /* not recorded */
 	p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (p->pidfd < 0)
 		p->pidfd = -1;

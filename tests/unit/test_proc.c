@@ -6,14 +6,17 @@
 #include <check.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
 #include "argv.h"
 #include "conf.h"
+#include "daemon.h"
 #include "jsonw.h"
 #include "proc_fsm.h"
+#include "proc_registry.h"
 
 static const struct proc_fsm_input NONE = { false, false, false };
 
@@ -261,6 +264,140 @@ START_TEST(test_jsonw)
 }
 END_TEST
 
+/* What daemon/main.c gives the daemon library (the registry links proc.c
+ * and through it the command table). */
+void daemon_shutdown(const char *why)
+{
+	(void)why;
+}
+
+int daemon_reload(json_t **result, char *err, size_t errlen)
+{
+	(void)result;
+	snprintf(err, errlen, "no reload in unit tests");
+	return -ENOTSUP;
+}
+
+#define BOOT "bb619cc7-5dfc-4f60-a1c9-829305a98932"
+#define HEAD "mpsupd-processes 1\nboot " BOOT "\nkey 00000000000000aa\ndaemon 10 5\n"
+
+/* Parse text (copied: the parser writes into its buffer). */
+static int reg_parse(const char *text, struct procreg_file *f, char **ret_buf)
+{
+	char err[256];
+	size_t len = strlen(text);
+	char *buf = malloc(len + 1);
+	int r;
+
+	memcpy(buf, text, len + 1);
+	memset(f, 0, sizeof(*f));
+	r = procreg_parse(buf, len, BOOT, "00000000000000aa", f, err, sizeof(err));
+	*ret_buf = buf;
+	return r;
+}
+
+START_TEST(test_registry_replay)
+{
+	struct procreg_file f;
+	char *buf;
+
+	/* 100 ended; 200 replaced by a new run of the same pid; a stale end of
+	 * 300 (another start) is not its end; 400 runs */
+	ck_assert_int_eq(reg_parse(HEAD "p 100 100 7 7 15 10000 a:0\n"
+					"p 200 200 8 9 15 1500 a:1\n"
+					"x 100 7\n"
+					"p 300 300 9 9 9 0 run-1\n"
+					"x 300 8\n"
+					"p 200 200 20 20 2 10 a:1\n"
+					"p 400 400 21 21 15 10000 b:0\n"
+					"x 999 1\n",
+				   &f, &buf),
+			 0);
+	ck_assert_int_eq(f.writer_pid, 10);
+	ck_assert_uint_eq(f.writer_start, 5);
+	ck_assert_uint_eq(f.n, 3);
+	ck_assert_int_eq(f.recs[0].pid, 300);
+	ck_assert_int_eq(f.recs[0].stop_signal, 9);
+	ck_assert_str_eq(f.recs[0].name, "run-1");
+	ck_assert_int_eq(f.recs[1].pid, 200);
+	ck_assert_uint_eq(f.recs[1].start_lo, 20);
+	ck_assert_int_eq(f.recs[1].stop_signal, 2);
+	ck_assert(f.recs[1].stop_timeout > 0.0099 && f.recs[1].stop_timeout < 0.0101);
+	ck_assert_int_eq(f.recs[2].pid, 400);
+	ck_assert(!f.torn);
+	free(f.recs);
+	free(buf);
+
+	/* any signal a pool may name, by number too */
+	ck_assert_int_eq(reg_parse(HEAD "p 100 100 7 7 40 10000 a:0\n", &f, &buf), 0);
+	ck_assert_int_eq(f.recs[0].stop_signal, 40);
+	free(f.recs);
+	free(buf);
+
+	/* a last line cut short is left out, the rest is used */
+	ck_assert_int_eq(reg_parse(HEAD "p 100 100 7 7 15 10000 a:0\np 200 2", &f, &buf), 0);
+	ck_assert(f.torn);
+	ck_assert_uint_eq(f.n, 1);
+	free(f.recs);
+	free(buf);
+}
+END_TEST
+
+START_TEST(test_registry_refused)
+{
+	static const char *const corrupt[] = {
+		"",
+		"mpsupd-processes 2\nboot " BOOT "\nkey 00000000000000aa\ndaemon 10 5\n",
+		"mpsupd-processes 1\nboot " BOOT "\nkey 00000000000000aa\n",
+		"mpsupd-processes 1\nboot x\nkey 00000000000000aa\ndaemon 10 5\n",
+		"mpsupd-processes 1\nboot " BOOT "\nkey 00000000000000aa\ndaemon 0 5\n",
+		"mpsupd-processes 1\nboot " BOOT "\nkey  00000000000000aa\ndaemon 10 5\n",
+		HEAD "p 100 101 7 7 15 10000 a:0\n",     /* not its own group */
+		HEAD "p 100 100 7 70 15 10000 a:0\n",    /* too wide a start range */
+		HEAD "p 100 100 8 7 15 10000 a:0\n",     /* hi below lo */
+		HEAD "p 100 100 0 0 15 10000 a:0\n",
+		HEAD "p 100 100 7 7 0 10000 a:0\n",      /* no signal 0 */
+		HEAD "p 100 100 7 7 65 10000 a:0\n",
+		HEAD "p 100 100 7 7 15 -1 a:0\n",
+		HEAD "p 100 100 7 7 15 1000000000001 a:0\n",
+		HEAD "p 100 100 7 7 15 10 a/0\n",        /* a name we never write */
+		HEAD "p 100 100 7 7 15 10 a:0 x\n",
+		HEAD "p 0100 100 7 7 15 10 a:0\n",       /* numbers as we write them */
+		HEAD "p 5000000 5000000 7 7 15 10 a:0\n",
+		HEAD "p 100 100 7 7 15 10 a:0\nx 100\n",
+		HEAD "p 100 100 7 7 15 10 a:0\n\n",
+		HEAD "end 1\n",
+	};
+	struct procreg_file f;
+	char *buf;
+
+	for (size_t i = 0; i < sizeof(corrupt) / sizeof(corrupt[0]); i++) {
+		ck_assert_msg(reg_parse(corrupt[i], &f, &buf) == -EINVAL, "case %zu accepted", i);
+		free(buf);
+	}
+	/* binary data */
+	{
+		char text[] = HEAD "p 100 100 7 7 15 10 a:0\n";
+		char err[256];
+		text[sizeof(HEAD)] = '\0';
+		ck_assert_int_eq(procreg_parse(text, sizeof(text) - 1, BOOT, "00000000000000aa", &f,
+					       err, sizeof(err)),
+				 -EINVAL);
+	}
+	/* another boot, another socket */
+	ck_assert_int_eq(reg_parse("mpsupd-processes 1\nboot bb619cc7-5dfc-4f60-a1c9-829305a98933\n"
+				   "key 00000000000000aa\ndaemon 10 5\n",
+				   &f, &buf),
+			 -ESTALE);
+	free(buf);
+	ck_assert_int_eq(reg_parse("mpsupd-processes 1\nboot " BOOT "\nkey 00000000000000ab\n"
+				   "daemon 10 5\n",
+				   &f, &buf),
+			 -ESTALE);
+	free(buf);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("proc");
@@ -278,6 +415,8 @@ int main(void)
 	tcase_add_test(tc, test_argv_split_and_expand);
 	tcase_add_test(tc, test_argv_errors);
 	tcase_add_test(tc, test_jsonw);
+	tcase_add_test(tc, test_registry_replay);
+	tcase_add_test(tc, test_registry_refused);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -12,6 +12,7 @@ import sys
 import time
 import unittest
 
+import mpsuptest
 from mpsuptest import Daemon, wait_for, DEFAULT_DEADLINE, MPSUPD, SCALE
 
 # Workers whose group holds a grandchild (sh waits for its sleep).
@@ -435,4 +436,4 @@ class LeftoverTestCase(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    mpsuptest.main()

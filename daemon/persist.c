@@ -3,8 +3,10 @@
  * and recovery at start-up (docs/state.md "Persistence").
  *
  * Files (state_file = PATH): PATH is the last snapshot, PATH.log the log of
- * every mutation since, PATH.tmp a snapshot being written. Both files are a
- * sequence of frames:
+ * every mutation since, PATH.tmp a snapshot being written. Each is opened
+ * relative to the directory's fd, never through a link, and must be a
+ * regular file with one link owned by us ("the state directory" below).
+ * Both files are a sequence of frames:
  *
  *   u32 len | u32 crc32c(payload) | u32 crc32c(first 8 bytes) | payload
  *
@@ -112,8 +114,10 @@ struct taint {
 static struct {
 	bool on;               /* persistence active */
 	bool loading;          /* replaying: persist_log() does nothing */
-	char *path, *log_path, *tmp_path;
-	int log_fd, dir_fd;
+	char *path, *log_path, *tmp_path;  /* for messages */
+	const char *name;      /* the names in the directory (basenames) */
+	char *log_name, *tmp_name;
+	int log_fd, dir_fd;    /* every file is opened relative to dir_fd */
 	enum state_sync sync;
 	uint64_t log_max;
 	const char *fail_flag; /* MPSUP_TEST_FAIL_WRITES */
@@ -235,41 +239,242 @@ static int sync_fd(int fd)
 	return fdatasync(fd) < 0 ? -errno : 0;
 }
 
-/* Read a whole file; -ENOENT when it does not exist. */
-static int read_file(const char *path, struct buf *ret)
+/* Read all of the file open as fd (from offset 0). */
+static int read_fd(int fd, struct buf *ret)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
 	struct stat st;
+	off_t off = 0;
 
 	*ret = (struct buf){ 0 };
-	if (fd < 0)
+	if (fstat(fd, &st) < 0)
 		return -errno;
-	if (fstat(fd, &st) < 0 || buf_reserve(ret, (size_t)st.st_size + 1) < 0) {
-		r = errno ? -errno : -ENOMEM;
-		goto out;
-	}
+	if (buf_reserve(ret, (size_t)st.st_size + 1) < 0)
+		return -ENOMEM;
 	for (;;) {
 		ssize_t n;
 		if (ret->cap - ret->len < 4096 && buf_reserve(ret, 65536) < 0) {
-			r = -ENOMEM;
-			goto out;
+			buf_free(ret);
+			return -ENOMEM;
 		}
-		n = read(fd, ret->p + ret->len, ret->cap - ret->len);
+		n = pread(fd, ret->p + ret->len, ret->cap - ret->len, off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			r = -errno;
-			goto out;
+			int r = -errno;
+			buf_free(ret);
+			return r;
 		}
 		if (n == 0)
-			break;
+			return 0;
 		ret->len += (size_t)n;
+		off += n;
 	}
-out:
-	close(fd);
+}
+
+/* --- the state directory and its files ------------------------------------------- */
+
+/*
+ * mpsupd may run as root while its state directory is reachable by other
+ * users: every state file is opened relative to the directory's fd, never
+ * through a symbolic link (O_NOFOLLOW), and must be a regular file with one
+ * link owned by us - a hard link planted at PATH.log would otherwise let a
+ * truncation of a torn tail cut someone else's file. With state_dir_check
+ * (the default) the directory itself is reached without a symbolic link in
+ * any component and nobody but us (or root) may write it, so nothing can be
+ * planted there in the first place.
+ */
+
+/* What kind of file st is, for messages. */
+static const char *file_kind(const struct stat *st)
+{
+	switch (st->st_mode & S_IFMT) {
+	case S_IFLNK: return "a symbolic link";
+	case S_IFDIR: return "a directory";
+	case S_IFIFO: return "a FIFO";
+	case S_IFSOCK: return "a socket";
+	case S_IFCHR: return "a character device";
+	case S_IFBLK: return "a block device";
+	default: return "not a regular file";
+	}
+}
+
+/* Is st a file we may use as a state file? -errno with err naming path. */
+static int file_check(const struct stat *st, const char *path, char *err, size_t errlen)
+{
+	if (!S_ISREG(st->st_mode)) {
+		snprintf(err, errlen, "%s is %s, not a regular file; refusing to use it", path,
+			 file_kind(st));
+		return S_ISLNK(st->st_mode) ? -ELOOP : -EINVAL;
+	}
+	if (st->st_nlink != 1) {
+		snprintf(err, errlen,
+			 "%s has %lu hard links; refusing to use it (it may be another file's name)",
+			 path, (unsigned long)st->st_nlink);
+		return -EMLINK;
+	}
+	if (st->st_uid != geteuid()) {
+		snprintf(err, errlen, "%s is owned by uid %lu, not by mpsupd's user (uid %lu); "
+			 "refusing to use it", path, (unsigned long)st->st_uid,
+			 (unsigned long)geteuid());
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* Open name in the state directory (path for messages) without following a
+ * link and without blocking on a FIFO, then check what it is. Returns the fd,
+ * -ENOENT silently when it does not exist (and flags cannot create it), or
+ * -errno with err. */
+static int file_open(const char *name, const char *path, int flags, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd, fl, r;
+
+	fd = openat(P.dir_fd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		if (r == -ENOENT)
+			return r;
+		if (r == -ELOOP)
+			snprintf(err, errlen, "%s is a symbolic link; refusing to follow it", path);
+		else
+			snprintf(err, errlen, "cannot open %s: %s", path, strerror(-r));
+		return r;
+	}
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot stat %s: %s", path, strerror(-r));
+	} else
+		r = file_check(&st, path, err, errlen);
+	/* A regular file: blocking I/O from now on. */
+	if (r == 0 && ((fl = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)) {
+		r = -errno;
+		snprintf(err, errlen, "cannot set the flags of %s: %s", path, strerror(-r));
+	}
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+/* Is name in the state directory, if it exists, a file we may use? */
+static int name_check(const char *name, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	int r;
+
+	if (fstatat(P.dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT)
+			return -ENOENT;
+		r = -errno;
+		snprintf(err, errlen, "cannot stat %s: %s", path, strerror(-r));
+		return r;
+	}
+	return file_check(&st, path, err, errlen);
+}
+
+/* Remove a leftover name (a snapshot being written when we stopped) -
+ * only if it is one of ours: anything else was planted and refuses the
+ * start. */
+static int leftover_remove(const char *name, const char *path, char *err, size_t errlen)
+{
+	int r = name_check(name, path, err, errlen);
+
+	if (r == -ENOENT)
+		return 0;
 	if (r < 0)
-		buf_free(ret);
-	return r;
+		return r;
+	if (unlinkat(P.dir_fd, name, 0) < 0 && errno != ENOENT) {
+		r = -errno;
+		snprintf(err, errlen, "cannot remove %s: %s", path, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+/* Open directory dir one component at a time, none of them a symbolic
+ * link (what openat2's RESOLVE_NO_SYMLINKS does, on any kernel, and naming
+ * the culprit). Returns the fd or -errno with err. */
+static int dir_open_nofollow(const char *dir, char *err, size_t errlen)
+{
+	char *copy = strdup(dir), *comp, *save = NULL;
+	int fd, r = 0;
+
+	if (!copy) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	fd = open(dir[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		r = -errno;
+	for (comp = strtok_r(copy, "/", &save); fd >= 0 && comp; comp = strtok_r(NULL, "/", &save)) {
+		int next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		struct stat st;
+
+		if (next < 0) {
+			r = -errno;
+			if (fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+				snprintf(err, errlen,
+					 "state directory %s: component '%s' is a symbolic link; refusing "
+					 "it (name the real directory, or set state_dir_check = no)",
+					 dir, comp);
+				r = -ELOOP;
+			}
+		}
+		close(fd);
+		fd = next;
+	}
+	free(copy);
+	if (fd < 0 && !err[0])
+		snprintf(err, errlen, "state_file: cannot open the directory %s: %s", dir,
+			 strerror(-r));
+	return fd < 0 ? r : fd;
+}
+
+/* Open the state directory into P.dir_fd; with check, refuse one reached
+ * through a symbolic link, or that another user could write (like sshd's
+ * StrictModes). -errno with err. */
+static int dir_open(const char *dir, bool check, char *err, size_t errlen)
+{
+	struct stat st;
+
+	err[0] = 0;
+	if (check) {
+		P.dir_fd = dir_open_nofollow(dir, err, errlen);
+	} else if ((P.dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		P.dir_fd = -errno;
+		snprintf(err, errlen, "state_file: cannot open the directory %s: %s", dir,
+			 strerror(errno));
+	}
+	if (P.dir_fd < 0) {
+		int r = P.dir_fd;
+		P.dir_fd = -1;
+		return r;
+	}
+	if (!check)
+		return 0;
+	if (fstat(P.dir_fd, &st) < 0) {
+		int r = -errno;
+		snprintf(err, errlen, "cannot stat the state directory %s: %s", dir, strerror(-r));
+		return r;
+	}
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		snprintf(err, errlen,
+			 "state directory %s is owned by uid %lu, not by mpsupd's user (uid %lu) or "
+			 "root; refusing it (or set state_dir_check = no)", dir,
+			 (unsigned long)st.st_uid, (unsigned long)geteuid());
+		return -EPERM;
+	}
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		snprintf(err, errlen,
+			 "state directory %s is writable by %s (mode %04o): another user could plant "
+			 "links at the state files; refusing it (chmod go-w, or set state_dir_check = "
+			 "no)", dir, st.st_mode & S_IWOTH ? "other users" : "its group",
+			 (unsigned)(st.st_mode & 07777));
+		return -EPERM;
+	}
+	return 0;
 }
 
 /* --- CRC32C and frames ---------------------------------------------------------- */
@@ -1007,7 +1212,11 @@ static int snapshot_write(void)
 	json_t *v;
 	int r;
 
-	s.fd = open(P.tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* A fresh file, never through a link planted at the name. */
+	if (unlinkat(P.dir_fd, P.tmp_name, 0) < 0 && errno != ENOENT)
+		return -errno;
+	s.fd = openat(P.dir_fd, P.tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		      0600);
 	if (s.fd < 0)
 		return -errno;
 	obj_foreach(snap_count, &count);
@@ -1030,10 +1239,10 @@ static int snapshot_write(void)
 	bytes = (uint64_t)lseek(s.fd, 0, SEEK_END);
 	if (close(s.fd) < 0 && !s.err)
 		s.err = -errno;
-	if (!s.err && rename(P.tmp_path, P.path) < 0)
+	if (!s.err && renameat(P.dir_fd, P.tmp_name, P.dir_fd, P.name) < 0)
 		s.err = -errno;
 	if (s.err) {
-		unlink(P.tmp_path);
+		unlinkat(P.dir_fd, P.tmp_name, 0);
 		return s.err;
 	}
 	/* The new snapshot is in place; until the directory is synced the old
@@ -1207,7 +1416,10 @@ static void files_close(void)
 	free(P.path);
 	free(P.log_path);
 	free(P.tmp_path);
-	P.path = P.log_path = P.tmp_path = NULL;
+	free(P.log_name);
+	free(P.tmp_name);
+	P.path = P.log_path = P.tmp_path = P.log_name = P.tmp_name = NULL;
+	P.name = NULL;
 	buf_free(&P.pending);
 	free(P.waits);
 	P.waits = NULL;
@@ -1225,10 +1437,14 @@ static int load_snapshot(struct load_ctx *L, bool truncate_corrupt, bool *ret_re
 {
 	struct persist_scan sc;
 	struct buf f;
-	int r = read_file(P.path, &f);
+	int fd = file_open(P.name, P.path, O_RDONLY, err, errlen), r;
 
-	if (r == -ENOENT)
+	if (fd == -ENOENT)
 		return 0;
+	if (fd < 0)
+		return fd;
+	r = read_fd(fd, &f);
+	close(fd);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot read %s: %s", P.path, strerror(-r));
 		return r;
@@ -1272,7 +1488,7 @@ static int load_log(struct load_ctx *L, bool truncate_corrupt, bool *ret_rewrite
 	struct persist_scan sc;
 	struct buf f;
 	size_t size;
-	int r = read_file(P.log_path, &f);
+	int r = read_fd(P.log_fd, &f);
 
 	if (r < 0) {
 		snprintf(err, errlen, "cannot read %s: %s", P.log_path, strerror(-r));
@@ -1321,13 +1537,78 @@ static char *path_with(const char *path, const char *suffix)
 	return s;
 }
 
+/* Open (creating it if need be) PATH.log into P.log_fd and lock it. */
+static int log_open(char *err, size_t errlen)
+{
+	int r;
+
+	P.log_fd = file_open(P.log_name, P.log_path, O_RDWR | O_APPEND, err, errlen);
+	if (P.log_fd == -ENOENT) {
+		P.log_fd = file_open(P.log_name, P.log_path, O_RDWR | O_APPEND | O_CREAT | O_EXCL,
+				     err, errlen);
+		if (P.log_fd >= 0)
+			fsync(P.dir_fd); /* created: make its name durable */
+		else if (P.log_fd == -ENOENT)
+			snprintf(err, errlen, "cannot create %s: %s", P.log_path, strerror(ENOENT));
+	}
+	if (P.log_fd < 0) {
+		r = P.log_fd;
+		P.log_fd = -1;
+		return r;
+	}
+	if (flock(P.log_fd, LOCK_EX | LOCK_NB) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "%s is in use by another process (another mpsupd?)",
+			 P.log_path);
+		return r;
+	}
+	return 0;
+}
+
+/* Set up P's names of path's files; the directory (malloc'ed) in ret_dir. */
+static int names_init(const char *path, char **ret_dir, char *err, size_t errlen)
+{
+	char *dir, *slash;
+
+	P.path = strdup(path);
+	P.log_path = path_with(path, ".log");
+	P.tmp_path = path_with(path, ".tmp");
+	dir = strdup(path);
+	if (!P.path || !P.log_path || !P.tmp_path || !dir) {
+		free(dir);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	slash = strrchr(dir, '/');
+	P.name = slash ? P.path + (slash - dir) + 1 : P.path;
+	if (!*P.name || strcmp(P.name, ".") == 0 || strcmp(P.name, "..") == 0) {
+		free(dir);
+		snprintf(err, errlen, "state_file %s does not name a file", path);
+		return -EINVAL;
+	}
+	P.log_name = path_with(P.name, ".log");
+	P.tmp_name = path_with(P.name, ".tmp");
+	if (!P.log_name || !P.tmp_name) {
+		free(dir);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (slash == dir)
+		slash[1] = 0;
+	else if (slash)
+		*slash = 0;
+	else
+		strcpy(dir, ".");
+	*ret_dir = dir;
+	return 0;
+}
+
 int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool truncate_corrupt,
-		 char *err, size_t errlen)
+		 bool dir_check, char *err, size_t errlen)
 {
 	struct load_ctx L = { 0 };
 	bool rewrite = false;
-	char *dir, *slash;
-	struct stat st;
+	char *dir = NULL;
 	double t0 = mono_now();
 	int r;
 
@@ -1340,48 +1621,26 @@ int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool trunca
 		P.fail_flag = NULL;
 	P.sync = (enum state_sync)sync;
 	P.log_max = log_max_bytes;
-	P.path = strdup(path);
-	P.log_path = path_with(path, ".log");
-	P.tmp_path = path_with(path, ".tmp");
-	dir = strdup(path);
 	P.ev_commit = event_new(daemon_g.base, -1, 0, commit_cb, NULL);
 	P.ev_retry = event_new(daemon_g.base, -1, 0, retry_cb, NULL);
-	if (!P.path || !P.log_path || !P.tmp_path || !dir || !P.ev_commit || !P.ev_retry) {
-		free(dir);
+	if (!P.ev_commit || !P.ev_retry) {
 		snprintf(err, errlen, "out of memory");
 		r = -ENOMEM;
 		goto fail;
 	}
-	slash = strrchr(dir, '/');
-	if (slash == dir)
-		slash[1] = 0;
-	else if (slash)
-		*slash = 0;
-	P.dir_fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (P.dir_fd < 0) {
-		r = -errno;
-		snprintf(err, errlen, "state_file: cannot open the directory %s: %s", dir,
-			 strerror(errno));
-		free(dir);
+	if ((r = names_init(path, &dir, err, errlen)) < 0)
 		goto fail;
-	}
+	r = dir_open(dir, dir_check, err, errlen);
 	free(dir);
-	r = stat(P.log_path, &st);
-	P.log_fd = open(P.log_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	if (P.log_fd < 0) {
-		r = -errno;
-		snprintf(err, errlen, "cannot open %s: %s", P.log_path, strerror(errno));
+	if (r < 0)
 		goto fail;
-	}
-	if (r < 0) /* created: make its name durable */
-		fsync(P.dir_fd);
-	if (flock(P.log_fd, LOCK_EX | LOCK_NB) < 0) {
-		r = -errno;
-		snprintf(err, errlen, "%s is in use by another process (another mpsupd?)",
-			 P.log_path);
+	/* Refuse planted files before the log is created (they are opened
+	 * or removed, and checked again, once the log's lock is held). */
+	if (((r = name_check(P.name, P.path, err, errlen)) < 0 && r != -ENOENT) ||
+	    ((r = name_check(P.tmp_name, P.tmp_path, err, errlen)) < 0 && r != -ENOENT) ||
+	    (r = log_open(err, errlen)) < 0 ||
+	    (r = leftover_remove(P.tmp_name, P.tmp_path, err, errlen)) < 0)
 		goto fail;
-	}
-	unlink(P.tmp_path);
 
 	P.loading = true;
 	obj_restoring = true;
@@ -1466,7 +1725,7 @@ static int persist_start(const struct conf *conf)
 	if (!conf->state_file)
 		return 0;
 	r = persist_open(conf->state_file, conf->state_sync, conf->state_log_max_bytes,
-			 daemon_g.truncate_corrupt_state, err, sizeof(err));
+			 daemon_g.truncate_corrupt_state, conf->state_dir_check, err, sizeof(err));
 	if (r < 0)
 		log_error("persist", "%s", err);
 	return r;

@@ -532,7 +532,7 @@ class FullTmpfs(PersistCase):
             self.skipTest("needs root to mount a tmpfs")
         import tempfile
         mnt = tempfile.mkdtemp(prefix="mpsup-tmpfs-")
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt],
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", mnt],
                            capture_output=True)
         if r.returncode != 0:
             os.rmdir(mnt)

@@ -114,9 +114,9 @@ struct taint {
 static struct {
 	bool on;               /* persistence active */
 	bool loading;          /* replaying: persist_log() does nothing */
-	char *path, *log_path, *tmp_path;  /* for messages */
+	char *path, *log_path, *tmp_path, *logtmp_path; /* for messages */
 	const char *name;      /* the names in the directory (basenames) */
-	char *log_name, *tmp_name;
+	char *log_name, *tmp_name, *logtmp_name;        /* PATH.log.tmp: a log being shrunk */
 	int log_fd, dir_fd;    /* every file is opened relative to dir_fd */
 	enum state_sync sync;
 	uint64_t log_max;
@@ -1418,7 +1418,10 @@ static void files_close(void)
 	free(P.tmp_path);
 	free(P.log_name);
 	free(P.tmp_name);
+	free(P.logtmp_path);
+	free(P.logtmp_name);
 	P.path = P.log_path = P.tmp_path = P.log_name = P.tmp_name = NULL;
+	P.logtmp_path = P.logtmp_name = NULL;
 	P.name = NULL;
 	buf_free(&P.pending);
 	free(P.waits);
@@ -1573,8 +1576,9 @@ static int names_init(const char *path, char **ret_dir, char *err, size_t errlen
 	P.path = strdup(path);
 	P.log_path = path_with(path, ".log");
 	P.tmp_path = path_with(path, ".tmp");
+	P.logtmp_path = path_with(path, ".log.tmp");
 	dir = strdup(path);
-	if (!P.path || !P.log_path || !P.tmp_path || !dir) {
+	if (!P.path || !P.log_path || !P.tmp_path || !P.logtmp_path || !dir) {
 		free(dir);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -1588,7 +1592,8 @@ static int names_init(const char *path, char **ret_dir, char *err, size_t errlen
 	}
 	P.log_name = path_with(P.name, ".log");
 	P.tmp_name = path_with(P.name, ".tmp");
-	if (!P.log_name || !P.tmp_name) {
+	P.logtmp_name = path_with(P.name, ".log.tmp");
+	if (!P.log_name || !P.tmp_name || !P.logtmp_name) {
 		free(dir);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -1638,8 +1643,10 @@ int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool trunca
 	 * or removed, and checked again, once the log's lock is held). */
 	if (((r = name_check(P.name, P.path, err, errlen)) < 0 && r != -ENOENT) ||
 	    ((r = name_check(P.tmp_name, P.tmp_path, err, errlen)) < 0 && r != -ENOENT) ||
+	    ((r = name_check(P.logtmp_name, P.logtmp_path, err, errlen)) < 0 && r != -ENOENT) ||
 	    (r = log_open(err, errlen)) < 0 ||
-	    (r = leftover_remove(P.tmp_name, P.tmp_path, err, errlen)) < 0)
+	    (r = leftover_remove(P.tmp_name, P.tmp_path, err, errlen)) < 0 ||
+	    (r = leftover_remove(P.logtmp_name, P.logtmp_path, err, errlen)) < 0)
 		goto fail;
 
 	P.loading = true;

@@ -71,7 +71,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -132,8 +135,19 @@ static struct {
 
 	uint64_t snapshot_bytes;
 	double last_snapshot;  /* wall clock, 0 = never */
+	double last_snapshot_secs;
 	unsigned long snapshots;
 	double compact_after;  /* monotonic: no compaction before */
+
+	/* The snapshot child (see "snapshots in a child process"). */
+	pid_t snap_pid;        /* 0: none running */
+	int snap_pidfd;
+	struct event *ev_snap;
+	uint64_t snap_seq;     /* the last record it holds */
+	uint64_t snap_log_off; /* the log's size at its fork */
+	double snap_started;   /* monotonic */
+	unsigned long snap_failures;
+	const char *snap_hold; /* MPSUP_TEST_SNAPSHOT_HOLD */
 
 	bool failed;           /* refusing mutations */
 	char error[300];       /* why, while failed */
@@ -152,15 +166,19 @@ static struct {
 	struct taint *taints;
 	size_t n_taints, cap_taints;
 
-	/* everysec thread; mu guards dirty, stop, sync_err and last_fsync */
+	/* everysec thread; mu guards dirty, stop, sync_err, last_fsync, log_fd
+	 * changes and the two fds below */
 	pthread_t thread;
+	int syncing_fd;        /* the fd it is syncing now, or -1 */
+	int retired_fd;        /* a replaced log fd it closes after syncing */
 	bool thread_on, stop, dirty;
 	int sync_err;          /* errno of a failed background fsync */
 	double last_fsync;     /* wall clock, 0 = never */
 	uint64_t log_fsyncs;   /* fdatasyncs of the log that succeeded */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-} P = { .log_fd = -1, .dir_fd = -1, .mu = PTHREAD_MUTEX_INITIALIZER };
+} P = { .log_fd = -1, .dir_fd = -1, .snap_pidfd = -1, .syncing_fd = -1, .retired_fd = -1,
+	.mu = PTHREAD_MUTEX_INITIALIZER };
 
 /* --- small helpers ------------------------------------------------------------ */
 
@@ -1019,13 +1037,25 @@ void persist_log_request(struct request *r)
 		log_append(r->cmd->name, r->params, r->line, r->line ? r->line_len : 0);
 }
 
-/* Compact when the log outgrew both its limit and the last snapshot. */
+static int snapshot_fork(void);
+
+/* Compact when the log outgrew both its limit and the last snapshot: in a
+ * child, one at a time. */
 static void maybe_compact(void)
 {
-	if (!P.log_max || P.log_bytes <= P.log_max || P.log_bytes <= P.snapshot_bytes ||
-	    mono_now() < P.compact_after)
+	int r;
+
+	if (P.snap_pid || P.failed || !P.log_max || P.log_bytes <= P.log_max ||
+	    P.log_bytes <= P.snapshot_bytes || mono_now() < P.compact_after)
 		return;
-	if (persist_snapshot() < 0)
+	r = snapshot_fork();
+	if (r == -ENOSYS) {
+		r = persist_snapshot(); /* no pidfds (Linux < 5.3): in the foreground */
+	} else if (r < 0) {
+		snprintf(P.last_error, sizeof(P.last_error), "snapshot child: %s", strerror(-r));
+		log_warn("persist", "cannot start a snapshot child: %s", strerror(-r));
+	}
+	if (r < 0)
 		P.compact_after = mono_now() + COMPACT_BACKOFF_SECS;
 }
 
@@ -1104,10 +1134,18 @@ static void *sync_main(void *arg)
 		if (P.stop || !P.dirty)
 			continue;
 		P.dirty = false;
-		fd = P.log_fd;
+		fd = P.syncing_fd = P.log_fd;
 		pthread_mutex_unlock(&P.mu);
 		r = sync_fd(fd);
 		pthread_mutex_lock(&P.mu);
+		P.syncing_fd = -1;
+		if (P.retired_fd == fd) {
+			/* replaced meanwhile (log_fd_switch): its records were
+			 * copied to the new log and synced there */
+			close(fd);
+			P.retired_fd = -1;
+			r = 0;
+		}
 		if (r < 0)
 			__atomic_store_n(&P.sync_err, -r, __ATOMIC_RELEASE);
 		else {
@@ -1203,22 +1241,28 @@ static void snap_obj(struct obj *o, void *arg)
 	}
 }
 
-/* Write the whole state to PATH atomically and empty the log. */
-static int snapshot_write(void)
+/* Create PATH.tmp afresh (never through a link planted at the name). */
+static int tmp_create(void)
 {
-	struct snap_ctx s = { .fd = -1 };
-	uint64_t seq = P.seq, bytes;
-	size_t count = 0;
-	json_t *v;
-	int r;
+	int fd;
 
-	/* A fresh file, never through a link planted at the name. */
 	if (unlinkat(P.dir_fd, P.tmp_name, 0) < 0 && errno != ENOENT)
 		return -errno;
-	s.fd = openat(P.dir_fd, P.tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-		      0600);
-	if (s.fd < 0)
-		return -errno;
+	fd = openat(P.dir_fd, P.tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		    0600);
+	return fd < 0 ? -errno : fd;
+}
+
+/* Write the objects as they are now, the state after record seq, to fd and
+ * fdatasync it; its size in ret_bytes. Touches nothing but memory and fd:
+ * the snapshot child runs it too. */
+static int snapshot_body(int fd, uint64_t seq, uint64_t *ret_bytes)
+{
+	struct snap_ctx s = { .fd = fd };
+	size_t count = 0;
+	off_t end;
+	json_t *v;
+
 	obj_foreach(snap_count, &count);
 	v = json_pack("{s:i, s:I, s:I, s:f}", "mpsup_snapshot", 1, "seq", (json_int_t)seq,
 		      "objects", (json_int_t)count, "time", wall_now());
@@ -1232,23 +1276,60 @@ static int snapshot_write(void)
 		json_decref(v);
 	}
 	if (!s.err && s.b.len)
-		s.err = write_all(s.fd, s.b.p, s.b.len);
+		s.err = write_all(fd, s.b.p, s.b.len);
 	buf_free(&s.b);
 	if (!s.err)
-		s.err = sync_fd(s.fd);
-	bytes = (uint64_t)lseek(s.fd, 0, SEEK_END);
-	if (close(s.fd) < 0 && !s.err)
+		s.err = sync_fd(fd);
+	if (!s.err && (end = lseek(fd, 0, SEEK_END)) < 0)
 		s.err = -errno;
-	if (!s.err && renameat(P.dir_fd, P.tmp_name, P.dir_fd, P.name) < 0)
-		s.err = -errno;
-	if (s.err) {
+	if (!s.err)
+		*ret_bytes = (uint64_t)end;
+	return s.err;
+}
+
+/* PATH.tmp (complete and synced) becomes PATH: rename, then sync the
+ * directory. Before that sync the old snapshot may come back after a crash,
+ * so the log must stay whole until it returned 0. */
+static int snapshot_install(void)
+{
+	if (renameat(P.dir_fd, P.tmp_name, P.dir_fd, P.name) < 0) {
+		int r = -errno;
 		unlinkat(P.dir_fd, P.tmp_name, 0);
-		return s.err;
+		return r;
 	}
-	/* The new snapshot is in place; until the directory is synced the old
-	 * one may come back after a crash, so keep the log until then. Its
-	 * records are all <= seq: a reader of the new snapshot skips them. */
-	if ((r = sync_fd(P.dir_fd)) < 0)
+	return sync_fd(P.dir_fd);
+}
+
+/* A snapshot of bytes, holding every record up to seq, is in place. */
+static void snapshot_done(uint64_t bytes)
+{
+	P.snapshot_bytes = bytes;
+	P.last_snapshot = wall_now();
+	P.snapshots++;
+}
+
+static void snapshot_abort(const char *why);
+
+/* Write the whole state to PATH atomically and empty the log, here and
+ * now (start-up, shutdown, recovery from a failed write). */
+static int snapshot_write(void)
+{
+	uint64_t seq = P.seq, bytes = 0;
+	int fd, r;
+
+	snapshot_abort("a snapshot is written in the foreground"); /* same PATH.tmp */
+	if ((fd = tmp_create()) < 0)
+		return fd;
+	r = snapshot_body(fd, seq, &bytes);
+	if (close(fd) < 0 && !r)
+		r = -errno;
+	if (r < 0) {
+		unlinkat(P.dir_fd, P.tmp_name, 0);
+		return r;
+	}
+	/* Every record of the log is <= seq: a reader of the new snapshot
+	 * skips them, so the log is emptied only once the snapshot is durable. */
+	if ((r = snapshot_install()) < 0)
 		return r;
 	if (ftruncate(P.log_fd, 0) < 0)
 		return -errno;
@@ -1257,9 +1338,7 @@ static int snapshot_write(void)
 	P.pending.len = 0;
 	P.attempted = P.committed = seq;
 	dirty_clear();
-	P.snapshot_bytes = bytes;
-	P.last_snapshot = wall_now();
-	P.snapshots++;
+	snapshot_done(bytes);
 	return 0;
 }
 
@@ -1277,10 +1356,326 @@ int persist_snapshot(void)
 		log_warn("persist", "snapshot %s failed: %s (the log is kept)", P.path, strerror(-r));
 		return r;
 	}
+	P.last_snapshot_secs = mono_now() - t0;
 	log_info("persist", "snapshot of %u objects written to %s (%" PRIu64 " bytes, %.3f s)",
-		 obj_count(), P.path, P.snapshot_bytes, mono_now() - t0);
+		 obj_count(), P.path, P.snapshot_bytes, P.last_snapshot_secs);
 	barrier_release();
 	return 0;
+}
+
+/* --- snapshots in a child process ---------------------------------------------------------- */
+
+/*
+ * A compaction must not stop the event loop (a large state takes seconds
+ * to serialize): a child forked from the loop writes the copy-on-write
+ * image of the objects into PATH.tmp and fsyncs it while the parent goes
+ * on serving and appending to PATH.log. The child only reads memory and
+ * writes its file: it never takes a lock another thread may have held at
+ * the fork (the fsync thread's mutex), never logs, and leaves with _exit.
+ * Its exit is seen through a pidfd; proc.c's waitpid(-1) loop, which may
+ * reap it first, hands its status over (persist_child_exited). Then, in
+ * one callback of the loop:
+ *   1. PATH.tmp is renamed over PATH and the directory fsynced;
+ *   2. the log's bytes written since the fork (every record after the
+ *      snapshot's seq, and possibly a few at or below it) are copied to
+ *      PATH.log.tmp, fdatasynced, locked, renamed over PATH.log and the
+ *      directory fsynced; the new file takes the old one's place (the old
+ *      one's lock goes with it).
+ * Crash safety: the fork happens when every record logged so far is
+ * written (at the end of a commit), so the log holds records 1..S' at
+ * offset O and the snapshot the state after record S >= S' (S' < S only
+ * if a barrier callback logged more in that pass: they are written past
+ * O). Until step 1 is durable, recovery finds the old PATH and the whole
+ * log. After it, PATH (seq S) and the whole log: records <= S are skipped,
+ * the rest replayed. After step 2, PATH and the tail from O: again records
+ * <= S skipped and S+1.. contiguous. The copy, the rename and the switch
+ * of the fd run in one callback of the single-threaded loop, so no record
+ * is written to the old log after it was copied. A failed or killed child
+ * leaves PATH and PATH.log untouched (PATH.tmp is removed), and if any
+ * step fails the log is kept whole. A write failure while the child runs
+ * throws its snapshot away: the recovery snapshot, written in the
+ * foreground like the one at shutdown, kills the child first (both write
+ * PATH.tmp).
+ */
+
+/* The child: write the snapshot to fd and leave (exit status: 0 or errno). */
+static __attribute__((noreturn)) void snapshot_child(int fd, uint64_t seq, pid_t parent)
+{
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+	uint64_t bytes;
+	sigset_t none;
+	int r;
+
+	/* Die with the daemon: a stray child would keep PATH.tmp busy. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(ESRCH);
+	/* The loop's signal handlers write to its (shared) socketpair. */
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			sigaction(sig, &dfl, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* Hold nothing of the daemon's: clients' sockets, workers' pipes, and
+	 * the log (its lock must go with the daemon). */
+	if (fd > 3)
+		close_range(3, (unsigned)fd - 1, 0);
+	close_range((unsigned)fd + 1, ~0u, 0);
+	r = snapshot_body(fd, seq, &bytes);
+	/* Tests: hold the finished snapshot while this file exists. */
+	while (P.snap_hold && access(P.snap_hold, F_OK) == 0)
+		usleep(10000);
+	_exit(r < 0 ? (-r & 0xff ? -r & 0xff : EIO) : 0);
+}
+
+static void snap_child_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Start a snapshot in a child; 0, or -errno (-ENOSYS: no pidfds). */
+static int snapshot_fork(void)
+{
+	struct stat st;
+	pid_t pid, self = getpid();
+	int fd, r;
+
+	if ((fd = tmp_create()) < 0)
+		return fd;
+	if (fstat(P.log_fd, &st) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	P.snap_seq = P.seq;
+	P.snap_log_off = (uint64_t)st.st_size;
+	if ((pid = fork()) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (pid == 0)
+		snapshot_child(fd, P.snap_seq, self);
+	close(fd);
+	fd = -1;
+	P.snap_pid = pid;
+	P.snap_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (P.snap_pidfd < 0) {
+		r = -errno;
+		snapshot_abort(NULL);
+		return r;
+	}
+	P.ev_snap = event_new(daemon_g.base, P.snap_pidfd, EV_READ, snap_child_cb, NULL);
+	if (!P.ev_snap || event_add(P.ev_snap, NULL) < 0) {
+		snapshot_abort(NULL);
+		return -ENOMEM;
+	}
+	P.snap_started = mono_now();
+	log_info("persist", "snapshot of %u objects in child %d (up to record %" PRIu64 ")",
+		 obj_count(), (int)pid, P.snap_seq);
+	return 0;
+fail:
+	close(fd);
+	unlinkat(P.dir_fd, P.tmp_name, 0);
+	return r;
+}
+
+/* Forget the child (reaped or never started). */
+static void snap_forget(void)
+{
+	if (P.ev_snap)
+		event_free(P.ev_snap);
+	P.ev_snap = NULL;
+	if (P.snap_pidfd >= 0)
+		close(P.snap_pidfd);
+	P.snap_pidfd = -1;
+	P.snap_pid = 0;
+}
+
+/* Kill and reap a running snapshot child; its PATH.tmp goes. why (NULL:
+ * quietly) is logged. */
+static void snapshot_abort(const char *why)
+{
+	int st;
+
+	if (!P.snap_pid)
+		return;
+	kill(P.snap_pid, SIGKILL); /* not reaped yet: the pid is still ours */
+	while (waitpid(P.snap_pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (why)
+		log_info("persist", "snapshot child %d stopped: %s", (int)P.snap_pid, why);
+	snap_forget();
+	unlinkat(P.dir_fd, P.tmp_name, 0);
+}
+
+/* Copy the log from off to its end into PATH.log.tmp; the new fd or -errno. */
+static int log_tail_copy(uint64_t off, uint64_t *ret_bytes)
+{
+	loff_t in = (loff_t)off;
+	struct stat st;
+	uint64_t left;
+	int fd, r = 0;
+
+	if (unlinkat(P.dir_fd, P.logtmp_name, 0) < 0 && errno != ENOENT)
+		return -errno;
+	fd = openat(P.dir_fd, P.logtmp_name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		    0600);
+	if (fd < 0)
+		return -errno;
+	if (fstat(P.log_fd, &st) < 0 || (uint64_t)st.st_size < off) {
+		r = errno ? -errno : -EIO;
+		goto out;
+	}
+	for (left = (uint64_t)st.st_size - off; left > 0 && !r;) {
+		ssize_t n = copy_file_range(P.log_fd, &in, fd, NULL, left, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
+			      errno == EOPNOTSUPP)) {
+			/* no in-kernel copy here: read and write */
+			char *b = malloc(SNAP_CHUNK);
+			if (!b)
+				r = -ENOMEM;
+			while (b && left > 0 && !r) {
+				n = pread(P.log_fd, b, left < SNAP_CHUNK ? left : SNAP_CHUNK, in);
+				if (n <= 0)
+					r = n < 0 ? -errno : -EIO;
+				else if (!(r = write_all(fd, b, (size_t)n))) {
+					in += n;
+					left -= (uint64_t)n;
+				}
+			}
+			free(b);
+		} else if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+		} else {
+			left -= (uint64_t)n;
+		}
+	}
+	if (!r)
+		r = sync_fd(fd);
+	if (!r && flock(fd, LOCK_EX | LOCK_NB) < 0)
+		r = -errno;
+	if (!r && fcntl(fd, F_SETFL, O_APPEND) < 0)
+		r = -errno;
+out:
+	if (r < 0) {
+		close(fd);
+		unlinkat(P.dir_fd, P.logtmp_name, 0);
+		return r;
+	}
+	*ret_bytes = (uint64_t)st.st_size - off;
+	return fd;
+}
+
+/* Use fd as the log from now on (the fsync thread may be syncing the old
+ * one: it closes it then). */
+static void log_fd_switch(int fd)
+{
+	int old;
+
+	pthread_mutex_lock(&P.mu);
+	old = P.log_fd;
+	P.log_fd = fd;
+	if (P.syncing_fd == old) {
+		P.retired_fd = old;
+		old = -1;
+	}
+	pthread_mutex_unlock(&P.mu);
+	if (old >= 0)
+		close(old);
+}
+
+/* Shrink the log to what was written since the child's fork. */
+static int log_shrink(void)
+{
+	uint64_t bytes = 0;
+	int fd = log_tail_copy(P.snap_log_off, &bytes), r;
+
+	if (fd < 0)
+		return fd;
+	if (renameat(P.dir_fd, P.logtmp_name, P.dir_fd, P.log_name) < 0) {
+		r = -errno;
+		close(fd);
+		unlinkat(P.dir_fd, P.logtmp_name, 0);
+		return r;
+	}
+	log_fd_switch(fd);
+	P.log_bytes = bytes;
+	P.log_records = P.committed > P.snap_seq ? P.committed - P.snap_seq : 0;
+	/* The old log's name now belongs to the new file: if this rename
+	 * could be undone by a crash, so could every record written from
+	 * now on. Treat it as a failed write: the recovery snapshot then
+	 * writes everything again. */
+	if ((r = sync_fd(P.dir_fd)) < 0)
+		fail("fsync of the directory of", r);
+	return 0;
+}
+
+/* The snapshot child ended with wait status st: install its work. */
+static void snapshot_reaped(int st)
+{
+	pid_t pid = P.snap_pid;
+	uint64_t bytes = 0;
+	struct stat fst;
+	int r;
+
+	snap_forget();
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		P.snap_failures++;
+		P.compact_after = mono_now() + COMPACT_BACKOFF_SECS;
+		if (WIFSIGNALED(st))
+			snprintf(P.last_error, sizeof(P.last_error),
+				 "snapshot child %d killed by signal %d", (int)pid, WTERMSIG(st));
+		else
+			snprintf(P.last_error, sizeof(P.last_error), "snapshot child %d failed: %s",
+				 (int)pid, strerror(WEXITSTATUS(st)));
+		log_warn("persist", "%s; %s and its log are untouched", P.last_error, P.path);
+		unlinkat(P.dir_fd, P.tmp_name, 0);
+		return;
+	}
+	if (P.failed) {
+		/* the recovery snapshot will hold everything */
+		unlinkat(P.dir_fd, P.tmp_name, 0);
+		return;
+	}
+	if (fstatat(P.dir_fd, P.tmp_name, &fst, AT_SYMLINK_NOFOLLOW) == 0)
+		bytes = (uint64_t)fst.st_size;
+	if ((r = snapshot_install()) < 0 || (r = log_shrink()) < 0) {
+		P.compact_after = mono_now() + COMPACT_BACKOFF_SECS;
+		log_warn("persist", "snapshot %s failed: %s (the log is kept)", P.path, strerror(-r));
+		return;
+	}
+	snapshot_done(bytes);
+	P.last_snapshot_secs = mono_now() - P.snap_started;
+	log_info("persist", "snapshot of record %" PRIu64 " written to %s by child %d (%" PRIu64
+		 " bytes, %.3f s); log shrunk to %" PRIu64 " bytes",
+		 P.snap_seq, P.path, (int)pid, bytes, P.last_snapshot_secs, P.log_bytes);
+	maybe_compact(); /* it may have grown past the limit meanwhile */
+}
+
+/* The child's pidfd is readable: it ended. */
+static void snap_child_cb(evutil_socket_t fd, short what, void *arg)
+{
+	int st;
+	pid_t r;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	while ((r = waitpid(P.snap_pid, &st, WNOHANG)) < 0 && errno == EINTR)
+		;
+	if (r == 0)
+		return; /* not yet */
+	if (r < 0) {
+		/* only persist_child_exited() may reap it elsewhere */
+		log_error("persist", "snapshot child %d: %s", (int)P.snap_pid, strerror(errno));
+		st = EIO << 8;
+	}
+	snapshot_reaped(st);
+}
+
+bool persist_child_exited(pid_t pid, int st)
+{
+	if (!P.snap_pid || pid != P.snap_pid)
+		return false;
+	snapshot_reaped(st);
+	return true;
 }
 
 /* --- loading ------------------------------------------------------------------------------ */
@@ -1402,6 +1797,7 @@ static int log_record(const char *p, size_t len, size_t off, void *arg, char *wh
 /* Close files and forget everything (also after a failed open). */
 static void files_close(void)
 {
+	snapshot_abort("persistence closes");
 	thread_stop();
 	if (P.log_fd >= 0)
 		close(P.log_fd);
@@ -1624,6 +2020,9 @@ int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool trunca
 	P.fail_flag = getenv("MPSUP_TEST_FAIL_WRITES");
 	if (P.fail_flag && !*P.fail_flag)
 		P.fail_flag = NULL;
+	P.snap_hold = getenv("MPSUP_TEST_SNAPSHOT_HOLD");
+	if (P.snap_hold && !*P.snap_hold)
+		P.snap_hold = NULL;
 	P.sync = (enum state_sync)sync;
 	P.log_max = log_max_bytes;
 	P.ev_commit = event_new(daemon_g.base, -1, 0, commit_cb, NULL);
@@ -1707,7 +2106,7 @@ json_t *persist_info(void)
 	pthread_mutex_unlock(&P.mu);
 	check_thread();
 	return json_pack("{s:b, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:o, s:I, s:o, s:I, s:s?, "
-			 "s:s?, s:I, s:I}",
+			 "s:s?, s:I, s:I, s:b, s:o, s:f, s:I}",
 			 "enabled", 1, "file", P.path, "sync", sync_names[P.sync],
 			 "accepting_writes", !P.failed, "seq", (json_int_t)P.seq,
 			 "pending_records", (json_int_t)(P.seq - P.committed),
@@ -1719,7 +2118,11 @@ json_t *persist_info(void)
 			 "snapshots", (json_int_t)P.snapshots,
 			 "error", P.failed ? P.error : NULL,
 			 "last_error", P.last_error[0] ? P.last_error : NULL,
-			 "errors", (json_int_t)P.errors, "log_fsyncs", (json_int_t)fsyncs);
+			 "errors", (json_int_t)P.errors, "log_fsyncs", (json_int_t)fsyncs,
+			 "snapshot_in_progress", P.snap_pid != 0,
+			 "snapshot_pid", P.snap_pid ? json_integer(P.snap_pid) : json_null(),
+			 "last_snapshot_secs", P.last_snapshot_secs,
+			 "snapshot_failures", (json_int_t)P.snap_failures);
 }
 
 /* --- the module ------------------------------------------------------------------------------ */

@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
@@ -130,8 +131,13 @@ void persist_scan(const char *buf, size_t len, persist_record_fn *fn, void *arg,
  */
 int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool truncate_corrupt,
 		 bool dir_check, char *err, size_t errlen);
-/* Write a snapshot now and empty the log; 0 or a negative errno. */
+/* Write a snapshot now, in the foreground (a snapshot child running is
+ * killed first), and empty the log; 0 or a negative errno. Compaction
+ * writes its snapshots in a child process instead (persist.c). */
 int persist_snapshot(void);
+/* proc.c's reaping loop reaped pid with wait status st: true when it was
+ * the snapshot child (whose end is then handled), false otherwise. */
+bool persist_child_exited(pid_t pid, int st);
 /* Commit, snapshot (when clean) and close; persistence is off afterwards. */
 void persist_close(bool snapshot);
 /* Figures for daemon.info (a new object). */

@@ -47,6 +47,44 @@
  * see Errors). everysec: a thread
  * fdatasyncs the log once a second when it changed. no: the kernel decides.
  *
+ * Snapshots: a compaction (the log outgrew state_log_max_bytes and the
+ * last snapshot) must not stop the event loop - a large state takes
+ * seconds to serialize and fsync. A child forked from the loop writes the
+ * copy-on-write image of the objects into PATH.tmp and fdatasyncs it while
+ * the parent goes on serving and appending to PATH.log; one child at a
+ * time. The child only reads memory and writes its file: it never takes a
+ * lock another thread may have held at the fork (the fsync thread's mutex),
+ * never logs, closes every other descriptor (the log's lock must go with
+ * the daemon; it also dies with it: PR_SET_PDEATHSIG) and leaves with
+ * _exit. Its end is seen through a pidfd; proc.c's waitpid(-1) loop, which
+ * may reap it first, hands its status over (persist_child_exited). Then,
+ * in one callback of the loop:
+ *   1. PATH.tmp is renamed over PATH and the directory fsynced;
+ *   2. the log's bytes written since the fork are copied to PATH.log.tmp,
+ *      which is fdatasynced, locked, renamed over PATH.log (the directory
+ *      fsynced) and becomes the log; the old file and its lock go.
+ * Why a crash at any point recovers every acknowledged record: the fork
+ * happens at the end of a commit, when the log holds records 1..S' ending
+ * at offset O, and the child's image is the state after record S >= S'
+ * (S > S' only if a barrier callback logged more in that pass: those are
+ * written past O). Until step 1 is durable, recovery finds the old PATH
+ * and the whole log, as before. After it, the new PATH (seq S) and the
+ * whole log: records <= S are skipped, the rest replayed from S+1. After
+ * step 2, PATH and the log from O on: records <= S skipped, S+1.. follow
+ * without a gap. The copy, rename and switch of the fd happen in one
+ * callback of the single-threaded loop, so nothing is appended to the old
+ * log after it was copied; the new log is synced before its rename, so
+ * what the old one had synced stays synced. If the directory fsync after
+ * step 2 fails, the rename might be undone by a crash together with every
+ * record written since: that is treated as a failed write (below). A child
+ * that fails or is killed leaves PATH and PATH.log untouched (PATH.tmp is
+ * removed, the failure logged); a failure in step 1 or 2 keeps the whole
+ * log. Snapshots written in the foreground: at start-up after a
+ * truncation, at shutdown (the loop has nothing left to serve then), and
+ * the recovery snapshot below; each first kills a running child (both
+ * write PATH.tmp). Without pidfds (Linux < 5.3) compaction also writes in
+ * the foreground.
+ *
  * Errors: a failed write or fsync keeps the records of that pass in memory
  * (committed < attempted) and their answers held (they were never
  * acknowledged), refuses further mutations of persisted objects with
@@ -72,6 +110,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -1365,38 +1404,7 @@ int persist_snapshot(void)
 
 /* --- snapshots in a child process ---------------------------------------------------------- */
 
-/*
- * A compaction must not stop the event loop (a large state takes seconds
- * to serialize): a child forked from the loop writes the copy-on-write
- * image of the objects into PATH.tmp and fsyncs it while the parent goes
- * on serving and appending to PATH.log. The child only reads memory and
- * writes its file: it never takes a lock another thread may have held at
- * the fork (the fsync thread's mutex), never logs, and leaves with _exit.
- * Its exit is seen through a pidfd; proc.c's waitpid(-1) loop, which may
- * reap it first, hands its status over (persist_child_exited). Then, in
- * one callback of the loop:
- *   1. PATH.tmp is renamed over PATH and the directory fsynced;
- *   2. the log's bytes written since the fork (every record after the
- *      snapshot's seq, and possibly a few at or below it) are copied to
- *      PATH.log.tmp, fdatasynced, locked, renamed over PATH.log and the
- *      directory fsynced; the new file takes the old one's place (the old
- *      one's lock goes with it).
- * Crash safety: the fork happens when every record logged so far is
- * written (at the end of a commit), so the log holds records 1..S' at
- * offset O and the snapshot the state after record S >= S' (S' < S only
- * if a barrier callback logged more in that pass: they are written past
- * O). Until step 1 is durable, recovery finds the old PATH and the whole
- * log. After it, PATH (seq S) and the whole log: records <= S are skipped,
- * the rest replayed. After step 2, PATH and the tail from O: again records
- * <= S skipped and S+1.. contiguous. The copy, the rename and the switch
- * of the fd run in one callback of the single-threaded loop, so no record
- * is written to the old log after it was copied. A failed or killed child
- * leaves PATH and PATH.log untouched (PATH.tmp is removed), and if any
- * step fails the log is kept whole. A write failure while the child runs
- * throws its snapshot away: the recovery snapshot, written in the
- * foreground like the one at shutdown, kills the child first (both write
- * PATH.tmp).
- */
+/* Compaction's snapshots are written by a child: see "Snapshots" at the top. */
 
 /* The child: write the snapshot to fd and leave (exit status: 0 or errno). */
 static __attribute__((noreturn)) void snapshot_child(int fd, uint64_t seq, pid_t parent)
@@ -1415,6 +1423,8 @@ static __attribute__((noreturn)) void snapshot_child(int fd, uint64_t seq, pid_t
 			sigaction(sig, &dfl, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* Background work: on a busy machine the loop's CPU comes first. */
+	setpriority(PRIO_PROCESS, 0, getpriority(PRIO_PROCESS, 0) + 10);
 	/* Hold nothing of the daemon's: clients' sockets, workers' pipes, and
 	 * the log (its lock must go with the daemon). */
 	if (fd > 3)

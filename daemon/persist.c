@@ -56,13 +56,16 @@
  * lock another thread may have held at the fork (the fsync thread's mutex),
  * never logs, closes every other descriptor (the log's lock must go with
  * the daemon; it also dies with it: PR_SET_PDEATHSIG) and leaves with
- * _exit. Its end is seen through a pidfd; proc.c's waitpid(-1) loop, which
- * may reap it first, hands its status over (persist_child_exited). Then,
- * in one callback of the loop:
- *   1. PATH.tmp is renamed over PATH and the directory fsynced;
- *   2. the log's bytes written since the fork are copied to PATH.log.tmp,
- *      which is fdatasynced, locked, renamed over PATH.log (the directory
- *      fsynced) and becomes the log; the old file and its lock go.
+ * _exit. Then:
+ *   1. the child renames PATH.tmp over PATH and fsyncs the directory (so
+ *      the loop never pays for replacing a large file);
+ *   2. its end is seen through a pidfd (proc.c's waitpid(-1) loop, which
+ *      may reap it first, hands its status over: persist_child_exited),
+ *      and in one callback of the loop the log's bytes written since the
+ *      fork are copied to PATH.log.tmp, which is fdatasynced, locked,
+ *      renamed over PATH.log (the directory fsynced) and becomes the log;
+ *      the old file and its lock go (closed by a thread: freeing a large
+ *      file takes a while).
  * Why a crash at any point recovers every acknowledged record: the fork
  * happens at the end of a commit, when the log holds records 1..S' ending
  * at offset O, and the child's image is the state after record S >= S'
@@ -77,9 +80,9 @@
  * what the old one had synced stays synced. If the directory fsync after
  * step 2 fails, the rename might be undone by a crash together with every
  * record written since: that is treated as a failed write (below). A child
- * that fails or is killed leaves PATH and PATH.log untouched (PATH.tmp is
- * removed, the failure logged); a failure in step 1 or 2 keeps the whole
- * log. Snapshots written in the foreground: at start-up after a
+ * that fails or is killed keeps the whole log (and, before its rename,
+ * PATH): PATH.tmp is removed, the failure logged. Snapshots written in
+ * the foreground: at start-up after a
  * truncation, at shutdown (the loop has nothing left to serve then), and
  * the recovery snapshot below; each first kills a running child (both
  * write PATH.tmp). Without pidfds (Linux < 5.3) compaction also writes in
@@ -1412,7 +1415,7 @@ static __attribute__((noreturn)) void snapshot_child(int fd, uint64_t seq, pid_t
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
 	uint64_t bytes;
 	sigset_t none;
-	int r;
+	int r, hi, dir;
 
 	/* Die with the daemon: a stray child would keep PATH.tmp busy. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
@@ -1425,15 +1428,23 @@ static __attribute__((noreturn)) void snapshot_child(int fd, uint64_t seq, pid_t
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* Background work: on a busy machine the loop's CPU comes first. */
 	setpriority(PRIO_PROCESS, 0, getpriority(PRIO_PROCESS, 0) + 10);
-	/* Hold nothing of the daemon's: clients' sockets, workers' pipes, and
-	 * the log (its lock must go with the daemon). */
-	if (fd > 3)
-		close_range(3, (unsigned)fd - 1, 0);
-	close_range((unsigned)fd + 1, ~0u, 0);
-	r = snapshot_body(fd, seq, &bytes);
+	/* Hold nothing of the daemon's but the snapshot (fd 3) and the
+	 * directory (fd 4): not clients' sockets, workers' pipes, nor the log
+	 * (its lock must go with the daemon). */
+	hi = fd > P.dir_fd ? fd : P.dir_fd;
+	if ((fd = fcntl(fd, F_DUPFD, hi + 1)) < 0 || (dir = fcntl(P.dir_fd, F_DUPFD, hi + 1)) < 0 ||
+	    dup2(fd, 3) < 0 || dup2(dir, 4) < 0)
+		_exit(errno ? errno : EIO);
+	close_range(5, ~0u, 0);
+	P.dir_fd = 4;
+	r = snapshot_body(3, seq, &bytes);
 	/* Tests: hold the finished snapshot while this file exists. */
 	while (P.snap_hold && access(P.snap_hold, F_OK) == 0)
 		usleep(10000);
+	/* Install it here: the whole log is still there (records <= seq are
+	 * skipped after it), and replacing a large file costs the loop nothing. */
+	if (r == 0)
+		r = snapshot_install();
 	_exit(r < 0 ? (-r & 0xff ? -r & 0xff : EIO) : 0);
 }
 
@@ -1573,6 +1584,30 @@ out:
 	return fd;
 }
 
+static void *closer_main(void *arg)
+{
+	close((int)(intptr_t)arg);
+	return NULL;
+}
+
+/* Close fd in a thread: the last close of a large unlinked file frees its
+ * blocks and drops its cached pages, which takes a while. */
+static void close_later(int fd)
+{
+	pthread_attr_t a;
+	pthread_t t;
+	sigset_t all, old;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old); /* signals belong to the loop */
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &a, closer_main, (void *)(intptr_t)fd) != 0)
+		close(fd);
+	pthread_attr_destroy(&a);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 /* Use fd as the log from now on (the fsync thread may be syncing the old
  * one: it closes it then). */
 static void log_fd_switch(int fd)
@@ -1588,7 +1623,7 @@ static void log_fd_switch(int fd)
 	}
 	pthread_mutex_unlock(&P.mu);
 	if (old >= 0)
-		close(old);
+		close_later(old);
 }
 
 /* Shrink the log to what was written since the child's fork. */
@@ -1621,7 +1656,7 @@ static int log_shrink(void)
 static void snapshot_reaped(int st)
 {
 	pid_t pid = P.snap_pid;
-	uint64_t bytes = 0;
+	double t0 = mono_now();
 	struct stat fst;
 	int r;
 
@@ -1635,27 +1670,27 @@ static void snapshot_reaped(int st)
 		else
 			snprintf(P.last_error, sizeof(P.last_error), "snapshot child %d failed: %s",
 				 (int)pid, strerror(WEXITSTATUS(st)));
-		log_warn("persist", "%s; %s and its log are untouched", P.last_error, P.path);
+		log_warn("persist", "%s; the log %s is kept whole", P.last_error, P.log_path);
 		unlinkat(P.dir_fd, P.tmp_name, 0);
 		return;
 	}
-	if (P.failed) {
-		/* the recovery snapshot will hold everything */
-		unlinkat(P.dir_fd, P.tmp_name, 0);
+	/* The child installed PATH. After a failed write the recovery
+	 * snapshot will hold everything: keep the log as it is until then. */
+	if (P.failed)
 		return;
-	}
-	if (fstatat(P.dir_fd, P.tmp_name, &fst, AT_SYMLINK_NOFOLLOW) == 0)
-		bytes = (uint64_t)fst.st_size;
-	if ((r = snapshot_install()) < 0 || (r = log_shrink()) < 0) {
+	snapshot_done(fstatat(P.dir_fd, P.name, &fst, AT_SYMLINK_NOFOLLOW) == 0 ?
+			      (uint64_t)fst.st_size : 0);
+	P.last_snapshot_secs = t0 - P.snap_started;
+	if ((r = log_shrink()) < 0) {
 		P.compact_after = mono_now() + COMPACT_BACKOFF_SECS;
-		log_warn("persist", "snapshot %s failed: %s (the log is kept)", P.path, strerror(-r));
+		log_warn("persist", "shrinking %s after a snapshot failed: %s (it is kept whole)",
+			 P.log_path, strerror(-r));
 		return;
 	}
-	snapshot_done(bytes);
-	P.last_snapshot_secs = mono_now() - P.snap_started;
 	log_info("persist", "snapshot of record %" PRIu64 " written to %s by child %d (%" PRIu64
-		 " bytes, %.3f s); log shrunk to %" PRIu64 " bytes",
-		 P.snap_seq, P.path, (int)pid, bytes, P.last_snapshot_secs, P.log_bytes);
+		 " bytes, %.3f s); log shrunk to %" PRIu64 " bytes in %.3f s",
+		 P.snap_seq, P.path, (int)pid, P.snapshot_bytes, P.last_snapshot_secs, P.log_bytes,
+		 mono_now() - t0);
 	maybe_compact(); /* it may have grown past the limit meanwhile */
 }
 

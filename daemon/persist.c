@@ -1426,7 +1426,9 @@ static __attribute__((noreturn)) void snapshot_child(int fd, uint64_t seq, pid_t
 			sigaction(sig, &dfl, NULL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	/* Background work: on a busy machine the loop's CPU comes first. */
+	/* Background work: on a busy machine the loop's CPU comes first (nice,
+	 * not SCHED_IDLE: a saturated machine must not starve it for hours
+	 * while the log grows). */
 	setpriority(PRIO_PROCESS, 0, getpriority(PRIO_PROCESS, 0) + 10);
 	/* Hold nothing of the daemon's but the snapshot (fd 3) and the
 	 * directory (fd 4): not clients' sockets, workers' pipes, nor the log

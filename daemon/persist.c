@@ -1467,6 +1467,7 @@ static int snapshot_fork(void)
 	}
 	P.snap_seq = P.seq;
 	P.snap_log_off = (uint64_t)st.st_size;
+	P.snap_started = mono_now();
 	if ((pid = fork()) < 0) {
 		r = -errno;
 		goto fail;
@@ -1487,7 +1488,6 @@ static int snapshot_fork(void)
 		snapshot_abort(NULL);
 		return -ENOMEM;
 	}
-	P.snap_started = mono_now();
 	log_info("persist", "snapshot of %u objects in child %d (up to record %" PRIu64 ")",
 		 obj_count(), (int)pid, P.snap_seq);
 	return 0;

@@ -39,11 +39,15 @@ def snapshot_seq(path):
 
 class SnapshotCase(unittest.TestCase):
     fill_mb = 20
+    sync = "everysec"
 
     def setUp(self):
-        self.hold = "/tmp/mpsup-snaphold-%d-%d" % (os.getpid(), random.randrange(10**9))
+        tag = "%d-%d" % (os.getpid(), random.randrange(10**9))
+        self.hold = "/tmp/mpsup-snaphold-" + tag
+        self.failflag = "/tmp/mpsup-failflag-" + tag
         open(self.hold, "w").close()
-        self.d = Daemon(env={"MPSUP_TEST_SNAPSHOT_HOLD": self.hold})
+        self.d = Daemon(env={"MPSUP_TEST_SNAPSHOT_HOLD": self.hold,
+                             "MPSUP_TEST_FAIL_WRITES": self.failflag})
         self.state = os.path.join(self.d.dir, "state")
         self.acked = {}
         # no compaction while filling
@@ -52,8 +56,9 @@ class SnapshotCase(unittest.TestCase):
         self.fill()
 
     def tearDown(self):
-        if os.path.exists(self.hold):
-            os.unlink(self.hold)
+        for f in (self.hold, self.failflag):
+            if os.path.exists(f):
+                os.unlink(f)
         res = getattr(getattr(self, "_outcome", None), "result", None)
         failed = bool(res and (res.failures or res.errors))
         rc = self.d.stop()
@@ -63,8 +68,8 @@ class SnapshotCase(unittest.TestCase):
         self.assertIn(rc, (0, None), "mpsupd exited with %r" % rc)
 
     def configure(self, log_max):
-        self.d.write_config(main_extra="state_file = %s\nstate_sync = everysec\n"
-                            "state_log_max_bytes = %d\n" % (self.state, log_max))
+        self.d.write_config(main_extra="state_file = %s\nstate_sync = %s\n"
+                            "state_log_max_bytes = %d\n" % (self.state, self.sync, log_max))
 
     def fill(self):
         """fill_mb MB of dict values, pipelined."""
@@ -206,6 +211,44 @@ class ChildSnapshot(SnapshotCase):
         # the clean shutdown's snapshot holds everything: the log is empty
         self.assertEqual(os.path.getsize(self.state + ".log"), 0)
         self.check_recovered()
+
+    def test_failed_write_during_a_snapshot(self):
+        """The recovery snapshot (in the foreground) replaces the child's."""
+        pid, _ = self.trigger()
+        self.write("before-failure")
+        open(self.failflag, "w").close()
+        held = self.d.client()
+        held.send("dict.set", name="big", key="held", value="held")
+        # (an answer of the failed write's pass is held with it: wait for
+        # the failure before asking anything)
+        wait_for(lambda: "refusing mutations" in self.d.read_log(), what="the failure")
+        with self.d.client() as c:
+            self.assertFalse(self.info(c)["accepting_writes"])
+            self.assertTrue(c.call("ping")["ok"])
+        os.unlink(self.failflag)
+        self.assertTrue(held.recv()["ok"])  # acknowledged once recovered
+        held.close()
+        self.acked["held"] = "held"
+        info = wait_for(lambda: (lambda i: i["accepting_writes"] and i)(self.info()),
+                        what="the recovery")
+        self.assertFalse(info["snapshot_in_progress"])
+        self.assertFalse(pid_alive(pid))
+        self.assertIn("snapshot child %d stopped" % pid, self.d.read_log())
+        self.assertEqual(info["log_bytes"], 0)
+        self.write("after")
+        self.kill()
+        self.check_recovered()
+
+
+class ChildSnapshotAlways(SnapshotCase):
+    """The same with state_sync = always (no fsync thread: the log's fd is
+    switched by the loop alone)."""
+    sync = "always"
+    fill_mb = 5
+    test_daemon_answers_while_the_child_writes = \
+        ChildSnapshot.test_daemon_answers_while_the_child_writes
+    test_kill_9_during_a_snapshot_loses_nothing = \
+        ChildSnapshot.test_kill_9_during_a_snapshot_loses_nothing
 
 
 if __name__ == "__main__":

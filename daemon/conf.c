@@ -915,6 +915,7 @@ void conf_defaults(struct conf *c)
 	c->log_level = 2; /* info */
 	c->state_sync = STATE_SYNC_EVERYSEC;
 	c->state_log_max_bytes = 64 * 1024 * 1024;
+	c->state_dir_check = true;
 	c->max_request_bytes = 1024 * 1024;
 	c->max_clients = 1024;
 	c->max_clients_per_uid = 0; /* non-admin peers; 0 = only max_clients applies */
@@ -1106,6 +1107,9 @@ static int main_key(struct parse_state *st, const char *key, const char *value)
 	} else if (strcmp(key, "state_log_max_bytes") == 0) {
 		if (parse_size(value, &c->state_log_max_bytes) < 0)
 			return seterr(err, errlen, "expected a size (like 64M), not '%s'", value);
+	} else if (strcmp(key, "state_dir_check") == 0) {
+		if (parse_bool(value, &c->state_dir_check) < 0)
+			return seterr(err, errlen, "expected yes or no, not '%s'", value);
 	} else if (strcmp(key, "max_request_bytes") == 0) {
 		if (parse_size(value, &sz) < 0 || sz < 1024 || sz > 256 * 1024 * 1024)
 			return seterr(err, errlen, "expected a size 1K..256M, not '%s'", value);

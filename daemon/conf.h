@@ -80,6 +80,7 @@ struct conf {
 	char *state_file;
 	enum state_sync state_sync;
 	uint64_t state_log_max_bytes;
+	bool state_dir_check;      /* refuse a state directory others may write */
 
 	size_t max_request_bytes;
 	unsigned max_clients;

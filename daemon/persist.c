@@ -3,8 +3,10 @@
  * and recovery at start-up (docs/state.md "Persistence").
  *
  * Files (state_file = PATH): PATH is the last snapshot, PATH.log the log of
- * every mutation since, PATH.tmp a snapshot being written. Both files are a
- * sequence of frames:
+ * every mutation since, PATH.tmp a snapshot being written. Each is opened
+ * relative to the directory's fd, never through a link, and must be a
+ * regular file with one link owned by us ("the state directory" below).
+ * Both files are a sequence of frames:
  *
  *   u32 len | u32 crc32c(payload) | u32 crc32c(first 8 bytes) | payload
  *
@@ -45,6 +47,47 @@
  * see Errors). everysec: a thread
  * fdatasyncs the log once a second when it changed. no: the kernel decides.
  *
+ * Snapshots: a compaction (the log outgrew state_log_max_bytes and the
+ * last snapshot) must not stop the event loop - a large state takes
+ * seconds to serialize and fsync. A child forked from the loop writes the
+ * copy-on-write image of the objects into PATH.tmp and fdatasyncs it while
+ * the parent goes on serving and appending to PATH.log; one child at a
+ * time. The child only reads memory and writes its file: it never takes a
+ * lock another thread may have held at the fork (the fsync thread's mutex),
+ * never logs, closes every other descriptor (the log's lock must go with
+ * the daemon; it also dies with it: PR_SET_PDEATHSIG) and leaves with
+ * _exit. Then:
+ *   1. the child renames PATH.tmp over PATH and fsyncs the directory (so
+ *      the loop never pays for replacing a large file);
+ *   2. its end is seen through a pidfd (proc.c's waitpid(-1) loop, which
+ *      may reap it first, hands its status over: persist_child_exited),
+ *      and in one callback of the loop the log's bytes written since the
+ *      fork are copied to PATH.log.tmp, which is fdatasynced, locked,
+ *      renamed over PATH.log (the directory fsynced) and becomes the log;
+ *      the old file and its lock go (closed by a thread: freeing a large
+ *      file takes a while).
+ * Why a crash at any point recovers every acknowledged record: the fork
+ * happens at the end of a commit, when the log holds records 1..S' ending
+ * at offset O, and the child's image is the state after record S >= S'
+ * (S > S' only if a barrier callback logged more in that pass: those are
+ * written past O). Until step 1 is durable, recovery finds the old PATH
+ * and the whole log, as before. After it, the new PATH (seq S) and the
+ * whole log: records <= S are skipped, the rest replayed from S+1. After
+ * step 2, PATH and the log from O on: records <= S skipped, S+1.. follow
+ * without a gap. The copy, rename and switch of the fd happen in one
+ * callback of the single-threaded loop, so nothing is appended to the old
+ * log after it was copied; the new log is synced before its rename, so
+ * what the old one had synced stays synced. If the directory fsync after
+ * step 2 fails, the rename might be undone by a crash together with every
+ * record written since: that is treated as a failed write (below). A child
+ * that fails or is killed keeps the whole log (and, before its rename,
+ * PATH): PATH.tmp is removed, the failure logged. Snapshots written in
+ * the foreground: at start-up after a
+ * truncation, at shutdown (the loop has nothing left to serve then), and
+ * the recovery snapshot below; each first kills a running child (both
+ * write PATH.tmp). Without pidfds (Linux < 5.3) compaction also writes in
+ * the foreground.
+ *
  * Errors: a failed write or fsync keeps the records of that pass in memory
  * (committed < attempted) and their answers held (they were never
  * acknowledged), refuses further mutations of persisted objects with
@@ -69,7 +112,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -112,8 +159,10 @@ struct taint {
 static struct {
 	bool on;               /* persistence active */
 	bool loading;          /* replaying: persist_log() does nothing */
-	char *path, *log_path, *tmp_path;
-	int log_fd, dir_fd;
+	char *path, *log_path, *tmp_path, *logtmp_path; /* for messages */
+	const char *name;      /* the names in the directory (basenames) */
+	char *log_name, *tmp_name, *logtmp_name;        /* PATH.log.tmp: a log being shrunk */
+	int log_fd, dir_fd;    /* every file is opened relative to dir_fd */
 	enum state_sync sync;
 	uint64_t log_max;
 	const char *fail_flag; /* MPSUP_TEST_FAIL_WRITES */
@@ -128,8 +177,19 @@ static struct {
 
 	uint64_t snapshot_bytes;
 	double last_snapshot;  /* wall clock, 0 = never */
+	double last_snapshot_secs;
 	unsigned long snapshots;
 	double compact_after;  /* monotonic: no compaction before */
+
+	/* The snapshot child (see "snapshots in a child process"). */
+	pid_t snap_pid;        /* 0: none running */
+	int snap_pidfd;
+	struct event *ev_snap;
+	uint64_t snap_seq;     /* the last record it holds */
+	uint64_t snap_log_off; /* the log's size at its fork */
+	double snap_started;   /* monotonic */
+	unsigned long snap_failures;
+	const char *snap_hold; /* MPSUP_TEST_SNAPSHOT_HOLD */
 
 	bool failed;           /* refusing mutations */
 	char error[300];       /* why, while failed */
@@ -148,15 +208,19 @@ static struct {
 	struct taint *taints;
 	size_t n_taints, cap_taints;
 
-	/* everysec thread; mu guards dirty, stop, sync_err and last_fsync */
+	/* everysec thread; mu guards dirty, stop, sync_err, last_fsync, log_fd
+	 * changes and the two fds below */
 	pthread_t thread;
+	int syncing_fd;        /* the fd it is syncing now, or -1 */
+	int retired_fd;        /* a replaced log fd it closes after syncing */
 	bool thread_on, stop, dirty;
 	int sync_err;          /* errno of a failed background fsync */
 	double last_fsync;     /* wall clock, 0 = never */
 	uint64_t log_fsyncs;   /* fdatasyncs of the log that succeeded */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-} P = { .log_fd = -1, .dir_fd = -1, .mu = PTHREAD_MUTEX_INITIALIZER };
+} P = { .log_fd = -1, .dir_fd = -1, .snap_pidfd = -1, .syncing_fd = -1, .retired_fd = -1,
+	.mu = PTHREAD_MUTEX_INITIALIZER };
 
 /* --- small helpers ------------------------------------------------------------ */
 
@@ -235,41 +299,242 @@ static int sync_fd(int fd)
 	return fdatasync(fd) < 0 ? -errno : 0;
 }
 
-/* Read a whole file; -ENOENT when it does not exist. */
-static int read_file(const char *path, struct buf *ret)
+/* Read all of the file open as fd (from offset 0). */
+static int read_fd(int fd, struct buf *ret)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
 	struct stat st;
+	off_t off = 0;
 
 	*ret = (struct buf){ 0 };
-	if (fd < 0)
+	if (fstat(fd, &st) < 0)
 		return -errno;
-	if (fstat(fd, &st) < 0 || buf_reserve(ret, (size_t)st.st_size + 1) < 0) {
-		r = errno ? -errno : -ENOMEM;
-		goto out;
-	}
+	if (buf_reserve(ret, (size_t)st.st_size + 1) < 0)
+		return -ENOMEM;
 	for (;;) {
 		ssize_t n;
 		if (ret->cap - ret->len < 4096 && buf_reserve(ret, 65536) < 0) {
-			r = -ENOMEM;
-			goto out;
+			buf_free(ret);
+			return -ENOMEM;
 		}
-		n = read(fd, ret->p + ret->len, ret->cap - ret->len);
+		n = pread(fd, ret->p + ret->len, ret->cap - ret->len, off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			r = -errno;
-			goto out;
+			int r = -errno;
+			buf_free(ret);
+			return r;
 		}
 		if (n == 0)
-			break;
+			return 0;
 		ret->len += (size_t)n;
+		off += n;
 	}
-out:
-	close(fd);
+}
+
+/* --- the state directory and its files ------------------------------------------- */
+
+/*
+ * mpsupd may run as root while its state directory is reachable by other
+ * users: every state file is opened relative to the directory's fd, never
+ * through a symbolic link (O_NOFOLLOW), and must be a regular file with one
+ * link owned by us - a hard link planted at PATH.log would otherwise let a
+ * truncation of a torn tail cut someone else's file. With state_dir_check
+ * (the default) the directory itself is reached without a symbolic link in
+ * any component and nobody but us (or root) may write it, so nothing can be
+ * planted there in the first place.
+ */
+
+/* What kind of file st is, for messages. */
+static const char *file_kind(const struct stat *st)
+{
+	switch (st->st_mode & S_IFMT) {
+	case S_IFLNK: return "a symbolic link";
+	case S_IFDIR: return "a directory";
+	case S_IFIFO: return "a FIFO";
+	case S_IFSOCK: return "a socket";
+	case S_IFCHR: return "a character device";
+	case S_IFBLK: return "a block device";
+	default: return "not a regular file";
+	}
+}
+
+/* Is st a file we may use as a state file? -errno with err naming path. */
+static int file_check(const struct stat *st, const char *path, char *err, size_t errlen)
+{
+	if (!S_ISREG(st->st_mode)) {
+		snprintf(err, errlen, "%s is %s, not a regular file; refusing to use it", path,
+			 file_kind(st));
+		return S_ISLNK(st->st_mode) ? -ELOOP : -EINVAL;
+	}
+	if (st->st_nlink != 1) {
+		snprintf(err, errlen,
+			 "%s has %lu hard links; refusing to use it (it may be another file's name)",
+			 path, (unsigned long)st->st_nlink);
+		return -EMLINK;
+	}
+	if (st->st_uid != geteuid()) {
+		snprintf(err, errlen, "%s is owned by uid %lu, not by mpsupd's user (uid %lu); "
+			 "refusing to use it", path, (unsigned long)st->st_uid,
+			 (unsigned long)geteuid());
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* Open name in the state directory (path for messages) without following a
+ * link and without blocking on a FIFO, then check what it is. Returns the fd,
+ * -ENOENT silently when it does not exist (and flags cannot create it), or
+ * -errno with err. */
+static int file_open(const char *name, const char *path, int flags, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd, fl, r;
+
+	fd = openat(P.dir_fd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		if (r == -ENOENT)
+			return r;
+		if (r == -ELOOP)
+			snprintf(err, errlen, "%s is a symbolic link; refusing to follow it", path);
+		else
+			snprintf(err, errlen, "cannot open %s: %s", path, strerror(-r));
+		return r;
+	}
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot stat %s: %s", path, strerror(-r));
+	} else
+		r = file_check(&st, path, err, errlen);
+	/* A regular file: blocking I/O from now on. */
+	if (r == 0 && ((fl = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)) {
+		r = -errno;
+		snprintf(err, errlen, "cannot set the flags of %s: %s", path, strerror(-r));
+	}
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+/* Is name in the state directory, if it exists, a file we may use? */
+static int name_check(const char *name, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	int r;
+
+	if (fstatat(P.dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT)
+			return -ENOENT;
+		r = -errno;
+		snprintf(err, errlen, "cannot stat %s: %s", path, strerror(-r));
+		return r;
+	}
+	return file_check(&st, path, err, errlen);
+}
+
+/* Remove a leftover name (a snapshot being written when we stopped) -
+ * only if it is one of ours: anything else was planted and refuses the
+ * start. */
+static int leftover_remove(const char *name, const char *path, char *err, size_t errlen)
+{
+	int r = name_check(name, path, err, errlen);
+
+	if (r == -ENOENT)
+		return 0;
 	if (r < 0)
-		buf_free(ret);
-	return r;
+		return r;
+	if (unlinkat(P.dir_fd, name, 0) < 0 && errno != ENOENT) {
+		r = -errno;
+		snprintf(err, errlen, "cannot remove %s: %s", path, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+/* Open directory dir one component at a time, none of them a symbolic
+ * link (what openat2's RESOLVE_NO_SYMLINKS does, on any kernel, and naming
+ * the culprit). Returns the fd or -errno with err. */
+static int dir_open_nofollow(const char *dir, char *err, size_t errlen)
+{
+	char *copy = strdup(dir), *comp, *save = NULL;
+	int fd, r = 0;
+
+	if (!copy) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	fd = open(dir[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		r = -errno;
+	for (comp = strtok_r(copy, "/", &save); fd >= 0 && comp; comp = strtok_r(NULL, "/", &save)) {
+		int next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		struct stat st;
+
+		if (next < 0) {
+			r = -errno;
+			if (fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+				snprintf(err, errlen,
+					 "state directory %s: component '%s' is a symbolic link; refusing "
+					 "it (name the real directory, or set state_dir_check = no)",
+					 dir, comp);
+				r = -ELOOP;
+			}
+		}
+		close(fd);
+		fd = next;
+	}
+	free(copy);
+	if (fd < 0 && !err[0])
+		snprintf(err, errlen, "state_file: cannot open the directory %s: %s", dir,
+			 strerror(-r));
+	return fd < 0 ? r : fd;
+}
+
+/* Open the state directory into P.dir_fd; with check, refuse one reached
+ * through a symbolic link, or that another user could write (like sshd's
+ * StrictModes). -errno with err. */
+static int dir_open(const char *dir, bool check, char *err, size_t errlen)
+{
+	struct stat st;
+
+	err[0] = 0;
+	if (check) {
+		P.dir_fd = dir_open_nofollow(dir, err, errlen);
+	} else if ((P.dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		P.dir_fd = -errno;
+		snprintf(err, errlen, "state_file: cannot open the directory %s: %s", dir,
+			 strerror(errno));
+	}
+	if (P.dir_fd < 0) {
+		int r = P.dir_fd;
+		P.dir_fd = -1;
+		return r;
+	}
+	if (!check)
+		return 0;
+	if (fstat(P.dir_fd, &st) < 0) {
+		int r = -errno;
+		snprintf(err, errlen, "cannot stat the state directory %s: %s", dir, strerror(-r));
+		return r;
+	}
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		snprintf(err, errlen,
+			 "state directory %s is owned by uid %lu, not by mpsupd's user (uid %lu) or "
+			 "root; refusing it (or set state_dir_check = no)", dir,
+			 (unsigned long)st.st_uid, (unsigned long)geteuid());
+		return -EPERM;
+	}
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		snprintf(err, errlen,
+			 "state directory %s is writable by %s (mode %04o): another user could plant "
+			 "links at the state files; refusing it (chmod go-w, or set state_dir_check = "
+			 "no)", dir, st.st_mode & S_IWOTH ? "other users" : "its group",
+			 (unsigned)(st.st_mode & 07777));
+		return -EPERM;
+	}
+	return 0;
 }
 
 /* --- CRC32C and frames ---------------------------------------------------------- */
@@ -814,13 +1079,25 @@ void persist_log_request(struct request *r)
 		log_append(r->cmd->name, r->params, r->line, r->line ? r->line_len : 0);
 }
 
-/* Compact when the log outgrew both its limit and the last snapshot. */
+static int snapshot_fork(void);
+
+/* Compact when the log outgrew both its limit and the last snapshot: in a
+ * child, one at a time. */
 static void maybe_compact(void)
 {
-	if (!P.log_max || P.log_bytes <= P.log_max || P.log_bytes <= P.snapshot_bytes ||
-	    mono_now() < P.compact_after)
+	int r;
+
+	if (P.snap_pid || P.failed || !P.log_max || P.log_bytes <= P.log_max ||
+	    P.log_bytes <= P.snapshot_bytes || mono_now() < P.compact_after)
 		return;
-	if (persist_snapshot() < 0)
+	r = snapshot_fork();
+	if (r == -ENOSYS) {
+		r = persist_snapshot(); /* no pidfds (Linux < 5.3): in the foreground */
+	} else if (r < 0) {
+		snprintf(P.last_error, sizeof(P.last_error), "snapshot child: %s", strerror(-r));
+		log_warn("persist", "cannot start a snapshot child: %s", strerror(-r));
+	}
+	if (r < 0)
 		P.compact_after = mono_now() + COMPACT_BACKOFF_SECS;
 }
 
@@ -899,10 +1176,18 @@ static void *sync_main(void *arg)
 		if (P.stop || !P.dirty)
 			continue;
 		P.dirty = false;
-		fd = P.log_fd;
+		fd = P.syncing_fd = P.log_fd;
 		pthread_mutex_unlock(&P.mu);
 		r = sync_fd(fd);
 		pthread_mutex_lock(&P.mu);
+		P.syncing_fd = -1;
+		if (P.retired_fd == fd) {
+			/* replaced meanwhile (log_fd_switch): its records were
+			 * copied to the new log and synced there */
+			close(fd);
+			P.retired_fd = -1;
+			r = 0;
+		}
 		if (r < 0)
 			__atomic_store_n(&P.sync_err, -r, __ATOMIC_RELEASE);
 		else {
@@ -998,18 +1283,28 @@ static void snap_obj(struct obj *o, void *arg)
 	}
 }
 
-/* Write the whole state to PATH atomically and empty the log. */
-static int snapshot_write(void)
+/* Create PATH.tmp afresh (never through a link planted at the name). */
+static int tmp_create(void)
 {
-	struct snap_ctx s = { .fd = -1 };
-	uint64_t seq = P.seq, bytes;
-	size_t count = 0;
-	json_t *v;
-	int r;
+	int fd;
 
-	s.fd = open(P.tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (s.fd < 0)
+	if (unlinkat(P.dir_fd, P.tmp_name, 0) < 0 && errno != ENOENT)
 		return -errno;
+	fd = openat(P.dir_fd, P.tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		    0600);
+	return fd < 0 ? -errno : fd;
+}
+
+/* Write the objects as they are now, the state after record seq, to fd and
+ * fdatasync it; its size in ret_bytes. Touches nothing but memory and fd:
+ * the snapshot child runs it too. */
+static int snapshot_body(int fd, uint64_t seq, uint64_t *ret_bytes)
+{
+	struct snap_ctx s = { .fd = fd };
+	size_t count = 0;
+	off_t end;
+	json_t *v;
+
 	obj_foreach(snap_count, &count);
 	v = json_pack("{s:i, s:I, s:I, s:f}", "mpsup_snapshot", 1, "seq", (json_int_t)seq,
 		      "objects", (json_int_t)count, "time", wall_now());
@@ -1023,23 +1318,60 @@ static int snapshot_write(void)
 		json_decref(v);
 	}
 	if (!s.err && s.b.len)
-		s.err = write_all(s.fd, s.b.p, s.b.len);
+		s.err = write_all(fd, s.b.p, s.b.len);
 	buf_free(&s.b);
 	if (!s.err)
-		s.err = sync_fd(s.fd);
-	bytes = (uint64_t)lseek(s.fd, 0, SEEK_END);
-	if (close(s.fd) < 0 && !s.err)
+		s.err = sync_fd(fd);
+	if (!s.err && (end = lseek(fd, 0, SEEK_END)) < 0)
 		s.err = -errno;
-	if (!s.err && rename(P.tmp_path, P.path) < 0)
-		s.err = -errno;
-	if (s.err) {
-		unlink(P.tmp_path);
-		return s.err;
+	if (!s.err)
+		*ret_bytes = (uint64_t)end;
+	return s.err;
+}
+
+/* PATH.tmp (complete and synced) becomes PATH: rename, then sync the
+ * directory. Before that sync the old snapshot may come back after a crash,
+ * so the log must stay whole until it returned 0. */
+static int snapshot_install(void)
+{
+	if (renameat(P.dir_fd, P.tmp_name, P.dir_fd, P.name) < 0) {
+		int r = -errno;
+		unlinkat(P.dir_fd, P.tmp_name, 0);
+		return r;
 	}
-	/* The new snapshot is in place; until the directory is synced the old
-	 * one may come back after a crash, so keep the log until then. Its
-	 * records are all <= seq: a reader of the new snapshot skips them. */
-	if ((r = sync_fd(P.dir_fd)) < 0)
+	return sync_fd(P.dir_fd);
+}
+
+/* A snapshot of bytes, holding every record up to seq, is in place. */
+static void snapshot_done(uint64_t bytes)
+{
+	P.snapshot_bytes = bytes;
+	P.last_snapshot = wall_now();
+	P.snapshots++;
+}
+
+static void snapshot_abort(const char *why);
+
+/* Write the whole state to PATH atomically and empty the log, here and
+ * now (start-up, shutdown, recovery from a failed write). */
+static int snapshot_write(void)
+{
+	uint64_t seq = P.seq, bytes = 0;
+	int fd, r;
+
+	snapshot_abort("a snapshot is written in the foreground"); /* same PATH.tmp */
+	if ((fd = tmp_create()) < 0)
+		return fd;
+	r = snapshot_body(fd, seq, &bytes);
+	if (close(fd) < 0 && !r)
+		r = -errno;
+	if (r < 0) {
+		unlinkat(P.dir_fd, P.tmp_name, 0);
+		return r;
+	}
+	/* Every record of the log is <= seq: a reader of the new snapshot
+	 * skips them, so the log is emptied only once the snapshot is durable. */
+	if ((r = snapshot_install()) < 0)
 		return r;
 	if (ftruncate(P.log_fd, 0) < 0)
 		return -errno;
@@ -1048,9 +1380,7 @@ static int snapshot_write(void)
 	P.pending.len = 0;
 	P.attempted = P.committed = seq;
 	dirty_clear();
-	P.snapshot_bytes = bytes;
-	P.last_snapshot = wall_now();
-	P.snapshots++;
+	snapshot_done(bytes);
 	return 0;
 }
 
@@ -1068,10 +1398,331 @@ int persist_snapshot(void)
 		log_warn("persist", "snapshot %s failed: %s (the log is kept)", P.path, strerror(-r));
 		return r;
 	}
+	P.last_snapshot_secs = mono_now() - t0;
 	log_info("persist", "snapshot of %u objects written to %s (%" PRIu64 " bytes, %.3f s)",
-		 obj_count(), P.path, P.snapshot_bytes, mono_now() - t0);
+		 obj_count(), P.path, P.snapshot_bytes, P.last_snapshot_secs);
 	barrier_release();
 	return 0;
+}
+
+/* --- snapshots in a child process ---------------------------------------------------------- */
+
+/* Compaction's snapshots are written by a child: see "Snapshots" at the top. */
+
+/* The child: write the snapshot to fd and leave (exit status: 0 or errno). */
+static __attribute__((noreturn)) void snapshot_child(int fd, uint64_t seq, pid_t parent)
+{
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+	uint64_t bytes;
+	sigset_t none;
+	int r, hi, dir;
+
+	/* Die with the daemon: a stray child would keep PATH.tmp busy. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(ESRCH);
+	/* The loop's signal handlers write to its (shared) socketpair. */
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			sigaction(sig, &dfl, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* Background work: on a busy machine the loop's CPU comes first (nice,
+	 * not SCHED_IDLE: a saturated machine must not starve it for hours
+	 * while the log grows). */
+	setpriority(PRIO_PROCESS, 0, getpriority(PRIO_PROCESS, 0) + 10);
+	/* Hold nothing of the daemon's but the snapshot (fd 3) and the
+	 * directory (fd 4): not clients' sockets, workers' pipes, nor the log
+	 * (its lock must go with the daemon). */
+	hi = fd > P.dir_fd ? fd : P.dir_fd;
+	if ((fd = fcntl(fd, F_DUPFD, hi + 1)) < 0 || (dir = fcntl(P.dir_fd, F_DUPFD, hi + 1)) < 0 ||
+	    dup2(fd, 3) < 0 || dup2(dir, 4) < 0)
+		_exit(errno ? errno : EIO);
+	close_range(5, ~0u, 0);
+	P.dir_fd = 4;
+	r = snapshot_body(3, seq, &bytes);
+	/* Tests: hold the finished snapshot while this file exists. */
+	while (P.snap_hold && access(P.snap_hold, F_OK) == 0)
+		usleep(10000);
+	/* Install it here: the whole log is still there (records <= seq are
+	 * skipped after it), and replacing a large file costs the loop nothing. */
+	if (r == 0)
+		r = snapshot_install();
+	_exit(r < 0 ? (-r & 0xff ? -r & 0xff : EIO) : 0);
+}
+
+static void snap_child_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Start a snapshot in a child; 0, or -errno (-ENOSYS: no pidfds). */
+static int snapshot_fork(void)
+{
+	struct stat st;
+	pid_t pid, self = getpid();
+	int fd, r;
+
+	if ((fd = tmp_create()) < 0)
+		return fd;
+	if (fstat(P.log_fd, &st) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	P.snap_seq = P.seq;
+	P.snap_log_off = (uint64_t)st.st_size;
+	P.snap_started = mono_now();
+	if ((pid = fork()) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (pid == 0)
+		snapshot_child(fd, P.snap_seq, self);
+	close(fd);
+	fd = -1;
+	P.snap_pid = pid;
+	P.snap_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (P.snap_pidfd < 0) {
+		r = -errno;
+		snapshot_abort(NULL);
+		return r;
+	}
+	P.ev_snap = event_new(daemon_g.base, P.snap_pidfd, EV_READ, snap_child_cb, NULL);
+	if (!P.ev_snap || event_add(P.ev_snap, NULL) < 0) {
+		snapshot_abort(NULL);
+		return -ENOMEM;
+	}
+	log_info("persist", "snapshot of %u objects in child %d (up to record %" PRIu64 ")",
+		 obj_count(), (int)pid, P.snap_seq);
+	return 0;
+fail:
+	close(fd);
+	unlinkat(P.dir_fd, P.tmp_name, 0);
+	return r;
+}
+
+/* Forget the child (reaped or never started). */
+static void snap_forget(void)
+{
+	if (P.ev_snap)
+		event_free(P.ev_snap);
+	P.ev_snap = NULL;
+	if (P.snap_pidfd >= 0)
+		close(P.snap_pidfd);
+	P.snap_pidfd = -1;
+	P.snap_pid = 0;
+}
+
+/* Kill and reap a running snapshot child; its PATH.tmp goes. why (NULL:
+ * quietly) is logged. */
+static void snapshot_abort(const char *why)
+{
+	int st;
+
+	if (!P.snap_pid)
+		return;
+	kill(P.snap_pid, SIGKILL); /* not reaped yet: the pid is still ours */
+	while (waitpid(P.snap_pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (why)
+		log_info("persist", "snapshot child %d stopped: %s", (int)P.snap_pid, why);
+	snap_forget();
+	unlinkat(P.dir_fd, P.tmp_name, 0);
+}
+
+/* Copy the log from off to its end into PATH.log.tmp; the new fd or -errno. */
+static int log_tail_copy(uint64_t off, uint64_t *ret_bytes)
+{
+	loff_t in = (loff_t)off;
+	struct stat st;
+	uint64_t left;
+	int fd, r = 0;
+
+	if (unlinkat(P.dir_fd, P.logtmp_name, 0) < 0 && errno != ENOENT)
+		return -errno;
+	fd = openat(P.dir_fd, P.logtmp_name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		    0600);
+	if (fd < 0)
+		return -errno;
+	if (fstat(P.log_fd, &st) < 0 || (uint64_t)st.st_size < off) {
+		r = errno ? -errno : -EIO;
+		goto out;
+	}
+	for (left = (uint64_t)st.st_size - off; left > 0 && !r;) {
+		ssize_t n = copy_file_range(P.log_fd, &in, fd, NULL, left, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
+			      errno == EOPNOTSUPP)) {
+			/* no in-kernel copy here: read and write */
+			char *b = malloc(SNAP_CHUNK);
+			if (!b)
+				r = -ENOMEM;
+			while (b && left > 0 && !r) {
+				n = pread(P.log_fd, b, left < SNAP_CHUNK ? left : SNAP_CHUNK, in);
+				if (n <= 0)
+					r = n < 0 ? -errno : -EIO;
+				else if (!(r = write_all(fd, b, (size_t)n))) {
+					in += n;
+					left -= (uint64_t)n;
+				}
+			}
+			free(b);
+		} else if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+		} else {
+			left -= (uint64_t)n;
+		}
+	}
+	if (!r)
+		r = sync_fd(fd);
+	if (!r && flock(fd, LOCK_EX | LOCK_NB) < 0)
+		r = -errno;
+	if (!r && fcntl(fd, F_SETFL, O_APPEND) < 0)
+		r = -errno;
+out:
+	if (r < 0) {
+		close(fd);
+		unlinkat(P.dir_fd, P.logtmp_name, 0);
+		return r;
+	}
+	*ret_bytes = (uint64_t)st.st_size - off;
+	return fd;
+}
+
+static void *closer_main(void *arg)
+{
+	close((int)(intptr_t)arg);
+	return NULL;
+}
+
+/* Close fd in a thread: the last close of a large unlinked file frees its
+ * blocks and drops its cached pages, which takes a while. */
+static void close_later(int fd)
+{
+	pthread_attr_t a;
+	pthread_t t;
+	sigset_t all, old;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old); /* signals belong to the loop */
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &a, closer_main, (void *)(intptr_t)fd) != 0)
+		close(fd);
+	pthread_attr_destroy(&a);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Use fd as the log from now on (the fsync thread may be syncing the old
+ * one: it closes it then). */
+static void log_fd_switch(int fd)
+{
+	int old;
+
+	pthread_mutex_lock(&P.mu);
+	old = P.log_fd;
+	P.log_fd = fd;
+	if (P.syncing_fd == old) {
+		P.retired_fd = old;
+		old = -1;
+	}
+	pthread_mutex_unlock(&P.mu);
+	if (old >= 0)
+		close_later(old);
+}
+
+/* Shrink the log to what was written since the child's fork. */
+static int log_shrink(void)
+{
+	uint64_t bytes = 0;
+	int fd = log_tail_copy(P.snap_log_off, &bytes), r;
+
+	if (fd < 0)
+		return fd;
+	if (renameat(P.dir_fd, P.logtmp_name, P.dir_fd, P.log_name) < 0) {
+		r = -errno;
+		close(fd);
+		unlinkat(P.dir_fd, P.logtmp_name, 0);
+		return r;
+	}
+	log_fd_switch(fd);
+	P.log_bytes = bytes;
+	P.log_records = P.committed > P.snap_seq ? P.committed - P.snap_seq : 0;
+	/* The old log's name now belongs to the new file: if this rename
+	 * could be undone by a crash, so could every record written from
+	 * now on. Treat it as a failed write: the recovery snapshot then
+	 * writes everything again. */
+	if ((r = sync_fd(P.dir_fd)) < 0)
+		fail("fsync of the directory of", r);
+	return 0;
+}
+
+/* The snapshot child ended with wait status st: install its work. */
+static void snapshot_reaped(int st)
+{
+	pid_t pid = P.snap_pid;
+	double t0 = mono_now();
+	struct stat fst;
+	int r;
+
+	snap_forget();
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		P.snap_failures++;
+		P.compact_after = mono_now() + COMPACT_BACKOFF_SECS;
+		if (WIFSIGNALED(st))
+			snprintf(P.last_error, sizeof(P.last_error),
+				 "snapshot child %d killed by signal %d", (int)pid, WTERMSIG(st));
+		else
+			snprintf(P.last_error, sizeof(P.last_error), "snapshot child %d failed: %s",
+				 (int)pid, strerror(WEXITSTATUS(st)));
+		log_warn("persist", "%s; the log %s is kept whole", P.last_error, P.log_path);
+		unlinkat(P.dir_fd, P.tmp_name, 0);
+		return;
+	}
+	/* The child installed PATH. After a failed write the recovery
+	 * snapshot will hold everything: keep the log as it is until then. */
+	if (P.failed)
+		return;
+	snapshot_done(fstatat(P.dir_fd, P.name, &fst, AT_SYMLINK_NOFOLLOW) == 0 ?
+			      (uint64_t)fst.st_size : 0);
+	P.last_snapshot_secs = t0 - P.snap_started;
+	if ((r = log_shrink()) < 0) {
+		P.compact_after = mono_now() + COMPACT_BACKOFF_SECS;
+		log_warn("persist", "shrinking %s after a snapshot failed: %s (it is kept whole)",
+			 P.log_path, strerror(-r));
+		return;
+	}
+	log_info("persist", "snapshot of record %" PRIu64 " written to %s by child %d (%" PRIu64
+		 " bytes, %.3f s); log shrunk to %" PRIu64 " bytes in %.3f s",
+		 P.snap_seq, P.path, (int)pid, P.snapshot_bytes, P.last_snapshot_secs, P.log_bytes,
+		 mono_now() - t0);
+	maybe_compact(); /* it may have grown past the limit meanwhile */
+}
+
+/* The child's pidfd is readable: it ended. */
+static void snap_child_cb(evutil_socket_t fd, short what, void *arg)
+{
+	int st;
+	pid_t r;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	while ((r = waitpid(P.snap_pid, &st, WNOHANG)) < 0 && errno == EINTR)
+		;
+	if (r == 0)
+		return; /* not yet */
+	if (r < 0) {
+		/* only persist_child_exited() may reap it elsewhere */
+		log_error("persist", "snapshot child %d: %s", (int)P.snap_pid, strerror(errno));
+		st = EIO << 8;
+	}
+	snapshot_reaped(st);
+}
+
+bool persist_child_exited(pid_t pid, int st)
+{
+	if (!P.snap_pid || pid != P.snap_pid)
+		return false;
+	snapshot_reaped(st);
+	return true;
 }
 
 /* --- loading ------------------------------------------------------------------------------ */
@@ -1193,6 +1844,7 @@ static int log_record(const char *p, size_t len, size_t off, void *arg, char *wh
 /* Close files and forget everything (also after a failed open). */
 static void files_close(void)
 {
+	snapshot_abort("persistence closes");
 	thread_stop();
 	if (P.log_fd >= 0)
 		close(P.log_fd);
@@ -1207,7 +1859,13 @@ static void files_close(void)
 	free(P.path);
 	free(P.log_path);
 	free(P.tmp_path);
-	P.path = P.log_path = P.tmp_path = NULL;
+	free(P.log_name);
+	free(P.tmp_name);
+	free(P.logtmp_path);
+	free(P.logtmp_name);
+	P.path = P.log_path = P.tmp_path = P.log_name = P.tmp_name = NULL;
+	P.logtmp_path = P.logtmp_name = NULL;
+	P.name = NULL;
 	buf_free(&P.pending);
 	free(P.waits);
 	P.waits = NULL;
@@ -1225,10 +1883,14 @@ static int load_snapshot(struct load_ctx *L, bool truncate_corrupt, bool *ret_re
 {
 	struct persist_scan sc;
 	struct buf f;
-	int r = read_file(P.path, &f);
+	int fd = file_open(P.name, P.path, O_RDONLY, err, errlen), r;
 
-	if (r == -ENOENT)
+	if (fd == -ENOENT)
 		return 0;
+	if (fd < 0)
+		return fd;
+	r = read_fd(fd, &f);
+	close(fd);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot read %s: %s", P.path, strerror(-r));
 		return r;
@@ -1272,7 +1934,7 @@ static int load_log(struct load_ctx *L, bool truncate_corrupt, bool *ret_rewrite
 	struct persist_scan sc;
 	struct buf f;
 	size_t size;
-	int r = read_file(P.log_path, &f);
+	int r = read_fd(P.log_fd, &f);
 
 	if (r < 0) {
 		snprintf(err, errlen, "cannot read %s: %s", P.log_path, strerror(-r));
@@ -1321,13 +1983,80 @@ static char *path_with(const char *path, const char *suffix)
 	return s;
 }
 
+/* Open (creating it if need be) PATH.log into P.log_fd and lock it. */
+static int log_open(char *err, size_t errlen)
+{
+	int r;
+
+	P.log_fd = file_open(P.log_name, P.log_path, O_RDWR | O_APPEND, err, errlen);
+	if (P.log_fd == -ENOENT) {
+		P.log_fd = file_open(P.log_name, P.log_path, O_RDWR | O_APPEND | O_CREAT | O_EXCL,
+				     err, errlen);
+		if (P.log_fd >= 0)
+			fsync(P.dir_fd); /* created: make its name durable */
+		else if (P.log_fd == -ENOENT)
+			snprintf(err, errlen, "cannot create %s: %s", P.log_path, strerror(ENOENT));
+	}
+	if (P.log_fd < 0) {
+		r = P.log_fd;
+		P.log_fd = -1;
+		return r;
+	}
+	if (flock(P.log_fd, LOCK_EX | LOCK_NB) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "%s is in use by another process (another mpsupd?)",
+			 P.log_path);
+		return r;
+	}
+	return 0;
+}
+
+/* Set up P's names of path's files; the directory (malloc'ed) in ret_dir. */
+static int names_init(const char *path, char **ret_dir, char *err, size_t errlen)
+{
+	char *dir, *slash;
+
+	P.path = strdup(path);
+	P.log_path = path_with(path, ".log");
+	P.tmp_path = path_with(path, ".tmp");
+	P.logtmp_path = path_with(path, ".log.tmp");
+	dir = strdup(path);
+	if (!P.path || !P.log_path || !P.tmp_path || !P.logtmp_path || !dir) {
+		free(dir);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	slash = strrchr(dir, '/');
+	P.name = slash ? P.path + (slash - dir) + 1 : P.path;
+	if (!*P.name || strcmp(P.name, ".") == 0 || strcmp(P.name, "..") == 0) {
+		free(dir);
+		snprintf(err, errlen, "state_file %s does not name a file", path);
+		return -EINVAL;
+	}
+	P.log_name = path_with(P.name, ".log");
+	P.tmp_name = path_with(P.name, ".tmp");
+	P.logtmp_name = path_with(P.name, ".log.tmp");
+	if (!P.log_name || !P.tmp_name || !P.logtmp_name) {
+		free(dir);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (slash == dir)
+		slash[1] = 0;
+	else if (slash)
+		*slash = 0;
+	else
+		strcpy(dir, ".");
+	*ret_dir = dir;
+	return 0;
+}
+
 int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool truncate_corrupt,
-		 char *err, size_t errlen)
+		 bool dir_check, char *err, size_t errlen)
 {
 	struct load_ctx L = { 0 };
 	bool rewrite = false;
-	char *dir, *slash;
-	struct stat st;
+	char *dir = NULL;
 	double t0 = mono_now();
 	int r;
 
@@ -1338,50 +2067,33 @@ int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool trunca
 	P.fail_flag = getenv("MPSUP_TEST_FAIL_WRITES");
 	if (P.fail_flag && !*P.fail_flag)
 		P.fail_flag = NULL;
+	P.snap_hold = getenv("MPSUP_TEST_SNAPSHOT_HOLD");
+	if (P.snap_hold && !*P.snap_hold)
+		P.snap_hold = NULL;
 	P.sync = (enum state_sync)sync;
 	P.log_max = log_max_bytes;
-	P.path = strdup(path);
-	P.log_path = path_with(path, ".log");
-	P.tmp_path = path_with(path, ".tmp");
-	dir = strdup(path);
 	P.ev_commit = event_new(daemon_g.base, -1, 0, commit_cb, NULL);
 	P.ev_retry = event_new(daemon_g.base, -1, 0, retry_cb, NULL);
-	if (!P.path || !P.log_path || !P.tmp_path || !dir || !P.ev_commit || !P.ev_retry) {
-		free(dir);
+	if (!P.ev_commit || !P.ev_retry) {
 		snprintf(err, errlen, "out of memory");
 		r = -ENOMEM;
 		goto fail;
 	}
-	slash = strrchr(dir, '/');
-	if (slash == dir)
-		slash[1] = 0;
-	else if (slash)
-		*slash = 0;
-	P.dir_fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (P.dir_fd < 0) {
-		r = -errno;
-		snprintf(err, errlen, "state_file: cannot open the directory %s: %s", dir,
-			 strerror(errno));
-		free(dir);
+	if ((r = names_init(path, &dir, err, errlen)) < 0)
 		goto fail;
-	}
+	r = dir_open(dir, dir_check, err, errlen);
 	free(dir);
-	r = stat(P.log_path, &st);
-	P.log_fd = open(P.log_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	if (P.log_fd < 0) {
-		r = -errno;
-		snprintf(err, errlen, "cannot open %s: %s", P.log_path, strerror(errno));
+	if (r < 0)
 		goto fail;
-	}
-	if (r < 0) /* created: make its name durable */
-		fsync(P.dir_fd);
-	if (flock(P.log_fd, LOCK_EX | LOCK_NB) < 0) {
-		r = -errno;
-		snprintf(err, errlen, "%s is in use by another process (another mpsupd?)",
-			 P.log_path);
+	/* Refuse planted files before the log is created (they are opened
+	 * or removed, and checked again, once the log's lock is held). */
+	if (((r = name_check(P.name, P.path, err, errlen)) < 0 && r != -ENOENT) ||
+	    ((r = name_check(P.tmp_name, P.tmp_path, err, errlen)) < 0 && r != -ENOENT) ||
+	    ((r = name_check(P.logtmp_name, P.logtmp_path, err, errlen)) < 0 && r != -ENOENT) ||
+	    (r = log_open(err, errlen)) < 0 ||
+	    (r = leftover_remove(P.tmp_name, P.tmp_path, err, errlen)) < 0 ||
+	    (r = leftover_remove(P.logtmp_name, P.logtmp_path, err, errlen)) < 0)
 		goto fail;
-	}
-	unlink(P.tmp_path);
 
 	P.loading = true;
 	obj_restoring = true;
@@ -1441,7 +2153,7 @@ json_t *persist_info(void)
 	pthread_mutex_unlock(&P.mu);
 	check_thread();
 	return json_pack("{s:b, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:o, s:I, s:o, s:I, s:s?, "
-			 "s:s?, s:I, s:I}",
+			 "s:s?, s:I, s:I, s:b, s:o, s:f, s:I}",
 			 "enabled", 1, "file", P.path, "sync", sync_names[P.sync],
 			 "accepting_writes", !P.failed, "seq", (json_int_t)P.seq,
 			 "pending_records", (json_int_t)(P.seq - P.committed),
@@ -1453,7 +2165,11 @@ json_t *persist_info(void)
 			 "snapshots", (json_int_t)P.snapshots,
 			 "error", P.failed ? P.error : NULL,
 			 "last_error", P.last_error[0] ? P.last_error : NULL,
-			 "errors", (json_int_t)P.errors, "log_fsyncs", (json_int_t)fsyncs);
+			 "errors", (json_int_t)P.errors, "log_fsyncs", (json_int_t)fsyncs,
+			 "snapshot_in_progress", P.snap_pid != 0,
+			 "snapshot_pid", P.snap_pid ? json_integer(P.snap_pid) : json_null(),
+			 "last_snapshot_secs", P.last_snapshot_secs,
+			 "snapshot_failures", (json_int_t)P.snap_failures);
 }
 
 /* --- the module ------------------------------------------------------------------------------ */
@@ -1466,7 +2182,7 @@ static int persist_start(const struct conf *conf)
 	if (!conf->state_file)
 		return 0;
 	r = persist_open(conf->state_file, conf->state_sync, conf->state_log_max_bytes,
-			 daemon_g.truncate_corrupt_state, err, sizeof(err));
+			 daemon_g.truncate_corrupt_state, conf->state_dir_check, err, sizeof(err));
 	if (r < 0)
 		log_error("persist", "%s", err);
 	return r;

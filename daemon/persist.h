@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
@@ -123,12 +124,20 @@ void persist_scan(const char *buf, size_t len, persist_record_fn *fn, void *arg,
  * Open (or create) the state files of path, load the snapshot and replay
  * the log into the (empty) namespace, and start logging with sync mode.
  * truncate_corrupt: drop a corrupt log from the damage on instead of
- * failing. Returns 0 or a negative errno, with the reason in err.
+ * failing. dir_check: refuse a directory reached through a symbolic link or
+ * writable by another user (state files are always opened without following
+ * links and must be regular, singly linked and ours). Returns 0 or a
+ * negative errno, with the reason in err.
  */
 int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool truncate_corrupt,
-		 char *err, size_t errlen);
-/* Write a snapshot now and empty the log; 0 or a negative errno. */
+		 bool dir_check, char *err, size_t errlen);
+/* Write a snapshot now, in the foreground (a snapshot child running is
+ * killed first), and empty the log; 0 or a negative errno. Compaction
+ * writes its snapshots in a child process instead (persist.c). */
 int persist_snapshot(void);
+/* proc.c's reaping loop reaped pid with wait status st: true when it was
+ * the snapshot child (whose end is then handled), false otherwise. */
+bool persist_child_exited(pid_t pid, int st);
 /* Commit, snapshot (when clean) and close; persistence is off afterwards. */
 void persist_close(bool snapshot);
 /* Figures for daemon.info (a new object). */

@@ -36,6 +36,7 @@
 #include "jsonw.h"
 #include "events.h"
 #include "log.h"
+#include "persist.h"
 #include "proc.h"
 #include "proc_registry.h"
 #include "proc_spawn.h"
@@ -851,6 +852,8 @@ static void sigchld_cb(evutil_socket_t fd, short what, void *arg)
 			continue;
 		if (pid <= 0)
 			break;
+		if (persist_child_exited(pid, st))
+			continue; /* the state snapshot's child: its status is persist's */
 		if ((p = pid_lookup(pid)))
 			proc_died(p, st);
 		else

@@ -391,7 +391,9 @@ class OtherModes(PersistCase):
         with self.d.client() as c:
             for i in range(400):
                 c.ok("value.add", name="v", by=1)
-            info = c.ok("daemon.info")["persistence"]
+        # snapshots are written by a child: wait for the last one
+        info = wait_for(lambda: (lambda i: not i["snapshot_in_progress"] and i)(self.info()),
+                        what="the snapshot child to finish")
         self.assertGreaterEqual(info["snapshots"], 1)
         self.assertLess(info["log_bytes"], 4096 + 200)
         self.kill()
@@ -532,7 +534,7 @@ class FullTmpfs(PersistCase):
             self.skipTest("needs root to mount a tmpfs")
         import tempfile
         mnt = tempfile.mkdtemp(prefix="mpsup-tmpfs-")
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt],
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", mnt],
                            capture_output=True)
         if r.returncode != 0:
             os.rmdir(mnt)

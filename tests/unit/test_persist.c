@@ -220,7 +220,7 @@ static char *state_text(void)
 static void open_ok(int sync, bool truncate)
 {
 	char err[512];
-	int r = persist_open(path, sync, 64 << 20, truncate, err, sizeof(err));
+	int r = persist_open(path, sync, 64 << 20, truncate, true, err, sizeof(err));
 
 	ck_assert_msg(r == 0, "persist_open: %s", err);
 }
@@ -503,7 +503,7 @@ START_TEST(test_load_corrupt)
 		ck_assert_int_eq(pwrite(fd, &c, 1, second + PERSIST_HDR + 3), 1);
 	}
 	close(fd);
-	r = persist_open(path, STATE_SYNC_ALWAYS, 64 << 20, false, err, sizeof(err));
+	r = persist_open(path, STATE_SYNC_ALWAYS, 64 << 20, false, true, err, sizeof(err));
 	ck_assert_int_eq(r, -EBADMSG);
 	{
 		char want[64];
@@ -543,7 +543,7 @@ START_TEST(test_load_gap_and_lock)
 	obj_delete_all();
 	/* Without its snapshot the log starts in the middle: refused. */
 	ck_assert_int_eq(unlink(path), 0);
-	r = persist_open(path, STATE_SYNC_NO, 64 << 20, false, err, sizeof(err));
+	r = persist_open(path, STATE_SYNC_NO, 64 << 20, false, true, err, sizeof(err));
 	ck_assert_int_eq(r, -EBADMSG);
 	ck_assert_msg(strstr(err, "offset 0") && strstr(err, "snapshot"), "message: %s", err);
 	obj_delete_all();

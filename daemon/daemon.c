@@ -2,6 +2,7 @@
  * and fuzz programs that link the daemon library without main.c. */
 #include "config.h"
 
+#include <errno.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -42,4 +43,40 @@ struct timeval tv_from_secs(double s)
 	if (tv.tv_usec >= 1000000)
 		tv.tv_usec = 999999;
 	return tv;
+}
+
+static struct {
+	pid_t pid;
+	daemon_child_fn *fn;
+	void *arg;
+} children[DAEMON_MAX_CHILDREN];
+
+int daemon_child_watch(pid_t pid, daemon_child_fn *fn, void *arg)
+{
+	for (size_t i = 0; i < DAEMON_MAX_CHILDREN; i++)
+		if (!children[i].pid) {
+			children[i].pid = pid;
+			children[i].fn = fn;
+			children[i].arg = arg;
+			return 0;
+		}
+	return -ENOSPC;
+}
+
+void daemon_child_unwatch(pid_t pid)
+{
+	for (size_t i = 0; i < DAEMON_MAX_CHILDREN; i++)
+		if (children[i].pid == pid)
+			children[i].pid = 0;
+}
+
+bool daemon_child_reaped(pid_t pid, int status)
+{
+	for (size_t i = 0; i < DAEMON_MAX_CHILDREN; i++)
+		if (pid > 0 && children[i].pid == pid) {
+			children[i].pid = 0;
+			children[i].fn(pid, status, children[i].arg);
+			return true;
+		}
+	return false;
 }

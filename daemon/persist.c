@@ -59,8 +59,8 @@
  * _exit. Then:
  *   1. the child renames PATH.tmp over PATH and fsyncs the directory (so
  *      the loop never pays for replacing a large file);
- *   2. its end is seen through a pidfd (proc.c's waitpid(-1) loop, which
- *      may reap it first, hands its status over: persist_child_exited),
+ *   2. its end is seen through a pidfd (supervision's waitpid(-1) loop, which
+ *      may reap it first, hands its status over: daemon_child_watch),
  *      and in one callback of the loop the log's bytes written since the
  *      fork are copied to PATH.log.tmp, which is fdatasynced, locked,
  *      renamed over PATH.log (the directory fsynced) and becomes the log;
@@ -1451,6 +1451,7 @@ static __attribute__((noreturn)) void snapshot_child(int fd, uint64_t seq, pid_t
 }
 
 static void snap_child_cb(evutil_socket_t fd, short what, void *arg);
+static void snap_child_reaped(pid_t pid, int st, void *arg);
 
 /* Start a snapshot in a child; 0, or -errno (-ENOSYS: no pidfds). */
 static int snapshot_fork(void)
@@ -1477,6 +1478,7 @@ static int snapshot_fork(void)
 	close(fd);
 	fd = -1;
 	P.snap_pid = pid;
+	daemon_child_watch(pid, snap_child_reaped, NULL); /* one child at a time: room */
 	P.snap_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (P.snap_pidfd < 0) {
 		r = -errno;
@@ -1506,6 +1508,8 @@ static void snap_forget(void)
 	if (P.snap_pidfd >= 0)
 		close(P.snap_pidfd);
 	P.snap_pidfd = -1;
+	if (P.snap_pid)
+		daemon_child_unwatch(P.snap_pid);
 	P.snap_pid = 0;
 }
 
@@ -1710,19 +1714,19 @@ static void snap_child_cb(evutil_socket_t fd, short what, void *arg)
 	if (r == 0)
 		return; /* not yet */
 	if (r < 0) {
-		/* only persist_child_exited() may reap it elsewhere */
+		/* only daemon_child_reaped() may reap it elsewhere */
 		log_error("persist", "snapshot child %d: %s", (int)P.snap_pid, strerror(errno));
 		st = EIO << 8;
 	}
 	snapshot_reaped(st);
 }
 
-bool persist_child_exited(pid_t pid, int st)
+/* Supervision's reaper collected the child first (daemon_child_reaped). */
+static void snap_child_reaped(pid_t pid, int st, void *arg)
 {
-	if (!P.snap_pid || pid != P.snap_pid)
-		return false;
-	snapshot_reaped(st);
-	return true;
+	(void)arg;
+	if (P.snap_pid && pid == P.snap_pid)
+		snapshot_reaped(st);
 }
 
 /* --- loading ------------------------------------------------------------------------------ */

@@ -135,9 +135,6 @@ int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool trunca
  * killed first), and empty the log; 0 or a negative errno. Compaction
  * writes its snapshots in a child process instead (persist.c). */
 int persist_snapshot(void);
-/* proc.c's reaping loop reaped pid with wait status st: true when it was
- * the snapshot child (whose end is then handled), false otherwise. */
-bool persist_child_exited(pid_t pid, int st);
 /* Commit, snapshot (when clean) and close; persistence is off afterwards. */
 void persist_close(bool snapshot);
 /* Figures for daemon.info (a new object). */

@@ -36,7 +36,6 @@
 #include "jsonw.h"
 #include "events.h"
 #include "log.h"
-#include "persist.h"
 #include "proc.h"
 #include "proc_registry.h"
 #include "proc_spawn.h"
@@ -852,8 +851,8 @@ static void sigchld_cb(evutil_socket_t fd, short what, void *arg)
 			continue;
 		if (pid <= 0)
 			break;
-		if (persist_child_exited(pid, st))
-			continue; /* the state snapshot's child: its status is persist's */
+		if (daemon_child_reaped(pid, st))
+			continue; /* one of the daemon's own (a snapshot): its owner has it */
 		if ((p = pid_lookup(pid)))
 			proc_died(p, st);
 		else

@@ -1,5 +1,5 @@
 """End-to-end tests of access control and per-peer limits (DESIGN §8,
-issue 7), seen from an unprivileged peer.
+the access rules), seen from an unprivileged peer.
 
 The tests run as root and drive a client running as nobody:nogroup (setpriv,
 or runuser) so SO_PEERCRED reports another uid. The daemon's socket is made

@@ -1,4 +1,4 @@
-"""End-to-end tests of durable shared state (issue 8, docs/state.md
+"""End-to-end tests of durable shared state (docs/state.md
 "Persistence"): acknowledged writes survive SIGKILL at random moments, a
 clean shutdown leaves a snapshot, a corrupt log stops start-up at its
 offset unless --truncate-corrupt-state, and a failing disk refuses

@@ -1,6 +1,6 @@
 """End-to-end tests of the shared-state server (DESIGN §3 Shared state):
 every type and op, every error path, blocking and wake-up order, timeouts,
-ownership, limits, and the seed scenarios of issue 4.
+ownership, limits, and the seed scenarios.
 
 Set MPSUP_STRESS_LARGE=1 for the larger stress run.
 """

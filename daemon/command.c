@@ -16,6 +16,7 @@
 #include "conn.h"
 #include "jsonw.h"
 #include "daemon.h"
+#include "hash.h"
 #include "log.h"
 
 /* The modules, in start order: given by whoever assembles the daemon
@@ -31,15 +32,6 @@ static size_t table_len;
 static const struct cmd_entry **index_slots;
 static size_t index_mask;
 
-/* FNV-1a. */
-static uint32_t name_hash(const char *s)
-{
-	uint32_t h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
-}
 
 static int entry_cmp(const void *a, const void *b)
 {
@@ -79,7 +71,7 @@ void command_init(const struct cmd_module *const *mods, size_t n_mods)
 	}
 	index_mask = n - 1;
 	for (i = 0; i < table_len; i++) {
-		size_t h = name_hash(table[i]->name) & index_mask;
+		size_t h = hash_fnv1a32(table[i]->name) & index_mask;
 		while (index_slots[h])
 			h = (h + 1) & index_mask;
 		index_slots[h] = table[i];
@@ -90,7 +82,7 @@ const struct cmd_entry *command_find(const char *name)
 {
 	if (!index_slots)
 		return NULL;
-	for (size_t h = name_hash(name) & index_mask; index_slots[h]; h = (h + 1) & index_mask)
+	for (size_t h = hash_fnv1a32(name) & index_mask; index_slots[h]; h = (h + 1) & index_mask)
 		if (strcmp(index_slots[h]->name, name) == 0)
 			return index_slots[h];
 	return NULL;

@@ -224,13 +224,14 @@ static int parse_mode(const char *s, mode_t *ret)
 	return 0;
 }
 
-static void strv_free(char **v)
+char **conf_strv_free(char **v)
 {
 	if (!v)
-		return;
+		return NULL;
 	for (char **p = v; *p; p++)
 		free(*p);
 	free(v);
+	return NULL;
 }
 
 static char **strv_dup(char *const *v)
@@ -247,7 +248,7 @@ static char **strv_dup(char *const *v)
 		return NULL;
 	for (size_t i = 0; i < n; i++)
 		if (!(r[i] = strdup(v[i]))) {
-			strv_free(r);
+			conf_strv_free(r);
 			return NULL;
 		}
 	return r;
@@ -315,13 +316,8 @@ int conf_split_words(const char *s, char ***ret, char *err, size_t errlen)
 	return 0;
 fail:
 	free(word);
-	strv_free(v);
+	conf_strv_free(v);
 	return r;
-}
-
-void conf_strv_free(char **v)
-{
-	strv_free(v);
 }
 
 static void output_defaults(struct output_conf *o)
@@ -376,7 +372,7 @@ struct pool_conf *pool_conf_free(struct pool_conf *p)
 	free(p->user);
 	free(p->group);
 	free(p->directory);
-	strv_free(p->environment);
+	conf_strv_free(p->environment);
 	output_free(&p->out);
 	output_free(&p->err);
 	free(p->file);
@@ -513,7 +509,7 @@ int pool_conf_set(struct pool_conf *p, const char *key, const char *value, char 
 		if (conf_split_words(value, &argv, err, errlen) < 0)
 			return -EINVAL;
 		r = argv[0] ? 0 : -EINVAL;
-		strv_free(argv);
+		conf_strv_free(argv);
 		if (r < 0)
 			BAD("empty command");
 		return set_string(&p->command, value);
@@ -578,7 +574,7 @@ int pool_conf_set(struct pool_conf *p, const char *key, const char *value, char 
 			char *eq = strchr(*e, '=');
 			if (!eq || eq == *e) {
 				seterr(err, errlen, "expected KEY=VALUE, not '%s'", *e);
-				strv_free(env);
+				conf_strv_free(env);
 				return -EINVAL;
 			}
 		}
@@ -596,7 +592,7 @@ int pool_conf_set(struct pool_conf *p, const char *key, const char *value, char 
 				env[n++] = env[i];
 		}
 		env[n] = NULL;
-		strv_free(p->environment);
+		conf_strv_free(p->environment);
 		p->environment = env;
 	} else if (strcmp(key, "stdout") == 0) {
 		return parse_output(&p->out, value, err, errlen);
@@ -990,7 +986,7 @@ static int parse_access(struct access_list *a, const char *value, char *err, siz
 			a->uids[a->n_uids++] = uid;
 		}
 	}
-	strv_free(words);
+	conf_strv_free(words);
 	return r;
 }
 

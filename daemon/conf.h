@@ -145,7 +145,7 @@ const char *conf_signal_name(int sig);
 /* Split shell-like words ('single', "double" quotes, backslash escapes; no
  * expansion). *ret is a NULL-terminated vector for conf_strv_free(). */
 int conf_split_words(const char *s, char ***ret, char *err, size_t errlen);
-void conf_strv_free(char **v);
+char **conf_strv_free(char **v); /* NULL-tolerant; returns NULL */
 /* Names: [A-Za-z0-9_.-]{1,64} (with_colon also allows ':'). */
 bool name_valid(const char *s, bool with_colon);
 

@@ -15,6 +15,7 @@
 
 #include "conf.h"
 #include "daemon.h"
+#include "hash.h"
 #include "events.h"
 #include "log.h"
 #include "obj.h"
@@ -43,15 +44,6 @@ static uint64_t mem_used;
 
 bool obj_restoring;
 
-/* FNV-1a. */
-static uint32_t name_hash(const char *s)
-{
-	uint32_t h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
-}
 
 struct obj *obj_find(const char *name)
 {
@@ -59,7 +51,7 @@ struct obj *obj_find(const char *name)
 
 	if (!n_buckets)
 		return NULL;
-	h = name_hash(name);
+	h = hash_fnv1a32(name);
 	for (struct obj *o = buckets[h & (n_buckets - 1)]; o; o = o->next)
 		if (o->hash == h && strcmp(o->name, name) == 0)
 			return o;
@@ -128,7 +120,7 @@ struct obj *obj_create(const char *name, const struct obj_type *type, json_t *op
 		*ret_code = code;
 		return NULL;
 	}
-	o->hash = name_hash(o->name);
+	o->hash = hash_fnv1a32(o->name);
 	o->next = buckets[o->hash & (n_buckets - 1)];
 	buckets[o->hash & (n_buckets - 1)] = o;
 	n_objects++;

@@ -224,22 +224,6 @@ static struct {
 
 /* --- small helpers ------------------------------------------------------------ */
 
-static double wall_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double mono_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Make room for n more bytes; -ENOMEM. */
 static int buf_reserve(struct buf *b, size_t n)
 {
@@ -968,7 +952,7 @@ static void try_recover(void)
 {
 	int r;
 
-	P.last_retry = mono_now();
+	P.last_retry = now_mono();
 	if ((r = snapshot_write()) < 0) {
 		snprintf(P.last_error, sizeof(P.last_error), "snapshot %s failed: %s", P.path,
 			 strerror(-r));
@@ -1004,7 +988,7 @@ bool persist_writable(struct request *r)
 	check_thread();
 	if (!P.failed)
 		return true;
-	if (mono_now() - P.last_retry >= RETRY_MIN_SECS)
+	if (now_mono() - P.last_retry >= RETRY_MIN_SECS)
 		try_recover();
 	if (!P.failed)
 		return true;
@@ -1088,7 +1072,7 @@ static void maybe_compact(void)
 	int r;
 
 	if (P.snap_pid || P.failed || !P.log_max || P.log_bytes <= P.log_max ||
-	    P.log_bytes <= P.snapshot_bytes || mono_now() < P.compact_after)
+	    P.log_bytes <= P.snapshot_bytes || now_mono() < P.compact_after)
 		return;
 	r = snapshot_fork();
 	if (r == -ENOSYS) {
@@ -1098,7 +1082,7 @@ static void maybe_compact(void)
 		log_warn("persist", "cannot start a snapshot child: %s", strerror(-r));
 	}
 	if (r < 0)
-		P.compact_after = mono_now() + COMPACT_BACKOFF_SECS;
+		P.compact_after = now_mono() + COMPACT_BACKOFF_SECS;
 }
 
 void persist_commit(void)
@@ -1115,7 +1099,7 @@ void persist_commit(void)
 		 * everysec fsync error found mid-pass), or an unloggable one:
 		 * they wait for the recovery, and reads of them with them. */
 		dirty_mark();
-		if (mono_now() - P.last_retry >= RETRY_MIN_SECS)
+		if (now_mono() - P.last_retry >= RETRY_MIN_SECS)
 			try_recover();
 		return;
 	}
@@ -1137,7 +1121,7 @@ void persist_commit(void)
 			return;
 		}
 		pthread_mutex_lock(&P.mu);
-		P.last_fsync = wall_now();
+		P.last_fsync = now_wall();
 		P.log_fsyncs++;
 		pthread_mutex_unlock(&P.mu);
 	} else if (P.thread_on) {
@@ -1191,7 +1175,7 @@ static void *sync_main(void *arg)
 		if (r < 0)
 			__atomic_store_n(&P.sync_err, -r, __ATOMIC_RELEASE);
 		else {
-			P.last_fsync = wall_now();
+			P.last_fsync = now_wall();
 			P.log_fsyncs++;
 		}
 	}
@@ -1307,7 +1291,7 @@ static int snapshot_body(int fd, uint64_t seq, uint64_t *ret_bytes)
 
 	obj_foreach(snap_count, &count);
 	v = json_pack("{s:i, s:I, s:I, s:f}", "mpsup_snapshot", 1, "seq", (json_int_t)seq,
-		      "objects", (json_int_t)count, "time", wall_now());
+		      "objects", (json_int_t)count, "time", now_wall());
 	s.err = v ? buf_record(&s.b, v) : -ENOMEM;
 	json_decref(v);
 	if (!s.err)
@@ -1346,7 +1330,7 @@ static int snapshot_install(void)
 static void snapshot_done(uint64_t bytes)
 {
 	P.snapshot_bytes = bytes;
-	P.last_snapshot = wall_now();
+	P.last_snapshot = now_wall();
 	P.snapshots++;
 }
 
@@ -1386,7 +1370,7 @@ static int snapshot_write(void)
 
 int persist_snapshot(void)
 {
-	double t0 = mono_now();
+	double t0 = now_mono();
 	int r;
 
 	if (!P.on)
@@ -1398,7 +1382,7 @@ int persist_snapshot(void)
 		log_warn("persist", "snapshot %s failed: %s (the log is kept)", P.path, strerror(-r));
 		return r;
 	}
-	P.last_snapshot_secs = mono_now() - t0;
+	P.last_snapshot_secs = now_mono() - t0;
 	log_info("persist", "snapshot of %u objects written to %s (%" PRIu64 " bytes, %.3f s)",
 		 obj_count(), P.path, P.snapshot_bytes, P.last_snapshot_secs);
 	barrier_release();
@@ -1468,7 +1452,7 @@ static int snapshot_fork(void)
 	}
 	P.snap_seq = P.seq;
 	P.snap_log_off = (uint64_t)st.st_size;
-	P.snap_started = mono_now();
+	P.snap_started = now_mono();
 	if ((pid = fork()) < 0) {
 		r = -errno;
 		goto fail;
@@ -1662,14 +1646,14 @@ static int log_shrink(void)
 static void snapshot_reaped(int st)
 {
 	pid_t pid = P.snap_pid;
-	double t0 = mono_now();
+	double t0 = now_mono();
 	struct stat fst;
 	int r;
 
 	snap_forget();
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 		P.snap_failures++;
-		P.compact_after = mono_now() + COMPACT_BACKOFF_SECS;
+		P.compact_after = now_mono() + COMPACT_BACKOFF_SECS;
 		if (WIFSIGNALED(st))
 			snprintf(P.last_error, sizeof(P.last_error),
 				 "snapshot child %d killed by signal %d", (int)pid, WTERMSIG(st));
@@ -1688,7 +1672,7 @@ static void snapshot_reaped(int st)
 			      (uint64_t)fst.st_size : 0);
 	P.last_snapshot_secs = t0 - P.snap_started;
 	if ((r = log_shrink()) < 0) {
-		P.compact_after = mono_now() + COMPACT_BACKOFF_SECS;
+		P.compact_after = now_mono() + COMPACT_BACKOFF_SECS;
 		log_warn("persist", "shrinking %s after a snapshot failed: %s (it is kept whole)",
 			 P.log_path, strerror(-r));
 		return;
@@ -1696,7 +1680,7 @@ static void snapshot_reaped(int st)
 	log_info("persist", "snapshot of record %" PRIu64 " written to %s by child %d (%" PRIu64
 		 " bytes, %.3f s); log shrunk to %" PRIu64 " bytes in %.3f s",
 		 P.snap_seq, P.path, (int)pid, P.snapshot_bytes, P.last_snapshot_secs, P.log_bytes,
-		 mono_now() - t0);
+		 now_mono() - t0);
 	maybe_compact(); /* it may have grown past the limit meanwhile */
 }
 
@@ -2061,7 +2045,7 @@ int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool trunca
 	struct load_ctx L = { 0 };
 	bool rewrite = false;
 	char *dir = NULL;
-	double t0 = mono_now();
+	double t0 = now_mono();
 	int r;
 
 	if (P.on || P.path) {
@@ -2117,7 +2101,7 @@ int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool trunca
 	log_info("persist",
 		 "%s: %u objects restored (%zu from the snapshot, %zu log records replayed, %zu "
 		 "skipped) in %.3f s; state_sync = %s",
-		 P.path, obj_count(), L.objects, L.applied, L.skipped, mono_now() - t0,
+		 P.path, obj_count(), L.objects, L.applied, L.skipped, now_mono() - t0,
 		 sync_names[P.sync]);
 	if (rewrite && persist_snapshot() < 0)
 		log_warn("persist", "could not rewrite the state after truncation; the log is kept");
@@ -2224,7 +2208,7 @@ static int persist_reload(const struct conf *nc, json_t *changes)
 	}
 	if (P.sync != STATE_SYNC_NO && sync_fd(P.log_fd) == 0) {
 		pthread_mutex_lock(&P.mu);
-		P.last_fsync = wall_now();
+		P.last_fsync = now_wall();
 		P.log_fsyncs++;
 		pthread_mutex_unlock(&P.mu);
 	}

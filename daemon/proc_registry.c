@@ -28,6 +28,7 @@
 #include <event2/event.h>
 
 #include "daemon.h"
+#include "hash.h"
 #include "log.h"
 #include "proc.h"
 #include "proc_leftover.h"
@@ -714,10 +715,8 @@ static char *dir_of(const char *path)
 /* Name the files after the socket path. */
 static void set_names(const char *socket_path)
 {
-	uint64_t h = 14695981039346656037ull;
+	uint64_t h = hash_fnv1a64(socket_path);
 
-	for (const char *s = socket_path; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
 	snprintf(reg.key, sizeof(reg.key), "%016llx", (unsigned long long)h);
 	snprintf(reg.file, sizeof(reg.file), "mpsupd.%s.procs", reg.key);
 	snprintf(reg.tmp, sizeof(reg.tmp), "mpsupd.%s.procs.tmp", reg.key);

@@ -50,10 +50,8 @@ void command_init(const struct cmd_module *const *mods, size_t n_mods)
 		for (const struct cmd_entry *e = modules[m]->cmds; e && e->name; e++)
 			n++;
 	table = calloc(n, sizeof(*table));
-	if (!table) {
-		log_error("command", "out of memory");
-		exit(1);
-	}
+	if (!table)
+		fatalx("command", "out of memory");
 	for (size_t m = 0; m < N_MODULES; m++)
 		for (const struct cmd_entry *e = modules[m]->cmds; e && e->name; e++)
 			table[i++] = e;
@@ -65,10 +63,8 @@ void command_init(const struct cmd_module *const *mods, size_t n_mods)
 	for (n = 16; n < 2 * table_len; n *= 2)
 		;
 	index_slots = calloc(n, sizeof(*index_slots));
-	if (!index_slots) {
-		log_error("command", "out of memory");
-		exit(1);
-	}
+	if (!index_slots)
+		fatalx("command", "out of memory");
 	index_mask = n - 1;
 	for (i = 0; i < table_len; i++) {
 		size_t h = hash_fnv1a32(table[i]->name) & index_mask;

@@ -190,16 +190,12 @@ int main(int argc, char **argv)
 	daemon_g.started_wall = time(NULL);
 
 	daemon_g.base = event_base_new();
-	if (!daemon_g.base) {
-		log_error("daemon", "cannot create the event loop");
-		return 1;
-	}
+	if (!daemon_g.base)
+		fatalx("daemon", "cannot create the event loop");
 	for (int i = 0; i < 3; i++) {
 		sig_events[i] = evsignal_new(daemon_g.base, sigs[i], signal_cb, NULL);
-		if (!sig_events[i] || event_add(sig_events[i], NULL) < 0) {
-			log_error("daemon", "cannot watch signal %d", sigs[i]);
-			return 1;
-		}
+		if (!sig_events[i] || event_add(sig_events[i], NULL) < 0)
+			fatalx("daemon", "cannot watch signal %d", sigs[i]);
 	}
 	mpsupd_assemble();
 	r = server_start();

@@ -351,7 +351,7 @@ static int params_read(struct obj_call *c, const char *spec)
 	size_t found = 1; /* name */
 	int i = 0;
 
-	for (const char *p = spec; p && *p; i++) {
+	for (const char *p = spec ? spec : ""; *p; i++) {
 		char t = p[0];
 		const char *key = p + 2, *end = key;
 		bool optional;
@@ -388,7 +388,7 @@ static int params_read(struct obj_call *c, const char *spec)
 		json_object_foreach(params, key, v) {
 			size_t klen = strlen(key);
 			bool known = strcmp(key, "name") == 0;
-			for (const char *p = spec; p && *p && !known;) {
+			for (const char *p = spec ? spec : ""; *p && !known;) {
 				const char *k = p + 2, *end = k;
 				while (*end && *end != ' ' && *end != '?')
 					end++;

@@ -1276,7 +1276,9 @@ static int tmp_create(void)
 		return -errno;
 	fd = openat(P.dir_fd, P.tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 		    0600);
-	return fd < 0 ? -errno : fd;
+	if (fd < 0)
+		return -errno;
+	return fd;
 }
 
 /* Write the objects as they are now, the state after record seq, to fd and

@@ -1038,7 +1038,7 @@ int run_ids_resolve(const char *user, const char *group, struct run_ids *ret, ch
 				*ret_error = NULL;
 			return -ENOENT;
 		}
-		ids.uid = numeric ? (uid_t)id : pw->pw_uid;
+		ids.uid = pw ? pw->pw_uid : (uid_t)id;
 		ids.gid = pw ? pw->pw_gid : (gid_t)ids.uid;
 		if (pw) {
 			ids.user_name = strdup(pw->pw_name);
@@ -1065,9 +1065,10 @@ int run_ids_resolve(const char *user, const char *group, struct run_ids *ret, ch
 	if (ids.groups && pw && ids.user_name && geteuid() == 0 &&
 	    getgrouplist(ids.user_name, ids.gid, ids.groups, &ng) < 0) {
 		gid_t *g = realloc(ids.groups, (size_t)ng * sizeof(gid_t));
-		if (!g || getgrouplist(ids.user_name, ids.gid, (ids.groups = g), &ng) < 0) {
-			if (!g)
-				free(ids.groups);
+		if (g && getgrouplist(ids.user_name, ids.gid, g, &ng) >= 0) {
+			ids.groups = g;
+		} else {
+			free(g ? g : ids.groups); /* a failed second try freed too */
 			ids.groups = NULL;
 		}
 	} else if (ids.groups && !(pw && geteuid() == 0)) {

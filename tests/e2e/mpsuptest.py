@@ -29,9 +29,11 @@ DAEMON_WRAPPER = shlex.split(os.environ.get("MPSUP_TEST_DAEMON_WRAPPER", ""))
 VALGRIND_SUMMARY = re.compile(r"^==\d+== ERROR SUMMARY: (\d+) errors", re.M)
 
 
-def wait_for(cond, timeout=DEFAULT_DEADLINE, interval=0.01, what="condition"):
-    """Poll cond() until it returns a true value; fail after timeout."""
-    end = time.monotonic() + timeout * SCALE
+def wait_for(cond, timeout=None, interval=0.01, what="condition"):
+    """Poll cond() until it returns a true value; fail after timeout
+    seconds, scaled by MPSUP_TEST_TIMEOUT_SCALE (default: DEFAULT_DEADLINE,
+    which is scaled already)."""
+    end = time.monotonic() + (DEFAULT_DEADLINE if timeout is None else timeout * SCALE)
     while True:
         v = cond()
         if v:
@@ -39,6 +41,14 @@ def wait_for(cond, timeout=DEFAULT_DEADLINE, interval=0.01, what="condition"):
         if time.monotonic() > end:
             raise AssertionError("timed out waiting for %s" % what)
         time.sleep(interval)
+
+
+def test_seed():
+    """The seed of a randomized test: MPSUP_SEED when given, else a new one;
+    printed so that a failure can be replayed with MPSUP_SEED=N."""
+    seed = int(os.environ.get("MPSUP_SEED") or int.from_bytes(os.urandom(4), "big"))
+    sys.stderr.write("random seed %d (MPSUP_SEED=%d replays it)\n" % (seed, seed))
+    return seed
 
 
 class Client:

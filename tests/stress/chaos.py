@@ -135,7 +135,7 @@ class Chaos(unittest.TestCase):
                         env={"ASAN_OPTIONS": ":".join(asan)})
         self.d.start()
         self.names = ["chaos%d:%d" % (p, i) for p in range(POOLS) for i in range(WORKERS)]
-        self.rng = random.Random(os.environ.get("MPSUP_CHAOS_SEED"))
+        self.rng = random.Random(mpsuptest.test_seed())
         self.kills = {n: 0 for n in self.names}
         self.killed = {}   # pid -> starttime at the kill
         self.idle_ticks = 0

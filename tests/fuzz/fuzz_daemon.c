@@ -2,7 +2,7 @@
  * What daemon/main.c provides to the daemon library, for harnesses that
  * link daemon/libmpsupd without main.c: inert reload and shutdown (the
  * request harness never grants admin). The context and clocks come from
- * daemon/daemon.c.
+ * daemon/core/daemon.c.
  */
 #include "config.h"
 

@@ -1,5 +1,5 @@
 /*
- * Unit tests of the request path's answering (daemon/command.c) on a real
+ * Unit tests of the request path's answering (daemon/core/command.c) on a real
  * connection: one end of a socketpair made a client with conn_new_for_fd,
  * the other end read by the test.
  */

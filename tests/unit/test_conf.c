@@ -1,4 +1,4 @@
-/* Unit tests of the configuration parser (daemon/conf.c). */
+/* Unit tests of the configuration parser (daemon/core/conf.c). */
 #include "config.h"
 
 #include <check.h>

@@ -1,5 +1,5 @@
 /*
- * Unit tests of durable shared state (daemon/persist.c): the record format
+ * Unit tests of durable shared state (daemon/persist/persist.c): the record format
  * and CRC32C, the loader's verdicts (good, empty, torn tail, corruption),
  * and snapshot + replay equivalence.
  *

@@ -1,6 +1,6 @@
 /* Unit tests of process supervision: the state machine table, restart
- * policy, backoff, exit codes (daemon/proc_fsm.c) and command lines
- * (daemon/argv.c). */
+ * policy, backoff, exit codes (daemon/proc/proc_fsm.c) and command lines
+ * (daemon/core/argv.c). */
 #include "config.h"
 
 #include <check.h>

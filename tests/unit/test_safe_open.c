@@ -1,4 +1,4 @@
-/* Unit tests of safe opens (daemon/safe_open.c): path splitting, symlinks
+/* Unit tests of safe opens (daemon/core/safe_open.c): path splitting, symlinks
  * on the path and at the name, hard links, FIFOs, devices, created files
  * and, as root, someone else's file where the owner can change the
  * directory. */

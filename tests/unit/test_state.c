@@ -1,5 +1,5 @@
 /*
- * Unit tests of the shared-state types (daemon/obj.c, waitq.c, t_*.c).
+ * Unit tests of the shared-state types (daemon/state/obj.c, waitq.c, t_*.c).
  *
  * The ops run in-process through obj_run() with the core's request, event
  * and connection functions replaced by small fakes below: answers are

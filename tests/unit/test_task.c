@@ -1,4 +1,4 @@
-/* Unit tests of the task worker protocol (daemon/task.c): the task line
+/* Unit tests of the task worker protocol (daemon/task/task.c): the task line
  * mpsupd writes and the parsing of the result lines workers write. */
 #include "config.h"
 

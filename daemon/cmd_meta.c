@@ -8,6 +8,7 @@
 #include "conn.h"
 #include "daemon.h"
 #include "events.h"
+#include "lifecycle.h"
 #include "obj.h"
 
 /* hello -> who we are and what we can do. */
@@ -20,7 +21,7 @@ static enum cmd_ret cmd_hello(struct request *r)
 	request_ok(r, json_pack("{s:s, s:s, s:i, s:i, s:f, s:o}", "server", "mpsupd", "version",
 				PACKAGE_VERSION, "protocol", MPSUP_PROTOCOL_VERSION, "pid",
 				(int)getpid(), "uptime", daemon_uptime(), "capabilities",
-				command_capabilities()));
+				modules_capabilities()));
 	return CMD_DONE;
 }
 
@@ -68,7 +69,7 @@ static enum cmd_ret cmd_info(struct request *r)
 					      (int)server_paused_clients(), "streams",
 					      (int)server_streams()));
 	if (info)
-		command_info(info);
+		modules_info(info);
 	request_ok(r, info);
 	return CMD_DONE;
 }

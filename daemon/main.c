@@ -22,66 +22,12 @@
 #include "modules.h"
 #include "conn.h"
 #include "daemon.h"
-#include "events.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "notify.h"
 #include "proc_registry.h"
 
 #define DEFAULT_CONFIG SYSCONFDIR "/mpsupd/mpsupd.conf"
-
-static void shutdown_done(void)
-{
-	log_info("daemon", "stopped");
-	server_stop();
-	event_base_loopexit(daemon_g.base, NULL);
-}
-
-void daemon_shutdown(const char *why)
-{
-	if (daemon_g.shutting_down)
-		return;
-	daemon_g.shutting_down = true;
-	log_info("daemon", "shutting down (%s)", why);
-	notify_stopping();
-	if (events_wanted(TOPIC_DAEMON))
-		events_publish(TOPIC_DAEMON, json_pack("{s:s, s:s}", "event", "daemon.shutdown",
-						       "reason", why));
-	modules_stop(shutdown_done);
-}
-
-int daemon_reload(json_t **result, char *err, size_t errlen)
-{
-	struct conf *newconf, *old = daemon_g.conf;
-	json_t *changes;
-	int r;
-
-	notify_reloading();
-	r = conf_load(daemon_g.conf_path, &newconf, err, errlen);
-	if (r < 0) {
-		log_error("daemon", "reload refused, running config kept: %s", err);
-		notify_ready();
-		return r;
-	}
-	if ((newconf->socket || old->socket) && !daemon_g.socket_override &&
-	    (!newconf->socket || !old->socket || strcmp(newconf->socket, old->socket) != 0))
-		log_warn("daemon", "socket changes take effect at the next start");
-	changes = json_pack("{s:[], s:[], s:[], s:[]}", "added", "changed", "removed", "failed");
-	modules_reload(newconf, changes);
-	daemon_g.conf = newconf;
-	conf_free(old);
-	server_refresh_roles(); /* [access] may have changed */
-	log_set_level((enum log_level)newconf->log_level);
-	log_info("daemon", "configuration reloaded from %s", daemon_g.conf_path);
-	if (events_wanted(TOPIC_DAEMON))
-		events_publish(TOPIC_DAEMON, json_pack("{s:s, s:O}", "event", "daemon.reload",
-						       "changes", changes));
-	if (result)
-		*result = changes;
-	else
-		json_decref(changes);
-	notify_ready();
-	return 0;
-}
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {

@@ -7,6 +7,7 @@
 
 #include "command.h"
 #include "conn.h"
+#include "lifecycle.h"
 #include "peer.h"
 #include "persist.h"
 #include "proc.h"
@@ -41,6 +42,7 @@ static const struct commit_barrier persist_commit_barrier = {
 
 void mpsupd_assemble(void)
 {
+	lifecycle_init(mpsupd_modules, mpsupd_n_modules);
 	command_init(mpsupd_modules, mpsupd_n_modules);
 	server_set_peer_policy(&peer_policy_default);
 	server_set_commit_barrier(&persist_commit_barrier);

@@ -19,12 +19,6 @@
 #include "hash.h"
 #include "log.h"
 
-/* The modules, in start order: given by whoever assembles the daemon
- * (daemon/modules.c); the core does not name them. */
-static const struct cmd_module *const *modules;
-static size_t n_modules;
-#define N_MODULES n_modules
-
 static const struct cmd_entry **table; /* sorted by name */
 static size_t table_len;
 /* An open-addressing index into table, for command_find (a power of two,
@@ -43,17 +37,15 @@ void command_init(const struct cmd_module *const *mods, size_t n_mods)
 {
 	size_t n = 0, i = 0;
 
-	modules = mods;
-	n_modules = n_mods;
 
-	for (size_t m = 0; m < N_MODULES; m++)
-		for (const struct cmd_entry *e = modules[m]->cmds; e && e->name; e++)
+	for (size_t m = 0; m < n_mods; m++)
+		for (const struct cmd_entry *e = mods[m]->cmds; e && e->name; e++)
 			n++;
 	table = calloc(n, sizeof(*table));
 	if (!table)
 		fatalx("command", "out of memory");
-	for (size_t m = 0; m < N_MODULES; m++)
-		for (const struct cmd_entry *e = modules[m]->cmds; e && e->name; e++)
+	for (size_t m = 0; m < n_mods; m++)
+		for (const struct cmd_entry *e = mods[m]->cmds; e && e->name; e++)
 			table[i++] = e;
 	table_len = n;
 	qsort(table, table_len, sizeof(*table), entry_cmp);
@@ -82,68 +74,6 @@ const struct cmd_entry *command_find(const char *name)
 		if (strcmp(index_slots[h]->name, name) == 0)
 			return index_slots[h];
 	return NULL;
-}
-
-json_t *command_capabilities(void)
-{
-	json_t *a = json_array();
-
-	for (size_t m = 0; m < N_MODULES; m++)
-		if (modules[m]->capability)
-			json_array_append_new(a, json_string(modules[m]->capability));
-	return a;
-}
-
-void command_info(json_t *info)
-{
-	for (size_t m = 0; m < N_MODULES; m++)
-		if (modules[m]->info)
-			modules[m]->info(info);
-}
-
-int modules_start(const struct conf *conf)
-{
-	for (size_t m = 0; m < N_MODULES; m++)
-		if (modules[m]->start) {
-			int r = modules[m]->start(conf);
-			if (r < 0)
-				return r;
-		}
-	return 0;
-}
-
-static void (*stop_done)(void);
-static size_t stop_index;
-
-/* Stop modules one after another, last first. */
-static void stop_next(void)
-{
-	while (stop_index > 0) {
-		const struct cmd_module *m = modules[--stop_index];
-		if (m->stop) {
-			m->stop(stop_next);
-			return;
-		}
-	}
-	if (stop_done) {
-		void (*done)(void) = stop_done;
-		stop_done = NULL;
-		done();
-	}
-}
-
-void modules_stop(void (*done)(void))
-{
-	stop_done = done;
-	stop_index = N_MODULES;
-	stop_next();
-}
-
-void modules_reload(const struct conf *newconf, json_t *changes)
-{
-	for (size_t m = 0; m < N_MODULES; m++)
-		if (modules[m]->reload)
-			modules[m]->reload(newconf, changes);
 }
 
 void request_free(struct request *r)

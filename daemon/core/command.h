@@ -42,7 +42,8 @@ struct cmd_entry {
 /*
  * A module: its commands (an array ended by an entry with a NULL name) and
  * optional lifecycle hooks, called in table order (stop: reverse order).
- * Modules are listed in command.c.
+ * Modules are listed by the daemon's assembly (daemon/modules.c); the
+ * core runs them (lifecycle.c).
  */
 struct cmd_module {
 	const char *capability;  /* listed by hello */
@@ -57,12 +58,13 @@ struct cmd_module {
 	 * record what changed in changes ({added:[], changed:[], removed:[],
 	 * failed:[{pool, error}]}). */
 	int (*reload)(const struct conf *newconf, json_t *changes);
+	/* The daemon begins to shut down (before any module stops). */
+	void (*shutting_down)(const char *why);
+	/* A reload was applied (every module's reload ran, the new config is
+	 * daemon_g.conf); changes as given to reload. */
+	void (*reloaded)(json_t *changes);
 };
 
-/* Modules' lifecycle, in order. */
-int modules_start(const struct conf *conf);
-void modules_stop(void (*done)(void));
-void modules_reload(const struct conf *newconf, json_t *changes);
 
 struct request {
 	struct conn *conn;
@@ -80,15 +82,10 @@ struct request {
 /* "none", "read", "state", "admin", by enum role. */
 extern const char *const role_names[];
 
-/* Take the modules (in start order) and build the lookup table of their
- * commands; call once. */
+/* Build the lookup table of the modules' commands; call once. */
 void command_init(const struct cmd_module *const *mods, size_t n_mods);
 /* Look up a command by name. */
 const struct cmd_entry *command_find(const char *name);
-/* Capabilities of the registered modules (a new JSON array). */
-json_t *command_capabilities(void);
-/* Let every module add its figures to a daemon.info result. */
-void command_info(json_t *info);
 
 /* Parse and run one request line received on c. */
 void command_dispatch(struct conn *c, char *line, size_t len);

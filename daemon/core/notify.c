@@ -22,6 +22,7 @@
 
 #include "command.h"
 #include "daemon.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "notify.h"
 
@@ -165,7 +166,7 @@ static void status_text(char *buf, size_t len)
 	json_t *info = json_object();
 
 	if (info)
-		command_info(info);
+		modules_info(info);
 	notify_summary(info, daemon_g.conf ? daemon_g.conf->n_pools : 0, summary,
 		       sizeof(summary));
 	json_decref(info);

@@ -156,8 +156,25 @@ static const struct cmd_entry events_cmds[] = {
 	{ NULL, 0, 0, NULL },
 };
 
+/* The daemon's own events: shutdown begins, a reload was applied. */
+static void events_shutting_down(const char *why)
+{
+	if (events_wanted(TOPIC_DAEMON))
+		events_publish(TOPIC_DAEMON, json_pack("{s:s, s:s}", "event", "daemon.shutdown",
+						       "reason", why));
+}
+
+static void events_reloaded(json_t *changes)
+{
+	if (events_wanted(TOPIC_DAEMON))
+		events_publish(TOPIC_DAEMON, json_pack("{s:s, s:O}", "event", "daemon.reload",
+						       "changes", changes));
+}
+
 const struct cmd_module events_module = {
 	.capability = "events",
 	.cmds = events_cmds,
 	.info = events_info,
+	.shutting_down = events_shutting_down,
+	.reloaded = events_reloaded,
 };

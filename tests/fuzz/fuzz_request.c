@@ -36,6 +36,7 @@
 #include <event2/event.h>
 
 #include "command.h"
+#include "lifecycle.h"
 #include "modules.h"
 #include "conn.h"
 #include "daemon.h"

@@ -23,20 +23,6 @@
 #include "log.h"
 #include "peer.h"
 
-/* What daemon/main.c gives the daemon library. */
-void daemon_shutdown(const char *why)
-{
-	(void)why;
-	daemon_g.shutting_down = true;
-}
-
-int daemon_reload(json_t **result, char *err, size_t errlen)
-{
-	(void)result;
-	snprintf(err, errlen, "no reload in unit tests");
-	return -ENOTSUP;
-}
-
 static struct conf test_conf;
 static struct conn *client;
 static int peer = -1; /* the test's end of the socketpair */

@@ -33,21 +33,6 @@
 #include "persist.h"
 #include "conn.h"
 
-/* --- what daemon/main.c provides (daemon.c has the rest) ------------------- */
-
-void daemon_shutdown(const char *why)
-{
-	(void)why;
-	daemon_g.shutting_down = true;
-}
-
-int daemon_reload(json_t **result, char *err, size_t errlen)
-{
-	(void)result;
-	snprintf(err, errlen, "no reload in unit tests");
-	return -ENOTSUP;
-}
-
 /* --- fixture: a state directory and clients ---------------------------------- */
 
 static char dir[64], path[128], log_path[160];

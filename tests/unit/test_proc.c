@@ -264,20 +264,6 @@ START_TEST(test_jsonw)
 }
 END_TEST
 
-/* What daemon/main.c gives the daemon library (the registry links proc.c
- * and through it the command table). */
-void daemon_shutdown(const char *why)
-{
-	(void)why;
-}
-
-int daemon_reload(json_t **result, char *err, size_t errlen)
-{
-	(void)result;
-	snprintf(err, errlen, "no reload in unit tests");
-	return -ENOTSUP;
-}
-
 #define BOOT "bb619cc7-5dfc-4f60-a1c9-829305a98932"
 #define HEAD "mpsupd-processes 1\nboot " BOOT "\nkey 00000000000000aa\ndaemon 10 5\n"
 

@@ -9,6 +9,7 @@
 #include "daemon.h"
 #include "events.h"
 #include "obj.h"
+#include "stream.h"
 
 /* hello -> who we are and what we can do. */
 static enum cmd_ret cmd_hello(struct request *r)
@@ -66,7 +67,7 @@ static enum cmd_ret cmd_info(struct request *r)
 					      (json_int_t)server_output_bytes(), "max_output_total",
 					      (json_int_t)cf->max_output_total, "paused_clients",
 					      (int)server_paused_clients(), "streams",
-					      (int)server_streams()));
+					      (int)stream_count()));
 	if (info)
 		command_info(info);
 	request_ok(r, info);

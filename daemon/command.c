@@ -17,6 +17,7 @@
 #include "jsonw.h"
 #include "daemon.h"
 #include "log.h"
+#include "stream.h"
 
 /* The modules, in start order: given by whoever assembles the daemon
  * (daemon/modules.c); the core does not name them. */
@@ -195,7 +196,7 @@ static void request_finish(struct request *r, bool ok, json_t *v, const char *ra
 	}
 	if (kept) {
 		if (c->streaming)
-			conn_stream_release(c);
+			stream_slot_give(c);
 		c->streaming = false;
 		request_free(r);
 		conn_flush(c);

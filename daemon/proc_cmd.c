@@ -22,6 +22,7 @@
 #include "jsonw.h"
 #include "log.h"
 #include "park.h"
+#include "stream.h"
 #include "proc.h"
 #include "task.h"
 
@@ -257,12 +258,11 @@ static void pool_waiter_cancel(struct park *p)
  */
 
 struct follower {
-	struct request *r;
+	struct stream stream;
 	char *target;
-	TAILQ_ENTRY(follower) entry;
 };
 
-static TAILQ_HEAD(, follower) followers = TAILQ_HEAD_INITIALIZER(followers);
+static struct stream_set followers = STREAM_SET_INITIALIZER(followers);
 
 static json_t *line_record(const struct proc *p, const struct logline *l)
 {
@@ -273,25 +273,25 @@ static json_t *line_record(const struct proc *p, const struct logline *l)
 
 static void proc_logs_notify(struct proc *p, const struct logline *l)
 {
-	struct follower *f, *next;
+	struct stream *st, *next;
 	json_t *rec = NULL;
 
-	for (f = TAILQ_FIRST(&followers); f; f = next) {
-		next = TAILQ_NEXT(f, entry);
+	for (st = stream_first(&followers); st; st = next) {
+		struct follower *f = STREAM_OWNER(st, struct follower, stream);
+		next = stream_next(st);
 		if (!target_matches(f->target, p))
 			continue;
 		if (!rec && !(rec = line_record(p, l)))
 			return;
-		request_stream(f->r, rec); /* a slow reader is dropped (and cancelled) */
+		stream_send(st, rec); /* a slow reader is dropped (and its stream ends) */
 	}
 	json_decref(rec);
 }
 
-static void follower_cancel(struct request *r)
+static void follower_closed(struct stream *st)
 {
-	struct follower *f = r->data;
+	struct follower *f = STREAM_OWNER(st, struct follower, stream);
 
-	TAILQ_REMOVE(&followers, f, entry);
 	free(f->target);
 	free(f);
 }
@@ -740,27 +740,23 @@ static enum cmd_ret cmd_logs(struct request *r)
 		free(t.v);
 		return CMD_DONE;
 	}
-	/* One count of streams with events.subscribe (max_subscribers). */
-	if (r->conn && !conn_stream_admit(r->conn, why, sizeof(why))) {
-		free(t.v);
-		request_error(r, MPSUP_E_LIMIT, "too many streams: %s", why);
-		return CMD_DONE;
-	}
 	if (!(f = calloc(1, sizeof(*f))) || !(f->target = strdup(name))) {
-		if (r->conn)
-			conn_stream_release(r->conn);
 		free(f);
 		free(t.v);
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
-	f->r = r;
-	r->data = f;
-	r->cancel = follower_cancel;
-	TAILQ_INSERT_TAIL(&followers, f, entry);
+	/* One count of streams with events.subscribe (max_subscribers). */
+	if (stream_open(&f->stream, r, &followers, follower_closed, why, sizeof(why)) < 0) {
+		free(f->target);
+		free(f);
+		free(t.v);
+		request_error(r, MPSUP_E_LIMIT, "too many streams: %s", why);
+		return CMD_DONE;
+	}
 	resp = mpsup_response_ok(r->id, recent_lines(&t, (size_t)lines));
 	free(t.v);
-	request_stream(r, resp);
+	stream_send(&f->stream, resp);
 	json_decref(resp);
 	return CMD_STREAM;
 }

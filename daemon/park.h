@@ -26,7 +26,17 @@
  *     the park is already out of its queue and without timer or request;
  *     it frees the record (the core frees the request afterwards).
  * A park is "kept" (park_kept) from park_keep until park_take or the
- * cancel; after that its record may be reused or freed.
+ * cancel; after that its record may be reused or freed. While a request is
+ * parked its connection reads on but runs nothing more (command.h); the
+ * answer lets it go on.
+ *
+ * The kinds of wait today, with their record and queue:
+ *   shared state   struct waiter (waitq.c)      each object's wq[]
+ *   process waits  struct waiter (proc_cmd.c)   one queue, checked on
+ *                                               every settled process
+ *   pool.remove    struct pool_waiter           one queue, by pool
+ *   task.wait      struct task_waiter (task.c)  the task's waiters
+ *   pool.map       struct map (task.c)          none (found by its tasks)
  */
 #ifndef MPSUPD_PARK_H
 #define MPSUPD_PARK_H

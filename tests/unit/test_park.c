@@ -75,12 +75,19 @@ static void setup(void)
 static void teardown(void)
 {
 	for (int i = 0; i < N_CLIENTS; i++)
-		if (!clients[i]->dead)
+		if (clients[i])
 			conn_close(clients[i]);
 	event_base_loop(daemon_g.base, EVLOOP_NONBLOCK); /* frees the connections */
 	event_base_free(daemon_g.base);
 	for (int i = 0; i < N_CLIENTS; i++)
 		close(peers[i]);
+}
+
+/* Close client i (freed by the event loop later: forget it now). */
+static void close_client(int i)
+{
+	conn_close(clients[i]);
+	clients[i] = NULL;
 }
 
 /* A request kept by client i, as command_dispatch() leaves one that
@@ -199,14 +206,14 @@ START_TEST(test_cancel_on_close)
 {
 	park_client(0, &queue, 0.02);
 	park_client(1, &queue, -1);
-	conn_close(clients[0]);
+	close_client(0);
 	ck_assert_int_eq(n_cancels, 1);
 	ck_assert_uint_eq(queue.n, 1);
 	ck_assert_uint_eq(park_count(), 1);
 	ck_assert_int_eq(PARK_OWNER(park_first(&queue), struct wait_rec, park)->tag, 1);
 	run_for(0.1);
 	ck_assert_int_eq(n_timeouts, 0);
-	conn_close(clients[1]); /* a wait without timer is cancelled alike */
+	close_client(1); /* a wait without timer is cancelled alike */
 	ck_assert_int_eq(n_cancels, 2);
 	ck_assert_uint_eq(queue.n, 0);
 	ck_assert_uint_eq(park_count(), 0);
@@ -222,7 +229,7 @@ START_TEST(test_fifo)
 	park_client(2, &queue, 10);
 	park_client(0, &queue, -1);
 	park_client(1, &queue, 10);
-	conn_close(clients[0]);
+	close_client(0);
 	while ((p = park_first(&queue))) {
 		struct wait_rec *w = PARK_OWNER(p, struct wait_rec, park);
 		struct request *r = park_take(p);

@@ -1,5 +1,6 @@
 /*
- * Unit tests of parked requests (daemon/park.c) on real connections: each
+ * Unit tests of parked requests (daemon/park.c) and streams
+ * (daemon/stream.c) on real connections: each
  * client is one end of a socketpair made a connection with conn_new_for_fd,
  * the other end is read by the test.
  */
@@ -22,6 +23,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "park.h"
+#include "stream.h"
 
 /* What daemon/main.c gives the daemon library. */
 void daemon_shutdown(const char *why)
@@ -249,6 +251,97 @@ START_TEST(test_fifo)
 }
 END_TEST
 
+/* A stream as a module keeps it. */
+struct stream_rec {
+	struct stream stream;
+	int tag;
+};
+
+static int n_closed;
+
+static void rec_closed(struct stream *st)
+{
+	n_closed++;
+	ck_assert_ptr_null(st->r);
+	free(STREAM_OWNER(st, struct stream_rec, stream));
+}
+
+/* Open a stream for client i in set, as a streaming handler does; the
+ * result of stream_open. */
+static int open_client_stream(int i, struct stream_set *set, char *why, size_t len)
+{
+	struct stream_rec *s = calloc(1, sizeof(*s));
+	struct request *r = kept_request(i);
+	int e;
+
+	ck_assert_ptr_nonnull(s);
+	s->tag = i;
+	e = stream_open(&s->stream, r, set, rec_closed, why, len);
+	if (e < 0) {
+		free(s);
+		clients[i]->kept = NULL;
+		request_free(r);
+		return e;
+	}
+	clients[i]->streaming = true;
+	return 0;
+}
+
+/* Streams share max_subscribers; a closed connection ends its stream and
+ * gives the slot back. */
+START_TEST(test_stream_slots_and_close)
+{
+	static struct stream_set set = STREAM_SET_INITIALIZER(set);
+	char why[200] = "";
+
+	n_closed = 0;
+	test_conf.max_subscribers = 1;
+	ck_assert_int_eq(open_client_stream(0, &set, why, sizeof(why)), 0);
+	ck_assert_uint_eq(stream_count(), 1);
+	ck_assert_int_eq(open_client_stream(1, &set, why, sizeof(why)), -EBUSY);
+	ck_assert_ptr_nonnull(strstr(why, "max_subscribers (1) reached"));
+	ck_assert_uint_eq(set.n, 1);
+	close_client(0);
+	ck_assert_int_eq(n_closed, 1);
+	ck_assert_uint_eq(set.n, 0);
+	ck_assert_ptr_null(stream_first(&set));
+	ck_assert_uint_eq(stream_count(), 0);
+	ck_assert_int_eq(open_client_stream(1, &set, why, sizeof(why)), 0);
+	ck_assert_uint_eq(stream_count(), 1);
+	close_client(1);
+	ck_assert_int_eq(n_closed, 2);
+	ck_assert_uint_eq(stream_count(), 0);
+}
+END_TEST
+
+/* A reader that does not read is dropped once its output passes
+ * max_output_bytes: the send says so and the stream has ended. */
+START_TEST(test_stream_slow_reader_dropped)
+{
+	static struct stream_set set = STREAM_SET_INITIALIZER(set);
+	char why[200], line[4000];
+	json_t *msg;
+	int sent = 0;
+
+	memset(line, 'x', sizeof(line));
+	msg = json_pack("{s:s%}", "line", line, sizeof(line));
+	ck_assert_ptr_nonnull(msg);
+
+	n_closed = 0;
+	test_conf.max_output_bytes = 64 * 1024;
+	ck_assert_int_eq(open_client_stream(0, &set, why, sizeof(why)), 0);
+	while (sent < 100000 && stream_send(stream_first(&set), msg))
+		sent++;
+	json_decref(msg);
+	ck_assert_int_lt(sent, 100000);
+	ck_assert_int_eq(n_closed, 1);
+	ck_assert_uint_eq(set.n, 0);
+	ck_assert_uint_eq(stream_count(), 0);
+	ck_assert(clients[0]->dead);
+	clients[0] = NULL;
+}
+END_TEST
+
 static Suite *park_suite(void)
 {
 	Suite *s = suite_create("park");
@@ -259,6 +352,11 @@ static Suite *park_suite(void)
 	tcase_add_test(tc, test_take_stops_timer);
 	tcase_add_test(tc, test_cancel_on_close);
 	tcase_add_test(tc, test_fifo);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("streams");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_stream_slots_and_close);
+	tcase_add_test(tc, test_stream_slow_reader_dropped);
 	suite_add_tcase(s, tc);
 	return s;
 }

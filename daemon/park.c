@@ -66,6 +66,8 @@ int park_keep(struct park *p, struct request *r, struct park_queue *q, double ti
 	      park_fn *on_timeout, park_fn *on_cancel)
 {
 	*p = (struct park){ .on_timeout = on_timeout, .on_cancel = on_cancel };
+	if (timeout >= 0 && !on_timeout)
+		return -EINVAL;
 	if (timeout >= 0) {
 		struct timeval tv = tv_from_secs(timeout);
 

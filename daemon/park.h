@@ -89,8 +89,8 @@ static inline bool park_kept(const struct park *p)
  * Keep r waiting as p (p's memory is the caller's; it is overwritten):
  * at the tail of q (may be NULL), with a timeout in seconds (< 0: forever)
  * after which on_timeout(p) runs, and on_cancel(p) (may be NULL) if r's
- * connection closes first. Sets r->data and r->cancel. 0, or -ENOMEM
- * (nothing kept, r left alone).
+ * connection closes first. Sets r->data and r->cancel. 0, -ENOMEM, or
+ * -EINVAL for a timeout without on_timeout (nothing kept, r left alone).
  */
 int park_keep(struct park *p, struct request *r, struct park_queue *q, double timeout,
 	      park_fn *on_timeout, park_fn *on_cancel);

@@ -10,6 +10,7 @@
 #include "events.h"
 #include "lifecycle.h"
 #include "obj.h"
+#include "stream.h"
 
 /* hello -> who we are and what we can do. */
 static enum cmd_ret cmd_hello(struct request *r)
@@ -67,7 +68,7 @@ static enum cmd_ret cmd_info(struct request *r)
 					      (json_int_t)server_output_bytes(), "max_output_total",
 					      (json_int_t)cf->max_output_total, "paused_clients",
 					      (int)server_paused_clients(), "streams",
-					      (int)server_streams()));
+					      (int)stream_count()));
 	if (info)
 		modules_info(info);
 	request_ok(r, info);

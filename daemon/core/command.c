@@ -18,6 +18,7 @@
 #include "daemon.h"
 #include "hash.h"
 #include "log.h"
+#include "stream.h"
 
 static const struct cmd_entry **table; /* sorted by name */
 static size_t table_len;
@@ -113,7 +114,7 @@ static void request_finish(struct request *r, bool ok, json_t *v, const char *ra
 	}
 	if (kept) {
 		if (c->streaming)
-			conn_stream_release(c);
+			stream_slot_give(c);
 		c->streaming = false;
 		request_free(r);
 		conn_flush(c);

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "mpsup.h"
 #include "access.h"
+#include "stream.h"
 
 #define READ_CHUNK (64 * 1024)
 #define LINGER_SECS 2.0        /* how long a closing peer may keep sending */
@@ -40,7 +41,6 @@
 static TAILQ_HEAD(conn_list, conn) conns = TAILQ_HEAD_INITIALIZER(conns);
 static unsigned n_conns;
 static unsigned n_exempt;     /* workers' connections beyond the role shares */
-static unsigned n_streams;    /* streaming connections (max_subscribers) */
 static size_t out_total;      /* unsent output of every connection */
 static struct event *ev_budget; /* enforces max_output_total from the loop */
 /* The core's own view of a peer ([access] only) until the daemon's
@@ -169,7 +169,7 @@ void conn_close(struct conn *c)
 	TAILQ_REMOVE(&conns, c, entry);
 	n_conns--;
 	n_exempt -= c->exempt_pool != NULL;
-	conn_stream_release(c);
+	stream_slot_give(c);
 	/* Its output will never be written: give the memory back now. */
 	out_total -= evbuffer_get_length(c->out);
 	evbuffer_drain(c->out, evbuffer_get_length(c->out));
@@ -773,9 +773,8 @@ unsigned role_share(unsigned total, enum role role)
 	return total - admin_reserve(total) - state_reserve(total);
 }
 
-/* Why a peer of role was refused one of total slots of what (in buf). */
-static void share_refusal(char *buf, size_t len, const char *what, unsigned total,
-			  enum role role)
+void role_share_refusal(char *buf, size_t len, const char *what, unsigned total,
+			enum role role)
 {
 	unsigned share = role_share(total, role);
 
@@ -816,7 +815,7 @@ static bool admission(uid_t uid, pid_t pid, enum role role, const char **ret_exe
 
 	*ret_exempt = NULL;
 	if (counted >= role_share(cf->max_clients, role))
-		share_refusal(buf, len, "max_clients", cf->max_clients, role);
+		role_share_refusal(buf, len, "max_clients", cf->max_clients, role);
 	else if (role < ROLE_ADMIN && cf->max_clients_per_uid &&
 		 conns_of_uid(uid) >= cf->max_clients_per_uid)
 		snprintf(buf, len, "max_clients_per_uid (%u) reached", cf->max_clients_per_uid);
@@ -828,34 +827,6 @@ static bool admission(uid_t uid, pid_t pid, enum role role, const char **ret_exe
 		return true;
 	}
 	return false;
-}
-
-bool conn_stream_admit(struct conn *c, char *buf, size_t len)
-{
-	unsigned max = daemon_g.conf->max_subscribers;
-
-	if (c->stream_slot)
-		return true;
-	if (n_streams >= role_share(max, c->role)) {
-		share_refusal(buf, len, "max_subscribers", max, c->role);
-		return false;
-	}
-	c->stream_slot = true;
-	n_streams++;
-	return true;
-}
-
-void conn_stream_release(struct conn *c)
-{
-	if (c->stream_slot) {
-		c->stream_slot = false;
-		n_streams--;
-	}
-}
-
-unsigned server_streams(void)
-{
-	return n_streams;
 }
 
 void server_set_peer_policy(const struct peer_policy *p)

@@ -53,7 +53,7 @@ struct conn {
 	bool output_paused;     /* requests wait until the output drains */
 	bool held;              /* output waits for the commit barrier (persist.h) */
 	bool write_blocked;     /* the last write found the socket full */
-	bool stream_slot;       /* holds one of max_subscribers (a stream) */
+	bool stream_slot;       /* holds one of max_subscribers (stream.h) */
 	char *exempt_pool;      /* a worker of this pool let in beyond the shares */
 	struct event *ev_resume;
 	struct conn_hook *hooks;
@@ -71,9 +71,8 @@ void server_stop(void);
 unsigned server_clients(void);
 /* The socket path in use. */
 const char *server_socket_path(void);
-/* Streaming connections; connections that stopped taking requests until
- * their output drains; unsent output of all connections in bytes. */
-unsigned server_streams(void);
+/* Connections that stopped taking requests until their output drains;
+ * unsent output of all connections in bytes. (Streams: stream.h.) */
 unsigned server_paused_clients(void);
 size_t server_output_bytes(void);
 /* Ask p about peers (NULL: the core's own, [access] only; the daemon's
@@ -96,11 +95,9 @@ void server_set_commit_barrier(const struct commit_barrier *b);
  * all of it for admins, less what is kept for admins for state peers, less
  * what is kept for state peers too for the rest. */
 unsigned role_share(unsigned total, enum role role);
-/* Take one of max_subscribers for c, which is about to stream (within its
- * role's share; once per connection). false with the reason in buf. */
-bool conn_stream_admit(struct conn *c, char *buf, size_t len);
-/* Give c's stream slot back (its stream ended). */
-void conn_stream_release(struct conn *c);
+/* Why a peer of role was refused one of total slots of what (in buf). */
+void role_share_refusal(char *buf, size_t len, const char *what, unsigned total,
+			enum role role);
 
 /* Queue one JSON line for c. Returns false when c is (now) gone. */
 bool conn_send(struct conn *c, json_t *msg);

@@ -1,27 +1,25 @@
 /*
  * events.subscribe and the publisher every module calls. Subscribers are
- * streaming requests; a closed or slow subscriber cancels itself.
+ * streams (stream.h); a closed or slow subscriber ends itself.
  */
 #include "config.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
 
 #include "command.h"
 #include "conn.h"
 #include "daemon.h"
 #include "events.h"
 #include "log.h"
+#include "stream.h"
 
 struct subscriber {
-	struct request *req;
+	struct stream stream;
 	unsigned topics;
-	TAILQ_ENTRY(subscriber) entry;
 };
 
-static TAILQ_HEAD(, subscriber) subs = TAILQ_HEAD_INITIALIZER(subs);
-static unsigned n_subs;
+static struct stream_set subs = STREAM_SET_INITIALIZER(subs);
 static unsigned topic_counts[5];
 
 static const struct {
@@ -50,25 +48,26 @@ int events_wanted(enum event_topic topic)
 
 unsigned events_subscribers(void)
 {
-	return n_subs;
+	return subs.n;
 }
 
 void events_publish_visible(enum event_topic topic, event_visible_fn *visible, const void *arg,
 			    json_t *ev)
 {
-	struct subscriber *s, *next;
+	struct stream *st, *next;
 
 	if (!ev)
 		return;
 	if (!json_object_get(ev, "ts"))
 		json_object_set_new(ev, "ts", json_real(now_wall()));
-	for (s = TAILQ_FIRST(&subs); s; s = next) {
-		next = TAILQ_NEXT(s, entry);
+	for (st = stream_first(&subs); st; st = next) {
+		struct subscriber *s = STREAM_OWNER(st, struct subscriber, stream);
+		next = stream_next(st);
 		if (!(s->topics & topic))
 			continue;
-		if (visible && !visible(s->req->conn, arg))
+		if (visible && !visible(st->r->conn, arg))
 			continue;
-		request_stream(s->req, ev); /* may cancel s */
+		stream_send(st, ev); /* may end s */
 	}
 	json_decref(ev);
 }
@@ -83,13 +82,11 @@ bool events_visible_to_owner(const struct conn *c, const void *owner)
 	return c && (c->role >= ROLE_ADMIN || c->uid == *(const uid_t *)owner);
 }
 
-static void subscriber_cancel(struct request *r)
+static void subscriber_closed(struct stream *st)
 {
-	struct subscriber *s = r->data;
+	struct subscriber *s = STREAM_OWNER(st, struct subscriber, stream);
 
-	TAILQ_REMOVE(&subs, s, entry);
 	count_topics(s->topics, -1);
-	n_subs--;
 	free(s);
 }
 
@@ -122,33 +119,26 @@ static enum cmd_ret cmd_subscribe(struct request *r)
 		}
 		mask |= topics[k].topic;
 	}
-	if (r->conn && !conn_stream_admit(r->conn, why, sizeof(why))) {
-		request_error(r, MPSUP_E_LIMIT, "too many streams: %s", why);
-		return CMD_DONE;
-	}
-	s = calloc(1, sizeof(*s));
-	if (!s) {
-		if (r->conn)
-			conn_stream_release(r->conn);
+	if (!(s = calloc(1, sizeof(*s)))) {
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
-	s->req = r;
+	if (stream_open(&s->stream, r, &subs, subscriber_closed, why, sizeof(why)) < 0) {
+		free(s);
+		request_error(r, MPSUP_E_LIMIT, "too many streams: %s", why);
+		return CMD_DONE;
+	}
 	s->topics = mask;
-	r->data = s;
-	r->cancel = subscriber_cancel;
-	TAILQ_INSERT_TAIL(&subs, s, entry);
-	n_subs++;
 	count_topics(mask, 1);
 	resp = mpsup_response_ok(r->id, json_pack("{s:b}", "subscribed", 1));
-	request_stream(r, resp);
+	stream_send(&s->stream, resp);
 	json_decref(resp);
 	return CMD_STREAM;
 }
 
 static void events_info(json_t *info)
 {
-	json_object_set_new(info, "subscribers", json_integer(n_subs));
+	json_object_set_new(info, "subscribers", json_integer(subs.n));
 }
 
 static const struct cmd_entry events_cmds[] = {

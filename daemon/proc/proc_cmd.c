@@ -16,13 +16,13 @@
 #include <sys/queue.h>
 #include <unistd.h>
 
-#include <event2/event.h>
-
 #include "command.h"
 #include "conn.h"
 #include "daemon.h"
 #include "jsonw.h"
 #include "log.h"
+#include "park.h"
+#include "stream.h"
 #include "proc.h"
 #include "task.h"
 
@@ -111,24 +111,27 @@ static void answer_records(struct request *r, struct proc **v, size_t n)
 
 enum wait_kind { WAIT_START, WAIT_STOP, WAIT_JOIN };
 
+/* A request waiting for processes to settle (parked: park.h). */
 struct waiter {
-	struct request *r;
+	struct park park;
 	enum wait_kind kind;
 	struct proc **procs;   /* NULL entries: gone */
 	size_t n, next;        /* procs[0..next) were seen done */
-	struct event *timer;   /* join timeout */
-	TAILQ_ENTRY(waiter) entry;
 };
 
-static TAILQ_HEAD(, waiter) waiters = TAILQ_HEAD_INITIALIZER(waiters);
-
+/* A pool.remove waiting for its pool to be gone. */
 struct pool_waiter {
-	struct request *r;
+	struct park park;
 	struct pool *pl;
-	TAILQ_ENTRY(pool_waiter) entry;
 };
 
-static TAILQ_HEAD(, pool_waiter) pool_waiters = TAILQ_HEAD_INITIALIZER(pool_waiters);
+static struct park_queue waiters = {TAILQ_HEAD_INITIALIZER(waiters.head), 0};
+static struct park_queue pool_waiters = {TAILQ_HEAD_INITIALIZER(pool_waiters.head), 0};
+
+static struct waiter *waiter_of(struct park *p)
+{
+	return PARK_OWNER(p, struct waiter, park);
+}
 
 static bool proc_done(const struct proc *p, enum wait_kind kind)
 {
@@ -141,9 +144,6 @@ static bool proc_done(const struct proc *p, enum wait_kind kind)
 
 static void waiter_free(struct waiter *w)
 {
-	TAILQ_REMOVE(&waiters, w, entry);
-	if (w->timer)
-		event_free(w->timer);
 	free(w->procs);
 	free(w);
 }
@@ -157,12 +157,9 @@ static json_t *join_result(const struct proc *p, bool timed_out)
 			 timed_out || proc_is_alive(p));
 }
 
-/* Answer w and free it. */
-static void waiter_finish(struct waiter *w, bool timed_out)
+/* Answer r for w (whose wait is over) and free w. */
+static void waiter_answer(struct waiter *w, struct request *r, bool timed_out)
 {
-	struct request *r = w->r;
-
-	r->cancel = NULL;
 	if (w->kind == WAIT_JOIN)
 		request_ok(r, join_result(w->procs[0], timed_out));
 	else
@@ -177,16 +174,14 @@ static bool waiter_check(struct waiter *w)
 	return w->next == w->n;
 }
 
-static void waiter_cancel(struct request *r)
+static void waiter_cancel(struct park *p)
 {
-	waiter_free(r->data);
+	waiter_free(waiter_of(p));
 }
 
-static void waiter_timeout_cb(evutil_socket_t fd, short what, void *arg)
+static void waiter_timeout(struct park *p)
 {
-	(void)fd;
-	(void)what;
-	waiter_finish(arg, true);
+	waiter_answer(waiter_of(p), park_take(p), true);
 }
 
 /* Answer now when everything is done, else keep r until it is. */
@@ -200,74 +195,62 @@ static enum cmd_ret wait_or_answer(struct request *r, enum wait_kind kind, struc
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
-	w->r = r;
 	w->kind = kind;
 	w->procs = t->v;
 	w->n = t->n;
 	t->v = NULL;
-	TAILQ_INSERT_TAIL(&waiters, w, entry);
 	if (waiter_check(w) || timeout == 0) {
-		waiter_finish(w, !waiter_check(w));
+		waiter_answer(w, r, !waiter_check(w));
 		return CMD_DONE;
 	}
-	if (timeout > 0) {
-		struct timeval tv = tv_from_secs(timeout);
-		w->timer = evtimer_new(daemon_g.base, waiter_timeout_cb, w);
-		if (!w->timer || evtimer_add(w->timer, &tv) < 0) {
-			waiter_free(w);
-			request_error(r, MPSUP_E_INTERNAL, "out of memory");
-			return CMD_DONE;
-		}
+	if (park_keep(&w->park, r, &waiters, timeout, waiter_timeout, waiter_cancel) < 0) {
+		waiter_free(w);
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
 	}
-	r->data = w;
-	r->cancel = waiter_cancel;
 	return CMD_WAIT;
 }
 
 static void proc_cmd_notify(struct proc *p)
 {
-	struct waiter *w, *next;
+	struct park *wp, *next;
 
 	(void)p;
-	for (w = TAILQ_FIRST(&waiters); w; w = next) {
-		next = TAILQ_NEXT(w, entry);
-		if (waiter_check(w))
-			waiter_finish(w, false);
+	for (wp = park_first(&waiters); wp; wp = next) {
+		next = park_next(wp);
+		if (waiter_check(waiter_of(wp)))
+			waiter_answer(waiter_of(wp), park_take(wp), false);
 	}
 }
 
 static void proc_cmd_forget(struct proc *p)
 {
-	struct waiter *w;
-
-	TAILQ_FOREACH(w, &waiters, entry)
+	for (struct park *wp = park_first(&waiters); wp; wp = park_next(wp)) {
+		struct waiter *w = waiter_of(wp);
 		for (size_t i = 0; i < w->n; i++)
 			if (w->procs[i] == p)
 				w->procs[i] = NULL;
+	}
 	proc_cmd_notify(NULL);
 }
 
 static void proc_cmd_pool_gone(struct pool *pl)
 {
-	struct pool_waiter *w, *next;
+	struct park *wp, *next;
 
-	for (w = TAILQ_FIRST(&pool_waiters); w; w = next) {
-		next = TAILQ_NEXT(w, entry);
+	for (wp = park_first(&pool_waiters); wp; wp = next) {
+		struct pool_waiter *w = PARK_OWNER(wp, struct pool_waiter, park);
+		next = park_next(wp);
 		if (w->pl != pl)
 			continue;
-		TAILQ_REMOVE(&pool_waiters, w, entry);
-		w->r->cancel = NULL;
-		request_ok(w->r, json_pack("{s:s}", "removed", pl->name));
+		request_ok(park_take(wp), json_pack("{s:s}", "removed", pl->name));
 		free(w);
 	}
 }
 
-static void pool_waiter_cancel(struct request *r)
+static void pool_waiter_cancel(struct park *p)
 {
-	struct pool_waiter *w = r->data;
-
-	TAILQ_REMOVE(&pool_waiters, w, entry);
-	free(w);
+	free(PARK_OWNER(p, struct pool_waiter, park));
 }
 
 /*
@@ -275,12 +258,11 @@ static void pool_waiter_cancel(struct request *r)
  */
 
 struct follower {
-	struct request *r;
+	struct stream stream;
 	char *target;
-	TAILQ_ENTRY(follower) entry;
 };
 
-static TAILQ_HEAD(, follower) followers = TAILQ_HEAD_INITIALIZER(followers);
+static struct stream_set followers = STREAM_SET_INITIALIZER(followers);
 
 static json_t *line_record(const struct proc *p, const struct logline *l)
 {
@@ -291,25 +273,25 @@ static json_t *line_record(const struct proc *p, const struct logline *l)
 
 static void proc_logs_notify(struct proc *p, const struct logline *l)
 {
-	struct follower *f, *next;
+	struct stream *st, *next;
 	json_t *rec = NULL;
 
-	for (f = TAILQ_FIRST(&followers); f; f = next) {
-		next = TAILQ_NEXT(f, entry);
+	for (st = stream_first(&followers); st; st = next) {
+		struct follower *f = STREAM_OWNER(st, struct follower, stream);
+		next = stream_next(st);
 		if (!target_matches(f->target, p))
 			continue;
 		if (!rec && !(rec = line_record(p, l)))
 			return;
-		request_stream(f->r, rec); /* a slow reader is dropped (and cancelled) */
+		stream_send(st, rec); /* a slow reader is dropped (and its stream ends) */
 	}
 	json_decref(rec);
 }
 
-static void follower_cancel(struct request *r)
+static void follower_closed(struct stream *st)
 {
-	struct follower *f = r->data;
+	struct follower *f = STREAM_OWNER(st, struct follower, stream);
 
-	TAILQ_REMOVE(&followers, f, entry);
 	free(f->target);
 	free(f);
 }
@@ -758,27 +740,23 @@ static enum cmd_ret cmd_logs(struct request *r)
 		free(t.v);
 		return CMD_DONE;
 	}
-	/* One count of streams with events.subscribe (max_subscribers). */
-	if (r->conn && !conn_stream_admit(r->conn, why, sizeof(why))) {
-		free(t.v);
-		request_error(r, MPSUP_E_LIMIT, "too many streams: %s", why);
-		return CMD_DONE;
-	}
 	if (!(f = calloc(1, sizeof(*f))) || !(f->target = strdup(name))) {
-		if (r->conn)
-			conn_stream_release(r->conn);
 		free(f);
 		free(t.v);
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
-	f->r = r;
-	r->data = f;
-	r->cancel = follower_cancel;
-	TAILQ_INSERT_TAIL(&followers, f, entry);
+	/* One count of streams with events.subscribe (max_subscribers). */
+	if (stream_open(&f->stream, r, &followers, follower_closed, why, sizeof(why)) < 0) {
+		free(f->target);
+		free(f);
+		free(t.v);
+		request_error(r, MPSUP_E_LIMIT, "too many streams: %s", why);
+		return CMD_DONE;
+	}
 	resp = mpsup_response_ok(r->id, recent_lines(&t, (size_t)lines));
 	free(t.v);
-	request_stream(r, resp);
+	stream_send(&f->stream, resp);
 	json_decref(resp);
 	return CMD_STREAM;
 }
@@ -852,15 +830,13 @@ static enum cmd_ret cmd_pool_remove(struct request *r)
 		request_error(r, MPSUP_E_NOT_FOUND, "no pool named '%.100s'", name);
 		return CMD_DONE;
 	}
-	if (!(w = calloc(1, sizeof(*w)))) {
+	if (!(w = calloc(1, sizeof(*w))) ||
+	    park_keep(&w->park, r, &pool_waiters, -1, NULL, pool_waiter_cancel) < 0) {
+		free(w);
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
-	w->r = r;
 	w->pl = pl;
-	r->data = w;
-	r->cancel = pool_waiter_cancel;
-	TAILQ_INSERT_TAIL(&pool_waiters, w, entry);
 	pool_remove(pl); /* answers w when the pool is gone (maybe now) */
 	return r->replied ? CMD_DONE : CMD_WAIT;
 }

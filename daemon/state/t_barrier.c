@@ -56,12 +56,12 @@ static json_t *barrier_get_all(const struct obj *o)
 	const struct barrier *b = o->data;
 
 	return json_pack("{s:i, s:i, s:b}", "parties", (int)b->parties, "n_waiting",
-			 (int)o->wq[0].n, "broken", b->broken);
+			 (int)waitq_len(&o->wq[0]), "broken", b->broken);
 }
 
 static size_t barrier_size(const struct obj *o)
 {
-	return o->wq[0].n;
+	return waitq_len(&o->wq[0]);
 }
 
 static bool barrier_options_equal(const struct obj *o, json_t *opts)
@@ -104,7 +104,7 @@ static enum cmd_ret barrier_wait(struct obj_call *c)
 		obj_error(c, MPSUP_E_BROKEN, "%s: barrier broken", c->o->name);
 		return CMD_DONE;
 	}
-	if (c->o->wq[0].n + 1 >= b->parties) {
+	if (waitq_len(&c->o->wq[0]) + 1 >= b->parties) {
 		obj_ok(c, json_pack("{s:i}", "index", (int)b->parties - 1));
 		while ((w = waitq_first(&c->o->wq[0])))
 			request_ok(waitq_take(w, NULL), json_pack("{s:i}", "index", index++));

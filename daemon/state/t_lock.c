@@ -54,9 +54,9 @@ json_t *owned_state(const struct obj *o)
 	if (o->type == &semaphore_type)
 		return json_pack("{s:i, s:i, s:o, s:i}", "value", (int)ow->value, "available",
 				 (int)(ow->value - ow->held), "owners", owners, "waiters",
-				 (int)o->wq[0].n);
+				 (int)waitq_len(&o->wq[0]));
 	return json_pack("{s:b, s:o, s:i}", "locked", ow->held > 0, "owners", owners, "waiters",
-			 (int)o->wq[0].n);
+			 (int)waitq_len(&o->wq[0]));
 }
 
 size_t owned_size(const struct obj *o)

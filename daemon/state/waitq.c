@@ -1,9 +1,8 @@
-/* Wait queues of shared-state objects: parking, timeouts, cancellation. */
+/* Wait queues of shared-state objects: parked requests (park.c) counted
+ * against max_waiters, with the item a waiting put carries. */
 #include "config.h"
 
 #include <stdlib.h>
-
-#include <event2/event.h>
 
 #include "daemon.h"
 #include "log.h"
@@ -13,42 +12,30 @@
 
 void waitq_init(struct waitq *q)
 {
-	TAILQ_INIT(&q->head);
-	q->n = 0;
+	park_queue_init(&q->pq);
 }
 
-/* Unlink w from its queue and release it; the request is left alone. */
+/* Release w (already taken or cancelled); its item to *ret_item or away. */
 static void waiter_free(struct waiter *w, json_t **ret_item)
 {
-	TAILQ_REMOVE(&w->q->head, w, entry);
-	w->q->n--;
 	w->o->n_waiters--;
-	if (w->timer)
-		event_free(w->timer);
 	if (ret_item)
 		*ret_item = w->item;
 	else
 		json_decref(w->item);
-	w->r->data = NULL;
-	w->r->cancel = NULL;
 	free(w);
 }
 
-/* The waiting connection closed: just leave the queue. */
-static void waiter_cancel(struct request *r)
+/* The waiting connection closed: the park left its queue already. */
+static void waiter_cancel(struct park *p)
 {
-	struct waiter *w = r->data;
-
-	if (w)
-		waiter_free(w, NULL);
+	waiter_free(PARK_OWNER(p, struct waiter, park), NULL);
 }
 
-static void waiter_timer_cb(evutil_socket_t fd, short what, void *arg)
+static void waiter_timeout(struct park *p)
 {
-	struct waiter *w = arg;
+	struct waiter *w = PARK_OWNER(p, struct waiter, park);
 
-	(void)fd;
-	(void)what;
 	w->on_timeout(w);
 }
 
@@ -70,40 +57,23 @@ enum cmd_ret waitq_park(struct waitq *q, struct obj_call *c, double timeout,
 		return CMD_DONE;
 	}
 	w = calloc(1, sizeof(*w));
-	if (!w)
-		goto oom;
-	if (timeout >= 0) {
-		struct timeval tv = tv_from_secs(timeout);
-
-		w->timer = event_new(daemon_g.base, -1, 0, waiter_timer_cb, w);
-		if (!w->timer || event_add(w->timer, &tv) < 0) {
-			if (w->timer)
-				event_free(w->timer);
-			free(w);
-			goto oom;
-		}
+	if (!w || park_keep(&w->park, c->r, &q->pq, timeout, waiter_timeout, waiter_cancel) < 0) {
+		free(w);
+		json_decref(item);
+		log_error("state", "out of memory parking a request on %s", o->name);
+		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
 	}
-	w->r = c->r;
 	w->o = o;
-	w->q = q;
 	w->on_timeout = on_timeout;
 	w->item = item;
-	TAILQ_INSERT_TAIL(&q->head, w, entry);
-	q->n++;
 	o->n_waiters++;
-	c->r->data = w;
-	c->r->cancel = waiter_cancel;
 	return CMD_WAIT;
-oom:
-	json_decref(item);
-	log_error("state", "out of memory parking a request on %s", o->name);
-	obj_error(c, MPSUP_E_INTERNAL, "out of memory");
-	return CMD_DONE;
 }
 
 struct request *waitq_take(struct waiter *w, json_t **ret_item)
 {
-	struct request *r = w->r;
+	struct request *r = park_take(&w->park);
 
 	waiter_free(w, ret_item);
 	return r;

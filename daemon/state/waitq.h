@@ -16,7 +16,8 @@
  *   - on_timeout(w) runs when the timer fires: it must take w and answer.
  * The module handles the rest: the waiting connection closing (the waiter
  * just leaves its queue) and the object being deleted (waitq_fail_all:
- * every waiter gets not_found).
+ * every waiter gets not_found). A waiter is a parked request (park.h) with
+ * the object's bookkeeping (max_waiters, the item) around it.
  */
 #ifndef MPSUPD_WAITQ_H
 #define MPSUPD_WAITQ_H
@@ -26,6 +27,7 @@
 #include <jansson.h>
 
 #include "command.h"
+#include "park.h"
 
 #define OBJ_WAITQS 3
 
@@ -37,25 +39,28 @@ struct waiter;
 typedef void waiter_timeout_fn(struct waiter *w);
 
 struct waiter {
-	struct request *r;
+	struct park park;             /* the request, its timer and queue place */
 	struct obj *o;
-	struct waitq *q;
-	struct event *timer;          /* NULL: waits forever */
 	waiter_timeout_fn *on_timeout;
 	json_t *item;                 /* payload kept with the waiter (queue.put) */
-	TAILQ_ENTRY(waiter) entry;
 };
 
 struct waitq {
-	TAILQ_HEAD(waiter_list, waiter) head;
-	unsigned n;
+	struct park_queue pq;
 };
 
 void waitq_init(struct waitq *q);
 /* The longest waiting waiter of q, or NULL. */
 static inline struct waiter *waitq_first(struct waitq *q)
 {
-	return TAILQ_FIRST(&q->head);
+	struct park *p = park_first(&q->pq);
+
+	return p ? PARK_OWNER(p, struct waiter, park) : NULL;
+}
+/* How many wait on q. */
+static inline unsigned waitq_len(const struct waitq *q)
+{
+	return q->pq.n;
 }
 /*
  * Keep c's request waiting on q (timeout in seconds, < 0 = forever). item

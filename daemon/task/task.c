@@ -47,6 +47,7 @@
 #include "daemon.h"
 #include "events.h"
 #include "log.h"
+#include "park.h"
 #include "proc.h"
 #include "task.h"
 #include "task_wire.h"
@@ -63,7 +64,6 @@ static const char *const task_state_names[] = { "pending", "running", "done", "f
 struct map;
 struct worker;
 struct task_pool;
-struct task_waiter;
 
 /* What only a submitted task has (allocated with it). */
 struct subm {
@@ -71,7 +71,7 @@ struct subm {
 	uid_t owner;                  /* the submitting peer: only it (or an admin) sees it */
 	char ran_on[96];              /* the worker that ran it last */
 	double finished;              /* monotonic; 0 = not yet */
-	struct task_waiter *waiters;  /* task.wait requests */
+	struct park_queue waiters;    /* task.wait requests */
 	struct task *hnext;           /* id hash chain */
 };
 
@@ -94,13 +94,12 @@ struct task {
 TAILQ_HEAD(task_list, task);
 
 struct map {
-	struct request *r;            /* NULL once answered or cancelled */
+	struct park park;             /* the request; not kept once answered or cancelled */
 	struct task *tasks;
 	size_t n, done;
 	unsigned running;             /* tasks held by workers */
 	uid_t owner;                  /* the requesting peer (events go to it) */
 	json_t *items;
-	struct event *timer;
 	double timeout;
 };
 
@@ -130,11 +129,10 @@ struct task_pool {
 	TAILQ_HEAD(, worker) idle;
 };
 
+/* A task.wait request (parked on its task's waiters). */
 struct task_waiter {
-	struct request *r;
+	struct park park;
 	struct task *t;
-	struct event *timer;
-	struct task_waiter *next;
 };
 
 static uint64_t next_task_id = 1;
@@ -246,18 +244,6 @@ static void evict_cb(evutil_socket_t fd, short what, void *arg)
  * Requests waiting for submitted tasks.
  */
 
-static void waiter_unlink(struct task_waiter *w)
-{
-	for (struct task_waiter **pp = &w->t->sub->waiters; *pp; pp = &(*pp)->next)
-		if (*pp == w) {
-			*pp = w->next;
-			break;
-		}
-	if (w->timer)
-		event_free(w->timer);
-	free(w);
-}
-
 /* Answer r with finished task t (not consumed here). */
 static void answer_task(struct request *r, const struct task *t)
 {
@@ -267,21 +253,18 @@ static void answer_task(struct request *r, const struct task *t)
 		request_error(r, t->code, "%s", t->error ? t->error : "failed");
 }
 
-static void waiter_cancel(struct request *r)
+static void waiter_cancel(struct park *p)
 {
-	waiter_unlink(r->data);
+	free(PARK_OWNER(p, struct task_waiter, park));
 }
 
-static void waiter_timeout_cb(evutil_socket_t fd, short what, void *arg)
+static void waiter_timeout(struct park *p)
 {
-	struct task_waiter *w = arg;
-	struct request *r = w->r;
+	struct task_waiter *w = PARK_OWNER(p, struct task_waiter, park);
+	struct request *r = park_take(p);
 	uint64_t id = w->t->id;
 
-	(void)fd;
-	(void)what;
-	waiter_unlink(w);
-	r->cancel = NULL;
+	free(w);
 	request_error(r, MPSUP_E_TIMEOUT, "task %" PRIu64 " has not finished", id);
 }
 
@@ -289,19 +272,15 @@ static void waiter_timeout_cb(evutil_socket_t fd, short what, void *arg)
  * it for a later task.wait. */
 static void subm_finished(struct task *t)
 {
-	struct task_waiter *w;
+	struct park *p;
 
 	t->sub->finished = now_mono();
 	TAILQ_INSERT_TAIL(&finished, t, q);
 	n_finished++;
-	if (t->sub->waiters) {
-		while ((w = t->sub->waiters)) {
-			struct request *r = w->r;
-			t->sub->waiters = w->next;
-			if (w->timer)
-				event_free(w->timer);
-			free(w);
-			r->cancel = NULL;
+	if (park_first(&t->sub->waiters)) {
+		while ((p = park_first(&t->sub->waiters))) {
+			struct request *r = park_take(p);
+			free(PARK_OWNER(p, struct task_waiter, park));
 			answer_task(r, t);
 		}
 		subm_free(t);
@@ -321,14 +300,12 @@ static void subm_finished(struct task *t)
 
 static void map_maybe_free(struct map *m)
 {
-	if (m->r || m->running)
+	if (park_kept(&m->park) || m->running)
 		return;
 	for (size_t i = 0; i < m->n; i++) {
 		json_decref(m->tasks[i].result);
 		free(m->tasks[i].error);
 	}
-	if (m->timer)
-		event_free(m->timer);
 	json_decref(m->items);
 	free(m->tasks);
 	free(m);
@@ -354,13 +331,13 @@ static void map_drop_pending(struct map *m)
  * pending tasks are dropped, running ones finish and are discarded. */
 static void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg)
 {
-	struct request *r = m->r;
+	struct request *r;
 	json_t *err;
 	char buf[600];
 
-	if (!r)
+	if (!park_kept(&m->park))
 		return;
-	m->r = NULL;
+	r = park_take(&m->park);
 	map_drop_pending(m);
 	if (index != SIZE_MAX) {
 		snprintf(buf, sizeof(buf), "item %zu: %s", index, msg);
@@ -368,42 +345,36 @@ static void map_fail(struct map *m, size_t index, enum mpsup_err code, const cha
 				"index", (json_int_t)index);
 	} else
 		err = json_pack("{s:s, s:s}", "code", mpsup_err_name(code), "message", msg);
-	r->cancel = NULL;
 	request_fail(r, err);
 }
 
 static void map_answer(struct map *m)
 {
-	struct request *r = m->r;
+	struct request *r = park_take(&m->park);
 	json_t *a = json_array();
 
-	m->r = NULL;
 	for (size_t i = 0; i < m->n; i++) {
 		json_array_append_new(a, m->tasks[i].result);
 		m->tasks[i].result = NULL;
 	}
-	r->cancel = NULL;
 	request_ok(r, json_pack("{s:o}", "results", a));
 }
 
-static void map_cancel(struct request *r)
+static void map_cancel(struct park *p)
 {
-	struct map *m = r->data;
+	struct map *m = PARK_OWNER(p, struct map, park);
 
-	m->r = NULL;
 	map_drop_pending(m);
 	log_debug("task", "pool.map cancelled: its connection closed (%zu of %zu done)", m->done,
 		  m->n);
 	map_maybe_free(m);
 }
 
-static void map_timeout_cb(evutil_socket_t fd, short what, void *arg)
+static void map_timeout(struct park *p)
 {
-	struct map *m = arg;
+	struct map *m = PARK_OWNER(p, struct map, park);
 	char msg[160];
 
-	(void)fd;
-	(void)what;
 	snprintf(msg, sizeof(msg), "pool.map: %zu of %zu items done after %gs", m->done, m->n,
 		 m->timeout);
 	map_fail(m, SIZE_MAX, MPSUP_E_TIMEOUT, msg);
@@ -440,7 +411,7 @@ static void task_end(struct task *t, json_t *result, enum mpsup_err code, const 
 	t->worker = NULL;
 	t->state = result ? TASK_DONE : TASK_FAILED;
 	if (m) {
-		if (!m->r) {
+		if (!park_kept(&m->park)) {
 			json_decref(result); /* cancelled or already failed: discarded */
 			map_maybe_free(m);
 			return;
@@ -484,7 +455,7 @@ static void task_retry_or_fail(struct task_pool *tp, struct task *t, const char 
 	unsigned retries = tp->pl->conf->task_retries;
 	char buf[600];
 
-	if (t->map && !t->map->r) {
+	if (t->map && !park_kept(&t->map->park)) {
 		task_end(t, NULL, MPSUP_E_INTERNAL, msg);
 		return;
 	}
@@ -903,7 +874,7 @@ static void task_worker_exited(struct proc *p)
 		log_info("task", "task %" PRIu64 ": worker %s was stopped; queued again", t->id,
 			 p->name);
 		t->attempts--;
-		if (t->map && !t->map->r)
+		if (t->map && !park_kept(&t->map->park))
 			task_end(t, NULL, MPSUP_E_INTERNAL, "discarded");
 		else
 			task_requeue(w->tp, t);
@@ -1112,14 +1083,10 @@ static enum cmd_ret cmd_pool_map(struct request *r)
 	m->n = n;
 	m->items = json_incref(items);
 	m->timeout = timeout;
-	if (timeout >= 0) {
-		struct timeval t = tv_from_secs(timeout);
-		if (!(m->timer = evtimer_new(daemon_g.base, map_timeout_cb, m)) ||
-		    evtimer_add(m->timer, &t) < 0) {
-			map_maybe_free(m);
-			request_error(r, MPSUP_E_INTERNAL, "out of memory");
-			return CMD_DONE;
-		}
+	if (park_keep(&m->park, r, NULL, timeout, map_timeout, map_cancel) < 0) {
+		map_maybe_free(m);
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct task *t = &m->tasks[i];
@@ -1131,10 +1098,7 @@ static enum cmd_ret cmd_pool_map(struct request *r)
 		TAILQ_INSERT_TAIL(&tp->backlog, t, q);
 	}
 	tp->n_pending += (unsigned)n;
-	m->r = r;
 	m->owner = r->conn ? r->conn->uid : 0;
-	r->data = m;
-	r->cancel = map_cancel;
 	tp_dispatch(tp);
 	return r->replied ? CMD_DONE : CMD_WAIT;
 }
@@ -1154,6 +1118,7 @@ static enum cmd_ret cmd_pool_submit(struct request *r)
 		return CMD_DONE;
 	}
 	t->sub = (struct subm *)(t + 1);
+	park_queue_init(&t->sub->waiters);
 	t->sub->owner = r->conn ? r->conn->uid : 0;
 	t->id = next_task_id++;
 	t->item = json_incref(item);
@@ -1213,27 +1178,13 @@ static enum cmd_ret cmd_task_wait(struct request *r)
 		request_error(r, MPSUP_E_TIMEOUT, "task %" PRIu64 " has not finished", t->id);
 		return CMD_DONE;
 	}
-	if (!(w = calloc(1, sizeof(*w)))) {
+	if (!(w = calloc(1, sizeof(*w))) ||
+	    park_keep(&w->park, r, &t->sub->waiters, timeout, waiter_timeout, waiter_cancel) < 0) {
+		free(w);
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
-	if (timeout > 0) {
-		struct timeval tvl = tv_from_secs(timeout);
-		if (!(w->timer = evtimer_new(daemon_g.base, waiter_timeout_cb, w)) ||
-		    evtimer_add(w->timer, &tvl) < 0) {
-			if (w->timer)
-				event_free(w->timer);
-			free(w);
-			request_error(r, MPSUP_E_INTERNAL, "out of memory");
-			return CMD_DONE;
-		}
-	}
-	w->r = r;
 	w->t = t;
-	w->next = t->sub->waiters;
-	t->sub->waiters = w;
-	r->data = w;
-	r->cancel = waiter_cancel;
 	return CMD_WAIT;
 }
 

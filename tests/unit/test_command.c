@@ -22,6 +22,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "peer.h"
+#include "stream.h"
 
 static struct conf test_conf;
 static struct conn *client;
@@ -158,20 +159,20 @@ START_TEST(test_policy_and_stream_slots)
 	server_set_peer_policy(&peer_policy_default);
 
 	test_conf.max_subscribers = 16; /* state may use 12 */
-	ck_assert(conn_stream_admit(client, why, sizeof(why)));
-	ck_assert(conn_stream_admit(client, why, sizeof(why)));
-	ck_assert_uint_eq(server_streams(), 1);
+	ck_assert(stream_slot_take(client, why, sizeof(why)));
+	ck_assert(stream_slot_take(client, why, sizeof(why)));
+	ck_assert_uint_eq(stream_count(), 1);
 	test_conf.max_subscribers = 1; /* its share is 1: full */
-	conn_stream_release(client);
-	ck_assert_uint_eq(server_streams(), 0);
-	ck_assert(conn_stream_admit(client, why, sizeof(why)));
-	conn_stream_release(client);
+	stream_slot_give(client);
+	ck_assert_uint_eq(stream_count(), 0);
+	ck_assert(stream_slot_take(client, why, sizeof(why)));
+	stream_slot_give(client);
 	client->role = ROLE_READ;
 	test_conf.max_subscribers = 4; /* read may use 2 */
-	ck_assert(conn_stream_admit(client, why, sizeof(why)));
-	ck_assert_uint_eq(server_streams(), 1);
+	ck_assert(stream_slot_take(client, why, sizeof(why)));
+	ck_assert_uint_eq(stream_count(), 1);
 	conn_close(client); /* gives it back */
-	ck_assert_uint_eq(server_streams(), 0);
+	ck_assert_uint_eq(stream_count(), 0);
 }
 END_TEST
 

@@ -39,9 +39,12 @@ void command_init(const struct cmd_module *const *mods, size_t n_mods)
 	size_t n = 0, i = 0;
 
 
-	for (size_t m = 0; m < n_mods; m++)
+	for (size_t m = 0; m < n_mods; m++) {
+		if (mods[m]->init)
+			mods[m]->init();
 		for (const struct cmd_entry *e = mods[m]->cmds; e && e->name; e++)
 			n++;
+	}
 	table = calloc(n, sizeof(*table));
 	if (!table)
 		fatalx("command", "out of memory");

@@ -47,6 +47,8 @@ struct cmd_entry {
  */
 struct cmd_module {
 	const char *capability;  /* listed by hello */
+	/* Complete the command table, once, before command_init reads it. */
+	void (*init)(void);
 	const struct cmd_entry *cmds;
 	/* Adds its figures to a daemon.info result. */
 	void (*info)(json_t *info);

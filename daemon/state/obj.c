@@ -277,7 +277,7 @@ void obj_ok(struct obj_call *c, json_t *result)
 	if (c->op && (c->op->flags & CMD_MUTATES)) {
 		if (c->o->type->dump && !(c->op->flags & OBJ_OP_LOGS_ITSELF))
 			persist_log_request(c->r);
-		obj_changed(c->o, c->op->name);
+		obj_changed(c->o, strchr(c->op->name, '.') + 1); /* the op */
 	}
 	request_ok(c->r, result);
 }
@@ -729,22 +729,23 @@ int obj_replay(const char *cmd, json_t *params, char *err, size_t errlen)
 }
 
 /*
- * Turn every type's ops into commands. Runs before main() because the
- * module's table must be complete when command_init() reads it.
+ * Turn every type's ops (each named as its command: "dict.get") into
+ * commands: the module's init, run by command_init() before it reads the
+ * table.
  */
-__attribute__((constructor)) static void state_cmds_build(void)
+static void state_cmds_build(void)
 {
-	static char names[MAX_CMDS][OBJ_NAME_MAX];
 	size_t n = N_OBJ_CMDS;
 
 	for (size_t t = 0; t < N_TYPES; t++)
 		for (const struct obj_op *op = obj_types[t]->ops; op->name; op++) {
-			if (n >= MAX_CMDS) {
-				fprintf(stderr, "mpsupd: too many state commands (MAX_CMDS)\n");
-				abort();
-			}
-			snprintf(names[n], sizeof(names[n]), "%s.%s", obj_types[t]->name, op->name);
-			state_cmds[n] = (struct cmd_entry){ names[n], op->role, op->flags,
+			size_t tl = strlen(obj_types[t]->name);
+			if (n >= MAX_CMDS)
+				fatalx("state", "too many state commands (MAX_CMDS)");
+			if (strncmp(op->name, obj_types[t]->name, tl) != 0 || op->name[tl] != '.')
+				fatalx("state", "%s: not an op of type %s", op->name,
+				       obj_types[t]->name);
+			state_cmds[n] = (struct cmd_entry){ op->name, op->role, op->flags,
 							    cmd_type_op };
 			cmd_ops[n].type = obj_types[t];
 			cmd_ops[n].op = op;
@@ -761,6 +762,7 @@ static void state_info(json_t *info)
 
 const struct cmd_module state_module = {
 	.capability = "state",
+	.init = state_cmds_build,
 	.cmds = state_cmds,
 	.info = state_info,
 };

@@ -64,7 +64,7 @@ struct obj_call {
 #define OBJ_OP_GROWS (1u << 9)
 
 struct obj_op {
-	const char *name;   /* "get": the command is "TYPE.get" */
+	const char *name;   /* the command: "TYPE.op", e.g. "dict.get" */
 	enum role role;     /* ROLE_READ for read-only ops, else ROLE_STATE */
 	unsigned flags;     /* CMD_MUTATES, CMD_MAY_BLOCK, OBJ_OP_LOGS_ITSELF */
 	enum cmd_ret (*fn)(struct obj_call *c);

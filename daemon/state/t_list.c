@@ -258,18 +258,18 @@ static enum cmd_ret list_clear(struct obj_call *c)
 }
 
 static const struct obj_op list_ops[] = {
-	{ "append", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, list_append, "o:value" },
-	{ "extend", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, list_extend, "a:values" },
-	{ "insert", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, list_insert, "i:index o:value" },
-	{ "get", ROLE_READ, 0, list_get, "i:index" },
-	{ "set", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, list_set, "i:index o:value" },
-	{ "pop", ROLE_STATE, CMD_MUTATES, list_pop, "i:index?" },
-	{ "remove", ROLE_STATE, CMD_MUTATES, list_remove, "o:value" },
-	{ "index", ROLE_READ, 0, list_index_of, "o:value" },
-	{ "count", ROLE_READ, 0, list_count, "o:value" },
-	{ "len", ROLE_READ, 0, list_len, "" },
-	{ "slice", ROLE_READ, 0, list_slice, "i:start? i:stop?" },
-	{ "clear", ROLE_STATE, CMD_MUTATES, list_clear, "" },
+	{ "list.append", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, list_append, "o:value" },
+	{ "list.extend", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, list_extend, "a:values" },
+	{ "list.insert", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, list_insert, "i:index o:value" },
+	{ "list.get", ROLE_READ, 0, list_get, "i:index" },
+	{ "list.set", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, list_set, "i:index o:value" },
+	{ "list.pop", ROLE_STATE, CMD_MUTATES, list_pop, "i:index?" },
+	{ "list.remove", ROLE_STATE, CMD_MUTATES, list_remove, "o:value" },
+	{ "list.index", ROLE_READ, 0, list_index_of, "o:value" },
+	{ "list.count", ROLE_READ, 0, list_count, "o:value" },
+	{ "list.len", ROLE_READ, 0, list_len, "" },
+	{ "list.slice", ROLE_READ, 0, list_slice, "i:start? i:stop?" },
+	{ "list.clear", ROLE_STATE, CMD_MUTATES, list_clear, "" },
 	{ NULL, 0, 0, NULL, NULL },
 };
 

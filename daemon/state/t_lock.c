@@ -234,9 +234,17 @@ static bool lock_options_equal(const struct obj *o, json_t *opts)
 }
 
 static const struct obj_op lock_ops[] = {
-	{ "acquire", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, owned_acquire, "t:timeout?" },
-	{ "release", ROLE_STATE, CMD_MUTATES, owned_release, "" },
-	{ "locked", ROLE_READ, 0, lock_locked, "" },
+	{ "lock.acquire", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, owned_acquire, "t:timeout?" },
+	{ "lock.release", ROLE_STATE, CMD_MUTATES, owned_release, "" },
+	{ "lock.locked", ROLE_READ, 0, lock_locked, "" },
+	{ NULL, 0, 0, NULL, NULL },
+};
+
+/* The same ops: an rlock differs from a lock in how it counts (create). */
+static const struct obj_op rlock_ops[] = {
+	{ "rlock.acquire", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, owned_acquire, "t:timeout?" },
+	{ "rlock.release", ROLE_STATE, CMD_MUTATES, owned_release, "" },
+	{ "rlock.locked", ROLE_READ, 0, lock_locked, "" },
 	{ NULL, 0, 0, NULL, NULL },
 };
 
@@ -259,5 +267,5 @@ const struct obj_type rlock_type = {
 	.dump = NULL,
 	.size = owned_size,
 	.options_equal = lock_options_equal,
-	.ops = lock_ops,
+	.ops = rlock_ops,
 };

@@ -341,16 +341,16 @@ static enum cmd_ret queue_join(struct obj_call *c)
 }
 
 static const struct obj_op queue_ops[] = {
-	{ "put", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | OBJ_OP_LOGS_ITSELF | OBJ_OP_GROWS,
+	{ "queue.put", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | OBJ_OP_LOGS_ITSELF | OBJ_OP_GROWS,
 	  queue_put,
 	  "o:item t:timeout?" },
-	{ "get", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | OBJ_OP_LOGS_ITSELF, queue_get,
+	{ "queue.get", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | OBJ_OP_LOGS_ITSELF, queue_get,
 	  "t:timeout?" },
-	{ "size", ROLE_READ, 0, queue_qsize, "" },
-	{ "empty", ROLE_READ, 0, queue_empty, "" },
-	{ "full", ROLE_READ, 0, queue_full, "" },
-	{ "task_done", ROLE_STATE, CMD_MUTATES, queue_task_done, "" },
-	{ "join", ROLE_READ, CMD_MAY_BLOCK, queue_join, "t:timeout?" },
+	{ "queue.size", ROLE_READ, 0, queue_qsize, "" },
+	{ "queue.empty", ROLE_READ, 0, queue_empty, "" },
+	{ "queue.full", ROLE_READ, 0, queue_full, "" },
+	{ "queue.task_done", ROLE_STATE, CMD_MUTATES, queue_task_done, "" },
+	{ "queue.join", ROLE_READ, CMD_MAY_BLOCK, queue_join, "t:timeout?" },
 	{ NULL, 0, 0, NULL, NULL },
 };
 

@@ -286,10 +286,10 @@ static enum cmd_ret value_cas(struct obj_call *c)
 }
 
 static const struct obj_op value_ops[] = {
-	{ "get", ROLE_READ, 0, value_get, "" },
-	{ "set", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, value_set, "o:value" },
-	{ "add", ROLE_STATE, CMD_MUTATES, value_add, "n:by?" },
-	{ "cas", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, value_cas, "o:expect o:value" },
+	{ "value.get", ROLE_READ, 0, value_get, "" },
+	{ "value.set", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, value_set, "o:value" },
+	{ "value.add", ROLE_STATE, CMD_MUTATES, value_add, "n:by?" },
+	{ "value.cas", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, value_cas, "o:expect o:value" },
 	{ NULL, 0, 0, NULL, NULL },
 };
 

@@ -284,6 +284,7 @@ static const char *err_on(int ci, const char *cmd, const char *params)
 
 static void setup(void)
 {
+	state_module.init(); /* the TYPE.OP commands (command_init runs it in mpsupd) */
 	conf_defaults(&test_conf);
 	test_conf.max_objects = 100;
 	test_conf.max_queue_items = 10;

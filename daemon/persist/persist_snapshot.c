@@ -363,6 +363,29 @@ void persist_snapshot_abort(const char *why)
 	unlinkat(persist_g.dir_fd, persist_g.tmp_name, 0);
 }
 
+/* Copy left bytes of the log from offset in to the end of fd with pread and
+ * write (where copy_file_range cannot); 0 or -errno. */
+static int log_copy_by_hand(int fd, loff_t in, uint64_t left)
+{
+	char *b = malloc(SNAP_CHUNK);
+	ssize_t n;
+	int r = 0;
+
+	if (!b)
+		return -ENOMEM;
+	while (left > 0 && !r) {
+		n = pread(persist_g.log_fd, b, left < SNAP_CHUNK ? left : SNAP_CHUNK, in);
+		if (n <= 0)
+			r = n < 0 ? -errno : -EIO;
+		else if (!(r = persist_write_all(fd, b, (size_t)n))) {
+			in += n;
+			left -= (uint64_t)n;
+		}
+	}
+	free(b);
+	return r;
+}
+
 /* Copy the log from off to its end into PATH.log.tmp; the new fd or -errno. */
 static int log_tail_copy(uint64_t off, uint64_t *ret_bytes)
 {
@@ -388,19 +411,8 @@ static int log_tail_copy(uint64_t off, uint64_t *ret_bytes)
 		if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
 			      errno == EOPNOTSUPP)) {
 			/* no in-kernel copy here: read and write */
-			char *b = malloc(SNAP_CHUNK);
-			if (!b)
-				r = -ENOMEM;
-			while (b && left > 0 && !r) {
-				n = pread(persist_g.log_fd, b, left < SNAP_CHUNK ? left : SNAP_CHUNK, in);
-				if (n <= 0)
-					r = n < 0 ? -errno : -EIO;
-				else if (!(r = persist_write_all(fd, b, (size_t)n))) {
-					in += n;
-					left -= (uint64_t)n;
-				}
-			}
-			free(b);
+			r = log_copy_by_hand(fd, in, left);
+			left = 0;
 		} else if (n <= 0) {
 			r = n < 0 ? -errno : -EIO;
 		} else {

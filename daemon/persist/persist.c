@@ -8,6 +8,7 @@
  *                       failure and recovery
  *   persist_snapshot.c  snapshots (foreground, child) and the crash-safety argument
  *   persist_load.c      loading and replay at start-up
+ *   persist_int.h       what they share: persist_g and their calls
  */
 #include "config.h"
 
@@ -26,8 +27,11 @@
 
 static const char *const sync_names[] = { "always", "everysec", "no" };
 
-struct persist_state persist_g = { .log_fd = -1, .dir_fd = -1, .snap_pidfd = -1,
-				   .syncing_fd = -1, .retired_fd = -1, .mu = PTHREAD_MUTEX_INITIALIZER };
+/* The state of every part of persistence (persist_int.h). */
+struct persist_state persist_g = {
+	.log_fd = -1, .dir_fd = -1, .snap_pidfd = -1, .syncing_fd = -1, .retired_fd = -1,
+	.mu = PTHREAD_MUTEX_INITIALIZER,
+};
 
 /* Close files and forget everything (also after a failed open). */
 static void files_close(void)

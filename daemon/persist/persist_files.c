@@ -288,6 +288,7 @@ static int dir_open(const char *dir, bool check, char *err, size_t errlen)
 	return 0;
 }
 
+/* pathname + suffix, malloc'ed. */
 static char *path_with(const char *path, const char *suffix)
 {
 	size_t n = strlen(path) + strlen(suffix) + 1;

@@ -45,6 +45,7 @@ struct taint {
 	uint64_t need;
 };
 
+/* Persistence's state (one: persist_g). */
 struct persist_state {
 	bool on;               /* persistence active */
 	bool loading;          /* replaying: persist_log() does nothing */

@@ -124,6 +124,7 @@ static int log_record(const char *p, size_t len, size_t off, void *arg, char *wh
 }
 
 
+/* Load PATH into the namespace; 0, or -errno with err. */
 static int load_snapshot(struct persist_load *L, bool truncate_corrupt, bool *ret_rewrite,
 			 char *err, size_t errlen)
 {

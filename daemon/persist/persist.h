@@ -133,7 +133,7 @@ int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool trunca
 		 bool dir_check, char *err, size_t errlen);
 /* Write a snapshot now, in the foreground (a snapshot child running is
  * killed first), and empty the log; 0 or a negative errno. Compaction
- * writes its snapshots in a child process instead (persist.c). */
+ * writes its snapshots in a child process instead (persist_snapshot.c). */
 int persist_snapshot(void);
 /* Commit, snapshot (when clean) and close; persistence is off afterwards. */
 void persist_close(bool snapshot);

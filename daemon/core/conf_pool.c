@@ -321,11 +321,68 @@ static int append_word(char **buf, size_t *len, size_t *cap, const char *w, bool
 	return 0;
 }
 
+/* A JSON list as words: command or exit_codes as a list; environment as
+ * ["K=V", ...]. */
+static int json_list_text(const char *key, json_t *v, char **ret, char *err, size_t errlen)
+{
+	char *s = NULL;
+	size_t len = 0, cap = 0, i;
+	json_t *e;
+	int r;
+
+	json_array_foreach(v, i, e) {
+		if (json_is_integer(e) && strcmp(key, "exit_codes") == 0) {
+			char num[24];
+			snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(e));
+			r = append_word(&s, &len, &cap, num, false);
+		} else if (json_is_string(e))
+			r = append_word(&s, &len, &cap, json_string_value(e), true);
+		else {
+			free(s);
+			return conf_seterr(err, errlen, "%s: list items must be strings", key);
+		}
+		if (r < 0) {
+			free(s);
+			return -ENOMEM;
+		}
+	}
+	*ret = s ? s : strdup("");
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* An environment object {K: V} as quoted K=V words. */
+static int json_env_text(json_t *v, char **ret, char *err, size_t errlen)
+{
+	char *s = NULL, *kv;
+	size_t len = 0, cap = 0;
+	const char *k;
+	json_t *e;
+	int r;
+
+	json_object_foreach(v, k, e) {
+		if (!json_is_string(e)) {
+			free(s);
+			return conf_seterr(err, errlen, "environment: values must be strings");
+		}
+		if (asprintf(&kv, "%s=%s", k, json_string_value(e)) < 0) {
+			free(s);
+			return -ENOMEM;
+		}
+		r = append_word(&s, &len, &cap, kv, true);
+		free(kv);
+		if (r < 0) {
+			free(s);
+			return -ENOMEM;
+		}
+	}
+	*ret = s ? s : strdup("");
+	return *ret ? 0 : -ENOMEM;
+}
+
 /* The text form of one JSON value of a pool.add request. */
 static int json_value_text(const char *key, json_t *v, char **ret, char *err, size_t errlen)
 {
 	char *s = NULL;
-	size_t len = 0, cap = 0;
 	int r = 0;
 
 	switch (json_typeof(v)) {
@@ -342,56 +399,12 @@ static int json_value_text(const char *key, json_t *v, char **ret, char *err, si
 	case JSON_FALSE:
 		s = strdup(json_is_true(v) ? "yes" : "no");
 		break;
-	case JSON_ARRAY: {
-		/* command or exit_codes as a list; environment as ["K=V", ...] */
-		size_t i;
-		json_t *e;
-		json_array_foreach(v, i, e) {
-			if (json_is_integer(e) && strcmp(key, "exit_codes") == 0) {
-				char num[24];
-				snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(e));
-				r = append_word(&s, &len, &cap, num, false);
-			} else if (json_is_string(e))
-				r = append_word(&s, &len, &cap, json_string_value(e), true);
-			else {
-				free(s);
-				return conf_seterr(err, errlen, "%s: list items must be strings", key);
-			}
-			if (r < 0) {
-				free(s);
-				return -ENOMEM;
-			}
-		}
-		if (!s)
-			s = strdup("");
-		break;
-	}
-	case JSON_OBJECT: {
-		const char *k;
-		json_t *e;
+	case JSON_ARRAY:
+		return json_list_text(key, v, ret, err, errlen);
+	case JSON_OBJECT:
 		if (strcmp(key, "environment") != 0)
 			return conf_seterr(err, errlen, "%s: an object is not allowed here", key);
-		json_object_foreach(v, k, e) {
-			char *kv;
-			if (!json_is_string(e)) {
-				free(s);
-				return conf_seterr(err, errlen, "environment: values must be strings");
-			}
-			if (asprintf(&kv, "%s=%s", k, json_string_value(e)) < 0) {
-				free(s);
-				return -ENOMEM;
-			}
-			r = append_word(&s, &len, &cap, kv, true);
-			free(kv);
-			if (r < 0) {
-				free(s);
-				return -ENOMEM;
-			}
-		}
-		if (!s)
-			s = strdup("");
-		break;
-	}
+		return json_env_text(v, ret, err, errlen);
 	default:
 		return conf_seterr(err, errlen, "%s: null is not a value", key);
 	}

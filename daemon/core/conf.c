@@ -35,6 +35,15 @@ struct parse_state {
 	struct pool_conf *pool; /* the pool being filled */
 };
 
+static void access_release(void *field)
+{
+	struct access_list *a = field;
+
+	free(a->uids);
+	free(a->gids);
+	memset(a, 0, sizeof(*a));
+}
+
 /* Resolve "root @wheel 1000 *" into an access list. */
 static int parse_access(void *field, const char *value, void *ctx, char *err, size_t errlen)
 {
@@ -45,9 +54,7 @@ static int parse_access(void *field, const char *value, void *ctx, char *err, si
 	(void)ctx;
 	if (conf_split_words(value, &words, err, errlen) < 0)
 		return -EINVAL;
-	free(a->uids);
-	free(a->gids);
-	memset(a, 0, sizeof(*a));
+	access_release(a);
 	a->set = true;
 	for (char **w = words; *w && r == 0; w++) {
 		unsigned long long id;
@@ -197,9 +204,12 @@ static const struct conf_section main_section = {
 
 /* [access]: who may use each role. */
 static const struct conf_key access_keys[] = {
-	{ "admin", CONF_CUSTOM, MAIN(access[ROLE_ADMIN]), .parse = parse_access },
-	{ "state", CONF_CUSTOM, MAIN(access[ROLE_STATE]), .parse = parse_access },
-	{ "read", CONF_CUSTOM, MAIN(access[ROLE_READ]), .parse = parse_access },
+	{ "admin", CONF_CUSTOM, MAIN(access[ROLE_ADMIN]), .parse = parse_access,
+	  .release = access_release },
+	{ "state", CONF_CUSTOM, MAIN(access[ROLE_STATE]), .parse = parse_access,
+	  .release = access_release },
+	{ "read", CONF_CUSTOM, MAIN(access[ROLE_READ]), .parse = parse_access,
+	  .release = access_release },
 };
 
 static const struct conf_section access_section = {
@@ -453,14 +463,8 @@ struct conf *conf_free(struct conf *c)
 	if (!c)
 		return NULL;
 	free(c->file);
-	free(c->socket);
-	free(c->socket_group);
-	free(c->runtime_dir);
-	free(c->state_file);
-	for (int i = 0; i <= ROLE_ADMIN; i++) {
-		free(c->access[i].uids);
-		free(c->access[i].gids);
-	}
+	conf_keys_release(&main_section, c);
+	conf_keys_release(&access_section, c);
 	while (c->pools) {
 		struct pool_conf *n = c->pools->next;
 		pool_conf_free(c->pools);

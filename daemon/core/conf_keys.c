@@ -498,3 +498,132 @@ int conf_keys_defaults(const struct conf_section *sec, void *base, char *err, si
 	}
 	return 0;
 }
+
+/* Read an unsigned field of the given width. */
+static unsigned long long load_unsigned(const void *field, size_t size)
+{
+	switch (size) {
+	case 1:
+		return *(const uint8_t *)field;
+	case 2:
+		return *(const uint16_t *)field;
+	case 4:
+		return *(const uint32_t *)field;
+	default:
+		return *(const uint64_t *)field;
+	}
+}
+
+/* Both NULL, or the same text. */
+bool conf_str_eq(const char *a, const char *b)
+{
+	if (!a || !b)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+void conf_keys_release(const struct conf_section *sec, void *base)
+{
+	for (size_t i = 0; i < sec->n_keys; i++) {
+		const struct conf_key *k = &sec->keys[i];
+		void *field = (char *)base + k->offset;
+
+		if (k->type == CONF_STRING || k->type == CONF_PATH) {
+			free(*(char **)field);
+			*(char **)field = NULL;
+		} else if (k->type == CONF_CUSTOM && k->release)
+			k->release(field);
+	}
+}
+
+int conf_keys_copy(const struct conf_section *sec, void *dst, const void *src)
+{
+	int r = 0;
+
+	/* every key is visited even after a failure: none may keep a pointer
+	 * it shares with src */
+	for (size_t i = 0; i < sec->n_keys; i++) {
+		const struct conf_key *k = &sec->keys[i];
+		void *d = (char *)dst + k->offset;
+		const void *s = (const char *)src + k->offset;
+
+		if (k->type == CONF_STRING || k->type == CONF_PATH) {
+			const char *text = *(char *const *)s;
+			*(char **)d = text ? strdup(text) : NULL;
+			if (text && !*(char **)d)
+				r = -ENOMEM;
+		} else if (k->type == CONF_CUSTOM && k->copy && k->copy(d, s) < 0)
+			r = -ENOMEM;
+	}
+	return r;
+}
+
+bool conf_keys_equal(const struct conf_section *sec, const void *a, const void *b)
+{
+	for (size_t i = 0; i < sec->n_keys; i++) {
+		const struct conf_key *k = &sec->keys[i];
+		const void *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+		bool eq;
+
+		if (k->scale)
+			continue;
+		if (k->type == CONF_STRING || k->type == CONF_PATH)
+			eq = conf_str_eq(*(char *const *)fa, *(char *const *)fb);
+		else if (k->type == CONF_DURATION)
+			eq = *(const double *)fa == *(const double *)fb;
+		else if (k->type == CONF_CUSTOM && k->equal)
+			eq = k->equal(fa, fb);
+		else
+			eq = memcmp(fa, fb, k->size) == 0;
+		if (!eq)
+			return false;
+	}
+	return true;
+}
+
+/* One key's value as JSON (NULL: no memory, or not valid UTF-8). */
+static json_t *key_to_json(const struct conf_key *k, const void *field)
+{
+	const char *text, *sig;
+	char mode[8];
+
+	switch (k->type) {
+	case CONF_UINT:
+	case CONF_SIZE:
+		return json_integer((json_int_t)load_unsigned(field, k->size));
+	case CONF_INT:
+		return json_integer(*(const int *)field);
+	case CONF_BOOL:
+		return json_boolean(*(const bool *)field);
+	case CONF_DURATION:
+		return json_real(*(const double *)field);
+	case CONF_ENUM:
+		return json_string(k->names[load_unsigned(field, k->size)]);
+	case CONF_STRING:
+	case CONF_PATH:
+		text = *(char *const *)field;
+		return text ? json_string(text) : json_null();
+	case CONF_MODE:
+		snprintf(mode, sizeof(mode), "%04o", (unsigned)*(const mode_t *)field);
+		return json_string(mode);
+	case CONF_SIGNAL:
+		sig = conf_signal_name(*(const int *)field);
+		/* SIGRTMIN+n has no name */
+		return sig ? json_string(sig) : json_integer(*(const int *)field);
+	default:
+		return k->to_json(field);
+	}
+}
+
+int conf_keys_to_json(const struct conf_section *sec, const void *base, json_t *obj)
+{
+	for (size_t i = 0; i < sec->n_keys; i++) {
+		const struct conf_key *k = &sec->keys[i];
+
+		if (k->type == CONF_CUSTOM && !k->to_json)
+			continue;
+		if (json_object_set_new(obj, k->name, key_to_json(k, (const char *)base + k->offset)))
+			return -ENOMEM;
+	}
+	return 0;
+}

@@ -3,6 +3,7 @@
  * one static array of struct conf_key, one line per key, naming the key, its
  * type and bounds, the field it fills (offsetof) and its default. One setter
  * parses any key of any section; one function applies a section's defaults.
+ * The same tables free, copy, compare and show (JSON) what they describe.
  * Adding a key = one table line + the struct field + docs/mpsupd.conf.5.
  */
 #ifndef MPSUPD_CONF_KEYS_H
@@ -12,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include <jansson.h>
 
 enum conf_type {
 	CONF_UINT,     /* decimal, within [min, max]; any unsigned field width */
@@ -33,6 +36,12 @@ typedef int (*conf_parse_fn)(void *field, const char *value, void *ctx, char *er
 			     size_t errlen);
 /* A check run before a CONF_STRING value is stored. */
 typedef int (*conf_check_fn)(const char *value, char *err, size_t errlen);
+/* What a CONF_CUSTOM field owns: free it (and reset it); copy it into a
+ * field that holds a byte copy (owning nothing on failure); compare; show. */
+typedef void (*conf_release_fn)(void *field);
+typedef int (*conf_copy_fn)(void *dst, const void *src);
+typedef bool (*conf_equal_fn)(const void *a, const void *b);
+typedef json_t *(*conf_json_fn)(const void *field);
 
 struct conf_key {
 	const char *name;
@@ -47,6 +56,12 @@ struct conf_key {
 	const char *expect;
 	conf_check_fn check;  /* CONF_STRING */
 	conf_parse_fn parse;  /* CONF_CUSTOM */
+	/* CONF_CUSTOM, each optional: nothing owned, equal bytes, not shown */
+	conf_release_fn release;
+	conf_copy_fn copy;
+	conf_equal_fn equal;
+	conf_json_fn to_json;
+	bool scale; /* a change is a scale, not a new definition (processes) */
 	/* The default as it would be written in the file; NULL = zero/NULL
 	 * (or set by code beside the table). */
 	const char *def;
@@ -68,6 +83,18 @@ int conf_key_set(const struct conf_section *sec, void *base, void *ctx, const ch
 		 const char *value, char *err, size_t errlen);
 /* Set every key of sec that has a default; -EINVAL names a bad default. */
 int conf_keys_defaults(const struct conf_section *sec, void *base, char *err, size_t errlen);
+
+/* Free what the fields of sec own at base (NULL-tolerant fields). */
+void conf_keys_release(const struct conf_section *sec, void *base);
+/* Give dst, a byte copy of src, its own copies; on -ENOMEM the fields not
+ * copied are NULL (conf_keys_release is safe either way). */
+int conf_keys_copy(const struct conf_section *sec, void *dst, const void *src);
+/* True when every key but the scale keys has the same value in a and b. */
+bool conf_keys_equal(const struct conf_section *sec, const void *a, const void *b);
+/* Set every shown key of base in obj ({key: value}, in table order);
+ * -ENOMEM when a value cannot be made. */
+int conf_keys_to_json(const struct conf_section *sec, const void *base, json_t *obj);
+bool conf_str_eq(const char *a, const char *b);
 
 /* Typed parsers shared by the config files. */
 int conf_seterr(char *err, size_t errlen, const char *fmt, ...)

@@ -119,6 +119,100 @@ static int parse_environment(void *field, const char *value, void *ctx, char *er
 	return 0;
 }
 
+static void output_release(void *field)
+{
+	struct output_conf *o = field;
+
+	free(o->path);
+	o->path = NULL;
+}
+
+static int output_copy(void *dst, const void *src)
+{
+	struct output_conf *d = dst;
+	const struct output_conf *o = src;
+
+	d->path = o->path ? strdup(o->path) : NULL;
+	return o->path && !d->path ? -ENOMEM : 0;
+}
+
+/* The kind and path (max_bytes and backups are keys of their own). */
+static bool output_equal(const void *a, const void *b)
+{
+	const struct output_conf *x = a, *y = b;
+
+	return x->kind == y->kind && conf_str_eq(x->path, y->path);
+}
+
+static json_t *output_to_json(const void *field)
+{
+	static const char *const kinds[] = { "null", "inherit", "file", "journal", "capture" };
+	const struct output_conf *o = field;
+	char *s;
+	json_t *j;
+
+	if (o->kind != OUTPUT_FILE)
+		return json_string(kinds[o->kind]);
+	if (asprintf(&s, "file:%s", o->path) < 0)
+		return NULL;
+	j = json_string(s);
+	free(s);
+	return j;
+}
+
+static json_t *exit_codes_to_json(const void *field)
+{
+	const uint8_t *bits = field;
+	json_t *codes = json_array();
+
+	for (int i = 0; codes && i < 256; i++)
+		if (bits[i / 8] & (1u << (i % 8)))
+			json_array_append_new(codes, json_integer(i));
+	return codes;
+}
+
+static void environment_release(void *field)
+{
+	*(char ***)field = conf_strv_free(*(char ***)field);
+}
+
+static int environment_copy(void *dst, const void *src)
+{
+	char *const *env = *(char **const *)src;
+
+	*(char ***)dst = env ? conf_strv_dup(env) : NULL;
+	return env && !*(char ***)dst ? -ENOMEM : 0;
+}
+
+/* NULL and an empty list are the same environment. */
+static bool environment_equal(const void *a, const void *b)
+{
+	char **x = *(char **const *)a, **y = *(char **const *)b;
+
+	if (!x || !y)
+		return (!x || !*x) && (!y || !*y);
+	for (; *x && *y; x++, y++)
+		if (strcmp(*x, *y))
+			return false;
+	return !*x && !*y;
+}
+
+/* The environment as {KEY: VALUE}. */
+static json_t *environment_to_json(const void *field)
+{
+	char *const *env = *(char **const *)field;
+	json_t *obj = json_object();
+
+	for (char *const *e = env; obj && e && *e; e++) {
+		char *eq = strchr(*e, '=');
+		char *k = strndup(*e, (size_t)(eq - *e));
+		if (k)
+			json_object_set_new(obj, k, json_string(eq + 1));
+		free(k);
+	}
+	return obj;
+}
+
 /* command: shell-like words, at least one. */
 static int check_command(const char *value, char *err, size_t errlen)
 {
@@ -135,15 +229,22 @@ static int check_command(const char *value, char *err, size_t errlen)
 }
 
 #define POOL(f) CONF_FIELD(struct pool_conf, f)
+#define OUTPUT_OPS                                                                \
+	.release = output_release, .copy = output_copy, .equal = output_equal,    \
+	.to_json = output_to_json
+#define ENVIRONMENT_OPS                                                           \
+	.release = environment_release, .copy = environment_copy,                \
+	.equal = environment_equal, .to_json = environment_to_json
 
 /* The keys of [pool:NAME] and pool.add, with their defaults. */
 static const struct conf_key pool_keys[] = {
 	{ "command", CONF_STRING, POOL(command), .check = check_command },
 	{ "processes", CONF_UINT, POOL(processes), .min = 0, .max = POOL_PROCESSES_MAX,
-	  .expect = "a number of processes", .def = "1" },
+	  .expect = "a number of processes", .scale = true, .def = "1" },
 	{ "mode", CONF_ENUM, POOL(mode), .names = pool_modes, .def = "service" },
 	{ "restart", CONF_ENUM, POOL(restart), .names = restart_policies, .def = "always" },
-	{ "exit_codes", CONF_CUSTOM, POOL(exit_codes), .parse = parse_exit_codes, .def = "0" },
+	{ "exit_codes", CONF_CUSTOM, POOL(exit_codes), .parse = parse_exit_codes,
+	  .to_json = exit_codes_to_json, .def = "0" },
 	{ "start_secs", CONF_DURATION, POOL(start_secs), .expect = DURATION, .def = "1" },
 	{ "start_retries", CONF_UINT, POOL(start_retries), .min = 0, .max = 1000000, .def = "3" },
 	{ "backoff_max", CONF_DURATION, POOL(backoff_max), .expect = DURATION, .def = "30" },
@@ -153,9 +254,10 @@ static const struct conf_key pool_keys[] = {
 	{ "group", CONF_STRING, POOL(group), .check = conf_check_group },
 	{ "directory", CONF_PATH, POOL(directory) },
 	{ "umask", CONF_MODE, POOL(umask), .max = 0777, .expect = "an octal umask", .def = "022" },
-	{ "environment", CONF_CUSTOM, POOL(environment), .parse = parse_environment },
-	{ "stdout", CONF_CUSTOM, POOL(out), .parse = parse_output, .def = "capture" },
-	{ "stderr", CONF_CUSTOM, POOL(err), .parse = parse_output, .def = "capture" },
+	{ "environment", CONF_CUSTOM, POOL(environment), .parse = parse_environment,
+	  ENVIRONMENT_OPS },
+	{ "stdout", CONF_CUSTOM, POOL(out), .parse = parse_output, OUTPUT_OPS, .def = "capture" },
+	{ "stderr", CONF_CUSTOM, POOL(err), .parse = parse_output, OUTPUT_OPS, .def = "capture" },
 	{ "stdout_max_bytes", CONF_SIZE, POOL(out.max_bytes), .max = UINT64_MAX,
 	  .expect = "a size (like 10M)", .def = "50M" },
 	{ "stdout_backups", CONF_UINT, POOL(out.backups), .min = 0, .max = 1000, .def = "5" },
@@ -187,28 +289,6 @@ struct pool_conf *pool_conf_new(const char *name)
 	return p;
 }
 
-static void output_free(struct output_conf *o)
-{
-	free(o->path);
-}
-
-struct pool_conf *pool_conf_free(struct pool_conf *p)
-{
-	if (!p)
-		return NULL;
-	free(p->name);
-	free(p->command);
-	free(p->user);
-	free(p->group);
-	free(p->directory);
-	conf_strv_free(p->environment);
-	output_free(&p->out);
-	output_free(&p->err);
-	free(p->file);
-	free(p);
-	return NULL;
-}
-
 /* *dst = a copy of src (NULL stays NULL). */
 static int dupstr(char **dst, const char *src)
 {
@@ -218,26 +298,6 @@ static int dupstr(char **dst, const char *src)
 		return -ENOMEM;
 	*dst = s;
 	return 0;
-}
-
-struct pool_conf *pool_conf_dup(const struct pool_conf *p)
-{
-	struct pool_conf *q = malloc(sizeof(*q));
-
-	if (!q)
-		return NULL;
-	*q = *p;
-	q->next = NULL;
-	q->name = q->command = q->user = q->group = q->directory = q->file = NULL;
-	q->out.path = q->err.path = NULL;
-	q->environment = NULL;
-	if (dupstr(&q->name, p->name) || dupstr(&q->command, p->command) ||
-	    dupstr(&q->user, p->user) || dupstr(&q->group, p->group) ||
-	    dupstr(&q->directory, p->directory) || dupstr(&q->file, p->file) ||
-	    dupstr(&q->out.path, p->out.path) || dupstr(&q->err.path, p->err.path) ||
-	    (p->environment && !(q->environment = conf_strv_dup(p->environment))))
-		return pool_conf_free(q);
-	return q;
 }
 
 int pool_conf_set(struct pool_conf *p, const char *key, const char *value, char *err,
@@ -253,44 +313,6 @@ int pool_conf_check(const struct pool_conf *p, char *err, size_t errlen)
 	if (p->stop_timeout <= 0)
 		return conf_seterr(err, errlen, "pool %s: stop_timeout must be above 0", p->name);
 	return 0;
-}
-
-static bool str_eq(const char *a, const char *b)
-{
-	if (!a || !b)
-		return a == b;
-	return strcmp(a, b) == 0;
-}
-
-static bool strv_eq(char **a, char **b)
-{
-	if (!a || !b)
-		return (!a || !*a) && (!b || !*b);
-	for (; *a && *b; a++, b++)
-		if (strcmp(*a, *b))
-			return false;
-	return !*a && !*b;
-}
-
-static bool output_eq(const struct output_conf *a, const struct output_conf *b)
-{
-	return a->kind == b->kind && str_eq(a->path, b->path) && a->max_bytes == b->max_bytes &&
-	       a->backups == b->backups;
-}
-
-bool pool_conf_differs(const struct pool_conf *a, const struct pool_conf *b)
-{
-	return !(str_eq(a->command, b->command) && a->mode == b->mode &&
-		 a->restart == b->restart && memcmp(a->exit_codes, b->exit_codes, 32) == 0 &&
-		 a->start_secs == b->start_secs && a->start_retries == b->start_retries &&
-		 a->backoff_max == b->backoff_max && a->stop_signal == b->stop_signal &&
-		 a->stop_timeout == b->stop_timeout && str_eq(a->user, b->user) &&
-		 str_eq(a->group, b->group) && str_eq(a->directory, b->directory) &&
-		 a->umask == b->umask && strv_eq(a->environment, b->environment) &&
-		 output_eq(&a->out, &b->out) && output_eq(&a->err, &b->err) &&
-		 a->autostart == b->autostart && a->priority == b->priority &&
-		 a->task_timeout == b->task_timeout && a->task_retries == b->task_retries &&
-		 a->max_pending == b->max_pending);
 }
 
 /* Append one word, quoted (so that conf_split_words gives it back) or not. */
@@ -454,58 +476,46 @@ int pool_conf_from_json(json_t *obj, struct pool_conf **ret, char *err, size_t e
 	return 0;
 }
 
-static json_t *output_to_json(const struct output_conf *o)
+struct pool_conf *pool_conf_free(struct pool_conf *p)
 {
-	static const char *const kinds[] = { "null", "inherit", "file", "journal", "capture" };
-	char *s;
-	json_t *j;
-
-	if (o->kind != OUTPUT_FILE)
-		return json_string(kinds[o->kind]);
-	if (asprintf(&s, "file:%s", o->path) < 0)
+	if (!p)
 		return NULL;
-	j = json_string(s);
-	free(s);
-	return j;
+	free(p->name);
+	free(p->file);
+	conf_keys_release(&pool_section, p);
+	free(p);
+	return NULL;
+}
+
+struct pool_conf *pool_conf_dup(const struct pool_conf *p)
+{
+	struct pool_conf *q = malloc(sizeof(*q));
+	int r;
+
+	if (!q)
+		return NULL;
+	*q = *p;
+	q->next = NULL;
+	r = conf_keys_copy(&pool_section, q, p);
+	q->name = q->file = NULL;
+	if (r < 0 || dupstr(&q->name, p->name) || dupstr(&q->file, p->file))
+		return pool_conf_free(q);
+	return q;
+}
+
+bool pool_conf_differs(const struct pool_conf *a, const struct pool_conf *b)
+{
+	return !conf_keys_equal(&pool_section, a, b);
 }
 
 json_t *pool_conf_to_json(const struct pool_conf *p)
 {
-	json_t *codes = json_array(), *env = json_object();
-	const char *sig = conf_signal_name(p->stop_signal);
-	char umask_text[8];
+	json_t *obj = json_pack("{s:s}", "pool", p->name);
 
-	snprintf(umask_text, sizeof(umask_text), "%04o", (unsigned)p->umask);
-
-	for (int i = 0; i < 256; i++)
-		if (p->exit_codes[i / 8] & (1u << (i % 8)))
-			json_array_append_new(codes, json_integer(i));
-	for (char **e = p->environment; e && *e; e++) {
-		char *eq = strchr(*e, '=');
-		char *k = strndup(*e, (size_t)(eq - *e));
-		if (k)
-			json_object_set_new(env, k, json_string(eq + 1));
-		free(k);
-	}
 	/* every key pool_conf_set() knows, so pool.list output is pool.add input */
-	return json_pack("{s:s, s:s?, s:I, s:s, s:s, s:o, s:f, s:I, s:f, s:o, s:f, s:s?, s:s?,"
-			 " s:s?, s:s, s:o, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:i, s:f, s:I, s:I}",
-			 "pool", p->name, "command", p->command, "processes", (json_int_t)p->processes,
-			 "mode", pool_modes[p->mode],
-			 "restart", restart_policies[p->restart], "exit_codes", codes,
-			 "start_secs", p->start_secs, "start_retries", (json_int_t)p->start_retries,
-			 "backoff_max", p->backoff_max, "stop_signal",
-			 sig ? json_string(sig) : json_integer(p->stop_signal), /* SIGRTMIN+n */
-			 "stop_timeout", p->stop_timeout, "user", p->user, "group", p->group,
-			 "directory", p->directory, "umask", umask_text,
-			 "environment", env, "stdout", output_to_json(&p->out),
-			 "stderr", output_to_json(&p->err),
-			 "stdout_max_bytes", (json_int_t)p->out.max_bytes,
-			 "stdout_backups", (json_int_t)p->out.backups,
-			 "stderr_max_bytes", (json_int_t)p->err.max_bytes,
-			 "stderr_backups", (json_int_t)p->err.backups, "autostart", p->autostart,
-			 "priority", p->priority, "task_timeout", p->task_timeout,
-			 "task_retries", (json_int_t)p->task_retries,
-			 "max_pending", (json_int_t)p->max_pending);
+	if (obj && conf_keys_to_json(&pool_section, p, obj) < 0) {
+		json_decref(obj);
+		return NULL;
+	}
+	return obj;
 }
-

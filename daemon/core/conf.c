@@ -121,7 +121,7 @@ static int do_include(void *field, const char *pattern, void *ctx, char *err, si
 		snprintf(full, sizeof(full), "%s", pattern);
 	if (st->depth >= INCLUDE_DEPTH_MAX)
 		return conf_seterr(err, errlen, "include: nested deeper than %d files",
-			      INCLUDE_DEPTH_MAX);
+				   INCLUDE_DEPTH_MAX);
 	r = glob(full, GLOB_ERR, NULL, &g);
 	if (r == GLOB_NOMATCH)
 		return 0;

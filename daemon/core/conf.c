@@ -23,7 +23,6 @@
 
 #define INCLUDE_DEPTH_MAX 8
 #define CONF_LINE_MAX (64 * 1024)
-#define DURATION "a duration in seconds"
 
 struct parse_state {
 	struct conf *conf;
@@ -159,8 +158,7 @@ static const char *const state_syncs[] = { "always", "everysec", "no", NULL };
 /* The keys of [mpsupd], with their defaults. */
 static const struct conf_key main_keys[] = {
 	{ "socket", CONF_PATH, MAIN(socket) },
-	{ "socket_mode", CONF_MODE, MAIN(socket_mode), .max = 0777, .expect = "an octal mode",
-	  .def = "0600" },
+	{ "socket_mode", CONF_MODE, MAIN(socket_mode), .max = 0777, .def = "0600" },
 	{ "socket_group", CONF_STRING, MAIN(socket_group), .check = conf_check_group },
 	{ "runtime_dir", CONF_PATH, MAIN(runtime_dir) },
 	{ "log_level", CONF_ENUM, MAIN(log_level), .names = log_levels, .def = "info" },
@@ -178,8 +176,7 @@ static const struct conf_key main_keys[] = {
 	/* default: a quarter of the machine's memory (conf_defaults) */
 	{ "max_memory", CONF_SIZE, MAIN(max_memory), .max = UINT64_MAX,
 	  .expect = "a size (like 1G, 0 = no limit)" },
-	{ "shutdown_timeout", CONF_DURATION, MAIN(shutdown_timeout), .expect = DURATION,
-	  .def = "30" },
+	{ "shutdown_timeout", CONF_DURATION, MAIN(shutdown_timeout), .def = "30" },
 	MAIN_UINT("max_clients", max_clients, 1, 1000000, "1024"),
 	/* non-admin peers; 0 = only max_clients applies */
 	MAIN_UINT("max_clients_per_uid", max_clients_per_uid, 0, 1000000, "0"),
@@ -193,8 +190,7 @@ static const struct conf_key main_keys[] = {
 	MAIN_UINT("max_subscribers", max_subscribers, 1, 100000, "64"),
 	MAIN_UINT("log_ring_lines", log_ring_lines, 0, 1000000, "200"),
 	MAIN_UINT("task_results_max", task_results_max, 1, 100000000, "10000"),
-	{ "task_results_age", CONF_DURATION, MAIN(task_results_age), .expect = DURATION,
-	  .def = "3600" },
+	{ "task_results_age", CONF_DURATION, MAIN(task_results_age), .def = "3600" },
 	{ "include", CONF_CUSTOM, .parse = do_include },
 };
 

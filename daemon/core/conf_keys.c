@@ -427,7 +427,14 @@ static int set_number(const struct conf_key *k, void *field, const char *value, 
 	default:
 		return -EINVAL;
 	}
-	return conf_seterr(err, errlen, "expected %s, not '%s'", k->expect, value);
+	if (k->expect)
+		return conf_seterr(err, errlen, "expected %s, not '%s'", k->expect, value);
+	if (k->type == CONF_DURATION)
+		return conf_seterr(err, errlen, "expected a duration in seconds, not '%s'", value);
+	if (k->type == CONF_MODE)
+		return conf_seterr(err, errlen, "expected an octal mode, not '%s'", value);
+	return conf_seterr(err, errlen, "expected %s, not '%s'",
+			   k->type == CONF_INT ? "an integer" : "a size", value);
 }
 
 /* Parse value as key k into its field at base + k->offset. */

@@ -52,7 +52,9 @@ struct conf_key {
 	long long smin, smax;        /* CONF_INT */
 	const char *const *names;    /* CONF_ENUM: NULL-terminated, in enum order */
 	/* What the error says is expected: "expected <expect>, not 'VALUE'"
-	 * (CONF_UINT: "<expect> MIN..MAX", default "a number"). */
+	 * (CONF_UINT: "<expect> MIN..MAX", default "a number"; the defaults
+	 * of the others: "a duration in seconds", "an octal mode",
+	 * "an integer", "a size"). */
 	const char *expect;
 	conf_check_fn check;  /* CONF_STRING */
 	conf_parse_fn parse;  /* CONF_CUSTOM */

@@ -15,7 +15,6 @@
 #include "conf_keys.h"
 
 #define POOL_PROCESSES_MAX 100000
-#define DURATION "a duration in seconds"
 
 static const char *const pool_modes[] = { "service", "task", NULL };
 static const char *const restart_policies[] = { "always", "on-failure", "never", NULL };
@@ -245,11 +244,11 @@ static const struct conf_key pool_keys[] = {
 	{ "restart", CONF_ENUM, POOL(restart), .names = restart_policies, .def = "always" },
 	{ "exit_codes", CONF_CUSTOM, POOL(exit_codes), .parse = parse_exit_codes,
 	  .to_json = exit_codes_to_json, .def = "0" },
-	{ "start_secs", CONF_DURATION, POOL(start_secs), .expect = DURATION, .def = "1" },
+	{ "start_secs", CONF_DURATION, POOL(start_secs), .def = "1" },
 	{ "start_retries", CONF_UINT, POOL(start_retries), .min = 0, .max = 1000000, .def = "3" },
-	{ "backoff_max", CONF_DURATION, POOL(backoff_max), .expect = DURATION, .def = "30" },
+	{ "backoff_max", CONF_DURATION, POOL(backoff_max), .def = "30" },
 	{ "stop_signal", CONF_SIGNAL, POOL(stop_signal), .def = "TERM" },
-	{ "stop_timeout", CONF_DURATION, POOL(stop_timeout), .expect = DURATION, .def = "10" },
+	{ "stop_timeout", CONF_DURATION, POOL(stop_timeout), .def = "10" },
 	{ "user", CONF_STRING, POOL(user), .check = conf_check_user },
 	{ "group", CONF_STRING, POOL(group), .check = conf_check_group },
 	{ "directory", CONF_PATH, POOL(directory) },
@@ -267,7 +266,7 @@ static const struct conf_key pool_keys[] = {
 	{ "autostart", CONF_BOOL, POOL(autostart), .def = "yes" },
 	{ "priority", CONF_INT, POOL(priority), .smin = -100000, .smax = 100000,
 	  .expect = "an integer priority", .def = "100" },
-	{ "task_timeout", CONF_DURATION, POOL(task_timeout), .expect = DURATION, .def = "0" },
+	{ "task_timeout", CONF_DURATION, POOL(task_timeout), .def = "0" },
 	{ "task_retries", CONF_UINT, POOL(task_retries), .min = 0, .max = 100, .def = "0" },
 	{ "max_pending", CONF_UINT, POOL(max_pending), .min = 1, .max = 10000000,
 	  .def = "100000" },

@@ -287,6 +287,106 @@ START_TEST(test_access)
 }
 END_TEST
 
+/* Every default from the key tables, as the values they always were. */
+START_TEST(test_table_defaults)
+{
+	struct conf c;
+	struct pool_conf *p = pool_conf_new("d");
+
+	conf_defaults(&c);
+	ck_assert_ptr_null(c.socket);
+	ck_assert_int_eq(c.socket_mode, 0600);
+	ck_assert_int_eq(c.log_level, 2);
+	ck_assert_int_eq(c.state_sync, STATE_SYNC_EVERYSEC);
+	ck_assert_uint_eq(c.state_log_max_bytes, 64 * 1024 * 1024);
+	ck_assert(c.state_dir_check);
+	ck_assert_uint_eq(c.max_output_bytes, 16 * 1024 * 1024);
+	ck_assert_uint_eq(c.max_output_total, 256 * 1024 * 1024);
+	ck_assert_double_eq(c.shutdown_timeout, 30);
+	ck_assert_uint_eq(c.max_clients_per_uid, 0);
+	ck_assert_uint_eq(c.max_objects, 1000000);
+	ck_assert_uint_eq(c.max_queue_items, 1000000);
+	ck_assert_uint_eq(c.max_waiters, 1024);
+	ck_assert_uint_eq(c.max_oneshots, 1000);
+	ck_assert_uint_eq(c.max_processes, 16384);
+	ck_assert_uint_eq(c.max_subscribers, 64);
+	ck_assert_uint_eq(c.log_ring_lines, 200);
+	ck_assert_uint_eq(c.task_results_max, 10000);
+	ck_assert_double_eq(c.task_results_age, 3600);
+	ck_assert(!c.access[ROLE_ADMIN].set);
+
+	ck_assert_ptr_nonnull(p);
+	ck_assert_ptr_null(p->command);
+	ck_assert_uint_eq(p->processes, 1);
+	ck_assert_int_eq(p->mode, POOL_MODE_SERVICE);
+	ck_assert_int_eq(p->restart, RESTART_ALWAYS);
+	ck_assert_int_eq(p->exit_codes[0], 1);
+	for (int i = 1; i < 32; i++)
+		ck_assert_int_eq(p->exit_codes[i], 0);
+	ck_assert_double_eq(p->start_secs, 1);
+	ck_assert_uint_eq(p->start_retries, 3);
+	ck_assert_double_eq(p->backoff_max, 30);
+	ck_assert_int_eq(p->stop_signal, SIGTERM);
+	ck_assert_double_eq(p->stop_timeout, 10);
+	ck_assert_int_eq(p->umask, 022);
+	ck_assert_ptr_null(p->environment);
+	ck_assert_int_eq(p->out.kind, OUTPUT_CAPTURE);
+	ck_assert_int_eq(p->err.kind, OUTPUT_CAPTURE);
+	ck_assert_ptr_null(p->out.path);
+	ck_assert_uint_eq(p->out.max_bytes, 50 * 1024 * 1024);
+	ck_assert_uint_eq(p->err.max_bytes, 50 * 1024 * 1024);
+	ck_assert_uint_eq(p->out.backups, 5);
+	ck_assert_uint_eq(p->err.backups, 5);
+	ck_assert(p->autostart);
+	ck_assert_int_eq(p->priority, 100);
+	ck_assert_double_eq(p->task_timeout, 0);
+	ck_assert_uint_eq(p->task_retries, 0);
+	ck_assert_uint_eq(p->max_pending, 100000);
+	pool_conf_free(p);
+}
+END_TEST
+
+/* The message of each key type, word for word. */
+START_TEST(test_typed_errors)
+{
+	static const char *const cases[][2] = {
+		{ "[mpsupd]\nlog_level = loud\n",
+		  "test.conf:2: [mpsupd] log_level: expected error, warning, info or debug, not 'loud'" },
+		{ "[mpsupd]\nstate_sync = often\n",
+		  "test.conf:2: [mpsupd] state_sync: expected always, everysec or no, not 'often'" },
+		{ "[mpsupd]\nmax_request_bytes = 257M\n",
+		  "test.conf:2: [mpsupd] max_request_bytes: expected a size 1K..256M, not '257M'" },
+		{ "[mpsupd]\nmax_output_bytes = 1K\n",
+		  "test.conf:2: [mpsupd] max_output_bytes: expected a size of at least 4K, not '1K'" },
+		{ "[mpsupd]\nsocket_mode = 01777\n",
+		  "test.conf:2: [mpsupd] socket_mode: expected an octal mode, not '01777'" },
+		{ "[mpsupd]\nstate_file = rel\n",
+		  "test.conf:2: [mpsupd] state_file: state_file must be an absolute path" },
+		{ "[mpsupd]\nstate_dir_check = maybe\n",
+		  "test.conf:2: [mpsupd] state_dir_check: expected yes or no, not 'maybe'" },
+		{ "[mpsupd]\nshutdown_timeout = soon\n",
+		  "test.conf:2: [mpsupd] shutdown_timeout: expected a duration in seconds, not 'soon'" },
+		{ "[access]\nwrite = root\n",
+		  "test.conf:2: [access] write: unknown key (admin, state, read)" },
+		{ "[pool:a]\nprocesses = 100001\n",
+		  "test.conf:2: [pool:a] processes: expected a number of processes 0..100000, not "
+		  "'100001'" },
+		{ "[pool:a]\nmode = batch\n",
+		  "test.conf:2: [pool:a] mode: expected service or task, not 'batch'" },
+		{ "[pool:a]\npriority = 100001\n",
+		  "test.conf:2: [pool:a] priority: expected an integer priority, not '100001'" },
+		{ "[pool:a]\nstop_signal = NOPE\n", "test.conf:2: [pool:a] stop_signal: unknown signal 'NOPE'" },
+		{ "[pool:a]\numask = 01000\n", "test.conf:2: [pool:a] umask: expected an octal umask, not '01000'" },
+		{ "[pool:a]\nstdout_backups = 1001\n",
+		  "test.conf:2: [pool:a] stdout_backups: expected a number 0..1000, not '1001'" },
+		{ "[pool:a]\ncommand = \n", "test.conf:2: [pool:a] command: empty command" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		ck_assert_str_eq(load_bad(cases[i][0]), cases[i][1]);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("conf");
@@ -304,6 +404,8 @@ int main(void)
 	tcase_add_test(tc, test_include);
 	tcase_add_test(tc, test_pool_from_json);
 	tcase_add_test(tc, test_access);
+	tcase_add_test(tc, test_table_defaults);
+	tcase_add_test(tc, test_typed_errors);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

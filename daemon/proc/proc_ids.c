@@ -49,12 +49,35 @@ void run_ids_clear(struct run_ids *ids)
 	memset(ids, 0, sizeof(*ids));
 }
 
+/* Supplementary groups into ids->groups: the user's (as root, when the user
+ * has a passwd entry), else just the gid. A list that cannot be had is an
+ * error (ids->groups NULL), never a partial list. */
+static void read_groups(struct run_ids *ids, bool have_passwd)
+{
+	int ng = 64;
+
+	ids->groups = calloc((size_t)ng, sizeof(gid_t));
+	if (ids->groups && have_passwd && ids->user_name && geteuid() == 0 &&
+	    getgrouplist(ids->user_name, ids->gid, ids->groups, &ng) < 0) {
+		gid_t *g = realloc(ids->groups, (size_t)ng * sizeof(gid_t));
+		if (g && getgrouplist(ids->user_name, ids->gid, g, &ng) >= 0) {
+			ids->groups = g;
+		} else {
+			free(g ? g : ids->groups); /* a failed second try freed too */
+			ids->groups = NULL;
+		}
+	} else if (ids->groups && !(have_passwd && geteuid() == 0)) {
+		ids->groups[0] = ids->gid;
+		ng = 1;
+	}
+	ids->n_groups = ng;
+}
+
 int run_ids_resolve(const char *user, const char *group, struct run_ids *ret, char **ret_error)
 {
 	struct run_ids ids = { .uid = geteuid(), .gid = getegid() };
 	struct passwd *pw = NULL;
 	unsigned long id;
-	int ng = 64;
 
 	*ret_error = NULL;
 	if (user) {
@@ -86,22 +109,7 @@ int run_ids_resolve(const char *user, const char *group, struct run_ids *ret, ch
 			return -ENOENT;
 		}
 	}
-	/* Supplementary groups: the user's (as root), else just the gid. A
-	 * list that cannot be had is an error, never a partial list. */
-	ids.groups = calloc((size_t)ng, sizeof(gid_t));
-	if (ids.groups && pw && ids.user_name && geteuid() == 0 &&
-	    getgrouplist(ids.user_name, ids.gid, ids.groups, &ng) < 0) {
-		gid_t *g = realloc(ids.groups, (size_t)ng * sizeof(gid_t));
-		if (g && getgrouplist(ids.user_name, ids.gid, g, &ng) >= 0) {
-			ids.groups = g;
-		} else {
-			free(g ? g : ids.groups); /* a failed second try freed too */
-			ids.groups = NULL;
-		}
-	} else if (ids.groups && !(pw && geteuid() == 0)) {
-		ids.groups[0] = ids.gid;
-		ng = 1;
-	}
+	read_groups(&ids, pw != NULL);
 	if (!ids.groups || (pw && (!ids.user_name || !ids.home || !ids.shell))) {
 		run_ids_clear(&ids);
 		if (asprintf(ret_error, "%s: cannot read its groups (out of memory)",
@@ -109,7 +117,6 @@ int run_ids_resolve(const char *user, const char *group, struct run_ids *ret, ch
 			*ret_error = NULL;
 		return -ENOMEM;
 	}
-	ids.n_groups = ng;
 	*ret = ids;
 	return 0;
 }

@@ -386,6 +386,54 @@ static const char *pool_error(int r)
 	return buf;
 }
 
+/* Reload: pc names a pool that does not exist yet. */
+static void reload_add(const struct pool_conf *pc, json_t *added, json_t *failed)
+{
+	struct pool *pl = NULL;
+	int r;
+
+	if (proc_find(pc->name)) {
+		reload_failed(failed, pc->name, "not added: the name is taken by a one-shot process");
+		return;
+	}
+	r = pool_create(pc, pc->autostart, true, &pl);
+	if (pl)
+		json_array_append_new(added, json_string(pc->name));
+	if (r < 0 && pl)
+		reload_failed(failed, pc->name, "added, but not with %u processes: %s",
+			      pc->processes, pool_error(r));
+	else if (r < 0)
+		reload_failed(failed, pc->name, "not added (%u processes): %s", pc->processes,
+			      pool_error(r));
+}
+
+/* Reload: pl is defined again by pc (changed, scaled or the same). */
+static void reload_update(struct pool *pl, const struct pool_conf *pc, json_t *changed,
+			  json_t *failed)
+{
+	int r;
+
+	pl->from_config = true;
+	if (pool_conf_differs(pl->conf, pc)) {
+		/* the new definition is in place even when the resize fails */
+		r = pool_replace(pl, pc);
+		json_array_append_new(changed, json_string(pc->name));
+		if (r < 0)
+			reload_failed(failed, pc->name,
+				      "definition changed, but not scaled to %u processes "
+				      "(still %u): %s",
+				      pc->processes, pl->conf->processes, pool_error(r));
+	} else if (pl->conf->processes != pc->processes) {
+		unsigned before = pl->conf->processes;
+		r = pool_scale(pl, pc->processes);
+		if (r == 0)
+			json_array_append_new(changed, json_string(pc->name));
+		else
+			reload_failed(failed, pc->name, "not scaled from %u to %u processes: %s",
+				      before, pc->processes, pool_error(r));
+	}
+}
+
 /* Apply newconf to the pools; changes gets only what was really done, and
  * failed: [{pool, error}] what could not be. */
 void proc_reload(const struct conf *newconf, json_t *changes)
@@ -397,7 +445,6 @@ void proc_reload(const struct conf *newconf, json_t *changes)
 	const struct pool_conf **v;
 	struct pool *pl, *next;
 	size_t n;
-	int r;
 
 	if (!(v = sorted_pools(newconf, &n))) {
 		log_error("proc", "reload: out of memory");
@@ -405,44 +452,10 @@ void proc_reload(const struct conf *newconf, json_t *changes)
 	}
 	reloading = newconf;
 	for (size_t i = 0; i < n; i++) {
-		const struct pool_conf *pc = v[i];
-		if (!(pl = pool_find(pc->name))) {
-			if (proc_find(pc->name)) {
-				reload_failed(failed, pc->name,
-					      "not added: the name is taken by a one-shot process");
-				continue;
-			}
-			pl = NULL;
-			r = pool_create(pc, pc->autostart, true, &pl);
-			if (pl)
-				json_array_append_new(added, json_string(pc->name));
-			if (r < 0 && pl)
-				reload_failed(failed, pc->name, "added, but not with %u processes: %s",
-					      pc->processes, pool_error(r));
-			else if (r < 0)
-				reload_failed(failed, pc->name, "not added (%u processes): %s",
-					      pc->processes, pool_error(r));
-			continue;
-		}
-		pl->from_config = true;
-		if (pool_conf_differs(pl->conf, pc)) {
-			/* the new definition is in place even when the resize fails */
-			r = pool_replace(pl, pc);
-			json_array_append_new(changed, json_string(pc->name));
-			if (r < 0)
-				reload_failed(failed, pc->name,
-					      "definition changed, but not scaled to %u processes "
-					      "(still %u): %s",
-					      pc->processes, pl->conf->processes, pool_error(r));
-		} else if (pl->conf->processes != pc->processes) {
-			unsigned before = pl->conf->processes;
-			r = pool_scale(pl, pc->processes);
-			if (r == 0)
-				json_array_append_new(changed, json_string(pc->name));
-			else
-				reload_failed(failed, pc->name, "not scaled from %u to %u processes: %s",
-					      before, pc->processes, pool_error(r));
-		}
+		if ((pl = pool_find(v[i]->name)))
+			reload_update(pl, v[i], changed, failed);
+		else
+			reload_add(v[i], added, failed);
 	}
 	for (pl = TAILQ_FIRST(&pools); pl; pl = next) {
 		next = TAILQ_NEXT(pl, entry);

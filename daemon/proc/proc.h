@@ -2,8 +2,9 @@
  * Supervised processes and worker pools. A struct proc is one process slot
  * (a pool member POOL:INDEX or a one-shot started by proc.run) driven by the
  * state machine of proc_fsm.h; a struct pool holds its definition (a copy
- * of a pool_conf) and its members by index. proc.c owns their life; the
- * protocol commands are in proc_cmd.c.
+ * of a pool_conf) and its members by index. proc.c and the files beside it
+ * (proc_pool.c, proc_oneshot.c, proc_group.c, ...: docs/processes.md) own
+ * their life; the protocol commands are in proc_cmd.c.
  */
 #ifndef MPSUPD_PROC_H
 #define MPSUPD_PROC_H

@@ -138,6 +138,7 @@ void subm_free(struct task *t)
 	free(t);
 }
 
+/* Run the eviction timer for the oldest kept result (task_results_age). */
 static void evict_arm(void)
 {
 	struct task *t = TAILQ_FIRST(&finished);
@@ -149,6 +150,7 @@ static void evict_arm(void)
 	evtimer_add(ev_evict, &tv);
 }
 
+/* Forget the kept results older than task_results_age. */
 static void evict_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct task *t;
@@ -305,6 +307,7 @@ static void map_answer(struct map *m)
  * Tasks.
  */
 
+/* Publish a task event (task.retry, task.failed) to the task's owner. */
 void publish_task(const char *event, const struct task *t, const char *worker,
 			 const char *msg)
 {
@@ -458,6 +461,7 @@ const char *pool_cannot_run(const struct pool *pl, char *buf, size_t len)
 	return buf;
 }
 
+/* Hand the backlog's first tasks to the first idle workers. */
 void tp_dispatch(struct task_pool *tp)
 {
 	struct task *t;
@@ -482,6 +486,7 @@ void tp_check(struct task_pool *tp)
 		tp_dispatch(tp);
 }
 
+/* Pool pl was removed: its backlog fails and its record goes. */
 void task_pool_gone(struct pool *pl)
 {
 	struct task_pool *tp = pl->tasks;
@@ -509,6 +514,7 @@ void task_pool_record(const struct pool *pl, json_t *j)
  * The module.
  */
 
+/* daemon.info's tasks member. */
 void task_info(json_t *info)
 {
 	unsigned pending = 0, busy = 0;
@@ -525,6 +531,7 @@ void task_info(json_t *info)
 				      (json_int_t)n_finished, "next_id", (json_int_t)next_task_id));
 }
 
+/* Start: the timer that evicts old results. */
 int task_start(const struct conf *conf)
 {
 	(void)conf;

@@ -49,6 +49,8 @@ static void task_worker_exited(struct proc *p);
  * Workers.
  */
 
+/* Whether w may take a task: its channel is open and its process is
+ * running in a task pool. */
 static bool worker_usable(const struct worker *w)
 {
 	const struct pool *pl = w->p->pool;
@@ -58,6 +60,7 @@ static bool worker_usable(const struct worker *w)
 	       pl->conf->mode == POOL_MODE_TASK;
 }
 
+/* Put w on its pool's idle list, or take it off. */
 void worker_set_idle(struct worker *w, bool idle)
 {
 	if (w->idle == idle)
@@ -146,6 +149,7 @@ static void worker_fail(struct worker *w, const char *fmt, ...)
 	tp_check(tp);
 }
 
+/* w's timer: task_timeout passed, or its grace after closing its stdout. */
 static void worker_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
@@ -472,6 +476,7 @@ static void task_proc_gone(struct proc *p)
 	p->worker = NULL;
 }
 
+/* busy and tasks_done in a task-pool member's process record. */
 static void task_proc_record_write(const struct proc *p, struct jsonw *out)
 {
 	const struct worker *w = p->worker;

@@ -1,12 +1,10 @@
 /*
- * Task pools (DESIGN.md §6, docs/tasks.md).
+ * Task pools (DESIGN.md §6, docs/tasks.md): tasks, backlogs, dispatch and
+ * the results kept for task.wait.
  *
  * Every task pool has a backlog (FIFO; a retried task goes to its head)
- * and a FIFO of idle workers; tp_dispatch() pairs them. A worker is one
- * process slot of the pool; each run of it gets a fresh channel (a pipe to
- * its stdin, one from its stdout) attached at spawn. The worker joins the
- * idle list when its process is `running` and holds one task at a time:
- * one write of the task line, one read per result line, parsed in place.
+ * and a FIFO of idle workers; tp_dispatch() pairs them. The workers and
+ * their channels are task_worker.c's; the protocol commands task_cmd.c's.
  *
  * Where a task ends:
  *   - the worker answers it: done (result) or failed (the worker's error);
@@ -29,111 +27,24 @@
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <unistd.h>
 
 #include <event2/event.h>
 
 #include "command.h"
-#include "conn.h"
-#include "jsonw.h"
 #include "daemon.h"
 #include "events.h"
 #include "log.h"
 #include "park.h"
 #include "proc.h"
 #include "task.h"
-#include "task_wire.h"
+#include "task_int.h"
 
-/* A result line may be this long before max_request_bytes applies. */
-#define RBUF_INITIAL 4096
-/* A worker that closed its stdout is given this long to exit by itself. */
-#define EOF_GRACE_SECS 2.0
-
-enum task_state { TASK_PENDING = 0, TASK_RUNNING, TASK_DONE, TASK_FAILED };
-
-static const char *const task_state_names[] = { "pending", "running", "done", "failed" };
-
-struct map;
-struct worker;
-struct task_pool;
-
-/* What only a submitted task has (allocated with it). */
-struct subm {
-	char *pool;                   /* its pool's name */
-	uid_t owner;                  /* the submitting peer: only it (or an admin) sees it */
-	char ran_on[96];              /* the worker that ran it last */
-	double finished;              /* monotonic; 0 = not yet */
-	struct park_queue waiters;    /* task.wait requests */
-	struct task *hnext;           /* id hash chain */
-};
-
-struct task {
-	uint64_t id;
-	enum task_state state;
-	unsigned attempts;            /* dispatches so far */
-	enum mpsup_err code;          /* TASK_FAILED */
-	json_t *item;                 /* borrowed from the map's items, or owned (submit) */
-	json_t *result;               /* TASK_DONE */
-	char *error;                  /* TASK_FAILED */
-	struct task_pool *tp;         /* NULL once it left the pool */
-	struct worker *worker;        /* TASK_RUNNING */
-	struct map *map;              /* NULL for a submitted task */
-	size_t index;                 /* in the map */
-	struct subm *sub;             /* NULL for a map task */
-	TAILQ_ENTRY(task) q;          /* the pool's backlog, or the finished list */
-};
-
-TAILQ_HEAD(task_list, task);
-
-struct map {
-	struct park park;             /* the request; not kept once answered or cancelled */
-	struct task *tasks;
-	size_t n, done;
-	unsigned running;             /* tasks held by workers */
-	uid_t owner;                  /* the requesting peer (events go to it) */
-	json_t *items;
-	double timeout;
-};
-
-struct worker {
-	struct proc *p;
-	struct task_pool *tp;
-	int in_fd, out_fd;            /* -1 when closed */
-	struct event *ev_read, *ev_write, *timer;
-	char *rbuf;                   /* unparsed output */
-	size_t rlen, rcap;
-	char *wbuf;                   /* the rest of a line the pipe did not take */
-	size_t wlen, woff;
-	struct task *task;
-	bool idle;                    /* on tp->idle */
-	bool killed;                  /* this run was killed by us */
-	bool dying;                   /* its death is being handled */
-	bool eof;                     /* its stdout closed */
-	bool timed;                   /* its timer runs for task_timeout */
-	unsigned long long tasks_done;
-	TAILQ_ENTRY(worker) ientry;
-};
-
-struct task_pool {
-	struct pool *pl;
-	struct task_list backlog;
-	unsigned n_pending, n_busy;
-	TAILQ_HEAD(, worker) idle;
-};
-
-/* A task.wait request (parked on its task's waiters). */
-struct task_waiter {
-	struct park park;
-	struct task *t;
-};
+bool task_shutting;
 
 static uint64_t next_task_id = 1;
 static struct task **subm_hash;
@@ -141,15 +52,6 @@ static size_t subm_buckets, n_subm;
 static struct task_list finished = TAILQ_HEAD_INITIALIZER(finished);
 static unsigned n_finished;
 static struct event *ev_evict;
-static bool shutting;
-static char *linebuf;
-static size_t linebuf_cap;
-
-static void tp_dispatch(struct task_pool *tp);
-static void tp_check(struct task_pool *tp);
-static void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg);
-static void worker_fail(struct worker *w, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
 
 /*
  * Submitted tasks by id, and their retention.
@@ -183,7 +85,7 @@ static int subm_insert(struct task *t)
 	return 0;
 }
 
-static struct task *subm_find(uint64_t id)
+struct task *subm_find(uint64_t id)
 {
 	if (!subm_buckets)
 		return NULL;
@@ -193,8 +95,31 @@ static struct task *subm_find(uint64_t id)
 	return NULL;
 }
 
+/* A new submitted task of pool (named pool) for item, owned by owner and
+ * known by its id; not in the backlog yet. NULL when out of memory. */
+struct task *subm_new(struct task_pool *tp, const char *pool, json_t *item, uid_t owner)
+{
+	struct task *t = calloc(1, sizeof(*t) + sizeof(struct subm));
+
+	if (!t)
+		return NULL;
+	t->sub = (struct subm *)(t + 1);
+	park_queue_init(&t->sub->waiters);
+	t->sub->owner = owner;
+	t->id = next_task_id++;
+	t->item = json_incref(item);
+	t->tp = tp;
+	if (!(t->sub->pool = strdup(pool)) || subm_insert(t) < 0) {
+		json_decref(t->item);
+		free(t->sub->pool);
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
 /* Forget a finished submitted task (fetched or evicted). */
-static void subm_free(struct task *t)
+void subm_free(struct task *t)
 {
 	for (struct task **pp = subm_slot(t->id); *pp; pp = &(*pp)->sub->hnext)
 		if (*pp == t) {
@@ -213,6 +138,7 @@ static void subm_free(struct task *t)
 	free(t);
 }
 
+/* Run the eviction timer for the oldest kept result (task_results_age). */
 static void evict_arm(void)
 {
 	struct task *t = TAILQ_FIRST(&finished);
@@ -224,6 +150,7 @@ static void evict_arm(void)
 	evtimer_add(ev_evict, &tv);
 }
 
+/* Forget the kept results older than task_results_age. */
 static void evict_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct task *t;
@@ -245,27 +172,12 @@ static void evict_cb(evutil_socket_t fd, short what, void *arg)
  */
 
 /* Answer r with finished task t (not consumed here). */
-static void answer_task(struct request *r, const struct task *t)
+void answer_task(struct request *r, const struct task *t)
 {
 	if (t->state == TASK_DONE)
 		request_ok(r, json_pack("{s:O}", "result", t->result));
 	else
 		request_error(r, t->code, "%s", t->error ? t->error : "failed");
-}
-
-static void waiter_cancel(struct park *p)
-{
-	free(PARK_OWNER(p, struct task_waiter, park));
-}
-
-static void waiter_timeout(struct park *p)
-{
-	struct task_waiter *w = PARK_OWNER(p, struct task_waiter, park);
-	struct request *r = park_take(p);
-	uint64_t id = w->t->id;
-
-	free(w);
-	request_error(r, MPSUP_E_TIMEOUT, "task %" PRIu64 " has not finished", id);
 }
 
 /* A submitted task ended: answer its waiters (which fetches it) or keep
@@ -298,7 +210,38 @@ static void subm_finished(struct task *t)
  * Maps.
  */
 
-static void map_maybe_free(struct map *m)
+/* A map of items (a JSON array of n > 0 items); its tasks get their ids
+ * and pool from map_enqueue(). NULL when out of memory. */
+struct map *map_new(json_t *items, double timeout)
+{
+	size_t n = json_array_size(items);
+	struct map *m = calloc(1, sizeof(*m));
+
+	if (!m || !(m->tasks = calloc(n, sizeof(*m->tasks)))) {
+		free(m);
+		return NULL;
+	}
+	m->n = n;
+	m->items = json_incref(items);
+	m->timeout = timeout;
+	return m;
+}
+
+/* Number m's tasks and queue them on tp's backlog, in item order. */
+void map_enqueue(struct map *m, struct task_pool *tp)
+{
+	for (size_t i = 0; i < m->n; i++) {
+		struct task *t = &m->tasks[i];
+		t->id = next_task_id++;
+		t->item = json_array_get(m->items, i);
+		t->map = m;
+		t->index = i;
+		tp_enqueue(tp, t);
+	}
+}
+
+/* Free m once it is neither answered-to-be nor holding running tasks. */
+void map_maybe_free(struct map *m)
 {
 	if (park_kept(&m->park) || m->running)
 		return;
@@ -312,7 +255,7 @@ static void map_maybe_free(struct map *m)
 }
 
 /* Take m's tasks that are still pending out of their backlog. */
-static void map_drop_pending(struct map *m)
+void map_drop_pending(struct map *m)
 {
 	for (size_t i = 0; i < m->n; i++) {
 		struct task *t = &m->tasks[i];
@@ -329,7 +272,7 @@ static void map_drop_pending(struct map *m)
 
 /* Answer m with an error (index = SIZE_MAX: not about one item); its
  * pending tasks are dropped, running ones finish and are discarded. */
-static void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg)
+void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg)
 {
 	struct request *r;
 	json_t *err;
@@ -360,32 +303,12 @@ static void map_answer(struct map *m)
 	request_ok(r, json_pack("{s:o}", "results", a));
 }
 
-static void map_cancel(struct park *p)
-{
-	struct map *m = PARK_OWNER(p, struct map, park);
-
-	map_drop_pending(m);
-	log_debug("task", "pool.map cancelled: its connection closed (%zu of %zu done)", m->done,
-		  m->n);
-	map_maybe_free(m);
-}
-
-static void map_timeout(struct park *p)
-{
-	struct map *m = PARK_OWNER(p, struct map, park);
-	char msg[160];
-
-	snprintf(msg, sizeof(msg), "pool.map: %zu of %zu items done after %gs", m->done, m->n,
-		 m->timeout);
-	map_fail(m, SIZE_MAX, MPSUP_E_TIMEOUT, msg);
-	map_maybe_free(m);
-}
-
 /*
  * Tasks.
  */
 
-static void publish_task(const char *event, const struct task *t, const char *worker,
+/* Publish a task event (task.retry, task.failed) to the task's owner. */
+void publish_task(const char *event, const struct task *t, const char *worker,
 			 const char *msg)
 {
 	if (!events_wanted(TOPIC_TASK))
@@ -403,7 +326,7 @@ static void publish_task(const char *event, const struct task *t, const char *wo
 
 /* t ended (it is neither pending nor held any more): result (stolen) or
  * a failure. */
-static void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg)
+void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg)
 {
 	struct map *m = t->map;
 
@@ -438,7 +361,7 @@ static void task_end(struct task *t, json_t *result, enum mpsup_err code, const 
 }
 
 /* Put t back at the head of its backlog. */
-static void task_requeue(struct task_pool *tp, struct task *t)
+void task_requeue(struct task_pool *tp, struct task *t)
 {
 	t->state = TASK_PENDING;
 	t->worker = NULL;
@@ -449,7 +372,7 @@ static void task_requeue(struct task_pool *tp, struct task *t)
 
 /* The worker holding t failed with msg: run t again while it has
  * retries left, else fail it. */
-static void task_retry_or_fail(struct task_pool *tp, struct task *t, const char *worker,
+void task_retry_or_fail(struct task_pool *tp, struct task *t, const char *worker,
 			       const char *msg)
 {
 	unsigned retries = tp->pl->conf->task_retries;
@@ -459,7 +382,7 @@ static void task_retry_or_fail(struct task_pool *tp, struct task *t, const char 
 		task_end(t, NULL, MPSUP_E_INTERNAL, msg);
 		return;
 	}
-	if (!shutting && t->attempts <= retries) {
+	if (!task_shutting && t->attempts <= retries) {
 		log_info("task", "task %" PRIu64 ": %s; retrying (%u of %u)", t->id, msg, t->attempts,
 			 retries);
 		publish_task("task.retry", t, worker, msg);
@@ -477,328 +400,11 @@ static void task_retry_or_fail(struct task_pool *tp, struct task *t, const char 
 }
 
 /*
- * Workers.
+ * Pools.
  */
 
-static bool worker_usable(const struct worker *w)
-{
-	const struct pool *pl = w->p->pool;
-
-	return w->in_fd >= 0 && w->out_fd >= 0 && !w->killed && !w->dying && !w->eof &&
-	       !shutting && w->p->state == PS_RUNNING && !w->p->removing && !pl->removing &&
-	       pl->conf->mode == POOL_MODE_TASK;
-}
-
-static void worker_set_idle(struct worker *w, bool idle)
-{
-	if (w->idle == idle)
-		return;
-	if (idle)
-		TAILQ_INSERT_TAIL(&w->tp->idle, w, ientry);
-	else
-		TAILQ_REMOVE(&w->tp->idle, w, ientry);
-	w->idle = idle;
-}
-
-/* w no longer holds its task; returns it. */
-static struct task *worker_take(struct worker *w)
-{
-	struct task *t = w->task;
-
-	if (!t)
-		return NULL;
-	w->task = NULL;
-	w->tp->n_busy--;
-	if (t->map)
-		t->map->running--;
-	if (w->timed) {
-		evtimer_del(w->timer);
-		w->timed = false;
-	}
-	if (w->wlen) {
-		w->wlen = w->woff = 0;
-		if (w->ev_write)
-			event_del(w->ev_write);
-	}
-	return t;
-}
-
-/* Close w's channel (this run will get no more tasks). */
-static void worker_close(struct worker *w)
-{
-	worker_set_idle(w, false);
-	if (w->ev_read)
-		event_free(w->ev_read);
-	if (w->ev_write)
-		event_free(w->ev_write);
-	w->ev_read = w->ev_write = NULL;
-	if (w->in_fd >= 0)
-		close(w->in_fd);
-	if (w->out_fd >= 0)
-		close(w->out_fd);
-	w->in_fd = w->out_fd = -1;
-	w->rlen = w->wlen = w->woff = 0;
-	evtimer_del(w->timer);
-	w->timed = false;
-}
-
-/* SIGKILL to w's process group. */
-static void worker_kill(struct worker *w)
-{
-	struct proc *p = w->p;
-
-	w->killed = true;
-	if (!p->pid)
-		return;
-	if (p->pgid > 0 && kill(-p->pgid, SIGKILL) == 0)
-		return;
-	(void)proc_signal(p, SIGKILL);
-}
-
-/* w misbehaved: kill it (its pool's policy restarts it) and retry or fail
- * its task with the reason. */
-static void worker_fail(struct worker *w, const char *fmt, ...)
-{
-	struct task_pool *tp = w->tp;
-	struct task *t;
-	char msg[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	log_warn("task", "%s: %s; killing it", w->p->name, msg);
-	t = worker_take(w);
-	worker_close(w);
-	worker_kill(w);
-	if (t)
-		task_retry_or_fail(tp, t, w->p->name, msg);
-	tp_check(tp);
-}
-
-static void worker_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct worker *w = arg;
-
-	(void)fd;
-	(void)what;
-	if (w->eof)
-		worker_fail(w, "worker %s closed its stdout", w->p->name);
-	else if (w->task)
-		worker_fail(w, "task_timeout (%gs) exceeded on worker %s",
-			    w->tp->pl->conf->task_timeout, w->p->name);
-}
-
-/* Flush the rest of a task line; false when w failed. */
-static bool worker_flush(struct worker *w)
-{
-	while (w->woff < w->wlen) {
-		ssize_t n = write(w->in_fd, w->wbuf + w->woff, w->wlen - w->woff);
-		if (n > 0) {
-			w->woff += (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			event_add(w->ev_write, NULL);
-			return true;
-		}
-		worker_fail(w, "cannot write to the stdin of worker %s: %s", w->p->name,
-			    n < 0 ? strerror(errno) : "closed");
-		return false;
-	}
-	w->wlen = w->woff = 0;
-	event_del(w->ev_write);
-	return true;
-}
-
-static void worker_write_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	worker_flush(arg);
-}
-
-/* Hand t to idle worker w: one write of its line. */
-static void worker_send(struct worker *w, struct task *t)
-{
-	double tmo = w->tp->pl->conf->task_timeout;
-	ssize_t len, n;
-
-	w->task = t;
-	w->tp->n_busy++;
-	t->state = TASK_RUNNING;
-	t->worker = w;
-	t->attempts++;
-	if (t->map)
-		t->map->running++;
-	if (t->sub)
-		snprintf(t->sub->ran_on, sizeof(t->sub->ran_on), "%s", w->p->name);
-	if (tmo > 0) {
-		struct timeval tv = tv_from_secs(tmo);
-		evtimer_add(w->timer, &tv);
-		w->timed = true;
-	}
-	len = task_line_format(&linebuf, &linebuf_cap, t->id, t->item);
-	if (len < 0) {
-		worker_take(w);
-		task_end(t, NULL, MPSUP_E_INTERNAL, "out of memory");
-		if (worker_usable(w))
-			worker_set_idle(w, true);
-		return;
-	}
-	do
-		n = write(w->in_fd, linebuf, (size_t)len);
-	while (n < 0 && errno == EINTR);
-	if (n == len)
-		return;
-	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-		worker_fail(w, "cannot write to the stdin of worker %s: %s", w->p->name,
-			    strerror(errno));
-		return;
-	}
-	/* the pipe took part of it: keep the rest for the write event */
-	if (n < 0)
-		n = 0;
-	if (!(w->wbuf = realloc(w->wbuf, (size_t)(len - n)))) {
-		worker_fail(w, "out of memory");
-		return;
-	}
-	memcpy(w->wbuf, linebuf + n, (size_t)(len - n));
-	w->wlen = (size_t)(len - n);
-	w->woff = 0;
-	event_add(w->ev_write, NULL);
-}
-
-/* One line from w's stdout; false when w failed. */
-static bool worker_line(struct worker *w, char *line, size_t len)
-{
-	char why[300], snip[TASK_SNIPPET_MAX + 8];
-	struct task *t;
-	json_t *v = NULL;
-	enum task_reply kind;
-
-	while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
-		len--;
-	if (len == 0)
-		return true; /* blank lines are ignored */
-	if (!(t = w->task)) {
-		task_snippet(line, len, snip, sizeof(snip));
-		worker_fail(w, "bad reply from worker %s: output while it holds no task: '%s'",
-			    w->p->name, snip);
-		return false;
-	}
-	kind = task_reply_parse(line, len, t->id, &v, why, sizeof(why));
-	if (kind == TASK_REPLY_BAD) {
-		worker_fail(w, "bad reply from worker %s: %s", w->p->name, why);
-		return false;
-	}
-	worker_take(w);
-	w->tasks_done++;
-	if (kind == TASK_REPLY_RESULT)
-		task_end(t, v, MPSUP_E_INTERNAL, NULL);
-	else {
-		if (events_wanted(TOPIC_TASK)) {
-			t->tp = w->tp;
-			publish_task("task.failed", t, w->p->name, json_string_value(v));
-		}
-		task_end(t, NULL, MPSUP_E_INTERNAL, json_string_value(v));
-		json_decref(v);
-	}
-	if (worker_usable(w)) {
-		worker_set_idle(w, true);
-		tp_dispatch(w->tp);
-	}
-	return w->out_fd >= 0;
-}
-
-/* Handle the complete lines in w's buffer; false when w failed. */
-static bool worker_lines(struct worker *w)
-{
-	size_t max = daemon_g.conf->max_request_bytes;
-	char *start = w->rbuf, *end = w->rbuf + w->rlen, *nl;
-
-	while ((nl = memchr(start, '\n', (size_t)(end - start)))) {
-		char *line = start;
-		start = nl + 1;
-		if (!worker_line(w, line, (size_t)(nl - line)))
-			return false;
-	}
-	w->rlen = (size_t)(end - start);
-	if (w->rlen && start != w->rbuf)
-		memmove(w->rbuf, start, w->rlen);
-	if (w->rlen > max) {
-		worker_fail(w, "bad reply from worker %s: a line longer than max_request_bytes (%zu)",
-			    w->p->name, max);
-		return false;
-	}
-	return true;
-}
-
-/* Read what w wrote (once, or until nothing is left when all is set);
- * false when w failed or its stdout closed. */
-static bool worker_read(struct worker *w, bool all)
-{
-	size_t max = daemon_g.conf->max_request_bytes + 1;
-	unsigned rounds = 0;
-
-	while (w->out_fd >= 0 && rounds++ < 64) {
-		ssize_t n;
-		size_t room;
-
-		if (w->rcap - w->rlen < RBUF_INITIAL / 2 && w->rcap < max) {
-			size_t ncap = w->rcap ? w->rcap * 2 : RBUF_INITIAL;
-			char *nb;
-			if (ncap > max)
-				ncap = max;
-			if (!(nb = realloc(w->rbuf, ncap))) {
-				worker_fail(w, "out of memory");
-				return false;
-			}
-			w->rbuf = nb;
-			w->rcap = ncap;
-		}
-		room = w->rcap - w->rlen;
-		n = read(w->out_fd, w->rbuf + w->rlen, room);
-		if (n > 0) {
-			w->rlen += (size_t)n;
-			if (!worker_lines(w))
-				return false;
-			if ((size_t)n < room && !all)
-				return true;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return true;
-		/* EOF (or an error): no more results from this run */
-		if (w->ev_read)
-			event_del(w->ev_read);
-		close(w->out_fd);
-		w->out_fd = -1;
-		w->eof = true;
-		worker_set_idle(w, false);
-		if (!w->dying && w->p->pid) {
-			/* it is probably exiting: let its exit status tell why */
-			struct timeval tv = tv_from_secs(EOF_GRACE_SECS);
-			evtimer_add(w->timer, &tv);
-			w->timed = true;
-		}
-		return false;
-	}
-	return w->out_fd >= 0;
-}
-
-static void worker_read_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	worker_read(arg, false);
-}
-
-static struct task_pool *tp_get(struct pool *pl)
+/* The task record of pool pl, made on first use; NULL when out of memory. */
+struct task_pool *tp_get(struct pool *pl)
 {
 	struct task_pool *tp = pl->tasks;
 
@@ -813,118 +419,13 @@ static struct task_pool *tp_get(struct pool *pl)
 	return tp;
 }
 
-static void task_worker_exited(struct proc *p);
-
-static void task_worker_attach(struct proc *p, int in_fd, int out_fd)
+/* Queue t at the tail of tp's backlog. */
+void tp_enqueue(struct task_pool *tp, struct task *t)
 {
-	struct task_pool *tp = tp_get(p->pool);
-	struct worker *w = p->worker;
-
-	if (tp && !w && (w = calloc(1, sizeof(*w)))) {
-		w->p = p;
-		w->tp = tp;
-		w->in_fd = w->out_fd = -1;
-		if (!(w->timer = evtimer_new(daemon_g.base, worker_timer_cb, w))) {
-			free(w);
-			w = NULL;
-		} else
-			p->worker = w;
-	}
-	if (!w) {
-		log_error("task", "%s: out of memory: it gets no tasks", p->name);
-		close(in_fd);
-		close(out_fd);
-		return;
-	}
-	if (w->in_fd >= 0 || w->out_fd >= 0 || w->task)
-		task_worker_exited(p); /* the old run's channel (not expected) */
-	fcntl(in_fd, F_SETFL, fcntl(in_fd, F_GETFL) | O_NONBLOCK);
-	fcntl(out_fd, F_SETFL, fcntl(out_fd, F_GETFL) | O_NONBLOCK);
-	w->in_fd = in_fd;
-	w->out_fd = out_fd;
-	w->killed = w->dying = w->eof = false;
-	w->rlen = w->wlen = w->woff = 0;
-	w->ev_read = event_new(daemon_g.base, out_fd, EV_READ | EV_PERSIST, worker_read_cb, w);
-	w->ev_write = event_new(daemon_g.base, in_fd, EV_WRITE | EV_PERSIST, worker_write_cb, w);
-	if (!w->ev_read || !w->ev_write || event_add(w->ev_read, NULL) < 0) {
-		log_error("task", "%s: cannot watch its pipes: it gets no tasks", p->name);
-		worker_close(w);
-	}
+	t->tp = tp;
+	TAILQ_INSERT_TAIL(&tp->backlog, t, q);
+	tp->n_pending++;
 }
-
-static void task_worker_exited(struct proc *p)
-{
-	struct worker *w = p->worker;
-	struct task *t;
-	bool stopped;
-
-	if (!w || (w->in_fd < 0 && w->out_fd < 0 && !w->task))
-		return;
-	w->dying = true;
-	worker_set_idle(w, false);
-	if (w->out_fd >= 0)
-		worker_read(w, true); /* its last words may be a result */
-	stopped = p->state == PS_STOPPING && !w->killed;
-	t = worker_take(w);
-	worker_close(w);
-	if (!t)
-		return;
-	if (stopped) {
-		/* the operator stopped it (stop, scale, restart, reload): not the task's fault */
-		log_info("task", "task %" PRIu64 ": worker %s was stopped; queued again", t->id,
-			 p->name);
-		t->attempts--;
-		if (t->map && !park_kept(&t->map->park))
-			task_end(t, NULL, MPSUP_E_INTERNAL, "discarded");
-		else
-			task_requeue(w->tp, t);
-		return;
-	}
-	{
-		char msg[300];
-		snprintf(msg, sizeof(msg), "worker %s %s", p->name,
-			 p->exit_status_text ? p->exit_status_text : "ended");
-		task_retry_or_fail(w->tp, t, p->name, msg);
-	}
-}
-
-static void task_proc_notify(struct proc *p)
-{
-	struct task_pool *tp = p->pool ? p->pool->tasks : NULL;
-	struct worker *w = p->worker;
-
-	if (!tp)
-		return;
-	if (w) {
-		if (!worker_usable(w))
-			worker_set_idle(w, false);
-		else if (!w->task)
-			worker_set_idle(w, true);
-	}
-	tp_check(tp);
-}
-
-static void task_proc_gone(struct proc *p)
-{
-	struct worker *w = p->worker;
-	struct task *t;
-
-	if (!w)
-		return;
-	t = worker_take(w);
-	worker_close(w);
-	if (t)
-		task_retry_or_fail(w->tp, t, p->name, "worker removed");
-	event_free(w->timer);
-	free(w->rbuf);
-	free(w->wbuf);
-	free(w);
-	p->worker = NULL;
-}
-
-/*
- * Pools.
- */
 
 /* Fail every pending task of tp. */
 static void tp_fail_backlog(struct task_pool *tp, enum mpsup_err code, const char *msg)
@@ -941,7 +442,7 @@ static void tp_fail_backlog(struct task_pool *tp, enum mpsup_err code, const cha
 
 /* Why pl cannot run tasks now or later (NULL: it can): a task pool with a
  * member that is alive, in backoff or about to start again. */
-static const char *pool_cannot_run(const struct pool *pl, char *buf, size_t len)
+const char *pool_cannot_run(const struct pool *pl, char *buf, size_t len)
 {
 	if (pl->removing)
 		snprintf(buf, len, "pool %s is being removed", pl->name);
@@ -960,7 +461,8 @@ static const char *pool_cannot_run(const struct pool *pl, char *buf, size_t len)
 	return buf;
 }
 
-static void tp_dispatch(struct task_pool *tp)
+/* Hand the backlog's first tasks to the first idle workers. */
+void tp_dispatch(struct task_pool *tp)
 {
 	struct task *t;
 	struct worker *w;
@@ -974,7 +476,7 @@ static void tp_dispatch(struct task_pool *tp)
 }
 
 /* Fail the backlog if nothing can run it any more, else dispatch. */
-static void tp_check(struct task_pool *tp)
+void tp_check(struct task_pool *tp)
 {
 	char why[200];
 
@@ -984,7 +486,8 @@ static void tp_check(struct task_pool *tp)
 		tp_dispatch(tp);
 }
 
-static void task_pool_gone(struct pool *pl)
+/* Pool pl was removed: its backlog fails and its record goes. */
+void task_pool_gone(struct pool *pl)
 {
 	struct task_pool *tp = pl->tasks;
 	char why[200];
@@ -995,18 +498,6 @@ static void task_pool_gone(struct pool *pl)
 	tp_fail_backlog(tp, MPSUP_E_CONFLICT, why);
 	free(tp);
 	pl->tasks = NULL;
-}
-
-static void task_proc_record_write(const struct proc *p, struct jsonw *out)
-{
-	const struct worker *w = p->worker;
-
-	if (!p->pool || p->pool->conf->mode != POOL_MODE_TASK)
-		return;
-	jsonw_key(out, "busy");
-	jsonw_bool(out, w && w->task);
-	jsonw_key(out, "tasks_done");
-	jsonw_int(out, w ? (long long)w->tasks_done : 0);
 }
 
 void task_pool_record(const struct pool *pl, json_t *j)
@@ -1020,201 +511,11 @@ void task_pool_record(const struct pool *pl, json_t *j)
 }
 
 /*
- * Commands.
- */
-
-/* The task pool named name, ready to take n more tasks; answers and
- * returns NULL when not. */
-static struct task_pool *pool_for_tasks(struct request *r, const char *name, size_t n)
-{
-	struct task_pool *tp;
-	struct pool *pl;
-	char why[200];
-
-	if (!(pl = pool_find(name))) {
-		request_error(r, MPSUP_E_NOT_FOUND, "no pool named '%.100s'", name);
-		return NULL;
-	}
-	if (pool_cannot_run(pl, why, sizeof(why))) {
-		request_error(r, MPSUP_E_CONFLICT, "%s", why);
-		return NULL;
-	}
-	if (!(tp = tp_get(pl))) {
-		request_error(r, MPSUP_E_INTERNAL, "out of memory");
-		return NULL;
-	}
-	if (n > pl->conf->max_pending || tp->n_pending + n > pl->conf->max_pending) {
-		request_error(r, MPSUP_E_LIMIT, "pool %s: %u tasks pending, %zu more (max_pending = %u)",
-			      pl->name, tp->n_pending, n, pl->conf->max_pending);
-		return NULL;
-	}
-	return tp;
-}
-
-static enum cmd_ret cmd_pool_map(struct request *r)
-{
-	const char *name;
-	json_t *items, *tv = NULL;
-	struct task_pool *tp;
-	struct map *m;
-	double timeout;
-	size_t n;
-
-	if (request_unpack(r, "{s:s, s:o, s?o}", "pool", &name, "items", &items, "timeout", &tv) <
-		    0 ||
-	    request_timeout(r, tv, &timeout) < 0)
-		return CMD_DONE;
-	if (!json_is_array(items)) {
-		request_error(r, MPSUP_E_BAD_REQUEST, "pool.map: items must be a list");
-		return CMD_DONE;
-	}
-	n = json_array_size(items);
-	if (!(tp = pool_for_tasks(r, name, n)))
-		return CMD_DONE;
-	if (n == 0) {
-		request_ok(r, json_pack("{s:[]}", "results"));
-		return CMD_DONE;
-	}
-	if (!(m = calloc(1, sizeof(*m))) || !(m->tasks = calloc(n, sizeof(*m->tasks)))) {
-		free(m);
-		request_error(r, MPSUP_E_INTERNAL, "out of memory");
-		return CMD_DONE;
-	}
-	m->n = n;
-	m->items = json_incref(items);
-	m->timeout = timeout;
-	if (park_keep(&m->park, r, NULL, timeout, map_timeout, map_cancel) < 0) {
-		map_maybe_free(m);
-		request_error(r, MPSUP_E_INTERNAL, "out of memory");
-		return CMD_DONE;
-	}
-	for (size_t i = 0; i < n; i++) {
-		struct task *t = &m->tasks[i];
-		t->id = next_task_id++;
-		t->item = json_array_get(items, i);
-		t->map = m;
-		t->index = i;
-		t->tp = tp;
-		TAILQ_INSERT_TAIL(&tp->backlog, t, q);
-	}
-	tp->n_pending += (unsigned)n;
-	m->owner = r->conn ? r->conn->uid : 0;
-	tp_dispatch(tp);
-	return r->replied ? CMD_DONE : CMD_WAIT;
-}
-
-static enum cmd_ret cmd_pool_submit(struct request *r)
-{
-	const char *name;
-	json_t *item;
-	struct task_pool *tp;
-	struct task *t;
-
-	if (request_unpack(r, "{s:s, s:o}", "pool", &name, "item", &item) < 0 ||
-	    !(tp = pool_for_tasks(r, name, 1)))
-		return CMD_DONE;
-	if (!(t = calloc(1, sizeof(*t) + sizeof(struct subm)))) {
-		request_error(r, MPSUP_E_INTERNAL, "out of memory");
-		return CMD_DONE;
-	}
-	t->sub = (struct subm *)(t + 1);
-	park_queue_init(&t->sub->waiters);
-	t->sub->owner = r->conn ? r->conn->uid : 0;
-	t->id = next_task_id++;
-	t->item = json_incref(item);
-	t->tp = tp;
-	if (!(t->sub->pool = strdup(name)) || subm_insert(t) < 0) {
-		json_decref(t->item);
-		free(t->sub->pool);
-		free(t);
-		request_error(r, MPSUP_E_INTERNAL, "out of memory");
-		return CMD_DONE;
-	}
-	TAILQ_INSERT_TAIL(&tp->backlog, t, q);
-	tp->n_pending++;
-	request_ok(r, json_pack("{s:I}", "task", (json_int_t)t->id));
-	tp_dispatch(tp);
-	return CMD_DONE;
-}
-
-/* Read {task} (an integer) and find the submitted task; answers on failure. */
-static struct task *task_param(struct request *r, json_t *v)
-{
-	struct task *t;
-
-	if (!json_is_integer(v) || json_integer_value(v) <= 0) {
-		request_error(r, MPSUP_E_BAD_REQUEST, "%s: task must be a task id (a positive integer)",
-			      r->cmd->name);
-		return NULL;
-	}
-	t = subm_find((uint64_t)json_integer_value(v));
-	/* Task ids are sequential: another user's results are not yours to
-	 * read or take (an admin may). */
-	if (t && r->conn && r->conn->role < ROLE_ADMIN && r->conn->uid != t->sub->owner)
-		t = NULL;
-	if (!t)
-		request_error(r, MPSUP_E_NOT_FOUND,
-			      "no task %" JSON_INTEGER_FORMAT " (unknown, fetched or evicted)",
-			      json_integer_value(v));
-	return t;
-}
-
-static enum cmd_ret cmd_task_wait(struct request *r)
-{
-	json_t *id, *tv = NULL;
-	struct task_waiter *w;
-	struct task *t;
-	double timeout;
-
-	if (request_unpack(r, "{s:o, s?o}", "task", &id, "timeout", &tv) < 0 ||
-	    request_timeout(r, tv, &timeout) < 0 || !(t = task_param(r, id)))
-		return CMD_DONE;
-	if (t->sub->finished > 0) {
-		answer_task(r, t);
-		subm_free(t);
-		return CMD_DONE;
-	}
-	if (timeout == 0) {
-		request_error(r, MPSUP_E_TIMEOUT, "task %" PRIu64 " has not finished", t->id);
-		return CMD_DONE;
-	}
-	if (!(w = calloc(1, sizeof(*w))) ||
-	    park_keep(&w->park, r, &t->sub->waiters, timeout, waiter_timeout, waiter_cancel) < 0) {
-		free(w);
-		request_error(r, MPSUP_E_INTERNAL, "out of memory");
-		return CMD_DONE;
-	}
-	w->t = t;
-	return CMD_WAIT;
-}
-
-static enum cmd_ret cmd_task_status(struct request *r)
-{
-	json_t *id, *res;
-	struct task *t;
-
-	if (request_unpack(r, "{s:o}", "task", &id) < 0 || !(t = task_param(r, id)))
-		return CMD_DONE;
-	res = json_pack("{s:I, s:s, s:s, s:I}", "task", (json_int_t)t->id, "state",
-			task_state_names[t->state], "pool", t->sub->pool, "attempts",
-			(json_int_t)t->attempts);
-	if (t->sub->ran_on[0])
-		json_object_set_new(res, "worker", json_string(t->sub->ran_on));
-	if (t->state == TASK_DONE)
-		json_object_set(res, "result", t->result);
-	else if (t->state == TASK_FAILED)
-		json_object_set_new(res, "error",
-				    json_pack("{s:s, s:s}", "code", mpsup_err_name(t->code), "message",
-					      t->error ? t->error : "failed"));
-	request_ok(r, res);
-	return CMD_DONE;
-}
-
-/*
  * The module.
  */
 
-static void task_module_info(json_t *info)
+/* daemon.info's tasks member. */
+void task_info(json_t *info)
 {
 	unsigned pending = 0, busy = 0;
 	struct pool *pl;
@@ -1230,7 +531,8 @@ static void task_module_info(json_t *info)
 				      (json_int_t)n_finished, "next_id", (json_int_t)next_task_id));
 }
 
-static int task_module_start(const struct conf *conf)
+/* Start: the timer that evicts old results. */
+int task_start(const struct conf *conf)
 {
 	(void)conf;
 	ev_evict = evtimer_new(daemon_g.base, evict_cb, NULL);
@@ -1239,13 +541,13 @@ static int task_module_start(const struct conf *conf)
 
 /* Shutdown: every task that has not ended fails with shutting_down, then
  * everything is freed (process supervision stops the workers next). */
-static void task_module_stop(void (*done)(void))
+void task_stop(void (*done)(void))
 {
 	static const char msg[] = "mpsupd is shutting down";
 	struct pool *pl;
 	struct task *t;
 
-	shutting = true;
+	task_shutting = true;
 	TAILQ_FOREACH(pl, &pools, entry) {
 		if (!pl->tasks)
 			continue;
@@ -1268,33 +570,6 @@ static void task_module_stop(void (*done)(void))
 	if (ev_evict)
 		event_free(ev_evict);
 	ev_evict = NULL;
-	free(linebuf);
-	linebuf = NULL;
-	linebuf_cap = 0;
+	task_worker_cleanup();
 	done();
 }
-
-static const struct cmd_entry task_cmds[] = {
-	{ "pool.map", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, cmd_pool_map },
-	{ "pool.submit", ROLE_STATE, CMD_MUTATES, cmd_pool_submit },
-	{ "task.wait", ROLE_STATE, CMD_MAY_BLOCK, cmd_task_wait },
-	{ "task.status", ROLE_STATE, 0, cmd_task_status },
-	{ NULL, 0, 0, NULL },
-};
-
-const struct cmd_module task_module = {
-	.capability = "tasks",
-	.cmds = task_cmds,
-	.info = task_module_info,
-	.start = task_module_start,
-	.stop = task_module_stop,
-};
-
-const struct proc_observer task_proc_observer = {
-	.settled = task_proc_notify,
-	.exited = task_worker_exited,
-	.gone = task_proc_gone,
-	.pool_gone = task_pool_gone,
-	.channel = task_worker_attach,
-	.record_write = task_proc_record_write,
-};

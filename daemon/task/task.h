@@ -4,8 +4,9 @@
  * {"id": N, "item": V}, and reads one line per result from its stdout,
  * {"id": N, "result": V} or {"id": N, "error": "text"}. A worker holds one
  * task at a time. pool.map, pool.submit, task.wait and task.status are the
- * protocol side (task_module); the wire format is in task_wire.h. Supervision
- * tells it about workers' lives through task_proc_observer.
+ * protocol side (task_module, task_cmd.c); the wire format is in
+ * task_wire.h, the records shared inside daemon/task/ in task_int.h.
+ * Supervision tells it about workers' lives through task_proc_observer.
  */
 #ifndef MPSUPD_TASK_H
 #define MPSUPD_TASK_H

@@ -1,0 +1,145 @@
+/*
+ * Task pools, internal: the records shared by the files of daemon/task/
+ * (task.c: tasks, backlogs, dispatch, retention; task_worker.c: the worker
+ * channel and the proc observer; task_cmd.c: the protocol commands). Other
+ * modules use task.h.
+ */
+#ifndef MPSUPD_TASK_INT_H
+#define MPSUPD_TASK_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "command.h"
+#include "park.h"
+
+struct map;
+struct worker;
+struct task_pool;
+struct mpsup_framer;
+struct pool;
+struct proc;
+struct conf;
+
+enum task_state { TASK_PENDING = 0, TASK_RUNNING, TASK_DONE, TASK_FAILED };
+
+/* What only a submitted task has (allocated with it). */
+struct subm {
+	char *pool;                   /* its pool's name */
+	uid_t owner;                  /* the submitting peer: only it (or an admin) sees it */
+	char ran_on[96];              /* the worker that ran it last */
+	double finished;              /* monotonic; 0 = not yet */
+	struct park_queue waiters;    /* task.wait requests */
+	struct task *hnext;           /* id hash chain */
+};
+
+struct task {
+	uint64_t id;
+	enum task_state state;
+	unsigned attempts;            /* dispatches so far */
+	enum mpsup_err code;          /* TASK_FAILED */
+	json_t *item;                 /* borrowed from the map's items, or owned (submit) */
+	json_t *result;               /* TASK_DONE */
+	char *error;                  /* TASK_FAILED */
+	struct task_pool *tp;         /* NULL once it left the pool */
+	struct worker *worker;        /* TASK_RUNNING */
+	struct map *map;              /* NULL for a submitted task */
+	size_t index;                 /* in the map */
+	struct subm *sub;             /* NULL for a map task */
+	TAILQ_ENTRY(task) q;          /* the pool's backlog, or the finished list */
+};
+
+TAILQ_HEAD(task_list, task);
+
+struct map {
+	struct park park;             /* the request; not kept once answered or cancelled */
+	struct task *tasks;
+	size_t n, done;
+	unsigned running;             /* tasks held by workers */
+	uid_t owner;                  /* the requesting peer (events go to it) */
+	json_t *items;
+	double timeout;
+};
+
+struct worker {
+	struct proc *p;
+	struct task_pool *tp;
+	int in_fd, out_fd;            /* -1 when closed */
+	struct event *ev_read, *ev_write, *timer;
+	struct mpsup_framer *in;      /* unparsed output of this run (NULL when closed) */
+	char *wbuf;                   /* the rest of a line the pipe did not take */
+	size_t wlen, woff;
+	struct task *task;
+	bool idle;                    /* on tp->idle */
+	bool killed;                  /* this run was killed by us */
+	bool dying;                   /* its death is being handled */
+	bool eof;                     /* its stdout closed */
+	bool timed;                   /* its timer runs for task_timeout */
+	unsigned long long tasks_done;
+	TAILQ_ENTRY(worker) ientry;
+};
+
+struct task_pool {
+	struct pool *pl;
+	struct task_list backlog;
+	unsigned n_pending, n_busy;
+	TAILQ_HEAD(, worker) idle;
+};
+
+/* A task.wait request (parked on its task's waiters). */
+struct task_waiter {
+	struct park park;
+	struct task *t;
+};
+
+/* The daemon is shutting down: no task is dispatched or retried. */
+extern bool task_shutting;
+
+/* task.c: submitted tasks and their retention. */
+struct task *subm_new(struct task_pool *tp, const char *pool, json_t *item, uid_t owner);
+struct task *subm_find(uint64_t id);
+void subm_free(struct task *t);
+void answer_task(struct request *r, const struct task *t);
+
+/* task.c: maps. */
+struct map *map_new(json_t *items, double timeout);
+void map_enqueue(struct map *m, struct task_pool *tp);
+void map_maybe_free(struct map *m);
+void map_drop_pending(struct map *m);
+void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg);
+
+/* task.c: how tasks end. */
+void publish_task(const char *event, const struct task *t, const char *worker, const char *msg);
+void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg);
+void task_requeue(struct task_pool *tp, struct task *t);
+void task_retry_or_fail(struct task_pool *tp, struct task *t, const char *worker,
+			const char *msg);
+
+/* task.c: pools' backlogs. */
+struct task_pool *tp_get(struct pool *pl);
+void tp_enqueue(struct task_pool *tp, struct task *t);
+void tp_dispatch(struct task_pool *tp);
+void tp_check(struct task_pool *tp);
+void task_pool_gone(struct pool *pl);
+const char *pool_cannot_run(const struct pool *pl, char *buf, size_t len);
+
+/* task.c: the module's life (task_module is in task_cmd.c). */
+void task_info(json_t *info);
+int task_start(const struct conf *conf);
+void task_stop(void (*done)(void));
+
+/* task_worker.c: the worker channel. */
+void worker_set_idle(struct worker *w, bool idle);
+void worker_send(struct worker *w, struct task *t);
+struct task *worker_take(struct worker *w);
+void worker_close(struct worker *w);
+/* Free the worker channel's shared buffers (at shutdown). */
+void task_worker_cleanup(void);
+
+#endif

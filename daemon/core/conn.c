@@ -53,22 +53,29 @@ static const struct peer_policy core_policy = { .role = core_role };
 static const struct peer_policy *policy = &core_policy;
 
 /* No durable store: answers never wait (server_set_commit_barrier). */
-static bool no_barrier_wait(void (*fn)(void *arg), void *arg)
+static enum barrier_result no_barrier_wait(void (*fn)(void *key), void *key)
 {
 	(void)fn;
-	(void)arg;
-	return false;
+	(void)key;
+	return BARRIER_GO;
 }
-static void no_barrier_cancel(void (*fn)(void *arg), void *arg)
+static void no_barrier_cancel(void (*fn)(void *key), void *key)
 {
 	(void)fn;
-	(void)arg;
+	(void)key;
+}
+static void no_barrier_forget(void *key)
+{
+	(void)key;
 }
 static void no_barrier_commit(void)
 {
 }
 static const struct commit_barrier no_barrier = {
-	.barrier = no_barrier_wait, .cancel = no_barrier_cancel, .commit = no_barrier_commit,
+	.barrier = no_barrier_wait,
+	.cancel = no_barrier_cancel,
+	.forget = no_barrier_forget,
+	.commit = no_barrier_commit,
 };
 static const struct commit_barrier *barrier = &no_barrier;
 static uint64_t next_conn_id = 1;
@@ -150,6 +157,7 @@ void conn_close(struct conn *c)
 	c->dead = true;
 	if (c->held)
 		barrier->cancel(conn_barrier_passed, c);
+	barrier->forget(c);
 	if (c->kept) {
 		struct request *r = c->kept;
 		c->kept = NULL;
@@ -512,6 +520,8 @@ static int conn_write_out(struct conn *c)
 
 void conn_flush(struct conn *c)
 {
+	enum barrier_result held;
+
 	/* Commit barrier: while mutations of this event-loop pass are not yet
 	 * written to the state log (and synced with state_sync = always), the
 	 * answers - which may acknowledge them or show their effects - wait;
@@ -519,9 +529,15 @@ void conn_flush(struct conn *c)
 	if (c->held)
 		return;
 	if (!c->dead && evbuffer_get_length(c->out) > 0 &&
-	    barrier->barrier(conn_barrier_passed, c)) {
-		if (c->dead) /* closed by the barrier (out of memory) */
+	    (held = barrier->barrier(conn_barrier_passed, c)) != BARRIER_GO) {
+		if (held == BARRIER_NO_MEMORY) {
+			/* Never shown, never acknowledged, and no wake-up
+			 * would come: the connection goes. */
+			log_error("conn", "cannot hold the output of client %llu; closing it",
+				  (unsigned long long)c->id);
+			conn_close(c);
 			return;
+		}
 		c->held = true;
 		event_del(c->ev_write);
 		if (!conn_wants_read(c))

@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "commit_barrier.h"
 #include "conf.h"
 
 struct conn;
@@ -51,7 +52,7 @@ struct conn {
 	bool lingering;         /* answered and shut down; discarding input */
 	bool in_dispatch;
 	bool output_paused;     /* requests wait until the output drains */
-	bool held;              /* output waits for the commit barrier (persist.h) */
+	bool held;              /* output waits for the commit barrier */
 	bool write_blocked;     /* the last write found the socket full */
 	bool stream_slot;       /* holds one of max_subscribers (stream.h) */
 	char *exempt_pool;      /* a worker of this pool let in beyond the shares */
@@ -80,16 +81,7 @@ size_t server_output_bytes(void);
 struct peer_policy;
 void server_set_peer_policy(const struct peer_policy *p);
 
-/* The commit barrier answers wait behind (a durable store, persist.h):
- * barrier(fn, arg) returns true when the output of connection arg depends
- * on records not yet written and runs fn(arg) once they are; cancel
- * forgets a pending (fn, arg); commit writes what is pending now. Without
- * one (no durable store) answers never wait. */
-struct commit_barrier {
-	bool (*barrier)(void (*fn)(void *arg), void *arg);
-	void (*cancel)(void (*fn)(void *arg), void *arg);
-	void (*commit)(void);
-};
+/* Hold answers behind b (commit_barrier.h; NULL: never). */
 void server_set_commit_barrier(const struct commit_barrier *b);
 /* How much of total (max_clients, max_subscribers) peers of role may use:
  * all of it for admins, less what is kept for admins for state peers, less

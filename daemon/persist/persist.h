@@ -13,9 +13,10 @@
  *   - nothing else: the records of one event-loop pass are written (and
  *     with state_sync = always fsynced) together by a commit that runs at
  *     the end of the pass.
- * The connections hold their output behind that commit: conn_flush() asks
- * persist_barrier(), so no answer leaves the daemon before the records it
- * may depend on are written (as far as state_sync promises):
+ * The connections hold their output behind that commit: the core asks
+ * persist_barrier() before it writes (commit_barrier.h), so no answer
+ * leaves the daemon before the records it may depend on are written (as
+ * far as state_sync promises):
  *   - while records of the current pass are not yet written, every answer
  *     of every connection waits for them (group commit);
  *   - when a write or fsync failed, its records stay unwritten (applied in
@@ -40,6 +41,7 @@
 #include <jansson.h>
 
 #include "command.h"
+#include "commit_barrier.h"
 
 extern const struct cmd_module persist_module;
 
@@ -59,23 +61,27 @@ void persist_log_request(struct request *r);
 
 /* Before answering r about the object named by its `name` parameter (no
  * `name`: the whole namespace): if a failed commit left a record changing
- * it unwritten, the next persist_barrier() of r's connection holds until
- * that record is written. Nothing to do (and no cost) otherwise. */
+ * it unwritten, the next persist_barrier() of r's barrier key (r->conn,
+ * taken as an opaque pointer) holds until that record is written. Nothing
+ * to do (and no cost) otherwise. */
 void persist_read(struct request *r);
 
 /*
- * The commit barrier; arg is the connection whose output asks (the same
- * pointer as request->conn). While records of the current pass are not
- * yet written, or the connection read what an unwritten record of a failed
- * commit changed (persist_read), returns true and remembers (fn, arg):
- * fn(arg) runs once those records are on disk (as far as state_sync
- * promises; after a failure, once the recovery snapshot is). Returns false
- * when the output depends on nothing unwritten: the caller may write at
- * once.
+ * The commit barrier (commit_barrier.h); key is the connection whose
+ * output asks, never looked into. While records of the current pass are
+ * not yet written, or key read what an unwritten record of a failed commit
+ * changed (persist_read), returns BARRIER_WAIT and remembers (fn, key):
+ * fn(key) runs once those records are on disk (as far as state_sync
+ * promises; after a failure, once the recovery snapshot is). Returns
+ * BARRIER_GO when the output depends on nothing unwritten: the caller may
+ * write at once; BARRIER_NO_MEMORY when it must wait but cannot be
+ * remembered: the caller must drop the output (close the connection).
  */
-bool persist_barrier(void (*fn)(void *arg), void *arg);
-/* Forget a (fn, arg) given to persist_barrier (the connection closed). */
-void persist_barrier_cancel(void (*fn)(void *arg), void *arg);
+enum barrier_result persist_barrier(void (*fn)(void *key), void *key);
+/* Forget a (fn, key) given to persist_barrier (the connection closed). */
+void persist_barrier_cancel(void (*fn)(void *key), void *key);
+/* Forget what persist_read remembered of key (the connection closed). */
+void persist_barrier_forget(void *key);
 
 /* Write and sync what is pending now (normally run by the loop). */
 void persist_commit(void);

@@ -17,7 +17,6 @@
 #include "conf.h"
 #include "persist.h"
 
-struct conn;
 struct event;
 
 #define RETRY_SECS 1.0          /* retry timer after a failure */
@@ -31,17 +30,18 @@ struct persist_buf {
 	size_t len, cap;
 };
 
-/* Someone waiting for the commit barrier. */
+/* Someone waiting for the commit barrier: fn(key) once need is written. */
 struct barrier_wait {
-	void (*fn)(void *arg);
-	void *arg;
+	void (*fn)(void *key);
+	void *key;
 	uint64_t need; /* the last record it may depend on */
 };
 
-/* A connection that read what an unwritten record changed (persist_read):
- * its output waits for that record, at its next persist_barrier(). */
+/* A barrier key (a connection, opaque) that read what an unwritten record
+ * changed (persist_read): its output waits for that record, at its next
+ * persist_barrier(), unless persist_barrier_forget() drops it first. */
 struct taint {
-	struct conn *conn;
+	void *key;
 	uint64_t need;
 };
 

@@ -6,11 +6,11 @@
  * Commit: records are framed into one buffer as ops run; a commit event,
  * activated by the first record of a pass, runs after the callbacks of that
  * pass and writes the buffer with one write() (plus fdatasync() with
- * state_sync = always: group commit). Until then conn_flush() holds every
- * connection's output (persist_barrier), so no answer - and no read of a
- * value not yet written - leaves before the records (after a failed write,
- * see Errors). everysec: a thread fdatasyncs the log once a second when
- * it changed. no: the kernel decides.
+ * state_sync = always: group commit). Until then the core holds every
+ * connection's output (persist_barrier, commit_barrier.h), so no answer -
+ * and no read of a value not yet written - leaves before the records
+ * (after a failed write, see Errors). everysec: a thread fdatasyncs the
+ * log once a second when it changed. no: the kernel decides.
  *
  * Errors: a failed write or fsync keeps the records of that pass in memory
  * (committed < attempted) and their answers held (they were never
@@ -20,10 +20,12 @@
  * records and starts an empty log, so a torn write left in the log by the
  * failure is never followed by good records. Until then the names those
  * records change are in persist_g.unwritten (read from persist_g.pending),
- * and a request about one of them (persist_read; obj.list: any) taints its connection:
- * its next persist_barrier() waits for the recovery too, so no later read
- * shows a mutation a crash would lose. Once the snapshot is written the
- * held answers go out and mutations are accepted.
+ * and a request about one of them (persist_read; obj.list: any) taints its
+ * connection - an opaque barrier key, dropped by persist_barrier_forget()
+ * when the connection closes: its next persist_barrier() waits for the
+ * recovery too, so no later read shows a mutation a crash would lose. Once
+ * the snapshot is written the held answers go out and mutations are
+ * accepted.
  */
 #include "config.h"
 
@@ -42,36 +44,28 @@
 #include "log.h"
 #include "obj.h"
 #include "persist_int.h"
-#include "conn.h" /* after obj.h: conn.h needs struct conn declared */
 
 /* --- the barrier ------------------------------------------------------------------- */
 
-/* The taint of connection c: its index, or -1. */
-static ssize_t taint_find(const struct conn *c)
+/* The taint of key: its index, or -1. */
+static ssize_t taint_find(const void *key)
 {
 	for (size_t i = 0; i < persist_g.n_taints; i++)
-		if (persist_g.taints[i].conn == c)
+		if (persist_g.taints[i].key == key)
 			return (ssize_t)i;
 	return -1;
 }
 
-static void taint_closed(struct conn *c, void *arg);
-
-/* Forget taint i (and its close hook). */
+/* Forget taint i. */
 static void taint_drop(size_t i)
 {
-	struct conn *c = persist_g.taints[i].conn;
-
 	persist_g.taints[i] = persist_g.taints[--persist_g.n_taints];
-	conn_remove_close_hook(c, taint_closed, NULL);
 }
 
-/* A tainted connection closed before its next answer. */
-static void taint_closed(struct conn *c, void *arg)
+void persist_barrier_forget(void *key)
 {
-	ssize_t t = taint_find(c);
+	ssize_t t = taint_find(key);
 
-	(void)arg;
 	if (t >= 0)
 		taint_drop((size_t)t);
 }
@@ -136,16 +130,17 @@ void persist_dirty_clear(void)
 
 void persist_read(struct request *r)
 {
+	void *key = r->conn; /* opaque: only compared with barrier keys */
 	const char *name;
 	struct taint *t;
 	ssize_t i;
 
-	if (!persist_g.on || !r->conn)
+	if (!persist_g.on || !key)
 		return;
 	name = json_string_value(json_object_get(r->params, "name"));
 	if (!read_is_dirty(name))
 		return;
-	if ((i = taint_find(r->conn)) >= 0) {
+	if ((i = taint_find(key)) >= 0) {
 		persist_g.taints[i].need = persist_g.attempted;
 		return;
 	}
@@ -160,62 +155,53 @@ void persist_read(struct request *r)
 		persist_g.taints = t;
 		persist_g.cap_taints = cap;
 	}
-	/* The hook first: without memory for it the connection is closed,
-	 * and a taint must never point at a closed connection. */
-	conn_add_close_hook(r->conn, taint_closed, NULL);
-	if (r->conn->dead)
-		return;
-	persist_g.taints[persist_g.n_taints++] = (struct taint){ r->conn, persist_g.attempted };
+	persist_g.taints[persist_g.n_taints++] = (struct taint){ key, persist_g.attempted };
 }
 
-bool persist_barrier(void (*fn)(void *arg), void *arg)
+enum barrier_result persist_barrier(void (*fn)(void *key), void *key)
 {
 	struct barrier_wait *w;
 	uint64_t need = 0;
 	ssize_t t;
 
 	if (!persist_g.on)
-		return false;
+		return BARRIER_GO;
 	/* Records of this pass that no commit has tried to write yet: every
 	 * answer waits for them (group commit). */
 	if (persist_g.seq != persist_g.attempted || persist_g.hold_all)
 		need = persist_g.seq;
-	/* arg is the connection (conn_flush): an answer of it read an object
-	 * that an unwritten record of a failed commit changed. */
-	if ((t = taint_find(arg)) >= 0) {
+	/* An answer to key read an object that an unwritten record of a
+	 * failed commit changed. */
+	if ((t = taint_find(key)) >= 0) {
 		if (persist_g.taints[t].need > need)
 			need = persist_g.taints[t].need;
 		taint_drop((size_t)t);
 	}
 	if (need <= persist_g.committed)
-		return false;
+		return BARRIER_GO;
 	if (persist_g.n_waits == persist_g.cap_waits) {
 		size_t cap = persist_g.cap_waits ? persist_g.cap_waits * 2 : 64;
 		if (!(w = realloc(persist_g.waits, cap * sizeof(*w)))) {
 			/* Cannot remember it: commit now instead. After a
-			 * failure that does not let it go: it stays held
-			 * (without a wake-up) rather than show unwritten
-			 * state. */
+			 * failure that does not let it go: it must not be
+			 * shown, and no wake-up would come. */
 			persist_commit();
 			if (need <= persist_g.committed)
-				return false;
-			/* Not shown, never acknowledged, and no wake-up: the
-			 * connection goes (conn_flush sees it closed). */
+				return BARRIER_GO;
 			log_error("persist", "out of memory holding an answer; closing its client");
-			conn_close(arg);
-			return true;
+			return BARRIER_NO_MEMORY;
 		}
 		persist_g.waits = w;
 		persist_g.cap_waits = cap;
 	}
-	persist_g.waits[persist_g.n_waits++] = (struct barrier_wait){ fn, arg, need };
-	return true;
+	persist_g.waits[persist_g.n_waits++] = (struct barrier_wait){ fn, key, need };
+	return BARRIER_WAIT;
 }
 
-void persist_barrier_cancel(void (*fn)(void *arg), void *arg)
+void persist_barrier_cancel(void (*fn)(void *key), void *key)
 {
 	for (size_t i = 0; i < persist_g.n_waits; i++)
-		if (persist_g.waits[i].fn == fn && persist_g.waits[i].arg == arg)
+		if (persist_g.waits[i].fn == fn && persist_g.waits[i].key == key)
 			persist_g.waits[i].fn = NULL;
 }
 
@@ -230,7 +216,7 @@ void persist_barrier_release(void)
 		struct barrier_wait w = persist_g.waits[i];
 		if (w.fn && w.need <= persist_g.committed) {
 			persist_g.waits[i].fn = NULL;
-			w.fn(w.arg);
+			w.fn(w.key);
 		}
 	}
 	for (i = j = 0; i < persist_g.n_waits; i++)

@@ -402,9 +402,10 @@ class OtherModes(PersistCase):
         self.assertEqual(self.d.ok("value.get", name="v"), 400)
 
 
-class FailingDisk(PersistCase):
-    """Writes fail with ENOSPC while a flag file exists
-    (MPSUP_TEST_FAIL_WRITES, a fault-injection hook of mpsupd)."""
+class FailingWrites:
+    """Mixed into a PersistCase: writes fail with ENOSPC while the flag
+    file self.flag exists (MPSUP_TEST_FAIL_WRITES, a fault-injection hook
+    of mpsupd)."""
 
     def setUp(self):
         self.flag = "/tmp/mpsup-failflag-%d-%d" % (os.getpid(), random.randrange(10**9))
@@ -415,6 +416,10 @@ class FailingDisk(PersistCase):
         if os.path.exists(self.flag):
             os.unlink(self.flag)
         super().tearDown()
+
+
+class FailingDisk(FailingWrites, PersistCase):
+    """Mutations refused and recovered around a failing disk."""
 
     def test_mutations_refused_then_recovered(self):
         self.d.ok("dict.set", name="d", key="before", value=1)

@@ -4,25 +4,13 @@ an object a failed commit left unwritten, and closed before its answer was
 due, leaves nothing behind that holds the answers of later clients (the
 core tells the commit barrier of every connection that closes)."""
 import os
-import random
 
 import test_persist
 from mpsuptest import SCALE, main, wait_for
 
 
-class TaintedClientCloses(test_persist.PersistCase):
-    """Writes fail with ENOSPC while a flag file exists
-    (MPSUP_TEST_FAIL_WRITES, a fault-injection hook of mpsupd)."""
-
-    def setUp(self):
-        self.flag = "/tmp/mpsup-failflag-%d-%d" % (os.getpid(), random.randrange(10**9))
-        self.env = {"MPSUP_TEST_FAIL_WRITES": self.flag}
-        super().setUp()
-
-    def tearDown(self):
-        if os.path.exists(self.flag):
-            os.unlink(self.flag)
-        super().tearDown()
+class TaintedClientCloses(test_persist.FailingWrites, test_persist.PersistCase):
+    """A failing disk (test_persist.FailingWrites) leaves read taints."""
 
     def test_later_clients_are_not_held(self):
         self.d.ok("obj.create", name="q", type="queue")

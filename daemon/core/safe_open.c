@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -113,29 +114,31 @@ static int dir_step(int dirfd, const char *name)
 	return fd;
 }
 
-int safe_dir_open(const char *path, const struct safe_owner *o, struct safe_dir *ret)
+int safe_dir_walk(const char *path, safe_dir_step_fn *step, void *arg, char *ret_link,
+		  size_t link_len)
 {
-	struct safe_dir d = { .fd = -1, .exposed = false };
 	char comp[NAME_MAX + 1];
 	const char *p = path;
 	struct stat st;
-	int r;
+	int fd, r;
 
-	if (path[0] != '/')
-		return -EINVAL;
-	if ((d.fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+	if (ret_link && link_len)
+		ret_link[0] = '\0';
+	if ((fd = open(path[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return -errno;
 	for (;;) {
 		size_t len;
-		if (fstat(d.fd, &st) < 0) {
-			r = -errno;
-			goto fail;
-		}
 		while (*p == '/')
 			p++;
-		d.exposed |= dir_exposed(d.fd, &st, o, !*p);
+		if (step) {
+			if (fstat(fd, &st) < 0) {
+				r = -errno;
+				goto fail;
+			}
+			step(fd, &st, !*p, arg);
+		}
 		if (!*p)
-			break;
+			return fd;
 		len = strcspn(p, "/");
 		if (len > NAME_MAX) {
 			r = -ENAMETOOLONG;
@@ -144,16 +147,42 @@ int safe_dir_open(const char *path, const struct safe_owner *o, struct safe_dir 
 		memcpy(comp, p, len);
 		comp[len] = '\0';
 		p += len;
-		if ((r = dir_step(d.fd, comp)) < 0)
+		if ((r = dir_step(fd, comp)) < 0) {
+			if (r == -ELOOP && ret_link && link_len)
+				snprintf(ret_link, link_len, "%s", comp);
 			goto fail;
-		close(d.fd);
-		d.fd = r;
+		}
+		close(fd);
+		fd = r;
 	}
-	*ret = d;
-	return 0;
 fail:
-	close(d.fd);
+	close(fd);
 	return r;
+}
+
+struct exposure {
+	const struct safe_owner *o;
+	bool exposed;
+};
+
+static void add_exposure(int fd, const struct stat *st, bool last, void *arg)
+{
+	struct exposure *e = arg;
+
+	e->exposed |= dir_exposed(fd, st, e->o, last);
+}
+
+int safe_dir_open(const char *path, const struct safe_owner *o, struct safe_dir *ret)
+{
+	struct exposure e = { .o = o, .exposed = false };
+	int fd;
+
+	if (path[0] != '/')
+		return -EINVAL;
+	if ((fd = safe_dir_walk(path, add_exposure, &e, NULL, 0)) < 0)
+		return fd;
+	*ret = (struct safe_dir){ .fd = fd, .exposed = e.exposed };
+	return 0;
 }
 
 /* May the file st (in d) be written for o? */

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* The user the files are written for. */
@@ -39,8 +40,15 @@ enum {
  * ".", ".." or empty last component). */
 int safe_path_split(const char *path, char **ret_dir, char **ret_name);
 
-/* Open the absolute directory path one component at a time without
- * following symlinks (-ELOOP when one is met). */
+/* Called with each directory a walk opens (last: the one asked for). */
+typedef void safe_dir_step_fn(int fd, const struct stat *st, bool last, void *arg);
+/* Open the directory path (absolute, or relative to the working directory)
+ * one component at a time, never through a symlink: -ELOOP when one is
+ * met, its name then in ret_link (when given). Returns the fd or -errno. */
+int safe_dir_walk(const char *path, safe_dir_step_fn *step, void *arg, char *ret_link,
+		  size_t link_len);
+/* safe_dir_walk of an absolute path, learning whether the owner could
+ * change a directory on the way. */
 int safe_dir_open(const char *path, const struct safe_owner *o, struct safe_dir *ret);
 
 /* Open name in d for appending (write-only, O_APPEND, non-blocking,

@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "persist_int.h"
+#include "safe_open.h"
 
 /* Fault injection for tests: while the file named by MPSUP_TEST_FAIL_WRITES
  * exists, writes and syncs of the state files fail with ENOSPC. */
@@ -205,42 +207,21 @@ static int leftover_remove(const char *name, const char *path, char *err, size_t
 }
 
 /* Open directory dir one component at a time, none of them a symbolic
- * link (what openat2's RESOLVE_NO_SYMLINKS does, on any kernel, and naming
- * the culprit). Returns the fd or -errno with err. */
+ * link (safe_dir_walk), naming the culprit. Returns the fd or -errno with
+ * err. */
 static int dir_open_nofollow(const char *dir, char *err, size_t errlen)
 {
-	char *copy = strdup(dir), *comp, *save = NULL;
-	int fd, r = 0;
+	char link[NAME_MAX + 1];
+	int fd = safe_dir_walk(dir, NULL, NULL, link, sizeof(link));
 
-	if (!copy) {
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	fd = open(dir[0] == '/' ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		r = -errno;
-	for (comp = strtok_r(copy, "/", &save); fd >= 0 && comp; comp = strtok_r(NULL, "/", &save)) {
-		int next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		struct stat st;
-
-		if (next < 0) {
-			r = -errno;
-			if (fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
-				snprintf(err, errlen,
-					 "state directory %s: component '%s' is a symbolic link; refusing "
-					 "it (name the real directory, or set state_dir_check = no)",
-					 dir, comp);
-				r = -ELOOP;
-			}
-		}
-		close(fd);
-		fd = next;
-	}
-	free(copy);
-	if (fd < 0 && !err[0])
+	if (fd == -ELOOP && link[0])
+		snprintf(err, errlen,
+			 "state directory %s: component '%s' is a symbolic link; refusing it (name "
+			 "the real directory, or set state_dir_check = no)", dir, link);
+	else if (fd < 0)
 		snprintf(err, errlen, "state_file: cannot open the directory %s: %s", dir,
-			 strerror(-r));
-	return fd < 0 ? r : fd;
+			 strerror(-fd));
+	return fd;
 }
 
 /* Open the state directory into persist_g.dir_fd; with check, refuse one reached

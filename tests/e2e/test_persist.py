@@ -36,6 +36,18 @@ def frames(data):
     return out
 
 
+def assert_second_daemon_refused(test, state, why):
+    """A second daemon on the state file exits non-zero saying why."""
+    other = Daemon()
+    try:
+        other.write_config(main_extra="state_file = %s\n" % state)
+        other.start(wait=False)
+        test.assertNotEqual(other.proc.wait(timeout=20 * SCALE), 0)
+        test.assertIn(why, other.read_log())
+    finally:
+        other.cleanup()
+
+
 class PersistCase(unittest.TestCase):
     """A daemon with state_file in its directory; restartable."""
     sync = "always"
@@ -341,14 +353,7 @@ class Files(PersistCase):
         self.assertIn("snapshot %s is corrupt at offset %d" % (self.state, off), log)
 
     def test_one_daemon_per_state_file(self):
-        other = Daemon()
-        try:
-            other.write_config(main_extra="state_file = %s\n" % self.state)
-            other.start(wait=False)
-            self.assertNotEqual(other.proc.wait(timeout=20 * SCALE), 0)
-            self.assertIn("in use", other.read_log())
-        finally:
-            other.cleanup()
+        assert_second_daemon_refused(self, self.state, "in use")
 
 
 class OtherModes(PersistCase):

@@ -15,6 +15,7 @@ import random
 import signal
 import unittest
 
+import test_persist
 from mpsuptest import Daemon, SCALE, main, wait_for
 
 VALUE = "x" * 100_000
@@ -161,14 +162,7 @@ class ChildSnapshot(SnapshotCase):
         seq = snapshot_seq(self.state)
         self.assertEqual(seq + info["log_records"], info["seq"])
         # the log's lock moved to the new log: a second daemon is refused
-        other = Daemon()
-        try:
-            other.write_config(main_extra="state_file = %s\n" % self.state)
-            other.start(wait=False)
-            self.assertNotEqual(other.proc.wait(timeout=20 * SCALE), 0)
-            self.assertIn("in use by another process", other.read_log())
-        finally:
-            other.cleanup()
+        test_persist.assert_second_daemon_refused(self, self.state, "in use by another process")
         # a crash now recovers from the new snapshot and the shrunk log
         self.write("after")
         self.kill()

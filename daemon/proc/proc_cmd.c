@@ -1,41 +1,28 @@
 /*
  * The process protocol commands (DESIGN.md §3 Processes and Pools) and the
- * proc module's lifecycle hooks. Requests that wait (proc.start/stop/
- * restart with wait, proc.join, pool.remove) are kept as waiters checked on
- * every state change; proc.logs follow:true keeps a follower that gets each
- * new line of the processes its target names.
+ * proc module's lifecycle hooks: targets, status, start/stop/restart and
+ * signals, proc.join. Requests that wait (start/stop/restart with wait,
+ * proc.join) are parked (park.h) and checked on every state change. One-shots
+ * are in proc_run_cmd.c, logs in proc_logs_cmd.c, pools in pool_cmd.c.
  */
 #include "config.h"
 
 #include <errno.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <unistd.h>
 
 #include "command.h"
-#include "conn.h"
-#include "daemon.h"
 #include "jsonw.h"
 #include "log.h"
 #include "park.h"
-#include "stream.h"
 #include "proc.h"
-#include "task.h"
-
-#define LOGS_LINES_MAX 100000
+#include "proc_cmd.h"
 
 /*
  * Targets.
  */
-
-struct target {
-	struct proc **v;
-	size_t n, cap;
-};
 
 static int target_add(struct target *t, struct proc *p)
 {
@@ -59,7 +46,7 @@ static void pool_members(struct target *t, struct pool *pl)
 }
 
 /* Resolve name ("*", pool, pool:index, one-shot) into t; answers not_found. */
-static int target_resolve(struct request *r, const char *name, struct target *t)
+int target_resolve(struct request *r, const char *name, struct target *t)
 {
 	struct pool *pl;
 	struct proc *p;
@@ -85,14 +72,14 @@ static int target_resolve(struct request *r, const char *name, struct target *t)
 	return -1;
 }
 
-static bool target_matches(const char *target, const struct proc *p)
+bool target_matches(const char *target, const struct proc *p)
 {
 	return strcmp(target, "*") == 0 || strcmp(target, p->name) == 0 ||
 	       (p->pool && strcmp(target, p->pool->name) == 0);
 }
 
 /* Answer r with the records of v[0..n) (NULL entries: gone) as a list. */
-static void answer_records(struct request *r, struct proc **v, size_t n)
+void answer_records(struct request *r, struct proc **v, size_t n)
 {
 	struct jsonw w;
 
@@ -119,14 +106,7 @@ struct waiter {
 	size_t n, next;        /* procs[0..next) were seen done */
 };
 
-/* A pool.remove waiting for its pool to be gone. */
-struct pool_waiter {
-	struct park park;
-	struct pool *pl;
-};
-
 static struct park_queue waiters = {TAILQ_HEAD_INITIALIZER(waiters.head), 0};
-static struct park_queue pool_waiters = {TAILQ_HEAD_INITIALIZER(pool_waiters.head), 0};
 
 static struct waiter *waiter_of(struct park *p)
 {
@@ -234,67 +214,6 @@ static void proc_cmd_forget(struct proc *p)
 	proc_cmd_notify(NULL);
 }
 
-static void proc_cmd_pool_gone(struct pool *pl)
-{
-	struct park *wp, *next;
-
-	for (wp = park_first(&pool_waiters); wp; wp = next) {
-		struct pool_waiter *w = PARK_OWNER(wp, struct pool_waiter, park);
-		next = park_next(wp);
-		if (w->pl != pl)
-			continue;
-		request_ok(park_take(wp), json_pack("{s:s}", "removed", pl->name));
-		free(w);
-	}
-}
-
-static void pool_waiter_cancel(struct park *p)
-{
-	free(PARK_OWNER(p, struct pool_waiter, park));
-}
-
-/*
- * Log followers.
- */
-
-struct follower {
-	struct stream stream;
-	char *target;
-};
-
-static struct stream_set followers = STREAM_SET_INITIALIZER(followers);
-
-static json_t *line_record(const struct proc *p, const struct logline *l)
-{
-	return json_pack("{s:s, s:s, s:s%, s:f}", "name", p->name, "stream",
-			 l->stream == STREAM_STDERR ? "stderr" : "stdout", "line", l->text,
-			 (size_t)l->len, "ts", l->ts);
-}
-
-static void proc_logs_notify(struct proc *p, const struct logline *l)
-{
-	struct stream *st, *next;
-	json_t *rec = NULL;
-
-	for (st = stream_first(&followers); st; st = next) {
-		struct follower *f = STREAM_OWNER(st, struct follower, stream);
-		next = stream_next(st);
-		if (!target_matches(f->target, p))
-			continue;
-		if (!rec && !(rec = line_record(p, l)))
-			return;
-		stream_send(st, rec); /* a slow reader is dropped (and its stream ends) */
-	}
-	json_decref(rec);
-}
-
-static void follower_closed(struct stream *st)
-{
-	struct follower *f = STREAM_OWNER(st, struct follower, stream);
-
-	free(f->target);
-	free(f);
-}
 
 /*
  * Commands.
@@ -441,193 +360,6 @@ static enum cmd_ret cmd_signal(struct request *r)
 	return signal_target(r, &t, sig);
 }
 
-/* env {"K": "V"} -> ["K=V", ...]; NULL on a bad entry. */
-static char **env_from_json(json_t *env, const char **ret_bad)
-{
-	size_t n = env ? json_object_size(env) : 0, i = 0;
-	char **v = calloc(n + 1, sizeof(*v));
-	const char *k;
-	json_t *val;
-
-	if (!v)
-		return NULL;
-	json_object_foreach(env, k, val) {
-		if (!k[0] || strchr(k, '=') || !json_is_string(val) ||
-		    asprintf(&v[i], "%s=%s", k, json_string_value(val)) < 0) {
-			v[i] = NULL;
-			*ret_bad = k;
-			conf_strv_free(v);
-			return NULL;
-		}
-		i++;
-	}
-	return v;
-}
-
-/* proc.run's user or group: a name or a number (a string or an integer). */
-static int id_param(struct request *r, const char *key, json_t *v, char *buf, size_t len,
-		    const char **ret)
-{
-	*ret = NULL;
-	if (!v)
-		return 0;
-	if (json_is_integer(v) && json_integer_value(v) >= 0 &&
-	    json_integer_value(v) < (json_int_t)UINT32_MAX) {
-		snprintf(buf, len, "%lld", (long long)json_integer_value(v));
-		*ret = buf;
-		return 0;
-	}
-	if (json_is_string(v) && json_string_length(v) > 0 && json_string_length(v) < 256 &&
-	    strlen(json_string_value(v)) == json_string_length(v)) {
-		*ret = json_string_value(v);
-		return 0;
-	}
-	request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: %s must be a name or a number", key);
-	return -1;
-}
-
-/* Who a one-shot runs as (DESIGN §8): the user (and group) an admin named,
- * else the requesting peer with all its groups when the daemon is root. */
-static int run_as(struct request *r, struct oneshot *os, const char *user, const char *group)
-{
-	char *why = NULL;
-
-	if (user) {
-		if (r->conn->role != ROLE_ADMIN) {
-			request_error(r, MPSUP_E_PERMISSION_DENIED,
-				      "proc.run: only an admin may name a user");
-			return -1;
-		}
-		if (run_ids_resolve(user, group, &os->ids, &why) < 0) {
-			request_error(r, MPSUP_E_SPAWN_FAILED, "proc.run: %s",
-				      why ? why : "cannot resolve the user");
-			free(why);
-			return -1;
-		}
-		/* an unprivileged daemon running it as itself changes nothing */
-		os->set_ids = !(geteuid() != 0 && os->ids.uid == geteuid() &&
-				os->ids.gid == getegid());
-		return 0;
-	}
-	if (geteuid() != 0 || r->conn->uid == 0)
-		return 0;
-	os->set_ids = true;
-	os->ids.uid = r->conn->uid;
-	os->ids.gid = r->conn->gid;
-	if (r->conn->n_gids > 0 && r->conn->gids) {
-		if (!(os->ids.groups = calloc((size_t)r->conn->n_gids, sizeof(gid_t))))
-			return -ENOMEM;
-		memcpy(os->ids.groups, r->conn->gids, (size_t)r->conn->n_gids * sizeof(gid_t));
-		os->ids.n_groups = r->conn->n_gids;
-	} else {
-		if (!(os->ids.groups = calloc(1, sizeof(gid_t))))
-			return -ENOMEM;
-		os->ids.groups[0] = r->conn->gid;
-		os->ids.n_groups = 1;
-	}
-	return 0;
-}
-
-static enum cmd_ret cmd_run(struct request *r)
-{
-	json_t *argv, *env = NULL, *a, *juser = NULL, *jgroup = NULL;
-	const char *name = NULL, *cwd = NULL, *in = NULL, *bad = NULL, *user, *group;
-	size_t in_len = 0, i;
-	int daemon = 0, e;
-	char gen[32], err[512], ubuf[24], gbuf[24];
-	struct oneshot *os;
-	struct proc *p;
-
-	if (request_unpack(r, "{s:o, s?s, s?o, s?s, s?b, s?s%, s?o, s?o}", "argv", &argv, "name",
-			   &name, "env", &env, "cwd", &cwd, "daemon", &daemon, "stdin", &in,
-			   &in_len, "user", &juser, "group", &jgroup) < 0)
-		return CMD_DONE;
-	if (id_param(r, "user", juser, ubuf, sizeof(ubuf), &user) < 0 ||
-	    id_param(r, "group", jgroup, gbuf, sizeof(gbuf), &group) < 0)
-		return CMD_DONE;
-	if (group && !user) {
-		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: group needs user");
-		return CMD_DONE;
-	}
-	if (!json_is_array(argv) || json_array_size(argv) == 0) {
-		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: argv must be a non-empty list");
-		return CMD_DONE;
-	}
-	json_array_foreach(argv, i, a)
-		if (!json_is_string(a) || strlen(json_string_value(a)) != json_string_length(a)) {
-			request_error(r, MPSUP_E_BAD_REQUEST,
-				      "proc.run: argv items must be strings without NUL");
-			return CMD_DONE;
-		}
-	if (env && !json_is_object(env)) {
-		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: env must be an object");
-		return CMD_DONE;
-	}
-	if (cwd && cwd[0] != '/') {
-		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: cwd must be an absolute path");
-		return CMD_DONE;
-	}
-	if (name && !name_valid(name, false)) {
-		request_error(r, MPSUP_E_BAD_REQUEST,
-			      "proc.run: invalid name (expected [A-Za-z0-9_.-]{1,64})");
-		return CMD_DONE;
-	}
-	if (name && (proc_find(name) || pool_find(name))) {
-		request_error(r, MPSUP_E_EXISTS, "a process or pool named '%s' exists", name);
-		return CMD_DONE;
-	}
-	if (proc_count() >= daemon_g.conf->max_processes) {
-		request_error(r, MPSUP_E_LIMIT, "too many processes (max_processes = %u)",
-			      daemon_g.conf->max_processes);
-		return CMD_DONE;
-	}
-	if (!name) {
-		oneshot_gen_name(gen, sizeof(gen));
-		name = gen;
-	}
-	if (!(os = calloc(1, sizeof(*os))) || !(os->argv = calloc(json_array_size(argv) + 1,
-								  sizeof(char *))))
-		goto nomem;
-	json_array_foreach(argv, i, a)
-		if (!(os->argv[i] = strdup(json_string_value(a))))
-			goto nomem;
-	if (!(os->env = env_from_json(env, &bad))) {
-		oneshot_free(os);
-		if (bad) {
-			request_error(r, MPSUP_E_BAD_REQUEST,
-				      "proc.run: env '%.100s': keys are names, values strings", bad);
-			return CMD_DONE;
-		}
-		request_error(r, MPSUP_E_INTERNAL, "out of memory");
-		return CMD_DONE;
-	}
-	if (cwd && !(os->cwd = strdup(cwd)))
-		goto nomem;
-	if (in) {
-		if (!(os->stdin_data = malloc(in_len ? in_len : 1)))
-			goto nomem;
-		memcpy(os->stdin_data, in, in_len);
-		os->stdin_len = in_len;
-	}
-	os->daemon = daemon;
-	if ((e = run_as(r, os, user, group)) < 0) {
-		oneshot_free(os);
-		if (e == -ENOMEM)
-			request_error(r, MPSUP_E_INTERNAL, "out of memory");
-		return CMD_DONE;
-	}
-	if (!(p = oneshot_run(name, os, err, sizeof(err)))) {
-		request_error(r, MPSUP_E_SPAWN_FAILED, "%s", err);
-		return CMD_DONE;
-	}
-	request_ok(r, json_pack("{s:s, s:i}", "name", p->name, "pid", (int)p->pid));
-	return CMD_DONE;
-nomem:
-	oneshot_free(os);
-	request_error(r, MPSUP_E_INTERNAL, "out of memory");
-	return CMD_DONE;
-}
-
 static enum cmd_ret cmd_join(struct request *r)
 {
 	const char *name;
@@ -645,228 +377,6 @@ static enum cmd_ret cmd_join(struct request *r)
 		return CMD_DONE;
 	}
 	return wait_or_answer(r, WAIT_JOIN, &t, timeout);
-}
-
-static enum cmd_ret cmd_forget(struct request *r)
-{
-	const char *name;
-	struct proc *p;
-
-	if (request_unpack(r, "{s:s}", "name", &name) < 0)
-		return CMD_DONE;
-	if (!(p = proc_find(name)) || p->freed) {
-		request_error(r, MPSUP_E_NOT_FOUND, "no process named '%.100s'", name);
-		return CMD_DONE;
-	}
-	if (!p->os) {
-		request_error(r, MPSUP_E_CONFLICT,
-			      "%s is a pool member (use pool.scale or pool.remove)", name);
-		return CMD_DONE;
-	}
-	if (proc_is_alive(p)) {
-		request_error(r, MPSUP_E_CONFLICT, "%s is still alive", name);
-		return CMD_DONE;
-	}
-	oneshot_forget(p);
-	request_ok(r, NULL);
-	return CMD_DONE;
-}
-
-struct linesel {
-	const struct proc *p;
-	const struct logline *l;
-	size_t seq;
-};
-
-static int linesel_cmp(const void *a, const void *b)
-{
-	const struct linesel *x = a, *y = b;
-
-	if (x->l->ts != y->l->ts)
-		return x->l->ts < y->l->ts ? -1 : 1;
-	return x->seq < y->seq ? -1 : x->seq > y->seq;
-}
-
-/* The last n lines of t's processes, oldest first. */
-static json_t *recent_lines(struct target *t, size_t n)
-{
-	struct linesel *sel;
-	size_t total = 0, k = 0;
-	json_t *a = json_array();
-
-	for (size_t i = 0; i < t->n; i++)
-		total += t->v[i]->ring.n < n ? t->v[i]->ring.n : n;
-	if (total == 0 || !(sel = calloc(total, sizeof(*sel))))
-		return a;
-	for (size_t i = 0; i < t->n; i++) {
-		const struct logring *ring = &t->v[i]->ring;
-		unsigned from = ring->n > n ? ring->n - (unsigned)n : 0;
-		for (unsigned j = from; j < ring->n; j++, k++) {
-			sel[k].p = t->v[i];
-			sel[k].l = logring_at(ring, j);
-			sel[k].seq = k;
-		}
-	}
-	if (t->n > 1)
-		qsort(sel, k, sizeof(*sel), linesel_cmp);
-	for (size_t i = k > n ? k - n : 0; i < k; i++)
-		json_array_append_new(a, line_record(sel[i].p, sel[i].l));
-	free(sel);
-	return a;
-}
-
-static enum cmd_ret cmd_logs(struct request *r)
-{
-	const char *name;
-	json_int_t lines = 100;
-	int follow = 0;
-	struct target t;
-	struct follower *f;
-	char why[200];
-	json_t *resp;
-
-	if (request_unpack(r, "{s:s, s?I, s?b}", "target", &name, "lines", &lines, "follow",
-			   &follow) < 0)
-		return CMD_DONE;
-	if (lines < 0 || lines > LOGS_LINES_MAX) {
-		request_error(r, MPSUP_E_BAD_REQUEST, "proc.logs: lines must be 0..%d",
-			      LOGS_LINES_MAX);
-		return CMD_DONE;
-	}
-	if (target_resolve(r, name, &t) < 0)
-		return CMD_DONE;
-	if (!follow) {
-		request_ok(r, recent_lines(&t, (size_t)lines));
-		free(t.v);
-		return CMD_DONE;
-	}
-	if (!(f = calloc(1, sizeof(*f))) || !(f->target = strdup(name))) {
-		free(f);
-		free(t.v);
-		request_error(r, MPSUP_E_INTERNAL, "out of memory");
-		return CMD_DONE;
-	}
-	/* One count of streams with events.subscribe (max_subscribers). */
-	if (stream_open(&f->stream, r, &followers, follower_closed, why, sizeof(why)) < 0) {
-		free(f->target);
-		free(f);
-		free(t.v);
-		request_error(r, MPSUP_E_LIMIT, "too many streams: %s", why);
-		return CMD_DONE;
-	}
-	resp = mpsup_response_ok(r->id, recent_lines(&t, (size_t)lines));
-	free(t.v);
-	stream_send(&f->stream, resp);
-	json_decref(resp);
-	return CMD_STREAM;
-}
-
-static json_t *pool_json(const struct pool *pl)
-{
-	json_t *j = pool_conf_to_json(pl->conf);
-	unsigned running = 0;
-
-	for (unsigned i = 0; i < pl->n_slots; i++)
-		running += pl->members[i] && proc_is_alive(pl->members[i]);
-	json_object_set_new(j, "running", json_integer(running));
-	/* lines the pool's output files could not take (disk full, ...) */
-	json_object_set_new(j, "output_errors",
-			    json_integer((json_int_t)((pl->out ? pl->out->errors : 0) +
-						      (pl->err ? pl->err->errors : 0))));
-	task_pool_record(pl, j);
-	return j;
-}
-
-static enum cmd_ret cmd_pool_list(struct request *r)
-{
-	json_t *a = json_array();
-	struct pool *pl;
-
-	if (request_unpack(r, "{}") < 0) {
-		json_decref(a);
-		return CMD_DONE;
-	}
-	TAILQ_FOREACH(pl, &pools, entry)
-		if (!pl->removing)
-			json_array_append_new(a, pool_json(pl));
-	request_ok(r, a);
-	return CMD_DONE;
-}
-
-static enum cmd_ret cmd_pool_add(struct request *r)
-{
-	char err[CONF_ERR_MAX];
-	struct pool_conf *pc;
-	struct pool *pl;
-	int e;
-
-	if (pool_conf_from_json(r->params, &pc, err, sizeof(err)) < 0) {
-		request_error(r, MPSUP_E_BAD_REQUEST, "pool.add: %s", err);
-		return CMD_DONE;
-	}
-	e = pool_create(pc, pc->autostart, false, &pl);
-	if (e == -EEXIST)
-		request_error(r, MPSUP_E_EXISTS, "a pool or process named '%s' exists", pc->name);
-	else if (e == -ENOSPC)
-		request_error(r, MPSUP_E_LIMIT, "too many processes (max_processes = %u)",
-			      daemon_g.conf->max_processes);
-	else if (e < 0)
-		request_error(r, MPSUP_E_INTERNAL, "pool.add: %s", strerror(-e));
-	else
-		request_ok(r, pool_json(pl));
-	pool_conf_free(pc);
-	return CMD_DONE;
-}
-
-static enum cmd_ret cmd_pool_remove(struct request *r)
-{
-	struct pool_waiter *w;
-	const char *name;
-	struct pool *pl;
-
-	if (request_unpack(r, "{s:s}", "pool", &name) < 0)
-		return CMD_DONE;
-	if (!(pl = pool_find(name))) {
-		request_error(r, MPSUP_E_NOT_FOUND, "no pool named '%.100s'", name);
-		return CMD_DONE;
-	}
-	if (!(w = calloc(1, sizeof(*w))) ||
-	    park_keep(&w->park, r, &pool_waiters, -1, NULL, pool_waiter_cancel) < 0) {
-		free(w);
-		request_error(r, MPSUP_E_INTERNAL, "out of memory");
-		return CMD_DONE;
-	}
-	w->pl = pl;
-	pool_remove(pl); /* answers w when the pool is gone (maybe now) */
-	return r->replied ? CMD_DONE : CMD_WAIT;
-}
-
-static enum cmd_ret cmd_pool_scale(struct request *r)
-{
-	const char *name;
-	json_int_t n;
-	struct pool *pl;
-	int e;
-
-	if (request_unpack(r, "{s:s, s:I}", "pool", &name, "processes", &n) < 0)
-		return CMD_DONE;
-	if (!(pl = pool_find(name))) {
-		request_error(r, MPSUP_E_NOT_FOUND, "no pool named '%.100s'", name);
-		return CMD_DONE;
-	}
-	if (n < 0 || n > 100000) {
-		request_error(r, MPSUP_E_BAD_REQUEST, "pool.scale: processes must be 0..100000");
-		return CMD_DONE;
-	}
-	e = pool_scale(pl, (unsigned)n);
-	if (e == -ENOSPC)
-		request_error(r, MPSUP_E_LIMIT, "too many processes (max_processes = %u)",
-			      daemon_g.conf->max_processes);
-	else if (e < 0)
-		request_error(r, MPSUP_E_INTERNAL, "pool.scale: %s", strerror(-e));
-	else
-		request_ok(r, pool_json(pl));
-	return CMD_DONE;
 }
 
 static enum cmd_ret cmd_reopen_logs(struct request *r)
@@ -929,10 +439,10 @@ static const struct cmd_entry proc_cmds[] = {
 	ADMIN_MUT("proc.terminate", cmd_terminate, 0),
 	ADMIN_MUT("proc.kill", cmd_kill, 0),
 	ADMIN_MUT("proc.signal", cmd_signal, 0),
-	ADMIN_MUT("proc.run", cmd_run, 0),
+	ADMIN_MUT("proc.run", cmd_proc_run, 0),
 	{ "proc.join", ROLE_READ, CMD_MAY_BLOCK, cmd_join },
-	ADMIN_MUT("proc.forget", cmd_forget, 0),
-	{ "proc.logs", ROLE_READ, CMD_STREAMS, cmd_logs },
+	ADMIN_MUT("proc.forget", cmd_proc_forget, 0),
+	{ "proc.logs", ROLE_READ, CMD_STREAMS, cmd_proc_logs },
 	{ "pool.list", ROLE_READ, 0, cmd_pool_list },
 	ADMIN_MUT("pool.add", cmd_pool_add, 0),
 	ADMIN_MUT("pool.remove", cmd_pool_remove, CMD_MAY_BLOCK),
@@ -955,6 +465,6 @@ const struct cmd_module proc_module = {
 const struct proc_observer proc_cmd_observer = {
 	.settled = proc_cmd_notify,
 	.gone = proc_cmd_forget,
-	.pool_gone = proc_cmd_pool_gone,
+	.pool_gone = pool_cmd_pool_gone,
 	.output_line = proc_logs_notify,
 };

@@ -34,8 +34,6 @@
 #include "proc_leftover.h"
 #include "proc_registry.h"
 
-#define MAGIC "mpsupd-processes 1"
-#define BOOT_ID_LEN 36
 
 /* Lines appended beyond twice the live groups before a compaction. */
 #define COMPACT_SLACK 256
@@ -51,7 +49,7 @@ static struct {
 	char *dir;             /* for messages */
 	char key[17];          /* FNV-1a 64 of the socket path, hex */
 	char file[48], tmp[48], lock[48];
-	char boot[BOOT_ID_LEN + 1];
+	char boot[PROCREG_BOOT_ID_LEN + 1];
 	uint64_t self_start;   /* our own start time */
 	struct event *ev;
 	bool pending;          /* ev is active */
@@ -131,238 +129,6 @@ int procreg_fix_range(pid_t pid, uint64_t *lo, uint64_t *hi)
 }
 
 /*
- * Parsing.
- */
-
-/* A decimal number in [lo, hi], the whole of s. */
-static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *ret)
-{
-	uint64_t v = 0;
-
-	if (!*s || (s[0] == '0' && s[1]))
-		return -EINVAL;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
-			return -EINVAL;
-		v = v * 10 + (uint64_t)(*s - '0');
-	}
-	if (v < lo || v > hi)
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
-static bool rec_name_valid(const char *s)
-{
-	size_t n = 0;
-
-	for (; *s; s++, n++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || strchr("_.:-", *s)) || n >= PROCREG_NAME_MAX)
-			return false;
-	return n > 0;
-}
-
-/* Split line into at most max words separated by single spaces (in
- * place); -1 for an empty word or too many. */
-static int split(char *line, char **w, int max)
-{
-	int n = 0;
-
-	for (;;) {
-		if (n == max || *line == ' ' || *line == '\0')
-			return -1;
-		w[n++] = line;
-		line += strcspn(line, " ");
-		if (!*line)
-			return n;
-		*line++ = '\0';
-	}
-}
-
-#define PID_MAX_LIMIT_ 4194304 /* the kernel's PID_MAX_LIMIT on 64-bit */
-
-/* One "p ..." line (words after the tag). */
-static int parse_rec(char **w, struct procreg_rec *r)
-{
-	uint64_t pid, pgid, lo, hi, sig, ms;
-
-	if (parse_u64(w[0], 1, PID_MAX_LIMIT_, &pid) < 0 ||
-	    parse_u64(w[1], 1, PID_MAX_LIMIT_, &pgid) < 0 || pgid != pid ||
-	    parse_u64(w[2], 1, UINT64_MAX / 2, &lo) < 0 ||
-	    parse_u64(w[3], lo, lo + PROCREG_MAX_RANGE, &hi) < 0 ||
-	    parse_u64(w[4], 1, NSIG - 1, &sig) < 0 ||
-	    parse_u64(w[5], 0, PROCREG_MAX_TIMEOUT_MS, &ms) < 0 || !rec_name_valid(w[6]))
-		return -EINVAL;
-	r->pid = (pid_t)pid;
-	r->pgid = (pid_t)pgid;
-	r->start_lo = lo;
-	r->start_hi = hi;
-	r->stop_signal = (int)sig;
-	r->stop_timeout = (double)ms / 1000;
-	r->name = w[6];
-	return 0;
-}
-
-static int bad(char *err, size_t errlen, unsigned line, const char *what)
-{
-	snprintf(err, errlen, "line %u: %s", line, what);
-	return -EINVAL;
-}
-
-/* The replay: pid -> the latest "p" of that pid (open addressing). */
-struct slot {
-	pid_t pid;
-	uint32_t idx; /* into recs, + 1; 0 = empty */
-};
-
-static struct slot *slot_find(struct slot *t, size_t mask, pid_t pid)
-{
-	size_t h = ((uint32_t)pid * 2654435761u) & mask;
-
-	while (t[h].idx && t[h].pid != pid)
-		h = (h + 1) & mask;
-	return &t[h];
-}
-
-/* The header: magic, boot id, key, writer. */
-static int parse_header(char **lines, const char *boot_id, const char *key,
-			struct procreg_file *f, char *err, size_t errlen)
-{
-	char *w[4];
-	uint64_t v, v2;
-
-	if (strcmp(lines[0], MAGIC) != 0)
-		return bad(err, errlen, 1, "not a process registry (header)");
-	if (split(lines[1], w, 4) != 2 || strcmp(w[0], "boot") != 0 ||
-	    strlen(w[1]) != BOOT_ID_LEN)
-		return bad(err, errlen, 2, "malformed boot id");
-	if (strcmp(w[1], boot_id) != 0) {
-		snprintf(err, errlen, "written before the last boot");
-		return -ESTALE;
-	}
-	if (split(lines[2], w, 4) != 2 || strcmp(w[0], "key") != 0)
-		return bad(err, errlen, 3, "malformed key");
-	if (strcmp(w[1], key) != 0) {
-		snprintf(err, errlen, "written for another socket");
-		return -ESTALE;
-	}
-	if (split(lines[3], w, 4) != 3 || strcmp(w[0], "daemon") != 0 ||
-	    parse_u64(w[1], 1, PID_MAX_LIMIT_, &v) < 0 ||
-	    parse_u64(w[2], 1, UINT64_MAX / 2, &v2) < 0)
-		return bad(err, errlen, 4, "malformed daemon line");
-	f->writer_pid = (pid_t)v;
-	f->writer_start = v2;
-	return 0;
-}
-
-/* Replay the p/x lines into f->recs (the groups that did not end). */
-static int replay(char **lines, size_t n_lines, struct procreg_file *f, char *err, size_t errlen)
-{
-	size_t cap = 16, live = 0, n = 0;
-	struct slot *t;
-	char *w[10];
-	uint64_t pid, lo;
-	int r = 0;
-
-	while (cap < 2 * n_lines)
-		cap *= 2;
-	t = calloc(cap, sizeof(*t));
-	f->recs = calloc(n_lines ? n_lines : 1, sizeof(*f->recs));
-	if (!t || !f->recs) {
-		free(t);
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	for (size_t i = 4; i < n_lines && r == 0; i++) {
-		unsigned ln = (unsigned)i + 1;
-		int nw = split(lines[i], w, 10);
-		struct slot *sl;
-
-		if (nw == 8 && strcmp(w[0], "p") == 0) {
-			if (parse_rec(w + 1, &f->recs[n]) < 0) {
-				r = bad(err, errlen, ln, "malformed record");
-				break;
-			}
-			sl = slot_find(t, cap - 1, f->recs[n].pid);
-			if (sl->idx && f->recs[sl->idx - 1].pid) /* the pid was taken again */
-				f->recs[sl->idx - 1].pid = 0;
-			else
-				live++;
-			sl->pid = f->recs[n].pid;
-			sl->idx = (uint32_t)++n;
-			if (live > PROCREG_MAX_RECORDS)
-				r = bad(err, errlen, ln, "too many records");
-		} else if (nw == 3 && strcmp(w[0], "x") == 0) {
-			if (parse_u64(w[1], 1, PID_MAX_LIMIT_, &pid) < 0 ||
-			    parse_u64(w[2], 1, UINT64_MAX / 2, &lo) < 0) {
-				r = bad(err, errlen, ln, "malformed end of a group");
-				break;
-			}
-			/* an end the replay cannot match is one of a pid taken again */
-			sl = slot_find(t, cap - 1, (pid_t)pid);
-			if (sl->idx && f->recs[sl->idx - 1].pid && f->recs[sl->idx - 1].start_lo == lo) {
-				f->recs[sl->idx - 1].pid = 0;
-				live--;
-			}
-		} else
-			r = bad(err, errlen, ln, "unknown line");
-	}
-	free(t);
-	if (r < 0)
-		return r;
-	/* keep the live ones, in order */
-	f->n = 0;
-	for (size_t i = 0; i < n; i++)
-		if (f->recs[i].pid)
-			f->recs[f->n++] = f->recs[i];
-	return 0;
-}
-
-int procreg_parse(char *buf, size_t len, const char *boot_id, const char *key,
-		  struct procreg_file *ret, char *err, size_t errlen)
-{
-	struct procreg_file f = { 0 };
-	size_t n_lines = 0, i = 0;
-	char **lines, *p;
-	int r;
-
-	if (memchr(buf, '\0', len))
-		return bad(err, errlen, 0, "binary data");
-	/* a last line cut short (a write that failed half way) is left out */
-	while (len > 0 && buf[len - 1] != '\n') {
-		f.torn = true;
-		buf[--len] = '\0';
-	}
-	for (p = buf; p < buf + len; p++)
-		n_lines += *p == '\n';
-	if (n_lines < 4)
-		return bad(err, errlen, (unsigned)n_lines, "truncated header");
-	if (n_lines > PROCREG_MAX_LINES)
-		return bad(err, errlen, PROCREG_MAX_LINES, "too many lines");
-	if (!(lines = calloc(n_lines, sizeof(*lines)))) {
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	for (p = buf; i < n_lines; i++) {
-		char *nl = strchr(p, '\n');
-		*nl = '\0';
-		lines[i] = p;
-		p = nl + 1;
-	}
-	r = parse_header(lines, boot_id, key, &f, err, errlen);
-	if (r == 0)
-		r = replay(lines, n_lines, &f, err, errlen);
-	free(lines);
-	if (r < 0) {
-		free(f.recs);
-		return r;
-	}
-	*ret = f;
-	return 0;
-}
-
-/*
  * Files.
  */
 
@@ -381,12 +147,12 @@ static int read_boot_id(char *buf)
 
 	if (fd < 0)
 		return -errno;
-	n = read(fd, buf, BOOT_ID_LEN + 1);
+	n = read(fd, buf, PROCREG_BOOT_ID_LEN + 1);
 	close(fd);
-	if (n < BOOT_ID_LEN)
+	if (n < PROCREG_BOOT_ID_LEN)
 		return -EIO;
-	buf[BOOT_ID_LEN] = '\0';
-	for (int i = 0; i < BOOT_ID_LEN; i++)
+	buf[PROCREG_BOOT_ID_LEN] = '\0';
+	for (int i = 0; i < PROCREG_BOOT_ID_LEN; i++)
 		if (!((buf[i] >= '0' && buf[i] <= '9') || (buf[i] >= 'a' && buf[i] <= 'f') ||
 		      buf[i] == '-'))
 			return -EIO;
@@ -552,13 +318,13 @@ static int add_line(struct text *b, const struct procreg_rec *r)
 			r->stop_signal,
 			ms < (double)PROCREG_MAX_TIMEOUT_MS ? (unsigned long long)ms
 							    : PROCREG_MAX_TIMEOUT_MS,
-			rec_name_valid(r->name) ? r->name : "-");
+			procreg_name_valid(r->name) ? r->name : "-");
 }
 
 /* Can r be written (and read back)? Not without its start time. */
 static bool recordable(const struct procreg_rec *r)
 {
-	return r->pid > 0 && r->pid <= PID_MAX_LIMIT_ && r->pgid == r->pid && r->start_lo > 0 &&
+	return r->pid > 0 && r->pid <= PROCREG_PID_MAX && r->pgid == r->pid && r->start_lo > 0 &&
 	       r->start_hi >= r->start_lo && r->start_hi - r->start_lo <= PROCREG_MAX_RANGE &&
 	       r->stop_signal > 0 && r->stop_signal < NSIG && r->stop_timeout >= 0;
 }
@@ -602,7 +368,7 @@ static int compact(void)
 	reg.fd = -1;
 	reg.whole.len = 0;
 	reg.live = 0;
-	r = text_add(&reg.whole, "%s\nboot %s\nkey %s\ndaemon %d %llu\n", MAGIC, reg.boot,
+	r = text_add(&reg.whole, "%s\nboot %s\nkey %s\ndaemon %d %llu\n", PROCREG_MAGIC, reg.boot,
 		     reg.key, (int)getpid(), (unsigned long long)reg.self_start);
 	if (r == 0)
 		proc_registry_each(add_each, &r);

@@ -53,6 +53,12 @@ struct procreg_rec {
 	const char *name;    /* POOL:INDEX or a one-shot's name */
 };
 
+/* The first line of the file, and the length of a boot id. */
+#define PROCREG_MAGIC "mpsupd-processes 1"
+#define PROCREG_BOOT_ID_LEN 36
+/* The largest pid a line may name (the kernel's PID_MAX_LIMIT on 64-bit). */
+#define PROCREG_PID_MAX 4194304
+
 /* A parsed registry file. */
 struct procreg_file {
 	pid_t writer_pid;
@@ -76,6 +82,9 @@ uint64_t procreg_ticks(void);
 /* Make lo..hi (from procreg_ticks() around a spawn of pid) narrow enough
  * to record, reading /proc when it is not: 0, or -errno. */
 int procreg_fix_range(pid_t pid, uint64_t *lo, uint64_t *hi);
+
+/* Can s be written as a record's name (POOL:INDEX or a one-shot's name)? */
+bool procreg_name_valid(const char *s);
 
 /*
  * Parse a registry file held in buf (len bytes, NUL-terminated; names in

@@ -8,9 +8,7 @@
 
 #include <errno.h>
 #include <glob.h>
-#include <grp.h>
 #include <limits.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,17 +54,11 @@ static int parse_access(void *field, const char *value, void *ctx, char *err, si
 	access_release(a);
 	a->set = true;
 	for (char **w = words; *w && r == 0; w++) {
-		unsigned long long id;
 		if (strcmp(*w, "*") == 0) {
 			a->any = true;
 		} else if ((*w)[0] == '@') {
-			struct group *g = NULL;
 			gid_t gid;
-			if (conf_parse_uint(*w + 1, 0, UINT32_MAX - 1, &id) == 0)
-				gid = (gid_t)id;
-			else if ((g = getgrnam(*w + 1)))
-				gid = g->gr_gid;
-			else {
+			if (conf_lookup_group(*w + 1, &gid) < 0) {
 				r = conf_seterr(err, errlen, "no such group '%s'", *w + 1);
 				break;
 			}
@@ -78,13 +70,8 @@ static int parse_access(void *field, const char *value, void *ctx, char *err, si
 			a->gids = n;
 			a->gids[a->n_gids++] = gid;
 		} else {
-			struct passwd *pw;
 			uid_t uid;
-			if (conf_parse_uint(*w, 0, UINT32_MAX - 1, &id) == 0)
-				uid = (uid_t)id;
-			else if ((pw = getpwnam(*w)))
-				uid = pw->pw_uid;
-			else {
+			if (conf_lookup_user(*w, &uid) < 0) {
 				r = conf_seterr(err, errlen, "no such user '%s'", *w);
 				break;
 			}

@@ -301,24 +301,60 @@ fail:
 	return r;
 }
 
-int conf_check_user(const char *value, char *err, size_t errlen)
+bool conf_parse_id(const char *s, uint32_t *ret)
 {
 	unsigned long long id;
 
-	if (conf_parse_uint(value, 0, UINT32_MAX - 1, &id) == 0)
+	if (conf_parse_uint(s, 0, UINT32_MAX - 1, &id) < 0) /* -1 is "no id" */
+		return false;
+	*ret = (uint32_t)id;
+	return true;
+}
+
+int conf_lookup_user(const char *s, uid_t *ret)
+{
+	struct passwd *pw;
+	uint32_t id;
+
+	if (conf_parse_id(s, &id)) {
+		*ret = (uid_t)id;
 		return 0;
-	if (!getpwnam(value))
+	}
+	if (!(pw = getpwnam(s)))
+		return -ENOENT;
+	*ret = pw->pw_uid;
+	return 0;
+}
+
+int conf_lookup_group(const char *s, gid_t *ret)
+{
+	struct group *gr;
+	uint32_t id;
+
+	if (conf_parse_id(s, &id)) {
+		*ret = (gid_t)id;
+		return 0;
+	}
+	if (!(gr = getgrnam(s)))
+		return -ENOENT;
+	*ret = gr->gr_gid;
+	return 0;
+}
+
+int conf_check_user(const char *value, char *err, size_t errlen)
+{
+	uid_t uid;
+
+	if (conf_lookup_user(value, &uid) < 0)
 		return conf_seterr(err, errlen, "no such user '%s'", value);
 	return 0;
 }
 
 int conf_check_group(const char *value, char *err, size_t errlen)
 {
-	unsigned long long id;
+	gid_t gid;
 
-	if (conf_parse_uint(value, 0, UINT32_MAX - 1, &id) == 0)
-		return 0;
-	if (!getgrnam(value))
+	if (conf_lookup_group(value, &gid) < 0)
 		return conf_seterr(err, errlen, "no such group '%s'", value);
 	return 0;
 }

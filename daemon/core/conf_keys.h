@@ -107,6 +107,11 @@ int conf_parse_size(const char *s, uint64_t *ret);
 int conf_parse_bool(const char *s, bool *ret);
 int conf_parse_mode(const char *s, mode_t *ret);
 /* A user or group by name or number that exists (numbers always do). */
+/* A user or group id written as a number (0..4294967294; -1 means "none"). */
+bool conf_parse_id(const char *s, uint32_t *ret);
+/* A user or group named by number or by name: 0, or -ENOENT. */
+int conf_lookup_user(const char *s, uid_t *ret);
+int conf_lookup_group(const char *s, gid_t *ret);
 int conf_check_user(const char *value, char *err, size_t errlen);
 int conf_check_group(const char *value, char *err, size_t errlen);
 /* Replace *dst with a copy of value. */

@@ -9,7 +9,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -23,6 +22,7 @@
 #include "access.h"
 #include "command.h"
 #include "conn.h"
+#include "conf_keys.h"
 #include "conn_int.h"
 #include "daemon.h"
 #include "log.h"
@@ -327,10 +327,10 @@ static void socket_set_access(const char *path)
 	const struct conf *cf = daemon_g.conf;
 
 	if (cf->socket_group) {
-		struct group *g = getgrnam(cf->socket_group);
-		char *end;
-		gid_t gid = g ? g->gr_gid : (gid_t)strtoul(cf->socket_group, &end, 10);
-		if (lchown(path, (uid_t)-1, gid) < 0)
+		gid_t gid;
+		if (conf_lookup_group(cf->socket_group, &gid) < 0)
+			log_warn("server", "no such group '%s'", cf->socket_group);
+		else if (lchown(path, (uid_t)-1, gid) < 0)
 			log_warn("server", "cannot give %s to group %s: %s", path, cf->socket_group,
 				 strerror(errno));
 	}

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fdio.h"
 #include "persist_int.h"
 #include "safe_open.h"
 
@@ -27,21 +28,9 @@ static bool fault(void)
 /* write() all of p; 0 or -errno. */
 int persist_write_all(int fd, const void *p, size_t n)
 {
-	const char *s = p;
-
 	if (fault())
 		return -ENOSPC;
-	while (n > 0) {
-		ssize_t w = write(fd, s, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		s += w;
-		n -= (size_t)w;
-	}
-	return 0;
+	return fd_write_all(fd, p, n);
 }
 
 /* fdatasync; 0 or -errno. */

@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "conf_keys.h"
 #include "proc.h"
 #include "proc_int.h"
 
@@ -27,17 +29,6 @@ void pool_clear_ids(struct pool *pl)
 	pl->home = pl->user_name = pl->shell = pl->ids_error = NULL;
 	pl->set_ids = false;
 	pl->n_groups = 0;
-}
-
-static bool parse_id(const char *s, unsigned long *ret)
-{
-	char *end;
-
-	if (!s[0] || s[0] < '0' || s[0] > '9')
-		return false;
-	errno = 0;
-	*ret = strtoul(s, &end, 10);
-	return !*end && !errno;
 }
 
 void run_ids_clear(struct run_ids *ids)
@@ -77,11 +68,11 @@ int run_ids_resolve(const char *user, const char *group, struct run_ids *ret, ch
 {
 	struct run_ids ids = { .uid = geteuid(), .gid = getegid() };
 	struct passwd *pw = NULL;
-	unsigned long id;
+	uint32_t id;
 
 	*ret_error = NULL;
 	if (user) {
-		bool numeric = parse_id(user, &id);
+		bool numeric = conf_parse_id(user, &id);
 		pw = numeric ? getpwuid((uid_t)id) : getpwnam(user);
 		if (!pw && !numeric) {
 			if (asprintf(ret_error, "user %s: no such user", user) < 0)
@@ -97,12 +88,7 @@ int run_ids_resolve(const char *user, const char *group, struct run_ids *ret, ch
 		}
 	}
 	if (group) {
-		struct group *gr;
-		if (parse_id(group, &id))
-			ids.gid = (gid_t)id;
-		else if ((gr = getgrnam(group)))
-			ids.gid = gr->gr_gid;
-		else {
+		if (conf_lookup_group(group, &ids.gid) < 0) {
 			run_ids_clear(&ids);
 			if (asprintf(ret_error, "group %s: no such group", group) < 0)
 				*ret_error = NULL;

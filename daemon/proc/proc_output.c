@@ -22,6 +22,7 @@
 #include <event2/event.h>
 
 #include "daemon.h"
+#include "fdio.h"
 #include "log.h"
 #include "proc.h"
 #include "proc_output.h"
@@ -381,19 +382,13 @@ static bool outpipe_read(struct outpipe *o, size_t max)
 	size_t done = 0;
 
 	while (done < max) {
-		ssize_t n = read(o->fd, buf, sizeof(buf));
-		if (n > 0) {
-			outpipe_feed(o, buf, (size_t)n);
-			done += (size_t)n;
-			if ((size_t)n < sizeof(buf))
-				return true;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		ssize_t n = fd_read(o->fd, buf, sizeof(buf));
+		if (n <= 0)
+			return n == -EAGAIN;
+		outpipe_feed(o, buf, (size_t)n);
+		done += (size_t)n;
+		if ((size_t)n < sizeof(buf))
 			return true;
-		return false;
 	}
 	return true;
 }

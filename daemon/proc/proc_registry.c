@@ -28,6 +28,7 @@
 #include <event2/event.h>
 
 #include "daemon.h"
+#include "fdio.h"
 #include "hash.h"
 #include "log.h"
 #include "proc.h"
@@ -241,9 +242,7 @@ static int read_file(struct procreg_file *ret, char **ret_buf)
 	}
 	/* never past what fstat said, even if it grows */
 	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
+		ssize_t n = fd_read(fd, buf + got, (size_t)st.st_size - got);
 		if (n <= 0)
 			break;
 		got += (size_t)n;
@@ -343,20 +342,6 @@ static void add_each(const struct procreg_rec *r, void *arg)
 	reg.live++;
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Write the whole file (what runs now): tmp, then rename over the old
  * one; appends go on in the new one. */
 static int compact(void)
@@ -379,7 +364,7 @@ static int compact(void)
 	fd = openat(reg.dirfd, reg.tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	r = write_all(fd, reg.whole.p, reg.whole.len);
+	r = fd_write_all(fd, reg.whole.p, reg.whole.len);
 	if (r == 0 && renameat(reg.dirfd, reg.tmp, reg.dirfd, reg.file) < 0)
 		r = -errno;
 	if (r < 0) {
@@ -409,7 +394,7 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
 	reg.pending = false;
 	if (reg.fd >= 0 && !reg.lost && reg.live <= PROCREG_MAX_RECORDS &&
 	    reg.lines + reg.pend_lines <= 2 * reg.live + COMPACT_SLACK) {
-		r = write_all(reg.fd, reg.pend.p, reg.pend.len);
+		r = fd_write_all(reg.fd, reg.pend.p, reg.pend.len);
 		if (r == 0)
 			reg.lines += reg.pend_lines;
 	}

@@ -24,6 +24,7 @@
 
 #include "daemon.h"
 #include "events.h"
+#include "fdio.h"
 #include "jsonw.h"
 #include "log.h"
 #include "mpsup.h"
@@ -339,21 +340,18 @@ static bool worker_read(struct worker *w, bool all)
 			worker_fail(w, "out of memory");
 			return false;
 		}
-		n = read(w->out_fd, p, (size_t)room);
-		if (n > 0) {
-			mpsup_framer_commit(w->in, (size_t)n);
-			if (!worker_lines(w))
-				return false;
-			if (n < room && !all)
-				return true;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		n = fd_read(w->out_fd, p, (size_t)room);
+		if (n == -EAGAIN)
 			return true;
-		worker_eof(w);
-		return false;
+		if (n <= 0) {
+			worker_eof(w);
+			return false;
+		}
+		mpsup_framer_commit(w->in, (size_t)n);
+		if (!worker_lines(w))
+			return false;
+		if (n < room && !all)
+			return true;
 	}
 	return w->out_fd >= 0;
 }

@@ -250,6 +250,11 @@ class RunAsUser(ProcTestCase):
             self.assertEqual(c.err("status", target="x"), "not_found")
             self.assertEqual(c.err("proc.run", argv=["true"], group="0"), "bad_request")
             self.assertEqual(c.err("proc.run", argv=["true"], user=[1]), "bad_request")
+            # a number past 32 bits is no uid (it once wrapped to 0, root)
+            for big in ("4294967296", "4294967295", "99999999999999999999"):
+                r = c.call("proc.run", argv=["touch", marker], user=big)
+                self.assertEqual(r["error"]["code"], "spawn_failed", big)
+                self.assertIn("no such user", r["error"]["message"])
         self.assertFalse(os.path.exists(marker))
 
 

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "conf_keys.h"
 
 static struct conf *load_ok(const char *text)
 {
@@ -287,6 +289,34 @@ START_TEST(test_access)
 }
 END_TEST
 
+/* Users and groups by number or name, one way for every caller: a number
+ * past 32 bits (or -1) is a name, which no one has. */
+START_TEST(test_lookup_ids)
+{
+	uid_t uid = 7;
+	gid_t gid = 7;
+
+	ck_assert_int_eq(conf_lookup_user("0", &uid), 0);
+	ck_assert_uint_eq(uid, 0);
+	ck_assert_int_eq(conf_lookup_user("4294967294", &uid), 0);
+	ck_assert_uint_eq(uid, 4294967294u);
+	ck_assert_int_eq(conf_lookup_user("root", &uid), 0);
+	ck_assert_uint_eq(uid, 0);
+	ck_assert_int_eq(conf_lookup_group("root", &gid), 0);
+	ck_assert_uint_eq(gid, 0);
+	ck_assert_int_eq(conf_lookup_group("123", &gid), 0);
+	ck_assert_uint_eq(gid, 123);
+	uid = gid = 7;
+	ck_assert_int_eq(conf_lookup_user("4294967295", &uid), -ENOENT);
+	ck_assert_int_eq(conf_lookup_user("4294967296", &uid), -ENOENT);
+	ck_assert_int_eq(conf_lookup_user("no-such-user-mp", &uid), -ENOENT);
+	ck_assert_int_eq(conf_lookup_group("-1", &gid), -ENOENT);
+	ck_assert_int_eq(conf_lookup_group("", &gid), -ENOENT);
+	ck_assert_uint_eq(uid, 7);
+	ck_assert_uint_eq(gid, 7);
+}
+END_TEST
+
 /* Every default from the key tables, as the values they always were. */
 START_TEST(test_table_defaults)
 {
@@ -404,6 +434,7 @@ int main(void)
 	tcase_add_test(tc, test_include);
 	tcase_add_test(tc, test_pool_from_json);
 	tcase_add_test(tc, test_access);
+	tcase_add_test(tc, test_lookup_ids);
 	tcase_add_test(tc, test_table_defaults);
 	tcase_add_test(tc, test_typed_errors);
 	suite_add_tcase(s, tc);

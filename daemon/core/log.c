@@ -69,16 +69,6 @@ bool log_to_journal(void)
 	return journal;
 }
 
-int log_level_parse(const char *s)
-{
-	for (int i = 0; i < 4; i++)
-		if (strcmp(s, level_names[i]) == 0)
-			return i;
-	if (strcmp(s, "warn") == 0)
-		return LOG_LVL_WARNING;
-	return -1;
-}
-
 /* Append "NAME=value" as one iovec item backed by buf (at most len). */
 static void field(struct iovec *iov, int *n, char *buf, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));

@@ -28,8 +28,6 @@ void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 /* Are messages going to the journal? */
 bool log_to_journal(void);
-/* Parse "error|warning|info|debug"; -1 when unknown. */
-int log_level_parse(const char *s);
 void log_msg(enum log_level level, const char *subsys, const char *file, int line,
 	     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 void log_msg_fields(enum log_level level, const char *subsys, const struct log_fields *f,

@@ -38,11 +38,11 @@ static int snap_record(const char *p, size_t len, size_t off, void *arg, char *w
 	json_t *opts;
 	enum mpsup_err code;
 	char err[256];
-	int rc = -1;
+	int rc = -EINVAL;
 
 	(void)off;
 	if (!v)
-		return -1;
+		return -EINVAL;
 	if (L->ended) {
 		snprintf(why, whylen, "data after the end record");
 	} else if (!L->header) {
@@ -91,16 +91,16 @@ static int log_record(const char *p, size_t len, size_t off, void *arg, char *wh
 	const char *cmd;
 	json_int_t seq;
 	char err[256];
-	int rc = -1;
+	int rc = -EINVAL;
 
 	(void)off;
 	if (!v)
-		return -1;
+		return -EINVAL;
 	if (json_unpack(v, "[I, s, o]", &seq, &cmd, &params) < 0 || seq < 1 ||
 	    !json_is_object(params)) {
 		snprintf(why, whylen, "not a log record");
 		json_decref(v);
-		return -1;
+		return -EINVAL;
 	}
 	/* a request line: its envelope is not a parameter */
 	json_object_del(params, "id");

@@ -47,14 +47,14 @@ bool procreg_name_valid(const char *s)
 }
 
 /* Split line into at most max words separated by single spaces (in
- * place); -1 for an empty word or too many. */
+ * place); -EINVAL for an empty word or too many. */
 static int split(char *line, char **w, int max)
 {
 	int n = 0;
 
 	for (;;) {
 		if (n == max || *line == ' ' || *line == '\0')
-			return -1;
+			return -EINVAL;
 		w[n++] = line;
 		line += strcspn(line, " ");
 		if (!*line)

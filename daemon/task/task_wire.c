@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,13 +34,13 @@ ssize_t task_line_format(char **buf, size_t *cap, uint64_t id, const json_t *ite
 		if (*cap < hl + 256) {
 			char *nb = realloc(*buf, hl + 256);
 			if (!nb)
-				return -1;
+				return -ENOMEM;
 			*buf = nb;
 			*cap = hl + 256;
 		}
 		/* json_dumpb returns the full size even when it did not fit */
 		if ((n = json_dumpb(item, *buf + hl, *cap - hl - 2, flags)) == 0)
-			return -1;
+			return -EINVAL; /* not encodable */
 		if (hl + n + 2 <= *cap) {
 			memcpy(*buf, head, hl);
 			(*buf)[hl + n] = '}';
@@ -48,11 +49,11 @@ ssize_t task_line_format(char **buf, size_t *cap, uint64_t id, const json_t *ite
 		}
 		char *nb = realloc(*buf, hl + n + 2);
 		if (!nb)
-			return -1;
+			return -ENOMEM;
 		*buf = nb;
 		*cap = hl + n + 2;
 	}
-	return -1;
+	return -EINVAL; /* grew between the passes: cannot happen */
 }
 
 void task_snippet(const char *s, size_t n, char *out, size_t outlen)

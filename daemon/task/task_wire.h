@@ -19,7 +19,8 @@ enum task_reply { TASK_REPLY_BAD = -1, TASK_REPLY_RESULT = 0, TASK_REPLY_ERROR =
 
 /*
  * Build the line for task id and item ({"id":N,"item":V} and a newline) in
- * *buf (grown as needed, capacity in *cap). Returns its length, or -1.
+ * *buf (grown as needed, capacity in *cap). Returns its length, or -ENOMEM,
+ * or -EINVAL when item cannot be encoded.
  */
 ssize_t task_line_format(char **buf, size_t *cap, uint64_t id, const json_t *item);
 /*

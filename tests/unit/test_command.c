@@ -23,6 +23,7 @@
 #include "log.h"
 #include "peer.h"
 #include "stream.h"
+#include "unit.h"
 
 static struct conf test_conf;
 static struct conn *client;
@@ -193,11 +194,5 @@ static Suite *command_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(command_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return unit_run(command_suite());
 }

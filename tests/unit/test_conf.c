@@ -12,6 +12,7 @@
 
 #include "conf.h"
 #include "conf_keys.h"
+#include "unit.h"
 
 static struct conf *load_ok(const char *text)
 {
@@ -421,8 +422,6 @@ int main(void)
 {
 	Suite *s = suite_create("conf");
 	TCase *tc = tcase_create("conf");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_defaults);
 	tcase_add_test(tc, test_main_section);
@@ -438,9 +437,5 @@ int main(void)
 	tcase_add_test(tc, test_table_defaults);
 	tcase_add_test(tc, test_typed_errors);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return unit_run(s);
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "fdio.h"
+#include "unit.h"
 
 START_TEST(test_read_results)
 {
@@ -79,16 +80,10 @@ int main(void)
 {
 	Suite *s = suite_create("fdio");
 	TCase *tc = tcase_create("fdio");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_read_results);
 	tcase_add_test(tc, test_write_errors);
 	tcase_add_test(tc, test_read_retries_eintr);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return unit_run(s);
 }

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "park.h"
 #include "stream.h"
+#include "unit.h"
 
 #define N_CLIENTS 3
 
@@ -349,11 +350,5 @@ static Suite *park_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(park_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return unit_run(park_suite());
 }

@@ -32,6 +32,7 @@
 #include "obj.h"
 #include "persist.h"
 #include "conn.h"
+#include "unit.h"
 
 /* --- fixture: a state directory and clients ---------------------------------- */
 
@@ -868,11 +869,5 @@ static Suite *persist_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(persist_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return unit_run(persist_suite());
 }

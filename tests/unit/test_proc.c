@@ -17,6 +17,7 @@
 #include "jsonw.h"
 #include "proc_fsm.h"
 #include "proc_registry.h"
+#include "unit.h"
 
 static const struct proc_fsm_input NONE = { false, false, false };
 
@@ -388,8 +389,6 @@ int main(void)
 {
 	Suite *s = suite_create("proc");
 	TCase *tc = tcase_create("proc");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_fsm_start_paths);
 	tcase_add_test(tc, test_fsm_failed_starts);
@@ -404,9 +403,5 @@ int main(void)
 	tcase_add_test(tc, test_registry_replay);
 	tcase_add_test(tc, test_registry_refused);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return unit_run(s);
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "mpsup.h"
+#include "unit.h"
 
 /* ---- framing ------------------------------------------------------------ */
 
@@ -1204,11 +1205,5 @@ static Suite *proto_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(proto_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return unit_run(proto_suite());
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "safe_open.h"
+#include "unit.h"
 
 static char tmp[64];
 static struct safe_owner me;
@@ -180,8 +181,6 @@ int main(void)
 {
 	Suite *s = suite_create("safe_open");
 	TCase *tc = tcase_create("safe_open");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_path_split);
@@ -190,9 +189,5 @@ int main(void)
 	tcase_add_test(tc, test_devices);
 	tcase_add_test(tc, test_foreign_owner);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return unit_run(s);
 }

@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "task_wire.h"
+#include "unit.h"
 
 static char *buf;
 static size_t cap;
@@ -140,11 +141,5 @@ static Suite *task_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(task_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return unit_run(task_suite());
 }

@@ -63,7 +63,8 @@ static void usage(FILE *f)
 		DEFAULT_CONFIG);
 }
 
-int main(int argc, char **argv)
+/* Read the command line into daemon_g; -1 to go on, else the exit code. */
+static int parse_options(int argc, char **argv, bool *ret_check_only)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
@@ -74,13 +75,9 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
-	struct event *sig_events[3];
-	sigset_t late;
-	char err[CONF_ERR_MAX];
-	bool check_only = false;
-	int opt, r;
+	int opt;
 
+	*ret_check_only = false;
 	daemon_g.conf_path = DEFAULT_CONFIG;
 	while ((opt = getopt_long(argc, argv, "c:s:Vh", opts, NULL)) != -1) {
 		switch (opt) {
@@ -91,7 +88,7 @@ int main(int argc, char **argv)
 			daemon_g.socket_override = optarg;
 			break;
 		case 'C':
-			check_only = true;
+			*ret_check_only = true;
 			if (optarg)
 				daemon_g.conf_path = optarg;
 			else if (optind < argc && argv[optind][0] != '-')
@@ -116,7 +113,20 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	return -1;
+}
 
+int main(int argc, char **argv)
+{
+	const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	struct event *sig_events[3];
+	sigset_t late;
+	char err[CONF_ERR_MAX];
+	bool check_only;
+	int r;
+
+	if ((r = parse_options(argc, argv, &check_only)) >= 0)
+		return r;
 	log_init(LOG_LVL_INFO);
 	if (conf_load(daemon_g.conf_path, &daemon_g.conf, err, sizeof(err)) < 0) {
 		fprintf(stderr, "mpsupd: %s\n", err);

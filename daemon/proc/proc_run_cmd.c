@@ -102,6 +102,49 @@ static int run_as(struct request *r, struct oneshot *os, const char *user, const
 	return 0;
 }
 
+/* Check proc.run's argv, env, cwd and name, and that one more process
+ * fits; answers and returns -EINVAL when something does not. */
+static int run_check(struct request *r, json_t *argv, json_t *env, const char *cwd,
+		     const char *name)
+{
+	json_t *a;
+	size_t i;
+
+	if (!json_is_array(argv) || json_array_size(argv) == 0) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: argv must be a non-empty list");
+		return -EINVAL;
+	}
+	json_array_foreach(argv, i, a)
+		if (!json_is_string(a) || strlen(json_string_value(a)) != json_string_length(a)) {
+			request_error(r, MPSUP_E_BAD_REQUEST,
+				      "proc.run: argv items must be strings without NUL");
+			return -EINVAL;
+		}
+	if (env && !json_is_object(env)) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: env must be an object");
+		return -EINVAL;
+	}
+	if (cwd && cwd[0] != '/') {
+		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: cwd must be an absolute path");
+		return -EINVAL;
+	}
+	if (name && !name_valid(name, false)) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "proc.run: invalid name (expected [A-Za-z0-9_.-]{1,64})");
+		return -EINVAL;
+	}
+	if (name && (proc_find(name) || pool_find(name))) {
+		request_error(r, MPSUP_E_EXISTS, "a process or pool named '%s' exists", name);
+		return -EINVAL;
+	}
+	if (proc_count() >= daemon_g.conf->max_processes) {
+		request_error(r, MPSUP_E_LIMIT, "too many processes (max_processes = %u)",
+			      daemon_g.conf->max_processes);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 enum cmd_ret cmd_proc_run(struct request *r)
 {
 	json_t *argv, *env = NULL, *a, *juser = NULL, *jgroup = NULL;
@@ -123,38 +166,8 @@ enum cmd_ret cmd_proc_run(struct request *r)
 		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: group needs user");
 		return CMD_DONE;
 	}
-	if (!json_is_array(argv) || json_array_size(argv) == 0) {
-		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: argv must be a non-empty list");
+	if (run_check(r, argv, env, cwd, name) < 0)
 		return CMD_DONE;
-	}
-	json_array_foreach(argv, i, a)
-		if (!json_is_string(a) || strlen(json_string_value(a)) != json_string_length(a)) {
-			request_error(r, MPSUP_E_BAD_REQUEST,
-				      "proc.run: argv items must be strings without NUL");
-			return CMD_DONE;
-		}
-	if (env && !json_is_object(env)) {
-		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: env must be an object");
-		return CMD_DONE;
-	}
-	if (cwd && cwd[0] != '/') {
-		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: cwd must be an absolute path");
-		return CMD_DONE;
-	}
-	if (name && !name_valid(name, false)) {
-		request_error(r, MPSUP_E_BAD_REQUEST,
-			      "proc.run: invalid name (expected [A-Za-z0-9_.-]{1,64})");
-		return CMD_DONE;
-	}
-	if (name && (proc_find(name) || pool_find(name))) {
-		request_error(r, MPSUP_E_EXISTS, "a process or pool named '%s' exists", name);
-		return CMD_DONE;
-	}
-	if (proc_count() >= daemon_g.conf->max_processes) {
-		request_error(r, MPSUP_E_LIMIT, "too many processes (max_processes = %u)",
-			      daemon_g.conf->max_processes);
-		return CMD_DONE;
-	}
 	if (!name) {
 		oneshot_gen_name(gen, sizeof(gen));
 		name = gen;

@@ -36,8 +36,10 @@ struct state_op {
 	const char *timeout_code;
 };
 
+/* clang-format off: it would put the braces of a macro on lines of their own */
 #define P(k) { k, ARG_JSON }
 #define S(k) { k, ARG_STR }
+/* clang-format on */
 
 static const struct state_op state_ops[] = {
 	{ "dict", "get", 1, { S("key"), P("default") }, "KEY [DEFAULT]", NULL },

@@ -139,8 +139,10 @@ static const char *const log_levels[] = { "error", "warning", "info", "debug", N
 static const char *const state_syncs[] = { "always", "everysec", "no", NULL };
 
 #define MAIN(f) CONF_FIELD(struct conf, f)
+/* clang-format off: it would put the braces of a macro on lines of their own */
 #define MAIN_UINT(key, f, lo, hi, d) \
 	{ key, CONF_UINT, MAIN(f), .min = (lo), .max = (hi), .def = (d) }
+/* clang-format on */
 
 /* The keys of [mpsupd], with their defaults. */
 static const struct conf_key main_keys[] = {

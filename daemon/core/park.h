@@ -45,6 +45,8 @@
 #include <stddef.h>
 #include <sys/queue.h>
 
+#include "container.h"
+
 struct event;
 struct park;
 struct request;
@@ -67,7 +69,7 @@ struct park_queue {
 };
 
 /* The record of type `type` whose member `member` is the park p. */
-#define PARK_OWNER(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
+#define PARK_OWNER(p, type, member) CONTAINER_OF(p, type, member)
 
 void park_queue_init(struct park_queue *q);
 /* The longest waiting park of q, or NULL. */

@@ -29,6 +29,8 @@
 
 #include <jansson.h>
 
+#include "container.h"
+
 struct conn;
 struct request;
 struct stream;
@@ -48,10 +50,11 @@ struct stream_set {
 	unsigned n;
 };
 
+/* clang-format off: it would put the braces of a macro on lines of their own */
 #define STREAM_SET_INITIALIZER(set) { TAILQ_HEAD_INITIALIZER((set).head), 0 }
+/* clang-format on */
 /* The record of type `type` whose member `member` is the stream s. */
-#define STREAM_OWNER(s, type, member) \
-	((type *)(void *)((char *)(s) - offsetof(type, member)))
+#define STREAM_OWNER(s, type, member) CONTAINER_OF(s, type, member)
 
 static inline struct stream *stream_first(const struct stream_set *set)
 {

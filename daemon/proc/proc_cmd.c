@@ -429,7 +429,9 @@ static int proc_module_reload(const struct conf *newconf, json_t *changes)
 	return 0;
 }
 
+/* clang-format off: it would put the braces of a macro on lines of their own */
 #define ADMIN_MUT(name, fn, extra) { name, ROLE_ADMIN, CMD_MUTATES | (extra), fn }
+/* clang-format on */
 
 static const struct cmd_entry proc_cmds[] = {
 	{ "status", ROLE_READ, 0, cmd_status },

@@ -30,19 +30,13 @@ struct persist_buf {
 	size_t len, cap;
 };
 
-/* Someone waiting for the commit barrier: fn(key) once need is written. */
+/* Someone waiting for the commit barrier: fn(key, BARRIER_WRITTEN) once
+ * need is written, or fn(key, BARRIER_TIMED_OUT) at deadline. */
 struct barrier_wait {
-	void (*fn)(void *key);
+	void (*fn)(void *key, enum barrier_release how);
 	void *key;
-	uint64_t need; /* the last record it may depend on */
-};
-
-/* A barrier key (a connection, opaque) that read what an unwritten record
- * changed (persist_read): its output waits for that record, at its next
- * persist_barrier(), unless persist_barrier_forget() drops it first. */
-struct taint {
-	void *key;
-	uint64_t need;
+	uint64_t need;   /* the last record it may depend on */
+	double deadline; /* monotonic, set once the log failed; 0 = none */
 };
 
 /* Persistence's state (one: persist_g). */
@@ -82,6 +76,9 @@ struct persist_state {
 	const char *snap_hold; /* MPSUP_TEST_SNAPSHOT_HOLD */
 
 	bool failed;           /* refusing mutations */
+	double outage_since;   /* wall clock of the failure, while failed */
+	double outage_mono;    /* the same, monotonic */
+	struct event *ev_outage; /* times out held answers (persist_outage_timeout) */
 	char error[300];       /* why, while failed */
 	char last_error[300];
 	unsigned long errors;
@@ -94,9 +91,6 @@ struct persist_state {
 	 * objects the unwritten records change, or all (unwritten_all). */
 	json_t *unwritten;
 	bool unwritten_all;
-	bool hold_all;         /* a taint could not be kept: hold every answer */
-	struct taint *taints;
-	size_t n_taints, cap_taints;
 
 	/* everysec thread; mu guards dirty, stop, sync_err, last_fsync, log_fd
 	 * changes and the two fds below */

@@ -47,6 +47,8 @@ struct persist_state {
 	const char *name;      /* the names in the directory (basenames) */
 	char *log_name, *tmp_name, *logtmp_name;        /* PATH.log.tmp: a log being shrunk */
 	int log_fd, dir_fd;    /* every file is opened relative to dir_fd */
+	bool dir_check;        /* state_dir_check, for reopening the directory */
+	double files_checked;  /* monotonic: the last persist_files_check() */
 	enum state_sync sync;
 	uint64_t log_max;
 	const char *fail_flag; /* MPSUP_TEST_FAIL_WRITES */
@@ -131,6 +133,8 @@ int persist_read_fd(int fd, struct persist_buf *ret);
 int persist_file_open(const char *name, const char *path, int flags, char *err, size_t errlen);
 int persist_files_open(const char *path, bool dir_check, char *err, size_t errlen);
 void persist_files_close(void);
+int persist_files_check(void);
+int persist_files_reopen(char *err, size_t errlen);
 
 /* persist_log.c: appending, commit, barrier, fsync thread, failures */
 int persist_log_init(void);
@@ -147,6 +151,7 @@ void persist_thread_stop(void);
 /* persist_snapshot.c: snapshots */
 int persist_snapshot_write(void);
 int persist_snapshot_fork(void);
+void persist_log_fd_switch(int fd);
 void persist_snapshot_abort(const char *why);
 
 /* persist_load.c: loading at start-up */

@@ -300,9 +300,16 @@ void persist_check_thread(void)
 /* Try to get out of the failed state by writing a whole snapshot. */
 void persist_try_recover(void)
 {
+	char err[300];
 	int r;
 
 	persist_g.last_retry = now_mono();
+	/* A removed log or directory: a new one, if its directory is back. */
+	if (persist_files_check() < 0 && (r = persist_files_reopen(err, sizeof(err))) < 0) {
+		snprintf(persist_g.last_error, sizeof(persist_g.last_error), "%s", err);
+		log_debug("persist", "still failing: %s", persist_g.last_error);
+		return;
+	}
 	if ((r = persist_snapshot_write()) < 0) {
 		snprintf(persist_g.last_error, sizeof(persist_g.last_error),
 			 "snapshot %s failed: %s", persist_g.path, strerror(-r));
@@ -441,6 +448,15 @@ void persist_commit(void)
 	if (!persist_g.on || persist_g.seq == persist_g.attempted)
 		return;
 	persist_g.attempted = upto;
+	/* A removed log or directory takes writes that nobody will read:
+	 * checked before every commit with always, once a second otherwise. */
+	if (!persist_g.failed &&
+	    (persist_g.sync == STATE_SYNC_ALWAYS || now_mono() - persist_g.files_checked >= 1.0) &&
+	    (r = persist_files_check()) < 0) {
+		dirty_mark();
+		persist_fail("write to", r);
+		return;
+	}
 	if (persist_g.failed) {
 		/* Records logged before the failure was seen in this pass (an
 		 * everysec fsync error found mid-pass), or an unloggable one:

@@ -89,8 +89,8 @@ class OutageCase(test_persist.PersistCase):
         self.assertIn(why, outage["error"])
         self.assertEqual(info["outage_timeout"], TIMEOUT)
         out = self.d.mpctl("info", check=0).stdout
-        self.assertIn("outage", out)
-        self.assertIn("pending_bytes", out)
+        self.assertRegex(out, r"STATE OUTAGE: +since .*: %d bytes \(%d records\) not written; .*%s"
+                         % (outage["pending_bytes"], outage["pending_records"], why))
 
     def assert_restored(self, sub):
         """The storage is back: the end of the outage is told and shown."""

@@ -1,6 +1,6 @@
 /*
  * Persistence (persist.c): appending to the log, the group commit, the
- * commit barrier with its read taints, the everysec fsync thread, and
+ * commit barrier with its outage timeout, the everysec fsync thread, and
  * failure and recovery.
  *
  * Commit: records are framed into one buffer as ops run; a commit event,
@@ -12,20 +12,22 @@
  * (after a failed write, see Errors). everysec: a thread fdatasyncs the
  * log once a second when it changed. no: the kernel decides.
  *
- * Errors: a failed write or fsync keeps the records of that pass in memory
- * (committed < attempted) and their answers held (they were never
- * acknowledged), refuses further mutations of persisted objects with
- * `internal`, and retries (on the next mutation and every second) by
- * writing a whole snapshot: that rewrites the state including the held
- * records and starts an empty log, so a torn write left in the log by the
- * failure is never followed by good records. Until then the names those
- * records change are in persist_g.unwritten (read from persist_g.pending),
- * and a request about one of them (persist_read; obj.list: any) taints its
- * connection - an opaque barrier key, dropped by persist_barrier_forget()
- * when the connection closes: its next persist_barrier() waits for the
- * recovery too, so no later read shows a mutation a crash would lose. Once
- * the snapshot is written the held answers go out and mutations are
- * accepted.
+ * Errors: a failed write or fsync (or a log or state directory found
+ * removed) keeps the records of that pass in memory (committed <
+ * attempted) and their answers held (they were never acknowledged) for at
+ * most persist_outage_timeout: then the barrier gives them up
+ * (BARRIER_TIMED_OUT; the core answers the durable ones `unavailable`,
+ * outcome unknown). Further mutations of persisted objects are refused
+ * with `unavailable`, and it retries (on the next mutation and every
+ * second) by writing a whole snapshot: that rewrites the state including
+ * the unwritten records and starts an empty log, so a torn write left in
+ * the log by the failure is never followed by good records. Until then the
+ * names those records change are in persist_g.unwritten (read from
+ * persist_g.pending), and a request about one of them (persist_read;
+ * obj.list: any) is answered `unavailable` at once, so no read shows a
+ * mutation a crash would lose. Once the snapshot is written the held
+ * answers go out and mutations are accepted. The outage and its end are
+ * events of the daemon topic.
  */
 #include "config.h"
 

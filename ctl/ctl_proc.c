@@ -893,12 +893,13 @@ static void print_outage(const json_t *info)
 {
 	const json_t *o = json_object_get(json_object_get(info, "persistence"), "outage");
 	time_t since;
+	struct tm tm;
 	char when[64];
 
 	if (!json_is_object(o))
 		return;
 	since = (time_t)json_number_value(json_object_get(o, "since"));
-	if (!strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&since)))
+	if (!localtime_r(&since, &tm) || !strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm))
 		snprintf(when, sizeof(when), "?");
 	printf("STATE OUTAGE:  since %s (%.0f s): %lld bytes (%lld records) not written; %s\n",
 	       when, json_number_value(json_object_get(o, "secs")),

@@ -167,9 +167,10 @@ static void outage_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	/* By index: a callback may add (a wait of its own, with a later
-	 * deadline) or cancel entries. */
-	for (size_t i = 0; i < persist_g.n_waits; i++) {
+	/* By index, over the entries there now: a callback may cancel
+	 * entries or add one (its connection held again), which waits for
+	 * its own deadline. */
+	for (size_t i = 0, n = persist_g.n_waits; i < n; i++) {
 		struct barrier_wait w = persist_g.waits[i];
 		if (w.fn && w.deadline && w.deadline <= now + 0.001) {
 			persist_g.waits[i].fn = NULL;

@@ -18,6 +18,9 @@ enum barrier_result {
 /* Why held output may go. */
 enum barrier_release {
 	BARRIER_WRITTEN,   /* the records it depends on are written */
+	BARRIER_FAILING,   /* writing them failed: output that shows no
+			    * durable state may go (the holder cancels its wait
+			    * first); the rest stays held */
 	BARRIER_TIMED_OUT, /* they could not be written in time (the store's
 			    * outage timeout): the answers in it that show or
 			    * change durable state must not go as they are */
@@ -25,7 +28,8 @@ enum barrier_release {
 
 /* barrier(fn, key) says whether key's output may go and, when it must
  * wait, runs fn(key, how) once the records it depends on are written or
- * the store gives up waiting for them; cancel forgets a pending (fn, key)
+ * the store gives up waiting for them (and, with BARRIER_FAILING, when
+ * writing them fails: the wait stays unless fn cancels it); cancel forgets a pending (fn, key)
  * (the connection closed while held); commit writes what is pending now
  * (a peer that hung up does not wait for the loop). Without one (no
  * durable store) answers never wait. */

@@ -270,12 +270,26 @@ static void durable_written(struct conn *c)
 	}
 }
 
+/* Does c's held output show durable state (a marked answer the barrier
+ * has not let go)? A stream is taken to (its events may tell of it). */
+static bool durable_held(const struct conn *c)
+{
+	return c->streaming ||
+	       (c->n_durable && c->durable[c->n_durable - 1].end > c->out_released);
+}
+
 /* The commit barrier let c's output go (how: written, or given up on, and
- * then its durable answers are replaced first): write it now. */
+ * then its durable answers are replaced first; or the write failed, and
+ * output that shows no durable state goes now): write it. */
 static void conn_barrier_passed(void *arg, enum barrier_release how)
 {
 	struct conn *c = arg;
 
+	if (how == BARRIER_FAILING) {
+		if (durable_held(c))
+			return; /* until written or timed out */
+		barrier->cancel(conn_barrier_passed, c);
+	}
 	c->held = false;
 	if (how == BARRIER_TIMED_OUT)
 		conn_rewrite_durable(c);

@@ -21,9 +21,10 @@
  *     of every connection waits for them (group commit);
  *   - when a write or fsync failed, its records stay unwritten (applied in
  *     memory, not on disk) until a recovery snapshot writes them: the
- *     answers of their pass wait for that, at most persist_outage_timeout;
- *     then the barrier gives up on them (BARRIER_TIMED_OUT) and the core
- *     answers the ones that show or change durable state `unavailable`.
+ *     answers of their pass that show durable state wait for that, at
+ *     most persist_outage_timeout (the others go when the write fails:
+ *     BARRIER_FAILING); then the barrier gives up on them
+ *     (BARRIER_TIMED_OUT) and the core answers them `unavailable`.
  *     A later request about an object they change (any object, for
  *     obj.list; obj.create/obj.delete of such a name too) is answered
  *     `unavailable` at once by persist_read(). Other answers go out:

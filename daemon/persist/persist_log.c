@@ -159,6 +159,19 @@ static void waits_compact(void)
 	persist_g.n_waits = j;
 }
 
+/* The records the held answers wait for failed to be written: tell their
+ * holders (those that show no durable state go; the others keep waiting,
+ * until written or their deadline). */
+static void waits_failing(void)
+{
+	for (size_t i = 0, n = persist_g.n_waits; i < n; i++) {
+		struct barrier_wait w = persist_g.waits[i];
+		if (w.fn)
+			w.fn(w.key, BARRIER_FAILING);
+	}
+	waits_compact();
+}
+
 /* The outage timeout passed for some held answers: give up on them. */
 static void outage_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -261,6 +274,7 @@ void persist_fail(const char *what, int err)
 	if (persist_g.ev_retry)
 		event_add(persist_g.ev_retry, &tv);
 	outage_deadlines(); /* the answers held now wait at most the timeout */
+	waits_failing();
 }
 
 /* The state is written again: the outage is over. */
@@ -467,6 +481,8 @@ void persist_commit(void)
 		dirty_mark();
 		if (now_mono() - persist_g.last_retry >= RETRY_MIN_SECS)
 			persist_try_recover();
+		if (persist_g.failed)
+			waits_failing();
 		return;
 	}
 	r = persist_write_all(persist_g.log_fd, persist_g.pending.p, persist_g.pending.len);

@@ -876,6 +876,35 @@ START_TEST(test_held_answers_time_out)
 }
 END_TEST
 
+/* The pass whose write fails: answers on other connections that show no
+ * persisted state (ping, a lock) go at once, not after the timeout; the
+ * mutation's stays held. Both requests are read before the loop runs, so
+ * they are answered in one pass. */
+START_TEST(test_failed_pass_lets_other_answers_go)
+{
+	char flag[160];
+	json_t *a;
+
+	daemon_g.conf->persist_outage_timeout = 30;
+	fail_flag(flag, sizeof(flag));
+	open_ok(STATE_SYNC_ALWAYS, false);
+	ok(0, "dict.set", "{\"name\":\"d\",\"key\":\"k\",\"value\":1}");
+	disk_fails(flag);
+	send_req(0, "dict.set", "{\"name\":\"d\",\"key\":\"k\",\"value\":2}");
+	send_req(1, "lock.acquire", "{\"name\":\"lk\"}");
+	a = recv_ans(1, 2);
+	ck_assert_ptr_nonnull(a);
+	ck_assert(json_is_true(json_object_get(json_object_get(a, "result"), "acquired")));
+	json_decref(a);
+	ck_assert_ptr_null(recv_ans(0, 0.3));
+	unlink(flag);
+	a = recv_ans(0, 5);
+	ck_assert_ptr_nonnull(a);
+	ck_assert(json_is_true(json_object_get(a, "ok")));
+	json_decref(a);
+}
+END_TEST
+
 static Suite *persist_suite(void)
 {
 	Suite *s = suite_create("persist");
@@ -901,6 +930,7 @@ static Suite *persist_suite(void)
 	tcase_add_test(t, test_write_failure_holds_and_recovers);
 	tcase_add_test(t, test_read_of_unwritten_mutation_is_unavailable);
 	tcase_add_test(t, test_held_answers_time_out);
+	tcase_add_test(t, test_failed_pass_lets_other_answers_go);
 	suite_add_tcase(s, t);
 	return s;
 }

@@ -29,10 +29,11 @@ enum barrier_release {
 /* barrier(fn, key) says whether key's output may go and, when it must
  * wait, runs fn(key, how) once the records it depends on are written or
  * the store gives up waiting for them (and, with BARRIER_FAILING, when
- * writing them fails: the wait stays unless fn cancels it); cancel forgets a pending (fn, key)
- * (the connection closed while held); commit writes what is pending now
- * (a peer that hung up does not wait for the loop). Without one (no
- * durable store) answers never wait. */
+ * writing them fails: the wait stays unless fn cancels it); cancel
+ * forgets a pending (fn, key) (the connection closed while held, or it
+ * goes on BARRIER_FAILING); commit writes what is pending now (a peer
+ * that hung up does not wait for the loop). Without one (no durable
+ * store) answers never wait. */
 struct commit_barrier {
 	enum barrier_result (*barrier)(void (*fn)(void *key, enum barrier_release how),
 				       void *key);

@@ -220,6 +220,24 @@ class FailingStorage(test_persist.FailingWrites, OutageCase):
     def test_write_edquot(self):
         self.fail_with("EDQUOT", "Disk quota exceeded")
 
+    def test_timeout_changes_on_reload(self):
+        """persist_outage_timeout changes on daemon.reload: an answer held
+        from then on waits for the new value (longer than the old one: a
+        lower bound holds on a loaded machine)."""
+        longer = TIMEOUT + 1.5
+        super(OutageCase, self).configure("persist_outage_timeout = %s\n" % longer)
+        self.d.ok("daemon.reload")
+        self.assertEqual(self.info()["outage_timeout"], longer)
+        open(self.flag, "w").close()
+        with self.d.client() as c:
+            t0 = time.monotonic()
+            c.send("value.set", name="v", value=1)
+            self.assertEqual(c.recv()["error"]["code"], "unavailable")
+            self.assertGreaterEqual(time.monotonic() - t0, longer - 0.05)
+        os.unlink(self.flag)
+        wait_for(lambda: self.info()["accepting_writes"], what="recovery")
+        self.assertEqual(self.d.ok("value.get", name="v"), 1)
+
 
 class StateDirectoryRemoved(OutageCase):
     """The state directory is removed under a running daemon: writes would

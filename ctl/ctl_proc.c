@@ -887,11 +887,42 @@ static int cmd_shutdown(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, ch
 }
 
 /* info: the daemon's figures as "key: value" lines. */
+/* A storage outage of the shared state, on a line of its own: it is what
+ * an operator looks for. */
+static void print_outage(const json_t *info)
+{
+	const json_t *o = json_object_get(json_object_get(info, "persistence"), "outage");
+	time_t since;
+	struct tm tm;
+	char when[64];
+
+	if (!json_is_object(o))
+		return;
+	since = (time_t)json_number_value(json_object_get(o, "since"));
+	if (!localtime_r(&since, &tm) || !strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm))
+		snprintf(when, sizeof(when), "?");
+	printf("STATE OUTAGE:  since %s (%.0f s): %lld bytes (%lld records) not written; %s\n",
+	       when, json_number_value(json_object_get(o, "secs")),
+	       (long long)json_integer_value(json_object_get(o, "pending_bytes")),
+	       (long long)json_integer_value(json_object_get(o, "pending_records")),
+	       json_string_value(json_object_get(o, "error")) ?: "");
+}
+
 static int cmd_info(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
+	json_t *result;
+	int rc;
+
 	if (ctl_plain_args(cmd, argc, argv) != argc)
 		ctl_usage_error(cmd, "info takes no arguments");
-	return ctl_call_print_fields(ctl, "daemon.info");
+	if (ctl->json)
+		return ctl_call_print_fields(ctl, "daemon.info");
+	if ((rc = ctl_call(ctl, "daemon.info", NULL, &result)) != CTL_EXIT_OK)
+		return rc;
+	ctl_print_fields(result);
+	print_outage(result);
+	json_decref(result);
+	return CTL_EXIT_OK;
 }
 
 /* reopen-logs */

@@ -37,7 +37,6 @@ const size_t mpsupd_n_modules = sizeof(mpsupd_modules) / sizeof(mpsupd_modules[0
 static const struct commit_barrier persist_commit_barrier = {
 	.barrier = persist_barrier,
 	.cancel = persist_barrier_cancel,
-	.forget = persist_barrier_forget,
 	.commit = persist_commit,
 };
 

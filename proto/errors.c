@@ -28,6 +28,7 @@ static const char *const err_names[MPSUP_E__MAX] = {
 	[MPSUP_E_SPAWN_FAILED] = "spawn_failed",
 	[MPSUP_E_SHUTTING_DOWN] = "shutting_down",
 	[MPSUP_E_INTERNAL] = "internal",
+	[MPSUP_E_UNAVAILABLE] = "unavailable",
 };
 
 const char *mpsup_err_name(enum mpsup_err code)

@@ -42,6 +42,7 @@ enum mpsup_err {
 	MPSUP_E_SPAWN_FAILED,
 	MPSUP_E_SHUTTING_DOWN,
 	MPSUP_E_INTERNAL,
+	MPSUP_E_UNAVAILABLE, /* a backend cannot be reached; retry */
 	MPSUP_E__MAX
 };
 

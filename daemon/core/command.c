@@ -112,8 +112,11 @@ static void request_finish(struct request *r, bool ok, json_t *v, const char *ra
 		log_error("command", "out of memory building an answer; dropping client");
 		conn_close(c);
 	} else {
+		uint64_t from = c->out_queued;
 		conn_send_reply(c, r->id, ok, v, raw, raw_len);
 		json_decref(v);
+		if (r->durable)
+			conn_mark_durable(c, from);
 	}
 	if (kept) {
 		if (c->streaming)

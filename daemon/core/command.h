@@ -79,6 +79,8 @@ struct request {
 	size_t line_len;
 	bool replied;
 	bool kept;        /* CMD_WAIT or CMD_STREAM */
+	bool durable;     /* its answer shows or changes durable state: one the
+			   * commit barrier gives up on is answered unavailable */
 };
 
 /* "none", "read", "state", "admin", by enum role. */

@@ -11,21 +11,33 @@
 /* What the commit barrier says of a connection's output. */
 enum barrier_result {
 	BARRIER_GO,        /* it depends on nothing unwritten: write it */
-	BARRIER_WAIT,      /* held: fn(key) runs once its records are written */
+	BARRIER_WAIT,      /* held: fn(key, how) runs once it may go */
 	BARRIER_NO_MEMORY, /* it must wait but cannot be held: close the connection */
 };
 
+/* Why held output may go. */
+enum barrier_release {
+	BARRIER_WRITTEN,   /* the records it depends on are written */
+	BARRIER_FAILING,   /* writing them failed: output that shows no
+			    * durable state may go (the holder cancels its wait
+			    * first); the rest stays held */
+	BARRIER_TIMED_OUT, /* they could not be written in time (the store's
+			    * outage timeout): the answers in it that show or
+			    * change durable state must not go as they are */
+};
+
 /* barrier(fn, key) says whether key's output may go and, when it must
- * wait, runs fn(key) once the records it depends on are written; cancel
- * forgets a pending (fn, key) (the connection closed while held);
- * forget(key) is called for every connection that closes, held or not
- * (the store may remember a key it holds nothing for yet); commit writes
- * what is pending now (a peer that hung up does not wait for the loop).
- * Without one (no durable store) answers never wait. */
+ * wait, runs fn(key, how) once the records it depends on are written or
+ * the store gives up waiting for them (and, with BARRIER_FAILING, when
+ * writing them fails: the wait stays unless fn cancels it); cancel
+ * forgets a pending (fn, key) (the connection closed while held, or it
+ * goes on BARRIER_FAILING); commit writes what is pending now (a peer
+ * that hung up does not wait for the loop). Without one (no durable
+ * store) answers never wait. */
 struct commit_barrier {
-	enum barrier_result (*barrier)(void (*fn)(void *key), void *key);
-	void (*cancel)(void (*fn)(void *key), void *key);
-	void (*forget)(void *key);
+	enum barrier_result (*barrier)(void (*fn)(void *key, enum barrier_release how),
+				       void *key);
+	void (*cancel)(void (*fn)(void *key, enum barrier_release how), void *key);
 	void (*commit)(void);
 };
 

@@ -156,6 +156,7 @@ static const struct conf_key main_keys[] = {
 	{ "state_log_max_bytes", CONF_SIZE, MAIN(state_log_max_bytes), .max = UINT64_MAX,
 	  .expect = "a size (like 64M)", .def = "64M" },
 	{ "state_dir_check", CONF_BOOL, MAIN(state_dir_check), .def = "yes" },
+	{ "persist_outage_timeout", CONF_DURATION, MAIN(persist_outage_timeout), .def = "5" },
 	{ "max_request_bytes", CONF_SIZE, MAIN(max_request_bytes), .min = 1024,
 	  .max = 256 * 1024 * 1024, .expect = "a size 1K..256M", .def = "1M" },
 	{ "max_output_bytes", CONF_SIZE, MAIN(max_output_bytes), .min = 4096, .max = SIZE_MAX,

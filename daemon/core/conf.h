@@ -81,6 +81,7 @@ struct conf {
 	enum state_sync state_sync;
 	uint64_t state_log_max_bytes;
 	bool state_dir_check;      /* refuse a state directory others may write */
+	double persist_outage_timeout; /* answers held by a failed write: then unavailable */
 
 	size_t max_request_bytes;
 	unsigned max_clients;

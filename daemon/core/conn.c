@@ -39,19 +39,16 @@ struct conn_set conns_g = { .all = TAILQ_HEAD_INITIALIZER(conns_g.all) };
 static struct event *ev_budget; /* enforces max_output_total from the loop */
 
 /* No durable store: answers never wait (server_set_commit_barrier). */
-static enum barrier_result no_barrier_wait(void (*fn)(void *key), void *key)
+static enum barrier_result no_barrier_wait(void (*fn)(void *key, enum barrier_release how),
+					   void *key)
 {
 	(void)fn;
 	(void)key;
 	return BARRIER_GO;
 }
-static void no_barrier_cancel(void (*fn)(void *key), void *key)
+static void no_barrier_cancel(void (*fn)(void *key, enum barrier_release how), void *key)
 {
 	(void)fn;
-	(void)key;
-}
-static void no_barrier_forget(void *key)
-{
 	(void)key;
 }
 static void no_barrier_commit(void)
@@ -60,7 +57,6 @@ static void no_barrier_commit(void)
 static const struct commit_barrier no_barrier = {
 	.barrier = no_barrier_wait,
 	.cancel = no_barrier_cancel,
-	.forget = no_barrier_forget,
 	.commit = no_barrier_commit,
 };
 static const struct commit_barrier *barrier = &no_barrier;
@@ -70,7 +66,7 @@ static void conn_process(struct conn *c);
 static void conn_update_events(struct conn *c);
 static void conn_linger(struct conn *c);
 static bool conn_wants_read(struct conn *c);
-static void conn_barrier_passed(void *arg);
+static void conn_barrier_passed(void *arg, enum barrier_release how);
 
 gid_t *conn_peer_groups(int fd, gid_t gid, int *ret_n)
 {
@@ -99,6 +95,7 @@ static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 		evbuffer_free(c->out);
 	free(c->gids);
 	free(c->exempt_pool);
+	free(c->durable);
 	free(c);
 }
 
@@ -111,7 +108,6 @@ void conn_close(struct conn *c)
 	c->dead = true;
 	if (c->held)
 		barrier->cancel(conn_barrier_passed, c);
-	barrier->forget(c);
 	if (c->kept) {
 		struct request *r = c->kept;
 		c->kept = NULL;
@@ -186,6 +182,7 @@ bool conn_queue(struct conn *c, const char *data, size_t len)
 		return false;
 	}
 	conns_g.out_total += len;
+	c->out_queued += len;
 	/* Over the budget: the loop drops the worst reader (not here: a
 	 * caller may be walking a list that closing would change). */
 	if (conns_g.out_total > daemon_g.conf->max_output_total && ev_budget)
@@ -238,13 +235,66 @@ static bool conn_linger_read(struct conn *c)
 	return false;
 }
 
-/* The commit barrier let c's output go: write it now. */
-static void conn_barrier_passed(void *arg)
+void conn_mark_durable(struct conn *c, uint64_t from)
+{
+	struct out_span *d;
+
+	if (c->dead || from == c->out_queued)
+		return;
+	if (c->n_durable == c->cap_durable) {
+		size_t cap = c->cap_durable ? c->cap_durable * 2 : 8;
+		if (!(d = realloc(c->durable, cap * sizeof(*d)))) {
+			/* It could not be replaced if the barrier gave up:
+			 * it must not go out unmarked. */
+			log_error("conn", "out of memory marking an answer; dropping client %llu",
+				  (unsigned long long)c->id);
+			conn_close(c);
+			return;
+		}
+		c->durable = d;
+		c->cap_durable = cap;
+	}
+	c->durable[c->n_durable++] = (struct out_span){ from, c->out_queued };
+}
+
+/* Forget the durable spans that are written (they are in order). */
+static void durable_written(struct conn *c)
+{
+	size_t k = 0;
+
+	while (k < c->n_durable && c->durable[k].end <= c->out_written)
+		k++;
+	if (k) {
+		memmove(c->durable, c->durable + k, (c->n_durable - k) * sizeof(*c->durable));
+		c->n_durable -= k;
+	}
+}
+
+/* Does c's held output show durable state (a marked answer the barrier
+ * has not let go)? A stream is taken to (its events may tell of it). */
+static bool durable_held(const struct conn *c)
+{
+	return c->streaming ||
+	       (c->n_durable && c->durable[c->n_durable - 1].end > c->out_released);
+}
+
+/* The commit barrier let c's output go (how: written, or given up on, and
+ * then its durable answers are replaced first; or the write failed, and
+ * output that shows no durable state goes now): write it. */
+static void conn_barrier_passed(void *arg, enum barrier_release how)
 {
 	struct conn *c = arg;
 
+	if (how == BARRIER_FAILING) {
+		if (durable_held(c))
+			return; /* until written or timed out */
+		barrier->cancel(conn_barrier_passed, c);
+	}
 	c->held = false;
-	conn_flush(c);
+	if (how == BARRIER_TIMED_OUT)
+		conn_rewrite_durable(c);
+	if (!c->dead)
+		conn_flush(c);
 }
 
 /* More unsent output than a connection may pile up before it stops taking
@@ -322,8 +372,12 @@ static int conn_write_out(struct conn *c)
 		if (n > 0)
 			evbuffer_drain(c->out, (size_t)n);
 	}
-	if (n > 0)
+	if (n > 0) {
 		conns_g.out_total -= (size_t)n;
+		c->out_written += (uint64_t)n;
+		if (c->n_durable)
+			durable_written(c);
+	}
 	return (int)n;
 }
 
@@ -353,6 +407,7 @@ void conn_flush(struct conn *c)
 			event_del(c->ev_read);
 		return;
 	}
+	c->out_released = c->out_queued;
 	c->write_blocked = false;
 	while (!c->dead && evbuffer_get_length(c->out) > 0) {
 		int n = conn_write_out(c);

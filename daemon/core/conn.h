@@ -25,6 +25,12 @@ struct mpsup_framer;
 
 typedef void conn_hook_fn(struct conn *c, void *arg);
 
+/* A queued answer that shows or changes durable state (request.durable):
+ * its bytes in the connection's output, counted from its first byte. */
+struct out_span {
+	uint64_t start, end;
+};
+
 struct conn_hook {
 	conn_hook_fn *fn;
 	void *arg;
@@ -57,6 +63,12 @@ struct conn {
 	bool stream_slot;       /* holds one of max_subscribers (stream.h) */
 	char *exempt_pool;      /* a worker of this pool let in beyond the shares */
 	struct event *ev_resume;
+	/* Output counted since the connection began: queued, written, and
+	 * let go by the commit barrier; the durable answers not yet written
+	 * (rewritten when the barrier gives up on them, reply.c). */
+	uint64_t out_queued, out_written, out_released;
+	struct out_span *durable;
+	size_t n_durable, cap_durable;
 	struct conn_hook *hooks;
 	TAILQ_ENTRY(conn) entry;
 };
@@ -98,6 +110,13 @@ bool conn_send(struct conn *c, json_t *msg);
  * JSON text raw (raw_len bytes). */
 bool conn_send_reply(struct conn *c, json_t *id, bool ok, json_t *v, const char *raw,
 		     size_t raw_len);
+/* The answer queued since out_queued was from (conn_send_reply) shows or
+ * changes durable state: if the commit barrier gives up on it, it is
+ * replaced by an `unavailable` error. */
+void conn_mark_durable(struct conn *c, uint64_t from);
+/* Replace every durable answer of c's held output by an `unavailable`
+ * error with the same id (the commit barrier gave up on it). */
+void conn_rewrite_durable(struct conn *c);
 /* Write queued output now (arming the write event only when it would block). */
 void conn_flush(struct conn *c);
 /* Close after pending output has been written. */

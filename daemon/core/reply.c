@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
 #include "conn.h"
 #include "conn_int.h"
 #include "jsonw.h"
@@ -153,4 +155,71 @@ fail:
 		  (unsigned long long)c->id);
 	conn_close(c);
 	return false;
+}
+
+/* What an answer given up on says (conn_rewrite_durable). */
+static const char gave_up_msg[] =
+	"{\"code\":\"unavailable\",\"message\":\"shared state could not be written in time "
+	"(persist_outage_timeout): the outcome is unknown; a change this request made is kept "
+	"if and when the state is written again\"}";
+
+/* Append to out the `unavailable` answer for the reply line (len bytes)
+ * taken from the held output: same id. false when out of memory. */
+static bool add_gave_up(struct evbuffer *out, const char *line, size_t len)
+{
+	json_t *v = json_loadb(line, len, 0, NULL);
+	size_t n;
+	bool ok = false;
+
+	/* Our own line: it parses; if memory ran out, the id is lost (null) */
+	n = build_reply(scratch, scratch_cap, json_object_get(v, "id"), false, NULL, gave_up_msg,
+			sizeof(gave_up_msg) - 1);
+	if (n > scratch_cap && scratch_reserve(n))
+		n = build_reply(scratch, scratch_cap, json_object_get(v, "id"), false, NULL,
+				gave_up_msg, sizeof(gave_up_msg) - 1);
+	if (n && n <= scratch_cap)
+		ok = evbuffer_add(out, scratch, n) == 0;
+	json_decref(v);
+	return ok;
+}
+
+void conn_rewrite_durable(struct conn *c)
+{
+	struct evbuffer *out = evbuffer_new();
+	uint64_t pos = c->out_written;
+	size_t old_len = evbuffer_get_length(c->out), new_len;
+	char *line = NULL;
+	bool ok = out && scratch_reserve(64 * 1024);
+
+	for (size_t i = 0; ok && i < c->n_durable; i++) {
+		struct out_span d = c->durable[i];
+		size_t len = (size_t)(d.end - d.start);
+		/* Output the barrier let go before (a full socket kept it)
+		 * leaves as it is. */
+		if (d.start < c->out_released || d.start < pos)
+			continue;
+		char *p = realloc(line, len);
+		if (p)
+			line = p;
+		ok = p && evbuffer_remove_buffer(c->out, out, (size_t)(d.start - pos)) ==
+				  (int)(d.start - pos) &&
+		     evbuffer_remove(c->out, line, len) == (int)len && add_gave_up(out, line, len);
+		pos = d.end;
+	}
+	free(line);
+	if (!ok || evbuffer_add_buffer(out, c->out) < 0) {
+		/* The held answers must not go out as they are. */
+		log_error("conn", "out of memory answering client %llu; closing it",
+			  (unsigned long long)c->id);
+		if (out)
+			evbuffer_free(out);
+		conn_close(c);
+		return;
+	}
+	evbuffer_free(c->out);
+	c->out = out;
+	new_len = evbuffer_get_length(out);
+	conns_g.out_total = conns_g.out_total - old_len + new_len;
+	c->out_queued = c->out_written + new_len;
+	c->n_durable = 0;
 }

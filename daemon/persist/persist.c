@@ -112,10 +112,28 @@ void persist_close(bool snapshot)
 	files_close();
 }
 
+/* The outage for daemon.info: since when, what waits to be written and
+ * how many connections' answers are held; null while the log is written. */
+static json_t *outage_info(void)
+{
+	size_t held = 0;
+
+	if (!persist_g.failed)
+		return json_null();
+	for (size_t i = 0; i < persist_g.n_waits; i++)
+		held += persist_g.waits[i].fn != NULL;
+	return json_pack("{s:f, s:f, s:s, s:I, s:I, s:I}", "since", persist_g.outage_since, "secs",
+			 now_mono() - persist_g.outage_mono, "error", persist_g.error,
+			 "pending_bytes", (json_int_t)persist_g.pending.len, "pending_records",
+			 (json_int_t)(persist_g.seq - persist_g.committed), "held_clients",
+			 (json_int_t)held);
+}
+
 json_t *persist_info(void)
 {
 	double last_fsync;
 	uint64_t fsyncs;
+	json_t *info;
 
 	if (!persist_g.on)
 		return json_pack("{s:b}", "enabled", 0);
@@ -124,7 +142,7 @@ json_t *persist_info(void)
 	fsyncs = persist_g.log_fsyncs;
 	pthread_mutex_unlock(&persist_g.mu);
 	persist_check_thread();
-	return json_pack("{s:b, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:o, s:I, s:o, s:I, s:s?, "
+	info = json_pack("{s:b, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:o, s:I, s:o, s:I, s:s?, "
 			 "s:s?, s:I, s:I, s:b, s:o, s:f, s:I}",
 			 "enabled", 1, "file", persist_g.path, "sync", sync_names[persist_g.sync],
 			 "accepting_writes", !persist_g.failed, "seq", (json_int_t)persist_g.seq,
@@ -142,6 +160,12 @@ json_t *persist_info(void)
 			 persist_g.snap_pid ? json_integer(persist_g.snap_pid) : json_null(),
 			 "last_snapshot_secs", persist_g.last_snapshot_secs, "snapshot_failures",
 			 (json_int_t)persist_g.snap_failures);
+	if (info) {
+		json_object_set_new(info, "outage", outage_info());
+		json_object_set_new(info, "outage_timeout",
+				    json_real(daemon_g.conf->persist_outage_timeout));
+	}
+	return info;
 }
 
 /* --- the module ------------------------------------------------------------------------------ */

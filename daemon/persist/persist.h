@@ -5,11 +5,11 @@
  *
  * The state module calls:
  *   - persist_writable(r) before it mutates a persisted object: false (with
- *     `internal` answered) while the log cannot be written;
+ *     `unavailable` answered) while the log cannot be written;
  *   - persist_log(cmd, params) once a mutation is done, before its answer;
  *   - persist_read(r) before it answers a request about a named object (or
- *     the namespace), so that the answer cannot show a mutation that a
- *     failed commit left unwritten;
+ *     the namespace): false (with `unavailable` answered) when the answer
+ *     could show a mutation that a failed commit left unwritten;
  *   - nothing else: the records of one event-loop pass are written (and
  *     with state_sync = always fsynced) together by a commit that runs at
  *     the end of the pass.
@@ -21,13 +21,14 @@
  *     of every connection waits for them (group commit);
  *   - when a write or fsync failed, its records stay unwritten (applied in
  *     memory, not on disk) until a recovery snapshot writes them: the
- *     answers of their pass wait for that, and so does every later answer
- *     of a connection that read an object they change (any object, for
- *     obj.list; obj.create/obj.delete of such a name too) - and everything
- *     that connection is sent after it, in order. Other answers go out:
- *     reads of other objects, TYPE.OP mutations refused by
- *     persist_writable() (refused before persist_read), ping, status,
- *     daemon.info, events.
+ *     answers of their pass that show durable state wait for that, at
+ *     most persist_outage_timeout (the others go when the write fails:
+ *     BARRIER_FAILING); then the barrier gives up on them
+ *     (BARRIER_TIMED_OUT) and the core answers them `unavailable`.
+ *     A later request about an object they change (any object, for
+ *     obj.list; obj.create/obj.delete of such a name too) is answered
+ *     `unavailable` at once by persist_read(). Other answers go out:
+ *     reads of other objects, ping, status, daemon.info, events.
  * So a reader never sees a mutation that could be lost by a crash.
  */
 #ifndef MPSUPD_PERSIST_H
@@ -46,7 +47,7 @@
 extern const struct cmd_module persist_module;
 
 /* May a persisted object be mutated now? When the last write failed this
- * retries it; if that fails too, r is answered `internal` and false is
+ * retries it; if that fails too, r is answered `unavailable` and false is
  * returned. Always true when persistence is off. */
 bool persist_writable(struct request *r);
 
@@ -61,27 +62,26 @@ void persist_log_request(struct request *r);
 
 /* Before answering r about the object named by its `name` parameter (no
  * `name`: the whole namespace): if a failed commit left a record changing
- * it unwritten, the next persist_barrier() of r's barrier key (r->conn,
- * taken as an opaque pointer) holds until that record is written. Nothing
- * to do (and no cost) otherwise. */
-void persist_read(struct request *r);
+ * it unwritten, r is answered `unavailable` and false is returned (the
+ * last durable value is not kept: see docs/state.md). True otherwise, at
+ * no cost while nothing failed. */
+bool persist_read(struct request *r);
 
 /*
  * The commit barrier (commit_barrier.h); key is the connection whose
  * output asks, never looked into. While records of the current pass are
- * not yet written, or key read what an unwritten record of a failed commit
- * changed (persist_read), returns BARRIER_WAIT and remembers (fn, key):
- * fn(key) runs once those records are on disk (as far as state_sync
- * promises; after a failure, once the recovery snapshot is). Returns
- * BARRIER_GO when the output depends on nothing unwritten: the caller may
- * write at once; BARRIER_NO_MEMORY when it must wait but cannot be
- * remembered: the caller must drop the output (close the connection).
+ * not yet written, returns BARRIER_WAIT and remembers (fn, key):
+ * fn(key, BARRIER_WRITTEN) runs once those records are on disk (as far as
+ * state_sync promises; after a failure, once the recovery snapshot is), or
+ * fn(key, BARRIER_TIMED_OUT) once they have failed to be written for
+ * persist_outage_timeout. Returns BARRIER_GO when the output depends on
+ * nothing unwritten: the caller may write at once; BARRIER_NO_MEMORY when
+ * it must wait but cannot be remembered: the caller must drop the output
+ * (close the connection).
  */
-enum barrier_result persist_barrier(void (*fn)(void *key), void *key);
+enum barrier_result persist_barrier(void (*fn)(void *key, enum barrier_release how), void *key);
 /* Forget a (fn, key) given to persist_barrier (the connection closed). */
-void persist_barrier_cancel(void (*fn)(void *key), void *key);
-/* Forget what persist_read remembered of key (the connection closed). */
-void persist_barrier_forget(void *key);
+void persist_barrier_cancel(void (*fn)(void *key, enum barrier_release how), void *key);
 
 /* Write and sync what is pending now (normally run by the loop). */
 void persist_commit(void);

@@ -14,30 +14,53 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "fdio.h"
 #include "persist_int.h"
 #include "safe_open.h"
 
 /* Fault injection for tests: while the file named by MPSUP_TEST_FAIL_WRITES
- * exists, writes and syncs of the state files fail with ENOSPC. */
-static bool fault(void)
+ * exists, writes and syncs of the state files fail with the error its
+ * text names - EIO, EDQUOT, else ENOSPC - and only syncs fail when the
+ * text has "fsync". The -errno for a write (sync false) or sync, or 0. */
+static int fault(bool sync)
 {
-	return persist_g.fail_flag && access(persist_g.fail_flag, F_OK) == 0;
+	char text[64] = "";
+	ssize_t n;
+	int fd;
+
+	if (!persist_g.fail_flag ||
+	    (fd = open(persist_g.fail_flag, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return 0;
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	text[n > 0 ? n : 0] = 0;
+	if (!sync && strstr(text, "fsync"))
+		return 0;
+	if (strstr(text, "EIO"))
+		return -EIO;
+	if (strstr(text, "EDQUOT"))
+		return -EDQUOT;
+	return -ENOSPC;
 }
 
 /* write() all of p; 0 or -errno. */
 int persist_write_all(int fd, const void *p, size_t n)
 {
-	if (fault())
-		return -ENOSPC;
+	int r;
+
+	if ((r = fault(false)) < 0)
+		return r;
 	return fd_write_all(fd, p, n);
 }
 
 /* fdatasync; 0 or -errno. */
 int persist_sync_fd(int fd)
 {
-	if (fault())
-		return -ENOSPC;
+	int r;
+
+	if ((r = fault(true)) < 0)
+		return r;
 	return fdatasync(fd) < 0 ? -errno : 0;
 }
 
@@ -358,6 +381,7 @@ int persist_files_open(const char *path, bool dir_check, char *err, size_t errle
 
 	if ((r = names_init(path, &dir, err, errlen)) < 0)
 		return r;
+	persist_g.dir_check = dir_check;
 	r = dir_open(dir, dir_check, err, errlen);
 	free(dir);
 	if (r < 0)
@@ -372,6 +396,76 @@ int persist_files_open(const char *path, bool dir_check, char *err, size_t errle
 	    (r = leftover_remove(persist_g.tmp_name, persist_g.tmp_path, err, errlen)) < 0 ||
 	    (r = leftover_remove(persist_g.logtmp_name, persist_g.logtmp_path, err, errlen)) < 0)
 		return r;
+	return 0;
+}
+
+/* Are the log and its directory still there? -ENOENT when either was
+ * removed (its link count is 0: writes would go to a file nobody can
+ * find again), else 0. */
+int persist_files_check(void)
+{
+	struct stat st;
+
+	persist_g.files_checked = now_mono();
+	if (fstat(persist_g.log_fd, &st) == 0 && st.st_nlink == 0)
+		return -ENOENT;
+	if (fstat(persist_g.dir_fd, &st) == 0 && st.st_nlink == 0)
+		return -ENOENT;
+	return 0;
+}
+
+/* The directory of the state file (malloc'ed), as names_init finds it. */
+static char *dir_of(const char *path)
+{
+	char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
+
+	if (!dir)
+		return NULL;
+	if (slash == dir)
+		slash[1] = 0;
+	else if (slash)
+		*slash = 0;
+	else
+		strcpy(dir, ".");
+	return dir;
+}
+
+/* The log or its directory was removed (persist_files_check): open the
+ * directory again by its name (made again by someone: mpsupd does not
+ * create it), checked as at start-up, and a log in it, locked. The old
+ * ones are let go. 0 or -errno with err. */
+int persist_files_reopen(char *err, size_t errlen)
+{
+	int old_dir = persist_g.dir_fd, old_log = persist_g.log_fd, r;
+	char *dir = dir_of(persist_g.path);
+
+	if (!dir) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	r = dir_open(dir, persist_g.dir_check, err, errlen); /* into persist_g.dir_fd */
+	free(dir);
+	pthread_mutex_lock(&persist_g.mu); /* the fsync thread reads log_fd */
+	if (r >= 0 &&
+	    ((r = name_check_absent_ok(persist_g.name, persist_g.path, err, errlen)) < 0 ||
+	     (r = name_check_absent_ok(persist_g.tmp_name, persist_g.tmp_path, err, errlen)) < 0 ||
+	     (r = log_open(err, errlen)) < 0)) { /* into persist_g.log_fd */
+		if (persist_g.log_fd >= 0 && persist_g.log_fd != old_log)
+			close(persist_g.log_fd);
+	}
+	if (r < 0) {
+		if (persist_g.dir_fd >= 0 && persist_g.dir_fd != old_dir)
+			close(persist_g.dir_fd);
+		persist_g.dir_fd = old_dir;
+		persist_g.log_fd = old_log;
+		pthread_mutex_unlock(&persist_g.mu);
+		return r;
+	}
+	r = persist_g.log_fd;
+	persist_g.log_fd = old_log; /* the fsync thread may hold it: switch properly */
+	pthread_mutex_unlock(&persist_g.mu);
+	close(old_dir);
+	persist_log_fd_switch(r);
 	return 0;
 }
 

@@ -30,19 +30,13 @@ struct persist_buf {
 	size_t len, cap;
 };
 
-/* Someone waiting for the commit barrier: fn(key) once need is written. */
+/* Someone waiting for the commit barrier: fn(key, BARRIER_WRITTEN) once
+ * need is written, or fn(key, BARRIER_TIMED_OUT) at deadline. */
 struct barrier_wait {
-	void (*fn)(void *key);
+	void (*fn)(void *key, enum barrier_release how);
 	void *key;
-	uint64_t need; /* the last record it may depend on */
-};
-
-/* A barrier key (a connection, opaque) that read what an unwritten record
- * changed (persist_read): its output waits for that record, at its next
- * persist_barrier(), unless persist_barrier_forget() drops it first. */
-struct taint {
-	void *key;
-	uint64_t need;
+	uint64_t need;   /* the last record it may depend on */
+	double deadline; /* monotonic, set once the log failed; 0 = none */
 };
 
 /* Persistence's state (one: persist_g). */
@@ -53,6 +47,8 @@ struct persist_state {
 	const char *name;      /* the names in the directory (basenames) */
 	char *log_name, *tmp_name, *logtmp_name;        /* PATH.log.tmp: a log being shrunk */
 	int log_fd, dir_fd;    /* every file is opened relative to dir_fd */
+	bool dir_check;        /* state_dir_check, for reopening the directory */
+	double files_checked;  /* monotonic: the last persist_files_check() */
 	enum state_sync sync;
 	uint64_t log_max;
 	const char *fail_flag; /* MPSUP_TEST_FAIL_WRITES */
@@ -82,6 +78,9 @@ struct persist_state {
 	const char *snap_hold; /* MPSUP_TEST_SNAPSHOT_HOLD */
 
 	bool failed;           /* refusing mutations */
+	double outage_since;   /* wall clock of the failure, while failed */
+	double outage_mono;    /* the same, monotonic */
+	struct event *ev_outage; /* times out held answers (persist_outage_timeout) */
 	char error[300];       /* why, while failed */
 	char last_error[300];
 	unsigned long errors;
@@ -94,9 +93,6 @@ struct persist_state {
 	 * objects the unwritten records change, or all (unwritten_all). */
 	json_t *unwritten;
 	bool unwritten_all;
-	bool hold_all;         /* a taint could not be kept: hold every answer */
-	struct taint *taints;
-	size_t n_taints, cap_taints;
 
 	/* everysec thread; mu guards dirty, stop, sync_err, last_fsync, log_fd
 	 * changes and the two fds below */
@@ -137,6 +133,8 @@ int persist_read_fd(int fd, struct persist_buf *ret);
 int persist_file_open(const char *name, const char *path, int flags, char *err, size_t errlen);
 int persist_files_open(const char *path, bool dir_check, char *err, size_t errlen);
 void persist_files_close(void);
+int persist_files_check(void);
+int persist_files_reopen(char *err, size_t errlen);
 
 /* persist_log.c: appending, commit, barrier, fsync thread, failures */
 int persist_log_init(void);
@@ -153,6 +151,7 @@ void persist_thread_stop(void);
 /* persist_snapshot.c: snapshots */
 int persist_snapshot_write(void);
 int persist_snapshot_fork(void);
+void persist_log_fd_switch(int fd);
 void persist_snapshot_abort(const char *why);
 
 /* persist_load.c: loading at start-up */

@@ -1,6 +1,6 @@
 /*
  * Persistence (persist.c): appending to the log, the group commit, the
- * commit barrier with its read taints, the everysec fsync thread, and
+ * commit barrier with its outage timeout, the everysec fsync thread, and
  * failure and recovery.
  *
  * Commit: records are framed into one buffer as ops run; a commit event,
@@ -12,20 +12,22 @@
  * (after a failed write, see Errors). everysec: a thread fdatasyncs the
  * log once a second when it changed. no: the kernel decides.
  *
- * Errors: a failed write or fsync keeps the records of that pass in memory
- * (committed < attempted) and their answers held (they were never
- * acknowledged), refuses further mutations of persisted objects with
- * `internal`, and retries (on the next mutation and every second) by
- * writing a whole snapshot: that rewrites the state including the held
- * records and starts an empty log, so a torn write left in the log by the
- * failure is never followed by good records. Until then the names those
- * records change are in persist_g.unwritten (read from persist_g.pending),
- * and a request about one of them (persist_read; obj.list: any) taints its
- * connection - an opaque barrier key, dropped by persist_barrier_forget()
- * when the connection closes: its next persist_barrier() waits for the
- * recovery too, so no later read shows a mutation a crash would lose. Once
- * the snapshot is written the held answers go out and mutations are
- * accepted.
+ * Errors: a failed write or fsync (or a log or state directory found
+ * removed) keeps the records of that pass in memory (committed <
+ * attempted) and their answers held (they were never acknowledged) for at
+ * most persist_outage_timeout: then the barrier gives them up
+ * (BARRIER_TIMED_OUT; the core answers the durable ones `unavailable`,
+ * outcome unknown). Further mutations of persisted objects are refused
+ * with `unavailable`, and it retries (on the next mutation and every
+ * second) by writing a whole snapshot: that rewrites the state including
+ * the unwritten records and starts an empty log, so a torn write left in
+ * the log by the failure is never followed by good records. Until then the
+ * names those records change are in persist_g.unwritten (read from
+ * persist_g.pending), and a request about one of them (persist_read;
+ * obj.list: any) is answered `unavailable` at once, so no read shows a
+ * mutation a crash would lose. Once the snapshot is written the held
+ * answers go out and mutations are accepted. The outage and its end are
+ * events of the daemon topic.
  */
 #include "config.h"
 
@@ -41,44 +43,12 @@
 #include <event2/event.h>
 
 #include "daemon.h"
+#include "events.h"
 #include "log.h"
 #include "obj.h"
 #include "persist_int.h"
 
 /* --- the barrier ------------------------------------------------------------------- */
-
-/* The taint of key: its index, or -1. */
-static ssize_t taint_find(const void *key)
-{
-	for (size_t i = 0; i < persist_g.n_taints; i++)
-		if (persist_g.taints[i].key == key)
-			return (ssize_t)i;
-	return -1;
-}
-
-/* Forget taint i. */
-static void taint_drop(size_t i)
-{
-	persist_g.taints[i] = persist_g.taints[--persist_g.n_taints];
-}
-
-void persist_barrier_forget(void *key)
-{
-	ssize_t t = taint_find(key);
-
-	if (t >= 0)
-		taint_drop((size_t)t);
-}
-
-/* Forget every taint (persistence closes). */
-static void taints_clear(void)
-{
-	while (persist_g.n_taints)
-		taint_drop(persist_g.n_taints - 1);
-	free(persist_g.taints);
-	persist_g.taints = NULL;
-	persist_g.cap_taints = 0;
-}
 
 /* Does a read of name (NULL: of the whole namespace) depend on a record
  * that a failed commit left unwritten? */
@@ -125,60 +95,115 @@ void persist_dirty_clear(void)
 {
 	if (persist_g.unwritten)
 		json_object_clear(persist_g.unwritten);
-	persist_g.unwritten_all = persist_g.hold_all = false;
+	persist_g.unwritten_all = false;
 }
 
-void persist_read(struct request *r)
+bool persist_read(struct request *r)
 {
-	void *key = r->conn; /* opaque: only compared with barrier keys */
 	const char *name;
-	struct taint *t;
-	ssize_t i;
 
-	if (!persist_g.on || !key)
-		return;
+	if (!persist_g.on || !r->conn)
+		return true;
 	name = json_string_value(json_object_get(r->params, "name"));
 	if (!read_is_dirty(name))
-		return;
-	if ((i = taint_find(key)) >= 0) {
-		persist_g.taints[i].need = persist_g.attempted;
-		return;
-	}
-	if (persist_g.n_taints == persist_g.cap_taints) {
-		size_t cap = persist_g.cap_taints ? persist_g.cap_taints * 2 : 16;
-		if (!(t = realloc(persist_g.taints, cap * sizeof(*t)))) {
-			/* Cannot remember this connection: hold every one. */
-			log_error("persist", "out of memory holding a read; holding every answer");
-			persist_g.hold_all = true;
-			return;
-		}
-		persist_g.taints = t;
-		persist_g.cap_taints = cap;
-	}
-	persist_g.taints[persist_g.n_taints++] = (struct taint){ key, persist_g.attempted };
+		return true;
+	/* The last durable value is not kept (an undo copy of every changed
+	 * object): the honest answer is that it cannot be read now. */
+	request_error(r, MPSUP_E_UNAVAILABLE,
+		      "%s has changes not yet written (%s); it can be read once the state is "
+		      "written again", name ? name : "the namespace", persist_g.error);
+	return false;
 }
 
-enum barrier_result persist_barrier(void (*fn)(void *key), void *key)
+/* Arm the outage timer for the earliest deadline of a held answer. */
+static void outage_timer_arm(void)
+{
+	double first = 0, now = now_mono();
+	struct timeval tv;
+
+	for (size_t i = 0; i < persist_g.n_waits; i++) {
+		double d = persist_g.waits[i].deadline;
+		if (persist_g.waits[i].fn && d && (!first || d < first))
+			first = d;
+	}
+	if (!first || !persist_g.ev_outage)
+		return;
+	tv = tv_from_secs(first > now ? first - now : 0);
+	event_add(persist_g.ev_outage, &tv);
+}
+
+/* Give every held answer a deadline (the log failed): now + the outage
+ * timeout of the running config. */
+static void outage_deadlines(void)
+{
+	double when = now_mono() + daemon_g.conf->persist_outage_timeout;
+	bool any = false;
+
+	for (size_t i = 0; i < persist_g.n_waits; i++)
+		if (persist_g.waits[i].fn && !persist_g.waits[i].deadline) {
+			persist_g.waits[i].deadline = when;
+			any = true;
+		}
+	if (any)
+		outage_timer_arm();
+}
+
+/* Drop the entries of waits that were let go or cancelled. */
+static void waits_compact(void)
+{
+	size_t i, j;
+
+	for (i = j = 0; i < persist_g.n_waits; i++)
+		if (persist_g.waits[i].fn)
+			persist_g.waits[j++] = persist_g.waits[i];
+	persist_g.n_waits = j;
+}
+
+/* The records the held answers wait for failed to be written: tell their
+ * holders (those that show no durable state go; the others keep waiting,
+ * until written or their deadline). */
+static void waits_failing(void)
+{
+	for (size_t i = 0, n = persist_g.n_waits; i < n; i++) {
+		struct barrier_wait w = persist_g.waits[i];
+		if (w.fn)
+			w.fn(w.key, BARRIER_FAILING);
+	}
+	waits_compact();
+}
+
+/* The outage timeout passed for some held answers: give up on them. */
+static void outage_cb(evutil_socket_t fd, short what, void *arg)
+{
+	double now = now_mono();
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	/* By index, over the entries there now: a callback may cancel
+	 * entries or add one (its connection held again), which waits for
+	 * its own deadline. */
+	for (size_t i = 0, n = persist_g.n_waits; i < n; i++) {
+		struct barrier_wait w = persist_g.waits[i];
+		if (w.fn && w.deadline && w.deadline <= now + 0.001) {
+			persist_g.waits[i].fn = NULL;
+			w.fn(w.key, BARRIER_TIMED_OUT);
+		}
+	}
+	waits_compact();
+	outage_timer_arm();
+}
+
+enum barrier_result persist_barrier(void (*fn)(void *key, enum barrier_release how), void *key)
 {
 	struct barrier_wait *w;
-	uint64_t need = 0;
-	ssize_t t;
+	uint64_t need;
 
-	if (!persist_g.on)
-		return BARRIER_GO;
 	/* Records of this pass that no commit has tried to write yet: every
 	 * answer waits for them (group commit). */
-	if (persist_g.seq != persist_g.attempted || persist_g.hold_all)
-		need = persist_g.seq;
-	/* An answer to key read an object that an unwritten record of a
-	 * failed commit changed. */
-	if ((t = taint_find(key)) >= 0) {
-		if (persist_g.taints[t].need > need)
-			need = persist_g.taints[t].need;
-		taint_drop((size_t)t);
-	}
-	if (need <= persist_g.committed)
+	if (!persist_g.on || persist_g.seq == persist_g.attempted)
 		return BARRIER_GO;
+	need = persist_g.seq;
 	if (persist_g.n_waits == persist_g.cap_waits) {
 		size_t cap = persist_g.cap_waits ? persist_g.cap_waits * 2 : 64;
 		if (!(w = realloc(persist_g.waits, cap * sizeof(*w)))) {
@@ -194,11 +219,13 @@ enum barrier_result persist_barrier(void (*fn)(void *key), void *key)
 		persist_g.waits = w;
 		persist_g.cap_waits = cap;
 	}
-	persist_g.waits[persist_g.n_waits++] = (struct barrier_wait){ fn, key, need };
+	persist_g.waits[persist_g.n_waits++] = (struct barrier_wait){ fn, key, need, 0 };
+	if (persist_g.failed) /* mutations logged before the failure was seen */
+		outage_deadlines();
 	return BARRIER_WAIT;
 }
 
-void persist_barrier_cancel(void (*fn)(void *key), void *key)
+void persist_barrier_cancel(void (*fn)(void *key, enum barrier_release how), void *key)
 {
 	for (size_t i = 0; i < persist_g.n_waits; i++)
 		if (persist_g.waits[i].fn == fn && persist_g.waits[i].key == key)
@@ -208,24 +235,16 @@ void persist_barrier_cancel(void (*fn)(void *key), void *key)
 /* Let go everyone whose records are committed. */
 void persist_barrier_release(void)
 {
-	size_t i, j;
-
 	/* By index: a callback may add (never while nothing is pending) or
 	 * cancel entries. */
-	for (i = 0; i < persist_g.n_waits; i++) {
+	for (size_t i = 0; i < persist_g.n_waits; i++) {
 		struct barrier_wait w = persist_g.waits[i];
 		if (w.fn && w.need <= persist_g.committed) {
 			persist_g.waits[i].fn = NULL;
-			w.fn(w.key);
+			w.fn(w.key, BARRIER_WRITTEN);
 		}
 	}
-	for (i = j = 0; i < persist_g.n_waits; i++)
-		if (persist_g.waits[i].fn)
-			persist_g.waits[j++] = persist_g.waits[i];
-	persist_g.n_waits = j;
-	for (i = persist_g.n_taints; i-- > 0;)
-		if (persist_g.taints[i].need <= persist_g.committed)
-			taint_drop(i);
+	waits_compact();
 }
 
 /* --- failure and recovery ----------------------------------------------------------- */
@@ -242,11 +261,42 @@ void persist_fail(const char *what, int err)
 	if (persist_g.failed)
 		return;
 	persist_g.failed = true;
+	persist_g.outage_since = now_wall();
+	persist_g.outage_mono = now_mono();
 	snprintf(persist_g.error, sizeof(persist_g.error), "%s", persist_g.last_error);
 	log_error("persist", "%s; refusing mutations of persisted objects until it can be written",
 		  persist_g.last_error);
+	if (events_wanted(TOPIC_DAEMON))
+		events_publish(TOPIC_DAEMON,
+			       json_pack("{s:s, s:s, s:s, s:f}", "event", "daemon.persist_outage",
+					 "file", persist_g.path, "error", persist_g.error, "since",
+					 persist_g.outage_since));
 	if (persist_g.ev_retry)
 		event_add(persist_g.ev_retry, &tv);
+	outage_deadlines(); /* the answers held now wait at most the timeout */
+	waits_failing();
+}
+
+/* The state is written again: the outage is over. */
+static void outage_end(void)
+{
+	double secs = now_mono() - persist_g.outage_mono;
+
+	persist_g.failed = false;
+	persist_g.error[0] = 0;
+	persist_g.outage_since = persist_g.outage_mono = 0;
+	if (persist_g.ev_retry)
+		event_del(persist_g.ev_retry);
+	if (persist_g.ev_outage)
+		event_del(persist_g.ev_outage);
+	for (size_t i = 0; i < persist_g.n_waits; i++)
+		persist_g.waits[i].deadline = 0;
+	log_info("persist", "state written again to %s after %.1f s; accepting mutations",
+		 persist_g.path, secs);
+	if (events_wanted(TOPIC_DAEMON))
+		events_publish(TOPIC_DAEMON,
+			       json_pack("{s:s, s:s, s:f}", "event", "daemon.persist_restored",
+					 "file", persist_g.path, "outage_secs", secs));
 }
 
 /* A background fsync failed: that is a failure too. */
@@ -267,20 +317,23 @@ void persist_check_thread(void)
 /* Try to get out of the failed state by writing a whole snapshot. */
 void persist_try_recover(void)
 {
+	char err[300];
 	int r;
 
 	persist_g.last_retry = now_mono();
+	/* A removed log or directory: a new one, if its directory is back. */
+	if (persist_files_check() < 0 && (r = persist_files_reopen(err, sizeof(err))) < 0) {
+		snprintf(persist_g.last_error, sizeof(persist_g.last_error), "%s", err);
+		log_debug("persist", "still failing: %s", persist_g.last_error);
+		return;
+	}
 	if ((r = persist_snapshot_write()) < 0) {
 		snprintf(persist_g.last_error, sizeof(persist_g.last_error),
 			 "snapshot %s failed: %s", persist_g.path, strerror(-r));
 		log_debug("persist", "still failing: %s", persist_g.last_error);
 		return;
 	}
-	persist_g.failed = false;
-	persist_g.error[0] = 0;
-	if (persist_g.ev_retry)
-		event_del(persist_g.ev_retry);
-	log_info("persist", "state written again to %s; accepting mutations", persist_g.path);
+	outage_end();
 	persist_barrier_release();
 }
 
@@ -309,7 +362,7 @@ bool persist_writable(struct request *r)
 		persist_try_recover();
 	if (!persist_g.failed)
 		return true;
-	request_error(r, MPSUP_E_INTERNAL,
+	request_error(r, MPSUP_E_UNAVAILABLE,
 		      "shared state cannot be persisted (%s); mutations are refused until it can",
 		      persist_g.error);
 	return false;
@@ -412,6 +465,15 @@ void persist_commit(void)
 	if (!persist_g.on || persist_g.seq == persist_g.attempted)
 		return;
 	persist_g.attempted = upto;
+	/* A removed log or directory takes writes that nobody will read:
+	 * checked before every commit with always, once a second otherwise. */
+	if (!persist_g.failed &&
+	    (persist_g.sync == STATE_SYNC_ALWAYS || now_mono() - persist_g.files_checked >= 1.0) &&
+	    (r = persist_files_check()) < 0) {
+		dirty_mark();
+		persist_fail("write to", r);
+		return;
+	}
 	if (persist_g.failed) {
 		/* Records logged before the failure was seen in this pass (an
 		 * everysec fsync error found mid-pass), or an unloggable one:
@@ -419,6 +481,8 @@ void persist_commit(void)
 		dirty_mark();
 		if (now_mono() - persist_g.last_retry >= RETRY_MIN_SECS)
 			persist_try_recover();
+		if (persist_g.failed)
+			waits_failing();
 		return;
 	}
 	r = persist_write_all(persist_g.log_fd, persist_g.pending.p, persist_g.pending.len);
@@ -466,23 +530,24 @@ int persist_log_init(void)
 {
 	persist_g.ev_commit = event_new(daemon_g.base, -1, 0, commit_cb, NULL);
 	persist_g.ev_retry = event_new(daemon_g.base, -1, 0, retry_cb, NULL);
-	return persist_g.ev_commit && persist_g.ev_retry ? 0 : -ENOMEM;
+	persist_g.ev_outage = event_new(daemon_g.base, -1, 0, outage_cb, NULL);
+	return persist_g.ev_commit && persist_g.ev_retry && persist_g.ev_outage ? 0 : -ENOMEM;
 }
 
-/* Free the events, the pending records, the barrier's waiters and the
- * taints (NULL-safe: also after a failed persist_log_init). */
+/* Free the events, the pending records and the barrier's waiters (NULL-safe: also after a failed persist_log_init). */
 void persist_log_free(void)
 {
 	if (persist_g.ev_commit)
 		event_free(persist_g.ev_commit);
 	if (persist_g.ev_retry)
 		event_free(persist_g.ev_retry);
-	persist_g.ev_commit = persist_g.ev_retry = NULL;
+	if (persist_g.ev_outage)
+		event_free(persist_g.ev_outage);
+	persist_g.ev_commit = persist_g.ev_retry = persist_g.ev_outage = NULL;
 	persist_buf_free(&persist_g.pending);
 	free(persist_g.waits);
 	persist_g.waits = NULL;
 	persist_g.n_waits = persist_g.cap_waits = 0;
-	taints_clear();
 	persist_dirty_clear();
 	json_decref(persist_g.unwritten);
 	persist_g.unwritten = NULL;

@@ -461,7 +461,7 @@ static void close_later(int fd)
 
 /* Use fd as the log from now on (the fsync thread may be syncing the old
  * one: it closes it then). */
-static void log_fd_switch(int fd)
+void persist_log_fd_switch(int fd)
 {
 	int old;
 
@@ -492,7 +492,7 @@ static int log_shrink(void)
 		unlinkat(persist_g.dir_fd, persist_g.logtmp_name, 0);
 		return r;
 	}
-	log_fd_switch(fd);
+	persist_log_fd_switch(fd);
 	persist_g.log_bytes = bytes;
 	persist_g.log_records = persist_g.committed > persist_g.snap_seq
 					? persist_g.committed - persist_g.snap_seq

@@ -436,11 +436,13 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 	if (!name)
 		return CMD_DONE;
 	/* While the log cannot be written a mutation is refused before
-	 * anything of the state shows in its answer; any other answer about
-	 * this name waits if an unwritten record changed it (persist.h). */
+	 * anything of the state shows in its answer, and so is any other
+	 * request about a name an unwritten record changed (persist.h). */
 	if ((op->flags & CMD_MUTATES) && type->dump && !persist_writable(r))
 		return CMD_DONE;
-	persist_read(r);
+	if (!persist_read(r))
+		return CMD_DONE;
+	r->durable = type->dump != NULL;
 	if (params_read(&c, op->spec) < 0)
 		return CMD_DONE;
 	c.o = obj_find(name);
@@ -496,9 +498,9 @@ static enum cmd_ret cmd_obj_create(struct request *r)
 	char err[256];
 	struct obj *o;
 
-	if (!name)
+	if (!name || !persist_read(r))
 		return CMD_DONE;
-	persist_read(r);
+	r->durable = true;
 	tname = json_string_value(json_object_get(r->params, "type"));
 	if (!tname) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "obj.create: 'type' must be a string");
@@ -562,7 +564,9 @@ static enum cmd_ret cmd_obj_list(struct request *r)
 		request_error(r, MPSUP_E_BAD_REQUEST, "obj.list: unknown type '%.64s'", tname);
 		return CMD_DONE;
 	}
-	persist_read(r); /* no name: the whole namespace */
+	if (!persist_read(r)) /* no name: the whole namespace */
+		return CMD_DONE;
+	r->durable = true;
 	all = malloc((n_objects + 1) * sizeof(*all));
 	list = json_array();
 	if (!all || !list) {
@@ -598,7 +602,9 @@ static struct obj *existing(struct request *r)
 		request_error(r, MPSUP_E_BAD_REQUEST, "%s: invalid object name", r->cmd->name);
 		return NULL;
 	}
-	persist_read(r); /* even not_found may show an unwritten delete */
+	if (!persist_read(r)) /* even not_found may show an unwritten delete */
+		return NULL;
+	r->durable = true;
 	if (!(o = obj_find(name)))
 		request_error(r, MPSUP_E_NOT_FOUND, "no object named %s", name);
 	return o;

@@ -331,6 +331,7 @@ START_TEST(test_table_defaults)
 	ck_assert_int_eq(c.state_sync, STATE_SYNC_EVERYSEC);
 	ck_assert_uint_eq(c.state_log_max_bytes, 64 * 1024 * 1024);
 	ck_assert(c.state_dir_check);
+	ck_assert_double_eq(c.persist_outage_timeout, 5);
 	ck_assert_uint_eq(c.max_output_bytes, 16 * 1024 * 1024);
 	ck_assert_uint_eq(c.max_output_total, 256 * 1024 * 1024);
 	ck_assert_double_eq(c.shutdown_timeout, 30);
@@ -395,6 +396,9 @@ START_TEST(test_typed_errors)
 		  "test.conf:2: [mpsupd] state_file: state_file must be an absolute path" },
 		{ "[mpsupd]\nstate_dir_check = maybe\n",
 		  "test.conf:2: [mpsupd] state_dir_check: expected yes or no, not 'maybe'" },
+		{ "[mpsupd]\npersist_outage_timeout = -1\n",
+		  "test.conf:2: [mpsupd] persist_outage_timeout: expected a duration in seconds, not "
+		  "'-1'" },
 		{ "[mpsupd]\nshutdown_timeout = soon\n",
 		  "test.conf:2: [mpsupd] shutdown_timeout: expected a duration in seconds, not 'soon'" },
 		{ "[access]\nwrite = root\n",

@@ -739,6 +739,7 @@ START_TEST(test_error_table)
 		"ok", "bad_request", "unknown_command", "not_found", "exists", "wrong_type",
 		"out_of_range", "timeout", "empty", "full", "permission_denied", "too_large",
 		"limit", "conflict", "broken", "spawn_failed", "shutting_down", "internal",
+		"unavailable",
 	};
 	struct mpsup_error err;
 

@@ -1,8 +1,8 @@
 /*
  * The shared-state namespace and the state module: named objects in one
  * hash table, the generic obj.* commands, and the dispatch of every TYPE.OP
- * command to its type's op (name lookup, auto-creation, type and parameter
- * checks happen here, once).
+ * command to its type's op (name lookup, auto-creation or not_found
+ * (OBJ_OP_EXISTING), type and parameter checks happen here, once).
  */
 #include "config.h"
 
@@ -448,6 +448,13 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 		enum mpsup_err code;
 		char err[256];
 
+		/* A pure read, or a type without defaults: nothing to create. */
+		if (op->flags & OBJ_OP_EXISTING) {
+			request_error(r, MPSUP_E_NOT_FOUND, "no %s named %s%s", type->name, name,
+				      (op->flags & (CMD_MUTATES | CMD_MAY_BLOCK))
+					      ? " (create it with obj.create)" : "");
+			return CMD_DONE;
+		}
 		/* Auto-creation makes an object: the state role's right, even
 		 * when the op only reads. A read-only peer sees a missing
 		 * object as missing (no conn: replay and unit paths). */

@@ -257,8 +257,11 @@ class ReadForEveryone(AccessTestCase):
                             ("event.is_set", {}), ("obj.get", {})):
             r = self.nobody.call(cmd, name="missing", **params)
             self.assertEqual(r.get("error", {}).get("code"), "not_found", (cmd, r))
-            if cmd != "obj.get":
-                self.assertIn("state role", r["error"]["message"])
+            self.assertIn("missing", r["error"]["message"])
+        # A wait would create the object: that is the state role's right.
+        r = self.nobody.call("event.wait", name="missing", timeout=0)
+        self.assertEqual(r.get("error", {}).get("code"), "not_found", r)
+        self.assertIn("state role", r["error"]["message"])
         self.assertEqual(self.d.ok("obj.list"), [])
         # What exists can be read.
         self.d.ok("value.set", name="n", value=5)

@@ -219,7 +219,8 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
 	server_refresh_roles(); /* its user may connect with the state role now */
 	r = pool_resize(pl, pc->processes, start && !proc_shutting_down());
 	publish_pool("pool.added", pl);
-	log_info("proc", "pool %s: added (%u processes)", pl->name, pc->processes);
+	log_info("proc", "pool %s: added (%u process%s)", pl->name, pc->processes,
+		 pc->processes == 1 ? "" : "es");
 	if (ret)
 		*ret = pl;
 	return r;

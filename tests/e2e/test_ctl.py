@@ -133,7 +133,9 @@ class TestMeta(DaemonTestCase):
         wait_for(lambda: self.d.proc.poll() is not None, what="mpsupd to exit")
         self.assertEqual(self.d.proc.returncode, 0)
         p = self.d.mpctl("hello", check=3)
-        self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
+        self.assertEqual(p.stderr.splitlines()[1],
+                         "mpctl: is mpsupd running? That socket is from MPSUP_SOCKET; name "
+                         "another with -s SOCKET or MPSUP_SOCKET.")
 
 
 class TestNoDaemon(mpsuptest.unittest.TestCase):
@@ -144,18 +146,21 @@ class TestNoDaemon(mpsuptest.unittest.TestCase):
                 p = run_mpctl(*args)
                 self.assertEqual(p.returncode, 3, p.stderr)
                 self.assertEqual(p.stdout, "")
-                lines = p.stderr.splitlines()
-                self.assertEqual(len(lines), 1, p.stderr)
-                self.assertTrue(lines[0].startswith("mpctl: cannot reach mpsupd at %s: " % path),
-                                lines[0])
+                self.assertEqual(p.stderr, (
+                    "mpctl: cannot reach mpsupd at %s: No such file or directory\n"
+                    "mpctl: is mpsupd running? That socket is from -s; name another with "
+                    "-s SOCKET or MPSUP_SOCKET.\n" % path))
             p = run_mpctl("hello", env={"MPSUP_SOCKET": path})
             self.assertEqual(p.returncode, 3)
-            self.assertIn(path, p.stderr)
+            self.assertEqual(p.stderr.splitlines()[0],
+                             "mpctl: cannot reach mpsupd at %s: No such file or directory" % path)
+            self.assertIn("That socket is from MPSUP_SOCKET;", p.stderr)
 
     def test_socket_path_too_long(self):
         p = run_mpctl("-s", "/tmp/" + "x" * 200, "hello")
         self.assertEqual(p.returncode, 3)
-        self.assertEqual(len(p.stderr.splitlines()), 1)
+        self.assertEqual(len(p.stderr.splitlines()), 2)
+        self.assertIn("name another with -s SOCKET or MPSUP_SOCKET", p.stderr)
 
     def test_connection_dropped(self):
         srv = FakeServer("close")

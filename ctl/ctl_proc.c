@@ -1,6 +1,6 @@
 /*
- * mpctl: process, pool, task and daemon commands (DESIGN §3 Processes,
- * Pools, Events; §4). Each handler builds one request, calls it and prints
+ * mpctl: process, pool, task and daemon commands (mpctl(1); the protocol
+ * commands they send are in docs/protocol.md). Each handler builds one request, calls it and prints
  * the answer: a table or a few words for humans, the exact JSON with --json.
  */
 #include <ctype.h>

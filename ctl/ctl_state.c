@@ -1,5 +1,5 @@
 /*
- * mpctl: shared-state commands (DESIGN §3 Shared state, §4).
+ * mpctl: shared-state commands (mpctl(1), docs/state.md).
  *
  *   mpctl TYPE OP NAME [ARGS]  ->  {"cmd": "TYPE.OP", "name": NAME, ...}
  *

@@ -19,7 +19,7 @@
 
 #include "mpsup.h"
 
-/* Exit statuses (DESIGN §4). */
+/* Exit statuses (mpctl(1), EXIT STATUS). */
 enum ctl_exit {
 	CTL_EXIT_OK = 0,	/* success */
 	CTL_EXIT_ERROR = 1,	/* the daemon answered with an error */

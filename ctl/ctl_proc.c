@@ -804,11 +804,11 @@ static int cmd_pool(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 	params = params_new();
 	json_object_set_new(params, "pool", ctl_str(argv[i + 1]));
 	for (int k = i + 2; k < argc; k++) {
-		const char *eq = strchr(argv[k], '=');
+		size_t klen = strcspn(argv[k], "=");
 
-		if (!eq || eq == argv[k])
+		if (klen == 0 || !argv[k][klen])
 			ctl_usage_error(cmd, "pool add wants KEY=VALUE, not '%s'", argv[k]);
-		json_object_setn_new(params, argv[k], (size_t)(eq - argv[k]), ctl_arg(eq + 1));
+		json_object_setn_new(params, argv[k], klen, ctl_arg(argv[k] + klen + 1));
 	}
 	rc = ctl_call(ctl, "pool.add", params, &result);
 	json_decref(params);

@@ -914,7 +914,9 @@ int main(int argc, char **argv)
 	cmd = ctl_find(argv[optind]);
 	if (!cmd)
 		ctl_unknown_cmd(NULL, argv[optind]);
-	argc = optind + ctl_late_globals(&ctl, cmd, &socket_opt, argc - optind, argv + optind);
+	else
+		argc = optind + ctl_late_globals(&ctl, cmd, &socket_opt, argc - optind,
+						 argv + optind);
 	ctl.socket = mpsup_socket_path(socket_opt);
 	if (!ctl.socket)
 		ctl.socket = MPSUP_DEFAULT_SOCKET;

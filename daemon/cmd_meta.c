@@ -125,9 +125,11 @@ static enum cmd_ret cmd_help(struct request *r)
 		request_error(r, MPSUP_E_UNKNOWN_COMMAND, "unknown command '%.100s'", name);
 		return CMD_DONE;
 	}
-	one = help_entry(e);
-	if (one)
-		json_object_set_new(one, "allowed", json_boolean(e->role <= w.role));
+	if (!(one = help_entry(e))) {
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
+	json_object_set_new(one, "allowed", json_boolean(e->role <= w.role));
 	request_ok(r, one);
 	return CMD_DONE;
 }

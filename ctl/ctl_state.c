@@ -224,6 +224,13 @@ static int cmd_state(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char 
 		op[i] = argv[1][i] == '-' ? '_' : argv[1][i];
 	op[i] = '\0';
 	o = state_op_find(cmd->name, op);
+	if (argc > 3 && strcmp(argv[3], "--") == 0) {
+		/* TYPE OP NAME -- ARGS: what follows is data, even "-j" */
+		argv[3] = argv[2];
+		argv[2] = argv[1];
+		argv++;
+		argc--;
+	}
 	nargs = (unsigned)(argc - 3);
 	if (!o && nargs > 0)
 		ctl_usage_error(cmd, "%s %s takes no arguments", cmd->name, op);

@@ -29,9 +29,12 @@ def read(path):
 
 def makefile_var(name):
     """A variable of the build's Makefile, as make expands it."""
-    p = subprocess.run(["make", "-s", "-f", os.path.join(BUILDDIR, "Makefile"),
+    # Not the make check that runs us: its flags and job server stay out.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    p = subprocess.run(["make", "-s", "--no-print-directory", "-f",
+                        os.path.join(BUILDDIR, "Makefile"),
                         "--eval=print-var-x: ; @echo $(%s)" % name, "print-var-x"],
-                       capture_output=True, text=True, cwd=BUILDDIR)
+                       capture_output=True, text=True, cwd=BUILDDIR, env=env)
     if p.returncode != 0:
         raise unittest.SkipTest("cannot ask make for %s: %s" % (name, p.stderr))
     return p.stdout.split()

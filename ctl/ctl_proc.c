@@ -1,14 +1,17 @@
 /*
- * mpctl: process, pool, task and daemon commands (DESIGN §3 Processes,
- * Pools, Events; §4). Each handler builds one request, calls it and prints
+ * mpctl: process, pool, task and daemon commands (mpctl(1); the protocol
+ * commands they send are in docs/protocol.md). Each handler builds one request, calls it and prints
  * the answer: a table or a few words for humans, the exact JSON with --json.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mpctl.h"
 
@@ -27,8 +30,7 @@ static _Noreturn void opt_error(const struct ctl_cmd *cmd, int c, char **argv)
 /* -h/--help of a subcommand with options. */
 static _Noreturn void opt_help(const struct ctl_cmd *cmd)
 {
-	ctl_cmd_usage(stdout, cmd);
-	printf("%s\n", cmd->summary);
+	ctl_cmd_help(stdout, cmd);
 	exit(CTL_EXIT_OK);
 }
 
@@ -44,13 +46,24 @@ static json_t *params_new(void)
 	return p;
 }
 
-/* Call, print with ctl_print_result, drop params. */
-static int call_print(struct ctl *ctl, const char *cmd, json_t *params)
+/* Call, then say what was done (the result with --json), drop params. */
+static int call_say(struct ctl *ctl, const char *cmd, json_t *params, const char *fmt,
+		    const char *arg)
 {
-	int rc = ctl_call_print(ctl, cmd, params);
+	json_t *result;
+	int rc = ctl_call(ctl, cmd, params, &result);
 
 	json_decref(params);
-	return rc;
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json) {
+		ctl_print_result(ctl, result);
+	} else {
+		printf(fmt, arg);
+		putchar('\n');
+	}
+	json_decref(result);
+	return CTL_EXIT_OK;
 }
 
 /*
@@ -84,6 +97,14 @@ static const char *colour_state(const json_t *row, const json_t *v)
 	return NULL;
 }
 
+/* Why a process that is not alive is not running (its exit status text). */
+static char *fmt_reason(const json_t *row, const json_t *v)
+{
+	if (json_is_true(json_object_get(row, "is_alive")) || !json_is_string(v))
+		return strdup("-");
+	return strdup(json_string_value(v));
+}
+
 static const struct ctl_column status_cols[] = {
 	{ "name", "NAME", NULL, NULL },
 	{ "state", "STATE", NULL, colour_state },
@@ -93,6 +114,7 @@ static const struct ctl_column status_cols[] = {
 	{ "restarts", "RESTARTS", NULL, NULL },
 	{ "busy", "BUSY", NULL, NULL },        /* task pools only */
 	{ "tasks_done", "TASKS", NULL, NULL }, /* task pools only */
+	{ "exit_status_text", "REASON", fmt_reason, NULL },
 };
 
 /* True for a non-empty array of objects that look like process records. */
@@ -103,12 +125,27 @@ static bool is_record_list(const json_t *v)
 	       json_object_get(json_array_get(v, 0), "name");
 }
 
-/* Print process records as the status table (human) or JSON. */
+/* Whether some process of records is not alive for a known reason. */
+static bool any_reason(const json_t *records)
+{
+	size_t i;
+	json_t *rec;
+
+	json_array_foreach(records, i, rec)
+		if (!json_is_true(json_object_get(rec, "is_alive")) &&
+		    json_is_string(json_object_get(rec, "exit_status_text")))
+			return true;
+	return false;
+}
+
+/* Print process records as the status table (human) or JSON. REASON (the
+ * last column) only when a process has one. */
 static void print_records(const struct ctl *ctl, const json_t *result)
 {
+	size_t ncols = sizeof(status_cols) / sizeof(status_cols[0]);
+
 	if (!ctl->json && is_record_list(result))
-		ctl_print_table(result, status_cols,
-				sizeof(status_cols) / sizeof(status_cols[0]));
+		ctl_print_table(result, status_cols, any_reason(result) ? ncols : ncols - 1);
 	else if (ctl->json || !json_is_array(result) || json_array_size(result) > 0)
 		ctl_print_result(ctl, result);
 }
@@ -149,6 +186,87 @@ static const char *control_cmd(const char *name)
 	return name;
 }
 
+/* The message printed when a stop takes long (async-signal-safe write). */
+static char slow_msg[256];
+
+static void slow_alarm(int sig)
+{
+	ssize_t n;
+
+	(void)sig;
+	n = write(STDERR_FILENO, slow_msg, strlen(slow_msg));
+	(void)n;
+}
+
+/* After one second without an answer, say what a stop waits for. */
+static void say_when_slow(const char *verb, const char *target)
+{
+	struct sigaction sa;
+
+	snprintf(slow_msg, sizeof(slow_msg),
+		 "mpctl: %s %s: waiting for it to exit (its stop signal, then SIGKILL after "
+		 "the pool's stop_timeout)...\n", verb, target);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = slow_alarm;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGALRM, &sa, NULL);
+	alarm(1);
+}
+
+/* The pid of name in records, 0 if none. */
+static json_int_t record_pid(const json_t *records, const char *name)
+{
+	size_t i;
+	json_t *rec;
+
+	json_array_foreach(records, i, rec)
+		if (strcmp(json_string_value(json_object_get(rec, "name")) ?: "", name) == 0)
+			return json_integer_value(json_object_get(rec, "pid"));
+	return 0;
+}
+
+/* Whether each process of before has left the state it was signalled in
+ * (its pid is gone or changed) in now. */
+static bool records_moved(const json_t *before, const json_t *now)
+{
+	size_t i;
+	json_t *rec;
+
+	json_array_foreach(before, i, rec) {
+		json_int_t pid = json_integer_value(json_object_get(rec, "pid"));
+		const char *name = json_string_value(json_object_get(rec, "name"));
+
+		if (pid && name && record_pid(now, name) == pid)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * After kill/terminate: the records once the signalled processes died (or
+ * after 5 s: a process may catch SIGTERM and take its time), so what is
+ * shown is the state after the signal, not before it.
+ */
+static json_t *records_after_signal(struct ctl *ctl, const char *target, json_t *before)
+{
+	json_t *params = json_pack("{s:o}", "target", ctl_str(target)), *now = NULL;
+	struct timespec pause = { 0, 20 * 1000 * 1000 };
+
+	for (int i = 0; i < 250; i++) {
+		json_decref(now);
+		now = NULL;
+		if (ctl_call(ctl, "status", params, &now) != CTL_EXIT_OK) {
+			now = json_incref(before);
+			break;
+		}
+		if (records_moved(before, now))
+			break;
+		nanosleep(&pause, NULL);
+	}
+	json_decref(params);
+	return now;
+}
+
 /* start|stop|restart [--no-wait] TARGET, terminate|kill TARGET */
 static int cmd_control(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
@@ -177,10 +295,20 @@ static int cmd_control(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, cha
 	json_object_set_new(params, "target", ctl_str(argv[optind]));
 	if (nowait)
 		json_object_set_new(params, "wait", json_false());
+	if (can_wait && !nowait && strcmp(cmd->name, "start") != 0)
+		say_when_slow(strcmp(cmd->name, "stop") == 0 ? "stopping" : "restarting",
+			      argv[optind]);
 	rc = ctl_call(ctl, control_cmd(cmd->name), params, &result);
+	alarm(0);
 	json_decref(params);
 	if (rc != CTL_EXIT_OK)
 		return rc;
+	if (!can_wait && !ctl->json) {
+		json_t *after = records_after_signal(ctl, argv[optind], result);
+
+		json_decref(result);
+		result = after;
+	}
 	print_records(ctl, result);
 	json_decref(result);
 	return CTL_EXIT_OK;
@@ -189,9 +317,9 @@ static int cmd_control(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, cha
 /* signal SIG TARGET: SIG is a name (HUP, SIGHUP, -HUP) or a number. */
 static int cmd_signal(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
-	int i = ctl_plain_args(cmd, argc, argv);
+	int i = ctl_plain_args(cmd, argc, argv), rc;
 	const char *sig;
-	json_t *params;
+	json_t *params, *result;
 
 	if (argc - i != 2)
 		ctl_usage_error(cmd, "signal takes a signal and a target");
@@ -207,7 +335,29 @@ static int cmd_signal(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
 				    json_integer(ctl_parse_count(cmd, "signal", sig)));
 	else
 		json_object_set_new(params, "signal", ctl_str(sig));
-	return call_print(ctl, "proc.signal", params);
+	rc = ctl_call(ctl, "proc.signal", params, &result);
+	json_decref(params);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json) {
+		ctl_print_result(ctl, result);
+	} else {
+		bool number = strspn(sig, "0123456789") == strlen(sig);
+		char up[32];
+		size_t k;
+		json_t *rec;
+
+		for (k = 0; sig[k] && k + 1 < sizeof(up); k++)
+			up[k] = (char)toupper((unsigned char)sig[k]);
+		up[k] = '\0';
+		printf("sent %s%s to", number ? "signal " : strncmp(up, "SIG", 3) == 0 ? "" : "SIG",
+		       up);
+		json_array_foreach(result, k, rec)
+			printf(" %s", json_string_value(json_object_get(rec, "name")) ?: "?");
+		putchar('\n');
+	}
+	json_decref(result);
+	return CTL_EXIT_OK;
 }
 
 /* run [--name N] [--daemon] [--env K=V]... [--cwd D] [--stdin TEXT] -- CMD ARG... */
@@ -428,7 +578,7 @@ static int cmd_forget(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
 		ctl_usage_error(cmd, "forget takes one process name");
 	params = params_new();
 	json_object_set_new(params, "name", ctl_str(argv[i]));
-	return call_print(ctl, "proc.forget", params);
+	return call_say(ctl, "proc.forget", params, "forgot %s", argv[i]);
 }
 
 /*
@@ -553,16 +703,26 @@ static int cmd_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 /* scale POOL N */
 static int cmd_scale(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
-	int i = ctl_plain_args(cmd, argc, argv);
-	json_t *params;
+	int i = ctl_plain_args(cmd, argc, argv), rc;
+	json_t *params, *result;
+	long long n;
 
 	if (argc - i != 2)
 		ctl_usage_error(cmd, "scale takes a pool and a number of processes");
 	params = params_new();
 	json_object_set_new(params, "pool", ctl_str(argv[i]));
-	json_object_set_new(params, "processes",
-			    json_integer(ctl_parse_count(cmd, "number of processes", argv[i + 1])));
-	return call_print(ctl, "pool.scale", params);
+	n = ctl_parse_count(cmd, "number of processes", argv[i + 1]);
+	json_object_set_new(params, "processes", json_integer(n));
+	rc = ctl_call(ctl, "pool.scale", params, &result);
+	json_decref(params);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json)
+		ctl_print_result(ctl, result);
+	else
+		printf("pool %s: %lld process%s\n", argv[i], n, n == 1 ? "" : "es");
+	json_decref(result);
+	return CTL_EXIT_OK;
 }
 
 static const struct ctl_column pool_cols[] = {
@@ -612,6 +772,58 @@ static int cmd_pools(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char 
 	else if (!json_is_array(rows) || json_array_size(rows) > 0)
 		ctl_print_result(ctl, result);
 	json_decref(rows);
+	json_decref(result);
+	return CTL_EXIT_OK;
+}
+
+/* pool add POOL KEY=VALUE... | pool remove POOL | pool list */
+static int cmd_pool(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	int i = ctl_plain_args(cmd, argc, argv), n = argc - i, rc;
+	json_t *params, *result;
+	const char *op;
+
+	if (n < 1)
+		ctl_usage_error(cmd, "pool needs an operation (add, remove or list)");
+	op = argv[i];
+	if (strcmp(op, "list") == 0) {
+		if (n != 1)
+			ctl_usage_error(cmd, "pool list takes no arguments");
+		return cmd_pools(ctl, cmd, 1, argv + i);
+	}
+	if (strcmp(op, "remove") == 0) {
+		if (n != 2)
+			ctl_usage_error(cmd, "pool remove takes one pool");
+		params = json_pack("{s:o}", "pool", ctl_str(argv[i + 1]));
+		return call_say(ctl, "pool.remove", params, "removed pool %s", argv[i + 1]);
+	}
+	if (strcmp(op, "add") != 0)
+		ctl_usage_error(cmd, "unknown pool operation '%s' (add, remove or list)", op);
+	if (n < 2)
+		ctl_usage_error(cmd, "pool add takes a pool and its KEY=VALUE settings");
+	params = params_new();
+	json_object_set_new(params, "pool", ctl_str(argv[i + 1]));
+	for (int k = i + 2; k < argc; k++) {
+		size_t klen = strcspn(argv[k], "=");
+
+		if (klen == 0 || !argv[k][klen])
+			ctl_usage_error(cmd, "pool add wants KEY=VALUE, not '%s'", argv[k]);
+		json_object_setn_new(params, argv[k], klen, ctl_arg(argv[k] + klen + 1));
+	}
+	rc = ctl_call(ctl, "pool.add", params, &result);
+	json_decref(params);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json) {
+		ctl_print_result(ctl, result);
+	} else {
+		json_int_t procs = json_integer_value(json_object_get(result, "processes"));
+
+		printf("added pool %s (%lld process%s, %s)\n", argv[i + 1], (long long)procs,
+		       procs == 1 ? "" : "es",
+		       json_is_false(json_object_get(result, "autostart")) ? "not started"
+									  : "started");
+	}
 	json_decref(result);
 	return CTL_EXIT_OK;
 }
@@ -703,14 +915,23 @@ static int cmd_wait(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 /* task-status TASK */
 static int cmd_task_status(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
-	int i = ctl_plain_args(cmd, argc, argv);
-	json_t *params;
+	int i = ctl_plain_args(cmd, argc, argv), rc;
+	json_t *params, *result;
 
 	if (argc - i != 1)
 		ctl_usage_error(cmd, "task-status takes one task");
 	params = params_new();
 	json_object_set_new(params, "task", ctl_arg(argv[i]));
-	return call_print(ctl, "task.status", params);
+	rc = ctl_call(ctl, "task.status", params, &result);
+	json_decref(params);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json || !json_is_object(result))
+		ctl_print_result(ctl, result);
+	else
+		ctl_print_fields(result);
+	json_decref(result);
+	return CTL_EXIT_OK;
 }
 
 /*
@@ -873,15 +1094,21 @@ static int cmd_shutdown(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, ch
 		ctl_usage_error(cmd, "shutdown takes no arguments");
 	memset(&err, 0, sizeof(err));
 	r = mpsup_call(ctl_connect(ctl), "daemon.shutdown", NULL, &result, &err);
-	if (r == -ECONNRESET || r == -EPIPE)
+	if (r == -ECONNRESET || r == -EPIPE) {
+		if (!ctl->json)
+			puts("mpsupd is shutting down");
 		return CTL_EXIT_OK;
+	}
 	if (r < 0)
 		ctl_transport_fail(ctl, r);
 	if (r > 0) {
 		fprintf(stderr, "mpctl: %s: %s\n", err.code_name, err.message);
 		return strcmp(err.code_name, "timeout") == 0 ? CTL_EXIT_TIMEOUT : CTL_EXIT_ERROR;
 	}
-	ctl_print_result(ctl, result);
+	if (ctl->json)
+		ctl_print_result(ctl, result);
+	else
+		puts("mpsupd is shutting down");
 	json_decref(result);
 	return CTL_EXIT_OK;
 }
@@ -930,7 +1157,7 @@ static int cmd_reopen_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc,
 {
 	if (ctl_plain_args(cmd, argc, argv) != argc)
 		ctl_usage_error(cmd, "reopen-logs takes no arguments");
-	return ctl_call_print(ctl, "daemon.reopen_logs", NULL);
+	return call_say(ctl, "daemon.reopen_logs", NULL, "%slog files reopened", "");
 }
 
 const struct ctl_cmd ctl_proc_cmds[] = {
@@ -955,6 +1182,8 @@ const struct ctl_cmd ctl_proc_cmds[] = {
 	{ "logs", cmd_logs, "[-f] [-n N] TARGET", "Print recent output lines; -f follows." },
 	{ "scale", cmd_scale, "POOL N", "Set the number of processes of a pool." },
 	{ "pools", cmd_pools, "", "Show the pools as a table." },
+	{ "pool", cmd_pool, "add POOL KEY=VALUE... | remove POOL | list",
+	  "Define a pool at run time (keys as in a config section), remove one, list them." },
 	{ "map", cmd_map, "POOL ITEM...", "Run items on a task pool; one result per line." },
 	{ "submit", cmd_submit, "POOL ITEM", "Submit one task; print its id." },
 	{ "wait", cmd_wait, "TASK [--timeout S]", "Wait for a task; print its result." },

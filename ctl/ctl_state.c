@@ -1,5 +1,5 @@
 /*
- * mpctl: shared-state commands (DESIGN §3 Shared state, §4).
+ * mpctl: shared-state commands (mpctl(1), docs/state.md).
  *
  *   mpctl TYPE OP NAME [ARGS]  ->  {"cmd": "TYPE.OP", "name": NAME, ...}
  *
@@ -104,17 +104,65 @@ static unsigned state_op_max(const struct state_op *o)
 	return n;
 }
 
-/* TYPE -h: the usage and the ops that take arguments. */
-static void state_help(const struct ctl_cmd *cmd)
+static int cmd_state(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv);
+
+bool ctl_is_state_cmd(const struct ctl_cmd *cmd)
+{
+	return cmd->run == cmd_state;
+}
+
+/* TYPE -h, help TYPE: the ops that take arguments. */
+void ctl_state_help(FILE *f, const struct ctl_cmd *cmd)
 {
 	size_t i;
 
-	ctl_cmd_usage(stdout, cmd);
-	printf("%s\n", cmd->summary);
 	for (i = 0; i < sizeof(state_ops) / sizeof(state_ops[0]); i++)
 		if (strcmp(state_ops[i].type, cmd->name) == 0)
-			printf("  %s %s NAME %s\n", cmd->name, state_ops[i].op, state_ops[i].usage);
-	puts("Other ops take no arguments (see mpctl(1)).");
+			fprintf(f, "  %s %s NAME %s\n", cmd->name, state_ops[i].op,
+				state_ops[i].usage);
+	fputs("Other ops take no arguments (see mpctl(1)).\n", f);
+}
+
+/*
+ * After unknown_command for TYPE.OP: list TYPE's operations as the daemon's
+ * help gives them (the daemon's tables are the list), with the closest one.
+ */
+static void state_list_ops(struct ctl *ctl, const char *type, const char *op)
+{
+	struct ctl_suggest s = { .word = op };
+	json_t *all = NULL, *c;
+	size_t n = strlen(type), i;
+	char *names[64];
+	size_t k = 0;
+
+	if (ctl_call_quiet(ctl, "help", NULL, &all) != CTL_EXIT_OK)
+		return;
+	json_array_foreach(all, i, c) {
+		const char *name = json_string_value(json_object_get(c, "name"));
+
+		if (k < 64 && name && strncmp(name, type, n) == 0 && name[n] == '.') {
+			char *d = strdup(name + n + 1);
+
+			for (char *p = d; p && *p; p++)
+				if (*p == '_')
+					*p = '-'; /* mpctl's spelling: task-done */
+			if (d)
+				names[k++] = d;
+		}
+	}
+	if (k) {
+		fprintf(stderr, "mpctl: %s operations:", type);
+		for (i = 0; i < k; i++) {
+			fprintf(stderr, " %s", names[i]);
+			ctl_suggest_consider(&s, names[i]);
+		}
+		fputc('\n', stderr);
+		if (s.best)
+			fprintf(stderr, "mpctl: did you mean '%s %s'?\n", type, s.best);
+	}
+	for (i = 0; i < k; i++)
+		free(names[i]);
+	json_decref(all);
 }
 
 /*
@@ -166,7 +214,7 @@ static int cmd_state(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char 
 	int rc;
 
 	if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-		state_help(cmd);
+		ctl_cmd_help(stdout, cmd);
 		return CTL_EXIT_OK;
 	}
 	if (argc < 3)
@@ -178,6 +226,13 @@ static int cmd_state(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char 
 		op[i] = argv[1][i] == '-' ? '_' : argv[1][i];
 	op[i] = '\0';
 	o = state_op_find(cmd->name, op);
+	if (argc > 3 && strcmp(argv[3], "--") == 0) {
+		/* TYPE OP NAME -- ARGS: what follows is data, even "-j" */
+		argv[3] = argv[2];
+		argv[2] = argv[1];
+		argv++;
+		argc--;
+	}
 	nargs = (unsigned)(argc - 3);
 	if (!o && nargs > 0)
 		ctl_usage_error(cmd, "%s %s takes no arguments", cmd->name, op);
@@ -198,6 +253,8 @@ static int cmd_state(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char 
 	if (rc == CTL_EXIT_ERROR &&
 	    state_error_timed_out(o, params, code, monotonic_now() - start))
 		rc = CTL_EXIT_TIMEOUT;
+	if (rc == CTL_EXIT_ERROR && strcmp(code, "unknown_command") == 0)
+		state_list_ops(ctl, cmd->name, argv[1]);
 	json_decref(params);
 	if (rc != CTL_EXIT_OK)
 		return rc;
@@ -238,7 +295,7 @@ static int cmd_obj(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 {
 	int i = ctl_plain_args(cmd, argc, argv), n = argc - i;
 	const char *op;
-	json_t *params;
+	json_t *params, *result;
 	int rc;
 
 	if (n < 1)
@@ -272,9 +329,23 @@ static int cmd_obj(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 	} else {
 		ctl_usage_error(cmd, "unknown obj operation '%s'", op);
 	}
-	rc = ctl_call_print(ctl, strcmp(op, "get") == 0 ? "obj.get" :
-				 strcmp(op, "delete") == 0 ? "obj.delete" : "obj.create",
-			    params);
+	if (strcmp(op, "get") == 0) {
+		rc = ctl_call_print(ctl, "obj.get", params);
+		json_decref(params);
+		return rc;
+	}
+	rc = ctl_call(ctl, strcmp(op, "delete") == 0 ? "obj.delete" : "obj.create", params,
+		      &result);
+	if (rc == CTL_EXIT_OK && ctl->json)
+		ctl_print_result(ctl, result);
+	else if (rc == CTL_EXIT_OK && strcmp(op, "delete") == 0)
+		printf("deleted %s\n", argv[i + 1]);
+	else if (rc == CTL_EXIT_OK && json_is_true(json_object_get(result, "created")))
+		printf("created %s %s\n", argv[i + 2], argv[i + 1]);
+	else if (rc == CTL_EXIT_OK)
+		printf("%s %s exists already with these options\n", argv[i + 2], argv[i + 1]);
+	if (rc == CTL_EXIT_OK)
+		json_decref(result);
 	json_decref(params);
 	return rc;
 }

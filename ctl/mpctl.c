@@ -31,6 +31,17 @@ static const struct ctl_cmd *const ctl_tables[] = {
  * Connection and calls.
  */
 
+/* Say where mpctl looked and how to look elsewhere; exit 3. */
+static _Noreturn void ctl_unreachable(const struct ctl *ctl, int err)
+{
+	fflush(stdout);
+	fprintf(stderr, "mpctl: cannot reach mpsupd at %s: %s\n", ctl->socket, strerror(err));
+	fprintf(stderr, "mpctl: is mpsupd running? That socket is %s; name another with "
+		"-s SOCKET or MPSUP_SOCKET.\n",
+		ctl->socket_from ? ctl->socket_from : "the default");
+	exit(CTL_EXIT_UNREACHABLE);
+}
+
 struct mpsup_client *ctl_connect(struct ctl *ctl)
 {
 	int r;
@@ -40,9 +51,7 @@ struct mpsup_client *ctl_connect(struct ctl *ctl)
 	r = mpsup_connect(ctl->socket, &ctl->client);
 	if (r < 0) {
 		ctl->client = NULL;
-		fprintf(stderr, "mpctl: cannot reach mpsupd at %s: %s\n", ctl->socket,
-			strerror(-r));
-		exit(CTL_EXIT_UNREACHABLE);
+		ctl_unreachable(ctl, -r);
 	}
 	if (ctl->timeout >= 0)
 		mpsup_set_timeout(ctl->client, ctl->timeout);
@@ -57,6 +66,7 @@ _Noreturn void ctl_transport_fail(struct ctl *ctl, int err)
 			ctl->socket, ctl->timeout);
 		exit(CTL_EXIT_TIMEOUT);
 	}
+	/* It was reached: the hint about choosing a socket would mislead. */
 	fprintf(stderr, "mpctl: cannot reach mpsupd at %s: %s\n", ctl->socket,
 		strerror(err < 0 ? -err : EIO));
 	exit(CTL_EXIT_UNREACHABLE);
@@ -93,6 +103,22 @@ int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret
 			snprintf(code, codelen, "%s", name ? name : "internal");
 		return ctl_report_error(&err);
 	}
+	*ret_result = result ? result : json_null();
+	return CTL_EXIT_OK;
+}
+
+int ctl_call_quiet(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result)
+{
+	struct mpsup_error err;
+	json_t *result = NULL;
+	int r;
+
+	memset(&err, 0, sizeof(err));
+	r = mpsup_call(ctl_connect(ctl), cmd, params, &result, &err);
+	if (r < 0)
+		ctl_transport_fail(ctl, r);
+	if (r > 0)
+		return CTL_EXIT_ERROR;
 	*ret_result = result ? result : json_null();
 	return CTL_EXIT_OK;
 }
@@ -242,6 +268,67 @@ long long ctl_parse_count(const struct ctl_cmd *cmd, const char *what, const cha
 	return v;
 }
 
+/* The optimal-string-alignment distance of a and b (typos: one letter
+ * wrong, missing, extra, or two swapped each count 1). */
+static size_t ctl_distance(const char *a, const char *b)
+{
+	enum { MAXLEN = 40 };
+	size_t la = strlen(a), lb = strlen(b), d[MAXLEN + 1][MAXLEN + 1];
+
+	if (la > MAXLEN || lb > MAXLEN)
+		return (size_t)-1;
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = i;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = j;
+	for (size_t i = 1; i <= la; i++)
+		for (size_t j = 1; j <= lb; j++) {
+			size_t cost = a[i - 1] != b[j - 1], v = d[i - 1][j - 1] + cost;
+
+			if (d[i - 1][j] + 1 < v)
+				v = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < v)
+				v = d[i][j - 1] + 1;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    d[i - 2][j - 2] + 1 < v)
+				v = d[i - 2][j - 2] + 1;
+			d[i][j] = v;
+		}
+	return d[la][lb];
+}
+
+void ctl_suggest_consider(struct ctl_suggest *s, const char *cand)
+{
+	size_t d = ctl_distance(s->word, cand), len = strlen(s->word);
+
+	/* At most 2 edits, and fewer than the word has letters. */
+	if (d <= 2 && d < len && (!s->best || d < s->dist)) {
+		s->best = cand;
+		s->dist = d;
+	}
+}
+
+/* The mpctl command closest to name, or NULL. */
+static const char *ctl_suggest_cmd(const char *name)
+{
+	struct ctl_suggest s = { .word = name };
+
+	for (size_t t = 0; t < NTABLES; t++)
+		for (const struct ctl_cmd *c = ctl_tables[t]; c->name; c++)
+			ctl_suggest_consider(&s, c->name);
+	return s.best;
+}
+
+/* Exit 2 for an unknown command, with the closest one if any. */
+static _Noreturn void ctl_unknown_cmd(const struct ctl_cmd *cmd, const char *name)
+{
+	const char *best = ctl_suggest_cmd(name);
+
+	if (best)
+		ctl_usage_error(cmd, "unknown command '%s'; did you mean '%s'?", name, best);
+	ctl_usage_error(cmd, "unknown command '%s'", name);
+}
+
 void ctl_cmd_usage(FILE *f, const struct ctl_cmd *cmd)
 {
 	fprintf(f, "usage: mpctl [-s SOCKET] [--json] %s%s%s\n", cmd->name,
@@ -274,11 +361,18 @@ _Noreturn void ctl_usage_error(const struct ctl_cmd *cmd, const char *fmt, ...)
 	exit(CTL_EXIT_USAGE);
 }
 
+void ctl_cmd_help(FILE *f, const struct ctl_cmd *cmd)
+{
+	ctl_cmd_usage(f, cmd);
+	fprintf(f, "%s\n", cmd->summary);
+	if (ctl_is_state_cmd(cmd))
+		ctl_state_help(f, cmd);
+}
+
 int ctl_plain_args(const struct ctl_cmd *cmd, int argc, char **argv)
 {
 	if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-		ctl_cmd_usage(stdout, cmd);
-		printf("%s\n", cmd->summary);
+		ctl_cmd_help(stdout, cmd);
 		exit(CTL_EXIT_OK);
 	}
 	if (argc > 1 && strcmp(argv[1], "--") == 0)
@@ -597,13 +691,41 @@ static const struct ctl_cmd *ctl_find(const char *name)
 	return NULL;
 }
 
-/* help [COMMAND]: the list of commands, or one command's usage. */
+/* Print a protocol command as the daemon's help describes it. */
+static void print_proto_help(const json_t *h)
+{
+	const json_t *flags = json_object_get(h, "flags"), *params = json_object_get(h, "params");
+	const json_t *v;
+	size_t i;
+
+	printf("%s (protocol command; role %s", json_string_value(json_object_get(h, "name")),
+	       json_string_value(json_object_get(h, "role")));
+	json_array_foreach(flags, i, v)
+		printf(", %s", json_string_value(v));
+	printf(")\n");
+	if (json_array_size(params) == 0)
+		puts("  no parameters");
+	json_array_foreach(params, i, v) {
+		const char *name = json_string_value(json_object_get(v, "name"));
+
+		printf("  %-10s %s%s\n", name ? name : "?",
+		       json_string_value(json_object_get(v, "type")),
+		       json_is_true(json_object_get(v, "optional")) ? ", optional" : "");
+	}
+	if (json_is_false(json_object_get(h, "allowed")))
+		puts("  (your role may not use it)");
+	printf("Send it with: mpctl call '{\"cmd\":\"%s\", ...}'\n",
+	       json_string_value(json_object_get(h, "name")));
+}
+
+/* help [COMMAND]: the list of commands, one command's full usage, or (for
+ * a protocol command such as dict.get) the daemon's description of it. */
 static int cmd_help(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
-	int i = ctl_plain_args(cmd, argc, argv);
+	int i = ctl_plain_args(cmd, argc, argv), rc;
 	const struct ctl_cmd *c;
+	json_t *params, *result;
 
-	(void)ctl;
 	if (argc - i > 1)
 		ctl_usage_error(cmd, "help takes at most one command");
 	if (argc - i == 0) {
@@ -611,10 +733,22 @@ static int cmd_help(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 		return CTL_EXIT_OK;
 	}
 	c = ctl_find(argv[i]);
-	if (!c)
-		ctl_usage_error(cmd, "unknown command '%s'", argv[i]);
-	ctl_cmd_usage(stdout, c);
-	printf("%s\n", c->summary);
+	if (c) {
+		ctl_cmd_help(stdout, c);
+		return CTL_EXIT_OK;
+	}
+	if (!strchr(argv[i], '.'))
+		ctl_unknown_cmd(cmd, argv[i]);
+	params = json_pack("{s:o}", "command", ctl_str(argv[i]));
+	rc = ctl_call(ctl, "help", params, &result);
+	json_decref(params);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json)
+		ctl_print_result(ctl, result);
+	else
+		print_proto_help(result);
+	json_decref(result);
 	return CTL_EXIT_OK;
 }
 
@@ -623,7 +757,8 @@ const struct ctl_cmd ctl_meta_cmds[] = {
 	{ "ping", cmd_ping, "", "Check that the daemon answers." },
 	{ "call", cmd_call, "JSON",
 	  "Send one raw request line and print the raw response line." },
-	{ "help", cmd_help, "[COMMAND]", "Show the list of commands or one command's usage." },
+	{ "help", cmd_help, "[COMMAND | PROTOCOL.COMMAND]",
+	  "Show the list of commands, one command's usage, or a protocol command (dict.get)." },
 	{ NULL, NULL, NULL, NULL },
 };
 
@@ -646,9 +781,79 @@ static void ctl_help(FILE *f)
 		for (c = ctl_tables[t]; c->name; c++)
 			fprintf(f, "  %s%s%s\n", c->name, c->usage[0] ? " " : "", c->usage);
 	}
-	fputs("\nArguments that parse as JSON are JSON (1, true, {\"a\":1}); anything else is a\n"
+	fputs("\nGlobal options may also follow the command (before a '--'). 'mpctl help COMMAND'\n"
+	      "shows one command; 'mpctl help dict.get' asks the daemon about a protocol command.\n"
+	      "Arguments that parse as JSON are JSON (1, true, {\"a\":1}); anything else is a\n"
 	      "string. Exit status: 0 success, 1 the daemon answered an error, 2 usage error,\n"
 	      "3 cannot reach the daemon, 4 timeout. See mpctl(1).\n", f);
+}
+
+/* Whether arg is opt or "opt=VALUE"; *ret_value: the VALUE or NULL. */
+static bool ctl_long_opt(const char *arg, const char *opt, const char **ret_value)
+{
+	size_t n = strlen(opt);
+
+	if (strncmp(arg, opt, n) != 0 || (arg[n] && arg[n] != '='))
+		return false;
+	*ret_value = arg[n] ? arg + n + 1 : NULL;
+	return true;
+}
+
+/* run's options that take a value: the value is not its command yet. */
+static bool ctl_run_value_opt(const char *arg)
+{
+	static const char *const opts[] = { "-n", "--name", "-e", "--env", "-C", "--cwd",
+					    "-i", "--stdin", "-u", "--user", "-g", "--group" };
+
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+		if (strcmp(arg, opts[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Take the global options that follow the command (-j/--json, -s/--socket,
+ * -t/--timeout) out of argv (argv[0] is the command), up to a "--" and, for
+ * run, up to its command line. join and wait keep -t/--timeout: theirs is
+ * the wait's. Returns the new argc.
+ */
+static int ctl_late_globals(struct ctl *ctl, const struct ctl_cmd *cmd, const char **socket_opt,
+			    int argc, char **argv)
+{
+	bool run = strcmp(cmd->name, "run") == 0;
+	bool own_timeout = strcmp(cmd->name, "join") == 0 || strcmp(cmd->name, "wait") == 0;
+	int in = 1, out = 1;
+
+	while (in < argc) {
+		const char *a = argv[in], *v = NULL;
+
+		if (strcmp(a, "--") == 0 || (run && a[0] != '-'))
+			break;
+		if (strcmp(a, "-j") == 0 || strcmp(a, "--json") == 0) {
+			ctl->json = true;
+			in++;
+		} else if (strcmp(a, "-s") == 0 || ctl_long_opt(a, "--socket", &v)) {
+			if (!v && in + 1 >= argc)
+				ctl_usage_error(NULL, "option '%s' needs an argument", a);
+			*socket_opt = v ? v : argv[in + 1];
+			in += v ? 1 : 2;
+		} else if (!own_timeout && (strcmp(a, "-t") == 0 || ctl_long_opt(a, "--timeout", &v))) {
+			if (!v && in + 1 >= argc)
+				ctl_usage_error(NULL, "option '%s' needs an argument", a);
+			ctl->timeout = ctl_parse_seconds(NULL, v ? v : argv[in + 1]);
+			in += v ? 1 : 2;
+		} else {
+			/* run: keep an option and its value together */
+			int n = run && ctl_run_value_opt(a) && in + 1 < argc ? 2 : 1;
+
+			while (n--)
+				argv[out++] = argv[in++];
+		}
+	}
+	while (in < argc)
+		argv[out++] = argv[in++];
+	argv[out] = NULL;
+	return out;
 }
 
 /* Flush stdout at exit; a write error is an error (a closed pipe is not). */
@@ -708,10 +913,17 @@ int main(int argc, char **argv)
 		ctl_usage_error(NULL, "no command given");
 	cmd = ctl_find(argv[optind]);
 	if (!cmd)
-		ctl_usage_error(NULL, "unknown command '%s'", argv[optind]);
+		ctl_unknown_cmd(NULL, argv[optind]);
+	else
+		argc = optind + ctl_late_globals(&ctl, cmd, &socket_opt, argc - optind,
+						 argv + optind);
 	ctl.socket = mpsup_socket_path(socket_opt);
 	if (!ctl.socket)
 		ctl.socket = MPSUP_DEFAULT_SOCKET;
+	if (socket_opt && *socket_opt)
+		ctl.socket_from = "from -s";
+	else if (getenv("MPSUP_SOCKET") && *getenv("MPSUP_SOCKET"))
+		ctl.socket_from = "from MPSUP_SOCKET";
 	/* A daemon that goes away mid-write is exit 3, not a silent death. */
 	signal(SIGPIPE, SIG_IGN);
 	rc = cmd->run(&ctl, cmd, argc - optind, argv + optind);

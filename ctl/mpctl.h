@@ -19,7 +19,7 @@
 
 #include "mpsup.h"
 
-/* Exit statuses (DESIGN §4). */
+/* Exit statuses (mpctl(1), EXIT STATUS). */
 enum ctl_exit {
 	CTL_EXIT_OK = 0,	/* success */
 	CTL_EXIT_ERROR = 1,	/* the daemon answered with an error */
@@ -31,6 +31,7 @@ enum ctl_exit {
 /* Run-time context of one mpctl invocation. */
 struct ctl {
 	const char *socket;	/* resolved socket path */
+	const char *socket_from; /* "from -s", "from MPSUP_SOCKET" or NULL: the default */
 	bool json;		/* --json: print exact result JSON */
 	double timeout;		/* -t: per send/receive, < 0 = forever */
 	struct mpsup_client *client; /* connected lazily by ctl_connect */
@@ -67,6 +68,8 @@ int ctl_call(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_resu
  * into code (codelen bytes; "" when the call succeeded). */
 int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result,
 		  char *code, size_t codelen);
+/* Like ctl_call, but an error answer is not printed. */
+int ctl_call_quiet(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result);
 /* Like ctl_call, then print the result (ctl_print_result). */
 int ctl_call_print(struct ctl *ctl, const char *cmd, json_t *params);
 /* Call cmd without parameters and print an object result as "key: value"
@@ -109,6 +112,20 @@ _Noreturn void ctl_usage_error(const struct ctl_cmd *cmd, const char *fmt, ...)
 int ctl_plain_args(const struct ctl_cmd *cmd, int argc, char **argv);
 /* Print the usage line of cmd to f. */
 void ctl_cmd_usage(FILE *f, const struct ctl_cmd *cmd);
+/* Print the full help of cmd (usage, summary, its operations) to f. */
+void ctl_cmd_help(FILE *f, const struct ctl_cmd *cmd);
+/* Shared-state commands (ctl_state.c): is cmd one, and its ops' usage. */
+bool ctl_is_state_cmd(const struct ctl_cmd *cmd);
+void ctl_state_help(FILE *f, const struct ctl_cmd *cmd);
+
+/* "Did you mean": the closest candidate to word seen so far (NULL: none
+ * close enough). */
+struct ctl_suggest {
+	const char *word;
+	const char *best;
+	size_t dist;
+};
+void ctl_suggest_consider(struct ctl_suggest *s, const char *cand);
 
 /*
  * Output.

@@ -1,7 +1,8 @@
-/* Meta and daemon commands: hello, ping, daemon.info/reload/shutdown. */
+/* Meta and daemon commands: hello, ping, help, daemon.info/reload/shutdown. */
 #include "config.h"
 
 #include <errno.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "command.h"
@@ -31,6 +32,105 @@ static enum cmd_ret cmd_ping(struct request *r)
 	if (request_unpack(r, "{}") < 0)
 		return CMD_DONE;
 	request_ok(r, json_string("pong"));
+	return CMD_DONE;
+}
+
+/* The JSON type name of a parameter spec letter (command.h). */
+static const char *help_type(char t)
+{
+	switch (t) {
+	case 's': return "string";
+	case 'i': return "integer";
+	case 'n': return "number";
+	case 'b': return "boolean";
+	case 'a': return "array";
+	case 'O': return "object";
+	case 't': return "timeout";
+	case '*': return "members";
+	default: return "any";
+	}
+}
+
+/* A spec ("s:key o:default?") as [{name, type, optional}]. */
+static json_t *help_params(const char *spec)
+{
+	json_t *list = json_array();
+
+	for (const char *p = spec ? spec : ""; list && *p;) {
+		const char *key, *end;
+
+		if (*p == ' ') {
+			p++;
+			continue;
+		}
+		key = p[1] == ':' ? p + 2 : p;
+		for (end = key; *end && *end != ' ' && *end != '?'; end++)
+			;
+		json_array_append_new(list, json_pack("{s:s%, s:s, s:b}", "name", key,
+						      (size_t)(end - key), "type", help_type(p[0]),
+						      "optional", *end == '?'));
+		p = *end == '?' ? end + 1 : end;
+	}
+	return list;
+}
+
+/* One command as help shows it: {name, role, params, flags}. */
+static json_t *help_entry(const struct cmd_entry *e)
+{
+	json_t *flags = json_array();
+
+	if (e->flags & CMD_MUTATES)
+		json_array_append_new(flags, json_string("mutates"));
+	if (e->flags & CMD_MAY_BLOCK)
+		json_array_append_new(flags, json_string("blocks"));
+	if (e->flags & CMD_STREAMS)
+		json_array_append_new(flags, json_string("streams"));
+	if (e->flags & OBJ_OP_EXISTING)
+		json_array_append_new(flags, json_string("needs_object"));
+	return json_pack("{s:s, s:s, s:o, s:o}", "name", e->name, "role", role_names[e->role],
+			 "params", help_params(e->params), "flags", flags);
+}
+
+struct help_walk {
+	json_t *list;
+	enum role role;
+};
+
+static void help_add(const struct cmd_entry *e, void *arg)
+{
+	struct help_walk *w = arg;
+
+	if (e->role <= w->role)
+		json_array_append_new(w->list, help_entry(e));
+}
+
+/* help {command?} -> the commands this peer may use, or one (with
+ * `allowed`), from the command tables themselves. */
+static enum cmd_ret cmd_help(struct request *r)
+{
+	struct help_walk w = { .role = r->conn ? r->conn->role : ROLE_ADMIN };
+	const char *name = NULL;
+	const struct cmd_entry *e;
+	json_t *one;
+
+	if (request_unpack(r, "{s?s}", "command", &name) < 0)
+		return CMD_DONE;
+	if (!name) {
+		w.list = json_array();
+		command_foreach(help_add, &w);
+		request_ok(r, w.list);
+		return CMD_DONE;
+	}
+	if (!(e = command_find(name))) {
+		request_error(r, MPSUP_E_UNKNOWN_COMMAND, "unknown command '%.100s'", name);
+		return CMD_DONE;
+	}
+	if (!(one = help_entry(e))) {
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
+	json_object_set_new(one, "allowed", json_boolean(e->role <= w.role));
+	request_ok(r, one);
 	return CMD_DONE;
 }
 
@@ -111,12 +211,13 @@ static enum cmd_ret cmd_reload(struct request *r)
 }
 
 static const struct cmd_entry meta_cmds[] = {
-	{ "hello", ROLE_READ, 0, cmd_hello },
-	{ "ping", ROLE_READ, 0, cmd_ping },
-	{ "daemon.info", ROLE_READ, 0, cmd_info },
-	{ "daemon.reload", ROLE_ADMIN, CMD_MUTATES, cmd_reload },
-	{ "daemon.shutdown", ROLE_ADMIN, 0, cmd_shutdown },
-	{ NULL, 0, 0, NULL },
+	{ "hello", ROLE_READ, 0, cmd_hello, "o:client?" },
+	{ "ping", ROLE_READ, 0, cmd_ping, "" },
+	{ "help", ROLE_READ, 0, cmd_help, "s:command?" },
+	{ "daemon.info", ROLE_READ, 0, cmd_info, "" },
+	{ "daemon.reload", ROLE_ADMIN, CMD_MUTATES, cmd_reload, "" },
+	{ "daemon.shutdown", ROLE_ADMIN, 0, cmd_shutdown, "" },
+	{ NULL, 0, 0, NULL, NULL },
 };
 
 const struct cmd_module meta_module = {

@@ -133,7 +133,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check_only) {
-		printf("%s: configuration ok (%u pools)\n", daemon_g.conf_path, daemon_g.conf->n_pools);
+		printf("%s: configuration ok (%u pool%s)\n", daemon_g.conf_path, daemon_g.conf->n_pools,
+		       daemon_g.conf->n_pools == 1 ? "" : "s");
 		conf_free(daemon_g.conf);
 		return 0;
 	}

@@ -1,4 +1,4 @@
-/* The request/response envelope of protocol version 1 (DESIGN §3). */
+/* The request/response envelope of protocol version 1 (docs/protocol.md, mpsup-protocol(7)). */
 #include "config.h"
 
 #include <errno.h>

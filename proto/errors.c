@@ -1,4 +1,4 @@
-/* The stable error codes of the protocol and their wire names (DESIGN §3). */
+/* The stable error codes of the protocol and their wire names (docs/protocol.md, mpsup-protocol(7)). */
 #include "config.h"
 
 #include <errno.h>

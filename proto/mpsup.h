@@ -22,7 +22,7 @@ extern "C" {
 #define MPSUP_DEFAULT_MAX_LINE (1024 * 1024)
 #define MPSUP_DEFAULT_MAX_DEPTH 64
 
-/* Stable error codes of the protocol (DESIGN §3). */
+/* Stable error codes of the protocol (docs/protocol.md, mpsup-protocol(7)). */
 enum mpsup_err {
 	MPSUP_OK = 0,
 	MPSUP_E_BAD_REQUEST,

@@ -80,6 +80,12 @@ const struct cmd_entry *command_find(const char *name)
 	return NULL;
 }
 
+void command_foreach(void (*fn)(const struct cmd_entry *e, void *arg), void *arg)
+{
+	for (size_t i = 0; i < table_len; i++)
+		fn(table[i], arg);
+}
+
 void request_free(struct request *r)
 {
 	if (!r)

@@ -32,11 +32,20 @@ enum cmd_flags {
 
 enum cmd_ret { CMD_DONE = 0, CMD_WAIT, CMD_STREAM };
 
+/*
+ * params lists a command's parameters for `help`, separated by spaces, as
+ * TYPE:KEY with a trailing '?' when optional. TYPE is one of
+ *   o any JSON value     s string     i integer     n number     b boolean
+ *   a array              O object     t timeout (number >= 0 or null)
+ *   * further members (a type's options, a pool's keys)
+ * e.g. "s:target b:wait?" (the same form as shared-state op specs, obj.h).
+ */
 struct cmd_entry {
 	const char *name;
 	enum role role;
 	unsigned flags;
 	enum cmd_ret (*exec)(struct request *r);
+	const char *params;
 };
 
 /*
@@ -90,6 +99,8 @@ extern const char *const role_names[];
 void command_init(const struct cmd_module *const *mods, size_t n_mods);
 /* Look up a command by name. */
 const struct cmd_entry *command_find(const char *name);
+/* Call fn for every command, in name order (help). */
+void command_foreach(void (*fn)(const struct cmd_entry *e, void *arg), void *arg);
 
 /* Parse and run one request line received on c. */
 void command_dispatch(struct conn *c, char *line, size_t len);

@@ -142,8 +142,8 @@ static void events_info(json_t *info)
 }
 
 static const struct cmd_entry events_cmds[] = {
-	{ "events.subscribe", ROLE_READ, CMD_STREAMS, cmd_subscribe },
-	{ NULL, 0, 0, NULL },
+	{ "events.subscribe", ROLE_READ, CMD_STREAMS, cmd_subscribe, "a:topics?" },
+	{ NULL, 0, 0, NULL, NULL },
 };
 
 /* The daemon's own events: shutdown begins, a reload was applied. */

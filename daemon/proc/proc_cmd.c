@@ -430,27 +430,28 @@ static int proc_module_reload(const struct conf *newconf, json_t *changes)
 }
 
 /* clang-format off: it would put the braces of a macro on lines of their own */
-#define ADMIN_MUT(name, fn, extra) { name, ROLE_ADMIN, CMD_MUTATES | (extra), fn }
+#define ADMIN_MUT(name, fn, extra, params) { name, ROLE_ADMIN, CMD_MUTATES | (extra), fn, params }
 /* clang-format on */
 
 static const struct cmd_entry proc_cmds[] = {
-	{ "status", ROLE_READ, 0, cmd_status },
-	ADMIN_MUT("proc.start", cmd_start, CMD_MAY_BLOCK),
-	ADMIN_MUT("proc.stop", cmd_stop, CMD_MAY_BLOCK),
-	ADMIN_MUT("proc.restart", cmd_restart, CMD_MAY_BLOCK),
-	ADMIN_MUT("proc.terminate", cmd_terminate, 0),
-	ADMIN_MUT("proc.kill", cmd_kill, 0),
-	ADMIN_MUT("proc.signal", cmd_signal, 0),
-	ADMIN_MUT("proc.run", cmd_proc_run, 0),
-	{ "proc.join", ROLE_READ, CMD_MAY_BLOCK, cmd_join },
-	ADMIN_MUT("proc.forget", cmd_proc_forget, 0),
-	{ "proc.logs", ROLE_READ, CMD_STREAMS, cmd_proc_logs },
-	{ "pool.list", ROLE_READ, 0, cmd_pool_list },
-	ADMIN_MUT("pool.add", cmd_pool_add, 0),
-	ADMIN_MUT("pool.remove", cmd_pool_remove, CMD_MAY_BLOCK),
-	ADMIN_MUT("pool.scale", cmd_pool_scale, 0),
-	{ "daemon.reopen_logs", ROLE_ADMIN, 0, cmd_reopen_logs },
-	{ NULL, 0, 0, NULL },
+	{ "status", ROLE_READ, 0, cmd_status, "s:target?" },
+	ADMIN_MUT("proc.start", cmd_start, CMD_MAY_BLOCK, "s:target b:wait?"),
+	ADMIN_MUT("proc.stop", cmd_stop, CMD_MAY_BLOCK, "s:target b:wait?"),
+	ADMIN_MUT("proc.restart", cmd_restart, CMD_MAY_BLOCK, "s:target b:wait?"),
+	ADMIN_MUT("proc.terminate", cmd_terminate, 0, "s:target"),
+	ADMIN_MUT("proc.kill", cmd_kill, 0, "s:target"),
+	ADMIN_MUT("proc.signal", cmd_signal, 0, "s:target o:signal"),
+	ADMIN_MUT("proc.run", cmd_proc_run, 0,
+		  "a:argv s:name? O:env? s:cwd? b:daemon? s:stdin? o:user? o:group?"),
+	{ "proc.join", ROLE_READ, CMD_MAY_BLOCK, cmd_join, "s:target t:timeout?" },
+	ADMIN_MUT("proc.forget", cmd_proc_forget, 0, "s:name"),
+	{ "proc.logs", ROLE_READ, CMD_STREAMS, cmd_proc_logs, "s:target i:lines? b:follow?" },
+	{ "pool.list", ROLE_READ, 0, cmd_pool_list, "" },
+	ADMIN_MUT("pool.add", cmd_pool_add, 0, "s:pool s:command *:keys?"),
+	ADMIN_MUT("pool.remove", cmd_pool_remove, CMD_MAY_BLOCK, "s:pool"),
+	ADMIN_MUT("pool.scale", cmd_pool_scale, 0, "s:pool i:processes"),
+	{ "daemon.reopen_logs", ROLE_ADMIN, 0, cmd_reopen_logs, "" },
+	{ NULL, 0, 0, NULL, NULL },
 };
 
 const struct cmd_module proc_module = {

@@ -20,6 +20,9 @@
 #include "proc_int.h"
 #include "proc_registry.h"
 
+/* "process" or "processes" */
+#define PLURAL_ES(n) ((n) == 1 ? "" : "es")
+
 struct pool_list pools = TAILQ_HEAD_INITIALIZER(pools);
 static unsigned n_members;
 
@@ -219,7 +222,8 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
 	server_refresh_roles(); /* its user may connect with the state role now */
 	r = pool_resize(pl, pc->processes, start && !proc_shutting_down());
 	publish_pool("pool.added", pl);
-	log_info("proc", "pool %s: added (%u processes)", pl->name, pc->processes);
+	log_info("proc", "pool %s: added (%u process%s)", pl->name, pc->processes,
+		 PLURAL_ES(pc->processes));
 	if (ret)
 		*ret = pl;
 	return r;
@@ -400,11 +404,11 @@ static void reload_add(const struct pool_conf *pc, json_t *added, json_t *failed
 	if (pl)
 		json_array_append_new(added, json_string(pc->name));
 	if (r < 0 && pl)
-		reload_failed(failed, pc->name, "added, but not with %u processes: %s",
-			      pc->processes, pool_error(r));
+		reload_failed(failed, pc->name, "added, but not with %u process%s: %s",
+			      pc->processes, PLURAL_ES(pc->processes), pool_error(r));
 	else if (r < 0)
-		reload_failed(failed, pc->name, "not added (%u processes): %s", pc->processes,
-			      pool_error(r));
+		reload_failed(failed, pc->name, "not added (%u process%s): %s", pc->processes,
+			      PLURAL_ES(pc->processes), pool_error(r));
 }
 
 /* Reload: pl is defined again by pc (changed, scaled or the same). */
@@ -420,17 +424,19 @@ static void reload_update(struct pool *pl, const struct pool_conf *pc, json_t *c
 		json_array_append_new(changed, json_string(pc->name));
 		if (r < 0)
 			reload_failed(failed, pc->name,
-				      "definition changed, but not scaled to %u processes "
+				      "definition changed, but not scaled to %u process%s "
 				      "(still %u): %s",
-				      pc->processes, pl->conf->processes, pool_error(r));
+				      pc->processes, PLURAL_ES(pc->processes), pl->conf->processes,
+				      pool_error(r));
 	} else if (pl->conf->processes != pc->processes) {
 		unsigned before = pl->conf->processes;
 		r = pool_scale(pl, pc->processes);
 		if (r == 0)
 			json_array_append_new(changed, json_string(pc->name));
 		else
-			reload_failed(failed, pc->name, "not scaled from %u to %u processes: %s",
-				      before, pc->processes, pool_error(r));
+			reload_failed(failed, pc->name, "not scaled from %u to %u process%s: %s",
+				      before, pc->processes, PLURAL_ES(pc->processes),
+				      pool_error(r));
 	}
 }
 

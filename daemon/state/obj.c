@@ -1,8 +1,8 @@
 /*
  * The shared-state namespace and the state module: named objects in one
  * hash table, the generic obj.* commands, and the dispatch of every TYPE.OP
- * command to its type's op (name lookup, auto-creation, type and parameter
- * checks happen here, once).
+ * command to its type's op (name lookup, auto-creation or not_found
+ * (OBJ_OP_EXISTING), type and parameter checks happen here, once).
  */
 #include "config.h"
 
@@ -450,6 +450,13 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 		enum mpsup_err code;
 		char err[256];
 
+		/* A pure read, or a type without defaults: nothing to create. */
+		if (op->flags & OBJ_OP_EXISTING) {
+			request_error(r, MPSUP_E_NOT_FOUND, "no %s named %s%s", type->name, name,
+				      (op->flags & (CMD_MUTATES | CMD_MAY_BLOCK))
+					      ? " (create it with obj.create)" : "");
+			return CMD_DONE;
+		}
 		/* Auto-creation makes an object: the state role's right, even
 		 * when the op only reads. A read-only peer sees a missing
 		 * object as missing (no conn: replay and unit paths). */
@@ -647,15 +654,17 @@ static enum cmd_ret cmd_type_op(struct request *r);
 
 /* obj.* first, then every TYPE.OP (filled by state_cmds_build). */
 static struct cmd_entry state_cmds[MAX_CMDS + 1] = {
-	{ "obj.create", ROLE_STATE, CMD_MUTATES, cmd_obj_create },
-	{ "obj.delete", ROLE_STATE, CMD_MUTATES, cmd_obj_delete },
-	{ "obj.get", ROLE_READ, 0, cmd_obj_get },
-	{ "obj.list", ROLE_READ, 0, cmd_obj_list },
+	{ "obj.create", ROLE_STATE, CMD_MUTATES, cmd_obj_create, "s:name s:type *:options?" },
+	{ "obj.delete", ROLE_STATE, CMD_MUTATES, cmd_obj_delete, "s:name" },
+	{ "obj.get", ROLE_READ, 0, cmd_obj_get, "s:name" },
+	{ "obj.list", ROLE_READ, 0, cmd_obj_list, "s:type?" },
 };
-/* For state_cmds[i]: its type and op. */
+/* For state_cmds[i]: its type and op, and its parameters for help ("s:name "
+ * and the op's spec). */
 static struct {
 	const struct obj_type *type;
 	const struct obj_op *op;
+	char params[96];
 } cmd_ops[MAX_CMDS];
 
 static enum cmd_ret cmd_type_op(struct request *r)
@@ -751,8 +760,12 @@ static void state_cmds_build(void)
 			if (strncmp(op->name, obj_types[t]->name, tl) != 0 || op->name[tl] != '.')
 				fatalx("state", "%s: not an op of type %s", op->name,
 				       obj_types[t]->name);
+			if ((size_t)snprintf(cmd_ops[n].params, sizeof(cmd_ops[n].params),
+					     "s:name %s", op->spec ? op->spec : "") >=
+			    sizeof(cmd_ops[n].params))
+				fatalx("state", "%s: spec too long", op->name);
 			state_cmds[n] = (struct cmd_entry){ op->name, op->role, op->flags,
-							    cmd_type_op };
+							    cmd_type_op, cmd_ops[n].params };
 			cmd_ops[n].type = obj_types[t];
 			cmd_ops[n].op = op;
 			n++;

@@ -62,11 +62,15 @@ struct obj_call {
 #define OBJ_OP_LOGS_ITSELF (1u << 8)
 /* An op flag: the op may store more data (max_memory applies to it). */
 #define OBJ_OP_GROWS (1u << 9)
+/* An op flag: the op needs an existing object (not_found, nothing is
+ * created): pure reads, where a typo must not make objects, and every op
+ * of a type that has no sensible defaults (array, barrier: obj.create). */
+#define OBJ_OP_EXISTING (1u << 10)
 
 struct obj_op {
 	const char *name;   /* the command: "TYPE.op", e.g. "dict.get" */
 	enum role role;     /* ROLE_READ for read-only ops, else ROLE_STATE */
-	unsigned flags;     /* CMD_MUTATES, CMD_MAY_BLOCK, OBJ_OP_LOGS_ITSELF */
+	unsigned flags;     /* CMD_MUTATES, CMD_MAY_BLOCK, OBJ_OP_* */
 	enum cmd_ret (*fn)(struct obj_call *c);
 	const char *spec;
 };

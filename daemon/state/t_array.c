@@ -268,11 +268,11 @@ static enum cmd_ret array_len(struct obj_call *c)
 }
 
 static const struct obj_op array_ops[] = {
-	{ "array.get", ROLE_READ, 0, array_get, "i:index" },
-	{ "array.set", ROLE_STATE, CMD_MUTATES, array_set, "i:index n:value" },
-	{ "array.add", ROLE_STATE, CMD_MUTATES, array_add, "i:index n:by?" },
-	{ "array.slice", ROLE_READ, 0, array_slice, "i:start? i:stop?" },
-	{ "array.len", ROLE_READ, 0, array_len, "" },
+	{ "array.get", ROLE_READ, OBJ_OP_EXISTING, array_get, "i:index" },
+	{ "array.set", ROLE_STATE, CMD_MUTATES | OBJ_OP_EXISTING, array_set, "i:index n:value" },
+	{ "array.add", ROLE_STATE, CMD_MUTATES | OBJ_OP_EXISTING, array_add, "i:index n:by?" },
+	{ "array.slice", ROLE_READ, OBJ_OP_EXISTING, array_slice, "i:start? i:stop?" },
+	{ "array.len", ROLE_READ, OBJ_OP_EXISTING, array_len, "" },
 	{ NULL, 0, 0, NULL, NULL },
 };
 

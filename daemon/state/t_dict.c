@@ -331,14 +331,14 @@ static enum cmd_ret dict_cas(struct obj_call *c)
 }
 
 static const struct obj_op dict_ops[] = {
-	{ "dict.get", ROLE_READ, 0, dict_get, "s:key o:default?" },
+	{ "dict.get", ROLE_READ, OBJ_OP_EXISTING, dict_get, "s:key o:default?" },
 	{ "dict.set", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, dict_set, "s:key o:value" },
 	{ "dict.del", ROLE_STATE, CMD_MUTATES, dict_del, "s:key" },
-	{ "dict.has", ROLE_READ, 0, dict_has, "s:key" },
-	{ "dict.keys", ROLE_READ, 0, dict_keys, "" },
-	{ "dict.values", ROLE_READ, 0, dict_values, "" },
-	{ "dict.items", ROLE_READ, 0, dict_items, "" },
-	{ "dict.len", ROLE_READ, 0, dict_len, "" },
+	{ "dict.has", ROLE_READ, OBJ_OP_EXISTING, dict_has, "s:key" },
+	{ "dict.keys", ROLE_READ, OBJ_OP_EXISTING, dict_keys, "" },
+	{ "dict.values", ROLE_READ, OBJ_OP_EXISTING, dict_values, "" },
+	{ "dict.items", ROLE_READ, OBJ_OP_EXISTING, dict_items, "" },
+	{ "dict.len", ROLE_READ, OBJ_OP_EXISTING, dict_len, "" },
 	{ "dict.update", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, dict_update, "O:items" },
 	{ "dict.pop", ROLE_STATE, CMD_MUTATES, dict_pop, "s:key o:default?" },
 	{ "dict.setdefault", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, dict_setdefault, "s:key o:value?" },

@@ -95,7 +95,7 @@ static enum cmd_ret event_wait(struct obj_call *c)
 static const struct obj_op event_ops[] = {
 	{ "event.set", ROLE_STATE, CMD_MUTATES, event_set, "" },
 	{ "event.clear", ROLE_STATE, CMD_MUTATES, event_clear, "" },
-	{ "event.is_set", ROLE_READ, 0, event_is_set, "" },
+	{ "event.is_set", ROLE_READ, OBJ_OP_EXISTING, event_is_set, "" },
 	{ "event.wait", ROLE_READ, CMD_MAY_BLOCK, event_wait, "t:timeout?" },
 	{ NULL, 0, 0, NULL, NULL },
 };

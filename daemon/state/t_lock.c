@@ -236,7 +236,7 @@ static bool lock_options_equal(const struct obj *o, json_t *opts)
 static const struct obj_op lock_ops[] = {
 	{ "lock.acquire", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, owned_acquire, "t:timeout?" },
 	{ "lock.release", ROLE_STATE, CMD_MUTATES, owned_release, "" },
-	{ "lock.locked", ROLE_READ, 0, lock_locked, "" },
+	{ "lock.locked", ROLE_READ, OBJ_OP_EXISTING, lock_locked, "" },
 	{ NULL, 0, 0, NULL, NULL },
 };
 
@@ -244,7 +244,7 @@ static const struct obj_op lock_ops[] = {
 static const struct obj_op rlock_ops[] = {
 	{ "rlock.acquire", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, owned_acquire, "t:timeout?" },
 	{ "rlock.release", ROLE_STATE, CMD_MUTATES, owned_release, "" },
-	{ "rlock.locked", ROLE_READ, 0, lock_locked, "" },
+	{ "rlock.locked", ROLE_READ, OBJ_OP_EXISTING, lock_locked, "" },
 	{ NULL, 0, 0, NULL, NULL },
 };
 

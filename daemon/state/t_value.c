@@ -286,7 +286,7 @@ static enum cmd_ret value_cas(struct obj_call *c)
 }
 
 static const struct obj_op value_ops[] = {
-	{ "value.get", ROLE_READ, 0, value_get, "" },
+	{ "value.get", ROLE_READ, OBJ_OP_EXISTING, value_get, "" },
 	{ "value.set", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, value_set, "o:value" },
 	{ "value.add", ROLE_STATE, CMD_MUTATES, value_add, "n:by?" },
 	{ "value.cas", ROLE_STATE, CMD_MUTATES | OBJ_OP_GROWS, value_cas, "o:expect o:value" },

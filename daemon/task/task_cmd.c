@@ -233,11 +233,11 @@ static enum cmd_ret cmd_task_status(struct request *r)
  */
 
 static const struct cmd_entry task_cmds[] = {
-	{ "pool.map", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, cmd_pool_map },
-	{ "pool.submit", ROLE_STATE, CMD_MUTATES, cmd_pool_submit },
-	{ "task.wait", ROLE_STATE, CMD_MAY_BLOCK, cmd_task_wait },
-	{ "task.status", ROLE_STATE, 0, cmd_task_status },
-	{ NULL, 0, 0, NULL },
+	{ "pool.map", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, cmd_pool_map, "s:pool a:items t:timeout?" },
+	{ "pool.submit", ROLE_STATE, CMD_MUTATES, cmd_pool_submit, "s:pool o:item" },
+	{ "task.wait", ROLE_STATE, CMD_MAY_BLOCK, cmd_task_wait, "o:task t:timeout?" },
+	{ "task.status", ROLE_STATE, 0, cmd_task_status, "o:task" },
+	{ NULL, 0, 0, NULL, NULL },
 };
 
 const struct cmd_module task_module = {

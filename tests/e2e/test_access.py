@@ -231,6 +231,20 @@ class NoAccessSection(AccessTestCase):
 class ReadForEveryone(AccessTestCase):
     config = "[access]\nread = *\n"
 
+    def test_help_lists_what_the_peer_may_use(self):
+        mine = self.nobody.call("help")["result"]
+        self.assertEqual({c["role"] for c in mine}, {"read"})
+        names = {c["name"] for c in mine}
+        self.assertIn("status", names)
+        self.assertIn("dict.get", names)
+        self.assertNotIn("dict.set", names)
+        self.assertNotIn("proc.kill", names)
+        everything = {c["name"] for c in self.d.ok("help")}
+        self.assertLess(names, everything)
+        one = self.nobody.call("help", command="proc.kill")["result"]
+        self.assertEqual((one["role"], one["allowed"]), ("admin", False))
+        self.assertIs(self.d.ok("help", command="proc.kill")["allowed"], True)
+
     def test_read_allowed_admin_denied(self):
         self.assertEqual(self.nobody.call("hello")["result"]["server"], "mpsupd")
         info = self.nobody.call("daemon.info")["result"]
@@ -257,8 +271,11 @@ class ReadForEveryone(AccessTestCase):
                             ("event.is_set", {}), ("obj.get", {})):
             r = self.nobody.call(cmd, name="missing", **params)
             self.assertEqual(r.get("error", {}).get("code"), "not_found", (cmd, r))
-            if cmd != "obj.get":
-                self.assertIn("state role", r["error"]["message"])
+            self.assertIn("missing", r["error"]["message"])
+        # A wait would create the object: that is the state role's right.
+        r = self.nobody.call("event.wait", name="missing", timeout=0)
+        self.assertEqual(r.get("error", {}).get("code"), "not_found", r)
+        self.assertIn("state role", r["error"]["message"])
         self.assertEqual(self.d.ok("obj.list"), [])
         # What exists can be read.
         self.d.ok("value.set", name="n", value=5)

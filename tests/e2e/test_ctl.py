@@ -133,7 +133,9 @@ class TestMeta(DaemonTestCase):
         wait_for(lambda: self.d.proc.poll() is not None, what="mpsupd to exit")
         self.assertEqual(self.d.proc.returncode, 0)
         p = self.d.mpctl("hello", check=3)
-        self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
+        self.assertEqual(p.stderr.splitlines()[1],
+                         "mpctl: is mpsupd running? That socket is from MPSUP_SOCKET; name "
+                         "another with -s SOCKET or MPSUP_SOCKET.")
 
 
 class TestNoDaemon(mpsuptest.unittest.TestCase):
@@ -144,18 +146,21 @@ class TestNoDaemon(mpsuptest.unittest.TestCase):
                 p = run_mpctl(*args)
                 self.assertEqual(p.returncode, 3, p.stderr)
                 self.assertEqual(p.stdout, "")
-                lines = p.stderr.splitlines()
-                self.assertEqual(len(lines), 1, p.stderr)
-                self.assertTrue(lines[0].startswith("mpctl: cannot reach mpsupd at %s: " % path),
-                                lines[0])
+                self.assertEqual(p.stderr, (
+                    "mpctl: cannot reach mpsupd at %s: No such file or directory\n"
+                    "mpctl: is mpsupd running? That socket is from -s; name another with "
+                    "-s SOCKET or MPSUP_SOCKET.\n" % path))
             p = run_mpctl("hello", env={"MPSUP_SOCKET": path})
             self.assertEqual(p.returncode, 3)
-            self.assertIn(path, p.stderr)
+            self.assertEqual(p.stderr.splitlines()[0],
+                             "mpctl: cannot reach mpsupd at %s: No such file or directory" % path)
+            self.assertIn("That socket is from MPSUP_SOCKET;", p.stderr)
 
     def test_socket_path_too_long(self):
         p = run_mpctl("-s", "/tmp/" + "x" * 200, "hello")
         self.assertEqual(p.returncode, 3)
-        self.assertEqual(len(p.stderr.splitlines()), 1)
+        self.assertEqual(len(p.stderr.splitlines()), 2)
+        self.assertIn("name another with -s SOCKET or MPSUP_SOCKET", p.stderr)
 
     def test_connection_dropped(self):
         srv = FakeServer("close")
@@ -472,6 +477,158 @@ class TestProcessCommands(DaemonTestCase):
         self.d.write_config("[pool:web]\nbogus = 1\n")
         self.assertEqual(self.d.mpctl("reload").returncode, 1)
 
+
+
+class TestHumanOutput(DaemonTestCase):
+    """What a newcomer reads: a table or one short sentence per command, the
+    exact words; JSON only with --json (which, like -s, may follow the
+    command)."""
+    config = ("[pool:clock]\ncommand = sleep 1000\nstart_secs = 0\n"
+              "[pool:broken]\ncommand = /nonexistent/prog\nstart_retries = 0\nstart_secs = 0\n"
+              "[pool:stubborn]\ncommand = sh -c \"trap '' TERM; while :; do sleep 0.1; done\"\n"
+              "start_secs = 0\nstop_timeout = 3\nautostart = false\n")
+
+    def running_pid(self, name):
+        def pid():
+            r = self.d.ok("status", target=name)[0]
+            return r["pid"] if r["state"] == "running" else None
+        return wait_for(pid, what="%s to run" % name)
+
+    def test_global_options_after_the_command(self):
+        p = self.d.mpctl("status", "clock", "--json", check=0)
+        self.assertEqual(json.loads(p.stdout)[0]["name"], "clock:0")
+        p = run_mpctl("ping", "-s", self.d.socket)
+        self.assertEqual((p.returncode, p.stdout), (0, "pong\n"), p.stderr)
+        p = run_mpctl("dict", "set", "d", "k", "1", "--socket=" + self.d.socket, "-j")
+        self.assertEqual((p.returncode, p.stdout), (0, "null\n"), p.stderr)
+        # After "--" an option is an argument.
+        p = self.d.mpctl("dict", "get", "d", "--", "--json", check=1)
+        p = self.d.mpctl("run", "--name", "echo", "--json", "--", "echo", "--json", check=0)
+        self.assertEqual(json.loads(p.stdout)["name"], "echo")
+        wait_for(lambda: self.d.ok("status", target="echo")[0]["state"] == "exited",
+                 what="echo to end")
+        self.assertEqual(self.d.mpctl("logs", "echo", check=0).stdout, "--json\n")
+
+    def test_did_you_mean(self):
+        p = self.d.mpctl("stauts", check=2)
+        self.assertEqual(p.stderr.splitlines()[0],
+                         "mpctl: unknown command 'stauts'; did you mean 'status'?")
+        p = self.d.mpctl("help", "pols", check=2)
+        self.assertEqual(p.stderr.splitlines()[0],
+                         "mpctl: unknown command 'pols'; did you mean 'pools'?")
+        p = self.d.mpctl("dict", "frob", "x", check=1)
+        self.assertEqual(p.stderr,
+                         "mpctl: unknown_command: unknown command 'dict.frob'\n"
+                         "mpctl: dict operations: cas clear del get has incr items keys len "
+                         "pop set setdefault update values\n")
+        p = self.d.mpctl("queue", "task-dne", "q", check=1)
+        self.assertEqual(p.stderr.splitlines()[1:], [
+            "mpctl: queue operations: empty full get join put size task-done",
+            "mpctl: did you mean 'queue task-done'?"])
+
+    def test_help_command(self):
+        full = self.d.mpctl("dict", "-h", check=0).stdout
+        self.assertEqual(self.d.mpctl("help", "dict", check=0).stdout, full)
+        self.assertIn("  dict incr NAME KEY [BY]\n", full)
+        self.assertEqual(self.d.mpctl("help", "dict.get", check=0).stdout,
+                         "dict.get (protocol command; role read, needs_object)\n"
+                         "  name       string\n"
+                         "  key        string\n"
+                         "  default    any, optional\n"
+                         "Send it with: mpctl call '{\"cmd\":\"dict.get\", ...}'\n")
+        p = self.d.mpctl("help", "dict.frob", check=1)
+        self.assertEqual(p.stderr, "mpctl: unknown_command: unknown command 'dict.frob'\n")
+        self.assertIn("pool add POOL KEY=VALUE...", self.d.mpctl("help", check=0).stdout)
+
+    def test_status_reason(self):
+        wait_for(lambda: self.d.ok("status", target="broken")[0]["state"] == "fatal",
+                 what="broken to give up")
+        self.assertEqual(self.d.mpctl("status", "broken", check=0).stdout,
+                         "NAME      STATE  PID  UPTIME  EXIT  RESTARTS  REASON\n"
+                         "broken:0  fatal  -    -       127   0         "
+                         "exec /nonexistent/prog: No such file or directory\n")
+        pid = self.running_pid("clock:0")
+        out = self.d.mpctl("status", "clock", check=0).stdout.splitlines()
+        self.assertEqual(out[0].split(), ["NAME", "STATE", "PID", "UPTIME", "EXIT", "RESTARTS"])
+        self.assertEqual(out[1].split()[:3], ["clock:0", "running", str(pid)])
+
+    def test_kill_shows_the_state_after(self):
+        pid = self.running_pid("clock:0")
+        out = self.d.mpctl("kill", "clock:0", check=0).stdout.splitlines()
+        row = dict(zip(out[0].split(), out[1].split()))
+        # Restarted (restart = always) or on its way: not the killed pid.
+        self.assertNotEqual(row["PID"], str(pid), out)
+        self.assertIn(row["STATE"], ("starting", "running", "backoff"), out)
+        pid = self.running_pid("clock:0")
+        out = self.d.mpctl("terminate", "clock", check=0).stdout.splitlines()
+        self.assertNotIn(str(pid), out[1].split(), out)
+        self.d.mpctl("stop", "clock", check=0)
+        out = self.d.mpctl("stop", "clock", check=0).stdout.splitlines()
+        self.assertEqual(out[1].split()[:3], ["clock:0", "stopped", "-"])
+
+    def test_slow_stop_says_what_it_waits_for(self):
+        self.d.mpctl("start", "stubborn", check=0)
+        p = self.d.mpctl("stop", "stubborn", check=0)
+        self.assertEqual(p.stderr,
+                         "mpctl: stopping stubborn: waiting for it to exit (its stop signal, "
+                         "then SIGKILL after the pool's stop_timeout)...\n")
+        self.assertEqual(p.stdout.splitlines()[1].split()[:2], ["stubborn:0", "stopped"])
+        # A quick stop says nothing.
+        self.running_pid("clock:0")
+        self.assertEqual(self.d.mpctl("stop", "clock", check=0).stderr, "")
+
+    def test_sentences(self):
+        self.running_pid("clock:0")
+        self.assertEqual(self.d.mpctl("signal", "winch", "clock", check=0).stdout,
+                         "sent SIGWINCH to clock:0\n")
+        self.assertEqual(self.d.mpctl("signal", "SIGCONT", "clock:0", check=0).stdout,
+                         "sent SIGCONT to clock:0\n")
+        self.assertEqual(self.d.mpctl("scale", "clock", "2", check=0).stdout,
+                         "pool clock: 2 processes\n")
+        self.assertEqual(self.d.mpctl("scale", "clock", "1", check=0).stdout,
+                         "pool clock: 1 process\n")
+        self.assertEqual(self.d.mpctl("pool", "add", "batch", "command=sleep 50",
+                                      "autostart=false", check=0).stdout,
+                         "added pool batch (1 process, not started)\n")
+        self.assertEqual(self.d.ok("status", target="batch")[0]["state"], "stopped")
+        self.assertEqual(self.d.mpctl("pool", "add", "batch", "command=sleep 50",
+                                      check=1).stderr,
+                         "mpctl: exists: a pool or process named 'batch' exists\n")
+        self.assertEqual(self.d.mpctl("pool", "remove", "batch", check=0).stdout,
+                         "removed pool batch\n")
+        self.assertEqual(self.d.err("status", target="batch"), "not_found")
+        self.assertEqual(self.d.mpctl("obj", "create", "a", "array", '{"size": 2}',
+                                      check=0).stdout, "created array a\n")
+        self.assertEqual(self.d.mpctl("obj", "create", "a", "array", '{"size": 2}',
+                                      check=0).stdout,
+                         "array a exists already with these options\n")
+        self.assertEqual(self.d.mpctl("obj", "delete", "a", check=0).stdout, "deleted a\n")
+        self.d.mpctl("run", "--name", "once", "--", "true", check=0)
+        wait_for(lambda: self.d.ok("status", target="once")[0]["state"] == "exited",
+                 what="once to end")
+        self.assertEqual(self.d.mpctl("forget", "once", check=0).stdout, "forgot once\n")
+        self.assertEqual(self.d.mpctl("reopen-logs", check=0).stdout, "log files reopened\n")
+        self.assertEqual(self.d.mpctl("shutdown", check=0).stdout, "mpsupd is shutting down\n")
+        wait_for(lambda: self.d.proc.poll() is not None, what="mpsupd to exit")
+
+    def test_missing_objects(self):
+        p = self.d.mpctl("value", "get", "hitz", check=1)
+        self.assertEqual(p.stderr, "mpctl: not_found: no value named hitz\n")
+        self.assertEqual(self.d.mpctl("objects", check=0).stdout, "")
+        p = self.d.mpctl("barrier", "wait", "b", "0", check=1)
+        self.assertEqual(p.stderr, "mpctl: not_found: no barrier named b "
+                                   "(create it with obj.create)\n")
+
+
+class TestCheckConfig(mpsuptest.unittest.TestCase):
+    def test_one_pool_is_singular(self):
+        with tempfile.TemporaryDirectory() as d:
+            conf = os.path.join(d, "c.conf")
+            with open(conf, "w") as f:
+                f.write("[pool:web]\ncommand = sleep 1\n")
+            p = subprocess.run([mpsuptest.MPSUPD, "--check-config", conf],
+                               capture_output=True, text=True, timeout=20 * SCALE)
+            self.assertEqual(p.stdout, "%s: configuration ok (1 pool)\n" % conf, p.stderr)
 
 if __name__ == "__main__":
     mpsuptest.main()

@@ -194,6 +194,7 @@ class Lists(DaemonTestCase):
 class Values(DaemonTestCase):
     def test_value_default(self):
         with self.d.client() as c:
+            self.assertEqual(c.ok("value.add", name="v", by=0), 0)
             self.assertEqual(c.ok("value.get", name="v"), 0)
             self.assertEqual(c.ok("value.add", name="v", by=5), 5)
             self.assertEqual(c.ok("value.add", name="v"), 6)
@@ -294,8 +295,11 @@ class Arrays(DaemonTestCase):
                              "limit")
             self.assertEqual(c.err("obj.create", name="e", type="array", typecode="x"),
                              "bad_request")
-            # Auto-created: typecode i, length 0.
-            self.assertEqual(c.ok("array.len", name="z"), 0)
+            # No defaults: an array exists only through obj.create.
+            for cmd, params in (("array.len", {}), ("array.get", {"index": 0}),
+                                ("array.set", {"index": 0, "value": 1})):
+                self.assertEqual(c.err(cmd, name="z", **params), "not_found")
+            self.assertNotIn("z", [o["name"] for o in c.ok("obj.list")])
 
 
 class Queues(DaemonTestCase):
@@ -413,8 +417,10 @@ class Queues(DaemonTestCase):
 class Events(DaemonTestCase):
     def test_event(self):
         with self.d.client() as a, self.d.client() as b:
-            self.assertFalse(a.ok("event.is_set", name="e"))
+            self.assertEqual(a.err("event.is_set", name="e"), "not_found")
+            # A wait creates it: a waiter may come before its setter.
             self.assertEqual(a.ok("event.wait", name="e", timeout=0), {"set": False})
+            self.assertFalse(a.ok("event.is_set", name="e"))
             t0 = time.monotonic()
             self.assertEqual(a.ok("event.wait", name="e", timeout=0.1), {"set": False})
             self.assertGreaterEqual(time.monotonic() - t0, 0.09)
@@ -579,11 +585,62 @@ class Barriers(DaemonTestCase):
             self.assertEqual(cs[1].err("barrier.wait", name="b", timeout=0), "broken")
             self.assertEqual(cs[1].err("obj.create", name="x", type="barrier", parties=0),
                              "bad_request")
-            # default: one party
+            # No defaults: a barrier exists only through obj.create.
+            r = cs[1].call("barrier.wait", name="one")
+            self.assertEqual(r["error"]["code"], "not_found")
+            self.assertIn("obj.create", r["error"]["message"])
+            cs[1].ok("obj.create", name="one", type="barrier", parties=1)
             self.assertEqual(cs[1].ok("barrier.wait", name="one"), {"index": 0})
         finally:
             for c in cs:
                 c.close()
+
+
+class MissingObjects(DaemonTestCase):
+    """A pure read of a missing object is not_found and creates nothing (a
+    typo must not make objects); mutations and waits still create (a
+    consumer may come first); array and barrier only through obj.create."""
+
+    READS = [("dict.get", {"key": "k"}), ("dict.has", {"key": "k"}), ("dict.keys", {}),
+             ("dict.values", {}), ("dict.items", {}), ("dict.len", {}),
+             ("list.get", {"index": 0}), ("list.index", {"value": 1}),
+             ("list.count", {"value": 1}), ("list.len", {}), ("list.slice", {}),
+             ("value.get", {}), ("queue.size", {}), ("queue.empty", {}),
+             ("queue.full", {}), ("event.is_set", {}), ("lock.locked", {}),
+             ("rlock.locked", {}), ("semaphore.get_value", {}), ("array.len", {}),
+             ("array.get", {"index": 0}), ("array.slice", {}),
+             ("array.set", {"index": 0, "value": 1}), ("barrier.wait", {"timeout": 0}),
+             ("barrier.reset", {}), ("obj.get", {})]
+
+    def test_reads_create_nothing(self):
+        with self.d.client() as c:
+            for cmd, params in self.READS:
+                r = c.call(cmd, name="hitz", **params)
+                self.assertEqual(r.get("error", {}).get("code"), "not_found", (cmd, r))
+                self.assertIn("hitz", r["error"]["message"])
+            self.assertEqual(c.ok("obj.list"), [])
+            # A read with a default is still a read.
+            self.assertEqual(c.err("dict.get", name="d", key="k", default=0), "not_found")
+            self.assertEqual(c.ok("obj.list"), [])
+
+    def test_mutations_and_waits_create(self):
+        with self.d.client() as c:
+            self.assertEqual(c.ok("value.add", name="v", by=2), 2)
+            self.assertEqual(c.ok("value.get", name="v"), 2)
+            c.ok("dict.set", name="d", key="k", value=1)
+            self.assertEqual(c.err("queue.get", name="q", timeout=0), "empty")
+            self.assertEqual(c.ok("event.wait", name="e", timeout=0), {"set": False})
+            self.assertEqual(c.ok("lock.acquire", name="l"), {"acquired": True})
+            self.assertEqual(sorted(o["name"] for o in c.ok("obj.list")),
+                             ["d", "e", "l", "q", "v"])
+            self.assertEqual(c.ok("queue.size", name="q"), 0)
+
+    def test_blocked_getter_first(self):
+        with self.d.client() as a, self.d.client() as b:
+            rid = a.send("queue.get", name="jobs", timeout=30)
+            wait_waiters(b, "jobs", 1)
+            b.ok("queue.put", name="jobs", item="x")
+            self.assertEqual(recv_id(a, rid)["result"], "x")
 
 
 class Objects(DaemonTestCase):
@@ -679,7 +736,7 @@ class Limits(DaemonTestCase):
         with self.d.client() as c:
             c.ok("dict.set", name="a", key="k", value=1)
             c.ok("obj.create", name="b", type="list")
-            c.ok("value.get", name="c")
+            c.ok("value.add", name="c")
             self.assertEqual(c.err("dict.set", name="d", key="k", value=1), "limit")
             self.assertEqual(c.err("obj.create", name="d", type="dict"), "limit")
             c.ok("obj.delete", name="a")

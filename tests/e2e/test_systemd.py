@@ -604,10 +604,11 @@ class ManPages(unittest.TestCase):
         mandoc = shutil.which("mandoc")
         if not mandoc:
             self.skipTest("mandoc not installed (scripts/install-deps installs it)")
+        # mpsupd.8 is made from mpsupd.8.in by the build (its default paths).
         pages = sorted(glob.glob(os.path.join(SRCDIR, "docs", "*.[1-8]")) +
-                       [os.path.join(SRCDIR, "ctl", "mpctl.1")])
+                       [os.path.join(SRCDIR, "ctl", "mpctl.1"), os.path.abspath("docs/mpsupd.8")])
         names = {os.path.basename(p) for p in pages}
-        for want in ("mpsupd.8", "mpsupd.conf.5", "mpsup-protocol.7", "mpctl.1"):
+        for want in ("mpsupd.8", "mpsupd.conf.5", "mpsup-protocol.7", "mpctl.1", "libmpsup.3"):
             self.assertIn(want, names)
         # -W warning: warnings and worse; cross-references to our own pages
         # are fine even when they are not installed.

@@ -554,7 +554,7 @@ static void workload(void)
 	ok(0, "dict.setdefault", "{\"name\":\"cfg\",\"key\":\"s\",\"value\":7}");
 	ok(0, "dict.cas", "{\"name\":\"cfg\",\"key\":\"s\",\"expect\":7,\"value\":8}");
 	ok(0, "dict.del", "{\"name\":\"cfg\",\"key\":\"z\"}");
-	ok(0, "dict.get", "{\"name\":\"created-by-a-read\",\"key\":\"k\",\"default\":0}");
+	ok(0, "dict.pop", "{\"name\":\"created-by-a-pop\",\"key\":\"k\",\"default\":0}");
 	ok(0, "list.extend", "{\"name\":\"l\",\"values\":[1,2,3,4,5]}");
 	ok(0, "list.insert", "{\"name\":\"l\",\"index\":-2,\"value\":\"i\"}");
 	ok(0, "list.set", "{\"name\":\"l\",\"index\":0,\"value\":\"first\"}");

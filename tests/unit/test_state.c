@@ -374,7 +374,7 @@ START_TEST(test_namespace)
 	test_conf.max_objects = 1000;
 	for (int i = 0; i < 500; i++) {
 		snprintf(name, sizeof(name), "{\"name\":\"o%d\"}", i);
-		OK("value.get", name);
+		OK("value.add", name);
 	}
 	ck_assert_int_eq(obj_count(), 500);
 	for (int i = 0; i < 500; i++) {
@@ -434,7 +434,7 @@ START_TEST(test_create_options)
 	test_conf.max_objects = 1;
 	ck_assert_ptr_null(obj_create("x", &dict_type, NULL, &code, err, sizeof(err)));
 	ck_assert_int_eq(code, MPSUP_E_LIMIT);
-	ck_err("dict.len", "{\"name\":\"y\"}", "limit");
+	ck_err("dict.clear", "{\"name\":\"y\"}", "limit");
 }
 END_TEST
 
@@ -455,8 +455,9 @@ START_TEST(test_read_role_creates_nothing)
 	ck_assert_str_eq(ok_on(1, "value.get", "{\"name\":\"v\"}"), "5");
 	ck_assert_str_eq(err_on(1, "dict.get", "{\"name\":\"v\",\"key\":\"k\"}"),
 			 "wrong_type");
-	/* The state role creates, as before. */
-	ck_ok("event.is_set", "{\"name\":\"e\"}", "false");
+	/* A wait of the state role creates; a read creates for no role. */
+	ck_assert_str_eq(err_on(0, "event.is_set", "{\"name\":\"e\"}"), "not_found");
+	ck_ok("event.wait", "{\"name\":\"e\",\"timeout\":0}", "{\"set\":false}");
 	ck_assert_int_eq(obj_count(), 2);
 }
 END_TEST
@@ -610,7 +611,7 @@ START_TEST(test_dict)
 	ck_err("dict.del", "{\"name\":\"d\",\"key\":\"big\"}", "not_found");
 	ck_ok("dict.setdefault", "{\"name\":\"d\",\"key\":\"a\",\"value\":7}", "2");
 	ck_ok("dict.has", "{\"name\":\"d\",\"key\":\"a\"}", "true");
-	ck_ok("dict.items", "{\"name\":\"dd\"}", "[]");
+	ck_err("dict.items", "{\"name\":\"dd\"}", "not_found");
 	OK("dict.update", "{\"name\":\"dd\",\"items\":{\"x\":[1]}}");
 	ck_ok("dict.items", "{\"name\":\"dd\"}", "[[\"x\",[1]]]");
 	ck_ok("dict.values", "{\"name\":\"dd\"}", "[[1]]");

@@ -62,7 +62,6 @@ struct proc {
 	enum proc_state state;
 	pid_t pid;                  /* 0 once reaped */
 	pid_t last_pid;             /* of the run that ended last */
-	int pidfd;                  /* -1 without pidfd support */
 	pid_t pgid;                 /* the process group of the current run */
 	uint64_t start_lo, start_hi; /* its start time lies in this range (clock ticks since
 				      * boot, for the process registry); 0 = unknown */
@@ -76,6 +75,8 @@ struct proc {
 	unsigned restarts;          /* spawns after the first */
 	unsigned spawns;
 	unsigned failures;          /* failed starts since the last stable run */
+	unsigned resource_retries;  /* spawns in a row that lacked descriptors/processes */
+	bool spawn_transient;       /* the last spawn failed for lack of them: retried */
 	bool restart_pending;       /* start again once stopped */
 	bool removing;              /* freed once in a final state (scale down, remove) */
 	bool group_wait;            /* main process reaped, waiting for its group */
@@ -158,7 +159,7 @@ struct oneshot *oneshot_free(struct oneshot *os);
 void proc_start(struct proc *p);
 void proc_stop(struct proc *p);
 void proc_restart(struct proc *p);
-/* Send sig to the main process (pidfd when possible). -ESRCH when not running. */
+/* Send sig to the main process. -ESRCH when not running. */
 int proc_signal(struct proc *p, int sig);
 
 /* The process record of DESIGN.md, as JSON text (status of thousands of
@@ -166,6 +167,9 @@ int proc_signal(struct proc *p, int sig);
 struct jsonw;
 void proc_record_write(const struct proc *p, struct jsonw *w);
 bool proc_is_alive(const struct proc *p);
+/* Why p is in backoff or fatal (the failed spawn or the death that put it
+ * there); NULL in any other state. */
+const char *proc_reason(const struct proc *p);
 /* exitcode is not null: not alive, and it has run (or failed to spawn). */
 bool proc_exitcode_known(const struct proc *p);
 

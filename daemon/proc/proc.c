@@ -677,6 +677,7 @@ int proc_init(void)
 		return -ENOMEM;
 	}
 	initialized = true;
+	proc_fds_init();
 	/* children that ended before we watched */
 	sigchld_cb(-1, 0, NULL);
 	return 0;

@@ -134,21 +134,43 @@ void proc_registry_each(void (*fn)(const struct procreg_rec *r, void *arg), void
 
 struct pool *pool_find(const char *name);
 /* Create a pool from a definition (copied) and its members; start them
- * when start is set. -EEXIST, -ENOSPC (max_processes), -ENOMEM. */
+ * when start is set. -EEXIST, -ENOSPC (max_processes), -EMFILE (the
+ * descriptor budget: proc_fds_refusal), -ENOMEM. */
 int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct pool **ret);
 /* Stop every member, then free the pool (asynchronously). */
 void pool_remove(struct pool *pl);
-/* Grow (new indexes, started) or shrink (stop the highest). -ENOSPC. */
+/* Grow (new indexes, started) or shrink (stop the highest). -ENOSPC, -EMFILE. */
 int pool_scale(struct pool *pl, unsigned processes);
 /* A new definition: members restart with it (processes may change too). */
 int pool_replace(struct pool *pl, const struct pool_conf *pc);
+/*
+ * The descriptor budget (proc_fds.c): what workers, one-shots and
+ * connections cost against RLIMIT_NOFILE.
+ */
+#define PROC_FDS_ONESHOT 3
+/* Count what the daemon holds before anything is supervised. */
+void proc_fds_init(void);
+/* Descriptors the daemon holds for one worker of pc (journal_failing: the
+ * streams captured because the journal is away; may be NULL). */
+unsigned proc_fds_worker_cost(const struct pool_conf *pc, const bool journal_failing[2]);
+/* A new pool of pc with processes workers: its files and workers. */
+unsigned proc_fds_pool_cost(const struct pool_conf *pc, unsigned processes);
+/* May need more descriptors be promised? -EMFILE when not, with the
+ * numbers (naming what) in proc_fds_refusal(). */
+int proc_fds_check(unsigned long long need, const char *what);
+const char *proc_fds_refusal(void);
+/* {limit, used, daemon, connections, processes, per_worker{...}, ...} */
+json_t *proc_fds_info(void);
+
 /* Reopen every pool's output files. */
 void pools_reopen_logs(void);
 
 struct proc *proc_find(const char *name);
 /* A new one-shot (takes os), spawned at once. On failure returns NULL
- * with the reason in err (the record is not kept). */
-struct proc *oneshot_run(const char *name, struct oneshot *os, char *err, size_t errlen);
+ * with the reason in err (the record is not kept); *ret_short says the
+ * spawn lacked descriptors or processes. */
+struct proc *oneshot_run(const char *name, struct oneshot *os, bool *ret_short, char *err,
+			 size_t errlen);
 /* Free a one-shot record (not alive). */
 void oneshot_forget(struct proc *p);
 /* A generated run-N name that is free. */

@@ -18,6 +18,7 @@
 #include <sys/resource.h>
 
 #include "daemon.h"
+#include "log.h"
 #include "proc.h"
 #include "proc_int.h"
 
@@ -47,9 +48,20 @@ static unsigned count_open_fds(void)
 	return n > 0 ? n - 1 : 0; /* not the directory's own descriptor */
 }
 
+static unsigned long long fds_limit(void);
+static unsigned long long conn_reserve(unsigned long long limit);
+
+/* Count what we hold, and say what room that leaves. */
 void proc_fds_init(void)
 {
+	unsigned long long limit = fds_limit(), kept;
+
 	base_fds = count_open_fds();
+	kept = base_fds + FDS_SLACK + conn_reserve(limit);
+	log_info("proc",
+		 "descriptor budget: %llu, %llu kept for the daemon and its clients: room for %llu "
+		 "workers with captured output, any number with null or journal output",
+		 limit, kept, limit > kept ? (limit - kept) / 2 : 0);
 }
 
 /* The daemon's descriptors for one output stream of a worker. */

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "daemon.h"
 #include "log.h"
@@ -64,6 +65,13 @@ void proc_fds_init(void)
 		 limit, kept, limit > kept ? (limit - kept) / 2 : 0);
 }
 
+/* Is journald's stream socket there? Without it a journal stream is
+ * captured (proc_spawn.c) and costs a pipe. */
+static bool journal_present(void)
+{
+	return access("/run/systemd/journal/stdout", F_OK) == 0;
+}
+
 /* The daemon's descriptors for one output stream of a worker. */
 static unsigned stream_cost(const struct output_conf *oc, bool journal_failing)
 {
@@ -72,7 +80,7 @@ static unsigned stream_cost(const struct output_conf *oc, bool journal_failing)
 	case OUTPUT_INHERIT: /* the daemon's own stdout/stderr */
 		return 0;
 	case OUTPUT_JOURNAL: /* the child holds the journal stream, we close it */
-		return journal_failing ? 1 : 0;
+		return journal_failing || !journal_present() ? 1 : 0;
 	case OUTPUT_FILE:    /* a pipe, the daemon writes the lines */
 	case OUTPUT_CAPTURE:
 	default:

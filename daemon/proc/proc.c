@@ -337,6 +337,18 @@ static void timer_arm(struct proc *p, double secs)
 	evtimer_add(p->timer, &tv);
 }
 
+/* May a spawn shortage be logged as a warning now (one a second)? */
+static bool shortage_warn_due(void)
+{
+	static double last;
+	double now = now_mono();
+
+	if (last > 0 && now - last < 1.0)
+		return false;
+	last = now;
+	return true;
+}
+
 /* Begin a run: returns PE_START_SECS when there is no start_secs to wait,
  * PE_SPAWN_FAILED on failure, PE_NONE otherwise. */
 static enum proc_event enter_starting(struct proc *p, enum proc_state from)
@@ -358,8 +370,9 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 		snprintf(line, sizeof(line), "mpsupd: %s%s", err,
 			 p->spawn_transient && p->pool ? " (retrying)" : "");
 		proc_output_line(p, STREAM_STDERR, line, strlen(line));
-		/* one warning per shortage, not one per retry */
-		if (p->spawn_transient && p->resource_retries > 0)
+		/* a shortage hits many workers at once: one warning a second,
+		 * the rest (and every retry) at debug */
+		if (p->spawn_transient && (p->resource_retries > 0 || !shortage_warn_due()))
 			log_debug_f("proc", PROC_FIELDS(p, 0), "%s: %s (retry %u)", p->name, err,
 				    p->resource_retries);
 		else

@@ -52,10 +52,28 @@ static unsigned count_open_fds(void)
 static unsigned long long fds_limit(void);
 static unsigned long long conn_reserve(unsigned long long limit);
 
+/* Warn when max_processes cannot be reached on this machine (pid_max). */
+static void check_pid_max(void)
+{
+	unsigned long long pid_max = 0;
+	FILE *f = fopen("/proc/sys/kernel/pid_max", "re");
+
+	if (!f)
+		return;
+	if (fscanf(f, "%llu", &pid_max) == 1 && daemon_g.conf &&
+	    daemon_g.conf->max_processes >= pid_max)
+		log_warn("proc", "max_processes (%u) is not below kernel.pid_max (%llu): "
+			 "spawns will fail (and be retried) before it is reached",
+			 daemon_g.conf->max_processes, pid_max);
+	fclose(f);
+}
+
 /* Count what we hold, and say what room that leaves. */
 void proc_fds_init(void)
 {
 	unsigned long long limit = fds_limit(), kept;
+
+	check_pid_max();
 
 	base_fds = count_open_fds();
 	kept = base_fds + FDS_SLACK + conn_reserve(limit);

@@ -147,6 +147,7 @@ int pool_replace(struct pool *pl, const struct pool_conf *pc);
  * The descriptor budget (proc_fds.c): what workers, one-shots and
  * connections cost against RLIMIT_NOFILE.
  */
+/* A one-shot: stdout and stderr pipes, stdin while it is fed. */
 #define PROC_FDS_ONESHOT 3
 /* Count what the daemon holds before anything is supervised. */
 void proc_fds_init(void);

@@ -28,8 +28,6 @@
  * ends, a journal stream), a snapshot or log file being rewritten, a
  * config being read, an output file being reopened. */
 #define FDS_SLACK 32
-/* A one-shot: stdout and stderr pipes, stdin while it is fed. */
-#define FDS_ONESHOT 3
 
 static unsigned base_fds; /* open when supervision started */
 static char refusal[256]; /* why the last check failed */
@@ -157,7 +155,7 @@ static unsigned long long conn_reserve(unsigned long long limit)
 /* Descriptors held (or promised) by every pool and live one-shot. */
 static unsigned long long processes_cost(void)
 {
-	unsigned long long n = (unsigned long long)oneshots_live_count() * FDS_ONESHOT;
+	unsigned long long n = (unsigned long long)oneshots_live_count() * PROC_FDS_ONESHOT;
 	struct pool *pl;
 
 	TAILQ_FOREACH(pl, &pools, entry) {
@@ -215,6 +213,6 @@ json_t *proc_fds_info(void)
 			 mode_cost(OUTPUT_JOURNAL, POOL_MODE_SERVICE), "null",
 			 mode_cost(OUTPUT_NULL, POOL_MODE_SERVICE), "inherit",
 			 mode_cost(OUTPUT_INHERIT, POOL_MODE_SERVICE), "task",
-			 mode_cost(OUTPUT_CAPTURE, POOL_MODE_TASK), "per_oneshot", FDS_ONESHOT,
+			 mode_cost(OUTPUT_CAPTURE, POOL_MODE_TASK), "per_oneshot", PROC_FDS_ONESHOT,
 			 "per_connection", 1);
 }

@@ -180,6 +180,14 @@ class Budget(LowLimitCase):
             loud = self.d.fd_count() - before
             self.assertGreaterEqual(loud, 100)
             self.assertLessEqual(loud, 103, "50 captured workers hold %d" % loud)
+            # a task worker: its stdin and stdout are the task channel, stderr captured
+            before = self.d.fd_count()
+            c.ok("pool.add", pool="tasks", mode="task", command="sleep 1000", processes=20,
+                 start_secs=0)
+            wait_for(lambda: self.all_running(c, 170), what="task workers running")
+            tasks = self.d.fd_count() - before
+            self.assertGreaterEqual(tasks, 60)
+            self.assertLessEqual(tasks, 63, "20 task workers hold %d" % tasks)
 
 
 class Shortage(LowLimitCase):

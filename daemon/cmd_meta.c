@@ -11,6 +11,7 @@
 #include "events.h"
 #include "lifecycle.h"
 #include "obj.h"
+#include "proc.h"
 #include "stream.h"
 
 /* hello -> who we are and what we can do. */
@@ -169,6 +170,10 @@ static enum cmd_ret cmd_info(struct request *r)
 					      (json_int_t)cf->max_output_total, "paused_clients",
 					      (int)server_paused_clients(), "streams",
 					      (int)stream_count()));
+	/* Descriptors: RLIMIT_NOFILE, what is used or kept, what a worker
+	 * costs by output mode (proc_fds.c). */
+	if (info)
+		json_object_set_new(info, "descriptors", proc_fds_info());
 	if (info)
 		modules_info(info);
 	request_ok(r, info);

@@ -29,6 +29,11 @@ struct output_conf {
 };
 
 /* One [pool:NAME] section or pool.add request. */
+/* A resource limit for workers (limit_nofile); soft 0 = not set. */
+struct conf_rlimit {
+	unsigned long long soft, hard; /* ULLONG_MAX = infinity */
+};
+
 struct pool_conf {
 	char *name;
 	char *command;    /* as written; split by argv_split() at spawn */
@@ -45,6 +50,7 @@ struct pool_conf {
 	char *group;
 	char *directory;
 	mode_t umask;
+	struct conf_rlimit limit_nofile; /* the workers' RLIMIT_NOFILE; unset: the daemon's original */
 	char **environment; /* NULL-terminated "K=V" list */
 	struct output_conf out;
 	struct output_conf err;

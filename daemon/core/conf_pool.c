@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +212,64 @@ static json_t *environment_to_json(const void *field)
 	return obj;
 }
 
+/* One bound of an rlimit: a number 1..2^40 or "infinity". */
+static int parse_rlim_value(const char *v, size_t len, unsigned long long *ret)
+{
+	unsigned long long n = 0;
+
+	if (len == 8 && strncmp(v, "infinity", 8) == 0) {
+		*ret = ULLONG_MAX;
+		return 0;
+	}
+	if (len == 0 || len > 13)
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return -EINVAL;
+		n = n * 10 + (unsigned long long)(v[i] - '0');
+	}
+	if (n == 0 || n > (1ULL << 40))
+		return -EINVAL;
+	*ret = n;
+	return 0;
+}
+
+/* limit_nofile: "N" (soft and hard), "SOFT:HARD" or "infinity". */
+static int parse_rlimit(void *field, const char *value, void *ctx, char *err, size_t errlen)
+{
+	struct conf_rlimit *rl = field, r;
+	const char *colon = strchr(value, ':');
+
+	(void)ctx;
+	if (colon ? parse_rlim_value(value, (size_t)(colon - value), &r.soft) < 0 ||
+			    parse_rlim_value(colon + 1, strlen(colon + 1), &r.hard) < 0
+		  : parse_rlim_value(value, strlen(value), &r.soft) < 0)
+		return conf_seterr(err, errlen,
+				   "expected N, SOFT:HARD or infinity (N 1..2^40), not '%s'", value);
+	if (!colon)
+		r.hard = r.soft;
+	if (r.soft > r.hard)
+		return conf_seterr(err, errlen, "the soft limit is above the hard one in '%s'",
+				   value);
+	*rl = r;
+	return 0;
+}
+
+static json_t *rlimit_to_json(const void *field)
+{
+	const struct conf_rlimit *rl = field;
+	char buf[64], s[24] = "infinity", h[24] = "infinity";
+
+	if (!rl->soft)
+		return json_null();
+	if (rl->soft != ULLONG_MAX)
+		snprintf(s, sizeof(s), "%llu", rl->soft);
+	if (rl->hard != ULLONG_MAX)
+		snprintf(h, sizeof(h), "%llu", rl->hard);
+	snprintf(buf, sizeof(buf), "%s:%s", s, h);
+	return json_string(buf);
+}
+
 /* command: shell-like words, at least one. */
 static int check_command(const char *value, char *err, size_t errlen)
 {
@@ -252,6 +311,8 @@ static const struct conf_key pool_keys[] = {
 	{ "group", CONF_STRING, POOL(group), .check = conf_check_group },
 	{ "directory", CONF_PATH, POOL(directory) },
 	{ "umask", CONF_MODE, POOL(umask), .max = 0777, .expect = "an octal umask", .def = "022" },
+	{ "limit_nofile", CONF_CUSTOM, POOL(limit_nofile), .parse = parse_rlimit,
+	  .to_json = rlimit_to_json },
 	{ "environment", CONF_CUSTOM, POOL(environment), .parse = parse_environment,
 	  ENVIRONMENT_OPS },
 	{ "stdout", CONF_CUSTOM, POOL(out), .parse = parse_output, OUTPUT_OPS, .def = "capture" },

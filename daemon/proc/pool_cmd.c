@@ -89,6 +89,8 @@ enum cmd_ret cmd_pool_add(struct request *r)
 	else if (e == -ENOSPC)
 		request_error(r, MPSUP_E_LIMIT, "too many processes (max_processes = %u)",
 			      daemon_g.conf->max_processes);
+	else if (e == -EMFILE)
+		request_error(r, MPSUP_E_LIMIT, "%s", proc_fds_refusal());
 	else if (e < 0)
 		request_error(r, MPSUP_E_INTERNAL, "pool.add: %s", strerror(-e));
 	else
@@ -141,6 +143,8 @@ enum cmd_ret cmd_pool_scale(struct request *r)
 	if (e == -ENOSPC)
 		request_error(r, MPSUP_E_LIMIT, "too many processes (max_processes = %u)",
 			      daemon_g.conf->max_processes);
+	else if (e == -EMFILE)
+		request_error(r, MPSUP_E_LIMIT, "%s", proc_fds_refusal());
 	else if (e < 0)
 		request_error(r, MPSUP_E_INTERNAL, "pool.scale: %s", strerror(-e));
 	else

@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -155,8 +154,15 @@ void proc_record_write(const struct proc *p, struct jsonw *w)
 	jsonw_int(w, p->restarts);
 	jsonw_key(w, "exit_status_text");
 	jsonw_str(w, p->exit_status_text);
+	jsonw_key(w, "reason");
+	jsonw_str(w, proc_reason(p));
 	proc_notify_record_write(p, w);
 	jsonw_close(w, '}');
+}
+
+const char *proc_reason(const struct proc *p)
+{
+	return p->state == PS_BACKOFF || p->state == PS_FATAL ? p->exit_status_text : NULL;
 }
 
 bool proc_exitcode_known(const struct proc *p)
@@ -185,11 +191,12 @@ static void publish_state(struct proc *p, enum proc_state from, enum proc_state 
 	if (!events_wanted(TOPIC_PROCESS))
 		return;
 	events_publish(TOPIC_PROCESS,
-		       json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:f}", "event", "process.state",
-				 "name", p->name, "from", proc_state_name(from), "to",
-				 proc_state_name(to), "pid", pid ? json_integer(pid) : json_null(),
-				 "exitcode", has_code ? json_integer(code) : json_null(), "ts",
-				 now_wall()));
+		       json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:s?, s:f}", "event",
+				 "process.state", "name", p->name, "from", proc_state_name(from),
+				 "to", proc_state_name(to), "pid",
+				 pid ? json_integer(pid) : json_null(), "exitcode",
+				 has_code ? json_integer(code) : json_null(), "reason",
+				 proc_reason(p), "ts", now_wall()));
 }
 
 /*
@@ -215,7 +222,6 @@ struct proc *proc_new(const char *name, struct pool *pl, unsigned index)
 	}
 	p->pool = pl;
 	p->index = index;
-	p->pidfd = -1;
 	p->state = PS_STOPPED;
 	return p;
 }
@@ -226,8 +232,6 @@ void proc_destroy(struct proc *p)
 	if (p->pid)
 		pid_remove(p);
 	group_wait_cancel(p);
-	if (p->pidfd >= 0)
-		close(p->pidfd);
 	event_free(p->timer);
 	p->out = outpipe_free(p->out);
 	p->err = outpipe_free(p->err);
@@ -281,15 +285,10 @@ static void gc_cb(evutil_socket_t fd, short what, void *arg)
 
 int proc_signal(struct proc *p, int sig)
 {
-	int r;
-
+	/* No pidfd (it would cost a descriptor per process): p->pid is our
+	 * child, not reaped yet, so the pid cannot have been reused. */
 	if (!p->pid)
 		return -ESRCH;
-	if (p->pidfd >= 0) {
-		r = (int)syscall(SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0);
-		if (r == 0 || errno != ENOSYS)
-			return r < 0 ? -errno : 0;
-	}
 	return kill(p->pid, sig) < 0 ? -errno : 0;
 }
 
@@ -305,12 +304,13 @@ struct procreg_rec proc_rec(const struct proc *p, pid_t leader)
 
 static struct proc_fsm_input fsm_input(const struct proc *p, enum proc_event ev)
 {
-	struct proc_fsm_input in = { false, false, false };
+	struct proc_fsm_input in = { false, false, false, false };
 	const struct pool_conf *c;
 	double stable_after;
 
 	if (!p->pool || proc_shutting_down() || p->removing || p->pool->removing)
 		return in;
+	in.transient = ev == PE_SPAWN_FAILED && p->spawn_transient;
 	c = p->pool->conf;
 	if (ev == PE_SPAWN_FAILED)
 		in.restart = c->restart != RESTART_NEVER;
@@ -337,6 +337,18 @@ static void timer_arm(struct proc *p, double secs)
 	evtimer_add(p->timer, &tv);
 }
 
+/* May a spawn shortage be logged as a warning now (one a second)? */
+static bool shortage_warn_due(void)
+{
+	static double last;
+	double now = now_mono();
+
+	if (last > 0 && now - last < 1.0)
+		return false;
+	last = now;
+	return true;
+}
+
 /* Begin a run: returns PE_START_SECS when there is no start_secs to wait,
  * PE_SPAWN_FAILED on failure, PE_NONE otherwise. */
 static enum proc_event enter_starting(struct proc *p, enum proc_state from)
@@ -344,19 +356,32 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 	char err[512];
 	double start_secs = p->pool ? p->pool->conf->start_secs : 0;
 	struct procreg_rec rec;
+	int r;
 
 	if (from == PS_RUNNING)
 		p->failures = 0; /* a stable run ended: backoff starts over */
-	if (proc_spawn(p, err, sizeof(err)) < 0) {
+	if ((r = proc_spawn(p, err, sizeof(err))) < 0) {
 		char line[600];
 		p->has_exitcode = true;
 		p->exitcode = 127;
 		set_text(p, "%s", err);
-		snprintf(line, sizeof(line), "mpsupd: %s", err);
+		/* out of descriptors or processes: not the program's failure */
+		p->spawn_transient = proc_spawn_transient(r);
+		snprintf(line, sizeof(line), "mpsupd: %s%s", err,
+			 p->spawn_transient && p->pool ? " (retrying)" : "");
 		proc_output_line(p, STREAM_STDERR, line, strlen(line));
-		log_warn_f("proc", PROC_FIELDS(p, 0), "%s: %s", p->name, err);
+		/* a shortage hits many workers at once: one warning a second,
+		 * the rest (and every retry) at debug */
+		if (p->spawn_transient && (p->resource_retries > 0 || !shortage_warn_due()))
+			log_debug_f("proc", PROC_FIELDS(p, 0), "%s: %s (retry %u)", p->name, err,
+				    p->resource_retries);
+		else
+			log_warn_f("proc", PROC_FIELDS(p, 0), "%s: %s%s", p->name, err,
+				   p->spawn_transient && p->pool ? " (retrying with backoff)" : "");
 		return PE_SPAWN_FAILED;
 	}
+	p->spawn_transient = false;
+	p->resource_retries = 0;
 	if (p->spawns++ > 0)
 		p->restarts++;
 	p->started_wall = now_wall();
@@ -389,6 +414,15 @@ static enum proc_event proc_enter(struct proc *p, enum proc_state from, enum pro
 		evtimer_del(p->timer);
 		return PE_NONE;
 	case PS_BACKOFF:
+		if (p->spawn_transient) {
+			/* does not count against start_retries; waits at least a
+			 * little even with backoff_max = 0 */
+			p->resource_retries++;
+			timer_arm(p, proc_backoff_delay(p->resource_retries,
+							c && c->backoff_max > 1 ? c->backoff_max : 1,
+							(double)random() / ((double)RAND_MAX + 1)));
+			return PE_NONE;
+		}
 		p->failures++;
 		timer_arm(p, proc_backoff_delay(p->failures, c ? c->backoff_max : 0,
 						(double)random() / ((double)RAND_MAX + 1)));
@@ -511,9 +545,6 @@ static void proc_died(struct proc *p, int st)
 	pid_remove(p);
 	p->last_pid = p->pid;
 	p->pid = 0;
-	if (p->pidfd >= 0)
-		close(p->pidfd);
-	p->pidfd = -1;
 	p->has_exitcode = true;
 	p->exitcode = proc_exitcode(st);
 	describe_status(p, st);
@@ -659,6 +690,7 @@ int proc_init(void)
 		return -ENOMEM;
 	}
 	initialized = true;
+	proc_fds_init();
 	/* children that ended before we watched */
 	sigchld_cb(-1, 0, NULL);
 	return 0;

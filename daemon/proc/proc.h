@@ -62,7 +62,6 @@ struct proc {
 	enum proc_state state;
 	pid_t pid;                  /* 0 once reaped */
 	pid_t last_pid;             /* of the run that ended last */
-	int pidfd;                  /* -1 without pidfd support */
 	pid_t pgid;                 /* the process group of the current run */
 	uint64_t start_lo, start_hi; /* its start time lies in this range (clock ticks since
 				      * boot, for the process registry); 0 = unknown */
@@ -76,6 +75,8 @@ struct proc {
 	unsigned restarts;          /* spawns after the first */
 	unsigned spawns;
 	unsigned failures;          /* failed starts since the last stable run */
+	unsigned resource_retries;  /* spawns in a row that lacked descriptors/processes */
+	bool spawn_transient;       /* the last spawn failed for lack of them: retried */
 	bool restart_pending;       /* start again once stopped */
 	bool removing;              /* freed once in a final state (scale down, remove) */
 	bool group_wait;            /* main process reaped, waiting for its group */
@@ -133,21 +134,44 @@ void proc_registry_each(void (*fn)(const struct procreg_rec *r, void *arg), void
 
 struct pool *pool_find(const char *name);
 /* Create a pool from a definition (copied) and its members; start them
- * when start is set. -EEXIST, -ENOSPC (max_processes), -ENOMEM. */
+ * when start is set. -EEXIST, -ENOSPC (max_processes), -EMFILE (the
+ * descriptor budget: proc_fds_refusal), -ENOMEM. */
 int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct pool **ret);
 /* Stop every member, then free the pool (asynchronously). */
 void pool_remove(struct pool *pl);
-/* Grow (new indexes, started) or shrink (stop the highest). -ENOSPC. */
+/* Grow (new indexes, started) or shrink (stop the highest). -ENOSPC, -EMFILE. */
 int pool_scale(struct pool *pl, unsigned processes);
 /* A new definition: members restart with it (processes may change too). */
 int pool_replace(struct pool *pl, const struct pool_conf *pc);
+/*
+ * The descriptor budget (proc_fds.c): what workers, one-shots and
+ * connections cost against RLIMIT_NOFILE.
+ */
+/* A one-shot: stdout and stderr pipes, stdin while it is fed. */
+#define PROC_FDS_ONESHOT 3
+/* Count what the daemon holds before anything is supervised. */
+void proc_fds_init(void);
+/* Descriptors the daemon holds for one worker of pc (journal_failing: the
+ * streams captured because the journal is away; may be NULL). */
+unsigned proc_fds_worker_cost(const struct pool_conf *pc, const bool journal_failing[2]);
+/* A new pool of pc with processes workers: its files and workers. */
+unsigned proc_fds_pool_cost(const struct pool_conf *pc, unsigned processes);
+/* May need more descriptors be promised? -EMFILE when not, with the
+ * numbers (naming what) in proc_fds_refusal(). */
+int proc_fds_check(unsigned long long need, const char *what);
+const char *proc_fds_refusal(void);
+/* {limit, used, daemon, connections, processes, per_worker{...}, ...} */
+json_t *proc_fds_info(void);
+
 /* Reopen every pool's output files. */
 void pools_reopen_logs(void);
 
 struct proc *proc_find(const char *name);
 /* A new one-shot (takes os), spawned at once. On failure returns NULL
- * with the reason in err (the record is not kept). */
-struct proc *oneshot_run(const char *name, struct oneshot *os, char *err, size_t errlen);
+ * with the reason in err (the record is not kept); *ret_short says the
+ * spawn lacked descriptors or processes. */
+struct proc *oneshot_run(const char *name, struct oneshot *os, bool *ret_short, char *err,
+			 size_t errlen);
 /* Free a one-shot record (not alive). */
 void oneshot_forget(struct proc *p);
 /* A generated run-N name that is free. */
@@ -158,7 +182,7 @@ struct oneshot *oneshot_free(struct oneshot *os);
 void proc_start(struct proc *p);
 void proc_stop(struct proc *p);
 void proc_restart(struct proc *p);
-/* Send sig to the main process (pidfd when possible). -ESRCH when not running. */
+/* Send sig to the main process. -ESRCH when not running. */
 int proc_signal(struct proc *p, int sig);
 
 /* The process record of DESIGN.md, as JSON text (status of thousands of
@@ -166,6 +190,9 @@ int proc_signal(struct proc *p, int sig);
 struct jsonw;
 void proc_record_write(const struct proc *p, struct jsonw *w);
 bool proc_is_alive(const struct proc *p);
+/* Why p is in backoff or fatal (the failed spawn or the death that put it
+ * there); NULL in any other state. */
+const char *proc_reason(const struct proc *p);
 /* exitcode is not null: not alive, and it has run (or failed to spawn). */
 bool proc_exitcode_known(const struct proc *p);
 

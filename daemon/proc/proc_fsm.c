@@ -42,6 +42,8 @@ static int resolve(int cell, const struct proc_fsm_input *in)
 {
 	switch (cell) {
 	case SPAWN_FAIL:
+		if (in->transient)
+			return BACKOFF;
 		return in->restart && in->retry ? BACKOFF : FATAL;
 	case START_FAIL:
 		if (!in->restart)
@@ -60,7 +62,7 @@ static int resolve(int cell, const struct proc_fsm_input *in)
 
 int proc_fsm_next(enum proc_state s, enum proc_event ev, const struct proc_fsm_input *in)
 {
-	static const struct proc_fsm_input none = { false, false, false };
+	static const struct proc_fsm_input none = { false, false, false, false };
 
 	if ((unsigned)s >= PS__MAX || (unsigned)ev >= PE__MAX)
 		return -1;

@@ -40,6 +40,8 @@ struct proc_fsm_input {
 	bool restart; /* the policy wants this death (or failure) restarted */
 	bool retry;   /* failed starts so far < start_retries */
 	bool stable;  /* the run that ended lasted long enough to reset backoff */
+	bool transient; /* the spawn lacked descriptors or processes: retried, whatever the
+			 * policy and retries say */
 };
 
 /* The next state, or -1 when ev does not apply in s (ignored). */

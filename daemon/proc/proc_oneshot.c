@@ -42,10 +42,12 @@ void oneshot_gen_name(char *buf, size_t len)
 	while (proc_find(buf) || pool_find(buf));
 }
 
-struct proc *oneshot_run(const char *name, struct oneshot *os, char *err, size_t errlen)
+struct proc *oneshot_run(const char *name, struct oneshot *os, bool *ret_short, char *err,
+			 size_t errlen)
 {
 	struct proc *p = proc_new(name, NULL, 0);
 
+	*ret_short = false;
 	if (!p) {
 		oneshot_free(os);
 		snprintf(err, errlen, "out of memory");
@@ -57,6 +59,7 @@ struct proc *oneshot_run(const char *name, struct oneshot *os, char *err, size_t
 	proc_feed(p, PE_START);
 	if (p->spawns == 0) {
 		snprintf(err, errlen, "%s", p->exit_status_text ? p->exit_status_text : "spawn failed");
+		*ret_short = p->spawn_transient;
 		proc_free_later(p);
 		return NULL;
 	}

@@ -158,6 +158,17 @@ static unsigned pool_active(const struct pool *pl)
 	return n;
 }
 
+/* May pl grow by more members (the descriptor budget)? */
+static int pool_grow_fits(const struct pool *pl, unsigned more)
+{
+	unsigned cost = proc_fds_worker_cost(pl->conf, pl->journal_failing);
+	char what[160];
+
+	snprintf(what, sizeof(what), "pool %s (%u more worker%s x %u)", pl->name, more,
+		 more == 1 ? "" : "s", cost);
+	return proc_fds_check((unsigned long long)more * cost, what);
+}
+
 /* Grow or shrink to n members; new members start when start is set. */
 static int pool_resize(struct pool *pl, unsigned n, bool start)
 {
@@ -165,6 +176,10 @@ static int pool_resize(struct pool *pl, unsigned n, bool start)
 
 	if (n > active && proc_count() + (n - active) > max_processes())
 		return -ENOSPC;
+	/* members still stopping after a shrink hold their descriptors:
+	 * only new slots cost more */
+	if (n > active && pool_grow_fits(pl, n - active) < 0)
+		return -EMFILE;
 	for (unsigned idx = 0; active < n; idx++) {
 		struct proc *p = idx < pl->n_slots ? pl->members[idx] : NULL;
 		if (p && !p->removing)
@@ -198,6 +213,7 @@ static int pool_resize(struct pool *pl, unsigned n, bool start)
 
 int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct pool **ret)
 {
+	char what[160];
 	struct pool *pl;
 	int r;
 
@@ -205,6 +221,10 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
 		return -EEXIST;
 	if (proc_count() + pc->processes > max_processes())
 		return -ENOSPC;
+	snprintf(what, sizeof(what), "pool %s (%u worker%s x %u)", pc->name, pc->processes,
+		 pc->processes == 1 ? "" : "s", proc_fds_worker_cost(pc, NULL));
+	if (proc_fds_check(proc_fds_pool_cost(pc, pc->processes), what) < 0)
+		return -EMFILE;
 	if (!(pl = calloc(1, sizeof(*pl))))
 		return -ENOMEM;
 	if (!(pl->name = strdup(pc->name)) || !(pl->conf = pool_conf_dup(pc))) {
@@ -355,6 +375,8 @@ int proc_start_config(const struct conf *conf)
 		if (r == -ENOSPC)
 			log_error("proc", "pool %s: not started: max_processes (%u) reached",
 				  v[i]->name, conf->max_processes);
+		else if (r == -EMFILE)
+			log_error("proc", "pool %s: not started: %s", v[i]->name, proc_fds_refusal());
 		else if (r < 0)
 			log_error("proc", "pool %s: %s", v[i]->name, strerror(-r));
 	}
@@ -384,6 +406,8 @@ static const char *pool_error(int r)
 {
 	static char buf[64];
 
+	if (r == -EMFILE)
+		return proc_fds_refusal();
 	if (r != -ENOSPC)
 		return strerror(-r);
 	snprintf(buf, sizeof(buf), "max_processes (%u) reached", max_processes());
@@ -411,6 +435,27 @@ static void reload_add(const struct pool_conf *pc, json_t *added, json_t *failed
 			      PLURAL_ES(pc->processes), pool_error(r));
 }
 
+/* Would pl, redefined by pc (its output modes may change what a worker
+ * costs), fit the descriptor budget? Members being removed still count. */
+static int replace_fits(const struct pool *pl, const struct pool_conf *pc)
+{
+	unsigned members = 0, active = pool_active(pl), target;
+	unsigned long long before, after;
+	char what[160];
+
+	for (unsigned i = 0; i < pl->n_slots; i++)
+		members += pl->members[i] != NULL;
+	target = pc->processes > active ? members + (pc->processes - active) : members;
+	before = proc_fds_pool_cost(pl->conf, 0) +
+		 (unsigned long long)members * proc_fds_worker_cost(pl->conf, pl->journal_failing);
+	after = proc_fds_pool_cost(pc, target);
+	if (after <= before)
+		return 0;
+	snprintf(what, sizeof(what), "pool %s (%u worker%s x %u)", pc->name, pc->processes,
+		 pc->processes == 1 ? "" : "s", proc_fds_worker_cost(pc, NULL));
+	return proc_fds_check(after - before, what);
+}
+
 /* Reload: pl is defined again by pc (changed, scaled or the same). */
 static void reload_update(struct pool *pl, const struct pool_conf *pc, json_t *changed,
 			  json_t *failed)
@@ -418,7 +463,9 @@ static void reload_update(struct pool *pl, const struct pool_conf *pc, json_t *c
 	int r;
 
 	pl->from_config = true;
-	if (pool_conf_differs(pl->conf, pc)) {
+	if (pool_conf_differs(pl->conf, pc) && replace_fits(pl, pc) < 0) {
+		reload_failed(failed, pc->name, "definition not changed: %s", proc_fds_refusal());
+	} else if (pool_conf_differs(pl->conf, pc)) {
 		/* the new definition is in place even when the resize fails */
 		r = pool_replace(pl, pc);
 		json_array_append_new(changed, json_string(pc->name));

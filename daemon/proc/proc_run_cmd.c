@@ -142,6 +142,10 @@ static int run_check(struct request *r, json_t *argv, json_t *env, const char *c
 			      daemon_g.conf->max_processes);
 		return -EINVAL;
 	}
+	if (proc_fds_check(PROC_FDS_ONESHOT, "a one-shot") < 0) {
+		request_error(r, MPSUP_E_LIMIT, "%s", proc_fds_refusal());
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -151,6 +155,7 @@ enum cmd_ret cmd_proc_run(struct request *r)
 	const char *name = NULL, *cwd = NULL, *in = NULL, *bad = NULL, *user, *group;
 	size_t in_len = 0, i;
 	int daemon = 0, e;
+	bool short_of;
 	char gen[32], err[512], ubuf[24], gbuf[24];
 	struct oneshot *os;
 	struct proc *p;
@@ -203,8 +208,9 @@ enum cmd_ret cmd_proc_run(struct request *r)
 			request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
-	if (!(p = oneshot_run(name, os, err, sizeof(err)))) {
-		request_error(r, MPSUP_E_SPAWN_FAILED, "%s", err);
+	if (!(p = oneshot_run(name, os, &short_of, err, sizeof(err)))) {
+		/* out of descriptors or processes: a limit, not the program's fault */
+		request_error(r, short_of ? MPSUP_E_LIMIT : MPSUP_E_SPAWN_FAILED, "%s", err);
 		return CMD_DONE;
 	}
 	request_ok(r, json_pack("{s:s, s:i}", "name", p->name, "pid", (int)p->pid));

@@ -15,6 +15,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
@@ -43,6 +44,7 @@ enum spawn_step {
 	STEP_SETSID = 1,
 	STEP_DUP,
 	STEP_CHDIR,
+	STEP_RLIMIT,
 	STEP_SETGROUPS,
 	STEP_SETGID,
 	STEP_SETUID,
@@ -68,7 +70,7 @@ struct spawn_plan {
 	size_t n_groups;
 	int fd[3];
 	int status_fd;
-	bool restore_nofile;
+	bool set_nofile;      /* give the child nofile (its own limit) */
 	struct rlimit nofile;
 };
 
@@ -76,16 +78,31 @@ static int devnull = -1;
 static struct rlimit nofile_orig;
 static bool nofile_raised;
 
+/* Raise our soft descriptor limit to the hard one, as a service manager
+ * does for its services: every captured worker holds pipes here. Children
+ * get back the limit we were started with. */
 void proc_spawn_init(void)
 {
 	struct rlimit rl;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		nofile_orig = rl;
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-			nofile_raised = true;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur >= rl.rlim_max) {
+		log_info("proc", "descriptor limit (RLIMIT_NOFILE): %llu", (unsigned long long)rl.rlim_cur);
+		return;
 	}
+	nofile_orig = rl;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		log_warn("proc", "cannot raise the descriptor limit from %llu to %llu: %s",
+			 (unsigned long long)nofile_orig.rlim_cur, (unsigned long long)rl.rlim_max,
+			 strerror(errno));
+		return;
+	}
+	nofile_raised = true;
+	log_info("proc", "descriptor limit (RLIMIT_NOFILE) raised from %llu to %llu; workers get %llu",
+		 (unsigned long long)nofile_orig.rlim_cur, (unsigned long long)rl.rlim_max,
+		 (unsigned long long)nofile_orig.rlim_cur);
 }
 
 void proc_spawn_cleanup(void)
@@ -176,8 +193,8 @@ static __attribute__((noreturn)) void child_exec(const struct spawn_plan *sp)
 	umask(sp->umask);
 	if (sp->dir && chdir(sp->dir) < 0)
 		child_fail(sp, STEP_CHDIR);
-	if (sp->restore_nofile)
-		(void)setrlimit(RLIMIT_NOFILE, &sp->nofile);
+	if (sp->set_nofile && setrlimit(RLIMIT_NOFILE, &sp->nofile) < 0)
+		child_fail(sp, STEP_RLIMIT);
 	if (sp->set_groups && setgroups(sp->n_groups, sp->groups) < 0)
 		child_fail(sp, STEP_SETGROUPS);
 	if (sp->set_ids) {
@@ -352,6 +369,8 @@ static const char *step_name(int step)
 		return "dup2";
 	case STEP_CHDIR:
 		return "chdir";
+	case STEP_RLIMIT:
+		return "setrlimit NOFILE";
 	case STEP_SETGROUPS:
 		return "setgroups";
 	case STEP_SETGID:
@@ -421,6 +440,11 @@ static int output_fd(struct proc *p, int which, int *ret_read, bool *owned)
 	return pfd[1];
 }
 
+bool proc_spawn_transient(int r)
+{
+	return r == -EMFILE || r == -ENFILE || r == -EAGAIN;
+}
+
 int proc_spawn(struct proc *p, char *err, size_t errlen)
 {
 	struct spawn_plan sp;
@@ -434,18 +458,18 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	const char *path;
 	ssize_t n;
 	pid_t pid;
-	int r = -1, e;
+	int r = -EIO, e;
 
 	memset(&sp, 0, sizeof(sp));
 	sp.fd[0] = sp.fd[1] = sp.fd[2] = -1;
 	if (pl) {
 		if (pl->ids_error) {
 			snprintf(err, errlen, "%s", pl->ids_error);
-			return -1;
+			return -EINVAL;
 		}
 		if (argv_build(pl->conf->command, pl->name, p->name, p->index, &own_argv, err,
 			       errlen) < 0)
-			return -1;
+			return -EINVAL;
 		argv = own_argv;
 		sp.dir = pl->conf->directory;
 		sp.umask = pl->conf->umask;
@@ -475,8 +499,16 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 			path = *e2 + 5;
 	if (!(sp.paths = exec_paths(argv[0], path ? path : PROC_DEFAULT_PATH)))
 		goto nomem;
-	sp.restore_nofile = nofile_raised;
-	sp.nofile = nofile_orig;
+	if (pl && pl->conf->limit_nofile.soft) {
+		const struct conf_rlimit *lim = &pl->conf->limit_nofile;
+		sp.set_nofile = true;
+		sp.nofile.rlim_cur = lim->soft == ULLONG_MAX ? RLIM_INFINITY : (rlim_t)lim->soft;
+		sp.nofile.rlim_max = lim->hard == ULLONG_MAX ? RLIM_INFINITY : (rlim_t)lim->hard;
+	} else {
+		/* the limit we were started with, not the one we raised */
+		sp.set_nofile = nofile_raised;
+		sp.nofile = nofile_orig;
+	}
 
 	/* descriptors: stdin, stdout, stderr, status pipe */
 	if (task || (!pl && p->os->stdin_data)) {
@@ -511,6 +543,7 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	status[1] = -1;
 	if (pid < 0) {
 		snprintf(err, errlen, "fork: %s", strerror(e));
+		r = -e;
 		goto out;
 	}
 	do
@@ -527,15 +560,13 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 			snprintf(err, errlen, "%s %s: %s", step_name(f.step), arg, strerror(f.err));
 		else
 			snprintf(err, errlen, "%s: %s", step_name(f.step), strerror(f.err));
+		r = f.err > 0 ? -f.err : -EIO;
 		goto out;
 	}
 	p->pid = pid;
 	p->pgid = pid;
 	if (procreg_fix_range(pid, &p->start_lo, &p->start_hi) < 0)
 		p->start_lo = p->start_hi = 0; /* not recorded */
-	p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (p->pidfd < 0)
-		p->pidfd = -1;
 	/* our ends (the child's ends are closed below) */
 	p->out = outpipe_free(p->out);
 	p->err = outpipe_free(p->err);
@@ -563,8 +594,10 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	goto out;
 nomem:
 	snprintf(err, errlen, "out of memory");
+	r = -ENOMEM;
 	goto out;
 syserr:
+	r = -errno;
 	snprintf(err, errlen, "spawn: %s", strerror(errno));
 out:
 	if (status[0] >= 0)

@@ -7,6 +7,7 @@
 #ifndef MPSUPD_PROC_SPAWN_H
 #define MPSUPD_PROC_SPAWN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct proc;
@@ -17,9 +18,14 @@ struct proc;
 /* Raise our descriptor limit (remembering the old one for children). */
 void proc_spawn_init(void);
 void proc_spawn_cleanup(void);
-/* Start a run of p: sets p->pid, p->pidfd, p->pgid and the output pipes.
- * Returns 0, or -1 with the reason in err (the child, if any, is reaped). */
+/* Start a run of p: sets p->pid, p->pgid and the output pipes. Returns 0,
+ * or the negative errno of the step that failed with the reason in err
+ * (the child, if any, is reaped): -EMFILE, -ENFILE and -EAGAIN say the
+ * system or the daemon lacked a resource (proc_spawn_transient). */
 int proc_spawn(struct proc *p, char *err, size_t errlen);
+/* Is r (from proc_spawn) a lack of descriptors or processes, worth
+ * retrying rather than a failed start of the program? */
+bool proc_spawn_transient(int r);
 /* Build the environment of p (NULL-terminated, conf_strv_free). */
 char **proc_spawn_env(const struct proc *p);
 

@@ -293,7 +293,7 @@ class Pools(ProcTestCase):
         recs = by_name(self.wait_pool_running("w", 2))
         r = recs["w:0"]
         self.assertEqual(set(r), {"name", "pool", "index", "pid", "state", "is_alive", "exitcode",
-                                  "started_at", "uptime", "restarts", "exit_status_text"})
+                                  "started_at", "uptime", "restarts", "exit_status_text", "reason"})
         self.assertEqual((r["pool"], r["index"], r["is_alive"], r["exitcode"]), ("w", 0, True, None))
         self.assertEqual(self.status("w:1")[0]["name"], "w:1")
         pools = self.d.ok("pool.list")

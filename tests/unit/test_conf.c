@@ -3,6 +3,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,7 +75,8 @@ START_TEST(test_pool_section)
 				 "start_secs = 250ms\nstop_signal = SIGINT\nstop_timeout = 2\n"
 				 "environment = FOO=bar BAZ=\"two words\"\nstdout = file:/tmp/w.log\n"
 				 "stderr = null\nautostart = no\npriority = -5\numask = 027\n"
-				 "[pool:db]\ncommand = sleep 1\n");
+				 "limit_nofile = 4096:infinity\n"
+				 "[pool:db]\ncommand = sleep 1\nlimit_nofile = 300\n");
 	struct pool_conf *p = c->pools;
 
 	ck_assert_uint_eq(c->n_pools, 2);
@@ -96,6 +98,10 @@ START_TEST(test_pool_section)
 	ck_assert(!p->autostart);
 	ck_assert_int_eq(p->priority, -5);
 	ck_assert_int_eq(p->umask, 027);
+	ck_assert_uint_eq(p->limit_nofile.soft, 4096);
+	ck_assert(p->limit_nofile.hard == ULLONG_MAX);
+	ck_assert_uint_eq(p->next->limit_nofile.soft, 300);
+	ck_assert_uint_eq(p->next->limit_nofile.hard, 300);
 	ck_assert_str_eq(p->next->name, "db");
 	ck_assert_ptr_eq(conf_find_pool(c, "db"), p->next);
 	conf_free(c);
@@ -415,6 +421,11 @@ START_TEST(test_typed_errors)
 		{ "[pool:a]\nstdout_backups = 1001\n",
 		  "test.conf:2: [pool:a] stdout_backups: expected a number 0..1000, not '1001'" },
 		{ "[pool:a]\ncommand = \n", "test.conf:2: [pool:a] command: empty command" },
+		{ "[pool:a]\nlimit_nofile = 10:5\n",
+		  "test.conf:2: [pool:a] limit_nofile: the soft limit is above the hard one in '10:5'" },
+		{ "[pool:a]\nlimit_nofile = 0\n",
+		  "test.conf:2: [pool:a] limit_nofile: expected N, SOFT:HARD or infinity (N 1..2^40), "
+		  "not '0'" },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)

@@ -19,11 +19,11 @@
 #include "proc_registry.h"
 #include "unit.h"
 
-static const struct proc_fsm_input NONE = { false, false, false };
+static const struct proc_fsm_input NONE = { false, false, false, false };
 
 static int next(enum proc_state s, enum proc_event ev, bool restart, bool retry, bool stable)
 {
-	struct proc_fsm_input in = { restart, retry, stable };
+	struct proc_fsm_input in = { restart, retry, stable, false };
 	return proc_fsm_next(s, ev, &in);
 }
 
@@ -49,6 +49,11 @@ START_TEST(test_fsm_failed_starts)
 	ck_assert_int_eq(next(PS_STARTING, PE_SPAWN_FAILED, true, true, false), PS_BACKOFF);
 	ck_assert_int_eq(next(PS_STARTING, PE_SPAWN_FAILED, true, false, false), PS_FATAL);
 	ck_assert_int_eq(next(PS_STARTING, PE_SPAWN_FAILED, false, true, false), PS_FATAL);
+	{
+		/* no descriptor or process to spawn with: backoff, never fatal */
+		struct proc_fsm_input t = { false, false, false, true };
+		ck_assert_int_eq(proc_fsm_next(PS_STARTING, PE_SPAWN_FAILED, &t), PS_BACKOFF);
+	}
 	/* died before start_secs */
 	ck_assert_int_eq(next(PS_STARTING, PE_DIED, true, true, false), PS_BACKOFF);
 	ck_assert_int_eq(next(PS_STARTING, PE_DIED, true, false, false), PS_FATAL);

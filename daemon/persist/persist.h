@@ -7,7 +7,7 @@
  *   - persist_writable(r) before it mutates a persisted object: false (with
  *     `internal` answered) while the log cannot be written;
  *   - persist_log(cmd, params) once a mutation is done, before its answer;
- *   - persist_read(r) before it answers a request about a named object (or
+ *   - persist_read(r, name) before it answers a request about a named object (or
  *     the namespace), so that the answer cannot show a mutation that a
  *     failed commit left unwritten;
  *   - nothing else: the records of one event-loop pass are written (and
@@ -59,12 +59,12 @@ void persist_log(const char *cmd, json_t *params);
  * received while the handler runs (cheaper), else its parameters. */
 void persist_log_request(struct request *r);
 
-/* Before answering r about the object named by its `name` parameter (no
- * `name`: the whole namespace): if a failed commit left a record changing
+/* Before answering r about the object called name (NULL: the whole
+ * namespace): if a failed commit left a record changing
  * it unwritten, the next persist_barrier() of r's barrier key (r->conn,
  * taken as an opaque pointer) holds until that record is written. Nothing
  * to do (and no cost) otherwise. */
-void persist_read(struct request *r);
+void persist_read(struct request *r, const char *name);
 
 /*
  * The commit barrier (commit_barrier.h); key is the connection whose

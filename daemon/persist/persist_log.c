@@ -128,16 +128,14 @@ void persist_dirty_clear(void)
 	persist_g.unwritten_all = persist_g.hold_all = false;
 }
 
-void persist_read(struct request *r)
+void persist_read(struct request *r, const char *name)
 {
 	void *key = r->conn; /* opaque: only compared with barrier keys */
-	const char *name;
 	struct taint *t;
 	ssize_t i;
 
 	if (!persist_g.on || !key)
 		return;
-	name = json_string_value(json_object_get(r->params, "name"));
 	if (!read_is_dirty(name))
 		return;
 	if ((i = taint_find(key)) >= 0) {

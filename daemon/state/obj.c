@@ -245,14 +245,22 @@ static bool mem_room(struct request *r, size_t adding)
 	return false;
 }
 
+/* What parameter m may add when stored (as obj_mem_elem() counts it). */
+static size_t member_mem(const struct mpsup_member *m)
+{
+	if (m->v)
+		return obj_mem_elem(m->v);
+	return MEM_SLOT + (m->type == JSON_STRING ? MEM_NODE + m->str_len : MEM_VALUE);
+}
+
 /* What the data parameters of a call may add (its values and keys). */
 static size_t call_mem(const struct obj_call *c)
 {
 	size_t n = 0;
 
 	for (int i = 0; i < OBJ_MAX_PARAMS; i++)
-		if (c->arg[i])
-			n += obj_mem_elem(c->arg[i]);
+		if (c->has[i])
+			n += member_mem(&c->arg[i]);
 	return n;
 }
 
@@ -300,9 +308,60 @@ void obj_error(struct obj_call *c, enum mpsup_err code, const char *fmt, ...)
 
 /* --- parameters ---------------------------------------------------------------- */
 
-static const char *json_kind(json_t *v)
+/* v as a member (borrowed: m->v is v whatever its type). */
+static void member_of(json_t *v, struct mpsup_member *m)
 {
-	switch (json_typeof(v)) {
+	m->type = json_typeof(v);
+	m->str = json_string_value(v);
+	m->str_len = json_string_length(v);
+	m->i = json_integer_value(v);
+	m->d = json_real_value(v);
+	m->v = v;
+}
+
+/* r's parameter key (klen bytes): from the line when it was read in place,
+ * else from its tree. false when absent. */
+static bool param_get(struct request *r, const char *key, size_t klen, struct mpsup_member *ret)
+{
+	json_t *v;
+
+	if (r->members) {
+		for (size_t i = 0; i < r->n_members; i++)
+			if (r->members[i].key_len == klen && memcmp(r->members[i].key, key, klen) == 0) {
+				*ret = r->members[i];
+				return true;
+			}
+		return false;
+	}
+	if (!(v = json_object_getn(r->params, key, klen)))
+		return false;
+	member_of(v, ret);
+	return true;
+}
+
+json_t *obj_arg(struct obj_call *c, int i)
+{
+	if (!c->has[i])
+		return NULL;
+	if (c->arg[i].v)
+		return c->arg[i].v;
+	if (!c->built[i])
+		c->built[i] = mpsup_member_json(&c->arg[i]);
+	return c->built[i];
+}
+
+/* Release what obj_arg() built for c. */
+static void call_done(struct obj_call *c)
+{
+	for (int i = 0; i < OBJ_MAX_PARAMS; i++) {
+		json_decref(c->built[i]);
+		c->built[i] = NULL;
+	}
+}
+
+static const char *json_kind(json_type t)
+{
+	switch (t) {
 	case JSON_OBJECT: return "an object";
 	case JSON_ARRAY: return "an array";
 	case JSON_STRING: return "a string";
@@ -314,15 +373,15 @@ static const char *json_kind(json_t *v)
 	}
 }
 
-static bool param_type_ok(char t, json_t *v)
+static bool param_type_ok(char t, json_type type)
 {
 	switch (t) {
-	case 's': return json_is_string(v);
-	case 'i': return json_is_integer(v);
+	case 's': return type == JSON_STRING;
+	case 'i': return type == JSON_INTEGER;
 	case 'n':
-	case 't': return json_is_number(v);
-	case 'a': return json_is_array(v);
-	case 'O': return json_is_object(v);
+	case 't': return type == JSON_INTEGER || type == JSON_REAL;
+	case 'a': return type == JSON_ARRAY;
+	case 'O': return type == JSON_OBJECT;
 	default: return true;
 	}
 }
@@ -340,6 +399,54 @@ static const char *param_type_name(char t)
 	}
 }
 
+/* Whether key (klen bytes) is `name` or a parameter of spec. */
+static bool spec_knows(const char *spec, const char *key, size_t klen)
+{
+	if (klen == 4 && memcmp(key, "name", 4) == 0)
+		return true;
+	for (const char *p = spec ? spec : ""; *p;) {
+		const char *k = p + 2, *end = k;
+		while (*end && *end != ' ' && *end != '?')
+			end++;
+		if ((size_t)(end - k) == klen && memcmp(k, key, klen) == 0)
+			return true;
+		p = end;
+		while (*p == ' ' || *p == '?')
+			p++;
+	}
+	return false;
+}
+
+/* Answer bad_request for the first parameter of r that spec does not know
+ * (there is one). */
+static void param_unknown(struct obj_call *c, const char *spec)
+{
+	struct request *r = c->r;
+	const char *key = "?";
+	size_t klen = 1;
+
+	if (r->members) {
+		for (size_t i = 0; i < r->n_members; i++)
+			if (!spec_knows(spec, r->members[i].key, r->members[i].key_len)) {
+				key = r->members[i].key;
+				klen = r->members[i].key_len;
+				break;
+			}
+	} else {
+		const char *k;
+		json_t *v;
+
+		json_object_foreach(r->params, k, v)
+			if (!spec_knows(spec, k, strlen(k))) {
+				key = k;
+				klen = strlen(k);
+				break;
+			}
+	}
+	obj_error(c, MPSUP_E_BAD_REQUEST, "%s: unknown parameter '%.*s'", r->cmd->name,
+		  (int)(klen > 64 ? 64 : klen), key);
+}
+
 /*
  * Read c->r's parameters into c->arg following spec (see struct obj_op).
  * `name` is always there and already checked. Answers bad_request and
@@ -347,15 +454,15 @@ static const char *param_type_name(char t)
  */
 static int params_read(struct obj_call *c, const char *spec)
 {
-	json_t *params = c->r->params;
+	struct request *r = c->r;
 	size_t found = 1; /* name */
 	int i = 0;
 
 	for (const char *p = spec ? spec : ""; *p; i++) {
 		char t = p[0];
 		const char *key = p + 2, *end = key;
-		bool optional;
-		json_t *v;
+		struct mpsup_member *m = &c->arg[i];
+		bool optional, have;
 
 		while (*end && *end != ' ' && *end != '?')
 			end++;
@@ -363,88 +470,62 @@ static int params_read(struct obj_call *c, const char *spec)
 		p = end + optional;
 		while (*p == ' ')
 			p++;
-		v = json_object_getn(params, key, (size_t)(end - key));
-		if (v)
-			found++;
-		if (v && json_is_null(v) && t != 'o' && optional)
-			v = NULL; /* null = absent for typed optional params */
-		if (!v && !optional) {
+		have = param_get(r, key, (size_t)(end - key), m);
+		found += have;
+		if (have && m->type == JSON_NULL && t != 'o' && optional)
+			have = false; /* null = absent for typed optional params */
+		if (!have && !optional) {
 			obj_error(c, MPSUP_E_BAD_REQUEST, "%s: missing parameter '%.*s'",
-				  c->r->cmd->name, (int)(end - key), key);
+				  r->cmd->name, (int)(end - key), key);
 			return -1;
 		}
-		if (v && !param_type_ok(t, v)) {
+		if (have && !param_type_ok(t, m->type)) {
 			obj_error(c, MPSUP_E_BAD_REQUEST, "%s: '%.*s' must be %s, not %s",
-				  c->r->cmd->name, (int)(end - key), key, param_type_name(t),
-				  json_kind(v));
+				  r->cmd->name, (int)(end - key), key, param_type_name(t),
+				  json_kind(m->type));
 			return -1;
 		}
-		c->arg[i] = v;
+		c->has[i] = have;
 	}
-	if (found != json_object_size(params)) {
-		const char *key;
-		json_t *v;
-
-		json_object_foreach(params, key, v) {
-			size_t klen = strlen(key);
-			bool known = strcmp(key, "name") == 0;
-			for (const char *p = spec ? spec : ""; *p && !known;) {
-				const char *k = p + 2, *end = k;
-				while (*end && *end != ' ' && *end != '?')
-					end++;
-				known = (size_t)(end - k) == klen && memcmp(k, key, klen) == 0;
-				p = end;
-				while (*p == ' ' || *p == '?')
-					p++;
-			}
-			if (!known) {
-				obj_error(c, MPSUP_E_BAD_REQUEST, "%s: unknown parameter '%.64s'",
-					  c->r->cmd->name, key);
-				return -1;
-			}
-		}
+	if (found != (r->members ? r->n_members : json_object_size(r->params))) {
+		param_unknown(c, spec);
+		return -1;
 	}
 	return 0;
 }
 
-/* The `name` parameter, checked; NULL after answering bad_request. */
-static const char *param_name(struct request *r)
+/* The `name` parameter, checked, into buf (OBJ_NAME_MAX + 1 bytes); NULL
+ * after answering bad_request. */
+static const char *param_name(struct request *r, char *buf)
 {
-	json_t *v = json_object_get(r->params, "name");
-	const char *name = json_string_value(v);
+	struct mpsup_member m;
 
-	if (!v) {
+	if (!param_get(r, "name", 4, &m)) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "%s: missing parameter 'name'", r->cmd->name);
 		return NULL;
 	}
-	if (!name || !name_valid(name, false)) {
-		request_error(r, MPSUP_E_BAD_REQUEST,
-			      "%s: invalid object name (expected [A-Za-z0-9_.-]{1,64})",
-			      r->cmd->name);
-		return NULL;
+	if (m.type == JSON_STRING && m.str_len <= OBJ_NAME_MAX) {
+		memcpy(buf, m.str, m.str_len);
+		buf[m.str_len] = '\0';
+		if (name_valid(buf, false))
+			return buf;
 	}
-	return name;
+	request_error(r, MPSUP_E_BAD_REQUEST,
+		      "%s: invalid object name (expected [A-Za-z0-9_.-]{1,64})", r->cmd->name);
+	return NULL;
 }
 
 /* --- TYPE.OP ----------------------------------------------------------------------- */
 
-enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struct obj_op *op)
+/* Find c's object called name, or create it (auto-creation); false after
+ * answering. */
+static bool call_object(struct obj_call *c, const struct obj_type *type, const char *name)
 {
-	struct obj_call c = { .r = r, .op = op };
-	const char *name = param_name(r);
+	struct request *r = c->r;
+	const struct obj_op *op = c->op;
 
-	if (!name)
-		return CMD_DONE;
-	/* While the log cannot be written a mutation is refused before
-	 * anything of the state shows in its answer; any other answer about
-	 * this name waits if an unwritten record changed it (persist.h). */
-	if ((op->flags & CMD_MUTATES) && type->dump && !persist_writable(r))
-		return CMD_DONE;
-	persist_read(r);
-	if (params_read(&c, op->spec) < 0)
-		return CMD_DONE;
-	c.o = obj_find(name);
-	if (!c.o) {
+	c->o = obj_find(name);
+	if (!c->o) {
 		enum mpsup_err code;
 		char err[256];
 
@@ -454,35 +535,56 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 		if (r->conn && r->conn->role < ROLE_STATE) {
 			request_error(r, MPSUP_E_NOT_FOUND,
 				      "no object %s; creating one needs the state role", name);
-			return CMD_DONE;
+			return false;
 		}
 		/* Creating a persisted object is a mutation, even for a read. */
 		if (type->dump && !persist_writable(r))
-			return CMD_DONE;
+			return false;
 		if (!mem_room(r, OBJ_MEM_OVERHEAD + strlen(name) +
-				     ((op->flags & OBJ_OP_GROWS) ? call_mem(&c) : 0)))
-			return CMD_DONE;
-		c.o = obj_create(name, type, NULL, &code, err, sizeof(err));
-		if (!c.o) {
+				     ((op->flags & OBJ_OP_GROWS) ? call_mem(c) : 0)))
+			return false;
+		c->o = obj_create(name, type, NULL, &code, err, sizeof(err));
+		if (!c->o) {
 			request_error(r, code, "%s: %s", name, err);
-			return CMD_DONE;
+			return false;
 		}
 		if (type->dump) {
 			json_t *p = json_pack("{s:s, s:s}", "name", name, "type", type->name);
 			persist_log("obj.create", p);
 			json_decref(p);
 		}
-		obj_changed(c.o, "create");
-	} else if (c.o->type != type) {
-		request_error(r, MPSUP_E_WRONG_TYPE, "%s is a %s, not a %s", name, c.o->type->name,
+		obj_changed(c->o, "create");
+	} else if (c->o->type != type) {
+		request_error(r, MPSUP_E_WRONG_TYPE, "%s is a %s, not a %s", name, c->o->type->name,
 			      type->name);
-		return CMD_DONE;
+		return false;
 	} else if ((op->flags & CMD_MUTATES) && type->dump && !persist_writable(r)) {
-		return CMD_DONE;
-	} else if ((op->flags & OBJ_OP_GROWS) && !mem_room(r, call_mem(&c))) {
-		return CMD_DONE;
+		return false;
+	} else if ((op->flags & OBJ_OP_GROWS) && !mem_room(r, call_mem(c))) {
+		return false;
 	}
-	return op->fn(&c);
+	return true;
+}
+
+enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struct obj_op *op)
+{
+	struct obj_call c = { .r = r, .op = op };
+	char buf[OBJ_NAME_MAX + 1];
+	const char *name = param_name(r, buf);
+	enum cmd_ret ret = CMD_DONE;
+
+	if (!name)
+		return CMD_DONE;
+	/* While the log cannot be written a mutation is refused before
+	 * anything of the state shows in its answer; any other answer about
+	 * this name waits if an unwritten record changed it (persist.h). */
+	if ((op->flags & CMD_MUTATES) && type->dump && !persist_writable(r))
+		return CMD_DONE;
+	persist_read(r, name);
+	if (params_read(&c, op->spec) == 0 && call_object(&c, type, name))
+		ret = op->fn(&c);
+	call_done(&c);
+	return ret;
 }
 
 /* --- obj.* ---------------------------------------------------------------------------- */
@@ -490,7 +592,8 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 /* obj.create {name, type, ...options} -> {created} */
 static enum cmd_ret cmd_obj_create(struct request *r)
 {
-	const char *name = param_name(r), *tname;
+	char buf[OBJ_NAME_MAX + 1];
+	const char *name = param_name(r, buf), *tname;
 	const struct obj_type *type;
 	enum mpsup_err code;
 	char err[256];
@@ -498,7 +601,7 @@ static enum cmd_ret cmd_obj_create(struct request *r)
 
 	if (!name)
 		return CMD_DONE;
-	persist_read(r);
+	persist_read(r, name);
 	tname = json_string_value(json_object_get(r->params, "type"));
 	if (!tname) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "obj.create: 'type' must be a string");
@@ -562,7 +665,7 @@ static enum cmd_ret cmd_obj_list(struct request *r)
 		request_error(r, MPSUP_E_BAD_REQUEST, "obj.list: unknown type '%.64s'", tname);
 		return CMD_DONE;
 	}
-	persist_read(r); /* no name: the whole namespace */
+	persist_read(r, NULL); /* the whole namespace */
 	all = malloc((n_objects + 1) * sizeof(*all));
 	list = json_array();
 	if (!all || !list) {
@@ -598,7 +701,7 @@ static struct obj *existing(struct request *r)
 		request_error(r, MPSUP_E_BAD_REQUEST, "%s: invalid object name", r->cmd->name);
 		return NULL;
 	}
-	persist_read(r); /* even not_found may show an unwritten delete */
+	persist_read(r, name); /* even not_found may show an unwritten delete */
 	if (!(o = obj_find(name)))
 		request_error(r, MPSUP_E_NOT_FOUND, "no object named %s", name);
 	return o;
@@ -722,9 +825,11 @@ int obj_replay(const char *cmd, json_t *params, char *err, size_t errlen)
 	}
 	rq.cmd = e;
 	c.o = o;
-	if (params_read(&c, c.op->spec) < 0)
-		return -1;
-	c.op->fn(&c);
+	if (params_read(&c, c.op->spec) == 0)
+		c.op->fn(&c);
+	else
+		c.failed = true;
+	call_done(&c);
 	return c.failed ? -1 : 0;
 }
 
@@ -745,8 +850,8 @@ static void state_cmds_build(void)
 			if (strncmp(op->name, obj_types[t]->name, tl) != 0 || op->name[tl] != '.')
 				fatalx("state", "%s: not an op of type %s", op->name,
 				       obj_types[t]->name);
-			state_cmds[n] = (struct cmd_entry){ op->name, op->role, op->flags,
-							    cmd_type_op };
+			state_cmds[n] = (struct cmd_entry){ op->name, op->role,
+							    op->flags | CMD_IN_PLACE, cmd_type_op };
 			cmd_ops[n].type = obj_types[t];
 			cmd_ops[n].op = op;
 			n++;

@@ -1,13 +1,12 @@
 /*
  * The shared-state namespace and the state module: named objects in one
  * hash table, the generic obj.* commands, and the dispatch of every TYPE.OP
- * command to its type's op (name lookup, auto-creation, type and parameter
- * checks happen here, once).
+ * command to its type's op (name lookup, auto-creation and type checks
+ * happen here, once; the parameters are read by obj_params.c).
  */
 #include "config.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include "events.h"
 #include "log.h"
 #include "obj.h"
+#include "obj_int.h"
 #include "persist.h"
 #include "conn.h" /* after obj.h: conn.h needs struct conn declared */
 
@@ -306,215 +306,6 @@ void obj_error(struct obj_call *c, enum mpsup_err code, const char *fmt, ...)
 	request_error(c->r, code, "%s", msg);
 }
 
-/* --- parameters ---------------------------------------------------------------- */
-
-/* v as a member (borrowed: m->v is v whatever its type). */
-static void member_of(json_t *v, struct mpsup_member *m)
-{
-	m->type = json_typeof(v);
-	m->str = json_string_value(v);
-	m->str_len = json_string_length(v);
-	m->i = json_integer_value(v);
-	m->d = json_real_value(v);
-	m->v = v;
-}
-
-/* r's parameter key (klen bytes): from the line when it was read in place,
- * else from its tree. false when absent. */
-static bool param_get(struct request *r, const char *key, size_t klen, struct mpsup_member *ret)
-{
-	json_t *v;
-
-	if (r->members) {
-		for (size_t i = 0; i < r->n_members; i++)
-			if (r->members[i].key_len == klen && memcmp(r->members[i].key, key, klen) == 0) {
-				*ret = r->members[i];
-				return true;
-			}
-		return false;
-	}
-	if (!(v = json_object_getn(r->params, key, klen)))
-		return false;
-	member_of(v, ret);
-	return true;
-}
-
-json_t *obj_arg(struct obj_call *c, int i)
-{
-	if (!c->has[i])
-		return NULL;
-	if (c->arg[i].v)
-		return c->arg[i].v;
-	if (!c->built[i])
-		c->built[i] = mpsup_member_json(&c->arg[i]);
-	return c->built[i];
-}
-
-/* Release what obj_arg() built for c. */
-static void call_done(struct obj_call *c)
-{
-	for (int i = 0; i < OBJ_MAX_PARAMS; i++) {
-		json_decref(c->built[i]);
-		c->built[i] = NULL;
-	}
-}
-
-static const char *json_kind(json_type t)
-{
-	switch (t) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a real";
-	case JSON_TRUE:
-	case JSON_FALSE: return "a boolean";
-	default: return "null";
-	}
-}
-
-static bool param_type_ok(char t, json_type type)
-{
-	switch (t) {
-	case 's': return type == JSON_STRING;
-	case 'i': return type == JSON_INTEGER;
-	case 'n':
-	case 't': return type == JSON_INTEGER || type == JSON_REAL;
-	case 'a': return type == JSON_ARRAY;
-	case 'O': return type == JSON_OBJECT;
-	default: return true;
-	}
-}
-
-static const char *param_type_name(char t)
-{
-	switch (t) {
-	case 's': return "a string";
-	case 'i': return "an integer";
-	case 'n': return "a number";
-	case 't': return "a number of seconds";
-	case 'a': return "an array";
-	case 'O': return "an object";
-	default: return "a JSON value";
-	}
-}
-
-/* Whether key (klen bytes) is `name` or a parameter of spec. */
-static bool spec_knows(const char *spec, const char *key, size_t klen)
-{
-	if (klen == 4 && memcmp(key, "name", 4) == 0)
-		return true;
-	for (const char *p = spec ? spec : ""; *p;) {
-		const char *k = p + 2, *end = k;
-		while (*end && *end != ' ' && *end != '?')
-			end++;
-		if ((size_t)(end - k) == klen && memcmp(k, key, klen) == 0)
-			return true;
-		p = end;
-		while (*p == ' ' || *p == '?')
-			p++;
-	}
-	return false;
-}
-
-/* Answer bad_request for the first parameter of r that spec does not know
- * (there is one). */
-static void param_unknown(struct obj_call *c, const char *spec)
-{
-	struct request *r = c->r;
-	const char *key = "?";
-	size_t klen = 1;
-
-	if (r->members) {
-		for (size_t i = 0; i < r->n_members; i++)
-			if (!spec_knows(spec, r->members[i].key, r->members[i].key_len)) {
-				key = r->members[i].key;
-				klen = r->members[i].key_len;
-				break;
-			}
-	} else {
-		const char *k;
-		json_t *v;
-
-		json_object_foreach(r->params, k, v)
-			if (!spec_knows(spec, k, strlen(k))) {
-				key = k;
-				klen = strlen(k);
-				break;
-			}
-	}
-	obj_error(c, MPSUP_E_BAD_REQUEST, "%s: unknown parameter '%.*s'", r->cmd->name,
-		  (int)(klen > 64 ? 64 : klen), key);
-}
-
-/*
- * Read c->r's parameters into c->arg following spec (see struct obj_op).
- * `name` is always there and already checked. Answers bad_request and
- * returns -1 on a missing, mistyped or unknown parameter.
- */
-static int params_read(struct obj_call *c, const char *spec)
-{
-	struct request *r = c->r;
-	size_t found = 1; /* name */
-	int i = 0;
-
-	for (const char *p = spec ? spec : ""; *p; i++) {
-		char t = p[0];
-		const char *key = p + 2, *end = key;
-		struct mpsup_member *m = &c->arg[i];
-		bool optional, have;
-
-		while (*end && *end != ' ' && *end != '?')
-			end++;
-		optional = *end == '?';
-		p = end + optional;
-		while (*p == ' ')
-			p++;
-		have = param_get(r, key, (size_t)(end - key), m);
-		found += have;
-		if (have && m->type == JSON_NULL && t != 'o' && optional)
-			have = false; /* null = absent for typed optional params */
-		if (!have && !optional) {
-			obj_error(c, MPSUP_E_BAD_REQUEST, "%s: missing parameter '%.*s'",
-				  r->cmd->name, (int)(end - key), key);
-			return -1;
-		}
-		if (have && !param_type_ok(t, m->type)) {
-			obj_error(c, MPSUP_E_BAD_REQUEST, "%s: '%.*s' must be %s, not %s",
-				  r->cmd->name, (int)(end - key), key, param_type_name(t),
-				  json_kind(m->type));
-			return -1;
-		}
-		c->has[i] = have;
-	}
-	if (found != (r->members ? r->n_members : json_object_size(r->params))) {
-		param_unknown(c, spec);
-		return -1;
-	}
-	return 0;
-}
-
-/* The `name` parameter, checked, into buf (OBJ_NAME_MAX + 1 bytes); NULL
- * after answering bad_request. */
-static const char *param_name(struct request *r, char *buf)
-{
-	struct mpsup_member m;
-
-	if (!param_get(r, "name", 4, &m)) {
-		request_error(r, MPSUP_E_BAD_REQUEST, "%s: missing parameter 'name'", r->cmd->name);
-		return NULL;
-	}
-	if (m.type == JSON_STRING && m.str_len <= OBJ_NAME_MAX) {
-		memcpy(buf, m.str, m.str_len);
-		buf[m.str_len] = '\0';
-		if (name_valid(buf, false))
-			return buf;
-	}
-	request_error(r, MPSUP_E_BAD_REQUEST,
-		      "%s: invalid object name (expected [A-Za-z0-9_.-]{1,64})", r->cmd->name);
-	return NULL;
-}
-
 /* --- TYPE.OP ----------------------------------------------------------------------- */
 
 /* Find c's object called name, or create it (auto-creation); false after
@@ -570,7 +361,7 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 {
 	struct obj_call c = { .r = r, .op = op };
 	char buf[OBJ_NAME_MAX + 1];
-	const char *name = param_name(r, buf);
+	const char *name = obj_param_name(r, buf);
 	enum cmd_ret ret = CMD_DONE;
 
 	if (!name)
@@ -581,9 +372,9 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 	if ((op->flags & CMD_MUTATES) && type->dump && !persist_writable(r))
 		return CMD_DONE;
 	persist_read(r, name);
-	if (params_read(&c, op->spec) == 0 && call_object(&c, type, name))
+	if (obj_params_read(&c, op->spec) == 0 && call_object(&c, type, name))
 		ret = op->fn(&c);
-	call_done(&c);
+	obj_call_done(&c);
 	return ret;
 }
 
@@ -593,7 +384,7 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 static enum cmd_ret cmd_obj_create(struct request *r)
 {
 	char buf[OBJ_NAME_MAX + 1];
-	const char *name = param_name(r, buf), *tname;
+	const char *name = obj_param_name(r, buf), *tname;
 	const struct obj_type *type;
 	enum mpsup_err code;
 	char err[256];
@@ -825,11 +616,11 @@ int obj_replay(const char *cmd, json_t *params, char *err, size_t errlen)
 	}
 	rq.cmd = e;
 	c.o = o;
-	if (params_read(&c, c.op->spec) == 0)
+	if (obj_params_read(&c, c.op->spec) == 0)
 		c.op->fn(&c);
 	else
 		c.failed = true;
-	call_done(&c);
+	obj_call_done(&c);
 	return c.failed ? -1 : 0;
 }
 
@@ -871,117 +662,3 @@ const struct cmd_module state_module = {
 	.cmds = state_cmds,
 	.info = state_info,
 };
-
-/* --- helpers for the types ------------------------------------------------------------ */
-
-bool obj_json_equal(json_t *a, json_t *b)
-{
-	if (json_is_number(a) && json_is_number(b)) {
-		if (json_is_integer(a) && json_is_integer(b))
-			return json_integer_value(a) == json_integer_value(b);
-		return json_number_value(a) == json_number_value(b);
-	}
-	return json_equal(a, b);
-}
-
-bool obj_num_add(json_t *a, json_t *b, json_t **ret)
-{
-	if (json_is_integer(a) && json_is_integer(b)) {
-		json_int_t s;
-		if (__builtin_add_overflow(json_integer_value(a), json_integer_value(b), &s))
-			return false;
-		*ret = json_integer(s);
-	} else {
-		double d = json_number_value(a) + json_number_value(b);
-		if (!isfinite(d))
-			return false;
-		*ret = json_real(d);
-	}
-	return true;
-}
-
-bool obj_index(json_int_t idx, size_t len, size_t *ret)
-{
-	if (idx < 0)
-		idx += (json_int_t)len;
-	if (idx < 0 || (size_t)idx >= len)
-		return false;
-	*ret = (size_t)idx;
-	return true;
-}
-
-/* One slice bound, Python style: negative from the end, clamped. */
-static size_t slice_bound(json_t *v, size_t len, size_t def)
-{
-	json_int_t i;
-
-	if (!v)
-		return def;
-	i = json_integer_value(v);
-	if (i < 0) {
-		i += (json_int_t)len;
-		if (i < 0)
-			i = 0;
-	}
-	return (size_t)i > len ? len : (size_t)i;
-}
-
-void obj_slice(json_t *start, json_t *stop, size_t len, size_t *ret_start, size_t *ret_stop)
-{
-	*ret_start = slice_bound(start, len, 0);
-	*ret_stop = slice_bound(stop, len, len);
-	if (*ret_stop < *ret_start)
-		*ret_stop = *ret_start;
-}
-
-int obj_opt_int(json_t *opts, const char *key, json_int_t def, json_int_t min,
-		json_int_t max, json_int_t *ret, char *err, size_t errlen)
-{
-	json_t *v = json_object_get(opts, key);
-
-	if (!v || json_is_null(v)) {
-		*ret = def;
-		return 0;
-	}
-	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-		snprintf(err, errlen, "'%s' must be an integer in [%lld, %lld]", key,
-			 (long long)min, (long long)max);
-		return -1;
-	}
-	*ret = json_integer_value(v);
-	return 0;
-}
-
-int obj_opts_only(json_t *opts, const char *const *keys, char *err, size_t errlen)
-{
-	const char *key;
-	json_t *v;
-
-	json_object_foreach(opts, key, v) {
-		bool known = strcmp(key, "name") == 0 || strcmp(key, "type") == 0;
-		for (const char *const *k = keys; *k && !known; k++)
-			known = strcmp(*k, key) == 0;
-		if (!known) {
-			snprintf(err, errlen, "unknown option '%.64s'", key);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-bool obj_items_fit(size_t have, size_t adding)
-{
-	size_t max = daemon_g.conf->max_object_items;
-
-	return obj_restoring || (adding <= max && have <= max - adding);
-}
-
-bool obj_items_room(struct obj_call *c, size_t have, size_t adding)
-{
-	if (obj_items_fit(have, adding))
-		return true;
-	obj_error(c, MPSUP_E_LIMIT, "%s: %zu %s would be more than max_object_items (%u)",
-		  c->o->name, have + adding, c->o->type == &dict_type ? "keys" : "items",
-		  daemon_g.conf->max_object_items);
-	return false;
-}

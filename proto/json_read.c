@@ -366,7 +366,8 @@ static int envelope_take(struct reader *r, struct envelope *env, const char *key
 	memcpy(env->cmd, s, len);
 	env->cmd[len] = '\0';
 	env->has_cmd = true;
-	free(heap);
+	if (heap) /* rare: no call on the hot path */
+		free(heap);
 	return 1;
 }
 

@@ -357,8 +357,18 @@ static bool call_object(struct obj_call *c, const struct obj_type *type, const c
 	return true;
 }
 
-enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struct obj_op *op)
+/* For a TYPE.OP command: its type, op and parsed spec. */
+struct type_op {
+	const struct obj_type *type;
+	const struct obj_op *op;
+	struct op_spec spec;
+};
+
+/* Run TYPE.OP (t) for r. */
+static enum cmd_ret op_run(struct request *r, const struct type_op *t)
 {
+	const struct obj_type *type = t->type;
+	const struct obj_op *op = t->op;
 	struct obj_call c = { .r = r, .op = op };
 	char buf[OBJ_NAME_MAX + 1];
 	const char *name = obj_param_name(r, buf);
@@ -372,7 +382,7 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 	if ((op->flags & CMD_MUTATES) && type->dump && !persist_writable(r))
 		return CMD_DONE;
 	persist_read(r, name);
-	if (obj_params_read(&c, op->spec) == 0 && call_object(&c, type, name))
+	if (obj_params_read(&c, &t->spec) == 0 && call_object(&c, type, name))
 		ret = op->fn(&c);
 	obj_call_done(&c);
 	return ret;
@@ -540,17 +550,12 @@ static struct cmd_entry state_cmds[MAX_CMDS + 1] = {
 	{ "obj.get", ROLE_READ, 0, cmd_obj_get },
 	{ "obj.list", ROLE_READ, 0, cmd_obj_list },
 };
-/* For state_cmds[i]: its type and op. */
-static struct {
-	const struct obj_type *type;
-	const struct obj_op *op;
-} cmd_ops[MAX_CMDS];
+/* For state_cmds[i]: its type, op and spec. */
+static struct type_op cmd_ops[MAX_CMDS];
 
 static enum cmd_ret cmd_type_op(struct request *r)
 {
-	size_t i = (size_t)(r->cmd - state_cmds);
-
-	return obj_run(r, cmd_ops[i].type, cmd_ops[i].op);
+	return op_run(r, &cmd_ops[r->cmd - state_cmds]);
 }
 
 static size_t type_op_index(const struct cmd_entry *e)
@@ -616,7 +621,7 @@ int obj_replay(const char *cmd, json_t *params, char *err, size_t errlen)
 	}
 	rq.cmd = e;
 	c.o = o;
-	if (obj_params_read(&c, c.op->spec) == 0)
+	if (obj_params_read(&c, &cmd_ops[type_op_index(e)].spec) == 0)
 		c.op->fn(&c);
 	else
 		c.failed = true;
@@ -645,6 +650,8 @@ static void state_cmds_build(void)
 							    op->flags | CMD_IN_PLACE, cmd_type_op };
 			cmd_ops[n].type = obj_types[t];
 			cmd_ops[n].op = op;
+			if (obj_spec_parse(op->spec, &cmd_ops[n].spec) < 0)
+				fatalx("state", "%s: bad parameter spec '%s'", op->name, op->spec);
 			n++;
 		}
 }

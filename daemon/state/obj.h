@@ -205,10 +205,6 @@ void obj_error(struct obj_call *c, enum mpsup_err code, const char *fmt, ...)
 /* Publish object.changed for o (cheap when nobody listens). */
 void obj_changed(const struct obj *o, const char *op);
 
-/* Run TYPE.OP on an object of that type; used by the command table and
- * by unit tests. */
-enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struct obj_op *op);
-
 /*
  * Helpers shared by the types.
  */

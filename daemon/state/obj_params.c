@@ -12,6 +12,15 @@
 #include "obj.h"
 #include "obj_int.h"
 
+/* Whether a and b (len bytes each) are equal: short keys, no call. */
+static inline bool key_eq(const char *a, const char *b, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (a[i] != b[i])
+			return false;
+	return true;
+}
+
 /* v as a member (borrowed: m->v is v whatever its type). */
 static void member_of(json_t *v, struct mpsup_member *m)
 {
@@ -31,7 +40,7 @@ static bool param_get(struct request *r, const char *key, size_t klen, struct mp
 
 	if (r->members) {
 		for (size_t i = 0; i < r->n_members; i++)
-			if (r->members[i].key_len == klen && memcmp(r->members[i].key, key, klen) == 0) {
+			if (r->members[i].key_len == klen && key_eq(r->members[i].key, key, klen)) {
 				*ret = r->members[i];
 				return true;
 			}
@@ -103,27 +112,47 @@ static const char *param_type_name(char t)
 	}
 }
 
-/* Whether key (klen bytes) is `name` or a parameter of spec. */
-static bool spec_knows(const char *spec, const char *key, size_t klen)
+int obj_spec_parse(const char *spec, struct op_spec *ret)
 {
-	if (klen == 4 && memcmp(key, "name", 4) == 0)
-		return true;
+	struct op_spec s = { .n = 0 };
+
 	for (const char *p = spec ? spec : ""; *p;) {
-		const char *k = p + 2, *end = k;
+		struct param_spec *ps = &s.p[s.n];
+		const char *end = p + 2;
+
+		if (s.n == OBJ_MAX_PARAMS || p[1] != ':' || !strchr("osinaOt", p[0]))
+			return -1;
 		while (*end && *end != ' ' && *end != '?')
 			end++;
-		if ((size_t)(end - k) == klen && memcmp(k, key, klen) == 0)
-			return true;
-		p = end;
-		while (*p == ' ' || *p == '?')
+		ps->type = p[0];
+		ps->key = p + 2;
+		ps->klen = (size_t)(end - ps->key);
+		ps->optional = *end == '?';
+		if (!ps->klen)
+			return -1;
+		p = end + ps->optional;
+		while (*p == ' ')
 			p++;
+		s.n++;
 	}
+	*ret = s;
+	return 0;
+}
+
+/* Whether key (klen bytes) is `name` or a parameter of spec. */
+static bool spec_knows(const struct op_spec *spec, const char *key, size_t klen)
+{
+	if (klen == 4 && key_eq(key, "name", 4))
+		return true;
+	for (int i = 0; i < spec->n; i++)
+		if (spec->p[i].klen == klen && key_eq(spec->p[i].key, key, klen))
+			return true;
 	return false;
 }
 
 /* Answer bad_request for the first parameter of r that spec does not know
  * (there is one). */
-static void param_unknown(struct obj_call *c, const char *spec)
+static void param_unknown(struct obj_call *c, const struct op_spec *spec)
 {
 	struct request *r = c->r;
 	const char *key = "?";
@@ -151,41 +180,27 @@ static void param_unknown(struct obj_call *c, const char *spec)
 		  (int)(klen > 64 ? 64 : klen), key);
 }
 
-/*
- * Read c->r's parameters into c->arg following spec (see struct obj_op).
- * `name` is always there and already checked. Answers bad_request and
- * returns -1 on a missing, mistyped or unknown parameter.
- */
-int obj_params_read(struct obj_call *c, const char *spec)
+int obj_params_read(struct obj_call *c, const struct op_spec *spec)
 {
 	struct request *r = c->r;
 	size_t found = 1; /* name */
-	int i = 0;
 
-	for (const char *p = spec ? spec : ""; *p; i++) {
-		char t = p[0];
-		const char *key = p + 2, *end = key;
+	for (int i = 0; i < spec->n; i++) {
+		const struct param_spec *ps = &spec->p[i];
 		struct mpsup_member *m = &c->arg[i];
-		bool optional, have;
+		bool have = param_get(r, ps->key, ps->klen, m);
 
-		while (*end && *end != ' ' && *end != '?')
-			end++;
-		optional = *end == '?';
-		p = end + optional;
-		while (*p == ' ')
-			p++;
-		have = param_get(r, key, (size_t)(end - key), m);
 		found += have;
-		if (have && m->type == JSON_NULL && t != 'o' && optional)
+		if (have && m->type == JSON_NULL && ps->type != 'o' && ps->optional)
 			have = false; /* null = absent for typed optional params */
-		if (!have && !optional) {
+		if (!have && !ps->optional) {
 			obj_error(c, MPSUP_E_BAD_REQUEST, "%s: missing parameter '%.*s'",
-				  r->cmd->name, (int)(end - key), key);
+				  r->cmd->name, (int)ps->klen, ps->key);
 			return -1;
 		}
-		if (have && !param_type_ok(t, m->type)) {
+		if (have && !param_type_ok(ps->type, m->type)) {
 			obj_error(c, MPSUP_E_BAD_REQUEST, "%s: '%.*s' must be %s, not %s",
-				  r->cmd->name, (int)(end - key), key, param_type_name(t),
+				  r->cmd->name, (int)ps->klen, ps->key, param_type_name(ps->type),
 				  json_kind(m->type));
 			return -1;
 		}

@@ -66,9 +66,11 @@ static const unsigned char str_plain[256] = {
 };
 #undef R16
 
-static void skip_space(struct reader *r)
+static inline void skip_space(struct reader *r)
 {
-	while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
+	/* Most calls find a token at once: one compare for them. */
+	while (r->p < r->end && *r->p <= ' ' &&
+	       (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
 		r->p++;
 }
 
@@ -197,8 +199,8 @@ static ssize_t unescape(const unsigned char *s, const unsigned char *end, char *
  * (STR_STACK bytes) or into *ret_heap, which the caller frees. false when
  * it is not a valid string.
  */
-static bool read_string(struct reader *r, const char **ret_s, size_t *ret_len, char *tmp,
-			char **ret_heap)
+static inline __attribute__((always_inline)) bool
+read_string(struct reader *r, const char **ret_s, size_t *ret_len, char *tmp, char **ret_heap)
 {
 	const unsigned char *start = ++r->p, *q = start, *end = r->end;
 	bool escaped = false;
@@ -207,6 +209,10 @@ static bool read_string(struct reader *r, const char **ret_s, size_t *ret_len, c
 
 	*ret_heap = NULL;
 	for (;;) {
+		/* Four bytes a step while they are plain, then one by one. */
+		while (end - q >= 4 && str_plain[q[0]] && str_plain[q[1]] && str_plain[q[2]] &&
+		       str_plain[q[3]])
+			q += 4;
 		while (q < end && str_plain[*q])
 			q++;
 		if (q >= end || *q < 0x20)

@@ -6,7 +6,8 @@ median() {
 }
 
 # Run "$1" (mpsupd) and "$2" (the peer) REPS times, interleaved; each prints
-# a rate. Prints the median rates and the median of the per-pair ratios.
+# a rate. Prints the median rates and the median of the per-pair ratios;
+# with SPREAD=1 also the lowest and highest ratio.
 pairs() {
 	local ms= rs= qs= m r
 	for _ in $(seq "$REPS"); do
@@ -16,4 +17,8 @@ pairs() {
 	done
 	printf '%12.0f %12.0f %7.2f' "$(printf '%s' "$ms" | median)" "$(printf '%s' "$rs" | median)" \
 		"$(printf '%s' "$qs" | median)"
+	if [ "${SPREAD:-0}" = 1 ]; then
+		printf ' %5.2f-%-5.2f' "$(printf '%s' "$qs" | sort -g | head -n 1)" \
+			"$(printf '%s' "$qs" | sort -g | tail -n 1)"
+	fi
 }

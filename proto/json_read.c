@@ -66,9 +66,11 @@ static const unsigned char str_plain[256] = {
 };
 #undef R16
 
-static void skip_space(struct reader *r)
+static inline void skip_space(struct reader *r)
 {
-	while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
+	/* Most calls find a token at once: one compare for them. */
+	while (r->p < r->end && *r->p <= ' ' &&
+	       (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
 		r->p++;
 }
 
@@ -197,8 +199,8 @@ static ssize_t unescape(const unsigned char *s, const unsigned char *end, char *
  * (STR_STACK bytes) or into *ret_heap, which the caller frees. false when
  * it is not a valid string.
  */
-static bool read_string(struct reader *r, const char **ret_s, size_t *ret_len, char *tmp,
-			char **ret_heap)
+static inline __attribute__((always_inline)) bool
+read_string(struct reader *r, const char **ret_s, size_t *ret_len, char *tmp, char **ret_heap)
 {
 	const unsigned char *start = ++r->p, *q = start, *end = r->end;
 	bool escaped = false;
@@ -207,6 +209,10 @@ static bool read_string(struct reader *r, const char **ret_s, size_t *ret_len, c
 
 	*ret_heap = NULL;
 	for (;;) {
+		/* Four bytes a step while they are plain, then one by one. */
+		while (end - q >= 4 && str_plain[q[0]] && str_plain[q[1]] && str_plain[q[2]] &&
+		       str_plain[q[3]])
+			q += 4;
 		while (q < end && str_plain[*q])
 			q++;
 		if (q >= end || *q < 0x20)
@@ -251,9 +257,10 @@ static bool is_digit(const unsigned char *q, const unsigned char *end)
 	return q < end && *q >= '0' && *q <= '9';
 }
 
-/* A number: an integer when it has no fraction or exponent (and must fit
- * in int64, as in jansson), else a real. */
-static json_t *read_number(struct reader *r)
+/* Scan the number at r->p: an integer when it has no fraction or exponent
+ * (and must fit in int64, as in jansson; *ret_i), else a real (*ret_d).
+ * false when it is not a number jansson reads the same way. */
+static bool scan_number(struct reader *r, bool *ret_real, json_int_t *ret_i, double *ret_d)
 {
 	const unsigned char *s = r->p, *q = s, *end = r->end;
 	bool neg = false, real = false;
@@ -263,17 +270,17 @@ static json_t *read_number(struct reader *r)
 		q++;
 	}
 	if (!is_digit(q, end))
-		return NULL;
+		return false;
 	if (*q == '0') {
 		if (is_digit(++q, end))
-			return NULL;
+			return false;
 	} else {
 		while (is_digit(q, end))
 			q++;
 	}
 	if (q < end && *q == '.') {
 		if (!is_digit(++q, end))
-			return NULL;
+			return false;
 		while (is_digit(q, end))
 			q++;
 		real = true;
@@ -283,40 +290,54 @@ static json_t *read_number(struct reader *r)
 		if (q < end && (*q == '+' || *q == '-'))
 			q++;
 		if (!is_digit(q, end))
-			return NULL;
+			return false;
 		while (is_digit(q, end))
 			q++;
 		real = true;
 	}
 	r->p = q;
+	*ret_real = real;
 	if (!real) {
 		uint64_t v = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
 
 		for (const unsigned char *d = s + neg; d < q; d++) {
 			unsigned digit = *d - '0';
 			if (v > (limit - digit) / 10)
-				return NULL; /* jansson: too big integer */
+				return false; /* jansson: too big integer */
 			v = v * 10 + digit;
 		}
 		if (neg)
-			return json_integer(v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(json_int_t)v);
-		return json_integer((json_int_t)v);
+			*ret_i = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(json_int_t)v;
+		else
+			*ret_i = (json_int_t)v;
 	} else {
 		char buf[REAL_MAX_CHARS], *e;
 		size_t len = (size_t)(q - s);
 		double d;
 
 		if (len >= sizeof(buf))
-			return NULL;
+			return false;
 		memcpy(buf, s, len);
 		buf[len] = '\0';
 		errno = 0;
 		d = strtod(buf, &e);
 		/* e short of the end: a locale with another decimal point. */
 		if (e != buf + len || (errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL)))
-			return NULL;
-		return json_real(d);
+			return false;
+		*ret_d = d;
 	}
+	return true;
+}
+
+static json_t *read_number(struct reader *r)
+{
+	json_int_t i;
+	double d;
+	bool real;
+
+	if (!scan_number(r, &real, &i, &d))
+		return NULL;
+	return real ? json_real(d) : json_integer(i);
 }
 
 /* A literal true/false/null at r->p. */
@@ -351,7 +372,8 @@ static int envelope_take(struct reader *r, struct envelope *env, const char *key
 	memcpy(env->cmd, s, len);
 	env->cmd[len] = '\0';
 	env->has_cmd = true;
-	free(heap);
+	if (heap) /* rare: no call on the hot path */
+		free(heap);
 	return 1;
 }
 
@@ -546,4 +568,159 @@ int json_read_request(const char *line, size_t len, size_t max_depth, json_t **r
 	*ret_params = params;
 	*ret_id = env.id;
 	return 0;
+}
+
+/* The value at r->p as member m: scalars stay in the text (a string with
+ * escapes is built), containers are built. */
+static bool member_value(struct reader *r, struct mpsup_member *m)
+{
+	char tmp[STR_STACK], *heap;
+	bool real;
+
+	m->v = NULL;
+	if (r->p >= r->end)
+		return false;
+	switch (*r->p) {
+	case '"':
+		if (!read_string(r, &m->str, &m->str_len, tmp, &heap))
+			return false;
+		m->type = JSON_STRING;
+		if (m->str == tmp || heap) {
+			/* Escaped: decoded into tmp or heap, which do not last. */
+			m->v = json_stringn_nocheck(m->str, m->str_len);
+			free(heap);
+			if (!m->v)
+				return false;
+			m->str = json_string_value(m->v);
+		}
+		return true;
+	case '{':
+	case '[':
+		m->type = *r->p == '{' ? JSON_OBJECT : JSON_ARRAY;
+		return (m->v = read_container(r, *r->p == '{')) != NULL;
+	case 't':
+		m->type = JSON_TRUE;
+		return read_word(r, "true", 4, json_true()) != NULL;
+	case 'f':
+		m->type = JSON_FALSE;
+		return read_word(r, "false", 5, json_false()) != NULL;
+	case 'n':
+		m->type = JSON_NULL;
+		return read_word(r, "null", 4, json_null()) != NULL;
+	default:
+		if (!scan_number(r, &real, &m->i, &m->d))
+			return false;
+		m->type = real ? JSON_REAL : JSON_INTEGER;
+		return true;
+	}
+}
+
+/* Read one member "key": value at r->p into env or members[*n]; false when
+ * refused (see mpsup_request_members). */
+static bool member_read(struct reader *r, struct envelope *env, struct mpsup_member *members,
+			size_t cap, size_t *n)
+{
+	char tmp[STR_STACK], *heap;
+	const char *key;
+	size_t klen;
+	int taken;
+
+	if (r->p >= r->end || *r->p != '"' || !read_string(r, &key, &klen, tmp, &heap))
+		return false;
+	if (key == tmp || heap) { /* an escaped key: the tree path reads it */
+		free(heap);
+		return false;
+	}
+	skip_space(r);
+	if (r->p >= r->end || *r->p != ':')
+		return false;
+	r->p++;
+	skip_space(r);
+	if ((taken = envelope_take(r, env, key, klen)) != 0)
+		return taken > 0;
+	if (*n == cap)
+		return false;
+	for (size_t i = 0; i < *n; i++)
+		if (members[i].key_len == klen && memcmp(members[i].key, key, klen) == 0)
+			return false; /* a duplicate: refused, the tree path explains */
+	members[*n].key = key;
+	members[*n].key_len = klen;
+	if (!member_value(r, &members[*n]))
+		return false;
+	++*n;
+	return true;
+}
+
+int mpsup_request_members(const char *line, size_t len, size_t max_depth,
+			  struct mpsup_member *members, size_t cap, size_t *ret_n,
+			  json_t **ret_id, char *cmd, size_t cmd_size)
+{
+	struct reader r = {
+		.depth = 1,
+		.max_depth = max_depth && max_depth < READ_MAX_DEPTH ? max_depth : READ_MAX_DEPTH,
+	};
+	struct envelope env = { .cmd = cmd, .cmd_size = cmd_size };
+	size_t n = 0;
+
+	if (!line || !cmd || cmd_size == 0)
+		return -1;
+	r.p = (const unsigned char *)line;
+	r.end = r.p + len;
+	skip_space(&r);
+	if (r.p >= r.end || *r.p != '{')
+		return -1;
+	r.p++;
+	skip_space(&r);
+	if (r.p < r.end && *r.p == '}') {
+		r.p++;
+		goto end;
+	}
+	for (;;) {
+		if (!member_read(&r, &env, members, cap, &n))
+			goto fail;
+		skip_space(&r);
+		if (r.p < r.end && *r.p == ',') {
+			r.p++;
+			skip_space(&r);
+			continue;
+		}
+		if (r.p < r.end && *r.p == '}') {
+			r.p++;
+			break;
+		}
+		goto fail;
+	}
+end:
+	skip_space(&r);
+	if (r.p != r.end || !env.has_cmd)
+		goto fail;
+	*ret_n = n;
+	*ret_id = env.id;
+	return 0;
+fail:
+	mpsup_members_free(members, n);
+	json_decref(env.id);
+	return -1;
+}
+
+void mpsup_members_free(struct mpsup_member *members, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		json_decref(members[i].v);
+		members[i].v = NULL;
+	}
+}
+
+json_t *mpsup_member_json(const struct mpsup_member *m)
+{
+	switch (m->type) {
+	case JSON_OBJECT:
+	case JSON_ARRAY: return json_incref(m->v);
+	case JSON_STRING: return m->v ? json_incref(m->v) : json_stringn_nocheck(m->str, m->str_len);
+	case JSON_INTEGER: return json_integer(m->i);
+	case JSON_REAL: return json_real(m->d);
+	case JSON_TRUE: return json_true();
+	case JSON_FALSE: return json_false();
+	default: return json_null();
+	}
 }

@@ -132,6 +132,37 @@ int mpsup_request_parse(const char *line, size_t len, size_t max_depth,
  */
 int mpsup_request_read(const char *line, size_t len, size_t max_depth, json_t **ret_params,
 		       json_t **ret_id, char *cmd, size_t cmd_size, struct mpsup_error *ret_err);
+/*
+ * One member of a request object as it lies in the line: scalars are read
+ * in place (no jansson value), objects, arrays and strings with escapes
+ * are built (v, a new reference).
+ */
+struct mpsup_member {
+	const char *key;     /* into the line (a key with escapes is refused) */
+	size_t key_len;
+	json_type type;
+	const char *str;     /* JSON_STRING: into the line, or v's text */
+	size_t str_len;
+	json_int_t i;        /* JSON_INTEGER */
+	double d;            /* JSON_REAL */
+	json_t *v;           /* JSON_OBJECT, JSON_ARRAY, an escaped string; else NULL */
+};
+/*
+ * Read a request line as mpsup_request_read() does, but leave its members
+ * (besides id and cmd) as they lie in the line: up to cap of them into
+ * members, *ret_n their number. 0, or -1 for "not here": invalid, more
+ * than cap members, a key with escapes, anything unusual; the caller then
+ * takes mpsup_request_read(), which reads it or explains. Free with
+ * mpsup_members_free().
+ */
+int mpsup_request_members(const char *line, size_t len, size_t max_depth,
+			  struct mpsup_member *members, size_t cap, size_t *ret_n,
+			  json_t **ret_id, char *cmd, size_t cmd_size);
+/* Release the values built for members (the members stay readable but
+ * for v). */
+void mpsup_members_free(struct mpsup_member *members, size_t n);
+/* A member's value as a jansson value (new reference). */
+json_t *mpsup_member_json(const struct mpsup_member *m);
 /* {"id": id, "ok": true, "result": result}; result is stolen, id borrowed. */
 json_t *mpsup_response_ok(json_t *id, json_t *result);
 /* {"id": id, "ok": false, "error": {code, message}}; id borrowed. */

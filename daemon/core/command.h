@@ -28,6 +28,9 @@ enum cmd_flags {
 	CMD_MUTATES = 1 << 0,
 	CMD_MAY_BLOCK = 1 << 1,
 	CMD_STREAMS = 1 << 2,
+	/* The handler reads its parameters in place (request_members), so no
+	 * r->params tree is built for it (it may build one: request_params). */
+	CMD_IN_PLACE = 1 << 3,
 };
 
 enum cmd_ret { CMD_DONE = 0, CMD_WAIT, CMD_STREAM };
@@ -80,7 +83,14 @@ struct cmd_module {
 struct request {
 	struct conn *conn;
 	json_t *id;       /* the request's id, or NULL */
-	json_t *params;   /* the request object without id and cmd */
+	/* The request object without id and cmd: built before exec for a
+	 * command without CMD_IN_PLACE (and for one that is kept), else NULL
+	 * unless the line could not be read in place or request_params() ran. */
+	json_t *params;
+	/* Its members as they lie in the line, while exec runs, when it could
+	 * be read in place (else NULL: then params is there). */
+	const struct mpsup_member *members;
+	size_t n_members;
 	const struct cmd_entry *cmd;
 	void (*cancel)(struct request *r);
 	void *data;       /* the handler's own, while kept */
@@ -128,6 +138,9 @@ int request_timeout(struct request *r, json_t *v, double *ret);
 /* Send one line of a streaming request; false when the connection is gone
  * or was dropped for not reading. */
 bool request_stream(struct request *r, json_t *msg);
+/* r's parameters as a JSON object (borrowed), built from its members on
+ * first use; NULL when out of memory. */
+json_t *request_params(struct request *r);
 /* Free a request that was never kept (core use). */
 void request_free(struct request *r);
 

@@ -7,9 +7,9 @@
  *   - persist_writable(r) before it mutates a persisted object: false (with
  *     `unavailable` answered) while the log cannot be written;
  *   - persist_log(cmd, params) once a mutation is done, before its answer;
- *   - persist_read(r) before it answers a request about a named object (or
- *     the namespace): false (with `unavailable` answered) when the answer
- *     could show a mutation that a failed commit left unwritten;
+ *   - persist_read(r, name) before it answers a request about a named object
+ *     (or the namespace): false (with `unavailable` answered) when the
+ *     answer could show a mutation that a failed commit left unwritten;
  *   - nothing else: the records of one event-loop pass are written (and
  *     with state_sync = always fsynced) together by a commit that runs at
  *     the end of the pass.
@@ -60,12 +60,12 @@ void persist_log(const char *cmd, json_t *params);
  * received while the handler runs (cheaper), else its parameters. */
 void persist_log_request(struct request *r);
 
-/* Before answering r about the object named by its `name` parameter (no
- * `name`: the whole namespace): if a failed commit left a record changing
- * it unwritten, r is answered `unavailable` and false is returned (the
- * last durable value is not kept: see docs/state.md). True otherwise, at
- * no cost while nothing failed. */
-bool persist_read(struct request *r);
+/* Before answering r about the object called name (NULL: the whole
+ * namespace): if a failed commit left a record changing it unwritten, r is
+ * answered `unavailable` and false is returned (the last durable value is
+ * not kept: see docs/state.md). True otherwise, at no cost while nothing
+ * failed. */
+bool persist_read(struct request *r, const char *name);
 
 /*
  * The commit barrier (commit_barrier.h); key is the connection whose

@@ -98,13 +98,10 @@ void persist_dirty_clear(void)
 	persist_g.unwritten_all = false;
 }
 
-bool persist_read(struct request *r)
+bool persist_read(struct request *r, const char *name)
 {
-	const char *name;
-
 	if (!persist_g.on || !r->conn)
 		return true;
-	name = json_string_value(json_object_get(r->params, "name"));
 	if (!read_is_dirty(name))
 		return true;
 	/* The last durable value is not kept (an undo copy of every changed

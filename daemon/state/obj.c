@@ -2,12 +2,12 @@
  * The shared-state namespace and the state module: named objects in one
  * hash table, the generic obj.* commands, and the dispatch of every TYPE.OP
  * command to its type's op (name lookup, auto-creation or not_found
- * (OBJ_OP_EXISTING), type and parameter checks happen here, once).
+ * (OBJ_OP_EXISTING) and type checks happen here, once; the parameters are
+ * read by obj_params.c).
  */
 #include "config.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +19,7 @@
 #include "events.h"
 #include "log.h"
 #include "obj.h"
+#include "obj_int.h"
 #include "persist.h"
 #include "conn.h" /* after obj.h: conn.h needs struct conn declared */
 
@@ -245,14 +246,22 @@ static bool mem_room(struct request *r, size_t adding)
 	return false;
 }
 
+/* What parameter m may add when stored (as obj_mem_elem() counts it). */
+static size_t member_mem(const struct mpsup_member *m)
+{
+	if (m->v)
+		return obj_mem_elem(m->v);
+	return MEM_SLOT + (m->type == JSON_STRING ? MEM_NODE + m->str_len : MEM_VALUE);
+}
+
 /* What the data parameters of a call may add (its values and keys). */
 static size_t call_mem(const struct obj_call *c)
 {
 	size_t n = 0;
 
 	for (int i = 0; i < OBJ_MAX_PARAMS; i++)
-		if (c->arg[i])
-			n += obj_mem_elem(c->arg[i]);
+		if (c->has[i])
+			n += member_mem(&c->arg[i]);
 	return n;
 }
 
@@ -298,155 +307,17 @@ void obj_error(struct obj_call *c, enum mpsup_err code, const char *fmt, ...)
 	request_error(c->r, code, "%s", msg);
 }
 
-/* --- parameters ---------------------------------------------------------------- */
-
-static const char *json_kind(json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a real";
-	case JSON_TRUE:
-	case JSON_FALSE: return "a boolean";
-	default: return "null";
-	}
-}
-
-static bool param_type_ok(char t, json_t *v)
-{
-	switch (t) {
-	case 's': return json_is_string(v);
-	case 'i': return json_is_integer(v);
-	case 'n':
-	case 't': return json_is_number(v);
-	case 'a': return json_is_array(v);
-	case 'O': return json_is_object(v);
-	default: return true;
-	}
-}
-
-static const char *param_type_name(char t)
-{
-	switch (t) {
-	case 's': return "a string";
-	case 'i': return "an integer";
-	case 'n': return "a number";
-	case 't': return "a number of seconds";
-	case 'a': return "an array";
-	case 'O': return "an object";
-	default: return "a JSON value";
-	}
-}
-
-/*
- * Read c->r's parameters into c->arg following spec (see struct obj_op).
- * `name` is always there and already checked. Answers bad_request and
- * returns -1 on a missing, mistyped or unknown parameter.
- */
-static int params_read(struct obj_call *c, const char *spec)
-{
-	json_t *params = c->r->params;
-	size_t found = 1; /* name */
-	int i = 0;
-
-	for (const char *p = spec ? spec : ""; *p; i++) {
-		char t = p[0];
-		const char *key = p + 2, *end = key;
-		bool optional;
-		json_t *v;
-
-		while (*end && *end != ' ' && *end != '?')
-			end++;
-		optional = *end == '?';
-		p = end + optional;
-		while (*p == ' ')
-			p++;
-		v = json_object_getn(params, key, (size_t)(end - key));
-		if (v)
-			found++;
-		if (v && json_is_null(v) && t != 'o' && optional)
-			v = NULL; /* null = absent for typed optional params */
-		if (!v && !optional) {
-			obj_error(c, MPSUP_E_BAD_REQUEST, "%s: missing parameter '%.*s'",
-				  c->r->cmd->name, (int)(end - key), key);
-			return -1;
-		}
-		if (v && !param_type_ok(t, v)) {
-			obj_error(c, MPSUP_E_BAD_REQUEST, "%s: '%.*s' must be %s, not %s",
-				  c->r->cmd->name, (int)(end - key), key, param_type_name(t),
-				  json_kind(v));
-			return -1;
-		}
-		c->arg[i] = v;
-	}
-	if (found != json_object_size(params)) {
-		const char *key;
-		json_t *v;
-
-		json_object_foreach(params, key, v) {
-			size_t klen = strlen(key);
-			bool known = strcmp(key, "name") == 0;
-			for (const char *p = spec ? spec : ""; *p && !known;) {
-				const char *k = p + 2, *end = k;
-				while (*end && *end != ' ' && *end != '?')
-					end++;
-				known = (size_t)(end - k) == klen && memcmp(k, key, klen) == 0;
-				p = end;
-				while (*p == ' ' || *p == '?')
-					p++;
-			}
-			if (!known) {
-				obj_error(c, MPSUP_E_BAD_REQUEST, "%s: unknown parameter '%.64s'",
-					  c->r->cmd->name, key);
-				return -1;
-			}
-		}
-	}
-	return 0;
-}
-
-/* The `name` parameter, checked; NULL after answering bad_request. */
-static const char *param_name(struct request *r)
-{
-	json_t *v = json_object_get(r->params, "name");
-	const char *name = json_string_value(v);
-
-	if (!v) {
-		request_error(r, MPSUP_E_BAD_REQUEST, "%s: missing parameter 'name'", r->cmd->name);
-		return NULL;
-	}
-	if (!name || !name_valid(name, false)) {
-		request_error(r, MPSUP_E_BAD_REQUEST,
-			      "%s: invalid object name (expected [A-Za-z0-9_.-]{1,64})",
-			      r->cmd->name);
-		return NULL;
-	}
-	return name;
-}
-
 /* --- TYPE.OP ----------------------------------------------------------------------- */
 
-enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struct obj_op *op)
+/* Find c's object called name, or create it (auto-creation); false after
+ * answering. */
+static bool call_object(struct obj_call *c, const struct obj_type *type, const char *name)
 {
-	struct obj_call c = { .r = r, .op = op };
-	const char *name = param_name(r);
+	struct request *r = c->r;
+	const struct obj_op *op = c->op;
 
-	if (!name)
-		return CMD_DONE;
-	/* While the log cannot be written a mutation is refused before
-	 * anything of the state shows in its answer, and so is any other
-	 * request about a name an unwritten record changed (persist.h). */
-	if ((op->flags & CMD_MUTATES) && type->dump && !persist_writable(r))
-		return CMD_DONE;
-	if (!persist_read(r))
-		return CMD_DONE;
-	r->durable = type->dump != NULL;
-	if (params_read(&c, op->spec) < 0)
-		return CMD_DONE;
-	c.o = obj_find(name);
-	if (!c.o) {
+	c->o = obj_find(name);
+	if (!c->o) {
 		enum mpsup_err code;
 		char err[256];
 
@@ -455,7 +326,7 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 			request_error(r, MPSUP_E_NOT_FOUND, "no %s named %s%s", type->name, name,
 				      (op->flags & (CMD_MUTATES | CMD_MAY_BLOCK))
 					      ? " (create it with obj.create)" : "");
-			return CMD_DONE;
+			return false;
 		}
 		/* Auto-creation makes an object: the state role's right, even
 		 * when the op only reads. A read-only peer sees a missing
@@ -463,35 +334,70 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 		if (r->conn && r->conn->role < ROLE_STATE) {
 			request_error(r, MPSUP_E_NOT_FOUND,
 				      "no object %s; creating one needs the state role", name);
-			return CMD_DONE;
+			return false;
 		}
 		/* Creating a persisted object is a mutation, even for a read. */
 		if (type->dump && !persist_writable(r))
-			return CMD_DONE;
+			return false;
 		if (!mem_room(r, OBJ_MEM_OVERHEAD + strlen(name) +
-				     ((op->flags & OBJ_OP_GROWS) ? call_mem(&c) : 0)))
-			return CMD_DONE;
-		c.o = obj_create(name, type, NULL, &code, err, sizeof(err));
-		if (!c.o) {
+				     ((op->flags & OBJ_OP_GROWS) ? call_mem(c) : 0)))
+			return false;
+		c->o = obj_create(name, type, NULL, &code, err, sizeof(err));
+		if (!c->o) {
 			request_error(r, code, "%s: %s", name, err);
-			return CMD_DONE;
+			return false;
 		}
 		if (type->dump) {
 			json_t *p = json_pack("{s:s, s:s}", "name", name, "type", type->name);
 			persist_log("obj.create", p);
 			json_decref(p);
 		}
-		obj_changed(c.o, "create");
-	} else if (c.o->type != type) {
-		request_error(r, MPSUP_E_WRONG_TYPE, "%s is a %s, not a %s", name, c.o->type->name,
+		obj_changed(c->o, "create");
+	} else if (c->o->type != type) {
+		request_error(r, MPSUP_E_WRONG_TYPE, "%s is a %s, not a %s", name, c->o->type->name,
 			      type->name);
-		return CMD_DONE;
+		return false;
 	} else if ((op->flags & CMD_MUTATES) && type->dump && !persist_writable(r)) {
-		return CMD_DONE;
-	} else if ((op->flags & OBJ_OP_GROWS) && !mem_room(r, call_mem(&c))) {
-		return CMD_DONE;
+		return false;
+	} else if ((op->flags & OBJ_OP_GROWS) && !mem_room(r, call_mem(c))) {
+		return false;
 	}
-	return op->fn(&c);
+	return true;
+}
+
+/* For a TYPE.OP command: its type, op and parsed spec, and its parameters
+ * as help shows them ("s:name " and the op's spec). */
+struct type_op {
+	const struct obj_type *type;
+	const struct obj_op *op;
+	struct op_spec spec;
+	char params[96];
+};
+
+/* Run TYPE.OP (t) for r. */
+static enum cmd_ret op_run(struct request *r, const struct type_op *t)
+{
+	const struct obj_type *type = t->type;
+	const struct obj_op *op = t->op;
+	struct obj_call c = { .r = r, .op = op };
+	char buf[OBJ_NAME_MAX + 1];
+	const char *name = obj_param_name(r, buf);
+	enum cmd_ret ret = CMD_DONE;
+
+	if (!name)
+		return CMD_DONE;
+	/* While the log cannot be written a mutation is refused before
+	 * anything of the state shows in its answer, and so is any other
+	 * request about a name an unwritten record changed (persist.h). */
+	if ((op->flags & CMD_MUTATES) && type->dump && !persist_writable(r))
+		return CMD_DONE;
+	if (!persist_read(r, name))
+		return CMD_DONE;
+	r->durable = type->dump != NULL;
+	if (obj_params_read(&c, &t->spec) == 0 && call_object(&c, type, name))
+		ret = op->fn(&c);
+	obj_call_done(&c);
+	return ret;
 }
 
 /* --- obj.* ---------------------------------------------------------------------------- */
@@ -499,13 +405,14 @@ enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struc
 /* obj.create {name, type, ...options} -> {created} */
 static enum cmd_ret cmd_obj_create(struct request *r)
 {
-	const char *name = param_name(r), *tname;
+	char buf[OBJ_NAME_MAX + 1];
+	const char *name = obj_param_name(r, buf), *tname;
 	const struct obj_type *type;
 	enum mpsup_err code;
 	char err[256];
 	struct obj *o;
 
-	if (!name || !persist_read(r))
+	if (!name || !persist_read(r, name))
 		return CMD_DONE;
 	r->durable = true;
 	tname = json_string_value(json_object_get(r->params, "type"));
@@ -571,7 +478,7 @@ static enum cmd_ret cmd_obj_list(struct request *r)
 		request_error(r, MPSUP_E_BAD_REQUEST, "obj.list: unknown type '%.64s'", tname);
 		return CMD_DONE;
 	}
-	if (!persist_read(r)) /* no name: the whole namespace */
+	if (!persist_read(r, NULL)) /* the whole namespace */
 		return CMD_DONE;
 	r->durable = true;
 	all = malloc((n_objects + 1) * sizeof(*all));
@@ -609,7 +516,7 @@ static struct obj *existing(struct request *r)
 		request_error(r, MPSUP_E_BAD_REQUEST, "%s: invalid object name", r->cmd->name);
 		return NULL;
 	}
-	if (!persist_read(r)) /* even not_found may show an unwritten delete */
+	if (!persist_read(r, name)) /* even not_found may show an unwritten delete */
 		return NULL;
 	r->durable = true;
 	if (!(o = obj_find(name)))
@@ -659,19 +566,12 @@ static struct cmd_entry state_cmds[MAX_CMDS + 1] = {
 	{ "obj.get", ROLE_READ, 0, cmd_obj_get, "s:name" },
 	{ "obj.list", ROLE_READ, 0, cmd_obj_list, "s:type?" },
 };
-/* For state_cmds[i]: its type and op, and its parameters for help ("s:name "
- * and the op's spec). */
-static struct {
-	const struct obj_type *type;
-	const struct obj_op *op;
-	char params[96];
-} cmd_ops[MAX_CMDS];
+/* For state_cmds[i]: its type, op and spec. */
+static struct type_op cmd_ops[MAX_CMDS];
 
 static enum cmd_ret cmd_type_op(struct request *r)
 {
-	size_t i = (size_t)(r->cmd - state_cmds);
-
-	return obj_run(r, cmd_ops[i].type, cmd_ops[i].op);
+	return op_run(r, &cmd_ops[r->cmd - state_cmds]);
 }
 
 static size_t type_op_index(const struct cmd_entry *e)
@@ -737,9 +637,11 @@ int obj_replay(const char *cmd, json_t *params, char *err, size_t errlen)
 	}
 	rq.cmd = e;
 	c.o = o;
-	if (params_read(&c, c.op->spec) < 0)
-		return -1;
-	c.op->fn(&c);
+	if (obj_params_read(&c, &cmd_ops[type_op_index(e)].spec) == 0)
+		c.op->fn(&c);
+	else
+		c.failed = true;
+	obj_call_done(&c);
 	return c.failed ? -1 : 0;
 }
 
@@ -764,10 +666,13 @@ static void state_cmds_build(void)
 					     "s:name %s", op->spec ? op->spec : "") >=
 			    sizeof(cmd_ops[n].params))
 				fatalx("state", "%s: spec too long", op->name);
-			state_cmds[n] = (struct cmd_entry){ op->name, op->role, op->flags,
-							    cmd_type_op, cmd_ops[n].params };
+			state_cmds[n] = (struct cmd_entry){ op->name, op->role,
+							    op->flags | CMD_IN_PLACE, cmd_type_op,
+							    cmd_ops[n].params };
 			cmd_ops[n].type = obj_types[t];
 			cmd_ops[n].op = op;
+			if (obj_spec_parse(op->spec, &cmd_ops[n].spec) < 0)
+				fatalx("state", "%s: bad parameter spec '%s'", op->name, op->spec);
 			n++;
 		}
 }
@@ -785,117 +690,3 @@ const struct cmd_module state_module = {
 	.cmds = state_cmds,
 	.info = state_info,
 };
-
-/* --- helpers for the types ------------------------------------------------------------ */
-
-bool obj_json_equal(json_t *a, json_t *b)
-{
-	if (json_is_number(a) && json_is_number(b)) {
-		if (json_is_integer(a) && json_is_integer(b))
-			return json_integer_value(a) == json_integer_value(b);
-		return json_number_value(a) == json_number_value(b);
-	}
-	return json_equal(a, b);
-}
-
-bool obj_num_add(json_t *a, json_t *b, json_t **ret)
-{
-	if (json_is_integer(a) && json_is_integer(b)) {
-		json_int_t s;
-		if (__builtin_add_overflow(json_integer_value(a), json_integer_value(b), &s))
-			return false;
-		*ret = json_integer(s);
-	} else {
-		double d = json_number_value(a) + json_number_value(b);
-		if (!isfinite(d))
-			return false;
-		*ret = json_real(d);
-	}
-	return true;
-}
-
-bool obj_index(json_int_t idx, size_t len, size_t *ret)
-{
-	if (idx < 0)
-		idx += (json_int_t)len;
-	if (idx < 0 || (size_t)idx >= len)
-		return false;
-	*ret = (size_t)idx;
-	return true;
-}
-
-/* One slice bound, Python style: negative from the end, clamped. */
-static size_t slice_bound(json_t *v, size_t len, size_t def)
-{
-	json_int_t i;
-
-	if (!v)
-		return def;
-	i = json_integer_value(v);
-	if (i < 0) {
-		i += (json_int_t)len;
-		if (i < 0)
-			i = 0;
-	}
-	return (size_t)i > len ? len : (size_t)i;
-}
-
-void obj_slice(json_t *start, json_t *stop, size_t len, size_t *ret_start, size_t *ret_stop)
-{
-	*ret_start = slice_bound(start, len, 0);
-	*ret_stop = slice_bound(stop, len, len);
-	if (*ret_stop < *ret_start)
-		*ret_stop = *ret_start;
-}
-
-int obj_opt_int(json_t *opts, const char *key, json_int_t def, json_int_t min,
-		json_int_t max, json_int_t *ret, char *err, size_t errlen)
-{
-	json_t *v = json_object_get(opts, key);
-
-	if (!v || json_is_null(v)) {
-		*ret = def;
-		return 0;
-	}
-	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-		snprintf(err, errlen, "'%s' must be an integer in [%lld, %lld]", key,
-			 (long long)min, (long long)max);
-		return -1;
-	}
-	*ret = json_integer_value(v);
-	return 0;
-}
-
-int obj_opts_only(json_t *opts, const char *const *keys, char *err, size_t errlen)
-{
-	const char *key;
-	json_t *v;
-
-	json_object_foreach(opts, key, v) {
-		bool known = strcmp(key, "name") == 0 || strcmp(key, "type") == 0;
-		for (const char *const *k = keys; *k && !known; k++)
-			known = strcmp(*k, key) == 0;
-		if (!known) {
-			snprintf(err, errlen, "unknown option '%.64s'", key);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-bool obj_items_fit(size_t have, size_t adding)
-{
-	size_t max = daemon_g.conf->max_object_items;
-
-	return obj_restoring || (adding <= max && have <= max - adding);
-}
-
-bool obj_items_room(struct obj_call *c, size_t have, size_t adding)
-{
-	if (obj_items_fit(have, adding))
-		return true;
-	obj_error(c, MPSUP_E_LIMIT, "%s: %zu %s would be more than max_object_items (%u)",
-		  c->o->name, have + adding, c->o->type == &dict_type ? "keys" : "items",
-		  daemon_g.conf->max_object_items);
-	return false;
-}

@@ -33,7 +33,11 @@ struct conn;
 
 /*
  * One call of an op: the request, its object and its parameters in the
- * order of the op's spec (NULL when an optional one is absent).
+ * order of the op's spec. A parameter is read where it lies: in the
+ * request line (scalars in place, containers built) or, for a request
+ * read as a tree and while the log is replayed, in the tree (arg[i].v).
+ * obj_arg() gives it as a jansson value, built on first use and released
+ * when the call ends: an op builds values only for what it stores.
  *
  * While the log is replayed at start-up (obj_replay) `replay` is set: the
  * request is a stand-in that must not be answered, obj_ok() drops the
@@ -43,12 +47,42 @@ struct obj_call {
 	struct request *r;
 	struct obj *o;
 	const struct obj_op *op;
-	json_t *arg[OBJ_MAX_PARAMS];
+	struct mpsup_member arg[OBJ_MAX_PARAMS];
+	bool has[OBJ_MAX_PARAMS];     /* arg[i] was given (a typed null is absent) */
+	json_t *built[OBJ_MAX_PARAMS]; /* obj_arg()'s values of in-place args */
 	bool replay;
 	bool failed;        /* replay: obj_error() was called */
 	char *err;          /* replay: its message */
 	size_t errlen;
 };
+
+/* Parameter i as a JSON value (borrowed, valid during the call), NULL when
+ * absent (or out of memory building it). */
+json_t *obj_arg(struct obj_call *c, int i);
+/* Whether parameter i was given. */
+static inline bool obj_has(const struct obj_call *c, int i)
+{
+	return c->has[i];
+}
+/* A string parameter (spec 's'): its bytes, not NUL-terminated. */
+static inline const char *obj_arg_str(const struct obj_call *c, int i, size_t *ret_len)
+{
+	*ret_len = c->arg[i].str_len;
+	return c->arg[i].str;
+}
+/* A number parameter (spec 'i', 'n' or 't') and whether it is an integer. */
+static inline bool obj_arg_is_int(const struct obj_call *c, int i)
+{
+	return c->arg[i].type == JSON_INTEGER;
+}
+static inline json_int_t obj_arg_int(const struct obj_call *c, int i)
+{
+	return c->arg[i].type == JSON_INTEGER ? c->arg[i].i : 0;
+}
+static inline double obj_arg_num(const struct obj_call *c, int i)
+{
+	return c->arg[i].type == JSON_INTEGER ? (double)c->arg[i].i : c->arg[i].d;
+}
 
 /*
  * An op. spec lists the parameters besides `name`, separated by spaces, as
@@ -174,10 +208,6 @@ void obj_error(struct obj_call *c, enum mpsup_err code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Publish object.changed for o (cheap when nobody listens). */
 void obj_changed(const struct obj *o, const char *op);
-
-/* Run TYPE.OP on an object of that type; used by the command table and
- * by unit tests. */
-enum cmd_ret obj_run(struct request *r, const struct obj_type *type, const struct obj_op *op);
 
 /*
  * Helpers shared by the types.

@@ -179,10 +179,10 @@ static bool array_options_equal(const struct obj *o, json_t *opts)
 /* Resolve the index parameter; false after answering out_of_range. */
 static bool array_index(struct obj_call *c, size_t *ret)
 {
-	if (obj_index(json_integer_value(c->arg[0]), A(c)->len, ret))
+	if (obj_index(json_integer_value(obj_arg(c, 0)), A(c)->len, ret))
 		return true;
 	obj_error(c, MPSUP_E_OUT_OF_RANGE, "%s: index %lld out of range (length %zu)",
-		  c->o->name, (long long)json_integer_value(c->arg[0]), A(c)->len);
+		  c->o->name, (long long)json_integer_value(obj_arg(c, 0)), A(c)->len);
 	return false;
 }
 
@@ -211,12 +211,12 @@ static enum cmd_ret array_set(struct obj_call *c)
 {
 	size_t i;
 
-	if (!array_index(c, &i) || !array_fits(c, c->arg[1], "value"))
+	if (!array_index(c, &i) || !array_fits(c, obj_arg(c, 1), "value"))
 		return CMD_DONE;
 	if (A(c)->is_double)
-		A(c)->u.d[i] = json_number_value(c->arg[1]);
+		A(c)->u.d[i] = json_number_value(obj_arg(c, 1));
 	else
-		A(c)->u.i[i] = json_integer_value(c->arg[1]);
+		A(c)->u.i[i] = json_integer_value(obj_arg(c, 1));
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -224,7 +224,7 @@ static enum cmd_ret array_set(struct obj_call *c)
 /* add {index, by?:1} -> the new element */
 static enum cmd_ret array_add(struct obj_call *c)
 {
-	json_t *by = c->arg[1];
+	json_t *by = obj_arg(c, 1);
 	size_t i;
 
 	if (!array_index(c, &i) || (by && !array_fits(c, by, "by")))
@@ -256,7 +256,7 @@ static enum cmd_ret array_slice(struct obj_call *c)
 {
 	size_t start, stop;
 
-	obj_slice(c->arg[0], c->arg[1], A(c)->len, &start, &stop);
+	obj_slice(obj_arg(c, 0), obj_arg(c, 1), A(c)->len, &start, &stop);
 	obj_ok(c, array_range(A(c), start, stop));
 	return CMD_DONE;
 }

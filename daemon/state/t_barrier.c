@@ -98,7 +98,7 @@ static enum cmd_ret barrier_wait(struct obj_call *c)
 	double timeout;
 	int index = 0;
 
-	if (request_timeout(c->r, c->arg[0], &timeout) < 0)
+	if (request_timeout(c->r, obj_arg(c, 0), &timeout) < 0)
 		return CMD_DONE;
 	if (b->broken) {
 		obj_error(c, MPSUP_E_BROKEN, "%s: barrier broken", c->o->name);

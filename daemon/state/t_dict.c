@@ -10,7 +10,7 @@
 #define D(c) ((json_t *)(c)->o->data)
 
 /* The key parameter: a string that may hold any character. */
-#define KEY(c) json_string_value((c)->arg[0]), json_string_length((c)->arg[0])
+#define KEY(c) (c)->arg[0].str, (c)->arg[0].str_len
 
 static const char *const dict_options[] = { "items", NULL };
 
@@ -67,7 +67,7 @@ static size_t dict_mem(const struct obj *o)
  * there): count the difference. */
 static void dict_mem_swap(struct obj_call *c, json_t *old, json_t *v)
 {
-	size_t klen = json_string_length(c->arg[0]);
+	size_t klen = c->arg[0].str_len;
 
 	obj_mem_adjust(c->o, v ? obj_mem_entry(klen, v) : 0, old ? obj_mem_entry(klen, old) : 0);
 }
@@ -85,9 +85,9 @@ static enum cmd_ret dict_get(struct obj_call *c)
 {
 	json_t *v = json_object_getn(D(c), KEY(c));
 
-	if (!v && !(v = c->arg[1])) {
+	if (!v && !(v = obj_arg(c, 1))) {
 		obj_error(c, MPSUP_E_NOT_FOUND, "%s: no key '%.100s'", c->o->name,
-			  json_string_value(c->arg[0]));
+			  json_string_value(obj_arg(c, 0)));
 		return CMD_DONE;
 	}
 	obj_ok(c, json_incref(v));
@@ -108,12 +108,12 @@ static enum cmd_ret dict_set(struct obj_call *c)
 	if (!dict_room(c))
 		return CMD_DONE;
 	old = json_incref(json_object_getn(D(c), KEY(c)));
-	if (json_object_setn_new_nocheck(D(c), KEY(c), json_incref(c->arg[1])) < 0) {
+	if (json_object_setn_new_nocheck(D(c), KEY(c), json_incref(obj_arg(c, 1))) < 0) {
 		json_decref(old);
 		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
-	dict_mem_swap(c, old, c->arg[1]);
+	dict_mem_swap(c, old, obj_arg(c, 1));
 	json_decref(old);
 	obj_ok(c, NULL);
 	return CMD_DONE;
@@ -126,7 +126,7 @@ static enum cmd_ret dict_del(struct obj_call *c)
 
 	if (!old) {
 		obj_error(c, MPSUP_E_NOT_FOUND, "%s: no key '%.100s'", c->o->name,
-			  json_string_value(c->arg[0]));
+			  json_string_value(obj_arg(c, 0)));
 		return CMD_DONE;
 	}
 	dict_mem_swap(c, old, NULL);
@@ -193,7 +193,7 @@ static enum cmd_ret dict_update(struct obj_call *c)
 	const char *k;
 	json_t *v, *old;
 
-	json_object_keylen_foreach(c->arg[0], k, klen, v) {
+	json_object_keylen_foreach(obj_arg(c, 0), k, klen, v) {
 		old = json_object_getn(D(c), k, klen);
 		fresh += !old;
 		add += obj_mem_entry(klen, v);
@@ -201,7 +201,7 @@ static enum cmd_ret dict_update(struct obj_call *c)
 	}
 	if (!obj_items_room(c, json_object_size(D(c)), fresh))
 		return CMD_DONE;
-	if (json_object_update(D(c), c->arg[0]) < 0) {
+	if (json_object_update(D(c), obj_arg(c, 0)) < 0) {
 		obj_mem_recount(c->o); /* some keys may have been set */
 		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
@@ -217,12 +217,12 @@ static enum cmd_ret dict_pop(struct obj_call *c)
 	json_t *v = json_object_getn(D(c), KEY(c));
 
 	if (!v) {
-		if (!c->arg[1]) {
+		if (!obj_arg(c, 1)) {
 			obj_error(c, MPSUP_E_NOT_FOUND, "%s: no key '%.100s'", c->o->name,
-				  json_string_value(c->arg[0]));
+				  json_string_value(obj_arg(c, 0)));
 			return CMD_DONE;
 		}
-		obj_ok(c, json_incref(c->arg[1]));
+		obj_ok(c, json_incref(obj_arg(c, 1)));
 		return CMD_DONE;
 	}
 	json_incref(v);
@@ -240,7 +240,7 @@ static enum cmd_ret dict_setdefault(struct obj_call *c)
 	if (!v) {
 		if (!obj_items_room(c, json_object_size(D(c)), 1))
 			return CMD_DONE;
-		v = c->arg[1] ? c->arg[1] : json_null();
+		v = obj_arg(c, 1) ? obj_arg(c, 1) : json_null();
 		if (json_object_setn_new_nocheck(D(c), KEY(c), json_incref(v)) < 0) {
 			obj_error(c, MPSUP_E_INTERNAL, "out of memory");
 			return CMD_DONE;
@@ -262,11 +262,11 @@ static enum cmd_ret dict_clear(struct obj_call *c)
 /* incr {key, by?:1} -> the new value; a missing key counts as 0 */
 static enum cmd_ret dict_incr(struct obj_call *c)
 {
-	json_t *by = c->arg[1], *cur = json_object_getn(D(c), KEY(c)), *sum;
+	json_t *by = obj_arg(c, 1), *cur = json_object_getn(D(c), KEY(c)), *sum;
 
 	if (cur && !json_is_number(cur)) {
 		obj_error(c, MPSUP_E_CONFLICT, "%s: '%.100s' does not hold a number", c->o->name,
-			  json_string_value(c->arg[0]));
+			  json_string_value(obj_arg(c, 0)));
 		return CMD_DONE;
 	}
 	if (!cur && !obj_items_room(c, json_object_size(D(c)), 1))
@@ -277,7 +277,7 @@ static enum cmd_ret dict_incr(struct obj_call *c)
 		if (__builtin_add_overflow(cur ? json_integer_value(cur) : 0, b, &s)) {
 			obj_error(c, MPSUP_E_OUT_OF_RANGE,
 				  "%s: '%.100s' would leave the 64-bit integer range", c->o->name,
-				  json_string_value(c->arg[0]));
+				  json_string_value(obj_arg(c, 0)));
 			return CMD_DONE;
 		}
 		/* In place when nobody else holds the number: no allocation. */
@@ -292,7 +292,7 @@ static enum cmd_ret dict_incr(struct obj_call *c)
 
 		if (!isfinite(d)) {
 			obj_error(c, MPSUP_E_OUT_OF_RANGE, "%s: '%.100s' would overflow a double",
-				  c->o->name, json_string_value(c->arg[0]));
+				  c->o->name, json_string_value(obj_arg(c, 0)));
 			return CMD_DONE;
 		}
 		sum = json_real(d);
@@ -312,18 +312,18 @@ static enum cmd_ret dict_incr(struct obj_call *c)
 static enum cmd_ret dict_cas(struct obj_call *c)
 {
 	json_t *cur = json_object_getn(D(c), KEY(c));
-	bool swap = cur ? obj_json_equal(cur, c->arg[1]) : json_is_null(c->arg[1]);
+	bool swap = cur ? obj_json_equal(cur, obj_arg(c, 1)) : json_is_null(obj_arg(c, 1));
 
 	if (swap && !cur && !obj_items_room(c, json_object_size(D(c)), 1))
 		return CMD_DONE;
 	if (swap) {
 		json_incref(cur);
-		if (json_object_setn_new_nocheck(D(c), KEY(c), json_incref(c->arg[2])) < 0) {
+		if (json_object_setn_new_nocheck(D(c), KEY(c), json_incref(obj_arg(c, 2))) < 0) {
 			json_decref(cur);
 			obj_error(c, MPSUP_E_INTERNAL, "out of memory");
 			return CMD_DONE;
 		}
-		dict_mem_swap(c, cur, c->arg[2]);
+		dict_mem_swap(c, cur, obj_arg(c, 2));
 		json_decref(cur);
 	}
 	obj_ok(c, json_pack("{s:b}", "swapped", swap));

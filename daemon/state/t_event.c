@@ -83,7 +83,7 @@ static enum cmd_ret event_wait(struct obj_call *c)
 {
 	double timeout;
 
-	if (request_timeout(c->r, c->arg[0], &timeout) < 0)
+	if (request_timeout(c->r, obj_arg(c, 0), &timeout) < 0)
 		return CMD_DONE;
 	if (E(c)->set || timeout == 0) {
 		obj_ok(c, json_pack("{s:b}", "set", E(c)->set));

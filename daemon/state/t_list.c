@@ -88,9 +88,9 @@ static enum cmd_ret list_append(struct obj_call *c)
 {
 	if (!obj_items_room(c, json_array_size(L(c)), 1))
 		return CMD_DONE;
-	if (json_array_append(L(c), c->arg[0]) < 0)
+	if (json_array_append(L(c), obj_arg(c, 0)) < 0)
 		return list_oom(c);
-	obj_mem_adjust(c->o, obj_mem_elem(c->arg[0]), 0);
+	obj_mem_adjust(c->o, obj_mem_elem(obj_arg(c, 0)), 0);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -101,11 +101,11 @@ static enum cmd_ret list_extend(struct obj_call *c)
 	size_t i, add = 0;
 	json_t *v;
 
-	if (!obj_items_room(c, json_array_size(L(c)), json_array_size(c->arg[0])))
+	if (!obj_items_room(c, json_array_size(L(c)), json_array_size(obj_arg(c, 0))))
 		return CMD_DONE;
-	if (json_array_extend(L(c), c->arg[0]) < 0)
+	if (json_array_extend(L(c), obj_arg(c, 0)) < 0)
 		return list_oom(c);
-	json_array_foreach(c->arg[0], i, v)
+	json_array_foreach(obj_arg(c, 0), i, v)
 		add += obj_mem_elem(v);
 	obj_mem_adjust(c->o, add, 0);
 	obj_ok(c, NULL);
@@ -115,7 +115,7 @@ static enum cmd_ret list_extend(struct obj_call *c)
 /* insert {index, value}: Python's list.insert (the index is clamped) */
 static enum cmd_ret list_insert(struct obj_call *c)
 {
-	json_int_t i = json_integer_value(c->arg[0]), len = (json_int_t)json_array_size(L(c));
+	json_int_t i = json_integer_value(obj_arg(c, 0)), len = (json_int_t)json_array_size(L(c));
 
 	if (i < 0 && (i += len) < 0)
 		i = 0;
@@ -123,9 +123,9 @@ static enum cmd_ret list_insert(struct obj_call *c)
 		i = len;
 	if (!obj_items_room(c, (size_t)len, 1))
 		return CMD_DONE;
-	if (json_array_insert(L(c), (size_t)i, c->arg[1]) < 0)
+	if (json_array_insert(L(c), (size_t)i, obj_arg(c, 1)) < 0)
 		return list_oom(c);
-	obj_mem_adjust(c->o, obj_mem_elem(c->arg[1]), 0);
+	obj_mem_adjust(c->o, obj_mem_elem(obj_arg(c, 1)), 0);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -135,7 +135,7 @@ static enum cmd_ret list_get(struct obj_call *c)
 {
 	size_t i;
 
-	if (list_index(c, c->arg[0], &i))
+	if (list_index(c, obj_arg(c, 0), &i))
 		obj_ok(c, json_incref(json_array_get(L(c), i)));
 	return CMD_DONE;
 }
@@ -147,12 +147,12 @@ static enum cmd_ret list_set(struct obj_call *c)
 
 	size_t old;
 
-	if (!list_index(c, c->arg[0], &i))
+	if (!list_index(c, obj_arg(c, 0), &i))
 		return CMD_DONE;
 	old = obj_mem_elem(json_array_get(L(c), i));
-	if (json_array_set(L(c), i, c->arg[1]) < 0)
+	if (json_array_set(L(c), i, obj_arg(c, 1)) < 0)
 		return list_oom(c);
-	obj_mem_adjust(c->o, obj_mem_elem(c->arg[1]), old);
+	obj_mem_adjust(c->o, obj_mem_elem(obj_arg(c, 1)), old);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -167,9 +167,9 @@ static enum cmd_ret list_pop(struct obj_call *c)
 		obj_error(c, MPSUP_E_OUT_OF_RANGE, "%s: pop from an empty list", c->o->name);
 		return CMD_DONE;
 	}
-	if (!c->arg[0])
+	if (!obj_has(c, 0))
 		i = n - 1;
-	else if (!list_index(c, c->arg[0], &i))
+	else if (!list_index(c, obj_arg(c, 0), &i))
 		return CMD_DONE;
 	v = json_incref(json_array_get(L(c), i));
 	json_array_remove(L(c), i);
@@ -193,7 +193,7 @@ static long list_find(json_t *l, json_t *value)
 /* remove {value}: the first equal item; not_found when there is none */
 static enum cmd_ret list_remove(struct obj_call *c)
 {
-	long i = list_find(L(c), c->arg[0]);
+	long i = list_find(L(c), obj_arg(c, 0));
 
 	if (i < 0) {
 		obj_error(c, MPSUP_E_NOT_FOUND, "%s: value not in list", c->o->name);
@@ -208,7 +208,7 @@ static enum cmd_ret list_remove(struct obj_call *c)
 /* index {value} -> position of the first equal item */
 static enum cmd_ret list_index_of(struct obj_call *c)
 {
-	long i = list_find(L(c), c->arg[0]);
+	long i = list_find(L(c), obj_arg(c, 0));
 
 	if (i < 0) {
 		obj_error(c, MPSUP_E_NOT_FOUND, "%s: value not in list", c->o->name);
@@ -225,7 +225,7 @@ static enum cmd_ret list_count(struct obj_call *c)
 	json_t *v;
 
 	json_array_foreach(L(c), i, v)
-		n += obj_json_equal(v, c->arg[0]);
+		n += obj_json_equal(v, obj_arg(c, 0));
 	obj_ok(c, json_integer(n));
 	return CMD_DONE;
 }
@@ -242,7 +242,7 @@ static enum cmd_ret list_slice(struct obj_call *c)
 	size_t start, stop;
 	json_t *out = json_array();
 
-	obj_slice(c->arg[0], c->arg[1], json_array_size(L(c)), &start, &stop);
+	obj_slice(obj_arg(c, 0), obj_arg(c, 1), json_array_size(L(c)), &start, &stop);
 	for (size_t i = start; out && i < stop; i++)
 		json_array_append(out, json_array_get(L(c), i));
 	obj_ok(c, out);

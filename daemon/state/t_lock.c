@@ -157,7 +157,7 @@ enum cmd_ret owned_acquire(struct obj_call *c)
 	double timeout;
 	json_t *res;
 
-	if (request_timeout(c->r, c->arg[0], &timeout) < 0)
+	if (request_timeout(c->r, obj_arg(c, 0), &timeout) < 0)
 		return CMD_DONE;
 	if (ow->recursive && (h = holder_find(ow, c->r->conn))) {
 		h->count++;

@@ -213,7 +213,7 @@ static enum cmd_ret queue_put(struct obj_call *c)
 	struct waiter *w;
 	double timeout;
 
-	if (request_timeout(c->r, c->arg[1], &timeout) < 0)
+	if (request_timeout(c->r, obj_arg(c, 1), &timeout) < 0)
 		return CMD_DONE;
 	if ((w = waitq_first(&c->o->wq[WQ_GET]))) {
 		/* Straight to the longest waiting getter. */
@@ -223,7 +223,7 @@ static enum cmd_ret queue_put(struct obj_call *c)
 		persist_log_request(c->r);
 		persist_log_request(getter);
 		obj_ok(c, NULL);
-		request_ok(getter, json_incref(c->arg[0]));
+		request_ok(getter, json_incref(obj_arg(c, 0)));
 		return CMD_DONE;
 	}
 	if (queue_is_full(q)) {
@@ -232,14 +232,14 @@ static enum cmd_ret queue_put(struct obj_call *c)
 			return CMD_DONE;
 		}
 		return waitq_park(&c->o->wq[WQ_PUT], c, timeout, putter_timeout,
-				  json_incref(c->arg[0]));
+				  json_incref(obj_arg(c, 0)));
 	}
 	if (queue_items_total >= daemon_g.conf->max_queue_items && !obj_restoring) {
 		obj_error(c, MPSUP_E_LIMIT, "too many queued items (max_queue_items = %u)",
 			  daemon_g.conf->max_queue_items);
 		return CMD_DONE;
 	}
-	if (queue_push(q, json_incref(c->arg[0])) < 0) {
+	if (queue_push(q, json_incref(obj_arg(c, 0))) < 0) {
 		obj_error(c, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
@@ -257,7 +257,7 @@ static enum cmd_ret queue_get(struct obj_call *c)
 	double timeout;
 	json_t *item;
 
-	if (request_timeout(c->r, c->arg[0], &timeout) < 0)
+	if (request_timeout(c->r, obj_arg(c, 0), &timeout) < 0)
 		return CMD_DONE;
 	if (!q->len) {
 		if (timeout == 0) {
@@ -327,7 +327,7 @@ static enum cmd_ret queue_join(struct obj_call *c)
 {
 	double timeout;
 
-	if (request_timeout(c->r, c->arg[0], &timeout) < 0)
+	if (request_timeout(c->r, obj_arg(c, 0), &timeout) < 0)
 		return CMD_DONE;
 	if (Q(c)->unfinished == 0) {
 		obj_ok(c, NULL);

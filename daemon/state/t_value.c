@@ -180,9 +180,9 @@ static enum cmd_ret value_get(struct obj_call *c)
 /* set {value} */
 static enum cmd_ret value_set(struct obj_call *c)
 {
-	if (!value_check(c, c->arg[0], "value"))
+	if (!value_check(c, obj_arg(c, 0), "value"))
 		return CMD_DONE;
-	value_replace(c, c->arg[0]);
+	value_replace(c, obj_arg(c, 0));
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -197,12 +197,12 @@ static enum cmd_ret value_overflow(struct obj_call *c)
 static enum cmd_ret value_add(struct obj_call *c)
 {
 	struct value *x = V(c);
-	json_t *by = c->arg[0];
-	json_int_t bi = by ? json_integer_value(by) : 1;
+	bool by = obj_has(c, 0); /* a number (spec 'n'), read in place */
+	json_int_t bi = by ? obj_arg_int(c, 0) : 1;
 
 	switch (x->kind) {
 	case VALUE_INT:
-		if (by && !value_check(c, by, "by"))
+		if (by && !obj_arg_is_int(c, 0) && !value_check(c, obj_arg(c, 0), "by"))
 			return CMD_DONE;
 		if (__builtin_add_overflow(x->u.i, bi, &bi))
 			return value_overflow(c);
@@ -210,7 +210,7 @@ static enum cmd_ret value_add(struct obj_call *c)
 		obj_ok(c, json_integer(x->u.i));
 		return CMD_DONE;
 	case VALUE_DOUBLE: {
-		double d = x->u.d + (by ? json_number_value(by) : 1);
+		double d = x->u.d + (by ? obj_arg_num(c, 0) : 1);
 
 		if (!isfinite(d))
 			return value_overflow(c);
@@ -225,7 +225,7 @@ static enum cmd_ret value_add(struct obj_call *c)
 		obj_error(c, MPSUP_E_CONFLICT, "%s does not hold a number", c->o->name);
 		return CMD_DONE;
 	}
-	if (json_is_integer(x->u.any) && (!by || json_is_integer(by))) {
+	if (json_is_integer(x->u.any) && (!by || obj_arg_is_int(c, 0))) {
 		json_int_t s;
 
 		if (__builtin_add_overflow(json_integer_value(x->u.any), bi, &s))
@@ -237,7 +237,7 @@ static enum cmd_ret value_add(struct obj_call *c)
 			x->u.any = json_integer(s);
 		}
 	} else {
-		double d = json_number_value(x->u.any) + (by ? json_number_value(by) : 1);
+		double d = json_number_value(x->u.any) + (by ? obj_arg_num(c, 0) : 1);
 
 		if (!isfinite(d))
 			return value_overflow(c);
@@ -263,24 +263,24 @@ static enum cmd_ret value_cas(struct obj_call *c)
 	json_t *cur;
 	bool swap;
 
-	if (!value_check(c, c->arg[1], "value"))
+	if (!value_check(c, obj_arg(c, 1), "value"))
 		return CMD_DONE;
 	switch (V(c)->kind) {
 	case VALUE_INT:
-		swap = json_is_integer(c->arg[0]) ? json_integer_value(c->arg[0]) == V(c)->u.i
-						  : json_real_value(c->arg[0]) == (double)V(c)->u.i &&
-							    json_is_real(c->arg[0]);
+		swap = json_is_integer(obj_arg(c, 0)) ? json_integer_value(obj_arg(c, 0)) == V(c)->u.i
+						  : json_real_value(obj_arg(c, 0)) == (double)V(c)->u.i &&
+							    json_is_real(obj_arg(c, 0));
 		break;
 	case VALUE_DOUBLE:
-		swap = json_is_number(c->arg[0]) && json_number_value(c->arg[0]) == V(c)->u.d;
+		swap = json_is_number(obj_arg(c, 0)) && json_number_value(obj_arg(c, 0)) == V(c)->u.d;
 		break;
 	default:
 		cur = V(c)->u.any;
-		swap = obj_json_equal(cur, c->arg[0]);
+		swap = obj_json_equal(cur, obj_arg(c, 0));
 		break;
 	}
 	if (swap)
-		value_replace(c, c->arg[1]);
+		value_replace(c, obj_arg(c, 1));
 	obj_ok(c, json_pack("{s:b}", "swapped", swap));
 	return CMD_DONE;
 }

@@ -19,7 +19,8 @@
  * reader of the request path and by jansson: whatever the fast reader
  * accepts, jansson must accept with the same value (mpsup_json_loadb),
  * and mpsup_request_read must give the parts or the error that
- * mpsup_request_parse gives. A pool.add line is also read by the pool
+ * mpsup_request_parse gives; what mpsup_request_members takes in place it
+ * must give as mpsup_request_read does. A pool.add line is also read by the pool
  * definition parser (pool_conf_from_json) without running it.
  */
 #include "config.h"
@@ -175,6 +176,33 @@ static void check_reader(const char *text, size_t len)
 }
 
 /* Both ways to read a request agree on the parts, or on the error. */
+/* What mpsup_request_members takes, mpsup_request_read reads the same:
+ * cmd, id and the members as params. */
+static void check_request_members(const char *text, size_t len, int r1, const char *cmd,
+				  json_t *id, json_t *params)
+{
+	struct mpsup_member m[8];
+	json_t *o, *id3 = NULL;
+	char cmd3[128];
+	size_t n;
+
+	if (mpsup_request_members(text, len, daemon_g.conf->max_json_depth, m, 8, &n, &id3, cmd3,
+				  sizeof(cmd3)) < 0)
+		return;
+	FUZZ_CHECK(r1 == 0, "members took what request_read refuses: %.*s", (int)len, text);
+	FUZZ_CHECK(strcmp(cmd3, cmd) == 0, "cmd %s vs %s", cmd3, cmd);
+	FUZZ_CHECK((!id && !id3) || json_equal(id, id3), "ids differ: %.*s", (int)len, text);
+	o = json_object();
+	FUZZ_CHECK(o, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		json_object_setn_new_nocheck(o, m[i].key, m[i].key_len, mpsup_member_json(&m[i]));
+	FUZZ_CHECK(json_object_size(o) == n && json_equal(o, params), "members differ: %.*s",
+		   (int)len, text);
+	json_decref(o);
+	json_decref(id3);
+	mpsup_members_free(m, n);
+}
+
 static void check_request_read(const char *text, size_t len)
 {
 	size_t depth = daemon_g.conf->max_json_depth;
@@ -186,6 +214,7 @@ static void check_request_read(const char *text, size_t len)
 	int r2 = mpsup_request_parse(text, len, depth, &req, &name, &id2, &e2);
 
 	FUZZ_CHECK(r1 == r2, "request_read %d, request_parse %d: %.*s", r1, r2, (int)len, text);
+	check_request_members(text, len, r1, cmd, id, params);
 	if (r1 == 0) {
 		FUZZ_CHECK(strncmp(cmd, name, sizeof(cmd) - 1) == 0, "cmd %s vs %s", cmd, name);
 		id2 = json_incref(json_object_get(req, "id"));

@@ -614,6 +614,71 @@ START_TEST(test_request_read)
 }
 END_TEST
 
+/* mpsup_request_members on line: -1 when refused, else 0 with the members
+ * as an object equal to what mpsup_request_read gives (and the same cmd
+ * and id). *ret_types: each member's json_type, in order. */
+static int members_same(const char *line, int *ret_types)
+{
+	struct mpsup_member m[4];
+	json_t *params = NULL, *id = NULL, *id2 = NULL, *o;
+	struct mpsup_error err;
+	char cmd[16], cmd2[16];
+	size_t n;
+
+	if (mpsup_request_members(line, strlen(line), 0, m, 4, &n, &id, cmd, sizeof(cmd)) < 0)
+		return -1;
+	ck_assert_int_eq(mpsup_request_read(line, strlen(line), 0, &params, &id2, cmd2,
+					    sizeof(cmd2), &err), 0);
+	ck_assert_str_eq(cmd, cmd2);
+	ck_assert((!id && !id2) || json_equal(id, id2));
+	o = json_object();
+	for (size_t i = 0; i < n; i++) {
+		ret_types[i] = m[i].type;
+		json_object_setn_new_nocheck(o, m[i].key, m[i].key_len, mpsup_member_json(&m[i]));
+	}
+	ck_assert_int_eq(json_object_size(o), n);
+	ck_assert_msg(json_equal(o, params), "members differ: %s", line);
+	json_decref(o);
+	json_decref(params);
+	json_decref(id);
+	json_decref(id2);
+	mpsup_members_free(m, n);
+	return 0;
+}
+
+START_TEST(test_request_members)
+{
+	int t[4];
+
+	ck_assert_int_eq(members_same("{\"id\":7,\"cmd\":\"dict.set\",\"name\":\"d\",\"key\":\"k\","
+				      "\"value\":[1,2.5,null]}", t), 0);
+	ck_assert(t[0] == JSON_STRING && t[1] == JSON_STRING && t[2] == JSON_ARRAY);
+	ck_assert_int_eq(members_same(" { \"cmd\" : \"x\" , \"a\" : -12 , \"b\" : 1.5e3 , "
+				      "\"c\" : true , \"d\" : null } ", t), 0);
+	ck_assert(t[0] == JSON_INTEGER && t[1] == JSON_REAL && t[2] == JSON_TRUE && t[3] == JSON_NULL);
+	ck_assert_int_eq(members_same("{\"cmd\":\"x\",\"s\":\"a\\n\\u00e9\",\"f\":false,"
+				      "\"o\":{\"k\":[{}]},\"i\":-9223372036854775808}", t), 0);
+	ck_assert(t[0] == JSON_STRING && t[1] == JSON_FALSE && t[2] == JSON_OBJECT &&
+		  t[3] == JSON_INTEGER);
+	ck_assert_int_eq(members_same("{\"cmd\":\"ping\"}", t), 0);
+	ck_assert_int_eq(members_same("{\"cmd\":\"x\",\"id\":{\"a\":1},\"u\":\"\xc3\xa9\"}", t), 0);
+	/* Refused: left to mpsup_request_read, which reads or explains. */
+	ck_assert_int_eq(members_same("{\"cmd\":\"x\",\"k\\u0065y\":1}", t), -1); /* escaped key */
+	ck_assert_int_eq(members_same("{\"cmd\":\"x\",\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5}", t),
+			 -1); /* more than the room */
+	ck_assert_int_eq(members_same("{\"cmd\":\"x\",\"a\":1,\"a\":2}", t), -1);
+	ck_assert_int_eq(members_same("{\"cmd\":\"x\",\"a\":01}", t), -1);
+	ck_assert_int_eq(members_same("{\"cmd\":\"x\",\"a\":1", t), -1);
+	ck_assert_int_eq(members_same("{\"a\":1}", t), -1);
+	ck_assert_int_eq(members_same("{\"cmd\":1}", t), -1);
+	ck_assert_int_eq(members_same("{\"cmd\":\"x\",\"a\":99999999999999999999}", t), -1);
+	ck_assert_int_eq(members_same("{\"cmd\":\"x\",\"a\":\"\\ud800\"}", t), -1);
+	ck_assert_int_eq(members_same("{\"cmd\":\"x\",\"a\":[1,]}", t), -1);
+	ck_assert_int_eq(members_same("{\"cmd\":\"x\"} x", t), -1);
+	ck_assert_int_eq(members_same("[\"cmd\"]", t), -1);
+}
+END_TEST
+
 /* Build {"cmd":"x","a":[[...]]} with the given total depth. */
 static char *deep_request(size_t depth)
 {
@@ -1181,6 +1246,7 @@ static Suite *proto_suite(void)
 	tcase_add_test(tc, test_request_invalid);
 	tcase_add_test(tc, test_request_depth);
 	tcase_add_test(tc, test_request_read);
+	tcase_add_test(tc, test_request_members);
 	tcase_add_test(tc, test_request_new);
 	tcase_add_test(tc, test_response_build);
 	tcase_add_test(tc, test_error_table);

@@ -1,33 +1,35 @@
 /*
  * Unit tests of the shared-state types (daemon/state/obj.c, waitq.c, t_*.c).
  *
- * The ops run in-process through obj_run() with the core's request, event
- * and connection functions replaced by small fakes below: answers are
- * recorded per request id, connections are plain structs whose closing runs
- * the cancel hook and the close hooks like conn.c does, and timeouts run on
- * a real libevent base.
+ * The requests take the daemon's real request path: each is a line given
+ * to command_dispatch() on a real connection (conn_new_for_fd on one end of
+ * a socketpair, the test reading the other), so the envelope, the in-place
+ * parameters, the answers and the closing of a connection are the code
+ * mpsupd runs. Only the events module is replaced (a counter of what is
+ * published); timeouts run on a real libevent base.
  */
 #include "config.h"
 
 #include <check.h>
-#include <stdarg.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
 #include "command.h"
 #include "daemon.h"
 #include "events.h"
+#include "log.h"
 #include "obj.h"
 #include "conn.h"
 
-/* --- fakes of the core ------------------------------------------------------- */
+/* --- the events module, counted ------------------------------------------------ */
 
-static struct conf test_conf;
-
-static json_t *answers;     /* "id" -> {ok, result | code} */
 static int n_published;
 static bool listening;
 
@@ -44,172 +46,115 @@ void events_publish(enum event_topic topic, json_t *ev)
 	json_decref(ev);
 }
 
-static void answer(struct request *r, json_t *a)
+/* --- clients on real connections ---------------------------------------------- */
+
+#define N_CONNS 4
+
+static struct conf test_conf;
+static json_t *answers;     /* "id" -> {ok, result | code and message} */
+static struct conn *conns[N_CONNS];
+static int peers[N_CONNS];  /* the test's ends of the socketpairs */
+static char inbuf[N_CONNS][1 << 16];
+static size_t inlen[N_CONNS];
+static long long next_id;
+
+/* Make client i: a connection on a socketpair, with the state role. */
+static void client_open(int i)
 {
+	int sv[2];
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+	conns[i] = conn_new_for_fd(sv[0], 65534, 65534, 1);
+	ck_assert_ptr_nonnull(conns[i]);
+	conns[i]->role = ROLE_STATE;
+	peers[i] = sv[1];
+	inlen[i] = 0;
+}
+
+/* Record one answer line as "id" -> {ok, result} or {ok: false, code,
+ * message}. */
+static void record(const char *line, size_t len)
+{
+	json_t *a = json_loadb(line, len, 0, NULL), *id, *err;
 	char key[32];
 
-	ck_assert_msg(!r->replied, "answered twice");
-	r->replied = true;
-	snprintf(key, sizeof(key), "%lld", (long long)json_integer_value(r->id));
-	json_object_set_new(answers, key, a);
-	if (r->kept) {
-		if (r->conn->kept == r)
-			r->conn->kept = NULL;
-		json_decref(r->id);
-		json_decref(r->params);
-		free(r);
-	}
+	ck_assert_msg(a != NULL, "not JSON: %.*s", (int)len, line);
+	id = json_object_get(a, "id");
+	ck_assert_msg(json_is_integer(id), "answer without an id: %.*s", (int)len, line);
+	snprintf(key, sizeof(key), "%lld", (long long)json_integer_value(id));
+	ck_assert_msg(!json_object_get(answers, key), "request %s answered twice", key);
+	err = json_object_get(a, "error");
+	if (json_is_true(json_object_get(a, "ok")))
+		json_object_set_new(answers, key, json_pack("{s:b, s:O}", "ok", 1, "result",
+							   json_object_get(a, "result")));
+	else
+		json_object_set_new(answers, key, json_pack("{s:b, s:O, s:O}", "ok", 0, "code",
+							   json_object_get(err, "code"), "message",
+							   json_object_get(err, "message")));
+	json_decref(a);
 }
 
-void request_ok(struct request *r, json_t *result)
+/* Read what every client was sent and record its answers. */
+static void collect(void)
 {
-	/* Serialize at once, as conn_send does. */
-	char *s = json_dumps(result ? result : json_null(), JSON_ENCODE_ANY);
-	answer(r, json_pack("{s:b, s:o}", "ok", 1, "result", json_loads(s, JSON_DECODE_ANY, NULL)));
-	free(s);
-	json_decref(result);
-}
+	for (int i = 0; i < N_CONNS; i++) {
+		ssize_t n;
+		char *nl;
 
-void request_error(struct request *r, enum mpsup_err code, const char *fmt, ...)
-{
-	(void)fmt;
-	answer(r, json_pack("{s:b, s:s}", "ok", 0, "code", mpsup_err_name(code)));
-}
-
-int request_unpack(struct request *r, const char *fmt, ...)
-{
-	json_error_t jerr;
-	va_list ap;
-	int rc;
-
-	va_start(ap, fmt);
-	rc = json_vunpack_ex(r->params, &jerr, JSON_STRICT, fmt, ap);
-	va_end(ap);
-	if (rc < 0)
-		request_error(r, MPSUP_E_BAD_REQUEST, "%s", jerr.text);
-	return rc;
-}
-
-int request_timeout(struct request *r, json_t *v, double *ret)
-{
-	if (!v || json_is_null(v)) {
-		*ret = -1;
-		return 0;
-	}
-	if (!json_is_number(v) || json_number_value(v) < 0) {
-		request_error(r, MPSUP_E_BAD_REQUEST, "bad timeout");
-		return -1;
-	}
-	*ret = json_number_value(v);
-	return 0;
-}
-
-#define MAX_HOOKS 64
-static struct {
-	struct conn *c;
-	conn_hook_fn *fn;
-	void *arg;
-} hooks[MAX_HOOKS];
-
-void conn_add_close_hook(struct conn *c, conn_hook_fn *fn, void *arg)
-{
-	for (int i = 0; i < MAX_HOOKS; i++)
-		if (hooks[i].c == c && hooks[i].fn == fn && hooks[i].arg == arg)
-			return;
-	for (int i = 0; i < MAX_HOOKS; i++)
-		if (!hooks[i].c) {
-			hooks[i].c = c;
-			hooks[i].fn = fn;
-			hooks[i].arg = arg;
-			return;
+		while ((n = read(peers[i], inbuf[i] + inlen[i], sizeof(inbuf[i]) - inlen[i])) > 0)
+			inlen[i] += (size_t)n;
+		ck_assert_msg(n == 0 || errno == EAGAIN, "reading client %d: %s", i, strerror(errno));
+		while ((nl = memchr(inbuf[i], '\n', inlen[i]))) {
+			size_t len = (size_t)(nl - inbuf[i]) + 1;
+			record(inbuf[i], len - 1);
+			memmove(inbuf[i], inbuf[i] + len, inlen[i] - len);
+			inlen[i] -= len;
 		}
-	ck_abort_msg("too many hooks");
+		ck_assert_msg(inlen[i] < sizeof(inbuf[i]), "an answer too long for the test");
+	}
 }
 
-void conn_remove_close_hook(struct conn *c, conn_hook_fn *fn, void *arg)
+/* Client i goes away (conn_close(), as when its peer hangs up: its waiting
+ * request is cancelled, its close hooks run); a fresh client takes its
+ * place. */
+static void client_reopen(int i)
 {
-	for (int i = 0; i < MAX_HOOKS; i++)
-		if (hooks[i].c == c && hooks[i].fn == fn && hooks[i].arg == arg)
-			hooks[i].c = NULL;
+	conn_close(conns[i]);
+	event_base_loop(daemon_g.base, EVLOOP_NONBLOCK); /* frees it */
+	collect();
+	close(peers[i]);
+	client_open(i);
 }
 
+/* Close hooks of every client (lock holders register one). */
 static int n_hooks(void)
 {
 	int n = 0;
 
-	for (int i = 0; i < MAX_HOOKS; i++)
-		n += hooks[i].c != NULL;
+	for (int i = 0; i < N_CONNS; i++)
+		for (struct conn_hook *h = conns[i]->hooks; h; h = h->next)
+			n++;
 	return n;
-}
-
-/* Close a connection the way conn_close() does: cancel, then hooks. */
-static void conn_fake_close(struct conn *c);
-
-/* persist.c closes a client it cannot hold (out of memory). */
-void conn_close(struct conn *c)
-{
-	conn_fake_close(c);
-}
-
-static void conn_fake_close(struct conn *c)
-{
-	c->dead = true;
-	if (c->kept) {
-		struct request *r = c->kept;
-
-		c->kept = NULL;
-		if (r->cancel)
-			r->cancel(r);
-		json_decref(r->id);
-		json_decref(r->params);
-		free(r);
-	}
-	for (int i = 0; i < MAX_HOOKS; i++)
-		if (hooks[i].c == c) {
-			hooks[i].c = NULL;
-			hooks[i].fn(c, hooks[i].arg);
-		}
 }
 
 /* --- helpers ----------------------------------------------------------------- */
 
-static struct conn conns[4];
-static long long next_id;
-
-static const struct cmd_entry *find_cmd(const char *name)
-{
-	for (const struct cmd_entry *e = state_module.cmds; e->name; e++)
-		if (strcmp(e->name, name) == 0)
-			return e;
-	return NULL;
-}
-
-/* Send cmd with params (JSON text) on connection ci; returns the id. */
+/* Send cmd with params (a JSON object as text) on client ci as one request
+ * line; returns the id. */
 static long long send_on(int ci, const char *cmd, const char *params)
 {
-	struct request *r = calloc(1, sizeof(*r));
-	json_error_t jerr;
-	enum cmd_ret ret;
+	const char *rest = params + strspn(params, " ") + 1; /* after the '{' */
+	char line[8192];
+	int n;
 
-	ck_assert_ptr_nonnull(r);
-	r->conn = &conns[ci];
-	r->cmd = find_cmd(cmd);
-	ck_assert_msg(r->cmd != NULL, "no command %s", cmd);
-	r->id = json_integer(++next_id);
-	r->params = json_loads(params, 0, &jerr);
-	ck_assert_msg(r->params != NULL, "bad JSON %s: %s", params, jerr.text);
-	ck_assert_ptr_null(conns[ci].kept);
-	ret = r->cmd->exec(r);
-	if (ret == CMD_DONE || r->replied) {
-		ck_assert(r->replied);
-		json_decref(r->id);
-		json_decref(r->params);
-		free(r);
-	} else {
-		ck_assert_ptr_nonnull(r->cancel);
-		r->kept = true;
-		conns[ci].kept = r;
-	}
+	rest += strspn(rest, " ");
+	ck_assert_ptr_null(conns[ci]->kept);
+	n = snprintf(line, sizeof(line), "{\"id\":%lld,\"cmd\":\"%s\"%s%s", ++next_id, cmd,
+		     *rest == '}' ? "" : ",", rest);
+	ck_assert(n > 0 && (size_t)n < sizeof(line));
+	command_dispatch(conns[ci], line, (size_t)n);
+	conn_flush(conns[ci]);
+	collect();
 	return next_id;
 }
 
@@ -218,6 +163,7 @@ static json_t *answer_of(long long id)
 {
 	char key[32];
 
+	collect();
 	snprintf(key, sizeof(key), "%lld", id);
 	return json_object_get(answers, key);
 }
@@ -277,6 +223,20 @@ static const char *err_on(int ci, const char *cmd, const char *params)
 	return json_string_value(json_object_get(a, "code"));
 }
 
+/* Call and return "code: message" (static buffer). */
+static const char *err_msg(const char *cmd, const char *params)
+{
+	static char buf[4][600];
+	static int n;
+	json_t *a = answer_of(send_on(0, cmd, params));
+
+	ck_assert_msg(json_is_false(json_object_get(a, "ok")), "%s %s succeeded", cmd, params);
+	n = (n + 1) % 4;
+	snprintf(buf[n], sizeof(buf[n]), "%s: %s", json_string_value(json_object_get(a, "code")),
+		 json_string_value(json_object_get(a, "message")));
+	return buf[n];
+}
+
 #define OK(cmd, params) ok_on(0, cmd, params)
 #define ERR(cmd, params) err_on(0, cmd, params)
 #define ck_ok(cmd, params, want) ck_assert_str_eq(OK(cmd, params), want)
@@ -284,32 +244,37 @@ static const char *err_on(int ci, const char *cmd, const char *params)
 
 static void setup(void)
 {
-	state_module.init(); /* the TYPE.OP commands (command_init runs it in mpsupd) */
+	static const struct cmd_module *const mods[] = { &state_module };
+	static bool table_built;
+
+	log_init(LOG_LVL_ERROR);
+	signal(SIGPIPE, SIG_IGN);
 	conf_defaults(&test_conf);
 	test_conf.max_objects = 100;
 	test_conf.max_queue_items = 10;
 	test_conf.max_waiters = 3;
 	daemon_g.conf = &test_conf;
 	daemon_g.base = event_base_new();
+	if (!table_built) /* the command table, as mpsupd builds it */
+		command_init(mods, 1);
+	table_built = true;
 	answers = json_object();
-	memset(conns, 0, sizeof(conns));
-	memset(hooks, 0, sizeof(hooks));
-	for (int i = 0; i < 4; i++) {
-		conns[i].id = (uint64_t)i + 1;
-		conns[i].role = ROLE_STATE;
-	}
+	for (int i = 0; i < N_CONNS; i++)
+		client_open(i);
 	n_published = 0;
 	listening = false;
 }
 
 static void teardown(void)
 {
-	for (int i = 0; i < 4; i++)
-		conn_fake_close(&conns[i]);
+	for (int i = 0; i < N_CONNS; i++)
+		conn_close(conns[i]);
+	event_base_loop(daemon_g.base, EVLOOP_NONBLOCK); /* frees them */
+	for (int i = 0; i < N_CONNS; i++)
+		close(peers[i]);
 	obj_restoring = false;
 	obj_delete_all();
 	ck_assert_int_eq(obj_count(), 0);
-	ck_assert_int_eq(n_hooks(), 0);
 	json_decref(answers);
 	event_base_free(daemon_g.base);
 }
@@ -408,6 +373,41 @@ START_TEST(test_params)
 }
 END_TEST
 
+/* A line that the in-place reader leaves to the tree path (a key with an
+ * escape, more members than it reads in place) gets the same answers and
+ * the same errors. */
+START_TEST(test_params_tree_path)
+{
+	static const char many[] = "\"a1\":1,\"a2\":1,\"a3\":1,\"a4\":1,\"a5\":1,\"a6\":1,"
+				   "\"a7\":1,\"a8\":1}";
+	char line[256];
+
+	ck_ok("dict.set", "{\"name\":\"d\",\"k\\u0065y\":\"a\",\"value\":[1,\"x\\n\"]}", "null");
+	ck_ok("dict.get", "{\"name\":\"d\",\"key\":\"a\"}", "[1,\"x\\n\"]");
+	ck_ok("dict.get", "{\"n\\u0061me\":\"d\",\"key\":\"a\"}", "[1,\"x\\n\"]");
+	ck_ok("value.add", "{\"name\":\"v\",\"\\u0062y\":2}", "2");
+	ck_ok("value.add", "{\"name\":\"v\",\"by\":2}", "4");
+	ck_assert_str_eq(err_msg("dict.get", "{\"name\":\"d\",\"key\":\"a\",\"x\":1}"),
+			 "bad_request: dict.get: unknown parameter 'x'");
+	ck_assert_str_eq(err_msg("dict.get", "{\"name\":\"d\",\"key\":\"a\",\"\\u0078\":1}"),
+			 "bad_request: dict.get: unknown parameter 'x'");
+	snprintf(line, sizeof(line), "{\"name\":\"d\",\"key\":\"a\",%s", many);
+	ck_assert_str_eq(err_msg("dict.get", line), "bad_request: dict.get: unknown parameter 'a1'");
+	ck_assert_str_eq(err_msg("dict.get", "{\"name\":\"d\",\"key\":1}"),
+			 "bad_request: dict.get: 'key' must be a string, not an integer");
+	ck_assert_str_eq(err_msg("dict.get", "{\"name\":\"d\",\"k\\u0065y\":1}"),
+			 "bad_request: dict.get: 'key' must be a string, not an integer");
+	ck_assert_str_eq(err_msg("dict.get", "{\"name\":\"d\"}"),
+			 "bad_request: dict.get: missing parameter 'key'");
+	ck_assert_str_eq(err_msg("dict.get", "{\"n\\u0061me\":\"d\"}"),
+			 "bad_request: dict.get: missing parameter 'key'");
+	ck_assert_str_eq(err_msg("dict.get", "{\"name\":\"a b\",\"key\":\"a\"}"),
+			 "bad_request: dict.get: invalid object name (expected [A-Za-z0-9_.-]{1,64})");
+	ck_assert_str_eq(err_msg("dict.get", "{\"n\\u0061me\":\"a b\",\"key\":\"a\"}"),
+			 "bad_request: dict.get: invalid object name (expected [A-Za-z0-9_.-]{1,64})");
+}
+END_TEST
+
 START_TEST(test_create_options)
 {
 	enum mpsup_err code;
@@ -442,7 +442,7 @@ END_TEST
  * creates nothing for it. */
 START_TEST(test_read_role_creates_nothing)
 {
-	conns[1].role = ROLE_READ;
+	conns[1]->role = ROLE_READ;
 	ck_assert_str_eq(err_on(1, "dict.get", "{\"name\":\"d\",\"key\":\"k\"}"), "not_found");
 	ck_assert_str_eq(err_on(1, "value.get", "{\"name\":\"v\"}"), "not_found");
 	ck_assert_str_eq(err_on(1, "event.is_set", "{\"name\":\"e\"}"), "not_found");
@@ -699,7 +699,7 @@ START_TEST(test_queue_blocking)
 	ck_assert_int_eq(obj_find("q")->n_waiters, 0);
 	/* a closed connection leaves the queue */
 	send_on(1, "queue.get", "{\"name\":\"q\"}");
-	conn_fake_close(&conns[1]);
+	client_reopen(1);
 	ck_assert_int_eq(obj_find("q")->n_waiters, 0);
 	OK("queue.put", "{\"name\":\"q\",\"item\":1}");
 	ck_ok("queue.size", "{\"name\":\"q\"}", "1");
@@ -793,7 +793,7 @@ START_TEST(test_lock_ownership)
 	a = send_on(1, "lock.acquire", "{\"name\":\"L\"}");
 	b = send_on(2, "lock.acquire", "{\"name\":\"L\"}");
 	/* the holder goes away: the first waiter gets it, abandoned */
-	conn_fake_close(&conns[0]);
+	client_reopen(0);
 	ck_assert_str_eq(res(answer_of(a)),
 			 "{\"acquired\":true,\"abandoned\":true}");
 	ck_assert_ptr_null(answer_of(b));
@@ -826,7 +826,7 @@ START_TEST(test_rlock_semaphore)
 	ck_assert_str_eq(ok_on(1, "semaphore.acquire", "{\"name\":\"s\"}"), "{\"acquired\":true}");
 	ck_ok("semaphore.get_value", "{\"name\":\"s\"}", "0");
 	ck_assert_str_eq(err_on(2, "semaphore.release", "{\"name\":\"s\"}"), "conflict");
-	conn_fake_close(&conns[1]);
+	client_reopen(1);
 	ck_ok("semaphore.get_value", "{\"name\":\"s\"}", "1");
 	ck_assert_str_eq(ok_on(2, "semaphore.acquire", "{\"name\":\"s\"}"),
 			 "{\"acquired\":true,\"abandoned\":true}");
@@ -901,6 +901,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_num_helpers);
 	tcase_add_test(tc, test_namespace);
 	tcase_add_test(tc, test_params);
+	tcase_add_test(tc, test_params_tree_path);
 	tcase_add_test(tc, test_create_options);
 	tcase_add_test(tc, test_dump_roundtrip);
 	tcase_add_test(tc, test_read_role_creates_nothing);

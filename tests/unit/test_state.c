@@ -27,6 +27,7 @@
 #include "log.h"
 #include "obj.h"
 #include "conn.h"
+#include "unit.h"
 
 /* --- the events module, counted ------------------------------------------------ */
 
@@ -926,11 +927,5 @@ static Suite *state_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(state_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return unit_run(state_suite());
 }

@@ -109,15 +109,25 @@ static int build_request(char *buf, size_t len, const char *op, long i)
 	if (resp_mode)
 		return build_resp(buf, len, op, i);
 	if (strcmp(op, "dict.set") == 0)
-		return snprintf(buf, len, "{\"cmd\":\"dict.set\",\"name\":\"bd\",\"key\":\"k%ld\",\"value\":\"xxx\"}\n", i % 10000);
+		return snprintf(buf, len,
+				"{\"cmd\":\"dict.set\",\"name\":\"bd\",\"key\":\"k%ld\",\"value\":"
+				"\"xxx\"}\n",
+				i % 10000);
 	if (strcmp(op, "dict.fill") == 0) /* unique keys: memory per key */
-		return snprintf(buf, len, "{\"cmd\":\"dict.set\",\"name\":\"bf\",\"key\":\"k%ld\",\"value\":\"xxx\"}\n", i);
+		return snprintf(buf, len,
+				"{\"cmd\":\"dict.set\",\"name\":\"bf\",\"key\":\"k%ld\",\"value\":"
+				"\"xxx\"}\n",
+				i);
 	if (strcmp(op, "dict.get") == 0)
-		return snprintf(buf, len, "{\"cmd\":\"dict.get\",\"name\":\"bd\",\"key\":\"k%ld\",\"default\":null}\n", i % 10000);
+		return snprintf(buf, len,
+				"{\"cmd\":\"dict.get\",\"name\":\"bd\",\"key\":\"k%ld\","
+				"\"default\":null}\n",
+				i % 10000);
 	if (strcmp(op, "value.add") == 0)
 		return snprintf(buf, len, "{\"cmd\":\"value.add\",\"name\":\"bv\",\"by\":1}\n");
 	if (strcmp(op, "list.append") == 0)
-		return snprintf(buf, len, "{\"cmd\":\"list.append\",\"name\":\"bl\",\"value\":\"xxx\"}\n");
+		return snprintf(buf, len,
+				"{\"cmd\":\"list.append\",\"name\":\"bl\",\"value\":\"xxx\"}\n");
 	if (strcmp(op, "list.pop") == 0)
 		return snprintf(buf, len, "{\"cmd\":\"list.pop\",\"name\":\"bl\"}\n");
 	if (strcmp(op, "ping") == 0)
@@ -183,7 +193,8 @@ int main(int argc, char **argv)
 		case 'n': total = atol(optarg); break;
 		case 't': op = optarg; break;
 		default:
-			fprintf(stderr, "usage: loadgen -s SOCKET [-c CONNS] [-P DEPTH] [-n TOTAL] [-t OP]\n");
+			fprintf(stderr, "usage: loadgen -s SOCKET [-c CONNS] [-P DEPTH] [-n TOTAL] "
+					"[-t OP]\n");
 			return 2;
 		}
 	}
@@ -237,7 +248,8 @@ int main(int argc, char **argv)
 			start = c->rbuf;
 			for (;;) {
 				int is_err;
-				size_t used = next_reply(start, c->rlen - (size_t)(start - c->rbuf), &is_err);
+				size_t used = next_reply(start, c->rlen - (size_t)(start - c->rbuf),
+							 &is_err);
 				if (!used)
 					break;
 				errors += is_err;

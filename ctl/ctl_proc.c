@@ -89,8 +89,7 @@ static const char *colour_state(const json_t *row, const json_t *v)
 		return NULL;
 	if (strcmp(s, "running") == 0)
 		return "\033[32m";
-	if (strcmp(s, "starting") == 0 || strcmp(s, "stopping") == 0 ||
-	    strcmp(s, "backoff") == 0)
+	if (strcmp(s, "starting") == 0 || strcmp(s, "stopping") == 0 || strcmp(s, "backoff") == 0)
 		return "\033[33m";
 	if (strcmp(s, "fatal") == 0)
 		return "\033[31m";
@@ -174,7 +173,7 @@ static int cmd_status(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
 static const char *control_cmd(const char *name)
 {
 	static const char *const map[][2] = {
-		{ "start", "proc.start" }, { "stop", "proc.stop" },
+		{ "start", "proc.start" },     { "stop", "proc.stop" },
 		{ "restart", "proc.restart" }, { "terminate", "proc.terminate" },
 		{ "kill", "proc.kill" },
 	};
@@ -205,7 +204,8 @@ static void say_when_slow(const char *verb, const char *target)
 
 	snprintf(slow_msg, sizeof(slow_msg),
 		 "mpctl: %s %s: waiting for it to exit (its stop signal, then SIGKILL after "
-		 "the pool's stop_timeout)...\n", verb, target);
+		 "the pool's stop_timeout)...\n",
+		 verb, target);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = slow_alarm;
 	sa.sa_flags = SA_RESTART;
@@ -350,7 +350,10 @@ static int cmd_signal(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
 		for (k = 0; sig[k] && k + 1 < sizeof(up); k++)
 			up[k] = (char)toupper((unsigned char)sig[k]);
 		up[k] = '\0';
-		printf("sent %s%s to", number ? "signal " : strncmp(up, "SIG", 3) == 0 ? "" : "SIG",
+		printf("sent %s%s to",
+		       number                       ? "signal "
+		       : strncmp(up, "SIG", 3) == 0 ? ""
+						    : "SIG",
 		       up);
 		json_array_foreach(result, k, rec)
 			printf(" %s", json_string_value(json_object_get(rec, "name")) ?: "?");
@@ -382,14 +385,9 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 		const char *eq;
 
 		switch (c) {
-		case 'h':
-			opt_help(cmd);
-		case 'n':
-			json_object_set_new(params, "name", ctl_str(optarg));
-			break;
-		case 'd':
-			json_object_set_new(params, "daemon", json_true());
-			break;
+		case 'h': opt_help(cmd);
+		case 'n': json_object_set_new(params, "name", ctl_str(optarg)); break;
+		case 'd': json_object_set_new(params, "daemon", json_true()); break;
 		case 'e':
 			eq = strchr(optarg, '=');
 			if (!eq || eq == optarg)
@@ -401,20 +399,11 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 			}
 			json_object_setn_new(env, optarg, (size_t)(eq - optarg), ctl_str(eq + 1));
 			break;
-		case 'C':
-			json_object_set_new(params, "cwd", ctl_str(optarg));
-			break;
-		case 'i':
-			json_object_set_new(params, "stdin", ctl_str(optarg));
-			break;
-		case 'u':
-			json_object_set_new(params, "user", ctl_str(optarg));
-			break;
-		case 'g':
-			json_object_set_new(params, "group", ctl_str(optarg));
-			break;
-		default:
-			opt_error(cmd, c, argv);
+		case 'C': json_object_set_new(params, "cwd", ctl_str(optarg)); break;
+		case 'i': json_object_set_new(params, "stdin", ctl_str(optarg)); break;
+		case 'u': json_object_set_new(params, "user", ctl_str(optarg)); break;
+		case 'g': json_object_set_new(params, "group", ctl_str(optarg)); break;
+		default: opt_error(cmd, c, argv);
 		}
 	}
 	if (optind >= argc)
@@ -459,8 +448,7 @@ static const char *parse_one_with_timeout(const struct ctl_cmd *cmd, int argc, c
 			opt_help(cmd);
 		if (c != 't')
 			opt_error(cmd, c, argv);
-		json_object_set_new(params, "timeout",
-				    json_real(ctl_parse_seconds(cmd, optarg)));
+		json_object_set_new(params, "timeout", json_real(ctl_parse_seconds(cmd, optarg)));
 	}
 	if (argc - optind != 1)
 		ctl_usage_error(cmd, "%s takes one argument", cmd->name);
@@ -499,8 +487,7 @@ static int cmd_join(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
  * an error (*ret_rc set). A name that is a pool of several processes is a
  * usage error.
  */
-static json_t *one_record(struct ctl *ctl, const struct ctl_cmd *cmd, const char *name,
-			  int *ret_rc)
+static json_t *one_record(struct ctl *ctl, const struct ctl_cmd *cmd, const char *name, int *ret_rc)
 {
 	json_t *params = params_new(), *result, *rec, *found = NULL;
 	size_t i;
@@ -685,8 +672,10 @@ static int cmd_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 
 		if (json_is_false(ok)) {
 			fprintf(stderr, "mpctl: %s: %s\n",
-				json_string_value(json_object_get(json_object_get(msg, "error"), "code")),
-				json_string_value(json_object_get(json_object_get(msg, "error"), "message")));
+				json_string_value(
+					json_object_get(json_object_get(msg, "error"), "code")),
+				json_string_value(
+					json_object_get(json_object_get(msg, "error"), "message")));
 			json_decref(msg);
 			return CTL_EXIT_ERROR;
 		}
@@ -726,14 +715,10 @@ static int cmd_scale(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char 
 }
 
 static const struct ctl_column pool_cols[] = {
-	{ "pool", "NAME", NULL, NULL },
-	{ "mode", "MODE", NULL, NULL },
-	{ "processes", "PROCESSES", NULL, NULL },
-	{ "running", "RUNNING", NULL, NULL },
-	{ "busy", "BUSY", NULL, NULL },
-	{ "pending", "PENDING", NULL, NULL },
-	{ "restart", "RESTART", NULL, NULL },
-	{ "autostart", "AUTOSTART", NULL, NULL },
+	{ "pool", "NAME", NULL, NULL },           { "mode", "MODE", NULL, NULL },
+	{ "processes", "PROCESSES", NULL, NULL }, { "running", "RUNNING", NULL, NULL },
+	{ "busy", "BUSY", NULL, NULL },           { "pending", "PENDING", NULL, NULL },
+	{ "restart", "RESTART", NULL, NULL },     { "autostart", "AUTOSTART", NULL, NULL },
 };
 
 /* pools: the pool table. */
@@ -822,7 +807,7 @@ static int cmd_pool(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 		printf("added pool %s (%lld process%s, %s)\n", argv[i + 1], (long long)procs,
 		       procs == 1 ? "" : "es",
 		       json_is_false(json_object_get(result, "autostart")) ? "not started"
-									  : "started");
+									   : "started");
 	}
 	json_decref(result);
 	return CTL_EXIT_OK;
@@ -1161,8 +1146,7 @@ static int cmd_reopen_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc,
 }
 
 const struct ctl_cmd ctl_proc_cmds[] = {
-	{ "status", cmd_status, "[TARGET]",
-	  "Show processes (all, a pool, or one) as a table." },
+	{ "status", cmd_status, "[TARGET]", "Show processes (all, a pool, or one) as a table." },
 	{ "start", cmd_control, "[--no-wait] TARGET", "Start a pool, a process or \"*\"." },
 	{ "stop", cmd_control, "[--no-wait] TARGET",
 	  "Stop gracefully (stop signal, SIGKILL after stop_timeout)." },

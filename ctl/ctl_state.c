@@ -16,8 +16,8 @@
 #include "mpctl.h"
 
 enum arg_kind {
-	ARG_JSON,	/* JSON if it parses, else a string */
-	ARG_STR,	/* a string as typed */
+	ARG_JSON, /* JSON if it parses, else a string */
+	ARG_STR,  /* a string as typed */
 };
 
 struct state_param {
@@ -29,7 +29,7 @@ struct state_param {
 struct state_op {
 	const char *type;
 	const char *op;
-	unsigned nrequired;	/* the rest of params is optional, in order */
+	unsigned nrequired; /* the rest of params is optional, in order */
 	struct state_param params[3];
 	const char *usage;
 	/* The error code the op answers when its timeout expired (exit 4). */
@@ -37,8 +37,14 @@ struct state_op {
 };
 
 /* clang-format off: it would put the braces of a macro on lines of their own */
-#define P(k) { k, ARG_JSON }
-#define S(k) { k, ARG_STR }
+#define P(k)                \
+	{                   \
+		k, ARG_JSON \
+	}
+#define S(k)               \
+	{                  \
+		k, ARG_STR \
+	}
 /* clang-format on */
 
 static const struct state_op state_ops[] = {
@@ -250,8 +256,7 @@ static int cmd_state(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char 
 	snprintf(wire, sizeof(wire), "%s.%s", cmd->name, op);
 	start = monotonic_now();
 	rc = ctl_call_code(ctl, wire, params, &result, code, sizeof(code));
-	if (rc == CTL_EXIT_ERROR &&
-	    state_error_timed_out(o, params, code, monotonic_now() - start))
+	if (rc == CTL_EXIT_ERROR && state_error_timed_out(o, params, code, monotonic_now() - start))
 		rc = CTL_EXIT_TIMEOUT;
 	if (rc == CTL_EXIT_ERROR && strcmp(code, "unknown_command") == 0)
 		state_list_ops(ctl, cmd->name, argv[1]);
@@ -353,13 +358,18 @@ static int cmd_obj(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 #define STATE_USAGE "OP NAME [ARGS...]"
 
 const struct ctl_cmd ctl_state_cmds[] = {
-	{ "dict", cmd_state, STATE_USAGE, "A shared dict (get set del has keys values items len update pop setdefault clear incr cas)." },
-	{ "list", cmd_state, STATE_USAGE, "A shared list (append extend insert get set pop remove index count len slice clear)." },
+	{ "dict", cmd_state, STATE_USAGE,
+	  "A shared dict (get set del has keys values items len update pop setdefault clear incr "
+	  "cas)." },
+	{ "list", cmd_state, STATE_USAGE,
+	  "A shared list (append extend insert get set pop remove index count len slice clear)." },
 	{ "value", cmd_state, STATE_USAGE, "A shared value (get set add cas)." },
 	{ "array", cmd_state, STATE_USAGE, "A fixed-length typed array (get set add slice len)." },
-	{ "queue", cmd_state, STATE_USAGE, "A FIFO queue (put get size empty full task-done join)." },
+	{ "queue", cmd_state, STATE_USAGE,
+	  "A FIFO queue (put get size empty full task-done join)." },
 	{ "event", cmd_state, STATE_USAGE, "An event (set clear is-set wait)." },
-	{ "lock", cmd_state, STATE_USAGE, "A lock, held by this mpctl until it exits (acquire release)." },
+	{ "lock", cmd_state, STATE_USAGE,
+	  "A lock, held by this mpctl until it exits (acquire release)." },
 	{ "rlock", cmd_state, STATE_USAGE, "A re-entrant lock (acquire release)." },
 	{ "semaphore", cmd_state, STATE_USAGE, "A bounded semaphore (acquire release)." },
 	{ "barrier", cmd_state, STATE_USAGE, "A barrier (wait reset)." },

@@ -18,11 +18,15 @@
 #include "mpctl.h"
 
 static const char *const ctl_tables_names[] = {
-	"Meta", "Processes, pools and the daemon", "Shared state",
+	"Meta",
+	"Processes, pools and the daemon",
+	"Shared state",
 };
 
 static const struct ctl_cmd *const ctl_tables[] = {
-	ctl_meta_cmds, ctl_proc_cmds, ctl_state_cmds,
+	ctl_meta_cmds,
+	ctl_proc_cmds,
+	ctl_state_cmds,
 };
 
 #define NTABLES (sizeof(ctl_tables) / sizeof(ctl_tables[0]))
@@ -36,7 +40,8 @@ static _Noreturn void ctl_unreachable(const struct ctl *ctl, int err)
 {
 	fflush(stdout);
 	fprintf(stderr, "mpctl: cannot reach mpsupd at %s: %s\n", ctl->socket, strerror(err));
-	fprintf(stderr, "mpctl: is mpsupd running? That socket is %s; name another with "
+	fprintf(stderr,
+		"mpctl: is mpsupd running? That socket is %s; name another with "
 		"-s SOCKET or MPSUP_SOCKET.\n",
 		ctl->socket_from ? ctl->socket_from : "the default");
 	exit(CTL_EXIT_UNREACHABLE);
@@ -83,8 +88,8 @@ static int ctl_report_error(const struct mpsup_error *err)
 	return CTL_EXIT_ERROR;
 }
 
-int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result,
-		  char *code, size_t codelen)
+int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result, char *code,
+		  size_t codelen)
 {
 	struct mpsup_error err;
 	json_t *result = NULL;
@@ -339,7 +344,8 @@ void ctl_cmd_usage(FILE *f, const struct ctl_cmd *cmd)
 static void ctl_short_usage(FILE *f)
 {
 	fputs("usage: mpctl [-s SOCKET] [--json] [-t SECONDS] COMMAND [ARGS...]\n"
-	      "       mpctl -h | --help | --version\n", f);
+	      "       mpctl -h | --help | --version\n",
+	      f);
 }
 
 _Noreturn void ctl_usage_error(const struct ctl_cmd *cmd, const char *fmt, ...)
@@ -755,8 +761,7 @@ static int cmd_help(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 const struct ctl_cmd ctl_meta_cmds[] = {
 	{ "hello", cmd_hello, "", "Show the daemon's name, version, protocol, pid and uptime." },
 	{ "ping", cmd_ping, "", "Check that the daemon answers." },
-	{ "call", cmd_call, "JSON",
-	  "Send one raw request line and print the raw response line." },
+	{ "call", cmd_call, "JSON", "Send one raw request line and print the raw response line." },
 	{ "help", cmd_help, "[COMMAND | PROTOCOL.COMMAND]",
 	  "Show the list of commands, one command's usage, or a protocol command (dict.get)." },
 	{ NULL, NULL, NULL, NULL },
@@ -770,12 +775,13 @@ static void ctl_help(FILE *f)
 
 	ctl_short_usage(f);
 	fputs("\nOptions:\n"
-	      "  -s, --socket PATH    the daemon's socket (else $MPSUP_SOCKET, else "
-	      MPSUP_DEFAULT_SOCKET ")\n"
+	      "  -s, --socket PATH    the daemon's socket (else $MPSUP_SOCKET, "
+	      "else " MPSUP_DEFAULT_SOCKET ")\n"
 	      "  -j, --json           print the exact result JSON\n"
 	      "  -t, --timeout SECS   give up (exit 4) when the daemon does not answer in time\n"
 	      "  -h, --help           show this help\n"
-	      "      --version        show the version\n", f);
+	      "      --version        show the version\n",
+	      f);
 	for (t = 0; t < NTABLES; t++) {
 		fprintf(f, "\n%s:\n", ctl_tables_names[t]);
 		for (c = ctl_tables[t]; c->name; c++)
@@ -785,7 +791,8 @@ static void ctl_help(FILE *f)
 	      "shows one command; 'mpctl help dict.get' asks the daemon about a protocol command.\n"
 	      "Arguments that parse as JSON are JSON (1, true, {\"a\":1}); anything else is a\n"
 	      "string. Exit status: 0 success, 1 the daemon answered an error, 2 usage error,\n"
-	      "3 cannot reach the daemon, 4 timeout. See mpctl(1).\n", f);
+	      "3 cannot reach the daemon, 4 timeout. See mpctl(1).\n",
+	      f);
 }
 
 /* Whether arg is opt or "opt=VALUE"; *ret_value: the VALUE or NULL. */
@@ -802,7 +809,7 @@ static bool ctl_long_opt(const char *arg, const char *opt, const char **ret_valu
 /* run's options that take a value: the value is not its command yet. */
 static bool ctl_run_value_opt(const char *arg)
 {
-	static const char *const opts[] = { "-n", "--name", "-e", "--env", "-C", "--cwd",
+	static const char *const opts[] = { "-n", "--name",  "-e", "--env",  "-C", "--cwd",
 					    "-i", "--stdin", "-u", "--user", "-g", "--group" };
 
 	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
@@ -837,7 +844,8 @@ static int ctl_late_globals(struct ctl *ctl, const struct ctl_cmd *cmd, const ch
 				ctl_usage_error(NULL, "option '%s' needs an argument", a);
 			*socket_opt = v ? v : argv[in + 1];
 			in += v ? 1 : 2;
-		} else if (!own_timeout && (strcmp(a, "-t") == 0 || ctl_long_opt(a, "--timeout", &v))) {
+		} else if (!own_timeout &&
+			   (strcmp(a, "-t") == 0 || ctl_long_opt(a, "--timeout", &v))) {
 			if (!v && in + 1 >= argc)
 				ctl_usage_error(NULL, "option '%s' needs an argument", a);
 			ctl->timeout = ctl_parse_seconds(NULL, v ? v : argv[in + 1]);
@@ -871,12 +879,9 @@ static int ctl_close_stdout(int rc)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "timeout", required_argument, NULL, 't' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		{ "socket", required_argument, NULL, 's' },  { "json", no_argument, NULL, 'j' },
+		{ "timeout", required_argument, NULL, 't' }, { "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },       { NULL, 0, NULL, 0 },
 	};
 	struct ctl ctl = { .timeout = -1 };
 	const char *socket_opt = NULL;
@@ -886,23 +891,12 @@ int main(int argc, char **argv)
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+:s:jt:h", opts, NULL)) != -1) {
 		switch (c) {
-		case 's':
-			socket_opt = optarg;
-			break;
-		case 'j':
-			ctl.json = true;
-			break;
-		case 't':
-			ctl.timeout = ctl_parse_seconds(NULL, optarg);
-			break;
-		case 'h':
-			ctl_help(stdout);
-			return ctl_close_stdout(CTL_EXIT_OK);
-		case 'V':
-			puts("mpctl " PACKAGE_VERSION);
-			return ctl_close_stdout(CTL_EXIT_OK);
-		case ':':
-			ctl_usage_error(NULL, "option '%s' needs an argument", argv[optind - 1]);
+		case 's': socket_opt = optarg; break;
+		case 'j': ctl.json = true; break;
+		case 't': ctl.timeout = ctl_parse_seconds(NULL, optarg); break;
+		case 'h': ctl_help(stdout); return ctl_close_stdout(CTL_EXIT_OK);
+		case 'V': puts("mpctl " PACKAGE_VERSION); return ctl_close_stdout(CTL_EXIT_OK);
+		case ':': ctl_usage_error(NULL, "option '%s' needs an argument", argv[optind - 1]);
 		default:
 			if (optopt)
 				ctl_usage_error(NULL, "unknown option '-%c'", optopt);
@@ -915,8 +909,8 @@ int main(int argc, char **argv)
 	if (!cmd)
 		ctl_unknown_cmd(NULL, argv[optind]);
 	else
-		argc = optind + ctl_late_globals(&ctl, cmd, &socket_opt, argc - optind,
-						 argv + optind);
+		argc = optind +
+		       ctl_late_globals(&ctl, cmd, &socket_opt, argc - optind, argv + optind);
 	ctl.socket = mpsup_socket_path(socket_opt);
 	if (!ctl.socket)
 		ctl.socket = MPSUP_DEFAULT_SOCKET;

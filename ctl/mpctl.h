@@ -21,27 +21,27 @@
 
 /* Exit statuses (mpctl(1), EXIT STATUS). */
 enum ctl_exit {
-	CTL_EXIT_OK = 0,	/* success */
-	CTL_EXIT_ERROR = 1,	/* the daemon answered with an error */
-	CTL_EXIT_USAGE = 2,	/* usage error */
+	CTL_EXIT_OK = 0,          /* success */
+	CTL_EXIT_ERROR = 1,       /* the daemon answered with an error */
+	CTL_EXIT_USAGE = 2,       /* usage error */
 	CTL_EXIT_UNREACHABLE = 3, /* cannot reach the daemon */
-	CTL_EXIT_TIMEOUT = 4,	/* timeout */
+	CTL_EXIT_TIMEOUT = 4,     /* timeout */
 };
 
 /* Run-time context of one mpctl invocation. */
 struct ctl {
-	const char *socket;	/* resolved socket path */
-	const char *socket_from; /* "from -s", "from MPSUP_SOCKET" or NULL: the default */
-	bool json;		/* --json: print exact result JSON */
-	double timeout;		/* -t: per send/receive, < 0 = forever */
+	const char *socket;          /* resolved socket path */
+	const char *socket_from;     /* "from -s", "from MPSUP_SOCKET" or NULL: the default */
+	bool json;                   /* --json: print exact result JSON */
+	double timeout;              /* -t: per send/receive, < 0 = forever */
 	struct mpsup_client *client; /* connected lazily by ctl_connect */
 };
 
 struct ctl_cmd {
 	const char *name;
 	int (*run)(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv);
-	const char *usage;	/* arguments, after the name */
-	const char *summary;	/* one line for --help */
+	const char *usage;   /* arguments, after the name */
+	const char *summary; /* one line for --help */
 };
 
 /* Subcommand tables, each ended by an entry with a NULL name. */
@@ -66,8 +66,8 @@ _Noreturn void ctl_transport_fail(struct ctl *ctl, int err);
 int ctl_call(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result);
 /* Like ctl_call; on an error answer the error's code name is also copied
  * into code (codelen bytes; "" when the call succeeded). */
-int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result,
-		  char *code, size_t codelen);
+int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result, char *code,
+		  size_t codelen);
 /* Like ctl_call, but an error answer is not printed. */
 int ctl_call_quiet(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result);
 /* Like ctl_call, then print the result (ctl_print_result). */

@@ -147,17 +147,16 @@ static enum cmd_ret cmd_info(struct request *r)
 			 " s:i, s:I, s:i, s:i, s:i, s:i, s:i}}",
 			 "version", PACKAGE_VERSION, "pid", (int)getpid(), "uptime",
 			 daemon_uptime(), "started_at", (double)daemon_g.started_wall, "socket",
-			 server_socket_path(), "config", cf->file, "clients",
-			 (int)server_clients(), "shutting_down", daemon_g.shutting_down, "limits",
-			 "max_request_bytes", (json_int_t)cf->max_request_bytes, "max_clients",
-			 (int)cf->max_clients, "max_clients_per_uid", (int)cf->max_clients_per_uid,
-			 "max_json_depth", (int)cf->max_json_depth, "max_output_bytes",
+			 server_socket_path(), "config", cf->file, "clients", (int)server_clients(),
+			 "shutting_down", daemon_g.shutting_down, "limits", "max_request_bytes",
+			 (json_int_t)cf->max_request_bytes, "max_clients", (int)cf->max_clients,
+			 "max_clients_per_uid", (int)cf->max_clients_per_uid, "max_json_depth",
+			 (int)cf->max_json_depth, "max_output_bytes",
 			 (json_int_t)cf->max_output_bytes, "max_objects", (int)cf->max_objects,
-			 "max_object_items", (json_int_t)cf->max_object_items,
-			 "max_queue_items", (int)cf->max_queue_items, "max_waiters",
-			 (int)cf->max_waiters, "max_processes", (int)cf->max_processes,
-			 "max_oneshots", (int)cf->max_oneshots, "max_subscribers",
-			 (int)cf->max_subscribers);
+			 "max_object_items", (json_int_t)cf->max_object_items, "max_queue_items",
+			 (int)cf->max_queue_items, "max_waiters", (int)cf->max_waiters,
+			 "max_processes", (int)cf->max_processes, "max_oneshots",
+			 (int)cf->max_oneshots, "max_subscribers", (int)cf->max_subscribers);
 	/* Memory bounds: shared-state data (max_memory) and unsent output
 	 * (max_output_total); clients paused until their output drains;
 	 * streams (max_subscribers). */

@@ -81,12 +81,8 @@ static int parse_options(int argc, char **argv, bool *ret_check_only)
 	daemon_g.conf_path = DEFAULT_CONFIG;
 	while ((opt = getopt_long(argc, argv, "c:s:Vh", opts, NULL)) != -1) {
 		switch (opt) {
-		case 'c':
-			daemon_g.conf_path = optarg;
-			break;
-		case 's':
-			daemon_g.socket_override = optarg;
-			break;
+		case 'c': daemon_g.conf_path = optarg; break;
+		case 's': daemon_g.socket_override = optarg; break;
 		case 'C':
 			*ret_check_only = true;
 			if (optarg)
@@ -94,18 +90,10 @@ static int parse_options(int argc, char **argv, bool *ret_check_only)
 			else if (optind < argc && argv[optind][0] != '-')
 				daemon_g.conf_path = argv[optind++];
 			break;
-		case 'T':
-			daemon_g.truncate_corrupt_state = true;
-			break;
-		case 'V':
-			printf("mpsupd %s\n", PACKAGE_VERSION);
-			return 0;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
+		case 'T': daemon_g.truncate_corrupt_state = true; break;
+		case 'V': printf("mpsupd %s\n", PACKAGE_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
 		}
 	}
 	if (optind < argc) {
@@ -133,8 +121,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check_only) {
-		printf("%s: configuration ok (%u pool%s)\n", daemon_g.conf_path, daemon_g.conf->n_pools,
-		       daemon_g.conf->n_pools == 1 ? "" : "s");
+		printf("%s: configuration ok (%u pool%s)\n", daemon_g.conf_path,
+		       daemon_g.conf->n_pools, daemon_g.conf->n_pools == 1 ? "" : "s");
 		conf_free(daemon_g.conf);
 		return 0;
 	}
@@ -165,8 +153,8 @@ int main(int argc, char **argv)
 		notify_status("cannot listen: %s", strerror(-r));
 		return 1;
 	}
-	log_info("daemon", "mpsupd %s started (pid %d, config %s)", PACKAGE_VERSION,
-		 (int)getpid(), daemon_g.conf_path);
+	log_info("daemon", "mpsupd %s started (pid %d, config %s)", PACKAGE_VERSION, (int)getpid(),
+		 daemon_g.conf_path);
 	/* one daemon per socket (its lock), before the state or any process
 	 * is touched */
 	if (procreg_open(daemon_g.conf, server_socket_path()) < 0 ||

@@ -24,12 +24,9 @@ extern const struct proc_observer proc_cmd_observer;
 
 /* Adding a module is one line here. */
 const struct cmd_module *const mpsupd_modules[] = {
-	&meta_module,
-	&events_module,
-	&state_module,
+	&meta_module,    &events_module, &state_module,
 	&persist_module, /* loads the state before anything serves it; stops after proc */
-	&proc_module,
-	&task_module, /* after proc: its stop fails the tasks before workers stop */
+	&proc_module,    &task_module, /* after proc: its stop fails the tasks before workers stop */
 };
 const size_t mpsupd_n_modules = sizeof(mpsupd_modules) / sizeof(mpsupd_modules[0]);
 

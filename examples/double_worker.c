@@ -29,9 +29,11 @@ int main(void)
 			return 1;
 		}
 		if (json_is_integer(item))
-			reply = json_pack("{s:I, s:I}", "id", id, "result", json_integer_value(item) * 2);
+			reply = json_pack("{s:I, s:I}", "id", id, "result",
+					  json_integer_value(item) * 2);
 		else if (json_is_number(item))
-			reply = json_pack("{s:I, s:f}", "id", id, "result", json_number_value(item) * 2);
+			reply = json_pack("{s:I, s:f}", "id", id, "result",
+					  json_number_value(item) * 2);
 		else
 			reply = json_pack("{s:I, s:s}", "id", id, "error", "item is not a number");
 		out = json_dumps(reply, JSON_COMPACT);

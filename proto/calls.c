@@ -20,8 +20,8 @@ static int params_add_timeout(json_t *params, double timeout)
 }
 
 /* mpsup_call that consumes params. */
-static int call_steal(struct mpsup_client *c, const char *cmd, json_t *params,
-		      json_t **ret_result, struct mpsup_error *ret_err)
+static int call_steal(struct mpsup_client *c, const char *cmd, json_t *params, json_t **ret_result,
+		      struct mpsup_error *ret_err)
 {
 	int r;
 
@@ -32,16 +32,16 @@ static int call_steal(struct mpsup_client *c, const char *cmd, json_t *params,
 	return r;
 }
 
-int mpsup_value_add(struct mpsup_client *c, const char *name, json_int_t by,
-		    json_int_t *ret_value, struct mpsup_error *ret_err)
+int mpsup_value_add(struct mpsup_client *c, const char *name, json_int_t by, json_int_t *ret_value,
+		    struct mpsup_error *ret_err)
 {
 	json_t *result = NULL;
 	int r;
 
 	if (!name)
 		return -EINVAL;
-	r = call_steal(c, "value.add", json_pack("{s:s, s:I}", "name", name, "by", by),
-		       &result, ret_err);
+	r = call_steal(c, "value.add", json_pack("{s:s, s:I}", "name", name, "by", by), &result,
+		       ret_err);
 	if (r != 0)
 		return r;
 	if (!json_is_integer(result)) {
@@ -55,19 +55,19 @@ int mpsup_value_add(struct mpsup_client *c, const char *name, json_int_t by,
 	return 0;
 }
 
-int mpsup_dict_set(struct mpsup_client *c, const char *name, const char *key,
-		   json_t *value, struct mpsup_error *ret_err)
+int mpsup_dict_set(struct mpsup_client *c, const char *name, const char *key, json_t *value,
+		   struct mpsup_error *ret_err)
 {
 	if (!name || !key)
 		return -EINVAL;
 	return call_steal(c, "dict.set",
-			  json_pack("{s:s, s:s, s:O}", "name", name, "key", key,
-				    "value", value ? value : json_null()),
+			  json_pack("{s:s, s:s, s:O}", "name", name, "key", key, "value",
+				    value ? value : json_null()),
 			  NULL, ret_err);
 }
 
-int mpsup_dict_get(struct mpsup_client *c, const char *name, const char *key,
-		   json_t **ret_value, struct mpsup_error *ret_err)
+int mpsup_dict_get(struct mpsup_client *c, const char *name, const char *key, json_t **ret_value,
+		   struct mpsup_error *ret_err)
 {
 	if (!name || !key)
 		return -EINVAL;
@@ -75,8 +75,8 @@ int mpsup_dict_get(struct mpsup_client *c, const char *name, const char *key,
 			  ret_value, ret_err);
 }
 
-int mpsup_queue_put(struct mpsup_client *c, const char *name, json_t *item,
-		    double timeout, struct mpsup_error *ret_err)
+int mpsup_queue_put(struct mpsup_client *c, const char *name, json_t *item, double timeout,
+		    struct mpsup_error *ret_err)
 {
 	json_t *params;
 	int r;
@@ -94,8 +94,8 @@ int mpsup_queue_put(struct mpsup_client *c, const char *name, json_t *item,
 	return call_steal(c, "queue.put", params, NULL, ret_err);
 }
 
-int mpsup_queue_get(struct mpsup_client *c, const char *name, double timeout,
-		    json_t **ret_item, struct mpsup_error *ret_err)
+int mpsup_queue_get(struct mpsup_client *c, const char *name, double timeout, json_t **ret_item,
+		    struct mpsup_error *ret_err)
 {
 	json_t *params;
 	int r;
@@ -113,8 +113,8 @@ int mpsup_queue_get(struct mpsup_client *c, const char *name, double timeout,
 	return call_steal(c, "queue.get", params, ret_item, ret_err);
 }
 
-int mpsup_lock_acquire(struct mpsup_client *c, const char *name, double timeout,
-		       bool *ret_acquired, struct mpsup_error *ret_err)
+int mpsup_lock_acquire(struct mpsup_client *c, const char *name, double timeout, bool *ret_acquired,
+		       struct mpsup_error *ret_err)
 {
 	json_t *params, *result = NULL, *acquired;
 	int r;

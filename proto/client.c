@@ -320,8 +320,8 @@ int mpsup_recv(struct mpsup_client *c, json_t **ret_msg)
  * same id. An error answer with a null id is accepted: the daemon could not
  * read ours (e.g. too_large).
  */
-int mpsup_call(struct mpsup_client *c, const char *cmd, json_t *params,
-	       json_t **ret_result, struct mpsup_error *ret_err)
+int mpsup_call(struct mpsup_client *c, const char *cmd, json_t *params, json_t **ret_result,
+	       struct mpsup_error *ret_err)
 {
 	struct mpsup_error err;
 	json_t *req, *id, *resp = NULL, *rid = NULL, *result = NULL;

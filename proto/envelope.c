@@ -35,9 +35,8 @@ json_t *mpsup_request_new(const char *cmd, json_t *params, json_t *id)
  * such as 10000 '[' never reaches jansson. Too deep is too_large; anything
  * else wrong is bad_request.
  */
-int mpsup_request_parse(const char *line, size_t len, size_t max_depth,
-			json_t **ret_req, const char **ret_cmd, json_t **ret_id,
-			struct mpsup_error *ret_err)
+int mpsup_request_parse(const char *line, size_t len, size_t max_depth, json_t **ret_req,
+			const char **ret_cmd, json_t **ret_id, struct mpsup_error *ret_err)
 {
 	json_error_t jerr;
 	json_t *req, *id, *cmd;
@@ -55,14 +54,14 @@ int mpsup_request_parse(const char *line, size_t len, size_t max_depth,
 	 * goes the slow way, which tells why it is refused. */
 	req = mpsup_json_loadb(line, len, max_depth);
 	if (!req && mpsup_json_depth(line, len) > max_depth) {
-		mpsup_error_set(ret_err, MPSUP_E_TOO_LARGE,
-				"JSON nested deeper than %zu levels", max_depth);
+		mpsup_error_set(ret_err, MPSUP_E_TOO_LARGE, "JSON nested deeper than %zu levels",
+				max_depth);
 		return -EBADMSG;
 	}
 
 	/* Decode any value, so a scalar gets the clearer "not an object". */
-	if (!req && !(req = json_loadb(line, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
-				       &jerr))) {
+	if (!req &&
+	    !(req = json_loadb(line, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr))) {
 		mpsup_error_set(ret_err, MPSUP_E_BAD_REQUEST, "invalid JSON at column %d: %s",
 				jerr.column, jerr.text);
 		return -EBADMSG;
@@ -131,8 +130,7 @@ json_t *mpsup_response_ok(json_t *id, json_t *result)
 
 	if (!result)
 		result = json_null();
-	if (!resp ||
-	    json_object_set_new(resp, "id", id ? json_incref(id) : json_null()) < 0 ||
+	if (!resp || json_object_set_new(resp, "id", id ? json_incref(id) : json_null()) < 0 ||
 	    json_object_set_new(resp, "ok", json_true()) < 0) {
 		json_decref(result);
 		json_decref(resp);
@@ -213,8 +211,7 @@ json_t *mpsup_response_error(json_t *id, enum mpsup_err code, const char *messag
 	if (!err)
 		return NULL;
 	resp = json_object();
-	if (!resp ||
-	    json_object_set_new(resp, "id", id ? json_incref(id) : json_null()) < 0 ||
+	if (!resp || json_object_set_new(resp, "id", id ? json_incref(id) : json_null()) < 0 ||
 	    json_object_set_new(resp, "ok", json_false()) < 0 ||
 	    json_object_set(resp, "error", err) < 0) {
 		json_decref(err);
@@ -249,8 +246,7 @@ int mpsup_response_parse(json_t *resp, json_t **ret_id, json_t **ret_result,
 	err = json_object_get(resp, "error");
 	code = json_object_get(err, "code");
 	message = json_object_get(err, "message");
-	if (!json_is_object(err) || !json_is_string(code) ||
-	    (message && !json_is_string(message)))
+	if (!json_is_object(err) || !json_is_string(code) || (message && !json_is_string(message)))
 		return -EBADMSG;
 
 	code_name = json_string_value(code);

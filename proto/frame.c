@@ -28,7 +28,7 @@ struct mpsup_framer {
 	size_t end;   /* one past the last pending byte */
 	size_t scan;  /* bytes in start..scan hold no '\n' */
 	size_t max_line;
-	int error;    /* sticky -EMSGSIZE */
+	int error; /* sticky -EMSGSIZE */
 };
 
 /* Clamp a user limit: 0 means the default, and keep arithmetic in range. */
@@ -219,9 +219,7 @@ size_t mpsup_json_depth(const char *text, size_t len)
 			continue;
 		}
 		switch (ch) {
-		case '"':
-			in_string = true;
-			break;
+		case '"': in_string = true; break;
 		case '[':
 		case '{':
 			if (++depth > max)
@@ -232,8 +230,7 @@ size_t mpsup_json_depth(const char *text, size_t len)
 			if (depth > 0)
 				depth--;
 			break;
-		default:
-			break;
+		default: break;
 		}
 	}
 	return max;

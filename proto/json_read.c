@@ -35,8 +35,8 @@
  * stops at JSON_PARSER_MAX_DEPTH (2048); staying far below it keeps the
  * two readers' verdicts equal and the recursion short. */
 #define READ_MAX_DEPTH 1000
-#define REAL_MAX_CHARS 64   /* longer numbers go to jansson */
-#define STR_STACK 256       /* decoded strings up to this size stay on the stack */
+#define REAL_MAX_CHARS 64 /* longer numbers go to jansson */
+#define STR_STACK 256     /* decoded strings up to this size stay on the stack */
 
 struct reader {
 	const unsigned char *p, *end;
@@ -45,8 +45,8 @@ struct reader {
 
 /* A request's envelope, taken out of the top-level object as it is read. */
 struct envelope {
-	json_t *id;      /* NULL: absent */
-	char *cmd;       /* the command name, cut to cmd_size - 1 bytes */
+	json_t *id; /* NULL: absent */
+	char *cmd;  /* the command name, cut to cmd_size - 1 bytes */
 	size_t cmd_size;
 	bool has_cmd;
 };
@@ -57,11 +57,13 @@ static json_t *read_value(struct reader *r);
  * quote and the backslash (a table: one load per byte in the hot loop). */
 #define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
 static const unsigned char str_plain[256] = {
-	R16(0), R16(0),                      /* 0x00-0x1f: control characters */
-	1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20-0x2f: '"' */
-	R16(1), R16(1),                      /* 0x30-0x4f */
-	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x50-0x5f: '\\' */
-	R16(1), R16(1),                      /* 0x60-0x7f */
+	R16(0), R16(0), /* 0x00-0x1f: control characters */
+	1,      1,      0,      1,      1,      1,      1,      1,
+	1,      1,      1,      1,      1,      1,      1,      1, /* 0x20-0x2f: '"' */
+	R16(1), R16(1),                                            /* 0x30-0x4f */
+	1,      1,      1,      1,      1,      1,      1,      1,
+	1,      1,      1,      1,      0,      1,      1,      1,      /* 0x50-0x5f: '\\' */
+	R16(1), R16(1),                                                 /* 0x60-0x7f */
 	R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), /* UTF-8: checked */
 };
 #undef R16
@@ -199,8 +201,9 @@ static ssize_t unescape(const unsigned char *s, const unsigned char *end, char *
  * (STR_STACK bytes) or into *ret_heap, which the caller frees. false when
  * it is not a valid string.
  */
-static inline __attribute__((always_inline)) bool
-read_string(struct reader *r, const char **ret_s, size_t *ret_len, char *tmp, char **ret_heap)
+static inline __attribute__((always_inline)) bool read_string(struct reader *r, const char **ret_s,
+							      size_t *ret_len, char *tmp,
+							      char **ret_heap)
 {
 	const unsigned char *start = ++r->p, *q = start, *end = r->end;
 	bool escaped = false;
@@ -426,7 +429,7 @@ static json_t *read_object(struct reader *r, struct envelope *env)
 			goto fail;
 		}
 		free(heap);
-next:
+	next:
 		skip_space(r);
 		if (r->p < r->end && *r->p == ',') {
 			r->p++;
@@ -598,15 +601,9 @@ static bool member_value(struct reader *r, struct mpsup_member *m)
 	case '[':
 		m->type = *r->p == '{' ? JSON_OBJECT : JSON_ARRAY;
 		return (m->v = read_container(r, *r->p == '{')) != NULL;
-	case 't':
-		m->type = JSON_TRUE;
-		return read_word(r, "true", 4, json_true()) != NULL;
-	case 'f':
-		m->type = JSON_FALSE;
-		return read_word(r, "false", 5, json_false()) != NULL;
-	case 'n':
-		m->type = JSON_NULL;
-		return read_word(r, "null", 4, json_null()) != NULL;
+	case 't': m->type = JSON_TRUE; return read_word(r, "true", 4, json_true()) != NULL;
+	case 'f': m->type = JSON_FALSE; return read_word(r, "false", 5, json_false()) != NULL;
+	case 'n': m->type = JSON_NULL; return read_word(r, "null", 4, json_null()) != NULL;
 	default:
 		if (!scan_number(r, &real, &m->i, &m->d))
 			return false;
@@ -652,8 +649,8 @@ static bool member_read(struct reader *r, struct envelope *env, struct mpsup_mem
 }
 
 int mpsup_request_members(const char *line, size_t len, size_t max_depth,
-			  struct mpsup_member *members, size_t cap, size_t *ret_n,
-			  json_t **ret_id, char *cmd, size_t cmd_size)
+			  struct mpsup_member *members, size_t cap, size_t *ret_n, json_t **ret_id,
+			  char *cmd, size_t cmd_size)
 {
 	struct reader r = {
 		.depth = 1,
@@ -716,7 +713,8 @@ json_t *mpsup_member_json(const struct mpsup_member *m)
 	switch (m->type) {
 	case JSON_OBJECT:
 	case JSON_ARRAY: return json_incref(m->v);
-	case JSON_STRING: return m->v ? json_incref(m->v) : json_stringn_nocheck(m->str, m->str_len);
+	case JSON_STRING:
+		return m->v ? json_incref(m->v) : json_stringn_nocheck(m->str, m->str_len);
 	case JSON_INTEGER: return json_integer(m->i);
 	case JSON_REAL: return json_real(m->d);
 	case JSON_TRUE: return json_true();

@@ -118,9 +118,8 @@ json_t *mpsup_request_new(const char *cmd, json_t *params, json_t *id);
  * request id when one could be read (new reference, else NULL) and returns
  * -EBADMSG.
  */
-int mpsup_request_parse(const char *line, size_t len, size_t max_depth,
-			json_t **ret_req, const char **ret_cmd, json_t **ret_id,
-			struct mpsup_error *ret_err);
+int mpsup_request_parse(const char *line, size_t len, size_t max_depth, json_t **ret_req,
+			const char **ret_cmd, json_t **ret_id, struct mpsup_error *ret_err);
 /*
  * For servers: read a request line with the checks and errors of
  * mpsup_request_parse(), and hand it over in parts: *ret_params is the
@@ -138,14 +137,14 @@ int mpsup_request_read(const char *line, size_t len, size_t max_depth, json_t **
  * are built (v, a new reference).
  */
 struct mpsup_member {
-	const char *key;     /* into the line (a key with escapes is refused) */
+	const char *key; /* into the line (a key with escapes is refused) */
 	size_t key_len;
 	json_type type;
-	const char *str;     /* JSON_STRING: into the line, or v's text */
+	const char *str; /* JSON_STRING: into the line, or v's text */
 	size_t str_len;
-	json_int_t i;        /* JSON_INTEGER */
-	double d;            /* JSON_REAL */
-	json_t *v;           /* JSON_OBJECT, JSON_ARRAY, an escaped string; else NULL */
+	json_int_t i; /* JSON_INTEGER */
+	double d;     /* JSON_REAL */
+	json_t *v;    /* JSON_OBJECT, JSON_ARRAY, an escaped string; else NULL */
 };
 /*
  * Read a request line as mpsup_request_read() does, but leave its members
@@ -156,8 +155,8 @@ struct mpsup_member {
  * mpsup_members_free().
  */
 int mpsup_request_members(const char *line, size_t len, size_t max_depth,
-			  struct mpsup_member *members, size_t cap, size_t *ret_n,
-			  json_t **ret_id, char *cmd, size_t cmd_size);
+			  struct mpsup_member *members, size_t cap, size_t *ret_n, json_t **ret_id,
+			  char *cmd, size_t cmd_size);
 /* Release the values built for members (the members stay readable but
  * for v). */
 void mpsup_members_free(struct mpsup_member *members, size_t n);
@@ -209,24 +208,24 @@ int mpsup_recv_line(struct mpsup_client *c, char **ret_line, size_t *ret_len);
  * NULL if not wanted), 1 when the daemon answered an error (ret_err filled),
  * or a negative errno for transport failures.
  */
-int mpsup_call(struct mpsup_client *c, const char *cmd, json_t *params,
-	       json_t **ret_result, struct mpsup_error *ret_err);
+int mpsup_call(struct mpsup_client *c, const char *cmd, json_t *params, json_t **ret_result,
+	       struct mpsup_error *ret_err);
 
 /*
  * Convenience calls for shared state. Each returns like mpsup_call.
  */
-int mpsup_value_add(struct mpsup_client *c, const char *name, json_int_t by,
-		    json_int_t *ret_value, struct mpsup_error *ret_err);
-int mpsup_dict_set(struct mpsup_client *c, const char *name, const char *key,
-		   json_t *value, struct mpsup_error *ret_err);
-int mpsup_dict_get(struct mpsup_client *c, const char *name, const char *key,
-		   json_t **ret_value, struct mpsup_error *ret_err);
-int mpsup_queue_put(struct mpsup_client *c, const char *name, json_t *item,
-		    double timeout, struct mpsup_error *ret_err);
-int mpsup_queue_get(struct mpsup_client *c, const char *name, double timeout,
-		    json_t **ret_item, struct mpsup_error *ret_err);
-int mpsup_lock_acquire(struct mpsup_client *c, const char *name, double timeout,
-		       bool *ret_acquired, struct mpsup_error *ret_err);
+int mpsup_value_add(struct mpsup_client *c, const char *name, json_int_t by, json_int_t *ret_value,
+		    struct mpsup_error *ret_err);
+int mpsup_dict_set(struct mpsup_client *c, const char *name, const char *key, json_t *value,
+		   struct mpsup_error *ret_err);
+int mpsup_dict_get(struct mpsup_client *c, const char *name, const char *key, json_t **ret_value,
+		   struct mpsup_error *ret_err);
+int mpsup_queue_put(struct mpsup_client *c, const char *name, json_t *item, double timeout,
+		    struct mpsup_error *ret_err);
+int mpsup_queue_get(struct mpsup_client *c, const char *name, double timeout, json_t **ret_item,
+		    struct mpsup_error *ret_err);
+int mpsup_lock_acquire(struct mpsup_client *c, const char *name, double timeout, bool *ret_acquired,
+		       struct mpsup_error *ret_err);
 int mpsup_lock_release(struct mpsup_client *c, const char *name, struct mpsup_error *ret_err);
 
 #ifdef __cplusplus

@@ -66,7 +66,8 @@ char *argv_expand_word(const char *word, const char *pool, const char *name, uns
 			p = pct + 8;
 		} else {
 			snprintf(err, errlen,
-				 "unknown placeholder in '%s' (%%(index)d, %%(name)s, %%(pool)s, %%%%)",
+				 "unknown placeholder in '%s' (%%(index)d, %%(name)s, %%(pool)s, "
+				 "%%%%)",
 				 word);
 			free(b.s);
 			return NULL;
@@ -81,8 +82,8 @@ nomem:
 	return NULL;
 }
 
-int argv_build(const char *command, const char *pool, const char *name, unsigned index,
-	       char ***ret, char *err, size_t errlen)
+int argv_build(const char *command, const char *pool, const char *name, unsigned index, char ***ret,
+	       char *err, size_t errlen)
 {
 	char **v;
 	int r;

@@ -17,7 +17,7 @@ char *argv_expand_word(const char *word, const char *pool, const char *name, uns
  * (free with conf_strv_free). Returns 0, -EINVAL with a message in err, or
  * -ENOMEM.
  */
-int argv_build(const char *command, const char *pool, const char *name, unsigned index,
-	       char ***ret, char *err, size_t errlen);
+int argv_build(const char *command, const char *pool, const char *name, unsigned index, char ***ret,
+	       char *err, size_t errlen);
 
 #endif

@@ -27,7 +27,6 @@ static size_t table_len;
 static const struct cmd_entry **index_slots;
 static size_t index_mask;
 
-
 static int entry_cmp(const void *a, const void *b)
 {
 	const struct cmd_entry *const *x = a, *const *y = b;
@@ -37,7 +36,6 @@ static int entry_cmp(const void *a, const void *b)
 void command_init(const struct cmd_module *const *mods, size_t n_mods)
 {
 	size_t n = 0, i = 0;
-
 
 	for (size_t m = 0; m < n_mods; m++) {
 		if (mods[m]->init)
@@ -126,8 +124,7 @@ void request_free(struct request *r)
 /* Write the answer of r (v: result or error object, stolen; or, when v is
  * NULL and raw is not, the result as JSON text) and, for a kept request,
  * let its connection go on. */
-static void request_finish(struct request *r, bool ok, json_t *v, const char *raw,
-			   size_t raw_len)
+static void request_finish(struct request *r, bool ok, json_t *v, const char *raw, size_t raw_len)
 {
 	struct conn *c = r->conn;
 	bool kept = r->kept;
@@ -182,7 +179,8 @@ void request_error(struct request *r, enum mpsup_err code, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	request_finish(r, false,
-		       json_pack("{s:s, s:s}", "code", mpsup_err_name(code), "message", msg), NULL, 0);
+		       json_pack("{s:s, s:s}", "code", mpsup_err_name(code), "message", msg), NULL,
+		       0);
 }
 
 void request_fail(struct request *r, json_t *error)
@@ -296,8 +294,8 @@ static int line_read(struct conn *c, char *line, size_t len, struct line_read *l
 		return 0;
 	}
 	/* The tree path reads what the in-place one leaves, or explains. */
-	if (mpsup_request_read(line, len, depth, &lr->params, &lr->id, lr->name,
-			       sizeof(lr->name), &err) < 0) {
+	if (mpsup_request_read(line, len, depth, &lr->params, &lr->id, lr->name, sizeof(lr->name),
+			       &err) < 0) {
 		reply_early(c, lr->id, err.code, err.message);
 		return -1;
 	}
@@ -315,7 +313,8 @@ static bool command_allowed(struct conn *c, const struct cmd_entry *cmd, json_t 
 			log_warn("access", "denied %s to uid %d pid %d (role %s, needs %s)",
 				 cmd->name, (int)c->uid, (int)c->pid, role_names[c->role],
 				 role_names[cmd->role]);
-		snprintf(msg, sizeof(msg), "%s needs the %s role", cmd->name, role_names[cmd->role]);
+		snprintf(msg, sizeof(msg), "%s needs the %s role", cmd->name,
+			 role_names[cmd->role]);
 		reply_early(c, id, MPSUP_E_PERMISSION_DENIED, msg);
 		return false;
 	}

@@ -58,7 +58,7 @@ struct cmd_entry {
  * core runs them (lifecycle.c).
  */
 struct cmd_module {
-	const char *capability;  /* listed by hello */
+	const char *capability; /* listed by hello */
 	/* Complete the command table, once, before command_init reads it. */
 	void (*init)(void);
 	const struct cmd_entry *cmds;
@@ -79,10 +79,9 @@ struct cmd_module {
 	void (*reloaded)(json_t *changes);
 };
 
-
 struct request {
 	struct conn *conn;
-	json_t *id;       /* the request's id, or NULL */
+	json_t *id; /* the request's id, or NULL */
 	/* The request object without id and cmd: built before exec for a
 	 * command without CMD_IN_PLACE (and for one that is kept), else NULL
 	 * unless the line could not be read in place or request_params() ran. */
@@ -97,8 +96,8 @@ struct request {
 	const char *line; /* the line as received, while exec runs (else NULL) */
 	size_t line_len;
 	bool replied;
-	bool kept;        /* CMD_WAIT or CMD_STREAM */
-	bool durable;     /* its answer shows or changes durable state: one the
+	bool kept;    /* CMD_WAIT or CMD_STREAM */
+	bool durable; /* its answer shows or changes durable state: one the
 			   * commit barrier gives up on is answered unavailable */
 };
 

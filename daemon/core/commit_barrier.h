@@ -35,8 +35,7 @@ enum barrier_release {
  * that hung up does not wait for the loop). Without one (no durable
  * store) answers never wait. */
 struct commit_barrier {
-	enum barrier_result (*barrier)(void (*fn)(void *key, enum barrier_release how),
-				       void *key);
+	enum barrier_result (*barrier)(void (*fn)(void *key, enum barrier_release how), void *key);
 	void (*cancel)(void (*fn)(void *key, enum barrier_release how), void *key);
 	void (*commit)(void);
 };

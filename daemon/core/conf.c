@@ -26,9 +26,9 @@ struct parse_state {
 	struct conf *conf;
 	const char *file;
 	char err[CONF_ERR_MAX];
-	bool err_done;      /* err already carries file and line */
+	bool err_done; /* err already carries file and line */
 	int depth;
-	char section[128];  /* the section of the previous key */
+	char section[128];      /* the section of the previous key */
 	struct pool_conf *pool; /* the pool being filled */
 };
 
@@ -140,8 +140,10 @@ static const char *const state_syncs[] = { "always", "everysec", "no", NULL };
 
 #define MAIN(f) CONF_FIELD(struct conf, f)
 /* clang-format off: it would put the braces of a macro on lines of their own */
-#define MAIN_UINT(key, f, lo, hi, d) \
-	{ key, CONF_UINT, MAIN(f), .min = (lo), .max = (hi), .def = (d) }
+#define MAIN_UINT(key, f, lo, hi, d)                                          \
+	{                                                                     \
+		key, CONF_UINT, MAIN(f), .min = (lo), .max = (hi), .def = (d) \
+	}
 /* clang-format on */
 
 /* The keys of [mpsupd], with their defaults. */
@@ -161,8 +163,8 @@ static const struct conf_key main_keys[] = {
 	  .max = 256 * 1024 * 1024, .expect = "a size 1K..256M", .def = "1M" },
 	{ "max_output_bytes", CONF_SIZE, MAIN(max_output_bytes), .min = 4096, .max = SIZE_MAX,
 	  .expect = "a size of at least 4K", .def = "16M" },
-	{ "max_output_total", CONF_SIZE, MAIN(max_output_total), .min = 64 * 1024,
-	  .max = SIZE_MAX, .expect = "a size of at least 64K", .def = "256M" },
+	{ "max_output_total", CONF_SIZE, MAIN(max_output_total), .min = 64 * 1024, .max = SIZE_MAX,
+	  .expect = "a size of at least 64K", .def = "256M" },
 	/* default: a quarter of the machine's memory (conf_defaults) */
 	{ "max_memory", CONF_SIZE, MAIN(max_memory), .max = UINT64_MAX,
 	  .expect = "a size (like 1G, 0 = no limit)" },
@@ -184,9 +186,9 @@ static const struct conf_key main_keys[] = {
 	{ "include", CONF_CUSTOM, .parse = do_include },
 };
 
-static const struct conf_section main_section = {
-	main_keys, sizeof(main_keys) / sizeof(main_keys[0]), "unknown key"
-};
+static const struct conf_section main_section = { main_keys,
+						  sizeof(main_keys) / sizeof(main_keys[0]),
+						  "unknown key" };
 
 /* [access]: who may use each role. */
 static const struct conf_key access_keys[] = {
@@ -198,10 +200,9 @@ static const struct conf_key access_keys[] = {
 	  .release = access_release },
 };
 
-static const struct conf_section access_section = {
-	access_keys, sizeof(access_keys) / sizeof(access_keys[0]),
-	"unknown key (admin, state, read)"
-};
+static const struct conf_section access_section = { access_keys,
+						    sizeof(access_keys) / sizeof(access_keys[0]),
+						    "unknown key (admin, state, read)" };
 
 /* Valid UTF-8 (what jansson accepts): every config text may end up in a
  * JSON answer (pool.list, error messages). */
@@ -223,8 +224,7 @@ struct pool_conf *conf_find_pool(const struct conf *c, const char *name)
 
 /* The pool a [pool:NAME] line fills: a new one at the section's first key.
  * NULL with st->err set when the section is refused. */
-static struct pool_conf *section_pool(struct parse_state *st, const char *section,
-				      bool new_section)
+static struct pool_conf *section_pool(struct parse_state *st, const char *section, bool new_section)
 {
 	const char *name = section + 5;
 	struct pool_conf *p, **tail;

@@ -23,7 +23,7 @@ enum state_sync { STATE_SYNC_ALWAYS = 0, STATE_SYNC_EVERYSEC, STATE_SYNC_NO };
 
 struct output_conf {
 	enum output_kind kind;
-	char *path;       /* OUTPUT_FILE */
+	char *path;         /* OUTPUT_FILE */
 	uint64_t max_bytes; /* rotate above this size; 0 = never */
 	unsigned backups;   /* rotated files kept */
 };
@@ -36,7 +36,7 @@ struct conf_rlimit {
 
 struct pool_conf {
 	char *name;
-	char *command;    /* as written; split by argv_split() at spawn */
+	char *command; /* as written; split by argv_split() at spawn */
 	unsigned processes;
 	enum pool_mode mode;
 	enum restart_policy restart;
@@ -50,16 +50,17 @@ struct pool_conf {
 	char *group;
 	char *directory;
 	mode_t umask;
-	struct conf_rlimit limit_nofile; /* the workers' RLIMIT_NOFILE; unset: the daemon's original */
-	char **environment; /* NULL-terminated "K=V" list */
+	struct conf_rlimit
+		limit_nofile; /* the workers' RLIMIT_NOFILE; unset: the daemon's original */
+	char **environment;   /* NULL-terminated "K=V" list */
 	struct output_conf out;
 	struct output_conf err;
 	bool autostart;
 	int priority;
-	double task_timeout;   /* 0 = none */
+	double task_timeout; /* 0 = none */
 	unsigned task_retries;
 	unsigned max_pending;
-	char *file;       /* where it was defined (NULL for pool.add) */
+	char *file; /* where it was defined (NULL for pool.add) */
 	int line;
 	struct pool_conf *next;
 };
@@ -71,7 +72,7 @@ struct access_list {
 	size_t n_uids;
 	gid_t *gids;
 	size_t n_gids;
-	bool set;  /* the key appeared in the config */
+	bool set; /* the key appeared in the config */
 };
 
 enum role { ROLE_NONE = 0, ROLE_READ, ROLE_STATE, ROLE_ADMIN };
@@ -81,23 +82,23 @@ struct conf {
 	char *socket;
 	mode_t socket_mode;
 	char *socket_group;
-	char *runtime_dir;  /* the process registry's directory; NULL = the socket's */
+	char *runtime_dir; /* the process registry's directory; NULL = the socket's */
 	int log_level;
 	char *state_file;
 	enum state_sync state_sync;
 	uint64_t state_log_max_bytes;
-	bool state_dir_check;      /* refuse a state directory others may write */
+	bool state_dir_check;          /* refuse a state directory others may write */
 	double persist_outage_timeout; /* answers held by a failed write: then unavailable */
 
 	size_t max_request_bytes;
 	unsigned max_clients;
 	unsigned max_clients_per_uid;
 	unsigned max_json_depth;
-	size_t max_output_bytes;   /* a connection's unsent output before it is dropped */
-	size_t max_output_total;   /* all connections' unsent output */
+	size_t max_output_bytes; /* a connection's unsent output before it is dropped */
+	size_t max_output_total; /* all connections' unsent output */
 	double shutdown_timeout;
 
-	uint64_t max_memory;       /* shared-state data bytes; 0 = no limit */
+	uint64_t max_memory; /* shared-state data bytes; 0 = no limit */
 	unsigned max_objects;
 	unsigned max_object_items; /* dict keys / list items per object */
 	unsigned max_queue_items;  /* all queues together */

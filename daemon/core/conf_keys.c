@@ -24,14 +24,14 @@ static const struct {
 	const char *name;
 	int sig;
 } signals[] = {
-	{ "HUP", SIGHUP },   { "INT", SIGINT },   { "QUIT", SIGQUIT }, { "ILL", SIGILL },
-	{ "TRAP", SIGTRAP }, { "ABRT", SIGABRT }, { "BUS", SIGBUS },   { "FPE", SIGFPE },
-	{ "KILL", SIGKILL }, { "USR1", SIGUSR1 }, { "SEGV", SIGSEGV }, { "USR2", SIGUSR2 },
-	{ "PIPE", SIGPIPE }, { "ALRM", SIGALRM }, { "TERM", SIGTERM }, { "CHLD", SIGCHLD },
-	{ "CONT", SIGCONT }, { "STOP", SIGSTOP }, { "TSTP", SIGTSTP }, { "TTIN", SIGTTIN },
-	{ "TTOU", SIGTTOU }, { "URG", SIGURG },   { "XCPU", SIGXCPU }, { "XFSZ", SIGXFSZ },
+	{ "HUP", SIGHUP },       { "INT", SIGINT },   { "QUIT", SIGQUIT },   { "ILL", SIGILL },
+	{ "TRAP", SIGTRAP },     { "ABRT", SIGABRT }, { "BUS", SIGBUS },     { "FPE", SIGFPE },
+	{ "KILL", SIGKILL },     { "USR1", SIGUSR1 }, { "SEGV", SIGSEGV },   { "USR2", SIGUSR2 },
+	{ "PIPE", SIGPIPE },     { "ALRM", SIGALRM }, { "TERM", SIGTERM },   { "CHLD", SIGCHLD },
+	{ "CONT", SIGCONT },     { "STOP", SIGSTOP }, { "TSTP", SIGTSTP },   { "TTIN", SIGTTIN },
+	{ "TTOU", SIGTTOU },     { "URG", SIGURG },   { "XCPU", SIGXCPU },   { "XFSZ", SIGXFSZ },
 	{ "VTALRM", SIGVTALRM }, { "PROF", SIGPROF }, { "WINCH", SIGWINCH }, { "IO", SIGIO },
-	{ "PWR", SIGPWR },   { "SYS", SIGSYS },
+	{ "PWR", SIGPWR },       { "SYS", SIGSYS },
 };
 
 /* Write a message into err; returns -EINVAL for "return conf_seterr(...)". */
@@ -55,7 +55,8 @@ bool name_valid(const char *s, bool with_colon)
 		return false;
 	for (; s[n]; n++) {
 		unsigned char ch = (unsigned char)s[n];
-		if (!(isalnum(ch) || ch == '_' || ch == '.' || ch == '-' || (with_colon && ch == ':')))
+		if (!(isalnum(ch) || ch == '_' || ch == '.' || ch == '-' ||
+		      (with_colon && ch == ':')))
 			return false;
 		if (n >= 64)
 			return false;
@@ -370,23 +371,14 @@ int conf_set_string(char **dst, const char *value)
 	return 0;
 }
 
-
 /* Store v into an unsigned field of the given width. */
 static void store_unsigned(void *field, size_t size, unsigned long long v)
 {
 	switch (size) {
-	case 1:
-		*(uint8_t *)field = (uint8_t)v;
-		break;
-	case 2:
-		*(uint16_t *)field = (uint16_t)v;
-		break;
-	case 4:
-		*(uint32_t *)field = (uint32_t)v;
-		break;
-	default:
-		*(uint64_t *)field = (uint64_t)v;
-		break;
+	case 1: *(uint8_t *)field = (uint8_t)v; break;
+	case 2: *(uint16_t *)field = (uint16_t)v; break;
+	case 4: *(uint32_t *)field = (uint32_t)v; break;
+	default: *(uint64_t *)field = (uint64_t)v; break;
 	}
 }
 
@@ -418,7 +410,10 @@ static int set_enum(const struct conf_key *k, void *field, const char *value, ch
 		}
 	for (size_t i = 0; k->names[i] && len < sizeof(names); i++)
 		len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%s",
-					i == 0 ? "" : k->names[i + 1] ? ", " : " or ", k->names[i]);
+					i == 0            ? ""
+					: k->names[i + 1] ? ", "
+							  : " or ",
+					k->names[i]);
 	return conf_seterr(err, errlen, "expected %s, not '%s'", names, value);
 }
 
@@ -460,8 +455,7 @@ static int set_number(const struct conf_key *k, void *field, const char *value, 
 			break;
 		*(mode_t *)field = m;
 		return 0;
-	default:
-		return -EINVAL;
+	default: return -EINVAL;
 	}
 	if (k->expect)
 		return conf_seterr(err, errlen, "expected %s, not '%s'", k->expect, value);
@@ -474,8 +468,8 @@ static int set_number(const struct conf_key *k, void *field, const char *value, 
 }
 
 /* Parse value as key k into its field at base + k->offset. */
-static int key_set(const struct conf_key *k, void *base, void *ctx, const char *value,
-		   char *err, size_t errlen)
+static int key_set(const struct conf_key *k, void *base, void *ctx, const char *value, char *err,
+		   size_t errlen)
 {
 	void *field = (char *)base + k->offset;
 	int sig;
@@ -485,8 +479,7 @@ static int key_set(const struct conf_key *k, void *base, void *ctx, const char *
 		if (conf_parse_bool(value, field) < 0)
 			return conf_seterr(err, errlen, "expected yes or no, not '%s'", value);
 		return 0;
-	case CONF_ENUM:
-		return set_enum(k, field, value, err, errlen);
+	case CONF_ENUM: return set_enum(k, field, value, err, errlen);
 	case CONF_SIGNAL:
 		if (conf_parse_signal(value, &sig) < 0)
 			return conf_seterr(err, errlen, "unknown signal '%s'", value);
@@ -500,10 +493,8 @@ static int key_set(const struct conf_key *k, void *base, void *ctx, const char *
 		if (k->check && k->check(value, err, errlen) < 0)
 			return -EINVAL;
 		return conf_set_string(field, value);
-	case CONF_CUSTOM:
-		return k->parse(field, value, ctx, err, errlen);
-	default:
-		return set_number(k, field, value, err, errlen);
+	case CONF_CUSTOM: return k->parse(field, value, ctx, err, errlen);
+	default: return set_number(k, field, value, err, errlen);
 	}
 }
 
@@ -546,14 +537,10 @@ int conf_keys_defaults(const struct conf_section *sec, void *base, char *err, si
 static unsigned long long load_unsigned(const void *field, size_t size)
 {
 	switch (size) {
-	case 1:
-		return *(const uint8_t *)field;
-	case 2:
-		return *(const uint16_t *)field;
-	case 4:
-		return *(const uint32_t *)field;
-	default:
-		return *(const uint64_t *)field;
+	case 1: return *(const uint8_t *)field;
+	case 2: return *(const uint16_t *)field;
+	case 4: return *(const uint32_t *)field;
+	default: return *(const uint64_t *)field;
 	}
 }
 
@@ -632,20 +619,13 @@ static json_t *key_to_json(const struct conf_key *k, const void *field)
 
 	switch (k->type) {
 	case CONF_UINT:
-	case CONF_SIZE:
-		return json_integer((json_int_t)load_unsigned(field, k->size));
-	case CONF_INT:
-		return json_integer(*(const int *)field);
-	case CONF_BOOL:
-		return json_boolean(*(const bool *)field);
-	case CONF_DURATION:
-		return json_real(*(const double *)field);
-	case CONF_ENUM:
-		return json_string(k->names[load_unsigned(field, k->size)]);
+	case CONF_SIZE: return json_integer((json_int_t)load_unsigned(field, k->size));
+	case CONF_INT: return json_integer(*(const int *)field);
+	case CONF_BOOL: return json_boolean(*(const bool *)field);
+	case CONF_DURATION: return json_real(*(const double *)field);
+	case CONF_ENUM: return json_string(k->names[load_unsigned(field, k->size)]);
 	case CONF_STRING:
-	case CONF_PATH:
-		text = *(char *const *)field;
-		return text ? json_string(text) : json_null();
+	case CONF_PATH: text = *(char *const *)field; return text ? json_string(text) : json_null();
 	case CONF_MODE:
 		snprintf(mode, sizeof(mode), "%04o", (unsigned)*(const mode_t *)field);
 		return json_string(mode);
@@ -653,8 +633,7 @@ static json_t *key_to_json(const struct conf_key *k, const void *field)
 		sig = conf_signal_name(*(const int *)field);
 		/* SIGRTMIN+n has no name */
 		return sig ? json_string(sig) : json_integer(*(const int *)field);
-	default:
-		return k->to_json(field);
+	default: return k->to_json(field);
 	}
 }
 
@@ -665,7 +644,8 @@ int conf_keys_to_json(const struct conf_section *sec, const void *base, json_t *
 
 		if (k->type == CONF_CUSTOM && !k->to_json)
 			continue;
-		if (json_object_set_new(obj, k->name, key_to_json(k, (const char *)base + k->offset)))
+		if (json_object_set_new(obj, k->name,
+					key_to_json(k, (const char *)base + k->offset)))
 			return -ENOMEM;
 	}
 	return 0;

@@ -32,8 +32,7 @@ enum conf_type {
 
 /* A key's own parser (CONF_CUSTOM): field points into the structure being
  * filled, ctx is the section's context (the include parser needs it). */
-typedef int (*conf_parse_fn)(void *field, const char *value, void *ctx, char *err,
-			     size_t errlen);
+typedef int (*conf_parse_fn)(void *field, const char *value, void *ctx, char *err, size_t errlen);
 /* A check run before a CONF_STRING value is stored. */
 typedef int (*conf_check_fn)(const char *value, char *err, size_t errlen);
 /* What a CONF_CUSTOM field owns: free it (and reset it); copy it into a
@@ -46,8 +45,8 @@ typedef json_t *(*conf_json_fn)(const void *field);
 struct conf_key {
 	const char *name;
 	enum conf_type type;
-	size_t offset;  /* of the field in the section's structure */
-	size_t size;    /* of the field (CONF_UINT, CONF_SIZE, CONF_ENUM) */
+	size_t offset;               /* of the field in the section's structure */
+	size_t size;                 /* of the field (CONF_UINT, CONF_SIZE, CONF_ENUM) */
 	unsigned long long min, max; /* CONF_UINT, CONF_SIZE, CONF_MODE (max) */
 	long long smin, smax;        /* CONF_INT */
 	const char *const *names;    /* CONF_ENUM: NULL-terminated, in enum order */
@@ -56,8 +55,8 @@ struct conf_key {
 	 * of the others: "a duration in seconds", "an octal mode",
 	 * "an integer", "a size"). */
 	const char *expect;
-	conf_check_fn check;  /* CONF_STRING */
-	conf_parse_fn parse;  /* CONF_CUSTOM */
+	conf_check_fn check; /* CONF_STRING */
+	conf_parse_fn parse; /* CONF_CUSTOM */
 	/* CONF_CUSTOM, each optional: nothing owned, equal bytes, not shown */
 	conf_release_fn release;
 	conf_copy_fn copy;

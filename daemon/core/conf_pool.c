@@ -42,9 +42,9 @@ static int parse_output(void *field, const char *value, void *ctx, char *err, si
 		if (conf_set_string(&o->path, value + 5) < 0)
 			return -ENOMEM;
 	} else
-		return conf_seterr(err, errlen,
-				   "expected capture, null, inherit, journal or file:/path, not '%s'",
-				   value);
+		return conf_seterr(
+			err, errlen,
+			"expected capture, null, inherit, journal or file:/path, not '%s'", value);
 	if (kind != OUTPUT_FILE) { /* a path set by an earlier key no longer applies */
 		free(o->path);
 		o->path = NULL;
@@ -54,8 +54,7 @@ static int parse_output(void *field, const char *value, void *ctx, char *err, si
 }
 
 /* exit_codes: numbers 0..255 separated by commas or spaces. */
-static int parse_exit_codes(void *field, const char *value, void *ctx, char *err,
-			    size_t errlen)
+static int parse_exit_codes(void *field, const char *value, void *ctx, char *err, size_t errlen)
 {
 	uint8_t *bits = field, b[32] = { 0 };
 	const char *p = value;
@@ -85,8 +84,7 @@ static int parse_exit_codes(void *field, const char *value, void *ctx, char *err
 /* environment: KEY=VALUE words; a later KEY= overrides an earlier one (as
  * in sh or systemd): one entry per key is kept, or the child would see the
  * first. */
-static int parse_environment(void *field, const char *value, void *ctx, char *err,
-			     size_t errlen)
+static int parse_environment(void *field, const char *value, void *ctx, char *err, size_t errlen)
 {
 	char ***dst = field, **env;
 	size_t n = 0;
@@ -245,7 +243,8 @@ static int parse_rlimit(void *field, const char *value, void *ctx, char *err, si
 			    parse_rlim_value(colon + 1, strlen(colon + 1), &r.hard) < 0
 		  : parse_rlim_value(value, strlen(value), &r.soft) < 0)
 		return conf_seterr(err, errlen,
-				   "expected N, SOFT:HARD or infinity (N 1..2^40), not '%s'", value);
+				   "expected N, SOFT:HARD or infinity (N 1..2^40), not '%s'",
+				   value);
 	if (!colon)
 		r.hard = r.soft;
 	if (r.soft > r.hard)
@@ -286,12 +285,12 @@ static int check_command(const char *value, char *err, size_t errlen)
 }
 
 #define POOL(f) CONF_FIELD(struct pool_conf, f)
-#define OUTPUT_OPS                                                                \
-	.release = output_release, .copy = output_copy, .equal = output_equal,    \
+#define OUTPUT_OPS                                                             \
+	.release = output_release, .copy = output_copy, .equal = output_equal, \
 	.to_json = output_to_json
-#define ENVIRONMENT_OPS                                                           \
-	.release = environment_release, .copy = environment_copy,                \
-	.equal = environment_equal, .to_json = environment_to_json
+#define ENVIRONMENT_OPS                                                                       \
+	.release = environment_release, .copy = environment_copy, .equal = environment_equal, \
+	.to_json = environment_to_json
 
 /* The keys of [pool:NAME] and pool.add, with their defaults. */
 static const struct conf_key pool_keys[] = {
@@ -328,13 +327,12 @@ static const struct conf_key pool_keys[] = {
 	  .expect = "an integer priority", .def = "100" },
 	{ "task_timeout", CONF_DURATION, POOL(task_timeout), .def = "0" },
 	{ "task_retries", CONF_UINT, POOL(task_retries), .min = 0, .max = 100, .def = "0" },
-	{ "max_pending", CONF_UINT, POOL(max_pending), .min = 1, .max = 10000000,
-	  .def = "100000" },
+	{ "max_pending", CONF_UINT, POOL(max_pending), .min = 1, .max = 10000000, .def = "100000" },
 };
 
-static const struct conf_section pool_section = {
-	pool_keys, sizeof(pool_keys) / sizeof(pool_keys[0]), "unknown key"
-};
+static const struct conf_section pool_section = { pool_keys,
+						  sizeof(pool_keys) / sizeof(pool_keys[0]),
+						  "unknown key" };
 
 struct pool_conf *pool_conf_new(const char *name)
 {
@@ -359,8 +357,7 @@ static int dupstr(char **dst, const char *src)
 	return 0;
 }
 
-int pool_conf_set(struct pool_conf *p, const char *key, const char *value, char *err,
-		  size_t errlen)
+int pool_conf_set(struct pool_conf *p, const char *key, const char *value, char *err, size_t errlen)
 {
 	return conf_key_set(&pool_section, p, NULL, key, value, err, errlen);
 }
@@ -467,27 +464,17 @@ static int json_value_text(const char *key, json_t *v, char **ret, char *err, si
 	int r = 0;
 
 	switch (json_typeof(v)) {
-	case JSON_STRING:
-		s = strdup(json_string_value(v));
-		break;
-	case JSON_INTEGER:
-		r = asprintf(&s, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-		break;
-	case JSON_REAL:
-		r = asprintf(&s, "%.17g", json_real_value(v));
-		break;
+	case JSON_STRING: s = strdup(json_string_value(v)); break;
+	case JSON_INTEGER: r = asprintf(&s, "%" JSON_INTEGER_FORMAT, json_integer_value(v)); break;
+	case JSON_REAL: r = asprintf(&s, "%.17g", json_real_value(v)); break;
 	case JSON_TRUE:
-	case JSON_FALSE:
-		s = strdup(json_is_true(v) ? "yes" : "no");
-		break;
-	case JSON_ARRAY:
-		return json_list_text(key, v, ret, err, errlen);
+	case JSON_FALSE: s = strdup(json_is_true(v) ? "yes" : "no"); break;
+	case JSON_ARRAY: return json_list_text(key, v, ret, err, errlen);
 	case JSON_OBJECT:
 		if (strcmp(key, "environment") != 0)
 			return conf_seterr(err, errlen, "%s: an object is not allowed here", key);
 		return json_env_text(v, ret, err, errlen);
-	default:
-		return conf_seterr(err, errlen, "%s: null is not a value", key);
+	default: return conf_seterr(err, errlen, "%s: null is not a value", key);
 	}
 	if (r < 0 || !s)
 		return -ENOMEM;
@@ -505,7 +492,8 @@ int pool_conf_from_json(json_t *obj, struct pool_conf **ret, char *err, size_t e
 	if (!json_is_string(name))
 		return conf_seterr(err, errlen, "missing string member \"pool\"");
 	if (!name_valid(json_string_value(name), false))
-		return conf_seterr(err, errlen, "invalid pool name (expected [A-Za-z0-9_.-]{1,64})");
+		return conf_seterr(err, errlen,
+				   "invalid pool name (expected [A-Za-z0-9_.-]{1,64})");
 	if (!(p = pool_conf_new(json_string_value(name))))
 		return -ENOMEM;
 	json_object_foreach(obj, key, v) {

@@ -29,7 +29,7 @@
 #include "stream.h"
 
 #define READ_CHUNK (64 * 1024)
-#define LINGER_SECS 2.0        /* how long a closing peer may keep sending */
+#define LINGER_SECS 2.0         /* how long a closing peer may keep sending */
 #define LINGER_BYTES (64 << 20) /* and how much */
 #define MAX_PEER_GROUPS 256
 #define OUTPUT_PAUSE_BYTES (256 * 1024) /* see output_backed_up() */
@@ -274,8 +274,7 @@ static void durable_written(struct conn *c)
  * has not let go)? A stream is taken to (its events may tell of it). */
 static bool durable_held(const struct conn *c)
 {
-	return c->streaming ||
-	       (c->n_durable && c->durable[c->n_durable - 1].end > c->out_released);
+	return c->streaming || (c->n_durable && c->durable[c->n_durable - 1].end > c->out_released);
 }
 
 /* The commit barrier let c's output go (how: written, or given up on, and
@@ -305,7 +304,8 @@ static bool output_backed_up(const struct conn *c)
 {
 	size_t mark = daemon_g.conf->max_output_bytes / 2;
 
-	return evbuffer_get_length(c->out) > (mark < OUTPUT_PAUSE_BYTES ? mark : OUTPUT_PAUSE_BYTES);
+	return evbuffer_get_length(c->out) >
+	       (mark < OUTPUT_PAUSE_BYTES ? mark : OUTPUT_PAUSE_BYTES);
 }
 
 unsigned server_paused_clients(void)
@@ -342,15 +342,18 @@ static void budget_cb(evutil_socket_t fd, short what, void *arg)
 
 		TAILQ_FOREACH(c, &conns_g.all, entry)
 			if (c->write_blocked && (!worst || evbuffer_get_length(c->out) >
-							      evbuffer_get_length(worst->out)))
+								   evbuffer_get_length(worst->out)))
 				worst = c;
 		if (!worst) {
 			if (log_allowed(&nobody_to_drop))
-				log_warn("conn", "unsent output (%zu bytes) passes max_output_total "
-					 "(%zu) but every client reads", conns_g.out_total, max);
+				log_warn("conn",
+					 "unsent output (%zu bytes) passes max_output_total "
+					 "(%zu) but every client reads",
+					 conns_g.out_total, max);
 			return;
 		}
-		log_warn("conn", "unsent output (%zu bytes) passes max_output_total (%zu): dropping "
+		log_warn("conn",
+			 "unsent output (%zu bytes) passes max_output_total (%zu): dropping "
 			 "client %llu (uid %d pid %d), which holds %zu bytes and does not read",
 			 conns_g.out_total, max, (unsigned long long)worst->id, (int)worst->uid,
 			 (int)worst->pid, evbuffer_get_length(worst->out));

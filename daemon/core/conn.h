@@ -46,22 +46,22 @@ struct conn {
 	struct evbuffer *out;
 	uid_t uid;
 	gid_t gid;
-	gid_t *gids;            /* every group of the peer, gid included */
+	gid_t *gids; /* every group of the peer, gid included */
 	int n_gids;
 	pid_t pid;
 	enum role role;
-	struct request *kept;   /* a waiting or streaming request */
+	struct request *kept; /* a waiting or streaming request */
 	bool streaming;
-	bool closing;           /* close once the output is written */
-	bool dead;              /* closed; freed later */
-	bool eof;               /* the peer shut down its writing side */
-	bool lingering;         /* answered and shut down; discarding input */
+	bool closing;   /* close once the output is written */
+	bool dead;      /* closed; freed later */
+	bool eof;       /* the peer shut down its writing side */
+	bool lingering; /* answered and shut down; discarding input */
 	bool in_dispatch;
-	bool output_paused;     /* requests wait until the output drains */
-	bool held;              /* output waits for the commit barrier */
-	bool write_blocked;     /* the last write found the socket full */
-	bool stream_slot;       /* holds one of max_subscribers (stream.h) */
-	char *exempt_pool;      /* a worker of this pool let in beyond the shares */
+	bool output_paused; /* requests wait until the output drains */
+	bool held;          /* output waits for the commit barrier */
+	bool write_blocked; /* the last write found the socket full */
+	bool stream_slot;   /* holds one of max_subscribers (stream.h) */
+	char *exempt_pool;  /* a worker of this pool let in beyond the shares */
 	struct event *ev_resume;
 	/* Output counted since the connection began: queued, written, and
 	 * let go by the commit barrier; the durable answers not yet written
@@ -100,8 +100,7 @@ void server_set_commit_barrier(const struct commit_barrier *b);
  * what is kept for state peers too for the rest. */
 unsigned role_share(unsigned total, enum role role);
 /* Why a peer of role was refused one of total slots of what (in buf). */
-void role_share_refusal(char *buf, size_t len, const char *what, unsigned total,
-			enum role role);
+void role_share_refusal(char *buf, size_t len, const char *what, unsigned total, enum role role);
 
 /* Queue one JSON line for c. Returns false when c is (now) gone. */
 bool conn_send(struct conn *c, json_t *msg);

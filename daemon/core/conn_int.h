@@ -20,8 +20,8 @@ struct conn;
 struct conn_set {
 	TAILQ_HEAD(conn_list, conn) all;
 	unsigned n;
-	unsigned n_exempt;     /* workers' connections beyond the role shares */
-	size_t out_total;      /* unsent output of every connection */
+	unsigned n_exempt; /* workers' connections beyond the role shares */
+	size_t out_total;  /* unsent output of every connection */
 };
 extern struct conn_set conns_g;
 

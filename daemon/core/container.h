@@ -5,8 +5,7 @@
 #include <stddef.h>
 
 /* clang-format off: clang-format 14 reads "(p) - offsetof" as a cast */
-#define CONTAINER_OF(p, type, member) \
-	((type *)(void *)((char *)(p) - offsetof(type, member)))
+#define CONTAINER_OF(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 /* clang-format on */
 
 #endif

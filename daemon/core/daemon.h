@@ -12,10 +12,10 @@
 
 struct daemon {
 	struct event_base *base;
-	struct conf *conf;        /* the running config */
-	const char *conf_path;    /* -c */
+	struct conf *conf;           /* the running config */
+	const char *conf_path;       /* -c */
 	const char *socket_override; /* -s */
-	struct timespec started;  /* CLOCK_MONOTONIC */
+	struct timespec started;     /* CLOCK_MONOTONIC */
 	time_t started_wall;
 	bool shutting_down;
 	bool truncate_corrupt_state; /* --truncate-corrupt-state (persist.c) */

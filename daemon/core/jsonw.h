@@ -19,7 +19,7 @@ struct jsonw {
 	char *buf;
 	size_t len, cap;
 	bool oom;
-	bool comma;   /* a value was written at this level: the next needs ',' */
+	bool comma; /* a value was written at this level: the next needs ',' */
 };
 
 /* Start empty (jsonw_free() or hand buf over when done). */

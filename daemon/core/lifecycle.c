@@ -139,4 +139,3 @@ int daemon_reload(json_t **result, char *err, size_t errlen)
 	notify_ready();
 	return 0;
 }
-

@@ -125,8 +125,8 @@ static void log_vmsg(enum log_level level, const char *subsys, const struct log_
 	errno = saved;
 }
 
-void log_msg(enum log_level level, const char *subsys, const char *file, int line,
-	     const char *fmt, ...)
+void log_msg(enum log_level level, const char *subsys, const char *file, int line, const char *fmt,
+	     ...)
 {
 	va_list ap;
 

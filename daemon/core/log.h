@@ -28,16 +28,16 @@ void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
 /* Are messages going to the journal? */
 bool log_to_journal(void);
-void log_msg(enum log_level level, const char *subsys, const char *file, int line,
-	     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void log_msg(enum log_level level, const char *subsys, const char *file, int line, const char *fmt,
+	     ...) __attribute__((format(printf, 5, 6)));
 void log_msg_fields(enum log_level level, const char *subsys, const struct log_fields *f,
 		    const char *file, int line, const char *fmt, ...)
 	__attribute__((format(printf, 6, 7)));
 
 /* Start-up failures only (never for a client's input): log and exit(1).
  * fatal() adds strerror(errno), fatalx() does not. */
-_Noreturn void log_fatal(const char *subsys, int err, const char *file, int line,
-			 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+_Noreturn void log_fatal(const char *subsys, int err, const char *file, int line, const char *fmt,
+			 ...) __attribute__((format(printf, 5, 6)));
 #define fatal(sub, ...) log_fatal(sub, errno, __FILE__, __LINE__, __VA_ARGS__)
 #define fatalx(sub, ...) log_fatal(sub, 0, __FILE__, __LINE__, __VA_ARGS__)
 
@@ -48,9 +48,9 @@ _Noreturn void log_fatal(const char *subsys, int err, const char *file, int line
  */
 #define LOG_BURST 20
 struct log_ratelimit {
-	double start;         /* monotonic start of the current second */
-	unsigned n;           /* messages in it */
-	unsigned suppressed;  /* left out since the last one logged */
+	double start;        /* monotonic start of the current second */
+	unsigned n;          /* messages in it */
+	unsigned suppressed; /* left out since the last one logged */
 };
 /* May a message go out now? */
 bool log_allowed(struct log_ratelimit *rl);

@@ -30,11 +30,11 @@
 #define STATUS_MIN_INTERVAL 1.0 /* seconds between two STATUS= updates */
 
 static struct sockaddr_un notify_addr;
-static socklen_t notify_addr_len;  /* 0 = no service manager */
+static socklen_t notify_addr_len; /* 0 = no service manager */
 static int notify_fd = -1;
 static unsigned long long watchdog_usec;
 static struct event *ev_watchdog;
-static struct event *ev_status;    /* periodic: resend STATUS= when it changed */
+static struct event *ev_status;      /* periodic: resend STATUS= when it changed */
 static struct event *ev_status_soon; /* one-shot after notify_status_changed() */
 static char last_status[STATUS_MAX];
 static double last_status_at = -1e9;
@@ -58,8 +58,8 @@ static void notify_parse_socket(const char *s)
 	memcpy(notify_addr.sun_path, s, n);
 	if (s[0] == '@')
 		notify_addr.sun_path[0] = '\0';
-	notify_addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n +
-				      (s[0] == '/' ? 1 : 0));
+	notify_addr_len =
+		(socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (s[0] == '/' ? 1 : 0));
 }
 
 void notify_init(void)
@@ -113,7 +113,8 @@ static void notify_send(const char *msg)
 	while (n < 0 && errno == EINTR);
 	if (n < 0) {
 		if (errno != last_errno)
-			log_warn("notify", "cannot notify the service manager: %s", strerror(errno));
+			log_warn("notify", "cannot notify the service manager: %s",
+				 strerror(errno));
 		last_errno = errno;
 		return;
 	}
@@ -167,10 +168,12 @@ static void status_text(char *buf, size_t len)
 
 	if (info)
 		modules_info(info);
-	notify_summary(info, daemon_g.conf ? daemon_g.conf->n_pools : 0, summary,
-		       sizeof(summary));
+	notify_summary(info, daemon_g.conf ? daemon_g.conf->n_pools : 0, summary, sizeof(summary));
 	json_decref(info);
-	snprintf(buf, len, "%s%s", stopping ? "Stopping: " : reloading ? "Reloading: " : "",
+	snprintf(buf, len, "%s%s",
+		 stopping    ? "Stopping: "
+		 : reloading ? "Reloading: "
+			     : "",
 		 summary);
 }
 
@@ -222,8 +225,7 @@ int notify_start(struct event_base *base)
 		ev_watchdog = event_new(base, -1, EV_PERSIST, watchdog_cb, NULL);
 		if (!ev_watchdog || event_add(ev_watchdog, &tv) < 0)
 			return -ENOMEM;
-		log_info("notify", "watchdog enabled: pinging every %llu ms",
-			 watchdog_usec / 2000);
+		log_info("notify", "watchdog enabled: pinging every %llu ms", watchdog_usec / 2000);
 		notify_send("WATCHDOG=1");
 	}
 	return 0;
@@ -258,8 +260,10 @@ void notify_reloading(void)
 		return;
 	reloading = true;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading configuration",
-		 (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000);
+	snprintf(msg, sizeof(msg),
+		 "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading configuration",
+		 (unsigned long long)ts.tv_sec * 1000000ULL +
+			 (unsigned long long)ts.tv_nsec / 1000);
 	notify_send(msg);
 }
 

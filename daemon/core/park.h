@@ -54,10 +54,10 @@ struct request;
 typedef void park_fn(struct park *p);
 
 struct park {
-	struct request *r;            /* NULL when not kept */
-	struct park_queue *q;         /* NULL: not in a queue */
-	struct event *timer;          /* NULL: waits forever */
-	double deadline;              /* monotonic seconds; 0 = none */
+	struct request *r;    /* NULL when not kept */
+	struct park_queue *q; /* NULL: not in a queue */
+	struct event *timer;  /* NULL: waits forever */
+	double deadline;      /* monotonic seconds; 0 = none */
 	park_fn *on_timeout, *on_cancel;
 	TAILQ_ENTRY(park) entry;
 };

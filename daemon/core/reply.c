@@ -88,8 +88,8 @@ static size_t put_json(json_t *v, char *buf, size_t cap, size_t off)
  * being v or, when v is NULL, the JSON text raw. Returns its length, which
  * is more than cap when it did not fit, or 0 when a value cannot be
  * serialized. */
-static size_t build_reply(char *buf, size_t cap, json_t *id, bool ok, json_t *v,
-			  const char *raw, size_t raw_len)
+static size_t build_reply(char *buf, size_t cap, json_t *id, bool ok, json_t *v, const char *raw,
+			  size_t raw_len)
 {
 	static const char mid_ok[] = ",\"ok\":true,\"result\":";
 	static const char mid_err[] = ",\"ok\":false,\"error\":";
@@ -201,8 +201,9 @@ void conn_rewrite_durable(struct conn *c)
 		char *p = realloc(line, len);
 		if (p)
 			line = p;
-		ok = p && evbuffer_remove_buffer(c->out, out, (size_t)(d.start - pos)) ==
-				  (int)(d.start - pos) &&
+		ok = p &&
+		     evbuffer_remove_buffer(c->out, out, (size_t)(d.start - pos)) ==
+			     (int)(d.start - pos) &&
 		     evbuffer_remove(c->out, line, len) == (int)len && add_gave_up(out, line, len);
 		pos = d.end;
 	}

@@ -274,17 +274,11 @@ int safe_open_append(const struct safe_dir *d, const char *name, const struct sa
 const char *safe_open_strerror(int r)
 {
 	switch (r) {
-	case -ELOOP:
-		return "a symbolic link on the path (never followed)";
-	case -EMLINK:
-		return "a file with more than one hard link";
-	case -EFTYPE_SAFE:
-		return "not a regular file";
-	case -EOWNER_SAFE:
-		return "owned by another user in a directory the pool's user can change";
-	case -EAGAIN:
-		return "changed while being opened";
-	default:
-		return strerror(-r);
+	case -ELOOP: return "a symbolic link on the path (never followed)";
+	case -EMLINK: return "a file with more than one hard link";
+	case -EFTYPE_SAFE: return "not a regular file";
+	case -EOWNER_SAFE: return "owned by another user in a directory the pool's user can change";
+	case -EAGAIN: return "changed while being opened";
+	default: return strerror(-r);
 	}
 }

@@ -31,8 +31,8 @@ struct safe_dir {
 };
 
 enum {
-	SAFE_CREATE = 1 << 0,       /* create the file, owned by the owner */
-	SAFE_CHARDEV_OK = 1 << 1,   /* a character device is fine where nobody
+	SAFE_CREATE = 1 << 0,     /* create the file, owned by the owner */
+	SAFE_CHARDEV_OK = 1 << 1, /* a character device is fine where nobody
 				     * but root could have put it (/dev/null) */
 };
 

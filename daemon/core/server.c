@@ -123,16 +123,17 @@ unsigned role_share(unsigned total, enum role role)
 	return total - admin_reserve(total) - state_reserve(total);
 }
 
-void role_share_refusal(char *buf, size_t len, const char *what, unsigned total,
-			enum role role)
+void role_share_refusal(char *buf, size_t len, const char *what, unsigned total, enum role role)
 {
 	unsigned share = role_share(total, role);
 
 	if (role >= ROLE_ADMIN)
 		snprintf(buf, len, "%s (%u) reached", what, total);
 	else
-		snprintf(buf, len, "%s (%u) reached for role %s: it may use %u, the last %u are kept "
-			 "for %s", what, total, role_names[role], share, total - share,
+		snprintf(buf, len,
+			 "%s (%u) reached for role %s: it may use %u, the last %u are kept "
+			 "for %s",
+			 what, total, role_names[role], share, total - share,
 			 role == ROLE_STATE ? "admins" : "the state and admin roles");
 }
 
@@ -223,7 +224,8 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
 			    errno == ENOMEM) {
 				if (log_allowed(&fd_errors))
-					log_warn("conn", "accept: %s (pausing 100 ms)", strerror(errno));
+					log_warn("conn", "accept: %s (pausing 100 ms)",
+						 strerror(errno));
 				accept_pause();
 			}
 			return;
@@ -255,9 +257,10 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 				continue;
 			}
 			conns_g.n_exempt++;
-			log_info("conn", "client %llu: worker pid %d of pool %s let in beyond the "
-				 "shares of max_clients (%s)", (unsigned long long)c->id,
-				 (int)c->pid, exempt, why);
+			log_info("conn",
+				 "client %llu: worker pid %d of pool %s let in beyond the "
+				 "shares of max_clients (%s)",
+				 (unsigned long long)c->id, (int)c->pid, exempt, why);
 		}
 		log_debug("conn", "client %llu: uid %d pid %d role %d", (unsigned long long)c->id,
 			  (int)c->uid, (int)c->pid, (int)c->role);
@@ -399,8 +402,8 @@ static bool socket_take_passed(struct sockaddr_un *sa, const char **path)
 			listen_fd = fd;
 			continue;
 		}
-		log_warn("server", "ignoring passed descriptor %d (not a listening Unix stream socket)",
-			 fd);
+		log_warn("server",
+			 "ignoring passed descriptor %d (not a listening Unix stream socket)", fd);
 		close(fd);
 	}
 	if (listen_fd < 0)
@@ -419,7 +422,8 @@ static bool socket_take_passed(struct sockaddr_un *sa, const char **path)
 int server_start(void)
 {
 	const char *path = daemon_g.socket_override ? daemon_g.socket_override
-		: daemon_g.conf->socket ? daemon_g.conf->socket : MPSUP_DEFAULT_SOCKET;
+			   : daemon_g.conf->socket  ? daemon_g.conf->socket
+						    : MPSUP_DEFAULT_SOCKET;
 	struct sockaddr_un sa;
 
 	if (!socket_take_passed(&sa, &path)) {

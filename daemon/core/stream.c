@@ -54,8 +54,8 @@ static void stream_cancel_cb(struct request *r)
 	s->on_close(s);
 }
 
-int stream_open(struct stream *s, struct request *r, struct stream_set *set,
-		stream_fn *on_close, char *why, size_t len)
+int stream_open(struct stream *s, struct request *r, struct stream_set *set, stream_fn *on_close,
+		char *why, size_t len)
 {
 	if (r->conn && !stream_slot_take(r->conn, why, len))
 		return -EBUSY;

@@ -38,7 +38,7 @@ struct stream;
 typedef void stream_fn(struct stream *s);
 
 struct stream {
-	struct request *r;            /* NULL once ended */
+	struct request *r; /* NULL once ended */
 	struct stream_set *set;
 	stream_fn *on_close;
 	TAILQ_ENTRY(stream) entry;
@@ -51,7 +51,10 @@ struct stream_set {
 };
 
 /* clang-format off: it would put the braces of a macro on lines of their own */
-#define STREAM_SET_INITIALIZER(set) { TAILQ_HEAD_INITIALIZER((set).head), 0 }
+#define STREAM_SET_INITIALIZER(set)                   \
+	{                                             \
+		TAILQ_HEAD_INITIALIZER((set).head), 0 \
+	}
 /* clang-format on */
 /* The record of type `type` whose member `member` is the stream s. */
 #define STREAM_OWNER(s, type, member) CONTAINER_OF(s, type, member)
@@ -70,8 +73,8 @@ static inline struct stream *stream_next(const struct stream *s)
  * max_subscribers for r's connection. Sets r->data and r->cancel. 0;
  * -EBUSY with the reason in why (no slot left for the peer's role).
  */
-int stream_open(struct stream *s, struct request *r, struct stream_set *set,
-		stream_fn *on_close, char *why, size_t len);
+int stream_open(struct stream *s, struct request *r, struct stream_set *set, stream_fn *on_close,
+		char *why, size_t len);
 /* Send msg (not stolen) as one line of s. false when the stream ended
  * (gone, or dropped for not reading): on_close(s) ran already. */
 bool stream_send(struct stream *s, json_t *msg);

@@ -150,8 +150,8 @@ static const struct cmd_entry events_cmds[] = {
 static void events_shutting_down(const char *why)
 {
 	if (events_wanted(TOPIC_DAEMON))
-		events_publish(TOPIC_DAEMON, json_pack("{s:s, s:s}", "event", "daemon.shutdown",
-						       "reason", why));
+		events_publish(TOPIC_DAEMON,
+			       json_pack("{s:s, s:s}", "event", "daemon.shutdown", "reason", why));
 }
 
 static void events_reloaded(json_t *changes)

@@ -29,7 +29,11 @@ static const char *const sync_names[] = { "always", "everysec", "no" };
 
 /* The state of every part of persistence (persist_int.h). */
 struct persist_state persist_g = {
-	.log_fd = -1, .dir_fd = -1, .snap_pidfd = -1, .syncing_fd = -1, .retired_fd = -1,
+	.log_fd = -1,
+	.dir_fd = -1,
+	.snap_pidfd = -1,
+	.syncing_fd = -1,
+	.retired_fd = -1,
 	.mu = PTHREAD_MUTEX_INITIALIZER,
 };
 

@@ -102,16 +102,16 @@ uint32_t persist_crc32c_sw(uint32_t crc, const void *data, size_t len);
 void persist_frame(unsigned char *hdr, const void *payload, uint32_t len);
 
 enum persist_scan_end {
-	PERSIST_SCAN_OK = 0,     /* every byte belongs to a good record */
-	PERSIST_SCAN_TORN,       /* a bad tail with no good record after it */
-	PERSIST_SCAN_CORRUPT,    /* a bad record with good data after it, or fn refused one */
+	PERSIST_SCAN_OK = 0,  /* every byte belongs to a good record */
+	PERSIST_SCAN_TORN,    /* a bad tail with no good record after it */
+	PERSIST_SCAN_CORRUPT, /* a bad record with good data after it, or fn refused one */
 };
 
 struct persist_scan {
 	enum persist_scan_end end;
-	size_t records;          /* good records passed to fn */
-	size_t good_end;         /* offset just after the last good record */
-	size_t bad_off;          /* where the damage starts (end != OK) */
+	size_t records;  /* good records passed to fn */
+	size_t good_end; /* offset just after the last good record */
+	size_t bad_off;  /* where the damage starts (end != OK) */
 	char why[160];
 };
 
@@ -121,8 +121,8 @@ struct persist_scan {
  * treated as corrupt. Stops at the first bad record: when a good record
  * starts anywhere after it the file is corrupt, otherwise its tail is torn.
  */
-typedef int persist_record_fn(const char *payload, size_t len, size_t off, void *arg,
-			      char *why, size_t whylen);
+typedef int persist_record_fn(const char *payload, size_t len, size_t off, void *arg, char *why,
+			      size_t whylen);
 void persist_scan(const char *buf, size_t len, persist_record_fn *fn, void *arg,
 		  struct persist_scan *ret);
 

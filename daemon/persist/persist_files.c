@@ -132,15 +132,17 @@ static int file_check(const struct stat *st, const char *path, char *err, size_t
 		return S_ISLNK(st->st_mode) ? -ELOOP : -EINVAL;
 	}
 	if (st->st_nlink != 1) {
-		snprintf(err, errlen,
-			 "%s has %lu hard links; refusing to use it (it may be another file's name)",
-			 path, (unsigned long)st->st_nlink);
+		snprintf(
+			err, errlen,
+			"%s has %lu hard links; refusing to use it (it may be another file's name)",
+			path, (unsigned long)st->st_nlink);
 		return -EMLINK;
 	}
 	if (st->st_uid != geteuid()) {
-		snprintf(err, errlen, "%s is owned by uid %lu, not by mpsupd's user (uid %lu); "
-			 "refusing to use it", path, (unsigned long)st->st_uid,
-			 (unsigned long)geteuid());
+		snprintf(err, errlen,
+			 "%s is owned by uid %lu, not by mpsupd's user (uid %lu); "
+			 "refusing to use it",
+			 path, (unsigned long)st->st_uid, (unsigned long)geteuid());
 		return -EPERM;
 	}
 	return 0;
@@ -229,7 +231,8 @@ static int dir_open_nofollow(const char *dir, char *err, size_t errlen)
 	if (fd == -ELOOP && link[0])
 		snprintf(err, errlen,
 			 "state directory %s: component '%s' is a symbolic link; refusing it (name "
-			 "the real directory, or set state_dir_check = no)", dir, link);
+			 "the real directory, or set state_dir_check = no)",
+			 dir, link);
 	else if (fd < 0)
 		snprintf(err, errlen, "state_file: cannot open the directory %s: %s", dir,
 			 strerror(-fd));
@@ -264,17 +267,21 @@ static int dir_open(const char *dir, bool check, char *err, size_t errlen)
 		return r;
 	}
 	if (st.st_uid != geteuid() && st.st_uid != 0) {
-		snprintf(err, errlen,
-			 "state directory %s is owned by uid %lu, not by mpsupd's user (uid %lu) or "
-			 "root; refusing it (or set state_dir_check = no)", dir,
-			 (unsigned long)st.st_uid, (unsigned long)geteuid());
+		snprintf(
+			err, errlen,
+			"state directory %s is owned by uid %lu, not by mpsupd's user (uid %lu) or "
+			"root; refusing it (or set state_dir_check = no)",
+			dir, (unsigned long)st.st_uid, (unsigned long)geteuid());
 		return -EPERM;
 	}
 	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
 		snprintf(err, errlen,
-			 "state directory %s is writable by %s (mode %04o): another user could plant "
-			 "links at the state files; refusing it (chmod go-w, or set state_dir_check = "
-			 "no)", dir, st.st_mode & S_IWOTH ? "other users" : "its group",
+			 "state directory %s is writable by %s (mode %04o): another user could "
+			 "plant "
+			 "links at the state files; refusing it (chmod go-w, or set "
+			 "state_dir_check = "
+			 "no)",
+			 dir, st.st_mode & S_IWOTH ? "other users" : "its group",
 			 (unsigned)(st.st_mode & 07777));
 		return -EPERM;
 	}
@@ -306,7 +313,8 @@ static int log_open(char *err, size_t errlen)
 		if (persist_g.log_fd >= 0)
 			fsync(persist_g.dir_fd); /* created: make its name durable */
 		else if (persist_g.log_fd == -ENOENT)
-			snprintf(err, errlen, "cannot create %s: %s", persist_g.log_path, strerror(ENOENT));
+			snprintf(err, errlen, "cannot create %s: %s", persist_g.log_path,
+				 strerror(ENOENT));
 	}
 	if (persist_g.log_fd < 0) {
 		r = persist_g.log_fd;
@@ -340,7 +348,8 @@ static int names_init(const char *path, char **ret_dir, char *err, size_t errlen
 	}
 	slash = strrchr(dir, '/');
 	persist_g.name = slash ? persist_g.path + (slash - dir) + 1 : persist_g.path;
-	if (!*persist_g.name || strcmp(persist_g.name, ".") == 0 || strcmp(persist_g.name, "..") == 0) {
+	if (!*persist_g.name || strcmp(persist_g.name, ".") == 0 ||
+	    strcmp(persist_g.name, "..") == 0) {
 		free(dir);
 		snprintf(err, errlen, "state_file %s does not name a file", path);
 		return -EINVAL;
@@ -390,8 +399,8 @@ int persist_files_open(const char *path, bool dir_check, char *err, size_t errle
 	 * or removed, and checked again, once the log's lock is held). */
 	if ((r = name_check_absent_ok(persist_g.name, persist_g.path, err, errlen)) < 0 ||
 	    (r = name_check_absent_ok(persist_g.tmp_name, persist_g.tmp_path, err, errlen)) < 0 ||
-	    (r = name_check_absent_ok(persist_g.logtmp_name, persist_g.logtmp_path, err,
-				      errlen)) < 0 ||
+	    (r = name_check_absent_ok(persist_g.logtmp_name, persist_g.logtmp_path, err, errlen)) <
+		    0 ||
 	    (r = log_open(err, errlen)) < 0 ||
 	    (r = leftover_remove(persist_g.tmp_name, persist_g.tmp_path, err, errlen)) < 0 ||
 	    (r = leftover_remove(persist_g.logtmp_name, persist_g.logtmp_path, err, errlen)) < 0)

@@ -41,34 +41,34 @@ struct barrier_wait {
 
 /* Persistence's state (one: persist_g). */
 struct persist_state {
-	bool on;               /* persistence active */
-	bool loading;          /* replaying: persist_log() does nothing */
+	bool on;                                        /* persistence active */
+	bool loading;                                   /* replaying: persist_log() does nothing */
 	char *path, *log_path, *tmp_path, *logtmp_path; /* for messages */
-	const char *name;      /* the names in the directory (basenames) */
+	const char *name;                               /* the names in the directory (basenames) */
 	char *log_name, *tmp_name, *logtmp_name;        /* PATH.log.tmp: a log being shrunk */
-	int log_fd, dir_fd;    /* every file is opened relative to dir_fd */
-	bool dir_check;        /* state_dir_check, for reopening the directory */
-	double files_checked;  /* monotonic: the last persist_files_check() */
+	int log_fd, dir_fd;   /* every file is opened relative to dir_fd */
+	bool dir_check;       /* state_dir_check, for reopening the directory */
+	double files_checked; /* monotonic: the last persist_files_check() */
 	enum state_sync sync;
 	uint64_t log_max;
 	const char *fail_flag; /* MPSUP_TEST_FAIL_WRITES */
 
-	struct persist_buf pending;   /* framed records not yet written */
-	uint64_t seq;          /* last record appended */
-	uint64_t attempted;    /* last record a commit tried to write */
-	uint64_t committed;    /* last record written (and synced per mode) */
+	struct persist_buf pending; /* framed records not yet written */
+	uint64_t seq;               /* last record appended */
+	uint64_t attempted;         /* last record a commit tried to write */
+	uint64_t committed;         /* last record written (and synced per mode) */
 	uint64_t log_bytes, log_records;
 	struct event *ev_commit, *ev_retry;
 	bool commit_scheduled;
 
 	uint64_t snapshot_bytes;
-	double last_snapshot;  /* wall clock, 0 = never */
+	double last_snapshot; /* wall clock, 0 = never */
 	double last_snapshot_secs;
 	unsigned long snapshots;
-	double compact_after;  /* monotonic: no compaction before */
+	double compact_after; /* monotonic: no compaction before */
 
 	/* The snapshot child (persist_snapshot.c). */
-	pid_t snap_pid;        /* 0: none running */
+	pid_t snap_pid; /* 0: none running */
 	int snap_pidfd;
 	struct event *ev_snap;
 	uint64_t snap_seq;     /* the last record it holds */
@@ -77,14 +77,14 @@ struct persist_state {
 	unsigned long snap_failures;
 	const char *snap_hold; /* MPSUP_TEST_SNAPSHOT_HOLD */
 
-	bool failed;           /* refusing mutations */
-	double outage_since;   /* wall clock of the failure, while failed */
-	double outage_mono;    /* the same, monotonic */
+	bool failed;             /* refusing mutations */
+	double outage_since;     /* wall clock of the failure, while failed */
+	double outage_mono;      /* the same, monotonic */
 	struct event *ev_outage; /* times out held answers (persist_outage_timeout) */
-	char error[300];       /* why, while failed */
+	char error[300];         /* why, while failed */
 	char last_error[300];
 	unsigned long errors;
-	double last_retry;     /* monotonic */
+	double last_retry; /* monotonic */
 
 	struct barrier_wait *waits;
 	size_t n_waits, cap_waits;
@@ -97,12 +97,12 @@ struct persist_state {
 	/* everysec thread; mu guards dirty, stop, sync_err, last_fsync, log_fd
 	 * changes and the two fds below */
 	pthread_t thread;
-	int syncing_fd;        /* the fd it is syncing now, or -1 */
-	int retired_fd;        /* a replaced log fd it closes after syncing */
+	int syncing_fd; /* the fd it is syncing now, or -1 */
+	int retired_fd; /* a replaced log fd it closes after syncing */
 	bool thread_on, stop, dirty;
-	int sync_err;          /* errno of a failed background fsync */
-	double last_fsync;     /* wall clock, 0 = never */
-	uint64_t log_fsyncs;   /* fdatasyncs of the log that succeeded */
+	int sync_err;        /* errno of a failed background fsync */
+	double last_fsync;   /* wall clock, 0 = never */
+	uint64_t log_fsyncs; /* fdatasyncs of the log that succeeded */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 };
@@ -113,9 +113,9 @@ extern struct persist_state persist_g;
 /* What loading found (persist_load.c). */
 struct persist_load {
 	bool header, ended;
-	bool any_start;      /* snapshot header lost: take the log from anywhere */
-	uint64_t snap_seq;   /* last record the snapshot includes */
-	uint64_t last_seq;   /* last log record applied (or snap_seq) */
+	bool any_start;    /* snapshot header lost: take the log from anywhere */
+	uint64_t snap_seq; /* last record the snapshot includes */
+	uint64_t last_seq; /* last log record applied (or snap_seq) */
 	size_t objects, expected, applied, skipped;
 };
 

@@ -28,8 +28,7 @@ static json_t *payload_json(const char *p, size_t len, char *why, size_t whylen)
 	return v;
 }
 
-static int snap_record(const char *p, size_t len, size_t off, void *arg, char *why,
-		       size_t whylen)
+static int snap_record(const char *p, size_t len, size_t off, void *arg, char *why, size_t whylen)
 {
 	struct persist_load *L = arg;
 	json_t *v = payload_json(p, len, why, whylen);
@@ -49,7 +48,8 @@ static int snap_record(const char *p, size_t len, size_t off, void *arg, char *w
 		json_int_t seq, n;
 		int version;
 		if (json_unpack(v, "{s:i, s:I, s:I}", "mpsup_snapshot", &version, "seq", &seq,
-				"objects", &n) < 0 || version != 1 || seq < 0 || n < 0) {
+				"objects", &n) < 0 ||
+		    version != 1 || seq < 0 || n < 0) {
 			snprintf(why, whylen, "not an mpsup snapshot header");
 		} else {
 			L->header = true;
@@ -66,8 +66,8 @@ static int snap_record(const char *p, size_t len, size_t off, void *arg, char *w
 			L->ended = true;
 			rc = 0;
 		}
-	} else if (json_unpack(v, "[s, s, o]", &name, &tname, &opts) < 0 ||
-		   !json_is_object(opts) || !name_valid(name, false)) {
+	} else if (json_unpack(v, "[s, s, o]", &name, &tname, &opts) < 0 || !json_is_object(opts) ||
+		   !name_valid(name, false)) {
 		snprintf(why, whylen, "bad object record");
 	} else if (!(type = obj_type_find(tname)) || !type->dump) {
 		snprintf(why, whylen, "object %.64s has an unknown type '%.32s'", name, tname);
@@ -83,8 +83,7 @@ static int snap_record(const char *p, size_t len, size_t off, void *arg, char *w
 	return rc;
 }
 
-static int log_record(const char *p, size_t len, size_t off, void *arg, char *why,
-		      size_t whylen)
+static int log_record(const char *p, size_t len, size_t off, void *arg, char *why, size_t whylen)
 {
 	struct persist_load *L = arg;
 	json_t *v = payload_json(p, len, why, whylen), *params;
@@ -112,8 +111,8 @@ static int log_record(const char *p, size_t len, size_t off, void *arg, char *wh
 		snprintf(why, whylen, "record %lld follows record %" PRIu64 " (missing records%s)",
 			 (long long)seq, L->last_seq, L->last_seq ? "" : ": is the snapshot gone?");
 	} else if (obj_replay(cmd, params, err, sizeof(err)) < 0) {
-		snprintf(why, whylen, "record %lld (%.40s) cannot be replayed: %s", (long long)seq, cmd,
-			 err);
+		snprintf(why, whylen, "record %lld (%.40s) cannot be replayed: %s", (long long)seq,
+			 cmd, err);
 	} else {
 		L->last_seq = (uint64_t)seq;
 		L->applied++;
@@ -122,7 +121,6 @@ static int log_record(const char *p, size_t len, size_t off, void *arg, char *wh
 	json_decref(v);
 	return rc;
 }
-
 
 /* Load PATH into the namespace; 0, or -errno with err. */
 static int load_snapshot(struct persist_load *L, bool truncate_corrupt, bool *ret_rewrite,
@@ -151,8 +149,8 @@ static int load_snapshot(struct persist_load *L, bool truncate_corrupt, bool *re
 	persist_g.snapshot_bytes = f.len;
 	persist_buf_free(&f);
 	if (sc.end == PERSIST_SCAN_OK) {
-		log_info("persist", "snapshot %s: %zu objects up to record %" PRIu64, persist_g.path,
-			 L->objects, L->snap_seq);
+		log_info("persist", "snapshot %s: %zu objects up to record %" PRIu64,
+			 persist_g.path, L->objects, L->snap_seq);
 		return 0;
 	}
 	/* Written to a temporary file and renamed when complete: any damage is
@@ -195,7 +193,8 @@ static int load_log(struct persist_load *L, bool truncate_corrupt, bool *ret_rew
 	if (sc.end == PERSIST_SCAN_OK)
 		return 0;
 	if (sc.end == PERSIST_SCAN_TORN) {
-		log_warn("persist", "%s: dropping a torn last record at offset %zu (%zu bytes; a "
+		log_warn("persist",
+			 "%s: dropping a torn last record at offset %zu (%zu bytes; a "
 			 "write interrupted by a crash, never acknowledged)",
 			 persist_g.log_path, sc.bad_off, size - sc.bad_off);
 	} else if (!truncate_corrupt) {
@@ -213,7 +212,8 @@ static int load_log(struct persist_load *L, bool truncate_corrupt, bool *ret_rew
 	}
 	if (ftruncate(persist_g.log_fd, (off_t)sc.bad_off) < 0 || fdatasync(persist_g.log_fd) < 0) {
 		r = -errno;
-		snprintf(err, errlen, "cannot truncate %s: %s", persist_g.log_path, strerror(errno));
+		snprintf(err, errlen, "cannot truncate %s: %s", persist_g.log_path,
+			 strerror(errno));
 		return r;
 	}
 	return 0;

@@ -62,8 +62,7 @@ static bool read_is_dirty(const char *name)
 }
 
 /* One unwritten record: the object it changed is dirty. */
-static int dirty_record(const char *p, size_t len, size_t off, void *arg, char *why,
-			size_t whylen)
+static int dirty_record(const char *p, size_t len, size_t off, void *arg, char *why, size_t whylen)
 {
 	json_t *v = json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
 	const char *name = json_string_value(json_object_get(json_array_get(v, 2), "name"));
@@ -108,7 +107,8 @@ bool persist_read(struct request *r, const char *name)
 	 * object): the honest answer is that it cannot be read now. */
 	request_error(r, MPSUP_E_UNAVAILABLE,
 		      "%s has changes not yet written (%s); it can be read once the state is "
-		      "written again", name ? name : "the namespace", persist_g.error);
+		      "written again",
+		      name ? name : "the namespace", persist_g.error);
 	return false;
 }
 
@@ -245,7 +245,6 @@ void persist_barrier_release(void)
 }
 
 /* --- failure and recovery ----------------------------------------------------------- */
-
 
 /* Stop accepting mutations: what failed, with -errno. */
 void persist_fail(const char *what, int err)
@@ -429,7 +428,6 @@ void persist_log_request(struct request *r)
 	if (persist_g.on && !persist_g.loading)
 		log_append(r->cmd->name, r->params, r->line, r->line ? r->line_len : 0);
 }
-
 
 /* Compact when the log outgrew both its limit and the last snapshot: in a
  * child, one at a time. */

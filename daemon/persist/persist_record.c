@@ -74,7 +74,6 @@ void persist_buf_free(struct persist_buf *b)
 	*b = (struct persist_buf){ 0 };
 }
 
-
 /* --- CRC32C and frames ---------------------------------------------------------- */
 
 static uint32_t crc_table[8][256];
@@ -98,7 +97,7 @@ static void crc_init(void)
 #if defined(__x86_64__) && defined(__GNUC__)
 /* The same with the SSE4.2 crc32 instruction (the Castagnoli polynomial). */
 __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const unsigned char *p,
-							     size_t len)
+							    size_t len)
 {
 	uint64_t c = ~crc;
 
@@ -202,20 +201,23 @@ void persist_scan(const char *buf, size_t len, persist_record_fn *fn, void *arg,
 			 * point, something else happened. */
 			ret->bad_off = off;
 			ret->end = PERSIST_SCAN_TORN;
-			snprintf(ret->why, sizeof(ret->why), "bad or incomplete record (%zu bytes left)",
-				 len - off);
+			snprintf(ret->why, sizeof(ret->why),
+				 "bad or incomplete record (%zu bytes left)", len - off);
 			for (size_t o = off + 1; o + PERSIST_HDR <= len; o++) {
 				uint32_t m;
 				if (frame_ok(p, len, o, &m)) {
 					ret->end = PERSIST_SCAN_CORRUPT;
 					snprintf(ret->why, sizeof(ret->why),
-						 "bad record, with a good record at offset %zu after it", o);
+						 "bad record, with a good record at offset %zu "
+						 "after it",
+						 o);
 					break;
 				}
 			}
 			return;
 		}
-		if (fn && fn(buf + off + PERSIST_HDR, n, off, arg, ret->why, sizeof(ret->why)) < 0) {
+		if (fn &&
+		    fn(buf + off + PERSIST_HDR, n, off, arg, ret->why, sizeof(ret->why)) < 0) {
 			ret->bad_off = off;
 			ret->end = PERSIST_SCAN_CORRUPT;
 			return;

@@ -181,7 +181,6 @@ static void snapshot_done(uint64_t bytes)
 	persist_g.snapshots++;
 }
 
-
 /* Write the whole state to PATH atomically and empty the log, here and
  * now (start-up, shutdown, recovery from a failed write). */
 int persist_snapshot_write(void)
@@ -231,7 +230,8 @@ int persist_snapshot(void)
 	}
 	persist_g.last_snapshot_secs = now_mono() - t0;
 	log_info("persist", "snapshot of %u objects written to %s (%" PRIu64 " bytes, %.3f s)",
-		 obj_count(), persist_g.path, persist_g.snapshot_bytes, persist_g.last_snapshot_secs);
+		 obj_count(), persist_g.path, persist_g.snapshot_bytes,
+		 persist_g.last_snapshot_secs);
 	persist_barrier_release();
 	return 0;
 }
@@ -408,8 +408,8 @@ static int log_tail_copy(uint64_t off, uint64_t *ret_bytes)
 		ssize_t n = copy_file_range(persist_g.log_fd, &in, fd, NULL, left, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
-			      errno == EOPNOTSUPP)) {
+		if (n < 0 &&
+		    (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
 			/* no in-kernel copy here: read and write */
 			r = log_copy_by_hand(fd, in, left);
 			left = 0;
@@ -534,8 +534,9 @@ static void snapshot_reaped(int st)
 	 * snapshot will hold everything: keep the log as it is until then. */
 	if (persist_g.failed)
 		return;
-	snapshot_done(fstatat(persist_g.dir_fd, persist_g.name, &fst, AT_SYMLINK_NOFOLLOW) == 0 ?
-			      (uint64_t)fst.st_size : 0);
+	snapshot_done(fstatat(persist_g.dir_fd, persist_g.name, &fst, AT_SYMLINK_NOFOLLOW) == 0
+			      ? (uint64_t)fst.st_size
+			      : 0);
 	persist_g.last_snapshot_secs = t0 - persist_g.snap_started;
 	if ((r = log_shrink()) < 0) {
 		persist_g.compact_after = now_mono() + COMPACT_BACKOFF_SECS;
@@ -566,7 +567,8 @@ static void snap_child_cb(evutil_socket_t fd, short what, void *arg)
 		return; /* not yet */
 	if (r < 0) {
 		/* only daemon_child_reaped() may reap it elsewhere */
-		log_error("persist", "snapshot child %d: %s", (int)persist_g.snap_pid, strerror(errno));
+		log_error("persist", "snapshot child %d: %s", (int)persist_g.snap_pid,
+			  strerror(errno));
 		st = EIO << 8;
 	}
 	snapshot_reaped(st);

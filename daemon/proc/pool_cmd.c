@@ -19,7 +19,7 @@ struct pool_waiter {
 	struct pool *pl;
 };
 
-static struct park_queue pool_waiters = {TAILQ_HEAD_INITIALIZER(pool_waiters.head), 0};
+static struct park_queue pool_waiters = { TAILQ_HEAD_INITIALIZER(pool_waiters.head), 0 };
 
 void pool_cmd_pool_gone(struct pool *pl)
 {
@@ -151,4 +151,3 @@ enum cmd_ret cmd_pool_scale(struct request *r)
 		request_ok(r, pool_json(pl));
 	return CMD_DONE;
 }
-

@@ -298,7 +298,7 @@ int proc_signal(struct proc *p, int sig)
 
 struct procreg_rec proc_rec(const struct proc *p, pid_t leader)
 {
-	return (struct procreg_rec){ leader, p->pgid, p->start_lo, p->start_hi,
+	return (struct procreg_rec){ leader,         p->pgid,         p->start_lo, p->start_hi,
 				     p->stop_signal, p->stop_timeout, p->name };
 }
 
@@ -407,20 +407,17 @@ static enum proc_event proc_enter(struct proc *p, enum proc_state from, enum pro
 	const struct pool_conf *c = p->pool ? p->pool->conf : NULL;
 
 	switch (p->state) {
-	case PS_STARTING:
-		evtimer_del(p->timer);
-		return enter_starting(p, from);
-	case PS_RUNNING:
-		evtimer_del(p->timer);
-		return PE_NONE;
+	case PS_STARTING: evtimer_del(p->timer); return enter_starting(p, from);
+	case PS_RUNNING: evtimer_del(p->timer); return PE_NONE;
 	case PS_BACKOFF:
 		if (p->spawn_transient) {
 			/* does not count against start_retries; waits at least a
 			 * little even with backoff_max = 0 */
 			p->resource_retries++;
-			timer_arm(p, proc_backoff_delay(p->resource_retries,
-							c && c->backoff_max > 1 ? c->backoff_max : 1,
-							(double)random() / ((double)RAND_MAX + 1)));
+			timer_arm(p,
+				  proc_backoff_delay(p->resource_retries,
+						     c && c->backoff_max > 1 ? c->backoff_max : 1,
+						     (double)random() / ((double)RAND_MAX + 1)));
 			return PE_NONE;
 		}
 		p->failures++;
@@ -457,8 +454,7 @@ static enum proc_event proc_enter(struct proc *p, enum proc_state from, enum pro
 		}
 		p->restart_pending = false;
 		return PE_NONE;
-	default:
-		return PE_NONE;
+	default: return PE_NONE;
 	}
 }
 
@@ -511,17 +507,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	switch (p->state) {
-	case PS_STARTING:
-		proc_feed(p, PE_START_SECS);
-		break;
-	case PS_BACKOFF:
-		proc_feed(p, PE_BACKOFF_ELAPSED);
-		break;
-	case PS_STOPPING:
-		proc_feed(p, PE_STOP_TIMEOUT);
-		break;
-	default:
-		break;
+	case PS_STARTING: proc_feed(p, PE_START_SECS); break;
+	case PS_BACKOFF: proc_feed(p, PE_BACKOFF_ELAPSED); break;
+	case PS_STOPPING: proc_feed(p, PE_STOP_TIMEOUT); break;
+	default: break;
 	}
 }
 
@@ -548,8 +537,8 @@ static void proc_died(struct proc *p, int st)
 	p->has_exitcode = true;
 	p->exitcode = proc_exitcode(st);
 	describe_status(p, st);
-	log_info_f("proc", PROC_FIELDS(p, p->last_pid), "%s (pid %d) %s", p->name,
-		   (int)p->last_pid, p->exit_status_text);
+	log_info_f("proc", PROC_FIELDS(p, p->last_pid), "%s (pid %d) %s", p->name, (int)p->last_pid,
+		   p->exit_status_text);
 	proc_notify_exited(p); /* before a restart replaces its pipes */
 	if (p->state == PS_STOPPING && pgid_alive(p->pgid)) {
 		/* the rest of its group got the stop signal too: wait for it */

@@ -30,7 +30,7 @@ struct worker;
 struct run_ids {
 	uid_t uid;
 	gid_t gid;
-	gid_t *groups;    /* every group, gid included */
+	gid_t *groups; /* every group, gid included */
 	int n_groups;
 	char *home, *user_name, *shell; /* from the passwd entry; NULL without one */
 };
@@ -43,60 +43,60 @@ void run_ids_clear(struct run_ids *ids);
 
 struct oneshot {
 	char **argv;
-	char **env;       /* "K=V" from the request */
+	char **env; /* "K=V" from the request */
 	char *cwd;
 	bool daemon;      /* terminated at shutdown instead of waited for */
 	char *stdin_data; /* written to the child's stdin, then closed */
 	size_t stdin_len;
-	bool set_ids;     /* run as ids (the requesting peer, or the user an admin named) */
+	bool set_ids; /* run as ids (the requesting peer, or the user an admin named) */
 	struct run_ids ids;
-	double finished;  /* monotonic time it reached a final state; 0 = not yet */
+	double finished; /* monotonic time it reached a final state; 0 = not yet */
 	TAILQ_ENTRY(proc) entry;
 };
 
 struct proc {
 	char *name;
-	struct pool *pool;          /* NULL for a one-shot */
+	struct pool *pool; /* NULL for a one-shot */
 	unsigned index;
-	struct oneshot *os;         /* NULL for a pool member */
+	struct oneshot *os; /* NULL for a pool member */
 	enum proc_state state;
-	pid_t pid;                  /* 0 once reaped */
-	pid_t last_pid;             /* of the run that ended last */
-	pid_t pgid;                 /* the process group of the current run */
+	pid_t pid;                   /* 0 once reaped */
+	pid_t last_pid;              /* of the run that ended last */
+	pid_t pgid;                  /* the process group of the current run */
 	uint64_t start_lo, start_hi; /* its start time lies in this range (clock ticks since
 				      * boot, for the process registry); 0 = unknown */
-	int stop_signal;            /* of the current run (a reload may change the pool) */
+	int stop_signal;             /* of the current run (a reload may change the pool) */
 	double stop_timeout;
 	bool has_exitcode;
 	int exitcode;
 	char *exit_status_text;
-	double started_wall;        /* 0 = never started */
+	double started_wall; /* 0 = never started */
 	double started_mono;
-	unsigned restarts;          /* spawns after the first */
+	unsigned restarts; /* spawns after the first */
 	unsigned spawns;
-	unsigned failures;          /* failed starts since the last stable run */
-	unsigned resource_retries;  /* spawns in a row that lacked descriptors/processes */
-	bool spawn_transient;       /* the last spawn failed for lack of them: retried */
-	bool restart_pending;       /* start again once stopped */
-	bool removing;              /* freed once in a final state (scale down, remove) */
-	bool group_wait;            /* main process reaped, waiting for its group */
-	bool freed;                 /* on the free list */
-	struct event *timer;        /* start_secs, backoff or stop timeout */
+	unsigned failures;         /* failed starts since the last stable run */
+	unsigned resource_retries; /* spawns in a row that lacked descriptors/processes */
+	bool spawn_transient;      /* the last spawn failed for lack of them: retried */
+	bool restart_pending;      /* start again once stopped */
+	bool removing;             /* freed once in a final state (scale down, remove) */
+	bool group_wait;           /* main process reaped, waiting for its group */
+	bool freed;                /* on the free list */
+	struct event *timer;       /* start_secs, backoff or stop timeout */
 	struct outpipe *out, *err;
 	struct logring ring;
-	struct worker *worker;      /* task pools: its task channel (task.c) */
-	struct proc *hnext;         /* pid hash chain */
-	TAILQ_ENTRY(proc) gentry;   /* group-wait list or free list */
+	struct worker *worker;    /* task pools: its task channel (task.c) */
+	struct proc *hnext;       /* pid hash chain */
+	TAILQ_ENTRY(proc) gentry; /* group-wait list or free list */
 };
 
 struct pool {
 	char *name;
-	struct pool_conf *conf;     /* own copy */
-	struct proc **members;      /* by index; NULL = free slot */
+	struct pool_conf *conf; /* own copy */
+	struct proc **members;  /* by index; NULL = free slot */
 	unsigned n_slots;
-	struct outfile *out, *err;  /* file outputs, NULL when none */
-	bool err_to_out;            /* stderr goes to stdout's file */
-	bool journal_failing[2];    /* stdout/stderr = journal, captured instead */
+	struct outfile *out, *err; /* file outputs, NULL when none */
+	bool err_to_out;           /* stderr goes to stdout's file */
+	bool journal_failing[2];   /* stdout/stderr = journal, captured instead */
 	/* the user and groups to run as, resolved once */
 	bool set_ids;
 	uid_t uid;
@@ -104,18 +104,18 @@ struct pool {
 	gid_t *groups;
 	int n_groups;
 	char *home, *user_name, *shell;
-	char *ids_error;            /* resolution failed: every spawn fails with this */
-	bool removing;              /* stopping its members, then freed */
-	bool from_config;           /* defined in a config file (reload manages it) */
-	struct task_pool *tasks;    /* task pools: backlog and idle workers (task.c) */
+	char *ids_error;         /* resolution failed: every spawn fails with this */
+	bool removing;           /* stopping its members, then freed */
+	bool from_config;        /* defined in a config file (reload manages it) */
+	struct task_pool *tasks; /* task pools: backlog and idle workers (task.c) */
 	TAILQ_ENTRY(pool) entry;
 };
 
 TAILQ_HEAD(pool_list, pool);
 TAILQ_HEAD(proc_list, proc);
 
-extern struct pool_list pools;        /* in creation order */
-extern struct proc_list oneshots;     /* in creation order */
+extern struct pool_list pools;    /* in creation order */
+extern struct proc_list oneshots; /* in creation order */
 
 /* Module set-up: subreaper, SIGCHLD and SIGUSR1 watchers. */
 int proc_init(void);

@@ -102,11 +102,11 @@ enum wait_kind { WAIT_START, WAIT_STOP, WAIT_JOIN };
 struct waiter {
 	struct park park;
 	enum wait_kind kind;
-	struct proc **procs;   /* NULL entries: gone */
-	size_t n, next;        /* procs[0..next) were seen done */
+	struct proc **procs; /* NULL entries: gone */
+	size_t n, next;      /* procs[0..next) were seen done */
 };
 
-static struct park_queue waiters = {TAILQ_HEAD_INITIALIZER(waiters.head), 0};
+static struct park_queue waiters = { TAILQ_HEAD_INITIALIZER(waiters.head), 0 };
 
 static struct waiter *waiter_of(struct park *p)
 {
@@ -133,8 +133,8 @@ static json_t *join_result(const struct proc *p, bool timed_out)
 	if (!p)
 		return json_pack("{s:n, s:b}", "exitcode", "is_alive", 0);
 	return json_pack("{s:o, s:b}", "exitcode",
-			 proc_exitcode_known(p) ? json_integer(p->exitcode) : json_null(), "is_alive",
-			 timed_out || proc_is_alive(p));
+			 proc_exitcode_known(p) ? json_integer(p->exitcode) : json_null(),
+			 "is_alive", timed_out || proc_is_alive(p));
 }
 
 /* Answer r for w (whose wait is over) and free w. */
@@ -213,7 +213,6 @@ static void proc_cmd_forget(struct proc *p)
 	}
 	proc_cmd_notify(NULL);
 }
-
 
 /*
  * Commands.
@@ -372,8 +371,8 @@ static enum cmd_ret cmd_join(struct request *r)
 		return CMD_DONE;
 	if (t.n != 1) {
 		free(t.v);
-		request_error(r, MPSUP_E_BAD_REQUEST, "proc.join: '%s' names %zu processes, not one",
-			      name, t.n);
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "proc.join: '%s' names %zu processes, not one", name, t.n);
 		return CMD_DONE;
 	}
 	return wait_or_answer(r, WAIT_JOIN, &t, timeout);
@@ -430,7 +429,10 @@ static int proc_module_reload(const struct conf *newconf, json_t *changes)
 }
 
 /* clang-format off: it would put the braces of a macro on lines of their own */
-#define ADMIN_MUT(name, fn, extra, params) { name, ROLE_ADMIN, CMD_MUTATES | (extra), fn, params }
+#define ADMIN_MUT(name, fn, extra, params)                          \
+	{                                                           \
+		name, ROLE_ADMIN, CMD_MUTATES | (extra), fn, params \
+	}
 /* clang-format on */
 
 static const struct cmd_entry proc_cmds[] = {

@@ -60,7 +60,8 @@ static void check_pid_max(void)
 		return;
 	if (fscanf(f, "%llu", &pid_max) == 1 && daemon_g.conf &&
 	    daemon_g.conf->max_processes >= pid_max)
-		log_warn("proc", "max_processes (%u) is not below kernel.pid_max (%llu): "
+		log_warn("proc",
+			 "max_processes (%u) is not below kernel.pid_max (%llu): "
 			 "spawns will fail (and be retried) before it is reached",
 			 daemon_g.conf->max_processes, pid_max);
 	fclose(f);
@@ -92,15 +93,13 @@ static bool journal_present(void)
 static unsigned stream_cost(const struct output_conf *oc, bool journal_failing)
 {
 	switch (oc->kind) {
-	case OUTPUT_NULL:    /* the daemon's one /dev/null */
-	case OUTPUT_INHERIT: /* the daemon's own stdout/stderr */
-		return 0;
+	case OUTPUT_NULL: /* the daemon's one /dev/null */
+	case OUTPUT_INHERIT: /* the daemon's own stdout/stderr */ return 0;
 	case OUTPUT_JOURNAL: /* the child holds the journal stream, we close it */
 		return journal_failing || !journal_present() ? 1 : 0;
-	case OUTPUT_FILE:    /* a pipe, the daemon writes the lines */
+	case OUTPUT_FILE: /* a pipe, the daemon writes the lines */
 	case OUTPUT_CAPTURE:
-	default:
-		return 1;
+	default: return 1;
 	}
 }
 
@@ -112,7 +111,8 @@ unsigned proc_fds_worker_cost(const struct pool_conf *pc, const bool journal_fai
 		journal_failing = none;
 	if (pc->mode == POOL_MODE_TASK) /* stdin and stdout are the task channel */
 		return 2 + stream_cost(&pc->err, journal_failing[1]);
-	return stream_cost(&pc->out, journal_failing[0]) + stream_cost(&pc->err, journal_failing[1]);
+	return stream_cost(&pc->out, journal_failing[0]) +
+	       stream_cost(&pc->err, journal_failing[1]);
 }
 
 /* A pool's output files: each holds the file and its directory open. */
@@ -163,7 +163,8 @@ static unsigned long long processes_cost(void)
 		for (unsigned i = 0; i < pl->n_slots; i++)
 			members += pl->members[i] != NULL;
 		n += pool_file_cost(pl->conf) +
-		     (unsigned long long)members * proc_fds_worker_cost(pl->conf, pl->journal_failing);
+		     (unsigned long long)members *
+			     proc_fds_worker_cost(pl->conf, pl->journal_failing);
 	}
 	return n;
 }
@@ -204,12 +205,11 @@ json_t *proc_fds_info(void)
 	unsigned long long limit = fds_limit();
 
 	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:{s:i, s:i, s:i, s:i, s:i, s:i}, s:i, s:i}",
-			 "limit", (json_int_t)limit, "used", (json_int_t)fds_used(limit),
-			 "daemon", (json_int_t)(base_fds + FDS_SLACK), "connections",
-			 (json_int_t)conn_reserve(limit), "processes",
-			 (json_int_t)processes_cost(), "per_worker", "capture",
-			 mode_cost(OUTPUT_CAPTURE, POOL_MODE_SERVICE), "file",
-			 mode_cost(OUTPUT_FILE, POOL_MODE_SERVICE), "journal",
+			 "limit", (json_int_t)limit, "used", (json_int_t)fds_used(limit), "daemon",
+			 (json_int_t)(base_fds + FDS_SLACK), "connections",
+			 (json_int_t)conn_reserve(limit), "processes", (json_int_t)processes_cost(),
+			 "per_worker", "capture", mode_cost(OUTPUT_CAPTURE, POOL_MODE_SERVICE),
+			 "file", mode_cost(OUTPUT_FILE, POOL_MODE_SERVICE), "journal",
 			 mode_cost(OUTPUT_JOURNAL, POOL_MODE_SERVICE), "null",
 			 mode_cost(OUTPUT_NULL, POOL_MODE_SERVICE), "inherit",
 			 mode_cost(OUTPUT_INHERIT, POOL_MODE_SERVICE), "task",

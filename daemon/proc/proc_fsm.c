@@ -13,10 +13,10 @@
 
 /* Special cells, resolved by resolve() below. */
 enum {
-	IGN = -1,         /* event ignored in this state */
-	SPAWN_FAIL = -2,  /* backoff if restart && retry, else fatal */
-	START_FAIL = -3,  /* died before start_secs: exited / backoff / fatal */
-	RUN_END = -4,     /* died after start: exited / starting / backoff / fatal */
+	IGN = -1,        /* event ignored in this state */
+	SPAWN_FAIL = -2, /* backoff if restart && retry, else fatal */
+	START_FAIL = -3, /* died before start_secs: exited / backoff / fatal */
+	RUN_END = -4,    /* died after start: exited / starting / backoff / fatal */
 };
 
 #define STOPPED PS_STOPPED
@@ -29,13 +29,13 @@ enum {
 
 static const signed char table[PS__MAX][PE__MAX] = {
 	/*              START     SPAWN_FAILED START_SECS DIED        STOP      STOP_TIMEOUT BACKOFF_ELAPSED */
-	[PS_STOPPED]  = { STARTING, IGN,        IGN,       IGN,        IGN,      IGN,      IGN },
-	[PS_STARTING] = { IGN,      SPAWN_FAIL, RUNNING,   START_FAIL, STOPPING, IGN,      IGN },
-	[PS_RUNNING]  = { IGN,      IGN,        IGN,       RUN_END,    STOPPING, IGN,      IGN },
-	[PS_BACKOFF]  = { STARTING, IGN,        IGN,       IGN,        STOPPED,  IGN,      STARTING },
-	[PS_STOPPING] = { IGN,      IGN,        IGN,       STOPPED,    IGN,      STOPPING, IGN },
-	[PS_EXITED]   = { STARTING, IGN,        IGN,       IGN,        IGN,      IGN,      IGN },
-	[PS_FATAL]    = { STARTING, IGN,        IGN,       IGN,        IGN,      IGN,      IGN },
+	[PS_STOPPED] = { STARTING, IGN, IGN, IGN, IGN, IGN, IGN },
+	[PS_STARTING] = { IGN, SPAWN_FAIL, RUNNING, START_FAIL, STOPPING, IGN, IGN },
+	[PS_RUNNING] = { IGN, IGN, IGN, RUN_END, STOPPING, IGN, IGN },
+	[PS_BACKOFF] = { STARTING, IGN, IGN, IGN, STOPPED, IGN, STARTING },
+	[PS_STOPPING] = { IGN, IGN, IGN, STOPPED, IGN, STOPPING, IGN },
+	[PS_EXITED] = { STARTING, IGN, IGN, IGN, IGN, IGN, IGN },
+	[PS_FATAL] = { STARTING, IGN, IGN, IGN, IGN, IGN, IGN },
 };
 
 static int resolve(int cell, const struct proc_fsm_input *in)
@@ -55,8 +55,7 @@ static int resolve(int cell, const struct proc_fsm_input *in)
 		if (in->stable)
 			return STARTING;
 		return in->retry ? BACKOFF : FATAL;
-	default:
-		return cell;
+	default: return cell;
 	}
 }
 
@@ -80,7 +79,8 @@ const char *proc_state_name(enum proc_state s)
 const char *proc_event_name(enum proc_event ev)
 {
 	static const char *const names[PE__MAX] = {
-		"start", "spawn_failed", "start_secs", "died", "stop", "stop_timeout", "backoff_elapsed",
+		"start", "spawn_failed", "start_secs",      "died",
+		"stop",  "stop_timeout", "backoff_elapsed",
 	};
 	return (unsigned)ev < PE__MAX ? names[ev] : "none";
 }
@@ -105,16 +105,14 @@ int proc_exitcode(int wstatus)
 bool proc_policy_restarts(enum restart_policy policy, const uint8_t exit_codes[32], int exitcode)
 {
 	switch (policy) {
-	case RESTART_ALWAYS:
-		return true;
+	case RESTART_ALWAYS: return true;
 	case RESTART_ON_FAILURE:
 		/* A death by signal is a failure; an exit status is one unless listed. */
 		if (exitcode < 0 || exitcode > 255)
 			return true;
 		return !(exit_codes[exitcode / 8] & (1u << (exitcode % 8)));
 	case RESTART_NEVER:
-	default:
-		return false;
+	default: return false;
 	}
 }
 

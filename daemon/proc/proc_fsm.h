@@ -16,10 +16,10 @@ enum proc_state {
 	PS_STOPPED = 0, /* never started, or stopped on request */
 	PS_STARTING,    /* spawned, up for less than start_secs */
 	PS_RUNNING,
-	PS_BACKOFF,     /* failed to start, retry pending */
-	PS_STOPPING,    /* stop signal sent, waiting for the process group to go */
-	PS_EXITED,      /* ended, the policy says no restart */
-	PS_FATAL,       /* gave up after start_retries */
+	PS_BACKOFF,  /* failed to start, retry pending */
+	PS_STOPPING, /* stop signal sent, waiting for the process group to go */
+	PS_EXITED,   /* ended, the policy says no restart */
+	PS_FATAL,    /* gave up after start_retries */
 	PS__MAX
 };
 
@@ -37,9 +37,9 @@ enum proc_event {
 
 /* What the decisions of a transition depend on. */
 struct proc_fsm_input {
-	bool restart; /* the policy wants this death (or failure) restarted */
-	bool retry;   /* failed starts so far < start_retries */
-	bool stable;  /* the run that ended lasted long enough to reset backoff */
+	bool restart;   /* the policy wants this death (or failure) restarted */
+	bool retry;     /* failed starts so far < start_retries */
+	bool stable;    /* the run that ended lasted long enough to reset backoff */
 	bool transient; /* the spawn lacked descriptors or processes: retried, whatever the
 			 * policy and retries say */
 };

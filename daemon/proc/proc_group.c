@@ -34,14 +34,14 @@ static struct proc_list group_waits = TAILQ_HEAD_INITIALIZER(group_waits);
  */
 struct stray {
 	pid_t pgid;
-	pid_t leader;          /* its main process (gone), for the registry */
+	pid_t leader; /* its main process (gone), for the registry */
 	uint64_t start_lo, start_hi;
 	int stop_signal;
 	double stop_timeout;
-	struct event *timer;   /* SIGKILL at stop_timeout */
+	struct event *timer; /* SIGKILL at stop_timeout */
 	TAILQ_ENTRY(stray) entry;
-	char name[160];        /* the process name, for the log */
-	char pool[96];         /* its pool's name, "" for a one-shot */
+	char name[160]; /* the process name, for the log */
+	char pool[96];  /* its pool's name, "" for a one-shot */
 };
 static TAILQ_HEAD(, stray) strays = TAILQ_HEAD_INITIALIZER(strays);
 static unsigned n_strays;
@@ -61,8 +61,8 @@ void proc_signal_group(struct proc *p, int sig)
 		return;
 	if (kill(-p->pgid, sig) < 0 && errno != ESRCH)
 		log_warn_f("proc", PROC_FIELDS(p, p->pid), "%s: kill(-%d, %s): %s", p->name,
-			   (int)p->pgid,
-			 conf_signal_name(sig) ? conf_signal_name(sig) : "?", strerror(errno));
+			   (int)p->pgid, conf_signal_name(sig) ? conf_signal_name(sig) : "?",
+			   strerror(errno));
 }
 
 void proc_signal_group_stop(struct proc *p)
@@ -228,7 +228,7 @@ void proc_registry_each(void (*fn)(const struct procreg_rec *r, void *arg), void
 		fn(&r, arg);
 	}
 	TAILQ_FOREACH(g, &strays, entry) {
-		r = (struct procreg_rec){ g->leader, g->pgid, g->start_lo, g->start_hi,
+		r = (struct procreg_rec){ g->leader,      g->pgid,         g->start_lo, g->start_hi,
 					  g->stop_signal, g->stop_timeout, g->name };
 		fn(&r, arg);
 	}

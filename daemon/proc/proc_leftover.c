@@ -38,15 +38,15 @@ struct member {
 	pid_t pid;
 	int pidfd;
 	bool gone;
-	bool in_round;  /* found by the current rescan */
+	bool in_round; /* found by the current rescan */
 };
 
 struct group {
 	const struct procreg_rec *rec;
-	bool leader_known;  /* the recorded leader is still there (maybe a zombie) */
-	bool leader_alive;  /* ... and not a zombie */
-	bool skip;          /* its pid now belongs to someone else */
-	bool killed;        /* got SIGKILL */
+	bool leader_known; /* the recorded leader is still there (maybe a zombie) */
+	bool leader_alive; /* ... and not a zombie */
+	bool skip;         /* its pid now belongs to someone else */
+	bool killed;       /* got SIGKILL */
 	double deadline;
 	struct member *m;
 	size_t n, cap;
@@ -77,8 +77,8 @@ static bool dead_state(char s)
 /* Does st describe a live member of g? */
 static bool is_member(const struct group *g, const struct procreg_stat *st)
 {
-	return !dead_state(st->state) && st->pgrp == g->rec->pgid &&
-	       st->session == g->rec->pgid && st->start >= g->rec->start_lo;
+	return !dead_state(st->state) && st->pgrp == g->rec->pgid && st->session == g->rec->pgid &&
+	       st->start >= g->rec->start_lo;
 }
 
 /* Is the recorded leader still the process with its pid? When another
@@ -97,15 +97,17 @@ static void group_check_leader(struct group *g)
 		return;
 	}
 	g->skip = true;
-	log_info("proc", "leftover %s: pid %d now belongs to another process "
-			 "(started at tick %llu, not %llu..%llu): left alone",
+	log_info("proc",
+		 "leftover %s: pid %d now belongs to another process "
+		 "(started at tick %llu, not %llu..%llu): left alone",
 		 r->name, (int)r->pid, (unsigned long long)st.start,
 		 (unsigned long long)r->start_lo, (unsigned long long)r->start_hi);
 }
 
 static int cmp_pgid(const void *a, const void *b)
 {
-	const struct group *x = *(const struct group *const *)a, *y = *(const struct group *const *)b;
+	const struct group *x = *(const struct group *const *)a,
+			   *y = *(const struct group *const *)b;
 
 	return (x->rec->pgid > y->rec->pgid) - (x->rec->pgid < y->rec->pgid);
 }
@@ -243,8 +245,8 @@ static void group_signal(struct group *g, int sig)
 		if (m->gone || !m->in_round)
 			continue;
 		if (sys_pidfd_signal(m->pidfd, sig) < 0 && errno != ESRCH)
-			log_warn("proc", "leftover %s: signal to pid %d: %s", g->rec->name, (int)m->pid,
-				 strerror(errno));
+			log_warn("proc", "leftover %s: signal to pid %d: %s", g->rec->name,
+				 (int)m->pid, strerror(errno));
 	}
 }
 
@@ -300,9 +302,8 @@ static void group_kill(struct leftovers *lo, struct group *g, const char *why)
 	pid_list(g, pids, sizeof(pids), &n);
 	if (n == 0)
 		return;
-	log_warn_f("proc", &f,
-		   "leftover %s (group %d): %s: SIGKILL to %s", g->rec->name, (int)g->rec->pgid, why,
-		   pids);
+	log_warn_f("proc", &f, "leftover %s (group %d): %s: SIGKILL to %s", g->rec->name,
+		   (int)g->rec->pgid, why, pids);
 	group_signal(g, SIGKILL);
 	g->killed = true;
 	lo->killed += (unsigned)n;
@@ -343,8 +344,9 @@ static void wait_groups(struct leftovers *lo)
 			if (!g->killed && now >= g->deadline) {
 				char why[64];
 				snprintf(why, sizeof(why), "still running after %.3gs",
-					 g->rec->stop_timeout < LEFTOVER_STOP_MAX ? g->rec->stop_timeout
-										  : LEFTOVER_STOP_MAX);
+					 g->rec->stop_timeout < LEFTOVER_STOP_MAX
+						 ? g->rec->stop_timeout
+						 : LEFTOVER_STOP_MAX);
 				group_kill(lo, g, why);
 				kill_end = now + LEFTOVER_KILL_WAIT;
 			} else if (!g->killed && (next < 0 || g->deadline < next))
@@ -446,16 +448,18 @@ void leftovers_stop(const struct procreg_rec *recs, size_t n, pid_t writer)
 		group_stop(&lo.g[i], writer);
 	}
 	if (found == 0) {
-		log_info("proc", "the previous mpsupd (pid %d) recorded %zu process group%s: "
-				 "none runs any more",
+		log_info("proc",
+			 "the previous mpsupd (pid %d) recorded %zu process group%s: "
+			 "none runs any more",
 			 (int)writer, n, n == 1 ? "" : "s");
 		goto out;
 	}
 	wait_groups(&lo);
 	sweep(&lo);
 	report_survivors(&lo);
-	log_info("proc", "leftovers of the previous mpsupd (pid %d) stopped: %u process%s in "
-			 "%zu group%s in %.3fs (%u by SIGKILL)",
+	log_info("proc",
+		 "leftovers of the previous mpsupd (pid %d) stopped: %u process%s in "
+		 "%zu group%s in %.3fs (%u by SIGKILL)",
 		 (int)writer, lo.stopped, lo.stopped == 1 ? "" : "es", groups,
 		 groups == 1 ? "" : "s", now_mono() - t0, lo.killed);
 out:

@@ -143,4 +143,3 @@ enum cmd_ret cmd_proc_logs(struct request *r)
 	json_decref(resp);
 	return CMD_STREAM;
 }
-

@@ -58,7 +58,8 @@ struct proc *oneshot_run(const char *name, struct oneshot *os, bool *ret_short, 
 	n_oneshots++;
 	proc_feed(p, PE_START);
 	if (p->spawns == 0) {
-		snprintf(err, errlen, "%s", p->exit_status_text ? p->exit_status_text : "spawn failed");
+		snprintf(err, errlen, "%s",
+			 p->exit_status_text ? p->exit_status_text : "spawn failed");
 		*ret_short = p->spawn_transient;
 		proc_free_later(p);
 		return NULL;

@@ -128,7 +128,7 @@ void utf8_sanitize(char *s, size_t n)
 			goto bad;
 		i += len;
 		continue;
-bad:
+	bad:
 		u[i++] = '?';
 	}
 }
@@ -177,10 +177,12 @@ static void outfile_open_error(struct outfile *f, int r)
 
 	f->errors++;
 	if (!f->failing && refused)
-		log_warn("proc", "output file %s: refused: %s (output is dropped until it is fixed)",
+		log_warn("proc",
+			 "output file %s: refused: %s (output is dropped until it is fixed)",
 			 f->path, safe_open_strerror(r));
 	else if (!f->failing)
-		log_error("proc", "output file %s: open: %s (output is dropped until it works again)",
+		log_error("proc",
+			  "output file %s: open: %s (output is dropped until it works again)",
 			  f->path, safe_open_strerror(r));
 	f->failing = true;
 }
@@ -237,8 +239,7 @@ struct outfile *outfile_open(const struct output_conf *oc, const struct safe_own
 	f->fd = f->dir.fd = -1;
 	f->owner = *owner;
 	f->owner.groups = NULL;
-	if (owner->n_groups &&
-	    (f->owner.groups = malloc(owner->n_groups * sizeof(gid_t))))
+	if (owner->n_groups && (f->owner.groups = malloc(owner->n_groups * sizeof(gid_t))))
 		memcpy((gid_t *)f->owner.groups, owner->groups, owner->n_groups * sizeof(gid_t));
 	if (!(f->path = strdup(oc->path)) || (owner->n_groups && !f->owner.groups))
 		return outfile_free(f);
@@ -511,7 +512,8 @@ int stdin_feed(int fd, const char *data, size_t len)
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	f->buf = evbuffer_new();
 	f->ev = event_new(daemon_g.base, fd, EV_WRITE | EV_PERSIST, feeder_cb, f);
-	if (!f->buf || !f->ev || evbuffer_add(f->buf, data, len) < 0 || event_add(f->ev, NULL) < 0) {
+	if (!f->buf || !f->ev || evbuffer_add(f->buf, data, len) < 0 ||
+	    event_add(f->ev, NULL) < 0) {
 		feeder_free(f);
 		return -ENOMEM;
 	}

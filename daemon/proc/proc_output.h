@@ -46,16 +46,16 @@ void logring_clear(struct logring *r);
  * user can change the directory) and created for the pool's user. */
 struct outfile {
 	char *path;
-	char *dirpath, *name;     /* path split */
-	struct safe_dir dir;      /* fd -1 when not open */
-	struct safe_owner owner;  /* the pool's user (groups: own copy) */
+	char *dirpath, *name;    /* path split */
+	struct safe_dir dir;     /* fd -1 when not open */
+	struct safe_owner owner; /* the pool's user (groups: own copy) */
 	uint64_t max_bytes;
 	unsigned backups;
-	int fd;            /* -1 when it could not be opened */
-	bool rotates;      /* a regular file (a device never rotates) */
+	int fd;       /* -1 when it could not be opened */
+	bool rotates; /* a regular file (a device never rotates) */
 	uint64_t size;
-	uint64_t errors;   /* write/open/rotate errors and refused files */
-	bool failing;      /* the last operation failed (log only transitions) */
+	uint64_t errors; /* write/open/rotate errors and refused files */
+	bool failing;    /* the last operation failed (log only transitions) */
 };
 
 /* Mode of the files created (owned by the pool's user and group). */

@@ -39,9 +39,9 @@ static void publish_pool(const char *event, struct pool *pl)
 {
 	if (!events_wanted(TOPIC_POOL))
 		return;
-	events_publish(TOPIC_POOL, json_pack("{s:s, s:s, s:I, s:f}", "event", event, "pool",
-					     pl->name, "processes",
-					     (json_int_t)pl->conf->processes, "ts", now_wall()));
+	events_publish(TOPIC_POOL,
+		       json_pack("{s:s, s:s, s:I, s:f}", "event", event, "pool", pl->name,
+				 "processes", (json_int_t)pl->conf->processes, "ts", now_wall()));
 }
 
 struct pool *pool_find(const char *name)
@@ -376,7 +376,8 @@ int proc_start_config(const struct conf *conf)
 			log_error("proc", "pool %s: not started: max_processes (%u) reached",
 				  v[i]->name, conf->max_processes);
 		else if (r == -EMFILE)
-			log_error("proc", "pool %s: not started: %s", v[i]->name, proc_fds_refusal());
+			log_error("proc", "pool %s: not started: %s", v[i]->name,
+				  proc_fds_refusal());
 		else if (r < 0)
 			log_error("proc", "pool %s: %s", v[i]->name, strerror(-r));
 	}
@@ -396,8 +397,7 @@ static void reload_failed(json_t *failed, const char *pool, const char *fmt, ...
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	log_error_f("proc", &(struct log_fields){ .pool = pool }, "reload: pool %s: %s", pool,
-		    msg);
+	log_error_f("proc", &(struct log_fields){ .pool = pool }, "reload: pool %s: %s", pool, msg);
 	json_array_append_new(failed, json_pack("{s:s, s:s}", "pool", pool, "error", msg));
 }
 
@@ -421,7 +421,8 @@ static void reload_add(const struct pool_conf *pc, json_t *added, json_t *failed
 	int r;
 
 	if (proc_find(pc->name)) {
-		reload_failed(failed, pc->name, "not added: the name is taken by a one-shot process");
+		reload_failed(failed, pc->name,
+			      "not added: the name is taken by a one-shot process");
 		return;
 	}
 	r = pool_create(pc, pc->autostart, true, &pl);

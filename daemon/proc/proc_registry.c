@@ -35,7 +35,6 @@
 #include "proc_leftover.h"
 #include "proc_registry.h"
 
-
 /* Lines appended beyond twice the live groups before a compaction. */
 #define COMPACT_SLACK 256
 
@@ -46,22 +45,22 @@ struct text {
 
 static struct {
 	int dirfd, lockfd, procfd;
-	int fd;                /* the file, for appends; -1: compact next */
-	char *dir;             /* for messages */
-	char key[17];          /* FNV-1a 64 of the socket path, hex */
+	int fd;       /* the file, for appends; -1: compact next */
+	char *dir;    /* for messages */
+	char key[17]; /* FNV-1a 64 of the socket path, hex */
 	char file[48], tmp[48], lock[48];
 	char boot[PROCREG_BOOT_ID_LEN + 1];
-	uint64_t self_start;   /* our own start time */
+	uint64_t self_start; /* our own start time */
 	struct event *ev;
-	bool pending;          /* ev is active */
-	struct text pend;      /* lines for the next append */
+	bool pending;     /* ev is active */
+	struct text pend; /* lines for the next append */
 	size_t pend_lines;
-	bool lost;             /* a line could not be queued: compact */
-	struct text whole;     /* a compaction's text */
-	size_t lines;          /* p/x lines in the file */
-	size_t live;           /* groups recorded as running */
-	bool failing;          /* the last write failed (logged once) */
-	bool truncated;        /* more groups than PROCREG_MAX_RECORDS (logged once) */
+	bool lost;         /* a line could not be queued: compact */
+	struct text whole; /* a compaction's text */
+	size_t lines;      /* p/x lines in the file */
+	size_t live;       /* groups recorded as running */
+	bool failing;      /* the last write failed (logged once) */
+	bool truncated;    /* more groups than PROCREG_MAX_RECORDS (logged once) */
 } reg = { .dirfd = -1, .lockfd = -1, .procfd = -1, .fd = -1 };
 
 /*
@@ -75,8 +74,7 @@ int procreg_stat(pid_t pid, struct procreg_stat *ret)
 	int fd, ppid, pgrp, sid;
 	ssize_t n;
 
-	if (reg.procfd < 0 &&
-	    (reg.procfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+	if (reg.procfd < 0 && (reg.procfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return -errno;
 	snprintf(path, sizeof(path), "%d/stat", (int)pid);
 	fd = openat(reg.procfd, path, O_RDONLY | O_CLOEXEC);
@@ -93,7 +91,8 @@ int procreg_stat(pid_t pid, struct procreg_stat *ret)
 	/* state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
 	 * cmajflt utime stime cutime cstime priority nice num_threads
 	 * itrealvalue starttime */
-	if (sscanf(p + 1, " %c %d %d %d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+	if (sscanf(p + 1,
+		   " %c %d %d %d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
 		   &ret->state, &ppid, &pgrp, &sid, &start) != 5)
 		return -EINVAL;
 	ret->ppid = ppid;
@@ -483,8 +482,9 @@ static void stop_leftovers(void)
 	if (read_file(&f, &buf) < 0 || !buf)
 		return;
 	if (f.n > 0 && writer_alive(&f))
-		log_warn("proc", "the daemon that wrote %s/%s (pid %d) still runs: "
-				 "its %zu process group%s left alone",
+		log_warn("proc",
+			 "the daemon that wrote %s/%s (pid %d) still runs: "
+			 "its %zu process group%s left alone",
 			 reg.dir, reg.file, (int)f.writer_pid, f.n, f.n == 1 ? "" : "s");
 	else if (f.n > 0)
 		leftovers_stop(f.recs, f.n, f.writer_pid);
@@ -505,8 +505,9 @@ int procreg_open(const struct conf *conf, const char *socket_path)
 		return -ENOMEM;
 	set_names(socket_path);
 	if ((r = read_boot_id(reg.boot)) < 0) {
-		log_warn("proc", "cannot read the boot id (%s): processes are not recorded, "
-				 "and what a crashed daemon left is not stopped",
+		log_warn("proc",
+			 "cannot read the boot id (%s): processes are not recorded, "
+			 "and what a crashed daemon left is not stopped",
 			 strerror(-r));
 		goto off;
 	}

@@ -44,10 +44,10 @@
 
 /* One process group mpsupd ran. */
 struct procreg_rec {
-	pid_t pid;           /* the group's leader (our child); may be reaped already */
-	pid_t pgid;          /* == pid: each child leads its own group */
-	uint64_t start_lo;   /* the leader's start time, clock ticks since boot, */
-	uint64_t start_hi;   /* lies in this range; 0 = unknown (not recorded) */
+	pid_t pid;         /* the group's leader (our child); may be reaped already */
+	pid_t pgid;        /* == pid: each child leads its own group */
+	uint64_t start_lo; /* the leader's start time, clock ticks since boot, */
+	uint64_t start_hi; /* lies in this range; 0 = unknown (not recorded) */
 	int stop_signal;
 	double stop_timeout; /* seconds */
 	const char *name;    /* POOL:INDEX or a one-shot's name */
@@ -65,7 +65,7 @@ struct procreg_file {
 	uint64_t writer_start;
 	struct procreg_rec *recs;
 	size_t n;
-	bool torn;           /* a last line without newline was left out */
+	bool torn; /* a last line without newline was left out */
 };
 
 /* What /proc/PID/stat says about a process. */

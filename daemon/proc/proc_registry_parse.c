@@ -16,7 +16,6 @@
 #include "hash.h"
 #include "proc_registry.h"
 
-
 /* A decimal number in [lo, hi], the whole of s. */
 static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *ret)
 {
@@ -41,7 +40,8 @@ bool procreg_name_valid(const char *s)
 
 	for (; *s; s++, n++)
 		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || strchr("_.:-", *s)) || n >= PROCREG_NAME_MAX)
+		      (*s >= '0' && *s <= '9') || strchr("_.:-", *s)) ||
+		    n >= PROCREG_NAME_MAX)
 			return false;
 	return n > 0;
 }
@@ -62,7 +62,6 @@ static int split(char *line, char **w, int max)
 		*line++ = '\0';
 	}
 }
-
 
 /* One "p ..." line (words after the tag). */
 static int parse_rec(char **w, struct procreg_rec *r)
@@ -108,8 +107,8 @@ static struct slot *slot_find(struct slot *t, size_t mask, pid_t pid)
 }
 
 /* The header: magic, boot id, key, writer. */
-static int parse_header(char **lines, const char *boot_id, const char *key,
-			struct procreg_file *f, char *err, size_t errlen)
+static int parse_header(char **lines, const char *boot_id, const char *key, struct procreg_file *f,
+			char *err, size_t errlen)
 {
 	char *w[4];
 	uint64_t v, v2;
@@ -183,7 +182,8 @@ static int replay(char **lines, size_t n_lines, struct procreg_file *f, char *er
 			}
 			/* an end the replay cannot match is one of a pid taken again */
 			sl = slot_find(t, cap - 1, (pid_t)pid);
-			if (sl->idx && f->recs[sl->idx - 1].pid && f->recs[sl->idx - 1].start_lo == lo) {
+			if (sl->idx && f->recs[sl->idx - 1].pid &&
+			    f->recs[sl->idx - 1].start_lo == lo) {
 				f->recs[sl->idx - 1].pid = 0;
 				live--;
 			}

@@ -79,8 +79,8 @@ static int run_as(struct request *r, struct oneshot *os, const char *user, const
 			return -1;
 		}
 		/* an unprivileged daemon running it as itself changes nothing */
-		os->set_ids = !(geteuid() != 0 && os->ids.uid == geteuid() &&
-				os->ids.gid == getegid());
+		os->set_ids =
+			!(geteuid() != 0 && os->ids.uid == geteuid() && os->ids.gid == getegid());
 		return 0;
 	}
 	if (geteuid() != 0 || r->conn->uid == 0)
@@ -177,8 +177,8 @@ enum cmd_ret cmd_proc_run(struct request *r)
 		oneshot_gen_name(gen, sizeof(gen));
 		name = gen;
 	}
-	if (!(os = calloc(1, sizeof(*os))) || !(os->argv = calloc(json_array_size(argv) + 1,
-								  sizeof(char *))))
+	if (!(os = calloc(1, sizeof(*os))) ||
+	    !(os->argv = calloc(json_array_size(argv) + 1, sizeof(char *))))
 		goto nomem;
 	json_array_foreach(argv, i, a)
 		if (!(os->argv[i] = strdup(json_string_value(a))))
@@ -187,7 +187,8 @@ enum cmd_ret cmd_proc_run(struct request *r)
 		oneshot_free(os);
 		if (bad) {
 			request_error(r, MPSUP_E_BAD_REQUEST,
-				      "proc.run: env '%.100s': keys are names, values strings", bad);
+				      "proc.run: env '%.100s': keys are names, values strings",
+				      bad);
 			return CMD_DONE;
 		}
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
@@ -245,4 +246,3 @@ enum cmd_ret cmd_proc_forget(struct request *r)
 	request_ok(r, NULL);
 	return CMD_DONE;
 }
-

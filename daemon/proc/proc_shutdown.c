@@ -20,7 +20,7 @@ static struct event *ev_shutdown, *ev_shutdown_deadline;
 
 static struct {
 	bool active;
-	bool deadline_passed;   /* non-daemon one-shots waited long enough */
+	bool deadline_passed; /* non-daemon one-shots waited long enough */
 	void (*done)(void);
 } shut;
 

@@ -60,7 +60,7 @@ struct spawn_failure {
 struct spawn_plan {
 	char **argv;
 	char **envp;
-	char **paths;    /* exec candidates, in PATH order */
+	char **paths; /* exec candidates, in PATH order */
 	const char *dir;
 	mode_t umask;
 	bool set_groups, set_ids;
@@ -70,7 +70,7 @@ struct spawn_plan {
 	size_t n_groups;
 	int fd[3];
 	int status_fd;
-	bool set_nofile;      /* give the child nofile (its own limit) */
+	bool set_nofile; /* give the child nofile (its own limit) */
 	struct rlimit nofile;
 };
 
@@ -88,7 +88,8 @@ void proc_spawn_init(void)
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return;
 	if (rl.rlim_cur >= rl.rlim_max) {
-		log_info("proc", "descriptor limit (RLIMIT_NOFILE): %llu", (unsigned long long)rl.rlim_cur);
+		log_info("proc", "descriptor limit (RLIMIT_NOFILE): %llu",
+			 (unsigned long long)rl.rlim_cur);
 		return;
 	}
 	nofile_orig = rl;
@@ -100,7 +101,8 @@ void proc_spawn_init(void)
 		return;
 	}
 	nofile_raised = true;
-	log_info("proc", "descriptor limit (RLIMIT_NOFILE) raised from %llu to %llu; workers get %llu",
+	log_info("proc",
+		 "descriptor limit (RLIMIT_NOFILE) raised from %llu to %llu; workers get %llu",
 		 (unsigned long long)nofile_orig.rlim_cur, (unsigned long long)rl.rlim_max,
 		 (unsigned long long)nofile_orig.rlim_cur);
 }
@@ -363,24 +365,15 @@ char **proc_spawn_env(const struct proc *p)
 static const char *step_name(int step)
 {
 	switch (step) {
-	case STEP_SETSID:
-		return "setsid";
-	case STEP_DUP:
-		return "dup2";
-	case STEP_CHDIR:
-		return "chdir";
-	case STEP_RLIMIT:
-		return "setrlimit NOFILE";
-	case STEP_SETGROUPS:
-		return "setgroups";
-	case STEP_SETGID:
-		return "setgid";
-	case STEP_SETUID:
-		return "setuid";
-	case STEP_EXEC:
-		return "exec";
-	default:
-		return "spawn";
+	case STEP_SETSID: return "setsid";
+	case STEP_DUP: return "dup2";
+	case STEP_CHDIR: return "chdir";
+	case STEP_RLIMIT: return "setrlimit NOFILE";
+	case STEP_SETGROUPS: return "setgroups";
+	case STEP_SETGID: return "setgid";
+	case STEP_SETUID: return "setuid";
+	case STEP_EXEC: return "exec";
+	default: return "spawn";
 	}
 }
 
@@ -401,13 +394,13 @@ static int journal_fd(struct proc *p, int which)
 	if (fd < 0) {
 		if (!*failing)
 			log_warn("proc", "pool %s: no journal for %s (%s): capturing it instead",
-				    pl->name, which == 1 ? "stdout" : "stderr", strerror(-fd));
+				 pl->name, which == 1 ? "stdout" : "stderr", strerror(-fd));
 		*failing = true;
 		return -1;
 	}
 	if (*failing)
 		log_info("proc", "pool %s: the journal takes %s again", pl->name,
-			   which == 1 ? "stdout" : "stderr");
+			 which == 1 ? "stdout" : "stderr");
 	*failing = false;
 	return fd;
 }

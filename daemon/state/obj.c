@@ -25,7 +25,7 @@
 
 /* Every type; adding a type is one line here. */
 static const struct obj_type *const obj_types[] = {
-	&dict_type, &list_type,  &value_type, &array_type,     &queue_type,
+	&dict_type,  &list_type, &value_type, &array_type,     &queue_type,
 	&event_type, &lock_type, &rlock_type, &semaphore_type, &barrier_type,
 };
 #define N_TYPES (sizeof(obj_types) / sizeof(obj_types[0]))
@@ -40,11 +40,10 @@ static uint64_t mem_used;
 /* What an object costs besides its contents (struct, name, hash slot). */
 #define OBJ_MEM_OVERHEAD (sizeof(struct obj) + 2 * sizeof(void *))
 #define MEM_VALUE OBJ_MEM_VALUE
-#define MEM_NODE 32   /* a string, array or object, an object's key */
-#define MEM_SLOT 8    /* an array's or queue's element pointer */
+#define MEM_NODE 32 /* a string, array or object, an object's key */
+#define MEM_SLOT 8  /* an array's or queue's element pointer */
 
 bool obj_restoring;
-
 
 struct obj *obj_find(const char *name)
 {
@@ -184,10 +183,8 @@ size_t obj_mem_of(json_t *v)
 		json_array_foreach(v, i, e)
 			n += obj_mem_elem(e);
 		return n;
-	case JSON_STRING:
-		return n + json_string_length(v);
-	default:
-		return MEM_VALUE;
+	case JSON_STRING: return n + json_string_length(v);
+	default: return MEM_VALUE;
 	}
 }
 
@@ -218,9 +215,11 @@ void obj_mem_adjust(struct obj *o, size_t add, size_t sub)
 	/* Persisted state is loaded whatever its size; say so once. */
 	if (obj_restoring && max && mem_used > max && !warned) {
 		warned = true;
-		log_warn("state", "the persisted state holds more than max_memory (%llu bytes): "
+		log_warn("state",
+			 "the persisted state holds more than max_memory (%llu bytes): "
 			 "starting anyway; mutations that add data get `limit` until some is "
-			 "deleted", (unsigned long long)max);
+			 "deleted",
+			 (unsigned long long)max);
 	}
 }
 
@@ -241,8 +240,8 @@ static bool mem_room(struct request *r, size_t adding)
 		return true;
 	request_error(r, MPSUP_E_LIMIT,
 		      "%s: max_memory (%llu bytes) reached: shared-state data uses %llu bytes and "
-		      "this adds up to %zu; delete something first", r->cmd->name,
-		      (unsigned long long)max, (unsigned long long)mem_used, adding);
+		      "this adds up to %zu; delete something first",
+		      r->cmd->name, (unsigned long long)max, (unsigned long long)mem_used, adding);
 	return false;
 }
 
@@ -325,7 +324,8 @@ static bool call_object(struct obj_call *c, const struct obj_type *type, const c
 		if (op->flags & OBJ_OP_EXISTING) {
 			request_error(r, MPSUP_E_NOT_FOUND, "no %s named %s%s", type->name, name,
 				      (op->flags & (CMD_MUTATES | CMD_MAY_BLOCK))
-					      ? " (create it with obj.create)" : "");
+					      ? " (create it with obj.create)"
+					      : "");
 			return false;
 		}
 		/* Auto-creation makes an object: the state role's right, even
@@ -340,7 +340,7 @@ static bool call_object(struct obj_call *c, const struct obj_type *type, const c
 		if (type->dump && !persist_writable(r))
 			return false;
 		if (!mem_room(r, OBJ_MEM_OVERHEAD + strlen(name) +
-				     ((op->flags & OBJ_OP_GROWS) ? call_mem(c) : 0)))
+					 ((op->flags & OBJ_OP_GROWS) ? call_mem(c) : 0)))
 			return false;
 		c->o = obj_create(name, type, NULL, &code, err, sizeof(err));
 		if (!c->o) {
@@ -663,12 +663,12 @@ static void state_cmds_build(void)
 				fatalx("state", "%s: not an op of type %s", op->name,
 				       obj_types[t]->name);
 			if ((size_t)snprintf(cmd_ops[n].params, sizeof(cmd_ops[n].params),
-					     "s:name %s", op->spec ? op->spec : "") >=
-			    sizeof(cmd_ops[n].params))
+					     "s:name %s",
+					     op->spec ? op->spec : "") >= sizeof(cmd_ops[n].params))
 				fatalx("state", "%s: spec too long", op->name);
-			state_cmds[n] = (struct cmd_entry){ op->name, op->role,
-							    op->flags | CMD_IN_PLACE, cmd_type_op,
-							    cmd_ops[n].params };
+			state_cmds[n] =
+				(struct cmd_entry){ op->name, op->role, op->flags | CMD_IN_PLACE,
+						    cmd_type_op, cmd_ops[n].params };
 			cmd_ops[n].type = obj_types[t];
 			cmd_ops[n].op = op;
 			if (obj_spec_parse(op->spec, &cmd_ops[n].spec) < 0)

@@ -48,11 +48,11 @@ struct obj_call {
 	struct obj *o;
 	const struct obj_op *op;
 	struct mpsup_member arg[OBJ_MAX_PARAMS];
-	bool has[OBJ_MAX_PARAMS];     /* arg[i] was given (a typed null is absent) */
+	bool has[OBJ_MAX_PARAMS];      /* arg[i] was given (a typed null is absent) */
 	json_t *built[OBJ_MAX_PARAMS]; /* obj_arg()'s values of in-place args */
 	bool replay;
-	bool failed;        /* replay: obj_error() was called */
-	char *err;          /* replay: its message */
+	bool failed; /* replay: obj_error() was called */
+	char *err;   /* replay: its message */
 	size_t errlen;
 };
 
@@ -102,9 +102,9 @@ static inline double obj_arg_num(const struct obj_call *c, int i)
 #define OBJ_OP_EXISTING (1u << 10)
 
 struct obj_op {
-	const char *name;   /* the command: "TYPE.op", e.g. "dict.get" */
-	enum role role;     /* ROLE_READ for read-only ops, else ROLE_STATE */
-	unsigned flags;     /* CMD_MUTATES, CMD_MAY_BLOCK, OBJ_OP_* */
+	const char *name; /* the command: "TYPE.op", e.g. "dict.get" */
+	enum role role;   /* ROLE_READ for read-only ops, else ROLE_STATE */
+	unsigned flags;   /* CMD_MUTATES, CMD_MAY_BLOCK, OBJ_OP_* */
 	enum cmd_ret (*fn)(struct obj_call *c);
 	const char *spec;
 };
@@ -139,19 +139,19 @@ struct obj_type {
 
 struct obj {
 	const struct obj_type *type;
-	void *data;                 /* the type's state */
+	void *data;                  /* the type's state */
 	struct waitq wq[OBJ_WAITQS]; /* the type's wait queues */
-	unsigned n_waiters;         /* over all of wq[] */
-	size_t mem;                 /* its data bytes (max_memory), overhead included */
+	unsigned n_waiters;          /* over all of wq[] */
+	size_t mem;                  /* its data bytes (max_memory), overhead included */
 	uint32_t hash;
-	struct obj *next;           /* hash chain */
+	struct obj *next; /* hash chain */
 	char name[OBJ_NAME_MAX + 1];
 };
 
 extern const struct cmd_module state_module;
 
-extern const struct obj_type dict_type, list_type, value_type, array_type, queue_type,
-	event_type, lock_type, rlock_type, semaphore_type, barrier_type;
+extern const struct obj_type dict_type, list_type, value_type, array_type, queue_type, event_type,
+	lock_type, rlock_type, semaphore_type, barrier_type;
 
 /* Items in all queues together (t_queue.c; max_queue_items). */
 extern unsigned long queue_items_total;
@@ -225,8 +225,8 @@ bool obj_index(json_int_t idx, size_t len, size_t *ret);
 void obj_slice(json_t *start, json_t *stop, size_t len, size_t *ret_start, size_t *ret_stop);
 /* An integer option: absent = def; bad_request when not an integer within
  * [min, max]. */
-int obj_opt_int(json_t *opts, const char *key, json_int_t def, json_int_t min,
-		json_int_t max, json_int_t *ret, char *err, size_t errlen);
+int obj_opt_int(json_t *opts, const char *key, json_int_t def, json_int_t min, json_int_t max,
+		json_int_t *ret, char *err, size_t errlen);
 /* Refuse options other than those listed (NULL-terminated). */
 int obj_opts_only(json_t *opts, const char *const *keys, char *err, size_t errlen);
 /* Whether an object of have elements (dict keys, list items) may take
@@ -243,14 +243,14 @@ bool obj_items_room(struct obj_call *c, size_t have, size_t adding);
  */
 struct holder {
 	struct conn *conn;
-	unsigned count;      /* units held (rlock: recursion depth) */
+	unsigned count; /* units held (rlock: recursion depth) */
 };
 
 struct owned {
-	unsigned value;      /* units in all (1 for locks) */
-	unsigned held;       /* units held now */
-	bool recursive;      /* rlock: the owner may acquire again */
-	bool abandoned;      /* a holder vanished: tell the next owner */
+	unsigned value; /* units in all (1 for locks) */
+	unsigned held;  /* units held now */
+	bool recursive; /* rlock: the owner may acquire again */
+	bool abandoned; /* a holder vanished: tell the next owner */
 	struct holder *holders;
 	size_t n_holders, cap_holders;
 };

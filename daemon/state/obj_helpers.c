@@ -70,8 +70,8 @@ void obj_slice(json_t *start, json_t *stop, size_t len, size_t *ret_start, size_
 		*ret_stop = *ret_start;
 }
 
-int obj_opt_int(json_t *opts, const char *key, json_int_t def, json_int_t min,
-		json_int_t max, json_int_t *ret, char *err, size_t errlen)
+int obj_opt_int(json_t *opts, const char *key, json_int_t def, json_int_t min, json_int_t max,
+		json_int_t *ret, char *err, size_t errlen)
 {
 	json_t *v = json_object_get(opts, key);
 

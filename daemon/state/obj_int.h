@@ -9,9 +9,9 @@
 const char *obj_param_name(struct request *r, char *buf);
 /* An op's spec (struct obj_op), parsed once when the table is built. */
 struct param_spec {
-	const char *key;     /* into the spec string */
+	const char *key; /* into the spec string */
 	size_t klen;
-	char type;           /* o s i n a O t */
+	char type; /* o s i n a O t */
 	bool optional;
 };
 struct op_spec {

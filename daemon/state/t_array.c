@@ -34,8 +34,7 @@ static const char *const array_options[] = { "typecode", "size", "init", NULL };
  * given). -1 with err on invalid options, -2 when `size` asks for more
  * than max_request_bytes of memory (not while persisted state is loaded:
  * the limit may have been lowered since the array was made). */
-static int array_shape(json_t *opts, bool *ret_double, long long *ret_len, char *err,
-		       size_t errlen)
+static int array_shape(json_t *opts, bool *ret_double, long long *ret_len, char *err, size_t errlen)
 {
 	json_t *tc = json_object_get(opts, "typecode"), *init = json_object_get(opts, "init");
 	json_int_t size;
@@ -181,8 +180,8 @@ static bool array_index(struct obj_call *c, size_t *ret)
 {
 	if (obj_index(json_integer_value(obj_arg(c, 0)), A(c)->len, ret))
 		return true;
-	obj_error(c, MPSUP_E_OUT_OF_RANGE, "%s: index %lld out of range (length %zu)",
-		  c->o->name, (long long)json_integer_value(obj_arg(c, 0)), A(c)->len);
+	obj_error(c, MPSUP_E_OUT_OF_RANGE, "%s: index %lld out of range (length %zu)", c->o->name,
+		  (long long)json_integer_value(obj_arg(c, 0)), A(c)->len);
 	return false;
 }
 

@@ -136,7 +136,8 @@ static enum cmd_ret barrier_abort(struct obj_call *c)
 }
 
 static const struct obj_op barrier_ops[] = {
-	{ "barrier.wait", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | OBJ_OP_EXISTING, barrier_wait, "t:timeout?" },
+	{ "barrier.wait", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | OBJ_OP_EXISTING, barrier_wait,
+	  "t:timeout?" },
 	{ "barrier.reset", ROLE_STATE, CMD_MUTATES | OBJ_OP_EXISTING, barrier_reset, "" },
 	{ "barrier.abort", ROLE_STATE, CMD_MUTATES | OBJ_OP_EXISTING, barrier_abort, "" },
 	{ NULL, 0, 0, NULL, NULL },

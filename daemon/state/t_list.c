@@ -72,8 +72,8 @@ static bool list_index(struct obj_call *c, json_t *v, size_t *ret)
 {
 	if (obj_index(json_integer_value(v), json_array_size(L(c)), ret))
 		return true;
-	obj_error(c, MPSUP_E_OUT_OF_RANGE, "%s: index %lld out of range (length %zu)",
-		  c->o->name, (long long)json_integer_value(v), json_array_size(L(c)));
+	obj_error(c, MPSUP_E_OUT_OF_RANGE, "%s: index %lld out of range (length %zu)", c->o->name,
+		  (long long)json_integer_value(v), json_array_size(L(c)));
 	return false;
 }
 

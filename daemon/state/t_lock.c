@@ -14,8 +14,7 @@
 
 #define OW(o) ((struct owned *)(o)->data)
 
-enum mpsup_err owned_create(struct obj *o, unsigned value, bool recursive, char *err,
-			    size_t errlen)
+enum mpsup_err owned_create(struct obj *o, unsigned value, bool recursive, char *err, size_t errlen)
 {
 	struct owned *ow = calloc(1, sizeof(*ow));
 

@@ -28,7 +28,7 @@
 enum { WQ_GET = 0, WQ_PUT, WQ_JOIN };
 
 struct queue {
-	struct obj *o;            /* its object (data bytes) */
+	struct obj *o; /* its object (data bytes) */
 	json_t **ring;
 	size_t cap, head, len;
 	json_int_t maxsize;       /* 0 = unbounded */
@@ -85,8 +85,8 @@ static json_t *queue_shift(struct queue *q)
 	return item;
 }
 
-static int queue_parse(json_t *opts, json_int_t *ret_maxsize, json_int_t *ret_unfinished,
-		       char *err, size_t errlen)
+static int queue_parse(json_t *opts, json_int_t *ret_maxsize, json_int_t *ret_unfinished, char *err,
+		       size_t errlen)
 {
 	json_t *items = json_object_get(opts, "items");
 
@@ -202,8 +202,7 @@ static void joiner_timeout(struct waiter *w)
 {
 	const char *name = w->o->name;
 
-	request_error(waitq_take(w, NULL), MPSUP_E_TIMEOUT, "%s: unfinished tasks (timeout)",
-		      name);
+	request_error(waitq_take(w, NULL), MPSUP_E_TIMEOUT, "%s: unfinished tasks (timeout)", name);
 }
 
 /* put {item, timeout?}: blocks while the queue is full */
@@ -342,8 +341,7 @@ static enum cmd_ret queue_join(struct obj_call *c)
 
 static const struct obj_op queue_ops[] = {
 	{ "queue.put", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | OBJ_OP_LOGS_ITSELF | OBJ_OP_GROWS,
-	  queue_put,
-	  "o:item t:timeout?" },
+	  queue_put, "o:item t:timeout?" },
 	{ "queue.get", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | OBJ_OP_LOGS_ITSELF, queue_get,
 	  "t:timeout?" },
 	{ "queue.size", ROLE_READ, OBJ_OP_EXISTING, queue_qsize, "" },

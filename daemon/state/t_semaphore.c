@@ -41,7 +41,8 @@ static enum cmd_ret semaphore_get_value(struct obj_call *c)
 }
 
 static const struct obj_op semaphore_ops[] = {
-	{ "semaphore.acquire", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, owned_acquire, "t:timeout?" },
+	{ "semaphore.acquire", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, owned_acquire,
+	  "t:timeout?" },
 	{ "semaphore.release", ROLE_STATE, CMD_MUTATES, owned_release, "" },
 	{ "semaphore.get_value", ROLE_READ, OBJ_OP_EXISTING, semaphore_get_value, "" },
 	{ NULL, 0, 0, NULL, NULL },

@@ -218,8 +218,7 @@ static enum cmd_ret value_add(struct obj_call *c)
 		obj_ok(c, json_real(x->u.d));
 		return CMD_DONE;
 	}
-	case VALUE_ANY:
-		break;
+	case VALUE_ANY: break;
 	}
 	if (!json_is_number(x->u.any)) {
 		obj_error(c, MPSUP_E_CONFLICT, "%s does not hold a number", c->o->name);
@@ -267,12 +266,14 @@ static enum cmd_ret value_cas(struct obj_call *c)
 		return CMD_DONE;
 	switch (V(c)->kind) {
 	case VALUE_INT:
-		swap = json_is_integer(obj_arg(c, 0)) ? json_integer_value(obj_arg(c, 0)) == V(c)->u.i
-						  : json_real_value(obj_arg(c, 0)) == (double)V(c)->u.i &&
-							    json_is_real(obj_arg(c, 0));
+		swap = json_is_integer(obj_arg(c, 0))
+			       ? json_integer_value(obj_arg(c, 0)) == V(c)->u.i
+			       : json_real_value(obj_arg(c, 0)) == (double)V(c)->u.i &&
+					 json_is_real(obj_arg(c, 0));
 		break;
 	case VALUE_DOUBLE:
-		swap = json_is_number(obj_arg(c, 0)) && json_number_value(obj_arg(c, 0)) == V(c)->u.d;
+		swap = json_is_number(obj_arg(c, 0)) &&
+		       json_number_value(obj_arg(c, 0)) == V(c)->u.d;
 		break;
 	default:
 		cur = V(c)->u.any;

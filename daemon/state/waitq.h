@@ -39,10 +39,10 @@ struct waiter;
 typedef void waiter_timeout_fn(struct waiter *w);
 
 struct waiter {
-	struct park park;             /* the request, its timer and queue place */
+	struct park park; /* the request, its timer and queue place */
 	struct obj *o;
 	waiter_timeout_fn *on_timeout;
-	json_t *item;                 /* payload kept with the waiter (queue.put) */
+	json_t *item; /* payload kept with the waiter (queue.put) */
 };
 
 struct waitq {

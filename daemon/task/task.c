@@ -308,8 +308,7 @@ static void map_answer(struct map *m)
  */
 
 /* Publish a task event (task.retry, task.failed) to the task's owner. */
-void publish_task(const char *event, const struct task *t, const char *worker,
-			 const char *msg)
+void publish_task(const char *event, const struct task *t, const char *worker, const char *msg)
 {
 	if (!events_wanted(TOPIC_TASK))
 		return;
@@ -317,11 +316,11 @@ void publish_task(const char *event, const struct task *t, const char *worker,
 	 * their messages (a worker's error text). */
 	events_publish_visible(TOPIC_TASK, events_visible_to_owner,
 			       t->sub ? &t->sub->owner : &t->map->owner,
-		       json_pack("{s:s, s:I, s:s?, s:s?, s:o, s:s, s:f}", "event", event, "task",
-				 (json_int_t)t->id, "pool", t->tp ? t->tp->pl->name : NULL,
-				 "worker", worker, "index",
-				 t->map ? json_integer((json_int_t)t->index) : json_null(),
-				 "message", msg, "ts", now_wall()));
+			       json_pack("{s:s, s:I, s:s?, s:s?, s:o, s:s, s:f}", "event", event,
+					 "task", (json_int_t)t->id, "pool",
+					 t->tp ? t->tp->pl->name : NULL, "worker", worker, "index",
+					 t->map ? json_integer((json_int_t)t->index) : json_null(),
+					 "message", msg, "ts", now_wall()));
 }
 
 /* t ended (it is neither pending nor held any more): result (stolen) or
@@ -372,8 +371,7 @@ void task_requeue(struct task_pool *tp, struct task *t)
 
 /* The worker holding t failed with msg: run t again while it has
  * retries left, else fail it. */
-void task_retry_or_fail(struct task_pool *tp, struct task *t, const char *worker,
-			       const char *msg)
+void task_retry_or_fail(struct task_pool *tp, struct task *t, const char *worker, const char *msg)
 {
 	unsigned retries = tp->pl->conf->task_retries;
 	char buf[600];
@@ -383,8 +381,8 @@ void task_retry_or_fail(struct task_pool *tp, struct task *t, const char *worker
 		return;
 	}
 	if (!task_shutting && t->attempts <= retries) {
-		log_info("task", "task %" PRIu64 ": %s; retrying (%u of %u)", t->id, msg, t->attempts,
-			 retries);
+		log_info("task", "task %" PRIu64 ": %s; retrying (%u of %u)", t->id, msg,
+			 t->attempts, retries);
 		publish_task("task.retry", t, worker, msg);
 		task_requeue(tp, t);
 		return;
@@ -452,7 +450,8 @@ const char *pool_cannot_run(const struct pool *pl, char *buf, size_t len)
 		for (unsigned i = 0; i < pl->n_slots; i++) {
 			const struct proc *m = pl->members[i];
 			if (m && !m->removing &&
-			    (proc_state_alive(m->state) || m->state == PS_BACKOFF || m->restart_pending))
+			    (proc_state_alive(m->state) || m->state == PS_BACKOFF ||
+			     m->restart_pending))
 				return NULL;
 		}
 		snprintf(buf, len, "pool %s has no live worker (all stopped, exited or fatal)",

@@ -89,8 +89,9 @@ static struct task_pool *pool_for_tasks(struct request *r, const char *name, siz
 		return NULL;
 	}
 	if (n > pl->conf->max_pending || tp->n_pending + n > pl->conf->max_pending) {
-		request_error(r, MPSUP_E_LIMIT, "pool %s: %u tasks pending, %zu more (max_pending = %u)",
-			      pl->name, tp->n_pending, n, pl->conf->max_pending);
+		request_error(r, MPSUP_E_LIMIT,
+			      "pool %s: %u tasks pending, %zu more (max_pending = %u)", pl->name,
+			      tp->n_pending, n, pl->conf->max_pending);
 		return NULL;
 	}
 	return tp;
@@ -161,8 +162,8 @@ static struct task *task_param(struct request *r, json_t *v)
 	struct task *t;
 
 	if (!json_is_integer(v) || json_integer_value(v) <= 0) {
-		request_error(r, MPSUP_E_BAD_REQUEST, "%s: task must be a task id (a positive integer)",
-			      r->cmd->name);
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "%s: task must be a task id (a positive integer)", r->cmd->name);
 		return NULL;
 	}
 	t = subm_find((uint64_t)json_integer_value(v));
@@ -222,8 +223,8 @@ static enum cmd_ret cmd_task_status(struct request *r)
 		json_object_set(res, "result", t->result);
 	else if (t->state == TASK_FAILED)
 		json_object_set_new(res, "error",
-				    json_pack("{s:s, s:s}", "code", mpsup_err_name(t->code), "message",
-					      t->error ? t->error : "failed"));
+				    json_pack("{s:s, s:s}", "code", mpsup_err_name(t->code),
+					      "message", t->error ? t->error : "failed"));
 	request_ok(r, res);
 	return CMD_DONE;
 }
@@ -233,7 +234,8 @@ static enum cmd_ret cmd_task_status(struct request *r)
  */
 
 static const struct cmd_entry task_cmds[] = {
-	{ "pool.map", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, cmd_pool_map, "s:pool a:items t:timeout?" },
+	{ "pool.map", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, cmd_pool_map,
+	  "s:pool a:items t:timeout?" },
 	{ "pool.submit", ROLE_STATE, CMD_MUTATES, cmd_pool_submit, "s:pool o:item" },
 	{ "task.wait", ROLE_STATE, CMD_MAY_BLOCK, cmd_task_wait, "o:task t:timeout?" },
 	{ "task.status", ROLE_STATE, 0, cmd_task_status, "o:task" },

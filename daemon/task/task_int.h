@@ -31,38 +31,38 @@ enum task_state { TASK_PENDING = 0, TASK_RUNNING, TASK_DONE, TASK_FAILED };
 
 /* What only a submitted task has (allocated with it). */
 struct subm {
-	char *pool;                   /* its pool's name */
-	uid_t owner;                  /* the submitting peer: only it (or an admin) sees it */
-	char ran_on[96];              /* the worker that ran it last */
-	double finished;              /* monotonic; 0 = not yet */
-	struct park_queue waiters;    /* task.wait requests */
-	struct task *hnext;           /* id hash chain */
+	char *pool;                /* its pool's name */
+	uid_t owner;               /* the submitting peer: only it (or an admin) sees it */
+	char ran_on[96];           /* the worker that ran it last */
+	double finished;           /* monotonic; 0 = not yet */
+	struct park_queue waiters; /* task.wait requests */
+	struct task *hnext;        /* id hash chain */
 };
 
 struct task {
 	uint64_t id;
 	enum task_state state;
-	unsigned attempts;            /* dispatches so far */
-	enum mpsup_err code;          /* TASK_FAILED */
-	json_t *item;                 /* borrowed from the map's items, or owned (submit) */
-	json_t *result;               /* TASK_DONE */
-	char *error;                  /* TASK_FAILED */
-	struct task_pool *tp;         /* NULL once it left the pool */
-	struct worker *worker;        /* TASK_RUNNING */
-	struct map *map;              /* NULL for a submitted task */
-	size_t index;                 /* in the map */
-	struct subm *sub;             /* NULL for a map task */
-	TAILQ_ENTRY(task) q;          /* the pool's backlog, or the finished list */
+	unsigned attempts;     /* dispatches so far */
+	enum mpsup_err code;   /* TASK_FAILED */
+	json_t *item;          /* borrowed from the map's items, or owned (submit) */
+	json_t *result;        /* TASK_DONE */
+	char *error;           /* TASK_FAILED */
+	struct task_pool *tp;  /* NULL once it left the pool */
+	struct worker *worker; /* TASK_RUNNING */
+	struct map *map;       /* NULL for a submitted task */
+	size_t index;          /* in the map */
+	struct subm *sub;      /* NULL for a map task */
+	TAILQ_ENTRY(task) q;   /* the pool's backlog, or the finished list */
 };
 
 TAILQ_HEAD(task_list, task);
 
 struct map {
-	struct park park;             /* the request; not kept once answered or cancelled */
+	struct park park; /* the request; not kept once answered or cancelled */
 	struct task *tasks;
 	size_t n, done;
-	unsigned running;             /* tasks held by workers */
-	uid_t owner;                  /* the requesting peer (events go to it) */
+	unsigned running; /* tasks held by workers */
+	uid_t owner;      /* the requesting peer (events go to it) */
 	json_t *items;
 	double timeout;
 };
@@ -70,17 +70,17 @@ struct map {
 struct worker {
 	struct proc *p;
 	struct task_pool *tp;
-	int in_fd, out_fd;            /* -1 when closed */
+	int in_fd, out_fd; /* -1 when closed */
 	struct event *ev_read, *ev_write, *timer;
-	struct mpsup_framer *in;      /* unparsed output of this run (NULL when closed) */
-	char *wbuf;                   /* the rest of a line the pipe did not take */
+	struct mpsup_framer *in; /* unparsed output of this run (NULL when closed) */
+	char *wbuf;              /* the rest of a line the pipe did not take */
 	size_t wlen, woff;
 	struct task *task;
-	bool idle;                    /* on tp->idle */
-	bool killed;                  /* this run was killed by us */
-	bool dying;                   /* its death is being handled */
-	bool eof;                     /* its stdout closed */
-	bool timed;                   /* its timer runs for task_timeout */
+	bool idle;   /* on tp->idle */
+	bool killed; /* this run was killed by us */
+	bool dying;  /* its death is being handled */
+	bool eof;    /* its stdout closed */
+	bool timed;  /* its timer runs for task_timeout */
 	unsigned long long tasks_done;
 	TAILQ_ENTRY(worker) ientry;
 };
@@ -118,8 +118,7 @@ void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg)
 void publish_task(const char *event, const struct task *t, const char *worker, const char *msg);
 void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg);
 void task_requeue(struct task_pool *tp, struct task *t);
-void task_retry_or_fail(struct task_pool *tp, struct task *t, const char *worker,
-			const char *msg);
+void task_retry_or_fail(struct task_pool *tp, struct task *t, const char *worker, const char *msg);
 
 /* task.c: pools' backlogs. */
 struct task_pool *tp_get(struct pool *pl);

@@ -98,8 +98,9 @@ enum task_reply task_reply_parse(const char *line, size_t len, uint64_t id, json
 		goto bad;
 	}
 	if ((res != NULL) == (err != NULL)) {
-		snprintf(why, whylen, res ? "both \"result\" and \"error\""
-					  : "neither \"result\" nor \"error\"");
+		snprintf(why, whylen,
+			 res ? "both \"result\" and \"error\""
+			     : "neither \"result\" nor \"error\"");
 		goto bad;
 	}
 	if (res) {
@@ -121,4 +122,3 @@ bad:
 	json_decref(o);
 	return TASK_REPLY_BAD;
 }
-

@@ -300,7 +300,8 @@ static bool worker_lines(struct worker *w)
 		if (!worker_line(w, line, len))
 			return false;
 	if (r < 0) {
-		worker_fail(w, "bad reply from worker %s: a line longer than max_request_bytes (%zu)",
+		worker_fail(w,
+			    "bad reply from worker %s: a line longer than max_request_bytes (%zu)",
 			    w->p->name, daemon_g.conf->max_request_bytes);
 		return false;
 	}

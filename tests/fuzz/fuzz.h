@@ -13,14 +13,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Fail loudly: print why and abort, so libFuzzer (or make check) reports
  * the input. */
-#define FUZZ_CHECK(cond, ...)                                                           \
-	do {                                                                            \
-		if (!(cond)) {                                                          \
+#define FUZZ_CHECK(cond, ...)                                                                    \
+	do {                                                                                     \
+		if (!(cond)) {                                                                   \
 			fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-			fprintf(stderr, __VA_ARGS__);                                   \
-			fputc('\n', stderr);                                            \
-			abort();                                                        \
-		}                                                                       \
+			fprintf(stderr, __VA_ARGS__);                                            \
+			fputc('\n', stderr);                                                     \
+			abort();                                                                 \
+		}                                                                                \
 	} while (0)
 
 #endif

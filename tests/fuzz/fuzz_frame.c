@@ -101,9 +101,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(seen + len < size - 2 && memcmp(line, data + 2 + seen, len) == 0,
 				   "line %zu bytes at %zu does not match the input", len, seen);
 			seen += len;
-			if (data[2 + seen] == '\r' && seen + 1 < size - 2 && data[2 + seen + 1] == '\n')
+			if (data[2 + seen] == '\r' && seen + 1 < size - 2 &&
+			    data[2 + seen + 1] == '\n')
 				seen++;
-			FUZZ_CHECK(data[2 + seen] == '\n', "line at %zu not ended by newline", seen);
+			FUZZ_CHECK(data[2 + seen] == '\n', "line at %zu not ended by newline",
+				   seen);
 			seen++;
 			check_line(line, len);
 		}

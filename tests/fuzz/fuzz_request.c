@@ -94,7 +94,8 @@ static void check_line(const char *line, size_t len)
 		FUZZ_CHECK(json_is_boolean(ok) && json_object_get(v, "id"), "not an answer: %.200s",
 			   line);
 		if (json_is_true(ok))
-			FUZZ_CHECK(json_object_get(v, "result") && !err, "bad success: %.200s", line);
+			FUZZ_CHECK(json_object_get(v, "result") && !err, "bad success: %.200s",
+				   line);
 		else
 			FUZZ_CHECK(json_is_string(json_object_get(err, "code")) &&
 					   mpsup_err_from_name(json_string_value(
@@ -138,7 +139,8 @@ static void peer_drain(struct peer *p)
 		}
 		n = read(p->fd, p->buf + p->len, p->cap - p->len);
 		if (n <= 0) {
-			FUZZ_CHECK(n == 0 || errno == EAGAIN || errno == EINTR || errno == ECONNRESET,
+			FUZZ_CHECK(n == 0 || errno == EAGAIN || errno == EINTR ||
+					   errno == ECONNRESET,
 				   "read: %s", strerror(errno));
 			return;
 		}
@@ -178,8 +180,8 @@ static void check_reader(const char *text, size_t len)
 /* Both ways to read a request agree on the parts, or on the error. */
 /* What mpsup_request_members takes, mpsup_request_read reads the same:
  * cmd, id and the members as params. */
-static void check_request_members(const char *text, size_t len, int r1, const char *cmd,
-				  json_t *id, json_t *params)
+static void check_request_members(const char *text, size_t len, int r1, const char *cmd, json_t *id,
+				  json_t *params)
 {
 	struct mpsup_member m[8];
 	json_t *o, *id3 = NULL;
@@ -298,14 +300,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(errno == EAGAIN || errno == EINTR, "write: %s", strerror(errno));
 		peer_drain(&p);
 		event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
-		FUZZ_CHECK(now_mono() < deadline, "the daemon stopped reading (%zu of %zu bytes sent)",
-			   off, size);
+		FUZZ_CHECK(now_mono() < deadline,
+			   "the daemon stopped reading (%zu of %zu bytes sent)", off, size);
 	}
 	shutdown(sv[1], SHUT_WR);
 	while (!closed) {
 		peer_drain(&p);
 		event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
-		FUZZ_CHECK(now_mono() < deadline, "the connection did not close after the peer's EOF");
+		FUZZ_CHECK(now_mono() < deadline,
+			   "the connection did not close after the peer's EOF");
 	}
 	peer_drain(&p);
 	if (c_role == ROLE_NONE) {

@@ -52,9 +52,10 @@ END_TEST
 
 START_TEST(test_main_section)
 {
-	struct conf *c = load_ok("[mpsupd]\nsocket = /tmp/x.sock\nsocket_mode = 0660\n"
-				 "log_level = debug\nmax_request_bytes = 2M\nshutdown_timeout = 1.5\n"
-				 "state_sync = always ; inline comment\nmax_object_items = 5\n");
+	struct conf *c =
+		load_ok("[mpsupd]\nsocket = /tmp/x.sock\nsocket_mode = 0660\n"
+			"log_level = debug\nmax_request_bytes = 2M\nshutdown_timeout = 1.5\n"
+			"state_sync = always ; inline comment\nmax_object_items = 5\n");
 
 	ck_assert_str_eq(c->socket, "/tmp/x.sock");
 	ck_assert_int_eq(c->socket_mode, 0660);
@@ -69,14 +70,15 @@ END_TEST
 
 START_TEST(test_pool_section)
 {
-	struct conf *c = load_ok("[pool:web]\n"
-				 "command = /usr/bin/python3 -m app --id %(index)d\n"
-				 "processes = 4\nrestart = on-failure\nexit_codes = 0, 3 4\n"
-				 "start_secs = 250ms\nstop_signal = SIGINT\nstop_timeout = 2\n"
-				 "environment = FOO=bar BAZ=\"two words\"\nstdout = file:/tmp/w.log\n"
-				 "stderr = null\nautostart = no\npriority = -5\numask = 027\n"
-				 "limit_nofile = 4096:infinity\n"
-				 "[pool:db]\ncommand = sleep 1\nlimit_nofile = 300\n");
+	struct conf *c =
+		load_ok("[pool:web]\n"
+			"command = /usr/bin/python3 -m app --id %(index)d\n"
+			"processes = 4\nrestart = on-failure\nexit_codes = 0, 3 4\n"
+			"start_secs = 250ms\nstop_signal = SIGINT\nstop_timeout = 2\n"
+			"environment = FOO=bar BAZ=\"two words\"\nstdout = file:/tmp/w.log\n"
+			"stderr = null\nautostart = no\npriority = -5\numask = 027\n"
+			"limit_nofile = 4096:infinity\n"
+			"[pool:db]\ncommand = sleep 1\nlimit_nofile = 300\n");
 	struct pool_conf *p = c->pools;
 
 	ck_assert_uint_eq(c->n_pools, 2);
@@ -110,12 +112,14 @@ END_TEST
 
 START_TEST(test_errors_name_line_and_key)
 {
-	ck_assert_str_eq(load_bad("[mpsupd]\nmax_clients = 0\n"),
-			 "test.conf:2: [mpsupd] max_clients: expected a number 1..1000000, not '0'");
+	ck_assert_str_eq(
+		load_bad("[mpsupd]\nmax_clients = 0\n"),
+		"test.conf:2: [mpsupd] max_clients: expected a number 1..1000000, not '0'");
 	ck_assert_str_eq(load_bad("[mpsupd]\nmax_object_items = 0\n"),
 			 "test.conf:2: [mpsupd] max_object_items: expected a number 1..1000000000, "
 			 "not '0'");
-	ck_assert_ptr_nonnull(strstr(load_bad("[mpsupd]\n\nnope = 1\n"), "test.conf:3: [mpsupd] nope: unknown key"));
+	ck_assert_ptr_nonnull(strstr(load_bad("[mpsupd]\n\nnope = 1\n"),
+				     "test.conf:3: [mpsupd] nope: unknown key"));
 	ck_assert_ptr_nonnull(strstr(load_bad("[pool:a]\ncommand = x\nrestart = sometimes\n"),
 				     "test.conf:3: [pool:a] restart"));
 	ck_assert_ptr_nonnull(strstr(load_bad("[weird]\nx = 1\n"), "unknown section"));
@@ -123,12 +127,15 @@ START_TEST(test_errors_name_line_and_key)
 	ck_assert_ptr_nonnull(strstr(load_bad("[pool:a]\ncommand = x\n[pool:b]\ncommand = y\n"
 					      "[pool:a]\nprocesses = 2\n"),
 				     "defined twice"));
-	ck_assert_ptr_nonnull(strstr(load_bad("[pool:bad/name]\ncommand = x\n"), "invalid pool name"));
+	ck_assert_ptr_nonnull(
+		strstr(load_bad("[pool:bad/name]\ncommand = x\n"), "invalid pool name"));
 	ck_assert_ptr_nonnull(strstr(load_bad("[pool:a]\ncommand = 'unclosed\n"), "unterminated"));
 	ck_assert_ptr_nonnull(strstr(load_bad("[pool:a]\ncommand = x\nuser = no-such-user-xyz\n"),
 				     "no such user"));
-	ck_assert_ptr_nonnull(strstr(load_bad("[mpsupd]\nthis line has no equals\n"), "test.conf:2:"));
-	ck_assert_ptr_nonnull(strstr(load_bad("[access]\nadmin = no-such-user-xyz\n"), "no such user"));
+	ck_assert_ptr_nonnull(
+		strstr(load_bad("[mpsupd]\nthis line has no equals\n"), "test.conf:2:"));
+	ck_assert_ptr_nonnull(
+		strstr(load_bad("[access]\nadmin = no-such-user-xyz\n"), "no such user"));
 }
 END_TEST
 
@@ -162,8 +169,8 @@ START_TEST(test_split_words)
 {
 	char **v, err[128];
 
-	ck_assert_int_eq(conf_split_words("a 'b c' \"d \\\"e\\\"\" f\\ g  'h\\n'", &v, err,
-					  sizeof(err)), 0);
+	ck_assert_int_eq(
+		conf_split_words("a 'b c' \"d \\\"e\\\"\" f\\ g  'h\\n'", &v, err, sizeof(err)), 0);
 	ck_assert_str_eq(v[0], "a");
 	ck_assert_str_eq(v[1], "b c");
 	ck_assert_str_eq(v[2], "d \"e\"");
@@ -185,8 +192,10 @@ START_TEST(test_names)
 	ck_assert(!name_valid("a b", false));
 	ck_assert(!name_valid("web:0", false));
 	ck_assert(name_valid("web:0", true));
-	ck_assert(name_valid("0123456789012345678901234567890123456789012345678901234567890123", false));
-	ck_assert(!name_valid("01234567890123456789012345678901234567890123456789012345678901234", false));
+	ck_assert(name_valid("0123456789012345678901234567890123456789012345678901234567890123",
+			     false));
+	ck_assert(!name_valid("01234567890123456789012345678901234567890123456789012345678901234",
+			      false));
 }
 END_TEST
 
@@ -388,14 +397,14 @@ END_TEST
 START_TEST(test_typed_errors)
 {
 	static const char *const cases[][2] = {
-		{ "[mpsupd]\nlog_level = loud\n",
-		  "test.conf:2: [mpsupd] log_level: expected error, warning, info or debug, not 'loud'" },
-		{ "[mpsupd]\nstate_sync = often\n",
-		  "test.conf:2: [mpsupd] state_sync: expected always, everysec or no, not 'often'" },
+		{ "[mpsupd]\nlog_level = loud\n", "test.conf:2: [mpsupd] log_level: expected "
+						  "error, warning, info or debug, not 'loud'" },
+		{ "[mpsupd]\nstate_sync = often\n", "test.conf:2: [mpsupd] state_sync: expected "
+						    "always, everysec or no, not 'often'" },
 		{ "[mpsupd]\nmax_request_bytes = 257M\n",
 		  "test.conf:2: [mpsupd] max_request_bytes: expected a size 1K..256M, not '257M'" },
-		{ "[mpsupd]\nmax_output_bytes = 1K\n",
-		  "test.conf:2: [mpsupd] max_output_bytes: expected a size of at least 4K, not '1K'" },
+		{ "[mpsupd]\nmax_output_bytes = 1K\n", "test.conf:2: [mpsupd] max_output_bytes: "
+						       "expected a size of at least 4K, not '1K'" },
 		{ "[mpsupd]\nsocket_mode = 01777\n",
 		  "test.conf:2: [mpsupd] socket_mode: expected an octal mode, not '01777'" },
 		{ "[mpsupd]\nstate_file = rel\n",
@@ -403,10 +412,12 @@ START_TEST(test_typed_errors)
 		{ "[mpsupd]\nstate_dir_check = maybe\n",
 		  "test.conf:2: [mpsupd] state_dir_check: expected yes or no, not 'maybe'" },
 		{ "[mpsupd]\npersist_outage_timeout = -1\n",
-		  "test.conf:2: [mpsupd] persist_outage_timeout: expected a duration in seconds, not "
+		  "test.conf:2: [mpsupd] persist_outage_timeout: expected a duration in seconds, "
+		  "not "
 		  "'-1'" },
 		{ "[mpsupd]\nshutdown_timeout = soon\n",
-		  "test.conf:2: [mpsupd] shutdown_timeout: expected a duration in seconds, not 'soon'" },
+		  "test.conf:2: [mpsupd] shutdown_timeout: expected a duration in seconds, not "
+		  "'soon'" },
 		{ "[access]\nwrite = root\n",
 		  "test.conf:2: [access] write: unknown key (admin, state, read)" },
 		{ "[pool:a]\nprocesses = 100001\n",
@@ -416,16 +427,18 @@ START_TEST(test_typed_errors)
 		  "test.conf:2: [pool:a] mode: expected service or task, not 'batch'" },
 		{ "[pool:a]\npriority = 100001\n",
 		  "test.conf:2: [pool:a] priority: expected an integer priority, not '100001'" },
-		{ "[pool:a]\nstop_signal = NOPE\n", "test.conf:2: [pool:a] stop_signal: unknown signal 'NOPE'" },
-		{ "[pool:a]\numask = 01000\n", "test.conf:2: [pool:a] umask: expected an octal umask, not '01000'" },
+		{ "[pool:a]\nstop_signal = NOPE\n",
+		  "test.conf:2: [pool:a] stop_signal: unknown signal 'NOPE'" },
+		{ "[pool:a]\numask = 01000\n",
+		  "test.conf:2: [pool:a] umask: expected an octal umask, not '01000'" },
 		{ "[pool:a]\nstdout_backups = 1001\n",
 		  "test.conf:2: [pool:a] stdout_backups: expected a number 0..1000, not '1001'" },
 		{ "[pool:a]\ncommand = \n", "test.conf:2: [pool:a] command: empty command" },
-		{ "[pool:a]\nlimit_nofile = 10:5\n",
-		  "test.conf:2: [pool:a] limit_nofile: the soft limit is above the hard one in '10:5'" },
-		{ "[pool:a]\nlimit_nofile = 0\n",
-		  "test.conf:2: [pool:a] limit_nofile: expected N, SOFT:HARD or infinity (N 1..2^40), "
-		  "not '0'" },
+		{ "[pool:a]\nlimit_nofile = 10:5\n", "test.conf:2: [pool:a] limit_nofile: the soft "
+						     "limit is above the hard one in '10:5'" },
+		{ "[pool:a]\nlimit_nofile = 0\n", "test.conf:2: [pool:a] limit_nofile: expected N, "
+						  "SOFT:HARD or infinity (N 1..2^40), "
+						  "not '0'" },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)

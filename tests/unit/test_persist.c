@@ -171,8 +171,8 @@ static const char *err_code(int ci, const char *cmd, const char *params)
 static void dump_one(struct obj *o, void *arg)
 {
 	if (o->type->dump)
-		json_array_append_new(arg, json_pack("[s, s, o]", o->name, o->type->name,
-						     o->type->dump(o)));
+		json_array_append_new(
+			arg, json_pack("[s, s, o]", o->name, o->type->name, o->type->dump(o)));
 }
 
 static int by_name(const void *a, const void *b)
@@ -388,8 +388,7 @@ START_TEST(test_scan_flipped_byte)
 }
 END_TEST
 
-static int refuse_second(const char *p, size_t len, size_t off, void *arg, char *why,
-			 size_t wl)
+static int refuse_second(const char *p, size_t len, size_t off, void *arg, char *why, size_t wl)
 {
 	(void)p;
 	(void)len;
@@ -546,7 +545,8 @@ static void workload(void)
 
 	ok(0, "obj.create", "{\"name\":\"cfg\",\"type\":\"dict\",\"items\":{\"x\":1,\"y\":[1,2]}}");
 	ok(0, "dict.set", "{\"name\":\"cfg\",\"key\":\"z\",\"value\":{\"deep\":[true,null]}}");
-	ok(0, "dict.set", "{\"name\":\"cfg\",\"key\":\"\\u00e9\\u2603 \\\"q\\\"\",\"value\":\"v\"}");
+	ok(0, "dict.set",
+	   "{\"name\":\"cfg\",\"key\":\"\\u00e9\\u2603 \\\"q\\\"\",\"value\":\"v\"}");
 	ok(0, "dict.update", "{\"name\":\"cfg\",\"items\":{\"x\":10,\"w\":0.1}}");
 	ok(0, "dict.incr", "{\"name\":\"cfg\",\"key\":\"n\",\"by\":5}");
 	ok(0, "dict.incr", "{\"name\":\"cfg\",\"key\":\"w\",\"by\":0.2}");
@@ -838,9 +838,9 @@ START_TEST(test_held_answers_time_out)
 	ck_assert(now_mono() - t0 >= 0.39);
 	ck_assert_int_eq(json_integer_value(json_object_get(a, "id")), 1);
 	ck_assert_str_eq(code_of(a), "unavailable");
-	ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(json_object_get(a, "error"),
-								       "message")),
-				     "outcome is unknown"));
+	ck_assert_ptr_nonnull(
+		strstr(json_string_value(json_object_get(json_object_get(a, "error"), "message")),
+		       "outcome is unknown"));
 	json_decref(a);
 	a = recv_ans(0, 1);
 	ck_assert_str_eq(json_string_value(json_object_get(a, "id")), "two");

@@ -91,8 +91,8 @@ START_TEST(test_fsm_table_total)
 	for (int s = 0; s < PS__MAX; s++)
 		for (int e = 0; e < PE__MAX; e++)
 			for (int bits = 0; bits < 8; bits++) {
-				int to = next((enum proc_state)s, (enum proc_event)e, bits & 1, bits & 2,
-					      bits & 4);
+				int to = next((enum proc_state)s, (enum proc_event)e, bits & 1,
+					      bits & 2, bits & 4);
 				ck_assert(to >= -1 && to < PS__MAX);
 				if (proc_state_final((enum proc_state)s) && e != PE_START)
 					ck_assert_int_eq(to, -1);
@@ -344,17 +344,17 @@ START_TEST(test_registry_refused)
 		"mpsupd-processes 1\nboot x\nkey 00000000000000aa\ndaemon 10 5\n",
 		"mpsupd-processes 1\nboot " BOOT "\nkey 00000000000000aa\ndaemon 0 5\n",
 		"mpsupd-processes 1\nboot " BOOT "\nkey  00000000000000aa\ndaemon 10 5\n",
-		HEAD "p 100 101 7 7 15 10000 a:0\n",     /* not its own group */
-		HEAD "p 100 100 7 70 15 10000 a:0\n",    /* too wide a start range */
-		HEAD "p 100 100 8 7 15 10000 a:0\n",     /* hi below lo */
+		HEAD "p 100 101 7 7 15 10000 a:0\n",  /* not its own group */
+		HEAD "p 100 100 7 70 15 10000 a:0\n", /* too wide a start range */
+		HEAD "p 100 100 8 7 15 10000 a:0\n",  /* hi below lo */
 		HEAD "p 100 100 0 0 15 10000 a:0\n",
-		HEAD "p 100 100 7 7 0 10000 a:0\n",      /* no signal 0 */
+		HEAD "p 100 100 7 7 0 10000 a:0\n", /* no signal 0 */
 		HEAD "p 100 100 7 7 65 10000 a:0\n",
 		HEAD "p 100 100 7 7 15 -1 a:0\n",
 		HEAD "p 100 100 7 7 15 1000000000001 a:0\n",
-		HEAD "p 100 100 7 7 15 10 a/0\n",        /* a name we never write */
+		HEAD "p 100 100 7 7 15 10 a/0\n", /* a name we never write */
 		HEAD "p 100 100 7 7 15 10 a:0 x\n",
-		HEAD "p 0100 100 7 7 15 10 a:0\n",       /* numbers as we write them */
+		HEAD "p 0100 100 7 7 15 10 a:0\n", /* numbers as we write them */
 		HEAD "p 5000000 5000000 7 7 15 10 a:0\n",
 		HEAD "p 100 100 7 7 15 10 a:0\nx 100\n",
 		HEAD "p 100 100 7 7 15 10 a:0\n\n",

@@ -246,10 +246,10 @@ START_TEST(test_json_depth)
 	ck_assert_uint_eq(depth_of("[[[]]]"), 3);
 	ck_assert_uint_eq(depth_of("[[], [[]], []]"), 3);
 	ck_assert_uint_eq(depth_of("{\"a\":\"[[[[{{\"}"), 1);
-	ck_assert_uint_eq(depth_of("{\"a\":\"\\\"[[[\"}"), 1);       /* escaped quote */
-	ck_assert_uint_eq(depth_of("[\"\\\\\", [1]]"), 2);           /* escaped backslash */
+	ck_assert_uint_eq(depth_of("{\"a\":\"\\\"[[[\"}"), 1);      /* escaped quote */
+	ck_assert_uint_eq(depth_of("[\"\\\\\", [1]]"), 2);          /* escaped backslash */
 	ck_assert_uint_eq(depth_of("{\"a]]]}}\":{\"b\":[1]}}"), 3); /* brackets in a key */
-	ck_assert_uint_eq(depth_of("]]]][["), 2);                    /* garbage does not wrap */
+	ck_assert_uint_eq(depth_of("]]]][["), 2);                   /* garbage does not wrap */
 	/* len bounds the scan */
 	ck_assert_uint_eq(mpsup_json_depth("[[[[", 2), 2);
 }
@@ -301,19 +301,21 @@ START_TEST(test_json_read_valid)
 {
 	json_t *v;
 
-	READ_SAME("{\"id\":7,\"cmd\":\"dict.set\",\"name\":\"d\",\"key\":\"k\",\"value\":[1,2.5,null]}");
+	READ_SAME("{\"id\":7,\"cmd\":\"dict.set\",\"name\":\"d\",\"key\":\"k\",\"value\":[1,2.5,"
+		  "null]}");
 	READ_SAME(" \t\r\n{ \"a\" : [ true , false , null ] , \"b\" : { } , \"c\" : [ ] } \n");
 	READ_SAME("\"\"");
 	READ_SAME("{\"\":1}");
 	READ_SAME("[0,-0,1,-1,10,123456789]");
 	READ_SAME("[9223372036854775807,-9223372036854775808]"); /* int64 bounds */
 	READ_SAME("[1.5,-0.0,1e5,1E+5,1e-5,2.5E-3,0.1,1e308,1e-400,4.9e-324]");
-	READ_SAME("[\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"]");                    /* every short escape */
-	READ_SAME("[\"\\u00e9\\u20AC\\ud83d\\ude00\\u0001\\uFFFF\"]");   /* \u, a surrogate pair */
+	READ_SAME("[\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"]");                 /* every short escape */
+	READ_SAME("[\"\\u00e9\\u20AC\\ud83d\\ude00\\u0001\\uFFFF\"]"); /* \u, a surrogate pair */
 	READ_SAME("[\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf\x7f\"]"); /* raw UTF-8 */
-	READ_SAME("{\"\\u0061\":1,\"b\\n\":2}");                         /* escaped keys */
-	READ_SAME("{\"a\":{\"a\":{\"a\":1}},\"b\":[{\"a\":1},{\"a\":1}]}"); /* same key, other objects */
-	READ_SAME("{\"z\":1,\"a\":2,\"m\":3}");                          /* member order kept */
+	READ_SAME("{\"\\u0061\":1,\"b\\n\":2}"); /* escaped keys */
+	READ_SAME(
+		"{\"a\":{\"a\":{\"a\":1}},\"b\":[{\"a\":1},{\"a\":1}]}"); /* same key, other objects */
+	READ_SAME("{\"z\":1,\"a\":2,\"m\":3}");                           /* member order kept */
 
 	/* Long strings (heap) with and without escapes. */
 	{
@@ -372,17 +374,17 @@ START_TEST(test_json_read_refused)
 	REFUSED("{\"a\":1,\"\\u0061\":2}");
 	/* Strings. */
 	REFUSED("\"abc");
-	REFUSED("\"a\tb\"");      /* control character */
+	REFUSED("\"a\tb\""); /* control character */
 	REFUSED("\"a\nb\"");
-	REFUSED("\"\\x\"");       /* unknown escape */
-	REFUSED("\"\\u12\"");     /* short \u */
+	REFUSED("\"\\x\"");   /* unknown escape */
+	REFUSED("\"\\u12\""); /* short \u */
 	REFUSED("\"\\u12g4\"");
-	REFUSED("\"\\u0000\"");   /* NUL, in a value... */
+	REFUSED("\"\\u0000\"");      /* NUL, in a value... */
 	REFUSED("{\"a\\u0000\":1}"); /* ...and in a key */
-	REFUSED("\"\\ud800\"");   /* lone high surrogate */
+	REFUSED("\"\\ud800\"");      /* lone high surrogate */
 	REFUSED("\"\\ud800x\"");
 	REFUSED("\"\\ud800\\u0041\"");
-	REFUSED("\"\\udc00\"");   /* lone low surrogate */
+	REFUSED("\"\\udc00\""); /* lone low surrogate */
 	REFUSED("\"\\");
 	/* Invalid UTF-8: stray continuation, overlong forms, surrogates, past
 	 * U+10FFFF, bytes never used, a sequence cut short. */
@@ -409,10 +411,10 @@ START_TEST(test_json_read_refused)
 	REFUSED("1e");
 	REFUSED("1e+");
 	REFUSED("0x10");
-	REFUSED("9223372036854775808");   /* int64 + 1: too big, not a real */
+	REFUSED("9223372036854775808"); /* int64 + 1: too big, not a real */
 	REFUSED("-9223372036854775809");
 	REFUSED("99999999999999999999");
-	REFUSED("1e400");                 /* real overflow */
+	REFUSED("1e400"); /* real overflow */
 	REFUSED("-1e400");
 	REFUSED("NaN");
 	REFUSED("Infinity");
@@ -503,12 +505,13 @@ START_TEST(test_request_invalid)
 
 	ck_assert_ptr_null(parse_fail("{\"cmd\":", MPSUP_E_BAD_REQUEST, "invalid JSON at column "));
 	ck_assert_ptr_null(parse_fail("", MPSUP_E_BAD_REQUEST, "invalid JSON"));
-	ck_assert_ptr_null(parse_fail("{\"cmd\":\"x\"} trailing", MPSUP_E_BAD_REQUEST,
-				      "invalid JSON"));
-	ck_assert_ptr_null(parse_fail("[1,2]", MPSUP_E_BAD_REQUEST, "request must be a JSON object"));
+	ck_assert_ptr_null(
+		parse_fail("{\"cmd\":\"x\"} trailing", MPSUP_E_BAD_REQUEST, "invalid JSON"));
+	ck_assert_ptr_null(
+		parse_fail("[1,2]", MPSUP_E_BAD_REQUEST, "request must be a JSON object"));
 	ck_assert_ptr_null(parse_fail("42", MPSUP_E_BAD_REQUEST, "request must be a JSON object"));
-	ck_assert_ptr_null(parse_fail("\"cmd\"", MPSUP_E_BAD_REQUEST,
-				      "request must be a JSON object"));
+	ck_assert_ptr_null(
+		parse_fail("\"cmd\"", MPSUP_E_BAD_REQUEST, "request must be a JSON object"));
 	ck_assert_ptr_null(parse_fail("{}", MPSUP_E_BAD_REQUEST, "missing string member \"cmd\""));
 	/* Refused by the fast reader, then explained by jansson. */
 	ck_assert_ptr_null(parse_fail("{\"cmd\":\"ping\",\"cmd\":\"ping\"}", MPSUP_E_BAD_REQUEST,
@@ -522,7 +525,8 @@ START_TEST(test_request_invalid)
 	ck_assert_str_eq(json_string_value(id), "abc");
 	json_decref(id);
 
-	id = parse_fail("{\"id\":3,\"cmd\":5}", MPSUP_E_BAD_REQUEST, "member \"cmd\" must be a string");
+	id = parse_fail("{\"id\":3,\"cmd\":5}", MPSUP_E_BAD_REQUEST,
+			"member \"cmd\" must be a string");
 	ck_assert_int_eq(json_integer_value(id), 3);
 	json_decref(id);
 
@@ -540,8 +544,8 @@ static void read_parts(const char *line, const char *want_cmd, const char *want_
 	struct mpsup_error err;
 	char cmd[16], *d;
 
-	ck_assert_int_eq(mpsup_request_read(line, strlen(line), 0, &params, &id, cmd, sizeof(cmd),
-					    &err), 0);
+	ck_assert_int_eq(
+		mpsup_request_read(line, strlen(line), 0, &params, &id, cmd, sizeof(cmd), &err), 0);
 	ck_assert_str_eq(cmd, want_cmd);
 	if (want_id) {
 		d = json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -567,49 +571,57 @@ START_TEST(test_request_read)
 	read_parts("{\"id\":7,\"cmd\":\"dict.set\",\"name\":\"d\",\"key\":\"k\"}", "dict.set", "7",
 		   "{\"name\":\"d\",\"key\":\"k\"}");
 	read_parts("{\"name\":\"d\",\"cmd\":\"ping\"}", "ping", NULL, "{\"name\":\"d\"}");
-	read_parts("{\"cmd\":\"ping\",\"id\":{\"a\":[1,\"x\"]}}", "ping", "{\"a\":[1,\"x\"]}", "{}");
+	read_parts("{\"cmd\":\"ping\",\"id\":{\"a\":[1,\"x\"]}}", "ping", "{\"a\":[1,\"x\"]}",
+		   "{}");
 	/* Escaped member names and command; "id"/"cmd" deeper are parameters. */
-	read_parts("{\"\\u0063md\":\"p\\u0069ng\",\"i\\u0064\":1,\"x\":{\"id\":2,\"cmd\":3}}", "ping",
-		   "1", "{\"x\":{\"id\":2,\"cmd\":3}}");
+	read_parts("{\"\\u0063md\":\"p\\u0069ng\",\"i\\u0064\":1,\"x\":{\"id\":2,\"cmd\":3}}",
+		   "ping", "1", "{\"x\":{\"id\":2,\"cmd\":3}}");
 	/* A command longer than the room is cut (and then found nowhere). */
 	read_parts("{\"cmd\":\"abcdefghijklmnopqrstuvwxyz\"}", "abcdefghijklmno", NULL, "{}");
 	/* The slow way (a long real) gives the same parts. */
-	read_parts("{\"id\":1,\"cmd\":\"ping\",\"r\":0.1000000000000000000000000000000000000000000000000000000000000001}",
+	read_parts("{\"id\":1,\"cmd\":\"ping\",\"r\":0."
+		   "1000000000000000000000000000000000000000000000000000000000000001}",
 		   "ping", "1", "{\"r\":0.10000000000000001}");
 
 	/* Failures carry the messages of mpsup_request_parse and the id. */
 	bad = "{\"id\":3,\"cmd\":\"a\",\"cmd\":\"b\"}";
-	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
-					    &err), -EBADMSG);
+	ck_assert_int_eq(
+		mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd), &err),
+		-EBADMSG);
 	ck_assert_int_eq(err.code, MPSUP_E_BAD_REQUEST);
 	ck_assert_msg(strstr(err.message, "duplicate object key"), "%s", err.message);
 	bad = "{\"id\":1,\"id\":2,\"cmd\":\"a\"}";
-	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
-					    &err), -EBADMSG);
+	ck_assert_int_eq(
+		mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd), &err),
+		-EBADMSG);
 	ck_assert_msg(strstr(err.message, "duplicate object key"), "%s", err.message);
 	bad = "{\"id\":3,\"cmd\":5}";
-	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
-					    &err), -EBADMSG);
+	ck_assert_int_eq(
+		mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd), &err),
+		-EBADMSG);
 	ck_assert_str_eq(err.message, "member \"cmd\" must be a string");
 	ck_assert_int_eq(json_integer_value(id), 3);
 	json_decref(id);
 	bad = "{\"id\":4}";
-	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
-					    &err), -EBADMSG);
+	ck_assert_int_eq(
+		mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd), &err),
+		-EBADMSG);
 	ck_assert_str_eq(err.message, "missing string member \"cmd\"");
 	ck_assert_int_eq(json_integer_value(id), 4);
 	json_decref(id);
 	bad = "[\"cmd\"]";
-	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd),
-					    &err), -EBADMSG);
+	ck_assert_int_eq(
+		mpsup_request_read(bad, strlen(bad), 0, &params, &id, cmd, sizeof(cmd), &err),
+		-EBADMSG);
 	ck_assert_str_eq(err.message, "request must be a JSON object");
 	ck_assert_ptr_null(id);
 	bad = "{\"cmd\":\"x\",\"a\":[[[[1]]]]}";
-	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 4, &params, &id, cmd, sizeof(cmd),
-					    &err), -EBADMSG);
+	ck_assert_int_eq(
+		mpsup_request_read(bad, strlen(bad), 4, &params, &id, cmd, sizeof(cmd), &err),
+		-EBADMSG);
 	ck_assert_int_eq(err.code, MPSUP_E_TOO_LARGE);
-	ck_assert_int_eq(mpsup_request_read(bad, strlen(bad), 5, &params, &id, cmd, sizeof(cmd),
-					    &err), 0);
+	ck_assert_int_eq(
+		mpsup_request_read(bad, strlen(bad), 5, &params, &id, cmd, sizeof(cmd), &err), 0);
 	json_decref(params);
 }
 END_TEST
@@ -627,8 +639,9 @@ static int members_same(const char *line, int *ret_types)
 
 	if (mpsup_request_members(line, strlen(line), 0, m, 4, &n, &id, cmd, sizeof(cmd)) < 0)
 		return -1;
-	ck_assert_int_eq(mpsup_request_read(line, strlen(line), 0, &params, &id2, cmd2,
-					    sizeof(cmd2), &err), 0);
+	ck_assert_int_eq(
+		mpsup_request_read(line, strlen(line), 0, &params, &id2, cmd2, sizeof(cmd2), &err),
+		0);
 	ck_assert_str_eq(cmd, cmd2);
 	ck_assert((!id && !id2) || json_equal(id, id2));
 	o = json_object();
@@ -651,13 +664,20 @@ START_TEST(test_request_members)
 	int t[4];
 
 	ck_assert_int_eq(members_same("{\"id\":7,\"cmd\":\"dict.set\",\"name\":\"d\",\"key\":\"k\","
-				      "\"value\":[1,2.5,null]}", t), 0);
+				      "\"value\":[1,2.5,null]}",
+				      t),
+			 0);
 	ck_assert(t[0] == JSON_STRING && t[1] == JSON_STRING && t[2] == JSON_ARRAY);
 	ck_assert_int_eq(members_same(" { \"cmd\" : \"x\" , \"a\" : -12 , \"b\" : 1.5e3 , "
-				      "\"c\" : true , \"d\" : null } ", t), 0);
-	ck_assert(t[0] == JSON_INTEGER && t[1] == JSON_REAL && t[2] == JSON_TRUE && t[3] == JSON_NULL);
+				      "\"c\" : true , \"d\" : null } ",
+				      t),
+			 0);
+	ck_assert(t[0] == JSON_INTEGER && t[1] == JSON_REAL && t[2] == JSON_TRUE &&
+		  t[3] == JSON_NULL);
 	ck_assert_int_eq(members_same("{\"cmd\":\"x\",\"s\":\"a\\n\\u00e9\",\"f\":false,"
-				      "\"o\":{\"k\":[{}]},\"i\":-9223372036854775808}", t), 0);
+				      "\"o\":{\"k\":[{}]},\"i\":-9223372036854775808}",
+				      t),
+			 0);
 	ck_assert(t[0] == JSON_STRING && t[1] == JSON_FALSE && t[2] == JSON_OBJECT &&
 		  t[3] == JSON_INTEGER);
 	ck_assert_int_eq(members_same("{\"cmd\":\"ping\"}", t), 0);
@@ -801,9 +821,24 @@ END_TEST
 START_TEST(test_error_table)
 {
 	static const char *const names[] = {
-		"ok", "bad_request", "unknown_command", "not_found", "exists", "wrong_type",
-		"out_of_range", "timeout", "empty", "full", "permission_denied", "too_large",
-		"limit", "conflict", "broken", "spawn_failed", "shutting_down", "internal",
+		"ok",
+		"bad_request",
+		"unknown_command",
+		"not_found",
+		"exists",
+		"wrong_type",
+		"out_of_range",
+		"timeout",
+		"empty",
+		"full",
+		"permission_denied",
+		"too_large",
+		"limit",
+		"conflict",
+		"broken",
+		"spawn_failed",
+		"shutting_down",
+		"internal",
 		"unavailable",
 	};
 	struct mpsup_error err;
@@ -818,7 +853,7 @@ START_TEST(test_error_table)
 		ck_assert_uint_lt(strlen(n), sizeof(err.code_name));
 	}
 	ck_assert_ptr_null(mpsup_err_name(MPSUP_E__MAX));
-	ck_assert_ptr_null(mpsup_err_name((enum mpsup_err)-1));
+	ck_assert_ptr_null(mpsup_err_name((enum mpsup_err) - 1));
 	ck_assert_int_eq(mpsup_err_from_name("nope"), -EINVAL);
 	ck_assert_int_eq(mpsup_err_from_name(""), -EINVAL);
 	ck_assert_int_eq(mpsup_err_from_name(NULL), -EINVAL);
@@ -861,14 +896,18 @@ START_TEST(test_response_parse)
 
 	memset(&err, 0, sizeof(err));
 	ck_assert_int_eq(parse_resp("{\"id\":1,\"ok\":false,\"error\":{\"code\":\"empty\","
-				    "\"message\":\"queue q is empty\"}}", NULL, &err), 1);
+				    "\"message\":\"queue q is empty\"}}",
+				    NULL, &err),
+			 1);
 	ck_assert_int_eq(err.code, MPSUP_E_EMPTY);
 	ck_assert_str_eq(err.code_name, "empty");
 	ck_assert_str_eq(err.message, "queue q is empty");
 
 	/* a code from a newer daemon: internal, but the name is kept */
 	ck_assert_int_eq(parse_resp("{\"ok\":false,\"error\":{\"code\":\"future_thing\","
-				    "\"message\":\"m\"}}", NULL, &err), 1);
+				    "\"message\":\"m\"}}",
+				    NULL, &err),
+			 1);
 	ck_assert_int_eq(err.code, MPSUP_E_INTERNAL);
 	ck_assert_str_eq(err.code_name, "future_thing");
 

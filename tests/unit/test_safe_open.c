@@ -125,7 +125,8 @@ START_TEST(test_refusals)
 	ck_assert_int_eq(safe_dir_open(p, &me, &d), -ELOOP);
 	snprintf(q, sizeof(q), "%s/sub/", tmp);
 	ck_assert_int_eq(safe_dir_open(q, &me, &d), -ELOOP);
-	ck_assert_str_eq(safe_open_strerror(-ELOOP), "a symbolic link on the path (never followed)");
+	ck_assert_str_eq(safe_open_strerror(-ELOOP),
+			 "a symbolic link on the path (never followed)");
 }
 END_TEST
 
@@ -164,8 +165,7 @@ START_TEST(test_foreign_owner)
 	fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	ck_assert_int_ge(fd, 0);
 	close(fd);
-	ck_assert_int_eq(safe_open_append(&d, "other", &nob, SAFE_CREATE, 0640, &fd),
-			 -EOWNER_SAFE);
+	ck_assert_int_eq(safe_open_append(&d, "other", &nob, SAFE_CREATE, 0640, &fd), -EOWNER_SAFE);
 	ck_assert_int_eq(safe_open_append(&d, "f", &nob, SAFE_CREATE, 0640, &fd), 0);
 	ck_assert_int_eq(fstat(fd, &st), 0);
 	ck_assert_int_eq(st.st_uid, 65534);

@@ -52,9 +52,9 @@ void events_publish(enum event_topic topic, json_t *ev)
 #define N_CONNS 4
 
 static struct conf test_conf;
-static json_t *answers;     /* "id" -> {ok, result | code and message} */
+static json_t *answers; /* "id" -> {ok, result | code and message} */
 static struct conn *conns[N_CONNS];
-static int peers[N_CONNS];  /* the test's ends of the socketpairs */
+static int peers[N_CONNS]; /* the test's ends of the socketpairs */
 static char inbuf[N_CONNS][1 << 16];
 static size_t inlen[N_CONNS];
 static long long next_id;
@@ -86,12 +86,14 @@ static void record(const char *line, size_t len)
 	ck_assert_msg(!json_object_get(answers, key), "request %s answered twice", key);
 	err = json_object_get(a, "error");
 	if (json_is_true(json_object_get(a, "ok")))
-		json_object_set_new(answers, key, json_pack("{s:b, s:O}", "ok", 1, "result",
-							   json_object_get(a, "result")));
+		json_object_set_new(
+			answers, key,
+			json_pack("{s:b, s:O}", "ok", 1, "result", json_object_get(a, "result")));
 	else
-		json_object_set_new(answers, key, json_pack("{s:b, s:O, s:O}", "ok", 0, "code",
-							   json_object_get(err, "code"), "message",
-							   json_object_get(err, "message")));
+		json_object_set_new(answers, key,
+				    json_pack("{s:b, s:O, s:O}", "ok", 0, "code",
+					      json_object_get(err, "code"), "message",
+					      json_object_get(err, "message")));
 	json_decref(a);
 }
 
@@ -104,7 +106,8 @@ static void collect(void)
 
 		while ((n = read(peers[i], inbuf[i] + inlen[i], sizeof(inbuf[i]) - inlen[i])) > 0)
 			inlen[i] += (size_t)n;
-		ck_assert_msg(n == 0 || errno == EAGAIN, "reading client %d: %s", i, strerror(errno));
+		ck_assert_msg(n == 0 || errno == EAGAIN, "reading client %d: %s", i,
+			      strerror(errno));
 		while ((nl = memchr(inbuf[i], '\n', inlen[i]))) {
 			size_t len = (size_t)(nl - inbuf[i]) + 1;
 			record(inbuf[i], len - 1);
@@ -393,7 +396,8 @@ START_TEST(test_params_tree_path)
 	ck_assert_str_eq(err_msg("dict.get", "{\"name\":\"d\",\"key\":\"a\",\"\\u0078\":1}"),
 			 "bad_request: dict.get: unknown parameter 'x'");
 	snprintf(line, sizeof(line), "{\"name\":\"d\",\"key\":\"a\",%s", many);
-	ck_assert_str_eq(err_msg("dict.get", line), "bad_request: dict.get: unknown parameter 'a1'");
+	ck_assert_str_eq(err_msg("dict.get", line),
+			 "bad_request: dict.get: unknown parameter 'a1'");
 	ck_assert_str_eq(err_msg("dict.get", "{\"name\":\"d\",\"key\":1}"),
 			 "bad_request: dict.get: 'key' must be a string, not an integer");
 	ck_assert_str_eq(err_msg("dict.get", "{\"name\":\"d\",\"k\\u0065y\":1}"),
@@ -402,10 +406,12 @@ START_TEST(test_params_tree_path)
 			 "bad_request: dict.get: missing parameter 'key'");
 	ck_assert_str_eq(err_msg("dict.get", "{\"n\\u0061me\":\"d\"}"),
 			 "bad_request: dict.get: missing parameter 'key'");
-	ck_assert_str_eq(err_msg("dict.get", "{\"name\":\"a b\",\"key\":\"a\"}"),
-			 "bad_request: dict.get: invalid object name (expected [A-Za-z0-9_.-]{1,64})");
-	ck_assert_str_eq(err_msg("dict.get", "{\"n\\u0061me\":\"a b\",\"key\":\"a\"}"),
-			 "bad_request: dict.get: invalid object name (expected [A-Za-z0-9_.-]{1,64})");
+	ck_assert_str_eq(
+		err_msg("dict.get", "{\"name\":\"a b\",\"key\":\"a\"}"),
+		"bad_request: dict.get: invalid object name (expected [A-Za-z0-9_.-]{1,64})");
+	ck_assert_str_eq(
+		err_msg("dict.get", "{\"n\\u0061me\":\"a b\",\"key\":\"a\"}"),
+		"bad_request: dict.get: invalid object name (expected [A-Za-z0-9_.-]{1,64})");
 }
 END_TEST
 
@@ -454,8 +460,7 @@ START_TEST(test_read_role_creates_nothing)
 	ck_assert_str_eq(err_on(1, "dict.get", "{\"name\":\"d\"}"), "bad_request");
 	OK("value.set", "{\"name\":\"v\",\"value\":5}");
 	ck_assert_str_eq(ok_on(1, "value.get", "{\"name\":\"v\"}"), "5");
-	ck_assert_str_eq(err_on(1, "dict.get", "{\"name\":\"v\",\"key\":\"k\"}"),
-			 "wrong_type");
+	ck_assert_str_eq(err_on(1, "dict.get", "{\"name\":\"v\",\"key\":\"k\"}"), "wrong_type");
 	/* A wait of the state role creates; a read creates for no role. */
 	ck_assert_str_eq(err_on(0, "event.is_set", "{\"name\":\"e\"}"), "not_found");
 	ck_ok("event.wait", "{\"name\":\"e\",\"timeout\":0}", "{\"set\":false}");
@@ -474,8 +479,7 @@ START_TEST(test_array_size_limit)
 	OK("obj.create", "{\"name\":\"a\",\"type\":\"array\",\"size\":128}");
 	ck_ok("array.len", "{\"name\":\"a\"}", "128");
 	ck_err("obj.create", "{\"name\":\"b\",\"type\":\"array\",\"size\":129}", "limit");
-	ck_err("obj.create",
-	       "{\"name\":\"b\",\"type\":\"array\",\"typecode\":\"d\",\"size\":1024}",
+	ck_err("obj.create", "{\"name\":\"b\",\"type\":\"array\",\"typecode\":\"d\",\"size\":1024}",
 	       "limit");
 	ck_assert_ptr_null(obj_find("b"));
 
@@ -512,8 +516,7 @@ START_TEST(test_max_object_items)
 	ck_err("dict.set", "{\"name\":\"d\",\"key\":\"x\",\"value\":1}", "limit");
 	ck_err("dict.incr", "{\"name\":\"d\",\"key\":\"x\"}", "limit");
 	ck_err("dict.setdefault", "{\"name\":\"d\",\"key\":\"x\"}", "limit");
-	ck_err("dict.cas", "{\"name\":\"d\",\"key\":\"x\",\"expect\":null,\"value\":1}",
-	       "limit");
+	ck_err("dict.cas", "{\"name\":\"d\",\"key\":\"x\",\"expect\":null,\"value\":1}", "limit");
 	ck_ok("dict.len", "{\"name\":\"d\"}", "3");
 	OK("dict.del", "{\"name\":\"d\",\"key\":\"a\"}");
 	OK("dict.set", "{\"name\":\"d\",\"key\":\"x\",\"value\":1}");
@@ -529,8 +532,10 @@ START_TEST(test_max_object_items)
 	ck_ok("obj.get", "{\"name\":\"l\"}", "[7,1,2]");
 
 	ck_err("obj.create", "{\"name\":\"l2\",\"type\":\"list\",\"items\":[1,2,3,4]}", "limit");
-	ck_err("obj.create", "{\"name\":\"d2\",\"type\":\"dict\",\"items\":"
-	       "{\"a\":1,\"b\":2,\"c\":3,\"d\":4}}", "limit");
+	ck_err("obj.create",
+	       "{\"name\":\"d2\",\"type\":\"dict\",\"items\":"
+	       "{\"a\":1,\"b\":2,\"c\":3,\"d\":4}}",
+	       "limit");
 	OK("obj.create", "{\"name\":\"l2\",\"type\":\"list\",\"items\":[1,2,3]}");
 
 	/* Loading persisted state: what was accepted before is applied. */
@@ -538,8 +543,8 @@ START_TEST(test_max_object_items)
 	p = json_pack("{s:s, s:i}", "name", "l", "value", 8);
 	ck_assert_msg(obj_replay("list.append", p, err, sizeof(err)) == 0, "replay: %s", err);
 	json_decref(p);
-	p = json_pack("{s:s, s:s, s:{s:i, s:i, s:i, s:i}}", "name", "d3", "type", "dict",
-		      "items", "a", 1, "b", 2, "c", 3, "d", 4);
+	p = json_pack("{s:s, s:s, s:{s:i, s:i, s:i, s:i}}", "name", "d3", "type", "dict", "items",
+		      "a", 1, "b", 2, "c", 3, "d", 4);
 	ck_assert_msg(obj_replay("obj.create", p, err, sizeof(err)) == 0, "replay: %s", err);
 	json_decref(p);
 	obj_restoring = false;
@@ -560,7 +565,8 @@ START_TEST(test_dump_roundtrip)
 	OK("dict.update", "{\"name\":\"dict\",\"items\":{\"a\":1,\"b\":[true]}}");
 	OK("list.extend", "{\"name\":\"list\",\"values\":[1,\"x\",null]}");
 	OK("obj.create", "{\"name\":\"value\",\"type\":\"value\",\"typecode\":\"i\",\"init\":-4}");
-	OK("obj.create", "{\"name\":\"array\",\"type\":\"array\",\"typecode\":\"d\",\"init\":[1.5,2]}");
+	OK("obj.create",
+	   "{\"name\":\"array\",\"type\":\"array\",\"typecode\":\"d\",\"init\":[1.5,2]}");
 	OK("obj.create", "{\"name\":\"queue\",\"type\":\"queue\",\"maxsize\":5}");
 	OK("queue.put", "{\"name\":\"queue\",\"item\":{\"k\":1}}");
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
@@ -673,7 +679,8 @@ START_TEST(test_array)
 	ck_err("array.get", "{\"name\":\"a\",\"index\":3}", "out_of_range");
 	ck_err("array.set", "{\"name\":\"a\",\"index\":0,\"value\":0.5}", "bad_request");
 	ck_ok("array.len", "{\"name\":\"a\"}", "3");
-	ck_ok("obj.create", "{\"name\":\"a\",\"type\":\"array\",\"size\":3}", "{\"created\":false}");
+	ck_ok("obj.create", "{\"name\":\"a\",\"type\":\"array\",\"size\":3}",
+	      "{\"created\":false}");
 	ck_ok("obj.create", "{\"name\":\"a\",\"type\":\"array\",\"init\":[1,2,3]}",
 	      "{\"created\":false}");
 	ck_err("obj.create", "{\"name\":\"a\",\"type\":\"array\",\"size\":4}", "exists");
@@ -771,8 +778,7 @@ START_TEST(test_event)
 	long long w1 = send_on(1, "event.wait", "{\"name\":\"e\"}");
 	long long w2 = send_on(2, "event.wait", "{\"name\":\"e\",\"timeout\":0.02}");
 
-	ck_assert_str_eq(res(await(w2)),
-			 "{\"set\":false}");
+	ck_assert_str_eq(res(await(w2)), "{\"set\":false}");
 	ck_assert_ptr_null(answer_of(w1));
 	OK("event.set", "{\"name\":\"e\"}");
 	ck_assert(json_is_true(json_object_get(json_object_get(answer_of(w1), "result"), "set")));
@@ -795,12 +801,10 @@ START_TEST(test_lock_ownership)
 	b = send_on(2, "lock.acquire", "{\"name\":\"L\"}");
 	/* the holder goes away: the first waiter gets it, abandoned */
 	client_reopen(0);
-	ck_assert_str_eq(res(answer_of(a)),
-			 "{\"acquired\":true,\"abandoned\":true}");
+	ck_assert_str_eq(res(answer_of(a)), "{\"acquired\":true,\"abandoned\":true}");
 	ck_assert_ptr_null(answer_of(b));
 	ck_assert_str_eq(ok_on(1, "lock.release", "{\"name\":\"L\"}"), "null");
-	ck_assert_str_eq(res(answer_of(b)),
-			 "{\"acquired\":true}");
+	ck_assert_str_eq(res(answer_of(b)), "{\"acquired\":true}");
 	ck_assert_int_eq(n_hooks(), 1);
 	ck_assert_str_eq(ok_on(2, "lock.release", "{\"name\":\"L\"}"), "null");
 	ck_assert_int_eq(n_hooks(), 0);
@@ -844,10 +848,12 @@ START_TEST(test_barrier)
 	w1 = send_on(1, "barrier.wait", "{\"name\":\"b\"}");
 	w2 = send_on(2, "barrier.wait", "{\"name\":\"b\"}");
 	ck_ok("barrier.wait", "{\"name\":\"b\"}", "{\"index\":2}");
-	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(answer_of(w1), "result"),
-							    "index")), 0);
-	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(answer_of(w2), "result"),
-							    "index")), 1);
+	ck_assert_int_eq(json_integer_value(json_object_get(
+				 json_object_get(answer_of(w1), "result"), "index")),
+			 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(
+				 json_object_get(answer_of(w2), "result"), "index")),
+			 1);
 	w1 = send_on(1, "barrier.wait", "{\"name\":\"b\"}");
 	w2 = send_on(2, "barrier.wait", "{\"name\":\"b\",\"timeout\":0.02}");
 	ck_assert_str_eq(res(await(w2)), "!broken");
@@ -873,8 +879,9 @@ START_TEST(test_barrier_parties_limit)
 		w[i] = send_on(i + 1, "barrier.wait", "{\"name\":\"b\"}");
 	ck_ok("barrier.wait", "{\"name\":\"b\"}", "{\"index\":3}");
 	for (int i = 0; i < 3; i++)
-		ck_assert_str_eq(res(answer_of(w[i])), i == 0 ? "{\"index\":0}" :
-						      i == 1 ? "{\"index\":1}" : "{\"index\":2}");
+		ck_assert_str_eq(res(answer_of(w[i])), i == 0   ? "{\"index\":0}"
+						       : i == 1 ? "{\"index\":1}"
+								: "{\"index\":2}");
 }
 END_TEST
 

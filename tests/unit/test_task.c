@@ -35,7 +35,8 @@ START_TEST(test_line_format)
 	check_line(1, json_integer(21), "{\"id\":1,\"item\":21}\n");
 	check_line(18446744073709551615ULL, json_string("a\"b"),
 		   "{\"id\":18446744073709551615,\"item\":\"a\\\"b\"}\n");
-	check_line(7, json_pack("{s:[i,n,b]}", "k", 1, 0), "{\"id\":7,\"item\":{\"k\":[1,null,false]}}\n");
+	check_line(7, json_pack("{s:[i,n,b]}", "k", 1, 0),
+		   "{\"id\":7,\"item\":{\"k\":[1,null,false]}}\n");
 	check_line(8, json_null(), "{\"id\":8,\"item\":null}\n");
 }
 END_TEST

@@ -185,7 +185,7 @@ void proc_restart(struct proc *p);
 /* Send sig to the main process. -ESRCH when not running. */
 int proc_signal(struct proc *p, int sig);
 
-/* The process record of DESIGN.md, as JSON text (status of thousands of
+/* The process record (docs/protocol.md), as JSON text (status of thousands of
  * processes is written without jansson values: jsonw.h). */
 struct jsonw;
 void proc_record_write(const struct proc *p, struct jsonw *w);

@@ -1,5 +1,5 @@
 /*
- * The process protocol commands (DESIGN.md §3 Processes and Pools) and the
+ * The process protocol commands (docs/protocol.md, "Processes" and "Pools") and the
  * proc module's lifecycle hooks: targets, status, start/stop/restart and
  * signals, proc.join. Requests that wait (start/stop/restart with wait,
  * proc.join) are parked (park.h) and checked on every state change. One-shots

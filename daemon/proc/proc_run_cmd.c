@@ -60,7 +60,7 @@ static int id_param(struct request *r, const char *key, json_t *v, char *buf, si
 	return -1;
 }
 
-/* Who a one-shot runs as (DESIGN §8): the user (and group) an admin named,
+/* Who a one-shot runs as (docs/processes.md): the user (and group) an admin named,
  * else the requesting peer with all its groups when the daemon is root. */
 static int run_as(struct request *r, struct oneshot *os, const char *user, const char *group)
 {

@@ -35,6 +35,7 @@
 #include "argv.h"
 #include "command.h"
 #include "conn.h"
+#include "fdio.h"
 #include "log.h"
 #include "proc.h"
 #include "proc_registry.h"
@@ -438,113 +439,181 @@ bool proc_spawn_transient(int r)
 	return r == -EMFILE || r == -ENFILE || r == -EAGAIN;
 }
 
-int proc_spawn(struct proc *p, char *err, size_t errlen)
+/* What to run and as whom: sp's argv (*ret_own_argv when built here), ids,
+ * directory, environment, exec paths and descriptor limit. 0, or -errno
+ * with the reason in err. */
+static int plan_fill(struct proc *p, struct spawn_plan *sp, char ***ret_own_argv, char *err,
+		     size_t errlen)
 {
-	struct spawn_plan sp;
-	struct spawn_failure f;
 	struct pool *pl = p->pool;
-	/* a task worker's stdin and stdout are its task channel (task.c) */
-	bool task = pl && pl->conf->mode == POOL_MODE_TASK;
-	char **argv = NULL, **own_argv = NULL;
-	int status[2] = { -1, -1 }, rd[3] = { -1, -1, -1 }, in_w = -1;
-	bool owned[3] = { false, false, false }; /* sp.fd[i] is ours to close */
-	const char *path;
-	ssize_t n;
-	pid_t pid;
-	int r = -EIO, e;
+	const char *path = NULL;
 
-	memset(&sp, 0, sizeof(sp));
-	sp.fd[0] = sp.fd[1] = sp.fd[2] = -1;
 	if (pl) {
 		if (pl->ids_error) {
 			snprintf(err, errlen, "%s", pl->ids_error);
 			return -EINVAL;
 		}
-		if (argv_build(pl->conf->command, pl->name, p->name, p->index, &own_argv, err,
+		if (argv_build(pl->conf->command, pl->name, p->name, p->index, ret_own_argv, err,
 			       errlen) < 0)
 			return -EINVAL;
-		argv = own_argv;
-		sp.dir = pl->conf->directory;
-		sp.umask = pl->conf->umask;
-		sp.set_ids = pl->set_ids;
-		sp.set_groups = pl->set_ids && geteuid() == 0;
-		sp.uid = pl->uid;
-		sp.gid = pl->gid;
-		sp.groups = pl->groups;
-		sp.n_groups = (size_t)pl->n_groups;
+		sp->argv = *ret_own_argv;
+		sp->dir = pl->conf->directory;
+		sp->umask = pl->conf->umask;
+		sp->set_ids = pl->set_ids;
+		sp->uid = pl->uid;
+		sp->gid = pl->gid;
+		sp->groups = pl->groups;
+		sp->n_groups = (size_t)pl->n_groups;
 	} else {
-		argv = p->os->argv;
-		sp.dir = p->os->cwd;
-		sp.umask = 022;
-		sp.set_ids = p->os->set_ids;
-		sp.set_groups = p->os->set_ids && geteuid() == 0;
-		sp.uid = p->os->ids.uid;
-		sp.gid = p->os->ids.gid;
-		sp.groups = p->os->ids.groups;
-		sp.n_groups = (size_t)p->os->ids.n_groups;
+		sp->argv = p->os->argv;
+		sp->dir = p->os->cwd;
+		sp->umask = 022;
+		sp->set_ids = p->os->set_ids;
+		sp->uid = p->os->ids.uid;
+		sp->gid = p->os->ids.gid;
+		sp->groups = p->os->ids.groups;
+		sp->n_groups = (size_t)p->os->ids.n_groups;
 	}
-	sp.argv = argv;
-	if (!(sp.envp = proc_spawn_env(p)))
+	sp->set_groups = sp->set_ids && geteuid() == 0;
+	if (!(sp->envp = proc_spawn_env(p)))
 		goto nomem;
-	path = NULL;
-	for (char **e2 = sp.envp; *e2; e2++)
-		if (strncmp(*e2, "PATH=", 5) == 0)
-			path = *e2 + 5;
-	if (!(sp.paths = exec_paths(argv[0], path ? path : PROC_DEFAULT_PATH)))
+	for (char **e = sp->envp; *e; e++)
+		if (strncmp(*e, "PATH=", 5) == 0)
+			path = *e + 5;
+	if (!(sp->paths = exec_paths(sp->argv[0], path ? path : PROC_DEFAULT_PATH)))
 		goto nomem;
 	if (pl && pl->conf->limit_nofile.soft) {
 		const struct conf_rlimit *lim = &pl->conf->limit_nofile;
-		sp.set_nofile = true;
-		sp.nofile.rlim_cur = lim->soft == ULLONG_MAX ? RLIM_INFINITY : (rlim_t)lim->soft;
-		sp.nofile.rlim_max = lim->hard == ULLONG_MAX ? RLIM_INFINITY : (rlim_t)lim->hard;
+		sp->set_nofile = true;
+		sp->nofile.rlim_cur = lim->soft == ULLONG_MAX ? RLIM_INFINITY : (rlim_t)lim->soft;
+		sp->nofile.rlim_max = lim->hard == ULLONG_MAX ? RLIM_INFINITY : (rlim_t)lim->hard;
 	} else {
 		/* the limit we were started with, not the one we raised */
-		sp.set_nofile = nofile_raised;
-		sp.nofile = nofile_orig;
+		sp->set_nofile = nofile_raised;
+		sp->nofile = nofile_orig;
 	}
+	return 0;
+nomem:
+	snprintf(err, errlen, "out of memory");
+	return -ENOMEM;
+}
 
-	/* descriptors: stdin, stdout, stderr, status pipe */
-	if (task || (!pl && p->os->stdin_data)) {
+/* The descriptors of one spawn besides the child's own (sp.fd). */
+struct spawn_fds {
+	int status[2]; /* the child reports a failed step on status[1] */
+	int rd[3];     /* our ends: [0] the child's stdin end, closed after the spawn */
+	int in_w;      /* our end of the child's stdin */
+	bool owned[3]; /* sp.fd[i] is ours to close */
+};
+
+/* Open the child's stdin, stdout, stderr and the status pipe: 0 or -errno. */
+static int fds_open(struct proc *p, bool task, struct spawn_plan *sp, struct spawn_fds *d)
+{
+	if (task || (!p->pool && p->os->stdin_data)) {
 		int ip[2];
 		if (pipe2(ip, O_CLOEXEC) < 0)
-			goto syserr;
-		sp.fd[0] = ip[0];
-		in_w = ip[1];
-		rd[0] = ip[0]; /* the child's end, closed below */
-	} else if ((sp.fd[0] = devnull_fd()) < 0)
-		goto syserr;
+			return -errno;
+		sp->fd[0] = ip[0];
+		d->in_w = ip[1];
+		d->rd[0] = ip[0]; /* the child's end, closed below */
+	} else if ((sp->fd[0] = devnull_fd()) < 0)
+		return -errno;
 	if (task) {
 		int op[2];
 		if (pipe2(op, O_CLOEXEC) < 0)
-			goto syserr;
-		sp.fd[1] = op[1];
-		rd[1] = op[0];
-		owned[1] = true;
-	} else if ((sp.fd[1] = output_fd(p, 1, &rd[1], &owned[1])) < 0)
-		goto syserr;
-	if ((sp.fd[2] = output_fd(p, 2, &rd[2], &owned[2])) < 0)
-		goto syserr;
-	if (pipe2(status, O_CLOEXEC) < 0)
-		goto syserr;
-	sp.status_fd = status[1];
+			return -errno;
+		sp->fd[1] = op[1];
+		d->rd[1] = op[0];
+		d->owned[1] = true;
+	} else if ((sp->fd[1] = output_fd(p, 1, &d->rd[1], &d->owned[1])) < 0)
+		return -errno;
+	if ((sp->fd[2] = output_fd(p, 2, &d->rd[2], &d->owned[2])) < 0)
+		return -errno;
+	if (pipe2(d->status, O_CLOEXEC) < 0)
+		return -errno;
+	sp->status_fd = d->status[1];
+	return 0;
+}
 
+/* The child runs: give our ends to whoever reads them (the task channel,
+ * the output pipes, the stdin feeder). */
+static void fds_hand_over(struct proc *p, bool task, struct spawn_fds *d)
+{
+	p->out = outpipe_free(p->out);
+	p->err = outpipe_free(p->err);
+	if (task) {
+		/* the task channel goes to whoever serves task pools (task.c);
+		 * nobody (a daemon without task pools): the worker sees EOF */
+		if (!proc_notify_channel(p, d->in_w, d->rd[1])) {
+			close(d->in_w);
+			close(d->rd[1]);
+		}
+		d->in_w = d->rd[1] = -1;
+	} else if (d->rd[1] >= 0) {
+		p->out = outpipe_new(p, d->rd[1], STREAM_STDOUT);
+		d->rd[1] = -1;
+	}
+	if (d->rd[2] >= 0) {
+		p->err = outpipe_new(p, d->rd[2], STREAM_STDERR);
+		d->rd[2] = -1;
+	}
+	if (d->in_w >= 0) {
+		stdin_feed(d->in_w, p->os->stdin_data, p->os->stdin_len);
+		d->in_w = -1;
+	}
+}
+
+/* Close what of d (and of sp's child ends) is still ours. */
+static void fds_close(struct spawn_plan *sp, struct spawn_fds *d)
+{
+	for (int i = 0; i < 2; i++)
+		if (d->status[i] >= 0)
+			close(d->status[i]);
+	if (d->rd[0] >= 0)
+		close(d->rd[0]);
+	if (d->in_w >= 0)
+		close(d->in_w);
+	for (int i = 1; i < 3; i++) {
+		if (d->owned[i] && sp->fd[i] >= 0)
+			close(sp->fd[i]);
+		if (d->rd[i] >= 0)
+			close(d->rd[i]);
+	}
+}
+
+int proc_spawn(struct proc *p, char *err, size_t errlen)
+{
+	struct spawn_plan sp = { .fd = { -1, -1, -1 } };
+	struct spawn_fds d = { .status = { -1, -1 }, .rd = { -1, -1, -1 }, .in_w = -1 };
+	struct spawn_failure f;
+	/* a task worker's stdin and stdout are its task channel (task.c) */
+	bool task = p->pool && p->pool->conf->mode == POOL_MODE_TASK;
+	char **own_argv = NULL;
+	ssize_t n;
+	pid_t pid;
+	int r, e;
+
+	if ((r = plan_fill(p, &sp, &own_argv, err, errlen)) < 0)
+		goto out;
+	if ((r = fds_open(p, task, &sp, &d)) < 0) {
+		snprintf(err, errlen, "spawn: %s", strerror(-r));
+		goto out;
+	}
 	/* the child's start time, as /proc will show it, lies in lo..hi */
 	p->start_lo = procreg_ticks();
 	pid = spawn_child(&sp, &e);
 	p->start_hi = procreg_ticks();
-	close(status[1]);
-	status[1] = -1;
+	close(d.status[1]);
+	d.status[1] = -1;
 	if (pid < 0) {
 		snprintf(err, errlen, "fork: %s", strerror(e));
 		r = -e;
 		goto out;
 	}
-	do
-		n = read(status[0], &f, sizeof(f));
-	while (n < 0 && errno == EINTR);
+	n = fd_read(d.status[0], &f, sizeof(f));
 	if (n == (ssize_t)sizeof(f)) {
 		int st;
-		const char *arg = f.step == STEP_EXEC    ? argv[0]
+		const char *arg = f.step == STEP_EXEC    ? sp.argv[0]
 				  : f.step == STEP_CHDIR ? sp.dir
 							 : NULL;
 		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
@@ -560,53 +629,10 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	p->pgid = pid;
 	if (procreg_fix_range(pid, &p->start_lo, &p->start_hi) < 0)
 		p->start_lo = p->start_hi = 0; /* not recorded */
-	/* our ends (the child's ends are closed below) */
-	p->out = outpipe_free(p->out);
-	p->err = outpipe_free(p->err);
-	if (task) {
-		/* the task channel goes to whoever serves task pools (task.c);
-		 * nobody (a daemon without task pools): the worker sees EOF */
-		if (!proc_notify_channel(p, in_w, rd[1])) {
-			close(in_w);
-			close(rd[1]);
-		}
-		in_w = rd[1] = -1;
-	} else if (rd[1] >= 0) {
-		p->out = outpipe_new(p, rd[1], STREAM_STDOUT);
-		rd[1] = -1;
-	}
-	if (rd[2] >= 0) {
-		p->err = outpipe_new(p, rd[2], STREAM_STDERR);
-		rd[2] = -1;
-	}
-	if (in_w >= 0) {
-		stdin_feed(in_w, p->os->stdin_data, p->os->stdin_len);
-		in_w = -1;
-	}
+	fds_hand_over(p, task, &d);
 	r = 0;
-	goto out;
-nomem:
-	snprintf(err, errlen, "out of memory");
-	r = -ENOMEM;
-	goto out;
-syserr:
-	r = -errno;
-	snprintf(err, errlen, "spawn: %s", strerror(errno));
 out:
-	if (status[0] >= 0)
-		close(status[0]);
-	if (status[1] >= 0)
-		close(status[1]);
-	if (rd[0] >= 0)
-		close(rd[0]);
-	if (in_w >= 0)
-		close(in_w);
-	for (int i = 1; i < 3; i++) {
-		if (owned[i] && sp.fd[i] >= 0)
-			close(sp.fd[i]);
-		if (rd[i] >= 0)
-			close(rd[i]);
-	}
+	fds_close(&sp, &d);
 	conf_strv_free(own_argv);
 	conf_strv_free(sp.envp);
 	conf_strv_free(sp.paths);

@@ -1,5 +1,5 @@
 /*
- * Task pools (DESIGN.md §6, docs/tasks.md): tasks, backlogs, dispatch and
+ * Task pools (docs/tasks.md): tasks, backlogs, dispatch and
  * the results kept for task.wait.
  *
  * Every task pool has a backlog (FIFO; a retried task goes to its head)

@@ -1,5 +1,5 @@
 /*
- * Task pools (DESIGN.md §6): a pool with mode = task keeps long-lived
+ * Task pools (docs/tasks.md): a pool with mode = task keeps long-lived
  * workers; mpsupd writes one JSON line per task to an idle worker's stdin,
  * {"id": N, "item": V}, and reads one line per result from its stdout,
  * {"id": N, "result": V} or {"id": N, "error": "text"}. A worker holds one

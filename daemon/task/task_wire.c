@@ -1,5 +1,5 @@
 /*
- * The task worker protocol (DESIGN.md §6, docs/tasks.md): the line mpsupd
+ * The task worker protocol (docs/tasks.md): the line mpsupd
  * writes to a worker's stdin for one task, and the parsing of the result
  * line the worker writes back. Pure functions (no daemon state).
  */

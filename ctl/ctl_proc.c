@@ -901,22 +901,15 @@ static int cmd_wait(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 static int cmd_task_status(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
 	int i = ctl_plain_args(cmd, argc, argv), rc;
-	json_t *params, *result;
+	json_t *params;
 
 	if (argc - i != 1)
 		ctl_usage_error(cmd, "task-status takes one task");
 	params = params_new();
 	json_object_set_new(params, "task", ctl_arg(argv[i]));
-	rc = ctl_call(ctl, "task.status", params, &result);
+	rc = ctl_call_print_fields(ctl, "task.status", params);
 	json_decref(params);
-	if (rc != CTL_EXIT_OK)
-		return rc;
-	if (ctl->json || !json_is_object(result))
-		ctl_print_result(ctl, result);
-	else
-		ctl_print_fields(result);
-	json_decref(result);
-	return CTL_EXIT_OK;
+	return rc;
 }
 
 /*
@@ -1128,7 +1121,7 @@ static int cmd_info(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 	if (ctl_plain_args(cmd, argc, argv) != argc)
 		ctl_usage_error(cmd, "info takes no arguments");
 	if (ctl->json)
-		return ctl_call_print_fields(ctl, "daemon.info");
+		return ctl_call_print_fields(ctl, "daemon.info", NULL);
 	if ((rc = ctl_call(ctl, "daemon.info", NULL, &result)) != CTL_EXIT_OK)
 		return rc;
 	ctl_print_fields(result);

@@ -145,10 +145,10 @@ int ctl_call_print(struct ctl *ctl, const char *cmd, json_t *params)
 	return CTL_EXIT_OK;
 }
 
-int ctl_call_print_fields(struct ctl *ctl, const char *cmd)
+int ctl_call_print_fields(struct ctl *ctl, const char *cmd, json_t *params)
 {
 	json_t *result;
-	int rc = ctl_call(ctl, cmd, NULL, &result);
+	int rc = ctl_call(ctl, cmd, params, &result);
 
 	if (rc != CTL_EXIT_OK)
 		return rc;
@@ -610,7 +610,7 @@ static int cmd_hello(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char 
 {
 	if (ctl_plain_args(cmd, argc, argv) != argc)
 		ctl_usage_error(cmd, "hello takes no arguments");
-	return ctl_call_print_fields(ctl, "hello");
+	return ctl_call_print_fields(ctl, "hello", NULL);
 }
 
 /* ping: is the daemon there. */

@@ -72,9 +72,9 @@ int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret
 int ctl_call_quiet(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result);
 /* Like ctl_call, then print the result (ctl_print_result). */
 int ctl_call_print(struct ctl *ctl, const char *cmd, json_t *params);
-/* Call cmd without parameters and print an object result as "key: value"
- * lines (as JSON with --json or for any other result). */
-int ctl_call_print_fields(struct ctl *ctl, const char *cmd);
+/* Like ctl_call, then print an object result as "key: value" lines (as
+ * JSON with --json or for any other result). */
+int ctl_call_print_fields(struct ctl *ctl, const char *cmd, json_t *params);
 /* Receive one raw line of a stream (malloc'ed), NULL at its end. */
 char *ctl_stream_next_line(struct ctl *ctl);
 /*

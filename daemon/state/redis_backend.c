@@ -1,0 +1,848 @@
+/*
+ * The redis state backend (state_backend = redis): every shared object lives
+ * in a Redis server that several mpsupd share, under redis_prefix, each in
+ * one hash slot ({name} hash tags: PREFIX{name} the meta hash, PREFIX{name}:d
+ * its data, PREFIX{name}:j a queue's join wake-up list).
+ *
+ * Every op is one EVALSHA of one script (redis_script.lua; EVAL again when
+ * the server answers NOSCRIPT, after a restart) on one asynchronous hiredis
+ * connection: the event loop never waits for Redis. The request is parked
+ * (park.c) until the reply comes; a client that leaves first just has its
+ * answer dropped.
+ *
+ * Blocking waits (queue.get, queue.join, event.wait) run on a connection of
+ * their own (at most max_waiters at once) with BLMOVE: a getter moves the
+ * item into a list of its own (PREFIX{name}:f:HOST:N) and takes it from
+ * there once answered; a getter that leaves is unblocked (CLIENT UNBLOCK)
+ * and whatever it had moved goes back to the head of the queue. Joiners and
+ * event waiters rotate a one-element list (BLMOVE L L), which wakes all of
+ * them. Redis serves blocked clients in the order they blocked.
+ *
+ * While Redis cannot be reached every state command answers `unavailable`
+ * at once; the connection is retried with a backoff (0.1 s doubling to 5 s).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+
+#include "conf.h"
+#include "daemon.h"
+#include "log.h"
+#include "obj.h"
+#include "obj_int.h"
+#include "park.h"
+#include "conn.h" /* after obj.h: conn.h needs struct conn declared */
+
+#include "redis_script.h"
+
+#define BACKOFF_MIN 0.1
+#define BACKOFF_MAX 5.0
+#define CONNECT_TIMEOUT_S 2
+#define OBJ_ARGS 6 /* EVALSHA sha numkeys and three keys */
+
+enum wait_kind { WAIT_NONE, WAIT_TAKE, WAIT_ROTATE };
+
+/* One op in flight: its parked request, the command (kept for the NOSCRIPT
+ * retry) and, while it blocks, its own connection. */
+struct rcall {
+	struct park park;
+	const char *op; /* "queue.get", "obj.create"... */
+	bool gone;      /* the client left: nothing to answer */
+	char **argv;
+	size_t *argvlen;
+	int argc, cap;
+	double timeout; /* < 0: none given (forever) */
+	/* a blocking wait */
+	enum wait_kind wait;
+	redisAsyncContext *bc;
+	long long client_id; /* bc's, -1 until known */
+	char *inflight;      /* WAIT_TAKE: where the item is moved */
+	LIST_ENTRY(rcall) blocked;
+};
+
+static struct {
+	redisAsyncContext *ac; /* the main connection; NULL while down */
+	bool up;
+	bool stopping;
+	char sha[41];
+	char host_id[33]; /* new at each start: this daemon's owner id */
+	struct event *retry;
+	double backoff;
+	unsigned long reconnects, lost, blocking;
+	unsigned long long next_wait;
+	LIST_HEAD(, rcall) blocked;
+} rs;
+
+static void main_connect(void);
+
+/* --- the command of a call ------------------------------------------------- */
+
+static void rc_free(struct rcall *rc)
+{
+	for (int i = 0; i < rc->argc; i++)
+		free(rc->argv[i]);
+	free(rc->argv);
+	free(rc->argvlen);
+	free(rc->inflight);
+	free(rc);
+}
+
+/* Append len bytes of s, after pre when not NUL; -ENOMEM. */
+static int rc_push(struct rcall *rc, char pre, const char *s, size_t len)
+{
+	char *a;
+
+	if (rc->argc == rc->cap) {
+		int cap = rc->cap ? rc->cap * 2 : 16;
+		char **v = realloc(rc->argv, cap * sizeof(*v));
+		size_t *l;
+
+		if (!v)
+			return -ENOMEM;
+		rc->argv = v;
+		if (!(l = realloc(rc->argvlen, cap * sizeof(*l))))
+			return -ENOMEM;
+		rc->argvlen = l;
+		rc->cap = cap;
+	}
+	if (!(a = malloc(len + 2)))
+		return -ENOMEM;
+	if (pre)
+		a[0] = pre;
+	memcpy(a + !!pre, s, len);
+	a[len + !!pre] = '\0';
+	rc->argv[rc->argc] = a;
+	rc->argvlen[rc->argc++] = len + !!pre;
+	return 0;
+}
+
+static int rc_pushs(struct rcall *rc, const char *s)
+{
+	return rc_push(rc, 0, s, strlen(s));
+}
+
+/* v's JSON text (keys sorted: equal values are equal texts), after '='
+ * when eq. */
+static int rc_push_json(struct rcall *rc, json_t *v, bool eq)
+{
+	char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS);
+	int r;
+
+	if (!t)
+		return -ENOMEM;
+	r = rc_push(rc, eq ? '=' : 0, t, strlen(t));
+	free(t);
+	return r;
+}
+
+/* EVALSHA sha 3 KEYS op name mode: the head of every script call. */
+static struct rcall *rc_new(const char *op, const char *name, bool existing)
+{
+	const char *prefix = daemon_g.conf->redis_prefix;
+	struct rcall *rc = calloc(1, sizeof(*rc));
+	char key[256];
+	int r;
+
+	if (!rc)
+		return NULL;
+	rc->op = op;
+	rc->timeout = -1;
+	rc->client_id = -1;
+	r = rc_pushs(rc, "EVALSHA") | rc_pushs(rc, rs.sha) | rc_pushs(rc, "3");
+	snprintf(key, sizeof(key), "%s{%s}", prefix, name);
+	r |= rc_pushs(rc, key);
+	snprintf(key, sizeof(key), "%s{%s}:d", prefix, name);
+	r |= rc_pushs(rc, key);
+	snprintf(key, sizeof(key), "%s{%s}:j", prefix, name);
+	r |= rc_pushs(rc, key) | rc_pushs(rc, op) | rc_pushs(rc, name);
+	r |= rc_pushs(rc, existing ? "e" : "c");
+	if (r < 0) {
+		rc_free(rc);
+		return NULL;
+	}
+	return rc;
+}
+
+/* --- answering ---------------------------------------------------------------- */
+
+/* The request of rc, taken from its park; NULL when the client left. */
+static struct request *rc_take(struct rcall *rc)
+{
+	if (rc->gone || !park_kept(&rc->park))
+		return NULL;
+	return park_take(&rc->park);
+}
+
+static void rc_error(struct rcall *rc, enum mpsup_err code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void rc_error(struct rcall *rc, enum mpsup_err code, const char *fmt, ...)
+{
+	struct request *r = rc_take(rc);
+	char msg[512];
+	va_list ap;
+
+	if (!r)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	request_error(r, code, "%s", msg);
+}
+
+static void rc_ok(struct rcall *rc, json_t *result)
+{
+	struct request *r = rc_take(rc);
+
+	if (r)
+		request_ok(r, result);
+	else
+		json_decref(result);
+}
+
+/* Answer an error reply of the script: "code message". */
+static void rc_reply_error(struct rcall *rc, const char *str, size_t len)
+{
+	const char *sp = memchr(str, ' ', len);
+	char code[32];
+	int e = -1;
+
+	if (sp && (size_t)(sp - str) < sizeof(code)) {
+		memcpy(code, str, sp - str);
+		code[sp - str] = '\0';
+		e = mpsup_err_from_name(code);
+	}
+	if (e < 0 || e == MPSUP_OK)
+		rc_error(rc, MPSUP_E_INTERNAL, "%s: redis: %.*s", rc->op, (int)len, str);
+	else
+		rc_error(rc, e, "%.*s", (int)(len - (sp + 1 - str)), sp + 1);
+}
+
+/* Answer a JSON text reply. */
+static void rc_reply_json(struct rcall *rc, const char *str, size_t len)
+{
+	json_error_t jerr;
+	json_t *v = json_loadb(str, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+
+	if (!v && !(len == 4 && memcmp(str, "null", 4) == 0))
+		rc_error(rc, MPSUP_E_INTERNAL, "%s: unreadable reply from redis: %s", rc->op,
+			 jerr.text);
+	else
+		rc_ok(rc, v);
+}
+
+/* --- blocking waits -------------------------------------------------------------- */
+
+static void block_free(struct rcall *rc)
+{
+	LIST_REMOVE(rc, blocked);
+	rs.blocking--;
+	rc_free(rc);
+}
+
+/* The wait ended without what it waited for (the timeout). */
+static void block_timeout_answer(struct rcall *rc)
+{
+	if (strcmp(rc->op, "event.wait") == 0)
+		rc_ok(rc, json_pack("{s:b}", "set", 0));
+	else if (strcmp(rc->op, "queue.get") == 0)
+		rc_error(rc, MPSUP_E_EMPTY, "%s: empty", rc->argv[7]);
+	else
+		rc_error(rc, MPSUP_E_TIMEOUT, "%s: unfinished tasks", rc->argv[7]);
+}
+
+/* The BLMOVE of a blocked call answered (or its connection went). */
+static void block_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct rcall *rc = priv;
+	redisReply *rp = reply;
+
+	if (!rp) {
+		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: lost the connection to redis", rc->op);
+	} else if (rp->type == REDIS_REPLY_NIL) {
+		block_timeout_answer(rc);
+	} else if (rp->type != REDIS_REPLY_STRING) {
+		rc_error(rc, MPSUP_E_INTERNAL, "%s: redis: %.*s", rc->op, (int)rp->len,
+			 rp->str ? rp->str : "unexpected reply");
+	} else if (rc->wait == WAIT_TAKE) {
+		if (!rc->gone) {
+			rc_reply_json(rc, rp->str, rp->len);
+			/* answered: the item leaves its getter's list */
+			if (rs.up)
+				redisAsyncCommand(rs.ac, NULL, NULL, "DEL %s", rc->inflight);
+		}
+	} else {
+		rc_ok(rc, strcmp(rc->op, "event.wait") == 0 ? json_pack("{s:b}", "set", 1) : NULL);
+	}
+	if (rp)
+		redisAsyncDisconnect(ac);
+	block_free(rc);
+}
+
+/* A blocked call's client left: unblock it and give back what it took. */
+static void block_unblock(struct rcall *rc)
+{
+	if (!rs.up) {
+		redisAsyncContext *bc = rc->bc;
+
+		rc->bc = NULL;
+		redisAsyncFree(bc); /* block_reply runs and frees rc */
+		return;
+	}
+	redisAsyncCommand(rs.ac, NULL, NULL, "CLIENT UNBLOCK %lld", rc->client_id);
+	if (rc->wait == WAIT_TAKE)
+		redisAsyncCommand(rs.ac, NULL, NULL, "LMOVE %s %s LEFT LEFT", rc->inflight,
+				  rc->argv[4]);
+}
+
+static void block_client_id(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct rcall *rc = priv;
+	redisReply *rp = reply;
+
+	(void)ac;
+	if (rp && rp->type == REDIS_REPLY_INTEGER) {
+		rc->client_id = rp->integer;
+		if (rc->gone)
+			block_unblock(rc);
+	}
+}
+
+static void block_cancel(struct park *p)
+{
+	struct rcall *rc = PARK_OWNER(p, struct rcall, park);
+
+	rc->gone = true;
+	if (rc->client_id >= 0 || !rs.up)
+		block_unblock(rc);
+	/* else block_client_id unblocks it */
+}
+
+static redisAsyncContext *connect_new(void)
+{
+	const char *addr = daemon_g.conf->redis_address;
+	redisAsyncContext *ac;
+
+	if (addr[0] == '/') {
+		ac = redisAsyncConnectUnix(addr);
+	} else {
+		char host[256];
+		const char *colon = strrchr(addr, ':');
+
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
+		ac = redisAsyncConnect(host, atoi(colon + 1));
+	}
+	if (ac && ac->err) {
+		redisAsyncFree(ac);
+		return NULL;
+	}
+	if (ac && redisLibeventAttach(ac, daemon_g.base) != REDIS_OK) {
+		redisAsyncFree(ac);
+		return NULL;
+	}
+	return ac;
+}
+
+/* The script said the call must wait: block on a connection of its own. */
+static void block_start(struct rcall *rc)
+{
+	const char *name = rc->argv[7];
+	char tmo[32], *inflight = NULL;
+	const char *src = rc->argv[4], *dst = src, *to = "RIGHT";
+
+	if (rs.blocking >= daemon_g.conf->max_waiters) {
+		rc_error(rc, MPSUP_E_LIMIT, "%s: too many waiters (max_waiters = %u)", name,
+			 daemon_g.conf->max_waiters);
+		rc_free(rc);
+		return;
+	}
+	if (strcmp(rc->op, "queue.get") == 0) {
+		rc->wait = WAIT_TAKE;
+		if (asprintf(&inflight, "%s{%s}:f:%s:%llu", daemon_g.conf->redis_prefix, name,
+			     rs.host_id, ++rs.next_wait) < 0)
+			inflight = NULL;
+		dst = inflight;
+		to = "LEFT";
+	} else {
+		rc->wait = WAIT_ROTATE;
+		if (strcmp(rc->op, "queue.join") == 0)
+			src = dst = rc->argv[5];
+	}
+	if ((rc->wait == WAIT_TAKE && !inflight) || !(rc->bc = connect_new())) {
+		free(inflight);
+		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: cannot connect to redis", name);
+		rc_free(rc);
+		return;
+	}
+	rc->inflight = inflight;
+	/* Redis's timeout: 0 is forever, the smallest is a millisecond. */
+	snprintf(tmo, sizeof(tmo), "%.3f",
+		 rc->timeout < 0 ? 0 : (rc->timeout < 0.001 ? 0.001 : rc->timeout));
+	LIST_INSERT_HEAD(&rs.blocked, rc, blocked);
+	rs.blocking++;
+	rc->park.on_cancel = block_cancel;
+	redisAsyncCommand(rc->bc, block_client_id, rc, "CLIENT ID");
+	redisAsyncCommand(rc->bc, block_reply, rc, "BLMOVE %s %s LEFT %s %s", src, dst, to, tmo);
+}
+
+/* --- the main connection ---------------------------------------------------------- */
+
+static void call_reply(redisAsyncContext *ac, void *reply, void *priv);
+
+/* Send rc on the main connection; false after answering unavailable. */
+static bool rc_send(struct rcall *rc)
+{
+	if (rs.up && redisAsyncCommandArgv(rs.ac, call_reply, rc, rc->argc,
+					   (const char **)rc->argv, rc->argvlen) == REDIS_OK)
+		return true;
+	rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: redis cannot be reached; retry later", rc->op);
+	return false;
+}
+
+/* The script's answer to a call. */
+static void call_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct rcall *rc = priv;
+	redisReply *rp = reply;
+
+	(void)ac;
+	if (!rp) {
+		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: lost the connection to redis; retry",
+			 rc->op);
+	} else if (rp->type == REDIS_REPLY_ERROR && strncmp(rp->str, "NOSCRIPT", 8) == 0 &&
+		   strcmp(rc->argv[0], "EVAL") != 0) {
+		/* A restarted server forgot the script: send it along. */
+		free(rc->argv[0]);
+		free(rc->argv[1]);
+		rc->argv[0] = strdup("EVAL");
+		rc->argv[1] = strdup(redis_script);
+		rc->argvlen[0] = 4;
+		rc->argvlen[1] = strlen(redis_script);
+		if (rc->argv[0] && rc->argv[1] && rc_send(rc))
+			return;
+		if (!rc->argv[0] || !rc->argv[1])
+			rc_error(rc, MPSUP_E_INTERNAL, "out of memory");
+	} else if (rp->type == REDIS_REPLY_ERROR && strncmp(rp->str, "wait ", 5) == 0) {
+		if (!rc->gone) {
+			block_start(rc);
+			return;
+		}
+	} else if (rp->type == REDIS_REPLY_ERROR) {
+		rc_reply_error(rc, rp->str, rp->len);
+	} else if (rp->type == REDIS_REPLY_STRING || rp->type == REDIS_REPLY_STATUS) {
+		rc_reply_json(rc, rp->str, rp->len);
+	} else if (rp->type == REDIS_REPLY_INTEGER) {
+		rc_ok(rc, json_integer(rp->integer));
+	} else {
+		rc_ok(rc, NULL);
+	}
+	rc_free(rc);
+}
+
+/* The client of a call on the main connection left: its reply is dropped
+ * (call_reply frees the call). */
+static void call_cancel(struct park *p)
+{
+	PARK_OWNER(p, struct rcall, park)->gone = true;
+}
+
+/* Park r as rc and send it; the answer comes from call_reply. */
+static enum cmd_ret rc_run(struct request *r, struct rcall *rc)
+{
+	if (!rs.up) {
+		request_error(r, MPSUP_E_UNAVAILABLE, "%s: redis cannot be reached; retry later",
+			      rc->op);
+		rc_free(rc);
+		return CMD_DONE;
+	}
+	if (park_keep(&rc->park, r, NULL, -1, NULL, call_cancel) < 0) {
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		rc_free(rc);
+		return CMD_DONE;
+	}
+	if (!rc_send(rc))
+		rc_free(rc);
+	return CMD_WAIT;
+}
+
+static void retry_later(void)
+{
+	struct timeval tv;
+
+	if (rs.stopping)
+		return;
+	rs.backoff = rs.backoff ? rs.backoff * 2 : BACKOFF_MIN;
+	if (rs.backoff > BACKOFF_MAX)
+		rs.backoff = BACKOFF_MAX;
+	tv.tv_sec = (time_t)rs.backoff;
+	tv.tv_usec = (suseconds_t)((rs.backoff - (double)tv.tv_sec) * 1e6);
+	evtimer_add(rs.retry, &tv);
+}
+
+static void main_connected(const redisAsyncContext *ac, int status)
+{
+	if (status != REDIS_OK) {
+		log_debug("redis", "cannot connect to %s: %s", daemon_g.conf->redis_address,
+			  ac->errstr);
+		rs.ac = NULL; /* hiredis frees it */
+		retry_later();
+		return;
+	}
+	rs.up = true;
+	rs.backoff = 0;
+	log_info("redis", "connected to %s", daemon_g.conf->redis_address);
+}
+
+static void main_disconnected(const redisAsyncContext *ac, int status)
+{
+	if (rs.up && !rs.stopping)
+		log_warn("redis", "lost the connection to %s: %s; state commands answer "
+				  "unavailable until it is back",
+			 daemon_g.conf->redis_address, status == REDIS_OK ? "closed" : ac->errstr);
+	if (rs.up)
+		rs.lost++;
+	rs.up = false;
+	rs.ac = NULL;
+	retry_later();
+}
+
+static void main_connect(void)
+{
+	if (!(rs.ac = connect_new())) {
+		retry_later();
+		return;
+	}
+	redisAsyncSetConnectCallback(rs.ac, main_connected);
+	redisAsyncSetDisconnectCallback(rs.ac, main_disconnected);
+}
+
+static void retry_fire(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	rs.reconnects++;
+	main_connect();
+}
+
+/* --- start and stop ------------------------------------------------------------------ */
+
+/* A blocking PING and SCRIPT LOAD: Redis must answer before mpsupd serves. */
+static int redis_check(const struct conf *conf)
+{
+	struct timeval tv = { CONNECT_TIMEOUT_S, 0 };
+	const char *addr = conf->redis_address;
+	redisContext *ctx;
+	redisReply *rp;
+	int ret = -1;
+
+	if (addr[0] == '/') {
+		ctx = redisConnectUnixWithTimeout(addr, tv);
+	} else {
+		char host[256];
+		const char *colon = strrchr(addr, ':');
+
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
+		ctx = redisConnectWithTimeout(host, atoi(colon + 1), tv);
+	}
+	if (!ctx || ctx->err) {
+		log_error("redis", "state_backend = redis: cannot connect to redis_address %s: %s",
+			  addr, ctx ? ctx->errstr : "out of memory");
+		goto out;
+	}
+	rp = redisCommand(ctx, "SCRIPT LOAD %s", redis_script);
+	if (!rp || rp->type != REDIS_REPLY_STRING || rp->len != 40) {
+		log_error("redis", "state_backend = redis: %s does not load the state script: %s",
+			  addr, rp && rp->str ? rp->str : ctx->errstr);
+	} else {
+		memcpy(rs.sha, rp->str, 40);
+		ret = 0;
+	}
+	freeReplyObject(rp);
+out:
+	if (ctx)
+		redisFree(ctx);
+	return ret;
+}
+
+int redis_backend_start(const struct conf *conf)
+{
+	unsigned char rnd[16];
+
+	if (conf->redis_lease < 1) {
+		log_error("redis", "redis_lease must be at least 1 second");
+		return -1;
+	}
+	if (redis_check(conf) < 0)
+		return -1;
+	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd)) {
+		log_error("redis", "getrandom: %s", strerror(errno));
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(rs.host_id + 2 * i, 3, "%02x", rnd[i]);
+	LIST_INIT(&rs.blocked);
+	if (!(rs.retry = evtimer_new(daemon_g.base, retry_fire, NULL)))
+		return -1;
+	main_connect();
+	if (!rs.ac) {
+		log_error("redis", "cannot connect to %s", conf->redis_address);
+		return -1;
+	}
+	log_info("redis", "shared state in redis at %s (prefix %s, host id %s)",
+		 conf->redis_address, conf->redis_prefix, rs.host_id);
+	return 0;
+}
+
+void redis_backend_stop(void)
+{
+	rs.stopping = true;
+	while (!LIST_EMPTY(&rs.blocked)) {
+		struct rcall *rc = LIST_FIRST(&rs.blocked);
+		redisAsyncContext *bc = rc->bc;
+
+		rc->bc = NULL;
+		redisAsyncFree(bc); /* block_reply frees rc */
+	}
+	if (rs.ac)
+		redisAsyncFree(rs.ac);
+	rs.ac = NULL;
+	rs.up = false;
+	if (rs.retry)
+		event_free(rs.retry);
+	rs.retry = NULL;
+}
+
+void redis_backend_info(json_t *st)
+{
+	const struct conf *conf = daemon_g.conf;
+
+	json_object_update_new(
+		st, json_pack("{s:s, s:s, s:s, s:s, s:f, s:I, s:I, s:I}", "address",
+			      conf->redis_address, "prefix", conf->redis_prefix, "connection",
+			      rs.up ? "connected" : (rs.ac ? "connecting" : "down"), "host_id",
+			      rs.host_id, "lease", conf->redis_lease, "reconnects",
+			      (json_int_t)rs.reconnects, "connections_lost", (json_int_t)rs.lost,
+			      "blocked_waiters", (json_int_t)rs.blocking));
+}
+
+/* --- the commands ---------------------------------------------------------------------- */
+
+/* Push c's parameters following spec: '=' and the text (a string param
+ * as it is, anything else as JSON), '' when absent; an array as its count
+ * and its elements, an object as its count and its key, value pairs. */
+static int push_params(struct rcall *rc, struct obj_call *c, const struct op_spec *spec)
+{
+	int r = 0;
+
+	for (int i = 0; i < spec->n && r == 0; i++) {
+		char type = spec->p[i].type;
+		json_t *v, *e;
+		const char *k;
+		size_t n, klen;
+
+		if (!obj_has(c, i)) {
+			r = rc_pushs(rc, "");
+			continue;
+		}
+		if (type == 's') {
+			k = obj_arg_str(c, i, &klen);
+			r = rc_push(rc, '=', k, klen);
+			continue;
+		}
+		if (!(v = obj_arg(c, i)))
+			return -ENOMEM;
+		if (type == 't')
+			rc->timeout = json_number_value(v);
+		if (type != 'a' && type != 'O') {
+			r = rc_push_json(rc, v, true);
+			continue;
+		}
+		char count[24];
+		snprintf(count, sizeof(count), "=%zu",
+			 type == 'a' ? json_array_size(v) : json_object_size(v));
+		r = rc_pushs(rc, count);
+		if (type == 'a')
+			json_array_foreach(v, n, e)
+				r |= rc_push_json(rc, e, false);
+		else
+			json_object_keylen_foreach(v, k, klen, e)
+				r |= rc_push(rc, 0, k, klen) | rc_push_json(rc, e, false);
+	}
+	return r;
+}
+
+/* TYPE.OP through the script. */
+static enum cmd_ret redis_op(struct request *r, const struct type_op *t)
+{
+	const struct obj_op *op = t->op;
+	struct obj_call c = { .r = r, .op = op };
+	char buf[OBJ_NAME_MAX + 1];
+	const char *name = obj_param_name(r, buf);
+	struct rcall *rc;
+	bool existing;
+
+	if (!name || obj_params_read(&c, &t->spec) < 0)
+		goto done;
+	/* as with local objects: only the state role creates by using */
+	existing = (op->flags & OBJ_OP_EXISTING) || (r->conn && r->conn->role < ROLE_STATE);
+	if (!(rc = rc_new(op->name, name, existing)) || push_params(rc, &c, &t->spec) < 0) {
+		if (rc)
+			rc_free(rc);
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		goto done;
+	}
+	obj_call_done(&c);
+	return rc_run(r, rc);
+done:
+	obj_call_done(&c);
+	return CMD_DONE;
+}
+
+/* The `name` of an obj.* request; NULL after answering. */
+static const char *obj_name(struct request *r)
+{
+	const char *name = json_string_value(json_object_get(r->params, "name"));
+
+	if (!name || !name_valid(name, false)) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "%s: 'name' must be a valid object name",
+			      r->cmd->name);
+		return NULL;
+	}
+	return name;
+}
+
+static const char *const served_types[] = { "dict", "list", "value", "queue", "event", NULL };
+
+/* Check obj.create's options as the local type does (a throw-away object). */
+static bool options_valid(struct request *r, const struct obj_type *type)
+{
+	struct obj tmp = { .type = type };
+	json_t *opts = json_deep_copy(r->params);
+	enum mpsup_err code;
+	char err[256];
+
+	if (!opts) {
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return false;
+	}
+	json_object_del(opts, "name");
+	json_object_del(opts, "type");
+	code = type->create(&tmp, opts, err, sizeof(err));
+	json_decref(opts);
+	if (code != MPSUP_OK) {
+		request_error(r, code, "obj.create: %s", err);
+		return false;
+	}
+	type->free(&tmp);
+	return true;
+}
+
+/* obj.create's options for the script: type, typecode, init, maxsize,
+ * then the items. */
+static int push_create(struct rcall *rc, json_t *p, const char *tname)
+{
+	json_t *tc = json_object_get(p, "typecode"), *init = json_object_get(p, "init");
+	json_t *max = json_object_get(p, "maxsize"), *items = json_object_get(p, "items"), *e;
+	char count[24];
+	const char *k;
+	size_t n, klen;
+	int r = rc_push(rc, '=', tname, strlen(tname));
+
+	if (strcmp(tname, "value") == 0)
+		r |= rc_push(rc, '=', json_is_string(tc) ? json_string_value(tc) : "any",
+			     json_is_string(tc) ? json_string_length(tc) : 3);
+	else
+		r |= rc_pushs(rc, "");
+	r |= init ? rc_push_json(rc, init, true) : rc_pushs(rc, "");
+	if (strcmp(tname, "queue") == 0)
+		r |= max ? rc_push_json(rc, max, true) : rc_pushs(rc, "=0");
+	else
+		r |= rc_pushs(rc, "");
+	snprintf(count, sizeof(count), "=%zu",
+		 json_is_object(items) ? json_object_size(items) : json_array_size(items));
+	r |= rc_pushs(rc, count);
+	if (json_is_object(items))
+		json_object_keylen_foreach(items, k, klen, e)
+			r |= rc_push(rc, 0, k, klen) | rc_push_json(rc, e, false);
+	else if (json_is_array(items))
+		json_array_foreach(items, n, e)
+			r |= rc_push_json(rc, e, false);
+	return r;
+}
+
+static enum cmd_ret redis_obj_create(struct request *r)
+{
+	const char *name = obj_name(r), *tname;
+	const struct obj_type *type;
+	struct rcall *rc;
+	size_t i;
+
+	if (!name)
+		return CMD_DONE;
+	tname = json_string_value(json_object_get(r->params, "type"));
+	if (!tname || !(type = obj_type_find(tname))) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "obj.create: 'type' must be a type name");
+		return CMD_DONE;
+	}
+	for (i = 0; served_types[i] && strcmp(served_types[i], tname) != 0; i++)
+		;
+	if (!served_types[i]) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "obj.create: the redis state backend does not serve %s objects",
+			      tname);
+		return CMD_DONE;
+	}
+	if (!options_valid(r, type))
+		return CMD_DONE;
+	if (!(rc = rc_new("obj.create", name, false)) || push_create(rc, r->params, tname) < 0) {
+		if (rc)
+			rc_free(rc);
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
+	return rc_run(r, rc);
+}
+
+/* obj.get and obj.delete: the script does it all. */
+static enum cmd_ret redis_obj_named(struct request *r)
+{
+	const char *name = obj_name(r);
+	struct rcall *rc;
+
+	if (!name)
+		return CMD_DONE;
+	if (!(rc = rc_new(r->cmd->name, name, true))) {
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
+	return rc_run(r, rc);
+}
+
+static enum cmd_ret redis_obj_list(struct request *r)
+{
+	request_error(r, MPSUP_E_BAD_REQUEST,
+		      "obj.list: the redis state backend does not list objects (use redis-cli "
+		      "--scan --pattern '%s{*}')",
+		      daemon_g.conf->redis_prefix);
+	return CMD_DONE;
+}
+
+const struct state_backend redis_state_backend = {
+	.name = "redis",
+	.op = redis_op,
+	.obj_create = redis_obj_create,
+	.obj_delete = redis_obj_named,
+	.obj_get = redis_obj_named,
+	.obj_list = redis_obj_list,
+};

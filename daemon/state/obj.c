@@ -685,8 +685,8 @@ static void state_cmds_build(void)
 	bool redis = daemon_g.conf && daemon_g.conf->state_backend == STATE_BACKEND_REDIS;
 
 	if (redis)
-		for (size_t i = 0; i < 3; i++)
-			state_cmds[i].flags |= CMD_MAY_BLOCK; /* create, delete, get */
+		for (size_t i = 0; i < N_OBJ_CMDS; i++)
+			state_cmds[i].flags |= CMD_MAY_BLOCK;
 	for (size_t t = 0; t < N_TYPES; t++)
 		for (const struct obj_op *op = obj_types[t]->ops; op->name; op++) {
 			size_t tl = strlen(obj_types[t]->name);

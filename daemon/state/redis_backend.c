@@ -49,7 +49,8 @@
 #define BACKOFF_MIN 0.1
 #define BACKOFF_MAX 5.0
 #define CONNECT_TIMEOUT_S 2
-#define OBJ_ARGS 6 /* EVALSHA sha numkeys and three keys */
+/* Where things are in the argv of a script call. */
+enum { A_CMD, A_SHA, A_NKEYS, A_META, A_DATA, A_JOIN, A_ROOM, A_OP, A_NAME, A_MODE };
 
 enum wait_kind { WAIT_NONE, WAIT_TAKE, WAIT_ROTATE };
 
@@ -62,7 +63,8 @@ struct rcall {
 	char **argv;
 	size_t *argvlen;
 	int argc, cap;
-	double timeout; /* < 0: none given (forever) */
+	double timeout;  /* < 0: none given (forever) */
+	double deadline; /* a put waiting for room: when it gives up (0: never) */
 	/* a blocking wait */
 	enum wait_kind wait;
 	redisAsyncContext *bc;
@@ -146,7 +148,7 @@ static int rc_push_json(struct rcall *rc, json_t *v, bool eq)
 	return r;
 }
 
-/* EVALSHA sha 3 KEYS op name mode: the head of every script call. */
+/* EVALSHA sha 4 KEYS op name mode: the head of every script call. */
 static struct rcall *rc_new(const char *op, const char *name, bool existing)
 {
 	const char *prefix = daemon_g.conf->redis_prefix;
@@ -159,12 +161,14 @@ static struct rcall *rc_new(const char *op, const char *name, bool existing)
 	rc->op = op;
 	rc->timeout = -1;
 	rc->client_id = -1;
-	r = rc_pushs(rc, "EVALSHA") | rc_pushs(rc, rs.sha) | rc_pushs(rc, "3");
+	r = rc_pushs(rc, "EVALSHA") | rc_pushs(rc, rs.sha) | rc_pushs(rc, "4");
 	snprintf(key, sizeof(key), "%s{%s}", prefix, name);
 	r |= rc_pushs(rc, key);
 	snprintf(key, sizeof(key), "%s{%s}:d", prefix, name);
 	r |= rc_pushs(rc, key);
 	snprintf(key, sizeof(key), "%s{%s}:j", prefix, name);
+	r |= rc_pushs(rc, key);
+	snprintf(key, sizeof(key), "%s{%s}:s", prefix, name);
 	r |= rc_pushs(rc, key) | rc_pushs(rc, op) | rc_pushs(rc, name);
 	r |= rc_pushs(rc, existing ? "e" : "c");
 	if (r < 0) {
@@ -243,11 +247,18 @@ static void rc_reply_json(struct rcall *rc, const char *str, size_t len)
 
 /* --- blocking waits -------------------------------------------------------------- */
 
-static void block_free(struct rcall *rc)
+static bool rc_send(struct rcall *rc);
+static void call_cancel(struct park *p);
+
+/* rc no longer blocks: out of the list, its connection closing (bc is
+ * gone or going when this runs). */
+static void block_end(struct rcall *rc)
 {
 	LIST_REMOVE(rc, blocked);
 	rs.blocking--;
-	rc_free(rc);
+	rc->bc = NULL;
+	rc->wait = WAIT_NONE;
+	rc->park.on_cancel = call_cancel;
 }
 
 /* The wait ended without what it waited for (the timeout). */
@@ -256,9 +267,45 @@ static void block_timeout_answer(struct rcall *rc)
 	if (strcmp(rc->op, "event.wait") == 0)
 		rc_ok(rc, json_pack("{s:b}", "set", 0));
 	else if (strcmp(rc->op, "queue.get") == 0)
-		rc_error(rc, MPSUP_E_EMPTY, "%s: empty", rc->argv[7]);
+		rc_error(rc, MPSUP_E_EMPTY, "%s: empty", rc->argv[A_NAME]);
+	else if (strcmp(rc->op, "queue.put") == 0)
+		rc_error(rc, MPSUP_E_FULL, "%s: full", rc->argv[A_NAME]);
 	else
-		rc_error(rc, MPSUP_E_TIMEOUT, "%s: unfinished tasks", rc->argv[7]);
+		rc_error(rc, MPSUP_E_TIMEOUT, "%s: unfinished tasks", rc->argv[A_NAME]);
+}
+
+/* A blocked getter was answered: the item leaves its own list and the
+ * queue's room list follows the length (queue.taken in the script). */
+static void block_taken(struct rcall *rc)
+{
+	struct rcall *t = rc_new("queue.taken", rc->argv[A_NAME], true);
+
+	if (!t || rc_push(t, '=', rc->inflight, strlen(rc->inflight)) < 0) {
+		if (t)
+			rc_free(t);
+		return;
+	}
+	t->gone = true; /* nobody to answer */
+	if (!rc_send(t))
+		rc_free(t);
+}
+
+/* What a woken rc does: answer, or (a put that found room) try again. */
+static bool block_woken(struct rcall *rc, redisReply *rp)
+{
+	if (rc->wait == WAIT_TAKE) {
+		if (!rc->gone) {
+			rc_reply_json(rc, rp->str, rp->len);
+			block_taken(rc);
+		}
+		return false;
+	}
+	if (strcmp(rc->op, "queue.put") != 0) {
+		rc_ok(rc, strcmp(rc->op, "event.wait") == 0 ? json_pack("{s:b}", "set", 1) : NULL);
+		return false;
+	}
+	/* room: put again (the script answers wait when others took it) */
+	return !rc->gone && rc_send(rc);
 }
 
 /* The BLMOVE of a blocked call answered (or its connection went). */
@@ -266,43 +313,46 @@ static void block_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct rcall *rc = priv;
 	redisReply *rp = reply;
+	bool again = false;
 
-	if (!rp) {
-		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: lost the connection to redis", rc->op);
-	} else if (rp->type == REDIS_REPLY_NIL) {
-		block_timeout_answer(rc);
-	} else if (rp->type != REDIS_REPLY_STRING) {
-		rc_error(rc, MPSUP_E_INTERNAL, "%s: redis: %.*s", rc->op, (int)rp->len,
-			 rp->str ? rp->str : "unexpected reply");
-	} else if (rc->wait == WAIT_TAKE) {
-		if (!rc->gone) {
-			rc_reply_json(rc, rp->str, rp->len);
-			/* answered: the item leaves its getter's list */
-			if (rs.up)
-				redisAsyncCommand(rs.ac, NULL, NULL, "DEL %s", rc->inflight);
-		}
-	} else {
-		rc_ok(rc, strcmp(rc->op, "event.wait") == 0 ? json_pack("{s:b}", "set", 1) : NULL);
-	}
 	if (rp)
 		redisAsyncDisconnect(ac);
-	block_free(rc);
+	if (!rp)
+		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: lost the connection to redis", rc->op);
+	else if (rp->type == REDIS_REPLY_NIL)
+		block_timeout_answer(rc);
+	else if (rp->type != REDIS_REPLY_STRING)
+		rc_error(rc, MPSUP_E_INTERNAL, "%s: redis: %.*s", rc->op, (int)rp->len,
+			 rp->str ? rp->str : "unexpected reply");
+	else {
+		enum wait_kind kind = rc->wait;
+
+		block_end(rc);
+		rc->wait = kind;
+		again = block_woken(rc, rp);
+		rc->wait = WAIT_NONE;
+		if (again)
+			return; /* on the main connection again */
+		rc_free(rc);
+		return;
+	}
+	block_end(rc);
+	rc_free(rc);
 }
 
 /* A blocked call's client left: unblock it and give back what it took. */
 static void block_unblock(struct rcall *rc)
 {
-	if (!rs.up) {
+	if (!rs.ac) {
 		redisAsyncContext *bc = rc->bc;
 
-		rc->bc = NULL;
 		redisAsyncFree(bc); /* block_reply runs and frees rc */
 		return;
 	}
 	redisAsyncCommand(rs.ac, NULL, NULL, "CLIENT UNBLOCK %lld", rc->client_id);
 	if (rc->wait == WAIT_TAKE)
 		redisAsyncCommand(rs.ac, NULL, NULL, "LMOVE %s %s LEFT LEFT", rc->inflight,
-				  rc->argv[4]);
+				  rc->argv[A_DATA]);
 }
 
 static void block_client_id(redisAsyncContext *ac, void *reply, void *priv)
@@ -313,7 +363,7 @@ static void block_client_id(redisAsyncContext *ac, void *reply, void *priv)
 	(void)ac;
 	if (rp && rp->type == REDIS_REPLY_INTEGER) {
 		rc->client_id = rp->integer;
-		if (rc->gone)
+		if (rc->gone && rs.ac)
 			block_unblock(rc);
 	}
 }
@@ -323,7 +373,7 @@ static void block_cancel(struct park *p)
 	struct rcall *rc = PARK_OWNER(p, struct rcall, park);
 
 	rc->gone = true;
-	if (rc->client_id >= 0 || !rs.up)
+	if (rc->client_id >= 0 || !rs.ac)
 		block_unblock(rc);
 	/* else block_client_id unblocks it */
 }
@@ -353,13 +403,34 @@ static redisAsyncContext *connect_new(void)
 	return ac;
 }
 
+/* Redis's timeout for rc's wait: 0 is forever, the smallest a millisecond;
+ * a put waiting again for room has what is left of its own. */
+static bool block_timeout(struct rcall *rc, char *buf, size_t len)
+{
+	double t = rc->timeout;
+
+	if (t >= 0 && strcmp(rc->op, "queue.put") == 0) {
+		if (!rc->deadline)
+			rc->deadline = now_mono() + t;
+		if ((t = rc->deadline - now_mono()) <= 0)
+			return false;
+	}
+	snprintf(buf, len, "%.3f", t < 0 ? 0 : (t < 0.001 ? 0.001 : t));
+	return true;
+}
+
 /* The script said the call must wait: block on a connection of its own. */
 static void block_start(struct rcall *rc)
 {
-	const char *name = rc->argv[7];
+	const char *name = rc->argv[A_NAME];
 	char tmo[32], *inflight = NULL;
-	const char *src = rc->argv[4], *dst = src, *to = "RIGHT";
+	const char *src = rc->argv[A_DATA], *dst = src, *to = "RIGHT";
 
+	if (!block_timeout(rc, tmo, sizeof(tmo))) {
+		block_timeout_answer(rc);
+		rc_free(rc);
+		return;
+	}
 	if (rs.blocking >= daemon_g.conf->max_waiters) {
 		rc_error(rc, MPSUP_E_LIMIT, "%s: too many waiters (max_waiters = %u)", name,
 			 daemon_g.conf->max_waiters);
@@ -376,23 +447,36 @@ static void block_start(struct rcall *rc)
 	} else {
 		rc->wait = WAIT_ROTATE;
 		if (strcmp(rc->op, "queue.join") == 0)
-			src = dst = rc->argv[5];
+			src = dst = rc->argv[A_JOIN];
+		else if (strcmp(rc->op, "queue.put") == 0)
+			src = dst = rc->argv[A_ROOM];
 	}
 	if ((rc->wait == WAIT_TAKE && !inflight) || !(rc->bc = connect_new())) {
 		free(inflight);
+		rc->wait = WAIT_NONE;
 		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: cannot connect to redis", name);
 		rc_free(rc);
 		return;
 	}
+	free(rc->inflight);
 	rc->inflight = inflight;
-	/* Redis's timeout: 0 is forever, the smallest is a millisecond. */
-	snprintf(tmo, sizeof(tmo), "%.3f",
-		 rc->timeout < 0 ? 0 : (rc->timeout < 0.001 ? 0.001 : rc->timeout));
+	rc->client_id = -1;
 	LIST_INSERT_HEAD(&rs.blocked, rc, blocked);
 	rs.blocking++;
 	rc->park.on_cancel = block_cancel;
 	redisAsyncCommand(rc->bc, block_client_id, rc, "CLIENT ID");
 	redisAsyncCommand(rc->bc, block_reply, rc, "BLMOVE %s %s LEFT %s %s", src, dst, to, tmo);
+}
+
+/* This host's calls blocked on the object called name (obj.list). */
+static unsigned block_count(const char *name)
+{
+	unsigned n = 0;
+	struct rcall *rc;
+
+	LIST_FOREACH(rc, &rs.blocked, blocked)
+		n += strcmp(rc->argv[A_NAME], name) == 0;
+	return n;
 }
 
 /* --- the main connection ---------------------------------------------------------- */
@@ -402,7 +486,7 @@ static void call_reply(redisAsyncContext *ac, void *reply, void *priv);
 /* Send rc on the main connection; false after answering unavailable. */
 static bool rc_send(struct rcall *rc)
 {
-	if (rs.up && redisAsyncCommandArgv(rs.ac, call_reply, rc, rc->argc,
+	if (rs.ac && redisAsyncCommandArgv(rs.ac, call_reply, rc, rc->argc,
 					   (const char **)rc->argv, rc->argvlen) == REDIS_OK)
 		return true;
 	rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: redis cannot be reached; retry later", rc->op);
@@ -459,7 +543,7 @@ static void call_cancel(struct park *p)
 /* Park r as rc and send it; the answer comes from call_reply. */
 static enum cmd_ret rc_run(struct request *r, struct rcall *rc)
 {
-	if (!rs.up) {
+	if (!rs.ac) {
 		request_error(r, MPSUP_E_UNAVAILABLE, "%s: redis cannot be reached; retry later",
 			      rc->op);
 		rc_free(rc);
@@ -608,11 +692,7 @@ void redis_backend_stop(void)
 {
 	rs.stopping = true;
 	while (!LIST_EMPTY(&rs.blocked)) {
-		struct rcall *rc = LIST_FIRST(&rs.blocked);
-		redisAsyncContext *bc = rc->bc;
-
-		rc->bc = NULL;
-		redisAsyncFree(bc); /* block_reply frees rc */
+		redisAsyncFree(LIST_FIRST(&rs.blocked)->bc); /* block_reply frees it */
 	}
 	if (rs.ac)
 		redisAsyncFree(rs.ac);
@@ -652,7 +732,8 @@ static int push_params(struct rcall *rc, struct obj_call *c, const struct op_spe
 		size_t n, klen;
 
 		if (!obj_has(c, i)) {
-			r = rc_pushs(rc, "");
+			/* a required value that is absent was given as null */
+			r = rc_pushs(rc, spec->p[i].optional || type != 'o' ? "" : "=null");
 			continue;
 		}
 		if (type == 's') {
@@ -829,13 +910,195 @@ static enum cmd_ret redis_obj_named(struct request *r)
 	return rc_run(r, rc);
 }
 
+/* obj.list: SCAN for the meta keys (PREFIX{name}), then one script call for
+ * their types and sizes. Needs one server (not a cluster). */
+struct listing {
+	struct park park;
+	bool gone;
+	const struct obj_type *type; /* the filter, or NULL */
+	json_t *names;
+};
+
+static const char list_script[] =
+	"local out = {}\n"
+	"for i = 1, #KEYS, 2 do\n"
+	"  local t, n = redis.call('HGET', KEYS[i], 't') or '', 0\n"
+	"  if t == 'dict' then n = redis.call('HLEN', KEYS[i + 1])\n"
+	"  elseif t == 'list' or t == 'queue' then n = redis.call('LLEN', KEYS[i + 1])\n"
+	"  elseif t == 'value' then n = 1\n"
+	"  elseif t == 'event' then n = redis.call('EXISTS', KEYS[i + 1]) end\n"
+	"  out[#out + 1] = t\n"
+	"  out[#out + 1] = n\n"
+	"end\n"
+	"return out\n";
+
+static void listing_free(struct listing *l)
+{
+	json_decref(l->names);
+	free(l);
+}
+
+static void listing_fail(struct listing *l, const char *what)
+{
+	if (!l->gone && park_kept(&l->park))
+		request_error(park_take(&l->park), MPSUP_E_UNAVAILABLE, "obj.list: %s", what);
+	listing_free(l);
+}
+
+static int listing_cmp(const void *a, const void *b)
+{
+	return strcmp(json_string_value(json_object_get(*(json_t *const *)a, "name")),
+		      json_string_value(json_object_get(*(json_t *const *)b, "name")));
+}
+
+/* The types and sizes came: answer, sorted by name. */
+static void listing_sizes(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct listing *l = priv;
+	redisReply *rp = reply;
+	json_t *out, **v;
+	size_t n = 0;
+
+	(void)ac;
+	if (!rp || rp->type != REDIS_REPLY_ARRAY || rp->elements != 2 * json_array_size(l->names))
+		return listing_fail(l, "redis did not answer");
+	if (l->gone || !(v = calloc(rp->elements / 2 + 1, sizeof(*v))))
+		return listing_fail(l, "out of memory");
+	for (size_t i = 0; i < rp->elements / 2; i++) {
+		const char *name = json_string_value(json_array_get(l->names, i));
+		const char *t = rp->element[2 * i]->str;
+
+		if (!t || !*t || (l->type && strcmp(t, l->type->name) != 0))
+			continue;
+		v[n++] = json_pack("{s:s, s:s, s:I, s:i}", "name", name, "type", t, "size",
+				   (json_int_t)rp->element[2 * i + 1]->integer, "waiters",
+				   (int)block_count(name));
+	}
+	qsort(v, n, sizeof(*v), listing_cmp);
+	out = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(out, v[i]);
+	free(v);
+	request_ok(park_take(&l->park), out);
+	listing_free(l);
+}
+
+static void listing_scan(redisAsyncContext *ac, void *reply, void *priv);
+
+/* Ask for the next SCAN page (the first when cursor is NULL), or for the
+ * sizes after the last one. */
+static void listing_next(struct listing *l, const char *cursor)
+{
+	const char *prefix = daemon_g.conf->redis_prefix;
+	size_t n = json_array_size(l->names), k = 0;
+	const char **argv;
+	size_t *lens;
+	char **keys;
+
+	if (!cursor || strcmp(cursor, "0") != 0) {
+		if (!rs.ac || redisAsyncCommand(rs.ac, listing_scan, l,
+						"SCAN %s MATCH %s{* COUNT 1000 TYPE hash",
+						cursor ? cursor : "0", prefix) != REDIS_OK)
+			listing_fail(l, "redis cannot be reached");
+		return;
+	}
+	argv = calloc(2 * n + 3, sizeof(*argv));
+	lens = calloc(2 * n + 3, sizeof(*lens));
+	keys = calloc(2 * n + 1, sizeof(*keys));
+	if (argv && lens && keys) {
+		char count[24];
+		int ok = 1;
+
+		snprintf(count, sizeof(count), "%zu", 2 * n);
+		argv[0] = "EVAL";
+		argv[1] = list_script;
+		argv[2] = count;
+		for (size_t i = 0; i < n && ok; i++) {
+			const char *name = json_string_value(json_array_get(l->names, i));
+			ok = asprintf(&keys[k++], "%s{%s}", prefix, name) >= 0 &&
+			     asprintf(&keys[k++], "%s{%s}:d", prefix, name) >= 0;
+		}
+		for (size_t i = 0; i < 2 * n + 3; i++) {
+			if (i >= 3)
+				argv[i] = keys[i - 3] ? keys[i - 3] : "";
+			lens[i] = strlen(argv[i]);
+		}
+		if (!ok || !rs.ac || redisAsyncCommandArgv(rs.ac, listing_sizes, l, (int)(2 * n + 3), argv,
+						 lens) != REDIS_OK)
+			listing_fail(l, "redis cannot be reached");
+	} else {
+		listing_fail(l, "out of memory");
+	}
+	for (size_t i = 0; keys && i < k; i++)
+		free(keys[i]);
+	free(keys);
+	free(argv);
+	free(lens);
+}
+
+/* A SCAN page: keep the names of meta keys (PREFIX{name}, nothing after). */
+static void listing_scan(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct listing *l = priv;
+	redisReply *rp = reply, *page;
+	size_t plen = strlen(daemon_g.conf->redis_prefix);
+
+	(void)ac;
+	if (!rp || rp->type != REDIS_REPLY_ARRAY || rp->elements != 2 ||
+	    rp->element[0]->type != REDIS_REPLY_STRING)
+		return listing_fail(l, "redis did not answer");
+	if (l->gone)
+		return listing_free(l);
+	page = rp->element[1];
+	for (size_t i = 0; page->type == REDIS_REPLY_ARRAY && i < page->elements; i++) {
+		const char *k = page->element[i]->str;
+		size_t len = page->element[i]->len;
+		char name[OBJ_NAME_MAX + 1];
+
+		if (!k || len < plen + 3 || k[plen] != '{' || k[len - 1] != '}' ||
+		    len - plen - 2 > OBJ_NAME_MAX)
+			continue;
+		snprintf(name, sizeof(name), "%.*s", (int)(len - plen - 2), k + plen + 1);
+		if (name_valid(name, false))
+			json_array_append_new(l->names, json_string(name));
+	}
+	if (json_array_size(l->names) > daemon_g.conf->max_objects)
+		return listing_fail(l, "more objects than max_objects");
+	listing_next(l, rp->element[0]->str);
+}
+
+static void listing_cancel(struct park *p)
+{
+	PARK_OWNER(p, struct listing, park)->gone = true;
+}
+
 static enum cmd_ret redis_obj_list(struct request *r)
 {
-	request_error(r, MPSUP_E_BAD_REQUEST,
-		      "obj.list: the redis state backend does not list objects (use redis-cli "
-		      "--scan --pattern '%s{*}')",
-		      daemon_g.conf->redis_prefix);
-	return CMD_DONE;
+	const char *tname = NULL;
+	struct listing *l;
+
+	if (request_unpack(r, "{s?s}", "type", &tname) < 0)
+		return CMD_DONE;
+	if (!rs.ac) {
+		request_error(r, MPSUP_E_UNAVAILABLE, "obj.list: redis cannot be reached");
+		return CMD_DONE;
+	}
+	if (!(l = calloc(1, sizeof(*l))) || !(l->names = json_array()) ||
+	    park_keep(&l->park, r, NULL, -1, NULL, listing_cancel) < 0) {
+		if (l)
+			json_decref(l->names);
+		free(l);
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
+	if (tname && !(l->type = obj_type_find(tname))) {
+		request_error(park_take(&l->park), MPSUP_E_BAD_REQUEST,
+			      "obj.list: unknown type '%.64s'", tname);
+		listing_free(l);
+		return CMD_DONE;
+	}
+	listing_next(l, NULL);
+	return CMD_WAIT;
 }
 
 const struct state_backend redis_state_backend = {

@@ -1,10 +1,12 @@
 -- The redis state backend's one script: every state op runs here, atomically,
 -- in the object's hash slot. KEYS: meta hash (t type, tc typecode, v value,
--- max maxsize, u unfinished), data key (hash, list), wake list (queue.join).
+-- max maxsize, u unfinished), data key (hash, list), wake lists: j (a queue
+-- is joined: u is 0) and s (a bounded queue has room). A wake list holds one
+-- element while its condition holds; waiters rotate it (BLMOVE L L).
 -- ARGV: op, name, mode ('e': the object must exist), then the parameters,
 -- each '=' .. text or '' when absent. Values are JSON texts; a result is
 -- the JSON text of the answer, an error `code message`.
-local m, d, j = KEYS[1], KEYS[2], KEYS[3]
+local m, d, j, sp = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, name, mode = ARGV[1], ARGV[2], ARGV[3]
 local ty = string.match(op, '^[^.]+')
 local function fail(code, msg) return redis.error_reply(code .. ' ' .. name .. ': ' .. msg) end
@@ -116,11 +118,12 @@ if op == 'obj.create' then
 		for i = 1, n do redis.call('RPUSH', d, ARGV[8 + i]) end
 		if ctype == 'queue' then redis.call('HSET', m, 'u', n) end
 	end
+	if ctype == 'queue' and tonumber(max) > 0 and n < tonumber(max) then redis.call('RPUSH', sp, '1') end
 	return '{"created":true}'
 elseif op == 'obj.get' or op == 'obj.delete' then
 	if not t then return fail('not_found', 'no such object') end
 	if op == 'obj.get' then return whole(t) end
-	redis.call('DEL', m, d, j)
+	redis.call('DEL', m, d, j, sp)
 	return 'null'
 end
 
@@ -261,15 +264,31 @@ elseif ty == 'list' then
 elseif ty == 'queue' then
 	local n = redis.call('LLEN', d)
 	local max = tonumber(redis.call('HGET', m, 'max'))
+	-- the room list follows the length
+	local function room(len)
+		if max == 0 then return end
+		if len < max then
+			if redis.call('EXISTS', sp) == 0 then redis.call('RPUSH', sp, '1') end
+		else redis.call('DEL', sp) end
+	end
 	if op == 'queue.put' then
-		if max > 0 and n >= max then return fail('full', 'full') end
+		if max > 0 and n >= max then
+			if arg(2) and tonumber(arg(2)) == 0 then return fail('full', 'full') end
+			return redis.error_reply('wait ' .. name)
+		end
 		redis.call('RPUSH', d, arg(1))
 		redis.call('HINCRBY', m, 'u', 1)
 		redis.call('DEL', j)
+		room(n + 1)
+		return 'null'
+	elseif op == 'queue.taken' then
+		-- a blocked getter was answered with the item it moved aside
+		redis.call('DEL', arg(1))
+		room(n)
 		return 'null'
 	elseif op == 'queue.get' then
 		local v = redis.call('LPOP', d)
-		if v then return v end
+		if v then room(n - 1); return v end
 		if arg(1) and tonumber(arg(1)) == 0 then return fail('empty', 'empty') end
 		return redis.error_reply('wait ' .. name)
 	elseif op == 'queue.size' then return tostring(n)

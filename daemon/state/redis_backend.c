@@ -743,8 +743,8 @@ static int push_params(struct rcall *rc, struct obj_call *c, const struct op_spe
 		}
 		if (!(v = obj_arg(c, i)))
 			return -ENOMEM;
-		if (type == 't')
-			rc->timeout = json_number_value(v);
+		if (type == 't' && request_timeout(c->r, v, &rc->timeout) < 0)
+			return -EINVAL; /* answered */
 		if (type != 'a' && type != 'O') {
 			r = rc_push_json(rc, v, true);
 			continue;
@@ -772,15 +772,17 @@ static enum cmd_ret redis_op(struct request *r, const struct type_op *t)
 	const char *name = obj_param_name(r, buf);
 	struct rcall *rc;
 	bool existing;
+	int ret = 0;
 
 	if (!name || obj_params_read(&c, &t->spec) < 0)
 		goto done;
 	/* as with local objects: only the state role creates by using */
 	existing = (op->flags & OBJ_OP_EXISTING) || (r->conn && r->conn->role < ROLE_STATE);
-	if (!(rc = rc_new(op->name, name, existing)) || push_params(rc, &c, &t->spec) < 0) {
+	if (!(rc = rc_new(op->name, name, existing)) || (ret = push_params(rc, &c, &t->spec)) < 0) {
 		if (rc)
 			rc_free(rc);
-		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		if (ret != -EINVAL)
+			request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		goto done;
 	}
 	obj_call_done(&c);

@@ -172,8 +172,8 @@ if ty == 'dict' then
 	elseif op == 'dict.setdefault' then
 		local v = redis.call('HGET', d, k)
 		if v then return v end
-		redis.call('HSET', d, k, arg(2))
-		return arg(2)
+		redis.call('HSET', d, k, arg(2) or 'null')
+		return arg(2) or 'null'
 	elseif op == 'dict.clear' then redis.call('DEL', d); return 'null'
 	elseif op == 'dict.incr' then
 		local r, code, msg = add(d, k, redis.call('HGET', d, k) or '0', arg(2) or '1', 'HINCRBY')

@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-from mpsuptest import DaemonTestCase, Client, wait_for, SCALE, main
+from mpsuptest import DaemonTestCase, Client, wait_for, SCALE, main, local_only
 
 I64_MAX = 2**63 - 1
 I64_MIN = -2**63
@@ -230,6 +230,7 @@ class Values(DaemonTestCase):
             self.assertEqual(c.err("value.cas", name="i", expect=3, value="x"), "bad_request")
             self.assertEqual(c.ok("value.get", name="i"), 3)
 
+    @local_only("it uses an array, not served by redis yet")
     def test_value_double(self):
         with self.d.client() as c:
             c.ok("obj.create", name="f", type="value", typecode="d")
@@ -262,6 +263,7 @@ class Values(DaemonTestCase):
             self.assertEqual(c.ok("obj.list"), [])
 
 
+@local_only("arrays are not served by redis yet")
 class Arrays(DaemonTestCase):
     def test_array_ops(self):
         with self.d.client() as c:
@@ -371,6 +373,7 @@ class Queues(DaemonTestCase):
             for g in getters:
                 g.close()
 
+    @local_only("putters blocked in redis are woken together: no FIFO among them")
     def test_put_blocks_when_full(self):
         with self.d.client() as a, self.d.client() as b:
             a.ok("obj.create", name="q", type="queue", maxsize=1)
@@ -438,6 +441,7 @@ class Events(DaemonTestCase):
             self.assertFalse(a.ok("event.is_set", name="e"))
 
 
+@local_only("locks, rlocks and semaphores are not served by redis yet")
 class Locks(DaemonTestCase):
     def test_lock(self):
         with self.d.client() as a, self.d.client() as b:
@@ -554,6 +558,7 @@ class Locks(DaemonTestCase):
                          what="units released")
 
 
+@local_only("barriers are not served by redis yet")
 class Barriers(DaemonTestCase):
     def test_barrier(self):
         cs = [self.d.client() for _ in range(3)]
@@ -623,6 +628,7 @@ class MissingObjects(DaemonTestCase):
             self.assertEqual(c.err("dict.get", name="d", key="k", default=0), "not_found")
             self.assertEqual(c.ok("obj.list"), [])
 
+    @local_only("it takes locks, not served by redis yet")
     def test_mutations_and_waits_create(self):
         with self.d.client() as c:
             self.assertEqual(c.ok("value.add", name="v", by=2), 2)
@@ -644,6 +650,7 @@ class MissingObjects(DaemonTestCase):
 
 
 class Objects(DaemonTestCase):
+    @local_only("it creates every type; locks, arrays and barriers are not served by redis yet")
     def test_create_list_get_delete(self):
         with self.d.client() as c:
             self.assertEqual(c.ok("obj.create", name="q", type="queue", maxsize=3),
@@ -690,6 +697,7 @@ class Objects(DaemonTestCase):
             c.ok("obj.delete", name="d")
             c.ok("list.append", name="d", value=1)
 
+    @local_only("a delete does not reach waiters blocked in redis")
     def test_delete_wakes_waiters(self):
         with self.d.client() as a, self.d.client() as b, self.d.client() as c:
             r1 = a.send("queue.get", name="q")
@@ -706,6 +714,7 @@ class Objects(DaemonTestCase):
             self.assertEqual(b.err("lock.release", name="L"), "conflict")
             self.assertEqual(b.ok("lock.acquire", name="L"), {"acquired": True})
 
+    @local_only("object.changed is not published for redis objects")
     def test_events_stream(self):
         with self.d.client() as s, self.d.client() as c:
             s.ok("events.subscribe", topics=["object"])
@@ -721,6 +730,7 @@ class Objects(DaemonTestCase):
                                     ("object.changed", "v", "create"),
                                     ("object.changed", "v", "add")])
 
+    @local_only("daemon.info's objects count this daemon's objects")
     def test_info(self):
         with self.d.client() as c:
             c.ok("queue.put", name="q", item=1)
@@ -732,6 +742,7 @@ class Objects(DaemonTestCase):
 class Limits(DaemonTestCase):
     main_config = "max_objects = 3\nmax_queue_items = 4\nmax_waiters = 2\n"
 
+    @local_only("max_objects counts this daemon's objects")
     def test_max_objects(self):
         with self.d.client() as c:
             c.ok("dict.set", name="a", key="k", value=1)
@@ -742,6 +753,7 @@ class Limits(DaemonTestCase):
             c.ok("obj.delete", name="a")
             c.ok("obj.create", name="d", type="dict")
 
+    @local_only("max_queue_items counts this daemon's queues")
     def test_max_queue_items(self):
         with self.d.client() as c:
             c.ok("queue.put", name="q1", item=1)
@@ -761,6 +773,7 @@ class Limits(DaemonTestCase):
             self.assertEqual(c.err("queue.get", name="q"), "limit")
             self.assertEqual(c.ok("event.wait", name="e", timeout=0), {"set": False})
 
+    @local_only("barriers are not served by redis yet")
     def test_barrier_parties_within_max_waiters(self):
         with self.d.client() as c:
             r = c.call("obj.create", name="b", type="barrier", parties=2**31 - 1)
@@ -778,6 +791,7 @@ class Limits(DaemonTestCase):
                                  {0, 1})
 
 
+@local_only("max_memory and max_object_items count this daemon's memory (Redis has maxmemory)")
 class MemoryLimits(DaemonTestCase):
     main_config = "max_request_bytes = 4096\nmax_object_items = 5\n"
 
@@ -833,6 +847,7 @@ class Seeds(DaemonTestCase):
         wait_children([run_child(self.d.socket, body) for _ in range(9)])
         self.assertEqual(self.d.ok("value.get", name="counter"), 450)
 
+    @local_only("arrays are not served by redis yet")
     def test_child_multiplies(self):
         with self.d.client() as c:
             c.ok("obj.create", name="arr", type="array", typecode="d", init=[1, 2.5, -3])
@@ -896,6 +911,7 @@ def counter_binary():
     return path if os.access(path, os.X_OK) else None
 
 
+@local_only("the example takes a lock, not served by redis yet")
 class Example(DaemonTestCase):
     @unittest.skipUnless(counter_binary(), "examples/counter not built")
     def test_counter_workers(self):

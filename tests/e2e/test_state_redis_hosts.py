@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""The redis state backend across "hosts": several mpsupd (each its own host
+id) sharing one private redis-server, and what happens when Redis goes away
+(DESIGN §12)."""
+import os
+import signal
+import threading
+import time
+
+import mpsuptest
+from mpsuptest import Client, Daemon, RedisServer, wait_for, main
+
+if not RedisServer.available():
+    mpsuptest.skip_all("redis-server is not installed")
+
+
+class RedisHosts(mpsuptest.unittest.TestCase):
+    """A redis-server and mpsupd daemons started on demand, all cleaned up."""
+    appendonly = False
+
+    def setUp(self):
+        self.redis = RedisServer(appendonly=self.appendonly).start()
+        self.addCleanup(self.redis.cleanup)
+
+    def host(self, extra=""):
+        d = Daemon(main_extra=self.redis.config(extra))
+        self.addCleanup(d.cleanup)
+        return d.start()
+
+    def blocked(self, d, n):
+        wait_for(lambda: d.ok("daemon.info")["state"]["blocked_waiters"] == n,
+                 what="%d blocked waiters" % n)
+
+
+class CrossHost(RedisHosts):
+    def test_info(self):
+        a, b = self.host(), self.host()
+        ia, ib = a.ok("daemon.info")["state"], b.ok("daemon.info")["state"]
+        self.assertEqual(ia["backend"], "redis")
+        self.assertEqual(ia["address"], self.redis.socket)
+        self.assertEqual(ia["connection"], "connected")
+        self.assertEqual(ia["lease"], 10)
+        self.assertNotEqual(ia["host_id"], ib["host_id"])
+
+    def test_blocked_consumer_gets_other_hosts_put(self):
+        a, b = self.host(), self.host()
+        with b.client() as cb:
+            rid = cb.send("queue.get", name="jobs")
+            self.blocked(b, 1)
+            a.ok("queue.put", name="jobs", item={"from": "a"})
+            r = cb.recv()
+            self.assertEqual(r["id"], rid)
+            self.assertEqual(r["result"], {"from": "a"})
+        self.assertEqual(a.ok("queue.size", name="jobs"), 0)
+        self.assertEqual(b.ok("obj.get", name="jobs"), [])
+
+    def test_shared_namespace_types(self):
+        a, b = self.host(), self.host()
+        a.ok("dict.set", name="cfg", key="k", value=[1, {"x": None}])
+        self.assertEqual(b.ok("dict.get", name="cfg", key="k"), [1, {"x": None}])
+        self.assertEqual(b.err("list.append", name="cfg", value=1), "wrong_type")
+        a.ok("obj.create", name="n", type="value", typecode="i", init=2**63 - 2)
+        self.assertEqual(b.ok("value.add", name="n"), 2**63 - 1)
+        self.assertEqual(a.err("value.add", name="n"), "out_of_range")
+        self.assertEqual(b.ok("value.get", name="n"), 2**63 - 1)
+        self.assertEqual([o["name"] for o in b.ok("obj.list")], ["cfg", "n"])
+
+    def test_event_wakes_other_host(self):
+        a, b = self.host(), self.host()
+        with b.client() as cb:
+            rid = cb.send("event.wait", name="go", timeout=30)
+            self.blocked(b, 1)
+            a.ok("event.set", name="go")
+            self.assertEqual(cb.recv(), {"id": rid, "ok": True, "result": {"set": True}})
+
+    def test_getter_that_leaves_loses_nothing(self):
+        """A getter blocked on B leaves; the item A puts next is not lost
+        to it: a getter on A takes it."""
+        a, b = self.host(), self.host()
+        cb = b.client()
+        cb.send("queue.get", name="q")
+        self.blocked(b, 1)
+        cb.close()
+        self.blocked(b, 0)
+        a.ok("queue.put", name="q", item=7)
+        self.assertEqual(a.ok("queue.get", name="q", timeout=5), 7)
+
+    def test_value_add_three_hosts(self):
+        """3 hosts x 8 clients x 1000 value.add: exactly 24000."""
+        hosts = [self.host() for _ in range(3)]
+        n, errors = 1000, []
+
+        def adder(d):
+            try:
+                with Client(d.socket, timeout=60 * mpsuptest.SCALE) as c:
+                    for _ in range(n):
+                        c.send("value.add", name="hits")
+                    for _ in range(n):
+                        r = c.recv()
+                        if not r.get("ok"):
+                            errors.append(r)
+            except Exception as e:  # reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=adder, args=(d,)) for d in hosts for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        for d in hosts:
+            self.assertEqual(d.ok("value.get", name="hits"), 3 * 8 * n)
+
+
+class Outage(RedisHosts):
+    appendonly = True  # appendfsync always: what was answered survives a restart
+
+    def test_unreachable_at_start(self):
+        d = Daemon(main_extra="state_backend = redis\nredis_address = %s\n"
+                   % os.path.join(self.redis.dir, "nothing.sock"))
+        self.addCleanup(d.cleanup)
+        d.start(wait=False)
+        self.assertEqual(d.proc.wait(timeout=20 * mpsuptest.SCALE), 1)
+        self.assertIn("cannot connect to redis_address", d.read_log())
+
+    def test_restart_mid_run(self):
+        a = self.host()
+        a.ok("obj.create", name="w", type="queue")
+        a.ok("dict.set", name="d", key="acked", value=1)
+        with a.client() as cg:
+            rid = cg.send("queue.get", name="w")
+            self.blocked(a, 1)
+            self.redis.stop(signal.SIGKILL)  # a crash: only the fsynced log is left
+            # the blocked getter and every state command: unavailable at once
+            r = cg.recv()
+            self.assertEqual((r["id"], r["error"]["code"]), (rid, "unavailable"))
+        t0 = time.monotonic()
+        self.assertEqual(a.err("dict.get", name="d", key="acked"), "unavailable")
+        self.assertLess(time.monotonic() - t0, 2)
+        # supervision goes on
+        self.assertEqual(a.ok("status"), [])
+        self.assertEqual(a.ok("daemon.info")["state"]["connection"], "down")
+        self.redis.start()
+
+        def back():
+            with a.client() as c:
+                return c.call("dict.get", name="d", key="acked").get("ok")
+        wait_for(back, what="redis to be back")
+        # acknowledged before the restart (appendfsync always): still there
+        self.assertEqual(a.ok("dict.get", name="d", key="acked"), 1)
+        info = a.ok("daemon.info")["state"]
+        self.assertEqual(info["connection"], "connected")
+        self.assertGreaterEqual(info["connections_lost"], 1)
+        # the script is loaded again (NOSCRIPT) and waits work again
+        with a.client() as cg:
+            rid = cg.send("queue.get", name="w")
+            self.blocked(a, 1)
+            a.ok("queue.put", name="w", item="after")
+            self.assertEqual(cg.recv(), {"id": rid, "ok": True, "result": "after"})
+
+
+if __name__ == "__main__":
+    main()

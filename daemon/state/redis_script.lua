@@ -52,9 +52,13 @@ local function index(i, n)
 	return i
 end
 local PIVOT = '\0mpsup-pivot'
-local function list_remove_at(i)
+-- remove element i of a list of n: the ends directly, else through a
+-- pivot, searched for from the nearer end
+local function list_remove_at(i, n)
+	if i == n - 1 then redis.call('RPOP', d); return end
+	if i == 0 then redis.call('LPOP', d); return end
 	redis.call('LSET', d, i, PIVOT)
-	redis.call('LREM', d, 1, PIVOT)
+	if i < n / 2 then redis.call('LREM', d, 1, PIVOT) else redis.call('LREM', d, -1, PIVOT) end
 end
 local function list_find(v)
 	local all = redis.call('LRANGE', d, 0, -1)
@@ -242,13 +246,13 @@ elseif ty == 'list' then
 		if not i then return fail('out_of_range', 'index ' .. (arg(1) or '-1') .. ' out of range (length ' .. n .. ')') end
 		if op == 'list.set' then redis.call('LSET', d, i, arg(2)); return 'null' end
 		local v = redis.call('LINDEX', d, i)
-		if op == 'list.pop' then list_remove_at(i) end
+		if op == 'list.pop' then list_remove_at(i, n) end
 		return v
 	elseif op == 'list.remove' or op == 'list.index' then
 		local i = list_find(arg(1))
 		if not i then return fail('not_found', 'value not in list') end
 		if op == 'list.index' then return tostring(i) end
-		list_remove_at(i)
+		list_remove_at(i, n)
 		return 'null'
 	elseif op == 'list.count' then
 		local c = 0

@@ -64,7 +64,10 @@ struct rcall {
 	size_t *argvlen;
 	int argc, cap;
 	double timeout;  /* < 0: none given (forever) */
-	double deadline; /* a put waiting for room: when it gives up (0: never) */
+	double deadline; /* a put or acquire waiting again: when it gives up (0: never) */
+	long long soonest; /* an acquire: ms until another host's lease may end, or -1 */
+	struct conn *conn; /* an owned op's client (valid while !gone) */
+	const struct obj_type *owned; /* lock, rlock or semaphore: ownership is tracked */
 	/* a blocking wait */
 	enum wait_kind wait;
 	redisAsyncContext *bc;
@@ -84,7 +87,23 @@ static struct {
 	unsigned long reconnects, lost, blocking;
 	unsigned long long next_wait;
 	LIST_HEAD(, rcall) blocked;
+	LIST_HEAD(, hold) holds;
+	struct event *renew;
+	unsigned long renewals;
 } rs;
+
+/*
+ * What this host's clients hold (lock, rlock, semaphore): the lease key of
+ * each object held is renewed every lease/3, and a client that goes drops
+ * what it held at once (TYPE.drop: the next owner is told abandoned).
+ */
+struct hold {
+	struct conn *conn;
+	const struct obj_type *type;
+	unsigned count;
+	LIST_ENTRY(hold) entry;
+	char name[OBJ_NAME_MAX + 1];
+};
 
 static void main_connect(void);
 
@@ -161,6 +180,7 @@ static struct rcall *rc_new(const char *op, const char *name, bool existing)
 	rc->op = op;
 	rc->timeout = -1;
 	rc->client_id = -1;
+	rc->soonest = -1;
 	r = rc_pushs(rc, "EVALSHA") | rc_pushs(rc, rs.sha) | rc_pushs(rc, "4");
 	snprintf(key, sizeof(key), "%s{%s}", prefix, name);
 	r |= rc_pushs(rc, key);
@@ -245,9 +265,129 @@ static void rc_reply_json(struct rcall *rc, const char *str, size_t len)
 		rc_ok(rc, v);
 }
 
-/* --- blocking waits -------------------------------------------------------------- */
+/* --- ownership ------------------------------------------------------------------- */
 
 static bool rc_send(struct rcall *rc);
+
+/* The owner token, host id and lease of conn for an owned op's script call. */
+static int rc_push_owner(struct rcall *rc, uint64_t conn_id)
+{
+	char buf[96];
+
+	snprintf(buf, sizeof(buf), "=%s:%llu", rs.host_id, (unsigned long long)conn_id);
+	if (rc_pushs(rc, buf) < 0)
+		return -ENOMEM;
+	snprintf(buf, sizeof(buf), "=%s", rs.host_id);
+	if (rc_pushs(rc, buf) < 0)
+		return -ENOMEM;
+	snprintf(buf, sizeof(buf), "=%lld", (long long)(daemon_g.conf->redis_lease * 1000));
+	return rc_pushs(rc, buf);
+}
+
+/* Give up what conn held of name at once (a client gone). */
+static void owned_drop(const struct obj_type *type, const char *name, uint64_t conn_id)
+{
+	static const char *const drops[] = { "lock.drop", "rlock.drop", "semaphore.drop" };
+	const char *op = drops[type == &lock_type ? 0 : type == &rlock_type ? 1 : 2];
+	struct rcall *t = rc_new(op, name, true);
+
+	if (!t || rc_push_owner(t, conn_id) < 0) {
+		if (t)
+			rc_free(t);
+		return;
+	}
+	t->gone = true; /* nobody to answer */
+	if (!rc_send(t))
+		rc_free(t);
+}
+
+static void hold_free(struct hold *h);
+
+static void hold_conn_closed(struct conn *c, void *arg)
+{
+	struct hold *h = arg;
+
+	owned_drop(h->type, h->name, c->id);
+	LIST_REMOVE(h, entry);
+	free(h);
+}
+
+static struct hold *hold_find(struct conn *c, const char *name)
+{
+	struct hold *h;
+
+	LIST_FOREACH(h, &rs.holds, entry)
+		if (h->conn == c && strcmp(h->name, name) == 0)
+			return h;
+	return NULL;
+}
+
+static void hold_free(struct hold *h)
+{
+	conn_remove_close_hook(h->conn, hold_conn_closed, h);
+	LIST_REMOVE(h, entry);
+	free(h);
+}
+
+/* An owned op of rc's client succeeded with result: count what it holds. */
+static void hold_note(struct rcall *rc, json_t *result)
+{
+	const char *name = rc->argv[A_NAME];
+	bool acquire = strstr(rc->op, ".acquire") != NULL;
+	struct hold *h;
+
+	if (acquire && !json_is_true(json_object_get(result, "acquired")))
+		return;
+	if (rc->gone) { /* granted to a client that left: give it back */
+		if (acquire)
+			owned_drop(rc->owned, name, (uint64_t)strtoull(strchr(
+				rc->argv[rc->argc - 3], ':') + 1, NULL, 10));
+		return;
+	}
+	h = hold_find(rc->conn, name);
+	if (!acquire) {
+		/* released; an rlock counts its depth, the others their units */
+		if (h && --h->count == 0)
+			hold_free(h);
+		return;
+	}
+	if (!h) {
+		if (!(h = calloc(1, sizeof(*h))))
+			return; /* the lease is not renewed: the hold ends after it */
+		h->conn = rc->conn;
+		h->type = rc->owned;
+		snprintf(h->name, sizeof(h->name), "%s", name);
+		LIST_INSERT_HEAD(&rs.holds, h, entry);
+		conn_add_close_hook(rc->conn, hold_conn_closed, h);
+	}
+	h->count++;
+}
+
+/* Renew the lease of every object this host holds. */
+static void renew_fire(evutil_socket_t fd, short what, void *arg)
+{
+	const struct conf *conf = daemon_g.conf;
+	struct timeval tv;
+	double every = conf->redis_lease / 3;
+	struct hold *h;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	LIST_FOREACH(h, &rs.holds, entry)
+		if (rs.ac) {
+			redisAsyncCommand(rs.ac, NULL, NULL, "SET %s{%s}:l:%s 1 PX %lld",
+					  conf->redis_prefix, h->name, rs.host_id,
+					  (long long)(conf->redis_lease * 1000));
+			rs.renewals++;
+		}
+	tv.tv_sec = (time_t)every;
+	tv.tv_usec = (suseconds_t)((every - (double)tv.tv_sec) * 1e6);
+	evtimer_add(rs.renew, &tv);
+}
+
+/* --- blocking waits -------------------------------------------------------------- */
+
 static void call_cancel(struct park *p);
 
 /* rc no longer blocks: out of the list, its connection closing (bc is
@@ -270,6 +410,8 @@ static void block_timeout_answer(struct rcall *rc)
 		rc_error(rc, MPSUP_E_EMPTY, "%s: empty", rc->argv[A_NAME]);
 	else if (strcmp(rc->op, "queue.put") == 0)
 		rc_error(rc, MPSUP_E_FULL, "%s: full", rc->argv[A_NAME]);
+	else if (rc->owned)
+		rc_ok(rc, json_pack("{s:b}", "acquired", 0));
 	else
 		rc_error(rc, MPSUP_E_TIMEOUT, "%s: unfinished tasks", rc->argv[A_NAME]);
 }
@@ -300,11 +442,12 @@ static bool block_woken(struct rcall *rc, redisReply *rp)
 		}
 		return false;
 	}
-	if (strcmp(rc->op, "queue.put") != 0) {
+	if (strcmp(rc->op, "queue.put") != 0 && !rc->owned) {
 		rc_ok(rc, strcmp(rc->op, "event.wait") == 0 ? json_pack("{s:b}", "set", 1) : NULL);
 		return false;
 	}
-	/* room: put again (the script answers wait when others took it) */
+	/* room or a release: try again (the script answers wait when others
+	 * took it) */
 	return !rc->gone && rc_send(rc);
 }
 
@@ -319,7 +462,15 @@ static void block_reply(redisAsyncContext *ac, void *reply, void *priv)
 		redisAsyncDisconnect(ac);
 	if (!rp)
 		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: lost the connection to redis", rc->op);
-	else if (rp->type == REDIS_REPLY_NIL)
+	else if (rp->type == REDIS_REPLY_NIL && rc->owned && !rc->gone &&
+		 (!rc->deadline || now_mono() < rc->deadline - 0.002)) {
+		/* a lease of another host may have ended: try again */
+		block_end(rc);
+		if (rc_send(rc))
+			return;
+		rc_free(rc);
+		return;
+	} else if (rp->type == REDIS_REPLY_NIL)
 		block_timeout_answer(rc);
 	else if (rp->type != REDIS_REPLY_STRING)
 		rc_error(rc, MPSUP_E_INTERNAL, "%s: redis: %.*s", rc->op, (int)rp->len,
@@ -409,12 +560,15 @@ static bool block_timeout(struct rcall *rc, char *buf, size_t len)
 {
 	double t = rc->timeout;
 
-	if (t >= 0 && strcmp(rc->op, "queue.put") == 0) {
+	if (t >= 0 && (rc->owned || strcmp(rc->op, "queue.put") == 0)) {
 		if (!rc->deadline)
 			rc->deadline = now_mono() + t;
 		if ((t = rc->deadline - now_mono()) <= 0)
 			return false;
 	}
+	/* an acquire wakes when another host's lease may have ended */
+	if (rc->owned && rc->soonest >= 0 && (t < 0 || t > rc->soonest / 1000.0 + 0.005))
+		t = rc->soonest / 1000.0 + 0.005;
 	snprintf(buf, len, "%.3f", t < 0 ? 0 : (t < 0.001 ? 0.001 : t));
 	return true;
 }
@@ -448,7 +602,7 @@ static void block_start(struct rcall *rc)
 		rc->wait = WAIT_ROTATE;
 		if (strcmp(rc->op, "queue.join") == 0)
 			src = dst = rc->argv[A_JOIN];
-		else if (strcmp(rc->op, "queue.put") == 0)
+		else if (strcmp(rc->op, "queue.put") == 0 || rc->owned)
 			src = dst = rc->argv[A_ROOM];
 	}
 	if ((rc->wait == WAIT_TAKE && !inflight) || !(rc->bc = connect_new())) {
@@ -517,12 +671,20 @@ static void call_reply(redisAsyncContext *ac, void *reply, void *priv)
 		if (!rc->argv[0] || !rc->argv[1])
 			rc_error(rc, MPSUP_E_INTERNAL, "out of memory");
 	} else if (rp->type == REDIS_REPLY_ERROR && strncmp(rp->str, "wait ", 5) == 0) {
+		const char *sp = strrchr(rp->str, ' ');
+
+		rc->soonest = sp && sp > rp->str + 4 ? strtoll(sp + 1, NULL, 10) : -1;
 		if (!rc->gone) {
 			block_start(rc);
 			return;
 		}
 	} else if (rp->type == REDIS_REPLY_ERROR) {
 		rc_reply_error(rc, rp->str, rp->len);
+	} else if (rc->owned && rp->type == REDIS_REPLY_STRING) {
+		json_t *v = json_loadb(rp->str, rp->len, JSON_DECODE_ANY, NULL);
+
+		hold_note(rc, v);
+		rc_ok(rc, v);
 	} else if (rp->type == REDIS_REPLY_STRING || rp->type == REDIS_REPLY_STATUS) {
 		rc_reply_json(rc, rp->str, rp->len);
 	} else if (rp->type == REDIS_REPLY_INTEGER) {
@@ -676,8 +838,11 @@ int redis_backend_start(const struct conf *conf)
 	for (size_t i = 0; i < sizeof(rnd); i++)
 		snprintf(rs.host_id + 2 * i, 3, "%02x", rnd[i]);
 	LIST_INIT(&rs.blocked);
-	if (!(rs.retry = evtimer_new(daemon_g.base, retry_fire, NULL)))
+	LIST_INIT(&rs.holds);
+	if (!(rs.retry = evtimer_new(daemon_g.base, retry_fire, NULL)) ||
+	    !(rs.renew = evtimer_new(daemon_g.base, renew_fire, NULL)))
 		return -1;
+	renew_fire(-1, 0, NULL);
 	main_connect();
 	if (!rs.ac) {
 		log_error("redis", "cannot connect to %s", conf->redis_address);
@@ -694,6 +859,11 @@ void redis_backend_stop(void)
 	while (!LIST_EMPTY(&rs.blocked)) {
 		redisAsyncFree(LIST_FIRST(&rs.blocked)->bc); /* block_reply frees it */
 	}
+	while (!LIST_EMPTY(&rs.holds))
+		hold_free(LIST_FIRST(&rs.holds));
+	if (rs.renew)
+		event_free(rs.renew);
+	rs.renew = NULL;
 	if (rs.ac)
 		redisAsyncFree(rs.ac);
 	rs.ac = NULL;
@@ -703,17 +873,29 @@ void redis_backend_stop(void)
 	rs.retry = NULL;
 }
 
+/* Objects held by this host's clients (counted per client). */
+static json_int_t hold_count(void)
+{
+	json_int_t n = 0;
+	struct hold *h;
+
+	LIST_FOREACH(h, &rs.holds, entry)
+		n++;
+	return n;
+}
+
 void redis_backend_info(json_t *st)
 {
 	const struct conf *conf = daemon_g.conf;
 
 	json_object_update_new(
-		st, json_pack("{s:s, s:s, s:s, s:s, s:f, s:I, s:I, s:I}", "address",
+		st, json_pack("{s:s, s:s, s:s, s:s, s:f, s:I, s:I, s:I, s:I, s:I}", "address",
 			      conf->redis_address, "prefix", conf->redis_prefix, "connection",
 			      rs.up ? "connected" : (rs.ac ? "connecting" : "down"), "host_id",
 			      rs.host_id, "lease", conf->redis_lease, "reconnects",
 			      (json_int_t)rs.reconnects, "connections_lost", (json_int_t)rs.lost,
-			      "blocked_waiters", (json_int_t)rs.blocking));
+			      "blocked_waiters", (json_int_t)rs.blocking, "holds",
+			      (json_int_t)hold_count(), "lease_renewals", (json_int_t)rs.renewals));
 }
 
 /* --- the commands ---------------------------------------------------------------------- */
@@ -785,6 +967,15 @@ static enum cmd_ret redis_op(struct request *r, const struct type_op *t)
 			request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		goto done;
 	}
+	if (t->type == &lock_type || t->type == &rlock_type || t->type == &semaphore_type) {
+		if (!r->conn || rc_push_owner(rc, r->conn->id) < 0) {
+			rc_free(rc);
+			request_error(r, MPSUP_E_INTERNAL, "out of memory");
+			goto done;
+		}
+		rc->owned = t->type;
+		rc->conn = r->conn;
+	}
 	obj_call_done(&c);
 	return rc_run(r, rc);
 done:
@@ -805,7 +996,8 @@ static const char *obj_name(struct request *r)
 	return name;
 }
 
-static const char *const served_types[] = { "dict", "list", "value", "queue", "event", NULL };
+static const char *const served_types[] = { "dict",	   "list",  "value", "queue", "event",
+					     "lock",	   "rlock", "semaphore", NULL };
 
 /* Check obj.create's options as the local type does (a throw-away object). */
 static bool options_valid(struct request *r, const struct obj_type *type)
@@ -837,6 +1029,7 @@ static int push_create(struct rcall *rc, json_t *p, const char *tname)
 {
 	json_t *tc = json_object_get(p, "typecode"), *init = json_object_get(p, "init");
 	json_t *max = json_object_get(p, "maxsize"), *items = json_object_get(p, "items"), *e;
+	json_t *units = json_object_get(p, "value");
 	char count[24];
 	const char *k;
 	size_t n, klen;
@@ -850,6 +1043,8 @@ static int push_create(struct rcall *rc, json_t *p, const char *tname)
 	r |= init ? rc_push_json(rc, init, true) : rc_pushs(rc, "");
 	if (strcmp(tname, "queue") == 0)
 		r |= max ? rc_push_json(rc, max, true) : rc_pushs(rc, "=0");
+	else if (strcmp(tname, "semaphore") == 0)
+		r |= units ? rc_push_json(rc, units, true) : rc_pushs(rc, "=1");
 	else
 		r |= rc_pushs(rc, "");
 	snprintf(count, sizeof(count), "=%zu",
@@ -928,7 +1123,11 @@ static const char list_script[] =
 	"  if t == 'dict' then n = redis.call('HLEN', KEYS[i + 1])\n"
 	"  elseif t == 'list' or t == 'queue' then n = redis.call('LLEN', KEYS[i + 1])\n"
 	"  elseif t == 'value' then n = 1\n"
-	"  elseif t == 'event' then n = redis.call('EXISTS', KEYS[i + 1]) end\n"
+	"  elseif t == 'event' then n = redis.call('EXISTS', KEYS[i + 1])\n"
+	"  elseif t == 'rlock' then n = redis.call('HLEN', KEYS[i + 1])\n"
+	"  elseif t == 'lock' or t == 'semaphore' then\n"
+	"    for _, c in ipairs(redis.call('HVALS', KEYS[i + 1])) do n = n + tonumber(c) end\n"
+	"  end\n"
 	"  out[#out + 1] = t\n"
 	"  out[#out + 1] = n\n"
 	"end\n"

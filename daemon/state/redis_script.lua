@@ -93,6 +93,9 @@ local function whole(t)
 	elseif t == 'list' or t == 'queue' then return arr(redis.call('LRANGE', d, 0, -1))
 	elseif t == 'value' then return redis.call('HGET', m, 'v')
 	elseif t == 'event' then return bool(redis.call('EXISTS', d) == 1)
+	elseif t == 'lock' or t == 'rlock' or t == 'semaphore' then
+		-- the owned section answers TYPE.state (below)
+		return nil
 	end
 	return 'null'
 end
@@ -103,7 +106,8 @@ if op == 'obj.create' then
 	if t then
 		if t ~= ctype then return fail('exists', 'exists as a ' .. t) end
 		if (tc and redis.call('HGET', m, 'tc') ~= tc) or
-		   (max and redis.call('HGET', m, 'max') ~= max) then
+		   (max and ctype == 'queue' and redis.call('HGET', m, 'max') ~= max) or
+		   (max and ctype == 'semaphore' and redis.call('HGET', m, 'val') ~= max) then
 			return fail('exists', 'exists with other options')
 		end
 		return '{"created":false}'
@@ -114,6 +118,8 @@ if op == 'obj.create' then
 		redis.call('HSET', m, 'tc', tc, 'v', store(tc, init or '0'))
 	elseif ctype == 'queue' then
 		redis.call('HSET', m, 'max', max or '0', 'u', '0')
+	elseif ctype == 'semaphore' then
+		redis.call('HSET', m, 'val', max or '1')
 	end
 	local n = tonumber(arg(5) or '0')
 	if ctype == 'dict' then
@@ -126,9 +132,14 @@ if op == 'obj.create' then
 	return '{"created":true}'
 elseif op == 'obj.get' or op == 'obj.delete' then
 	if not t then return fail('not_found', 'no such object') end
-	if op == 'obj.get' then return whole(t) end
-	redis.call('DEL', m, d, j, sp)
-	return 'null'
+	if op == 'obj.get' then
+		local w = whole(t)
+		if w then return w end
+		op, ty = t .. '.state', t
+	else
+		redis.call('DEL', m, d, j, sp)
+		return 'null'
+	end
 end
 
 if not t then
@@ -319,6 +330,72 @@ elseif ty == 'event' then
 		if redis.call('EXISTS', d) == 1 then return '{"set":true}' end
 		if arg(1) and tonumber(arg(1)) == 0 then return '{"set":false}' end
 		return redis.error_reply('wait ' .. name)
+	end
+end
+if ty == 'lock' or ty == 'rlock' or ty == 'semaphore' then
+	-- owned units: d maps owner tokens (HOST:CONNECTION) to counts; a host
+	-- keeps PREFIX{name}:l:HOST alive (PX lease) while it holds any, and the
+	-- holds of a host whose key expired are dropped (abandoned)
+	local na = #ARGV
+	local token, host, lease = string.sub(ARGV[na - 2], 2), string.sub(ARGV[na - 1], 2), string.sub(ARGV[na], 2)
+	local val = tonumber(redis.call('HGET', m, 'val') or '1')
+	local function lk(h) return m .. ':l:' .. h end
+	local all, held, owners = redis.call('HGETALL', d), 0, {}
+	for i = 1, #all, 2 do
+		local h = string.match(all[i], '^([^:]+):')
+		if redis.call('EXISTS', lk(h)) == 0 then
+			redis.call('HDEL', d, all[i])
+			redis.call('HSET', m, 'ab', '1')
+		else
+			if ty == 'rlock' then held = held + 1 else held = held + tonumber(all[i + 1]) end
+			owners[#owners + 1] = '{"owner":' .. cjson.encode(all[i]) .. ',"count":' .. all[i + 1] .. '}'
+		end
+	end
+	local mine = tonumber(redis.call('HGET', d, token) or '0')
+	local function wake()
+		if redis.call('EXISTS', sp) == 0 then redis.call('RPUSH', sp, '1') end
+	end
+	if held < val then wake() end
+	local what = string.match(op, '%.(.*)$')
+	if what == 'acquire' then
+		local ok
+		if ty == 'rlock' then ok = held == 0 or mine > 0 else ok = held < val end
+		if ok then
+			redis.call('HINCRBY', d, token, 1)
+			redis.call('SET', lk(host), '1', 'PX', lease)
+			if ty == 'rlock' or held + 1 >= val then redis.call('DEL', sp) end
+			if redis.call('HGET', m, 'ab') then
+				redis.call('HDEL', m, 'ab')
+				return '{"acquired":true,"abandoned":true}'
+			end
+			return '{"acquired":true}'
+		end
+		if arg(1) and tonumber(arg(1)) == 0 then return '{"acquired":false}' end
+		-- wait for a release, or until the first lease of another host may end
+		local soonest = -1
+		for i = 1, #all, 2 do
+			local h = string.match(all[i], '^([^:]+):')
+			local ttl = redis.call('PTTL', lk(h))
+			if h ~= host and ttl > 0 and (soonest < 0 or ttl < soonest) then soonest = ttl end
+		end
+		return redis.error_reply('wait ' .. name .. ' ' .. soonest)
+	elseif what == 'release' or what == 'drop' then
+		if mine == 0 then
+			if what == 'drop' then return 'null' end
+			return redis.error_reply('conflict ' .. name .. ' is not held by this connection')
+		end
+		if mine == 1 or what == 'drop' then redis.call('HDEL', d, token) else redis.call('HINCRBY', d, token, -1) end
+		if what == 'drop' then redis.call('HSET', m, 'ab', '1') end
+		-- an rlock still held by its owner frees nothing
+		if ty ~= 'rlock' or mine == 1 or what == 'drop' then wake() end
+		return 'null'
+	elseif what == 'locked' then return bool(held > 0)
+	elseif what == 'get_value' then return tostring(val - held)
+	elseif what == 'state' then
+		if ty == 'semaphore' then
+			return '{"value":' .. val .. ',"available":' .. (val - held) .. ',"owners":' .. arr(owners) .. '}'
+		end
+		return '{"locked":' .. bool(held > 0) .. ',"owners":' .. arr(owners) .. '}'
 	end
 end
 return redis.error_reply('bad_request ' .. op .. ': not served by the redis state backend')

@@ -441,7 +441,6 @@ class Events(DaemonTestCase):
             self.assertFalse(a.ok("event.is_set", name="e"))
 
 
-@local_only("locks, rlocks and semaphores are not served by redis yet")
 class Locks(DaemonTestCase):
     def test_lock(self):
         with self.d.client() as a, self.d.client() as b:
@@ -486,6 +485,7 @@ class Locks(DaemonTestCase):
             wait_for(lambda: not b.ok("lock.locked", name="L"), what="lock released")
             self.assertEqual(b.ok("lock.acquire", name="L"), {"acquired": True, "abandoned": True})
 
+    @local_only("acquirers blocked in redis are woken together: no FIFO among them")
     def test_fifo_acquirers(self):
         with self.d.client() as a:
             a.ok("lock.acquire", name="L")
@@ -628,7 +628,6 @@ class MissingObjects(DaemonTestCase):
             self.assertEqual(c.err("dict.get", name="d", key="k", default=0), "not_found")
             self.assertEqual(c.ok("obj.list"), [])
 
-    @local_only("it takes locks, not served by redis yet")
     def test_mutations_and_waits_create(self):
         with self.d.client() as c:
             self.assertEqual(c.ok("value.add", name="v", by=2), 2)
@@ -911,7 +910,6 @@ def counter_binary():
     return path if os.access(path, os.X_OK) else None
 
 
-@local_only("the example takes a lock, not served by redis yet")
 class Example(DaemonTestCase):
     @unittest.skipUnless(counter_binary(), "examples/counter not built")
     def test_counter_workers(self):

@@ -112,6 +112,59 @@ class CrossHost(RedisHosts):
             self.assertEqual(d.ok("value.get", name="hits"), 3 * 8 * n)
 
 
+class Leases(RedisHosts):
+    lease = 2
+
+    def test_lease_renewed_while_held(self):
+        a, b = self.host("redis_lease = %d\n" % self.lease), self.host()
+        with a.client() as ca:
+            self.assertEqual(ca.ok("lock.acquire", name="L"), {"acquired": True})
+            end = time.monotonic() + 2.5 * self.lease
+            while time.monotonic() < end:
+                self.assertEqual(b.ok("lock.acquire", name="L", timeout=0),
+                                 {"acquired": False})
+                time.sleep(0.2)
+            self.assertGreater(a.ok("daemon.info")["state"]["lease_renewals"], 2)
+
+    def test_disconnect_releases_at_once(self):
+        a, b = self.host(), self.host()
+        ca = a.client()
+        ca.ok("lock.acquire", name="L")
+        with b.client() as cb:
+            rid = cb.send("lock.acquire", name="L", timeout=30)
+            self.blocked(b, 1)
+            t0 = time.monotonic()
+            ca.close()
+            r = cb.recv()
+            self.assertEqual(r, {"id": rid, "ok": True,
+                                 "result": {"acquired": True, "abandoned": True}})
+            self.assertLess(time.monotonic() - t0, 2)
+
+    def test_abandoned_after_holder_host_dies(self):
+        """A lock held on host A is abandoned for host B's waiter once A's
+        mpsupd is SIGKILLed: within lease + 1 s."""
+        a = self.host("redis_lease = %d\n" % self.lease)
+        b = self.host("redis_lease = %d\n" % self.lease)
+        ca = a.client()
+        self.assertEqual(ca.ok("lock.acquire", name="L"), {"acquired": True})
+        self.assertEqual(ca.ok("semaphore.acquire", name="S"), {"acquired": True})
+        with b.client() as cb:
+            rid = cb.send("lock.acquire", name="L")
+            self.blocked(b, 1)
+            t0 = time.monotonic()
+            a.proc.kill()
+            a.proc.wait()
+            r = cb.recv()
+            elapsed = time.monotonic() - t0
+            self.assertEqual(r, {"id": rid, "ok": True,
+                                 "result": {"acquired": True, "abandoned": True}})
+            self.assertLess(elapsed, (self.lease + 1) * mpsuptest.SCALE)
+            self.assertGreater(elapsed, self.lease / 3 - 0.1)  # the lease held till then
+            self.assertEqual(cb.ok("semaphore.acquire", name="S", timeout=0),
+                             {"acquired": True, "abandoned": True})
+        ca.close()
+
+
 class Outage(RedisHosts):
     appendonly = True  # appendfsync always: what was answered survives a restart
 

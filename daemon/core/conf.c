@@ -149,8 +149,8 @@ static int conf_check_redis_address(const char *value, char *err, size_t errlen)
 	if (value[0] == '/')
 		return strlen(value) < 108 ? 0 : conf_seterr(err, errlen, "path too long");
 	if (!colon || colon == value)
-		return conf_seterr(err, errlen, "expected a Unix socket path or host:port, not '%s'",
-				   value);
+		return conf_seterr(err, errlen,
+				   "expected a Unix socket path or host:port, not '%s'", value);
 	port = strtol(colon + 1, &end, 10);
 	if (*end || port < 1 || port > 65535)
 		return conf_seterr(err, errlen, "bad port in '%s'", value);
@@ -189,7 +189,8 @@ static const struct conf_key main_keys[] = {
 	  .expect = "a size (like 64M)", .def = "64M" },
 	{ "state_dir_check", CONF_BOOL, MAIN(state_dir_check), .def = "yes" },
 	{ "persist_outage_timeout", CONF_DURATION, MAIN(persist_outage_timeout), .def = "5" },
-	{ "state_backend", CONF_ENUM, MAIN(state_backend), .names = state_backends, .def = "local" },
+	{ "state_backend", CONF_ENUM, MAIN(state_backend), .names = state_backends,
+	  .def = "local" },
 	{ "redis_address", CONF_STRING, MAIN(redis_address), .check = conf_check_redis_address,
 	  .def = "/run/redis/redis-server.sock" },
 	{ "redis_prefix", CONF_STRING, MAIN(redis_prefix), .check = conf_check_redis_prefix,

@@ -700,11 +700,10 @@ static void state_cmds_build(void)
 					     op->spec ? op->spec : "") >= sizeof(cmd_ops[n].params))
 				fatalx("state", "%s: spec too long", op->name);
 			/* Through Redis every op waits for its reply. */
-			state_cmds[n] =
-				(struct cmd_entry){ op->name, op->role,
-						    op->flags | CMD_IN_PLACE |
-							    (redis ? CMD_MAY_BLOCK : 0),
-						    cmd_type_op, cmd_ops[n].params };
+			state_cmds[n] = (struct cmd_entry){ op->name, op->role,
+							    op->flags | CMD_IN_PLACE |
+								    (redis ? CMD_MAY_BLOCK : 0),
+							    cmd_type_op, cmd_ops[n].params };
 			cmd_ops[n].type = obj_types[t];
 			cmd_ops[n].op = op;
 			if (obj_spec_parse(op->spec, &cmd_ops[n].spec) < 0)

@@ -63,8 +63,8 @@ struct rcall {
 	char **argv;
 	size_t *argvlen;
 	int argc, cap;
-	double timeout;  /* < 0: none given (forever) */
-	double deadline; /* a put or acquire waiting again: when it gives up (0: never) */
+	double timeout;    /* < 0: none given (forever) */
+	double deadline;   /* a put or acquire waiting again: when it gives up (0: never) */
 	long long soonest; /* an acquire: ms until another host's lease may end, or -1 */
 	struct conn *conn; /* an owned op's client (valid while !gone) */
 	const struct obj_type *owned; /* lock, rlock or semaphore: ownership is tracked */
@@ -340,8 +340,9 @@ static void hold_note(struct rcall *rc, json_t *result)
 		return;
 	if (rc->gone) { /* granted to a client that left: give it back */
 		if (acquire)
-			owned_drop(rc->owned, name, (uint64_t)strtoull(strchr(
-				rc->argv[rc->argc - 3], ':') + 1, NULL, 10));
+			owned_drop(rc->owned, name,
+				   (uint64_t)strtoull(strchr(rc->argv[rc->argc - 3], ':') + 1, NULL,
+						      10));
 		return;
 	}
 	h = hold_find(rc->conn, name);
@@ -640,8 +641,8 @@ static void call_reply(redisAsyncContext *ac, void *reply, void *priv);
 /* Send rc on the main connection; false after answering unavailable. */
 static bool rc_send(struct rcall *rc)
 {
-	if (rs.ac && redisAsyncCommandArgv(rs.ac, call_reply, rc, rc->argc,
-					   (const char **)rc->argv, rc->argvlen) == REDIS_OK)
+	if (rs.ac && redisAsyncCommandArgv(rs.ac, call_reply, rc, rc->argc, (const char **)rc->argv,
+					   rc->argvlen) == REDIS_OK)
 		return true;
 	rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: redis cannot be reached; retry later", rc->op);
 	return false;
@@ -752,8 +753,9 @@ static void main_connected(const redisAsyncContext *ac, int status)
 static void main_disconnected(const redisAsyncContext *ac, int status)
 {
 	if (rs.up && !rs.stopping)
-		log_warn("redis", "lost the connection to %s: %s; state commands answer "
-				  "unavailable until it is back",
+		log_warn("redis",
+			 "lost the connection to %s: %s; state commands answer "
+			 "unavailable until it is back",
 			 daemon_g.conf->redis_address, status == REDIS_OK ? "closed" : ac->errstr);
 	if (rs.up)
 		rs.lost++;
@@ -996,8 +998,8 @@ static const char *obj_name(struct request *r)
 	return name;
 }
 
-static const char *const served_types[] = { "dict",	   "list",  "value", "queue", "event",
-					     "lock",	   "rlock", "semaphore", NULL };
+static const char *const served_types[] = { "dict", "list",  "value",     "queue", "event",
+					    "lock", "rlock", "semaphore", NULL };
 
 /* Check obj.create's options as the local type does (a throw-away object). */
 static bool options_valid(struct request *r, const struct obj_type *type)
@@ -1224,8 +1226,9 @@ static void listing_next(struct listing *l, const char *cursor)
 				argv[i] = keys[i - 3] ? keys[i - 3] : "";
 			lens[i] = strlen(argv[i]);
 		}
-		if (!ok || !rs.ac || redisAsyncCommandArgv(rs.ac, listing_sizes, l, (int)(2 * n + 3), argv,
-						 lens) != REDIS_OK)
+		if (!ok || !rs.ac ||
+		    redisAsyncCommandArgv(rs.ac, listing_sizes, l, (int)(2 * n + 3), argv, lens) !=
+			    REDIS_OK)
 			listing_fail(l, "redis cannot be reached");
 	} else {
 		listing_fail(l, "out of memory");

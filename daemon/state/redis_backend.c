@@ -998,8 +998,8 @@ static const char *obj_name(struct request *r)
 	return name;
 }
 
-static const char *const served_types[] = { "dict", "list",  "value",     "queue", "event",
-					    "lock", "rlock", "semaphore", NULL };
+static const char *const served_types[] = { "dict",  "list", "value", "queue",     "event",
+					    "array", "lock", "rlock", "semaphore", NULL };
 
 /* Check obj.create's options as the local type does (a throw-away object). */
 static bool options_valid(struct request *r, const struct obj_type *type)
@@ -1037,7 +1037,13 @@ static int push_create(struct rcall *rc, json_t *p, const char *tname)
 	size_t n, klen;
 	int r = rc_push(rc, '=', tname, strlen(tname));
 
-	if (strcmp(tname, "value") == 0)
+	if (strcmp(tname, "array") == 0) {
+		/* its elements: init, or size zeros */
+		items = init;
+		init = NULL;
+		max = json_object_get(p, "size");
+	}
+	if (strcmp(tname, "value") == 0 || strcmp(tname, "array") == 0)
 		r |= rc_push(rc, '=', json_is_string(tc) ? json_string_value(tc) : "any",
 			     json_is_string(tc) ? json_string_length(tc) : 3);
 	else
@@ -1045,6 +1051,8 @@ static int push_create(struct rcall *rc, json_t *p, const char *tname)
 	r |= init ? rc_push_json(rc, init, true) : rc_pushs(rc, "");
 	if (strcmp(tname, "queue") == 0)
 		r |= max ? rc_push_json(rc, max, true) : rc_pushs(rc, "=0");
+	else if (strcmp(tname, "array") == 0)
+		r |= max ? rc_push_json(rc, max, true) : rc_pushs(rc, "");
 	else if (strcmp(tname, "semaphore") == 0)
 		r |= units ? rc_push_json(rc, units, true) : rc_pushs(rc, "=1");
 	else
@@ -1127,6 +1135,7 @@ static const char list_script[] =
 	"  elseif t == 'value' then n = 1\n"
 	"  elseif t == 'event' then n = redis.call('EXISTS', KEYS[i + 1])\n"
 	"  elseif t == 'rlock' then n = redis.call('HLEN', KEYS[i + 1])\n"
+	"  elseif t == 'array' then n = redis.call('LLEN', KEYS[i + 1])\n"
 	"  elseif t == 'lock' or t == 'semaphore' then\n"
 	"    for _, c in ipairs(redis.call('HVALS', KEYS[i + 1])) do n = n + tonumber(c) end\n"
 	"  end\n"

@@ -90,7 +90,7 @@ local function whole(t)
 		local all, out = redis.call('HGETALL', d), {}
 		for i = 1, #all, 2 do out[#out + 1] = cjson.encode(all[i]) .. ':' .. all[i + 1] end
 		return '{' .. table.concat(out, ',') .. '}'
-	elseif t == 'list' or t == 'queue' then return arr(redis.call('LRANGE', d, 0, -1))
+	elseif t == 'list' or t == 'queue' or t == 'array' then return arr(redis.call('LRANGE', d, 0, -1))
 	elseif t == 'value' then return redis.call('HGET', m, 'v')
 	elseif t == 'event' then return bool(redis.call('EXISTS', d) == 1)
 	elseif t == 'lock' or t == 'rlock' or t == 'semaphore' then
@@ -107,7 +107,8 @@ if op == 'obj.create' then
 		if t ~= ctype then return fail('exists', 'exists as a ' .. t) end
 		if (tc and redis.call('HGET', m, 'tc') ~= tc) or
 		   (max and ctype == 'queue' and redis.call('HGET', m, 'max') ~= max) or
-		   (max and ctype == 'semaphore' and redis.call('HGET', m, 'val') ~= max) then
+		   (max and ctype == 'semaphore' and redis.call('HGET', m, 'val') ~= max) or
+		   (ctype == 'array' and (redis.call('LLEN', d) ~= tonumber(max or arg(5)))) then
 			return fail('exists', 'exists with other options')
 		end
 		return '{"created":false}'
@@ -120,9 +121,15 @@ if op == 'obj.create' then
 		redis.call('HSET', m, 'max', max or '0', 'u', '0')
 	elseif ctype == 'semaphore' then
 		redis.call('HSET', m, 'val', max or '1')
+	elseif ctype == 'array' then
+		redis.call('HSET', m, 'tc', tc)
 	end
 	local n = tonumber(arg(5) or '0')
-	if ctype == 'dict' then
+	if ctype == 'array' then
+		for i = 1, n do redis.call('RPUSH', d, store(tc, ARGV[8 + i])) end
+		local zero = store(tc, '0')
+		for _ = n + 1, tonumber(max or '0') do redis.call('RPUSH', d, zero) end
+	elseif ctype == 'dict' then
 		for i = 1, n do redis.call('HSET', d, ARGV[7 + 2 * i], ARGV[8 + 2 * i]) end
 	elseif n > 0 then
 		for i = 1, n do redis.call('RPUSH', d, ARGV[8 + i]) end
@@ -331,6 +338,44 @@ elseif ty == 'event' then
 		if arg(1) and tonumber(arg(1)) == 0 then return '{"set":false}' end
 		return redis.error_reply('wait ' .. name)
 	end
+end
+if ty == 'array' then
+	local tc, n = redis.call('HGET', m, 'tc'), redis.call('LLEN', d)
+	if op == 'array.len' then return tostring(n) end
+	if op == 'array.slice' then
+		local a, b = slice(arg(1), arg(2), n)
+		if a >= b then return '[]' end
+		return arr(redis.call('LRANGE', d, a, b - 1))
+	end
+	local i = index(arg(1), n)
+	if not i then return fail('out_of_range', 'index ' .. arg(1) .. ' out of range (length ' .. n .. ')') end
+	if op == 'array.get' then return redis.call('LINDEX', d, i) end
+	local v = arg(2)
+	if op == 'array.add' then v = v or '1' end
+	if tc == 'i' and not isint(v) then
+		local what = 'value'
+		if op == 'array.add' then what = 'by' end
+		return redis.error_reply('bad_request ' .. name .. ": '" .. what .. "' must be an integer (typecode i)")
+	end
+	if op == 'array.set' then redis.call('LSET', d, i, store(tc, v)); return 'null' end
+	local cur = redis.call('LINDEX', d, i)
+	local s
+	if tc == 'i' then
+		-- exact 64-bit: HINCRBY on a scratch field (Lua numbers are doubles)
+		redis.call('HSET', m, 'x', cur)
+		local r = redis.pcall('HINCRBY', m, 'x', v)
+		if type(r) == 'table' and r.err then
+			redis.call('HDEL', m, 'x')
+			return fail('out_of_range', 'the result is out of range')
+		end
+		s = redis.call('HGET', m, 'x')
+		redis.call('HDEL', m, 'x')
+	else
+		s = real(tonumber(cur) + tonumber(v))
+		if not s then return fail('out_of_range', 'the result overflows a double') end
+	end
+	redis.call('LSET', d, i, s)
+	return s
 end
 if ty == 'lock' or ty == 'rlock' or ty == 'semaphore' then
 	-- owned units: d maps owner tokens (HOST:CONNECTION) to counts; a host

@@ -230,7 +230,6 @@ class Values(DaemonTestCase):
             self.assertEqual(c.err("value.cas", name="i", expect=3, value="x"), "bad_request")
             self.assertEqual(c.ok("value.get", name="i"), 3)
 
-    @local_only("it uses an array, not served by redis yet")
     def test_value_double(self):
         with self.d.client() as c:
             c.ok("obj.create", name="f", type="value", typecode="d")
@@ -263,7 +262,6 @@ class Values(DaemonTestCase):
             self.assertEqual(c.ok("obj.list"), [])
 
 
-@local_only("arrays are not served by redis yet")
 class Arrays(DaemonTestCase):
     def test_array_ops(self):
         with self.d.client() as c:
@@ -846,7 +844,6 @@ class Seeds(DaemonTestCase):
         wait_children([run_child(self.d.socket, body) for _ in range(9)])
         self.assertEqual(self.d.ok("value.get", name="counter"), 450)
 
-    @local_only("arrays are not served by redis yet")
     def test_child_multiplies(self):
         with self.d.client() as c:
             c.ok("obj.create", name="arr", type="array", typecode="d", init=[1, 2.5, -3])

@@ -63,10 +63,11 @@ struct rcall {
 	char **argv;
 	size_t *argvlen;
 	int argc, cap;
-	double timeout;    /* < 0: none given (forever) */
-	double deadline;   /* a put or acquire waiting again: when it gives up (0: never) */
-	long long soonest; /* an acquire: ms until another host's lease may end, or -1 */
-	struct conn *conn; /* an owned op's client (valid while !gone) */
+	double timeout;       /* < 0: none given (forever) */
+	double deadline;      /* a put or acquire waiting again: when it gives up (0: never) */
+	long long soonest;    /* an acquire: ms until another host's lease may end, or -1 */
+	long long bgen, bidx; /* a barrier waiter: its generation and index */
+	struct conn *conn;    /* an owned op's client (valid while !gone) */
 	const struct obj_type *owned; /* lock, rlock or semaphore: ownership is tracked */
 	/* a blocking wait */
 	enum wait_kind wait;
@@ -181,6 +182,7 @@ static struct rcall *rc_new(const char *op, const char *name, bool existing)
 	rc->timeout = -1;
 	rc->client_id = -1;
 	rc->soonest = -1;
+	rc->bgen = -1;
 	r = rc_pushs(rc, "EVALSHA") | rc_pushs(rc, rs.sha) | rc_pushs(rc, "4");
 	snprintf(key, sizeof(key), "%s{%s}", prefix, name);
 	r |= rc_pushs(rc, key);
@@ -443,6 +445,13 @@ static bool block_woken(struct rcall *rc, redisReply *rp)
 		}
 		return false;
 	}
+	if (strcmp(rc->op, "barrier.wait") == 0) {
+		if (rp->len == 2 && memcmp(rp->str, "ok", 2) == 0)
+			rc_ok(rc, json_pack("{s:I}", "index", (json_int_t)rc->bidx));
+		else
+			rc_error(rc, MPSUP_E_BROKEN, "%s: barrier broken", rc->argv[A_NAME]);
+		return false;
+	}
 	if (strcmp(rc->op, "queue.put") != 0 && !rc->owned) {
 		rc_ok(rc, strcmp(rc->op, "event.wait") == 0 ? json_pack("{s:b}", "set", 1) : NULL);
 		return false;
@@ -469,6 +478,22 @@ static void block_reply(redisAsyncContext *ac, void *reply, void *priv)
 		block_end(rc);
 		if (rc_send(rc))
 			return;
+		rc_free(rc);
+		return;
+	} else if (rp->type == REDIS_REPLY_NIL && strcmp(rc->op, "barrier.wait") == 0 &&
+		   !rc->gone) {
+		/* timed out: break the barrier, unless its generation passed */
+		char g[24], i[24];
+
+		block_end(rc);
+		snprintf(g, sizeof(g), "=%lld", rc->bgen);
+		snprintf(i, sizeof(i), "=%lld", rc->bidx);
+		free(rc->argv[A_OP]);
+		if ((rc->argv[A_OP] = strdup("barrier.break"))) {
+			rc->argvlen[A_OP] = strlen(rc->argv[A_OP]);
+			if (rc_pushs(rc, g) == 0 && rc_pushs(rc, i) == 0 && rc_send(rc))
+				return;
+		}
 		rc_free(rc);
 		return;
 	} else if (rp->type == REDIS_REPLY_NIL)
@@ -605,8 +630,17 @@ static void block_start(struct rcall *rc)
 			src = dst = rc->argv[A_JOIN];
 		else if (strcmp(rc->op, "queue.put") == 0 || rc->owned)
 			src = dst = rc->argv[A_ROOM];
+		else if (strcmp(rc->op, "barrier.wait") == 0) {
+			if (rc->bgen < 0 ||
+			    asprintf(&inflight, "%s:g:%lld", rc->argv[A_META], rc->bgen) < 0) {
+				inflight = NULL;
+				rc->bgen = -1;
+			}
+			src = dst = inflight;
+		}
 	}
-	if ((rc->wait == WAIT_TAKE && !inflight) || !(rc->bc = connect_new())) {
+	if (((rc->wait == WAIT_TAKE || strcmp(rc->op, "barrier.wait") == 0) && !inflight) ||
+	    !(rc->bc = connect_new())) {
 		free(inflight);
 		rc->wait = WAIT_NONE;
 		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: cannot connect to redis", name);
@@ -675,6 +709,10 @@ static void call_reply(redisAsyncContext *ac, void *reply, void *priv)
 		const char *sp = strrchr(rp->str, ' ');
 
 		rc->soonest = sp && sp > rp->str + 4 ? strtoll(sp + 1, NULL, 10) : -1;
+		if (strcmp(rc->op, "barrier.wait") == 0 &&
+		    sscanf(rp->str + 5 + strlen(rc->argv[A_NAME]), " %lld %lld", &rc->bgen,
+			   &rc->bidx) != 2)
+			rc->bgen = -1;
 		if (!rc->gone) {
 			block_start(rc);
 			return;
@@ -998,8 +1036,9 @@ static const char *obj_name(struct request *r)
 	return name;
 }
 
-static const char *const served_types[] = { "dict",  "list", "value", "queue",     "event",
-					    "array", "lock", "rlock", "semaphore", NULL };
+static const char *const served_types[] = { "dict",      "list",    "value", "queue",
+					    "event",     "array",   "lock",  "rlock",
+					    "semaphore", "barrier", NULL };
 
 /* Check obj.create's options as the local type does (a throw-away object). */
 static bool options_valid(struct request *r, const struct obj_type *type)
@@ -1055,6 +1094,10 @@ static int push_create(struct rcall *rc, json_t *p, const char *tname)
 		r |= max ? rc_push_json(rc, max, true) : rc_pushs(rc, "");
 	else if (strcmp(tname, "semaphore") == 0)
 		r |= units ? rc_push_json(rc, units, true) : rc_pushs(rc, "=1");
+	else if (strcmp(tname, "barrier") == 0)
+		r |= json_object_get(p, "parties")
+			     ? rc_push_json(rc, json_object_get(p, "parties"), true)
+			     : rc_pushs(rc, "=1");
 	else
 		r |= rc_pushs(rc, "");
 	snprintf(count, sizeof(count), "=%zu",
@@ -1105,10 +1148,10 @@ static enum cmd_ret redis_obj_create(struct request *r)
 /* obj.get and obj.delete: the script does it all. */
 static enum cmd_ret redis_obj_named(struct request *r)
 {
-	const char *name = obj_name(r);
+	const char *name;
 	struct rcall *rc;
 
-	if (!name)
+	if (request_unpack(r, "{s:s}", "name", &name) < 0 || !(name = obj_name(r)))
 		return CMD_DONE;
 	if (!(rc = rc_new(r->cmd->name, name, true))) {
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
@@ -1136,6 +1179,7 @@ static const char list_script[] =
 	"  elseif t == 'event' then n = redis.call('EXISTS', KEYS[i + 1])\n"
 	"  elseif t == 'rlock' then n = redis.call('HLEN', KEYS[i + 1])\n"
 	"  elseif t == 'array' then n = redis.call('LLEN', KEYS[i + 1])\n"
+	"  elseif t == 'barrier' then n = tonumber(redis.call('HGET', KEYS[i], 'c'))\n"
 	"  elseif t == 'lock' or t == 'semaphore' then\n"
 	"    for _, c in ipairs(redis.call('HVALS', KEYS[i + 1])) do n = n + tonumber(c) end\n"
 	"  end\n"

@@ -93,6 +93,9 @@ local function whole(t)
 	elseif t == 'list' or t == 'queue' or t == 'array' then return arr(redis.call('LRANGE', d, 0, -1))
 	elseif t == 'value' then return redis.call('HGET', m, 'v')
 	elseif t == 'event' then return bool(redis.call('EXISTS', d) == 1)
+	elseif t == 'barrier' then
+		return '{"parties":' .. redis.call('HGET', m, 'val') .. ',"n_waiting":' ..
+			redis.call('HGET', m, 'c') .. ',"broken":' .. bool(redis.call('HGET', m, 'b') == '1') .. '}'
 	elseif t == 'lock' or t == 'rlock' or t == 'semaphore' then
 		-- the owned section answers TYPE.state (below)
 		return nil
@@ -107,7 +110,7 @@ if op == 'obj.create' then
 		if t ~= ctype then return fail('exists', 'exists as a ' .. t) end
 		if (tc and redis.call('HGET', m, 'tc') ~= tc) or
 		   (max and ctype == 'queue' and redis.call('HGET', m, 'max') ~= max) or
-		   (max and ctype == 'semaphore' and redis.call('HGET', m, 'val') ~= max) or
+		   (max and (ctype == 'semaphore' or ctype == 'barrier') and redis.call('HGET', m, 'val') ~= max) or
 		   (ctype == 'array' and (redis.call('LLEN', d) ~= tonumber(max or arg(5)))) then
 			return fail('exists', 'exists with other options')
 		end
@@ -123,6 +126,8 @@ if op == 'obj.create' then
 		redis.call('HSET', m, 'val', max or '1')
 	elseif ctype == 'array' then
 		redis.call('HSET', m, 'tc', tc)
+	elseif ctype == 'barrier' then
+		redis.call('HSET', m, 'val', max, 'g', '0', 'c', '0')
 	end
 	local n = tonumber(arg(5) or '0')
 	if ctype == 'array' then
@@ -150,7 +155,11 @@ elseif op == 'obj.get' or op == 'obj.delete' then
 end
 
 if not t then
-	if mode == 'e' then return fail('not_found', 'no ' .. ty .. ' of that name') end
+	if mode == 'e' then
+		local hint = ''
+		if ty == 'array' or ty == 'barrier' then hint = ' (create it with obj.create)' end
+		return redis.error_reply('not_found no ' .. ty .. ' named ' .. name .. hint)
+	end
 	t = ty
 	redis.call('HSET', m, 't', ty)
 	if ty == 'value' then redis.call('HSET', m, 'tc', 'any', 'v', '0')
@@ -376,6 +385,47 @@ if ty == 'array' then
 	end
 	redis.call('LSET', d, i, s)
 	return s
+end
+if ty == 'barrier' then
+	-- c waiters have arrived in generation g; a generation's waiters block
+	-- on PREFIX{name}:g:G, which gets 'ok' when the last arrives or
+	-- 'broken' when it breaks (timeout, abort, reset)
+	local parties, g, c = tonumber(redis.call('HGET', m, 'val')), redis.call('HGET', m, 'g'), tonumber(redis.call('HGET', m, 'c'))
+	local function release(token)
+		local gl = m .. ':g:' .. g
+		redis.call('RPUSH', gl, token)
+		redis.call('PEXPIRE', gl, 600000)
+		redis.call('HSET', m, 'g', tonumber(g) + 1, 'c', '0')
+	end
+	local function brk()
+		redis.call('HSET', m, 'b', '1')
+		release('broken')
+	end
+	if op == 'barrier.wait' then
+		if redis.call('HGET', m, 'b') == '1' then return fail('broken', 'barrier broken') end
+		if c + 1 >= parties then
+			release('ok')
+			return '{"index":' .. (parties - 1) .. '}'
+		end
+		if arg(1) and tonumber(arg(1)) == 0 then
+			brk()
+			return fail('broken', 'barrier broken (timeout)')
+		end
+		redis.call('HSET', m, 'c', c + 1)
+		return redis.error_reply('wait ' .. name .. ' ' .. g .. ' ' .. c)
+	elseif op == 'barrier.break' then
+		-- a waiter of generation arg(2) timed out: unless it passed meanwhile
+		if g ~= arg(2) then return '{"index":' .. arg(3) .. '}' end
+		brk()
+		return fail('broken', 'barrier broken (timeout)')
+	elseif op == 'barrier.reset' then
+		redis.call('HDEL', m, 'b')
+		release('broken')
+		return 'null'
+	elseif op == 'barrier.abort' then
+		brk()
+		return 'null'
+	end
 end
 if ty == 'lock' or ty == 'rlock' or ty == 'semaphore' then
 	-- owned units: d maps owner tokens (HOST:CONNECTION) to counts; a host

@@ -556,7 +556,6 @@ class Locks(DaemonTestCase):
                          what="units released")
 
 
-@local_only("barriers are not served by redis yet")
 class Barriers(DaemonTestCase):
     def test_barrier(self):
         cs = [self.d.client() for _ in range(3)]
@@ -647,7 +646,6 @@ class MissingObjects(DaemonTestCase):
 
 
 class Objects(DaemonTestCase):
-    @local_only("it creates every type; locks, arrays and barriers are not served by redis yet")
     def test_create_list_get_delete(self):
         with self.d.client() as c:
             self.assertEqual(c.ok("obj.create", name="q", type="queue", maxsize=3),
@@ -770,7 +768,6 @@ class Limits(DaemonTestCase):
             self.assertEqual(c.err("queue.get", name="q"), "limit")
             self.assertEqual(c.ok("event.wait", name="e", timeout=0), {"set": False})
 
-    @local_only("barriers are not served by redis yet")
     def test_barrier_parties_within_max_waiters(self):
         with self.d.client() as c:
             r = c.call("obj.create", name="b", type="barrier", parties=2**31 - 1)

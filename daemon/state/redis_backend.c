@@ -90,6 +90,9 @@ static struct {
 	LIST_HEAD(, rcall) blocked;
 	LIST_HEAD(, hold) holds;
 	struct event *renew;
+	/* the config's, as at start (state_backend is read at start only) */
+	char address[256], prefix[80];
+	double lease;
 	unsigned long renewals;
 } rs;
 
@@ -171,7 +174,7 @@ static int rc_push_json(struct rcall *rc, json_t *v, bool eq)
 /* EVALSHA sha 4 KEYS op name mode: the head of every script call. */
 static struct rcall *rc_new(const char *op, const char *name, bool existing)
 {
-	const char *prefix = daemon_g.conf->redis_prefix;
+	const char *prefix = rs.prefix;
 	struct rcall *rc = calloc(1, sizeof(*rc));
 	char key[256];
 	int r;
@@ -282,7 +285,7 @@ static int rc_push_owner(struct rcall *rc, uint64_t conn_id)
 	snprintf(buf, sizeof(buf), "=%s", rs.host_id);
 	if (rc_pushs(rc, buf) < 0)
 		return -ENOMEM;
-	snprintf(buf, sizeof(buf), "=%lld", (long long)(daemon_g.conf->redis_lease * 1000));
+	snprintf(buf, sizeof(buf), "=%lld", (long long)(rs.lease * 1000));
 	return rc_pushs(rc, buf);
 }
 
@@ -369,9 +372,8 @@ static void hold_note(struct rcall *rc, json_t *result)
 /* Renew the lease of every object this host holds. */
 static void renew_fire(evutil_socket_t fd, short what, void *arg)
 {
-	const struct conf *conf = daemon_g.conf;
 	struct timeval tv;
-	double every = conf->redis_lease / 3;
+	double every = rs.lease / 3;
 	struct hold *h;
 
 	(void)fd;
@@ -379,9 +381,8 @@ static void renew_fire(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 	LIST_FOREACH(h, &rs.holds, entry)
 		if (rs.ac) {
-			redisAsyncCommand(rs.ac, NULL, NULL, "SET %s{%s}:l:%s 1 PX %lld",
-					  conf->redis_prefix, h->name, rs.host_id,
-					  (long long)(conf->redis_lease * 1000));
+			redisAsyncCommand(rs.ac, NULL, NULL, "SET %s{%s}:l:%s 1 PX %lld", rs.prefix,
+					  h->name, rs.host_id, (long long)(rs.lease * 1000));
 			rs.renewals++;
 		}
 	tv.tv_sec = (time_t)every;
@@ -557,7 +558,7 @@ static void block_cancel(struct park *p)
 
 static redisAsyncContext *connect_new(void)
 {
-	const char *addr = daemon_g.conf->redis_address;
+	const char *addr = rs.address;
 	redisAsyncContext *ac;
 
 	if (addr[0] == '/') {
@@ -619,8 +620,8 @@ static void block_start(struct rcall *rc)
 	}
 	if (strcmp(rc->op, "queue.get") == 0) {
 		rc->wait = WAIT_TAKE;
-		if (asprintf(&inflight, "%s{%s}:f:%s:%llu", daemon_g.conf->redis_prefix, name,
-			     rs.host_id, ++rs.next_wait) < 0)
+		if (asprintf(&inflight, "%s{%s}:f:%s:%llu", rs.prefix, name, rs.host_id,
+			     ++rs.next_wait) < 0)
 			inflight = NULL;
 		dst = inflight;
 		to = "LEFT";
@@ -777,15 +778,14 @@ static void retry_later(void)
 static void main_connected(const redisAsyncContext *ac, int status)
 {
 	if (status != REDIS_OK) {
-		log_debug("redis", "cannot connect to %s: %s", daemon_g.conf->redis_address,
-			  ac->errstr);
+		log_debug("redis", "cannot connect to %s: %s", rs.address, ac->errstr);
 		rs.ac = NULL; /* hiredis frees it */
 		retry_later();
 		return;
 	}
 	rs.up = true;
 	rs.backoff = 0;
-	log_info("redis", "connected to %s", daemon_g.conf->redis_address);
+	log_info("redis", "connected to %s", rs.address);
 }
 
 static void main_disconnected(const redisAsyncContext *ac, int status)
@@ -794,7 +794,7 @@ static void main_disconnected(const redisAsyncContext *ac, int status)
 		log_warn("redis",
 			 "lost the connection to %s: %s; state commands answer "
 			 "unavailable until it is back",
-			 daemon_g.conf->redis_address, status == REDIS_OK ? "closed" : ac->errstr);
+			 rs.address, status == REDIS_OK ? "closed" : ac->errstr);
 	if (rs.up)
 		rs.lost++;
 	rs.up = false;
@@ -871,6 +871,9 @@ int redis_backend_start(const struct conf *conf)
 	}
 	if (redis_check(conf) < 0)
 		return -1;
+	snprintf(rs.address, sizeof(rs.address), "%s", conf->redis_address);
+	snprintf(rs.prefix, sizeof(rs.prefix), "%s", conf->redis_prefix);
+	rs.lease = conf->redis_lease;
 	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd)) {
 		log_error("redis", "getrandom: %s", strerror(errno));
 		return -1;
@@ -926,13 +929,11 @@ static json_int_t hold_count(void)
 
 void redis_backend_info(json_t *st)
 {
-	const struct conf *conf = daemon_g.conf;
-
 	json_object_update_new(
 		st, json_pack("{s:s, s:s, s:s, s:s, s:f, s:I, s:I, s:I, s:I, s:I}", "address",
-			      conf->redis_address, "prefix", conf->redis_prefix, "connection",
+			      rs.address, "prefix", rs.prefix, "connection",
 			      rs.up ? "connected" : (rs.ac ? "connecting" : "down"), "host_id",
-			      rs.host_id, "lease", conf->redis_lease, "reconnects",
+			      rs.host_id, "lease", rs.lease, "reconnects",
 			      (json_int_t)rs.reconnects, "connections_lost", (json_int_t)rs.lost,
 			      "blocked_waiters", (json_int_t)rs.blocking, "holds",
 			      (json_int_t)hold_count(), "lease_renewals", (json_int_t)rs.renewals));
@@ -1245,7 +1246,7 @@ static void listing_scan(redisAsyncContext *ac, void *reply, void *priv);
  * sizes after the last one. */
 static void listing_next(struct listing *l, const char *cursor)
 {
-	const char *prefix = daemon_g.conf->redis_prefix;
+	const char *prefix = rs.prefix;
 	size_t n = json_array_size(l->names), k = 0;
 	const char **argv;
 	size_t *lens;
@@ -1298,7 +1299,7 @@ static void listing_scan(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct listing *l = priv;
 	redisReply *rp = reply, *page;
-	size_t plen = strlen(daemon_g.conf->redis_prefix);
+	size_t plen = strlen(rs.prefix);
 
 	(void)ac;
 	if (!rp || rp->type != REDIS_REPLY_ARRAY || rp->elements != 2 ||

@@ -3,6 +3,7 @@
 id) sharing one private redis-server, and what happens when Redis goes away
 (DESIGN §12)."""
 import os
+import shutil
 import signal
 import threading
 import time
@@ -24,8 +25,17 @@ class RedisHosts(mpsuptest.unittest.TestCase):
 
     def host(self, extra=""):
         d = Daemon(main_extra=self.redis.config(extra))
-        self.addCleanup(d.cleanup)
+        self.addCleanup(self.stop_host, d)
         return d.start()
+
+    def stop_host(self, d):
+        """Stop d; a crash or a sanitizer report (non-zero exit) fails the
+        test, a SIGKILL the test sent does not."""
+        rc = d.stop()
+        log = d.read_log()
+        shutil.rmtree(d.dir, ignore_errors=True)
+        self.assertIn(rc, (0, None, -signal.SIGKILL), "mpsupd exited with %r; log:\n%s"
+                      % (rc, log[-20000:]))
 
     def blocked(self, d, n):
         wait_for(lambda: d.ok("daemon.info")["state"]["blocked_waiters"] == n,

@@ -89,6 +89,7 @@ static struct {
 	unsigned long long next_wait;
 	LIST_HEAD(, rcall) blocked;
 	LIST_HEAD(, hold) holds;
+	LIST_HEAD(, rcall) rearm; /* waits cut by an outage, until Redis is back */
 	struct event *renew;
 	/* the config's, as at start (state_backend is read at start only) */
 	char address[256], prefix[80];
@@ -462,6 +463,48 @@ static bool block_woken(struct rcall *rc, redisReply *rp)
 	return !rc->gone && rc_send(rc);
 }
 
+/* A client waiting for Redis to come back left. */
+static void rearm_cancel(struct park *p)
+{
+	struct rcall *rc = PARK_OWNER(p, struct rcall, park);
+
+	LIST_REMOVE(rc, blocked);
+	rc_free(rc);
+}
+
+/* Redis is back: every wait the outage cut goes on (a getter's item that
+ * was on its way goes back to the head of its queue first). */
+static void rearm_all(void)
+{
+	while (!LIST_EMPTY(&rs.rearm)) {
+		struct rcall *rc = LIST_FIRST(&rs.rearm);
+
+		LIST_REMOVE(rc, blocked);
+		rc->park.on_cancel = call_cancel;
+		if (rc->inflight && strstr(rc->inflight, "}:f:"))
+			redisAsyncCommand(rs.ac, NULL, NULL, "LMOVE %s %s LEFT LEFT", rc->inflight,
+					  rc->argv[A_DATA]);
+		if (!rc_send(rc))
+			rc_free(rc);
+	}
+}
+
+/* While Redis is away: answer the waits whose time is up. */
+static void rearm_expire(void)
+{
+	struct rcall *rc, *next;
+
+	for (rc = LIST_FIRST(&rs.rearm); rc; rc = next) {
+		next = LIST_NEXT(rc, blocked);
+		if (rc->deadline && now_mono() >= rc->deadline) {
+			LIST_REMOVE(rc, blocked);
+			rc->park.on_cancel = call_cancel;
+			block_timeout_answer(rc);
+			rc_free(rc);
+		}
+	}
+}
+
 /* The BLMOVE of a blocked call answered (or its connection went). */
 static void block_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
@@ -471,6 +514,14 @@ static void block_reply(redisAsyncContext *ac, void *reply, void *priv)
 
 	if (rp)
 		redisAsyncDisconnect(ac);
+	if (!rp && !rc->gone && !rs.stopping && strcmp(rc->op, "barrier.wait") != 0) {
+		/* Redis went: wait again once it is back (a barrier waiter
+		 * cannot: it would arrive twice) */
+		block_end(rc);
+		rc->park.on_cancel = rearm_cancel;
+		LIST_INSERT_HEAD(&rs.rearm, rc, blocked);
+		return;
+	}
 	if (!rp)
 		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: lost the connection to redis", rc->op);
 	else if (rp->type == REDIS_REPLY_NIL && rc->owned && !rc->gone &&
@@ -587,7 +638,7 @@ static bool block_timeout(struct rcall *rc, char *buf, size_t len)
 {
 	double t = rc->timeout;
 
-	if (t >= 0 && (rc->owned || strcmp(rc->op, "queue.put") == 0)) {
+	if (t >= 0) { /* a wait again (retry, re-armed) has what is left */
 		if (!rc->deadline)
 			rc->deadline = now_mono() + t;
 		if ((t = rc->deadline - now_mono()) <= 0)
@@ -785,6 +836,7 @@ static void main_connected(const redisAsyncContext *ac, int status)
 	}
 	rs.up = true;
 	rs.backoff = 0;
+	rearm_all();
 	log_info("redis", "connected to %s", rs.address);
 }
 
@@ -818,6 +870,7 @@ static void retry_fire(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	rs.reconnects++;
+	rearm_expire();
 	main_connect();
 }
 
@@ -882,6 +935,7 @@ int redis_backend_start(const struct conf *conf)
 		snprintf(rs.host_id + 2 * i, 3, "%02x", rnd[i]);
 	LIST_INIT(&rs.blocked);
 	LIST_INIT(&rs.holds);
+	LIST_INIT(&rs.rearm);
 	if (!(rs.retry = evtimer_new(daemon_g.base, retry_fire, NULL)) ||
 	    !(rs.renew = evtimer_new(daemon_g.base, renew_fire, NULL)))
 		return -1;
@@ -904,6 +958,14 @@ void redis_backend_stop(void)
 	}
 	while (!LIST_EMPTY(&rs.holds))
 		hold_free(LIST_FIRST(&rs.holds));
+	while (!LIST_EMPTY(&rs.rearm)) {
+		struct rcall *rc = LIST_FIRST(&rs.rearm);
+
+		LIST_REMOVE(rc, blocked);
+		rc->park.on_cancel = call_cancel;
+		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: mpsupd stops", rc->op);
+		rc_free(rc);
+	}
 	if (rs.renew)
 		event_free(rs.renew);
 	rs.renew = NULL;

@@ -38,6 +38,7 @@
 
 #include "conf.h"
 #include "daemon.h"
+#include "events.h"
 #include "log.h"
 #include "obj.h"
 #include "obj_int.h"
@@ -58,8 +59,10 @@ enum wait_kind { WAIT_NONE, WAIT_TAKE, WAIT_ROTATE };
  * retry) and, while it blocks, its own connection. */
 struct rcall {
 	struct park park;
-	const char *op; /* "queue.get", "obj.create"... */
-	bool gone;      /* the client left: nothing to answer */
+	const char *op;    /* "queue.get", "obj.create"... */
+	const char *tname; /* a TYPE.OP's type (object.changed events) */
+	unsigned flags;    /* its flags (CMD_MUTATES: object.changed) */
+	bool gone;         /* the client left: nothing to answer */
 	char **argv;
 	size_t *argvlen;
 	int argc, cap;
@@ -230,14 +233,29 @@ static void rc_error(struct rcall *rc, enum mpsup_err code, const char *fmt, ...
 	request_error(r, code, "%s", msg);
 }
 
+/* Publish object.changed for rc's object (as obj_changed does locally:
+ * this host's subscribers hear of this host's ops). */
+static void rc_changed(struct rcall *rc, const char *op)
+{
+	if (!rc->tname || !events_wanted(TOPIC_OBJECT))
+		return;
+	events_publish(TOPIC_OBJECT,
+		       json_pack("{s:s, s:s, s:s, s:s}", "event", "object.changed", "name",
+				 rc->argv[A_NAME], "type", rc->tname, "op", op));
+}
+
 static void rc_ok(struct rcall *rc, json_t *result)
 {
 	struct request *r = rc_take(rc);
 
-	if (r)
-		request_ok(r, result);
-	else
+	if (!r) {
 		json_decref(result);
+		return;
+	}
+	if ((rc->flags & CMD_MUTATES) &&
+	    (strcmp(rc->op, "obj.create") != 0 || json_is_true(json_object_get(result, "created"))))
+		rc_changed(rc, strchr(rc->op, '.') + 1);
+	request_ok(r, result);
 }
 
 /* Answer an error reply of the script: "code message". */
@@ -258,11 +276,19 @@ static void rc_reply_error(struct rcall *rc, const char *str, size_t len)
 		rc_error(rc, e, "%.*s", (int)(len - (sp + 1 - str)), sp + 1);
 }
 
-/* Answer a JSON text reply. */
+/* Answer a JSON text reply (after \1 when the op created its object). */
 static void rc_reply_json(struct rcall *rc, const char *str, size_t len)
 {
 	json_error_t jerr;
-	json_t *v = json_loadb(str, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+	json_t *v;
+
+	if (len && str[0] == '\1') {
+		if (!rc->gone)
+			rc_changed(rc, "create");
+		str++;
+		len--;
+	}
+	v = json_loadb(str, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
 
 	if (!v && !(len == 4 && memcmp(str, "null", 4) == 0))
 		rc_error(rc, MPSUP_E_INTERNAL, "%s: unreadable reply from redis: %s", rc->op,
@@ -772,8 +798,11 @@ static void call_reply(redisAsyncContext *ac, void *reply, void *priv)
 	} else if (rp->type == REDIS_REPLY_ERROR) {
 		rc_reply_error(rc, rp->str, rp->len);
 	} else if (rc->owned && rp->type == REDIS_REPLY_STRING) {
-		json_t *v = json_loadb(rp->str, rp->len, JSON_DECODE_ANY, NULL);
+		bool created = rp->len && rp->str[0] == '\1';
+		json_t *v = json_loadb(rp->str + created, rp->len - created, JSON_DECODE_ANY, NULL);
 
+		if (created && !rc->gone)
+			rc_changed(rc, "create");
 		hold_note(rc, v);
 		rc_ok(rc, v);
 	} else if (rp->type == REDIS_REPLY_STRING || rp->type == REDIS_REPLY_STATUS) {
@@ -1079,6 +1108,8 @@ static enum cmd_ret redis_op(struct request *r, const struct type_op *t)
 		rc->owned = t->type;
 		rc->conn = r->conn;
 	}
+	rc->tname = t->type->name;
+	rc->flags = op->flags;
 	obj_call_done(&c);
 	return rc_run(r, rc);
 done:
@@ -1205,6 +1236,8 @@ static enum cmd_ret redis_obj_create(struct request *r)
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
+	rc->tname = type->name;
+	rc->flags = CMD_MUTATES;
 	return rc_run(r, rc);
 }
 

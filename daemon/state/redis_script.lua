@@ -104,6 +104,7 @@ local function whole(t)
 end
 
 local t = redis.call('HGET', m, 't')
+local created = false
 if op == 'obj.create' then
 	local ctype, tc, init, max = arg(1), arg(2), arg(3), arg(4)
 	if t then
@@ -161,12 +162,16 @@ if not t then
 		return redis.error_reply('not_found no ' .. ty .. ' named ' .. name .. hint)
 	end
 	t = ty
+	created = true
 	redis.call('HSET', m, 't', ty)
 	if ty == 'value' then redis.call('HSET', m, 'tc', 'any', 'v', '0')
 	elseif ty == 'queue' then redis.call('HSET', m, 'max', '0', 'u', '0') end
 elseif t ~= ty then
 	return redis.error_reply('wrong_type ' .. name .. ' is a ' .. t .. ', not a ' .. ty)
 end
+
+-- the op; an answer of an op that created its object starts with \1
+local function run()
 
 -- dict: a hash of JSON texts
 if ty == 'dict' then
@@ -494,3 +499,7 @@ if ty == 'lock' or ty == 'rlock' or ty == 'semaphore' then
 	end
 end
 return redis.error_reply('bad_request ' .. op .. ': not served by the redis state backend')
+end
+local r = run()
+if created and type(r) == 'string' then return '\1' .. r end
+return r

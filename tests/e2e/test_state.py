@@ -709,7 +709,6 @@ class Objects(DaemonTestCase):
             self.assertEqual(b.err("lock.release", name="L"), "conflict")
             self.assertEqual(b.ok("lock.acquire", name="L"), {"acquired": True})
 
-    @local_only("object.changed is not published for redis objects")
     def test_events_stream(self):
         with self.d.client() as s, self.d.client() as c:
             s.ok("events.subscribe", topics=["object"])

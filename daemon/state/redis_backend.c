@@ -677,6 +677,17 @@ static bool block_timeout(struct rcall *rc, char *buf, size_t len)
 	return true;
 }
 
+/* This host's calls blocked on the object called name (obj.list, max_waiters). */
+static unsigned block_count(const char *name)
+{
+	unsigned n = 0;
+	struct rcall *rc;
+
+	LIST_FOREACH(rc, &rs.blocked, blocked)
+		n += strcmp(rc->argv[A_NAME], name) == 0;
+	return n;
+}
+
 /* The script said the call must wait: block on a connection of its own. */
 static void block_start(struct rcall *rc)
 {
@@ -689,7 +700,9 @@ static void block_start(struct rcall *rc)
 		rc_free(rc);
 		return;
 	}
-	if (rs.blocking >= daemon_g.conf->max_waiters) {
+	/* as locally: max_waiters per object (each blocked wait is also a
+	 * kept request of its own client, so max_clients bounds them all) */
+	if (block_count(name) >= daemon_g.conf->max_waiters) {
 		rc_error(rc, MPSUP_E_LIMIT, "%s: too many waiters (max_waiters = %u)", name,
 			 daemon_g.conf->max_waiters);
 		rc_free(rc);
@@ -733,17 +746,6 @@ static void block_start(struct rcall *rc)
 	rc->park.on_cancel = block_cancel;
 	redisAsyncCommand(rc->bc, block_client_id, rc, "CLIENT ID");
 	redisAsyncCommand(rc->bc, block_reply, rc, "BLMOVE %s %s LEFT %s %s", src, dst, to, tmo);
-}
-
-/* This host's calls blocked on the object called name (obj.list). */
-static unsigned block_count(const char *name)
-{
-	unsigned n = 0;
-	struct rcall *rc;
-
-	LIST_FOREACH(rc, &rs.blocked, blocked)
-		n += strcmp(rc->argv[A_NAME], name) == 0;
-	return n;
 }
 
 /* --- the main connection ---------------------------------------------------------- */

@@ -137,6 +137,36 @@ static int do_include(void *field, const char *pattern, void *ctx, char *err, si
 
 static const char *const log_levels[] = { "error", "warning", "info", "debug", NULL };
 static const char *const state_syncs[] = { "always", "everysec", "no", NULL };
+static const char *const state_backends[] = { "local", "redis", NULL };
+
+/* redis_address: an absolute Unix socket path or host:port. */
+static int conf_check_redis_address(const char *value, char *err, size_t errlen)
+{
+	const char *colon = strrchr(value, ':');
+	char *end;
+	long port;
+
+	if (value[0] == '/')
+		return strlen(value) < 108 ? 0 : conf_seterr(err, errlen, "path too long");
+	if (!colon || colon == value)
+		return conf_seterr(err, errlen,
+				   "expected a Unix socket path or host:port, not '%s'", value);
+	port = strtol(colon + 1, &end, 10);
+	if (*end || port < 1 || port > 65535)
+		return conf_seterr(err, errlen, "bad port in '%s'", value);
+	return 0;
+}
+
+/* redis_prefix: printable, no braces (they would end the {name} hash tag). */
+static int conf_check_redis_prefix(const char *value, char *err, size_t errlen)
+{
+	if (strlen(value) > 64)
+		return conf_seterr(err, errlen, "at most 64 bytes");
+	for (const char *p = value; *p; p++)
+		if (*p <= ' ' || *p == '{' || *p == '}' || *p == 0x7f)
+			return conf_seterr(err, errlen, "no spaces, control characters or braces");
+	return 0;
+}
 
 #define MAIN(f) CONF_FIELD(struct conf, f)
 /* clang-format off: it would put the braces of a macro on lines of their own */
@@ -159,6 +189,13 @@ static const struct conf_key main_keys[] = {
 	  .expect = "a size (like 64M)", .def = "64M" },
 	{ "state_dir_check", CONF_BOOL, MAIN(state_dir_check), .def = "yes" },
 	{ "persist_outage_timeout", CONF_DURATION, MAIN(persist_outage_timeout), .def = "5" },
+	{ "state_backend", CONF_ENUM, MAIN(state_backend), .names = state_backends,
+	  .def = "local" },
+	{ "redis_address", CONF_STRING, MAIN(redis_address), .check = conf_check_redis_address,
+	  .def = "/run/redis/redis-server.sock" },
+	{ "redis_prefix", CONF_STRING, MAIN(redis_prefix), .check = conf_check_redis_prefix,
+	  .def = "mpsup:" },
+	{ "redis_lease", CONF_DURATION, MAIN(redis_lease), .def = "10" },
 	{ "max_request_bytes", CONF_SIZE, MAIN(max_request_bytes), .min = 1024,
 	  .max = 256 * 1024 * 1024, .expect = "a size 1K..256M", .def = "1M" },
 	{ "max_output_bytes", CONF_SIZE, MAIN(max_output_bytes), .min = 4096, .max = SIZE_MAX,

@@ -20,6 +20,7 @@ enum pool_mode { POOL_MODE_SERVICE = 0, POOL_MODE_TASK };
 enum restart_policy { RESTART_ALWAYS = 0, RESTART_ON_FAILURE, RESTART_NEVER };
 enum output_kind { OUTPUT_NULL = 0, OUTPUT_INHERIT, OUTPUT_FILE, OUTPUT_JOURNAL, OUTPUT_CAPTURE };
 enum state_sync { STATE_SYNC_ALWAYS = 0, STATE_SYNC_EVERYSEC, STATE_SYNC_NO };
+enum state_backend_kind { STATE_BACKEND_LOCAL = 0, STATE_BACKEND_REDIS };
 
 struct output_conf {
 	enum output_kind kind;
@@ -89,6 +90,10 @@ struct conf {
 	uint64_t state_log_max_bytes;
 	bool state_dir_check;          /* refuse a state directory others may write */
 	double persist_outage_timeout; /* answers held by a failed write: then unavailable */
+	enum state_backend_kind state_backend; /* read at start only */
+	char *redis_address;                   /* a Unix socket path or host:port */
+	char *redis_prefix;                    /* before every key */
+	double redis_lease;                    /* holds of a host that is gone expire */
 
 	size_t max_request_bytes;
 	unsigned max_clients;

@@ -365,15 +365,6 @@ static bool call_object(struct obj_call *c, const struct obj_type *type, const c
 	return true;
 }
 
-/* For a TYPE.OP command: its type, op and parsed spec, and its parameters
- * as help shows them ("s:name " and the op's spec). */
-struct type_op {
-	const struct obj_type *type;
-	const struct obj_op *op;
-	struct op_spec spec;
-	char params[96];
-};
-
 /* Run TYPE.OP (t) for r. */
 static enum cmd_ret op_run(struct request *r, const struct type_op *t)
 {
@@ -403,7 +394,7 @@ static enum cmd_ret op_run(struct request *r, const struct type_op *t)
 /* --- obj.* ---------------------------------------------------------------------------- */
 
 /* obj.create {name, type, ...options} -> {created} */
-static enum cmd_ret cmd_obj_create(struct request *r)
+static enum cmd_ret obj_create_local(struct request *r)
 {
 	char buf[OBJ_NAME_MAX + 1];
 	const char *name = obj_param_name(r, buf), *tname;
@@ -464,7 +455,7 @@ static int obj_name_cmp(const void *a, const void *b)
 }
 
 /* obj.list {type?} -> [{name, type, size, waiters}] sorted by name */
-static enum cmd_ret cmd_obj_list(struct request *r)
+static enum cmd_ret obj_list_local(struct request *r)
 {
 	const char *tname = NULL;
 	const struct obj_type *type = NULL;
@@ -525,7 +516,7 @@ static struct obj *existing(struct request *r)
 }
 
 /* obj.get {name} -> the whole value */
-static enum cmd_ret cmd_obj_get(struct request *r)
+static enum cmd_ret obj_get_local(struct request *r)
 {
 	struct obj *o = existing(r);
 
@@ -535,7 +526,7 @@ static enum cmd_ret cmd_obj_get(struct request *r)
 }
 
 /* obj.delete {name}: waiters get not_found; holders lose their hold. */
-static enum cmd_ret cmd_obj_delete(struct request *r)
+static enum cmd_ret obj_delete_local(struct request *r)
 {
 	struct obj *o = existing(r);
 
@@ -558,6 +549,10 @@ static enum cmd_ret cmd_obj_delete(struct request *r)
 #define MAX_CMDS 128
 
 static enum cmd_ret cmd_type_op(struct request *r);
+static enum cmd_ret cmd_obj_create(struct request *r);
+static enum cmd_ret cmd_obj_delete(struct request *r);
+static enum cmd_ret cmd_obj_get(struct request *r);
+static enum cmd_ret cmd_obj_list(struct request *r);
 
 /* obj.* first, then every TYPE.OP (filled by state_cmds_build). */
 static struct cmd_entry state_cmds[MAX_CMDS + 1] = {
@@ -569,9 +564,43 @@ static struct cmd_entry state_cmds[MAX_CMDS + 1] = {
 /* For state_cmds[i]: its type, op and spec. */
 static struct type_op cmd_ops[MAX_CMDS];
 
+/* This daemon's objects. */
+static const struct state_backend local_backend = {
+	.name = "local",
+	.op = op_run,
+	.obj_create = obj_create_local,
+	.obj_delete = obj_delete_local,
+	.obj_get = obj_get_local,
+	.obj_list = obj_list_local,
+};
+
+/* The backend chosen at start (state_start); local until then, which is
+ * what persisted state is replayed into. */
+static const struct state_backend *backend = &local_backend;
+
 static enum cmd_ret cmd_type_op(struct request *r)
 {
-	return op_run(r, &cmd_ops[r->cmd - state_cmds]);
+	return backend->op(r, &cmd_ops[r->cmd - state_cmds]);
+}
+
+static enum cmd_ret cmd_obj_create(struct request *r)
+{
+	return backend->obj_create(r);
+}
+
+static enum cmd_ret cmd_obj_delete(struct request *r)
+{
+	return backend->obj_delete(r);
+}
+
+static enum cmd_ret cmd_obj_get(struct request *r)
+{
+	return backend->obj_get(r);
+}
+
+static enum cmd_ret cmd_obj_list(struct request *r)
+{
+	return backend->obj_list(r);
 }
 
 static size_t type_op_index(const struct cmd_entry *e)
@@ -653,7 +682,11 @@ int obj_replay(const char *cmd, json_t *params, char *err, size_t errlen)
 static void state_cmds_build(void)
 {
 	size_t n = N_OBJ_CMDS;
+	bool redis = daemon_g.conf && daemon_g.conf->state_backend == STATE_BACKEND_REDIS;
 
+	if (redis)
+		for (size_t i = 0; i < N_OBJ_CMDS; i++)
+			state_cmds[i].flags |= CMD_MAY_BLOCK;
 	for (size_t t = 0; t < N_TYPES; t++)
 		for (const struct obj_op *op = obj_types[t]->ops; op->name; op++) {
 			size_t tl = strlen(obj_types[t]->name);
@@ -666,9 +699,11 @@ static void state_cmds_build(void)
 					     "s:name %s",
 					     op->spec ? op->spec : "") >= sizeof(cmd_ops[n].params))
 				fatalx("state", "%s: spec too long", op->name);
-			state_cmds[n] =
-				(struct cmd_entry){ op->name, op->role, op->flags | CMD_IN_PLACE,
-						    cmd_type_op, cmd_ops[n].params };
+			/* Through Redis every op waits for its reply. */
+			state_cmds[n] = (struct cmd_entry){ op->name, op->role,
+							    op->flags | CMD_IN_PLACE |
+								    (redis ? CMD_MAY_BLOCK : 0),
+							    cmd_type_op, cmd_ops[n].params };
 			cmd_ops[n].type = obj_types[t];
 			cmd_ops[n].op = op;
 			if (obj_spec_parse(op->spec, &cmd_ops[n].spec) < 0)
@@ -679,9 +714,32 @@ static void state_cmds_build(void)
 
 static void state_info(json_t *info)
 {
+	json_t *st = json_pack("{s:s}", "backend", backend->name);
+
 	json_object_set_new(info, "objects",
 			    json_pack("{s:i, s:I}", "count", (int)n_objects, "queue_items",
 				      (json_int_t)queue_items_total));
+	if (backend == &redis_state_backend)
+		redis_backend_info(st);
+	json_object_set_new(info, "state", st);
+}
+
+/* Choose the backend: the config's state_backend, read at start only. */
+static int state_start(const struct conf *conf)
+{
+	if (conf->state_backend != STATE_BACKEND_REDIS)
+		return 0;
+	if (redis_backend_start(conf) < 0)
+		return -1;
+	backend = &redis_state_backend;
+	return 0;
+}
+
+static void state_stop(void (*done)(void))
+{
+	if (backend == &redis_state_backend)
+		redis_backend_stop();
+	done();
 }
 
 const struct cmd_module state_module = {
@@ -689,4 +747,6 @@ const struct cmd_module state_module = {
 	.init = state_cmds_build,
 	.cmds = state_cmds,
 	.info = state_info,
+	.start = state_start,
+	.stop = state_stop,
 };

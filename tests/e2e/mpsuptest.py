@@ -27,6 +27,10 @@ DEFAULT_DEADLINE = 20.0 * SCALE
 # findings on the daemon's stderr; valgrind's are checked at stop().
 DAEMON_WRAPPER = shlex.split(os.environ.get("MPSUP_TEST_DAEMON_WRAPPER", ""))
 VALGRIND_SUMMARY = re.compile(r"^==\d+== ERROR SUMMARY: (\d+) errors", re.M)
+# Where DaemonTestCase's daemons keep their shared state: "local" (the
+# default) or "redis" (a private redis-server per test), so the state tests
+# run against either backend (test_state_redis.py runs them with redis).
+STATE_BACKEND = os.environ.get("MPSUP_TEST_STATE_BACKEND", "local")
 
 
 def wait_for(cond, timeout=None, interval=0.01, what="condition"):
@@ -49,6 +53,68 @@ def test_seed():
     seed = int(os.environ.get("MPSUP_SEED") or int.from_bytes(os.urandom(4), "big"))
     sys.stderr.write("random seed %d (MPSUP_SEED=%d replays it)\n" % (seed, seed))
     return seed
+
+
+class RedisServer:
+    """A private redis-server on a Unix socket in its own temp dir (no TCP),
+    persistence off unless appendonly is asked for."""
+
+    def __init__(self, appendonly=False):
+        self.dir = tempfile.mkdtemp(prefix="mpsup-redis-")
+        self.socket = os.path.join(self.dir, "redis.sock")
+        self.appendonly = appendonly
+        self.proc = None
+
+    @staticmethod
+    def available():
+        return shutil.which("redis-server") is not None
+
+    def start(self):
+        args = ["redis-server", "--port", "0", "--unixsocket", self.socket,
+                "--unixsocketperm", "700", "--dir", self.dir, "--save", "",
+                "--logfile", os.path.join(self.dir, "redis.log")]
+        if self.appendonly:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.answers, what="redis-server to answer on %s" % self.socket)
+        return self
+
+    def answers(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("redis-server exited with %s" % self.proc.returncode)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.settimeout(2)
+            s.connect(self.socket)
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=DEFAULT_DEADLINE)
+        self.proc = None
+
+    def config(self, extra=""):
+        """The [mpsupd] lines of a daemon that keeps its state here."""
+        return "state_backend = redis\nredis_address = %s\n%s" % (self.socket, extra)
+
+    def cleanup(self):
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def local_only(reason):
+    """Decorate a test the redis state backend does not run (says why)."""
+    return unittest.skipIf(STATE_BACKEND == "redis", "local state backend only: " + reason)
 
 
 class Client:
@@ -265,7 +331,15 @@ class DaemonTestCase(unittest.TestCase):
     main_config = ""
 
     def setUp(self):
-        self.d = Daemon(self.config, self.main_config)
+        main_config = self.main_config
+        self.redis = None
+        if STATE_BACKEND == "redis":
+            if not RedisServer.available():
+                self.skipTest("redis-server is not installed")
+            self.redis = RedisServer().start()
+            self.addCleanup(self.redis.cleanup)
+            main_config = self.redis.config(main_config)
+        self.d = Daemon(self.config, main_config)
         self.d.start()
 
     def tearDown(self):

@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-from mpsuptest import DaemonTestCase, Client, wait_for, SCALE, main
+from mpsuptest import DaemonTestCase, Client, wait_for, SCALE, main, local_only
 
 I64_MAX = 2**63 - 1
 I64_MIN = -2**63
@@ -371,6 +371,7 @@ class Queues(DaemonTestCase):
             for g in getters:
                 g.close()
 
+    @local_only("putters blocked in redis are woken together: no FIFO among them")
     def test_put_blocks_when_full(self):
         with self.d.client() as a, self.d.client() as b:
             a.ok("obj.create", name="q", type="queue", maxsize=1)
@@ -482,6 +483,7 @@ class Locks(DaemonTestCase):
             wait_for(lambda: not b.ok("lock.locked", name="L"), what="lock released")
             self.assertEqual(b.ok("lock.acquire", name="L"), {"acquired": True, "abandoned": True})
 
+    @local_only("acquirers blocked in redis are woken together: no FIFO among them")
     def test_fifo_acquirers(self):
         with self.d.client() as a:
             a.ok("lock.acquire", name="L")
@@ -690,6 +692,7 @@ class Objects(DaemonTestCase):
             c.ok("obj.delete", name="d")
             c.ok("list.append", name="d", value=1)
 
+    @local_only("a delete does not reach waiters blocked in redis")
     def test_delete_wakes_waiters(self):
         with self.d.client() as a, self.d.client() as b, self.d.client() as c:
             r1 = a.send("queue.get", name="q")
@@ -721,6 +724,7 @@ class Objects(DaemonTestCase):
                                     ("object.changed", "v", "create"),
                                     ("object.changed", "v", "add")])
 
+    @local_only("daemon.info's objects count this daemon's objects")
     def test_info(self):
         with self.d.client() as c:
             c.ok("queue.put", name="q", item=1)
@@ -732,6 +736,7 @@ class Objects(DaemonTestCase):
 class Limits(DaemonTestCase):
     main_config = "max_objects = 3\nmax_queue_items = 4\nmax_waiters = 2\n"
 
+    @local_only("max_objects counts this daemon's objects")
     def test_max_objects(self):
         with self.d.client() as c:
             c.ok("dict.set", name="a", key="k", value=1)
@@ -742,6 +747,7 @@ class Limits(DaemonTestCase):
             c.ok("obj.delete", name="a")
             c.ok("obj.create", name="d", type="dict")
 
+    @local_only("max_queue_items counts this daemon's queues")
     def test_max_queue_items(self):
         with self.d.client() as c:
             c.ok("queue.put", name="q1", item=1)
@@ -778,6 +784,7 @@ class Limits(DaemonTestCase):
                                  {0, 1})
 
 
+@local_only("max_memory and max_object_items count this daemon's memory (Redis has maxmemory)")
 class MemoryLimits(DaemonTestCase):
     main_config = "max_request_bytes = 4096\nmax_object_items = 5\n"
 

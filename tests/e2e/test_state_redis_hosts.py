@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""The redis state backend across "hosts": several mpsupd (each its own host
+id) sharing one private redis-server, and what happens when Redis goes away
+(DESIGN §12)."""
+import os
+import shutil
+import signal
+import threading
+import time
+
+import mpsuptest
+from mpsuptest import Client, Daemon, RedisServer, wait_for, main
+
+if not RedisServer.available():
+    mpsuptest.skip_all("redis-server is not installed")
+
+
+class RedisHosts(mpsuptest.unittest.TestCase):
+    """A redis-server and mpsupd daemons started on demand, all cleaned up."""
+    appendonly = False
+
+    def setUp(self):
+        self.redis = RedisServer(appendonly=self.appendonly).start()
+        self.addCleanup(self.redis.cleanup)
+
+    def host(self, extra=""):
+        d = Daemon(main_extra=self.redis.config(extra))
+        self.addCleanup(self.stop_host, d)
+        return d.start()
+
+    def stop_host(self, d):
+        """Stop d; a crash or a sanitizer report (non-zero exit) fails the
+        test, a SIGKILL the test sent does not."""
+        rc = d.stop()
+        log = d.read_log()
+        shutil.rmtree(d.dir, ignore_errors=True)
+        self.assertIn(rc, (0, None, -signal.SIGKILL), "mpsupd exited with %r; log:\n%s"
+                      % (rc, log[-20000:]))
+
+    def blocked(self, d, n):
+        wait_for(lambda: d.ok("daemon.info")["state"]["blocked_waiters"] == n,
+                 what="%d blocked waiters" % n)
+
+
+class CrossHost(RedisHosts):
+    def test_info(self):
+        a, b = self.host(), self.host()
+        ia, ib = a.ok("daemon.info")["state"], b.ok("daemon.info")["state"]
+        self.assertEqual(ia["backend"], "redis")
+        self.assertEqual(ia["address"], self.redis.socket)
+        self.assertEqual(ia["connection"], "connected")
+        self.assertEqual(ia["lease"], 10)
+        self.assertNotEqual(ia["host_id"], ib["host_id"])
+
+    def test_blocked_consumer_gets_other_hosts_put(self):
+        a, b = self.host(), self.host()
+        with b.client() as cb:
+            rid = cb.send("queue.get", name="jobs")
+            self.blocked(b, 1)
+            a.ok("queue.put", name="jobs", item={"from": "a"})
+            r = cb.recv()
+            self.assertEqual(r["id"], rid)
+            self.assertEqual(r["result"], {"from": "a"})
+        self.assertEqual(a.ok("queue.size", name="jobs"), 0)
+        self.assertEqual(b.ok("obj.get", name="jobs"), [])
+
+    def test_shared_namespace_types(self):
+        a, b = self.host(), self.host()
+        a.ok("dict.set", name="cfg", key="k", value=[1, {"x": None}])
+        self.assertEqual(b.ok("dict.get", name="cfg", key="k"), [1, {"x": None}])
+        self.assertEqual(b.err("list.append", name="cfg", value=1), "wrong_type")
+        a.ok("obj.create", name="n", type="value", typecode="i", init=2**63 - 2)
+        self.assertEqual(b.ok("value.add", name="n"), 2**63 - 1)
+        self.assertEqual(a.err("value.add", name="n"), "out_of_range")
+        self.assertEqual(b.ok("value.get", name="n"), 2**63 - 1)
+        self.assertEqual([o["name"] for o in b.ok("obj.list")], ["cfg", "n"])
+
+    def test_event_wakes_other_host(self):
+        a, b = self.host(), self.host()
+        with b.client() as cb:
+            rid = cb.send("event.wait", name="go", timeout=30)
+            self.blocked(b, 1)
+            a.ok("event.set", name="go")
+            self.assertEqual(cb.recv(), {"id": rid, "ok": True, "result": {"set": True}})
+
+    def test_getter_that_leaves_loses_nothing(self):
+        """A getter blocked on B leaves; the item A puts next is not lost
+        to it: a getter on A takes it."""
+        a, b = self.host(), self.host()
+        cb = b.client()
+        cb.send("queue.get", name="q")
+        self.blocked(b, 1)
+        cb.close()
+        self.blocked(b, 0)
+        a.ok("queue.put", name="q", item=7)
+        self.assertEqual(a.ok("queue.get", name="q", timeout=5), 7)
+
+    def test_value_add_three_hosts(self):
+        """3 hosts x 8 clients x 1000 value.add: exactly 24000."""
+        hosts = [self.host() for _ in range(3)]
+        n, errors = 1000, []
+
+        def adder(d):
+            try:
+                with Client(d.socket, timeout=60 * mpsuptest.SCALE) as c:
+                    for _ in range(n):
+                        c.send("value.add", name="hits")
+                    for _ in range(n):
+                        r = c.recv()
+                        if not r.get("ok"):
+                            errors.append(r)
+            except Exception as e:  # reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=adder, args=(d,)) for d in hosts for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        for d in hosts:
+            self.assertEqual(d.ok("value.get", name="hits"), 3 * 8 * n)
+
+
+class Leases(RedisHosts):
+    lease = 2
+
+    def test_lease_renewed_while_held(self):
+        a, b = self.host("redis_lease = %d\n" % self.lease), self.host()
+        with a.client() as ca:
+            self.assertEqual(ca.ok("lock.acquire", name="L"), {"acquired": True})
+            end = time.monotonic() + 2.5 * self.lease
+            while time.monotonic() < end:
+                self.assertEqual(b.ok("lock.acquire", name="L", timeout=0),
+                                 {"acquired": False})
+                time.sleep(0.2)
+            self.assertGreater(a.ok("daemon.info")["state"]["lease_renewals"], 2)
+
+    def test_disconnect_releases_at_once(self):
+        a, b = self.host(), self.host()
+        ca = a.client()
+        ca.ok("lock.acquire", name="L")
+        with b.client() as cb:
+            rid = cb.send("lock.acquire", name="L", timeout=30)
+            self.blocked(b, 1)
+            t0 = time.monotonic()
+            ca.close()
+            r = cb.recv()
+            self.assertEqual(r, {"id": rid, "ok": True,
+                                 "result": {"acquired": True, "abandoned": True}})
+            self.assertLess(time.monotonic() - t0, 2)
+
+    def test_abandoned_after_holder_host_dies(self):
+        """A lock held on host A is abandoned for host B's waiter once A's
+        mpsupd is SIGKILLed: within lease + 1 s."""
+        a = self.host("redis_lease = %d\n" % self.lease)
+        b = self.host("redis_lease = %d\n" % self.lease)
+        ca = a.client()
+        self.assertEqual(ca.ok("lock.acquire", name="L"), {"acquired": True})
+        self.assertEqual(ca.ok("semaphore.acquire", name="S"), {"acquired": True})
+        with b.client() as cb:
+            rid = cb.send("lock.acquire", name="L")
+            self.blocked(b, 1)
+            t0 = time.monotonic()
+            a.proc.kill()
+            a.proc.wait()
+            r = cb.recv()
+            elapsed = time.monotonic() - t0
+            self.assertEqual(r, {"id": rid, "ok": True,
+                                 "result": {"acquired": True, "abandoned": True}})
+            self.assertLess(elapsed, (self.lease + 1) * mpsuptest.SCALE)
+            self.assertGreater(elapsed, self.lease / 3 - 0.1)  # the lease held till then
+            self.assertEqual(cb.ok("semaphore.acquire", name="S", timeout=0),
+                             {"acquired": True, "abandoned": True})
+        ca.close()
+
+
+class Outage(RedisHosts):
+    appendonly = True  # appendfsync always: what was answered survives a restart
+
+    def test_unreachable_at_start(self):
+        d = Daemon(main_extra="state_backend = redis\nredis_address = %s\n"
+                   % os.path.join(self.redis.dir, "nothing.sock"))
+        self.addCleanup(d.cleanup)
+        d.start(wait=False)
+        self.assertEqual(d.proc.wait(timeout=20 * mpsuptest.SCALE), 1)
+        self.assertIn("cannot connect to redis_address", d.read_log())
+
+    def test_restart_mid_run(self):
+        a = self.host()
+        a.ok("obj.create", name="w", type="queue")
+        a.ok("dict.set", name="d", key="acked", value=1)
+        cg, ct = a.client(), a.client()
+        self.addCleanup(cg.close)
+        self.addCleanup(ct.close)
+        rid = cg.send("queue.get", name="w")
+        tid = ct.send("queue.get", name="w", timeout=0.5)
+        self.blocked(a, 2)
+        self.redis.stop(signal.SIGKILL)  # a crash: only the fsynced log is left
+        # every state command: unavailable at once
+        t0 = time.monotonic()
+        self.assertEqual(a.err("dict.get", name="d", key="acked"), "unavailable")
+        self.assertLess(time.monotonic() - t0, 2)
+        # supervision goes on
+        self.assertEqual(a.ok("status"), [])
+        self.assertEqual(a.ok("daemon.info")["state"]["connection"], "down")
+        # a waiter whose time is up while Redis is away gets its timeout answer
+        r = ct.recv()
+        self.assertEqual((r["id"], r["error"]["code"]), (tid, "empty"))
+        self.redis.start()
+
+        def back():
+            with a.client() as c:
+                return c.call("dict.get", name="d", key="acked").get("ok")
+        wait_for(back, what="redis to be back")
+        # acknowledged before the crash (appendfsync always): still there
+        self.assertEqual(a.ok("dict.get", name="d", key="acked"), 1)
+        info = a.ok("daemon.info")["state"]
+        self.assertEqual(info["connection"], "connected")
+        self.assertGreaterEqual(info["connections_lost"], 1)
+        # the getter blocked before the crash waits again (re-armed); the
+        # script is loaded again on NOSCRIPT
+        self.blocked(a, 1)
+        a.ok("queue.put", name="w", item="after")
+        self.assertEqual(cg.recv(), {"id": rid, "ok": True, "result": "after"})
+
+if __name__ == "__main__":
+    main()

@@ -1130,6 +1130,25 @@ static int cmd_info(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 	return CTL_EXIT_OK;
 }
 
+/* metrics: the Prometheus text as the daemon wrote it (--json: the raw
+ * answer). */
+static int cmd_metrics(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	json_t *result;
+	int rc;
+
+	if (ctl_plain_args(cmd, argc, argv) != argc)
+		ctl_usage_error(cmd, "metrics takes no arguments");
+	if (ctl->json)
+		return ctl_call_print_fields(ctl, "daemon.metrics", NULL);
+	if ((rc = ctl_call(ctl, "daemon.metrics", NULL, &result)) != CTL_EXIT_OK)
+		return rc;
+	if (json_is_string(result))
+		fwrite(json_string_value(result), 1, json_string_length(result), stdout);
+	json_decref(result);
+	return CTL_EXIT_OK;
+}
+
 /* reopen-logs */
 static int cmd_reopen_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
@@ -1170,6 +1189,7 @@ const struct ctl_cmd ctl_proc_cmds[] = {
 	{ "reload", cmd_reload, "", "Re-read the configuration and apply the difference." },
 	{ "shutdown", cmd_shutdown, "", "Stop every process and the daemon." },
 	{ "info", cmd_info, "", "Show the daemon's figures." },
+	{ "metrics", cmd_metrics, "", "Print the metrics in the Prometheus text format." },
 	{ "reopen-logs", cmd_reopen_logs, "", "Reopen log files (after rotation)." },
 	{ NULL, NULL, NULL, NULL },
 };

@@ -18,6 +18,7 @@
 
 #include "conf.h"
 #include "conf_keys.h"
+#include "metrics_http.h"
 
 #define INCLUDE_DEPTH_MAX 8
 #define CONF_LINE_MAX (64 * 1024)
@@ -152,6 +153,8 @@ static const struct conf_key main_keys[] = {
 	{ "socket_mode", CONF_MODE, MAIN(socket_mode), .max = 0777, .def = "0600" },
 	{ "socket_group", CONF_STRING, MAIN(socket_group), .check = conf_check_group },
 	{ "runtime_dir", CONF_PATH, MAIN(runtime_dir) },
+	{ "metrics_listen", CONF_STRING, MAIN(metrics_listen), .check = metrics_listen_check },
+	{ "metrics_usage", CONF_BOOL, MAIN(metrics_usage), .def = "yes" },
 	{ "log_level", CONF_ENUM, MAIN(log_level), .names = log_levels, .def = "info" },
 	{ "state_file", CONF_PATH, MAIN(state_file) },
 	{ "state_sync", CONF_ENUM, MAIN(state_sync), .names = state_syncs, .def = "everysec" },

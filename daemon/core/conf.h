@@ -82,7 +82,9 @@ struct conf {
 	char *socket;
 	mode_t socket_mode;
 	char *socket_group;
-	char *runtime_dir; /* the process registry's directory; NULL = the socket's */
+	char *metrics_listen; /* unix:/PATH or a loopback HOST:PORT; NULL = off */
+	bool metrics_usage;   /* per-process CPU and memory in the metrics (/proc reads) */
+	char *runtime_dir;    /* the process registry's directory; NULL = the socket's */
 	int log_level;
 	char *state_file;
 	enum state_sync state_sync;

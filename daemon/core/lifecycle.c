@@ -40,6 +40,13 @@ void modules_info(json_t *info)
 			modules[m]->info(info);
 }
 
+void modules_metrics(struct evbuffer *b)
+{
+	for (size_t m = 0; m < N_MODULES; m++)
+		if (modules[m]->metrics)
+			modules[m]->metrics(b);
+}
+
 int modules_start(const struct conf *conf)
 {
 	for (size_t m = 0; m < N_MODULES; m++)

@@ -384,6 +384,10 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 	p->resource_retries = 0;
 	if (p->spawns++ > 0)
 		p->restarts++;
+	if (p->pool) {
+		p->pool->starts++;
+		p->pool->restarts += p->spawns > 1;
+	}
 	p->started_wall = now_wall();
 	p->started_mono = now_mono();
 	p->has_exitcode = false;

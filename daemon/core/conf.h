@@ -28,6 +28,15 @@ struct output_conf {
 	unsigned backups;   /* rotated files kept */
 };
 
+/* A file: output whose path has %(name)s, %(index)d or %(pool)s: one
+ * file per process. */
+bool output_per_process(const struct output_conf *o);
+/* The path of o for a process (pool, name, index): malloc'd, or NULL with
+ * why in err (a placeholder value that would make a path component "." or
+ * "..", an empty one, or one too long). */
+char *output_path_expand(const struct output_conf *o, const char *pool, const char *name,
+			 unsigned index, char *err, size_t errlen);
+
 /* One [pool:NAME] section or pool.add request. */
 /* A resource limit for workers (limit_nofile); soft 0 = not set. */
 struct conf_rlimit {
@@ -55,6 +64,7 @@ struct pool_conf {
 	char **environment;   /* NULL-terminated "K=V" list */
 	struct output_conf out;
 	struct output_conf err;
+	bool output_prefix; /* file lines start with the process name */
 	bool autostart;
 	int priority;
 	double task_timeout; /* 0 = none */

@@ -236,6 +236,7 @@ void proc_destroy(struct proc *p)
 	p->out = outpipe_free(p->out);
 	p->err = outpipe_free(p->err);
 	logring_clear(&p->ring);
+	proc_outfiles_close(p);
 	if (p->pool)
 		pool_member_detach(p);
 	else if (p->os)

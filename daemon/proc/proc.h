@@ -83,6 +83,7 @@ struct proc {
 	bool freed;                /* on the free list */
 	struct event *timer;       /* start_secs, backoff or stop timeout */
 	struct outpipe *out, *err;
+	struct outfile *fout, *ferr; /* its own output files (per-process file: paths) */
 	struct logring ring;
 	struct worker *worker;    /* task pools: its task channel (task.c) */
 	struct proc *hnext;       /* pid hash chain */
@@ -167,6 +168,12 @@ json_t *proc_fds_info(void);
 /* Process and pool metric families (proc_metrics.c). */
 struct evbuffer;
 void proc_metrics(struct evbuffer *b);
+
+/* The file p's line of stream goes to (its pool's, or its own opened on
+ * first use), or NULL. */
+struct outfile *pool_member_outfile(struct proc *p, int stream);
+/* Close p's own output files. */
+void proc_outfiles_close(struct proc *p);
 
 /* Reopen every pool's output files. */
 void pools_reopen_logs(void);

@@ -138,7 +138,8 @@ void metrics_hist_write(struct evbuffer *b, const char *name, const struct metri
 
 	if (n > HIST_LABELS_MAX - 1)
 		n = HIST_LABELS_MAX - 1;
-	memcpy(ll, l, n * sizeof(*l));
+	if (n)
+		memcpy(ll, l, n * sizeof(*l));
 	ll[n].name = "le";
 	ll[n].value = le;
 	for (size_t i = 0; i < METRICS_BUCKETS; i++) {

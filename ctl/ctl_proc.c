@@ -573,9 +573,33 @@ static int cmd_forget(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
  */
 
 /* Print one log record: "NAME STREAM | line", or the line alone. */
-static void print_log_record(const struct ctl *ctl, const json_t *rec, bool single)
+/* How log lines are printed: one process's (bare, stderr marked) or
+ * several (name and stream), with timestamps or not. */
+struct log_fmt {
+	bool single;
+	bool timestamps;
+};
+
+/* ts (Unix time) as 2026-12-05T03:40:01.123Z and a space. */
+static void print_log_ts(const json_t *ts)
+{
+	double t = json_number_value(ts);
+	time_t secs = (time_t)t;
+	struct tm tm;
+	char buf[32];
+
+	if (!json_is_number(ts) || !gmtime_r(&secs, &tm)) {
+		fputs("-                        ", stdout);
+		return;
+	}
+	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+	printf("%s.%03dZ ", buf, (int)((t - (double)secs) * 1000) % 1000);
+}
+
+static void print_log_record(const struct ctl *ctl, const json_t *rec, const struct log_fmt *fmt)
 {
 	const json_t *line = json_object_get(rec, "line");
+	const char *stream = json_string_value(json_object_get(rec, "stream"));
 
 	if (ctl->json || !json_is_string(line)) {
 		char *s = ctl_json_text(rec);
@@ -584,18 +608,22 @@ static void print_log_record(const struct ctl *ctl, const json_t *rec, bool sing
 		free(s);
 		return;
 	}
-	if (!single) {
+	if (fmt->timestamps)
+		print_log_ts(json_object_get(rec, "ts"));
+	if (!fmt->single) {
 		ctl_print_value(stdout, json_object_get(rec, "name"), true);
 		putchar(' ');
 		ctl_print_value(stdout, json_object_get(rec, "stream"), true);
 		fputs(" | ", stdout);
+	} else if (stream && strcmp(stream, "stderr") == 0) {
+		fputs("stderr | ", stdout); /* stdout lines stay bare */
 	}
 	fwrite(json_string_value(line), 1, json_string_length(line), stdout);
 	putchar('\n');
 }
 
 /* Print log records: an array of them, {lines:[...]}, or one record. */
-static void print_log_records(const struct ctl *ctl, const json_t *v, bool single)
+static void print_log_records(const struct ctl *ctl, const json_t *v, const struct log_fmt *fmt)
 {
 	size_t i;
 	json_t *rec;
@@ -604,32 +632,36 @@ static void print_log_records(const struct ctl *ctl, const json_t *v, bool singl
 		v = json_object_get(v, "lines");
 	if (json_is_array(v)) {
 		json_array_foreach(v, i, rec)
-			print_log_record(ctl, rec, single);
+			print_log_record(ctl, rec, fmt);
 	} else if (!json_is_null(v)) {
-		print_log_record(ctl, v, single);
+		print_log_record(ctl, v, fmt);
 	}
 }
 
-/* logs [-f] [-n N] TARGET */
+/* logs [-f] [-t] [-n N] TARGET */
 static int cmd_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "follow", no_argument, NULL, 'f' },
 		{ "lines", required_argument, NULL, 'n' },
+		{ "timestamps", no_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	json_t *params, *result, *msg;
-	bool follow = false, single;
+	struct log_fmt fmt = { false, false };
+	bool follow = false;
 	long long lines = -1;
 	int c, rc;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, ":hfn:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hftn:", opts, NULL)) != -1) {
 		if (c == 'h')
 			opt_help(cmd);
 		else if (c == 'f')
 			follow = true;
+		else if (c == 't')
+			fmt.timestamps = true;
 		else if (c == 'n')
 			lines = ctl_parse_count(cmd, "number of lines", optarg);
 		else
@@ -646,7 +678,7 @@ static int cmd_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 		json_decref(params);
 		return rc;
 	}
-	single = json_array_size(result) == 1;
+	fmt.single = json_array_size(result) == 1;
 	json_decref(result);
 
 	if (lines >= 0)
@@ -662,7 +694,7 @@ static int cmd_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 	if (ctl->json && !follow)
 		ctl_print_result(ctl, result);
 	else
-		print_log_records(ctl, result, single);
+		print_log_records(ctl, result, &fmt);
 	json_decref(result);
 	if (!follow)
 		return CTL_EXIT_OK;
@@ -679,7 +711,7 @@ static int cmd_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 			json_decref(msg);
 			return CTL_EXIT_ERROR;
 		}
-		print_log_records(ctl, ok ? json_object_get(msg, "result") : msg, single);
+		print_log_records(ctl, ok ? json_object_get(msg, "result") : msg, &fmt);
 		json_decref(msg);
 	}
 	return CTL_EXIT_OK;
@@ -1130,6 +1162,25 @@ static int cmd_info(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 	return CTL_EXIT_OK;
 }
 
+/* metrics: the Prometheus text as the daemon wrote it (--json: the raw
+ * answer). */
+static int cmd_metrics(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	json_t *result;
+	int rc;
+
+	if (ctl_plain_args(cmd, argc, argv) != argc)
+		ctl_usage_error(cmd, "metrics takes no arguments");
+	if (ctl->json)
+		return ctl_call_print_fields(ctl, "daemon.metrics", NULL);
+	if ((rc = ctl_call(ctl, "daemon.metrics", NULL, &result)) != CTL_EXIT_OK)
+		return rc;
+	if (json_is_string(result))
+		fwrite(json_string_value(result), 1, json_string_length(result), stdout);
+	json_decref(result);
+	return CTL_EXIT_OK;
+}
+
 /* reopen-logs */
 static int cmd_reopen_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
@@ -1156,7 +1207,8 @@ const struct ctl_cmd ctl_proc_cmds[] = {
 	{ "is-alive", cmd_is_alive, "NAME", "Exit 0 when the process is alive, 1 when not." },
 	{ "exitcode", cmd_exitcode, "NAME", "Print the exit code (null while alive)." },
 	{ "forget", cmd_forget, "NAME", "Drop the record of a finished one-shot process." },
-	{ "logs", cmd_logs, "[-f] [-n N] TARGET", "Print recent output lines; -f follows." },
+	{ "logs", cmd_logs, "[-f] [-t] [-n N] TARGET",
+	  "Print recent output lines (stderr marked); -f follows, -t adds timestamps." },
 	{ "scale", cmd_scale, "POOL N", "Set the number of processes of a pool." },
 	{ "pools", cmd_pools, "", "Show the pools as a table." },
 	{ "pool", cmd_pool, "add POOL KEY=VALUE... | remove POOL | list",
@@ -1170,6 +1222,7 @@ const struct ctl_cmd ctl_proc_cmds[] = {
 	{ "reload", cmd_reload, "", "Re-read the configuration and apply the difference." },
 	{ "shutdown", cmd_shutdown, "", "Stop every process and the daemon." },
 	{ "info", cmd_info, "", "Show the daemon's figures." },
+	{ "metrics", cmd_metrics, "", "Print the metrics in the Prometheus text format." },
 	{ "reopen-logs", cmd_reopen_logs, "", "Reopen log files (after rotation)." },
 	{ NULL, NULL, NULL, NULL },
 };

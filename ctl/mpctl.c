@@ -822,13 +822,14 @@ static bool ctl_run_value_opt(const char *arg)
  * Take the global options that follow the command (-j/--json, -s/--socket,
  * -t/--timeout) out of argv (argv[0] is the command), up to a "--" and, for
  * run, up to its command line. join and wait keep -t/--timeout: theirs is
- * the wait's. Returns the new argc.
+ * the wait's; logs keeps -t (timestamps). Returns the new argc.
  */
 static int ctl_late_globals(struct ctl *ctl, const struct ctl_cmd *cmd, const char **socket_opt,
 			    int argc, char **argv)
 {
 	bool run = strcmp(cmd->name, "run") == 0;
 	bool own_timeout = strcmp(cmd->name, "join") == 0 || strcmp(cmd->name, "wait") == 0;
+	bool own_t = own_timeout || strcmp(cmd->name, "logs") == 0;
 	int in = 1, out = 1;
 
 	while (in < argc) {
@@ -844,8 +845,8 @@ static int ctl_late_globals(struct ctl *ctl, const struct ctl_cmd *cmd, const ch
 				ctl_usage_error(NULL, "option '%s' needs an argument", a);
 			*socket_opt = v ? v : argv[in + 1];
 			in += v ? 1 : 2;
-		} else if (!own_timeout &&
-			   (strcmp(a, "-t") == 0 || ctl_long_opt(a, "--timeout", &v))) {
+		} else if ((!own_t && strcmp(a, "-t") == 0) ||
+			   (!own_timeout && ctl_long_opt(a, "--timeout", &v))) {
 			if (!v && in + 1 >= argc)
 				ctl_usage_error(NULL, "option '%s' needs an argument", a);
 			ctl->timeout = ctl_parse_seconds(NULL, v ? v : argv[in + 1]);

@@ -5,11 +5,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+
 #include "command.h"
 #include "conn.h"
 #include "daemon.h"
 #include "events.h"
 #include "lifecycle.h"
+#include "metrics.h"
 #include "obj.h"
 #include "proc.h"
 #include "stream.h"
@@ -179,6 +182,29 @@ static enum cmd_ret cmd_info(struct request *r)
 	return CMD_DONE;
 }
 
+/* daemon.metrics -> the Prometheus text exposition (docs/metrics.md), as
+ * one string. */
+static enum cmd_ret cmd_metrics(struct request *r)
+{
+	struct evbuffer *b;
+	json_t *text = NULL;
+
+	if (request_unpack(r, "{}") < 0)
+		return CMD_DONE;
+	if ((b = evbuffer_new())) {
+		metrics_render(b);
+		text = json_stringn_nocheck((const char *)evbuffer_pullup(b, -1),
+					    evbuffer_get_length(b));
+		evbuffer_free(b);
+	}
+	if (!text) {
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
+	request_ok(r, text);
+	return CMD_DONE;
+}
+
 static void shutdown_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
@@ -219,6 +245,7 @@ static const struct cmd_entry meta_cmds[] = {
 	{ "ping", ROLE_READ, 0, cmd_ping, "" },
 	{ "help", ROLE_READ, 0, cmd_help, "s:command?" },
 	{ "daemon.info", ROLE_READ, 0, cmd_info, "" },
+	{ "daemon.metrics", ROLE_READ, 0, cmd_metrics, "" },
 	{ "daemon.reload", ROLE_ADMIN, CMD_MUTATES, cmd_reload, "" },
 	{ "daemon.shutdown", ROLE_ADMIN, 0, cmd_shutdown, "" },
 	{ NULL, 0, 0, NULL, NULL },

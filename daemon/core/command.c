@@ -18,7 +18,10 @@
 #include "daemon.h"
 #include "hash.h"
 #include "log.h"
+#include "metrics.h"
 #include "stream.h"
+
+#include <event2/buffer.h>
 
 static const struct cmd_entry **table; /* sorted by name */
 static size_t table_len;
@@ -26,6 +29,10 @@ static size_t table_len;
  * at least twice table_len: probes stay short). */
 static const struct cmd_entry **index_slots;
 static size_t index_mask;
+/* Answers by command (table order; the last row: lines that named no
+ * command) and code (MPSUP_OK or an error code). */
+#define REQ_OUTCOMES MPSUP_E__MAX
+static uint64_t (*req_counts)[REQ_OUTCOMES];
 
 static int entry_cmp(const void *a, const void *b)
 {
@@ -51,6 +58,9 @@ void command_init(const struct cmd_module *const *mods, size_t n_mods)
 			table[i++] = e;
 	table_len = n;
 	qsort(table, table_len, sizeof(*table), entry_cmp);
+	req_counts = calloc(n + 1, sizeof(*req_counts));
+	if (!req_counts)
+		fatalx("command", "out of memory");
 	for (i = 1; i < table_len; i++)
 		if (strcmp(table[i - 1]->name, table[i]->name) == 0)
 			log_error("command", "command %s is defined twice", table[i]->name);
@@ -82,6 +92,45 @@ void command_foreach(void (*fn)(const struct cmd_entry *e, void *arg), void *arg
 {
 	for (size_t i = 0; i < table_len; i++)
 		fn(table[i], arg);
+}
+
+/* Count one answer of cmd (NULL: no command) with code (MPSUP_OK...). */
+static void request_count(const struct cmd_entry *cmd, int outcome)
+{
+	size_t row = table_len;
+
+	if (!req_counts || outcome < 0 || outcome >= REQ_OUTCOMES)
+		return;
+	if (cmd) {
+		const struct cmd_entry **e =
+			bsearch(&cmd, table, table_len, sizeof(*table), entry_cmp);
+		if (e)
+			row = (size_t)(e - table);
+	}
+	req_counts[row][outcome]++;
+}
+
+/* The code of an error object {code, ...} (internal when it has none). */
+static int error_outcome(json_t *error)
+{
+	int code = mpsup_err_from_name(json_string_value(json_object_get(error, "code")));
+	return code > 0 ? code : MPSUP_E_INTERNAL;
+}
+
+void command_metrics(struct evbuffer *b)
+{
+	struct metrics_label l[2] = { { "command", NULL }, { "code", NULL } };
+
+	metrics_family(b, "mpsup_requests_total", "counter",
+		       "Requests answered, by command and outcome (ok or the error code).");
+	for (size_t row = 0; req_counts && row <= table_len; row++)
+		for (int o = 0; o < REQ_OUTCOMES; o++) {
+			if (!req_counts[row][o])
+				continue;
+			l[0].value = row < table_len ? table[row]->name : "(none)";
+			l[1].value = o ? mpsup_err_name((enum mpsup_err)o) : "ok";
+			metrics_u64(b, "mpsup_requests_total", l, 2, req_counts[row][o]);
+		}
 }
 
 /* Freed requests kept for the next ones (a request per line: calloc and
@@ -135,6 +184,7 @@ static void request_finish(struct request *r, bool ok, json_t *v, const char *ra
 		return;
 	}
 	r->replied = true;
+	request_count(r->cmd, ok ? MPSUP_OK : v ? error_outcome(v) : MPSUP_E_INTERNAL);
 	/* A kept request is ours to free from here on: conn_close() (below, or
 	 * from a failing send) must not cancel or free it under us. */
 	if (kept && c->kept == r)
@@ -258,15 +308,24 @@ const char *const role_names[] = { "none", "read", "state", "admin" };
 /* Longer than any command name; the unknown-command message quotes 100. */
 #define CMD_NAME_MAX 128
 
-/* Answer a line that could not become a request. */
-static void reply_early(struct conn *c, json_t *id, enum mpsup_err code, const char *msg)
+/* Answer a line that could not become a request (cmd: the command it
+ * named, when there is one). */
+static void reply_early_cmd(struct conn *c, const struct cmd_entry *cmd, json_t *id,
+			    enum mpsup_err code, const char *msg)
 {
 	json_t *resp = mpsup_response_error(id, code, msg);
+
+	request_count(cmd, (int)code);
 
 	if (resp) {
 		conn_send(c, resp);
 		json_decref(resp);
 	}
+}
+
+static void reply_early(struct conn *c, json_t *id, enum mpsup_err code, const char *msg)
+{
+	reply_early_cmd(c, NULL, id, code, msg);
 }
 
 /* Members read in place per request; a request with more takes the tree
@@ -315,11 +374,11 @@ static bool command_allowed(struct conn *c, const struct cmd_entry *cmd, json_t 
 				 role_names[cmd->role]);
 		snprintf(msg, sizeof(msg), "%s needs the %s role", cmd->name,
 			 role_names[cmd->role]);
-		reply_early(c, id, MPSUP_E_PERMISSION_DENIED, msg);
+		reply_early_cmd(c, cmd, id, MPSUP_E_PERMISSION_DENIED, msg);
 		return false;
 	}
 	if (daemon_g.shutting_down && (cmd->flags & CMD_MUTATES)) {
-		reply_early(c, id, MPSUP_E_SHUTTING_DOWN, "mpsupd is shutting down");
+		reply_early_cmd(c, cmd, id, MPSUP_E_SHUTTING_DOWN, "mpsupd is shutting down");
 		return false;
 	}
 	return true;

@@ -22,6 +22,7 @@
 #include "mpsup.h"
 
 struct conn;
+struct evbuffer;
 struct request;
 
 enum cmd_flags {
@@ -64,6 +65,8 @@ struct cmd_module {
 	const struct cmd_entry *cmds;
 	/* Adds its figures to a daemon.info result. */
 	void (*info)(json_t *info);
+	/* Writes its metric families (metrics.h) into a daemon.metrics text. */
+	void (*metrics)(struct evbuffer *b);
 	/* After the socket listens: start work (autostart pools...). */
 	int (*start)(const struct conf *conf);
 	/* Orderly shutdown: call done() once everything is stopped. */
@@ -110,6 +113,9 @@ void command_init(const struct cmd_module *const *mods, size_t n_mods);
 const struct cmd_entry *command_find(const char *name);
 /* Call fn for every command, in name order (help). */
 void command_foreach(void (*fn)(const struct cmd_entry *e, void *arg), void *arg);
+
+/* The requests answered so far, by command and code (metrics.h). */
+void command_metrics(struct evbuffer *b);
 
 /* Parse and run one request line received on c. */
 void command_dispatch(struct conn *c, char *line, size_t len);

@@ -18,6 +18,7 @@
 
 #include "conf.h"
 #include "conf_keys.h"
+#include "metrics_http.h"
 
 #define INCLUDE_DEPTH_MAX 8
 #define CONF_LINE_MAX (64 * 1024)
@@ -30,6 +31,7 @@ struct parse_state {
 	int depth;
 	char section[128];      /* the section of the previous key */
 	struct pool_conf *pool; /* the pool being filled */
+	struct hook_conf *hook; /* the hook being filled */
 };
 
 static void access_release(void *field)
@@ -182,6 +184,8 @@ static const struct conf_key main_keys[] = {
 	{ "socket_mode", CONF_MODE, MAIN(socket_mode), .max = 0777, .def = "0600" },
 	{ "socket_group", CONF_STRING, MAIN(socket_group), .check = conf_check_group },
 	{ "runtime_dir", CONF_PATH, MAIN(runtime_dir) },
+	{ "metrics_listen", CONF_STRING, MAIN(metrics_listen), .check = metrics_listen_check },
+	{ "metrics_usage", CONF_BOOL, MAIN(metrics_usage), .def = "yes" },
 	{ "log_level", CONF_ENUM, MAIN(log_level), .names = log_levels, .def = "info" },
 	{ "state_file", CONF_PATH, MAIN(state_file) },
 	{ "state_sync", CONF_ENUM, MAIN(state_sync), .names = state_syncs, .def = "everysec" },
@@ -291,6 +295,40 @@ static struct pool_conf *section_pool(struct parse_state *st, const char *sectio
 	return p;
 }
 
+/* The hook a [hook:NAME] line fills: a new one at the section's first key.
+ * NULL with st->err set when the section is refused. */
+static struct hook_conf *section_hook(struct parse_state *st, const char *section, bool new_section)
+{
+	const char *name = section + 5;
+	struct hook_conf *h, **tail;
+
+	for (tail = &st->conf->hooks; *tail; tail = &(*tail)->next)
+		if (new_section && strcmp((*tail)->name, name) == 0) {
+			snprintf(st->err, sizeof(st->err), "[%s]: hook defined twice", section);
+			return NULL;
+		}
+	if (!new_section)
+		return st->hook;
+	if (!name_valid(name, false)) {
+		snprintf(st->err, sizeof(st->err),
+			 "[%s]: invalid hook name (expected [A-Za-z0-9_.-]{1,64})", section);
+		return NULL;
+	}
+	if (st->conf->n_hooks >= HOOKS_MAX) {
+		snprintf(st->err, sizeof(st->err), "[%s]: more than %d hooks", section, HOOKS_MAX);
+		return NULL;
+	}
+	if (!(h = hook_conf_new(name)) || !(h->file = strdup(st->file))) {
+		hook_conf_free(h);
+		snprintf(st->err, sizeof(st->err), "out of memory");
+		return NULL;
+	}
+	*tail = h;
+	st->conf->n_hooks++;
+	st->hook = h;
+	return h;
+}
+
 /* libinih callback: returns 1 to go on, 0 on error (ini_parse gives the line). */
 static int conf_ini_handler(void *user, const char *section, const char *key, const char *value)
 {
@@ -313,9 +351,14 @@ static int conf_ini_handler(void *user, const char *section, const char *key, co
 		if (!(p = section_pool(st, section, new_section)))
 			return 0;
 		r = pool_conf_set(p, key, value, sub, sizeof(sub));
+	} else if (strncmp(section, "hook:", 5) == 0) {
+		struct hook_conf *h = section_hook(st, section, new_section);
+		if (!h)
+			return 0;
+		r = hook_conf_set(h, key, value, sub, sizeof(sub));
 	} else {
 		snprintf(st->err, sizeof(st->err),
-			 "[%s]: unknown section (mpsupd, access, pool:NAME)", section);
+			 "[%s]: unknown section (mpsupd, access, pool:NAME, hook:NAME)", section);
 		return 0;
 	}
 	/* an error inside an included file already names its file and line */
@@ -396,6 +439,15 @@ static int conf_finish(struct parse_state *st, const char *name)
 			else
 				snprintf(st->err, sizeof(st->err), "%s: [pool:%s] %s",
 					 p->file ? p->file : name, p->name, sub);
+			return -EINVAL;
+		}
+	}
+	for (struct hook_conf *h = st->conf->hooks; h; h = h->next) {
+		char sub[CONF_ERR_MAX];
+
+		if (hook_conf_check(h, sub, sizeof(sub)) < 0) {
+			snprintf(st->err, sizeof(st->err), "%s: [hook:%s] %s", h->file, h->name,
+				 sub);
 			return -EINVAL;
 		}
 	}
@@ -492,6 +544,11 @@ struct conf *conf_free(struct conf *c)
 		struct pool_conf *n = c->pools->next;
 		pool_conf_free(c->pools);
 		c->pools = n;
+	}
+	while (c->hooks) {
+		struct hook_conf *n = c->hooks->next;
+		hook_conf_free(c->hooks);
+		c->hooks = n;
 	}
 	free(c);
 	return NULL;

@@ -29,6 +29,15 @@ struct output_conf {
 	unsigned backups;   /* rotated files kept */
 };
 
+/* A file: output whose path has %(name)s, %(index)d or %(pool)s: one
+ * file per process. */
+bool output_per_process(const struct output_conf *o);
+/* The path of o for a process (pool, name, index): malloc'd, or NULL with
+ * why in err (a placeholder value that would make a path component "." or
+ * "..", an empty one, or one too long). */
+char *output_path_expand(const struct output_conf *o, const char *pool, const char *name,
+			 unsigned index, char *err, size_t errlen);
+
 /* One [pool:NAME] section or pool.add request. */
 /* A resource limit for workers (limit_nofile); soft 0 = not set. */
 struct conf_rlimit {
@@ -56,6 +65,7 @@ struct pool_conf {
 	char **environment;   /* NULL-terminated "K=V" list */
 	struct output_conf out;
 	struct output_conf err;
+	bool output_prefix; /* file lines start with the process name */
 	bool autostart;
 	int priority;
 	double task_timeout; /* 0 = none */
@@ -78,12 +88,37 @@ struct access_list {
 
 enum role { ROLE_NONE = 0, ROLE_READ, ROLE_STATE, ROLE_ADMIN };
 
+/* One [hook:NAME] section (conf_hook.c, docs/hooks.md). */
+#define HOOKS_MAX 64
+#define HOOK_PATTERNS_MAX 32
+struct hook_conf {
+	char *name;
+	char *events;  /* patterns separated by spaces */
+	char *command; /* words, split at each run; no shell */
+	char *user;    /* NULL: the daemon's */
+	double timeout;
+	unsigned max_queued;
+	char *file;
+	struct hook_conf *next;
+};
+
+struct hook_conf *hook_conf_new(const char *name);
+int hook_conf_set(struct hook_conf *h, const char *key, const char *value, char *err,
+		  size_t errlen);
+/* Whole-section checks: command and events present. */
+int hook_conf_check(const struct hook_conf *h, char *err, size_t errlen);
+struct hook_conf *hook_conf_free(struct hook_conf *h);
+
 struct conf {
 	char *file;
 	char *socket;
 	mode_t socket_mode;
 	char *socket_group;
-	char *runtime_dir; /* the process registry's directory; NULL = the socket's */
+	char *metrics_listen;    /* unix:/PATH or a loopback HOST:PORT; NULL = off */
+	struct hook_conf *hooks; /* in file order */
+	unsigned n_hooks;
+	bool metrics_usage; /* per-process CPU and memory in the metrics (/proc reads) */
+	char *runtime_dir;  /* the process registry's directory; NULL = the socket's */
 	int log_level;
 	char *state_file;
 	enum state_sync state_sync;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "conf.h"
+#include "argv.h"
 #include "conf_keys.h"
 
 #define POOL_PROCESSES_MAX 100000
@@ -20,6 +21,62 @@ static const char *const pool_modes[] = { "service", "task", NULL };
 static const char *const restart_policies[] = { "always", "on-failure", "never", NULL };
 
 /* stdout, stderr: capture, null, inherit, journal or file:/path. */
+bool output_per_process(const struct output_conf *o)
+{
+	return o->kind == OUTPUT_FILE && o->path && strstr(o->path, "%(");
+}
+
+/* Every component of path is a name: not empty, ".", ".." or too long. */
+static int path_components_check(const char *path, char *err, size_t errlen)
+{
+	if (strlen(path) >= PATH_MAX)
+		return conf_seterr(err, errlen, "'%.80s...' is too long", path);
+	for (const char *c = path + 1; *c;) {
+		size_t n = strcspn(c, "/");
+		if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+			return conf_seterr(err, errlen, "'%s': a path component is empty, . or ..",
+					   path);
+		if (n > NAME_MAX)
+			return conf_seterr(err, errlen, "'%s': a path component is too long", path);
+		c += n + (c[n] == '/');
+	}
+	return 0;
+}
+
+char *output_path_expand(const struct output_conf *o, const char *pool, const char *name,
+			 unsigned index, char *err, size_t errlen)
+{
+	char *path;
+
+	if (strchr(pool, '/') || strchr(name, '/')) {
+		conf_seterr(err, errlen, "a process name with '/' cannot name a file");
+		return NULL;
+	}
+	if (!(path = argv_expand_word(o->path, pool, name, index, err, errlen)))
+		return NULL;
+	if (path_components_check(path, err, errlen) < 0) {
+		free(path);
+		return NULL;
+	}
+	return path;
+}
+
+/* A file: path's placeholders are known and make sound paths for the
+ * pool's processes (the largest index gives the longest path). */
+static int output_check(const struct output_conf *o, const char *key, const char *pool, char *err,
+			size_t errlen)
+{
+	char sub[CONF_ERR_MAX], name[128], *path;
+
+	if (!output_per_process(o))
+		return 0;
+	snprintf(name, sizeof(name), "%s:%u", pool, UINT_MAX);
+	if (!(path = output_path_expand(o, pool, name, UINT_MAX, sub, sizeof(sub))))
+		return conf_seterr(err, errlen, "%s: %s", key, sub);
+	free(path);
+	return 0;
+}
+
 static int parse_output(void *field, const char *value, void *ctx, char *err, size_t errlen)
 {
 	struct output_conf *o = field;
@@ -38,6 +95,12 @@ static int parse_output(void *field, const char *value, void *ctx, char *err, si
 	else if (strncmp(value, "file:", 5) == 0) {
 		if (value[5] != '/')
 			return conf_seterr(err, errlen, "file: needs an absolute path");
+		char *x;
+		if (strchr(value, '%')) { /* known placeholders only ("%%": a '%') */
+			if (!(x = argv_expand_word(value + 5, "pool", "pool:0", 0, err, errlen)))
+				return -EINVAL;
+			free(x);
+		}
 		kind = OUTPUT_FILE;
 		if (conf_set_string(&o->path, value + 5) < 0)
 			return -ENOMEM;
@@ -322,6 +385,7 @@ static const struct conf_key pool_keys[] = {
 	{ "stderr_max_bytes", CONF_SIZE, POOL(err.max_bytes), .max = UINT64_MAX,
 	  .expect = "a size (like 10M)", .def = "50M" },
 	{ "stderr_backups", CONF_UINT, POOL(err.backups), .min = 0, .max = 1000, .def = "5" },
+	{ "output_prefix", CONF_BOOL, POOL(output_prefix), .def = "no" },
 	{ "autostart", CONF_BOOL, POOL(autostart), .def = "yes" },
 	{ "priority", CONF_INT, POOL(priority), .smin = -100000, .smax = 100000,
 	  .expect = "an integer priority", .def = "100" },
@@ -368,6 +432,9 @@ int pool_conf_check(const struct pool_conf *p, char *err, size_t errlen)
 		return conf_seterr(err, errlen, "pool %s: command is missing", p->name);
 	if (p->stop_timeout <= 0)
 		return conf_seterr(err, errlen, "pool %s: stop_timeout must be above 0", p->name);
+	if (output_check(&p->out, "stdout", p->name, err, errlen) < 0 ||
+	    output_check(&p->err, "stderr", p->name, err, errlen) < 0)
+		return -EINVAL;
 	return 0;
 }
 

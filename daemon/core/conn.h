@@ -80,6 +80,10 @@ int server_start(void);
 void server_refresh_roles(void);
 /* Stop listening, close every connection and remove the socket file. */
 void server_stop(void);
+/* A listening Unix socket at path made like the control socket (a stale
+ * one replaced, never through a link, socket_mode and socket_group): its
+ * fd or a negative errno. */
+int server_unix_listen(const char *path);
 /* Number of connected clients. */
 unsigned server_clients(void);
 /* The socket path in use. */

@@ -44,7 +44,7 @@ int daemon_reload(json_t **result, char *err, size_t errlen);
  * reaped the child itself.
  */
 typedef void daemon_child_fn(pid_t pid, int status, void *arg);
-#define DAEMON_MAX_CHILDREN 4
+#define DAEMON_MAX_CHILDREN (4 + HOOKS_MAX) /* a snapshot or so, and one per hook */
 /* 0, or -ENOSPC beyond DAEMON_MAX_CHILDREN. */
 int daemon_child_watch(pid_t pid, daemon_child_fn *fn, void *arg);
 void daemon_child_unwatch(pid_t pid);

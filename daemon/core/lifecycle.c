@@ -40,6 +40,13 @@ void modules_info(json_t *info)
 			modules[m]->info(info);
 }
 
+void modules_metrics(struct evbuffer *b)
+{
+	for (size_t m = 0; m < N_MODULES; m++)
+		if (modules[m]->metrics)
+			modules[m]->metrics(b);
+}
+
 int modules_start(const struct conf *conf)
 {
 	for (size_t m = 0; m < N_MODULES; m++)
@@ -122,6 +129,10 @@ int daemon_reload(json_t **result, char *err, size_t errlen)
 	if ((newconf->socket || old->socket) && !daemon_g.socket_override &&
 	    (!newconf->socket || !old->socket || strcmp(newconf->socket, old->socket) != 0))
 		log_warn("daemon", "socket changes take effect at the next start");
+	if ((newconf->metrics_listen || old->metrics_listen) &&
+	    (!newconf->metrics_listen || !old->metrics_listen ||
+	     strcmp(newconf->metrics_listen, old->metrics_listen) != 0))
+		log_warn("daemon", "metrics_listen changes take effect at the next start");
 	changes = json_pack("{s:[], s:[], s:[], s:[]}", "added", "changed", "removed", "failed");
 	modules_reload(newconf, changes);
 	daemon_g.conf = newconf;

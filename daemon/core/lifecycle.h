@@ -27,5 +27,8 @@ void modules_reload(const struct conf *newconf, json_t *changes);
 json_t *modules_capabilities(void);
 /* Let every module add its figures to a daemon.info result. */
 void modules_info(json_t *info);
+/* Every module's metric families (metrics.h). */
+struct evbuffer;
+void modules_metrics(struct evbuffer *b);
 
 #endif

@@ -26,6 +26,7 @@
 #include "conn_int.h"
 #include "daemon.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "mpsup.h"
 
 /* The core's own view of a peer ([access] only) until the daemon's
@@ -385,6 +386,11 @@ static int socket_create(const char *path)
 	return fd;
 }
 
+int server_unix_listen(const char *path)
+{
+	return socket_create(path);
+}
+
 /*
  * Socket activation: the first listening Unix stream socket systemd passed
  * is ours (listen_fd; *path becomes its name when it has one); anything
@@ -438,11 +444,12 @@ int server_start(void)
 	    event_add(ev_accept, NULL) < 0)
 		return -ENOMEM;
 	log_info("server", "listening on %s", path);
-	return 0;
+	return metrics_http_start();
 }
 
 void server_stop(void)
 {
+	metrics_http_stop();
 	conns_stop();
 	if (ev_accept)
 		ev_accept = (event_free(ev_accept), NULL);

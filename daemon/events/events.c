@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "daemon.h"
 #include "events.h"
+#include "hooks.h"
 #include "log.h"
 #include "stream.h"
 
@@ -40,6 +41,8 @@ static void count_topics(unsigned mask, int delta)
 
 int events_wanted(enum event_topic topic)
 {
+	if (hooks_topics() & topic)
+		return 1;
 	for (size_t i = 0; i < N_TOPICS; i++)
 		if (topics[i].topic == topic)
 			return topic_counts[i] > 0;
@@ -60,6 +63,8 @@ void events_publish_visible(enum event_topic topic, event_visible_fn *visible, c
 		return;
 	if (!json_object_get(ev, "ts"))
 		json_object_set_new(ev, "ts", json_real(now_wall()));
+	if (hooks_topics() & topic)
+		hooks_event(ev);
 	for (st = stream_first(&subs); st; st = next) {
 		struct subscriber *s = STREAM_OWNER(st, struct subscriber, stream);
 		next = stream_next(st);
@@ -139,6 +144,26 @@ static enum cmd_ret cmd_subscribe(struct request *r)
 static void events_info(json_t *info)
 {
 	json_object_set_new(info, "subscribers", json_integer(subs.n));
+	json_object_set_new(info, "hooks", hooks_info());
+}
+
+static int events_start(const struct conf *conf)
+{
+	hooks_configure(conf);
+	return 0;
+}
+
+static int events_reload(const struct conf *newconf, json_t *changes)
+{
+	(void)changes;
+	hooks_configure(newconf);
+	return 0;
+}
+
+static void events_stop(void (*done)(void))
+{
+	hooks_stop();
+	done();
 }
 
 static const struct cmd_entry events_cmds[] = {
@@ -165,6 +190,10 @@ const struct cmd_module events_module = {
 	.capability = "events",
 	.cmds = events_cmds,
 	.info = events_info,
+	.metrics = hooks_metrics,
+	.start = events_start,
+	.stop = events_stop,
+	.reload = events_reload,
 	.shutting_down = events_shutting_down,
 	.reloaded = events_reloaded,
 };

@@ -25,6 +25,8 @@
 #include "obj.h"
 #include "persist_int.h"
 
+#include <event2/buffer.h>
+
 static const char *const sync_names[] = { "always", "everysec", "no" };
 
 /* The state of every part of persistence (persist_int.h). */
@@ -199,6 +201,7 @@ static void persist_stop(void (*done)(void))
 static int persist_reload(const struct conf *nc, json_t *changes)
 {
 	const char *old = persist_g.on ? persist_g.path : NULL;
+	double t0;
 
 	(void)changes;
 	if ((old || nc->state_file) && (!old || !nc->state_file || strcmp(old, nc->state_file)))
@@ -218,16 +221,42 @@ static int persist_reload(const struct conf *nc, json_t *changes)
 	} else {
 		persist_thread_stop();
 	}
+	t0 = now_mono();
 	if (persist_g.sync != STATE_SYNC_NO && persist_sync_fd(persist_g.log_fd) == 0) {
 		pthread_mutex_lock(&persist_g.mu);
-		persist_g.last_fsync = now_wall();
-		persist_g.log_fsyncs++;
+		persist_fsync_done(now_mono() - t0);
 		pthread_mutex_unlock(&persist_g.mu);
 	}
 	log_info("persist", "state_sync: %s -> %s", sync_names[persist_g.sync],
 		 sync_names[nc->state_sync]);
 	persist_g.sync = nc->state_sync;
 	return 0;
+}
+
+void persist_fsync_done(double seconds)
+{
+	persist_g.last_fsync = now_wall();
+	persist_g.log_fsyncs++;
+	metrics_hist_observe(&persist_g.fsync_seconds, seconds);
+}
+
+/* fsyncs of the state log and their latency (the everysec thread counts
+ * them too: read under its lock). */
+static void persist_metrics(struct evbuffer *b)
+{
+	struct metrics_hist h;
+	uint64_t n;
+
+	pthread_mutex_lock(&persist_g.mu);
+	n = persist_g.log_fsyncs;
+	h = persist_g.fsync_seconds;
+	pthread_mutex_unlock(&persist_g.mu);
+	metrics_family(b, "mpsup_fsyncs_total", "counter",
+		       "fdatasyncs of the state log that succeeded.");
+	metrics_u64(b, "mpsup_fsyncs_total", NULL, 0, n);
+	metrics_family(b, "mpsup_fsync_duration_seconds", "histogram",
+		       "Seconds an fdatasync of the state log took.");
+	metrics_hist_write(b, "mpsup_fsync_duration_seconds", NULL, 0, &h);
 }
 
 static void persist_info_hook(json_t *info)
@@ -238,6 +267,7 @@ static void persist_info_hook(json_t *info)
 const struct cmd_module persist_module = {
 	.capability = "persistence",
 	.info = persist_info_hook,
+	.metrics = persist_metrics,
 	.start = persist_start,
 	.stop = persist_stop,
 	.reload = persist_reload,

@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "conf.h"
+#include "metrics.h"
 #include "persist.h"
 
 struct event;
@@ -100,9 +101,10 @@ struct persist_state {
 	int syncing_fd; /* the fd it is syncing now, or -1 */
 	int retired_fd; /* a replaced log fd it closes after syncing */
 	bool thread_on, stop, dirty;
-	int sync_err;        /* errno of a failed background fsync */
-	double last_fsync;   /* wall clock, 0 = never */
-	uint64_t log_fsyncs; /* fdatasyncs of the log that succeeded */
+	int sync_err;                      /* errno of a failed background fsync */
+	double last_fsync;                 /* wall clock, 0 = never */
+	uint64_t log_fsyncs;               /* fdatasyncs of the log that succeeded */
+	struct metrics_hist fsync_seconds; /* their durations */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 };
@@ -129,6 +131,8 @@ void persist_frame_close(struct persist_buf *b, size_t start);
 /* persist_files.c: the state directory and its files */
 int persist_write_all(int fd, const void *p, size_t n);
 int persist_sync_fd(int fd);
+/* An fsync of the log succeeded in seconds (call with mu held). */
+void persist_fsync_done(double seconds);
 int persist_read_fd(int fd, struct persist_buf *ret);
 int persist_file_open(const char *name, const char *path, int flags, char *err, size_t errlen);
 int persist_files_open(const char *path, bool dir_check, char *err, size_t errlen);

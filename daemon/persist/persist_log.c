@@ -489,6 +489,7 @@ void persist_commit(void)
 	persist_g.log_bytes += persist_g.pending.len;
 	persist_g.log_records += upto - persist_g.committed;
 	if (persist_g.sync == STATE_SYNC_ALWAYS) {
+		double t0 = now_mono();
 		if ((r = persist_sync_fd(persist_g.log_fd)) < 0) {
 			/* Written, not synced: not committed either. The
 			 * records stay in pending for dirty_mark() only (the
@@ -498,8 +499,7 @@ void persist_commit(void)
 			return;
 		}
 		pthread_mutex_lock(&persist_g.mu);
-		persist_g.last_fsync = now_wall();
-		persist_g.log_fsyncs++;
+		persist_fsync_done(now_mono() - t0);
 		pthread_mutex_unlock(&persist_g.mu);
 	} else if (persist_g.thread_on) {
 		pthread_mutex_lock(&persist_g.mu);
@@ -556,6 +556,7 @@ static void *sync_main(void *arg)
 	pthread_mutex_lock(&persist_g.mu);
 	while (!persist_g.stop) {
 		struct timespec ts;
+		double t0;
 		int fd, r;
 
 		clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -568,6 +569,7 @@ static void *sync_main(void *arg)
 		persist_g.dirty = false;
 		fd = persist_g.syncing_fd = persist_g.log_fd;
 		pthread_mutex_unlock(&persist_g.mu);
+		t0 = now_mono();
 		r = persist_sync_fd(fd);
 		pthread_mutex_lock(&persist_g.mu);
 		persist_g.syncing_fd = -1;
@@ -580,10 +582,8 @@ static void *sync_main(void *arg)
 		}
 		if (r < 0)
 			__atomic_store_n(&persist_g.sync_err, -r, __ATOMIC_RELEASE);
-		else {
-			persist_g.last_fsync = now_wall();
-			persist_g.log_fsyncs++;
-		}
+		else
+			persist_fsync_done(now_mono() - t0);
 	}
 	pthread_mutex_unlock(&persist_g.mu);
 	return NULL;

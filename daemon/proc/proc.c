@@ -236,6 +236,7 @@ void proc_destroy(struct proc *p)
 	p->out = outpipe_free(p->out);
 	p->err = outpipe_free(p->err);
 	logring_clear(&p->ring);
+	proc_outfiles_close(p);
 	if (p->pool)
 		pool_member_detach(p);
 	else if (p->os)
@@ -384,6 +385,10 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 	p->resource_retries = 0;
 	if (p->spawns++ > 0)
 		p->restarts++;
+	if (p->pool) {
+		p->pool->starts++;
+		p->pool->restarts += p->spawns > 1;
+	}
 	p->started_wall = now_wall();
 	p->started_mono = now_mono();
 	p->has_exitcode = false;

@@ -83,6 +83,7 @@ struct proc {
 	bool freed;                /* on the free list */
 	struct event *timer;       /* start_secs, backoff or stop timeout */
 	struct outpipe *out, *err;
+	struct outfile *fout, *ferr; /* its own output files (per-process file: paths) */
 	struct logring ring;
 	struct worker *worker;    /* task pools: its task channel (task.c) */
 	struct proc *hnext;       /* pid hash chain */
@@ -104,10 +105,11 @@ struct pool {
 	gid_t *groups;
 	int n_groups;
 	char *home, *user_name, *shell;
-	char *ids_error;         /* resolution failed: every spawn fails with this */
-	bool removing;           /* stopping its members, then freed */
-	bool from_config;        /* defined in a config file (reload manages it) */
-	struct task_pool *tasks; /* task pools: backlog and idle workers (task.c) */
+	char *ids_error;           /* resolution failed: every spawn fails with this */
+	bool removing;             /* stopping its members, then freed */
+	bool from_config;          /* defined in a config file (reload manages it) */
+	struct task_pool *tasks;   /* task pools: backlog and idle workers (task.c) */
+	uint64_t starts, restarts; /* spawns of its members, and those after a first (metrics) */
 	TAILQ_ENTRY(pool) entry;
 };
 
@@ -162,6 +164,16 @@ int proc_fds_check(unsigned long long need, const char *what);
 const char *proc_fds_refusal(void);
 /* {limit, used, daemon, connections, processes, per_worker{...}, ...} */
 json_t *proc_fds_info(void);
+
+/* Process and pool metric families (proc_metrics.c). */
+struct evbuffer;
+void proc_metrics(struct evbuffer *b);
+
+/* The file p's line of stream goes to (its pool's, or its own opened on
+ * first use), or NULL. */
+struct outfile *pool_member_outfile(struct proc *p, int stream);
+/* Close p's own output files. */
+void proc_outfiles_close(struct proc *p);
 
 /* Reopen every pool's output files. */
 void pools_reopen_logs(void);

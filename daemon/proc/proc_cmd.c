@@ -460,6 +460,7 @@ const struct cmd_module proc_module = {
 	.capability = "processes",
 	.cmds = proc_cmds,
 	.info = proc_module_info,
+	.metrics = proc_metrics,
 	.start = proc_module_start,
 	.stop = proc_module_stop,
 	.reload = proc_module_reload,

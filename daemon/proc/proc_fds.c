@@ -103,6 +103,21 @@ static unsigned stream_cost(const struct output_conf *oc, bool journal_failing)
 	}
 }
 
+/* A worker's own output files (per-process paths): each holds the file and
+ * its directory open. */
+static unsigned own_file_cost(const struct pool_conf *pc, bool with_out)
+{
+	bool shared = pc->out.kind == OUTPUT_FILE && pc->err.kind == OUTPUT_FILE && pc->out.path &&
+		      pc->err.path && strcmp(pc->out.path, pc->err.path) == 0;
+	unsigned n = 0;
+
+	if (with_out && output_per_process(&pc->out))
+		n += 2;
+	if (output_per_process(&pc->err) && !(with_out && shared))
+		n += 2;
+	return n;
+}
+
 unsigned proc_fds_worker_cost(const struct pool_conf *pc, const bool journal_failing[2])
 {
 	bool none[2] = { false, false };
@@ -110,9 +125,9 @@ unsigned proc_fds_worker_cost(const struct pool_conf *pc, const bool journal_fai
 	if (!journal_failing)
 		journal_failing = none;
 	if (pc->mode == POOL_MODE_TASK) /* stdin and stdout are the task channel */
-		return 2 + stream_cost(&pc->err, journal_failing[1]);
+		return 2 + stream_cost(&pc->err, journal_failing[1]) + own_file_cost(pc, false);
 	return stream_cost(&pc->out, journal_failing[0]) +
-	       stream_cost(&pc->err, journal_failing[1]);
+	       stream_cost(&pc->err, journal_failing[1]) + own_file_cost(pc, true);
 }
 
 /* A pool's output files: each holds the file and its directory open. */
@@ -120,9 +135,9 @@ static unsigned pool_file_cost(const struct pool_conf *pc)
 {
 	unsigned n = 0;
 
-	if (pc->out.kind == OUTPUT_FILE)
+	if (pc->out.kind == OUTPUT_FILE && !output_per_process(&pc->out))
 		n += 2;
-	if (pc->err.kind == OUTPUT_FILE &&
+	if (pc->err.kind == OUTPUT_FILE && !output_per_process(&pc->err) &&
 	    !(pc->out.kind == OUTPUT_FILE && strcmp(pc->out.path, pc->err.path) == 0))
 		n += 2;
 	return n;

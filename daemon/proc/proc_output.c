@@ -141,9 +141,9 @@ void proc_output_line(struct proc *p, int stream, const char *s, size_t n)
 	if (n > 0 && s[n - 1] == '\r')
 		n--;
 	if (p->pool)
-		f = stream == STREAM_STDOUT || p->pool->err_to_out ? p->pool->out : p->pool->err;
+		f = pool_member_outfile(p, stream);
 	if (f)
-		outfile_write(f, s, n);
+		outfile_write_line(f, p->pool->conf->output_prefix ? p->name : NULL, s, n);
 	l = malloc(sizeof(*l) + n + 1);
 	if (!l)
 		return;
@@ -305,11 +305,21 @@ static void outfile_rotate(struct outfile *f)
 
 void outfile_write(struct outfile *f, const char *s, size_t n)
 {
-	struct iovec iov[2] = { { (void *)s, n }, { (void *)"\n", 1 } };
+	outfile_write_line(f, NULL, s, n);
+}
+
+void outfile_write_line(struct outfile *f, const char *prefix, const char *s, size_t n)
+{
+	size_t plen = prefix ? strlen(prefix) : 0;
+	struct iovec iov[4] = { { (void *)prefix, plen },
+				{ (void *)" | ", prefix ? 3 : 0 },
+				{ (void *)s, n },
+				{ (void *)"\n", 1 } };
+	size_t total = plen + (prefix ? 3 : 0) + n + 1;
 	ssize_t w;
 
 	if (f->fd >= 0 && f->rotates && f->max_bytes && f->size > 0 &&
-	    f->size + n + 1 > f->max_bytes)
+	    f->size + total > f->max_bytes)
 		outfile_rotate(f);
 	if (f->fd < 0) {
 		/* try again now and then: the disk may be back (a failed open
@@ -321,13 +331,13 @@ void outfile_write(struct outfile *f, const char *s, size_t n)
 		if (f->fd < 0)
 			return;
 	}
-	w = writev(f->fd, iov, 2);
+	w = writev(f->fd, iov, 4);
 	if (w < 0) {
 		outfile_error(f, "write", errno);
 		return;
 	}
 	f->size += (uint64_t)w;
-	if ((size_t)w != n + 1) {
+	if ((size_t)w != total) {
 		outfile_error(f, "write", ENOSPC);
 		return;
 	}

@@ -67,6 +67,8 @@ struct outfile *outfile_free(struct outfile *f);
 void outfile_reopen(struct outfile *f);
 /* Append one line (a newline is added); rotates past max_bytes. */
 void outfile_write(struct outfile *f, const char *s, size_t n);
+/* The same, after "PREFIX | " when prefix is not NULL. */
+void outfile_write_line(struct outfile *f, const char *prefix, const char *s, size_t n);
 
 /* One captured stream of one process run. */
 struct outpipe {

@@ -78,31 +78,78 @@ void pool_free_if_emptied(struct pool *pl)
 		pool_free(pl);
 }
 
-/* The output files of the pool, written for the user its members run as
- * (resolved before). A pool whose user is unknown runs nothing: no files. */
-static void pool_open_outputs(struct pool *pl)
+/* Who the pool's files are written for: the user its members run as. */
+static struct safe_owner pool_owner(const struct pool *pl)
 {
-	struct safe_owner owner = {
+	return (struct safe_owner){
 		.uid = pl->set_ids ? pl->uid : geteuid(),
 		.gid = pl->set_ids ? pl->gid : getegid(),
 		.groups = pl->set_ids ? pl->groups : NULL,
 		.n_groups = pl->set_ids && pl->n_groups > 0 ? (size_t)pl->n_groups : 0,
 	};
+}
+
+void proc_outfiles_close(struct proc *p)
+{
+	p->fout = outfile_free(p->fout);
+	p->ferr = outfile_free(p->ferr);
+}
+
+/* The output files of the pool, written for the user its members run as
+ * (resolved before). A pool whose user is unknown runs nothing: no files.
+ * Per-process files are (re)opened at their process's next line. */
+static void pool_open_outputs(struct pool *pl)
+{
+	struct safe_owner owner = pool_owner(pl);
+	const struct pool_conf *pc = pl->conf;
 
 	pl->out = outfile_free(pl->out);
 	pl->err = outfile_free(pl->err);
-	pl->err_to_out = false;
+	for (unsigned i = 0; i < pl->n_slots; i++)
+		if (pl->members[i])
+			proc_outfiles_close(pl->members[i]);
+	/* stdout and stderr into one file (or one per process): share it */
+	pl->err_to_out = pc->out.kind == OUTPUT_FILE && pc->err.kind == OUTPUT_FILE &&
+			 strcmp(pc->err.path, pc->out.path) == 0;
 	if (pl->ids_error)
 		return;
-	if (pl->conf->out.kind == OUTPUT_FILE)
-		pl->out = outfile_open(&pl->conf->out, &owner);
-	if (pl->conf->err.kind == OUTPUT_FILE) {
-		/* stdout and stderr into one file: share it */
-		if (pl->out && strcmp(pl->conf->err.path, pl->conf->out.path) == 0)
-			pl->err_to_out = true;
-		else
-			pl->err = outfile_open(&pl->conf->err, &owner);
+	if (pc->out.kind == OUTPUT_FILE && !output_per_process(&pc->out))
+		pl->out = outfile_open(&pc->out, &owner);
+	if (pc->err.kind == OUTPUT_FILE && !pl->err_to_out && !output_per_process(&pc->err))
+		pl->err = outfile_open(&pc->err, &owner);
+}
+
+/* p's own file for o (stdout's or stderr's), opened with its path expanded. */
+static struct outfile *member_file_open(struct proc *p, const struct output_conf *o)
+{
+	struct safe_owner owner = pool_owner(p->pool);
+	struct output_conf x = *o;
+	struct outfile *f;
+	char err[256];
+
+	if (!(x.path = output_path_expand(o, p->pool->name, p->name, p->index, err, sizeof(err)))) {
+		static struct log_ratelimit refusals;
+		if (log_allowed(&refusals))
+			log_error("proc", "%s: output file: %s", p->name, err);
+		return NULL;
 	}
+	f = outfile_open(&x, &owner);
+	free(x.path);
+	return f;
+}
+
+struct outfile *pool_member_outfile(struct proc *p, int stream)
+{
+	struct pool *pl = p->pool;
+	bool to_out = stream == STREAM_STDOUT || pl->err_to_out;
+	const struct output_conf *o = to_out ? &pl->conf->out : &pl->conf->err;
+	struct outfile **mine = to_out ? &p->fout : &p->ferr;
+
+	if (!output_per_process(o))
+		return to_out ? pl->out : pl->err;
+	if (!*mine && !pl->ids_error)
+		*mine = member_file_open(p, o);
+	return *mine;
 }
 
 void pools_reopen_logs(void)
@@ -114,6 +161,13 @@ void pools_reopen_logs(void)
 			outfile_reopen(pl->out);
 		if (pl->err)
 			outfile_reopen(pl->err);
+		for (unsigned i = 0; i < pl->n_slots; i++) {
+			struct proc *p = pl->members[i];
+			if (p && p->fout)
+				outfile_reopen(p->fout);
+			if (p && p->ferr)
+				outfile_reopen(p->ferr);
+		}
 	}
 }
 

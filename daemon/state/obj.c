@@ -18,6 +18,7 @@
 #include "hash.h"
 #include "events.h"
 #include "log.h"
+#include "metrics.h"
 #include "obj.h"
 #include "obj_int.h"
 #include "persist.h"
@@ -742,6 +743,45 @@ static void state_stop(void (*done)(void))
 	done();
 }
 
+/* Objects and their sizes by type, summed in one walk. */
+struct type_sums {
+	uint64_t count[N_TYPES], items[N_TYPES];
+};
+
+static void type_sum(struct obj *o, void *arg)
+{
+	struct type_sums *t = arg;
+
+	for (size_t i = 0; i < N_TYPES; i++)
+		if (obj_types[i] == o->type) {
+			t->count[i]++;
+			t->items[i] += o->type->size ? o->type->size(o) : 0;
+			return;
+		}
+}
+
+static void state_metrics(struct evbuffer *b)
+{
+	struct metrics_label l = { "type", NULL };
+	struct type_sums t = { { 0 }, { 0 } };
+
+	obj_foreach(type_sum, &t);
+	metrics_family(b, "mpsup_objects", "gauge", "Shared-state objects, by type.");
+	for (size_t i = 0; i < N_TYPES; i++) {
+		l.value = obj_types[i]->name;
+		metrics_u64(b, "mpsup_objects", &l, 1, t.count[i]);
+	}
+	metrics_family(b, "mpsup_object_items", "gauge",
+		       "Elements of shared-state objects (as obj.list's size), by type.");
+	for (size_t i = 0; i < N_TYPES; i++) {
+		l.value = obj_types[i]->name;
+		metrics_u64(b, "mpsup_object_items", &l, 1, t.items[i]);
+	}
+	metrics_family(b, "mpsup_state_memory_bytes", "gauge",
+		       "Bytes of shared-state data counted against max_memory.");
+	metrics_u64(b, "mpsup_state_memory_bytes", NULL, 0, obj_mem_used());
+}
+
 const struct cmd_module state_module = {
 	.capability = "state",
 	.init = state_cmds_build,
@@ -749,4 +789,5 @@ const struct cmd_module state_module = {
 	.info = state_info,
 	.start = state_start,
 	.stop = state_stop,
+	.metrics = state_metrics,
 };

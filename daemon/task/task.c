@@ -109,6 +109,7 @@ struct task *subm_new(struct task_pool *tp, const char *pool, json_t *item, uid_
 	t->id = next_task_id++;
 	t->item = json_incref(item);
 	t->tp = tp;
+	t->home = tp;
 	if (!(t->sub->pool = strdup(pool)) || subm_insert(t) < 0) {
 		json_decref(t->item);
 		free(t->sub->pool);
@@ -329,6 +330,12 @@ void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *m
 {
 	struct map *m = t->map;
 
+	if (t->home) {
+		t->home->outcomes[result || code >= MPSUP_E__MAX ? MPSUP_OK : code]++;
+		if (t->started > 0)
+			metrics_hist_observe(&t->home->duration, now_mono() - t->started);
+		t->home = NULL;
+	}
 	t->tp = NULL;
 	t->worker = NULL;
 	t->state = result ? TASK_DONE : TASK_FAILED;
@@ -365,6 +372,7 @@ void task_requeue(struct task_pool *tp, struct task *t)
 	t->state = TASK_PENDING;
 	t->worker = NULL;
 	t->tp = tp;
+	t->home = tp;
 	TAILQ_INSERT_HEAD(&tp->backlog, t, q);
 	tp->n_pending++;
 }
@@ -393,6 +401,7 @@ void task_retry_or_fail(struct task_pool *tp, struct task *t, const char *worker
 		snprintf(buf, sizeof(buf), "%s", msg);
 	log_info("task", "task %" PRIu64 " failed: %s", t->id, buf);
 	t->tp = tp;
+	t->home = tp;
 	publish_task("task.failed", t, worker, buf);
 	task_end(t, NULL, MPSUP_E_INTERNAL, buf);
 }
@@ -421,6 +430,7 @@ struct task_pool *tp_get(struct pool *pl)
 void tp_enqueue(struct task_pool *tp, struct task *t)
 {
 	t->tp = tp;
+	t->home = tp;
 	TAILQ_INSERT_TAIL(&tp->backlog, t, q);
 	tp->n_pending++;
 }
@@ -528,6 +538,46 @@ void task_info(json_t *info)
 			    json_pack("{s:I, s:I, s:I, s:I}", "pending", (json_int_t)pending,
 				      "running", (json_int_t)busy, "results_kept",
 				      (json_int_t)n_finished, "next_id", (json_int_t)next_task_id));
+}
+
+/* Task families: ended tasks by pool and outcome, their durations, and
+ * what waits and runs now. */
+void task_metrics(struct evbuffer *b)
+{
+	struct metrics_label l[2] = { { "pool", NULL }, { "outcome", NULL } };
+	struct pool *pl;
+
+	metrics_family(b, "mpsup_tasks_total", "counter",
+		       "Tasks ended, by pool and outcome (ok or the error code).");
+	TAILQ_FOREACH(pl, &pools, entry)
+		for (int o = 0; pl->tasks && o < MPSUP_E__MAX; o++)
+			if (pl->tasks->outcomes[o] || o == MPSUP_OK) {
+				l[0].value = pl->name;
+				l[1].value = o ? mpsup_err_name((enum mpsup_err)o) : "ok";
+				metrics_u64(b, "mpsup_tasks_total", l, 2, pl->tasks->outcomes[o]);
+			}
+	metrics_family(b, "mpsup_task_duration_seconds", "histogram",
+		       "Seconds from a task's last dispatch to its end, by pool.");
+	TAILQ_FOREACH(pl, &pools, entry)
+		if (pl->tasks) {
+			l[0].value = pl->name;
+			metrics_hist_write(b, "mpsup_task_duration_seconds", l, 1,
+					   &pl->tasks->duration);
+		}
+	metrics_family(b, "mpsup_tasks_pending", "gauge", "Tasks waiting for a worker, by pool.");
+	TAILQ_FOREACH(pl, &pools, entry)
+		if (pl->conf->mode == POOL_MODE_TASK) {
+			l[0].value = pl->name;
+			metrics_u64(b, "mpsup_tasks_pending", l, 1,
+				    pl->tasks ? pl->tasks->n_pending : 0);
+		}
+	metrics_family(b, "mpsup_tasks_running", "gauge", "Tasks held by a worker, by pool.");
+	TAILQ_FOREACH(pl, &pools, entry)
+		if (pl->conf->mode == POOL_MODE_TASK) {
+			l[0].value = pl->name;
+			metrics_u64(b, "mpsup_tasks_running", l, 1,
+				    pl->tasks ? pl->tasks->n_busy : 0);
+		}
 }
 
 /* Start: the timer that evicts old results. */

@@ -246,6 +246,7 @@ const struct cmd_module task_module = {
 	.capability = "tasks",
 	.cmds = task_cmds,
 	.info = task_info,
+	.metrics = task_metrics,
 	.start = task_start,
 	.stop = task_stop,
 };

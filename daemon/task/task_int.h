@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "command.h"
+#include "metrics.h"
 #include "park.h"
 
 struct map;
@@ -42,17 +43,19 @@ struct subm {
 struct task {
 	uint64_t id;
 	enum task_state state;
-	unsigned attempts;     /* dispatches so far */
-	enum mpsup_err code;   /* TASK_FAILED */
-	json_t *item;          /* borrowed from the map's items, or owned (submit) */
-	json_t *result;        /* TASK_DONE */
-	char *error;           /* TASK_FAILED */
-	struct task_pool *tp;  /* NULL once it left the pool */
-	struct worker *worker; /* TASK_RUNNING */
-	struct map *map;       /* NULL for a submitted task */
-	size_t index;          /* in the map */
-	struct subm *sub;      /* NULL for a map task */
-	TAILQ_ENTRY(task) q;   /* the pool's backlog, or the finished list */
+	unsigned attempts;      /* dispatches so far */
+	enum mpsup_err code;    /* TASK_FAILED */
+	json_t *item;           /* borrowed from the map's items, or owned (submit) */
+	json_t *result;         /* TASK_DONE */
+	char *error;            /* TASK_FAILED */
+	struct task_pool *tp;   /* NULL once it left the pool */
+	struct task_pool *home; /* the pool it is counted in (metrics) until it ends */
+	double started;         /* monotonic time of its last dispatch; 0 = never */
+	struct worker *worker;  /* TASK_RUNNING */
+	struct map *map;        /* NULL for a submitted task */
+	size_t index;           /* in the map */
+	struct subm *sub;       /* NULL for a map task */
+	TAILQ_ENTRY(task) q;    /* the pool's backlog, or the finished list */
 };
 
 TAILQ_HEAD(task_list, task);
@@ -89,6 +92,8 @@ struct task_pool {
 	struct pool *pl;
 	struct task_list backlog;
 	unsigned n_pending, n_busy;
+	uint64_t outcomes[MPSUP_E__MAX]; /* ended tasks by code (MPSUP_OK: a result) */
+	struct metrics_hist duration;    /* dispatch to end, of tasks that ran */
 	TAILQ_HEAD(, worker) idle;
 };
 
@@ -130,6 +135,8 @@ const char *pool_cannot_run(const struct pool *pl, char *buf, size_t len);
 
 /* task.c: the module's life (task_module is in task_cmd.c). */
 void task_info(json_t *info);
+/* Task metric families (metrics.h). */
+void task_metrics(struct evbuffer *b);
 int task_start(const struct conf *conf);
 void task_stop(void (*done)(void));
 

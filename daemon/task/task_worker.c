@@ -206,6 +206,7 @@ void worker_send(struct worker *w, struct task *t)
 	t->state = TASK_RUNNING;
 	t->worker = w;
 	t->attempts++;
+	t->started = now_mono();
 	if (t->map)
 		t->map->running++;
 	if (t->sub)

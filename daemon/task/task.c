@@ -212,18 +212,40 @@ static void subm_finished(struct task *t)
  * Maps.
  */
 
-/* A map of items (a JSON array of n > 0 items); its tasks get their ids
- * and pool from map_enqueue(). NULL when out of memory. */
-struct map *map_new(json_t *items, double timeout)
+/* A map of items (a JSON array of n > 0 items), in chunks of chunksize
+ * items when above 1; its tasks get their ids and pool from
+ * map_enqueue(). collect_errors: failed items are listed in the answer
+ * (errors: "return") instead of failing the map. NULL when out of memory. */
+struct map *map_new(json_t *items, double timeout, size_t chunksize, bool collect_errors)
 {
 	size_t n = json_array_size(items);
+	size_t nt = chunksize > 1 ? (n + chunksize - 1) / chunksize : n;
 	struct map *m = calloc(1, sizeof(*m));
 
-	if (!m || !(m->tasks = calloc(n, sizeof(*m->tasks)))) {
+	if (!m || !(m->tasks = calloc(nt, sizeof(*m->tasks))) ||
+	    !(m->results = calloc(n, sizeof(*m->results))) || !(m->fin = calloc(n, 1))) {
+		if (m) {
+			free(m->tasks);
+			free(m->results);
+			free(m->fin);
+		}
 		free(m);
 		return NULL;
 	}
 	m->n = n;
+	m->n_tasks = nt;
+	m->collect = collect_errors;
+	for (size_t k = 0; k < nt; k++) {
+		struct task *t = &m->tasks[k];
+		t->map = m;
+		if (chunksize > 1) {
+			t->index = k * chunksize;
+			t->count = (unsigned)(n - t->index < chunksize ? n - t->index : chunksize);
+		} else {
+			t->index = k;
+			t->item = json_array_get(items, k);
+		}
+	}
 	m->items = json_incref(items);
 	m->timeout = timeout;
 	return m;
@@ -232,13 +254,9 @@ struct map *map_new(json_t *items, double timeout)
 /* Number m's tasks and queue them on tp's backlog, in item order. */
 void map_enqueue(struct map *m, struct task_pool *tp)
 {
-	for (size_t i = 0; i < m->n; i++) {
-		struct task *t = &m->tasks[i];
-		t->id = next_task_id++;
-		t->item = json_array_get(m->items, i);
-		t->map = m;
-		t->index = i;
-		tp_enqueue(tp, t);
+	for (size_t k = 0; k < m->n_tasks; k++) {
+		m->tasks[k].id = next_task_id++;
+		tp_enqueue(tp, &m->tasks[k]);
 	}
 }
 
@@ -247,11 +265,11 @@ void map_maybe_free(struct map *m)
 {
 	if (park_kept(&m->park) || m->running)
 		return;
-	for (size_t i = 0; i < m->n; i++) {
-		json_decref(m->tasks[i].result);
-		free(m->tasks[i].error);
-	}
+	for (size_t i = 0; i < m->n; i++)
+		json_decref(m->results[i]);
 	json_decref(m->items);
+	free(m->results);
+	free(m->fin);
 	free(m->tasks);
 	free(m);
 }
@@ -259,13 +277,13 @@ void map_maybe_free(struct map *m)
 /* Take m's tasks that are still pending out of their backlog. */
 void map_drop_pending(struct map *m)
 {
-	for (size_t i = 0; i < m->n; i++) {
-		struct task *t = &m->tasks[i];
+	for (size_t k = 0; k < m->n_tasks; k++) {
+		struct task *t = &m->tasks[k];
 		if (t->state != TASK_PENDING)
 			continue;
 		if (t->tp) {
 			TAILQ_REMOVE(&t->tp->backlog, t, q);
-			t->tp->n_pending--;
+			t->tp->n_pending -= task_weight(t);
 			t->tp = NULL;
 		}
 		t->state = TASK_FAILED;
@@ -296,13 +314,43 @@ void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg)
 static void map_answer(struct map *m)
 {
 	struct request *r = park_take(&m->park);
-	json_t *a = json_array();
+	json_t *a = json_array(), *errs = m->collect ? json_array() : NULL;
 
 	for (size_t i = 0; i < m->n; i++) {
-		json_array_append_new(a, m->tasks[i].result);
-		m->tasks[i].result = NULL;
+		if (m->fin[i] == FIN_FAILED) {
+			json_array_append_new(errs, m->results[i]);
+			json_array_append_new(a, json_null());
+		} else
+			json_array_append_new(a, m->results[i]);
+		m->results[i] = NULL;
 	}
-	request_ok(r, json_pack("{s:o}", "results", a));
+	if (errs)
+		request_ok(r, json_pack("{s:o, s:o}", "results", a, "errors", errs));
+	else
+		request_ok(r, json_pack("{s:o}", "results", a));
+}
+
+/* Item i of m ended: result (stolen), or failed with code and msg (which
+ * fails the map, or is listed with errors: "return"). Once only. */
+static void map_item_end(struct map *m, size_t i, json_t *result, enum mpsup_err code,
+			 const char *msg)
+{
+	if (!park_kept(&m->park) || m->fin[i]) {
+		json_decref(result); /* cancelled, already failed, or a second answer */
+		return;
+	}
+	m->fin[i] = result ? FIN_DONE : FIN_FAILED;
+	if (result)
+		m->results[i] = result;
+	else if (m->collect)
+		m->results[i] = json_pack("{s:I, s:s, s:s}", "index", (json_int_t)i, "code",
+					  mpsup_err_name(code), "message", msg ? msg : "failed");
+	else {
+		map_fail(m, i, code, msg);
+		return;
+	}
+	if (++m->done == m->n)
+		map_answer(m);
 }
 
 /*
@@ -335,21 +383,12 @@ void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *m
 	t->worker = NULL;
 	t->state = result ? TASK_DONE : TASK_FAILED;
 	if (m) {
-		if (!park_kept(&m->park)) {
-			json_decref(result); /* cancelled or already failed: discarded */
-			map_maybe_free(m);
-			return;
-		}
-		if (!result) {
-			map_fail(m, t->index, code, msg);
-			map_maybe_free(m);
-			return;
-		}
-		t->result = result;
-		if (++m->done == m->n) {
-			map_answer(m);
-			map_maybe_free(m);
-		}
+		if (!t->count)
+			map_item_end(m, t->index, result, code, msg);
+		else /* a chunk ends this way only when it failed as a whole */
+			for (size_t i = 0; i < t->count; i++)
+				map_item_end(m, t->index + i, NULL, code, msg);
+		map_maybe_free(m);
 		return;
 	}
 	if (result)
@@ -361,6 +400,27 @@ void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *m
 	subm_finished(t);
 }
 
+/* Chunk t was answered with reply ({"results": [...], "errors"?: [[i,
+ * "text"], ...]}, checked by task_chunk_reply_check(); not consumed). */
+void task_chunk_end(struct task *t, json_t *reply)
+{
+	struct map *m = t->map;
+	json_t *res = json_object_get(reply, "results"), *e;
+	size_t k;
+
+	t->tp = NULL;
+	t->worker = NULL;
+	t->state = TASK_DONE;
+	json_array_foreach(json_object_get(reply, "errors"), k, e)
+		map_item_end(m, t->index + (size_t)json_integer_value(json_array_get(e, 0)), NULL,
+			     MPSUP_E_INTERNAL, json_string_value(json_array_get(e, 1)));
+	for (size_t i = 0; i < t->count; i++)
+		if (!m->fin[t->index + i])
+			map_item_end(m, t->index + i, json_incref(json_array_get(res, i)),
+				     MPSUP_E_INTERNAL, NULL);
+	map_maybe_free(m);
+}
+
 /* Put t back at the head of its backlog. */
 void task_requeue(struct task_pool *tp, struct task *t)
 {
@@ -368,7 +428,7 @@ void task_requeue(struct task_pool *tp, struct task *t)
 	t->worker = NULL;
 	t->tp = tp;
 	TAILQ_INSERT_HEAD(&tp->backlog, t, q);
-	tp->n_pending++;
+	tp->n_pending += task_weight(t);
 }
 
 /* Whether t, whose worker failed, may run again: it has retries left
@@ -433,7 +493,7 @@ void tp_enqueue(struct task_pool *tp, struct task *t)
 {
 	t->tp = tp;
 	TAILQ_INSERT_TAIL(&tp->backlog, t, q);
-	tp->n_pending++;
+	tp->n_pending += task_weight(t);
 }
 
 /* Fail every pending task of tp. */
@@ -443,7 +503,7 @@ static void tp_fail_backlog(struct task_pool *tp, enum mpsup_err code, const cha
 
 	while ((t = TAILQ_FIRST(&tp->backlog))) {
 		TAILQ_REMOVE(&tp->backlog, t, q);
-		tp->n_pending--;
+		tp->n_pending -= task_weight(t);
 		t->tp = NULL; /* out of the backlog (map_drop_pending must not touch it) */
 		task_end(t, NULL, code, msg);
 	}
@@ -482,7 +542,7 @@ void tp_dispatch(struct task_pool *tp)
 
 	while ((t = TAILQ_FIRST(&tp->backlog)) && (w = TAILQ_FIRST(&tp->ready))) {
 		TAILQ_REMOVE(&tp->backlog, t, q);
-		tp->n_pending--;
+		tp->n_pending -= task_weight(t);
 		worker_set_ready(w, false);
 		worker_send(w, t);
 		if (worker_has_room(w))

@@ -97,31 +97,62 @@ static struct task_pool *pool_for_tasks(struct request *r, const char *name, siz
 	return tp;
 }
 
+/* pool.map's chunk size for n items on tp's pool: the chunksize parameter
+ * cs (0: absent), else Python's default when the pool takes chunks
+ * (ceil(n / (4 * processes))), else 1. Answers and returns 0 when cs does
+ * not suit the pool. */
+static size_t map_chunksize(struct request *r, const struct task_pool *tp, size_t n, json_int_t cs)
+{
+	const struct pool_conf *pc = tp->pl->conf;
+	size_t per = 4 * (size_t)(pc->processes ? pc->processes : 1);
+
+	if (cs > 1 && !pc->task_chunks) {
+		request_error(r, MPSUP_E_CONFLICT,
+			      "pool.map: pool %s does not take chunks (task_chunks = no)",
+			      tp->pl->name);
+		return 0;
+	}
+	if (cs >= 1)
+		return (size_t)cs;
+	return pc->task_chunks ? (n + per - 1) / per : 1;
+}
+
 static enum cmd_ret cmd_pool_map(struct request *r)
 {
-	const char *name;
+	const char *name, *errors = "raise";
 	json_t *items, *tv = NULL;
+	json_int_t cs = 0;
 	struct task_pool *tp;
 	struct map *m;
 	double timeout;
-	size_t n;
+	size_t n, chunksize;
 
-	if (request_unpack(r, "{s:s, s:o, s?o}", "pool", &name, "items", &items, "timeout", &tv) <
-		    0 ||
+	if (request_unpack(r, "{s:s, s:o, s?o, s?I, s?s}", "pool", &name, "items", &items,
+			   "timeout", &tv, "chunksize", &cs, "errors", &errors) < 0 ||
 	    request_timeout(r, tv, &timeout) < 0)
 		return CMD_DONE;
 	if (!json_is_array(items)) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "pool.map: items must be a list");
 		return CMD_DONE;
 	}
+	if (json_object_get(r->params, "chunksize") && (cs < 1 || cs > 1000000)) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "pool.map: chunksize must be an integer from 1 to 1000000");
+		return CMD_DONE;
+	}
+	if (strcmp(errors, "raise") != 0 && strcmp(errors, "return") != 0) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "pool.map: errors must be \"raise\" or \"return\"");
+		return CMD_DONE;
+	}
 	n = json_array_size(items);
-	if (!(tp = pool_for_tasks(r, name, n)))
+	if (!(tp = pool_for_tasks(r, name, n)) || !(chunksize = map_chunksize(r, tp, n, cs)))
 		return CMD_DONE;
 	if (n == 0) {
 		request_ok(r, json_pack("{s:[]}", "results"));
 		return CMD_DONE;
 	}
-	if (!(m = map_new(items, timeout))) {
+	if (!(m = map_new(items, timeout, chunksize, strcmp(errors, "return") == 0))) {
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
@@ -235,7 +266,7 @@ static enum cmd_ret cmd_task_status(struct request *r)
 
 static const struct cmd_entry task_cmds[] = {
 	{ "pool.map", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, cmd_pool_map,
-	  "s:pool a:items t:timeout?" },
+	  "s:pool a:items t:timeout? i:chunksize? s:errors?" },
 	{ "pool.submit", ROLE_STATE, CMD_MUTATES, cmd_pool_submit, "s:pool o:item" },
 	{ "task.wait", ROLE_STATE, CMD_MAY_BLOCK, cmd_task_wait, "o:task t:timeout?" },
 	{ "task.status", ROLE_STATE, 0, cmd_task_status, "o:task" },

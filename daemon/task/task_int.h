@@ -28,6 +28,8 @@ struct proc;
 struct conf;
 
 enum task_state { TASK_PENDING = 0, TASK_RUNNING, TASK_DONE, TASK_FAILED };
+/* What became of one item of a map. */
+enum { FIN_NOT = 0, FIN_DONE, FIN_FAILED };
 
 /* What only a submitted task has (allocated with it). */
 struct subm {
@@ -50,7 +52,8 @@ struct task {
 	struct task_pool *tp;  /* NULL once it left the pool */
 	struct worker *worker; /* TASK_RUNNING: it is on worker->held */
 	struct map *map;       /* NULL for a submitted task */
-	size_t index;          /* in the map */
+	size_t index;          /* in the map (a chunk: its first item) */
+	unsigned count;        /* a chunk of a map: its items; 0: one item */
 	struct subm *sub;      /* NULL for a map task */
 	TAILQ_ENTRY(task) q; /* the pool's backlog, its worker's held list, or the finished list */
 };
@@ -58,9 +61,13 @@ struct task {
 TAILQ_HEAD(task_list, task);
 
 struct map {
-	struct park park; /* the request; not kept once answered or cancelled */
-	struct task *tasks;
-	size_t n, done;
+	struct park park;   /* the request; not kept once answered or cancelled */
+	struct task *tasks; /* one per item, or one per chunk */
+	size_t n_tasks;
+	size_t n, done;   /* items */
+	json_t **results; /* per item: its result, or its error (fin[i] == FIN_FAILED) */
+	uint8_t *fin;     /* per item: FIN_* */
+	bool collect;     /* errors: "return": failed items are listed, the map goes on */
 	unsigned running; /* tasks held by workers */
 	uid_t owner;      /* the requesting peer (events go to it) */
 	json_t *items;
@@ -102,6 +109,12 @@ struct task_waiter {
 	struct task *t;
 };
 
+/* What t weighs in a backlog (max_pending counts items). */
+static inline unsigned task_weight(const struct task *t)
+{
+	return t->count ? t->count : 1;
+}
+
 /* The daemon is shutting down: no task is dispatched or retried. */
 extern bool task_shutting;
 
@@ -112,7 +125,7 @@ void subm_free(struct task *t);
 void answer_task(struct request *r, const struct task *t);
 
 /* task.c: maps. */
-struct map *map_new(json_t *items, double timeout);
+struct map *map_new(json_t *items, double timeout, size_t chunksize, bool collect_errors);
 void map_enqueue(struct map *m, struct task_pool *tp);
 void map_maybe_free(struct map *m);
 void map_drop_pending(struct map *m);
@@ -121,6 +134,7 @@ void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg)
 /* task.c: how tasks end. */
 void publish_task(const char *event, const struct task *t, const char *worker, const char *msg);
 void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg);
+void task_chunk_end(struct task *t, json_t *reply);
 void task_requeue(struct task_pool *tp, struct task *t);
 bool task_may_retry(const struct task_pool *tp, const struct task *t);
 void task_retry(struct task_pool *tp, struct task *t, const char *worker, const char *msg);

@@ -174,8 +174,13 @@ static void worker_release(struct worker *w, enum release how, const char *msg)
 	struct task_list out = TAILQ_HEAD_INITIALIZER(out);
 	struct task *t, *prev;
 
-	while ((t = worker_take(w, NULL)))
+	/* a map is freed when none of its tasks runs: those on out count as
+	 * running until each is dealt with */
+	while ((t = worker_take(w, NULL))) {
 		TAILQ_INSERT_TAIL(&out, t, q);
+		if (t->map)
+			t->map->running++;
+	}
 	/* backwards, so that inserting at the backlog's head keeps the order */
 	for (t = TAILQ_LAST(&out, task_list); t; t = prev) {
 		bool fails = how == RELEASE_FAIL ||
@@ -184,6 +189,8 @@ static void worker_release(struct worker *w, enum release how, const char *msg)
 		if (fails ? !task_may_retry(tp, t) : t->map && !park_kept(&t->map->park))
 			continue; /* failed or discarded in the second pass */
 		TAILQ_REMOVE(&out, t, q);
+		if (t->map)
+			t->map->running--; /* it is queued: the map is answered-to-be */
 		if (fails)
 			task_retry(tp, t, w->p->name, msg);
 		else {
@@ -196,6 +203,8 @@ static void worker_release(struct worker *w, enum release how, const char *msg)
 	 * task_fail() discards those */
 	while ((t = TAILQ_FIRST(&out))) {
 		TAILQ_REMOVE(&out, t, q);
+		if (t->map)
+			t->map->running--;
 		task_fail(tp, t, w->p->name, msg);
 	}
 }
@@ -338,7 +347,9 @@ void worker_send(struct worker *w, struct task *t)
 		snprintf(t->sub->ran_on, sizeof(t->sub->ran_on), "%s", w->p->name);
 	if (w->n_held == 1)
 		worker_timer_restart(w);
-	len = task_line_format(&linebuf, &linebuf_cap, t->id, t->item);
+	len = t->count ? task_chunk_format(&linebuf, &linebuf_cap, t->id, t->map->items, t->index,
+					   t->count)
+		       : task_line_format(&linebuf, &linebuf_cap, t->id, t->item);
 	if (len < 0 || worker_buffer(w, linebuf, (size_t)len) < 0) {
 		worker_take(w, t);
 		task_end(t, NULL, MPSUP_E_INTERNAL,
@@ -387,9 +398,26 @@ static bool worker_line(struct worker *w, char *line, size_t len)
 			    w->p->name, id);
 		return false;
 	}
+	if (t->count ? kind == TASK_REPLY_RESULT
+		     : kind == TASK_REPLY_RESULTS) { /* the wrong form for the task */
+		json_decref(v);
+		worker_fail(w, "bad reply from worker %s: \"%s\" for task %" PRIu64 " (%s)",
+			    w->p->name, t->count ? "result" : "results", id,
+			    t->count ? "a chunk" : "one item");
+		return false;
+	}
+	if (kind == TASK_REPLY_RESULTS &&
+	    task_chunk_reply_check(v, t->count, why, sizeof(why)) == TASK_REPLY_BAD) {
+		json_decref(v);
+		worker_fail(w, "bad reply from worker %s: %s", w->p->name, why);
+		return false;
+	}
 	worker_take(w, t);
-	w->tasks_done++;
-	if (kind == TASK_REPLY_RESULT)
+	w->tasks_done += task_weight(t);
+	if (kind == TASK_REPLY_RESULTS) {
+		task_chunk_end(t, v);
+		json_decref(v);
+	} else if (kind == TASK_REPLY_RESULT)
 		task_end(t, v, MPSUP_E_INTERNAL, NULL);
 	else {
 		if (events_wanted(TOPIC_TASK)) {

@@ -8,7 +8,7 @@ import sys
 
 import mpsuptest
 from mpsuptest import wait_for
-from test_task import TaskTestCase, WORKER
+from test_task import DOUBLE, TaskTestCase, WORKER
 
 PY = sys.executable
 
@@ -150,6 +150,101 @@ class Pipeline(TaskTestCase):
             self.assertRegex(err["message"],
                              r"^bad reply from worker t:0: id \d+ is not a task it holds$")
             self.assertEqual([c.ok("task.wait", task=t)["result"] for t in ids], [1, 2, 4])
+
+
+# A chunk worker that answers one result too few.
+SHORT = r'''
+import json, sys
+for line in sys.stdin:
+    t = json.loads(line)
+    sys.stdout.write(json.dumps({"id": t["id"], "results": t["items"][1:]}) + "\n")
+    sys.stdout.flush()
+'''
+
+
+class Chunks(TaskTestCase):
+    def next_id(self):
+        return self.d.ok("daemon.info")["tasks"]["next_id"]
+
+    def map_tasks(self, pool, items, **kw):
+        """pool.map's result and how many tasks (lines) it took."""
+        before = self.next_id()
+        res = self.d.ok("pool.map", pool=pool, items=items, **kw)
+        return res, self.next_id() - before
+
+    def test_default_chunksize_as_python(self):
+        self.add_pool("c", DOUBLE, processes=2, task_chunks=True)
+        # ceil(100 / (4 * 2)) = 13 items a chunk: 8 chunks
+        res, n = self.map_tasks("c", list(range(100)))
+        self.assertEqual((res, n), ({"results": [2 * x for x in range(100)]}, 8))
+        res, n = self.map_tasks("c", list(range(100)), chunksize=30)
+        self.assertEqual((res["results"][99], n), (198, 4))
+        res, n = self.map_tasks("c", list(range(5)), chunksize=1)
+        self.assertEqual((res["results"], n), ([0, 2, 4, 6, 8], 5))
+        self.assertEqual(sum(r["tasks_done"] for r in self.status("c")), 205)
+        # pool.submit on a chunks pool: the one-item form
+        with self.d.client() as c:
+            t = c.ok("pool.submit", pool="c", item=4)["task"]
+            self.assertEqual(c.ok("task.wait", task=t), {"result": 8})
+
+    def test_one_bad_item_fails_that_item_only(self):
+        self.add_pool("c", DOUBLE, processes=2, task_chunks=True)
+        items = list(range(20))
+        items[7] = None
+        err = self.map_error("c", items, chunksize=5)
+        self.assertEqual((err["code"], err["index"]), ("internal", 7))
+        self.assertEqual(err["message"], "item 7: TypeError: unsupported operand type(s) "
+                                         "for *: 'NoneType' and 'int'")
+        items[12] = {}
+        res = self.d.ok("pool.map", pool="c", items=items, chunksize=5, errors="return")
+        want = [2 * x if isinstance(x, int) else None for x in items]
+        self.assertEqual(res["results"], want)
+        self.assertEqual([(e["index"], e["code"]) for e in res["errors"]],
+                         [(7, "internal"), (12, "internal")])
+        self.assertRegex(res["errors"][1]["message"], r"^TypeError: ")
+        # the worker was not restarted: an item's error is not the worker's
+        self.assertEqual([r["restarts"] for r in self.status("c")], [0, 0])
+        # errors: "return" without chunks, and with no error
+        self.add_pool("t")
+        res = self.d.ok("pool.map", pool="t", items=[1, {"error": "no"}, 3], errors="return")
+        self.assertEqual(res, {"results": [2, None, 6], "errors": [
+            {"index": 1, "code": "internal", "message": "no"}]})
+        self.assertEqual(self.d.ok("pool.map", pool="t", items=[1], errors="return"),
+                         {"results": [2], "errors": []})
+
+    def test_worker_dies_on_a_chunk(self):
+        # task_worker.py does not know chunks: it dies on the first one, and
+        # every item of the chunks it held fails
+        self.add_pool("t", processes=1, task_chunks=True)
+        res = self.d.ok("pool.map", pool="t", items=[1, 2, 3, 4, 5, 6], chunksize=3,
+                        errors="return")
+        self.assertEqual(res["results"], [None] * 6)
+        self.assertEqual({(e["message"]) for e in res["errors"]},
+                         {"worker t:0 exited with status 1"})
+        self.assertEqual([e["index"] for e in res["errors"]], list(range(6)))
+
+    def test_bad_chunk_replies(self):
+        path = self.path("short.py")
+        with open(path, "w") as f:
+            f.write(SHORT)
+        self.add_pool("s", "%s %s" % (PY, path), task_chunks=True)
+        err = self.map_error("s", [1, 2, 3], chunksize=3)
+        self.assertEqual(err["message"],
+                         "item 0: bad reply from worker s:0: 2 results for a chunk of 3 items")
+        res = self.d.ok("pool.map", pool="s", items=[1, 2, 3], errors="return", chunksize=3)
+        self.assertEqual(res["results"], [None, None, None])
+        self.assertEqual(len(res["errors"]), 3)
+
+    def test_bad_requests(self):
+        self.add_pool("t")
+        self.assertEqual(self.map_error("t", [1, 2], chunksize=2)["code"], "conflict")
+        self.assertIn("task_chunks = no", self.map_error("t", [1, 2], chunksize=2)["message"])
+        for bad in (0, -1, 2.5, "3", 10 ** 7):
+            self.assertEqual(self.map_error("t", [1], chunksize=bad)["code"], "bad_request",
+                             bad)
+        self.assertEqual(self.map_error("t", [1], errors="ignore")["code"], "bad_request")
+        self.assertEqual(self.d.ok("pool.map", pool="t", items=[1, 2], chunksize=1)
+                         ["results"], [2, 4])
 
 
 if __name__ == "__main__":

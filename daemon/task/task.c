@@ -251,19 +251,45 @@ struct map *map_new(json_t *items, double timeout, size_t chunksize, bool collec
 	return m;
 }
 
-/* Number m's tasks and queue them on tp's backlog, in item order. */
+/* Number m's tasks and queue them on tp's backlog, in item order (a
+ * pool.imap: only the first few, map_feed()). */
 void map_enqueue(struct map *m, struct task_pool *tp)
 {
+	m->tp = tp;
+	if (m->streamed) {
+		map_feed(m);
+		return;
+	}
 	for (size_t k = 0; k < m->n_tasks; k++) {
 		m->tasks[k].id = next_task_id++;
 		tp_enqueue(tp, &m->tasks[k]);
 	}
+	m->fed = m->n_tasks;
+}
+
+/* A pool.imap queues its next tasks (true when it did; the caller
+ * dispatches) while fewer than enough to keep every
+ * worker's window full are under way and its reader keeps up: what waits
+ * for the reader is bounded, not the whole map. */
+bool map_feed(struct map *m)
+{
+	const struct pool_conf *pc = m->tp->pl->conf;
+	size_t ahead = 2 * (size_t)(pc->processes ? pc->processes : 1) * pc->task_window;
+	bool fed = false;
+
+	while (map_live(m) && m->fed < m->n_tasks && m->fed - m->ended < ahead && m->may_feed(m)) {
+		struct task *t = &m->tasks[m->fed++];
+		t->id = next_task_id++;
+		tp_enqueue(m->tp, t);
+		fed = true;
+	}
+	return fed;
 }
 
 /* Free m once it is neither answered-to-be nor holding running tasks. */
 void map_maybe_free(struct map *m)
 {
-	if (park_kept(&m->park) || m->running)
+	if (map_live(m) || m->running)
 		return;
 	for (size_t i = 0; i < m->n; i++)
 		json_decref(m->results[i]);
@@ -335,11 +361,18 @@ static void map_answer(struct map *m)
 static void map_item_end(struct map *m, size_t i, json_t *result, enum mpsup_err code,
 			 const char *msg)
 {
-	if (!park_kept(&m->park) || m->fin[i]) {
+	if (!map_live(m) || m->fin[i]) {
 		json_decref(result); /* cancelled, already failed, or a second answer */
 		return;
 	}
 	m->fin[i] = result ? FIN_DONE : FIN_FAILED;
+	if (m->streamed) {
+		m->results[i] = result ? result
+				       : json_pack("{s:s, s:s}", "code", mpsup_err_name(code),
+						   "message", msg ? msg : "failed");
+		m->item_end(m, i);
+		return;
+	}
 	if (result)
 		m->results[i] = result;
 	else if (m->collect)
@@ -383,11 +416,14 @@ void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *m
 	t->worker = NULL;
 	t->state = result ? TASK_DONE : TASK_FAILED;
 	if (m) {
+		m->ended++;
 		if (!t->count)
 			map_item_end(m, t->index, result, code, msg);
 		else /* a chunk ends this way only when it failed as a whole */
 			for (size_t i = 0; i < t->count; i++)
 				map_item_end(m, t->index + i, NULL, code, msg);
+		if (m->streamed)
+			map_feed(m); /* the callers dispatch */
 		map_maybe_free(m);
 		return;
 	}
@@ -411,6 +447,7 @@ void task_chunk_end(struct task *t, json_t *reply)
 	t->tp = NULL;
 	t->worker = NULL;
 	t->state = TASK_DONE;
+	m->ended++;
 	json_array_foreach(json_object_get(reply, "errors"), k, e)
 		map_item_end(m, t->index + (size_t)json_integer_value(json_array_get(e, 0)), NULL,
 			     MPSUP_E_INTERNAL, json_string_value(json_array_get(e, 1)));
@@ -418,6 +455,8 @@ void task_chunk_end(struct task *t, json_t *reply)
 		if (!m->fin[t->index + i])
 			map_item_end(m, t->index + i, json_incref(json_array_get(res, i)),
 				     MPSUP_E_INTERNAL, NULL);
+	if (m->streamed)
+		map_feed(m); /* the caller dispatches */
 	map_maybe_free(m);
 }
 
@@ -435,7 +474,7 @@ void task_requeue(struct task_pool *tp, struct task *t)
  * (task_retries) and someone still wants it. */
 bool task_may_retry(const struct task_pool *tp, const struct task *t)
 {
-	return !(t->map && !park_kept(&t->map->park)) && !task_shutting &&
+	return !(t->map && !map_live(t->map)) && !task_shutting &&
 	       t->attempts <= tp->pl->conf->task_retries;
 }
 
@@ -454,7 +493,7 @@ void task_fail(struct task_pool *tp, struct task *t, const char *worker, const c
 {
 	char buf[600];
 
-	if (t->map && !park_kept(&t->map->park)) {
+	if (t->map && !map_live(t->map)) {
 		task_end(t, NULL, MPSUP_E_INTERNAL, msg); /* discarded */
 		return;
 	}

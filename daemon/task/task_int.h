@@ -18,6 +18,7 @@
 
 #include "command.h"
 #include "park.h"
+#include "stream.h"
 
 struct map;
 struct worker;
@@ -68,6 +69,17 @@ struct map {
 	json_t **results; /* per item: its result, or its error (fin[i] == FIN_FAILED) */
 	uint8_t *fin;     /* per item: FIN_* */
 	bool collect;     /* errors: "return": failed items are listed, the map goes on */
+	/* pool.imap: items are streamed as they end (task_cmd.c); tasks are
+	 * queued a few at a time (map_feed) while the reader keeps up */
+	struct stream stream;
+	bool streamed, live, ordered;
+	bool in_emit;      /* sending its lines: a stream that ends does not free it */
+	size_t fed, ended; /* tasks queued so far, tasks ended */
+	size_t next_emit;  /* ordered: the next item to send */
+	size_t emitted, failed;
+	void (*item_end)(struct map *m, size_t i); /* fin[i] was just set */
+	bool (*may_feed)(struct map *m);           /* false while the reader lags */
+	struct task_pool *tp;
 	unsigned running; /* tasks held by workers */
 	uid_t owner;      /* the requesting peer (events go to it) */
 	json_t *items;
@@ -109,6 +121,13 @@ struct task_waiter {
 	struct task *t;
 };
 
+/* Whether m is still wanted: its pool.map is waiting, or its pool.imap
+ * stream is open. */
+static inline bool map_live(const struct map *m)
+{
+	return m->streamed ? m->live : park_kept(&m->park);
+}
+
 /* What t weighs in a backlog (max_pending counts items). */
 static inline unsigned task_weight(const struct task *t)
 {
@@ -127,6 +146,7 @@ void answer_task(struct request *r, const struct task *t);
 /* task.c: maps. */
 struct map *map_new(json_t *items, double timeout, size_t chunksize, bool collect_errors);
 void map_enqueue(struct map *m, struct task_pool *tp);
+bool map_feed(struct map *m);
 void map_maybe_free(struct map *m);
 void map_drop_pending(struct map *m);
 void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg);

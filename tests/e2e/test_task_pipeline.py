@@ -2,9 +2,11 @@
 task_window tasks in flight per worker, answers in any order matched by id,
 a worker killed or timed out with several tasks in flight, task_timeout
 counted from when a task could start."""
+import json
 import os
 import signal
 import sys
+import time
 
 import mpsuptest
 from mpsuptest import wait_for
@@ -245,6 +247,109 @@ class Chunks(TaskTestCase):
         self.assertEqual(self.map_error("t", [1], errors="ignore")["code"], "bad_request")
         self.assertEqual(self.d.ok("pool.map", pool="t", items=[1, 2], chunksize=1)
                          ["results"], [2, 4])
+
+
+class Imap(TaskTestCase):
+    # a stream that does not read is dropped past max_output_bytes: without
+    # backpressure a slow reader of a large imap would be
+    main_config = "max_request_bytes = 32M\nmax_output_bytes = 2M\n"
+
+    def imap(self, c, **kw):
+        """Start a pool.imap on c; its first answer."""
+        resp = c.call("pool.imap", **kw)
+        self.assertTrue(resp["ok"], resp)
+        return resp["result"]
+
+    def lines(self, c):
+        """The item lines of a stream, and its summary."""
+        out = []
+        while True:
+            m = c.recv()
+            if m.get("done"):
+                return out, m
+            out.append(m)
+
+    def test_ordered_and_unordered(self):
+        self.add_pool(processes=2, task_window=4)
+        items = [{"sleep": 0.6, "value": 0}] + list(range(1, 10)) + [{"error": "bad"}]
+        with self.d.client() as c:
+            head = self.imap(c, pool="t", items=items)
+            self.assertEqual(head, {"n": 11, "chunksize": 1, "ordered": True})
+            out, summary = self.lines(c)
+        self.assertEqual([m["index"] for m in out], list(range(11)))
+        self.assertEqual([m.get("result") for m in out[:10]], [0] + [2 * i for i in range(1, 10)])
+        self.assertEqual(out[10], {"index": 10, "error": {"code": "internal", "message": "bad"}})
+        self.assertEqual(summary, {"done": True, "n": 11, "failed": 1})
+        with self.d.client() as c:
+            self.imap(c, pool="t", items=items, ordered=False)
+            out, summary = self.lines(c)
+        idx = [m["index"] for m in out]
+        self.assertEqual(sorted(idx), list(range(11)))
+        self.assertNotEqual(idx[0], 0)  # the slow first item does not hold the rest back
+        self.assertEqual(summary["failed"], 1)
+        with self.d.client() as c:
+            self.assertEqual(self.imap(c, pool="t", items=[])["n"], 0)
+            self.assertEqual(c.recv(), {"done": True, "n": 0, "failed": 0})
+
+    def test_chunks_and_bad_requests(self):
+        self.add_pool("c", DOUBLE, processes=2, task_chunks=True)
+        items = list(range(50))
+        items[20] = None
+        with self.d.client() as c:
+            self.assertEqual(self.imap(c, pool="c", items=items, chunksize=7)["chunksize"], 7)
+            out, summary = self.lines(c)
+        self.assertEqual([m["index"] for m in out], list(range(50)))
+        self.assertEqual(summary, {"done": True, "n": 50, "failed": 1})
+        self.assertRegex(out[20]["error"]["message"], r"^TypeError: ")
+        self.assertEqual(out[21]["result"], 42)
+        self.assertEqual(self.d.err("pool.imap", pool="c", items=[1], chunksize=0),
+                         "bad_request")
+        self.assertEqual(self.d.err("pool.imap", pool="nope", items=[1]), "not_found")
+        self.add_pool("t")
+        self.assertEqual(self.d.err("pool.imap", pool="t", items=[1], chunksize=2), "conflict")
+
+    def test_close_mid_stream_cancels(self):
+        self.add_pool(task_window=2)
+        items = [{"sleep": 0.2, "value": i} for i in range(40)]
+        with self.d.client() as c:
+            self.imap(c, pool="t", items=items)
+            self.assertEqual(c.recv()["index"], 0)
+        # what was queued goes; what the worker holds finishes
+        self.wait_idle("t")
+        self.assertLess(self.status("t:0")[0]["tasks_done"], 10)
+        self.assertEqual(self.d.ok("pool.map", pool="t", items=[1])["results"], [2])
+
+    def test_slow_reader_of_200000_items(self):
+        self.add_pool("c", DOUBLE, processes=2, task_chunks=True)
+        n = 200000
+        items = list(range(n))  # lines of ~33 bytes: 6.6 MB of stream in all
+        with self.d.client() as c:
+            self.imap(c, pool="c", items=items, chunksize=100)
+            base = self.d.rss_kb()
+            peak, got, t0, reads = base, 0, time.monotonic(), 0
+            summary = None
+            while summary is None:
+                chunk = c.sock.recv(16384)
+                self.assertTrue(chunk, "stream closed after %d lines" % got)
+                c.buf += chunk
+                *lines, c.buf = c.buf.split(b"\n")
+                for line in lines:
+                    m = json.loads(line)
+                    if m.get("done"):
+                        summary = m
+                    else:
+                        self.assertEqual(m["index"], got)
+                        got += 1
+                time.sleep(0.004)  # a slow reader: about 4 MB/s at most
+                reads += 1
+                if reads % 20 == 0:
+                    peak = max(peak, self.d.rss_kb())
+        self.assertEqual((got, summary), (n, {"done": True, "n": n, "failed": 0}))
+        # the daemon held what its reader had not read within a bound (the
+        # request's items and tasks were in place before base was taken)
+        self.assertLess(peak - base, 16 * 1024, (base, peak))
+        sys.stderr.write("# imap of %d items: %.1fs, daemon RSS %d kB after the start, "
+                         "peak %d kB\n" % (n, time.monotonic() - t0, base, peak))
 
 
 if __name__ == "__main__":

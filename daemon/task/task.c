@@ -256,7 +256,9 @@ struct map *map_new(json_t *items, double timeout, size_t chunksize, bool collec
 void map_enqueue(struct map *m, struct task_pool *tp)
 {
 	m->tp = tp;
-	if (m->streamed) {
+	if (m->streamed || m->waits) {
+		TAILQ_INSERT_TAIL(&tp->feeding, m, fentry);
+		m->feeding = true;
 		map_feed(m);
 		return;
 	}
@@ -267,23 +269,70 @@ void map_enqueue(struct map *m, struct task_pool *tp)
 	m->fed = m->n_tasks;
 }
 
-/* A pool.imap queues its next tasks (true when it did; the caller
- * dispatches) while fewer than enough to keep every
- * worker's window full are under way and its reader keeps up: what waits
- * for the reader is bounded, not the whole map. */
+/* Take m off its pool's feeding list. */
+static void map_unfeed(struct map *m)
+{
+	if (m->feeding)
+		TAILQ_REMOVE(&m->tp->feeding, m, fentry);
+	m->feeding = false;
+}
+
+/* Queue m's next tasks (true when it did; the caller dispatches). A
+ * pool.imap: while fewer than enough to keep every worker's window full
+ * twice are under way and its reader keeps up, so what waits for the
+ * reader is bounded. A pool.map with wait: while the backlog has room
+ * (max_pending). */
 bool map_feed(struct map *m)
 {
 	const struct pool_conf *pc = m->tp->pl->conf;
-	size_t ahead = 2 * (size_t)(pc->processes ? pc->processes : 1) * pc->task_window;
+	size_t ahead = m->streamed
+			       ? 2 * (size_t)(pc->processes ? pc->processes : 1) * pc->task_window
+			       : SIZE_MAX;
 	bool fed = false;
 
-	while (map_live(m) && m->fed < m->n_tasks && m->fed - m->ended < ahead && m->may_feed(m)) {
-		struct task *t = &m->tasks[m->fed++];
+	while (map_live(m) && m->fed < m->n_tasks && m->fed - m->ended < ahead) {
+		struct task *t = &m->tasks[m->fed];
+		if ((m->may_feed && !m->may_feed(m)) ||
+		    (m->waits && m->tp->n_pending + task_weight(t) > pc->max_pending))
+			break;
+		m->fed++;
 		t->id = next_task_id++;
 		tp_enqueue(m->tp, t);
 		fed = true;
 	}
+	if (!map_live(m) || m->fed == m->n_tasks)
+		map_unfeed(m);
 	return fed;
+}
+
+/* Feed tp's feeding maps, oldest first; true when one queued a task. */
+static bool tp_feed(struct task_pool *tp)
+{
+	bool fed = false;
+
+	for (struct map *m = TAILQ_FIRST(&tp->feeding), *next; m; m = next) {
+		next = TAILQ_NEXT(m, fentry);
+		fed |= map_feed(m);
+	}
+	return fed;
+}
+
+/* tp cannot run its tasks: the items its feeding maps did not queue yet
+ * fail with code and why. */
+static void tp_fail_feeding(struct task_pool *tp, enum mpsup_err code, const char *why)
+{
+	struct map *m;
+
+	while ((m = TAILQ_FIRST(&tp->feeding))) {
+		size_t from = m->fed;
+		map_unfeed(m);
+		m->fed = m->n_tasks;
+		m->running++; /* not freed while its tasks are walked */
+		for (size_t k = from; k < m->n_tasks; k++)
+			task_end(&m->tasks[k], NULL, code, why);
+		m->running--;
+		map_maybe_free(m);
+	}
 }
 
 /* Free m once it is neither answered-to-be nor holding running tasks. */
@@ -291,6 +340,7 @@ void map_maybe_free(struct map *m)
 {
 	if (map_live(m) || m->running)
 		return;
+	map_unfeed(m);
 	for (size_t i = 0; i < m->n; i++)
 		json_decref(m->results[i]);
 	json_decref(m->items);
@@ -523,6 +573,7 @@ struct task_pool *tp_get(struct pool *pl)
 	tp->pl = pl;
 	TAILQ_INIT(&tp->backlog);
 	TAILQ_INIT(&tp->ready);
+	TAILQ_INIT(&tp->feeding);
 	pl->tasks = tp;
 	return tp;
 }
@@ -579,15 +630,18 @@ void tp_dispatch(struct task_pool *tp)
 	struct worker *w;
 	bool sent = false;
 
-	while ((t = TAILQ_FIRST(&tp->backlog)) && (w = TAILQ_FIRST(&tp->ready))) {
-		TAILQ_REMOVE(&tp->backlog, t, q);
-		tp->n_pending -= task_weight(t);
-		worker_set_ready(w, false);
-		worker_send(w, t);
-		if (worker_has_room(w))
-			worker_set_ready(w, true); /* at the tail: the next task goes elsewhere */
-		sent = true;
-	}
+	do
+		while ((t = TAILQ_FIRST(&tp->backlog)) && (w = TAILQ_FIRST(&tp->ready))) {
+			TAILQ_REMOVE(&tp->backlog, t, q);
+			tp->n_pending -= task_weight(t);
+			worker_set_ready(w, false);
+			worker_send(w, t);
+			if (worker_has_room(w))
+				worker_set_ready(w,
+						 true); /* at the tail: the next goes elsewhere */
+			sent = true;
+		}
+	while (!TAILQ_EMPTY(&tp->feeding) && tp_feed(tp)); /* room made: maps waiting for it */
 	if (sent)
 		worker_flush_all(tp);
 }
@@ -597,9 +651,11 @@ void tp_check(struct task_pool *tp)
 {
 	char why[200];
 
-	if (!TAILQ_EMPTY(&tp->backlog) && pool_cannot_run(tp->pl, why, sizeof(why)))
+	if ((!TAILQ_EMPTY(&tp->backlog) || !TAILQ_EMPTY(&tp->feeding)) &&
+	    pool_cannot_run(tp->pl, why, sizeof(why))) {
 		tp_fail_backlog(tp, MPSUP_E_CONFLICT, why);
-	else
+		tp_fail_feeding(tp, MPSUP_E_CONFLICT, why);
+	} else
 		tp_dispatch(tp);
 }
 
@@ -613,6 +669,7 @@ void task_pool_gone(struct pool *pl)
 		return;
 	snprintf(why, sizeof(why), "pool %s was removed", pl->name);
 	tp_fail_backlog(tp, MPSUP_E_CONFLICT, why);
+	tp_fail_feeding(tp, MPSUP_E_CONFLICT, why);
 	free(tp);
 	pl->tasks = NULL;
 }
@@ -678,6 +735,7 @@ void task_stop(void (*done)(void))
 				task_end(t, NULL, MPSUP_E_SHUTTING_DOWN, msg);
 		}
 		tp_fail_backlog(pl->tasks, MPSUP_E_SHUTTING_DOWN, msg);
+		tp_fail_feeding(pl->tasks, MPSUP_E_SHUTTING_DOWN, msg);
 	}
 	while ((t = TAILQ_FIRST(&finished)))
 		subm_free(t);

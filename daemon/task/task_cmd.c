@@ -131,13 +131,15 @@ static enum cmd_ret cmd_pool_map(struct request *r)
 	const char *name, *errors = "raise";
 	json_t *items, *tv = NULL;
 	json_int_t cs = 0;
+	int wait = 0;
 	struct task_pool *tp;
 	struct map *m;
 	double timeout;
 	size_t n, chunksize;
 
-	if (request_unpack(r, "{s:s, s:o, s?o, s?I, s?s}", "pool", &name, "items", &items,
-			   "timeout", &tv, "chunksize", &cs, "errors", &errors) < 0 ||
+	if (request_unpack(r, "{s:s, s:o, s?o, s?I, s?s, s?b}", "pool", &name, "items", &items,
+			   "timeout", &tv, "chunksize", &cs, "errors", &errors, "wait",
+			   &wait) < 0 ||
 	    request_timeout(r, tv, &timeout) < 0)
 		return CMD_DONE;
 	if (!json_is_array(items)) {
@@ -155,10 +157,18 @@ static enum cmd_ret cmd_pool_map(struct request *r)
 		return CMD_DONE;
 	}
 	n = json_array_size(items);
-	if (!(tp = pool_for_tasks(r, name, n)) || !(chunksize = map_chunksize(r, tp, n, cs)))
+	/* wait: queued as the backlog has room (map_feed) instead of limit */
+	if (!(tp = pool_for_tasks(r, name, wait ? 0 : n)) ||
+	    !(chunksize = map_chunksize(r, tp, n, cs)))
 		return CMD_DONE;
 	if (n == 0) {
 		request_ok(r, json_pack("{s:[]}", "results"));
+		return CMD_DONE;
+	}
+	if (wait && (chunksize < n ? chunksize : n) > tp->pl->conf->max_pending) {
+		request_error(r, MPSUP_E_LIMIT,
+			      "pool %s: a chunk of %zu items can never fit (max_pending = %u)",
+			      tp->pl->name, chunksize, tp->pl->conf->max_pending);
 		return CMD_DONE;
 	}
 	if (!(m = map_new(items, timeout, chunksize, strcmp(errors, "return") == 0))) {
@@ -170,6 +180,7 @@ static enum cmd_ret cmd_pool_map(struct request *r)
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
+	m->waits = wait;
 	map_enqueue(m, tp);
 	m->owner = r->conn ? r->conn->uid : 0;
 	tp_dispatch(tp);
@@ -420,7 +431,7 @@ static enum cmd_ret cmd_task_status(struct request *r)
 
 static const struct cmd_entry task_cmds[] = {
 	{ "pool.map", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, cmd_pool_map,
-	  "s:pool a:items t:timeout? i:chunksize? s:errors?" },
+	  "s:pool a:items t:timeout? i:chunksize? s:errors? b:wait?" },
 	{ "pool.imap", ROLE_STATE, CMD_MUTATES | CMD_STREAMS, cmd_pool_imap,
 	  "s:pool a:items b:ordered? i:chunksize?" },
 	{ "pool.submit", ROLE_STATE, CMD_MUTATES, cmd_pool_submit, "s:pool o:item" },

@@ -79,6 +79,9 @@ struct map {
 	size_t emitted, failed;
 	void (*item_end)(struct map *m, size_t i); /* fin[i] was just set */
 	bool (*may_feed)(struct map *m);           /* false while the reader lags */
+	bool waits;   /* pool.map wait: true: queued as the backlog has room */
+	bool feeding; /* on tp->feeding: tasks left to queue */
+	TAILQ_ENTRY(map) fentry;
 	struct task_pool *tp;
 	unsigned running; /* tasks held by workers */
 	uid_t owner;      /* the requesting peer (events go to it) */
@@ -113,6 +116,7 @@ struct task_pool {
 	unsigned n_busy;            /* workers holding a task */
 	unsigned n_running;         /* tasks held by workers */
 	TAILQ_HEAD(, worker) ready; /* workers with room (task_window, write-ahead bound) */
+	TAILQ_HEAD(, map) feeding;  /* maps queued a few tasks at a time, oldest first */
 };
 
 /* A task.wait request (parked on its task's waiters). */

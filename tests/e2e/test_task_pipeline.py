@@ -249,6 +249,45 @@ class Chunks(TaskTestCase):
                          ["results"], [2, 4])
 
 
+class Backpressure(TaskTestCase):
+    def test_map_waits_for_room(self):
+        self.add_pool(processes=1, task_window=1, max_pending=3)
+        items = [{"sleep": 0.05, "value": i} for i in range(12)]
+        err = self.map_error("t", items)
+        self.assertEqual(err["code"], "limit")
+        with self.d.client() as c:
+            c.send("pool.map", pool="t", items=items, wait=True)
+            seen = []
+            for _ in range(5):
+                wait_for(lambda: self.pool_entry("t")["busy"] == 1, what="busy")
+                seen.append(self.pool_entry("t")["pending"])
+            resp = c.recv()
+        self.assertTrue(resp["ok"], resp)
+        self.assertEqual(resp["result"]["results"], list(range(12)))
+        self.assertLessEqual(max(seen), 3, seen)
+        self.assertEqual(self.status("t:0")[0]["tasks_done"], 12)
+
+    def test_pending_counts_items_of_chunks(self):
+        self.add_pool("c", DOUBLE, processes=1, task_chunks=True, task_window=1,
+                      max_pending=10)
+        self.assertEqual(self.map_error("c", list(range(11)), chunksize=5)["code"], "limit")
+        res = self.d.ok("pool.map", pool="c", items=list(range(40)), chunksize=5, wait=True)
+        self.assertEqual(res["results"], [2 * x for x in range(40)])
+        # a chunk larger than max_pending can never be queued: a waiting
+        # map of such chunks is refused rather than left waiting
+        self.assertEqual(self.map_error("c", list(range(40)), chunksize=20,
+                                        wait=True)["code"], "limit")
+
+    def test_waiting_map_fails_when_pool_stops(self):
+        self.add_pool(processes=1, task_window=1, max_pending=2)
+        with self.d.client() as c:
+            c.send("pool.map", pool="t", items=[{"hang": True}] + list(range(10)), wait=True)
+            wait_for(lambda: self.pool_entry("t")["busy"] == 1, what="busy")
+            self.d.ok("proc.stop", target="t")
+            resp = c.recv()
+        self.assertEqual(resp["error"]["code"], "conflict", resp)
+
+
 class Imap(TaskTestCase):
     # a stream that does not read is dropped past max_output_bytes: without
     # backpressure a slow reader of a large imap would be

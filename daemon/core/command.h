@@ -95,6 +95,9 @@ struct request {
 	size_t n_members;
 	const struct cmd_entry *cmd;
 	void (*cancel)(struct request *r);
+	/* A kept streaming request: its connection's output was written to
+	 * the socket (the peer reads again), from the loop; may be NULL. */
+	void (*drained)(struct request *r);
 	void *data;       /* the handler's own, while kept */
 	const char *line; /* the line as received, while exec runs (else NULL) */
 	size_t line_len;

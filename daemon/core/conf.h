@@ -70,6 +70,8 @@ struct pool_conf {
 	int priority;
 	double task_timeout; /* 0 = none */
 	unsigned task_retries;
+	unsigned task_window; /* tasks in flight per worker */
+	bool task_chunks;     /* its workers take {"items": [...]} lines */
 	unsigned max_pending;
 	char *file; /* where it was defined (NULL for pool.add) */
 	int line;

@@ -582,9 +582,14 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 
 static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct conn *c = arg;
+
 	(void)fd;
 	(void)what;
-	conn_flush(arg);
+	conn_flush(c);
+	/* a stream that holds back while its reader is slow goes on */
+	if (!c->dead && c->kept && c->kept->drained)
+		c->kept->drained(c->kept);
 }
 
 static void conn_resume_cb(evutil_socket_t fd, short what, void *arg)

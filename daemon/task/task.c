@@ -3,15 +3,17 @@
  * the results kept for task.wait.
  *
  * Every task pool has a backlog (FIFO; a retried task goes to its head)
- * and a FIFO of idle workers; tp_dispatch() pairs them. The workers and
+ * and a FIFO of ready workers (room for another task); tp_dispatch()
+ * pairs them. The workers and
  * their channels are task_worker.c's; the protocol commands task_cmd.c's.
  *
  * Where a task ends:
  *   - the worker answers it: done (result) or failed (the worker's error);
- *   - the worker dies, writes a bad line, exceeds task_timeout or closes a
- *     pipe: the worker is killed (SIGKILL to its group) and restarted by
- *     the pool's policy; the task runs again while it has retries left
- *     (task_retries), else it fails with what happened;
+ *   - the worker dies, writes a bad line or closes a pipe: the worker is
+ *     killed (SIGKILL to its group) and restarted by the pool's policy;
+ *     every task it held runs again while it has retries left
+ *     (task_retries), else fails with what happened; task_timeout does
+ *     that to the worker's oldest task only, the others are requeued;
  *   - the worker is stopped by the operator (stop, scale down, restart,
  *     reload): the task goes back to the head of the backlog, not counted;
  *   - no live worker is left in the pool (all stopped/exited/fatal, pool
@@ -211,46 +213,140 @@ static void subm_finished(struct task *t)
  * Maps.
  */
 
-/* A map of items (a JSON array of n > 0 items); its tasks get their ids
- * and pool from map_enqueue(). NULL when out of memory. */
-struct map *map_new(json_t *items, double timeout)
+/* A map of items (a JSON array of n > 0 items), in chunks of chunksize
+ * items when above 1; its tasks get their ids and pool from
+ * map_enqueue(). collect_errors: failed items are listed in the answer
+ * (errors: "return") instead of failing the map. NULL when out of memory. */
+struct map *map_new(json_t *items, double timeout, size_t chunksize, bool collect_errors)
 {
 	size_t n = json_array_size(items);
+	size_t nt = chunksize > 1 ? (n + chunksize - 1) / chunksize : n;
 	struct map *m = calloc(1, sizeof(*m));
 
-	if (!m || !(m->tasks = calloc(n, sizeof(*m->tasks)))) {
+	if (!m || !(m->tasks = calloc(nt, sizeof(*m->tasks))) ||
+	    !(m->results = calloc(n, sizeof(*m->results))) || !(m->fin = calloc(n, 1))) {
+		if (m) {
+			free(m->tasks);
+			free(m->results);
+			free(m->fin);
+		}
 		free(m);
 		return NULL;
 	}
 	m->n = n;
+	m->n_tasks = nt;
+	m->collect = collect_errors;
+	for (size_t k = 0; k < nt; k++) {
+		struct task *t = &m->tasks[k];
+		t->map = m;
+		if (chunksize > 1) {
+			t->index = k * chunksize;
+			t->count = (unsigned)(n - t->index < chunksize ? n - t->index : chunksize);
+		} else {
+			t->index = k;
+			t->item = json_array_get(items, k);
+		}
+	}
 	m->items = json_incref(items);
 	m->timeout = timeout;
 	return m;
 }
 
-/* Number m's tasks and queue them on tp's backlog, in item order. */
+/* Number m's tasks and queue them on tp's backlog, in item order (a
+ * pool.imap: only the first few, map_feed()). */
 void map_enqueue(struct map *m, struct task_pool *tp)
 {
-	for (size_t i = 0; i < m->n; i++) {
-		struct task *t = &m->tasks[i];
+	m->tp = tp;
+	if (m->streamed || m->waits) {
+		TAILQ_INSERT_TAIL(&tp->feeding, m, fentry);
+		m->feeding = true;
+		map_feed(m);
+		return;
+	}
+	for (size_t k = 0; k < m->n_tasks; k++) {
+		m->tasks[k].id = next_task_id++;
+		tp_enqueue(tp, &m->tasks[k]);
+	}
+	m->fed = m->n_tasks;
+}
+
+/* Take m off its pool's feeding list. */
+static void map_unfeed(struct map *m)
+{
+	if (m->feeding)
+		TAILQ_REMOVE(&m->tp->feeding, m, fentry);
+	m->feeding = false;
+}
+
+/* Queue m's next tasks (true when it did; the caller dispatches). A
+ * pool.imap: while fewer than enough to keep every worker's window full
+ * twice are under way and its reader keeps up, so what waits for the
+ * reader is bounded. A pool.map with wait: while the backlog has room
+ * (max_pending). */
+bool map_feed(struct map *m)
+{
+	const struct pool_conf *pc = m->tp->pl->conf;
+	size_t ahead = m->streamed
+			       ? 2 * (size_t)(pc->processes ? pc->processes : 1) * pc->task_window
+			       : SIZE_MAX;
+	bool fed = false;
+
+	while (map_live(m) && m->fed < m->n_tasks && m->fed - m->ended < ahead) {
+		struct task *t = &m->tasks[m->fed];
+		if ((m->may_feed && !m->may_feed(m)) ||
+		    (m->waits && m->tp->n_pending + task_weight(t) > pc->max_pending))
+			break;
+		m->fed++;
 		t->id = next_task_id++;
-		t->item = json_array_get(m->items, i);
-		t->map = m;
-		t->index = i;
-		tp_enqueue(tp, t);
+		tp_enqueue(m->tp, t);
+		fed = true;
+	}
+	if (!map_live(m) || m->fed == m->n_tasks)
+		map_unfeed(m);
+	return fed;
+}
+
+/* Feed tp's feeding maps, oldest first; true when one queued a task. */
+static bool tp_feed(struct task_pool *tp)
+{
+	bool fed = false;
+
+	for (struct map *m = TAILQ_FIRST(&tp->feeding), *next; m; m = next) {
+		next = TAILQ_NEXT(m, fentry);
+		fed |= map_feed(m);
+	}
+	return fed;
+}
+
+/* tp cannot run its tasks: the items its feeding maps did not queue yet
+ * fail with code and why. */
+static void tp_fail_feeding(struct task_pool *tp, enum mpsup_err code, const char *why)
+{
+	struct map *m;
+
+	while ((m = TAILQ_FIRST(&tp->feeding))) {
+		size_t from = m->fed;
+		map_unfeed(m);
+		m->fed = m->n_tasks;
+		m->running++; /* not freed while its tasks are walked */
+		for (size_t k = from; k < m->n_tasks; k++)
+			task_end(&m->tasks[k], NULL, code, why);
+		m->running--;
+		map_maybe_free(m);
 	}
 }
 
 /* Free m once it is neither answered-to-be nor holding running tasks. */
 void map_maybe_free(struct map *m)
 {
-	if (park_kept(&m->park) || m->running)
+	if (map_live(m) || m->running)
 		return;
-	for (size_t i = 0; i < m->n; i++) {
-		json_decref(m->tasks[i].result);
-		free(m->tasks[i].error);
-	}
+	map_unfeed(m);
+	for (size_t i = 0; i < m->n; i++)
+		json_decref(m->results[i]);
 	json_decref(m->items);
+	free(m->results);
+	free(m->fin);
 	free(m->tasks);
 	free(m);
 }
@@ -258,13 +354,13 @@ void map_maybe_free(struct map *m)
 /* Take m's tasks that are still pending out of their backlog. */
 void map_drop_pending(struct map *m)
 {
-	for (size_t i = 0; i < m->n; i++) {
-		struct task *t = &m->tasks[i];
+	for (size_t k = 0; k < m->n_tasks; k++) {
+		struct task *t = &m->tasks[k];
 		if (t->state != TASK_PENDING)
 			continue;
 		if (t->tp) {
 			TAILQ_REMOVE(&t->tp->backlog, t, q);
-			t->tp->n_pending--;
+			t->tp->n_pending -= task_weight(t);
 			t->tp = NULL;
 		}
 		t->state = TASK_FAILED;
@@ -295,13 +391,50 @@ void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg)
 static void map_answer(struct map *m)
 {
 	struct request *r = park_take(&m->park);
-	json_t *a = json_array();
+	json_t *a = json_array(), *errs = m->collect ? json_array() : NULL;
 
 	for (size_t i = 0; i < m->n; i++) {
-		json_array_append_new(a, m->tasks[i].result);
-		m->tasks[i].result = NULL;
+		if (m->fin[i] == FIN_FAILED) {
+			json_array_append_new(errs, m->results[i]);
+			json_array_append_new(a, json_null());
+		} else
+			json_array_append_new(a, m->results[i]);
+		m->results[i] = NULL;
 	}
-	request_ok(r, json_pack("{s:o}", "results", a));
+	if (errs)
+		request_ok(r, json_pack("{s:o, s:o}", "results", a, "errors", errs));
+	else
+		request_ok(r, json_pack("{s:o}", "results", a));
+}
+
+/* Item i of m ended: result (stolen), or failed with code and msg (which
+ * fails the map, or is listed with errors: "return"). Once only. */
+static void map_item_end(struct map *m, size_t i, json_t *result, enum mpsup_err code,
+			 const char *msg)
+{
+	if (!map_live(m) || m->fin[i]) {
+		json_decref(result); /* cancelled, already failed, or a second answer */
+		return;
+	}
+	m->fin[i] = result ? FIN_DONE : FIN_FAILED;
+	if (m->streamed) {
+		m->results[i] = result ? result
+				       : json_pack("{s:s, s:s}", "code", mpsup_err_name(code),
+						   "message", msg ? msg : "failed");
+		m->item_end(m, i);
+		return;
+	}
+	if (result)
+		m->results[i] = result;
+	else if (m->collect)
+		m->results[i] = json_pack("{s:I, s:s, s:s}", "index", (json_int_t)i, "code",
+					  mpsup_err_name(code), "message", msg ? msg : "failed");
+	else {
+		map_fail(m, i, code, msg);
+		return;
+	}
+	if (++m->done == m->n)
+		map_answer(m);
 }
 
 /*
@@ -340,21 +473,15 @@ void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *m
 	t->worker = NULL;
 	t->state = result ? TASK_DONE : TASK_FAILED;
 	if (m) {
-		if (!park_kept(&m->park)) {
-			json_decref(result); /* cancelled or already failed: discarded */
-			map_maybe_free(m);
-			return;
-		}
-		if (!result) {
-			map_fail(m, t->index, code, msg);
-			map_maybe_free(m);
-			return;
-		}
-		t->result = result;
-		if (++m->done == m->n) {
-			map_answer(m);
-			map_maybe_free(m);
-		}
+		m->ended++;
+		if (!t->count)
+			map_item_end(m, t->index, result, code, msg);
+		else /* a chunk ends this way only when it failed as a whole */
+			for (size_t i = 0; i < t->count; i++)
+				map_item_end(m, t->index + i, NULL, code, msg);
+		if (m->streamed)
+			map_feed(m); /* the callers dispatch */
+		map_maybe_free(m);
 		return;
 	}
 	if (result)
@@ -366,6 +493,30 @@ void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *m
 	subm_finished(t);
 }
 
+/* Chunk t was answered with reply ({"results": [...], "errors"?: [[i,
+ * "text"], ...]}, checked by task_chunk_reply_check(); not consumed). */
+void task_chunk_end(struct task *t, json_t *reply)
+{
+	struct map *m = t->map;
+	json_t *res = json_object_get(reply, "results"), *e;
+	size_t k;
+
+	t->tp = NULL;
+	t->worker = NULL;
+	t->state = TASK_DONE;
+	m->ended++;
+	json_array_foreach(json_object_get(reply, "errors"), k, e)
+		map_item_end(m, t->index + (size_t)json_integer_value(json_array_get(e, 0)), NULL,
+			     MPSUP_E_INTERNAL, json_string_value(json_array_get(e, 1)));
+	for (size_t i = 0; i < t->count; i++)
+		if (!m->fin[t->index + i])
+			map_item_end(m, t->index + i, json_incref(json_array_get(res, i)),
+				     MPSUP_E_INTERNAL, NULL);
+	if (m->streamed)
+		map_feed(m); /* the caller dispatches */
+	map_maybe_free(m);
+}
+
 /* Put t back at the head of its backlog. */
 void task_requeue(struct task_pool *tp, struct task *t)
 {
@@ -374,25 +525,34 @@ void task_requeue(struct task_pool *tp, struct task *t)
 	t->tp = tp;
 	t->home = tp;
 	TAILQ_INSERT_HEAD(&tp->backlog, t, q);
-	tp->n_pending++;
+	tp->n_pending += task_weight(t);
 }
 
-/* The worker holding t failed with msg: run t again while it has
- * retries left, else fail it. */
-void task_retry_or_fail(struct task_pool *tp, struct task *t, const char *worker, const char *msg)
+/* Whether t, whose worker failed, may run again: it has retries left
+ * (task_retries) and someone still wants it. */
+bool task_may_retry(const struct task_pool *tp, const struct task *t)
 {
-	unsigned retries = tp->pl->conf->task_retries;
+	return !(t->map && !map_live(t->map)) && !task_shutting &&
+	       t->attempts <= tp->pl->conf->task_retries;
+}
+
+/* The worker holding t failed with msg and t may run again
+ * (task_may_retry()): back to the head of the backlog. */
+void task_retry(struct task_pool *tp, struct task *t, const char *worker, const char *msg)
+{
+	log_info("task", "task %" PRIu64 ": %s; retrying (%u of %u)", t->id, msg, t->attempts,
+		 tp->pl->conf->task_retries);
+	publish_task("task.retry", t, worker, msg);
+	task_requeue(tp, t);
+}
+
+/* The worker holding t failed with msg and t may not run again: it fails. */
+void task_fail(struct task_pool *tp, struct task *t, const char *worker, const char *msg)
+{
 	char buf[600];
 
-	if (t->map && !park_kept(&t->map->park)) {
-		task_end(t, NULL, MPSUP_E_INTERNAL, msg);
-		return;
-	}
-	if (!task_shutting && t->attempts <= retries) {
-		log_info("task", "task %" PRIu64 ": %s; retrying (%u of %u)", t->id, msg,
-			 t->attempts, retries);
-		publish_task("task.retry", t, worker, msg);
-		task_requeue(tp, t);
+	if (t->map && !map_live(t->map)) {
+		task_end(t, NULL, MPSUP_E_INTERNAL, msg); /* discarded */
 		return;
 	}
 	if (t->attempts > 1)
@@ -421,7 +581,8 @@ struct task_pool *tp_get(struct pool *pl)
 		return NULL;
 	tp->pl = pl;
 	TAILQ_INIT(&tp->backlog);
-	TAILQ_INIT(&tp->idle);
+	TAILQ_INIT(&tp->ready);
+	TAILQ_INIT(&tp->feeding);
 	pl->tasks = tp;
 	return tp;
 }
@@ -432,7 +593,7 @@ void tp_enqueue(struct task_pool *tp, struct task *t)
 	t->tp = tp;
 	t->home = tp;
 	TAILQ_INSERT_TAIL(&tp->backlog, t, q);
-	tp->n_pending++;
+	tp->n_pending += task_weight(t);
 }
 
 /* Fail every pending task of tp. */
@@ -442,7 +603,7 @@ static void tp_fail_backlog(struct task_pool *tp, enum mpsup_err code, const cha
 
 	while ((t = TAILQ_FIRST(&tp->backlog))) {
 		TAILQ_REMOVE(&tp->backlog, t, q);
-		tp->n_pending--;
+		tp->n_pending -= task_weight(t);
 		t->tp = NULL; /* out of the backlog (map_drop_pending must not touch it) */
 		task_end(t, NULL, code, msg);
 	}
@@ -470,18 +631,29 @@ const char *pool_cannot_run(const struct pool *pl, char *buf, size_t len)
 	return buf;
 }
 
-/* Hand the backlog's first tasks to the first idle workers. */
+/* Hand the backlog's first tasks to the workers with room, one task each
+ * in turn (a worker goes to the back of the ready list), then write what
+ * each was given in one go. */
 void tp_dispatch(struct task_pool *tp)
 {
 	struct task *t;
 	struct worker *w;
+	bool sent = false;
 
-	while ((t = TAILQ_FIRST(&tp->backlog)) && (w = TAILQ_FIRST(&tp->idle))) {
-		TAILQ_REMOVE(&tp->backlog, t, q);
-		tp->n_pending--;
-		worker_set_idle(w, false);
-		worker_send(w, t);
-	}
+	do
+		while ((t = TAILQ_FIRST(&tp->backlog)) && (w = TAILQ_FIRST(&tp->ready))) {
+			TAILQ_REMOVE(&tp->backlog, t, q);
+			tp->n_pending -= task_weight(t);
+			worker_set_ready(w, false);
+			worker_send(w, t);
+			if (worker_has_room(w))
+				worker_set_ready(w,
+						 true); /* at the tail: the next goes elsewhere */
+			sent = true;
+		}
+	while (!TAILQ_EMPTY(&tp->feeding) && tp_feed(tp)); /* room made: maps waiting for it */
+	if (sent)
+		worker_flush_all(tp);
 }
 
 /* Fail the backlog if nothing can run it any more, else dispatch. */
@@ -489,9 +661,11 @@ void tp_check(struct task_pool *tp)
 {
 	char why[200];
 
-	if (!TAILQ_EMPTY(&tp->backlog) && pool_cannot_run(tp->pl, why, sizeof(why)))
+	if ((!TAILQ_EMPTY(&tp->backlog) || !TAILQ_EMPTY(&tp->feeding)) &&
+	    pool_cannot_run(tp->pl, why, sizeof(why))) {
 		tp_fail_backlog(tp, MPSUP_E_CONFLICT, why);
-	else
+		tp_fail_feeding(tp, MPSUP_E_CONFLICT, why);
+	} else
 		tp_dispatch(tp);
 }
 
@@ -505,6 +679,7 @@ void task_pool_gone(struct pool *pl)
 		return;
 	snprintf(why, sizeof(why), "pool %s was removed", pl->name);
 	tp_fail_backlog(tp, MPSUP_E_CONFLICT, why);
+	tp_fail_feeding(tp, MPSUP_E_CONFLICT, why);
 	free(tp);
 	pl->tasks = NULL;
 }
@@ -517,6 +692,7 @@ void task_pool_record(const struct pool *pl, json_t *j)
 		return;
 	json_object_set_new(j, "busy", json_integer(tp ? tp->n_busy : 0));
 	json_object_set_new(j, "pending", json_integer(tp ? tp->n_pending : 0));
+	json_object_set_new(j, "running", json_integer(tp ? tp->n_running : 0));
 }
 
 /*
@@ -526,17 +702,17 @@ void task_pool_record(const struct pool *pl, json_t *j)
 /* daemon.info's tasks member. */
 void task_info(json_t *info)
 {
-	unsigned pending = 0, busy = 0;
+	unsigned pending = 0, running = 0;
 	struct pool *pl;
 
 	TAILQ_FOREACH(pl, &pools, entry)
 		if (pl->tasks) {
 			pending += pl->tasks->n_pending;
-			busy += pl->tasks->n_busy;
+			running += pl->tasks->n_running;
 		}
 	json_object_set_new(info, "tasks",
 			    json_pack("{s:I, s:I, s:I, s:I}", "pending", (json_int_t)pending,
-				      "running", (json_int_t)busy, "results_kept",
+				      "running", (json_int_t)running, "results_kept",
 				      (json_int_t)n_finished, "next_id", (json_int_t)next_task_id));
 }
 
@@ -576,7 +752,7 @@ void task_metrics(struct evbuffer *b)
 		if (pl->conf->mode == POOL_MODE_TASK) {
 			l[0].value = pl->name;
 			metrics_u64(b, "mpsup_tasks_running", l, 1,
-				    pl->tasks ? pl->tasks->n_busy : 0);
+				    pl->tasks ? pl->tasks->n_running : 0);
 		}
 }
 
@@ -604,12 +780,12 @@ void task_stop(void (*done)(void))
 			struct worker *w = pl->members[i] ? pl->members[i]->worker : NULL;
 			if (!w)
 				continue;
-			t = worker_take(w);
 			worker_close(w);
-			if (t)
+			while ((t = worker_take(w, NULL)))
 				task_end(t, NULL, MPSUP_E_SHUTTING_DOWN, msg);
 		}
 		tp_fail_backlog(pl->tasks, MPSUP_E_SHUTTING_DOWN, msg);
+		tp_fail_feeding(pl->tasks, MPSUP_E_SHUTTING_DOWN, msg);
 	}
 	while ((t = TAILQ_FIRST(&finished)))
 		subm_free(t);

@@ -10,13 +10,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
 #include "access.h"
 #include "command.h"
 #include "conn.h"
 #include "log.h"
 #include "park.h"
 #include "proc.h"
+#include "stream.h"
 #include "task_int.h"
+
+/* A pool.imap queues no more tasks while this much of its stream is
+ * unsent (its reader is slow): the daemon holds about this much for it. */
+#define IMAP_OUT_MAX (256 * 1024)
+
+static struct stream_set imaps = STREAM_SET_INITIALIZER(imaps);
 
 static const char *const task_state_names[] = { "pending", "running", "done", "failed" };
 
@@ -97,31 +106,72 @@ static struct task_pool *pool_for_tasks(struct request *r, const char *name, siz
 	return tp;
 }
 
+/* pool.map's chunk size for n items on tp's pool: the chunksize parameter
+ * cs (0: absent), else Python's default when the pool takes chunks
+ * (ceil(n / (4 * processes))), else 1. Answers and returns 0 when cs does
+ * not suit the pool. */
+static size_t map_chunksize(struct request *r, const struct task_pool *tp, size_t n, json_int_t cs)
+{
+	const struct pool_conf *pc = tp->pl->conf;
+	size_t per = 4 * (size_t)(pc->processes ? pc->processes : 1);
+
+	if (cs > 1 && !pc->task_chunks) {
+		request_error(r, MPSUP_E_CONFLICT,
+			      "pool.map: pool %s does not take chunks (task_chunks = no)",
+			      tp->pl->name);
+		return 0;
+	}
+	if (cs >= 1)
+		return (size_t)cs;
+	return pc->task_chunks ? (n + per - 1) / per : 1;
+}
+
 static enum cmd_ret cmd_pool_map(struct request *r)
 {
-	const char *name;
+	const char *name, *errors = "raise";
 	json_t *items, *tv = NULL;
+	json_int_t cs = 0;
+	int wait = 0;
 	struct task_pool *tp;
 	struct map *m;
 	double timeout;
-	size_t n;
+	size_t n, chunksize;
 
-	if (request_unpack(r, "{s:s, s:o, s?o}", "pool", &name, "items", &items, "timeout", &tv) <
-		    0 ||
+	if (request_unpack(r, "{s:s, s:o, s?o, s?I, s?s, s?b}", "pool", &name, "items", &items,
+			   "timeout", &tv, "chunksize", &cs, "errors", &errors, "wait",
+			   &wait) < 0 ||
 	    request_timeout(r, tv, &timeout) < 0)
 		return CMD_DONE;
 	if (!json_is_array(items)) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "pool.map: items must be a list");
 		return CMD_DONE;
 	}
+	if (json_object_get(r->params, "chunksize") && (cs < 1 || cs > 1000000)) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "pool.map: chunksize must be an integer from 1 to 1000000");
+		return CMD_DONE;
+	}
+	if (strcmp(errors, "raise") != 0 && strcmp(errors, "return") != 0) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "pool.map: errors must be \"raise\" or \"return\"");
+		return CMD_DONE;
+	}
 	n = json_array_size(items);
-	if (!(tp = pool_for_tasks(r, name, n)))
+	/* wait: queued as the backlog has room (map_feed) instead of limit */
+	if (!(tp = pool_for_tasks(r, name, wait ? 0 : n)) ||
+	    !(chunksize = map_chunksize(r, tp, n, cs)))
 		return CMD_DONE;
 	if (n == 0) {
 		request_ok(r, json_pack("{s:[]}", "results"));
 		return CMD_DONE;
 	}
-	if (!(m = map_new(items, timeout))) {
+	if (wait && (chunksize < n ? chunksize : n) > tp->pl->conf->max_pending) {
+		request_error(r, MPSUP_E_LIMIT,
+			      "pool %s: a chunk of %zu items can never fit (max_pending = %u)",
+			      tp->pl->name, chunksize, tp->pl->conf->max_pending);
+		return CMD_DONE;
+	}
+	if (!(m = map_new(items, timeout, chunksize, strcmp(errors, "return") == 0))) {
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
@@ -130,10 +180,156 @@ static enum cmd_ret cmd_pool_map(struct request *r)
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
+	m->waits = wait;
 	map_enqueue(m, tp);
 	m->owner = r->conn ? r->conn->uid : 0;
 	tp_dispatch(tp);
 	return r->replied ? CMD_DONE : CMD_WAIT;
+}
+
+/*
+ * pool.imap: a map whose items are streamed as they end.
+ */
+
+/* Whether m's reader keeps up (its unsent output is below IMAP_OUT_MAX). */
+static bool imap_may_feed(struct map *m)
+{
+	const struct conn *c = m->stream.r ? m->stream.r->conn : NULL;
+
+	return !c || evbuffer_get_length(c->out) < IMAP_OUT_MAX;
+}
+
+/* Send item i's line; false when the stream ended (m must not be freed
+ * here: the caller's map_maybe_free() does it). */
+static bool imap_send(struct map *m, size_t i)
+{
+	json_t *line;
+	bool ok;
+
+	line = json_pack("{s:I, s:O}", "index", (json_int_t)i,
+			 m->fin[i] == FIN_DONE ? "result" : "error", m->results[i]);
+	json_decref(m->results[i]);
+	m->results[i] = NULL;
+	m->emitted++;
+	m->failed += m->fin[i] == FIN_FAILED;
+	ok = line && stream_send(&m->stream, line);
+	json_decref(line);
+	return ok;
+}
+
+/* Item i of m ended: send it (unordered) or every item now in order. */
+static void imap_item_end(struct map *m, size_t i)
+{
+	json_t *sum;
+
+	m->in_emit = true;
+	if (!m->ordered) {
+		if (!imap_send(m, i))
+			goto out;
+	} else
+		while (m->next_emit < m->n && m->fin[m->next_emit])
+			if (!imap_send(m, m->next_emit++))
+				goto out;
+	if (m->emitted == m->n) {
+		sum = json_pack("{s:b, s:I, s:I}", "done", 1, "n", (json_int_t)m->n, "failed",
+				(json_int_t)m->failed);
+		stream_send(&m->stream, sum);
+		json_decref(sum);
+	}
+out:
+	m->in_emit = false;
+}
+
+/* The reader read: queue more of the map. */
+static void imap_drained(struct request *r)
+{
+	struct map *m = STREAM_OWNER(r->data, struct map, stream);
+
+	if (map_live(m) && map_feed(m))
+		tp_dispatch(m->tp);
+}
+
+/* The stream ended (closed, or dropped): pending tasks go, the running
+ * ones finish and are discarded. */
+static void imap_closed(struct stream *s)
+{
+	struct map *m = STREAM_OWNER(s, struct map, stream);
+
+	m->live = false;
+	map_drop_pending(m);
+	log_debug("task", "pool.imap ended: %zu of %zu items sent", m->emitted, m->n);
+	if (!m->in_emit)
+		map_maybe_free(m);
+}
+
+static enum cmd_ret cmd_pool_imap(struct request *r)
+{
+	const char *name;
+	json_t *items, *first;
+	json_int_t cs = 0;
+	int ordered = 1;
+	struct task_pool *tp;
+	struct map *m;
+	size_t n, chunksize;
+	char why[200];
+
+	if (request_unpack(r, "{s:s, s:o, s?b, s?I}", "pool", &name, "items", &items, "ordered",
+			   &ordered, "chunksize", &cs) < 0)
+		return CMD_DONE;
+	if (!json_is_array(items)) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "pool.imap: items must be a list");
+		return CMD_DONE;
+	}
+	if (json_object_get(r->params, "chunksize") && (cs < 1 || cs > 1000000)) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "pool.imap: chunksize must be an integer from 1 to 1000000");
+		return CMD_DONE;
+	}
+	n = json_array_size(items);
+	/* queued a few at a time (map_feed): the backlog must have room for
+	 * one item, not the whole map (max_request_bytes bounds that) */
+	if (!(tp = pool_for_tasks(r, name, n ? 1 : 0)) ||
+	    !(chunksize = map_chunksize(r, tp, n, cs)))
+		return CMD_DONE;
+	if (cs == 0)
+		chunksize = 1; /* as multiprocessing.Pool.imap: its default is 1 */
+	if (!(m = map_new(items, 0, chunksize, false))) {
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
+	m->streamed = m->live = true;
+	m->ordered = ordered;
+	m->item_end = imap_item_end;
+	m->may_feed = imap_may_feed;
+	if (stream_open(&m->stream, r, &imaps, imap_closed, why, sizeof(why)) < 0) {
+		m->live = false;
+		map_maybe_free(m);
+		request_error(r, MPSUP_E_LIMIT, "too many streams: %s", why);
+		return CMD_DONE;
+	}
+	r->drained = imap_drained;
+	m->owner = r->conn ? r->conn->uid : 0;
+	first = mpsup_response_ok(r->id,
+				  json_pack("{s:I, s:I, s:b}", "n", (json_int_t)n, "chunksize",
+					    (json_int_t)chunksize, "ordered", ordered));
+	m->in_emit = true;
+	if (!stream_send(&m->stream, first) || n == 0) {
+		json_decref(first);
+		m->in_emit = false;
+		if (n == 0 && map_live(m)) {
+			json_t *sum = json_pack("{s:b, s:I, s:I}", "done", 1, "n", 0, "failed", 0);
+			stream_send(&m->stream, sum);
+			json_decref(sum);
+		}
+		if (!map_live(m))
+			map_maybe_free(m);
+		return CMD_STREAM;
+	}
+	json_decref(first);
+	m->in_emit = false;
+	map_enqueue(m, tp);
+	tp_dispatch(tp);
+	return CMD_STREAM;
 }
 
 static enum cmd_ret cmd_pool_submit(struct request *r)
@@ -235,7 +431,9 @@ static enum cmd_ret cmd_task_status(struct request *r)
 
 static const struct cmd_entry task_cmds[] = {
 	{ "pool.map", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, cmd_pool_map,
-	  "s:pool a:items t:timeout?" },
+	  "s:pool a:items t:timeout? i:chunksize? s:errors? b:wait?" },
+	{ "pool.imap", ROLE_STATE, CMD_MUTATES | CMD_STREAMS, cmd_pool_imap,
+	  "s:pool a:items b:ordered? i:chunksize?" },
 	{ "pool.submit", ROLE_STATE, CMD_MUTATES, cmd_pool_submit, "s:pool o:item" },
 	{ "task.wait", ROLE_STATE, CMD_MAY_BLOCK, cmd_task_wait, "o:task t:timeout?" },
 	{ "task.status", ROLE_STATE, 0, cmd_task_status, "o:task" },

@@ -19,6 +19,7 @@
 #include "command.h"
 #include "metrics.h"
 #include "park.h"
+#include "stream.h"
 
 struct map;
 struct worker;
@@ -29,6 +30,8 @@ struct proc;
 struct conf;
 
 enum task_state { TASK_PENDING = 0, TASK_RUNNING, TASK_DONE, TASK_FAILED };
+/* What became of one item of a map. */
+enum { FIN_NOT = 0, FIN_DONE, FIN_FAILED };
 
 /* What only a submitted task has (allocated with it). */
 struct subm {
@@ -43,27 +46,46 @@ struct subm {
 struct task {
 	uint64_t id;
 	enum task_state state;
-	unsigned attempts;      /* dispatches so far */
-	enum mpsup_err code;    /* TASK_FAILED */
-	json_t *item;           /* borrowed from the map's items, or owned (submit) */
-	json_t *result;         /* TASK_DONE */
-	char *error;            /* TASK_FAILED */
-	struct task_pool *tp;   /* NULL once it left the pool */
+	unsigned attempts;     /* dispatches so far */
+	enum mpsup_err code;   /* TASK_FAILED */
+	json_t *item;          /* borrowed from the map's items, or owned (submit) */
+	json_t *result;        /* TASK_DONE */
+	char *error;           /* TASK_FAILED */
+	struct task_pool *tp;  /* NULL once it left the pool */
 	struct task_pool *home; /* the pool it is counted in (metrics) until it ends */
 	double started;         /* monotonic time of its last dispatch; 0 = never */
-	struct worker *worker;  /* TASK_RUNNING */
-	struct map *map;        /* NULL for a submitted task */
-	size_t index;           /* in the map */
-	struct subm *sub;       /* NULL for a map task */
-	TAILQ_ENTRY(task) q;    /* the pool's backlog, or the finished list */
+	struct worker *worker; /* TASK_RUNNING: it is on worker->held */
+	struct map *map;       /* NULL for a submitted task */
+	size_t index;          /* in the map (a chunk: its first item) */
+	unsigned count;        /* a chunk of a map: its items; 0: one item */
+	struct subm *sub;      /* NULL for a map task */
+	TAILQ_ENTRY(task) q; /* the pool's backlog, its worker's held list, or the finished list */
 };
 
 TAILQ_HEAD(task_list, task);
 
 struct map {
-	struct park park; /* the request; not kept once answered or cancelled */
-	struct task *tasks;
-	size_t n, done;
+	struct park park;   /* the request; not kept once answered or cancelled */
+	struct task *tasks; /* one per item, or one per chunk */
+	size_t n_tasks;
+	size_t n, done;   /* items */
+	json_t **results; /* per item: its result, or its error (fin[i] == FIN_FAILED) */
+	uint8_t *fin;     /* per item: FIN_* */
+	bool collect;     /* errors: "return": failed items are listed, the map goes on */
+	/* pool.imap: items are streamed as they end (task_cmd.c); tasks are
+	 * queued a few at a time (map_feed) while the reader keeps up */
+	struct stream stream;
+	bool streamed, live, ordered;
+	bool in_emit;      /* sending its lines: a stream that ends does not free it */
+	size_t fed, ended; /* tasks queued so far, tasks ended */
+	size_t next_emit;  /* ordered: the next item to send */
+	size_t emitted, failed;
+	void (*item_end)(struct map *m, size_t i); /* fin[i] was just set */
+	bool (*may_feed)(struct map *m);           /* false while the reader lags */
+	bool waits;   /* pool.map wait: true: queued as the backlog has room */
+	bool feeding; /* on tp->feeding: tasks left to queue */
+	TAILQ_ENTRY(map) fentry;
+	struct task_pool *tp;
 	unsigned running; /* tasks held by workers */
 	uid_t owner;      /* the requesting peer (events go to it) */
 	json_t *items;
@@ -76,25 +98,30 @@ struct worker {
 	int in_fd, out_fd; /* -1 when closed */
 	struct event *ev_read, *ev_write, *timer;
 	struct mpsup_framer *in; /* unparsed output of this run (NULL when closed) */
-	char *wbuf;              /* the rest of a line the pipe did not take */
-	size_t wlen, woff;
-	struct task *task;
-	bool idle;   /* on tp->idle */
-	bool killed; /* this run was killed by us */
-	bool dying;  /* its death is being handled */
-	bool eof;    /* its stdout closed */
-	bool timed;  /* its timer runs for task_timeout */
+	char *wbuf;              /* task lines written ahead, not yet taken by the pipe */
+	size_t wlen, woff, wcap;
+	struct task_list held; /* tasks sent and not answered, oldest first */
+	unsigned n_held;
+	bool ready;    /* on tp->ready: it has room for another task */
+	bool wpending; /* ev_write is armed */
+	bool killed;   /* this run was killed by us */
+	bool dying;    /* its death is being handled */
+	bool eof;      /* its stdout closed */
+	bool timed;    /* its timer runs for task_timeout (of its oldest task) */
 	unsigned long long tasks_done;
-	TAILQ_ENTRY(worker) ientry;
+	TAILQ_ENTRY(worker) rentry;
 };
 
 struct task_pool {
 	struct pool *pl;
 	struct task_list backlog;
-	unsigned n_pending, n_busy;
+	unsigned n_pending;         /* tasks in the backlog */
+	unsigned n_busy;            /* workers holding a task */
+	unsigned n_running;         /* tasks held by workers */
 	uint64_t outcomes[MPSUP_E__MAX]; /* ended tasks by code (MPSUP_OK: a result) */
 	struct metrics_hist duration;    /* dispatch to end, of tasks that ran */
-	TAILQ_HEAD(, worker) idle;
+	TAILQ_HEAD(, worker) ready; /* workers with room (task_window, write-ahead bound) */
+	TAILQ_HEAD(, map) feeding;  /* maps queued a few tasks at a time, oldest first */
 };
 
 /* A task.wait request (parked on its task's waiters). */
@@ -102,6 +129,19 @@ struct task_waiter {
 	struct park park;
 	struct task *t;
 };
+
+/* Whether m is still wanted: its pool.map is waiting, or its pool.imap
+ * stream is open. */
+static inline bool map_live(const struct map *m)
+{
+	return m->streamed ? m->live : park_kept(&m->park);
+}
+
+/* What t weighs in a backlog (max_pending counts items). */
+static inline unsigned task_weight(const struct task *t)
+{
+	return t->count ? t->count : 1;
+}
 
 /* The daemon is shutting down: no task is dispatched or retried. */
 extern bool task_shutting;
@@ -113,8 +153,9 @@ void subm_free(struct task *t);
 void answer_task(struct request *r, const struct task *t);
 
 /* task.c: maps. */
-struct map *map_new(json_t *items, double timeout);
+struct map *map_new(json_t *items, double timeout, size_t chunksize, bool collect_errors);
 void map_enqueue(struct map *m, struct task_pool *tp);
+bool map_feed(struct map *m);
 void map_maybe_free(struct map *m);
 void map_drop_pending(struct map *m);
 void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg);
@@ -122,8 +163,11 @@ void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg)
 /* task.c: how tasks end. */
 void publish_task(const char *event, const struct task *t, const char *worker, const char *msg);
 void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg);
+void task_chunk_end(struct task *t, json_t *reply);
 void task_requeue(struct task_pool *tp, struct task *t);
-void task_retry_or_fail(struct task_pool *tp, struct task *t, const char *worker, const char *msg);
+bool task_may_retry(const struct task_pool *tp, const struct task *t);
+void task_retry(struct task_pool *tp, struct task *t, const char *worker, const char *msg);
+void task_fail(struct task_pool *tp, struct task *t, const char *worker, const char *msg);
 
 /* task.c: pools' backlogs. */
 struct task_pool *tp_get(struct pool *pl);
@@ -141,9 +185,11 @@ int task_start(const struct conf *conf);
 void task_stop(void (*done)(void));
 
 /* task_worker.c: the worker channel. */
-void worker_set_idle(struct worker *w, bool idle);
+void worker_set_ready(struct worker *w, bool ready);
+bool worker_has_room(const struct worker *w);
 void worker_send(struct worker *w, struct task *t);
-struct task *worker_take(struct worker *w);
+void worker_flush_all(struct task_pool *tp);
+struct task *worker_take(struct worker *w, struct task *t);
 void worker_close(struct worker *w);
 /* Free the worker channel's shared buffers (at shutdown). */
 void task_worker_cleanup(void);

@@ -1,7 +1,10 @@
 /*
  * The task worker protocol: one JSON line per task to the worker's stdin,
  * {"id": N, "item": V}; one line per result from its stdout,
- * {"id": N, "result": V} or {"id": N, "error": "text"}.
+ * {"id": N, "result": V} or {"id": N, "error": "text"}. Chunks (pools with
+ * task_chunks = yes): {"id": N, "items": [V, ...]} answered by
+ * {"id": N, "results": [R, ...], "errors"?: [[index, "text"], ...]} or
+ * {"id": N, "error": "text"} (every item fails).
  */
 #ifndef MPSUPD_TASK_WIRE_H
 #define MPSUPD_TASK_WIRE_H
@@ -15,7 +18,12 @@
 /* Excerpts of bad lines in messages are at most this long (plus "..."). */
 #define TASK_SNIPPET_MAX 60
 
-enum task_reply { TASK_REPLY_BAD = -1, TASK_REPLY_RESULT = 0, TASK_REPLY_ERROR = 1 };
+enum task_reply {
+	TASK_REPLY_BAD = -1,
+	TASK_REPLY_RESULT = 0,
+	TASK_REPLY_ERROR = 1,
+	TASK_REPLY_RESULTS = 2, /* a chunk's answer: the whole reply object */
+};
 
 /*
  * Build the line for task id and item ({"id":N,"item":V} and a newline) in
@@ -23,13 +31,21 @@ enum task_reply { TASK_REPLY_BAD = -1, TASK_REPLY_RESULT = 0, TASK_REPLY_ERROR =
  * or -EINVAL when item cannot be encoded.
  */
 ssize_t task_line_format(char **buf, size_t *cap, uint64_t id, const json_t *item);
+/* The same for a chunk: {"id":N,"items":[items[start], ... count of them]}. */
+ssize_t task_chunk_format(char **buf, size_t *cap, uint64_t id, const json_t *items, size_t start,
+			  size_t count);
 /*
- * Parse one line a worker wrote for task id. RESULT: *ret_value is the
- * result; ERROR: *ret_value is the worker's error text as a JSON string;
- * both new references. BAD: why says what is wrong with the line.
+ * Parse one line a worker wrote: *ret_id is the task it answers. RESULT:
+ * *ret_value is the result; ERROR: *ret_value is the worker's error text
+ * as a JSON string; RESULTS (a "results" list): *ret_value is the whole
+ * reply object, for task_chunk_reply_check(); all new references. BAD: why
+ * says what is wrong with the line.
  */
-enum task_reply task_reply_parse(const char *line, size_t len, uint64_t id, json_t **ret_value,
+enum task_reply task_reply_parse(const char *line, size_t len, uint64_t *ret_id, json_t **ret_value,
 				 char *why, size_t whylen);
+/* Check a RESULTS reply for a chunk of count items: RESULTS, or BAD with
+ * why (wrong number of results, malformed "errors"). */
+enum task_reply task_chunk_reply_check(json_t *reply, size_t count, char *why, size_t whylen);
 /* A printable excerpt of s[0..n) for messages (NUL-terminated in out). */
 void task_snippet(const char *s, size_t n, char *out, size_t outlen);
 

@@ -67,11 +67,6 @@ static int run_as(struct request *r, struct oneshot *os, const char *user, const
 	char *why = NULL;
 
 	if (user) {
-		if (r->conn->role != ROLE_ADMIN) {
-			request_error(r, MPSUP_E_PERMISSION_DENIED,
-				      "proc.run: only an admin may name a user");
-			return -1;
-		}
 		if (run_ids_resolve(user, group, &os->ids, &why) < 0) {
 			request_error(r, MPSUP_E_SPAWN_FAILED, "proc.run: %s",
 				      why ? why : "cannot resolve the user");
@@ -91,8 +86,15 @@ static int run_as(struct request *r, struct oneshot *os, const char *user, const
 	if (r->conn->n_gids > 0 && r->conn->gids) {
 		if (!(os->ids.groups = calloc((size_t)r->conn->n_gids, sizeof(gid_t))))
 			return -ENOMEM;
-		memcpy(os->ids.groups, r->conn->gids, (size_t)r->conn->n_gids * sizeof(gid_t));
-		os->ids.n_groups = r->conn->n_gids;
+		/* the connection lists the primary gid after the supplementary
+		 * ones, which may hold it too: each group once */
+		for (int i = 0; i < r->conn->n_gids; i++) {
+			int j = 0;
+			while (j < os->ids.n_groups && os->ids.groups[j] != r->conn->gids[i])
+				j++;
+			if (j == os->ids.n_groups)
+				os->ids.groups[os->ids.n_groups++] = r->conn->gids[i];
+		}
 	} else {
 		if (!(os->ids.groups = calloc(1, sizeof(gid_t))))
 			return -ENOMEM;
@@ -142,6 +144,13 @@ static int run_check(struct request *r, json_t *argv, json_t *env, const char *c
 			      daemon_g.conf->max_processes);
 		return -EINVAL;
 	}
+	if (r->conn && r->conn->role < ROLE_ADMIN &&
+	    proc_count_of_uid(r->conn->uid) >= daemon_g.conf->max_processes_per_uid) {
+		request_error(r, MPSUP_E_LIMIT,
+			      "uid %d runs too many processes (max_processes_per_uid = %u)",
+			      (int)r->conn->uid, daemon_g.conf->max_processes_per_uid);
+		return -EINVAL;
+	}
 	if (proc_fds_check(PROC_FDS_ONESHOT, "a one-shot") < 0) {
 		request_error(r, MPSUP_E_LIMIT, "%s", proc_fds_refusal());
 		return -EINVAL;
@@ -167,6 +176,12 @@ enum cmd_ret cmd_proc_run(struct request *r)
 	if (id_param(r, "user", juser, ubuf, sizeof(ubuf), &user) < 0 ||
 	    id_param(r, "group", jgroup, gbuf, sizeof(gbuf), &group) < 0)
 		return CMD_DONE;
+	/* role run: always as the peer itself */
+	if ((user || group) && r->conn && r->conn->role < ROLE_ADMIN) {
+		request_error(r, MPSUP_E_PERMISSION_DENIED,
+			      "proc.run: only an admin may name a user or group");
+		return CMD_DONE;
+	}
 	if (group && !user) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: group needs user");
 		return CMD_DONE;
@@ -203,6 +218,10 @@ enum cmd_ret cmd_proc_run(struct request *r)
 		os->stdin_len = in_len;
 	}
 	os->daemon = daemon;
+	if (r->conn) {
+		os->owner.set = true;
+		os->owner.uid = r->conn->uid;
+	}
 	if ((e = run_as(r, os, user, group)) < 0) {
 		oneshot_free(os);
 		if (e == -ENOMEM)
@@ -224,6 +243,7 @@ nomem:
 
 enum cmd_ret cmd_proc_forget(struct request *r)
 {
+	enum access_verdict v;
 	const char *name;
 	struct proc *p;
 
@@ -231,6 +251,10 @@ enum cmd_ret cmd_proc_forget(struct request *r)
 		return CMD_DONE;
 	if (!(p = proc_find(name)) || p->freed) {
 		request_error(r, MPSUP_E_NOT_FOUND, "no process named '%.100s'", name);
+		return CMD_DONE;
+	}
+	if ((v = request_access(r, proc_owner(p))) != ACCESS_OK) {
+		request_access_error(r, v, "process", name);
 		return CMD_DONE;
 	}
 	if (!p->os) {

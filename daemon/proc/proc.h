@@ -20,6 +20,7 @@
 #include "conf.h"
 #include "proc_fsm.h"
 #include "proc_output.h"
+#include "scope.h"
 
 struct event;
 struct pool;
@@ -53,6 +54,9 @@ struct oneshot {
 	struct run_ids ids;
 	double finished;    /* monotonic time it reached a final state; 0 = not yet */
 	struct owner owner; /* the peer that ran it */
+	/* scope "process" with daemon: terminated when that process exits */
+	struct scope_link scope;
+	struct proc *proc; /* its record */
 	TAILQ_ENTRY(proc) entry;
 };
 
@@ -111,6 +115,7 @@ struct pool {
 	bool from_config;        /* defined in a config file (reload manages it) */
 	struct task_pool *tasks; /* task pools: backlog and idle workers (task.c) */
 	struct owner owner;      /* the peer that added it (pool.add) */
+	struct scope_link scope; /* scope "process": removed when that process exits */
 	TAILQ_ENTRY(pool) entry;
 };
 
@@ -169,6 +174,8 @@ unsigned proc_fds_pool_cost(const struct pool_conf *pc, unsigned processes);
  * numbers (naming what) in proc_fds_refusal(). */
 int proc_fds_check(unsigned long long need, const char *what);
 const char *proc_fds_refusal(void);
+/* May one more scope pidfd be opened (scope_set_budget)? -EMFILE. */
+int proc_fds_check_scope(void);
 /* {limit, used, daemon, connections, processes, per_worker{...}, ...} */
 json_t *proc_fds_info(void);
 

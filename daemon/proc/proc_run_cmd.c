@@ -11,8 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "container.h"
 #include "conn.h"
 #include "daemon.h"
+#include "log.h"
 #include "proc_cmd.h"
 
 /* env {"K": "V"} -> ["K=V", ...]; NULL on a bad entry. */
@@ -158,17 +160,36 @@ static int run_check(struct request *r, json_t *argv, json_t *env, const char *c
 	return 0;
 }
 
+/* The process that ran a daemon one-shot with scope "process" exited:
+ * terminate it (stop signal, SIGKILL after stop_timeout), like Python's
+ * daemon children at exit. */
+static void oneshot_scope_gone(struct scope_link *l)
+{
+	struct oneshot *os = CONTAINER_OF(l, struct oneshot, scope);
+
+	if (!os->proc || !proc_is_alive(os->proc))
+		return;
+	log_info("proc", "%s: the process that ran it (scope) exited: stopping it",
+		 os->proc->name);
+	proc_stop(os->proc);
+}
+
 enum cmd_ret cmd_proc_run(struct request *r)
 {
 	json_t *argv, *env = NULL, *a, *juser = NULL, *jgroup = NULL;
 	const char *name = NULL, *cwd = NULL, *in = NULL, *bad = NULL, *user, *group;
 	size_t in_len = 0, i;
-	int daemon = 0, e;
+	int daemon = 0, e, scoped;
 	bool short_of;
 	char gen[32], err[512], ubuf[24], gbuf[24];
 	struct oneshot *os;
 	struct proc *p;
 
+	if (!request_params(r) || (scoped = scope_param(r)) < 0) {
+		if (!r->replied)
+			request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
 	if (request_unpack(r, "{s:o, s?s, s?o, s?s, s?b, s?s%, s?o, s?o}", "argv", &argv, "name",
 			   &name, "env", &env, "cwd", &cwd, "daemon", &daemon, "stdin", &in,
 			   &in_len, "user", &juser, "group", &jgroup) < 0)
@@ -221,6 +242,12 @@ enum cmd_ret cmd_proc_run(struct request *r)
 	if (r->conn) {
 		os->owner.set = true;
 		os->owner.uid = r->conn->uid;
+	}
+	/* a non-daemon child runs on after its runner: nothing to watch */
+	if (scoped && daemon && (e = scope_bind(r->conn, &os->scope, oneshot_scope_gone)) < 0) {
+		oneshot_free(os);
+		scope_bind_error(r, e);
+		return CMD_DONE;
 	}
 	if ((e = run_as(r, os, user, group)) < 0) {
 		oneshot_free(os);

@@ -104,13 +104,19 @@ class TestUser:
         subprocess.run(["userdel", "-f", self.name], capture_output=True)
 
 
+class RootUser:
+    """Root, for a peer that is admin but still a process of its own."""
+    name, uid, gid = "root", 0, 0
+
+
 class RunPeer:
     """A protocol client running as user in a child process."""
 
     def __init__(self, socket_path, user):
         self.user = user
         self.p = subprocess.Popen(
-            ["setpriv", "--reuid=%d" % user.uid, "--regid=%d" % user.gid, "--init-groups",
+            ["setpriv", "--reuid=%d" % user.uid, "--regid=%d" % user.gid,
+             "--clear-groups" if user.uid == 0 else "--init-groups",
              "--", sys.executable, "-c", RUN_CLIENT, socket_path, str(DEFAULT_DEADLINE)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
         hello = self._recv()

@@ -11,7 +11,7 @@ import unittest
 
 import mpsuptest
 from mpsuptest import Daemon, wait_for
-from runpeer import RunPeer, TestUser, why_not_runnable
+from runpeer import RootUser, RunPeer, TestUser, why_not_runnable
 
 
 USERS = {}
@@ -65,9 +65,10 @@ class RunRoleTestCase(unittest.TestCase):
             for pool in self.d.ok("pool.list"):
                 self.d.ok("pool.remove", pool=pool["pool"])
             for rec in self.d.ok("status"):
-                if rec["is_alive"]:
-                    self.d.ok("proc.kill", target=rec["name"])
-                    self.d.ok("proc.join", target=rec["name"])
+                if rec["is_alive"]:  # a removed pool's members may go meanwhile
+                    with self.d.client() as c:
+                        c.call("proc.kill", target=rec["name"])
+                        c.call("proc.join", target=rec["name"])
         rc = self.d.stop()
         log = self.d.read_log()
         shutil.rmtree(self.d.dir, ignore_errors=True)
@@ -165,6 +166,79 @@ class RunOwnProcesses(RunRoleTestCase):
             p.finish()
         finally:
             d2.cleanup()
+
+
+def pidfds(pid):
+    """The pidfds a process holds (the daemon: one per watched process)."""
+    n = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            n += os.readlink("/proc/%d/fd/%s" % (pid, fd)) == "anon_inode:[pidfd]"
+        except OSError:
+            pass
+    return n
+
+
+class ProcessScope(RunRoleTestCase):
+    """scope "process": things that end with the process that made them."""
+
+    def test_sigkill_of_the_owner(self):
+        a = self.a
+        for name, typ in (("sq", "queue"), ("sd", "dict"), ("sl", "lock")):
+            self.assertEqual(a.ok("obj.create", name=name, type=typ, scope="process"),
+                             {"created": True})
+        a.ok("dict.set", name="sd", key="k", value=1)
+        holder = self.d.client()  # a lock held by another connection
+        self.assertTrue(holder.ok("lock.acquire", name="sl")["acquired"])
+        dmn = a.ok("proc.run", argv=["/bin/sleep", "60"], name="dmn", daemon=True,
+                   scope="process")
+        nd = a.ok("proc.run", argv=["/bin/sleep", "60"], name="nd", scope="process")
+        root = self.peer(RootUser)
+        root.ok("pool.add", pool="sp", command="/bin/sleep 60", processes=2, scope="process")
+        wait_for(lambda: all(r["is_alive"] for r in self.d.ok("status", target="sp")),
+                 what="the scoped pool's members")
+        self.d.ok("obj.create", name="kept", type="dict")
+        # one pidfd per owning process, shared by everything it owns
+        self.assertEqual(pidfds(self.d.pid()), 2)
+        # waiters on the scoped objects
+        getter, locker = self.d.client(), self.d.client()
+        getter.send("queue.get", name="sq")
+        locker.send("lock.acquire", name="sl")
+        wait_for(lambda: {o["name"]: o["waiters"] for o in self.d.ok("obj.list")}["sl"] == 1,
+                 what="the lock's waiter")
+        a.kill()
+        self.assertEqual(getter.recv()["error"]["code"], "not_found")
+        self.assertEqual(locker.recv()["error"]["code"], "not_found")
+        getter.close()
+        locker.close()
+        holder.close()
+        self.assertEqual(sorted(o["name"] for o in self.d.ok("obj.list")), ["kept"])
+        self.assertEqual(self.d.ok("proc.join", target="dmn")["exitcode"], -15)
+        self.assertTrue(self.record("nd")["is_alive"])
+        self.assertEqual(nd["pid"], self.record("nd")["pid"])
+        self.assertIn("pid %d exited (pidfd)" % a.pid, self.d.read_log())
+        root.kill()
+        wait_for(lambda: self.d.ok("pool.list") == [], what="the scoped pool removed")
+        self.assertEqual(pidfds(self.d.pid()), 0)
+        self.assertNotEqual(dmn["pid"], None)
+
+    def test_things_unscoped_first_close_the_pidfd(self):
+        self.a.ok("obj.create", name="t1", type="event", scope="process")
+        self.assertEqual(pidfds(self.d.pid()), 1)
+        self.a.ok("obj.delete", name="t1")
+        self.assertEqual(pidfds(self.d.pid()), 0)
+        self.a.ok("proc.run", argv=["/bin/true"], name="t2", daemon=True, scope="process")
+        self.a.ok("proc.join", target="t2")
+        self.a.ok("proc.forget", name="t2")
+        self.assertEqual(pidfds(self.d.pid()), 0)
+
+    def test_bad_scope(self):
+        for v in ("thread", 1, None):
+            self.assertEqual(self.a.code("obj.create", name="x", type="dict", scope=v),
+                             "bad_request", v)
+            self.assertEqual(self.a.code("proc.run", argv=["/bin/true"], scope=v),
+                             "bad_request", v)
+        self.assertEqual(self.d.ok("obj.list"), [])
 
 
 class RunLimit(RunRoleTestCase):

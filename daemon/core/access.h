@@ -18,13 +18,6 @@
 enum role access_role(const struct conf *cf, uid_t uid, const gid_t *gids, int n_gids,
 		      bool default_state);
 
-/* Who a process, pool or object belongs to, as far as access goes. */
-struct owner {
-	uid_t uid;    /* the uid of the peer that made it */
-	bool set;     /* made by a peer (config pools and the like are nobody's) */
-	bool private; /* access "private": hidden from every other non-admin uid */
-};
-
 /* What access_decide() says. */
 enum access_verdict {
 	ACCESS_OK = 0,

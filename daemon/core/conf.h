@@ -34,6 +34,13 @@ struct conf_rlimit {
 	unsigned long long soft, hard; /* ULLONG_MAX = infinity */
 };
 
+/* Who a process, pool or object belongs to, as far as access goes. */
+struct owner {
+	uid_t uid;    /* the uid of the peer that made it */
+	bool set;     /* made by a peer (config pools and the like are nobody's) */
+	bool private; /* access "private": hidden from every other non-admin uid */
+};
+
 struct pool_conf {
 	char *name;
 	char *command; /* as written; split by argv_split() at spawn */
@@ -62,6 +69,7 @@ struct pool_conf {
 	unsigned max_pending;
 	char *file; /* where it was defined (NULL for pool.add) */
 	int line;
+	struct owner owner; /* pool.add: its adder and access (not a config key) */
 	struct pool_conf *next;
 };
 

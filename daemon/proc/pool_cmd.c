@@ -69,7 +69,7 @@ enum cmd_ret cmd_pool_list(struct request *r)
 		return CMD_DONE;
 	}
 	TAILQ_FOREACH(pl, &pools, entry)
-		if (!pl->removing)
+		if (!pl->removing && request_access(r, &pl->owner) == ACCESS_OK)
 			json_array_append_new(a, pool_json(pl));
 	request_ok(r, a);
 	return CMD_DONE;
@@ -113,18 +113,43 @@ int scope_param(struct request *r)
 	return 1;
 }
 
+/* pool.add's `access`, taken out of r's parameters: 0 shared (or absent),
+ * 1 private, -1 after answering bad_request. */
+static int access_param(struct request *r)
+{
+	json_t *v = json_object_get(r->params, "access");
+	const char *s = json_string_value(v);
+	int private;
+
+	if (!v)
+		return 0;
+	if (!s || (strcmp(s, "private") != 0 && strcmp(s, "shared") != 0)) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "pool.add: access must be \"private\" or \"shared\"");
+		return -1;
+	}
+	private = strcmp(s, "private") == 0;
+	json_object_del(r->params, "access");
+	return private;
+}
+
 enum cmd_ret cmd_pool_add(struct request *r)
 {
 	char err[CONF_ERR_MAX];
 	struct pool_conf *pc;
 	struct pool *pl;
-	int e, scoped;
+	int e, scoped, private;
 
-	if ((scoped = scope_param(r)) < 0)
+	if ((scoped = scope_param(r)) < 0 || (private = access_param(r)) < 0)
 		return CMD_DONE;
 	if (pool_conf_from_json(r->params, &pc, err, sizeof(err)) < 0) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "pool.add: %s", err);
 		return CMD_DONE;
+	}
+	pc->owner.private = private;
+	if (r->conn) {
+		pc->owner.set = true;
+		pc->owner.uid = r->conn->uid;
 	}
 	e = pool_create(pc, pc->autostart, false, &pl);
 	if (e == -EEXIST)
@@ -140,10 +165,6 @@ enum cmd_ret cmd_pool_add(struct request *r)
 		pool_remove(pl);
 		scope_bind_error(r, e);
 	} else {
-		if (r->conn) {
-			pl->owner.set = true;
-			pl->owner.uid = r->conn->uid;
-		}
 		request_ok(r, pool_json(pl));
 	}
 	pool_conf_free(pc);
@@ -153,6 +174,7 @@ enum cmd_ret cmd_pool_add(struct request *r)
 enum cmd_ret cmd_pool_remove(struct request *r)
 {
 	struct pool_waiter *w;
+	enum access_verdict v;
 	const char *name;
 	struct pool *pl;
 
@@ -160,6 +182,10 @@ enum cmd_ret cmd_pool_remove(struct request *r)
 		return CMD_DONE;
 	if (!(pl = pool_find(name))) {
 		request_error(r, MPSUP_E_NOT_FOUND, "no pool named '%.100s'", name);
+		return CMD_DONE;
+	}
+	if ((v = request_access(r, &pl->owner)) != ACCESS_OK) {
+		request_access_error(r, v, "pool", name);
 		return CMD_DONE;
 	}
 	if (!(w = calloc(1, sizeof(*w))) ||
@@ -175,6 +201,7 @@ enum cmd_ret cmd_pool_remove(struct request *r)
 
 enum cmd_ret cmd_pool_scale(struct request *r)
 {
+	enum access_verdict v;
 	const char *name;
 	json_int_t n;
 	struct pool *pl;
@@ -184,6 +211,10 @@ enum cmd_ret cmd_pool_scale(struct request *r)
 		return CMD_DONE;
 	if (!(pl = pool_find(name))) {
 		request_error(r, MPSUP_E_NOT_FOUND, "no pool named '%.100s'", name);
+		return CMD_DONE;
+	}
+	if ((v = request_access(r, &pl->owner)) != ACCESS_OK) {
+		request_access_error(r, v, "pool", name);
 		return CMD_DONE;
 	}
 	if (n < 0 || n > 100000) {

@@ -220,13 +220,13 @@ static void publish_state(struct proc *p, enum proc_state from, enum proc_state 
 {
 	if (!events_wanted(TOPIC_PROCESS))
 		return;
-	events_publish(TOPIC_PROCESS,
-		       json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:s?, s:f}", "event",
-				 "process.state", "name", p->name, "from", proc_state_name(from),
-				 "to", proc_state_name(to), "pid",
-				 pid ? json_integer(pid) : json_null(), "exitcode",
-				 has_code ? json_integer(code) : json_null(), "reason",
-				 proc_reason(p), "ts", now_wall()));
+	events_publish_visible(
+		TOPIC_PROCESS, proc_owner(p)->private ? events_visible_access : NULL, proc_owner(p),
+		json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:s?, s:f}", "event", "process.state",
+			  "name", p->name, "from", proc_state_name(from), "to", proc_state_name(to),
+			  "pid", pid ? json_integer(pid) : json_null(), "exitcode",
+			  has_code ? json_integer(code) : json_null(), "reason", proc_reason(p),
+			  "ts", now_wall()));
 }
 
 /*

@@ -472,7 +472,7 @@ static const struct cmd_entry proc_cmds[] = {
 	RUN_MUT("proc.forget", cmd_proc_forget, 0, "s:name"),
 	{ "proc.logs", ROLE_READ, CMD_STREAMS, cmd_proc_logs, "s:target i:lines? b:follow?" },
 	{ "pool.list", ROLE_READ, 0, cmd_pool_list, "" },
-	ADMIN_MUT("pool.add", cmd_pool_add, 0, "s:pool s:command s:scope? *:keys?"),
+	ADMIN_MUT("pool.add", cmd_pool_add, 0, "s:pool s:command s:scope? s:access? *:keys?"),
 	ADMIN_MUT("pool.remove", cmd_pool_remove, CMD_MAY_BLOCK, "s:pool"),
 	ADMIN_MUT("pool.scale", cmd_pool_scale, 0, "s:pool i:processes"),
 	{ "daemon.reopen_logs", ROLE_ADMIN, 0, cmd_reopen_logs, "" },

@@ -39,9 +39,10 @@ static void publish_pool(const char *event, struct pool *pl)
 {
 	if (!events_wanted(TOPIC_POOL))
 		return;
-	events_publish(TOPIC_POOL,
-		       json_pack("{s:s, s:s, s:I, s:f}", "event", event, "pool", pl->name,
-				 "processes", (json_int_t)pl->conf->processes, "ts", now_wall()));
+	events_publish_visible(
+		TOPIC_POOL, pl->owner.private ? events_visible_access : NULL, &pl->owner,
+		json_pack("{s:s, s:s, s:I, s:f}", "event", event, "pool", pl->name, "processes",
+			  (json_int_t)pl->conf->processes, "ts", now_wall()));
 }
 
 struct pool *pool_find(const char *name)
@@ -234,6 +235,7 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
 	}
 	pl->conf->processes = 0;
 	pl->from_config = from_config;
+	pl->owner = pc->owner;
 	pool_resolve_ids(pl);
 	if (pl->ids_error)
 		log_error("proc", "pool %s: %s", pl->name, pl->ids_error);

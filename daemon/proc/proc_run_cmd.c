@@ -169,8 +169,7 @@ static void oneshot_scope_gone(struct scope_link *l)
 
 	if (!os->proc || !proc_is_alive(os->proc))
 		return;
-	log_info("proc", "%s: the process that ran it (scope) exited: stopping it",
-		 os->proc->name);
+	log_info("proc", "%s: the process that ran it (scope) exited: stopping it", os->proc->name);
 	proc_stop(os->proc);
 }
 

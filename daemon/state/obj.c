@@ -94,6 +94,32 @@ const struct obj_type *obj_type_find(const char *name)
 	return NULL;
 }
 
+/* o's access and, when persisted state is loaded, its owner's uid, from
+ * the generic options; -1 with err. */
+static int owner_read(struct obj *o, json_t *opts, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(opts, "access");
+
+	if (v) {
+		const char *s = json_string_value(v);
+		if (!s || (strcmp(s, "private") != 0 && strcmp(s, "shared") != 0)) {
+			snprintf(err, errlen, "access must be \"private\" or \"shared\"");
+			return -1;
+		}
+		o->owner.private = strcmp(s, "private") == 0;
+	}
+	if ((v = json_object_get(opts, "owner")) && obj_restoring) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+		    json_integer_value(v) > (json_int_t)UINT32_MAX - 1) {
+			snprintf(err, errlen, "bad owner");
+			return -1;
+		}
+		o->owner.set = true;
+		o->owner.uid = (uid_t)json_integer_value(v);
+	}
+	return 0;
+}
+
 struct obj *obj_create(const char *name, const struct obj_type *type, json_t *opts,
 		       enum mpsup_err *ret_code, char *err, size_t errlen)
 {
@@ -115,7 +141,8 @@ struct obj *obj_create(const char *name, const struct obj_type *type, json_t *op
 	o->type = type;
 	for (int i = 0; i < OBJ_WAITQS; i++)
 		waitq_init(&o->wq[i]);
-	code = type->create(o, opts, err, errlen);
+	code = owner_read(o, opts, err, errlen) < 0 ? MPSUP_E_BAD_REQUEST
+						    : type->create(o, opts, err, errlen);
 	if (code != MPSUP_OK) {
 		free(o);
 		*ret_code = code;
@@ -278,8 +305,11 @@ void obj_changed(const struct obj *o, const char *op)
 {
 	if (!events_wanted(TOPIC_OBJECT))
 		return;
-	events_publish(TOPIC_OBJECT, json_pack("{s:s, s:s, s:s, s:s}", "event", "object.changed",
-					       "name", o->name, "type", o->type->name, "op", op));
+	/* a private object's events reach its owner's uid and admins only */
+	events_publish_visible(TOPIC_OBJECT, o->owner.private ? events_visible_access : NULL,
+			       &o->owner,
+			       json_pack("{s:s, s:s, s:s, s:s}", "event", "object.changed", "name",
+					 o->name, "type", o->type->name, "op", op));
 }
 
 void obj_ok(struct obj_call *c, json_t *result)
@@ -324,6 +354,11 @@ static bool call_object(struct obj_call *c, const struct obj_type *type, const c
 	const struct obj_op *op = c->op;
 
 	c->o = obj_find(name);
+	if (c->o && request_access(r, &c->o->owner) != ACCESS_OK) {
+		/* private: as if missing, and its name cannot be taken */
+		request_error(r, MPSUP_E_NOT_FOUND, "no %s named %s", type->name, name);
+		return false;
+	}
 	if (!c->o) {
 		enum mpsup_err code;
 		char err[256];
@@ -434,8 +469,7 @@ static int create_scope(struct request *r)
 		return -1;
 	}
 	if (!r->conn) { /* the daemon's own requests have no process */
-		request_error(r, MPSUP_E_BAD_REQUEST, "%s: no process to scope to",
-			      r->cmd->name);
+		request_error(r, MPSUP_E_BAD_REQUEST, "%s: no process to scope to", r->cmd->name);
 		return -1;
 	}
 	return 1;
@@ -459,7 +493,24 @@ static int create_bind(struct request *r, struct obj *o)
 	return -1;
 }
 
-/* obj.create {name, type, scope?, ...options} -> {created} */
+/* Log obj.create: a private object's record names its owner's uid, which
+ * the request line does not hold. */
+static void create_log(struct request *r, struct obj *o)
+{
+	json_t *p;
+
+	if (!o->owner.private || !o->owner.set) {
+		obj_log_request(o, r);
+		return;
+	}
+	if (!obj_persisted(o) || !(p = json_copy(r->params)))
+		return;
+	json_object_set_new(p, "owner", json_integer((json_int_t)o->owner.uid));
+	persist_log("obj.create", p);
+	json_decref(p);
+}
+
+/* obj.create {name, type, scope?, access?, ...options} -> {created} */
 static enum cmd_ret cmd_obj_create(struct request *r)
 {
 	char buf[OBJ_NAME_MAX + 1];
@@ -484,7 +535,11 @@ static enum cmd_ret cmd_obj_create(struct request *r)
 		request_error(r, MPSUP_E_BAD_REQUEST, "obj.create: unknown type '%.64s'", tname);
 		return CMD_DONE;
 	}
-	if ((o = obj_find(name))) {
+	if ((o = obj_find(name)) && request_access(r, &o->owner) != ACCESS_OK) {
+		request_error(r, MPSUP_E_NOT_FOUND, "no object named %s (a private one)", name);
+		return CMD_DONE;
+	}
+	if (o) {
 		if (o->type != type)
 			request_error(r, MPSUP_E_EXISTS, "%s exists as a %s", name, o->type->name);
 		else if (!type->options_equal(o, r->params))
@@ -510,9 +565,13 @@ static enum cmd_ret cmd_obj_create(struct request *r)
 		mem_room(r, took); /* answers limit: the count is back, took does not fit */
 		return CMD_DONE;
 	}
+	if (r->conn) {
+		o->owner.set = true;
+		o->owner.uid = r->conn->uid;
+	}
 	if (scoped && create_bind(r, o) < 0)
 		return CMD_DONE;
-	obj_log_request(o, r);
+	create_log(r, o);
 	obj_changed(o, "create");
 	request_ok(r, json_pack("{s:b}", "created", 1));
 	return CMD_DONE;
@@ -552,7 +611,7 @@ static enum cmd_ret cmd_obj_list(struct request *r)
 	}
 	for (size_t i = 0; i < n_buckets; i++)
 		for (struct obj *o = buckets[i]; o; o = o->next)
-			if (!type || o->type == type)
+			if ((!type || o->type == type) && request_access(r, &o->owner) == ACCESS_OK)
 				all[n++] = o;
 	qsort(all, n, sizeof(*all), obj_name_cmp);
 	for (size_t i = 0; i < n; i++)
@@ -580,8 +639,10 @@ static struct obj *existing(struct request *r)
 	if (!persist_read(r, name)) /* even not_found may show an unwritten delete */
 		return NULL;
 	r->durable = true;
-	if (!(o = obj_find(name)))
+	if (!(o = obj_find(name)) || request_access(r, &o->owner) != ACCESS_OK) {
 		request_error(r, MPSUP_E_NOT_FOUND, "no object named %s", name);
+		return NULL;
+	}
 	return o;
 }
 
@@ -622,7 +683,8 @@ static enum cmd_ret cmd_type_op(struct request *r);
 
 /* obj.* first, then every TYPE.OP (filled by state_cmds_build). */
 static struct cmd_entry state_cmds[MAX_CMDS + 1] = {
-	{ "obj.create", ROLE_STATE, CMD_MUTATES, cmd_obj_create, "s:name s:type s:scope? *:options?" },
+	{ "obj.create", ROLE_STATE, CMD_MUTATES, cmd_obj_create,
+	  "s:name s:type s:scope? s:access? *:options?" },
 	{ "obj.delete", ROLE_STATE, CMD_MUTATES, cmd_obj_delete, "s:name" },
 	{ "obj.get", ROLE_READ, 0, cmd_obj_get, "s:name" },
 	{ "obj.list", ROLE_READ, 0, cmd_obj_list, "s:type?" },

@@ -241,6 +241,105 @@ class ProcessScope(RunRoleTestCase):
         self.assertEqual(self.d.ok("obj.list"), [])
 
 
+class PrivateAccess(RunRoleTestCase):
+    """access "private": another uid cannot tell the thing exists."""
+
+    def subscribe(self, peer, topics):
+        conn = peer.connect()
+        self.assertTrue(peer.call("events.subscribe", conn=conn, topics=topics)["ok"])
+        return conn
+
+    def test_private_object(self):
+        a, b = self.a, self.b
+        self.assertEqual(a.ok("obj.create", name="pv", type="dict", access="private"),
+                         {"created": True})
+        ev = self.subscribe(b, ["object"])
+        a.ok("dict.set", name="pv", key="k", value=1)
+        self.assertEqual(a.ok("dict.get", name="pv", key="k"), 1)
+        for cmd, params in (("dict.get", {"key": "k"}), ("dict.set", {"key": "k", "value": 2}),
+                            ("dict.len", {}), ("list.append", {"value": 1}),
+                            ("obj.get", {}), ("obj.delete", {}),
+                            ("obj.create", {"type": "dict"}),
+                            ("obj.create", {"type": "list"})):
+            r = b.call(cmd, name="pv", **params)
+            self.assertEqual(r["error"]["code"], "not_found", (cmd, r))
+        self.assertEqual(b.ok("obj.list"), [])
+        self.assertEqual([o["name"] for o in a.ok("obj.list")], ["pv"])
+        self.assertEqual([o["name"] for o in self.d.ok("obj.list")], ["pv"])
+        self.assertEqual(self.d.ok("obj.get", name="pv"), {"k": 1})
+        # b's stream skips the private object's events: the next one is the marker
+        self.d.ok("dict.set", name="marker", key="k", value=1)
+        first = b.do(op="read", conn=ev)
+        self.assertEqual(first["name"], "marker", first)
+        self.assertEqual(b.code("obj.create", name="pv", type="dict", access="bogus"),
+                         "not_found")
+        self.assertEqual(a.code("obj.create", name="pw", type="dict", access="bogus"),
+                         "bad_request")
+
+    def test_private_pool(self):
+        a, b = self.a, self.b
+        self.d.ok("pool.add", pool="pp", command="/bin/sleep 60", processes=1,
+                  access="private")
+        wait_for(lambda: self.record("pp:0")["is_alive"], what="pp:0")
+        ev = self.subscribe(b, ["process", "pool"])
+        self.d.ok("proc.restart", target="pp")
+        self.d.ok("pool.scale", pool="pp", processes=2)
+        for cmd, params in (("status", {"target": "pp"}), ("status", {"target": "pp:0"}),
+                            ("proc.join", {"target": "pp:0", "timeout": 0}),
+                            ("proc.logs", {"target": "pp"}),
+                            ("proc.kill", {"target": "pp"}),
+                            ("pool.submit", {"pool": "pp", "item": 1}),
+                            ("pool.map", {"pool": "pp", "items": [1]})):
+            r = b.call(cmd, **params)
+            self.assertEqual(r["error"]["code"], "not_found", (cmd, r))
+        self.assertEqual(b.ok("status"), [])
+        self.assertEqual(b.ok("pool.list"), [])
+        self.assertEqual(a.ok("pool.list"), [])
+        self.assertEqual([p["pool"] for p in self.d.ok("pool.list")], ["pp"])
+        self.d.ok("pool.add", pool="marker", command="/bin/sleep 60", processes=0)
+        first = b.do(op="read", conn=ev)
+        self.assertEqual(first.get("pool"), "marker", first)
+
+
+class PrivateAcrossRestarts(RunRoleTestCase):
+    """A private object stays its owner's in the state file (log and
+    snapshot); a scoped one is not written at all."""
+    def setUp(self):
+        self.main_config = ""
+        super().setUp()
+        for p in self.peers:
+            p.finish()
+        self.d.stop()
+        self.d.write_config("[access]\nrun = %s %s\n" % (self.ua.name, self.ub.name),
+                            "socket_mode = 0666\nstate_file = %s\nstate_sync = always\n"
+                            % os.path.join(self.d.dir, "state"))
+        self.d.start()
+        self.peers = []
+        self.a, self.b = self.peer(self.ua), self.peer(self.ub)
+
+    def restart(self):
+        for p in self.peers:
+            p.finish()
+        self.peers = []
+        self.assertEqual(self.d.stop(), 0)
+        self.d.start()
+        self.a, self.b = self.peer(self.ua), self.peer(self.ub)
+
+    def test_log_and_snapshot(self):
+        self.a.ok("obj.create", name="pv", type="dict", access="private")
+        self.a.ok("dict.set", name="pv", key="k", value=1)
+        self.a.ok("obj.create", name="sc", type="dict", scope="process")
+        self.a.ok("dict.set", name="sc", key="k", value=1)
+        self.restart()  # from the log
+        self.assertEqual(self.b.code("obj.get", name="pv"), "not_found")
+        self.assertEqual(self.a.ok("obj.get", name="pv"), {"k": 1})
+        self.assertEqual([o["name"] for o in self.d.ok("obj.list")], ["pv"])
+        self.restart()  # a clean stop wrote a snapshot
+        self.assertEqual(self.b.code("obj.get", name="pv"), "not_found")
+        self.assertEqual(self.b.ok("obj.list"), [])
+        self.assertEqual(self.a.ok("obj.get", name="pv"), {"k": 1})
+
+
 class RunLimit(RunRoleTestCase):
     main_config = "max_processes_per_uid = 2\n"
 

@@ -227,6 +227,17 @@ struct pool_conf *conf_find_pool(const struct conf *c, const char *name)
 
 /* The pool a [pool:NAME] line fills: a new one at the section's first key.
  * NULL with st->err set when the section is refused. */
+bool pool_name_reserved(const char *name)
+{
+	size_t n = 0;
+
+	if (name[0] != 'u')
+		return false;
+	while (name[1 + n] >= '0' && name[1 + n] <= '9')
+		n++;
+	return n > 0 && name[1 + n] == '.';
+}
+
 static struct pool_conf *section_pool(struct parse_state *st, const char *section, bool new_section)
 {
 	const char *name = section + 5;
@@ -241,6 +252,11 @@ static struct pool_conf *section_pool(struct parse_state *st, const char *sectio
 	if (!name_valid(name, false)) {
 		snprintf(st->err, sizeof(st->err),
 			 "[%s]: invalid pool name (expected [A-Za-z0-9_.-]{1,64})", section);
+		return NULL;
+	}
+	if (pool_name_reserved(name)) {
+		snprintf(st->err, sizeof(st->err),
+			 "[%s]: names u<UID>.NAME are kept for the pools of run peers", section);
 		return NULL;
 	}
 	if (!(p = pool_conf_new(name))) {

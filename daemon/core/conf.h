@@ -67,6 +67,7 @@ struct pool_conf {
 	double task_timeout; /* 0 = none */
 	unsigned task_retries;
 	unsigned max_pending;
+	unsigned task_max_per_worker; /* tasks before a worker is replaced; 0 = no limit */
 	char *file; /* where it was defined (NULL for pool.add) */
 	int line;
 	struct owner owner; /* pool.add: its adder and access (not a config key) */
@@ -124,6 +125,10 @@ struct conf {
 	struct pool_conf *pools; /* in file order */
 	unsigned n_pools;
 };
+
+/* Is name of the form u<UID>.NAME, kept for the pools run peers add
+ * (so a configured pool never meets one)? */
+bool pool_name_reserved(const char *name);
 
 /* Defaults for every key. */
 void conf_defaults(struct conf *c);

@@ -328,6 +328,8 @@ static const struct conf_key pool_keys[] = {
 	{ "task_timeout", CONF_DURATION, POOL(task_timeout), .def = "0" },
 	{ "task_retries", CONF_UINT, POOL(task_retries), .min = 0, .max = 100, .def = "0" },
 	{ "max_pending", CONF_UINT, POOL(max_pending), .min = 1, .max = 10000000, .def = "100000" },
+	{ "task_max_per_worker", CONF_UINT, POOL(task_max_per_worker), .min = 0, .max = 1000000000,
+	  .def = "0" },
 };
 
 static const struct conf_section pool_section = { pool_keys,

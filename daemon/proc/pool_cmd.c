@@ -133,6 +133,70 @@ static int access_param(struct request *r)
 	return private;
 }
 
+/* The keys a run peer's pool.add may set: no user, group, output files
+ * or limits (those the daemon would apply as root). */
+static const char *const peer_pool_keys[] = {
+	"pool",		"command",	"processes",	"mode",		"restart",
+	"exit_codes",	"start_secs",	"start_retries", "backoff_max", "stop_signal",
+	"stop_timeout", "directory",	"umask",	"environment", "autostart",
+	"task_timeout", "task_retries", "max_pending",	"task_max_per_worker", NULL,
+};
+
+/* A run peer's pool (docs/protocol.md, "Pools of run peers"): scoped to
+ * its process, named u<UID>.NAME, only peer_pool_keys, within
+ * max_processes_per_uid; answers and returns -1 when it is not. */
+static int peer_pool_check(struct request *r, bool scoped)
+{
+	const struct conf *cf = daemon_g.conf;
+	const char *key, *name = json_string_value(json_object_get(r->params, "pool"));
+	json_t *v = json_object_get(r->params, "processes");
+	json_int_t n = json_is_integer(v) ? json_integer_value(v) : 1;
+	char prefix[32];
+
+	if (!scoped) {
+		request_error(r, MPSUP_E_PERMISSION_DENIED,
+			      "pool.add: a run peer's pools need scope \"process\"");
+		return -1;
+	}
+	json_object_foreach(r->params, key, v) {
+		size_t i = 0;
+		while (peer_pool_keys[i] && strcmp(peer_pool_keys[i], key) != 0)
+			i++;
+		if (!peer_pool_keys[i]) {
+			request_error(r, MPSUP_E_PERMISSION_DENIED,
+				      "pool.add: only an admin may set '%.64s'", key);
+			return -1;
+		}
+	}
+	snprintf(prefix, sizeof(prefix), "u%u.", (unsigned)r->conn->uid);
+	if (!name || strncmp(name, prefix, strlen(prefix)) != 0 || !name[strlen(prefix)]) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "pool.add: a run peer's pool is named %sNAME (uid %u)", prefix,
+			      (unsigned)r->conn->uid);
+		return -1;
+	}
+	if (n > 0 && proc_count_of_uid(r->conn->uid) + (unsigned long long)n >
+			     cf->max_processes_per_uid) {
+		request_error(r, MPSUP_E_LIMIT,
+			      "uid %d runs too many processes (max_processes_per_uid = %u)",
+			      (int)r->conn->uid, cf->max_processes_per_uid);
+		return -1;
+	}
+	return 0;
+}
+
+/* Create pc for r: as the peer itself for a run peer, else as pc says. */
+static int pool_add_create(struct request *r, struct pool_conf *pc, struct pool **ret)
+{
+	struct run_ids ids;
+
+	if (!r->conn || r->conn->role >= ROLE_ADMIN)
+		return pool_create(pc, pc->autostart, false, ret);
+	if (run_ids_of_peer(r->conn, &ids) < 0)
+		return -ENOMEM;
+	return pool_create_as(pc, &ids, pc->autostart, ret);
+}
+
 enum cmd_ret cmd_pool_add(struct request *r)
 {
 	char err[CONF_ERR_MAX];
@@ -141,6 +205,8 @@ enum cmd_ret cmd_pool_add(struct request *r)
 	int e, scoped, private;
 
 	if ((scoped = scope_param(r)) < 0 || (private = access_param(r)) < 0)
+		return CMD_DONE;
+	if (r->conn && r->conn->role < ROLE_ADMIN && peer_pool_check(r, scoped) < 0)
 		return CMD_DONE;
 	if (pool_conf_from_json(r->params, &pc, err, sizeof(err)) < 0) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "pool.add: %s", err);
@@ -151,7 +217,7 @@ enum cmd_ret cmd_pool_add(struct request *r)
 		pc->owner.set = true;
 		pc->owner.uid = r->conn->uid;
 	}
-	e = pool_create(pc, pc->autostart, false, &pl);
+	e = pool_add_create(r, pc, &pl);
 	if (e == -EEXIST)
 		request_error(r, MPSUP_E_EXISTS, "a pool or process named '%s' exists", pc->name);
 	else if (e == -ENOSPC)

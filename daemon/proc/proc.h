@@ -151,6 +151,10 @@ struct pool *pool_find(const char *name);
  * when start is set. -EEXIST, -ENOSPC (max_processes), -EMFILE (the
  * descriptor budget: proc_fds_refusal), -ENOMEM. */
 int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct pool **ret);
+/* pool_create for a run peer's pool: its members run as ids (taken, also
+ * on failure) rather than pc's user. */
+int pool_create_as(const struct pool_conf *pc, struct run_ids *ids, bool start,
+		   struct pool **ret);
 /* Stop every member, then free the pool (asynchronously). */
 void pool_remove(struct pool *pl);
 /* Grow (new indexes, started) or shrink (stop the highest). -ENOSPC, -EMFILE. */

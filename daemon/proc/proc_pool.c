@@ -212,7 +212,9 @@ static int pool_resize(struct pool *pl, unsigned n, bool start)
 	return 0;
 }
 
-int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct pool **ret)
+/* pool_create with the ids to run as (NULL: pc's user and group). */
+static int pool_make(const struct pool_conf *pc, struct run_ids *as, bool start, bool from_config,
+		     struct pool **ret)
 {
 	char what[160];
 	struct pool *pl;
@@ -236,7 +238,10 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
 	pl->conf->processes = 0;
 	pl->from_config = from_config;
 	pl->owner = pc->owner;
-	pool_resolve_ids(pl);
+	if (as)
+		pool_take_ids(pl, as);
+	else
+		pool_resolve_ids(pl);
 	if (pl->ids_error)
 		log_error("proc", "pool %s: %s", pl->name, pl->ids_error);
 	pool_open_outputs(pl);
@@ -248,6 +253,20 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
 		 PLURAL_ES(pc->processes));
 	if (ret)
 		*ret = pl;
+	return r;
+}
+
+int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct pool **ret)
+{
+	return pool_make(pc, NULL, start, from_config, ret);
+}
+
+int pool_create_as(const struct pool_conf *pc, struct run_ids *ids, bool start,
+		   struct pool **ret)
+{
+	int r = pool_make(pc, ids, start, false, ret);
+
+	run_ids_clear(ids); /* what pool_take_ids did not take */
 	return r;
 }
 

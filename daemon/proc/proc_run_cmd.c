@@ -62,6 +62,27 @@ static int id_param(struct request *r, const char *key, json_t *v, char *buf, si
 	return -1;
 }
 
+int run_ids_of_peer(const struct conn *c, struct run_ids *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	ret->uid = c->uid;
+	ret->gid = c->gid;
+	if (!(ret->groups = calloc(c->n_gids > 0 ? (size_t)c->n_gids : 1, sizeof(gid_t))))
+		return -ENOMEM;
+	/* the connection lists the primary gid after the supplementary ones,
+	 * which may hold it too: each group once */
+	for (int i = 0; i < c->n_gids && c->gids; i++) {
+		int j = 0;
+		while (j < ret->n_groups && ret->groups[j] != c->gids[i])
+			j++;
+		if (j == ret->n_groups)
+			ret->groups[ret->n_groups++] = c->gids[i];
+	}
+	if (ret->n_groups == 0)
+		ret->groups[ret->n_groups++] = c->gid;
+	return 0;
+}
+
 /* Who a one-shot runs as (docs/processes.md): the user (and group) an admin named,
  * else the requesting peer with all its groups when the daemon is root. */
 static int run_as(struct request *r, struct oneshot *os, const char *user, const char *group)
@@ -83,27 +104,7 @@ static int run_as(struct request *r, struct oneshot *os, const char *user, const
 	if (geteuid() != 0 || r->conn->uid == 0)
 		return 0;
 	os->set_ids = true;
-	os->ids.uid = r->conn->uid;
-	os->ids.gid = r->conn->gid;
-	if (r->conn->n_gids > 0 && r->conn->gids) {
-		if (!(os->ids.groups = calloc((size_t)r->conn->n_gids, sizeof(gid_t))))
-			return -ENOMEM;
-		/* the connection lists the primary gid after the supplementary
-		 * ones, which may hold it too: each group once */
-		for (int i = 0; i < r->conn->n_gids; i++) {
-			int j = 0;
-			while (j < os->ids.n_groups && os->ids.groups[j] != r->conn->gids[i])
-				j++;
-			if (j == os->ids.n_groups)
-				os->ids.groups[os->ids.n_groups++] = r->conn->gids[i];
-		}
-	} else {
-		if (!(os->ids.groups = calloc(1, sizeof(gid_t))))
-			return -ENOMEM;
-		os->ids.groups[0] = r->conn->gid;
-		os->ids.n_groups = 1;
-	}
-	return 0;
+	return run_ids_of_peer(r->conn, &os->ids);
 }
 
 /* Check proc.run's argv, env, cwd and name, and that one more process

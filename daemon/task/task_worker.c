@@ -45,6 +45,7 @@ static size_t linebuf_cap;
 static void worker_fail(struct worker *w, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static void task_worker_exited(struct proc *p);
+static bool worker_spent(struct worker *w);
 
 /*
  * Workers.
@@ -271,6 +272,7 @@ static bool worker_line(struct worker *w, char *line, size_t len)
 	}
 	worker_take(w);
 	w->tasks_done++;
+	w->run_tasks++;
 	if (kind == TASK_REPLY_RESULT)
 		task_end(t, v, MPSUP_E_INTERNAL, NULL);
 	else {
@@ -281,11 +283,28 @@ static bool worker_line(struct worker *w, char *line, size_t len)
 		task_end(t, NULL, MPSUP_E_INTERNAL, json_string_value(v));
 		json_decref(v);
 	}
+	if (worker_spent(w))
+		return false;
 	if (worker_usable(w)) {
 		worker_set_idle(w, true);
 		tp_dispatch(w->tp);
 	}
 	return w->out_fd >= 0;
+}
+
+/* Has w done the tasks_max_per_worker of its pool? Then it takes no more
+ * and is replaced by a fresh run (graceful stop, start again): true. */
+static bool worker_spent(struct worker *w)
+{
+	unsigned max = w->p->pool->conf->task_max_per_worker;
+
+	if (!max || w->run_tasks < max || !worker_usable(w))
+		return false;
+	log_debug("task", "%s: %u tasks done (task_max_per_worker): replacing it", w->p->name,
+		  w->run_tasks);
+	worker_close(w);
+	proc_restart(w->p);
+	return true;
 }
 
 /* Handle the complete lines w's framer holds; false when w failed. */
@@ -394,6 +413,7 @@ static void task_worker_attach(struct proc *p, int in_fd, int out_fd)
 	w->out_fd = out_fd;
 	w->killed = w->dying = w->eof = false;
 	w->wlen = w->woff = 0;
+	w->run_tasks = 0;
 	w->in = mpsup_framer_new(daemon_g.conf->max_request_bytes);
 	w->ev_read = event_new(daemon_g.base, out_fd, EV_READ | EV_PERSIST, worker_read_cb, w);
 	w->ev_write = event_new(daemon_g.base, in_fd, EV_WRITE | EV_PERSIST, worker_write_cb, w);

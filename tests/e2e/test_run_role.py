@@ -340,6 +340,62 @@ class PrivateAcrossRestarts(RunRoleTestCase):
         self.assertEqual(self.a.ok("obj.get", name="pv"), {"k": 1})
 
 
+WORKER = "/usr/bin/python3 %s" % os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                              "task_worker.py")
+
+
+class RunPools(RunRoleTestCase):
+    """Transient task pools of run peers: scoped, as the peer, u<UID>.NAME."""
+
+    def test_task_pool_as_the_peer_replaces_spent_workers(self):
+        name = "u%d.work" % self.ua.uid
+        res = self.a.ok("pool.add", pool=name, command=WORKER, mode="task", processes=1,
+                        task_max_per_worker=2, scope="process")
+        self.assertEqual(res["pool"], name)
+        self.assertEqual(res["task_max_per_worker"], 2)
+        wait_for(lambda: self.record(name + ":0")["state"] == "running", what="the worker")
+        uid, gid, groups = self.proc_ids(self.record(name + ":0")["pid"])
+        self.assertEqual((uid, gid, groups), (self.ua.uid, self.ua.gid, [self.ua.gid]))
+        pids = self.a.ok("pool.map", pool=name, items=[{"pid": True}] * 5)["results"]
+        self.assertEqual(pids[0], pids[1])
+        self.assertEqual(pids[2], pids[3])
+        self.assertEqual(len({pids[0], pids[2], pids[4]}), 3, pids)
+        # b may use neither the pool's control nor a name of a's
+        self.assertEqual(self.b.code("pool.remove", pool=name), "permission_denied")
+        self.assertEqual(self.b.code("proc.kill", target=name), "permission_denied")
+        self.assertEqual(self.a.ok("pool.remove", pool=name), {"removed": name})
+
+    def test_rules(self):
+        uid = self.ua.uid
+        good = {"pool": "u%d.p" % uid, "command": "/bin/sleep 60", "scope": "process"}
+        for change, code in (({"scope": None}, "permission_denied"),
+                             ({"pool": "mine"}, "bad_request"),
+                             ({"pool": "u%d.p" % self.ub.uid}, "bad_request"),
+                             ({"pool": "u%d." % uid}, "bad_request"),
+                             ({"user": "root"}, "permission_denied"),
+                             ({"group": "root"}, "permission_denied"),
+                             ({"stdout": "file:/tmp/x"}, "permission_denied"),
+                             ({"limit_nofile": 1000000}, "permission_denied"),
+                             ({"processes": 300}, "limit")):
+            params = dict(good)
+            params.update(change)
+            params = {k: v for k, v in params.items() if v is not None}
+            self.assertEqual(self.a.code("pool.add", **params), code, change)
+        self.assertEqual(self.d.ok("pool.list"), [])
+        self.assertEqual(self.a.code("pool.scale", pool="u%d.p" % uid, processes=1),
+                         "permission_denied")
+
+    def test_configured_pools_cannot_take_those_names(self):
+        import subprocess
+        conf = os.path.join(self.d.dir, "reserved.conf")
+        with open(conf, "w") as f:
+            f.write("[pool:u1000.web]\ncommand = /bin/true\n")
+        p = subprocess.run([mpsuptest.MPSUPD, "--check-config", conf], capture_output=True,
+                           text=True)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("kept for the pools of run peers", p.stderr + p.stdout)
+
+
 class RunLimit(RunRoleTestCase):
     main_config = "max_processes_per_uid = 2\n"
 
@@ -357,6 +413,14 @@ class RunLimit(RunRoleTestCase):
         self.a.ok("proc.join", target="a1")
         self.a.ok("proc.run", argv=["/bin/sleep", "30"], name="a3")
         self.assertEqual(self.d.ok("daemon.info")["limits"]["max_processes_per_uid"], 2)
+
+    def test_pool_members_count(self):
+        self.a.ok("proc.run", argv=["/bin/sleep", "30"], name="a1")
+        name = "u%d.p" % self.ua.uid
+        self.assertEqual(self.a.code("pool.add", pool=name, command="/bin/sleep 30",
+                                     processes=2, scope="process"), "limit")
+        self.a.ok("pool.add", pool=name, command="/bin/sleep 30", processes=1, scope="process")
+        self.assertEqual(self.a.code("proc.run", argv=["/bin/true"]), "limit")
 
 
 if __name__ == "__main__":

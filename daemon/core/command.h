@@ -35,6 +35,8 @@ enum cmd_flags {
 	/* Below admin, the command acts only on what the peer's uid made
 	 * (role run: proc.stop of its own one-shots); see request_access. */
 	CMD_OWNED = 1 << 4,
+	/* The request may carry descriptors (SCM_RIGHTS: stdio "passed"). */
+	CMD_TAKES_FDS = 1 << 5,
 };
 
 enum cmd_ret { CMD_DONE = 0, CMD_WAIT, CMD_STREAM };
@@ -99,6 +101,10 @@ struct request {
 	void *data;       /* the handler's own, while kept */
 	const char *line; /* the line as received, while exec runs (else NULL) */
 	size_t line_len;
+	/* Descriptors that came with the line (CMD_TAKES_FDS), while exec
+	 * runs; a handler takes one by setting it to -1, the rest are closed. */
+	int *fds;
+	int n_fds;
 	bool replied;
 	bool kept;    /* CMD_WAIT or CMD_STREAM */
 	bool durable; /* its answer shows or changes durable state: one the
@@ -117,6 +123,11 @@ void command_foreach(void (*fn)(const struct cmd_entry *e, void *arg), void *arg
 
 /* Parse and run one request line received on c. */
 void command_dispatch(struct conn *c, char *line, size_t len);
+/* The same for a line that came with descriptors (fds, left for the
+ * caller to close what the command did not take): only a command flagged
+ * CMD_TAKES_FDS from a run peer or admin may have them, else bad_request. */
+struct fd_set_rx;
+void command_dispatch_fds(struct conn *c, char *line, size_t len, struct fd_set_rx *fds);
 
 /* Answer with a result (stolen; NULL answers null). */
 void request_ok(struct request *r, json_t *result);

@@ -68,7 +68,7 @@ struct pool_conf {
 	unsigned task_retries;
 	unsigned max_pending;
 	unsigned task_max_per_worker; /* tasks before a worker is replaced; 0 = no limit */
-	char *file; /* where it was defined (NULL for pool.add) */
+	char *file;                   /* where it was defined (NULL for pool.add) */
 	int line;
 	struct owner owner; /* pool.add: its adder and access (not a config key) */
 	struct pool_conf *next;

@@ -136,10 +136,11 @@ static int access_param(struct request *r)
 /* The keys a run peer's pool.add may set: no user, group, output files
  * or limits (those the daemon would apply as root). */
 static const char *const peer_pool_keys[] = {
-	"pool",		"command",	"processes",	"mode",		"restart",
-	"exit_codes",	"start_secs",	"start_retries", "backoff_max", "stop_signal",
-	"stop_timeout", "directory",	"umask",	"environment", "autostart",
-	"task_timeout", "task_retries", "max_pending",	"task_max_per_worker", NULL,
+	"pool",         "command",     "processes",           "mode",
+	"restart",      "exit_codes",  "start_secs",          "start_retries",
+	"backoff_max",  "stop_signal", "stop_timeout",        "directory",
+	"umask",        "environment", "autostart",           "task_timeout",
+	"task_retries", "max_pending", "task_max_per_worker", NULL,
 };
 
 /* A run peer's pool (docs/protocol.md, "Pools of run peers"): scoped to
@@ -175,8 +176,8 @@ static int peer_pool_check(struct request *r, bool scoped)
 			      (unsigned)r->conn->uid);
 		return -1;
 	}
-	if (n > 0 && proc_count_of_uid(r->conn->uid) + (unsigned long long)n >
-			     cf->max_processes_per_uid) {
+	if (n > 0 &&
+	    proc_count_of_uid(r->conn->uid) + (unsigned long long)n > cf->max_processes_per_uid) {
 		request_error(r, MPSUP_E_LIMIT,
 			      "uid %d runs too many processes (max_processes_per_uid = %u)",
 			      (int)r->conn->uid, cf->max_processes_per_uid);

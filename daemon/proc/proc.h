@@ -50,6 +50,9 @@ struct oneshot {
 	bool daemon;      /* terminated at shutdown instead of waited for */
 	char *stdin_data; /* written to the child's stdin, then closed */
 	size_t stdin_len;
+	/* stdio "passed": the caller's 0, 1, 2 (-1: none), closed after the spawn */
+	int stdio[3];
+	bool stdio_passed;
 	bool set_ids; /* run as ids (the requesting peer, or the user an admin named) */
 	struct run_ids ids;
 	double finished;    /* monotonic time it reached a final state; 0 = not yet */
@@ -153,8 +156,7 @@ struct pool *pool_find(const char *name);
 int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct pool **ret);
 /* pool_create for a run peer's pool: its members run as ids (taken, also
  * on failure) rather than pc's user. */
-int pool_create_as(const struct pool_conf *pc, struct run_ids *ids, bool start,
-		   struct pool **ret);
+int pool_create_as(const struct pool_conf *pc, struct run_ids *ids, bool start, struct pool **ret);
 /* Stop every member, then free the pool (asynchronously). */
 void pool_remove(struct pool *pl);
 /* Grow (new indexes, started) or shrink (stop the highest). -ENOSPC, -EMFILE. */
@@ -197,6 +199,8 @@ void oneshot_forget(struct proc *p);
 /* A generated run-N name that is free. */
 void oneshot_gen_name(char *buf, size_t len);
 struct oneshot *oneshot_free(struct oneshot *os);
+/* Close a one-shot's passed descriptors (after its spawn). */
+void oneshot_close_stdio(struct oneshot *os);
 
 /* Requests on one process. */
 void proc_start(struct proc *p);

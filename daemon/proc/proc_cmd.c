@@ -466,8 +466,9 @@ static const struct cmd_entry proc_cmds[] = {
 	RUN_MUT("proc.terminate", cmd_terminate, 0, "s:target"),
 	RUN_MUT("proc.kill", cmd_kill, 0, "s:target"),
 	RUN_MUT("proc.signal", cmd_signal, 0, "s:target o:signal"),
-	RUN_MUT("proc.run", cmd_proc_run, 0,
-		"a:argv s:name? O:env? s:cwd? b:daemon? s:stdin? o:user? o:group? s:scope?"),
+	RUN_MUT("proc.run", cmd_proc_run, CMD_TAKES_FDS,
+		"a:argv s:name? O:env? s:cwd? b:daemon? s:stdin? o:user? o:group? s:scope? "
+		"s:stdio?"),
 	{ "proc.join", ROLE_READ, CMD_MAY_BLOCK, cmd_join, "s:target t:timeout?" },
 	RUN_MUT("proc.forget", cmd_proc_forget, 0, "s:name"),
 	{ "proc.logs", ROLE_READ, CMD_STREAMS, cmd_proc_logs, "s:target i:lines? b:follow?" },

@@ -261,8 +261,7 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
 	return pool_make(pc, NULL, start, from_config, ret);
 }
 
-int pool_create_as(const struct pool_conf *pc, struct run_ids *ids, bool start,
-		   struct pool **ret)
+int pool_create_as(const struct pool_conf *pc, struct run_ids *ids, bool start, struct pool **ret)
 {
 	int r = pool_make(pc, ids, start, false, ret);
 

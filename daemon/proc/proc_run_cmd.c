@@ -107,6 +107,45 @@ static int run_as(struct request *r, struct oneshot *os, const char *user, const
 	return run_ids_of_peer(r->conn, &os->ids);
 }
 
+/* proc.run's stdio: absent or "pipes" (0), "passed" (1: the three
+ * descriptors that came with the line go to os); -1 after answering. */
+static int stdio_param(struct request *r, json_t *v, struct oneshot *os, bool has_stdin)
+{
+	const char *s = json_string_value(v);
+
+	if (!v || (s && strcmp(s, "pipes") == 0)) {
+		if (r->n_fds) {
+			request_error(r, MPSUP_E_BAD_REQUEST,
+				      "proc.run: descriptors came without stdio \"passed\"");
+			return -1;
+		}
+		return 0;
+	}
+	if (!s || strcmp(s, "passed") != 0) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "proc.run: stdio must be \"passed\" or \"pipes\"");
+		return -1;
+	}
+	if (r->n_fds != 3) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "proc.run: stdio \"passed\" needs exactly 3 descriptors "
+			      "(SCM_RIGHTS with the request), got %d",
+			      r->n_fds);
+		return -1;
+	}
+	if (has_stdin) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "proc.run: stdin and stdio \"passed\" exclude each other");
+		return -1;
+	}
+	for (int i = 0; i < 3; i++) {
+		os->stdio[i] = r->fds[i];
+		r->fds[i] = -1; /* ours now */
+	}
+	os->stdio_passed = true;
+	return 1;
+}
+
 /* Check proc.run's argv, env, cwd and name, and that one more process
  * fits; answers and returns -EINVAL when something does not. */
 static int run_check(struct request *r, json_t *argv, json_t *env, const char *cwd,
@@ -176,7 +215,7 @@ static void oneshot_scope_gone(struct scope_link *l)
 
 enum cmd_ret cmd_proc_run(struct request *r)
 {
-	json_t *argv, *env = NULL, *a, *juser = NULL, *jgroup = NULL;
+	json_t *argv, *env = NULL, *a, *juser = NULL, *jgroup = NULL, *jstdio = NULL;
 	const char *name = NULL, *cwd = NULL, *in = NULL, *bad = NULL, *user, *group;
 	size_t in_len = 0, i;
 	int daemon = 0, e, scoped;
@@ -190,9 +229,9 @@ enum cmd_ret cmd_proc_run(struct request *r)
 			request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
-	if (request_unpack(r, "{s:o, s?s, s?o, s?s, s?b, s?s%, s?o, s?o}", "argv", &argv, "name",
-			   &name, "env", &env, "cwd", &cwd, "daemon", &daemon, "stdin", &in,
-			   &in_len, "user", &juser, "group", &jgroup) < 0)
+	if (request_unpack(r, "{s:o, s?s, s?o, s?s, s?b, s?s%, s?o, s?o, s?o}", "argv", &argv,
+			   "name", &name, "env", &env, "cwd", &cwd, "daemon", &daemon, "stdin", &in,
+			   &in_len, "user", &juser, "group", &jgroup, "stdio", &jstdio) < 0)
 		return CMD_DONE;
 	if (id_param(r, "user", juser, ubuf, sizeof(ubuf), &user) < 0 ||
 	    id_param(r, "group", jgroup, gbuf, sizeof(gbuf), &group) < 0)
@@ -213,8 +252,13 @@ enum cmd_ret cmd_proc_run(struct request *r)
 		oneshot_gen_name(gen, sizeof(gen));
 		name = gen;
 	}
-	if (!(os = calloc(1, sizeof(*os))) ||
-	    !(os->argv = calloc(json_array_size(argv) + 1, sizeof(char *))))
+	if ((os = calloc(1, sizeof(*os))))
+		os->stdio[0] = os->stdio[1] = os->stdio[2] = -1;
+	if (os && stdio_param(r, jstdio, os, in != NULL) < 0) {
+		oneshot_free(os);
+		return CMD_DONE;
+	}
+	if (!os || !(os->argv = calloc(json_array_size(argv) + 1, sizeof(char *))))
 		goto nomem;
 	json_array_foreach(argv, i, a)
 		if (!(os->argv[i] = strdup(json_string_value(a))))

@@ -509,6 +509,15 @@ struct spawn_fds {
 /* Open the child's stdin, stdout, stderr and the status pipe: 0 or -errno. */
 static int fds_open(struct proc *p, bool task, struct spawn_plan *sp, struct spawn_fds *d)
 {
+	/* stdio "passed": the caller's own (the one-shot closes them after) */
+	if (!p->pool && p->os->stdio_passed) {
+		for (int i = 0; i < 3; i++)
+			sp->fd[i] = p->os->stdio[i];
+		if (pipe2(d->status, O_CLOEXEC) < 0)
+			return -errno;
+		sp->status_fd = d->status[1];
+		return 0;
+	}
 	if (task || (!p->pool && p->os->stdin_data)) {
 		int ip[2];
 		if (pipe2(ip, O_CLOEXEC) < 0)

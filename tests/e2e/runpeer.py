@@ -16,7 +16,7 @@ import sys
 from mpsuptest import DEFAULT_DEADLINE
 
 RUN_CLIENT = r"""
-import array, json, os, socket, sys
+import array, json, os, select, socket, sys
 path, timeout = sys.argv[1], float(sys.argv[2])
 conns = {}
 n = 0
@@ -60,14 +60,31 @@ for line in sys.stdin:
             r, w = os.pipe()
             out({"r": r, "w": w})
         elif cmd["op"] == "readfd":
-            os.close(cmd["close"]) if cmd.get("close") is not None else None
-            data = b""
-            while True:
-                b = os.read(cmd["fd"], 65536)
-                if not b:
+            # until end of file, or what came before the deadline
+            for fd in cmd.get("close", []):
+                os.close(fd)
+            data, eof = b"", False
+            while not eof:
+                if not select.select([cmd["fd"]], [], [], timeout)[0]:
                     break
+                b = os.read(cmd["fd"], 65536)
+                eof = not b
                 data += b
-            out({"data": data.decode(errors="replace")})
+            out({"data": data.decode(errors="replace"), "eof": eof})
+        elif cmd["op"] == "runloop":
+            # n proc.run + proc.join round trips with passed descriptors
+            s, f = conns[cmd["conn"]]
+            for i in range(cmd["n"]):
+                req = dict(cmd["req"], id=i)
+                s.sendmsg([json.dumps(req).encode() + b"\n"],
+                          [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", cmd["fds"]))])
+                r = answer(f)
+                if not r.get("ok"):
+                    break
+                s.sendall(json.dumps({"cmd": "proc.join", "target": r["result"]["name"]})
+                          .encode() + b"\n")
+                answer(f)
+            out({"done": i + 1, "last": r})
         elif cmd["op"] == "close":
             s, f = conns.pop(cmd["conn"])
             f.close()

@@ -396,6 +396,110 @@ class RunPools(RunRoleTestCase):
         self.assertIn("kept for the pools of run peers", p.stderr + p.stdout)
 
 
+def fd_targets(pid):
+    """What each descriptor of a process points at."""
+    out = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            out[int(fd)] = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            pass
+    return out
+
+
+class PassedStdio(RunRoleTestCase):
+    """stdio "passed": the caller's 0, 1, 2 as SCM_RIGHTS with the line."""
+    main_config = "max_oneshots = 50\n"
+
+    def pipe(self, peer):
+        p = peer.do(op="pipe")
+        return p["r"], p["w"]
+
+    def test_output_lands_in_the_callers_pipe(self):
+        r, w = self.pipe(self.a)
+        res = self.a.do(op="send", conn=self.a.conn, fds=[r, w, w],
+                        req={"cmd": "proc.run", "argv": ["/bin/sh", "-c", "echo out; echo err >&2"],
+                             "stdio": "passed", "name": "p1"})
+        self.assertTrue(res["ok"], res)
+        self.assertEqual(self.a.ok("proc.join", target="p1")["exitcode"], 0)
+        got = self.a.do(op="readfd", fd=r, close=[w])
+        self.assertEqual((got["data"], got["eof"]), ("out\nerr\n", True))
+
+    def test_line_split_across_reads(self):
+        r, w = self.pipe(self.a)
+        res = self.a.do(op="send", conn=self.a.conn, fds=[r, w, w], split=7,
+                        req={"cmd": "proc.run", "argv": ["/bin/echo", "split"],
+                             "stdio": "passed", "name": "p2"})
+        self.assertTrue(res["ok"], res)
+        self.a.ok("proc.join", target="p2")
+        self.assertEqual(self.a.do(op="readfd", fd=r, close=[w])["data"], "split\n")
+
+    def test_other_children_do_not_get_them(self):
+        r, w = self.pipe(self.a)
+        res = self.a.do(op="send", conn=self.a.conn, fds=[r, w, w],
+                        req={"cmd": "proc.run", "argv": ["/bin/sleep", "30"],
+                             "stdio": "passed", "name": "holder"})
+        self.assertTrue(res["ok"], res)
+        pipe_ino = fd_targets(res["result"]["pid"])[1]
+        self.assertTrue(pipe_ino.startswith("pipe:"), pipe_ino)
+        other = self.d.ok("proc.run", argv=["/bin/sleep", "30"], name="other")
+        theirs = fd_targets(other["pid"])
+        self.assertEqual(sorted(theirs), [0, 1, 2])
+        self.assertNotIn(pipe_ino, theirs.values())
+        self.assertNotIn(pipe_ino, fd_targets(self.d.pid()).values())
+        self.a.ok("proc.kill", target="holder")
+        self.d.ok("proc.kill", target="other")
+
+    def test_no_descriptor_kept_after_1000_runs(self):
+        r, w = self.pipe(self.a)
+        before = self.d.fd_count()
+        res = self.a.do(op="runloop", conn=self.a.conn, n=1000, fds=[r, w, w],
+                        req={"cmd": "proc.run", "argv": ["/bin/true"], "stdio": "passed"})
+        self.assertEqual(res["done"], 1000, res)
+        self.assertTrue(res["last"]["ok"], res)
+        self.assertEqual(self.d.fd_count(), before)
+        got = self.a.do(op="readfd", fd=r, close=[w])
+        self.assertTrue(got["eof"], "the daemon or a child still holds the pipe")
+
+    def test_refused_and_closed(self):
+        r, w = self.pipe(self.a)
+        before = self.d.fd_count()
+        run = {"cmd": "proc.run", "argv": ["/bin/true"], "stdio": "passed"}
+        for req, fds in (({"cmd": "ping"}, [r, w, w]),
+                         ({"cmd": "dict.set", "name": "x", "key": "k", "value": 1}, [w]),
+                         (run, [w, w]),
+                         (run, [r, w, w, w]),
+                         (dict(run, stdio="pipes"), [r, w, w]),
+                         ({"cmd": "proc.run", "argv": ["/bin/true"]}, [r, w, w]),
+                         (dict(run, stdin="x"), [r, w, w]),
+                         (dict(run, stdio="bogus"), [r, w, w])):
+            res = self.a.do(op="send", conn=self.a.conn, req=req, fds=fds)
+            self.assertEqual(res["error"]["code"], "bad_request", (req, res))
+        self.assertEqual(self.a.ok("ping"), "pong")  # the connection stays usable
+        self.assertEqual(self.d.fd_count(), before)
+        self.assertEqual(self.d.ok("status"), [])
+        self.assertTrue(self.a.do(op="readfd", fd=r, close=[w])["eof"])
+        # stdio passed without any descriptor
+        self.assertEqual(self.a.code("proc.run", argv=["/bin/true"], stdio="passed"),
+                         "bad_request")
+
+    def test_state_peer_cannot_pass(self):
+        d2 = Daemon("[access]\nstate = %s\n" % self.ua.name, "socket_mode = 0666\n")
+        os.chmod(d2.dir, 0o755)
+        d2.start()
+        try:
+            p = RunPeer(d2.socket, self.ua)
+            r, w = p.do(op="pipe")["r"], p.do(op="pipe")["w"]
+            before = d2.fd_count()
+            res = p.do(op="send", conn=p.conn, fds=[r, w, w],
+                       req={"cmd": "proc.run", "argv": ["/bin/true"], "stdio": "passed"})
+            self.assertEqual(res["error"]["code"], "bad_request", res)
+            self.assertEqual(d2.fd_count(), before)
+            p.finish()
+        finally:
+            d2.cleanup()
+
+
 class RunLimit(RunRoleTestCase):
     main_config = "max_processes_per_uid = 2\n"
 

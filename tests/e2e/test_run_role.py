@@ -483,6 +483,24 @@ class PassedStdio(RunRoleTestCase):
         self.assertEqual(self.a.code("proc.run", argv=["/bin/true"], stdio="passed"),
                          "bad_request")
 
+    def mpctl_as(self, user, *args):
+        import subprocess
+        return subprocess.run(["setpriv", "--reuid=%d" % user.uid, "--regid=%d" % user.gid,
+                               "--init-groups", mpsuptest.MPCTL, "-s", self.d.socket] + list(args),
+                              capture_output=True, text=True, cwd="/",
+                              timeout=mpsuptest.DEFAULT_DEADLINE)
+
+    def test_mpctl_run_attach(self):
+        p = self.mpctl_as(self.ua, "run", "--attach", "--", "/bin/sh", "-c",
+                          "echo hello; echo oops >&2; exit 3")
+        self.assertEqual((p.stdout, p.stderr, p.returncode), ("hello\n", "oops\n", 3))
+        p = self.mpctl_as(self.ua, "run", "--attach", "--", "/bin/sh", "-c", "kill -9 $$")
+        self.assertEqual(p.returncode, 128 + 9, p.stderr)
+        p = self.mpctl_as(self.ua, "run", "--attach", "--", "/bin/true")
+        self.assertEqual((p.stdout, p.returncode), ("", 0))
+        uid = self.mpctl_as(self.ua, "run", "--attach", "--", "/usr/bin/id", "-u")
+        self.assertEqual(uid.stdout.strip(), str(self.ua.uid))
+
     def test_state_peer_cannot_pass(self):
         d2 = Daemon("[access]\nstate = %s\n" % self.ua.name, "socket_mode = 0666\n")
         os.chmod(d2.dir, 0o755)

@@ -378,7 +378,7 @@ static int run_attached(struct ctl *ctl, json_t *result)
 	if (rc != CTL_EXIT_OK)
 		return rc;
 	code = json_object_get(joined, "exitcode");
-	rc = !json_is_integer(code)	     ? CTL_EXIT_ERROR
+	rc = !json_is_integer(code)          ? CTL_EXIT_ERROR
 	     : json_integer_value(code) >= 0 ? (int)json_integer_value(code)
 					     : 128 - (int)json_integer_value(code);
 	json_decref(joined);
@@ -389,16 +389,11 @@ static int run_attached(struct ctl *ctl, json_t *result)
 static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "name", required_argument, NULL, 'n' },
-		{ "daemon", no_argument, NULL, 'd' },
-		{ "env", required_argument, NULL, 'e' },
-		{ "cwd", required_argument, NULL, 'C' },
-		{ "stdin", required_argument, NULL, 'i' },
-		{ "user", required_argument, NULL, 'u' },
-		{ "group", required_argument, NULL, 'g' },
-		{ "attach", no_argument, NULL, 'a' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{ "name", required_argument, NULL, 'n' },  { "daemon", no_argument, NULL, 'd' },
+		{ "env", required_argument, NULL, 'e' },   { "cwd", required_argument, NULL, 'C' },
+		{ "stdin", required_argument, NULL, 'i' }, { "user", required_argument, NULL, 'u' },
+		{ "group", required_argument, NULL, 'g' }, { "attach", no_argument, NULL, 'a' },
+		{ "help", no_argument, NULL, 'h' },        { NULL, 0, NULL, 0 },
 	};
 	static const int stdio[3] = { 0, 1, 2 };
 	json_t *params = params_new(), *env = NULL, *args, *result;

@@ -187,15 +187,41 @@ static int peer_pool_check(struct request *r, bool scoped)
 }
 
 /* Create pc for r: as the peer itself for a run peer, else as pc says. */
-static int pool_add_create(struct request *r, struct pool_conf *pc, struct pool **ret)
+static int pool_add_create(struct request *r, struct pool_conf *pc, int *stdio, struct pool **ret)
 {
 	struct run_ids ids;
 
 	if (!r->conn || r->conn->role >= ROLE_ADMIN)
-		return pool_create(pc, pc->autostart, false, ret);
+		return pool_create_as(pc, NULL, stdio, pc->autostart, ret);
 	if (run_ids_of_peer(r->conn, &ids) < 0)
 		return -ENOMEM;
-	return pool_create_as(pc, &ids, pc->autostart, ret);
+	return pool_create_as(pc, &ids, stdio, pc->autostart, ret);
+}
+
+/* pool.add's stdio, taken out of r's parameters: 0 none, 1 "passed" (the
+ * three descriptors that came with the line), -1 after answering. */
+static int pool_stdio_param(struct request *r)
+{
+	json_t *v = json_object_get(r->params, "stdio");
+	const char *s = json_string_value(v);
+
+	if (!v || (s && strcmp(s, "pipes") == 0)) {
+		json_object_del(r->params, "stdio");
+		if (!r->n_fds)
+			return 0;
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "pool.add: descriptors came without stdio \"passed\"");
+		return -1;
+	}
+	if (!s || strcmp(s, "passed") != 0 || r->n_fds != 3) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "pool.add: stdio \"passed\" needs exactly 3 descriptors "
+			      "(SCM_RIGHTS with the request), got %d",
+			      r->n_fds);
+		return -1;
+	}
+	json_object_del(r->params, "stdio");
+	return 1;
 }
 
 enum cmd_ret cmd_pool_add(struct request *r)
@@ -203,9 +229,10 @@ enum cmd_ret cmd_pool_add(struct request *r)
 	char err[CONF_ERR_MAX];
 	struct pool_conf *pc;
 	struct pool *pl;
-	int e, scoped, private;
+	int e, scoped, private, passed;
 
-	if ((scoped = scope_param(r)) < 0 || (private = access_param(r)) < 0)
+	if ((scoped = scope_param(r)) < 0 || (private = access_param(r)) < 0 ||
+	    (passed = pool_stdio_param(r)) < 0)
 		return CMD_DONE;
 	if (r->conn && r->conn->role < ROLE_ADMIN && peer_pool_check(r, scoped) < 0)
 		return CMD_DONE;
@@ -218,7 +245,7 @@ enum cmd_ret cmd_pool_add(struct request *r)
 		pc->owner.set = true;
 		pc->owner.uid = r->conn->uid;
 	}
-	e = pool_add_create(r, pc, &pl);
+	e = pool_add_create(r, pc, passed ? r->fds : NULL, &pl);
 	if (e == -EEXIST)
 		request_error(r, MPSUP_E_EXISTS, "a pool or process named '%s' exists", pc->name);
 	else if (e == -ENOSPC)

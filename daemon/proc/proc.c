@@ -128,11 +128,13 @@ unsigned proc_count_of_uid(uid_t uid)
 		n += !p->freed && p->os->owner.set && p->os->owner.uid == uid &&
 		     !proc_state_final(p->state);
 	TAILQ_FOREACH(pl, &pools, entry) {
-		if (!pl->owner.set || pl->owner.uid != uid)
+		unsigned m = 0;
+		if (!pl->owner.set || pl->owner.uid != uid || pl->removing)
 			continue;
 		for (unsigned i = 0; i < pl->n_slots; i++)
-			n += pl->members[i] && !pl->members[i]->freed &&
+			m += pl->members[i] && !pl->members[i]->freed &&
 			     !proc_state_final(pl->members[i]->state);
+		n += m ? m : 1; /* an empty pool still holds a pidfd, maybe descriptors */
 	}
 	return n;
 }

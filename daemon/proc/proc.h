@@ -119,6 +119,10 @@ struct pool {
 	struct task_pool *tasks; /* task pools: backlog and idle workers (task.c) */
 	struct owner owner;      /* the peer that added it (pool.add) */
 	struct scope_link scope; /* scope "process": removed when that process exits */
+	/* stdio "passed": the adder's 0, 1, 2, given to every run of every
+	 * member (a task worker takes only 2), closed with the pool */
+	int stdio[3];
+	bool stdio_passed;
 	TAILQ_ENTRY(pool) entry;
 };
 
@@ -154,9 +158,11 @@ struct pool *pool_find(const char *name);
  * when start is set. -EEXIST, -ENOSPC (max_processes), -EMFILE (the
  * descriptor budget: proc_fds_refusal), -ENOMEM. */
 int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct pool **ret);
-/* pool_create for a run peer's pool: its members run as ids (taken, also
- * on failure) rather than pc's user. */
-int pool_create_as(const struct pool_conf *pc, struct run_ids *ids, bool start, struct pool **ret);
+/* pool_create for pool.add: its members run as ids (a run peer's pool;
+ * NULL: pc's user) and get stdio (3 descriptors, stdio "passed"; NULL:
+ * none) as theirs; both are taken, also on failure. */
+int pool_create_as(const struct pool_conf *pc, struct run_ids *ids, int *stdio, bool start,
+		   struct pool **ret);
 /* Stop every member, then free the pool (asynchronously). */
 void pool_remove(struct pool *pl);
 /* Grow (new indexes, started) or shrink (stop the highest). -ENOSPC, -EMFILE. */

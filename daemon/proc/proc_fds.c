@@ -163,7 +163,7 @@ static unsigned long long processes_cost(void)
 		unsigned members = 0;
 		for (unsigned i = 0; i < pl->n_slots; i++)
 			members += pl->members[i] != NULL;
-		n += pool_file_cost(pl->conf) +
+		n += (pl->stdio_passed ? 3 : 0) + pool_file_cost(pl->conf) +
 		     (unsigned long long)members *
 			     proc_fds_worker_cost(pl->conf, pl->journal_failing);
 	}

@@ -213,8 +213,8 @@ static int pool_resize(struct pool *pl, unsigned n, bool start)
 }
 
 /* pool_create with the ids to run as (NULL: pc's user and group). */
-static int pool_make(const struct pool_conf *pc, struct run_ids *as, bool start, bool from_config,
-		     struct pool **ret)
+static int pool_make(const struct pool_conf *pc, struct run_ids *as, int *stdio, bool start,
+		     bool from_config, struct pool **ret)
 {
 	char what[160];
 	struct pool *pl;
@@ -238,6 +238,14 @@ static int pool_make(const struct pool_conf *pc, struct run_ids *as, bool start,
 	pl->conf->processes = 0;
 	pl->from_config = from_config;
 	pl->owner = pc->owner;
+	pl->stdio[0] = pl->stdio[1] = pl->stdio[2] = -1;
+	if (stdio) {
+		pl->stdio_passed = true;
+		for (int i = 0; i < 3; i++) {
+			pl->stdio[i] = stdio[i];
+			stdio[i] = -1; /* ours now */
+		}
+	}
 	if (as)
 		pool_take_ids(pl, as);
 	else
@@ -258,14 +266,21 @@ static int pool_make(const struct pool_conf *pc, struct run_ids *as, bool start,
 
 int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct pool **ret)
 {
-	return pool_make(pc, NULL, start, from_config, ret);
+	return pool_make(pc, NULL, NULL, start, from_config, ret);
 }
 
-int pool_create_as(const struct pool_conf *pc, struct run_ids *ids, bool start, struct pool **ret)
+int pool_create_as(const struct pool_conf *pc, struct run_ids *ids, int *stdio, bool start,
+		   struct pool **ret)
 {
-	int r = pool_make(pc, ids, start, false, ret);
+	int r = pool_make(pc, ids, stdio, start, false, ret);
 
-	run_ids_clear(ids); /* what pool_take_ids did not take */
+	if (ids)
+		run_ids_clear(ids); /* what pool_take_ids did not take */
+	for (int i = 0; stdio && i < 3; i++)
+		if (stdio[i] >= 0) { /* not taken: the pool was refused */
+			close(stdio[i]);
+			stdio[i] = -1;
+		}
 	return r;
 }
 
@@ -279,6 +294,9 @@ void pool_free(struct pool *pl)
 	proc_notify_pool_gone(pl);
 	outfile_free(pl->out);
 	outfile_free(pl->err);
+	for (int i = 0; i < 3 && pl->stdio_passed; i++)
+		if (pl->stdio[i] >= 0)
+			close(pl->stdio[i]);
 	pool_clear_ids(pl);
 	pool_conf_free(pl->conf);
 	free(pl->members);

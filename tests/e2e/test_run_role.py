@@ -411,6 +411,13 @@ class PassedStdio(RunRoleTestCase):
     """stdio "passed": the caller's 0, 1, 2 as SCM_RIGHTS with the line."""
     main_config = "max_oneshots = 50\n"
 
+    def fds_now(self):
+        """The daemon's descriptors once the peers' connections are in."""
+        for p in self.peers:
+            if p.p.poll() is None:
+                p.ok("ping")
+        return self.d.fd_count()
+
     def pipe(self, peer):
         p = peer.do(op="pipe")
         return p["r"], p["w"]
@@ -443,27 +450,28 @@ class PassedStdio(RunRoleTestCase):
         pipe_ino = fd_targets(res["result"]["pid"])[1]
         self.assertTrue(pipe_ino.startswith("pipe:"), pipe_ino)
         other = self.d.ok("proc.run", argv=["/bin/sleep", "30"], name="other")
-        theirs = fd_targets(other["pid"])
-        self.assertEqual(sorted(theirs), [0, 1, 2])
-        self.assertNotIn(pipe_ino, theirs.values())
+        # (sleep may hold a file of its own for a moment while it starts)
+        wait_for(lambda: sorted(fd_targets(other["pid"])) == [0, 1, 2],
+                 what="the other child's descriptors")
+        self.assertNotIn(pipe_ino, fd_targets(other["pid"]).values())
         self.assertNotIn(pipe_ino, fd_targets(self.d.pid()).values())
         self.a.ok("proc.kill", target="holder")
         self.d.ok("proc.kill", target="other")
 
     def test_no_descriptor_kept_after_1000_runs(self):
         r, w = self.pipe(self.a)
-        before = self.d.fd_count()
+        before = self.fds_now()
         res = self.a.do(op="runloop", conn=self.a.conn, n=1000, fds=[r, w, w],
                         req={"cmd": "proc.run", "argv": ["/bin/true"], "stdio": "passed"})
         self.assertEqual(res["done"], 1000, res)
         self.assertTrue(res["last"]["ok"], res)
-        self.assertEqual(self.d.fd_count(), before)
+        self.assertEqual(self.fds_now(), before)
         got = self.a.do(op="readfd", fd=r, close=[w])
         self.assertTrue(got["eof"], "the daemon or a child still holds the pipe")
 
     def test_refused_and_closed(self):
         r, w = self.pipe(self.a)
-        before = self.d.fd_count()
+        before = self.fds_now()
         run = {"cmd": "proc.run", "argv": ["/bin/true"], "stdio": "passed"}
         for req, fds in (({"cmd": "ping"}, [r, w, w]),
                          ({"cmd": "dict.set", "name": "x", "key": "k", "value": 1}, [w]),
@@ -476,12 +484,35 @@ class PassedStdio(RunRoleTestCase):
             res = self.a.do(op="send", conn=self.a.conn, req=req, fds=fds)
             self.assertEqual(res["error"]["code"], "bad_request", (req, res))
         self.assertEqual(self.a.ok("ping"), "pong")  # the connection stays usable
-        self.assertEqual(self.d.fd_count(), before)
+        self.assertEqual(self.fds_now(), before)
         self.assertEqual(self.d.ok("status"), [])
         self.assertTrue(self.a.do(op="readfd", fd=r, close=[w])["eof"])
         # stdio passed without any descriptor
         self.assertEqual(self.a.code("proc.run", argv=["/bin/true"], stdio="passed"),
                          "bad_request")
+
+    def test_pool_members_get_them_until_the_pool_goes(self):
+        r, w = self.pipe(self.a)
+        before = self.fds_now()
+        name = "u%d.out" % self.ua.uid
+        res = self.a.do(op="send", conn=self.a.conn, fds=[r, w, w],
+                        req={"cmd": "pool.add", "pool": name, "processes": 2,
+                             "command": "/bin/sh -c 'echo member $MPSUP_INDEX; exec sleep 60'",
+                             "scope": "process", "stdio": "passed"})
+        self.assertTrue(res["ok"], res)
+        self.assertEqual(self.fds_now(), before + 4)  # and the scope's pidfd
+        wait_for(lambda: all(p["is_alive"] for p in self.d.ok("status", target=name)),
+                 what="the members")
+        self.assertEqual(self.a.ok("pool.remove", pool=name), {"removed": name})
+        self.assertEqual(self.fds_now(), before)
+        got = self.a.do(op="readfd", fd=r, close=[w])
+        self.assertTrue(got["eof"], got)
+        self.assertEqual(sorted(got["data"].splitlines()), ["member 0", "member 1"])
+        res = self.a.do(op="send", conn=self.a.conn, fds=[0, 1],
+                        req={"cmd": "pool.add", "pool": name, "command": "/bin/true",
+                             "scope": "process", "stdio": "passed"})
+        self.assertEqual(res["error"]["code"], "bad_request")
+        self.assertEqual(self.fds_now(), before)
 
     def mpctl_as(self, user, *args):
         import subprocess

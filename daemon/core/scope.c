@@ -31,6 +31,7 @@ struct scope {
 	pid_t pid;
 	int pidfd;
 	struct event *ev;
+	bool firing; /* scope_exited runs: an unbind must not free it */
 	LIST_HEAD(, scope_link) links;
 	LIST_ENTRY(scope) entry;
 };
@@ -69,6 +70,7 @@ static void scope_exited(struct scope *s)
 	struct scope_link *l;
 
 	log_debug("scope", "pid %d exited (pidfd): ending what it owned", (int)s->pid);
+	s->firing = true; /* a gone() may unbind other links of s */
 	while ((l = LIST_FIRST(&s->links))) {
 		LIST_REMOVE(l, entry);
 		l->scope = NULL;
@@ -224,7 +226,7 @@ void scope_unbind(struct scope_link *l)
 		return;
 	LIST_REMOVE(l, entry);
 	l->scope = NULL;
-	if (LIST_EMPTY(&s->links))
+	if (LIST_EMPTY(&s->links) && !s->firing)
 		scope_free(s);
 }
 

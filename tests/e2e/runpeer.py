@@ -71,6 +71,17 @@ for line in sys.stdin:
                 eof = not b
                 data += b
             out({"data": data.decode(errors="replace"), "eof": eof})
+        elif cmd["op"] == "readlines":
+            # until n lines came (or the deadline), the pipe left open
+            data = b""
+            while data.count(b"\n") < cmd["n"]:
+                if not select.select([cmd["fd"]], [], [], timeout)[0]:
+                    break
+                b = os.read(cmd["fd"], 65536)
+                if not b:
+                    break
+                data += b
+            out({"data": data.decode(errors="replace")})
         elif cmd["op"] == "runloop":
             # n proc.run + proc.join round trips with passed descriptors
             s, f = conns[cmd["conn"]]

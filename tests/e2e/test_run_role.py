@@ -501,13 +501,12 @@ class PassedStdio(RunRoleTestCase):
                              "scope": "process", "stdio": "passed"})
         self.assertTrue(res["ok"], res)
         self.assertEqual(self.fds_now(), before + 4)  # and the scope's pidfd
-        wait_for(lambda: all(p["is_alive"] for p in self.d.ok("status", target=name)),
-                 what="the members")
+        lines = self.a.do(op="readlines", fd=r, n=2)["data"]
+        self.assertEqual(sorted(lines.splitlines()), ["member 0", "member 1"])
         self.assertEqual(self.a.ok("pool.remove", pool=name), {"removed": name})
         self.assertEqual(self.fds_now(), before)
         got = self.a.do(op="readfd", fd=r, close=[w])
         self.assertTrue(got["eof"], got)
-        self.assertEqual(sorted(got["data"].splitlines()), ["member 0", "member 1"])
         res = self.a.do(op="send", conn=self.a.conn, fds=[0, 1],
                         req={"cmd": "pool.add", "pool": name, "command": "/bin/true",
                              "scope": "process", "stdio": "passed"})

@@ -213,11 +213,52 @@ static void oneshot_scope_gone(struct scope_link *l)
 	proc_stop(os->proc);
 }
 
+/* A one-shot of proc.run's argv, env, cwd, stdio and stdin (checked);
+ * NULL after answering. */
+static struct oneshot *oneshot_new(struct request *r, json_t *argv, json_t *env, const char *cwd,
+				   json_t *jstdio, const char *in, size_t in_len)
+{
+	struct oneshot *os = calloc(1, sizeof(*os));
+	const char *bad = NULL;
+	json_t *a;
+	size_t i;
+
+	if (!os)
+		goto nomem;
+	os->stdio[0] = os->stdio[1] = os->stdio[2] = -1;
+	if (stdio_param(r, jstdio, os, in != NULL) < 0)
+		return oneshot_free(os);
+	if (!(os->argv = calloc(json_array_size(argv) + 1, sizeof(char *))))
+		goto nomem;
+	json_array_foreach(argv, i, a)
+		if (!(os->argv[i] = strdup(json_string_value(a))))
+			goto nomem;
+	if (!(os->env = env_from_json(env, &bad))) {
+		if (!bad)
+			goto nomem;
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "proc.run: env '%.100s': keys are names, values strings", bad);
+		return oneshot_free(os);
+	}
+	if (cwd && !(os->cwd = strdup(cwd)))
+		goto nomem;
+	if (in) {
+		if (!(os->stdin_data = malloc(in_len ? in_len : 1)))
+			goto nomem;
+		memcpy(os->stdin_data, in, in_len);
+		os->stdin_len = in_len;
+	}
+	return os;
+nomem:
+	request_error(r, MPSUP_E_INTERNAL, "out of memory");
+	return oneshot_free(os);
+}
+
 enum cmd_ret cmd_proc_run(struct request *r)
 {
-	json_t *argv, *env = NULL, *a, *juser = NULL, *jgroup = NULL, *jstdio = NULL;
-	const char *name = NULL, *cwd = NULL, *in = NULL, *bad = NULL, *user, *group;
-	size_t in_len = 0, i;
+	json_t *argv, *env = NULL, *juser = NULL, *jgroup = NULL, *jstdio = NULL;
+	const char *name = NULL, *cwd = NULL, *in = NULL, *user, *group;
+	size_t in_len = 0;
 	int daemon = 0, e, scoped;
 	bool short_of;
 	char gen[32], err[512], ubuf[24], gbuf[24];
@@ -252,36 +293,8 @@ enum cmd_ret cmd_proc_run(struct request *r)
 		oneshot_gen_name(gen, sizeof(gen));
 		name = gen;
 	}
-	if ((os = calloc(1, sizeof(*os))))
-		os->stdio[0] = os->stdio[1] = os->stdio[2] = -1;
-	if (os && stdio_param(r, jstdio, os, in != NULL) < 0) {
-		oneshot_free(os);
+	if (!(os = oneshot_new(r, argv, env, cwd, jstdio, in, in_len)))
 		return CMD_DONE;
-	}
-	if (!os || !(os->argv = calloc(json_array_size(argv) + 1, sizeof(char *))))
-		goto nomem;
-	json_array_foreach(argv, i, a)
-		if (!(os->argv[i] = strdup(json_string_value(a))))
-			goto nomem;
-	if (!(os->env = env_from_json(env, &bad))) {
-		oneshot_free(os);
-		if (bad) {
-			request_error(r, MPSUP_E_BAD_REQUEST,
-				      "proc.run: env '%.100s': keys are names, values strings",
-				      bad);
-			return CMD_DONE;
-		}
-		request_error(r, MPSUP_E_INTERNAL, "out of memory");
-		return CMD_DONE;
-	}
-	if (cwd && !(os->cwd = strdup(cwd)))
-		goto nomem;
-	if (in) {
-		if (!(os->stdin_data = malloc(in_len ? in_len : 1)))
-			goto nomem;
-		memcpy(os->stdin_data, in, in_len);
-		os->stdin_len = in_len;
-	}
 	os->daemon = daemon;
 	if (r->conn) {
 		os->owner.set = true;
@@ -305,10 +318,6 @@ enum cmd_ret cmd_proc_run(struct request *r)
 		return CMD_DONE;
 	}
 	request_ok(r, json_pack("{s:s, s:i}", "name", p->name, "pid", (int)p->pid));
-	return CMD_DONE;
-nomem:
-	oneshot_free(os);
-	request_error(r, MPSUP_E_INTERNAL, "out of memory");
 	return CMD_DONE;
 }
 

@@ -227,9 +227,11 @@ class ProcessScope(RunRoleTestCase):
         self.assertEqual(pidfds(self.d.pid()), 1)
         self.a.ok("obj.delete", name="t1")
         self.assertEqual(pidfds(self.d.pid()), 0)
-        self.a.ok("proc.run", argv=["/bin/true"], name="t2", daemon=True, scope="process")
-        self.a.ok("proc.join", target="t2")
-        self.a.ok("proc.forget", name="t2")
+        self.a.ok("proc.run", argv=["/bin/sleep", "30"], name="t2", daemon=True,
+                  scope="process")
+        self.assertEqual(pidfds(self.d.pid()), 1)
+        self.a.ok("proc.kill", target="t2")
+        self.a.ok("proc.join", target="t2")  # ended: nothing left to stop
         self.assertEqual(pidfds(self.d.pid()), 0)
 
     def test_bad_scope(self):

@@ -516,6 +516,10 @@ void proc_feed(struct proc *p, enum proc_event ev)
 		}
 		ev = next;
 	}
+	/* an ended one-shot has nothing left for its scope to stop: its
+	 * pidfd may go before a join hears of the end */
+	if (p->os && proc_state_final(p->state))
+		scope_unbind(&p->os->scope);
 	proc_notify_settled(p); /* waiters see no intermediate state */
 	proc_after(p);
 }

@@ -102,7 +102,6 @@ void oneshot_settled(struct proc *p)
 
 	if (!proc_state_final(p->state) || p->os->finished != 0)
 		return;
-	scope_unbind(&p->os->scope); /* nothing left to stop: its pidfd may go */
 	p->os->finished = now_mono();
 	n_oneshots_finished++;
 	if (!daemon_g.conf || n_oneshots_finished <= daemon_g.conf->max_oneshots)

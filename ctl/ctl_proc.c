@@ -363,25 +363,45 @@ static int cmd_signal(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
 	return CTL_EXIT_OK;
 }
 
-/* run [--name N] [--daemon] [--env K=V]... [--cwd D] [--stdin TEXT] -- CMD ARG... */
+/* run --attach: the child got our stdin, stdout and stderr; wait for it
+ * and exit as a shell would (its status, 128+N after signal N). */
+static int run_attached(struct ctl *ctl, json_t *result)
+{
+	json_t *params = params_new(), *joined, *code;
+	int rc;
+
+	json_object_set(params, "target", json_object_get(result, "name"));
+	ctl->timeout = -1; /* as long as the program runs */
+	mpsup_set_timeout(ctl_connect(ctl), -1);
+	rc = ctl_call(ctl, "proc.join", params, &joined);
+	json_decref(params);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	code = json_object_get(joined, "exitcode");
+	rc = !json_is_integer(code)          ? CTL_EXIT_ERROR
+	     : json_integer_value(code) >= 0 ? (int)json_integer_value(code)
+					     : 128 - (int)json_integer_value(code);
+	json_decref(joined);
+	return rc;
+}
+
+/* run [--name N] [--daemon] [--attach] [--env K=V]... [--cwd D] [--stdin TEXT] -- CMD ARG... */
 static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "name", required_argument, NULL, 'n' },
-		{ "daemon", no_argument, NULL, 'd' },
-		{ "env", required_argument, NULL, 'e' },
-		{ "cwd", required_argument, NULL, 'C' },
-		{ "stdin", required_argument, NULL, 'i' },
-		{ "user", required_argument, NULL, 'u' },
-		{ "group", required_argument, NULL, 'g' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{ "name", required_argument, NULL, 'n' },  { "daemon", no_argument, NULL, 'd' },
+		{ "env", required_argument, NULL, 'e' },   { "cwd", required_argument, NULL, 'C' },
+		{ "stdin", required_argument, NULL, 'i' }, { "user", required_argument, NULL, 'u' },
+		{ "group", required_argument, NULL, 'g' }, { "attach", no_argument, NULL, 'a' },
+		{ "help", no_argument, NULL, 'h' },        { NULL, 0, NULL, 0 },
 	};
+	static const int stdio[3] = { 0, 1, 2 };
 	json_t *params = params_new(), *env = NULL, *args, *result;
+	bool attach = false;
 	int c, i, rc;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "+:hn:de:C:i:u:g:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:hn:de:C:i:u:g:a", opts, NULL)) != -1) {
 		const char *eq;
 
 		switch (c) {
@@ -403,6 +423,7 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 		case 'i': json_object_set_new(params, "stdin", ctl_str(optarg)); break;
 		case 'u': json_object_set_new(params, "user", ctl_str(optarg)); break;
 		case 'g': json_object_set_new(params, "group", ctl_str(optarg)); break;
+		case 'a': attach = true; break;
 		default: opt_error(cmd, c, argv);
 		}
 	}
@@ -412,10 +433,18 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 	for (i = optind; i < argc; i++)
 		json_array_append_new(args, ctl_str(argv[i]));
 	json_object_set_new(params, "argv", args);
-	rc = ctl_call(ctl, "proc.run", params, &result);
+	if (attach)
+		json_object_set_new(params, "stdio", json_string("passed"));
+	rc = ctl_call_fds(ctl, "proc.run", params, attach ? stdio : NULL, attach ? 3 : 0, &result,
+			  NULL, 0);
 	json_decref(params);
 	if (rc != CTL_EXIT_OK)
 		return rc;
+	if (attach) {
+		rc = run_attached(ctl, result);
+		json_decref(result);
+		return rc;
+	}
 	if (ctl->json || !json_is_object(result)) {
 		ctl_print_result(ctl, result);
 	} else {
@@ -1199,9 +1228,10 @@ const struct ctl_cmd ctl_proc_cmds[] = {
 	{ "kill", cmd_control, "TARGET", "Send SIGKILL." },
 	{ "signal", cmd_signal, "SIG TARGET", "Send a signal (HUP, SIGHUP or a number)." },
 	{ "run", cmd_run,
-	  "[--name N] [--daemon] [--env K=V]... [--cwd D] [--stdin TEXT] [--user U [--group G]]"
-	  " -- CMD [ARG...]",
-	  "Run a one-shot process; print its name and pid." },
+	  "[--name N] [--daemon] [--attach] [--env K=V]... [--cwd D] [--stdin TEXT]"
+	  " [--user U [--group G]] -- CMD [ARG...]",
+	  "Run a one-shot process; print its name and pid (--attach: on this terminal, "
+	  "exit with its status)." },
 	{ "join", cmd_join, "TARGET [--timeout S]",
 	  "Wait for a process to end; print its exit code (exit 4 if still alive)." },
 	{ "is-alive", cmd_is_alive, "NAME", "Exit 0 when the process is alive, 1 when not." },

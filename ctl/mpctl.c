@@ -91,6 +91,12 @@ static int ctl_report_error(const struct mpsup_error *err)
 int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result, char *code,
 		  size_t codelen)
 {
+	return ctl_call_fds(ctl, cmd, params, NULL, 0, ret_result, code, codelen);
+}
+
+int ctl_call_fds(struct ctl *ctl, const char *cmd, json_t *params, const int *fds, size_t n_fds,
+		 json_t **ret_result, char *code, size_t codelen)
+{
 	struct mpsup_error err;
 	json_t *result = NULL;
 	int r;
@@ -98,7 +104,7 @@ int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret
 	memset(&err, 0, sizeof(err));
 	if (codelen)
 		code[0] = '\0';
-	r = mpsup_call(ctl_connect(ctl), cmd, params, &result, &err);
+	r = mpsup_call_with_fds(ctl_connect(ctl), cmd, params, fds, n_fds, &result, &err);
 	if (r < 0)
 		ctl_transport_fail(ctl, r);
 	if (r > 0) {

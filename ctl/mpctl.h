@@ -64,6 +64,9 @@ _Noreturn void ctl_transport_fail(struct ctl *ctl, int err);
  * code "timeout" and CTL_EXIT_ERROR for any other. Transport failures exit.
  */
 int ctl_call(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result);
+/* ctl_call_code passing descriptors along (proc.run with stdio "passed"). */
+int ctl_call_fds(struct ctl *ctl, const char *cmd, json_t *params, const int *fds, size_t n_fds,
+		 json_t **ret_result, char *code, size_t codelen);
 /* Like ctl_call; on an error answer the error's code name is also copied
  * into code (codelen bytes; "" when the call succeeded). */
 int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result, char *code,

@@ -210,6 +210,78 @@ int mpsup_send_raw(struct mpsup_client *c, const void *data, size_t len)
 	return write_all(c, data, len, client_deadline(c));
 }
 
+/* Write data with fds (SCM_RIGHTS) on its first byte, the rest as
+ * write_all does. */
+static int write_with_fds(struct mpsup_client *c, const char *data, size_t len, const int *fds,
+			  size_t n_fds, uint64_t deadline)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * MPSUP_FDS_MAX)];
+	} cbuf;
+	struct iovec iov = { .iov_base = (void *)(uintptr_t)data, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *cm;
+	ssize_t n;
+
+	memset(&cbuf, 0, sizeof(cbuf));
+	mh.msg_control = cbuf.buf;
+	mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+	memcpy(CMSG_DATA(cm), fds, sizeof(int) * n_fds);
+	for (;;) {
+		n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n >= 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		if ((n = wait_fd(c->fd, POLLOUT, deadline)) < 0)
+			return (int)n;
+	}
+	return write_all(c, data + n, len - (size_t)n, deadline);
+}
+
+/* request as one line (malloc'ed, with '\n'); NULL when out of memory. */
+static char *request_line(json_t *request, size_t *ret_len)
+{
+	char *text = json_dumps(request, JSON_COMPACT), *line;
+	size_t len;
+
+	if (!text)
+		return NULL;
+	len = strlen(text);
+	if (!(line = realloc(text, len + 2))) {
+		free(text);
+		return NULL;
+	}
+	line[len++] = '\n';
+	line[len] = '\0';
+	*ret_len = len;
+	return line;
+}
+
+int mpsup_send_with_fds(struct mpsup_client *c, json_t *request, const int *fds, size_t n_fds)
+{
+	size_t len;
+	char *line;
+	int r;
+
+	if (!c || !json_is_object(request) || (n_fds && !fds) || n_fds > MPSUP_FDS_MAX)
+		return -EINVAL;
+	if (!n_fds)
+		return mpsup_send(c, request);
+	if (!(line = request_line(request, &len)))
+		return -ENOMEM;
+	r = write_with_fds(c, line, len, fds, n_fds, client_deadline(c));
+	free(line);
+	return r;
+}
+
 int mpsup_send(struct mpsup_client *c, json_t *request)
 {
 	char *text, *line;
@@ -323,6 +395,12 @@ int mpsup_recv(struct mpsup_client *c, json_t **ret_msg)
 int mpsup_call(struct mpsup_client *c, const char *cmd, json_t *params, json_t **ret_result,
 	       struct mpsup_error *ret_err)
 {
+	return mpsup_call_with_fds(c, cmd, params, NULL, 0, ret_result, ret_err);
+}
+
+int mpsup_call_with_fds(struct mpsup_client *c, const char *cmd, json_t *params, const int *fds,
+			size_t n_fds, json_t **ret_result, struct mpsup_error *ret_err)
+{
 	struct mpsup_error err;
 	json_t *req, *id, *resp = NULL, *rid = NULL, *result = NULL;
 	json_int_t want;
@@ -339,7 +417,7 @@ int mpsup_call(struct mpsup_client *c, const char *cmd, json_t *params, json_t *
 	json_decref(id);
 	if (!req)
 		return -ENOMEM;
-	r = mpsup_send(c, req);
+	r = mpsup_send_with_fds(c, req, fds, n_fds);
 	json_decref(req);
 	if (r < 0)
 		return r;

@@ -195,6 +195,12 @@ void mpsup_set_max_line(struct mpsup_client *c, size_t max_line);
 
 /* Send one request object (pipelining: send many, then receive). */
 int mpsup_send(struct mpsup_client *c, json_t *request);
+/* Descriptors one request may carry (the daemon refuses more). */
+#define MPSUP_FDS_MAX 8
+/* Send one request with descriptors (SCM_RIGHTS on the line's first byte,
+ * so the daemon gives them to this request); the caller keeps its own
+ * copies. n_fds 0: mpsup_send. */
+int mpsup_send_with_fds(struct mpsup_client *c, json_t *request, const int *fds, size_t n_fds);
 /* Send bytes as they are (a raw line must end with '\n'). */
 int mpsup_send_raw(struct mpsup_client *c, const void *data, size_t len);
 /* Receive one line (a new reference to the parsed object). -ETIMEDOUT,
@@ -210,6 +216,14 @@ int mpsup_recv_line(struct mpsup_client *c, char **ret_line, size_t *ret_len);
  */
 int mpsup_call(struct mpsup_client *c, const char *cmd, json_t *params, json_t **ret_result,
 	       struct mpsup_error *ret_err);
+/*
+ * mpsup_call with descriptors passed along (SCM_RIGHTS), e.g. 0, 1, 2 for
+ * proc.run with stdio "passed". The caller keeps its copies (the daemon
+ * gets its own). Returns like mpsup_call; -EINVAL for more than
+ * MPSUP_FDS_MAX.
+ */
+int mpsup_call_with_fds(struct mpsup_client *c, const char *cmd, json_t *params, const int *fds,
+			size_t n_fds, json_t **ret_result, struct mpsup_error *ret_err);
 
 /*
  * Convenience calls for shared state. Each returns like mpsup_call.

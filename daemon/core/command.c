@@ -303,7 +303,25 @@ bool request_stream(struct request *r, json_t *msg)
 	return !c->dead;
 }
 
-const char *const role_names[] = { "none", "read", "state", "admin" };
+enum access_verdict request_access(const struct request *r, const struct owner *o)
+{
+	if (!r->conn)
+		return ACCESS_OK;
+	return access_decide(r->conn->role, r->conn->uid, r->cmd && (r->cmd->flags & CMD_OWNED), o);
+}
+
+void request_access_error(struct request *r, enum access_verdict v, const char *what,
+			  const char *name)
+{
+	if (v == ACCESS_HIDDEN)
+		request_error(r, MPSUP_E_NOT_FOUND, "no %s named '%.100s'", what, name);
+	else
+		request_error(r, MPSUP_E_PERMISSION_DENIED,
+			      "%s: '%.100s' was not started by uid %d", r->cmd->name, name,
+			      (int)r->conn->uid);
+}
+
+const char *const role_names[] = { "none", "read", "state", "run", "admin" };
 
 /* Longer than any command name; the unknown-command message quotes 100. */
 #define CMD_NAME_MAX 128
@@ -420,12 +438,40 @@ static void request_run(struct request *r)
 	r->line = NULL;
 	r->members = NULL;
 	r->n_members = 0;
+	r->fds = NULL; /* the caller closes what was not taken */
+	r->n_fds = 0;
 	r->kept = true;
 	c->kept = r;
 	c->streaming = ret == CMD_STREAM;
 }
 
 void command_dispatch(struct conn *c, char *line, size_t len)
+{
+	command_dispatch_fds(c, line, len, NULL);
+}
+
+/* May this line's descriptors go to cmd? Answers bad_request when not. */
+static bool fds_allowed(struct conn *c, const struct cmd_entry *cmd, struct fd_set_rx *fds,
+			json_t *id)
+{
+	const char *why = NULL;
+
+	if (!fds)
+		return true;
+	if (fds->bad)
+		why = "malformed descriptor data (truncated, or sent with several parts of the "
+		      "line)";
+	else if (!(cmd->flags & CMD_TAKES_FDS))
+		why = "this command takes no descriptors";
+	else if (c->role < ROLE_RUN)
+		why = "passing descriptors needs the run role";
+	if (!why)
+		return true;
+	reply_early(c, id, MPSUP_E_BAD_REQUEST, why);
+	return false;
+}
+
+void command_dispatch_fds(struct conn *c, char *line, size_t len, struct fd_set_rx *fds)
 {
 	const struct cmd_entry *cmd;
 	struct line_read lr;
@@ -449,7 +495,7 @@ void command_dispatch(struct conn *c, char *line, size_t len)
 		reply_early(c, lr.id, MPSUP_E_UNKNOWN_COMMAND, msg);
 		goto out;
 	}
-	if (!command_allowed(c, cmd, lr.id))
+	if (!fds_allowed(c, cmd, fds, lr.id) || !command_allowed(c, cmd, lr.id))
 		goto out;
 	r = request_new();
 	if (!r) {
@@ -468,6 +514,10 @@ void command_dispatch(struct conn *c, char *line, size_t len)
 	}
 	r->line = line; /* persist.c logs a mutation as it was received */
 	r->line_len = len;
+	if (fds) {
+		r->fds = fds->fd;
+		r->n_fds = fds->n;
+	}
 	/* Past this call r may be kept: it must not point into the line. */
 	request_run(r);
 out:

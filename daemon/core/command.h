@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 
+#include "access.h"
 #include "conf.h"
 #include "mpsup.h"
 
@@ -32,6 +33,11 @@ enum cmd_flags {
 	/* The handler reads its parameters in place (request_members), so no
 	 * r->params tree is built for it (it may build one: request_params). */
 	CMD_IN_PLACE = 1 << 3,
+	/* Below admin, the command acts only on what the peer's uid made
+	 * (role run: proc.stop of its own one-shots); see request_access. */
+	CMD_OWNED = 1 << 4,
+	/* The request may carry descriptors (SCM_RIGHTS: stdio "passed"). */
+	CMD_TAKES_FDS = 1 << 5,
 };
 
 enum cmd_ret { CMD_DONE = 0, CMD_WAIT, CMD_STREAM };
@@ -101,6 +107,10 @@ struct request {
 	void *data;       /* the handler's own, while kept */
 	const char *line; /* the line as received, while exec runs (else NULL) */
 	size_t line_len;
+	/* Descriptors that came with the line (CMD_TAKES_FDS), while exec
+	 * runs; a handler takes one by setting it to -1, the rest are closed. */
+	int *fds;
+	int n_fds;
 	bool replied;
 	bool kept;    /* CMD_WAIT or CMD_STREAM */
 	bool durable; /* its answer shows or changes durable state: one the
@@ -122,6 +132,11 @@ void command_metrics(struct evbuffer *b);
 
 /* Parse and run one request line received on c. */
 void command_dispatch(struct conn *c, char *line, size_t len);
+/* The same for a line that came with descriptors (fds, left for the
+ * caller to close what the command did not take): only a command flagged
+ * CMD_TAKES_FDS from a run peer or admin may have them, else bad_request. */
+struct fd_set_rx;
+void command_dispatch_fds(struct conn *c, char *line, size_t len, struct fd_set_rx *fds);
 
 /* Answer with a result (stolen; NULL answers null). */
 void request_ok(struct request *r, json_t *result);
@@ -149,6 +164,14 @@ bool request_stream(struct request *r, json_t *msg);
 /* r's parameters as a JSON object (borrowed), built from its members on
  * first use; NULL when out of memory. */
 json_t *request_params(struct request *r);
+struct owner;
+/* May r's peer use a thing owned as o through r's command (access_decide
+ * with the peer's role and uid and the command's CMD_OWNED)? A request
+ * without a connection is the daemon's own: ACCESS_OK. */
+enum access_verdict request_access(const struct request *r, const struct owner *o);
+/* Answer r not_found or permission_denied for verdict v about name. */
+void request_access_error(struct request *r, enum access_verdict v, const char *what,
+			  const char *name);
 /* Free a request that was never kept (core use). */
 void request_free(struct request *r);
 

@@ -220,6 +220,7 @@ static const struct conf_key main_keys[] = {
 	MAIN_UINT("max_waiters", max_waiters, 1, 1000000, "1024"),
 	MAIN_UINT("max_oneshots", max_oneshots, 1, 10000000, "1000"),
 	MAIN_UINT("max_processes", max_processes, 1, 1000000, "16384"),
+	MAIN_UINT("max_processes_per_uid", max_processes_per_uid, 1, 1000000, "256"),
 	MAIN_UINT("max_subscribers", max_subscribers, 1, 100000, "64"),
 	MAIN_UINT("log_ring_lines", log_ring_lines, 0, 1000000, "200"),
 	MAIN_UINT("task_results_max", task_results_max, 1, 100000000, "10000"),
@@ -235,6 +236,8 @@ static const struct conf_section main_section = { main_keys,
 static const struct conf_key access_keys[] = {
 	{ "admin", CONF_CUSTOM, MAIN(access[ROLE_ADMIN]), .parse = parse_access,
 	  .release = access_release },
+	{ "run", CONF_CUSTOM, MAIN(access[ROLE_RUN]), .parse = parse_access,
+	  .release = access_release },
 	{ "state", CONF_CUSTOM, MAIN(access[ROLE_STATE]), .parse = parse_access,
 	  .release = access_release },
 	{ "read", CONF_CUSTOM, MAIN(access[ROLE_READ]), .parse = parse_access,
@@ -243,7 +246,7 @@ static const struct conf_key access_keys[] = {
 
 static const struct conf_section access_section = { access_keys,
 						    sizeof(access_keys) / sizeof(access_keys[0]),
-						    "unknown key (admin, state, read)" };
+						    "unknown key (admin, run, state, read)" };
 
 /* Valid UTF-8 (what jansson accepts): every config text may end up in a
  * JSON answer (pool.list, error messages). */
@@ -265,6 +268,17 @@ struct pool_conf *conf_find_pool(const struct conf *c, const char *name)
 
 /* The pool a [pool:NAME] line fills: a new one at the section's first key.
  * NULL with st->err set when the section is refused. */
+bool pool_name_reserved(const char *name)
+{
+	size_t n = 0;
+
+	if (name[0] != 'u')
+		return false;
+	while (name[1 + n] >= '0' && name[1 + n] <= '9')
+		n++;
+	return n > 0 && name[1 + n] == '.';
+}
+
 static struct pool_conf *section_pool(struct parse_state *st, const char *section, bool new_section)
 {
 	const char *name = section + 5;
@@ -279,6 +293,11 @@ static struct pool_conf *section_pool(struct parse_state *st, const char *sectio
 	if (!name_valid(name, false)) {
 		snprintf(st->err, sizeof(st->err),
 			 "[%s]: invalid pool name (expected [A-Za-z0-9_.-]{1,64})", section);
+		return NULL;
+	}
+	if (pool_name_reserved(name)) {
+		snprintf(st->err, sizeof(st->err),
+			 "[%s]: names u<UID>.NAME are kept for the pools of run peers", section);
 		return NULL;
 	}
 	if (!(p = pool_conf_new(name))) {

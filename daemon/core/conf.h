@@ -44,6 +44,13 @@ struct conf_rlimit {
 	unsigned long long soft, hard; /* ULLONG_MAX = infinity */
 };
 
+/* Who a process, pool or object belongs to, as far as access goes. */
+struct owner {
+	uid_t uid;    /* the uid of the peer that made it */
+	bool set;     /* made by a peer (config pools and the like are nobody's) */
+	bool private; /* access "private": hidden from every other non-admin uid */
+};
+
 struct pool_conf {
 	char *name;
 	char *command; /* as written; split by argv_split() at spawn */
@@ -73,8 +80,10 @@ struct pool_conf {
 	unsigned task_window; /* tasks in flight per worker */
 	bool task_chunks;     /* its workers take {"items": [...]} lines */
 	unsigned max_pending;
-	char *file; /* where it was defined (NULL for pool.add) */
+	unsigned task_max_per_worker; /* tasks before a worker is replaced; 0 = no limit */
+	char *file;                   /* where it was defined (NULL for pool.add) */
 	int line;
+	struct owner owner; /* pool.add: its adder and access (not a config key) */
 	struct pool_conf *next;
 };
 
@@ -88,7 +97,7 @@ struct access_list {
 	bool set; /* the key appeared in the config */
 };
 
-enum role { ROLE_NONE = 0, ROLE_READ, ROLE_STATE, ROLE_ADMIN };
+enum role { ROLE_NONE = 0, ROLE_READ, ROLE_STATE, ROLE_RUN, ROLE_ADMIN };
 
 /* One [hook:NAME] section (conf_hook.c, docs/hooks.md). */
 #define HOOKS_MAX 64
@@ -142,11 +151,12 @@ struct conf {
 
 	uint64_t max_memory; /* shared-state data bytes; 0 = no limit */
 	unsigned max_objects;
-	unsigned max_object_items; /* dict keys / list items per object */
-	unsigned max_queue_items;  /* all queues together */
-	unsigned max_waiters;      /* per object */
-	unsigned max_oneshots;     /* finished one-shot records kept */
-	unsigned max_processes;    /* all processes together */
+	unsigned max_object_items;      /* dict keys / list items per object */
+	unsigned max_queue_items;       /* all queues together */
+	unsigned max_waiters;           /* per object */
+	unsigned max_oneshots;          /* finished one-shot records kept */
+	unsigned max_processes;         /* all processes together */
+	unsigned max_processes_per_uid; /* run by one non-admin uid (role run) */
 	unsigned max_subscribers;
 	unsigned log_ring_lines;   /* per process */
 	unsigned task_results_max; /* finished submitted tasks kept */
@@ -157,6 +167,10 @@ struct conf {
 	struct pool_conf *pools; /* in file order */
 	unsigned n_pools;
 };
+
+/* Is name of the form u<UID>.NAME, kept for the pools run peers add
+ * (so a configured pool never meets one)? */
+bool pool_name_reserved(const char *name);
 
 /* Defaults for every key. */
 void conf_defaults(struct conf *c);

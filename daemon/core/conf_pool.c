@@ -394,6 +394,8 @@ static const struct conf_key pool_keys[] = {
 	{ "task_window", CONF_UINT, POOL(task_window), .min = 1, .max = 1024, .def = "16" },
 	{ "task_chunks", CONF_BOOL, POOL(task_chunks), .def = "no" },
 	{ "max_pending", CONF_UINT, POOL(max_pending), .min = 1, .max = 10000000, .def = "100000" },
+	{ "task_max_per_worker", CONF_UINT, POOL(task_max_per_worker), .min = 0, .max = 1000000000,
+	  .def = "0" },
 };
 
 static const struct conf_section pool_section = { pool_keys,

@@ -99,6 +99,14 @@ static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 	free(c);
 }
 
+void fd_set_rx_close(struct fd_set_rx *s)
+{
+	for (int i = 0; i < s->n; i++)
+		if (s->fd[i] >= 0)
+			close(s->fd[i]);
+	s->n = 0;
+}
+
 void conn_close(struct conn *c)
 {
 	struct conn_hook *h;
@@ -106,6 +114,9 @@ void conn_close(struct conn *c)
 	if (c->dead)
 		return;
 	c->dead = true;
+	for (int i = 0; i < c->n_rx; i++)
+		fd_set_rx_close(&c->rx[i]);
+	c->n_rx = 0;
 	if (c->held)
 		barrier->cancel(conn_barrier_passed, c);
 	if (c->kept) {
@@ -471,9 +482,55 @@ static void conn_update_events(struct conn *c)
 		event_del(c->ev_read);
 }
 
-/* Read what the socket has; returns false when the connection is gone. */
+/* Keep the descriptors of a message (cm) for the line holding input byte
+ * at; false when too many sets wait (the peer floods: close it). */
+static bool conn_take_fds(struct conn *c, struct msghdr *mh, uint64_t at)
+{
+	struct fd_set_rx *s;
+	struct cmsghdr *cm;
+
+	if (c->n_rx == CONN_FD_SETS) {
+		for (cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm))
+			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+				for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+				     i++)
+					close(((int *)(void *)CMSG_DATA(cm))[i]);
+		return false;
+	}
+	s = &c->rx[c->n_rx++];
+	memset(s, 0, sizeof(*s));
+	s->at = at;
+	s->bad = (mh->msg_flags & MSG_CTRUNC) != 0;
+	for (cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+		size_t n;
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) {
+			s->bad = true;
+			continue;
+		}
+		n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < n; i++) {
+			int fd = ((int *)(void *)CMSG_DATA(cm))[i];
+			if (s->n < CONN_FDS_MAX)
+				s->fd[s->n++] = fd;
+			else {
+				close(fd);
+				s->bad = true;
+			}
+		}
+	}
+	return true;
+}
+
+/* Read what the socket has; returns false when the connection is gone.
+ * Descriptors passed with the data (SCM_RIGHTS) wait for their line. */
 static bool conn_read(struct conn *c)
 {
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * CONN_FDS_MAX)];
+	} cbuf;
+	struct msghdr mh = { 0 };
+	struct iovec iov;
 	char *p;
 	ssize_t room, n;
 
@@ -482,7 +539,19 @@ static bool conn_read(struct conn *c)
 		conn_close(c);
 		return false;
 	}
-	n = read(c->fd, p, (size_t)room);
+	iov.iov_base = p;
+	iov.iov_len = (size_t)room;
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cbuf.buf;
+	mh.msg_controllen = sizeof(cbuf.buf);
+	n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+	if (n >= 0 && mh.msg_controllen > 0 && !conn_take_fds(c, &mh, c->in_total)) {
+		log_warn("conn", "client %llu (uid %d pid %d): too many descriptor sets; closing",
+			 (unsigned long long)c->id, (int)c->uid, (int)c->pid);
+		conn_close(c);
+		return false;
+	}
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 			return true;
@@ -496,9 +565,14 @@ static bool conn_read(struct conn *c)
 		event_del(c->ev_read);
 		return true;
 	}
-	if (c->streaming) /* a stream takes no more requests */
+	if (c->streaming) { /* a stream takes no more requests */
+		for (int i = 0; i < c->n_rx; i++)
+			fd_set_rx_close(&c->rx[i]);
+		c->n_rx = 0;
 		return true;
+	}
 	mpsup_framer_commit(c->in, (size_t)n);
+	c->in_total += (uint64_t)n;
 	return true;
 }
 
@@ -520,12 +594,40 @@ static void conn_too_large(struct conn *c)
 	conn_close_after_write(c);
 }
 
+/* The descriptors that came with the line of input bytes [start, end):
+ * moved into *ret (several sets on one line make a bad one); false when
+ * none did. */
+static bool line_fds(struct conn *c, uint64_t start, uint64_t end, struct fd_set_rx *ret)
+{
+	bool any = false;
+
+	while (c->n_rx > 0 && c->rx[0].at < end) {
+		struct fd_set_rx *s = &c->rx[0];
+		if (!any) {
+			*ret = *s;
+			ret->bad = ret->bad || s->at < start;
+		} else {
+			for (int i = 0; i < s->n; i++)
+				if (ret->n < CONN_FDS_MAX)
+					ret->fd[ret->n++] = s->fd[i];
+				else
+					close(s->fd[i]);
+			ret->bad = true;
+		}
+		any = true;
+		memmove(&c->rx[0], &c->rx[1], (size_t)(c->n_rx - 1) * sizeof(c->rx[0]));
+		c->n_rx--;
+	}
+	return any;
+}
+
 /* Run every complete request line buffered on c, in order. */
 static void conn_process(struct conn *c)
 {
 	bool drained = false;
+	struct fd_set_rx fds;
+	size_t len, before;
 	char *line;
-	size_t len;
 	int r;
 
 	c->in_dispatch = true;
@@ -534,6 +636,7 @@ static void conn_process(struct conn *c)
 			c->output_paused = true; /* conn_flush() resumes it */
 			break;
 		}
+		before = mpsup_framer_pending(c->in);
 		r = mpsup_framer_pop(c->in, &line, &len);
 		if (r == 0) {
 			drained = true;
@@ -542,6 +645,15 @@ static void conn_process(struct conn *c)
 		if (r < 0) {
 			conn_too_large(c);
 			break;
+		}
+		{
+			uint64_t start = c->in_popped;
+			c->in_popped += before - mpsup_framer_pending(c->in);
+			if (c->n_rx && line_fds(c, start, c->in_popped, &fds)) {
+				command_dispatch_fds(c, line, len, &fds);
+				fd_set_rx_close(&fds); /* what the command did not take */
+				continue;
+			}
 		}
 		command_dispatch(c, line, len);
 	}
@@ -650,6 +762,7 @@ struct conn *conn_new(int fd, uid_t uid, gid_t gid, pid_t pid, gid_t *gids, int 
 	c->n_gids = n_gids;
 	c->id = next_conn_id++;
 	c->fd = fd;
+	clock_gettime(CLOCK_BOOTTIME, &c->connected);
 	c->uid = uid;
 	c->gid = gid;
 	c->pid = pid;

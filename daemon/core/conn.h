@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -37,6 +38,20 @@ struct conn_hook {
 	struct conn_hook *next;
 };
 
+/* Descriptors one message may carry (SCM_RIGHTS); a message with more is
+ * refused (its line answered bad_request, every descriptor closed). */
+#define CONN_FDS_MAX 8
+/* Descriptor sets received and waiting for their line to be read. */
+#define CONN_FD_SETS 4
+
+/* Descriptors that came with the byte at offset `at` of the input. */
+struct fd_set_rx {
+	uint64_t at;
+	int fd[CONN_FDS_MAX];
+	int n;
+	bool bad; /* truncated (MSG_CTRUNC) or merged with another set */
+};
+
 struct conn {
 	uint64_t id;
 	int fd;
@@ -49,6 +64,7 @@ struct conn {
 	gid_t *gids; /* every group of the peer, gid included */
 	int n_gids;
 	pid_t pid;
+	struct timespec connected; /* CLOCK_BOOTTIME when accepted (scope.c) */
 	enum role role;
 	struct request *kept; /* a waiting or streaming request */
 	bool streaming;
@@ -70,6 +86,9 @@ struct conn {
 	struct out_span *durable;
 	size_t n_durable, cap_durable;
 	struct conn_hook *hooks;
+	uint64_t in_total, in_popped; /* input bytes read, and taken as lines */
+	struct fd_set_rx rx[CONN_FD_SETS];
+	int n_rx;
 	TAILQ_ENTRY(conn) entry;
 };
 
@@ -124,6 +143,8 @@ void conn_rewrite_durable(struct conn *c);
 void conn_flush(struct conn *c);
 /* Close after pending output has been written. */
 void conn_close_after_write(struct conn *c);
+/* Close the descriptors of s and empty it. */
+void fd_set_rx_close(struct fd_set_rx *s);
 /* Close at once (freed after the current callback). */
 void conn_close(struct conn *c);
 /* The kept request of c is done: continue with its buffered requests. */

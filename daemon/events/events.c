@@ -87,6 +87,11 @@ bool events_visible_to_owner(const struct conn *c, const void *owner)
 	return c && (c->role >= ROLE_ADMIN || c->uid == *(const uid_t *)owner);
 }
 
+bool events_visible_access(const struct conn *c, const void *owner)
+{
+	return c && access_decide(c->role, c->uid, false, owner) == ACCESS_OK;
+}
+
 static void subscriber_closed(struct stream *st)
 {
 	struct subscriber *s = STREAM_OWNER(st, struct subscriber, stream);

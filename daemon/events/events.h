@@ -32,6 +32,9 @@ void events_publish_visible(enum event_topic topic, event_visible_fn *visible, c
 			    json_t *ev);
 /* Admins and the peer whose uid is *(const uid_t *)owner see it. */
 bool events_visible_to_owner(const struct conn *c, const void *owner);
+/* May the peer of c use the thing owned as *(const struct owner *)owner
+ * (access_decide: a private thing is its uid's and admins')? */
+bool events_visible_access(const struct conn *c, const void *owner);
 /* True when someone listens to topic (skip building the event otherwise). */
 int events_wanted(enum event_topic topic);
 unsigned events_subscribers(void);

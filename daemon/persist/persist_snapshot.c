@@ -80,7 +80,7 @@ struct snap_ctx {
 /* Count the persisted objects. */
 static void snap_count(struct obj *o, void *arg)
 {
-	if (o->type->dump)
+	if (obj_persisted(o))
 		++*(size_t *)arg;
 }
 
@@ -91,9 +91,14 @@ static void snap_obj(struct obj *o, void *arg)
 	json_t *rec, *opts;
 	int r;
 
-	if (s->err || !o->type->dump)
+	if (s->err || !obj_persisted(o))
 		return;
 	opts = o->type->dump(o);
+	if (opts && o->owner.private) { /* who may see it, as obj.create said */
+		json_object_set_new(opts, "access", json_string("private"));
+		if (o->owner.set)
+			json_object_set_new(opts, "owner", json_integer((json_int_t)o->owner.uid));
+	}
 	rec = opts ? json_pack("[s, s, o]", o->name, o->type->name, opts) : NULL;
 	if (!rec) {
 		s->err = -ENOMEM;

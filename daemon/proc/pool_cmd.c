@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "container.h"
+#include "conn.h"
 #include "daemon.h"
+#include "log.h"
 #include "park.h"
 #include "proc_cmd.h"
 #include "task.h"
@@ -66,10 +69,159 @@ enum cmd_ret cmd_pool_list(struct request *r)
 		return CMD_DONE;
 	}
 	TAILQ_FOREACH(pl, &pools, entry)
-		if (!pl->removing)
+		if (!pl->removing && request_access(r, &pl->owner) == ACCESS_OK)
 			json_array_append_new(a, pool_json(pl));
 	request_ok(r, a);
 	return CMD_DONE;
+}
+
+/* Its adder's process exited: the pool goes as on pool.remove. */
+static void pool_scope_gone(struct scope_link *l)
+{
+	struct pool *pl = CONTAINER_OF(l, struct pool, scope);
+
+	log_info("proc", "pool %s: the process that added it (scope) exited", pl->name);
+	pool_remove(pl);
+}
+
+/* Answer r for a scope_bind() error e of what. */
+void scope_bind_error(struct request *r, int e)
+{
+	if (e == -ESRCH)
+		request_error(r, MPSUP_E_CONFLICT, "%s: the requesting process has exited",
+			      r->cmd->name);
+	else if (e == -EMFILE)
+		request_error(r, MPSUP_E_LIMIT, "%s", proc_fds_refusal());
+	else
+		request_error(r, MPSUP_E_INTERNAL, "%s: %s", r->cmd->name, strerror(-e));
+}
+
+/* The `scope` parameter of proc.run and pool.add, taken out of r's
+ * parameters: 0 absent, 1 "process", -1 after answering bad_request. */
+int scope_param(struct request *r)
+{
+	json_t *v = json_object_get(r->params, "scope");
+
+	if (!v)
+		return 0;
+	if (!json_is_string(v) || strcmp(json_string_value(v), "process") != 0 || !r->conn) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "%s: scope must be \"process\"",
+			      r->cmd->name);
+		return -1;
+	}
+	json_object_del(r->params, "scope");
+	return 1;
+}
+
+/* pool.add's `access`, taken out of r's parameters: 0 shared (or absent),
+ * 1 private, -1 after answering bad_request. */
+static int access_param(struct request *r)
+{
+	json_t *v = json_object_get(r->params, "access");
+	const char *s = json_string_value(v);
+	int private;
+
+	if (!v)
+		return 0;
+	if (!s || (strcmp(s, "private") != 0 && strcmp(s, "shared") != 0)) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "pool.add: access must be \"private\" or \"shared\"");
+		return -1;
+	}
+	private = strcmp(s, "private") == 0;
+	json_object_del(r->params, "access");
+	return private;
+}
+
+/* The keys a run peer's pool.add may set: no user, group, output files
+ * or limits (those the daemon would apply as root). */
+static const char *const peer_pool_keys[] = {
+	"pool",         "command",     "processes",           "mode",
+	"restart",      "exit_codes",  "start_secs",          "start_retries",
+	"backoff_max",  "stop_signal", "stop_timeout",        "directory",
+	"umask",        "environment", "autostart",           "task_timeout",
+	"task_retries", "max_pending", "task_max_per_worker", NULL,
+};
+
+/* A run peer's pool (docs/protocol.md, "Pools of run peers"): scoped to
+ * its process, named u<UID>.NAME, only peer_pool_keys, within
+ * max_processes_per_uid; answers and returns -1 when it is not. */
+static int peer_pool_check(struct request *r, bool scoped)
+{
+	const struct conf *cf = daemon_g.conf;
+	const char *key, *name = json_string_value(json_object_get(r->params, "pool"));
+	json_t *v = json_object_get(r->params, "processes");
+	json_int_t n = json_is_integer(v) ? json_integer_value(v) : 1;
+	char prefix[32];
+
+	if (!scoped) {
+		request_error(r, MPSUP_E_PERMISSION_DENIED,
+			      "pool.add: a run peer's pools need scope \"process\"");
+		return -1;
+	}
+	json_object_foreach(r->params, key, v) {
+		size_t i = 0;
+		while (peer_pool_keys[i] && strcmp(peer_pool_keys[i], key) != 0)
+			i++;
+		if (!peer_pool_keys[i]) {
+			request_error(r, MPSUP_E_PERMISSION_DENIED,
+				      "pool.add: only an admin may set '%.64s'", key);
+			return -1;
+		}
+	}
+	snprintf(prefix, sizeof(prefix), "u%u.", (unsigned)r->conn->uid);
+	if (!name || strncmp(name, prefix, strlen(prefix)) != 0 || !name[strlen(prefix)]) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "pool.add: a run peer's pool is named %sNAME (uid %u)", prefix,
+			      (unsigned)r->conn->uid);
+		return -1;
+	}
+	if (n > 0 &&
+	    proc_count_of_uid(r->conn->uid) + (unsigned long long)n > cf->max_processes_per_uid) {
+		request_error(r, MPSUP_E_LIMIT,
+			      "uid %d runs too many processes (max_processes_per_uid = %u)",
+			      (int)r->conn->uid, cf->max_processes_per_uid);
+		return -1;
+	}
+	return 0;
+}
+
+/* Create pc for r: as the peer itself for a run peer, else as pc says. */
+static int pool_add_create(struct request *r, struct pool_conf *pc, int *stdio, struct pool **ret)
+{
+	struct run_ids ids;
+
+	if (!r->conn || r->conn->role >= ROLE_ADMIN)
+		return pool_create_as(pc, NULL, stdio, pc->autostart, ret);
+	if (run_ids_of_peer(r->conn, &ids) < 0)
+		return -ENOMEM;
+	return pool_create_as(pc, &ids, stdio, pc->autostart, ret);
+}
+
+/* pool.add's stdio, taken out of r's parameters: 0 none, 1 "passed" (the
+ * three descriptors that came with the line), -1 after answering. */
+static int pool_stdio_param(struct request *r)
+{
+	json_t *v = json_object_get(r->params, "stdio");
+	const char *s = json_string_value(v);
+
+	if (!v || (s && strcmp(s, "pipes") == 0)) {
+		json_object_del(r->params, "stdio");
+		if (!r->n_fds)
+			return 0;
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "pool.add: descriptors came without stdio \"passed\"");
+		return -1;
+	}
+	if (!s || strcmp(s, "passed") != 0 || r->n_fds != 3) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "pool.add: stdio \"passed\" needs exactly 3 descriptors "
+			      "(SCM_RIGHTS with the request), got %d",
+			      r->n_fds);
+		return -1;
+	}
+	json_object_del(r->params, "stdio");
+	return 1;
 }
 
 enum cmd_ret cmd_pool_add(struct request *r)
@@ -77,13 +229,23 @@ enum cmd_ret cmd_pool_add(struct request *r)
 	char err[CONF_ERR_MAX];
 	struct pool_conf *pc;
 	struct pool *pl;
-	int e;
+	int e, scoped, private, passed;
 
+	if ((scoped = scope_param(r)) < 0 || (private = access_param(r)) < 0 ||
+	    (passed = pool_stdio_param(r)) < 0)
+		return CMD_DONE;
+	if (r->conn && r->conn->role < ROLE_ADMIN && peer_pool_check(r, scoped) < 0)
+		return CMD_DONE;
 	if (pool_conf_from_json(r->params, &pc, err, sizeof(err)) < 0) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "pool.add: %s", err);
 		return CMD_DONE;
 	}
-	e = pool_create(pc, pc->autostart, false, &pl);
+	pc->owner.private = private;
+	if (r->conn) {
+		pc->owner.set = true;
+		pc->owner.uid = r->conn->uid;
+	}
+	e = pool_add_create(r, pc, passed ? r->fds : NULL, &pl);
 	if (e == -EEXIST)
 		request_error(r, MPSUP_E_EXISTS, "a pool or process named '%s' exists", pc->name);
 	else if (e == -ENOSPC)
@@ -93,8 +255,12 @@ enum cmd_ret cmd_pool_add(struct request *r)
 		request_error(r, MPSUP_E_LIMIT, "%s", proc_fds_refusal());
 	else if (e < 0)
 		request_error(r, MPSUP_E_INTERNAL, "pool.add: %s", strerror(-e));
-	else
+	else if (scoped && (e = scope_bind(r->conn, &pl->scope, pool_scope_gone)) < 0) {
+		pool_remove(pl);
+		scope_bind_error(r, e);
+	} else {
 		request_ok(r, pool_json(pl));
+	}
 	pool_conf_free(pc);
 	return CMD_DONE;
 }
@@ -102,6 +268,7 @@ enum cmd_ret cmd_pool_add(struct request *r)
 enum cmd_ret cmd_pool_remove(struct request *r)
 {
 	struct pool_waiter *w;
+	enum access_verdict v;
 	const char *name;
 	struct pool *pl;
 
@@ -109,6 +276,10 @@ enum cmd_ret cmd_pool_remove(struct request *r)
 		return CMD_DONE;
 	if (!(pl = pool_find(name))) {
 		request_error(r, MPSUP_E_NOT_FOUND, "no pool named '%.100s'", name);
+		return CMD_DONE;
+	}
+	if ((v = request_access(r, &pl->owner)) != ACCESS_OK) {
+		request_access_error(r, v, "pool", name);
 		return CMD_DONE;
 	}
 	if (!(w = calloc(1, sizeof(*w))) ||
@@ -124,6 +295,7 @@ enum cmd_ret cmd_pool_remove(struct request *r)
 
 enum cmd_ret cmd_pool_scale(struct request *r)
 {
+	enum access_verdict v;
 	const char *name;
 	json_int_t n;
 	struct pool *pl;
@@ -133,6 +305,10 @@ enum cmd_ret cmd_pool_scale(struct request *r)
 		return CMD_DONE;
 	if (!(pl = pool_find(name))) {
 		request_error(r, MPSUP_E_NOT_FOUND, "no pool named '%.100s'", name);
+		return CMD_DONE;
+	}
+	if ((v = request_access(r, &pl->owner)) != ACCESS_OK) {
+		request_access_error(r, v, "pool", name);
 		return CMD_DONE;
 	}
 	if (n < 0 || n > 100000) {

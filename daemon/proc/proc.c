@@ -107,6 +107,38 @@ unsigned proc_count(void)
 	return pools_member_count() + oneshots_live_count();
 }
 
+const struct owner *proc_owner(const struct proc *p)
+{
+	static const struct owner nobody;
+
+	if (p->os)
+		return &p->os->owner;
+	return p->pool ? &p->pool->owner : &nobody;
+}
+
+/* Walks the one-shots and the pools a peer added: a few thousand records
+ * at most (max_oneshots), asked once per proc.run or pool.add. */
+unsigned proc_count_of_uid(uid_t uid)
+{
+	unsigned n = 0;
+	struct pool *pl;
+	struct proc *p;
+
+	TAILQ_FOREACH(p, &oneshots, os->entry)
+		n += !p->freed && p->os->owner.set && p->os->owner.uid == uid &&
+		     !proc_state_final(p->state);
+	TAILQ_FOREACH(pl, &pools, entry) {
+		unsigned m = 0;
+		if (!pl->owner.set || pl->owner.uid != uid || pl->removing)
+			continue;
+		for (unsigned i = 0; i < pl->n_slots; i++)
+			m += pl->members[i] && !pl->members[i]->freed &&
+			     !proc_state_final(pl->members[i]->state);
+		n += m ? m : 1; /* an empty pool still holds a pidfd, maybe descriptors */
+	}
+	return n;
+}
+
 bool proc_is_alive(const struct proc *p)
 {
 	return proc_state_alive(p->state);
@@ -190,13 +222,13 @@ static void publish_state(struct proc *p, enum proc_state from, enum proc_state 
 {
 	if (!events_wanted(TOPIC_PROCESS))
 		return;
-	events_publish(TOPIC_PROCESS,
-		       json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:s?, s:f}", "event",
-				 "process.state", "name", p->name, "from", proc_state_name(from),
-				 "to", proc_state_name(to), "pid",
-				 pid ? json_integer(pid) : json_null(), "exitcode",
-				 has_code ? json_integer(code) : json_null(), "reason",
-				 proc_reason(p), "ts", now_wall()));
+	events_publish_visible(
+		TOPIC_PROCESS, proc_owner(p)->private ? events_visible_access : NULL, proc_owner(p),
+		json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:s?, s:f}", "event", "process.state",
+			  "name", p->name, "from", proc_state_name(from), "to", proc_state_name(to),
+			  "pid", pid ? json_integer(pid) : json_null(), "exitcode",
+			  has_code ? json_integer(code) : json_null(), "reason", proc_reason(p),
+			  "ts", now_wall()));
 }
 
 /*
@@ -489,6 +521,10 @@ void proc_feed(struct proc *p, enum proc_event ev)
 		}
 		ev = next;
 	}
+	/* an ended one-shot has nothing left for its scope to stop: its
+	 * pidfd may go before a join hears of the end */
+	if (p->os && proc_state_final(p->state))
+		scope_unbind(&p->os->scope);
 	proc_notify_settled(p); /* waiters see no intermediate state */
 	proc_after(p);
 }

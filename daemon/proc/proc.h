@@ -16,9 +16,11 @@
 
 #include <jansson.h>
 
+#include "access.h"
 #include "conf.h"
 #include "proc_fsm.h"
 #include "proc_output.h"
+#include "scope.h"
 
 struct event;
 struct pool;
@@ -48,9 +50,16 @@ struct oneshot {
 	bool daemon;      /* terminated at shutdown instead of waited for */
 	char *stdin_data; /* written to the child's stdin, then closed */
 	size_t stdin_len;
+	/* stdio "passed": the caller's 0, 1, 2 (-1: none), closed after the spawn */
+	int stdio[3];
+	bool stdio_passed;
 	bool set_ids; /* run as ids (the requesting peer, or the user an admin named) */
 	struct run_ids ids;
-	double finished; /* monotonic time it reached a final state; 0 = not yet */
+	double finished;    /* monotonic time it reached a final state; 0 = not yet */
+	struct owner owner; /* the peer that ran it */
+	/* scope "process" with daemon: terminated when that process exits */
+	struct scope_link scope;
+	struct proc *proc; /* its record */
 	TAILQ_ENTRY(proc) entry;
 };
 
@@ -105,11 +114,17 @@ struct pool {
 	gid_t *groups;
 	int n_groups;
 	char *home, *user_name, *shell;
-	char *ids_error;           /* resolution failed: every spawn fails with this */
-	bool removing;             /* stopping its members, then freed */
-	bool from_config;          /* defined in a config file (reload manages it) */
-	struct task_pool *tasks;   /* task pools: backlog and idle workers (task.c) */
+	char *ids_error;         /* resolution failed: every spawn fails with this */
+	bool removing;           /* stopping its members, then freed */
+	bool from_config;        /* defined in a config file (reload manages it) */
+	struct task_pool *tasks; /* task pools: backlog and idle workers (task.c) */
 	uint64_t starts, restarts; /* spawns of its members, and those after a first (metrics) */
+	struct owner owner;      /* the peer that added it (pool.add) */
+	struct scope_link scope; /* scope "process": removed when that process exits */
+	/* stdio "passed": the adder's 0, 1, 2, given to every run of every
+	 * member (a task worker takes only 2), closed with the pool */
+	int stdio[3];
+	bool stdio_passed;
 	TAILQ_ENTRY(pool) entry;
 };
 
@@ -134,11 +149,22 @@ unsigned proc_stray_groups(void);
 struct procreg_rec;
 void proc_registry_each(void (*fn)(const struct procreg_rec *r, void *arg), void *arg);
 
+/* Who p belongs to: a one-shot's runner, a member's pool's adder. */
+const struct owner *proc_owner(const struct proc *p);
+/* Processes that uid owns and that are not in a final state (the count
+ * max_processes_per_uid caps). */
+unsigned proc_count_of_uid(uid_t uid);
+
 struct pool *pool_find(const char *name);
 /* Create a pool from a definition (copied) and its members; start them
  * when start is set. -EEXIST, -ENOSPC (max_processes), -EMFILE (the
  * descriptor budget: proc_fds_refusal), -ENOMEM. */
 int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct pool **ret);
+/* pool_create for pool.add: its members run as ids (a run peer's pool;
+ * NULL: pc's user) and get stdio (3 descriptors, stdio "passed"; NULL:
+ * none) as theirs; both are taken, also on failure. */
+int pool_create_as(const struct pool_conf *pc, struct run_ids *ids, int *stdio, bool start,
+		   struct pool **ret);
 /* Stop every member, then free the pool (asynchronously). */
 void pool_remove(struct pool *pl);
 /* Grow (new indexes, started) or shrink (stop the highest). -ENOSPC, -EMFILE. */
@@ -162,6 +188,8 @@ unsigned proc_fds_pool_cost(const struct pool_conf *pc, unsigned processes);
  * numbers (naming what) in proc_fds_refusal(). */
 int proc_fds_check(unsigned long long need, const char *what);
 const char *proc_fds_refusal(void);
+/* May one more scope pidfd be opened (scope_set_budget)? -EMFILE. */
+int proc_fds_check_scope(void);
 /* {limit, used, daemon, connections, processes, per_worker{...}, ...} */
 json_t *proc_fds_info(void);
 
@@ -189,6 +217,8 @@ void oneshot_forget(struct proc *p);
 /* A generated run-N name that is free. */
 void oneshot_gen_name(char *buf, size_t len);
 struct oneshot *oneshot_free(struct oneshot *os);
+/* Close a one-shot's passed descriptors (after its spawn). */
+void oneshot_close_stdio(struct oneshot *os);
 
 /* Requests on one process. */
 void proc_start(struct proc *p);

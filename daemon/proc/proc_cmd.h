@@ -26,6 +26,10 @@ bool target_matches(const char *target, const struct proc *p);
 void answer_records(struct request *r, struct proc **v, size_t n);
 
 /* proc_run_cmd.c: one-shots */
+struct conn;
+/* The peer of c as ids to run as: its uid, gid and every group it has
+ * (SO_PEERCRED, SO_PEERGROUPS); -ENOMEM. */
+int run_ids_of_peer(const struct conn *c, struct run_ids *ret);
 enum cmd_ret cmd_proc_run(struct request *r);
 enum cmd_ret cmd_proc_forget(struct request *r);
 
@@ -33,7 +37,10 @@ enum cmd_ret cmd_proc_forget(struct request *r);
 enum cmd_ret cmd_proc_logs(struct request *r);
 void proc_logs_notify(struct proc *p, const struct logline *l);
 
-/* pool_cmd.c: pools at run time */
+/* pool_cmd.c: pools at run time, and the scope parameter they share with
+ * proc.run */
+int scope_param(struct request *r);
+void scope_bind_error(struct request *r, int e);
 enum cmd_ret cmd_pool_list(struct request *r);
 enum cmd_ret cmd_pool_add(struct request *r);
 enum cmd_ret cmd_pool_remove(struct request *r);

@@ -107,6 +107,20 @@ int run_ids_resolve(const char *user, const char *group, struct run_ids *ret, ch
 	return 0;
 }
 
+void pool_take_ids(struct pool *pl, struct run_ids *ids)
+{
+	pool_clear_ids(pl);
+	pl->uid = ids->uid;
+	pl->gid = ids->gid;
+	pl->groups = ids->groups;
+	pl->n_groups = ids->n_groups;
+	pl->user_name = ids->user_name;
+	pl->home = ids->home;
+	pl->shell = ids->shell;
+	memset(ids, 0, sizeof(*ids));
+	pl->set_ids = !(geteuid() != 0 && pl->uid == geteuid() && pl->gid == getegid());
+}
+
 void pool_resolve_ids(struct pool *pl)
 {
 	const struct pool_conf *c = pl->conf;

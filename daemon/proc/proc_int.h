@@ -75,6 +75,8 @@ void strays_kill_all(void);
 
 /* Resolve the pool's user and group once (not at every spawn). */
 void pool_resolve_ids(struct pool *pl);
+/* Run pl as ids (taken: ids is emptied), as for a run peer's pool. */
+void pool_take_ids(struct pool *pl, struct run_ids *ids);
 void pool_clear_ids(struct pool *pl);
 
 /*

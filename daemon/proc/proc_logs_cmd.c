@@ -38,7 +38,8 @@ void proc_logs_notify(struct proc *p, const struct logline *l)
 	for (st = stream_first(&followers); st; st = next) {
 		struct follower *f = STREAM_OWNER(st, struct follower, stream);
 		next = stream_next(st);
-		if (!target_matches(f->target, p))
+		if (!target_matches(f->target, p) ||
+		    request_access(st->r, proc_owner(p)) != ACCESS_OK) /* "*" and private */
 			continue;
 		if (!rec && !(rec = line_record(p, l)))
 			return;

@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "daemon.h"
@@ -26,6 +27,8 @@ struct oneshot *oneshot_free(struct oneshot *os)
 {
 	if (!os)
 		return NULL;
+	scope_unbind(&os->scope);
+	oneshot_close_stdio(os);
 	conf_strv_free(os->argv);
 	conf_strv_free(os->env);
 	free(os->cwd);
@@ -33,6 +36,15 @@ struct oneshot *oneshot_free(struct oneshot *os)
 	run_ids_clear(&os->ids);
 	free(os);
 	return NULL;
+}
+
+void oneshot_close_stdio(struct oneshot *os)
+{
+	for (int i = 0; i < 3 && os->stdio_passed; i++)
+		if (os->stdio[i] >= 0) {
+			close(os->stdio[i]);
+			os->stdio[i] = -1;
+		}
 }
 
 void oneshot_gen_name(char *buf, size_t len)
@@ -54,9 +66,11 @@ struct proc *oneshot_run(const char *name, struct oneshot *os, bool *ret_short, 
 		return NULL;
 	}
 	p->os = os;
+	os->proc = p;
 	TAILQ_INSERT_TAIL(&oneshots, p, os->entry);
 	n_oneshots++;
 	proc_feed(p, PE_START);
+	oneshot_close_stdio(os); /* the child has them, or never will */
 	if (p->spawns == 0) {
 		snprintf(err, errlen, "%s",
 			 p->exit_status_text ? p->exit_status_text : "spawn failed");

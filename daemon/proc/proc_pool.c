@@ -39,9 +39,10 @@ static void publish_pool(const char *event, struct pool *pl)
 {
 	if (!events_wanted(TOPIC_POOL))
 		return;
-	events_publish(TOPIC_POOL,
-		       json_pack("{s:s, s:s, s:I, s:f}", "event", event, "pool", pl->name,
-				 "processes", (json_int_t)pl->conf->processes, "ts", now_wall()));
+	events_publish_visible(
+		TOPIC_POOL, pl->owner.private ? events_visible_access : NULL, &pl->owner,
+		json_pack("{s:s, s:s, s:I, s:f}", "event", event, "pool", pl->name, "processes",
+			  (json_int_t)pl->conf->processes, "ts", now_wall()));
 }
 
 struct pool *pool_find(const char *name)
@@ -265,7 +266,9 @@ static int pool_resize(struct pool *pl, unsigned n, bool start)
 	return 0;
 }
 
-int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct pool **ret)
+/* pool_create with the ids to run as (NULL: pc's user and group). */
+static int pool_make(const struct pool_conf *pc, struct run_ids *as, int *stdio, bool start,
+		     bool from_config, struct pool **ret)
 {
 	char what[160];
 	struct pool *pl;
@@ -288,7 +291,19 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
 	}
 	pl->conf->processes = 0;
 	pl->from_config = from_config;
-	pool_resolve_ids(pl);
+	pl->owner = pc->owner;
+	pl->stdio[0] = pl->stdio[1] = pl->stdio[2] = -1;
+	if (stdio) {
+		pl->stdio_passed = true;
+		for (int i = 0; i < 3; i++) {
+			pl->stdio[i] = stdio[i];
+			stdio[i] = -1; /* ours now */
+		}
+	}
+	if (as)
+		pool_take_ids(pl, as);
+	else
+		pool_resolve_ids(pl);
 	if (pl->ids_error)
 		log_error("proc", "pool %s: %s", pl->name, pl->ids_error);
 	pool_open_outputs(pl);
@@ -303,8 +318,29 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
 	return r;
 }
 
+int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct pool **ret)
+{
+	return pool_make(pc, NULL, NULL, start, from_config, ret);
+}
+
+int pool_create_as(const struct pool_conf *pc, struct run_ids *ids, int *stdio, bool start,
+		   struct pool **ret)
+{
+	int r = pool_make(pc, ids, stdio, start, false, ret);
+
+	if (ids)
+		run_ids_clear(ids); /* what pool_take_ids did not take */
+	for (int i = 0; stdio && i < 3; i++)
+		if (stdio[i] >= 0) { /* not taken: the pool was refused */
+			close(stdio[i]);
+			stdio[i] = -1;
+		}
+	return r;
+}
+
 void pool_free(struct pool *pl)
 {
+	scope_unbind(&pl->scope);
 	log_info("proc", "pool %s: removed", pl->name);
 	publish_pool("pool.removed", pl);
 	TAILQ_REMOVE(&pools, pl, entry);
@@ -312,6 +348,9 @@ void pool_free(struct pool *pl)
 	proc_notify_pool_gone(pl);
 	outfile_free(pl->out);
 	outfile_free(pl->err);
+	for (int i = 0; i < 3 && pl->stdio_passed; i++)
+		if (pl->stdio[i] >= 0)
+			close(pl->stdio[i]);
 	pool_clear_ids(pl);
 	pool_conf_free(pl->conf);
 	free(pl->members);
@@ -326,6 +365,7 @@ void pool_remove(struct pool *pl)
 	if (pl->removing)
 		return;
 	pl->removing = true;
+	scope_unbind(&pl->scope);
 	for (unsigned i = 0; i < pl->n_slots; i++) {
 		struct proc *p = pl->members[i];
 		if (!p)

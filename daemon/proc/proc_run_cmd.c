@@ -11,8 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "container.h"
 #include "conn.h"
 #include "daemon.h"
+#include "log.h"
 #include "proc_cmd.h"
 
 /* env {"K": "V"} -> ["K=V", ...]; NULL on a bad entry. */
@@ -60,6 +62,27 @@ static int id_param(struct request *r, const char *key, json_t *v, char *buf, si
 	return -1;
 }
 
+int run_ids_of_peer(const struct conn *c, struct run_ids *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	ret->uid = c->uid;
+	ret->gid = c->gid;
+	if (!(ret->groups = calloc(c->n_gids > 0 ? (size_t)c->n_gids : 1, sizeof(gid_t))))
+		return -ENOMEM;
+	/* the connection lists the primary gid after the supplementary ones,
+	 * which may hold it too: each group once */
+	for (int i = 0; i < c->n_gids && c->gids; i++) {
+		int j = 0;
+		while (j < ret->n_groups && ret->groups[j] != c->gids[i])
+			j++;
+		if (j == ret->n_groups)
+			ret->groups[ret->n_groups++] = c->gids[i];
+	}
+	if (ret->n_groups == 0)
+		ret->groups[ret->n_groups++] = c->gid;
+	return 0;
+}
+
 /* Who a one-shot runs as (docs/processes.md): the user (and group) an admin named,
  * else the requesting peer with all its groups when the daemon is root. */
 static int run_as(struct request *r, struct oneshot *os, const char *user, const char *group)
@@ -67,11 +90,6 @@ static int run_as(struct request *r, struct oneshot *os, const char *user, const
 	char *why = NULL;
 
 	if (user) {
-		if (r->conn->role != ROLE_ADMIN) {
-			request_error(r, MPSUP_E_PERMISSION_DENIED,
-				      "proc.run: only an admin may name a user");
-			return -1;
-		}
 		if (run_ids_resolve(user, group, &os->ids, &why) < 0) {
 			request_error(r, MPSUP_E_SPAWN_FAILED, "proc.run: %s",
 				      why ? why : "cannot resolve the user");
@@ -86,20 +104,46 @@ static int run_as(struct request *r, struct oneshot *os, const char *user, const
 	if (geteuid() != 0 || r->conn->uid == 0)
 		return 0;
 	os->set_ids = true;
-	os->ids.uid = r->conn->uid;
-	os->ids.gid = r->conn->gid;
-	if (r->conn->n_gids > 0 && r->conn->gids) {
-		if (!(os->ids.groups = calloc((size_t)r->conn->n_gids, sizeof(gid_t))))
-			return -ENOMEM;
-		memcpy(os->ids.groups, r->conn->gids, (size_t)r->conn->n_gids * sizeof(gid_t));
-		os->ids.n_groups = r->conn->n_gids;
-	} else {
-		if (!(os->ids.groups = calloc(1, sizeof(gid_t))))
-			return -ENOMEM;
-		os->ids.groups[0] = r->conn->gid;
-		os->ids.n_groups = 1;
+	return run_ids_of_peer(r->conn, &os->ids);
+}
+
+/* proc.run's stdio: absent or "pipes" (0), "passed" (1: the three
+ * descriptors that came with the line go to os); -1 after answering. */
+static int stdio_param(struct request *r, json_t *v, struct oneshot *os, bool has_stdin)
+{
+	const char *s = json_string_value(v);
+
+	if (!v || (s && strcmp(s, "pipes") == 0)) {
+		if (r->n_fds) {
+			request_error(r, MPSUP_E_BAD_REQUEST,
+				      "proc.run: descriptors came without stdio \"passed\"");
+			return -1;
+		}
+		return 0;
 	}
-	return 0;
+	if (!s || strcmp(s, "passed") != 0) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "proc.run: stdio must be \"passed\" or \"pipes\"");
+		return -1;
+	}
+	if (r->n_fds != 3) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "proc.run: stdio \"passed\" needs exactly 3 descriptors "
+			      "(SCM_RIGHTS with the request), got %d",
+			      r->n_fds);
+		return -1;
+	}
+	if (has_stdin) {
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "proc.run: stdin and stdio \"passed\" exclude each other");
+		return -1;
+	}
+	for (int i = 0; i < 3; i++) {
+		os->stdio[i] = r->fds[i];
+		r->fds[i] = -1; /* ours now */
+	}
+	os->stdio_passed = true;
+	return 1;
 }
 
 /* Check proc.run's argv, env, cwd and name, and that one more process
@@ -142,6 +186,13 @@ static int run_check(struct request *r, json_t *argv, json_t *env, const char *c
 			      daemon_g.conf->max_processes);
 		return -EINVAL;
 	}
+	if (r->conn && r->conn->role < ROLE_ADMIN &&
+	    proc_count_of_uid(r->conn->uid) >= daemon_g.conf->max_processes_per_uid) {
+		request_error(r, MPSUP_E_LIMIT,
+			      "uid %d runs too many processes (max_processes_per_uid = %u)",
+			      (int)r->conn->uid, daemon_g.conf->max_processes_per_uid);
+		return -EINVAL;
+	}
 	if (proc_fds_check(PROC_FDS_ONESHOT, "a one-shot") < 0) {
 		request_error(r, MPSUP_E_LIMIT, "%s", proc_fds_refusal());
 		return -EINVAL;
@@ -149,24 +200,89 @@ static int run_check(struct request *r, json_t *argv, json_t *env, const char *c
 	return 0;
 }
 
+/* The process that ran a daemon one-shot with scope "process" exited:
+ * terminate it (stop signal, SIGKILL after stop_timeout), like Python's
+ * daemon children at exit. */
+static void oneshot_scope_gone(struct scope_link *l)
+{
+	struct oneshot *os = CONTAINER_OF(l, struct oneshot, scope);
+
+	if (!os->proc || !proc_is_alive(os->proc))
+		return;
+	log_info("proc", "%s: the process that ran it (scope) exited: stopping it", os->proc->name);
+	proc_stop(os->proc);
+}
+
+/* A one-shot of proc.run's argv, env, cwd, stdio and stdin (checked);
+ * NULL after answering. */
+static struct oneshot *oneshot_new(struct request *r, json_t *argv, json_t *env, const char *cwd,
+				   json_t *jstdio, const char *in, size_t in_len)
+{
+	struct oneshot *os = calloc(1, sizeof(*os));
+	const char *bad = NULL;
+	json_t *a;
+	size_t i;
+
+	if (!os)
+		goto nomem;
+	os->stdio[0] = os->stdio[1] = os->stdio[2] = -1;
+	if (stdio_param(r, jstdio, os, in != NULL) < 0)
+		return oneshot_free(os);
+	if (!(os->argv = calloc(json_array_size(argv) + 1, sizeof(char *))))
+		goto nomem;
+	json_array_foreach(argv, i, a)
+		if (!(os->argv[i] = strdup(json_string_value(a))))
+			goto nomem;
+	if (!(os->env = env_from_json(env, &bad))) {
+		if (!bad)
+			goto nomem;
+		request_error(r, MPSUP_E_BAD_REQUEST,
+			      "proc.run: env '%.100s': keys are names, values strings", bad);
+		return oneshot_free(os);
+	}
+	if (cwd && !(os->cwd = strdup(cwd)))
+		goto nomem;
+	if (in) {
+		if (!(os->stdin_data = malloc(in_len ? in_len : 1)))
+			goto nomem;
+		memcpy(os->stdin_data, in, in_len);
+		os->stdin_len = in_len;
+	}
+	return os;
+nomem:
+	request_error(r, MPSUP_E_INTERNAL, "out of memory");
+	return oneshot_free(os);
+}
+
 enum cmd_ret cmd_proc_run(struct request *r)
 {
-	json_t *argv, *env = NULL, *a, *juser = NULL, *jgroup = NULL;
-	const char *name = NULL, *cwd = NULL, *in = NULL, *bad = NULL, *user, *group;
-	size_t in_len = 0, i;
-	int daemon = 0, e;
+	json_t *argv, *env = NULL, *juser = NULL, *jgroup = NULL, *jstdio = NULL;
+	const char *name = NULL, *cwd = NULL, *in = NULL, *user, *group;
+	size_t in_len = 0;
+	int daemon = 0, e, scoped;
 	bool short_of;
 	char gen[32], err[512], ubuf[24], gbuf[24];
 	struct oneshot *os;
 	struct proc *p;
 
-	if (request_unpack(r, "{s:o, s?s, s?o, s?s, s?b, s?s%, s?o, s?o}", "argv", &argv, "name",
-			   &name, "env", &env, "cwd", &cwd, "daemon", &daemon, "stdin", &in,
-			   &in_len, "user", &juser, "group", &jgroup) < 0)
+	if (!request_params(r) || (scoped = scope_param(r)) < 0) {
+		if (!r->replied)
+			request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
+	if (request_unpack(r, "{s:o, s?s, s?o, s?s, s?b, s?s%, s?o, s?o, s?o}", "argv", &argv,
+			   "name", &name, "env", &env, "cwd", &cwd, "daemon", &daemon, "stdin", &in,
+			   &in_len, "user", &juser, "group", &jgroup, "stdio", &jstdio) < 0)
 		return CMD_DONE;
 	if (id_param(r, "user", juser, ubuf, sizeof(ubuf), &user) < 0 ||
 	    id_param(r, "group", jgroup, gbuf, sizeof(gbuf), &group) < 0)
 		return CMD_DONE;
+	/* role run: always as the peer itself */
+	if ((user || group) && r->conn && r->conn->role < ROLE_ADMIN) {
+		request_error(r, MPSUP_E_PERMISSION_DENIED,
+			      "proc.run: only an admin may name a user or group");
+		return CMD_DONE;
+	}
 	if (group && !user) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: group needs user");
 		return CMD_DONE;
@@ -177,32 +293,19 @@ enum cmd_ret cmd_proc_run(struct request *r)
 		oneshot_gen_name(gen, sizeof(gen));
 		name = gen;
 	}
-	if (!(os = calloc(1, sizeof(*os))) ||
-	    !(os->argv = calloc(json_array_size(argv) + 1, sizeof(char *))))
-		goto nomem;
-	json_array_foreach(argv, i, a)
-		if (!(os->argv[i] = strdup(json_string_value(a))))
-			goto nomem;
-	if (!(os->env = env_from_json(env, &bad))) {
+	if (!(os = oneshot_new(r, argv, env, cwd, jstdio, in, in_len)))
+		return CMD_DONE;
+	os->daemon = daemon;
+	if (r->conn) {
+		os->owner.set = true;
+		os->owner.uid = r->conn->uid;
+	}
+	/* a non-daemon child runs on after its runner: nothing to watch */
+	if (scoped && daemon && (e = scope_bind(r->conn, &os->scope, oneshot_scope_gone)) < 0) {
 		oneshot_free(os);
-		if (bad) {
-			request_error(r, MPSUP_E_BAD_REQUEST,
-				      "proc.run: env '%.100s': keys are names, values strings",
-				      bad);
-			return CMD_DONE;
-		}
-		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		scope_bind_error(r, e);
 		return CMD_DONE;
 	}
-	if (cwd && !(os->cwd = strdup(cwd)))
-		goto nomem;
-	if (in) {
-		if (!(os->stdin_data = malloc(in_len ? in_len : 1)))
-			goto nomem;
-		memcpy(os->stdin_data, in, in_len);
-		os->stdin_len = in_len;
-	}
-	os->daemon = daemon;
 	if ((e = run_as(r, os, user, group)) < 0) {
 		oneshot_free(os);
 		if (e == -ENOMEM)
@@ -216,14 +319,11 @@ enum cmd_ret cmd_proc_run(struct request *r)
 	}
 	request_ok(r, json_pack("{s:s, s:i}", "name", p->name, "pid", (int)p->pid));
 	return CMD_DONE;
-nomem:
-	oneshot_free(os);
-	request_error(r, MPSUP_E_INTERNAL, "out of memory");
-	return CMD_DONE;
 }
 
 enum cmd_ret cmd_proc_forget(struct request *r)
 {
+	enum access_verdict v;
 	const char *name;
 	struct proc *p;
 
@@ -231,6 +331,10 @@ enum cmd_ret cmd_proc_forget(struct request *r)
 		return CMD_DONE;
 	if (!(p = proc_find(name)) || p->freed) {
 		request_error(r, MPSUP_E_NOT_FOUND, "no process named '%.100s'", name);
+		return CMD_DONE;
+	}
+	if ((v = request_access(r, proc_owner(p))) != ACCESS_OK) {
+		request_access_error(r, v, "process", name);
 		return CMD_DONE;
 	}
 	if (!p->os) {

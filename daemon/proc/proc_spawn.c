@@ -509,6 +509,20 @@ struct spawn_fds {
 /* Open the child's stdin, stdout, stderr and the status pipe: 0 or -errno. */
 static int fds_open(struct proc *p, bool task, struct spawn_plan *sp, struct spawn_fds *d)
 {
+	const int *passed = p->pool ? (p->pool->stdio_passed ? p->pool->stdio : NULL)
+				    : (p->os->stdio_passed ? p->os->stdio : NULL);
+
+	/* stdio "passed": the caller's own (the one-shot closes them after
+	 * the spawn, the pool when it goes; a task worker's stdin and stdout
+	 * stay its task channel) */
+	if (passed && !task) {
+		for (int i = 0; i < 3; i++)
+			sp->fd[i] = passed[i];
+		if (pipe2(d->status, O_CLOEXEC) < 0)
+			return -errno;
+		sp->status_fd = d->status[1];
+		return 0;
+	}
 	if (task || (!p->pool && p->os->stdin_data)) {
 		int ip[2];
 		if (pipe2(ip, O_CLOEXEC) < 0)
@@ -527,7 +541,9 @@ static int fds_open(struct proc *p, bool task, struct spawn_plan *sp, struct spa
 		d->owned[1] = true;
 	} else if ((sp->fd[1] = output_fd(p, 1, &d->rd[1], &d->owned[1])) < 0)
 		return -errno;
-	if ((sp->fd[2] = output_fd(p, 2, &d->rd[2], &d->owned[2])) < 0)
+	if (passed)
+		sp->fd[2] = passed[2];
+	else if ((sp->fd[2] = output_fd(p, 2, &d->rd[2], &d->owned[2])) < 0)
 		return -errno;
 	if (pipe2(d->status, O_CLOEXEC) < 0)
 		return -errno;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "conf.h"
+#include "container.h"
 #include "daemon.h"
 #include "hash.h"
 #include "events.h"
@@ -94,6 +95,32 @@ const struct obj_type *obj_type_find(const char *name)
 	return NULL;
 }
 
+/* o's access and, when persisted state is loaded, its owner's uid, from
+ * the generic options; -1 with err. */
+static int owner_read(struct obj *o, json_t *opts, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(opts, "access");
+
+	if (v) {
+		const char *s = json_string_value(v);
+		if (!s || (strcmp(s, "private") != 0 && strcmp(s, "shared") != 0)) {
+			snprintf(err, errlen, "access must be \"private\" or \"shared\"");
+			return -1;
+		}
+		o->owner.private = strcmp(s, "private") == 0;
+	}
+	if ((v = json_object_get(opts, "owner")) && obj_restoring) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+		    json_integer_value(v) > (json_int_t)UINT32_MAX - 1) {
+			snprintf(err, errlen, "bad owner");
+			return -1;
+		}
+		o->owner.set = true;
+		o->owner.uid = (uid_t)json_integer_value(v);
+	}
+	return 0;
+}
+
 struct obj *obj_create(const char *name, const struct obj_type *type, json_t *opts,
 		       enum mpsup_err *ret_code, char *err, size_t errlen)
 {
@@ -115,7 +142,8 @@ struct obj *obj_create(const char *name, const struct obj_type *type, json_t *op
 	o->type = type;
 	for (int i = 0; i < OBJ_WAITQS; i++)
 		waitq_init(&o->wq[i]);
-	code = type->create(o, opts, err, errlen);
+	code = owner_read(o, opts, err, errlen) < 0 ? MPSUP_E_BAD_REQUEST
+						    : type->create(o, opts, err, errlen);
 	if (code != MPSUP_OK) {
 		free(o);
 		*ret_code = code;
@@ -129,10 +157,17 @@ struct obj *obj_create(const char *name, const struct obj_type *type, json_t *op
 	return o;
 }
 
+void obj_log_request(const struct obj *o, struct request *r)
+{
+	if (obj_persisted(o))
+		persist_log_request(r);
+}
+
 void obj_delete(struct obj *o)
 {
 	char msg[OBJ_NAME_MAX + 32];
 
+	scope_unbind(&o->scope);
 	for (struct obj **p = &buckets[o->hash & (n_buckets - 1)]; *p; p = &(*p)->next)
 		if (*p == o) {
 			*p = o->next;
@@ -271,8 +306,11 @@ void obj_changed(const struct obj *o, const char *op)
 {
 	if (!events_wanted(TOPIC_OBJECT))
 		return;
-	events_publish(TOPIC_OBJECT, json_pack("{s:s, s:s, s:s, s:s}", "event", "object.changed",
-					       "name", o->name, "type", o->type->name, "op", op));
+	/* a private object's events reach its owner's uid and admins only */
+	events_publish_visible(TOPIC_OBJECT, o->owner.private ? events_visible_access : NULL,
+			       &o->owner,
+			       json_pack("{s:s, s:s, s:s, s:s}", "event", "object.changed", "name",
+					 o->name, "type", o->type->name, "op", op));
 }
 
 void obj_ok(struct obj_call *c, json_t *result)
@@ -284,8 +322,8 @@ void obj_ok(struct obj_call *c, json_t *result)
 	/* Log and publish before answering: the answer may resume the
 	 * connection, and must not leave before its record (persist.h). */
 	if (c->op && (c->op->flags & CMD_MUTATES)) {
-		if (c->o->type->dump && !(c->op->flags & OBJ_OP_LOGS_ITSELF))
-			persist_log_request(c->r);
+		if (!(c->op->flags & OBJ_OP_LOGS_ITSELF))
+			obj_log_request(c->o, c->r);
 		obj_changed(c->o, strchr(c->op->name, '.') + 1); /* the op */
 	}
 	request_ok(c->r, result);
@@ -317,6 +355,11 @@ static bool call_object(struct obj_call *c, const struct obj_type *type, const c
 	const struct obj_op *op = c->op;
 
 	c->o = obj_find(name);
+	if (c->o && request_access(r, &c->o->owner) != ACCESS_OK) {
+		/* private: as if missing, and its name cannot be taken */
+		request_error(r, MPSUP_E_NOT_FOUND, "no %s named %s", type->name, name);
+		return false;
+	}
 	if (!c->o) {
 		enum mpsup_err code;
 		char err[256];
@@ -394,7 +437,72 @@ static enum cmd_ret op_run(struct request *r, const struct type_op *t)
 
 /* --- obj.* ---------------------------------------------------------------------------- */
 
-/* obj.create {name, type, ...options} -> {created} */
+/* Its creator's process exited: a scoped object goes (waiters get
+ * not_found, holders lose their hold), as on obj.delete. */
+static void obj_scope_gone(struct scope_link *l)
+{
+	struct obj *o = CONTAINER_OF(l, struct obj, scope);
+
+	obj_changed(o, "delete");
+	obj_delete(o);
+}
+
+/* obj.create's scope: absent (false) or "process" (true); -1 after
+ * answering bad_request. */
+static int create_scope(struct request *r)
+{
+	json_t *v = json_object_get(r->params, "scope");
+
+	if (!v)
+		return 0;
+	if (!json_is_string(v) || strcmp(json_string_value(v), "process") != 0) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "%s: scope must be \"process\"",
+			      r->cmd->name);
+		return -1;
+	}
+	if (!r->conn) { /* the daemon's own requests have no process */
+		request_error(r, MPSUP_E_BAD_REQUEST, "%s: no process to scope to", r->cmd->name);
+		return -1;
+	}
+	return 1;
+}
+
+/* Bind o to r's peer process; answers and deletes o when it cannot be. */
+static int create_bind(struct request *r, struct obj *o)
+{
+	int e = scope_bind(r->conn, &o->scope, obj_scope_gone);
+
+	if (e == 0)
+		return 0;
+	obj_delete(o);
+	if (e == -ESRCH)
+		request_error(r, MPSUP_E_CONFLICT, "obj.create: the requesting process has exited");
+	else if (e == -EMFILE)
+		request_error(r, MPSUP_E_LIMIT,
+			      "obj.create: not enough file descriptors to watch the process");
+	else
+		request_error(r, MPSUP_E_INTERNAL, "obj.create: %s", strerror(-e));
+	return -1;
+}
+
+/* Log obj.create: a private object's record names its owner's uid, which
+ * the request line does not hold. */
+static void create_log(struct request *r, struct obj *o)
+{
+	json_t *p;
+
+	if (!o->owner.private || !o->owner.set) {
+		obj_log_request(o, r);
+		return;
+	}
+	if (!obj_persisted(o) || !(p = json_copy(r->params)))
+		return;
+	json_object_set_new(p, "owner", json_integer((json_int_t)o->owner.uid));
+	persist_log("obj.create", p);
+	json_decref(p);
+}
+
+/* obj.create {name, type, scope?, access?, ...options} -> {created} */
 static enum cmd_ret obj_create_local(struct request *r)
 {
 	char buf[OBJ_NAME_MAX + 1];
@@ -403,10 +511,13 @@ static enum cmd_ret obj_create_local(struct request *r)
 	enum mpsup_err code;
 	char err[256];
 	struct obj *o;
+	int scoped;
 
 	if (!name || !persist_read(r, name))
 		return CMD_DONE;
 	r->durable = true;
+	if ((scoped = create_scope(r)) < 0)
+		return CMD_DONE;
 	tname = json_string_value(json_object_get(r->params, "type"));
 	if (!tname) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "obj.create: 'type' must be a string");
@@ -416,7 +527,11 @@ static enum cmd_ret obj_create_local(struct request *r)
 		request_error(r, MPSUP_E_BAD_REQUEST, "obj.create: unknown type '%.64s'", tname);
 		return CMD_DONE;
 	}
-	if ((o = obj_find(name))) {
+	if ((o = obj_find(name)) && request_access(r, &o->owner) != ACCESS_OK) {
+		request_error(r, MPSUP_E_NOT_FOUND, "no object named %s (a private one)", name);
+		return CMD_DONE;
+	}
+	if (o) {
 		if (o->type != type)
 			request_error(r, MPSUP_E_EXISTS, "%s exists as a %s", name, o->type->name);
 		else if (!type->options_equal(o, r->params))
@@ -442,8 +557,13 @@ static enum cmd_ret obj_create_local(struct request *r)
 		mem_room(r, took); /* answers limit: the count is back, took does not fit */
 		return CMD_DONE;
 	}
-	if (type->dump)
-		persist_log_request(r);
+	if (r->conn) {
+		o->owner.set = true;
+		o->owner.uid = r->conn->uid;
+	}
+	if (scoped && create_bind(r, o) < 0)
+		return CMD_DONE;
+	create_log(r, o);
 	obj_changed(o, "create");
 	request_ok(r, json_pack("{s:b}", "created", 1));
 	return CMD_DONE;
@@ -483,7 +603,7 @@ static enum cmd_ret obj_list_local(struct request *r)
 	}
 	for (size_t i = 0; i < n_buckets; i++)
 		for (struct obj *o = buckets[i]; o; o = o->next)
-			if (!type || o->type == type)
+			if ((!type || o->type == type) && request_access(r, &o->owner) == ACCESS_OK)
 				all[n++] = o;
 	qsort(all, n, sizeof(*all), obj_name_cmp);
 	for (size_t i = 0; i < n; i++)
@@ -511,8 +631,10 @@ static struct obj *existing(struct request *r)
 	if (!persist_read(r, name)) /* even not_found may show an unwritten delete */
 		return NULL;
 	r->durable = true;
-	if (!(o = obj_find(name)))
+	if (!(o = obj_find(name)) || request_access(r, &o->owner) != ACCESS_OK) {
 		request_error(r, MPSUP_E_NOT_FOUND, "no object named %s", name);
+		return NULL;
+	}
 	return o;
 }
 
@@ -533,7 +655,7 @@ static enum cmd_ret obj_delete_local(struct request *r)
 
 	if (!o)
 		return CMD_DONE;
-	if (o->type->dump) {
+	if (obj_persisted(o)) {
 		if (!persist_writable(r))
 			return CMD_DONE;
 		persist_log_request(r);
@@ -557,7 +679,8 @@ static enum cmd_ret cmd_obj_list(struct request *r);
 
 /* obj.* first, then every TYPE.OP (filled by state_cmds_build). */
 static struct cmd_entry state_cmds[MAX_CMDS + 1] = {
-	{ "obj.create", ROLE_STATE, CMD_MUTATES, cmd_obj_create, "s:name s:type *:options?" },
+	{ "obj.create", ROLE_STATE, CMD_MUTATES, cmd_obj_create,
+	  "s:name s:type s:scope? s:access? *:options?" },
 	{ "obj.delete", ROLE_STATE, CMD_MUTATES, cmd_obj_delete, "s:name" },
 	{ "obj.get", ROLE_READ, 0, cmd_obj_get, "s:name" },
 	{ "obj.list", ROLE_READ, 0, cmd_obj_list, "s:type?" },

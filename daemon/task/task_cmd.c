@@ -85,7 +85,7 @@ static struct task_pool *pool_for_tasks(struct request *r, const char *name, siz
 	struct pool *pl;
 	char why[200];
 
-	if (!(pl = pool_find(name))) {
+	if (!(pl = pool_find(name)) || request_access(r, &pl->owner) != ACCESS_OK) {
 		request_error(r, MPSUP_E_NOT_FOUND, "no pool named '%.100s'", name);
 		return NULL;
 	}

@@ -109,6 +109,7 @@ struct worker {
 	bool eof;      /* its stdout closed */
 	bool timed;    /* its timer runs for task_timeout (of its oldest task) */
 	unsigned long long tasks_done;
+	unsigned run_tasks; /* finished by this run (task_max_per_worker) */
 	TAILQ_ENTRY(worker) rentry;
 };
 

@@ -52,6 +52,7 @@ static size_t linebuf_cap;
 static void worker_fail(struct worker *w, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static void task_worker_exited(struct proc *p);
+static bool worker_spent(struct worker *w);
 
 /*
  * Workers.
@@ -69,11 +70,14 @@ static bool worker_usable(const struct worker *w)
 }
 
 /* Whether w may take one more task now: usable, fewer than task_window
- * held, and less than WRITE_AHEAD_MAX bytes not yet taken by its pipe. */
+ * held, less than WRITE_AHEAD_MAX bytes not yet taken by its pipe, and
+ * within what task_max_per_worker leaves this run. */
 bool worker_has_room(const struct worker *w)
 {
+	unsigned max = w->tp->pl->conf->task_max_per_worker;
+
 	return worker_usable(w) && w->n_held < w->tp->pl->conf->task_window &&
-	       w->wlen - w->woff < WRITE_AHEAD_MAX;
+	       w->wlen - w->woff < WRITE_AHEAD_MAX && (!max || w->run_tasks + w->n_held < max);
 }
 
 /* Put w on its pool's ready list (at the tail), or take it off. */
@@ -415,6 +419,7 @@ static bool worker_line(struct worker *w, char *line, size_t len)
 	}
 	worker_take(w, t);
 	w->tasks_done += task_weight(t);
+	w->run_tasks++; /* a chunk is one task, as for Python's maxtasksperchild */
 	if (kind == TASK_REPLY_RESULTS) {
 		task_chunk_end(t, v);
 		json_decref(v);
@@ -428,9 +433,28 @@ static bool worker_line(struct worker *w, char *line, size_t len)
 		task_end(t, NULL, MPSUP_E_INTERNAL, json_string_value(v));
 		json_decref(v);
 	}
+	if (worker_spent(w))
+		return false;
 	if (worker_has_room(w))
 		worker_set_ready(w, true);
 	return w->out_fd >= 0;
+}
+
+/* Has w done the task_max_per_worker of its pool? Then it takes no more
+ * and is replaced by a fresh run (graceful stop, start again): true.
+ * worker_has_room() never lets it hold more than it may still do, so
+ * nothing is in flight by then. */
+static bool worker_spent(struct worker *w)
+{
+	unsigned max = w->p->pool->conf->task_max_per_worker;
+
+	if (!max || w->run_tasks < max || !worker_usable(w))
+		return false;
+	log_debug("task", "%s: %u tasks done (task_max_per_worker): replacing it", w->p->name,
+		  w->run_tasks);
+	worker_close(w);
+	proc_restart(w->p);
+	return true;
 }
 
 /* Handle the complete lines w's framer holds, then give the workers with
@@ -546,6 +570,7 @@ static void task_worker_attach(struct proc *p, int in_fd, int out_fd)
 	w->out_fd = out_fd;
 	w->killed = w->dying = w->eof = w->wpending = false;
 	w->wlen = w->woff = 0;
+	w->run_tasks = 0;
 	w->in = mpsup_framer_new(daemon_g.conf->max_request_bytes);
 	w->ev_read = event_new(daemon_g.base, out_fd, EV_READ | EV_PERSIST, worker_read_cb, w);
 	w->ev_write = event_new(daemon_g.base, in_fd, EV_WRITE | EV_PERSIST, worker_write_cb, w);

@@ -133,6 +133,7 @@ START_TEST(test_role_shares)
 		ck_assert_uint_eq(role_share(want[i].total, ROLE_NONE), want[i].read);
 		ck_assert_uint_eq(role_share(want[i].total, ROLE_READ), want[i].read);
 		ck_assert_uint_eq(role_share(want[i].total, ROLE_STATE), want[i].state);
+		ck_assert_uint_eq(role_share(want[i].total, ROLE_RUN), want[i].state);
 		ck_assert_uint_eq(role_share(want[i].total, ROLE_ADMIN), want[i].total);
 	}
 }
@@ -148,6 +149,28 @@ static enum role always_state(uid_t uid, const gid_t *gids, int n_gids)
 
 /* Roles come from the peer policy; a stream slot is taken once per
  * connection, within the role's share, and given back. */
+/* The one access decision: admins everything, private things their
+ * uid's, CMD_OWNED commands only on what the peer's uid made. */
+START_TEST(test_access_decide)
+{
+	const struct owner nobody = { 0 }, mine = { .uid = 1001, .set = true },
+			   theirs = { .uid = 1002, .set = true },
+			   secret = { .uid = 1002, .set = true, .private = true },
+			   my_secret = { .uid = 1001, .set = true, .private = true };
+
+	ck_assert_int_eq(access_decide(ROLE_RUN, 1001, true, &mine), ACCESS_OK);
+	ck_assert_int_eq(access_decide(ROLE_RUN, 1001, true, &theirs), ACCESS_DENIED);
+	ck_assert_int_eq(access_decide(ROLE_RUN, 1001, true, &nobody), ACCESS_DENIED);
+	ck_assert_int_eq(access_decide(ROLE_RUN, 1001, false, &theirs), ACCESS_OK);
+	ck_assert_int_eq(access_decide(ROLE_READ, 1001, false, &secret), ACCESS_HIDDEN);
+	ck_assert_int_eq(access_decide(ROLE_RUN, 1001, true, &secret), ACCESS_HIDDEN);
+	ck_assert_int_eq(access_decide(ROLE_READ, 1001, false, &my_secret), ACCESS_OK);
+	ck_assert_int_eq(access_decide(ROLE_ADMIN, 0, true, &secret), ACCESS_OK);
+	ck_assert_int_eq(access_decide(ROLE_ADMIN, 0, true, &nobody), ACCESS_OK);
+	ck_assert_int_eq(access_decide(ROLE_STATE, 1001, false, NULL), ACCESS_OK);
+}
+END_TEST
+
 START_TEST(test_policy_and_stream_slots)
 {
 	static const struct peer_policy state_policy = { .role = always_state };
@@ -188,6 +211,7 @@ static Suite *command_suite(void)
 	tcase_add_test(tc, test_request_without_answer_drops_client);
 	tcase_add_test(tc, test_role_shares);
 	tcase_add_test(tc, test_policy_and_stream_slots);
+	tcase_add_test(tc, test_access_decide);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -15,6 +15,7 @@
 #include "access.h"
 #include "command.h"
 #include "conn.h"
+#include "daemon.h"
 #include "log.h"
 #include "park.h"
 #include "proc.h"
@@ -191,12 +192,14 @@ static enum cmd_ret cmd_pool_map(struct request *r)
  * pool.imap: a map whose items are streamed as they end.
  */
 
-/* Whether m's reader keeps up (its unsent output is below IMAP_OUT_MAX). */
+/* Whether m's reader keeps up: its unsent output is below IMAP_OUT_MAX
+ * and half of max_output_bytes (past which a stream is dropped). */
 static bool imap_may_feed(struct map *m)
 {
 	const struct conn *c = m->stream.r ? m->stream.r->conn : NULL;
+	size_t max = daemon_g.conf->max_output_bytes / 2;
 
-	return !c || evbuffer_get_length(c->out) < IMAP_OUT_MAX;
+	return !c || evbuffer_get_length(c->out) < (max < IMAP_OUT_MAX ? max : IMAP_OUT_MAX);
 }
 
 /* Send item i's line; false when the stream ended (m must not be freed

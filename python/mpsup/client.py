@@ -26,6 +26,8 @@ MAX_IDLE = 8
 PIPELINE_WINDOW = 256
 
 _clients = weakref.WeakSet()
+_shared = {}
+_shared_lock = threading.Lock()
 
 
 def default_socket(socket_path=None):
@@ -117,6 +119,10 @@ class Client:
 
     def __repr__(self):
         return "<mpsup.Client %r>" % self.socket_path
+
+    def __reduce__(self):
+        # a proxy pickled to another process finds that process's client
+        return (shared_client, (self.socket_path, self.timeout))
 
     # --- connections ------------------------------------------------------------
     def connect(self):
@@ -313,7 +319,20 @@ class Client:
         return EventStream(self, topics)
 
 
+def shared_client(socket=None, timeout=None):
+    """The client of this process for a socket (one per process, made on
+    first use): what unpickled proxies use."""
+    key = (default_socket(socket), timeout, os.getpid())
+    with _shared_lock:
+        c = _shared.get(key)
+        if c is None:
+            c = _shared[key] = Client(key[0], timeout)
+        return c
+
+
 def _reset_after_fork():
+    global _shared_lock
+    _shared_lock = threading.Lock()
     for c in list(_clients):
         c._after_fork()
 

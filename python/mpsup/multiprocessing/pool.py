@@ -1,0 +1,359 @@
+"""Pool: a private transient task pool in mpsupd whose workers are
+`python3 -m mpsup.worker`. A chunk of items travels as one task; results
+come back pickled, exceptions with their type and message."""
+import base64
+import itertools
+import os
+import pickle
+import queue
+import sys
+import threading
+
+from .. import _fdpass, errors
+from . import _runtime
+from .process import current_process
+
+# waits written ahead of their answers by a result reader
+WAIT_WINDOW = 128
+# submits per pipelined batch
+SUBMIT_BATCH = 512
+
+
+class TimeoutError(errors.Timeout):
+    """multiprocessing.TimeoutError (also the built-in TimeoutError)."""
+
+
+def _item(mode, func, chunk):
+    return {_runtime.TAG: base64.b64encode(
+        pickle.dumps((mode, func, chunk), pickle.HIGHEST_PROTOCOL)).decode()}
+
+
+def _outcome(resp):
+    """(ok, values or exception) of a task.wait response."""
+    if not resp.get("ok"):
+        return False, errors.from_response(resp.get("error"), "task.wait")
+    return pickle.loads(base64.b64decode(resp["result"]["result"][_runtime.TAG]))
+
+
+def _chunks(mode, func, items, chunksize):
+    it = iter(items)
+    while True:
+        chunk = list(itertools.islice(it, chunksize))
+        if not chunk:
+            return
+        yield _item(mode, func, chunk), len(chunk)
+
+
+class _Results:
+    """Outcomes of submitted tasks, read by `readers` threads, each with a
+    connection of its own and its waits pipelined; ordered (one reader)
+    results come in task order, unordered ones as they come."""
+
+    def __init__(self, pool, ids, readers, on_done=None):
+        self._q = queue.Queue()
+        self._pool = pool
+        self._left = len(ids)
+        self._on_done = on_done
+        readers = max(1, min(readers, len(ids)))
+        self._threads = [threading.Thread(target=self._read, args=(ids[k::readers],),
+                                          daemon=True) for k in range(readers)]
+        for t in self._threads:
+            t.start()
+
+    def _read(self, ids):
+        try:
+            conn = _runtime.client().connect()
+        except OSError as e:
+            for _ in ids:
+                self._q.put((False, e))
+            return
+        n = 0
+        try:
+            sent = 0
+            for n in range(len(ids)):
+                while sent < len(ids) and sent - n < WAIT_WINDOW:
+                    conn.send("task.wait", {"task": ids[sent]})
+                    sent += 1
+                self._q.put(_outcome(conn.recv()))
+        except (OSError, ValueError) as e:
+            for _ in range(len(ids) - n):
+                self._q.put((False, e))
+        finally:
+            conn.close()
+
+    def next(self, timeout=None):
+        """(ok, values) of the next finished task."""
+        try:
+            out = self._q.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError("no result within %s seconds" % timeout, "timeout") from None
+        self._left -= 1
+        return out
+
+    def join(self):
+        for t in self._threads:
+            t.join()
+
+
+class AsyncResult:
+    """apply_async/map_async's result: get(timeout), wait, ready, successful."""
+
+    def __init__(self, pool, ids, sizes, single, callback, error_callback):
+        self._event = threading.Event()
+        self._value = None
+        self._ok = None
+        self._single = single
+        self._callback = callback
+        self._error_callback = error_callback
+        self._pool = pool
+        pool._pending.add(self)
+        t = threading.Thread(target=self._collect, args=(ids,), daemon=True)
+        t.start()
+
+    def _collect(self, ids):
+        res = _Results(self._pool, ids, 1)
+        values, err = [], None
+        for _ in ids:
+            ok, v = res.next()
+            if ok:
+                values.extend(v)
+            elif err is None:
+                err = v
+        self._ok = err is None
+        self._value = (values[0] if self._single else values) if self._ok else err
+        try:
+            if self._ok and self._callback is not None:
+                self._callback(self._value)
+            if not self._ok and self._error_callback is not None:
+                self._error_callback(self._value)
+        finally:
+            self._event.set()
+            self._pool._pending.discard(self)
+
+    def ready(self):
+        return self._event.is_set()
+
+    def successful(self):
+        if not self.ready():
+            raise ValueError("%r not ready" % self)
+        return self._ok
+
+    def wait(self, timeout=None):
+        self._event.wait(timeout)
+
+    def get(self, timeout=None):
+        if not self._event.wait(timeout):
+            raise TimeoutError("result not ready within %s seconds" % timeout, "timeout")
+        if self._ok:
+            return self._value
+        raise self._value
+
+
+ApplyResult = AsyncResult
+MapResult = AsyncResult
+
+
+class IMapIterator:
+    """imap/imap_unordered's iterator; next(timeout) as the standard one."""
+
+    def __init__(self, pool, ids, readers):
+        self._res = _Results(pool, ids, readers)
+        self._buf = []
+        self._left = len(ids)
+
+    def __iter__(self):
+        return self
+
+    def next(self, timeout=None):
+        while not self._buf:
+            if self._left == 0:
+                raise StopIteration
+            ok, v = self._res.next(timeout)
+            self._left -= 1
+            if not ok:
+                raise v
+            self._buf.extend(reversed(v))
+        return self._buf.pop()
+
+    __next__ = next
+
+
+class Pool:
+    """multiprocessing.Pool on a private transient task pool of mpsupd."""
+
+    def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None,
+                 context=None):
+        if processes is None:
+            processes = os.cpu_count() or 1
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if maxtasksperchild is not None and (not isinstance(maxtasksperchild, int)
+                                             or maxtasksperchild <= 0):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._processes = processes
+        self._state = "RUN"
+        self._pending = set()
+        self._owner = os.getpid()
+        self.name = _runtime.new_name("pool")
+        self._add(initializer, initargs, maxtasksperchild)
+        _pools.add(self)
+
+    def _add(self, initializer, initargs, maxtasksperchild):
+        from multiprocessing import spawn
+        prep = spawn.get_preparation_data(current_process().name)
+        for k in ("authkey", "start_method", "log_to_stderr", "name"):
+            prep.pop(k, None)
+        data = {"prep": prep, "parent_pid": os.getpid(),
+                "init": pickle.dumps((initializer, tuple(initargs)), pickle.HIGHEST_PROTOCOL)}
+        keys = {"mode": "task", "processes": self._processes, "directory": os.getcwd(),
+                "start_secs": 0, "scope": "process", "access": "private"}
+        if maxtasksperchild and _runtime.supported("task_max_per_worker"):
+            keys["task_max_per_worker"] = maxtasksperchild
+        for attempt in range(2):
+            if maxtasksperchild and "task_max_per_worker" not in keys:
+                data["maxtasks"] = maxtasksperchild  # the worker leaves by itself
+            env = {"PY_MPSUP_WORKER": base64.b64encode(pickle.dumps(data)).decode(),
+                   "PY_MPSUP_STDIO": _fdpass.server_path(),
+                   "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+            try:
+                _runtime.call_ext("pool.add", pool=self.name,
+                                  command="%s -m mpsup.worker" % sys.executable,
+                                  environment=env, **keys)
+                return
+            except errors.BadRequest as e:
+                if "task_max_per_worker" in keys and "task_max_per_worker" in e.message:
+                    _runtime._unsupported.add("task_max_per_worker")
+                    del keys["task_max_per_worker"]
+                    continue
+                raise
+
+    def __repr__(self):
+        return "<%s state=%s pool_size=%d>" % (type(self).__name__, self._state,
+                                               self._processes)
+
+    def _check_running(self):
+        if self._state != "RUN":
+            raise ValueError("Pool not running")
+
+    def _submit(self, items):
+        ids = []
+        c = _runtime.client()
+        batch = []
+        for item in items:
+            batch.append(("pool.submit", {"pool": self.name, "item": item}))
+            if len(batch) == SUBMIT_BATCH:
+                ids.extend(self._submitted(c.call_many(batch)))
+                batch = []
+        if batch:
+            ids.extend(self._submitted(c.call_many(batch)))
+        return ids
+
+    @staticmethod
+    def _submitted(resps):
+        out = []
+        for r in resps:
+            if not r.get("ok"):
+                raise errors.from_response(r.get("error"), "pool.submit")
+            out.append(r["result"]["task"])
+        return out
+
+    def _default_chunksize(self, n):
+        chunksize, extra = divmod(n, self._processes * 4)
+        return chunksize + 1 if extra else max(chunksize, 1)
+
+    def _map_ids(self, mode, func, iterable, chunksize):
+        items = list(iterable)
+        if chunksize is None:
+            chunksize = self._default_chunksize(len(items))
+        if chunksize < 1:
+            raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
+        return self._submit(it for it, _ in _chunks(mode, func, items, chunksize))
+
+    # --- the standard API --------------------------------------------------------
+    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
+        self._check_running()
+        ids = self._submit([_item("apply", func, [(tuple(args), dict(kwds))])])
+        return AsyncResult(self, ids, None, True, callback, error_callback)
+
+    def apply(self, func, args=(), kwds={}):
+        return self.apply_async(func, args, kwds).get()
+
+    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+        self._check_running()
+        ids = self._map_ids("map", func, iterable, chunksize)
+        return AsyncResult(self, ids, None, False, callback, error_callback)
+
+    def starmap_async(self, func, iterable, chunksize=None, callback=None,
+                      error_callback=None):
+        self._check_running()
+        ids = self._map_ids("star", func, iterable, chunksize)
+        return AsyncResult(self, ids, None, False, callback, error_callback)
+
+    def map(self, func, iterable, chunksize=None):
+        return self.map_async(func, iterable, chunksize).get()
+
+    def starmap(self, func, iterable, chunksize=None):
+        return self.starmap_async(func, iterable, chunksize).get()
+
+    def imap(self, func, iterable, chunksize=1):
+        self._check_running()
+        return IMapIterator(self, self._map_ids("map", func, iterable, chunksize), 1)
+
+    def imap_unordered(self, func, iterable, chunksize=1):
+        self._check_running()
+        return IMapIterator(self, self._map_ids("map", func, iterable, chunksize),
+                            self._processes)
+
+    def close(self):
+        """No more tasks; join() then waits for the submitted ones."""
+        if self._state == "RUN":
+            self._state = "CLOSE"
+
+    def terminate(self):
+        """Stop the workers now, tasks in flight included."""
+        self._state = "TERMINATE"
+        self._remove()
+
+    def join(self):
+        if self._state == "RUN":
+            raise ValueError("Pool is still running")
+        for r in list(self._pending):
+            r.wait()
+        self._remove()
+
+    def _remove(self):
+        if os.getpid() != self._owner or getattr(self, "_removed", False):
+            return
+        self._removed = True
+        _pools.discard(self)
+        try:
+            _runtime.client().remove_pool(self.name)
+        except errors.NotFound:
+            pass
+
+    def __enter__(self):
+        self._check_running()
+        return self
+
+    def __exit__(self, *a):
+        self.terminate()
+
+    def __reduce__(self):
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
+
+
+_pools = set()
+
+
+def _terminate_pools():
+    for p in list(_pools):
+        try:
+            p.terminate()
+        except (errors.Error, OSError):
+            pass
+
+
+import atexit  # noqa: E402  (after the definitions it uses)
+atexit.register(_terminate_pools)

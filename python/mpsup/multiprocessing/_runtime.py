@@ -25,11 +25,11 @@ _unscoped = []
 
 
 def client():
-    """This process's Client (a new one after fork)."""
+    """This process's client of the daemon at $MPSUP_SOCKET (one per
+    process and socket; a new one after fork)."""
     global _client, _client_pid
-    if _client is None or _client_pid != os.getpid():
-        _client = shared_client()
-        _client_pid = os.getpid()
+    _client = shared_client()
+    _client_pid = os.getpid()
     return _client
 
 

@@ -1,0 +1,83 @@
+"""Harness of the Python package's tests: a real mpsupd (tests/e2e/mpsuptest.py)
+per test class, the package on sys.path and PYTHONPATH, and helpers to run a
+Python program under mpsup.multiprocessing or the standard module."""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+SRCDIR = os.environ.get("MPSUP_SRCDIR", os.getcwd())
+PYDIR = os.path.join(SRCDIR, "python")
+sys.path.insert(0, os.path.join(SRCDIR, "tests", "e2e"))
+sys.path.insert(0, PYDIR)
+
+import mpsuptest  # noqa: E402
+from mpsuptest import SCALE, wait_for  # noqa: E402,F401
+
+IMPORTS = {"mpsup": "import mpsup.multiprocessing as multiprocessing",
+           "std": "import multiprocessing"}
+
+
+class DaemonClassCase(mpsuptest.unittest.TestCase):
+    """One mpsupd for the whole class (self.d); MPSUP_SOCKET and PYTHONPATH
+    point at it and at the package for the test and its children."""
+    config = ""
+    main_config = ""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = mpsuptest.Daemon(cls.config, cls.main_config)
+        cls.d.start()
+        cls.old_env = {k: os.environ.get(k) for k in ("MPSUP_SOCKET", "PYTHONPATH")}
+        os.environ["MPSUP_SOCKET"] = cls.d.socket
+        pp = cls.old_env["PYTHONPATH"]
+        os.environ["PYTHONPATH"] = PYDIR + (os.pathsep + pp if pp else "")
+        cls.tmp = tempfile.mkdtemp(prefix="mpsup-py-")
+
+    @classmethod
+    def tearDownClass(cls):
+        for k, v in cls.old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        rc = cls.d.stop()
+        log = cls.d.read_log()
+        import shutil
+        shutil.rmtree(cls.d.dir, ignore_errors=True)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        if rc not in (0, None):
+            raise AssertionError("mpsupd exited with %r; log:\n%s" % (rc, log[-20000:]))
+
+    def run_program(self, source, impl, timeout=60, name="prog.py", args=()):
+        """Write source (with {IMPORT} replaced by impl's import line) to a
+        file and run it with python3; returns the CompletedProcess."""
+        path = os.path.join(self.tmp, impl + "_" + name)
+        with open(path, "w") as f:
+            f.write(source.replace("{IMPORT}", IMPORTS[impl]))
+        return subprocess.run([sys.executable, path] + list(args), capture_output=True,
+                              text=True, timeout=timeout * SCALE, cwd=self.tmp)
+
+    def objects(self):
+        return self.d.ok("obj.list")
+
+    def py_objects(self):
+        """The objects and processes that mpsup.multiprocessing made."""
+        objs = [o["name"] for o in self.d.ok("obj.list") if o["name"].startswith("py.")]
+        pools = [p.get("pool", p.get("name")) for p in self.d.ok("pool.list")
+                 if str(p.get("pool", p.get("name", ""))).startswith("py.")]
+        return objs + pools
+
+
+def normalize(text):
+    """Output up to pids, addresses, times and the worker names of the
+    start methods; lines sorted (real processes interleave)."""
+    text = re.sub(r"0x[0-9a-f]+", "0xADDR", text)
+    text = re.sub(r"(?i)(pid|ID|parent)([ :=]*)\d+", r"\1\2N", text)
+    text = re.sub(r"\w*PoolWorker-\d+", "PoolWorker-N", text)
+    text = re.sub(r"--- [0-9.e-]+ seconds ---", "--- T seconds ---", text)
+    return sorted(line.rstrip() for line in text.splitlines())
+
+
+main = mpsuptest.main

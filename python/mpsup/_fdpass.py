@@ -3,7 +3,6 @@ pass them (pool workers, whose stdin/stdout carry tasks, and a daemon
 without stdio "passed"): a thread of the program hands fds 1 and 2 (and 0)
 over a Unix socket in a private directory, to peers of its own uid only.
 The child gets the same open files (shared offsets, as after fork)."""
-import atexit
 import os
 import shutil
 import socket
@@ -24,7 +23,6 @@ class _Server:
         self.sock.bind(self.path)
         self.sock.listen(64)
         threading.Thread(target=self._serve, daemon=True, name="mpsup-stdio").start()
-        atexit.register(self.close)
 
     def _serve(self):
         while True:
@@ -55,6 +53,12 @@ def server_path():
         if _server is None or _server.pid != os.getpid():
             _server = _Server()
         return _server.path
+
+
+def close_server():
+    """At exit, after the children that needed it were joined."""
+    if _server is not None:
+        _server.close()
 
 
 def fetch(path, targets):

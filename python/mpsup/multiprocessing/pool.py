@@ -354,6 +354,3 @@ def _terminate_pools():
         except (errors.Error, OSError):
             pass
 
-
-import atexit  # noqa: E402  (after the definitions it uses)
-atexit.register(_terminate_pools)

@@ -351,8 +351,11 @@ def _at_exit():
         return
     from . import util
     util.info("process shutting down")
+    from .pool import _terminate_pools
+    _terminate_pools()
     _exit_function()
     _runtime.delete_unscoped()
+    _fdpass.close_server()
 
 
 atexit.register(_at_exit)

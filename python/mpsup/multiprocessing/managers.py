@@ -10,7 +10,7 @@ from .. import proxies
 from . import _runtime, objects
 
 # dict keys that are not strings travel pickled behind this prefix
-_KEY_PREFIX = "\x00pickle:"
+_KEY_PREFIX = "__mpsup_key__:"
 
 
 def _enc_key(k):

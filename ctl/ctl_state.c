@@ -81,6 +81,9 @@ static const struct state_op state_ops[] = {
 	{ "lock", "acquire", 0, { P("timeout") }, "[TIMEOUT]", NULL },
 	{ "rlock", "acquire", 0, { P("timeout") }, "[TIMEOUT]", NULL },
 	{ "semaphore", "acquire", 0, { P("timeout") }, "[TIMEOUT]", NULL },
+	{ "condition", "acquire", 0, { P("timeout") }, "[TIMEOUT]", NULL },
+	{ "condition", "wait", 0, { P("timeout") }, "[TIMEOUT]", NULL },
+	{ "condition", "notify", 0, { P("n") }, "[N]", NULL },
 	{ "barrier", "wait", 0, { P("timeout") }, "[TIMEOUT]", "broken" },
 };
 
@@ -373,6 +376,8 @@ const struct ctl_cmd ctl_state_cmds[] = {
 	{ "rlock", cmd_state, STATE_USAGE, "A re-entrant lock (acquire release)." },
 	{ "semaphore", cmd_state, STATE_USAGE, "A bounded semaphore (acquire release)." },
 	{ "barrier", cmd_state, STATE_USAGE, "A barrier (wait reset)." },
+	{ "condition", cmd_state, STATE_USAGE,
+	  "A condition (acquire release wait notify notify-all)." },
 	{ "objects", cmd_objects, "", "Show the shared objects as a table." },
 	{ "obj", cmd_obj, "get|delete NAME | create NAME TYPE [OPTIONS-JSON] | list",
 	  "Read, delete or create a shared object of any type." },

@@ -97,6 +97,22 @@ struct request *park_take(struct park *p)
 	return park_release(p);
 }
 
+void park_requeue(struct park *p, struct park_queue *q)
+{
+	if (p->q) {
+		TAILQ_REMOVE(&p->q->head, p, entry);
+		p->q->n--;
+	}
+	if (p->timer) {
+		event_free(p->timer);
+		p->timer = NULL;
+	}
+	p->deadline = 0;
+	p->q = q;
+	TAILQ_INSERT_TAIL(&q->head, p, entry);
+	q->n++;
+}
+
 unsigned park_count(void)
 {
 	return n_parked;

@@ -99,6 +99,9 @@ int park_keep(struct park *p, struct request *r, struct park_queue *q, double ti
 /* End p's wait: out of its queue, timer stopped; returns its request for
  * the caller to answer. p is no longer kept. */
 struct request *park_take(struct park *p);
+/* Move the kept p to the tail of q, waiting forever from now on (a
+ * condition's notified waiter goes on to wait for the lock). */
+void park_requeue(struct park *p, struct park_queue *q);
 /* Parks kept now (all queues and none); for daemon.info and tests. */
 unsigned park_count(void);
 

@@ -25,8 +25,8 @@
 
 /* Every type; adding a type is one line here. */
 static const struct obj_type *const obj_types[] = {
-	&dict_type,  &list_type, &value_type, &array_type,     &queue_type,
-	&event_type, &lock_type, &rlock_type, &semaphore_type, &barrier_type,
+	&dict_type, &list_type,  &value_type,     &array_type,   &queue_type,     &event_type,
+	&lock_type, &rlock_type, &semaphore_type, &barrier_type, &condition_type,
 };
 #define N_TYPES (sizeof(obj_types) / sizeof(obj_types[0]))
 

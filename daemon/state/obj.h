@@ -151,7 +151,7 @@ struct obj {
 extern const struct cmd_module state_module;
 
 extern const struct obj_type dict_type, list_type, value_type, array_type, queue_type, event_type,
-	lock_type, rlock_type, semaphore_type, barrier_type;
+	lock_type, rlock_type, semaphore_type, barrier_type, condition_type;
 
 /* Items in all queues together (t_queue.c; max_queue_items). */
 extern unsigned long queue_items_total;
@@ -264,5 +264,12 @@ json_t *owned_state(const struct obj *o);
 size_t owned_size(const struct obj *o);
 enum cmd_ret owned_acquire(struct obj_call *c);
 enum cmd_ret owned_release(struct obj_call *c);
+/* The caller's holder record, or NULL after answering `conflict`. */
+struct holder *owned_holder(struct obj_call *c);
+/* The caller gives back everything it holds (h, its record) and waiters
+ * are served; returns how many units (recursion depth) it held. */
+unsigned owned_release_all(struct obj_call *c, struct holder *h);
+/* Hand free units to the waiters of wq[0], longest waiting first. */
+void owned_wake(struct obj *o);
 
 #endif

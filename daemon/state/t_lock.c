@@ -54,6 +54,10 @@ json_t *owned_state(const struct obj *o)
 		return json_pack("{s:i, s:i, s:o, s:i}", "value", (int)ow->value, "available",
 				 (int)(ow->value - ow->held), "owners", owners, "waiters",
 				 (int)waitq_len(&o->wq[0]));
+	if (o->type == &condition_type) /* waiting: in wait, not yet notified */
+		return json_pack("{s:b, s:o, s:i, s:i}", "locked", ow->held > 0, "owners", owners,
+				 "waiters", (int)waitq_len(&o->wq[0]), "waiting",
+				 (int)waitq_len(&o->wq[1]));
 	return json_pack("{s:b, s:o, s:i}", "locked", ow->held > 0, "owners", owners, "waiters",
 			 (int)waitq_len(&o->wq[0]));
 }
@@ -76,13 +80,14 @@ static void holder_remove(struct owned *ow, struct holder *h)
 	*h = ow->holders[--ow->n_holders];
 }
 
-/* Give one unit to conn; returns the answer for it ({acquired, abandoned?})
- * or NULL when out of memory. */
-static json_t *owned_grant(struct obj *o, struct conn *conn)
+/* conn takes count more units (count > 1: a condition's waiter takes its
+ * recursion depth back). Returns whether the previous owner had vanished
+ * (reported once, to this owner), or -1 when out of memory. */
+static int owned_take(struct obj *o, struct conn *conn, unsigned count)
 {
 	struct owned *ow = OW(o);
 	struct holder *h = holder_find(ow, conn);
-	json_t *res;
+	bool abandoned = ow->abandoned;
 
 	if (!h) {
 		if (ow->n_holders == ow->cap_holders) {
@@ -90,7 +95,7 @@ static json_t *owned_grant(struct obj *o, struct conn *conn)
 			struct holder *hs = realloc(ow->holders, cap * sizeof(*hs));
 
 			if (!hs)
-				return NULL;
+				return -1;
 			ow->holders = hs;
 			ow->cap_holders = cap;
 		}
@@ -98,28 +103,43 @@ static json_t *owned_grant(struct obj *o, struct conn *conn)
 		h->conn = conn;
 		h->count = 0;
 		conn_add_close_hook(conn, owned_conn_closed, o);
+		if (ow->recursive)
+			ow->held++; /* a recursive lock counts its holder once */
 	}
-	h->count++;
-	ow->held++;
-	if (ow->abandoned) {
-		ow->abandoned = false;
-		res = json_pack("{s:b, s:b}", "acquired", 1, "abandoned", 1);
-	} else {
-		res = json_pack("{s:b}", "acquired", 1);
-	}
-	return res;
+	h->count += count;
+	if (!ow->recursive)
+		ow->held += count;
+	ow->abandoned = false;
+	return abandoned;
 }
 
-/* Hand free units to waiters, longest waiting first. */
-static void owned_wake(struct obj *o)
+/* The answer {KEY: value, abandoned?: true} to a take. */
+static json_t *owned_answer(const char *key, bool value, int abandoned)
+{
+	if (abandoned)
+		return json_pack("{s:b, s:b}", key, value, "abandoned", 1);
+	return json_pack("{s:b}", key, value);
+}
+
+/* A waiter with an item is a condition's waiter taking the lock back: its
+ * item is [depth, notified] and its answer {notified}. */
+void owned_wake(struct obj *o)
 {
 	struct owned *ow = OW(o);
 	struct waiter *w;
 
 	while (ow->held < ow->value && (w = waitq_first(&o->wq[0]))) {
-		struct request *r = waitq_take(w, NULL);
-		json_t *res = owned_grant(o, r->conn);
+		json_t *item;
+		struct request *r = waitq_take(w, &item);
+		unsigned count = item ? (unsigned)json_integer_value(json_array_get(item, 0)) : 1;
+		int abandoned = owned_take(o, r->conn, count);
+		json_t *res = NULL;
 
+		if (abandoned >= 0)
+			res = item ? owned_answer("notified", json_is_true(json_array_get(item, 1)),
+						  abandoned)
+				   : owned_answer("acquired", true, abandoned);
+		json_decref(item);
 		if (res)
 			request_ok(r, res);
 		else
@@ -154,7 +174,6 @@ enum cmd_ret owned_acquire(struct obj_call *c)
 	struct owned *ow = OW(c->o);
 	struct holder *h;
 	double timeout;
-	json_t *res;
 
 	if (request_timeout(c->r, obj_arg(c, 0), &timeout) < 0)
 		return CMD_DONE;
@@ -164,11 +183,12 @@ enum cmd_ret owned_acquire(struct obj_call *c)
 		return CMD_DONE;
 	}
 	if (ow->held < ow->value && !waitq_first(&c->o->wq[0])) {
-		if (!(res = owned_grant(c->o, c->r->conn))) {
+		int abandoned = owned_take(c->o, c->r->conn, 1);
+
+		if (abandoned < 0)
 			obj_error(c, MPSUP_E_INTERNAL, "out of memory");
-			return CMD_DONE;
-		}
-		obj_ok(c, res);
+		else
+			obj_ok(c, owned_answer("acquired", true, abandoned));
 		return CMD_DONE;
 	}
 	if (timeout == 0) {
@@ -178,16 +198,35 @@ enum cmd_ret owned_acquire(struct obj_call *c)
 	return waitq_park(&c->o->wq[0], c, timeout, acquire_timeout, NULL);
 }
 
+struct holder *owned_holder(struct obj_call *c)
+{
+	struct holder *h = holder_find(OW(c->o), c->r->conn);
+
+	if (!h)
+		obj_error(c, MPSUP_E_CONFLICT, "%s is not held by this connection", c->o->name);
+	return h;
+}
+
+unsigned owned_release_all(struct obj_call *c, struct holder *h)
+{
+	struct owned *ow = OW(c->o);
+	unsigned count = h->count;
+
+	ow->held -= ow->recursive ? 1 : count;
+	holder_remove(ow, h);
+	conn_remove_close_hook(c->r->conn, owned_conn_closed, c->o);
+	owned_wake(c->o);
+	return count;
+}
+
 /* release: `conflict` unless this connection holds it */
 enum cmd_ret owned_release(struct obj_call *c)
 {
 	struct owned *ow = OW(c->o);
-	struct holder *h = holder_find(ow, c->r->conn);
+	struct holder *h = owned_holder(c);
 
-	if (!h) {
-		obj_error(c, MPSUP_E_CONFLICT, "%s is not held by this connection", c->o->name);
+	if (!h)
 		return CMD_DONE;
-	}
 	if (--h->count == 0) {
 		holder_remove(ow, h);
 		conn_remove_close_hook(c->r->conn, owned_conn_closed, c->o);

@@ -79,6 +79,11 @@ struct request *waitq_take(struct waiter *w, json_t **ret_item)
 	return r;
 }
 
+void waitq_move(struct waiter *w, struct waitq *q)
+{
+	park_requeue(&w->park, &q->pq);
+}
+
 void waitq_fail_all(struct obj *o, enum mpsup_err code, const char *msg)
 {
 	for (int i = 0; i < OBJ_WAITQS; i++) {

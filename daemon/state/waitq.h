@@ -73,6 +73,9 @@ enum cmd_ret waitq_park(struct waitq *q, struct obj_call *c, double timeout,
  * the caller (the request is freed by the core once answered). If
  * ret_item is not NULL it receives the waiter's item (else it is released). */
 struct request *waitq_take(struct waiter *w, json_t **ret_item);
+/* Move w to the tail of q (another queue of its object), without timeout
+ * from now on; it keeps its item. */
+void waitq_move(struct waiter *w, struct waitq *q);
 /* Answer every waiter of o with an error (used when o is deleted). */
 void waitq_fail_all(struct obj *o, enum mpsup_err code, const char *msg);
 

@@ -840,6 +840,49 @@ START_TEST(test_rlock_semaphore)
 }
 END_TEST
 
+/* Condition: wait gives up every level, a notify moves the waiter to the
+ * lock's queue, the answer comes with the lock; hooks follow the holders. */
+START_TEST(test_condition)
+{
+	long long w, t;
+
+	OK("condition.acquire", "{\"name\":\"C\"}");
+	OK("condition.acquire", "{\"name\":\"C\"}");
+	ck_assert_str_eq(err_on(1, "condition.wait", "{\"name\":\"C\"}"), "conflict");
+	w = send_on(0, "condition.wait", "{\"name\":\"C\"}");
+	ck_assert_int_eq(n_hooks(), 0);
+	ck_assert_str_eq(ok_on(1, "condition.acquire", "{\"name\":\"C\",\"timeout\":0}"),
+			 "{\"acquired\":true}");
+	ck_assert_str_eq(ok_on(1, "condition.notify_all", "{\"name\":\"C\"}"), "{\"woken\":1}");
+	ck_assert_ptr_null(answer_of(w));
+	t = send_on(2, "condition.acquire", "{\"name\":\"C\"}");
+	/* the notifier goes away: the lock goes to the first in its queue (the
+	 * notified waiter), abandoned */
+	client_reopen(1);
+	ck_assert_str_eq(res(answer_of(w)), "{\"notified\":true,\"abandoned\":true}");
+	ck_assert_ptr_null(answer_of(t));
+	OK("condition.release", "{\"name\":\"C\"}");
+	ck_assert_ptr_null(answer_of(t)); /* depth 2 came back */
+	OK("condition.release", "{\"name\":\"C\"}");
+	ck_assert_str_eq(res(answer_of(t)), "{\"acquired\":true}");
+	/* a timed-out waiter waits for the lock, then answers not notified */
+	w = send_on(2, "condition.wait", "{\"name\":\"C\",\"timeout\":0}");
+	ck_assert_str_eq(ok_on(0, "condition.acquire", "{\"name\":\"C\",\"timeout\":0}"),
+			 "{\"acquired\":true}");
+	event_base_loop(daemon_g.base, EVLOOP_NONBLOCK); /* the timeout fires */
+	ck_assert_str_eq(err_on(1, "condition.wait", "{\"name\":\"C\"}"), "conflict");
+	ck_assert_str_eq(ok_on(0, "condition.notify", "{\"name\":\"C\",\"n\":5}"), "{\"woken\":0}");
+	ck_assert_str_eq(err_on(0, "condition.notify", "{\"name\":\"C\",\"n\":-1}"), "bad_request");
+	ck_assert_str_eq(err_on(1, "condition.release", "{\"name\":\"C\"}"), "conflict");
+	ck_assert_ptr_null(answer_of(w));
+	OK("condition.release", "{\"name\":\"C\"}");
+	ck_assert_str_eq(res(await(w)), "{\"notified\":false}");
+	ck_assert_int_eq(n_hooks(), 1);
+	ck_assert_str_eq(ok_on(2, "condition.release", "{\"name\":\"C\"}"), "null");
+	ck_assert_int_eq(n_hooks(), 0);
+}
+END_TEST
+
 START_TEST(test_barrier)
 {
 	long long w1, w2;
@@ -920,6 +963,7 @@ static Suite *state_suite(void)
 	tcase_add_test(tc, test_value);
 	tcase_add_test(tc, test_array);
 	tcase_add_test(tc, test_queue_blocking);
+	tcase_add_test(tc, test_condition);
 	tcase_add_test(tc, test_queue_full_and_limits);
 	tcase_add_test(tc, test_delete_wakes);
 	tcase_add_test(tc, test_event);

@@ -88,6 +88,8 @@ static json_t *help_entry(const struct cmd_entry *e)
 		json_array_append_new(flags, json_string("streams"));
 	if (e->flags & OBJ_OP_EXISTING)
 		json_array_append_new(flags, json_string("needs_object"));
+	if (e->flags & CMD_OWNED)
+		json_array_append_new(flags, json_string("own"));
 	return json_pack("{s:s, s:s, s:o, s:o}", "name", e->name, "role", role_names[e->role],
 			 "params", help_params(e->params), "flags", flags);
 }
@@ -144,7 +146,7 @@ static enum cmd_ret cmd_info(struct request *r)
 	if (request_unpack(r, "{}") < 0)
 		return CMD_DONE;
 	info = json_pack("{s:s, s:i, s:f, s:f, s:s, s:s?, s:i, s:b, s:{s:I, s:i, s:i, s:i, s:I,"
-			 " s:i, s:I, s:i, s:i, s:i, s:i, s:i}}",
+			 " s:i, s:I, s:i, s:i, s:i, s:i, s:i, s:i}}",
 			 "version", PACKAGE_VERSION, "pid", (int)getpid(), "uptime",
 			 daemon_uptime(), "started_at", (double)daemon_g.started_wall, "socket",
 			 server_socket_path(), "config", cf->file, "clients", (int)server_clients(),
@@ -155,8 +157,9 @@ static enum cmd_ret cmd_info(struct request *r)
 			 (json_int_t)cf->max_output_bytes, "max_objects", (int)cf->max_objects,
 			 "max_object_items", (json_int_t)cf->max_object_items, "max_queue_items",
 			 (int)cf->max_queue_items, "max_waiters", (int)cf->max_waiters,
-			 "max_processes", (int)cf->max_processes, "max_oneshots",
-			 (int)cf->max_oneshots, "max_subscribers", (int)cf->max_subscribers);
+			 "max_processes", (int)cf->max_processes, "max_processes_per_uid",
+			 (int)cf->max_processes_per_uid, "max_oneshots", (int)cf->max_oneshots,
+			 "max_subscribers", (int)cf->max_subscribers);
 	/* Memory bounds: shared-state data (max_memory) and unsent output
 	 * (max_output_total); clients paused until their output drains;
 	 * streams (max_subscribers). */

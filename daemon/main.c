@@ -26,6 +26,7 @@
 #include "log.h"
 #include "notify.h"
 #include "proc_registry.h"
+#include "scope.h"
 
 #define DEFAULT_CONFIG SYSCONFDIR "/mpsupd/mpsupd.conf"
 
@@ -183,6 +184,7 @@ int main(int argc, char **argv)
 
 	for (int i = 0; i < 3; i++)
 		event_free(sig_events[i]);
+	scope_cleanup(); /* what the modules did not unbind */
 	event_base_free(daemon_g.base);
 	conf_free(daemon_g.conf);
 	return daemon_g.exit_code;

@@ -11,6 +11,7 @@
 #include "peer.h"
 #include "persist.h"
 #include "proc.h"
+#include "scope.h"
 #include "task.h"
 #include "modules.h"
 
@@ -43,6 +44,8 @@ void mpsupd_assemble(void)
 	command_init(mpsupd_modules, mpsupd_n_modules);
 	server_set_peer_policy(&peer_policy_default);
 	server_set_commit_barrier(&persist_commit_barrier);
+	/* a scope's pidfd counts in the descriptor budget */
+	scope_set_budget(proc_fds_check_scope);
 	/* what supervision tells the process commands, then task pools
 	 * (join waiters see a state before the task rotation reacts to it) */
 	proc_observe(&proc_cmd_observer);

@@ -37,3 +37,14 @@ enum role access_role(const struct conf *cf, uid_t uid, const gid_t *gids, int n
 		return ROLE_READ;
 	return ROLE_NONE;
 }
+
+enum access_verdict access_decide(enum role role, uid_t uid, bool owned_only, const struct owner *o)
+{
+	bool mine = o && o->set && o->uid == uid;
+
+	if (role >= ROLE_ADMIN || mine)
+		return ACCESS_OK;
+	if (o && o->private)
+		return ACCESS_HIDDEN;
+	return owned_only ? ACCESS_DENIED : ACCESS_OK;
+}

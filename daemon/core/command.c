@@ -253,7 +253,25 @@ bool request_stream(struct request *r, json_t *msg)
 	return !c->dead;
 }
 
-const char *const role_names[] = { "none", "read", "state", "admin" };
+enum access_verdict request_access(const struct request *r, const struct owner *o)
+{
+	if (!r->conn)
+		return ACCESS_OK;
+	return access_decide(r->conn->role, r->conn->uid, r->cmd && (r->cmd->flags & CMD_OWNED), o);
+}
+
+void request_access_error(struct request *r, enum access_verdict v, const char *what,
+			  const char *name)
+{
+	if (v == ACCESS_HIDDEN)
+		request_error(r, MPSUP_E_NOT_FOUND, "no %s named '%.100s'", what, name);
+	else
+		request_error(r, MPSUP_E_PERMISSION_DENIED,
+			      "%s: '%.100s' was not started by uid %d", r->cmd->name, name,
+			      (int)r->conn->uid);
+}
+
+const char *const role_names[] = { "none", "read", "state", "run", "admin" };
 
 /* Longer than any command name; the unknown-command message quotes 100. */
 #define CMD_NAME_MAX 128

@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 
+#include "access.h"
 #include "conf.h"
 #include "mpsup.h"
 
@@ -31,6 +32,9 @@ enum cmd_flags {
 	/* The handler reads its parameters in place (request_members), so no
 	 * r->params tree is built for it (it may build one: request_params). */
 	CMD_IN_PLACE = 1 << 3,
+	/* Below admin, the command acts only on what the peer's uid made
+	 * (role run: proc.stop of its own one-shots); see request_access. */
+	CMD_OWNED = 1 << 4,
 };
 
 enum cmd_ret { CMD_DONE = 0, CMD_WAIT, CMD_STREAM };
@@ -140,6 +144,14 @@ bool request_stream(struct request *r, json_t *msg);
 /* r's parameters as a JSON object (borrowed), built from its members on
  * first use; NULL when out of memory. */
 json_t *request_params(struct request *r);
+struct owner;
+/* May r's peer use a thing owned as o through r's command (access_decide
+ * with the peer's role and uid and the command's CMD_OWNED)? A request
+ * without a connection is the daemon's own: ACCESS_OK. */
+enum access_verdict request_access(const struct request *r, const struct owner *o);
+/* Answer r not_found or permission_denied for verdict v about name. */
+void request_access_error(struct request *r, enum access_verdict v, const char *what,
+			  const char *name);
 /* Free a request that was never kept (core use). */
 void request_free(struct request *r);
 

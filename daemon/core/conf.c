@@ -179,6 +179,7 @@ static const struct conf_key main_keys[] = {
 	MAIN_UINT("max_waiters", max_waiters, 1, 1000000, "1024"),
 	MAIN_UINT("max_oneshots", max_oneshots, 1, 10000000, "1000"),
 	MAIN_UINT("max_processes", max_processes, 1, 1000000, "16384"),
+	MAIN_UINT("max_processes_per_uid", max_processes_per_uid, 1, 1000000, "256"),
 	MAIN_UINT("max_subscribers", max_subscribers, 1, 100000, "64"),
 	MAIN_UINT("log_ring_lines", log_ring_lines, 0, 1000000, "200"),
 	MAIN_UINT("task_results_max", task_results_max, 1, 100000000, "10000"),
@@ -194,6 +195,8 @@ static const struct conf_section main_section = { main_keys,
 static const struct conf_key access_keys[] = {
 	{ "admin", CONF_CUSTOM, MAIN(access[ROLE_ADMIN]), .parse = parse_access,
 	  .release = access_release },
+	{ "run", CONF_CUSTOM, MAIN(access[ROLE_RUN]), .parse = parse_access,
+	  .release = access_release },
 	{ "state", CONF_CUSTOM, MAIN(access[ROLE_STATE]), .parse = parse_access,
 	  .release = access_release },
 	{ "read", CONF_CUSTOM, MAIN(access[ROLE_READ]), .parse = parse_access,
@@ -202,7 +205,7 @@ static const struct conf_key access_keys[] = {
 
 static const struct conf_section access_section = { access_keys,
 						    sizeof(access_keys) / sizeof(access_keys[0]),
-						    "unknown key (admin, state, read)" };
+						    "unknown key (admin, run, state, read)" };
 
 /* Valid UTF-8 (what jansson accepts): every config text may end up in a
  * JSON answer (pool.list, error messages). */

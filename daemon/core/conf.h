@@ -75,7 +75,7 @@ struct access_list {
 	bool set; /* the key appeared in the config */
 };
 
-enum role { ROLE_NONE = 0, ROLE_READ, ROLE_STATE, ROLE_ADMIN };
+enum role { ROLE_NONE = 0, ROLE_READ, ROLE_STATE, ROLE_RUN, ROLE_ADMIN };
 
 struct conf {
 	char *file;
@@ -100,11 +100,12 @@ struct conf {
 
 	uint64_t max_memory; /* shared-state data bytes; 0 = no limit */
 	unsigned max_objects;
-	unsigned max_object_items; /* dict keys / list items per object */
-	unsigned max_queue_items;  /* all queues together */
-	unsigned max_waiters;      /* per object */
-	unsigned max_oneshots;     /* finished one-shot records kept */
-	unsigned max_processes;    /* all processes together */
+	unsigned max_object_items;      /* dict keys / list items per object */
+	unsigned max_queue_items;       /* all queues together */
+	unsigned max_waiters;           /* per object */
+	unsigned max_oneshots;          /* finished one-shot records kept */
+	unsigned max_processes;         /* all processes together */
+	unsigned max_processes_per_uid; /* run by one non-admin uid (role run) */
 	unsigned max_subscribers;
 	unsigned log_ring_lines;   /* per process */
 	unsigned task_results_max; /* finished submitted tasks kept */

@@ -645,6 +645,7 @@ struct conn *conn_new(int fd, uid_t uid, gid_t gid, pid_t pid, gid_t *gids, int 
 	c->n_gids = n_gids;
 	c->id = next_conn_id++;
 	c->fd = fd;
+	clock_gettime(CLOCK_BOOTTIME, &c->connected);
 	c->uid = uid;
 	c->gid = gid;
 	c->pid = pid;

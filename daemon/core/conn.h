@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -49,6 +50,7 @@ struct conn {
 	gid_t *gids; /* every group of the peer, gid included */
 	int n_gids;
 	pid_t pid;
+	struct timespec connected; /* CLOCK_BOOTTIME when accepted (scope.c) */
 	enum role role;
 	struct request *kept; /* a waiting or streaming request */
 	bool streaming;

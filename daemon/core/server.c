@@ -118,7 +118,7 @@ unsigned role_share(unsigned total, enum role role)
 {
 	if (role >= ROLE_ADMIN)
 		return total;
-	if (role == ROLE_STATE)
+	if (role >= ROLE_STATE) /* run shares state's part */
 		return total - admin_reserve(total);
 	return total - admin_reserve(total) - state_reserve(total);
 }
@@ -134,7 +134,7 @@ void role_share_refusal(char *buf, size_t len, const char *what, unsigned total,
 			 "%s (%u) reached for role %s: it may use %u, the last %u are kept "
 			 "for %s",
 			 what, total, role_names[role], share, total - share,
-			 role == ROLE_STATE ? "admins" : "the state and admin roles");
+			 role >= ROLE_STATE ? "admins" : "the state and admin roles");
 }
 
 /* Connections of a pool's workers admitted beyond the shares. */

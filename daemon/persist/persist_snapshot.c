@@ -80,7 +80,7 @@ struct snap_ctx {
 /* Count the persisted objects. */
 static void snap_count(struct obj *o, void *arg)
 {
-	if (o->type->dump)
+	if (obj_persisted(o))
 		++*(size_t *)arg;
 }
 
@@ -91,7 +91,7 @@ static void snap_obj(struct obj *o, void *arg)
 	json_t *rec, *opts;
 	int r;
 
-	if (s->err || !o->type->dump)
+	if (s->err || !obj_persisted(o))
 		return;
 	opts = o->type->dump(o);
 	rec = opts ? json_pack("[s, s, o]", o->name, o->type->name, opts) : NULL;

@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "container.h"
+#include "conn.h"
 #include "daemon.h"
+#include "log.h"
 #include "park.h"
 #include "proc_cmd.h"
 #include "task.h"
@@ -72,13 +75,53 @@ enum cmd_ret cmd_pool_list(struct request *r)
 	return CMD_DONE;
 }
 
+/* Its adder's process exited: the pool goes as on pool.remove. */
+static void pool_scope_gone(struct scope_link *l)
+{
+	struct pool *pl = CONTAINER_OF(l, struct pool, scope);
+
+	log_info("proc", "pool %s: the process that added it (scope) exited", pl->name);
+	pool_remove(pl);
+}
+
+/* Answer r for a scope_bind() error e of what. */
+void scope_bind_error(struct request *r, int e)
+{
+	if (e == -ESRCH)
+		request_error(r, MPSUP_E_CONFLICT, "%s: the requesting process has exited",
+			      r->cmd->name);
+	else if (e == -EMFILE)
+		request_error(r, MPSUP_E_LIMIT, "%s", proc_fds_refusal());
+	else
+		request_error(r, MPSUP_E_INTERNAL, "%s: %s", r->cmd->name, strerror(-e));
+}
+
+/* The `scope` parameter of proc.run and pool.add, taken out of r's
+ * parameters: 0 absent, 1 "process", -1 after answering bad_request. */
+int scope_param(struct request *r)
+{
+	json_t *v = json_object_get(r->params, "scope");
+
+	if (!v)
+		return 0;
+	if (!json_is_string(v) || strcmp(json_string_value(v), "process") != 0 || !r->conn) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "%s: scope must be \"process\"",
+			      r->cmd->name);
+		return -1;
+	}
+	json_object_del(r->params, "scope");
+	return 1;
+}
+
 enum cmd_ret cmd_pool_add(struct request *r)
 {
 	char err[CONF_ERR_MAX];
 	struct pool_conf *pc;
 	struct pool *pl;
-	int e;
+	int e, scoped;
 
+	if ((scoped = scope_param(r)) < 0)
+		return CMD_DONE;
 	if (pool_conf_from_json(r->params, &pc, err, sizeof(err)) < 0) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "pool.add: %s", err);
 		return CMD_DONE;
@@ -93,8 +136,16 @@ enum cmd_ret cmd_pool_add(struct request *r)
 		request_error(r, MPSUP_E_LIMIT, "%s", proc_fds_refusal());
 	else if (e < 0)
 		request_error(r, MPSUP_E_INTERNAL, "pool.add: %s", strerror(-e));
-	else
+	else if (scoped && (e = scope_bind(r->conn, &pl->scope, pool_scope_gone)) < 0) {
+		pool_remove(pl);
+		scope_bind_error(r, e);
+	} else {
+		if (r->conn) {
+			pl->owner.set = true;
+			pl->owner.uid = r->conn->uid;
+		}
 		request_ok(r, pool_json(pl));
+	}
 	pool_conf_free(pc);
 	return CMD_DONE;
 }

@@ -107,6 +107,36 @@ unsigned proc_count(void)
 	return pools_member_count() + oneshots_live_count();
 }
 
+const struct owner *proc_owner(const struct proc *p)
+{
+	static const struct owner nobody;
+
+	if (p->os)
+		return &p->os->owner;
+	return p->pool ? &p->pool->owner : &nobody;
+}
+
+/* Walks the one-shots and the pools a peer added: a few thousand records
+ * at most (max_oneshots), asked once per proc.run or pool.add. */
+unsigned proc_count_of_uid(uid_t uid)
+{
+	unsigned n = 0;
+	struct pool *pl;
+	struct proc *p;
+
+	TAILQ_FOREACH(p, &oneshots, os->entry)
+		n += !p->freed && p->os->owner.set && p->os->owner.uid == uid &&
+		     !proc_state_final(p->state);
+	TAILQ_FOREACH(pl, &pools, entry) {
+		if (!pl->owner.set || pl->owner.uid != uid)
+			continue;
+		for (unsigned i = 0; i < pl->n_slots; i++)
+			n += pl->members[i] && !pl->members[i]->freed &&
+			     !proc_state_final(pl->members[i]->state);
+	}
+	return n;
+}
+
 bool proc_is_alive(const struct proc *p)
 {
 	return proc_state_alive(p->state);

@@ -16,9 +16,11 @@
 
 #include <jansson.h>
 
+#include "access.h"
 #include "conf.h"
 #include "proc_fsm.h"
 #include "proc_output.h"
+#include "scope.h"
 
 struct event;
 struct pool;
@@ -50,7 +52,11 @@ struct oneshot {
 	size_t stdin_len;
 	bool set_ids; /* run as ids (the requesting peer, or the user an admin named) */
 	struct run_ids ids;
-	double finished; /* monotonic time it reached a final state; 0 = not yet */
+	double finished;    /* monotonic time it reached a final state; 0 = not yet */
+	struct owner owner; /* the peer that ran it */
+	/* scope "process" with daemon: terminated when that process exits */
+	struct scope_link scope;
+	struct proc *proc; /* its record */
 	TAILQ_ENTRY(proc) entry;
 };
 
@@ -108,6 +114,8 @@ struct pool {
 	bool removing;           /* stopping its members, then freed */
 	bool from_config;        /* defined in a config file (reload manages it) */
 	struct task_pool *tasks; /* task pools: backlog and idle workers (task.c) */
+	struct owner owner;      /* the peer that added it (pool.add) */
+	struct scope_link scope; /* scope "process": removed when that process exits */
 	TAILQ_ENTRY(pool) entry;
 };
 
@@ -131,6 +139,12 @@ unsigned proc_stray_groups(void);
  * groups), for the process registry. */
 struct procreg_rec;
 void proc_registry_each(void (*fn)(const struct procreg_rec *r, void *arg), void *arg);
+
+/* Who p belongs to: a one-shot's runner, a member's pool's adder. */
+const struct owner *proc_owner(const struct proc *p);
+/* Processes that uid owns and that are not in a final state (the count
+ * max_processes_per_uid caps). */
+unsigned proc_count_of_uid(uid_t uid);
 
 struct pool *pool_find(const char *name);
 /* Create a pool from a definition (copied) and its members; start them
@@ -160,6 +174,8 @@ unsigned proc_fds_pool_cost(const struct pool_conf *pc, unsigned processes);
  * numbers (naming what) in proc_fds_refusal(). */
 int proc_fds_check(unsigned long long need, const char *what);
 const char *proc_fds_refusal(void);
+/* May one more scope pidfd be opened (scope_set_budget)? -EMFILE. */
+int proc_fds_check_scope(void);
 /* {limit, used, daemon, connections, processes, per_worker{...}, ...} */
 json_t *proc_fds_info(void);
 

@@ -45,30 +45,49 @@ static void pool_members(struct target *t, struct pool *pl)
 			target_add(t, pl->members[i]);
 }
 
-/* Resolve name ("*", pool, pool:index, one-shot) into t; answers not_found. */
+/* "*": everything r's peer may use through its command (the rest is
+ * left out, not refused). */
+static void target_all(struct request *r, struct target *t)
+{
+	struct pool *pl;
+	struct proc *p;
+
+	TAILQ_FOREACH(pl, &pools, entry)
+		if (request_access(r, &pl->owner) == ACCESS_OK)
+			pool_members(t, pl);
+	TAILQ_FOREACH(p, &oneshots, os->entry)
+		if (!p->freed && request_access(r, &p->os->owner) == ACCESS_OK)
+			target_add(t, p);
+}
+
+/* Resolve name ("*", pool, pool:index, one-shot) into t; answers not_found,
+ * or permission_denied for what r's peer may not use (access_decide). */
 int target_resolve(struct request *r, const char *name, struct target *t)
 {
+	enum access_verdict v;
 	struct pool *pl;
 	struct proc *p;
 
 	memset(t, 0, sizeof(*t));
 	if (strcmp(name, "*") == 0) {
-		TAILQ_FOREACH(pl, &pools, entry)
-			pool_members(t, pl);
-		TAILQ_FOREACH(p, &oneshots, os->entry)
-			if (!p->freed)
-				target_add(t, p);
+		target_all(r, t);
 		return 0;
 	}
 	if ((pl = pool_find(name))) {
+		if ((v = request_access(r, &pl->owner)) != ACCESS_OK)
+			goto refused;
 		pool_members(t, pl);
 		return 0;
 	}
 	if ((p = proc_find(name)) && !p->freed) {
+		if ((v = request_access(r, proc_owner(p))) != ACCESS_OK)
+			goto refused;
 		target_add(t, p);
 		return 0;
 	}
-	request_error(r, MPSUP_E_NOT_FOUND, "no process or pool named '%.100s'", name);
+	v = ACCESS_HIDDEN;
+refused:
+	request_access_error(r, v, "process or pool", name);
 	return -1;
 }
 
@@ -433,23 +452,27 @@ static int proc_module_reload(const struct conf *newconf, json_t *changes)
 	{                                                           \
 		name, ROLE_ADMIN, CMD_MUTATES | (extra), fn, params \
 	}
+#define RUN_MUT(name, fn, extra, params)                                      \
+	{                                                                     \
+		name, ROLE_RUN, CMD_MUTATES | CMD_OWNED | (extra), fn, params \
+	}
 /* clang-format on */
 
 static const struct cmd_entry proc_cmds[] = {
 	{ "status", ROLE_READ, 0, cmd_status, "s:target?" },
 	ADMIN_MUT("proc.start", cmd_start, CMD_MAY_BLOCK, "s:target b:wait?"),
-	ADMIN_MUT("proc.stop", cmd_stop, CMD_MAY_BLOCK, "s:target b:wait?"),
+	RUN_MUT("proc.stop", cmd_stop, CMD_MAY_BLOCK, "s:target b:wait?"),
 	ADMIN_MUT("proc.restart", cmd_restart, CMD_MAY_BLOCK, "s:target b:wait?"),
-	ADMIN_MUT("proc.terminate", cmd_terminate, 0, "s:target"),
-	ADMIN_MUT("proc.kill", cmd_kill, 0, "s:target"),
-	ADMIN_MUT("proc.signal", cmd_signal, 0, "s:target o:signal"),
-	ADMIN_MUT("proc.run", cmd_proc_run, 0,
-		  "a:argv s:name? O:env? s:cwd? b:daemon? s:stdin? o:user? o:group?"),
+	RUN_MUT("proc.terminate", cmd_terminate, 0, "s:target"),
+	RUN_MUT("proc.kill", cmd_kill, 0, "s:target"),
+	RUN_MUT("proc.signal", cmd_signal, 0, "s:target o:signal"),
+	RUN_MUT("proc.run", cmd_proc_run, 0,
+		"a:argv s:name? O:env? s:cwd? b:daemon? s:stdin? o:user? o:group? s:scope?"),
 	{ "proc.join", ROLE_READ, CMD_MAY_BLOCK, cmd_join, "s:target t:timeout?" },
-	ADMIN_MUT("proc.forget", cmd_proc_forget, 0, "s:name"),
+	RUN_MUT("proc.forget", cmd_proc_forget, 0, "s:name"),
 	{ "proc.logs", ROLE_READ, CMD_STREAMS, cmd_proc_logs, "s:target i:lines? b:follow?" },
 	{ "pool.list", ROLE_READ, 0, cmd_pool_list, "" },
-	ADMIN_MUT("pool.add", cmd_pool_add, 0, "s:pool s:command *:keys?"),
+	ADMIN_MUT("pool.add", cmd_pool_add, 0, "s:pool s:command s:scope? *:keys?"),
 	ADMIN_MUT("pool.remove", cmd_pool_remove, CMD_MAY_BLOCK, "s:pool"),
 	ADMIN_MUT("pool.scale", cmd_pool_scale, 0, "s:pool i:processes"),
 	{ "daemon.reopen_logs", ROLE_ADMIN, 0, cmd_reopen_logs, "" },

@@ -33,7 +33,10 @@ enum cmd_ret cmd_proc_forget(struct request *r);
 enum cmd_ret cmd_proc_logs(struct request *r);
 void proc_logs_notify(struct proc *p, const struct logline *l);
 
-/* pool_cmd.c: pools at run time */
+/* pool_cmd.c: pools at run time, and the scope parameter they share with
+ * proc.run */
+int scope_param(struct request *r);
+void scope_bind_error(struct request *r, int e);
 enum cmd_ret cmd_pool_list(struct request *r);
 enum cmd_ret cmd_pool_add(struct request *r);
 enum cmd_ret cmd_pool_remove(struct request *r);

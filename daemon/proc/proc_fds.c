@@ -22,6 +22,7 @@
 #include "log.h"
 #include "proc.h"
 #include "proc_int.h"
+#include "scope.h"
 
 /* Descriptors the daemon uses for itself at most beyond what was open
  * when supervision started: a spawn's pipes (status pipe, the child's
@@ -169,9 +170,15 @@ static unsigned long long processes_cost(void)
 	return n;
 }
 
+/* One pidfd per process that owns scoped things (scope.h). */
 static unsigned long long fds_used(unsigned long long limit)
 {
-	return base_fds + FDS_SLACK + conn_reserve(limit) + processes_cost();
+	return base_fds + FDS_SLACK + conn_reserve(limit) + processes_cost() + scope_count();
+}
+
+int proc_fds_check_scope(void)
+{
+	return proc_fds_check(1, "a watched process (scope)");
 }
 
 int proc_fds_check(unsigned long long need, const char *what)
@@ -204,7 +211,8 @@ json_t *proc_fds_info(void)
 {
 	unsigned long long limit = fds_limit();
 
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:{s:i, s:i, s:i, s:i, s:i, s:i}, s:i, s:i}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:{s:i, s:i, s:i, s:i, s:i, s:i}, s:i, s:i, "
+			 "s:i}",
 			 "limit", (json_int_t)limit, "used", (json_int_t)fds_used(limit), "daemon",
 			 (json_int_t)(base_fds + FDS_SLACK), "connections",
 			 (json_int_t)conn_reserve(limit), "processes", (json_int_t)processes_cost(),
@@ -214,5 +222,5 @@ json_t *proc_fds_info(void)
 			 mode_cost(OUTPUT_NULL, POOL_MODE_SERVICE), "inherit",
 			 mode_cost(OUTPUT_INHERIT, POOL_MODE_SERVICE), "task",
 			 mode_cost(OUTPUT_CAPTURE, POOL_MODE_TASK), "per_oneshot", PROC_FDS_ONESHOT,
-			 "per_connection", 1);
+			 "per_connection", 1, "scopes", (int)scope_count());
 }

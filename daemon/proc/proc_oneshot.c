@@ -26,6 +26,7 @@ struct oneshot *oneshot_free(struct oneshot *os)
 {
 	if (!os)
 		return NULL;
+	scope_unbind(&os->scope);
 	conf_strv_free(os->argv);
 	conf_strv_free(os->env);
 	free(os->cwd);
@@ -54,6 +55,7 @@ struct proc *oneshot_run(const char *name, struct oneshot *os, bool *ret_short, 
 		return NULL;
 	}
 	p->os = os;
+	os->proc = p;
 	TAILQ_INSERT_TAIL(&oneshots, p, os->entry);
 	n_oneshots++;
 	proc_feed(p, PE_START);

@@ -251,6 +251,7 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
 
 void pool_free(struct pool *pl)
 {
+	scope_unbind(&pl->scope);
 	log_info("proc", "pool %s: removed", pl->name);
 	publish_pool("pool.removed", pl);
 	TAILQ_REMOVE(&pools, pl, entry);
@@ -272,6 +273,7 @@ void pool_remove(struct pool *pl)
 	if (pl->removing)
 		return;
 	pl->removing = true;
+	scope_unbind(&pl->scope);
 	for (unsigned i = 0; i < pl->n_slots; i++) {
 		struct proc *p = pl->members[i];
 		if (!p)

@@ -11,8 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "container.h"
 #include "conn.h"
 #include "daemon.h"
+#include "log.h"
 #include "proc_cmd.h"
 
 /* env {"K": "V"} -> ["K=V", ...]; NULL on a bad entry. */
@@ -67,11 +69,6 @@ static int run_as(struct request *r, struct oneshot *os, const char *user, const
 	char *why = NULL;
 
 	if (user) {
-		if (r->conn->role != ROLE_ADMIN) {
-			request_error(r, MPSUP_E_PERMISSION_DENIED,
-				      "proc.run: only an admin may name a user");
-			return -1;
-		}
 		if (run_ids_resolve(user, group, &os->ids, &why) < 0) {
 			request_error(r, MPSUP_E_SPAWN_FAILED, "proc.run: %s",
 				      why ? why : "cannot resolve the user");
@@ -91,8 +88,15 @@ static int run_as(struct request *r, struct oneshot *os, const char *user, const
 	if (r->conn->n_gids > 0 && r->conn->gids) {
 		if (!(os->ids.groups = calloc((size_t)r->conn->n_gids, sizeof(gid_t))))
 			return -ENOMEM;
-		memcpy(os->ids.groups, r->conn->gids, (size_t)r->conn->n_gids * sizeof(gid_t));
-		os->ids.n_groups = r->conn->n_gids;
+		/* the connection lists the primary gid after the supplementary
+		 * ones, which may hold it too: each group once */
+		for (int i = 0; i < r->conn->n_gids; i++) {
+			int j = 0;
+			while (j < os->ids.n_groups && os->ids.groups[j] != r->conn->gids[i])
+				j++;
+			if (j == os->ids.n_groups)
+				os->ids.groups[os->ids.n_groups++] = r->conn->gids[i];
+		}
 	} else {
 		if (!(os->ids.groups = calloc(1, sizeof(gid_t))))
 			return -ENOMEM;
@@ -142,6 +146,13 @@ static int run_check(struct request *r, json_t *argv, json_t *env, const char *c
 			      daemon_g.conf->max_processes);
 		return -EINVAL;
 	}
+	if (r->conn && r->conn->role < ROLE_ADMIN &&
+	    proc_count_of_uid(r->conn->uid) >= daemon_g.conf->max_processes_per_uid) {
+		request_error(r, MPSUP_E_LIMIT,
+			      "uid %d runs too many processes (max_processes_per_uid = %u)",
+			      (int)r->conn->uid, daemon_g.conf->max_processes_per_uid);
+		return -EINVAL;
+	}
 	if (proc_fds_check(PROC_FDS_ONESHOT, "a one-shot") < 0) {
 		request_error(r, MPSUP_E_LIMIT, "%s", proc_fds_refusal());
 		return -EINVAL;
@@ -149,17 +160,36 @@ static int run_check(struct request *r, json_t *argv, json_t *env, const char *c
 	return 0;
 }
 
+/* The process that ran a daemon one-shot with scope "process" exited:
+ * terminate it (stop signal, SIGKILL after stop_timeout), like Python's
+ * daemon children at exit. */
+static void oneshot_scope_gone(struct scope_link *l)
+{
+	struct oneshot *os = CONTAINER_OF(l, struct oneshot, scope);
+
+	if (!os->proc || !proc_is_alive(os->proc))
+		return;
+	log_info("proc", "%s: the process that ran it (scope) exited: stopping it",
+		 os->proc->name);
+	proc_stop(os->proc);
+}
+
 enum cmd_ret cmd_proc_run(struct request *r)
 {
 	json_t *argv, *env = NULL, *a, *juser = NULL, *jgroup = NULL;
 	const char *name = NULL, *cwd = NULL, *in = NULL, *bad = NULL, *user, *group;
 	size_t in_len = 0, i;
-	int daemon = 0, e;
+	int daemon = 0, e, scoped;
 	bool short_of;
 	char gen[32], err[512], ubuf[24], gbuf[24];
 	struct oneshot *os;
 	struct proc *p;
 
+	if (!request_params(r) || (scoped = scope_param(r)) < 0) {
+		if (!r->replied)
+			request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return CMD_DONE;
+	}
 	if (request_unpack(r, "{s:o, s?s, s?o, s?s, s?b, s?s%, s?o, s?o}", "argv", &argv, "name",
 			   &name, "env", &env, "cwd", &cwd, "daemon", &daemon, "stdin", &in,
 			   &in_len, "user", &juser, "group", &jgroup) < 0)
@@ -167,6 +197,12 @@ enum cmd_ret cmd_proc_run(struct request *r)
 	if (id_param(r, "user", juser, ubuf, sizeof(ubuf), &user) < 0 ||
 	    id_param(r, "group", jgroup, gbuf, sizeof(gbuf), &group) < 0)
 		return CMD_DONE;
+	/* role run: always as the peer itself */
+	if ((user || group) && r->conn && r->conn->role < ROLE_ADMIN) {
+		request_error(r, MPSUP_E_PERMISSION_DENIED,
+			      "proc.run: only an admin may name a user or group");
+		return CMD_DONE;
+	}
 	if (group && !user) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "proc.run: group needs user");
 		return CMD_DONE;
@@ -203,6 +239,16 @@ enum cmd_ret cmd_proc_run(struct request *r)
 		os->stdin_len = in_len;
 	}
 	os->daemon = daemon;
+	if (r->conn) {
+		os->owner.set = true;
+		os->owner.uid = r->conn->uid;
+	}
+	/* a non-daemon child runs on after its runner: nothing to watch */
+	if (scoped && daemon && (e = scope_bind(r->conn, &os->scope, oneshot_scope_gone)) < 0) {
+		oneshot_free(os);
+		scope_bind_error(r, e);
+		return CMD_DONE;
+	}
 	if ((e = run_as(r, os, user, group)) < 0) {
 		oneshot_free(os);
 		if (e == -ENOMEM)
@@ -224,6 +270,7 @@ nomem:
 
 enum cmd_ret cmd_proc_forget(struct request *r)
 {
+	enum access_verdict v;
 	const char *name;
 	struct proc *p;
 
@@ -231,6 +278,10 @@ enum cmd_ret cmd_proc_forget(struct request *r)
 		return CMD_DONE;
 	if (!(p = proc_find(name)) || p->freed) {
 		request_error(r, MPSUP_E_NOT_FOUND, "no process named '%.100s'", name);
+		return CMD_DONE;
+	}
+	if ((v = request_access(r, proc_owner(p))) != ACCESS_OK) {
+		request_access_error(r, v, "process", name);
 		return CMD_DONE;
 	}
 	if (!p->os) {

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "conf.h"
+#include "container.h"
 #include "daemon.h"
 #include "hash.h"
 #include "events.h"
@@ -128,10 +129,17 @@ struct obj *obj_create(const char *name, const struct obj_type *type, json_t *op
 	return o;
 }
 
+void obj_log_request(const struct obj *o, struct request *r)
+{
+	if (obj_persisted(o))
+		persist_log_request(r);
+}
+
 void obj_delete(struct obj *o)
 {
 	char msg[OBJ_NAME_MAX + 32];
 
+	scope_unbind(&o->scope);
 	for (struct obj **p = &buckets[o->hash & (n_buckets - 1)]; *p; p = &(*p)->next)
 		if (*p == o) {
 			*p = o->next;
@@ -283,8 +291,8 @@ void obj_ok(struct obj_call *c, json_t *result)
 	/* Log and publish before answering: the answer may resume the
 	 * connection, and must not leave before its record (persist.h). */
 	if (c->op && (c->op->flags & CMD_MUTATES)) {
-		if (c->o->type->dump && !(c->op->flags & OBJ_OP_LOGS_ITSELF))
-			persist_log_request(c->r);
+		if (!(c->op->flags & OBJ_OP_LOGS_ITSELF))
+			obj_log_request(c->o, c->r);
 		obj_changed(c->o, strchr(c->op->name, '.') + 1); /* the op */
 	}
 	request_ok(c->r, result);
@@ -402,7 +410,56 @@ static enum cmd_ret op_run(struct request *r, const struct type_op *t)
 
 /* --- obj.* ---------------------------------------------------------------------------- */
 
-/* obj.create {name, type, ...options} -> {created} */
+/* Its creator's process exited: a scoped object goes (waiters get
+ * not_found, holders lose their hold), as on obj.delete. */
+static void obj_scope_gone(struct scope_link *l)
+{
+	struct obj *o = CONTAINER_OF(l, struct obj, scope);
+
+	obj_changed(o, "delete");
+	obj_delete(o);
+}
+
+/* obj.create's scope: absent (false) or "process" (true); -1 after
+ * answering bad_request. */
+static int create_scope(struct request *r)
+{
+	json_t *v = json_object_get(r->params, "scope");
+
+	if (!v)
+		return 0;
+	if (!json_is_string(v) || strcmp(json_string_value(v), "process") != 0) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "%s: scope must be \"process\"",
+			      r->cmd->name);
+		return -1;
+	}
+	if (!r->conn) { /* the daemon's own requests have no process */
+		request_error(r, MPSUP_E_BAD_REQUEST, "%s: no process to scope to",
+			      r->cmd->name);
+		return -1;
+	}
+	return 1;
+}
+
+/* Bind o to r's peer process; answers and deletes o when it cannot be. */
+static int create_bind(struct request *r, struct obj *o)
+{
+	int e = scope_bind(r->conn, &o->scope, obj_scope_gone);
+
+	if (e == 0)
+		return 0;
+	obj_delete(o);
+	if (e == -ESRCH)
+		request_error(r, MPSUP_E_CONFLICT, "obj.create: the requesting process has exited");
+	else if (e == -EMFILE)
+		request_error(r, MPSUP_E_LIMIT,
+			      "obj.create: not enough file descriptors to watch the process");
+	else
+		request_error(r, MPSUP_E_INTERNAL, "obj.create: %s", strerror(-e));
+	return -1;
+}
+
+/* obj.create {name, type, scope?, ...options} -> {created} */
 static enum cmd_ret cmd_obj_create(struct request *r)
 {
 	char buf[OBJ_NAME_MAX + 1];
@@ -411,10 +468,13 @@ static enum cmd_ret cmd_obj_create(struct request *r)
 	enum mpsup_err code;
 	char err[256];
 	struct obj *o;
+	int scoped;
 
 	if (!name || !persist_read(r, name))
 		return CMD_DONE;
 	r->durable = true;
+	if ((scoped = create_scope(r)) < 0)
+		return CMD_DONE;
 	tname = json_string_value(json_object_get(r->params, "type"));
 	if (!tname) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "obj.create: 'type' must be a string");
@@ -450,8 +510,9 @@ static enum cmd_ret cmd_obj_create(struct request *r)
 		mem_room(r, took); /* answers limit: the count is back, took does not fit */
 		return CMD_DONE;
 	}
-	if (type->dump)
-		persist_log_request(r);
+	if (scoped && create_bind(r, o) < 0)
+		return CMD_DONE;
+	obj_log_request(o, r);
 	obj_changed(o, "create");
 	request_ok(r, json_pack("{s:b}", "created", 1));
 	return CMD_DONE;
@@ -541,7 +602,7 @@ static enum cmd_ret cmd_obj_delete(struct request *r)
 
 	if (!o)
 		return CMD_DONE;
-	if (o->type->dump) {
+	if (obj_persisted(o)) {
 		if (!persist_writable(r))
 			return CMD_DONE;
 		persist_log_request(r);
@@ -561,7 +622,7 @@ static enum cmd_ret cmd_type_op(struct request *r);
 
 /* obj.* first, then every TYPE.OP (filled by state_cmds_build). */
 static struct cmd_entry state_cmds[MAX_CMDS + 1] = {
-	{ "obj.create", ROLE_STATE, CMD_MUTATES, cmd_obj_create, "s:name s:type *:options?" },
+	{ "obj.create", ROLE_STATE, CMD_MUTATES, cmd_obj_create, "s:name s:type s:scope? *:options?" },
 	{ "obj.delete", ROLE_STATE, CMD_MUTATES, cmd_obj_delete, "s:name" },
 	{ "obj.get", ROLE_READ, 0, cmd_obj_get, "s:name" },
 	{ "obj.list", ROLE_READ, 0, cmd_obj_list, "s:type?" },

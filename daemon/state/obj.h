@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include "command.h"
+#include "scope.h"
 #include "waitq.h"
 
 #define OBJ_NAME_MAX 64
@@ -144,9 +145,20 @@ struct obj {
 	unsigned n_waiters;          /* over all of wq[] */
 	size_t mem;                  /* its data bytes (max_memory), overhead included */
 	uint32_t hash;
-	struct obj *next; /* hash chain */
+	struct scope_link scope; /* scope "process": deleted when its process exits */
+	struct owner owner;      /* its creator, and access "private" */
+	struct obj *next;        /* hash chain */
 	char name[OBJ_NAME_MAX + 1];
 };
+
+/* Is o written to the state file? Not a scoped object: it ends with its
+ * process, and a restarted daemon could not tell that process again. */
+static inline bool obj_persisted(const struct obj *o)
+{
+	return o->type->dump && !scope_bound(&o->scope);
+}
+/* Log r (a mutation of o) when o is persisted. */
+void obj_log_request(const struct obj *o, struct request *r);
 
 extern const struct cmd_module state_module;
 

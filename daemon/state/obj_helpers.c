@@ -94,7 +94,8 @@ int obj_opts_only(json_t *opts, const char *const *keys, char *err, size_t errle
 	json_t *v;
 
 	json_object_foreach(opts, key, v) {
-		bool known = strcmp(key, "name") == 0 || strcmp(key, "type") == 0;
+		bool known = strcmp(key, "name") == 0 || strcmp(key, "type") == 0 ||
+			     strcmp(key, "scope") == 0;
 		for (const char *const *k = keys; *k && !known; k++)
 			known = strcmp(*k, key) == 0;
 		if (!known) {

@@ -219,8 +219,8 @@ static enum cmd_ret queue_put(struct obj_call *c)
 		struct request *getter = waitq_take(w, NULL);
 
 		q->unfinished++;
-		persist_log_request(c->r);
-		persist_log_request(getter);
+		obj_log_request(c->o, c->r);
+		obj_log_request(c->o, getter);
 		obj_ok(c, NULL);
 		request_ok(getter, json_incref(obj_arg(c, 0)));
 		return CMD_DONE;
@@ -243,7 +243,7 @@ static enum cmd_ret queue_put(struct obj_call *c)
 		return CMD_DONE;
 	}
 	q->unfinished++;
-	persist_log_request(c->r);
+	obj_log_request(c->o, c->r);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -266,7 +266,7 @@ static enum cmd_ret queue_get(struct obj_call *c)
 		return waitq_park(&c->o->wq[WQ_GET], c, timeout, getter_timeout, NULL);
 	}
 	item = queue_shift(q);
-	persist_log_request(c->r);
+	obj_log_request(c->o, c->r);
 	if ((w = waitq_first(&c->o->wq[WQ_PUT]))) {
 		/* A slot is free: the longest waiting putter's item goes in. */
 		json_t *pitem;
@@ -276,7 +276,7 @@ static enum cmd_ret queue_get(struct obj_call *c)
 			request_error(putter, MPSUP_E_INTERNAL, "out of memory");
 		} else {
 			q->unfinished++;
-			persist_log_request(putter);
+			obj_log_request(c->o, putter);
 			obj_changed(c->o, "put");
 			request_ok(putter, NULL);
 		}

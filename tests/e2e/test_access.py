@@ -242,7 +242,7 @@ class ReadForEveryone(AccessTestCase):
         everything = {c["name"] for c in self.d.ok("help")}
         self.assertLess(names, everything)
         one = self.nobody.call("help", command="proc.kill")["result"]
-        self.assertEqual((one["role"], one["allowed"]), ("admin", False))
+        self.assertEqual((one["role"], one["allowed"]), ("run", False))
         self.assertIs(self.d.ok("help", command="proc.kill")["allowed"], True)
 
     def test_read_allowed_admin_denied(self):

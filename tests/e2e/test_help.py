@@ -24,7 +24,7 @@ class Help(DaemonTestCase):
                 self.assertNotEqual(r.get("error", {}).get("code"), "unknown_command", r)
         # Every command has a role and well-formed parameters.
         for c in cmds:
-            self.assertIn(c["role"], ("read", "state", "admin"), c)
+            self.assertIn(c["role"], ("read", "state", "run", "admin"), c)
             for p in c["params"]:
                 self.assertEqual(set(p), {"name", "type", "optional"}, c)
                 self.assertIn(p["type"], ("string", "integer", "number", "boolean", "array",
@@ -38,8 +38,8 @@ class Help(DaemonTestCase):
                        {"name": "key", "type": "string", "optional": False},
                        {"name": "default", "type": "any", "optional": True}]})
         self.assertEqual(self.d.ok("help", command="proc.stop"), {
-            "name": "proc.stop", "role": "admin", "allowed": True,
-            "flags": ["mutates", "blocks"],
+            "name": "proc.stop", "role": "run", "allowed": True,
+            "flags": ["mutates", "blocks", "own"],
             "params": [{"name": "target", "type": "string", "optional": False},
                        {"name": "wait", "type": "boolean", "optional": True}]})
         self.assertEqual(self.d.ok("help", command="queue.get")["flags"], ["mutates", "blocks"])

@@ -419,7 +419,7 @@ START_TEST(test_typed_errors)
 		  "test.conf:2: [mpsupd] shutdown_timeout: expected a duration in seconds, not "
 		  "'soon'" },
 		{ "[access]\nwrite = root\n",
-		  "test.conf:2: [access] write: unknown key (admin, state, read)" },
+		  "test.conf:2: [access] write: unknown key (admin, run, state, read)" },
 		{ "[pool:a]\nprocesses = 100001\n",
 		  "test.conf:2: [pool:a] processes: expected a number of processes 0..100000, not "
 		  "'100001'" },

@@ -59,6 +59,7 @@ struct pool_conf {
 	int priority;
 	double task_timeout; /* 0 = none */
 	unsigned task_retries;
+	unsigned task_window; /* tasks in flight per worker */
 	unsigned max_pending;
 	char *file; /* where it was defined (NULL for pool.add) */
 	int line;

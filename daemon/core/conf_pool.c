@@ -327,6 +327,7 @@ static const struct conf_key pool_keys[] = {
 	  .expect = "an integer priority", .def = "100" },
 	{ "task_timeout", CONF_DURATION, POOL(task_timeout), .def = "0" },
 	{ "task_retries", CONF_UINT, POOL(task_retries), .min = 0, .max = 100, .def = "0" },
+	{ "task_window", CONF_UINT, POOL(task_window), .min = 1, .max = 1024, .def = "16" },
 	{ "max_pending", CONF_UINT, POOL(max_pending), .min = 1, .max = 10000000, .def = "100000" },
 };
 

@@ -3,15 +3,17 @@
  * the results kept for task.wait.
  *
  * Every task pool has a backlog (FIFO; a retried task goes to its head)
- * and a FIFO of idle workers; tp_dispatch() pairs them. The workers and
+ * and a FIFO of ready workers (room for another task); tp_dispatch()
+ * pairs them. The workers and
  * their channels are task_worker.c's; the protocol commands task_cmd.c's.
  *
  * Where a task ends:
  *   - the worker answers it: done (result) or failed (the worker's error);
- *   - the worker dies, writes a bad line, exceeds task_timeout or closes a
- *     pipe: the worker is killed (SIGKILL to its group) and restarted by
- *     the pool's policy; the task runs again while it has retries left
- *     (task_retries), else it fails with what happened;
+ *   - the worker dies, writes a bad line or closes a pipe: the worker is
+ *     killed (SIGKILL to its group) and restarted by the pool's policy;
+ *     every task it held runs again while it has retries left
+ *     (task_retries), else fails with what happened; task_timeout does
+ *     that to the worker's oldest task only, the others are requeued;
  *   - the worker is stopped by the operator (stop, scale down, restart,
  *     reload): the task goes back to the head of the backlog, not counted;
  *   - no live worker is left in the pool (all stopped/exited/fatal, pool
@@ -369,22 +371,31 @@ void task_requeue(struct task_pool *tp, struct task *t)
 	tp->n_pending++;
 }
 
-/* The worker holding t failed with msg: run t again while it has
- * retries left, else fail it. */
-void task_retry_or_fail(struct task_pool *tp, struct task *t, const char *worker, const char *msg)
+/* Whether t, whose worker failed, may run again: it has retries left
+ * (task_retries) and someone still wants it. */
+bool task_may_retry(const struct task_pool *tp, const struct task *t)
 {
-	unsigned retries = tp->pl->conf->task_retries;
+	return !(t->map && !park_kept(&t->map->park)) && !task_shutting &&
+	       t->attempts <= tp->pl->conf->task_retries;
+}
+
+/* The worker holding t failed with msg and t may run again
+ * (task_may_retry()): back to the head of the backlog. */
+void task_retry(struct task_pool *tp, struct task *t, const char *worker, const char *msg)
+{
+	log_info("task", "task %" PRIu64 ": %s; retrying (%u of %u)", t->id, msg, t->attempts,
+		 tp->pl->conf->task_retries);
+	publish_task("task.retry", t, worker, msg);
+	task_requeue(tp, t);
+}
+
+/* The worker holding t failed with msg and t may not run again: it fails. */
+void task_fail(struct task_pool *tp, struct task *t, const char *worker, const char *msg)
+{
 	char buf[600];
 
 	if (t->map && !park_kept(&t->map->park)) {
-		task_end(t, NULL, MPSUP_E_INTERNAL, msg);
-		return;
-	}
-	if (!task_shutting && t->attempts <= retries) {
-		log_info("task", "task %" PRIu64 ": %s; retrying (%u of %u)", t->id, msg,
-			 t->attempts, retries);
-		publish_task("task.retry", t, worker, msg);
-		task_requeue(tp, t);
+		task_end(t, NULL, MPSUP_E_INTERNAL, msg); /* discarded */
 		return;
 	}
 	if (t->attempts > 1)
@@ -412,7 +423,7 @@ struct task_pool *tp_get(struct pool *pl)
 		return NULL;
 	tp->pl = pl;
 	TAILQ_INIT(&tp->backlog);
-	TAILQ_INIT(&tp->idle);
+	TAILQ_INIT(&tp->ready);
 	pl->tasks = tp;
 	return tp;
 }
@@ -460,18 +471,26 @@ const char *pool_cannot_run(const struct pool *pl, char *buf, size_t len)
 	return buf;
 }
 
-/* Hand the backlog's first tasks to the first idle workers. */
+/* Hand the backlog's first tasks to the workers with room, one task each
+ * in turn (a worker goes to the back of the ready list), then write what
+ * each was given in one go. */
 void tp_dispatch(struct task_pool *tp)
 {
 	struct task *t;
 	struct worker *w;
+	bool sent = false;
 
-	while ((t = TAILQ_FIRST(&tp->backlog)) && (w = TAILQ_FIRST(&tp->idle))) {
+	while ((t = TAILQ_FIRST(&tp->backlog)) && (w = TAILQ_FIRST(&tp->ready))) {
 		TAILQ_REMOVE(&tp->backlog, t, q);
 		tp->n_pending--;
-		worker_set_idle(w, false);
+		worker_set_ready(w, false);
 		worker_send(w, t);
+		if (worker_has_room(w))
+			worker_set_ready(w, true); /* at the tail: the next task goes elsewhere */
+		sent = true;
 	}
+	if (sent)
+		worker_flush_all(tp);
 }
 
 /* Fail the backlog if nothing can run it any more, else dispatch. */
@@ -507,6 +526,7 @@ void task_pool_record(const struct pool *pl, json_t *j)
 		return;
 	json_object_set_new(j, "busy", json_integer(tp ? tp->n_busy : 0));
 	json_object_set_new(j, "pending", json_integer(tp ? tp->n_pending : 0));
+	json_object_set_new(j, "running", json_integer(tp ? tp->n_running : 0));
 }
 
 /*
@@ -516,17 +536,17 @@ void task_pool_record(const struct pool *pl, json_t *j)
 /* daemon.info's tasks member. */
 void task_info(json_t *info)
 {
-	unsigned pending = 0, busy = 0;
+	unsigned pending = 0, running = 0;
 	struct pool *pl;
 
 	TAILQ_FOREACH(pl, &pools, entry)
 		if (pl->tasks) {
 			pending += pl->tasks->n_pending;
-			busy += pl->tasks->n_busy;
+			running += pl->tasks->n_running;
 		}
 	json_object_set_new(info, "tasks",
 			    json_pack("{s:I, s:I, s:I, s:I}", "pending", (json_int_t)pending,
-				      "running", (json_int_t)busy, "results_kept",
+				      "running", (json_int_t)running, "results_kept",
 				      (json_int_t)n_finished, "next_id", (json_int_t)next_task_id));
 }
 
@@ -554,9 +574,8 @@ void task_stop(void (*done)(void))
 			struct worker *w = pl->members[i] ? pl->members[i]->worker : NULL;
 			if (!w)
 				continue;
-			t = worker_take(w);
 			worker_close(w);
-			if (t)
+			while ((t = worker_take(w, NULL)))
 				task_end(t, NULL, MPSUP_E_SHUTTING_DOWN, msg);
 		}
 		tp_fail_backlog(pl->tasks, MPSUP_E_SHUTTING_DOWN, msg);

@@ -1,10 +1,10 @@
 /*
  * Task pools (docs/tasks.md): a pool with mode = task keeps long-lived
- * workers; mpsupd writes one JSON line per task to an idle worker's stdin,
+ * workers; mpsupd writes one JSON line per task to a worker's stdin,
  * {"id": N, "item": V}, and reads one line per result from its stdout,
- * {"id": N, "result": V} or {"id": N, "error": "text"}. A worker holds one
- * task at a time. pool.map, pool.submit, task.wait and task.status are the
- * protocol side (task_module, task_cmd.c); the wire format is in
+ * {"id": N, "result": V} or {"id": N, "error": "text"}. A worker holds up
+ * to task_window tasks, written ahead, answered in any order. pool.map,
+ * pool.submit, task.wait and task.status are the protocol side (task_module, task_cmd.c); the wire format is in
  * task_wire.h, the records shared inside daemon/task/ in task_int.h.
  * Supervision tells it about workers' lives through task_proc_observer.
  */

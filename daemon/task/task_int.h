@@ -48,11 +48,11 @@ struct task {
 	json_t *result;        /* TASK_DONE */
 	char *error;           /* TASK_FAILED */
 	struct task_pool *tp;  /* NULL once it left the pool */
-	struct worker *worker; /* TASK_RUNNING */
+	struct worker *worker; /* TASK_RUNNING: it is on worker->held */
 	struct map *map;       /* NULL for a submitted task */
 	size_t index;          /* in the map */
 	struct subm *sub;      /* NULL for a map task */
-	TAILQ_ENTRY(task) q;   /* the pool's backlog, or the finished list */
+	TAILQ_ENTRY(task) q; /* the pool's backlog, its worker's held list, or the finished list */
 };
 
 TAILQ_HEAD(task_list, task);
@@ -73,23 +73,27 @@ struct worker {
 	int in_fd, out_fd; /* -1 when closed */
 	struct event *ev_read, *ev_write, *timer;
 	struct mpsup_framer *in; /* unparsed output of this run (NULL when closed) */
-	char *wbuf;              /* the rest of a line the pipe did not take */
-	size_t wlen, woff;
-	struct task *task;
-	bool idle;   /* on tp->idle */
-	bool killed; /* this run was killed by us */
-	bool dying;  /* its death is being handled */
-	bool eof;    /* its stdout closed */
-	bool timed;  /* its timer runs for task_timeout */
+	char *wbuf;              /* task lines written ahead, not yet taken by the pipe */
+	size_t wlen, woff, wcap;
+	struct task_list held; /* tasks sent and not answered, oldest first */
+	unsigned n_held;
+	bool ready;    /* on tp->ready: it has room for another task */
+	bool wpending; /* ev_write is armed */
+	bool killed;   /* this run was killed by us */
+	bool dying;    /* its death is being handled */
+	bool eof;      /* its stdout closed */
+	bool timed;    /* its timer runs for task_timeout (of its oldest task) */
 	unsigned long long tasks_done;
-	TAILQ_ENTRY(worker) ientry;
+	TAILQ_ENTRY(worker) rentry;
 };
 
 struct task_pool {
 	struct pool *pl;
 	struct task_list backlog;
-	unsigned n_pending, n_busy;
-	TAILQ_HEAD(, worker) idle;
+	unsigned n_pending;         /* tasks in the backlog */
+	unsigned n_busy;            /* workers holding a task */
+	unsigned n_running;         /* tasks held by workers */
+	TAILQ_HEAD(, worker) ready; /* workers with room (task_window, write-ahead bound) */
 };
 
 /* A task.wait request (parked on its task's waiters). */
@@ -118,7 +122,9 @@ void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg)
 void publish_task(const char *event, const struct task *t, const char *worker, const char *msg);
 void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg);
 void task_requeue(struct task_pool *tp, struct task *t);
-void task_retry_or_fail(struct task_pool *tp, struct task *t, const char *worker, const char *msg);
+bool task_may_retry(const struct task_pool *tp, const struct task *t);
+void task_retry(struct task_pool *tp, struct task *t, const char *worker, const char *msg);
+void task_fail(struct task_pool *tp, struct task *t, const char *worker, const char *msg);
 
 /* task.c: pools' backlogs. */
 struct task_pool *tp_get(struct pool *pl);
@@ -134,9 +140,11 @@ int task_start(const struct conf *conf);
 void task_stop(void (*done)(void));
 
 /* task_worker.c: the worker channel. */
-void worker_set_idle(struct worker *w, bool idle);
+void worker_set_ready(struct worker *w, bool ready);
+bool worker_has_room(const struct worker *w);
 void worker_send(struct worker *w, struct task *t);
-struct task *worker_take(struct worker *w);
+void worker_flush_all(struct task_pool *tp);
+struct task *worker_take(struct worker *w, struct task *t);
 void worker_close(struct worker *w);
 /* Free the worker channel's shared buffers (at shutdown). */
 void task_worker_cleanup(void);

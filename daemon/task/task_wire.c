@@ -71,7 +71,7 @@ void task_snippet(const char *s, size_t n, char *out, size_t outlen)
 	out[k] = '\0';
 }
 
-enum task_reply task_reply_parse(const char *line, size_t len, uint64_t id, json_t **ret_value,
+enum task_reply task_reply_parse(const char *line, size_t len, uint64_t *ret_id, json_t **ret_value,
 				 char *why, size_t whylen)
 {
 	json_error_t jerr;
@@ -92,9 +92,9 @@ enum task_reply task_reply_parse(const char *line, size_t len, uint64_t id, json
 		snprintf(why, whylen, "no integer \"id\"");
 		goto bad;
 	}
-	if (json_integer_value(jid) < 0 || (uint64_t)json_integer_value(jid) != id) {
-		snprintf(why, whylen, "id %" JSON_INTEGER_FORMAT " while running task %" PRIu64,
-			 json_integer_value(jid), id);
+	if (json_integer_value(jid) <= 0) {
+		snprintf(why, whylen, "id %" JSON_INTEGER_FORMAT " is not a task id",
+			 json_integer_value(jid));
 		goto bad;
 	}
 	if ((res != NULL) == (err != NULL)) {
@@ -103,6 +103,7 @@ enum task_reply task_reply_parse(const char *line, size_t len, uint64_t id, json
 			     : "neither \"result\" nor \"error\"");
 		goto bad;
 	}
+	*ret_id = (uint64_t)json_integer_value(jid);
 	if (res) {
 		*ret_value = json_incref(res);
 		kind = TASK_REPLY_RESULT;

@@ -1,10 +1,11 @@
 /*
  * Task pools: the worker channel. A worker is one process slot of a task
  * pool; each run of it gets a fresh channel (a pipe to its stdin, one from
- * its stdout) attached at spawn. The worker joins the idle list when its
- * process is `running` and holds one task at a time: one write of the
- * task line, one read per wake-up, lines split by libmpsup's framer and
- * parsed in place. Supervision tells this file about the workers' lives
+ * its stdout) attached at spawn. The worker joins its pool's ready list
+ * when its process is `running` and holds up to task_window tasks (its
+ * held list, oldest first): their lines are written ahead into its stdin
+ * through a bounded buffer, its answers come back in any order and are
+ * matched by id; one read per wake-up, lines split by libmpsup's framer. Supervision tells this file about the workers' lives
  * through task_proc_observer.
  */
 #include "config.h"
@@ -37,6 +38,12 @@
 #define READ_CHUNK 4096
 /* A worker that closed its stdout is given this long to exit by itself. */
 #define EOF_GRACE_SECS 2.0
+/* A worker takes no more tasks while this much of its task lines waits
+ * for its pipe (it holds at most task_window tasks anyway). */
+#define WRITE_AHEAD_MAX 65536
+
+/* What becomes of the tasks of a worker that stops or fails. */
+enum release { RELEASE_FAIL, RELEASE_FAIL_OLDEST, RELEASE_REQUEUE };
 
 /* The task line being written (one for all workers: one write each). */
 static char *linebuf;
@@ -61,50 +68,75 @@ static bool worker_usable(const struct worker *w)
 	       pl->conf->mode == POOL_MODE_TASK;
 }
 
-/* Put w on its pool's idle list, or take it off. */
-void worker_set_idle(struct worker *w, bool idle)
+/* Whether w may take one more task now: usable, fewer than task_window
+ * held, and less than WRITE_AHEAD_MAX bytes not yet taken by its pipe. */
+bool worker_has_room(const struct worker *w)
 {
-	if (w->idle == idle)
-		return;
-	if (idle)
-		TAILQ_INSERT_TAIL(&w->tp->idle, w, ientry);
-	else
-		TAILQ_REMOVE(&w->tp->idle, w, ientry);
-	w->idle = idle;
+	return worker_usable(w) && w->n_held < w->tp->pl->conf->task_window &&
+	       w->wlen - w->woff < WRITE_AHEAD_MAX;
 }
 
-/* w no longer holds its task; returns it. */
-struct task *worker_take(struct worker *w)
+/* Put w on its pool's ready list (at the tail), or take it off. */
+void worker_set_ready(struct worker *w, bool ready)
 {
-	struct task *t = w->task;
+	if (w->ready == ready)
+		return;
+	if (ready)
+		TAILQ_INSERT_TAIL(&w->tp->ready, w, rentry);
+	else
+		TAILQ_REMOVE(&w->tp->ready, w, rentry);
+	w->ready = ready;
+}
 
-	if (!t)
+/* (Re)start w's task_timeout for its oldest task, which just became the
+ * oldest: its time counts from now (docs/tasks.md, "Pipelining"). */
+static void worker_timer_restart(struct worker *w)
+{
+	double tmo = w->tp->pl->conf->task_timeout;
+
+	if (w->eof || w->in_fd < 0)
+		return; /* the timer is the grace after EOF, or the channel is closed */
+	if (w->timed)
+		evtimer_del(w->timer);
+	w->timed = false;
+	if (tmo > 0 && w->n_held > 0) {
+		struct timeval tv = tv_from_secs(tmo);
+		evtimer_add(w->timer, &tv);
+		w->timed = true;
+	}
+}
+
+/* w no longer holds task t (NULL: its oldest); returns it, or NULL when
+ * it holds nothing. */
+struct task *worker_take(struct worker *w, struct task *t)
+{
+	bool oldest;
+
+	if (!t && !(t = TAILQ_FIRST(&w->held)))
 		return NULL;
-	w->task = NULL;
-	w->tp->n_busy--;
+	oldest = t == TAILQ_FIRST(&w->held);
+	TAILQ_REMOVE(&w->held, t, q);
+	if (--w->n_held == 0)
+		w->tp->n_busy--;
+	w->tp->n_running--;
 	if (t->map)
 		t->map->running--;
-	if (w->timed) {
-		evtimer_del(w->timer);
-		w->timed = false;
-	}
-	if (w->wlen) {
-		w->wlen = w->woff = 0;
-		if (w->ev_write)
-			event_del(w->ev_write);
-	}
+	if (oldest)
+		worker_timer_restart(w);
 	return t;
 }
 
-/* Close w's channel (this run will get no more tasks). */
+/* Close w's channel (this run will get no more tasks; it keeps what it
+ * holds until worker_take()). */
 void worker_close(struct worker *w)
 {
-	worker_set_idle(w, false);
+	worker_set_ready(w, false);
 	if (w->ev_read)
 		event_free(w->ev_read);
 	if (w->ev_write)
 		event_free(w->ev_write);
 	w->ev_read = w->ev_write = NULL;
+	w->wpending = false;
 	if (w->in_fd >= 0)
 		close(w->in_fd);
 	if (w->out_fd >= 0)
@@ -129,42 +161,90 @@ static void worker_kill(struct worker *w)
 	(void)proc_signal(p, SIGKILL);
 }
 
-/* w misbehaved: kill it (its pool's policy restarts it) and retry or fail
- * its task with the reason. */
-static void worker_fail(struct worker *w, const char *fmt, ...)
+/*
+ * Give back every task w holds (its channel is closed): per how, each is
+ * retried or failed with msg (RELEASE_FAIL), only the oldest is and the
+ * others are queued again uncounted (RELEASE_FAIL_OLDEST: their time had
+ * not started), or all are queued again uncounted (RELEASE_REQUEUE). The
+ * backlog gets them back at its head in the order the worker had them.
+ */
+static void worker_release(struct worker *w, enum release how, const char *msg)
 {
 	struct task_pool *tp = w->tp;
-	struct task *t;
+	struct task_list out = TAILQ_HEAD_INITIALIZER(out);
+	struct task *t, *prev;
+
+	while ((t = worker_take(w, NULL)))
+		TAILQ_INSERT_TAIL(&out, t, q);
+	/* backwards, so that inserting at the backlog's head keeps the order */
+	for (t = TAILQ_LAST(&out, task_list); t; t = prev) {
+		bool fails = how == RELEASE_FAIL ||
+			     (how == RELEASE_FAIL_OLDEST && t == TAILQ_FIRST(&out));
+		prev = TAILQ_PREV(t, task_list, q);
+		if (fails ? !task_may_retry(tp, t) : t->map && !park_kept(&t->map->park))
+			continue; /* failed or discarded in the second pass */
+		TAILQ_REMOVE(&out, t, q);
+		if (fails)
+			task_retry(tp, t, w->p->name, msg);
+		else {
+			t->attempts--; /* it had not started */
+			task_requeue(tp, t);
+		}
+	}
+	/* forwards, so that a map hears of its lowest failed index first; a
+	 * task left here that was not to fail belongs to a cancelled map, and
+	 * task_fail() discards those */
+	while ((t = TAILQ_FIRST(&out))) {
+		TAILQ_REMOVE(&out, t, q);
+		task_fail(tp, t, w->p->name, msg);
+	}
+}
+
+/* w misbehaved: kill it (its pool's policy restarts it) and retry or fail
+ * the tasks it holds (per how) with the reason. */
+static void worker_fail_how(struct worker *w, enum release how, const char *msg)
+{
+	struct task_pool *tp = w->tp;
+
+	log_warn("task", "%s: %s; killing it", w->p->name, msg);
+	worker_close(w);
+	worker_kill(w);
+	worker_release(w, how, msg);
+	tp_check(tp);
+}
+
+static void worker_fail(struct worker *w, const char *fmt, ...)
+{
 	char msg[512];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	log_warn("task", "%s: %s; killing it", w->p->name, msg);
-	t = worker_take(w);
-	worker_close(w);
-	worker_kill(w);
-	if (t)
-		task_retry_or_fail(tp, t, w->p->name, msg);
-	tp_check(tp);
+	worker_fail_how(w, RELEASE_FAIL, msg);
 }
 
-/* w's timer: task_timeout passed, or its grace after closing its stdout. */
+/* w's timer: task_timeout passed for its oldest task, or its grace after
+ * closing its stdout. */
 static void worker_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
+	char msg[200];
 
 	(void)fd;
 	(void)what;
+	w->timed = false;
 	if (w->eof)
 		worker_fail(w, "worker %s closed its stdout", w->p->name);
-	else if (w->task)
-		worker_fail(w, "task_timeout (%gs) exceeded on worker %s",
-			    w->tp->pl->conf->task_timeout, w->p->name);
+	else if (w->n_held > 0) {
+		snprintf(msg, sizeof(msg), "task_timeout (%gs) exceeded on worker %s",
+			 w->tp->pl->conf->task_timeout, w->p->name);
+		worker_fail_how(w, RELEASE_FAIL_OLDEST, msg);
+	}
 }
 
-/* Flush the rest of a task line; false when w failed. */
+/* Write what w's buffer holds until the pipe is full; false when w
+ * failed. */
 static bool worker_flush(struct worker *w)
 {
 	while (w->woff < w->wlen) {
@@ -176,7 +256,9 @@ static bool worker_flush(struct worker *w)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			event_add(w->ev_write, NULL);
+			if (!w->wpending)
+				event_add(w->ev_write, NULL);
+			w->wpending = true;
 			return true;
 		}
 		worker_fail(w, "cannot write to the stdin of worker %s: %s", w->p->name,
@@ -184,25 +266,69 @@ static bool worker_flush(struct worker *w)
 		return false;
 	}
 	w->wlen = w->woff = 0;
-	event_del(w->ev_write);
+	if (w->wpending)
+		event_del(w->ev_write);
+	w->wpending = false;
 	return true;
 }
 
+/* w's pipe took more: write on, and take more tasks if there is room. */
 static void worker_write_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct worker *w = arg;
+
 	(void)fd;
 	(void)what;
-	worker_flush(arg);
+	if (worker_flush(w) && worker_has_room(w) && !w->ready) {
+		worker_set_ready(w, true);
+		tp_dispatch(w->tp);
+	}
 }
 
-/* Hand t to idle worker w: one write of its line. */
+void worker_flush_all(struct task_pool *tp)
+{
+	struct pool *pl = tp->pl;
+
+	for (unsigned i = 0; i < pl->n_slots; i++) {
+		struct worker *w = pl->members[i] ? pl->members[i]->worker : NULL;
+		if (w && w->in_fd >= 0 && w->wlen > w->woff && !w->wpending)
+			worker_flush(w);
+	}
+}
+
+/* Append len bytes to w's write buffer; -ENOMEM. */
+static int worker_buffer(struct worker *w, const char *s, size_t len)
+{
+	if (w->woff > 0 && (w->woff == w->wlen || w->woff >= w->wcap / 2)) {
+		memmove(w->wbuf, w->wbuf + w->woff, w->wlen - w->woff);
+		w->wlen -= w->woff;
+		w->woff = 0;
+	}
+	if (w->wlen + len > w->wcap) {
+		size_t cap = w->wcap ? w->wcap : 4096;
+		char *nb;
+		while (cap < w->wlen + len)
+			cap *= 2;
+		if (!(nb = realloc(w->wbuf, cap)))
+			return -ENOMEM;
+		w->wbuf = nb;
+		w->wcap = cap;
+	}
+	memcpy(w->wbuf + w->wlen, s, len);
+	w->wlen += len;
+	return 0;
+}
+
+/* Hand t to w (which has room): it joins w's held tasks and its line w's
+ * write buffer; worker_flush_all() writes it. */
 void worker_send(struct worker *w, struct task *t)
 {
-	double tmo = w->tp->pl->conf->task_timeout;
-	ssize_t len, n;
+	ssize_t len;
 
-	w->task = t;
-	w->tp->n_busy++;
+	TAILQ_INSERT_TAIL(&w->held, t, q);
+	if (w->n_held++ == 0)
+		w->tp->n_busy++;
+	w->tp->n_running++;
 	t->state = TASK_RUNNING;
 	t->worker = w;
 	t->attempts++;
@@ -210,40 +336,25 @@ void worker_send(struct worker *w, struct task *t)
 		t->map->running++;
 	if (t->sub)
 		snprintf(t->sub->ran_on, sizeof(t->sub->ran_on), "%s", w->p->name);
-	if (tmo > 0) {
-		struct timeval tv = tv_from_secs(tmo);
-		evtimer_add(w->timer, &tv);
-		w->timed = true;
-	}
+	if (w->n_held == 1)
+		worker_timer_restart(w);
 	len = task_line_format(&linebuf, &linebuf_cap, t->id, t->item);
-	if (len < 0) {
-		worker_take(w);
-		task_end(t, NULL, MPSUP_E_INTERNAL, "out of memory");
-		if (worker_usable(w))
-			worker_set_idle(w, true);
-		return;
+	if (len < 0 || worker_buffer(w, linebuf, (size_t)len) < 0) {
+		worker_take(w, t);
+		task_end(t, NULL, MPSUP_E_INTERNAL,
+			 len == -EINVAL ? "item cannot be encoded" : "out of memory");
 	}
-	do
-		n = write(w->in_fd, linebuf, (size_t)len);
-	while (n < 0 && errno == EINTR);
-	if (n == len)
-		return;
-	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-		worker_fail(w, "cannot write to the stdin of worker %s: %s", w->p->name,
-			    strerror(errno));
-		return;
-	}
-	/* the pipe took part of it: keep the rest for the write event */
-	if (n < 0)
-		n = 0;
-	if (!(w->wbuf = realloc(w->wbuf, (size_t)(len - n)))) {
-		worker_fail(w, "out of memory");
-		return;
-	}
-	memcpy(w->wbuf, linebuf + n, (size_t)(len - n));
-	w->wlen = (size_t)(len - n);
-	w->woff = 0;
-	event_add(w->ev_write, NULL);
+}
+
+/* The task w holds with id, or NULL. */
+static struct task *worker_find(const struct worker *w, uint64_t id)
+{
+	struct task *t;
+
+	TAILQ_FOREACH(t, &w->held, q)
+		if (t->id == id)
+			return t;
+	return NULL;
 }
 
 /* One line from w's stdout; false when w failed. */
@@ -252,24 +363,31 @@ static bool worker_line(struct worker *w, char *line, size_t len)
 	char why[300], snip[TASK_SNIPPET_MAX + 8];
 	struct task *t;
 	json_t *v = NULL;
+	uint64_t id;
 	enum task_reply kind;
 
 	while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
 		len--;
 	if (len == 0)
 		return true; /* blank lines are ignored */
-	if (!(t = w->task)) {
+	if (w->n_held == 0) {
 		task_snippet(line, len, snip, sizeof(snip));
 		worker_fail(w, "bad reply from worker %s: output while it holds no task: '%s'",
 			    w->p->name, snip);
 		return false;
 	}
-	kind = task_reply_parse(line, len, t->id, &v, why, sizeof(why));
+	kind = task_reply_parse(line, len, &id, &v, why, sizeof(why));
 	if (kind == TASK_REPLY_BAD) {
 		worker_fail(w, "bad reply from worker %s: %s", w->p->name, why);
 		return false;
 	}
-	worker_take(w);
+	if (!(t = worker_find(w, id))) {
+		json_decref(v);
+		worker_fail(w, "bad reply from worker %s: id %" PRIu64 " is not a task it holds",
+			    w->p->name, id);
+		return false;
+	}
+	worker_take(w, t);
 	w->tasks_done++;
 	if (kind == TASK_REPLY_RESULT)
 		task_end(t, v, MPSUP_E_INTERNAL, NULL);
@@ -281,14 +399,13 @@ static bool worker_line(struct worker *w, char *line, size_t len)
 		task_end(t, NULL, MPSUP_E_INTERNAL, json_string_value(v));
 		json_decref(v);
 	}
-	if (worker_usable(w)) {
-		worker_set_idle(w, true);
-		tp_dispatch(w->tp);
-	}
+	if (worker_has_room(w))
+		worker_set_ready(w, true);
 	return w->out_fd >= 0;
 }
 
-/* Handle the complete lines w's framer holds; false when w failed. */
+/* Handle the complete lines w's framer holds, then give the workers with
+ * room their next tasks; false when w failed. */
 static bool worker_lines(struct worker *w)
 {
 	char *line;
@@ -305,7 +422,9 @@ static bool worker_lines(struct worker *w)
 			    w->p->name, daemon_g.conf->max_request_bytes);
 		return false;
 	}
-	return true;
+	if (!w->dying)
+		tp_dispatch(w->tp);
+	return w->out_fd >= 0;
 }
 
 /* w's stdout reached its end (or failed): no more results from this run. */
@@ -316,7 +435,10 @@ static void worker_eof(struct worker *w)
 	close(w->out_fd);
 	w->out_fd = -1;
 	w->eof = true;
-	worker_set_idle(w, false);
+	worker_set_ready(w, false);
+	if (w->timed)
+		evtimer_del(w->timer);
+	w->timed = false;
 	if (!w->dying && w->p->pid) {
 		/* it is probably exiting: let its exit status tell why */
 		struct timeval tv = tv_from_secs(EOF_GRACE_SECS);
@@ -374,6 +496,7 @@ static void task_worker_attach(struct proc *p, int in_fd, int out_fd)
 		w->p = p;
 		w->tp = tp;
 		w->in_fd = w->out_fd = -1;
+		TAILQ_INIT(&w->held);
 		if (!(w->timer = evtimer_new(daemon_g.base, worker_timer_cb, w))) {
 			free(w);
 			w = NULL;
@@ -386,13 +509,13 @@ static void task_worker_attach(struct proc *p, int in_fd, int out_fd)
 		close(out_fd);
 		return;
 	}
-	if (w->in_fd >= 0 || w->out_fd >= 0 || w->task)
+	if (w->in_fd >= 0 || w->out_fd >= 0 || w->n_held)
 		task_worker_exited(p); /* the old run's channel (not expected) */
 	fcntl(in_fd, F_SETFL, fcntl(in_fd, F_GETFL) | O_NONBLOCK);
 	fcntl(out_fd, F_SETFL, fcntl(out_fd, F_GETFL) | O_NONBLOCK);
 	w->in_fd = in_fd;
 	w->out_fd = out_fd;
-	w->killed = w->dying = w->eof = false;
+	w->killed = w->dying = w->eof = w->wpending = false;
 	w->wlen = w->woff = 0;
 	w->in = mpsup_framer_new(daemon_g.conf->max_request_bytes);
 	w->ev_read = event_new(daemon_g.base, out_fd, EV_READ | EV_PERSIST, worker_read_cb, w);
@@ -403,41 +526,32 @@ static void task_worker_attach(struct proc *p, int in_fd, int out_fd)
 	}
 }
 
-/* p exited: read its last words, then requeue, retry or fail its task. */
+/* p exited: read its last words, then requeue, retry or fail the tasks
+ * it held. */
 static void task_worker_exited(struct proc *p)
 {
 	struct worker *w = p->worker;
-	struct task *t;
-	bool stopped;
+	char msg[300];
 
-	if (!w || (w->in_fd < 0 && w->out_fd < 0 && !w->task))
+	if (!w || (w->in_fd < 0 && w->out_fd < 0 && !w->n_held))
 		return;
 	w->dying = true;
-	worker_set_idle(w, false);
+	worker_set_ready(w, false);
 	if (w->out_fd >= 0)
-		worker_read(w, true); /* its last words may be a result */
-	stopped = p->state == PS_STOPPING && !w->killed;
-	t = worker_take(w);
+		worker_read(w, true); /* its last words may be results */
 	worker_close(w);
-	if (!t)
+	if (!w->n_held)
 		return;
-	if (stopped) {
-		/* the operator stopped it (stop, scale, restart, reload): not the task's fault */
-		log_info("task", "task %" PRIu64 ": worker %s was stopped; queued again", t->id,
-			 p->name);
-		t->attempts--;
-		if (t->map && !park_kept(&t->map->park))
-			task_end(t, NULL, MPSUP_E_INTERNAL, "discarded");
-		else
-			task_requeue(w->tp, t);
+	if (p->state == PS_STOPPING && !w->killed) {
+		/* the operator stopped it (stop, scale, restart, reload): not the tasks' fault */
+		log_info("task", "worker %s was stopped holding %u tasks; queued again", p->name,
+			 w->n_held);
+		worker_release(w, RELEASE_REQUEUE, "discarded");
 		return;
 	}
-	{
-		char msg[300];
-		snprintf(msg, sizeof(msg), "worker %s %s", p->name,
-			 p->exit_status_text ? p->exit_status_text : "ended");
-		task_retry_or_fail(w->tp, t, p->name, msg);
-	}
+	snprintf(msg, sizeof(msg), "worker %s %s", p->name,
+		 p->exit_status_text ? p->exit_status_text : "ended");
+	worker_release(w, RELEASE_FAIL, msg);
 }
 
 /* p settled in a state: it joins or leaves the rotation. */
@@ -448,12 +562,8 @@ static void task_proc_notify(struct proc *p)
 
 	if (!tp)
 		return;
-	if (w) {
-		if (!worker_usable(w))
-			worker_set_idle(w, false);
-		else if (!w->task)
-			worker_set_idle(w, true);
-	}
+	if (w)
+		worker_set_ready(w, worker_has_room(w));
 	tp_check(tp);
 }
 
@@ -461,14 +571,11 @@ static void task_proc_notify(struct proc *p)
 static void task_proc_gone(struct proc *p)
 {
 	struct worker *w = p->worker;
-	struct task *t;
 
 	if (!w)
 		return;
-	t = worker_take(w);
 	worker_close(w);
-	if (t)
-		task_retry_or_fail(w->tp, t, p->name, "worker removed");
+	worker_release(w, RELEASE_FAIL, "worker removed");
 	event_free(w->timer);
 	free(w->wbuf);
 	free(w);
@@ -483,7 +590,9 @@ static void task_proc_record_write(const struct proc *p, struct jsonw *out)
 	if (!p->pool || p->pool->conf->mode != POOL_MODE_TASK)
 		return;
 	jsonw_key(out, "busy");
-	jsonw_bool(out, w && w->task);
+	jsonw_bool(out, w && w->n_held);
+	jsonw_key(out, "held");
+	jsonw_int(out, w ? (long long)w->n_held : 0);
 	jsonw_key(out, "tasks_done");
 	jsonw_int(out, w ? (long long)w->tasks_done : 0);
 }

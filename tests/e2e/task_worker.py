@@ -11,6 +11,8 @@
   {"big": N}            -> a reply line of N bytes
   {"error": TEXT}       -> answer {"error": TEXT}
   {"crash_once": PATH}  -> exit 3 unless PATH exists (it is created first)
+  {"hang_once": PATH}   -> never answer unless PATH exists (it is created
+                           first), else result "ok"
   {"pid": true}         -> result: this worker's pid
   {"stderr": TEXT}      -> write TEXT to stderr, result "logged"
 """
@@ -54,6 +56,11 @@ for line in sys.stdin:
         if not os.path.exists(item["crash_once"]):
             open(item["crash_once"], "w").close()
             sys.exit(3)
+        reply({"id": tid, "result": "ok"})
+    elif "hang_once" in item:
+        if not os.path.exists(item["hang_once"]):
+            open(item["hang_once"], "w").close()
+            time.sleep(1000)
         reply({"id": tid, "result": "ok"})
     elif "pid" in item:
         reply({"id": tid, "result": os.getpid()})

@@ -130,7 +130,7 @@ class Map(TaskTestCase):
                                 else None)(self.status("t:0")[0]), what="t:0 restarted")
         self.assertEqual(rec["restarts"], 1)
         err = self.map_error("t", [{"wrong_id": True}])
-        self.assertRegex(err["message"], r"bad reply from worker t:0: id \d+ while running task \d+")
+        self.assertRegex(err["message"], r"bad reply from worker t:0: id \d+ is not a task it holds$")
 
     def test_oversized_reply(self):
         self.d.stop()
@@ -192,7 +192,7 @@ class Map(TaskTestCase):
 
 class Lifecycle(TaskTestCase):
     def test_cancel_on_disconnect(self):
-        self.add_pool()
+        self.add_pool(task_window=1)  # one task at a time: the rest stay pending
         mark = self.path("mark")
         items = [{"sleep": 0.4, "value": i, "mark": mark} for i in range(20)]
         c = self.d.client()
@@ -209,7 +209,7 @@ class Lifecycle(TaskTestCase):
         self.assertEqual(self.d.ok("pool.map", pool="t", items=[2])["results"], [4])
 
     def test_submit_wait_status(self):
-        self.add_pool()
+        self.add_pool(task_window=1)
         with self.d.client() as c:
             tid = c.ok("pool.submit", pool="t", item=21)["task"]
             self.assertIsInstance(tid, int)
@@ -270,7 +270,7 @@ class Lifecycle(TaskTestCase):
         wait_for(evicted, what="the result evicted by age")
 
     def test_max_pending(self):
-        self.add_pool(max_pending=3)
+        self.add_pool(max_pending=3, task_window=1)
         self.assertEqual(self.d.err("pool.map", pool="t", items=[1, 2, 3, 4]), "limit")
         with self.d.client() as c:
             busy = c.ok("pool.submit", pool="t", item={"sleep": 0.3, "value": 0})["task"]

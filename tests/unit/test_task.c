@@ -3,6 +3,8 @@
 #include "config.h"
 
 #include <check.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,9 +65,20 @@ END_TEST
 
 static enum task_reply parse(const char *line, uint64_t id, json_t **v, char *why)
 {
+	uint64_t got = 0;
+	enum task_reply k;
+
 	*v = NULL;
 	why[0] = '\0';
-	return task_reply_parse(line, strlen(line), id, v, why, 200);
+	k = task_reply_parse(line, strlen(line), &got, v, why, 200);
+	if (k != TASK_REPLY_BAD && got != id) {
+		/* the worker channel matches the id among the tasks it holds */
+		snprintf(why, 200, "id %" PRIu64 " instead of %" PRIu64, got, id);
+		json_decref(*v);
+		*v = NULL;
+		return TASK_REPLY_BAD;
+	}
+	return k;
 }
 
 START_TEST(test_reply_ok)
@@ -99,7 +112,7 @@ START_TEST(test_reply_bad)
 	ck_assert(strstr(why, "not a JSON object: 'hello'"));
 	ck_assert_int_eq(parse("[1]", 1, &v, why), TASK_REPLY_BAD);
 	ck_assert_int_eq(parse("{\"id\": 2, \"result\": 1}", 1, &v, why), TASK_REPLY_BAD);
-	ck_assert(strstr(why, "id 2 while running task 1"));
+	ck_assert(strstr(why, "id 2 instead of 1"));
 	ck_assert_int_eq(parse("{\"id\": \"1\", \"result\": 1}", 1, &v, why), TASK_REPLY_BAD);
 	ck_assert(strstr(why, "no integer"));
 	ck_assert_int_eq(parse("{\"id\": 1}", 1, &v, why), TASK_REPLY_BAD);

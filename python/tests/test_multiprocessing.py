@@ -24,7 +24,7 @@ def drop_in(src):
     """The program with only its import line changed."""
     src = re.sub(r"^from multiprocessing import", "from mpsup.multiprocessing import", src,
                  flags=re.M)
-    return re.sub(r"^import multiprocessing$",
+    return re.sub(r"^import multiprocessing\b",
                   "import mpsup.multiprocessing as multiprocessing", src, flags=re.M)
 
 

@@ -15,7 +15,7 @@ from ..client import shared_client
 
 TAG = "__mpsup_pickle__"
 # the keys of the protocol that an older daemon may not know yet
-_EXTENSIONS = ("scope", "access", "stdio", "task_max_per_worker")
+_EXTENSIONS = ("scope", "access", "stdio", "task_max_per_worker", "task_window")
 _unsupported = set()
 _client = None
 _client_pid = None

@@ -209,8 +209,11 @@ class Pool:
                 "init": pickle.dumps((initializer, tuple(initargs)), pickle.HIGHEST_PROTOCOL)}
         keys = {"mode": "task", "processes": self._processes, "directory": os.getcwd(),
                 "start_secs": 0, "scope": "process", "access": "private"}
-        if maxtasksperchild and _runtime.supported("task_max_per_worker"):
-            keys["task_max_per_worker"] = maxtasksperchild
+        if maxtasksperchild:
+            # a worker that leaves after N tasks must not hold more than one
+            keys["task_window"] = 1
+            if _runtime.supported("task_max_per_worker"):
+                keys["task_max_per_worker"] = maxtasksperchild
         for attempt in range(2):
             if maxtasksperchild and "task_max_per_worker" not in keys:
                 data["maxtasks"] = maxtasksperchild  # the worker leaves by itself

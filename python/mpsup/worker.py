@@ -38,8 +38,9 @@ def _run(mode, func, chunk):
     return [func(*a, **kw) for a, kw in chunk]
 
 
-def _outcome(mode, func, chunk):
+def _outcome(item):
     try:
+        mode, func, chunk = pickle.loads(base64.b64decode(item[TAG]))
         return pickle.dumps((True, _run(mode, func, chunk)), pickle.HIGHEST_PROTOCOL)
     except BaseException as e:  # the caller gets it, with its type and message
         if isinstance(e, (KeyboardInterrupt,)):
@@ -68,8 +69,7 @@ def main():
     done = 0
     for line in rx:
         task = json.loads(line)
-        mode, func, chunk = pickle.loads(base64.b64decode(task["item"][TAG]))
-        out = _outcome(mode, func, chunk)
+        out = _outcome(task["item"])
         sys.stdout.flush()
         sys.stderr.flush()
         tx.write(json.dumps({"id": task["id"], "result": {TAG: base64.b64encode(out).decode()}})

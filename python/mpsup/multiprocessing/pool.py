@@ -17,6 +17,8 @@ from .process import current_process
 WAIT_WINDOW = 128
 # submits per pipelined batch
 SUBMIT_BATCH = 512
+# tasks submitted ahead of the results read (task_results_max is 10000 by default)
+MAX_OUTSTANDING = 2048
 
 
 class TimeoutError(errors.Timeout):
@@ -45,60 +47,94 @@ def _chunks(mode, func, items, chunksize):
 
 
 class _Results:
-    """Outcomes of submitted tasks, read by `readers` threads, each with a
-    connection of its own and its waits pipelined; ordered (one reader)
-    results come in task order, unordered ones as they come."""
+    """Outcomes of tasks: a submitter thread submits the items in pipelined
+    batches, never more than MAX_OUTSTANDING ahead of the readers (mpsupd
+    keeps a bounded number of finished tasks); `readers` threads, each with
+    a connection of its own and its waits pipelined, collect them. One
+    reader gives results in task order, several as they come."""
 
-    def __init__(self, pool, ids, readers, on_done=None):
+    def __init__(self, pool, items, readers):
         self._q = queue.Queue()
         self._pool = pool
-        self._left = len(ids)
-        self._on_done = on_done
-        readers = max(1, min(readers, len(ids)))
-        self._threads = [threading.Thread(target=self._read, args=(ids[k::readers],),
-                                          daemon=True) for k in range(readers)]
-        for t in self._threads:
-            t.start()
+        self._ids = queue.Queue()
+        self._room = threading.Semaphore(MAX_OUTSTANDING)
+        self.count = len(items)
+        readers = max(1, min(readers, len(items)))
+        threading.Thread(target=self._submit, args=(items,), daemon=True).start()
+        for _ in range(readers):
+            threading.Thread(target=self._read, daemon=True).start()
 
-    def _read(self, ids):
+    def _submit(self, items):
+        c = _runtime.client()
+        done = 0
+        try:
+            for start in range(0, len(items), SUBMIT_BATCH):
+                batch = items[start:start + SUBMIT_BATCH]
+                for _ in batch:
+                    self._room.acquire()
+                ids = Pool._submitted(c.call_many([
+                    ("pool.submit", {"pool": self._pool.name, "item": it}) for it in batch]))
+                for t in ids:
+                    self._ids.put(t)
+                done += len(batch)
+        except (errors.Error, OSError, ValueError) as e:
+            for _ in range(len(items) - done):
+                self._q.put((False, e))
+        self._ids.put(None)
+
+    def _read(self):
         try:
             conn = _runtime.client().connect()
         except OSError as e:
-            for _ in ids:
-                self._q.put((False, e))
+            self._fail_rest(e)
             return
-        n = 0
+        pending, end = 0, False
         try:
-            sent = 0
-            for n in range(len(ids)):
-                while sent < len(ids) and sent - n < WAIT_WINDOW:
-                    conn.send("task.wait", {"task": ids[sent]})
-                    sent += 1
-                self._q.put(_outcome(conn.recv()))
+            while True:
+                while not end and pending < WAIT_WINDOW:
+                    try:
+                        t = self._ids.get(block=pending == 0)
+                    except queue.Empty:
+                        break
+                    if t is None:
+                        self._ids.put(None)     # the other readers end too
+                        end = True
+                        break
+                    conn.send("task.wait", {"task": t})
+                    pending += 1
+                if pending == 0:
+                    return
+                out = _outcome(conn.recv())
+                pending -= 1
+                self._room.release()
+                self._q.put(out)
         except (OSError, ValueError) as e:
-            for _ in range(len(ids) - n):
+            for _ in range(pending):
                 self._q.put((False, e))
+            self._fail_rest(e)
         finally:
             conn.close()
+
+    def _fail_rest(self, e):
+        while True:
+            t = self._ids.get()
+            if t is None:
+                self._ids.put(None)
+                return
+            self._q.put((False, e))
 
     def next(self, timeout=None):
         """(ok, values) of the next finished task."""
         try:
-            out = self._q.get(timeout=timeout)
+            return self._q.get(timeout=timeout)
         except queue.Empty:
             raise TimeoutError("no result within %s seconds" % timeout, "timeout") from None
-        self._left -= 1
-        return out
-
-    def join(self):
-        for t in self._threads:
-            t.join()
 
 
 class AsyncResult:
     """apply_async/map_async's result: get(timeout), wait, ready, successful."""
 
-    def __init__(self, pool, ids, sizes, single, callback, error_callback):
+    def __init__(self, pool, items, single, callback, error_callback):
         self._event = threading.Event()
         self._value = None
         self._ok = None
@@ -107,13 +143,13 @@ class AsyncResult:
         self._error_callback = error_callback
         self._pool = pool
         pool._pending.add(self)
-        t = threading.Thread(target=self._collect, args=(ids,), daemon=True)
+        t = threading.Thread(target=self._collect, args=(items,), daemon=True)
         t.start()
 
-    def _collect(self, ids):
-        res = _Results(self._pool, ids, 1)
+    def _collect(self, items):
+        res = _Results(self._pool, items, 1)
         values, err = [], None
-        for _ in ids:
+        for _ in items:
             ok, v = res.next()
             if ok:
                 values.extend(v)
@@ -156,10 +192,10 @@ MapResult = AsyncResult
 class IMapIterator:
     """imap/imap_unordered's iterator; next(timeout) as the standard one."""
 
-    def __init__(self, pool, ids, readers):
-        self._res = _Results(pool, ids, readers)
+    def __init__(self, pool, items, readers):
+        self._res = _Results(pool, items, readers)
         self._buf = []
-        self._left = len(ids)
+        self._left = len(items)
 
     def __iter__(self):
         return self
@@ -240,19 +276,6 @@ class Pool:
         if self._state != "RUN":
             raise ValueError("Pool not running")
 
-    def _submit(self, items):
-        ids = []
-        c = _runtime.client()
-        batch = []
-        for item in items:
-            batch.append(("pool.submit", {"pool": self.name, "item": item}))
-            if len(batch) == SUBMIT_BATCH:
-                ids.extend(self._submitted(c.call_many(batch)))
-                batch = []
-        if batch:
-            ids.extend(self._submitted(c.call_many(batch)))
-        return ids
-
     @staticmethod
     def _submitted(resps):
         out = []
@@ -266,33 +289,34 @@ class Pool:
         chunksize, extra = divmod(n, self._processes * 4)
         return chunksize + 1 if extra else max(chunksize, 1)
 
-    def _map_ids(self, mode, func, iterable, chunksize):
+    def _map_items(self, mode, func, iterable, chunksize):
+        """The task items of a map: chunks of chunksize items, pickled."""
         items = list(iterable)
         if chunksize is None:
             chunksize = self._default_chunksize(len(items))
         if chunksize < 1:
             raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
-        return self._submit(it for it, _ in _chunks(mode, func, items, chunksize))
+        return [it for it, _ in _chunks(mode, func, items, chunksize)]
 
     # --- the standard API --------------------------------------------------------
     def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
         self._check_running()
-        ids = self._submit([_item("apply", func, [(tuple(args), dict(kwds))])])
-        return AsyncResult(self, ids, None, True, callback, error_callback)
+        items = [_item("apply", func, [(tuple(args), dict(kwds))])]
+        return AsyncResult(self, items, True, callback, error_callback)
 
     def apply(self, func, args=(), kwds={}):
         return self.apply_async(func, args, kwds).get()
 
     def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
         self._check_running()
-        ids = self._map_ids("map", func, iterable, chunksize)
-        return AsyncResult(self, ids, None, False, callback, error_callback)
+        items = self._map_items("map", func, iterable, chunksize)
+        return AsyncResult(self, items, False, callback, error_callback)
 
     def starmap_async(self, func, iterable, chunksize=None, callback=None,
                       error_callback=None):
         self._check_running()
-        ids = self._map_ids("star", func, iterable, chunksize)
-        return AsyncResult(self, ids, None, False, callback, error_callback)
+        items = self._map_items("star", func, iterable, chunksize)
+        return AsyncResult(self, items, False, callback, error_callback)
 
     def map(self, func, iterable, chunksize=None):
         return self.map_async(func, iterable, chunksize).get()
@@ -302,11 +326,11 @@ class Pool:
 
     def imap(self, func, iterable, chunksize=1):
         self._check_running()
-        return IMapIterator(self, self._map_ids("map", func, iterable, chunksize), 1)
+        return IMapIterator(self, self._map_items("map", func, iterable, chunksize), 1)
 
     def imap_unordered(self, func, iterable, chunksize=1):
         self._check_running()
-        return IMapIterator(self, self._map_ids("map", func, iterable, chunksize),
+        return IMapIterator(self, self._map_items("map", func, iterable, chunksize),
                             self._processes)
 
     def close(self):

@@ -5,6 +5,7 @@ processes, task pools and events."""
 import collections.abc
 import os
 import queue
+import subprocess
 import sys
 import threading
 import time
@@ -423,6 +424,25 @@ processes = 2
         lk = pickle.loads(pickle.dumps(self.c.lock(self.name("pl"))))
         with lk:
             self.assertTrue(lk.locked())
+
+
+class ReadmeTour(pyharness.DaemonClassCase):
+    """README's Python lines of the tour, run after the mpctl line before
+    them, with conf/demo.conf's pools."""
+    config = open(os.path.join(pyharness.SRCDIR, "conf", "demo.conf")).read().split(
+        "\n[pool:", 1)[1].join(["[pool:", ""])
+
+    def test_python_lines(self):
+        with open(os.path.join(pyharness.SRCDIR, "README.md")) as f:
+            lines = [l.strip() for l in f if l.startswith("    python3 -c")]
+        self.assertEqual(len(lines), 2, lines)
+        self.d.mpctl("dict", "set", "cfg", "mode", '"fast"', check=0)
+        for line, want in zip(lines, ["fast", "[2, 4, 6]"]):
+            code = line.split("'")[1]
+            p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=60 * SCALE)
+            self.assertEqual(p.stdout.strip(), want, p.stderr)
+            self.assertIn("# " + want, line)
 
 
 if __name__ == "__main__":

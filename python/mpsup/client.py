@@ -49,6 +49,7 @@ class Connection:
             self.sock.close()
             raise
         self.sock.settimeout(None)
+        self._timeout = None
         self.rfile = self.sock.makefile("rb")
         self.next_id = 1
 
@@ -78,7 +79,7 @@ class Connection:
             self.sock.sendall(data)
 
     def recv(self):
-        """Read one response object."""
+        """Read one response object (with the timeout of the last request)."""
         line = self.rfile.readline()
         if not line:
             raise ConnectionError("mpsupd closed the connection")
@@ -86,12 +87,12 @@ class Connection:
 
     def request(self, cmd, params, fds=None, timeout=None):
         """One round trip; returns the response object."""
-        self.sock.settimeout(timeout)
-        try:
-            self.send(cmd, params, fds)
-            return self.recv()
-        finally:
-            self.sock.settimeout(None)
+        if timeout != self._timeout:
+            # a syscall each time the mode changes: only when it does
+            self.sock.settimeout(timeout)
+            self._timeout = timeout
+        self.send(cmd, params, fds)
+        return self.recv()
 
 
 def result_of(resp, cmd):

@@ -1,9 +1,8 @@
 """Harness of the Python package's tests: a real mpsupd (tests/e2e/mpsuptest.py)
-per test class, the package on sys.path and PYTHONPATH, and helpers to run a
-Python program under mpsup.multiprocessing or the standard module."""
+per test class, the package on sys.path and PYTHONPATH, and the output of a
+program up to pids and interleaving."""
 import os
 import re
-import subprocess
 import sys
 import tempfile
 
@@ -14,10 +13,6 @@ sys.path.insert(0, PYDIR)
 
 import mpsuptest  # noqa: E402
 from mpsuptest import SCALE, wait_for  # noqa: E402,F401
-
-IMPORTS = {"mpsup": "import mpsup.multiprocessing as multiprocessing",
-           "std": "import multiprocessing"}
-
 
 class DaemonClassCase(mpsuptest.unittest.TestCase):
     """One mpsupd for the whole class (self.d); MPSUP_SOCKET and PYTHONPATH
@@ -49,18 +44,6 @@ class DaemonClassCase(mpsuptest.unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
         if rc not in (0, None):
             raise AssertionError("mpsupd exited with %r; log:\n%s" % (rc, log[-20000:]))
-
-    def run_program(self, source, impl, timeout=60, name="prog.py", args=()):
-        """Write source (with {IMPORT} replaced by impl's import line) to a
-        file and run it with python3; returns the CompletedProcess."""
-        path = os.path.join(self.tmp, impl + "_" + name)
-        with open(path, "w") as f:
-            f.write(source.replace("{IMPORT}", IMPORTS[impl]))
-        return subprocess.run([sys.executable, path] + list(args), capture_output=True,
-                              text=True, timeout=timeout * SCALE, cwd=self.tmp)
-
-    def objects(self):
-        return self.d.ok("obj.list")
 
     def py_objects(self):
         """The objects and processes that mpsup.multiprocessing made."""

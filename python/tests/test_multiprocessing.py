@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pyharness
 from pyharness import SCALE, normalize, wait_for

@@ -47,9 +47,10 @@ class DaemonClassCase(mpsuptest.unittest.TestCase):
 
     def py_objects(self):
         """The objects and processes that mpsup.multiprocessing made."""
-        objs = [o["name"] for o in self.d.ok("obj.list") if o["name"].startswith("py.")]
+        mine = re.compile(r"^(u\d+\.)?py\.\d+\.")
+        objs = [o["name"] for o in self.d.ok("obj.list") if mine.match(o["name"])]
         pools = [p.get("pool", p.get("name")) for p in self.d.ok("pool.list")
-                 if str(p.get("pool", p.get("name", ""))).startswith("py.")]
+                 if mine.match(str(p.get("pool", p.get("name", ""))))]
         return objs + pools
 
 

@@ -380,8 +380,7 @@ if __name__ == "__main__":
                 wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
                          open("/proc/%d/stat" % pid).read().split()[2] == "Z",
                          what="worker %d to die" % pid)
-            self.assertEqual([p for p in self.d.ok("pool.list")
-                              if str(p.get("pool", "")).startswith("py.")], [])
+            self.assertEqual(self.py_objects(), [])
         finally:
             proc.kill()
             proc.wait()

@@ -232,7 +232,8 @@ class Pool:
         self._state = "RUN"
         self._pending = set()
         self._owner = os.getpid()
-        self.name = _runtime.new_name("pool")
+        # u<UID>.NAME: the form of a run peer's transient pool
+        self.name = "u%d.%s" % (os.getuid(), _runtime.new_name("pool"))
         self._add(initializer, initargs, maxtasksperchild)
         _pools.add(self)
 
@@ -245,21 +246,21 @@ class Pool:
                 "init": pickle.dumps((initializer, tuple(initargs)), pickle.HIGHEST_PROTOCOL)}
         keys = {"mode": "task", "processes": self._processes, "directory": os.getcwd(),
                 "start_secs": 0, "scope": "process", "access": "private"}
-        if maxtasksperchild:
-            # a worker that leaves after N tasks must not hold more than one
-            keys["task_window"] = 1
-            if _runtime.supported("task_max_per_worker"):
-                keys["task_max_per_worker"] = maxtasksperchild
+        if maxtasksperchild and _runtime.supported("task_max_per_worker"):
+            keys["task_max_per_worker"] = maxtasksperchild
         for attempt in range(2):
             if maxtasksperchild and "task_max_per_worker" not in keys:
-                data["maxtasks"] = maxtasksperchild  # the worker leaves by itself
+                # the worker leaves by itself, and must not hold more than one
+                data["maxtasks"] = maxtasksperchild
+                keys["task_window"] = 1
             env = {"PY_MPSUP_WORKER": base64.b64encode(pickle.dumps(data)).decode(),
                    "PY_MPSUP_STDIO": _fdpass.server_path(),
                    "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
             try:
-                _runtime.call_ext("pool.add", pool=self.name,
-                                  command="%s -m mpsup.worker" % sys.executable,
-                                  environment=env, **keys)
+                res, _ = _runtime.call_ext("pool.add", pool=self.name,
+                                           command="%s -m mpsup.worker" % sys.executable,
+                                           environment=env, **keys)
+                self.name = res.get("pool", self.name)
                 return
             except errors.BadRequest as e:
                 if "task_max_per_worker" in keys and "task_max_per_worker" in e.message:

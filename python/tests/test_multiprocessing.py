@@ -227,6 +227,20 @@ if __name__ == "__main__":
             print("map", e)
         print(pool.starmap(pow, [(2, 3), (3, 2)]), pool.apply(square, (7,)))
 """, "KeyError 'bad 4' False\nmap 'bad 2'\n[8, 9] 49\n"),
+    ("Pool initializer with initargs, and maxtasksperchild replaces workers", """
+{IMPORT}
+import os
+def init(tag):
+    global TAG
+    TAG = tag
+def task(x):
+    return TAG, os.getpid()
+if __name__ == "__main__":
+    with multiprocessing.Pool(1, initializer=init, initargs=("ready",),
+                              maxtasksperchild=2) as pool:
+        out = pool.map(task, range(6), chunksize=1)
+    print(sorted(set(t for t, _ in out)), len(set(p for _, p in out)))
+""", "['ready'] 3\n"),
     ("AsyncResult.get(timeout) raises multiprocessing.TimeoutError", """
 {IMPORT}
 import time

@@ -246,28 +246,27 @@ class Pool:
                 "init": pickle.dumps((initializer, tuple(initargs)), pickle.HIGHEST_PROTOCOL)}
         keys = {"mode": "task", "processes": self._processes, "directory": os.getcwd(),
                 "start_secs": 0, "scope": "process", "access": "private"}
-        if maxtasksperchild and _runtime.supported("task_max_per_worker"):
+        if maxtasksperchild:
             keys["task_max_per_worker"] = maxtasksperchild
-        for attempt in range(2):
-            if maxtasksperchild and "task_max_per_worker" not in keys:
-                # the worker leaves by itself, and must not hold more than one
-                data["maxtasks"] = maxtasksperchild
-                keys["task_window"] = 1
-            env = {"PY_MPSUP_WORKER": base64.b64encode(pickle.dumps(data)).decode(),
-                   "PY_MPSUP_STDIO": _fdpass.server_path(),
-                   "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-            try:
-                res, _ = _runtime.call_ext("pool.add", pool=self.name,
-                                           command="%s -m mpsup.worker" % sys.executable,
-                                           environment=env, **keys)
-                self.name = res.get("pool", self.name)
-                return
-            except errors.BadRequest as e:
-                if "task_max_per_worker" in keys and "task_max_per_worker" in e.message:
-                    _runtime._unsupported.add("task_max_per_worker")
-                    del keys["task_max_per_worker"]
-                    continue
-                raise
+
+        def prepare(p):
+            d = dict(data)
+            if maxtasksperchild and "task_max_per_worker" not in p:
+                # an older daemon: the worker leaves by itself after N tasks,
+                # and must not hold more than one
+                d["maxtasks"] = maxtasksperchild
+                if _runtime.supported("task_window"):
+                    p["task_window"] = 1
+                # a task sent to it as it leaves goes to the next worker
+                p["task_retries"] = 1
+            p["environment"] = {
+                "PY_MPSUP_WORKER": base64.b64encode(pickle.dumps(d)).decode(),
+                "PY_MPSUP_STDIO": _fdpass.server_path(),
+                "PYTHONPATH": os.pathsep.join(x for x in sys.path if x)}
+
+        res, _ = _runtime.call_ext("pool.add", _prepare=prepare, pool=self.name,
+                                   command="%s -m mpsup.worker" % sys.executable, **keys)
+        self.name = res.get("pool", self.name)
 
     def __repr__(self):
         return "<%s state=%s pool_size=%d>" % (type(self).__name__, self._state,

@@ -467,5 +467,79 @@ if __name__ == "__main__":
         self.assertEqual(pickle.loads(pickle.dumps(_runtime.Codec(True))).private, True)
 
 
+class RunPeerTest(pyharness.mpsuptest.unittest.TestCase):
+    """The drop-in as an ordinary user (nobody) with the run role: its
+    processes and pool run as itself, its output reaches its own stdout."""
+
+    def setUp(self):
+        if os.getuid() != 0:
+            self.skipTest("needs root to run a program as nobody")
+        self.d = pyharness.mpsuptest.Daemon("[access]\nrun = nobody\n", "socket_mode = 0666")
+        try:
+            self.d.start()
+        except AssertionError as e:
+            self.d.cleanup()
+            self.skipTest("this mpsupd has no run role: %s" % str(e)[-200:])
+        os.chmod(self.d.dir, 0o755)
+        try:
+            c = mpsup.Client(self.d.socket)
+            c.call("obj.create", name="probe.private", type="dict", access="private")
+            c.call("pool.add", pool="probe.pool", command="/bin/true", mode="task",
+                   processes=0, autostart=False, task_max_per_worker=1)
+        except mpsup.BadRequest as e:
+            # without access "private" a run peer's pickles are refused (its
+            # socket is open to others): right, and nothing to test here
+            self.tearDown()
+            self.skipTest("this mpsupd has no private objects or transient pools: %s" % e)
+
+    def tearDown(self):
+        if self.d.proc is None:
+            return
+        rc = self.d.stop()
+        log = self.d.read_log()
+        import shutil
+        shutil.rmtree(self.d.dir, ignore_errors=True)
+        self.assertIn(rc, (0, None), log[-5000:])
+
+    def test_program_as_nobody(self):
+        src = """
+import mpsup.multiprocessing as multiprocessing
+import os
+def child(q):
+    q.put(("child", os.getuid()))
+def square(x):
+    return x * x, os.getuid()
+if __name__ == "__main__":
+    q = multiprocessing.Queue()
+    p = multiprocessing.Process(target=child, args=(q,))
+    p.start()
+    print(q.get())
+    p.join()
+    with multiprocessing.Pool(2, maxtasksperchild=2) as pool:
+        print(pool.map(square, range(4), chunksize=1))
+    print(p.exitcode)
+"""
+        import tempfile
+        tmp = tempfile.mkdtemp(prefix="mpsup-nobody-")
+        os.chmod(tmp, 0o755)
+        path = os.path.join(tmp, "prog.py")
+        with open(path, "w") as f:
+            f.write(src)
+        env = seed_env()
+        env["MPSUP_SOCKET"] = self.d.socket
+        env["PYTHONPATH"] = pyharness.PYDIR
+        try:
+            # the system's python3: a python under /root is not nobody's to run
+            py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+            p = subprocess.run([py, path], capture_output=True, text=True,
+                               env=env, cwd=tmp, user=65534, group=65534, extra_groups=[],
+                               timeout=120 * SCALE)
+        finally:
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.assertEqual(p.stdout, "('child', 65534)\n"
+                         "[(0, 65534), (1, 65534), (4, 65534), (9, 65534)]\n0\n", p.stderr)
+
+
 if __name__ == "__main__":
     pyharness.main()

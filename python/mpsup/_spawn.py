@@ -10,7 +10,16 @@ import sys
 
 
 def main():
-    data = pickle.loads(base64.b64decode(os.environ.pop("PY_MPSUP_SPAWN")))
+    blob = os.environ.pop("PY_MPSUP_SPAWN", None)
+    if blob is None:
+        # a large process object waits in a private value of the parent
+        from .client import Client
+        c = Client()
+        name = os.environ.pop("PY_MPSUP_SPAWN_OBJ")
+        blob = c.call("value.get", name=name)
+        c.call("obj.delete", name=name)
+        c.close()
+    data = pickle.loads(base64.b64decode(blob))
     stdio = os.environ.pop("PY_MPSUP_STDIO", None)
     if stdio:
         from . import _fdpass

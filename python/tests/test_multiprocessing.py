@@ -252,6 +252,18 @@ if __name__ == "__main__":
         except multiprocessing.TimeoutError:
             print("timeout", r.ready())
 """, "timeout False\n"),
+    ("A large argument reaches the child", """
+{IMPORT}
+def size(q, big):
+    q.put(len(big))
+if __name__ == "__main__":
+    q = multiprocessing.Queue()
+    p = multiprocessing.Process(target=size, args=(q, "x" * 500000))
+    p.start()
+    print(q.get())
+    p.join()
+    print(p.exitcode)
+""", "500000\n0\n"),
     ("current_process, parent_process and active_children", """
 {IMPORT}
 import os

@@ -13,6 +13,8 @@ import threading
 from .. import _fdpass, errors
 from . import _runtime
 
+# the largest pickled process passed in the child's environment
+SPAWN_ENV_MAX = 96 * 1024
 _children = set()
 _children_lock = threading.Lock()
 _exitcode_to_name = {-s: "-" + signal.Signals(s).name for s in signal.valid_signals()
@@ -301,7 +303,14 @@ def _spawn_env(proc):
     data = {"prep": prep, "process": pickle.dumps(proc, pickle.HIGHEST_PROTOCOL),
             "parent_pid": os.getpid()}
     env = dict(os.environ)
-    env["PY_MPSUP_SPAWN"] = base64.b64encode(pickle.dumps(data, pickle.HIGHEST_PROTOCOL)).decode()
+    blob = base64.b64encode(pickle.dumps(data, pickle.HIGHEST_PROTOCOL)).decode()
+    if len(blob) <= SPAWN_ENV_MAX:
+        env["PY_MPSUP_SPAWN"] = blob
+    else:
+        # larger than one environment string may be (MAX_ARG_STRLEN): a
+        # private value of this process that the child reads and deletes
+        env["PY_MPSUP_SPAWN_OBJ"] = _runtime.create("spawn", "value", typecode="any",
+                                                    init=blob)
     env["MPSUP_SOCKET"] = _runtime.client().socket_path
     return env
 

@@ -96,7 +96,7 @@ static const char *colour_state(const json_t *row, const json_t *v)
 	return NULL;
 }
 
-/* Why a process that is not alive is not running (its exit status text). */
+/* Why a process that is not alive is not running. */
 static char *fmt_reason(const json_t *row, const json_t *v)
 {
 	if (json_is_true(json_object_get(row, "is_alive")) || !json_is_string(v))
@@ -113,7 +113,7 @@ static const struct ctl_column status_cols[] = {
 	{ "restarts", "RESTARTS", NULL, NULL },
 	{ "busy", "BUSY", NULL, NULL },        /* task pools only */
 	{ "tasks_done", "TASKS", NULL, NULL }, /* task pools only */
-	{ "exit_status_text", "REASON", fmt_reason, NULL },
+	{ "reason", "REASON", fmt_reason, NULL },
 };
 
 /* True for a non-empty array of objects that look like process records. */
@@ -132,7 +132,7 @@ static bool any_reason(const json_t *records)
 
 	json_array_foreach(records, i, rec)
 		if (!json_is_true(json_object_get(rec, "is_alive")) &&
-		    json_is_string(json_object_get(rec, "exit_status_text")))
+		    json_is_string(json_object_get(rec, "reason")))
 			return true;
 	return false;
 }

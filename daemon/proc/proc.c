@@ -162,7 +162,22 @@ void proc_record_write(const struct proc *p, struct jsonw *w)
 
 const char *proc_reason(const struct proc *p)
 {
-	return p->state == PS_BACKOFF || p->state == PS_FATAL ? p->exit_status_text : NULL;
+	return proc_is_alive(p) ? NULL : p->reason;
+}
+
+void proc_set_reason(struct proc *p, const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+
+	if (fmt) {
+		va_start(ap, fmt);
+		if (vasprintf(&s, fmt, ap) < 0)
+			s = NULL;
+		va_end(ap);
+	}
+	free(p->reason);
+	p->reason = s;
 }
 
 bool proc_exitcode_known(const struct proc *p)
@@ -223,6 +238,7 @@ struct proc *proc_new(const char *name, struct pool *pl, unsigned index)
 	p->pool = pl;
 	p->index = index;
 	p->state = PS_STOPPED;
+	proc_set_reason(p, "not started");
 	return p;
 }
 
@@ -241,6 +257,7 @@ void proc_destroy(struct proc *p)
 	else if (p->os)
 		oneshot_detach(p);
 	free(p->exit_status_text);
+	free(p->reason);
 	free(p->name);
 	free(p);
 }
@@ -353,18 +370,20 @@ static bool shortage_warn_due(void)
  * PE_SPAWN_FAILED on failure, PE_NONE otherwise. */
 static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 {
-	char err[512];
+	char err[512], why[256];
 	double start_secs = p->pool ? p->pool->conf->start_secs : 0;
 	struct procreg_rec rec;
 	int r;
 
 	if (from == PS_RUNNING)
 		p->failures = 0; /* a stable run ended: backoff starts over */
-	if ((r = proc_spawn(p, err, sizeof(err))) < 0) {
+	p->stop_why = NULL;
+	if ((r = proc_spawn(p, err, sizeof(err), why, sizeof(why))) < 0) {
 		char line[600];
 		p->has_exitcode = true;
 		p->exitcode = 127;
 		set_text(p, "%s", err);
+		proc_set_reason(p, "%s", why);
 		/* out of descriptors or processes: not the program's failure */
 		p->spawn_transient = proc_spawn_transient(r);
 		snprintf(line, sizeof(line), "mpsupd: %s%s", err,
@@ -389,6 +408,7 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 	p->has_exitcode = false;
 	free(p->exit_status_text);
 	p->exit_status_text = NULL;
+	proc_set_reason(p, NULL);
 	p->stop_signal = p->pool ? p->pool->conf->stop_signal : SIGTERM;
 	p->stop_timeout = p->pool ? p->pool->conf->stop_timeout : 10;
 	pid_insert(p);
@@ -441,10 +461,15 @@ static enum proc_event proc_enter(struct proc *p, enum proc_state from, enum pro
 			timer_arm(p, p->stop_timeout);
 			return PE_NONE;
 		}
+		if (!p->stop_why)
+			p->stop_why = "stopped by request";
 		proc_signal_group_stop(p);
 		timer_arm(p, p->stop_timeout);
 		return PE_NONE;
 	case PS_STOPPED:
+		if (ev == PE_STOP && from != PS_STOPPING)
+			proc_set_reason(p, "stopped by request"); /* out of backoff */
+								  /* fall through */
 	case PS_EXITED:
 		evtimer_del(p->timer);
 		if (p->restart_pending && !p->removing && !proc_shutting_down()) {
@@ -518,6 +543,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
  * Reaping.
  */
 
+/* The exit status text, and the reason unless a stop gave one. */
 static void describe_status(struct proc *p, int st)
 {
 	if (WIFSIGNALED(st)) {
@@ -526,6 +552,15 @@ static void describe_status(struct proc *p, int st)
 			 WCOREDUMP(st) ? ", core dumped" : "");
 	} else
 		set_text(p, "exited with status %d", WEXITSTATUS(st));
+	if (p->stop_why)
+		proc_set_reason(p, "%s", p->stop_why);
+	else if (WIFSIGNALED(st) && conf_signal_name(WTERMSIG(st)))
+		proc_set_reason(p, "killed by SIG%s%s", conf_signal_name(WTERMSIG(st)),
+				WCOREDUMP(st) ? " (core dumped)" : "");
+	else if (WIFSIGNALED(st))
+		proc_set_reason(p, "killed by signal %d", WTERMSIG(st));
+	else
+		proc_set_reason(p, "exit %d", WEXITSTATUS(st));
 }
 
 /* The main process of p ended with wait status st. */

@@ -70,7 +70,9 @@ struct proc {
 	bool has_exitcode;
 	int exitcode;
 	char *exit_status_text;
-	double started_wall; /* 0 = never started */
+	char *reason;         /* why it is not running (proc_set_reason); NULL = none */
+	const char *stop_why; /* the reason its current stop gives; NULL = none yet */
+	double started_wall;  /* 0 = never started */
 	double started_mono;
 	unsigned restarts; /* spawns after the first */
 	unsigned spawns;
@@ -193,6 +195,9 @@ bool proc_is_alive(const struct proc *p);
 /* Why p is in backoff or fatal (the failed spawn or the death that put it
  * there); NULL in any other state. */
 const char *proc_reason(const struct proc *p);
+/* Set why p is not running ("exit 3", "killed by SIGKILL", ...): the one
+ * place a reason is formatted; NULL fmt clears it. */
+void proc_set_reason(struct proc *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* exitcode is not null: not alive, and it has run (or failed to spawn). */
 bool proc_exitcode_known(const struct proc *p);
 

@@ -581,7 +581,7 @@ static void fds_close(struct spawn_plan *sp, struct spawn_fds *d)
 	}
 }
 
-int proc_spawn(struct proc *p, char *err, size_t errlen)
+int proc_spawn(struct proc *p, char *err, size_t errlen, char *why, size_t whylen)
 {
 	struct spawn_plan sp = { .fd = { -1, -1, -1 } };
 	struct spawn_fds d = { .status = { -1, -1 }, .rd = { -1, -1, -1 }, .in_w = -1 };
@@ -593,6 +593,7 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	pid_t pid;
 	int r, e;
 
+	*why = '\0';
 	if ((r = plan_fill(p, &sp, &own_argv, err, errlen)) < 0)
 		goto out;
 	if ((r = fds_open(p, task, &sp, &d)) < 0) {
@@ -622,6 +623,7 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 			snprintf(err, errlen, "%s %s: %s", step_name(f.step), arg, strerror(f.err));
 		else
 			snprintf(err, errlen, "%s: %s", step_name(f.step), strerror(f.err));
+		snprintf(why, whylen, "%s: %s", step_name(f.step), strerror(f.err));
 		r = f.err > 0 ? -f.err : -EIO;
 		goto out;
 	}
@@ -632,6 +634,8 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	fds_hand_over(p, task, &d);
 	r = 0;
 out:
+	if (r < 0 && !*why)
+		snprintf(why, whylen, "%s", err);
 	fds_close(&sp, &d);
 	conf_strv_free(own_argv);
 	conf_strv_free(sp.envp);

@@ -29,9 +29,22 @@ struct output_conf {
 };
 
 /* One [pool:NAME] section or pool.add request. */
-/* A resource limit for workers (limit_nofile); soft 0 = not set. */
+/* A resource limit for workers (limit_*). */
 struct conf_rlimit {
 	unsigned long long soft, hard; /* ULLONG_MAX = infinity */
+	bool set;
+};
+
+/* The limit_* keys besides limit_nofile, in this order (conf_pool.c). */
+enum pool_rlimit {
+	POOL_RLIMIT_NPROC = 0,
+	POOL_RLIMIT_CORE,
+	POOL_RLIMIT_AS,
+	POOL_RLIMIT_CPU,
+	POOL_RLIMIT_FSIZE,
+	POOL_RLIMIT_MEMLOCK,
+	POOL_RLIMIT_STACK,
+	POOL_RLIMIT__MAX
 };
 
 struct pool_conf {
@@ -52,7 +65,10 @@ struct pool_conf {
 	mode_t umask;
 	struct conf_rlimit
 		limit_nofile; /* the workers' RLIMIT_NOFILE; unset: the daemon's original */
-	char **environment;   /* NULL-terminated "K=V" list */
+	struct conf_rlimit limits[POOL_RLIMIT__MAX]; /* unset: inherited */
+	int nice;                                    /* 0 = the daemon's */
+	int oom_score_adj;                           /* 0 = the daemon's */
+	char **environment;                          /* NULL-terminated "K=V" list */
 	struct output_conf out;
 	struct output_conf err;
 	bool autostart;

@@ -46,6 +46,8 @@ enum spawn_step {
 	STEP_DUP,
 	STEP_CHDIR,
 	STEP_RLIMIT,
+	STEP_NICE,
+	STEP_OOM_SCORE,
 	STEP_SETGROUPS,
 	STEP_SETGID,
 	STEP_SETUID,
@@ -55,6 +57,21 @@ enum spawn_step {
 struct spawn_failure {
 	int step;
 	int err;
+	int arg; /* STEP_RLIMIT: the resource */
+};
+
+/* The limit_* keys' resources, in enum pool_rlimit's order. */
+static const struct {
+	int resource;
+	const char *name;
+} rlimit_res[POOL_RLIMIT__MAX] = {
+	[POOL_RLIMIT_NPROC] = { RLIMIT_NPROC, "NPROC" },
+	[POOL_RLIMIT_CORE] = { RLIMIT_CORE, "CORE" },
+	[POOL_RLIMIT_AS] = { RLIMIT_AS, "AS" },
+	[POOL_RLIMIT_CPU] = { RLIMIT_CPU, "CPU" },
+	[POOL_RLIMIT_FSIZE] = { RLIMIT_FSIZE, "FSIZE" },
+	[POOL_RLIMIT_MEMLOCK] = { RLIMIT_MEMLOCK, "MEMLOCK" },
+	[POOL_RLIMIT_STACK] = { RLIMIT_STACK, "STACK" },
 };
 
 /* All the child needs, built by the parent. */
@@ -73,6 +90,10 @@ struct spawn_plan {
 	int status_fd;
 	bool set_nofile; /* give the child nofile (its own limit) */
 	struct rlimit nofile;
+	bool set_limit[POOL_RLIMIT__MAX]; /* the pool's other limit_* */
+	struct rlimit limit[POOL_RLIMIT__MAX];
+	int nice;          /* 0: the daemon's */
+	char oom_score[8]; /* written to /proc/self/oom_score_adj; "" = the daemon's */
 };
 
 static int devnull = -1;
@@ -141,9 +162,17 @@ slow:
 			close(fd);
 }
 
+static __attribute__((noreturn)) void child_fail_arg(const struct spawn_plan *sp, int step, int arg)
+{
+	struct spawn_failure f = { step, errno, arg };
+
+	(void)!write(sp->status_fd, &f, sizeof(f));
+	_exit(127);
+}
+
 static __attribute__((noreturn)) void child_fail(const struct spawn_plan *sp, int step)
 {
-	struct spawn_failure f = { step, errno };
+	struct spawn_failure f = { step, errno, -1 };
 
 	(void)!write(sp->status_fd, &f, sizeof(f));
 	_exit(127);
@@ -169,6 +198,24 @@ static void child_default_signal(int s, const struct sigaction *dfl)
 		(void)syscall(SYS_rt_sigaction, s, &k, NULL, (size_t)8);
 	}
 #endif
+}
+
+/* The pool's other rlimits, nice and OOM score, before the ids drop
+ * (raising a hard limit or lowering either needs the privilege). */
+static void child_limits(const struct spawn_plan *sp)
+{
+	for (int i = 0; i < POOL_RLIMIT__MAX; i++)
+		if (sp->set_limit[i] && setrlimit(rlimit_res[i].resource, &sp->limit[i]) < 0)
+			child_fail_arg(sp, STEP_RLIMIT, i);
+	if (sp->nice && setpriority(PRIO_PROCESS, 0, sp->nice) < 0)
+		child_fail(sp, STEP_NICE);
+	if (sp->oom_score[0]) {
+		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+		size_t len = strlen(sp->oom_score);
+		if (fd < 0 || write(fd, sp->oom_score, len) != (ssize_t)len)
+			child_fail(sp, STEP_OOM_SCORE);
+		close(fd);
+	}
 }
 
 /* The child between vfork and exec: system calls only. */
@@ -198,6 +245,7 @@ static __attribute__((noreturn)) void child_exec(const struct spawn_plan *sp)
 		child_fail(sp, STEP_CHDIR);
 	if (sp->set_nofile && setrlimit(RLIMIT_NOFILE, &sp->nofile) < 0)
 		child_fail(sp, STEP_RLIMIT);
+	child_limits(sp);
 	if (sp->set_groups && setgroups(sp->n_groups, sp->groups) < 0)
 		child_fail(sp, STEP_SETGROUPS);
 	if (sp->set_ids) {
@@ -369,7 +417,9 @@ static const char *step_name(int step)
 	case STEP_SETSID: return "setsid";
 	case STEP_DUP: return "dup2";
 	case STEP_CHDIR: return "chdir";
-	case STEP_RLIMIT: return "setrlimit NOFILE";
+	case STEP_RLIMIT: return "setrlimit";
+	case STEP_NICE: return "setpriority";
+	case STEP_OOM_SCORE: return "oom_score_adj";
 	case STEP_SETGROUPS: return "setgroups";
 	case STEP_SETGID: return "setgid";
 	case STEP_SETUID: return "setuid";
@@ -439,6 +489,24 @@ bool proc_spawn_transient(int r)
 	return r == -EMFILE || r == -ENFILE || r == -EAGAIN;
 }
 
+static rlim_t rlim_of(unsigned long long v)
+{
+	return v == ULLONG_MAX ? RLIM_INFINITY : (rlim_t)v;
+}
+
+/* The pool's limit_*, nice and oom_score_adj into sp. */
+static void plan_limits(const struct pool_conf *c, struct spawn_plan *sp)
+{
+	for (int i = 0; i < POOL_RLIMIT__MAX; i++) {
+		sp->set_limit[i] = c->limits[i].set;
+		sp->limit[i].rlim_cur = rlim_of(c->limits[i].soft);
+		sp->limit[i].rlim_max = rlim_of(c->limits[i].hard);
+	}
+	sp->nice = c->nice;
+	if (c->oom_score_adj)
+		snprintf(sp->oom_score, sizeof(sp->oom_score), "%d", c->oom_score_adj);
+}
+
 /* What to run and as whom: sp's argv (*ret_own_argv when built here), ids,
  * directory, environment, exec paths and descriptor limit. 0, or -errno
  * with the reason in err. */
@@ -482,7 +550,9 @@ static int plan_fill(struct proc *p, struct spawn_plan *sp, char ***ret_own_argv
 			path = *e + 5;
 	if (!(sp->paths = exec_paths(sp->argv[0], path ? path : PROC_DEFAULT_PATH)))
 		goto nomem;
-	if (pl && pl->conf->limit_nofile.soft) {
+	if (pl)
+		plan_limits(pl->conf, sp);
+	if (pl && pl->conf->limit_nofile.set) {
 		const struct conf_rlimit *lim = &pl->conf->limit_nofile;
 		sp->set_nofile = true;
 		sp->nofile.rlim_cur = lim->soft == ULLONG_MAX ? RLIM_INFINITY : (rlim_t)lim->soft;
@@ -614,9 +684,12 @@ int proc_spawn(struct proc *p, char *err, size_t errlen, char *why, size_t whyle
 	n = fd_read(d.status[0], &f, sizeof(f));
 	if (n == (ssize_t)sizeof(f)) {
 		int st;
-		const char *arg = f.step == STEP_EXEC    ? sp.argv[0]
-				  : f.step == STEP_CHDIR ? sp.dir
-							 : NULL;
+		const char *arg = f.step == STEP_EXEC     ? sp.argv[0]
+				  : f.step == STEP_CHDIR  ? sp.dir
+				  : f.step == STEP_RLIMIT ? (f.arg >= 0 && f.arg < POOL_RLIMIT__MAX
+								     ? rlimit_res[f.arg].name
+								     : "NOFILE")
+							  : NULL;
 		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 			;
 		if (arg)

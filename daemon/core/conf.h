@@ -17,6 +17,7 @@
 #define CONF_ERR_MAX 512
 
 enum pool_mode { POOL_MODE_SERVICE = 0, POOL_MODE_TASK };
+enum ready_mode { READY_STARTED = 0, READY_NOTIFY };
 enum restart_policy { RESTART_ALWAYS = 0, RESTART_ON_FAILURE, RESTART_NEVER };
 enum output_kind { OUTPUT_NULL = 0, OUTPUT_INHERIT, OUTPUT_FILE, OUTPUT_JOURNAL, OUTPUT_CAPTURE };
 enum state_sync { STATE_SYNC_ALWAYS = 0, STATE_SYNC_EVERYSEC, STATE_SYNC_NO };
@@ -68,6 +69,8 @@ struct pool_conf {
 	struct conf_rlimit limits[POOL_RLIMIT__MAX]; /* unset: inherited */
 	int nice;                                    /* 0 = the daemon's */
 	int oom_score_adj;                           /* 0 = the daemon's */
+	enum ready_mode ready;                       /* when a member counts as running */
+	double ready_timeout;                        /* notify: READY=1 within; 0 = none */
 	char **environment;                          /* NULL-terminated "K=V" list */
 	struct output_conf out;
 	struct output_conf err;

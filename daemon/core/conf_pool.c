@@ -17,6 +17,7 @@
 #define POOL_PROCESSES_MAX 100000
 
 static const char *const pool_modes[] = { "service", "task", NULL };
+static const char *const ready_modes[] = { "started", "notify", NULL };
 static const char *const restart_policies[] = { "always", "on-failure", "never", NULL };
 
 /* stdout, stderr: capture, null, inherit, journal or file:/path. */
@@ -329,6 +330,8 @@ static const struct conf_key pool_keys[] = {
 	{ "exit_codes", CONF_CUSTOM, POOL(exit_codes), .parse = parse_exit_codes,
 	  .to_json = exit_codes_to_json, .def = "0" },
 	{ "start_secs", CONF_DURATION, POOL(start_secs), .def = "1" },
+	{ "ready", CONF_ENUM, POOL(ready), .names = ready_modes, .def = "started" },
+	{ "ready_timeout", CONF_DURATION, POOL(ready_timeout), .def = "30" },
 	{ "start_retries", CONF_UINT, POOL(start_retries), .min = 0, .max = 1000000, .def = "3" },
 	{ "backoff_max", CONF_DURATION, POOL(backoff_max), .def = "30" },
 	{ "stop_signal", CONF_SIGNAL, POOL(stop_signal), .def = "TERM" },

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "proc.h"
 #include "proc_int.h"
+#include "proc_ready.h"
 #include "proc_registry.h"
 #include "proc_spawn.h"
 
@@ -156,6 +157,12 @@ void proc_record_write(const struct proc *p, struct jsonw *w)
 	jsonw_str(w, p->exit_status_text);
 	jsonw_key(w, "reason");
 	jsonw_str(w, proc_reason(p));
+	if (p->pool && p->pool->conf->ready == READY_NOTIFY) {
+		jsonw_key(w, "notify_status");
+		jsonw_str(w, alive ? p->notify_status : NULL);
+		jsonw_key(w, "notify_stopping");
+		jsonw_bool(w, alive && p->notify_stopping);
+	}
 	proc_notify_record_write(p, w);
 	jsonw_close(w, '}');
 }
@@ -256,6 +263,7 @@ void proc_destroy(struct proc *p)
 		pool_member_detach(p);
 	else if (p->os)
 		oneshot_detach(p);
+	proc_ready_close(p);
 	free(p->exit_status_text);
 	free(p->reason);
 	free(p->name);
@@ -339,9 +347,11 @@ static struct proc_fsm_input fsm_input(const struct proc *p, enum proc_event ev)
 	/* Reaching running by the start_secs timer is a stable run when that
 	 * is at least the minimum: the timer may fire a little before
 	 * started_mono + start_secs (libevent counts from its cached time). */
-	in.stable = p->started_mono > 0 &&
-		    (now_mono() - p->started_mono >= stable_after ||
-		     (p->state == PS_RUNNING && c->start_secs >= STABLE_MIN_SECS));
+	/* a run that said STOPPING=1 ended as it meant to */
+	in.stable = p->notify_stopping;
+	in.stable = in.stable || (p->started_mono > 0 &&
+				  (now_mono() - p->started_mono >= stable_after ||
+				   (p->state == PS_RUNNING && c->start_secs >= STABLE_MIN_SECS)));
 	return in;
 }
 
@@ -415,6 +425,12 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 	rec = proc_rec(p, p->pid);
 	procreg_add(&rec);
 	log_debug_f("proc", PROC_FIELDS(p, p->pid), "%s: spawned pid %d", p->name, (int)p->pid);
+	if (p->pool && p->pool->conf->ready == READY_NOTIFY) {
+		/* running on READY=1 (proc_ready.c), failed at ready_timeout */
+		if (p->pool->conf->ready_timeout > 0)
+			timer_arm(p, p->pool->conf->ready_timeout);
+		return PE_NONE;
+	}
 	if (start_secs <= 0)
 		return PE_START_SECS;
 	timer_arm(p, start_secs);
@@ -525,6 +541,15 @@ void proc_after(struct proc *p)
 		shutdown_progress();
 }
 
+/* No READY=1 within ready_timeout: kill the run, a failed start. */
+static void ready_timeout(struct proc *p)
+{
+	log_warn_f("proc", PROC_FIELDS(p, p->pid), "%s: not ready after %.3gs: SIGKILL to group %d",
+		   p->name, p->pool->conf->ready_timeout, (int)p->pgid);
+	p->stop_why = "ready timeout";
+	proc_signal_group(p, SIGKILL);
+}
+
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct proc *p = arg;
@@ -532,7 +557,12 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	switch (p->state) {
-	case PS_STARTING: proc_feed(p, PE_START_SECS); break;
+	case PS_STARTING:
+		if (p->pool && p->pool->conf->ready == READY_NOTIFY)
+			ready_timeout(p);
+		else
+			proc_feed(p, PE_START_SECS);
+		break;
 	case PS_BACKOFF: proc_feed(p, PE_BACKOFF_ELAPSED); break;
 	case PS_STOPPING: proc_feed(p, PE_STOP_TIMEOUT); break;
 	default: break;

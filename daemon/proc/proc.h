@@ -24,6 +24,7 @@ struct event;
 struct pool;
 struct task_pool;
 struct worker;
+struct notify_sock;
 
 /* What proc.run asked for. */
 /* A user and group to run as, resolved from names or numbers. */
@@ -76,14 +77,18 @@ struct proc {
 	double started_mono;
 	unsigned restarts; /* spawns after the first */
 	unsigned spawns;
-	unsigned failures;         /* failed starts since the last stable run */
-	unsigned resource_retries; /* spawns in a row that lacked descriptors/processes */
-	bool spawn_transient;      /* the last spawn failed for lack of them: retried */
-	bool restart_pending;      /* start again once stopped */
-	bool removing;             /* freed once in a final state (scale down, remove) */
-	bool group_wait;           /* main process reaped, waiting for its group */
-	bool freed;                /* on the free list */
-	struct event *timer;       /* start_secs, backoff or stop timeout */
+	unsigned failures;          /* failed starts since the last stable run */
+	unsigned resource_retries;  /* spawns in a row that lacked descriptors/processes */
+	bool spawn_transient;       /* the last spawn failed for lack of them: retried */
+	bool restart_pending;       /* start again once stopped */
+	bool removing;              /* freed once in a final state (scale down, remove) */
+	bool group_wait;            /* main process reaped, waiting for its group */
+	bool freed;                 /* on the free list */
+	struct event *timer;        /* start_secs, ready_timeout, backoff or stop timeout */
+	struct notify_sock *notify; /* ready = notify: its socket (proc_ready.c) */
+	bool ready_seen;            /* READY=1 came in this run */
+	bool notify_stopping;       /* STOPPING=1 came in this run */
+	char *notify_status;        /* the last STATUS= of this run */
 	struct outpipe *out, *err;
 	struct logring ring;
 	struct worker *worker;    /* task pools: its task channel (task.c) */

@@ -9,7 +9,8 @@
  * Environment policy: a worker gets its pool's `environment` (or proc.run's
  * env), PATH (PROC_DEFAULT_PATH unless set), HOME/USER/LOGNAME/SHELL when
  * the pool names a `user`, and MPSUP_SOCKET, MPSUP_POOL, MPSUP_NAME,
- * MPSUP_INDEX. Nothing of the daemon's own environment is passed on (no
+ * MPSUP_INDEX, and NOTIFY_SOCKET (its own, proc_ready.c) with ready =
+ * notify. Nothing of the daemon's own environment is passed on (not its
  * NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*).
  */
 #include "config.h"
@@ -38,6 +39,7 @@
 #include "fdio.h"
 #include "log.h"
 #include "proc.h"
+#include "proc_ready.h"
 #include "proc_registry.h"
 #include "proc_spawn.h"
 
@@ -404,6 +406,8 @@ char **proc_spawn_env(const struct proc *p)
 		r = strv_push(&s, kv("MPSUP_NAME", p->name));
 	if (r == 0)
 		r = strv_push(&s, kv("MPSUP_INDEX", pl ? idx : ""));
+	if (r == 0 && proc_ready_path(p))
+		r = strv_push(&s, kv("NOTIFY_SOCKET", proc_ready_path(p)));
 	if (r < 0) {
 		conf_strv_free(s.v);
 		return NULL;
@@ -543,6 +547,13 @@ static int plan_fill(struct proc *p, struct spawn_plan *sp, char ***ret_own_argv
 		sp->n_groups = (size_t)p->os->ids.n_groups;
 	}
 	sp->set_groups = sp->set_ids && geteuid() == 0;
+	if (pl && pl->conf->ready == READY_NOTIFY) {
+		int r = proc_ready_prepare(p, sp->set_ids ? sp->uid : geteuid(),
+					   sp->set_ids ? sp->gid : getegid(), err, errlen);
+		if (r < 0)
+			return r;
+	} else
+		proc_ready_close(p);
 	if (!(sp->envp = proc_spawn_env(p)))
 		goto nomem;
 	for (char **e = sp->envp; *e; e++)

@@ -267,17 +267,23 @@ static json_t *records_after_signal(struct ctl *ctl, const char *target, json_t 
 	return now;
 }
 
-/* start|stop|restart [--no-wait] TARGET, terminate|kill TARGET */
+/* start|stop|restart [--no-wait] TARGET, terminate|kill TARGET; restart
+ * also [--rolling [--max-unavailable N]] */
 static int cmd_control(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "no-wait", no_argument, NULL, 'W' },
+		{ "rolling", no_argument, NULL, 'R' },
+		{ "max-unavailable", required_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool can_wait = strcmp(cmd->name, "terminate") != 0 && strcmp(cmd->name, "kill") != 0;
-	bool nowait = false;
+	bool restart = strcmp(cmd->name, "restart") == 0;
+	bool nowait = false, rolling = false;
+	long max_unavailable = 0;
 	json_t *params, *result;
+	char *end;
 	int c, rc;
 
 	optind = 0;
@@ -286,15 +292,29 @@ static int cmd_control(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, cha
 			opt_help(cmd);
 		if (c == 'W' && can_wait)
 			nowait = true;
-		else
-			opt_error(cmd, c == 'W' ? '?' : c, argv);
+		else if (c == 'R' && restart)
+			rolling = true;
+		else if (c == 'M' && restart) {
+			max_unavailable = strtol(optarg, &end, 10);
+			if (*end || max_unavailable < 1 || max_unavailable > 100000)
+				ctl_usage_error(cmd,
+						"--max-unavailable: expected 1..100000, not '%s'",
+						optarg);
+		} else
+			opt_error(cmd, (c == 'W' || c == 'R' || c == 'M') ? '?' : c, argv);
 	}
 	if (argc - optind != 1)
 		ctl_usage_error(cmd, "%s takes one target", cmd->name);
+	if (max_unavailable && !rolling)
+		ctl_usage_error(cmd, "--max-unavailable goes with --rolling");
 	params = params_new();
 	json_object_set_new(params, "target", ctl_str(argv[optind]));
 	if (nowait)
 		json_object_set_new(params, "wait", json_false());
+	if (rolling)
+		json_object_set_new(params, "rolling", json_true());
+	if (max_unavailable)
+		json_object_set_new(params, "max_unavailable", json_integer(max_unavailable));
 	if (can_wait && !nowait && strcmp(cmd->name, "start") != 0)
 		say_when_slow(strcmp(cmd->name, "stop") == 0 ? "stopping" : "restarting",
 			      argv[optind]);
@@ -1143,7 +1163,8 @@ const struct ctl_cmd ctl_proc_cmds[] = {
 	{ "start", cmd_control, "[--no-wait] TARGET", "Start a pool, a process or \"*\"." },
 	{ "stop", cmd_control, "[--no-wait] TARGET",
 	  "Stop gracefully (stop signal, SIGKILL after stop_timeout)." },
-	{ "restart", cmd_control, "[--no-wait] TARGET", "Stop, then start." },
+	{ "restart", cmd_control, "[--no-wait] [--rolling [--max-unavailable N]] TARGET",
+	  "Stop, then start (--rolling: N at a time, each next once one runs again)." },
 	{ "terminate", cmd_control, "TARGET", "Send SIGTERM." },
 	{ "kill", cmd_control, "TARGET", "Send SIGKILL." },
 	{ "signal", cmd_signal, "SIG TARGET", "Send a signal (HUP, SIGHUP or a number)." },

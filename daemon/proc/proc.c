@@ -539,6 +539,8 @@ void proc_after(struct proc *p)
 		proc_free_later(p);
 	if (proc_state_final(p->state))
 		shutdown_progress();
+	if (p->pool && p->pool->rolling)
+		pool_rolling_progress(p->pool);
 }
 
 /* No READY=1 within ready_timeout: kill the run, a failed start. */

@@ -25,6 +25,7 @@ struct pool;
 struct task_pool;
 struct worker;
 struct notify_sock;
+struct rolling;
 
 /* What proc.run asked for. */
 /* A user and group to run as, resolved from names or numbers. */
@@ -89,6 +90,8 @@ struct proc {
 	bool ready_seen;            /* READY=1 came in this run */
 	bool notify_stopping;       /* STOPPING=1 came in this run */
 	char *notify_status;        /* the last STATUS= of this run */
+	bool rolling_pending;       /* queued by its pool's rolling restart */
+	bool rolling_inflight;      /* restarted by it, not running again yet */
 	struct outpipe *out, *err;
 	struct logring ring;
 	struct worker *worker;    /* task pools: its task channel (task.c) */
@@ -111,10 +114,12 @@ struct pool {
 	gid_t *groups;
 	int n_groups;
 	char *home, *user_name, *shell;
-	char *ids_error;         /* resolution failed: every spawn fails with this */
-	bool removing;           /* stopping its members, then freed */
-	bool from_config;        /* defined in a config file (reload manages it) */
-	struct task_pool *tasks; /* task pools: backlog and idle workers (task.c) */
+	char *ids_error;            /* resolution failed: every spawn fails with this */
+	bool removing;              /* stopping its members, then freed */
+	bool from_config;           /* defined in a config file (reload manages it) */
+	struct task_pool *tasks;    /* task pools: backlog and idle workers (task.c) */
+	struct rolling *rolling;    /* a rolling restart under way (proc_rolling.c) */
+	unsigned defined_processes; /* `processes` of its definition (a scale differs) */
 	TAILQ_ENTRY(pool) entry;
 };
 
@@ -144,6 +149,11 @@ struct pool *pool_find(const char *name);
  * when start is set. -EEXIST, -ENOSPC (max_processes), -EMFILE (the
  * descriptor budget: proc_fds_refusal), -ENOMEM. */
 int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct pool **ret);
+/* Restart the members v[0..n) of pl (others are skipped) at most
+ * max_unavailable at a time, each next one once a restarted one runs
+ * (proc_rolling.c). -EBUSY when a roll is under way (unless replace). */
+int pool_rolling_start(struct pool *pl, struct proc *const *v, size_t n, unsigned max_unavailable,
+		       bool replace);
 /* Stop every member, then free the pool (asynchronously). */
 void pool_remove(struct pool *pl);
 /* Grow (new indexes, started) or shrink (stop the highest). -ENOSPC, -EMFILE. */

@@ -135,6 +135,7 @@ static int do_include(void *field, const char *pattern, void *ctx, char *err, si
 	return 0;
 }
 
+static const char *const cgroup_modes[] = { "auto", "off", NULL };
 static const char *const log_levels[] = { "error", "warning", "info", "debug", NULL };
 static const char *const state_syncs[] = { "always", "everysec", "no", NULL };
 
@@ -152,6 +153,7 @@ static const struct conf_key main_keys[] = {
 	{ "socket_mode", CONF_MODE, MAIN(socket_mode), .max = 0777, .def = "0600" },
 	{ "socket_group", CONF_STRING, MAIN(socket_group), .check = conf_check_group },
 	{ "runtime_dir", CONF_PATH, MAIN(runtime_dir) },
+	{ "cgroup", CONF_ENUM, MAIN(cgroup), .names = cgroup_modes, .def = "auto" },
 	{ "log_level", CONF_ENUM, MAIN(log_level), .names = log_levels, .def = "info" },
 	{ "state_file", CONF_PATH, MAIN(state_file) },
 	{ "state_sync", CONF_ENUM, MAIN(state_sync), .names = state_syncs, .def = "everysec" },

@@ -17,6 +17,7 @@
 #define CONF_ERR_MAX 512
 
 enum pool_mode { POOL_MODE_SERVICE = 0, POOL_MODE_TASK };
+enum cgroup_mode { CGROUP_AUTO = 0, CGROUP_OFF };
 enum ready_mode { READY_STARTED = 0, READY_NOTIFY };
 enum restart_policy { RESTART_ALWAYS = 0, RESTART_ON_FAILURE, RESTART_NEVER };
 enum output_kind { OUTPUT_NULL = 0, OUTPUT_INHERIT, OUTPUT_FILE, OUTPUT_JOURNAL, OUTPUT_CAPTURE };
@@ -101,7 +102,8 @@ struct conf {
 	char *socket;
 	mode_t socket_mode;
 	char *socket_group;
-	char *runtime_dir; /* the process registry's directory; NULL = the socket's */
+	char *runtime_dir;       /* the process registry's directory; NULL = the socket's */
+	enum cgroup_mode cgroup; /* one cgroup per worker when delegated (auto) */
 	int log_level;
 	char *state_file;
 	enum state_sync state_sync;

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "proc.h"
 #include "proc_int.h"
+#include "proc_cgroup.h"
 #include "proc_ready.h"
 #include "proc_registry.h"
 #include "proc_spawn.h"
@@ -163,6 +164,7 @@ void proc_record_write(const struct proc *p, struct jsonw *w)
 		jsonw_key(w, "notify_stopping");
 		jsonw_bool(w, alive && p->notify_stopping);
 	}
+	proc_cgroup_record_write(p, w);
 	proc_notify_record_write(p, w);
 	jsonw_close(w, '}');
 }
@@ -264,6 +266,7 @@ void proc_destroy(struct proc *p)
 	else if (p->os)
 		oneshot_detach(p);
 	proc_ready_close(p);
+	proc_cgroup_remove(p);
 	free(p->exit_status_text);
 	free(p->reason);
 	free(p->name);
@@ -474,6 +477,7 @@ static enum proc_event proc_enter(struct proc *p, enum proc_state from, enum pro
 				   "%s: still running %.3gs after %s: SIGKILL to group %d", p->name,
 				   p->stop_timeout, conf_signal_name(p->stop_signal), (int)p->pgid);
 			proc_signal_group(p, SIGKILL);
+			proc_cgroup_kill(p); /* and whatever left the group */
 			timer_arm(p, p->stop_timeout);
 			return PE_NONE;
 		}
@@ -612,6 +616,8 @@ static void proc_died(struct proc *p, int st)
 		group_wait_start(p);
 		return;
 	}
+	/* what escaped the group (a daemonized child) goes with the run */
+	proc_cgroup_kill(p);
 	/* the group is gone, unless a stray now holds it */
 	if (p->state == PS_STOPPING || !stray_start(p))
 		procreg_remove(p->last_pid, p->start_lo);
@@ -778,4 +784,5 @@ void proc_cleanup(void)
 	shutdown_cleanup();
 	ev_sigchld = ev_sigusr1 = ev_gc = NULL;
 	initialized = false;
+	proc_cgroup_cleanup();
 }

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "park.h"
 #include "proc.h"
+#include "proc_cgroup.h"
 #include "proc_cmd.h"
 
 /*
@@ -449,10 +450,12 @@ static void proc_module_info(json_t *info)
 	json_object_set_new(pi, "alive", json_integer(alive));
 	json_object_set_new(pi, "stray_groups", json_integer(proc_stray_groups()));
 	json_object_set_new(info, "processes", pi);
+	json_object_set_new(info, "cgroup", proc_cgroup_info());
 }
 
 static int proc_module_start(const struct conf *conf)
 {
+	proc_cgroup_init(conf->cgroup);
 	return proc_start_config(conf);
 }
 

@@ -39,12 +39,14 @@
 #include "fdio.h"
 #include "log.h"
 #include "proc.h"
+#include "proc_cgroup.h"
 #include "proc_ready.h"
 #include "proc_registry.h"
 #include "proc_spawn.h"
 
 enum spawn_step {
-	STEP_SETSID = 1,
+	STEP_CGROUP = 1,
+	STEP_SETSID,
 	STEP_DUP,
 	STEP_CHDIR,
 	STEP_RLIMIT,
@@ -90,6 +92,7 @@ struct spawn_plan {
 	size_t n_groups;
 	int fd[3];
 	int status_fd;
+	int cgroup_fd;   /* its cgroup's cgroup.procs, -1 = none */
 	bool set_nofile; /* give the child nofile (its own limit) */
 	struct rlimit nofile;
 	bool set_limit[POOL_RLIMIT__MAX]; /* the pool's other limit_* */
@@ -232,6 +235,9 @@ static __attribute__((noreturn)) void child_exec(const struct spawn_plan *sp)
 	for (int s = 1; s < NSIG; s++)
 		if (s != SIGKILL && s != SIGSTOP)
 			child_default_signal(s, &sa);
+	/* into its own cgroup first: nothing it starts can be outside */
+	if (sp->cgroup_fd >= 0 && write(sp->cgroup_fd, "0", 1) < 0)
+		child_fail(sp, STEP_CGROUP);
 	if (setsid() < 0)
 		child_fail(sp, STEP_SETSID);
 	for (int i = 0; i < 3; i++) {
@@ -418,6 +424,7 @@ char **proc_spawn_env(const struct proc *p)
 static const char *step_name(int step)
 {
 	switch (step) {
+	case STEP_CGROUP: return "cgroup";
 	case STEP_SETSID: return "setsid";
 	case STEP_DUP: return "dup2";
 	case STEP_CHDIR: return "chdir";
@@ -664,7 +671,7 @@ static void fds_close(struct spawn_plan *sp, struct spawn_fds *d)
 
 int proc_spawn(struct proc *p, char *err, size_t errlen, char *why, size_t whylen)
 {
-	struct spawn_plan sp = { .fd = { -1, -1, -1 } };
+	struct spawn_plan sp = { .fd = { -1, -1, -1 }, .cgroup_fd = -1 };
 	struct spawn_fds d = { .status = { -1, -1 }, .rd = { -1, -1, -1 }, .in_w = -1 };
 	struct spawn_failure f;
 	/* a task worker's stdin and stdout are its task channel (task.c) */
@@ -677,6 +684,13 @@ int proc_spawn(struct proc *p, char *err, size_t errlen, char *why, size_t whyle
 	*why = '\0';
 	if ((r = plan_fill(p, &sp, &own_argv, err, errlen)) < 0)
 		goto out;
+	if (proc_cgroup_on() && (r = proc_cgroup_prepare(p)) != -ENOENT) {
+		if (r < 0) {
+			snprintf(err, errlen, "cgroup: %s", strerror(-r));
+			goto out;
+		}
+		sp.cgroup_fd = r;
+	}
 	if ((r = fds_open(p, task, &sp, &d)) < 0) {
 		snprintf(err, errlen, "spawn: %s", strerror(-r));
 		goto out;
@@ -721,6 +735,8 @@ out:
 	if (r < 0 && !*why)
 		snprintf(why, whylen, "%s", err);
 	fds_close(&sp, &d);
+	if (sp.cgroup_fd >= 0)
+		close(sp.cgroup_fd);
 	conf_strv_free(own_argv);
 	conf_strv_free(sp.envp);
 	conf_strv_free(sp.paths);

@@ -29,7 +29,8 @@
 
 static struct {
 	bool on;
-	char *base; /* our own cgroup's directory */
+	bool memory; /* the memory controller is available (memory.current) */
+	char *base;  /* our own cgroup's directory */
 	char why[200];
 } cg;
 
@@ -196,6 +197,11 @@ void proc_cgroup_init(enum cgroup_mode mode)
 		return;
 	}
 	cg.on = true;
+	{
+		char ctl[512];
+		cg.memory = read_small(cg.base, "cgroup.controllers", ctl, sizeof(ctl)) == 0 &&
+			    strstr(ctl, "memory") != NULL;
+	}
 	log_info("proc", "cgroups: one per worker under %s", cg.base);
 }
 
@@ -234,8 +240,9 @@ int proc_cgroup_prepare(const struct proc *p)
 	if ((r = mkdir_in(cg.base, rel)) < 0)
 		return r;
 	snprintf(path, sizeof(path), "%s/%s/cgroup.procs", cg.base, rel);
-	fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-	return fd < 0 ? -errno : fd;
+	if ((fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return -errno;
+	return fd; /* the caller closes it after the spawn */
 }
 
 /* Is p's cgroup still populated (1), empty (0), or unknown (<0)? */
@@ -298,7 +305,7 @@ void proc_cgroup_record_write(const struct proc *p, struct jsonw *w)
 	else
 		jsonw_null(w);
 	jsonw_key(w, "memory_bytes");
-	if (read_small(dir, "memory.current", buf, sizeof(buf)) == 0)
+	if (cg.memory && read_small(dir, "memory.current", buf, sizeof(buf)) == 0)
 		jsonw_int(w, strtoll(buf, NULL, 10));
 	else
 		jsonw_null(w); /* no memory controller here */

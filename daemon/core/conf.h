@@ -72,6 +72,9 @@ struct pool_conf {
 	int oom_score_adj;                           /* 0 = the daemon's */
 	enum ready_mode ready;                       /* when a member counts as running */
 	double ready_timeout;                        /* notify: READY=1 within; 0 = none */
+	uint64_t memory_max, memory_high;            /* cgroup limits in bytes; 0 = none */
+	unsigned cpu_max;                            /* percent of one CPU; 0 = none */
+	unsigned pids_max;                           /* 0 = none */
 	char **environment;                          /* NULL-terminated "K=V" list */
 	struct output_conf out;
 	struct output_conf err;

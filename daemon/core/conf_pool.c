@@ -292,6 +292,37 @@ static json_t *rlimit_to_json(const void *field)
 	return json_string(buf);
 }
 
+/* cpu_max: "N%" of one CPU (1..100000), or "max" (none). */
+static int parse_cpu_max(void *field, const char *value, void *ctx, char *err, size_t errlen)
+{
+	unsigned long n;
+	char *end;
+
+	(void)ctx;
+	if (strcmp(value, "max") == 0) {
+		*(unsigned *)field = 0;
+		return 0;
+	}
+	errno = 0;
+	n = strtoul(value, &end, 10);
+	if (errno || end == value || strcmp(end, "%") != 0 || n < 1 || n > 100000 ||
+	    value[0] == '-')
+		return conf_seterr(err, errlen, "expected N%% (1..100000) or max, not '%s'", value);
+	*(unsigned *)field = (unsigned)n;
+	return 0;
+}
+
+static json_t *cpu_max_to_json(const void *field)
+{
+	unsigned v = *(const unsigned *)field;
+	char buf[24];
+
+	if (!v)
+		return json_string("max");
+	snprintf(buf, sizeof(buf), "%u%%", v);
+	return json_string(buf);
+}
+
 /* command: shell-like words, at least one. */
 static int check_command(const char *value, char *err, size_t errlen)
 {
@@ -349,6 +380,14 @@ static const struct conf_key pool_keys[] = {
 	RLIMIT_KEY("limit_fsize", POOL_RLIMIT_FSIZE),
 	RLIMIT_KEY("limit_memlock", POOL_RLIMIT_MEMLOCK),
 	RLIMIT_KEY("limit_stack", POOL_RLIMIT_STACK),
+	{ "memory_max", CONF_SIZE, POOL(memory_max), .max = UINT64_MAX,
+	  .expect = "a size (like 512M)", .def = "0" },
+	{ "memory_high", CONF_SIZE, POOL(memory_high), .max = UINT64_MAX,
+	  .expect = "a size (like 512M)", .def = "0" },
+	{ "cpu_max", CONF_CUSTOM, POOL(cpu_max), .parse = parse_cpu_max,
+	  .to_json = cpu_max_to_json },
+	{ "pids_max", CONF_UINT, POOL(pids_max), .min = 0, .max = 4194304,
+	  .expect = "a number of processes", .def = "0" },
 	{ "nice", CONF_INT, POOL(nice), .smin = -20, .smax = 19, .expect = "a nice value -20..19",
 	  .def = "0" },
 	{ "oom_score_adj", CONF_INT, POOL(oom_score_adj), .smin = -1000, .smax = 1000,

@@ -597,6 +597,14 @@ static void describe_status(struct proc *p, int st)
 		proc_set_reason(p, "killed by signal %d", WTERMSIG(st));
 	else
 		proc_set_reason(p, "exit %d", WEXITSTATUS(st));
+	if (proc_cgroup_oom_killed(p)) {
+		proc_set_reason(p, "oom-killed");
+		if (events_wanted(TOPIC_PROCESS))
+			events_publish(TOPIC_PROCESS,
+				       json_pack("{s:s, s:s, s:o, s:f}", "event", "process.oom",
+						 "name", p->name, "pid", json_integer(p->last_pid),
+						 "ts", now_wall()));
+	}
 }
 
 /* The main process of p ended with wait status st. */

@@ -90,6 +90,7 @@ struct proc {
 	bool ready_seen;            /* READY=1 came in this run */
 	bool notify_stopping;       /* STOPPING=1 came in this run */
 	char *notify_status;        /* the last STATUS= of this run */
+	unsigned long oom_kills;    /* its cgroup's oom_kill count at the spawn */
 	bool rolling_pending;       /* queued by its pool's rolling restart */
 	bool rolling_inflight;      /* restarted by it, not running again yet */
 	struct outpipe *out, *err;

@@ -30,6 +30,7 @@
 static struct {
 	bool on;
 	bool memory; /* the memory controller is available (memory.current) */
+	bool ctl[3]; /* memory, cpu, pids: enabled for the workers' cgroups */
 	char *base;  /* our own cgroup's directory */
 	char why[200];
 } cg;
@@ -124,7 +125,9 @@ static int mkdir_in(const char *base, const char *rel)
 	char path[4096];
 
 	snprintf(path, sizeof(path), "%s/%s", base, rel);
-	return mkdir(path, 0755) < 0 && errno != EEXIST ? -errno : 0;
+	if (mkdir(path, 0755) == 0)
+		return 1; /* made now */
+	return errno == EEXIST ? 0 : -errno;
 }
 
 /* Is our cgroup one we may manage? Fills cg.base; the reason in cg.why. */
@@ -171,6 +174,113 @@ out:
 	return ok;
 }
 
+static bool rel_of(const struct proc *p, char *buf, size_t len);
+
+static const char *const ctl_names[3] = { "memory", "cpu", "pids" };
+
+/* Does the space-separated list have word w? */
+static bool has_word(const char *list, const char *w)
+{
+	size_t l = strlen(w);
+
+	for (const char *s = list; (s = strstr(s, w)); s += l)
+		if ((s == list || s[-1] == ' ') && (s[l] == ' ' || s[l] == '\n' || !s[l]))
+			return true;
+	return false;
+}
+
+/* Turn on for the children of DIR what controllers we have (each alone:
+ * one missing does not stop the others; one that fails is off). */
+static void enable_in(const char *dir)
+{
+	char buf[32];
+
+	for (int i = 0; i < 3; i++) {
+		if (!cg.ctl[i])
+			continue;
+		snprintf(buf, sizeof(buf), "+%s", ctl_names[i]);
+		if (write_file(dir, "cgroup.subtree_control", buf) < 0)
+			cg.ctl[i] = false;
+	}
+}
+
+/* The memory, cpu and pids controllers our subtree has, enabled down to
+ * OWN/pools (a pool's own directory gets them when it is made). */
+static void enable_controllers(void)
+{
+	char ctl[512], dir[4096];
+
+	if (read_small(cg.base, "cgroup.controllers", ctl, sizeof(ctl)) < 0)
+		ctl[0] = '\0';
+	for (int i = 0; i < 3; i++)
+		cg.ctl[i] = has_word(ctl, ctl_names[i]);
+	enable_in(cg.base);
+	snprintf(dir, sizeof(dir), "%s/pools", cg.base);
+	enable_in(dir);
+	cg.memory = cg.ctl[0];
+}
+
+void proc_cgroup_check_pool(const struct pool_conf *pc)
+{
+	const char *key[4] = { "memory_max", "memory_high", "cpu_max", "pids_max" };
+	bool set[4] = { pc->memory_max > 0, pc->memory_high > 0, pc->cpu_max > 0,
+			pc->pids_max > 0 };
+	int need[4] = { 0, 0, 1, 2 };
+
+	for (int i = 0; i < 4; i++) {
+		if (!set[i] || (cg.on && cg.ctl[need[i]]))
+			continue;
+		if (!cg.on)
+			log_warn("proc", "pool %s: %s ignored: no cgroups (%s)", pc->name, key[i],
+				 cg.why[0] ? cg.why : "not set up");
+		else
+			log_warn("proc", "pool %s: %s ignored: no %s controller in %s", pc->name,
+				 key[i], ctl_names[need[i]], cg.base);
+	}
+}
+
+/* The pool's limits into the cgroup DIR ("max" for those unset). */
+static void apply_limits(const struct pool_conf *pc, const char *dir)
+{
+	char v[64];
+
+	if (cg.ctl[0]) {
+		snprintf(v, sizeof(v), "%llu", (unsigned long long)pc->memory_max);
+		(void)write_file(dir, "memory.max", pc->memory_max ? v : "max");
+		snprintf(v, sizeof(v), "%llu", (unsigned long long)pc->memory_high);
+		(void)write_file(dir, "memory.high", pc->memory_high ? v : "max");
+	}
+	if (cg.ctl[1]) {
+		snprintf(v, sizeof(v), "%llu 100000", (unsigned long long)pc->cpu_max * 1000);
+		(void)write_file(dir, "cpu.max", pc->cpu_max ? v : "max 100000");
+	}
+	if (cg.ctl[2]) {
+		snprintf(v, sizeof(v), "%u", pc->pids_max);
+		(void)write_file(dir, "pids.max", pc->pids_max ? v : "max");
+	}
+}
+
+/* The oom_kill count of DIR's memory.events (0 when unknown). */
+static unsigned long oom_kills(const char *dir)
+{
+	char buf[512], *s;
+
+	if (!cg.ctl[0] || read_small(dir, "memory.events", buf, sizeof(buf)) < 0)
+		return 0;
+	s = strstr(buf, "oom_kill ");
+	return s ? strtoul(s + 9, NULL, 10) : 0;
+}
+
+bool proc_cgroup_oom_killed(const struct proc *p)
+{
+	char rel[256], dir[4096];
+
+	if (!rel_of(p, rel, sizeof(rel)))
+		return false;
+	snprintf(dir, sizeof(dir), "%s/%s", cg.base, rel);
+	return oom_kills(dir) > p->oom_kills;
+}
+
 void proc_cgroup_init(enum cgroup_mode mode)
 {
 	char pid[24];
@@ -197,11 +307,7 @@ void proc_cgroup_init(enum cgroup_mode mode)
 		return;
 	}
 	cg.on = true;
-	{
-		char ctl[512];
-		cg.memory = read_small(cg.base, "cgroup.controllers", ctl, sizeof(ctl)) == 0 &&
-			    strstr(ctl, "memory") != NULL;
-	}
+	enable_controllers();
 	log_info("proc", "cgroups: one per worker under %s", cg.base);
 }
 
@@ -224,7 +330,7 @@ static bool rel_of(const struct proc *p, char *buf, size_t len)
 	return n > 0 && (size_t)n < len;
 }
 
-int proc_cgroup_prepare(const struct proc *p)
+int proc_cgroup_prepare(struct proc *p)
 {
 	char rel[256], path[4096];
 	int r, fd;
@@ -236,9 +342,17 @@ int proc_cgroup_prepare(const struct proc *p)
 		snprintf(pooldir, sizeof(pooldir), "pools/%s", p->pool->name);
 		if ((r = mkdir_in(cg.base, pooldir)) < 0)
 			return r;
+		if (r == 1) {
+			snprintf(path, sizeof(path), "%s/%s", cg.base, pooldir);
+			enable_in(path);
+		}
 	}
 	if ((r = mkdir_in(cg.base, rel)) < 0)
 		return r;
+	snprintf(path, sizeof(path), "%s/%s", cg.base, rel);
+	if (p->pool)
+		apply_limits(p->pool->conf, path);
+	p->oom_kills = oom_kills(path);
 	snprintf(path, sizeof(path), "%s/%s/cgroup.procs", cg.base, rel);
 	if ((fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
 		return -errno;

@@ -19,7 +19,11 @@ void proc_cgroup_init(enum cgroup_mode mode);
 bool proc_cgroup_on(void);
 /* Make p's cgroup; returns a descriptor of its cgroup.procs for the child
  * to join with (the caller closes it), or -errno (-ENOENT: none). */
-int proc_cgroup_prepare(const struct proc *p);
+int proc_cgroup_prepare(struct proc *p);
+/* Warn (at config time) about pc's cgroup limits that cannot apply. */
+void proc_cgroup_check_pool(const struct pool_conf *pc);
+/* Did the OOM killer kill in p's cgroup during this run? */
+bool proc_cgroup_oom_killed(const struct proc *p);
 /* Kill what is left in p's cgroup: 1 if something was, 0 if empty. */
 int proc_cgroup_kill(const struct proc *p);
 /* Does p's cgroup still hold a process (cgroup.events populated 1)? */

@@ -17,6 +17,7 @@
 #include "events.h"
 #include "log.h"
 #include "proc.h"
+#include "proc_cgroup.h"
 #include "proc_int.h"
 #include "proc_registry.h"
 
@@ -236,6 +237,7 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
 	pl->defined_processes = pc->processes;
 	pl->from_config = from_config;
 	pool_resolve_ids(pl);
+	proc_cgroup_check_pool(pl->conf);
 	if (pl->ids_error)
 		log_error("proc", "pool %s: %s", pl->name, pl->ids_error);
 	pool_open_outputs(pl);
@@ -319,6 +321,7 @@ int pool_replace(struct pool *pl, const struct pool_conf *pc)
 	pl->conf = c;
 	c->processes = keep;
 	pool_resolve_ids(pl);
+	proc_cgroup_check_pool(pl->conf);
 	server_refresh_roles();
 	if (pl->ids_error)
 		log_error("proc", "pool %s: %s", pl->name, pl->ids_error);

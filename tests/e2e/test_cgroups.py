@@ -136,12 +136,48 @@ class Cgroups(CgroupCase):
         self.assertIn("esc:0: killing what is left in its cgroup", self.d.read_log())
 
 
+    def test_limits_or_a_warning(self):
+        ctl = open(os.path.join(self.base, "cgroup.controllers")).read().split()
+        self.d.ok("pool.add", pool="lim", command="sleep 1000", start_secs=0,
+                  memory_max="64M", pids_max=50, cpu_max="50%")
+        pid = self.pid_of("lim:0")
+        mnt = cgroup2()[0]
+        rel = open("/proc/%d/cgroup" % pid).read().split("0::", 1)[1].split()[0]
+        for key, c, f, want in (("memory_max", "memory", "memory.max", "67108864"),
+                                ("pids_max", "pids", "pids.max", "50"),
+                                ("cpu_max", "cpu", "cpu.max", "50000 100000")):
+            if c in ctl:
+                self.assertEqual(open(mnt + rel + "/" + f).read().strip(), want)
+            else:
+                self.assertIn("pool lim: %s ignored: no %s controller in %s"
+                              % (key, c, self.base), self.d.read_log())
+
+    def test_oom_killed(self):
+        ctl = open(os.path.join(self.base, "cgroup.controllers")).read().split()
+        if "memory" not in ctl:
+            self.skipTest("no memory controller in this cgroup v2 tree (%s)" % self.base)
+        with self.d.client() as ev:
+            ev.send("events.subscribe", topics=["process"])
+            self.assertTrue(ev.recv()["ok"])
+            self.d.ok("pool.add", pool="hog", restart="never", start_secs=0, memory_max="32M",
+                      command=["python3", "-c", "b = []\nwhile True: b.append(bytearray(1 << 20))"])
+            while ev.recv().get("event") != "process.oom":
+                pass
+        wait_for(lambda: self.d.ok("status", target="hog:0")[0]["reason"] == "oom-killed",
+                 what="hog oom-killed")
+
+
 class CgroupOff(DaemonTestCase):
     main_config = "cgroup = off\n"
 
     def test_off(self):
         info = self.d.ok("daemon.info")["cgroup"]
         self.assertEqual(info, {"enabled": False, "path": None, "why": "cgroup = off"})
+        self.d.ok("pool.add", pool="lim", command="sleep 1000", memory_max="64M")
+        self.assertIn("pool lim: memory_max ignored: no cgroups (cgroup = off)",
+                      self.d.read_log())
+        self.assertEqual(self.d.err("pool.add", pool="bad", command="true", cpu_max="50"),
+                         "bad_request")
 
 
 if __name__ == "__main__":

@@ -111,8 +111,9 @@ static const struct ctl_column status_cols[] = {
 	{ "uptime", "UPTIME", fmt_uptime, NULL },
 	{ "exitcode", "EXIT", NULL, NULL },
 	{ "restarts", "RESTARTS", NULL, NULL },
-	{ "busy", "BUSY", NULL, NULL },        /* task pools only */
-	{ "tasks_done", "TASKS", NULL, NULL }, /* task pools only */
+	{ "busy", "BUSY", NULL, NULL },            /* task pools only */
+	{ "tasks_done", "TASKS", NULL, NULL },     /* task pools only */
+	{ "notify_status", "STATUS", NULL, NULL }, /* ready = notify pools only */
 	{ "reason", "REASON", fmt_reason, NULL },
 };
 
@@ -137,14 +138,32 @@ static bool any_reason(const json_t *records)
 	return false;
 }
 
-/* Print process records as the status table (human) or JSON. REASON (the
- * last column) only when a process has one. */
+/* Whether some record has a STATUS= text (ready = notify). */
+static bool any_notify_status(const json_t *records)
+{
+	size_t i;
+	json_t *rec;
+
+	json_array_foreach(records, i, rec)
+		if (json_is_string(json_object_get(rec, "notify_status")))
+			return true;
+	return false;
+}
+
+/* Print process records as the status table (human) or JSON. STATUS only
+ * when a process sent one, REASON (the last column) only when a process
+ * has one. */
 static void print_records(const struct ctl *ctl, const json_t *result)
 {
-	size_t ncols = sizeof(status_cols) / sizeof(status_cols[0]);
+	size_t ncols = sizeof(status_cols) / sizeof(status_cols[0]), n = 0;
+	struct ctl_column cols[sizeof(status_cols) / sizeof(status_cols[0])];
+	bool status = is_record_list(result) && any_notify_status(result);
 
+	for (size_t i = 0; i < ncols; i++)
+		if (status || strcmp(status_cols[i].key, "notify_status") != 0)
+			cols[n++] = status_cols[i];
 	if (!ctl->json && is_record_list(result))
-		ctl_print_table(result, status_cols, any_reason(result) ? ncols : ncols - 1);
+		ctl_print_table(result, cols, any_reason(result) ? n : n - 1);
 	else if (ctl->json || !json_is_array(result) || json_array_size(result) > 0)
 		ctl_print_result(ctl, result);
 }

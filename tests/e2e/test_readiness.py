@@ -49,6 +49,9 @@ class Readiness(DaemonTestCase):
                              [("stopped", "starting"), ("starting", "running")])
         r = self.rec("slow:0")
         self.assertEqual(r["notify_status"], "warming up")
+        out = self.d.mpctl("status", "slow", check=0).stdout.splitlines()
+        self.assertEqual(out[0].split()[-1], "STATUS")
+        self.assertTrue(out[1].endswith("warming up"), out)
         path = dict(l.split("=", 1) for l in open("/proc/%d/environ" % r["pid"]).read()
                     .split("\0") if "=" in l)["NOTIFY_SOCKET"]
         self.assertTrue(path.startswith(self.d.dir + "/notify/%d/" % os.getuid()), path)

@@ -96,7 +96,7 @@ static const char *colour_state(const json_t *row, const json_t *v)
 	return NULL;
 }
 
-/* Why a process that is not alive is not running (its exit status text). */
+/* Why a process that is not alive is not running. */
 static char *fmt_reason(const json_t *row, const json_t *v)
 {
 	if (json_is_true(json_object_get(row, "is_alive")) || !json_is_string(v))
@@ -111,9 +111,10 @@ static const struct ctl_column status_cols[] = {
 	{ "uptime", "UPTIME", fmt_uptime, NULL },
 	{ "exitcode", "EXIT", NULL, NULL },
 	{ "restarts", "RESTARTS", NULL, NULL },
-	{ "busy", "BUSY", NULL, NULL },        /* task pools only */
-	{ "tasks_done", "TASKS", NULL, NULL }, /* task pools only */
-	{ "exit_status_text", "REASON", fmt_reason, NULL },
+	{ "busy", "BUSY", NULL, NULL },            /* task pools only */
+	{ "tasks_done", "TASKS", NULL, NULL },     /* task pools only */
+	{ "notify_status", "STATUS", NULL, NULL }, /* ready = notify pools only */
+	{ "reason", "REASON", fmt_reason, NULL },
 };
 
 /* True for a non-empty array of objects that look like process records. */
@@ -132,19 +133,37 @@ static bool any_reason(const json_t *records)
 
 	json_array_foreach(records, i, rec)
 		if (!json_is_true(json_object_get(rec, "is_alive")) &&
-		    json_is_string(json_object_get(rec, "exit_status_text")))
+		    json_is_string(json_object_get(rec, "reason")))
 			return true;
 	return false;
 }
 
-/* Print process records as the status table (human) or JSON. REASON (the
- * last column) only when a process has one. */
+/* Whether some record has a STATUS= text (ready = notify). */
+static bool any_notify_status(const json_t *records)
+{
+	size_t i;
+	json_t *rec;
+
+	json_array_foreach(records, i, rec)
+		if (json_is_string(json_object_get(rec, "notify_status")))
+			return true;
+	return false;
+}
+
+/* Print process records as the status table (human) or JSON. STATUS only
+ * when a process sent one, REASON (the last column) only when a process
+ * has one. */
 static void print_records(const struct ctl *ctl, const json_t *result)
 {
-	size_t ncols = sizeof(status_cols) / sizeof(status_cols[0]);
+	size_t ncols = sizeof(status_cols) / sizeof(status_cols[0]), n = 0;
+	struct ctl_column cols[sizeof(status_cols) / sizeof(status_cols[0])];
+	bool status = is_record_list(result) && any_notify_status(result);
 
+	for (size_t i = 0; i < ncols; i++)
+		if (status || strcmp(status_cols[i].key, "notify_status") != 0)
+			cols[n++] = status_cols[i];
 	if (!ctl->json && is_record_list(result))
-		ctl_print_table(result, status_cols, any_reason(result) ? ncols : ncols - 1);
+		ctl_print_table(result, cols, any_reason(result) ? n : n - 1);
 	else if (ctl->json || !json_is_array(result) || json_array_size(result) > 0)
 		ctl_print_result(ctl, result);
 }
@@ -267,17 +286,23 @@ static json_t *records_after_signal(struct ctl *ctl, const char *target, json_t 
 	return now;
 }
 
-/* start|stop|restart [--no-wait] TARGET, terminate|kill TARGET */
+/* start|stop|restart [--no-wait] TARGET, terminate|kill TARGET; restart
+ * also [--rolling [--max-unavailable N]] */
 static int cmd_control(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "no-wait", no_argument, NULL, 'W' },
+		{ "rolling", no_argument, NULL, 'R' },
+		{ "max-unavailable", required_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool can_wait = strcmp(cmd->name, "terminate") != 0 && strcmp(cmd->name, "kill") != 0;
-	bool nowait = false;
+	bool restart = strcmp(cmd->name, "restart") == 0;
+	bool nowait = false, rolling = false;
+	long max_unavailable = 0;
 	json_t *params, *result;
+	char *end;
 	int c, rc;
 
 	optind = 0;
@@ -286,15 +311,29 @@ static int cmd_control(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, cha
 			opt_help(cmd);
 		if (c == 'W' && can_wait)
 			nowait = true;
-		else
-			opt_error(cmd, c == 'W' ? '?' : c, argv);
+		else if (c == 'R' && restart)
+			rolling = true;
+		else if (c == 'M' && restart) {
+			max_unavailable = strtol(optarg, &end, 10);
+			if (*end || max_unavailable < 1 || max_unavailable > 100000)
+				ctl_usage_error(cmd,
+						"--max-unavailable: expected 1..100000, not '%s'",
+						optarg);
+		} else
+			opt_error(cmd, (c == 'W' || c == 'R' || c == 'M') ? '?' : c, argv);
 	}
 	if (argc - optind != 1)
 		ctl_usage_error(cmd, "%s takes one target", cmd->name);
+	if (max_unavailable && !rolling)
+		ctl_usage_error(cmd, "--max-unavailable goes with --rolling");
 	params = params_new();
 	json_object_set_new(params, "target", ctl_str(argv[optind]));
 	if (nowait)
 		json_object_set_new(params, "wait", json_false());
+	if (rolling)
+		json_object_set_new(params, "rolling", json_true());
+	if (max_unavailable)
+		json_object_set_new(params, "max_unavailable", json_integer(max_unavailable));
 	if (can_wait && !nowait && strcmp(cmd->name, "start") != 0)
 		say_when_slow(strcmp(cmd->name, "stop") == 0 ? "stopping" : "restarting",
 			      argv[optind]);
@@ -1223,7 +1262,8 @@ const struct ctl_cmd ctl_proc_cmds[] = {
 	{ "start", cmd_control, "[--no-wait] TARGET", "Start a pool, a process or \"*\"." },
 	{ "stop", cmd_control, "[--no-wait] TARGET",
 	  "Stop gracefully (stop signal, SIGKILL after stop_timeout)." },
-	{ "restart", cmd_control, "[--no-wait] TARGET", "Stop, then start." },
+	{ "restart", cmd_control, "[--no-wait] [--rolling [--max-unavailable N]] TARGET",
+	  "Stop, then start (--rolling: N at a time, each next once one runs again)." },
 	{ "terminate", cmd_control, "TARGET", "Send SIGTERM." },
 	{ "kill", cmd_control, "TARGET", "Send SIGKILL." },
 	{ "signal", cmd_signal, "SIG TARGET", "Send a signal (HUP, SIGHUP or a number)." },

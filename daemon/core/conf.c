@@ -137,6 +137,7 @@ static int do_include(void *field, const char *pattern, void *ctx, char *err, si
 	return 0;
 }
 
+static const char *const cgroup_modes[] = { "auto", "off", NULL };
 static const char *const log_levels[] = { "error", "warning", "info", "debug", NULL };
 static const char *const state_syncs[] = { "always", "everysec", "no", NULL };
 static const char *const state_backends[] = { "local", "redis", NULL };
@@ -186,6 +187,7 @@ static const struct conf_key main_keys[] = {
 	{ "runtime_dir", CONF_PATH, MAIN(runtime_dir) },
 	{ "metrics_listen", CONF_STRING, MAIN(metrics_listen), .check = metrics_listen_check },
 	{ "metrics_usage", CONF_BOOL, MAIN(metrics_usage), .def = "yes" },
+	{ "cgroup", CONF_ENUM, MAIN(cgroup), .names = cgroup_modes, .def = "auto" },
 	{ "log_level", CONF_ENUM, MAIN(log_level), .names = log_levels, .def = "info" },
 	{ "state_file", CONF_PATH, MAIN(state_file) },
 	{ "state_sync", CONF_ENUM, MAIN(state_sync), .names = state_syncs, .def = "everysec" },

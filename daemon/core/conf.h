@@ -17,6 +17,8 @@
 #define CONF_ERR_MAX 512
 
 enum pool_mode { POOL_MODE_SERVICE = 0, POOL_MODE_TASK };
+enum cgroup_mode { CGROUP_AUTO = 0, CGROUP_OFF };
+enum ready_mode { READY_STARTED = 0, READY_NOTIFY };
 enum restart_policy { RESTART_ALWAYS = 0, RESTART_ON_FAILURE, RESTART_NEVER };
 enum output_kind { OUTPUT_NULL = 0, OUTPUT_INHERIT, OUTPUT_FILE, OUTPUT_JOURNAL, OUTPUT_CAPTURE };
 enum state_sync { STATE_SYNC_ALWAYS = 0, STATE_SYNC_EVERYSEC, STATE_SYNC_NO };
@@ -39,9 +41,22 @@ char *output_path_expand(const struct output_conf *o, const char *pool, const ch
 			 unsigned index, char *err, size_t errlen);
 
 /* One [pool:NAME] section or pool.add request. */
-/* A resource limit for workers (limit_nofile); soft 0 = not set. */
+/* A resource limit for workers (limit_*). */
 struct conf_rlimit {
 	unsigned long long soft, hard; /* ULLONG_MAX = infinity */
+	bool set;
+};
+
+/* The limit_* keys besides limit_nofile, in this order (conf_pool.c). */
+enum pool_rlimit {
+	POOL_RLIMIT_NPROC = 0,
+	POOL_RLIMIT_CORE,
+	POOL_RLIMIT_AS,
+	POOL_RLIMIT_CPU,
+	POOL_RLIMIT_FSIZE,
+	POOL_RLIMIT_MEMLOCK,
+	POOL_RLIMIT_STACK,
+	POOL_RLIMIT__MAX
 };
 
 /* Who a process, pool or object belongs to, as far as access goes. */
@@ -69,7 +84,15 @@ struct pool_conf {
 	mode_t umask;
 	struct conf_rlimit
 		limit_nofile; /* the workers' RLIMIT_NOFILE; unset: the daemon's original */
-	char **environment;   /* NULL-terminated "K=V" list */
+	struct conf_rlimit limits[POOL_RLIMIT__MAX]; /* unset: inherited */
+	int nice;                                    /* 0 = the daemon's */
+	int oom_score_adj;                           /* 0 = the daemon's */
+	enum ready_mode ready;                       /* when a member counts as running */
+	double ready_timeout;                        /* notify: READY=1 within; 0 = none */
+	uint64_t memory_max, memory_high;            /* cgroup limits in bytes; 0 = none */
+	unsigned cpu_max;                            /* percent of one CPU; 0 = none */
+	unsigned pids_max;                           /* 0 = none */
+	char **environment;                          /* NULL-terminated "K=V" list */
 	struct output_conf out;
 	struct output_conf err;
 	bool output_prefix; /* file lines start with the process name */
@@ -130,6 +153,7 @@ struct conf {
 	unsigned n_hooks;
 	bool metrics_usage; /* per-process CPU and memory in the metrics (/proc reads) */
 	char *runtime_dir;  /* the process registry's directory; NULL = the socket's */
+	enum cgroup_mode cgroup; /* one cgroup per worker when delegated (auto) */
 	int log_level;
 	char *state_file;
 	enum state_sync state_sync;

@@ -18,6 +18,7 @@
 #define POOL_PROCESSES_MAX 100000
 
 static const char *const pool_modes[] = { "service", "task", NULL };
+static const char *const ready_modes[] = { "started", "notify", NULL };
 static const char *const restart_policies[] = { "always", "on-failure", "never", NULL };
 
 /* stdout, stderr: capture, null, inherit, journal or file:/path. */
@@ -273,8 +274,9 @@ static json_t *environment_to_json(const void *field)
 	return obj;
 }
 
-/* One bound of an rlimit: a number 1..2^40 or "infinity". */
-static int parse_rlim_value(const char *v, size_t len, unsigned long long *ret)
+/* One bound of an rlimit: a number min..2^40 or "infinity". */
+static int parse_rlim_value(const char *v, size_t len, unsigned long long min,
+			    unsigned long long *ret)
 {
 	unsigned long long n = 0;
 
@@ -289,25 +291,25 @@ static int parse_rlim_value(const char *v, size_t len, unsigned long long *ret)
 			return -EINVAL;
 		n = n * 10 + (unsigned long long)(v[i] - '0');
 	}
-	if (n == 0 || n > (1ULL << 40))
+	if (n < min || n > (1ULL << 40))
 		return -EINVAL;
 	*ret = n;
 	return 0;
 }
 
-/* limit_nofile: "N" (soft and hard), "SOFT:HARD" or "infinity". */
-static int parse_rlimit(void *field, const char *value, void *ctx, char *err, size_t errlen)
+/* limit_*: "N" (soft and hard), "SOFT:HARD" or "infinity"; N from min. */
+static int parse_rlimit_from(struct conf_rlimit *rl, unsigned long long min, const char *value,
+			     char *err, size_t errlen)
 {
-	struct conf_rlimit *rl = field, r;
+	struct conf_rlimit r = { .set = true };
 	const char *colon = strchr(value, ':');
 
-	(void)ctx;
-	if (colon ? parse_rlim_value(value, (size_t)(colon - value), &r.soft) < 0 ||
-			    parse_rlim_value(colon + 1, strlen(colon + 1), &r.hard) < 0
-		  : parse_rlim_value(value, strlen(value), &r.soft) < 0)
+	if (colon ? parse_rlim_value(value, (size_t)(colon - value), min, &r.soft) < 0 ||
+			    parse_rlim_value(colon + 1, strlen(colon + 1), min, &r.hard) < 0
+		  : parse_rlim_value(value, strlen(value), min, &r.soft) < 0)
 		return conf_seterr(err, errlen,
-				   "expected N, SOFT:HARD or infinity (N 1..2^40), not '%s'",
-				   value);
+				   "expected N, SOFT:HARD or infinity (N %llu..2^40), not '%s'",
+				   min, value);
 	if (!colon)
 		r.hard = r.soft;
 	if (r.soft > r.hard)
@@ -317,18 +319,70 @@ static int parse_rlimit(void *field, const char *value, void *ctx, char *err, si
 	return 0;
 }
 
+/* limit_nofile: a descriptor limit of 0 makes no sense. */
+static int parse_rlimit(void *field, const char *value, void *ctx, char *err, size_t errlen)
+{
+	(void)ctx;
+	return parse_rlimit_from(field, 1, value, err, errlen);
+}
+
+/* The other limit_* keys: 0 is a limit too (limit_core = 0). */
+static int parse_rlimit0(void *field, const char *value, void *ctx, char *err, size_t errlen)
+{
+	(void)ctx;
+	return parse_rlimit_from(field, 0, value, err, errlen);
+}
+
+static bool rlimit_equal(const void *a, const void *b)
+{
+	const struct conf_rlimit *x = a, *y = b;
+
+	return x->set == y->set && (!x->set || (x->soft == y->soft && x->hard == y->hard));
+}
+
 static json_t *rlimit_to_json(const void *field)
 {
 	const struct conf_rlimit *rl = field;
 	char buf[64], s[24] = "infinity", h[24] = "infinity";
 
-	if (!rl->soft)
+	if (!rl->set)
 		return json_null();
 	if (rl->soft != ULLONG_MAX)
 		snprintf(s, sizeof(s), "%llu", rl->soft);
 	if (rl->hard != ULLONG_MAX)
 		snprintf(h, sizeof(h), "%llu", rl->hard);
 	snprintf(buf, sizeof(buf), "%s:%s", s, h);
+	return json_string(buf);
+}
+
+/* cpu_max: "N%" of one CPU (1..100000), or "max" (none). */
+static int parse_cpu_max(void *field, const char *value, void *ctx, char *err, size_t errlen)
+{
+	unsigned long n;
+	char *end;
+
+	(void)ctx;
+	if (strcmp(value, "max") == 0) {
+		*(unsigned *)field = 0;
+		return 0;
+	}
+	errno = 0;
+	n = strtoul(value, &end, 10);
+	if (errno || end == value || strcmp(end, "%") != 0 || n < 1 || n > 100000 ||
+	    value[0] == '-')
+		return conf_seterr(err, errlen, "expected N%% (1..100000) or max, not '%s'", value);
+	*(unsigned *)field = (unsigned)n;
+	return 0;
+}
+
+static json_t *cpu_max_to_json(const void *field)
+{
+	unsigned v = *(const unsigned *)field;
+	char buf[24];
+
+	if (!v)
+		return json_string("max");
+	snprintf(buf, sizeof(buf), "%u%%", v);
 	return json_string(buf);
 }
 
@@ -351,6 +405,11 @@ static int check_command(const char *value, char *err, size_t errlen)
 #define OUTPUT_OPS                                                             \
 	.release = output_release, .copy = output_copy, .equal = output_equal, \
 	.to_json = output_to_json
+#define RLIMIT_KEY(name, i)                                                                        \
+	{                                                                                          \
+		name, CONF_CUSTOM, POOL(limits[i]), .parse = parse_rlimit0, .equal = rlimit_equal, \
+						    .to_json = rlimit_to_json                      \
+	}
 #define ENVIRONMENT_OPS                                                                       \
 	.release = environment_release, .copy = environment_copy, .equal = environment_equal, \
 	.to_json = environment_to_json
@@ -365,6 +424,8 @@ static const struct conf_key pool_keys[] = {
 	{ "exit_codes", CONF_CUSTOM, POOL(exit_codes), .parse = parse_exit_codes,
 	  .to_json = exit_codes_to_json, .def = "0" },
 	{ "start_secs", CONF_DURATION, POOL(start_secs), .def = "1" },
+	{ "ready", CONF_ENUM, POOL(ready), .names = ready_modes, .def = "started" },
+	{ "ready_timeout", CONF_DURATION, POOL(ready_timeout), .def = "30" },
 	{ "start_retries", CONF_UINT, POOL(start_retries), .min = 0, .max = 1000000, .def = "3" },
 	{ "backoff_max", CONF_DURATION, POOL(backoff_max), .def = "30" },
 	{ "stop_signal", CONF_SIGNAL, POOL(stop_signal), .def = "TERM" },
@@ -374,7 +435,26 @@ static const struct conf_key pool_keys[] = {
 	{ "directory", CONF_PATH, POOL(directory) },
 	{ "umask", CONF_MODE, POOL(umask), .max = 0777, .expect = "an octal umask", .def = "022" },
 	{ "limit_nofile", CONF_CUSTOM, POOL(limit_nofile), .parse = parse_rlimit,
-	  .to_json = rlimit_to_json },
+	  .equal = rlimit_equal, .to_json = rlimit_to_json },
+	RLIMIT_KEY("limit_nproc", POOL_RLIMIT_NPROC),
+	RLIMIT_KEY("limit_core", POOL_RLIMIT_CORE),
+	RLIMIT_KEY("limit_as", POOL_RLIMIT_AS),
+	RLIMIT_KEY("limit_cpu", POOL_RLIMIT_CPU),
+	RLIMIT_KEY("limit_fsize", POOL_RLIMIT_FSIZE),
+	RLIMIT_KEY("limit_memlock", POOL_RLIMIT_MEMLOCK),
+	RLIMIT_KEY("limit_stack", POOL_RLIMIT_STACK),
+	{ "memory_max", CONF_SIZE, POOL(memory_max), .max = UINT64_MAX,
+	  .expect = "a size (like 512M)", .def = "0" },
+	{ "memory_high", CONF_SIZE, POOL(memory_high), .max = UINT64_MAX,
+	  .expect = "a size (like 512M)", .def = "0" },
+	{ "cpu_max", CONF_CUSTOM, POOL(cpu_max), .parse = parse_cpu_max,
+	  .to_json = cpu_max_to_json },
+	{ "pids_max", CONF_UINT, POOL(pids_max), .min = 0, .max = 4194304,
+	  .expect = "a number of processes", .def = "0" },
+	{ "nice", CONF_INT, POOL(nice), .smin = -20, .smax = 19, .expect = "a nice value -20..19",
+	  .def = "0" },
+	{ "oom_score_adj", CONF_INT, POOL(oom_score_adj), .smin = -1000, .smax = 1000,
+	  .expect = "an OOM score adjustment -1000..1000", .def = "0" },
 	{ "environment", CONF_CUSTOM, POOL(environment), .parse = parse_environment,
 	  ENVIRONMENT_OPS },
 	{ "stdout", CONF_CUSTOM, POOL(out), .parse = parse_output, OUTPUT_OPS, .def = "capture" },

@@ -34,6 +34,8 @@
 #include "log.h"
 #include "proc.h"
 #include "proc_int.h"
+#include "proc_cgroup.h"
+#include "proc_ready.h"
 #include "proc_registry.h"
 #include "proc_spawn.h"
 
@@ -188,13 +190,35 @@ void proc_record_write(const struct proc *p, struct jsonw *w)
 	jsonw_str(w, p->exit_status_text);
 	jsonw_key(w, "reason");
 	jsonw_str(w, proc_reason(p));
+	if (p->pool && p->pool->conf->ready == READY_NOTIFY) {
+		jsonw_key(w, "notify_status");
+		jsonw_str(w, alive ? p->notify_status : NULL);
+		jsonw_key(w, "notify_stopping");
+		jsonw_bool(w, alive && p->notify_stopping);
+	}
+	proc_cgroup_record_write(p, w);
 	proc_notify_record_write(p, w);
 	jsonw_close(w, '}');
 }
 
 const char *proc_reason(const struct proc *p)
 {
-	return p->state == PS_BACKOFF || p->state == PS_FATAL ? p->exit_status_text : NULL;
+	return proc_is_alive(p) ? NULL : p->reason;
+}
+
+void proc_set_reason(struct proc *p, const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+
+	if (fmt) {
+		va_start(ap, fmt);
+		if (vasprintf(&s, fmt, ap) < 0)
+			s = NULL;
+		va_end(ap);
+	}
+	free(p->reason);
+	p->reason = s;
 }
 
 bool proc_exitcode_known(const struct proc *p)
@@ -255,6 +279,7 @@ struct proc *proc_new(const char *name, struct pool *pl, unsigned index)
 	p->pool = pl;
 	p->index = index;
 	p->state = PS_STOPPED;
+	proc_set_reason(p, "not started");
 	return p;
 }
 
@@ -273,7 +298,10 @@ void proc_destroy(struct proc *p)
 		pool_member_detach(p);
 	else if (p->os)
 		oneshot_detach(p);
+	proc_ready_close(p);
+	proc_cgroup_remove(p);
 	free(p->exit_status_text);
+	free(p->reason);
 	free(p->name);
 	free(p);
 }
@@ -355,9 +383,11 @@ static struct proc_fsm_input fsm_input(const struct proc *p, enum proc_event ev)
 	/* Reaching running by the start_secs timer is a stable run when that
 	 * is at least the minimum: the timer may fire a little before
 	 * started_mono + start_secs (libevent counts from its cached time). */
-	in.stable = p->started_mono > 0 &&
-		    (now_mono() - p->started_mono >= stable_after ||
-		     (p->state == PS_RUNNING && c->start_secs >= STABLE_MIN_SECS));
+	/* a run that said STOPPING=1 ended as it meant to */
+	in.stable = p->notify_stopping;
+	in.stable = in.stable || (p->started_mono > 0 &&
+				  (now_mono() - p->started_mono >= stable_after ||
+				   (p->state == PS_RUNNING && c->start_secs >= STABLE_MIN_SECS)));
 	return in;
 }
 
@@ -386,18 +416,20 @@ static bool shortage_warn_due(void)
  * PE_SPAWN_FAILED on failure, PE_NONE otherwise. */
 static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 {
-	char err[512];
+	char err[512], why[256];
 	double start_secs = p->pool ? p->pool->conf->start_secs : 0;
 	struct procreg_rec rec;
 	int r;
 
 	if (from == PS_RUNNING)
 		p->failures = 0; /* a stable run ended: backoff starts over */
-	if ((r = proc_spawn(p, err, sizeof(err))) < 0) {
+	p->stop_why = NULL;
+	if ((r = proc_spawn(p, err, sizeof(err), why, sizeof(why))) < 0) {
 		char line[600];
 		p->has_exitcode = true;
 		p->exitcode = 127;
 		set_text(p, "%s", err);
+		proc_set_reason(p, "%s", why);
 		/* out of descriptors or processes: not the program's failure */
 		p->spawn_transient = proc_spawn_transient(r);
 		snprintf(line, sizeof(line), "mpsupd: %s%s", err,
@@ -426,12 +458,19 @@ static enum proc_event enter_starting(struct proc *p, enum proc_state from)
 	p->has_exitcode = false;
 	free(p->exit_status_text);
 	p->exit_status_text = NULL;
+	proc_set_reason(p, NULL);
 	p->stop_signal = p->pool ? p->pool->conf->stop_signal : SIGTERM;
 	p->stop_timeout = p->pool ? p->pool->conf->stop_timeout : 10;
 	pid_insert(p);
 	rec = proc_rec(p, p->pid);
 	procreg_add(&rec);
 	log_debug_f("proc", PROC_FIELDS(p, p->pid), "%s: spawned pid %d", p->name, (int)p->pid);
+	if (p->pool && p->pool->conf->ready == READY_NOTIFY) {
+		/* running on READY=1 (proc_ready.c), failed at ready_timeout */
+		if (p->pool->conf->ready_timeout > 0)
+			timer_arm(p, p->pool->conf->ready_timeout);
+		return PE_NONE;
+	}
 	if (start_secs <= 0)
 		return PE_START_SECS;
 	timer_arm(p, start_secs);
@@ -475,13 +514,19 @@ static enum proc_event proc_enter(struct proc *p, enum proc_state from, enum pro
 				   "%s: still running %.3gs after %s: SIGKILL to group %d", p->name,
 				   p->stop_timeout, conf_signal_name(p->stop_signal), (int)p->pgid);
 			proc_signal_group(p, SIGKILL);
+			proc_cgroup_kill(p); /* and whatever left the group */
 			timer_arm(p, p->stop_timeout);
 			return PE_NONE;
 		}
+		if (!p->stop_why)
+			p->stop_why = "stopped by request";
 		proc_signal_group_stop(p);
 		timer_arm(p, p->stop_timeout);
 		return PE_NONE;
 	case PS_STOPPED:
+		if (ev == PE_STOP && from != PS_STOPPING)
+			proc_set_reason(p, "stopped by request"); /* out of backoff */
+								  /* fall through */
 	case PS_EXITED:
 		evtimer_del(p->timer);
 		if (p->restart_pending && !p->removing && !proc_shutting_down()) {
@@ -539,6 +584,17 @@ void proc_after(struct proc *p)
 		proc_free_later(p);
 	if (proc_state_final(p->state))
 		shutdown_progress();
+	if (p->pool && p->pool->rolling)
+		pool_rolling_progress(p->pool);
+}
+
+/* No READY=1 within ready_timeout: kill the run, a failed start. */
+static void ready_timeout(struct proc *p)
+{
+	log_warn_f("proc", PROC_FIELDS(p, p->pid), "%s: not ready after %.3gs: SIGKILL to group %d",
+		   p->name, p->pool->conf->ready_timeout, (int)p->pgid);
+	p->stop_why = "ready timeout";
+	proc_signal_group(p, SIGKILL);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -548,7 +604,12 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	switch (p->state) {
-	case PS_STARTING: proc_feed(p, PE_START_SECS); break;
+	case PS_STARTING:
+		if (p->pool && p->pool->conf->ready == READY_NOTIFY)
+			ready_timeout(p);
+		else
+			proc_feed(p, PE_START_SECS);
+		break;
 	case PS_BACKOFF: proc_feed(p, PE_BACKOFF_ELAPSED); break;
 	case PS_STOPPING: proc_feed(p, PE_STOP_TIMEOUT); break;
 	default: break;
@@ -559,6 +620,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
  * Reaping.
  */
 
+/* The exit status text, and the reason unless a stop gave one. */
 static void describe_status(struct proc *p, int st)
 {
 	if (WIFSIGNALED(st)) {
@@ -567,6 +629,23 @@ static void describe_status(struct proc *p, int st)
 			 WCOREDUMP(st) ? ", core dumped" : "");
 	} else
 		set_text(p, "exited with status %d", WEXITSTATUS(st));
+	if (p->stop_why)
+		proc_set_reason(p, "%s", p->stop_why);
+	else if (WIFSIGNALED(st) && conf_signal_name(WTERMSIG(st)))
+		proc_set_reason(p, "killed by SIG%s%s", conf_signal_name(WTERMSIG(st)),
+				WCOREDUMP(st) ? " (core dumped)" : "");
+	else if (WIFSIGNALED(st))
+		proc_set_reason(p, "killed by signal %d", WTERMSIG(st));
+	else
+		proc_set_reason(p, "exit %d", WEXITSTATUS(st));
+	if (proc_cgroup_oom_killed(p)) {
+		proc_set_reason(p, "oom-killed");
+		if (events_wanted(TOPIC_PROCESS))
+			events_publish(TOPIC_PROCESS,
+				       json_pack("{s:s, s:s, s:o, s:f}", "event", "process.oom",
+						 "name", p->name, "pid", json_integer(p->last_pid),
+						 "ts", now_wall()));
+	}
 }
 
 /* The main process of p ended with wait status st. */
@@ -586,6 +665,8 @@ static void proc_died(struct proc *p, int st)
 		group_wait_start(p);
 		return;
 	}
+	/* what escaped the group (a daemonized child) goes with the run */
+	proc_cgroup_kill(p);
 	/* the group is gone, unless a stray now holds it */
 	if (p->state == PS_STOPPING || !stray_start(p))
 		procreg_remove(p->last_pid, p->start_lo);
@@ -752,4 +833,5 @@ void proc_cleanup(void)
 	shutdown_cleanup();
 	ev_sigchld = ev_sigusr1 = ev_gc = NULL;
 	initialized = false;
+	proc_cgroup_cleanup();
 }

@@ -26,6 +26,8 @@ struct event;
 struct pool;
 struct task_pool;
 struct worker;
+struct notify_sock;
+struct rolling;
 
 /* What proc.run asked for. */
 /* A user and group to run as, resolved from names or numbers. */
@@ -79,18 +81,27 @@ struct proc {
 	bool has_exitcode;
 	int exitcode;
 	char *exit_status_text;
-	double started_wall; /* 0 = never started */
+	char *reason;         /* why it is not running (proc_set_reason); NULL = none */
+	const char *stop_why; /* the reason its current stop gives; NULL = none yet */
+	double started_wall;  /* 0 = never started */
 	double started_mono;
 	unsigned restarts; /* spawns after the first */
 	unsigned spawns;
-	unsigned failures;         /* failed starts since the last stable run */
-	unsigned resource_retries; /* spawns in a row that lacked descriptors/processes */
-	bool spawn_transient;      /* the last spawn failed for lack of them: retried */
-	bool restart_pending;      /* start again once stopped */
-	bool removing;             /* freed once in a final state (scale down, remove) */
-	bool group_wait;           /* main process reaped, waiting for its group */
-	bool freed;                /* on the free list */
-	struct event *timer;       /* start_secs, backoff or stop timeout */
+	unsigned failures;          /* failed starts since the last stable run */
+	unsigned resource_retries;  /* spawns in a row that lacked descriptors/processes */
+	bool spawn_transient;       /* the last spawn failed for lack of them: retried */
+	bool restart_pending;       /* start again once stopped */
+	bool removing;              /* freed once in a final state (scale down, remove) */
+	bool group_wait;            /* main process reaped, waiting for its group */
+	bool freed;                 /* on the free list */
+	struct event *timer;        /* start_secs, ready_timeout, backoff or stop timeout */
+	struct notify_sock *notify; /* ready = notify: its socket (proc_ready.c) */
+	bool ready_seen;            /* READY=1 came in this run */
+	bool notify_stopping;       /* STOPPING=1 came in this run */
+	char *notify_status;        /* the last STATUS= of this run */
+	unsigned long oom_kills;    /* its cgroup's oom_kill count at the spawn */
+	bool rolling_pending;       /* queued by its pool's rolling restart */
+	bool rolling_inflight;      /* restarted by it, not running again yet */
 	struct outpipe *out, *err;
 	struct outfile *fout, *ferr; /* its own output files (per-process file: paths) */
 	struct logring ring;
@@ -125,6 +136,8 @@ struct pool {
 	 * member (a task worker takes only 2), closed with the pool */
 	int stdio[3];
 	bool stdio_passed;
+	struct rolling *rolling;    /* a rolling restart under way (proc_rolling.c) */
+	unsigned defined_processes; /* `processes` of its definition (a scale differs) */
 	TAILQ_ENTRY(pool) entry;
 };
 
@@ -165,6 +178,11 @@ int pool_create(const struct pool_conf *pc, bool start, bool from_config, struct
  * none) as theirs; both are taken, also on failure. */
 int pool_create_as(const struct pool_conf *pc, struct run_ids *ids, int *stdio, bool start,
 		   struct pool **ret);
+/* Restart the members v[0..n) of pl (others are skipped) at most
+ * max_unavailable at a time, each next one once a restarted one runs
+ * (proc_rolling.c). -EBUSY when a roll is under way (unless replace). */
+int pool_rolling_start(struct pool *pl, struct proc *const *v, size_t n, unsigned max_unavailable,
+		       bool replace);
 /* Stop every member, then free the pool (asynchronously). */
 void pool_remove(struct pool *pl);
 /* Grow (new indexes, started) or shrink (stop the highest). -ENOSPC, -EMFILE. */
@@ -235,6 +253,9 @@ bool proc_is_alive(const struct proc *p);
 /* Why p is in backoff or fatal (the failed spawn or the death that put it
  * there); NULL in any other state. */
 const char *proc_reason(const struct proc *p);
+/* Set why p is not running ("exit 3", "killed by SIGKILL", ...): the one
+ * place a reason is formatted; NULL fmt clears it. */
+void proc_set_reason(struct proc *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* exitcode is not null: not alive, and it has run (or failed to spawn). */
 bool proc_exitcode_known(const struct proc *p);
 

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "park.h"
 #include "proc.h"
+#include "proc_cgroup.h"
 #include "proc_cmd.h"
 
 /*
@@ -137,7 +138,8 @@ static bool proc_done(const struct proc *p, enum wait_kind kind)
 	if (!p)
 		return true;
 	if (kind == WAIT_START)
-		return !p->restart_pending && p->state != PS_STARTING && p->state != PS_STOPPING;
+		return !p->restart_pending && !p->rolling_pending && !p->rolling_inflight &&
+		       p->state != PS_STARTING && p->state != PS_STOPPING;
 	return proc_state_final(p->state) && !p->restart_pending;
 }
 
@@ -309,14 +311,52 @@ static enum cmd_ret cmd_stop(struct request *r)
 	return wait_or_answer(r, WAIT_STOP, &t, wait ? -1 : 0);
 }
 
+/* rolling: the targets' pools restarted max_unavailable at a time. */
+static int restart_rolling(struct request *r, struct target *t, json_int_t max_unavailable)
+{
+	struct pool *pl = t->n ? t->v[0]->pool : NULL;
+	int e;
+
+	for (size_t i = 0; i < t->n; i++)
+		if (t->v[i]->pool != pl) {
+			request_error(r, MPSUP_E_BAD_REQUEST,
+				      "a rolling restart takes the members of one pool");
+			return -1;
+		}
+	if (!pl)
+		return 0;
+	if ((e = pool_rolling_start(pl, t->v, t->n, (unsigned)max_unavailable, false)) < 0) {
+		if (e == -EBUSY)
+			request_error(r, MPSUP_E_CONFLICT,
+				      "pool %s: a rolling restart is under way", pl->name);
+		else
+			request_error(r, MPSUP_E_INTERNAL, "rolling restart: %s", strerror(-e));
+		return -1;
+	}
+	return 0;
+}
+
 static enum cmd_ret cmd_restart(struct request *r)
 {
 	struct target t;
-	int wait;
+	const char *name;
+	int wait = 1, rolling = 0;
+	json_int_t max_unavailable = 1;
 
-	if (target_params(r, &t, &wait) < 0 || skip_oneshots(r, &t, "restarted") < 0)
+	if (request_unpack(r, "{s:s, s?b, s?b, s?I}", "target", &name, "wait", &wait, "rolling",
+			   &rolling, "max_unavailable", &max_unavailable) < 0)
 		return CMD_DONE;
-	for (size_t i = 0; i < t.n; i++)
+	if (max_unavailable < 1 || max_unavailable > 100000) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "max_unavailable: expected 1..100000");
+		return CMD_DONE;
+	}
+	if (target_resolve(r, name, &t) < 0 || skip_oneshots(r, &t, "restarted") < 0)
+		return CMD_DONE;
+	if (rolling && restart_rolling(r, &t, max_unavailable) < 0) {
+		free(t.v);
+		return CMD_DONE;
+	}
+	for (size_t i = 0; i < t.n && !rolling; i++)
 		proc_restart(t.v[i]);
 	return wait_or_answer(r, WAIT_START, &t, wait ? -1 : 0);
 }
@@ -429,10 +469,12 @@ static void proc_module_info(json_t *info)
 	json_object_set_new(pi, "alive", json_integer(alive));
 	json_object_set_new(pi, "stray_groups", json_integer(proc_stray_groups()));
 	json_object_set_new(info, "processes", pi);
+	json_object_set_new(info, "cgroup", proc_cgroup_info());
 }
 
 static int proc_module_start(const struct conf *conf)
 {
+	proc_cgroup_init(conf->cgroup);
 	return proc_start_config(conf);
 }
 
@@ -462,7 +504,8 @@ static const struct cmd_entry proc_cmds[] = {
 	{ "status", ROLE_READ, 0, cmd_status, "s:target?" },
 	ADMIN_MUT("proc.start", cmd_start, CMD_MAY_BLOCK, "s:target b:wait?"),
 	RUN_MUT("proc.stop", cmd_stop, CMD_MAY_BLOCK, "s:target b:wait?"),
-	ADMIN_MUT("proc.restart", cmd_restart, CMD_MAY_BLOCK, "s:target b:wait?"),
+	ADMIN_MUT("proc.restart", cmd_restart, CMD_MAY_BLOCK,
+		  "s:target b:wait? b:rolling? i:max_unavailable?"),
 	RUN_MUT("proc.terminate", cmd_terminate, 0, "s:target"),
 	RUN_MUT("proc.kill", cmd_kill, 0, "s:target"),
 	RUN_MUT("proc.signal", cmd_signal, 0, "s:target o:signal"),

@@ -122,12 +122,14 @@ static unsigned own_file_cost(const struct pool_conf *pc, bool with_out)
 unsigned proc_fds_worker_cost(const struct pool_conf *pc, const bool journal_failing[2])
 {
 	bool none[2] = { false, false };
+	unsigned notify = pc->ready == READY_NOTIFY; /* its notify socket */
 
 	if (!journal_failing)
 		journal_failing = none;
 	if (pc->mode == POOL_MODE_TASK) /* stdin and stdout are the task channel */
-		return 2 + stream_cost(&pc->err, journal_failing[1]) + own_file_cost(pc, false);
-	return stream_cost(&pc->out, journal_failing[0]) +
+		return notify + 2 + stream_cost(&pc->err, journal_failing[1]) +
+		       own_file_cost(pc, false);
+	return notify + stream_cost(&pc->out, journal_failing[0]) +
 	       stream_cost(&pc->err, journal_failing[1]) + own_file_cost(pc, true);
 }
 

@@ -18,6 +18,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "proc.h"
+#include "proc_cgroup.h"
 #include "proc_int.h"
 #include "proc_registry.h"
 
@@ -191,6 +192,7 @@ void group_waits_check(void)
 			continue;
 		TAILQ_REMOVE(&group_waits, p, gentry);
 		p->group_wait = false;
+		proc_cgroup_kill(p); /* what left the group */
 		procreg_remove(p->last_pid, p->start_lo);
 		proc_feed(p, PE_DIED);
 		next = TAILQ_FIRST(&group_waits); /* the list may have changed */

@@ -115,4 +115,9 @@ void shutdown_progress(void);
 /* Free the shutdown's events (proc_cleanup). */
 void shutdown_cleanup(void);
 
+/* Rolling restarts (proc_rolling.c): move pl's roll on after one of its
+ * members settled; end it without restarting the rest. */
+void pool_rolling_progress(struct pool *pl);
+void pool_rolling_cancel(struct pool *pl);
+
 #endif

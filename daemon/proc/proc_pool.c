@@ -17,6 +17,7 @@
 #include "events.h"
 #include "log.h"
 #include "proc.h"
+#include "proc_cgroup.h"
 #include "proc_int.h"
 #include "proc_registry.h"
 
@@ -290,6 +291,7 @@ static int pool_make(const struct pool_conf *pc, struct run_ids *as, int *stdio,
 		return -ENOMEM;
 	}
 	pl->conf->processes = 0;
+	pl->defined_processes = pc->processes;
 	pl->from_config = from_config;
 	pl->owner = pc->owner;
 	pl->stdio[0] = pl->stdio[1] = pl->stdio[2] = -1;
@@ -304,6 +306,7 @@ static int pool_make(const struct pool_conf *pc, struct run_ids *as, int *stdio,
 		pool_take_ids(pl, as);
 	else
 		pool_resolve_ids(pl);
+	proc_cgroup_check_pool(pl->conf);
 	if (pl->ids_error)
 		log_error("proc", "pool %s: %s", pl->name, pl->ids_error);
 	pool_open_outputs(pl);
@@ -341,6 +344,7 @@ int pool_create_as(const struct pool_conf *pc, struct run_ids *ids, int *stdio, 
 void pool_free(struct pool *pl)
 {
 	scope_unbind(&pl->scope);
+	pool_rolling_cancel(pl);
 	log_info("proc", "pool %s: removed", pl->name);
 	publish_pool("pool.removed", pl);
 	TAILQ_REMOVE(&pools, pl, entry);
@@ -366,6 +370,7 @@ void pool_remove(struct pool *pl)
 		return;
 	pl->removing = true;
 	scope_unbind(&pl->scope);
+	pool_rolling_cancel(pl);
 	for (unsigned i = 0; i < pl->n_slots; i++) {
 		struct proc *p = pl->members[i];
 		if (!p)
@@ -393,32 +398,45 @@ int pool_scale(struct pool *pl, unsigned processes)
 int pool_replace(struct pool *pl, const struct pool_conf *pc)
 {
 	struct pool_conf *c = pool_conf_dup(pc);
-	unsigned keep;
+	struct proc **alive;
+	unsigned keep, target;
+	size_t n = 0;
 	int r;
 
-	if (!c)
+	if (!c || !(alive = calloc(pl->n_slots ? pl->n_slots : 1, sizeof(*alive)))) {
+		pool_conf_free(c);
 		return -ENOMEM;
+	}
 	keep = pl->conf->processes;
+	/* a runtime scale stays unless the definition's count changed */
+	target = pc->processes != pl->defined_processes ? pc->processes : keep;
+	pl->defined_processes = pc->processes;
 	pool_conf_free(pl->conf);
 	pl->conf = c;
 	c->processes = keep;
 	pool_resolve_ids(pl);
+	proc_cgroup_check_pool(pl->conf);
 	server_refresh_roles();
 	if (pl->ids_error)
 		log_error("proc", "pool %s: %s", pl->name, pl->ids_error);
 	pool_open_outputs(pl);
-	/* survivors restart with the new definition; new members start fresh */
+	/* survivors restart with the new definition one at a time (a rolling
+	 * restart); new members start fresh */
 	for (unsigned i = 0; i < pl->n_slots; i++) {
 		struct proc *p = pl->members[i];
 		if (!p || p->removing)
 			continue;
 		if (proc_state_alive(p->state))
-			proc_restart(p);
+			alive[n++] = p;
 		else if (c->autostart)
 			proc_start(p);
 	}
-	r = pool_resize(pl, pc->processes, c->autostart && !proc_shutting_down());
 	log_info("proc", "pool %s: definition changed, restarting", pl->name);
+	if (n == 0 || pool_rolling_start(pl, alive, n, 1, true) < 0)
+		for (size_t i = 0; i < n; i++)
+			proc_restart(alive[i]);
+	free(alive);
+	r = pool_resize(pl, target, c->autostart && !proc_shutting_down());
 	publish_pool("pool.changed", pl);
 	return r;
 }
@@ -570,12 +588,14 @@ static void reload_update(struct pool *pl, const struct pool_conf *pc, json_t *c
 				      "(still %u): %s",
 				      pc->processes, PLURAL_ES(pc->processes), pl->conf->processes,
 				      pool_error(r));
-	} else if (pl->conf->processes != pc->processes) {
+	} else if (pl->defined_processes != pc->processes) {
+		/* the file's count changed (a runtime scale alone is kept) */
 		unsigned before = pl->conf->processes;
 		r = pool_scale(pl, pc->processes);
-		if (r == 0)
+		if (r == 0) {
+			pl->defined_processes = pc->processes;
 			json_array_append_new(changed, json_string(pc->name));
-		else
+		} else
 			reload_failed(failed, pc->name, "not scaled from %u to %u process%s: %s",
 				      before, pc->processes, PLURAL_ES(pc->processes),
 				      pool_error(r));

@@ -492,6 +492,14 @@ static void stop_leftovers(void)
 	free(buf);
 }
 
+int procreg_dirfd(const char **ret_dir)
+{
+	if (reg.dirfd < 0)
+		return -ENOENT;
+	*ret_dir = reg.dir;
+	return reg.dirfd;
+}
+
 int procreg_open(const struct conf *conf, const char *socket_path)
 {
 	bool configured = conf->runtime_dir != NULL;

@@ -114,4 +114,8 @@ void procreg_remove(pid_t pid, uint64_t start_lo);
 /* An orderly end: everything is stopped; remove the file, drop the lock. */
 void procreg_close(void);
 
+/* The runtime directory (descriptor, and its path in *ret_dir), or
+ * -ENOENT when there is none (the registry is off). */
+int procreg_dirfd(const char **ret_dir);
+
 #endif

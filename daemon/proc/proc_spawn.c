@@ -9,7 +9,8 @@
  * Environment policy: a worker gets its pool's `environment` (or proc.run's
  * env), PATH (PROC_DEFAULT_PATH unless set), HOME/USER/LOGNAME/SHELL when
  * the pool names a `user`, and MPSUP_SOCKET, MPSUP_POOL, MPSUP_NAME,
- * MPSUP_INDEX. Nothing of the daemon's own environment is passed on (no
+ * MPSUP_INDEX, and NOTIFY_SOCKET (its own, proc_ready.c) with ready =
+ * notify. Nothing of the daemon's own environment is passed on (not its
  * NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*).
  */
 #include "config.h"
@@ -38,14 +39,19 @@
 #include "fdio.h"
 #include "log.h"
 #include "proc.h"
+#include "proc_cgroup.h"
+#include "proc_ready.h"
 #include "proc_registry.h"
 #include "proc_spawn.h"
 
 enum spawn_step {
-	STEP_SETSID = 1,
+	STEP_CGROUP = 1,
+	STEP_SETSID,
 	STEP_DUP,
 	STEP_CHDIR,
 	STEP_RLIMIT,
+	STEP_NICE,
+	STEP_OOM_SCORE,
 	STEP_SETGROUPS,
 	STEP_SETGID,
 	STEP_SETUID,
@@ -55,6 +61,21 @@ enum spawn_step {
 struct spawn_failure {
 	int step;
 	int err;
+	int arg; /* STEP_RLIMIT: the resource */
+};
+
+/* The limit_* keys' resources, in enum pool_rlimit's order. */
+static const struct {
+	int resource;
+	const char *name;
+} rlimit_res[POOL_RLIMIT__MAX] = {
+	[POOL_RLIMIT_NPROC] = { RLIMIT_NPROC, "NPROC" },
+	[POOL_RLIMIT_CORE] = { RLIMIT_CORE, "CORE" },
+	[POOL_RLIMIT_AS] = { RLIMIT_AS, "AS" },
+	[POOL_RLIMIT_CPU] = { RLIMIT_CPU, "CPU" },
+	[POOL_RLIMIT_FSIZE] = { RLIMIT_FSIZE, "FSIZE" },
+	[POOL_RLIMIT_MEMLOCK] = { RLIMIT_MEMLOCK, "MEMLOCK" },
+	[POOL_RLIMIT_STACK] = { RLIMIT_STACK, "STACK" },
 };
 
 /* All the child needs, built by the parent. */
@@ -71,8 +92,13 @@ struct spawn_plan {
 	size_t n_groups;
 	int fd[3];
 	int status_fd;
+	int cgroup_fd;   /* its cgroup's cgroup.procs, -1 = none */
 	bool set_nofile; /* give the child nofile (its own limit) */
 	struct rlimit nofile;
+	bool set_limit[POOL_RLIMIT__MAX]; /* the pool's other limit_* */
+	struct rlimit limit[POOL_RLIMIT__MAX];
+	int nice;          /* 0: the daemon's */
+	char oom_score[8]; /* written to /proc/self/oom_score_adj; "" = the daemon's */
 };
 
 static int devnull = -1;
@@ -141,9 +167,17 @@ slow:
 			close(fd);
 }
 
+static __attribute__((noreturn)) void child_fail_arg(const struct spawn_plan *sp, int step, int arg)
+{
+	struct spawn_failure f = { step, errno, arg };
+
+	(void)!write(sp->status_fd, &f, sizeof(f));
+	_exit(127);
+}
+
 static __attribute__((noreturn)) void child_fail(const struct spawn_plan *sp, int step)
 {
-	struct spawn_failure f = { step, errno };
+	struct spawn_failure f = { step, errno, -1 };
 
 	(void)!write(sp->status_fd, &f, sizeof(f));
 	_exit(127);
@@ -171,6 +205,24 @@ static void child_default_signal(int s, const struct sigaction *dfl)
 #endif
 }
 
+/* The pool's other rlimits, nice and OOM score, before the ids drop
+ * (raising a hard limit or lowering either needs the privilege). */
+static void child_limits(const struct spawn_plan *sp)
+{
+	for (int i = 0; i < POOL_RLIMIT__MAX; i++)
+		if (sp->set_limit[i] && setrlimit(rlimit_res[i].resource, &sp->limit[i]) < 0)
+			child_fail_arg(sp, STEP_RLIMIT, i);
+	if (sp->nice && setpriority(PRIO_PROCESS, 0, sp->nice) < 0)
+		child_fail(sp, STEP_NICE);
+	if (sp->oom_score[0]) {
+		int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+		size_t len = strlen(sp->oom_score);
+		if (fd < 0 || write(fd, sp->oom_score, len) != (ssize_t)len)
+			child_fail(sp, STEP_OOM_SCORE);
+		close(fd);
+	}
+}
+
 /* The child between vfork and exec: system calls only. */
 static __attribute__((noreturn)) void child_exec(const struct spawn_plan *sp)
 {
@@ -183,6 +235,9 @@ static __attribute__((noreturn)) void child_exec(const struct spawn_plan *sp)
 	for (int s = 1; s < NSIG; s++)
 		if (s != SIGKILL && s != SIGSTOP)
 			child_default_signal(s, &sa);
+	/* into its own cgroup first: nothing it starts can be outside */
+	if (sp->cgroup_fd >= 0 && write(sp->cgroup_fd, "0", 1) < 0)
+		child_fail(sp, STEP_CGROUP);
 	if (setsid() < 0)
 		child_fail(sp, STEP_SETSID);
 	for (int i = 0; i < 3; i++) {
@@ -198,6 +253,7 @@ static __attribute__((noreturn)) void child_exec(const struct spawn_plan *sp)
 		child_fail(sp, STEP_CHDIR);
 	if (sp->set_nofile && setrlimit(RLIMIT_NOFILE, &sp->nofile) < 0)
 		child_fail(sp, STEP_RLIMIT);
+	child_limits(sp);
 	if (sp->set_groups && setgroups(sp->n_groups, sp->groups) < 0)
 		child_fail(sp, STEP_SETGROUPS);
 	if (sp->set_ids) {
@@ -356,6 +412,8 @@ char **proc_spawn_env(const struct proc *p)
 		r = strv_push(&s, kv("MPSUP_NAME", p->name));
 	if (r == 0)
 		r = strv_push(&s, kv("MPSUP_INDEX", pl ? idx : ""));
+	if (r == 0 && proc_ready_path(p))
+		r = strv_push(&s, kv("NOTIFY_SOCKET", proc_ready_path(p)));
 	if (r < 0) {
 		conf_strv_free(s.v);
 		return NULL;
@@ -366,10 +424,13 @@ char **proc_spawn_env(const struct proc *p)
 static const char *step_name(int step)
 {
 	switch (step) {
+	case STEP_CGROUP: return "cgroup";
 	case STEP_SETSID: return "setsid";
 	case STEP_DUP: return "dup2";
 	case STEP_CHDIR: return "chdir";
-	case STEP_RLIMIT: return "setrlimit NOFILE";
+	case STEP_RLIMIT: return "setrlimit";
+	case STEP_NICE: return "setpriority";
+	case STEP_OOM_SCORE: return "oom_score_adj";
 	case STEP_SETGROUPS: return "setgroups";
 	case STEP_SETGID: return "setgid";
 	case STEP_SETUID: return "setuid";
@@ -439,6 +500,24 @@ bool proc_spawn_transient(int r)
 	return r == -EMFILE || r == -ENFILE || r == -EAGAIN;
 }
 
+static rlim_t rlim_of(unsigned long long v)
+{
+	return v == ULLONG_MAX ? RLIM_INFINITY : (rlim_t)v;
+}
+
+/* The pool's limit_*, nice and oom_score_adj into sp. */
+static void plan_limits(const struct pool_conf *c, struct spawn_plan *sp)
+{
+	for (int i = 0; i < POOL_RLIMIT__MAX; i++) {
+		sp->set_limit[i] = c->limits[i].set;
+		sp->limit[i].rlim_cur = rlim_of(c->limits[i].soft);
+		sp->limit[i].rlim_max = rlim_of(c->limits[i].hard);
+	}
+	sp->nice = c->nice;
+	if (c->oom_score_adj)
+		snprintf(sp->oom_score, sizeof(sp->oom_score), "%d", c->oom_score_adj);
+}
+
 /* What to run and as whom: sp's argv (*ret_own_argv when built here), ids,
  * directory, environment, exec paths and descriptor limit. 0, or -errno
  * with the reason in err. */
@@ -475,6 +554,13 @@ static int plan_fill(struct proc *p, struct spawn_plan *sp, char ***ret_own_argv
 		sp->n_groups = (size_t)p->os->ids.n_groups;
 	}
 	sp->set_groups = sp->set_ids && geteuid() == 0;
+	if (pl && pl->conf->ready == READY_NOTIFY) {
+		int r = proc_ready_prepare(p, sp->set_ids ? sp->uid : geteuid(),
+					   sp->set_ids ? sp->gid : getegid(), err, errlen);
+		if (r < 0)
+			return r;
+	} else
+		proc_ready_close(p);
 	if (!(sp->envp = proc_spawn_env(p)))
 		goto nomem;
 	for (char **e = sp->envp; *e; e++)
@@ -482,7 +568,9 @@ static int plan_fill(struct proc *p, struct spawn_plan *sp, char ***ret_own_argv
 			path = *e + 5;
 	if (!(sp->paths = exec_paths(sp->argv[0], path ? path : PROC_DEFAULT_PATH)))
 		goto nomem;
-	if (pl && pl->conf->limit_nofile.soft) {
+	if (pl)
+		plan_limits(pl->conf, sp);
+	if (pl && pl->conf->limit_nofile.set) {
 		const struct conf_rlimit *lim = &pl->conf->limit_nofile;
 		sp->set_nofile = true;
 		sp->nofile.rlim_cur = lim->soft == ULLONG_MAX ? RLIM_INFINITY : (rlim_t)lim->soft;
@@ -597,9 +685,9 @@ static void fds_close(struct spawn_plan *sp, struct spawn_fds *d)
 	}
 }
 
-int proc_spawn(struct proc *p, char *err, size_t errlen)
+int proc_spawn(struct proc *p, char *err, size_t errlen, char *why, size_t whylen)
 {
-	struct spawn_plan sp = { .fd = { -1, -1, -1 } };
+	struct spawn_plan sp = { .fd = { -1, -1, -1 }, .cgroup_fd = -1 };
 	struct spawn_fds d = { .status = { -1, -1 }, .rd = { -1, -1, -1 }, .in_w = -1 };
 	struct spawn_failure f;
 	/* a task worker's stdin and stdout are its task channel (task.c) */
@@ -609,8 +697,16 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	pid_t pid;
 	int r, e;
 
+	*why = '\0';
 	if ((r = plan_fill(p, &sp, &own_argv, err, errlen)) < 0)
 		goto out;
+	if (proc_cgroup_on() && (r = proc_cgroup_prepare(p)) != -ENOENT) {
+		if (r < 0) {
+			snprintf(err, errlen, "cgroup: %s", strerror(-r));
+			goto out;
+		}
+		sp.cgroup_fd = r;
+	}
 	if ((r = fds_open(p, task, &sp, &d)) < 0) {
 		snprintf(err, errlen, "spawn: %s", strerror(-r));
 		goto out;
@@ -629,15 +725,19 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	n = fd_read(d.status[0], &f, sizeof(f));
 	if (n == (ssize_t)sizeof(f)) {
 		int st;
-		const char *arg = f.step == STEP_EXEC    ? sp.argv[0]
-				  : f.step == STEP_CHDIR ? sp.dir
-							 : NULL;
+		const char *arg = f.step == STEP_EXEC     ? sp.argv[0]
+				  : f.step == STEP_CHDIR  ? sp.dir
+				  : f.step == STEP_RLIMIT ? (f.arg >= 0 && f.arg < POOL_RLIMIT__MAX
+								     ? rlimit_res[f.arg].name
+								     : "NOFILE")
+							  : NULL;
 		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 			;
 		if (arg)
 			snprintf(err, errlen, "%s %s: %s", step_name(f.step), arg, strerror(f.err));
 		else
 			snprintf(err, errlen, "%s: %s", step_name(f.step), strerror(f.err));
+		snprintf(why, whylen, "%s: %s", step_name(f.step), strerror(f.err));
 		r = f.err > 0 ? -f.err : -EIO;
 		goto out;
 	}
@@ -648,7 +748,11 @@ int proc_spawn(struct proc *p, char *err, size_t errlen)
 	fds_hand_over(p, task, &d);
 	r = 0;
 out:
+	if (r < 0 && !*why)
+		snprintf(why, whylen, "%s", err);
 	fds_close(&sp, &d);
+	if (sp.cgroup_fd >= 0)
+		close(sp.cgroup_fd);
 	conf_strv_free(own_argv);
 	conf_strv_free(sp.envp);
 	conf_strv_free(sp.paths);

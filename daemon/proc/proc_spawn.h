@@ -20,9 +20,10 @@ void proc_spawn_init(void);
 void proc_spawn_cleanup(void);
 /* Start a run of p: sets p->pid, p->pgid and the output pipes. Returns 0,
  * or the negative errno of the step that failed with the reason in err
- * (the child, if any, is reaped): -EMFILE, -ENFILE and -EAGAIN say the
+ * and its short form ("exec: No such file or directory") in why (the
+ * child, if any, is reaped): -EMFILE, -ENFILE and -EAGAIN say the
  * system or the daemon lacked a resource (proc_spawn_transient). */
-int proc_spawn(struct proc *p, char *err, size_t errlen);
+int proc_spawn(struct proc *p, char *err, size_t errlen, char *why, size_t whylen);
 /* Is r (from proc_spawn) a lack of descriptors or processes, worth
  * retrying rather than a failed start of the program? */
 bool proc_spawn_transient(int r);

@@ -546,7 +546,7 @@ class TestHumanOutput(DaemonTestCase):
         self.assertEqual(self.d.mpctl("status", "broken", check=0).stdout,
                          "NAME      STATE  PID  UPTIME  EXIT  RESTARTS  REASON\n"
                          "broken:0  fatal  -    -       127   0         "
-                         "exec /nonexistent/prog: No such file or directory\n")
+                         "exec: No such file or directory\n")
         pid = self.running_pid("clock:0")
         out = self.d.mpctl("status", "clock", check=0).stdout.splitlines()
         self.assertEqual(out[0].split(), ["NAME", "STATE", "PID", "UPTIME", "EXIT", "RESTARTS"])

@@ -151,8 +151,8 @@ struct conf {
 	char *metrics_listen;    /* unix:/PATH or a loopback HOST:PORT; NULL = off */
 	struct hook_conf *hooks; /* in file order */
 	unsigned n_hooks;
-	bool metrics_usage; /* per-process CPU and memory in the metrics (/proc reads) */
-	char *runtime_dir;  /* the process registry's directory; NULL = the socket's */
+	bool metrics_usage;      /* per-process CPU and memory in the metrics (/proc reads) */
+	char *runtime_dir;       /* the process registry's directory; NULL = the socket's */
 	enum cgroup_mode cgroup; /* one cgroup per worker when delegated (auto) */
 	int log_level;
 	char *state_file;

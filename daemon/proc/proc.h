@@ -125,13 +125,13 @@ struct pool {
 	gid_t *groups;
 	int n_groups;
 	char *home, *user_name, *shell;
-	char *ids_error;         /* resolution failed: every spawn fails with this */
-	bool removing;           /* stopping its members, then freed */
-	bool from_config;        /* defined in a config file (reload manages it) */
-	struct task_pool *tasks; /* task pools: backlog and idle workers (task.c) */
+	char *ids_error;           /* resolution failed: every spawn fails with this */
+	bool removing;             /* stopping its members, then freed */
+	bool from_config;          /* defined in a config file (reload manages it) */
+	struct task_pool *tasks;   /* task pools: backlog and idle workers (task.c) */
 	uint64_t starts, restarts; /* spawns of its members, and those after a first (metrics) */
-	struct owner owner;      /* the peer that added it (pool.add) */
-	struct scope_link scope; /* scope "process": removed when that process exits */
+	struct owner owner;        /* the peer that added it (pool.add) */
+	struct scope_link scope;   /* scope "process": removed when that process exits */
 	/* stdio "passed": the adder's 0, 1, 2, given to every run of every
 	 * member (a task worker takes only 2), closed with the pool */
 	int stdio[3];

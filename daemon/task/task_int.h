@@ -46,19 +46,19 @@ struct subm {
 struct task {
 	uint64_t id;
 	enum task_state state;
-	unsigned attempts;     /* dispatches so far */
-	enum mpsup_err code;   /* TASK_FAILED */
-	json_t *item;          /* borrowed from the map's items, or owned (submit) */
-	json_t *result;        /* TASK_DONE */
-	char *error;           /* TASK_FAILED */
-	struct task_pool *tp;  /* NULL once it left the pool */
+	unsigned attempts;      /* dispatches so far */
+	enum mpsup_err code;    /* TASK_FAILED */
+	json_t *item;           /* borrowed from the map's items, or owned (submit) */
+	json_t *result;         /* TASK_DONE */
+	char *error;            /* TASK_FAILED */
+	struct task_pool *tp;   /* NULL once it left the pool */
 	struct task_pool *home; /* the pool it is counted in (metrics) until it ends */
 	double started;         /* monotonic time of its last dispatch; 0 = never */
-	struct worker *worker; /* TASK_RUNNING: it is on worker->held */
-	struct map *map;       /* NULL for a submitted task */
-	size_t index;          /* in the map (a chunk: its first item) */
-	unsigned count;        /* a chunk of a map: its items; 0: one item */
-	struct subm *sub;      /* NULL for a map task */
+	struct worker *worker;  /* TASK_RUNNING: it is on worker->held */
+	struct map *map;        /* NULL for a submitted task */
+	size_t index;           /* in the map (a chunk: its first item) */
+	unsigned count;         /* a chunk of a map: its items; 0: one item */
+	struct subm *sub;       /* NULL for a map task */
 	TAILQ_ENTRY(task) q; /* the pool's backlog, its worker's held list, or the finished list */
 };
 
@@ -116,13 +116,13 @@ struct worker {
 struct task_pool {
 	struct pool *pl;
 	struct task_list backlog;
-	unsigned n_pending;         /* tasks in the backlog */
-	unsigned n_busy;            /* workers holding a task */
-	unsigned n_running;         /* tasks held by workers */
+	unsigned n_pending;              /* tasks in the backlog */
+	unsigned n_busy;                 /* workers holding a task */
+	unsigned n_running;              /* tasks held by workers */
 	uint64_t outcomes[MPSUP_E__MAX]; /* ended tasks by code (MPSUP_OK: a result) */
 	struct metrics_hist duration;    /* dispatch to end, of tasks that ran */
-	TAILQ_HEAD(, worker) ready; /* workers with room (task_window, write-ahead bound) */
-	TAILQ_HEAD(, map) feeding;  /* maps queued a few tasks at a time, oldest first */
+	TAILQ_HEAD(, worker) ready;      /* workers with room (task_window, write-ahead bound) */
+	TAILQ_HEAD(, map) feeding;       /* maps queued a few tasks at a time, oldest first */
 };
 
 /* A task.wait request (parked on its task's waiters). */

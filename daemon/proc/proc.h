@@ -78,6 +78,10 @@ struct proc {
 				      * boot, for the process registry); 0 = unknown */
 	int stop_signal;             /* of the current run (a reload may change the pool) */
 	double stop_timeout;
+	/* CPU seconds and resident bytes of run usage_pid, read at usage_at
+	 * (monotonic) for the metrics (proc_metrics.c); usage_pid 0 = none. */
+	double usage_cpu, usage_rss, usage_at;
+	pid_t usage_pid;
 	bool has_exitcode;
 	int exitcode;
 	char *exit_status_text;

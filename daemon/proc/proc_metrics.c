@@ -1,7 +1,16 @@
 /*
  * Metric families of supervision (docs/metrics.md): processes by pool and
  * state, starts and restarts per pool, and per process up, restarts, CPU
- * time and resident memory (read from /proc/PID/stat at the scrape).
+ * time and resident memory.
+ *
+ * Usage comes from /proc/PID/stat, some 10 to 40 microseconds a process:
+ * read at every scrape, 10 000 processes would cost a good part of a
+ * second. So the figures are cached per process: a scrape reads at most
+ * USAGE_SCRAPE_READS stale ones itself and shows the rest as cached, and
+ * for USAGE_KEEP_WARM seconds after a scrape a timer reads the stale ones
+ * USAGE_TICK_READS at a time, so the next scrape finds them fresh (at
+ * most about USAGE_FRESH seconds old). Nothing is read while nobody
+ * scrapes.
  */
 #include "config.h"
 
@@ -13,6 +22,8 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
 
 #include "daemon.h"
 #include "metrics.h"
@@ -51,6 +62,80 @@ static int proc_usage(pid_t pid, double *ret_cpu, double *ret_rss)
 	*ret_cpu = (double)(ut + st) / (double)(ticks > 0 ? ticks : 100);
 	*ret_rss = (double)rss * (double)(page > 0 ? page : 4096);
 	return 0;
+}
+
+#define USAGE_FRESH 2.0        /* seconds a reading is good for */
+#define USAGE_SCRAPE_READS 200 /* readings a scrape makes itself */
+#define USAGE_TICK_READS 500   /* readings per refresh tick */
+#define USAGE_TICK 0.1         /* seconds between refresh ticks */
+#define USAGE_KEEP_WARM 120.0  /* seconds after a scrape the refresh runs */
+
+static struct event usage_timer;
+static struct event_base *usage_timer_base; /* usage_timer is assigned to it */
+static double usage_warm_until;
+
+/* Read p's usage into its cache when stale and *budget allows (counts it
+ * down). Whether p has a reading of its current run now. */
+static bool usage_refresh(struct proc *p, double now, unsigned *budget)
+{
+	double cpu, rss;
+
+	if (!proc_is_alive(p) || p->pid <= 0)
+		return false;
+	if (p->usage_pid == p->pid && now - p->usage_at < USAGE_FRESH)
+		return true;
+	if (*budget == 0)
+		return p->usage_pid == p->pid; /* stale, but of this run */
+	(*budget)--;
+	if (proc_usage(p->pid, &cpu, &rss) < 0)
+		return false;
+	p->usage_cpu = cpu;
+	p->usage_rss = rss;
+	p->usage_at = now;
+	p->usage_pid = p->pid;
+	return true;
+}
+
+/* Refresh up to budget stale readings over every process. */
+static void usage_refresh_all(unsigned budget)
+{
+	double now = now_mono();
+	struct pool *pl;
+	struct proc *p;
+
+	TAILQ_FOREACH(pl, &pools, entry)
+		for (unsigned i = 0; i < pl->n_slots && budget; i++)
+			if (pl->members[i])
+				usage_refresh(pl->members[i], now, &budget);
+	TAILQ_FOREACH(p, &oneshots, os->entry)
+		if (budget)
+			usage_refresh(p, now, &budget);
+}
+
+static void usage_tick(evutil_socket_t fd, short what, void *arg);
+
+static void usage_timer_arm(void)
+{
+	struct timeval tv = { 0, (suseconds_t)(USAGE_TICK * 1e6) };
+
+	if (usage_timer_base != daemon_g.base) {
+		if (event_assign(&usage_timer, daemon_g.base, -1, 0, usage_tick, NULL) < 0)
+			return;
+		usage_timer_base = daemon_g.base;
+	}
+	if (!evtimer_pending(&usage_timer, NULL))
+		evtimer_add(&usage_timer, &tv);
+}
+
+/* A refresh tick: read the next stale ones while scrapes keep coming. */
+static void usage_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	usage_refresh_all(USAGE_TICK_READS);
+	if (now_mono() < usage_warm_until)
+		usage_timer_arm();
 }
 
 /* Processes per pool and state, every state listed (zeros too). */
@@ -141,28 +226,25 @@ static void restarts_line(struct evbuffer *b, const char *name, const struct pro
 	metrics_u64(b, name, l, 2, p->restarts);
 }
 
-/* Usage of the live processes, read once per scrape. */
-struct usage {
-	double cpu, rss;
-};
-
-static void usage_lines(struct evbuffer *cpu_b, struct evbuffer *rss_b, const struct proc *p)
+static void usage_lines(struct evbuffer *cpu_b, struct evbuffer *rss_b, struct proc *p,
+			double now, unsigned *budget)
 {
 	struct metrics_label l[2];
-	struct usage u;
 
-	if (!proc_is_alive(p) || p->pid <= 0 || proc_usage(p->pid, &u.cpu, &u.rss) < 0)
+	if (!usage_refresh(p, now, budget))
 		return;
 	labels_of(p, l);
-	metrics_double(cpu_b, "mpsup_process_cpu_seconds_total", l, 2, u.cpu);
-	metrics_double(rss_b, "mpsup_process_resident_memory_bytes", l, 2, u.rss);
+	metrics_double(cpu_b, "mpsup_process_cpu_seconds_total", l, 2, p->usage_cpu);
+	metrics_double(rss_b, "mpsup_process_resident_memory_bytes", l, 2, p->usage_rss);
 }
 
-/* CPU and memory families: one /proc read per process fills both (the
- * memory lines wait in their own buffer until the CPU family ends). */
+/* CPU and memory families from the cache (the memory lines wait in their
+ * own buffer until the CPU family ends); keeps the refresh running. */
 static void usage_families(struct evbuffer *b)
 {
 	struct evbuffer *rss = evbuffer_new();
+	unsigned budget = USAGE_SCRAPE_READS;
+	double now = now_mono();
 	struct pool *pl;
 	struct proc *p;
 
@@ -175,11 +257,13 @@ static void usage_families(struct evbuffer *b)
 	TAILQ_FOREACH(pl, &pools, entry)
 		for (unsigned i = 0; i < pl->n_slots; i++)
 			if (pl->members[i])
-				usage_lines(b, rss, pl->members[i]);
+				usage_lines(b, rss, pl->members[i], now, &budget);
 	TAILQ_FOREACH(p, &oneshots, os->entry)
-		usage_lines(b, rss, p);
+		usage_lines(b, rss, p, now, &budget);
 	evbuffer_add_buffer(b, rss);
 	evbuffer_free(rss);
+	usage_warm_until = now + USAGE_KEEP_WARM;
+	usage_timer_arm();
 }
 
 void proc_metrics(struct evbuffer *b)

@@ -123,6 +123,28 @@ class MetricsNumbersTest(DaemonTestCase):
         self.assertGreaterEqual(value(s, "mpsup_clients"), 1)
         promtool_check(self, text)
 
+    def test_usage_cached_and_refreshed(self):
+        """A scrape reads at most 200 processes' usage itself; the refresh
+        after it reads the rest, and a busy process's CPU time moves on."""
+        self.d.ok("pool.add", pool="many", command="sleep 1000", processes=250, start_secs=0)
+        self.d.ok("pool.add", pool="busy", command=PY + " -c 'while True: pass'",
+                  processes=1, start_secs=0)
+        wait_for(lambda: sum(r["state"] == "running" for r in self.d.ok("status")) == 251,
+                 what="251 processes running")
+
+        def usage_lines():
+            s = parse(self.metrics())
+            return s, [k for k in s if k[0] == "mpsup_process_cpu_seconds_total"]
+
+        s, first = usage_lines()
+        self.assertLessEqual(len(first), 200)
+        wait_for(lambda: len(usage_lines()[1]) == 251, what="every process's usage read")
+        s, _ = usage_lines()
+        cpu0 = value(s, "mpsup_process_cpu_seconds_total", pool="busy", name="busy:0")
+        wait_for(lambda: value(usage_lines()[0], "mpsup_process_cpu_seconds_total",
+                               pool="busy", name="busy:0") > cpu0,
+                 what="the busy process's CPU time read again")
+
     def test_fatal_pool_and_oneshots(self):
         self.d.ok("pool.add", pool="bad", command="false", processes=2, start_secs=1,
                   start_retries=1)

@@ -18,6 +18,7 @@ import time
 import unittest
 
 import mpsuptest
+from runpeer import RUN_CLIENT
 from mpsuptest import Client, Daemon, wait_for, DEFAULT_DEADLINE, SCALE
 
 NOBODY = "nobody"
@@ -26,43 +27,7 @@ NOGROUP = "nogroup"
 # The client that runs as nobody: one JSON command per stdin line, one JSON
 # answer per stdout line, so a test can hold connections open as long as it
 # likes. Every socket operation has a timeout: the child cannot hang.
-NOBODY_CLIENT = r"""
-import json, os, socket, sys
-path, timeout = sys.argv[1], float(sys.argv[2])
-conns = {}
-n = 0
-def out(o):
-    sys.stdout.write(json.dumps(o) + "\n")
-    sys.stdout.flush()
-def answer(f):
-    line = f.readline()
-    return json.loads(line) if line else {"eof": True}
-out({"pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(),
-     "groups": os.getgroups()})
-for line in sys.stdin:
-    cmd = json.loads(line)
-    try:
-        if cmd["op"] == "connect":
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(timeout)
-            s.connect(path)
-            n += 1
-            conns[n] = (s, s.makefile("rb"))
-            out({"conn": n})
-        elif cmd["op"] == "send":
-            s, f = conns[cmd["conn"]]
-            s.sendall(json.dumps(cmd["req"]).encode() + b"\n")
-            out(answer(f))
-        elif cmd["op"] == "read":
-            out(answer(conns[cmd["conn"]][1]))
-        elif cmd["op"] == "close":
-            s, f = conns.pop(cmd["conn"])
-            f.close()
-            s.close()
-            out({"closed": True})
-    except (OSError, ValueError) as e:
-        out({"oserror": "%s: %s" % (e.__class__.__name__, e)})
-"""
+NOBODY_CLIENT = RUN_CLIENT
 
 
 def drop_privileges_prefix():

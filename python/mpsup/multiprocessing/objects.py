@@ -307,7 +307,27 @@ def _daemon_code(tc):
     return "any"
 
 
-class Synchronized(proxies.ValueProxy):
+class _WithLock:
+    """What Value and Array objects made with a lock add: the lock's
+    methods, through get_lock()."""
+
+    def get_obj(self):
+        return self
+
+    def acquire(self, *a, **kw):
+        return self.get_lock().acquire(*a, **kw)
+
+    def release(self):
+        return self.get_lock().release()
+
+    def __enter__(self):
+        return self.get_lock().__enter__()
+
+    def __exit__(self, *a):
+        return self.get_lock().__exit__(*a)
+
+
+class Synchronized(_WithLock, proxies.ValueProxy):
     """multiprocessing.Value: .value, get_lock(), acquire/release."""
 
     def __init__(self, typecode, name, lock):
@@ -331,21 +351,6 @@ class Synchronized(proxies.ValueProxy):
         if self._lock is None:
             raise AttributeError("'c_%s' object has no attribute 'get_lock'" % self._typecode)
         return self._lock
-
-    def get_obj(self):
-        return self
-
-    def acquire(self, *a, **kw):
-        return self.get_lock().acquire(*a, **kw)
-
-    def release(self):
-        return self.get_lock().release()
-
-    def __enter__(self):
-        return self.get_lock().__enter__()
-
-    def __exit__(self, *a):
-        return self.get_lock().__exit__(*a)
 
     def __reduce__(self):
         return (Synchronized, (self._typecode, self.name, self._lock))
@@ -384,7 +389,7 @@ def RawValue(typecode_or_type, *args):
     return Value(typecode_or_type, *args, lock=False)
 
 
-class SynchronizedArray(proxies.ArrayProxy):
+class SynchronizedArray(_WithLock, proxies.ArrayProxy):
     """multiprocessing.Array: a fixed-length numeric array in mpsupd."""
 
     def __init__(self, typecode, name, lock, length):
@@ -416,21 +421,6 @@ class SynchronizedArray(proxies.ArrayProxy):
         if self._lock is None:
             raise AttributeError("array has no lock")
         return self._lock
-
-    def get_obj(self):
-        return self
-
-    def acquire(self, *a, **kw):
-        return self.get_lock().acquire(*a, **kw)
-
-    def release(self):
-        return self.get_lock().release()
-
-    def __enter__(self):
-        return self.get_lock().__enter__()
-
-    def __exit__(self, *a):
-        return self.get_lock().__exit__(*a)
 
     def __reduce__(self):
         return (SynchronizedArray, (self._typecode, self.name, self._lock, self._length))

@@ -1,7 +1,5 @@
 """Process handles, task pools and the event stream of mpsup.Client."""
 import json
-import queue
-import threading
 
 from . import errors
 
@@ -149,42 +147,39 @@ class TaskPool:
             p["timeout"] = timeout
         return self._client.call("pool.map", _blocking=True, **p)["results"]
 
-    def imap(self, items, chunk=256):
+    def _imap(self, items, ordered, chunksize):
+        """pool.imap on a connection of its own: results as the daemon
+        streams them; the stream holds back while we do not read, and
+        closing the generator closes the connection (the rest is cancelled)."""
+        conn = self._client.connect()
+        try:
+            p = {"pool": self.name, "items": list(items), "ordered": ordered}
+            if chunksize is not None:
+                p["chunksize"] = chunksize
+            conn.send("pool.imap", p)
+            first = conn.recv()
+            if not first.get("ok"):
+                raise errors.from_response(first.get("error"), "pool.imap")
+            for line in conn.rfile:
+                msg = json.loads(line)
+                if msg.get("done"):
+                    return
+                if "error" in msg:
+                    raise errors.from_response(msg["error"], "pool.imap")
+                yield msg["result"]
+            raise errors.ShuttingDown("pool.imap: the stream ended early")
+        finally:
+            conn.close()
+
+    def imap(self, items, chunksize=None):
         """Results in item order, each as soon as it and those before it are
-        done; submits pipelined ahead by chunk items."""
-        items = list(items)
-        for start in range(0, len(items), chunk):
-            ids = self._submit_all(items[start:start + chunk])
-            resps = self._client.call_many([("task.wait", {"task": t}) for t in ids])
-            for r in resps:
-                ok, v = _task_outcome(r)
-                if not ok:
-                    raise v
-                yield v
+        done (pool.imap); a failed item raises when its turn comes."""
+        return self._imap(items, True, chunksize)
 
-    def imap_unordered(self, items, parallel=4):
-        """Results as they come, whatever their order; parallel waiting
-        connections."""
-        ids = self._submit_all(list(items))
-        out = queue.Queue()
-
-        def waiter(part):
-            for t in part:
-                try:
-                    r = self._client.call("task.wait", _blocking=True, task=t)
-                    out.put((True, r["result"]))
-                except errors.Error as e:
-                    out.put((False, e))
-
-        threads = [threading.Thread(target=waiter, args=(ids[k::parallel],), daemon=True)
-                   for k in range(min(parallel, len(ids)))]
-        for t in threads:
-            t.start()
-        for _ in ids:
-            ok, v = out.get()
-            if not ok:
-                raise v
-            yield v
+    def imap_unordered(self, items, chunksize=None):
+        """Results as they come, whatever their order (pool.imap with
+        ordered false); a failed item raises when it comes."""
+        return self._imap(items, False, chunksize)
 
 
 class EventStream:

@@ -397,6 +397,17 @@ processes = 2
         self.assertTrue(t.done())
         self.assertEqual(list(tw.imap(range(600))), [2 * i for i in range(600)])
         self.assertEqual(sorted(tw.imap_unordered(range(50))), [2 * i for i in range(50)])
+        # a failed item raises at its turn, after the results before it
+        it = tw.imap([1, 2, {"error": "bad three"}, 4])
+        self.assertEqual([next(it), next(it)], [2, 4])
+        with self.assertRaises(mpsup.Error) as cm:
+            next(it)
+        self.assertIn("bad three", str(cm.exception))
+        # leaving a stream early closes its connection: the pool goes on
+        it = tw.imap(range(10000))
+        self.assertEqual(next(it), 0)
+        it.close()
+        self.assertEqual(tw.map([5]), [10])
         bad = tw.submit({"error": "no good"})
         with self.assertRaises(mpsup.Error) as cm:
             bad.result(20 * SCALE)

@@ -660,8 +660,10 @@ static void proc_died(struct proc *p, int st)
 	log_info_f("proc", PROC_FIELDS(p, p->last_pid), "%s (pid %d) %s", p->name, (int)p->last_pid,
 		   p->exit_status_text);
 	proc_notify_exited(p); /* before a restart replaces its pipes */
-	if (p->state == PS_STOPPING && pgid_alive(p->pgid)) {
-		/* the rest of its group got the stop signal too: wait for it */
+	if (p->state == PS_STOPPING && (pgid_alive(p->pgid) || proc_cgroup_kill(p) > 0)) {
+		/* the rest of its group got the stop signal too, or what left the
+		 * group was just killed through its cgroup: stopped means all of
+		 * it gone (their deaths reach us as SIGCHLD: we are the subreaper) */
 		group_wait_start(p);
 		return;
 	}

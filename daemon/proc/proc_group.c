@@ -188,11 +188,12 @@ void group_waits_check(void)
 
 	for (p = TAILQ_FIRST(&group_waits); p; p = next) {
 		next = TAILQ_NEXT(p, gentry);
-		if (pgid_alive(p->pgid))
+		/* the group, then what left it (killed through the cgroup,
+		 * until its cgroup.events says "populated 0") */
+		if (pgid_alive(p->pgid) || proc_cgroup_kill(p) > 0)
 			continue;
 		TAILQ_REMOVE(&group_waits, p, gentry);
 		p->group_wait = false;
-		proc_cgroup_kill(p); /* what left the group */
 		procreg_remove(p->last_pid, p->start_lo);
 		proc_feed(p, PE_DIED);
 		next = TAILQ_FIRST(&group_waits); /* the list may have changed */

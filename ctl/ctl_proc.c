@@ -444,13 +444,15 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 		const char *eq;
 
 		switch (c) {
-		case 'h': opt_help(cmd);
+		case 'h': json_decref(params); opt_help(cmd);
 		case 'n': json_object_set_new(params, "name", ctl_str(optarg)); break;
 		case 'd': json_object_set_new(params, "daemon", json_true()); break;
 		case 'e':
 			eq = strchr(optarg, '=');
-			if (!eq || eq == optarg)
+			if (!eq || eq == optarg) {
+				json_decref(params); /* exits: nothing left for the leak checker */
 				ctl_usage_error(cmd, "--env wants KEY=VALUE, not '%s'", optarg);
+			}
 			if (!env) {
 				env = params_new();
 				json_object_set(params, "env", env);
@@ -463,11 +465,13 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 		case 'u': json_object_set_new(params, "user", ctl_str(optarg)); break;
 		case 'g': json_object_set_new(params, "group", ctl_str(optarg)); break;
 		case 'a': attach = true; break;
-		default: opt_error(cmd, c, argv);
+		default: json_decref(params); opt_error(cmd, c, argv);
 		}
 	}
-	if (optind >= argc)
+	if (optind >= argc) {
+		json_decref(params);
 		ctl_usage_error(cmd, "run needs a command");
+	}
 	args = json_array();
 	for (i = optind; i < argc; i++)
 		json_array_append_new(args, ctl_str(argv[i]));

@@ -270,6 +270,12 @@ class Daemon:
                     return int(line.split()[1])
         return 0
 
+    def sanitized(self):
+        """Whether this mpsupd runs with AddressSanitizer, whose quarantine
+        keeps freed memory resident (RSS bounds do not hold there)."""
+        with open("/proc/%d/maps" % self.proc.pid) as f:
+            return "libasan" in f.read()
+
     def fd_count(self):
         return len(os.listdir("/proc/%d/fd" % self.proc.pid))
 

@@ -386,7 +386,10 @@ class Imap(TaskTestCase):
         self.assertEqual((got, summary), (n, {"done": True, "n": n, "failed": 0}))
         # the daemon held what its reader had not read within a bound (the
         # request's items and tasks were in place before base was taken)
-        self.assertLess(peak - base, 16 * 1024, (base, peak))
+        if self.d.sanitized():  # ASan's quarantine keeps what was freed
+            sys.stderr.write("# RSS bound not checked: mpsupd runs with ASan\n")
+        else:
+            self.assertLess(peak - base, 16 * 1024, (base, peak))
         sys.stderr.write("# imap of %d items: %.1fs, daemon RSS %d kB after the start, "
                          "peak %d kB\n" % (n, time.monotonic() - t0, base, peak))
 

@@ -554,10 +554,8 @@ void conf_defaults(struct conf *c)
 	c->max_memory = default_max_memory();
 }
 
-struct conf *conf_free(struct conf *c)
+void conf_release(struct conf *c)
 {
-	if (!c)
-		return NULL;
 	free(c->file);
 	conf_keys_release(&main_section, c);
 	conf_keys_release(&access_section, c);
@@ -571,6 +569,13 @@ struct conf *conf_free(struct conf *c)
 		hook_conf_free(c->hooks);
 		c->hooks = n;
 	}
+}
+
+struct conf *conf_free(struct conf *c)
+{
+	if (!c)
+		return NULL;
+	conf_release(c);
 	free(c);
 	return NULL;
 }

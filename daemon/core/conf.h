@@ -206,6 +206,8 @@ int conf_load(const char *path, struct conf **ret, char *err, size_t errlen);
 /* Parse a config from a string (tests, fuzzing); name is used in messages. */
 int conf_load_string(const char *text, const char *name, struct conf **ret, char *err,
 		     size_t errlen);
+/* Free what c holds (its strings, pools, hooks), not c itself. */
+void conf_release(struct conf *c);
 struct conf *conf_free(struct conf *c);
 
 /* A pool with defaults and the given name. */

@@ -390,6 +390,7 @@ START_TEST(test_table_defaults)
 	ck_assert_uint_eq(p->task_retries, 0);
 	ck_assert_uint_eq(p->max_pending, 100000);
 	pool_conf_free(p);
+	conf_release(&c);
 }
 END_TEST
 

@@ -226,8 +226,8 @@ static void restarts_line(struct evbuffer *b, const char *name, const struct pro
 	metrics_u64(b, name, l, 2, p->restarts);
 }
 
-static void usage_lines(struct evbuffer *cpu_b, struct evbuffer *rss_b, struct proc *p,
-			double now, unsigned *budget)
+static void usage_lines(struct evbuffer *cpu_b, struct evbuffer *rss_b, struct proc *p, double now,
+			unsigned *budget)
 {
 	struct metrics_label l[2];
 

@@ -103,7 +103,7 @@ static void usage_refresh_all(unsigned budget)
 	struct pool *pl;
 	struct proc *p;
 
-	TAILQ_FOREACH(pl, &pools, entry)
+	METRICS_POOLS_FOREACH(pl)
 		for (unsigned i = 0; i < pl->n_slots && budget; i++)
 			if (pl->members[i])
 				usage_refresh(pl->members[i], now, &budget);
@@ -148,7 +148,7 @@ static void pool_states(struct evbuffer *b)
 
 	metrics_family(b, "mpsup_processes", "gauge",
 		       "Processes by pool and state (one-shot processes: no pool label).");
-	TAILQ_FOREACH(pl, &pools, entry) {
+	METRICS_POOLS_FOREACH(pl) {
 		memset(n, 0, sizeof(n));
 		for (unsigned i = 0; i < pl->n_slots; i++)
 			if (pl->members[i])
@@ -177,13 +177,13 @@ static void pool_counters(struct evbuffer *b)
 
 	metrics_family(b, "mpsup_pool_starts_total", "counter",
 		       "Processes a pool spawned (restarts included).");
-	TAILQ_FOREACH(pl, &pools, entry) {
+	METRICS_POOLS_FOREACH(pl) {
 		l.value = pl->name;
 		metrics_u64(b, "mpsup_pool_starts_total", &l, 1, pl->starts);
 	}
 	metrics_family(b, "mpsup_pool_restarts_total", "counter",
 		       "Spawns of a pool's members after their first.");
-	TAILQ_FOREACH(pl, &pools, entry) {
+	METRICS_POOLS_FOREACH(pl) {
 		l.value = pl->name;
 		metrics_u64(b, "mpsup_pool_restarts_total", &l, 1, pl->restarts);
 	}
@@ -196,7 +196,7 @@ static void each_proc(struct evbuffer *b, const char *name,
 	struct pool *pl;
 	struct proc *p;
 
-	TAILQ_FOREACH(pl, &pools, entry)
+	METRICS_POOLS_FOREACH(pl)
 		for (unsigned i = 0; i < pl->n_slots; i++)
 			if (pl->members[i])
 				fn(b, name, pl->members[i]);
@@ -254,7 +254,7 @@ static void usage_families(struct evbuffer *b)
 		       "User and system CPU time of a live process's main process.");
 	metrics_family(rss, "mpsup_process_resident_memory_bytes", "gauge",
 		       "Resident memory of a live process's main process.");
-	TAILQ_FOREACH(pl, &pools, entry)
+	METRICS_POOLS_FOREACH(pl)
 		for (unsigned i = 0; i < pl->n_slots; i++)
 			if (pl->members[i])
 				usage_lines(b, rss, pl->members[i], now, &budget);

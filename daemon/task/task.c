@@ -725,7 +725,7 @@ void task_metrics(struct evbuffer *b)
 
 	metrics_family(b, "mpsup_tasks_total", "counter",
 		       "Tasks ended, by pool and outcome (ok or the error code).");
-	TAILQ_FOREACH(pl, &pools, entry)
+	METRICS_POOLS_FOREACH(pl)
 		for (int o = 0; pl->tasks && o < MPSUP_E__MAX; o++)
 			if (pl->tasks->outcomes[o] || o == MPSUP_OK) {
 				l[0].value = pl->name;
@@ -734,21 +734,21 @@ void task_metrics(struct evbuffer *b)
 			}
 	metrics_family(b, "mpsup_task_duration_seconds", "histogram",
 		       "Seconds from a task's last dispatch to its end, by pool.");
-	TAILQ_FOREACH(pl, &pools, entry)
+	METRICS_POOLS_FOREACH(pl)
 		if (pl->tasks) {
 			l[0].value = pl->name;
 			metrics_hist_write(b, "mpsup_task_duration_seconds", l, 1,
 					   &pl->tasks->duration);
 		}
 	metrics_family(b, "mpsup_tasks_pending", "gauge", "Tasks waiting for a worker, by pool.");
-	TAILQ_FOREACH(pl, &pools, entry)
+	METRICS_POOLS_FOREACH(pl)
 		if (pl->conf->mode == POOL_MODE_TASK) {
 			l[0].value = pl->name;
 			metrics_u64(b, "mpsup_tasks_pending", l, 1,
 				    pl->tasks ? pl->tasks->n_pending : 0);
 		}
 	metrics_family(b, "mpsup_tasks_running", "gauge", "Tasks held by a worker, by pool.");
-	TAILQ_FOREACH(pl, &pools, entry)
+	METRICS_POOLS_FOREACH(pl)
 		if (pl->conf->mode == POOL_MODE_TASK) {
 			l[0].value = pl->name;
 			metrics_u64(b, "mpsup_tasks_running", l, 1,

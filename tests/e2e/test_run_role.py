@@ -298,6 +298,8 @@ class PrivateAccess(RunRoleTestCase):
         self.assertEqual(b.ok("pool.list"), [])
         self.assertEqual(a.ok("pool.list"), [])
         self.assertEqual([p["pool"] for p in self.d.ok("pool.list")], ["pp"])
+        # the metrics answer any reader: a private pool is not in them
+        self.assertNotIn('"pp', b.ok("daemon.metrics"))
         self.d.ok("pool.add", pool="marker", command="/bin/sleep 60", processes=0)
         first = b.do(op="read", conn=ev)
         self.assertEqual(first.get("pool"), "marker", first)

@@ -148,14 +148,14 @@ struct pool {
 TAILQ_HEAD(pool_list, pool);
 TAILQ_HEAD(proc_list, proc);
 
-extern struct pool_list pools;    /* in creation order */
+extern struct pool_list pools; /* in creation order */
 /* Every pool the metrics show: all but private ones (the metrics answer
  * any reader, and a private pool's name is not disclosed). The empty then
  * keeps an else after the loop body from binding here. */
-#define METRICS_POOLS_FOREACH(pl)              \
-	TAILQ_FOREACH(pl, &pools, entry)       \
-	if ((pl)->owner.private) {             \
-	} else
+#define METRICS_POOLS_FOREACH(pl)          \
+	TAILQ_FOREACH(pl, &pools, entry)   \
+		if ((pl)->owner.private) { \
+		} else
 extern struct proc_list oneshots; /* in creation order */
 
 /* Module set-up: subreaper, SIGCHLD and SIGUSR1 watchers. */

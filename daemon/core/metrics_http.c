@@ -79,7 +79,7 @@ static int loopback_resolve(const char *v, struct sockaddr_storage *sa, socklen_
 	char host[64], *end;
 	const char *port;
 	unsigned long pn;
-	bool loop;
+	bool loop = false;
 
 	if (split_host_port(v, host, sizeof(host), &port) < 0)
 		return conf_seterr(err, errlen, "expected unix:/PATH or HOST:PORT, not '%s'", v);
@@ -90,11 +90,17 @@ static int loopback_resolve(const char *v, struct sockaddr_storage *sa, socklen_
 		strcpy(host, "127.0.0.1");
 	if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
 		return conf_seterr(err, errlen, "'%s' is not a numeric address", host);
-	if (ai->ai_family == AF_INET)
-		loop = (ntohl(((struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr) >> 24) == 127;
-	else
-		loop = ai->ai_family == AF_INET6 &&
-		       IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr);
+	if (ai->ai_family == AF_INET) {
+		struct sockaddr_in sin;
+
+		memcpy(&sin, ai->ai_addr, sizeof(sin)); /* ai_addr may be less aligned */
+		loop = (ntohl(sin.sin_addr.s_addr) >> 24) == 127;
+	} else if (ai->ai_family == AF_INET6) {
+		struct sockaddr_in6 sin6;
+
+		memcpy(&sin6, ai->ai_addr, sizeof(sin6));
+		loop = IN6_IS_ADDR_LOOPBACK(&sin6.sin6_addr);
+	}
 	if (!loop) {
 		freeaddrinfo(ai);
 		return conf_seterr(err, errlen,

@@ -289,9 +289,14 @@ bool map_feed(struct map *m)
 	size_t ahead = m->streamed
 			       ? 2 * (size_t)(pc->processes ? pc->processes : 1) * pc->task_window
 			       : SIZE_MAX;
+	/* A streamed map also counts what it holds unsent: an ordered stream
+	 * keeps the results behind a slow item, so ended tasks alone would let
+	 * them pile up and leave in one burst past max_output_bytes. */
+	size_t per = m->n_tasks && m->tasks[0].count ? m->tasks[0].count : 1;
 	bool fed = false;
 
-	while (map_live(m) && m->fed < m->n_tasks && m->fed - m->ended < ahead) {
+	while (map_live(m) && m->fed < m->n_tasks && m->fed - m->ended < ahead &&
+	       (!m->streamed || m->tasks[m->fed].index - m->emitted < ahead * per)) {
 		struct task *t = &m->tasks[m->fed];
 		if ((m->may_feed && !m->may_feed(m)) ||
 		    (m->waits && m->tp->n_pending + task_weight(t) > pc->max_pending))

@@ -25,9 +25,10 @@
 
 static const struct cmd_entry **table; /* sorted by name */
 static size_t table_len;
-/* An open-addressing index into table, for command_find (a power of two,
- * at least twice table_len: probes stay short). */
-static const struct cmd_entry **index_slots;
+/* An open-addressing index of table's rows plus one (0: empty), for
+ * command_find and the counters (a power of two, at least twice
+ * table_len: probes stay short). */
+static size_t *index_slots;
 static size_t index_mask;
 /* Answers by command (table order; the last row: lines that named no
  * command) and code (MPSUP_OK or an error code). */
@@ -74,7 +75,7 @@ void command_init(const struct cmd_module *const *mods, size_t n_mods)
 		size_t h = hash_fnv1a32(table[i]->name) & index_mask;
 		while (index_slots[h])
 			h = (h + 1) & index_mask;
-		index_slots[h] = table[i];
+		index_slots[h] = i + 1;
 	}
 }
 
@@ -83,9 +84,19 @@ const struct cmd_entry *command_find(const char *name)
 	if (!index_slots)
 		return NULL;
 	for (size_t h = hash_fnv1a32(name) & index_mask; index_slots[h]; h = (h + 1) & index_mask)
-		if (strcmp(index_slots[h]->name, name) == 0)
-			return index_slots[h];
+		if (strcmp(table[index_slots[h] - 1]->name, name) == 0)
+			return table[index_slots[h] - 1];
 	return NULL;
+}
+
+/* cmd's row in table (table_len for one not in it): its counters' row. */
+static size_t command_row(const struct cmd_entry *cmd)
+{
+	for (size_t h = hash_fnv1a32(cmd->name) & index_mask; index_slots[h];
+	     h = (h + 1) & index_mask)
+		if (table[index_slots[h] - 1] == cmd)
+			return index_slots[h] - 1;
+	return table_len;
 }
 
 void command_foreach(void (*fn)(const struct cmd_entry *e, void *arg), void *arg)
@@ -97,17 +108,9 @@ void command_foreach(void (*fn)(const struct cmd_entry *e, void *arg), void *arg
 /* Count one answer of cmd (NULL: no command) with code (MPSUP_OK...). */
 static void request_count(const struct cmd_entry *cmd, int outcome)
 {
-	size_t row = table_len;
-
 	if (!req_counts || outcome < 0 || outcome >= REQ_OUTCOMES)
 		return;
-	if (cmd) {
-		const struct cmd_entry **e =
-			bsearch(&cmd, table, table_len, sizeof(*table), entry_cmp);
-		if (e)
-			row = (size_t)(e - table);
-	}
-	req_counts[row][outcome]++;
+	req_counts[cmd ? command_row(cmd) : table_len][outcome]++;
 }
 
 /* The code of an error object {code, ...} (internal when it has none). */

@@ -42,8 +42,8 @@ static uint64_t mem_used;
 /* What an object costs besides its contents (struct, name, hash slot). */
 #define OBJ_MEM_OVERHEAD (sizeof(struct obj) + 2 * sizeof(void *))
 #define MEM_VALUE OBJ_MEM_VALUE
-#define MEM_NODE 32 /* a string, array or object, an object's key */
-#define MEM_SLOT 8  /* an array's or queue's element pointer */
+#define MEM_NODE OBJ_MEM_NODE
+#define MEM_SLOT OBJ_MEM_SLOT
 
 bool obj_restoring;
 

@@ -182,6 +182,8 @@ extern bool obj_restoring;
  */
 size_t obj_mem_of(json_t *v);
 #define OBJ_MEM_VALUE 16 /* a number, true, false or null */
+#define OBJ_MEM_NODE 32  /* a string, array or object, an object's key */
+#define OBJ_MEM_SLOT 8   /* an array's or queue's element pointer */
 /* An entry of a dict (key and value) / an element of a list or queue. */
 size_t obj_mem_entry(size_t key_len, json_t *v);
 size_t obj_mem_elem(json_t *v);

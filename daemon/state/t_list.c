@@ -1,18 +1,23 @@
-/* The list type: a JSON array of any values (Manager().list()). */
+/* The list type: a sequence of any JSON values (Manager().list()), packed. */
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "daemon.h"
 #include "obj.h"
+#include "packed.h"
 
-#define L(c) ((json_t *)(c)->o->data)
+#define L(c) ((struct packed *)(c)->o->data)
+#define P(o) ((struct packed *)(o)->data)
 
 static const char *const list_options[] = { "items", NULL };
 
 static enum mpsup_err list_create(struct obj *o, json_t *opts, char *err, size_t errlen)
 {
-	json_t *items = json_object_get(opts, "items");
+	json_t *items = json_object_get(opts, "items"), *v;
+	struct packed *p;
+	size_t i;
 
 	if (obj_opts_only(opts, list_options, err, errlen) < 0)
 		return MPSUP_E_BAD_REQUEST;
@@ -25,38 +30,48 @@ static enum mpsup_err list_create(struct obj *o, json_t *opts, char *err, size_t
 			 json_array_size(items), daemon_g.conf->max_object_items);
 		return MPSUP_E_LIMIT;
 	}
-	o->data = items ? json_copy(items) : json_array();
-	if (!o->data) {
-		snprintf(err, errlen, "out of memory");
-		return MPSUP_E_INTERNAL;
-	}
+	if (!(p = calloc(1, sizeof(*p))))
+		goto oom;
+	json_array_foreach(items, i, v)
+		if (packed_insert_json(p, i, v) < 0) {
+			packed_free(p);
+			free(p);
+			goto oom;
+		}
+	o->data = p;
 	return MPSUP_OK;
+oom:
+	snprintf(err, errlen, "out of memory");
+	return MPSUP_E_INTERNAL;
 }
 
 static void list_free(struct obj *o)
 {
-	json_decref(o->data);
+	packed_free(P(o));
+	free(o->data);
 }
 
-/* Borrowed state: serialize it before the event loop runs again. */
 static json_t *list_get_all(const struct obj *o)
 {
-	return json_incref(o->data);
+	return packed_array(P(o), 0, P(o)->n);
 }
 
 static json_t *list_dump(const struct obj *o)
 {
-	return json_pack("{s:O}", "items", (json_t *)o->data);
+	json_t *items = list_get_all(o);
+
+	return items ? json_pack("{s:o}", "items", items) : NULL;
 }
 
 static size_t list_size(const struct obj *o)
 {
-	return json_array_size(o->data);
+	return P(o)->n;
 }
 
+/* As obj_mem_of() counts the same values in a jansson array. */
 static size_t list_mem(const struct obj *o)
 {
-	return obj_mem_of(o->data);
+	return OBJ_MEM_NODE + P(o)->mem;
 }
 
 static bool list_options_equal(const struct obj *o, json_t *opts)
@@ -67,13 +82,13 @@ static bool list_options_equal(const struct obj *o, json_t *opts)
 	return obj_opts_only(opts, list_options, err, sizeof(err)) == 0;
 }
 
-/* The index parameter resolved, or NULL-equivalent false after answering. */
+/* The index parameter resolved, or false after answering. */
 static bool list_index(struct obj_call *c, json_t *v, size_t *ret)
 {
-	if (obj_index(json_integer_value(v), json_array_size(L(c)), ret))
+	if (obj_index(json_integer_value(v), L(c)->n, ret))
 		return true;
 	obj_error(c, MPSUP_E_OUT_OF_RANGE, "%s: index %lld out of range (length %zu)", c->o->name,
-		  (long long)json_integer_value(v), json_array_size(L(c)));
+		  (long long)json_integer_value(v), L(c)->n);
 	return false;
 }
 
@@ -83,31 +98,41 @@ static enum cmd_ret list_oom(struct obj_call *c)
 	return CMD_DONE;
 }
 
+/* Insert parameter i (as it lies in the request) before position at. */
+static enum cmd_ret list_put(struct obj_call *c, size_t at, int i)
+{
+	size_t mem = L(c)->mem;
+
+	if (!obj_items_room(c, L(c)->n, 1))
+		return CMD_DONE;
+	if (packed_insert_member(L(c), at, &c->arg[i]) < 0)
+		return list_oom(c);
+	obj_mem_adjust(c->o, L(c)->mem - mem, 0);
+	obj_ok(c, NULL);
+	return CMD_DONE;
+}
+
 /* append {value} */
 static enum cmd_ret list_append(struct obj_call *c)
 {
-	if (!obj_items_room(c, json_array_size(L(c)), 1))
-		return CMD_DONE;
-	if (json_array_append(L(c), obj_arg(c, 0)) < 0)
-		return list_oom(c);
-	obj_mem_adjust(c->o, obj_mem_elem(obj_arg(c, 0)), 0);
-	obj_ok(c, NULL);
-	return CMD_DONE;
+	return list_put(c, L(c)->n, 0);
 }
 
 /* extend {values: []} */
 static enum cmd_ret list_extend(struct obj_call *c)
 {
-	size_t i, add = 0;
+	size_t i, n = L(c)->n, mem = L(c)->mem;
 	json_t *v;
 
-	if (!obj_items_room(c, json_array_size(L(c)), json_array_size(obj_arg(c, 0))))
+	if (!obj_items_room(c, n, json_array_size(obj_arg(c, 0))))
 		return CMD_DONE;
-	if (json_array_extend(L(c), obj_arg(c, 0)) < 0)
-		return list_oom(c);
 	json_array_foreach(obj_arg(c, 0), i, v)
-		add += obj_mem_elem(v);
-	obj_mem_adjust(c->o, add, 0);
+		if (packed_insert_json(L(c), L(c)->n, v) < 0) {
+			while (L(c)->n > n) /* all or nothing */
+				packed_remove(L(c), L(c)->n - 1);
+			return list_oom(c);
+		}
+	obj_mem_adjust(c->o, L(c)->mem - mem, 0);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -115,52 +140,57 @@ static enum cmd_ret list_extend(struct obj_call *c)
 /* insert {index, value}: Python's list.insert (the index is clamped) */
 static enum cmd_ret list_insert(struct obj_call *c)
 {
-	json_int_t i = json_integer_value(obj_arg(c, 0)), len = (json_int_t)json_array_size(L(c));
+	json_int_t i = json_integer_value(obj_arg(c, 0)), len = (json_int_t)L(c)->n;
 
 	if (i < 0 && (i += len) < 0)
 		i = 0;
 	if (i > len)
 		i = len;
-	if (!obj_items_room(c, (size_t)len, 1))
-		return CMD_DONE;
-	if (json_array_insert(L(c), (size_t)i, obj_arg(c, 1)) < 0)
-		return list_oom(c);
-	obj_mem_adjust(c->o, obj_mem_elem(obj_arg(c, 1)), 0);
-	obj_ok(c, NULL);
-	return CMD_DONE;
+	return list_put(c, (size_t)i, 1);
 }
 
 /* get {index} */
 static enum cmd_ret list_get(struct obj_call *c)
 {
 	size_t i;
+	json_t *v;
 
-	if (list_index(c, obj_arg(c, 0), &i))
-		obj_ok(c, json_incref(json_array_get(L(c), i)));
+	if (!list_index(c, obj_arg(c, 0), &i))
+		return CMD_DONE;
+	if (!(v = packed_get(L(c), i)))
+		return list_oom(c);
+	obj_ok(c, v);
 	return CMD_DONE;
 }
 
 /* set {index, value} */
 static enum cmd_ret list_set(struct obj_call *c)
 {
-	size_t i;
-
-	size_t old;
+	size_t i, mem = L(c)->mem;
 
 	if (!list_index(c, obj_arg(c, 0), &i))
 		return CMD_DONE;
-	old = obj_mem_elem(json_array_get(L(c), i));
-	if (json_array_set(L(c), i, obj_arg(c, 1)) < 0)
+	if (packed_set_json(L(c), i, obj_arg(c, 1)) < 0)
 		return list_oom(c);
-	obj_mem_adjust(c->o, obj_mem_elem(obj_arg(c, 1)), old);
+	if (L(c)->mem >= mem)
+		obj_mem_adjust(c->o, L(c)->mem - mem, 0);
+	else
+		obj_mem_adjust(c->o, 0, mem - L(c)->mem);
 	obj_ok(c, NULL);
 	return CMD_DONE;
+}
+
+/* Remove position i, giving its data bytes back. */
+static void list_drop(struct obj_call *c, size_t i)
+{
+	obj_mem_adjust(c->o, 0, packed_mem_at(L(c), i));
+	packed_remove(L(c), i);
 }
 
 /* pop {index?:-1} -> the item */
 static enum cmd_ret list_pop(struct obj_call *c)
 {
-	size_t n = json_array_size(L(c)), i;
+	size_t n = L(c)->n, i;
 	json_t *v;
 
 	if (n == 0) {
@@ -171,21 +201,18 @@ static enum cmd_ret list_pop(struct obj_call *c)
 		i = n - 1;
 	else if (!list_index(c, obj_arg(c, 0), &i))
 		return CMD_DONE;
-	v = json_incref(json_array_get(L(c), i));
-	json_array_remove(L(c), i);
-	obj_mem_adjust(c->o, 0, obj_mem_elem(v));
+	if (!(v = packed_get(L(c), i)))
+		return list_oom(c);
+	list_drop(c, i);
 	obj_ok(c, v);
 	return CMD_DONE;
 }
 
 /* The first position of value, or -1. */
-static long list_find(json_t *l, json_t *value)
+static long list_find(const struct packed *p, json_t *value)
 {
-	size_t i;
-	json_t *v;
-
-	json_array_foreach(l, i, v)
-		if (obj_json_equal(v, value))
+	for (size_t i = 0; i < p->n; i++)
+		if (packed_equal(p, i, value))
 			return (long)i;
 	return -1;
 }
@@ -199,8 +226,7 @@ static enum cmd_ret list_remove(struct obj_call *c)
 		obj_error(c, MPSUP_E_NOT_FOUND, "%s: value not in list", c->o->name);
 		return CMD_DONE;
 	}
-	obj_mem_adjust(c->o, 0, obj_mem_elem(json_array_get(L(c), (size_t)i)));
-	json_array_remove(L(c), (size_t)i);
+	list_drop(c, (size_t)i);
 	obj_ok(c, NULL);
 	return CMD_DONE;
 }
@@ -221,18 +247,16 @@ static enum cmd_ret list_index_of(struct obj_call *c)
 static enum cmd_ret list_count(struct obj_call *c)
 {
 	json_int_t n = 0;
-	size_t i;
-	json_t *v;
 
-	json_array_foreach(L(c), i, v)
-		n += obj_json_equal(v, obj_arg(c, 0));
+	for (size_t i = 0; i < L(c)->n; i++)
+		n += packed_equal(L(c), i, obj_arg(c, 0));
 	obj_ok(c, json_integer(n));
 	return CMD_DONE;
 }
 
 static enum cmd_ret list_len(struct obj_call *c)
 {
-	obj_ok(c, json_integer((json_int_t)json_array_size(L(c))));
+	obj_ok(c, json_integer((json_int_t)L(c)->n));
 	return CMD_DONE;
 }
 
@@ -240,18 +264,18 @@ static enum cmd_ret list_len(struct obj_call *c)
 static enum cmd_ret list_slice(struct obj_call *c)
 {
 	size_t start, stop;
-	json_t *out = json_array();
+	json_t *out;
 
-	obj_slice(obj_arg(c, 0), obj_arg(c, 1), json_array_size(L(c)), &start, &stop);
-	for (size_t i = start; out && i < stop; i++)
-		json_array_append(out, json_array_get(L(c), i));
+	obj_slice(obj_arg(c, 0), obj_arg(c, 1), L(c)->n, &start, &stop);
+	if (!(out = packed_array(L(c), start, stop)))
+		return list_oom(c);
 	obj_ok(c, out);
 	return CMD_DONE;
 }
 
 static enum cmd_ret list_clear(struct obj_call *c)
 {
-	json_array_clear(L(c));
+	packed_free(L(c));
 	obj_mem_recount(c->o);
 	obj_ok(c, NULL);
 	return CMD_DONE;

@@ -250,25 +250,30 @@ static bool rate_ok(struct proc *p, struct notify_sock *ns)
 	return true;
 }
 
-/* Close descriptors a sender passed; return its credentials (or NULL). */
-static const struct ucred *control_creds(struct msghdr *mh)
+/* Close descriptors a sender passed; its credentials into ret_cred (false
+ * when it sent none). The control data is copied out: CMSG_DATA is not
+ * aligned for the types it carries. */
+static bool control_creds(struct msghdr *mh, struct ucred *ret_cred)
 {
-	const struct ucred *cred = NULL;
+	bool have = false;
 
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
 		if (c->cmsg_level != SOL_SOCKET)
 			continue;
 		if (c->cmsg_type == SCM_CREDENTIALS &&
-		    c->cmsg_len >= CMSG_LEN(sizeof(struct ucred)))
-			cred = (const struct ucred *)CMSG_DATA(c);
-		else if (c->cmsg_type == SCM_RIGHTS) {
+		    c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+			memcpy(ret_cred, CMSG_DATA(c), sizeof(*ret_cred));
+			have = true;
+		} else if (c->cmsg_type == SCM_RIGHTS) {
 			size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			int *fds = (int *)CMSG_DATA(c);
-			for (size_t i = 0; i < n; i++)
-				close(fds[i]);
+			for (size_t i = 0; i < n; i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
+				close(fd);
+			}
 		}
 	}
-	return cred;
+	return have;
 }
 
 static void notify_cb(evutil_socket_t fd, short what, void *arg)
@@ -288,15 +293,16 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
 				     .msg_iovlen = 1,
 				     .msg_control = &ctl,
 				     .msg_controllen = sizeof(ctl) };
-		const struct ucred *cred;
+		struct ucred cred;
+		bool have_cred;
 		ssize_t n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 
 		if (n < 0)
 			return;
-		cred = control_creds(&mh);
+		have_cred = control_creds(&mh, &cred);
 		if (!rate_ok(p, ns) || (mh.msg_flags & MSG_TRUNC))
 			continue;
-		if (!cred || (cred->uid != ns->uid && cred->uid != 0))
+		if (!have_cred || (cred.uid != ns->uid && cred.uid != 0))
 			continue;
 		handle_message(p, buf, (size_t)n);
 	}

@@ -52,8 +52,10 @@ class Readiness(DaemonTestCase):
         out = self.d.mpctl("status", "slow", check=0).stdout.splitlines()
         self.assertEqual(out[0].split()[-1], "STATUS")
         self.assertTrue(out[1].endswith("warming up"), out)
-        path = dict(l.split("=", 1) for l in open("/proc/%d/environ" % r["pid"]).read()
-                    .split("\0") if "=" in l)["NOTIFY_SOCKET"]
+        # "starting" comes at fork: the environment is the worker's once it has run exec
+        path = wait_for(lambda: dict(
+            l.split("=", 1) for l in open("/proc/%d/environ" % r["pid"]).read()
+            .split("\0") if "=" in l).get("NOTIFY_SOCKET"), what="the worker's NOTIFY_SOCKET")
         self.assertTrue(path.startswith(self.d.dir + "/notify/%d/" % os.getuid()), path)
         st = os.stat(os.path.dirname(path))
         self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid), (0o700, os.getuid()))
@@ -94,8 +96,10 @@ class Readiness(DaemonTestCase):
     def test_hostile_datagrams(self):
         self.add("never", "sleep 1000", ready_timeout=0)
         r = self.wait_state("never:0", "starting")
-        path = dict(l.split("=", 1) for l in open("/proc/%d/environ" % r["pid"]).read()
-                    .split("\0") if "=" in l)["NOTIFY_SOCKET"]
+        # "starting" comes at fork: the environment is the worker's once it has run exec
+        path = wait_for(lambda: dict(
+            l.split("=", 1) for l in open("/proc/%d/environ" % r["pid"]).read()
+            .split("\0") if "=" in l).get("NOTIFY_SOCKET"), what="the worker's NOTIFY_SOCKET")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         # too large: dropped whole, READY=1 or not

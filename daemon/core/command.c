@@ -29,6 +29,9 @@ static size_t table_len;
  * command_find and the counters (a power of two, at least twice
  * table_len: probes stay short). */
 static size_t *index_slots;
+/* command_row()'s last answer (reset with the table). */
+static const struct cmd_entry *last;
+static size_t last_row;
 static size_t index_mask;
 /* Answers by command (table order; the last row: lines that named no
  * command) and code (MPSUP_OK or an error code). */
@@ -51,6 +54,7 @@ void command_init(const struct cmd_module *const *mods, size_t n_mods)
 		for (const struct cmd_entry *e = mods[m]->cmds; e && e->name; e++)
 			n++;
 	}
+	last = NULL;
 	table = calloc(n, sizeof(*table));
 	if (!table)
 		fatalx("command", "out of memory");
@@ -89,13 +93,18 @@ const struct cmd_entry *command_find(const char *name)
 	return NULL;
 }
 
-/* cmd's row in table (table_len for one not in it): its counters' row. */
+/* cmd's row in table (table_len for one not in it): its counters' row.
+ * Requests come in runs of one command: the last answer is kept. */
 static size_t command_row(const struct cmd_entry *cmd)
 {
+	if (cmd == last)
+		return last_row;
 	for (size_t h = hash_fnv1a32(cmd->name) & index_mask; index_slots[h];
 	     h = (h + 1) & index_mask)
-		if (table[index_slots[h] - 1] == cmd)
-			return index_slots[h] - 1;
+		if (table[index_slots[h] - 1] == cmd) {
+			last = cmd;
+			return last_row = index_slots[h] - 1;
+		}
 	return table_len;
 }
 

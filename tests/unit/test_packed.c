@@ -27,6 +27,15 @@ static json_t *J(const char *text)
 	return v;
 }
 
+/* Insert the value of text at the end of p. */
+static void put_text(struct packed *p, const char *text)
+{
+	json_t *v = J(text);
+
+	ck_assert_int_eq(packed_insert_json(p, p->n, v), 0);
+	json_decref(v);
+}
+
 /* p holds exactly the values of model, and charges what they weigh. */
 static void ck_same(const struct packed *p, json_t *model)
 {
@@ -72,7 +81,7 @@ START_TEST(test_round_trip)
 	json_t *model = json_array();
 
 	for (size_t i = 0; i < N_VALUES; i++) {
-		ck_assert_int_eq(packed_insert_json(&p, p.n, J(values[i])), 0);
+		put_text(&p, values[i]);
 		json_array_append_new(model, J(values[i]));
 	}
 	ck_same(&p, model);
@@ -145,7 +154,7 @@ START_TEST(test_equal)
 	};
 
 	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++)
-		ck_assert_int_eq(packed_insert_json(&p, p.n, J(in[i])), 0);
+		put_text(&p, in[i]);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		json_t *v = J(cases[i].v);
 		ck_assert_msg(packed_equal(&p, cases[i].at, v) == cases[i].eq, "case %zu", i);

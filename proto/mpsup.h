@@ -134,7 +134,8 @@ int mpsup_request_read(const char *line, size_t len, size_t max_depth, json_t **
 /*
  * One member of a request object as it lies in the line: scalars are read
  * in place (no jansson value), objects, arrays and strings with escapes
- * are built (v, a new reference).
+ * are built (v, a new reference), but for containers read lazily (see
+ * mpsup_request_members_lazy: checked, v NULL, their text in raw).
  */
 struct mpsup_member {
 	const char *key; /* into the line (a key with escapes is refused) */
@@ -145,6 +146,8 @@ struct mpsup_member {
 	json_int_t i; /* JSON_INTEGER */
 	double d;     /* JSON_REAL */
 	json_t *v;    /* JSON_OBJECT, JSON_ARRAY, an escaped string; else NULL */
+	const char *raw; /* the value's JSON text as it lies in the line */
+	size_t raw_len;
 };
 /*
  * Read a request line as mpsup_request_read() does, but leave its members
@@ -157,6 +160,35 @@ struct mpsup_member {
 int mpsup_request_members(const char *line, size_t len, size_t max_depth,
 			  struct mpsup_member *members, size_t cap, size_t *ret_n, json_t **ret_id,
 			  char *cmd, size_t cmd_size);
+/*
+ * mpsup_request_members, but an object or array member whose text is
+ * lazy_min bytes or longer is only checked (exactly as it would be read)
+ * and left as text: type JSON_OBJECT/JSON_ARRAY, v NULL, its text in raw
+ * (SIZE_MAX: none is). For servers that pass big values on as text.
+ */
+int mpsup_request_members_lazy(const char *line, size_t len, size_t max_depth, size_t lazy_min,
+			       struct mpsup_member *members, size_t cap, size_t *ret_n,
+			       json_t **ret_id, char *cmd, size_t cmd_size);
+/*
+ * Read the JSON object text[0..len) member by member in place, as
+ * mpsup_request_members does (no envelope: "id" and "cmd" are members like
+ * the others), every object or array left as checked text (v NULL, raw).
+ * 0, or -EINVAL when the text is not such an object (invalid, more than
+ * cap members, a key with escapes, deeper than max_depth).
+ */
+int mpsup_json_members(const char *text, size_t len, size_t max_depth,
+		       struct mpsup_member *members, size_t cap, size_t *ret_n);
+/*
+ * Check the JSON array text[0..len) exactly as mpsup_json_loadb() would
+ * read it, building nothing, and call fn (when not NULL) with the text of
+ * each element in order (no space around it); fn returning < 0 stops the
+ * walk with that value. Returns the number of elements, or -EINVAL when
+ * the text is not a valid array (nested at most max_depth deep, 0: 1000)
+ * or is unusual as for mpsup_json_loadb() (a real of 64 characters or
+ * more): ask jansson then.
+ */
+ssize_t mpsup_json_array_each(const char *text, size_t len, size_t max_depth,
+			      int (*fn)(void *arg, const char *value, size_t len), void *arg);
 /* Release the values built for members (the members stay readable but
  * for v). */
 void mpsup_members_free(struct mpsup_member *members, size_t n);

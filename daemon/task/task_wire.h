@@ -9,6 +9,7 @@
 #ifndef MPSUPD_TASK_WIRE_H
 #define MPSUPD_TASK_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -31,9 +32,37 @@ enum task_reply {
  * or -EINVAL when item cannot be encoded.
  */
 ssize_t task_line_format(char **buf, size_t *cap, uint64_t id, const json_t *item);
-/* The same for a chunk: {"id":N,"items":[items[start], ... count of them]}. */
-ssize_t task_chunk_format(char **buf, size_t *cap, uint64_t id, const json_t *items, size_t start,
-			  size_t count);
+/* The same from JSON text: {"id":N,"item":TEXT} or, for a chunk (list
+ * set), {"id":N,"items":[TEXT]} where TEXT is its items' text with their
+ * commas. */
+ssize_t task_line_text(char **buf, size_t *cap, uint64_t id, bool list, const char *text,
+		       size_t len);
+
+/* A worker's answer as read in place (task_reply_read). */
+struct task_answer {
+	uint64_t id;
+	const char *text; /* RESULT: the result's JSON text; RESULTS: the "results" list's */
+	size_t len;
+	const char *errors; /* RESULTS: the "errors" member's text, or NULL */
+	size_t errors_len;
+	json_t *error; /* ERROR: the worker's error text, a JSON string */
+	char *owned;   /* what text and errors point into when not the line */
+};
+/*
+ * Read one line a worker wrote into *a (text and errors point into the
+ * line, valid while it is), building nothing but an error's text; the
+ * kinds and whys of task_reply_parse(). Release a with task_answer_release.
+ */
+enum task_reply task_reply_read(const char *line, size_t len, struct task_answer *a, char *why,
+				size_t whylen);
+void task_answer_release(struct task_answer *a);
+/* Check a RESULTS answer for a chunk of count items: each result's text
+ * goes to fn (in order; see mpsup_json_array_each); RESULTS, or BAD with
+ * why (wrong number of results, malformed "errors"); *ret_errors: the
+ * "errors" list (new reference) or NULL. */
+enum task_reply task_chunk_read(const struct task_answer *a, size_t count,
+				int (*fn)(void *arg, const char *value, size_t len), void *arg,
+				json_t **ret_errors, char *why, size_t whylen);
 /*
  * Parse one line a worker wrote: *ret_id is the task it answers. RESULT:
  * *ret_value is the result; ERROR: *ret_value is the worker's error text
@@ -43,9 +72,6 @@ ssize_t task_chunk_format(char **buf, size_t *cap, uint64_t id, const json_t *it
  */
 enum task_reply task_reply_parse(const char *line, size_t len, uint64_t *ret_id, json_t **ret_value,
 				 char *why, size_t whylen);
-/* Check a RESULTS reply for a chunk of count items: RESULTS, or BAD with
- * why (wrong number of results, malformed "errors"). */
-enum task_reply task_chunk_reply_check(json_t *reply, size_t count, char *why, size_t whylen);
 /* A printable excerpt of s[0..n) for messages (NUL-terminated in out). */
 void task_snippet(const char *s, size_t n, char *out, size_t outlen);
 

@@ -303,8 +303,12 @@ static bool scan_number(struct reader *r, bool *ret_real, json_int_t *ret_i, dou
 	*ret_real = real;
 	if (!real) {
 		uint64_t v = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+		const unsigned char *d = s + neg;
 
-		for (const unsigned char *d = s + neg; d < q; d++) {
+		/* 18 digits never overflow: no check (a division) for them */
+		for (const unsigned char *safe = q - d > 18 ? d + 18 : q; d < safe; d++)
+			v = v * 10 + (unsigned)(*d - '0');
+		for (; d < q; d++) {
 			unsigned digit = *d - '0';
 			if (v > (limit - digit) / 10)
 				return false; /* jansson: too big integer */
@@ -629,6 +633,22 @@ static bool skip_container(struct reader *r, bool object)
 	return ok;
 }
 
+/* Move past the integer of at most 18 digits at r->p (it cannot overflow:
+ * nothing to compute); false, not moving, for anything else (scan_number
+ * judges it). */
+static inline bool skip_number(struct reader *r)
+{
+	const unsigned char *q = r->p + (*r->p == '-'), *end = r->end, *d = q;
+
+	while (q < end && *q >= '0' && *q <= '9')
+		q++;
+	if (q == d || q - d > 18 || (*d == '0' && q - d > 1) ||
+	    (q < end && (*q == '.' || *q == 'e' || *q == 'E')))
+		return false;
+	r->p = q;
+	return true;
+}
+
 static bool skip_value(struct reader *r)
 {
 	json_int_t i;
@@ -653,7 +673,7 @@ static bool skip_value(struct reader *r)
 	case 'n': return read_word(r, "null", 4, json_null()) != NULL;
 	default:
 		if (*r->p == '-' || (*r->p >= '0' && *r->p <= '9'))
-			return scan_number(r, &real, &i, &d);
+			return skip_number(r) || scan_number(r, &real, &i, &d);
 		return false;
 	}
 }

@@ -420,7 +420,7 @@ void map_maybe_free(struct map *m)
  * them were. */
 void map_item_sent(struct map *m, size_t i)
 {
-	struct task *t = map_item_task(m, i);
+	struct task *t = &m->tasks[i / m->chunksize];
 
 	if (m->fin[i] == FIN_DONE && t->out_left && --t->out_left == 0) {
 		free(t->out);
@@ -526,18 +526,18 @@ static bool map_item_error(struct map *m, size_t i, enum mpsup_err code, const c
 	return m->errs[i] != NULL;
 }
 
-/* Item i of m ended: done with its result at span in its task's out, or
+/* Item i of m ended: done with its result at span in the out of its task t, or
  * (span NULL) failed with code and msg, which fails the map or is listed
  * with errors: "return". Once only. */
-static void map_item_end(struct map *m, size_t i, const struct jspan *span, enum mpsup_err code,
-			 const char *msg)
+static void map_item_end(struct map *m, struct task *t, size_t i, const struct jspan *span,
+			 enum mpsup_err code, const char *msg)
 {
 	if (!map_live(m) || m->fin[i])
 		return; /* cancelled, already failed, or a second answer */
 	m->fin[i] = span ? FIN_DONE : FIN_FAILED;
 	if (span) {
 		m->res[i] = *span;
-		map_item_task(m, i)->out_left++;
+		t->out_left++;
 	} else if ((m->streamed || m->collect) && !map_item_error(m, i, code, msg) &&
 		   !m->streamed) {
 		map_fail(m, SIZE_MAX, MPSUP_E_INTERNAL, "out of memory");
@@ -596,7 +596,7 @@ void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *m
 		/* a map's task ends this way only when it failed (task_end_text) */
 		json_decref(result);
 		for (size_t i = 0; i < task_weight(t); i++)
-			map_item_end(m, t->index + i, NULL, code, msg);
+			map_item_end(m, t, t->index + i, NULL, code, msg);
 		if (m->streamed)
 			map_feed(m); /* the callers dispatch */
 		map_maybe_free(m);
@@ -611,14 +611,17 @@ void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *m
 	subm_finished(t);
 }
 
-/* The task t of a map ended (done or, for a chunk, answered): count it
- * and feed and free its map as it goes on. */
-static void map_task_done(struct task *t)
+/* The task t of a map was answered, failed of its items (a chunk's
+ * "errors"): count its items. */
+static void map_task_done(struct task *t, size_t failed)
 {
 	struct map *m = t->map;
 
+	if (failed > task_weight(t))
+		failed = task_weight(t);
 	if (t->home) {
-		t->home->outcomes[MPSUP_OK] += task_weight(t);
+		t->home->outcomes[MPSUP_OK] += task_weight(t) - failed;
+		t->home->outcomes[MPSUP_E_INTERNAL] += failed;
 		if (t->started > 0)
 			metrics_hist_observe(&t->home->duration, now_mono() - t->started);
 		t->home = NULL;
@@ -649,57 +652,40 @@ void task_end_text(struct task *t, const char *text, size_t len)
 {
 	struct jspan span = { 0, (uint32_t)len };
 
-	map_task_done(t);
+	map_task_done(t, 0);
 	if (!(t->out = malloc(len ? len : 1)))
-		map_item_end(t->map, t->index, NULL, MPSUP_E_INTERNAL, "out of memory");
+		map_item_end(t->map, t, t->index, NULL, MPSUP_E_INTERNAL, "out of memory");
 	else {
 		memcpy(t->out, text, len);
-		map_item_end(t->map, t->index, &span, MPSUP_E_INTERNAL, NULL);
+		map_item_end(t->map, t, t->index, &span, MPSUP_E_INTERNAL, NULL);
 	}
 	map_task_after(t);
 }
 
-/* Walks a chunk's results (task_chunk_end). */
-struct chunk_walk {
-	struct task *t;
-	size_t k;
-};
-
-static int chunk_result(void *arg, const char *value, size_t len)
-{
-	struct chunk_walk *cw = arg;
-	struct task *t = cw->t;
-	size_t i = t->index + cw->k++;
-	struct jspan span = { (uint32_t)(value - t->out), (uint32_t)len };
-
-	if (!t->map->fin[i])
-		map_item_end(t->map, i, &span, MPSUP_E_INTERNAL, NULL);
-	return 0;
-}
-
-/* Chunk t was answered with a (checked by task_chunk_read(), its
- * "errors" list in errors, or NULL): the failed items fail, the others
- * take their results. */
-void task_chunk_end(struct task *t, const struct task_answer *a, json_t *errors)
+/* Chunk t was answered with a, checked by task_chunk_read(): spans says
+ * where each result lies in a's text, errors is its "errors" list or
+ * NULL. The failed items fail, the others take their results. */
+void task_chunk_end(struct task *t, const struct task_answer *a, const struct jspan *spans,
+		    json_t *errors)
 {
 	struct map *m = t->map;
-	struct chunk_walk cw = { t, 0 };
 	size_t k;
 	json_t *e;
 
-	map_task_done(t);
+	map_task_done(t, json_array_size(errors));
 	json_array_foreach(errors, k, e)
-		map_item_end(m, t->index + (size_t)json_integer_value(json_array_get(e, 0)), NULL,
+		map_item_end(m, t, t->index + (size_t)json_integer_value(json_array_get(e, 0)), NULL,
 			     MPSUP_E_INTERNAL, json_string_value(json_array_get(e, 1)));
 	if (!(t->out = malloc(a->len ? a->len : 1))) {
 		for (size_t i = 0; i < t->count; i++)
-			map_item_end(m, t->index + i, NULL, MPSUP_E_INTERNAL, "out of memory");
+			map_item_end(m, t, t->index + i, NULL, MPSUP_E_INTERNAL, "out of memory");
 	} else {
 		memcpy(t->out, a->text, a->len);
-		/* checked already: it walks the same text; out stays while it
-		 * does (a stream may send every result before the walk ends) */
+		/* out stays while they end (a stream may send them all at once) */
 		t->out_left++;
-		mpsup_json_array_each(t->out, a->len, 0, chunk_result, &cw);
+		for (size_t i = 0; i < t->count; i++)
+			if (!m->fin[t->index + i])
+				map_item_end(m, t, t->index + i, &spans[i], MPSUP_E_INTERNAL, NULL);
 		t->out_left--;
 	}
 	map_task_after(t);

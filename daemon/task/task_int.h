@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "park.h"
 #include "stream.h"
+#include "task_wire.h"
 
 struct map;
 struct worker;
@@ -42,12 +43,6 @@ struct subm {
 	double finished;           /* monotonic; 0 = not yet */
 	struct park_queue waiters; /* task.wait requests */
 	struct task *hnext;        /* id hash chain */
-};
-
-/* Where a piece of JSON text lies in a buffer (items and results of a
- * map: each is at most max_request_bytes, far below 4 GiB). */
-struct jspan {
-	uint32_t off, len;
 };
 
 struct task {
@@ -163,12 +158,6 @@ static inline const char *map_item_text(const struct map *m, size_t i, size_t *r
 	return m->items_text + m->item_at[i].off;
 }
 
-/* The task of m that carries item i. */
-static inline struct task *map_item_task(struct map *m, size_t i)
-{
-	return &m->tasks[i / m->chunksize];
-}
-
 /* The daemon is shutting down: no task is dispatched or retried. */
 extern bool task_shutting;
 
@@ -196,7 +185,8 @@ void publish_task(const char *event, const struct task *t, const char *worker, c
 void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg);
 void task_end_text(struct task *t, const char *text, size_t len);
 struct task_answer;
-void task_chunk_end(struct task *t, const struct task_answer *a, json_t *errors);
+void task_chunk_end(struct task *t, const struct task_answer *a, const struct jspan *spans,
+		    json_t *errors);
 void task_requeue(struct task_pool *tp, struct task *t);
 bool task_may_retry(const struct task_pool *tp, const struct task *t);
 void task_retry(struct task_pool *tp, struct task *t, const char *worker, const char *msg);

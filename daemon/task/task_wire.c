@@ -147,15 +147,48 @@ static bool errors_valid(const json_t *errs, size_t count, char *why, size_t why
 	return true;
 }
 
-enum task_reply task_chunk_read(const struct task_answer *a, size_t count,
-				int (*fn)(void *arg, const char *value, size_t len), void *arg,
-				json_t **ret_errors, char *why, size_t whylen)
-{
-	json_t *errs = NULL;
-	ssize_t n;
+/* Collects where a chunk's results lie (task_chunk_read). */
+struct span_walk {
+	const char *base;
+	struct jspan **spans;
+	size_t *cap, n, count;
+};
 
-	/* the results are counted first: fn sees them only when they fit */
-	if ((n = mpsup_json_array_each(a->text, a->len, 0, NULL, NULL)) != (ssize_t)count) {
+static int span_add(void *arg, const char *value, size_t len)
+{
+	struct span_walk *w = arg;
+
+	if (w->n == w->count)
+		return -EOVERFLOW; /* one too many: the count is wrong anyway */
+	if (w->n == *w->cap) {
+		size_t cap = *w->cap ? *w->cap * 2 : 256;
+		struct jspan *s;
+		while (cap < w->count)
+			cap *= 2;
+		if (!(s = realloc(*w->spans, cap * sizeof(*s))))
+			return -ENOMEM;
+		*w->spans = s;
+		*w->cap = cap;
+	}
+	(*w->spans)[w->n].off = (uint32_t)(value - w->base);
+	(*w->spans)[w->n++].len = (uint32_t)len;
+	return 0;
+}
+
+enum task_reply task_chunk_read(const struct task_answer *a, size_t count, struct jspan **spans,
+				size_t *cap, json_t **ret_errors, char *why, size_t whylen)
+{
+	struct span_walk w = { a->text, spans, cap, 0, count };
+	json_t *errs = NULL;
+	ssize_t n = mpsup_json_array_each(a->text, a->len, 0, span_add, &w);
+
+	if (n == -ENOMEM) {
+		snprintf(why, whylen, "out of memory");
+		return TASK_REPLY_BAD;
+	}
+	if (n == -EOVERFLOW)
+		n = mpsup_json_array_each(a->text, a->len, 0, NULL, NULL); /* for the message */
+	if (n != (ssize_t)count) {
 		snprintf(why, whylen, "%zd results for a chunk of %zu items", n < 0 ? 0 : n,
 			 count);
 		return TASK_REPLY_BAD;
@@ -165,11 +198,6 @@ enum task_reply task_chunk_read(const struct task_answer *a, size_t count,
 		if (!errs)
 			snprintf(why, whylen, "\"errors\" is not a list");
 		json_decref(errs);
-		return TASK_REPLY_BAD;
-	}
-	if (fn && mpsup_json_array_each(a->text, a->len, 0, fn, arg) < 0) {
-		json_decref(errs);
-		snprintf(why, whylen, "out of memory");
 		return TASK_REPLY_BAD;
 	}
 	*ret_errors = errs;

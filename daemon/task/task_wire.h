@@ -23,7 +23,7 @@ enum task_reply {
 	TASK_REPLY_BAD = -1,
 	TASK_REPLY_RESULT = 0,
 	TASK_REPLY_ERROR = 1,
-	TASK_REPLY_RESULTS = 2, /* a chunk's answer: the whole reply object */
+	TASK_REPLY_RESULTS = 2, /* a chunk's answer: a "results" list */
 };
 
 /*
@@ -56,19 +56,23 @@ struct task_answer {
 enum task_reply task_reply_read(const char *line, size_t len, struct task_answer *a, char *why,
 				size_t whylen);
 void task_answer_release(struct task_answer *a);
-/* Check a RESULTS answer for a chunk of count items: each result's text
- * goes to fn (in order; see mpsup_json_array_each); RESULTS, or BAD with
- * why (wrong number of results, malformed "errors"); *ret_errors: the
- * "errors" list (new reference) or NULL. */
-enum task_reply task_chunk_read(const struct task_answer *a, size_t count,
-				int (*fn)(void *arg, const char *value, size_t len), void *arg,
-				json_t **ret_errors, char *why, size_t whylen);
+/* Where a piece of JSON text lies in a buffer (items and results of a
+ * map: each is at most max_request_bytes, far below 4 GiB). */
+struct jspan {
+	uint32_t off, len;
+};
+/* Check a RESULTS answer for a chunk of count items: RESULTS with where
+ * each result lies in a->text in (*spans)[0..count) (grown as needed,
+ * capacity *cap) and the "errors" list in *ret_errors (new reference, or
+ * NULL); BAD with why (wrong number of results, malformed "errors"). */
+enum task_reply task_chunk_read(const struct task_answer *a, size_t count, struct jspan **spans,
+				size_t *cap, json_t **ret_errors, char *why, size_t whylen);
 /*
  * Parse one line a worker wrote: *ret_id is the task it answers. RESULT:
  * *ret_value is the result; ERROR: *ret_value is the worker's error text
- * as a JSON string; RESULTS (a "results" list): *ret_value is the whole
- * reply object, for task_chunk_reply_check(); all new references. BAD: why
- * says what is wrong with the line.
+ * as a JSON string; RESULTS (a "results" list): *ret_value is
+ * {"results": [...], "errors"?: [...]}; all new references. BAD: why
+ * says what is wrong with the line. (task_reply_read, building values.)
  */
 enum task_reply task_reply_parse(const char *line, size_t len, uint64_t *ret_id, json_t **ret_value,
 				 char *why, size_t whylen);

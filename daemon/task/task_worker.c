@@ -48,6 +48,9 @@ enum release { RELEASE_FAIL, RELEASE_FAIL_OLDEST, RELEASE_REQUEUE };
 /* The task line being written (one for all workers: one write each). */
 static char *linebuf;
 static size_t linebuf_cap;
+/* Where the results of the chunk answer being read lie. */
+static struct jspan *spans;
+static size_t spans_cap;
 
 static void worker_fail(struct worker *w, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -387,7 +390,7 @@ static void worker_answered(struct worker *w, struct task *t, enum task_reply ki
 	json_t *v;
 
 	if (kind == TASK_REPLY_RESULTS)
-		task_chunk_end(t, a, errors);
+		task_chunk_end(t, a, spans, errors);
 	else if (kind == TASK_REPLY_RESULT && t->map)
 		task_end_text(t, a->text, a->len);
 	else if (kind == TASK_REPLY_RESULT) {
@@ -445,8 +448,8 @@ static bool worker_line(struct worker *w, char *line, size_t len)
 		task_answer_release(&a);
 		return false;
 	}
-	if (kind == TASK_REPLY_RESULTS && task_chunk_read(&a, t->count, NULL, NULL, &errors, why,
-							   sizeof(why)) == TASK_REPLY_BAD) {
+	if (kind == TASK_REPLY_RESULTS && task_chunk_read(&a, t->count, &spans, &spans_cap, &errors,
+							   why, sizeof(why)) == TASK_REPLY_BAD) {
 		worker_fail(w, "bad reply from worker %s: %s", w->p->name, why);
 		task_answer_release(&a);
 		return false;
@@ -689,4 +692,7 @@ void task_worker_cleanup(void)
 	free(linebuf);
 	linebuf = NULL;
 	linebuf_cap = 0;
+	free(spans);
+	spans = NULL;
+	spans_cap = 0;
 }

@@ -258,6 +258,44 @@ int mpsup_call_with_fds(struct mpsup_client *c, const char *cmd, json_t *params,
 			size_t n_fds, json_t **ret_result, struct mpsup_error *ret_err);
 
 /*
+ * Streams: a request answered once as usual, then by further lines (one
+ * JSON object each) until the connection closes: events.subscribe,
+ * proc.logs with follow, pool.imap. A connection that streams serves
+ * nothing else; close it to stop the stream.
+ */
+/* Send the request and read its first answer, as mpsup_call (0 with
+ * *ret_result, 1 with ret_err, or a negative errno); after 0 read the
+ * stream's lines with mpsup_stream_next(). */
+int mpsup_stream_open(struct mpsup_client *c, const char *cmd, json_t *params, json_t **ret_result,
+		      struct mpsup_error *ret_err);
+/* The next line of a stream as a new reference: 0; -ECONNRESET when the
+ * daemon closed it (its end, or the reader was dropped for not reading),
+ * -ETIMEDOUT, -EBADMSG (not a JSON object), -EMSGSIZE. */
+int mpsup_stream_next(struct mpsup_client *c, json_t **ret_msg);
+
+/* One item of a pool.imap stream. */
+struct mpsup_imap_item {
+	size_t index;             /* in the items given */
+	json_t *result;           /* new reference; NULL when the item failed */
+	struct mpsup_error error; /* result NULL: why the item failed */
+};
+/*
+ * Start a pool.imap of items (borrowed) on pool: results in item order
+ * (ordered) or as they end; chunksize 0: the daemon's default (1). 0 with
+ * *ret_n the number of items, 1 when the daemon refused (ret_err), or a
+ * negative errno. Then read the items with mpsup_imap_next().
+ */
+int mpsup_imap_open(struct mpsup_client *c, const char *pool, json_t *items, bool ordered,
+		    size_t chunksize, size_t *ret_n, struct mpsup_error *ret_err);
+/*
+ * The next item of a pool.imap: 1 with *ret_item (json_decref its result),
+ * 0 at the end of the stream (*ret_failed: how many items failed), or a
+ * negative errno: -ECONNRESET when the stream ended before its summary,
+ * -EBADMSG for a line that is not an item.
+ */
+int mpsup_imap_next(struct mpsup_client *c, struct mpsup_imap_item *ret_item, size_t *ret_failed);
+
+/*
  * Convenience calls for shared state. Each returns like mpsup_call.
  */
 int mpsup_value_add(struct mpsup_client *c, const char *name, json_int_t by, json_int_t *ret_value,

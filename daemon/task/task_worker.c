@@ -356,13 +356,11 @@ void worker_send(struct worker *w, struct task *t)
 	if (w->n_held == 1)
 		worker_timer_restart(w);
 	if (t->map) {
-		/* its items' text, from the first one's to the last one's end */
-		size_t first, last;
-		const char *s = map_item_text(t->map, t->index, &first);
-		const char *e = map_item_text(t->map, t->index + task_weight(t) - 1, &last);
-		len = task_line_text(&linebuf, &linebuf_cap, t->id, t->count > 0, s,
-				     (size_t)(e + last - s));
-		(void)first;
+		/* its items' text, from the first one's start to the last one's end */
+		size_t n;
+		const char *s = map_item_text(t->map, t->index, &n);
+		const char *e = map_item_text(t->map, t->index + task_weight(t) - 1, &n) + n;
+		len = task_line_text(&linebuf, &linebuf_cap, t->id, t->count > 0, s, (size_t)(e - s));
 	} else
 		len = task_line_format(&linebuf, &linebuf_cap, t->id, t->item);
 	if (len < 0 || worker_buffer(w, linebuf, (size_t)len) < 0) {

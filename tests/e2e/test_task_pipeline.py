@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 
@@ -368,6 +369,38 @@ class Imap(TaskTestCase):
         with self.d.client() as c:
             self.assertEqual(self.imap(c, pool="t", items=[])["n"], 0)
             self.assertEqual(c.recv(), {"done": True, "n": 0, "failed": 0})
+
+    def test_mpctl_map_stream(self):
+        self.add_pool(processes=2, task_window=4)
+        items = ['{"sleep": 0.6, "value": 0}', 1, 2, 3, '{"error": "bad"}', 5]
+        p = self.d.mpctl("map", "--stream", "t", *items, check=1)
+        self.assertEqual(p.stdout, "0\n2\n4\n6\n10\n")
+        self.assertEqual(p.stderr, "mpctl: item 4: internal: bad\n")
+        p = self.d.mpctl("map", "--unordered", "t", *items, check=1)
+        lines = [l.split(" ", 1) for l in p.stdout.splitlines()]
+        self.assertEqual(sorted(int(i) for i, _ in lines), [0, 1, 2, 3, 5])
+        self.assertNotEqual(lines[0][0], "0")  # the slow first item came last
+        self.assertIn(["5", "10"], lines)
+        p = self.d.mpctl("--json", "map", "--stream", "t", 1, -2, check=0)
+        self.assertEqual([json.loads(l) for l in p.stdout.splitlines()],
+                         [{"index": 0, "result": 2}, {"index": 1, "result": -4}])
+        self.d.mpctl("map", "--stream", "nothere", 1, check=1)
+        self.d.mpctl("map", "--bogus", "t", 1, check=2)
+        # printed as they come: the first result is out while the slow
+        # second item still runs
+        env = dict(os.environ, MPSUP_SOCKET=self.d.socket)
+        proc = subprocess.Popen([mpsuptest.MPCTL, "map", "--stream", "t", "21",
+                                 '{"sleep": %g, "value": 1}' % (3 * mpsuptest.SCALE)],
+                                stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            self.assertEqual(proc.stdout.readline(), "42\n")
+            self.assertIsNone(proc.poll())
+            self.assertEqual(proc.stdout.read(), "1\n")
+            self.assertEqual(proc.wait(timeout=30 * mpsuptest.SCALE), 0)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     def test_chunks_and_bad_requests(self):
         self.add_pool("c", DOUBLE, processes=2, task_chunks=True)

@@ -922,12 +922,12 @@ static int cmd_pool(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 static bool map_stream_item(const struct ctl *ctl, const struct mpsup_imap_item *it, bool ordered)
 {
 	if (ctl->json) {
-		json_t *line = it->result ? json_pack("{s:I, s:O}", "index", (json_int_t)it->index,
-						      "result", it->result)
-					  : json_pack("{s:I, s:{s:s, s:s}}", "index",
-						      (json_int_t)it->index, "error", "code",
-						      it->error.code_name, "message",
-						      it->error.message);
+		json_t *line =
+			it->result ? json_pack("{s:I, s:O}", "index", (json_int_t)it->index,
+					       "result", it->result)
+				   : json_pack("{s:I, s:{s:s, s:s}}", "index",
+					       (json_int_t)it->index, "error", "code",
+					       it->error.code_name, "message", it->error.message);
 		ctl_print_value(stdout, line, false);
 		putchar('\n');
 		json_decref(line);

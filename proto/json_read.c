@@ -954,8 +954,8 @@ int mpsup_request_members(const char *line, size_t len, size_t max_depth,
 					  ret_id, cmd, cmd_size);
 }
 
-int mpsup_json_members(const char *text, size_t len, size_t max_depth,
-		       struct mpsup_member *members, size_t cap, size_t *ret_n)
+int mpsup_json_members(const char *text, size_t len, size_t max_depth, struct mpsup_member *members,
+		       size_t cap, size_t *ret_n)
 {
 	struct reader r = {
 		.depth = 1,

@@ -143,9 +143,9 @@ struct mpsup_member {
 	json_type type;
 	const char *str; /* JSON_STRING: into the line, or v's text */
 	size_t str_len;
-	json_int_t i; /* JSON_INTEGER */
-	double d;     /* JSON_REAL */
-	json_t *v;    /* JSON_OBJECT, JSON_ARRAY, an escaped string; else NULL */
+	json_int_t i;    /* JSON_INTEGER */
+	double d;        /* JSON_REAL */
+	json_t *v;       /* JSON_OBJECT, JSON_ARRAY, an escaped string; else NULL */
 	const char *raw; /* the value's JSON text as it lies in the line */
 	size_t raw_len;
 };
@@ -176,8 +176,8 @@ int mpsup_request_members_lazy(const char *line, size_t len, size_t max_depth, s
  * 0, or -EINVAL when the text is not such an object (invalid, more than
  * cap members, a key with escapes, deeper than max_depth).
  */
-int mpsup_json_members(const char *text, size_t len, size_t max_depth,
-		       struct mpsup_member *members, size_t cap, size_t *ret_n);
+int mpsup_json_members(const char *text, size_t len, size_t max_depth, struct mpsup_member *members,
+		       size_t cap, size_t *ret_n);
 /*
  * Check the JSON array text[0..len) exactly as mpsup_json_loadb() would
  * read it, building nothing, and call fn (when not NULL) with the text of

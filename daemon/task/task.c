@@ -674,8 +674,8 @@ void task_chunk_end(struct task *t, const struct task_answer *a, const struct js
 
 	map_task_done(t, json_array_size(errors));
 	json_array_foreach(errors, k, e)
-		map_item_end(m, t, t->index + (size_t)json_integer_value(json_array_get(e, 0)), NULL,
-			     MPSUP_E_INTERNAL, json_string_value(json_array_get(e, 1)));
+		map_item_end(m, t, t->index + (size_t)json_integer_value(json_array_get(e, 0)),
+			     NULL, MPSUP_E_INTERNAL, json_string_value(json_array_get(e, 1)));
 	if (!(t->out = malloc(a->len ? a->len : 1))) {
 		for (size_t i = 0; i < t->count; i++)
 			map_item_end(m, t, t->index + i, NULL, MPSUP_E_INTERNAL, "out of memory");

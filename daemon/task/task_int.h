@@ -72,14 +72,14 @@ struct map {
 	struct park park;   /* the request; not kept once answered or cancelled */
 	struct task *tasks; /* one per item, or one per chunk */
 	size_t n_tasks;
-	size_t n, done;       /* items */
-	size_t chunksize;     /* items per task (the last may have fewer) */
-	char *items_text;     /* the items' JSON text, as the request had it */
+	size_t n, done;        /* items */
+	size_t chunksize;      /* items per task (the last may have fewer) */
+	char *items_text;      /* the items' JSON text, as the request had it */
 	struct jspan *item_at; /* per item: its text in items_text */
-	struct jspan *res;    /* per item done: its result's text in its task's out */
-	json_t **errs;        /* per failed item: its error (made at the first failure) */
-	uint8_t *fin;         /* per item: FIN_* */
-	bool collect;     /* errors: "return": failed items are listed, the map goes on */
+	struct jspan *res;     /* per item done: its result's text in its task's out */
+	json_t **errs;         /* per failed item: its error (made at the first failure) */
+	uint8_t *fin;          /* per item: FIN_* */
+	bool collect;          /* errors: "return": failed items are listed, the map goes on */
 	/* pool.imap: items are streamed as they end (task_cmd.c); tasks are
 	 * queued a few at a time (map_feed) while the reader keeps up */
 	struct stream stream;

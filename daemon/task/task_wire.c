@@ -189,8 +189,7 @@ enum task_reply task_chunk_read(const struct task_answer *a, size_t count, struc
 	if (n == -EOVERFLOW)
 		n = mpsup_json_array_each(a->text, a->len, 0, NULL, NULL); /* for the message */
 	if (n != (ssize_t)count) {
-		snprintf(why, whylen, "%zd results for a chunk of %zu items", n < 0 ? 0 : n,
-			 count);
+		snprintf(why, whylen, "%zd results for a chunk of %zu items", n < 0 ? 0 : n, count);
 		return TASK_REPLY_BAD;
 	}
 	if (a->errors && (!(errs = mpsup_json_loadb(a->errors, a->errors_len, 0)) ||
@@ -363,7 +362,8 @@ enum task_reply task_reply_parse(const char *line, size_t len, uint64_t *ret_id,
 		v = mpsup_json_loadb(a.text, a.len, 0);
 		if (kind == TASK_REPLY_RESULTS && v) /* the answer as an object */
 			v = json_pack("{s:o, s:o?}", "results", v, "errors",
-				      a.errors ? mpsup_json_loadb(a.errors, a.errors_len, 0) : NULL);
+				      a.errors ? mpsup_json_loadb(a.errors, a.errors_len, 0)
+					       : NULL);
 	} else if (kind == TASK_REPLY_ERROR)
 		v = json_incref(a.error);
 	if (kind != TASK_REPLY_BAD && !v) {

@@ -360,7 +360,8 @@ void worker_send(struct worker *w, struct task *t)
 		size_t n;
 		const char *s = map_item_text(t->map, t->index, &n);
 		const char *e = map_item_text(t->map, t->index + task_weight(t) - 1, &n) + n;
-		len = task_line_text(&linebuf, &linebuf_cap, t->id, t->count > 0, s, (size_t)(e - s));
+		len = task_line_text(&linebuf, &linebuf_cap, t->id, t->count > 0, s,
+				     (size_t)(e - s));
 	} else
 		len = task_line_format(&linebuf, &linebuf_cap, t->id, t->item);
 	if (len < 0 || worker_buffer(w, linebuf, (size_t)len) < 0) {
@@ -447,7 +448,7 @@ static bool worker_line(struct worker *w, char *line, size_t len)
 		return false;
 	}
 	if (kind == TASK_REPLY_RESULTS && task_chunk_read(&a, t->count, &spans, &spans_cap, &errors,
-							   why, sizeof(why)) == TASK_REPLY_BAD) {
+							  why, sizeof(why)) == TASK_REPLY_BAD) {
 		worker_fail(w, "bad reply from worker %s: %s", w->p->name, why);
 		task_answer_release(&a);
 		return false;

@@ -716,9 +716,8 @@ START_TEST(test_members_lazy)
 	while (off < 5000)
 		off += (size_t)snprintf(line + off, sizeof(line) - off, ",1");
 	off += (size_t)snprintf(line + off, sizeof(line) - off, "]}");
-	ck_assert_int_eq(mpsup_request_members_lazy(line, off, 0, 4096, m, 4, &n, &id, cmd,
-						    sizeof(cmd)),
-			 0);
+	ck_assert_int_eq(
+		mpsup_request_members_lazy(line, off, 0, 4096, m, 4, &n, &id, cmd, sizeof(cmd)), 0);
 	ck_assert_uint_eq(n, 2);
 	ck_assert_ptr_nonnull(m[0].v);
 	ck_assert_ptr_null(m[1].v);
@@ -730,12 +729,12 @@ START_TEST(test_members_lazy)
 	mpsup_members_free(m, n);
 	/* an invalid long list is refused as a whole */
 	line[off - 3] = ',';
-	ck_assert_int_eq(mpsup_request_members_lazy(line, off, 0, 4096, m, 4, &n, &id, cmd,
-						    sizeof(cmd)),
-			 -1);
+	ck_assert_int_eq(
+		mpsup_request_members_lazy(line, off, 0, 4096, m, 4, &n, &id, cmd, sizeof(cmd)),
+		-1);
 	/* plain objects: every container as text, scalars with their text */
-	ck_assert_int_eq(mpsup_json_members("{\"id\": 7, \"results\": [1, 2], \"e\": \"x\"}", 38,
-					    0, m, 4, &n),
+	ck_assert_int_eq(mpsup_json_members("{\"id\": 7, \"results\": [1, 2], \"e\": \"x\"}", 38, 0,
+					    m, 4, &n),
 			 0);
 	ck_assert_uint_eq(n, 3);
 	ck_assert_int_eq(m[0].i, 7);
@@ -1089,9 +1088,11 @@ static bool server_handle(int fd, const char *line, size_t len)
 	} else if (strcmp(cmd, "lock.acquire") == 0) {
 		server_send(fd, mpsup_response_ok(id, json_pack("{s:b}", "acquired", 1)));
 	} else if (strcmp(cmd, "pool.imap") == 0) {
-		server_send(fd, mpsup_response_ok(id, json_pack("{s:I, s:O}", "n",
-								(json_int_t)json_array_size(json_object_get(req, "items")),
-								"ordered", json_object_get(req, "ordered"))));
+		server_send(fd, mpsup_response_ok(
+					id, json_pack("{s:I, s:O}", "n",
+						      (json_int_t)json_array_size(
+							      json_object_get(req, "items")),
+						      "ordered", json_object_get(req, "ordered"))));
 		server_send(fd, json_pack("{s:i, s:i}", "index", 0, "result", 10));
 		server_send(fd, json_pack("{s:i, s:{s:s, s:s}}", "index", 2, "error", "code",
 					  "internal", "message", "bad item"));

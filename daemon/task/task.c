@@ -494,8 +494,14 @@ static void map_answer(struct map *m)
 	jsonw_open(&w, '{');
 	jsonw_key(&w, "results");
 	jsonw_open(&w, '[');
-	for (size_t i = 0; i < m->n; i++)
-		map_answer_item(&w, m, i);
+	for (size_t i = 0; i < m->n;) {
+		const struct task *t = &m->tasks[i / m->chunksize];
+		if (t->out_whole) { /* its list's inside, as the worker wrote it */
+			jsonw_raw(&w, t->out + 1, t->out_len - 2);
+			i += t->count;
+		} else
+			map_answer_item(&w, m, i++);
+	}
 	jsonw_close(&w, ']');
 	if (m->collect) {
 		jsonw_key(&w, "errors");
@@ -662,6 +668,27 @@ void task_end_text(struct task *t, const char *text, size_t len)
 	map_task_after(t);
 }
 
+/* Chunk t of a pool.map was answered without errors: its results stay one
+ * list (out, len bytes), copied whole into the answer, with no span per
+ * item; false when one of its items ended already (a second answer). */
+static bool chunk_whole(struct task *t, size_t len)
+{
+	struct map *m = t->map;
+
+	if (m->streamed || !map_live(m))
+		return false;
+	for (size_t i = 0; i < t->count; i++)
+		if (m->fin[t->index + i])
+			return false;
+	memset(&m->fin[t->index], FIN_DONE, t->count);
+	t->out_whole = true;
+	t->out_len = (uint32_t)len;
+	t->out_left = t->count;
+	if ((m->done += t->count) == m->n)
+		map_answer(m);
+	return true;
+}
+
 /* Chunk t was answered with a, checked by task_chunk_read(): spans says
  * where each result lies in a's text, errors is its "errors" list or
  * NULL. The failed items fail, the others take their results. */
@@ -681,6 +708,10 @@ void task_chunk_end(struct task *t, const struct task_answer *a, const struct js
 			map_item_end(m, t, t->index + i, NULL, MPSUP_E_INTERNAL, "out of memory");
 	} else {
 		memcpy(t->out, a->text, a->len);
+		if (!errors && chunk_whole(t, a->len)) {
+			map_task_after(t);
+			return;
+		}
 		/* out stays while they end (a stream may send them all at once) */
 		t->out_left++;
 		for (size_t i = 0; i < t->count; i++)

@@ -54,6 +54,8 @@ struct task {
 	json_t *result;         /* TASK_DONE of a submitted task */
 	char *out;              /* a map's: its results' JSON text (spans in map->res) */
 	unsigned out_left;      /* results in out not sent yet (pool.imap frees it at 0) */
+	uint32_t out_len;       /* out_whole: the length of its results list */
+	bool out_whole;         /* a pool.map chunk answered whole: out is its list */
 	char *error;            /* TASK_FAILED */
 	struct task_pool *tp;   /* NULL once it left the pool */
 	struct task_pool *home; /* the pool it is counted in (metrics) until it ends */

@@ -917,21 +917,99 @@ static int cmd_pool(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 	return CTL_EXIT_OK;
 }
 
-/* map POOL ITEM...: one result per line, in item order. */
+/* Print one item of a streamed map: its result (after its index when
+ * unordered), or its error on stderr; false when it failed. */
+static bool map_stream_item(const struct ctl *ctl, const struct mpsup_imap_item *it, bool ordered)
+{
+	if (ctl->json) {
+		json_t *line =
+			it->result ? json_pack("{s:I, s:O}", "index", (json_int_t)it->index,
+					       "result", it->result)
+				   : json_pack("{s:I, s:{s:s, s:s}}", "index",
+					       (json_int_t)it->index, "error", "code",
+					       it->error.code_name, "message", it->error.message);
+		ctl_print_value(stdout, line, false);
+		putchar('\n');
+		json_decref(line);
+	} else if (it->result) {
+		if (!ordered)
+			printf("%zu ", it->index);
+		ctl_print_value(stdout, it->result, false);
+		putchar('\n');
+	}
+	if (!it->result)
+		fprintf(stderr, "mpctl: item %zu: %s: %s\n", it->index, it->error.code_name,
+			it->error.message);
+	return it->result != NULL;
+}
+
+/* map --stream: pool.imap of items, each result printed as it comes. */
+static int map_stream(struct ctl *ctl, const char *pool, json_t *items, bool ordered)
+{
+	struct mpsup_client *c = ctl_connect(ctl);
+	struct mpsup_imap_item it;
+	struct mpsup_error err;
+	size_t n, failed = 0;
+	bool bad = false;
+	int r;
+
+	memset(&err, 0, sizeof(err));
+	ctl_stream_prepare(ctl);
+	r = mpsup_imap_open(c, pool, items, ordered, 0, &n, &err);
+	if (r < 0)
+		ctl_transport_fail(ctl, r);
+	if (r > 0)
+		return ctl_report_error(&err);
+	ctl_stream_unbounded(ctl);
+	while (!ctl_stdout_gone() && (r = mpsup_imap_next(c, &it, &failed)) == 1) {
+		bad |= !map_stream_item(ctl, &it, ordered);
+		json_decref(it.result);
+	}
+	if (ctl_stdout_gone())
+		return CTL_EXIT_OK; /* the reader went away: so do we */
+	if (r < 0)
+		ctl_transport_fail(ctl, r);
+	return bad || failed ? CTL_EXIT_ERROR : CTL_EXIT_OK;
+}
+
+/* map [--stream|--unordered] POOL ITEM...: one result per line, in item
+ * order (--stream: each as soon as it and those before it are done;
+ * --unordered: each as it ends, after its index). */
 static int cmd_map(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
 	int i = ctl_plain_args(cmd, argc, argv);
 	json_t *params, *items, *result, *results, *v;
+	bool stream = false, ordered = true;
+	const char *pool;
 	size_t k;
 	int rc;
 
+	/* options first; items are taken as they are (-5 is an item) */
+	for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
+		if (strcmp(argv[i], "--") == 0) {
+			i++;
+			break;
+		}
+		if (strcmp(argv[i], "--stream") == 0)
+			stream = true;
+		else if (strcmp(argv[i], "--unordered") == 0)
+			stream = true, ordered = false;
+		else
+			ctl_usage_error(cmd, "unknown option");
+	}
 	if (argc - i < 1)
 		ctl_usage_error(cmd, "map takes a pool and items");
-	params = params_new();
-	json_object_set_new(params, "pool", ctl_str(argv[i]));
+	pool = argv[i];
 	items = json_array();
 	for (i++; i < argc; i++)
 		json_array_append_new(items, ctl_arg(argv[i]));
+	if (stream) {
+		rc = map_stream(ctl, pool, items, ordered);
+		json_decref(items);
+		return rc;
+	}
+	params = params_new();
+	json_object_set_new(params, "pool", ctl_str(pool));
 	json_object_set_new(params, "items", items);
 	rc = ctl_call(ctl, "pool.map", params, &result);
 	json_decref(params);
@@ -1287,7 +1365,8 @@ const struct ctl_cmd ctl_proc_cmds[] = {
 	{ "pools", cmd_pools, "", "Show the pools as a table." },
 	{ "pool", cmd_pool, "add POOL KEY=VALUE... | remove POOL | list",
 	  "Define a pool at run time (keys as in a config section), remove one, list them." },
-	{ "map", cmd_map, "POOL ITEM...", "Run items on a task pool; one result per line." },
+	{ "map", cmd_map, "[--stream|--unordered] POOL ITEM...",
+	  "Run items on a task pool; one result per line." },
 	{ "submit", cmd_submit, "POOL ITEM", "Submit one task; print its id." },
 	{ "wait", cmd_wait, "TASK [--timeout S]", "Wait for a task; print its result." },
 	{ "task-status", cmd_task_status, "TASK", "Show the state of a task." },

@@ -77,8 +77,7 @@ _Noreturn void ctl_transport_fail(struct ctl *ctl, int err)
 	exit(CTL_EXIT_UNREACHABLE);
 }
 
-/* Print a daemon error on stderr; the exit status it maps to. */
-static int ctl_report_error(const struct mpsup_error *err)
+int ctl_report_error(const struct mpsup_error *err)
 {
 	const char *code = err->code_name[0] ? err->code_name : mpsup_err_name(err->code);
 
@@ -181,15 +180,13 @@ char *ctl_stream_next_line(struct ctl *ctl)
 
 json_t *ctl_stream_next(struct ctl *ctl)
 {
-	char *line = ctl_stream_next_line(ctl);
-	json_t *msg;
+	json_t *msg = NULL;
+	int r = mpsup_stream_next(ctl_connect(ctl), &msg);
 
-	if (!line)
+	if (r == -ECONNRESET || r == -EPIPE)
 		return NULL;
-	msg = json_loads(line, JSON_DECODE_ANY, NULL);
-	free(line);
-	if (!msg)
-		ctl_transport_fail(ctl, -EBADMSG);
+	if (r < 0)
+		ctl_transport_fail(ctl, r);
 	return msg;
 }
 

@@ -55,6 +55,9 @@ extern const struct ctl_cmd ctl_state_cmds[];
 
 /* Connect if not connected yet; exits 3 when the daemon cannot be reached. */
 struct mpsup_client *ctl_connect(struct ctl *ctl);
+/* Print a daemon error on stderr ("mpctl: CODE: message"); the exit
+ * status it maps to. */
+int ctl_report_error(const struct mpsup_error *err);
 /* Exit for a transport failure (negative errno): 4 on -ETIMEDOUT, else 3. */
 _Noreturn void ctl_transport_fail(struct ctl *ctl, int err);
 /*

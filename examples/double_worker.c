@@ -21,6 +21,8 @@
 
 #include <jansson.h>
 
+#include "mpsup.h"
+
 /* 2x, or NULL when x is not a number. */
 static json_t *twice(const json_t *x)
 {
@@ -60,10 +62,14 @@ static json_t *answer(json_int_t id, json_t *item, json_t *items)
 /* Append the answer to one line to out; -1 on a bad line. */
 static int handle(const char *line, size_t len, char **out, size_t *olen, size_t *ocap)
 {
-	json_t *task = json_loadb(line, len, 0, NULL), *item = NULL, *items = NULL, *reply;
+	/* libmpsup's reader: exactly jansson's verdicts, several times faster
+	 * (NULL: not here, so jansson decides) */
+	json_t *task = mpsup_json_loadb(line, len, 0), *item = NULL, *items = NULL, *reply;
 	json_int_t id;
 	size_t n;
 
+	if (!task)
+		task = json_loadb(line, len, 0, NULL);
 	if (!task ||
 	    json_unpack(task, "{s:I, s?o, s?o}", "id", &id, "item", &item, "items", &items) < 0 ||
 	    (!item && !json_is_array(items))) {

@@ -41,6 +41,7 @@
 struct reader {
 	const unsigned char *p, *end;
 	size_t depth, max_depth;
+	size_t lazy_min; /* members: containers this long or longer stay text */
 };
 
 /* A request's envelope, taken out of the top-level object as it is read. */
@@ -302,8 +303,12 @@ static bool scan_number(struct reader *r, bool *ret_real, json_int_t *ret_i, dou
 	*ret_real = real;
 	if (!real) {
 		uint64_t v = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+		const unsigned char *d = s + neg;
 
-		for (const unsigned char *d = s + neg; d < q; d++) {
+		/* 18 digits never overflow: no check (a division) for them */
+		for (const unsigned char *safe = q - d > 18 ? d + 18 : q; d < safe; d++)
+			v = v * 10 + (unsigned)(*d - '0');
+		for (; d < q; d++) {
 			unsigned digit = *d - '0';
 			if (v > (limit - digit) / 10)
 				return false; /* jansson: too big integer */
@@ -522,6 +527,235 @@ static json_t *read_value(struct reader *r)
 	}
 }
 
+/*
+ * Checking without building: the verdict of read_value() on the value at
+ * r->p, moving past it, with no jansson value made (but for an object
+ * whose duplicate keys only jansson can judge cheaply).
+ */
+
+static bool skip_value(struct reader *r);
+
+/* Keys an object may have for skip_object() to check them for duplicates
+ * itself; an object with more (or an escaped key) is built and dropped. */
+#define SKIP_KEYS 16
+
+static bool skip_object(struct reader *r)
+{
+	const unsigned char *start = r->p;
+	struct {
+		const char *s;
+		size_t len;
+	} keys[SKIP_KEYS];
+	size_t nk = 0;
+	json_t *o;
+
+	r->p++;
+	skip_space(r);
+	if (r->p < r->end && *r->p == '}') {
+		r->p++;
+		return true;
+	}
+	for (;;) {
+		char tmp[STR_STACK], *heap;
+		const char *key;
+		size_t klen;
+
+		if (r->p >= r->end || *r->p != '"' || !read_string(r, &key, &klen, tmp, &heap))
+			return false;
+		if (key == tmp || heap || nk == SKIP_KEYS) {
+			free(heap);
+			goto build;
+		}
+		for (size_t i = 0; i < nk; i++)
+			if (keys[i].len == klen && memcmp(keys[i].s, key, klen) == 0)
+				return false; /* a duplicate */
+		keys[nk].s = key;
+		keys[nk++].len = klen;
+		skip_space(r);
+		if (r->p >= r->end || *r->p != ':')
+			return false;
+		r->p++;
+		skip_space(r);
+		if (!skip_value(r))
+			return false;
+		skip_space(r);
+		if (r->p < r->end && *r->p == ',') {
+			r->p++;
+			skip_space(r);
+			continue;
+		}
+		if (r->p < r->end && *r->p == '}') {
+			r->p++;
+			return true;
+		}
+		return false;
+	}
+build:
+	r->p = start;
+	o = read_object(r, NULL);
+	json_decref(o);
+	return o != NULL;
+}
+
+static bool skip_array(struct reader *r)
+{
+	r->p++;
+	skip_space(r);
+	if (r->p < r->end && *r->p == ']') {
+		r->p++;
+		return true;
+	}
+	for (;;) {
+		if (!skip_value(r))
+			return false;
+		skip_space(r);
+		if (r->p < r->end && *r->p == ',') {
+			r->p++;
+			skip_space(r);
+			continue;
+		}
+		if (r->p < r->end && *r->p == ']') {
+			r->p++;
+			return true;
+		}
+		return false;
+	}
+}
+
+static bool skip_container(struct reader *r, bool object)
+{
+	bool ok;
+
+	if (++r->depth > r->max_depth)
+		return false;
+	ok = object ? skip_object(r) : skip_array(r);
+	r->depth--;
+	return ok;
+}
+
+/* Move past the integer of at most 18 digits at r->p (it cannot overflow:
+ * nothing to compute); false, not moving, for anything else (scan_number
+ * judges it). */
+static inline bool skip_number(struct reader *r)
+{
+	const unsigned char *q = r->p + (*r->p == '-'), *end = r->end, *d = q;
+
+	while (q < end && *q >= '0' && *q <= '9')
+		q++;
+	if (q == d || q - d > 18 || (*d == '0' && q - d > 1) ||
+	    (q < end && (*q == '.' || *q == 'e' || *q == 'E')))
+		return false;
+	r->p = q;
+	return true;
+}
+
+static bool skip_value(struct reader *r)
+{
+	json_int_t i;
+	double d;
+	bool real;
+
+	if (r->p >= r->end)
+		return false;
+	switch (*r->p) {
+	case '"': {
+		char tmp[STR_STACK], *heap;
+		const char *s;
+		size_t len;
+		bool ok = read_string(r, &s, &len, tmp, &heap);
+		free(heap);
+		return ok;
+	}
+	case '{': return skip_container(r, true);
+	case '[': return skip_container(r, false);
+	case 't': return read_word(r, "true", 4, json_true()) != NULL;
+	case 'f': return read_word(r, "false", 5, json_false()) != NULL;
+	case 'n': return read_word(r, "null", 4, json_null()) != NULL;
+	default:
+		if (*r->p == '-' || (*r->p >= '0' && *r->p <= '9'))
+			return skip_number(r) || scan_number(r, &real, &i, &d);
+		return false;
+	}
+}
+
+/* Whether the container at s spans at least min bytes (brackets matched
+ * outside strings, nothing checked: a cheap look before choosing to build
+ * it or to check it and leave it as text). */
+static bool container_at_least(const unsigned char *s, const unsigned char *end, size_t min)
+{
+	size_t depth = 0;
+
+	if ((size_t)(end - s) < min)
+		return false;
+	end = s + min;
+	for (const unsigned char *q = s; q < end; q++) {
+		switch (*q) {
+		case '"':
+			for (q++; q < end && *q != '"'; q++)
+				if (*q == '\\')
+					q++;
+			break;
+		case '[':
+		case '{': depth++; break;
+		case ']':
+		case '}':
+			if (--depth == 0)
+				return false;
+			break;
+		default: break;
+		}
+	}
+	return true;
+}
+
+ssize_t mpsup_json_array_each(const char *text, size_t len, size_t max_depth,
+			      int (*fn)(void *arg, const char *value, size_t len), void *arg)
+{
+	struct reader r = {
+		.depth = 1,
+		.max_depth = max_depth && max_depth < READ_MAX_DEPTH ? max_depth : READ_MAX_DEPTH,
+	};
+	ssize_t n = 0;
+	int rc;
+
+	if (!text)
+		return -EINVAL;
+	r.p = (const unsigned char *)text;
+	r.end = r.p + len;
+	skip_space(&r);
+	if (r.p >= r.end || *r.p != '[')
+		return -EINVAL;
+	r.p++;
+	skip_space(&r);
+	if (r.p < r.end && *r.p == ']') {
+		r.p++;
+		goto end;
+	}
+	for (;;) {
+		const unsigned char *v = r.p;
+
+		if (!skip_value(&r))
+			return -EINVAL;
+		if (fn && (rc = fn(arg, (const char *)v, (size_t)(r.p - v))) < 0)
+			return rc;
+		n++;
+		skip_space(&r);
+		if (r.p < r.end && *r.p == ',') {
+			r.p++;
+			skip_space(&r);
+			continue;
+		}
+		if (r.p < r.end && *r.p == ']') {
+			r.p++;
+			break;
+		}
+		return -EINVAL;
+	}
+end:
+	skip_space(&r);
+	return r.p == r.end ? n : -EINVAL;
+}
+
 json_t *mpsup_json_loadb(const char *text, size_t len, size_t max_depth)
 {
 	struct reader r = {
@@ -600,6 +834,8 @@ static bool member_value(struct reader *r, struct mpsup_member *m)
 	case '{':
 	case '[':
 		m->type = *r->p == '{' ? JSON_OBJECT : JSON_ARRAY;
+		if (r->lazy_min != SIZE_MAX && container_at_least(r->p, r->end, r->lazy_min))
+			return skip_container(r, *r->p == '{'); /* left as text: m->raw */
 		return (m->v = read_container(r, *r->p == '{')) != NULL;
 	case 't': m->type = JSON_TRUE; return read_word(r, "true", 4, json_true()) != NULL;
 	case 'f': m->type = JSON_FALSE; return read_word(r, "false", 5, json_false()) != NULL;
@@ -633,7 +869,7 @@ static bool member_read(struct reader *r, struct envelope *env, struct mpsup_mem
 		return false;
 	r->p++;
 	skip_space(r);
-	if ((taken = envelope_take(r, env, key, klen)) != 0)
+	if (env && (taken = envelope_take(r, env, key, klen)) != 0)
 		return taken > 0;
 	if (*n == cap)
 		return false;
@@ -642,19 +878,56 @@ static bool member_read(struct reader *r, struct envelope *env, struct mpsup_mem
 			return false; /* a duplicate: refused, the tree path explains */
 	members[*n].key = key;
 	members[*n].key_len = klen;
+	members[*n].raw = (const char *)r->p;
 	if (!member_value(r, &members[*n]))
 		return false;
+	members[*n].raw_len = (size_t)((const char *)r->p - members[*n].raw);
 	++*n;
 	return true;
 }
 
-int mpsup_request_members(const char *line, size_t len, size_t max_depth,
-			  struct mpsup_member *members, size_t cap, size_t *ret_n, json_t **ret_id,
-			  char *cmd, size_t cmd_size)
+/* Read the members of the object at r->p (the envelope's into env when
+ * env is given); false when refused. */
+static bool read_members(struct reader *r, struct envelope *env, struct mpsup_member *members,
+			 size_t cap, size_t *n)
+{
+	skip_space(r);
+	if (r->p >= r->end || *r->p != '{')
+		return false;
+	r->p++;
+	skip_space(r);
+	if (r->p < r->end && *r->p == '}') {
+		r->p++;
+		goto end;
+	}
+	for (;;) {
+		if (!member_read(r, env, members, cap, n))
+			return false;
+		skip_space(r);
+		if (r->p < r->end && *r->p == ',') {
+			r->p++;
+			skip_space(r);
+			continue;
+		}
+		if (r->p < r->end && *r->p == '}') {
+			r->p++;
+			break;
+		}
+		return false;
+	}
+end:
+	skip_space(r);
+	return r->p == r->end;
+}
+
+int mpsup_request_members_lazy(const char *line, size_t len, size_t max_depth, size_t lazy_min,
+			       struct mpsup_member *members, size_t cap, size_t *ret_n,
+			       json_t **ret_id, char *cmd, size_t cmd_size)
 {
 	struct reader r = {
 		.depth = 1,
 		.max_depth = max_depth && max_depth < READ_MAX_DEPTH ? max_depth : READ_MAX_DEPTH,
+		.lazy_min = lazy_min,
 	};
 	struct envelope env = { .cmd = cmd, .cmd_size = cmd_size };
 	size_t n = 0;
@@ -663,41 +936,44 @@ int mpsup_request_members(const char *line, size_t len, size_t max_depth,
 		return -1;
 	r.p = (const unsigned char *)line;
 	r.end = r.p + len;
-	skip_space(&r);
-	if (r.p >= r.end || *r.p != '{')
+	if (!read_members(&r, &env, members, cap, &n) || !env.has_cmd) {
+		mpsup_members_free(members, n);
+		json_decref(env.id);
 		return -1;
-	r.p++;
-	skip_space(&r);
-	if (r.p < r.end && *r.p == '}') {
-		r.p++;
-		goto end;
 	}
-	for (;;) {
-		if (!member_read(&r, &env, members, cap, &n))
-			goto fail;
-		skip_space(&r);
-		if (r.p < r.end && *r.p == ',') {
-			r.p++;
-			skip_space(&r);
-			continue;
-		}
-		if (r.p < r.end && *r.p == '}') {
-			r.p++;
-			break;
-		}
-		goto fail;
-	}
-end:
-	skip_space(&r);
-	if (r.p != r.end || !env.has_cmd)
-		goto fail;
 	*ret_n = n;
 	*ret_id = env.id;
 	return 0;
-fail:
-	mpsup_members_free(members, n);
-	json_decref(env.id);
-	return -1;
+}
+
+int mpsup_request_members(const char *line, size_t len, size_t max_depth,
+			  struct mpsup_member *members, size_t cap, size_t *ret_n, json_t **ret_id,
+			  char *cmd, size_t cmd_size)
+{
+	return mpsup_request_members_lazy(line, len, max_depth, SIZE_MAX, members, cap, ret_n,
+					  ret_id, cmd, cmd_size);
+}
+
+int mpsup_json_members(const char *text, size_t len, size_t max_depth, struct mpsup_member *members,
+		       size_t cap, size_t *ret_n)
+{
+	struct reader r = {
+		.depth = 1,
+		.max_depth = max_depth && max_depth < READ_MAX_DEPTH ? max_depth : READ_MAX_DEPTH,
+		.lazy_min = 0,
+	};
+	size_t n = 0;
+
+	if (!text)
+		return -EINVAL;
+	r.p = (const unsigned char *)text;
+	r.end = r.p + len;
+	if (!read_members(&r, NULL, members, cap, &n)) {
+		mpsup_members_free(members, n);
+		return -EINVAL;
+	}
+	*ret_n = n;
+	return 0;
 }
 
 void mpsup_members_free(struct mpsup_member *members, size_t n)
@@ -712,7 +988,7 @@ json_t *mpsup_member_json(const struct mpsup_member *m)
 {
 	switch (m->type) {
 	case JSON_OBJECT:
-	case JSON_ARRAY: return json_incref(m->v);
+	case JSON_ARRAY: return m->v ? json_incref(m->v) : mpsup_json_loadb(m->raw, m->raw_len, 0);
 	case JSON_STRING:
 		return m->v ? json_incref(m->v) : json_stringn_nocheck(m->str, m->str_len);
 	case JSON_INTEGER: return json_integer(m->i);

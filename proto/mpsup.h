@@ -134,7 +134,8 @@ int mpsup_request_read(const char *line, size_t len, size_t max_depth, json_t **
 /*
  * One member of a request object as it lies in the line: scalars are read
  * in place (no jansson value), objects, arrays and strings with escapes
- * are built (v, a new reference).
+ * are built (v, a new reference), but for containers read lazily (see
+ * mpsup_request_members_lazy: checked, v NULL, their text in raw).
  */
 struct mpsup_member {
 	const char *key; /* into the line (a key with escapes is refused) */
@@ -142,9 +143,11 @@ struct mpsup_member {
 	json_type type;
 	const char *str; /* JSON_STRING: into the line, or v's text */
 	size_t str_len;
-	json_int_t i; /* JSON_INTEGER */
-	double d;     /* JSON_REAL */
-	json_t *v;    /* JSON_OBJECT, JSON_ARRAY, an escaped string; else NULL */
+	json_int_t i;    /* JSON_INTEGER */
+	double d;        /* JSON_REAL */
+	json_t *v;       /* JSON_OBJECT, JSON_ARRAY, an escaped string; else NULL */
+	const char *raw; /* the value's JSON text as it lies in the line */
+	size_t raw_len;
 };
 /*
  * Read a request line as mpsup_request_read() does, but leave its members
@@ -157,6 +160,35 @@ struct mpsup_member {
 int mpsup_request_members(const char *line, size_t len, size_t max_depth,
 			  struct mpsup_member *members, size_t cap, size_t *ret_n, json_t **ret_id,
 			  char *cmd, size_t cmd_size);
+/*
+ * mpsup_request_members, but an object or array member whose text is
+ * lazy_min bytes or longer is only checked (exactly as it would be read)
+ * and left as text: type JSON_OBJECT/JSON_ARRAY, v NULL, its text in raw
+ * (SIZE_MAX: none is). For servers that pass big values on as text.
+ */
+int mpsup_request_members_lazy(const char *line, size_t len, size_t max_depth, size_t lazy_min,
+			       struct mpsup_member *members, size_t cap, size_t *ret_n,
+			       json_t **ret_id, char *cmd, size_t cmd_size);
+/*
+ * Read the JSON object text[0..len) member by member in place, as
+ * mpsup_request_members does (no envelope: "id" and "cmd" are members like
+ * the others), every object or array left as checked text (v NULL, raw).
+ * 0, or -EINVAL when the text is not such an object (invalid, more than
+ * cap members, a key with escapes, deeper than max_depth).
+ */
+int mpsup_json_members(const char *text, size_t len, size_t max_depth, struct mpsup_member *members,
+		       size_t cap, size_t *ret_n);
+/*
+ * Check the JSON array text[0..len) exactly as mpsup_json_loadb() would
+ * read it, building nothing, and call fn (when not NULL) with the text of
+ * each element in order (no space around it); fn returning < 0 stops the
+ * walk with that value. Returns the number of elements, or -EINVAL when
+ * the text is not a valid array (nested at most max_depth deep, 0: 1000)
+ * or is unusual as for mpsup_json_loadb() (a real of 64 characters or
+ * more): ask jansson then.
+ */
+ssize_t mpsup_json_array_each(const char *text, size_t len, size_t max_depth,
+			      int (*fn)(void *arg, const char *value, size_t len), void *arg);
 /* Release the values built for members (the members stay readable but
  * for v). */
 void mpsup_members_free(struct mpsup_member *members, size_t n);
@@ -224,6 +256,44 @@ int mpsup_call(struct mpsup_client *c, const char *cmd, json_t *params, json_t *
  */
 int mpsup_call_with_fds(struct mpsup_client *c, const char *cmd, json_t *params, const int *fds,
 			size_t n_fds, json_t **ret_result, struct mpsup_error *ret_err);
+
+/*
+ * Streams: a request answered once as usual, then by further lines (one
+ * JSON object each) until the connection closes: events.subscribe,
+ * proc.logs with follow, pool.imap. A connection that streams serves
+ * nothing else; close it to stop the stream.
+ */
+/* Send the request and read its first answer, as mpsup_call (0 with
+ * *ret_result, 1 with ret_err, or a negative errno); after 0 read the
+ * stream's lines with mpsup_stream_next(). */
+int mpsup_stream_open(struct mpsup_client *c, const char *cmd, json_t *params, json_t **ret_result,
+		      struct mpsup_error *ret_err);
+/* The next line of a stream as a new reference: 0; -ECONNRESET when the
+ * daemon closed it (its end, or the reader was dropped for not reading),
+ * -ETIMEDOUT, -EBADMSG (not a JSON object), -EMSGSIZE. */
+int mpsup_stream_next(struct mpsup_client *c, json_t **ret_msg);
+
+/* One item of a pool.imap stream. */
+struct mpsup_imap_item {
+	size_t index;             /* in the items given */
+	json_t *result;           /* new reference; NULL when the item failed */
+	struct mpsup_error error; /* result NULL: why the item failed */
+};
+/*
+ * Start a pool.imap of items (borrowed) on pool: results in item order
+ * (ordered) or as they end; chunksize 0: the daemon's default (1). 0 with
+ * *ret_n the number of items, 1 when the daemon refused (ret_err), or a
+ * negative errno. Then read the items with mpsup_imap_next().
+ */
+int mpsup_imap_open(struct mpsup_client *c, const char *pool, json_t *items, bool ordered,
+		    size_t chunksize, size_t *ret_n, struct mpsup_error *ret_err);
+/*
+ * The next item of a pool.imap: 1 with *ret_item (json_decref its result),
+ * 0 at the end of the stream (*ret_failed: how many items failed), or a
+ * negative errno: -ECONNRESET when the stream ended before its summary,
+ * -EBADMSG for a line that is not an item.
+ */
+int mpsup_imap_next(struct mpsup_client *c, struct mpsup_imap_item *ret_item, size_t *ret_failed);
 
 /*
  * Convenience calls for shared state. Each returns like mpsup_call.

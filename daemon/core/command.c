@@ -260,7 +260,13 @@ json_t *request_params(struct request *r)
 		return NULL;
 	for (size_t i = 0; i < r->n_members; i++) {
 		const struct mpsup_member *m = &r->members[i];
-		if (json_object_setn_new_nocheck(p, m->key, m->key_len, mpsup_member_json(m)) < 0) {
+		json_t *v;
+		/* left as text (CMD_RAW_VALUES): the handler reads request_raw() */
+		if ((m->type == JSON_ARRAY || m->type == JSON_OBJECT) && !m->v)
+			v = m->type == JSON_ARRAY ? json_array() : json_object();
+		else
+			v = mpsup_member_json(m);
+		if (json_object_setn_new_nocheck(p, m->key, m->key_len, v) < 0) {
 			json_decref(p);
 			return NULL;
 		}
@@ -303,6 +309,33 @@ int request_timeout(struct request *r, json_t *v, double *ret)
 	}
 	*ret = t;
 	return 0;
+}
+
+bool request_raw(const struct request *r, const char *key, const char **ret_text, size_t *ret_len)
+{
+	size_t klen = strlen(key);
+
+	for (size_t i = 0; r->members && i < r->n_members; i++) {
+		const struct mpsup_member *m = &r->members[i];
+		if (m->key_len != klen || memcmp(m->key, key, klen) != 0)
+			continue;
+		if ((m->type != JSON_ARRAY && m->type != JSON_OBJECT) || m->v)
+			return false;
+		*ret_text = m->raw;
+		*ret_len = m->raw_len;
+		return true;
+	}
+	return false;
+}
+
+bool request_stream_text(struct request *r, const char *text, size_t len)
+{
+	struct conn *c = r->conn;
+
+	if (c->dead || !conn_send_text(c, text, len))
+		return false;
+	conn_flush(c);
+	return !c->dead;
 }
 
 bool request_stream(struct request *r, json_t *msg)
@@ -377,8 +410,8 @@ static int line_read(struct conn *c, char *line, size_t len, struct line_read *l
 	size_t depth = daemon_g.conf->max_json_depth;
 	struct mpsup_error err;
 
-	if (mpsup_request_members(line, len, depth, lr->members, REQ_MEMBERS_MAX, &lr->n_members,
-				  &lr->id, lr->name, sizeof(lr->name)) == 0) {
+	if (mpsup_request_members_lazy(line, len, depth, REQ_LAZY_MIN, lr->members, REQ_MEMBERS_MAX,
+				       &lr->n_members, &lr->id, lr->name, sizeof(lr->name)) == 0) {
 		lr->in_place = true;
 		return 0;
 	}
@@ -389,6 +422,21 @@ static int line_read(struct conn *c, char *line, size_t len, struct line_read *l
 		return -1;
 	}
 	return 0;
+}
+
+/* Build the members lr left as text for cmd, which reads trees; false
+ * when out of memory. */
+static bool line_build(struct line_read *lr, const struct cmd_entry *cmd)
+{
+	if (!lr->in_place || (cmd->flags & CMD_RAW_VALUES))
+		return true;
+	for (size_t i = 0; i < lr->n_members; i++) {
+		struct mpsup_member *m = &lr->members[i];
+		if ((m->type == JSON_ARRAY || m->type == JSON_OBJECT) && !m->v &&
+		    !(m->v = mpsup_json_loadb(m->raw, m->raw_len, 0)))
+			return false;
+	}
+	return true;
 }
 
 /* Whether c may run cmd now; answers when not. */
@@ -509,6 +557,10 @@ void command_dispatch_fds(struct conn *c, char *line, size_t len, struct fd_set_
 	}
 	if (!fds_allowed(c, cmd, fds, lr.id) || !command_allowed(c, cmd, lr.id))
 		goto out;
+	if (!line_build(&lr, cmd)) {
+		reply_early_cmd(c, cmd, lr.id, MPSUP_E_INTERNAL, "out of memory");
+		goto out;
+	}
 	r = request_new();
 	if (!r) {
 		reply_early(c, lr.id, MPSUP_E_INTERNAL, "out of memory");

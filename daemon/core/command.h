@@ -38,7 +38,15 @@ enum cmd_flags {
 	CMD_OWNED = 1 << 4,
 	/* The request may carry descriptors (SCM_RIGHTS: stdio "passed"). */
 	CMD_TAKES_FDS = 1 << 5,
+	/* A big object or array parameter (REQ_LAZY_MIN bytes and more) is
+	 * checked but not built: request_raw() gives its text while exec
+	 * runs, r->params holds an empty one of its type (pool.map's items). */
+	CMD_RAW_VALUES = 1 << 6,
 };
+
+/* Object and array parameters of this many bytes or more are read as text
+ * first (and built afterwards for a command without CMD_RAW_VALUES). */
+#define REQ_LAZY_MIN 4096
 
 enum cmd_ret { CMD_DONE = 0, CMD_WAIT, CMD_STREAM };
 
@@ -161,6 +169,13 @@ int request_timeout(struct request *r, json_t *v, double *ret);
 /* Send one line of a streaming request; false when the connection is gone
  * or was dropped for not reading. */
 bool request_stream(struct request *r, json_t *msg);
+/* Send one line of a streaming request given as JSON text (len bytes, no
+ * newline); false as request_stream. */
+bool request_stream_text(struct request *r, const char *text, size_t len);
+/* The JSON text of r's object or array parameter key when it was left as
+ * text (CMD_RAW_VALUES; valid while exec runs): true with *ret_text and
+ * *ret_len; false when it was built (read it from r->params). */
+bool request_raw(const struct request *r, const char *key, const char **ret_text, size_t *ret_len);
 /* r's parameters as a JSON object (borrowed), built from its members on
  * first use; NULL when out of memory. */
 json_t *request_params(struct request *r);

@@ -127,6 +127,9 @@ void role_share_refusal(char *buf, size_t len, const char *what, unsigned total,
 
 /* Queue one JSON line for c. Returns false when c is (now) gone. */
 bool conn_send(struct conn *c, json_t *msg);
+/* Queue one line given as JSON text (len bytes; the newline is added).
+ * Returns false when c is (now) gone. */
+bool conn_send_text(struct conn *c, const char *text, size_t len);
 /* Queue a reply line {"id", "ok", "result"|"error"} without building the
  * reply object (id may be NULL); the value is v or, when v is NULL, the
  * JSON text raw (raw_len bytes). */

@@ -64,6 +64,12 @@ static void value_start(struct jsonw *w)
 	w->comma = true;
 }
 
+void jsonw_raw(struct jsonw *w, const char *text, size_t len)
+{
+	value_start(w);
+	put(w, text, len);
+}
+
 void jsonw_open(struct jsonw *w, char c)
 {
 	value_start(w);

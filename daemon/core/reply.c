@@ -132,6 +132,21 @@ fail:
 	return false;
 }
 
+bool conn_send_text(struct conn *c, const char *text, size_t len)
+{
+	if (c->dead)
+		return false;
+	if (!scratch_reserve(len + 1)) {
+		log_error("conn", "out of memory for output to client %llu; dropping it",
+			  (unsigned long long)c->id);
+		conn_close(c);
+		return false;
+	}
+	memcpy(scratch, text, len);
+	scratch[len] = '\n';
+	return conn_queue(c, scratch, len + 1);
+}
+
 bool conn_send(struct conn *c, json_t *msg)
 {
 	size_t n;

@@ -67,6 +67,11 @@ int stream_open(struct stream *s, struct request *r, struct stream_set *set, str
 	return 0;
 }
 
+bool stream_send_text(struct stream *s, const char *text, size_t len)
+{
+	return request_stream_text(s->r, text, len);
+}
+
 bool stream_send(struct stream *s, json_t *msg)
 {
 	/* A slow reader is closed here, which cancels (and ends) s. */

@@ -78,6 +78,8 @@ int stream_open(struct stream *s, struct request *r, struct stream_set *set, str
 /* Send msg (not stolen) as one line of s. false when the stream ended
  * (gone, or dropped for not reading): on_close(s) ran already. */
 bool stream_send(struct stream *s, json_t *msg);
+/* The same for a line given as JSON text (len bytes, no newline). */
+bool stream_send_text(struct stream *s, const char *text, size_t len);
 
 /* Take one of max_subscribers for c, which is about to stream (within its
  * role's share; once per connection). false with the reason in buf. */

@@ -45,6 +45,9 @@
 #include "proc.h"
 #include "task.h"
 #include "task_int.h"
+#include "task_wire.h"
+#include "jsonw.h"
+#include "mpsup.h"
 
 bool task_shutting;
 
@@ -213,41 +216,94 @@ static void subm_finished(struct task *t)
  * Maps.
  */
 
-/* A map of items (a JSON array of n > 0 items), in chunks of chunksize
- * items when above 1; its tasks get their ids and pool from
- * map_enqueue(). collect_errors: failed items are listed in the answer
- * (errors: "return") instead of failing the map. NULL when out of memory. */
-struct map *map_new(json_t *items, double timeout, size_t chunksize, bool collect_errors)
+/* Collects the spans of an items list (map_items_read). */
+struct items_walk {
+	const char *base;
+	struct jspan *at;
+	size_t n, cap;
+};
+
+static int items_walk_add(void *arg, const char *value, size_t len)
 {
-	size_t n = json_array_size(items);
-	size_t nt = chunksize > 1 ? (n + chunksize - 1) / chunksize : n;
+	struct items_walk *w = arg;
+
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 256;
+		struct jspan *at = realloc(w->at, cap * sizeof(*at));
+		if (!at)
+			return -ENOMEM;
+		w->at = at;
+		w->cap = cap;
+	}
+	w->at[w->n].off = (uint32_t)(value - w->base);
+	w->at[w->n++].len = (uint32_t)len;
+	return 0;
+}
+
+/* Copy the items list text[0..len) (a JSON array, checked here) and find
+ * its items: *ret_text the copy (its brackets off), *ret_at their places
+ * in it, *ret_n their number. -EINVAL (not a valid list), -E2BIG (past 4
+ * GiB), -ENOMEM. */
+int map_items_read(const char *text, size_t len, char **ret_text, struct jspan **ret_at,
+		   size_t *ret_n)
+{
+	struct items_walk w = { 0 };
+	ssize_t n;
+	char *copy;
+
+	if (len >= UINT32_MAX)
+		return -E2BIG;
+	if (!(copy = malloc(len ? len : 1)))
+		return -ENOMEM;
+	memcpy(copy, text, len);
+	w.base = copy;
+	if ((n = mpsup_json_array_each(copy, len, 0, items_walk_add, &w)) < 0) {
+		free(copy);
+		free(w.at);
+		return n == -ENOMEM ? -ENOMEM : -EINVAL;
+	}
+	*ret_text = copy;
+	*ret_at = w.at;
+	*ret_n = w.n;
+	return 0;
+}
+
+/* A map of the n > 0 items of items_text (their places in item_at; both
+ * taken over), in chunks of chunksize items when above 1; its tasks get
+ * their ids and pool from map_enqueue(). collect_errors: failed items are
+ * listed in the answer (errors: "return") instead of failing the map.
+ * NULL when out of memory (items_text and item_at freed). */
+struct map *map_new(char *items_text, struct jspan *item_at, size_t n, double timeout,
+		    size_t chunksize, bool collect_errors)
+{
+	size_t per = chunksize > 1 ? chunksize : 1;
+	size_t nt = (n + per - 1) / per;
 	struct map *m = calloc(1, sizeof(*m));
 
 	if (!m || !(m->tasks = calloc(nt, sizeof(*m->tasks))) ||
-	    !(m->results = calloc(n, sizeof(*m->results))) || !(m->fin = calloc(n, 1))) {
+	    !(m->res = calloc(n, sizeof(*m->res))) || !(m->fin = calloc(n, 1))) {
 		if (m) {
 			free(m->tasks);
-			free(m->results);
-			free(m->fin);
+			free(m->res);
 		}
 		free(m);
+		free(items_text);
+		free(item_at);
 		return NULL;
 	}
 	m->n = n;
 	m->n_tasks = nt;
+	m->chunksize = per;
 	m->collect = collect_errors;
+	m->items_text = items_text;
+	m->item_at = item_at;
 	for (size_t k = 0; k < nt; k++) {
 		struct task *t = &m->tasks[k];
 		t->map = m;
-		if (chunksize > 1) {
-			t->index = k * chunksize;
-			t->count = (unsigned)(n - t->index < chunksize ? n - t->index : chunksize);
-		} else {
-			t->index = k;
-			t->item = json_array_get(items, k);
-		}
+		t->index = k * per;
+		if (chunksize > 1)
+			t->count = (unsigned)(n - t->index < per ? n - t->index : per);
 	}
-	m->items = json_incref(items);
 	m->timeout = timeout;
 	return m;
 }
@@ -347,13 +403,46 @@ void map_maybe_free(struct map *m)
 	if (map_live(m) || m->running)
 		return;
 	map_unfeed(m);
-	for (size_t i = 0; i < m->n; i++)
-		json_decref(m->results[i]);
-	json_decref(m->items);
-	free(m->results);
+	for (size_t i = 0; m->errs && i < m->n; i++)
+		json_decref(m->errs[i]);
+	for (size_t k = 0; k < m->n_tasks; k++)
+		free(m->tasks[k].out);
+	free(m->errs);
+	free(m->items_text);
+	free(m->item_at);
+	free(m->res);
 	free(m->fin);
 	free(m->tasks);
 	free(m);
+}
+
+/* Item i of m was sent on its stream: its task's results go once all of
+ * them were. */
+void map_item_sent(struct map *m, size_t i)
+{
+	struct task *t = &m->tasks[i / m->chunksize];
+
+	if (m->fin[i] == FIN_DONE && t->out_left && --t->out_left == 0) {
+		free(t->out);
+		t->out = NULL;
+	}
+	if (m->errs) {
+		json_decref(m->errs[i]);
+		m->errs[i] = NULL;
+	}
+}
+
+/* Write item i's result (or null for a failed one) into w; false when
+ * out of memory. */
+bool map_answer_item(struct jsonw *w, const struct map *m, size_t i)
+{
+	const struct task *t = &m->tasks[i / m->chunksize];
+
+	if (m->fin[i] == FIN_DONE)
+		jsonw_raw(w, t->out + m->res[i].off, m->res[i].len);
+	else
+		jsonw_null(w);
+	return jsonw_ok(w);
 }
 
 /* Take m's tasks that are still pending out of their backlog. */
@@ -393,48 +482,78 @@ void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg)
 	request_fail(r, err);
 }
 
+/* m is done: answer {"results": [...]} (and "errors": [...] with errors:
+ * "return") from the results' text. */
 static void map_answer(struct map *m)
 {
 	struct request *r = park_take(&m->park);
-	json_t *a = json_array(), *errs = m->collect ? json_array() : NULL;
+	struct jsonw w;
+	char *e;
 
-	for (size_t i = 0; i < m->n; i++) {
-		if (m->fin[i] == FIN_FAILED) {
-			json_array_append_new(errs, m->results[i]);
-			json_array_append_new(a, json_null());
+	jsonw_init(&w);
+	jsonw_open(&w, '{');
+	jsonw_key(&w, "results");
+	jsonw_open(&w, '[');
+	for (size_t i = 0; i < m->n;) {
+		const struct task *t = &m->tasks[i / m->chunksize];
+		if (t->out_whole) { /* its list's inside, as the worker wrote it */
+			jsonw_raw(&w, t->out + 1, t->out_len - 2);
+			i += t->count;
 		} else
-			json_array_append_new(a, m->results[i]);
-		m->results[i] = NULL;
+			map_answer_item(&w, m, i++);
 	}
-	if (errs)
-		request_ok(r, json_pack("{s:o, s:o}", "results", a, "errors", errs));
-	else
-		request_ok(r, json_pack("{s:o}", "results", a));
+	jsonw_close(&w, ']');
+	if (m->collect) {
+		jsonw_key(&w, "errors");
+		jsonw_open(&w, '[');
+		for (size_t i = 0; m->errs && i < m->n; i++)
+			if (m->errs[i] && (e = json_dumps(m->errs[i], JSON_COMPACT))) {
+				jsonw_raw(&w, e, strlen(e));
+				free(e);
+			}
+		jsonw_close(&w, ']');
+	}
+	jsonw_close(&w, '}');
+	request_ok_text(r, &w);
 }
 
-/* Item i of m ended: result (stolen), or failed with code and msg (which
- * fails the map, or is listed with errors: "return"). Once only. */
-static void map_item_end(struct map *m, size_t i, json_t *result, enum mpsup_err code,
-			 const char *msg)
+/* Item i of m failed: its error object (index included with errors:
+ * "return"); false when out of memory. */
+static bool map_item_error(struct map *m, size_t i, enum mpsup_err code, const char *msg)
 {
-	if (!map_live(m) || m->fin[i]) {
-		json_decref(result); /* cancelled, already failed, or a second answer */
+	if (!m->errs && !(m->errs = calloc(m->n, sizeof(*m->errs))))
+		return false;
+	if (m->collect)
+		m->errs[i] = json_pack("{s:I, s:s, s:s}", "index", (json_int_t)i, "code",
+				       mpsup_err_name(code), "message", msg ? msg : "failed");
+	else
+		m->errs[i] = json_pack("{s:s, s:s}", "code", mpsup_err_name(code), "message",
+				       msg ? msg : "failed");
+	return m->errs[i] != NULL;
+}
+
+/* Item i of m ended: done with its result at span in the out of its task t, or
+ * (span NULL) failed with code and msg, which fails the map or is listed
+ * with errors: "return". Once only. */
+static void map_item_end(struct map *m, struct task *t, size_t i, const struct jspan *span,
+			 enum mpsup_err code, const char *msg)
+{
+	if (!map_live(m) || m->fin[i])
+		return; /* cancelled, already failed, or a second answer */
+	m->fin[i] = span ? FIN_DONE : FIN_FAILED;
+	if (span) {
+		m->res[i] = *span;
+		t->out_left++;
+	} else if ((m->streamed || m->collect) && !map_item_error(m, i, code, msg) &&
+		   !m->streamed) {
+		map_fail(m, SIZE_MAX, MPSUP_E_INTERNAL, "out of memory");
 		return;
 	}
-	m->fin[i] = result ? FIN_DONE : FIN_FAILED;
 	if (m->streamed) {
-		m->results[i] = result ? result
-				       : json_pack("{s:s, s:s}", "code", mpsup_err_name(code),
-						   "message", msg ? msg : "failed");
 		m->item_end(m, i);
 		return;
 	}
-	if (result)
-		m->results[i] = result;
-	else if (m->collect)
-		m->results[i] = json_pack("{s:I, s:s, s:s}", "index", (json_int_t)i, "code",
-					  mpsup_err_name(code), "message", msg ? msg : "failed");
-	else {
+	if (!span && !m->collect) {
 		map_fail(m, i, code, msg);
 		return;
 	}
@@ -469,7 +588,8 @@ void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *m
 	struct map *m = t->map;
 
 	if (t->home) {
-		t->home->outcomes[result || code >= MPSUP_E__MAX ? MPSUP_OK : code]++;
+		t->home->outcomes[result || code >= MPSUP_E__MAX ? MPSUP_OK : code] +=
+			task_weight(t);
 		if (t->started > 0)
 			metrics_hist_observe(&t->home->duration, now_mono() - t->started);
 		t->home = NULL;
@@ -479,11 +599,10 @@ void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *m
 	t->state = result ? TASK_DONE : TASK_FAILED;
 	if (m) {
 		m->ended++;
-		if (!t->count)
-			map_item_end(m, t->index, result, code, msg);
-		else /* a chunk ends this way only when it failed as a whole */
-			for (size_t i = 0; i < t->count; i++)
-				map_item_end(m, t->index + i, NULL, code, msg);
+		/* a map's task ends this way only when it failed (task_end_text) */
+		json_decref(result);
+		for (size_t i = 0; i < task_weight(t); i++)
+			map_item_end(m, t, t->index + i, NULL, code, msg);
 		if (m->streamed)
 			map_feed(m); /* the callers dispatch */
 		map_maybe_free(m);
@@ -498,28 +617,109 @@ void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *m
 	subm_finished(t);
 }
 
-/* Chunk t was answered with reply ({"results": [...], "errors"?: [[i,
- * "text"], ...]}, checked by task_chunk_reply_check(); not consumed). */
-void task_chunk_end(struct task *t, json_t *reply)
+/* The task t of a map was answered, failed of its items (a chunk's
+ * "errors"): count its items. */
+static void map_task_done(struct task *t, size_t failed)
 {
 	struct map *m = t->map;
-	json_t *res = json_object_get(reply, "results"), *e;
-	size_t k;
 
+	if (failed > task_weight(t))
+		failed = task_weight(t);
+	if (t->home) {
+		t->home->outcomes[MPSUP_OK] += task_weight(t) - failed;
+		t->home->outcomes[MPSUP_E_INTERNAL] += failed;
+		if (t->started > 0)
+			metrics_hist_observe(&t->home->duration, now_mono() - t->started);
+		t->home = NULL;
+	}
 	t->tp = NULL;
 	t->worker = NULL;
 	t->state = TASK_DONE;
 	m->ended++;
-	json_array_foreach(json_object_get(reply, "errors"), k, e)
-		map_item_end(m, t->index + (size_t)json_integer_value(json_array_get(e, 0)), NULL,
-			     MPSUP_E_INTERNAL, json_string_value(json_array_get(e, 1)));
-	for (size_t i = 0; i < t->count; i++)
-		if (!m->fin[t->index + i])
-			map_item_end(m, t->index + i, json_incref(json_array_get(res, i)),
-				     MPSUP_E_INTERNAL, NULL);
+}
+
+/* After t's items ended: its results go when none is kept; m is fed and
+ * freed as it goes on. */
+static void map_task_after(struct task *t)
+{
+	struct map *m = t->map;
+
+	if (!t->out_left) {
+		free(t->out);
+		t->out = NULL;
+	}
 	if (m->streamed)
 		map_feed(m); /* the caller dispatches */
 	map_maybe_free(m);
+}
+
+/* Map task t (one item) was answered with the result text[0..len). */
+void task_end_text(struct task *t, const char *text, size_t len)
+{
+	struct jspan span = { 0, (uint32_t)len };
+
+	map_task_done(t, 0);
+	if (!(t->out = malloc(len ? len : 1)))
+		map_item_end(t->map, t, t->index, NULL, MPSUP_E_INTERNAL, "out of memory");
+	else {
+		memcpy(t->out, text, len);
+		map_item_end(t->map, t, t->index, &span, MPSUP_E_INTERNAL, NULL);
+	}
+	map_task_after(t);
+}
+
+/* Chunk t of a pool.map was answered without errors: its results stay one
+ * list (out, len bytes), copied whole into the answer, with no span per
+ * item; false when one of its items ended already (a second answer). */
+static bool chunk_whole(struct task *t, size_t len)
+{
+	struct map *m = t->map;
+
+	if (m->streamed || !map_live(m))
+		return false;
+	for (size_t i = 0; i < t->count; i++)
+		if (m->fin[t->index + i])
+			return false;
+	memset(&m->fin[t->index], FIN_DONE, t->count);
+	t->out_whole = true;
+	t->out_len = (uint32_t)len;
+	t->out_left = t->count;
+	if ((m->done += t->count) == m->n)
+		map_answer(m);
+	return true;
+}
+
+/* Chunk t was answered with a, checked by task_chunk_read(): spans says
+ * where each result lies in a's text, errors is its "errors" list or
+ * NULL. The failed items fail, the others take their results. */
+void task_chunk_end(struct task *t, const struct task_answer *a, const struct jspan *spans,
+		    json_t *errors)
+{
+	struct map *m = t->map;
+	size_t k;
+	json_t *e;
+
+	map_task_done(t, json_array_size(errors));
+	json_array_foreach(errors, k, e)
+		map_item_end(m, t, t->index + (size_t)json_integer_value(json_array_get(e, 0)),
+			     NULL, MPSUP_E_INTERNAL, json_string_value(json_array_get(e, 1)));
+	if (!(t->out = malloc(a->len ? a->len : 1))) {
+		for (size_t i = 0; i < t->count; i++)
+			map_item_end(m, t, t->index + i, NULL, MPSUP_E_INTERNAL, "out of memory");
+	} else {
+		memcpy(t->out, a->text, a->len);
+		if (!errors && chunk_whole(t, a->len)) {
+			map_task_after(t);
+			return;
+		}
+		/* out stays while they end (a stream may send them all at once) */
+		t->out_left++;
+		for (size_t i = 0; i < t->count; i++)
+			if (!m->fin[t->index + i])
+				map_item_end(m, t, t->index + i, &spans[i], MPSUP_E_INTERNAL, NULL);
+		t->out_left--;
+	}
+	map_task_after(t);
 }
 
 /* Put t back at the head of its backlog. */

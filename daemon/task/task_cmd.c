@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "command.h"
 #include "conn.h"
 #include "daemon.h"
+#include "jsonw.h"
 #include "log.h"
 #include "park.h"
 #include "proc.h"
@@ -107,6 +109,39 @@ static struct task_pool *pool_for_tasks(struct request *r, const char *name, siz
 	return tp;
 }
 
+/* r's items (a list: items as read) as their text and places (map_new);
+ * answers and returns -1 when they cannot be had. */
+static int request_items(struct request *r, json_t *items, char **ret_text, struct jspan **ret_at,
+			 size_t *ret_n)
+{
+	const char *text;
+	char *dumped = NULL;
+	size_t len;
+	int rc;
+
+	if (!json_is_array(items)) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "%s: items must be a list", r->cmd->name);
+		return -1;
+	}
+	/* a short list, or a line not read in place, came as a tree */
+	if (!request_raw(r, "items", &text, &len)) {
+		if (!(dumped = json_dumps(items, JSON_COMPACT))) {
+			request_error(r, MPSUP_E_INTERNAL, "out of memory");
+			return -1;
+		}
+		text = dumped;
+		len = strlen(dumped);
+	}
+	rc = map_items_read(text, len, ret_text, ret_at, ret_n);
+	free(dumped);
+	if (rc == -E2BIG)
+		request_error(r, MPSUP_E_TOO_LARGE, "%s: items past 4 GiB", r->cmd->name);
+	else if (rc < 0)
+		request_error(r, MPSUP_E_INTERNAL, "%s: %s", r->cmd->name,
+			      rc == -ENOMEM ? "out of memory" : "items cannot be read");
+	return rc < 0 ? -1 : 0;
+}
+
 /* pool.map's chunk size for n items on tp's pool: the chunksize parameter
  * cs (0: absent), else Python's default when the pool takes chunks
  * (ceil(n / (4 * processes))), else 1. Answers and returns 0 when cs does
@@ -138,6 +173,9 @@ static enum cmd_ret cmd_pool_map(struct request *r)
 	double timeout;
 	size_t n, chunksize;
 
+	char *text = NULL;
+	struct jspan *at = NULL;
+
 	if (request_unpack(r, "{s:s, s:o, s?o, s?I, s?s, s?b}", "pool", &name, "items", &items,
 			   "timeout", &tv, "chunksize", &cs, "errors", &errors, "wait",
 			   &wait) < 0 ||
@@ -157,22 +195,26 @@ static enum cmd_ret cmd_pool_map(struct request *r)
 			      "pool.map: errors must be \"raise\" or \"return\"");
 		return CMD_DONE;
 	}
-	n = json_array_size(items);
+	if (request_items(r, items, &text, &at, &n) < 0)
+		return CMD_DONE;
 	/* wait: queued as the backlog has room (map_feed) instead of limit */
 	if (!(tp = pool_for_tasks(r, name, wait ? 0 : n)) ||
 	    !(chunksize = map_chunksize(r, tp, n, cs)))
-		return CMD_DONE;
+		goto done;
 	if (n == 0) {
 		request_ok(r, json_pack("{s:[]}", "results"));
-		return CMD_DONE;
+		goto done;
 	}
 	if (wait && (chunksize < n ? chunksize : n) > tp->pl->conf->max_pending) {
 		request_error(r, MPSUP_E_LIMIT,
 			      "pool %s: a chunk of %zu items can never fit (max_pending = %u)",
 			      tp->pl->name, chunksize, tp->pl->conf->max_pending);
-		return CMD_DONE;
+		goto done;
 	}
-	if (!(m = map_new(items, timeout, chunksize, strcmp(errors, "return") == 0))) {
+	m = map_new(text, at, n, timeout, chunksize, strcmp(errors, "return") == 0);
+	text = NULL; /* the map's now */
+	at = NULL;
+	if (!m) {
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
@@ -186,6 +228,10 @@ static enum cmd_ret cmd_pool_map(struct request *r)
 	m->owner = r->conn ? r->conn->uid : 0;
 	tp_dispatch(tp);
 	return r->replied ? CMD_DONE : CMD_WAIT;
+done:
+	free(text);
+	free(at);
+	return CMD_DONE;
 }
 
 /*
@@ -202,21 +248,38 @@ static bool imap_may_feed(struct map *m)
 	return !c || evbuffer_get_length(c->out) < (max < IMAP_OUT_MAX ? max : IMAP_OUT_MAX);
 }
 
-/* Send item i's line; false when the stream ended (m must not be freed
- * here: the caller's map_maybe_free() does it). */
+/* Send item i's line, {"index": i, "result"|"error": V}; false when the
+ * stream ended (m must not be freed here: the caller's map_maybe_free()
+ * does it). */
 static bool imap_send(struct map *m, size_t i)
 {
-	json_t *line;
-	bool ok;
+	static const char oom[] = "{\"code\":\"internal\",\"message\":\"out of memory\"}";
+	static struct jsonw w; /* reused: one line at a time */
+	bool done = m->fin[i] == FIN_DONE, ok;
+	char *e = NULL;
 
-	line = json_pack("{s:I, s:O}", "index", (json_int_t)i,
-			 m->fin[i] == FIN_DONE ? "result" : "error", m->results[i]);
-	json_decref(m->results[i]);
-	m->results[i] = NULL;
+	w.len = 0;
+	w.comma = false;
+	jsonw_open(&w, '{');
+	jsonw_key(&w, "index");
+	jsonw_int(&w, (long long)i);
+	jsonw_key(&w, done ? "result" : "error");
+	if (done)
+		map_answer_item(&w, m, i);
+	else if (m->errs && m->errs[i] && (e = json_dumps(m->errs[i], JSON_COMPACT)))
+		jsonw_raw(&w, e, strlen(e));
+	else
+		jsonw_raw(&w, oom, sizeof(oom) - 1);
+	free(e);
+	jsonw_close(&w, '}');
+	map_item_sent(m, i);
 	m->emitted++;
-	m->failed += m->fin[i] == FIN_FAILED;
-	ok = line && stream_send(&m->stream, line);
-	json_decref(line);
+	m->failed += !done;
+	if (!jsonw_ok(&w)) {
+		jsonw_free(&w);
+		return false;
+	}
+	ok = stream_send_text(&m->stream, w.buf, w.len);
 	return ok;
 }
 
@@ -276,6 +339,9 @@ static enum cmd_ret cmd_pool_imap(struct request *r)
 	size_t n, chunksize;
 	char why[200];
 
+	char *text = NULL;
+	struct jspan *at = NULL;
+
 	if (request_unpack(r, "{s:s, s:o, s?b, s?I}", "pool", &name, "items", &items, "ordered",
 			   &ordered, "chunksize", &cs) < 0)
 		return CMD_DONE;
@@ -288,15 +354,19 @@ static enum cmd_ret cmd_pool_imap(struct request *r)
 			      "pool.imap: chunksize must be an integer from 1 to 1000000");
 		return CMD_DONE;
 	}
-	n = json_array_size(items);
+	if (request_items(r, items, &text, &at, &n) < 0)
+		return CMD_DONE;
 	/* queued a few at a time (map_feed): the backlog must have room for
 	 * one item, not the whole map (max_request_bytes bounds that) */
 	if (!(tp = pool_for_tasks(r, name, n ? 1 : 0)) ||
-	    !(chunksize = map_chunksize(r, tp, n, cs)))
+	    !(chunksize = map_chunksize(r, tp, n, cs))) {
+		free(text);
+		free(at);
 		return CMD_DONE;
+	}
 	if (cs == 0)
 		chunksize = 1; /* as multiprocessing.Pool.imap: its default is 1 */
-	if (!(m = map_new(items, 0, chunksize, false))) {
+	if (!(m = map_new(text, at, n, 0, chunksize, false))) {
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
@@ -433,9 +503,9 @@ static enum cmd_ret cmd_task_status(struct request *r)
  */
 
 static const struct cmd_entry task_cmds[] = {
-	{ "pool.map", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, cmd_pool_map,
+	{ "pool.map", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | CMD_RAW_VALUES, cmd_pool_map,
 	  "s:pool a:items t:timeout? i:chunksize? s:errors? b:wait?" },
-	{ "pool.imap", ROLE_STATE, CMD_MUTATES | CMD_STREAMS, cmd_pool_imap,
+	{ "pool.imap", ROLE_STATE, CMD_MUTATES | CMD_STREAMS | CMD_RAW_VALUES, cmd_pool_imap,
 	  "s:pool a:items b:ordered? i:chunksize?" },
 	{ "pool.submit", ROLE_STATE, CMD_MUTATES, cmd_pool_submit, "s:pool o:item" },
 	{ "task.wait", ROLE_STATE, CMD_MAY_BLOCK, cmd_task_wait, "o:task t:timeout?" },

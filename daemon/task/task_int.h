@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "park.h"
 #include "stream.h"
+#include "task_wire.h"
 
 struct map;
 struct worker;
@@ -28,6 +29,7 @@ struct mpsup_framer;
 struct pool;
 struct proc;
 struct conf;
+struct jsonw;
 
 enum task_state { TASK_PENDING = 0, TASK_RUNNING, TASK_DONE, TASK_FAILED };
 /* What became of one item of a map. */
@@ -48,8 +50,12 @@ struct task {
 	enum task_state state;
 	unsigned attempts;      /* dispatches so far */
 	enum mpsup_err code;    /* TASK_FAILED */
-	json_t *item;           /* borrowed from the map's items, or owned (submit) */
-	json_t *result;         /* TASK_DONE */
+	json_t *item;           /* submit: its item (owned); a map's: map_item_text() */
+	json_t *result;         /* TASK_DONE of a submitted task */
+	char *out;              /* a map's: its results' JSON text (spans in map->res) */
+	unsigned out_left;      /* results in out not sent yet (pool.imap frees it at 0) */
+	uint32_t out_len;       /* out_whole: the length of its results list */
+	bool out_whole;         /* a pool.map chunk answered whole: out is its list */
 	char *error;            /* TASK_FAILED */
 	struct task_pool *tp;   /* NULL once it left the pool */
 	struct task_pool *home; /* the pool it is counted in (metrics) until it ends */
@@ -68,10 +74,14 @@ struct map {
 	struct park park;   /* the request; not kept once answered or cancelled */
 	struct task *tasks; /* one per item, or one per chunk */
 	size_t n_tasks;
-	size_t n, done;   /* items */
-	json_t **results; /* per item: its result, or its error (fin[i] == FIN_FAILED) */
-	uint8_t *fin;     /* per item: FIN_* */
-	bool collect;     /* errors: "return": failed items are listed, the map goes on */
+	size_t n, done;        /* items */
+	size_t chunksize;      /* items per task (the last may have fewer) */
+	char *items_text;      /* the items' JSON text, as the request had it */
+	struct jspan *item_at; /* per item: its text in items_text */
+	struct jspan *res;     /* per item done: its result's text in its task's out */
+	json_t **errs;         /* per failed item: its error (made at the first failure) */
+	uint8_t *fin;          /* per item: FIN_* */
+	bool collect;          /* errors: "return": failed items are listed, the map goes on */
 	/* pool.imap: items are streamed as they end (task_cmd.c); tasks are
 	 * queued a few at a time (map_feed) while the reader keeps up */
 	struct stream stream;
@@ -88,7 +98,6 @@ struct map {
 	struct task_pool *tp;
 	unsigned running; /* tasks held by workers */
 	uid_t owner;      /* the requesting peer (events go to it) */
-	json_t *items;
 	double timeout;
 };
 
@@ -144,6 +153,13 @@ static inline unsigned task_weight(const struct task *t)
 	return t->count ? t->count : 1;
 }
 
+/* The JSON text of item i of m (len in *ret_len). */
+static inline const char *map_item_text(const struct map *m, size_t i, size_t *ret_len)
+{
+	*ret_len = m->item_at[i].len;
+	return m->items_text + m->item_at[i].off;
+}
+
 /* The daemon is shutting down: no task is dispatched or retried. */
 extern bool task_shutting;
 
@@ -154,7 +170,12 @@ void subm_free(struct task *t);
 void answer_task(struct request *r, const struct task *t);
 
 /* task.c: maps. */
-struct map *map_new(json_t *items, double timeout, size_t chunksize, bool collect_errors);
+struct map *map_new(char *items_text, struct jspan *item_at, size_t n, double timeout,
+		    size_t chunksize, bool collect_errors);
+int map_items_read(const char *text, size_t len, char **ret_text, struct jspan **ret_at,
+		   size_t *ret_n);
+void map_item_sent(struct map *m, size_t i);
+bool map_answer_item(struct jsonw *w, const struct map *m, size_t i);
 void map_enqueue(struct map *m, struct task_pool *tp);
 bool map_feed(struct map *m);
 void map_maybe_free(struct map *m);
@@ -164,7 +185,10 @@ void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg)
 /* task.c: how tasks end. */
 void publish_task(const char *event, const struct task *t, const char *worker, const char *msg);
 void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg);
-void task_chunk_end(struct task *t, json_t *reply);
+void task_end_text(struct task *t, const char *text, size_t len);
+struct task_answer;
+void task_chunk_end(struct task *t, const struct task_answer *a, const struct jspan *spans,
+		    json_t *errors);
 void task_requeue(struct task_pool *tp, struct task *t);
 bool task_may_retry(const struct task_pool *tp, const struct task *t);
 void task_retry(struct task_pool *tp, struct task *t, const char *worker, const char *msg);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpsup.h"
 #include "task_wire.h"
 
 /* Make room for need more bytes after *len in *buf. */
@@ -93,22 +94,18 @@ ssize_t task_line_format(char **buf, size_t *cap, uint64_t id, const json_t *ite
 	return (ssize_t)len;
 }
 
-ssize_t task_chunk_format(char **buf, size_t *cap, uint64_t id, const json_t *items, size_t start,
-			  size_t count)
+ssize_t task_line_text(char **buf, size_t *cap, uint64_t id, bool list, const char *text,
+		       size_t len)
 {
-	size_t len = 0;
+	size_t n = 0;
 	int r;
 
-	if ((r = buf_add_head(buf, cap, &len, id, "items")) < 0 ||
-	    (r = buf_add(buf, cap, &len, "[", 1)) < 0)
+	if ((r = buf_add_head(buf, cap, &n, id, list ? "items" : "item")) < 0 ||
+	    (list && (r = buf_add(buf, cap, &n, "[", 1)) < 0) ||
+	    (r = buf_add(buf, cap, &n, text, len)) < 0 ||
+	    (r = buf_add(buf, cap, &n, list ? "]}\n" : "}\n", list ? 3 : 2)) < 0)
 		return r;
-	for (size_t i = 0; i < count; i++)
-		if ((i > 0 && (r = buf_add(buf, cap, &len, ",", 1)) < 0) ||
-		    (r = buf_add_json(buf, cap, &len, json_array_get(items, start + i))) < 0)
-			return r;
-	if ((r = buf_add(buf, cap, &len, "]}\n", 3)) < 0)
-		return r;
-	return (ssize_t)len;
+	return (ssize_t)n;
 }
 
 void task_snippet(const char *s, size_t n, char *out, size_t outlen)
@@ -150,74 +147,233 @@ static bool errors_valid(const json_t *errs, size_t count, char *why, size_t why
 	return true;
 }
 
-enum task_reply task_chunk_reply_check(json_t *reply, size_t count, char *why, size_t whylen)
-{
-	json_t *res = json_object_get(reply, "results"), *errs = json_object_get(reply, "errors");
+/* Collects where a chunk's results lie (task_chunk_read). */
+struct span_walk {
+	const char *base;
+	struct jspan **spans;
+	size_t *cap, n, count;
+};
 
-	if (json_array_size(res) != count) {
-		snprintf(why, whylen, "%zu results for a chunk of %zu items", json_array_size(res),
-			 count);
+static int span_add(void *arg, const char *value, size_t len)
+{
+	struct span_walk *w = arg;
+
+	if (w->n == w->count)
+		return -EOVERFLOW; /* one too many: the count is wrong anyway */
+	if (w->n == *w->cap) {
+		size_t cap = *w->cap ? *w->cap * 2 : 256;
+		struct jspan *s;
+		while (cap < w->count)
+			cap *= 2;
+		if (!(s = realloc(*w->spans, cap * sizeof(*s))))
+			return -ENOMEM;
+		*w->spans = s;
+		*w->cap = cap;
+	}
+	(*w->spans)[w->n].off = (uint32_t)(value - w->base);
+	(*w->spans)[w->n++].len = (uint32_t)len;
+	return 0;
+}
+
+enum task_reply task_chunk_read(const struct task_answer *a, size_t count, struct jspan **spans,
+				size_t *cap, json_t **ret_errors, char *why, size_t whylen)
+{
+	struct span_walk w = { a->text, spans, cap, 0, count };
+	json_t *errs = NULL;
+	ssize_t n = mpsup_json_array_each(a->text, a->len, 0, span_add, &w);
+
+	if (n == -ENOMEM) {
+		snprintf(why, whylen, "out of memory");
 		return TASK_REPLY_BAD;
 	}
-	if (errs && !errors_valid(errs, count, why, whylen))
+	if (n == -EOVERFLOW)
+		n = mpsup_json_array_each(a->text, a->len, 0, NULL, NULL); /* for the message */
+	if (n != (ssize_t)count) {
+		snprintf(why, whylen, "%zd results for a chunk of %zu items", n < 0 ? 0 : n, count);
 		return TASK_REPLY_BAD;
+	}
+	if (a->errors && (!(errs = mpsup_json_loadb(a->errors, a->errors_len, 0)) ||
+			  !errors_valid(errs, count, why, whylen))) {
+		if (!errs)
+			snprintf(why, whylen, "\"errors\" is not a list");
+		json_decref(errs);
+		return TASK_REPLY_BAD;
+	}
+	*ret_errors = errs;
 	return TASK_REPLY_RESULTS;
 }
 
-enum task_reply task_reply_parse(const char *line, size_t len, uint64_t *ret_id, json_t **ret_value,
-				 char *why, size_t whylen)
+void task_answer_release(struct task_answer *a)
 {
-	json_error_t jerr;
-	json_t *o, *jid, *res, *err;
-	char snip[TASK_SNIPPET_MAX + 8];
-	enum task_reply kind;
+	json_decref(a->error);
+	free(a->owned);
+	memset(a, 0, sizeof(*a));
+}
 
-	o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!o) {
+/* The kind of an answer whose members are id, result, results, error and
+ * errors (each NULL when absent; results only when a list), filling a
+ * but for text and errors; BAD with why. */
+static enum task_reply answer_kind(bool id_int, json_int_t id, bool has_result, bool has_results,
+				   bool has_error, struct task_answer *a, char *why, size_t whylen)
+{
+	bool res = has_result || has_results;
+
+	if (!id_int) {
+		snprintf(why, whylen, "no integer \"id\"");
+		return TASK_REPLY_BAD;
+	}
+	if (id <= 0) {
+		snprintf(why, whylen, "id %" JSON_INTEGER_FORMAT " is not a task id", id);
+		return TASK_REPLY_BAD;
+	}
+	if (res == has_error) {
+		snprintf(why, whylen,
+			 res ? "both \"result\" (or \"results\") and \"error\""
+			     : "neither \"result\" nor \"error\"");
+		return TASK_REPLY_BAD;
+	}
+	a->id = (uint64_t)id;
+	return has_result ? TASK_REPLY_RESULT : has_results ? TASK_REPLY_RESULTS : TASK_REPLY_ERROR;
+}
+
+/* A worker's error value as text: a string as it is, anything else as its
+ * compact JSON. */
+static json_t *error_text(json_t *err)
+{
+	char *s;
+	json_t *v;
+
+	if (json_is_string(err))
+		return json_incref(err);
+	s = json_dumps(err, JSON_COMPACT | JSON_ENCODE_ANY);
+	v = json_string(s ? s : "error");
+	free(s);
+	return v;
+}
+
+/* task_reply_read() through jansson, for what the in-place reader leaves
+ * (a key with escapes, many members) or refuses (jansson says why). */
+static enum task_reply reply_read_tree(const char *line, size_t len, struct task_answer *a,
+				       char *why, size_t whylen)
+{
+	char snip[TASK_SNIPPET_MAX + 8];
+	json_error_t jerr;
+	json_t *o, *jid, *res, *results, *err, *errs;
+	enum task_reply kind;
+	const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
+
+	if (!(o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr))) {
 		task_snippet(line, len, snip, sizeof(snip));
 		snprintf(why, whylen, "not a JSON object: '%s'", snip);
 		return TASK_REPLY_BAD;
 	}
 	jid = json_object_get(o, "id");
 	res = json_object_get(o, "result");
+	results = json_object_get(o, "results");
 	err = json_object_get(o, "error");
-	if (!res && json_is_array(json_object_get(o, "results")))
-		res = o; /* a chunk's answer: the caller checks it (task_chunk_reply_check) */
-	if (!json_is_integer(jid)) {
-		snprintf(why, whylen, "no integer \"id\"");
-		goto bad;
-	}
-	if (json_integer_value(jid) <= 0) {
-		snprintf(why, whylen, "id %" JSON_INTEGER_FORMAT " is not a task id",
-			 json_integer_value(jid));
-		goto bad;
-	}
-	if ((res != NULL) == (err != NULL)) {
-		snprintf(why, whylen,
-			 res ? "both \"result\" (or \"results\") and \"error\""
-			     : "neither \"result\" nor \"error\"");
-		goto bad;
-	}
-	*ret_id = (uint64_t)json_integer_value(jid);
-	if (res == o) {
-		*ret_value = json_incref(o);
-		kind = TASK_REPLY_RESULTS;
-	} else if (res) {
-		*ret_value = json_incref(res);
-		kind = TASK_REPLY_RESULT;
-	} else if (json_is_string(err)) {
-		*ret_value = json_incref(err);
-		kind = TASK_REPLY_ERROR;
-	} else {
-		/* not a string: keep its JSON text */
-		char *s = json_dumps(err, JSON_COMPACT | JSON_ENCODE_ANY);
-		*ret_value = json_string(s ? s : "error");
-		free(s);
-		kind = TASK_REPLY_ERROR;
-	}
+	errs = json_object_get(o, "errors");
+	kind = answer_kind(json_is_integer(jid), json_integer_value(jid), res != NULL,
+			   !res && json_is_array(results), err != NULL, a, why, whylen);
+	if (kind == TASK_REPLY_RESULT || kind == TASK_REPLY_RESULTS) {
+		/* the value and the errors, one after the other in one buffer */
+		char *t = json_dumps(kind == TASK_REPLY_RESULT ? res : results, flags);
+		char *e = kind == TASK_REPLY_RESULTS && errs ? json_dumps(errs, flags) : NULL;
+		size_t tl = t ? strlen(t) : 0, el = e ? strlen(e) : 0;
+		if (!t || (errs && kind == TASK_REPLY_RESULTS && !e) ||
+		    !(a->owned = malloc(tl + el + 1))) {
+			snprintf(why, whylen, "out of memory");
+			kind = TASK_REPLY_BAD;
+		} else {
+			memcpy(a->owned, t, tl);
+			if (e)
+				memcpy(a->owned + tl, e, el);
+			a->text = a->owned;
+			a->len = tl;
+			a->errors = e ? a->owned + tl : NULL;
+			a->errors_len = el;
+		}
+		free(t);
+		free(e);
+	} else if (kind == TASK_REPLY_ERROR)
+		a->error = error_text(err);
 	json_decref(o);
 	return kind;
-bad:
-	json_decref(o);
-	return TASK_REPLY_BAD;
+}
+
+/* Answer members read in place. */
+#define ANSWER_MEMBERS 8
+
+enum task_reply task_reply_read(const char *line, size_t len, struct task_answer *a, char *why,
+				size_t whylen)
+{
+	struct mpsup_member m[ANSWER_MEMBERS];
+	const struct mpsup_member *jid = NULL, *res = NULL, *results = NULL, *err = NULL,
+				  *errs = NULL;
+	enum task_reply kind;
+	size_t n;
+
+	memset(a, 0, sizeof(*a));
+	if (mpsup_json_members(line, len, 0, m, ANSWER_MEMBERS, &n) < 0)
+		return reply_read_tree(line, len, a, why, whylen);
+	for (size_t i = 0; i < n; i++) {
+		const char *k = m[i].key;
+		size_t kl = m[i].key_len;
+#define KEY_IS(s) (kl == sizeof(s) - 1 && memcmp(k, s, kl) == 0)
+		if (KEY_IS("id"))
+			jid = &m[i];
+		else if (KEY_IS("result"))
+			res = &m[i];
+		else if (KEY_IS("results"))
+			results = &m[i];
+		else if (KEY_IS("error"))
+			err = &m[i];
+		else if (KEY_IS("errors"))
+			errs = &m[i];
+#undef KEY_IS
+	}
+	kind = answer_kind(jid && jid->type == JSON_INTEGER, jid ? jid->i : 0, res != NULL,
+			   !res && results && results->type == JSON_ARRAY, err != NULL, a, why,
+			   whylen);
+	if (kind == TASK_REPLY_RESULT) {
+		a->text = res->raw;
+		a->len = res->raw_len;
+	} else if (kind == TASK_REPLY_RESULTS) {
+		a->text = results->raw;
+		a->len = results->raw_len;
+		a->errors = errs ? errs->raw : NULL;
+		a->errors_len = errs ? errs->raw_len : 0;
+	} else if (kind == TASK_REPLY_ERROR) {
+		json_t *e = mpsup_member_json(err);
+		a->error = e ? error_text(e) : json_string("error");
+		json_decref(e);
+	}
+	mpsup_members_free(m, n);
+	return kind;
+}
+
+enum task_reply task_reply_parse(const char *line, size_t len, uint64_t *ret_id, json_t **ret_value,
+				 char *why, size_t whylen)
+{
+	struct task_answer a;
+	enum task_reply kind = task_reply_read(line, len, &a, why, whylen);
+	json_t *v = NULL;
+
+	if (kind == TASK_REPLY_RESULT || kind == TASK_REPLY_RESULTS) {
+		v = mpsup_json_loadb(a.text, a.len, 0);
+		if (kind == TASK_REPLY_RESULTS && v) /* the answer as an object */
+			v = json_pack("{s:o, s:o?}", "results", v, "errors",
+				      a.errors ? mpsup_json_loadb(a.errors, a.errors_len, 0)
+					       : NULL);
+	} else if (kind == TASK_REPLY_ERROR)
+		v = json_incref(a.error);
+	if (kind != TASK_REPLY_BAD && !v) {
+		snprintf(why, whylen, "out of memory");
+		kind = TASK_REPLY_BAD;
+	}
+	if (kind != TASK_REPLY_BAD) {
+		*ret_id = a.id;
+		*ret_value = v;
+	}
+	task_answer_release(&a);
+	return kind;
 }

@@ -48,6 +48,9 @@ enum release { RELEASE_FAIL, RELEASE_FAIL_OLDEST, RELEASE_REQUEUE };
 /* The task line being written (one for all workers: one write each). */
 static char *linebuf;
 static size_t linebuf_cap;
+/* Where the results of the chunk answer being read lie. */
+static struct jspan *spans;
+static size_t spans_cap;
 
 static void worker_fail(struct worker *w, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -122,7 +125,7 @@ struct task *worker_take(struct worker *w, struct task *t)
 	TAILQ_REMOVE(&w->held, t, q);
 	if (--w->n_held == 0)
 		w->tp->n_busy--;
-	w->tp->n_running--;
+	w->tp->n_running -= task_weight(t);
 	if (t->map)
 		t->map->running--;
 	if (oldest)
@@ -341,7 +344,7 @@ void worker_send(struct worker *w, struct task *t)
 	TAILQ_INSERT_TAIL(&w->held, t, q);
 	if (w->n_held++ == 0)
 		w->tp->n_busy++;
-	w->tp->n_running++;
+	w->tp->n_running += task_weight(t);
 	t->state = TASK_RUNNING;
 	t->worker = w;
 	t->attempts++;
@@ -352,9 +355,15 @@ void worker_send(struct worker *w, struct task *t)
 		snprintf(t->sub->ran_on, sizeof(t->sub->ran_on), "%s", w->p->name);
 	if (w->n_held == 1)
 		worker_timer_restart(w);
-	len = t->count ? task_chunk_format(&linebuf, &linebuf_cap, t->id, t->map->items, t->index,
-					   t->count)
-		       : task_line_format(&linebuf, &linebuf_cap, t->id, t->item);
+	if (t->map) {
+		/* its items' text, from the first one's start to the last one's end */
+		size_t n;
+		const char *s = map_item_text(t->map, t->index, &n);
+		const char *e = map_item_text(t->map, t->index + task_weight(t) - 1, &n) + n;
+		len = task_line_text(&linebuf, &linebuf_cap, t->id, t->count > 0, s,
+				     (size_t)(e - s));
+	} else
+		len = task_line_format(&linebuf, &linebuf_cap, t->id, t->item);
 	if (len < 0 || worker_buffer(w, linebuf, (size_t)len) < 0) {
 		worker_take(w, t);
 		task_end(t, NULL, MPSUP_E_INTERNAL,
@@ -373,13 +382,40 @@ static struct task *worker_find(const struct worker *w, uint64_t id)
 	return NULL;
 }
 
+/* w answered t (which it no longer holds) as a says (kind). */
+static void worker_answered(struct worker *w, struct task *t, enum task_reply kind,
+			    struct task_answer *a, json_t *errors)
+{
+	json_t *v;
+
+	if (kind == TASK_REPLY_RESULTS)
+		task_chunk_end(t, a, spans, errors);
+	else if (kind == TASK_REPLY_RESULT && t->map)
+		task_end_text(t, a->text, a->len);
+	else if (kind == TASK_REPLY_RESULT) {
+		/* a submitted task keeps its result as a value (task.wait) */
+		if (!(v = mpsup_json_loadb(a->text, a->len, 0)))
+			v = json_loadb(a->text, a->len, JSON_DECODE_ANY, NULL);
+		if (v)
+			task_end(t, v, MPSUP_E_INTERNAL, NULL);
+		else
+			task_end(t, NULL, MPSUP_E_INTERNAL, "out of memory");
+	} else {
+		if (events_wanted(TOPIC_TASK)) {
+			t->tp = w->tp;
+			publish_task("task.failed", t, w->p->name, json_string_value(a->error));
+		}
+		task_end(t, NULL, MPSUP_E_INTERNAL, json_string_value(a->error));
+	}
+}
+
 /* One line from w's stdout; false when w failed. */
 static bool worker_line(struct worker *w, char *line, size_t len)
 {
 	char why[300], snip[TASK_SNIPPET_MAX + 8];
+	struct task_answer a;
 	struct task *t;
-	json_t *v = NULL;
-	uint64_t id;
+	json_t *errors = NULL;
 	enum task_reply kind;
 
 	while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
@@ -392,47 +428,37 @@ static bool worker_line(struct worker *w, char *line, size_t len)
 			    w->p->name, snip);
 		return false;
 	}
-	kind = task_reply_parse(line, len, &id, &v, why, sizeof(why));
+	kind = task_reply_read(line, len, &a, why, sizeof(why));
 	if (kind == TASK_REPLY_BAD) {
 		worker_fail(w, "bad reply from worker %s: %s", w->p->name, why);
 		return false;
 	}
-	if (!(t = worker_find(w, id))) {
-		json_decref(v);
+	if (!(t = worker_find(w, a.id))) {
 		worker_fail(w, "bad reply from worker %s: id %" PRIu64 " is not a task it holds",
-			    w->p->name, id);
+			    w->p->name, a.id);
+		task_answer_release(&a);
 		return false;
 	}
 	if (t->count ? kind == TASK_REPLY_RESULT
 		     : kind == TASK_REPLY_RESULTS) { /* the wrong form for the task */
-		json_decref(v);
 		worker_fail(w, "bad reply from worker %s: \"%s\" for task %" PRIu64 " (%s)",
-			    w->p->name, t->count ? "result" : "results", id,
+			    w->p->name, t->count ? "result" : "results", a.id,
 			    t->count ? "a chunk" : "one item");
+		task_answer_release(&a);
 		return false;
 	}
-	if (kind == TASK_REPLY_RESULTS &&
-	    task_chunk_reply_check(v, t->count, why, sizeof(why)) == TASK_REPLY_BAD) {
-		json_decref(v);
+	if (kind == TASK_REPLY_RESULTS && task_chunk_read(&a, t->count, &spans, &spans_cap, &errors,
+							  why, sizeof(why)) == TASK_REPLY_BAD) {
 		worker_fail(w, "bad reply from worker %s: %s", w->p->name, why);
+		task_answer_release(&a);
 		return false;
 	}
 	worker_take(w, t);
 	w->tasks_done += task_weight(t);
 	w->run_tasks++; /* a chunk is one task, as for Python's maxtasksperchild */
-	if (kind == TASK_REPLY_RESULTS) {
-		task_chunk_end(t, v);
-		json_decref(v);
-	} else if (kind == TASK_REPLY_RESULT)
-		task_end(t, v, MPSUP_E_INTERNAL, NULL);
-	else {
-		if (events_wanted(TOPIC_TASK)) {
-			t->tp = w->tp;
-			publish_task("task.failed", t, w->p->name, json_string_value(v));
-		}
-		task_end(t, NULL, MPSUP_E_INTERNAL, json_string_value(v));
-		json_decref(v);
-	}
+	worker_answered(w, t, kind, &a, errors);
+	json_decref(errors);
+	task_answer_release(&a);
 	if (worker_spent(w))
 		return false;
 	if (worker_has_room(w))
@@ -665,4 +691,7 @@ void task_worker_cleanup(void)
 	free(linebuf);
 	linebuf = NULL;
 	linebuf_cap = 0;
+	free(spans);
+	spans = NULL;
+	spans_cap = 0;
 }

@@ -55,6 +55,11 @@ class Completion(DaemonTestCase):
         self.assertEqual(self.complete("pool", "remove", ""), ["clock"])
         self.assertIn("command=", self.complete("pool", "add", "batch", "c"))
 
+    def test_map_options(self):
+        self.assertEqual(self.complete("map", "--"), ["--stream", "--unordered"])
+        self.assertEqual(self.complete("map", "--stream", "cl"), ["clock"])
+        self.assertEqual(self.complete("map", "cl"), ["clock"])
+
     def test_commands_are_mpctls(self):
         """The completed commands are exactly those of mpctl --help."""
         text = subprocess.run([MPCTL, "--help"], capture_output=True, text=True).stdout

@@ -4,7 +4,9 @@ a worker killed or timed out with several tasks in flight, task_timeout
 counted from when a task could start."""
 import json
 import os
+import re
 import signal
+import subprocess
 import sys
 import time
 
@@ -189,6 +191,44 @@ class Chunks(TaskTestCase):
             t = c.ok("pool.submit", pool="c", item=4)["task"]
             self.assertEqual(c.ok("task.wait", task=t), {"result": 8})
 
+    def tasks_total(self, pool, outcome):
+        m = re.search(r'^mpsup_tasks_total\{pool="%s",outcome="%s"\} (\d+)$' % (pool, outcome),
+                      self.d.ok("daemon.metrics"), re.M)
+        return int(m.group(1)) if m else 0
+
+    def test_metrics_count_items(self):
+        self.add_pool("c", DOUBLE, processes=2, task_chunks=True)
+        items = list(range(100))
+        items[42] = None
+        res = self.d.ok("pool.map", pool="c", items=items, chunksize=10, errors="return")
+        self.assertEqual(len(res["errors"]), 1)
+        # 10 chunks: 99 items ended well, 1 failed
+        self.assertEqual(self.tasks_total("c", "ok"), 99)
+        self.assertEqual(self.tasks_total("c", "internal"), 1)
+
+    def test_big_map_travels_as_text(self):
+        # past REQ_LAZY_MIN: the items are read as text, sliced into chunk
+        # lines and the results copied out as the workers wrote them
+        self.add_pool("c", DOUBLE, processes=2, task_chunks=True)
+        items = list(range(3000)) + [1.5, -2.5e-3, 12345678901234567, "\u00e9"]
+        res = self.d.ok("pool.map", pool="c", items=items, chunksize=100, errors="return")
+        self.assertEqual(res["results"][:3000], [2 * x for x in range(3000)])
+        self.assertEqual(res["results"][3000:3003], [3.0, -5e-3, 24691357802469134])
+        self.assertEqual(res["results"][3003], "\u00e9\u00e9")  # str * 2
+        self.assertEqual(res["errors"], [])
+        with self.d.client() as c:
+            c.send_raw(('{"cmd":"pool.map","pool":"c","items":[%s,1,]}\n'
+                        % ",".join(["1"] * 3000)).encode())
+            self.assertEqual(c.recv()["error"]["code"], "bad_request")
+            c.send_raw(('{"cmd":"pool.map","pool":"c","items":[%s,{"a":1,"a":2}]}\n'
+                        % ",".join(["1"] * 3000)).encode())
+            self.assertEqual(c.recv()["error"]["code"], "bad_request")
+            c.send_raw(('{"cmd":"pool.map","pool":"c","items":[%s, {"b" : [true, null]}],"errors":"return"}\n'
+                        % ",".join([" 7 "] * 3000)).encode())
+            r = c.recv()
+            self.assertTrue(r["ok"], r)
+            self.assertEqual(r["result"]["results"][0], 14)
+
     def test_one_bad_item_fails_that_item_only(self):
         self.add_pool("c", DOUBLE, processes=2, task_chunks=True)
         items = list(range(20))
@@ -329,6 +369,38 @@ class Imap(TaskTestCase):
         with self.d.client() as c:
             self.assertEqual(self.imap(c, pool="t", items=[])["n"], 0)
             self.assertEqual(c.recv(), {"done": True, "n": 0, "failed": 0})
+
+    def test_mpctl_map_stream(self):
+        self.add_pool(processes=2, task_window=4)
+        items = ['{"sleep": 0.6, "value": 0}', 1, 2, 3, '{"error": "bad"}', 5]
+        p = self.d.mpctl("map", "--stream", "t", *items, check=1)
+        self.assertEqual(p.stdout, "0\n2\n4\n6\n10\n")
+        self.assertEqual(p.stderr, "mpctl: item 4: internal: bad\n")
+        p = self.d.mpctl("map", "--unordered", "t", *items, check=1)
+        lines = [l.split(" ", 1) for l in p.stdout.splitlines()]
+        self.assertEqual(sorted(int(i) for i, _ in lines), [0, 1, 2, 3, 5])
+        self.assertNotEqual(lines[0][0], "0")  # the slow first item came last
+        self.assertIn(["5", "10"], lines)
+        p = self.d.mpctl("--json", "map", "--stream", "t", 1, -2, check=0)
+        self.assertEqual([json.loads(l) for l in p.stdout.splitlines()],
+                         [{"index": 0, "result": 2}, {"index": 1, "result": -4}])
+        self.d.mpctl("map", "--stream", "nothere", 1, check=1)
+        self.d.mpctl("map", "--bogus", "t", 1, check=2)
+        # printed as they come: the first result is out while the slow
+        # second item still runs
+        env = dict(os.environ, MPSUP_SOCKET=self.d.socket)
+        proc = subprocess.Popen([mpsuptest.MPCTL, "map", "--stream", "t", "21",
+                                 '{"sleep": %g, "value": 1}' % (3 * mpsuptest.SCALE)],
+                                stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            self.assertEqual(proc.stdout.readline(), "42\n")
+            self.assertIsNone(proc.poll())
+            self.assertEqual(proc.stdout.read(), "1\n")
+            self.assertEqual(proc.wait(timeout=30 * mpsuptest.SCALE), 0)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     def test_chunks_and_bad_requests(self):
         self.add_pool("c", DOUBLE, processes=2, task_chunks=True)

@@ -659,6 +659,93 @@ static int members_same(const char *line, int *ret_types)
 	return 0;
 }
 
+/* Collects the elements mpsup_json_array_each walks, joined by '|'. */
+static int collect_elem(void *arg, const char *v, size_t len)
+{
+	char *out = arg;
+
+	if (out[0])
+		strcat(out, "|");
+	strncat(out, v, len);
+	return strlen(out) > 40 ? -E2BIG : 0;
+}
+
+START_TEST(test_json_array_each)
+{
+	char out[256] = "";
+	const char *t;
+
+	t = " [ 1 , \"a,]\" ,{\"k\":[2, {}]}, null,-0.5e3 ] ";
+	ck_assert_int_eq(mpsup_json_array_each(t, strlen(t), 0, collect_elem, out), 5);
+	ck_assert_str_eq(out, "1|\"a,]\"|{\"k\":[2, {}]}|null|-0.5e3");
+	ck_assert_int_eq(mpsup_json_array_each("[]", 2, 0, NULL, NULL), 0);
+	/* refused as mpsup_json_loadb refuses */
+	ck_assert_int_eq(mpsup_json_array_each("[1,]", 4, 0, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(mpsup_json_array_each("{}", 2, 0, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(mpsup_json_array_each("[01]", 4, 0, NULL, NULL), -EINVAL);
+	t = "[{\"a\":1,\"a\":2}]"; /* duplicate key */
+	ck_assert_int_eq(mpsup_json_array_each(t, strlen(t), 0, NULL, NULL), -EINVAL);
+	t = "[{\"a\":1,\"\\u0061\":2}]"; /* the same key, escaped: jansson's check */
+	ck_assert_int_eq(mpsup_json_array_each(t, strlen(t), 0, NULL, NULL), -EINVAL);
+	t = "[{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7,\"h\":8,\"i\":9,"
+	    "\"j\":10,\"k\":11,\"l\":12,\"m\":13,\"n\":14,\"o\":15,\"p\":16,\"q\":17,\"a\":0}]";
+	ck_assert_int_eq(mpsup_json_array_each(t, strlen(t), 0, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(mpsup_json_array_each("[\"\\ud800\"]", 10, 0, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(mpsup_json_array_each("[99999999999999999999]", 22, 0, NULL, NULL),
+			 -EINVAL);
+	ck_assert_int_eq(mpsup_json_array_each("[123456789012345678]", 20, 0, NULL, NULL), 1);
+	ck_assert_int_eq(mpsup_json_array_each("[-9223372036854775808]", 22, 0, NULL, NULL), 1);
+	ck_assert_int_eq(mpsup_json_array_each("[[[1]]]", 7, 2, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(mpsup_json_array_each("[[[1]]]", 7, 3, NULL, NULL), 1);
+	/* fn stops the walk */
+	out[0] = '\0';
+	t = "[\"0123456789\",\"0123456789\",\"0123456789\",\"0123456789\"]";
+	ck_assert_int_eq(mpsup_json_array_each(t, strlen(t), 0, collect_elem, out), -E2BIG);
+}
+END_TEST
+
+START_TEST(test_members_lazy)
+{
+	struct mpsup_member m[4];
+	json_t *id = NULL, *v;
+	char cmd[16], line[9000];
+	size_t n, off;
+
+	/* a long list is checked and left as text; a short one is built */
+	off = (size_t)snprintf(line, sizeof(line), "{\"cmd\":\"x\",\"s\":[1],\"l\":[0");
+	while (off < 5000)
+		off += (size_t)snprintf(line + off, sizeof(line) - off, ",1");
+	off += (size_t)snprintf(line + off, sizeof(line) - off, "]}");
+	ck_assert_int_eq(
+		mpsup_request_members_lazy(line, off, 0, 4096, m, 4, &n, &id, cmd, sizeof(cmd)), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_ptr_nonnull(m[0].v);
+	ck_assert_ptr_null(m[1].v);
+	ck_assert_int_eq(m[1].type, JSON_ARRAY);
+	ck_assert(m[1].raw[0] == '[' && m[1].raw[m[1].raw_len - 1] == ']');
+	v = mpsup_member_json(&m[1]); /* built on demand */
+	ck_assert_uint_gt(json_array_size(v), 2000);
+	json_decref(v);
+	mpsup_members_free(m, n);
+	/* an invalid long list is refused as a whole */
+	line[off - 3] = ',';
+	ck_assert_int_eq(
+		mpsup_request_members_lazy(line, off, 0, 4096, m, 4, &n, &id, cmd, sizeof(cmd)),
+		-1);
+	/* plain objects: every container as text, scalars with their text */
+	ck_assert_int_eq(mpsup_json_members("{\"id\": 7, \"results\": [1, 2], \"e\": \"x\"}", 38, 0,
+					    m, 4, &n),
+			 0);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_int_eq(m[0].i, 7);
+	ck_assert(m[1].v == NULL && m[1].raw_len == 6 && memcmp(m[1].raw, "[1, 2]", 6) == 0);
+	ck_assert(m[2].raw_len == 3 && memcmp(m[2].raw, "\"x\"", 3) == 0);
+	mpsup_members_free(m, n);
+	ck_assert_int_eq(mpsup_json_members("{\"a\":1,\"a\":2}", 13, 0, m, 4, &n), -EINVAL);
+	ck_assert_int_eq(mpsup_json_members("[1]", 3, 0, m, 4, &n), -EINVAL);
+}
+END_TEST
+
 START_TEST(test_request_members)
 {
 	int t[4];
@@ -930,6 +1017,8 @@ END_TEST
  * "fail" -> not_found error; "sleep" -> no answer; "close" -> hang up;
  * "badid" -> answer with another id; "big" -> a 100 KiB answer;
  * "value.add" -> by + 100; "lock.acquire" -> {"acquired": true};
+ * "pool.imap" -> a stream of three items (one failed) and its summary,
+ * then hang up; "stream.cut" -> a first answer, one line, hang up;
  * anything else -> the request echoed as the result.
  */
 struct server {
@@ -998,6 +1087,24 @@ static bool server_handle(int fd, const char *line, size_t len)
 		server_send(fd, mpsup_response_ok(id, json_integer(by + 100)));
 	} else if (strcmp(cmd, "lock.acquire") == 0) {
 		server_send(fd, mpsup_response_ok(id, json_pack("{s:b}", "acquired", 1)));
+	} else if (strcmp(cmd, "pool.imap") == 0) {
+		server_send(fd, mpsup_response_ok(
+					id, json_pack("{s:I, s:O}", "n",
+						      (json_int_t)json_array_size(
+							      json_object_get(req, "items")),
+						      "ordered", json_object_get(req, "ordered"))));
+		server_send(fd, json_pack("{s:i, s:i}", "index", 0, "result", 10));
+		server_send(fd, json_pack("{s:i, s:{s:s, s:s}}", "index", 2, "error", "code",
+					  "internal", "message", "bad item"));
+		server_send(fd, json_pack("{s:i, s:s}", "index", 1, "result", "x"));
+		server_send(fd, json_pack("{s:b, s:i, s:i}", "done", 1, "n", 3, "failed", 1));
+		json_decref(req);
+		return false;
+	} else if (strcmp(cmd, "stream.cut") == 0) {
+		server_send(fd, mpsup_response_ok(id, NULL));
+		server_send(fd, json_pack("{s:i}", "index", 0));
+		json_decref(req);
+		return false;
 	} else {
 		server_send(fd, mpsup_response_ok(id, json_deep_copy(req)));
 	}
@@ -1098,6 +1205,56 @@ START_TEST(test_client_call)
 	json_decref(params);
 	ck_assert_ptr_null(mpsup_close(c));
 	ck_assert_ptr_null(mpsup_close(NULL));
+	server_stop();
+}
+END_TEST
+
+START_TEST(test_client_imap)
+{
+	struct mpsup_client *c = client_new();
+	struct mpsup_imap_item it;
+	struct mpsup_error err;
+	json_t *items = json_pack("[i, i, i]", 1, 2, 3), *msg = NULL;
+	size_t n = 0, failed = 99;
+
+	ck_assert_int_eq(mpsup_imap_open(c, "p", items, false, 0, &n, &err), 0);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_int_eq(mpsup_imap_next(c, &it, &failed), 1);
+	ck_assert_uint_eq(it.index, 0);
+	ck_assert_int_eq(json_integer_value(it.result), 10);
+	json_decref(it.result);
+	ck_assert_int_eq(mpsup_imap_next(c, &it, &failed), 1);
+	ck_assert_uint_eq(it.index, 2);
+	ck_assert_ptr_null(it.result);
+	ck_assert_int_eq(it.error.code, MPSUP_E_INTERNAL);
+	ck_assert_str_eq(it.error.message, "bad item");
+	ck_assert_int_eq(mpsup_imap_next(c, &it, &failed), 1);
+	ck_assert_str_eq(json_string_value(it.result), "x");
+	json_decref(it.result);
+	ck_assert_int_eq(mpsup_imap_next(c, &it, &failed), 0);
+	ck_assert_uint_eq(failed, 1);
+	/* the server hung up after the summary */
+	ck_assert_int_eq(mpsup_stream_next(c, &msg), -ECONNRESET);
+	ck_assert_int_eq(mpsup_imap_open(c, "p", NULL, true, 0, &n, &err), -EINVAL);
+	json_decref(items);
+	mpsup_close(c);
+	server_stop();
+}
+END_TEST
+
+START_TEST(test_client_stream_cut)
+{
+	struct mpsup_client *c = client_new();
+	struct mpsup_imap_item it;
+	struct mpsup_error err;
+	json_t *result = NULL;
+
+	ck_assert_int_eq(mpsup_stream_open(c, "stream.cut", NULL, &result, &err), 0);
+	json_decref(result);
+	/* a line that is no item, then the end before any summary */
+	ck_assert_int_eq(mpsup_imap_next(c, &it, NULL), -EBADMSG);
+	ck_assert_int_eq(mpsup_imap_next(c, &it, NULL), -ECONNRESET);
+	mpsup_close(c);
 	server_stop();
 }
 END_TEST
@@ -1286,6 +1443,8 @@ static Suite *proto_suite(void)
 	tcase_add_test(tc, test_request_depth);
 	tcase_add_test(tc, test_request_read);
 	tcase_add_test(tc, test_request_members);
+	tcase_add_test(tc, test_json_array_each);
+	tcase_add_test(tc, test_members_lazy);
 	tcase_add_test(tc, test_request_new);
 	tcase_add_test(tc, test_response_build);
 	tcase_add_test(tc, test_error_table);
@@ -1296,6 +1455,8 @@ static Suite *proto_suite(void)
 	tcase_add_checked_fixture(tc, server_start, NULL);
 	tcase_add_test(tc, test_client_call);
 	tcase_add_test(tc, test_client_pipelining);
+	tcase_add_test(tc, test_client_imap);
+	tcase_add_test(tc, test_client_stream_cut);
 	tcase_add_test(tc, test_client_timeout);
 	tcase_add_test(tc, test_client_peer_close);
 	tcase_add_test(tc, test_client_max_line);

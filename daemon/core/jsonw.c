@@ -143,15 +143,18 @@ bool jsonw_plain(const char *s, size_t len)
 
 void jsonw_str(struct jsonw *w, const char *s)
 {
-	size_t len, n;
+	if (!s)
+		jsonw_null(w);
+	else
+		jsonw_strn(w, s, strlen(s));
+}
+
+void jsonw_strn(struct jsonw *w, const char *s, size_t len)
+{
+	size_t n;
 	json_t *j;
 
-	if (!s) {
-		jsonw_null(w);
-		return;
-	}
 	value_start(w);
-	len = strlen(s);
 	if (jsonw_plain(s, len)) {
 		put(w, "\"", 1);
 		put(w, s, len);
@@ -159,7 +162,7 @@ void jsonw_str(struct jsonw *w, const char *s)
 		return;
 	}
 	/* Escapes (or text that is not UTF-8) are jansson's business. */
-	if (!(j = json_string(s)) && !(j = json_stringn_nocheck(s, len))) {
+	if (!(j = json_stringn(s, len)) && !(j = json_stringn_nocheck(s, len))) {
 		w->oom = true;
 		return;
 	}

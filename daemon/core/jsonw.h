@@ -39,6 +39,8 @@ void jsonw_bool(struct jsonw *w, bool v);
 void jsonw_int(struct jsonw *w, long long v);
 /* A string; NULL writes null. */
 void jsonw_str(struct jsonw *w, const char *s);
+/* A string of len bytes (it may hold NULs). */
+void jsonw_strn(struct jsonw *w, const char *s, size_t len);
 /* A value given as its JSON text (checked by the caller). */
 void jsonw_raw(struct jsonw *w, const char *text, size_t len);
 /* A number of seconds with microseconds (times: started_at, uptime). */

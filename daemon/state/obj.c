@@ -18,6 +18,7 @@
 #include "daemon.h"
 #include "hash.h"
 #include "events.h"
+#include "jsonw.h"
 #include "log.h"
 #include "metrics.h"
 #include "obj.h"
@@ -327,6 +328,14 @@ void obj_ok(struct obj_call *c, json_t *result)
 		obj_changed(c->o, strchr(c->op->name, '.') + 1); /* the op */
 	}
 	request_ok(c->r, result);
+}
+
+void obj_ok_text(struct obj_call *c, struct jsonw *w)
+{
+	if (c->replay)
+		jsonw_free(w);
+	else
+		request_ok_text(c->r, w);
 }
 
 void obj_error(struct obj_call *c, enum mpsup_err code, const char *fmt, ...)
@@ -643,8 +652,15 @@ static enum cmd_ret obj_get_local(struct request *r)
 {
 	struct obj *o = existing(r);
 
-	if (o)
+	struct jsonw w;
+
+	if (o && o->type->get_text) {
+		jsonw_init(&w);
+		o->type->get_text(o, &w);
+		request_ok_text(r, &w);
+	} else if (o) {
 		request_ok(r, o->type->get(o));
+	}
 	return CMD_DONE;
 }
 

@@ -31,6 +31,7 @@
 
 struct obj;
 struct conn;
+struct jsonw;
 
 /*
  * One call of an op: the request, its object and its parameters in the
@@ -119,6 +120,9 @@ struct obj_type {
 	void (*free)(struct obj *o);
 	/* The whole value, for obj.get (new reference). */
 	json_t *(*get)(const struct obj *o);
+	/* Optional: the whole value written as text (obj.get of a big value
+	 * without building it). */
+	void (*get_text)(const struct obj *o, struct jsonw *w);
 	/* Options from which create() rebuilds the object with its contents
 	 * (new reference); NULL (the member) when the type is not persisted.
 	 * A persisted type's mutating ops must be deterministic given the
@@ -218,6 +222,9 @@ int obj_replay(const char *cmd, json_t *params, char *err, size_t errlen);
 
 /* Answer a call with a result (stolen) / an error. */
 void obj_ok(struct obj_call *c, json_t *result);
+/* obj_ok() for a read-only op whose result is written as text (w is
+ * freed). */
+void obj_ok_text(struct obj_call *c, struct jsonw *w);
 void obj_error(struct obj_call *c, enum mpsup_err code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Publish object.changed for o (cheap when nobody listens). */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "jsonw.h"
 #include "mpsup.h"
 #include "obj.h"
 #include "packed.h"
@@ -420,6 +421,48 @@ json_t *packed_array(const struct packed *p, size_t start, size_t stop)
 			a = NULL;
 		}
 	return a;
+}
+
+/* A real as jansson writes it (the reply must not depend on the path). */
+static void write_real(struct jsonw *w, double d)
+{
+	char buf[64];
+	json_t *j = json_real(d);
+	size_t n = j ? json_dumpb(j, buf, sizeof(buf), JSON_ENCODE_ANY) : 0;
+
+	json_decref(j);
+	if (n && n <= sizeof(buf))
+		jsonw_raw(w, buf, n);
+	else
+		w->oom = true;
+}
+
+void packed_write(const struct packed *p, size_t start, size_t stop, struct jsonw *w)
+{
+	struct entry e;
+	json_int_t n;
+	double d;
+
+	jsonw_open(w, '[');
+	for (size_t i = start; i < stop && jsonw_ok(w); i++) {
+		entry_read(p, i, &e);
+		switch (e.tag) {
+		case P_TRUE: jsonw_bool(w, true); break;
+		case P_FALSE: jsonw_bool(w, false); break;
+		case P_INT:
+			memcpy(&n, e.val, 8);
+			jsonw_int(w, n);
+			break;
+		case P_REAL:
+			memcpy(&d, e.val, 8);
+			write_real(w, d);
+			break;
+		case P_STR: jsonw_strn(w, e.val, e.len); break;
+		case P_JSON: jsonw_raw(w, e.val, e.len); break;
+		default: jsonw_null(w); break;
+		}
+	}
+	jsonw_close(w, ']');
 }
 
 void packed_free(struct packed *p)

@@ -23,6 +23,7 @@
 
 #include <jansson.h>
 
+struct jsonw;
 struct mpsup_member;
 
 struct packed {
@@ -55,6 +56,9 @@ void packed_remove(struct packed *p, size_t i);
 size_t packed_mem_at(const struct packed *p, size_t i);
 /* Whether the value at i equals v as obj_json_equal() says. */
 bool packed_equal(const struct packed *p, size_t i, json_t *v);
+/* Positions [start, stop) as the text of an array, into w (which says
+ * when it ran out of memory): no jansson value is built. */
+void packed_write(const struct packed *p, size_t start, size_t stop, struct jsonw *w);
 /* Positions [start, stop) as a new array; NULL when out of memory. */
 json_t *packed_array(const struct packed *p, size_t start, size_t stop);
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "daemon.h"
+#include "jsonw.h"
 #include "obj.h"
 #include "packed.h"
 
@@ -54,6 +55,11 @@ static void list_free(struct obj *o)
 static json_t *list_get_all(const struct obj *o)
 {
 	return packed_array(P(o), 0, P(o)->n);
+}
+
+static void list_get_text(const struct obj *o, struct jsonw *w)
+{
+	packed_write(P(o), 0, P(o)->n, w);
 }
 
 static json_t *list_dump(const struct obj *o)
@@ -264,12 +270,12 @@ static enum cmd_ret list_len(struct obj_call *c)
 static enum cmd_ret list_slice(struct obj_call *c)
 {
 	size_t start, stop;
-	json_t *out;
+	struct jsonw w;
 
 	obj_slice(obj_arg(c, 0), obj_arg(c, 1), L(c)->n, &start, &stop);
-	if (!(out = packed_array(L(c), start, stop)))
-		return list_oom(c);
-	obj_ok(c, out);
+	jsonw_init(&w);
+	packed_write(L(c), start, stop, &w);
+	obj_ok_text(c, &w);
 	return CMD_DONE;
 }
 
@@ -302,6 +308,7 @@ const struct obj_type list_type = {
 	.create = list_create,
 	.free = list_free,
 	.get = list_get_all,
+	.get_text = list_get_text,
 	.dump = list_dump,
 	.size = list_size,
 	.mem = list_mem,

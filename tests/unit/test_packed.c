@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "jsonw.h"
 #include "mpsup.h"
 #include "obj.h"
 #include "packed.h"
@@ -85,6 +86,22 @@ START_TEST(test_round_trip)
 		json_array_append_new(model, J(values[i]));
 	}
 	ck_same(&p, model);
+	/* As text: what jansson writes for the same values. */
+	struct jsonw w;
+	char *expect = json_dumps(model, JSON_COMPACT);
+	jsonw_init(&w);
+	packed_write(&p, 0, p.n, &w);
+	ck_assert(jsonw_ok(&w));
+	ck_assert_uint_eq(w.len, strlen(expect));
+	ck_assert_msg(memcmp(w.buf, expect, w.len) == 0, "%.*s != %s", (int)w.len, w.buf, expect);
+	free(expect);
+	jsonw_free(&w);
+	jsonw_init(&w);
+	packed_write(&p, 2, 2, &w);
+	ck_assert_uint_eq(w.len, 2);
+	ck_assert(memcmp(w.buf, "[]", 2) == 0);
+	jsonw_free(&w);
+
 	json_t *all = packed_array(&p, 0, p.n), *part = packed_array(&p, 3, 5);
 	ck_assert(json_equal(all, model));
 	ck_assert_uint_eq(json_array_size(part), 2);

@@ -49,6 +49,13 @@
 #include "redis_link.h"
 #include "task_redis.h"
 
+/* Entries sent or acknowledged in one script call at most. */
+#define BATCH_MAX 256
+/* While its stream has a backlog (a read got all it asked for) a host
+ * reads this many times what its workers hold at once (the next tasks wait
+ * here, not a round trip away); else only what they can take now, so that
+ * a burst is shared among the hosts. */
+#define READ_AHEAD 8
 /* Answers read at once from a result list. */
 #define RESULTS_BATCH "512"
 /* How long an answer list of a host that is gone stays in Redis. */
@@ -65,13 +72,24 @@ struct rtask {
 	char origin_task[24];     /* its id there */
 };
 
+/* A script call being gathered: its argv (copies). */
+struct batch {
+	char **argv;
+	size_t *lens;
+	int n, cap, head; /* head: the arguments before the first entry */
+	uint64_t *ids;    /* pushes: the tasks' ids (failed if the call fails) */
+	size_t n_ids;
+};
+
 /* A redis pool's queue on this host. */
 struct task_redis {
+	struct batch push, ack; /* sent at the end of the loop's turn (tq.flush) */
 	struct task_pool *tp;
 	redisAsyncContext *rd;  /* XREADGROUP (blocking), NULL when closed */
 	redisAsyncContext *res; /* BLMPOP of this host's answers */
 	unsigned reading;       /* entries asked for by the XREADGROUP in flight */
 	bool rd_busy, res_busy; /* a blocking read is in flight */
+	bool backlog;           /* the last read got all it asked for: read ahead */
 	TAILQ_HEAD(, rtask) held;
 	unsigned n_held;
 	LIST_ENTRY(task_redis) entry;
@@ -85,12 +103,30 @@ struct sent {
 	struct sent *next;
 };
 
-static const char ack_script[] = "redis.call('RPUSH', KEYS[2], ARGV[2]) "
-				 "redis.call('EXPIRE', KEYS[2], " RESULTS_TTL ") "
-				 "redis.call('XACK', KEYS[1], 'g', ARGV[1]) "
-				 "redis.call('XDEL', KEYS[1], ARGV[1]) "
-				 "redis.call('HDEL', KEYS[3], ARGV[1]) "
-				 "return 1";
+/* KEYS: stream, tries; ARGV: the answer keys' prefix, then per entry its
+ * id, its sender and the answer: stored, then acknowledged and deleted. */
+static const char ack_script[] = "local ids, per = {}, {} "
+				 "for k = 2, #ARGV, 3 do "
+				 "  ids[#ids + 1] = ARGV[k] "
+				 "  local l = per[ARGV[k + 1]] "
+				 "  if not l then l = {} per[ARGV[k + 1]] = l end "
+				 "  l[#l + 1] = ARGV[k + 2] "
+				 "end "
+				 "for o, l in pairs(per) do "
+				 "  redis.call('RPUSH', ARGV[1] .. o, unpack(l)) "
+				 "  redis.call('EXPIRE', ARGV[1] .. o, " RESULTS_TTL ") "
+				 "end "
+				 "redis.call('XACK', KEYS[1], 'g', unpack(ids)) "
+				 "redis.call('XDEL', KEYS[1], unpack(ids)) "
+				 "redis.call('HDEL', KEYS[2], unpack(ids)) "
+				 "return #ids";
+
+/* KEYS: stream; ARGV: this host's id, then per task its id and item. */
+static const char push_script[] =
+	"for k = 2, #ARGV, 2 do "
+	"  redis.call('XADD', KEYS[1], '*', 'o', ARGV[1], 'i', ARGV[k], 'x', ARGV[k + 1]) "
+	"end "
+	"return 1";
 
 /* KEYS: stream, tries; ARGV: consumer, min idle ms, count, task_retries,
  * the answer keys' prefix. Entries past their retries are answered with a
@@ -122,8 +158,9 @@ static const char claim_script[] =
 static struct {
 	redisAsyncContext *ac; /* commands; NULL while down */
 	bool up, stopping;
-	struct event *retry, *tick;
+	struct event *retry, *tick, *flush;
 	double backoff;
+	char push_sha[41], ack_sha[41]; /* loaded at start; empty: EVAL */
 	char host_id[33];
 	uint64_t next_id; /* ids of the tasks read from Redis (local to their workers) */
 	struct sent **sent;
@@ -133,6 +170,7 @@ static struct {
 } tq;
 
 static void tq_connect(void);
+static void batch_clear(struct batch *b);
 static void rq_read(struct task_redis *rq);
 static void rq_results(struct task_redis *rq);
 
@@ -273,6 +311,8 @@ static void rq_disconnect(struct task_redis *rq)
 	rq_close(&rq->res);
 	rq->rd_busy = rq->res_busy = false;
 	rq->reading = 0;
+	batch_clear(&rq->push); /* their tasks fail (sent_fail) */
+	batch_clear(&rq->ack);  /* their entries run again after the lease */
 }
 
 /* The tasks rq holds forget it (their pool or the module goes; their
@@ -349,18 +389,122 @@ bool task_redis_refuse(struct request *r, struct task_pool *tp)
  * Sending tasks and reading their answers.
  */
 
-/* XADD's reply: an error fails the task. */
+/*
+ * Script calls gathered over one turn of the loop (BATCH_MAX entries at
+ * most): one call sends many tasks or acknowledges many entries.
+ */
+
+static void batch_clear(struct batch *b)
+{
+	for (int k = 0; k < b->n; k++)
+		free(b->argv[k]);
+	free(b->argv);
+	free(b->lens);
+	free(b->ids);
+	memset(b, 0, sizeof(*b));
+}
+
+/* Append a copy of s[0..len); -ENOMEM. */
+static int batch_arg(struct batch *b, const char *s, size_t len)
+{
+	char *c;
+
+	if (b->n == b->cap) {
+		int nc = b->cap ? b->cap * 2 : 64;
+		char **a = realloc(b->argv, (size_t)nc * sizeof(*a));
+		size_t *l;
+		if (!a)
+			return -ENOMEM;
+		b->argv = a;
+		if (!(l = realloc(b->lens, (size_t)nc * sizeof(*l))))
+			return -ENOMEM;
+		b->lens = l;
+		b->cap = nc;
+	}
+	if (!(c = malloc(len + 1)))
+		return -ENOMEM;
+	memcpy(c, s, len);
+	c[len] = '\0';
+	b->argv[b->n] = c;
+	b->lens[b->n++] = len;
+	return 0;
+}
+
+static int batch_args(struct batch *b, const char *s)
+{
+	return batch_arg(b, s, strlen(s));
+}
+
+/* Start b as a call of script (EVALSHA when its sha is known) with nkeys. */
+static int batch_start(struct batch *b, const char *sha, const char *script, const char *nkeys)
+{
+	if (b->n)
+		return 0;
+	if ((sha[0] ? batch_args(b, "EVALSHA") || batch_args(b, sha)
+		    : batch_args(b, "EVAL") || batch_args(b, script)) ||
+	    batch_args(b, nkeys))
+		return -ENOMEM;
+	return 0;
+}
+
+/* The end of this turn of the loop sends what was gathered. */
+static void flush_soon(void)
+{
+	if (tq.flush)
+		event_active(tq.flush, EV_TIMEOUT, 1);
+}
+
+/* The push script's reply: an error fails its tasks. */
 static void push_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
 	redisReply *rp = reply;
+	uint64_t *ids = priv;
 	struct task *t;
 
 	(void)ac;
-	if (rp && rp->type != REDIS_REPLY_ERROR)
-		return;
 	/* no reply: the connection went, and sent_fail() did it */
-	if (rp && (t = sent_take((uint64_t)(uintptr_t)priv)) && t->state == TASK_PENDING)
-		task_end(t, NULL, MPSUP_E_UNAVAILABLE, rp->str);
+	if (rp && rp->type == REDIS_REPLY_ERROR) {
+		log_warn("task", "redis task queue: sending tasks: %s", rp->str);
+		for (size_t k = 1; k <= ids[0]; k++)
+			if ((t = sent_take(ids[k])) && t->state == TASK_PENDING)
+				task_end(t, NULL, MPSUP_E_UNAVAILABLE, rp->str);
+	}
+	free(ids);
+}
+
+/* Send rq's gathered tasks and acknowledgements. */
+static void rq_flush(struct task_redis *rq)
+{
+	struct batch *b = &rq->push;
+
+	if (b->n > b->head && tq.up) {
+		uint64_t *ids = malloc((b->n_ids + 1) * sizeof(*ids));
+		if (ids) {
+			ids[0] = b->n_ids;
+			memcpy(ids + 1, b->ids, b->n_ids * sizeof(*ids));
+		}
+		if (!ids || redisAsyncCommandArgv(tq.ac, push_reply, ids, b->n,
+						  (const char **)b->argv, b->lens) != REDIS_OK)
+			free(ids); /* the connection goes: sent_fail() fails them */
+		else
+			tq.pushed += b->n_ids;
+	}
+	batch_clear(b);
+	b = &rq->ack;
+	if (b->n > b->head && tq.up)
+		redisAsyncCommandArgv(tq.ac, NULL, NULL, b->n, (const char **)b->argv, b->lens);
+	batch_clear(b);
+}
+
+static void flush_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct task_redis *rq;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	LIST_FOREACH(rq, &tq.queues, entry)
+		rq_flush(rq);
 }
 
 /* A task that could not be sent fails from the loop, not inside its
@@ -390,43 +534,55 @@ static void push_fail(struct task *t)
 	}
 }
 
+/* Add task id (text) with item (text) to rq's gathered pushes. */
+static int push_add(struct task_redis *rq, uint64_t id, const char *text)
+{
+	struct batch *b = &rq->push;
+	char ids[24];
+
+	if (!b->n && (batch_start(b, tq.push_sha, push_script, "1") || batch_args(b, rq->stream) ||
+		      batch_args(b, tq.host_id)))
+		return -ENOMEM;
+	b->head = 5;
+	if (b->n_ids % 64 == 0) {
+		uint64_t *n = realloc(b->ids, (b->n_ids + 64) * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		b->ids = n;
+	}
+	snprintf(ids, sizeof(ids), "%" PRIu64, id);
+	if (batch_args(b, ids))
+		return -ENOMEM;
+	if (batch_args(b, text)) {
+		free(b->argv[--b->n]);
+		return -ENOMEM;
+	}
+	b->ids[b->n_ids++] = id;
+	if (b->n_ids >= BATCH_MAX)
+		rq_flush(rq);
+	else
+		flush_soon();
+	return 0;
+}
+
 void task_redis_push(struct task_pool *tp, struct task *t)
 {
 	struct task_redis *rq = rq_get(tp);
-	char id[24], *text = NULL;
-	const char *argv[9];
-	size_t lens[9];
+	char *text = NULL;
 
 	t->tp = NULL; /* in no backlog: map_drop_pending() only marks it */
 	t->home = tp;
 	t->state = TASK_PENDING;
-	if (!rq || !tq.up || !(text = json_dumps(t->item, JSON_COMPACT | JSON_ENCODE_ANY))) {
-		push_fail(t);
-		return;
-	}
-	if (sent_add(t) < 0) {
+	if (!rq || !tq.up || !(text = json_dumps(t->item, JSON_COMPACT | JSON_ENCODE_ANY)) ||
+	    sent_add(t) < 0) {
 		free(text);
 		push_fail(t);
 		return;
 	}
-	snprintf(id, sizeof(id), "%" PRIu64, t->id);
-	argv[0] = "XADD";
-	argv[1] = rq->stream;
-	argv[2] = "*";
-	argv[3] = "o";
-	argv[4] = tq.host_id;
-	argv[5] = "i";
-	argv[6] = id;
-	argv[7] = "x";
-	argv[8] = text;
-	for (int k = 0; k < 9; k++)
-		lens[k] = strlen(argv[k]);
-	if (redisAsyncCommandArgv(tq.ac, push_reply, (void *)(uintptr_t)t->id, 9, argv, lens) !=
-	    REDIS_OK) {
+	if (push_add(rq, t->id, text) < 0) {
 		sent_take(t->id);
 		push_fail(t);
-	} else
-		tq.pushed++;
+	}
 	free(text);
 }
 
@@ -512,7 +668,7 @@ static unsigned rq_room(const struct task_redis *rq)
 {
 	const struct task_pool *tp = rq->tp;
 	const struct pool_conf *pc = tp->pl->conf;
-	unsigned cap = pc->processes * pc->task_window, used;
+	unsigned cap = (rq->backlog ? READ_AHEAD : 1) * pc->processes * pc->task_window, used;
 	char why[200];
 
 	if (task_shutting || pool_cannot_run(tp->pl, why, sizeof(why)))
@@ -569,10 +725,12 @@ static void read_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct task_redis *rq = ac->data;
 	redisReply *rp = reply, *ents;
+	unsigned asked;
 
 	(void)priv;
 	if (!rq)
 		return;
+	asked = rq->reading;
 	rq->rd_busy = false;
 	rq->reading = 0;
 	if (!rp)
@@ -585,6 +743,7 @@ static void read_reply(redisAsyncContext *ac, void *reply, void *priv)
 	if (rp->type == REDIS_REPLY_ARRAY && rp->elements == 1 &&
 	    rp->element[0]->type == REDIS_REPLY_ARRAY && rp->element[0]->elements == 2 &&
 	    (ents = rp->element[0]->element[1])->type == REDIS_REPLY_ARRAY) {
+		rq->backlog = ents->elements >= asked;
 		for (size_t k = 0; k < ents->elements; k++) {
 			const redisReply *e = ents->element[k], *o, *i;
 			if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
@@ -628,6 +787,30 @@ void task_redis_pull(struct task_pool *tp)
 		rq_read(tp->rq);
 }
 
+/* Add an answer (for host origin) and the acknowledgement of its entry
+ * to rq's gathered acknowledgements. */
+static int ack_add(struct task_redis *rq, const char *entry, const char *origin, const char *text)
+{
+	struct batch *b = &rq->ack;
+	int n0 = b->n;
+
+	if (!b->n && (batch_start(b, tq.ack_sha, ack_script, "2") || batch_args(b, rq->stream) ||
+		      batch_args(b, rq->tries) || batch_args(b, rq->results_pre)))
+		return -ENOMEM;
+	b->head = 6;
+	n0 = b->n;
+	if (batch_args(b, entry) || batch_args(b, origin) || batch_args(b, text)) {
+		while (b->n > n0)
+			free(b->argv[--b->n]);
+		return -ENOMEM;
+	}
+	if ((b->n - b->head) / 3 >= BATCH_MAX)
+		rq_flush(rq);
+	else
+		flush_soon();
+	return 0;
+}
+
 void task_redis_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg)
 {
 	struct rtask *rt = (struct rtask *)t;
@@ -635,8 +818,6 @@ void task_redis_end(struct task *t, json_t *result, enum mpsup_err code, const c
 	json_int_t oid;
 	json_t *a;
 	char *text = NULL;
-	const char *argv[8];
-	size_t lens[8];
 
 	if (!rq)
 		goto out; /* its pool went */
@@ -652,21 +833,9 @@ void task_redis_end(struct task *t, json_t *result, enum mpsup_err code, const c
 			       msg ? msg : "failed");
 	text = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY);
 	json_decref(a);
-	if (text && tq.up) {
-		char results[300];
-		snprintf(results, sizeof(results), "%s%s", rq->results_pre, rt->origin);
-		argv[0] = "EVAL";
-		argv[1] = ack_script;
-		argv[2] = "3";
-		argv[3] = rq->stream;
-		argv[4] = results;
-		argv[5] = rq->tries;
-		argv[6] = rt->entry_id;
-		argv[7] = text;
-		for (int k = 0; k < 8; k++)
-			lens[k] = strlen(argv[k]);
-		redisAsyncCommandArgv(tq.ac, NULL, NULL, 8, argv, lens);
-	}
+	if (text && tq.up && ack_add(rq, rt->entry_id, rt->origin, text) < 0)
+		log_warn("task", "redis task queue: out of memory: entry %s not acknowledged",
+			 rt->entry_id);
 	/* else lost with Redis: the entry runs again if Redis kept it */
 	free(text);
 out:
@@ -828,6 +997,12 @@ static void tq_connected(const redisAsyncContext *ac, int status)
 	}
 	tq.up = true;
 	tq.backoff = 0;
+	/* first on the connection: the EVALSHAs after it find them (a
+	 * restarted Redis has none) */
+	if (tq.push_sha[0])
+		redisAsyncCommand(tq.ac, NULL, NULL, "SCRIPT LOAD %s", push_script);
+	if (tq.ack_sha[0])
+		redisAsyncCommand(tq.ac, NULL, NULL, "SCRIPT LOAD %s", ack_script);
 	log_info("task", "redis task queue: connected to %s", daemon_g.conf->redis_address);
 	LIST_FOREACH(rq, &tq.queues, entry) {
 		rq_results(rq);
@@ -920,6 +1095,16 @@ void task_redis_info(json_t *info)
 	json_object_set_new(info, "task_queue", q);
 }
 
+/* Load script, its sha into sha (left empty on failure: EVAL is used). */
+static void script_load(redisContext *ctx, const char *script, char *sha)
+{
+	redisReply *rp = redisCommand(ctx, "SCRIPT LOAD %s", script);
+
+	if (rp && rp->type == REDIS_REPLY_STRING && rp->len == 40)
+		memcpy(sha, rp->str, 41);
+	freeReplyObject(rp);
+}
+
 /* A blocking PING: Redis must answer before mpsupd serves a redis pool. */
 static int tq_check(const char *address)
 {
@@ -929,9 +1114,11 @@ static int tq_check(const char *address)
 
 	if (ctx && !ctx->err)
 		rp = redisCommand(ctx, "PING");
-	if (rp && rp->type == REDIS_REPLY_STATUS)
+	if (rp && rp->type == REDIS_REPLY_STATUS) {
 		ret = 0;
-	else
+		script_load(ctx, push_script, tq.push_sha);
+		script_load(ctx, ack_script, tq.ack_sha);
+	} else
 		log_error("task", "task_queue = redis: redis_address %s does not answer: %s",
 			  address,
 			  rp && rp->str ? rp->str
@@ -959,7 +1146,8 @@ int task_redis_start(const struct conf *conf)
 		snprintf(tq.host_id + 2 * i, 3, "%02x", rnd[i]);
 	LIST_INIT(&tq.queues);
 	if (!(tq.retry = evtimer_new(daemon_g.base, retry_fire, NULL)) ||
-	    !(tq.tick = evtimer_new(daemon_g.base, tick_fire, NULL)))
+	    !(tq.tick = evtimer_new(daemon_g.base, tick_fire, NULL)) ||
+	    !(tq.flush = event_new(daemon_g.base, -1, 0, flush_fire, NULL)))
 		return -ENOMEM;
 	if (any)
 		tq_connect();
@@ -982,7 +1170,9 @@ void task_redis_stop(void)
 		event_free(tq.tick);
 	if (tq.retry)
 		event_free(tq.retry);
-	tq.tick = tq.retry = NULL;
+	if (tq.flush)
+		event_free(tq.flush);
+	tq.tick = tq.retry = tq.flush = NULL;
 	free(tq.sent);
 	tq.sent = NULL;
 	tq.buckets = 0;

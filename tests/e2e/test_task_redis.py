@@ -153,8 +153,8 @@ class Outage(RedisTasks):
         a, b = self.host("a"), self.host("b")
         self.assertTrue(self.map(a, list(range(20)))["ok"])
         with Client(a.socket, timeout=60 * mpsuptest.SCALE) as c:
-            rid = c.send("pool.map", pool="w", items=[{"v": i, "sleep": 0.5} for i in range(40)])
-            wait_for(lambda: self.queue(a)["sent"] >= 60, what="the map sent")
+            rid = c.send("pool.map", pool="w", items=[{"v": i, "sleep": 0.5} for i in range(8)])
+            wait_for(lambda: self.queue(a)["sent"] >= 28, what="the map sent")
             self.redis.stop(signal.SIGKILL)
             r = c.recv()
         self.assertEqual(r["id"], rid)
@@ -168,6 +168,9 @@ class Outage(RedisTasks):
         for d in (a, b):
             wait_for(lambda: self.queue(d)["connection"] == "connected",
                      timeout=30 * mpsuptest.SCALE, what="the task queue back")
+            # the workers finish what they held when Redis went (its answers are lost)
+            wait_for(lambda: [p for p in d.ok("pool.list") if p["pool"] == "w"][0]["busy"] == 0,
+                     what="the workers idle")
         r = self.map(a, [{"v": i, "sleep": 0.01} for i in range(200)])
         self.assertTrue(r["ok"], r)
         self.assertEqual([x[1] for x in r["result"]["results"]], [2 * i for i in range(200)])

@@ -161,12 +161,15 @@ static struct {
 	struct event *retry, *tick, *flush;
 	double backoff;
 	char push_sha[41], ack_sha[41]; /* loaded at start; empty: EVAL */
+	/* the config's, as at start (read at start only) */
+	char address[256], prefix[80];
+	double lease;
 	char host_id[33];
 	uint64_t next_id; /* ids of the tasks read from Redis (local to their workers) */
 	struct sent **sent;
 	size_t buckets, n_sent;
 	LIST_HEAD(, task_redis) queues;
-	unsigned long long pushed, answers, duplicates, claimed, renewals, reconnects, lost;
+	unsigned long long pushed, answers, dropped, claimed, renewals, reconnects, lost;
 } tq;
 
 static void tq_connect(void);
@@ -273,7 +276,6 @@ bool task_redis_pool(const struct task_pool *tp)
 /* tp's queue, made on first use; NULL when out of memory. */
 static struct task_redis *rq_get(struct task_pool *tp)
 {
-	const struct conf *c = daemon_g.conf;
 	struct task_redis *rq = tp->rq;
 
 	if (rq)
@@ -282,9 +284,9 @@ static struct task_redis *rq_get(struct task_pool *tp)
 		return NULL;
 	rq->tp = tp;
 	TAILQ_INIT(&rq->held);
-	snprintf(rq->stream, sizeof(rq->stream), "%s{task:%s}:s", c->redis_prefix, tp->pl->name);
-	snprintf(rq->tries, sizeof(rq->tries), "%s{task:%s}:n", c->redis_prefix, tp->pl->name);
-	snprintf(rq->results_pre, sizeof(rq->results_pre), "%s{task:%s}:r:", c->redis_prefix,
+	snprintf(rq->stream, sizeof(rq->stream), "%s{task:%s}:s", tq.prefix, tp->pl->name);
+	snprintf(rq->tries, sizeof(rq->tries), "%s{task:%s}:n", tq.prefix, tp->pl->name);
+	snprintf(rq->results_pre, sizeof(rq->results_pre), "%s{task:%s}:r:", tq.prefix,
 		 tp->pl->name);
 	snprintf(rq->results, sizeof(rq->results), "%s%s", rq->results_pre, tq.host_id);
 	LIST_INSERT_HEAD(&tq.queues, rq, entry);
@@ -360,7 +362,7 @@ static void blocking_disconnected(const redisAsyncContext *ac, int status)
 /* A new blocking connection for rq. */
 static redisAsyncContext *blocking_open(struct task_redis *rq)
 {
-	redisAsyncContext *ac = redis_link_open(daemon_g.conf->redis_address);
+	redisAsyncContext *ac = redis_link_open(tq.address);
 
 	if (!ac)
 		return NULL;
@@ -381,7 +383,7 @@ bool task_redis_refuse(struct request *r, struct task_pool *tp)
 		tq_connect();
 	request_error(r, MPSUP_E_UNAVAILABLE,
 		      "pool %s: its task queue, redis at %s, is unreachable", tp->pl->name,
-		      daemon_g.conf->redis_address);
+		      tq.address);
 	return true;
 }
 
@@ -601,7 +603,7 @@ static void answer_one(const char *s, size_t len)
 		return;
 	}
 	if (!(t = sent_take((uint64_t)id)) || t->state != TASK_PENDING) {
-		tq.duplicates += t == NULL;
+		tq.dropped += t == NULL;
 		json_decref(a);
 		return; /* answered already, or its map was cancelled */
 	}
@@ -671,7 +673,7 @@ static unsigned rq_room(const struct task_redis *rq)
 	unsigned cap = (rq->backlog ? READ_AHEAD : 1) * pc->processes * pc->task_window, used;
 	char why[200];
 
-	if (task_shutting || pool_cannot_run(tp->pl, why, sizeof(why)))
+	if (task_shutting || !task_redis_pool(tp) || pool_cannot_run(tp->pl, why, sizeof(why)))
 		return 0;
 	used = tp->n_running + tp->n_pending + rq->reading;
 	return cap > used ? cap - used : 0;
@@ -923,7 +925,7 @@ static void rq_claim(struct task_redis *rq)
 
 	if (!room)
 		return;
-	snprintf(idle, sizeof(idle), "%lld", (long long)(daemon_g.conf->redis_lease * 1000));
+	snprintf(idle, sizeof(idle), "%lld", (long long)(tq.lease * 1000));
 	snprintf(count, sizeof(count), "%u", room);
 	snprintf(retries, sizeof(retries), "%u", rq->tp->pl->conf->task_retries);
 	argv[0] = "EVAL";
@@ -945,7 +947,7 @@ static void rq_claim(struct task_redis *rq)
  * renewed, lost hosts' entries claimed. */
 static void tick_fire(evutil_socket_t fd, short what, void *arg)
 {
-	double period = daemon_g.conf->redis_lease / 4;
+	double period = tq.lease / 4;
 	struct timeval tv;
 	struct pool *pl;
 
@@ -953,7 +955,13 @@ static void tick_fire(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	TAILQ_FOREACH(pl, &pools, entry) {
-		struct task_pool *tp;
+		struct task_pool *tp = pl->tasks;
+		if (tp && tp->rq && !task_redis_pool(tp)) {
+			/* reloaded with task_queue = local (or mode = service) */
+			sent_fail(tp, MPSUP_E_CONFLICT, "the pool's task_queue changed");
+			rq_free(tp->rq);
+			continue;
+		}
 		if (pl->conf->mode != POOL_MODE_TASK || pl->conf->task_queue != TASK_QUEUE_REDIS ||
 		    pl->removing || !(tp = tp_get(pl)) || !rq_get(tp))
 			continue;
@@ -966,7 +974,7 @@ static void tick_fire(evutil_socket_t fd, short what, void *arg)
 		rq_renew(tp->rq);
 		rq_claim(tp->rq);
 	}
-	tv = tv_from_secs(period < 1 ? period : 1);
+	tv = tv_from_secs(period < 0.25 ? 0.25 : period < 1 ? period : 1);
 	evtimer_add(tq.tick, &tv);
 }
 
@@ -1003,7 +1011,7 @@ static void tq_connected(const redisAsyncContext *ac, int status)
 		redisAsyncCommand(tq.ac, NULL, NULL, "SCRIPT LOAD %s", push_script);
 	if (tq.ack_sha[0])
 		redisAsyncCommand(tq.ac, NULL, NULL, "SCRIPT LOAD %s", ack_script);
-	log_info("task", "redis task queue: connected to %s", daemon_g.conf->redis_address);
+	log_info("task", "redis task queue: connected to %s", tq.address);
 	LIST_FOREACH(rq, &tq.queues, entry) {
 		rq_results(rq);
 		rq_read(rq);
@@ -1019,7 +1027,7 @@ static void tq_disconnected(const redisAsyncContext *ac, int status)
 		log_warn("task",
 			 "redis task queue: lost %s: %s; task commands on its pools answer "
 			 "unavailable until it is back",
-			 daemon_g.conf->redis_address, status == REDIS_OK ? "closed" : ac->errstr);
+			 tq.address, status == REDIS_OK ? "closed" : ac->errstr);
 	tq.lost += was;
 	tq.up = false;
 	tq.ac = NULL;
@@ -1032,7 +1040,7 @@ static void tq_disconnected(const redisAsyncContext *ac, int status)
 
 static void tq_connect(void)
 {
-	if (!(tq.ac = redis_link_open(daemon_g.conf->redis_address))) {
+	if (!(tq.ac = redis_link_open(tq.address))) {
 		retry_later();
 		return;
 	}
@@ -1086,12 +1094,12 @@ void task_redis_info(json_t *info)
 	if (LIST_EMPTY(&tq.queues) && !tq.ac)
 		return;
 	q = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "connection",
-		      tq.up ? "connected" : (tq.ac ? "connecting" : "down"), "address",
-		      daemon_g.conf->redis_address, "host_id", tq.host_id, "waiting",
-		      (json_int_t)tq.n_sent, "sent", (json_int_t)tq.pushed, "answers",
-		      (json_int_t)tq.answers, "duplicates", (json_int_t)tq.duplicates, "claimed",
-		      (json_int_t)tq.claimed, "renewals", (json_int_t)tq.renewals, "reconnects",
-		      (json_int_t)tq.reconnects, "connections_lost", (json_int_t)tq.lost);
+		      tq.up ? "connected" : (tq.ac ? "connecting" : "down"), "address", tq.address,
+		      "host_id", tq.host_id, "waiting", (json_int_t)tq.n_sent, "sent",
+		      (json_int_t)tq.pushed, "answers", (json_int_t)tq.answers, "dropped",
+		      (json_int_t)tq.dropped, "claimed", (json_int_t)tq.claimed, "renewals",
+		      (json_int_t)tq.renewals, "reconnects", (json_int_t)tq.reconnects,
+		      "connections_lost", (json_int_t)tq.lost);
 	json_object_set_new(info, "task_queue", q);
 }
 
@@ -1138,8 +1146,17 @@ int task_redis_start(const struct conf *conf)
 
 	for (pc = conf->pools; pc; pc = pc->next)
 		any |= pc->mode == POOL_MODE_TASK && pc->task_queue == TASK_QUEUE_REDIS;
+	if (any && conf->redis_lease < 1) {
+		log_error("task", "task_queue = redis: redis_lease must be at least 1 second");
+		return -1;
+	}
 	if (any && tq_check(conf->redis_address) < 0)
 		return -1;
+	snprintf(tq.address, sizeof(tq.address), "%s", conf->redis_address);
+	snprintf(tq.prefix, sizeof(tq.prefix), "%s", conf->redis_prefix);
+	tq.lease = conf->redis_lease;
+	/* apart from the local tasks' ids: a worker never holds two alike */
+	tq.next_id = UINT64_C(1) << 62;
 	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
 		return -errno;
 	for (size_t i = 0; i < sizeof(rnd); i++)

@@ -595,7 +595,7 @@ static void answer_one(const char *s, size_t len)
 	json_int_t id = json_integer_value(json_object_get(a, "i"));
 	struct task *t;
 	enum mpsup_err code = MPSUP_E_INTERNAL;
-	const char *cname;
+	const char *cname, *e;
 
 	if (!a || id <= 0) {
 		log_warn("task", "redis task queue: a malformed answer dropped");
@@ -603,7 +603,7 @@ static void answer_one(const char *s, size_t len)
 		return;
 	}
 	if (!(t = sent_take((uint64_t)id)) || t->state != TASK_PENDING) {
-		tq.dropped += t == NULL;
+		tq.dropped++;
 		json_decref(a);
 		return; /* answered already, or its map was cancelled */
 	}
@@ -615,7 +615,7 @@ static void answer_one(const char *s, size_t len)
 			for (int k = 1; k < MPSUP_E__MAX; k++)
 				if (strcmp(mpsup_err_name((enum mpsup_err)k), cname) == 0)
 					code = (enum mpsup_err)k;
-		const char *e = json_string_value(json_object_get(a, "e"));
+		e = json_string_value(json_object_get(a, "e"));
 		task_end(t, NULL, code, e ? e : "failed on another host");
 	}
 	json_decref(a);

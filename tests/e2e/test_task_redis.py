@@ -144,6 +144,32 @@ class LostHost(RedisTasks):
         # the rest of the map at A's pace plus the lease and a tick
         self.assertLess(elapsed, (LEASE + 1 + n * 0.05 / 2) * mpsuptest.SCALE)
 
+    def test_no_retries_left_fails_lost_items(self):
+        """task_retries = 0: the items B held when it died fail (once each)
+        with what happened; the others are answered."""
+        a, b = self.host("a", retries=0), self.host("b", retries=0)
+        n = 120
+        items = [{"v": i, "sleep": 0.05} for i in range(n)]
+        with Client(a.socket, timeout=120 * mpsuptest.SCALE) as c:
+            rid = c.send("pool.map", pool="w", items=items, errors="return")
+            wait_for(lambda: [p for p in b.ok("pool.list") if p["pool"] == "w"][0]["running"]
+                     > 0, what="host b running items")
+            b.proc.kill()
+            b.proc.wait()
+            r = c.recv()
+        self.assertEqual(r["id"], rid)
+        self.assertTrue(r["ok"], r)
+        res, errs = r["result"]["results"], r["result"]["errors"]
+        self.assertGreater(len(errs), 0)
+        for e in errs:
+            self.assertEqual(e["code"], "internal")
+            self.assertIn("the host running it was lost (after 1 attempts)", e["message"])
+            self.assertIsNone(res[e["index"]])
+        failed = {e["index"] for e in errs}
+        self.assertEqual([x[1] for i, x in enumerate(res) if i not in failed],
+                         [2 * i for i in range(n) if i not in failed])
+        self.assertEqual(self.queue(a)["answers"], n)
+
 
 class Outage(RedisTasks):
     def test_redis_restart(self):

@@ -16,9 +16,10 @@
  * first answer ends the task, a second one (an entry run twice) is
  * dropped. A consuming host reads entries (XREADGROUP, blocking, on a
  * connection of its own per pool) as far as its workers have room
- * (processes x task_window), runs them as local tasks (t->remote) and, once
- * one ends, pushes its answer and acknowledges and deletes the entry in one
- * script: an entry is acknowledged only once its answer is stored.
+ * (see rq_room()), runs them as local tasks (t->remote) and, once
+ * one ends, pushes its answer and acknowledges the entry in one script (an
+ * entry is acknowledged only once its answer is stored); acknowledged
+ * entries are trimmed away every tick (XTRIM MINID the oldest pending).
  * While it holds entries a host renews them (XCLAIM JUSTID resets their
  * idle time) every tick; an entry idle longer than redis_lease belongs to a
  * host that died or lost Redis and is claimed by a live one (XAUTOCLAIM,
@@ -49,7 +50,8 @@
 #include "redis_link.h"
 #include "task_redis.h"
 
-/* Entries sent or acknowledged in one script call at most. */
+/* Tasks gathered before they are sent, entries acknowledged in one script
+ * call, at most. */
 #define BATCH_MAX 256
 /* While its stream has a backlog (a read got all it asked for) a host
  * reads this many times what its workers hold at once (the next tasks wait
@@ -72,12 +74,13 @@ struct rtask {
 	char origin_task[24];     /* its id there */
 };
 
-/* A script call being gathered: its argv (copies). */
+/* What is gathered over a turn of the loop: the tasks to send (their id and
+ * item texts, copies) or the arguments of an acknowledging script call. */
 struct batch {
 	char **argv;
 	size_t *lens;
 	int n, cap, head; /* head: the arguments before the first entry */
-	uint64_t *ids;    /* pushes: the tasks' ids (failed if the call fails) */
+	uint64_t *ids;    /* pushes: the tasks' ids (an XADD that fails fails its task) */
 	size_t n_ids;
 };
 
@@ -104,7 +107,9 @@ struct sent {
 };
 
 /* KEYS: stream, tries; ARGV: the answer keys' prefix, then per entry its
- * id, its sender and the answer: stored, then acknowledged and deleted. */
+ * id, its sender and the answer: stored, then acknowledged (trim_script
+ * deletes acknowledged entries a tick later, in whole nodes: cheaper than
+ * XDEL per entry). */
 static const char ack_script[] = "local ids, per = {}, {} "
 				 "for k = 2, #ARGV, 3 do "
 				 "  ids[#ids + 1] = ARGV[k] "
@@ -117,16 +122,22 @@ static const char ack_script[] = "local ids, per = {}, {} "
 				 "  redis.call('EXPIRE', ARGV[1] .. o, " RESULTS_TTL ") "
 				 "end "
 				 "redis.call('XACK', KEYS[1], 'g', unpack(ids)) "
-				 "redis.call('XDEL', KEYS[1], unpack(ids)) "
 				 "redis.call('HDEL', KEYS[2], unpack(ids)) "
 				 "return #ids";
 
-/* KEYS: stream; ARGV: this host's id, then per task its id and item. */
-static const char push_script[] =
-	"for k = 2, #ARGV, 2 do "
-	"  redis.call('XADD', KEYS[1], '*', 'o', ARGV[1], 'i', ARGV[k], 'x', ARGV[k + 1]) "
-	"end "
-	"return 1";
+/* KEYS: stream. Delete the entries before the oldest one pending (or the
+ * last delivered when none is): acknowledged ones. */
+static const char trim_script[] = "local p = redis.call('XPENDING', KEYS[1], 'g') "
+				  "local min = p[2] "
+				  "if not min then "
+				  "  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do "
+				  "    local h = {} "
+				  "    for k = 1, #g, 2 do h[g[k]] = g[k + 1] end "
+				  "    if h['name'] == 'g' then min = h['last-delivered-id'] end "
+				  "  end "
+				  "end "
+				  "if not min then return 0 end "
+				  "return redis.call('XTRIM', KEYS[1], 'MINID', '~', min)";
 
 /* KEYS: stream, tries; ARGV: consumer, min idle ms, count, task_retries,
  * the answer keys' prefix. Entries past their retries are answered with a
@@ -160,7 +171,7 @@ static struct {
 	bool up, stopping;
 	struct event *retry, *tick, *flush;
 	double backoff;
-	char push_sha[41], ack_sha[41]; /* loaded at start; empty: EVAL */
+	char ack_sha[41]; /* loaded at start; empty: EVAL */
 	/* the config's, as at start (read at start only) */
 	char address[256], prefix[80];
 	double lease;
@@ -392,8 +403,9 @@ bool task_redis_refuse(struct request *r, struct task_pool *tp)
  */
 
 /*
- * Script calls gathered over one turn of the loop (BATCH_MAX entries at
- * most): one call sends many tasks or acknowledges many entries.
+ * What is gathered over one turn of the loop (BATCH_MAX entries at most):
+ * the tasks to send, pipelined, and the entries to acknowledge, in one
+ * script call.
  */
 
 static void batch_clear(struct batch *b)
@@ -456,40 +468,39 @@ static void flush_soon(void)
 		event_active(tq.flush, EV_TIMEOUT, 1);
 }
 
-/* The push script's reply: an error fails its tasks. */
-static void push_reply(redisAsyncContext *ac, void *reply, void *priv)
+/* An XADD's reply: an error fails its task. */
+static void push_one_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
 	redisReply *rp = reply;
-	uint64_t *ids = priv;
 	struct task *t;
 
 	(void)ac;
-	/* no reply: the connection went, and sent_fail() did it */
-	if (rp && rp->type == REDIS_REPLY_ERROR) {
-		log_warn("task", "redis task queue: sending tasks: %s", rp->str);
-		for (size_t k = 1; k <= ids[0]; k++)
-			if ((t = sent_take(ids[k])) && t->state == TASK_PENDING)
-				task_end(t, NULL, MPSUP_E_UNAVAILABLE, rp->str);
-	}
-	free(ids);
+	if (rp && rp->type == REDIS_REPLY_ERROR && (t = sent_take((uint64_t)(uintptr_t)priv)) &&
+	    t->state == TASK_PENDING)
+		task_end(t, NULL, MPSUP_E_UNAVAILABLE, rp->str);
 }
 
-/* Send rq's gathered tasks and acknowledgements. */
+/* Send rq's gathered tasks (XADD each) and acknowledgements (one script
+ * call). */
 static void rq_flush(struct task_redis *rq)
 {
 	struct batch *b = &rq->push;
+	const char *argv[9] = { "XADD", rq->stream, "*", "o", tq.host_id, "i", NULL, "x", NULL };
+	size_t lens[9];
 
-	if (b->n > b->head && tq.up) {
-		uint64_t *ids = malloc((b->n_ids + 1) * sizeof(*ids));
-		if (ids) {
-			ids[0] = b->n_ids;
-			memcpy(ids + 1, b->ids, b->n_ids * sizeof(*ids));
-		}
-		if (!ids || redisAsyncCommandArgv(tq.ac, push_reply, ids, b->n,
-						  (const char **)b->argv, b->lens) != REDIS_OK)
-			free(ids); /* the connection goes: sent_fail() fails them */
-		else
-			tq.pushed += b->n_ids;
+	for (int i = 0; i < 6; i++)
+		lens[i] = strlen(argv[i]);
+	lens[7] = 1;
+	/* plain XADDs, pipelined: cheaper in Redis than one script adding many */
+	for (int k = 0; k + 1 < b->n && tq.up; k += 2) {
+		argv[6] = b->argv[k];
+		lens[6] = b->lens[k];
+		argv[8] = b->argv[k + 1];
+		lens[8] = b->lens[k + 1];
+		if (redisAsyncCommandArgv(tq.ac, push_one_reply, (void *)(uintptr_t)b->ids[k / 2],
+					  9, argv, lens) == REDIS_OK)
+			tq.pushed++;
+		/* else the connection goes: sent_fail() fails it */
 	}
 	batch_clear(b);
 	b = &rq->ack;
@@ -536,16 +547,12 @@ static void push_fail(struct task *t)
 	}
 }
 
-/* Add task id (text) with item (text) to rq's gathered pushes. */
+/* Add task id with its item (text) to rq's gathered pushes. */
 static int push_add(struct task_redis *rq, uint64_t id, const char *text)
 {
 	struct batch *b = &rq->push;
 	char ids[24];
 
-	if (!b->n && (batch_start(b, tq.push_sha, push_script, "1") || batch_args(b, rq->stream) ||
-		      batch_args(b, tq.host_id)))
-		return -ENOMEM;
-	b->head = 5;
 	if (b->n_ids % 64 == 0) {
 		uint64_t *n = realloc(b->ids, (b->n_ids + 64) * sizeof(*n));
 		if (!n)
@@ -973,6 +980,7 @@ static void tick_fire(evutil_socket_t fd, short what, void *arg)
 		rq_read(tp->rq);
 		rq_renew(tp->rq);
 		rq_claim(tp->rq);
+		redisAsyncCommand(tq.ac, NULL, NULL, "EVAL %s 1 %s", trim_script, tp->rq->stream);
 	}
 	tv = tv_from_secs(period < 0.25 ? 0.25 : period < 1 ? period : 1);
 	evtimer_add(tq.tick, &tv);
@@ -1007,8 +1015,6 @@ static void tq_connected(const redisAsyncContext *ac, int status)
 	tq.backoff = 0;
 	/* first on the connection: the EVALSHAs after it find them (a
 	 * restarted Redis has none) */
-	if (tq.push_sha[0])
-		redisAsyncCommand(tq.ac, NULL, NULL, "SCRIPT LOAD %s", push_script);
 	if (tq.ack_sha[0])
 		redisAsyncCommand(tq.ac, NULL, NULL, "SCRIPT LOAD %s", ack_script);
 	log_info("task", "redis task queue: connected to %s", tq.address);
@@ -1124,7 +1130,6 @@ static int tq_check(const char *address)
 		rp = redisCommand(ctx, "PING");
 	if (rp && rp->type == REDIS_REPLY_STATUS) {
 		ret = 0;
-		script_load(ctx, push_script, tq.push_sha);
 		script_load(ctx, ack_script, tq.ack_sha);
 	} else
 		log_error("task", "task_queue = redis: redis_address %s does not answer: %s",

@@ -17,8 +17,8 @@
  * dropped. A consuming host reads entries (XREADGROUP, blocking, on a
  * connection of its own per pool) as far as its workers have room
  * (see rq_room()), runs them as local tasks (t->remote) and, once
- * one ends, pushes its answer and acknowledges the entry in one script (an
- * entry is acknowledged only once its answer is stored); acknowledged
+ * one ends, pushes its answer and acknowledges the entry in one MULTI/EXEC
+ * (an entry is acknowledged only once its answer is stored); acknowledged
  * entries are trimmed away every tick (XTRIM MINID the oldest pending).
  * While it holds entries a host renews them (XCLAIM JUSTID resets their
  * idle time) every tick; an entry idle longer than redis_lease belongs to a
@@ -50,8 +50,8 @@
 #include "redis_link.h"
 #include "task_redis.h"
 
-/* Tasks gathered before they are sent, entries acknowledged in one script
- * call, at most. */
+/* Tasks gathered before they are sent, entries acknowledged at once, at
+ * most. */
 #define BATCH_MAX 256
 /* While its stream has a backlog (a read got all it asked for) a host
  * reads this many times what its workers hold at once (the next tasks wait
@@ -74,13 +74,14 @@ struct rtask {
 	char origin_task[24];     /* its id there */
 };
 
-/* What is gathered over a turn of the loop: the tasks to send (their id and
- * item texts, copies) or the arguments of an acknowledging script call. */
+/* What is gathered over a turn of the loop (copies): the tasks to send
+ * (pairs: id, item text) or the entries to acknowledge (triples: entry id,
+ * sender, answer). */
 struct batch {
 	char **argv;
 	size_t *lens;
-	int n, cap, head; /* head: the arguments before the first entry */
-	uint64_t *ids;    /* pushes: the tasks' ids (an XADD that fails fails its task) */
+	int n, cap;
+	uint64_t *ids; /* pushes: the tasks' ids (an XADD that fails fails its task) */
 	size_t n_ids;
 };
 
@@ -105,25 +106,6 @@ struct sent {
 	struct task *t;
 	struct sent *next;
 };
-
-/* KEYS: stream, tries; ARGV: the answer keys' prefix, then per entry its
- * id, its sender and the answer: stored, then acknowledged (trim_script
- * deletes acknowledged entries a tick later, in whole nodes: cheaper than
- * XDEL per entry). */
-static const char ack_script[] = "local ids, per = {}, {} "
-				 "for k = 2, #ARGV, 3 do "
-				 "  ids[#ids + 1] = ARGV[k] "
-				 "  local l = per[ARGV[k + 1]] "
-				 "  if not l then l = {} per[ARGV[k + 1]] = l end "
-				 "  l[#l + 1] = ARGV[k + 2] "
-				 "end "
-				 "for o, l in pairs(per) do "
-				 "  redis.call('RPUSH', ARGV[1] .. o, unpack(l)) "
-				 "  redis.call('EXPIRE', ARGV[1] .. o, " RESULTS_TTL ") "
-				 "end "
-				 "redis.call('XACK', KEYS[1], 'g', unpack(ids)) "
-				 "redis.call('HDEL', KEYS[2], unpack(ids)) "
-				 "return #ids";
 
 /* KEYS: stream. Delete the entries before the oldest one pending (or the
  * last delivered when none is): acknowledged ones. */
@@ -171,7 +153,6 @@ static struct {
 	bool up, stopping;
 	struct event *retry, *tick, *flush;
 	double backoff;
-	char ack_sha[41]; /* loaded at start; empty: EVAL */
 	/* the config's, as at start (read at start only) */
 	char address[256], prefix[80];
 	double lease;
@@ -405,7 +386,7 @@ bool task_redis_refuse(struct request *r, struct task_pool *tp)
 /*
  * What is gathered over one turn of the loop (BATCH_MAX entries at most):
  * the tasks to send, pipelined, and the entries to acknowledge, in one
- * script call.
+ * transaction.
  */
 
 static void batch_clear(struct batch *b)
@@ -449,18 +430,6 @@ static int batch_args(struct batch *b, const char *s)
 	return batch_arg(b, s, strlen(s));
 }
 
-/* Start b as a call of script (EVALSHA when its sha is known) with nkeys. */
-static int batch_start(struct batch *b, const char *sha, const char *script, const char *nkeys)
-{
-	if (b->n)
-		return 0;
-	if ((sha[0] ? batch_args(b, "EVALSHA") || batch_args(b, sha)
-		    : batch_args(b, "EVAL") || batch_args(b, script)) ||
-	    batch_args(b, nkeys))
-		return -ENOMEM;
-	return 0;
-}
-
 /* The end of this turn of the loop sends what was gathered. */
 static void flush_soon(void)
 {
@@ -480,8 +449,65 @@ static void push_one_reply(redisAsyncContext *ac, void *reply, void *priv)
 		task_end(t, NULL, MPSUP_E_UNAVAILABLE, rp->str);
 }
 
-/* Send rq's gathered tasks (XADD each) and acknowledgements (one script
- * call). */
+/* Store the answers of b's entries (triples: entry, its sender, the
+ * answer) for their senders, then acknowledge the entries, in one
+ * MULTI/EXEC (atomic: an entry is acknowledged only with its answer
+ * stored). Out of memory: not acknowledged (they run again after the
+ * lease). */
+static void ack_send(struct task_redis *rq, const struct batch *b)
+{
+	int n = b->n / 3, k;
+	const char **argv = calloc((size_t)n + 3, sizeof(*argv));
+	size_t *lens = calloc((size_t)n + 3, sizeof(*lens));
+	bool *done = calloc((size_t)n, 1);
+	char key[300];
+
+	if (!argv || !lens || !done)
+		goto out;
+	redisAsyncCommand(tq.ac, NULL, NULL, "MULTI");
+	for (int i = 0; i < n; i++) {
+		if (done[i])
+			continue;
+		snprintf(key, sizeof(key), "%s%s", rq->results_pre, b->argv[3 * i + 1]);
+		argv[0] = "RPUSH";
+		argv[1] = key;
+		k = 2;
+		for (int j = i; j < n; j++)
+			if (!done[j] && strcmp(b->argv[3 * j + 1], b->argv[3 * i + 1]) == 0) {
+				argv[k] = b->argv[3 * j + 2];
+				lens[k++] = b->lens[3 * j + 2];
+				done[j] = true;
+			}
+		lens[0] = 5;
+		lens[1] = strlen(key);
+		redisAsyncCommandArgv(tq.ac, NULL, NULL, k, argv, lens);
+		redisAsyncCommand(tq.ac, NULL, NULL, "EXPIRE %s " RESULTS_TTL, key);
+	}
+	argv[0] = "XACK";
+	argv[1] = rq->stream;
+	argv[2] = "g";
+	for (int i = 0; i < n; i++) {
+		argv[3 + i] = b->argv[3 * i];
+		lens[3 + i] = b->lens[3 * i];
+	}
+	lens[0] = 4;
+	lens[1] = strlen(rq->stream);
+	lens[2] = 1;
+	redisAsyncCommandArgv(tq.ac, NULL, NULL, n + 3, argv, lens);
+	/* the delivery counts of claimed entries */
+	argv[1] = "HDEL";
+	argv[2] = rq->tries;
+	lens[1] = 4;
+	lens[2] = strlen(rq->tries);
+	redisAsyncCommandArgv(tq.ac, NULL, NULL, n + 2, argv + 1, lens + 1);
+	redisAsyncCommand(tq.ac, NULL, NULL, "EXEC");
+out:
+	free(argv);
+	free(lens);
+	free(done);
+}
+
+/* Send rq's gathered tasks (XADD each) and acknowledgements (ack_send). */
 static void rq_flush(struct task_redis *rq)
 {
 	struct batch *b = &rq->push;
@@ -503,10 +529,9 @@ static void rq_flush(struct task_redis *rq)
 		/* else the connection goes: sent_fail() fails it */
 	}
 	batch_clear(b);
-	b = &rq->ack;
-	if (b->n > b->head && tq.up)
-		redisAsyncCommandArgv(tq.ac, NULL, NULL, b->n, (const char **)b->argv, b->lens);
-	batch_clear(b);
+	if (rq->ack.n && tq.up)
+		ack_send(rq, &rq->ack);
+	batch_clear(&rq->ack);
 }
 
 static void flush_fire(evutil_socket_t fd, short what, void *arg)
@@ -803,17 +828,12 @@ static int ack_add(struct task_redis *rq, const char *entry, const char *origin,
 	struct batch *b = &rq->ack;
 	int n0 = b->n;
 
-	if (!b->n && (batch_start(b, tq.ack_sha, ack_script, "2") || batch_args(b, rq->stream) ||
-		      batch_args(b, rq->tries) || batch_args(b, rq->results_pre)))
-		return -ENOMEM;
-	b->head = 6;
-	n0 = b->n;
 	if (batch_args(b, entry) || batch_args(b, origin) || batch_args(b, text)) {
 		while (b->n > n0)
 			free(b->argv[--b->n]);
 		return -ENOMEM;
 	}
-	if ((b->n - b->head) / 3 >= BATCH_MAX)
+	if (b->n / 3 >= BATCH_MAX)
 		rq_flush(rq);
 	else
 		flush_soon();
@@ -1013,10 +1033,6 @@ static void tq_connected(const redisAsyncContext *ac, int status)
 	}
 	tq.up = true;
 	tq.backoff = 0;
-	/* first on the connection: the EVALSHAs after it find them (a
-	 * restarted Redis has none) */
-	if (tq.ack_sha[0])
-		redisAsyncCommand(tq.ac, NULL, NULL, "SCRIPT LOAD %s", ack_script);
 	log_info("task", "redis task queue: connected to %s", tq.address);
 	LIST_FOREACH(rq, &tq.queues, entry) {
 		rq_results(rq);
@@ -1109,16 +1125,6 @@ void task_redis_info(json_t *info)
 	json_object_set_new(info, "task_queue", q);
 }
 
-/* Load script, its sha into sha (left empty on failure: EVAL is used). */
-static void script_load(redisContext *ctx, const char *script, char *sha)
-{
-	redisReply *rp = redisCommand(ctx, "SCRIPT LOAD %s", script);
-
-	if (rp && rp->type == REDIS_REPLY_STRING && rp->len == 40)
-		memcpy(sha, rp->str, 41);
-	freeReplyObject(rp);
-}
-
 /* A blocking PING: Redis must answer before mpsupd serves a redis pool. */
 static int tq_check(const char *address)
 {
@@ -1128,10 +1134,9 @@ static int tq_check(const char *address)
 
 	if (ctx && !ctx->err)
 		rp = redisCommand(ctx, "PING");
-	if (rp && rp->type == REDIS_REPLY_STATUS) {
+	if (rp && rp->type == REDIS_REPLY_STATUS)
 		ret = 0;
-		script_load(ctx, ack_script, tq.ack_sha);
-	} else
+	else
 		log_error("task", "task_queue = redis: redis_address %s does not answer: %s",
 			  address,
 			  rp && rp->str ? rp->str

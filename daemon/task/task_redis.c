@@ -50,14 +50,15 @@
 #include "redis_link.h"
 #include "task_redis.h"
 
-/* Tasks gathered before they are sent, entries acknowledged at once, at
- * most. */
+/* Entries acknowledged at once, at most. */
 #define BATCH_MAX 256
 /* While its stream has a backlog (a read got all it asked for) a host
  * reads this many times what its workers hold at once (the next tasks wait
  * here, not a round trip away); else only what they can take now, so that
  * a burst is shared among the hosts. */
 #define READ_AHEAD 8
+/* XADDs sent and not answered yet, at most. */
+#define PUSH_WINDOW 2048
 /* Answers read at once from a result list. */
 #define RESULTS_BATCH "512"
 /* How long an answer list of a host that is gone stays in Redis. */
@@ -88,6 +89,7 @@ struct batch {
 /* A redis pool's queue on this host. */
 struct task_redis {
 	struct batch push, ack; /* sent at the end of the loop's turn (tq.flush) */
+	int push_off;           /* push: the first not sent yet */
 	struct task_pool *tp;
 	redisAsyncContext *rd;  /* XREADGROUP (blocking), NULL when closed */
 	redisAsyncContext *res; /* BLMPOP of this host's answers */
@@ -157,6 +159,7 @@ static struct {
 	char address[256], prefix[80];
 	double lease;
 	char host_id[33];
+	unsigned pushing; /* XADDs unanswered */
 	uint64_t next_id; /* ids of the tasks read from Redis (local to their workers) */
 	struct sent **sent;
 	size_t buckets, n_sent;
@@ -306,7 +309,8 @@ static void rq_disconnect(struct task_redis *rq)
 	rq->rd_busy = rq->res_busy = false;
 	rq->reading = 0;
 	batch_clear(&rq->push); /* their tasks fail (sent_fail) */
-	batch_clear(&rq->ack);  /* their entries run again after the lease */
+	rq->push_off = 0;
+	batch_clear(&rq->ack); /* their entries run again after the lease */
 }
 
 /* The tasks rq holds forget it (their pool or the module goes; their
@@ -384,9 +388,9 @@ bool task_redis_refuse(struct request *r, struct task_pool *tp)
  */
 
 /*
- * What is gathered over one turn of the loop (BATCH_MAX entries at most):
- * the tasks to send, pipelined, and the entries to acknowledge, in one
- * transaction.
+ * What is gathered over one turn of the loop: the tasks to send, pipelined
+ * (PUSH_WINDOW unanswered at most), and the entries to acknowledge, in one
+ * transaction (BATCH_MAX at most).
  */
 
 static void batch_clear(struct batch *b)
@@ -444,6 +448,8 @@ static void push_one_reply(redisAsyncContext *ac, void *reply, void *priv)
 	struct task *t;
 
 	(void)ac;
+	if (tq.pushing && --tq.pushing == PUSH_WINDOW / 2)
+		flush_soon(); /* room: send what waits */
 	if (rp && rp->type == REDIS_REPLY_ERROR && (t = sent_take((uint64_t)(uintptr_t)priv)) &&
 	    t->state == TASK_PENDING)
 		task_end(t, NULL, MPSUP_E_UNAVAILABLE, rp->str);
@@ -511,24 +517,33 @@ out:
 static void rq_flush(struct task_redis *rq)
 {
 	struct batch *b = &rq->push;
+	int k;
 	const char *argv[9] = { "XADD", rq->stream, "*", "o", tq.host_id, "i", NULL, "x", NULL };
 	size_t lens[9];
 
 	for (int i = 0; i < 6; i++)
 		lens[i] = strlen(argv[i]);
 	lens[7] = 1;
-	/* plain XADDs, pipelined: cheaper in Redis than one script adding many */
-	for (int k = 0; k + 1 < b->n && tq.up; k += 2) {
+	/* plain XADDs, pipelined (cheaper in Redis than one script adding
+	 * many), PUSH_WINDOW at most unanswered: hiredis moves its unsent
+	 * output after each write, a long one costs */
+	for (k = rq->push_off; k + 1 < b->n && tq.up && tq.pushing < PUSH_WINDOW; k += 2) {
 		argv[6] = b->argv[k];
 		lens[6] = b->lens[k];
 		argv[8] = b->argv[k + 1];
 		lens[8] = b->lens[k + 1];
 		if (redisAsyncCommandArgv(tq.ac, push_one_reply, (void *)(uintptr_t)b->ids[k / 2],
-					  9, argv, lens) == REDIS_OK)
+					  9, argv, lens) == REDIS_OK) {
 			tq.pushed++;
+			tq.pushing++;
+		}
 		/* else the connection goes: sent_fail() fails it */
 	}
-	batch_clear(b);
+	rq->push_off = k;
+	if (k + 1 >= b->n || !tq.up) {
+		batch_clear(b);
+		rq->push_off = 0;
+	}
 	if (rq->ack.n && tq.up)
 		ack_send(rq, &rq->ack);
 	batch_clear(&rq->ack);
@@ -592,10 +607,7 @@ static int push_add(struct task_redis *rq, uint64_t id, const char *text)
 		return -ENOMEM;
 	}
 	b->ids[b->n_ids++] = id;
-	if (b->n_ids >= BATCH_MAX)
-		rq_flush(rq);
-	else
-		flush_soon();
+	flush_soon();
 	return 0;
 }
 
@@ -1053,6 +1065,7 @@ static void tq_disconnected(const redisAsyncContext *ac, int status)
 	tq.lost += was;
 	tq.up = false;
 	tq.ac = NULL;
+	tq.pushing = 0;
 	LIST_FOREACH(rq, &tq.queues, entry)
 		rq_disconnect(rq);
 	if (was)

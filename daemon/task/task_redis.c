@@ -1124,10 +1124,16 @@ void task_redis_pool_gone(struct task_pool *tp)
 
 void task_redis_info(json_t *info)
 {
+	const struct task_redis *rq;
+	json_int_t reading = 0, held = 0;
 	json_t *q;
 
 	if (LIST_EMPTY(&tq.queues) && !tq.ac)
 		return;
+	LIST_FOREACH(rq, &tq.queues, entry) {
+		reading += rq->rd_busy;
+		held += rq->n_held;
+	}
 	q = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "connection",
 		      tq.up ? "connected" : (tq.ac ? "connecting" : "down"), "address", tq.address,
 		      "host_id", tq.host_id, "waiting", (json_int_t)tq.n_sent, "sent",
@@ -1135,6 +1141,9 @@ void task_redis_info(json_t *info)
 		      (json_int_t)tq.dropped, "claimed", (json_int_t)tq.claimed, "renewals",
 		      (json_int_t)tq.renewals, "reconnects", (json_int_t)tq.reconnects,
 		      "connections_lost", (json_int_t)tq.lost);
+	/* pools whose stream this host is reading now; entries it holds */
+	json_object_set_new(q, "reading", json_integer(reading));
+	json_object_set_new(q, "held", json_integer(held));
 	json_object_set_new(info, "task_queue", q);
 }
 

@@ -54,8 +54,8 @@ class RedisTasks(mpsuptest.unittest.TestCase):
         wait_for(lambda: (lambda r: len(r) == processes and
                           all(p["state"] == "running" for p in r))(d.ok("status", target="w")),
                  what="the workers of host %s" % tag)
-        wait_for(lambda: self.queue(d).get("connection") == "connected",
-                 what="host %s connected to its task queue" % tag)
+        wait_for(lambda: self.queue(d).get("reading") == 1,
+                 what="host %s reading its task queue" % tag)
         return d
 
     def stop_host(self, d):
@@ -105,6 +105,25 @@ class Spread(RedisTasks):
         self.assertEqual({g[0] for g in got}, {"a", "b"})
         # answered once: a second wait finds nothing
         self.assertEqual(a.err("task.wait", task=ids[0], timeout=0), "not_found")
+
+    def test_imap_across_hosts(self):
+        """pool.imap streams the items of a redis pool as they end, fed a
+        few at a time, from both hosts' workers."""
+        a, b = self.host("a"), self.host("b")
+        n = 300
+        with Client(a.socket, timeout=60 * mpsuptest.SCALE) as c:
+            rid = c.send("pool.imap", pool="w", items=[{"v": i, "sleep": 0.002}
+                                                      for i in range(n)])
+            first = c.recv()
+            self.assertEqual(first, {"id": rid, "ok": True,
+                                     "result": {"n": n, "chunksize": 1, "ordered": True}})
+            lines = [c.recv() for _ in range(n + 1)]
+        self.assertEqual([x["index"] for x in lines[:n]], list(range(n)))
+        self.assertEqual([x["result"][1] for x in lines[:n]], [2 * i for i in range(n)])
+        self.assertEqual({x["result"][0] for x in lines[:n]}, {"a", "b"})
+        self.assertEqual(lines[n], {"done": True, "n": n, "failed": 0})
+        self.assertEqual(self.queue(a)["waiting"], 0)
+        self.assertEqual(self.queue(b)["held"], 0)
 
     def test_one_host_no_chunks(self):
         """One host alone runs its maps through Redis; chunks are refused
@@ -192,8 +211,8 @@ class Outage(RedisTasks):
         self.assertEqual(len(a.ok("status", target="w")), 2)  # supervision answers
         self.redis.start()
         for d in (a, b):
-            wait_for(lambda: self.queue(d)["connection"] == "connected",
-                     timeout=30 * mpsuptest.SCALE, what="the task queue back")
+            wait_for(lambda: self.queue(d)["reading"] == 1,
+                     timeout=30 * mpsuptest.SCALE, what="the task queue read again")
             # the workers finish what they held when Redis went (its answers are lost)
             wait_for(lambda: [p for p in d.ok("pool.list") if p["pool"] == "w"][0]["busy"] == 0,
                      what="the workers idle")

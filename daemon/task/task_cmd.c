@@ -99,7 +99,7 @@ static struct task_pool *pool_for_tasks(struct request *r, const char *name, siz
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return NULL;
 	}
-	if (task_redis_pool(tp) && task_redis_refuse(r, tp))
+	if (task_redis_pool(tp) && task_redis_refuse(r, tp, n))
 		return NULL;
 	if (n > pl->conf->max_pending || tp->n_pending + n > pl->conf->max_pending) {
 		request_error(r, MPSUP_E_LIMIT,

@@ -98,6 +98,7 @@ struct task_redis {
 	bool backlog;           /* the last read got all it asked for: read ahead */
 	TAILQ_HEAD(, rtask) held;
 	unsigned n_held;
+	unsigned n_sent; /* tasks of this host waiting for their answer (max_pending) */
 	LIST_ENTRY(task_redis) entry;
 	char stream[200], tries[200], results[240], results_pre[208];
 };
@@ -106,6 +107,7 @@ struct task_redis {
 struct sent {
 	uint64_t id;
 	struct task *t;
+	struct task_redis *rq; /* counts it (NULL: none) */
 	struct sent *next;
 };
 
@@ -181,7 +183,7 @@ static struct sent **sent_slot(uint64_t id)
 	return &tq.sent[id & (tq.buckets - 1)];
 }
 
-static int sent_add(struct task *t)
+static int sent_add(struct task *t, struct task_redis *rq)
 {
 	struct sent *s;
 
@@ -204,6 +206,8 @@ static int sent_add(struct task *t)
 		return -ENOMEM;
 	s->id = t->id;
 	s->t = t;
+	if ((s->rq = rq))
+		rq->n_sent++;
 	s->next = *sent_slot(t->id);
 	*sent_slot(t->id) = s;
 	tq.n_sent++;
@@ -221,6 +225,8 @@ static struct task *sent_take(uint64_t id)
 		if (s->id == id) {
 			*pp = s->next;
 			t = s->t;
+			if (s->rq)
+				s->rq->n_sent--;
 			free(s);
 			tq.n_sent--;
 			return t;
@@ -237,12 +243,14 @@ static void sent_fail(const struct task_pool *tp, enum mpsup_err code, const cha
 
 	for (size_t i = 0; i < tq.buckets; i++)
 		for (struct sent **pp = &tq.sent[i], *s; (s = *pp);) {
-			if (tp && s->t->home != tp) {
+			if (tp && s->t->home != tp && (!s->rq || s->rq != tp->rq)) {
 				pp = &s->next;
 				continue;
 			}
 			*pp = s->next;
 			t = s->t;
+			if (s->rq)
+				s->rq->n_sent--;
 			free(s);
 			tq.n_sent--;
 			if (t->state != TASK_PENDING)
@@ -367,10 +375,21 @@ static redisAsyncContext *blocking_open(struct task_redis *rq)
 	return ac;
 }
 
-bool task_redis_refuse(struct request *r, struct task_pool *tp)
+bool task_redis_refuse(struct request *r, struct task_pool *tp, size_t n)
 {
-	if (!rq_get(tp)) {
+	struct task_redis *rq = rq_get(tp);
+	unsigned max = tp->pl->conf->max_pending;
+
+	if (!rq) {
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return true;
+	}
+	if (tq.up && (n > max || rq->n_sent + n > max)) {
+		request_error(
+			r, MPSUP_E_LIMIT,
+			"pool %s: %u tasks sent to redis from here and not answered, %zu more "
+			"(max_pending = %u)",
+			tp->pl->name, rq->n_sent, n, max);
 		return true;
 	}
 	if (tq.up)
@@ -580,8 +599,8 @@ static void push_fail(struct task *t)
 {
 	const struct timeval zero = { 0, 0 };
 
-	if (sent_add(t) < 0 || event_base_once(daemon_g.base, -1, EV_TIMEOUT, push_failed,
-					       (void *)(uintptr_t)t->id, &zero) < 0) {
+	if (sent_add(t, NULL) < 0 || event_base_once(daemon_g.base, -1, EV_TIMEOUT, push_failed,
+						     (void *)(uintptr_t)t->id, &zero) < 0) {
 		sent_take(t->id);
 		task_end(t, NULL, MPSUP_E_INTERNAL, "out of memory");
 	}
@@ -620,7 +639,7 @@ void task_redis_push(struct task_pool *tp, struct task *t)
 	t->home = tp;
 	t->state = TASK_PENDING;
 	if (!rq || !tq.up || !(text = json_dumps(t->item, JSON_COMPACT | JSON_ENCODE_ANY)) ||
-	    sent_add(t) < 0) {
+	    sent_add(t, rq) < 0) {
 		free(text);
 		push_fail(t);
 		return;

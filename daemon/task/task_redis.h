@@ -15,9 +15,10 @@
 
 /* Whether tp's tasks go through Redis (its pool has task_queue = redis). */
 bool task_redis_pool(const struct task_pool *tp);
-/* Before pool.map/imap/submit on a redis pool: answers `unavailable` and
- * returns true when Redis cannot be reached now. */
-bool task_redis_refuse(struct request *r, struct task_pool *tp);
+/* Before pool.map/imap/submit of n tasks on a redis pool: answers and
+ * returns true when Redis cannot be reached now (`unavailable`) or this
+ * host's tasks waiting for their answers would pass max_pending (`limit`). */
+bool task_redis_refuse(struct request *r, struct task_pool *tp, size_t n);
 /* Send t (a task of this host's client) to its pool's stream; its answer
  * comes back through this host's result list and ends it (task_end). */
 void task_redis_push(struct task_pool *tp, struct task *t);

@@ -42,10 +42,10 @@ class RedisTasks(mpsuptest.unittest.TestCase):
         with open(self.worker, "w") as f:
             f.write(WORKER_PY)
 
-    def host(self, tag, processes=2, retries=2):
+    def host(self, tag, processes=2, retries=2, extra=""):
         pool = ("[pool:w]\nmode = task\ntask_queue = redis\ncommand = %s %s\n"
-                "processes = %d\nstart_secs = 0\ntask_retries = %d\nenvironment = HOST=%s\n"
-                % (sys.executable, self.worker, processes, retries, tag))
+                "processes = %d\nstart_secs = 0\ntask_retries = %d\nenvironment = HOST=%s\n%s"
+                % (sys.executable, self.worker, processes, retries, tag, extra))
         d = Daemon(config_extra=pool,
                    main_extra="redis_address = %s\nredis_lease = %d\n"
                    % (self.redis.socket, LEASE))
@@ -124,6 +124,21 @@ class Spread(RedisTasks):
         self.assertEqual(lines[n], {"done": True, "n": n, "failed": 0})
         self.assertEqual(self.queue(a)["waiting"], 0)
         self.assertEqual(self.queue(b)["held"], 0)
+
+    def test_max_pending_bounds_what_waits_for_answers(self):
+        """max_pending bounds the tasks a host sent and waits for."""
+        a = self.host("a", extra="max_pending = 10\n")
+        self.assertEqual(a.err("pool.map", pool="w", items=list(range(11))), "limit")
+        with Client(a.socket, timeout=60 * mpsuptest.SCALE) as c:
+            rid = c.send("pool.map", pool="w", items=[{"v": i, "sleep": 0.3} for i in range(8)])
+            wait_for(lambda: self.queue(a)["waiting"] == 8, what="8 tasks waiting")
+            self.assertEqual(a.err("pool.map", pool="w", items=[1, 2, 3]), "limit")
+            self.assertEqual(a.ok("pool.map", pool="w", items=[1, 2])["results"],
+                             [["a", 2], ["a", 4]])
+            r = c.recv()
+        self.assertEqual(r["id"], rid)
+        self.assertEqual(len(r["result"]["results"]), 8)
+        self.assertEqual(a.ok("pool.submit", pool="w", item=1)["task"] > 0, True)
 
     def test_one_host_no_chunks(self):
         """One host alone runs its maps through Redis; chunks are refused

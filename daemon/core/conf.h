@@ -17,6 +17,7 @@
 #define CONF_ERR_MAX 512
 
 enum pool_mode { POOL_MODE_SERVICE = 0, POOL_MODE_TASK };
+enum task_queue_kind { TASK_QUEUE_LOCAL = 0, TASK_QUEUE_REDIS };
 enum cgroup_mode { CGROUP_AUTO = 0, CGROUP_OFF };
 enum ready_mode { READY_STARTED = 0, READY_NOTIFY };
 enum restart_policy { RESTART_ALWAYS = 0, RESTART_ON_FAILURE, RESTART_NEVER };
@@ -102,6 +103,8 @@ struct pool_conf {
 	unsigned task_retries;
 	unsigned task_window; /* tasks in flight per worker */
 	bool task_chunks;     /* its workers take {"items": [...]} lines */
+	/* redis: one queue shared by every host's mpsupd (task_redis.c) */
+	enum task_queue_kind task_queue;
 	unsigned max_pending;
 	unsigned task_max_per_worker; /* tasks before a worker is replaced; 0 = no limit */
 	char *file;                   /* where it was defined (NULL for pool.add) */

@@ -18,6 +18,7 @@
 #define POOL_PROCESSES_MAX 100000
 
 static const char *const pool_modes[] = { "service", "task", NULL };
+static const char *const task_queues[] = { "local", "redis", NULL };
 static const char *const ready_modes[] = { "started", "notify", NULL };
 static const char *const restart_policies[] = { "always", "on-failure", "never", NULL };
 
@@ -473,6 +474,7 @@ static const struct conf_key pool_keys[] = {
 	{ "task_retries", CONF_UINT, POOL(task_retries), .min = 0, .max = 100, .def = "0" },
 	{ "task_window", CONF_UINT, POOL(task_window), .min = 1, .max = 1024, .def = "16" },
 	{ "task_chunks", CONF_BOOL, POOL(task_chunks), .def = "no" },
+	{ "task_queue", CONF_ENUM, POOL(task_queue), .names = task_queues, .def = "local" },
 	{ "max_pending", CONF_UINT, POOL(max_pending), .min = 1, .max = 10000000, .def = "100000" },
 	{ "task_max_per_worker", CONF_UINT, POOL(task_max_per_worker), .min = 0, .max = 1000000000,
 	  .def = "0" },

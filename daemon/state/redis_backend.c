@@ -34,7 +34,6 @@
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libevent.h>
 
 #include "conf.h"
 #include "daemon.h"
@@ -43,13 +42,11 @@
 #include "obj.h"
 #include "obj_int.h"
 #include "park.h"
+#include "redis_link.h"
 #include "conn.h" /* after obj.h: conn.h needs struct conn declared */
 
 #include "redis_script.h"
 
-#define BACKOFF_MIN 0.1
-#define BACKOFF_MAX 5.0
-#define CONNECT_TIMEOUT_S 2
 /* Where things are in the argv of a script call. */
 enum { A_CMD, A_SHA, A_NKEYS, A_META, A_DATA, A_JOIN, A_ROOM, A_OP, A_NAME, A_MODE };
 
@@ -635,27 +632,7 @@ static void block_cancel(struct park *p)
 
 static redisAsyncContext *connect_new(void)
 {
-	const char *addr = rs.address;
-	redisAsyncContext *ac;
-
-	if (addr[0] == '/') {
-		ac = redisAsyncConnectUnix(addr);
-	} else {
-		char host[256];
-		const char *colon = strrchr(addr, ':');
-
-		snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
-		ac = redisAsyncConnect(host, atoi(colon + 1));
-	}
-	if (ac && ac->err) {
-		redisAsyncFree(ac);
-		return NULL;
-	}
-	if (ac && redisLibeventAttach(ac, daemon_g.base) != REDIS_OK) {
-		redisAsyncFree(ac);
-		return NULL;
-	}
-	return ac;
+	return redis_link_open(rs.address);
 }
 
 /* Redis's timeout for rc's wait: 0 is forever, the smallest a millisecond;
@@ -849,9 +826,7 @@ static void retry_later(void)
 
 	if (rs.stopping)
 		return;
-	rs.backoff = rs.backoff ? rs.backoff * 2 : BACKOFF_MIN;
-	if (rs.backoff > BACKOFF_MAX)
-		rs.backoff = BACKOFF_MAX;
+	rs.backoff = redis_link_backoff(rs.backoff);
 	tv.tv_sec = (time_t)rs.backoff;
 	tv.tv_usec = (suseconds_t)((rs.backoff - (double)tv.tv_sec) * 1e6);
 	evtimer_add(rs.retry, &tv);
@@ -910,21 +885,12 @@ static void retry_fire(evutil_socket_t fd, short what, void *arg)
 /* A blocking PING and SCRIPT LOAD: Redis must answer before mpsupd serves. */
 static int redis_check(const struct conf *conf)
 {
-	struct timeval tv = { CONNECT_TIMEOUT_S, 0 };
 	const char *addr = conf->redis_address;
 	redisContext *ctx;
 	redisReply *rp;
 	int ret = -1;
 
-	if (addr[0] == '/') {
-		ctx = redisConnectUnixWithTimeout(addr, tv);
-	} else {
-		char host[256];
-		const char *colon = strrchr(addr, ':');
-
-		snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
-		ctx = redisConnectWithTimeout(host, atoi(colon + 1), tv);
-	}
+	ctx = redis_link_open_sync(addr);
 	if (!ctx || ctx->err) {
 		log_error("redis", "state_backend = redis: cannot connect to redis_address %s: %s",
 			  addr, ctx ? ctx->errstr : "out of memory");

@@ -45,6 +45,7 @@
 #include "proc.h"
 #include "task.h"
 #include "task_int.h"
+#include "task_redis.h"
 #include "task_wire.h"
 #include "jsonw.h"
 #include "mpsup.h"
@@ -403,6 +404,7 @@ void map_maybe_free(struct map *m)
 	if (map_live(m) || m->running)
 		return;
 	map_unfeed(m);
+	task_redis_map_gone(m);
 	for (size_t i = 0; m->errs && i < m->n; i++)
 		json_decref(m->errs[i]);
 	for (size_t k = 0; k < m->n_tasks; k++)
@@ -597,6 +599,10 @@ void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *m
 	t->tp = NULL;
 	t->worker = NULL;
 	t->state = result ? TASK_DONE : TASK_FAILED;
+	if (t->remote) {
+		task_redis_end(t, result, code, msg);
+		return;
+	}
 	if (m) {
 		m->ended++;
 		/* a map's task ends this way only when it failed (task_end_text) */
@@ -795,6 +801,10 @@ struct task_pool *tp_get(struct pool *pl)
 /* Queue t at the tail of tp's backlog. */
 void tp_enqueue(struct task_pool *tp, struct task *t)
 {
+	if (!t->remote && task_redis_pool(tp)) {
+		task_redis_push(tp, t);
+		return;
+	}
 	t->tp = tp;
 	t->home = tp;
 	TAILQ_INSERT_TAIL(&tp->backlog, t, q);
@@ -859,6 +869,7 @@ void tp_dispatch(struct task_pool *tp)
 	while (!TAILQ_EMPTY(&tp->feeding) && tp_feed(tp)); /* room made: maps waiting for it */
 	if (sent)
 		worker_flush_all(tp);
+	task_redis_pull(tp);
 }
 
 /* Fail the backlog if nothing can run it any more, else dispatch. */
@@ -885,6 +896,7 @@ void task_pool_gone(struct pool *pl)
 	snprintf(why, sizeof(why), "pool %s was removed", pl->name);
 	tp_fail_backlog(tp, MPSUP_E_CONFLICT, why);
 	tp_fail_feeding(tp, MPSUP_E_CONFLICT, why);
+	task_redis_pool_gone(tp);
 	free(tp);
 	pl->tasks = NULL;
 }
@@ -919,6 +931,7 @@ void task_info(json_t *info)
 			    json_pack("{s:I, s:I, s:I, s:I}", "pending", (json_int_t)pending,
 				      "running", (json_int_t)running, "results_kept",
 				      (json_int_t)n_finished, "next_id", (json_int_t)next_task_id));
+	task_redis_info(info);
 }
 
 /* Task families: ended tasks by pool and outcome, their durations, and
@@ -964,9 +977,10 @@ void task_metrics(struct evbuffer *b)
 /* Start: the timer that evicts old results. */
 int task_start(const struct conf *conf)
 {
-	(void)conf;
 	ev_evict = evtimer_new(daemon_g.base, evict_cb, NULL);
-	return ev_evict ? 0 : -ENOMEM;
+	if (!ev_evict)
+		return -ENOMEM;
+	return task_redis_start(conf);
 }
 
 /* Shutdown: every task that has not ended fails with shutting_down, then
@@ -992,6 +1006,7 @@ void task_stop(void (*done)(void))
 		tp_fail_backlog(pl->tasks, MPSUP_E_SHUTTING_DOWN, msg);
 		tp_fail_feeding(pl->tasks, MPSUP_E_SHUTTING_DOWN, msg);
 	}
+	task_redis_stop();
 	while ((t = TAILQ_FIRST(&finished)))
 		subm_free(t);
 	free(subm_hash);

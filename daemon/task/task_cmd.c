@@ -23,6 +23,7 @@
 #include "proc.h"
 #include "stream.h"
 #include "task_int.h"
+#include "task_redis.h"
 
 /* A pool.imap queues no more tasks while this much of its stream is
  * unsent (its reader is slow): the daemon holds about this much for it. */
@@ -100,6 +101,8 @@ static struct task_pool *pool_for_tasks(struct request *r, const char *name, siz
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return NULL;
 	}
+	if (task_redis_pool(tp) && task_redis_refuse(r, tp, n))
+		return NULL;
 	if (n > pl->conf->max_pending || tp->n_pending + n > pl->conf->max_pending) {
 		request_error(r, MPSUP_E_LIMIT,
 			      "pool %s: %u tasks pending, %zu more (max_pending = %u)", pl->name,
@@ -151,6 +154,14 @@ static size_t map_chunksize(struct request *r, const struct task_pool *tp, size_
 	const struct pool_conf *pc = tp->pl->conf;
 	size_t per = 4 * (size_t)(pc->processes ? pc->processes : 1);
 
+	if (pc->task_queue == TASK_QUEUE_REDIS) {
+		if (cs <= 1)
+			return 1; /* one item per stream entry (task_redis.c) */
+		request_error(r, MPSUP_E_CONFLICT,
+			      "pool.map: pool %s does not take chunks (task_queue = redis)",
+			      tp->pl->name);
+		return 0;
+	}
 	if (cs > 1 && !pc->task_chunks) {
 		request_error(r, MPSUP_E_CONFLICT,
 			      "pool.map: pool %s does not take chunks (task_chunks = no)",

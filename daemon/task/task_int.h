@@ -65,6 +65,7 @@ struct task {
 	size_t index;           /* in the map (a chunk: its first item) */
 	unsigned count;         /* a chunk of a map: its items; 0: one item */
 	struct subm *sub;       /* NULL for a map task */
+	bool remote;            /* read from a redis task queue (task_redis.c) */
 	TAILQ_ENTRY(task) q; /* the pool's backlog, its worker's held list, or the finished list */
 };
 
@@ -132,6 +133,7 @@ struct task_pool {
 	struct metrics_hist duration;    /* dispatch to end, of tasks that ran */
 	TAILQ_HEAD(, worker) ready;      /* workers with room (task_window, write-ahead bound) */
 	TAILQ_HEAD(, map) feeding;       /* maps queued a few tasks at a time, oldest first */
+	struct task_redis *rq;           /* task_queue = redis: its queue (task_redis.c) */
 };
 
 /* A task.wait request (parked on its task's waiters). */

@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""The redis task queue (task_queue = redis, DESIGN §12, docs/tasks.md):
+several mpsupd "hosts" with workers of one pool sharing a private
+redis-server; pool.map and pool.submit on one host run on every host's
+workers, a host killed mid-map loses no item, a Redis restart answers
+`unavailable` and then works again."""
+import os
+import shutil
+import signal
+import sys
+import time
+
+import mpsuptest
+from mpsuptest import Client, Daemon, RedisServer, wait_for, main
+
+if not RedisServer.available():
+    mpsuptest.skip_all("redis-server is not installed")
+
+# A worker that says which host ran the item: N -> [HOST, 2N];
+# {"v": N, "sleep": S} sleeps S seconds first.
+WORKER_PY = r'''
+import json, os, sys, time
+host = os.environ["HOST"]
+for line in sys.stdin:
+    t = json.loads(line)
+    item = t["item"]
+    if isinstance(item, dict):
+        time.sleep(item.get("sleep", 0))
+        item = item["v"]
+    sys.stdout.write(json.dumps({"id": t["id"], "result": [host, item * 2]}) + "\n")
+    sys.stdout.flush()
+'''
+
+LEASE = 2
+
+
+class RedisTasks(mpsuptest.unittest.TestCase):
+    def setUp(self):
+        self.redis = RedisServer().start()
+        self.addCleanup(self.redis.cleanup)
+        self.worker = os.path.join(self.redis.dir, "host_worker.py")
+        with open(self.worker, "w") as f:
+            f.write(WORKER_PY)
+
+    def host(self, tag, processes=2, retries=2, extra=""):
+        pool = ("[pool:w]\nmode = task\ntask_queue = redis\ncommand = %s %s\n"
+                "processes = %d\nstart_secs = 0\ntask_retries = %d\nenvironment = HOST=%s\n%s"
+                % (sys.executable, self.worker, processes, retries, tag, extra))
+        d = Daemon(config_extra=pool,
+                   main_extra="redis_address = %s\nredis_lease = %d\n"
+                   % (self.redis.socket, LEASE))
+        self.addCleanup(self.stop_host, d)
+        d.start()
+        wait_for(lambda: (lambda r: len(r) == processes and
+                          all(p["state"] == "running" for p in r))(d.ok("status", target="w")),
+                 what="the workers of host %s" % tag)
+        wait_for(lambda: self.queue(d).get("reading") == 1,
+                 what="host %s reading its task queue" % tag)
+        return d
+
+    def stop_host(self, d):
+        rc = d.stop()
+        log = d.read_log()
+        shutil.rmtree(d.dir, ignore_errors=True)
+        self.assertIn(rc, (0, None, -signal.SIGKILL), "mpsupd exited with %r; log:\n%s"
+                      % (rc, log[-20000:]))
+
+    @staticmethod
+    def queue(d):
+        return d.ok("daemon.info").get("task_queue", {})
+
+    def map(self, d, items, **kw):
+        with Client(d.socket, timeout=120 * mpsuptest.SCALE) as c:
+            return c.call("pool.map", pool="w", items=items, **kw)
+
+
+class Spread(RedisTasks):
+    def test_map_uses_every_hosts_workers(self):
+        """pool.map of 1000 items on host A runs on A's and B's workers;
+        every item is answered once, in order."""
+        a, b = self.host("a"), self.host("b")
+        items = [{"v": i, "sleep": 0.002} for i in range(1000)]
+        r = self.map(a, items)
+        self.assertTrue(r["ok"], r)
+        res = r["result"]["results"]
+        self.assertEqual([x[1] for x in res], [2 * i for i in range(1000)])
+        hosts = {x[0] for x in res}
+        self.assertEqual(hosts, {"a", "b"})
+        qa, qb = self.queue(a), self.queue(b)
+        self.assertEqual(qa["sent"], 1000)
+        self.assertEqual(qa["answers"], 1000)
+        self.assertEqual(qa["waiting"], 0)
+        self.assertEqual(qb["sent"], 0)
+        # B's share went through Redis from B's workers
+        self.assertEqual(sum(1 for x in res if x[0] == "b") > 0, True)
+
+    def test_submit_and_wait_across_hosts(self):
+        a, b = self.host("a"), self.host("b")
+        with a.client() as c:
+            ids = [c.ok("pool.submit", pool="w", item={"v": i, "sleep": 0.02})["task"]
+                   for i in range(40)]
+            got = [c.ok("task.wait", task=t, timeout=60 * mpsuptest.SCALE)["result"]
+                   for t in ids]
+        self.assertEqual([g[1] for g in got], [2 * i for i in range(40)])
+        self.assertEqual({g[0] for g in got}, {"a", "b"})
+        # answered once: a second wait finds nothing
+        self.assertEqual(a.err("task.wait", task=ids[0], timeout=0), "not_found")
+
+    def test_imap_across_hosts(self):
+        """pool.imap streams the items of a redis pool as they end, fed a
+        few at a time, from both hosts' workers."""
+        a, b = self.host("a"), self.host("b")
+        n = 300
+        with Client(a.socket, timeout=60 * mpsuptest.SCALE) as c:
+            rid = c.send("pool.imap", pool="w", items=[{"v": i, "sleep": 0.002}
+                                                      for i in range(n)])
+            first = c.recv()
+            self.assertEqual(first, {"id": rid, "ok": True,
+                                     "result": {"n": n, "chunksize": 1, "ordered": True}})
+            lines = [c.recv() for _ in range(n + 1)]
+        self.assertEqual([x["index"] for x in lines[:n]], list(range(n)))
+        self.assertEqual([x["result"][1] for x in lines[:n]], [2 * i for i in range(n)])
+        self.assertEqual({x["result"][0] for x in lines[:n]}, {"a", "b"})
+        self.assertEqual(lines[n], {"done": True, "n": n, "failed": 0})
+        self.assertEqual(self.queue(a)["waiting"], 0)
+        self.assertEqual(self.queue(b)["held"], 0)
+
+    def test_max_pending_bounds_what_waits_for_answers(self):
+        """max_pending bounds the tasks a host sent and waits for."""
+        a = self.host("a", extra="max_pending = 10\n")
+        self.assertEqual(a.err("pool.map", pool="w", items=list(range(11))), "limit")
+        with Client(a.socket, timeout=60 * mpsuptest.SCALE) as c:
+            rid = c.send("pool.map", pool="w", items=[{"v": i, "sleep": 0.3} for i in range(8)])
+            wait_for(lambda: self.queue(a)["waiting"] == 8, what="8 tasks waiting")
+            self.assertEqual(a.err("pool.map", pool="w", items=[1, 2, 3]), "limit")
+            self.assertEqual(a.ok("pool.map", pool="w", items=[1, 2])["results"],
+                             [["a", 2], ["a", 4]])
+            r = c.recv()
+        self.assertEqual(r["id"], rid)
+        self.assertEqual(len(r["result"]["results"]), 8)
+        self.assertEqual(a.ok("pool.submit", pool="w", item=1)["task"] > 0, True)
+
+    def test_one_host_no_chunks(self):
+        """One host alone runs its maps through Redis; chunks are refused
+        clearly (one item per stream entry)."""
+        a = self.host("a")
+        self.assertEqual(a.err("pool.map", pool="w", items=[1, 2, 3], chunksize=2),
+                         "conflict")
+        r = self.map(a, list(range(50)), chunksize=1)
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(r["result"]["results"], [["a", 2 * i] for i in range(50)])
+
+
+class LostHost(RedisTasks):
+    def test_host_killed_mid_map(self):
+        """SIGKILL host B while it runs items of A's map: B's entries are
+        claimed by A after the lease; every item is answered once."""
+        a, b = self.host("a"), self.host("b")
+        n = 300
+        items = [{"v": i, "sleep": 0.05} for i in range(n)]
+        with Client(a.socket, timeout=120 * mpsuptest.SCALE) as c:
+            rid = c.send("pool.map", pool="w", items=items)
+            wait_for(lambda: [p for p in b.ok("pool.list") if p["pool"] == "w"][0]["running"]
+                     > 0, what="host b running items")
+            b.proc.kill()
+            b.proc.wait()
+            t0 = time.monotonic()
+            r = c.recv()
+            elapsed = time.monotonic() - t0
+        self.assertEqual(r["id"], rid)
+        self.assertTrue(r["ok"], r)
+        res = r["result"]["results"]
+        self.assertEqual([x[1] for x in res], [2 * i for i in range(n)])
+        q = self.queue(a)
+        self.assertGreater(q["claimed"], 0)
+        self.assertEqual(q["answers"], n)
+        self.assertEqual(q["waiting"], 0)
+        # the rest of the map at A's pace plus the lease and a tick
+        self.assertLess(elapsed, (LEASE + 1 + n * 0.05 / 2) * mpsuptest.SCALE)
+
+    def test_no_retries_left_fails_lost_items(self):
+        """task_retries = 0: the items B held when it died fail (once each)
+        with what happened; the others are answered."""
+        a, b = self.host("a", retries=0), self.host("b", retries=0)
+        n = 120
+        items = [{"v": i, "sleep": 0.05} for i in range(n)]
+        with Client(a.socket, timeout=120 * mpsuptest.SCALE) as c:
+            rid = c.send("pool.map", pool="w", items=items, errors="return")
+            wait_for(lambda: [p for p in b.ok("pool.list") if p["pool"] == "w"][0]["running"]
+                     > 0, what="host b running items")
+            b.proc.kill()
+            b.proc.wait()
+            r = c.recv()
+        self.assertEqual(r["id"], rid)
+        self.assertTrue(r["ok"], r)
+        res, errs = r["result"]["results"], r["result"]["errors"]
+        self.assertGreater(len(errs), 0)
+        for e in errs:
+            self.assertEqual(e["code"], "internal")
+            self.assertIn("the host running it was lost (after 1 attempts)", e["message"])
+            self.assertIsNone(res[e["index"]])
+        failed = {e["index"] for e in errs}
+        self.assertEqual([x[1] for i, x in enumerate(res) if i not in failed],
+                         [2 * i for i in range(n) if i not in failed])
+        self.assertEqual(self.queue(a)["answers"], n)
+
+
+class Outage(RedisTasks):
+    def test_redis_restart(self):
+        """Redis stops: task commands on the pool answer unavailable, a map
+        in flight fails with unavailable, supervision goes on; Redis back:
+        maps run again on both hosts."""
+        a, b = self.host("a"), self.host("b")
+        self.assertTrue(self.map(a, list(range(20)))["ok"])
+        with Client(a.socket, timeout=60 * mpsuptest.SCALE) as c:
+            rid = c.send("pool.map", pool="w", items=[{"v": i, "sleep": 0.5} for i in range(8)])
+            wait_for(lambda: self.queue(a)["sent"] >= 28, what="the map sent")
+            self.redis.stop(signal.SIGKILL)
+            r = c.recv()
+        self.assertEqual(r["id"], rid)
+        self.assertFalse(r["ok"])
+        self.assertEqual(r["error"]["code"], "unavailable")
+        wait_for(lambda: self.queue(b)["connection"] != "connected", what="b sees redis gone")
+        self.assertEqual(a.err("pool.map", pool="w", items=[1]), "unavailable")
+        self.assertEqual(a.err("pool.submit", pool="w", item=1), "unavailable")
+        self.assertEqual(len(a.ok("status", target="w")), 2)  # supervision answers
+        self.redis.start()
+        for d in (a, b):
+            wait_for(lambda: self.queue(d)["reading"] == 1,
+                     timeout=30 * mpsuptest.SCALE, what="the task queue read again")
+            # the workers finish what they held when Redis went (its answers are lost)
+            wait_for(lambda: [p for p in d.ok("pool.list") if p["pool"] == "w"][0]["busy"] == 0,
+                     what="the workers idle")
+        r = self.map(a, [{"v": i, "sleep": 0.01} for i in range(200)])
+        self.assertTrue(r["ok"], r)
+        self.assertEqual([x[1] for x in r["result"]["results"]], [2 * i for i in range(200)])
+        self.assertEqual({x[0] for x in r["result"]["results"]}, {"a", "b"})
+        self.assertGreater(self.queue(a)["reconnects"], 0)
+
+    def test_unreachable_at_start(self):
+        d = Daemon(config_extra="[pool:w]\nmode = task\ntask_queue = redis\ncommand = cat\n",
+                   main_extra="redis_address = %s\n" % os.path.join(self.redis.dir, "no.sock"))
+        self.addCleanup(d.cleanup)
+        d.start(wait=False)
+        self.assertEqual(d.proc.wait(timeout=20 * mpsuptest.SCALE), 1)
+        self.assertIn("task_queue = redis: redis_address", d.read_log())
+
+
+if __name__ == "__main__":
+    main()

@@ -450,6 +450,27 @@ if __name__ == "__main__":
         self.assertEqual(p.stdout, "raised 'bad -1'\n1 1\n", p.stderr)
         self.assertEqual(p.returncode, 0, p.stderr)
 
+    def test_child_imports_only_what_it_uses(self):
+        # a child whose target needs no object neither imports the client
+        # nor connects; the lazily loaded names are all there
+        src = """
+import sys
+import multiprocessing
+def show():
+    print(sorted(m for m in ("mpsup.client", "mpsup.multiprocessing.pool", "json", "logging",
+                             "mpsup.multiprocessing.objects") if m in sys.modules))
+if __name__ == "__main__":
+    from multiprocessing import Queue
+    p = multiprocessing.Process(target=show)
+    p.start()
+    p.join()
+    print(p.exitcode, issubclass(multiprocessing.TimeoutError, multiprocessing.ProcessError),
+          issubclass(multiprocessing.TimeoutError, TimeoutError), callable(Queue),
+          "Pool" in dir(multiprocessing))
+"""
+        p = self.run_src(src, "mpsup", "lazy.py")
+        self.assertEqual(p.stdout, "[]\n0 True True True True\n", p.stderr)
+
     def test_pool_terminate_kills_workers_mid_task(self):
         src = """
 import multiprocessing, os, sys, time

@@ -5,6 +5,7 @@ import base64
 import binascii
 import collections
 import json
+import multiprocessing as _std
 import os
 import pickle
 import queue
@@ -25,8 +26,9 @@ STREAMS_AHEAD = 2
 READ_SIZE = 256 * 1024
 
 
-class TimeoutError(errors.Timeout):
-    """multiprocessing.TimeoutError (also the built-in TimeoutError)."""
+class TimeoutError(errors.Timeout, _std.ProcessError):
+    """multiprocessing.TimeoutError: a ProcessError and the built-in
+    TimeoutError."""
 
 
 def _b64pickle(v):

@@ -37,6 +37,28 @@ def default_socket(socket_path=None):
 
 # requests are encoded compactly; NaN and infinities are not JSON
 _encode_params = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _c_encoder():
+    """json's C encoder made once (JSONEncoder.encode makes one per call);
+    None where the json module has none. No cycle check: a cyclic value
+    raises RecursionError."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        enc = make(None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii,
+                   None, ":", ",", False, False, False)
+        if "".join(enc({"a": [1, 2.5, None, "\u00e9"]}, 0)) != '{"a":[1,2.5,null,"\\u00e9"]}':
+            return None
+    except Exception:
+        return None
+    return lambda v: "".join(enc(v, 0))
+
+
+_encode_fast = _c_encoder() or _encode_params
+# the start of a request line for each command name
+_cmd_heads = {}
 # the C scanner of the json module: one JSON value from an index of a str
 _scan = json.JSONDecoder().scan_once
 # bytes asked of recv at a time
@@ -69,10 +91,15 @@ class Connection:
         return self.sock.fileno()
 
     def _encode(self, cmd, params):
-        head = '{"id":%d,"cmd":%s' % (self.next_id, _encode_params(cmd))
+        head = _cmd_heads.get(cmd)
+        if head is None:
+            head = ',"cmd":%s' % _encode_params(cmd)
+            if len(_cmd_heads) < 1024:
+                _cmd_heads[cmd] = head
+        body = _encode_fast(params)
+        line = '{"id":%d%s%s\n' % (self.next_id, head, "," + body[1:] if len(body) > 2 else "}")
         self.next_id += 1
-        body = _encode_params(params)
-        return (head + ("," + body[1:] if len(body) > 2 else "}") + "\n").encode()
+        return line.encode()
 
     def send(self, cmd, params, fds=None):
         """Write one request; fds ride on the same sendmsg as SCM_RIGHTS."""

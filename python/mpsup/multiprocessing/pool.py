@@ -391,7 +391,12 @@ class Pool:
         self._check_running()
         item = {"m": "apply", "f": _b64pickle(func),
                 "a": _b64pickle([(tuple(args), dict(kwds))])}
-        task = _runtime.client().call("pool.submit", pool=self.name, item=item)["task"]
+        try:
+            task = _runtime.client().call("pool.submit", pool=self.name, item=item)["task"]
+        except errors.Error as e:
+            # a full backlog (limit) fails the result, as a failed task does
+            failure = (False, e)
+            return AsyncResult(self, lambda: failure, callback, error_callback)
         return AsyncResult(self, lambda: self._apply(task), callback, error_callback)
 
     def apply(self, func, args=(), kwds={}):

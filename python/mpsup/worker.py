@@ -3,7 +3,8 @@
 mpsupd writes one task per line on stdin and reads one result per line on
 stdout (docs/tasks.md). A task's item is {"m": mode, "f": the pickled
 function, "a": the pickled chunk}; the result is the pickled outcome:
-(True, [results]) or (False, exception). The program's own stdin/stdout are moved out of the way first, so what the
+(True, [results]) or (False, exception), base64 in the reply's "result".
+The program's own stdin/stdout are moved out of the way first, so what the
 task prints goes where the program's output goes."""
 import base64
 import binascii

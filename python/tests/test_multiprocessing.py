@@ -471,6 +471,36 @@ if __name__ == "__main__":
         p = self.run_src(src, "mpsup", "lazy.py")
         self.assertEqual(p.stdout, "[]\n0 True True True True\n", p.stderr)
 
+    def test_pool_without_pool_imap(self):
+        # a daemon that answers pool.imap with unknown_command: the maps go
+        # through pool.submit and task.wait instead, with the same results
+        src = """
+import multiprocessing
+from mpsup import errors
+from mpsup.multiprocessing import pool as pool_mod
+def older_daemon(*a, **kw):
+    raise errors.UnknownCommand("unknown command 'pool.imap'", "unknown_command")
+def tag(x):
+    if x == -1:
+        raise KeyError("bad %s" % x)
+    return x * 2
+if __name__ == "__main__":
+    pool_mod._Stream = older_daemon
+    n, want = 3000, [2 * i for i in range(3000)]
+    with multiprocessing.Pool(2) as pool:
+        print(pool.map(tag, range(n)) == want, pool.map(tag, range(n), chunksize=1) == want,
+              sorted(pool.imap_unordered(tag, range(n))) == want,
+              pool.map_async(tag, range(5)).get(60))
+        try:
+            pool.map(tag, [1, -1, 2])
+        except KeyError as e:
+            print("raised", e)
+    print(pool_mod._have_imap)
+"""
+        p = self.run_src(src, "mpsup", "noimap.py")
+        self.assertEqual(p.stdout, "True True True [0, 2, 4, 6, 8]\nraised 'bad -1'\nFalse\n",
+                         p.stderr)
+
     def test_pool_terminate_kills_workers_mid_task(self):
         src = """
 import multiprocessing, os, sys, time

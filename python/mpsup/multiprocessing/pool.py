@@ -24,6 +24,8 @@ SEGMENT_BYTES = 512 * 1024
 STREAMS_AHEAD = 2
 # bytes read from a stream at a time
 READ_SIZE = 256 * 1024
+# tasks submitted at a time without pool.imap
+SUBMIT_WINDOW = 1024
 
 
 class TimeoutError(errors.Timeout, _std.ProcessError):
@@ -135,16 +137,65 @@ class _Stream:
         self._conn.close()
 
 
+class _SubmitStream:
+    """_Stream's work on a daemon without pool.imap: pool.submit and
+    task.wait on a connection of its own, each pipelined a window of tasks
+    at a time (finished tasks are kept up to task_results_max); results in
+    task order."""
+
+    def __init__(self, pool_name, texts, ordered):
+        self._conn = _runtime.client().connect()
+        self._pool = json.dumps(pool_name)
+        self._texts = texts
+        self._pos = 0
+
+    def _answers(self, lines, cmd):
+        self._conn.sock.sendall("".join(lines).encode())
+        out = []
+        for _ in lines:
+            r = self._conn.recv()
+            out.append(r.get("result") if r.get("ok")
+                       else errors.from_response(r.get("error"), cmd))
+        return out
+
+    def batch(self):
+        if self._pos >= len(self._texts):
+            return None
+        window = self._texts[self._pos:self._pos + SUBMIT_WINDOW]
+        self._pos += len(window)
+        ids = []
+        for r in self._answers(['{"id":0,"cmd":"pool.submit","pool":%s,"item":%s}\n'
+                                % (self._pool, t) for t in window], "pool.submit"):
+            if isinstance(r, errors.Error):
+                raise r
+            ids.append(r["task"])
+        return [(False, r) if isinstance(r, errors.Error)
+                else pickle.loads(base64.b64decode(r["result"]))
+                for r in self._answers(['{"id":0,"cmd":"task.wait","task":%d}\n' % t
+                                        for t in ids], "task.wait")]
+
+    def close(self):
+        self._conn.close()
+
+
+# whether the daemon knows pool.imap (an older one answers unknown_command)
+_have_imap = True
+
+
 def _open_stream(pool_name, texts, ordered):
-    """A _Stream; while the daemon has no stream slot left (max_subscribers),
-    wait for one."""
+    """A _Stream (a _SubmitStream on a daemon without pool.imap); while the
+    daemon has no stream slot left (max_subscribers), wait for one."""
+    global _have_imap
     delay = 0.01
-    while True:
+    while _have_imap:
         try:
             return _Stream(pool_name, texts, ordered)
         except errors.Limit:
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+        except errors.UnknownCommand:
+            _have_imap = False
+    return _SubmitStream(pool_name, texts, ordered)
 
 
 def _outcome_batches(pool_name, texts, ordered):

@@ -4,11 +4,26 @@ mpsup.Client is the protocol client (shared objects as Python proxies,
 processes, task pools, events); mpsup.multiprocessing is a drop-in for the
 standard multiprocessing module whose processes, queues and pools live in
 mpsupd."""
-from .client import Client, Connection, DEFAULT_SOCKET, default_socket
 from .errors import (BadRequest, BrokenBarrier, Conflict, Empty, Error, Exists, Full, Limit,
                      NotFound, OutOfRange, PermissionDenied, ShuttingDown, SpawnFailed,
                      Timeout, TooLarge, Unavailable, UnknownCommand, WrongType)
-from .procs import EventStream, ProcHandle, Task, TaskPool
+
+# loaded on first use: a child of mpsup.multiprocessing that needs no
+# connection does not import the client
+_LAZY = {"Client": "client", "Connection": "client", "DEFAULT_SOCKET": "client",
+         "default_socket": "client", "EventStream": "procs", "ProcHandle": "procs",
+         "Task": "procs", "TaskPool": "procs"}
+
+
+def __getattr__(name):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    import importlib
+    value = getattr(importlib.import_module("." + mod, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 __all__ = ["Client", "Connection", "DEFAULT_SOCKET", "default_socket", "Error", "BadRequest",

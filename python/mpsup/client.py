@@ -13,7 +13,7 @@ import socket
 import threading
 import weakref
 
-from . import errors
+from . import _forks, errors
 from .proxies import (ArrayProxy, BarrierProxy, ConditionProxy, DictProxy, EventProxy,
                       ListProxy, LockProxy, QueueProxy, RLockProxy, SemaphoreProxy,
                       ValueProxy)
@@ -35,12 +35,43 @@ def default_socket(socket_path=None):
     return socket_path or os.environ.get("MPSUP_SOCKET") or DEFAULT_SOCKET
 
 
+# requests are encoded compactly; NaN and infinities are not JSON
+_encode_params = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _c_encoder():
+    """json's C encoder made once (JSONEncoder.encode makes one per call);
+    None where the json module has none. No cycle check: a cyclic value
+    raises RecursionError."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        enc = make(None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii,
+                   None, ":", ",", False, False, False)
+        if "".join(enc({"a": [1, 2.5, None, "\u00e9"]}, 0)) != '{"a":[1,2.5,null,"\\u00e9"]}':
+            return None
+    except Exception:
+        return None
+    return lambda v: "".join(enc(v, 0))
+
+
+_encode_fast = _c_encoder() or _encode_params
+# the start of a request line for each command name
+_cmd_heads = {}
+# the C scanner of the json module: one JSON value from an index of a str
+_scan = json.JSONDecoder().scan_once
+# bytes asked of recv at a time
+RECV_SIZE = 65536
+
+
 class Connection:
     """One socket to mpsupd; not thread-safe (the Client lends it to one
-    thread at a time)."""
+    thread at a time). Answers are read with recv into a buffer of our own
+    (no file object in between)."""
 
     def __init__(self, path, timeout=None):
-        self.pid = os.getpid()
+        self.pid = _forks.pid
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self.sock.settimeout(timeout)
         try:
@@ -50,23 +81,25 @@ class Connection:
             raise
         self.sock.settimeout(None)
         self._timeout = None
-        self.rfile = self.sock.makefile("rb")
+        self._buf = b""
         self.next_id = 1
 
     def close(self):
-        try:
-            self.rfile.close()
-        finally:
-            self.sock.close()
+        self.sock.close()
 
     def fileno(self):
         return self.sock.fileno()
 
     def _encode(self, cmd, params):
-        msg = {"id": self.next_id, "cmd": cmd}
+        head = _cmd_heads.get(cmd)
+        if head is None:
+            head = ',"cmd":%s' % _encode_params(cmd)
+            if len(_cmd_heads) < 1024:
+                _cmd_heads[cmd] = head
+        body = _encode_fast(params)
+        line = '{"id":%d%s%s\n' % (self.next_id, head, "," + body[1:] if len(body) > 2 else "}")
         self.next_id += 1
-        msg.update(params)
-        return json.dumps(msg, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        return line.encode()
 
     def send(self, cmd, params, fds=None):
         """Write one request; fds ride on the same sendmsg as SCM_RIGHTS."""
@@ -78,12 +111,30 @@ class Connection:
         else:
             self.sock.sendall(data)
 
+    def readline(self):
+        """One line from the daemon without its newline; b"" at the end."""
+        buf = self._buf
+        i = buf.find(b"\n")
+        while i < 0:
+            data = self.sock.recv(RECV_SIZE)
+            if not data:
+                self._buf = b""
+                return buf
+            start = len(buf)
+            buf = buf + data if buf else data
+            i = buf.find(b"\n", start)
+        self._buf = buf[i + 1:]
+        return buf[:i] if i else b" "
+
     def recv(self):
         """Read one response object (with the timeout of the last request)."""
-        line = self.rfile.readline()
+        line = self.readline()
         if not line:
             raise ConnectionError("mpsupd closed the connection")
-        return json.loads(line)
+        try:
+            return _scan(line.decode(), 0)[0]
+        except StopIteration:
+            return json.loads(line)     # not a JSON value: json's own error
 
     def request(self, cmd, params, fds=None, timeout=None):
         """One round trip; returns the response object."""
@@ -110,9 +161,8 @@ class Client:
     def __init__(self, socket=None, timeout=None):
         self.socket_path = default_socket(socket)
         self.timeout = timeout
-        self._lock = threading.Lock()
         self._idle = []
-        self._pid = os.getpid()
+        self._pid = _forks.pid
         self._closed = False
         _clients.add(self)
         # fail early when the daemon is not there
@@ -135,35 +185,40 @@ class Client:
         # parent's stay open): a reply meant for the parent must never be
         # read by the child.
         idle, self._idle = self._idle, []
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = _forks.pid
         for c in idle:
             c.close()
 
     def _get(self):
-        if self._pid != os.getpid():
+        # list.pop and list.append are atomic: no lock on this path
+        if self._pid != _forks.pid:
             self._after_fork()
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
         if self._closed:
             raise ValueError("mpsup.Client is closed")
         return self.connect()
 
     def _put(self, conn):
-        if conn.pid != os.getpid():
+        if conn.pid != _forks.pid:
             return
-        with self._lock:
-            if not self._closed and len(self._idle) < MAX_IDLE:
-                self._idle.append(conn)
+        if not self._closed and len(self._idle) < MAX_IDLE:
+            self._idle.append(conn)
+            if not self._closed:
+                return
+            # close() ran meanwhile: it may not have seen conn
+            try:
+                self._idle.remove(conn)
+            except ValueError:
                 return
         conn.close()
 
     def close(self):
         """Close the idle connections; calls in flight finish on theirs."""
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
+        self._closed = True
+        idle, self._idle = self._idle, []
         for c in idle:
             c.close()
 
@@ -185,7 +240,9 @@ class Client:
             conn.close()
             raise
         self._put(conn)
-        return result_of(resp, cmd)
+        if resp.get("ok"):
+            return resp.get("result")
+        raise errors.from_response(resp.get("error"), cmd)
 
     def call_many(self, requests):
         """Pipeline [(cmd, params), ...] on one connection; returns the
@@ -323,7 +380,7 @@ class Client:
 def shared_client(socket=None, timeout=None):
     """The client of this process for a socket (one per process, made on
     first use): what unpickled proxies use."""
-    key = (default_socket(socket), timeout, os.getpid())
+    key = (default_socket(socket), timeout, _forks.pid)
     with _shared_lock:
         c = _shared.get(key)
         if c is None:

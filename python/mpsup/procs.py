@@ -160,7 +160,10 @@ class TaskPool:
             first = conn.recv()
             if not first.get("ok"):
                 raise errors.from_response(first.get("error"), "pool.imap")
-            for line in conn.rfile:
+            while True:
+                line = conn.readline()
+                if not line:
+                    break
                 msg = json.loads(line)
                 if msg.get("done"):
                     return
@@ -201,7 +204,7 @@ class EventStream:
     def __next__(self):
         if self._pending:
             return self._pending.pop(0)
-        line = self._conn.rfile.readline()
+        line = self._conn.readline()
         if not line:
             raise StopIteration
         return json.loads(line)

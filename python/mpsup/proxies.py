@@ -5,11 +5,10 @@ operation is one request. codec (optional) turns Python values into JSON
 values and back (mpsup.multiprocessing pickles what JSON cannot carry).
 """
 import collections.abc
-import os
 import threading
 import time
 
-from . import errors
+from . import _forks, errors
 
 
 class _Identity:
@@ -403,12 +402,11 @@ class _Owned(ObjectProxy):
 
     def _conn(self):
         conn = getattr(self._local, "conn", None)
-        if conn is None or conn.pid != os.getpid():
+        if conn is None or conn.pid != _forks.pid:
             conn = self._local.conn = self._client.connect()
         return conn
 
     def _call(self, op, _blocking=False, **params):
-        from .client import result_of
         cmd = "%s.%s" % (self.type, op)
         params["name"] = self.name
         conn = self._conn()
@@ -418,7 +416,9 @@ class _Owned(ObjectProxy):
             self._local.conn = None
             conn.close()
             raise
-        return result_of(resp, cmd)
+        if resp.get("ok"):
+            return resp.get("result")
+        raise errors.from_response(resp.get("error"), cmd)
 
     def acquire(self, block=True, timeout=None):
         p = {}
@@ -442,7 +442,7 @@ class _Owned(ObjectProxy):
         """Drop this thread's connection (what it holds is released)."""
         conn = getattr(self._local, "conn", None)
         self._local.conn = None
-        if conn is not None and conn.pid == os.getpid():
+        if conn is not None and conn.pid == _forks.pid:
             conn.close()
 
     def __getstate__(self):

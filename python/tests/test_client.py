@@ -343,6 +343,33 @@ processes = 2
         os.waitpid(pid, 0)
         self.assertEqual(d["child"], 299)
 
+    def test_replies_read_from_one_buffer(self):
+        # replies that arrive together (pipelined), one larger than a recv,
+        # an empty params object, and no getpid system call per request
+        d = self.c.dict(self.name("d"))
+        resps = self.c.call_many([("dict.set", {"name": d.name, "key": "k%d" % i, "value": i})
+                                  for i in range(600)] +
+                                 [("dict.get", {"name": d.name, "key": "k%d" % i})
+                                  for i in range(600)])
+        self.assertEqual([r["result"] for r in resps[600:]], list(range(600)))
+        big = "\u00e9x" * 60000
+        d["big"] = big
+        self.assertEqual(d["big"], big)
+        self.assertEqual(self.c.call("ping"), self.c.ping())
+        calls = []
+        real = os.getpid
+        os.getpid = lambda: calls.append(1) or real()
+        try:
+            for i in range(50):
+                d["n"] = i
+                self.assertEqual(d["n"], i)
+        finally:
+            os.getpid = real
+        self.assertEqual(calls, [])
+        with self.assertRaises(ValueError):
+            d["nan"] = float("nan")
+        self.assertEqual(d["n"], 49)
+
     def test_error_mapping(self):
         cases = [("not_found", KeyError), ("empty", queue.Empty), ("full", queue.Full),
                  ("timeout", TimeoutError), ("permission_denied", PermissionError),

@@ -241,6 +241,56 @@ if __name__ == "__main__":
         out = pool.map(task, range(6), chunksize=1)
     print(sorted(set(t for t, _ in out)), len(set(p for _, p in out)))
 """, "['ready'] 3\n"),
+    ("Pool.map, imap and imap_unordered keep every item of a large map", """
+{IMPORT}
+def tag(x):
+    return x, "v" * 20
+def add(a, b):
+    return a + b
+if __name__ == "__main__":
+    n = 60000
+    want = [tag(i) for i in range(n)]
+    with multiprocessing.Pool(3) as pool:
+        print(pool.map(tag, range(n), chunksize=1) == want,
+              pool.map(tag, range(n), chunksize=7) == want,
+              list(pool.imap(tag, range(n), chunksize=5)) == want,
+              sorted(pool.imap_unordered(tag, range(n))) == want,
+              pool.starmap(add, [(i, i) for i in range(n)]) == [2 * i for i in range(n)])
+""", "True True True True True\n"),
+    ("Pool.imap raises a failed item at its turn and goes on", """
+{IMPORT}
+def boom2(x):
+    if x == 2:
+        raise KeyError("bad %s" % x)
+    return x
+if __name__ == "__main__":
+    with multiprocessing.Pool(2) as pool:
+        it, out = pool.imap(boom2, range(5)), []
+        for _ in range(5):
+            try:
+                out.append(next(it))
+            except KeyError as e:
+                out.append(repr(e))
+        print(out)
+""", "[0, 1, \"KeyError('bad 2')\", 3, 4]\n"),
+    ("apply_async and map_async run callback and error_callback before ready", """
+{IMPORT}
+def square(x):
+    return x * x
+def boom(x):
+    raise ValueError("no %s" % x)
+if __name__ == "__main__":
+    seen = []
+    with multiprocessing.Pool(2) as pool:
+        r1 = pool.apply_async(square, (3,), callback=seen.append)
+        r2 = pool.apply_async(boom, (1,), error_callback=lambda e: seen.append(repr(e)))
+        r3 = pool.map_async(square, range(4), callback=seen.append)
+        r4 = pool.map_async(boom, range(4), error_callback=lambda e: seen.append(type(e)))
+        for r in (r1, r2, r3, r4):
+            r.wait(60)
+        print(sorted(map(str, seen)), r1.successful(), r2.successful(), r3.get())
+""", "['9', \"<class 'ValueError'>\", \"ValueError('no 1')\", '[0, 1, 4, 9]'] True False "
+        "[0, 1, 4, 9]\n"),
     ("AsyncResult.get(timeout) raises multiprocessing.TimeoutError", """
 {IMPORT}
 import time
@@ -368,6 +418,88 @@ if __name__ == "__main__":
 """
         p = self.run_src(src, "mpsup", "counter.py", timeout=300)
         self.assertEqual(p.stdout, "8000 [0, 0, 0, 0, 0, 0, 0, 0]\n", p.stderr)
+
+    def test_pool_unpickles_a_maps_function_once(self):
+        # each worker unpickles a map's function once, however many tasks
+        # it runs, and the function's exceptions still come back
+        src = """
+import multiprocessing
+def make():
+    Counted.unpickled += 1
+    return Counted()
+class Counted:
+    unpickled = 0
+    def __reduce__(self):
+        return (make, ())
+    def __call__(self, x):
+        if x == -1:
+            raise KeyError("bad %s" % x)
+        return Counted.unpickled
+if __name__ == "__main__":
+    f = Counted()
+    with multiprocessing.Pool(2) as pool:
+        a = pool.map(f, range(300), chunksize=1)
+        b = list(pool.imap_unordered(f, range(300)))
+        try:
+            pool.map(f, [1, -1, 2])
+        except KeyError as e:
+            print("raised", e)
+    print(max(a), max(b))
+"""
+        p = self.run_src(src, "mpsup", "once.py")
+        self.assertEqual(p.stdout, "raised 'bad -1'\n1 1\n", p.stderr)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_child_imports_only_what_it_uses(self):
+        # a child whose target needs no object neither imports the client
+        # nor connects; the lazily loaded names are all there
+        src = """
+import sys
+import multiprocessing
+def show():
+    print(sorted(m for m in ("mpsup.client", "mpsup.multiprocessing.pool", "json", "logging",
+                             "mpsup.multiprocessing.objects") if m in sys.modules))
+if __name__ == "__main__":
+    from multiprocessing import Queue
+    p = multiprocessing.Process(target=show)
+    p.start()
+    p.join()
+    print(p.exitcode, issubclass(multiprocessing.TimeoutError, multiprocessing.ProcessError),
+          issubclass(multiprocessing.TimeoutError, TimeoutError), callable(Queue),
+          "Pool" in dir(multiprocessing))
+"""
+        p = self.run_src(src, "mpsup", "lazy.py")
+        self.assertEqual(p.stdout, "[]\n0 True True True True\n", p.stderr)
+
+    def test_pool_without_pool_imap(self):
+        # a daemon that answers pool.imap with unknown_command: the maps go
+        # through pool.submit and task.wait instead, with the same results
+        src = """
+import multiprocessing
+from mpsup import errors
+from mpsup.multiprocessing import pool as pool_mod
+def older_daemon(*a, **kw):
+    raise errors.UnknownCommand("unknown command 'pool.imap'", "unknown_command")
+def tag(x):
+    if x == -1:
+        raise KeyError("bad %s" % x)
+    return x * 2
+if __name__ == "__main__":
+    pool_mod._Stream = older_daemon
+    n, want = 3000, [2 * i for i in range(3000)]
+    with multiprocessing.Pool(2) as pool:
+        print(pool.map(tag, range(n)) == want, pool.map(tag, range(n), chunksize=1) == want,
+              sorted(pool.imap_unordered(tag, range(n))) == want,
+              pool.map_async(tag, range(5)).get(60))
+        try:
+            pool.map(tag, [1, -1, 2])
+        except KeyError as e:
+            print("raised", e)
+    print(pool_mod._have_imap)
+"""
+        p = self.run_src(src, "mpsup", "noimap.py")
+        self.assertEqual(p.stdout, "True True True [0, 2, 4, 6, 8]\nraised 'bad -1'\nFalse\n",
+                         p.stderr)
 
     def test_pool_terminate_kills_workers_mid_task(self):
         src = """

@@ -12,25 +12,32 @@ import multiprocessing as _std
 
 from .process import (BaseProcess, Process, current_process, parent_process,
                       active_children)
-from .objects import (Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier,
-                      Queue, JoinableQueue, SimpleQueue, Pipe, Value, RawValue, Array,
-                      RawArray)
-from .managers import Manager, SyncManager
-from .pool import Pool, TimeoutError as _PoolTimeout
 from .util import get_logger, log_to_stderr
 
 ProcessError = _std.ProcessError
 BufferTooShort = _std.BufferTooShort
 AuthenticationError = _std.AuthenticationError
 
+# loaded on first use, so that a child imports no more than it needs
+_LAZY = {"Manager": "managers", "SyncManager": "managers", "Pool": "pool",
+         "TimeoutError": "pool"}
+_LAZY.update(dict.fromkeys(("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event",
+                            "Condition", "Barrier", "Queue", "JoinableQueue", "SimpleQueue",
+                            "Pipe", "Value", "RawValue", "Array", "RawArray"), "objects"))
 
-class TimeoutError(_PoolTimeout, ProcessError):
-    """multiprocessing.TimeoutError: a ProcessError and the built-in
-    TimeoutError."""
+
+def __getattr__(name):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    import importlib
+    value = getattr(importlib.import_module("." + mod, __name__), name)
+    globals()[name] = value
+    return value
 
 
-from . import pool as _pool  # noqa: E402
-_pool.TimeoutError = TimeoutError
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def cpu_count():

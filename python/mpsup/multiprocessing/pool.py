@@ -2,161 +2,268 @@
 `python3 -m mpsup.worker`. A chunk of items travels as one task; results
 come back pickled, exceptions with their type and message."""
 import base64
-import itertools
+import binascii
+import collections
+import json
+import multiprocessing as _std
 import os
 import pickle
 import queue
+import re
 import sys
 import threading
+import time
 
 from .. import _fdpass, errors
 from . import _runtime
 from .process import current_process
 
-# waits written ahead of their answers by a result reader
-WAIT_WINDOW = 128
-# submits per pipelined batch
-SUBMIT_BATCH = 512
-# tasks submitted ahead of the results read (task_results_max is 10000 by default)
-MAX_OUTSTANDING = 2048
+# item text sent per pool.imap request (max_request_bytes is 1 MiB by default)
+SEGMENT_BYTES = 512 * 1024
+# pool.imap streams one map keeps open: the one read and the next, queued
+STREAMS_AHEAD = 2
+# bytes read from a stream at a time
+READ_SIZE = 256 * 1024
+# tasks submitted at a time without pool.imap
+SUBMIT_WINDOW = 1024
 
 
-class TimeoutError(errors.Timeout):
-    """multiprocessing.TimeoutError (also the built-in TimeoutError)."""
+class TimeoutError(errors.Timeout, _std.ProcessError):
+    """multiprocessing.TimeoutError: a ProcessError and the built-in
+    TimeoutError."""
 
 
-def _item(mode, func, chunk):
-    return {_runtime.TAG: base64.b64encode(
-        pickle.dumps((mode, func, chunk), pickle.HIGHEST_PROTOCOL)).decode()}
+def _b64pickle(v):
+    return base64.b64encode(pickle.dumps(v, pickle.HIGHEST_PROTOCOL)).decode()
 
 
-def _outcome(resp):
-    """(ok, values or exception) of a task.wait response."""
-    if not resp.get("ok"):
-        return False, errors.from_response(resp.get("error"), "task.wait")
-    return pickle.loads(base64.b64decode(resp["result"]["result"][_runtime.TAG]))
+def _task_texts(mode, func, items, chunksize):
+    """The JSON texts of a map's task items, one per chunk of chunksize
+    items: the function is pickled once per map and each worker unpickles
+    it once (it caches it by its pickled text); the chunk is pickled per
+    task. (Base64 text needs no JSON escaping.)"""
+    head = '{"m":"%s","f":"%s","a":"' % (mode, _b64pickle(func))
+    dumps, b64, proto = pickle.dumps, base64.b64encode, pickle.HIGHEST_PROTOCOL
+    if chunksize == 1:
+        return [head + b64(dumps([x], proto)).decode() + '"}' for x in items]
+    return [head + b64(dumps(items[i:i + chunksize], proto)).decode() + '"}'
+            for i in range(0, len(items), chunksize)]
 
 
-def _chunks(mode, func, items, chunksize):
-    it = iter(items)
-    while True:
-        chunk = list(itertools.islice(it, chunksize))
-        if not chunk:
-            return
-        yield _item(mode, func, chunk), len(chunk)
+def _segments(texts):
+    """The texts in runs of about SEGMENT_BYTES: one pool.imap each."""
+    seg, size = [], 0
+    for t in texts:
+        if seg and size + len(t) > SEGMENT_BYTES:
+            yield seg
+            seg, size = [], 0
+        seg.append(t)
+        size += len(t) + 1
+    if seg:
+        yield seg
 
 
-class _Results:
-    """Outcomes of tasks: a submitter thread submits the items in pipelined
-    batches, never more than MAX_OUTSTANDING ahead of the readers (mpsupd
-    keeps a bounded number of finished tasks); `readers` threads, each with
-    a connection of its own and its waits pipelined, collect them. One
-    reader gives results in task order, several as they come."""
+# a stream line of a task's result as mpsupd writes it (others: json.loads)
+_RESULT_LINE = re.compile(rb'\{"index":\d+,"result":"([A-Za-z0-9+/=]*)"\}')
 
-    def __init__(self, pool, items, readers):
-        self._q = queue.Queue()
-        self._pool = pool
-        self._ids = queue.Queue()
-        self._room = threading.Semaphore(MAX_OUTSTANDING)
-        self.count = len(items)
-        readers = max(1, min(readers, len(items)))
-        threading.Thread(target=self._submit, args=(items,), daemon=True).start()
-        for _ in range(readers):
-            threading.Thread(target=self._read, daemon=True).start()
 
-    def _submit(self, items):
-        c = _runtime.client()
-        done = 0
+def _line_outcome(line):
+    """(ok, values or exception) of a stream line; None for the summary."""
+    m = _RESULT_LINE.fullmatch(line)
+    if m is not None:
+        return pickle.loads(binascii.a2b_base64(m.group(1)))
+    msg = json.loads(line)
+    res = msg.get("result")
+    if res is not None:
+        return pickle.loads(base64.b64decode(res))
+    if msg.get("done"):
+        return None
+    return False, errors.from_response(msg.get("error"), "pool.imap")
+
+
+class _Stream:
+    """One pool.imap request on a connection of its own; lines are read
+    with recv into a buffer (many per wake-up)."""
+
+    def __init__(self, pool_name, texts, ordered):
+        self._conn = _runtime.client().connect()
+        self._lines = collections.deque()
+        self._rest = b""
+        self._done = False
+        req = '{"id":1,"cmd":"pool.imap","pool":%s,"ordered":%s,"items":[%s]}\n' % (
+            json.dumps(pool_name), "true" if ordered else "false", ",".join(texts))
         try:
-            for start in range(0, len(items), SUBMIT_BATCH):
-                batch = items[start:start + SUBMIT_BATCH]
-                for _ in batch:
-                    self._room.acquire()
-                ids = Pool._submitted(c.call_many([
-                    ("pool.submit", {"pool": self._pool.name, "item": it}) for it in batch]))
-                for t in ids:
-                    self._ids.put(t)
-                done += len(batch)
-        except (errors.Error, OSError, ValueError) as e:
-            for _ in range(len(items) - done):
-                self._q.put((False, e))
-        self._ids.put(None)
+            self._conn.sock.sendall(req.encode())
+            first = json.loads(self._line())
+            if not first.get("ok"):
+                raise errors.from_response(first.get("error"), "pool.imap")
+        except BaseException:
+            self.close()
+            raise
 
-    def _read(self):
+    def _fill(self):
+        data = self._conn.sock.recv(READ_SIZE)
+        if not data:
+            raise errors.ShuttingDown("pool.imap: the stream ended early", "shutting_down")
+        parts = (self._rest + data).split(b"\n")
+        self._rest = parts.pop()
+        self._lines.extend(parts)
+
+    def _line(self):
+        while not self._lines:
+            self._fill()
+        return self._lines.popleft()
+
+    def batch(self):
+        """The outcomes of the lines at hand (reading if none is); None
+        once the stream is done."""
+        if self._done:
+            return None
+        out = []
+        if not self._lines:
+            self._fill()
+        while self._lines:
+            line = self._lines.popleft()
+            if not line:
+                continue
+            o = _line_outcome(line)
+            if o is None:
+                self._done = True
+                return out or None
+            out.append(o)
+        return out
+
+    def close(self):
+        self._conn.close()
+
+
+class _SubmitStream:
+    """_Stream's work on a daemon without pool.imap: pool.submit and
+    task.wait on a connection of its own, each pipelined a window of tasks
+    at a time (finished tasks are kept up to task_results_max); results in
+    task order."""
+
+    def __init__(self, pool_name, texts, ordered):
+        self._conn = _runtime.client().connect()
+        self._pool = json.dumps(pool_name)
+        self._texts = texts
+        self._pos = 0
+
+    def _answers(self, lines, cmd):
+        self._conn.sock.sendall("".join(lines).encode())
+        out = []
+        for _ in lines:
+            r = self._conn.recv()
+            out.append(r.get("result") if r.get("ok")
+                       else errors.from_response(r.get("error"), cmd))
+        return out
+
+    def batch(self):
+        if self._pos >= len(self._texts):
+            return None
+        window = self._texts[self._pos:self._pos + SUBMIT_WINDOW]
+        self._pos += len(window)
+        ids = []
+        for r in self._answers(['{"id":0,"cmd":"pool.submit","pool":%s,"item":%s}\n'
+                                % (self._pool, t) for t in window], "pool.submit"):
+            if isinstance(r, errors.Error):
+                raise r
+            ids.append(r["task"])
+        return [(False, r) if isinstance(r, errors.Error)
+                else pickle.loads(base64.b64decode(r["result"]))
+                for r in self._answers(['{"id":0,"cmd":"task.wait","task":%d}\n' % t
+                                        for t in ids], "task.wait")]
+
+    def close(self):
+        self._conn.close()
+
+
+# whether the daemon knows pool.imap (an older one answers unknown_command)
+_have_imap = True
+
+
+def _open_stream(pool_name, texts, ordered):
+    """A _Stream (a _SubmitStream on a daemon without pool.imap); while the
+    daemon has no stream slot left (max_subscribers), wait for one."""
+    global _have_imap
+    delay = 0.01
+    while _have_imap:
         try:
-            conn = _runtime.client().connect()
-        except OSError as e:
-            self._fail_rest(e)
-            return
-        pending, end = 0, False
-        try:
+            return _Stream(pool_name, texts, ordered)
+        except errors.Limit:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        except errors.UnknownCommand:
+            _have_imap = False
+    return _SubmitStream(pool_name, texts, ordered)
+
+
+def _outcome_batches(pool_name, texts, ordered):
+    """Lists of task outcomes, in task order if ordered: the tasks go in
+    pool.imap requests of SEGMENT_BYTES, one streamed while the next waits
+    queued in the daemon (its workers never wait for us between two)."""
+    segs = _segments(texts)
+    streams = collections.deque()
+    try:
+        for seg in segs:
+            streams.append(_open_stream(pool_name, seg, ordered))
+            if len(streams) >= STREAMS_AHEAD:
+                break
+        while streams:
+            s = streams[0]
             while True:
-                while not end and pending < WAIT_WINDOW:
-                    try:
-                        t = self._ids.get(block=pending == 0)
-                    except queue.Empty:
-                        break
-                    if t is None:
-                        self._ids.put(None)     # the other readers end too
-                        end = True
-                        break
-                    conn.send("task.wait", {"task": t})
-                    pending += 1
-                if pending == 0:
-                    return
-                out = _outcome(conn.recv())
-                pending -= 1
-                self._room.release()
-                self._q.put(out)
-        except (OSError, ValueError) as e:
-            for _ in range(pending):
-                self._q.put((False, e))
-            self._fail_rest(e)
-        finally:
-            conn.close()
+                b = s.batch()
+                if b is None:
+                    break
+                if b:
+                    yield b
+            streams.popleft().close()
+            seg = next(segs, None)
+            if seg is not None:
+                streams.append(_open_stream(pool_name, seg, ordered))
+    finally:
+        for s in streams:
+            s.close()
 
-    def _fail_rest(self, e):
-        while True:
-            t = self._ids.get()
-            if t is None:
-                self._ids.put(None)
-                return
-            self._q.put((False, e))
 
-    def next(self, timeout=None):
-        """(ok, values) of the next finished task."""
-        try:
-            return self._q.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError("no result within %s seconds" % timeout, "timeout") from None
+def _collect(pool_name, texts):
+    """All values of a map in order (ok, values) or its first failure
+    (False, exception); a failure closes the streams (the rest is
+    cancelled) as the standard map reports the first failure at once."""
+    values = []
+    gen = _outcome_batches(pool_name, texts, True)
+    try:
+        for b in gen:
+            for ok, v in b:
+                if not ok:
+                    return False, v
+                values.extend(v)
+    except (errors.Error, OSError, ValueError) as e:
+        return False, e
+    finally:
+        gen.close()
+    return True, values
 
 
 class AsyncResult:
-    """apply_async/map_async's result: get(timeout), wait, ready, successful."""
+    """apply_async/map_async's result: get(timeout), wait, ready, successful.
+    run() -> (ok, value) runs in a thread of its own."""
 
-    def __init__(self, pool, items, single, callback, error_callback):
+    def __init__(self, pool, run, callback, error_callback):
         self._event = threading.Event()
         self._value = None
         self._ok = None
-        self._single = single
         self._callback = callback
         self._error_callback = error_callback
         self._pool = pool
         pool._pending.add(self)
-        t = threading.Thread(target=self._collect, args=(items,), daemon=True)
-        t.start()
+        threading.Thread(target=self._collect, args=(run,), daemon=True).start()
 
-    def _collect(self, items):
-        res = _Results(self._pool, items, 1)
-        values, err = [], None
-        for _ in items:
-            ok, v = res.next()
-            if ok:
-                values.extend(v)
-            elif err is None:
-                err = v
-        self._ok = err is None
-        self._value = (values[0] if self._single else values) if self._ok else err
+    def _collect(self, run):
+        try:
+            self._ok, self._value = run()
+        except BaseException as e:
+            self._ok, self._value = False, e
         try:
             if self._ok and self._callback is not None:
                 self._callback(self._value)
@@ -189,27 +296,59 @@ ApplyResult = AsyncResult
 MapResult = AsyncResult
 
 
-class IMapIterator:
-    """imap/imap_unordered's iterator; next(timeout) as the standard one."""
+class _Failed:
+    """A failed task among the values of an IMapIterator."""
+    __slots__ = ("exc",)
 
-    def __init__(self, pool, items, readers):
-        self._res = _Results(pool, items, readers)
-        self._buf = []
-        self._left = len(items)
+    def __init__(self, exc):
+        self.exc = exc
+
+
+class IMapIterator:
+    """imap/imap_unordered's iterator; next(timeout) as the standard one. A
+    thread reads the streams to the end (the standard pool too runs every
+    task whether or not the results are read) and hands their outcomes
+    over in batches."""
+
+    def __init__(self, pool_name, texts, ordered):
+        self._q = queue.Queue()
+        self._buf = collections.deque()
+        self._end = False
+        threading.Thread(target=self._read, args=(pool_name, texts, ordered),
+                         daemon=True).start()
+
+    def _read(self, pool_name, texts, ordered):
+        try:
+            for b in _outcome_batches(pool_name, texts, ordered):
+                self._q.put(b)
+        except (errors.Error, OSError, ValueError) as e:
+            self._q.put([(False, e)])
+        self._q.put(None)
 
     def __iter__(self):
         return self
 
     def next(self, timeout=None):
         while not self._buf:
-            if self._left == 0:
+            if self._end:
                 raise StopIteration
-            ok, v = self._res.next(timeout)
-            self._left -= 1
-            if not ok:
-                raise v
-            self._buf.extend(reversed(v))
-        return self._buf.pop()
+            try:
+                b = self._q.get(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError("no result within %s seconds" % timeout,
+                                   "timeout") from None
+            if b is None:
+                self._end = True
+                continue
+            for ok, v in b:
+                if ok:
+                    self._buf.extend(v)
+                else:
+                    self._buf.append(_Failed(v))
+        x = self._buf.popleft()
+        if type(x) is _Failed:
+            raise x.exc
+        return x
 
     __next__ = next
 
@@ -276,62 +415,76 @@ class Pool:
         if self._state != "RUN":
             raise ValueError("Pool not running")
 
-    @staticmethod
-    def _submitted(resps):
-        out = []
-        for r in resps:
-            if not r.get("ok"):
-                raise errors.from_response(r.get("error"), "pool.submit")
-            out.append(r["result"]["task"])
-        return out
-
     def _default_chunksize(self, n):
         chunksize, extra = divmod(n, self._processes * 4)
         return chunksize + 1 if extra else max(chunksize, 1)
 
-    def _map_items(self, mode, func, iterable, chunksize):
-        """The task items of a map: chunks of chunksize items, pickled."""
+    def _texts(self, mode, func, iterable, chunksize):
+        """The task items of a map: chunks of chunksize items."""
         items = list(iterable)
         if chunksize is None:
             chunksize = self._default_chunksize(len(items))
         if chunksize < 1:
             raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
-        return [it for it, _ in _chunks(mode, func, items, chunksize)]
+        return _task_texts(mode, func, items, chunksize)
+
+    def _apply(self, task):
+        """(ok, value) of a submitted apply task."""
+        try:
+            res = _runtime.client().call("task.wait", _blocking=True, task=task)
+        except errors.Error as e:
+            return False, e
+        ok, v = pickle.loads(base64.b64decode(res["result"]))
+        return ok, v[0] if ok else v
 
     # --- the standard API --------------------------------------------------------
     def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
         self._check_running()
-        items = [_item("apply", func, [(tuple(args), dict(kwds))])]
-        return AsyncResult(self, items, True, callback, error_callback)
+        item = {"m": "apply", "f": _b64pickle(func),
+                "a": _b64pickle([(tuple(args), dict(kwds))])}
+        try:
+            task = _runtime.client().call("pool.submit", pool=self.name, item=item)["task"]
+        except errors.Error as e:
+            # a full backlog (limit) fails the result, as a failed task does
+            failure = (False, e)
+            return AsyncResult(self, lambda: failure, callback, error_callback)
+        return AsyncResult(self, lambda: self._apply(task), callback, error_callback)
 
     def apply(self, func, args=(), kwds={}):
         return self.apply_async(func, args, kwds).get()
 
     def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
         self._check_running()
-        items = self._map_items("map", func, iterable, chunksize)
-        return AsyncResult(self, items, False, callback, error_callback)
+        texts = self._texts("map", func, iterable, chunksize)
+        return AsyncResult(self, lambda: _collect(self.name, texts), callback, error_callback)
 
     def starmap_async(self, func, iterable, chunksize=None, callback=None,
                       error_callback=None):
         self._check_running()
-        items = self._map_items("star", func, iterable, chunksize)
-        return AsyncResult(self, items, False, callback, error_callback)
+        texts = self._texts("star", func, iterable, chunksize)
+        return AsyncResult(self, lambda: _collect(self.name, texts), callback, error_callback)
+
+    def _map_now(self, mode, func, iterable, chunksize):
+        # in the caller's thread: no hand-over between threads per result
+        self._check_running()
+        ok, v = _collect(self.name, self._texts(mode, func, iterable, chunksize))
+        if ok:
+            return v
+        raise v
 
     def map(self, func, iterable, chunksize=None):
-        return self.map_async(func, iterable, chunksize).get()
+        return self._map_now("map", func, iterable, chunksize)
 
     def starmap(self, func, iterable, chunksize=None):
-        return self.starmap_async(func, iterable, chunksize).get()
+        return self._map_now("star", func, iterable, chunksize)
 
     def imap(self, func, iterable, chunksize=1):
         self._check_running()
-        return IMapIterator(self, self._map_items("map", func, iterable, chunksize), 1)
+        return IMapIterator(self.name, self._texts("map", func, iterable, chunksize), True)
 
     def imap_unordered(self, func, iterable, chunksize=1):
         self._check_running()
-        return IMapIterator(self, self._map_items("map", func, iterable, chunksize),
-                            self._processes)
+        return IMapIterator(self.name, self._texts("map", func, iterable, chunksize), False)
 
     def close(self):
         """No more tasks; join() then waits for the submitted ones."""

@@ -10,8 +10,7 @@ import signal
 import sys
 import threading
 
-from .. import _fdpass, errors
-from . import _runtime
+from .. import errors
 
 # the largest pickled process passed in the child's environment
 SPAWN_ENV_MAX = 96 * 1024
@@ -293,6 +292,7 @@ def active_children():
 
 def _spawn_env(proc):
     """The child's environment: ours, plus what _spawn needs."""
+    from . import _runtime
     from multiprocessing import spawn
     prep = spawn.get_preparation_data(proc._name)
     prep.pop("authkey", None)
@@ -317,8 +317,13 @@ def _spawn_env(proc):
 
 def _launch(proc):
     """proc.run of a fresh interpreter running mpsup._spawn."""
+    from .. import _fdpass
+    from . import _runtime
     env = _spawn_env(proc)
-    params = dict(argv=[sys.executable, "-m", "mpsup._spawn"], name=_runtime.new_name("proc"),
+    # -c rather than -m: runpy's imports cost the child more than the rest
+    # of its start (the standard spawn does the same)
+    params = dict(argv=[sys.executable, "-c", "from mpsup._spawn import main; main()"],
+                  name=_runtime.new_name("proc"),
                   env=env, cwd=os.getcwd(), daemon=bool(proc.daemon), scope="process",
                   stdio="passed")
     for f in (sys.stdout, sys.stderr):
@@ -356,15 +361,20 @@ def _exit_function():
 
 
 def _at_exit():
-    if _runtime._client_pid != os.getpid():
+    # a process that never reached the daemon has nothing to clean up
+    _runtime = sys.modules.get(__package__ + "._runtime")
+    if _runtime is None or _runtime._client_pid != os.getpid():
         return
     from . import util
     util.info("process shutting down")
-    from .pool import _terminate_pools
-    _terminate_pools()
+    pool = sys.modules.get(__package__ + ".pool")
+    if pool is not None:
+        pool._terminate_pools()
     _exit_function()
     _runtime.delete_unscoped()
-    _fdpass.close_server()
+    fdpass = sys.modules.get("mpsup._fdpass")
+    if fdpass is not None:
+        fdpass.close_server()
 
 
 atexit.register(_at_exit)

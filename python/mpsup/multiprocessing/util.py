@@ -1,6 +1,5 @@
 """get_logger() and log_to_stderr(), as the standard module's: the logger
 named 'multiprocessing', and a stderr handler with the same format."""
-import logging
 from multiprocessing import util as _std
 
 LOGGER_NAME = _std.LOGGER_NAME
@@ -20,16 +19,25 @@ def log_to_stderr(level=None):
     return _std.log_to_stderr(level)
 
 
+# as the standard ones: nothing (and no import of logging) until a logger
+# was made
 def debug(msg, *args):
-    get_logger().log(_std.DEBUG, msg, *args)
+    _std.debug(msg, *args)
 
 
 def info(msg, *args):
-    get_logger().log(_std.INFO, msg, *args)
+    _std.info(msg, *args)
 
 
 def sub_debug(msg, *args):
-    get_logger().log(_std.SUBDEBUG, msg, *args)
+    _std.sub_debug(msg, *args)
+
+
+def __getattr__(name):
+    if name == "logging":
+        import logging
+        return logging
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
 __all__ = ["get_logger", "log_to_stderr", "debug", "info", "sub_debug", "logging"]

@@ -8,8 +8,10 @@
  *            sending host's id), i (its task ids there, space-separated) and
  *            x (the items' JSON texts as one list); consumer group g, one
  *            consumer per host;
- *   :r:HOST  the answers for HOST, one per entry: a JSON list of
- *            {"i": id, "r": result} or {"i": id, "c": code, "e": message};
+ *   :r:HOST  the answers for HOST, one per entry: a JSON list of pairs,
+ *            a task id and its result, or minus its id and
+ *            {"c": code, "e": message} (read as text: a map's results stay
+ *            text);
  *   :n       delivery counts of the entries claimed from a lost host.
  *
  * The sending host XADDs the tasks gathered in a turn of the loop, up to
@@ -164,7 +166,7 @@ static const char claim_script[] =
 	"    if n > tonumber(ARGV[4]) then "
 	"      local a = {} "
 	"      for id in string.gmatch(h['i'] or '', '%d+') do "
-	"        table.insert(a, '{\"i\":' .. id .. ',\"c\":\"internal\",\"e\":\"the host "
+	"        table.insert(a, '-' .. id .. ',{\"c\":\"internal\",\"e\":\"the host "
 	"running it was lost (after ' .. n .. ' attempts)\"}') "
 	"      end "
 	"      if #a > 0 then "
@@ -784,34 +786,29 @@ void task_redis_push(struct task_pool *tp, struct task *t)
 	free(text);
 }
 
-/* One answer for this host: end the task it names, once. */
-static void answer_one(const json_t *a)
+/* One answer for this host: end the task it names (id; -id: it failed)
+ * with the text v[0..len) (its result, or {"c": code, "e": message}), once. */
+static void answer_one(json_int_t id, const char *v, size_t len)
 {
-	json_int_t id = json_integer_value(json_object_get(a, "i"));
 	struct task *t;
 	enum mpsup_err code = MPSUP_E_INTERNAL;
-	const json_t *res;
+	json_t *a;
 	const char *cname, *e;
 
-	if (id <= 0) {
-		log_warn("task", "redis task queue: a malformed answer dropped");
-		return;
-	}
-	if (!(t = sent_take((uint64_t)id)) || t->state != TASK_PENDING) {
+	if (!(t = sent_take((uint64_t)(id < 0 ? -id : id))) || t->state != TASK_PENDING) {
 		tq.dropped++;
 		return; /* answered already, or its map was cancelled */
 	}
 	tq.answers++;
-	if ((res = json_object_get(a, "r")) && t->map) {
-		/* a map keeps its results as text */
-		char *text = json_dumps(res, JSON_COMPACT | JSON_ENCODE_ANY);
-		if (text)
-			task_end_text(t, text, strlen(text));
-		else
-			task_end(t, NULL, MPSUP_E_INTERNAL, "out of memory");
-		free(text);
-	} else if (res) {
-		task_end(t, json_incref((json_t *)res), MPSUP_E_INTERNAL, NULL);
+	if (id > 0 && t->map) {
+		task_end_text(t, v, len); /* a map keeps its results as text */
+		return;
+	}
+	if (!(a = json_loadb(v, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL))) {
+		task_end(t, NULL, MPSUP_E_INTERNAL, "a malformed answer from another host");
+	} else if (id > 0) {
+		task_end(t, a, MPSUP_E_INTERNAL, NULL);
+		return;
 	} else {
 		if ((cname = json_string_value(json_object_get(a, "c"))))
 			for (int k = 1; k < MPSUP_E__MAX; k++)
@@ -820,17 +817,45 @@ static void answer_one(const json_t *a)
 		e = json_string_value(json_object_get(a, "e"));
 		task_end(t, NULL, code, e ? e : "failed on another host");
 	}
+	json_decref(a);
 }
 
-/* An entry's answers for this host (a list of them). */
+/* Walks an entry's answers: pairs of a task id and its answer. */
+static int answer_walk(void *arg, const char *value, size_t len)
+{
+	json_int_t *id = arg;
+	char *end;
+
+	if (*id) {
+		answer_one(*id, value, len);
+		*id = 0;
+		return 0;
+	}
+	/* value lies in a NUL-terminated reply: strtoll stops at its end */
+	*id = (json_int_t)strtoll(value, &end, 10);
+	return *id && end == value + len ? 0 : -EINVAL;
+}
+
+/* An entry's answers for this host: a list [id, answer, id, answer...]
+ * (answer_one()), read as text. */
 static void answer_entry(const char *s, size_t len)
 {
-	json_t *l = json_loadb(s, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+	json_int_t id = 0;
+	json_t *l;
 
-	if (!json_is_array(l) || !json_array_size(l))
+	if (mpsup_json_array_each(s, len, 0, answer_walk, &id) >= 0)
+		return;
+	/* unusual text (or malformed): through jansson */
+	l = json_loadb(s, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+	if (!json_is_array(l) || json_array_size(l) % 2)
 		log_warn("task", "redis task queue: a malformed answer dropped");
-	for (size_t k = 0; k < json_array_size(l); k++)
-		answer_one(json_array_get(l, k));
+	for (size_t k = 0; k + 1 < json_array_size(l); k += 2) {
+		char *v = json_dumps(json_array_get(l, k + 1), JSON_COMPACT | JSON_ENCODE_ANY);
+		id = json_integer_value(json_array_get(l, k));
+		if (v && id)
+			answer_one(id, v, strlen(v));
+		free(v);
+	}
 	json_decref(l);
 }
 
@@ -1074,7 +1099,8 @@ static int ack_add(struct task_redis *rq, const char *entry, const char *origin,
 	return 0;
 }
 
-/* The answers of re's items as one JSON list; NULL when out of memory. */
+/* The answers of re's items as one JSON list (answer_entry()); NULL when
+ * out of memory. */
 static char *rentry_answers(const struct rentry *re)
 {
 	struct tbuf b = { 0 };
@@ -1123,6 +1149,7 @@ void task_redis_end(struct task *t, json_t *result, enum mpsup_err code, const c
 {
 	struct rtask *rt = (struct rtask *)t;
 	struct rentry *re = rt->re;
+	char *text;
 	json_t *a;
 
 	/* not run here (no worker left, shutdown): its entry is not
@@ -1130,11 +1157,16 @@ void task_redis_end(struct task *t, json_t *result, enum mpsup_err code, const c
 	if (!result && (code == MPSUP_E_CONFLICT || code == MPSUP_E_SHUTTING_DOWN))
 		re->skip = true;
 	if (re->rq && !re->skip) {
-		a = result ? json_pack("{s:I, s:O}", "i", rt->origin_id, "r", result)
-			   : json_pack("{s:I, s:s, s:s}", "i", rt->origin_id, "c",
-				       mpsup_err_name(code), "e", msg ? msg : "failed");
-		if (!(re->answers[rt->idx] = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY)))
+		a = result ? json_incref(result)
+			   : json_pack("{s:s, s:s}", "c", mpsup_err_name(code), "e",
+				       msg ? msg : "failed");
+		text = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY);
+		if (!text || asprintf(&re->answers[rt->idx], "%" JSON_INTEGER_FORMAT ",%s",
+				      result ? rt->origin_id : -rt->origin_id, text) < 0) {
+			re->answers[rt->idx] = NULL;
 			re->skip = true;
+		}
+		free(text);
 		json_decref(a);
 	}
 	rentry_put(re);

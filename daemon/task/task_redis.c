@@ -80,7 +80,9 @@ struct rentry {
 	TAILQ_ENTRY(rentry) entry; /* rq->held */
 	unsigned n, left;          /* its items; those not ended yet */
 	bool skip;                 /* one was not run here: not acknowledged */
-	char **answers;            /* per item: its answer's JSON text */
+	char **answers;            /* per item: "id,answer" (answer_entry()) */
+	char *items;               /* the items' text (map_items_read()) */
+	struct jspan *at;          /* per item: its text in items */
 	char entry_id[48];
 	char origin[33]; /* the sending host */
 };
@@ -940,8 +942,7 @@ static int entry_ids(const char *s, json_int_t *ids, size_t n)
 
 /* Queue item k of entry re (task id oid on its sender, delivered
  * deliveries times before) here; false when out of memory. */
-static bool rtask_add(struct rentry *re, unsigned k, json_t *item, json_int_t oid,
-		      unsigned deliveries)
+static bool rtask_add(struct rentry *re, unsigned k, json_int_t oid, unsigned deliveries)
 {
 	struct rtask *rt = calloc(1, sizeof(*rt));
 
@@ -952,13 +953,30 @@ static bool rtask_add(struct rentry *re, unsigned k, json_t *item, json_int_t oi
 	rt->origin_id = oid;
 	rt->t.id = ++tq.next_id;
 	rt->t.remote = true;
-	rt->t.item = json_incref(item);
 	rt->t.sub = &rt->sub;
 	rt->t.attempts = deliveries;
 	park_queue_init(&rt->sub.waiters);
 	re->left++;
 	tp_enqueue(re->rq->tp, &rt->t);
 	return true;
+}
+
+/* The items of an entry (a JSON list's text) into re's items and at,
+ * their number in *ret_n (> 0); -EINVAL, -ENOMEM. */
+static int entry_items(struct rentry *re, const char *text, size_t len, size_t *ret_n)
+{
+	int rc = map_items_read(text, len, &re->items, &re->at, ret_n);
+	json_t *v;
+	char *c;
+
+	if (rc == -EINVAL) { /* unusual text: as jansson writes it */
+		v = json_loadb(text, len, JSON_DECODE_ANY, NULL);
+		c = json_is_array(v) ? json_dumps(v, JSON_COMPACT) : NULL;
+		rc = c ? map_items_read(c, strlen(c), &re->items, &re->at, ret_n) : -EINVAL;
+		free(c);
+		json_decref(v);
+	}
+	return rc < 0 ? rc : *ret_n ? 0 : -EINVAL;
 }
 
 /* An entry read from Redis (entry id eid, from host origin, its tasks'
@@ -968,20 +986,22 @@ static void rentry_add(struct task_redis *rq, const redisReply *eid, const char 
 		       const char *ids_text, const redisReply *items, unsigned deliveries)
 {
 	struct rentry *re = calloc(1, sizeof(*re));
-	json_t *v = items ? json_loadb(items->str, items->len, JSON_DECODE_ANY, NULL) : NULL;
-	size_t n = json_array_size(v);
+	size_t n = 0;
+	int rc = re && items ? entry_items(re, items->str, items->len, &n) : -EINVAL;
 	json_int_t *ids = n ? calloc(n, sizeof(*ids)) : NULL;
 
-	if (!re || !v || !ids || !(re->answers = calloc(n, sizeof(*re->answers))) ||
+	if (!re || rc < 0 || !ids || !(re->answers = calloc(n, sizeof(*re->answers))) ||
 	    entry_ids(ids_text, ids, n) < 0 || strlen(origin) >= sizeof(re->origin) ||
 	    eid->len >= sizeof(re->entry_id)) {
 		log_warn("task", "redis task queue %s: entry %s dropped (%s)", rq->stream, eid->str,
-			 re && v ? "malformed" : "out of memory");
-		if (re)
+			 re && rc != -ENOMEM ? "malformed" : "out of memory");
+		if (re) {
 			free(re->answers);
+			free(re->items);
+			free(re->at);
+		}
 		free(re);
 		free(ids);
-		json_decref(v);
 		return;
 	}
 	re->rq = rq;
@@ -992,12 +1012,11 @@ static void rentry_add(struct task_redis *rq, const redisReply *eid, const char 
 	TAILQ_INSERT_TAIL(&rq->held, re, entry);
 	rq->n_held++;
 	for (size_t k = 0; k < n && re->rq; k++)
-		if (!rtask_add(re, (unsigned)k, json_array_get(v, k), ids[k], deliveries)) {
+		if (!rtask_add(re, (unsigned)k, ids[k], deliveries)) {
 			re->skip = true; /* runs again after the lease */
 			break;
 		}
 	free(ids);
-	json_decref(v);
 	rentry_put(re);
 }
 
@@ -1142,7 +1161,37 @@ static void rentry_put(struct rentry *re)
 	for (unsigned k = 0; k < re->n; k++)
 		free(re->answers[k]);
 	free(re->answers);
+	free(re->items);
+	free(re->at);
 	free(re);
+}
+
+const char *task_redis_item(const struct task *t, size_t *ret_len)
+{
+	const struct rtask *rt = (const struct rtask *)t;
+
+	*ret_len = rt->re->at[rt->idx].len;
+	return rt->re->items + rt->re->at[rt->idx].off;
+}
+
+void task_redis_end_text(struct task *t, const char *text, size_t len)
+{
+	struct rtask *rt = (struct rtask *)t;
+	struct rentry *re = rt->re;
+	char id[24];
+	size_t il;
+
+	if (re->rq && !re->skip) {
+		il = (size_t)snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT ",", rt->origin_id);
+		if ((re->answers[rt->idx] = malloc(il + len + 1))) {
+			memcpy(re->answers[rt->idx], id, il);
+			memcpy(re->answers[rt->idx] + il, text, len);
+			re->answers[rt->idx][il + len] = '\0';
+		} else {
+			re->skip = true;
+		}
+	}
+	task_end(t, json_null(), MPSUP_E_INTERNAL, NULL); /* the answer is kept */
 }
 
 void task_redis_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg)
@@ -1156,7 +1205,7 @@ void task_redis_end(struct task *t, json_t *result, enum mpsup_err code, const c
 	 * acknowledged, another host claims it after the lease */
 	if (!result && (code == MPSUP_E_CONFLICT || code == MPSUP_E_SHUTTING_DOWN))
 		re->skip = true;
-	if (re->rq && !re->skip) {
+	if (re->rq && !re->skip && !re->answers[rt->idx]) {
 		a = result ? json_incref(result)
 			   : json_pack("{s:s, s:s}", "c", mpsup_err_name(code), "e",
 				       msg ? msg : "failed");

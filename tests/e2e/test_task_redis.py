@@ -127,6 +127,21 @@ class Spread(RedisTasks):
         self.assertEqual(self.entries_added(), added + 3)
         self.assertEqual(q2["entries"], added + 3)
 
+    def test_items_and_results_keep_their_text(self):
+        """Items and results with escapes, unicode and nesting go through a
+        batch entry and back unchanged, for a map and a submit."""
+        a = self.host("a")
+        items = ["\u00e9\tx\"", [1, {"a": "\"q\\"}], 3.5, {"v": "s", "sleep": 0}, -7]
+        r = self.map(a, items)
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(r["result"]["results"],
+                         [["a", items[0] * 2], ["a", items[1] * 2], ["a", 7.0], ["a", "ss"],
+                          ["a", -14]])
+        with a.client() as c:
+            t = c.ok("pool.submit", pool="w", item=items[1])["task"]
+            got = c.ok("task.wait", task=t, timeout=60 * mpsuptest.SCALE)["result"]
+        self.assertEqual(got, ["a", items[1] * 2])
+
     def test_submit_and_wait_across_hosts(self):
         a, b = self.host("a"), self.host("b")
         with a.client() as c:

@@ -156,7 +156,7 @@ static size_t map_chunksize(struct request *r, const struct task_pool *tp, size_
 
 	if (pc->task_queue == TASK_QUEUE_REDIS) {
 		if (cs <= 1)
-			return 1; /* one item per stream entry (task_redis.c) */
+			return 1; /* task_redis.c batches items per stream entry */
 		request_error(r, MPSUP_E_CONFLICT,
 			      "pool.map: pool %s does not take chunks (task_queue = redis)",
 			      tp->pl->name);

@@ -4,27 +4,33 @@
  * workers on every host consume.
  *
  * Keys, all in the pool's hash slot (PREFIX{task:POOL}):
- *   :s       the stream of tasks, fields o (the sending host's id), i (its
- *            task id there) and x (the item's JSON text); consumer group g,
- *            one consumer per host;
- *   :r:HOST  the answers for HOST, JSON texts {"i": id, "r": result} or
- *            {"i": id, "c": code, "e": message};
+ *   :s       the stream of tasks, an entry a batch of them: fields o (the
+ *            sending host's id), i (its task ids there, space-separated) and
+ *            x (the items' JSON texts as one list); consumer group g, one
+ *            consumer per host;
+ *   :r:HOST  the answers for HOST, one per entry: a JSON list of pairs,
+ *            a task id and its result, or minus its id and
+ *            {"c": code, "e": message} (read as text: a map's results stay
+ *            text);
  *   :n       delivery counts of the entries claimed from a lost host.
  *
- * The sending host XADDs each task and keeps it by id until its answer
- * comes (BLMPOP on a connection of its own per pool: no polling); the
+ * The sending host XADDs the tasks gathered in a turn of the loop, up to
+ * entry_bound() items (ENTRY_BYTES_MAX of text) per entry, so that Redis's
+ * and mpsupd's cost per entry is paid per batch, and keeps each task by id
+ * until its answer comes (BLMPOP on a connection of its own per pool: no polling); the
  * first answer ends the task, a second one (an entry run twice) is
  * dropped. A consuming host reads entries (XREADGROUP, blocking, on a
  * connection of its own per pool) as far as its workers have room
- * (see rq_room()), runs them as local tasks (t->remote) and, once
- * one ends, pushes its answer and acknowledges the entry in one MULTI/EXEC
- * (an entry is acknowledged only once its answer is stored); acknowledged
+ * (see rq_room()), runs each item as a local task (t->remote) and, once
+ * all of an entry's items ended, pushes their answers and acknowledges the
+ * entry in one MULTI/EXEC (an entry is acknowledged only once its answers
+ * are stored; one not run whole here is not acknowledged); acknowledged
  * entries are trimmed away every tick (XTRIM MINID the oldest pending).
  * While it holds entries a host renews them (XCLAIM JUSTID resets their
  * idle time) every tick; an entry idle longer than redis_lease belongs to a
  * host that died or lost Redis and is claimed by a live one (XAUTOCLAIM,
- * every tick), which counts a retry against task_retries (past them the
- * sender gets the failure).
+ * every tick), which counts a retry of each of its items against
+ * task_retries (past them the sender gets the failure of each).
  *
  * While Redis cannot be reached task commands on these pools answer
  * `unavailable`, the tasks this host sent and is waiting for fail with
@@ -57,6 +63,9 @@
  * here, not a round trip away); else only what they can take now, so that
  * a burst is shared among the hosts. */
 #define READ_AHEAD 8
+/* Items per stream entry, at most, and their text's bytes (past one item). */
+#define ENTRY_ITEMS_MAX 64
+#define ENTRY_BYTES_MAX 65536
 /* XADDs sent and not answered yet, at most. */
 #define PUSH_WINDOW 2048
 /* Answers read at once from a result list. */
@@ -64,15 +73,33 @@
 /* How long an answer list of a host that is gone stays in Redis. */
 #define RESULTS_TTL "86400"
 
-/* A task read from Redis, run here as a local task. */
+/* A stream entry read from Redis: a batch of tasks, answered and
+ * acknowledged once all have ended. */
+struct rentry {
+	struct task_redis *rq;     /* NULL once its pool or the module went */
+	TAILQ_ENTRY(rentry) entry; /* rq->held */
+	unsigned n, left;          /* its items; those not ended yet */
+	bool skip;                 /* one was not run here: not acknowledged */
+	char **answers;            /* per item: "id,answer" (answer_entry()) */
+	char *items;               /* the items' text (map_items_read()) */
+	struct jspan *at;          /* per item: its text in items */
+	char entry_id[48];
+	char origin[33]; /* the sending host */
+};
+
+/* An item of an entry, run here as a local task. */
 struct rtask {
 	struct task t;
 	struct subm sub; /* events, ran_on (no id of the submitted tasks' hash) */
-	struct task_redis *rq;
-	TAILQ_ENTRY(rtask) entry; /* rq->held */
-	char entry_id[48];        /* its stream entry */
-	char origin[33];          /* the sending host */
-	char origin_task[24];     /* its id there */
+	struct rentry *re;
+	unsigned idx;         /* in re */
+	json_int_t origin_id; /* its task's id on the sending host */
+};
+
+/* An XADD's tasks (its reply's private data). */
+struct pushed {
+	unsigned n;
+	uint64_t ids[];
 };
 
 /* What is gathered over a turn of the loop (copies): the tasks to send
@@ -96,8 +123,8 @@ struct task_redis {
 	unsigned reading;       /* entries asked for by the XREADGROUP in flight */
 	bool rd_busy, res_busy; /* a blocking read is in flight */
 	bool backlog;           /* the last read got all it asked for: read ahead */
-	TAILQ_HEAD(, rtask) held;
-	unsigned n_held;
+	TAILQ_HEAD(, rentry) held;
+	unsigned n_held; /* entries */
 	unsigned n_sent; /* tasks of this host waiting for their answer (max_pending) */
 	LIST_ENTRY(task_redis) entry;
 	char stream[200], tries[200], results[240], results_pre[208];
@@ -127,7 +154,8 @@ static const char trim_script[] = "local p = redis.call('XPENDING', KEYS[1], 'g'
 
 /* KEYS: stream, tries; ARGV: consumer, min idle ms, count, task_retries,
  * the answer keys' prefix. Entries past their retries are answered with a
- * failure; the others are returned as id, deliveries, o, i, x. */
+ * failure of each of their tasks; the others are returned as id,
+ * deliveries, o, i, x. */
 static const char claim_script[] =
 	"local r = redis.call('XAUTOCLAIM', KEYS[1], 'g', ARGV[1], ARGV[2], '0-0', 'COUNT', "
 	"ARGV[3]) "
@@ -138,9 +166,14 @@ static const char claim_script[] =
 	"    for k = 1, #e[2], 2 do h[e[2][k]] = e[2][k + 1] end "
 	"    local n = redis.call('HINCRBY', KEYS[2], e[1], 1) "
 	"    if n > tonumber(ARGV[4]) then "
-	"      redis.call('RPUSH', ARGV[5] .. h['o'], '{\"i\":' .. h['i'] .. "
-	"        ',\"c\":\"internal\",\"e\":\"the host running it was lost (after ' .. n .. "
-	"        ' attempts)\"}') "
+	"      local a = {} "
+	"      for id in string.gmatch(h['i'] or '', '%d+') do "
+	"        table.insert(a, '-' .. id .. ',{\"c\":\"internal\",\"e\":\"the host "
+	"running it was lost (after ' .. n .. ' attempts)\"}') "
+	"      end "
+	"      if #a > 0 then "
+	"        redis.call('RPUSH', ARGV[5] .. h['o'], '[' .. table.concat(a, ',') .. ']') "
+	"      end "
 	"      redis.call('XACK', KEYS[1], 'g', e[1]) "
 	"      redis.call('XDEL', KEYS[1], e[1]) "
 	"      redis.call('HDEL', KEYS[2], e[1]) "
@@ -166,7 +199,7 @@ static struct {
 	struct sent **sent;
 	size_t buckets, n_sent;
 	LIST_HEAD(, task_redis) queues;
-	unsigned long long pushed, answers, dropped, claimed, renewals, reconnects, lost;
+	unsigned long long pushed, entries, answers, dropped, claimed, renewals, reconnects, lost;
 } tq;
 
 static void tq_connect(void);
@@ -325,11 +358,11 @@ static void rq_disconnect(struct task_redis *rq)
  * workers end them later). */
 static void rq_detach(struct task_redis *rq)
 {
-	struct rtask *rt;
+	struct rentry *re;
 
-	while ((rt = TAILQ_FIRST(&rq->held))) {
-		TAILQ_REMOVE(&rq->held, rt, entry);
-		rt->rq = NULL;
+	while ((re = TAILQ_FIRST(&rq->held))) {
+		TAILQ_REMOVE(&rq->held, re, entry);
+		re->rq = NULL;
 	}
 	rq->n_held = 0;
 }
@@ -460,18 +493,20 @@ static void flush_soon(void)
 		event_active(tq.flush, EV_TIMEOUT, 1);
 }
 
-/* An XADD's reply: an error fails its task. */
-static void push_one_reply(redisAsyncContext *ac, void *reply, void *priv)
+/* An XADD's reply: an error fails its tasks. */
+static void push_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
 	redisReply *rp = reply;
+	struct pushed *pu = priv;
 	struct task *t;
 
 	(void)ac;
 	if (tq.pushing && --tq.pushing == PUSH_WINDOW / 2)
 		flush_soon(); /* room: send what waits */
-	if (rp && rp->type == REDIS_REPLY_ERROR && (t = sent_take((uint64_t)(uintptr_t)priv)) &&
-	    t->state == TASK_PENDING)
-		task_end(t, NULL, MPSUP_E_UNAVAILABLE, rp->str);
+	for (unsigned k = 0; rp && rp->type == REDIS_REPLY_ERROR && k < pu->n; k++)
+		if ((t = sent_take(pu->ids[k])) && t->state == TASK_PENDING)
+			task_end(t, NULL, MPSUP_E_UNAVAILABLE, rp->str);
+	free(pu);
 }
 
 /* Store the answers of b's entries (triples: entry, its sender, the
@@ -532,32 +567,127 @@ out:
 	free(done);
 }
 
-/* Send rq's gathered tasks (XADD each) and acknowledgements (ack_send). */
-static void rq_flush(struct task_redis *rq)
+/* A text being built; oom once an append failed. */
+struct tbuf {
+	char *s;
+	size_t len, cap;
+	bool oom;
+};
+
+static void tbuf_add(struct tbuf *b, const char *s, size_t len)
 {
-	struct batch *b = &rq->push;
-	int k;
+	if (b->oom)
+		return;
+	if (b->len + len > b->cap) {
+		size_t nc = (b->len + len) * 2;
+		char *n = realloc(b->s, nc);
+		if (!n) {
+			b->oom = true;
+			return;
+		}
+		b->s = n;
+		b->cap = nc;
+	}
+	memcpy(b->s + b->len, s, len);
+	b->len += len;
+}
+
+/* Items per stream entry for tp's pool: what its workers here hold at
+ * once (a host that reads an entry has work for all of its workers, two
+ * hosts share a map of a few entries), ENTRY_ITEMS_MAX at most. */
+static unsigned entry_bound(const struct task_pool *tp)
+{
+	const struct pool_conf *pc = tp->pl->conf;
+	unsigned long n = (unsigned long)pc->processes * pc->task_window;
+
+	return n < 1 ? 1 : n > ENTRY_ITEMS_MAX ? ENTRY_ITEMS_MAX : (unsigned)n;
+}
+
+static void push_fail(struct task *t);
+
+/* The tasks of pu could not be sent: they fail (from the loop). */
+static void push_fail_all(struct pushed *pu)
+{
+	struct task *t;
+
+	for (unsigned k = 0; k < pu->n; k++)
+		if ((t = sent_take(pu->ids[k])))
+			push_fail(t);
+	free(pu);
+}
+
+/* XADD rq's gathered tasks from pair k on as one entry (bound of them at
+ * most, ENTRY_BYTES_MAX of items' text past the first); ids and x are
+ * scratch. Returns the first pair not sent. */
+static int push_entry(struct task_redis *rq, int k, unsigned bound, struct tbuf *ids,
+		      struct tbuf *x)
+{
+	const struct batch *b = &rq->push;
 	const char *argv[9] = { "XADD", rq->stream, "*", "o", tq.host_id, "i", NULL, "x", NULL };
 	size_t lens[9];
+	struct pushed *pu = malloc(sizeof(*pu) + bound * sizeof(pu->ids[0]));
+	unsigned n;
 
+	if (!pu) {
+		struct task *t = sent_take(b->ids[k / 2]);
+		if (t)
+			push_fail(t);
+		return k + 2;
+	}
+	pu->n = 0;
+	ids->len = x->len = 0;
+	tbuf_add(x, "[", 1);
+	while (k + 1 < b->n && pu->n < bound &&
+	       (!pu->n || x->len + b->lens[k + 1] < ENTRY_BYTES_MAX)) {
+		if (pu->n) {
+			tbuf_add(ids, " ", 1);
+			tbuf_add(x, ",", 1);
+		}
+		tbuf_add(ids, b->argv[k], b->lens[k]);
+		tbuf_add(x, b->argv[k + 1], b->lens[k + 1]);
+		pu->ids[pu->n++] = b->ids[k / 2];
+		k += 2;
+	}
+	tbuf_add(x, "]", 1);
+	if (ids->oom || x->oom) {
+		ids->oom = x->oom = false;
+		push_fail_all(pu);
+		return k;
+	}
 	for (int i = 0; i < 6; i++)
 		lens[i] = strlen(argv[i]);
 	lens[7] = 1;
+	argv[6] = ids->s;
+	lens[6] = ids->len;
+	argv[8] = x->s;
+	lens[8] = x->len;
+	n = pu->n;
+	if (redisAsyncCommandArgv(tq.ac, push_reply, pu, 9, argv, lens) != REDIS_OK) {
+		free(pu); /* the connection goes: sent_fail() fails them */
+		return k;
+	}
+	tq.pushed += n;
+	tq.entries++;
+	tq.pushing++;
+	return k;
+}
+
+/* Send rq's gathered tasks (XADD a batch of them per entry) and
+ * acknowledgements (ack_send). */
+static void rq_flush(struct task_redis *rq)
+{
+	struct batch *b = &rq->push;
+	struct tbuf ids = { 0 }, x = { 0 };
+	unsigned bound = entry_bound(rq->tp);
+	int k = rq->push_off;
+
 	/* plain XADDs, pipelined (cheaper in Redis than one script adding
 	 * many), PUSH_WINDOW at most unanswered: hiredis moves its unsent
 	 * output after each write, a long one costs */
-	for (k = rq->push_off; k + 1 < b->n && tq.up && tq.pushing < PUSH_WINDOW; k += 2) {
-		argv[6] = b->argv[k];
-		lens[6] = b->lens[k];
-		argv[8] = b->argv[k + 1];
-		lens[8] = b->lens[k + 1];
-		if (redisAsyncCommandArgv(tq.ac, push_one_reply, (void *)(uintptr_t)b->ids[k / 2],
-					  9, argv, lens) == REDIS_OK) {
-			tq.pushed++;
-			tq.pushing++;
-		}
-		/* else the connection goes: sent_fail() fails it */
-	}
+	while (k + 1 < b->n && tq.up && tq.pushing < PUSH_WINDOW)
+		k = push_entry(rq, k, bound, &ids, &x);
+	free(ids.s);
+	free(x.s);
 	rq->push_off = k;
 	if (k + 1 >= b->n || !tq.up) {
 		batch_clear(b);
@@ -658,36 +788,29 @@ void task_redis_push(struct task_pool *tp, struct task *t)
 	free(text);
 }
 
-/* One answer for this host: end the task it names, once. */
-static void answer_one(const char *s, size_t len)
+/* One answer for this host: end the task it names (id; -id: it failed)
+ * with the text v[0..len) (its result, or {"c": code, "e": message}), once. */
+static void answer_one(json_int_t id, const char *v, size_t len)
 {
-	json_t *a = json_loadb(s, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL), *res;
-	json_int_t id = json_integer_value(json_object_get(a, "i"));
 	struct task *t;
 	enum mpsup_err code = MPSUP_E_INTERNAL;
+	json_t *a;
 	const char *cname, *e;
 
-	if (!a || id <= 0) {
-		log_warn("task", "redis task queue: a malformed answer dropped");
-		json_decref(a);
-		return;
-	}
-	if (!(t = sent_take((uint64_t)id)) || t->state != TASK_PENDING) {
+	if (!(t = sent_take((uint64_t)(id < 0 ? -id : id))) || t->state != TASK_PENDING) {
 		tq.dropped++;
-		json_decref(a);
 		return; /* answered already, or its map was cancelled */
 	}
 	tq.answers++;
-	if ((res = json_object_get(a, "r")) && t->map) {
-		/* a map keeps its results as text */
-		char *text = json_dumps(res, JSON_COMPACT | JSON_ENCODE_ANY);
-		if (text)
-			task_end_text(t, text, strlen(text));
-		else
-			task_end(t, NULL, MPSUP_E_INTERNAL, "out of memory");
-		free(text);
-	} else if (res) {
-		task_end(t, json_incref(res), MPSUP_E_INTERNAL, NULL);
+	if (id > 0 && t->map) {
+		task_end_text(t, v, len); /* a map keeps its results as text */
+		return;
+	}
+	if (!(a = json_loadb(v, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL))) {
+		task_end(t, NULL, MPSUP_E_INTERNAL, "a malformed answer from another host");
+	} else if (id > 0) {
+		task_end(t, a, MPSUP_E_INTERNAL, NULL);
+		return;
 	} else {
 		if ((cname = json_string_value(json_object_get(a, "c"))))
 			for (int k = 1; k < MPSUP_E__MAX; k++)
@@ -697,6 +820,45 @@ static void answer_one(const char *s, size_t len)
 		task_end(t, NULL, code, e ? e : "failed on another host");
 	}
 	json_decref(a);
+}
+
+/* Walks an entry's answers: pairs of a task id and its answer. */
+static int answer_walk(void *arg, const char *value, size_t len)
+{
+	json_int_t *id = arg;
+	char *end;
+
+	if (*id) {
+		answer_one(*id, value, len);
+		*id = 0;
+		return 0;
+	}
+	/* value lies in a NUL-terminated reply: strtoll stops at its end */
+	*id = (json_int_t)strtoll(value, &end, 10);
+	return *id && end == value + len ? 0 : -EINVAL;
+}
+
+/* An entry's answers for this host: a list [id, answer, id, answer...]
+ * (answer_one()), read as text. */
+static void answer_entry(const char *s, size_t len)
+{
+	json_int_t id = 0;
+	json_t *l;
+
+	if (mpsup_json_array_each(s, len, 0, answer_walk, &id) >= 0)
+		return;
+	/* unusual text (or malformed): through jansson */
+	l = json_loadb(s, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+	if (!json_is_array(l) || json_array_size(l) % 2)
+		log_warn("task", "redis task queue: a malformed answer dropped");
+	for (size_t k = 0; k + 1 < json_array_size(l); k += 2) {
+		char *v = json_dumps(json_array_get(l, k + 1), JSON_COMPACT | JSON_ENCODE_ANY);
+		id = json_integer_value(json_array_get(l, k));
+		if (v && id)
+			answer_one(id, v, strlen(v));
+		free(v);
+	}
+	json_decref(l);
 }
 
 /* BLMPOP's reply: the answers, in order; then wait for more. */
@@ -721,7 +883,7 @@ static void results_reply(redisAsyncContext *ac, void *reply, void *priv)
 		struct task_pool *tp = rq->tp;
 		for (size_t k = 0; k < vals->elements; k++)
 			if (vals->element[k]->type == REDIS_REPLY_STRING)
-				answer_one(vals->element[k]->str, vals->element[k]->len);
+				answer_entry(vals->element[k]->str, vals->element[k]->len);
 		tp_dispatch(tp); /* a pool.imap may have fed more */
 	}
 	rq_results(rq);
@@ -757,36 +919,105 @@ static unsigned rq_room(const struct task_redis *rq)
 	return cap > used ? cap - used : 0;
 }
 
-/* A task read from Redis (entry id eid, from host origin, its task id
- * there, the item's text, delivered deliveries times before): queue it
- * here. */
-static void rtask_add(struct task_redis *rq, const redisReply *eid, const char *origin,
-		      const char *oid, const redisReply *item, unsigned deliveries)
+static void rentry_put(struct rentry *re);
+
+/* The task ids of an entry (space-separated) into ids[n]; -EINVAL unless
+ * there are n of them. */
+static int entry_ids(const char *s, json_int_t *ids, size_t n)
+{
+	size_t k = 0;
+	char *end;
+
+	while (*s) {
+		unsigned long long v = strtoull(s, &end, 10);
+		if (end == s || k == n || v == 0 || v > INT64_MAX)
+			return -EINVAL;
+		ids[k++] = (json_int_t)v;
+		s = *end == ' ' ? end + 1 : end;
+		if (*end && *end != ' ')
+			return -EINVAL;
+	}
+	return k == n ? 0 : -EINVAL;
+}
+
+/* Queue item k of entry re (task id oid on its sender, delivered
+ * deliveries times before) here; false when out of memory. */
+static bool rtask_add(struct rentry *re, unsigned k, json_int_t oid, unsigned deliveries)
 {
 	struct rtask *rt = calloc(1, sizeof(*rt));
-	json_t *v = item ? json_loadb(item->str, item->len, JSON_DECODE_ANY, NULL) : NULL;
 
-	if (!rt || !v || strlen(origin) >= sizeof(rt->origin) ||
-	    strlen(oid) >= sizeof(rt->origin_task) || eid->len >= sizeof(rt->entry_id)) {
-		log_warn("task", "redis task queue %s: entry %s dropped (%s)", rq->stream, eid->str,
-			 rt && v ? "malformed" : "out of memory");
-		json_decref(v);
-		free(rt);
-		return;
-	}
-	rt->rq = rq;
+	if (!rt)
+		return false;
+	rt->re = re;
+	rt->idx = k;
+	rt->origin_id = oid;
 	rt->t.id = ++tq.next_id;
 	rt->t.remote = true;
-	rt->t.item = v;
 	rt->t.sub = &rt->sub;
 	rt->t.attempts = deliveries;
 	park_queue_init(&rt->sub.waiters);
-	memcpy(rt->entry_id, eid->str, eid->len);
-	snprintf(rt->origin, sizeof(rt->origin), "%s", origin);
-	snprintf(rt->origin_task, sizeof(rt->origin_task), "%s", oid);
-	TAILQ_INSERT_TAIL(&rq->held, rt, entry);
+	re->left++;
+	tp_enqueue(re->rq->tp, &rt->t);
+	return true;
+}
+
+/* The items of an entry (a JSON list's text) into re's items and at,
+ * their number in *ret_n (> 0); -EINVAL, -ENOMEM. */
+static int entry_items(struct rentry *re, const char *text, size_t len, size_t *ret_n)
+{
+	int rc = map_items_read(text, len, &re->items, &re->at, ret_n);
+	json_t *v;
+	char *c;
+
+	if (rc == -EINVAL) { /* unusual text: as jansson writes it */
+		v = json_loadb(text, len, JSON_DECODE_ANY, NULL);
+		c = json_is_array(v) ? json_dumps(v, JSON_COMPACT) : NULL;
+		rc = c ? map_items_read(c, strlen(c), &re->items, &re->at, ret_n) : -EINVAL;
+		free(c);
+		json_decref(v);
+	}
+	return rc < 0 ? rc : *ret_n ? 0 : -EINVAL;
+}
+
+/* An entry read from Redis (entry id eid, from host origin, its tasks'
+ * ids there, the items' text, delivered deliveries times before): queue
+ * its items here. */
+static void rentry_add(struct task_redis *rq, const redisReply *eid, const char *origin,
+		       const char *ids_text, const redisReply *items, unsigned deliveries)
+{
+	struct rentry *re = calloc(1, sizeof(*re));
+	size_t n = 0;
+	int rc = re && items ? entry_items(re, items->str, items->len, &n) : -EINVAL;
+	json_int_t *ids = n ? calloc(n, sizeof(*ids)) : NULL;
+
+	if (!re || rc < 0 || !ids || !(re->answers = calloc(n, sizeof(*re->answers))) ||
+	    entry_ids(ids_text, ids, n) < 0 || strlen(origin) >= sizeof(re->origin) ||
+	    eid->len >= sizeof(re->entry_id)) {
+		log_warn("task", "redis task queue %s: entry %s dropped (%s)", rq->stream, eid->str,
+			 re && rc != -ENOMEM ? "malformed" : "out of memory");
+		if (re) {
+			free(re->answers);
+			free(re->items);
+			free(re->at);
+		}
+		free(re);
+		free(ids);
+		return;
+	}
+	re->rq = rq;
+	re->n = (unsigned)n;
+	re->left = 1; /* held while its items are queued (one may end at once) */
+	memcpy(re->entry_id, eid->str, eid->len);
+	snprintf(re->origin, sizeof(re->origin), "%s", origin);
+	TAILQ_INSERT_TAIL(&rq->held, re, entry);
 	rq->n_held++;
-	tp_enqueue(rq->tp, &rt->t);
+	for (size_t k = 0; k < n && re->rq; k++)
+		if (!rtask_add(re, (unsigned)k, ids[k], deliveries)) {
+			re->skip = true; /* runs again after the lease */
+			break;
+		}
+	free(ids);
+	rentry_put(re);
 }
 
 /* The value of field name in a stream entry's field list, or NULL. */
@@ -823,7 +1054,7 @@ static void read_reply(redisAsyncContext *ac, void *reply, void *priv)
 	if (rp->type == REDIS_REPLY_ARRAY && rp->elements == 1 &&
 	    rp->element[0]->type == REDIS_REPLY_ARRAY && rp->element[0]->elements == 2 &&
 	    (ents = rp->element[0]->element[1])->type == REDIS_REPLY_ARRAY) {
-		rq->backlog = ents->elements >= asked;
+		rq->backlog = ents->elements >= (asked + entry_bound(rq->tp) - 1) / entry_bound(rq->tp);
 		for (size_t k = 0; k < ents->elements; k++) {
 			const redisReply *e = ents->element[k], *o, *i;
 			if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
@@ -831,8 +1062,8 @@ static void read_reply(redisAsyncContext *ac, void *reply, void *priv)
 			o = entry_field(e->element[1], "o");
 			i = entry_field(e->element[1], "i");
 			if (o && i)
-				rtask_add(rq, e->element[0], o->str, i->str,
-					  entry_field(e->element[1], "x"), 0);
+				rentry_add(rq, e->element[0], o->str, i->str,
+					   entry_field(e->element[1], "x"), 0);
 		}
 		tp_dispatch(rq->tp); /* which reads again while there is room */
 		return;
@@ -841,10 +1072,11 @@ static void read_reply(redisAsyncContext *ac, void *reply, void *priv)
 }
 
 /* Read as many entries as the workers have room for (blocking until some
- * come); the group is made on a new connection first. */
+ * come; entries of entry_bound() items counted); the group is made on a
+ * new connection first. */
 static void rq_read(struct task_redis *rq)
 {
-	unsigned room;
+	unsigned room, bound = entry_bound(rq->tp);
 
 	if (!tq.up || rq->rd_busy || !(room = rq_room(rq)))
 		return;
@@ -855,7 +1087,7 @@ static void rq_read(struct task_redis *rq)
 	}
 	if (redisAsyncCommand(rq->rd, read_reply, NULL,
 			      "XREADGROUP GROUP g %s COUNT %u BLOCK 0 STREAMS %s >", tq.host_id,
-			      room, rq->stream) == REDIS_OK) {
+			      (room + bound - 1) / bound, rq->stream) == REDIS_OK) {
 		rq->rd_busy = true;
 		rq->reading = room;
 	}
@@ -886,34 +1118,107 @@ static int ack_add(struct task_redis *rq, const char *entry, const char *origin,
 	return 0;
 }
 
+/* The answers of re's items as one JSON list (answer_entry()); NULL when
+ * out of memory. */
+static char *rentry_answers(const struct rentry *re)
+{
+	struct tbuf b = { 0 };
+
+	tbuf_add(&b, "[", 1);
+	for (unsigned k = 0; k < re->n; k++) {
+		if (k)
+			tbuf_add(&b, ",", 1);
+		tbuf_add(&b, re->answers[k], strlen(re->answers[k]));
+	}
+	tbuf_add(&b, "]", 2); /* with its NUL */
+	if (b.oom) {
+		free(b.s);
+		return NULL;
+	}
+	return b.s;
+}
+
+/* One of re's items ended (or its queueing did): once all did, answer and
+ * acknowledge re, unless one was not run here, and free it. */
+static void rentry_put(struct rentry *re)
+{
+	struct task_redis *rq = re->rq;
+	char *text = NULL;
+
+	if (--re->left)
+		return;
+	if (rq) {
+		TAILQ_REMOVE(&rq->held, re, entry);
+		rq->n_held--;
+	}
+	/* not acknowledged: another host claims it after the lease */
+	if (rq && !re->skip && tq.up && (!(text = rentry_answers(re)) ||
+					  ack_add(rq, re->entry_id, re->origin, text) < 0))
+		log_warn("task", "redis task queue: out of memory: entry %s not acknowledged",
+			 re->entry_id);
+	/* else lost with Redis: the entry runs again if Redis kept it */
+	free(text);
+	for (unsigned k = 0; k < re->n; k++)
+		free(re->answers[k]);
+	free(re->answers);
+	free(re->items);
+	free(re->at);
+	free(re);
+}
+
+const char *task_redis_item(const struct task *t, size_t *ret_len)
+{
+	const struct rtask *rt = (const struct rtask *)t;
+
+	*ret_len = rt->re->at[rt->idx].len;
+	return rt->re->items + rt->re->at[rt->idx].off;
+}
+
+void task_redis_end_text(struct task *t, const char *text, size_t len)
+{
+	struct rtask *rt = (struct rtask *)t;
+	struct rentry *re = rt->re;
+	char id[24];
+	size_t il;
+
+	if (re->rq && !re->skip) {
+		il = (size_t)snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT ",", rt->origin_id);
+		if ((re->answers[rt->idx] = malloc(il + len + 1))) {
+			memcpy(re->answers[rt->idx], id, il);
+			memcpy(re->answers[rt->idx] + il, text, len);
+			re->answers[rt->idx][il + len] = '\0';
+		} else {
+			re->skip = true;
+		}
+	}
+	task_end(t, json_null(), MPSUP_E_INTERNAL, NULL); /* the answer is kept */
+}
+
 void task_redis_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg)
 {
 	struct rtask *rt = (struct rtask *)t;
-	struct task_redis *rq = rt->rq;
-	json_int_t oid;
+	struct rentry *re = rt->re;
+	char *text;
 	json_t *a;
-	char *text = NULL;
 
-	if (!rq)
-		goto out; /* its pool went */
-	TAILQ_REMOVE(&rq->held, rt, entry);
-	rq->n_held--;
-	/* not run here (no worker left, shutdown): not acknowledged, another
-	 * host claims it after the lease */
+	/* not run here (no worker left, shutdown): its entry is not
+	 * acknowledged, another host claims it after the lease */
 	if (!result && (code == MPSUP_E_CONFLICT || code == MPSUP_E_SHUTTING_DOWN))
-		goto out;
-	oid = (json_int_t)strtoull(rt->origin_task, NULL, 10);
-	a = result ? json_pack("{s:I, s:O}", "i", oid, "r", result)
-		   : json_pack("{s:I, s:s, s:s}", "i", oid, "c", mpsup_err_name(code), "e",
-			       msg ? msg : "failed");
-	text = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY);
-	json_decref(a);
-	if (text && tq.up && ack_add(rq, rt->entry_id, rt->origin, text) < 0)
-		log_warn("task", "redis task queue: out of memory: entry %s not acknowledged",
-			 rt->entry_id);
-	/* else lost with Redis: the entry runs again if Redis kept it */
-	free(text);
-out:
+		re->skip = true;
+	if (re->rq && !re->skip && !re->answers[rt->idx]) {
+		a = result ? json_incref(result)
+			   : json_pack("{s:s, s:s}", "c", mpsup_err_name(code), "e",
+				       msg ? msg : "failed");
+		text = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY);
+		if (!text || asprintf(&re->answers[rt->idx], "%" JSON_INTEGER_FORMAT ",%s",
+				      result ? rt->origin_id : -rt->origin_id, text) < 0) {
+			re->answers[rt->idx] = NULL;
+			re->skip = true;
+		}
+		free(text);
+		json_decref(a);
+	}
+	rentry_put(re);
 	json_decref(result);
 	json_decref(t->item);
 	free(t->error);
@@ -930,7 +1235,7 @@ static void rq_renew(struct task_redis *rq)
 	size_t n = 6 + rq->n_held, k = 0;
 	const char **argv;
 	size_t *lens;
-	struct rtask *rt;
+	struct rentry *re;
 
 	if (!rq->n_held || !(argv = calloc(n, sizeof(*argv))))
 		return;
@@ -943,8 +1248,8 @@ static void rq_renew(struct task_redis *rq)
 	argv[k++] = "g";
 	argv[k++] = tq.host_id;
 	argv[k++] = "0";
-	TAILQ_FOREACH(rt, &rq->held, entry)
-		argv[k++] = rt->entry_id;
+	TAILQ_FOREACH(re, &rq->held, entry)
+		argv[k++] = re->entry_id;
 	argv[k++] = "JUSTID";
 	for (size_t i = 0; i < n; i++)
 		lens[i] = strlen(argv[i]);
@@ -980,8 +1285,8 @@ static void claim_reply(redisAsyncContext *ac, void *reply, void *priv)
 			 "redis task queue %s: entry %s of a lost host claimed (attempt %lld)",
 			 rq->stream, e->str, rp->element[k + 1]->integer + 1);
 		tq.claimed++;
-		rtask_add(rq, e, rp->element[k + 2]->str, rp->element[k + 3]->str,
-			  rp->element[k + 4], (unsigned)rp->element[k + 1]->integer);
+		rentry_add(rq, e, rp->element[k + 2]->str, rp->element[k + 3]->str,
+			   rp->element[k + 4], (unsigned)rp->element[k + 1]->integer);
 		any = true;
 	}
 	if (any)
@@ -999,7 +1304,7 @@ static void rq_claim(struct task_redis *rq)
 	if (!room)
 		return;
 	snprintf(idle, sizeof(idle), "%lld", (long long)(tq.lease * 1000));
-	snprintf(count, sizeof(count), "%u", room);
+	snprintf(count, sizeof(count), "%u", (room + entry_bound(rq->tp) - 1) / entry_bound(rq->tp));
 	snprintf(retries, sizeof(retries), "%u", rq->tp->pl->conf->task_retries);
 	argv[0] = "EVAL";
 	argv[1] = claim_script;
@@ -1175,6 +1480,8 @@ void task_redis_info(json_t *info)
 		      (json_int_t)tq.dropped, "claimed", (json_int_t)tq.claimed, "renewals",
 		      (json_int_t)tq.renewals, "reconnects", (json_int_t)tq.reconnects,
 		      "connections_lost", (json_int_t)tq.lost);
+	/* the stream entries that carried the tasks sent (a batch each) */
+	json_object_set_new(q, "entries", json_integer((json_int_t)tq.entries));
 	/* pools whose stream this host is reading now; entries it holds */
 	json_object_set_new(q, "reading", json_integer(reading));
 	json_object_set_new(q, "held", json_integer(held));

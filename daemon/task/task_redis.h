@@ -22,9 +22,15 @@ bool task_redis_refuse(struct request *r, struct task_pool *tp, size_t n);
 /* Send t (a task of this host's client) to its pool's stream; its answer
  * comes back through this host's result list and ends it (task_end). */
 void task_redis_push(struct task_pool *tp, struct task *t);
-/* t, a task read from Redis (t->remote), ended: store its result for the
- * host that sent it and acknowledge it; t is freed. */
+/* t, a task read from Redis (t->remote), ended: keep its answer for the
+ * host that sent it; once all the tasks of its stream entry ended, their
+ * answers are stored and the entry acknowledged; t is freed. */
 void task_redis_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg);
+/* The text of t's item (t->remote), *ret_len bytes. */
+const char *task_redis_item(const struct task *t, size_t *ret_len);
+/* t (t->remote) was answered with the result text[0..len): kept as text
+ * for its sender, then t ends (task_end) and is freed. */
+void task_redis_end_text(struct task *t, const char *text, size_t len);
 /* tp may have room for more tasks: read some from its stream. */
 void task_redis_pull(struct task_pool *tp);
 /* Map m is freed: its tasks still in Redis are forgotten (their answers,

@@ -32,6 +32,7 @@
 #include "proc.h"
 #include "task.h"
 #include "task_int.h"
+#include "task_redis.h"
 #include "task_wire.h"
 
 /* Room asked of the framer for one read of a worker's stdout. */
@@ -362,6 +363,10 @@ void worker_send(struct worker *w, struct task *t)
 		const char *e = map_item_text(t->map, t->index + task_weight(t) - 1, &n) + n;
 		len = task_line_text(&linebuf, &linebuf_cap, t->id, t->count > 0, s,
 				     (size_t)(e - s));
+	} else if (t->remote) {
+		size_t n;
+		const char *s = task_redis_item(t, &n);
+		len = task_line_text(&linebuf, &linebuf_cap, t->id, false, s, n);
 	} else
 		len = task_line_format(&linebuf, &linebuf_cap, t->id, t->item);
 	if (len < 0 || worker_buffer(w, linebuf, (size_t)len) < 0) {
@@ -392,6 +397,8 @@ static void worker_answered(struct worker *w, struct task *t, enum task_reply ki
 		task_chunk_end(t, a, spans, errors);
 	else if (kind == TASK_REPLY_RESULT && t->map)
 		task_end_text(t, a->text, a->len);
+	else if (kind == TASK_REPLY_RESULT && t->remote)
+		task_redis_end_text(t, a->text, a->len); /* kept as text for its sender */
 	else if (kind == TASK_REPLY_RESULT) {
 		/* a submitted task keeps its result as a value (task.wait) */
 		if (!(v = mpsup_json_loadb(a->text, a->len, 0)))

@@ -7,14 +7,15 @@ workers, a host killed mid-map loses no item, a Redis restart answers
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
 import mpsuptest
 from mpsuptest import Client, Daemon, RedisServer, wait_for, main
 
-if not RedisServer.available():
-    mpsuptest.skip_all("redis-server is not installed")
+if not RedisServer.available() or not shutil.which("redis-cli"):
+    mpsuptest.skip_all("redis-server or redis-cli is not installed")
 
 # A worker that says which host ran the item: N -> [HOST, 2N];
 # {"v": N, "sleep": S} sleeps S seconds first.
@@ -69,6 +70,13 @@ class RedisTasks(mpsuptest.unittest.TestCase):
     def queue(d):
         return d.ok("daemon.info").get("task_queue", {})
 
+    def entries_added(self):
+        """The entries ever added to pool w's stream, as Redis counts them."""
+        out = subprocess.run(["redis-cli", "-s", self.redis.socket, "XINFO", "STREAM",
+                              "mpsup:{task:w}:s"], capture_output=True, text=True,
+                             check=True, timeout=20 * mpsuptest.SCALE).stdout.split("\n")
+        return int(out[out.index("entries-added") + 1])
+
     def map(self, d, items, **kw):
         with Client(d.socket, timeout=120 * mpsuptest.SCALE) as c:
             return c.call("pool.map", pool="w", items=items, **kw)
@@ -93,6 +101,46 @@ class Spread(RedisTasks):
         self.assertEqual(qb["sent"], 0)
         # B's share went through Redis from B's workers
         self.assertEqual(sum(1 for x in res if x[0] == "b") > 0, True)
+
+    def test_map_items_batched_per_entry(self):
+        """A map's items go through Redis a batch per stream entry (up to
+        processes x task_window = 2 x 4 items here): fewer entries than
+        items, each item answered once; single submits are batches of one."""
+        a = self.host("a", extra="task_window = 4\n")
+        n = 400
+        r = self.map(a, list(range(n)))
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(r["result"]["results"], [["a", 2 * i] for i in range(n)])
+        q = self.queue(a)
+        self.assertEqual((q["sent"], q["answers"], q["waiting"], q["held"]), (n, n, 0, 0))
+        added = self.entries_added()
+        self.assertLessEqual(added, n // 2)
+        self.assertGreaterEqual(added, n // 8)
+        self.assertEqual(q["entries"], added)
+        with a.client() as c:
+            ids = [c.ok("pool.submit", pool="w", item=i)["task"] for i in range(3)]
+            got = [c.ok("task.wait", task=t, timeout=60 * mpsuptest.SCALE)["result"]
+                   for t in ids]
+        self.assertEqual(got, [["a", 0], ["a", 2], ["a", 4]])
+        q2 = self.queue(a)
+        self.assertEqual(q2["sent"], n + 3)
+        self.assertEqual(self.entries_added(), added + 3)
+        self.assertEqual(q2["entries"], added + 3)
+
+    def test_items_and_results_keep_their_text(self):
+        """Items and results with escapes, unicode and nesting go through a
+        batch entry and back unchanged, for a map and a submit."""
+        a = self.host("a")
+        items = ["\u00e9\tx\"", [1, {"a": "\"q\\"}], 3.5, {"v": "s", "sleep": 0}, -7]
+        r = self.map(a, items)
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(r["result"]["results"],
+                         [["a", items[0] * 2], ["a", items[1] * 2], ["a", 7.0], ["a", "ss"],
+                          ["a", -14]])
+        with a.client() as c:
+            t = c.ok("pool.submit", pool="w", item=items[1])["task"]
+            got = c.ok("task.wait", task=t, timeout=60 * mpsuptest.SCALE)["result"]
+        self.assertEqual(got, ["a", items[1] * 2])
 
     def test_submit_and_wait_across_hosts(self):
         a, b = self.host("a"), self.host("b")
@@ -142,7 +190,7 @@ class Spread(RedisTasks):
 
     def test_one_host_no_chunks(self):
         """One host alone runs its maps through Redis; chunks are refused
-        clearly (one item per stream entry)."""
+        clearly (mpsupd batches items per stream entry itself)."""
         a = self.host("a")
         self.assertEqual(a.err("pool.map", pool="w", items=[1, 2, 3], chunksize=2),
                          "conflict")
@@ -173,6 +221,7 @@ class LostHost(RedisTasks):
         self.assertEqual([x[1] for x in res], [2 * i for i in range(n)])
         q = self.queue(a)
         self.assertGreater(q["claimed"], 0)
+        self.assertLess(q["entries"], n)  # B died holding batches of items
         self.assertEqual(q["answers"], n)
         self.assertEqual(q["waiting"], 0)
         # the rest of the map at A's pace plus the lease and a tick

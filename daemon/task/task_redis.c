@@ -1054,7 +1054,8 @@ static void read_reply(redisAsyncContext *ac, void *reply, void *priv)
 	if (rp->type == REDIS_REPLY_ARRAY && rp->elements == 1 &&
 	    rp->element[0]->type == REDIS_REPLY_ARRAY && rp->element[0]->elements == 2 &&
 	    (ents = rp->element[0]->element[1])->type == REDIS_REPLY_ARRAY) {
-		rq->backlog = ents->elements >= (asked + entry_bound(rq->tp) - 1) / entry_bound(rq->tp);
+		rq->backlog =
+			ents->elements >= (asked + entry_bound(rq->tp) - 1) / entry_bound(rq->tp);
 		for (size_t k = 0; k < ents->elements; k++) {
 			const redisReply *e = ents->element[k], *o, *i;
 			if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
@@ -1152,8 +1153,8 @@ static void rentry_put(struct rentry *re)
 		rq->n_held--;
 	}
 	/* not acknowledged: another host claims it after the lease */
-	if (rq && !re->skip && tq.up && (!(text = rentry_answers(re)) ||
-					  ack_add(rq, re->entry_id, re->origin, text) < 0))
+	if (rq && !re->skip && tq.up &&
+	    (!(text = rentry_answers(re)) || ack_add(rq, re->entry_id, re->origin, text) < 0))
 		log_warn("task", "redis task queue: out of memory: entry %s not acknowledged",
 			 re->entry_id);
 	/* else lost with Redis: the entry runs again if Redis kept it */
@@ -1304,7 +1305,8 @@ static void rq_claim(struct task_redis *rq)
 	if (!room)
 		return;
 	snprintf(idle, sizeof(idle), "%lld", (long long)(tq.lease * 1000));
-	snprintf(count, sizeof(count), "%u", (room + entry_bound(rq->tp) - 1) / entry_bound(rq->tp));
+	snprintf(count, sizeof(count), "%u",
+		 (room + entry_bound(rq->tp) - 1) / entry_bound(rq->tp));
 	snprintf(retries, sizeof(retries), "%u", rq->tp->pl->conf->task_retries);
 	argv[0] = "EVAL";
 	argv[1] = claim_script;

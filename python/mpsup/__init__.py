@@ -15,14 +15,9 @@ _LAZY = {"Client": "client", "Connection": "client", "DEFAULT_SOCKET": "client",
          "Task": "procs", "TaskPool": "procs"}
 
 
-def __getattr__(name):
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    import importlib
-    value = getattr(importlib.import_module("." + mod, __name__), name)
-    globals()[name] = value
-    return value
+from ._lazy import lazy_getattr
+
+__getattr__ = lazy_getattr(globals(), _LAZY)
 
 
 __version__ = "0.1.0"

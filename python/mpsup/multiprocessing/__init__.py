@@ -26,14 +26,9 @@ _LAZY.update(dict.fromkeys(("Lock", "RLock", "Semaphore", "BoundedSemaphore", "E
                             "Pipe", "Value", "RawValue", "Array", "RawArray"), "objects"))
 
 
-def __getattr__(name):
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    import importlib
-    value = getattr(importlib.import_module("." + mod, __name__), name)
-    globals()[name] = value
-    return value
+from .._lazy import lazy_getattr
+
+__getattr__ = lazy_getattr(globals(), _LAZY)
 
 
 def __dir__():

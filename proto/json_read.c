@@ -69,12 +69,77 @@ static const unsigned char str_plain[256] = {
 };
 #undef R16
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* The high bit of each byte of x that is not plain (see str_plain): a
+ * control character, '"', '\\' or a byte of 0x80 and up. Exact for the
+ * lowest such byte, which is all the caller uses: a false mark can only
+ * follow a true one, through a borrow. A plain byte (0x20-0x7f but the
+ * two) minus 0x20, or xor either special byte minus one, stays below 0x80
+ * and borrows nothing; a byte of 0x80 and up is marked by its own bit. */
+static inline uint64_t word_stops(uint64_t x)
+{
+	const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+
+	return (((x ^ (ones * '"')) - ones) | ((x ^ (ones * '\\')) - ones) | (x - ones * 0x20) |
+		x) &
+	       high;
+}
+#endif
+
+/* The first byte at or after q (before end) that is not plain. Eight bytes
+ * a step where the machine allows: request strings are short, so most end
+ * within one word. */
+static inline __attribute__((always_inline)) const unsigned char *plain_run(
+	const unsigned char *q, const unsigned char *end)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	while (end - q >= 8) {
+		uint64_t x, stops;
+
+		memcpy(&x, q, sizeof(x));
+		if ((stops = word_stops(x)))
+			return q + (__builtin_ctzll(stops) >> 3);
+		q += 8;
+	}
+#endif
+	while (q < end && str_plain[*q])
+		q++;
+	return q;
+}
+
 static inline void skip_space(struct reader *r)
 {
 	/* Most calls find a token at once: one compare for them. */
 	while (r->p < r->end && *r->p <= ' ' &&
 	       (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
 		r->p++;
+}
+
+/* Take the byte c when it is the next token (space before it skipped). */
+static inline __attribute__((always_inline)) bool take(struct reader *r, unsigned char c)
+{
+	/* Compact text has no space: one look for it. */
+	if (r->p < r->end && *r->p == c) {
+		r->p++;
+		return true;
+	}
+	skip_space(r);
+	if (r->p < r->end && *r->p == c) {
+		r->p++;
+		return true;
+	}
+	return false;
+}
+
+/* After a member or an element: 1 at a ',' (taken, with the space after
+ * it), 0 at the closing byte (taken), -1 at anything else. */
+static inline __attribute__((always_inline)) int next_item(struct reader *r, unsigned char close)
+{
+	if (take(r, ',')) {
+		skip_space(r);
+		return 1;
+	}
+	return take(r, close) ? 0 : -1;
 }
 
 /* Length of the valid UTF-8 sequence at s (before end) that does not start
@@ -213,12 +278,7 @@ static inline __attribute__((always_inline)) bool read_string(struct reader *r, 
 
 	*ret_heap = NULL;
 	for (;;) {
-		/* Four bytes a step while they are plain, then one by one. */
-		while (end - q >= 4 && str_plain[q[0]] && str_plain[q[1]] && str_plain[q[2]] &&
-		       str_plain[q[3]])
-			q += 4;
-		while (q < end && str_plain[*q])
-			q++;
+		q = plain_run(q, end);
 		if (q >= end || *q < 0x20)
 			return false;
 		if (*q == '"')
@@ -408,12 +468,10 @@ static json_t *read_object(struct reader *r, struct envelope *env)
 
 		if (r->p >= r->end || *r->p != '"' || !read_string(r, &key, &klen, tmp, &heap))
 			goto fail;
-		skip_space(r);
-		if (r->p >= r->end || *r->p != ':') {
+		if (!take(r, ':')) {
 			free(heap);
 			goto fail;
 		}
-		r->p++;
 		skip_space(r);
 		if (env) {
 			int taken = envelope_take(r, env, key, klen);
@@ -435,17 +493,11 @@ static json_t *read_object(struct reader *r, struct envelope *env)
 		}
 		free(heap);
 	next:
-		skip_space(r);
-		if (r->p < r->end && *r->p == ',') {
-			r->p++;
-			skip_space(r);
-			continue;
+		switch (next_item(r, '}')) {
+		case 1: continue;
+		case 0: return o;
+		default: goto fail;
 		}
-		if (r->p < r->end && *r->p == '}') {
-			r->p++;
-			return o;
-		}
-		goto fail;
 	}
 fail:
 	json_decref(o);
@@ -469,17 +521,11 @@ static json_t *read_array(struct reader *r)
 
 		if (!v || json_array_append_new(a, v) < 0)
 			goto fail;
-		skip_space(r);
-		if (r->p < r->end && *r->p == ',') {
-			r->p++;
-			skip_space(r);
-			continue;
+		switch (next_item(r, ']')) {
+		case 1: continue;
+		case 0: return a;
+		default: goto fail;
 		}
-		if (r->p < r->end && *r->p == ']') {
-			r->p++;
-			return a;
-		}
-		goto fail;
 	}
 fail:
 	json_decref(a);
@@ -571,24 +617,16 @@ static bool skip_object(struct reader *r)
 				return false; /* a duplicate */
 		keys[nk].s = key;
 		keys[nk++].len = klen;
-		skip_space(r);
-		if (r->p >= r->end || *r->p != ':')
+		if (!take(r, ':'))
 			return false;
-		r->p++;
 		skip_space(r);
 		if (!skip_value(r))
 			return false;
-		skip_space(r);
-		if (r->p < r->end && *r->p == ',') {
-			r->p++;
-			skip_space(r);
-			continue;
+		switch (next_item(r, '}')) {
+		case 1: continue;
+		case 0: return true;
+		default: return false;
 		}
-		if (r->p < r->end && *r->p == '}') {
-			r->p++;
-			return true;
-		}
-		return false;
 	}
 build:
 	r->p = start;
@@ -608,17 +646,11 @@ static bool skip_array(struct reader *r)
 	for (;;) {
 		if (!skip_value(r))
 			return false;
-		skip_space(r);
-		if (r->p < r->end && *r->p == ',') {
-			r->p++;
-			skip_space(r);
-			continue;
+		switch (next_item(r, ']')) {
+		case 1: continue;
+		case 0: return true;
+		default: return false;
 		}
-		if (r->p < r->end && *r->p == ']') {
-			r->p++;
-			return true;
-		}
-		return false;
 	}
 }
 
@@ -864,12 +896,11 @@ static bool member_read(struct reader *r, struct envelope *env, struct mpsup_mem
 		free(heap);
 		return false;
 	}
-	skip_space(r);
-	if (r->p >= r->end || *r->p != ':')
+	if (!take(r, ':'))
 		return false;
-	r->p++;
 	skip_space(r);
-	if (env && (taken = envelope_take(r, env, key, klen)) != 0)
+	/* Only "id" and "cmd" are the envelope's: one look spares the call. */
+	if (env && (klen == 2 || klen == 3) && (taken = envelope_take(r, env, key, klen)) != 0)
 		return taken > 0;
 	if (*n == cap)
 		return false;
@@ -903,17 +934,11 @@ static bool read_members(struct reader *r, struct envelope *env, struct mpsup_me
 	for (;;) {
 		if (!member_read(r, env, members, cap, n))
 			return false;
-		skip_space(r);
-		if (r->p < r->end && *r->p == ',') {
-			r->p++;
-			skip_space(r);
-			continue;
+		switch (next_item(r, '}')) {
+		case 1: continue;
+		case 0: goto end;
+		default: return false;
 		}
-		if (r->p < r->end && *r->p == '}') {
-			r->p++;
-			break;
-		}
-		return false;
 	}
 end:
 	skip_space(r);

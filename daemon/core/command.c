@@ -539,7 +539,8 @@ void command_dispatch_fds(struct conn *c, char *line, size_t len, struct fd_set_
 
 	/* Every line gets an answer, a blank one too: a client that counts
 	 * answers must not wait forever for one. */
-	if (strspn(line, " \t\r") == len) {
+	if (len == 0 ||
+	    ((*line == ' ' || *line == '\t' || *line == '\r') && strspn(line, " \t\r") == len)) {
 		reply_early(c, NULL, MPSUP_E_BAD_REQUEST, "empty request");
 		return;
 	}

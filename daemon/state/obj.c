@@ -423,10 +423,12 @@ static enum cmd_ret op_run(struct request *r, const struct type_op *t)
 {
 	const struct obj_type *type = t->type;
 	const struct obj_op *op = t->op;
-	struct obj_call c = { .r = r, .op = op };
+	struct obj_call c;
 	char buf[OBJ_NAME_MAX + 1];
 	const char *name = obj_param_name(r, buf);
 	enum cmd_ret ret = CMD_DONE;
+
+	obj_call_init(&c, r, op);
 
 	if (!name)
 		return CMD_DONE;

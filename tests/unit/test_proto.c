@@ -424,6 +424,37 @@ START_TEST(test_json_read_refused)
 }
 END_TEST
 
+/* Strings are scanned a word at a time: put each kind of byte that ends a
+ * plain run at every position of strings of every length around a word,
+ * with more text after them or none, and compare with jansson. */
+START_TEST(test_json_read_string_words)
+{
+	static const char *const specials[] = { "\"",      "\\n",          "\\\"",
+						"\\u00e9", "\xc3\xa9",     "\x01",
+						"\x7f",    "\xe2\x82\xac", "\xff" };
+	char s[64];
+
+	for (size_t len = 0; len < 20; len++)
+		for (size_t at = 0; at <= len; at++)
+			for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++)
+				for (int tail = 0; tail < 2; tail++) {
+					const char *sp = specials[k];
+					int n;
+
+					n = snprintf(s, sizeof(s), "[\"%.*s%s%.*s\"%s]", (int)at,
+						     "abcdefghijklmnopqrstuvwxyz", sp,
+						     (int)(len - at), "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+						     tail ? ",\"tail-of-the-line\"" : "");
+					ck_assert_int_lt(n, (int)sizeof(s));
+					if (strcmp(sp, "\"") == 0 || strcmp(sp, "\x01") == 0 ||
+					    strcmp(sp, "\xff") == 0)
+						read_refused(s, (size_t)n, true);
+					else
+						read_same(s, (size_t)n);
+				}
+}
+END_TEST
+
 START_TEST(test_json_read_depth)
 {
 	char s[2100];
@@ -1434,6 +1465,7 @@ static Suite *proto_suite(void)
 	tcase_add_test(tc, test_json_depth);
 	tcase_add_test(tc, test_json_read_valid);
 	tcase_add_test(tc, test_json_read_refused);
+	tcase_add_test(tc, test_json_read_string_words);
 	tcase_add_test(tc, test_json_read_depth);
 	suite_add_tcase(s, tc);
 

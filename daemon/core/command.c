@@ -29,7 +29,8 @@ static size_t table_len;
  * command_find and the counters (a power of two, at least twice
  * table_len: probes stay short). */
 static size_t *index_slots;
-/* command_row()'s last answer (reset with the table). */
+/* command_row()'s last answer, which command_find() tries first (reset
+ * with the table). */
 static const struct cmd_entry *last;
 static size_t last_row;
 static size_t index_mask;
@@ -87,6 +88,9 @@ const struct cmd_entry *command_find(const char *name)
 {
 	if (!index_slots)
 		return NULL;
+	/* Runs of one command: the one counted last is one compare away. */
+	if (last && strcmp(last->name, name) == 0)
+		return last;
 	for (size_t h = hash_fnv1a32(name) & index_mask; index_slots[h]; h = (h + 1) & index_mask)
 		if (strcmp(table[index_slots[h] - 1]->name, name) == 0)
 			return table[index_slots[h] - 1];

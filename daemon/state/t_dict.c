@@ -94,20 +94,15 @@ static enum cmd_ret dict_get(struct obj_call *c)
 	return CMD_DONE;
 }
 
-/* Room for key when it is new (max_object_items); false after answering. */
-static bool dict_room(struct obj_call *c)
-{
-	return json_object_getn(D(c), KEY(c)) || obj_items_room(c, json_object_size(D(c)), 1);
-}
-
 /* set {key, value} */
 static enum cmd_ret dict_set(struct obj_call *c)
 {
-	json_t *old;
+	json_t *old = json_object_getn(D(c), KEY(c));
 
-	if (!dict_room(c))
+	/* A new key needs room (max_object_items). */
+	if (!old && !obj_items_room(c, json_object_size(D(c)), 1))
 		return CMD_DONE;
-	old = json_incref(json_object_getn(D(c), KEY(c)));
+	json_incref(old);
 	if (json_object_setn_new_nocheck(D(c), KEY(c), json_incref(obj_arg(c, 1))) < 0) {
 		json_decref(old);
 		obj_error(c, MPSUP_E_INTERNAL, "out of memory");

@@ -9,16 +9,6 @@
 
 #include "mpsup.h"
 
-/* Add "timeout" to params unless it is negative (absent = forever). */
-static int params_add_timeout(json_t *params, double timeout)
-{
-	if (timeout != timeout) /* NaN */
-		return -EINVAL;
-	if (timeout < 0)
-		return 0;
-	return json_object_set_new(params, "timeout", json_real(timeout)) < 0 ? -ENOMEM : 0;
-}
-
 /* mpsup_call that consumes params. */
 static int call_steal(struct mpsup_client *c, const char *cmd, json_t *params, json_t **ret_result,
 		      struct mpsup_error *ret_err)
@@ -30,6 +20,23 @@ static int call_steal(struct mpsup_client *c, const char *cmd, json_t *params, j
 	r = mpsup_call(c, cmd, params, ret_result, ret_err);
 	json_decref(params);
 	return r;
+}
+
+/* call_steal with a timeout member added: none when it is negative
+ * (forever), -EINVAL when it is NaN. */
+static int call_timed(struct mpsup_client *c, const char *cmd, json_t *params, double timeout,
+		      json_t **ret_result, struct mpsup_error *ret_err)
+{
+	if (params && timeout != timeout) { /* NaN */
+		json_decref(params);
+		return -EINVAL;
+	}
+	if (params && timeout >= 0 &&
+	    json_object_set_new(params, "timeout", json_real(timeout)) < 0) {
+		json_decref(params);
+		return -ENOMEM;
+	}
+	return call_steal(c, cmd, params, ret_result, ret_err);
 }
 
 int mpsup_value_add(struct mpsup_client *c, const char *name, json_int_t by, json_int_t *ret_value,
@@ -78,58 +85,32 @@ int mpsup_dict_get(struct mpsup_client *c, const char *name, const char *key, js
 int mpsup_queue_put(struct mpsup_client *c, const char *name, json_t *item, double timeout,
 		    struct mpsup_error *ret_err)
 {
-	json_t *params;
-	int r;
-
 	if (!name)
 		return -EINVAL;
-	params = json_pack("{s:s, s:O}", "name", name, "item", item ? item : json_null());
-	if (!params)
-		return -ENOMEM;
-	r = params_add_timeout(params, timeout);
-	if (r < 0) {
-		json_decref(params);
-		return r;
-	}
-	return call_steal(c, "queue.put", params, NULL, ret_err);
+	return call_timed(c, "queue.put",
+			  json_pack("{s:s, s:O}", "name", name, "item", item ? item : json_null()),
+			  timeout, NULL, ret_err);
 }
 
 int mpsup_queue_get(struct mpsup_client *c, const char *name, double timeout, json_t **ret_item,
 		    struct mpsup_error *ret_err)
 {
-	json_t *params;
-	int r;
-
 	if (!name)
 		return -EINVAL;
-	params = json_pack("{s:s}", "name", name);
-	if (!params)
-		return -ENOMEM;
-	r = params_add_timeout(params, timeout);
-	if (r < 0) {
-		json_decref(params);
-		return r;
-	}
-	return call_steal(c, "queue.get", params, ret_item, ret_err);
+	return call_timed(c, "queue.get", json_pack("{s:s}", "name", name), timeout, ret_item,
+			  ret_err);
 }
 
 int mpsup_lock_acquire(struct mpsup_client *c, const char *name, double timeout, bool *ret_acquired,
 		       struct mpsup_error *ret_err)
 {
-	json_t *params, *result = NULL, *acquired;
+	json_t *result = NULL, *acquired;
 	int r;
 
 	if (!name)
 		return -EINVAL;
-	params = json_pack("{s:s}", "name", name);
-	if (!params)
-		return -ENOMEM;
-	r = params_add_timeout(params, timeout);
-	if (r < 0) {
-		json_decref(params);
-		return r;
-	}
-	r = call_steal(c, "lock.acquire", params, &result, ret_err);
+	r = call_timed(c, "lock.acquire", json_pack("{s:s}", "name", name), timeout, &result,
+		       ret_err);
 	if (r != 0)
 		return r;
 	acquired = json_object_get(result, "acquired");

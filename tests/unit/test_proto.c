@@ -4,6 +4,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1414,6 +1415,12 @@ START_TEST(test_client_calls)
 	ck_assert(acquired);
 	ck_assert_int_eq(mpsup_lock_release(c, "l", &err), 0);
 	ck_assert_int_eq(mpsup_lock_release(c, NULL, &err), -EINVAL);
+	/* a NaN timeout is refused before anything is sent */
+	ck_assert_int_eq(mpsup_queue_get(c, "q", NAN, &value, &err), -EINVAL);
+	ck_assert_int_eq(mpsup_queue_put(c, "q", item, NAN, &err), -EINVAL);
+	ck_assert_int_eq(mpsup_lock_acquire(c, "l", NAN, &acquired, &err), -EINVAL);
+	ck_assert_int_eq(mpsup_value_add(c, "counter", 1, &v, &err), 0); /* still in step */
+	ck_assert_int_eq(v, 101);
 
 	json_decref(item);
 	mpsup_close(c);

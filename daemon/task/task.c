@@ -825,13 +825,17 @@ static void tp_fail_backlog(struct task_pool *tp, enum mpsup_err code, const cha
 }
 
 /* Why pl cannot run tasks now or later (NULL: it can): a task pool with a
- * member that is alive, in backoff or about to start again. */
-const char *pool_cannot_run(const struct pool *pl, char *buf, size_t len)
+ * member that is alive, in backoff or about to start again. here: the
+ * tasks are to run on this host's workers; else a redis pool takes them
+ * with none here (a host may only send to the others). */
+const char *pool_cannot_run(const struct pool *pl, bool here, char *buf, size_t len)
 {
 	if (pl->removing)
 		snprintf(buf, len, "pool %s is being removed", pl->name);
 	else if (pl->conf->mode != POOL_MODE_TASK)
 		snprintf(buf, len, "pool %s is not a task pool (mode = service)", pl->name);
+	else if (!here && pl->conf->task_queue == TASK_QUEUE_REDIS)
+		return NULL; /* other hosts' workers may run them */
 	else {
 		for (unsigned i = 0; i < pl->n_slots; i++) {
 			const struct proc *m = pl->members[i];
@@ -877,12 +881,12 @@ void tp_check(struct task_pool *tp)
 {
 	char why[200];
 
-	if ((!TAILQ_EMPTY(&tp->backlog) || !TAILQ_EMPTY(&tp->feeding)) &&
-	    pool_cannot_run(tp->pl, why, sizeof(why))) {
+	/* The backlog runs here; a redis pool's maps feed other hosts too. */
+	if (!TAILQ_EMPTY(&tp->backlog) && pool_cannot_run(tp->pl, true, why, sizeof(why)))
 		tp_fail_backlog(tp, MPSUP_E_CONFLICT, why);
+	if (!TAILQ_EMPTY(&tp->feeding) && pool_cannot_run(tp->pl, false, why, sizeof(why)))
 		tp_fail_feeding(tp, MPSUP_E_CONFLICT, why);
-	} else
-		tp_dispatch(tp);
+	tp_dispatch(tp);
 }
 
 /* Pool pl was removed: its backlog fails and its record goes. */

@@ -93,7 +93,7 @@ static struct task_pool *pool_for_tasks(struct request *r, const char *name, siz
 		request_error(r, MPSUP_E_NOT_FOUND, "no pool named '%.100s'", name);
 		return NULL;
 	}
-	if (pool_cannot_run(pl, why, sizeof(why))) {
+	if (pool_cannot_run(pl, false, why, sizeof(why))) {
 		request_error(r, MPSUP_E_CONFLICT, "%s", why);
 		return NULL;
 	}

@@ -202,7 +202,7 @@ void tp_enqueue(struct task_pool *tp, struct task *t);
 void tp_dispatch(struct task_pool *tp);
 void tp_check(struct task_pool *tp);
 void task_pool_gone(struct pool *pl);
-const char *pool_cannot_run(const struct pool *pl, char *buf, size_t len);
+const char *pool_cannot_run(const struct pool *pl, bool here, char *buf, size_t len);
 
 /* task.c: the module's life (task_module is in task_cmd.c). */
 void task_info(json_t *info);

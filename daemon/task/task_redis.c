@@ -154,8 +154,9 @@ static const char trim_script[] = "local p = redis.call('XPENDING', KEYS[1], 'g'
 
 /* KEYS: stream, tries; ARGV: consumer, min idle ms, count, task_retries,
  * the answer keys' prefix. Entries past their retries are answered with a
- * failure of each of their tasks; the others are returned as id,
- * deliveries, o, i, x. */
+ * failure of each of their tasks, and so are entries without their three
+ * fields (nothing can run them; answered when they name a sender and
+ * tasks); the others are returned as id, deliveries, o, i, x. */
 static const char claim_script[] =
 	"local r = redis.call('XAUTOCLAIM', KEYS[1], 'g', ARGV[1], ARGV[2], '0-0', 'COUNT', "
 	"ARGV[3]) "
@@ -165,13 +166,16 @@ static const char claim_script[] =
 	"    local h = {} "
 	"    for k = 1, #e[2], 2 do h[e[2][k]] = e[2][k + 1] end "
 	"    local n = redis.call('HINCRBY', KEYS[2], e[1], 1) "
-	"    if n > tonumber(ARGV[4]) then "
+	"    local whole = h['o'] and h['i'] and h['x'] "
+	"    if n > tonumber(ARGV[4]) or not whole then "
+	"      local why = whole and ('the host running it was lost (after ' .. n .. "
+	"' attempts)') or 'its stream entry is malformed' "
 	"      local a = {} "
 	"      for id in string.gmatch(h['i'] or '', '%d+') do "
-	"        table.insert(a, '-' .. id .. ',{\"c\":\"internal\",\"e\":\"the host "
-	"running it was lost (after ' .. n .. ' attempts)\"}') "
+	"        table.insert(a, '-' .. id .. ',{\"c\":\"internal\",\"e\":\"' .. why .. "
+	"'\"}') "
 	"      end "
-	"      if #a > 0 then "
+	"      if #a > 0 and h['o'] then "
 	"        redis.call('RPUSH', ARGV[5] .. h['o'], '[' .. table.concat(a, ',') .. ']') "
 	"      end "
 	"      redis.call('XACK', KEYS[1], 'g', e[1]) "
@@ -905,21 +909,27 @@ static void rq_results(struct task_redis *rq)
  * Consuming tasks.
  */
 
-/* How many more tasks this host's workers of rq's pool can take. */
-static unsigned rq_room(const struct task_redis *rq)
+/* How many more tasks this host's workers of rq's pool can take; with
+ * reads: beyond what the read in flight asked for. A claim does not count
+ * that read: an idle host's read waits for new entries, and a lost host's
+ * entries must not wait for it (the read may then bring up to twice the
+ * room). */
+static unsigned rq_room(const struct task_redis *rq, bool reads)
 {
 	const struct task_pool *tp = rq->tp;
 	const struct pool_conf *pc = tp->pl->conf;
 	unsigned cap = (rq->backlog ? READ_AHEAD : 1) * pc->processes * pc->task_window, used;
 	char why[200];
 
-	if (task_shutting || !task_redis_pool(tp) || pool_cannot_run(tp->pl, why, sizeof(why)))
+	if (task_shutting || !task_redis_pool(tp) ||
+	    pool_cannot_run(tp->pl, true, why, sizeof(why)))
 		return 0;
-	used = tp->n_running + tp->n_pending + rq->reading;
+	used = tp->n_running + tp->n_pending + (reads ? rq->reading : 0);
 	return cap > used ? cap - used : 0;
 }
 
 static void rentry_put(struct rentry *re);
+static int ack_add(struct task_redis *rq, const char *entry, const char *origin, const char *text);
 
 /* The task ids of an entry (space-separated) into ids[n]; -EINVAL unless
  * there are n of them. */
@@ -979,6 +989,37 @@ static int entry_items(struct rentry *re, const char *text, size_t len, size_t *
 	return rc < 0 ? rc : *ret_n ? 0 : -EINVAL;
 }
 
+/* The tasks ids_text names (space-separated), sent by host origin, fail:
+ * their stream entry eid cannot be run here (malformed: written by
+ * something else, or by another version of mpsupd). It is acknowledged,
+ * so that it neither runs again nor holds back the trimming of the
+ * stream; origin or ids_text NULL: there is no one to answer. */
+static void rentry_refuse(struct task_redis *rq, const char *eid, const char *origin,
+			  const char *ids_text)
+{
+	static const char why[] = ",{\"c\":\"internal\",\"e\":\"its stream entry is malformed\"}";
+	struct tbuf b = { 0 };
+	char id[24], *end;
+	int n = 0;
+
+	log_warn("task", "redis task queue %s: entry %s is malformed: its tasks fail", rq->stream,
+		 eid);
+	if (origin && strlen(origin) < sizeof(((struct rentry *)0)->origin))
+		for (const char *s = ids_text; s && *s && n < ENTRY_ITEMS_MAX; s = end, n++) {
+			unsigned long long v = strtoull(s, &end, 10);
+			if (end == s || v == 0 || v > INT64_MAX || (*end && *end != ' '))
+				break;
+			tbuf_add(&b, n ? ",-" : "[-", 2);
+			tbuf_add(&b, id, (size_t)snprintf(id, sizeof(id), "%llu", v));
+			tbuf_add(&b, why, sizeof(why) - 1);
+			end += *end == ' ';
+		}
+	tbuf_add(&b, "]", 2); /* with its NUL */
+	if (!n || b.oom || ack_add(rq, eid, origin, b.s) < 0)
+		redisAsyncCommand(tq.ac, NULL, NULL, "XACK %s g %s", rq->stream, eid);
+	free(b.s);
+}
+
 /* An entry read from Redis (entry id eid, from host origin, its tasks'
  * ids there, the items' text, delivered deliveries times before): queue
  * its items here. */
@@ -987,14 +1028,20 @@ static void rentry_add(struct task_redis *rq, const redisReply *eid, const char 
 {
 	struct rentry *re = calloc(1, sizeof(*re));
 	size_t n = 0;
-	int rc = re && items ? entry_items(re, items->str, items->len, &n) : -EINVAL;
+	int rc = !re ? -ENOMEM : items ? entry_items(re, items->str, items->len, &n) : -EINVAL;
 	json_int_t *ids = n ? calloc(n, sizeof(*ids)) : NULL;
 
-	if (!re || rc < 0 || !ids || !(re->answers = calloc(n, sizeof(*re->answers))) ||
-	    entry_ids(ids_text, ids, n) < 0 || strlen(origin) >= sizeof(re->origin) ||
-	    eid->len >= sizeof(re->entry_id)) {
-		log_warn("task", "redis task queue %s: entry %s dropped (%s)", rq->stream, eid->str,
-			 re && rc != -ENOMEM ? "malformed" : "out of memory");
+	if (rc == 0 && (!ids || !(re->answers = calloc(n, sizeof(*re->answers)))))
+		rc = -ENOMEM;
+	if (rc == 0 && (entry_ids(ids_text, ids, n) < 0 || strlen(origin) >= sizeof(re->origin) ||
+			eid->len >= sizeof(re->entry_id)))
+		rc = -EINVAL;
+	if (rc < 0) {
+		if (rc == -EINVAL)
+			rentry_refuse(rq, eid->str, origin, ids_text);
+		else /* not acknowledged: it runs again after the lease */
+			log_warn("task", "redis task queue %s: out of memory: entry %s left",
+				 rq->stream, eid->str);
 		if (re) {
 			free(re->answers);
 			free(re->items);
@@ -1058,13 +1105,17 @@ static void read_reply(redisAsyncContext *ac, void *reply, void *priv)
 			ents->elements >= (asked + entry_bound(rq->tp) - 1) / entry_bound(rq->tp);
 		for (size_t k = 0; k < ents->elements; k++) {
 			const redisReply *e = ents->element[k], *o, *i;
-			if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+			if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+			    e->element[0]->type != REDIS_REPLY_STRING)
 				continue;
 			o = entry_field(e->element[1], "o");
 			i = entry_field(e->element[1], "i");
 			if (o && i)
 				rentry_add(rq, e->element[0], o->str, i->str,
 					   entry_field(e->element[1], "x"), 0);
+			else
+				rentry_refuse(rq, e->element[0]->str, o ? o->str : NULL,
+					      i ? i->str : NULL);
 		}
 		tp_dispatch(rq->tp); /* which reads again while there is room */
 		return;
@@ -1079,7 +1130,7 @@ static void rq_read(struct task_redis *rq)
 {
 	unsigned room, bound = entry_bound(rq->tp);
 
-	if (!tq.up || rq->rd_busy || !(room = rq_room(rq)))
+	if (!tq.up || rq->rd_busy || !(room = rq_room(rq, true)))
 		return;
 	if (!rq->rd) {
 		if (!(rq->rd = blocking_open(rq)))
@@ -1282,6 +1333,15 @@ static void claim_reply(redisAsyncContext *ac, void *reply, void *priv)
 		return; /* the entries stay claimed by us: claimed again after the lease */
 	for (size_t k = 0; k + 4 < rp->elements; k += 5) {
 		const redisReply *e = rp->element[k];
+		if (e->type != REDIS_REPLY_STRING ||
+		    rp->element[k + 1]->type != REDIS_REPLY_INTEGER ||
+		    rp->element[k + 2]->type != REDIS_REPLY_STRING ||
+		    rp->element[k + 3]->type != REDIS_REPLY_STRING ||
+		    rp->element[k + 4]->type != REDIS_REPLY_STRING) {
+			log_warn("task", "redis task queue %s: a malformed claim answer",
+				 rq->stream);
+			break; /* the rest would be out of step */
+		}
 		log_info("task",
 			 "redis task queue %s: entry %s of a lost host claimed (attempt %lld)",
 			 rq->stream, e->str, rp->element[k + 1]->integer + 1);
@@ -1298,7 +1358,7 @@ static void claim_reply(redisAsyncContext *ac, void *reply, void *priv)
 static void rq_claim(struct task_redis *rq)
 {
 	char idle[24], count[16], retries[16];
-	unsigned room = rq_room(rq);
+	unsigned room = rq_room(rq, false);
 	const char *argv[10];
 	size_t lens[10];
 

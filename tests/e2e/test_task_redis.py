@@ -55,9 +55,26 @@ class RedisTasks(mpsuptest.unittest.TestCase):
         wait_for(lambda: (lambda r: len(r) == processes and
                           all(p["state"] == "running" for p in r))(d.ok("status", target="w")),
                  what="the workers of host %s" % tag)
-        wait_for(lambda: self.queue(d).get("reading") == 1,
-                 what="host %s reading its task queue" % tag)
+        if processes:  # a host without workers only sends
+            wait_for(lambda: self.queue(d).get("reading") == 1,
+                     what="host %s reading its task queue" % tag)
         return d
+
+    STREAM = "mpsup:{task:w}:s"
+
+    def ghost_read(self):
+        """Read one entry as a consumer that never answers (a lost host):
+        its id and fields."""
+        out = [l for l in self.rcli("XREADGROUP", "GROUP", "g", "ghost", "COUNT", 1,
+                                    "STREAMS", self.STREAM, ">") if l]
+        fields = dict(zip(out[2::2], out[3::2]))
+        return out[1], fields
+
+    def rcli(self, *args):
+        """redis-cli's output lines (a reply's elements, flattened)."""
+        return subprocess.run(["redis-cli", "-s", self.redis.socket] + [str(a) for a in args],
+                              capture_output=True, text=True, check=True,
+                              timeout=20 * mpsuptest.SCALE).stdout.split("\n")
 
     def stop_host(self, d):
         rc = d.stop()
@@ -141,6 +158,26 @@ class Spread(RedisTasks):
             t = c.ok("pool.submit", pool="w", item=items[1])["task"]
             got = c.ok("task.wait", task=t, timeout=60 * mpsuptest.SCALE)["result"]
         self.assertEqual(got, ["a", items[1] * 2])
+
+    def test_host_without_workers_sends(self):
+        """A host whose pool has processes = 0 only sends: its maps, imaps
+        and submits run on the other hosts' workers."""
+        s, c = self.host("s", processes=0), self.host("c")
+        r = self.map(s, list(range(50)))
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(r["result"]["results"], [["c", 2 * i] for i in range(50)])
+        with Client(s.socket, timeout=60 * mpsuptest.SCALE) as cl:
+            rid = cl.send("pool.imap", pool="w", items=list(range(20)))
+            self.assertEqual(cl.recv()["id"], rid)
+            lines = [cl.recv() for _ in range(21)]
+            self.assertEqual(lines[20], {"done": True, "n": 20, "failed": 0})
+            got = [x["result"] for x in lines[:20]]
+        with Client(s.socket, timeout=60 * mpsuptest.SCALE) as cl:
+            t = cl.ok("pool.submit", pool="w", item=21)["task"]
+            self.assertEqual(cl.ok("task.wait", task=t, timeout=30 * mpsuptest.SCALE)["result"],
+                             ["c", 42])
+        self.assertEqual(got, [["c", 2 * i] for i in range(20)])
+        self.assertEqual(self.queue(s)["reading"], 0)
 
     def test_submit_and_wait_across_hosts(self):
         a, b = self.host("a"), self.host("b")
@@ -227,6 +264,25 @@ class LostHost(RedisTasks):
         # the rest of the map at A's pace plus the lease and a tick
         self.assertLess(elapsed, (LEASE + 1 + n * 0.05 / 2) * mpsuptest.SCALE)
 
+    def test_idle_host_claims_lost_entries(self):
+        """A host whose workers are idle, its read of the stream waiting
+        for new entries, still claims the entries of a host lost holding
+        them, after the lease: the tasks are answered."""
+        s = self.host("s", processes=0)  # sends only
+        tasks = [s.ok("pool.submit", pool="w", item=i)["task"] for i in range(2)]
+        wait_for(lambda: self.queue(s)["entries"] == 2, what="the tasks sent")
+        self.rcli("XGROUP", "CREATE", self.STREAM, "g", "0")
+        self.ghost_read()
+        self.ghost_read()  # both held by a host that is gone
+        c = self.host("c", processes=2)
+        t0 = time.monotonic()
+        with Client(s.socket, timeout=60 * mpsuptest.SCALE) as cl:
+            got = [cl.ok("task.wait", task=t, timeout=30 * mpsuptest.SCALE)["result"]
+                   for t in tasks]
+        self.assertEqual(got, [["c", 0], ["c", 2]])
+        self.assertLess(time.monotonic() - t0, (LEASE + 2) * 2 * mpsuptest.SCALE)
+        self.assertEqual(self.queue(c)["claimed"], 2)
+
     def test_no_retries_left_fails_lost_items(self):
         """task_retries = 0: the items B held when it died fail (once each)
         with what happened; the others are answered."""
@@ -252,6 +308,42 @@ class LostHost(RedisTasks):
         self.assertEqual([x[1] for i, x in enumerate(res) if i not in failed],
                          [2 * i for i in range(n) if i not in failed])
         self.assertEqual(self.queue(a)["answers"], n)
+
+
+class Malformed(RedisTasks):
+    def test_malformed_entries_fail_their_tasks(self):
+        """Stream entries this version cannot run - items that are not a
+        list, fields missing, read at once or claimed from a lost host -
+        fail the tasks they name on their sender with a clear error, are
+        acknowledged (nothing stays pending to hold back trimming) and
+        leave every host running."""
+        s = self.host("s", processes=0)
+        tasks = [s.ok("pool.submit", pool="w", item=i)["task"] for i in range(3)]
+        wait_for(lambda: self.queue(s)["entries"] == 3, what="the three tasks sent")
+        self.rcli("XGROUP", "CREATE", self.STREAM, "g", "0")
+        real = [self.ghost_read() for _ in range(3)]
+        for eid, _ in real:  # the tasks are to come back only through the bad entries
+            self.rcli("XACK", self.STREAM, "g", eid)
+            self.rcli("XDEL", self.STREAM, eid)
+        o = real[0][1]["o"]
+        # one read by a host that dies (claimed after the lease): no x field
+        self.rcli("XADD", self.STREAM, "*", "o", o, "i", real[0][1]["i"])
+        self.ghost_read()
+        # two read at once: items not a list of them; no o or i at all
+        self.rcli("XADD", self.STREAM, "*", "o", o, "i", real[1][1]["i"], "x", "not json")
+        self.rcli("XADD", self.STREAM, "*", "z", "1")
+        c = self.host("c", processes=1)
+        with Client(s.socket, timeout=60 * mpsuptest.SCALE) as cl:
+            for t in tasks[:2]:
+                r = cl.call("task.wait", task=t, timeout=30 * mpsuptest.SCALE)
+                self.assertFalse(r["ok"], r)
+                self.assertEqual(r["error"]["code"], "internal")
+                self.assertIn("its stream entry is malformed", r["error"]["message"])
+        wait_for(lambda: self.rcli("XPENDING", self.STREAM, "g")[0] == "0",
+                 what="no entry left pending")
+        # both hosts still serve: the third task never went anywhere
+        self.assertEqual(s.err("task.wait", task=tasks[2], timeout=0.1), "timeout")
+        self.assertEqual(self.map(c, [1, 2])["result"]["results"], [["c", 2], ["c", 4]])
 
 
 class Outage(RedisTasks):

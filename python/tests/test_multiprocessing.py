@@ -515,6 +515,22 @@ if __name__ == "__main__":
         p = self.run_src(src, "mpsup", "path.py", env=env)
         self.assertEqual(p.stdout, "True\n0\n", p.stderr)
 
+    def test_pool_worker_prepares_like_a_process_child(self):
+        # a Pool worker is prepared as a Process child is: the main module
+        # as __mp_main__, the name, and no multiprocessing.spawn import
+        src = """
+import sys
+import multiprocessing
+def loaded(_):
+    return (sorted(m for m in ("multiprocessing.spawn", "subprocess") if m in sys.modules),
+            multiprocessing.current_process().name, __name__)
+if __name__ == "__main__":
+    with multiprocessing.Pool(1) as pool:
+        print(pool.map(loaded, [0]))
+"""
+        p = self.run_src(src, "mpsup", "worker.py")
+        self.assertEqual(p.stdout, "[([], 'SpawnPoolWorker-1', '__mp_main__')]\n", p.stderr)
+
     def test_pool_without_pool_imap(self):
         # a daemon that answers pool.imap with unknown_command: the maps go
         # through pool.submit and task.wait instead, with the same results

@@ -31,6 +31,7 @@
 #include "daemon.h"
 #include "jsonw.h"
 #include "events.h"
+#include "hash.h"
 #include "log.h"
 #include "proc.h"
 #include "proc_int.h"
@@ -757,6 +758,7 @@ struct proc *proc_find(const char *name)
 {
 	const char *colon = strrchr(name, ':');
 	struct proc *p;
+	uint32_t h;
 
 	if (colon) {
 		char pname[80], *end;
@@ -775,8 +777,11 @@ struct proc *proc_find(const char *name)
 			return NULL;
 		return pl->members[idx];
 	}
+	/* one-shots: up to max_oneshots finished records stay, and a new
+	 * name is looked up in all of them; the hash spares most strcmp */
+	h = hash_fnv1a32(name);
 	TAILQ_FOREACH(p, &oneshots, os->entry)
-		if (!p->freed && strcmp(p->name, name) == 0)
+		if (p->os->name_hash == h && !p->freed && strcmp(p->name, name) == 0)
 			return p;
 	return NULL;
 }

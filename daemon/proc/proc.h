@@ -61,7 +61,8 @@ struct oneshot {
 	struct owner owner; /* the peer that ran it */
 	/* scope "process" with daemon: terminated when that process exits */
 	struct scope_link scope;
-	struct proc *proc; /* its record */
+	struct proc *proc;  /* its record */
+	uint32_t name_hash; /* of proc->name: proc_find compares it first */
 	TAILQ_ENTRY(proc) entry;
 };
 

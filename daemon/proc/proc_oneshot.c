@@ -10,6 +10,7 @@
 
 #include "conf.h"
 #include "daemon.h"
+#include "hash.h"
 #include "log.h"
 #include "proc.h"
 #include "proc_int.h"
@@ -67,6 +68,7 @@ struct proc *oneshot_run(const char *name, struct oneshot *os, bool *ret_short, 
 	}
 	p->os = os;
 	os->proc = p;
+	os->name_hash = hash_fnv1a32(p->name);
 	TAILQ_INSERT_TAIL(&oneshots, p, os->entry);
 	n_oneshots++;
 	proc_feed(p, PE_START);

@@ -138,11 +138,11 @@ def _flush(tx, out):
 def main():
     rx, tx = _protocol_files()
     data = pickle.loads(base64.b64decode(os.environ.pop("PY_MPSUP_WORKER")))
-    from multiprocessing import spawn
     import multiprocessing as std
+    from ._spawn import prepare
     index = int(os.environ.get("MPSUP_INDEX", "0"))
     data["prep"]["name"] = "SpawnPoolWorker-%d" % (index + 1)
-    spawn.prepare(data["prep"])
+    prepare(data["prep"])
     from .multiprocessing import process
     process._current_process._name = std.current_process().name
     process._parent_process = process._ParentProcess("MainProcess", data["parent_pid"])

@@ -338,12 +338,12 @@ def seed_env():
 
 class MultiprocessingTest(pyharness.DaemonClassCase):
 
-    def run_src(self, src, impl, name="prog.py", timeout=90):
+    def run_src(self, src, impl, name="prog.py", timeout=90, flags=(), env=None):
         path = os.path.join(self.tmp, impl + "_" + name)
         with open(path, "w") as f:
             f.write(drop_in(src) if impl == "mpsup" else src)
-        return subprocess.run([sys.executable, path], capture_output=True, text=True,
-                              timeout=timeout * SCALE, cwd=self.tmp, env=seed_env())
+        return subprocess.run([sys.executable, *flags, path], capture_output=True, text=True,
+                              timeout=timeout * SCALE, cwd=self.tmp, env=env or seed_env())
 
     def test_seed_programs(self):
         for name in sorted(os.listdir(SEEDS)):
@@ -458,7 +458,9 @@ import sys
 import multiprocessing
 def show():
     print(sorted(m for m in ("mpsup.client", "mpsup.multiprocessing.pool", "json", "logging",
-                             "mpsup.multiprocessing.objects") if m in sys.modules))
+                             "mpsup.multiprocessing.objects", "multiprocessing.spawn",
+                             "multiprocessing.util", "subprocess", "base64")
+                 if m in sys.modules))
 if __name__ == "__main__":
     from multiprocessing import Queue
     p = multiprocessing.Process(target=show)
@@ -470,6 +472,64 @@ if __name__ == "__main__":
 """
         p = self.run_src(src, "mpsup", "lazy.py")
         self.assertEqual(p.stdout, "[]\n0 True True True True\n", p.stderr)
+
+    def test_child_gets_the_interpreter_flags(self):
+        # as spawn: a program run with -O and -W has children with them
+        src = """
+import sys
+import warnings
+import multiprocessing
+def show():
+    print(sys.flags.optimize, __debug__, "error::UserWarning" in sys.warnoptions)
+if __name__ == "__main__":
+    p = multiprocessing.Process(target=show)
+    p.start()
+    p.join()
+    print(p.exitcode)
+"""
+        flags = ("-O", "-W", "error::UserWarning")
+        for impl in ("std", "mpsup"):
+            with self.subTest(impl=impl):
+                p = self.run_src(src, impl, "flags.py", flags=flags)
+                self.assertEqual(p.stdout, "1 False True\n0\n", p.stderr)
+
+    def test_child_finds_mpsup_where_the_program_did(self):
+        # the program puts the package on sys.path itself (no PYTHONPATH):
+        # its children find the same package
+        src = """
+import os
+import sys
+sys.path.insert(0, %r)
+import multiprocessing
+def show():
+    import mpsup
+    print(os.path.samefile(os.path.dirname(os.path.dirname(mpsup.__file__)), sys.path[0]))
+if __name__ == "__main__":
+    p = multiprocessing.Process(target=show)
+    p.start()
+    p.join()
+    print(p.exitcode)
+""" % os.path.abspath(pyharness.PYDIR)
+        env = seed_env()
+        env.pop("PYTHONPATH", None)
+        p = self.run_src(src, "mpsup", "path.py", env=env)
+        self.assertEqual(p.stdout, "True\n0\n", p.stderr)
+
+    def test_pool_worker_prepares_like_a_process_child(self):
+        # a Pool worker is prepared as a Process child is: the main module
+        # as __mp_main__, the name, and no multiprocessing.spawn import
+        src = """
+import sys
+import multiprocessing
+def loaded(_):
+    return (sorted(m for m in ("multiprocessing.spawn", "subprocess") if m in sys.modules),
+            multiprocessing.current_process().name, __name__)
+if __name__ == "__main__":
+    with multiprocessing.Pool(1) as pool:
+        print(pool.map(loaded, [0]))
+"""
+        p = self.run_src(src, "mpsup", "worker.py")
+        self.assertEqual(p.stdout, "[([], 'SpawnPoolWorker-1', '__mp_main__')]\n", p.stderr)
 
     def test_pool_without_pool_imap(self):
         # a daemon that answers pool.imap with unknown_command: the maps go

@@ -2,7 +2,7 @@
 "process" and stdio "passed"), which imports the parent's main module as
 __mp_main__ like the spawn start method and runs the pickled process object."""
 import atexit
-import base64
+import binascii
 import itertools
 import os
 import pickle
@@ -16,8 +16,19 @@ from .. import errors
 SPAWN_ENV_MAX = 96 * 1024
 _children = set()
 _children_lock = threading.Lock()
-_exitcode_to_name = {-s: "-" + signal.Signals(s).name for s in signal.valid_signals()
-                     if isinstance(s, signal.Signals)}
+
+
+def _exitcode_name(code):
+    """-15 -> "-SIGTERM", as the standard repr shows it (the table is made
+    when first needed, not when a child imports this module)."""
+    global _exitcode_to_name
+    if _exitcode_to_name is None:
+        _exitcode_to_name = {-s: "-" + signal.Signals(s).name for s in signal.valid_signals()
+                             if isinstance(s, signal.Signals)}
+    return _exitcode_to_name.get(code, code)
+
+
+_exitcode_to_name = None
 
 
 class _ParentProcess:
@@ -207,7 +218,7 @@ class BaseProcess:
         info.append("parent=%s" % self._parent_pid)
         info.append(status)
         if exitcode is not None:
-            info.append("exitcode=%s" % _exitcode_to_name.get(exitcode, exitcode))
+            info.append("exitcode=%s" % _exitcode_name(exitcode))
         if self.daemon:
             info.append("daemon")
         return "<%s>" % " ".join(info)
@@ -303,7 +314,9 @@ def _spawn_env(proc):
     data = {"prep": prep, "process": pickle.dumps(proc, pickle.HIGHEST_PROTOCOL),
             "parent_pid": os.getpid()}
     env = dict(os.environ)
-    blob = base64.b64encode(pickle.dumps(data, pickle.HIGHEST_PROTOCOL)).decode()
+    # binascii rather than base64: the child decodes it without importing base64
+    blob = binascii.b2a_base64(pickle.dumps(data, pickle.HIGHEST_PROTOCOL),
+                               newline=False).decode()
     if len(blob) <= SPAWN_ENV_MAX:
         env["PY_MPSUP_SPAWN"] = blob
     else:
@@ -315,14 +328,41 @@ def _spawn_env(proc):
     return env
 
 
+def _child_argv():
+    """The child's command line: our interpreter with our interpreter flags
+    (-O, -W, -X ..., as the standard spawn passes them), and -c rather than
+    -m (runpy's imports would cost the child more than the rest of its
+    start). When the program found mpsup somewhere the child would not look
+    by itself (its own sys.path), the code puts that directory first until
+    prepare sets the program's sys.path."""
+    from multiprocessing import util
+    code = "from mpsup._spawn import main; main()"
+    pkg_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if pkg_dir not in _default_path():
+        code = "import sys; sys.path.insert(0, %r); %s" % (pkg_dir, code)
+    return [sys.executable] + util._args_from_interpreter_flags() + ["-c", code]
+
+
+def _default_path():
+    """Where a child with our flags finds packages by itself: the site
+    directories and $PYTHONPATH (not under -S, -E, -I)."""
+    import site
+    dirs = []
+    if not sys.flags.no_site:
+        dirs += site.getsitepackages()
+        if site.ENABLE_USER_SITE:
+            dirs.append(site.getusersitepackages())
+    if not sys.flags.ignore_environment:
+        dirs += [d for d in os.environ.get("PYTHONPATH", "").split(os.pathsep) if d]
+    return {os.path.abspath(d) for d in dirs}
+
+
 def _launch(proc):
     """proc.run of a fresh interpreter running mpsup._spawn."""
     from .. import _fdpass
     from . import _runtime
     env = _spawn_env(proc)
-    # -c rather than -m: runpy's imports cost the child more than the rest
-    # of its start (the standard spawn does the same)
-    params = dict(argv=[sys.executable, "-c", "from mpsup._spawn import main; main()"],
+    params = dict(argv=_child_argv(),
                   name=_runtime.new_name("proc"),
                   env=env, cwd=os.getcwd(), daemon=bool(proc.daemon), scope="process",
                   stdio="passed")

@@ -781,7 +781,7 @@ struct proc *proc_find(const char *name)
 	 * name is looked up in all of them; the hash spares most strcmp */
 	h = hash_fnv1a32(name);
 	TAILQ_FOREACH(p, &oneshots, os->entry)
-		if (p->os->name_hash == h && !p->freed && strcmp(p->name, name) == 0)
+		if (!p->freed && p->os->name_hash == h && strcmp(p->name, name) == 0)
 			return p;
 	return NULL;
 }

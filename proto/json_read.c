@@ -575,25 +575,51 @@ static json_t *read_value(struct reader *r)
 
 /*
  * Checking without building: the verdict of read_value() on the value at
- * r->p, moving past it, with no jansson value made (but for an object
- * whose duplicate keys only jansson can judge cheaply).
+ * r->p, moving past it, with no jansson value made (but for the keys of
+ * an object whose duplicates only jansson's hash table judges cheaply).
  */
 
 static bool skip_value(struct reader *r);
 
-/* Keys an object may have for skip_object() to check them for duplicates
- * itself; an object with more (or an escaped key) is built and dropped. */
+/* An object's key as it lies in the text (no escapes). */
+struct skip_key {
+	const char *s;
+	size_t len;
+};
+
+/* Keys skip_object() checks for duplicates by hand; past them (or at an
+ * escaped key) jansson's hash table holds the keys. */
 #define SKIP_KEYS 16
 
+/* Add key to set (the object's keys so far, made from the nk in keys
+ * when NULL); false at a duplicate or out of memory. */
+static bool key_set_add(json_t **set, const struct skip_key *keys, size_t nk, const char *key,
+			size_t klen)
+{
+	size_t size;
+
+	if (!*set) {
+		if (!(*set = json_object()))
+			return false;
+		for (size_t i = 0; i < nk; i++)
+			if (json_object_setn_new_nocheck(*set, keys[i].s, keys[i].len,
+							 json_null()) < 0)
+				return false;
+	}
+	size = json_object_size(*set);
+	/* A key seen before leaves the size unchanged: a duplicate. */
+	return json_object_setn_new_nocheck(*set, key, klen, json_null()) == 0 &&
+	       json_object_size(*set) > size;
+}
+
+/* The object at r->p checked, its values only skipped (never built: a
+ * value nested in many such objects is still read once). */
 static bool skip_object(struct reader *r)
 {
-	const unsigned char *start = r->p;
-	struct {
-		const char *s;
-		size_t len;
-	} keys[SKIP_KEYS];
+	struct skip_key keys[SKIP_KEYS];
 	size_t nk = 0;
-	json_t *o;
+	json_t *set = NULL;
+	bool ok = false;
 
 	r->p++;
 	skip_space(r);
@@ -605,34 +631,34 @@ static bool skip_object(struct reader *r)
 		char tmp[STR_STACK], *heap;
 		const char *key;
 		size_t klen;
+		bool fresh = true;
 
 		if (r->p >= r->end || *r->p != '"' || !read_string(r, &key, &klen, tmp, &heap))
-			return false;
-		if (key == tmp || heap || nk == SKIP_KEYS) {
-			free(heap);
-			goto build;
+			goto out;
+		if (set || key == tmp || heap || nk == SKIP_KEYS)
+			fresh = key_set_add(&set, keys, nk, key, klen);
+		else {
+			for (size_t i = 0; i < nk; i++)
+				if (keys[i].len == klen && memcmp(keys[i].s, key, klen) == 0)
+					fresh = false; /* a duplicate */
+			keys[nk].s = key;
+			keys[nk++].len = klen;
 		}
-		for (size_t i = 0; i < nk; i++)
-			if (keys[i].len == klen && memcmp(keys[i].s, key, klen) == 0)
-				return false; /* a duplicate */
-		keys[nk].s = key;
-		keys[nk++].len = klen;
-		if (!take(r, ':'))
-			return false;
+		free(heap);
+		if (!fresh || !take(r, ':'))
+			goto out;
 		skip_space(r);
 		if (!skip_value(r))
-			return false;
+			goto out;
 		switch (next_item(r, '}')) {
 		case 1: continue;
-		case 0: return true;
-		default: return false;
+		case 0: ok = true; goto out;
+		default: goto out;
 		}
 	}
-build:
-	r->p = start;
-	o = read_object(r, NULL);
-	json_decref(o);
-	return o != NULL;
+out:
+	json_decref(set);
+	return ok;
 }
 
 static bool skip_array(struct reader *r)

@@ -695,6 +695,27 @@ static bool chunk_whole(struct task *t, size_t len)
 	return true;
 }
 
+/* How many items of a chunk of count the checked "errors" list names: a
+ * worker may name one twice (it fails once). */
+static size_t errors_items(json_t *errors, size_t count)
+{
+	size_t n = json_array_size(errors), k, items = 0;
+	unsigned char *seen;
+	json_t *e;
+
+	if (n < 2)
+		return n;
+	if (!(seen = calloc(count, 1)))
+		return n < count ? n : count;
+	json_array_foreach(errors, k, e) {
+		size_t i = (size_t)json_integer_value(json_array_get(e, 0));
+		items += !seen[i];
+		seen[i] = 1;
+	}
+	free(seen);
+	return items;
+}
+
 /* Chunk t was answered with a, checked by task_chunk_read(): spans says
  * where each result lies in a's text, errors is its "errors" list or
  * NULL. The failed items fail, the others take their results. */
@@ -705,7 +726,7 @@ void task_chunk_end(struct task *t, const struct task_answer *a, const struct js
 	size_t k;
 	json_t *e;
 
-	map_task_done(t, json_array_size(errors));
+	map_task_done(t, errors_items(errors, t->count));
 	json_array_foreach(errors, k, e)
 		map_item_end(m, t, t->index + (size_t)json_integer_value(json_array_get(e, 0)),
 			     NULL, MPSUP_E_INTERNAL, json_string_value(json_array_get(e, 1)));

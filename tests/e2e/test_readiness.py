@@ -3,6 +3,7 @@ is running when it sends READY=1 to its NOTIFY_SOCKET (libsystemd's
 sd_notify and systemd-notify, unchanged), STATUS= is shown, STOPPING=1 is
 honoured, ready_timeout fails the start, and the socket is a path only the
 worker's uid can reach, bounded in datagram size."""
+import array
 import os
 import pwd
 import shutil
@@ -116,6 +117,39 @@ class Readiness(DaemonTestCase):
         s.close()
         # read after the large one: that was not taken as READY=1
         self.assertEqual(self.rec("never:0")["state"], "starting")
+
+    def test_datagrams_with_descriptors(self):
+        """Descriptors sent along are closed unread: more than the control
+        buffer holds (cut by the kernel), with a datagram too large or past
+        the rate; the daemon keeps none and still reads the messages."""
+        self.add("fds", "sleep 1000", ready_timeout=0)
+        r = self.wait_state("fds:0", "starting")
+        path = wait_for(lambda: dict(
+            l.split("=", 1) for l in open("/proc/%d/environ" % r["pid"]).read()
+            .split("\0") if "=" in l).get("NOTIFY_SOCKET"), what="the worker's NOTIFY_SOCKET")
+        before = self.d.fd_count()
+        rd, wr = os.pipe()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        many = array.array("i", [rd, wr] * 100)  # 200: past the 16 read
+        try:
+            for k in range(5):
+                s.sendmsg([b"STATUS=with fds %d" % k],
+                          [(socket.SOL_SOCKET, socket.SCM_RIGHTS, many)], 0, path)
+            s.sendmsg([b"READY=1\n" + b"X" * 8000],
+                      [(socket.SOL_SOCKET, socket.SCM_RIGHTS, many)], 0, path)
+            s.sendmsg([b"STATUS=last"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                          array.array("i", [rd]))], 0, path)
+            wait_for(lambda: self.rec("fds:0")["notify_status"] == "last", what="last read")
+        finally:
+            s.close()
+            os.close(rd)
+        # the read end is closed everywhere: a write fails at once
+        with self.assertRaises(BrokenPipeError):
+            os.write(wr, b"x")
+        os.close(wr)
+        self.assertEqual(self.d.fd_count(), before)
+        self.assertEqual(self.rec("fds:0")["state"], "starting")
 
     def test_other_user(self):
         if os.geteuid() != 0:

@@ -166,6 +166,17 @@ for line in sys.stdin:
 '''
 
 
+# A chunk worker that doubles its items but says the first failed, twice.
+TWICE = r'''
+import json, sys
+for line in sys.stdin:
+    t = json.loads(line)
+    sys.stdout.write(json.dumps({"id": t["id"], "results": [2 * x for x in t["items"]],
+                                 "errors": [[0, "no"], [0, "no again"]]}) + "\n")
+    sys.stdout.flush()
+'''
+
+
 class Chunks(TaskTestCase):
     def next_id(self):
         return self.d.ok("daemon.info")["tasks"]["next_id"]
@@ -205,6 +216,20 @@ class Chunks(TaskTestCase):
         # 10 chunks: 99 items ended well, 1 failed
         self.assertEqual(self.tasks_total("c", "ok"), 99)
         self.assertEqual(self.tasks_total("c", "internal"), 1)
+
+    def test_metrics_count_an_item_failed_twice_once(self):
+        # a worker listing an item twice in "errors" fails that item once:
+        # the metrics count the items that failed, not the list's entries
+        path = self.path("twice.py")
+        with open(path, "w") as f:
+            f.write(TWICE)
+        self.add_pool("c", "%s %s" % (PY, path), processes=1, task_chunks=True)
+        res = self.d.ok("pool.map", pool="c", items=list(range(20)), chunksize=10,
+                        errors="return")
+        self.assertEqual([e["index"] for e in res["errors"]], [0, 10])
+        self.assertEqual(res["results"][1:10], [2 * x for x in range(1, 10)])
+        self.assertEqual(self.tasks_total("c", "ok"), 18)
+        self.assertEqual(self.tasks_total("c", "internal"), 2)
 
     def test_big_map_travels_as_text(self):
         # past REQ_LAZY_MIN: the items are read as text, sliced into chunk

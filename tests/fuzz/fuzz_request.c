@@ -20,7 +20,10 @@
  * accepts, jansson must accept with the same value (mpsup_json_loadb),
  * and mpsup_request_read must give the parts or the error that
  * mpsup_request_parse gives; what mpsup_request_members takes in place it
- * must give as mpsup_request_read does. A pool.add line is also read by the pool
+ * must give as mpsup_request_read does; so must the in-place checker
+ * (mpsup_request_members_lazy, every container left as text), and
+ * mpsup_json_array_each and mpsup_json_members take only what jansson
+ * takes. A pool.add line is also read by the pool
  * definition parser (pool_conf_from_json) without running it.
  */
 #include "config.h"
@@ -205,6 +208,71 @@ static void check_request_members(const char *text, size_t len, int r1, const ch
 	mpsup_members_free(m, n);
 }
 
+/* The in-place checker (every container member only checked and left as
+ * text) takes only what mpsup_request_read takes, with the same values. */
+static void check_request_lazy(const char *text, size_t len, int r1, json_t *params)
+{
+	struct mpsup_member m[8];
+	json_t *o, *id = NULL;
+	char cmd[128];
+	size_t n;
+
+	if (mpsup_request_members_lazy(text, len, daemon_g.conf->max_json_depth, 0, m, 8, &n, &id,
+				       cmd, sizeof(cmd)) < 0)
+		return;
+	FUZZ_CHECK(r1 == 0, "the lazy reader took what request_read refuses: %.*s", (int)len, text);
+	o = json_object();
+	FUZZ_CHECK(o, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		json_object_setn_new_nocheck(o, m[i].key, m[i].key_len, mpsup_member_json(&m[i]));
+	FUZZ_CHECK(json_object_size(o) == n && json_equal(o, params), "lazy members differ: %.*s",
+		   (int)len, text);
+	json_decref(o);
+	json_decref(id);
+	mpsup_members_free(m, n);
+}
+
+/* Counts the elements mpsup_json_array_each() hands over. */
+static int count_elem(void *arg, const char *value, size_t len)
+{
+	(void)value;
+	(void)len;
+	++*(size_t *)arg;
+	return 0;
+}
+
+/* mpsup_json_array_each() and mpsup_json_members() accept only what
+ * jansson accepts: an array of as many elements, an object of as many
+ * members. */
+static void check_checkers(const char *text, size_t len)
+{
+	struct mpsup_member m[8];
+	size_t seen = 0, n;
+	ssize_t k =
+		mpsup_json_array_each(text, len, daemon_g.conf->max_json_depth, count_elem, &seen);
+	json_t *b;
+
+	if (k >= 0) {
+		b = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+		FUZZ_CHECK(json_is_array(b) && json_array_size(b) == (size_t)k && seen == (size_t)k,
+			   "array_each took what jansson refuses: %.*s", (int)len, text);
+		json_decref(b);
+	}
+	if (mpsup_json_members(text, len, daemon_g.conf->max_json_depth, m, 8, &n) == 0) {
+		b = json_loadb(text, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+		FUZZ_CHECK(json_is_object(b) && json_object_size(b) == n,
+			   "json_members took what jansson refuses: %.*s", (int)len, text);
+		for (size_t i = 0; i < n; i++) {
+			json_t *v = mpsup_member_json(&m[i]);
+			FUZZ_CHECK(v && json_equal(v, json_object_getn(b, m[i].key, m[i].key_len)),
+				   "json_members differs: %.*s", (int)len, text);
+			json_decref(v);
+		}
+		json_decref(b);
+		mpsup_members_free(m, n);
+	}
+}
+
 static void check_request_read(const char *text, size_t len)
 {
 	size_t depth = daemon_g.conf->max_json_depth;
@@ -217,6 +285,7 @@ static void check_request_read(const char *text, size_t len)
 
 	FUZZ_CHECK(r1 == r2, "request_read %d, request_parse %d: %.*s", r1, r2, (int)len, text);
 	check_request_members(text, len, r1, cmd, id, params);
+	check_request_lazy(text, len, r1, params);
 	if (r1 == 0) {
 		FUZZ_CHECK(strncmp(cmd, name, sizeof(cmd) - 1) == 0, "cmd %s vs %s", cmd, name);
 		id2 = json_incref(json_object_get(req, "id"));
@@ -251,6 +320,7 @@ static void check_reader_lines(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < size; i++)
 		if (data[i] == '\n') {
 			check_reader((const char *)data + start, i - start);
+			check_checkers((const char *)data + start, i - start);
 			check_request_read((const char *)data + start, i - start);
 			start = i + 1;
 		}

@@ -736,6 +736,62 @@ START_TEST(test_json_array_each)
 }
 END_TEST
 
+/* jansson allocations made while a test counts them */
+static size_t json_allocs;
+
+static void *counting_malloc(size_t n)
+{
+	json_allocs++;
+	return malloc(n);
+}
+
+/* A nested object (depth deep, each level with a key that needs the
+ * duplicate check of jansson: escaped, or past the 16 checked by hand)
+ * around a list of bulk integers, inside a list: checking it must not
+ * build the inner values again at every level (a client's request held
+ * mpsupd for seconds). */
+static void deep_keys(size_t depth, size_t bulk, bool many_keys, bool dup)
+{
+	size_t cap = 64 + depth * 200 + bulk * 2, n = 0;
+	char *t = malloc(cap);
+
+	ck_assert_ptr_nonnull(t);
+	t[n++] = '[';
+	for (size_t i = 0; i < depth; i++)
+		n += (size_t)snprintf(t + n, cap - n, "{\"v\":");
+	t[n++] = '[';
+	for (size_t i = 0; i < bulk; i++)
+		n += (size_t)snprintf(t + n, cap - n, "%s7", i ? "," : "");
+	t[n++] = ']';
+	for (size_t i = 0; i < depth; i++) {
+		if (many_keys)
+			for (char k = 'a'; k <= 'q'; k++)
+				n += (size_t)snprintf(t + n, cap - n, ",\"%c\":%d", k, k);
+		else
+			n += (size_t)snprintf(t + n, cap - n, ",\"\\n\":0");
+		if (dup && i == depth / 2)
+			n += (size_t)snprintf(t + n, cap - n, ",\"\\u0076\":1"); /* "v" again */
+		t[n++] = '}';
+	}
+	t[n++] = ']';
+	json_allocs = 0;
+	json_set_alloc_funcs(counting_malloc, free);
+	ck_assert_int_eq(mpsup_json_array_each(t, n, 0, NULL, NULL), dup ? -EINVAL : 1);
+	json_set_alloc_funcs(malloc, free);
+	/* a few per level (the keys jansson checks), none per inner value */
+	ck_assert_uint_lt(json_allocs, depth * 64);
+	free(t);
+}
+
+START_TEST(test_json_check_deep_keys)
+{
+	deep_keys(60, 20000, false, false);
+	deep_keys(60, 20000, true, false);
+	deep_keys(60, 20000, false, true);
+	deep_keys(60, 20000, true, true);
+}
+END_TEST
+
 START_TEST(test_members_lazy)
 {
 	struct mpsup_member m[4];
@@ -1484,6 +1540,7 @@ static Suite *proto_suite(void)
 	tcase_add_test(tc, test_request_members);
 	tcase_add_test(tc, test_json_array_each);
 	tcase_add_test(tc, test_members_lazy);
+	tcase_add_test(tc, test_json_check_deep_keys);
 	tcase_add_test(tc, test_request_new);
 	tcase_add_test(tc, test_response_build);
 	tcase_add_test(tc, test_error_table);

@@ -3,11 +3,18 @@
 -- max maxsize, u unfinished), data key (hash, list), wake lists: j (a queue
 -- is joined: u is 0) and s (a bounded queue has room). A wake list holds one
 -- element while its condition holds; waiters rotate it (BLMOVE L L).
--- ARGV: op, name, mode ('e': the object must exist), then the parameters,
--- each '=' .. text or '' when absent. Values are JSON texts; a result is
--- the JSON text of the answer, an error `code message`.
+-- ARGV: op, name, mode ('e': the object must exist, 'c': it may be made;
+-- then the caller's uid unless it is an admin), then the parameters, each
+-- '=' .. text or '' when absent. Values are JSON texts; a result is the
+-- JSON text of the answer, an error `code message`. Meta fields o (a
+-- private object's owner uid) and sh (a scoped object's HOST:N: it lives
+-- while PREFIX{name}:l:HOST, renewed by that host, does).
 local m, d, j, sp = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, name, mode = ARGV[1], ARGV[2], ARGV[3]
+local who = string.sub(mode, 2)
+mode = string.sub(mode, 1, 1)
+-- what a waiter blocked on a deleted object finds (never a JSON text)
+local TOMB = '\0mpsup-deleted'
 local ty = string.match(op, '^[^.]+')
 local function fail(code, msg) return redis.error_reply(code .. ' ' .. name .. ': ' .. msg) end
 local function arg(i)
@@ -103,10 +110,53 @@ local function whole(t)
 	return 'null'
 end
 
-local t = redis.call('HGET', m, 't')
+-- delete the object of type ty; its blocked waiters find TOMB (a getter
+-- passes it on to the next, queue.gone) and answer not_found
+local function remove(ty)
+	local g = redis.call('HGET', m, 'g')
+	redis.call('DEL', m, d, j, sp)
+	local function tomb(k)
+		redis.call('RPUSH', k, TOMB)
+		redis.call('PEXPIRE', k, 60000)
+	end
+	if ty == 'queue' then tomb(d); tomb(j); tomb(sp)
+	elseif ty == 'event' then tomb(d)
+	elseif ty == 'lock' or ty == 'rlock' or ty == 'semaphore' then tomb(sp)
+	elseif ty == 'barrier' and g then tomb(m .. ':g:' .. g) end
+end
+
+local meta = redis.call('HMGET', m, 't', 'o', 'sh')
+local t, owner, sh = meta[1], meta[2], meta[3]
+-- a scoped object whose host stopped renewing its lease is gone
+if t and sh and redis.call('EXISTS', m .. ':l:' .. string.match(sh, '^[^:]+')) == 0 then
+	remove(t)
+	t, owner, sh = false, false, false
+end
+-- the host's own calls: its scope ended, a getter found TOMB
+if op == 'obj.unscope' then
+	if t and sh == arg(1) then remove(t) end
+	return 'null'
+elseif op == 'queue.gone' then
+	if t then redis.call('DEL', arg(1))
+	else
+		redis.call('LMOVE', arg(1), d, 'LEFT', 'LEFT')
+		redis.call('PEXPIRE', d, 60000)
+	end
+	return 'null'
+end
+-- a private object is hidden from every other uid but admins' (who '')
+if t and owner and who ~= '' and owner ~= who then
+	if op == 'obj.create' then return fail('not_found', 'no object named ' .. name .. ' (a private one)') end
+	local what = ty
+	if ty == 'obj' then what = 'object' end
+	return redis.error_reply('not_found no ' .. what .. ' named ' .. name)
+end
 local created = false
 if op == 'obj.create' then
 	local ctype, tc, init, max = arg(1), arg(2), arg(3), arg(4)
+	-- the tail: owner uid ('?': a bad access), scope mark, lease ms
+	local cown, csh, clease = ARGV[#ARGV - 2], ARGV[#ARGV - 1], ARGV[#ARGV]
+	if cown == '?' then return redis.error_reply('bad_request obj.create: access must be "private" or "shared"') end
 	if t then
 		if t ~= ctype then return fail('exists', 'exists as a ' .. t) end
 		if (tc and redis.call('HGET', m, 'tc') ~= tc) or
@@ -117,7 +167,15 @@ if op == 'obj.create' then
 		end
 		return '{"created":false}'
 	end
+	-- what a deleted object of this name left for its waiters goes
+	redis.call('DEL', d, j, sp)
 	redis.call('HSET', m, 't', ctype)
+	if cown ~= '' then redis.call('HSET', m, 'o', string.sub(cown, 2)) end
+	if csh ~= '' then
+		csh = string.sub(csh, 2)
+		redis.call('HSET', m, 'sh', csh)
+		redis.call('SET', m .. ':l:' .. string.match(csh, '^[^:]+'), '1', 'PX', string.sub(clease, 2))
+	end
 	if ctype == 'value' then
 		tc = tc or 'any'
 		redis.call('HSET', m, 'tc', tc, 'v', store(tc, init or '0'))
@@ -150,7 +208,7 @@ elseif op == 'obj.get' or op == 'obj.delete' then
 		if w then return w end
 		op, ty = t .. '.state', t
 	else
-		redis.call('DEL', m, d, j, sp)
+		remove(t)
 		return 'null'
 	end
 end
@@ -163,6 +221,7 @@ if not t then
 	end
 	t = ty
 	created = true
+	redis.call('DEL', d, j, sp)
 	redis.call('HSET', m, 't', ty)
 	if ty == 'value' then redis.call('HSET', m, 'tc', 'any', 'v', '0')
 	elseif ty == 'queue' then redis.call('HSET', m, 'max', '0', 'u', '0') end
@@ -501,5 +560,11 @@ end
 return redis.error_reply('bad_request ' .. op .. ': not served by the redis state backend')
 end
 local r = run()
-if created and type(r) == 'string' then return '\1' .. r end
+if created and type(r) == 'string' then r = '\1' .. r end
+-- a private object's answers (and waits) start with \2 owner \2: its
+-- events reach its owner's uid and admins only
+if owner and type(r) == 'string' then r = '\2' .. owner .. '\2' .. r end
+if owner and type(r) == 'table' and r.err and string.sub(r.err, 1, 5) == 'wait ' then
+	r = redis.error_reply('\2' .. owner .. '\2' .. r.err)
+end
 return r

@@ -692,7 +692,6 @@ class Objects(DaemonTestCase):
             c.ok("obj.delete", name="d")
             c.ok("list.append", name="d", value=1)
 
-    @local_only("a delete does not reach waiters blocked in redis")
     def test_delete_wakes_waiters(self):
         with self.d.client() as a, self.d.client() as b, self.d.client() as c:
             r1 = a.send("queue.get", name="q")

@@ -95,6 +95,55 @@ class CrossHost(RedisHosts):
         a.ok("queue.put", name="q", item=7)
         self.assertEqual(a.ok("queue.get", name="q", timeout=5), 7)
 
+    def test_delete_wakes_other_hosts_waiters(self):
+        """obj.delete on host A answers every waiter blocked in Redis, on
+        host B and on A, not_found (as the local backend does); the name
+        is free and clean for a new object at once."""
+        a, b = self.host(), self.host()
+        a.ok("obj.create", name="full", type="queue", maxsize=1)
+        a.ok("queue.put", name="full", item=0)
+        a.ok("queue.put", name="joined", item=1)
+        holder = a.client()
+        self.addCleanup(holder.close)
+        holder.ok("lock.acquire", name="L")
+        a.ok("obj.create", name="S", type="semaphore", value=1)
+        holder.ok("semaphore.acquire", name="S")
+        a.ok("obj.create", name="B", type="barrier", parties=3)
+        waits = [(b, "queue.get", {"name": "q"}), (b, "queue.get", {"name": "q"}),
+                 (a, "queue.get", {"name": "q"}),
+                 (b, "queue.put", {"name": "full", "item": 1}),
+                 (b, "queue.join", {"name": "joined"}),
+                 (b, "event.wait", {"name": "ev"}), (a, "event.wait", {"name": "ev"}),
+                 (b, "lock.acquire", {"name": "L"}),
+                 (b, "semaphore.acquire", {"name": "S"}),
+                 (b, "barrier.wait", {"name": "B"})]
+        clients = []
+        for d, cmd, params in waits:
+            c = d.client()
+            self.addCleanup(c.close)
+            clients.append((c, c.send(cmd, timeout=60, **params), cmd))
+        self.blocked(b, 8)
+        self.blocked(a, 2)
+        t0 = time.monotonic()
+        for name in ("q", "full", "joined", "ev", "L", "S", "B"):
+            a.ok("obj.delete", name=name)
+        for c, rid, cmd in clients:
+            r = c.recv()
+            self.assertEqual((r["id"], r.get("error", {}).get("code")), (rid, "not_found"),
+                             (cmd, r))
+            self.assertIn("was deleted", r["error"]["message"])
+        self.assertLess(time.monotonic() - t0, 10 * mpsuptest.SCALE)
+        self.blocked(a, 0)
+        self.blocked(b, 0)
+        # nothing of the old objects is left in the new ones
+        self.assertEqual(b.err("queue.get", name="q", timeout=0), "empty")
+        self.assertEqual(b.ok("queue.size", name="q"), 0)
+        a.ok("queue.put", name="q", item="new")
+        self.assertEqual(b.ok("queue.get", name="q", timeout=5), "new")
+        self.assertEqual(b.ok("event.wait", name="ev", timeout=0), {"set": False})
+        self.assertEqual(b.ok("lock.acquire", name="L", timeout=0), {"acquired": True})
+        self.assertEqual(sorted(o["name"] for o in a.ok("obj.list")), ["L", "ev", "q"])
+
     def test_value_add_three_hosts(self):
         """3 hosts x 8 clients x 1000 value.add: exactly 24000."""
         hosts = [self.host() for _ in range(3)]

@@ -82,6 +82,8 @@ struct rcall {
 	char *inflight;      /* WAIT_TAKE: where the item is moved */
 	LIST_ENTRY(rcall) blocked;
 	struct scoped *scoped; /* obj.create with scope "process" */
+	char ticket[64];       /* a put or acquire: its place in line (HOST:N) */
+	bool ticketed;         /* it waited in line and has not gone on yet */
 	bool priv;             /* the object is private, owned by owner */
 	struct owner owner;
 };
@@ -148,10 +150,14 @@ static void scoped_forget(const char *name);
 
 /* --- the command of a call ------------------------------------------------- */
 
+static void rc_untick(struct rcall *rc);
+
 static void rc_free(struct rcall *rc)
 {
 	if (rc->scoped)
 		scoped_settle(rc->scoped);
+	if (rc->ticketed)
+		rc_untick(rc);
 	for (int i = 0; i < rc->argc; i++)
 		free(rc->argv[i]);
 	free(rc->argv);
@@ -258,6 +264,24 @@ static int rc_set_caller(struct rcall *rc, const struct conn *c)
 	return 0;
 }
 
+/* A put or an acquire waits in line when it must (the script's turn()):
+ * give it a ticket, sent after the mode with the lease that keeps it. */
+static int rc_set_ticket(struct rcall *rc)
+{
+	char buf[160];
+	char *a;
+
+	snprintf(rc->ticket, sizeof(rc->ticket), "%s:%llu", rs.host_id, ++rs.next_wait);
+	snprintf(buf, sizeof(buf), "%s/%s/%lld", rc->argv[A_MODE], rc->ticket,
+		 (long long)(rs.lease * 1000));
+	if (!(a = strdup(buf)))
+		return -ENOMEM;
+	free(rc->argv[A_MODE]);
+	rc->argv[A_MODE] = a;
+	rc->argvlen[A_MODE] = strlen(a);
+	return 0;
+}
+
 /* --- answering ---------------------------------------------------------------- */
 
 /* The request of rc, taken from its park; NULL when the client left. */
@@ -318,6 +342,9 @@ static void rc_ok(struct rcall *rc, json_t *result)
 
 	if (rc->scoped && json_is_true(json_object_get(result, "created")))
 		rc->scoped->live = true;
+	/* a put that went on, an acquire that got it: out of line already */
+	if (rc->ticketed && (!rc->owned || json_is_true(json_object_get(result, "acquired"))))
+		rc->ticketed = false;
 	if (strcmp(rc->op, "obj.delete") == 0)
 		scoped_forget(rc->argv[A_NAME]);
 	if (!r) {
@@ -479,11 +506,19 @@ static void renew_fire(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	struct scoped *sc;
+	struct rcall *rc;
 
 	LIST_FOREACH(h, &rs.holds, entry)
 		if (rs.ac) {
 			redisAsyncCommand(rs.ac, NULL, NULL, "SET %s{%s}:l:%s 1 PX %lld", rs.prefix,
 					  h->name, rs.host_id, (long long)(rs.lease * 1000));
+			rs.renewals++;
+		}
+	LIST_FOREACH(rc, &rs.blocked, blocked)
+		if (rs.ac && rc->ticketed) {
+			redisAsyncCommand(rs.ac, NULL, NULL, "SET %s:t:%s 1 PX %lld",
+					  rc->argv[A_META], rc->ticket,
+					  (long long)(rs.lease * 1000));
 			rs.renewals++;
 		}
 	LIST_FOREACH(sc, &rs.scoped, entry)
@@ -611,6 +646,23 @@ static void block_pass_tomb(struct rcall *rc)
 		if (t)
 			rc_free(t);
 		return;
+	}
+	t->gone = true; /* nobody to answer */
+	if (!rc_send(t))
+		rc_free(t);
+}
+
+/* rc waited in line and gives up (timeout, client gone, error): its
+ * ticket leaves the line and the next in line is served. */
+static void rc_untick(struct rcall *rc)
+{
+	struct rcall *t = rc_new("obj.untick", rc->argv[A_NAME], true);
+
+	rc->ticketed = false;
+	if (!t || rc_push(t, '=', rc->ticket, strlen(rc->ticket)) < 0) {
+		if (t)
+			rc_free(t);
+		return; /* its ticket ends with its lease */
 	}
 	t->gone = true; /* nobody to answer */
 	if (!rc_send(t))
@@ -861,7 +913,11 @@ static void block_start(struct rcall *rc)
 		rc->wait = WAIT_ROTATE;
 		if (strcmp(rc->op, "queue.join") == 0)
 			src = dst = rc->argv[A_JOIN];
-		else if (strcmp(rc->op, "queue.put") == 0 || rc->owned)
+		else if (rc->ticket[0]) { /* in line: woken when its turn comes */
+			if (asprintf(&inflight, "%s:k:%s", rc->argv[A_META], rc->ticket) < 0)
+				inflight = NULL;
+			src = dst = inflight;
+		} else if (strcmp(rc->op, "queue.put") == 0 || rc->owned)
 			src = dst = rc->argv[A_ROOM];
 		else if (strcmp(rc->op, "barrier.wait") == 0) {
 			if (rc->bgen < 0 ||
@@ -872,7 +928,8 @@ static void block_start(struct rcall *rc)
 			src = dst = inflight;
 		}
 	}
-	if (((rc->wait == WAIT_TAKE || strcmp(rc->op, "barrier.wait") == 0) && !inflight) ||
+	if (((rc->wait == WAIT_TAKE || rc->ticket[0] || strcmp(rc->op, "barrier.wait") == 0) &&
+	     !inflight) ||
 	    !(rc->bc = connect_new())) {
 		free(inflight);
 		rc->wait = WAIT_NONE;
@@ -935,6 +992,7 @@ static void call_reply(redisAsyncContext *ac, void *reply, void *priv)
 		const char *sp = strrchr(str, ' ');
 
 		rc->soonest = sp && sp > str + 4 ? strtoll(sp + 1, NULL, 10) : -1;
+		rc->ticketed = rc->ticket[0] != '\0';
 		if (strcmp(rc->op, "barrier.wait") == 0 &&
 		    sscanf(str + 5 + strlen(rc->argv[A_NAME]), " %lld %lld", &rc->bgen,
 			   &rc->bidx) != 2)
@@ -1249,6 +1307,13 @@ static enum cmd_ret redis_op(struct request *r, const struct type_op *t)
 		}
 		rc->owned = t->type;
 		rc->conn = r->conn;
+	}
+	if ((rc->owned && strstr(op->name, ".acquire")) || strcmp(op->name, "queue.put") == 0) {
+		if (rc_set_ticket(rc) < 0) {
+			rc_free(rc);
+			request_error(r, MPSUP_E_INTERNAL, "out of memory");
+			goto done;
+		}
 	}
 	rc->tname = t->type->name;
 	rc->flags = op->flags;

@@ -144,6 +144,59 @@ class CrossHost(RedisHosts):
         self.assertEqual(b.ok("lock.acquire", name="L", timeout=0), {"acquired": True})
         self.assertEqual(sorted(o["name"] for o in a.ok("obj.list")), ["L", "ev", "q"])
 
+    def test_fifo_putters_and_acquirers_across_hosts(self):
+        """Putters blocked on a full queue and acquirers blocked on a lock
+        and a semaphore, arriving on alternate hosts, go on in arrival
+        order; one that gives up leaves the line."""
+        a, b = self.host(), self.host()
+        a.ok("obj.create", name="q", type="queue", maxsize=1)
+        a.ok("queue.put", name="q", item=0)
+        a.ok("obj.create", name="S", type="semaphore", value=1)
+        holder = a.client()
+        self.addCleanup(holder.close)
+        holder.ok("lock.acquire", name="L")
+        holder.ok("semaphore.acquire", name="S")
+        for obj, cmd in (("q", "queue.put"), ("L", "lock.acquire"), ("S", "semaphore.acquire")):
+            waiting = []
+            for i in range(6):
+                d = (b, a)[i % 2]
+                c = d.client()
+                self.addCleanup(c.close)
+                params = {"item": i + 1} if cmd == "queue.put" else {}
+                if i == 2:
+                    params["timeout"] = 0.3  # gives up before its turn
+                waiting.append((c, c.send(cmd, name=obj, **params), i))
+                self.blocked(d, (i + 2) // 2 if d is b else (i + 1) // 2)
+            c, rid, _ = waiting.pop(2)
+            r = c.recv()
+            self.assertEqual(r["id"], rid)
+            self.assertIn(r.get("error", {}).get("code") or r["result"],
+                          ("full", {"acquired": False}), r)
+            self.blocked(a, 3)
+            self.blocked(b, 2)
+            order, got, prev = [], [], holder
+            for c, rid, i in waiting:
+                if cmd == "queue.put":
+                    got.append(holder.ok("queue.get", name="q"))
+                else:
+                    prev.ok(cmd.replace("acquire", "release"), name=obj)
+                # the first in line goes on (another could not: no room)
+                r = c.recv()
+                self.assertEqual(r["id"], rid)
+                self.assertTrue(r["ok"], r)
+                if cmd != "queue.put":
+                    self.assertEqual(r["result"], {"acquired": True})
+                    prev = c
+                order.append(i)
+            if cmd == "queue.put":
+                got.append(holder.ok("queue.get", name="q"))
+                self.assertEqual(got, [0, 1, 2, 4, 5, 6])
+            else:
+                prev.ok(cmd.replace("acquire", "release"), name=obj)
+            self.assertEqual(order, [0, 1, 3, 4, 5], cmd)
+            self.blocked(a, 0)
+            self.blocked(b, 0)
+
     def test_value_add_three_hosts(self):
         """3 hosts x 8 clients x 1000 value.add: exactly 24000."""
         hosts = [self.host() for _ in range(3)]

@@ -425,7 +425,7 @@ elseif ty == 'queue' then
 		else redis.call('DEL', sp) end
 	end
 	if op == 'queue.put' then
-		if (max > 0 and n >= max) or not turn() then
+		if max > 0 and (n >= max or not turn()) then
 			if arg(2) and tonumber(arg(2)) == 0 then return fail('full', 'full') end
 			turn_wait()
 			return redis.error_reply('wait ' .. name)
@@ -434,18 +434,25 @@ elseif ty == 'queue' then
 		redis.call('HINCRBY', m, 'u', 1)
 		redis.call('DEL', j)
 		room(n + 1)
-		turn_done()
-		if max == 0 or n + 1 < max then serve() end
+		-- only a bounded queue has putters in line
+		if max > 0 then
+			turn_done()
+			if n + 1 < max then serve() end
+		end
 		return 'null'
 	elseif op == 'queue.taken' then
 		-- a blocked getter was answered with the item it moved aside
 		redis.call('DEL', arg(1))
 		room(n)
-		serve()
+		if max > 0 then serve() end
 		return 'null'
 	elseif op == 'queue.get' then
 		local v = redis.call('LPOP', d)
-		if v then room(n - 1); serve(); return v end
+		if v then
+			room(n - 1)
+			if max > 0 then serve() end
+			return v
+		end
 		if arg(1) and tonumber(arg(1)) == 0 then return fail('empty', 'empty') end
 		return redis.error_reply('wait ' .. name)
 	elseif op == 'queue.size' then return tostring(n)

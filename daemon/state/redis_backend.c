@@ -501,13 +501,12 @@ static void renew_fire(evutil_socket_t fd, short what, void *arg)
 	struct timeval tv;
 	double every = rs.lease / 3;
 	struct hold *h;
+	struct scoped *sc;
+	struct rcall *rc;
 
 	(void)fd;
 	(void)what;
 	(void)arg;
-	struct scoped *sc;
-	struct rcall *rc;
-
 	LIST_FOREACH(h, &rs.holds, entry)
 		if (rs.ac) {
 			redisAsyncCommand(rs.ac, NULL, NULL, "SET %s{%s}:l:%s 1 PX %lld", rs.prefix,

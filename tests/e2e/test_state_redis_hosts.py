@@ -197,6 +197,21 @@ class CrossHost(RedisHosts):
             self.blocked(a, 0)
             self.blocked(b, 0)
 
+    def test_scoped_objects_bounded(self):
+        """A host watches at most max_objects scoped objects (limit past
+        it); a delete gives the room back."""
+        a = self.host("max_objects = 2\n")
+        with a.client() as c:
+            for n in ("s1", "s2"):
+                self.assertEqual(c.ok("obj.create", name=n, type="dict", scope="process"),
+                                 {"created": True})
+            self.assertEqual(c.err("obj.create", name="s3", type="dict", scope="process"),
+                             "limit")
+            self.assertEqual(sorted(o["name"] for o in c.ok("obj.list")), ["s1", "s2"])
+            c.ok("obj.delete", name="s1")
+            self.assertEqual(c.ok("obj.create", name="s3", type="dict", scope="process"),
+                             {"created": True})
+
     def test_value_add_three_hosts(self):
         """3 hosts x 8 clients x 1000 value.add: exactly 24000."""
         hosts = [self.host() for _ in range(3)]

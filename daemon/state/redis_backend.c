@@ -16,7 +16,12 @@
  * there once answered; a getter that leaves is unblocked (CLIENT UNBLOCK)
  * and whatever it had moved goes back to the head of the queue. Joiners and
  * event waiters rotate a one-element list (BLMOVE L L), which wakes all of
- * them. Redis serves blocked clients in the order they blocked.
+ * them. Redis serves blocked clients in the order they blocked. A delete
+ * leaves a tombstone where waiters block: they answer not_found.
+ *
+ * A private object keeps its owner's uid in Redis (checked by the script
+ * against the caller's, sent after the mode); a scoped one lives while the
+ * host that watches its process renews its lease (struct scoped).
  *
  * While Redis cannot be reached every state command answers `unavailable`
  * at once; the connection is retried with a backoff (0.1 s doubling to 5 s).
@@ -36,6 +41,7 @@
 #include <hiredis/async.h>
 
 #include "conf.h"
+#include "container.h"
 #include "daemon.h"
 #include "events.h"
 #include "log.h"
@@ -75,7 +81,16 @@ struct rcall {
 	long long client_id; /* bc's, -1 until known */
 	char *inflight;      /* WAIT_TAKE: where the item is moved */
 	LIST_ENTRY(rcall) blocked;
+	struct scoped *scoped; /* obj.create with scope "process" */
+	char ticket[64];       /* a put or acquire: its place in line (HOST:N) */
+	bool ticketed;         /* it waited in line and has not gone on yet */
+	bool priv;             /* the object is private, owned by owner */
+	struct owner owner;
 };
+
+/* What a blocked waiter finds when its object is deleted (remove() in the
+ * script): not a JSON text, so never an item. */
+static const char tomb[] = "\0mpsup-deleted";
 
 static struct {
 	redisAsyncContext *ac; /* the main connection; NULL while down */
@@ -90,6 +105,9 @@ static struct {
 	LIST_HEAD(, rcall) blocked;
 	LIST_HEAD(, hold) holds;
 	LIST_HEAD(, rcall) rearm; /* waits cut by an outage, until Redis is back */
+	LIST_HEAD(, scoped) scoped;
+	unsigned n_scoped;
+	unsigned long long next_scope;
 	struct event *renew;
 	/* the config's, as at start (state_backend is read at start only) */
 	char address[256], prefix[80];
@@ -110,12 +128,36 @@ struct hold {
 	char name[OBJ_NAME_MAX + 1];
 };
 
+/*
+ * An object this host made with scope "process": while the process lives
+ * the host renews PREFIX{name}:l:HOST (as for holds); when it exits the
+ * host deletes the object (obj.unscope, only if it still carries mark).
+ * If the host dies, the lease runs out and the next command that touches
+ * the name deletes it (the script's check of sh).
+ */
+struct scoped {
+	struct scope_link link;
+	bool live;  /* created: renewed until its process exits */
+	bool ended; /* its process exited while the create was in flight */
+	LIST_ENTRY(scoped) entry;
+	char mark[64]; /* HOST:N, the object's sh */
+	char name[OBJ_NAME_MAX + 1];
+};
+
 static void main_connect(void);
+static void scoped_settle(struct scoped *sc);
+static void scoped_forget(const char *name);
 
 /* --- the command of a call ------------------------------------------------- */
 
+static void rc_untick(struct rcall *rc);
+
 static void rc_free(struct rcall *rc)
 {
+	if (rc->scoped)
+		scoped_settle(rc->scoped);
+	if (rc->ticketed)
+		rc_untick(rc);
 	for (int i = 0; i < rc->argc; i++)
 		free(rc->argv[i]);
 	free(rc->argv);
@@ -204,6 +246,42 @@ static struct rcall *rc_new(const char *op, const char *name, bool existing)
 	return rc;
 }
 
+/* The caller of rc is c: unless it is an admin (or the daemon itself),
+ * its uid follows the mode, for the script's check of private objects. */
+static int rc_set_caller(struct rcall *rc, const struct conn *c)
+{
+	char buf[32];
+	char *a;
+
+	if (!c || c->role >= ROLE_ADMIN)
+		return 0;
+	snprintf(buf, sizeof(buf), "%s%u", rc->argv[A_MODE], (unsigned)c->uid);
+	if (!(a = strdup(buf)))
+		return -ENOMEM;
+	free(rc->argv[A_MODE]);
+	rc->argv[A_MODE] = a;
+	rc->argvlen[A_MODE] = strlen(a);
+	return 0;
+}
+
+/* A put or an acquire waits in line when it must (the script's turn()):
+ * give it a ticket, sent after the mode with the lease that keeps it. */
+static int rc_set_ticket(struct rcall *rc)
+{
+	char buf[160];
+	char *a;
+
+	snprintf(rc->ticket, sizeof(rc->ticket), "%s:%llu", rs.host_id, ++rs.next_wait);
+	snprintf(buf, sizeof(buf), "%s/%s/%lld", rc->argv[A_MODE], rc->ticket,
+		 (long long)(rs.lease * 1000));
+	if (!(a = strdup(buf)))
+		return -ENOMEM;
+	free(rc->argv[A_MODE]);
+	rc->argv[A_MODE] = a;
+	rc->argvlen[A_MODE] = strlen(a);
+	return 0;
+}
+
 /* --- answering ---------------------------------------------------------------- */
 
 /* The request of rc, taken from its park; NULL when the client left. */
@@ -236,15 +314,39 @@ static void rc_changed(struct rcall *rc, const char *op)
 {
 	if (!rc->tname || !events_wanted(TOPIC_OBJECT))
 		return;
-	events_publish(TOPIC_OBJECT,
-		       json_pack("{s:s, s:s, s:s, s:s}", "event", "object.changed", "name",
-				 rc->argv[A_NAME], "type", rc->tname, "op", op));
+	/* a private object's events reach its owner's uid and admins only */
+	events_publish_visible(TOPIC_OBJECT, rc->priv ? events_visible_access : NULL, &rc->owner,
+			       json_pack("{s:s, s:s, s:s, s:s}", "event", "object.changed", "name",
+					 rc->argv[A_NAME], "type", rc->tname, "op", op));
+}
+
+/* A reply of a private object starts with \2 UID \2: note the owner and
+ * step over it. */
+static void rc_private(struct rcall *rc, const char **str, size_t *len)
+{
+	const char *end;
+
+	if (!*len || (*str)[0] != '\2' || !(end = memchr(*str + 1, '\2', *len - 1)))
+		return;
+	rc->priv = true;
+	rc->owner.private = true;
+	rc->owner.set = (*str)[1] != '-';
+	rc->owner.uid = (uid_t)strtoul(*str + 1, NULL, 10);
+	*len -= (size_t)(end + 1 - *str);
+	*str = end + 1;
 }
 
 static void rc_ok(struct rcall *rc, json_t *result)
 {
 	struct request *r = rc_take(rc);
 
+	if (rc->scoped && json_is_true(json_object_get(result, "created")))
+		rc->scoped->live = true;
+	/* a put that went on, an acquire that got it: out of line already */
+	if (rc->ticketed && (!rc->owned || json_is_true(json_object_get(result, "acquired"))))
+		rc->ticketed = false;
+	if (strcmp(rc->op, "obj.delete") == 0)
+		scoped_forget(rc->argv[A_NAME]);
 	if (!r) {
 		json_decref(result);
 		return;
@@ -399,6 +501,8 @@ static void renew_fire(evutil_socket_t fd, short what, void *arg)
 	struct timeval tv;
 	double every = rs.lease / 3;
 	struct hold *h;
+	struct scoped *sc;
+	struct rcall *rc;
 
 	(void)fd;
 	(void)what;
@@ -409,9 +513,80 @@ static void renew_fire(evutil_socket_t fd, short what, void *arg)
 					  h->name, rs.host_id, (long long)(rs.lease * 1000));
 			rs.renewals++;
 		}
+	LIST_FOREACH(rc, &rs.blocked, blocked)
+		if (rs.ac && rc->ticketed) {
+			redisAsyncCommand(rs.ac, NULL, NULL, "SET %s:t:%s 1 PX %lld",
+					  rc->argv[A_META], rc->ticket,
+					  (long long)(rs.lease * 1000));
+			rs.renewals++;
+		}
+	LIST_FOREACH(sc, &rs.scoped, entry)
+		if (rs.ac && sc->live) {
+			redisAsyncCommand(rs.ac, NULL, NULL, "SET %s{%s}:l:%s 1 PX %lld", rs.prefix,
+					  sc->name, rs.host_id, (long long)(rs.lease * 1000));
+			rs.renewals++;
+		}
 	tv.tv_sec = (time_t)every;
 	tv.tv_usec = (suseconds_t)((every - (double)tv.tv_sec) * 1e6);
 	evtimer_add(rs.renew, &tv);
+}
+
+/* --- objects of scope "process" ----------------------------------------------------- */
+
+static void scoped_free(struct scoped *sc)
+{
+	scope_unbind(&sc->link);
+	LIST_REMOVE(sc, entry);
+	rs.n_scoped--;
+	free(sc);
+}
+
+/* Delete sc's object in Redis (if it still is the one sc made) and forget it. */
+static void scoped_end(struct scoped *sc)
+{
+	struct rcall *t = rc_new("obj.unscope", sc->name, true);
+
+	if (t && rc_push(t, '=', sc->mark, strlen(sc->mark)) == 0) {
+		t->gone = true; /* nobody to answer */
+		if (!rc_send(t))
+			rc_free(t); /* Redis away: the lease ends it */
+	} else if (t) {
+		rc_free(t);
+	}
+	scoped_free(sc);
+}
+
+/* Its process exited (scope.c): the object goes, or goes once made. */
+static void scoped_gone(struct scope_link *l)
+{
+	struct scoped *sc = CONTAINER_OF(l, struct scoped, link);
+
+	if (sc->live)
+		scoped_end(sc);
+	else
+		sc->ended = true;
+}
+
+/* The obj.create of sc was answered (or failed): keep sc if it made the
+ * object, unless its process exited meanwhile. */
+static void scoped_settle(struct scoped *sc)
+{
+	if (!sc->live)
+		scoped_free(sc);
+	else if (sc->ended)
+		scoped_end(sc);
+}
+
+/* The object called name was deleted through this host: stop renewing it. */
+static void scoped_forget(const char *name)
+{
+	struct scoped *sc, *next;
+
+	for (sc = LIST_FIRST(&rs.scoped); sc; sc = next) {
+		next = LIST_NEXT(sc, entry);
+		if (sc->live && strcmp(sc->name, name) == 0)
+			scoped_free(sc);
+	}
 }
 
 /* --- blocking waits -------------------------------------------------------------- */
@@ -460,9 +635,50 @@ static void block_taken(struct rcall *rc)
 		rc_free(t);
 }
 
+/* A getter took the tombstone of its deleted queue into its own list:
+ * back to the queue for the next getter (unless the name was made again). */
+static void block_pass_tomb(struct rcall *rc)
+{
+	struct rcall *t = rc_new("queue.gone", rc->argv[A_NAME], true);
+
+	if (!t || rc_push(t, '=', rc->inflight, strlen(rc->inflight)) < 0) {
+		if (t)
+			rc_free(t);
+		return;
+	}
+	t->gone = true; /* nobody to answer */
+	if (!rc_send(t))
+		rc_free(t);
+}
+
+/* rc waited in line and gives up (timeout, client gone, error): its
+ * ticket leaves the line and the next in line is served. */
+static void rc_untick(struct rcall *rc)
+{
+	struct rcall *t = rc_new("obj.untick", rc->argv[A_NAME], true);
+
+	rc->ticketed = false;
+	if (!t || rc_push(t, '=', rc->ticket, strlen(rc->ticket)) < 0) {
+		if (t)
+			rc_free(t);
+		return; /* its ticket ends with its lease */
+	}
+	t->gone = true; /* nobody to answer */
+	if (!rc_send(t))
+		rc_free(t);
+}
+
 /* What a woken rc does: answer, or (a put that found room) try again. */
 static bool block_woken(struct rcall *rc, redisReply *rp)
 {
+	if (rp->len == sizeof(tomb) - 1 && memcmp(rp->str, tomb, rp->len) == 0) {
+		/* the object was deleted: as locally, not_found (a getter
+		 * passes the tombstone on to the next getter) */
+		if (rc->wait == WAIT_TAKE)
+			block_pass_tomb(rc);
+		rc_error(rc, MPSUP_E_NOT_FOUND, "%s was deleted", rc->argv[A_NAME]);
+		return false;
+	}
 	if (rc->wait == WAIT_TAKE) {
 		if (!rc->gone) {
 			rc_reply_json(rc, rp->str, rp->len);
@@ -696,7 +912,11 @@ static void block_start(struct rcall *rc)
 		rc->wait = WAIT_ROTATE;
 		if (strcmp(rc->op, "queue.join") == 0)
 			src = dst = rc->argv[A_JOIN];
-		else if (strcmp(rc->op, "queue.put") == 0 || rc->owned)
+		else if (rc->ticket[0]) { /* in line: woken when its turn comes */
+			if (asprintf(&inflight, "%s:k:%s", rc->argv[A_META], rc->ticket) < 0)
+				inflight = NULL;
+			src = dst = inflight;
+		} else if (strcmp(rc->op, "queue.put") == 0 || rc->owned)
 			src = dst = rc->argv[A_ROOM];
 		else if (strcmp(rc->op, "barrier.wait") == 0) {
 			if (rc->bgen < 0 ||
@@ -707,7 +927,8 @@ static void block_start(struct rcall *rc)
 			src = dst = inflight;
 		}
 	}
-	if (((rc->wait == WAIT_TAKE || strcmp(rc->op, "barrier.wait") == 0) && !inflight) ||
+	if (((rc->wait == WAIT_TAKE || rc->ticket[0] || strcmp(rc->op, "barrier.wait") == 0) &&
+	     !inflight) ||
 	    !(rc->bc = connect_new())) {
 		free(inflight);
 		rc->wait = WAIT_NONE;
@@ -744,8 +965,12 @@ static void call_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct rcall *rc = priv;
 	redisReply *rp = reply;
+	const char *str = rp ? rp->str : NULL;
+	size_t len = rp ? rp->len : 0;
 
 	(void)ac;
+	if (str && (rp->type == REDIS_REPLY_STRING || rp->type == REDIS_REPLY_ERROR))
+		rc_private(rc, &str, &len);
 	if (!rp) {
 		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: lost the connection to redis; retry",
 			 rc->op);
@@ -762,12 +987,13 @@ static void call_reply(redisAsyncContext *ac, void *reply, void *priv)
 			return;
 		if (!rc->argv[0] || !rc->argv[1])
 			rc_error(rc, MPSUP_E_INTERNAL, "out of memory");
-	} else if (rp->type == REDIS_REPLY_ERROR && strncmp(rp->str, "wait ", 5) == 0) {
-		const char *sp = strrchr(rp->str, ' ');
+	} else if (rp->type == REDIS_REPLY_ERROR && strncmp(str, "wait ", 5) == 0) {
+		const char *sp = strrchr(str, ' ');
 
-		rc->soonest = sp && sp > rp->str + 4 ? strtoll(sp + 1, NULL, 10) : -1;
+		rc->soonest = sp && sp > str + 4 ? strtoll(sp + 1, NULL, 10) : -1;
+		rc->ticketed = rc->ticket[0] != '\0';
 		if (strcmp(rc->op, "barrier.wait") == 0 &&
-		    sscanf(rp->str + 5 + strlen(rc->argv[A_NAME]), " %lld %lld", &rc->bgen,
+		    sscanf(str + 5 + strlen(rc->argv[A_NAME]), " %lld %lld", &rc->bgen,
 			   &rc->bidx) != 2)
 			rc->bgen = -1;
 		if (!rc->gone) {
@@ -777,15 +1003,15 @@ static void call_reply(redisAsyncContext *ac, void *reply, void *priv)
 	} else if (rp->type == REDIS_REPLY_ERROR) {
 		rc_reply_error(rc, rp->str, rp->len);
 	} else if (rc->owned && rp->type == REDIS_REPLY_STRING) {
-		bool created = rp->len && rp->str[0] == '\1';
-		json_t *v = json_loadb(rp->str + created, rp->len - created, JSON_DECODE_ANY, NULL);
+		bool created = len && str[0] == '\1';
+		json_t *v = json_loadb(str + created, len - created, JSON_DECODE_ANY, NULL);
 
 		if (created && !rc->gone)
 			rc_changed(rc, "create");
 		hold_note(rc, v);
 		rc_ok(rc, v);
 	} else if (rp->type == REDIS_REPLY_STRING || rp->type == REDIS_REPLY_STATUS) {
-		rc_reply_json(rc, rp->str, rp->len);
+		rc_reply_json(rc, str, len);
 	} else if (rp->type == REDIS_REPLY_INTEGER) {
 		rc_ok(rc, json_integer(rp->integer));
 	} else {
@@ -933,6 +1159,7 @@ int redis_backend_start(const struct conf *conf)
 	LIST_INIT(&rs.blocked);
 	LIST_INIT(&rs.holds);
 	LIST_INIT(&rs.rearm);
+	LIST_INIT(&rs.scoped);
 	if (!(rs.retry = evtimer_new(daemon_g.base, retry_fire, NULL)) ||
 	    !(rs.renew = evtimer_new(daemon_g.base, renew_fire, NULL)))
 		return -1;
@@ -955,6 +1182,9 @@ void redis_backend_stop(void)
 	}
 	while (!LIST_EMPTY(&rs.holds))
 		hold_free(LIST_FIRST(&rs.holds));
+	/* this host's scoped objects end with their lease */
+	while (!LIST_EMPTY(&rs.scoped))
+		scoped_free(LIST_FIRST(&rs.scoped));
 	while (!LIST_EMPTY(&rs.rearm)) {
 		struct rcall *rc = LIST_FIRST(&rs.rearm);
 
@@ -1060,7 +1290,8 @@ static enum cmd_ret redis_op(struct request *r, const struct type_op *t)
 		goto done;
 	/* as with local objects: only the state role creates by using */
 	existing = (op->flags & OBJ_OP_EXISTING) || (r->conn && r->conn->role < ROLE_STATE);
-	if (!(rc = rc_new(op->name, name, existing)) || (ret = push_params(rc, &c, &t->spec)) < 0) {
+	if (!(rc = rc_new(op->name, name, existing)) || rc_set_caller(rc, r->conn) < 0 ||
+	    (ret = push_params(rc, &c, &t->spec)) < 0) {
 		if (rc)
 			rc_free(rc);
 		if (ret != -EINVAL)
@@ -1075,6 +1306,13 @@ static enum cmd_ret redis_op(struct request *r, const struct type_op *t)
 		}
 		rc->owned = t->type;
 		rc->conn = r->conn;
+	}
+	if ((rc->owned && strstr(op->name, ".acquire")) || strcmp(op->name, "queue.put") == 0) {
+		if (rc_set_ticket(rc) < 0) {
+			rc_free(rc);
+			request_error(r, MPSUP_E_INTERNAL, "out of memory");
+			goto done;
+		}
 	}
 	rc->tname = t->type->name;
 	rc->flags = op->flags;
@@ -1174,12 +1412,98 @@ static int push_create(struct rcall *rc, json_t *p, const char *tname)
 	return r;
 }
 
+/* obj.create's tail for the script: the owner uid of a private object
+ * ('?' for a bad access, checked after the existence), the scope mark and
+ * the lease. */
+static int push_access(struct rcall *rc, struct request *r, struct scoped *sc)
+{
+	json_t *a = json_object_get(r->params, "access");
+	const char *s = json_string_value(a);
+	char buf[64];
+	int ret;
+
+	if (!a || (s && strcmp(s, "shared") == 0))
+		ret = rc_pushs(rc, "");
+	else if (!s || strcmp(s, "private") != 0)
+		ret = rc_pushs(rc, "?");
+	else {
+		/* the daemon's own (no peer) is nobody's: admins only */
+		if (r->conn)
+			snprintf(buf, sizeof(buf), "=%u", (unsigned)r->conn->uid);
+		else
+			snprintf(buf, sizeof(buf), "=-1");
+		ret = rc_pushs(rc, buf);
+	}
+	if (sc) {
+		ret |= rc_push(rc, '=', sc->mark, strlen(sc->mark));
+		snprintf(buf, sizeof(buf), "=%lld", (long long)(rs.lease * 1000));
+		ret |= rc_pushs(rc, buf);
+	} else {
+		ret |= rc_pushs(rc, "") | rc_pushs(rc, "");
+	}
+	return ret;
+}
+
+/* obj.create's scope "process": a record bound to the peer's process, or
+ * NULL (no scope asked for, or answered when it cannot be: *ret_err). */
+static struct scoped *scoped_new(struct request *r, const char *name, int *ret_err)
+{
+	json_t *v = json_object_get(r->params, "scope");
+	struct scoped *sc;
+	int e;
+
+	*ret_err = 0;
+	if (!v)
+		return NULL;
+	*ret_err = -1;
+	if (!json_is_string(v) || strcmp(json_string_value(v), "process") != 0) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "obj.create: scope must be \"process\"");
+		return NULL;
+	}
+	if (!r->conn) {
+		request_error(r, MPSUP_E_BAD_REQUEST, "obj.create: no process to scope to");
+		return NULL;
+	}
+	/* this host watches at most max_objects scoped objects */
+	if (rs.n_scoped >= daemon_g.conf->max_objects) {
+		request_error(r, MPSUP_E_LIMIT,
+			      "obj.create: too many scoped objects on this host (max_objects = %u)",
+			      daemon_g.conf->max_objects);
+		return NULL;
+	}
+	if (!(sc = calloc(1, sizeof(*sc)))) {
+		request_error(r, MPSUP_E_INTERNAL, "out of memory");
+		return NULL;
+	}
+	if ((e = scope_bind(r->conn, &sc->link, scoped_gone)) < 0) {
+		free(sc);
+		if (e == -ESRCH)
+			request_error(r, MPSUP_E_CONFLICT,
+				      "obj.create: the requesting process has exited");
+		else if (e == -EMFILE)
+			request_error(
+				r, MPSUP_E_LIMIT,
+				"obj.create: not enough file descriptors to watch the process");
+		else
+			request_error(r, MPSUP_E_INTERNAL, "obj.create: %s", strerror(-e));
+		return NULL;
+	}
+	snprintf(sc->name, sizeof(sc->name), "%s", name);
+	snprintf(sc->mark, sizeof(sc->mark), "%s:%llu", rs.host_id, ++rs.next_scope);
+	LIST_INSERT_HEAD(&rs.scoped, sc, entry);
+	rs.n_scoped++;
+	*ret_err = 0;
+	return sc;
+}
+
 static enum cmd_ret redis_obj_create(struct request *r)
 {
 	const char *name = obj_name(r), *tname;
 	const struct obj_type *type;
+	struct scoped *sc;
 	struct rcall *rc;
 	size_t i;
+	int e;
 
 	if (!name)
 		return CMD_DONE;
@@ -1198,12 +1522,18 @@ static enum cmd_ret redis_obj_create(struct request *r)
 	}
 	if (!options_valid(r, type))
 		return CMD_DONE;
-	if (!(rc = rc_new("obj.create", name, false)) || push_create(rc, r->params, tname) < 0) {
+	if (!(sc = scoped_new(r, name, &e)) && e < 0)
+		return CMD_DONE;
+	if (!(rc = rc_new("obj.create", name, false)) || rc_set_caller(rc, r->conn) < 0 ||
+	    push_create(rc, r->params, tname) < 0 || push_access(rc, r, sc) < 0) {
 		if (rc)
 			rc_free(rc);
+		if (sc)
+			scoped_settle(sc);
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
+	rc->scoped = sc; /* kept once the object is made (rc_ok) */
 	rc->tname = type->name;
 	rc->flags = CMD_MUTATES;
 	return rc_run(r, rc);
@@ -1217,7 +1547,9 @@ static enum cmd_ret redis_obj_named(struct request *r)
 
 	if (request_unpack(r, "{s:s}", "name", &name) < 0 || !(name = obj_name(r)))
 		return CMD_DONE;
-	if (!(rc = rc_new(r->cmd->name, name, true))) {
+	if (!(rc = rc_new(r->cmd->name, name, true)) || rc_set_caller(rc, r->conn) < 0) {
+		if (rc)
+			rc_free(rc);
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
@@ -1231,12 +1563,20 @@ struct listing {
 	bool gone;
 	const struct obj_type *type; /* the filter, or NULL */
 	json_t *names;
+	char who[24]; /* the caller's uid, "" for an admin: private objects */
 };
 
 static const char list_script[] =
-	"local out = {}\n"
+	"local out, who = {}, ARGV[1]\n"
 	"for i = 1, #KEYS, 2 do\n"
-	"  local t, n = redis.call('HGET', KEYS[i], 't') or '', 0\n"
+	"  local meta = redis.call('HMGET', KEYS[i], 't', 'o', 'sh')\n"
+	"  local t, n = meta[1] or '', 0\n"
+	"  -- hidden: another uid's private object, a scoped one whose host is gone\n"
+	"  if (meta[2] and who ~= '' and meta[2] ~= who) or (meta[3] and\n"
+	"      redis.call('EXISTS', KEYS[i] .. ':l:' .. string.match(meta[3], '^[^:]+')) == 0) "
+	"then\n"
+	"    t = ''\n"
+	"  end\n"
 	"  if t == 'dict' then n = redis.call('HLEN', KEYS[i + 1])\n"
 	"  elseif t == 'list' or t == 'queue' then n = redis.call('LLEN', KEYS[i + 1])\n"
 	"  elseif t == 'value' then n = 1\n"
@@ -1322,8 +1662,8 @@ static void listing_next(struct listing *l, const char *cursor)
 			listing_fail(l, "redis cannot be reached");
 		return;
 	}
-	argv = calloc(2 * n + 3, sizeof(*argv));
-	lens = calloc(2 * n + 3, sizeof(*lens));
+	argv = calloc(2 * n + 4, sizeof(*argv));
+	lens = calloc(2 * n + 4, sizeof(*lens));
 	keys = calloc(2 * n + 1, sizeof(*keys));
 	if (argv && lens && keys) {
 		char count[24];
@@ -1343,8 +1683,10 @@ static void listing_next(struct listing *l, const char *cursor)
 				argv[i] = keys[i - 3] ? keys[i - 3] : "";
 			lens[i] = strlen(argv[i]);
 		}
+		argv[2 * n + 3] = l->who;
+		lens[2 * n + 3] = strlen(l->who);
 		if (!ok || !rs.ac ||
-		    redisAsyncCommandArgv(rs.ac, listing_sizes, l, (int)(2 * n + 3), argv, lens) !=
+		    redisAsyncCommandArgv(rs.ac, listing_sizes, l, (int)(2 * n + 4), argv, lens) !=
 			    REDIS_OK)
 			listing_fail(l, "redis cannot be reached");
 	} else {
@@ -1412,6 +1754,8 @@ static enum cmd_ret redis_obj_list(struct request *r)
 		request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		return CMD_DONE;
 	}
+	if (r->conn && r->conn->role < ROLE_ADMIN)
+		snprintf(l->who, sizeof(l->who), "%u", (unsigned)r->conn->uid);
 	if (tname && !(l->type = obj_type_find(tname))) {
 		request_error(park_take(&l->park), MPSUP_E_BAD_REQUEST,
 			      "obj.list: unknown type '%.64s'", tname);

@@ -3,11 +3,20 @@
 -- max maxsize, u unfinished), data key (hash, list), wake lists: j (a queue
 -- is joined: u is 0) and s (a bounded queue has room). A wake list holds one
 -- element while its condition holds; waiters rotate it (BLMOVE L L).
--- ARGV: op, name, mode ('e': the object must exist), then the parameters,
--- each '=' .. text or '' when absent. Values are JSON texts; a result is
--- the JSON text of the answer, an error `code message`.
+-- ARGV: op, name, mode ('e': the object must exist, 'c': it may be made;
+-- then the caller's uid unless it is an admin), then the parameters, each
+-- '=' .. text or '' when absent. Values are JSON texts; a result is the
+-- JSON text of the answer, an error `code message`. Meta fields o (a
+-- private object's owner uid) and sh (a scoped object's HOST:N: it lives
+-- while PREFIX{name}:l:HOST, renewed by that host, does).
 local m, d, j, sp = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, name, mode = ARGV[1], ARGV[2], ARGV[3]
+-- a put or acquire also carries its ticket and lease: /HOST:N/MS
+local who, ticket, tlease = string.match(string.sub(mode, 2), '^([^/]*)/?([^/]*)/?(%d*)$')
+mode = string.sub(mode, 1, 1)
+if ticket == '' then ticket = nil end
+-- what a waiter blocked on a deleted object finds (never a JSON text)
+local TOMB = '\0mpsup-deleted'
 local ty = string.match(op, '^[^.]+')
 local function fail(code, msg) return redis.error_reply(code .. ' ' .. name .. ': ' .. msg) end
 local function arg(i)
@@ -103,10 +112,109 @@ local function whole(t)
 	return 'null'
 end
 
-local t = redis.call('HGET', m, 't')
+-- Blocked putters and acquirers wait their turn: m:w lists their tickets
+-- in arrival order; a ticket lives while m:t:TICKET does (renewed by its
+-- host) and its waiter blocks on m:k:TICKET, which serve() pushes when
+-- the head may go on.
+local w = m .. ':w'
+local function tk(kind, tkt) return m .. ':' .. kind .. ':' .. tkt end
+-- the first live ticket (dead ones, whose host stopped renewing, go)
+local function head()
+	local h = redis.call('LINDEX', w, 0)
+	while h and redis.call('EXISTS', tk('t', h)) == 0 do
+		redis.call('LPOP', w)
+		redis.call('DEL', tk('k', h))
+		h = redis.call('LINDEX', w, 0)
+	end
+	return h
+end
+-- wake the head waiter (once: it takes the token), if any
+local function serve()
+	local h = head()
+	if h and redis.call('LLEN', tk('k', h)) == 0 then
+		redis.call('RPUSH', tk('k', h), '1')
+		redis.call('PEXPIRE', tk('k', h), 60000)
+	end
+end
+-- may the caller go on now (nobody before it)?
+local function turn()
+	local h = head()
+	return not h or h == ticket
+end
+-- the caller went on: its ticket (if it had one at the head) is done
+local function turn_done()
+	if ticket and redis.call('LINDEX', w, 0) == ticket then
+		redis.call('LPOP', w)
+		redis.call('DEL', tk('t', ticket), tk('k', ticket))
+	end
+end
+-- the caller waits: in line (once), its ticket alive for a lease
+local function turn_wait()
+	if not ticket then return end
+	if redis.call('EXISTS', tk('t', ticket)) == 0 then redis.call('RPUSH', w, ticket) end
+	redis.call('SET', tk('t', ticket), '1', 'PX', tlease)
+	-- a wake-up it had is spent: this call looked (it blocks rotating k)
+	redis.call('DEL', tk('k', ticket))
+end
+
+-- delete the object of type ty; its blocked waiters find TOMB (a getter
+-- passes it on to the next, queue.gone) and answer not_found
+local function remove(ty)
+	local g = redis.call('HGET', m, 'g')
+	redis.call('DEL', m, d, j, sp)
+	local function tomb(k)
+		redis.call('RPUSH', k, TOMB)
+		redis.call('PEXPIRE', k, 60000)
+	end
+	if ty == 'queue' then tomb(d); tomb(j); tomb(sp)
+	elseif ty == 'event' then tomb(d)
+	elseif ty == 'lock' or ty == 'rlock' or ty == 'semaphore' then tomb(sp)
+	elseif ty == 'barrier' and g then tomb(m .. ':g:' .. g) end
+	for _, h in ipairs(redis.call('LRANGE', w, 0, -1)) do
+		redis.call('DEL', tk('k', h), tk('t', h))
+		tomb(tk('k', h))
+	end
+	redis.call('DEL', w)
+end
+
+local meta = redis.call('HMGET', m, 't', 'o', 'sh')
+local t, owner, sh = meta[1], meta[2], meta[3]
+-- a scoped object whose host stopped renewing its lease is gone
+if t and sh and redis.call('EXISTS', m .. ':l:' .. string.match(sh, '^[^:]+')) == 0 then
+	remove(t)
+	t, owner, sh = false, false, false
+end
+-- the host's own calls: its scope ended, a getter found TOMB
+if op == 'obj.unscope' then
+	if t and sh == arg(1) then remove(t) end
+	return 'null'
+elseif op == 'obj.untick' then
+	-- a waiter with a ticket gave up (timeout, client gone): out of line
+	redis.call('LREM', w, 0, arg(1))
+	redis.call('DEL', tk('t', arg(1)), tk('k', arg(1)))
+	if t then serve() end
+	return 'null'
+elseif op == 'queue.gone' then
+	if t then redis.call('DEL', arg(1))
+	else
+		redis.call('LMOVE', arg(1), d, 'LEFT', 'LEFT')
+		redis.call('PEXPIRE', d, 60000)
+	end
+	return 'null'
+end
+-- a private object is hidden from every other uid but admins' (who '')
+if t and owner and who ~= '' and owner ~= who then
+	if op == 'obj.create' then return fail('not_found', 'no object named ' .. name .. ' (a private one)') end
+	local what = ty
+	if ty == 'obj' then what = 'object' end
+	return redis.error_reply('not_found no ' .. what .. ' named ' .. name)
+end
 local created = false
 if op == 'obj.create' then
 	local ctype, tc, init, max = arg(1), arg(2), arg(3), arg(4)
+	-- the tail: owner uid ('?': a bad access), scope mark, lease ms
+	local cown, csh, clease = ARGV[#ARGV - 2], ARGV[#ARGV - 1], ARGV[#ARGV]
+	if cown == '?' then return redis.error_reply('bad_request obj.create: access must be "private" or "shared"') end
 	if t then
 		if t ~= ctype then return fail('exists', 'exists as a ' .. t) end
 		if (tc and redis.call('HGET', m, 'tc') ~= tc) or
@@ -117,7 +225,15 @@ if op == 'obj.create' then
 		end
 		return '{"created":false}'
 	end
+	-- what a deleted object of this name left for its waiters goes
+	redis.call('DEL', d, j, sp, w)
 	redis.call('HSET', m, 't', ctype)
+	if cown ~= '' then redis.call('HSET', m, 'o', string.sub(cown, 2)) end
+	if csh ~= '' then
+		csh = string.sub(csh, 2)
+		redis.call('HSET', m, 'sh', csh)
+		redis.call('SET', m .. ':l:' .. string.match(csh, '^[^:]+'), '1', 'PX', string.sub(clease, 2))
+	end
 	if ctype == 'value' then
 		tc = tc or 'any'
 		redis.call('HSET', m, 'tc', tc, 'v', store(tc, init or '0'))
@@ -150,7 +266,7 @@ elseif op == 'obj.get' or op == 'obj.delete' then
 		if w then return w end
 		op, ty = t .. '.state', t
 	else
-		redis.call('DEL', m, d, j, sp)
+		remove(t)
 		return 'null'
 	end
 end
@@ -163,6 +279,7 @@ if not t then
 	end
 	t = ty
 	created = true
+	redis.call('DEL', d, j, sp, w)
 	redis.call('HSET', m, 't', ty)
 	if ty == 'value' then redis.call('HSET', m, 'tc', 'any', 'v', '0')
 	elseif ty == 'queue' then redis.call('HSET', m, 'max', '0', 'u', '0') end
@@ -308,23 +425,34 @@ elseif ty == 'queue' then
 		else redis.call('DEL', sp) end
 	end
 	if op == 'queue.put' then
-		if max > 0 and n >= max then
+		if max > 0 and (n >= max or not turn()) then
 			if arg(2) and tonumber(arg(2)) == 0 then return fail('full', 'full') end
+			turn_wait()
 			return redis.error_reply('wait ' .. name)
 		end
 		redis.call('RPUSH', d, arg(1))
 		redis.call('HINCRBY', m, 'u', 1)
 		redis.call('DEL', j)
 		room(n + 1)
+		-- only a bounded queue has putters in line
+		if max > 0 then
+			turn_done()
+			if n + 1 < max then serve() end
+		end
 		return 'null'
 	elseif op == 'queue.taken' then
 		-- a blocked getter was answered with the item it moved aside
 		redis.call('DEL', arg(1))
 		room(n)
+		if max > 0 then serve() end
 		return 'null'
 	elseif op == 'queue.get' then
 		local v = redis.call('LPOP', d)
-		if v then room(n - 1); return v end
+		if v then
+			room(n - 1)
+			if max > 0 then serve() end
+			return v
+		end
 		if arg(1) and tonumber(arg(1)) == 0 then return fail('empty', 'empty') end
 		return redis.error_reply('wait ' .. name)
 	elseif op == 'queue.size' then return tostring(n)
@@ -454,16 +582,20 @@ if ty == 'lock' or ty == 'rlock' or ty == 'semaphore' then
 	local mine = tonumber(redis.call('HGET', d, token) or '0')
 	local function wake()
 		if redis.call('EXISTS', sp) == 0 then redis.call('RPUSH', sp, '1') end
+		serve()
 	end
 	if held < val then wake() end
 	local what = string.match(op, '%.(.*)$')
 	if what == 'acquire' then
 		local ok
 		if ty == 'rlock' then ok = held == 0 or mine > 0 else ok = held < val end
+		-- in arrival order (an rlock's owner re-enters at once)
+		if ok and not (ty == 'rlock' and mine > 0) then ok = turn() end
 		if ok then
+			turn_done()
 			redis.call('HINCRBY', d, token, 1)
 			redis.call('SET', lk(host), '1', 'PX', lease)
-			if ty == 'rlock' or held + 1 >= val then redis.call('DEL', sp) end
+			if ty == 'rlock' or held + 1 >= val then redis.call('DEL', sp) else serve() end
 			if redis.call('HGET', m, 'ab') then
 				redis.call('HDEL', m, 'ab')
 				return '{"acquired":true,"abandoned":true}'
@@ -471,6 +603,7 @@ if ty == 'lock' or ty == 'rlock' or ty == 'semaphore' then
 			return '{"acquired":true}'
 		end
 		if arg(1) and tonumber(arg(1)) == 0 then return '{"acquired":false}' end
+		turn_wait()
 		-- wait for a release, or until the first lease of another host may end
 		local soonest = -1
 		for i = 1, #all, 2 do
@@ -501,5 +634,11 @@ end
 return redis.error_reply('bad_request ' .. op .. ': not served by the redis state backend')
 end
 local r = run()
-if created and type(r) == 'string' then return '\1' .. r end
+if created and type(r) == 'string' then r = '\1' .. r end
+-- a private object's answers (and waits) start with \2 owner \2: its
+-- events reach its owner's uid and admins only
+if owner and type(r) == 'string' then r = '\2' .. owner .. '\2' .. r end
+if owner and type(r) == 'table' and r.err and string.sub(r.err, 1, 5) == 'wait ' then
+	r = redis.error_reply('\2' .. owner .. '\2' .. r.err)
+end
 return r

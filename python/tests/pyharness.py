@@ -19,10 +19,19 @@ class DaemonClassCase(mpsuptest.unittest.TestCase):
     point at it and at the package for the test and its children."""
     config = ""
     main_config = ""
+    state_backend = None  # "redis": always; None: as MPSUP_TEST_STATE_BACKEND says
 
     @classmethod
     def setUpClass(cls):
-        cls.d = mpsuptest.Daemon(cls.config, cls.main_config)
+        main_config = cls.main_config
+        cls.redis = None
+        if (cls.state_backend or mpsuptest.STATE_BACKEND) == "redis":
+            # the state in a private redis-server
+            if not mpsuptest.RedisServer.available():
+                raise mpsuptest.unittest.SkipTest("redis-server is not installed")
+            cls.redis = mpsuptest.RedisServer().start()
+            main_config = cls.redis.config(main_config)
+        cls.d = mpsuptest.Daemon(cls.config, main_config)
         cls.d.start()
         cls.old_env = {k: os.environ.get(k) for k in ("MPSUP_SOCKET", "PYTHONPATH")}
         os.environ["MPSUP_SOCKET"] = cls.d.socket
@@ -39,6 +48,8 @@ class DaemonClassCase(mpsuptest.unittest.TestCase):
                 os.environ[k] = v
         rc = cls.d.stop()
         log = cls.d.read_log()
+        if cls.redis is not None:
+            cls.redis.cleanup()
         import shutil
         shutil.rmtree(cls.d.dir, ignore_errors=True)
         shutil.rmtree(cls.tmp, ignore_errors=True)

@@ -371,7 +371,6 @@ class Queues(DaemonTestCase):
             for g in getters:
                 g.close()
 
-    @local_only("putters blocked in redis are woken together: no FIFO among them")
     def test_put_blocks_when_full(self):
         with self.d.client() as a, self.d.client() as b:
             a.ok("obj.create", name="q", type="queue", maxsize=1)
@@ -483,7 +482,6 @@ class Locks(DaemonTestCase):
             wait_for(lambda: not b.ok("lock.locked", name="L"), what="lock released")
             self.assertEqual(b.ok("lock.acquire", name="L"), {"acquired": True, "abandoned": True})
 
-    @local_only("acquirers blocked in redis are woken together: no FIFO among them")
     def test_fifo_acquirers(self):
         with self.d.client() as a:
             a.ok("lock.acquire", name="L")
@@ -692,7 +690,6 @@ class Objects(DaemonTestCase):
             c.ok("obj.delete", name="d")
             c.ok("list.append", name="d", value=1)
 
-    @local_only("a delete does not reach waiters blocked in redis")
     def test_delete_wakes_waiters(self):
         with self.d.client() as a, self.d.client() as b, self.d.client() as c:
             r1 = a.send("queue.get", name="q")

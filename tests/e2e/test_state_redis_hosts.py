@@ -95,6 +95,123 @@ class CrossHost(RedisHosts):
         a.ok("queue.put", name="q", item=7)
         self.assertEqual(a.ok("queue.get", name="q", timeout=5), 7)
 
+    def test_delete_wakes_other_hosts_waiters(self):
+        """obj.delete on host A answers every waiter blocked in Redis, on
+        host B and on A, not_found (as the local backend does); the name
+        is free and clean for a new object at once."""
+        a, b = self.host(), self.host()
+        a.ok("obj.create", name="full", type="queue", maxsize=1)
+        a.ok("queue.put", name="full", item=0)
+        a.ok("queue.put", name="joined", item=1)
+        holder = a.client()
+        self.addCleanup(holder.close)
+        holder.ok("lock.acquire", name="L")
+        a.ok("obj.create", name="S", type="semaphore", value=1)
+        holder.ok("semaphore.acquire", name="S")
+        a.ok("obj.create", name="B", type="barrier", parties=3)
+        waits = [(b, "queue.get", {"name": "q"}), (b, "queue.get", {"name": "q"}),
+                 (a, "queue.get", {"name": "q"}),
+                 (b, "queue.put", {"name": "full", "item": 1}),
+                 (b, "queue.join", {"name": "joined"}),
+                 (b, "event.wait", {"name": "ev"}), (a, "event.wait", {"name": "ev"}),
+                 (b, "lock.acquire", {"name": "L"}),
+                 (b, "semaphore.acquire", {"name": "S"}),
+                 (b, "barrier.wait", {"name": "B"})]
+        clients = []
+        for d, cmd, params in waits:
+            c = d.client()
+            self.addCleanup(c.close)
+            clients.append((c, c.send(cmd, timeout=60, **params), cmd))
+        self.blocked(b, 8)
+        self.blocked(a, 2)
+        t0 = time.monotonic()
+        for name in ("q", "full", "joined", "ev", "L", "S", "B"):
+            a.ok("obj.delete", name=name)
+        for c, rid, cmd in clients:
+            r = c.recv()
+            self.assertEqual((r["id"], r.get("error", {}).get("code")), (rid, "not_found"),
+                             (cmd, r))
+            self.assertIn("was deleted", r["error"]["message"])
+        self.assertLess(time.monotonic() - t0, 10 * mpsuptest.SCALE)
+        self.blocked(a, 0)
+        self.blocked(b, 0)
+        # nothing of the old objects is left in the new ones
+        self.assertEqual(b.err("queue.get", name="q", timeout=0), "empty")
+        self.assertEqual(b.ok("queue.size", name="q"), 0)
+        a.ok("queue.put", name="q", item="new")
+        self.assertEqual(b.ok("queue.get", name="q", timeout=5), "new")
+        self.assertEqual(b.ok("event.wait", name="ev", timeout=0), {"set": False})
+        self.assertEqual(b.ok("lock.acquire", name="L", timeout=0), {"acquired": True})
+        self.assertEqual(sorted(o["name"] for o in a.ok("obj.list")), ["L", "ev", "q"])
+
+    def test_fifo_putters_and_acquirers_across_hosts(self):
+        """Putters blocked on a full queue and acquirers blocked on a lock
+        and a semaphore, arriving on alternate hosts, go on in arrival
+        order; one that gives up leaves the line."""
+        a, b = self.host(), self.host()
+        a.ok("obj.create", name="q", type="queue", maxsize=1)
+        a.ok("queue.put", name="q", item=0)
+        a.ok("obj.create", name="S", type="semaphore", value=1)
+        holder = a.client()
+        self.addCleanup(holder.close)
+        holder.ok("lock.acquire", name="L")
+        holder.ok("semaphore.acquire", name="S")
+        for obj, cmd in (("q", "queue.put"), ("L", "lock.acquire"), ("S", "semaphore.acquire")):
+            waiting = []
+            for i in range(6):
+                d = (b, a)[i % 2]
+                c = d.client()
+                self.addCleanup(c.close)
+                params = {"item": i + 1} if cmd == "queue.put" else {}
+                if i == 2:
+                    params["timeout"] = 0.3  # gives up before its turn
+                waiting.append((c, c.send(cmd, name=obj, **params), i))
+                self.blocked(d, (i + 2) // 2 if d is b else (i + 1) // 2)
+            c, rid, _ = waiting.pop(2)
+            r = c.recv()
+            self.assertEqual(r["id"], rid)
+            self.assertIn(r.get("error", {}).get("code") or r["result"],
+                          ("full", {"acquired": False}), r)
+            self.blocked(a, 3)
+            self.blocked(b, 2)
+            order, got, prev = [], [], holder
+            for c, rid, i in waiting:
+                if cmd == "queue.put":
+                    got.append(holder.ok("queue.get", name="q"))
+                else:
+                    prev.ok(cmd.replace("acquire", "release"), name=obj)
+                # the first in line goes on (another could not: no room)
+                r = c.recv()
+                self.assertEqual(r["id"], rid)
+                self.assertTrue(r["ok"], r)
+                if cmd != "queue.put":
+                    self.assertEqual(r["result"], {"acquired": True})
+                    prev = c
+                order.append(i)
+            if cmd == "queue.put":
+                got.append(holder.ok("queue.get", name="q"))
+                self.assertEqual(got, [0, 1, 2, 4, 5, 6])
+            else:
+                prev.ok(cmd.replace("acquire", "release"), name=obj)
+            self.assertEqual(order, [0, 1, 3, 4, 5], cmd)
+            self.blocked(a, 0)
+            self.blocked(b, 0)
+
+    def test_scoped_objects_bounded(self):
+        """A host watches at most max_objects scoped objects (limit past
+        it); a delete gives the room back."""
+        a = self.host("max_objects = 2\n")
+        with a.client() as c:
+            for n in ("s1", "s2"):
+                self.assertEqual(c.ok("obj.create", name=n, type="dict", scope="process"),
+                                 {"created": True})
+            self.assertEqual(c.err("obj.create", name="s3", type="dict", scope="process"),
+                             "limit")
+            self.assertEqual(sorted(o["name"] for o in c.ok("obj.list")), ["s1", "s2"])
+            c.ok("obj.delete", name="s1")
+            self.assertEqual(c.ok("obj.create", name="s3", type="dict", scope="process"),
+                             {"created": True})
+
     def test_value_add_three_hosts(self):
         """3 hosts x 8 clients x 1000 value.add: exactly 24000."""
         hosts = [self.host() for _ in range(3)]

@@ -38,6 +38,7 @@
 #include "conf.h"
 #include "daemon.h"
 #include "events.h"
+#include "jsonw.h"
 #include "log.h"
 #include "obj.h"
 #include "obj_int.h"
@@ -95,6 +96,8 @@ static struct {
 	char address[256], prefix[80];
 	double lease;
 	unsigned long renewals;
+	char *fmt; /* where a command is written in RESP (rc_queue) */
+	size_t fmt_cap;
 } rs;
 
 /*
@@ -175,9 +178,10 @@ static int rc_push_json(struct rcall *rc, json_t *v, bool eq)
 /* EVALSHA sha 4 KEYS op name mode: the head of every script call. */
 static struct rcall *rc_new(const char *op, const char *name, bool existing)
 {
-	const char *prefix = rs.prefix;
+	static const char suffix[][3] = { "", ":d", ":j", ":s" };
+	size_t plen = strlen(rs.prefix), nlen = strlen(name);
 	struct rcall *rc = calloc(1, sizeof(*rc));
-	char key[256];
+	char key[sizeof(rs.prefix) + OBJ_NAME_MAX + 8];
 	int r;
 
 	if (!rc)
@@ -187,16 +191,21 @@ static struct rcall *rc_new(const char *op, const char *name, bool existing)
 	rc->client_id = -1;
 	rc->soonest = -1;
 	rc->bgen = -1;
-	r = rc_pushs(rc, "EVALSHA") | rc_pushs(rc, rs.sha) | rc_pushs(rc, "4");
-	snprintf(key, sizeof(key), "%s{%s}", prefix, name);
-	r |= rc_pushs(rc, key);
-	snprintf(key, sizeof(key), "%s{%s}:d", prefix, name);
-	r |= rc_pushs(rc, key);
-	snprintf(key, sizeof(key), "%s{%s}:j", prefix, name);
-	r |= rc_pushs(rc, key);
-	snprintf(key, sizeof(key), "%s{%s}:s", prefix, name);
-	r |= rc_pushs(rc, key) | rc_pushs(rc, op) | rc_pushs(rc, name);
-	r |= rc_pushs(rc, existing ? "e" : "c");
+	r = rc_push(rc, 0, "EVALSHA", 7) | rc_push(rc, 0, rs.sha, 40) | rc_push(rc, 0, "4", 1);
+	/* PREFIX{name} and its suffixes (names are checked: they fit) */
+	nlen = nlen > OBJ_NAME_MAX ? OBJ_NAME_MAX : nlen;
+	memcpy(key, rs.prefix, plen);
+	key[plen] = '{';
+	memcpy(key + plen + 1, name, nlen);
+	key[plen + 1 + nlen] = '}';
+	for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+		size_t slen = strlen(suffix[i]);
+
+		memcpy(key + plen + nlen + 2, suffix[i], slen);
+		r |= rc_push(rc, 0, key, plen + nlen + 2 + slen);
+	}
+	r |= rc_pushs(rc, op) | rc_push(rc, 0, name, nlen);
+	r |= rc_push(rc, 0, existing ? "e" : "c", 1);
 	if (r < 0) {
 		rc_free(rc);
 		return NULL;
@@ -273,6 +282,42 @@ static void rc_reply_error(struct rcall *rc, const char *str, size_t len)
 		rc_error(rc, e, "%.*s", (int)(len - (sp + 1 - str)), sp + 1);
 }
 
+/* A reply text that is JSON as it is and answers unchanged: null, true,
+ * false, a small integer, or a string of printable ASCII without escapes
+ * (the usual item: anything else is read and written again by jansson). */
+static bool reply_plain(const char *s, size_t len)
+{
+	size_t i = len && s[0] == '-';
+
+	if ((len == 4 && (memcmp(s, "null", 4) == 0 || memcmp(s, "true", 4) == 0)) ||
+	    (len == 5 && memcmp(s, "false", 5) == 0))
+		return true;
+	if (len >= 2 && s[0] == '"' && s[len - 1] == '"')
+		return jsonw_plain(s + 1, len - 2);
+	/* -?(0|[1-9][0-9]*), at most 18 digits: in jansson's range */
+	if (i == len || len - i > 18 || (s[i] == '0' && len - i > 1))
+		return false;
+	for (; i < len; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
+/* Answer rc with the JSON text of a plain reply, as it is. */
+static void rc_ok_plain(struct rcall *rc, const char *str, size_t len)
+{
+	struct request *r;
+	struct jsonw w;
+
+	if ((rc->flags & CMD_MUTATES) && !rc->gone && park_kept(&rc->park))
+		rc_changed(rc, strchr(rc->op, '.') + 1);
+	if (!(r = rc_take(rc)))
+		return;
+	jsonw_init(&w);
+	jsonw_raw(&w, str, len);
+	request_ok_text(r, &w);
+}
+
 /* Answer a JSON text reply (after \1 when the op created its object). */
 static void rc_reply_json(struct rcall *rc, const char *str, size_t len)
 {
@@ -284,6 +329,10 @@ static void rc_reply_json(struct rcall *rc, const char *str, size_t len)
 			rc_changed(rc, "create");
 		str++;
 		len--;
+	}
+	if (strcmp(rc->op, "obj.create") != 0 && reply_plain(str, len)) {
+		rc_ok_plain(rc, str, len);
+		return;
 	}
 	v = json_loadb(str, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
 
@@ -729,11 +778,55 @@ static void block_start(struct rcall *rc)
 
 static void call_reply(redisAsyncContext *ac, void *reply, void *priv);
 
+/* Write c, n in decimal and CRLF at p (a RESP count or length). */
+static char *resp_head(char *p, char c, size_t n)
+{
+	char digits[24];
+	size_t k = 0;
+
+	*p++ = c;
+	do
+		digits[k++] = (char)('0' + n % 10);
+	while ((n /= 10));
+	while (k)
+		*p++ = digits[--k];
+	*p++ = '\r';
+	*p++ = '\n';
+	return p;
+}
+
+/* Queue rc's command on the main connection, written in RESP here (hiredis
+ * formats each argument with a printf of its own); REDIS_OK or not. */
+static int rc_queue(struct rcall *rc)
+{
+	size_t need = 32;
+	char *p;
+
+	for (int i = 0; i < rc->argc; i++)
+		need += rc->argvlen[i] + 32;
+	if (need > rs.fmt_cap) {
+		char *b = realloc(rs.fmt, need);
+
+		if (!b)
+			return REDIS_ERR;
+		rs.fmt = b;
+		rs.fmt_cap = need;
+	}
+	p = resp_head(rs.fmt, '*', (size_t)rc->argc);
+	for (int i = 0; i < rc->argc; i++) {
+		p = resp_head(p, '$', rc->argvlen[i]);
+		memcpy(p, rc->argv[i], rc->argvlen[i]);
+		p += rc->argvlen[i];
+		*p++ = '\r';
+		*p++ = '\n';
+	}
+	return redisAsyncFormattedCommand(rs.ac, call_reply, rc, rs.fmt, (size_t)(p - rs.fmt));
+}
+
 /* Send rc on the main connection; false after answering unavailable. */
 static bool rc_send(struct rcall *rc)
 {
-	if (rs.ac && redisAsyncCommandArgv(rs.ac, call_reply, rc, rc->argc, (const char **)rc->argv,
-					   rc->argvlen) == REDIS_OK)
+	if (rs.ac && rc_queue(rc) == REDIS_OK)
 		return true;
 	rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: redis cannot be reached; retry later", rc->op);
 	return false;
@@ -973,6 +1066,9 @@ void redis_backend_stop(void)
 	if (rs.retry)
 		event_free(rs.retry);
 	rs.retry = NULL;
+	free(rs.fmt);
+	rs.fmt = NULL;
+	rs.fmt_cap = 0;
 }
 
 /* Objects held by this host's clients (counted per client). */

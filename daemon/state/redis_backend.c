@@ -6,7 +6,8 @@
  *
  * Every op is one EVALSHA of one script (redis_script.lua; EVAL again when
  * the server answers NOSCRIPT, after a restart) on one asynchronous hiredis
- * connection: the event loop never waits for Redis. The request is parked
+ * connection: the event loop never waits for Redis. The hot ops (dict.set,
+ * list.append, value.add...) try a small script first (hot_script). The request is parked
  * (park.c) until the reply comes; a client that leaves first just has its
  * answer dropped.
  *
@@ -83,6 +84,7 @@ static struct {
 	bool up;
 	bool stopping;
 	char sha[41];
+	char hot_sha[41]; /* hot_script's */
 	char host_id[33]; /* new at each start: this daemon's owner id */
 	struct event *retry;
 	double backoff;
@@ -795,32 +797,43 @@ static char *resp_head(char *p, char c, size_t n)
 	return p;
 }
 
-/* Queue rc's command on the main connection, written in RESP here (hiredis
- * formats each argument with a printf of its own); REDIS_OK or not. */
-static int rc_queue(struct rcall *rc)
+/* Write the command of n arguments v (lengths l) in RESP into rs.fmt
+ * (hiredis would format each argument with a printf of its own); its
+ * length, 0 when out of memory. */
+static size_t resp_format(int n, const char *const *v, const size_t *l)
 {
 	size_t need = 32;
 	char *p;
 
-	for (int i = 0; i < rc->argc; i++)
-		need += rc->argvlen[i] + 32;
+	for (int i = 0; i < n; i++)
+		need += l[i] + 32;
 	if (need > rs.fmt_cap) {
 		char *b = realloc(rs.fmt, need);
 
 		if (!b)
-			return REDIS_ERR;
+			return 0;
 		rs.fmt = b;
 		rs.fmt_cap = need;
 	}
-	p = resp_head(rs.fmt, '*', (size_t)rc->argc);
-	for (int i = 0; i < rc->argc; i++) {
-		p = resp_head(p, '$', rc->argvlen[i]);
-		memcpy(p, rc->argv[i], rc->argvlen[i]);
-		p += rc->argvlen[i];
+	p = resp_head(rs.fmt, '*', (size_t)n);
+	for (int i = 0; i < n; i++) {
+		p = resp_head(p, '$', l[i]);
+		memcpy(p, v[i], l[i]);
+		p += l[i];
 		*p++ = '\r';
 		*p++ = '\n';
 	}
-	return redisAsyncFormattedCommand(rs.ac, call_reply, rc, rs.fmt, (size_t)(p - rs.fmt));
+	return (size_t)(p - rs.fmt);
+}
+
+/* Queue rc's command on the main connection; REDIS_OK or not. */
+static int rc_queue(struct rcall *rc)
+{
+	size_t len = resp_format(rc->argc, (const char *const *)rc->argv, rc->argvlen);
+
+	if (!len)
+		return REDIS_ERR;
+	return redisAsyncFormattedCommand(rs.ac, call_reply, rc, rs.fmt, len);
 }
 
 /* Send rc on the main connection; false after answering unavailable. */
@@ -894,6 +907,117 @@ static void call_cancel(struct park *p)
 	PARK_OWNER(p, struct rcall, park)->gone = true;
 }
 
+/*
+ * The hot ops, on an object of their type: a script of their own with the
+ * meta and data keys and the op's parameters only (each argument of a
+ * script call costs Redis about 1 400 instructions, the full script's
+ * setup tens of thousands). It answers what it can as the full script
+ * would, and false for every other case (no such object, another type, a
+ * default to look up, an error, a bounded queue): then the call goes to the
+ * full script, the hot one having changed nothing.
+ */
+static const char hot_script[] =
+	"local m, d, op = KEYS[1], KEYS[2], ARGV[1]\n"
+	"local a1, a2 = ARGV[2] or '', ARGV[3] or ''\n"
+	"local t = redis.call('HGET', m, 't')\n"
+	"if not t or string.find(op, t .. '.', 1, true) ~= 1 then return false end\n"
+	"if op == 'dict.set' then\n"
+	"  if a1 == '' or a2 == '' then return false end\n"
+	"  redis.call('HSET', d, string.sub(a1, 2), string.sub(a2, 2))\n"
+	"  return 'null'\n"
+	"elseif op == 'dict.get' then\n"
+	"  local v = redis.call('HGET', d, string.sub(a1, 2))\n"
+	"  if v then return v end\n"
+	"  if a2 ~= '' then return string.sub(a2, 2) end\n"
+	"elseif op == 'list.append' then\n"
+	"  if a1 == '' then return false end\n"
+	"  redis.call('RPUSH', d, string.sub(a1, 2))\n"
+	"  return 'null'\n"
+	"elseif op == 'list.pop' then\n"
+	"  local v = false\n"
+	"  if a1 == '' or a1 == '=-1' then v = redis.call('RPOP', d)\n"
+	"  elseif a1 == '=0' then v = redis.call('LPOP', d) end\n"
+	"  return v\n"
+	"elseif op == 'value.get' then return redis.call('HGET', m, 'v')\n"
+	"elseif op == 'value.add' then\n"
+	/* an integer to an integer: HINCRBY refuses anything else (a value of
+	 * typecode d always holds a real's text: '.', 'e' or inf); the sum
+	 * comes back as a double, exact below 2^53, else it is read back */
+	"  local by = '1'\n"
+	"  if a1 ~= '' then by = string.sub(a1, 2) end\n"
+	"  if not string.find(by, '^%-?%d+$') then return false end\n"
+	"  local r = redis.pcall('HINCRBY', m, 'v', by)\n"
+	"  if type(r) ~= 'number' then return false end\n"
+	"  if r > -1e15 and r < 1e15 then return string.format('%d', r) end\n"
+	"  return redis.call('HGET', m, 'v')\n"
+	"elseif (op == 'queue.put' or op == 'queue.get') and redis.call('HGET', m, 'max') == '0' "
+	"then\n"
+	/* an unbounded queue: no room list to keep */
+	"  if op == 'queue.get' then return redis.call('LPOP', d) end\n"
+	"  if a1 == '' then return false end\n"
+	"  redis.call('RPUSH', d, string.sub(a1, 2))\n"
+	"  redis.call('HINCRBY', m, 'u', 1)\n"
+	"  redis.call('DEL', KEYS[3])\n"
+	"  return 'null'\n"
+	"end\n"
+	"return false\n";
+
+static const char *const hot_ops[] = { "dict.set",  "dict.get",  "list.append", "list.pop",
+				       "value.get", "value.add", "queue.put",   "queue.get" };
+
+/* The hot script's answer: as the full script's, or false (nil): ask that. */
+static void hot_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct rcall *rc = priv;
+	redisReply *rp = reply;
+
+	if (rp && rp->type == REDIS_REPLY_ERROR && strncmp(rp->str, "NOSCRIPT", 8) == 0) {
+		/* a restarted server: load it again for the next calls */
+		redisAsyncCommand(ac, NULL, NULL, "SCRIPT LOAD %s", hot_script);
+	} else if (!rp || rp->type != REDIS_REPLY_NIL) {
+		call_reply(ac, reply, priv);
+		return;
+	}
+	if (!rc_send(rc))
+		rc_free(rc);
+}
+
+/* Send rc through the hot script when its op is a hot one; false when it
+ * is not (or out of memory): send it whole. */
+static bool hot_send(struct rcall *rc)
+{
+	int nparams = rc->argc - (A_MODE + 1);
+	const char *v[9];
+	size_t l[9], len;
+	size_t i;
+
+	for (i = 0; i < sizeof(hot_ops) / sizeof(hot_ops[0]); i++)
+		if (strcmp(rc->op, hot_ops[i]) == 0)
+			break;
+	if (i == sizeof(hot_ops) / sizeof(hot_ops[0]) || nparams > 2 || !rs.hot_sha[0] || !rs.ac)
+		return false;
+	v[0] = "EVALSHA";
+	v[1] = rs.hot_sha;
+	v[2] = "3";
+	v[3] = rc->argv[A_META];
+	v[4] = rc->argv[A_DATA];
+	v[5] = rc->argv[A_JOIN];
+	v[6] = rc->argv[A_OP];
+	l[0] = 7;
+	l[1] = 40;
+	l[2] = 1;
+	l[3] = rc->argvlen[A_META];
+	l[4] = rc->argvlen[A_DATA];
+	l[5] = rc->argvlen[A_JOIN];
+	l[6] = rc->argvlen[A_OP];
+	for (int k = 0; k < nparams; k++) {
+		v[7 + k] = rc->argv[A_MODE + 1 + k];
+		l[7 + k] = rc->argvlen[A_MODE + 1 + k];
+	}
+	len = resp_format(7 + nparams, v, l);
+	return len && redisAsyncFormattedCommand(rs.ac, hot_reply, rc, rs.fmt, len) == REDIS_OK;
+}
+
 /* Park r as rc and send it; the answer comes from call_reply. */
 static enum cmd_ret rc_run(struct request *r, struct rcall *rc)
 {
@@ -908,7 +1032,7 @@ static enum cmd_ret rc_run(struct request *r, struct rcall *rc)
 		rc_free(rc);
 		return CMD_DONE;
 	}
-	if (!rc_send(rc))
+	if (!hot_send(rc) && !rc_send(rc))
 		rc_free(rc);
 	return CMD_WAIT;
 }
@@ -997,6 +1121,10 @@ static int redis_check(const struct conf *conf)
 		memcpy(rs.sha, rp->str, 40);
 		ret = 0;
 	}
+	freeReplyObject(rp);
+	rp = ret < 0 ? NULL : redisCommand(ctx, "SCRIPT LOAD %s", hot_script);
+	if (rp && rp->type == REDIS_REPLY_STRING && rp->len == 40)
+		memcpy(rs.hot_sha, rp->str, 40);
 	freeReplyObject(rp);
 out:
 	if (ctx)

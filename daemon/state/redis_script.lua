@@ -8,63 +8,6 @@
 -- the JSON text of the answer, an error `code message`.
 local m, d, j, sp = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, name, mode = ARGV[1], ARGV[2], ARGV[3]
-local t = redis.call('HGET', m, 't')
-
--- The hot ops on an object of their own type, answered before anything
--- else is set up (each function below is made anew on every call): the
--- same results as the full sections further down, which take every other
--- case (a default, an error, a bounded queue, an object to create).
-if t and string.find(op, t .. '.', 1, true) == 1 then
-	local a1, a2 = ARGV[4], ARGV[5]
-	if op == 'dict.set' then
-		if a1 ~= '' and a2 ~= '' then
-			redis.call('HSET', d, string.sub(a1, 2), string.sub(a2, 2))
-			return 'null'
-		end
-	elseif op == 'dict.get' then
-		local v = redis.call('HGET', d, string.sub(a1, 2))
-		if v then return v end
-	elseif op == 'list.append' then
-		if a1 ~= '' then
-			redis.call('RPUSH', d, string.sub(a1, 2))
-			return 'null'
-		end
-	elseif op == 'list.pop' then
-		local v
-		if a1 == '' or a1 == '=-1' then v = redis.call('RPOP', d)
-		elseif a1 == '=0' then v = redis.call('LPOP', d) end
-		if v then return v end
-	elseif op == 'value.get' then return redis.call('HGET', m, 'v')
-	elseif op == 'value.add' then
-		-- an integer to an integer: HINCRBY refuses anything else (a value
-		-- of typecode d always holds a real's text: '.', 'e' or inf), which
-		-- the full section answers; the sum comes back as a double, exact
-		-- below 2^53 (else it is read back as text)
-		local by = '1'
-		if a1 ~= '' then by = string.sub(a1, 2) end
-		if string.find(by, '^%-?%d+$') then
-			local r = redis.pcall('HINCRBY', m, 'v', by)
-			if type(r) == 'number' then
-				if r > -1e15 and r < 1e15 then return string.format('%d', r) end
-				return redis.call('HGET', m, 'v')
-			end
-		end
-	elseif op == 'queue.put' or op == 'queue.get' then
-		-- an unbounded queue (a bounded one keeps its room list below)
-		if redis.call('HGET', m, 'max') == '0' then
-			if op == 'queue.get' then
-				local v = redis.call('LPOP', d)
-				if v then return v end
-			elseif a1 ~= '' then
-				redis.call('RPUSH', d, string.sub(a1, 2))
-				redis.call('HINCRBY', m, 'u', 1)
-				redis.call('DEL', j)
-				return 'null'
-			end
-		end
-	end
-end
-
 local ty = string.match(op, '^[^.]+')
 local function fail(code, msg) return redis.error_reply(code .. ' ' .. name .. ': ' .. msg) end
 local function arg(i)
@@ -160,6 +103,7 @@ local function whole(t)
 	return 'null'
 end
 
+local t = redis.call('HGET', m, 't')
 local created = false
 if op == 'obj.create' then
 	local ctype, tc, init, max = arg(1), arg(2), arg(3), arg(4)

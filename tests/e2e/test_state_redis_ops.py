@@ -7,7 +7,7 @@ import signal
 import socket
 
 import mpsuptest
-from mpsuptest import Daemon, RedisServer, main
+from mpsuptest import Daemon, RedisServer, main, wait_for
 
 if not RedisServer.available():
     mpsuptest.skip_all("redis-server is not installed")
@@ -88,6 +88,20 @@ class HotOps(mpsuptest.unittest.TestCase):
                          {"hget": 20, "rpush": 10, "hincrby": 10, "del": 10})
         self.assertEqual(self.commands("queue.get", name="q", timeout=0),
                          {"hget": 20, "lpop": 10})
+
+    def test_after_a_redis_restart(self):
+        """A restarted Redis has forgotten both scripts: the first op gets
+        its answer through the full one, and the hot path is back after."""
+        d = self.d
+        d.ok("list.append", name="l", value=1)
+        self.redis.stop()
+        self.redis.start()
+        wait_for(lambda: d.ok("daemon.info")["state"]["connection"] == "connected",
+                 what="mpsupd to reconnect")
+        d.ok("list.append", name="l", value=2)  # made anew: Redis kept nothing
+        self.assertEqual(self.commands("list.append", name="l", value=3),
+                         {"hget": 10, "rpush": 10})
+        self.assertEqual(d.ok("obj.get", name="l"), [2] + [3] * 10)
 
     def test_value_add_edges(self):
         d = self.d

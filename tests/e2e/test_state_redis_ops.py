@@ -54,7 +54,7 @@ class HotOps(mpsuptest.unittest.TestCase):
                       % (rc, log[-20000:]))
 
     def commands(self, op, n=10, **params):
-        """Redis's command counts (but EVALSHA) for n times op."""
+        """Redis's command counts for n times op."""
         redis_call(self.redis.socket, "CONFIG", "RESETSTAT")
         for _ in range(n):
             self.d.ok(op, **params)
@@ -62,32 +62,37 @@ class HotOps(mpsuptest.unittest.TestCase):
         for line in redis_call(self.redis.socket, "INFO", "commandstats").splitlines():
             if line.startswith("cmdstat_"):
                 name, _, rest = line[len("cmdstat_"):].partition(":")
-                if name.split("|")[0] not in ("evalsha", "config", "info"):
+                if name.split("|")[0] not in ("config", "info"):
                     counts[name] = int(rest.split(",")[0].split("=")[1])
         return counts
 
     def test_one_command_beside_the_type(self):
-        """An op on an object of its type costs Redis its own command and
-        the type's HGET, nothing more (no LLEN, no re-reads)."""
+        """An op on an object of its type costs Redis one script call with
+        the type's HGET and the op's own command (a read: the two HGETs in a
+        MULTI), nothing more (no LLEN, no re-reads)."""
         d = self.d
         d.ok("dict.set", name="d", key="k", value="v")
         d.ok("list.append", name="l", value=1)
         d.ok("value.add", name="v")
         d.ok("queue.put", name="q", item=1)
         self.assertEqual(self.commands("dict.set", name="d", key="k", value="x"),
-                         {"hget": 10, "hset": 10})
-        self.assertEqual(self.commands("dict.get", name="d", key="k"), {"hget": 20})
+                         {"evalsha": 10, "hget": 10, "hset": 10})
+        # reads: two HGETs in a MULTI, no script
+        self.assertEqual(self.commands("dict.get", name="d", key="k"),
+                         {"multi": 10, "hget": 20, "exec": 10})
         self.assertEqual(self.commands("list.append", name="l", value=2),
-                         {"hget": 10, "rpush": 10})
-        self.assertEqual(self.commands("list.pop", name="l"), {"hget": 10, "rpop": 10})
+                         {"evalsha": 10, "hget": 10, "rpush": 10})
+        self.assertEqual(self.commands("list.pop", name="l"),
+                         {"evalsha": 10, "hget": 10, "rpop": 10})
         self.assertEqual(self.commands("value.add", name="v", by=2),
-                         {"hget": 10, "hincrby": 10})
-        self.assertEqual(self.commands("value.get", name="v"), {"hget": 20})
+                         {"evalsha": 10, "hget": 10, "hincrby": 10})
+        self.assertEqual(self.commands("value.get", name="v"),
+                         {"multi": 10, "hget": 20, "exec": 10})
         # an unbounded queue: its maxsize too, and the join list is cleared
         self.assertEqual(self.commands("queue.put", name="q", item="x"),
-                         {"hget": 20, "rpush": 10, "hincrby": 10, "del": 10})
+                         {"evalsha": 10, "hget": 20, "rpush": 10, "hincrby": 10, "del": 10})
         self.assertEqual(self.commands("queue.get", name="q", timeout=0),
-                         {"hget": 20, "lpop": 10})
+                         {"evalsha": 10, "hget": 20, "lpop": 10})
 
     def test_after_a_redis_restart(self):
         """A restarted Redis has forgotten both scripts: the first op gets
@@ -100,7 +105,7 @@ class HotOps(mpsuptest.unittest.TestCase):
                  what="mpsupd to reconnect")
         d.ok("list.append", name="l", value=2)  # made anew: Redis kept nothing
         self.assertEqual(self.commands("list.append", name="l", value=3),
-                         {"hget": 10, "rpush": 10})
+                         {"evalsha": 10, "hget": 10, "rpush": 10})
         self.assertEqual(d.ok("obj.get", name="l"), [2] + [3] * 10)
 
     def test_value_add_edges(self):
@@ -139,6 +144,10 @@ class HotOps(mpsuptest.unittest.TestCase):
         d.ok("dict.set", name="d", key="k", value=None)
         self.assertIsNone(d.ok("dict.get", name="d", key="k"))
         self.assertEqual(d.ok("dict.get", name="d", key="nope", default=5), 5)
+        self.assertEqual(d.err("dict.get", name="l", key="k"), "wrong_type")
+        self.assertEqual(d.err("dict.get", name="nothing", key="k"), "not_found")
+        self.assertEqual(d.err("value.get", name="d"), "wrong_type")
+        self.assertEqual(d.err("value.get", name="nothing"), "not_found")
         # replies that are not plain ASCII text go through jansson
         for v in ["\u00e9t\u00e9\n\"", {"b": [1, 2.5, None], "a": True}, 2**62, -0.5, "", False]:
             d.ok("dict.set", name="d", key="k", value=v)

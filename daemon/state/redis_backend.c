@@ -908,12 +908,12 @@ static void call_cancel(struct park *p)
 }
 
 /*
- * The hot ops, on an object of their type: a script of their own with the
+ * The hot writes, on an object of their type: a script of their own with the
  * meta and data keys and the op's parameters only (each argument of a
  * script call costs Redis about 1 400 instructions, the full script's
  * setup tens of thousands). It answers what it can as the full script
- * would, and false for every other case (no such object, another type, a
- * default to look up, an error, a bounded queue): then the call goes to the
+ * would, and false for every other case (no such object, another type, an
+ * error, a real to add, a bounded queue, an empty one): then the call goes to the
  * full script, the hot one having changed nothing.
  */
 static const char hot_script[] =
@@ -925,10 +925,6 @@ static const char hot_script[] =
 	"  if a1 == '' or a2 == '' then return false end\n"
 	"  redis.call('HSET', d, string.sub(a1, 2), string.sub(a2, 2))\n"
 	"  return 'null'\n"
-	"elseif op == 'dict.get' then\n"
-	"  local v = redis.call('HGET', d, string.sub(a1, 2))\n"
-	"  if v then return v end\n"
-	"  if a2 ~= '' then return string.sub(a2, 2) end\n"
 	"elseif op == 'list.append' then\n"
 	"  if a1 == '' then return false end\n"
 	"  redis.call('RPUSH', d, string.sub(a1, 2))\n"
@@ -938,7 +934,6 @@ static const char hot_script[] =
 	"  if a1 == '' or a1 == '=-1' then v = redis.call('RPOP', d)\n"
 	"  elseif a1 == '=0' then v = redis.call('LPOP', d) end\n"
 	"  return v\n"
-	"elseif op == 'value.get' then return redis.call('HGET', m, 'v')\n"
 	"elseif op == 'value.add' then\n"
 	/* an integer to an integer: HINCRBY refuses anything else (a value of
 	 * typecode d always holds a real's text: '.', 'e' or inf); the sum
@@ -962,8 +957,8 @@ static const char hot_script[] =
 	"end\n"
 	"return false\n";
 
-static const char *const hot_ops[] = { "dict.set",  "dict.get",  "list.append", "list.pop",
-				       "value.get", "value.add", "queue.put",   "queue.get" };
+static const char *const hot_ops[] = { "dict.set",  "list.append", "list.pop",
+				       "value.add", "queue.put",   "queue.get" };
 
 /* The hot script's answer: as the full script's, or false (nil): ask that. */
 static void hot_reply(redisAsyncContext *ac, void *reply, void *priv)

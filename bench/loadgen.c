@@ -7,7 +7,7 @@
  *   loadgen -s SOCKET -c 50 -P 16 -n 1000000 -t value.add
  *
  * With -r it speaks RESP to a redis-server instead, with the equivalent
- * commands (SET, GET, INCR, RPUSH, RPOP), so both servers face the same
+ * commands (SET, GET, INCR, RPUSH, RPOP, LPOP), so both servers face the same
  * client.
  */
 #ifndef _GNU_SOURCE
@@ -69,6 +69,10 @@ static int build_resp(char *buf, size_t len, const char *op, long i)
 		return resp(buf, len, 3, (const char *const[]){ "RPUSH", "bl", "xxx" });
 	if (strcmp(op, "list.pop") == 0)
 		return resp(buf, len, 2, (const char *const[]){ "RPOP", "bl" });
+	if (strcmp(op, "queue.put") == 0)
+		return resp(buf, len, 3, (const char *const[]){ "RPUSH", "bq", "xxx" });
+	if (strcmp(op, "queue.get") == 0)
+		return resp(buf, len, 2, (const char *const[]){ "LPOP", "bq" });
 	if (strcmp(op, "ping") == 0)
 		return resp(buf, len, 1, (const char *const[]){ "PING" });
 	return -1;
@@ -130,6 +134,12 @@ static int build_request(char *buf, size_t len, const char *op, long i)
 				"{\"cmd\":\"list.append\",\"name\":\"bl\",\"value\":\"xxx\"}\n");
 	if (strcmp(op, "list.pop") == 0)
 		return snprintf(buf, len, "{\"cmd\":\"list.pop\",\"name\":\"bl\"}\n");
+	if (strcmp(op, "queue.put") == 0)
+		return snprintf(buf, len,
+				"{\"cmd\":\"queue.put\",\"name\":\"bq\",\"item\":\"xxx\"}\n");
+	if (strcmp(op, "queue.get") == 0) /* never waits: an empty queue is an error */
+		return snprintf(buf, len,
+				"{\"cmd\":\"queue.get\",\"name\":\"bq\",\"timeout\":0}\n");
 	if (strcmp(op, "ping") == 0)
 		return snprintf(buf, len, "{\"cmd\":\"ping\"}\n");
 	return -1;

@@ -6,7 +6,8 @@
  *
  * Every op is one EVALSHA of one script (redis_script.lua; EVAL again when
  * the server answers NOSCRIPT, after a restart) on one asynchronous hiredis
- * connection: the event loop never waits for Redis. The request is parked
+ * connection: the event loop never waits for Redis. The hot ops (dict.set,
+ * list.append, value.add...) try a small script first (hot_script). The request is parked
  * (park.c) until the reply comes; a client that leaves first just has its
  * answer dropped.
  *
@@ -44,6 +45,7 @@
 #include "container.h"
 #include "daemon.h"
 #include "events.h"
+#include "jsonw.h"
 #include "log.h"
 #include "obj.h"
 #include "obj_int.h"
@@ -97,6 +99,7 @@ static struct {
 	bool up;
 	bool stopping;
 	char sha[41];
+	char hot_sha[41]; /* hot_script's */
 	char host_id[33]; /* new at each start: this daemon's owner id */
 	struct event *retry;
 	double backoff;
@@ -113,6 +116,8 @@ static struct {
 	char address[256], prefix[80];
 	double lease;
 	unsigned long renewals;
+	char *fmt; /* where a command is written in RESP (rc_queue) */
+	size_t fmt_cap;
 } rs;
 
 /*
@@ -217,9 +222,10 @@ static int rc_push_json(struct rcall *rc, json_t *v, bool eq)
 /* EVALSHA sha 4 KEYS op name mode: the head of every script call. */
 static struct rcall *rc_new(const char *op, const char *name, bool existing)
 {
-	const char *prefix = rs.prefix;
+	static const char suffix[][3] = { "", ":d", ":j", ":s" };
+	size_t plen = strlen(rs.prefix), nlen = strlen(name);
 	struct rcall *rc = calloc(1, sizeof(*rc));
-	char key[256];
+	char key[sizeof(rs.prefix) + OBJ_NAME_MAX + 8];
 	int r;
 
 	if (!rc)
@@ -229,16 +235,21 @@ static struct rcall *rc_new(const char *op, const char *name, bool existing)
 	rc->client_id = -1;
 	rc->soonest = -1;
 	rc->bgen = -1;
-	r = rc_pushs(rc, "EVALSHA") | rc_pushs(rc, rs.sha) | rc_pushs(rc, "4");
-	snprintf(key, sizeof(key), "%s{%s}", prefix, name);
-	r |= rc_pushs(rc, key);
-	snprintf(key, sizeof(key), "%s{%s}:d", prefix, name);
-	r |= rc_pushs(rc, key);
-	snprintf(key, sizeof(key), "%s{%s}:j", prefix, name);
-	r |= rc_pushs(rc, key);
-	snprintf(key, sizeof(key), "%s{%s}:s", prefix, name);
-	r |= rc_pushs(rc, key) | rc_pushs(rc, op) | rc_pushs(rc, name);
-	r |= rc_pushs(rc, existing ? "e" : "c");
+	r = rc_push(rc, 0, "EVALSHA", 7) | rc_push(rc, 0, rs.sha, 40) | rc_push(rc, 0, "4", 1);
+	/* PREFIX{name} and its suffixes (names are checked: they fit) */
+	nlen = nlen > OBJ_NAME_MAX ? OBJ_NAME_MAX : nlen;
+	memcpy(key, rs.prefix, plen);
+	key[plen] = '{';
+	memcpy(key + plen + 1, name, nlen);
+	key[plen + 1 + nlen] = '}';
+	for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+		size_t slen = strlen(suffix[i]);
+
+		memcpy(key + plen + nlen + 2, suffix[i], slen);
+		r |= rc_push(rc, 0, key, plen + nlen + 2 + slen);
+	}
+	r |= rc_pushs(rc, op) | rc_push(rc, 0, name, nlen);
+	r |= rc_push(rc, 0, existing ? "e" : "c", 1);
 	if (r < 0) {
 		rc_free(rc);
 		return NULL;
@@ -375,6 +386,42 @@ static void rc_reply_error(struct rcall *rc, const char *str, size_t len)
 		rc_error(rc, e, "%.*s", (int)(len - (sp + 1 - str)), sp + 1);
 }
 
+/* A reply text that is JSON as it is and answers unchanged: null, true,
+ * false, a small integer, or a string of printable ASCII without escapes
+ * (the usual item: anything else is read and written again by jansson). */
+static bool reply_plain(const char *s, size_t len)
+{
+	size_t i = len && s[0] == '-';
+
+	if ((len == 4 && (memcmp(s, "null", 4) == 0 || memcmp(s, "true", 4) == 0)) ||
+	    (len == 5 && memcmp(s, "false", 5) == 0))
+		return true;
+	if (len >= 2 && s[0] == '"' && s[len - 1] == '"')
+		return jsonw_plain(s + 1, len - 2);
+	/* -?(0|[1-9][0-9]*), at most 18 digits: in jansson's range */
+	if (i == len || len - i > 18 || (s[i] == '0' && len - i > 1))
+		return false;
+	for (; i < len; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
+/* Answer rc with the JSON text of a plain reply, as it is. */
+static void rc_ok_plain(struct rcall *rc, const char *str, size_t len)
+{
+	struct request *r;
+	struct jsonw w;
+
+	if ((rc->flags & CMD_MUTATES) && !rc->gone && park_kept(&rc->park))
+		rc_changed(rc, strchr(rc->op, '.') + 1);
+	if (!(r = rc_take(rc)))
+		return;
+	jsonw_init(&w);
+	jsonw_raw(&w, str, len);
+	request_ok_text(r, &w);
+}
+
 /* Answer a JSON text reply (after \1 when the op created its object). */
 static void rc_reply_json(struct rcall *rc, const char *str, size_t len)
 {
@@ -386,6 +433,10 @@ static void rc_reply_json(struct rcall *rc, const char *str, size_t len)
 			rc_changed(rc, "create");
 		str++;
 		len--;
+	}
+	if (strcmp(rc->op, "obj.create") != 0 && reply_plain(str, len)) {
+		rc_ok_plain(rc, str, len);
+		return;
 	}
 	v = json_loadb(str, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
 
@@ -950,11 +1001,66 @@ static void block_start(struct rcall *rc)
 
 static void call_reply(redisAsyncContext *ac, void *reply, void *priv);
 
+/* Write c, n in decimal and CRLF at p (a RESP count or length). */
+static char *resp_head(char *p, char c, size_t n)
+{
+	char digits[24];
+	size_t k = 0;
+
+	*p++ = c;
+	do
+		digits[k++] = (char)('0' + n % 10);
+	while ((n /= 10));
+	while (k)
+		*p++ = digits[--k];
+	*p++ = '\r';
+	*p++ = '\n';
+	return p;
+}
+
+/* Write the command of n arguments v (lengths l) in RESP into rs.fmt
+ * (hiredis would format each argument with a printf of its own); its
+ * length, 0 when out of memory. */
+static size_t resp_format(int n, const char *const *v, const size_t *l)
+{
+	size_t need = 32;
+	char *p;
+
+	for (int i = 0; i < n; i++)
+		need += l[i] + 32;
+	if (need > rs.fmt_cap) {
+		char *b = realloc(rs.fmt, need);
+
+		if (!b)
+			return 0;
+		rs.fmt = b;
+		rs.fmt_cap = need;
+	}
+	p = resp_head(rs.fmt, '*', (size_t)n);
+	for (int i = 0; i < n; i++) {
+		p = resp_head(p, '$', l[i]);
+		memcpy(p, v[i], l[i]);
+		p += l[i];
+		*p++ = '\r';
+		*p++ = '\n';
+	}
+	return (size_t)(p - rs.fmt);
+}
+
+/* Queue rc's command on the main connection; REDIS_OK or not. */
+static int rc_queue(struct rcall *rc)
+{
+	size_t len = resp_format(rc->argc, (const char *const *)rc->argv, rc->argvlen);
+
+	if (!len)
+		return REDIS_ERR;
+	return redisAsyncFormattedCommand(rs.ac, call_reply, rc, rs.fmt, len);
+}
+
 /* Send rc on the main connection; false after answering unavailable. */
 static bool rc_send(struct rcall *rc)
 {
-	if (rs.ac && redisAsyncCommandArgv(rs.ac, call_reply, rc, rc->argc, (const char **)rc->argv,
-					   rc->argvlen) == REDIS_OK)
+	if (rs.ac && rc_queue(rc) == REDIS_OK)
 		return true;
 	rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: redis cannot be reached; retry later", rc->op);
 	return false;
@@ -1027,6 +1133,178 @@ static void call_cancel(struct park *p)
 	PARK_OWNER(p, struct rcall, park)->gone = true;
 }
 
+/*
+ * The hot writes, on an object of their type: a script of their own with the
+ * meta and data keys and the op's parameters only (each argument of a
+ * script call costs Redis about 1 400 instructions, the full script's
+ * setup tens of thousands). It answers what it can as the full script
+ * would, and false for every other case (no such object, another type, an
+ * error, a real to add, a bounded queue, an empty one): then the call goes to the
+ * full script, the hot one having changed nothing.
+ */
+static const char hot_script[] =
+	"local m, d, op = KEYS[1], KEYS[2], ARGV[1]\n"
+	"local a1, a2 = ARGV[2] or '', ARGV[3] or ''\n"
+	"local t = redis.call('HGET', m, 't')\n"
+	"if not t or string.find(op, t .. '.', 1, true) ~= 1 then return false end\n"
+	"if op == 'dict.set' then\n"
+	"  if a1 == '' or a2 == '' then return false end\n"
+	"  redis.call('HSET', d, string.sub(a1, 2), string.sub(a2, 2))\n"
+	"  return 'null'\n"
+	"elseif op == 'list.append' then\n"
+	"  if a1 == '' then return false end\n"
+	"  redis.call('RPUSH', d, string.sub(a1, 2))\n"
+	"  return 'null'\n"
+	"elseif op == 'list.pop' then\n"
+	"  local v = false\n"
+	"  if a1 == '' or a1 == '=-1' then v = redis.call('RPOP', d)\n"
+	"  elseif a1 == '=0' then v = redis.call('LPOP', d) end\n"
+	"  return v\n"
+	"elseif op == 'value.add' then\n"
+	/* an integer to an integer: HINCRBY refuses anything else (a value of
+	 * typecode d always holds a real's text: '.', 'e' or inf); the sum
+	 * comes back as a double, exact below 2^53, else it is read back */
+	"  local by = '1'\n"
+	"  if a1 ~= '' then by = string.sub(a1, 2) end\n"
+	"  if not string.find(by, '^%-?%d+$') then return false end\n"
+	"  local r = redis.pcall('HINCRBY', m, 'v', by)\n"
+	"  if type(r) ~= 'number' then return false end\n"
+	"  if r > -1e15 and r < 1e15 then return string.format('%d', r) end\n"
+	"  return redis.call('HGET', m, 'v')\n"
+	"elseif (op == 'queue.put' or op == 'queue.get') and redis.call('HGET', m, 'max') == '0' "
+	"then\n"
+	/* an unbounded queue: no room list to keep */
+	"  if op == 'queue.get' then return redis.call('LPOP', d) end\n"
+	"  if a1 == '' then return false end\n"
+	"  redis.call('RPUSH', d, string.sub(a1, 2))\n"
+	"  redis.call('HINCRBY', m, 'u', 1)\n"
+	"  redis.call('DEL', KEYS[3])\n"
+	"  return 'null'\n"
+	"end\n"
+	"return false\n";
+
+static const char *const hot_ops[] = { "dict.set",  "list.append", "list.pop",
+				       "value.add", "queue.put",   "queue.get" };
+
+/* The hot script's answer: as the full script's, or false (nil): ask that. */
+static void hot_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct rcall *rc = priv;
+	redisReply *rp = reply;
+
+	if (rp && rp->type == REDIS_REPLY_ERROR && strncmp(rp->str, "NOSCRIPT", 8) == 0) {
+		/* a restarted server: load it again for the next calls */
+		redisAsyncCommand(ac, NULL, NULL, "SCRIPT LOAD %s", hot_script);
+	} else if (!rp || rp->type != REDIS_REPLY_NIL) {
+		call_reply(ac, reply, priv);
+		return;
+	}
+	if (!rc_send(rc))
+		rc_free(rc);
+}
+
+/* Send rc through the hot script when its op is a hot one; false when it
+ * is not (or out of memory): send it whole. */
+static bool hot_send(struct rcall *rc)
+{
+	int nparams = rc->argc - (A_MODE + 1);
+	const char *v[9];
+	size_t l[9], len;
+	size_t i;
+
+	for (i = 0; i < sizeof(hot_ops) / sizeof(hot_ops[0]); i++)
+		if (strcmp(rc->op, hot_ops[i]) == 0)
+			break;
+	if (i == sizeof(hot_ops) / sizeof(hot_ops[0]) || nparams > 2 || !rs.hot_sha[0] || !rs.ac)
+		return false;
+	v[0] = "EVALSHA";
+	v[1] = rs.hot_sha;
+	v[2] = "3";
+	v[3] = rc->argv[A_META];
+	v[4] = rc->argv[A_DATA];
+	v[5] = rc->argv[A_JOIN];
+	v[6] = rc->argv[A_OP];
+	l[0] = 7;
+	l[1] = 40;
+	l[2] = 1;
+	l[3] = rc->argvlen[A_META];
+	l[4] = rc->argvlen[A_DATA];
+	l[5] = rc->argvlen[A_JOIN];
+	l[6] = rc->argvlen[A_OP];
+	for (int k = 0; k < nparams; k++) {
+		v[7 + k] = rc->argv[A_MODE + 1 + k];
+		l[7 + k] = rc->argvlen[A_MODE + 1 + k];
+	}
+	len = resp_format(7 + nparams, v, l);
+	return len && redisAsyncFormattedCommand(rs.ac, hot_reply, rc, rs.fmt, len) == REDIS_OK;
+}
+
+/* The MULTI of a read: [type, value]. The value of an object of the op's
+ * type answers; anything else (a missing key, another type, no object)
+ * asks the full script, which answers it as before. */
+static void read_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct rcall *rc = priv;
+	redisReply *rp = reply, *t, *v;
+	size_t tl;
+
+	if (!rp) {
+		call_reply(ac, reply, priv);
+		return;
+	}
+	tl = strchr(rc->op, '.') - rc->op;
+	if (rp->type == REDIS_REPLY_ARRAY && rp->elements == 2) {
+		t = rp->element[0];
+		v = rp->element[1];
+		if (t->type == REDIS_REPLY_STRING && t->len == tl &&
+		    memcmp(t->str, rc->op, tl) == 0 && v->type == REDIS_REPLY_STRING) {
+			rc_reply_json(rc, v->str, v->len);
+			rc_free(rc);
+			return;
+		}
+	}
+	if (!rc_send(rc))
+		rc_free(rc);
+}
+
+/* dict.get and value.get read with two HGETs in a MULTI, no script (an
+ * EVALSHA costs Redis about twice as much); false when rc is not one. */
+static bool read_send(struct rcall *rc)
+{
+	bool dict = strcmp(rc->op, "dict.get") == 0;
+	const char *v[3];
+	size_t l[3], len;
+
+	/* (a default matters only when the key is missing: the full script) */
+	if ((!dict && strcmp(rc->op, "value.get") != 0) || !rs.ac ||
+	    (dict && (rc->argc < A_MODE + 2 || rc->argv[A_MODE + 1][0] != '=')))
+		return false;
+	v[0] = "HGET";
+	v[1] = rc->argv[A_META];
+	v[2] = "t";
+	l[0] = 4;
+	l[1] = rc->argvlen[A_META];
+	l[2] = 1;
+	if (redisAsyncFormattedCommand(rs.ac, NULL, NULL, "*1\r\n$5\r\nMULTI\r\n", 15) !=
+		    REDIS_OK ||
+	    !(len = resp_format(3, v, l)) ||
+	    redisAsyncFormattedCommand(rs.ac, NULL, NULL, rs.fmt, len) != REDIS_OK)
+		return false;
+	v[1] = dict ? rc->argv[A_DATA] : rc->argv[A_META];
+	l[1] = dict ? rc->argvlen[A_DATA] : rc->argvlen[A_META];
+	v[2] = dict ? rc->argv[A_MODE + 1] + 1 : "v"; /* the key, after its '=' */
+	l[2] = dict ? rc->argvlen[A_MODE + 1] - 1 : 1;
+	if (!(len = resp_format(3, v, l)) ||
+	    redisAsyncFormattedCommand(rs.ac, NULL, NULL, rs.fmt, len) != REDIS_OK ||
+	    redisAsyncFormattedCommand(rs.ac, read_reply, rc, "*1\r\n$4\r\nEXEC\r\n", 14) !=
+		    REDIS_OK) {
+		/* a MULTI left open would swallow the next commands */
+		redisAsyncFormattedCommand(rs.ac, NULL, NULL, "*1\r\n$7\r\nDISCARD\r\n", 17);
+		return false;
+	}
+	return true;
+}
+
 /* Park r as rc and send it; the answer comes from call_reply. */
 static enum cmd_ret rc_run(struct request *r, struct rcall *rc)
 {
@@ -1041,7 +1319,7 @@ static enum cmd_ret rc_run(struct request *r, struct rcall *rc)
 		rc_free(rc);
 		return CMD_DONE;
 	}
-	if (!rc_send(rc))
+	if (!read_send(rc) && !hot_send(rc) && !rc_send(rc))
 		rc_free(rc);
 	return CMD_WAIT;
 }
@@ -1131,6 +1409,10 @@ static int redis_check(const struct conf *conf)
 		ret = 0;
 	}
 	freeReplyObject(rp);
+	rp = ret < 0 ? NULL : redisCommand(ctx, "SCRIPT LOAD %s", hot_script);
+	if (rp && rp->type == REDIS_REPLY_STRING && rp->len == 40)
+		memcpy(rs.hot_sha, rp->str, 40);
+	freeReplyObject(rp);
 out:
 	if (ctx)
 		redisFree(ctx);
@@ -1203,6 +1485,9 @@ void redis_backend_stop(void)
 	if (rs.retry)
 		event_free(rs.retry);
 	rs.retry = NULL;
+	free(rs.fmt);
+	rs.fmt = NULL;
+	rs.fmt_cap = 0;
 }
 
 /* Objects held by this host's clients (counted per client). */

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""The redis state backend's hot ops (dict.set/get, list.append/pop,
+value.add/get, queue.put/get): what each costs Redis (its command counts)
+and that their short path answers as the full one does at every edge."""
+import shutil
+import signal
+import socket
+
+import mpsuptest
+from mpsuptest import Daemon, RedisServer, main, wait_for
+
+if not RedisServer.available():
+    mpsuptest.skip_all("redis-server is not installed")
+
+
+def redis_call(path, *args):
+    """One RESP command on a fresh connection; the reply's text (a bulk or
+    a status line)."""
+    req = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a.encode() if isinstance(a, str) else a
+        req += b"$%d\r\n%s\r\n" % (len(a), a)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10 * mpsuptest.SCALE)
+        s.connect(path)
+        s.sendall(req)
+        buf = b""
+        while True:
+            buf += s.recv(65536)
+            head, sep, rest = buf.partition(b"\r\n")
+            if not sep:
+                continue
+            if head[:1] != b"$":
+                return head[1:].decode()
+            n = int(head[1:])
+            if n < 0:
+                return None
+            if len(rest) >= n + 2:
+                return rest[:n].decode()
+
+
+class HotOps(mpsuptest.unittest.TestCase):
+    def setUp(self):
+        self.redis = RedisServer().start()
+        self.addCleanup(self.redis.cleanup)
+        self.d = Daemon(main_extra=self.redis.config()).start()
+        self.addCleanup(self.stop_daemon)
+
+    def stop_daemon(self):
+        rc = self.d.stop()
+        log = self.d.read_log()
+        shutil.rmtree(self.d.dir, ignore_errors=True)
+        self.assertIn(rc, (0, None, -signal.SIGKILL), "mpsupd exited with %r; log:\n%s"
+                      % (rc, log[-20000:]))
+
+    def commands(self, op, n=10, **params):
+        """Redis's command counts for n times op."""
+        redis_call(self.redis.socket, "CONFIG", "RESETSTAT")
+        for _ in range(n):
+            self.d.ok(op, **params)
+        counts = {}
+        for line in redis_call(self.redis.socket, "INFO", "commandstats").splitlines():
+            if line.startswith("cmdstat_"):
+                name, _, rest = line[len("cmdstat_"):].partition(":")
+                if name.split("|")[0] not in ("config", "info"):
+                    counts[name] = int(rest.split(",")[0].split("=")[1])
+        return counts
+
+    def test_one_command_beside_the_type(self):
+        """An op on an object of its type costs Redis one script call with
+        the type's HGET and the op's own command (a read: the two HGETs in a
+        MULTI), nothing more (no LLEN, no re-reads)."""
+        d = self.d
+        d.ok("dict.set", name="d", key="k", value="v")
+        d.ok("list.append", name="l", value=1)
+        d.ok("value.add", name="v")
+        d.ok("queue.put", name="q", item=1)
+        self.assertEqual(self.commands("dict.set", name="d", key="k", value="x"),
+                         {"evalsha": 10, "hget": 10, "hset": 10})
+        # reads: two HGETs in a MULTI, no script
+        self.assertEqual(self.commands("dict.get", name="d", key="k"),
+                         {"multi": 10, "hget": 20, "exec": 10})
+        self.assertEqual(self.commands("list.append", name="l", value=2),
+                         {"evalsha": 10, "hget": 10, "rpush": 10})
+        self.assertEqual(self.commands("list.pop", name="l"),
+                         {"evalsha": 10, "hget": 10, "rpop": 10})
+        self.assertEqual(self.commands("value.add", name="v", by=2),
+                         {"evalsha": 10, "hget": 10, "hincrby": 10})
+        self.assertEqual(self.commands("value.get", name="v"),
+                         {"multi": 10, "hget": 20, "exec": 10})
+        # an unbounded queue: its maxsize too, and the join list is cleared
+        self.assertEqual(self.commands("queue.put", name="q", item="x"),
+                         {"evalsha": 10, "hget": 20, "rpush": 10, "hincrby": 10, "del": 10})
+        self.assertEqual(self.commands("queue.get", name="q", timeout=0),
+                         {"evalsha": 10, "hget": 20, "lpop": 10})
+
+    def test_after_a_redis_restart(self):
+        """A restarted Redis has forgotten both scripts: the first op gets
+        its answer through the full one, and the hot path is back after."""
+        d = self.d
+        d.ok("list.append", name="l", value=1)
+        self.redis.stop()
+        self.redis.start()
+        wait_for(lambda: d.ok("daemon.info")["state"]["connection"] == "connected",
+                 what="mpsupd to reconnect")
+        d.ok("list.append", name="l", value=2)  # made anew: Redis kept nothing
+        self.assertEqual(self.commands("list.append", name="l", value=3),
+                         {"evalsha": 10, "hget": 10, "rpush": 10})
+        self.assertEqual(d.ok("obj.get", name="l"), [2] + [3] * 10)
+
+    def test_value_add_edges(self):
+        d = self.d
+        d.ok("obj.create", name="big", type="value", typecode="i", init=2**62)
+        self.assertEqual(d.ok("value.add", name="big", by=1), 2**62 + 1)  # past 2^53
+        self.assertEqual(d.ok("value.add", name="big", by=-(2**62)), 1)
+        self.assertEqual(d.ok("value.add", name="big", by=10**15 - 1), 10**15)
+        self.assertEqual(d.err("value.add", name="big", by=1.5), "bad_request")
+        d.ok("value.set", name="big", value=2**63 - 1)
+        self.assertEqual(d.err("value.add", name="big"), "out_of_range")
+        self.assertEqual(d.ok("value.get", name="big"), 2**63 - 1)
+        d.ok("obj.create", name="real", type="value", typecode="d", init=1)
+        self.assertEqual(d.ok("value.add", name="real", by=2), 3.0)
+        self.assertIsInstance(d.ok("value.get", name="real"), float)
+        d.ok("value.set", name="any", value=1.5)
+        self.assertEqual(d.ok("value.add", name="any", by=1), 2.5)
+        d.ok("value.set", name="any", value="x")
+        self.assertEqual(d.err("value.add", name="any"), "conflict")
+        d.ok("value.set", name="any", value=-7)
+        self.assertEqual(d.ok("value.add", name="any", by=-3), -10)
+        d.ok("list.append", name="l", value=1)
+        self.assertEqual(d.err("value.add", name="l"), "wrong_type")
+
+    def test_list_dict_queue_edges(self):
+        d = self.d
+        for v in ("a", "b", "c", "d"):
+            d.ok("list.append", name="l", value=v)
+        self.assertEqual(d.ok("list.pop", name="l", index=0), "a")
+        self.assertEqual(d.ok("list.pop", name="l", index=-1), "d")
+        self.assertEqual(d.ok("list.pop", name="l", index=1), "c")
+        self.assertEqual(d.ok("list.pop", name="l"), "b")
+        self.assertEqual(d.err("list.pop", name="l"), "out_of_range")
+        self.assertEqual(d.err("dict.set", name="l", key="k", value=1), "wrong_type")
+        self.assertEqual(d.err("dict.get", name="d", key="k"), "not_found")
+        d.ok("dict.set", name="d", key="k", value=None)
+        self.assertIsNone(d.ok("dict.get", name="d", key="k"))
+        self.assertEqual(d.ok("dict.get", name="d", key="nope", default=5), 5)
+        self.assertEqual(d.err("dict.get", name="l", key="k"), "wrong_type")
+        self.assertEqual(d.err("dict.get", name="nothing", key="k"), "not_found")
+        self.assertEqual(d.err("value.get", name="d"), "wrong_type")
+        self.assertEqual(d.err("value.get", name="nothing"), "not_found")
+        # replies that are not plain ASCII text go through jansson
+        for v in ["\u00e9t\u00e9\n\"", {"b": [1, 2.5, None], "a": True}, 2**62, -0.5, "", False]:
+            d.ok("dict.set", name="d", key="k", value=v)
+            self.assertEqual(d.ok("dict.get", name="d", key="k"), v)
+            d.ok("list.append", name="l", value=v)
+            self.assertEqual(d.ok("list.pop", name="l"), v)
+        d.ok("obj.create", name="bq", type="queue", maxsize=1)
+        d.ok("queue.put", name="bq", item=1)
+        self.assertEqual(d.err("queue.put", name="bq", item=2, timeout=0), "full")
+        self.assertEqual(d.ok("queue.get", name="bq", timeout=0), 1)
+        self.assertEqual(d.err("queue.get", name="bq", timeout=0), "empty")
+        d.ok("queue.put", name="q", item=[1])
+        self.assertEqual(d.ok("queue.get", name="q", timeout=0), [1])
+        self.assertEqual(d.err("queue.get", name="q", timeout=0), "empty")
+        d.ok("queue.task_done", name="q")
+        d.ok("queue.join", name="q", timeout=0)
+
+
+if __name__ == "__main__":
+    main()

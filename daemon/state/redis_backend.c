@@ -434,7 +434,10 @@ static void rc_reply_json(struct rcall *rc, const char *str, size_t len)
 		str++;
 		len--;
 	}
-	if (strcmp(rc->op, "obj.create") != 0 && reply_plain(str, len)) {
+	/* as it is: a plain answer of an op that needs no note of it (obj.*
+	 * ops and waits in line go through rc_ok) */
+	if (strncmp(rc->op, "obj.", 4) != 0 && !rc->ticketed && !rc->scoped &&
+	    reply_plain(str, len)) {
 		rc_ok_plain(rc, str, len);
 		return;
 	}
@@ -1134,7 +1137,8 @@ static void call_cancel(struct park *p)
 }
 
 /*
- * The hot writes, on an object of their type: a script of their own with the
+ * The hot writes, on a plain object of their type (not private, not
+ * scoped): a script of their own with the
  * meta and data keys and the op's parameters only (each argument of a
  * script call costs Redis about 1 400 instructions, the full script's
  * setup tens of thousands). It answers what it can as the full script
@@ -1145,8 +1149,12 @@ static void call_cancel(struct park *p)
 static const char hot_script[] =
 	"local m, d, op = KEYS[1], KEYS[2], ARGV[1]\n"
 	"local a1, a2 = ARGV[2] or '', ARGV[3] or ''\n"
-	"local t = redis.call('HGET', m, 't')\n"
-	"if not t or string.find(op, t .. '.', 1, true) ~= 1 then return false end\n"
+	/* a private or scoped object: the full script checks its owner and
+	 * its scope's lease */
+	"local h = redis.call('HMGET', m, 't', 'o', 'sh')\n"
+	"local t = h[1]\n"
+	"if not t or h[2] or h[3] or string.find(op, t .. '.', 1, true) ~= 1 then return false "
+	"end\n"
 	"if op == 'dict.set' then\n"
 	"  if a1 == '' or a2 == '' then return false end\n"
 	"  redis.call('HSET', d, string.sub(a1, 2), string.sub(a2, 2))\n"
@@ -1239,8 +1247,8 @@ static bool hot_send(struct rcall *rc)
 	return len && redisAsyncFormattedCommand(rs.ac, hot_reply, rc, rs.fmt, len) == REDIS_OK;
 }
 
-/* The MULTI of a read: [type, value]. The value of an object of the op's
- * type answers; anything else (a missing key, another type, no object)
+/* The MULTI of a read: [[type, owner, scope], value]. The value of a
+ * plain object of the op's type answers; anything else (a missing key, another type, no object)
  * asks the full script, which answers it as before. */
 static void read_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
@@ -1253,8 +1261,13 @@ static void read_reply(redisAsyncContext *ac, void *reply, void *priv)
 		return;
 	}
 	tl = strchr(rc->op, '.') - rc->op;
-	if (rp->type == REDIS_REPLY_ARRAY && rp->elements == 2) {
-		t = rp->element[0];
+	/* [[type, owner, scope], value]: a private or scoped object asks the
+	 * full script too (its owner, its scope's lease) */
+	if (rp->type == REDIS_REPLY_ARRAY && rp->elements == 2 &&
+	    rp->element[0]->type == REDIS_REPLY_ARRAY && rp->element[0]->elements == 3 &&
+	    rp->element[0]->element[1]->type == REDIS_REPLY_NIL &&
+	    rp->element[0]->element[2]->type == REDIS_REPLY_NIL) {
+		t = rp->element[0]->element[0];
 		v = rp->element[1];
 		if (t->type == REDIS_REPLY_STRING && t->len == tl &&
 		    memcmp(t->str, rc->op, tl) == 0 && v->type == REDIS_REPLY_STRING) {
@@ -1272,24 +1285,29 @@ static void read_reply(redisAsyncContext *ac, void *reply, void *priv)
 static bool read_send(struct rcall *rc)
 {
 	bool dict = strcmp(rc->op, "dict.get") == 0;
-	const char *v[3];
-	size_t l[3], len;
+	const char *v[5];
+	size_t l[5], len;
 
 	/* (a default matters only when the key is missing: the full script) */
 	if ((!dict && strcmp(rc->op, "value.get") != 0) || !rs.ac ||
 	    (dict && (rc->argc < A_MODE + 2 || rc->argv[A_MODE + 1][0] != '=')))
 		return false;
-	v[0] = "HGET";
+	v[0] = "HMGET";
 	v[1] = rc->argv[A_META];
 	v[2] = "t";
-	l[0] = 4;
+	v[3] = "o";
+	v[4] = "sh";
+	l[0] = 5;
 	l[1] = rc->argvlen[A_META];
-	l[2] = 1;
+	l[2] = l[3] = 1;
+	l[4] = 2;
 	if (redisAsyncFormattedCommand(rs.ac, NULL, NULL, "*1\r\n$5\r\nMULTI\r\n", 15) !=
 		    REDIS_OK ||
-	    !(len = resp_format(3, v, l)) ||
+	    !(len = resp_format(5, v, l)) ||
 	    redisAsyncFormattedCommand(rs.ac, NULL, NULL, rs.fmt, len) != REDIS_OK)
 		return false;
+	v[0] = "HGET";
+	l[0] = 4;
 	v[1] = dict ? rc->argv[A_DATA] : rc->argv[A_META];
 	l[1] = dict ? rc->argvlen[A_DATA] : rc->argvlen[A_META];
 	v[2] = dict ? rc->argv[A_MODE + 1] + 1 : "v"; /* the key, after its '=' */

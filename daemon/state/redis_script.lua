@@ -228,7 +228,10 @@ if op == 'obj.create' then
 	-- what a deleted object of this name left for its waiters goes
 	redis.call('DEL', d, j, sp, w)
 	redis.call('HSET', m, 't', ctype)
-	if cown ~= '' then redis.call('HSET', m, 'o', string.sub(cown, 2)) end
+	if cown ~= '' then
+		owner = string.sub(cown, 2) -- its create event too is its owner's
+		redis.call('HSET', m, 'o', owner)
+	end
 	if csh ~= '' then
 		csh = string.sub(csh, 2)
 		redis.call('HSET', m, 'sh', csh)
@@ -258,6 +261,7 @@ if op == 'obj.create' then
 		if ctype == 'queue' then redis.call('HSET', m, 'u', n) end
 	end
 	if ctype == 'queue' and tonumber(max) > 0 and n < tonumber(max) then redis.call('RPUSH', sp, '1') end
+	if owner then return '\2' .. owner .. '\2{"created":true}' end
 	return '{"created":true}'
 elseif op == 'obj.get' or op == 'obj.delete' then
 	if not t then return fail('not_found', 'no such object') end

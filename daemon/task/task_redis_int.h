@@ -177,7 +177,7 @@ unsigned rq_room(const struct task_redis *rq, bool reads);
  * ids there, the items' text, delivered deliveries times before): queue
  * its items here. */
 void rentry_add(struct task_redis *rq, const redisReply *eid, const char *origin,
-		       const char *ids_text, const redisReply *items, unsigned deliveries);
+		const char *ids_text, const redisReply *items, unsigned deliveries);
 /* Read as many entries as the workers have room for (blocking until some
  * come; entries of entry_bound() items counted); the group is made on a
  * new connection first. */

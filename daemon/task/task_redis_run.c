@@ -17,8 +17,7 @@
 #include "task_redis_int.h"
 
 static void rentry_put(struct rentry *re);
-static int ack_add(struct task_redis *rq, const char *entry, const char *origin,
-		   const char *text);
+static int ack_add(struct task_redis *rq, const char *entry, const char *origin, const char *text);
 
 void ack_send(struct task_redis *rq, const struct batch *b)
 {
@@ -177,7 +176,7 @@ static void rentry_refuse(struct task_redis *rq, const char *eid, const char *or
 }
 
 void rentry_add(struct task_redis *rq, const redisReply *eid, const char *origin,
-		       const char *ids_text, const redisReply *items, unsigned deliveries)
+		const char *ids_text, const redisReply *items, unsigned deliveries)
 {
 	struct rentry *re = calloc(1, sizeof(*re));
 	size_t n = 0;

@@ -72,6 +72,19 @@ class PrivateObjects(RedisRunRole):
                             ("obj.create", {"type": "list"})):
             r = b.call(cmd, name="pv", **params)
             self.assertEqual(r["error"]["code"], "not_found", (cmd, r))
+        # the short paths (no script) of the hot ops check the owner too
+        a.ok("obj.create", name="pval", type="value", typecode="i", access="private")
+        a.ok("obj.create", name="plist", type="list", access="private")
+        a.ok("value.add", name="pval", by=2)
+        for name, cmd, params in (("pval", "value.get", {}), ("pval", "value.add", {"by": 1}),
+                                  ("plist", "list.append", {"value": 1}),
+                                  ("plist", "list.pop", {})):
+            r = b.call(cmd, name=name, **params)
+            self.assertEqual(r["error"]["code"], "not_found", (cmd, r))
+        self.assertEqual(a.ok("value.get", name="pval"), 2)
+        self.assertEqual(a.ok("obj.get", name="plist"), [])
+        a.ok("obj.delete", name="pval")
+        a.ok("obj.delete", name="plist")
         self.assertEqual(b.ok("obj.list"), [])
         self.assertEqual([o["name"] for o in a.ok("obj.list")], ["pv"])
         self.assertEqual(self.names(self.d), ["pv"])  # an admin sees it

@@ -257,17 +257,12 @@ static struct rcall *rc_new(const char *op, const char *name, bool existing)
 	return rc;
 }
 
-/* The caller of rc is c: unless it is an admin (or the daemon itself),
- * its uid follows the mode, for the script's check of private objects. */
-static int rc_set_caller(struct rcall *rc, const struct conn *c)
+/* Replace rc's mode argument with a copy of mode; -ENOMEM. */
+static int rc_set_mode(struct rcall *rc, const char *mode)
 {
-	char buf[32];
-	char *a;
+	char *a = strdup(mode);
 
-	if (!c || c->role >= ROLE_ADMIN)
-		return 0;
-	snprintf(buf, sizeof(buf), "%s%u", rc->argv[A_MODE], (unsigned)c->uid);
-	if (!(a = strdup(buf)))
+	if (!a)
 		return -ENOMEM;
 	free(rc->argv[A_MODE]);
 	rc->argv[A_MODE] = a;
@@ -275,22 +270,28 @@ static int rc_set_caller(struct rcall *rc, const struct conn *c)
 	return 0;
 }
 
+/* The caller of rc is c: unless it is an admin (or the daemon itself),
+ * its uid follows the mode, for the script's check of private objects. */
+static int rc_set_caller(struct rcall *rc, const struct conn *c)
+{
+	char buf[32];
+
+	if (!c || c->role >= ROLE_ADMIN)
+		return 0;
+	snprintf(buf, sizeof(buf), "%s%u", rc->argv[A_MODE], (unsigned)c->uid);
+	return rc_set_mode(rc, buf);
+}
+
 /* A put or an acquire waits in line when it must (the script's turn()):
  * give it a ticket, sent after the mode with the lease that keeps it. */
 static int rc_set_ticket(struct rcall *rc)
 {
 	char buf[160];
-	char *a;
 
 	snprintf(rc->ticket, sizeof(rc->ticket), "%s:%llu", rs.host_id, ++rs.next_wait);
 	snprintf(buf, sizeof(buf), "%s/%s/%lld", rc->argv[A_MODE], rc->ticket,
 		 (long long)(rs.lease * 1000));
-	if (!(a = strdup(buf)))
-		return -ENOMEM;
-	free(rc->argv[A_MODE]);
-	rc->argv[A_MODE] = a;
-	rc->argvlen[A_MODE] = strlen(a);
-	return 0;
+	return rc_set_mode(rc, buf);
 }
 
 /* --- answering ---------------------------------------------------------------- */
@@ -595,18 +596,25 @@ static void scoped_free(struct scoped *sc)
 	free(sc);
 }
 
+/* Send the script's op about object name with one argument, answered to
+ * nobody: this host's own bookkeeping (out of memory or Redis away: what
+ * it was for ends with a lease, or is done by the next call that finds
+ * it). */
+static void rc_notice(const char *op, const char *name, const char *arg)
+{
+	struct rcall *t = rc_new(op, name, true);
+
+	if (!t)
+		return;
+	t->gone = true; /* nobody to answer */
+	if (rc_push(t, '=', arg, strlen(arg)) < 0 || !rc_send(t))
+		rc_free(t);
+}
+
 /* Delete sc's object in Redis (if it still is the one sc made) and forget it. */
 static void scoped_end(struct scoped *sc)
 {
-	struct rcall *t = rc_new("obj.unscope", sc->name, true);
-
-	if (t && rc_push(t, '=', sc->mark, strlen(sc->mark)) == 0) {
-		t->gone = true; /* nobody to answer */
-		if (!rc_send(t))
-			rc_free(t); /* Redis away: the lease ends it */
-	} else if (t) {
-		rc_free(t);
-	}
+	rc_notice("obj.unscope", sc->name, sc->mark);
 	scoped_free(sc);
 }
 
@@ -677,49 +685,22 @@ static void block_timeout_answer(struct rcall *rc)
  * queue's room list follows the length (queue.taken in the script). */
 static void block_taken(struct rcall *rc)
 {
-	struct rcall *t = rc_new("queue.taken", rc->argv[A_NAME], true);
-
-	if (!t || rc_push(t, '=', rc->inflight, strlen(rc->inflight)) < 0) {
-		if (t)
-			rc_free(t);
-		return;
-	}
-	t->gone = true; /* nobody to answer */
-	if (!rc_send(t))
-		rc_free(t);
+	rc_notice("queue.taken", rc->argv[A_NAME], rc->inflight);
 }
 
 /* A getter took the tombstone of its deleted queue into its own list:
  * back to the queue for the next getter (unless the name was made again). */
 static void block_pass_tomb(struct rcall *rc)
 {
-	struct rcall *t = rc_new("queue.gone", rc->argv[A_NAME], true);
-
-	if (!t || rc_push(t, '=', rc->inflight, strlen(rc->inflight)) < 0) {
-		if (t)
-			rc_free(t);
-		return;
-	}
-	t->gone = true; /* nobody to answer */
-	if (!rc_send(t))
-		rc_free(t);
+	rc_notice("queue.gone", rc->argv[A_NAME], rc->inflight);
 }
 
 /* rc waited in line and gives up (timeout, client gone, error): its
  * ticket leaves the line and the next in line is served. */
 static void rc_untick(struct rcall *rc)
 {
-	struct rcall *t = rc_new("obj.untick", rc->argv[A_NAME], true);
-
 	rc->ticketed = false;
-	if (!t || rc_push(t, '=', rc->ticket, strlen(rc->ticket)) < 0) {
-		if (t)
-			rc_free(t);
-		return; /* its ticket ends with its lease */
-	}
-	t->gone = true; /* nobody to answer */
-	if (!rc_send(t))
-		rc_free(t);
+	rc_notice("obj.untick", rc->argv[A_NAME], rc->ticket); /* else it ends with its lease */
 }
 
 /* What a woken rc does: answer, or (a put that found room) try again. */

@@ -29,6 +29,38 @@ def tearDownModule():
         u.remove()
 
 
+def private_object_hidden(tc):
+    """A private dict: another uid cannot tell it exists (not_found for
+    every op, obj.list, events); its owner and an admin can. Run by the
+    local and the redis state backends' tests; returns b's event stream."""
+    a, b = tc.a, tc.b
+    tc.assertEqual(a.ok("obj.create", name="pv", type="dict", access="private"),
+                   {"created": True})
+    ev = tc.subscribe(b, ["object"])
+    a.ok("dict.set", name="pv", key="k", value=1)
+    tc.assertEqual(a.ok("dict.get", name="pv", key="k"), 1)
+    for cmd, params in (("dict.get", {"key": "k"}), ("dict.set", {"key": "k", "value": 2}),
+                        ("dict.len", {}), ("list.append", {"value": 1}),
+                        ("obj.get", {}), ("obj.delete", {}),
+                        ("obj.create", {"type": "dict"}),
+                        ("obj.create", {"type": "list"})):
+        r = b.call(cmd, name="pv", **params)
+        tc.assertEqual(r["error"]["code"], "not_found", (cmd, r))
+    tc.assertEqual(b.ok("obj.list"), [])
+    tc.assertEqual([o["name"] for o in a.ok("obj.list")], ["pv"])
+    tc.assertEqual([o["name"] for o in tc.d.ok("obj.list")], ["pv"])
+    tc.assertEqual(tc.d.ok("obj.get", name="pv"), {"k": 1})
+    # b's stream skips the private object's events: the next one is the marker
+    tc.d.ok("dict.set", name="marker", key="k", value=1)
+    first = b.do(op="read", conn=ev)
+    tc.assertEqual(first["name"], "marker", first)
+    tc.assertEqual(b.code("obj.create", name="pv", type="dict", access="bogus"),
+                   "not_found")
+    tc.assertEqual(a.code("obj.create", name="pw", type="dict", access="bogus"),
+                   "bad_request")
+    return ev
+
+
 class RunRoleTestCase(unittest.TestCase):
     """A root daemon whose socket the test users can reach; [access] gives
     user A the run role and user B too (each is the other's stranger)."""
@@ -252,31 +284,7 @@ class PrivateAccess(RunRoleTestCase):
         return conn
 
     def test_private_object(self):
-        a, b = self.a, self.b
-        self.assertEqual(a.ok("obj.create", name="pv", type="dict", access="private"),
-                         {"created": True})
-        ev = self.subscribe(b, ["object"])
-        a.ok("dict.set", name="pv", key="k", value=1)
-        self.assertEqual(a.ok("dict.get", name="pv", key="k"), 1)
-        for cmd, params in (("dict.get", {"key": "k"}), ("dict.set", {"key": "k", "value": 2}),
-                            ("dict.len", {}), ("list.append", {"value": 1}),
-                            ("obj.get", {}), ("obj.delete", {}),
-                            ("obj.create", {"type": "dict"}),
-                            ("obj.create", {"type": "list"})):
-            r = b.call(cmd, name="pv", **params)
-            self.assertEqual(r["error"]["code"], "not_found", (cmd, r))
-        self.assertEqual(b.ok("obj.list"), [])
-        self.assertEqual([o["name"] for o in a.ok("obj.list")], ["pv"])
-        self.assertEqual([o["name"] for o in self.d.ok("obj.list")], ["pv"])
-        self.assertEqual(self.d.ok("obj.get", name="pv"), {"k": 1})
-        # b's stream skips the private object's events: the next one is the marker
-        self.d.ok("dict.set", name="marker", key="k", value=1)
-        first = b.do(op="read", conn=ev)
-        self.assertEqual(first["name"], "marker", first)
-        self.assertEqual(b.code("obj.create", name="pv", type="dict", access="bogus"),
-                         "not_found")
-        self.assertEqual(a.code("obj.create", name="pw", type="dict", access="bogus"),
-                         "bad_request")
+        private_object_hidden(self)
 
     def test_private_pool(self):
         a, b = self.a, self.b

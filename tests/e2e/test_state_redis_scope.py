@@ -12,7 +12,8 @@ import unittest
 import mpsuptest
 from mpsuptest import Daemon, RedisServer, wait_for
 from runpeer import RunPeer, why_not_runnable
-from test_run_role import RunRoleTestCase, pidfds, setUpModule, tearDownModule  # noqa: F401
+from test_run_role import (RunRoleTestCase, pidfds, private_object_hidden,  # noqa: F401
+                           setUpModule, tearDownModule)
 
 LEASE = 2
 
@@ -59,19 +60,8 @@ class PrivateObjects(RedisRunRole):
         return conn
 
     def test_private_object(self):
+        ev = private_object_hidden(self)
         a, b = self.a, self.b
-        self.assertEqual(a.ok("obj.create", name="pv", type="dict", access="private"),
-                         {"created": True})
-        ev = self.subscribe(b, ["object"])
-        a.ok("dict.set", name="pv", key="k", value=1)
-        self.assertEqual(a.ok("dict.get", name="pv", key="k"), 1)
-        for cmd, params in (("dict.get", {"key": "k"}), ("dict.set", {"key": "k", "value": 2}),
-                            ("dict.len", {}), ("list.append", {"value": 1}),
-                            ("obj.get", {}), ("obj.delete", {}),
-                            ("obj.create", {"type": "dict"}),
-                            ("obj.create", {"type": "list"})):
-            r = b.call(cmd, name="pv", **params)
-            self.assertEqual(r["error"]["code"], "not_found", (cmd, r))
         # the short paths (no script) of the hot ops check the owner too
         a.ok("obj.create", name="pval", type="value", typecode="i", access="private")
         a.ok("obj.create", name="plist", type="list", access="private")
@@ -85,18 +75,13 @@ class PrivateObjects(RedisRunRole):
         self.assertEqual(a.ok("obj.get", name="plist"), [])
         a.ok("obj.delete", name="pval")
         a.ok("obj.delete", name="plist")
-        self.assertEqual(b.ok("obj.list"), [])
-        self.assertEqual([o["name"] for o in a.ok("obj.list")], ["pv"])
-        self.assertEqual(self.names(self.d), ["pv"])  # an admin sees it
-        self.assertEqual(self.d.ok("obj.get", name="pv"), {"k": 1})
-        # b's stream skips the private object's events: the next one is the marker
-        self.d.ok("dict.set", name="marker", key="k", value=1)
-        first = b.do(op="read", conn=ev)
-        self.assertEqual(first["name"], "marker", first)
-        self.assertEqual(b.code("obj.create", name="pv", type="dict", access="bogus"),
-                         "not_found")
-        self.assertEqual(a.code("obj.create", name="pw", type="dict", access="bogus"),
-                         "bad_request")
+        self.assertEqual([o["name"] for o in b.ok("obj.list")], ["marker"])
+        # none of their events reached b either
+        self.d.ok("dict.set", name="marker2", key="k", value=1)
+        e = b.do(op="read", conn=ev)
+        while e["name"] == "marker":  # its create and its set
+            e = b.do(op="read", conn=ev)
+        self.assertEqual(e["name"], "marker2", e)
 
     def test_private_across_hosts(self):
         """The owner uid lives in Redis: host B hides A's private object

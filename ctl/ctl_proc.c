@@ -479,7 +479,7 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 	if (attach)
 		json_object_set_new(params, "stdio", json_string("passed"));
 	rc = ctl_call_fds(ctl, "proc.run", params, attach ? stdio : NULL, attach ? 3 : 0, &result,
-			  NULL, 0);
+			  NULL);
 	json_decref(params);
 	if (rc != CTL_EXIT_OK)
 		return rc;

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "mpctl.h"
 
@@ -187,28 +186,25 @@ static bool state_timed_out(const char *op, const json_t *result)
 	return false;
 }
 
-static double monotonic_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /*
  * A blocking op whose timeout expired answering its timeout error (queue
  * get: empty, put: full, barrier wait: broken) exits 4 as well. Only with
- * a timeout argument; `broken` also needs the timeout to have passed (a
- * barrier broken before answers at once; with timeout 0 it counts).
+ * a timeout argument; `broken` only when this wait's timeout broke the
+ * barrier (the daemon says "(timeout)"): a barrier broken before answers
+ * at once, an error.
  */
-static bool state_error_timed_out(const struct state_op *o, json_t *params, const char *code,
-				  double waited)
+static bool state_error_timed_out(const struct state_op *o, json_t *params,
+				  const struct mpsup_error *err)
 {
-	json_t *t = json_object_get(params, "timeout");
+	static const char mark[] = "(timeout)";
+	size_t len = strlen(err->message);
 
-	if (!o || !o->timeout_code || !json_is_number(t) || strcmp(code, o->timeout_code) != 0)
+	if (!o || !o->timeout_code || !json_is_number(json_object_get(params, "timeout")) ||
+	    strcmp(err->code_name, o->timeout_code) != 0)
 		return false;
-	return strcmp(code, "broken") != 0 || waited + 0.001 >= json_number_value(t);
+	return strcmp(err->code_name, "broken") != 0 ||
+	       (len >= sizeof(mark) - 1 &&
+		strcmp(err->message + len - (sizeof(mark) - 1), mark) == 0);
 }
 
 /* TYPE OP NAME [ARGS] */
@@ -216,9 +212,9 @@ static int cmd_state(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char 
 {
 	const struct state_op *o;
 	json_t *params, *result;
-	char wire[64], op[48], code[32];
+	struct mpsup_error err;
+	char wire[64], op[48];
 	unsigned nargs, k;
-	double start;
 	size_t i;
 	int rc;
 
@@ -257,11 +253,10 @@ static int cmd_state(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char 
 				    o->params[k].kind == ARG_STR ? ctl_str(text) : ctl_arg(text));
 	}
 	snprintf(wire, sizeof(wire), "%s.%s", cmd->name, op);
-	start = monotonic_now();
-	rc = ctl_call_code(ctl, wire, params, &result, code, sizeof(code));
-	if (rc == CTL_EXIT_ERROR && state_error_timed_out(o, params, code, monotonic_now() - start))
+	rc = ctl_call_code(ctl, wire, params, &result, &err);
+	if (rc == CTL_EXIT_ERROR && state_error_timed_out(o, params, &err))
 		rc = CTL_EXIT_TIMEOUT;
-	if (rc == CTL_EXIT_ERROR && strcmp(code, "unknown_command") == 0)
+	if (rc == CTL_EXIT_ERROR && strcmp(err.code_name, "unknown_command") == 0)
 		state_list_ops(ctl, cmd->name, argv[1]);
 	json_decref(params);
 	if (rc != CTL_EXIT_OK)

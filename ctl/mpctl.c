@@ -87,31 +87,30 @@ int ctl_report_error(const struct mpsup_error *err)
 	return CTL_EXIT_ERROR;
 }
 
-int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result, char *code,
-		  size_t codelen)
+int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result,
+		  struct mpsup_error *ret_err)
 {
-	return ctl_call_fds(ctl, cmd, params, NULL, 0, ret_result, code, codelen);
+	return ctl_call_fds(ctl, cmd, params, NULL, 0, ret_result, ret_err);
 }
 
 int ctl_call_fds(struct ctl *ctl, const char *cmd, json_t *params, const int *fds, size_t n_fds,
-		 json_t **ret_result, char *code, size_t codelen)
+		 json_t **ret_result, struct mpsup_error *ret_err)
 {
-	struct mpsup_error err;
+	struct mpsup_error local, *err = ret_err ? ret_err : &local;
 	json_t *result = NULL;
 	int r;
 
-	memset(&err, 0, sizeof(err));
-	if (codelen)
-		code[0] = '\0';
-	r = mpsup_call_with_fds(ctl_connect(ctl), cmd, params, fds, n_fds, &result, &err);
+	memset(err, 0, sizeof(*err));
+	r = mpsup_call_with_fds(ctl_connect(ctl), cmd, params, fds, n_fds, &result, err);
 	if (r < 0)
 		ctl_transport_fail(ctl, r);
 	if (r > 0) {
-		const char *name = err.code_name[0] ? err.code_name : mpsup_err_name(err.code);
+		const char *name = err->code_name[0] ? err->code_name : mpsup_err_name(err->code);
 
-		if (codelen)
-			snprintf(code, codelen, "%s", name ? name : "internal");
-		return ctl_report_error(&err);
+		if (!err->code_name[0])
+			snprintf(err->code_name, sizeof(err->code_name), "%s",
+				 name ? name : "internal");
+		return ctl_report_error(err);
 	}
 	*ret_result = result ? result : json_null();
 	return CTL_EXIT_OK;
@@ -135,7 +134,7 @@ int ctl_call_quiet(struct ctl *ctl, const char *cmd, json_t *params, json_t **re
 
 int ctl_call(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result)
 {
-	return ctl_call_code(ctl, cmd, params, ret_result, NULL, 0);
+	return ctl_call_code(ctl, cmd, params, ret_result, NULL);
 }
 
 int ctl_call_print(struct ctl *ctl, const char *cmd, json_t *params)

@@ -69,11 +69,11 @@ _Noreturn void ctl_transport_fail(struct ctl *ctl, int err);
 int ctl_call(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result);
 /* ctl_call_code passing descriptors along (proc.run with stdio "passed"). */
 int ctl_call_fds(struct ctl *ctl, const char *cmd, json_t *params, const int *fds, size_t n_fds,
-		 json_t **ret_result, char *code, size_t codelen);
-/* Like ctl_call; on an error answer the error's code name is also copied
- * into code (codelen bytes; "" when the call succeeded). */
-int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result, char *code,
-		  size_t codelen);
+		 json_t **ret_result, struct mpsup_error *ret_err);
+/* Like ctl_call; an error answer is also copied into *ret_err (may be NULL;
+ * code_name always set, all empty when the call succeeded). */
+int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result,
+		  struct mpsup_error *ret_err);
 /* Like ctl_call, but an error answer is not printed. */
 int ctl_call_quiet(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result);
 /* Like ctl_call, then print the result (ctl_print_result). */

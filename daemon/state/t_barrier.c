@@ -85,9 +85,13 @@ static void barrier_break(struct obj *o, bool mark)
 		request_error(waitq_take(w, NULL), MPSUP_E_BROKEN, "%s: barrier broken", o->name);
 }
 
+/* The waiter whose timeout broke the barrier hears why; the others do not. */
 static void waiter_timeout(struct waiter *w)
 {
-	barrier_break(w->o, true);
+	struct obj *o = w->o;
+
+	request_error(waitq_take(w, NULL), MPSUP_E_BROKEN, "%s: barrier broken (timeout)", o->name);
+	barrier_break(o, true);
 }
 
 /* wait {timeout?} -> {index} */

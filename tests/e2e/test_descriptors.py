@@ -168,6 +168,7 @@ class Budget(LowLimitCase):
     def test_cost_per_output_mode(self):
         """What a worker costs, counted in /proc/PID/fd."""
         with self.d.client() as c:
+            c.ok("ping")  # its connection is in before counting
             before = self.d.fd_count()
             c.ok("pool.add", pool="quiet", command="sleep 1000", processes=100,
                  stdout="null", stderr="null", start_secs=0)

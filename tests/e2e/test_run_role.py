@@ -550,6 +550,7 @@ class PassedStdio(RunRoleTestCase):
         try:
             p = RunPeer(d2.socket, self.ua)
             r, w = p.do(op="pipe")["r"], p.do(op="pipe")["w"]
+            p.ok("ping")  # its connection is in before counting
             before = d2.fd_count()
             res = p.do(op="send", conn=p.conn, fds=[r, w, w],
                        req={"cmd": "proc.run", "argv": ["/bin/true"], "stdio": "passed"})

@@ -567,9 +567,14 @@ class Barriers(DaemonTestCase):
             self.assertEqual(recv_id(cs[0], r0)["result"], {"index": 0})
             self.assertEqual(recv_id(cs[1], r1)["result"], {"index": 1})
             # reusable
+            r1 = cs[1].send("barrier.wait", name="b")
+            wait_waiters(cs[2], "b", 1)
             r0 = cs[0].send("barrier.wait", name="b", timeout=0.2)
-            # timeout breaks it for everyone
-            self.assertEqual(recv_id(cs[0], r0)["error"]["code"], "broken")
+            # timeout breaks it for everyone; only the wait that timed out says so
+            e0, e1 = recv_id(cs[0], r0)["error"], recv_id(cs[1], r1)["error"]
+            self.assertEqual((e0["code"], e1["code"]), ("broken", "broken"))
+            self.assertTrue(e0["message"].endswith("(timeout)"), e0)
+            self.assertFalse(e1["message"].endswith("(timeout)"), e1)
             self.assertEqual(cs[1].err("barrier.wait", name="b"), "broken")
             self.assertTrue(cs[1].ok("obj.get", name="b")["broken"])
             cs[1].ok("barrier.reset", name="b")

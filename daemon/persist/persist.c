@@ -4,7 +4,7 @@
  * the module and the state shared by the other parts of persistence:
  *   persist_record.c    the file format, CRC32C and framing
  *   persist_files.c     the state directory and safe opening of its files
- *   persist_log.c       appending, group commit, commit barrier, fsync thread,
+ *   persist_log.c       appending, group commit, commit barrier, background thread,
  *                       failure and recovery
  *   persist_snapshot.c  snapshots (foreground, child) and the crash-safety argument
  *   persist_load.c      loading and replay at start-up
@@ -81,8 +81,8 @@ int persist_open(const char *path, int sync, uint64_t log_max_bytes, bool trunca
 	    (r = persist_load(&L, truncate_corrupt, &rewrite, err, errlen)) < 0)
 		goto fail;
 	persist_g.seq = persist_g.attempted = persist_g.committed = L.last_seq;
-	if (persist_g.sync == STATE_SYNC_EVERYSEC && (r = persist_thread_start()) < 0) {
-		snprintf(err, errlen, "cannot start the fsync thread: %s", strerror(-r));
+	if ((r = persist_thread_start()) < 0) {
+		snprintf(err, errlen, "cannot start the background thread: %s", strerror(-r));
 		goto fail;
 	}
 	persist_g.on = true;
@@ -212,15 +212,6 @@ static int persist_reload(const struct conf *nc, json_t *changes)
 	if (nc->state_sync == persist_g.sync)
 		return 0;
 	persist_commit();
-	if (nc->state_sync == STATE_SYNC_EVERYSEC) {
-		if (persist_thread_start() < 0) {
-			log_error("persist", "cannot start the fsync thread; state_sync stays %s",
-				  sync_names[persist_g.sync]);
-			return 0;
-		}
-	} else {
-		persist_thread_stop();
-	}
 	t0 = now_mono();
 	if (persist_g.sync != STATE_SYNC_NO && persist_sync_fd(persist_g.log_fd) == 0) {
 		pthread_mutex_lock(&persist_g.mu);

@@ -454,7 +454,7 @@ int persist_files_reopen(char *err, size_t errlen)
 	}
 	r = dir_open(dir, persist_g.dir_check, err, errlen); /* into persist_g.dir_fd */
 	free(dir);
-	pthread_mutex_lock(&persist_g.mu); /* the fsync thread reads log_fd */
+	pthread_mutex_lock(&persist_g.mu); /* the background thread reads log_fd */
 	if (r >= 0 &&
 	    ((r = name_check_absent_ok(persist_g.name, persist_g.path, err, errlen)) < 0 ||
 	     (r = name_check_absent_ok(persist_g.tmp_name, persist_g.tmp_path, err, errlen)) < 0 ||
@@ -471,7 +471,7 @@ int persist_files_reopen(char *err, size_t errlen)
 		return r;
 	}
 	r = persist_g.log_fd;
-	persist_g.log_fd = old_log; /* the fsync thread may hold it: switch properly */
+	persist_g.log_fd = old_log; /* the background thread may hold it: switch properly */
 	pthread_mutex_unlock(&persist_g.mu);
 	close(old_dir);
 	persist_log_fd_switch(r);

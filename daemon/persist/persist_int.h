@@ -95,11 +95,11 @@ struct persist_state {
 	json_t *unwritten;
 	bool unwritten_all;
 
-	/* everysec thread; mu guards dirty, stop, sync_err, last_fsync, log_fd
-	 * changes and the two fds below */
+	/* the background thread (persist_log.c); mu guards dirty, stop,
+	 * sync_err, last_fsync, log_fd changes and the two fds below */
 	pthread_t thread;
 	int syncing_fd; /* the fd it is syncing now, or -1 */
-	int retired_fd; /* a replaced log fd it closes after syncing */
+	int retired_fd; /* a replaced log fd it closes (after syncing it), or -1 */
 	bool thread_on, stop, dirty;
 	int sync_err;                      /* errno of a failed background fsync */
 	double last_fsync;                 /* wall clock, 0 = never */
@@ -140,7 +140,7 @@ void persist_files_close(void);
 int persist_files_check(void);
 int persist_files_reopen(char *err, size_t errlen);
 
-/* persist_log.c: appending, commit, barrier, fsync thread, failures */
+/* persist_log.c: appending, commit, barrier, background thread, failures */
 int persist_log_init(void);
 void persist_log_free(void);
 void persist_fail(const char *what, int err);

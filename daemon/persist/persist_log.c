@@ -1,6 +1,6 @@
 /*
  * Persistence (persist.c): appending to the log, the group commit, the
- * commit barrier with its outage timeout, the everysec fsync thread, and
+ * commit barrier with its outage timeout, the background (fsync, close) thread, and
  * failure and recovery.
  *
  * Commit: records are framed into one buffer as ops run; a commit event,
@@ -501,7 +501,7 @@ void persist_commit(void)
 		pthread_mutex_lock(&persist_g.mu);
 		persist_fsync_done(now_mono() - t0);
 		pthread_mutex_unlock(&persist_g.mu);
-	} else if (persist_g.thread_on) {
+	} else if (persist_g.sync == STATE_SYNC_EVERYSEC) {
 		pthread_mutex_lock(&persist_g.mu);
 		persist_g.dirty = true;
 		pthread_mutex_unlock(&persist_g.mu);
@@ -548,8 +548,17 @@ void persist_log_free(void)
 	persist_g.unwritten = NULL;
 }
 
-/* --- the everysec thread --------------------------------------------------------------- */
+/* --- the background thread ----------------------------------------------------------- */
 
+/*
+ * One thread for as long as persistence is open: under everysec it
+ * fdatasyncs the log once a second when records were written; in every
+ * mode it closes a replaced log (persist_log_fd_switch: freeing a large
+ * file takes a while). It never allocates, logs or takes a lock other
+ * than mu, and it lives as long as persistence: a snapshot child forked
+ * meanwhile cannot inherit a lock of a thread being created or exiting
+ * (a sanitizer's allocator does not take its locks around fork).
+ */
 static void *sync_main(void *arg)
 {
 	(void)arg;
@@ -561,9 +570,16 @@ static void *sync_main(void *arg)
 
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_sec += 1;
-		while (!persist_g.stop &&
+		while (!persist_g.stop && persist_g.retired_fd < 0 &&
 		       pthread_cond_timedwait(&persist_g.cv, &persist_g.mu, &ts) != ETIMEDOUT)
 			;
+		if ((fd = persist_g.retired_fd) >= 0) {
+			persist_g.retired_fd = -1;
+			pthread_mutex_unlock(&persist_g.mu);
+			close(fd);
+			pthread_mutex_lock(&persist_g.mu);
+			continue;
+		}
 		if (persist_g.stop || !persist_g.dirty)
 			continue;
 		persist_g.dirty = false;
@@ -626,5 +642,8 @@ void persist_thread_stop(void)
 	pthread_join(persist_g.thread, NULL);
 	pthread_cond_destroy(&persist_g.cv);
 	persist_g.thread_on = false;
+	if (persist_g.retired_fd >= 0)
+		close(persist_g.retired_fd);
+	persist_g.retired_fd = -1;
 	persist_check_thread();
 }

@@ -8,7 +8,7 @@
  * copy-on-write image of the objects into PATH.tmp and fdatasyncs it while
  * the parent goes on serving and appending to PATH.log; one child at a
  * time. The child only reads memory and writes its file: it never takes a
- * lock another thread may have held at the fork (the fsync thread's mutex),
+ * lock another thread may have held at the fork (the background thread's mutex),
  * never logs, closes every other descriptor (the log's lock must go with
  * the daemon; it also dies with it: PR_SET_PDEATHSIG) and leaves with
  * _exit. Then:
@@ -19,8 +19,8 @@
  *      and in one callback of the loop the log's bytes written since the
  *      fork are copied to PATH.log.tmp, which is fdatasynced, locked,
  *      renamed over PATH.log (the directory fsynced) and becomes the log;
- *      the old file and its lock go (closed by a thread: freeing a large
- *      file takes a while).
+ *      the old file and its lock go (closed by the background thread:
+ *      freeing a large file takes a while).
  * Why a crash at any point recovers every acknowledged record: the fork
  * happens at the end of a commit, when the log holds records 1..S' ending
  * at offset O, and the child's image is the state after record S >= S'
@@ -440,32 +440,11 @@ out:
 	return fd;
 }
 
-static void *closer_main(void *arg)
-{
-	close((int)(intptr_t)arg);
-	return NULL;
-}
-
-/* Close fd in a thread: the last close of a large unlinked file frees its
- * blocks and drops its cached pages, which takes a while. */
-static void close_later(int fd)
-{
-	pthread_attr_t a;
-	pthread_t t;
-	sigset_t all, old;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old); /* signals belong to the loop */
-	pthread_attr_init(&a);
-	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &a, closer_main, (void *)(intptr_t)fd) != 0)
-		close(fd);
-	pthread_attr_destroy(&a);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-}
-
-/* Use fd as the log from now on (the fsync thread may be syncing the old
- * one: it closes it then). */
+/* Use fd as the log from now on. The background thread closes the old one
+ * (after its fsync, if it is syncing it); here only if it is not running
+ * or still has the one before (then it is not syncing this one: it starts a
+ * sync only with no retired fd, and the first switch meanwhile retires the
+ * fd it syncs). */
 void persist_log_fd_switch(int fd)
 {
 	int old;
@@ -473,13 +452,14 @@ void persist_log_fd_switch(int fd)
 	pthread_mutex_lock(&persist_g.mu);
 	old = persist_g.log_fd;
 	persist_g.log_fd = fd;
-	if (persist_g.syncing_fd == old) {
+	if (persist_g.thread_on && persist_g.retired_fd < 0) {
 		persist_g.retired_fd = old;
 		old = -1;
+		pthread_cond_signal(&persist_g.cv);
 	}
 	pthread_mutex_unlock(&persist_g.mu);
 	if (old >= 0)
-		close_later(old);
+		close(old);
 }
 
 /* Shrink the log to what was written since the child's fork. */

@@ -402,9 +402,39 @@ class OtherModes(PersistCase):
                         what="the snapshot child to finish")
         self.assertGreaterEqual(info["snapshots"], 1)
         self.assertLess(info["log_bytes"], 4096 + 200)
+        # the replaced logs are closed (by the background thread)
+        wait_for(lambda: not self.replaced_logs(), what="replaced logs closed")
         self.kill()
         self.restart()
         self.assertEqual(self.d.ok("value.get", name="v"), 400)
+
+    def test_compaction_with_state_sync_always(self):
+        self.sync = "always"
+        self.configure("state_log_max_bytes = 4K\n")
+        self.d.ok("daemon.reload")
+        with self.d.client() as c:
+            for i in range(300):
+                c.ok("dict.set", name="d", key="k%d" % (i % 20), value=i)
+        info = wait_for(lambda: (lambda i: not i["snapshot_in_progress"] and i)(self.info()),
+                        what="the snapshot child to finish")
+        self.assertGreaterEqual(info["snapshots"], 1)
+        wait_for(lambda: not self.replaced_logs(), what="replaced logs closed")
+        self.kill()
+        self.restart()
+        self.assertEqual(self.d.ok("dict.get", name="d", key="k19"), 299)
+
+    def replaced_logs(self):
+        """The daemon's descriptors of log files no longer in the directory."""
+        fds = "/proc/%d/fd" % self.d.proc.pid
+        out = []
+        for fd in os.listdir(fds):
+            try:
+                target = os.readlink(os.path.join(fds, fd))
+            except FileNotFoundError:
+                continue
+            if ".log" in target and target.endswith(" (deleted)"):
+                out.append(target)
+        return out
 
 
 class FailingWrites:

@@ -493,6 +493,22 @@ if __name__ == "__main__":
                 p = self.run_src(src, impl, "flags.py", flags=flags)
                 self.assertEqual(p.stdout, "1 False True\n0\n", p.stderr)
 
+    def test_pool_workers_get_the_interpreter_flags(self):
+        src = """
+import sys
+import multiprocessing
+def show(_):
+    return (sys.flags.optimize, __debug__, "error::UserWarning" in sys.warnoptions)
+if __name__ == "__main__":
+    with multiprocessing.Pool(1) as pool:
+        print(pool.map(show, [0]))
+"""
+        flags = ("-O", "-W", "error::UserWarning")
+        for impl in ("std", "mpsup"):
+            with self.subTest(impl=impl):
+                p = self.run_src(src, impl, "poolflags.py", flags=flags)
+                self.assertEqual(p.stdout, "[(1, False, True)]\n", p.stderr)
+
     def test_child_finds_mpsup_where_the_program_did(self):
         # the program puts the package on sys.path itself (no PYTHONPATH):
         # its children find the same package

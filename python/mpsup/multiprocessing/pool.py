@@ -10,13 +10,13 @@ import os
 import pickle
 import queue
 import re
-import sys
+import shlex
 import threading
 import time
 
 from .. import _fdpass, errors
 from . import _runtime
-from .process import current_process
+from .process import _child_argv, current_process
 
 # item text sent per pool.imap request (max_request_bytes is 1 MiB by default)
 SEGMENT_BYTES = 512 * 1024
@@ -26,6 +26,12 @@ STREAMS_AHEAD = 2
 READ_SIZE = 256 * 1024
 # tasks submitted at a time without pool.imap
 SUBMIT_WINDOW = 1024
+
+
+def _command_line(argv):
+    """argv as a pool's command: quoted as the daemon splits it (shell-like
+    quoting, no shell) and with '%' doubled (its placeholders)."""
+    return " ".join(shlex.quote(a).replace("%", "%%") for a in argv)
 
 
 class TimeoutError(errors.Timeout, _std.ProcessError):
@@ -400,11 +406,12 @@ class Pool:
                 p["task_retries"] = 1
             p["environment"] = {
                 "PY_MPSUP_WORKER": base64.b64encode(pickle.dumps(d)).decode(),
-                "PY_MPSUP_STDIO": _fdpass.server_path(),
-                "PYTHONPATH": os.pathsep.join(x for x in sys.path if x)}
+                "PY_MPSUP_STDIO": _fdpass.server_path()}
 
+        # the workers get the daemon's environment and these, not ours
+        command = _command_line(_child_argv("mpsup.worker", our_env=False))
         res, _ = _runtime.call_ext("pool.add", _prepare=prepare, pool=self.name,
-                                   command="%s -m mpsup.worker" % sys.executable, **keys)
+                                   command=command, **keys)
         self.name = res.get("pool", self.name)
 
     def __repr__(self):

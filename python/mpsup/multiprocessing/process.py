@@ -328,31 +328,33 @@ def _spawn_env(proc):
     return env
 
 
-def _child_argv():
-    """The child's command line: our interpreter with our interpreter flags
-    (-O, -W, -X ..., as the standard spawn passes them), and -c rather than
-    -m (runpy's imports would cost the child more than the rest of its
-    start). When the program found mpsup somewhere the child would not look
-    by itself (its own sys.path), the code puts that directory first until
-    prepare sets the program's sys.path."""
+def _child_argv(module="mpsup._spawn", our_env=True):
+    """The command line of a child running module's main(): our interpreter
+    with our interpreter flags (-O, -W, -X ..., as the standard spawn passes
+    them), and -c rather than -m (runpy's imports would cost the child more
+    than the rest of its start). When the program found mpsup somewhere the
+    child would not look by itself (its own sys.path; $PYTHONPATH only if
+    our_env: the child has our environment), the code puts that directory
+    first until prepare sets the program's sys.path."""
     from multiprocessing import util
-    code = "from mpsup._spawn import main; main()"
+    code = "from %s import main; main()" % module
     pkg_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if pkg_dir not in _default_path():
+    if pkg_dir not in _default_path(our_env):
         code = "import sys; sys.path.insert(0, %r); %s" % (pkg_dir, code)
     return [sys.executable] + util._args_from_interpreter_flags() + ["-c", code]
 
 
-def _default_path():
+def _default_path(our_env):
     """Where a child with our flags finds packages by itself: the site
-    directories and $PYTHONPATH (not under -S, -E, -I)."""
+    directories and, with our environment, $PYTHONPATH (not under -S, -E,
+    -I)."""
     import site
     dirs = []
     if not sys.flags.no_site:
         dirs += site.getsitepackages()
         if site.ENABLE_USER_SITE:
             dirs.append(site.getusersitepackages())
-    if not sys.flags.ignore_environment:
+    if our_env and not sys.flags.ignore_environment:
         dirs += [d for d in os.environ.get("PYTHONPATH", "").split(os.pathsep) if d]
     return {os.path.abspath(d) for d in dirs}
 

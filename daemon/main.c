@@ -105,11 +105,29 @@ static int parse_options(int argc, char **argv, bool *ret_check_only)
 	return -1;
 }
 
+/* The shutdown is done: free what is left. A second SIGTERM (an impatient
+ * operator or service manager) must not kill the process by signal
+ * meanwhile, once event_free() has put the default handlers back. */
+static void free_after_shutdown(struct event **sig_events, const int *sigs, int n)
+{
+	sigset_t late;
+
+	sigemptyset(&late);
+	for (int i = 0; i < n; i++)
+		sigaddset(&late, sigs[i]);
+	sigprocmask(SIG_BLOCK, &late, NULL);
+	notify_cleanup();
+	for (int i = 0; i < n; i++)
+		event_free(sig_events[i]);
+	scope_cleanup(); /* what the modules did not unbind */
+	event_base_free(daemon_g.base);
+	conf_free(daemon_g.conf);
+}
+
 int main(int argc, char **argv)
 {
 	const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
 	struct event *sig_events[3];
-	sigset_t late;
 	char err[CONF_ERR_MAX];
 	bool check_only;
 	int r;
@@ -172,20 +190,6 @@ int main(int argc, char **argv)
 	}
 	notify_ready();
 	event_base_dispatch(daemon_g.base);
-
-	/* The shutdown is done: a second SIGTERM (an impatient operator or
-	 * service manager) must not kill the process by signal while it frees
-	 * what is left, once event_free() has put the default handlers back. */
-	sigemptyset(&late);
-	for (int i = 0; i < 3; i++)
-		sigaddset(&late, sigs[i]);
-	sigprocmask(SIG_BLOCK, &late, NULL);
-	notify_cleanup();
-
-	for (int i = 0; i < 3; i++)
-		event_free(sig_events[i]);
-	scope_cleanup(); /* what the modules did not unbind */
-	event_base_free(daemon_g.base);
-	conf_free(daemon_g.conf);
+	free_after_shutdown(sig_events, sigs, 3);
 	return daemon_g.exit_code;
 }

@@ -1,5 +1,6 @@
 /*
- * mpctl: process, pool, task and daemon commands (mpctl(1); the protocol
+ * mpctl: process commands - status, start/stop/restart/terminate/kill,
+ * signal, run, join, is-alive, exitcode, forget, logs (mpctl(1); the protocol
  * commands they send are in docs/protocol.md). Each handler builds one request, calls it and prints
  * the answer: a table or a few words for humans, the exact JSON with --json.
  */
@@ -14,57 +15,6 @@
 #include <unistd.h>
 
 #include "mpctl.h"
-
-/* Report a getopt failure of a subcommand (c is '?' or ':'); exits 2. */
-static _Noreturn void opt_error(const struct ctl_cmd *cmd, int c, char **argv)
-{
-	const char *arg = argv[optind - 1];
-
-	if (c == ':')
-		ctl_usage_error(cmd, "option '%s' needs an argument", arg);
-	if (optopt)
-		ctl_usage_error(cmd, "unknown option '-%c'", optopt);
-	ctl_usage_error(cmd, "unknown option '%s'", arg);
-}
-
-/* -h/--help of a subcommand with options. */
-static _Noreturn void opt_help(const struct ctl_cmd *cmd)
-{
-	ctl_cmd_help(stdout, cmd);
-	exit(CTL_EXIT_OK);
-}
-
-/* A new params object; exits when out of memory. */
-static json_t *params_new(void)
-{
-	json_t *p = json_object();
-
-	if (!p) {
-		fputs("mpctl: out of memory\n", stderr);
-		exit(CTL_EXIT_ERROR);
-	}
-	return p;
-}
-
-/* Call, then say what was done (the result with --json), drop params. */
-static int call_say(struct ctl *ctl, const char *cmd, json_t *params, const char *fmt,
-		    const char *arg)
-{
-	json_t *result;
-	int rc = ctl_call(ctl, cmd, params, &result);
-
-	json_decref(params);
-	if (rc != CTL_EXIT_OK)
-		return rc;
-	if (ctl->json) {
-		ctl_print_result(ctl, result);
-	} else {
-		printf(fmt, arg);
-		putchar('\n');
-	}
-	json_decref(result);
-	return CTL_EXIT_OK;
-}
 
 /*
  * The status table.
@@ -172,15 +122,14 @@ static void print_records(const struct ctl *ctl, const json_t *result)
 static int cmd_status(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
 	int i = ctl_plain_args(cmd, argc, argv);
-	json_t *params = params_new(), *result;
+	json_t *params = ctl_params_new(), *result;
 	int rc;
 
 	if (argc - i > 1)
 		ctl_usage_error(cmd, "status takes at most one target");
 	if (argc - i == 1)
 		json_object_set_new(params, "target", ctl_str(argv[i]));
-	rc = ctl_call(ctl, "status", params, &result);
-	json_decref(params);
+	rc = ctl_call_take(ctl, "status", params, &result);
 	if (rc != CTL_EXIT_OK)
 		return rc;
 	print_records(ctl, result);
@@ -308,7 +257,7 @@ static int cmd_control(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, cha
 	optind = 0;
 	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
 		if (c == 'h')
-			opt_help(cmd);
+			ctl_opt_help(cmd);
 		if (c == 'W' && can_wait)
 			nowait = true;
 		else if (c == 'R' && restart)
@@ -320,13 +269,13 @@ static int cmd_control(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, cha
 						"--max-unavailable: expected 1..100000, not '%s'",
 						optarg);
 		} else
-			opt_error(cmd, (c == 'W' || c == 'R' || c == 'M') ? '?' : c, argv);
+			ctl_opt_error(cmd, (c == 'W' || c == 'R' || c == 'M') ? '?' : c, argv);
 	}
 	if (argc - optind != 1)
 		ctl_usage_error(cmd, "%s takes one target", cmd->name);
 	if (max_unavailable && !rolling)
 		ctl_usage_error(cmd, "--max-unavailable goes with --rolling");
-	params = params_new();
+	params = ctl_params_new();
 	json_object_set_new(params, "target", ctl_str(argv[optind]));
 	if (nowait)
 		json_object_set_new(params, "wait", json_false());
@@ -367,15 +316,14 @@ static int cmd_signal(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
 		sig++;
 	if (!sig[0])
 		ctl_usage_error(cmd, "bad signal '%s'", argv[i]);
-	params = params_new();
+	params = ctl_params_new();
 	json_object_set_new(params, "target", ctl_str(argv[i + 1]));
 	if (strspn(sig, "0123456789") == strlen(sig))
 		json_object_set_new(params, "signal",
 				    json_integer(ctl_parse_count(cmd, "signal", sig)));
 	else
 		json_object_set_new(params, "signal", ctl_str(sig));
-	rc = ctl_call(ctl, "proc.signal", params, &result);
-	json_decref(params);
+	rc = ctl_call_take(ctl, "proc.signal", params, &result);
 	if (rc != CTL_EXIT_OK)
 		return rc;
 	if (ctl->json) {
@@ -406,7 +354,7 @@ static int cmd_signal(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
  * and exit as a shell would (its status, 128+N after signal N). */
 static int run_attached(struct ctl *ctl, json_t *result)
 {
-	json_t *params = params_new(), *joined, *code;
+	json_t *params = ctl_params_new(), *joined, *code;
 	int rc;
 
 	json_object_set(params, "target", json_object_get(result, "name"));
@@ -435,7 +383,7 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 		{ "help", no_argument, NULL, 'h' },        { NULL, 0, NULL, 0 },
 	};
 	static const int stdio[3] = { 0, 1, 2 };
-	json_t *params = params_new(), *env = NULL, *args, *result;
+	json_t *params = ctl_params_new(), *env = NULL, *args, *result;
 	bool attach = false;
 	int c, i, rc;
 
@@ -444,7 +392,7 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 		const char *eq;
 
 		switch (c) {
-		case 'h': json_decref(params); opt_help(cmd);
+		case 'h': json_decref(params); ctl_opt_help(cmd);
 		case 'n': json_object_set_new(params, "name", ctl_str(optarg)); break;
 		case 'd': json_object_set_new(params, "daemon", json_true()); break;
 		case 'e':
@@ -454,7 +402,7 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 				ctl_usage_error(cmd, "--env wants KEY=VALUE, not '%s'", optarg);
 			}
 			if (!env) {
-				env = params_new();
+				env = ctl_params_new();
 				json_object_set(params, "env", env);
 				json_decref(env);
 			}
@@ -465,7 +413,7 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 		case 'u': json_object_set_new(params, "user", ctl_str(optarg)); break;
 		case 'g': json_object_set_new(params, "group", ctl_str(optarg)); break;
 		case 'a': attach = true; break;
-		default: json_decref(params); opt_error(cmd, c, argv);
+		default: json_decref(params); ctl_opt_error(cmd, c, argv);
 		}
 	}
 	if (optind >= argc) {
@@ -500,43 +448,15 @@ static int cmd_run(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **
 	return CTL_EXIT_OK;
 }
 
-/*
- * Parse "ARG... [--timeout S]" of join and wait: one positional argument
- * (returned) and an optional timeout (set in params).
- */
-static const char *parse_one_with_timeout(const struct ctl_cmd *cmd, int argc, char **argv,
-					  json_t *params)
-{
-	static const struct option opts[] = {
-		{ "timeout", required_argument, NULL, 't' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c;
-
-	optind = 0;
-	while ((c = getopt_long(argc, argv, ":ht:", opts, NULL)) != -1) {
-		if (c == 'h')
-			opt_help(cmd);
-		if (c != 't')
-			opt_error(cmd, c, argv);
-		json_object_set_new(params, "timeout", json_real(ctl_parse_seconds(cmd, optarg)));
-	}
-	if (argc - optind != 1)
-		ctl_usage_error(cmd, "%s takes one argument", cmd->name);
-	return argv[optind];
-}
-
 /* join TARGET [--timeout S]: print the exit code; 4 if still alive. */
 static int cmd_join(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
-	json_t *params = params_new(), *result;
-	const char *target = parse_one_with_timeout(cmd, argc, argv, params);
+	json_t *params = ctl_params_new(), *result;
+	const char *target = ctl_parse_one_with_timeout(cmd, argc, argv, params);
 	int rc;
 
 	json_object_set_new(params, "target", ctl_str(target));
-	rc = ctl_call(ctl, "proc.join", params, &result);
-	json_decref(params);
+	rc = ctl_call_take(ctl, "proc.join", params, &result);
 	if (rc != CTL_EXIT_OK)
 		return rc;
 	if (ctl->json || !json_is_object(result)) {
@@ -561,7 +481,7 @@ static int cmd_join(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
  */
 static json_t *one_record(struct ctl *ctl, const struct ctl_cmd *cmd, const char *name, int *ret_rc)
 {
-	json_t *params = params_new(), *result, *rec, *found = NULL;
+	json_t *params = ctl_params_new(), *result, *rec, *found = NULL;
 	size_t i;
 
 	json_object_set_new(params, "target", ctl_str(name));
@@ -635,9 +555,9 @@ static int cmd_forget(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
 
 	if (argc - i != 1)
 		ctl_usage_error(cmd, "forget takes one process name");
-	params = params_new();
+	params = ctl_params_new();
 	json_object_set_new(params, "name", ctl_str(argv[i]));
-	return call_say(ctl, "proc.forget", params, "forgot %s", argv[i]);
+	return ctl_call_say(ctl, "proc.forget", params, "forgot %s", argv[i]);
 }
 
 /*
@@ -729,7 +649,7 @@ static int cmd_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 	optind = 0;
 	while ((c = getopt_long(argc, argv, ":hftn:", opts, NULL)) != -1) {
 		if (c == 'h')
-			opt_help(cmd);
+			ctl_opt_help(cmd);
 		else if (c == 'f')
 			follow = true;
 		else if (c == 't')
@@ -737,13 +657,13 @@ static int cmd_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 		else if (c == 'n')
 			lines = ctl_parse_count(cmd, "number of lines", optarg);
 		else
-			opt_error(cmd, c, argv);
+			ctl_opt_error(cmd, c, argv);
 	}
 	if (argc - optind != 1)
 		ctl_usage_error(cmd, "logs takes one target");
 
 	/* One process: print bare lines; several: prefix name and stream. */
-	params = params_new();
+	params = ctl_params_new();
 	json_object_set_new(params, "target", ctl_str(argv[optind]));
 	rc = ctl_call(ctl, "status", params, &result);
 	if (rc != CTL_EXIT_OK) {
@@ -759,8 +679,7 @@ static int cmd_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 		json_object_set_new(params, "follow", json_true());
 		ctl_stream_prepare(ctl);
 	}
-	rc = ctl_call(ctl, "proc.logs", params, &result);
-	json_decref(params);
+	rc = ctl_call_take(ctl, "proc.logs", params, &result);
 	if (rc != CTL_EXIT_OK)
 		return rc;
 	if (ctl->json && !follow)
@@ -789,556 +708,6 @@ static int cmd_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 	return CTL_EXIT_OK;
 }
 
-/*
- * Pools and tasks.
- */
-
-/* scale POOL N */
-static int cmd_scale(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
-{
-	int i = ctl_plain_args(cmd, argc, argv), rc;
-	json_t *params, *result;
-	long long n;
-
-	if (argc - i != 2)
-		ctl_usage_error(cmd, "scale takes a pool and a number of processes");
-	params = params_new();
-	json_object_set_new(params, "pool", ctl_str(argv[i]));
-	n = ctl_parse_count(cmd, "number of processes", argv[i + 1]);
-	json_object_set_new(params, "processes", json_integer(n));
-	rc = ctl_call(ctl, "pool.scale", params, &result);
-	json_decref(params);
-	if (rc != CTL_EXIT_OK)
-		return rc;
-	if (ctl->json)
-		ctl_print_result(ctl, result);
-	else
-		printf("pool %s: %lld process%s\n", argv[i], n, n == 1 ? "" : "es");
-	json_decref(result);
-	return CTL_EXIT_OK;
-}
-
-static const struct ctl_column pool_cols[] = {
-	{ "pool", "NAME", NULL, NULL },           { "mode", "MODE", NULL, NULL },
-	{ "processes", "PROCESSES", NULL, NULL }, { "running", "RUNNING", NULL, NULL },
-	{ "busy", "BUSY", NULL, NULL },           { "pending", "PENDING", NULL, NULL },
-	{ "restart", "RESTART", NULL, NULL },     { "autostart", "AUTOSTART", NULL, NULL },
-};
-
-/* pools: the pool table. */
-static int cmd_pools(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
-{
-	json_t *result, *rows;
-	int rc;
-
-	if (ctl_plain_args(cmd, argc, argv) != argc)
-		ctl_usage_error(cmd, "pools takes no arguments");
-	rc = ctl_call(ctl, "pool.list", NULL, &result);
-	if (rc != CTL_EXIT_OK)
-		return rc;
-	if (ctl->json) {
-		ctl_print_result(ctl, result);
-		json_decref(result);
-		return CTL_EXIT_OK;
-	}
-	rows = json_incref(result);
-	if (json_is_object(result)) {
-		/* {"web": {...}, ...}: one row per pool, named by its key */
-		const char *name;
-		json_t *pool;
-
-		json_decref(rows);
-		rows = json_array();
-		json_object_foreach(result, name, pool) {
-			json_t *row = json_is_object(pool) ? json_deep_copy(pool) : json_object();
-
-			json_object_set_new(row, "pool", json_string(name));
-			json_array_append_new(rows, row);
-		}
-	}
-	if (json_is_array(rows) && json_is_object(json_array_get(rows, 0)))
-		ctl_print_table(rows, pool_cols, sizeof(pool_cols) / sizeof(pool_cols[0]));
-	else if (!json_is_array(rows) || json_array_size(rows) > 0)
-		ctl_print_result(ctl, result);
-	json_decref(rows);
-	json_decref(result);
-	return CTL_EXIT_OK;
-}
-
-/* pool add POOL KEY=VALUE... | pool remove POOL | pool list */
-static int cmd_pool(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
-{
-	int i = ctl_plain_args(cmd, argc, argv), n = argc - i, rc;
-	json_t *params, *result;
-	const char *op;
-
-	if (n < 1)
-		ctl_usage_error(cmd, "pool needs an operation (add, remove or list)");
-	op = argv[i];
-	if (strcmp(op, "list") == 0) {
-		if (n != 1)
-			ctl_usage_error(cmd, "pool list takes no arguments");
-		return cmd_pools(ctl, cmd, 1, argv + i);
-	}
-	if (strcmp(op, "remove") == 0) {
-		if (n != 2)
-			ctl_usage_error(cmd, "pool remove takes one pool");
-		params = json_pack("{s:o}", "pool", ctl_str(argv[i + 1]));
-		return call_say(ctl, "pool.remove", params, "removed pool %s", argv[i + 1]);
-	}
-	if (strcmp(op, "add") != 0)
-		ctl_usage_error(cmd, "unknown pool operation '%s' (add, remove or list)", op);
-	if (n < 2)
-		ctl_usage_error(cmd, "pool add takes a pool and its KEY=VALUE settings");
-	params = params_new();
-	json_object_set_new(params, "pool", ctl_str(argv[i + 1]));
-	for (int k = i + 2; k < argc; k++) {
-		size_t klen = strcspn(argv[k], "=");
-
-		if (klen == 0 || !argv[k][klen])
-			ctl_usage_error(cmd, "pool add wants KEY=VALUE, not '%s'", argv[k]);
-		json_object_setn_new(params, argv[k], klen, ctl_arg(argv[k] + klen + 1));
-	}
-	rc = ctl_call(ctl, "pool.add", params, &result);
-	json_decref(params);
-	if (rc != CTL_EXIT_OK)
-		return rc;
-	if (ctl->json) {
-		ctl_print_result(ctl, result);
-	} else {
-		json_int_t procs = json_integer_value(json_object_get(result, "processes"));
-
-		printf("added pool %s (%lld process%s, %s)\n", argv[i + 1], (long long)procs,
-		       procs == 1 ? "" : "es",
-		       json_is_false(json_object_get(result, "autostart")) ? "not started"
-									   : "started");
-	}
-	json_decref(result);
-	return CTL_EXIT_OK;
-}
-
-/* Print one item of a streamed map: its result (after its index when
- * unordered), or its error on stderr; false when it failed. */
-static bool map_stream_item(const struct ctl *ctl, const struct mpsup_imap_item *it, bool ordered)
-{
-	if (ctl->json) {
-		json_t *line =
-			it->result ? json_pack("{s:I, s:O}", "index", (json_int_t)it->index,
-					       "result", it->result)
-				   : json_pack("{s:I, s:{s:s, s:s}}", "index",
-					       (json_int_t)it->index, "error", "code",
-					       it->error.code_name, "message", it->error.message);
-		ctl_print_value(stdout, line, false);
-		putchar('\n');
-		json_decref(line);
-	} else if (it->result) {
-		if (!ordered)
-			printf("%zu ", it->index);
-		ctl_print_value(stdout, it->result, false);
-		putchar('\n');
-	}
-	if (!it->result)
-		fprintf(stderr, "mpctl: item %zu: %s: %s\n", it->index, it->error.code_name,
-			it->error.message);
-	return it->result != NULL;
-}
-
-/* map --stream: pool.imap of items, each result printed as it comes. */
-static int map_stream(struct ctl *ctl, const char *pool, json_t *items, bool ordered)
-{
-	struct mpsup_client *c = ctl_connect(ctl);
-	struct mpsup_imap_item it;
-	struct mpsup_error err;
-	size_t n, failed = 0;
-	bool bad = false;
-	int r;
-
-	memset(&err, 0, sizeof(err));
-	ctl_stream_prepare(ctl);
-	r = mpsup_imap_open(c, pool, items, ordered, 0, &n, &err);
-	if (r < 0)
-		ctl_transport_fail(ctl, r);
-	if (r > 0)
-		return ctl_report_error(&err);
-	ctl_stream_unbounded(ctl);
-	while (!ctl_stdout_gone() && (r = mpsup_imap_next(c, &it, &failed)) == 1) {
-		bad |= !map_stream_item(ctl, &it, ordered);
-		json_decref(it.result);
-	}
-	if (ctl_stdout_gone())
-		return CTL_EXIT_OK; /* the reader went away: so do we */
-	if (r < 0)
-		ctl_transport_fail(ctl, r);
-	return bad || failed ? CTL_EXIT_ERROR : CTL_EXIT_OK;
-}
-
-/* map [--stream|--unordered] POOL ITEM...: one result per line, in item
- * order (--stream: each as soon as it and those before it are done;
- * --unordered: each as it ends, after its index). */
-static int cmd_map(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
-{
-	int i = ctl_plain_args(cmd, argc, argv);
-	json_t *params, *items, *result, *results, *v;
-	bool stream = false, ordered = true;
-	const char *pool;
-	size_t k;
-	int rc;
-
-	/* options first; items are taken as they are (-5 is an item) */
-	for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
-		if (strcmp(argv[i], "--") == 0) {
-			i++;
-			break;
-		}
-		if (strcmp(argv[i], "--stream") == 0)
-			stream = true;
-		else if (strcmp(argv[i], "--unordered") == 0)
-			stream = true, ordered = false;
-		else
-			ctl_usage_error(cmd, "unknown option");
-	}
-	if (argc - i < 1)
-		ctl_usage_error(cmd, "map takes a pool and items");
-	pool = argv[i];
-	items = json_array();
-	for (i++; i < argc; i++)
-		json_array_append_new(items, ctl_arg(argv[i]));
-	if (stream) {
-		rc = map_stream(ctl, pool, items, ordered);
-		json_decref(items);
-		return rc;
-	}
-	params = params_new();
-	json_object_set_new(params, "pool", ctl_str(pool));
-	json_object_set_new(params, "items", items);
-	rc = ctl_call(ctl, "pool.map", params, &result);
-	json_decref(params);
-	if (rc != CTL_EXIT_OK)
-		return rc;
-	results = json_is_object(result) ? json_object_get(result, "results") : result;
-	if (ctl->json || !json_is_array(results)) {
-		ctl_print_result(ctl, result);
-	} else {
-		json_array_foreach(results, k, v) {
-			ctl_print_value(stdout, v, false);
-			putchar('\n');
-		}
-	}
-	json_decref(result);
-	return CTL_EXIT_OK;
-}
-
-/* Print member key of an object result bare (or the whole result). */
-static void print_member(const struct ctl *ctl, const json_t *result, const char *key)
-{
-	const json_t *v = json_object_get(result, key);
-
-	if (ctl->json || !v) {
-		ctl_print_result(ctl, result);
-		return;
-	}
-	ctl_print_value(stdout, v, false);
-	putchar('\n');
-}
-
-/* submit POOL ITEM: print the task id. */
-static int cmd_submit(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
-{
-	int i = ctl_plain_args(cmd, argc, argv);
-	json_t *params, *result;
-	int rc;
-
-	if (argc - i != 2)
-		ctl_usage_error(cmd, "submit takes a pool and one item");
-	params = params_new();
-	json_object_set_new(params, "pool", ctl_str(argv[i]));
-	json_object_set_new(params, "item", ctl_arg(argv[i + 1]));
-	rc = ctl_call(ctl, "pool.submit", params, &result);
-	json_decref(params);
-	if (rc != CTL_EXIT_OK)
-		return rc;
-	print_member(ctl, result, "task");
-	json_decref(result);
-	return CTL_EXIT_OK;
-}
-
-/* wait TASK [--timeout S]: print the task's result. */
-static int cmd_wait(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
-{
-	json_t *params = params_new(), *result;
-	const char *task = parse_one_with_timeout(cmd, argc, argv, params);
-	int rc;
-
-	json_object_set_new(params, "task", ctl_arg(task));
-	rc = ctl_call(ctl, "task.wait", params, &result);
-	json_decref(params);
-	if (rc != CTL_EXIT_OK)
-		return rc;
-	print_member(ctl, result, "result");
-	json_decref(result);
-	return CTL_EXIT_OK;
-}
-
-/* task-status TASK */
-static int cmd_task_status(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
-{
-	int i = ctl_plain_args(cmd, argc, argv), rc;
-	json_t *params;
-
-	if (argc - i != 1)
-		ctl_usage_error(cmd, "task-status takes one task");
-	params = params_new();
-	json_object_set_new(params, "task", ctl_arg(argv[i]));
-	rc = ctl_call_print_fields(ctl, "task.status", params);
-	json_decref(params);
-	return rc;
-}
-
-/*
- * Events.
- */
-
-/* Print one event: "TS EVENT name from->to key=value...". */
-static void print_event(const json_t *ev)
-{
-	static const char *const shown[] = { "ts", "event", "name", "from", "to" };
-	const json_t *ts = json_object_get(ev, "ts");
-	const json_t *from = json_object_get(ev, "from"), *to = json_object_get(ev, "to");
-	const char *key;
-	json_t *v;
-	size_t i;
-
-	if (!json_is_object(ev)) {
-		ctl_print_value(stdout, ev, false);
-		putchar('\n');
-		return;
-	}
-	if (json_is_number(ts)) {
-		double t = json_number_value(ts);
-		time_t sec = (time_t)t;
-		struct tm tm;
-		char buf[32];
-
-		if (localtime_r(&sec, &tm) && strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm))
-			printf("%s.%03d ", buf, (int)((t - (double)sec) * 1000) % 1000);
-		else
-			printf("%g ", t);
-	} else if (ts) {
-		ctl_print_value(stdout, ts, true);
-		putchar(' ');
-	}
-	ctl_print_value(stdout, json_object_get(ev, "event"), true);
-	if (json_object_get(ev, "name")) {
-		putchar(' ');
-		ctl_print_value(stdout, json_object_get(ev, "name"), true);
-	}
-	if (from || to) {
-		putchar(' ');
-		ctl_print_value(stdout, from, true);
-		fputs("->", stdout);
-		ctl_print_value(stdout, to, true);
-	}
-	json_object_foreach((json_t *)ev, key, v) {
-		bool skip = json_is_null(v);
-
-		for (i = 0; i < sizeof(shown) / sizeof(shown[0]) && !skip; i++)
-			skip = strcmp(key, shown[i]) == 0;
-		if (skip)
-			continue;
-		printf(" %s=", key);
-		ctl_print_value(stdout, v, true);
-	}
-	putchar('\n');
-}
-
-/* events [TOPIC...]: print events as they arrive until EOF or ^C. */
-static int cmd_events(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
-{
-	int i = ctl_plain_args(cmd, argc, argv);
-	json_t *params = params_new(), *result, *msg;
-	char *line;
-	int rc;
-
-	if (i < argc) {
-		json_t *topics = json_array();
-
-		for (; i < argc; i++)
-			json_array_append_new(topics, ctl_str(argv[i]));
-		json_object_set_new(params, "topics", topics);
-	}
-	ctl_stream_prepare(ctl);
-	rc = ctl_call(ctl, "events.subscribe", params, &result);
-	json_decref(params);
-	if (rc != CTL_EXIT_OK)
-		return rc;
-	json_decref(result);
-	ctl_stream_unbounded(ctl);
-	while (!ctl_stdout_gone() && (line = ctl_stream_next_line(ctl))) {
-		if (ctl->json) {
-			puts(line);
-			free(line);
-			continue;
-		}
-		msg = json_loads(line, JSON_DECODE_ANY, NULL);
-		if (!msg)
-			puts(line);
-		else if (json_object_get(msg, "ok") && json_object_get(msg, "result"))
-			print_event(json_object_get(msg, "result"));
-		else
-			print_event(msg);
-		json_decref(msg);
-		free(line);
-	}
-	return CTL_EXIT_OK;
-}
-
-/*
- * The daemon.
- */
-
-/* reload: print what was added, changed and removed; what failed goes to
- * stderr and makes the exit status 1. */
-static int cmd_reload(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
-{
-	static const char *const parts[] = { "added", "changed", "removed" };
-	json_t *result, *failures, *f;
-	bool any = false;
-	size_t i, k;
-	int rc;
-
-	if (ctl_plain_args(cmd, argc, argv) != argc)
-		ctl_usage_error(cmd, "reload takes no arguments");
-	rc = ctl_call(ctl, "daemon.reload", NULL, &result);
-	if (rc != CTL_EXIT_OK)
-		return rc;
-	failures = json_object_get(result, "failed");
-	if (ctl->json || !json_is_object(result)) {
-		ctl_print_result(ctl, result);
-		json_decref(result);
-		return json_array_size(failures) ? CTL_EXIT_ERROR : CTL_EXIT_OK;
-	}
-	for (i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
-		json_t *names = json_object_get(result, parts[i]), *n;
-
-		if (json_array_size(names) == 0)
-			continue;
-		any = true;
-		printf("%s:", parts[i]);
-		json_array_foreach(names, k, n) {
-			putchar(' ');
-			ctl_print_value(stdout, n, true);
-		}
-		putchar('\n');
-	}
-	json_array_foreach(failures, k, f) {
-		any = true;
-		fprintf(stderr, "mpctl: reload: pool %s: %s\n",
-			json_string_value(json_object_get(f, "pool")) ?: "?",
-			json_string_value(json_object_get(f, "error")) ?: "failed");
-		rc = CTL_EXIT_ERROR;
-	}
-	if (!any)
-		puts("no changes");
-	json_decref(result);
-	return rc;
-}
-
-/* shutdown: a connection closed by the stopping daemon is success. */
-static int cmd_shutdown(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
-{
-	struct mpsup_error err;
-	json_t *result = NULL;
-	int r;
-
-	if (ctl_plain_args(cmd, argc, argv) != argc)
-		ctl_usage_error(cmd, "shutdown takes no arguments");
-	memset(&err, 0, sizeof(err));
-	r = mpsup_call(ctl_connect(ctl), "daemon.shutdown", NULL, &result, &err);
-	if (r == -ECONNRESET || r == -EPIPE) {
-		if (!ctl->json)
-			puts("mpsupd is shutting down");
-		return CTL_EXIT_OK;
-	}
-	if (r < 0)
-		ctl_transport_fail(ctl, r);
-	if (r > 0) {
-		fprintf(stderr, "mpctl: %s: %s\n", err.code_name, err.message);
-		return strcmp(err.code_name, "timeout") == 0 ? CTL_EXIT_TIMEOUT : CTL_EXIT_ERROR;
-	}
-	if (ctl->json)
-		ctl_print_result(ctl, result);
-	else
-		puts("mpsupd is shutting down");
-	json_decref(result);
-	return CTL_EXIT_OK;
-}
-
-/* info: the daemon's figures as "key: value" lines. */
-/* A storage outage of the shared state, on a line of its own: it is what
- * an operator looks for. */
-static void print_outage(const json_t *info)
-{
-	const json_t *o = json_object_get(json_object_get(info, "persistence"), "outage");
-	time_t since;
-	struct tm tm;
-	char when[64];
-
-	if (!json_is_object(o))
-		return;
-	since = (time_t)json_number_value(json_object_get(o, "since"));
-	if (!localtime_r(&since, &tm) || !strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm))
-		snprintf(when, sizeof(when), "?");
-	printf("STATE OUTAGE:  since %s (%.0f s): %lld bytes (%lld records) not written; %s\n",
-	       when, json_number_value(json_object_get(o, "secs")),
-	       (long long)json_integer_value(json_object_get(o, "pending_bytes")),
-	       (long long)json_integer_value(json_object_get(o, "pending_records")),
-	       json_string_value(json_object_get(o, "error")) ?: "");
-}
-
-static int cmd_info(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
-{
-	json_t *result;
-	int rc;
-
-	if (ctl_plain_args(cmd, argc, argv) != argc)
-		ctl_usage_error(cmd, "info takes no arguments");
-	if (ctl->json)
-		return ctl_call_print_fields(ctl, "daemon.info", NULL);
-	if ((rc = ctl_call(ctl, "daemon.info", NULL, &result)) != CTL_EXIT_OK)
-		return rc;
-	ctl_print_fields(result);
-	print_outage(result);
-	json_decref(result);
-	return CTL_EXIT_OK;
-}
-
-/* metrics: the Prometheus text as the daemon wrote it (--json: the raw
- * answer). */
-static int cmd_metrics(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
-{
-	json_t *result;
-	int rc;
-
-	if (ctl_plain_args(cmd, argc, argv) != argc)
-		ctl_usage_error(cmd, "metrics takes no arguments");
-	if (ctl->json)
-		return ctl_call_print_fields(ctl, "daemon.metrics", NULL);
-	if ((rc = ctl_call(ctl, "daemon.metrics", NULL, &result)) != CTL_EXIT_OK)
-		return rc;
-	if (json_is_string(result))
-		fwrite(json_string_value(result), 1, json_string_length(result), stdout);
-	json_decref(result);
-	return CTL_EXIT_OK;
-}
-
-/* reopen-logs */
-static int cmd_reopen_logs(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
-{
-	if (ctl_plain_args(cmd, argc, argv) != argc)
-		ctl_usage_error(cmd, "reopen-logs takes no arguments");
-	return call_say(ctl, "daemon.reopen_logs", NULL, "%slog files reopened", "");
-}
-
 const struct ctl_cmd ctl_proc_cmds[] = {
 	{ "status", cmd_status, "[TARGET]", "Show processes (all, a pool, or one) as a table." },
 	{ "start", cmd_control, "[--no-wait] TARGET", "Start a pool, a process or \"*\"." },
@@ -1361,21 +730,5 @@ const struct ctl_cmd ctl_proc_cmds[] = {
 	{ "forget", cmd_forget, "NAME", "Drop the record of a finished one-shot process." },
 	{ "logs", cmd_logs, "[-f] [-t] [-n N] TARGET",
 	  "Print recent output lines (stderr marked); -f follows, -t adds timestamps." },
-	{ "scale", cmd_scale, "POOL N", "Set the number of processes of a pool." },
-	{ "pools", cmd_pools, "", "Show the pools as a table." },
-	{ "pool", cmd_pool, "add POOL KEY=VALUE... | remove POOL | list",
-	  "Define a pool at run time (keys as in a config section), remove one, list them." },
-	{ "map", cmd_map, "[--stream|--unordered] POOL ITEM...",
-	  "Run items on a task pool; one result per line." },
-	{ "submit", cmd_submit, "POOL ITEM", "Submit one task; print its id." },
-	{ "wait", cmd_wait, "TASK [--timeout S]", "Wait for a task; print its result." },
-	{ "task-status", cmd_task_status, "TASK", "Show the state of a task." },
-	{ "events", cmd_events, "[TOPIC...]",
-	  "Print events as they happen (topics: process pool object daemon)." },
-	{ "reload", cmd_reload, "", "Re-read the configuration and apply the difference." },
-	{ "shutdown", cmd_shutdown, "", "Stop every process and the daemon." },
-	{ "info", cmd_info, "", "Show the daemon's figures." },
-	{ "metrics", cmd_metrics, "", "Print the metrics in the Prometheus text format." },
-	{ "reopen-logs", cmd_reopen_logs, "", "Reopen log files (after rotation)." },
 	{ NULL, NULL, NULL, NULL },
 };

@@ -18,15 +18,11 @@
 #include "mpctl.h"
 
 static const char *const ctl_tables_names[] = {
-	"Meta",
-	"Processes, pools and the daemon",
-	"Shared state",
+	"Meta", "Processes", "Pools and tasks", "The daemon", "Shared state",
 };
 
 static const struct ctl_cmd *const ctl_tables[] = {
-	ctl_meta_cmds,
-	ctl_proc_cmds,
-	ctl_state_cmds,
+	ctl_meta_cmds, ctl_proc_cmds, ctl_pool_cmds, ctl_daemon_cmds, ctl_state_cmds,
 };
 
 #define NTABLES (sizeof(ctl_tables) / sizeof(ctl_tables[0]))
@@ -96,7 +92,7 @@ int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret
 int ctl_call_fds(struct ctl *ctl, const char *cmd, json_t *params, const int *fds, size_t n_fds,
 		 json_t **ret_result, struct mpsup_error *ret_err)
 {
-	struct mpsup_error local, *err = ret_err ? ret_err : &local;
+	struct mpsup_error local = { 0 }, *err = ret_err ? ret_err : &local;
 	json_t *result = NULL;
 	int r;
 
@@ -135,6 +131,14 @@ int ctl_call_quiet(struct ctl *ctl, const char *cmd, json_t *params, json_t **re
 int ctl_call(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result)
 {
 	return ctl_call_code(ctl, cmd, params, ret_result, NULL);
+}
+
+int ctl_call_take(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result)
+{
+	int rc = ctl_call(ctl, cmd, params, ret_result);
+
+	json_decref(params);
+	return rc;
 }
 
 int ctl_call_print(struct ctl *ctl, const char *cmd, json_t *params)
@@ -389,218 +393,83 @@ int ctl_plain_args(const struct ctl_cmd *cmd, int argc, char **argv)
 }
 
 /*
- * Output.
+ * What the subcommands share: options, params, calls.
  */
+
+/* Report a getopt failure of a subcommand (c is '?' or ':'); exits 2. */
+_Noreturn void ctl_opt_error(const struct ctl_cmd *cmd, int c, char **argv)
+{
+	const char *arg = argv[optind - 1];
+
+	if (c == ':')
+		ctl_usage_error(cmd, "option '%s' needs an argument", arg);
+	if (optopt)
+		ctl_usage_error(cmd, "unknown option '-%c'", optopt);
+	ctl_usage_error(cmd, "unknown option '%s'", arg);
+}
+
+/* -h/--help of a subcommand with options. */
+_Noreturn void ctl_opt_help(const struct ctl_cmd *cmd)
+{
+	ctl_cmd_help(stdout, cmd);
+	exit(CTL_EXIT_OK);
+}
+
+/* A new params object; exits when out of memory. */
+json_t *ctl_params_new(void)
+{
+	json_t *p = json_object();
+
+	if (!p) {
+		fputs("mpctl: out of memory\n", stderr);
+		exit(CTL_EXIT_ERROR);
+	}
+	return p;
+}
+
+/* Call, then say what was done (the result with --json), drop params. */
+int ctl_call_say(struct ctl *ctl, const char *cmd, json_t *params, const char *fmt, const char *arg)
+{
+	json_t *result;
+	int rc = ctl_call_take(ctl, cmd, params, &result);
+
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json) {
+		ctl_print_result(ctl, result);
+	} else {
+		printf(fmt, arg);
+		putchar('\n');
+	}
+	json_decref(result);
+	return CTL_EXIT_OK;
+}
 
 /*
- * Compact JSON. jansson writes reals with 17 significant digits, which
- * turns 0.1 into 0.10000000000000001; try 15 first and keep it when it
- * reads back as the same value, so numbers stay exact and short.
+ * Parse "ARG... [--timeout S]" of join and wait: one positional argument
+ * (returned) and an optional timeout (set in params).
  */
-char *ctl_json_text(const json_t *v)
+const char *ctl_parse_one_with_timeout(const struct ctl_cmd *cmd, int argc, char **argv,
+				       json_t *params)
 {
-	size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-	char *s = json_dumps(v, flags | JSON_REAL_PRECISION(15));
-	json_t *back;
+	const struct option opts[] = {
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
 
-	if (!s)
-		goto full;
-	back = json_loads(s, JSON_DECODE_ANY, NULL);
-	if (back && json_equal(back, v)) {
-		json_decref(back);
-		return s;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, ":ht:", opts, NULL)) != -1) {
+		if (c == 'h')
+			ctl_opt_help(cmd);
+		if (c != 't')
+			ctl_opt_error(cmd, c, argv);
+		json_object_set_new(params, "timeout", json_real(ctl_parse_seconds(cmd, optarg)));
 	}
-	json_decref(back);
-	free(s);
-full:
-	s = json_dumps(v, flags);
-	if (!s) {
-		fputs("mpctl: out of memory\n", stderr);
-		exit(CTL_EXIT_ERROR);
-	}
-	return s;
-}
-
-void ctl_print_value(FILE *f, const json_t *v, bool dash)
-{
-	char *s;
-
-	if (!v || json_is_null(v)) {
-		fputs(dash ? "-" : "null", f);
-		return;
-	}
-	if (json_is_string(v)) {
-		fwrite(json_string_value(v), 1, json_string_length(v), f);
-		return;
-	}
-	s = ctl_json_text(v);
-	fputs(s, f);
-	free(s);
-}
-
-void ctl_print_result(const struct ctl *ctl, const json_t *v)
-{
-	if (ctl->json) {
-		char *s = ctl_json_text(v ? v : json_null());
-
-		puts(s);
-		free(s);
-		return;
-	}
-	if (!v || json_is_null(v))
-		return;
-	ctl_print_value(stdout, v, false);
-	putchar('\n');
-}
-
-void ctl_format_duration(double seconds, char *buf, size_t size)
-{
-	long long s;
-
-	if (!isfinite(seconds) || seconds < 0) {
-		snprintf(buf, size, "-");
-		return;
-	}
-	s = (long long)seconds;
-	if (s < 60)
-		snprintf(buf, size, "%llds", s);
-	else if (s < 3600)
-		snprintf(buf, size, "%lldm%02llds", s / 60, s % 60);
-	else if (s < 86400)
-		snprintf(buf, size, "%lldh%02lldm", s / 3600, s % 3600 / 60);
-	else
-		snprintf(buf, size, "%lldd%02lldh", s / 86400, s % 86400 / 3600);
-}
-
-char *ctl_cell_text(const json_t *v)
-{
-	char *s;
-
-	if (!v || json_is_null(v))
-		return strdup("-");
-	if (json_is_string(v))
-		return strdup(json_string_value(v));
-	s = ctl_json_text(v);
-	return s;
-}
-
-bool ctl_use_colour(void)
-{
-	return isatty(STDOUT_FILENO) && getenv("NO_COLOR") == NULL;
-}
-
-/* Display width of a UTF-8 string: its code points (no wide-char tables). */
-static size_t ctl_width(const char *s)
-{
-	size_t n = 0;
-
-	for (; *s; s++)
-		if (((unsigned char)*s & 0xc0) != 0x80)
-			n++;
-	return n;
-}
-
-void ctl_print_table(const json_t *rows, const struct ctl_column *cols, size_t ncols)
-{
-	size_t nrows = json_array_size(rows);
-	size_t *width = calloc(ncols, sizeof(*width));
-	bool *shown = calloc(ncols, sizeof(*shown));
-	char **cells = calloc(nrows * ncols + 1, sizeof(*cells));
-	bool colour = ctl_use_colour();
-	size_t i, j, last = 0;
-
-	if (!width || !shown || !cells) {
-		fputs("mpctl: out of memory\n", stderr);
-		exit(CTL_EXIT_ERROR);
-	}
-	for (j = 0; j < ncols; j++) {
-		for (i = 0; i < nrows && !shown[j]; i++)
-			shown[j] = json_object_get(json_array_get(rows, i), cols[j].key) != NULL;
-		if (!shown[j])
-			continue;
-		last = j;
-		width[j] = ctl_width(cols[j].header);
-		for (i = 0; i < nrows; i++) {
-			const json_t *row = json_array_get(rows, i);
-			const json_t *v = json_object_get(row, cols[j].key);
-			char *c = cols[j].format ? cols[j].format(row, v) : ctl_cell_text(v);
-
-			if (!c) {
-				fputs("mpctl: out of memory\n", stderr);
-				exit(CTL_EXIT_ERROR);
-			}
-			cells[i * ncols + j] = c;
-			if (ctl_width(c) > width[j])
-				width[j] = ctl_width(c);
-		}
-	}
-	for (j = 0; j < ncols; j++) {
-		if (!shown[j])
-			continue;
-		printf("%s%*s", cols[j].header,
-		       j == last ? 0 : (int)(width[j] - ctl_width(cols[j].header) + 2), "");
-	}
-	putchar('\n');
-	for (i = 0; i < nrows; i++) {
-		const json_t *row = json_array_get(rows, i);
-
-		for (j = 0; j < ncols; j++) {
-			const char *c = cells[i * ncols + j];
-			const char *esc = NULL;
-
-			if (!shown[j])
-				continue;
-			if (colour && cols[j].colour)
-				esc = cols[j].colour(row, json_object_get(row, cols[j].key));
-			printf("%s%s%s%*s", esc ? esc : "", c, esc ? "\033[0m" : "",
-			       j == last ? 0 : (int)(width[j] - ctl_width(c) + 2), "");
-		}
-		putchar('\n');
-	}
-	for (i = 0; i < nrows * ncols; i++)
-		free(cells[i]);
-	free(cells);
-	free(shown);
-	free(width);
-}
-
-void ctl_print_fields(const json_t *obj)
-{
-	const char *key;
-	json_t *v;
-	int w = 0;
-
-	json_object_foreach((json_t *)obj, key, v) {
-		int n = (int)ctl_width(key) + 1;
-
-		if (n > w)
-			w = n;
-	}
-	json_object_foreach((json_t *)obj, key, v) {
-		printf("%s:%*s ", key, w - (int)ctl_width(key) - 1, "");
-		if (strcmp(key, "uptime") == 0 && json_is_number(v)) {
-			char buf[32];
-
-			ctl_format_duration(json_number_value(v), buf, sizeof(buf));
-			fputs(buf, stdout);
-		} else if (json_is_array(v) && json_array_size(v) > 0) {
-			size_t i;
-			json_t *item;
-			bool plain = true;
-
-			json_array_foreach(v, i, item)
-				plain = plain && json_is_string(item);
-			if (plain) {
-				json_array_foreach(v, i, item)
-					printf("%s%s", i ? " " : "", json_string_value(item));
-			} else {
-				ctl_print_value(stdout, v, true);
-			}
-		} else {
-			ctl_print_value(stdout, v, true);
-		}
-		putchar('\n');
-	}
+	if (argc - optind != 1)
+		ctl_usage_error(cmd, "%s takes one argument", cmd->name);
+	return argv[optind];
 }
 
 /*
@@ -748,8 +617,7 @@ static int cmd_help(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 	if (!strchr(argv[i], '.'))
 		ctl_unknown_cmd(cmd, argv[i]);
 	params = json_pack("{s:o}", "command", ctl_str(argv[i]));
-	rc = ctl_call(ctl, "help", params, &result);
-	json_decref(params);
+	rc = ctl_call_take(ctl, "help", params, &result);
 	if (rc != CTL_EXIT_OK)
 		return rc;
 	if (ctl->json)

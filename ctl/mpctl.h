@@ -45,9 +45,11 @@ struct ctl_cmd {
 };
 
 /* Subcommand tables, each ended by an entry with a NULL name. */
-extern const struct ctl_cmd ctl_meta_cmds[];
-extern const struct ctl_cmd ctl_proc_cmds[];
-extern const struct ctl_cmd ctl_state_cmds[];
+extern const struct ctl_cmd ctl_meta_cmds[];   /* mpctl.c */
+extern const struct ctl_cmd ctl_proc_cmds[];   /* ctl_proc.c */
+extern const struct ctl_cmd ctl_pool_cmds[];   /* ctl_pool.c */
+extern const struct ctl_cmd ctl_daemon_cmds[]; /* ctl_daemon.c */
+extern const struct ctl_cmd ctl_state_cmds[];  /* ctl_state.c */
 
 /*
  * Connection and calls (mpctl.c).
@@ -74,6 +76,8 @@ int ctl_call_fds(struct ctl *ctl, const char *cmd, json_t *params, const int *fd
  * code_name always set, all empty when the call succeeded). */
 int ctl_call_code(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result,
 		  struct mpsup_error *ret_err);
+/* ctl_call, then drop params (a reference the caller gives up). */
+int ctl_call_take(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result);
 /* Like ctl_call, but an error answer is not printed. */
 int ctl_call_quiet(struct ctl *ctl, const char *cmd, json_t *params, json_t **ret_result);
 /* Like ctl_call, then print the result (ctl_print_result). */
@@ -116,6 +120,20 @@ _Noreturn void ctl_usage_error(const struct ctl_cmd *cmd, const char *fmt, ...)
  * first positional argument in argv.
  */
 int ctl_plain_args(const struct ctl_cmd *cmd, int argc, char **argv);
+/* Report a getopt failure of a subcommand (c is '?' or ':'); exits 2. */
+_Noreturn void ctl_opt_error(const struct ctl_cmd *cmd, int c, char **argv);
+/* -h/--help of a subcommand with options: print its help, exit 0. */
+_Noreturn void ctl_opt_help(const struct ctl_cmd *cmd);
+/* A new params object; exits when out of memory. */
+json_t *ctl_params_new(void);
+/* Call, then say what was done (fmt with arg; the result with --json);
+ * drops params. */
+int ctl_call_say(struct ctl *ctl, const char *cmd, json_t *params, const char *fmt,
+		 const char *arg);
+/* Parse "ARG [--timeout S]" (join, wait): the one positional argument,
+ * the timeout set in params. */
+const char *ctl_parse_one_with_timeout(const struct ctl_cmd *cmd, int argc, char **argv,
+				       json_t *params);
 /* Print the usage line of cmd to f. */
 void ctl_cmd_usage(FILE *f, const struct ctl_cmd *cmd);
 /* Print the full help of cmd (usage, summary, its operations) to f. */
@@ -134,7 +152,7 @@ struct ctl_suggest {
 void ctl_suggest_consider(struct ctl_suggest *s, const char *cand);
 
 /*
- * Output.
+ * Output (ctl_print.c).
  */
 
 /* Compact one-line JSON of any value (malloc'ed). */

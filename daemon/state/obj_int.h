@@ -53,6 +53,8 @@ struct state_backend {
 	enum cmd_ret (*obj_list)(struct request *r);
 };
 
+/* This daemon's objects (obj.c). */
+extern const struct state_backend local_state_backend;
 extern const struct state_backend redis_state_backend;
 /* Connect to Redis at start (blocking once, before anything is served);
  * -1 after logging why. */

@@ -109,14 +109,10 @@ static void set_text(struct proc *p, const char *fmt, ...) __attribute__((format
 static void set_text(struct proc *p, const char *fmt, ...)
 {
 	va_list ap;
-	char *s;
 
 	va_start(ap, fmt);
-	if (vasprintf(&s, fmt, ap) < 0)
-		s = NULL;
+	proc_text_set(&p->exit_status_text, fmt, ap);
 	va_end(ap);
-	free(p->exit_status_text);
-	p->exit_status_text = s;
 }
 
 static void publish_state(struct proc *p, enum proc_state from, enum proc_state to, pid_t pid,

@@ -6,6 +6,7 @@
 #ifndef MPSUPD_PROC_INT_H
 #define MPSUPD_PROC_INT_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -17,8 +18,12 @@
 #define PROC_FIELDS(p, pid) \
 	(&(struct log_fields){ (p)->pool ? (p)->pool->name : NULL, (p)->name, (pid) })
 
+/* proc_record.c: replace the text *field with fmt formatted with ap
+ * (NULL for a NULL fmt, or when out of memory). */
+void proc_text_set(char **field, const char *fmt, va_list ap);
+
 /*
- * proc.c: process records, the pid table, the state machine's entry
+ * proc.c: process objects, the pid table, the state machine's entry
  * actions, reaping.
  */
 

@@ -125,19 +125,23 @@ const char *proc_reason(const struct proc *p)
 	return proc_is_alive(p) ? NULL : p->reason;
 }
 
+void proc_text_set(char **field, const char *fmt, va_list ap)
+{
+	char *s = NULL;
+
+	if (fmt && vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	free(*field);
+	*field = s;
+}
+
 void proc_set_reason(struct proc *p, const char *fmt, ...)
 {
 	va_list ap;
-	char *s = NULL;
 
-	if (fmt) {
-		va_start(ap, fmt);
-		if (vasprintf(&s, fmt, ap) < 0)
-			s = NULL;
-		va_end(ap);
-	}
-	free(p->reason);
-	p->reason = s;
+	va_start(ap, fmt);
+	proc_text_set(&p->reason, fmt, ap);
+	va_end(ap);
 }
 
 bool proc_exitcode_known(const struct proc *p)

@@ -1,6 +1,6 @@
 /*
  * What the files of supervision share among themselves (proc.c,
- * proc_observer.c, proc_group.c, proc_ids.c, proc_pool.c, proc_oneshot.c,
+ * proc_record.c, proc_observer.c, proc_group.c, proc_ids.c, proc_pool.c, proc_oneshot.c,
  * proc_shutdown.c). Other modules use proc.h only.
  */
 #ifndef MPSUPD_PROC_INT_H

@@ -1,4 +1,5 @@
-/* Internal to the state module: obj.c's use of obj_params.c. */
+/* Internal to the state module: what obj.c, state_module.c and the
+ * backends share, and their use of obj_params.c. */
 #ifndef MPSUPD_OBJ_INT_H
 #define MPSUPD_OBJ_INT_H
 

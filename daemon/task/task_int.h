@@ -1,8 +1,8 @@
 /*
  * Task pools, internal: the records shared by the files of daemon/task/
- * (task.c: tasks, backlogs, dispatch, retention; task_worker.c: the worker
- * channel and the proc observer; task_cmd.c: the protocol commands). Other
- * modules use task.h.
+ * (task.c: tasks, backlogs, dispatch, retention; task_map.c: maps;
+ * task_worker.c: the worker channel and the proc observer; task_cmd.c: the
+ * protocol commands). Other modules use task.h.
  */
 #ifndef MPSUPD_TASK_INT_H
 #define MPSUPD_TASK_INT_H

@@ -36,7 +36,7 @@
  *                                               every settled process
  *   pool.remove    struct pool_waiter           one queue, by pool
  *   task.wait      struct task_waiter (task.c)  the task's waiters
- *   pool.map       struct map (task.c)          none (found by its tasks)
+ *   pool.map       struct map (task_map.c)      none (found by its tasks)
  */
 #ifndef MPSUPD_PARK_H
 #define MPSUPD_PARK_H

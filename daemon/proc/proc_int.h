@@ -1,11 +1,12 @@
 /*
  * What the files of supervision share among themselves (proc.c,
- * proc_observer.c, proc_group.c, proc_ids.c, proc_pool.c, proc_oneshot.c,
+ * proc_record.c, proc_observer.c, proc_group.c, proc_ids.c, proc_pool.c, proc_oneshot.c,
  * proc_shutdown.c). Other modules use proc.h only.
  */
 #ifndef MPSUPD_PROC_INT_H
 #define MPSUPD_PROC_INT_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -17,8 +18,12 @@
 #define PROC_FIELDS(p, pid) \
 	(&(struct log_fields){ (p)->pool ? (p)->pool->name : NULL, (p)->name, (pid) })
 
+/* proc_record.c: replace the text *field with fmt formatted with ap
+ * (NULL for a NULL fmt, or when out of memory). */
+void proc_text_set(char **field, const char *fmt, va_list ap);
+
 /*
- * proc.c: process records, the pid table, the state machine's entry
+ * proc.c: process objects, the pid table, the state machine's entry
  * actions, reaping.
  */
 

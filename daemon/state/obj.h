@@ -4,14 +4,15 @@
  * by the state module.
  *
  * A type is one file exporting one `const struct obj_type`: how to create
- * it from options, free it, dump it, measure it and its ops table. obj.c
- * turns every op into a `TYPE.OP` protocol command; before an op runs, the
- * generic layer has found (or created) the object named by the `name`
- * parameter, checked its type and read the op's parameters against the op's
- * spec, so a handler only does its work and answers.
+ * it from options, free it, dump it, measure it and its ops table.
+ * state_module.c turns every op into a `TYPE.OP` protocol command; before
+ * an op runs, the generic layer (obj.c) has found (or created) the object
+ * named by the `name` parameter, checked its type and read the op's
+ * parameters against the op's spec, so a handler only does its work and
+ * answers.
  *
  * Adding a type: one t_TYPE.c file with its descriptor, one line in
- * obj_types[] (obj.c), one line in state.am, and tests.
+ * obj_types[] (state_module.c), one line in state.am, and tests.
  */
 #ifndef MPSUPD_OBJ_H
 #define MPSUPD_OBJ_H

@@ -1,4 +1,5 @@
-/* Internal to the state module: obj.c's use of obj_params.c. */
+/* Internal to the state module: what obj.c, state_module.c and the
+ * backends share, and their use of obj_params.c. */
 #ifndef MPSUPD_OBJ_INT_H
 #define MPSUPD_OBJ_INT_H
 
@@ -53,6 +54,8 @@ struct state_backend {
 	enum cmd_ret (*obj_list)(struct request *r);
 };
 
+/* This daemon's objects (obj.c). */
+extern const struct state_backend local_state_backend;
 extern const struct state_backend redis_state_backend;
 /* Connect to Redis at start (blocking once, before anything is served);
  * -1 after logging why. */

@@ -1,8 +1,8 @@
 /*
  * Task pools, internal: the records shared by the files of daemon/task/
- * (task.c: tasks, backlogs, dispatch, retention; task_worker.c: the worker
- * channel and the proc observer; task_cmd.c: the protocol commands). Other
- * modules use task.h.
+ * (task.c: tasks, backlogs, dispatch, retention; task_map.c: maps;
+ * task_worker.c: the worker channel and the proc observer; task_cmd.c: the
+ * protocol commands). Other modules use task.h.
  */
 #ifndef MPSUPD_TASK_INT_H
 #define MPSUPD_TASK_INT_H
@@ -165,13 +165,16 @@ static inline const char *map_item_text(const struct map *m, size_t i, size_t *r
 /* The daemon is shutting down: no task is dispatched or retried. */
 extern bool task_shutting;
 
+/* task.c: the next task id (submitted tasks and maps' tasks share them). */
+extern uint64_t task_next_id;
+
 /* task.c: submitted tasks and their retention. */
 struct task *subm_new(struct task_pool *tp, const char *pool, json_t *item, uid_t owner);
 struct task *subm_find(uint64_t id);
 void subm_free(struct task *t);
 void answer_task(struct request *r, const struct task *t);
 
-/* task.c: maps. */
+/* task_map.c: maps. */
 struct map *map_new(char *items_text, struct jspan *item_at, size_t n, double timeout,
 		    size_t chunksize, bool collect_errors);
 int map_items_read(const char *text, size_t len, char **ret_text, struct jspan **ret_at,
@@ -183,14 +186,17 @@ bool map_feed(struct map *m);
 void map_maybe_free(struct map *m);
 void map_drop_pending(struct map *m);
 void map_fail(struct map *m, size_t index, enum mpsup_err code, const char *msg);
-
-/* task.c: how tasks end. */
-void publish_task(const char *event, const struct task *t, const char *worker, const char *msg);
-void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg);
+bool tp_feed(struct task_pool *tp);
+void tp_fail_feeding(struct task_pool *tp, enum mpsup_err code, const char *why);
+void map_task_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg);
 void task_end_text(struct task *t, const char *text, size_t len);
 struct task_answer;
 void task_chunk_end(struct task *t, const struct task_answer *a, const struct jspan *spans,
 		    json_t *errors);
+
+/* task.c: how tasks end. */
+void publish_task(const char *event, const struct task *t, const char *worker, const char *msg);
+void task_end(struct task *t, json_t *result, enum mpsup_err code, const char *msg);
 void task_requeue(struct task_pool *tp, struct task *t);
 bool task_may_retry(const struct task_pool *tp, const struct task *t);
 void task_retry(struct task_pool *tp, struct task *t, const char *worker, const char *msg);

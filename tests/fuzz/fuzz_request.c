@@ -180,55 +180,37 @@ static void check_reader(const char *text, size_t len)
 	json_decref(b);
 }
 
-/* Both ways to read a request agree on the parts, or on the error. */
-/* What mpsup_request_members takes, mpsup_request_read reads the same:
- * cmd, id and the members as params. */
+/* What the members readers take, mpsup_request_read (r1, cmd, id,
+ * params) reads the same: cmd, id and the members as params. lazy: the
+ * in-place checker (every container member only checked and left as
+ * text), else mpsup_request_members. */
 static void check_request_members(const char *text, size_t len, int r1, const char *cmd, json_t *id,
-				  json_t *params)
+				  json_t *params, bool lazy)
 {
+	const char *reader = lazy ? "the lazy reader" : "members";
+	size_t depth = daemon_g.conf->max_json_depth;
 	struct mpsup_member m[8];
 	json_t *o, *id3 = NULL;
 	char cmd3[128];
 	size_t n;
+	int r = lazy ? mpsup_request_members_lazy(text, len, depth, 0, m, 8, &n, &id3, cmd3,
+						  sizeof(cmd3))
+		     : mpsup_request_members(text, len, depth, m, 8, &n, &id3, cmd3, sizeof(cmd3));
 
-	if (mpsup_request_members(text, len, daemon_g.conf->max_json_depth, m, 8, &n, &id3, cmd3,
-				  sizeof(cmd3)) < 0)
+	if (r < 0)
 		return;
-	FUZZ_CHECK(r1 == 0, "members took what request_read refuses: %.*s", (int)len, text);
-	FUZZ_CHECK(strcmp(cmd3, cmd) == 0, "cmd %s vs %s", cmd3, cmd);
-	FUZZ_CHECK((!id && !id3) || json_equal(id, id3), "ids differ: %.*s", (int)len, text);
+	FUZZ_CHECK(r1 == 0, "%s took what request_read refuses: %.*s", reader, (int)len, text);
+	FUZZ_CHECK(strcmp(cmd3, cmd) == 0, "%s: cmd %s vs %s", reader, cmd3, cmd);
+	FUZZ_CHECK((!id && !id3) || json_equal(id, id3), "%s: ids differ: %.*s", reader, (int)len,
+		   text);
 	o = json_object();
 	FUZZ_CHECK(o, "out of memory");
 	for (size_t i = 0; i < n; i++)
 		json_object_setn_new_nocheck(o, m[i].key, m[i].key_len, mpsup_member_json(&m[i]));
-	FUZZ_CHECK(json_object_size(o) == n && json_equal(o, params), "members differ: %.*s",
-		   (int)len, text);
+	FUZZ_CHECK(json_object_size(o) == n && json_equal(o, params), "%s: members differ: %.*s",
+		   reader, (int)len, text);
 	json_decref(o);
 	json_decref(id3);
-	mpsup_members_free(m, n);
-}
-
-/* The in-place checker (every container member only checked and left as
- * text) takes only what mpsup_request_read takes, with the same values. */
-static void check_request_lazy(const char *text, size_t len, int r1, json_t *params)
-{
-	struct mpsup_member m[8];
-	json_t *o, *id = NULL;
-	char cmd[128];
-	size_t n;
-
-	if (mpsup_request_members_lazy(text, len, daemon_g.conf->max_json_depth, 0, m, 8, &n, &id,
-				       cmd, sizeof(cmd)) < 0)
-		return;
-	FUZZ_CHECK(r1 == 0, "the lazy reader took what request_read refuses: %.*s", (int)len, text);
-	o = json_object();
-	FUZZ_CHECK(o, "out of memory");
-	for (size_t i = 0; i < n; i++)
-		json_object_setn_new_nocheck(o, m[i].key, m[i].key_len, mpsup_member_json(&m[i]));
-	FUZZ_CHECK(json_object_size(o) == n && json_equal(o, params), "lazy members differ: %.*s",
-		   (int)len, text);
-	json_decref(o);
-	json_decref(id);
 	mpsup_members_free(m, n);
 }
 
@@ -284,8 +266,8 @@ static void check_request_read(const char *text, size_t len)
 	int r2 = mpsup_request_parse(text, len, depth, &req, &name, &id2, &e2);
 
 	FUZZ_CHECK(r1 == r2, "request_read %d, request_parse %d: %.*s", r1, r2, (int)len, text);
-	check_request_members(text, len, r1, cmd, id, params);
-	check_request_lazy(text, len, r1, params);
+	check_request_members(text, len, r1, cmd, id, params, false);
+	check_request_members(text, len, r1, cmd, id, params, true);
 	if (r1 == 0) {
 		FUZZ_CHECK(strncmp(cmd, name, sizeof(cmd) - 1) == 0, "cmd %s vs %s", cmd, name);
 		id2 = json_incref(json_object_get(req, "id"));

@@ -115,7 +115,8 @@ static enum cmd_ret redis_op(struct request *r, const struct type_op *t)
 			request_error(r, MPSUP_E_INTERNAL, "out of memory");
 		goto done;
 	}
-	if (t->type == &lock_type || t->type == &rlock_type || t->type == &semaphore_type) {
+	if (t->type == &lock_type || t->type == &rlock_type || t->type == &semaphore_type ||
+	    t->type == &condition_type) {
 		if (!r->conn || rc_push_owner(rc, r->conn->id) < 0) {
 			rc_free(rc);
 			request_error(r, MPSUP_E_INTERNAL, "out of memory");
@@ -124,12 +125,23 @@ static enum cmd_ret redis_op(struct request *r, const struct type_op *t)
 		rc->owned = t->type;
 		rc->conn = r->conn;
 	}
-	if ((rc->owned && strstr(op->name, ".acquire")) || strcmp(op->name, "queue.put") == 0) {
+	/* a condition's waiter keeps its place in wait as it would in line */
+	if ((rc->owned && strstr(op->name, ".acquire")) || strcmp(op->name, "queue.put") == 0 ||
+	    strcmp(op->name, "condition.wait") == 0) {
 		if (rc_set_ticket(rc) < 0) {
 			rc_free(rc);
 			request_error(r, MPSUP_E_INTERNAL, "out of memory");
 			goto done;
 		}
+	}
+	/* refused before the script lets go of the lock: the caller keeps it
+	 * (as locally; its waiting again for the lock is not refused) */
+	if (strcmp(op->name, "condition.wait") == 0 &&
+	    block_count(name) >= daemon_g.conf->max_waiters) {
+		rc_free(rc);
+		request_error(r, MPSUP_E_LIMIT, "%s: too many waiters (max_waiters = %u)", name,
+			      daemon_g.conf->max_waiters);
+		goto done;
 	}
 	rc->tname = t->type->name;
 	rc->flags = op->flags;
@@ -153,9 +165,9 @@ static const char *obj_name(struct request *r)
 	return name;
 }
 
-static const char *const served_types[] = { "dict",      "list",    "value", "queue",
-					    "event",     "array",   "lock",  "rlock",
-					    "semaphore", "barrier", NULL };
+static const char *const served_types[] = { "dict",      "list",    "value",     "queue",
+					    "event",     "array",   "lock",      "rlock",
+					    "semaphore", "barrier", "condition", NULL };
 
 /* Check obj.create's options as the local type does (a throw-away object). */
 static bool options_valid(struct request *r, const struct obj_type *type)
@@ -398,7 +410,7 @@ static const char list_script[] =
 	"  elseif t == 'list' or t == 'queue' then n = redis.call('LLEN', KEYS[i + 1])\n"
 	"  elseif t == 'value' then n = 1\n"
 	"  elseif t == 'event' then n = redis.call('EXISTS', KEYS[i + 1])\n"
-	"  elseif t == 'rlock' then n = redis.call('HLEN', KEYS[i + 1])\n"
+	"  elseif t == 'rlock' or t == 'condition' then n = redis.call('HLEN', KEYS[i + 1])\n"
 	"  elseif t == 'array' then n = redis.call('LLEN', KEYS[i + 1])\n"
 	"  elseif t == 'barrier' then n = tonumber(redis.call('HGET', KEYS[i], 'c'))\n"
 	"  elseif t == 'lock' or t == 'semaphore' then\n"

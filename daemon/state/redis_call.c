@@ -213,7 +213,8 @@ void rc_ok(struct rcall *rc, json_t *result)
 	if (rc->scoped && json_is_true(json_object_get(result, "created")))
 		rc->scoped->live = true;
 	/* a put that went on, an acquire that got it: out of line already */
-	if (rc->ticketed && (!rc->owned || json_is_true(json_object_get(result, "acquired"))))
+	if (rc->ticketed && (!rc->owned || json_is_true(json_object_get(result, "acquired")) ||
+			     json_object_get(result, "notified")))
 		rc->ticketed = false;
 	if (strcmp(rc->op, "obj.delete") == 0)
 		scoped_forget(rc->argv[A_NAME]);

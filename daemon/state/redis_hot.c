@@ -112,6 +112,9 @@ static void call_reply(redisAsyncContext *ac, void *reply, void *priv)
 		const char *sp = strrchr(str, ' ');
 
 		rc->soonest = sp && sp > str + 4 ? strtoll(sp + 1, NULL, 10) : -1;
+		/* a condition's waiter gave up its lock and waits for a notify */
+		if ((rc->cwait = cond_waiting(rc, str, len)))
+			rc->soonest = -1;
 		rc->ticketed = rc->ticket[0] != '\0';
 		if (strcmp(rc->op, "barrier.wait") == 0 &&
 		    sscanf(str + 5 + strlen(rc->argv[A_NAME]), " %lld %lld", &rc->bgen,

@@ -53,6 +53,7 @@ struct rcall {
 	struct scoped *scoped; /* obj.create with scope "process" */
 	char ticket[64];       /* a put or acquire: its place in line (HOST:N) */
 	bool ticketed;         /* it waited in line and has not gone on yet */
+	bool cwait;            /* a condition.wait waiting for a notify (cond_resume) */
 	bool priv;             /* the object is private, owned by owner */
 	struct owner owner;
 };
@@ -152,6 +153,8 @@ void rearm_expire(void);
 redisAsyncContext *connect_new(void);
 unsigned block_count(const char *name);
 void block_start(struct rcall *rc);
+bool cond_waiting(const struct rcall *rc, const char *str, size_t len);
+bool cond_resume(struct rcall *rc, char news);
 
 /* redis_hot.c: sending on the main connection, the hot paths */
 bool rc_send(struct rcall *rc);

@@ -33,8 +33,12 @@ int rc_push_owner(struct rcall *rc, uint64_t conn_id)
 /* Give up what conn held of name at once (a client gone). */
 static void owned_drop(const struct obj_type *type, const char *name, uint64_t conn_id)
 {
-	static const char *const drops[] = { "lock.drop", "rlock.drop", "semaphore.drop" };
-	const char *op = drops[type == &lock_type ? 0 : type == &rlock_type ? 1 : 2];
+	static const char *const drops[] = { "lock.drop", "rlock.drop", "semaphore.drop",
+					     "condition.drop" };
+	const char *op = drops[type == &lock_type        ? 0
+			       : type == &rlock_type     ? 1
+			       : type == &semaphore_type ? 2
+							 : 3];
 	struct rcall *t = rc_new(op, name, true);
 
 	if (!t || rc_push_owner(t, conn_id) < 0) {
@@ -78,17 +82,25 @@ void hold_note(struct rcall *rc, json_t *result)
 {
 	const char *name = rc->argv[A_NAME];
 	bool acquire = strstr(rc->op, ".acquire") != NULL;
+	/* a condition's waiter has its lock back, at the depth it had: its
+	 * hold did not change */
+	bool rewait = json_object_get(result, "notified") != NULL;
 	struct hold *h;
 
 	if (acquire && !json_is_true(json_object_get(result, "acquired")))
 		return;
+	/* only acquire and release change what is held (not locked, notify...) */
+	if (!acquire && !rewait && !strstr(rc->op, ".release"))
+		return;
 	if (rc->gone) { /* granted to a client that left: give it back */
-		if (acquire)
+		if (acquire || rewait)
 			owned_drop(rc->owned, name,
 				   (uint64_t)strtoull(strchr(rc->argv[rc->argc - 3], ':') + 1, NULL,
 						      10));
 		return;
 	}
+	if (rewait)
+		return;
 	h = hold_find(rc->conn, name);
 	if (!acquire) {
 		/* released; an rlock counts its depth, the others their units */

@@ -64,6 +64,38 @@ void rc_untick(struct rcall *rc)
 	rc_notice("obj.untick", rc->argv[A_NAME], rc->ticket); /* else it ends with its lease */
 }
 
+/* The script's "wait" reply str (len) to rc says a condition's waiter gave
+ * up its lock and waits for a notify ("wait NAME notify"). */
+bool cond_waiting(const struct rcall *rc, const char *str, size_t len)
+{
+	return strcmp(rc->op, "condition.wait") == 0 && len > 7 &&
+	       memcmp(str + len - 7, " notify", 7) == 0;
+}
+
+/*
+ * A condition's waiter was notified (news 'w') or its timeout came ('t'):
+ * it goes on to take the lock back at its old depth, in the lock's line
+ * and with no timeout (the script decides whether a notify came first).
+ * Its timeout parameter carries the news; false after answering.
+ */
+bool cond_resume(struct rcall *rc, char news)
+{
+	char *a = strdup(news == 'w' ? "=w" : "=t");
+
+	if (!a) {
+		rc_error(rc, MPSUP_E_INTERNAL, "out of memory");
+		return false;
+	}
+	free(rc->argv[A_MODE + 1]);
+	rc->argv[A_MODE + 1] = a;
+	rc->argvlen[A_MODE + 1] = 2;
+	rc->cwait = false;
+	rc->timeout = -1;
+	rc->deadline = 0;
+	rc->soonest = -1;
+	return rc_send(rc);
+}
+
 /* What a woken rc does: answer, or (a put that found room) try again. */
 static bool block_woken(struct rcall *rc, redisReply *rp)
 {
@@ -89,6 +121,8 @@ static bool block_woken(struct rcall *rc, redisReply *rp)
 			rc_error(rc, MPSUP_E_BROKEN, "%s: barrier broken", rc->argv[A_NAME]);
 		return false;
 	}
+	if (rc->cwait) /* notified */
+		return !rc->gone && cond_resume(rc, 'w');
 	if (strcmp(rc->op, "queue.put") != 0 && !rc->owned) {
 		rc_ok(rc, strcmp(rc->op, "event.wait") == 0 ? json_pack("{s:b}", "set", 1) : NULL);
 		return false;
@@ -131,7 +165,8 @@ void rearm_expire(void)
 
 	for (rc = LIST_FIRST(&rs.rearm); rc; rc = next) {
 		next = LIST_NEXT(rc, blocked);
-		if (rc->deadline && now_mono() >= rc->deadline) {
+		/* (a condition's waiter needs Redis to take its lock back) */
+		if (rc->deadline && now_mono() >= rc->deadline && !rc->cwait) {
 			LIST_REMOVE(rc, blocked);
 			rc->park.on_cancel = call_cancel;
 			block_timeout_answer(rc);
@@ -159,8 +194,15 @@ static void block_reply(redisAsyncContext *ac, void *reply, void *priv)
 	}
 	if (!rp)
 		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: lost the connection to redis", rc->op);
-	else if (rp->type == REDIS_REPLY_NIL && rc->owned && !rc->gone &&
-		 (!rc->deadline || now_mono() < rc->deadline - 0.002)) {
+	else if (rp->type == REDIS_REPLY_NIL && rc->cwait && !rc->gone) {
+		/* a condition's waiter timed out: it takes the lock back */
+		block_end(rc);
+		if (cond_resume(rc, 't'))
+			return;
+		rc_free(rc);
+		return;
+	} else if (rp->type == REDIS_REPLY_NIL && rc->owned && !rc->gone &&
+		   (!rc->deadline || now_mono() < rc->deadline - 0.002)) {
 		/* a lease of another host may have ended: try again */
 		block_end(rc);
 		if (rc_send(rc))
@@ -285,13 +327,18 @@ void block_start(struct rcall *rc)
 	const char *src = rc->argv[A_DATA], *dst = src, *to = "RIGHT";
 
 	if (!block_timeout(rc, tmo, sizeof(tmo))) {
-		block_timeout_answer(rc);
+		if (rc->cwait && cond_resume(rc, 't'))
+			return;
+		if (!rc->cwait)
+			block_timeout_answer(rc);
 		rc_free(rc);
 		return;
 	}
 	/* as locally: max_waiters per object (each blocked wait is also a
-	 * kept request of its own client, so max_clients bounds them all) */
-	if (block_count(name) >= daemon_g.conf->max_waiters) {
+	 * kept request of its own client, so max_clients bounds them all); a
+	 * condition's waiter was counted before it let go of its lock */
+	if (block_count(name) >= daemon_g.conf->max_waiters &&
+	    strcmp(rc->op, "condition.wait") != 0) {
 		rc_error(rc, MPSUP_E_LIMIT, "%s: too many waiters (max_waiters = %u)", name,
 			 daemon_g.conf->max_waiters);
 		rc_free(rc);
@@ -308,7 +355,11 @@ void block_start(struct rcall *rc)
 		rc->wait = WAIT_ROTATE;
 		if (strcmp(rc->op, "queue.join") == 0)
 			src = dst = rc->argv[A_JOIN];
-		else if (rc->ticket[0]) { /* in line: woken when its turn comes */
+		else if (rc->cwait) { /* in a condition's wait: woken by a notify */
+			if (asprintf(&inflight, "%s:n:%s", rc->argv[A_META], rc->ticket) < 0)
+				inflight = NULL;
+			src = dst = inflight;
+		} else if (rc->ticket[0]) { /* in line: woken when its turn comes */
 			if (asprintf(&inflight, "%s:k:%s", rc->argv[A_META], rc->ticket) < 0)
 				inflight = NULL;
 			src = dst = inflight;

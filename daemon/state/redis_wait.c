@@ -327,10 +327,11 @@ void block_start(struct rcall *rc)
 	const char *src = rc->argv[A_DATA], *dst = src, *to = "RIGHT";
 
 	if (!block_timeout(rc, tmo, sizeof(tmo))) {
-		if (rc->cwait && cond_resume(rc, 't'))
-			return;
+		/* a condition's waiter takes its lock back (answered if it cannot) */
 		if (!rc->cwait)
 			block_timeout_answer(rc);
+		else if (cond_resume(rc, 't'))
+			return;
 		rc_free(rc);
 		return;
 	}

@@ -353,6 +353,68 @@ class Conditions(RedisHosts):
         ca.close()
         cw.close()
 
+    def test_producers_consumers_two_hosts(self):
+        """Consumers on both hosts wait on one condition for items that
+        producers on both hosts append and notify: every item is taken once,
+        and every waiter returns holding the lock (no one else is in)."""
+        hosts = [self.host(), self.host()]
+        n_items, errors, got = 200, [], []
+        lock = threading.Lock()
+
+        def enter(c):  # holding the lock: nobody else is inside
+            self.assertEqual(c.ok("value.add", name="inside"), 1)
+
+        def leave(c):
+            self.assertEqual(c.ok("value.add", name="inside", by=-1), 0)
+
+        def consumer(d, k, timeout):
+            try:
+                with d.client() as c:
+                    for _ in range(k):
+                        c.ok("condition.acquire", name="C")
+                        enter(c)
+                        while c.ok("list.len", name="items") == 0:
+                            leave(c)
+                            c.ok("condition.wait", name="C", timeout=timeout)
+                            enter(c)
+                        item = c.ok("list.pop", name="items", index=0)
+                        leave(c)
+                        c.ok("condition.release", name="C")
+                        with lock:
+                            got.append(item)
+            except Exception as e:  # reported by the main thread
+                errors.append(e)
+
+        def producer(d, base, k):
+            try:
+                with d.client() as c:
+                    for i in range(k):
+                        c.ok("condition.acquire", name="C")
+                        enter(c)
+                        c.ok("list.append", name="items", value=base + i)
+                        c.ok("condition.notify", name="C")
+                        leave(c)
+                        c.ok("condition.release", name="C")
+            except Exception as e:
+                errors.append(e)
+
+        hosts[0].ok("obj.create", name="items", type="list")
+        # two wait long, two time out often (a timeout meets notifies)
+        ts = [threading.Thread(target=consumer, args=(hosts[i % 2], n_items // 4,
+                                                      5 if i < 2 else 0.01))
+              for i in range(4)]
+        ts += [threading.Thread(target=producer, args=(hosts[i], i * n_items // 2,
+                                                        n_items // 2)) for i in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60 * mpsuptest.SCALE)
+        self.assertEqual(errors, [])
+        self.assertFalse(any(t.is_alive() for t in ts))
+        self.assertEqual(sorted(got), list(range(n_items)))
+        st = self.state(hosts[1])
+        self.assertEqual((st["locked"], st["waiting"], st["waiters"]), (False, 0, 0))
+
     def test_locked_keeps_the_hold(self):
         """Asking whether it is locked changes nothing the holder holds: its
         lease is still renewed and its disconnect still releases at once."""

@@ -1,6 +1,6 @@
 /*
  * Connections to Redis on the daemon's loop (hiredis async, libevent
- * adapter), shared by the redis state backend (daemon/state/redis_backend.c)
+ * adapter), shared by the redis state backend (daemon/state/redis_*.c)
  * and the redis task queue (daemon/task/task_redis.c): how an address is
  * reached, the blocking check at start, and the reconnect backoff.
  */

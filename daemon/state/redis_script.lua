@@ -105,7 +105,7 @@ local function whole(t)
 	elseif t == 'barrier' then
 		return '{"parties":' .. redis.call('HGET', m, 'val') .. ',"n_waiting":' ..
 			redis.call('HGET', m, 'c') .. ',"broken":' .. bool(redis.call('HGET', m, 'b') == '1') .. '}'
-	elseif t == 'lock' or t == 'rlock' or t == 'semaphore' then
+	elseif t == 'lock' or t == 'rlock' or t == 'semaphore' or t == 'condition' then
 		-- the owned section answers TYPE.state (below)
 		return nil
 	end
@@ -168,13 +168,18 @@ local function remove(ty)
 	end
 	if ty == 'queue' then tomb(d); tomb(j); tomb(sp)
 	elseif ty == 'event' then tomb(d)
-	elseif ty == 'lock' or ty == 'rlock' or ty == 'semaphore' then tomb(sp)
+	elseif ty == 'lock' or ty == 'rlock' or ty == 'semaphore' or ty == 'condition' then tomb(sp)
 	elseif ty == 'barrier' and g then tomb(m .. ':g:' .. g) end
 	for _, h in ipairs(redis.call('LRANGE', w, 0, -1)) do
 		redis.call('DEL', tk('k', h), tk('t', h))
 		tomb(tk('k', h))
 	end
-	redis.call('DEL', w)
+	-- a condition's waiters in wait block on their n list
+	for _, h in ipairs(redis.call('HKEYS', m .. ':cd')) do
+		redis.call('DEL', tk('n', h), tk('t', h))
+		tomb(tk('n', h))
+	end
+	redis.call('DEL', w, m .. ':cw', m .. ':cd')
 end
 
 local meta = redis.call('HMGET', m, 't', 'o', 'sh')
@@ -192,6 +197,10 @@ elseif op == 'obj.untick' then
 	-- a waiter with a ticket gave up (timeout, client gone): out of line
 	redis.call('LREM', w, 0, arg(1))
 	redis.call('DEL', tk('t', arg(1)), tk('k', arg(1)))
+	-- or out of a condition's wait
+	redis.call('LREM', m .. ':cw', 0, arg(1))
+	redis.call('HDEL', m .. ':cd', arg(1))
+	redis.call('DEL', tk('n', arg(1)))
 	if t then serve() end
 	return 'null'
 elseif op == 'queue.gone' then
@@ -226,7 +235,7 @@ if op == 'obj.create' then
 		return '{"created":false}'
 	end
 	-- what a deleted object of this name left for its waiters goes
-	redis.call('DEL', d, j, sp, w)
+	redis.call('DEL', d, j, sp, w, m .. ':cw', m .. ':cd')
 	redis.call('HSET', m, 't', ctype)
 	if cown ~= '' then
 		owner = string.sub(cown, 2) -- its create event too is its owner's
@@ -283,7 +292,7 @@ if not t then
 	end
 	t = ty
 	created = true
-	redis.call('DEL', d, j, sp, w)
+	redis.call('DEL', d, j, sp, w, m .. ':cw', m .. ':cd')
 	redis.call('HSET', m, 't', ty)
 	if ty == 'value' then redis.call('HSET', m, 'tc', 'any', 'v', '0')
 	elseif ty == 'queue' then redis.call('HSET', m, 'max', '0', 'u', '0') end
@@ -564,10 +573,12 @@ if ty == 'barrier' then
 		return 'null'
 	end
 end
-if ty == 'lock' or ty == 'rlock' or ty == 'semaphore' then
+if ty == 'lock' or ty == 'rlock' or ty == 'semaphore' or ty == 'condition' then
 	-- owned units: d maps owner tokens (HOST:CONNECTION) to counts; a host
 	-- keeps PREFIX{name}:l:HOST alive (PX lease) while it holds any, and the
-	-- holds of a host whose key expired are dropped (abandoned)
+	-- holds of a host whose key expired are dropped (abandoned). A
+	-- condition is a re-entrant lock like an rlock.
+	local re = ty == 'rlock' or ty == 'condition'
 	local na = #ARGV
 	local token, host, lease = string.sub(ARGV[na - 2], 2), string.sub(ARGV[na - 1], 2), string.sub(ARGV[na], 2)
 	local val = tonumber(redis.call('HGET', m, 'val') or '1')
@@ -579,7 +590,7 @@ if ty == 'lock' or ty == 'rlock' or ty == 'semaphore' then
 			redis.call('HDEL', d, all[i])
 			redis.call('HSET', m, 'ab', '1')
 		else
-			if ty == 'rlock' then held = held + 1 else held = held + tonumber(all[i + 1]) end
+			if re then held = held + 1 else held = held + tonumber(all[i + 1]) end
 			owners[#owners + 1] = '{"owner":' .. cjson.encode(all[i]) .. ',"count":' .. all[i + 1] .. '}'
 		end
 	end
@@ -589,26 +600,16 @@ if ty == 'lock' or ty == 'rlock' or ty == 'semaphore' then
 		serve()
 	end
 	if held < val then wake() end
-	local what = string.match(op, '%.(.*)$')
-	if what == 'acquire' then
-		local ok
-		if ty == 'rlock' then ok = held == 0 or mine > 0 else ok = held < val end
-		-- in arrival order (an rlock's owner re-enters at once)
-		if ok and not (ty == 'rlock' and mine > 0) then ok = turn() end
-		if ok then
-			turn_done()
-			redis.call('HINCRBY', d, token, 1)
-			redis.call('SET', lk(host), '1', 'PX', lease)
-			if ty == 'rlock' or held + 1 >= val then redis.call('DEL', sp) else serve() end
-			if redis.call('HGET', m, 'ab') then
-				redis.call('HDEL', m, 'ab')
-				return '{"acquired":true,"abandoned":true}'
-			end
-			return '{"acquired":true}'
+	local function abandoned()
+		if redis.call('HGET', m, 'ab') then
+			redis.call('HDEL', m, 'ab')
+			return ',"abandoned":true'
 		end
-		if arg(1) and tonumber(arg(1)) == 0 then return '{"acquired":false}' end
+		return ''
+	end
+	-- wait for a release, or until the first lease of another host may end
+	local function wait_release()
 		turn_wait()
-		-- wait for a release, or until the first lease of another host may end
 		local soonest = -1
 		for i = 1, #all, 2 do
 			local h = string.match(all[i], '^([^:]+):')
@@ -616,23 +617,133 @@ if ty == 'lock' or ty == 'rlock' or ty == 'semaphore' then
 			if h ~= host and ttl > 0 and (soonest < 0 or ttl < soonest) then soonest = ttl end
 		end
 		return redis.error_reply('wait ' .. name .. ' ' .. soonest)
+	end
+	local not_held = 'conflict ' .. name .. ' is not held by this connection'
+	local what = string.match(op, '%.(.*)$')
+	if what == 'acquire' then
+		local ok
+		if re then ok = held == 0 or mine > 0 else ok = held < val end
+		-- in arrival order (an rlock's owner re-enters at once)
+		if ok and not (re and mine > 0) then ok = turn() end
+		if ok then
+			turn_done()
+			redis.call('HINCRBY', d, token, 1)
+			redis.call('SET', lk(host), '1', 'PX', lease)
+			if re or held + 1 >= val then redis.call('DEL', sp) else serve() end
+			return '{"acquired":true' .. abandoned() .. '}'
+		end
+		if arg(1) and tonumber(arg(1)) == 0 then return '{"acquired":false}' end
+		return wait_release()
 	elseif what == 'release' or what == 'drop' then
 		if mine == 0 then
 			if what == 'drop' then return 'null' end
-			return redis.error_reply('conflict ' .. name .. ' is not held by this connection')
+			return redis.error_reply(not_held)
 		end
 		if mine == 1 or what == 'drop' then redis.call('HDEL', d, token) else redis.call('HINCRBY', d, token, -1) end
 		if what == 'drop' then redis.call('HSET', m, 'ab', '1') end
-		-- an rlock still held by its owner frees nothing
-		if ty ~= 'rlock' or mine == 1 or what == 'drop' then wake() end
+		-- a re-entrant lock still held by its owner frees nothing
+		if not re or mine == 1 or what == 'drop' then wake() end
 		return 'null'
 	elseif what == 'locked' then return bool(held > 0)
 	elseif what == 'get_value' then return tostring(val - held)
+	end
+	-- a condition's waiters in wait: cw lists their tickets in order, cd
+	-- maps each to the depth it held ('DEPTH' while in wait, 'DEPTH N' once
+	-- notified (N 1) or timed out (N 0)); each blocks on m:n:TICKET and
+	-- lives while m:t:TICKET does (renewed by its host). A notify moves
+	-- the ticket to the lock's line w (as locally to the lock's queue) and
+	-- pushes its n list; a timeout puts it at the end of w.
+	local cw, cd = m .. ':cw', m .. ':cd'
+	if what == 'wait' then
+		local st = ticket and redis.call('HGET', cd, ticket)
+		local news = arg(1) -- 'w' woken, 't' timed out, else its timeout
+		if not st then
+			if mine == 0 then return redis.error_reply(not_held) end
+			if not ticket then return fail('internal', 'a wait without a ticket') end
+			-- give up every level and wait for a notify
+			redis.call('HSET', cd, ticket, tostring(mine))
+			redis.call('HDEL', d, token)
+			wake()
+			redis.call('RPUSH', cw, ticket)
+			redis.call('SET', tk('t', ticket), '1', 'PX', tlease)
+			redis.call('DEL', tk('n', ticket))
+			return redis.error_reply('wait ' .. name .. ' notify')
+		end
+		local depth, notified = string.match(st, '^(%d+) ?(%d?)$')
+		if notified == '' then
+			local inq = redis.call('LPOS', cw, ticket)
+			if inq and news ~= 'w' and news ~= 't' then
+				-- armed again after Redis was lost: wait on
+				redis.call('SET', tk('t', ticket), '1', 'PX', tlease)
+				return redis.error_reply('wait ' .. name .. ' notify')
+			end
+			-- out of cw with its n list pushed: a notify took it (also
+			-- when its timeout came at the same time) and put it in line
+			if news == 'w' or (not inq and redis.call('EXISTS', tk('n', ticket)) == 1) then
+				notified = '1'
+			else
+				notified = '0'
+			end
+			if inq then
+				redis.call('LREM', cw, 0, ticket)
+				redis.call('RPUSH', w, ticket)
+			end
+			redis.call('HSET', cd, ticket, depth .. ' ' .. notified)
+			redis.call('DEL', tk('n', ticket))
+		end
+		-- take the lock back at its old depth, in line with the acquirers
+		if held == 0 and turn() then
+			turn_done()
+			redis.call('HDEL', cd, ticket)
+			redis.call('DEL', tk('t', ticket), tk('k', ticket))
+			redis.call('HSET', d, token, depth)
+			redis.call('SET', lk(host), '1', 'PX', lease)
+			redis.call('DEL', sp)
+			return '{"notified":' .. bool(notified == '1') .. abandoned() .. '}'
+		end
+		return wait_release()
+	elseif what == 'notify' or what == 'notify_all' then
+		if mine == 0 then return redis.error_reply(not_held) end
+		local n = -1
+		if what == 'notify' then
+			n = tonumber(arg(1) or '1')
+			if not isint(arg(1) or '1') or n < 0 then
+				return redis.error_reply('bad_request ' .. name .. ': n must be an integer >= 0')
+			end
+		end
+		-- the first n live waiters in order (those of a dead host go)
+		local woken = 0
+		while n < 0 or woken < n do
+			local h = redis.call('LPOP', cw)
+			if not h then break end
+			if redis.call('EXISTS', tk('t', h)) == 1 then
+				redis.call('RPUSH', w, h)
+				redis.call('RPUSH', tk('n', h), '1')
+				redis.call('PEXPIRE', tk('n', h), 600000)
+				woken = woken + 1
+			else
+				redis.call('HDEL', cd, h)
+			end
+		end
+		return '{"woken":' .. woken .. '}'
 	elseif what == 'state' then
 		if ty == 'semaphore' then
 			return '{"value":' .. val .. ',"available":' .. (val - held) .. ',"owners":' .. arr(owners) .. '}'
 		end
-		return '{"locked":' .. bool(held > 0) .. ',"owners":' .. arr(owners) .. '}'
+		if ty ~= 'condition' then
+			return '{"locked":' .. bool(held > 0) .. ',"owners":' .. arr(owners) .. '}'
+		end
+		-- waiting: live tickets in wait; waiters: live tickets in the
+		-- lock's line (acquirers, waiters notified or timed out)
+		local waiting, waiters = 0, 0
+		for _, h in ipairs(redis.call('LRANGE', cw, 0, -1)) do
+			if redis.call('EXISTS', tk('t', h)) == 1 then waiting = waiting + 1 end
+		end
+		for _, h in ipairs(redis.call('LRANGE', w, 0, -1)) do
+			if redis.call('EXISTS', tk('t', h)) == 1 then waiters = waiters + 1 end
+		end
+		return '{"locked":' .. bool(held > 0) .. ',"owners":' .. arr(owners) ..
+			',"waiters":' .. waiters .. ',"waiting":' .. waiting .. '}'
 	end
 end
 return redis.error_reply('bad_request ' .. op .. ': not served by the redis state backend')

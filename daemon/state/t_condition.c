@@ -104,10 +104,18 @@ static enum cmd_ret condition_notify_all(struct obj_call *c)
 	return condition_notify_n(c, INT64_MAX);
 }
 
+/* locked -> whether anyone holds it (its held count: owned_size) */
+static enum cmd_ret condition_locked(struct obj_call *c)
+{
+	obj_ok(c, json_boolean(owned_size(c->o) > 0));
+	return CMD_DONE;
+}
+
 static const struct obj_op condition_ops[] = {
 	{ "condition.acquire", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK, owned_acquire,
 	  "t:timeout?" },
 	{ "condition.release", ROLE_STATE, CMD_MUTATES, owned_release, "" },
+	{ "condition.locked", ROLE_READ, OBJ_OP_EXISTING, condition_locked, "" },
 	{ "condition.wait", ROLE_STATE, CMD_MUTATES | CMD_MAY_BLOCK | OBJ_OP_EXISTING,
 	  condition_wait, "t:timeout?" },
 	{ "condition.notify", ROLE_STATE, CMD_MUTATES | OBJ_OP_EXISTING, condition_notify, "i:n?" },

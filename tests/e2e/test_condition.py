@@ -143,6 +143,10 @@ class Condition(DaemonTestCase):
                 a.ok("condition.release", name="C")
             self.assertEqual(a.err("condition.release", name="C"), "conflict")
             self.assertFalse(state(a)["locked"])
+            self.assertFalse(a.ok("condition.locked", name="C"))
+            a.ok("condition.acquire", name="C")
+            self.assertTrue(b.ok("condition.locked", name="C"))
+            self.assertEqual(b.err("condition.locked", name="nosuch"), "not_found")
 
     def test_holder_death(self):
         """The holder's death releases the lock to a lock waiter (abandoned)

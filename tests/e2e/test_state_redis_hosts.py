@@ -292,6 +292,148 @@ class Leases(RedisHosts):
         ca.close()
 
 
+
+class Conditions(RedisHosts):
+    """A condition shared by two hosts: notify and the lock's lease."""
+    lease = 2
+
+    def state(self, d):
+        return d.ok("obj.get", name="C")
+
+    def test_waiter_notified_by_other_host(self):
+        a, b = self.host(), self.host()
+        with a.client() as ca, b.client() as cb:
+            self.assertEqual(cb.ok("condition.acquire", name="C"), {"acquired": True})
+            cb.ok("condition.acquire", name="C")  # depth 2
+            rid = cb.send("condition.wait", name="C", timeout=60)
+            self.blocked(b, 1)
+            self.assertEqual(self.state(a)["waiting"], 1)
+            # the wait let go of both levels
+            self.assertEqual(ca.ok("condition.acquire", name="C", timeout=5),
+                             {"acquired": True})
+            self.assertEqual(ca.ok("condition.notify", name="C"), {"woken": 1})
+            st = self.state(a)
+            self.assertEqual((st["waiting"], st["waiters"]), (0, 1))
+            ca.ok("condition.release", name="C")
+            self.assertEqual(cb.recv(), {"id": rid, "ok": True, "result": {"notified": True}})
+            # b holds it again, at depth 2
+            self.assertEqual(ca.ok("condition.acquire", name="C", timeout=0),
+                             {"acquired": False})
+            cb.ok("condition.release", name="C")
+            self.assertTrue(self.state(a)["locked"])
+            cb.ok("condition.release", name="C")
+            self.assertEqual(cb.err("condition.release", name="C"), "conflict")
+            self.assertFalse(self.state(a)["locked"])
+
+    def test_abandoned_after_holder_host_dies(self):
+        """A condition held on host A is abandoned for host B's acquirer once
+        A's mpsupd is SIGKILLed (within lease + 1 s); A's waiter in wait is
+        dropped with its host: a notify wakes nobody."""
+        a = self.host("redis_lease = %d\n" % self.lease)
+        b = self.host("redis_lease = %d\n" % self.lease)
+        ca, cw = a.client(), a.client()
+        cw.ok("condition.acquire", name="C")
+        cw.send("condition.wait", name="C")
+        self.blocked(a, 1)
+        self.assertEqual(ca.ok("condition.acquire", name="C"), {"acquired": True})
+        with b.client() as cb:
+            rid = cb.send("condition.acquire", name="C")
+            self.blocked(b, 1)
+            t0 = time.monotonic()
+            a.proc.kill()
+            a.proc.wait()
+            r = cb.recv()
+            elapsed = time.monotonic() - t0
+            self.assertEqual(r, {"id": rid, "ok": True,
+                                 "result": {"acquired": True, "abandoned": True}})
+            self.assertLess(elapsed, (self.lease + 1) * mpsuptest.SCALE)
+            wait_for(lambda: self.state(b)["waiting"] == 0, what="A's waiter dropped")
+            self.assertEqual(cb.ok("condition.notify", name="C"), {"woken": 0})
+            cb.ok("condition.release", name="C")
+        ca.close()
+        cw.close()
+
+    def test_producers_consumers_two_hosts(self):
+        """Consumers on both hosts wait on one condition for items that
+        producers on both hosts append and notify: every item is taken once,
+        and every waiter returns holding the lock (no one else is in)."""
+        hosts = [self.host(), self.host()]
+        n_items, errors, got = 200, [], []
+        lock = threading.Lock()
+
+        def enter(c):  # holding the lock: nobody else is inside
+            self.assertEqual(c.ok("value.add", name="inside"), 1)
+
+        def leave(c):
+            self.assertEqual(c.ok("value.add", name="inside", by=-1), 0)
+
+        def consumer(d, k, timeout):
+            try:
+                with d.client() as c:
+                    for _ in range(k):
+                        c.ok("condition.acquire", name="C")
+                        enter(c)
+                        while c.ok("list.len", name="items") == 0:
+                            leave(c)
+                            c.ok("condition.wait", name="C", timeout=timeout)
+                            enter(c)
+                        item = c.ok("list.pop", name="items", index=0)
+                        leave(c)
+                        c.ok("condition.release", name="C")
+                        with lock:
+                            got.append(item)
+            except Exception as e:  # reported by the main thread
+                errors.append(e)
+
+        def producer(d, base, k):
+            try:
+                with d.client() as c:
+                    for i in range(k):
+                        c.ok("condition.acquire", name="C")
+                        enter(c)
+                        c.ok("list.append", name="items", value=base + i)
+                        c.ok("condition.notify", name="C")
+                        leave(c)
+                        c.ok("condition.release", name="C")
+            except Exception as e:
+                errors.append(e)
+
+        hosts[0].ok("obj.create", name="items", type="list")
+        # two wait long, two time out often (a timeout meets notifies)
+        ts = [threading.Thread(target=consumer, args=(hosts[i % 2], n_items // 4,
+                                                      5 if i < 2 else 0.01))
+              for i in range(4)]
+        ts += [threading.Thread(target=producer, args=(hosts[i], i * n_items // 2,
+                                                        n_items // 2)) for i in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60 * mpsuptest.SCALE)
+        self.assertEqual(errors, [])
+        self.assertFalse(any(t.is_alive() for t in ts))
+        self.assertEqual(sorted(got), list(range(n_items)))
+        st = self.state(hosts[1])
+        self.assertEqual((st["locked"], st["waiting"], st["waiters"]), (False, 0, 0))
+
+    def test_locked_keeps_the_hold(self):
+        """Asking whether it is locked changes nothing the holder holds: its
+        lease is still renewed and its disconnect still releases at once."""
+        a, b = self.host(), self.host()
+        ca = a.client()
+        ca.ok("lock.acquire", name="L")
+        self.assertTrue(ca.ok("lock.locked", name="L"))
+        self.assertEqual(a.ok("daemon.info")["state"]["holds"], 1)
+        ca.ok("condition.acquire", name="C")
+        self.assertTrue(ca.ok("condition.locked", name="C"))
+        self.assertEqual(ca.ok("condition.notify", name="C"), {"woken": 0})
+        self.assertEqual(a.ok("daemon.info")["state"]["holds"], 2)
+        ca.close()
+        with b.client() as cb:
+            self.assertEqual(cb.ok("lock.acquire", name="L", timeout=5),
+                             {"acquired": True, "abandoned": True})
+            self.assertEqual(cb.ok("condition.acquire", name="C", timeout=5),
+                             {"acquired": True, "abandoned": True})
+
 class Outage(RedisHosts):
     appendonly = True  # appendfsync always: what was answered survives a restart
 
@@ -340,6 +482,32 @@ class Outage(RedisHosts):
         self.blocked(a, 1)
         a.ok("queue.put", name="w", item="after")
         self.assertEqual(cg.recv(), {"id": rid, "ok": True, "result": "after"})
+
+    def test_condition_waiter_rearmed(self):
+        """A waiter in condition.wait when Redis restarts waits on once it is
+        back, and is woken by a notify then."""
+        a = self.host()
+        cw, cn = a.client(), a.client()
+        self.addCleanup(cw.close)
+        self.addCleanup(cn.close)
+        cw.ok("condition.acquire", name="C")
+        rid = cw.send("condition.wait", name="C")
+        self.blocked(a, 1)
+        self.redis.stop(signal.SIGKILL)
+        self.assertEqual(cn.err("condition.acquire", name="C"), "unavailable")
+        self.redis.start()
+
+        def back():
+            with a.client() as c:
+                return c.call("condition.locked", name="C").get("ok")
+        wait_for(back, what="redis to be back")
+        self.blocked(a, 1)
+        self.assertFalse(a.ok("condition.locked", name="C"))
+        cn.ok("condition.acquire", name="C")
+        self.assertEqual(cn.ok("condition.notify", name="C"), {"woken": 1})
+        cn.ok("condition.release", name="C")
+        self.assertEqual(cw.recv(), {"id": rid, "ok": True, "result": {"notified": True}})
+        cw.ok("condition.release", name="C")
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,224 @@
+/*
+ * The redis state backend: what this host holds (owner tokens, holds
+ * renewed under the host's lease, dropped when their client goes) and
+ * objects of scope "process".
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "container.h"
+#include "scope.h"
+#include "redis_int.h"
+#include "conn.h" /* after obj.h: conn.h needs struct conn declared */
+
+/* The owner token, host id and lease of conn for an owned op's script call. */
+int rc_push_owner(struct rcall *rc, uint64_t conn_id)
+{
+	char buf[96];
+
+	snprintf(buf, sizeof(buf), "=%s:%llu", rs.host_id, (unsigned long long)conn_id);
+	if (rc_pushs(rc, buf) < 0)
+		return -ENOMEM;
+	snprintf(buf, sizeof(buf), "=%s", rs.host_id);
+	if (rc_pushs(rc, buf) < 0)
+		return -ENOMEM;
+	snprintf(buf, sizeof(buf), "=%lld", (long long)(rs.lease * 1000));
+	return rc_pushs(rc, buf);
+}
+
+/* Give up what conn held of name at once (a client gone). */
+static void owned_drop(const struct obj_type *type, const char *name, uint64_t conn_id)
+{
+	static const char *const drops[] = { "lock.drop", "rlock.drop", "semaphore.drop",
+					     "condition.drop" };
+	const char *op = drops[type == &lock_type        ? 0
+			       : type == &rlock_type     ? 1
+			       : type == &semaphore_type ? 2
+							 : 3];
+	struct rcall *t = rc_new(op, name, true);
+
+	if (!t || rc_push_owner(t, conn_id) < 0) {
+		if (t)
+			rc_free(t);
+		return;
+	}
+	t->gone = true; /* nobody to answer */
+	if (!rc_send(t))
+		rc_free(t);
+}
+
+static void hold_conn_closed(struct conn *c, void *arg)
+{
+	struct hold *h = arg;
+
+	owned_drop(h->type, h->name, c->id);
+	LIST_REMOVE(h, entry);
+	free(h);
+}
+
+static struct hold *hold_find(struct conn *c, const char *name)
+{
+	struct hold *h;
+
+	LIST_FOREACH(h, &rs.holds, entry)
+		if (h->conn == c && strcmp(h->name, name) == 0)
+			return h;
+	return NULL;
+}
+
+void hold_free(struct hold *h)
+{
+	conn_remove_close_hook(h->conn, hold_conn_closed, h);
+	LIST_REMOVE(h, entry);
+	free(h);
+}
+
+/* An owned op of rc's client succeeded with result: count what it holds. */
+void hold_note(struct rcall *rc, json_t *result)
+{
+	const char *name = rc->argv[A_NAME];
+	bool acquire = strstr(rc->op, ".acquire") != NULL;
+	/* a condition's waiter has its lock back, at the depth it had: its
+	 * hold did not change */
+	bool rewait = json_object_get(result, "notified") != NULL;
+	struct hold *h;
+
+	if (acquire && !json_is_true(json_object_get(result, "acquired")))
+		return;
+	/* only acquire and release change what is held (not locked, notify...) */
+	if (!acquire && !rewait && !strstr(rc->op, ".release"))
+		return;
+	if (rc->gone) { /* granted to a client that left: give it back */
+		if (acquire || rewait)
+			owned_drop(rc->owned, name,
+				   (uint64_t)strtoull(strchr(rc->argv[rc->argc - 3], ':') + 1, NULL,
+						      10));
+		return;
+	}
+	if (rewait)
+		return;
+	h = hold_find(rc->conn, name);
+	if (!acquire) {
+		/* released; an rlock counts its depth, the others their units */
+		if (h && --h->count == 0)
+			hold_free(h);
+		return;
+	}
+	if (!h) {
+		if (!(h = calloc(1, sizeof(*h))))
+			return; /* the lease is not renewed: the hold ends after it */
+		h->conn = rc->conn;
+		h->type = rc->owned;
+		snprintf(h->name, sizeof(h->name), "%s", name);
+		LIST_INSERT_HEAD(&rs.holds, h, entry);
+		conn_add_close_hook(rc->conn, hold_conn_closed, h);
+	}
+	h->count++;
+}
+
+/* Renew the lease of every object this host holds. */
+void renew_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct timeval tv;
+	double every = rs.lease / 3;
+	struct hold *h;
+	struct scoped *sc;
+	struct rcall *rc;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	LIST_FOREACH(h, &rs.holds, entry)
+		if (rs.ac) {
+			redisAsyncCommand(rs.ac, NULL, NULL, "SET %s{%s}:l:%s 1 PX %lld", rs.prefix,
+					  h->name, rs.host_id, (long long)(rs.lease * 1000));
+			rs.renewals++;
+		}
+	LIST_FOREACH(rc, &rs.blocked, blocked)
+		if (rs.ac && rc->ticketed) {
+			redisAsyncCommand(rs.ac, NULL, NULL, "SET %s:t:%s 1 PX %lld",
+					  rc->argv[A_META], rc->ticket,
+					  (long long)(rs.lease * 1000));
+			rs.renewals++;
+		}
+	LIST_FOREACH(sc, &rs.scoped, entry)
+		if (rs.ac && sc->live) {
+			redisAsyncCommand(rs.ac, NULL, NULL, "SET %s{%s}:l:%s 1 PX %lld", rs.prefix,
+					  sc->name, rs.host_id, (long long)(rs.lease * 1000));
+			rs.renewals++;
+		}
+	tv.tv_sec = (time_t)every;
+	tv.tv_usec = (suseconds_t)((every - (double)tv.tv_sec) * 1e6);
+	evtimer_add(rs.renew, &tv);
+}
+
+/* --- objects of scope "process" ----------------------------------------------------- */
+
+void scoped_free(struct scoped *sc)
+{
+	scope_unbind(&sc->link);
+	LIST_REMOVE(sc, entry);
+	rs.n_scoped--;
+	free(sc);
+}
+
+/* Send the script's op about object name with one argument, answered to
+ * nobody: this host's own bookkeeping (out of memory or Redis away: what
+ * it was for ends with a lease, or is done by the next call that finds
+ * it). */
+void rc_notice(const char *op, const char *name, const char *arg)
+{
+	struct rcall *t = rc_new(op, name, true);
+
+	if (!t)
+		return;
+	t->gone = true; /* nobody to answer */
+	if (rc_push(t, '=', arg, strlen(arg)) < 0 || !rc_send(t))
+		rc_free(t);
+}
+
+/* Delete sc's object in Redis (if it still is the one sc made) and forget it. */
+static void scoped_end(struct scoped *sc)
+{
+	rc_notice("obj.unscope", sc->name, sc->mark);
+	scoped_free(sc);
+}
+
+/* Its process exited (scope.c): the object goes, or goes once made. */
+void scoped_gone(struct scope_link *l)
+{
+	struct scoped *sc = CONTAINER_OF(l, struct scoped, link);
+
+	if (sc->live)
+		scoped_end(sc);
+	else
+		sc->ended = true;
+}
+
+/* The obj.create of sc was answered (or failed): keep sc if it made the
+ * object, unless its process exited meanwhile. */
+void scoped_settle(struct scoped *sc)
+{
+	if (!sc->live)
+		scoped_free(sc);
+	else if (sc->ended)
+		scoped_end(sc);
+}
+
+/* The object called name was deleted through this host: stop renewing it. */
+void scoped_forget(const char *name)
+{
+	struct scoped *sc, *next;
+
+	for (sc = LIST_FIRST(&rs.scoped); sc; sc = next) {
+		next = LIST_NEXT(sc, entry);
+		if (sc->live && strcmp(sc->name, name) == 0)
+			scoped_free(sc);
+	}
+}
+
+/* --- blocking waits -------------------------------------------------------------- */

@@ -533,7 +533,6 @@ static void listing_scan(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct listing *l = priv;
 	redisReply *rp = reply, *page;
-	size_t plen = strlen(rs.prefix);
 
 	(void)ac;
 	if (!rp || rp->type != REDIS_REPLY_ARRAY || rp->elements != 2 ||
@@ -543,15 +542,9 @@ static void listing_scan(redisAsyncContext *ac, void *reply, void *priv)
 		return listing_free(l);
 	page = rp->element[1];
 	for (size_t i = 0; page->type == REDIS_REPLY_ARRAY && i < page->elements; i++) {
-		const char *k = page->element[i]->str;
-		size_t len = page->element[i]->len;
 		char name[OBJ_NAME_MAX + 1];
 
-		if (!k || len < plen + 3 || k[plen] != '{' || k[len - 1] != '}' ||
-		    len - plen - 2 > OBJ_NAME_MAX)
-			continue;
-		snprintf(name, sizeof(name), "%.*s", (int)(len - plen - 2), k + plen + 1);
-		if (name_valid(name, false))
+		if (meta_key_name(page->element[i], name))
 			json_array_append_new(l->names, json_string(name));
 	}
 	if (json_array_size(l->names) > daemon_g.conf->max_objects)

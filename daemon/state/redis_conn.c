@@ -200,11 +200,12 @@ static json_int_t hold_count(void)
 void redis_backend_info(json_t *st)
 {
 	json_object_update_new(
-		st, json_pack("{s:s, s:s, s:s, s:s, s:f, s:I, s:I, s:I, s:I, s:I}", "address",
+		st, json_pack("{s:s, s:s, s:s, s:s, s:f, s:I, s:I, s:I, s:I, s:I, s:I}", "address",
 			      rs.address, "prefix", rs.prefix, "connection",
 			      rs.up ? "connected" : (rs.ac ? "connecting" : "down"), "host_id",
 			      rs.host_id, "lease", rs.lease, "reconnects",
 			      (json_int_t)rs.reconnects, "connections_lost", (json_int_t)rs.lost,
 			      "blocked_waiters", (json_int_t)rs.blocking, "holds",
-			      (json_int_t)hold_count(), "lease_renewals", (json_int_t)rs.renewals));
+			      (json_int_t)hold_count(), "lease_renewals", (json_int_t)rs.renewals,
+			      "scoped_swept", (json_int_t)rs.swept));
 }

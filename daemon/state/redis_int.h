@@ -80,6 +80,11 @@ struct redis_state {
 	char address[256], prefix[80];
 	double lease;
 	unsigned long renewals;
+	/* the sweep (redis_own.c): the next SCAN cursor ("" or "0": from the
+	 * start), whether a page is asked, objects swept */
+	char sweep_at[24];
+	bool sweeping;
+	unsigned long swept;
 	char *fmt; /* where a command is written in RESP (rc_queue) */
 	size_t fmt_cap;
 };
@@ -113,6 +118,11 @@ struct scoped {
 	char mark[64]; /* HOST:N, the object's sh */
 	char name[OBJ_NAME_MAX + 1];
 };
+
+/* Whether k is a meta key (PREFIX{name}); its name into name. */
+bool meta_key_name(const redisReply *k, char *name);
+/* One step of the sweep of objects whose scope's host died. */
+void sweep_step(void);
 
 /* The script (redis_script.lua, generated into redis_script.h) and
  * hot_script (redis_hot.c). */

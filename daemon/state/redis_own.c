@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conf.h"
 #include "container.h"
 #include "scope.h"
 #include "redis_int.h"
@@ -151,6 +152,7 @@ void renew_fire(evutil_socket_t fd, short what, void *arg)
 					  sc->name, rs.host_id, (long long)(rs.lease * 1000));
 			rs.renewals++;
 		}
+	sweep_step();
 	tv.tv_sec = (time_t)every;
 	tv.tv_usec = (suseconds_t)((every - (double)tv.tv_sec) * 1e6);
 	evtimer_add(rs.renew, &tv);
@@ -222,3 +224,124 @@ void scoped_forget(const char *name)
 }
 
 /* --- blocking waits -------------------------------------------------------------- */
+
+/* Whether k is a meta key (PREFIX{name}, nothing after); its name into
+ * name (OBJ_NAME_MAX + 1 bytes). */
+bool meta_key_name(const redisReply *k, char *name)
+{
+	size_t plen = strlen(rs.prefix), len = k->len;
+
+	if (k->type != REDIS_REPLY_STRING || len < plen + 3 || k->str[plen] != '{' ||
+	    k->str[len - 1] != '}' || len - plen - 2 > OBJ_NAME_MAX ||
+	    memcmp(k->str, rs.prefix, plen) != 0)
+		return false;
+	snprintf(name, OBJ_NAME_MAX + 1, "%.*s", (int)(len - plen - 2), k->str + plen + 1);
+	return name_valid(name, false);
+}
+
+/* --- the sweep of objects whose scope's host died ------------------------------------ */
+
+/*
+ * A scoped object lives while its host renews PREFIX{name}:l:HOST; when
+ * that host dies, the next command that touches the name deletes it (the
+ * script's check of sh). So that an object nobody touches again does not
+ * stay in Redis for ever, every host walks the meta keys, one SCAN page
+ * (COUNT 1000) per lease renewal, has a short script pick those whose
+ * scope's lease key is gone, and sends each an obj.sweep: the script's
+ * check, nothing else. Like obj.list, it needs one server (not a cluster).
+ */
+static const char sweep_script[] =
+	"local out = {}\n"
+	"for i = 1, #KEYS do\n"
+	"  local sh = redis.call('HGET', KEYS[i], 'sh')\n"
+	"  if sh and redis.call('EXISTS', KEYS[i] .. ':l:' .. string.match(sh, '^[^:]+')) == 0 "
+	"then\n"
+	"    out[#out + 1] = i\n"
+	"  end\n"
+	"end\n"
+	"return out\n";
+
+struct sweep_page {
+	size_t n;
+	char names[][OBJ_NAME_MAX + 1];
+};
+
+/* The page's dead scoped objects (1-based indexes into its names) go. */
+static void sweep_picked(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct sweep_page *pg = priv;
+	redisReply *rp = reply;
+
+	(void)ac;
+	for (size_t i = 0; rp && rp->type == REDIS_REPLY_ARRAY && i < rp->elements; i++) {
+		long long k = rp->element[i]->integer;
+
+		if (rp->element[i]->type == REDIS_REPLY_INTEGER && k >= 1 && (size_t)k <= pg->n) {
+			rc_notice("obj.sweep", pg->names[k - 1], "");
+			rs.swept++;
+		}
+	}
+	free(pg);
+}
+
+/* A SCAN page of the sweep: ask the script about its meta keys. */
+static void sweep_scanned(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *rp = reply, *page;
+	struct sweep_page *pg;
+	const char **argv = NULL;
+	size_t *lens = NULL, n = 0;
+	char **keys = NULL, count[24];
+
+	(void)ac;
+	(void)priv;
+	rs.sweeping = false;
+	if (!rp || rp->type != REDIS_REPLY_ARRAY || rp->elements != 2 ||
+	    rp->element[0]->type != REDIS_REPLY_STRING ||
+	    rp->element[0]->len >= sizeof(rs.sweep_at))
+		return; /* lost: the next renewal starts again */
+	memcpy(rs.sweep_at, rp->element[0]->str, rp->element[0]->len + 1);
+	page = rp->element[1];
+	if (page->type != REDIS_REPLY_ARRAY || page->elements == 0 || !rs.ac)
+		return;
+	pg = malloc(sizeof(*pg) + page->elements * sizeof(pg->names[0]));
+	argv = calloc(page->elements + 3, sizeof(*argv));
+	lens = calloc(page->elements + 3, sizeof(*lens));
+	keys = calloc(page->elements, sizeof(*keys));
+	if (!pg || !argv || !lens || !keys)
+		goto out;
+	for (size_t i = 0; i < page->elements; i++)
+		if (meta_key_name(page->element[i], pg->names[n])) {
+			keys[n] = page->element[i]->str;
+			n++;
+		}
+	pg->n = n;
+	if (n == 0)
+		goto out;
+	snprintf(count, sizeof(count), "%zu", n);
+	argv[0] = "EVAL";
+	argv[1] = sweep_script;
+	argv[2] = count;
+	for (size_t i = 0; i < n + 3; i++) {
+		if (i >= 3)
+			argv[i] = keys[i - 3];
+		lens[i] = strlen(argv[i]);
+	}
+	if (redisAsyncCommandArgv(rs.ac, sweep_picked, pg, (int)n + 3, argv, lens) == REDIS_OK)
+		pg = NULL;
+out:
+	free(pg);
+	free(argv);
+	free(lens);
+	free(keys);
+}
+
+/* One step of the sweep (from each lease renewal). */
+void sweep_step(void)
+{
+	if (!rs.ac || rs.sweeping)
+		return;
+	if (redisAsyncCommand(rs.ac, sweep_scanned, NULL, "SCAN %s MATCH %s{* COUNT 1000 TYPE hash",
+			      rs.sweep_at[0] ? rs.sweep_at : "0", rs.prefix) == REDIS_OK)
+		rs.sweeping = true;
+}

@@ -193,6 +193,9 @@ end
 if op == 'obj.unscope' then
 	if t and sh == arg(1) then remove(t) end
 	return 'null'
+elseif op == 'obj.sweep' then
+	-- another host's sweep: the check above did it
+	return 'null'
 elseif op == 'obj.untick' then
 	-- a waiter with a ticket gave up (timeout, client gone): out of line
 	redis.call('LREM', w, 0, arg(1))

@@ -159,6 +159,26 @@ class ScopedObjects(RedisRunRole):
                           and not k.endswith("{sx}")], self.redis_keys())
         self.d.proc = None  # killed: nothing to stop
 
+    def test_dead_hosts_objects_swept_untouched(self):
+        """No command touches the dead host's scoped objects again: the
+        living host's sweep deletes them from Redis after the lease."""
+        h2 = self.host()
+        for n in ("sw1", "sw2"):
+            self.a.ok("obj.create", name=n, type="dict", scope="process")
+            self.a.ok("dict.set", name=n, key="k", value=1)
+        self.a.ok("obj.create", name="kept", type="dict")
+        self.a.ok("dict.set", name="kept", key="k", value=1)
+        self.d.proc.kill()
+        self.d.proc.wait()
+
+        def left():
+            return [k for k in self.redis_keys() if "{sw" in k]
+        wait_for(lambda: not left(), timeout=(2 * LEASE + 2) * mpsuptest.SCALE,
+                 what="the dead host's scoped objects swept from Redis")
+        self.assertEqual(h2.ok("daemon.info")["state"]["scoped_swept"], 2)
+        self.assertEqual(h2.ok("dict.get", name="kept", key="k"), 1)
+        self.d.proc = None  # killed: nothing to stop
+
     def test_delete_unscopes(self):
         self.a.ok("obj.create", name="t1", type="event", scope="process")
         self.assertEqual(pidfds(self.d.pid()), 1)

@@ -82,7 +82,9 @@ class Connection:
         self.sock.settimeout(None)
         self._timeout = None
         self._buf = b""
-        self.next_id = 1
+        # bound once: the request path calls them on every round trip
+        self._sendall = self.sock.sendall
+        self._recv = self.sock.recv
 
     def close(self):
         self.sock.close()
@@ -91,15 +93,16 @@ class Connection:
         return self.sock.fileno()
 
     def _encode(self, cmd, params):
+        # no "id": it is optional and answers come back in request order
         head = _cmd_heads.get(cmd)
         if head is None:
-            head = ',"cmd":%s' % _encode_params(cmd)
+            head = '{"cmd":%s' % _encode_params(cmd)
             if len(_cmd_heads) < 1024:
                 _cmd_heads[cmd] = head
         body = _encode_fast(params)
-        line = '{"id":%d%s%s\n' % (self.next_id, head, "," + body[1:] if len(body) > 2 else "}")
-        self.next_id += 1
-        return line.encode()
+        if len(body) > 2:
+            return (head + "," + body[1:] + "\n").encode()
+        return (head + "}\n").encode()
 
     def send(self, cmd, params, fds=None):
         """Write one request; fds ride on the same sendmsg as SCM_RIGHTS."""
@@ -142,7 +145,22 @@ class Connection:
             # a syscall each time the mode changes: only when it does
             self.sock.settimeout(timeout)
             self._timeout = timeout
-        self.send(cmd, params, fds)
+        if fds:
+            self.send(cmd, params, fds)
+        else:
+            self._sendall(self._encode(cmd, params))
+        if not self._buf:
+            # the usual case: one recv brings exactly the one answer line
+            data = self._recv(RECV_SIZE)
+            i = data.find(b"\n")
+            if 0 < i == len(data) - 1:
+                try:
+                    return _scan(data.decode(), 0)[0]
+                except StopIteration:
+                    return json.loads(data)
+            if not data:
+                raise ConnectionError("mpsupd closed the connection")
+            self._buf = data
         return self.recv()
 
 
@@ -205,14 +223,22 @@ class Client:
         if conn.pid != _forks.pid:
             return
         if not self._closed and len(self._idle) < MAX_IDLE:
-            self._idle.append(conn)
-            if not self._closed:
-                return
-            # close() ran meanwhile: it may not have seen conn
-            try:
-                self._idle.remove(conn)
-            except ValueError:
-                return
+            idle = self._idle
+            idle.append(conn)
+            if self._closed:
+                # close() ran meanwhile: it may not have seen conn
+                self._drop(idle, conn)
+            return
+        conn.close()
+
+    @staticmethod
+    def _drop(idle, conn):
+        # conn went back to idle as close() took it: close conn unless
+        # someone took it out again
+        try:
+            idle.remove(conn)
+        except ValueError:
+            return
         conn.close()
 
     def close(self):
@@ -233,13 +259,31 @@ class Client:
         """Send one request, return its result; errors raise mpsup.Error
         (also the matching built-in). _blocking: the command may wait in the
         daemon, so no client timeout applies."""
-        conn = self._get()
+        return self._call(cmd, params, _fds, _blocking)
+
+    def _call(self, cmd, params, fds=None, blocking=False):
+        """call() with the parameters as a dict the caller gives away (the
+        proxies' path: no keyword packing); _get and _put inlined."""
+        if self._pid != _forks.pid:
+            self._after_fork()
+        idle = self._idle
         try:
-            resp = conn.request(cmd, params, _fds, None if _blocking else self.timeout)
+            conn = idle.pop()
+        except IndexError:
+            conn = self._get()
+        try:
+            resp = conn.request(cmd, params, fds, None if blocking else self.timeout)
         except BaseException:
             conn.close()
             raise
-        self._put(conn)
+        if len(idle) < MAX_IDLE and idle is self._idle and not self._closed \
+                and conn.pid == _forks.pid:
+            idle.append(conn)
+            if self._closed:
+                # close() ran meanwhile: it may not have seen conn
+                self._drop(idle, conn)
+        else:
+            self._put(conn)
         if resp.get("ok"):
             return resp.get("result")
         raise errors.from_response(resp.get("error"), cmd)

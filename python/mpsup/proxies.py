@@ -34,8 +34,8 @@ class ObjectProxy:
         self._codec = codec or _Identity
 
     def _call(self, op, _blocking=False, **params):
-        return self._client.call("%s.%s" % (self.type, op), _blocking=_blocking,
-                                 name=self.name, **params)
+        params["name"] = self.name
+        return self._client._call(self.type + "." + op, params, None, _blocking)
 
     def _enc(self, v):
         return self._codec.encode(v)
@@ -67,7 +67,10 @@ class DictProxy(ObjectProxy, collections.abc.MutableMapping):
             raise KeyError(key) from None
 
     def __setitem__(self, key, value):
-        self._call("set", key=key, value=self._enc(value))
+        codec = self._codec
+        if codec is not _Identity:
+            value = codec.encode(value)
+        self._client._call(self.type + ".set", {"name": self.name, "key": key, "value": value})
 
     def __delitem__(self, key):
         try:
@@ -92,8 +95,15 @@ class DictProxy(ObjectProxy, collections.abc.MutableMapping):
         return bool(self._read("has", False, key=key))
 
     def get(self, key, default=None):
-        return self._dec(self._read("get", self._enc(default), key=key,
-                                    default=self._enc(default)))
+        codec = self._codec
+        if codec is _Identity:
+            try:
+                return self._client._call(self.type + ".get",
+                                          {"name": self.name, "key": key, "default": default})
+            except errors.NotFound:
+                return default
+        default = codec.encode(default)
+        return codec.decode(self._read("get", default, key=key, default=default))
 
     def keys(self):
         return self._read("keys", [])
@@ -247,11 +257,16 @@ class ValueProxy(ObjectProxy):
 
     @property
     def value(self):
-        return self._dec(self._call("get"))
+        v = self._client._call(self.type + ".get", {"name": self.name})
+        codec = self._codec
+        return v if codec is _Identity else codec.decode(v)
 
     @value.setter
     def value(self, v):
-        self._call("set", value=self._enc(v))
+        codec = self._codec
+        if codec is not _Identity:
+            v = codec.encode(v)
+        self._client._call(self.type + ".set", {"name": self.name, "value": v})
 
     def get(self):
         return self.value
@@ -320,20 +335,24 @@ class QueueProxy(ObjectProxy):
     type = "queue"
 
     def put(self, item, block=True, timeout=None):
-        p = {"item": self._enc(item)}
+        codec = self._codec
+        p = {"name": self.name,
+             "item": item if codec is _Identity else codec.encode(item)}
         if not block:
             p["timeout"] = 0
         elif timeout is not None:
             p["timeout"] = max(0.0, timeout)
-        self._call("put", _blocking=True, **p)
+        self._client._call(self.type + ".put", p, None, True)
 
     def get(self, block=True, timeout=None):
-        p = {}
+        p = {"name": self.name}
         if not block:
             p["timeout"] = 0
         elif timeout is not None:
             p["timeout"] = max(0.0, timeout)
-        return self._dec(self._call("get", _blocking=True, **p))
+        v = self._client._call(self.type + ".get", p, None, True)
+        codec = self._codec
+        return v if codec is _Identity else codec.decode(v)
 
     def put_nowait(self, item):
         self.put(item, False)
@@ -400,16 +419,15 @@ class _Owned(ObjectProxy):
         super().__init__(client, name, codec)
         self._local = threading.local()
 
-    def _conn(self):
+    def _call(self, op, _blocking=False, **params):
+        params["name"] = self.name
+        return self._request(self.type + "." + op, params)
+
+    def _request(self, cmd, params):
+        # one round trip on this thread's connection
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.pid != _forks.pid:
             conn = self._local.conn = self._client.connect()
-        return conn
-
-    def _call(self, op, _blocking=False, **params):
-        cmd = "%s.%s" % (self.type, op)
-        params["name"] = self.name
-        conn = self._conn()
         try:
             resp = conn.request(cmd, params)
         except BaseException:
@@ -421,15 +439,15 @@ class _Owned(ObjectProxy):
         raise errors.from_response(resp.get("error"), cmd)
 
     def acquire(self, block=True, timeout=None):
-        p = {}
+        p = {"name": self.name}
         if not block:
             p["timeout"] = 0
         elif timeout is not None and timeout >= 0:
             p["timeout"] = timeout
-        return self._call("acquire", **p)["acquired"]
+        return self._request(self.type + ".acquire", p)["acquired"]
 
     def release(self):
-        self._call("release")
+        self._request(self.type + ".release", {"name": self.name})
 
     def __enter__(self):
         self.acquire()

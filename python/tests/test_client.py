@@ -3,10 +3,14 @@
 errors as built-ins, threads sharing a client while one is blocked, fork,
 processes, task pools and events."""
 import collections.abc
+import json
 import os
+import shutil
+import socket
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -481,6 +485,129 @@ class ReadmeTour(pyharness.DaemonClassCase):
                                timeout=60 * SCALE)
             self.assertEqual(p.stdout.strip(), want, p.stderr)
             self.assertIn("# " + want, line)
+
+
+class ScriptedPeer:
+    """A Unix socket server that answers the client's requests as a script
+    says: how the answer bytes arrive (split, together, never, or not at
+    all) is what a real mpsupd cannot be made to do on demand."""
+
+    def __init__(self, tmp, answers):
+        self.path = os.path.join(tmp, "peer.sock")
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(self.path)
+        self.srv.listen(8)
+        # per request: a list of chunks (bytes, or an Event to wait for), or None
+        self.answers = answers
+        self.requests = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while self.answers:
+            conn, _ = self.srv.accept()
+            with conn:
+                buf = b""
+                while self.answers:
+                    while b"\n" not in buf:
+                        data = conn.recv(4096)
+                        if not data:
+                            break
+                        buf += data
+                    if b"\n" not in buf:
+                        break
+                    line, buf = buf.split(b"\n", 1)
+                    self.requests.append(json.loads(line))
+                    chunks = self.answers.pop(0)
+                    if chunks is None:          # drop the connection unanswered
+                        break
+                    for i, chunk in enumerate(chunks):
+                        if isinstance(chunk, threading.Event):
+                            chunk.wait(60)          # until the test says
+                            continue
+                        if i:
+                            time.sleep(0.05)    # a separate recv on the client
+                        conn.sendall(chunk)
+
+    def close(self):
+        self.srv.close()
+
+
+class RequestPathTest(pyharness.mpsuptest.unittest.TestCase):
+    """The client's request path against a scripted peer: answers split
+    across reads, several answers in one read, a closed connection, a
+    client timeout; every request one line without an id."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="mpsup-peer-")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_answers_however_they_arrive(self):
+        ok = b'{"ok":true,"result":%d}\n'
+        peer = ScriptedPeer(self.tmp, [
+            [b'{"ok":tr', b'ue,"result":1}\n'],             # split in two reads
+            [ok % 2 + b'{"ok":true,', b'"result":3}\n'],     # one and a half
+            [],                                              # (the half's rest)
+            [b'{"ok":false,"error":{"code":"not_found","message":"m"}}\n'],
+            None,                                            # closed unanswered
+            [ok % 5]])
+        c = mpsup.Client(peer.path)
+        try:
+            d = c.dict("d")
+            self.assertEqual(d["a"], 1)
+            self.assertEqual(d["b"], 2)
+            self.assertEqual(c.call("ping"), 3)             # from the buffer
+            self.assertEqual(d.get("c", 7), 7)
+            with self.assertRaises(ConnectionError):
+                d["x"] = 1
+            self.assertEqual(c.value("v").value, 5)         # on a new connection
+        finally:
+            c.close()
+            peer.close()
+        self.assertEqual(peer.requests, [
+            {"cmd": "dict.get", "name": "d", "key": "a"},
+            {"cmd": "dict.get", "name": "d", "key": "b"},
+            {"cmd": "ping"},
+            {"cmd": "dict.get", "name": "d", "key": "c", "default": 7},
+            {"cmd": "dict.set", "name": "d", "key": "x", "value": 1},
+            {"cmd": "value.get", "name": "v"}])
+
+    def test_client_timeout(self):
+        # no answer within the client's timeout: TimeoutError, that
+        # connection is dropped (its late answer never read as another's)
+        peer = ScriptedPeer(self.tmp, [[], [b'{"ok":true,"result":"pong"}\n']])
+        c = mpsup.Client(peer.path, timeout=0.2)
+        try:
+            with self.assertRaises(TimeoutError):
+                c.ping()
+            self.assertEqual(c.ping(), "pong")
+        finally:
+            c.close()
+            peer.close()
+
+    def test_close_with_a_call_in_flight(self):
+        # close() while a call waits: the call ends normally, its connection
+        # is closed (not kept), and the client refuses further calls
+        gate = threading.Event()
+        peer = ScriptedPeer(self.tmp, [[gate, b'{"ok":true,"result":1}\n']])
+        c = mpsup.Client(peer.path)
+        got = []
+        t = threading.Thread(target=lambda: got.append(c.call("queue.get", _blocking=True)))
+        try:
+            t.start()
+            wait_for(lambda: peer.requests, 10 * SCALE)
+            c.close()
+            gate.set()
+            t.join(10 * SCALE)
+            self.assertEqual(got, [1])
+            self.assertEqual(c._idle, [])
+            with self.assertRaises(ValueError):
+                c.ping()
+        finally:
+            gate.set()
+            peer.close()
 
 
 if __name__ == "__main__":

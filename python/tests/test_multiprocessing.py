@@ -686,6 +686,28 @@ if __name__ == "__main__":
                          (1, b"x"))
         self.assertEqual(pickle.loads(pickle.dumps(_runtime.Codec(True))).private, True)
 
+    def test_values_at_the_edges_of_json(self):
+        # what JSON carries as is travels as is, the rest pickled; each
+        # comes back as itself (type included) through a dict and a queue
+        c = mpsup.Client(self.d.socket)
+        d = mpsup.proxies.DictProxy(c, "edge.d", _runtime.Codec(private=True))
+        q = mpsup.proxies.QueueProxy(c, "edge.q", _runtime.Codec(private=True))
+        vals = [0, 1, -(1 << 63), (1 << 63) - 1, 1 << 63, -(1 << 63) - 1, True, False,
+                None, "s", 1.5, float("inf"), (1, 2), b"x", [1, (2,)], {"a": 1}, {1: 2}]
+        for i, v in enumerate(vals):
+            d["k%d" % i] = v
+            q.put(v)
+        for i, v in enumerate(vals):
+            for got in (d["k%d" % i], d.get("k%d" % i), q.get(timeout=5)):
+                self.assertEqual(got, v)
+                self.assertIs(type(got), type(v))
+        # a plain client reads what went on the wire
+        plain = c.dict("edge.d")
+        self.assertEqual(plain["k3"], (1 << 63) - 1)
+        self.assertIs(plain["k6"], True)
+        for i in (4, 5, 11, 12, 13):
+            self.assertTrue(_runtime.is_pickled(plain["k%d" % i]), vals[i])
+
 
 class RunPeerTest(pyharness.mpsuptest.unittest.TestCase):
     """The drop-in as an ordinary user (nobody) with the run role: its

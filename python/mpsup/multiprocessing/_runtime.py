@@ -139,9 +139,17 @@ class Codec:
         self.private = private
 
     def encode(self, v):
+        # the usual scalars without a call of _plain (every op pays this)
+        t = type(v)
+        if t is str or v is None or t is bool:
+            return v
+        if t is int and -(1 << 63) <= v < (1 << 63):
+            return v
         return v if _plain(v) else pickled(v)
 
     def decode(self, v):
+        if type(v) is not dict:
+            return v
         if is_pickled(v):
             if not self.private:
                 raise errors.PermissionDenied("refusing to unpickle a value read from a "

@@ -5,10 +5,11 @@ its placeholders, and every word (the interpreter's path, flags, code,
 directories) must reach the worker byte for byte."""
 import json
 import os
+import subprocess
 import sys
 
 import pyharness
-from pyharness import wait_for
+from pyharness import SCALE, wait_for
 
 from mpsup.multiprocessing.pool import _command_line
 
@@ -52,6 +53,33 @@ class PoolCommandTest(pyharness.DaemonClassCase):
         out = os.path.join(d, "argv2 %%")
         argv = [exe, "-c", CODE, out, "x"]
         self.assertEqual(self.start_pool("cmd2", argv, out), argv)
+
+    def test_pool_from_a_hostile_directory(self):
+        # a whole Pool: the interpreter, the program and its working
+        # directory under such a name, interpreter flags on the command line
+        d = os.path.join(self.tmp, "pool " + "".join(w for w in HOSTILE if "/" not in w))
+        os.makedirs(d)
+        exe = os.path.join(d, "py thon %(pool)s '\"")
+        os.symlink(sys.executable, exe)
+        prog = os.path.join(d, "prog %% 'x'.py")
+        with open(prog, "w") as f:
+            f.write(POOL_PROG)
+        p = subprocess.run([exe, "-W", "ignore::DeprecationWarning:a b%", prog],
+                           capture_output=True, timeout=90 * SCALE, cwd=d)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout), [[x * x, d, exe] for x in range(3)],
+                         p.stderr)
+
+
+# The worker's cwd and interpreter path, as the program sees them.
+POOL_PROG = """import json, os, sys
+import mpsup.multiprocessing as multiprocessing
+def f(x):
+    return [x * x, os.getcwd(), sys.executable]
+if __name__ == "__main__":
+    with multiprocessing.Pool(1) as pool:
+        print(json.dumps(pool.map(f, range(3))))
+"""
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ static int cmd_scale(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char 
 
 	if (argc - i != 2)
 		ctl_usage_error(cmd, "scale takes a pool and a number of processes");
+	n = ctl_parse_count(cmd, "number of processes", argv[i + 1]); /* exits if bad */
 	params = ctl_params_new();
 	json_object_set_new(params, "pool", ctl_str(argv[i]));
-	n = ctl_parse_count(cmd, "number of processes", argv[i + 1]);
 	json_object_set_new(params, "processes", json_integer(n));
 	rc = ctl_call_take(ctl, "pool.scale", params, &result);
 	if (rc != CTL_EXIT_OK)
@@ -108,8 +108,10 @@ static int cmd_pool(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char *
 	for (int k = i + 2; k < argc; k++) {
 		size_t klen = strcspn(argv[k], "=");
 
-		if (klen == 0 || !argv[k][klen])
+		if (klen == 0 || !argv[k][klen]) {
+			json_decref(params); /* exits: nothing left for the leak checker */
 			ctl_usage_error(cmd, "pool add wants KEY=VALUE, not '%s'", argv[k]);
+		}
 		json_object_setn_new(params, argv[k], klen, ctl_arg(argv[k] + klen + 1));
 	}
 	rc = ctl_call_take(ctl, "pool.add", params, &result);

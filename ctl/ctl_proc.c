@@ -122,11 +122,12 @@ static void print_records(const struct ctl *ctl, const json_t *result)
 static int cmd_status(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
 	int i = ctl_plain_args(cmd, argc, argv);
-	json_t *params = ctl_params_new(), *result;
+	json_t *params, *result;
 	int rc;
 
 	if (argc - i > 1)
 		ctl_usage_error(cmd, "status takes at most one target");
+	params = ctl_params_new(); /* after the usage errors: they exit */
 	if (argc - i == 1)
 		json_object_set_new(params, "target", ctl_str(argv[i]));
 	rc = ctl_call_take(ctl, "status", params, &result);
@@ -307,7 +308,7 @@ static int cmd_signal(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
 {
 	int i = ctl_plain_args(cmd, argc, argv), rc;
 	const char *sig;
-	json_t *params, *result;
+	json_t *params, *result, *sigv;
 
 	if (argc - i != 2)
 		ctl_usage_error(cmd, "signal takes a signal and a target");
@@ -316,13 +317,13 @@ static int cmd_signal(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char
 		sig++;
 	if (!sig[0])
 		ctl_usage_error(cmd, "bad signal '%s'", argv[i]);
+	/* a bad number exits: before anything is allocated */
+	sigv = strspn(sig, "0123456789") == strlen(sig)
+		       ? json_integer(ctl_parse_count(cmd, "signal", sig))
+		       : ctl_str(sig);
 	params = ctl_params_new();
 	json_object_set_new(params, "target", ctl_str(argv[i + 1]));
-	if (strspn(sig, "0123456789") == strlen(sig))
-		json_object_set_new(params, "signal",
-				    json_integer(ctl_parse_count(cmd, "signal", sig)));
-	else
-		json_object_set_new(params, "signal", ctl_str(sig));
+	json_object_set_new(params, "signal", sigv);
 	rc = ctl_call_take(ctl, "proc.signal", params, &result);
 	if (rc != CTL_EXIT_OK)
 		return rc;

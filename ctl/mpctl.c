@@ -255,7 +255,8 @@ json_t *ctl_str(const char *text)
 	return v;
 }
 
-double ctl_parse_seconds(const struct ctl_cmd *cmd, const char *text)
+/* text as a number of seconds (finite, >= 0) into *ret; false if it is not one. */
+static bool seconds_parse(const char *text, double *ret)
 {
 	char *end;
 	double v;
@@ -263,6 +264,16 @@ double ctl_parse_seconds(const struct ctl_cmd *cmd, const char *text)
 	errno = 0;
 	v = strtod(text, &end);
 	if (errno || end == text || *end || !isfinite(v) || v < 0)
+		return false;
+	*ret = v;
+	return true;
+}
+
+double ctl_parse_seconds(const struct ctl_cmd *cmd, const char *text)
+{
+	double v;
+
+	if (!seconds_parse(text, &v))
 		ctl_usage_error(cmd, "bad number of seconds: '%s'", text);
 	return v;
 }
@@ -459,16 +470,28 @@ const char *ctl_parse_one_with_timeout(const struct ctl_cmd *cmd, int argc, char
 	};
 	int c;
 
+	double timeout = -1;
+
+	/* The errors exit: params goes first (nothing left for the leak checker). */
 	optind = 0;
 	while ((c = getopt_long(argc, argv, ":ht:", opts, NULL)) != -1) {
+		if (c != 't')
+			json_decref(params);
 		if (c == 'h')
 			ctl_opt_help(cmd);
 		if (c != 't')
 			ctl_opt_error(cmd, c, argv);
-		json_object_set_new(params, "timeout", json_real(ctl_parse_seconds(cmd, optarg)));
+		if (!seconds_parse(optarg, &timeout)) {
+			json_decref(params);
+			ctl_parse_seconds(cmd, optarg); /* says why and exits */
+		}
 	}
-	if (argc - optind != 1)
+	if (argc - optind != 1) {
+		json_decref(params);
 		ctl_usage_error(cmd, "%s takes one argument", cmd->name);
+	}
+	if (timeout >= 0)
+		json_object_set_new(params, "timeout", json_real(timeout));
 	return argv[optind];
 }
 

@@ -589,13 +589,12 @@ static void *sync_main(void *arg)
 		r = persist_sync_fd(fd);
 		pthread_mutex_lock(&persist_g.mu);
 		persist_g.syncing_fd = -1;
-		if (persist_g.retired_fd == fd) {
-			/* replaced meanwhile (log_fd_switch): its records were
-			 * copied to the new log and synced there */
-			close(fd);
-			persist_g.retired_fd = -1;
+		/* Replaced meanwhile (log_fd_switch): its records were copied
+		 * to the new log and synced there. The loop's top closes it,
+		 * not under mu (freeing a large file takes a while, and the
+		 * loop takes mu on every commit). */
+		if (persist_g.retired_fd == fd)
 			r = 0;
-		}
 		if (r < 0)
 			__atomic_store_n(&persist_g.sync_err, -r, __ATOMIC_RELEASE);
 		else

@@ -194,6 +194,12 @@ class TestNoDaemon(mpsuptest.unittest.TestCase):
             ["status", "a", "b"],
             ["join"],
             ["join", "x", "--timeout", "later"],
+            ["join", "x", "--bogus"],
+            ["join", "x", "y"],
+            ["wait", "--timeout", "-1", "t"],
+            ["signal", "99999999999999999999999", "x"],
+            ["scale", "web", "many"],
+            ["pool", "add", "w", "NOEQUALS"],
             ["logs", "-n", "many", "x"],
             ["run"],
             ["run", "--env", "NOEQUALS", "--", "true"],
@@ -301,7 +307,22 @@ class TestStateCommands(DaemonTestCase):
         p = self.d.mpctl("barrier", "wait", "b", "10", check=1)
         self.assertIn("broken", p.stderr)
         self.d.mpctl("barrier", "wait", "b", check=1)
-        # Results that say "timed out" (unchanged): exit 4 too.
+        # Broken while it waits by another wait's timeout: an error too.
+        self.d.ok("obj.create", name="b2", type="barrier", parties=3)
+        env = dict(self.d.env, MPSUP_SOCKET=self.d.socket)
+        waiter = subprocess.Popen([MPCTL, "barrier", "wait", "b2", "60"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: self.d.ok("obj.get", name="b2")["n_waiting"] == 1,
+                     what="mpctl waiting at the barrier")
+            self.d.mpctl("barrier", "wait", "b2", "0.1", check=4)
+            _, err = waiter.communicate(timeout=30 * SCALE)
+        finally:
+            if waiter.poll() is None:
+                waiter.kill()
+                waiter.wait()
+        self.assertEqual(waiter.returncode, 1, err)
+        self.assertIn("broken", err)
         self.assertEqual(self.d.mpctl("event", "wait", "e", "0", check=4).stdout,
                          '{"set":false}\n')
         # Without a timeout these ops would block; with one that does not

@@ -12,6 +12,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include "log.h"
 #include "obj.h"
 #include "persist.h"
+#include "persist_int.h"
 #include "conn.h"
 #include "unit.h"
 
@@ -906,6 +908,120 @@ START_TEST(test_failed_pass_lets_other_answers_go)
 }
 END_TEST
 
+/* --- the background thread and replaced logs ----------------------------------- */
+
+/*
+ * fdatasync and close are wrapped (-Wl,--wrap, persist.am): the background
+ * thread's fdatasync can be held at a gate, and the close of one watched
+ * fd records whether persist_g.mu was held meanwhile.
+ */
+int __real_fdatasync(int fd);
+int __real_close(int fd);
+int __wrap_fdatasync(int fd);
+int __wrap_close(int fd);
+
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static bool gate_on, gate_entered, gate_open, watch_closed, watch_mu_held;
+static int watch_fd = -1;
+static pthread_t main_thread;
+
+int __wrap_fdatasync(int fd)
+{
+	pthread_mutex_lock(&gate_mu);
+	if (gate_on && !pthread_equal(pthread_self(), main_thread)) {
+		gate_entered = true;
+		pthread_cond_broadcast(&gate_cv);
+		while (!gate_open)
+			pthread_cond_wait(&gate_cv, &gate_mu);
+	}
+	pthread_mutex_unlock(&gate_mu);
+	return __real_fdatasync(fd);
+}
+
+int __wrap_close(int fd)
+{
+	bool watched, held = false;
+	int r;
+
+	pthread_mutex_lock(&gate_mu);
+	watched = fd >= 0 && fd == watch_fd;
+	pthread_mutex_unlock(&gate_mu);
+	if (watched) {
+		/* EBUSY: someone (the closing thread itself) holds mu */
+		held = pthread_mutex_trylock(&persist_g.mu) != 0;
+		if (!held)
+			pthread_mutex_unlock(&persist_g.mu);
+	}
+	r = __real_close(fd);
+	if (watched) {
+		pthread_mutex_lock(&gate_mu);
+		watch_mu_held = held;
+		watch_closed = true;
+		watch_fd = -1;
+		pthread_cond_broadcast(&gate_cv);
+		pthread_mutex_unlock(&gate_mu);
+	}
+	return r;
+}
+
+/* Wait (up to 10 s) until *flag is set under gate_mu. */
+static bool gate_wait(const bool *flag)
+{
+	struct timespec ts;
+	bool ok;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	pthread_mutex_lock(&gate_mu);
+	while (!*flag && pthread_cond_timedwait(&gate_cv, &gate_mu, &ts) == 0)
+		;
+	ok = *flag;
+	pthread_mutex_unlock(&gate_mu);
+	return ok;
+}
+
+/* A log replaced while the background thread fsyncs it is closed by that
+ * thread without holding mu: the loop takes mu on every commit, and the
+ * last close of a large replaced log takes a while. */
+START_TEST(test_replaced_log_closed_outside_the_lock)
+{
+	int old, fresh;
+	char p2[200];
+
+	main_thread = pthread_self();
+	open_ok(STATE_SYNC_EVERYSEC, false);
+	pthread_mutex_lock(&gate_mu);
+	gate_on = true;
+	pthread_mutex_unlock(&gate_mu);
+	pthread_mutex_lock(&persist_g.mu);
+	persist_g.dirty = true; /* as a commit under everysec */
+	pthread_mutex_unlock(&persist_g.mu);
+	ck_assert_msg(gate_wait(&gate_entered), "the background thread did not fsync");
+	/* it is syncing the log now: replace it */
+	snprintf(p2, sizeof(p2), "%s/other.log", dir);
+	fresh = open(p2, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fresh, 0);
+	old = persist_g.log_fd;
+	pthread_mutex_lock(&gate_mu);
+	watch_fd = old;
+	pthread_mutex_unlock(&gate_mu);
+	persist_log_fd_switch(fresh);
+	pthread_mutex_lock(&gate_mu);
+	ck_assert(!watch_closed); /* not by the loop: the thread is syncing it */
+	gate_open = true;
+	pthread_cond_broadcast(&gate_cv);
+	pthread_mutex_unlock(&gate_mu);
+	ck_assert_msg(gate_wait(&watch_closed), "the replaced log was not closed");
+	ck_assert_msg(!watch_mu_held, "the replaced log was closed holding persist_g.mu");
+	ck_assert_int_eq(persist_g.log_fd, fresh);
+	ck_assert_int_eq(fcntl(old, F_GETFD), -1); /* closed once, not leaked */
+	pthread_mutex_lock(&gate_mu);
+	gate_on = false;
+	pthread_mutex_unlock(&gate_mu);
+}
+END_TEST
+
 static Suite *persist_suite(void)
 {
 	Suite *s = suite_create("persist");
@@ -932,6 +1048,7 @@ static Suite *persist_suite(void)
 	tcase_add_test(t, test_read_of_unwritten_mutation_is_unavailable);
 	tcase_add_test(t, test_held_answers_time_out);
 	tcase_add_test(t, test_failed_pass_lets_other_answers_go);
+	tcase_add_test(t, test_replaced_log_closed_outside_the_lock);
 	suite_add_tcase(s, t);
 	return s;
 }

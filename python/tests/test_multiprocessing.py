@@ -586,10 +586,14 @@ def pid_then_sleep(x):
 if __name__ == "__main__":
     pool = multiprocessing.Pool(2, maxtasksperchild=1)
     r = pool.map_async(pid_then_sleep, range(2), chunksize=1)
-    try:
-        r.get(timeout=1)
-    except multiprocessing.TimeoutError:
-        print("timeout")
+    # the test makes sys.argv[1] once both workers have said they run
+    timed_out = False
+    while not os.path.exists(sys.argv[1]):
+        try:
+            r.get(timeout=0.1)
+        except multiprocessing.TimeoutError:
+            timed_out = True
+    print("timeout" if timed_out else "done", flush=True)
     t0 = time.monotonic()
     pool.terminate()
     print("terminated", time.monotonic() - t0 < 30, flush=True)
@@ -598,7 +602,8 @@ if __name__ == "__main__":
         path = os.path.join(self.tmp, "terminate.py")
         with open(path, "w") as f:
             f.write(drop_in(src))
-        proc = subprocess.Popen([sys.executable, path], stdout=subprocess.PIPE, text=True,
+        go = os.path.join(self.tmp, "terminate.go")
+        proc = subprocess.Popen([sys.executable, path, go], stdout=subprocess.PIPE, text=True,
                                 env=seed_env(), cwd=self.tmp)
         try:
             lines = []
@@ -606,6 +611,8 @@ if __name__ == "__main__":
                 line = proc.stdout.readline()
                 self.assertTrue(line, "program ended early: %r" % lines)
                 lines.append(line.strip())
+                if sum(x.startswith("worker") for x in lines) == 2 and not os.path.exists(go):
+                    open(go, "w").close()
             self.assertIn("timeout", lines)
             self.assertIn("terminated True", lines)
             pids = [int(x.split()[1]) for x in lines if x.startswith("worker")]

@@ -41,6 +41,22 @@ class RedisHosts(mpsuptest.unittest.TestCase):
         wait_for(lambda: d.ok("daemon.info")["state"]["blocked_waiters"] == n,
                  what="%d blocked waiters" % n)
 
+    def acquired_past_dead_host(self, a, b, cb, cmd, name, lease):
+        """cb (a client of host b) waits in cmd for name, which host a holds;
+        a's mpsupd is SIGKILLed: cb gets it, abandoned, within lease + 1 s.
+        Returns the seconds it waited after the kill."""
+        rid = cb.send(cmd, name=name)
+        self.blocked(b, 1)
+        t0 = time.monotonic()
+        a.proc.kill()
+        a.proc.wait()
+        r = cb.recv()
+        elapsed = time.monotonic() - t0
+        self.assertEqual(r, {"id": rid, "ok": True,
+                             "result": {"acquired": True, "abandoned": True}})
+        self.assertLess(elapsed, (lease + 1) * mpsuptest.SCALE)
+        return elapsed
+
 
 class CrossHost(RedisHosts):
     def test_info(self):
@@ -276,16 +292,7 @@ class Leases(RedisHosts):
         self.assertEqual(ca.ok("lock.acquire", name="L"), {"acquired": True})
         self.assertEqual(ca.ok("semaphore.acquire", name="S"), {"acquired": True})
         with b.client() as cb:
-            rid = cb.send("lock.acquire", name="L")
-            self.blocked(b, 1)
-            t0 = time.monotonic()
-            a.proc.kill()
-            a.proc.wait()
-            r = cb.recv()
-            elapsed = time.monotonic() - t0
-            self.assertEqual(r, {"id": rid, "ok": True,
-                                 "result": {"acquired": True, "abandoned": True}})
-            self.assertLess(elapsed, (self.lease + 1) * mpsuptest.SCALE)
+            elapsed = self.acquired_past_dead_host(a, b, cb, "lock.acquire", "L", self.lease)
             self.assertGreater(elapsed, self.lease / 3 - 0.1)  # the lease held till then
             self.assertEqual(cb.ok("semaphore.acquire", name="S", timeout=0),
                              {"acquired": True, "abandoned": True})
@@ -337,16 +344,7 @@ class Conditions(RedisHosts):
         self.blocked(a, 1)
         self.assertEqual(ca.ok("condition.acquire", name="C"), {"acquired": True})
         with b.client() as cb:
-            rid = cb.send("condition.acquire", name="C")
-            self.blocked(b, 1)
-            t0 = time.monotonic()
-            a.proc.kill()
-            a.proc.wait()
-            r = cb.recv()
-            elapsed = time.monotonic() - t0
-            self.assertEqual(r, {"id": rid, "ok": True,
-                                 "result": {"acquired": True, "abandoned": True}})
-            self.assertLess(elapsed, (self.lease + 1) * mpsuptest.SCALE)
+            self.acquired_past_dead_host(a, b, cb, "condition.acquire", "C", self.lease)
             wait_for(lambda: self.state(b)["waiting"] == 0, what="A's waiter dropped")
             self.assertEqual(cb.ok("condition.notify", name="C"), {"woken": 0})
             cb.ok("condition.release", name="C")

@@ -34,7 +34,6 @@ struct persist_state persist_g = {
 	.log_fd = -1,
 	.dir_fd = -1,
 	.snap_pidfd = -1,
-	.syncing_fd = -1,
 	.retired_fd = -1,
 	.mu = PTHREAD_MUTEX_INITIALIZER,
 };

@@ -96,9 +96,8 @@ struct persist_state {
 	bool unwritten_all;
 
 	/* the background thread (persist_log.c); mu guards dirty, stop,
-	 * sync_err, last_fsync, log_fd changes and the two fds below */
+	 * sync_err, last_fsync, log_fd changes and retired_fd */
 	pthread_t thread;
-	int syncing_fd; /* the fd it is syncing now, or -1 */
 	int retired_fd; /* a replaced log fd it closes (after syncing it), or -1 */
 	bool thread_on, stop, dirty;
 	int sync_err;                      /* errno of a failed background fsync */

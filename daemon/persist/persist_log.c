@@ -583,12 +583,11 @@ static void *sync_main(void *arg)
 		if (persist_g.stop || !persist_g.dirty)
 			continue;
 		persist_g.dirty = false;
-		fd = persist_g.syncing_fd = persist_g.log_fd;
+		fd = persist_g.log_fd;
 		pthread_mutex_unlock(&persist_g.mu);
 		t0 = now_mono();
 		r = persist_sync_fd(fd);
 		pthread_mutex_lock(&persist_g.mu);
-		persist_g.syncing_fd = -1;
 		/* Replaced meanwhile (log_fd_switch): its records were copied
 		 * to the new log and synced there. The loop's top closes it,
 		 * not under mu (freeing a large file takes a while, and the

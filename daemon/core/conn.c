@@ -33,10 +33,46 @@
 #define LINGER_BYTES (64 << 20) /* and how much */
 #define MAX_PEER_GROUPS 256
 #define OUTPUT_PAUSE_BYTES (256 * 1024) /* see output_backed_up() */
+#define STAGE_BYTES (64 * 1024)
 
 /* The connections (conn_int.h). */
 struct conn_set conns_g = { .all = TAILQ_HEAD_INITIALIZER(conns_g.all) };
 static struct event *ev_budget; /* enforces max_output_total from the loop */
+
+/*
+ * The answers of the connection being dispatched, gathered here and handed
+ * to its output evbuffer in one piece when its batch ends (an evbuffer_add
+ * per answer costs more than the answer's own work on the hot ops). At most
+ * one connection owns it, one whose lines are being run: every other path
+ * to an output queue, and every look at one, moves it out first.
+ */
+static struct {
+	struct conn *owner;
+	size_t len;
+	char buf[STAGE_BYTES];
+} stage;
+
+size_t conn_out_len(const struct conn *c)
+{
+	return evbuffer_get_length(c->out) + (stage.owner == c ? stage.len : 0);
+}
+
+bool conn_stage_spill(struct conn *c)
+{
+	if (stage.owner != c || !c)
+		return true;
+	stage.owner = NULL;
+	if (evbuffer_add(c->out, stage.buf, stage.len) < 0) {
+		conns_g.out_total -= stage.len;
+		stage.len = 0;
+		log_error("conn", "cannot queue output for client %llu; dropping it",
+			  (unsigned long long)c->id);
+		conn_close(c);
+		return false;
+	}
+	stage.len = 0;
+	return true;
+}
 
 /* No durable store: answers never wait (server_set_commit_barrier). */
 static enum barrier_result no_barrier_wait(void (*fn)(void *key, enum barrier_release how),
@@ -140,6 +176,11 @@ void conn_close(struct conn *c)
 	conns_g.n_exempt -= c->exempt_pool != NULL;
 	stream_slot_give(c);
 	/* Its output will never be written: give the memory back now. */
+	if (stage.owner == c) {
+		conns_g.out_total -= stage.len;
+		stage.owner = NULL;
+		stage.len = 0;
+	}
 	conns_g.out_total -= evbuffer_get_length(c->out);
 	evbuffer_drain(c->out, evbuffer_get_length(c->out));
 	log_debug("conn", "client %llu closed", (unsigned long long)c->id);
@@ -183,21 +224,58 @@ void conn_remove_close_hook(struct conn *c, conn_hook_fn *fn, void *arg)
 		}
 }
 
-/* Queue a complete line; drops a stream that is not read. */
-bool conn_queue(struct conn *c, const char *data, size_t len)
+char *conn_stage_room(struct conn *c, size_t *ret_room)
 {
-	if (evbuffer_add(c->out, data, len) < 0) {
-		log_error("conn", "cannot queue output for client %llu; dropping it",
-			  (unsigned long long)c->id);
-		conn_close(c);
-		return false;
-	}
+	struct conn *o = stage.owner;
+
+	if (!c->in_dispatch || c->streaming || c->dead)
+		return NULL;
+	if (o && o != c && !conn_stage_spill(o))
+		return NULL; /* o closed: try again, the stage is free */
+	*ret_room = STAGE_BYTES - stage.len;
+	return stage.buf + stage.len;
+}
+
+/* len more bytes of c's queued (budget counted). */
+static inline void queued(struct conn *c, size_t len)
+{
 	conns_g.out_total += len;
 	c->out_queued += len;
 	/* Over the budget: the loop drops the worst reader (not here: a
 	 * caller may be walking a list that closing would change). */
 	if (conns_g.out_total > daemon_g.conf->max_output_total && ev_budget)
 		event_active(ev_budget, EV_TIMEOUT, 0);
+}
+
+void conn_stage_commit(struct conn *c, size_t len)
+{
+	stage.owner = c;
+	stage.len += len;
+	queued(c, len);
+}
+
+/* Queue a complete line; drops a stream that is not read. */
+bool conn_queue(struct conn *c, const char *data, size_t len)
+{
+	size_t room;
+	char *p = conn_stage_room(c, &room);
+
+	if (p && len > room && conn_stage_spill(c))
+		p = conn_stage_room(c, &room);
+	if (p && len <= room) {
+		memcpy(p, data, len);
+		conn_stage_commit(c, len);
+		return true;
+	}
+	if (!conn_stage_spill(c))
+		return false;
+	if (evbuffer_add(c->out, data, len) < 0) {
+		log_error("conn", "cannot queue output for client %llu; dropping it",
+			  (unsigned long long)c->id);
+		conn_close(c);
+		return false;
+	}
+	queued(c, len);
 	if (c->streaming && evbuffer_get_length(c->out) > daemon_g.conf->max_output_bytes) {
 		log_warn("conn", "client %llu (pid %d) does not read its stream; dropping it",
 			 (unsigned long long)c->id, (int)c->pid);
@@ -315,8 +393,7 @@ static bool output_backed_up(const struct conn *c)
 {
 	size_t mark = daemon_g.conf->max_output_bytes / 2;
 
-	return evbuffer_get_length(c->out) >
-	       (mark < OUTPUT_PAUSE_BYTES ? mark : OUTPUT_PAUSE_BYTES);
+	return conn_out_len(c) > (mark < OUTPUT_PAUSE_BYTES ? mark : OUTPUT_PAUSE_BYTES);
 }
 
 unsigned server_paused_clients(void)
@@ -352,8 +429,7 @@ static void budget_cb(evutil_socket_t fd, short what, void *arg)
 		struct conn *c, *worst = NULL;
 
 		TAILQ_FOREACH(c, &conns_g.all, entry)
-			if (c->write_blocked && (!worst || evbuffer_get_length(c->out) >
-								   evbuffer_get_length(worst->out)))
+			if (c->write_blocked && (!worst || conn_out_len(c) > conn_out_len(worst)))
 				worst = c;
 		if (!worst) {
 			if (log_allowed(&nobody_to_drop))
@@ -367,7 +443,7 @@ static void budget_cb(evutil_socket_t fd, short what, void *arg)
 			 "unsent output (%zu bytes) passes max_output_total (%zu): dropping "
 			 "client %llu (uid %d pid %d), which holds %zu bytes and does not read",
 			 conns_g.out_total, max, (unsigned long long)worst->id, (int)worst->uid,
-			 (int)worst->pid, evbuffer_get_length(worst->out));
+			 (int)worst->pid, conn_out_len(worst));
 		conn_close(worst);
 	}
 }
@@ -403,7 +479,7 @@ void conn_flush(struct conn *c)
 	 * written to the state log (and synced with state_sync = always), the
 	 * answers - which may acknowledge them or show their effects - wait;
 	 * conn_barrier_passed() writes them after the commit (persist.h). */
-	if (c->held)
+	if (!conn_stage_spill(c) || c->held)
 		return;
 	if (!c->dead && evbuffer_get_length(c->out) > 0 &&
 	    (held = barrier->barrier(conn_barrier_passed, c)) != BARRIER_GO) {
@@ -470,7 +546,7 @@ static bool conn_wants_read(struct conn *c)
 
 static void conn_update_events(struct conn *c)
 {
-	bool want_write = evbuffer_get_length(c->out) > 0;
+	bool want_write = conn_out_len(c) > 0;
 
 	if (want_write)
 		event_add(c->ev_write, NULL);
@@ -658,7 +734,7 @@ static void conn_process(struct conn *c)
 		command_dispatch(c, line, len);
 	}
 	c->in_dispatch = false;
-	if (c->dead)
+	if (!conn_stage_spill(c) || c->dead)
 		return;
 	if (c->eof) {
 		/* A peer that hung up does not wait for anything: a kept request

@@ -111,6 +111,8 @@ const char *server_socket_path(void);
  * unsent output of all connections in bytes. (Streams: stream.h.) */
 unsigned server_paused_clients(void);
 size_t server_output_bytes(void);
+/* The output c holds that is not written yet, in bytes. */
+size_t conn_out_len(const struct conn *c);
 /* Ask p about peers (NULL: the core's own, [access] only; the daemon's
  * assembly installs supervision's, peer.h). */
 struct peer_policy;

@@ -32,6 +32,14 @@ gid_t *conn_peer_groups(int fd, gid_t gid, int *ret_n);
 /* A client on fd with these credentials and role; takes fd and gids. */
 struct conn *conn_new(int fd, uid_t uid, gid_t gid, pid_t pid, gid_t *gids, int n_gids,
 		      enum role role);
+/* Move the answers staged for c (if any) into its output queue; false
+ * (and c closed) when they cannot be kept. */
+bool conn_stage_spill(struct conn *c);
+/* Where c's next answer may be built in place, *ret_room bytes; NULL when
+ * c is not being dispatched (conn_queue then). conn_stage_commit() queues
+ * the len bytes built there. */
+char *conn_stage_room(struct conn *c, size_t *ret_room);
+void conn_stage_commit(struct conn *c, size_t len);
 /* Queue a complete line; false (and c closed) when it cannot be kept. */
 bool conn_queue(struct conn *c, const char *data, size_t len);
 /* Start and stop the output budget (max_output_total); the stop closes

@@ -1,8 +1,10 @@
 /*
  * Building the lines a connection sends (conn.h: conn_send, conn_send_reply).
- * Each is serialized into one reusable buffer and handed to the output
- * queue with one evbuffer_add (json_dump_callback would add every token
- * separately). The buffer grows to the largest line seen, so a big answer
+ * An answer to the connection being dispatched is built in place in the
+ * output stage (conn.c), which goes to the connection's evbuffer once per
+ * batch; any other line is serialized into one reusable buffer and handed
+ * to the output queue with one evbuffer_add (json_dump_callback would add
+ * every token separately). The buffer grows to the largest line seen, so a big answer
  * (status of thousands of processes) is serialized once, not sized first;
  * the common small answers skip jansson's dumper.
  */
@@ -111,10 +113,17 @@ static size_t build_reply(char *buf, size_t cap, json_t *id, bool ok, json_t *v,
 bool conn_send_reply(struct conn *c, json_t *id, bool ok, json_t *v, const char *raw,
 		     size_t raw_len)
 {
-	size_t n;
+	size_t n, room;
+	char *at;
 
 	if (c->dead)
 		return false;
+	/* Built where it is queued when it fits there: no copy. */
+	if ((at = conn_stage_room(c, &room)) &&
+	    (n = build_reply(at, room, id, ok, v, raw, raw_len)) && n <= room) {
+		conn_stage_commit(c, n);
+		return true;
+	}
 	if (!scratch_reserve(64 * 1024))
 		goto fail;
 	n = build_reply(scratch, scratch_cap, id, ok, v, raw, raw_len);
@@ -200,11 +209,17 @@ static bool add_gave_up(struct evbuffer *out, const char *line, size_t len)
 
 void conn_rewrite_durable(struct conn *c)
 {
-	struct evbuffer *out = evbuffer_new();
+	struct evbuffer *out;
 	uint64_t pos = c->out_written;
-	size_t old_len = evbuffer_get_length(c->out), new_len;
+	size_t old_len, new_len;
 	char *line = NULL;
-	bool ok = out && scratch_reserve(64 * 1024);
+	bool ok;
+
+	if (!conn_stage_spill(c))
+		return;
+	out = evbuffer_new();
+	old_len = evbuffer_get_length(c->out);
+	ok = out && scratch_reserve(64 * 1024);
 
 	for (size_t i = 0; ok && i < c->n_durable; i++) {
 		struct out_span d = c->durable[i];

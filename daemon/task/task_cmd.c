@@ -11,8 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/buffer.h>
-
 #include "access.h"
 #include "command.h"
 #include "conn.h"
@@ -256,7 +254,7 @@ static bool imap_may_feed(struct map *m)
 	const struct conn *c = m->stream.r ? m->stream.r->conn : NULL;
 	size_t max = daemon_g.conf->max_output_bytes / 2;
 
-	return !c || evbuffer_get_length(c->out) < (max < IMAP_OUT_MAX ? max : IMAP_OUT_MAX);
+	return !c || conn_out_len(c) < (max < IMAP_OUT_MAX ? max : IMAP_OUT_MAX);
 }
 
 /* Send item i's line, {"index": i, "result"|"error": V}; false when the

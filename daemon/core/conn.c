@@ -455,7 +455,17 @@ static int conn_write_out(struct conn *c)
 	struct evbuffer_iovec v;
 	ssize_t n;
 
-	if (evbuffer_peek(c->out, -1, NULL, &v, 1) != 1) {
+	if (stage.owner == c && evbuffer_get_length(c->out) == 0) {
+		/* a batch of answers, straight from the stage */
+		n = write(c->fd, stage.buf, stage.len);
+		if (n > 0 && (stage.len -= (size_t)n) > 0)
+			memmove(stage.buf, stage.buf + n, stage.len);
+		if (stage.len == 0)
+			stage.owner = NULL;
+	} else if (!conn_stage_spill(c)) {
+		errno = EPIPE; /* c is closed */
+		return -1;
+	} else if (evbuffer_peek(c->out, -1, NULL, &v, 1) != 1) {
 		n = evbuffer_write(c->out, c->fd);
 	} else {
 		n = write(c->fd, v.iov_base, v.iov_len);
@@ -479,10 +489,14 @@ void conn_flush(struct conn *c)
 	 * written to the state log (and synced with state_sync = always), the
 	 * answers - which may acknowledge them or show their effects - wait;
 	 * conn_barrier_passed() writes them after the commit (persist.h). */
-	if (!conn_stage_spill(c) || c->held)
+	if (c->held) {
+		conn_stage_spill(c);
 		return;
-	if (!c->dead && evbuffer_get_length(c->out) > 0 &&
+	}
+	if (!c->dead && conn_out_len(c) > 0 &&
 	    (held = barrier->barrier(conn_barrier_passed, c)) != BARRIER_GO) {
+		if (!conn_stage_spill(c))
+			return; /* closed */
 		if (held == BARRIER_NO_MEMORY) {
 			/* Never shown, never acknowledged, and no wake-up
 			 * would come: the connection goes. */
@@ -499,7 +513,7 @@ void conn_flush(struct conn *c)
 	}
 	c->out_released = c->out_queued;
 	c->write_blocked = false;
-	while (!c->dead && evbuffer_get_length(c->out) > 0) {
+	while (!c->dead && conn_out_len(c) > 0) {
 		int n = conn_write_out(c);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -514,7 +528,8 @@ void conn_flush(struct conn *c)
 			return;
 		}
 	}
-	if (c->dead)
+	/* what the socket did not take waits in c's own queue */
+	if (!conn_stage_spill(c) || c->dead)
 		return;
 	if (c->closing && evbuffer_get_length(c->out) == 0) {
 		conn_linger(c);
@@ -734,7 +749,7 @@ static void conn_process(struct conn *c)
 		command_dispatch(c, line, len);
 	}
 	c->in_dispatch = false;
-	if (!conn_stage_spill(c) || c->dead)
+	if (c->dead)
 		return;
 	if (c->eof) {
 		/* A peer that hung up does not wait for anything: a kept request

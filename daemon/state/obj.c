@@ -282,7 +282,7 @@ static size_t call_mem(const struct obj_call *c)
 
 	for (int i = 0; i < OBJ_MAX_PARAMS; i++)
 		if (c->has[i])
-			n += member_mem(&c->arg[i]);
+			n += member_mem(c->arg[i]);
 	return n;
 }
 

@@ -39,7 +39,7 @@ struct jsonw;
  * One call of an op: the request, its object and its parameters in the
  * order of the op's spec. A parameter is read where it lies: in the
  * request line (scalars in place, containers built) or, for a request
- * read as a tree and while the log is replayed, in the tree (arg[i].v).
+ * read as a tree and while the log is replayed, in the tree (arg[i]->v).
  * obj_arg() gives it as a jansson value, built on first use and released
  * when the call ends: an op builds values only for what it stores.
  *
@@ -58,8 +58,10 @@ struct obj_call {
 	char *err;   /* replay: its message */
 	size_t errlen;
 	/* Last: only what has[] marks is read, so obj_call_init() leaves
-	 * these 300-odd bytes as they are on every request. */
-	struct mpsup_member arg[OBJ_MAX_PARAMS];
+	 * these as they are on every request. arg[i]: into the request's
+	 * members, or into tree_arg when it was read as a tree. */
+	const struct mpsup_member *arg[OBJ_MAX_PARAMS];
+	struct mpsup_member tree_arg[OBJ_MAX_PARAMS];
 };
 
 /* c for request r and op, all but its args cleared. */
@@ -81,21 +83,21 @@ static inline bool obj_has(const struct obj_call *c, int i)
 /* A string parameter (spec 's'): its bytes, not NUL-terminated. */
 static inline const char *obj_arg_str(const struct obj_call *c, int i, size_t *ret_len)
 {
-	*ret_len = c->arg[i].str_len;
-	return c->arg[i].str;
+	*ret_len = c->arg[i]->str_len;
+	return c->arg[i]->str;
 }
 /* A number parameter (spec 'i', 'n' or 't') and whether it is an integer. */
 static inline bool obj_arg_is_int(const struct obj_call *c, int i)
 {
-	return c->arg[i].type == JSON_INTEGER;
+	return c->arg[i]->type == JSON_INTEGER;
 }
 static inline json_int_t obj_arg_int(const struct obj_call *c, int i)
 {
-	return c->arg[i].type == JSON_INTEGER ? c->arg[i].i : 0;
+	return c->arg[i]->type == JSON_INTEGER ? c->arg[i]->i : 0;
 }
 static inline double obj_arg_num(const struct obj_call *c, int i)
 {
-	return c->arg[i].type == JSON_INTEGER ? (double)c->arg[i].i : c->arg[i].d;
+	return c->arg[i]->type == JSON_INTEGER ? (double)c->arg[i]->i : c->arg[i]->d;
 }
 
 /*

@@ -6,20 +6,34 @@
  */
 #include "config.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include "conf.h"
 #include "obj.h"
 #include "obj_int.h"
 
-/* Whether a and b (len bytes each) are equal: short keys, no call. */
+/* Whether a and b (len bytes each) are equal: short keys, no call; 4 to
+ * 8 bytes as two words that may overlap. */
 static inline bool key_eq(const char *a, const char *b, size_t len)
 {
+	uint32_t x[2], y[2];
+
+	if (len >= 4 && len <= 8) {
+		memcpy(&x[0], a, 4);
+		memcpy(&x[1], a + len - 4, 4);
+		memcpy(&y[0], b, 4);
+		memcpy(&y[1], b + len - 4, 4);
+		return ((x[0] ^ y[0]) | (x[1] ^ y[1])) == 0;
+	}
 	for (size_t i = 0; i < len; i++)
 		if (a[i] != b[i])
 			return false;
 	return true;
 }
+
+/* What an absent parameter reads as (nothing reads it but by mistake). */
+static const struct mpsup_member absent = { .type = JSON_NULL };
 
 /* v as a member (borrowed: m->v is v whatever its type). */
 static void member_of(json_t *v, struct mpsup_member *m)
@@ -32,34 +46,33 @@ static void member_of(json_t *v, struct mpsup_member *m)
 	m->v = v;
 }
 
-/* r's parameter key (klen bytes): from the line when it was read in place,
- * else from its tree. false when absent. */
-static bool param_get(struct request *r, const char *key, size_t klen, struct mpsup_member *ret)
+/* r's parameter key (klen bytes): in the line when it was read in place,
+ * else from its tree into *tree. NULL when absent. */
+static const struct mpsup_member *param_get(struct request *r, const char *key, size_t klen,
+					    struct mpsup_member *tree)
 {
 	json_t *v;
 
 	if (r->members) {
 		for (size_t i = 0; i < r->n_members; i++)
-			if (r->members[i].key_len == klen && key_eq(r->members[i].key, key, klen)) {
-				*ret = r->members[i];
-				return true;
-			}
-		return false;
+			if (r->members[i].key_len == klen && key_eq(r->members[i].key, key, klen))
+				return &r->members[i];
+		return NULL;
 	}
 	if (!(v = json_object_getn(r->params, key, klen)))
-		return false;
-	member_of(v, ret);
-	return true;
+		return NULL;
+	member_of(v, tree);
+	return tree;
 }
 
 json_t *obj_arg(struct obj_call *c, int i)
 {
 	if (!c->has[i])
 		return NULL;
-	if (c->arg[i].v)
-		return c->arg[i].v;
+	if (c->arg[i]->v)
+		return c->arg[i]->v;
 	if (!c->built[i])
-		c->built[i] = mpsup_member_json(&c->arg[i]);
+		c->built[i] = mpsup_member_json(c->arg[i]);
 	return c->built[i];
 }
 
@@ -187,8 +200,8 @@ int obj_params_read(struct obj_call *c, const struct op_spec *spec)
 
 	for (int i = 0; i < spec->n; i++) {
 		const struct param_spec *ps = &spec->p[i];
-		struct mpsup_member *m = &c->arg[i];
-		bool have = param_get(r, ps->key, ps->klen, m);
+		const struct mpsup_member *m = param_get(r, ps->key, ps->klen, &c->tree_arg[i]);
+		bool have = m != NULL;
 
 		found += have;
 		if (have && m->type == JSON_NULL && ps->type != 'o' && ps->optional)
@@ -205,6 +218,7 @@ int obj_params_read(struct obj_call *c, const struct op_spec *spec)
 			return -1;
 		}
 		c->has[i] = have;
+		c->arg[i] = have ? m : &absent;
 	}
 	if (found != (r->members ? r->n_members : json_object_size(r->params))) {
 		param_unknown(c, spec);
@@ -217,15 +231,16 @@ int obj_params_read(struct obj_call *c, const struct op_spec *spec)
  * after answering bad_request. */
 const char *obj_param_name(struct request *r, char *buf)
 {
-	struct mpsup_member m;
+	struct mpsup_member tree;
+	const struct mpsup_member *m = param_get(r, "name", 4, &tree);
 
-	if (!param_get(r, "name", 4, &m)) {
+	if (!m) {
 		request_error(r, MPSUP_E_BAD_REQUEST, "%s: missing parameter 'name'", r->cmd->name);
 		return NULL;
 	}
-	if (m.type == JSON_STRING && m.str_len <= OBJ_NAME_MAX) {
-		memcpy(buf, m.str, m.str_len);
-		buf[m.str_len] = '\0';
+	if (m->type == JSON_STRING && m->str_len <= OBJ_NAME_MAX) {
+		memcpy(buf, m->str, m->str_len);
+		buf[m->str_len] = '\0';
 		if (name_valid(buf, false))
 			return buf;
 	}

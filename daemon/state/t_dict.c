@@ -10,7 +10,7 @@
 #define D(c) ((json_t *)(c)->o->data)
 
 /* The key parameter: a string that may hold any character. */
-#define KEY(c) (c)->arg[0].str, (c)->arg[0].str_len
+#define KEY(c) (c)->arg[0]->str, (c)->arg[0]->str_len
 
 static const char *const dict_options[] = { "items", NULL };
 
@@ -67,7 +67,7 @@ static size_t dict_mem(const struct obj *o)
  * there): count the difference. */
 static void dict_mem_swap(struct obj_call *c, json_t *old, json_t *v)
 {
-	size_t klen = c->arg[0].str_len;
+	size_t klen = c->arg[0]->str_len;
 
 	obj_mem_adjust(c->o, v ? obj_mem_entry(klen, v) : 0, old ? obj_mem_entry(klen, old) : 0);
 }

@@ -111,7 +111,7 @@ static enum cmd_ret list_put(struct obj_call *c, size_t at, int i)
 
 	if (!obj_items_room(c, L(c)->n, 1))
 		return CMD_DONE;
-	if (packed_insert_member(L(c), at, &c->arg[i]) < 0)
+	if (packed_insert_member(L(c), at, c->arg[i]) < 0)
 		return list_oom(c);
 	obj_mem_adjust(c->o, L(c)->mem - mem, 0);
 	obj_ok(c, NULL);

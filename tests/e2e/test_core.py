@@ -130,6 +130,25 @@ class Envelope(DaemonTestCase):
                 self.assertEqual(len(r["result"]), 200000)
         self.still_answers()
 
+    def test_pipelined_answers_keep_their_order_across_sizes(self):
+        # One batch mixes answers that fit the output stage, answers larger
+        # than it, and more small ones than it holds: every answer comes,
+        # in the order of the requests.
+        with self.d.client() as c:
+            if not c.call("dict.set", name="mix", key="big", value="y" * 70000)["ok"]:
+                self.skipTest("no shared state")
+            c.call("dict.set", name="mix", key="small", value="s")
+            keys = []
+            for i in range(3000):
+                keys.append("big" if i % 500 == 250 else "small")
+            c.send_raw(b"".join(b'{"id":%d,"cmd":"dict.get","name":"mix","key":"%s"}\n'
+                                % (i, k.encode()) for i, k in enumerate(keys)))
+            for i, k in enumerate(keys):
+                r = c.recv()
+                self.assertEqual(r["id"], i)
+                self.assertEqual(r["result"], "y" * 70000 if k == "big" else "s")
+        self.still_answers()
+
     def test_half_close_still_answered(self):
         s = socket.socket(socket.AF_UNIX)
         s.connect(self.d.socket)

@@ -495,8 +495,6 @@ void conn_flush(struct conn *c)
 	}
 	if (!c->dead && conn_out_len(c) > 0 &&
 	    (held = barrier->barrier(conn_barrier_passed, c)) != BARRIER_GO) {
-		if (!conn_stage_spill(c))
-			return; /* closed */
 		if (held == BARRIER_NO_MEMORY) {
 			/* Never shown, never acknowledged, and no wake-up
 			 * would come: the connection goes. */
@@ -506,6 +504,10 @@ void conn_flush(struct conn *c)
 			return;
 		}
 		c->held = true;
+		/* the answers wait in c's own queue (a close here cancels
+		 * the wait: c->held) */
+		if (!conn_stage_spill(c))
+			return;
 		event_del(c->ev_write);
 		if (!conn_wants_read(c))
 			event_del(c->ev_read);

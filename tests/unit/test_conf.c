@@ -190,6 +190,7 @@ START_TEST(test_names)
 	ck_assert(name_valid("web-1.a_b", false));
 	ck_assert(!name_valid("", false));
 	ck_assert(!name_valid("a b", false));
+	ck_assert(!name_valid("\xc3\xa9t\xc3\xa9", false)); /* letters, but not ASCII */
 	ck_assert(!name_valid("web:0", false));
 	ck_assert(name_valid("web:0", true));
 	ck_assert(name_valid("0123456789012345678901234567890123456789012345678901234567890123",

@@ -21,9 +21,9 @@ static inline bool key_eq(const char *a, const char *b, size_t len)
 
 	if (len >= 4 && len <= 8) {
 		memcpy(&x[0], a, 4);
-		memcpy(&x[1], a + len - 4, 4);
+		memcpy(&x[1], a + (len - 4), 4);
 		memcpy(&y[0], b, 4);
-		memcpy(&y[1], b + len - 4, 4);
+		memcpy(&y[1], b + (len - 4), 4);
 		return ((x[0] ^ y[0]) | (x[1] ^ y[1])) == 0;
 	}
 	for (size_t i = 0; i < len; i++)

@@ -7,7 +7,7 @@
  * Every op is one EVALSHA of one script (redis_script.lua; EVAL again when
  * the server answers NOSCRIPT, after a restart) on one asynchronous hiredis
  * connection: the event loop never waits for Redis. The hot ops (dict.set,
- * list.append, value.add...) try a small script first (hot_script). The request is parked
+ * list.append, value.add...) try a short script of their own first (hot_ops). The request is parked
  * (park.c) until the reply comes; a client that leaves first just has its
  * answer dropped.
  *

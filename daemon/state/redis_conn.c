@@ -105,10 +105,8 @@ static int redis_check(const struct conf *conf)
 		ret = 0;
 	}
 	freeReplyObject(rp);
-	rp = ret < 0 ? NULL : redisCommand(ctx, "SCRIPT LOAD %s", hot_script);
-	if (rp && rp->type == REDIS_REPLY_STRING && rp->len == 40)
-		memcpy(rs.hot_sha, rp->str, 40);
-	freeReplyObject(rp);
+	if (ret == 0)
+		hot_load(ctx);
 out:
 	if (ctx)
 		redisFree(ctx);

@@ -63,7 +63,6 @@ struct redis_state {
 	bool up;
 	bool stopping;
 	char sha[41];
-	char hot_sha[41]; /* hot_script's */
 	char host_id[33]; /* new at each start: this daemon's owner id */
 	struct event *retry;
 	double backoff;
@@ -124,10 +123,8 @@ bool meta_key_name(const redisReply *k, char *name);
 /* One step of the sweep of objects whose scope's host died. */
 void sweep_step(void);
 
-/* The script (redis_script.lua, generated into redis_script.h) and
- * hot_script (redis_hot.c). */
+/* The script (redis_script.lua, generated into redis_script.h). */
 extern const char redis_script[];
-extern const char hot_script[];
 
 /* redis_call.c: the command of a call, answering */
 void rc_free(struct rcall *rc);
@@ -167,6 +164,7 @@ bool cond_waiting(const struct rcall *rc, const char *str, size_t len);
 bool cond_resume(struct rcall *rc, char news);
 
 /* redis_hot.c: sending on the main connection, the hot paths */
+void hot_load(redisContext *ctx);
 bool rc_send(struct rcall *rc);
 void call_cancel(struct park *p);
 enum cmd_ret rc_run(struct request *r, struct rcall *rc);

@@ -75,6 +75,13 @@ static int rc_queue(struct rcall *rc)
 /* Send rc on the main connection; false after answering unavailable. */
 bool rc_send(struct rcall *rc)
 {
+	if (rc->ticket_due) {
+		if (rc_set_ticket(rc) < 0) {
+			rc_error(rc, MPSUP_E_INTERNAL, "out of memory");
+			return false;
+		}
+		rc->ticket_due = false;
+	}
 	if (rs.ac && rc_queue(rc) == REDIS_OK)
 		return true;
 	rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: redis cannot be reached; retry later", rc->op);
@@ -98,16 +105,11 @@ static void call_reply(redisAsyncContext *ac, void *reply, void *priv)
 	} else if (rp->type == REDIS_REPLY_ERROR && strncmp(rp->str, "NOSCRIPT", 8) == 0 &&
 		   strcmp(rc->argv[0], "EVAL") != 0) {
 		/* A restarted server forgot the script: send it along. */
-		free(rc->argv[0]);
-		free(rc->argv[1]);
-		rc->argv[0] = strdup("EVAL");
-		rc->argv[1] = strdup(redis_script);
-		rc->argvlen[0] = 4;
-		rc->argvlen[1] = strlen(redis_script);
-		if (rc->argv[0] && rc->argv[1] && rc_send(rc))
-			return;
-		if (!rc->argv[0] || !rc->argv[1])
+		if (rc_set(rc, A_CMD, "EVAL", 4) < 0 ||
+		    rc_set(rc, A_SHA, redis_script, strlen(redis_script)) < 0)
 			rc_error(rc, MPSUP_E_INTERNAL, "out of memory");
+		else if (rc_send(rc))
+			return;
 	} else if (rp->type == REDIS_REPLY_ERROR && strncmp(str, "wait ", 5) == 0) {
 		const char *sp = strrchr(str, ' ');
 
@@ -255,9 +257,8 @@ static void hot_reply(redisAsyncContext *ac, void *reply, void *priv)
 	} else if (rp && rp->type == REDIS_REPLY_INTEGER) {
 		/* value.add's sum */
 		char num[24];
-		int n = snprintf(num, sizeof(num), "%lld", rp->integer);
 
-		rc_reply_json(rc, num, (size_t)n);
+		rc_reply_json(rc, num, rc_decimal(num, rp->integer));
 		rc_free(rc);
 		return;
 	} else if (!rp || rp->type != REDIS_REPLY_NIL) {

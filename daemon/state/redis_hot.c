@@ -155,15 +155,17 @@ void call_cancel(struct park *p)
 
 /*
  * The hot writes, on a plain object of their type (not private, not
- * scoped): a short script for each op, with only the keys and the
- * parameters it uses, as bare texts (Redis spends about 1 400 instructions
- * on each argument of a script call and 3 000-8 000 on each redis.call;
- * the full script's setup costs tens of thousands). It answers what it can
- * as the full script would, and false for every other case (no such
- * object, another type, an error, a bounded queue, an empty one): then the
- * call goes to the full script, the hot one having changed nothing.
- * hot_send leaves the cases it can tell (a real to add, a pop elsewhere
- * than at an end) to the full script itself.
+ * scoped): a short script for each op, given the meta key alone (the data
+ * and join keys are the meta key and ':d', ':j', as for the full script's
+ * other keys: one slot) and only the parameters the op uses, as bare
+ * texts. Redis spends about 1 400 instructions on each key or argument of
+ * a script call and 3 000-8 000 on each redis.call; the full script's
+ * setup costs tens of thousands. A hot script answers what it can as the
+ * full script would, and false for every other case (no such object,
+ * another type, an error, a bounded queue, an empty one): then the call
+ * goes to the full script, the hot one having changed nothing. hot_send
+ * leaves the cases it can tell (a real to add, a pop elsewhere than at an
+ * end) to the full script itself.
  */
 #define HOT_PLAIN(type)                                            \
 	"local h = redis.call('HMGET', KEYS[1], 't', 'o', 'sh')\n" \
@@ -174,17 +176,19 @@ void call_cancel(struct park *p)
 	"if h[1] ~= 'queue' or h[2] or h[3] or h[4] ~= '0' then return false end\n"
 
 static const char hot_dict_set[] =
-	HOT_PLAIN("dict") "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
+	HOT_PLAIN("dict") "redis.call('HSET', KEYS[1] .. ':d', ARGV[1], ARGV[2])\n"
 			  "return 'null'\n";
-static const char hot_list_append[] = HOT_PLAIN("list") "redis.call('RPUSH', KEYS[2], ARGV[1])\n"
-							"return 'null'\n";
+static const char hot_list_append[] =
+	HOT_PLAIN("list") "redis.call('RPUSH', KEYS[1] .. ':d', ARGV[1])\n"
+			  "return 'null'\n";
 /* ARGV[1] present: at index 0 */
 static const char hot_list_pop[] =
-	HOT_PLAIN("list") "if ARGV[1] then return redis.call('LPOP', KEYS[2]) end\n"
-			  "return redis.call('RPOP', KEYS[2])\n";
-/* an integer to an integer: HINCRBY refuses anything else (a value of
- * typecode d always holds a real's text: '.', 'e' or inf); the sum comes
- * back as an integer reply, exact below 2^53, else it is read back as text */
+	HOT_PLAIN("list") "if ARGV[1] then return redis.call('LPOP', KEYS[1] .. ':d') end\n"
+			  "return redis.call('RPOP', KEYS[1] .. ':d')\n";
+/* an integer to an integer (ARGV[1] absent: 1): HINCRBY refuses anything
+ * else (a value of typecode d always holds a real's text: '.', 'e' or
+ * inf); the sum comes back as an integer reply, exact below 2^53, else it
+ * is read back as text */
 static const char hot_value_add[] =
 	HOT_PLAIN("value") "local r = redis.pcall('HINCRBY', KEYS[1], 'v', ARGV[1] or '1')\n"
 			   "if type(r) ~= 'number' then return false end\n"
@@ -193,28 +197,26 @@ static const char hot_value_add[] =
 /* the join list holds its wake-up only while u is 0 (the task_done that
  * ends the last task pushes it, creates clear it): the put that takes u
  * off 0 clears it, the others would find it gone */
-static const char hot_queue_put[] = HOT_UNBOUNDED
-	"redis.call('RPUSH', KEYS[2], ARGV[1])\n"
-	"if redis.call('HINCRBY', KEYS[1], 'u', 1) == 1 then redis.call('DEL', KEYS[3]) end\n"
-	"return 'null'\n";
-static const char hot_queue_get[] = HOT_UNBOUNDED "return redis.call('LPOP', KEYS[2])\n";
+static const char hot_queue_put[] = HOT_UNBOUNDED "redis.call('RPUSH', KEYS[1] .. ':d', ARGV[1])\n"
+						  "if redis.call('HINCRBY', KEYS[1], 'u', 1) == 1 "
+						  "then redis.call('DEL', KEYS[1] .. ':j') end\n"
+						  "return 'null'\n";
+static const char hot_queue_get[] = HOT_UNBOUNDED "return redis.call('LPOP', KEYS[1] .. ':d')\n";
 
 enum { HOT_DICT_SET, HOT_LIST_APPEND, HOT_LIST_POP, HOT_VALUE_ADD, HOT_QUEUE_PUT, HOT_QUEUE_GET };
 
-/* The hot ops: their script (KEYS: meta, data, join; the first nkeys) and
- * its SHA1 once loaded. */
+/* The hot ops: their script and its SHA1 once loaded. */
 static struct hot_op {
 	const char *op;
 	const char *script;
-	int nkeys;
 	char sha[41];
 } hot_ops[] = {
-	[HOT_DICT_SET] = { "dict.set", hot_dict_set, 2, "" },
-	[HOT_LIST_APPEND] = { "list.append", hot_list_append, 2, "" },
-	[HOT_LIST_POP] = { "list.pop", hot_list_pop, 2, "" },
-	[HOT_VALUE_ADD] = { "value.add", hot_value_add, 1, "" },
-	[HOT_QUEUE_PUT] = { "queue.put", hot_queue_put, 3, "" },
-	[HOT_QUEUE_GET] = { "queue.get", hot_queue_get, 2, "" },
+	[HOT_DICT_SET] = { "dict.set", hot_dict_set, "" },
+	[HOT_LIST_APPEND] = { "list.append", hot_list_append, "" },
+	[HOT_LIST_POP] = { "list.pop", hot_list_pop, "" },
+	[HOT_VALUE_ADD] = { "value.add", hot_value_add, "" },
+	[HOT_QUEUE_PUT] = { "queue.put", hot_queue_put, "" },
+	[HOT_QUEUE_GET] = { "queue.get", hot_queue_get, "" },
 };
 
 #define N_HOT (sizeof(hot_ops) / sizeof(hot_ops[0]))
@@ -295,57 +297,51 @@ static bool hot_integer(const char *s, size_t l)
 	return true;
 }
 
-/* The parameters hot op h of rc passes to its script into v, l from
- * index 7 (after EVALSHA sha nkeys and three keys); how many, or -1 when
- * the full script must take the call (a parameter it cannot handle). */
+/* The parameters hot op h of rc passes to its script, into v, l; how
+ * many, or -1 when the full script must take the call (a parameter the
+ * hot one does not handle). */
 static int hot_args(const struct rcall *rc, int h, const char **v, size_t *l)
 {
 	switch (h) {
 	case HOT_DICT_SET:
-		return hot_param(rc, 0, &v[7], &l[7]) && hot_param(rc, 1, &v[8], &l[8]) ? 2 : -1;
+		return hot_param(rc, 0, &v[0], &l[0]) && hot_param(rc, 1, &v[1], &l[1]) ? 2 : -1;
 	case HOT_LIST_APPEND:
 	case HOT_QUEUE_PUT: /* (an unbounded queue: a put's timeout does not matter) */
-		return hot_param(rc, 0, &v[7], &l[7]) ? 1 : -1;
+		return hot_param(rc, 0, &v[0], &l[0]) ? 1 : -1;
 	case HOT_LIST_POP:
-		if (!hot_param(rc, 0, &v[7], &l[7]) || (l[7] == 2 && memcmp(v[7], "-1", 2) == 0))
+		if (!hot_param(rc, 0, &v[0], &l[0]) || (l[0] == 2 && memcmp(v[0], "-1", 2) == 0))
 			return 0;
-		return l[7] == 1 && v[7][0] == '0' ? 1 : -1;
+		return l[0] == 1 && v[0][0] == '0' ? 1 : -1;
 	case HOT_VALUE_ADD:
-		if (!hot_param(rc, 0, &v[7], &l[7]))
+		if (!hot_param(rc, 0, &v[0], &l[0]) || (l[0] == 1 && v[0][0] == '1'))
 			return 0;
-		return hot_integer(v[7], l[7]) ? 1 : -1;
+		return hot_integer(v[0], l[0]) ? 1 : -1;
 	default:
 		/* queue.get: an item there needs no timeout */
 		return 0;
 	}
 }
 
-/* Send rc through its op's hot script when it has one; false when it has
- * not (or out of memory): send it whole. */
+/* Send rc through its op's hot script when it has one: EVALSHA SHA 1
+ * META params; false when it has not (or out of memory): send it whole. */
 static bool hot_send(struct rcall *rc)
 {
-	static const char *const nkeys[] = { "0", "1", "2", "3" };
 	const struct hot_op *h = hot_find(rc->op);
-	const char *v[9];
-	size_t l[9], len;
+	const char *v[6];
+	size_t l[6], len;
 	int n;
 
-	if (!h || !h->sha[0] || !rs.ac || (n = hot_args(rc, (int)(h - hot_ops), v, l)) < 0)
+	if (!h || !h->sha[0] || !rs.ac || (n = hot_args(rc, (int)(h - hot_ops), v + 4, l + 4)) < 0)
 		return false;
 	v[0] = "EVALSHA";
 	v[1] = h->sha;
-	v[2] = nkeys[h->nkeys];
+	v[2] = "1";
+	v[3] = rc->argv[A_META];
 	l[0] = 7;
 	l[1] = 40;
 	l[2] = 1;
-	for (int k = 0; k < 3; k++) {
-		v[3 + k] = rc->argv[A_META + k];
-		l[3 + k] = rc->argvlen[A_META + k];
-	}
-	/* the keys it does not take go: the parameters follow the last one */
-	memmove(&v[3 + h->nkeys], &v[7], n * sizeof(v[0]));
-	memmove(&l[3 + h->nkeys], &l[7], n * sizeof(l[0]));
-	len = resp_format(3 + h->nkeys + n, v, l);
+	l[3] = rc->argvlen[A_META];
+	len = resp_format(4 + n, v, l);
 	return len && redisAsyncFormattedCommand(rs.ac, hot_reply, rc, rs.fmt, len) == REDIS_OK;
 }
 

@@ -208,13 +208,30 @@ int rc_push_json(struct rcall *rc, json_t *v, bool eq)
 }
 
 /* EVALSHA sha 4 KEYS op name mode: the head of every script call. */
+/* Append the len bytes at *p (in rc's texts, NUL-terminated) as an
+ * argument of rc's head; *p moves past them. */
+static void rc_head(struct rcall *rc, char **p, size_t len)
+{
+	rc->argv[rc->argc] = *p;
+	rc->argvlen[rc->argc++] = len;
+	(*p)[len] = '\0';
+	*p += len + 1;
+}
+
+/* Write len bytes of s at *p as an argument of rc's head. */
+static void rc_head_copy(struct rcall *rc, char **p, const char *s, size_t len)
+{
+	memcpy(*p, s, len);
+	rc_head(rc, p, len);
+}
+
 struct rcall *rc_new(const char *op, const char *name, bool existing)
 {
 	static const char suffix[][3] = { "", ":d", ":j", ":s" };
-	size_t plen = strlen(rs.prefix), nlen = strlen(name);
+	size_t plen = strlen(rs.prefix), nlen = strlen(name), olen = strlen(op);
 	struct rcall *rc = calloc(1, sizeof(*rc));
-	char key[sizeof(rs.prefix) + OBJ_NAME_MAX + 8];
-	int r;
+	size_t klen;
+	char *p;
 
 	if (!rc)
 		return NULL;
@@ -226,25 +243,30 @@ struct rcall *rc_new(const char *op, const char *name, bool existing)
 	rc->client_id = -1;
 	rc->soonest = -1;
 	rc->bgen = -1;
-	r = rc_push(rc, 0, "EVALSHA", 7) | rc_push(rc, 0, rs.sha, 40) | rc_push(rc, 0, "4", 1);
-	/* PREFIX{name} and its suffixes (names are checked: they fit) */
 	nlen = nlen > OBJ_NAME_MAX ? OBJ_NAME_MAX : nlen;
-	memcpy(key, rs.prefix, plen);
-	key[plen] = '{';
-	memcpy(key + plen + 1, name, nlen);
-	key[plen + 1 + nlen] = '}';
-	for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
-		size_t slen = strlen(suffix[i]);
-
-		memcpy(key + plen + nlen + 2, suffix[i], slen);
-		r |= rc_push(rc, 0, key, plen + nlen + 2 + slen);
-	}
-	r |= rc_pushs(rc, op) | rc_push(rc, 0, name, nlen);
-	r |= rc_push(rc, 0, existing ? "e" : "c", 1);
-	if (r < 0) {
+	klen = plen + nlen + 2;
+	/* the head's ten arguments in one block, each NUL-terminated */
+	if (!(p = rc_text(rc, 8 + 41 + 2 + 4 * (klen + 3) + olen + 1 + nlen + 1 + 2))) {
 		rc_free(rc);
 		return NULL;
 	}
+	rc_head_copy(rc, &p, "EVALSHA", 7);
+	rc_head_copy(rc, &p, rs.sha, 40);
+	rc_head_copy(rc, &p, "4", 1);
+	/* PREFIX{name} and its suffixes (names are checked: they fit) */
+	for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+		size_t slen = strlen(suffix[i]);
+
+		memcpy(p, rs.prefix, plen);
+		p[plen] = '{';
+		memcpy(p + plen + 1, name, nlen);
+		p[plen + 1 + nlen] = '}';
+		memcpy(p + klen, suffix[i], slen);
+		rc_head(rc, &p, klen + slen);
+	}
+	rc_head_copy(rc, &p, op, olen);
+	rc_head_copy(rc, &p, name, nlen);
+	rc_head_copy(rc, &p, existing ? "e" : "c", 1);
 	return rc;
 }
 

@@ -23,6 +23,12 @@ static char *resp_head(char *p, char c, size_t n)
 	size_t k = 0;
 
 	*p++ = c;
+	if (n < 10) { /* the usual count or length: no division loop */
+		*p++ = (char)('0' + n);
+		*p++ = '\r';
+		*p++ = '\n';
+		return p;
+	}
 	do
 		digits[k++] = (char)('0' + n % 10);
 	while ((n /= 10));

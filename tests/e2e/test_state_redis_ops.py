@@ -178,6 +178,25 @@ class HotOps(mpsuptest.unittest.TestCase):
                          {"evalsha": 10, "hmget": 10, "rpush": 10})
         self.assertEqual(d.ok("obj.get", name="l"), [2] + [3] * 10)
 
+    def test_commands_larger_than_the_socket_buffer(self):
+        """A command that does not fit in the socket to Redis at once is
+        written as the socket drains, the calls behind it after it."""
+        d = self.d
+        big = ["%06d" % i * 150000 for i in range(3)]  # 900 kB each
+        clients = [d.client() for _ in big]
+        try:
+            for c, v in zip(clients, big):
+                c.send("dict.set", name="d", key=v[:6], value=v)
+            d.ok("value.add", name="v")
+            for c in clients:
+                self.assertIsNone(c.recv()["result"])
+        finally:
+            for c in clients:
+                c.close()
+        for v in big:
+            self.assertEqual(d.ok("dict.get", name="d", key=v[:6]), v)
+        self.assertEqual(d.ok("value.add", name="v"), 2)
+
     def test_value_add_edges(self):
         d = self.d
         d.ok("obj.create", name="big", type="value", typecode="i", init=2**62)

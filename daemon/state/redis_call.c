@@ -207,7 +207,6 @@ int rc_push_json(struct rcall *rc, json_t *v, bool eq)
 	return 0;
 }
 
-/* EVALSHA sha 4 KEYS op name mode: the head of every script call. */
 /* Append the len bytes at *p (in rc's texts, NUL-terminated) as an
  * argument of rc's head; *p moves past them. */
 static void rc_head(struct rcall *rc, char **p, size_t len)
@@ -225,6 +224,7 @@ static void rc_head_copy(struct rcall *rc, char **p, const char *s, size_t len)
 	rc_head(rc, p, len);
 }
 
+/* EVALSHA sha 4 KEYS op name mode: the head of every script call. */
 struct rcall *rc_new(const char *op, const char *name, bool existing)
 {
 	static const char suffix[][3] = { "", ":d", ":j", ":s" };

@@ -7,7 +7,7 @@
  * Every op is one EVALSHA of one script (redis_script.lua; EVAL again when
  * the server answers NOSCRIPT, after a restart) on one asynchronous hiredis
  * connection: the event loop never waits for Redis. The hot ops (dict.set,
- * list.append, value.add...) try a small script first (hot_script). The request is parked
+ * list.append, value.add...) try a short script of their own first (hot_ops). The request is parked
  * (park.c) until the reply comes; a client that leaves first just has its
  * answer dropped.
  *
@@ -125,15 +125,11 @@ static enum cmd_ret redis_op(struct request *r, const struct type_op *t)
 		rc->owned = t->type;
 		rc->conn = r->conn;
 	}
-	/* a condition's waiter keeps its place in wait as it would in line */
-	if ((rc->owned && strstr(op->name, ".acquire")) || strcmp(op->name, "queue.put") == 0 ||
-	    strcmp(op->name, "condition.wait") == 0) {
-		if (rc_set_ticket(rc) < 0) {
-			rc_free(rc);
-			request_error(r, MPSUP_E_INTERNAL, "out of memory");
-			goto done;
-		}
-	}
+	/* a condition's waiter keeps its place in wait as it would in line (a
+	 * hot script needs no ticket: it is made if the full script is asked) */
+	rc->ticket_due = (rc->owned && strstr(op->name, ".acquire")) ||
+			 strcmp(op->name, "queue.put") == 0 ||
+			 strcmp(op->name, "condition.wait") == 0;
 	/* refused before the script lets go of the lock: the caller keeps it
 	 * (as locally; its waiting again for the lock is not refused) */
 	if (strcmp(op->name, "condition.wait") == 0 &&

@@ -17,18 +17,100 @@
 
 /* --- the command of a call ------------------------------------------------- */
 
+/* A block of a call's texts that did not fit in its text_in. */
+struct rc_chunk {
+	struct rc_chunk *next;
+	size_t size, used;
+	char text[];
+};
+
 void rc_free(struct rcall *rc)
 {
 	if (rc->scoped)
 		scoped_settle(rc->scoped);
 	if (rc->ticketed)
 		rc_untick(rc);
-	for (int i = 0; i < rc->argc; i++)
-		free(rc->argv[i]);
-	free(rc->argv);
-	free(rc->argvlen);
+	while (rc->big) {
+		struct rc_chunk *k = rc->big;
+
+		rc->big = k->next;
+		free(k);
+	}
+	if (rc->argv != rc->argv_in) {
+		free(rc->argv);
+		free(rc->argvlen);
+	}
 	free(rc->inflight);
 	free(rc);
+}
+
+/* Room for n bytes of rc's texts, freed with rc; NULL when out of memory. */
+static char *rc_text(struct rcall *rc, size_t n)
+{
+	struct rc_chunk *k = rc->big;
+	char *p;
+
+	if (RC_TEXT_IN - rc->text_used >= n) {
+		p = rc->text_in + rc->text_used;
+		rc->text_used += n;
+		return p;
+	}
+	if (!k || k->size - k->used < n) {
+		size_t size = n > 2048 ? n : 2048;
+
+		if (!(k = malloc(sizeof(*k) + size)))
+			return NULL;
+		k->size = size;
+		k->used = 0;
+		k->next = rc->big;
+		rc->big = k;
+	}
+	p = k->text + k->used;
+	k->used += n;
+	return p;
+}
+
+/* A copy of len bytes of s after pre when not NUL, NUL-terminated, in rc's
+ * texts; NULL when out of memory. */
+static char *rc_copy(struct rcall *rc, char pre, const char *s, size_t len)
+{
+	char *a = rc_text(rc, len + 2);
+
+	if (!a)
+		return NULL;
+	if (pre)
+		a[0] = pre;
+	memcpy(a + !!pre, s, len);
+	a[len + !!pre] = '\0';
+	return a;
+}
+
+/* Room for one more argument; -ENOMEM. */
+static int rc_grow(struct rcall *rc)
+{
+	int cap = rc->cap * 2;
+	char **v;
+	size_t *l;
+
+	if (rc->argc < rc->cap)
+		return 0;
+	v = malloc(cap * sizeof(*v));
+	l = malloc(cap * sizeof(*l));
+	if (!v || !l) {
+		free(v);
+		free(l);
+		return -ENOMEM;
+	}
+	memcpy(v, rc->argv, rc->argc * sizeof(*v));
+	memcpy(l, rc->argvlen, rc->argc * sizeof(*l));
+	if (rc->argv != rc->argv_in) {
+		free(rc->argv);
+		free(rc->argvlen);
+	}
+	rc->argv = v;
+	rc->argvlen = l;
+	rc->cap = cap;
+	return 0;
 }
 
 /* Append len bytes of s, after pre when not NUL; -ENOMEM. */
@@ -36,27 +118,27 @@ int rc_push(struct rcall *rc, char pre, const char *s, size_t len)
 {
 	char *a;
 
-	if (rc->argc == rc->cap) {
-		int cap = rc->cap ? rc->cap * 2 : 16;
-		char **v = realloc(rc->argv, cap * sizeof(*v));
-		size_t *l;
-
-		if (!v)
-			return -ENOMEM;
-		rc->argv = v;
-		if (!(l = realloc(rc->argvlen, cap * sizeof(*l))))
-			return -ENOMEM;
-		rc->argvlen = l;
-		rc->cap = cap;
-	}
-	if (!(a = malloc(len + 2)))
+	if (rc_grow(rc) < 0 || !(a = rc_copy(rc, pre, s, len)))
 		return -ENOMEM;
-	if (pre)
-		a[0] = pre;
-	memcpy(a + !!pre, s, len);
-	a[len + !!pre] = '\0';
 	rc->argv[rc->argc] = a;
 	rc->argvlen[rc->argc++] = len + !!pre;
+	return 0;
+}
+
+/* Replace argument i with a copy of len bytes of s (where it was when it
+ * fits: a call that waits again and again does not grow); -ENOMEM. */
+int rc_set(struct rcall *rc, int i, const char *s, size_t len)
+{
+	char *a = len <= rc->argvlen[i] ? rc->argv[i] : rc_copy(rc, 0, s, len);
+
+	if (!a)
+		return -ENOMEM;
+	if (a == rc->argv[i]) {
+		memmove(a, s, len);
+		a[len] = '\0';
+	}
+	rc->argv[i] = a;
+	rc->argvlen[i] = len;
 	return 0;
 }
 
@@ -65,69 +147,133 @@ int rc_pushs(struct rcall *rc, const char *s)
 	return rc_push(rc, 0, s, strlen(s));
 }
 
+/* v in decimal at p (at most 20 bytes, not NUL-terminated); its length. */
+size_t rc_decimal(char *p, long long v)
+{
+	unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
+	char digits[24];
+	size_t k = 0, n = 0;
+
+	do
+		digits[k++] = (char)('0' + u % 10);
+	while ((u /= 10));
+	if (v < 0)
+		p[n++] = '-';
+	while (k)
+		p[n++] = digits[--k];
+	return n;
+}
+
 /* v's JSON text (keys sorted: equal values are equal texts), after '='
  * when eq. */
 int rc_push_json(struct rcall *rc, json_t *v, bool eq)
 {
-	char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS);
-	int r;
+	const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS;
+	char small[256];
+	size_t n;
+	char *a;
 
-	if (!t)
+	/* the usual item (a printable ASCII string, an integer) as jansson
+	 * would write it, without its dump's cost */
+	if (json_is_string(v) && json_string_length(v) < sizeof(small) - 3 &&
+	    jsonw_plain(json_string_value(v), json_string_length(v))) {
+		n = json_string_length(v);
+		small[0] = '=';
+		small[1] = '"';
+		memcpy(small + 2, json_string_value(v), n);
+		small[n + 2] = '"';
+		return rc_push(rc, 0, small + !eq, n + 2 + eq);
+	}
+	if (json_is_integer(v)) {
+		n = rc_decimal(small + 1, json_integer_value(v));
+		small[0] = '=';
+		return rc_push(rc, 0, small + !eq, n + eq);
+	}
+	if ((n = json_dumpb(v, small + 1, sizeof(small) - 1, flags)) == 0)
 		return -ENOMEM;
-	r = rc_push(rc, eq ? '=' : 0, t, strlen(t));
-	free(t);
-	return r;
+	if (n < sizeof(small) - 1) {
+		/* the usual item: written once, copied once */
+		small[0] = '=';
+		return rc_push(rc, 0, small + !eq, n + eq);
+	}
+	if (rc_grow(rc) < 0 || !(a = rc_text(rc, n + 2)))
+		return -ENOMEM;
+	a[0] = '=';
+	if (json_dumpb(v, a + 1, n, flags) != n)
+		return -ENOMEM;
+	a[n + 1] = '\0';
+	rc->argv[rc->argc] = a + !eq;
+	rc->argvlen[rc->argc++] = n + eq;
+	return 0;
+}
+
+/* Append the len bytes at *p (in rc's texts, NUL-terminated) as an
+ * argument of rc's head; *p moves past them. */
+static void rc_head(struct rcall *rc, char **p, size_t len)
+{
+	rc->argv[rc->argc] = *p;
+	rc->argvlen[rc->argc++] = len;
+	(*p)[len] = '\0';
+	*p += len + 1;
+}
+
+/* Write len bytes of s at *p as an argument of rc's head. */
+static void rc_head_copy(struct rcall *rc, char **p, const char *s, size_t len)
+{
+	memcpy(*p, s, len);
+	rc_head(rc, p, len);
 }
 
 /* EVALSHA sha 4 KEYS op name mode: the head of every script call. */
 struct rcall *rc_new(const char *op, const char *name, bool existing)
 {
 	static const char suffix[][3] = { "", ":d", ":j", ":s" };
-	size_t plen = strlen(rs.prefix), nlen = strlen(name);
+	size_t plen = strlen(rs.prefix), nlen = strlen(name), olen = strlen(op);
 	struct rcall *rc = calloc(1, sizeof(*rc));
-	char key[sizeof(rs.prefix) + OBJ_NAME_MAX + 8];
-	int r;
+	size_t klen;
+	char *p;
 
 	if (!rc)
 		return NULL;
+	rc->argv = rc->argv_in;
+	rc->argvlen = rc->argvlen_in;
+	rc->cap = RC_ARGV_IN;
 	rc->op = op;
 	rc->timeout = -1;
 	rc->client_id = -1;
 	rc->soonest = -1;
 	rc->bgen = -1;
-	r = rc_push(rc, 0, "EVALSHA", 7) | rc_push(rc, 0, rs.sha, 40) | rc_push(rc, 0, "4", 1);
-	/* PREFIX{name} and its suffixes (names are checked: they fit) */
 	nlen = nlen > OBJ_NAME_MAX ? OBJ_NAME_MAX : nlen;
-	memcpy(key, rs.prefix, plen);
-	key[plen] = '{';
-	memcpy(key + plen + 1, name, nlen);
-	key[plen + 1 + nlen] = '}';
-	for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
-		size_t slen = strlen(suffix[i]);
-
-		memcpy(key + plen + nlen + 2, suffix[i], slen);
-		r |= rc_push(rc, 0, key, plen + nlen + 2 + slen);
-	}
-	r |= rc_pushs(rc, op) | rc_push(rc, 0, name, nlen);
-	r |= rc_push(rc, 0, existing ? "e" : "c", 1);
-	if (r < 0) {
+	klen = plen + nlen + 2;
+	/* the head's ten arguments in one block, each NUL-terminated */
+	if (!(p = rc_text(rc, 8 + 41 + 2 + 4 * (klen + 3) + olen + 1 + nlen + 1 + 2))) {
 		rc_free(rc);
 		return NULL;
 	}
+	rc_head_copy(rc, &p, "EVALSHA", 7);
+	rc_head_copy(rc, &p, rs.sha, 40);
+	rc_head_copy(rc, &p, "4", 1);
+	/* PREFIX{name} and its suffixes (names are checked: they fit) */
+	for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+		size_t slen = strlen(suffix[i]);
+
+		memcpy(p, rs.prefix, plen);
+		p[plen] = '{';
+		memcpy(p + plen + 1, name, nlen);
+		p[plen + 1 + nlen] = '}';
+		memcpy(p + klen, suffix[i], slen);
+		rc_head(rc, &p, klen + slen);
+	}
+	rc_head_copy(rc, &p, op, olen);
+	rc_head_copy(rc, &p, name, nlen);
+	rc_head_copy(rc, &p, existing ? "e" : "c", 1);
 	return rc;
 }
 
 /* Replace rc's mode argument with a copy of mode; -ENOMEM. */
 static int rc_set_mode(struct rcall *rc, const char *mode)
 {
-	char *a = strdup(mode);
-
-	if (!a)
-		return -ENOMEM;
-	free(rc->argv[A_MODE]);
-	rc->argv[A_MODE] = a;
-	rc->argvlen[A_MODE] = strlen(a);
-	return 0;
+	return rc_set(rc, A_MODE, mode, strlen(mode));
 }
 
 /* The caller of rc is c: unless it is an admin (or the daemon itself),

@@ -32,6 +32,123 @@ static void retry_later(void)
 	evtimer_add(rs.retry, &tv);
 }
 
+/*
+ * The main connection's events, in place of the libevent adapter's once
+ * it is connected: a persistent read event (the adapter's is re-armed, two
+ * epoll_ctl, after every read), and commands written when the loop's pass
+ * over its ready events ends (the adapter waits for the next pass's
+ * epoll_wait to report the socket writable, arming and disarming a write
+ * event around it); a write event only while the socket is full.
+ */
+struct main_io {
+	redisAsyncContext *ac;
+	struct event *rd, *wr, *flush;
+	bool rd_on, flushing;
+	/* the adapter's, which frees its events */
+	void *adapter;
+	void (*adapter_cleanup)(void *adapter);
+};
+
+static void io_read(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	redisAsyncHandleRead(((struct main_io *)arg)->ac);
+}
+
+/* Write what is queued (the end of a pass, or the socket has room again). */
+static void io_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct main_io *io = arg;
+
+	(void)fd;
+	(void)what;
+	io->flushing = true;
+	redisAsyncHandleWrite(io->ac);
+	io->flushing = false;
+}
+
+static void io_add_read(void *arg)
+{
+	struct main_io *io = arg;
+
+	if (!io->rd_on)
+		io->rd_on = event_add(io->rd, NULL) == 0;
+}
+
+static void io_del_read(void *arg)
+{
+	struct main_io *io = arg;
+
+	event_del(io->rd);
+	io->rd_on = false;
+}
+
+/* A command was queued (flush at the end of this pass), or a write left
+ * some behind (wait for room). */
+static void io_add_write(void *arg)
+{
+	struct main_io *io = arg;
+
+	if (io->flushing)
+		event_add(io->wr, NULL);
+	else if (!event_pending(io->flush, EV_WRITE, NULL))
+		event_active(io->flush, EV_WRITE, 1);
+}
+
+static void io_del_write(void *arg)
+{
+	event_del(((struct main_io *)arg)->wr);
+}
+
+static void io_cleanup(void *arg)
+{
+	struct main_io *io = arg;
+
+	event_free(io->rd);
+	event_free(io->wr);
+	event_free(io->flush);
+	if (io->adapter_cleanup)
+		io->adapter_cleanup(io->adapter);
+	free(io);
+}
+
+/* Put the main_io hooks on ac (connected); the adapter's stay on failure. */
+static void io_take_over(redisAsyncContext *ac)
+{
+	struct main_io *io = calloc(1, sizeof(*io));
+
+	if (!io)
+		return;
+	io->ac = ac;
+	io->rd = event_new(daemon_g.base, ac->c.fd, EV_READ | EV_PERSIST, io_read, io);
+	io->wr = event_new(daemon_g.base, ac->c.fd, EV_WRITE, io_write, io);
+	io->flush = event_new(daemon_g.base, -1, 0, io_write, io);
+	if (!io->rd || !io->wr || !io->flush) {
+		if (io->rd)
+			event_free(io->rd);
+		if (io->wr)
+			event_free(io->wr);
+		if (io->flush)
+			event_free(io->flush);
+		free(io);
+		return;
+	}
+	/* the adapter's events go quiet; its cleanup frees them */
+	ac->ev.delRead(ac->ev.data);
+	ac->ev.delWrite(ac->ev.data);
+	io->adapter = ac->ev.data;
+	io->adapter_cleanup = ac->ev.cleanup;
+	ac->ev.data = io;
+	ac->ev.addRead = io_add_read;
+	ac->ev.delRead = io_del_read;
+	ac->ev.addWrite = io_add_write;
+	ac->ev.delWrite = io_del_write;
+	ac->ev.cleanup = io_cleanup;
+	io_add_read(io);
+	io_add_write(io);
+}
+
 static void main_connected(const redisAsyncContext *ac, int status)
 {
 	if (status != REDIS_OK) {
@@ -40,6 +157,7 @@ static void main_connected(const redisAsyncContext *ac, int status)
 		retry_later();
 		return;
 	}
+	io_take_over(rs.ac);
 	rs.up = true;
 	rs.backoff = 0;
 	rearm_all();
@@ -105,10 +223,8 @@ static int redis_check(const struct conf *conf)
 		ret = 0;
 	}
 	freeReplyObject(rp);
-	rp = ret < 0 ? NULL : redisCommand(ctx, "SCRIPT LOAD %s", hot_script);
-	if (rp && rp->type == REDIS_REPLY_STRING && rp->len == 40)
-		memcpy(rs.hot_sha, rp->str, 40);
-	freeReplyObject(rp);
+	if (ret == 0)
+		hot_load(ctx);
 out:
 	if (ctx)
 		redisFree(ctx);

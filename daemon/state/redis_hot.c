@@ -23,6 +23,12 @@ static char *resp_head(char *p, char c, size_t n)
 	size_t k = 0;
 
 	*p++ = c;
+	if (n < 10) { /* the usual count or length: no division loop */
+		*p++ = (char)('0' + n);
+		*p++ = '\r';
+		*p++ = '\n';
+		return p;
+	}
 	do
 		digits[k++] = (char)('0' + n % 10);
 	while ((n /= 10));
@@ -75,6 +81,13 @@ static int rc_queue(struct rcall *rc)
 /* Send rc on the main connection; false after answering unavailable. */
 bool rc_send(struct rcall *rc)
 {
+	if (rc->ticket_due) {
+		if (rc_set_ticket(rc) < 0) {
+			rc_error(rc, MPSUP_E_INTERNAL, "out of memory");
+			return false;
+		}
+		rc->ticket_due = false;
+	}
 	if (rs.ac && rc_queue(rc) == REDIS_OK)
 		return true;
 	rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: redis cannot be reached; retry later", rc->op);
@@ -98,16 +111,11 @@ static void call_reply(redisAsyncContext *ac, void *reply, void *priv)
 	} else if (rp->type == REDIS_REPLY_ERROR && strncmp(rp->str, "NOSCRIPT", 8) == 0 &&
 		   strcmp(rc->argv[0], "EVAL") != 0) {
 		/* A restarted server forgot the script: send it along. */
-		free(rc->argv[0]);
-		free(rc->argv[1]);
-		rc->argv[0] = strdup("EVAL");
-		rc->argv[1] = strdup(redis_script);
-		rc->argvlen[0] = 4;
-		rc->argvlen[1] = strlen(redis_script);
-		if (rc->argv[0] && rc->argv[1] && rc_send(rc))
-			return;
-		if (!rc->argv[0] || !rc->argv[1])
+		if (rc_set(rc, A_CMD, "EVAL", 4) < 0 ||
+		    rc_set(rc, A_SHA, redis_script, strlen(redis_script)) < 0)
 			rc_error(rc, MPSUP_E_INTERNAL, "out of memory");
+		else if (rc_send(rc))
+			return;
 	} else if (rp->type == REDIS_REPLY_ERROR && strncmp(str, "wait ", 5) == 0) {
 		const char *sp = strrchr(str, ' ');
 
@@ -153,61 +161,94 @@ void call_cancel(struct park *p)
 
 /*
  * The hot writes, on a plain object of their type (not private, not
- * scoped): a script of their own with the
- * meta and data keys and the op's parameters only (each argument of a
- * script call costs Redis about 1 400 instructions, the full script's
- * setup tens of thousands). It answers what it can as the full script
- * would, and false for every other case (no such object, another type, an
- * error, a real to add, a bounded queue, an empty one): then the call goes to the
- * full script, the hot one having changed nothing.
+ * scoped): a short script for each op, given the meta key alone (the data
+ * and join keys are the meta key and ':d', ':j', as for the full script's
+ * other keys: one slot) and only the parameters the op uses, as bare
+ * texts. Redis spends about 1 400 instructions on each key or argument of
+ * a script call and 3 000-8 000 on each redis.call; the full script's
+ * setup costs tens of thousands. A hot script answers what it can as the
+ * full script would, and false for every other case (no such object,
+ * another type, an error, a bounded queue, an empty one): then the call
+ * goes to the full script, the hot one having changed nothing. hot_send
+ * leaves the cases it can tell (a real to add, a pop elsewhere than at an
+ * end) to the full script itself.
  */
-const char hot_script[] =
-	"local m, d, op = KEYS[1], KEYS[2], ARGV[1]\n"
-	"local a1, a2 = ARGV[2] or '', ARGV[3] or ''\n"
-	/* a private or scoped object: the full script checks its owner and
-	 * its scope's lease */
-	"local h = redis.call('HMGET', m, 't', 'o', 'sh')\n"
-	"local t = h[1]\n"
-	"if not t or h[2] or h[3] or string.find(op, t .. '.', 1, true) ~= 1 then return false "
-	"end\n"
-	"if op == 'dict.set' then\n"
-	"  if a1 == '' or a2 == '' then return false end\n"
-	"  redis.call('HSET', d, string.sub(a1, 2), string.sub(a2, 2))\n"
-	"  return 'null'\n"
-	"elseif op == 'list.append' then\n"
-	"  if a1 == '' then return false end\n"
-	"  redis.call('RPUSH', d, string.sub(a1, 2))\n"
-	"  return 'null'\n"
-	"elseif op == 'list.pop' then\n"
-	"  local v = false\n"
-	"  if a1 == '' or a1 == '=-1' then v = redis.call('RPOP', d)\n"
-	"  elseif a1 == '=0' then v = redis.call('LPOP', d) end\n"
-	"  return v\n"
-	"elseif op == 'value.add' then\n"
-	/* an integer to an integer: HINCRBY refuses anything else (a value of
-	 * typecode d always holds a real's text: '.', 'e' or inf); the sum
-	 * comes back as a double, exact below 2^53, else it is read back */
-	"  local by = '1'\n"
-	"  if a1 ~= '' then by = string.sub(a1, 2) end\n"
-	"  if not string.find(by, '^%-?%d+$') then return false end\n"
-	"  local r = redis.pcall('HINCRBY', m, 'v', by)\n"
-	"  if type(r) ~= 'number' then return false end\n"
-	"  if r > -1e15 and r < 1e15 then return string.format('%d', r) end\n"
-	"  return redis.call('HGET', m, 'v')\n"
-	"elseif (op == 'queue.put' or op == 'queue.get') and redis.call('HGET', m, 'max') == '0' "
-	"then\n"
-	/* an unbounded queue: no room list to keep */
-	"  if op == 'queue.get' then return redis.call('LPOP', d) end\n"
-	"  if a1 == '' then return false end\n"
-	"  redis.call('RPUSH', d, string.sub(a1, 2))\n"
-	"  redis.call('HINCRBY', m, 'u', 1)\n"
-	"  redis.call('DEL', KEYS[3])\n"
-	"  return 'null'\n"
-	"end\n"
-	"return false\n";
+#define HOT_PLAIN(type)                                            \
+	"local h = redis.call('HMGET', KEYS[1], 't', 'o', 'sh')\n" \
+	"if h[1] ~= '" type "' or h[2] or h[3] then return false end\n"
+/* an unbounded queue: no room list to keep, no putters in line */
+#define HOT_UNBOUNDED                                                     \
+	"local h = redis.call('HMGET', KEYS[1], 't', 'o', 'sh', 'max')\n" \
+	"if h[1] ~= 'queue' or h[2] or h[3] or h[4] ~= '0' then return false end\n"
 
-static const char *const hot_ops[] = { "dict.set",  "list.append", "list.pop",
-				       "value.add", "queue.put",   "queue.get" };
+static const char hot_dict_set[] =
+	HOT_PLAIN("dict") "redis.call('HSET', KEYS[1] .. ':d', ARGV[1], ARGV[2])\n"
+			  "return 'null'\n";
+static const char hot_list_append[] =
+	HOT_PLAIN("list") "redis.call('RPUSH', KEYS[1] .. ':d', ARGV[1])\n"
+			  "return 'null'\n";
+/* ARGV[1] present: at index 0 */
+static const char hot_list_pop[] =
+	HOT_PLAIN("list") "if ARGV[1] then return redis.call('LPOP', KEYS[1] .. ':d') end\n"
+			  "return redis.call('RPOP', KEYS[1] .. ':d')\n";
+/* an integer to an integer (ARGV[1] absent: 1): HINCRBY refuses anything
+ * else (a value of typecode d always holds a real's text: '.', 'e' or
+ * inf); the sum comes back as an integer reply, exact below 2^53, else it
+ * is read back as text */
+static const char hot_value_add[] =
+	HOT_PLAIN("value") "local r = redis.pcall('HINCRBY', KEYS[1], 'v', ARGV[1] or '1')\n"
+			   "if type(r) ~= 'number' then return false end\n"
+			   "if r > -1e15 and r < 1e15 then return r end\n"
+			   "return redis.call('HGET', KEYS[1], 'v')\n";
+/* the join list holds its wake-up only while u is 0 (the task_done that
+ * ends the last task pushes it, creates clear it): the put that takes u
+ * off 0 clears it, the others would find it gone */
+static const char hot_queue_put[] = HOT_UNBOUNDED "redis.call('RPUSH', KEYS[1] .. ':d', ARGV[1])\n"
+						  "if redis.call('HINCRBY', KEYS[1], 'u', 1) == 1 "
+						  "then redis.call('DEL', KEYS[1] .. ':j') end\n"
+						  "return 'null'\n";
+static const char hot_queue_get[] = HOT_UNBOUNDED "return redis.call('LPOP', KEYS[1] .. ':d')\n";
+
+enum { HOT_DICT_SET, HOT_LIST_APPEND, HOT_LIST_POP, HOT_VALUE_ADD, HOT_QUEUE_PUT, HOT_QUEUE_GET };
+
+/* The hot ops: their script and its SHA1 once loaded. */
+static struct hot_op {
+	const char *op;
+	const char *script;
+	char sha[41];
+} hot_ops[] = {
+	[HOT_DICT_SET] = { "dict.set", hot_dict_set, "" },
+	[HOT_LIST_APPEND] = { "list.append", hot_list_append, "" },
+	[HOT_LIST_POP] = { "list.pop", hot_list_pop, "" },
+	[HOT_VALUE_ADD] = { "value.add", hot_value_add, "" },
+	[HOT_QUEUE_PUT] = { "queue.put", hot_queue_put, "" },
+	[HOT_QUEUE_GET] = { "queue.get", hot_queue_get, "" },
+};
+
+#define N_HOT (sizeof(hot_ops) / sizeof(hot_ops[0]))
+
+/* Load the hot scripts on ctx (at start); a script that does not load
+ * leaves its op to the full script. */
+void hot_load(redisContext *ctx)
+{
+	for (size_t i = 0; i < N_HOT; i++) {
+		redisReply *rp = redisCommand(ctx, "SCRIPT LOAD %s", hot_ops[i].script);
+
+		hot_ops[i].sha[0] = '\0';
+		if (rp && rp->type == REDIS_REPLY_STRING && rp->len == 40)
+			memcpy(hot_ops[i].sha, rp->str, 40);
+		freeReplyObject(rp);
+	}
+}
+
+/* The hot op named op; NULL when it is not one. */
+static struct hot_op *hot_find(const char *op)
+{
+	for (size_t i = 0; i < N_HOT; i++)
+		if (strcmp(op, hot_ops[i].op) == 0)
+			return &hot_ops[i];
+	return NULL;
+}
 
 /* The hot script's answer: as the full script's, or false (nil): ask that. */
 static void hot_reply(redisAsyncContext *ac, void *reply, void *priv)
@@ -217,7 +258,17 @@ static void hot_reply(redisAsyncContext *ac, void *reply, void *priv)
 
 	if (rp && rp->type == REDIS_REPLY_ERROR && strncmp(rp->str, "NOSCRIPT", 8) == 0) {
 		/* a restarted server: load it again for the next calls */
-		redisAsyncCommand(ac, NULL, NULL, "SCRIPT LOAD %s", hot_script);
+		const struct hot_op *h = hot_find(rc->op);
+
+		if (h)
+			redisAsyncCommand(ac, NULL, NULL, "SCRIPT LOAD %s", h->script);
+	} else if (rp && rp->type == REDIS_REPLY_INTEGER) {
+		/* value.add's sum */
+		char num[24];
+
+		rc_reply_json(rc, num, rc_decimal(num, rp->integer));
+		rc_free(rc);
+		return;
 	} else if (!rp || rp->type != REDIS_REPLY_NIL) {
 		call_reply(ac, reply, priv);
 		return;
@@ -226,39 +277,77 @@ static void hot_reply(redisAsyncContext *ac, void *reply, void *priv)
 		rc_free(rc);
 }
 
-/* Send rc through the hot script when its op is a hot one; false when it
- * is not (or out of memory): send it whole. */
+/* Parameter i of rc (0: the first), without its '='; false when it is
+ * absent. */
+static bool hot_param(const struct rcall *rc, int i, const char **v, size_t *l)
+{
+	int k = A_MODE + 1 + i;
+
+	if (k >= rc->argc || rc->argvlen[k] == 0)
+		return false;
+	*v = rc->argv[k] + 1;
+	*l = rc->argvlen[k] - 1;
+	return true;
+}
+
+/* Whether the text s (l bytes) is an integer: -?[0-9]+. */
+static bool hot_integer(const char *s, size_t l)
+{
+	size_t i = l && s[0] == '-';
+
+	if (i == l)
+		return false;
+	for (; i < l; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
+/* The parameters hot op h of rc passes to its script, into v, l; how
+ * many, or -1 when the full script must take the call (a parameter the
+ * hot one does not handle). */
+static int hot_args(const struct rcall *rc, int h, const char **v, size_t *l)
+{
+	switch (h) {
+	case HOT_DICT_SET:
+		return hot_param(rc, 0, &v[0], &l[0]) && hot_param(rc, 1, &v[1], &l[1]) ? 2 : -1;
+	case HOT_LIST_APPEND:
+	case HOT_QUEUE_PUT: /* (an unbounded queue: a put's timeout does not matter) */
+		return hot_param(rc, 0, &v[0], &l[0]) ? 1 : -1;
+	case HOT_LIST_POP:
+		if (!hot_param(rc, 0, &v[0], &l[0]) || (l[0] == 2 && memcmp(v[0], "-1", 2) == 0))
+			return 0;
+		return l[0] == 1 && v[0][0] == '0' ? 1 : -1;
+	case HOT_VALUE_ADD:
+		if (!hot_param(rc, 0, &v[0], &l[0]) || (l[0] == 1 && v[0][0] == '1'))
+			return 0;
+		return hot_integer(v[0], l[0]) ? 1 : -1;
+	default:
+		/* queue.get: an item there needs no timeout */
+		return 0;
+	}
+}
+
+/* Send rc through its op's hot script when it has one: EVALSHA SHA 1
+ * META params; false when it has not (or out of memory): send it whole. */
 static bool hot_send(struct rcall *rc)
 {
-	int nparams = rc->argc - (A_MODE + 1);
-	const char *v[9];
-	size_t l[9], len;
-	size_t i;
+	const struct hot_op *h = hot_find(rc->op);
+	const char *v[6];
+	size_t l[6], len;
+	int n;
 
-	for (i = 0; i < sizeof(hot_ops) / sizeof(hot_ops[0]); i++)
-		if (strcmp(rc->op, hot_ops[i]) == 0)
-			break;
-	if (i == sizeof(hot_ops) / sizeof(hot_ops[0]) || nparams > 2 || !rs.hot_sha[0] || !rs.ac)
+	if (!h || !h->sha[0] || !rs.ac || (n = hot_args(rc, (int)(h - hot_ops), v + 4, l + 4)) < 0)
 		return false;
 	v[0] = "EVALSHA";
-	v[1] = rs.hot_sha;
-	v[2] = "3";
+	v[1] = h->sha;
+	v[2] = "1";
 	v[3] = rc->argv[A_META];
-	v[4] = rc->argv[A_DATA];
-	v[5] = rc->argv[A_JOIN];
-	v[6] = rc->argv[A_OP];
 	l[0] = 7;
 	l[1] = 40;
 	l[2] = 1;
 	l[3] = rc->argvlen[A_META];
-	l[4] = rc->argvlen[A_DATA];
-	l[5] = rc->argvlen[A_JOIN];
-	l[6] = rc->argvlen[A_OP];
-	for (int k = 0; k < nparams; k++) {
-		v[7 + k] = rc->argv[A_MODE + 1 + k];
-		l[7 + k] = rc->argvlen[A_MODE + 1 + k];
-	}
-	len = resp_format(7 + nparams, v, l);
+	len = resp_format(4 + n, v, l);
 	return len && redisAsyncFormattedCommand(rs.ac, hot_reply, rc, rs.fmt, len) == REDIS_OK;
 }
 

@@ -27,6 +27,11 @@ enum { A_CMD, A_SHA, A_NKEYS, A_META, A_DATA, A_JOIN, A_ROOM, A_OP, A_NAME, A_MO
 
 enum wait_kind { WAIT_NONE, WAIT_TAKE, WAIT_ROTATE };
 
+/* What a call's command holds without allocating (arguments, bytes). */
+#define RC_ARGV_IN 16
+#define RC_TEXT_IN 384
+struct rc_chunk;
+
 /* One op in flight: its parked request, the command (kept for the NOSCRIPT
  * retry) and, while it blocks, its own connection. */
 struct rcall {
@@ -35,9 +40,12 @@ struct rcall {
 	const char *tname; /* a TYPE.OP's type (object.changed events) */
 	unsigned flags;    /* its flags (CMD_MUTATES: object.changed) */
 	bool gone;         /* the client left: nothing to answer */
-	char **argv;
+	char **argv;       /* argv_in, or a larger array once it outgrows it */
 	size_t *argvlen;
 	int argc, cap;
+	bool ticket_due;      /* a put or acquire: its ticket, set before the full script */
+	struct rc_chunk *big; /* texts past text_in (rc_text) */
+	size_t text_used;
 	double timeout;       /* < 0: none given (forever) */
 	double deadline;      /* a put or acquire waiting again: when it gives up (0: never) */
 	long long soonest;    /* an acquire: ms until another host's lease may end, or -1 */
@@ -56,6 +64,10 @@ struct rcall {
 	bool cwait;            /* a condition.wait waiting for a notify (cond_resume) */
 	bool priv;             /* the object is private, owned by owner */
 	struct owner owner;
+	/* the usual command lives here: no allocation per argument */
+	char *argv_in[RC_ARGV_IN];
+	size_t argvlen_in[RC_ARGV_IN];
+	char text_in[RC_TEXT_IN];
 };
 
 struct redis_state {
@@ -63,7 +75,6 @@ struct redis_state {
 	bool up;
 	bool stopping;
 	char sha[41];
-	char hot_sha[41]; /* hot_script's */
 	char host_id[33]; /* new at each start: this daemon's owner id */
 	struct event *retry;
 	double backoff;
@@ -124,14 +135,14 @@ bool meta_key_name(const redisReply *k, char *name);
 /* One step of the sweep of objects whose scope's host died. */
 void sweep_step(void);
 
-/* The script (redis_script.lua, generated into redis_script.h) and
- * hot_script (redis_hot.c). */
+/* The script (redis_script.lua, generated into redis_script.h). */
 extern const char redis_script[];
-extern const char hot_script[];
 
 /* redis_call.c: the command of a call, answering */
 void rc_free(struct rcall *rc);
 int rc_push(struct rcall *rc, char pre, const char *s, size_t len);
+int rc_set(struct rcall *rc, int i, const char *s, size_t len);
+size_t rc_decimal(char *p, long long v);
 int rc_pushs(struct rcall *rc, const char *s);
 int rc_push_json(struct rcall *rc, json_t *v, bool eq);
 struct rcall *rc_new(const char *op, const char *name, bool existing);
@@ -167,6 +178,7 @@ bool cond_waiting(const struct rcall *rc, const char *str, size_t len);
 bool cond_resume(struct rcall *rc, char news);
 
 /* redis_hot.c: sending on the main connection, the hot paths */
+void hot_load(redisContext *ctx);
 bool rc_send(struct rcall *rc);
 void call_cancel(struct park *p);
 enum cmd_ret rc_run(struct request *r, struct rcall *rc);

@@ -80,15 +80,10 @@ bool cond_waiting(const struct rcall *rc, const char *str, size_t len)
  */
 bool cond_resume(struct rcall *rc, char news)
 {
-	char *a = strdup(news == 'w' ? "=w" : "=t");
-
-	if (!a) {
+	if (rc_set(rc, A_MODE + 1, news == 'w' ? "=w" : "=t", 2) < 0) {
 		rc_error(rc, MPSUP_E_INTERNAL, "out of memory");
 		return false;
 	}
-	free(rc->argv[A_MODE + 1]);
-	rc->argv[A_MODE + 1] = a;
-	rc->argvlen[A_MODE + 1] = 2;
 	rc->cwait = false;
 	rc->timeout = -1;
 	rc->deadline = 0;
@@ -217,12 +212,9 @@ static void block_reply(redisAsyncContext *ac, void *reply, void *priv)
 		block_end(rc);
 		snprintf(g, sizeof(g), "=%lld", rc->bgen);
 		snprintf(i, sizeof(i), "=%lld", rc->bidx);
-		free(rc->argv[A_OP]);
-		if ((rc->argv[A_OP] = strdup("barrier.break"))) {
-			rc->argvlen[A_OP] = strlen(rc->argv[A_OP]);
-			if (rc_pushs(rc, g) == 0 && rc_pushs(rc, i) == 0 && rc_send(rc))
-				return;
-		}
+		if (rc_set(rc, A_OP, "barrier.break", 13) == 0 && rc_pushs(rc, g) == 0 &&
+		    rc_pushs(rc, i) == 0 && rc_send(rc))
+			return;
 		rc_free(rc);
 		return;
 	} else if (rp->type == REDIS_REPLY_NIL)

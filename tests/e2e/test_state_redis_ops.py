@@ -13,9 +13,24 @@ if not RedisServer.available():
     mpsuptest.skip_all("redis-server is not installed")
 
 
+def resp_read(f):
+    """One RESP reply from the file f: text, an integer, None or a list."""
+    line = f.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind in (b"+", b"-"):
+        return rest.decode()
+    if kind == b":":
+        return int(rest)
+    n = int(rest)
+    if n < 0:
+        return None
+    if kind == b"*":
+        return [resp_read(f) for _ in range(n)]
+    return f.read(n + 2)[:n].decode()
+
+
 def redis_call(path, *args):
-    """One RESP command on a fresh connection; the reply's text (a bulk or
-    a status line)."""
+    """One RESP command on a fresh connection; its reply (resp_read)."""
     req = b"*%d\r\n" % len(args)
     for a in args:
         a = a.encode() if isinstance(a, str) else a
@@ -24,19 +39,8 @@ def redis_call(path, *args):
         s.settimeout(10 * mpsuptest.SCALE)
         s.connect(path)
         s.sendall(req)
-        buf = b""
-        while True:
-            buf += s.recv(65536)
-            head, sep, rest = buf.partition(b"\r\n")
-            if not sep:
-                continue
-            if head[:1] != b"$":
-                return head[1:].decode()
-            n = int(head[1:])
-            if n < 0:
-                return None
-            if len(rest) >= n + 2:
-                return rest[:n].decode()
+        with s.makefile("rb") as f:
+            return resp_read(f)
 
 
 class HotOps(mpsuptest.unittest.TestCase):
@@ -88,11 +92,77 @@ class HotOps(mpsuptest.unittest.TestCase):
                          {"evalsha": 10, "hmget": 10, "hincrby": 10})
         self.assertEqual(self.commands("value.get", name="v"),
                          {"multi": 10, "hmget": 10, "hget": 10, "exec": 10})
-        # an unbounded queue: its maxsize too, and the join list is cleared
+        # an unbounded queue: its maxsize in the same HMGET; the join list
+        # is cleared by the put that takes u off 0 alone (above)
         self.assertEqual(self.commands("queue.put", name="q", item="x"),
-                         {"evalsha": 10, "hmget": 10, "hget": 10, "rpush": 10, "hincrby": 10, "del": 10})
+                         {"evalsha": 10, "hmget": 10, "rpush": 10, "hincrby": 10})
         self.assertEqual(self.commands("queue.get", name="q", timeout=0),
-                         {"evalsha": 10, "hmget": 10, "hget": 10, "lpop": 10})
+                         {"evalsha": 10, "hmget": 10, "lpop": 10})
+
+    def test_hot_script_arguments(self):
+        """Each hot script gets the meta key and the parameters it uses, as
+        bare texts (every argument costs Redis), nothing more: no op name,
+        no timeout, no by of 1."""
+        d = self.d
+        d.ok("dict.set", name="d", key="k", value="v")
+        for v in range(3):
+            d.ok("list.append", name="l", value=v)
+        d.ok("value.add", name="v")
+        d.ok("queue.put", name="q", item=1)
+        redis_call(self.redis.socket, "CONFIG", "SET", "slowlog-log-slower-than", "0")
+        self.addCleanup(redis_call, self.redis.socket, "CONFIG", "SET",
+                        "slowlog-log-slower-than", "10000")
+
+        def sent(op, **params):
+            redis_call(self.redis.socket, "SLOWLOG", "RESET")
+            d.ok(op, **params)
+            calls = [e[3] for e in redis_call(self.redis.socket, "SLOWLOG", "GET", "100")
+                     if e[3][0].lower() == "evalsha"]
+            self.assertEqual(len(calls), 1, calls)
+            return calls[0][2:]  # from the number of keys on
+
+        def meta(name):
+            keys = redis_call(self.redis.socket, "KEYS", "*{%s}" % name)
+            self.assertEqual(len(keys), 1, keys)
+            return keys[0]
+
+        # the meta key alone (the others are named after it)
+        self.assertEqual(sent("dict.set", name="d", key="k", value="x"),
+                         ["1", meta("d"), "k", '"x"'])
+        self.assertEqual(sent("list.append", name="l", value=[2]), ["1", meta("l"), "[2]"])
+        self.assertEqual(sent("list.pop", name="l"), ["1", meta("l")])
+        self.assertEqual(sent("list.pop", name="l", index=-1), ["1", meta("l")])
+        self.assertEqual(sent("list.pop", name="l", index=0), ["1", meta("l"), "0"])
+        self.assertEqual(sent("value.add", name="v"), ["1", meta("v")])
+        self.assertEqual(sent("value.add", name="v", by=1), ["1", meta("v")])
+        self.assertEqual(sent("value.add", name="v", by=-5), ["1", meta("v"), "-5"])
+        self.assertEqual(sent("queue.put", name="q", item="y", timeout=5), ["1", meta("q"), '"y"'])
+        self.assertEqual(sent("queue.get", name="q", timeout=5), ["1", meta("q")])
+        self.assertEqual(d.ok("obj.get", name="d"), {"k": "x"})
+        self.assertEqual(d.ok("obj.get", name="l"), [1])
+        self.assertEqual(d.ok("value.get", name="v"), -2)
+        self.assertEqual(d.ok("obj.get", name="q"), ["y"])
+
+    def test_join_list_across_puts(self):
+        """The join list holds its wake-up while no task is unfinished; the
+        put that makes one unfinished clears it, and a join waits again."""
+        d = self.d
+        d.ok("queue.put", name="q", item=1)
+        j = redis_call(self.redis.socket, "KEYS", "*{q}")[0] + ":j"
+        self.assertEqual(d.ok("queue.get", name="q", timeout=0), 1)
+        d.ok("queue.task_done", name="q")
+        self.assertEqual(redis_call(self.redis.socket, "EXISTS", j), 1)
+        d.ok("queue.join", name="q", timeout=0)
+        counts = self.commands("queue.put", name="q", item=2)
+        self.assertEqual(counts.get("del"), 1, counts)  # the first put of ten alone
+        self.assertEqual(redis_call(self.redis.socket, "EXISTS", j), 0)
+        self.assertEqual(d.err("queue.join", name="q", timeout=0), "timeout")
+        self.assertEqual(d.err("queue.join", name="q", timeout=0.2), "timeout")
+        for _ in range(10):
+            d.ok("queue.get", name="q", timeout=0)
+            d.ok("queue.task_done", name="q")
+        d.ok("queue.join", name="q", timeout=0)
+        self.assertEqual(redis_call(self.redis.socket, "EXISTS", j), 1)
 
     def test_after_a_redis_restart(self):
         """A restarted Redis has forgotten both scripts: the first op gets
@@ -107,6 +177,25 @@ class HotOps(mpsuptest.unittest.TestCase):
         self.assertEqual(self.commands("list.append", name="l", value=3),
                          {"evalsha": 10, "hmget": 10, "rpush": 10})
         self.assertEqual(d.ok("obj.get", name="l"), [2] + [3] * 10)
+
+    def test_commands_larger_than_the_socket_buffer(self):
+        """A command that does not fit in the socket to Redis at once is
+        written as the socket drains, the calls behind it after it."""
+        d = self.d
+        big = ["%06d" % i * 150000 for i in range(3)]  # 900 kB each
+        clients = [d.client() for _ in big]
+        try:
+            for c, v in zip(clients, big):
+                c.send("dict.set", name="d", key=v[:6], value=v)
+            d.ok("value.add", name="v")
+            for c in clients:
+                self.assertIsNone(c.recv()["result"])
+        finally:
+            for c in clients:
+                c.close()
+        for v in big:
+            self.assertEqual(d.ok("dict.get", name="d", key=v[:6]), v)
+        self.assertEqual(d.ok("value.add", name="v"), 2)
 
     def test_value_add_edges(self):
         d = self.d

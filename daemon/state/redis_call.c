@@ -147,23 +147,6 @@ int rc_pushs(struct rcall *rc, const char *s)
 	return rc_push(rc, 0, s, strlen(s));
 }
 
-/* v in decimal at p (at most 20 bytes, not NUL-terminated); its length. */
-size_t rc_decimal(char *p, long long v)
-{
-	unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
-	char digits[24];
-	size_t k = 0, n = 0;
-
-	do
-		digits[k++] = (char)('0' + u % 10);
-	while ((u /= 10));
-	if (v < 0)
-		p[n++] = '-';
-	while (k)
-		p[n++] = digits[--k];
-	return n;
-}
-
 /* v's JSON text (keys sorted: equal values are equal texts), after '='
  * when eq. */
 int rc_push_json(struct rcall *rc, json_t *v, bool eq)
@@ -185,7 +168,7 @@ int rc_push_json(struct rcall *rc, json_t *v, bool eq)
 		return rc_push(rc, 0, small + !eq, n + 2 + eq);
 	}
 	if (json_is_integer(v)) {
-		n = rc_decimal(small + 1, json_integer_value(v));
+		n = jsonw_fmt_int(small + 1, json_integer_value(v));
 		small[0] = '=';
 		return rc_push(rc, 0, small + !eq, n + eq);
 	}

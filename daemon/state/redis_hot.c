@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonw.h"
 #include "redis_int.h"
 
 #include "redis_script.h"
@@ -266,7 +267,7 @@ static void hot_reply(redisAsyncContext *ac, void *reply, void *priv)
 		/* value.add's sum */
 		char num[24];
 
-		rc_reply_json(rc, num, rc_decimal(num, rp->integer));
+		rc_reply_json(rc, num, jsonw_fmt_int(num, rp->integer));
 		rc_free(rc);
 		return;
 	} else if (!rp || rp->type != REDIS_REPLY_NIL) {

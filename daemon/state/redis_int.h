@@ -142,7 +142,6 @@ extern const char redis_script[];
 void rc_free(struct rcall *rc);
 int rc_push(struct rcall *rc, char pre, const char *s, size_t len);
 int rc_set(struct rcall *rc, int i, const char *s, size_t len);
-size_t rc_decimal(char *p, long long v);
 int rc_pushs(struct rcall *rc, const char *s);
 int rc_push_json(struct rcall *rc, json_t *v, bool eq);
 struct rcall *rc_new(const char *op, const char *name, bool existing);

@@ -3,6 +3,8 @@ temporary directory, talk to it over the raw protocol or through mpctl.
 
 Every wait has a deadline (wait_for); no test sleeps blindly.
 """
+import atexit
+import ctypes
 import json
 import os
 import re
@@ -28,9 +30,12 @@ DEFAULT_DEADLINE = 20.0 * SCALE
 DAEMON_WRAPPER = shlex.split(os.environ.get("MPSUP_TEST_DAEMON_WRAPPER", ""))
 VALGRIND_SUMMARY = re.compile(r"^==\d+== ERROR SUMMARY: (\d+) errors", re.M)
 # Where DaemonTestCase's daemons keep their shared state: "local" (the
-# default) or "redis" (a private redis-server per test), so the state tests
-# run against either backend (test_state_redis.py runs them with redis).
+# default), "redis" (a private redis-server per test) or "redis-cluster" (a
+# local 3-master Redis Cluster shared by a test file, emptied for each test),
+# so the state tests run against every backend (test_state_redis.py runs them
+# with redis, test_state_redis_cluster.py on the cluster).
 STATE_BACKEND = os.environ.get("MPSUP_TEST_STATE_BACKEND", "local")
+REDIS_BACKENDS = ("redis", "redis-cluster")
 
 
 def wait_for(cond, timeout=None, interval=0.01, what="condition"):
@@ -62,6 +67,7 @@ class RedisServer:
     def __init__(self, appendonly=False):
         self.dir = tempfile.mkdtemp(prefix="mpsup-redis-")
         self.socket = os.path.join(self.dir, "redis.sock")
+        self.address = self.socket  # what redis_address names
         self.appendonly = appendonly
         self.proc = None
 
@@ -112,9 +118,319 @@ class RedisServer:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def resp_encode(*args):
+    """One RESP command (an array of bulk strings)."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def resp_read(f):
+    """One RESP reply from the file f: text, an integer, None or a list;
+    an error reply is returned as RedisError (not raised)."""
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise EOFError("redis closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        return RedisError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    n = int(rest)
+    if n < 0:
+        return None
+    if kind == b"*":
+        return [resp_read(f) for _ in range(n)]
+    return f.read(n + 2)[:n].decode(errors="replace")
+
+
+class RedisError(str):
+    """An error reply of Redis (its text)."""
+
+
+def redis_call(address, *args, timeout=10.0):
+    """One command on a fresh connection to address (a Unix socket path or a
+    TCP port on 127.0.0.1); its reply (resp_read)."""
+    if isinstance(address, int):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        target = ("127.0.0.1", address)
+    else:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target = address
+    with s:
+        s.settimeout(timeout * SCALE)
+        s.connect(target)
+        s.sendall(resp_encode(*args))
+        with s.makefile("rb") as f:
+            return resp_read(f)
+
+
+# prctl(PR_SET_PDEATHSIG, SIGKILL) in a cluster node's child: a test run
+# that is killed outright (no atexit) takes its redis-servers with it.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent():
+    _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+def free_cluster_port(taken=()):
+    """A TCP port on 127.0.0.1 that is free now, below 55535, whose cluster
+    bus port (port + 10000) is free too, and not in taken (nor their bus
+    ports). The kernel picks it; redis-server may still lose a race for it,
+    which RedisCluster.start retries."""
+    for _ in range(500):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            if port >= 55535 or port in taken or any(port == t + 10000 or port + 10000 == t
+                                                     for t in taken):
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as b:
+                try:
+                    b.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+        return port
+    raise AssertionError("found no free TCP port pair for a cluster node")
+
+
+class RedisCluster:
+    """A local Redis Cluster of `masters` redis-server masters (no replicas)
+    on 127.0.0.1, each on a free TCP port, its cluster config, log and data
+    in a private temp dir, persistence off. Same interface as RedisServer:
+    start, answers, stop, config, cleanup; start after stop brings the same
+    nodes back on the same ports (the cluster's layout kept, its data not)."""
+
+    SLOTS = 16384
+    BIND_TRIES = 10
+
+    def __init__(self, masters=3):
+        self.dir = tempfile.mkdtemp(prefix="mpsup-rcluster-")
+        self.masters = masters
+        self.ports = []  # one per node, fixed at the first start
+        self.procs = []
+        self.created = False
+        _LIVE_CLUSTERS.add(self)
+
+    @staticmethod
+    def available():
+        return shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None
+
+    @property
+    def address(self):
+        """What redis_address names: the first node (any node would do)."""
+        return "127.0.0.1:%d" % self.ports[0]
+
+    def node_dir(self, port):
+        return os.path.join(self.dir, "node-%d" % port)
+
+    def node_log(self, port):
+        try:
+            with open(os.path.join(self.node_dir(port), "redis.log"), "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def spawn(self, port):
+        """Start the node of port; its Popen (not waited for)."""
+        d = self.node_dir(port)
+        os.makedirs(d, exist_ok=True)
+        args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "5000", "--dir", d, "--save", "",
+                "--appendonly", "no", "--logfile", os.path.join(d, "redis.log")]
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent)
+
+    def wait_node(self, port, proc):
+        """Wait until the node of port answers: True; False when it could
+        not bind its ports (another process took them meanwhile)."""
+        def up():
+            if proc.poll() is not None:
+                return "exited"
+            try:
+                return redis_call(port, "PING", timeout=2) == "PONG" and "up"
+            except OSError:
+                return False
+        if wait_for(up, what="cluster node on port %d to answer" % port) == "up":
+            return True
+        log = self.node_log(port)
+        if "Address already in use" in log:
+            shutil.rmtree(self.node_dir(port), ignore_errors=True)
+            return False
+        raise AssertionError("redis-server on port %d exited with %s; log:\n%s"
+                             % (port, proc.returncode, log[-4000:]))
+
+    def start(self):
+        """Start the nodes (all at once: a master turns ok no sooner than
+        2 s after its start), join them with redis-cli --cluster create and
+        wait until the cluster is ok."""
+        if self.created:
+            return self.restart()
+        for _ in range(self.BIND_TRIES):
+            while len(self.ports) < self.masters:
+                port = free_cluster_port(self.ports)
+                self.ports.append(port)
+                self.procs.append(self.spawn(port))
+            bound = [self.wait_node(p, proc) for p, proc in zip(self.ports, self.procs)]
+            self.ports = [p for p, ok in zip(self.ports, bound) if ok]
+            self.procs = [proc for proc, ok in zip(self.procs, bound) if ok]
+            if len(self.ports) == self.masters:
+                break
+        else:
+            raise AssertionError("no free ports for the cluster's nodes")
+        nodes = ["127.0.0.1:%d" % p for p in self.ports]
+        r = subprocess.run(["redis-cli", "--cluster", "create"] + nodes +
+                           ["--cluster-replicas", "0", "--cluster-yes"],
+                           capture_output=True, text=True, timeout=DEFAULT_DEADLINE)
+        if r.returncode != 0:
+            raise AssertionError("redis-cli --cluster create failed (%d):\n%s%s"
+                                 % (r.returncode, r.stdout, r.stderr))
+        self.created = True
+        wait_for(self.healthy, what="cluster %s to be ok" % " ".join(nodes))
+        return self
+
+    def restart(self):
+        """Bring every stopped node back on its port with its nodes.conf."""
+        for i, port in enumerate(self.ports):
+            if self.procs[i] is None or self.procs[i].poll() is not None:
+                self.procs[i] = self.spawn(port)
+        for port, proc in zip(self.ports, self.procs):
+            if not self.wait_node(port, proc):
+                raise AssertionError("port %d was taken while its node was down" % port)
+        wait_for(self.healthy, what="cluster to be ok again")
+        return self
+
+    def answers(self):
+        """Every node runs and answers PING."""
+        if not self.procs:
+            return False
+        for port, proc in zip(self.ports, self.procs):
+            if proc is None or proc.poll() is not None:
+                raise AssertionError("cluster node on port %d is not running" % port)
+            try:
+                if redis_call(port, "PING", timeout=2) != "PONG":
+                    return False
+            except OSError:
+                return False
+        return True
+
+    def cluster_info(self, port):
+        """CLUSTER INFO of the node of port, as a dict of text."""
+        r = redis_call(port, "CLUSTER", "INFO", timeout=2)
+        return dict(line.split(":", 1) for line in r.split("\r\n") if ":" in line)
+
+    def healthy(self):
+        """Every node runs, says cluster_state:ok, knows every node and sees
+        all 16384 slots assigned."""
+        if not self.answers():
+            return False
+        for port in self.ports:
+            try:
+                info = self.cluster_info(port)
+            except OSError:
+                return False
+            if (info.get("cluster_state") != "ok"
+                    or int(info.get("cluster_slots_assigned", 0)) != self.SLOTS
+                    or int(info.get("cluster_known_nodes", 0)) != self.masters):
+                return False
+        return True
+
+    def running(self):
+        """Whether every node process still runs (no connection made)."""
+        return bool(self.procs) and all(p is not None and p.poll() is None for p in self.procs)
+
+    def flushall(self):
+        """Empty every master (between the tests sharing this cluster)."""
+        for port in self.ports:
+            r = redis_call(port, "FLUSHALL")
+            if r != "OK":
+                raise AssertionError("FLUSHALL on port %d: %r" % (port, r))
+
+    def keys(self, port):
+        """The keys the node of port holds (small test data sets only)."""
+        return sorted(redis_call(port, "KEYS", "*"))
+
+    def slot_owner(self, key):
+        """The port of the master that owns key's slot (CLUSTER KEYSLOT and
+        CLUSTER SLOTS of the first node)."""
+        slot = redis_call(self.ports[0], "CLUSTER", "KEYSLOT", key)
+        for lo, hi, master, *_ in redis_call(self.ports[0], "CLUSTER", "SLOTS"):
+            if lo <= slot <= hi:
+                return master[1]
+        raise AssertionError("no master owns slot %d" % slot)
+
+    def stop(self, sig=signal.SIGTERM):
+        """Stop every node (SIGTERM: they exit without saving)."""
+        for i, proc in enumerate(self.procs):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(sig)
+        for i, proc in enumerate(self.procs):
+            if proc is not None:
+                try:
+                    proc.wait(timeout=DEFAULT_DEADLINE)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                self.procs[i] = None
+
+    def config(self, extra=""):
+        """The [mpsupd] lines of a daemon that keeps its state here."""
+        return "state_backend = redis\nredis_address = %s\n%s" % (self.address, extra)
+
+    def cleanup(self):
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            _LIVE_CLUSTERS.discard(self)
+
+
+# Every RedisCluster not cleaned up yet, stopped at exit whatever happened.
+_LIVE_CLUSTERS = set()
+_SHARED_CLUSTER = None
+
+
+@atexit.register
+def _cleanup_clusters():
+    for c in list(_LIVE_CLUSTERS):
+        c.cleanup()
+
+
+def shared_cluster():
+    """The one RedisCluster of this test process, started on first use and
+    emptied (FLUSHALL) for each user; a test that stopped or killed it
+    leaves it for cleanup, and the next user gets a fresh one."""
+    global _SHARED_CLUSTER
+    c = _SHARED_CLUSTER
+    if c is not None:
+        try:
+            if c.running() and c.healthy():
+                c.flushall()
+                return c
+        except (OSError, EOFError, AssertionError):
+            pass
+        c.cleanup()
+        _SHARED_CLUSTER = None
+    _SHARED_CLUSTER = RedisCluster().start()
+    return _SHARED_CLUSTER
+
+
 def local_only(reason):
-    """Decorate a test the redis state backend does not run (says why)."""
-    return unittest.skipIf(STATE_BACKEND == "redis", "local state backend only: " + reason)
+    """Decorate a test the redis state backends do not run (says why)."""
+    return unittest.skipIf(STATE_BACKEND in REDIS_BACKENDS,
+                           "local state backend only: " + reason)
+
+
+def single_redis_only(reason):
+    """Decorate a test that needs one redis-server, not a cluster (says why)."""
+    return unittest.skipIf(STATE_BACKEND == "redis-cluster",
+                           "one redis-server only, not a cluster: " + reason)
 
 
 class Client:
@@ -344,6 +660,11 @@ class DaemonTestCase(unittest.TestCase):
                 self.skipTest("redis-server is not installed")
             self.redis = RedisServer().start()
             self.addCleanup(self.redis.cleanup)
+            main_config = self.redis.config(main_config)
+        elif STATE_BACKEND == "redis-cluster":
+            if not RedisCluster.available():
+                self.skipTest("redis-server or redis-cli is not installed")
+            self.redis = shared_cluster()
             main_config = self.redis.config(main_config)
         self.d = Daemon(self.config, main_config)
         self.d.start()

@@ -19,18 +19,25 @@ class DaemonClassCase(mpsuptest.unittest.TestCase):
     point at it and at the package for the test and its children."""
     config = ""
     main_config = ""
-    state_backend = None  # "redis": always; None: as MPSUP_TEST_STATE_BACKEND says
+    # "redis" or "redis-cluster": always; None: as MPSUP_TEST_STATE_BACKEND says
+    state_backend = None
 
     @classmethod
     def setUpClass(cls):
         main_config = cls.main_config
         cls.redis = None
-        if (cls.state_backend or mpsuptest.STATE_BACKEND) == "redis":
+        backend = cls.state_backend or mpsuptest.STATE_BACKEND
+        if backend == "redis":
             # the state in a private redis-server
             if not mpsuptest.RedisServer.available():
                 raise mpsuptest.unittest.SkipTest("redis-server is not installed")
             cls.redis = mpsuptest.RedisServer().start()
             main_config = cls.redis.config(main_config)
+        elif backend == "redis-cluster":
+            # the file's local Redis Cluster, emptied; stopped at exit
+            if not mpsuptest.RedisCluster.available():
+                raise mpsuptest.unittest.SkipTest("redis-server or redis-cli is not installed")
+            main_config = mpsuptest.shared_cluster().config(main_config)
         cls.d = mpsuptest.Daemon(cls.config, main_config)
         cls.d.start()
         cls.old_env = {k: os.environ.get(k) for k in ("MPSUP_SOCKET", "PYTHONPATH")}

@@ -3,7 +3,9 @@
 several mpsupd "hosts" with workers of one pool sharing a private
 redis-server; pool.map and pool.submit on one host run on every host's
 workers, a host killed mid-map loses no item, a Redis restart answers
-`unavailable` and then works again."""
+`unavailable` and then works again. With MPSUP_TEST_STATE_BACKEND=redis-cluster
+(test_task_redis_cluster.py) the hosts share the file's local Redis Cluster
+instead."""
 import os
 import shutil
 import signal
@@ -14,6 +16,7 @@ import time
 import mpsuptest
 from mpsuptest import Client, Daemon, RedisServer, wait_for, main
 
+ON_CLUSTER = mpsuptest.STATE_BACKEND == "redis-cluster"
 if not RedisServer.available() or not shutil.which("redis-cli"):
     mpsuptest.skip_all("redis-server or redis-cli is not installed")
 
@@ -37,8 +40,14 @@ LEASE = 2
 
 class RedisTasks(mpsuptest.unittest.TestCase):
     def setUp(self):
-        self.redis = RedisServer().start()
-        self.addCleanup(self.redis.cleanup)
+        if ON_CLUSTER:
+            self.redis = mpsuptest.shared_cluster()
+            # redis-cli on the master of pool w's keys (one hash tag)
+            self.cli = ["redis-cli", "-c", "-p", str(self.redis.slot_owner(self.STREAM))]
+        else:
+            self.redis = RedisServer().start()
+            self.addCleanup(self.redis.cleanup)
+            self.cli = ["redis-cli", "-s", self.redis.socket]
         self.worker = os.path.join(self.redis.dir, "host_worker.py")
         with open(self.worker, "w") as f:
             f.write(WORKER_PY)
@@ -49,7 +58,7 @@ class RedisTasks(mpsuptest.unittest.TestCase):
                 % (sys.executable, self.worker, processes, retries, tag, extra))
         d = Daemon(config_extra=pool,
                    main_extra="redis_address = %s\nredis_lease = %d\n"
-                   % (self.redis.socket, LEASE))
+                   % (self.redis.address, LEASE))
         self.addCleanup(self.stop_host, d)
         d.start()
         wait_for(lambda: (lambda r: len(r) == processes and
@@ -72,7 +81,7 @@ class RedisTasks(mpsuptest.unittest.TestCase):
 
     def rcli(self, *args):
         """redis-cli's output lines (a reply's elements, flattened)."""
-        return subprocess.run(["redis-cli", "-s", self.redis.socket] + [str(a) for a in args],
+        return subprocess.run(self.cli + [str(a) for a in args],
                               capture_output=True, text=True, check=True,
                               timeout=20 * mpsuptest.SCALE).stdout.split("\n")
 
@@ -89,8 +98,8 @@ class RedisTasks(mpsuptest.unittest.TestCase):
 
     def entries_added(self):
         """The entries ever added to pool w's stream, as Redis counts them."""
-        out = subprocess.run(["redis-cli", "-s", self.redis.socket, "XINFO", "STREAM",
-                              "mpsup:{task:w}:s"], capture_output=True, text=True,
+        out = subprocess.run(self.cli + ["XINFO", "STREAM", self.STREAM],
+                             capture_output=True, text=True,
                              check=True, timeout=20 * mpsuptest.SCALE).stdout.split("\n")
         return int(out[out.index("entries-added") + 1])
 

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -216,6 +217,7 @@ class RedisCluster:
         self.procs = []
         self.created = False
         _LIVE_CLUSTERS.add(self)
+        _cleanup_clusters_on_sigterm()
 
     @staticmethod
     def available():
@@ -400,6 +402,22 @@ _SHARED_CLUSTER = None
 def _cleanup_clusters():
     for c in list(_LIVE_CLUSTERS):
         c.cleanup()
+
+
+def _on_sigterm(signum, frame):
+    """A test run stopped by SIGTERM (no atexit): stop the clusters and
+    remove their dirs, then die of SIGTERM as before."""
+    _cleanup_clusters()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _cleanup_clusters_on_sigterm():
+    # only where nobody else handles SIGTERM, and from the main thread
+    # (the only one that may set handlers)
+    if threading.current_thread() is threading.main_thread() \
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def shared_cluster():

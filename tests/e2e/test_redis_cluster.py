@@ -10,6 +10,7 @@ import re
 import select
 import shutil
 import signal
+import subprocess
 import sys
 
 import mpsuptest
@@ -94,6 +95,59 @@ class Harness(mpsuptest.unittest.TestCase):
         self.assertTrue(c.healthy())
         self.assertTrue(all(proc_gone(p) for p in pids))
         self.assertFalse(os.path.exists(d))
+
+
+# A test run with a cluster that ends as argv[1] says: "fail" (an uncaught
+# error), or killed by the test ("wait").
+RUN = r'''
+import sys
+sys.path.insert(0, sys.argv[2])
+import mpsuptest
+c = mpsuptest.shared_cluster()
+print(c.dir, *[p.pid for p in c.procs], flush=True)
+if sys.argv[1] == "fail":
+    raise AssertionError("a failing test")
+sys.stdin.read()
+'''
+
+
+class Leftovers(mpsuptest.unittest.TestCase):
+    """A test run leaves no redis-server behind however it ends."""
+
+    def run_ending(self, how, sig=None):
+        """Start RUN; kill it with sig when given; its cluster's dir and
+        node pids, once it has ended (its exit status checked)."""
+        p = subprocess.Popen([sys.executable, "-c", RUN, how, os.path.dirname(__file__) or "."],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(p.stdin.close)
+        self.addCleanup(p.stdout.close)
+        line = p.stdout.readline().split()
+        self.assertEqual(len(line), 4, line)
+        if sig is not None:
+            p.send_signal(sig)
+        rc = p.wait(timeout=60 * mpsuptest.SCALE)
+        self.assertEqual(rc, 1 if sig is None else -sig)
+        return line[0], [int(x) for x in line[1:]]
+
+    def gone(self, pids):
+        wait_for(lambda: all(proc_gone(p) for p in pids), what="nodes %s gone" % pids)
+
+    def test_failing_run(self):
+        d, pids = self.run_ending("fail")
+        self.gone(pids)
+        self.assertFalse(os.path.exists(d))
+
+    def test_terminated_run(self):
+        d, pids = self.run_ending("wait", signal.SIGTERM)
+        self.gone(pids)
+        self.assertFalse(os.path.exists(d))
+
+    def test_killed_run(self):
+        """SIGKILL: no atexit, no handler; the nodes die with their parent
+        (their dir stays: nobody is left to remove it)."""
+        d, pids = self.run_ending("wait", signal.SIGKILL)
+        self.addCleanup(shutil.rmtree, d, True)
+        self.gone(pids)
 
 
 class OnCluster(mpsuptest.unittest.TestCase):

@@ -345,21 +345,27 @@ static bool hot_send(struct rcall *rc)
 {
 	const struct hot_op *h = hot_find(rc->op);
 	redisAsyncContext *ac = rs_ac(rc->argv[A_META], rc->argvlen[A_META]);
-	const char *v[6];
-	size_t l[6], len;
+	/* a cluster checks the keys named: there the data and join keys are
+	 * named too (a slot being moved answers ASK, never half an object) */
+	int keys = rs.nodes.cluster ? 3 : 1;
+	const char *v[8];
+	size_t l[8], len;
 	int n;
 
-	if (!h || !h->sha[0] || !ac || (n = hot_args(rc, (int)(h - hot_ops), v + 4, l + 4)) < 0)
+	if (!h || !h->sha[0] || !ac ||
+	    (n = hot_args(rc, (int)(h - hot_ops), v + 3 + keys, l + 3 + keys)) < 0)
 		return false;
 	v[0] = "EVALSHA";
 	v[1] = h->sha;
-	v[2] = "1";
-	v[3] = rc->argv[A_META];
+	v[2] = keys == 1 ? "1" : "3";
 	l[0] = 7;
 	l[1] = 40;
 	l[2] = 1;
-	l[3] = rc->argvlen[A_META];
-	len = resp_format(4 + n, v, l);
+	for (int k = 0; k < keys; k++) {
+		v[3 + k] = rc->argv[A_META + k];
+		l[3 + k] = rc->argvlen[A_META + k];
+	}
+	len = resp_format(3 + keys + n, v, l);
 	return len && redisAsyncFormattedCommand(ac, hot_reply, rc, rs.fmt, len) == REDIS_OK;
 }
 

@@ -381,14 +381,25 @@ static enum cmd_ret redis_obj_named(struct request *r)
 	return rc_run(r, rc);
 }
 
-/* obj.list: SCAN for the meta keys (PREFIX{name}), then one script call for
- * their types and sizes. Needs one server (not a cluster). */
+/* obj.list: SCAN every node for the meta keys (PREFIX{name}), then script
+ * calls for their types and sizes: one for them all on a single server;
+ * one per object in a cluster, where a script's keys share one slot. */
 struct listing {
 	struct park park;
-	bool gone;
+	bool gone, failed;
 	const struct obj_type *type; /* the filter, or NULL */
 	json_t *names;
+	unsigned node;    /* the node being scanned */
+	unsigned pending; /* size calls not answered yet */
+	char **types;     /* per name: its type ("" hidden), its size */
+	long long *sizes;
 	char who[24]; /* the caller's uid, "" for an admin: private objects */
+};
+
+/* The names [first, first + n) of a listing, asked in one call. */
+struct list_part {
+	struct listing *l;
+	size_t first, n;
 };
 
 static const char list_script[] =
@@ -419,6 +430,10 @@ static const char list_script[] =
 
 static void listing_free(struct listing *l)
 {
+	for (size_t i = 0; l->types && i < json_array_size(l->names); i++)
+		free(l->types[i]);
+	free(l->types);
+	free(l->sizes);
 	json_decref(l->names);
 	free(l);
 }
@@ -436,28 +451,24 @@ static int listing_cmp(const void *a, const void *b)
 		      json_string_value(json_object_get(*(json_t *const *)b, "name")));
 }
 
-/* The types and sizes came: answer, sorted by name. */
-static void listing_sizes(redisAsyncContext *ac, void *reply, void *priv)
+/* Every size came: answer, sorted by name. */
+static void listing_answer(struct listing *l)
 {
-	struct listing *l = priv;
-	redisReply *rp = reply;
+	size_t names = json_array_size(l->names), n = 0;
 	json_t *out, **v;
-	size_t n = 0;
 
-	(void)ac;
-	if (!rp || rp->type != REDIS_REPLY_ARRAY || rp->elements != 2 * json_array_size(l->names))
+	if (l->gone || l->failed)
 		return listing_fail(l, "redis did not answer");
-	if (l->gone || !(v = calloc(rp->elements / 2 + 1, sizeof(*v))))
+	if (!(v = calloc(names + 1, sizeof(*v))))
 		return listing_fail(l, "out of memory");
-	for (size_t i = 0; i < rp->elements / 2; i++) {
+	for (size_t i = 0; i < names; i++) {
 		const char *name = json_string_value(json_array_get(l->names, i));
-		const char *t = rp->element[2 * i]->str;
+		const char *t = l->types[i];
 
 		if (!t || !*t || (l->type && strcmp(t, l->type->name) != 0))
 			continue;
 		v[n++] = json_pack("{s:s, s:s, s:I, s:i}", "name", name, "type", t, "size",
-				   (json_int_t)rp->element[2 * i + 1]->integer, "waiters",
-				   (int)block_count(name));
+				   (json_int_t)l->sizes[i], "waiters", (int)block_count(name));
 	}
 	qsort(v, n, sizeof(*v), listing_cmp);
 	out = json_array();
@@ -468,60 +479,114 @@ static void listing_sizes(redisAsyncContext *ac, void *reply, void *priv)
 	listing_free(l);
 }
 
-static void listing_scan(redisAsyncContext *ac, void *reply, void *priv);
-
-/* Ask for the next SCAN page (the first when cursor is NULL), or for the
- * sizes after the last one. */
-static void listing_next(struct listing *l, const char *cursor)
+/* The types and sizes of a part came. */
+static void listing_sizes(redisAsyncContext *ac, void *reply, void *priv)
 {
-	const char *prefix = rs.prefix;
-	size_t n = json_array_size(l->names), k = 0;
-	const char **argv;
-	size_t *lens;
-	char **keys;
+	struct list_part *pt = priv;
+	struct listing *l = pt->l;
+	redisReply *rp = reply;
 
-	if (!cursor || strcmp(cursor, "0") != 0) {
-		if (!rs.ac || redisAsyncCommand(rs.ac, listing_scan, l,
-						"SCAN %s MATCH %s{* COUNT 1000 TYPE hash",
-						cursor ? cursor : "0", prefix) != REDIS_OK)
-			listing_fail(l, "redis cannot be reached");
-		return;
+	(void)ac;
+	if (!rp || rp->type != REDIS_REPLY_ARRAY || rp->elements != 2 * pt->n)
+		l->failed = true;
+	for (size_t i = 0; !l->failed && i < pt->n; i++) {
+		const redisReply *t = rp->element[2 * i], *z = rp->element[2 * i + 1];
+
+		if (t->type == REDIS_REPLY_STRING &&
+		    !(l->types[pt->first + i] = strndup(t->str, t->len)))
+			l->failed = true;
+		l->sizes[pt->first + i] = z->type == REDIS_REPLY_INTEGER ? z->integer : 0;
 	}
-	argv = calloc(2 * n + 4, sizeof(*argv));
-	lens = calloc(2 * n + 4, sizeof(*lens));
-	keys = calloc(2 * n + 1, sizeof(*keys));
-	if (argv && lens && keys) {
-		char count[24];
-		int ok = 1;
+	free(pt);
+	if (--l->pending == 0)
+		listing_answer(l);
+}
 
-		snprintf(count, sizeof(count), "%zu", 2 * n);
+/* Ask for the types and sizes of names [first, first + n). */
+static bool listing_ask(struct listing *l, size_t first, size_t n)
+{
+	const char **argv = calloc(2 * n + 4, sizeof(*argv));
+	size_t *lens = calloc(2 * n + 4, sizeof(*lens)), k = 0;
+	char **keys = calloc(2 * n + 1, sizeof(*keys)), count[24];
+	struct list_part *pt = malloc(sizeof(*pt));
+	redisAsyncContext *ac = NULL;
+	bool ok = argv && lens && keys && pt;
+
+	snprintf(count, sizeof(count), "%zu", 2 * n);
+	for (size_t i = 0; i < n && ok; i++) {
+		const char *name = json_string_value(json_array_get(l->names, first + i));
+
+		ok = asprintf(&keys[k++], "%s{%s}", rs.prefix, name) >= 0 &&
+		     asprintf(&keys[k++], "%s{%s}:d", rs.prefix, name) >= 0;
+	}
+	if (ok && (ac = rs_ac(keys[0], strlen(keys[0])))) {
 		argv[0] = "EVAL";
 		argv[1] = list_script;
 		argv[2] = count;
-		for (size_t i = 0; i < n && ok; i++) {
-			const char *name = json_string_value(json_array_get(l->names, i));
-			ok = asprintf(&keys[k++], "%s{%s}", prefix, name) >= 0 &&
-			     asprintf(&keys[k++], "%s{%s}:d", prefix, name) >= 0;
-		}
 		for (size_t i = 0; i < 2 * n + 3; i++) {
 			if (i >= 3)
-				argv[i] = keys[i - 3] ? keys[i - 3] : "";
+				argv[i] = keys[i - 3];
 			lens[i] = strlen(argv[i]);
 		}
 		argv[2 * n + 3] = l->who;
 		lens[2 * n + 3] = strlen(l->who);
-		if (!ok || !rs.ac ||
-		    redisAsyncCommandArgv(rs.ac, listing_sizes, l, (int)(2 * n + 4), argv, lens) !=
-			    REDIS_OK)
-			listing_fail(l, "redis cannot be reached");
-	} else {
-		listing_fail(l, "out of memory");
+		*pt = (struct list_part){ l, first, n };
+		ok = redisAsyncCommandArgv(ac, listing_sizes, pt, (int)(2 * n + 4), argv, lens) ==
+		     REDIS_OK;
+		if (ok)
+			pt = NULL;
 	}
 	for (size_t i = 0; keys && i < k; i++)
 		free(keys[i]);
 	free(keys);
 	free(argv);
 	free(lens);
+	free(pt);
+	return ok && ac;
+}
+
+/* After the last SCAN page: ask for every name's type and size. */
+static void listing_sizes_ask(struct listing *l)
+{
+	size_t names = json_array_size(l->names);
+	size_t per = rs.nodes.cluster ? 1 : names;
+
+	if (names == 0)
+		return listing_answer(l);
+	l->types = calloc(names, sizeof(*l->types));
+	l->sizes = calloc(names, sizeof(*l->sizes));
+	if (!l->types || !l->sizes)
+		return listing_fail(l, "out of memory");
+	/* counted from one: no answer ends the listing before every ask is out */
+	l->pending = 1;
+	for (size_t first = 0; first < names; first += per) {
+		if (!listing_ask(l, first, per)) {
+			l->failed = true;
+			break;
+		}
+		l->pending++;
+	}
+	if (--l->pending == 0)
+		listing_answer(l);
+}
+
+static void listing_scan(redisAsyncContext *ac, void *reply, void *priv);
+
+/* Ask for the next SCAN page (the first of a node when cursor is NULL),
+ * the next node's after a node's last, the sizes after the last node's. */
+static void listing_next(struct listing *l, const char *cursor)
+{
+	redisAsyncContext *ac;
+
+	if (cursor && strcmp(cursor, "0") == 0) {
+		if (++l->node >= rs.nodes.n)
+			return listing_sizes_ask(l);
+		cursor = NULL;
+	}
+	ac = l->node < rs.nodes.n ? rs.nodes.node[l->node].ac : NULL;
+	if (!ac || redisAsyncCommand(ac, listing_scan, l, "SCAN %s MATCH %s{* COUNT 1000 TYPE hash",
+				     cursor ? cursor : "0", rs.prefix) != REDIS_OK)
+		listing_fail(l, "redis cannot be reached");
 }
 
 /* A SCAN page: keep the names of meta keys (PREFIX{name}, nothing after). */
@@ -560,7 +625,7 @@ static enum cmd_ret redis_obj_list(struct request *r)
 
 	if (request_unpack(r, "{s?s}", "type", &tname) < 0)
 		return CMD_DONE;
-	if (!rs.ac) {
+	if (!redis_nodes_any(&rs.nodes)) {
 		request_error(r, MPSUP_E_UNAVAILABLE, "obj.list: redis cannot be reached");
 		return CMD_DONE;
 	}

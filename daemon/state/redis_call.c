@@ -208,6 +208,14 @@ static void rc_head_copy(struct rcall *rc, char **p, const char *s, size_t len)
 }
 
 /* EVALSHA sha 4 KEYS op name mode: the head of every script call. */
+redisAsyncContext *rs_name_ac(const char *name)
+{
+	char key[sizeof(rs.prefix) + OBJ_NAME_MAX + 3];
+	int n = snprintf(key, sizeof(key), "%s{%s}", rs.prefix, name);
+
+	return rs_ac(key, n < 0 ? 0 : (size_t)n < sizeof(key) ? (size_t)n : sizeof(key) - 1);
+}
+
 struct rcall *rc_new(const char *op, const char *name, bool existing)
 {
 	static const char suffix[][3] = { "", ":d", ":j", ":s" };
@@ -364,6 +372,11 @@ void rc_reply_error(struct rcall *rc, const char *str, size_t len)
 	char code[32];
 	int e = -1;
 
+	if (redis_nodes_redirected(&rs.nodes, str, len)) {
+		/* a cluster's slot moves (or the cluster is down): it did not run */
+		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: redis: %.*s; retry", rc->op, (int)len, str);
+		return;
+	}
 	if (sp && (size_t)(sp - str) < sizeof(code)) {
 		memcpy(code, str, sp - str);
 		code[sp - str] = '\0';

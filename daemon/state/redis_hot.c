@@ -74,9 +74,11 @@ static int rc_queue(struct rcall *rc)
 {
 	size_t len = resp_format(rc->argc, (const char *const *)rc->argv, rc->argvlen);
 
-	if (!len)
+	redisAsyncContext *ac = rs_ac(rc->argv[A_META], rc->argvlen[A_META]);
+
+	if (!len || !ac)
 		return REDIS_ERR;
-	return redisAsyncFormattedCommand(rs.ac, call_reply, rc, rs.fmt, len);
+	return redisAsyncFormattedCommand(ac, call_reply, rc, rs.fmt, len);
 }
 
 /* Send rc on the main connection; false after answering unavailable. */
@@ -89,7 +91,7 @@ bool rc_send(struct rcall *rc)
 		}
 		rc->ticket_due = false;
 	}
-	if (rs.ac && rc_queue(rc) == REDIS_OK)
+	if (rc_queue(rc) == REDIS_OK)
 		return true;
 	rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: redis cannot be reached; retry later", rc->op);
 	return false;
@@ -242,6 +244,14 @@ void hot_load(redisContext *ctx)
 	}
 }
 
+/* Load the hot scripts on ac (a node's new connection). */
+void hot_load_async(redisAsyncContext *ac)
+{
+	for (size_t i = 0; i < N_HOT; i++)
+		if (hot_ops[i].sha[0])
+			redisAsyncCommand(ac, NULL, NULL, "SCRIPT LOAD %s", hot_ops[i].script);
+}
+
 /* The hot op named op; NULL when it is not one. */
 static struct hot_op *hot_find(const char *op)
 {
@@ -334,22 +344,29 @@ static int hot_args(const struct rcall *rc, int h, const char **v, size_t *l)
 static bool hot_send(struct rcall *rc)
 {
 	const struct hot_op *h = hot_find(rc->op);
-	const char *v[6];
-	size_t l[6], len;
+	redisAsyncContext *ac = rs_ac(rc->argv[A_META], rc->argvlen[A_META]);
+	/* a cluster checks the keys named: there the data and join keys are
+	 * named too (a slot being moved answers ASK, never half an object) */
+	int keys = rs.nodes.cluster ? 3 : 1;
+	const char *v[8];
+	size_t l[8], len;
 	int n;
 
-	if (!h || !h->sha[0] || !rs.ac || (n = hot_args(rc, (int)(h - hot_ops), v + 4, l + 4)) < 0)
+	if (!h || !h->sha[0] || !ac ||
+	    (n = hot_args(rc, (int)(h - hot_ops), v + 3 + keys, l + 3 + keys)) < 0)
 		return false;
 	v[0] = "EVALSHA";
 	v[1] = h->sha;
-	v[2] = "1";
-	v[3] = rc->argv[A_META];
+	v[2] = keys == 1 ? "1" : "3";
 	l[0] = 7;
 	l[1] = 40;
 	l[2] = 1;
-	l[3] = rc->argvlen[A_META];
-	len = resp_format(4 + n, v, l);
-	return len && redisAsyncFormattedCommand(rs.ac, hot_reply, rc, rs.fmt, len) == REDIS_OK;
+	for (int k = 0; k < keys; k++) {
+		v[3 + k] = rc->argv[A_META + k];
+		l[3 + k] = rc->argvlen[A_META + k];
+	}
+	len = resp_format(3 + keys + n, v, l);
+	return len && redisAsyncFormattedCommand(ac, hot_reply, rc, rs.fmt, len) == REDIS_OK;
 }
 
 /* The MULTI of a read: [[type, owner, scope], value]. The value of a
@@ -390,11 +407,13 @@ static void read_reply(redisAsyncContext *ac, void *reply, void *priv)
 static bool read_send(struct rcall *rc)
 {
 	bool dict = strcmp(rc->op, "dict.get") == 0;
+	redisAsyncContext *ac;
 	const char *v[5];
 	size_t l[5], len;
 
 	/* (a default matters only when the key is missing: the full script) */
-	if ((!dict && strcmp(rc->op, "value.get") != 0) || !rs.ac ||
+	if ((!dict && strcmp(rc->op, "value.get") != 0) ||
+	    !(ac = rs_ac(rc->argv[A_META], rc->argvlen[A_META])) ||
 	    (dict && (rc->argc < A_MODE + 2 || rc->argv[A_MODE + 1][0] != '=')))
 		return false;
 	v[0] = "HMGET";
@@ -406,10 +425,9 @@ static bool read_send(struct rcall *rc)
 	l[1] = rc->argvlen[A_META];
 	l[2] = l[3] = 1;
 	l[4] = 2;
-	if (redisAsyncFormattedCommand(rs.ac, NULL, NULL, "*1\r\n$5\r\nMULTI\r\n", 15) !=
-		    REDIS_OK ||
+	if (redisAsyncFormattedCommand(ac, NULL, NULL, "*1\r\n$5\r\nMULTI\r\n", 15) != REDIS_OK ||
 	    !(len = resp_format(5, v, l)) ||
-	    redisAsyncFormattedCommand(rs.ac, NULL, NULL, rs.fmt, len) != REDIS_OK)
+	    redisAsyncFormattedCommand(ac, NULL, NULL, rs.fmt, len) != REDIS_OK)
 		return false;
 	v[0] = "HGET";
 	l[0] = 4;
@@ -418,11 +436,11 @@ static bool read_send(struct rcall *rc)
 	v[2] = dict ? rc->argv[A_MODE + 1] + 1 : "v"; /* the key, after its '=' */
 	l[2] = dict ? rc->argvlen[A_MODE + 1] - 1 : 1;
 	if (!(len = resp_format(3, v, l)) ||
-	    redisAsyncFormattedCommand(rs.ac, NULL, NULL, rs.fmt, len) != REDIS_OK ||
-	    redisAsyncFormattedCommand(rs.ac, read_reply, rc, "*1\r\n$4\r\nEXEC\r\n", 14) !=
+	    redisAsyncFormattedCommand(ac, NULL, NULL, rs.fmt, len) != REDIS_OK ||
+	    redisAsyncFormattedCommand(ac, read_reply, rc, "*1\r\n$4\r\nEXEC\r\n", 14) !=
 		    REDIS_OK) {
 		/* a MULTI left open would swallow the next commands */
-		redisAsyncFormattedCommand(rs.ac, NULL, NULL, "*1\r\n$7\r\nDISCARD\r\n", 17);
+		redisAsyncFormattedCommand(ac, NULL, NULL, "*1\r\n$7\r\nDISCARD\r\n", 17);
 		return false;
 	}
 	return true;
@@ -431,7 +449,7 @@ static bool read_send(struct rcall *rc)
 /* Park r as rc and send it; the answer comes from call_reply. */
 enum cmd_ret rc_run(struct request *r, struct rcall *rc)
 {
-	if (!rs.ac) {
+	if (!rs_ac(rc->argv[A_META], rc->argvlen[A_META])) {
 		request_error(r, MPSUP_E_UNAVAILABLE, "%s: redis cannot be reached; retry later",
 			      rc->op);
 		rc_free(rc);

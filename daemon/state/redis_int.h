@@ -20,6 +20,7 @@
 #include "obj.h"
 #include "obj_int.h"
 #include "park.h"
+#include "redis_nodes.h"
 #include "scope.h"
 
 /* Where things are in the argv of a script call. */
@@ -71,14 +72,12 @@ struct rcall {
 };
 
 struct redis_state {
-	redisAsyncContext *ac; /* the main connection; NULL while down */
+	struct redis_nodes nodes; /* the server, or a cluster's masters */
 	bool up;
 	bool stopping;
 	char sha[41];
 	char host_id[33]; /* new at each start: this daemon's owner id */
-	struct event *retry;
-	double backoff;
-	unsigned long reconnects, lost, blocking;
+	unsigned long blocking;
 	unsigned long long next_wait;
 	LIST_HEAD(, rcall) blocked;
 	LIST_HEAD(, hold) holds;
@@ -94,6 +93,7 @@ struct redis_state {
 	/* the sweep (redis_own.c): the next SCAN cursor ("" or "0": from the
 	 * start), whether a page is asked, objects swept */
 	char sweep_at[24];
+	unsigned sweep_node; /* the node walked (a cluster's masters in turn) */
 	bool sweeping;
 	unsigned long swept;
 	char *fmt; /* where a command is written in RESP (rc_queue) */
@@ -129,6 +129,16 @@ struct scoped {
 	char mark[64]; /* HOST:N, the object's sh */
 	char name[OBJ_NAME_MAX + 1];
 };
+
+/* The connection that serves key (a cluster's master of its slot); NULL
+ * while Redis is down. */
+static inline redisAsyncContext *rs_ac(const char *key, size_t len)
+{
+	return redis_nodes_ac(&rs.nodes, key, len);
+}
+
+/* The connection that serves object name's keys; NULL while Redis is down. */
+redisAsyncContext *rs_name_ac(const char *name);
 
 /* Whether k is a meta key (PREFIX{name}); its name into name. */
 bool meta_key_name(const redisReply *k, char *name);
@@ -170,7 +180,7 @@ void scoped_forget(const char *name);
 void rc_untick(struct rcall *rc);
 void rearm_all(void);
 void rearm_expire(void);
-redisAsyncContext *connect_new(void);
+redisAsyncContext *connect_new(const char *key, size_t len);
 unsigned block_count(const char *name);
 void block_start(struct rcall *rc);
 bool cond_waiting(const struct rcall *rc, const char *str, size_t len);
@@ -178,6 +188,7 @@ bool cond_resume(struct rcall *rc, char news);
 
 /* redis_hot.c: sending on the main connection, the hot paths */
 void hot_load(redisContext *ctx);
+void hot_load_async(redisAsyncContext *ac);
 bool rc_send(struct rcall *rc);
 void call_cancel(struct park *p);
 enum cmd_ret rc_run(struct request *r, struct rcall *rc);

@@ -126,6 +126,7 @@ void renew_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct timeval tv;
 	double every = rs.lease / 3;
+	redisAsyncContext *ac;
 	struct hold *h;
 	struct scoped *sc;
 	struct rcall *rc;
@@ -134,21 +135,20 @@ void renew_fire(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	LIST_FOREACH(h, &rs.holds, entry)
-		if (rs.ac) {
-			redisAsyncCommand(rs.ac, NULL, NULL, "SET %s{%s}:l:%s 1 PX %lld", rs.prefix,
+		if ((ac = rs_name_ac(h->name))) {
+			redisAsyncCommand(ac, NULL, NULL, "SET %s{%s}:l:%s 1 PX %lld", rs.prefix,
 					  h->name, rs.host_id, (long long)(rs.lease * 1000));
 			rs.renewals++;
 		}
 	LIST_FOREACH(rc, &rs.blocked, blocked)
-		if (rs.ac && rc->ticketed) {
-			redisAsyncCommand(rs.ac, NULL, NULL, "SET %s:t:%s 1 PX %lld",
-					  rc->argv[A_META], rc->ticket,
-					  (long long)(rs.lease * 1000));
+		if (rc->ticketed && (ac = rs_ac(rc->argv[A_META], rc->argvlen[A_META]))) {
+			redisAsyncCommand(ac, NULL, NULL, "SET %s:t:%s 1 PX %lld", rc->argv[A_META],
+					  rc->ticket, (long long)(rs.lease * 1000));
 			rs.renewals++;
 		}
 	LIST_FOREACH(sc, &rs.scoped, entry)
-		if (rs.ac && sc->live) {
-			redisAsyncCommand(rs.ac, NULL, NULL, "SET %s{%s}:l:%s 1 PX %lld", rs.prefix,
+		if (sc->live && (ac = rs_name_ac(sc->name))) {
+			redisAsyncCommand(ac, NULL, NULL, "SET %s{%s}:l:%s 1 PX %lld", rs.prefix,
 					  sc->name, rs.host_id, (long long)(rs.lease * 1000));
 			rs.renewals++;
 		}
@@ -248,7 +248,9 @@ bool meta_key_name(const redisReply *k, char *name)
  * stay in Redis for ever, every host walks the meta keys, one SCAN page
  * (COUNT 1000) per lease renewal, has a short script pick those whose
  * scope's lease key is gone, and sends each an obj.sweep: the script's
- * check, nothing else. Like obj.list, it needs one server (not a cluster).
+ * check, nothing else. A cluster's masters are walked one after the other,
+ * and there the script is asked about one key at a time (a script's keys
+ * share one slot).
  */
 static const char sweep_script[] =
 	"local out = {}\n"
@@ -284,64 +286,85 @@ static void sweep_picked(redisAsyncContext *ac, void *reply, void *priv)
 	free(pg);
 }
 
-/* A SCAN page of the sweep: ask the script about its meta keys. */
+/* Ask the script about the meta keys [first, first + n) of a page. */
+static void sweep_ask(char names[][OBJ_NAME_MAX + 1], const redisReply *const *keys, size_t first,
+		      size_t n)
+{
+	struct sweep_page *pg = malloc(sizeof(*pg) + n * sizeof(pg->names[0]));
+	const char **argv = calloc(n + 3, sizeof(*argv));
+	size_t *lens = calloc(n + 3, sizeof(*lens));
+	redisAsyncContext *ac = rs_ac(keys[first]->str, keys[first]->len);
+	char count[24];
+
+	if (pg && argv && lens && ac) {
+		pg->n = n;
+		snprintf(count, sizeof(count), "%zu", n);
+		argv[0] = "EVAL";
+		argv[1] = sweep_script;
+		argv[2] = count;
+		for (size_t i = 0; i < 3; i++)
+			lens[i] = strlen(argv[i]);
+		for (size_t i = 0; i < n; i++) {
+			memcpy(pg->names[i], names[first + i], sizeof(pg->names[i]));
+			argv[3 + i] = keys[first + i]->str;
+			lens[3 + i] = keys[first + i]->len;
+		}
+		if (redisAsyncCommandArgv(ac, sweep_picked, pg, (int)n + 3, argv, lens) == REDIS_OK)
+			pg = NULL;
+	}
+	free(pg);
+	free(argv);
+	free(lens);
+}
+
+/* A SCAN page of the sweep (of node priv): ask the script about its meta
+ * keys; the walk goes on to the next node after a node's last page. */
 static void sweep_scanned(redisAsyncContext *ac, void *reply, void *priv)
 {
 	redisReply *rp = reply, *page;
-	struct sweep_page *pg;
-	const char **argv = NULL;
-	size_t *lens = NULL, n = 0;
-	char **keys = NULL, count[24];
+	const redisReply **keys;
+	char(*names)[OBJ_NAME_MAX + 1];
+	size_t n = 0;
 
 	(void)ac;
-	(void)priv;
 	rs.sweeping = false;
 	if (!rp || rp->type != REDIS_REPLY_ARRAY || rp->elements != 2 ||
 	    rp->element[0]->type != REDIS_REPLY_STRING ||
 	    rp->element[0]->len >= sizeof(rs.sweep_at))
 		return; /* lost: the next renewal starts again */
 	memcpy(rs.sweep_at, rp->element[0]->str, rp->element[0]->len + 1);
-	page = rp->element[1];
-	if (page->type != REDIS_REPLY_ARRAY || page->elements == 0 || !rs.ac)
-		return;
-	pg = malloc(sizeof(*pg) + page->elements * sizeof(pg->names[0]));
-	argv = calloc(page->elements + 3, sizeof(*argv));
-	lens = calloc(page->elements + 3, sizeof(*lens));
-	keys = calloc(page->elements, sizeof(*keys));
-	if (!pg || !argv || !lens || !keys)
-		goto out;
-	for (size_t i = 0; i < page->elements; i++)
-		if (meta_key_name(page->element[i], pg->names[n])) {
-			keys[n] = page->element[i]->str;
-			n++;
-		}
-	pg->n = n;
-	if (n == 0)
-		goto out;
-	snprintf(count, sizeof(count), "%zu", n);
-	argv[0] = "EVAL";
-	argv[1] = sweep_script;
-	argv[2] = count;
-	for (size_t i = 0; i < n + 3; i++) {
-		if (i >= 3)
-			argv[i] = keys[i - 3];
-		lens[i] = strlen(argv[i]);
+	if (strcmp(rs.sweep_at, "0") == 0) {
+		rs.sweep_at[0] = '\0';
+		rs.sweep_node = (unsigned)(uintptr_t)priv + 1;
 	}
-	if (redisAsyncCommandArgv(rs.ac, sweep_picked, pg, (int)n + 3, argv, lens) == REDIS_OK)
-		pg = NULL;
-out:
-	free(pg);
-	free(argv);
-	free(lens);
+	page = rp->element[1];
+	if (page->type != REDIS_REPLY_ARRAY || page->elements == 0)
+		return;
+	keys = calloc(page->elements, sizeof(*keys));
+	names = calloc(page->elements, sizeof(*names));
+	for (size_t i = 0; keys && names && i < page->elements; i++)
+		if (meta_key_name(page->element[i], names[n]))
+			keys[n++] = page->element[i];
+	if (!rs.nodes.cluster && n)
+		sweep_ask(names, keys, 0, n);
+	for (size_t i = 0; rs.nodes.cluster && i < n; i++)
+		sweep_ask(names, keys, i, 1);
 	free(keys);
+	free(names);
 }
 
 /* One step of the sweep (from each lease renewal). */
 void sweep_step(void)
 {
-	if (!rs.ac || rs.sweeping)
+	redisAsyncContext *ac;
+
+	if (rs.sweep_node >= rs.nodes.n)
+		rs.sweep_node = 0;
+	ac = rs.nodes.node[rs.sweep_node].ac;
+	if (!rs.up || !ac || rs.sweeping)
 		return;
-	if (redisAsyncCommand(rs.ac, sweep_scanned, NULL, "SCAN %s MATCH %s{* COUNT 1000 TYPE hash",
+	if (redisAsyncCommand(ac, sweep_scanned, (void *)(uintptr_t)rs.sweep_node,
+			      "SCAN %s MATCH %s{* COUNT 1000 TYPE hash",
 			      rs.sweep_at[0] ? rs.sweep_at : "0", rs.prefix) == REDIS_OK)
 		rs.sweeping = true;
 }

@@ -146,8 +146,8 @@ void rearm_all(void)
 		LIST_REMOVE(rc, blocked);
 		rc->park.on_cancel = call_cancel;
 		if (rc->inflight && strstr(rc->inflight, "}:f:"))
-			redisAsyncCommand(rs.ac, NULL, NULL, "LMOVE %s %s LEFT LEFT", rc->inflight,
-					  rc->argv[A_DATA]);
+			redisAsyncCommand(rs_ac(rc->argv[A_META], rc->argvlen[A_META]), NULL, NULL,
+					  "LMOVE %s %s LEFT LEFT", rc->inflight, rc->argv[A_DATA]);
 		if (!rc_send(rc))
 			rc_free(rc);
 	}
@@ -241,15 +241,18 @@ static void block_reply(redisAsyncContext *ac, void *reply, void *priv)
 /* A blocked call's client left: unblock it and give back what it took. */
 static void block_unblock(struct rcall *rc)
 {
-	if (!rs.ac) {
+	redisAsyncContext *ac = rs_ac(rc->argv[A_META], rc->argvlen[A_META]);
+
+	if (!ac) {
 		redisAsyncContext *bc = rc->bc;
 
 		redisAsyncFree(bc); /* block_reply runs and frees rc */
 		return;
 	}
-	redisAsyncCommand(rs.ac, NULL, NULL, "CLIENT UNBLOCK %lld", rc->client_id);
+	/* (the blocked connection is on the node of the object's slot) */
+	redisAsyncCommand(ac, NULL, NULL, "CLIENT UNBLOCK %lld", rc->client_id);
 	if (rc->wait == WAIT_TAKE)
-		redisAsyncCommand(rs.ac, NULL, NULL, "LMOVE %s %s LEFT LEFT", rc->inflight,
+		redisAsyncCommand(ac, NULL, NULL, "LMOVE %s %s LEFT LEFT", rc->inflight,
 				  rc->argv[A_DATA]);
 }
 
@@ -261,7 +264,7 @@ static void block_client_id(redisAsyncContext *ac, void *reply, void *priv)
 	(void)ac;
 	if (rp && rp->type == REDIS_REPLY_INTEGER) {
 		rc->client_id = rp->integer;
-		if (rc->gone && rs.ac)
+		if (rc->gone && rs_ac(rc->argv[A_META], rc->argvlen[A_META]))
 			block_unblock(rc);
 	}
 }
@@ -271,14 +274,15 @@ static void block_cancel(struct park *p)
 	struct rcall *rc = PARK_OWNER(p, struct rcall, park);
 
 	rc->gone = true;
-	if (rc->client_id >= 0 || !rs.ac)
+	if (rc->client_id >= 0 || !rs_ac(rc->argv[A_META], rc->argvlen[A_META]))
 		block_unblock(rc);
 	/* else block_client_id unblocks it */
 }
 
-redisAsyncContext *connect_new(void)
+/* A new connection to the node that serves key (a blocking wait's own). */
+redisAsyncContext *connect_new(const char *key, size_t len)
 {
-	return redis_link_open(rs.address);
+	return redis_link_open(redis_nodes_addr(&rs.nodes, key, len));
 }
 
 /* Redis's timeout for rc's wait: 0 is forever, the smallest a millisecond;
@@ -369,7 +373,7 @@ void block_start(struct rcall *rc)
 	}
 	if (((rc->wait == WAIT_TAKE || rc->ticket[0] || strcmp(rc->op, "barrier.wait") == 0) &&
 	     !inflight) ||
-	    !(rc->bc = connect_new())) {
+	    !(rc->bc = connect_new(rc->argv[A_META], rc->argvlen[A_META]))) {
 		free(inflight);
 		rc->wait = WAIT_NONE;
 		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: cannot connect to redis", name);

@@ -108,8 +108,6 @@ static const char claim_script[] =
 
 struct tq_state tq;
 
-static void tq_connect(void);
-
 bool task_redis_pool(const struct task_pool *tp)
 {
 	return tp->pl->conf->mode == POOL_MODE_TASK && tp->pl->conf->task_queue == TASK_QUEUE_REDIS;
@@ -202,7 +200,8 @@ static void blocking_disconnected(const redisAsyncContext *ac, int status)
 
 redisAsyncContext *blocking_open(struct task_redis *rq)
 {
-	redisAsyncContext *ac = redis_link_open(tq.address);
+	redisAsyncContext *ac =
+		redis_link_open(redis_nodes_addr(&tq.nodes, rq->stream, strlen(rq->stream)));
 
 	if (!ac)
 		return NULL;
@@ -230,8 +229,7 @@ bool task_redis_refuse(struct request *r, struct task_pool *tp, size_t n)
 	}
 	if (tq.up)
 		return false;
-	if (!tq.ac && !tq.stopping && !evtimer_pending(tq.retry, NULL))
-		tq_connect();
+	redis_nodes_connect(&tq.nodes);
 	request_error(r, MPSUP_E_UNAVAILABLE,
 		      "pool %s: its task queue, redis at %s, is unreachable", tp->pl->name,
 		      tq.address);
@@ -327,7 +325,7 @@ static void rq_renew(struct task_redis *rq)
 	argv[k++] = "JUSTID";
 	for (size_t i = 0; i < n; i++)
 		lens[i] = strlen(argv[i]);
-	if (redisAsyncCommandArgv(tq.ac, NULL, NULL, (int)n, argv, lens) == REDIS_OK)
+	if (redisAsyncCommandArgv(tq_ac(rq), NULL, NULL, (int)n, argv, lens) == REDIS_OK)
 		tq.renewals++;
 	free(argv);
 	free(lens);
@@ -343,7 +341,8 @@ static void claim_reply(redisAsyncContext *ac, void *reply, void *priv)
 
 	(void)ac;
 	if (!rp || rp->type != REDIS_REPLY_ARRAY) {
-		if (rp && rp->type == REDIS_REPLY_ERROR)
+		if (rp && rp->type == REDIS_REPLY_ERROR &&
+		    !redis_nodes_redirected(&tq.nodes, rp->str, rp->len))
 			log_warn("task", "redis task queue: claiming: %s", rp->str);
 		return;
 	}
@@ -402,7 +401,7 @@ static void rq_claim(struct task_redis *rq)
 	argv[9] = rq->results_pre;
 	for (int k = 0; k < 10; k++)
 		lens[k] = strlen(argv[k]);
-	redisAsyncCommandArgv(tq.ac, claim_reply, rq->tp, 10, argv, lens);
+	redisAsyncCommandArgv(tq_ac(rq), claim_reply, rq->tp, 10, argv, lens);
 }
 
 /* Every tick: a queue for every redis pool, its reads armed, its holds
@@ -427,89 +426,58 @@ static void tick_fire(evutil_socket_t fd, short what, void *arg)
 		if (pl->conf->mode != POOL_MODE_TASK || pl->conf->task_queue != TASK_QUEUE_REDIS ||
 		    pl->removing || !(tp = tp_get(pl)) || !rq_get(tp))
 			continue;
-		if (!tq.ac && !tq.stopping && !evtimer_pending(tq.retry, NULL))
-			tq_connect();
+		redis_nodes_connect(&tq.nodes);
 		if (!tq.up)
 			continue;
 		rq_results(tp->rq);
 		rq_read(tp->rq);
 		rq_renew(tp->rq);
 		rq_claim(tp->rq);
-		redisAsyncCommand(tq.ac, NULL, NULL, "EVAL %s 1 %s", trim_script, tp->rq->stream);
+		redisAsyncCommand(tq_ac(tp->rq), NULL, NULL, "EVAL %s 1 %s", trim_script,
+				  tp->rq->stream);
 	}
 	tv = tv_from_secs(period < 0.25 ? 0.25 : period < 1 ? period : 1);
 	evtimer_add(tq.tick, &tv);
 }
 
-static void retry_later(void)
-{
-	struct timeval tv;
-
-	if (tq.stopping)
-		return;
-	tq.backoff = redis_link_backoff(tq.backoff);
-	tv = tv_from_secs(tq.backoff);
-	evtimer_add(tq.retry, &tv);
-}
-
-static void tq_connected(const redisAsyncContext *ac, int status)
+static void tq_up(struct redis_nodes *rn)
 {
 	struct task_redis *rq;
 
-	if (status != REDIS_OK) {
-		log_debug("task", "redis task queue: cannot connect: %s", ac->errstr);
-		tq.ac = NULL;
-		retry_later();
-		return;
-	}
 	tq.up = true;
-	tq.backoff = 0;
-	log_info("task", "redis task queue: connected to %s", tq.address);
+	log_info("task", "redis task queue: connected to %s%s", tq.address,
+		 rn->cluster ? " (a cluster: every master)" : "");
 	LIST_FOREACH(rq, &tq.queues, entry) {
 		rq_results(rq);
 		rq_read(rq);
 	}
 }
 
-static void tq_disconnected(const redisAsyncContext *ac, int status)
+static void tq_down(struct redis_nodes *rn, bool was_up, const char *why)
 {
 	struct task_redis *rq;
-	bool was = tq.up;
 
-	if (was && !tq.stopping)
+	(void)rn;
+	if (was_up)
 		log_warn("task",
 			 "redis task queue: lost %s: %s; task commands on its pools answer "
 			 "unavailable until it is back",
-			 tq.address, status == REDIS_OK ? "closed" : ac->errstr);
-	tq.lost += was;
+			 tq.address, why);
+	else
+		log_debug("task", "redis task queue: %s", why);
 	tq.up = false;
-	tq.ac = NULL;
 	tq.pushing = 0;
 	LIST_FOREACH(rq, &tq.queues, entry)
 		rq_disconnect(rq);
-	if (was)
+	if (was_up)
 		sent_fail(NULL, MPSUP_E_UNAVAILABLE, "the task queue's redis connection was lost");
-	retry_later();
 }
 
-static void tq_connect(void)
-{
-	if (!(tq.ac = redis_link_open(tq.address))) {
-		retry_later();
-		return;
-	}
-	redisAsyncSetConnectCallback(tq.ac, tq_connected);
-	redisAsyncSetDisconnectCallback(tq.ac, tq_disconnected);
-}
-
-static void retry_fire(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-	tq.reconnects++;
-	tq_connect();
-}
+static const struct redis_nodes_ops tq_ops = {
+	.tag = "task",
+	.up = tq_up,
+	.down = tq_down,
+};
 
 void task_redis_map_gone(struct map *m)
 {
@@ -543,44 +511,48 @@ void task_redis_info(json_t *info)
 	json_int_t reading = 0, held = 0;
 	json_t *q;
 
-	if (LIST_EMPTY(&tq.queues) && !tq.ac)
+	if (LIST_EMPTY(&tq.queues) && !redis_nodes_any(&tq.nodes))
 		return;
 	LIST_FOREACH(rq, &tq.queues, entry) {
 		reading += rq->rd_busy;
 		held += rq->n_held;
 	}
 	q = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "connection",
-		      tq.up ? "connected" : (tq.ac ? "connecting" : "down"), "address", tq.address,
-		      "host_id", tq.host_id, "waiting", (json_int_t)tq.n_sent, "sent",
-		      (json_int_t)tq.pushed, "answers", (json_int_t)tq.answers, "dropped",
-		      (json_int_t)tq.dropped, "claimed", (json_int_t)tq.claimed, "renewals",
-		      (json_int_t)tq.renewals, "reconnects", (json_int_t)tq.reconnects,
-		      "connections_lost", (json_int_t)tq.lost);
+		      redis_nodes_state(&tq.nodes), "address", tq.address, "host_id", tq.host_id,
+		      "waiting", (json_int_t)tq.n_sent, "sent", (json_int_t)tq.pushed, "answers",
+		      (json_int_t)tq.answers, "dropped", (json_int_t)tq.dropped, "claimed",
+		      (json_int_t)tq.claimed, "renewals", (json_int_t)tq.renewals, "reconnects",
+		      (json_int_t)tq.nodes.reconnects, "connections_lost",
+		      (json_int_t)tq.nodes.lost);
 	/* the stream entries that carried the tasks sent (a batch each) */
 	json_object_set_new(q, "entries", json_integer((json_int_t)tq.entries));
 	/* pools whose stream this host is reading now; entries it holds */
 	json_object_set_new(q, "reading", json_integer(reading));
 	json_object_set_new(q, "held", json_integer(held));
+	redis_nodes_info(&tq.nodes, q);
 	json_object_set_new(info, "task_queue", q);
 }
 
-/* A blocking PING: Redis must answer before mpsupd serves a redis pool. */
+/* A blocking PING and CLUSTER SLOTS: Redis must answer before mpsupd
+ * serves a redis pool; then the nodes connect on the loop. */
 static int tq_check(const char *address)
 {
 	redisContext *ctx = redis_link_open_sync(address);
 	redisReply *rp = NULL;
+	char err[512] = "";
 	int ret = -1;
 
 	if (ctx && !ctx->err)
 		rp = redisCommand(ctx, "PING");
 	if (rp && rp->type == REDIS_REPLY_STATUS)
-		ret = 0;
+		ret = redis_nodes_learn(&tq.nodes, ctx, err, sizeof(err));
 	else
-		log_error("task", "task_queue = redis: redis_address %s does not answer: %s",
-			  address,
-			  rp && rp->str ? rp->str
-			  : ctx         ? ctx->errstr
-					: "out of memory");
+		snprintf(err, sizeof(err), "redis_address %s does not answer: %s", address,
+			 rp && rp->str ? rp->str
+			 : ctx         ? ctx->errstr
+				       : "out of memory");
+	if (ret < 0)
+		log_error("task", "task_queue = redis: %s", err);
 	freeReplyObject(rp);
 	if (ctx)
 		redisFree(ctx);
@@ -599,8 +571,6 @@ int task_redis_start(const struct conf *conf)
 		log_error("task", "task_queue = redis: redis_lease must be at least 1 second");
 		return -1;
 	}
-	if (any && tq_check(conf->redis_address) < 0)
-		return -1;
 	snprintf(tq.address, sizeof(tq.address), "%s", conf->redis_address);
 	snprintf(tq.prefix, sizeof(tq.prefix), "%s", conf->redis_prefix);
 	tq.lease = conf->redis_lease;
@@ -611,12 +581,12 @@ int task_redis_start(const struct conf *conf)
 	for (size_t i = 0; i < sizeof(rnd); i++)
 		snprintf(tq.host_id + 2 * i, 3, "%02x", rnd[i]);
 	LIST_INIT(&tq.queues);
-	if (!(tq.retry = evtimer_new(daemon_g.base, retry_fire, NULL)) ||
+	if (redis_nodes_init(&tq.nodes, tq.address, &tq_ops, NULL) < 0 ||
 	    !(tq.tick = evtimer_new(daemon_g.base, tick_fire, NULL)) ||
 	    !(tq.flush = event_new(daemon_g.base, -1, 0, flush_fire, NULL)))
 		return -ENOMEM;
-	if (any)
-		tq_connect();
+	if (any && tq_check(conf->redis_address) < 0)
+		return -1;
 	tick_fire(-1, 0, NULL);
 	return 0;
 }
@@ -628,17 +598,13 @@ void task_redis_stop(void)
 	while (!LIST_EMPTY(&tq.queues)) {
 		rq_free(LIST_FIRST(&tq.queues));
 	}
-	if (tq.ac)
-		redisAsyncFree(tq.ac);
-	tq.ac = NULL;
+	redis_nodes_stop(&tq.nodes);
 	tq.up = false;
 	if (tq.tick)
 		event_free(tq.tick);
-	if (tq.retry)
-		event_free(tq.retry);
 	if (tq.flush)
 		event_free(tq.flush);
-	tq.tick = tq.retry = tq.flush = NULL;
+	tq.tick = tq.flush = NULL;
 	free(tq.sent);
 	tq.sent = NULL;
 	tq.buckets = 0;

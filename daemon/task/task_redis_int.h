@@ -10,11 +10,13 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/queue.h>
 
 #include <event2/util.h>
 #include <hiredis/async.h>
 
+#include "redis_nodes.h"
 #include "task_redis.h"
 
 /* Entries acknowledged at once, at most. */
@@ -108,10 +110,9 @@ struct tbuf {
 
 /* The module's state (task_redis.c). */
 struct tq_state {
-	redisAsyncContext *ac; /* commands; NULL while down */
+	struct redis_nodes nodes; /* commands: the server, or a cluster's masters */
 	bool up, stopping;
-	struct event *retry, *tick, *flush;
-	double backoff;
+	struct event *tick, *flush;
 	/* the config's, as at start (read at start only) */
 	char address[256], prefix[80];
 	double lease;
@@ -121,9 +122,15 @@ struct tq_state {
 	struct sent **sent;
 	size_t buckets, n_sent;
 	LIST_HEAD(, task_redis) queues;
-	unsigned long long pushed, entries, answers, dropped, claimed, renewals, reconnects, lost;
+	unsigned long long pushed, entries, answers, dropped, claimed, renewals;
 };
 extern struct tq_state tq;
+
+/* The connection for rq's keys (all in its pool's slot); NULL while down. */
+static inline redisAsyncContext *tq_ac(const struct task_redis *rq)
+{
+	return redis_nodes_ac(&tq.nodes, rq->stream, strlen(rq->stream));
+}
 
 /* task_redis.c */
 /* tp's queue, made on first use; NULL when out of memory. */

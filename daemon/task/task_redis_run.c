@@ -25,11 +25,12 @@ void ack_send(struct task_redis *rq, const struct batch *b)
 	const char **argv = calloc((size_t)n + 3, sizeof(*argv));
 	size_t *lens = calloc((size_t)n + 3, sizeof(*lens));
 	bool *done = calloc((size_t)n, 1);
+	redisAsyncContext *ac = tq_ac(rq);
 	char key[300];
 
-	if (!argv || !lens || !done)
+	if (!argv || !lens || !done || !ac)
 		goto out;
-	redisAsyncCommand(tq.ac, NULL, NULL, "MULTI");
+	redisAsyncCommand(ac, NULL, NULL, "MULTI");
 	for (int i = 0; i < n; i++) {
 		if (done[i])
 			continue;
@@ -45,8 +46,8 @@ void ack_send(struct task_redis *rq, const struct batch *b)
 			}
 		lens[0] = 5;
 		lens[1] = strlen(key);
-		redisAsyncCommandArgv(tq.ac, NULL, NULL, k, argv, lens);
-		redisAsyncCommand(tq.ac, NULL, NULL, "EXPIRE %s " RESULTS_TTL, key);
+		redisAsyncCommandArgv(ac, NULL, NULL, k, argv, lens);
+		redisAsyncCommand(ac, NULL, NULL, "EXPIRE %s " RESULTS_TTL, key);
 	}
 	argv[0] = "XACK";
 	argv[1] = rq->stream;
@@ -58,14 +59,14 @@ void ack_send(struct task_redis *rq, const struct batch *b)
 	lens[0] = 4;
 	lens[1] = strlen(rq->stream);
 	lens[2] = 1;
-	redisAsyncCommandArgv(tq.ac, NULL, NULL, n + 3, argv, lens);
+	redisAsyncCommandArgv(ac, NULL, NULL, n + 3, argv, lens);
 	/* the delivery counts of claimed entries */
 	argv[1] = "HDEL";
 	argv[2] = rq->tries;
 	lens[1] = 4;
 	lens[2] = strlen(rq->tries);
-	redisAsyncCommandArgv(tq.ac, NULL, NULL, n + 2, argv + 1, lens + 1);
-	redisAsyncCommand(tq.ac, NULL, NULL, "EXEC");
+	redisAsyncCommandArgv(ac, NULL, NULL, n + 2, argv + 1, lens + 1);
+	redisAsyncCommand(ac, NULL, NULL, "EXEC");
 out:
 	free(argv);
 	free(lens);
@@ -170,8 +171,8 @@ static void rentry_refuse(struct task_redis *rq, const char *eid, const char *or
 			end += *end == ' ';
 		}
 	tbuf_add(&b, "]", 2); /* with its NUL */
-	if (!n || b.oom || ack_add(rq, eid, origin, b.s) < 0)
-		redisAsyncCommand(tq.ac, NULL, NULL, "XACK %s g %s", rq->stream, eid);
+	if ((!n || b.oom || ack_add(rq, eid, origin, b.s) < 0) && tq_ac(rq))
+		redisAsyncCommand(tq_ac(rq), NULL, NULL, "XACK %s g %s", rq->stream, eid);
 	free(b.s);
 }
 
@@ -246,6 +247,7 @@ static void read_reply(redisAsyncContext *ac, void *reply, void *priv)
 	if (!rp)
 		return;
 	if (rp->type == REDIS_REPLY_ERROR) {
+		redis_nodes_redirected(&tq.nodes, rp->str, rp->len); /* a MOVED: the new map */
 		log_warn("task", "redis task queue %s: %s", rq->stream, rp->str);
 		rq_close(&rq->rd); /* a new one creates the group again */
 		return;

@@ -117,6 +117,8 @@ static void push_reply(redisAsyncContext *ac, void *reply, void *priv)
 	(void)ac;
 	if (tq.pushing && --tq.pushing == PUSH_WINDOW / 2)
 		flush_soon(); /* room: send what waits */
+	if (rp && rp->type == REDIS_REPLY_ERROR)
+		redis_nodes_redirected(&tq.nodes, rp->str, rp->len); /* a MOVED: the new map */
 	for (unsigned k = 0; rp && rp->type == REDIS_REPLY_ERROR && k < pu->n; k++)
 		if ((t = sent_take(pu->ids[k])) && t->state == TASK_PENDING)
 			task_end(t, NULL, MPSUP_E_UNAVAILABLE, rp->str);
@@ -188,7 +190,8 @@ static int push_entry(struct task_redis *rq, int k, unsigned bound, struct tbuf 
 	argv[8] = x->s;
 	lens[8] = x->len;
 	n = pu->n;
-	if (redisAsyncCommandArgv(tq.ac, push_reply, pu, 9, argv, lens) != REDIS_OK) {
+	if (!tq_ac(rq) ||
+	    redisAsyncCommandArgv(tq_ac(rq), push_reply, pu, 9, argv, lens) != REDIS_OK) {
 		free(pu); /* the connection goes: sent_fail() fails them */
 		return k;
 	}
@@ -398,6 +401,7 @@ static void results_reply(redisAsyncContext *ac, void *reply, void *priv)
 	if (!rp)
 		return; /* the connection went */
 	if (rp->type == REDIS_REPLY_ERROR) {
+		redis_nodes_redirected(&tq.nodes, rp->str, rp->len);
 		log_warn("task", "redis task queue: reading answers: %s", rp->str);
 		rq_close(&rq->res); /* opened again at the next tick */
 		return;

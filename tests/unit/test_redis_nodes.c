@@ -1,0 +1,165 @@
+/* Unit tests of the nodes of a Redis (daemon/core/redis_nodes.c): key
+ * slots as Redis Cluster computes them (the figures are redis-server's
+ * own CLUSTER KEYSLOT answers), and the map read from CLUSTER SLOTS. */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <string.h>
+
+#include "redis_nodes.h"
+#include "unit.h"
+
+static unsigned slot(const char *key)
+{
+	return redis_key_slot(key, strlen(key));
+}
+
+START_TEST(test_key_slots)
+{
+	ck_assert_uint_eq(slot("123456789"), 12739);
+	ck_assert_uint_eq(slot("foo"), 12182);
+	ck_assert_uint_eq(slot(""), 0);
+	/* the {hash tag} alone counts */
+	ck_assert_uint_eq(slot("{user1000}.following"), 3443);
+	ck_assert_uint_eq(slot("user1000"), 3443);
+	ck_assert_uint_eq(slot("mpsup:{d1}:d"), 8604);
+	ck_assert_uint_eq(slot("mpsup:{d1}"), slot("d1"));
+	/* the first '{' and the next '}'; an empty tag hashes the whole key */
+	ck_assert_uint_eq(slot("foo{bar}{zap}"), 5061);
+	ck_assert_uint_eq(slot("foo{{bar}}zap"), 4015);
+	ck_assert_uint_eq(slot("{bar"), 4015);
+	ck_assert_uint_eq(slot("foo{}{bar}"), 8363);
+	ck_assert_uint_eq(slot("{{bar"), 16086);
+	/* a length, not a NUL, ends the key */
+	ck_assert_uint_eq(redis_key_slot("foo{bar}", 3), 12182);
+}
+END_TEST
+
+/* Reply building blocks (hiredis's own constructors are private). */
+static redisReply r_int(long long v)
+{
+	return (redisReply){ .type = REDIS_REPLY_INTEGER, .integer = v };
+}
+
+static redisReply r_str(const char *s)
+{
+	return (redisReply){ .type = REDIS_REPLY_STRING, .str = (char *)s, .len = strlen(s) };
+}
+
+static redisReply r_arr(redisReply **e, size_t n)
+{
+	return (redisReply){ .type = REDIS_REPLY_ARRAY, .element = e, .elements = n };
+}
+
+/* A range lo..hi served by the master ip:port, as CLUSTER SLOTS gives it. */
+struct range {
+	redisReply lo, hi, ip, port, master, row;
+	redisReply *m[3], *r[3];
+};
+
+static void range_set(struct range *g, long long lo, long long hi, const char *ip, long long port)
+{
+	g->lo = r_int(lo);
+	g->hi = r_int(hi);
+	g->ip = r_str(ip);
+	g->port = r_int(port);
+	g->m[0] = &g->ip;
+	g->m[1] = &g->port;
+	g->master = r_arr(g->m, 2);
+	g->r[0] = &g->lo;
+	g->r[1] = &g->hi;
+	g->r[2] = &g->master;
+	g->row = r_arr(g->r, 3);
+}
+
+START_TEST(test_map_full)
+{
+	static struct redis_nodes rn;
+	struct range g[3];
+	redisReply *rows[3], all;
+
+	range_set(&g[0], 0, 5460, "10.0.0.1", 7001);
+	range_set(&g[1], 5461, 10922, "", 7002); /* no IP: the address's host */
+	range_set(&g[2], 10923, 16383, "10.0.0.1", 7001);
+	for (int i = 0; i < 3; i++)
+		rows[i] = &g[i].row;
+	all = r_arr(rows, 3);
+	memset(&rn, 0, sizeof(rn));
+	ck_assert_int_eq(redis_nodes_map(&rn, &all, "redis.example"), 0);
+	ck_assert_uint_eq(rn.n, 2);
+	ck_assert_str_eq(rn.node[0].addr, "10.0.0.1:7001");
+	ck_assert_str_eq(rn.node[1].addr, "redis.example:7002");
+	ck_assert_uint_eq(rn.slot_node[0], 0);
+	ck_assert_uint_eq(rn.slot_node[5461], 1);
+	ck_assert_uint_eq(rn.slot_node[10922], 1);
+	ck_assert_uint_eq(rn.slot_node[16383], 0);
+	rn.cluster = true;
+	ck_assert_str_eq(redis_nodes_addr(&rn, "x{foo}", 6), "10.0.0.1:7001"); /* 12182 */
+	ck_assert_str_eq(redis_nodes_addr(&rn, "{user1000}", 10), "10.0.0.1:7001");
+	ck_assert_str_eq(redis_nodes_addr(&rn, "d1", 2), "redis.example:7002"); /* 8604 */
+}
+END_TEST
+
+START_TEST(test_map_refused)
+{
+	static struct redis_nodes rn;
+	struct range g[2];
+	redisReply *rows[2], all, bad = r_str("x");
+
+	/* a slot with no master */
+	range_set(&g[0], 0, 5460, "10.0.0.1", 7001);
+	range_set(&g[1], 5462, 16383, "10.0.0.2", 7002);
+	rows[0] = &g[0].row;
+	rows[1] = &g[1].row;
+	all = r_arr(rows, 2);
+	memset(&rn, 0, sizeof(rn));
+	ck_assert_int_eq(redis_nodes_map(&rn, &all, ""), -EPROTO);
+	ck_assert_uint_eq(rn.n, 0);
+	/* out of range, upside down, a port that is not one */
+	range_set(&g[1], 5461, 16384, "10.0.0.2", 7002);
+	ck_assert_int_eq(redis_nodes_map(&rn, &all, ""), -EPROTO);
+	range_set(&g[1], 16383, 5461, "10.0.0.2", 7002);
+	ck_assert_int_eq(redis_nodes_map(&rn, &all, ""), -EPROTO);
+	range_set(&g[1], 5461, 16383, "10.0.0.2", 70000);
+	ck_assert_int_eq(redis_nodes_map(&rn, &all, ""), -EPROTO);
+	/* not a map at all */
+	ck_assert_int_eq(redis_nodes_map(&rn, &bad, ""), -EPROTO);
+	ck_assert_int_eq(redis_nodes_map(&rn, NULL, ""), -EPROTO);
+	/* and the fixed one is taken */
+	range_set(&g[1], 5461, 16383, "10.0.0.2", 7002);
+	ck_assert_int_eq(redis_nodes_map(&rn, &all, ""), 0);
+	ck_assert_uint_eq(rn.n, 2);
+}
+END_TEST
+
+START_TEST(test_redirections)
+{
+	static struct redis_nodes rn;
+
+	memset(&rn, 0, sizeof(rn));
+	ck_assert(redis_nodes_redirected(&rn, "MOVED 3999 127.0.0.1:6381", 25));
+	ck_assert_uint_eq(rn.moved, 1);
+	ck_assert(redis_nodes_redirected(&rn, "ASK 3999 127.0.0.1:6381", 23));
+	ck_assert(redis_nodes_redirected(&rn, "TRYAGAIN Multiple keys", 22));
+	ck_assert(redis_nodes_redirected(&rn, "CLUSTERDOWN The cluster is down", 31));
+	ck_assert_uint_eq(rn.moved, 1);
+	ck_assert(!redis_nodes_redirected(&rn, "MOVEDX", 6));
+	ck_assert(!redis_nodes_redirected(&rn, "not_found x: no such object", 27));
+	ck_assert(!redis_nodes_redirected(&rn, NULL, 0));
+	ck_assert(!redis_nodes_redirected(&rn, "MOVED 1", 5));
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("redis_nodes");
+	TCase *tc = tcase_create("redis_nodes");
+
+	tcase_add_test(tc, test_key_slots);
+	tcase_add_test(tc, test_map_full);
+	tcase_add_test(tc, test_map_refused);
+	tcase_add_test(tc, test_redirections);
+	suite_add_tcase(s, tc);
+	return unit_run(s);
+}

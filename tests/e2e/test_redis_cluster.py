@@ -203,6 +203,9 @@ class Routing(OnCluster):
         self.assertEqual(st["backend"], "redis")
         self.assertEqual(st["address"], self.redis.address)
         self.assertEqual(st["connection"], "connected")
+        self.assertIs(st["cluster"], True)
+        self.assertEqual(sorted(st["nodes"]), sorted("127.0.0.1:%d" % p for p in self.redis.ports))
+        self.assertEqual(st["slots_moved"], 0)  # the slot map learnt at connect holds
 
     # obj.create's extra parameters and a first write, per type
     KINDS = (("dict", {}, ("dict.set", {"key": "k", "value": 1})),
@@ -287,6 +290,8 @@ class TaskPool(OnCluster):
         self.assertEqual(r["result"]["results"], [2 * i for i in range(200)])
         q = d.ok("daemon.info")["task_queue"]
         self.assertEqual((q["sent"], q["answers"], q["waiting"]), (200, 200, 0))
+        self.assertIs(q["cluster"], True)
+        self.assertEqual(sorted(q["nodes"]), sorted("127.0.0.1:%d" % p for p in self.redis.ports))
         stream = "%s{task:w}:s" % PREFIX
         owner = self.redis.slot_owner(stream)
         info = redis_call(owner, "XINFO", "STREAM", stream)

@@ -70,6 +70,9 @@ class CrossHost(RedisHosts):
         ia, ib = a.ok("daemon.info")["state"], b.ok("daemon.info")["state"]
         self.assertEqual(ia["backend"], "redis")
         self.assertEqual(ia["address"], self.redis.address)
+        self.assertIs(ia["cluster"], ON_CLUSTER)
+        self.assertEqual(sorted(ia["nodes"]), sorted("127.0.0.1:%d" % p for p in self.redis.ports)
+                         if ON_CLUSTER else [])
         self.assertEqual(ia["connection"], "connected")
         self.assertEqual(ia["lease"], 10)
         self.assertNotEqual(ia["host_id"], ib["host_id"])

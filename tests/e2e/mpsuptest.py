@@ -203,16 +203,18 @@ def free_cluster_port(taken=()):
 class RedisCluster:
     """A local Redis Cluster of `masters` redis-server masters (no replicas)
     on 127.0.0.1, each on a free TCP port, its cluster config, log and data
-    in a private temp dir, persistence off. Same interface as RedisServer:
-    start, answers, stop, config, cleanup; start after stop brings the same
-    nodes back on the same ports (the cluster's layout kept, its data not)."""
+    in a private temp dir, persistence off unless appendonly is asked for.
+    Same interface as RedisServer: start, answers, stop, config, cleanup;
+    start after stop brings the same nodes back on the same ports (the
+    cluster's layout kept, its data only with appendonly)."""
 
     SLOTS = 16384
     BIND_TRIES = 10
 
-    def __init__(self, masters=3):
+    def __init__(self, masters=3, appendonly=False):
         self.dir = tempfile.mkdtemp(prefix="mpsup-rcluster-")
         self.masters = masters
+        self.appendonly = appendonly
         self.ports = []  # one per node, fixed at the first start
         self.procs = []
         self.created = False
@@ -245,7 +247,11 @@ class RedisCluster:
         args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "5000", "--dir", d, "--save", "",
-                "--appendonly", "no", "--logfile", os.path.join(d, "redis.log")]
+                "--logfile", os.path.join(d, "redis.log")]
+        if self.appendonly:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
         return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 preexec_fn=_die_with_parent)
 

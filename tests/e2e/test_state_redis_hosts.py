@@ -11,7 +11,7 @@ import threading
 import time
 
 import mpsuptest
-from mpsuptest import Client, Daemon, RedisServer, wait_for, main, single_redis_only
+from mpsuptest import Client, Daemon, RedisServer, wait_for, main
 
 ON_CLUSTER = mpsuptest.STATE_BACKEND == "redis-cluster"
 if not (mpsuptest.RedisCluster if ON_CLUSTER else RedisServer).available():
@@ -23,10 +23,11 @@ class RedisHosts(mpsuptest.unittest.TestCase):
     appendonly = False
 
     def setUp(self):
-        if ON_CLUSTER:
+        if ON_CLUSTER and not self.appendonly:
             self.redis = mpsuptest.shared_cluster()
             return
-        self.redis = RedisServer(appendonly=self.appendonly).start()
+        kind = mpsuptest.RedisCluster if ON_CLUSTER else RedisServer
+        self.redis = kind(appendonly=self.appendonly).start()
         self.addCleanup(self.redis.cleanup)
 
     def host(self, extra=""):
@@ -452,7 +453,6 @@ class Outage(RedisHosts):
         self.assertEqual(d.proc.wait(timeout=20 * mpsuptest.SCALE), 1)
         self.assertIn("cannot connect to redis_address", d.read_log())
 
-    @single_redis_only("what was acknowledged must survive a restart (appendfsync always)")
     def test_restart_mid_run(self):
         a = self.host()
         a.ok("obj.create", name="w", type="queue")

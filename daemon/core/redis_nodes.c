@@ -76,8 +76,7 @@ static int map_node(struct redis_nodes *rn, unsigned *n, const redisReply *ip,
 
 	if (!h[0])
 		h = "127.0.0.1";
-	snprintf(addr, sizeof(addr), strchr(h, ':') ? "[%s]:%lld" : "%s:%lld", h,
-		 port->integer);
+	snprintf(addr, sizeof(addr), strchr(h, ':') ? "[%s]:%lld" : "%s:%lld", h, port->integer);
 	for (unsigned i = 0; i < *n; i++)
 		if (strcmp(rn->node[i].addr, addr) == 0)
 			return (int)i;
@@ -431,8 +430,7 @@ static void probe_connected(const redisAsyncContext *ac, int status)
 		return;
 	if (status != REDIS_OK) {
 		rn->probe = NULL; /* hiredis frees it */
-		snprintf(why, sizeof(why), "cannot connect to %s: %s", rn->probe_addr,
-			 ac->errstr);
+		snprintf(why, sizeof(why), "cannot connect to %s: %s", rn->probe_addr, ac->errstr);
 		nodes_fail(rn, why);
 	}
 }
@@ -495,8 +493,8 @@ static void reset_fire(evutil_socket_t fd, short what, void *arg)
 	nodes_fail(rn, "the cluster's slots moved");
 }
 
-int redis_nodes_init(struct redis_nodes *rn, const char *address,
-		     const struct redis_nodes_ops *ops, void *arg)
+int redis_nodes_init(struct redis_nodes *rn, const char *address, const struct redis_nodes_ops *ops,
+		     void *arg)
 {
 	memset(rn, 0, sizeof(*rn));
 	rn->ops = ops;

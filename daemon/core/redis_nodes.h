@@ -61,14 +61,14 @@ struct redis_node {
 
 struct redis_nodes {
 	const struct redis_nodes_ops *ops;
-	void *arg;                     /* the user's */
-	char address[REDIS_ADDR_MAX];  /* as configured */
-	bool cluster;                  /* the server is a cluster node */
+	void *arg;                    /* the user's */
+	char address[REDIS_ADDR_MAX]; /* as configured */
+	bool cluster;                 /* the server is a cluster node */
 	bool up, stopping;
-	unsigned n;                    /* nodes of the set */
+	unsigned n; /* nodes of the set */
 	struct redis_node node[REDIS_NODES_MAX];
-	uint8_t slot_node[REDIS_SLOTS]; /* a cluster's: the node of each slot */
-	redisAsyncContext *probe;      /* asking CLUSTER SLOTS */
+	uint8_t slot_node[REDIS_SLOTS];  /* a cluster's: the node of each slot */
+	redisAsyncContext *probe;        /* asking CLUSTER SLOTS */
 	char probe_addr[REDIS_ADDR_MAX]; /* of the probe */
 	/* the masters of the last map: asked in turn with the configured
 	 * address for the next one */
@@ -89,8 +89,8 @@ unsigned redis_key_slot(const char *key, size_t len);
 int redis_nodes_map(struct redis_nodes *rn, const redisReply *slots, const char *host);
 
 /* Set rn up for address (nothing is connected yet); -ENOMEM. */
-int redis_nodes_init(struct redis_nodes *rn, const char *address,
-		     const struct redis_nodes_ops *ops, void *arg);
+int redis_nodes_init(struct redis_nodes *rn, const char *address, const struct redis_nodes_ops *ops,
+		     void *arg);
 /* Learn over ctx (a blocking connection to the address, at start) whether
  * it is a cluster and its map, then open the nodes' connections on the
  * loop: commands queue on them at once. 0, or -1 with why in err. */

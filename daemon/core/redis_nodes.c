@@ -76,8 +76,7 @@ static int map_node(struct redis_nodes *rn, unsigned *n, const redisReply *ip,
 
 	if (!h[0])
 		h = "127.0.0.1";
-	snprintf(addr, sizeof(addr), strchr(h, ':') ? "[%s]:%lld" : "%s:%lld", h,
-		 port->integer);
+	snprintf(addr, sizeof(addr), strchr(h, ':') ? "[%s]:%lld" : "%s:%lld", h, port->integer);
 	for (unsigned i = 0; i < *n; i++)
 		if (strcmp(rn->node[i].addr, addr) == 0)
 			return (int)i;
@@ -332,6 +331,7 @@ static void node_connected(const redisAsyncContext *cac, int status)
 			return;
 	rn->up = true;
 	rn->backoff = 0;
+	rn->attempt = 0;
 	rn->ops->up(rn);
 }
 
@@ -379,6 +379,14 @@ static void nodes_open(struct redis_nodes *rn)
 		}
 }
 
+/* Keep the masters of a cluster's map: where to ask for the next one. */
+static void nodes_remember(struct redis_nodes *rn)
+{
+	rn->known = rn->n;
+	for (unsigned i = 0; i < rn->n; i++)
+		memcpy(rn->known_addr[i], rn->node[i].addr, sizeof(rn->known_addr[i]));
+}
+
 /* The probe's CLUSTER SLOTS: a cluster's map, or a single server (whose
  * connection the probe then becomes). */
 static void probe_slots(redisAsyncContext *ac, void *reply, void *priv)
@@ -394,7 +402,7 @@ static void probe_slots(redisAsyncContext *ac, void *reply, void *priv)
 		/* "ERR This instance has cluster support disabled" */
 		rn->cluster = false;
 		rn->n = 1;
-		snprintf(rn->node[0].addr, sizeof(rn->node[0].addr), "%s", rn->address);
+		snprintf(rn->node[0].addr, sizeof(rn->node[0].addr), "%s", rn->probe_addr);
 		rn->node[0].ac = ac;
 		redisAsyncSetDisconnectCallback(ac, node_disconnected);
 		if (rn->ops->node_open)
@@ -402,13 +410,14 @@ static void probe_slots(redisAsyncContext *ac, void *reply, void *priv)
 		node_connected(ac, REDIS_OK);
 		return;
 	}
-	address_host(rn->address, host, sizeof(host));
+	address_host(rn->probe_addr, host, sizeof(host));
 	redisAsyncDisconnect(ac);
 	if (redis_nodes_map(rn, rp, host) < 0) {
 		nodes_fail(rn, "CLUSTER SLOTS: not every slot has a master");
 		return;
 	}
 	rn->cluster = true;
+	nodes_remember(rn);
 	nodes_open(rn);
 }
 
@@ -421,7 +430,7 @@ static void probe_connected(const redisAsyncContext *ac, int status)
 		return;
 	if (status != REDIS_OK) {
 		rn->probe = NULL; /* hiredis frees it */
-		snprintf(why, sizeof(why), "cannot connect to %s: %s", rn->address, ac->errstr);
+		snprintf(why, sizeof(why), "cannot connect to %s: %s", rn->probe_addr, ac->errstr);
 		nodes_fail(rn, why);
 	}
 }
@@ -437,14 +446,19 @@ static void probe_disconnected(const redisAsyncContext *ac, int status)
 	}
 }
 
-/* Connect again: ask the configured address for the map first. */
+/* Connect again: ask for the map first, in turn the configured address
+ * and the masters of the last map (the configured node may be the one
+ * that failed, a replica of it serving its slots now). */
 static void nodes_connect(struct redis_nodes *rn)
 {
+	unsigned k = rn->attempt++ % (1 + rn->known);
 	char why[REDIS_ADDR_MAX + 64];
 
+	snprintf(rn->probe_addr, sizeof(rn->probe_addr), "%s",
+		 k ? rn->known_addr[k - 1] : rn->address);
 	rn->n = 0;
-	if (!(rn->probe = redis_link_open(rn->address))) {
-		snprintf(why, sizeof(why), "cannot connect to %s", rn->address);
+	if (!(rn->probe = redis_link_open(rn->probe_addr))) {
+		snprintf(why, sizeof(why), "cannot connect to %s", rn->probe_addr);
 		nodes_fail(rn, why);
 		return;
 	}
@@ -479,8 +493,8 @@ static void reset_fire(evutil_socket_t fd, short what, void *arg)
 	nodes_fail(rn, "the cluster's slots moved");
 }
 
-int redis_nodes_init(struct redis_nodes *rn, const char *address,
-		     const struct redis_nodes_ops *ops, void *arg)
+int redis_nodes_init(struct redis_nodes *rn, const char *address, const struct redis_nodes_ops *ops,
+		     void *arg)
 {
 	memset(rn, 0, sizeof(*rn));
 	rn->ops = ops;
@@ -517,9 +531,12 @@ int redis_nodes_learn(struct redis_nodes *rn, redisContext *ctx, char *err, size
 		}
 	}
 	freeReplyObject(rp);
-	if (ret == 0)
-		nodes_open(rn);
-	return ret;
+	if (ret < 0)
+		return ret;
+	if (rn->cluster)
+		nodes_remember(rn);
+	nodes_open(rn);
+	return 0;
 }
 
 void redis_nodes_connect(struct redis_nodes *rn)

@@ -5,13 +5,15 @@
  * serves a key: with one server that is its one connection; in a cluster
  * it is the master that owns the key's hash slot ({hash tag} rules).
  *
- * The map of slots is learnt with CLUSTER SLOTS, from the configured
- * address: at start (blocking, as the check that Redis answers) and again
- * at every reconnect. The nodes are up together or down together: one
- * lost connection takes down the others and the whole set reconnects
- * after a backoff, so a user sees one state (commands answer unavailable
- * while it is down). A MOVED answer means the map is out of date: the set
- * reconnects at once and learns the new one.
+ * The map of slots is learnt with CLUSTER SLOTS: at start from the
+ * configured address (blocking, as the check that Redis answers), and
+ * again at every reconnect, asking in turn the configured address and the
+ * masters of the last map (after a failover the configured node may be
+ * gone). The nodes are up together or down together: one lost connection
+ * takes down the others and the whole set reconnects after a backoff, so
+ * a user sees one state (commands answer unavailable while it is down). A
+ * MOVED answer means the map is out of date: the set reconnects at once
+ * and learns the new one.
  */
 #ifndef MPSUPD_REDIS_NODES_H
 #define MPSUPD_REDIS_NODES_H
@@ -59,14 +61,19 @@ struct redis_node {
 
 struct redis_nodes {
 	const struct redis_nodes_ops *ops;
-	void *arg;                     /* the user's */
-	char address[REDIS_ADDR_MAX];  /* as configured */
-	bool cluster;                  /* the server is a cluster node */
+	void *arg;                    /* the user's */
+	char address[REDIS_ADDR_MAX]; /* as configured */
+	bool cluster;                 /* the server is a cluster node */
 	bool up, stopping;
-	unsigned n;                    /* nodes of the set */
+	unsigned n; /* nodes of the set */
 	struct redis_node node[REDIS_NODES_MAX];
-	uint8_t slot_node[REDIS_SLOTS]; /* a cluster's: the node of each slot */
-	redisAsyncContext *probe;      /* asking CLUSTER SLOTS */
+	uint8_t slot_node[REDIS_SLOTS];  /* a cluster's: the node of each slot */
+	redisAsyncContext *probe;        /* asking CLUSTER SLOTS */
+	char probe_addr[REDIS_ADDR_MAX]; /* of the probe */
+	/* the masters of the last map: asked in turn with the configured
+	 * address for the next one */
+	unsigned known, attempt;
+	char known_addr[REDIS_NODES_MAX][REDIS_ADDR_MAX];
 	struct event *retry, *reset;
 	double backoff;
 	unsigned long reconnects, lost, moved;
@@ -82,8 +89,8 @@ unsigned redis_key_slot(const char *key, size_t len);
 int redis_nodes_map(struct redis_nodes *rn, const redisReply *slots, const char *host);
 
 /* Set rn up for address (nothing is connected yet); -ENOMEM. */
-int redis_nodes_init(struct redis_nodes *rn, const char *address,
-		     const struct redis_nodes_ops *ops, void *arg);
+int redis_nodes_init(struct redis_nodes *rn, const char *address, const struct redis_nodes_ops *ops,
+		     void *arg);
 /* Learn over ctx (a blocking connection to the address, at start) whether
  * it is a cluster and its map, then open the nodes' connections on the
  * loop: commands queue on them at once. 0, or -1 with why in err. */

@@ -1,6 +1,7 @@
 /*
- * The redis state backend: its main connection (reconnected with a
- * backoff), start, stop and daemon.info.
+ * The redis state backend: its connections (a server's, or a cluster's
+ * masters': daemon/core/redis_nodes.c) coming up and going down, start,
+ * stop and daemon.info.
  */
 #include "config.h"
 

@@ -1,5 +1,5 @@
 /*
- * The redis state backend: sending calls on the main connection (RESP
+ * The redis state backend: sending calls to their node (RESP
  * written by hand), the script's answers, and the hot paths: the small
  * hot_script for the hot writes and a MULTI of HGETs for the hot reads.
  */
@@ -69,7 +69,7 @@ static size_t resp_format(int n, const char *const *v, const size_t *l)
 	return (size_t)(p - rs.fmt);
 }
 
-/* Queue rc's command on the main connection; REDIS_OK or not. */
+/* Queue rc's command on its node's connection; REDIS_OK or not. */
 static int rc_queue(struct rcall *rc)
 {
 	size_t len = resp_format(rc->argc, (const char *const *)rc->argv, rc->argvlen);
@@ -81,7 +81,7 @@ static int rc_queue(struct rcall *rc)
 	return redisAsyncFormattedCommand(ac, call_reply, rc, rs.fmt, len);
 }
 
-/* Send rc on the main connection; false after answering unavailable. */
+/* Send rc to its node; false after answering unavailable. */
 bool rc_send(struct rcall *rc)
 {
 	if (rc->ticket_due) {
@@ -155,7 +155,7 @@ static void call_reply(redisAsyncContext *ac, void *reply, void *priv)
 	rc_free(rc);
 }
 
-/* The client of a call on the main connection left: its reply is dropped
+/* The client of a call in flight left: its reply is dropped
  * (call_reply frees the call). */
 void call_cancel(struct park *p)
 {

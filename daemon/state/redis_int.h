@@ -2,7 +2,7 @@
  * What the files of the redis state backend share (redis_backend.c the
  * commands, redis_call.c a call's command and answer, redis_own.c ownership
  * and scope, redis_wait.c blocking waits, redis_hot.c sending and the hot
- * paths, redis_conn.c the main connection): private to daemon/state/redis_*.c.
+ * paths, redis_conn.c the nodes' connections): private to daemon/state/redis_*.c.
  */
 #ifndef MPSUPD_REDIS_INT_H
 #define MPSUPD_REDIS_INT_H
@@ -186,7 +186,7 @@ void block_start(struct rcall *rc);
 bool cond_waiting(const struct rcall *rc, const char *str, size_t len);
 bool cond_resume(struct rcall *rc, char news);
 
-/* redis_hot.c: sending on the main connection, the hot paths */
+/* redis_hot.c: sending to a node, the hot paths */
 void hot_load(redisContext *ctx);
 void hot_load_async(redisAsyncContext *ac);
 bool rc_send(struct rcall *rc);

@@ -230,7 +230,7 @@ static void block_reply(redisAsyncContext *ac, void *reply, void *priv)
 		again = block_woken(rc, rp);
 		rc->wait = WAIT_NONE;
 		if (again)
-			return; /* on the main connection again */
+			return; /* sent to its node again */
 		rc_free(rc);
 		return;
 	}

@@ -2,7 +2,9 @@
 """Private objects and objects of scope "process" on the redis state backend
 (DESIGN §9, §12): the owner uid kept in Redis, the scope ended by the host
 that watches the process, or by its lease when that host dies. Two "hosts"
-(mpsupd daemons) share a private redis-server; clients run as test users."""
+(mpsupd daemons) share a private redis-server; clients run as test users.
+With MPSUP_TEST_STATE_BACKEND=redis-cluster (test_state_redis_scope_cluster.py)
+they share the file's local Redis Cluster instead."""
 import os
 import shutil
 import subprocess
@@ -16,6 +18,7 @@ from test_run_role import (RunRoleTestCase, pidfds, private_object_hidden,  # no
                            setUpModule, tearDownModule)
 
 LEASE = 2
+ON_CLUSTER = mpsuptest.STATE_BACKEND == "redis-cluster"
 
 
 class RedisRunRole(RunRoleTestCase):
@@ -23,10 +26,15 @@ class RedisRunRole(RunRoleTestCase):
     private redis-server; host() makes another host sharing it."""
 
     def setUp(self):
-        if not RedisServer.available():
-            raise unittest.SkipTest("redis-server is not installed")
-        self.redis = RedisServer().start()
-        self.addCleanup(self.redis.cleanup)
+        if ON_CLUSTER:
+            if not mpsuptest.RedisCluster.available():
+                raise unittest.SkipTest("redis-server or redis-cli is not installed")
+            self.redis = mpsuptest.shared_cluster()
+        else:
+            if not RedisServer.available():
+                raise unittest.SkipTest("redis-server is not installed")
+            self.redis = RedisServer().start()
+            self.addCleanup(self.redis.cleanup)
         self.main_config = self.redis.config("redis_lease = %d\n" % LEASE)
         super().setUp()
 
@@ -44,6 +52,8 @@ class RedisRunRole(RunRoleTestCase):
         self.assertIn(rc, (0, None, -9), "mpsupd exited with %r" % rc)
 
     def redis_keys(self):
+        if ON_CLUSTER:  # every master's
+            return sorted(k for p in self.redis.ports for k in self.redis.keys(p))
         out = subprocess.run(["redis-cli", "-s", self.redis.socket, "--scan"],
                              capture_output=True, text=True, check=True).stdout
         return sorted(out.split())

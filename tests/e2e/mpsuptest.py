@@ -451,12 +451,6 @@ def local_only(reason):
                            "local state backend only: " + reason)
 
 
-def single_redis_only(reason):
-    """Decorate a test that needs one redis-server, not a cluster (says why)."""
-    return unittest.skipIf(STATE_BACKEND == "redis-cluster",
-                           "one redis-server only, not a cluster: " + reason)
-
-
 class Client:
     """A raw protocol client: JSON lines over the Unix socket."""
 

@@ -441,8 +441,14 @@ def shared_cluster():
             pass
         c.cleanup()
         _SHARED_CLUSTER = None
-    _SHARED_CLUSTER = RedisCluster().start()
-    return _SHARED_CLUSTER
+    c = RedisCluster()
+    try:
+        c.start()
+    except BaseException:
+        c.cleanup()  # the next user tries afresh, nothing of this one left
+        raise
+    _SHARED_CLUSTER = c
+    return c
 
 
 def local_only(reason):

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 import mpsuptest
 from mpsuptest import Client, Daemon, RedisCluster, redis_call, shared_cluster, wait_for, main
@@ -149,6 +150,77 @@ class Leftovers(mpsuptest.unittest.TestCase):
         d, pids = self.run_ending("wait", signal.SIGKILL)
         self.addCleanup(shutil.rmtree, d, True)
         self.gone(pids)
+
+
+class Script(mpsuptest.unittest.TestCase):
+    """scripts/redis-cluster, the operator's way to a local cluster."""
+    SCRIPT = os.path.join(mpsuptest.SRCDIR, "scripts", "redis-cluster")
+
+    def script(self, *args, check=0):
+        p = subprocess.run(["sh", self.SCRIPT] + [str(a) for a in args], capture_output=True,
+                           text=True, timeout=60 * mpsuptest.SCALE)
+        self.assertEqual(p.returncode, check, (args, p.stdout, p.stderr))
+        return p
+
+    def pids(self, d, ports):
+        """The node pids of the script's cluster in d."""
+        out = []
+        for p in ports:
+            with open(os.path.join(d, "node-%d" % p, "redis.pid")) as f:
+                out.append(int(f.read()))
+        return out
+
+    def kill_left(self, d, ports):
+        """Whatever the test did: no node of d left running."""
+        for p in ports:
+            try:
+                with open(os.path.join(d, "node-%d" % p, "redis.pid")) as f:
+                    os.kill(int(f.read()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+
+    def test_start_use_stop_start_again(self):
+        top = tempfile.mkdtemp(prefix="mpsup-script-")
+        self.addCleanup(shutil.rmtree, top, True)
+        d = os.path.join(top, "c")
+        ports = []
+        for _ in range(3):
+            ports.append(mpsuptest.free_cluster_port(ports))
+        self.addCleanup(self.kill_left, d, ports)
+        out = self.script("start", d, *ports).stdout
+        self.assertEqual(out, "redis_address = 127.0.0.1:%d\n" % ports[0])
+        self.assertEqual(self.script("status", d).stdout,
+                         "".join("127.0.0.1:%d ok\n" % p for p in ports))
+        daemon = Daemon(main_extra="state_backend = redis\n" + out)
+        self.addCleanup(daemon.cleanup)
+        daemon.start()
+        for i in range(20):
+            daemon.ok("value.add", name="v%d" % i, by=i)
+        self.assertEqual(daemon.ok("daemon.info")["state"]["nodes"],
+                         ["127.0.0.1:%d" % p for p in ports])
+        self.assertEqual(len(daemon.ok("obj.list")), 20)
+        daemon.stop()
+        # a cluster there already: other ports are refused
+        self.assertIn("holds a cluster", self.script("start", d, 1, 2, 3, check=1).stderr)
+        pids = self.pids(d, ports)
+        self.script("stop", d)
+        self.assertTrue(all(proc_gone(p) for p in pids))
+        self.assertEqual(self.script("status", d).stdout,
+                         "".join("127.0.0.1:%d down\n" % p for p in ports))
+        # the same nodes come back, empty
+        self.assertEqual(self.script("start", d).stdout, out)
+        self.assertEqual(sum(len(redis_call(p, "KEYS", "*")) for p in ports), 0)
+        self.script("stop", d)
+
+    def test_bad_ports(self):
+        d = tempfile.mkdtemp(prefix="mpsup-script-")
+        self.addCleanup(shutil.rmtree, d, True)
+        self.assertIn("must be 1-55535", self.script("start", d, 7001, 7002, 60000,
+                                                     check=1).stderr)
+        self.assertIn("not a port", self.script("start", d, 7001, "x", 7003, check=1).stderr)
+        self.assertIn("usage", self.script("start", d, 7001, check=2).stderr)
+        self.assertIn("no cluster", self.script("stop", d, check=1).stderr)
+        self.assertEqual(os.listdir(d), [])
 
 
 class OnCluster(mpsuptest.unittest.TestCase):

@@ -25,8 +25,10 @@ static void nodes_up(struct redis_nodes *rn)
 {
 	rs.up = true;
 	rearm_all();
-	log_info("redis", "connected to %s%s", rs.address,
-		 rn->cluster ? " (a cluster: every master)" : "");
+	if (rn->cluster)
+		log_info("redis", "connected to the cluster of %s: %u masters", rs.address, rn->n);
+	else
+		log_info("redis", "connected to %s", rs.address);
 }
 
 static void nodes_down(struct redis_nodes *rn, bool was_up, const char *why)

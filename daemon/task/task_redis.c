@@ -445,8 +445,11 @@ static void tq_up(struct redis_nodes *rn)
 	struct task_redis *rq;
 
 	tq.up = true;
-	log_info("task", "redis task queue: connected to %s%s", tq.address,
-		 rn->cluster ? " (a cluster: every master)" : "");
+	if (rn->cluster)
+		log_info("task", "redis task queue: connected to the cluster of %s: %u masters",
+			 tq.address, rn->n);
+	else
+		log_info("task", "redis task queue: connected to %s", tq.address);
 	LIST_FOREACH(rq, &tq.queues, entry) {
 		rq_results(rq);
 		rq_read(rq);

@@ -403,8 +403,7 @@ static void probe_slots(redisAsyncContext *ac, void *reply, void *priv)
 		rn->cluster = false;
 		rn->n = 1;
 		snprintf(rn->node[0].addr, sizeof(rn->node[0].addr), "%s", rn->probe_addr);
-		rn->node[0].ac = ac;
-		redisAsyncSetDisconnectCallback(ac, node_disconnected);
+		rn->node[0].ac = ac; /* probe_disconnected hands its loss on */
 		if (rn->ops->node_open)
 			rn->ops->node_open(rn, ac);
 		node_connected(ac, REDIS_OK);
@@ -435,14 +434,17 @@ static void probe_connected(const redisAsyncContext *ac, int status)
 	}
 }
 
+/* The probe's disconnect callback, also once the probe is a single
+ * server's node 0 (hiredis 0.14 refuses to set a second one). */
 static void probe_disconnected(const redisAsyncContext *ac, int status)
 {
 	struct redis_nodes *rn = ac->data;
 
-	(void)status;
 	if (rn && ac == rn->probe) {
 		rn->probe = NULL;
 		nodes_fail(rn, "closed while asked for its slots");
+	} else if (rn) {
+		node_disconnected(ac, status);
 	}
 }
 

@@ -139,6 +139,7 @@ struct node_io {
 	redisAsyncContext *ac;
 	struct event *rd, *wr, *flush;
 	bool rd_on, flushing;
+	bool freed; /* by a failed write, inside io_write: it frees io */
 	/* the adapter's, which frees its events */
 	void *adapter;
 	void (*adapter_cleanup)(void *adapter);
@@ -160,6 +161,10 @@ static void io_write(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	io->flushing = true;
 	redisAsyncHandleWrite(io->ac);
+	if (io->freed) { /* the write failed: the context went, io_cleanup ran */
+		free(io);
+		return;
+	}
 	io->flushing = false;
 }
 
@@ -213,7 +218,10 @@ static void io_cleanup(void *arg)
 	io_free_events(io);
 	if (io->adapter_cleanup)
 		io->adapter_cleanup(io->adapter);
-	free(io);
+	if (io->flushing)
+		io->freed = true; /* io_write frees it once hiredis returns */
+	else
+		free(io);
 }
 
 /* Put the node_io hooks on ac (connected); the adapter's stay on failure. */
@@ -387,24 +395,39 @@ static void nodes_remember(struct redis_nodes *rn)
 		memcpy(rn->known_addr[i], rn->node[i].addr, sizeof(rn->known_addr[i]));
 }
 
+/* Whether CLUSTER SLOTS's error says the server is not a cluster node
+ * ("ERR This instance has cluster support disabled", an unknown or
+ * forbidden command), not that a node cannot answer yet (LOADING, BUSY,
+ * MASTERDOWN, NOAUTH...): a cluster node taken for a server would get
+ * every key. */
+static bool not_cluster(const redisReply *rp)
+{
+	return rp->str && (strncmp(rp->str, "ERR", 3) == 0 || strncmp(rp->str, "NOPERM", 6) == 0);
+}
+
 /* The probe's CLUSTER SLOTS: a cluster's map, or a single server (whose
  * connection the probe then becomes). */
 static void probe_slots(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct redis_nodes *rn = priv;
 	redisReply *rp = reply;
-	char host[REDIS_ADDR_MAX];
+	char host[REDIS_ADDR_MAX], why[2 * REDIS_ADDR_MAX];
 
 	if (!rp || ac != rn->probe)
 		return; /* closed with the set (nodes_close) */
 	rn->probe = NULL;
+	if (rp->type == REDIS_REPLY_ERROR && !not_cluster(rp)) {
+		snprintf(why, sizeof(why), "%s: CLUSTER SLOTS: %s", rn->probe_addr, rp->str);
+		redisAsyncDisconnect(ac);
+		nodes_fail(rn, why);
+		return;
+	}
 	if (rp->type == REDIS_REPLY_ERROR) {
 		/* "ERR This instance has cluster support disabled" */
 		rn->cluster = false;
 		rn->n = 1;
 		snprintf(rn->node[0].addr, sizeof(rn->node[0].addr), "%s", rn->probe_addr);
-		rn->node[0].ac = ac;
-		redisAsyncSetDisconnectCallback(ac, node_disconnected);
+		rn->node[0].ac = ac; /* probe_disconnected hands its loss on */
 		if (rn->ops->node_open)
 			rn->ops->node_open(rn, ac);
 		node_connected(ac, REDIS_OK);
@@ -435,14 +458,17 @@ static void probe_connected(const redisAsyncContext *ac, int status)
 	}
 }
 
+/* The probe's disconnect callback, also once the probe is a single
+ * server's node 0 (hiredis 0.14 refuses to set a second one). */
 static void probe_disconnected(const redisAsyncContext *ac, int status)
 {
 	struct redis_nodes *rn = ac->data;
 
-	(void)status;
 	if (rn && ac == rn->probe) {
 		rn->probe = NULL;
 		nodes_fail(rn, "closed while asked for its slots");
+	} else if (rn) {
+		node_disconnected(ac, status);
 	}
 }
 
@@ -516,7 +542,10 @@ int redis_nodes_learn(struct redis_nodes *rn, redisContext *ctx, char *err, size
 		snprintf(err, errlen, "%s: %s", rn->address, ctx->errstr);
 		return -1;
 	}
-	if (rp->type == REDIS_REPLY_ERROR) {
+	if (rp->type == REDIS_REPLY_ERROR && !not_cluster(rp)) {
+		snprintf(err, errlen, "%s: CLUSTER SLOTS: %s", rn->address, rp->str);
+		ret = -1;
+	} else if (rp->type == REDIS_REPLY_ERROR) {
 		rn->cluster = false;
 		rn->n = 1;
 		snprintf(rn->node[0].addr, sizeof(rn->node[0].addr), "%s", rn->address);

@@ -175,13 +175,18 @@ static void block_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct rcall *rc = priv;
 	redisReply *rp = reply;
-	bool again = false;
+	bool again = false, redirected, moved;
 
 	if (rp)
 		redisAsyncDisconnect(ac);
-	if (!rp && !rc->gone && !rs.stopping && strcmp(rc->op, "barrier.wait") != 0) {
-		/* Redis went: wait again once it is back (a barrier waiter
-		 * cannot: it would arrive twice) */
+	/* a cluster unblocks the waiters of a slot that moved with MOVED (the
+	 * map is learnt again) or CLUSTERDOWN */
+	redirected = rp && rp->type == REDIS_REPLY_ERROR &&
+		     redis_nodes_redirected(&rs.nodes, rp->str, rp->len);
+	moved = redirected && strncmp(rp->str, "MOVED ", 6) == 0;
+	if ((!rp || moved) && !rc->gone && !rs.stopping && strcmp(rc->op, "barrier.wait") != 0) {
+		/* Redis went (or the slot did): wait again once it is back (a
+		 * barrier waiter cannot: it would arrive twice) */
 		block_end(rc);
 		rc->park.on_cancel = rearm_cancel;
 		LIST_INSERT_HEAD(&rs.rearm, rc, blocked);
@@ -189,6 +194,9 @@ static void block_reply(redisAsyncContext *ac, void *reply, void *priv)
 	}
 	if (!rp)
 		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: lost the connection to redis", rc->op);
+	else if (redirected)
+		rc_error(rc, MPSUP_E_UNAVAILABLE, "%s: redis: %.*s; retry", rc->op, (int)rp->len,
+			 rp->str);
 	else if (rp->type == REDIS_REPLY_NIL && rc->cwait && !rc->gone) {
 		/* a condition's waiter timed out: it takes the lock back */
 		block_end(rc);

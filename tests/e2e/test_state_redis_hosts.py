@@ -491,6 +491,28 @@ class Outage(RedisHosts):
         a.ok("queue.put", name="w", item="after")
         self.assertEqual(cg.recv(), {"id": rid, "ok": True, "result": "after"})
 
+    def test_restarted_twice(self):
+        """The connection made again after a restart (the probe's, which
+        becomes the server's) notices the next restart too."""
+        a = self.host()
+        a.ok("dict.set", name="d", key="acked", value=1)
+
+        def back():
+            with a.client() as c:
+                return c.call("dict.get", name="d", key="acked").get("ok")
+
+        def state():
+            return a.ok("daemon.info")["state"]["connection"]
+        for n in (1, 2):
+            self.redis.stop(signal.SIGKILL)
+            wait_for(lambda: state() == "down", what="loss %d seen" % n)
+            self.assertEqual(a.err("dict.get", name="d", key="acked"), "unavailable")
+            self.redis.start()
+            wait_for(back, what="redis to be back (%d)" % n)
+        info = a.ok("daemon.info")["state"]
+        self.assertEqual(info["connection"], "connected")
+        self.assertEqual(info["connections_lost"], 2)
+
     def test_condition_waiter_rearmed(self):
         """A waiter in condition.wait when Redis restarts waits on once it is
         back, and is woken by a notify then."""

@@ -5,8 +5,15 @@
 
 #include <check.h>
 #include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include "daemon.h"
 #include "redis_nodes.h"
 #include "unit.h"
 
@@ -151,6 +158,164 @@ START_TEST(test_redirections)
 }
 END_TEST
 
+/* --- a set of nodes against a fake server on a Unix socket ------------------------ */
+
+static int fake_fd = -1, peer_fd = -1, ups, downs, downs_was_up;
+static char fake_path[108], last_why[512];
+
+static void t_up(struct redis_nodes *rn)
+{
+	(void)rn;
+	ups++;
+}
+
+static void t_down(struct redis_nodes *rn, bool was_up, const char *why)
+{
+	(void)rn;
+	downs++;
+	downs_was_up += was_up;
+	snprintf(last_why, sizeof(last_why), "%s", why);
+}
+
+static const struct redis_nodes_ops t_ops = {
+	.tag = "test",
+	.up = t_up,
+	.down = t_down,
+	.own_io = true,
+};
+
+static void fake_listen(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char dir[] = "/tmp/mpsup-unit-XXXXXX";
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(fake_path, sizeof(fake_path), "%s/redis.sock", dir);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", fake_path);
+	fake_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fake_fd, 0);
+	ck_assert_int_eq(bind(fake_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(fake_fd, 4), 0);
+}
+
+static void fake_unlisten(void)
+{
+	char dir[sizeof(fake_path)];
+
+	close(fake_fd);
+	unlink(fake_path);
+	snprintf(dir, sizeof(dir), "%.*s", (int)(strrchr(fake_path, '/') - fake_path), fake_path);
+	rmdir(dir);
+}
+
+/* Accept the probe, read its CLUSTER SLOTS and answer it answer; run the
+ * loop until the set is up or told down. */
+static void fake_probe(struct redis_nodes *rn, const char *answer)
+{
+	char buf[256] = "";
+
+	redis_nodes_connect(rn);
+	event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+	peer_fd = accept4(fake_fd, NULL, NULL, SOCK_CLOEXEC);
+	ck_assert_int_ge(peer_fd, 0);
+	for (int i = 0; i < 100 && !strstr(buf, "SLOTS"); i++) {
+		ssize_t n;
+
+		event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+		n = recv(peer_fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+		buf[n > 0 ? n : 0] = '\0';
+	}
+	ck_assert_ptr_nonnull(strstr(buf, "SLOTS"));
+	ck_assert_int_eq(write(peer_fd, answer, strlen(answer)), (ssize_t)strlen(answer));
+	for (int i = 0; i < 100 && !ups && !downs; i++)
+		event_base_loop(daemon_g.base, EVLOOP_ONCE);
+}
+
+static void fake_setup(struct redis_nodes *rn)
+{
+	signal(SIGPIPE, SIG_IGN);
+	ups = downs = downs_was_up = 0;
+	last_why[0] = '\0';
+	daemon_g.base = event_base_new();
+	ck_assert_ptr_nonnull(daemon_g.base);
+	fake_listen();
+	ck_assert_int_eq(redis_nodes_init(rn, fake_path, &t_ops, NULL), 0);
+}
+
+static void fake_teardown(struct redis_nodes *rn)
+{
+	redis_nodes_stop(rn);
+	if (peer_fd >= 0)
+		close(peer_fd);
+	peer_fd = -1;
+	fake_unlisten();
+	event_base_free(daemon_g.base);
+	daemon_g.base = NULL;
+}
+
+static const char not_cluster[] = "-ERR This instance has cluster support disabled\r\n";
+
+/* A single server reached by the probe: its connection, node 0 now, still
+ * tells the set it is lost (hiredis 0.14 keeps the probe's disconnect
+ * callback). */
+START_TEST(test_probe_server_lost)
+{
+	static struct redis_nodes rn;
+
+	fake_setup(&rn);
+	fake_probe(&rn, not_cluster);
+	ck_assert_int_eq(ups, 1);
+	ck_assert(!rn.cluster);
+	ck_assert_ptr_nonnull(rn.node[0].ac);
+	close(peer_fd);
+	peer_fd = -1;
+	for (int i = 0; i < 100 && !downs; i++)
+		event_base_loop(daemon_g.base, EVLOOP_ONCE);
+	ck_assert_int_eq(downs_was_up, 1);
+	ck_assert(!rn.up);
+	ck_assert_ptr_null(rn.node[0].ac);
+	fake_teardown(&rn);
+}
+END_TEST
+
+/* A write that fails (the server went) frees the context inside the
+ * nodes' own write event: nothing of it is touched after (ASan). */
+START_TEST(test_write_fails)
+{
+	static struct redis_nodes rn;
+
+	fake_setup(&rn);
+	fake_probe(&rn, not_cluster);
+	ck_assert_int_eq(ups, 1);
+	close(peer_fd);
+	peer_fd = -1;
+	/* queued before the loop sees the close: written first, EPIPE */
+	ck_assert_int_eq(redisAsyncCommand(rn.node[0].ac, NULL, NULL, "PING"), REDIS_OK);
+	for (int i = 0; i < 100 && !downs; i++)
+		event_base_loop(daemon_g.base, EVLOOP_ONCE);
+	ck_assert_int_eq(downs_was_up, 1);
+	ck_assert_ptr_null(rn.node[0].ac);
+	fake_teardown(&rn);
+}
+END_TEST
+
+/* A node that cannot answer yet (LOADING) is not taken for a single
+ * server: the set stays down and tries again. */
+START_TEST(test_probe_loading)
+{
+	static struct redis_nodes rn;
+
+	fake_setup(&rn);
+	fake_probe(&rn, "-LOADING Redis is loading the dataset in memory\r\n");
+	ck_assert_int_eq(ups, 0);
+	ck_assert_int_eq(downs, 1);
+	ck_assert_ptr_nonnull(strstr(last_why, "LOADING"));
+	ck_assert(!redis_nodes_any(&rn));
+	ck_assert_str_eq(redis_nodes_state(&rn), "down");
+	fake_teardown(&rn);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("redis_nodes");
@@ -160,6 +325,9 @@ int main(void)
 	tcase_add_test(tc, test_map_full);
 	tcase_add_test(tc, test_map_refused);
 	tcase_add_test(tc, test_redirections);
+	tcase_add_test(tc, test_probe_server_lost);
+	tcase_add_test(tc, test_write_fails);
+	tcase_add_test(tc, test_probe_loading);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }

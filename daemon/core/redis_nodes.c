@@ -405,6 +405,17 @@ static bool not_cluster(const redisReply *rp)
 	return rp->str && (strncmp(rp->str, "ERR", 3) == 0 || strncmp(rp->str, "NOPERM", 6) == 0);
 }
 
+/* The probe's CLUSTER INFO (before its CLUSTER SLOTS): a cluster that is
+ * not whole (a master just restarted, a failover under way) is not up yet. */
+static void probe_info(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct redis_nodes *rn = priv;
+	redisReply *rp = reply;
+
+	if (rp && ac == rn->probe && rp->type == REDIS_REPLY_STRING && rp->str)
+		rn->probe_down = !strstr(rp->str, "cluster_state:ok");
+}
+
 /* The probe's CLUSTER SLOTS: a cluster's map, or a single server (whose
  * connection the probe then becomes). */
 static void probe_slots(redisAsyncContext *ac, void *reply, void *priv)
@@ -435,6 +446,12 @@ static void probe_slots(redisAsyncContext *ac, void *reply, void *priv)
 	}
 	address_host(rn->probe_addr, host, sizeof(host));
 	redisAsyncDisconnect(ac);
+	if (rn->probe_down) {
+		snprintf(why, sizeof(why), "%s: the cluster is not whole (cluster_state is not ok)",
+			 rn->probe_addr);
+		nodes_fail(rn, why);
+		return;
+	}
 	if (redis_nodes_map(rn, rp, host) < 0) {
 		nodes_fail(rn, "CLUSTER SLOTS: not every slot has a master");
 		return;
@@ -491,6 +508,8 @@ static void nodes_connect(struct redis_nodes *rn)
 	rn->probe->data = rn;
 	redisAsyncSetConnectCallback(rn->probe, probe_connected);
 	redisAsyncSetDisconnectCallback(rn->probe, probe_disconnected);
+	rn->probe_down = false;
+	redisAsyncCommand(rn->probe, probe_info, rn, "CLUSTER INFO");
 	redisAsyncCommand(rn->probe, probe_slots, rn, "CLUSTER SLOTS");
 }
 
@@ -516,7 +535,7 @@ static void reset_fire(evutil_socket_t fd, short what, void *arg)
 	if (!rn->up)
 		return;
 	rn->backoff = 0;
-	nodes_fail(rn, "the cluster's slots moved");
+	nodes_fail(rn, "the cluster's slots moved or it is not whole: learning its map again");
 }
 
 int redis_nodes_init(struct redis_nodes *rn, const char *address, const struct redis_nodes_ops *ops,
@@ -602,18 +621,21 @@ static bool starts(const char *s, size_t len, const char *w)
 	return len > n && memcmp(s, w, n) == 0 && s[n] == ' ';
 }
 
-bool redis_nodes_redirected(struct redis_nodes *rn, const char *err, size_t len)
+enum redis_redirect redis_nodes_redirected(struct redis_nodes *rn, const char *err, size_t len)
 {
+	bool moved;
+
 	if (!err)
-		return false;
-	if (starts(err, len, "MOVED")) {
-		rn->moved++;
+		return REDIS_REDIRECT_NONE;
+	if ((moved = starts(err, len, "MOVED")) || starts(err, len, "CLUSTERDOWN")) {
+		rn->moved += moved;
 		if (rn->reset && !event_pending(rn->reset, EV_TIMEOUT, NULL))
 			event_active(rn->reset, EV_TIMEOUT, 1);
-		return true;
+		return REDIS_REDIRECT_RESET;
 	}
-	return starts(err, len, "ASK") || starts(err, len, "TRYAGAIN") ||
-	       starts(err, len, "CLUSTERDOWN");
+	if (starts(err, len, "ASK") || starts(err, len, "TRYAGAIN"))
+		return REDIS_REDIRECT_REFUSED;
+	return REDIS_REDIRECT_NONE;
 }
 
 bool redis_nodes_any(const struct redis_nodes *rn)

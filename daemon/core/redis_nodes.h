@@ -70,6 +70,7 @@ struct redis_nodes {
 	uint8_t slot_node[REDIS_SLOTS];  /* a cluster's: the node of each slot */
 	redisAsyncContext *probe;        /* asking CLUSTER SLOTS */
 	char probe_addr[REDIS_ADDR_MAX]; /* of the probe */
+	bool probe_down;                 /* its CLUSTER INFO: not ok */
 	/* the masters of the last map: asked in turn with the configured
 	 * address for the next one */
 	unsigned known, attempt;
@@ -112,10 +113,16 @@ static inline redisAsyncContext *redis_nodes_ac(const struct redis_nodes *rn, co
 /* The address of the node for key (where a dedicated connection goes). */
 const char *redis_nodes_addr(const struct redis_nodes *rn, const char *key, size_t len);
 
-/* Whether the error text err (len bytes) is a cluster's redirection or
- * refusal (MOVED, ASK, TRYAGAIN, CLUSTERDOWN): the command did not run. A
- * MOVED makes the set learn the map again (soon, not in this call). */
-bool redis_nodes_redirected(struct redis_nodes *rn, const char *err, size_t len);
+/* What a cluster's error text err (len bytes) says: nothing of the kind;
+ * REFUSED (ASK, TRYAGAIN: a slot is being moved); RESET (MOVED, the map
+ * is out of date; CLUSTERDOWN, the cluster is not whole): the set learns
+ * the map again, soon, not in this call. In both the command did not run. */
+enum redis_redirect {
+	REDIS_REDIRECT_NONE,
+	REDIS_REDIRECT_REFUSED,
+	REDIS_REDIRECT_RESET,
+};
+enum redis_redirect redis_nodes_redirected(struct redis_nodes *rn, const char *err, size_t len);
 
 /* Whether any node is connected or connecting. */
 bool redis_nodes_any(const struct redis_nodes *rn);

@@ -135,6 +135,11 @@ static void call_reply(redisAsyncContext *ac, void *reply, void *priv)
 			block_start(rc);
 			return;
 		}
+	} else if (rp->type == REDIS_REPLY_ERROR && rc->rearmed &&
+		   redis_nodes_redirected(&rs.nodes, rp->str, rp->len) == REDIS_REDIRECT_RESET &&
+		   rearm_later(rc)) {
+		/* armed again before the cluster was whole: at its next up */
+		return;
 	} else if (rp->type == REDIS_REPLY_ERROR) {
 		rc_reply_error(rc, rp->str, rp->len);
 	} else if (rc->owned && rp->type == REDIS_REPLY_STRING) {

@@ -63,6 +63,7 @@ struct rcall {
 	char ticket[64];       /* a put or acquire: its place in line (HOST:N) */
 	bool ticketed;         /* it waited in line and has not gone on yet */
 	bool cwait;            /* a condition.wait waiting for a notify (cond_resume) */
+	bool rearmed;          /* its wait was armed again after Redis was lost */
 	bool priv;             /* the object is private, owned by owner */
 	struct owner owner;
 	/* the usual command lives here: no allocation per argument */
@@ -179,6 +180,9 @@ void scoped_forget(const char *name);
 /* redis_wait.c: blocking waits */
 void rc_untick(struct rcall *rc);
 void rearm_all(void);
+/* Keep rc's wait for when Redis is back (rc not blocked: block_end first);
+ * false when it cannot wait again (gone, stopping, a barrier waiter). */
+bool rearm_later(struct rcall *rc);
 void rearm_expire(void);
 redisAsyncContext *connect_new(const char *key, size_t len);
 unsigned block_count(const char *name);

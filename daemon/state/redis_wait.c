@@ -136,6 +136,22 @@ static void rearm_cancel(struct park *p)
 	rc_free(rc);
 }
 
+/* Whether rc may wait again once Redis is back (a barrier waiter cannot:
+ * it would arrive twice). */
+static bool rearm_can(const struct rcall *rc)
+{
+	return !rc->gone && !rs.stopping && strcmp(rc->op, "barrier.wait") != 0;
+}
+
+bool rearm_later(struct rcall *rc)
+{
+	if (!rearm_can(rc))
+		return false;
+	rc->park.on_cancel = rearm_cancel;
+	LIST_INSERT_HEAD(&rs.rearm, rc, blocked);
+	return true;
+}
+
 /* Redis is back: every wait the outage cut goes on (a getter's item that
  * was on its way goes back to the head of its queue first). */
 void rearm_all(void)
@@ -145,6 +161,7 @@ void rearm_all(void)
 
 		LIST_REMOVE(rc, blocked);
 		rc->park.on_cancel = call_cancel;
+		rc->rearmed = true;
 		if (rc->inflight && strstr(rc->inflight, "}:f:"))
 			redisAsyncCommand(rs_ac(rc->argv[A_META], rc->argvlen[A_META]), NULL, NULL,
 					  "LMOVE %s %s LEFT LEFT", rc->inflight, rc->argv[A_DATA]);
@@ -175,21 +192,19 @@ static void block_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct rcall *rc = priv;
 	redisReply *rp = reply;
-	bool again = false, redirected, moved;
+	enum redis_redirect redirected = REDIS_REDIRECT_NONE;
+	bool again = false;
 
 	if (rp)
 		redisAsyncDisconnect(ac);
-	/* a cluster unblocks the waiters of a slot that moved with MOVED (the
-	 * map is learnt again) or CLUSTERDOWN */
-	redirected = rp && rp->type == REDIS_REPLY_ERROR &&
-		     redis_nodes_redirected(&rs.nodes, rp->str, rp->len);
-	moved = redirected && strncmp(rp->str, "MOVED ", 6) == 0;
-	if ((!rp || moved) && !rc->gone && !rs.stopping && strcmp(rc->op, "barrier.wait") != 0) {
-		/* Redis went (or the slot did): wait again once it is back (a
-		 * barrier waiter cannot: it would arrive twice) */
+	/* a cluster unblocks the waiters of a slot that moved with MOVED, and
+	 * all of them with CLUSTERDOWN (the map is learnt again) */
+	if (rp && rp->type == REDIS_REPLY_ERROR)
+		redirected = redis_nodes_redirected(&rs.nodes, rp->str, rp->len);
+	if ((!rp || redirected == REDIS_REDIRECT_RESET) && rearm_can(rc)) {
+		/* Redis went (or the slot did): wait again once it is back */
 		block_end(rc);
-		rc->park.on_cancel = rearm_cancel;
-		LIST_INSERT_HEAD(&rs.rearm, rc, blocked);
+		rearm_later(rc);
 		return;
 	}
 	if (!rp)

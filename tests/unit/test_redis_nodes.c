@@ -145,11 +145,17 @@ START_TEST(test_redirections)
 	static struct redis_nodes rn;
 
 	memset(&rn, 0, sizeof(rn));
-	ck_assert(redis_nodes_redirected(&rn, "MOVED 3999 127.0.0.1:6381", 25));
+	/* the map is learnt again: a slot moved, or the cluster is not whole */
+	ck_assert_int_eq(redis_nodes_redirected(&rn, "MOVED 3999 127.0.0.1:6381", 25),
+			 REDIS_REDIRECT_RESET);
 	ck_assert_uint_eq(rn.moved, 1);
-	ck_assert(redis_nodes_redirected(&rn, "ASK 3999 127.0.0.1:6381", 23));
-	ck_assert(redis_nodes_redirected(&rn, "TRYAGAIN Multiple keys", 22));
-	ck_assert(redis_nodes_redirected(&rn, "CLUSTERDOWN The cluster is down", 31));
+	ck_assert_int_eq(redis_nodes_redirected(&rn, "CLUSTERDOWN The cluster is down", 31),
+			 REDIS_REDIRECT_RESET);
+	/* a slot being moved: refused, the map stays */
+	ck_assert_int_eq(redis_nodes_redirected(&rn, "ASK 3999 127.0.0.1:6381", 23),
+			 REDIS_REDIRECT_REFUSED);
+	ck_assert_int_eq(redis_nodes_redirected(&rn, "TRYAGAIN Multiple keys", 22),
+			 REDIS_REDIRECT_REFUSED);
 	ck_assert_uint_eq(rn.moved, 1);
 	ck_assert(!redis_nodes_redirected(&rn, "MOVEDX", 6));
 	ck_assert(!redis_nodes_redirected(&rn, "not_found x: no such object", 27));
@@ -208,9 +214,9 @@ static void fake_unlisten(void)
 	rmdir(dir);
 }
 
-/* Accept the probe, read its CLUSTER SLOTS and answer it answer; run the
- * loop until the set is up or told down. */
-static void fake_probe(struct redis_nodes *rn, const char *answer)
+/* Accept the probe, read its CLUSTER INFO and CLUSTER SLOTS and answer
+ * them info and slots; run the loop until the set is up or told down. */
+static void fake_probe2(struct redis_nodes *rn, const char *info, const char *slots)
 {
 	char buf[256] = "";
 
@@ -226,9 +232,16 @@ static void fake_probe(struct redis_nodes *rn, const char *answer)
 		buf[n > 0 ? n : 0] = '\0';
 	}
 	ck_assert_ptr_nonnull(strstr(buf, "SLOTS"));
-	ck_assert_int_eq(write(peer_fd, answer, strlen(answer)), (ssize_t)strlen(answer));
+	ck_assert_int_eq(write(peer_fd, info, strlen(info)), (ssize_t)strlen(info));
+	ck_assert_int_eq(write(peer_fd, slots, strlen(slots)), (ssize_t)strlen(slots));
 	for (int i = 0; i < 100 && !ups && !downs; i++)
 		event_base_loop(daemon_g.base, EVLOOP_ONCE);
+}
+
+/* The same answer to both (an error: a single server, a loading one). */
+static void fake_probe(struct redis_nodes *rn, const char *answer)
+{
+	fake_probe2(rn, answer, answer);
 }
 
 static void fake_setup(struct redis_nodes *rn)
@@ -316,6 +329,24 @@ START_TEST(test_probe_loading)
 }
 END_TEST
 
+/* A cluster whose state is not ok (a master just restarted) is not up:
+ * its map is not taken and the set tries again. */
+START_TEST(test_probe_cluster_not_whole)
+{
+	static struct redis_nodes rn;
+	static const char info[] = "$33\r\ncluster_state:fail\r\ncluster_x:1\r\n\r\n";
+	static const char slots[] = "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:1\r\n";
+
+	fake_setup(&rn);
+	fake_probe2(&rn, info, slots);
+	ck_assert_int_eq(ups, 0);
+	ck_assert_int_eq(downs, 1);
+	ck_assert_ptr_nonnull(strstr(last_why, "not whole"));
+	ck_assert(!redis_nodes_any(&rn));
+	fake_teardown(&rn);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("redis_nodes");
@@ -328,6 +359,7 @@ int main(void)
 	tcase_add_test(tc, test_probe_server_lost);
 	tcase_add_test(tc, test_write_fails);
 	tcase_add_test(tc, test_probe_loading);
+	tcase_add_test(tc, test_probe_cluster_not_whole);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }

@@ -4,43 +4,12 @@ value.add/get, queue.put/get): what each costs Redis (its command counts)
 and that their short path answers as the full one does at every edge."""
 import shutil
 import signal
-import socket
 
 import mpsuptest
-from mpsuptest import Daemon, RedisServer, main, wait_for
+from mpsuptest import Daemon, RedisServer, main, redis_call, wait_for
 
 if not RedisServer.available():
     mpsuptest.skip_all("redis-server is not installed")
-
-
-def resp_read(f):
-    """One RESP reply from the file f: text, an integer, None or a list."""
-    line = f.readline()
-    kind, rest = line[:1], line[1:-2]
-    if kind in (b"+", b"-"):
-        return rest.decode()
-    if kind == b":":
-        return int(rest)
-    n = int(rest)
-    if n < 0:
-        return None
-    if kind == b"*":
-        return [resp_read(f) for _ in range(n)]
-    return f.read(n + 2)[:n].decode()
-
-
-def redis_call(path, *args):
-    """One RESP command on a fresh connection; its reply (resp_read)."""
-    req = b"*%d\r\n" % len(args)
-    for a in args:
-        a = a.encode() if isinstance(a, str) else a
-        req += b"$%d\r\n%s\r\n" % (len(a), a)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(10 * mpsuptest.SCALE)
-        s.connect(path)
-        s.sendall(req)
-        with s.makefile("rb") as f:
-            return resp_read(f)
 
 
 class HotOps(mpsuptest.unittest.TestCase):

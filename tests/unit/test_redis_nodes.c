@@ -9,11 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "daemon.h"
+#include "redis_link.h"
 #include "redis_nodes.h"
 #include "unit.h"
 
@@ -316,6 +318,40 @@ START_TEST(test_probe_loading)
 }
 END_TEST
 
+/* A master the map names by an IPv6 address ("[::1]:port") is reached. */
+START_TEST(test_ipv6_node)
+{
+	static struct redis_nodes rn;
+	struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct range g[1];
+	redisReply *rows[1], all;
+	redisContext *ctx;
+	char port[8];
+
+	ck_assert_int_ge(fd, 0);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd); /* no IPv6 loopback here */
+		return;
+	}
+	ck_assert_int_eq(listen(fd, 1), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	memset(&rn, 0, sizeof(rn));
+	range_set(&g[0], 0, 16383, "::1", ntohs(sa.sin6_port));
+	rows[0] = &g[0].row;
+	all = r_arr(rows, 1);
+	ck_assert_int_eq(redis_nodes_map(&rn, &all, ""), 0);
+	snprintf(port, sizeof(port), "%u", ntohs(sa.sin6_port));
+	ck_assert_ptr_nonnull(strstr(rn.node[0].addr, port));
+	ctx = redis_link_open_sync(rn.node[0].addr);
+	ck_assert_ptr_nonnull(ctx);
+	ck_assert_msg(!ctx->err, "%s: %s", rn.node[0].addr, ctx->errstr);
+	redisFree(ctx);
+	close(fd);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("redis_nodes");
@@ -328,6 +364,7 @@ int main(void)
 	tcase_add_test(tc, test_probe_server_lost);
 	tcase_add_test(tc, test_write_fails);
 	tcase_add_test(tc, test_probe_loading);
+	tcase_add_test(tc, test_ipv6_node);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }

@@ -343,14 +343,27 @@ static void node_connected(const redisAsyncContext *cac, int status)
 	rn->ops->up(rn);
 }
 
+/* Forget ac among the draining connections (it closed). */
+static void drain_forget(struct redis_nodes *rn, const redisAsyncContext *ac)
+{
+	for (unsigned i = 0; i < rn->n_draining; i++)
+		if (rn->draining[i] == ac) {
+			rn->draining[i] = rn->draining[--rn->n_draining];
+			return;
+		}
+}
+
 static void node_disconnected(const redisAsyncContext *ac, int status)
 {
 	struct redis_nodes *rn = ac->data;
 	int i = rn ? node_index(rn, ac) : -1;
 	char why[REDIS_ADDR_MAX + 128];
 
-	if (i < 0)
+	if (i < 0) {
+		if (rn)
+			drain_forget(rn, ac);
 		return;
+	}
 	rn->node[i].ac = NULL; /* hiredis frees it */
 	snprintf(why, sizeof(why), "%s: %s", rn->node[i].addr,
 		 status == REDIS_OK ? "closed" : ac->errstr);
@@ -506,17 +519,45 @@ static void retry_fire(evutil_socket_t fd, short what, void *arg)
 	nodes_connect(rn);
 }
 
-/* A MOVED was seen: learn the map again (outside the reply's callback). */
+/* Put the nodes' connections down without cutting them: they take no
+ * new command, answer those asked already, then close (a full list of
+ * draining ones: cut). */
+static void nodes_drain(struct redis_nodes *rn)
+{
+	for (unsigned i = 0; i < rn->n; i++) {
+		redisAsyncContext *ac = rn->node[i].ac;
+
+		rn->node[i].ac = NULL;
+		rn->node[i].up = false;
+		if (!ac)
+			continue;
+		if (rn->n_draining == REDIS_NODES_MAX) {
+			redisAsyncFree(ac);
+			continue;
+		}
+		rn->draining[rn->n_draining++] = ac;
+		redisAsyncDisconnect(ac); /* node_disconnected forgets it */
+	}
+}
+
+/* A MOVED was seen: learn the map again (outside the reply's callback);
+ * the commands on their way on the old connections still get their
+ * answers (a command that ran on a node the move did not touch must not
+ * be answered unavailable). */
 static void reset_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct redis_nodes *rn = arg;
 
 	(void)fd;
 	(void)what;
-	if (!rn->up)
+	if (!rn->up || rn->stopping)
 		return;
 	rn->backoff = 0;
-	nodes_fail(rn, "the cluster's slots moved");
+	rn->up = false;
+	rn->lost++;
+	nodes_drain(rn);
+	rn->ops->down(rn, true, "the cluster's slots moved");
+	retry_later(rn);
 }
 
 int redis_nodes_init(struct redis_nodes *rn, const char *address, const struct redis_nodes_ops *ops,
@@ -580,6 +621,11 @@ void redis_nodes_stop(struct redis_nodes *rn)
 	rn->stopping = true;
 	rn->up = false;
 	nodes_close(rn);
+	while (rn->n_draining) { /* node_disconnected forgets it (or not) */
+		redisAsyncContext *ac = rn->draining[--rn->n_draining];
+
+		redisAsyncFree(ac);
+	}
 	if (rn->retry)
 		event_free(rn->retry);
 	if (rn->reset)

@@ -74,6 +74,10 @@ struct redis_nodes {
 	 * address for the next one */
 	unsigned known, attempt;
 	char known_addr[REDIS_NODES_MAX][REDIS_ADDR_MAX];
+	/* the connections a MOVED put down, answering what they were asked
+	 * before they close (what ran is not answered unavailable) */
+	redisAsyncContext *draining[REDIS_NODES_MAX];
+	unsigned n_draining;
 	struct event *retry, *reset;
 	double backoff;
 	unsigned long reconnects, lost, moved;

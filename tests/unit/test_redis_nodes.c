@@ -205,6 +205,8 @@ static void fake_unlisten(void)
 	char dir[sizeof(fake_path)];
 
 	close(fake_fd);
+	if (fake_path[0] != '/')
+		return; /* host:port */
 	unlink(fake_path);
 	snprintf(dir, sizeof(dir), "%.*s", (int)(strrchr(fake_path, '/') - fake_path), fake_path);
 	rmdir(dir);
@@ -233,15 +235,38 @@ static void fake_probe(struct redis_nodes *rn, const char *answer)
 		event_base_loop(daemon_g.base, EVLOOP_ONCE);
 }
 
-static void fake_setup(struct redis_nodes *rn)
+/* A fake server on 127.0.0.1 (a cluster's map names host:port). */
+static void fake_listen_tcp(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+
+	fake_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fake_fd, 0);
+	ck_assert_int_eq(bind(fake_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(fake_fd, 4), 0);
+	ck_assert_int_eq(getsockname(fake_fd, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(fake_path, sizeof(fake_path), "127.0.0.1:%u", ntohs(sa.sin_port));
+}
+
+static void fake_setup_at(struct redis_nodes *rn, bool tcp)
 {
 	signal(SIGPIPE, SIG_IGN);
 	ups = downs = downs_was_up = 0;
 	last_why[0] = '\0';
 	daemon_g.base = event_base_new();
 	ck_assert_ptr_nonnull(daemon_g.base);
-	fake_listen();
+	if (tcp)
+		fake_listen_tcp();
+	else
+		fake_listen();
 	ck_assert_int_eq(redis_nodes_init(rn, fake_path, &t_ops, NULL), 0);
+}
+
+static void fake_setup(struct redis_nodes *rn)
+{
+	fake_setup_at(rn, false);
 }
 
 static void fake_teardown(struct redis_nodes *rn)
@@ -318,6 +343,80 @@ START_TEST(test_probe_loading)
 }
 END_TEST
 
+static int pongs, nulls;
+
+static void t_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *rp = reply;
+
+	(void)ac;
+	(void)priv;
+	if (!rp)
+		nulls++;
+	else if (rp->type == REDIS_REPLY_STATUS && strcmp(rp->str, "PONG") == 0)
+		pongs++;
+}
+
+/* Read from fd (the loop running) until buf holds what. */
+static void fake_read_until(int fd, const char *what)
+{
+	char buf[512] = "";
+	size_t len = 0;
+
+	for (int i = 0; i < 200 && !strstr(buf, what); i++) {
+		ssize_t n;
+
+		event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+		n = recv(fd, buf + len, sizeof(buf) - 1 - len, MSG_DONTWAIT);
+		len += n > 0 ? (size_t)n : 0;
+		buf[len] = '\0';
+		if (n <= 0)
+			usleep(5000);
+	}
+	ck_assert_ptr_nonnull(strstr(buf, what));
+}
+
+/* A MOVED puts the cluster's connections down, but a command already on
+ * its way still gets its answer (it ran: not answered unavailable). */
+START_TEST(test_moved_drains)
+{
+	static struct redis_nodes rn;
+	char map[256];
+	int node_fd;
+
+	fake_setup_at(&rn, true);
+	snprintf(map, sizeof(map), "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%s\r\n",
+		 strchr(fake_path, ':') + 1);
+	fake_probe(&rn, map);
+	/* the map names the fake itself: the node's connection */
+	node_fd = accept4(fake_fd, NULL, NULL, SOCK_CLOEXEC);
+	ck_assert_int_ge(node_fd, 0);
+	for (int i = 0; i < 100 && !ups; i++)
+		event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+	ck_assert_int_eq(ups, 1);
+	ck_assert(rn.cluster);
+	pongs = nulls = 0;
+	ck_assert_int_eq(redisAsyncCommand(rn.node[0].ac, t_reply, NULL, "PING"), REDIS_OK);
+	fake_read_until(node_fd, "PING");
+	ck_assert(redis_nodes_redirected(&rn, "MOVED 1 127.0.0.1:1", 19));
+	event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+	ck_assert_int_eq(downs_was_up, 1);
+	ck_assert_ptr_null(rn.node[0].ac);
+	ck_assert_int_eq(write(node_fd, "+PONG\r\n", 7), 7);
+	for (int i = 0; i < 100 && !pongs && !nulls; i++)
+		event_base_loop(daemon_g.base, EVLOOP_ONCE);
+	ck_assert_int_eq(nulls, 0);
+	ck_assert_int_eq(pongs, 1);
+	/* then it closes */
+	fake_read_until(node_fd, "");
+	for (int i = 0; i < 100 && rn.n_draining; i++)
+		event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+	ck_assert_uint_eq(rn.n_draining, 0);
+	close(node_fd);
+	fake_teardown(&rn);
+}
+END_TEST
+
 /* A master the map names by an IPv6 address ("[::1]:port") is reached. */
 START_TEST(test_ipv6_node)
 {
@@ -365,6 +464,7 @@ int main(void)
 	tcase_add_test(tc, test_write_fails);
 	tcase_add_test(tc, test_probe_loading);
 	tcase_add_test(tc, test_ipv6_node);
+	tcase_add_test(tc, test_moved_drains);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }

@@ -315,6 +315,40 @@ static void nodes_fail(struct redis_nodes *rn, const char *why)
 	retry_later(rn);
 }
 
+/* Node i is up; the set is when every node is. */
+static void node_up(struct redis_nodes *rn, unsigned i)
+{
+	rn->node[i].up = true;
+	for (unsigned k = 0; k < rn->n; k++)
+		if (!rn->node[k].up)
+			return;
+	rn->up = true;
+	rn->backoff = 0;
+	rn->attempt = 0;
+	rn->ops->up(rn);
+}
+
+/* A cluster node's CLUSTER INFO: it is up once it says the cluster is ok
+ * (a master just restarted answers CLUSTERDOWN a while: the waits re-armed
+ * on it then would be answered unavailable); else the set tries again
+ * after its backoff. */
+static void node_state(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct redis_nodes *rn = priv;
+	redisReply *rp = reply;
+	char why[REDIS_ADDR_MAX + 64];
+	int i;
+
+	if (!rp || (i = node_index(rn, ac)) < 0)
+		return; /* closed with the set */
+	if (rp->type != REDIS_REPLY_STRING || !strstr(rp->str, "cluster_state:ok")) {
+		snprintf(why, sizeof(why), "%s: the cluster is not ok", rn->node[i].addr);
+		nodes_fail(rn, why);
+		return;
+	}
+	node_up(rn, (unsigned)i);
+}
+
 static void node_connected(const redisAsyncContext *cac, int status)
 {
 	redisAsyncContext *ac = (redisAsyncContext *)cac;
@@ -333,14 +367,10 @@ static void node_connected(const redisAsyncContext *cac, int status)
 	}
 	if (rn->ops->own_io)
 		io_take_over(ac);
-	rn->node[i].up = true;
-	for (unsigned k = 0; k < rn->n; k++)
-		if (!rn->node[k].up)
-			return;
-	rn->up = true;
-	rn->backoff = 0;
-	rn->attempt = 0;
-	rn->ops->up(rn);
+	if (rn->cluster)
+		redisAsyncCommand(ac, node_state, rn, "CLUSTER INFO");
+	else
+		node_up(rn, (unsigned)i);
 }
 
 /* Forget ac among the draining connections (it closed). */

@@ -215,7 +215,7 @@ static void fake_unlisten(void)
 static void fake_read_until(int fd, const char *what);
 
 /* Accept the probe, read its CLUSTER SLOTS and answer it answer; run the
- * loop until the set is up or told down. */
+ * loop until the probe is done (a server's: the set is up or down). */
 static void fake_probe(struct redis_nodes *rn, const char *answer)
 {
 	redis_nodes_connect(rn);
@@ -224,7 +224,7 @@ static void fake_probe(struct redis_nodes *rn, const char *answer)
 	ck_assert_int_ge(peer_fd, 0);
 	fake_read_until(peer_fd, "SLOTS");
 	ck_assert_int_eq(write(peer_fd, answer, strlen(answer)), (ssize_t)strlen(answer));
-	for (int i = 0; i < 100 && !ups && !downs; i++)
+	for (int i = 0; i < 100 && rn->probe; i++)
 		event_base_loop(daemon_g.base, EVLOOP_ONCE);
 }
 
@@ -369,23 +369,51 @@ static void fake_read_until(int fd, const char *what)
 	ck_assert_ptr_nonnull(strstr(buf, what));
 }
 
+/* A one-master cluster on the fake (its map names the fake itself):
+ * answer the probe, accept the node's connection and answer its CLUSTER
+ * INFO with state; the node's connection. */
+static int fake_cluster(struct redis_nodes *rn, const char *state)
+{
+	char map[256], info[64];
+	int node_fd;
+
+	fake_setup_at(rn, true);
+	snprintf(map, sizeof(map), "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%s\r\n",
+		 strchr(fake_path, ':') + 1);
+	fake_probe(rn, map);
+	node_fd = accept4(fake_fd, NULL, NULL, SOCK_CLOEXEC);
+	ck_assert_int_ge(node_fd, 0);
+	fake_read_until(node_fd, "INFO");
+	snprintf(info, sizeof(info), "$%zu\r\n%s\r\n", strlen(state), state);
+	ck_assert_int_eq(write(node_fd, info, strlen(info)), (ssize_t)strlen(info));
+	for (int i = 0; i < 100 && !ups && !downs; i++)
+		event_base_loop(daemon_g.base, EVLOOP_ONCE);
+	return node_fd;
+}
+
+/* A node that says the cluster is not ok (a master just restarted) does
+ * not bring the set up: it tries again after its backoff. */
+START_TEST(test_cluster_not_ok)
+{
+	static struct redis_nodes rn;
+	int node_fd = fake_cluster(&rn, "cluster_state:fail");
+
+	ck_assert_int_eq(ups, 0);
+	ck_assert_int_eq(downs, 1);
+	ck_assert_ptr_nonnull(strstr(last_why, "not ok"));
+	ck_assert(!redis_nodes_any(&rn));
+	close(node_fd);
+	fake_teardown(&rn);
+}
+END_TEST
+
 /* A MOVED puts the cluster's connections down, but a command already on
  * its way still gets its answer (it ran: not answered unavailable). */
 START_TEST(test_moved_drains)
 {
 	static struct redis_nodes rn;
-	char map[256];
-	int node_fd;
+	int node_fd = fake_cluster(&rn, "cluster_state:ok");
 
-	fake_setup_at(&rn, true);
-	snprintf(map, sizeof(map), "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%s\r\n",
-		 strchr(fake_path, ':') + 1);
-	fake_probe(&rn, map);
-	/* the map names the fake itself: the node's connection */
-	node_fd = accept4(fake_fd, NULL, NULL, SOCK_CLOEXEC);
-	ck_assert_int_ge(node_fd, 0);
-	for (int i = 0; i < 100 && !ups; i++)
-		event_base_loop(daemon_g.base, EVLOOP_ONCE);
 	ck_assert_int_eq(ups, 1);
 	ck_assert(rn.cluster);
 	pongs = nulls = 0;
@@ -458,6 +486,7 @@ int main(void)
 	tcase_add_test(tc, test_probe_loading);
 	tcase_add_test(tc, test_ipv6_node);
 	tcase_add_test(tc, test_moved_drains);
+	tcase_add_test(tc, test_cluster_not_ok);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }

@@ -12,13 +12,19 @@
 #include "daemon.h"
 #include "redis_link.h"
 
-/* Split "host:port" (conf.c checked it has a colon). */
+/* Split "host:port" (conf.c checked it has a colon); an IPv6 host may be
+ * in brackets, as a cluster's map names one ("[::1]:7000"). */
 static void split_address(const char *addr, char *host, size_t len, int *ret_port)
 {
 	const char *colon = strrchr(addr, ':');
+	size_t hl = (size_t)(colon - addr);
 
-	snprintf(host, len, "%.*s", (int)(colon - addr), addr);
 	*ret_port = atoi(colon + 1);
+	if (addr[0] == '[' && hl >= 2 && addr[hl - 1] == ']') {
+		addr++;
+		hl -= 2;
+	}
+	snprintf(host, len, "%.*s", (int)hl, addr);
 }
 
 redisAsyncContext *redis_link_open(const char *address)

@@ -267,9 +267,12 @@ static int node_index(const struct redis_nodes *rn, const redisAsyncContext *ac)
 	return -1;
 }
 
-/* Close every connection of rn; what was queued on them is answered
- * with a NULL reply (their users' callbacks run now). */
-static void nodes_close(struct redis_nodes *rn)
+/* Close every connection of rn. With drain, a connected one takes no new
+ * command but answers those written already before it closes (one that
+ * ran on a master that is fine must not be answered unavailable); else,
+ * and for the probe and those still connecting, what was queued on it is
+ * answered with a NULL reply (their users' callbacks run now). */
+static void nodes_close(struct redis_nodes *rn, bool drain)
 {
 	redisAsyncContext *ac[REDIS_NODES_MAX + 1];
 	unsigned n = 0;
@@ -284,8 +287,15 @@ static void nodes_close(struct redis_nodes *rn)
 		rn->node[i].ac = NULL;
 		rn->node[i].up = false;
 	}
-	for (unsigned i = 0; i < n; i++)
-		redisAsyncFree(ac[i]);
+	for (unsigned i = 0; i < n; i++) {
+		if (drain && (ac[i]->c.flags & REDIS_CONNECTED) &&
+		    rn->n_draining < REDIS_NODES_MAX) {
+			rn->draining[rn->n_draining++] = ac[i];
+			redisAsyncDisconnect(ac[i]); /* node_disconnected forgets it */
+		} else {
+			redisAsyncFree(ac[i]);
+		}
+	}
 }
 
 static void retry_later(struct redis_nodes *rn)
@@ -308,11 +318,45 @@ static void nodes_fail(struct redis_nodes *rn, const char *why)
 	rn->up = false;
 	if (was_up)
 		rn->lost++;
-	nodes_close(rn);
+	nodes_close(rn, !rn->stopping);
 	if (rn->stopping)
 		return;
 	rn->ops->down(rn, was_up, why);
 	retry_later(rn);
+}
+
+/* Node i is up; the set is when every node is. */
+static void node_up(struct redis_nodes *rn, unsigned i)
+{
+	rn->node[i].up = true;
+	for (unsigned k = 0; k < rn->n; k++)
+		if (!rn->node[k].up)
+			return;
+	rn->up = true;
+	rn->backoff = 0;
+	rn->attempt = 0;
+	rn->ops->up(rn);
+}
+
+/* A cluster node's CLUSTER INFO: it is up once it says the cluster is ok
+ * (a master just restarted answers CLUSTERDOWN a while: the waits re-armed
+ * on it then would be answered unavailable); else the set tries again
+ * after its backoff. */
+static void node_state(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct redis_nodes *rn = priv;
+	redisReply *rp = reply;
+	char why[REDIS_ADDR_MAX + 64];
+	int i;
+
+	if (!rp || (i = node_index(rn, ac)) < 0)
+		return; /* closed with the set */
+	if (rp->type != REDIS_REPLY_STRING || !strstr(rp->str, "cluster_state:ok")) {
+		snprintf(why, sizeof(why), "%s: the cluster is not ok", rn->node[i].addr);
+		nodes_fail(rn, why);
+		return;
+	}
+	node_up(rn, (unsigned)i);
 }
 
 static void node_connected(const redisAsyncContext *cac, int status)
@@ -333,14 +377,20 @@ static void node_connected(const redisAsyncContext *cac, int status)
 	}
 	if (rn->ops->own_io)
 		io_take_over(ac);
-	rn->node[i].up = true;
-	for (unsigned k = 0; k < rn->n; k++)
-		if (!rn->node[k].up)
+	if (rn->cluster)
+		redisAsyncCommand(ac, node_state, rn, "CLUSTER INFO");
+	else
+		node_up(rn, (unsigned)i);
+}
+
+/* Forget ac among the draining connections (it closed). */
+static void drain_forget(struct redis_nodes *rn, const redisAsyncContext *ac)
+{
+	for (unsigned i = 0; i < rn->n_draining; i++)
+		if (rn->draining[i] == ac) {
+			rn->draining[i] = rn->draining[--rn->n_draining];
 			return;
-	rn->up = true;
-	rn->backoff = 0;
-	rn->attempt = 0;
-	rn->ops->up(rn);
+		}
 }
 
 static void node_disconnected(const redisAsyncContext *ac, int status)
@@ -349,8 +399,11 @@ static void node_disconnected(const redisAsyncContext *ac, int status)
 	int i = rn ? node_index(rn, ac) : -1;
 	char why[REDIS_ADDR_MAX + 128];
 
-	if (i < 0)
+	if (i < 0) {
+		if (rn)
+			drain_forget(rn, ac);
 		return;
+	}
 	rn->node[i].ac = NULL; /* hiredis frees it */
 	snprintf(why, sizeof(why), "%s: %s", rn->node[i].addr,
 		 status == REDIS_OK ? "closed" : ac->errstr);
@@ -405,17 +458,6 @@ static bool not_cluster(const redisReply *rp)
 	return rp->str && (strncmp(rp->str, "ERR", 3) == 0 || strncmp(rp->str, "NOPERM", 6) == 0);
 }
 
-/* The probe's CLUSTER INFO (before its CLUSTER SLOTS): a cluster that is
- * not whole (a master just restarted, a failover under way) is not up yet. */
-static void probe_info(redisAsyncContext *ac, void *reply, void *priv)
-{
-	struct redis_nodes *rn = priv;
-	redisReply *rp = reply;
-
-	if (rp && ac == rn->probe && rp->type == REDIS_REPLY_STRING && rp->str)
-		rn->probe_down = !strstr(rp->str, "cluster_state:ok");
-}
-
 /* The probe's CLUSTER SLOTS: a cluster's map, or a single server (whose
  * connection the probe then becomes). */
 static void probe_slots(redisAsyncContext *ac, void *reply, void *priv)
@@ -446,12 +488,6 @@ static void probe_slots(redisAsyncContext *ac, void *reply, void *priv)
 	}
 	address_host(rn->probe_addr, host, sizeof(host));
 	redisAsyncDisconnect(ac);
-	if (rn->probe_down) {
-		snprintf(why, sizeof(why), "%s: the cluster is not whole (cluster_state is not ok)",
-			 rn->probe_addr);
-		nodes_fail(rn, why);
-		return;
-	}
 	if (redis_nodes_map(rn, rp, host) < 0) {
 		nodes_fail(rn, "CLUSTER SLOTS: not every slot has a master");
 		return;
@@ -508,8 +544,6 @@ static void nodes_connect(struct redis_nodes *rn)
 	rn->probe->data = rn;
 	redisAsyncSetConnectCallback(rn->probe, probe_connected);
 	redisAsyncSetDisconnectCallback(rn->probe, probe_disconnected);
-	rn->probe_down = false;
-	redisAsyncCommand(rn->probe, probe_info, rn, "CLUSTER INFO");
 	redisAsyncCommand(rn->probe, probe_slots, rn, "CLUSTER SLOTS");
 }
 
@@ -525,14 +559,15 @@ static void retry_fire(evutil_socket_t fd, short what, void *arg)
 	nodes_connect(rn);
 }
 
-/* A MOVED was seen: learn the map again (outside the reply's callback). */
+/* A MOVED or a CLUSTERDOWN was seen: learn the map again (outside the
+ * reply's callback); the old connections drain (nodes_fail). */
 static void reset_fire(evutil_socket_t fd, short what, void *arg)
 {
 	struct redis_nodes *rn = arg;
 
 	(void)fd;
 	(void)what;
-	if (!rn->up)
+	if (!rn->up || rn->stopping)
 		return;
 	rn->backoff = 0;
 	nodes_fail(rn, "the cluster's slots moved or it is not whole: learning its map again");
@@ -598,7 +633,12 @@ void redis_nodes_stop(struct redis_nodes *rn)
 {
 	rn->stopping = true;
 	rn->up = false;
-	nodes_close(rn);
+	nodes_close(rn, false);
+	while (rn->n_draining) { /* node_disconnected forgets it (or not) */
+		redisAsyncContext *ac = rn->draining[--rn->n_draining];
+
+		redisAsyncFree(ac);
+	}
 	if (rn->retry)
 		event_free(rn->retry);
 	if (rn->reset)

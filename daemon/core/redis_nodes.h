@@ -70,11 +70,14 @@ struct redis_nodes {
 	uint8_t slot_node[REDIS_SLOTS];  /* a cluster's: the node of each slot */
 	redisAsyncContext *probe;        /* asking CLUSTER SLOTS */
 	char probe_addr[REDIS_ADDR_MAX]; /* of the probe */
-	bool probe_down;                 /* its CLUSTER INFO: not ok */
 	/* the masters of the last map: asked in turn with the configured
 	 * address for the next one */
 	unsigned known, attempt;
 	char known_addr[REDIS_NODES_MAX][REDIS_ADDR_MAX];
+	/* the connections a MOVED put down, answering what they were asked
+	 * before they close (what ran is not answered unavailable) */
+	redisAsyncContext *draining[REDIS_NODES_MAX];
+	unsigned n_draining;
 	struct event *retry, *reset;
 	double backoff;
 	unsigned long reconnects, lost, moved;

@@ -389,9 +389,10 @@ struct listing {
 	bool gone, failed;
 	const struct obj_type *type; /* the filter, or NULL */
 	json_t *names;
-	unsigned node;    /* the node being scanned */
-	unsigned pending; /* size calls not answered yet */
-	char **types;     /* per name: its type ("" hidden), its size */
+	unsigned node;     /* the node being scanned */
+	unsigned long gen; /* the nodes' connections lost when it began */
+	unsigned pending;  /* size calls not answered yet */
+	char **types;      /* per name: its type ("" hidden), its size */
 	long long *sizes;
 	char who[24]; /* the caller's uid, "" for an admin: private objects */
 };
@@ -578,6 +579,10 @@ static void listing_next(struct listing *l, const char *cursor)
 {
 	redisAsyncContext *ac;
 
+	/* a page a drained connection answered after a MOVED: the nodes (and
+	 * their order) may have changed since */
+	if (rs.nodes.lost != l->gen)
+		return listing_fail(l, "the cluster's connections were lost; retry");
 	if (cursor && strcmp(cursor, "0") == 0) {
 		if (++l->node >= rs.nodes.n)
 			return listing_sizes_ask(l);
@@ -645,6 +650,7 @@ static enum cmd_ret redis_obj_list(struct request *r)
 		listing_free(l);
 		return CMD_DONE;
 	}
+	l->gen = rs.nodes.lost;
 	listing_next(l, NULL);
 	return CMD_WAIT;
 }

@@ -9,11 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "daemon.h"
+#include "redis_link.h"
 #include "redis_nodes.h"
 #include "unit.h"
 
@@ -209,50 +211,61 @@ static void fake_unlisten(void)
 	char dir[sizeof(fake_path)];
 
 	close(fake_fd);
+	if (fake_path[0] != '/')
+		return; /* host:port */
 	unlink(fake_path);
 	snprintf(dir, sizeof(dir), "%.*s", (int)(strrchr(fake_path, '/') - fake_path), fake_path);
 	rmdir(dir);
 }
 
-/* Accept the probe, read its CLUSTER INFO and CLUSTER SLOTS and answer
- * them info and slots; run the loop until the set is up or told down. */
-static void fake_probe2(struct redis_nodes *rn, const char *info, const char *slots)
-{
-	char buf[256] = "";
+static void fake_read_until(int fd, const char *what);
 
+/* Accept the probe, read its CLUSTER SLOTS and answer it answer; run the
+ * loop until the probe is done (a server's: the set is up or down). */
+static void fake_probe(struct redis_nodes *rn, const char *answer)
+{
 	redis_nodes_connect(rn);
 	event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
 	peer_fd = accept4(fake_fd, NULL, NULL, SOCK_CLOEXEC);
 	ck_assert_int_ge(peer_fd, 0);
-	for (int i = 0; i < 100 && !strstr(buf, "SLOTS"); i++) {
-		ssize_t n;
-
-		event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
-		n = recv(peer_fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
-		buf[n > 0 ? n : 0] = '\0';
-	}
-	ck_assert_ptr_nonnull(strstr(buf, "SLOTS"));
-	ck_assert_int_eq(write(peer_fd, info, strlen(info)), (ssize_t)strlen(info));
-	ck_assert_int_eq(write(peer_fd, slots, strlen(slots)), (ssize_t)strlen(slots));
-	for (int i = 0; i < 100 && !ups && !downs; i++)
+	fake_read_until(peer_fd, "SLOTS");
+	ck_assert_int_eq(write(peer_fd, answer, strlen(answer)), (ssize_t)strlen(answer));
+	for (int i = 0; i < 100 && rn->probe; i++)
 		event_base_loop(daemon_g.base, EVLOOP_ONCE);
 }
 
-/* The same answer to both (an error: a single server, a loading one). */
-static void fake_probe(struct redis_nodes *rn, const char *answer)
+/* A fake server on 127.0.0.1 (a cluster's map names host:port). */
+static void fake_listen_tcp(void)
 {
-	fake_probe2(rn, answer, answer);
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+
+	fake_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fake_fd, 0);
+	ck_assert_int_eq(bind(fake_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(fake_fd, 4), 0);
+	ck_assert_int_eq(getsockname(fake_fd, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(fake_path, sizeof(fake_path), "127.0.0.1:%u", ntohs(sa.sin_port));
 }
 
-static void fake_setup(struct redis_nodes *rn)
+static void fake_setup_at(struct redis_nodes *rn, bool tcp)
 {
 	signal(SIGPIPE, SIG_IGN);
 	ups = downs = downs_was_up = 0;
 	last_why[0] = '\0';
 	daemon_g.base = event_base_new();
 	ck_assert_ptr_nonnull(daemon_g.base);
-	fake_listen();
+	if (tcp)
+		fake_listen_tcp();
+	else
+		fake_listen();
 	ck_assert_int_eq(redis_nodes_init(rn, fake_path, &t_ops, NULL), 0);
+}
+
+static void fake_setup(struct redis_nodes *rn)
+{
+	fake_setup_at(rn, false);
 }
 
 static void fake_teardown(struct redis_nodes *rn)
@@ -329,21 +342,139 @@ START_TEST(test_probe_loading)
 }
 END_TEST
 
-/* A cluster whose state is not ok (a master just restarted) is not up:
- * its map is not taken and the set tries again. */
-START_TEST(test_probe_cluster_not_whole)
+static int pongs, nulls;
+
+static void t_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *rp = reply;
+
+	(void)ac;
+	(void)priv;
+	if (!rp)
+		nulls++;
+	else if (rp->type == REDIS_REPLY_STATUS && strcmp(rp->str, "PONG") == 0)
+		pongs++;
+}
+
+/* Read from fd (the loop running) until buf holds what. */
+static void fake_read_until(int fd, const char *what)
+{
+	char buf[512] = "";
+	size_t len = 0;
+
+	for (int i = 0; i < 1000 && !strstr(buf, what); i++) {
+		ssize_t n;
+
+		event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+		n = recv(fd, buf + len, sizeof(buf) - 1 - len, MSG_DONTWAIT);
+		len += n > 0 ? (size_t)n : 0;
+		buf[len] = '\0';
+		if (n <= 0)
+			usleep(5000);
+	}
+	ck_assert_ptr_nonnull(strstr(buf, what));
+}
+
+/* A one-master cluster on the fake (its map names the fake itself):
+ * answer the probe, accept the node's connection and answer its CLUSTER
+ * INFO with state; the node's connection. */
+static int fake_cluster(struct redis_nodes *rn, const char *state)
+{
+	char map[256], info[64];
+	int node_fd;
+
+	fake_setup_at(rn, true);
+	snprintf(map, sizeof(map), "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%s\r\n",
+		 strchr(fake_path, ':') + 1);
+	fake_probe(rn, map);
+	node_fd = accept4(fake_fd, NULL, NULL, SOCK_CLOEXEC);
+	ck_assert_int_ge(node_fd, 0);
+	fake_read_until(node_fd, "INFO");
+	snprintf(info, sizeof(info), "$%zu\r\n%s\r\n", strlen(state), state);
+	ck_assert_int_eq(write(node_fd, info, strlen(info)), (ssize_t)strlen(info));
+	for (int i = 0; i < 100 && !ups && !downs; i++)
+		event_base_loop(daemon_g.base, EVLOOP_ONCE);
+	return node_fd;
+}
+
+/* A node that says the cluster is not ok (a master just restarted) does
+ * not bring the set up: it tries again after its backoff. */
+START_TEST(test_cluster_not_ok)
 {
 	static struct redis_nodes rn;
-	static const char info[] = "$33\r\ncluster_state:fail\r\ncluster_x:1\r\n\r\n";
-	static const char slots[] = "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:1\r\n";
+	int node_fd = fake_cluster(&rn, "cluster_state:fail");
 
-	fake_setup(&rn);
-	fake_probe2(&rn, info, slots);
 	ck_assert_int_eq(ups, 0);
 	ck_assert_int_eq(downs, 1);
-	ck_assert_ptr_nonnull(strstr(last_why, "not whole"));
+	ck_assert_ptr_nonnull(strstr(last_why, "not ok"));
 	ck_assert(!redis_nodes_any(&rn));
+	close(node_fd);
 	fake_teardown(&rn);
+}
+END_TEST
+
+/* A MOVED puts the cluster's connections down, but a command already on
+ * its way still gets its answer (it ran: not answered unavailable). */
+START_TEST(test_moved_drains)
+{
+	static struct redis_nodes rn;
+	int node_fd = fake_cluster(&rn, "cluster_state:ok");
+
+	ck_assert_int_eq(ups, 1);
+	ck_assert(rn.cluster);
+	pongs = nulls = 0;
+	ck_assert_int_eq(redisAsyncCommand(rn.node[0].ac, t_reply, NULL, "PING"), REDIS_OK);
+	fake_read_until(node_fd, "PING");
+	ck_assert(redis_nodes_redirected(&rn, "MOVED 1 127.0.0.1:1", 19));
+	event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+	ck_assert_int_eq(downs_was_up, 1);
+	ck_assert_ptr_null(rn.node[0].ac);
+	ck_assert_int_eq(write(node_fd, "+PONG\r\n", 7), 7);
+	for (int i = 0; i < 100 && !pongs && !nulls; i++)
+		event_base_loop(daemon_g.base, EVLOOP_ONCE);
+	ck_assert_int_eq(nulls, 0);
+	ck_assert_int_eq(pongs, 1);
+	/* then it closes */
+	fake_read_until(node_fd, "");
+	for (int i = 0; i < 100 && rn.n_draining; i++)
+		event_base_loop(daemon_g.base, EVLOOP_NONBLOCK);
+	ck_assert_uint_eq(rn.n_draining, 0);
+	close(node_fd);
+	fake_teardown(&rn);
+}
+END_TEST
+
+/* A master the map names by an IPv6 address ("[::1]:port") is reached. */
+START_TEST(test_ipv6_node)
+{
+	static struct redis_nodes rn;
+	struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct range g[1];
+	redisReply *rows[1], all;
+	redisContext *ctx;
+	char port[8];
+
+	ck_assert_int_ge(fd, 0);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd); /* no IPv6 loopback here */
+		return;
+	}
+	ck_assert_int_eq(listen(fd, 1), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	memset(&rn, 0, sizeof(rn));
+	range_set(&g[0], 0, 16383, "::1", ntohs(sa.sin6_port));
+	rows[0] = &g[0].row;
+	all = r_arr(rows, 1);
+	ck_assert_int_eq(redis_nodes_map(&rn, &all, ""), 0);
+	snprintf(port, sizeof(port), "%u", ntohs(sa.sin6_port));
+	ck_assert_ptr_nonnull(strstr(rn.node[0].addr, port));
+	ctx = redis_link_open_sync(rn.node[0].addr);
+	ck_assert_ptr_nonnull(ctx);
+	ck_assert_msg(!ctx->err, "%s: %s", rn.node[0].addr, ctx->errstr);
+	redisFree(ctx);
+	close(fd);
 }
 END_TEST
 
@@ -359,7 +490,9 @@ int main(void)
 	tcase_add_test(tc, test_probe_server_lost);
 	tcase_add_test(tc, test_write_fails);
 	tcase_add_test(tc, test_probe_loading);
-	tcase_add_test(tc, test_probe_cluster_not_whole);
+	tcase_add_test(tc, test_ipv6_node);
+	tcase_add_test(tc, test_moved_drains);
+	tcase_add_test(tc, test_cluster_not_ok);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }

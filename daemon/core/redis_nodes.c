@@ -533,8 +533,12 @@ static void nodes_connect(struct redis_nodes *rn)
 	unsigned k = rn->attempt++ % (1 + rn->known);
 	char why[REDIS_ADDR_MAX + 64];
 
+	/* after a MOVED, first the master it named: its map is new */
 	snprintf(rn->probe_addr, sizeof(rn->probe_addr), "%s",
-		 k ? rn->known_addr[k - 1] : rn->address);
+		 rn->moved_to[0] ? rn->moved_to
+		 : k             ? rn->known_addr[k - 1]
+				 : rn->address);
+	rn->moved_to[0] = '\0';
 	rn->n = 0;
 	if (!(rn->probe = redis_link_open(rn->probe_addr))) {
 		snprintf(why, sizeof(why), "cannot connect to %s", rn->probe_addr);
@@ -668,7 +672,13 @@ enum redis_redirect redis_nodes_redirected(struct redis_nodes *rn, const char *e
 	if (!err)
 		return REDIS_REDIRECT_NONE;
 	if ((moved = starts(err, len, "MOVED")) || starts(err, len, "CLUSTERDOWN")) {
+		const char *to = moved ? memrchr(err, ' ', len) : NULL;
+
 		rn->moved += moved;
+		/* "MOVED SLOT HOST:PORT": ask HOST:PORT for the next map */
+		if (to && (size_t)(err + len - to - 1) < sizeof(rn->moved_to))
+			snprintf(rn->moved_to, sizeof(rn->moved_to), "%.*s",
+				 (int)(err + len - to - 1), to + 1);
 		if (rn->reset && !event_pending(rn->reset, EV_TIMEOUT, NULL))
 			event_active(rn->reset, EV_TIMEOUT, 1);
 		return REDIS_REDIRECT_RESET;

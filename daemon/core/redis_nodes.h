@@ -70,6 +70,7 @@ struct redis_nodes {
 	uint8_t slot_node[REDIS_SLOTS];  /* a cluster's: the node of each slot */
 	redisAsyncContext *probe;        /* asking CLUSTER SLOTS */
 	char probe_addr[REDIS_ADDR_MAX]; /* of the probe */
+	char moved_to[REDIS_ADDR_MAX];   /* the master a MOVED named: asked first */
 	/* the masters of the last map: asked in turn with the configured
 	 * address for the next one */
 	unsigned known, attempt;

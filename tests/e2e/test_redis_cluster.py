@@ -373,5 +373,109 @@ class TaskPool(OnCluster):
                 self.assertNotIn(stream, self.redis.keys(p))
 
 
+class SlotMoves(OnCluster):
+    """A slot that moves to another master while mpsupd runs (MOVED): the
+    commands on it answer unavailable at most while mpsupd learns the new
+    map, nothing acknowledged is lost or applied twice, a blocked getter
+    waits on."""
+
+    def move_slot(self, key, to=None):
+        """Move key's slot to another master (as redis-cli --cluster reshard
+        does: IMPORTING, MIGRATING, MIGRATE its keys, NODE on every master);
+        the port it went to. Moved back when the test ends."""
+        ports = self.redis.ports
+        src = self.redis.slot_owner(key)
+        dst = to or next(p for p in ports if p != src)
+        slot = redis_call(ports[0], "CLUSTER", "KEYSLOT", key)
+        ids = {p: redis_call(p, "CLUSTER", "MYID") for p in ports}
+        self.assertEqual(redis_call(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src]), "OK")
+        self.assertEqual(redis_call(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst]), "OK")
+        keys = redis_call(src, "CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        if keys:
+            self.assertEqual(redis_call(src, "MIGRATE", "127.0.0.1", dst, "", 0, 5000,
+                                        "KEYS", *keys), "OK")
+        for p in ports:
+            self.assertEqual(redis_call(p, "CLUSTER", "SETSLOT", slot, "NODE", ids[dst]), "OK")
+        wait_for(lambda: all(self.slot_owner_at(p, slot) == dst for p in ports),
+                 what="every master agreeing slot %d moved" % slot)
+        if to is None:
+            self.addCleanup(self.move_slot, key, src)
+        return dst
+
+    def slot_owner_at(self, port, slot):
+        for lo, hi, master, *_ in redis_call(port, "CLUSTER", "SLOTS"):
+            if lo <= slot <= hi:
+                return master[1]
+        return None
+
+    def ok_soon(self, c, cmd, **params):
+        """cmd's result, asked again while it answers unavailable (mpsupd
+        learning the new map); the number of unavailable answers."""
+        misses = [0]
+
+        def once():
+            r = c.call(cmd, **params)
+            if not r["ok"]:
+                self.assertEqual(r["error"]["code"], "unavailable", r)
+                misses[0] += 1
+            return r
+        return wait_for(lambda: (lambda r: r["ok"] and r)(once()),
+                        what="%s answered after the move" % cmd)["result"], misses[0]
+
+    def test_moved_slot_learnt_data_kept(self):
+        d = self.host()
+        with d.client() as c:
+            c.ok("obj.create", name="mv", type="dict")
+            c.ok("dict.set", name="mv", key="k", value=41)
+            self.move_slot("%s{mv}" % PREFIX)
+            v, _ = self.ok_soon(c, "dict.get", name="mv", key="k")
+            self.assertEqual(v, 41)
+            self.ok_soon(c, "dict.set", name="mv", key="k", value=42)
+            self.assertEqual(c.ok("dict.get", name="mv", key="k"), 42)
+        st = d.ok("daemon.info")["state"]
+        self.assertGreaterEqual(st["slots_moved"], 1)
+        self.assertEqual(st["connection"], "connected")
+
+    def test_blocked_getter_waits_on_across_the_move(self):
+        d = self.host()
+        d.ok("obj.create", name="mq", type="queue")
+        with d.client() as g:
+            rid = g.send("queue.get", name="mq", timeout=60)
+            wait_for(lambda: d.ok("daemon.info")["state"]["blocked_waiters"] == 1,
+                     what="the getter blocked")
+            self.move_slot("%s{mq}" % PREFIX)
+            with d.client() as c:
+                self.ok_soon(c, "queue.put", name="mq", item="after the move")
+            self.assertEqual(g.recv(), {"id": rid, "ok": True, "result": "after the move"})
+
+    def test_writes_in_flight_elsewhere_answered_once(self):
+        """value.add pipelined on an object whose slot stays while another
+        slot moves: every add answered ok is in the value, and no add that
+        ran is answered unavailable (the old connections drain)."""
+        d = self.host()
+        stay = self.name_on(self.redis.ports[0], "stay")
+        d.ok("obj.create", name=stay, type="value", typecode="i")
+        oks = moved = 0
+        with d.client() as c, d.client() as m:
+            for i in range(10):
+                move = self.name_on(self.redis.ports[1], "move%d-" % i)
+                self.ok_soon(m, "obj.create", name=move, type="dict")
+                self.move_slot("%s{%s}" % (PREFIX, move), self.redis.ports[2])
+                self.addCleanup(self.move_slot, "%s{%s}" % (PREFIX, move), self.redis.ports[1])
+                ids = [c.send("value.add", name=stay, by=1) for _ in range(100)]
+                # MOVED: mpsupd learns the new map while the adds are on their way
+                moved += not m.call("dict.set", name=move, key="k", value=1)["ok"]
+                for rid in ids:
+                    r = c.recv()
+                    self.assertEqual(r["id"], rid)
+                    oks += r["ok"]
+                    if not r["ok"]:  # not run: the new map was being learnt
+                        self.assertEqual(r["error"]["code"], "unavailable", r)
+            total, _ = self.ok_soon(c, "value.get", name=stay)
+        self.assertEqual(total, oks)
+        self.assertGreater(moved, 0)
+        self.assertGreater(oks, 0)
+
+
 if __name__ == "__main__":
     main()

@@ -151,6 +151,8 @@ START_TEST(test_redirections)
 	ck_assert_int_eq(redis_nodes_redirected(&rn, "MOVED 3999 127.0.0.1:6381", 25),
 			 REDIS_REDIRECT_RESET);
 	ck_assert_uint_eq(rn.moved, 1);
+	/* the master it names is asked first for the new map */
+	ck_assert_str_eq(rn.moved_to, "127.0.0.1:6381");
 	ck_assert_int_eq(redis_nodes_redirected(&rn, "CLUSTERDOWN The cluster is down", 31),
 			 REDIS_REDIRECT_RESET);
 	/* a slot being moved: refused, the map stays */

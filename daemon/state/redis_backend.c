@@ -392,6 +392,7 @@ struct listing {
 	unsigned node;     /* the node being scanned */
 	unsigned long gen; /* the nodes' connections lost when it began */
 	unsigned pending;  /* size calls not answered yet */
+	size_t next;       /* the first name not asked about yet */
 	char **types;      /* per name: its type ("" hidden), its size */
 	long long *sizes;
 	char who[24]; /* the caller's uid, "" for an admin: private objects */
@@ -480,6 +481,31 @@ static void listing_answer(struct listing *l)
 	listing_free(l);
 }
 
+static bool listing_ask(struct listing *l, size_t first, size_t n);
+
+/*
+ * Keep at most LIST_WINDOW size calls in flight (a cluster asks one per
+ * object: a listing of many objects would otherwise queue them all in
+ * hiredis's output at once); answer once the last has come.
+ */
+#define LIST_WINDOW 64
+static void listing_pump(struct listing *l)
+{
+	size_t names = json_array_size(l->names);
+	size_t per = rs.nodes.cluster ? 1 : names;
+
+	while (!l->failed && !l->gone && l->next < names && l->pending < LIST_WINDOW) {
+		if (!listing_ask(l, l->next, per)) {
+			l->failed = true;
+			break;
+		}
+		l->next += per;
+		l->pending++;
+	}
+	if (l->pending == 0)
+		listing_answer(l);
+}
+
 /* The types and sizes of a part came. */
 static void listing_sizes(redisAsyncContext *ac, void *reply, void *priv)
 {
@@ -499,8 +525,8 @@ static void listing_sizes(redisAsyncContext *ac, void *reply, void *priv)
 		l->sizes[pt->first + i] = z->type == REDIS_REPLY_INTEGER ? z->integer : 0;
 	}
 	free(pt);
-	if (--l->pending == 0)
-		listing_answer(l);
+	l->pending--;
+	listing_pump(l);
 }
 
 /* Ask for the types and sizes of names [first, first + n). */
@@ -550,7 +576,6 @@ static bool listing_ask(struct listing *l, size_t first, size_t n)
 static void listing_sizes_ask(struct listing *l)
 {
 	size_t names = json_array_size(l->names);
-	size_t per = rs.nodes.cluster ? 1 : names;
 
 	if (names == 0)
 		return listing_answer(l);
@@ -558,17 +583,7 @@ static void listing_sizes_ask(struct listing *l)
 	l->sizes = calloc(names, sizeof(*l->sizes));
 	if (!l->types || !l->sizes)
 		return listing_fail(l, "out of memory");
-	/* counted from one: no answer ends the listing before every ask is out */
-	l->pending = 1;
-	for (size_t first = 0; first < names; first += per) {
-		if (!listing_ask(l, first, per)) {
-			l->failed = true;
-			break;
-		}
-		l->pending++;
-	}
-	if (--l->pending == 0)
-		listing_answer(l);
+	listing_pump(l);
 }
 
 static void listing_scan(redisAsyncContext *ac, void *reply, void *priv);

@@ -68,7 +68,8 @@ class RedisHosts(mpsuptest.unittest.TestCase):
 class CrossHost(RedisHosts):
     def test_info(self):
         a, b = self.host(), self.host()
-        ia, ib = a.ok("daemon.info")["state"], b.ok("daemon.info")["state"]
+        ia, ib = (wait_for(lambda: (lambda s: s["connection"] == "connected" and s)(
+            h.ok("daemon.info")["state"]), what="connected") for h in (a, b))
         self.assertEqual(ia["backend"], "redis")
         self.assertEqual(ia["address"], self.redis.address)
         self.assertIs(ia["cluster"], ON_CLUSTER)
@@ -482,8 +483,9 @@ class Outage(RedisHosts):
         wait_for(back, what="redis to be back")
         # acknowledged before the crash (appendfsync always): still there
         self.assertEqual(a.ok("dict.get", name="d", key="acked"), 1)
-        info = a.ok("daemon.info")["state"]
-        self.assertEqual(info["connection"], "connected")
+        # (a command may get through before a cluster's CLUSTER INFO is in)
+        info = wait_for(lambda: (lambda s: s["connection"] == "connected" and s)(
+            a.ok("daemon.info")["state"]), what="connected")
         self.assertGreaterEqual(info["connections_lost"], 1)
         # the getter blocked before the crash waits again (re-armed); the
         # script is loaded again on NOSCRIPT
@@ -509,8 +511,8 @@ class Outage(RedisHosts):
             self.assertEqual(a.err("dict.get", name="d", key="acked"), "unavailable")
             self.redis.start()
             wait_for(back, what="redis to be back (%d)" % n)
-        info = a.ok("daemon.info")["state"]
-        self.assertEqual(info["connection"], "connected")
+        info = wait_for(lambda: (lambda s: s["connection"] == "connected" and s)(
+            a.ok("daemon.info")["state"]), what="connected")
         self.assertEqual(info["connections_lost"], 2)
 
     def test_condition_waiter_rearmed(self):

@@ -577,12 +577,10 @@ static void reset_fire(evutil_socket_t fd, short what, void *arg)
 	nodes_fail(rn, "the cluster's slots moved or it is not whole: learning its map again");
 }
 
-int redis_nodes_init(struct redis_nodes *rn, const char *address, const struct redis_nodes_ops *ops,
-		     void *arg)
+int redis_nodes_init(struct redis_nodes *rn, const char *address, const struct redis_nodes_ops *ops)
 {
 	memset(rn, 0, sizeof(*rn));
 	rn->ops = ops;
-	rn->arg = arg;
 	snprintf(rn->address, sizeof(rn->address), "%s", address);
 	if (!(rn->retry = evtimer_new(daemon_g.base, retry_fire, rn)) ||
 	    !(rn->reset = event_new(daemon_g.base, -1, 0, reset_fire, rn)))

@@ -37,7 +37,6 @@ struct redis_nodes;
 
 /* What the user of a set is told. */
 struct redis_nodes_ops {
-	const char *tag; /* its log component: "redis", "task" */
 	/* every node is connected */
 	void (*up)(struct redis_nodes *rn);
 	/* the set went down (was_up) or could not come up; it tries again
@@ -61,7 +60,6 @@ struct redis_node {
 
 struct redis_nodes {
 	const struct redis_nodes_ops *ops;
-	void *arg;                    /* the user's */
 	char address[REDIS_ADDR_MAX]; /* as configured */
 	bool cluster;                 /* the server is a cluster node */
 	bool up, stopping;
@@ -94,8 +92,8 @@ unsigned redis_key_slot(const char *key, size_t len);
 int redis_nodes_map(struct redis_nodes *rn, const redisReply *slots, const char *host);
 
 /* Set rn up for address (nothing is connected yet); -ENOMEM. */
-int redis_nodes_init(struct redis_nodes *rn, const char *address, const struct redis_nodes_ops *ops,
-		     void *arg);
+int redis_nodes_init(struct redis_nodes *rn, const char *address,
+		     const struct redis_nodes_ops *ops);
 /* Learn over ctx (a blocking connection to the address, at start) whether
  * it is a cluster and its map, then open the nodes' connections on the
  * loop: commands queue on them at once. 0, or -1 with why in err. */

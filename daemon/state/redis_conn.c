@@ -60,7 +60,6 @@ static void nodes_retrying(struct redis_nodes *rn)
 }
 
 static const struct redis_nodes_ops nodes_ops = {
-	.tag = "redis",
 	.up = nodes_up,
 	.down = nodes_down,
 	.node_open = nodes_node_open,
@@ -97,7 +96,7 @@ static int redis_check(const struct conf *conf)
 	freeReplyObject(rp);
 	if (ret == 0)
 		hot_load(ctx);
-	if (ret == 0 && (redis_nodes_init(&rs.nodes, addr, &nodes_ops, NULL) < 0 ||
+	if (ret == 0 && (redis_nodes_init(&rs.nodes, addr, &nodes_ops) < 0 ||
 			 redis_nodes_learn(&rs.nodes, ctx, err, sizeof(err)) < 0)) {
 		log_error("redis", "state_backend = redis: %s", err);
 		ret = -1;

@@ -477,7 +477,6 @@ static void tq_down(struct redis_nodes *rn, bool was_up, const char *why)
 }
 
 static const struct redis_nodes_ops tq_ops = {
-	.tag = "task",
 	.up = tq_up,
 	.down = tq_down,
 };
@@ -584,7 +583,7 @@ int task_redis_start(const struct conf *conf)
 	for (size_t i = 0; i < sizeof(rnd); i++)
 		snprintf(tq.host_id + 2 * i, 3, "%02x", rnd[i]);
 	LIST_INIT(&tq.queues);
-	if (redis_nodes_init(&tq.nodes, tq.address, &tq_ops, NULL) < 0 ||
+	if (redis_nodes_init(&tq.nodes, tq.address, &tq_ops) < 0 ||
 	    !(tq.tick = evtimer_new(daemon_g.base, tick_fire, NULL)) ||
 	    !(tq.flush = event_new(daemon_g.base, -1, 0, flush_fire, NULL)))
 		return -ENOMEM;

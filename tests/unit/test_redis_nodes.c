@@ -188,7 +188,6 @@ static void t_down(struct redis_nodes *rn, bool was_up, const char *why)
 }
 
 static const struct redis_nodes_ops t_ops = {
-	.tag = "test",
 	.up = t_up,
 	.down = t_down,
 	.own_io = true,
@@ -262,7 +261,7 @@ static void fake_setup_at(struct redis_nodes *rn, bool tcp)
 		fake_listen_tcp();
 	else
 		fake_listen();
-	ck_assert_int_eq(redis_nodes_init(rn, fake_path, &t_ops, NULL), 0);
+	ck_assert_int_eq(redis_nodes_init(rn, fake_path, &t_ops), 0);
 }
 
 static void fake_setup(struct redis_nodes *rn)

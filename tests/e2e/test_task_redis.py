@@ -67,6 +67,9 @@ class RedisTasks(mpsuptest.unittest.TestCase):
         if processes:  # a host without workers only sends
             wait_for(lambda: self.queue(d).get("reading") == 1,
                      what="host %s reading its task queue" % tag)
+        # (a cluster's masters answer CLUSTER INFO before the queue is up)
+        wait_for(lambda: self.queue(d).get("connection") == "connected",
+                 what="host %s connected to its task queue" % tag)
         return d
 
     STREAM = "mpsup:{task:w}:s"
